@@ -1,0 +1,25 @@
+"""Analyzers, one module per artifact kind. Each registers itself with `base.register`.
+
+Add a new analyzer module to `MODULES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+MODULES: tuple[str, ...] = (
+    "mlscan.analyzers.pickle",
+    "mlscan.containers.archives",
+    "mlscan.containers.numpy",
+)
+
+_loaded = False
+
+
+def load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in MODULES:
+        importlib.import_module(module)

@@ -1,0 +1,160 @@
+"""Detect what a file is from its first bytes (and name only where content cannot tell)."""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+HEAD_SIZE = 512
+
+
+class Kind(str, enum.Enum):
+    PICKLE = "pickle"
+    ZIP = "zip"
+    TAR = "tar"
+    SEVENZ = "7z"
+    GZIP = "gzip"
+    BZIP2 = "bzip2"
+    XZ = "xz"
+    LZMA = "lzma"
+    ZLIB = "zlib"
+    NUMPY = "numpy"
+    HDF5 = "hdf5"
+    SAFETENSORS = "safetensors"
+    GGUF = "gguf"
+    ONNX = "onnx"
+    TF_SAVEDMODEL = "tf-savedmodel"
+    PYTHON = "python"
+    NOTEBOOK = "notebook"
+    JSON = "json"
+    YAML = "yaml"
+    JINJA = "jinja"
+    UNKNOWN = "unknown"
+
+
+# Extensions that promise a model artifact: unrecognized content there is reported.
+MODEL_EXTENSIONS = frozenset(
+    {
+        ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz", ".safetensors",
+        ".h5", ".hdf5", ".keras", ".onnx", ".gguf", ".pb", ".mar", ".distcp", ".dill",
+        ".sav", ".model",
+    }
+)
+# Extensions that claim data-only formats: a pickle behind them is a disguise.
+DATA_ONLY_EXTENSIONS = frozenset(
+    {
+        ".safetensors", ".gguf", ".onnx", ".json", ".txt", ".csv", ".png", ".jpg", ".jpeg",
+        ".gif", ".md", ".h5", ".hdf5", ".yaml", ".yml", ".msgpack", ".tflite", ".wav",
+    }
+)
+CODE_EXTENSIONS = {".py": Kind.PYTHON, ".pyw": Kind.PYTHON, ".ipynb": Kind.NOTEBOOK}
+TEXT_EXTENSIONS = {
+    ".json": Kind.JSON, ".yaml": Kind.YAML, ".yml": Kind.YAML, ".jinja": Kind.JINJA,
+    ".jinja2": Kind.JINJA, ".j2": Kind.JINJA,
+}
+
+# Opcodes a protocol 0/1 pickle can start with (protocol 2+ starts with PROTO b'\x80').
+_PICKLE_P0_START = frozenset(b"(cNIFLSVGJKM]})lditp.UTXq")
+
+
+def _looks_like_text_pickle(head: bytes) -> bool:
+    """Protocol 0/1 pickles have no magic; accept only shapes real ones start with."""
+    if not head or head[0] not in _PICKLE_P0_START:
+        return False
+    if head[:1] == b"c":  # GLOBAL module\nname\n
+        parts = head[1:].split(b"\n", 2)
+        return len(parts) >= 2 and all(_is_dotted_ident(p) for p in parts[:2])
+    if head[:1] in (b"(", b"]", b"}", b")"):
+        nxt = head[1:2]
+        return nxt in (b"", b"c", b"d", b"l", b"t", b"(", b"S", b"V", b"I", b"F", b"N", b"p",
+                       b"q", b"K", b"M", b"J", b"X", b"U", b"T", b"G", b"L", b"]", b"}", b")",
+                       b"i", b"e", b"u", b"s", b"a", b".")
+    if head[:1] in (b"I", b"L", b"F"):  # number followed by newline
+        line = head[1:].split(b"\n", 1)[0]
+        return 0 < len(line) < 40 and all(c in b"0123456789+-.eEL" for c in line)
+    if head[:1] in (b"S", b"V"):
+        return b"\n" in head[:256] and head[1:2] in (b"'", b'"') if head[:1] == b"S" else b"\n" in head
+    if head[:1] in (b"N", b"."):
+        return len(head) <= 2 or head[1:2] in (b".", b"p", b"q", b"0", b"(")
+    return False
+
+
+def _is_dotted_ident(raw: bytes) -> bool:
+    if not raw or len(raw) > 200:
+        return False
+    return all(c == 0x2E or c == 0x5F or (0x30 <= c <= 0x39) or (0x41 <= c <= 0x5A)
+               or (0x61 <= c <= 0x7A) for c in raw)
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
+        return len(head) == 2 or head[2] != 0x00 or head[1] == 0
+    return _looks_like_text_pickle(head)
+
+
+def sniff_bytes(head: bytes) -> Kind:
+    """Kind from content alone; UNKNOWN when the bytes say nothing."""
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return Kind.ZIP
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return Kind.SEVENZ
+    if head.startswith(b"\x1f\x8b"):
+        return Kind.GZIP
+    if head.startswith(b"BZh") and head[3:4].isdigit():
+        return Kind.BZIP2
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return Kind.XZ
+    if head.startswith(b"\x93NUMPY"):
+        return Kind.NUMPY
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return Kind.HDF5
+    if head.startswith(b"GGUF"):
+        return Kind.GGUF
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return Kind.TAR
+    if looks_like_pickle(head):
+        return Kind.PICKLE
+    if len(head) >= 2 and head[0] == 0x78 and head[1] in (0x01, 0x5E, 0x9C, 0xDA):
+        return Kind.ZLIB  # joblib's zlib compression writes a bare zlib stream
+    if len(head) >= 13 and head[0] == 0x5D and head[1:5] in (
+        b"\x00\x00\x80\x00", b"\x00\x00\x01\x00", b"\x00\x00\x10\x00", b"\x00\x00\x00\x01",
+        b"\x00\x00\x00\x04", b"\x00\x00\x00\x02", b"\x00\x00\x40\x00", b"\x00\x00\x00\x08",
+    ):
+        return Kind.LZMA
+    if _looks_like_safetensors(head):
+        return Kind.SAFETENSORS
+    return Kind.UNKNOWN
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n < 100 * 1024 * 1024 and head[8:9] == b"{"
+
+
+def sniff(head: bytes, name: str) -> Kind:
+    """Kind of a file: content first; the name only for text formats content cannot prove."""
+    kind = sniff_bytes(head)
+    if kind is not Kind.UNKNOWN:
+        return kind
+    lower = name.lower()
+    dot = lower.rfind(".")
+    ext = lower[dot:] if dot >= 0 else ""
+    if ext in CODE_EXTENSIONS:
+        return CODE_EXTENSIONS[ext]
+    if head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]:
+        return Kind.PYTHON
+    if ext in TEXT_EXTENSIONS:
+        return TEXT_EXTENSIONS[ext]
+    if ext == ".onnx":
+        return Kind.ONNX
+    if lower.endswith("saved_model.pb"):
+        return Kind.TF_SAVEDMODEL
+    return Kind.UNKNOWN
+
+
+def extension(name: str) -> str:
+    base = name.rsplit("/", 1)[-1].lower()
+    dot = base.rfind(".")
+    return base[dot:] if dot > 0 else ""
