@@ -8,9 +8,6 @@ from __future__ import annotations
 import importlib
 
 MODULES: tuple[str, ...] = (
-    "mlscan.analyzers.pickle",
-    "mlscan.containers.archives",
-    "mlscan.containers.numpy",
 )
 
 _loaded = False

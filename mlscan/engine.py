@@ -1,0 +1,137 @@
+"""discover -> analyzers (process pool) -> filter -> Report. No printing, no config reading."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlscan import registry
+from mlscan.analyzers.base import Source, Target, batch_analyzers, scan_source
+from mlscan.context import Budget, Settings
+from mlscan.discover import Artifact, discover
+from mlscan.model import Finding, Report, Severity, Summary
+from mlscan.rulesets.meta import ANALYZER_ERROR, NOT_SCANNED
+
+Progress = Callable[[int, int, str], None]
+"""Called as (done, total, current display path)."""
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    paths: tuple[Path, ...]
+    settings: Settings = field(default_factory=Settings)
+    exclude: tuple[str, ...] = ()
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    min_severity: Severity = Severity.LOW
+    jobs: int = 0
+    """0 = one per CPU; 1 = in-process."""
+    base: Path | None = None
+    """Display paths are relative to this (default: the working directory)."""
+
+
+def analyze_artifact(artifact: Artifact, settings: Settings) -> list[Finding]:
+    """Analyze one top-level file. Runs in worker processes: must never raise."""
+    budget = Budget(settings)
+    try:
+        with open(artifact.fs_path, "rb") as fh:
+            src = Source(stream=fh, path=artifact.path, name=artifact.fs_path.name,
+                         size=artifact.size, fs_path=artifact.fs_path)
+            return list(scan_source(src, budget, kind=artifact.kind))
+    except OSError as exc:
+        return [NOT_SCANNED.finding(artifact.path, f"cannot read: {exc.strerror or exc}",
+                                    evidence="unreadable")]
+    except Exception as exc:  # noqa: BLE001 - never lose a file to a bug
+        return [ANALYZER_ERROR.finding(artifact.path, f"internal error: {type(exc).__name__}: "
+                                       f"{exc}", evidence=type(exc).__name__)]
+
+
+def _pool_size(jobs: int, n: int) -> int:
+    if jobs == 1 or n < 4:
+        return 1
+    cpus = os.cpu_count() or 1
+    return max(1, min(jobs or cpus, n))
+
+
+def _run_files(artifacts: Sequence[Artifact], opts: ScanOptions,
+               progress: Progress | None) -> list[Finding]:
+    findings: list[Finding] = []
+    workers = _pool_size(opts.jobs, len(artifacts))
+    total = len(artifacts)
+    if workers == 1:
+        for i, art in enumerate(artifacts):
+            if progress:
+                progress(i, total, art.path)
+            findings.extend(analyze_artifact(art, opts.settings))
+        return findings
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(analyze_artifact, a, opts.settings): a for a in artifacts}
+        for i, fut in enumerate(cf.as_completed(futures)):
+            art = futures[fut]
+            if progress:
+                progress(i + 1, total, art.path)
+            try:
+                findings.extend(fut.result())
+            except Exception as exc:  # noqa: BLE001 - a dead worker is a finding, not a crash
+                findings.append(ANALYZER_ERROR.finding(
+                    art.path, f"worker failed: {type(exc).__name__}: {exc}",
+                    evidence=type(exc).__name__))
+    return findings
+
+
+def _run_batches(artifacts: Sequence[Artifact], settings: Settings) -> list[Finding]:
+    findings: list[Finding] = []
+    for kinds, fn in batch_analyzers():
+        targets = [Target(a.fs_path, a.path, a.kind) for a in artifacts if a.kind in kinds]
+        if not targets:
+            continue
+        try:
+            findings.extend(fn(targets, Budget(settings)))
+        except Exception as exc:  # noqa: BLE001
+            findings.append(ANALYZER_ERROR.finding(
+                targets[0].path, f"batch analyzer {getattr(fn, '__name__', fn)} failed: "
+                f"{type(exc).__name__}: {exc}", evidence=type(exc).__name__))
+    return findings
+
+
+def keep(finding: Finding, opts: ScanOptions) -> bool:
+    if finding.severity.rank < opts.min_severity.rank:
+        return False
+    if opts.select and not registry.matches(finding.rule_id, opts.select):
+        return False
+    return not (opts.ignore and registry.matches(finding.rule_id, opts.ignore))
+
+
+def dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    seen: set[tuple[object, ...]] = set()
+    out = []
+    for f in sorted(findings, key=Finding.sort_key):
+        key = (f.rule_id, f.path, f.member, f.line, f.column, f.offset, f.evidence, f.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def scan(opts: ScanOptions, progress: Progress | None = None) -> Report:
+    start = time.perf_counter()
+    registry.all_rules()
+    found = discover(opts.paths, opts.exclude, base=opts.base)
+    raw: list[Finding] = list(found.findings)
+    raw.extend(_run_files(found.artifacts, opts, progress))
+    raw.extend(_run_batches(found.artifacts, opts.settings))
+    findings = [f for f in dedupe(raw) if keep(f, opts)]
+    summary = Summary(
+        files=len(found.artifacts),
+        bytes=sum(a.size for a in found.artifacts),
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    return Report(findings=tuple(findings), summary=summary,
+                  roots=tuple(str(p.absolute()) for p in opts.paths))
