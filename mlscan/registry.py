@@ -13,6 +13,8 @@ from mlscan.model import Rule
 PROVIDERS: tuple[str, ...] = (
     "mlscan.rulesets.model_files",
     "mlscan.rulesets.meta",
+    "mlscan.rulesets.hf_formats",
+    "mlscan.rulesets.model_formats",
 )
 
 _RULES: dict[str, Rule] = {}
