@@ -15,6 +15,7 @@ PROVIDERS: tuple[str, ...] = (
     "mlscan.rulesets.meta",
     "mlscan.rulesets.hf_formats",
     "mlscan.rulesets.model_formats",
+    "mlscan.rulesets.semgrep_rules",
 )
 
 _RULES: dict[str, Rule] = {}
