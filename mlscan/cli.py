@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
@@ -48,16 +48,6 @@ def _split(values: Optional[list[str]]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _severity(text: str, flag: str) -> object:
-    from mlscan.model import Severity
-
-    try:
-        return Severity.parse(text)
-    except ValueError as exc:
-        typer.echo(f"error: {flag}: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
-
-
 class _StderrProgress:
     """A one-line progress bar on stderr, shown only on a TTY and only after a moment."""
 
@@ -85,56 +75,128 @@ class _StderrProgress:
             sys.stderr.flush()
 
 
+_FORMATS = "text, json, sarif, markdown"
+
+
 @app.command()
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to scan.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text, json")] = "text",
+    fmt: Annotated[str, typer.Option("--format", "-f", help=_FORMATS)] = "text",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here.")] = None,
-    min_severity: Annotated[str, typer.Option(help="Hide findings below this.")] = "low",
-    fail_on: Annotated[str, typer.Option(help="Exit 1 at or above this severity.")] = "high",
+    report_to: Annotated[Optional[list[str]], typer.Option(
+        "--report", help="Also write FORMAT=FILE (repeatable), e.g. sarif=mlscan.sarif.")] = None,
+    min_severity: Annotated[Optional[str], typer.Option(
+        help="Hide findings below this (default low).")] = None,
+    fail_on: Annotated[Optional[str], typer.Option(
+        help="Exit 1 at or above this severity (default high).")] = None,
     select: Annotated[Optional[list[str]], typer.Option(help="Only these codes/prefixes.")] = None,
     ignore: Annotated[Optional[list[str]], typer.Option(help="Skip these codes/prefixes.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of paths to skip.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="Config file (default: nearest mlscan.toml or pyproject.toml [tool.mlscan]).")] = None,
+    isolated: Annotated[bool, typer.Option(
+        help="Ignore config files found near the scanned paths.")] = False,
+    baseline: Annotated[Optional[Path], typer.Option(
+        help="Hide findings recorded in this baseline file (still counted).")] = None,
+    no_inline_ignores: Annotated[bool, typer.Option(
+        help="Ignore '# mlscan: ignore[...]' comments (audit code you do not trust).")] = False,
+    no_cache: Annotated[bool, typer.Option(help="Do not read or write the result cache.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Processes (0 = one per CPU).")] = 0,
     exit_zero: Annotated[bool, typer.Option(help="Always exit 0 unless mlscan fails.")] = False,
 ) -> None:
     """Scan files and folders: model files, Python code, Hugging Face repos."""
-    from mlscan.engine import ScanOptions
     from mlscan.engine import scan as run_scan
-    from mlscan.model import Severity
+    from mlscan.options import Flags, OptionsError, build
     from mlscan.reporters import Format, renderer
 
-    try:
-        format_ = Format(fmt)
-    except ValueError:
-        typer.echo(f"error: --format: unknown format {fmt!r} "
-                   f"(choose from {', '.join(f.value for f in Format)})", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
-    min_sev = _severity(min_severity, "--min-severity")
-    fail_sev = _severity(fail_on, "--fail-on")
-    assert isinstance(min_sev, Severity) and isinstance(fail_sev, Severity)
+    outputs = [(_format(fmt, "--format"), output)]
+    for spec in report_to or []:
+        name, sep, dest = spec.partition("=")
+        if not sep or not dest:
+            _fail(f"--report: expected FORMAT=FILE, got {spec!r}")
+        outputs.append((_format(name, "--report"), Path(dest)))
     missing = [str(p) for p in paths if not os.path.lexists(p)]
     if missing:
-        typer.echo(f"error: no such file or directory: {', '.join(missing)}", err=True)
-        raise typer.Exit(EXIT_ERROR)
-    opts = ScanOptions(paths=tuple(paths), exclude=_split(exclude), select=_split(select),
-                       ignore=_split(ignore), min_severity=min_sev, jobs=jobs)
-    progress = _StderrProgress(sys.stderr.isatty() and output is None or sys.stderr.isatty())
+        _fail(f"no such file or directory: {', '.join(missing)}")
+    flags = Flags(paths=tuple(paths), config=config, isolated=isolated, select=_split(select),
+                  ignore=_split(ignore), exclude=_split(exclude), min_severity=min_severity,
+                  fail_on=fail_on, baseline=baseline, inline_ignores=not no_inline_ignores,
+                  cache=not no_cache, jobs=jobs)
+    try:
+        opts, fail_sev = build(flags)
+    except OptionsError as exc:
+        _fail(str(exc))
+    progress = _StderrProgress(sys.stderr.isatty())
     try:
         report = run_scan(opts, progress=progress)
     finally:
         progress.close()
-    to_tty = output is None and sys.stdout.isatty()
-    text = renderer(format_)(report, to_tty and "NO_COLOR" not in os.environ)
-    if output is not None:
-        output.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    for format_, target in outputs:
+        color = target is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        text = renderer(Format(format_))(report, color)
+        if target is None:
+            sys.stdout.write(text)
+            continue
+        try:
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"cannot write {target}: {exc.strerror or exc}")
     if report.errors:
         raise typer.Exit(EXIT_ERROR)
     worst = report.worst()
     if not exit_zero and worst is not None and worst.rank >= fail_sev.rank:
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _format(name: str, flag: str) -> str:
+    from mlscan.reporters import Format
+
+    if name not in {f.value for f in Format}:
+        _fail(f"{flag}: unknown format {name!r} (choose from {_FORMATS})")
+    return name
+
+
+baseline_app = typer.Typer(help="Accept today's findings; later scans report only new ones.",
+                           no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("write")
+def baseline_write(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Default: .")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Default: config 'baseline' or .mlscan-baseline.json")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Config file.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j")] = 0,
+) -> None:
+    """Record every current finding (all severities) in a baseline file."""
+    from mlscan import baseline as baseline_file
+    from mlscan.engine import scan as run_scan
+    from mlscan.options import Flags, OptionsError, build, read_config
+
+    flags = Flags(paths=tuple(paths or [Path(".")]), config=config, min_severity="low",
+                  jobs=jobs)
+    try:
+        opts, _ = build(flags, with_baseline=False)
+        target = output or read_config(flags).baseline or Path(baseline_file.DEFAULT_NAME)
+    except OptionsError as exc:
+        _fail(str(exc))
+    report = run_scan(opts)
+    if report.errors:
+        for err in report.errors:
+            typer.echo(f"error: {err.path}: {err.message}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        target.write_text(baseline_file.render(report.findings, target, opts.base or Path.cwd()),
+                          encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {target}: {exc.strerror or exc}")
+    typer.echo(f"wrote {len(report.findings)} finding(s) to {target}")
 
 
 @app.command()
@@ -168,6 +230,9 @@ def rules(
         typer.echo(f"error: {exc.args[0]}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     typer.echo(render_rule(rule), nl=False)
+
+
+from mlscan.cli_env import register as _register_env; _register_env(app)  # noqa: E402, E702
 
 
 def main() -> None:

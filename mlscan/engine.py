@@ -1,4 +1,5 @@
-"""discover -> analyzers (process pool) -> filter -> Report. No printing, no config reading."""
+"""discover -> cache -> analyzers (process pool) -> suppress -> filter -> Report.
+No printing, no config reading: the CLI turns config into ScanOptions."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlscan import registry
 from mlscan.analyzers.base import Source, Target, batch_analyzers, scan_source
+from mlscan.cache import NEVER_CACHE, Cache, Hasher
 from mlscan.context import Budget, Settings
 from mlscan.discover import Artifact, discover
+from mlscan.kinds import Kind
 from mlscan.model import Finding, Report, Severity, Summary
 from mlscan.rulesets.meta import ANALYZER_ERROR, NOT_SCANNED
+from mlscan.suppress import SuppressOptions, apply_suppressions
 
 Progress = Callable[[int, int, str], None]
 """Called as (done, total, current display path)."""
@@ -34,6 +38,9 @@ class ScanOptions:
     """0 = one per CPU; 1 = in-process."""
     base: Path | None = None
     """Display paths are relative to this (default: the working directory)."""
+    suppress: SuppressOptions = field(default_factory=SuppressOptions)
+    cache_dir: Path | None = None
+    """Result cache folder; None disables the cache."""
 
 
 def analyze_artifact(artifact: Artifact, settings: Settings) -> list[Finding]:
@@ -59,17 +66,16 @@ def _pool_size(jobs: int, n: int) -> int:
     return max(1, min(jobs or cpus, n))
 
 
-def _run_files(artifacts: Sequence[Artifact], opts: ScanOptions,
-               progress: Progress | None) -> list[Finding]:
-    findings: list[Finding] = []
+def _analyze(artifacts: Sequence[Artifact], opts: ScanOptions,
+             progress: Progress | None) -> Iterator[tuple[Artifact, list[Finding]]]:
     workers = _pool_size(opts.jobs, len(artifacts))
     total = len(artifacts)
     if workers == 1:
         for i, art in enumerate(artifacts):
             if progress:
                 progress(i, total, art.path)
-            findings.extend(analyze_artifact(art, opts.settings))
-        return findings
+            yield art, analyze_artifact(art, opts.settings)
+        return
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = {pool.submit(analyze_artifact, a, opts.settings): a for a in artifacts}
@@ -78,26 +84,62 @@ def _run_files(artifacts: Sequence[Artifact], opts: ScanOptions,
             if progress:
                 progress(i + 1, total, art.path)
             try:
-                findings.extend(fut.result())
+                yield art, fut.result()
             except Exception as exc:  # noqa: BLE001 - a dead worker is a finding, not a crash
-                findings.append(ANALYZER_ERROR.finding(
+                yield art, [ANALYZER_ERROR.finding(
                     art.path, f"worker failed: {type(exc).__name__}: {exc}",
-                    evidence=type(exc).__name__))
+                    evidence=type(exc).__name__)]
+
+
+def _run_files(artifacts: Sequence[Artifact], opts: ScanOptions, progress: Progress | None,
+               store: Cache | None) -> list[Finding]:
+    findings: list[Finding] = []
+    todo: list[Artifact] = []
+    keys: dict[Path, str | None] = {}
+    for art in artifacts:
+        key = store.key(art.fs_path, art.path, art.kind, "file") if store else None
+        cached = store.get(key, art.path) if store else None
+        if cached is None:
+            keys[art.fs_path] = key
+            todo.append(art)
+        else:
+            findings.extend(cached)
+    for art, result in _analyze(todo, opts, progress):
+        findings.extend(result)
+        if store:
+            store.put(keys[art.fs_path], result)
     return findings
 
 
-def _run_batches(artifacts: Sequence[Artifact], settings: Settings) -> list[Finding]:
+def _run_batches(artifacts: Sequence[Artifact], settings: Settings,
+                 store: Cache | None) -> list[Finding]:
     findings: list[Finding] = []
     for kinds, fn in batch_analyzers():
-        targets = [Target(a.fs_path, a.path, a.kind) for a in artifacts if a.kind in kinds]
+        layer = f"batch:{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', fn)}"
+        targets, keys = [], {}
+        for a in artifacts:
+            if a.kind not in kinds:
+                continue
+            key = store.key(a.fs_path, a.path, a.kind, layer) if store else None
+            cached = store.get(key, a.path) if store else None
+            if cached is None:
+                targets.append(Target(a.fs_path, a.path, a.kind))
+                keys[a.path] = key
+            else:
+                findings.extend(cached)
         if not targets:
-            continue
+            continue  # every file cached: the tool (semgrep) is not even started
         try:
-            findings.extend(fn(targets, Budget(settings)))
+            result = list(fn(targets, Budget(settings)))
         except Exception as exc:  # noqa: BLE001
             findings.append(ANALYZER_ERROR.finding(
                 targets[0].path, f"batch analyzer {getattr(fn, '__name__', fn)} failed: "
                 f"{type(exc).__name__}: {exc}", evidence=type(exc).__name__))
+            continue
+        findings.extend(result)
+        if store and not any(f.rule_id in NEVER_CACHE for f in result):
+            for path, key in keys.items():
+                store.put(key, (f for f in result if f.path == path))
     return findings
 
 
@@ -124,14 +166,25 @@ def scan(opts: ScanOptions, progress: Progress | None = None) -> Report:
     start = time.perf_counter()
     registry.all_rules()
     found = discover(opts.paths, opts.exclude, base=opts.base)
+    hasher = Hasher()
+    store = Cache(opts.cache_dir, opts.settings, hasher) if opts.cache_dir else None
     raw: list[Finding] = list(found.findings)
-    raw.extend(_run_files(found.artifacts, opts, progress))
-    raw.extend(_run_batches(found.artifacts, opts.settings))
-    findings = [f for f in dedupe(raw) if keep(f, opts)]
+    raw.extend(_run_files(found.artifacts, opts, progress, store))
+    raw.extend(_run_batches(found.artifacts, opts.settings, store))
+    files = {a.path: a.fs_path for a in found.artifacts}
+    outcome = apply_suppressions(
+        dedupe(raw), opts.suppress,
+        sources={a.path: a.fs_path for a in found.artifacts if a.kind is Kind.PYTHON},
+        sha256_of=lambda p: hasher.sha256(files[p]) if p in files else None)
+    findings = [f for f in dedupe(outcome.findings) if keep(f, opts)]
+    suppressed = sorted(((f, why) for f, why in outcome.suppressed if keep(f, opts)),
+                        key=lambda item: item[0].sort_key())
     summary = Summary(
         files=len(found.artifacts),
         bytes=sum(a.size for a in found.artifacts),
         seconds=round(time.perf_counter() - start, 3),
     )
     return Report(findings=tuple(findings), summary=summary,
+                  suppressed=tuple(f for f, _ in suppressed),
+                  suppressions=tuple(why for _, why in suppressed),
                   roots=tuple(str(p.absolute()) for p in opts.paths))

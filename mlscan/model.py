@@ -162,6 +162,9 @@ class Summary:
 class Report:
     findings: tuple[Finding, ...] = ()
     suppressed: tuple[Finding, ...] = ()
+    suppressions: tuple[str, ...] = ()
+    """Why each entry of `suppressed` was suppressed (same order): 'inline', 'baseline',
+    'allow-sha256' or 'per-file-ignores', optionally followed by ': detail'."""
     errors: tuple[ScanError, ...] = ()
     summary: Summary = field(default_factory=Summary)
     roots: tuple[str, ...] = ()

@@ -13,6 +13,7 @@ from mlscan.model import Rule
 PROVIDERS: tuple[str, ...] = (
     "mlscan.rulesets.model_files",
     "mlscan.rulesets.meta",
+    "mlscan.rulesets.suppressions",
     "mlscan.rulesets.hf_formats",
     "mlscan.rulesets.model_formats",
     "mlscan.rulesets.semgrep_rules",
