@@ -39,7 +39,8 @@ HF_REMOTE_CODE_CROSS_REPO = register(Rule(
     name="hf-remote-code-other-repo",
     severity=Severity.HIGH,
     confidence=Confidence.HIGH,
-    summary="auto_map points at code in another Hugging Face repository (owner/repo--module.Class).",
+    summary="auto_map points at code in another Hugging Face repository "
+    "(owner/repo--module.Class).",
     cwe=829,
     doc=RuleDoc(
         what="Flags `auto_map` values of the form `owner/repo--module.Class`, which make "
