@@ -15,8 +15,8 @@ class Limits:
     max_seconds_per_file: float = 10.0
     max_decompressed_bytes: int = 2048 * MiB
     """Total bytes any one file may expand to through gzip/bz2/xz/zip/7z layers."""
-    max_compression_ratio: int = 200
-    """Beyond this ratio *and* 64 MiB of output, a stream is treated as a bomb."""
+    max_compression_ratio: int = 1000
+    """Beyond this ratio *and* 256 MiB of output, a stream is treated as a bomb."""
     max_depth: int = 6
     """Nesting of archives and embedded payloads."""
     max_members: int = 100_000

@@ -69,8 +69,11 @@ def discover(paths: Iterable[Path], exclude: Iterable[str] = (), *,
     for given in paths:
         given = given.absolute()
         root = given if given.is_dir() else given.parent
-        for entry in _walk(given, root, out, base):
-            display = display_path(entry, base)
+        # Paths are shown relative to the working directory when the scan root lies under
+        # it, else relative to the scan root itself.
+        rel_to = base if (given == base or base in given.parents) else root
+        for entry in _walk(given, root, out, rel_to):
+            display = display_path(entry, rel_to)
             if is_excluded(display, exclude):
                 continue
             _consider(entry, display, root, out, seen)

@@ -9,6 +9,10 @@ import importlib
 
 MODULES: tuple[str, ...] = (
     "mlscan.analyzers.semgrep",
+    "mlscan.analyzers.pickle",
+    "mlscan.containers.archives",
+    "mlscan.containers.compression",
+    "mlscan.containers.numpy",
 )
 
 _loaded = False
