@@ -123,7 +123,21 @@ def sniff_bytes(head: bytes) -> Kind:
         return Kind.LZMA
     if _looks_like_safetensors(head):
         return Kind.SAFETENSORS
+    if _looks_like_protobuf_model(head) is not None:
+        return _looks_like_protobuf_model(head) or Kind.UNKNOWN
     return Kind.UNKNOWN
+
+
+def _looks_like_protobuf_model(head: bytes) -> Kind | None:
+    """ONNX ModelProto starts with ir_version (field 1, 3..15) and then a string/graph field;
+    a SavedModel with schema version 1 followed by meta_graphs."""
+    if len(head) < 3 or head[0] != 0x08:
+        return None
+    if head[1] == 0x01 and head[2] == 0x12:
+        return Kind.TF_SAVEDMODEL
+    if 3 <= head[1] <= 15 and head[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42):
+        return Kind.ONNX
+    return None
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -149,7 +163,7 @@ def sniff(head: bytes, name: str) -> Kind:
         return TEXT_EXTENSIONS[ext]
     if ext == ".onnx":
         return Kind.ONNX
-    if lower.endswith("saved_model.pb"):
+    if ext == ".pb":  # saved_model.pb, keras_metadata.pb, frozen graphs, fingerprint.pb
         return Kind.TF_SAVEDMODEL
     return Kind.UNKNOWN
 
