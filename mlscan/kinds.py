@@ -123,8 +123,9 @@ def sniff_bytes(head: bytes) -> Kind:
         return Kind.LZMA
     if _looks_like_safetensors(head):
         return Kind.SAFETENSORS
-    if _looks_like_protobuf_model(head) is not None:
-        return _looks_like_protobuf_model(head) or Kind.UNKNOWN
+    proto = _looks_like_protobuf_model(head)
+    if proto is not None:
+        return proto
     return Kind.UNKNOWN
 
 
