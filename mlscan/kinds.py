@@ -73,7 +73,9 @@ def _looks_like_text_pickle(head: bytes) -> bool:
         line = head[1:].split(b"\n", 1)[0]
         return 0 < len(line) < 40 and all(c in b"0123456789+-.eEL" for c in line)
     if head[:1] in (b"S", b"V"):
-        return b"\n" in head[:256] and head[1:2] in (b"'", b'"') if head[:1] == b"S" else b"\n" in head
+        if head[:1] == b"S":
+            return b"\n" in head[:256] and head[1:2] in (b"'", b'"')
+        return b"\n" in head
     if head[:1] in (b"N", b"."):
         return len(head) <= 2 or head[1:2] in (b".", b"p", b"q", b"0", b"(")
     return False

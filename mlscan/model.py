@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ class Finding:
         )
 
     def with_path(self, path: str) -> Finding:
-        return Finding(**{**self.to_fields(), "path": path})
+        return dataclasses.replace(self, path=path)
 
     def to_fields(self) -> dict[str, object]:
         return {

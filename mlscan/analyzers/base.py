@@ -10,7 +10,7 @@ import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from mlscan.context import Budget
 from mlscan.errors import LimitExceeded, MalformedError
@@ -78,7 +78,7 @@ def analyzer_for(kind: Kind) -> Analyzer | None:
 def ensure_peekable(stream: BinaryIO) -> BinaryIO:
     if stream.seekable() or hasattr(stream, "peek"):
         return stream
-    return io.BufferedReader(stream, buffer_size=HEAD_SIZE * 2)  # type: ignore[arg-type]
+    return cast(BinaryIO, io.BufferedReader(cast(Any, stream), buffer_size=HEAD_SIZE * 2))
 
 
 def scan_source(src: Source, budget: Budget, kind: Kind | None = None) -> Iterator[Finding]:

@@ -7,6 +7,7 @@ import io
 import re
 import tarfile
 from collections.abc import Iterator
+from typing import Any, cast
 
 from mlscan.analyzers.base import Source, register, scan_source
 from mlscan.containers.zipread import ZipReader, iter_entries
@@ -52,7 +53,7 @@ def _spooled(src: Source, budget: Budget) -> Source:
         return src
     import tempfile
 
-    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
     total = 0
     while True:
         chunk = src.stream.read(1 << 20)
@@ -122,7 +123,7 @@ def analyze_tar(src: Source, budget: Budget) -> Iterator[Finding]:
             stream = tf.extractfile(info)
             if stream is None:
                 continue
-            _, found = _scan_member(src, io.BufferedReader(stream), info.name,  # type: ignore[arg-type]
+            _, found = _scan_member(src, cast(io.BufferedIOBase, stream), info.name,
                                     info.size, budget)
             yield from found
 
@@ -163,9 +164,9 @@ def analyze_7z(src: Source, budget: Budget) -> Iterator[Finding]:
             "scanners that only read zip miss it)", member=src.member, evidence="7z model")
 
 
-def _read_7z(archive: object) -> dict[str, bytes]:
+def _read_7z(archive: Any) -> dict[str, bytes]:
     """Read every member into memory (size was bounded by the caller)."""
-    reader = getattr(archive, "readall", None) or getattr(archive, "read")
+    reader = getattr(archive, "readall", None) or archive.read
     try:
         raw = reader()
     except TypeError:

@@ -8,6 +8,7 @@ import io
 import lzma
 import zlib
 from collections.abc import Callable, Iterator
+from typing import BinaryIO, cast
 
 from mlscan.analyzers.base import Source, register, scan_source
 from mlscan.containers.streams import DecompressingReader
@@ -38,5 +39,5 @@ def analyze_compressed(src: Source, budget: Budget) -> Iterator[Finding]:
             break
     else:
         inner = f"{src.name}<{what}>"
-    child = src.child(stream, inner, None)  # type: ignore[arg-type]
+    child = src.child(cast(BinaryIO, stream), inner, None)
     yield from scan_source(child, budget)

@@ -63,7 +63,7 @@ class DecompressingReader(io.RawIOBase):
     """Streams a decompressor's output, charging every byte to the file's budget and
     stopping bombs (ratio and absolute size) before they cost memory or time."""
 
-    def __init__(self, raw: BinaryIO, make: object, budget: Budget, what: str,
+    def __init__(self, raw: BinaryIO | io.RawIOBase, make: object, budget: Budget, what: str,
                  compressed_size: int | None = None) -> None:
         super().__init__()
         self._raw = raw
@@ -85,22 +85,22 @@ class DecompressingReader(io.RawIOBase):
         while not self._pending and not self._eof:
             self._budget.check_time()
             tail = getattr(self._dec, "unconsumed_tail", b"")
+            if getattr(self._dec, "eof", False) and not tail:
+                unused = getattr(self._dec, "unused_data", b"")
+                if unused and self._what in ("gzip", "bzip2", "xz"):
+                    # concatenated members, as the gzip/bzip2/xz tools accept
+                    self._dec = self._make()  # type: ignore[operator]
+                    data = self._decompress(unused, max(want, 1 << 16))
+                    self._account(len(data))
+                    self._pending = data
+                    continue
+                self._eof = True
+                break
             if tail:
                 data = self._decompress(tail, max(want, 1 << 16))
             elif getattr(self._dec, "needs_input", True) is False:
                 data = self._decompress(b"", max(want, 1 << 16))
             else:
-                if getattr(self._dec, "eof", False):
-                    unused = getattr(self._dec, "unused_data", b"")
-                    if unused and self._what in ("gzip", "bzip2", "xz"):
-                        # concatenated members, as gzip/bz2/xz command-line tools accept
-                        self._dec = self._make()  # type: ignore[operator]
-                        data = self._dec.decompress(unused, max(want, 1 << 16))
-                        self._account(len(data))
-                        self._pending = data
-                        continue
-                    self._eof = True
-                    break
                 chunk = self._raw.read(1 << 16)
                 if not chunk:
                     if not getattr(self._dec, "eof", True):
@@ -124,7 +124,7 @@ class DecompressingReader(io.RawIOBase):
                 return self._dec.decompress(chunk)  # type: ignore[no-any-return]
         except (OSError, EOFError, ValueError) as exc:
             raise MalformedError(f"corrupt {self._what} data: {exc}", self._in) from None
-        except Exception as exc:  # zlib.error and friends
+        except Exception as exc:  # noqa: BLE001 - zlib.error and friends
             raise MalformedError(f"corrupt {self._what} data: {exc}", self._in) from None
 
     def _account(self, n: int) -> None:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from mlscan.context import Budget
 from mlscan.containers.streams import DecompressingReader, SubFile
+from mlscan.context import Budget
 from mlscan.errors import MalformedError
 
 _EOCD = b"PK\x05\x06"
@@ -223,17 +223,17 @@ class ZipReader:
         import io
 
         if e.method == 0:
-            return io.BufferedReader(raw, 1 << 16)  # type: ignore[return-value]
+            return io.BufferedReader(raw, 1 << 16)
         if e.method == 8:
-            dec = DecompressingReader(raw, lambda: zlib.decompressobj(-15),  # type: ignore[arg-type]
+            dec = DecompressingReader(raw, lambda: zlib.decompressobj(-15),
                                       self.budget, "deflate", e.csize)
-            return io.BufferedReader(dec, 1 << 16)  # type: ignore[return-value]
+            return io.BufferedReader(dec, 1 << 16)
         if e.method == 12:
             import bz2
 
-            dec = DecompressingReader(raw, bz2.BZ2Decompressor,  # type: ignore[arg-type]
+            dec = DecompressingReader(raw, bz2.BZ2Decompressor,
                                       self.budget, "bzip2", e.csize)
-            return io.BufferedReader(dec, 1 << 16)  # type: ignore[return-value]
+            return io.BufferedReader(dec, 1 << 16)
         raise MalformedError(f"{e.name!r} uses unsupported compression method {e.method}")
 
     def crc_matches(self, e: ZipEntry, limit: int = 16 * 1024 * 1024) -> bool | None:

@@ -62,17 +62,22 @@ def judge(trace: Trace, policy: Policy, path: str, member: str | None) -> Iterat
                                 evidence=entry.qualname)
 
         if verdict is Verdict.DANGEROUS:
-            yield emit(PICKLE_DANGEROUS_GLOBAL, f"{entry.qualname} ({reason}) is {how}{via} when this pickle is loaded")
+            yield emit(PICKLE_DANGEROUS_GLOBAL,
+                       f"{entry.qualname} ({reason}) is {how}{via} when this pickle is loaded")
         elif verdict is Verdict.TAMPER:
-            yield emit(PICKLE_MODEL_TAMPERING, f"{entry.qualname} ({reason}) is {how}{via} while loading: the model "
+            yield emit(PICKLE_MODEL_TAMPERING,
+                       f"{entry.qualname} ({reason}) is {how}{via} while loading: the model "
                 "is altered at load time")
         elif "call" in entry.uses:
-            yield emit(PICKLE_UNKNOWN_CALL, f"calls {entry.qualname}{via}, which is not a known data constructor")
+            yield emit(PICKLE_UNKNOWN_CALL,
+                       f"calls {entry.qualname}{via}, which is not a known data constructor")
         elif "new" in entry.uses:
-            yield emit(PICKLE_UNKNOWN_CLASS, f"rebuilds an instance of {entry.qualname} (needs its code to load; "
+            yield emit(PICKLE_UNKNOWN_CLASS,
+                       f"rebuilds an instance of {entry.qualname} (needs its code to load; "
                 "not loadable with weights_only=True)")
         else:
-            yield emit(PICKLE_UNKNOWN_IMPORT, f"imports {entry.qualname} ({how}), which is not allowlisted")
+            yield emit(PICKLE_UNKNOWN_IMPORT,
+                       f"imports {entry.qualname} ({how}), which is not allowlisted")
 
     seen: set[tuple[str, str]] = set()
     for event in trace.events:

@@ -484,6 +484,6 @@ def _py_string(raw: bytes, offset: int) -> bytes:
     else:
         raise MalformedError("STRING argument is not quoted", offset)
     try:
-        return codecs.escape_decode(raw)[0]  # type: ignore[attr-defined,no-any-return]
+        return codecs.escape_decode(raw)[0]
     except ValueError:
         raise MalformedError("bad escape in STRING argument", offset) from None

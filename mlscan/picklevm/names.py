@@ -5,7 +5,6 @@ from __future__ import annotations
 import _compat_pickle  # stdlib tables of Python 2 -> 3 renames (data only)
 from functools import lru_cache
 
-
 # C accelerator modules that pickle under their private name but are the public module.
 _ACCELERATORS = {"_operator": "operator", "_functools": "functools",
                  "_collections": "collections", "_datetime": "datetime", "_decimal": "decimal",
