@@ -13,6 +13,14 @@ MODULES: tuple[str, ...] = (
     "mlscan.containers.archives",
     "mlscan.containers.compression",
     "mlscan.containers.numpy",
+    "mlscan.analyzers.json_configs",
+    "mlscan.analyzers.templates",
+    "mlscan.analyzers.keras",
+    "mlscan.analyzers.safetensors",
+    "mlscan.analyzers.gguf",
+    "mlscan.analyzers.onnx_model",
+    "mlscan.analyzers.tf_savedmodel",
+    "mlscan.analyzers.yaml_targets",
 )
 
 _loaded = False
