@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from functools import cache
@@ -54,6 +55,8 @@ class Hasher:
         if path not in self._done:
             digest = hashlib.sha256()
             try:
+                if not stat.S_ISREG(path.lstat().st_mode):
+                    return None  # never open FIFOs or devices, never follow links here
                 with open(path, "rb") as fh:
                     while chunk := fh.read(1 << 20):
                         digest.update(chunk)

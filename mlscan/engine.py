@@ -171,11 +171,13 @@ def scan(opts: ScanOptions, progress: Progress | None = None) -> Report:
     raw: list[Finding] = list(found.findings)
     raw.extend(_run_files(found.artifacts, opts, progress, store))
     raw.extend(_run_batches(found.artifacts, opts.settings, store))
+    base = (opts.base or Path.cwd()).absolute()
+    # Display path -> file; files reported by discovery itself (e.g. unknown format) too.
     files = {a.path: a.fs_path for a in found.artifacts}
     outcome = apply_suppressions(
         dedupe(raw), opts.suppress,
         sources={a.path: a.fs_path for a in found.artifacts if a.kind is Kind.PYTHON},
-        sha256_of=lambda p: hasher.sha256(files[p]) if p in files else None)
+        sha256_of=lambda p: hasher.sha256(files.get(p) or base / p))
     findings = [f for f in dedupe(outcome.findings) if keep(f, opts)]
     suppressed = sorted(((f, why) for f, why in outcome.suppressed if keep(f, opts)),
                         key=lambda item: item[0].sort_key())

@@ -78,12 +78,14 @@ def parse_directives(path: str, data: bytes) -> tuple[list[_Directive], list[Fin
 def _comments(data: bytes) -> Iterable[tuple[int, bool, str]]:
     """(line, alone on its line, text) for each comment; tokenize so strings never count."""
     try:
-        for tok in tokenize.tokenize(io.BytesIO(data).readline):
-            if tok.type == tokenize.COMMENT:
-                yield tok.start[0], not tok.line[: tok.start[1]].strip(), tok.string
-        return
+        found = [(tok.start[0], not tok.line[: tok.start[1]].strip(), tok.string)
+                 for tok in tokenize.tokenize(io.BytesIO(data).readline)
+                 if tok.type == tokenize.COMMENT]
     except (tokenize.TokenError, SyntaxError, UnicodeDecodeError):
         pass  # unparseable file: fall back to a line scan (may over-match inside strings)
+    else:
+        yield from found
+        return
     text = data.decode("utf-8", "replace")
     for i, line in enumerate(text.splitlines(), start=1):
         pos = line.find("#")

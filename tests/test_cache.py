@@ -1,0 +1,141 @@
+"""Result cache: unchanged files are not analyzed again; changes, settings and limit errors
+are never served from it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mlscan import cache as cache_mod
+from mlscan.analyzers import base as analyzers
+from mlscan.context import Budget, Limits, Settings
+from mlscan.engine import ScanOptions, scan
+from mlscan.errors import LimitExceeded
+from mlscan.kinds import Kind
+from mlscan.model import Report
+from mlscan.rulesets.meta import MALFORMED
+
+CALLS: list[str] = []
+
+
+def _counting(src: analyzers.Source, budget: Budget) -> Iterator[analyzers.Finding]:
+    CALLS.append(src.path)
+    data = src.stream.read()
+    if b"SLOW" in data:
+        raise LimitExceeded("time budget exhausted")
+    yield MALFORMED.finding(src.path, f"{src.name}: {len(data)} bytes", evidence="x")
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    analyzers.analyzer_for(Kind.PICKLE)
+    monkeypatch.setitem(analyzers._ANALYZERS, Kind.PICKLE, _counting)
+    monkeypatch.setattr(analyzers, "_BATCH", [])
+    CALLS.clear()
+    return CALLS
+
+
+def _scan(root: Path, cache_dir: Path | None, settings: Settings | None = None) -> Report:
+    return scan(ScanOptions(paths=(root,), jobs=1, base=root, cache_dir=cache_dir,
+                            settings=settings or Settings()))
+
+
+def _pickle(path: Path, payload: bytes = b"") -> None:
+    path.write_bytes(b"\x80\x04K\x01" + payload + b".")
+
+
+def test_second_run_on_unchanged_files_does_not_analyze_again(tmp_path: Path,
+                                                              counting: list[str]) -> None:
+    root, cache_dir = tmp_path / "repo", tmp_path / "cache"
+    root.mkdir()
+    for name in ("a.pkl", "b.pkl"):
+        _pickle(root / name)
+    first = _scan(root, cache_dir)
+    assert sorted(counting) == ["a.pkl", "b.pkl"]
+    second = _scan(root, cache_dir)
+    assert sorted(counting) == ["a.pkl", "b.pkl"]  # no new calls
+    assert second.findings == first.findings
+    _pickle(root / "b.pkl", b"K\x02")  # content change: analyzed again
+    third = _scan(root, cache_dir)
+    assert sorted(counting) == ["a.pkl", "b.pkl", "b.pkl"]
+    assert third.findings != first.findings
+
+
+def test_renamed_file_gets_its_own_path_in_cached_findings(tmp_path: Path,
+                                                           counting: list[str]) -> None:
+    root, cache_dir = tmp_path / "repo", tmp_path / "cache"
+    root.mkdir()
+    _pickle(root / "a.pkl")
+    _scan(root, cache_dir)
+    os.rename(root / "a.pkl", root / "z.pkl")
+    report = _scan(root, cache_dir)
+    assert [f.path for f in report.findings] == ["z.pkl"]
+    assert "z.pkl" in report.findings[0].message
+
+
+def test_limit_errors_are_never_cached(tmp_path: Path, counting: list[str]) -> None:
+    root, cache_dir = tmp_path / "repo", tmp_path / "cache"
+    root.mkdir()
+    _pickle(root / "slow.pkl", b"SLOW")
+    assert [f.rule_id for f in _scan(root, cache_dir).findings] == ["MLS902"]
+    assert [f.rule_id for f in _scan(root, cache_dir).findings] == ["MLS902"]
+    assert counting == ["slow.pkl", "slow.pkl"]
+
+
+def test_settings_are_part_of_the_key(tmp_path: Path, counting: list[str]) -> None:
+    root, cache_dir = tmp_path / "repo", tmp_path / "cache"
+    root.mkdir()
+    _pickle(root / "a.pkl")
+    _scan(root, cache_dir)
+    _scan(root, cache_dir, Settings(limits=replace(Limits(), max_depth=2)))
+    _scan(root, cache_dir, Settings(extra_pickle_allowlist=("m.C",)))
+    assert counting == ["a.pkl"] * 3
+
+
+def test_no_cache_dir_means_no_cache(tmp_path: Path, counting: list[str]) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    _pickle(root / "a.pkl")
+    _scan(root, None)
+    _scan(root, None)
+    assert counting == ["a.pkl", "a.pkl"]
+
+
+def test_damaged_entry_is_recomputed(tmp_path: Path, counting: list[str]) -> None:
+    root, cache_dir = tmp_path / "repo", tmp_path / "cache"
+    root.mkdir()
+    _pickle(root / "a.pkl")
+    _scan(root, cache_dir)
+    for entry in cache_dir.rglob("*.json"):
+        entry.write_text("{broken")
+    assert len(_scan(root, cache_dir).findings) == 1
+    assert counting == ["a.pkl", "a.pkl"]
+
+
+def test_default_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLSCAN_CACHE_DIR", str(tmp_path / "x"))
+    assert cache_mod.default_dir() == tmp_path / "x"
+    monkeypatch.delenv("MLSCAN_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_mod.default_dir() == tmp_path / "xdg" / "mlscan"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as the XDG spec says
+    assert cache_mod.default_dir() == Path.home() / ".cache" / "mlscan"
+
+
+def test_large_files_are_keyed_by_stat_not_hashed(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_mod, "HASH_LIMIT", 4)
+    f = tmp_path / "big.bin"
+    f.write_bytes(b"0123456789")
+    assert (cache_mod.Hasher().identity(f) or "").startswith("stat:")
+    assert cache_mod.Hasher().sha256(f) is not None
+
+
+def test_hasher_never_opens_a_fifo(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert cache_mod.Hasher().sha256(fifo) is None
