@@ -79,6 +79,7 @@ class _Checker:
         self.res = EnvResult(target)
         self.recorded: set[str] = set()
         self.owned: dict[Path, set[str]] = {d: set() for d in target.site_dirs}
+        self.claimed: dict[Path, set[str]] = {d: set() for d in target.site_dirs}
         self.owner: dict[str, Distribution] = {}
         self.bad_hash: set[str] = set()
         """Recorded files that are modified, missing or unreadable."""
@@ -93,6 +94,7 @@ class _Checker:
         for site_dir in self.t.site_dirs:
             for dist in find_distributions(site_dir):
                 self.res.distributions += 1
+                self.claimed[site_dir].update(dist.top_level)
                 jobs.extend(self._dist_jobs(dist))
         return jobs
 
@@ -194,7 +196,8 @@ class _Checker:
                     severity=Severity.CRITICAL if ml else None), shown, r.sha256, u.path)
                 if u.path.endswith(".py"):
                     self.res.hook_files.append(u.path)
-            for o in unowned_top_level(site_dir, owned, self.recorded):
+            claimed = frozenset(self.claimed.get(site_dir, set()))
+            for o in unowned_top_level(site_dir, owned, self.recorded, claimed):
                 self._unowned(o.path, o.is_dir, o.code_files)
 
     def _unowned(self, path: str, is_dir: bool, code_files: tuple[str, ...]) -> None:
@@ -307,12 +310,21 @@ def code_findings(result: EnvResult, limit: int = 500) -> list[Item]:
 
     Optional: the environment check stands on its own; this only explains what changed code
     does."""
+    if not result.hook_files:
+        return []
     from mlscan.analyzers.base import Source, analyzer_for, scan_source
     from mlscan.context import Budget, Settings
     from mlscan.kinds import Kind
+    from mlscan.rulesets.meta import ANALYZER_ERROR
 
-    if analyzer_for(Kind.PYTHON) is None:
-        return []
+    try:
+        if analyzer_for(Kind.PYTHON) is None:
+            return []
+    except Exception as exc:  # noqa: BLE001 - optional step: say it failed, keep the rest
+        shown = result.target.display(result.hook_files[0])
+        return [Item(ANALYZER_ERROR.finding(shown, f"code analyzer unavailable: "
+                                            f"{type(exc).__name__}: {exc}",
+                                            evidence=type(exc).__name__))]
     out: list[Item] = []
     settings = Settings()
     for path in list(dict.fromkeys(result.hook_files))[:limit]:

@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 _MAX_RECORD = 64 * 1024 * 1024
@@ -44,6 +44,9 @@ class Distribution:
     editable: str | None = None
     """Source location of an editable install (direct_url.json), else None."""
     bad_rows: tuple[str, ...] = field(default=())
+    top_level: tuple[str, ...] = ()
+    """Import names it claims (top_level.txt, else its normalized name): used only to avoid
+    reporting the folders of an unverifiable distribution a second time as unowned."""
 
     @property
     def label(self) -> str:
@@ -119,6 +122,22 @@ def _editable_from(info_dir: Path) -> str | None:
     return None
 
 
+def _top_level(info_dir: Path, name: str) -> tuple[str, ...]:
+    names = {name.lower().replace("-", "_").replace(".", "_")}
+    try:
+        text = (info_dir / "top_level.txt").read_text(encoding="utf-8", errors="replace")
+        names.update(line.strip().split("/")[0] for line in text.splitlines() if line.strip())
+    except OSError:
+        pass
+    return tuple(sorted(names))
+
+
+def _claims(dist: Distribution) -> Distribution:
+    if dist.record_problem is None:
+        return dist
+    return replace(dist, top_level=_top_level(dist.info_dir, dist.name))
+
+
 def _dist_info(site_dir: Path, info_dir: Path) -> Distribution:
     name, version = _metadata(info_dir, info_dir.name)
     editable = _editable_from(info_dir)
@@ -169,7 +188,7 @@ def find_distributions(site_dir: Path) -> list[Distribution]:
     for entry in entries:
         name = entry.name
         if name.endswith(".dist-info") and entry.is_dir(follow_symlinks=False):
-            out.append(_dist_info(site_dir, Path(entry.path)))
+            out.append(_claims(_dist_info(site_dir, Path(entry.path))))
         elif name.endswith((".egg-info", ".egg", ".egg-link")):
-            out.append(_legacy(site_dir, entry))
+            out.append(_claims(_legacy(site_dir, entry)))
     return out

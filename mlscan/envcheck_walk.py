@@ -11,6 +11,7 @@ from pathlib import Path
 _SO = re.compile(r"\.(?:so|pyd|dylib)(?:\.[0-9]+)*$")
 _META_SUFFIXES = (".dist-info", ".egg-info", ".egg", ".egg-link", ".data")
 _MAX_UNOWNED_FILES = 10_000
+_STARTUP_MODULES = frozenset({"sitecustomize", "usercustomize"})
 
 # Top-level import names (and distribution folders) whose code is worth a critical finding.
 ML_PACKAGES = frozenset({
@@ -88,9 +89,11 @@ class Unowned:
     code_files: tuple[str, ...] = ()
 
 
-def unowned_top_level(site_dir: Path, owned: set[str], recorded: set[str]) -> list[Unowned]:
+def unowned_top_level(site_dir: Path, owned: set[str], recorded: set[str],
+                      claimed: frozenset[str] = frozenset()) -> list[Unowned]:
     """Top-level code files and folders with code that no distribution owns.
 
+    `claimed`: import names of unverifiable distributions (already reported as such).
     Top-level .pth files are left to the start-up hook check."""
     out: list[Unowned] = []
     try:
@@ -101,6 +104,8 @@ def unowned_top_level(site_dir: Path, owned: set[str], recorded: set[str]) -> li
         name = entry.name
         if name.endswith(_META_SUFFIXES) or name == "__pycache__" or name in owned:
             continue
+        if name.split(".", 1)[0] in _STARTUP_MODULES | claimed:
+            continue  # reported by the start-up hook check
         if entry.is_dir(follow_symlinks=False):
             code = []
             for path in _walk_files(entry.path):

@@ -1,0 +1,425 @@
+"""`mlscan env`: real virtual environments built in tmp dirs, tampered with, then checked.
+
+Wheels are built here from code (zip + RECORD written by hand, as pip expects them); nothing is
+downloaded. Distributions are installed by unpacking the wheel like an installer does, and once
+through the real pip to prove pip's own RECORD (compiled .pyc, INSTALLER, REQUESTED,
+direct_url.json) verifies clean.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlscan import envcheck
+from mlscan.cli import app
+from mlscan.envcheck_hash import hash_file, hash_many, record_b64
+from mlscan.envcheck_hooks import STARTUP_VARS, read_pth
+from mlscan.envcheck_record import parse_record
+from mlscan.envcheck_target import TargetEnv, TargetError, probe_python, resolve
+from mlscan.model import Finding, Severity
+
+CLEAN_ENV: dict[str, str | None] = {name: None for name in STARTUP_VARS}
+
+
+# -- building and installing wheels ---------------------------------------------------------
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def build_wheel(out_dir: Path, name: str, version: str, files: dict[str, bytes]) -> Path:
+    """A minimal, valid pure-Python wheel with a correct RECORD."""
+    info = f"{name}-{version}.dist-info"
+    contents = dict(files)
+    contents[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                    ).encode()
+    contents[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: mlscan-tests\n"
+                                 b"Root-Is-Purelib: true\nTag: py3-none-any\n")
+    record = "".join(f"{path},sha256={_b64(data)},{len(data)}\n" for path, data in contents.items())
+    contents[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    wheel = out_dir / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, data in contents.items():
+            zf.writestr(path, data)
+    return wheel
+
+
+def install_wheel(wheel: Path, site_dir: Path) -> None:
+    """Unpack like an installer: files, INSTALLER, and RECORD extended with it."""
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site_dir)
+        info = next(n.split("/")[0] for n in zf.namelist() if n.endswith(".dist-info/RECORD"))
+    (site_dir / info / "INSTALLER").write_text("mlscan-tests\n")
+    with open(site_dir / info / "RECORD", "a", encoding="utf-8") as fh:
+        fh.write(f"{info}/INSTALLER,sha256={_b64(b'mlscan-tests' + bytes([10]))},13\n")
+
+
+TINY = {
+    "tinypkg/__init__.py": b"from tinypkg.core import add\n",
+    "tinypkg/core.py": b"def add(a, b):\n    return a + b\n",
+    "tinypkg/data/table.json": b'{"a": 1}\n',
+}
+TORCH = {
+    "torch/__init__.py": b"__version__ = '0.0.0-fake'\n",
+    "torch/random.py": b"def manual_seed(seed):\n    return seed\n",
+    "torch/optim/adamw.py": b"class AdamW:\n    def step(self):\n        return None\n",
+}
+HELPER = {"helper_mod.py": b"VALUE = 1\n"}
+
+
+def make_venv(root: Path) -> tuple[Path, Path]:
+    """(python, site-packages) of a fresh venv with tinypkg, a fake torch and a module."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    wheels = root / "wheels"
+    wheels.mkdir()
+    for name, files in (("tinypkg", TINY), ("torch", TORCH), ("helper_mod", HELPER)):
+        install_wheel(build_wheel(wheels, name, "1.0", files), site)
+    return python, site
+
+
+@pytest.fixture()
+def venv(tmp_path: Path) -> tuple[Path, Path]:
+    return make_venv(tmp_path)
+
+
+def run_check(python: Path, environ: dict[str, str] | None = None) -> list[Finding]:
+    target = probe_python(str(python))
+    result = envcheck.check(target, environ={} if environ is None else environ)
+    return list(envcheck.to_report(result, result.items).findings)
+
+
+def codes(findings: Iterable[Finding]) -> set[tuple[str, str]]:
+    return {(f.rule_id, f.path) for f in findings}
+
+
+def cli(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["env", *args], env={**CLEAN_ENV, **(env or {})})
+    return result.exit_code, result.stdout
+
+
+# -- the bars from the issue ----------------------------------------------------------------
+def test_untouched_venv_is_clean_and_exits_0(venv: tuple[Path, Path]) -> None:
+    python, _ = venv
+    code, out = cli("--python", str(python), "--format", "json")
+    data = json.loads(out)
+    assert data["findings"] == []
+    assert code == 0
+    assert data["summary"]["files"] >= 10
+
+
+def test_one_changed_byte_in_installed_py_is_reported(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    path = site / "tinypkg" / "core.py"
+    data = bytearray(path.read_bytes())
+    data[-2] = ord("c")  # "a + b" -> "a + c": same size, one byte
+    path.write_bytes(bytes(data))
+    code, out = cli("--python", str(python), "--format", "json")
+    found = json.loads(out)["findings"]
+    assert [(f["rule_id"], f["path"], f["severity"]) for f in found] == [
+        ("MLS501", "tinypkg/core.py", "high")]
+    assert code == 1
+
+
+def test_changed_torch_source_is_critical(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    with open(site / "torch" / "optim" / "adamw.py", "a") as fh:
+        fh.write("import random\nrandom.seed(0)\n")
+    found = run_check(python)
+    assert [(f.rule_id, f.path, f.severity) for f in found] == [
+        ("MLS501", "torch/optim/adamw.py", Severity.CRITICAL)]
+
+
+def test_added_pth_with_import_line_is_reported(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    (site / "zz_fast.pth").write_text("# speeds things up\n/nonexistent\n"
+                                      "import os; exec(os.environ.get('X', ''))\n")
+    found = run_check(python)
+    assert [(f.rule_id, f.path, f.line, f.severity) for f in found] == [
+        ("MLS505", "zz_fast.pth", 3, Severity.HIGH)]
+    assert "exec(" in found[0].evidence
+
+
+def test_dropped_sitecustomize_is_reported(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    (site / "sitecustomize.py").write_text("import random\nrandom.seed(1234)\n")
+    code, out = cli("--python", str(python), "--format", "json", "--no-code")
+    found = json.loads(out)["findings"]
+    assert [(f["rule_id"], f["path"]) for f in found] == [("MLS506", "sitecustomize.py")]
+    assert code == 1
+
+
+def test_deleted_file_is_reported(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    (site / "tinypkg" / "data" / "table.json").unlink()
+    (site / "torch" / "random.py").unlink()
+    found = run_check(python)
+    assert sorted((f.rule_id, f.path, f.severity) for f in found) == [
+        ("MLS502", "tinypkg/data/table.json", Severity.MEDIUM),
+        ("MLS502", "torch/random.py", Severity.HIGH)]
+
+
+# -- what must stay quiet -------------------------------------------------------------------
+def test_legitimately_changing_files_stay_quiet(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    info = site / "tinypkg-1.0.dist-info"
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "REQUESTED").write_text("")
+    (info / "direct_url.json").write_text('{"url": "file:///tmp/x.whl", "archive_info": {}}')
+    cache = site / "tinypkg" / "__pycache__"
+    cache.mkdir()
+    (cache / "core.cpython-311.pyc").write_bytes(b"\x00" * 32)
+    assert run_check(python) == []
+
+
+def test_benign_well_known_pth_files_stay_quiet(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    wheels = site.parent / "wheels2"
+    wheels.mkdir()
+    precedence = (b"import os; var = 'SETUPTOOLS_USE_DISTUTILS'; enabled = os.environ.get(var, "
+                  b"'local') == 'local'; enabled and __import__('_distutils_hack').add_shim(); \n")
+    editable = b"import __editable___demo_1_0_finder; __editable___demo_1_0_finder.install()\n"
+    nspkg = (b"import sys, types, os;has_mfs = sys.version_info > (3, 5);p = os.path.join("
+             b"sys._getframe(1).f_locals['sitedir'], *('nsdemo',));m = "
+             b"sys.modules.setdefault('nsdemo', types.ModuleType('nsdemo'))\n")
+    install_wheel(build_wheel(wheels, "setuptools_like", "1.0", {
+        "distutils-precedence.pth": precedence,
+        "__editable__.demo-1.0.pth": editable,
+        "__editable___demo_1_0_finder.py": b"def install():\n    pass\n",
+        "nsdemo-1.0-nspkg.pth": nspkg,
+        "plainpath.pth": b"tinypkg\n",
+    }), site)
+    assert run_check(python) == []
+
+
+def test_pip_installed_wheel_verifies_clean(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    wheel = build_wheel(tmp_path, "pipdemo", "2.0", {
+        "pipdemo/__init__.py": b"X = 1\n", "pipdemo/sub/mod.py": b"def f():\n    return 2\n"})
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                    "install", "--no-deps", "--no-index", "--quiet", str(wheel)],
+                   check=True, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    assert list(site.glob("pipdemo/__pycache__/*.pyc")), "pip compiled byte-code"
+    assert run_check(venv / "bin" / "python") == []
+    (site / "pipdemo" / "sub" / "mod.py").write_text("def f():\n    return 3\n")
+    assert codes(run_check(venv / "bin" / "python")) == {("MLS501", "pipdemo/sub/mod.py")}
+
+
+# -- added code, unverifiable installs ------------------------------------------------------
+def test_unlisted_code_inside_packages_is_reported(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    (site / "torch" / "optim" / "_fix.py").write_text("x = 1\n")
+    (site / "tinypkg" / "core.pyc").write_bytes(b"\x00" * 16)  # sourceless, importable
+    (site / "tinypkg" / "notes.txt").write_text("not code\n")
+    found = run_check(python)
+    assert sorted((f.rule_id, f.path, f.severity) for f in found) == [
+        ("MLS503", "tinypkg/core.pyc", Severity.HIGH),
+        ("MLS503", "torch/optim/_fix.py", Severity.CRITICAL)]
+
+
+def test_unowned_top_level_code_and_path_pth_are_reported(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    (site / "dropped").mkdir()
+    (site / "dropped" / "__init__.py").write_text("")
+    (site / "loose.py").write_text("")
+    (site / "extra.pth").write_text("dropped\n")
+    found = {(f.rule_id, f.path): f.severity for f in run_check(python)}
+    assert found == {("MLS503", "dropped"): Severity.MEDIUM,
+                     ("MLS503", "loose.py"): Severity.HIGH,
+                     ("MLS503", "extra.pth"): Severity.MEDIUM}
+
+
+def test_unverifiable_distributions_are_not_clean(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    info = site / "tinypkg-1.0.dist-info"
+    (info / "direct_url.json").write_text(
+        '{"url": "file:///src/tinypkg", "dir_info": {"editable": true}}')
+    (site / "torch-1.0.dist-info" / "RECORD").unlink()
+    (site / "oldstyle-0.1.egg-info").mkdir()
+    (site / "oldstyle-0.1.egg-info" / "PKG-INFO").write_text("Name: oldstyle\nVersion: 0.1\n")
+    found = run_check(python)
+    assert codes(found) == {("MLS504", "tinypkg-1.0.dist-info"),
+                            ("MLS504", "torch-1.0.dist-info"),
+                            ("MLS504", "oldstyle-0.1.egg-info")}
+    # torch's files are now unowned: not reported file by file, and never as clean
+    assert all(f.severity is Severity.MEDIUM for f in found)
+
+
+# -- environment variables and sys.path -----------------------------------------------------
+def test_startup_environment_variables_are_reported(venv: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    python, _ = venv
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "sitecustomize.py").write_text("print('hi')\n")
+    env = {"LD_PRELOAD": "/tmp/libx.so", "PYTHONPATH": str(extra), "HOME": "/root"}
+    found = {(f.rule_id, f.path): f.severity for f in run_check(python, env)}
+    assert found == {("MLS507", "env:LD_PRELOAD"): Severity.HIGH,
+                     ("MLS507", "env:PYTHONPATH"): Severity.MEDIUM,
+                     ("MLS506", str(extra / "sitecustomize.py")): Severity.HIGH}
+
+
+def test_cli_reads_the_process_environment(venv: tuple[Path, Path]) -> None:
+    python, _ = venv
+    code, out = cli("--python", str(python), "-f", "json", env={"LD_PRELOAD": "/x/libhook.so"})
+    found = json.loads(out)["findings"]
+    assert [(f["rule_id"], f["evidence"]) for f in found] == [
+        ("MLS507", "LD_PRELOAD=/x/libhook.so")]
+    assert code == 1
+
+
+def test_path_mode_needs_no_interpreter(venv: tuple[Path, Path]) -> None:
+    _, site = venv
+    (site / "torch" / "random.py").write_text("def manual_seed(seed):\n    return 0\n")
+    target = resolve(None, site)
+    result = envcheck.check(target, environ={})
+    assert codes(envcheck.to_report(result, result.items).findings) == {
+        ("MLS501", "torch/random.py")}
+
+
+# -- locks ----------------------------------------------------------------------------------
+def test_lock_accepts_hooks_and_patches_then_catches_changes(venv: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    python, site = venv
+    lock = tmp_path / "env.lock.json"
+    (site / "sitecustomize.py").write_text("import os\n")
+    (site / "torch" / "random.py").write_text("def manual_seed(seed):\n    return seed  # ok\n")
+    code, out = cli("--python", str(python), "-f", "json", "--no-code", "--lock", str(lock))
+    assert code == 0 and json.loads(out)["findings"] == []
+    keys = {e["key"] for e in json.loads(lock.read_text())["entries"]}
+    assert keys == {"sitecustomize.py", "torch/random.py"}
+    code, out = cli("--python", str(python), "-f", "json", "--no-code", "--verify-lock", str(lock))
+    assert code == 0 and json.loads(out)["findings"] == []
+    (site / "sitecustomize.py").write_text("import os; os.system('id')\n")
+    code, out = cli("--python", str(python), "-f", "json", "--no-code", "--verify-lock", str(lock))
+    assert [(f["rule_id"], f["path"]) for f in json.loads(out)["findings"]] == [
+        ("MLS508", "sitecustomize.py")]
+    assert code == 1
+
+
+def test_bad_lock_and_bad_flags_exit_2(venv: tuple[Path, Path], tmp_path: Path) -> None:
+    python, site = venv
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert cli("--python", str(python), "--verify-lock", str(bad))[0] == 2
+    assert cli("--python", str(python), "--path", str(site))[0] == 2
+    assert cli("--python", str(tmp_path / "nope"))[0] == 2
+    assert cli("--path", str(tmp_path / "nope"))[0] == 2
+    assert cli("--python", str(python), "--format", "xml")[0] == 2
+
+
+def test_verbose_prints_throughput(venv: tuple[Path, Path]) -> None:
+    python, _ = venv
+    result = CliRunner().invoke(app, ["env", "--python", str(python), "-v"], env=CLEAN_ENV)
+    assert "files/s" in result.stderr and "MB/s" in result.stderr
+
+
+# -- hostile input and units ----------------------------------------------------------------
+def test_fifo_and_malformed_record_do_not_hang_or_crash(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    os.unlink(site / "tinypkg" / "core.py")
+    os.mkfifo(site / "tinypkg" / "core.py")
+    record = site / "helper_mod-1.0.dist-info" / "RECORD"
+    record.write_text(record.read_text() + "broken.py,sha256,notanumber\n")
+    found = codes(run_check(python))
+    assert ("MLS509", "tinypkg/core.py") in found
+    assert ("MLS509", "helper_mod-1.0.dist-info/RECORD") in found
+
+
+def test_probe_does_not_run_pth_or_sitecustomize(venv: tuple[Path, Path],
+                                                 tmp_path: Path) -> None:
+    python, site = venv
+    marker = tmp_path / "ran"
+    (site / "boom.pth").write_text(f"import pathlib; pathlib.Path({str(marker)!r}).touch()\n")
+    (site / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    target = probe_python(str(python))
+    assert not marker.exists()
+    assert target.site_dirs == (site,)
+
+
+def test_probe_of_a_non_python_fails_cleanly(tmp_path: Path) -> None:
+    with pytest.raises(TargetError):
+        probe_python("/bin/false")
+
+
+def test_record_hash_format_matches_wheel_spec(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"hello\n" * 1000)
+    r = hash_file(str(path))
+    assert r.b64 == _b64(path.read_bytes()) and "=" not in (r.b64 or "")
+    assert r.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record_b64(hashlib.sha256(b"").digest()) == "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
+    assert hash_file(str(tmp_path / "missing")).missing
+
+
+def test_parallel_hashing_matches_serial(tmp_path: Path) -> None:
+    items = []
+    for i in range(600):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(os.urandom(i * 37 % 5000))
+        items.append((str(p), "sha256"))
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(3 * (1 << 20) + 5))
+    items.append((str(big), "sha256"))
+    parallel = hash_many(items, workers=4)
+    assert {k: v.b64 for k, v in parallel.items()} == {p: hash_file(p).b64 for p, _ in items}
+
+
+def test_parse_record_edge_cases() -> None:
+    data = (b'pkg/a.py,sha256=abc,3\n"pkg/with,comma.py",sha256=def,4\n'
+            b"pkg-1.dist-info/RECORD,,\n\npkg/bad.py,sha256=,x\n")
+    entries, bad = parse_record(data)
+    assert [e.path for e in entries] == ["pkg/a.py", "pkg/with,comma.py",
+                                         "pkg-1.dist-info/RECORD", "pkg/bad.py"]
+    assert entries[2].digest is None and entries[0].size == 3
+    assert bad == ["pkg/bad.py", "pkg/bad.py"]
+
+
+def test_pth_classification(tmp_path: Path) -> None:
+    p = tmp_path / "mixed.pth"
+    p.write_text("#import os\n\nimport\tsys\n" + str(tmp_path) + "\nimportant_dir\n")
+    info = read_pth(p)
+    assert [line.number for line in info.exec_lines] == [3]
+    assert info.path_entries == (str(tmp_path),) and not info.benign
+    fake = tmp_path / "evil-nspkg.pth"
+    fake.write_text("import sys, types, os;exec('x')\n")
+    assert not read_pth(fake).nspkg
+
+
+def test_display_paths_are_relative_to_site_packages(tmp_path: Path) -> None:
+    target = TargetEnv(site_dirs=(tmp_path,))
+    assert target.display(tmp_path / "a" / "b.py") == "a/b.py"
+    assert target.display("/elsewhere/x.py") == "/elsewhere/x.py"
+
+
+def test_files_of_a_recordless_distribution_are_not_reported_twice(
+        venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    (site / "helper_mod-1.0.dist-info" / "RECORD").unlink()
+    found = run_check(python)
+    assert codes(found) == {("MLS504", "helper_mod-1.0.dist-info")}
+
+
+def test_every_env_rule_has_complete_docs() -> None:
+    from mlscan import registry
+
+    rules = [r for code, r in registry.all_rules().items() if code.startswith("MLS5")]
+    assert [r.code for r in rules] == [f"MLS50{i}" for i in range(1, 10)]
+    for rule in rules:
+        d = rule.doc
+        assert d.what and d.why and d.example and d.use_instead, rule.code
+        assert rule.name == rule.name.lower() and " " not in rule.name
