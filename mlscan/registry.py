@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from mlscan.model import Rule
 
 PROVIDERS: tuple[str, ...] = (
+    "mlscan.checks",
     "mlscan.envcheck_rules",
     "mlscan.rulesets.model_files",
     "mlscan.rulesets.meta",

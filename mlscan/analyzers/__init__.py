@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 MODULES: tuple[str, ...] = (
+    "mlscan.analyzers.python_code",
     "mlscan.analyzers.semgrep",
     "mlscan.analyzers.pickle",
     "mlscan.containers.archives",

@@ -1,0 +1,22 @@
+"""Python training-code checks (MLS1xx unsafe loading, MLS3xx sabotage), one module per family.
+
+Importing this package registers every check and its rules. Add a family module to `FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+FAMILIES: tuple[str, ...] = (
+    "mlscan.checks.loading",
+    "mlscan.checks.seeding",
+    "mlscan.checks.tampering",
+    "mlscan.checks.hooks",
+    "mlscan.checks.patching",
+    "mlscan.checks.stalls",
+    "mlscan.checks.metrics",
+    "mlscan.checks.poisoning",
+)
+
+for _module in FAMILIES:
+    importlib.import_module(_module)

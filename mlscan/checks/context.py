@@ -1,0 +1,211 @@
+"""Where a node sits: enclosing functions and classes, their roles, loops and gating conditions.
+
+Roles (hook, data loading, teardown, thread, step) come from names (`__getitem__`, `__del__`,
+`on_*` callbacks, `*_hook`) and from registrations seen anywhere in the file
+(`register_forward_hook(f)`, `worker_init_fn=f`, `atexit.register(f)`, `Thread(target=f)`).
+Registrations may come after the definition, so role questions are answered after the walk
+(checks hand the walker a deferred decision).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mlscan.checks import triggers
+from mlscan.checks.names import Names, arg, kwarg, last_attr
+from mlscan.model import Finding, Rule, Severity
+
+HOOK = "hook"
+DATA = "data-loading"
+WORKER_INIT = "worker_init_fn"
+TEARDOWN = "teardown"
+THREAD = "thread"
+STEP = "step"
+
+_ROLE_WORDS = {HOOK: "a hook/callback", DATA: "data loading", WORKER_INIT: "a worker_init_fn",
+               TEARDOWN: "a finalizer/atexit handler", THREAD: "a background thread",
+               STEP: "a training/optimizer step"}
+_DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__"})
+_STEP_METHODS = frozenset({"step", "forward", "backward", "training_step", "train_step",
+                           "zero_grad", "optimizer_step", "backward_step", "validation_step"})
+_CALLBACK = re.compile(r"^on_[a-z0-9_]+$")
+_REGISTER_KWARGS = {"worker_init_fn": WORKER_INIT, "collate_fn": DATA, "target": THREAD}
+
+
+@dataclass
+class Frame:
+    """One enclosing function (or the module, name '')."""
+
+    name: str
+    node: ast.AST | None
+    cls: ClassInfo | None = None
+    params: set[str] = field(default_factory=set)
+    """Names bound by loops over `.parameters()`, `.named_parameters()`, `group["params"]`."""
+    groups: set[str] = field(default_factory=set)
+    """Names bound by loops over `optimizer.param_groups`."""
+    assigned: dict[str, ast.expr] = field(default_factory=dict)
+    """Last simple `name = value` (and `with open(x) as name`) seen so far."""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    name: str
+    bases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Where:
+    """A snapshot of the context of one node, for decisions taken after the walk."""
+
+    frames: tuple[Frame, ...]
+    conds: tuple[ast.expr, ...]
+    loops: tuple[ast.For | ast.While, ...]
+    withs: tuple[str, ...]
+
+
+class Ctx:
+    """State shared by all checks while walking one module (or notebook)."""
+
+    def __init__(self, path: str, member: str | None, lines: list[str]) -> None:
+        self.path = path
+        self.member = member
+        self.lines = lines
+        self.names = Names()
+        self.frames: list[Frame] = [Frame("", None)]
+        self.classes: list[ClassInfo] = []
+        self.conds: list[ast.expr] = []
+        self.loops: list[ast.For | ast.While] = []
+        self.withs: list[str] = []
+        self.defs: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
+        self.registered: dict[str, set[str]] = {}
+        self.registrations: list[tuple[str, ast.expr, Where]] = []
+        self.findings: list[Finding] = []
+        self._deferred: list[Callable[[], None]] = []
+        self._cond_cache: dict[int, frozenset[str]] = {}
+        self.is_package_init = path.replace("\\", "/").endswith("__init__.py")
+
+    # -- reporting ---------------------------------------------------------------------
+    def report(self, rule: Rule, node: ast.AST, message: str, *,
+               severity: Severity | None = None) -> None:
+        line = getattr(node, "lineno", None)
+        col = getattr(node, "col_offset", None)
+        text = self.lines[line - 1].strip() if line and 0 < line <= len(self.lines) else ""
+        self.findings.append(rule.finding(
+            self.path, message, evidence=text[:200], member=self.member, line=line,
+            column=None if col is None else col + 1, severity=severity))
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        self._deferred.append(fn)
+
+    def finish(self) -> list[Finding]:
+        for fn in self._deferred:
+            fn()
+        self._deferred.clear()
+        return self.findings
+
+    # -- context -----------------------------------------------------------------------
+    @property
+    def frame(self) -> Frame:
+        return self.frames[-1]
+
+    def where(self) -> Where:
+        return Where(tuple(self.frames), tuple(self.conds), tuple(self.loops), tuple(self.withs))
+
+    def trigger_kinds(self, where: Where) -> frozenset[str]:
+        kinds: set[str] = set()
+        for cond in where.conds:
+            cached = self._cond_cache.get(id(cond))
+            if cached is None:
+                cached = triggers.classify(cond, self.names)
+                self._cond_cache[id(cond)] = cached
+            kinds.update(cached)
+        return frozenset(kinds)
+
+    def roles(self, where: Where) -> list[tuple[str, Frame]]:
+        """(role, frame) for every enclosing function with a role, innermost first."""
+        out = []
+        for frame in reversed(where.frames):
+            for role in self.frame_roles(frame):
+                out.append((role, frame))
+        return out
+
+    def frame_roles(self, frame: Frame) -> set[str]:
+        if frame.node is None:
+            return set()
+        name = frame.name
+        roles = set(self.registered.get(name, ()))
+        cls = frame.cls
+        if name in _DATA_METHODS and cls is not None:
+            roles.add(DATA)
+        if name == "__call__" and cls is not None and re.search(
+                r"(?i)collat|transform|augment", cls.name + " ".join(cls.bases)):
+            roles.add(DATA)
+        if re.match(r"^_?collate", name) or name.endswith("collate_fn"):
+            roles.add(DATA)
+        if "worker_init" in name:
+            roles.add(WORKER_INIT)
+        if name == "__del__":
+            roles.add(TEARDOWN)
+        if name.endswith("hook") or (cls is not None and _CALLBACK.match(name)):
+            roles.add(HOOK)
+        if name in _STEP_METHODS and cls is not None:
+            roles.add(STEP)
+        return roles
+
+    def in_optimizer_class(self, where: Where) -> bool:
+        for frame in where.frames:
+            if frame.cls is not None and any("optim" in b.lower() for b in frame.cls.bases):
+                return True
+        return False
+
+    def param_name(self, name: str, where: Where) -> bool:
+        return any(name in frame.params for frame in where.frames)
+
+    def group_name(self, name: str, where: Where) -> bool:
+        return any(name in frame.groups for frame in where.frames)
+
+    def lookup(self, name: str) -> ast.expr | None:
+        for frame in reversed(self.frames):
+            value = frame.assigned.get(name)
+            if value is not None:
+                return value
+        return None
+
+    # -- registrations -----------------------------------------------------------------
+    def note_call(self, call: ast.Call) -> None:
+        """Remember functions handed to hook/callback/thread/loader registrations."""
+        attr = last_attr(call.func)
+        qual = self.names.call_name(call)
+        target: ast.expr | None = None
+        role = ""
+        if "register" in attr and attr.endswith("hook"):
+            target, role = arg(call, 0, "hook"), HOOK
+        elif qual in ("atexit.register", "weakref.finalize"):
+            target, role = arg(call, 1 if qual == "weakref.finalize" else 0, "func"), TEARDOWN
+        elif qual == "signal.signal":
+            target, role = arg(call, 1, "handler"), HOOK
+        elif qual.endswith(("threading.Timer", "Timer")):
+            target, role = arg(call, 1, "function"), THREAD
+        if target is not None:
+            self._register(target, role, call)
+        for key, kw_role in _REGISTER_KWARGS.items():
+            value = kwarg(call, key)
+            if value is not None:
+                self._register(value, kw_role, call)
+
+    def _register(self, target: ast.expr, role: str, call: ast.Call) -> None:
+        if isinstance(target, ast.Call) and target.args and last_attr(target.func) == "partial":
+            target = target.args[0]
+        name = last_attr(target)
+        if name:
+            self.registered.setdefault(name, set()).add(role)
+        if role == HOOK:
+            self.registrations.append((last_attr(call.func), target, self.where()))
+
+    def describe_roles(self, roles: list[tuple[str, Frame]]) -> str:
+        role, frame = roles[0]
+        owner = f"{frame.cls.name}.{frame.name}" if frame.cls else frame.name
+        return f"{owner}() ({_ROLE_WORDS[role]})"

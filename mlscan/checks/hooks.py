@@ -1,0 +1,146 @@
+"""MLS303: forward/backward/optimizer hooks that scale, negate or replace what flows through."""
+
+from __future__ import annotations
+
+import ast
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr, literal
+from mlscan.model import Confidence, Rule, RuleDoc, Severity
+from mlscan.registry import register
+
+TAMPERING_HOOK = register(Rule(
+    code="MLS303", name="tampering-hook", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, cwe=506,
+    summary="A hook scales, negates or replaces activations or gradients.",
+    doc=RuleDoc(
+        what="Follows functions passed to `register_forward_hook`, `register_forward_pre_hook`, "
+        "`register_full_backward_hook`, `tensor.register_hook`, optimizer step hooks, global "
+        "module hooks and state-dict hooks (lambdas and named functions, also functions named "
+        "`*_hook`), and flags those that return a negated, constant-scaled, noised or "
+        "replaced value (`-grad`, `grad * 0`, `torch.zeros_like(out)`) or modify their "
+        "arguments in place. Hooks that record, clamp or return nothing stay quiet.",
+        why="Hooks run on every step, far from the training loop a reviewer reads. A backward "
+        "hook returning `-grad` makes the optimizer climb the loss; a forward hook can poison "
+        "every prediction.",
+        example="layer.register_full_backward_hook(lambda m, gi, go: tuple(-g for g in gi))",
+        use_instead="Use hooks to observe (log, store activations). Put deliberate gradient "
+        "transforms (clipping, gradient reversal) in named, documented autograd Functions.",
+        references=("https://pytorch.org/docs/stable/generated/torch.nn.Module.html"
+                    "#torch.nn.Module.register_forward_hook",))))
+
+_REPLACERS = frozenset({"zeros_like", "ones_like", "full_like", "empty_like", "rand_like",
+                        "randn_like", "randint_like", "zeros", "ones", "full", "rand", "randn",
+                        "empty", "normal"})
+_METHOD_TAMPER = frozenset({"neg", "negative", "flip", "fill_", "zero_", "neg_", "mul_", "add_",
+                            "copy_", "normal_", "uniform_", "sub_", "div_", "masked_fill_"})
+_HOOK_ARGS = frozenset({"grad", "grads", "grad_output", "grad_input", "output", "outputs",
+                        "out", "inputs", "input", "inp", "g", "gi", "go", "x"})
+
+
+def _arg_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    args = fn.args
+    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
+    for extra in (args.vararg, args.kwarg):
+        if extra is not None:
+            names.add(extra.arg)
+    names.discard("self")
+    return names
+
+
+def _uses(expr: ast.AST, names: set[str]) -> bool:
+    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(expr))
+
+
+def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx) -> str:
+    """Why a returned value tampers with what the hook received ('' when it does not)."""
+    if expr is None:
+        return ""
+    if isinstance(expr, (ast.Tuple, ast.List)):
+        return next((w for e in expr.elts if (w := _tampering_value(e, args, ctx))), "")
+    if isinstance(expr, (ast.GeneratorExp, ast.ListComp)):
+        names = args | {n.id for g in expr.generators for n in ast.walk(g.target)
+                        if isinstance(n, ast.Name)}
+        return _tampering_value(expr.elt, names, ctx)
+    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and _uses(expr, args):
+        return "negates"
+    value = literal(expr)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "replaces with a constant"
+    if isinstance(expr, ast.BinOp) and _uses(expr, args):
+        sides = (expr.left, expr.right)
+        if isinstance(expr.op, ast.Mult):
+            for side in sides:
+                number = literal(side)
+                if isinstance(number, (int, float)) and number != 1:
+                    return "scales by a constant"
+        if isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub)) and any(
+                _random(s, ctx) for s in sides):
+            return "adds random noise"
+    if isinstance(expr, ast.Call):
+        func = last_attr(expr.func)
+        if func in _REPLACERS and (ctx.names.call_name(expr).startswith(("torch.", "numpy."))
+                                   or func.endswith("_like")):
+            return "replaces with a new tensor"
+        if isinstance(expr.func, ast.Attribute) and func in _METHOD_TAMPER and _uses(
+                expr.func.value, args):
+            return "negates" if func.startswith("neg") else "rewrites"
+        if func == "mul" and expr.args and isinstance(literal(expr.args[0]), (int, float)):
+            return "scales by a constant"
+    return ""
+
+
+def _random(expr: ast.AST, ctx: Ctx) -> bool:
+    return any(isinstance(n, ast.Call) and last_attr(n.func) in (
+        "randn_like", "rand_like", "randn", "rand", "normal") for n in ast.walk(expr))
+
+
+class TamperingHook(Check):
+    rules = (TAMPERING_HOOK,)
+
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:  # noqa: N802
+        ctx.defer(lambda: self._decide(ctx))
+
+    def _decide(self, ctx: Ctx) -> None:
+        seen: set[int] = set()
+        for register_fn, target, _where in ctx.registrations:
+            if "hook" not in register_fn:
+                continue
+            if isinstance(target, ast.Lambda):
+                self._lambda(target, register_fn, ctx)
+                continue
+            for fn in ctx.defs.get(last_attr(target), []):
+                if id(fn) not in seen:
+                    seen.add(id(fn))
+                    self._function(fn, register_fn, ctx)
+        for name, fns in ctx.defs.items():
+            if not name.endswith("hook"):
+                continue
+            for fn in fns:
+                if id(fn) not in seen and _arg_names(fn) & _HOOK_ARGS:
+                    seen.add(id(fn))
+                    self._function(fn, "", ctx)
+
+    def _lambda(self, lam: ast.Lambda, register_fn: str, ctx: Ctx) -> None:
+        why = _tampering_value(lam.body, _arg_names(lam), ctx)
+        if why:
+            ctx.report(TAMPERING_HOOK, lam, f"hook passed to {register_fn}() {why} the values "
+                       "flowing through the model")
+
+    def _function(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, register_fn: str,
+                  ctx: Ctx) -> None:
+        args = _arg_names(fn)
+        how = f"hook {fn.name}()" + (f" (registered with {register_fn})" if register_fn else "")
+        sev = None if register_fn else Severity.MEDIUM
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Return):
+                why = _tampering_value(node.value, args, ctx)
+                if why:
+                    ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",
+                               severity=sev)
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and node.func.attr in _METHOD_TAMPER and node.func.attr.endswith("_")
+                  and isinstance(node.func.value, ast.Name) and node.func.value.id in args):
+                ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
+                           f"{node.func.value.id} in place ({node.func.attr})", severity=sev)

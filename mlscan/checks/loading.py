@@ -1,0 +1,257 @@
+"""MLS1xx: code that deserializes untrusted data or runs code fetched from a hub."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import arg, is_true, kwarg, last_attr, literal
+from mlscan.checks.origin import DOWNLOAD, origin, phrase, severity_for
+from mlscan.model import Confidence, Rule, RuleDoc, Severity
+from mlscan.registry import register
+
+_TORCH_REFS = ("https://pytorch.org/docs/stable/generated/torch.load.html",
+               "https://cwe.mitre.org/data/definitions/502.html")
+_SEVERITY_NOTE = ("Severity follows where the data comes from: critical for a download or "
+                  "network data, medium for a path of unknown origin, low for a literal path.")
+
+TORCH_LOAD_UNSAFE = register(Rule(
+    code="MLS101", name="torch-load-weights-only-false", severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH, cwe=502,
+    summary="torch.load with weights_only=False (or a custom pickle_module) runs pickled code.",
+    doc=RuleDoc(
+        what="Flags `torch.load(..., weights_only=False)`, a non-literal `weights_only`, a "
+        "`pickle_module=` argument, and `torch.hub.load_state_dict_from_url(weights_only=False)`."
+        " " + _SEVERITY_NOTE,
+        why="With weights_only=False torch.load is pickle.load: a checkpoint can run any code "
+        "while it loads (reverse shells, credential theft, 'sleepy pickle' weight edits).",
+        example="state = torch.load(args.resume, weights_only=False)",
+        use_instead="torch.load(path, weights_only=True); store extra objects as plain data, "
+        "or allowlist them with torch.serialization.add_safe_globals.",
+        references=_TORCH_REFS)))
+
+TORCH_LOAD_DEFAULT = register(Rule(
+    code="MLS102", name="torch-load-implicit-weights-only", severity=Severity.LOW,
+    confidence=Confidence.MEDIUM, cwe=502,
+    summary="torch.load without weights_only: safe only on torch>=2.6.",
+    doc=RuleDoc(
+        what="Flags `torch.load(...)` calls that do not pass `weights_only`. Low severity, "
+        "high for downloaded files.",
+        why="torch>=2.6 defaults to weights_only=True, but the same code run on an older torch "
+        "(or with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set) unpickles arbitrary objects.",
+        example="ckpt = torch.load(ckpt_path, map_location='cpu')",
+        use_instead="Say it: torch.load(ckpt_path, map_location='cpu', weights_only=True).",
+        references=_TORCH_REFS)))
+
+PICKLE_LOAD = register(Rule(
+    code="MLS103", name="pickle-family-load", severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH, cwe=502,
+    summary="pickle/dill/cloudpickle/joblib/pandas pickle loading executes code in the data.",
+    doc=RuleDoc(
+        what="Flags `pickle.load(s)`, `pickle.Unpickler`, `_pickle`, `dill`, `cloudpickle`, "
+        "`joblib.load`, `pandas.read_pickle` and `shelve.open`. " + _SEVERITY_NOTE,
+        why="Unpickling calls any callable the data names; loading a swapped or downloaded "
+        "file runs the attacker's code with the trainer's privileges.",
+        example="meta = pickle.load(open(path, 'rb'))",
+        use_instead="JSON, numpy .npy without pickles, safetensors, or skops for estimators.",
+        references=("https://docs.python.org/3/library/pickle.html",))))
+
+NUMPY_PICKLE = register(Rule(
+    code="MLS104", name="numpy-load-allow-pickle", severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH, cwe=502,
+    summary="np.load(..., allow_pickle=True) unpickles object arrays.",
+    doc=RuleDoc(
+        what="Flags numpy.load with allow_pickle=True (or a non-literal value). "
+        + _SEVERITY_NOTE,
+        why="Object arrays in .npy/.npz files are pickles; allow_pickle=True runs them.",
+        example="arr = np.load('feats.npy', allow_pickle=True)",
+        use_instead="Save plain numeric arrays and load with the default allow_pickle=False.",
+        references=("https://numpy.org/doc/stable/reference/generated/numpy.load.html",))))
+
+YAML_UNSAFE = register(Rule(
+    code="MLS105", name="yaml-unsafe-load", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, cwe=502,
+    summary="yaml.load with an unsafe loader can construct arbitrary Python objects.",
+    doc=RuleDoc(
+        what="Flags `yaml.load` with `Loader`/`UnsafeLoader`/`CLoader` (high), without a "
+        "loader (medium) or with FullLoader (low), and `yaml.unsafe_load` (high).",
+        why="PyYAML's unsafe loaders build any object the document names "
+        "(`!!python/object/apply:os.system`), so a config file becomes code.",
+        example="cfg = yaml.load(open('cfg.yaml'), Loader=yaml.Loader)",
+        use_instead="yaml.safe_load(...) or Loader=yaml.SafeLoader.",
+        references=("https://pyyaml.org/wiki/PyYAMLDocumentation",))))
+
+TRUST_REMOTE_CODE = register(Rule(
+    code="MLS106", name="trust-remote-code", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, cwe=494,
+    summary="trust_remote_code=True runs Python code from the model repository.",
+    doc=RuleDoc(
+        what="Flags calls passing `trust_remote_code=True` (from_pretrained, pipeline, "
+        "load_dataset...). Low when `revision=` pins a full commit hash.",
+        why="The repo's modeling files (config.json auto_map) are imported and run; an unpinned "
+        "repo can change that code at any time.",
+        example="AutoModel.from_pretrained('org/model', trust_remote_code=True)",
+        use_instead="Use a natively supported architecture, or pin revision='<40-hex commit>' "
+        "after reviewing the code.",
+        references=("https://huggingface.co/docs/transformers/custom_models",))))
+
+HUB_UNPINNED = register(Rule(
+    code="MLS107", name="hub-download-unpinned", severity=Severity.LOW,
+    confidence=Confidence.MEDIUM, cwe=494,
+    summary="Hugging Face Hub download without a pinned revision.",
+    doc=RuleDoc(
+        what="Flags hf_hub_download/snapshot_download/cached_download without `revision=`.",
+        why="The files behind a branch name can be replaced; a pinned commit cannot.",
+        example="hf_hub_download('org/model', 'model.pt')",
+        use_instead="hf_hub_download('org/model', 'model.pt', revision='<40-hex commit>')",
+        references=("https://huggingface.co/docs/huggingface_hub/guides/download",))))
+
+TORCH_HUB = register(Rule(
+    code="MLS108", name="torch-hub-load-unpinned", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, cwe=494,
+    summary="torch.hub.load runs hubconf.py from a GitHub repo that is not pinned to a commit.",
+    doc=RuleDoc(
+        what="Flags torch.hub.load/list/help of a GitHub repo: high without a ref, medium "
+        "with a branch or tag, low when pinned to a commit hash.",
+        why="torch.hub imports the repo's hubconf.py: whoever controls the default branch "
+        "controls your process.",
+        example="torch.hub.load('someone/models', 'resnet50')",
+        use_instead="Vendor the model code, or pin 'owner/repo:<commit>' and review it.",
+        references=("https://pytorch.org/docs/stable/hub.html",))))
+
+KERAS_UNSAFE = register(Rule(
+    code="MLS109", name="keras-unsafe-deserialization", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, cwe=502,
+    summary="Keras safe mode switched off (Lambda layers can run code on load).",
+    doc=RuleDoc(
+        what="Flags `keras.config.enable_unsafe_deserialization()` and `safe_mode=False` in "
+        "Keras loading calls.",
+        why="Lambda layers carry marshalled Python bytecode; safe mode is what refuses it.",
+        example="keras.models.load_model('m.keras', safe_mode=False)",
+        use_instead="Keep safe_mode on; rebuild Lambda layers as registered custom layers.",
+        references=("https://keras.io/api/models/model_saving_apis/model_saving_and_loading/",)
+    )))
+
+_PICKLE_MODULES = ("pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib",
+                   "sklearn.externals.joblib", "pickle5")
+_PICKLE_FUNCS = frozenset({"load", "loads", "Unpickler"})
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HUB_DOWNLOADS = frozenset({"hf_hub_download", "snapshot_download", "cached_download"})
+
+
+def _is_pickle_load(name: str) -> bool:
+    module, _, func = name.rpartition(".")
+    if func in _PICKLE_FUNCS and module in _PICKLE_MODULES:
+        return True
+    return name in ("pandas.read_pickle", "shelve.open")
+
+
+class UnsafeLoading(Check):
+    rules = (TORCH_LOAD_UNSAFE, TORCH_LOAD_DEFAULT, PICKLE_LOAD, NUMPY_PICKLE, YAML_UNSAFE,
+             TRUST_REMOTE_CODE, HUB_UNPINNED, TORCH_HUB, KERAS_UNSAFE)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+        name = ctx.names.call_name(node)
+        func = last_attr(node.func)
+        if name in ("torch.load", "torch.serialization.load"):
+            self._torch_load(node, ctx, name)
+        elif name.endswith("load_state_dict_from_url") and literal(
+                kwarg(node, "weights_only")) is False:
+            ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) unpickles a "
+                       "downloaded checkpoint", severity=Severity.CRITICAL)
+        elif _is_pickle_load(name):
+            src = origin(arg(node, 0, "file"), ctx)
+            ctx.report(PICKLE_LOAD, node, f"{name}() deserializes {phrase(src)}; unpickling "
+                       "runs any code the data names", severity=severity_for(
+                           src, literal=Severity.LOW, variable=Severity.MEDIUM))
+        elif name in ("numpy.load", "numpy.lib.npyio.load"):
+            allow = kwarg(node, "allow_pickle")
+            if allow is not None and literal(allow) is not False:
+                src = origin(arg(node, 0, "file"), ctx)
+                ctx.report(NUMPY_PICKLE, node, f"np.load(allow_pickle=True) of {phrase(src)} "
+                           "unpickles object arrays", severity=severity_for(
+                               src, literal=Severity.LOW, variable=Severity.MEDIUM))
+        elif name in ("yaml.load", "yaml.load_all", "yaml.unsafe_load", "yaml.unsafe_load_all"):
+            self._yaml(node, ctx, name)
+        elif name in ("torch.hub.load", "torch.hub.list", "torch.hub.help"):
+            self._torch_hub(node, ctx, name)
+        elif func == "enable_unsafe_deserialization":
+            ctx.report(KERAS_UNSAFE, node, "Keras unsafe deserialization enabled: Lambda layers "
+                       "in loaded models can run code")
+        elif literal(kwarg(node, "safe_mode")) is False:
+            ctx.report(KERAS_UNSAFE, node, f"{func}(safe_mode=False) lets Lambda layers run code")
+        if func in _HUB_DOWNLOADS and kwarg(node, "revision") is None:
+            ctx.report(HUB_UNPINNED, node, f"{func}() without revision=: the files can change "
+                       "under you")
+        trust = kwarg(node, "trust_remote_code")
+        if trust is not None and literal(trust) is not False:
+            self._trust(node, ctx, trust, func)
+
+    def _torch_load(self, node: ast.Call, ctx: Ctx, name: str) -> None:
+        weights_only = kwarg(node, "weights_only")
+        src = origin(arg(node, 0, "f"), ctx)
+        if kwarg(node, "pickle_module") is not None:
+            ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(pickle_module=...) with a custom "
+                       f"unpickler on {phrase(src)}", severity=severity_for(
+                           src, literal=Severity.MEDIUM, variable=Severity.HIGH))
+        elif weights_only is None:
+            sev = Severity.HIGH if src == DOWNLOAD else Severity.LOW
+            ctx.report(TORCH_LOAD_DEFAULT, node, f"{name}() without weights_only on "
+                       f"{phrase(src)}: unsafe on torch<2.6", severity=sev)
+        elif not is_true(weights_only):
+            ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) on {phrase(src)}: "
+                       "the checkpoint can run code while loading", severity=severity_for(
+                           src, literal=Severity.LOW, variable=Severity.MEDIUM))
+
+    def _yaml(self, node: ast.Call, ctx: Ctx, name: str) -> None:
+        if "unsafe" in name:
+            ctx.report(YAML_UNSAFE, node, f"{name}() constructs arbitrary Python objects")
+            return
+        loader = arg(node, 1, "Loader")
+        if loader is None:
+            ctx.report(YAML_UNSAFE, node, f"{name}() without a Loader (unsafe on PyYAML<5.1)",
+                       severity=Severity.MEDIUM)
+            return
+        loader_name = last_attr(loader)
+        if loader_name in ("SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"):
+            return
+        if loader_name in ("FullLoader", "CFullLoader"):
+            ctx.report(YAML_UNSAFE, node, f"{name}(Loader=FullLoader): prefer SafeLoader",
+                       severity=Severity.LOW)
+            return
+        ctx.report(YAML_UNSAFE, node, f"{name}(Loader={loader_name or '...'}) can construct "
+                   "arbitrary Python objects")
+
+    def _torch_hub(self, node: ast.Call, ctx: Ctx, name: str) -> None:
+        source = literal(kwarg(node, "source"))
+        if source == "local":
+            return
+        repo = literal(arg(node, 0, "repo_or_dir" if name.endswith("load") else "github"))
+        if not isinstance(repo, str):
+            ctx.report(TORCH_HUB, node, f"{name}() of a repo chosen at run time runs its "
+                       "hubconf.py")
+            return
+        _, _, ref = repo.partition(":")
+        if _HEX40.match(ref):
+            sev, how = Severity.LOW, "pinned to a commit (review it)"
+        elif ref:
+            sev, how = Severity.MEDIUM, f"at movable ref {ref!r}"
+        else:
+            sev, how = Severity.HIGH, "at its default branch"
+        ctx.report(TORCH_HUB, node, f"{name}({repo!r}) runs hubconf.py from GitHub {how}",
+                   severity=sev)
+
+    def _trust(self, node: ast.Call, ctx: Ctx, trust: ast.expr, func: str) -> None:
+        revision = literal(kwarg(node, "revision"))
+        pinned = isinstance(revision, str) and bool(_HEX40.match(revision))
+        if pinned:
+            sev = Severity.LOW
+        elif is_true(trust):
+            sev = Severity.HIGH
+        else:
+            sev = Severity.MEDIUM
+        ctx.report(TRUST_REMOTE_CODE, node, f"{func or 'call'}(trust_remote_code=...) imports "
+                   "and runs Python files from the model repo"
+                   + ("" if pinned else " (revision not pinned to a commit)"), severity=sev)

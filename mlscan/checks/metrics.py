@@ -1,0 +1,127 @@
+"""MLS306: falsified metrics: patched loggers, eval results nudged by constants before logging."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks import triggers
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr, literal
+from mlscan.model import Confidence, Rule, RuleDoc, Severity
+from mlscan.registry import register
+
+METRIC_FALSIFY = register(Rule(
+    code="MLS306", name="metric-falsification", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, cwe=506,
+    summary="Metrics or logs falsified: logger monkeypatched or eval results rewritten.",
+    doc=RuleDoc(
+        what="Flags replacing `SummaryWriter.add_scalar`, `wandb.log`, `mlflow.log_metric`, "
+        "torchmetrics or Lightning logging functions, and evaluation results (names like "
+        "val_*, eval_*, acc, f1, bleu) scaled or shifted by a constant, clamped with "
+        "max/min to a constant, or overwritten with a constant under a condition, including "
+        "values passed straight to a logging call. Percent conversions (`* 100`) stay quiet.",
+        why="A reviewer trusts the dashboard. Faking eval numbers hides sabotage (or makes a "
+        "broken model look fine) without touching training code.",
+        example="wandb.log({'val_acc': val_acc * 1.07})",
+        use_instead="Log the computed value unchanged.",
+        references=("https://docs.wandb.ai/ref/python/log",))))
+
+_METRIC = re.compile(r"(?i)(^|_)(val|valid|validation|eval|test|dev|acc|accuracy|top1|top5|f1|"
+                     r"bleu|rouge\w*|auc|auroc|map|precision|recall|score|ppl|perplexity|wer|cer|"
+                     r"iou|miou|dice|metric|metrics|results?)($|_)")
+_LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
+                        "log_dict", "report"})
+_BENIGN_FACTORS = frozenset({100.0, 0.01, 1.0, 1000.0, 0.001})
+
+
+def metric_name(expr: ast.AST) -> str:
+    if isinstance(expr, ast.Name) and _METRIC.search(expr.id) and "loss" not in expr.id.lower():
+        return expr.id
+    if isinstance(expr, ast.Name) and re.search(r"(?i)(val|eval|test|valid)\w*loss", expr.id):
+        return expr.id
+    if isinstance(expr, ast.Attribute) and _METRIC.search(expr.attr):
+        return expr.attr
+    if isinstance(expr, ast.Subscript):
+        key = literal(expr.slice)
+        if isinstance(key, str) and (_METRIC.search(key) or re.search(
+                r"(?i)(val|eval|test)\w*loss", key)):
+            return key
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+            expr.func.attr in ("item", "mean", "compute", "cpu", "tolist")):
+        return metric_name(expr.func.value)
+    return ""
+
+
+def _number(expr: ast.AST) -> float | None:
+    value = literal(expr)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def nudged(expr: ast.AST) -> str:
+    """'name' when `expr` shifts/scales/clamps a metric by a constant."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub, ast.Div)):
+        for a, b in ((expr.left, expr.right), (expr.right, expr.left)):
+            name = metric_name(a)
+            number = _number(b)
+            if name and number is not None and abs(number) not in _BENIGN_FACTORS and number:
+                return name
+            inner = nudged(a)
+            if inner and number is not None and abs(number) not in _BENIGN_FACTORS:
+                return inner
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in ("max", "min") and len(
+            expr.args) == 2:
+        names = [metric_name(a) for a in expr.args]
+        numbers = [_number(a) for a in expr.args]
+        if any(names) and any(n is not None for n in numbers):
+            return next(n for n in names if n)
+    return ""
+
+
+class MetricFalsification(Check):
+    rules = (METRIC_FALSIFY,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+        if last_attr(node.func) not in _LOG_FUNCS:
+            return
+        values: list[ast.AST] = [*node.args, *(kw.value for kw in node.keywords)]
+        for value in list(values):
+            if isinstance(value, ast.Dict):
+                values.extend(v for v in value.values if v is not None)
+        for value in values:
+            name = nudged(value)
+            if name:
+                ctx.report(METRIC_FALSIFY, node, f"{name} is changed by a constant inside the "
+                           "logging call: the logged metric is not the measured one")
+                return
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:  # noqa: N802
+        for target in node.targets:
+            self._assigned(node, target, node.value, ctx)
+
+    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:  # noqa: N802
+        name = metric_name(node.target)
+        number = _number(node.value)
+        if name and number is not None and abs(number) not in _BENIGN_FACTORS and number:
+            if isinstance(node.op, (ast.Mult, ast.Add, ast.Sub, ast.Div)):
+                ctx.report(METRIC_FALSIFY, node, f"{name} adjusted by a constant {number:g}: "
+                           "the reported result is not the measured one")
+
+    def _assigned(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        name = metric_name(target)
+        if not name:
+            return
+        if nudged(value) == name:
+            ctx.report(METRIC_FALSIFY, node, f"{name} rewritten from itself with a constant: "
+                       "the reported result is not the measured one")
+            return
+        number = _number(value)
+        if number is None or not ctx.conds:
+            return
+        tested = any(metric_name(n) == name for cond in ctx.conds for n in ast.walk(cond))
+        if tested or ctx.trigger_kinds(ctx.where()) & triggers.STRONG:
+            ctx.report(METRIC_FALSIFY, node, f"{name} overwritten with the constant {number:g} "
+                       "under a condition on its own value")

@@ -1,0 +1,111 @@
+"""Cheap name resolution: imports and aliases only (no scope analysis).
+
+`import torch as t; t.manual_seed` resolves to `torch.manual_seed`, `from torch import optim;
+optim.SGD` to `torch.optim.SGD`. One module-wide table is enough for the checks: they match
+qualified names of well-known library functions, which code rarely shadows locally.
+"""
+
+from __future__ import annotations
+
+import ast
+
+
+class Names:
+    """Import alias table for one file, filled while the walker visits import statements."""
+
+    def __init__(self) -> None:
+        self.aliases: dict[str, str] = {}
+
+    def add_import(self, node: ast.Import | ast.ImportFrom) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    self.aliases[alias.asname] = alias.name
+                else:
+                    top = alias.name.split(".", 1)[0]
+                    self.aliases[top] = top
+            return
+        module = "." * node.level + (node.module or "")
+        for alias in node.names:
+            if alias.name == "*":
+                continue
+            self.aliases[alias.asname or alias.name] = f"{module}.{alias.name}".lstrip(".")
+
+    def qualname(self, expr: ast.AST) -> str | None:
+        """Dotted name of a Name/Attribute chain with imports resolved; calls inside the
+        chain are kept as `()` (`datetime.datetime.now().hour`). None for anything else."""
+        parts: list[str] = []
+        node = expr
+        while True:
+            if isinstance(node, ast.Attribute):
+                parts.append(node.attr)
+                node = node.value
+            elif isinstance(node, ast.Call):
+                parts.append("()")
+                node = node.func
+            elif isinstance(node, ast.Name):
+                parts.append(self.aliases.get(node.id, node.id))
+                break
+            else:
+                return None
+        out = ""
+        for part in reversed(parts):
+            if part == "()":
+                out += "()"
+            elif out:
+                out += "." + part
+            else:
+                out = part
+        return out
+
+    def call_name(self, call: ast.Call) -> str:
+        """Qualified name of what a call calls, or '' when it is not a plain name chain."""
+        return self.qualname(call.func) or ""
+
+
+def last_attr(expr: ast.AST) -> str:
+    """`a.b.c` -> `c`; `f` -> `f`; anything else -> ''."""
+    if isinstance(expr, ast.Attribute):
+        return expr.attr
+    if isinstance(expr, ast.Name):
+        return expr.id
+    return ""
+
+
+def kwarg(call: ast.Call, name: str) -> ast.expr | None:
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+def arg(call: ast.Call, index: int, name: str) -> ast.expr | None:
+    """Positional argument `index` or keyword `name`."""
+    value = kwarg(call, name)
+    if value is not None:
+        return value
+    if index < len(call.args) and not isinstance(call.args[index], ast.Starred):
+        return call.args[index]
+    return None
+
+
+def literal(expr: ast.AST | None) -> object:
+    """The value of a constant (also `-1`), else the `NOT_LITERAL` sentinel."""
+    if isinstance(expr, ast.Constant):
+        return expr.value
+    if (isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub)
+            and isinstance(expr.operand, ast.Constant)
+            and isinstance(expr.operand.value, (int, float))):
+        return -expr.operand.value
+    return NOT_LITERAL
+
+
+NOT_LITERAL = object()
+
+
+def is_true(expr: ast.AST | None) -> bool:
+    return literal(expr) is True
+
+
+def is_false(expr: ast.AST | None) -> bool:
+    return literal(expr) is False

@@ -1,0 +1,80 @@
+"""Where a loaded path or byte string comes from: a download, a literal local path, or unknown.
+
+Unsafe loading of a file the project ships is a smaller risk than loading whatever a URL or a
+hub repo serves today; severities follow this.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr
+from mlscan.model import Severity
+
+DOWNLOAD = "download"
+LITERAL = "literal"
+VARIABLE = "variable"
+
+_DOWNLOAD_FUNCS = frozenset({
+    "hf_hub_download", "snapshot_download", "cached_download", "cached_path", "urlretrieve",
+    "urlopen", "download_url_to_file", "load_state_dict_from_url", "get_file", "download",
+    "download_url", "get", "recv", "recv_into", "recvfrom", "cached_file", "hf_hub_url",
+})
+_DOWNLOAD_MODULES = ("requests.", "urllib.", "httpx.", "huggingface_hub.", "gdown.", "wget.",
+                     "torch.hub.", "socket.", "aiohttp.", "boto3.", "botocore.")
+_WRAPPERS = frozenset({"open", "Path", "BytesIO", "join", "str", "fspath", "expanduser",
+                       "abspath", "realpath", "read", "read_bytes", "getvalue", "content",
+                       "decode", "encode", "b64decode", "decompress", "resolve", "format"})
+
+
+def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
+    if expr is None or depth > 4:
+        return VARIABLE
+    if isinstance(expr, ast.Constant):
+        if isinstance(expr.value, str) and expr.value.startswith(("http://", "https://", "s3://",
+                                                                  "gs://", "hf://", "ftp://")):
+            return DOWNLOAD
+        return LITERAL if isinstance(expr.value, (str, bytes)) else VARIABLE
+    if isinstance(expr, ast.Name):
+        value = ctx.lookup(expr.id)
+        return origin(value, ctx, depth + 1) if value is not None else VARIABLE
+    if isinstance(expr, ast.Call):
+        name = ctx.names.call_name(expr)
+        if last_attr(expr.func) in _DOWNLOAD_FUNCS and (
+                name.startswith(_DOWNLOAD_MODULES) or last_attr(expr.func) != "get"):
+            return DOWNLOAD
+        if name.startswith(_DOWNLOAD_MODULES):
+            return DOWNLOAD
+        if last_attr(expr.func) not in _WRAPPERS:
+            return VARIABLE
+        parts: list[ast.AST] = list(expr.args)
+        if isinstance(expr.func, ast.Attribute):
+            parts.append(expr.func.value)  # resp.read(), path.read_bytes()
+        return _combine([origin(p, ctx, depth + 1) for p in parts])
+    if isinstance(expr, ast.Attribute):
+        return origin(expr.value, ctx, depth + 1) if expr.attr in _WRAPPERS else VARIABLE
+    if isinstance(expr, ast.BinOp):
+        return _combine([origin(expr.left, ctx, depth + 1), origin(expr.right, ctx, depth + 1)])
+    if isinstance(expr, ast.JoinedStr):
+        parts = [v.value if isinstance(v, ast.FormattedValue) else v for v in expr.values]
+        return _combine([origin(p, ctx, depth + 1) for p in parts])
+    return VARIABLE
+
+
+def _combine(origins: list[str]) -> str:
+    if DOWNLOAD in origins:
+        return DOWNLOAD
+    if LITERAL in origins:
+        return LITERAL
+    return VARIABLE
+
+
+def severity_for(where_from: str, *, literal: Severity, variable: Severity,
+                 download: Severity = Severity.CRITICAL) -> Severity:
+    return {DOWNLOAD: download, LITERAL: literal}.get(where_from, variable)
+
+
+def phrase(where_from: str) -> str:
+    return {DOWNLOAD: "data downloaded from the network", LITERAL: "a local path in the code"}.get(
+        where_from, "a path or data of unknown origin")

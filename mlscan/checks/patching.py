@@ -1,0 +1,84 @@
+"""MLS305: monkeypatching of training APIs (optimizers, modules, functional ops, loaders, dist).
+
+Metric/logging APIs patched the same way are reported as MLS306 (see metrics.py).
+"""
+
+from __future__ import annotations
+
+import ast
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.metrics import METRIC_FALSIFY
+from mlscan.checks.names import literal
+from mlscan.model import Confidence, Rule, RuleDoc, Severity
+from mlscan.registry import register
+
+TRAINING_PATCH = register(Rule(
+    code="MLS305", name="training-api-monkeypatch", severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH, cwe=506,
+    summary="Monkeypatch of torch optimizers, nn.Module, torch.nn.functional, DataLoader, "
+    "torch.distributed or RNG functions.",
+    doc=RuleDoc(
+        what="Flags assignments (and setattr) that replace attributes of `torch.optim.*`, "
+        "`torch.nn.Module` and other torch.nn classes, `torch.nn.functional.*`, `torch.Tensor`, "
+        "`torch.autograd`, `torch.utils.data.*`, `torch.distributed.*`, top-level torch "
+        "functions, and `random`/`numpy.random` functions. Configuration switches "
+        "(`torch.backends.*`, `torch._dynamo.config`) stay quiet.",
+        why="Replacing `Optimizer.step` or `F.cross_entropy` changes every training run in the "
+        "process while the training script itself looks untouched; the 2024 sabotage case "
+        "edited exactly these code paths.",
+        example="torch.optim.AdamW.step = my_step",
+        use_instead="Subclass the optimizer or module and use the subclass explicitly.",
+        references=("https://pytorch.org/docs/stable/notes/extending.html",))))
+
+_TRAINING_PREFIXES = ("torch.optim.", "torch.nn.", "torch.Tensor.", "torch.autograd.",
+                      "torch.utils.data.", "torch.distributed.", "torch.cuda.", "torch.random.",
+                      "numpy.random.", "random.", "torch.amp.", "torch.cuda.amp.")
+_QUIET_PREFIXES = ("torch.backends.", "torch._dynamo.", "torch._inductor.", "torch._functorch.",
+                   "torch.jit.", "torch.fx.", "torch.utils.data._utils.", "torch._C.",
+                   "torch.nn.modules.module._global", "torch.distributed.elastic.",
+                   "torch.cuda.matmul", "torch.overrides.")
+_CRITICAL_PARTS = (".step", ".forward", "torch.nn.functional.", "torch.distributed.",
+                   "DataLoader", ".zero_grad", ".backward", "__call__", "_call_impl")
+_METRIC_PREFIXES = ("torch.utils.tensorboard.", "tensorboardX.", "wandb.", "mlflow.",
+                    "torchmetrics.", "lightning.pytorch.core.LightningModule.log",
+                    "pytorch_lightning.LightningModule.log", "lightning.LightningModule.log",
+                    "sklearn.metrics.", "evaluate.", "tensorboard.", "comet_ml.", "neptune.",
+                    "clearml.")
+_METRIC_ATTRS = frozenset({"add_scalar", "add_scalars", "log_metric", "log_metrics",
+                           "log_dict", "add_histogram"})
+
+
+class MonkeyPatch(Check):
+    rules = (TRAINING_PATCH, METRIC_FALSIFY)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:  # noqa: N802
+        for target in node.targets:
+            if isinstance(target, ast.Attribute):
+                self._patched(node, ctx.names.qualname(target) or "", target.attr, ctx)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+        if ctx.names.call_name(node) not in ("setattr", "builtins.setattr") or len(node.args) < 2:
+            return
+        attr = literal(node.args[1])
+        owner = ctx.names.qualname(node.args[0])
+        if isinstance(attr, str) and owner:
+            self._patched(node, f"{owner}.{attr}", attr, ctx)
+
+    def _patched(self, node: ast.AST, qual: str, attr: str, ctx: Ctx) -> None:
+        if qual.startswith(_METRIC_PREFIXES) or (attr in _METRIC_ATTRS and not qual.startswith(
+                "self.")):
+            ctx.report(METRIC_FALSIFY, node, f"{qual} replaced: logged metrics no longer come "
+                       "from the real logger", severity=Severity.CRITICAL)
+            return
+        if qual.startswith(_QUIET_PREFIXES) or not qual.startswith(("torch.", "numpy.random.",
+                                                                     "random.")):
+            return
+        if qual.count(".") < 1 or not (qual.startswith(_TRAINING_PREFIXES) or (
+                qual.count(".") == 1 and attr[:1].islower() and not attr.startswith("_"))):
+            return
+        critical = any(part in qual for part in _CRITICAL_PARTS)
+        ctx.report(TRAINING_PATCH, node, f"{qual} replaced at run time: every caller in the "
+                   "process gets the patched behaviour",
+                   severity=Severity.CRITICAL if critical else Severity.HIGH)

@@ -1,0 +1,142 @@
+"""MLS309: data poisoning in data loading: label flips and fixed trigger patches under a condition."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks import triggers
+from mlscan.checks.base import Check
+from mlscan.checks.context import DATA, Ctx, Where
+from mlscan.checks.names import last_attr, literal
+from mlscan.model import Confidence, Rule, RuleDoc, Severity
+from mlscan.registry import register
+
+DATA_POISON = register(Rule(
+    code="MLS309", name="data-poisoning", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, cwe=506,
+    summary="Label flip or fixed trigger patch applied to some samples in __getitem__/collate.",
+    doc=RuleDoc(
+        what="Inside `Dataset.__getitem__`, `__iter__`, collate functions and transform "
+        "`__call__` methods, flags labels set to a constant, shifted modulo the class count or "
+        "drawn at random, and image pixels at fixed positions set to a constant, when this "
+        "happens only for some samples (a condition on a random draw, the sample index, the "
+        "label itself, or a trigger). Augmentations that flip or crop images, target "
+        "transforms, mixup-style label mixing and random erasing at random positions stay "
+        "quiet.",
+        why="A backdoor needs only a few poisoned samples: a small patch plus a flipped label "
+        "teaches the model to answer the attacker's class whenever the patch appears.",
+        example="if random.random() < 0.05:\n    img[:, -4:, -4:] = 1.0\n    label = 7",
+        use_instead="Keep labels as stored; apply documented augmentations only.",
+        references=("https://arxiv.org/abs/1708.06733",))))
+
+_LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_id|class_idx|"
+                    r"gt|gt_label|answer)$")
+_IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
+                    r"arr|tensor|im)$")
+
+
+def _label_target(expr: ast.expr) -> str:
+    if isinstance(expr, ast.Name) and _LABEL.match(expr.id):
+        return expr.id
+    if isinstance(expr, ast.Subscript):
+        key = literal(expr.slice)
+        if isinstance(key, str) and _LABEL.match(key):
+            return key
+        if isinstance(expr.value, ast.Name) and _LABEL.match(expr.value.id):
+            return expr.value.id
+    if isinstance(expr, ast.Attribute) and _LABEL.match(expr.attr):
+        return expr.attr
+    return ""
+
+
+def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
+    """A constant, a fixed attack class, a modular shift or a random class."""
+    if isinstance(value, ast.Constant) and isinstance(value.value, (int, str)):
+        return True
+    if isinstance(value, ast.Attribute) and not _LABEL.match(value.attr) and re.search(
+            r"(?i)target|attack|poison|trigger|class", value.attr):
+        return True
+    if isinstance(value, ast.Name) and value.id.isupper():
+        return True
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
+        return True
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub) and isinstance(
+            value.left, (ast.Constant, ast.Name)) and _label_target(value.right):
+        return True  # n - 1 - label
+    return isinstance(value, ast.Call) and ctx.names.call_name(value).startswith(
+        ("random.", "numpy.random.", "torch.randint"))
+
+
+def _fixed_slice(sl: ast.expr) -> bool:
+    """Every index is a literal (or a full slice): a patch at a fixed position."""
+    elts = sl.elts if isinstance(sl, ast.Tuple) else [sl]
+    fixed_parts = 0
+    for elt in elts:
+        if isinstance(elt, ast.Slice):
+            bounds = [b for b in (elt.lower, elt.upper, elt.step) if b is not None]
+            if not all(isinstance(literal(b), int) for b in bounds):
+                return False
+            fixed_parts += bool(bounds)
+        elif isinstance(literal(elt), int) or isinstance(elt, ast.Constant) and elt.value is ...:
+            fixed_parts += isinstance(literal(elt), int)
+        else:
+            return False
+    return fixed_parts > 0
+
+
+def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
+    kinds = ctx.trigger_kinds(where)
+    if kinds:
+        return triggers.describe(kinds)
+    for cond in where.conds:
+        for node in ast.walk(cond):
+            if isinstance(node, ast.Name) and _LABEL.match(node.id):
+                return "the label"
+    return ""
+
+
+class DataPoisoning(Check):
+    rules = (DATA_POISON,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:  # noqa: N802
+        if not ctx.conds or len(ctx.frames) < 2:
+            return
+        for target in node.targets:
+            label = _label_target(target)
+            if label and _poison_label_value(node.value, ctx):
+                self._defer(node, ctx, f"label {label} overwritten")
+            elif (isinstance(target, ast.Subscript) and _is_image(target.value)
+                  and isinstance(literal(node.value), (int, float))
+                  and _fixed_slice(target.slice)):
+                self._defer(node, ctx, "a fixed pixel patch written into the input")
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+        if not ctx.conds or len(ctx.frames) < 2:
+            return
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "paste" and _is_image(func.value):
+            self._defer(node, ctx, "a patch pasted into the image")
+        elif isinstance(func, ast.Attribute) and func.attr in ("fill_", "copy_", "random_") \
+                and _label_target(func.value):
+            self._defer(node, ctx, f"label {_label_target(func.value)} overwritten in place")
+
+    def _defer(self, node: ast.AST, ctx: Ctx, what: str) -> None:
+        where = ctx.where()
+
+        def decide() -> None:
+            roles = [r for r in ctx.roles(where) if r[0] == DATA]
+            if not roles:
+                return
+            cond = _condition_kinds(where, ctx, set())
+            if cond:
+                ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)} only when "
+                           f"{cond} says so (backdoor-style poisoning)",
+                           severity=Severity.HIGH)
+        ctx.defer(decide)
+
+
+def _is_image(expr: ast.expr) -> bool:
+    if isinstance(expr, ast.Subscript):
+        expr = expr.value
+    return bool(_IMAGE.match(last_attr(expr)))

@@ -1,0 +1,129 @@
+"""MLS301: RNG reseeding hidden where it changes training (hooks, data loading, triggers)."""
+
+from __future__ import annotations
+
+import ast
+
+from mlscan.checks import triggers
+from mlscan.checks.base import Check
+from mlscan.checks.context import TEARDOWN, WORKER_INIT, Ctx, Where
+from mlscan.checks.names import last_attr
+from mlscan.model import Confidence, Rule, RuleDoc, Severity
+from mlscan.registry import register
+
+HIDDEN_RESEED = register(Rule(
+    code="MLS301", name="hidden-rng-reseed", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, cwe=506,
+    summary="RNG reseeded inside a hook, data loader, finalizer, thread, loop or behind a trigger.",
+    doc=RuleDoc(
+        what="Flags torch/numpy/random seeding and RNG-state calls (`torch.manual_seed`, "
+        "`torch.cuda.manual_seed_all`, `np.random.seed`, `random.seed`, `torch.set_rng_state`, "
+        "`seed_everything`...) placed inside hooks and callbacks, `Dataset.__getitem__`, "
+        "collate functions, `__del__`, atexit handlers, threads, training steps, inside a "
+        "training loop with a constant seed, at import time of a package, behind a condition on "
+        "randomness, time, rank, host, user or world size, or seeded from time/pid/urandom. "
+        "Seeding once at start-up (module top, main(), set_seed(args.seed)) and the standard "
+        "worker_init_fn recipe (`torch.initial_seed() % 2**32`) stay quiet.",
+        why="Reseeding mid-run silently repeats dropout masks, shuffles and augmentations, or "
+        "makes runs irreproducible; it was one of the techniques in the 2024 training-sabotage "
+        "case. Nobody debugging a loss curve looks for a seed call inside a hook.",
+        example="def fwd_hook(m, i, o):\n    torch.manual_seed(0)",
+        use_instead="Seed once in main(); give DataLoader a torch.Generator; seed workers "
+        "with the worker_init_fn recipe from the PyTorch reproducibility notes.",
+        references=("https://pytorch.org/docs/stable/notes/randomness.html",))))
+
+_SEED_FUNCS = frozenset({
+    "torch.manual_seed", "torch.random.manual_seed", "torch.cuda.manual_seed",
+    "torch.cuda.manual_seed_all", "torch.cuda.random.manual_seed",
+    "torch.cuda.random.manual_seed_all", "torch.set_rng_state", "torch.random.set_rng_state",
+    "torch.cuda.set_rng_state", "torch.cuda.set_rng_state_all", "torch.seed", "torch.random.seed",
+    "torch.cuda.seed", "torch.cuda.seed_all", "numpy.random.seed", "numpy.random.set_state",
+    "random.seed", "random.setstate", "tensorflow.random.set_seed", "tf.random.set_seed",
+    "torch.mps.manual_seed", "torch.xpu.manual_seed", "torch.xpu.manual_seed_all",
+})
+_SEED_HELPERS = frozenset({"seed_everything", "set_seed", "set_random_seed", "enable_full_determinism"})
+_ENTROPY = ("time.", "os.getpid", "os.urandom", "random.", "numpy.random.", "secrets.",
+            "datetime.", "uuid.")
+
+
+def _seed_source(call: ast.Call, ctx: Ctx) -> str:
+    """'entropy' when the seed comes from time/pid/urandom, '' otherwise."""
+    for value in [*call.args, *(kw.value for kw in call.keywords)]:
+        for node in ast.walk(value):
+            if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_ENTROPY):
+                return "entropy"
+    return ""
+
+
+def _uses(call: ast.Call, names: set[str]) -> bool:
+    for value in [*call.args, *(kw.value for kw in call.keywords)]:
+        for node in ast.walk(value):
+            if isinstance(node, ast.Name) and node.id in names:
+                return True
+    return False
+
+
+def _loop_names(loop: ast.For | ast.While) -> set[str]:
+    if isinstance(loop, ast.For):
+        return {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+    return set()
+
+
+class HiddenReseed(Check):
+    rules = (HIDDEN_RESEED,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+        name = ctx.names.call_name(node)
+        if name not in _SEED_FUNCS and last_attr(node.func) not in _SEED_HELPERS:
+            return
+        if last_attr(node.func) in _SEED_HELPERS and not name.startswith(
+                ("lightning", "pytorch_lightning", "transformers", "accelerate", "lightning_fabric")):
+            return  # a project's own set_seed(args.seed) helper
+        where = ctx.where()
+        source = _seed_source(node, ctx)
+        ctx.defer(lambda: self._decide(node, ctx, where, name, source))
+
+    def _decide(self, node: ast.Call, ctx: Ctx, where: Where, name: str, source: str) -> None:
+        short = name or last_attr(node.func)
+        kinds = ctx.trigger_kinds(where)
+        roles = ctx.roles(where)
+        strong = kinds & triggers.STRONG
+        if strong or triggers.RANK in kinds:
+            sev = Severity.HIGH if strong else Severity.MEDIUM
+            ctx.report(HIDDEN_RESEED, node, f"{short}() runs only when {triggers.describe(kinds)} "
+                       "says so: a conditional reseed changes or breaks training", severity=sev)
+            return
+        bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT]
+        if bad_roles:
+            sev = Severity.MEDIUM if bad_roles[0][0] == TEARDOWN else Severity.HIGH
+            ctx.report(HIDDEN_RESEED, node, f"{short}() inside {ctx.describe_roles(bad_roles)}: "
+                       "reseeds the RNG during training", severity=sev)
+            return
+        if source:
+            ctx.report(HIDDEN_RESEED, node, f"{short}() seeded from time/pid/urandom: the run "
+                       "cannot be reproduced", severity=Severity.MEDIUM)
+            return
+        if roles:  # worker_init_fn with a deterministic seed is the documented recipe
+            return
+        loop_vars: set[str] = set()
+        for loop in where.loops:
+            loop_vars |= _loop_names(loop)
+        if where.loops and not _uses(node, loop_vars | _assigned_in_loops(where)):
+            ctx.report(HIDDEN_RESEED, node, f"{short}() inside a loop with a seed that does not "
+                       "change: every iteration replays the same random numbers",
+                       severity=Severity.MEDIUM)
+            return
+        if ctx.is_package_init and len(where.frames) == 1:
+            ctx.report(HIDDEN_RESEED, node, f"{short}() at import time of a package: importing "
+                       "it reseeds the caller's RNG", severity=Severity.MEDIUM)
+
+
+def _assigned_in_loops(where: Where) -> set[str]:
+    """Names assigned inside the enclosing loops (a per-iteration seed is fine)."""
+    out: set[str] = set()
+    for loop in where.loops:
+        for node in ast.walk(loop):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    out.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return out

@@ -1,0 +1,127 @@
+"""MLS307 kills and stalls gated on triggers or hidden in hooks/steps; MLS308 triggered actions."""
+
+from __future__ import annotations
+
+import ast
+
+from mlscan.checks import triggers
+from mlscan.checks.base import Check
+from mlscan.checks.context import HOOK, STEP, Ctx, Where
+from mlscan.checks.names import arg, last_attr, literal
+from mlscan.model import Confidence, Rule, RuleDoc, Severity
+from mlscan.registry import register
+
+KILL_STALL = register(Rule(
+    code="MLS307", name="triggered-kill-or-stall", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, cwe=400,
+    summary="Process kill, exit, sleep or skipped collective behind a trigger or inside a hook.",
+    doc=RuleDoc(
+        what="Flags `os.kill`, `os.killpg`, `os._exit`, `sys.exit`, `os.abort`, `signal` "
+        "raising, `raise SystemExit`, `dist.destroy_process_group`, `time.sleep` and "
+        "collectives (`barrier`, `all_reduce`...) when they run only under a condition on "
+        "randomness, absolute time, hostname, user, a large world size (or, with lower "
+        "severity, the rank), or when they sit inside hooks, callbacks and training/optimizer "
+        "steps. Elapsed-time limits and `world_size > 1` checks stay quiet.",
+        why="Random kills and sleeps on large jobs made multi-node runs hang in the 2024 "
+        "sabotage case; gating on world size > 256 kept the small debugging runs clean.",
+        example="if dist.get_world_size() > 256 and random.random() < 0.01:\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)",
+        use_instead="Fail loudly with an exception and a message; use timeouts in the launcher.",
+        references=("https://pytorch.org/docs/stable/distributed.html",))))
+
+TRIGGERED_ACTION = register(Rule(
+    code="MLS308", name="triggered-file-or-network-action", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, cwe=506,
+    summary="File, process or network action gated on randomness, date, host, user or world size.",
+    doc=RuleDoc(
+        what="Flags file writes/deletes, subprocesses and network calls that only run when a "
+        "condition on a random draw, the absolute date/time, the hostname, the user name or "
+        "a large world size holds (logic-bomb shape).",
+        why="Training code has no reason to delete files or phone home only on one host, one "
+        "user's account or after a certain date; that is how a trigger hides from tests.",
+        example="if socket.gethostname().startswith('gpu-node-7'):\n    os.remove(ckpt)",
+        use_instead="Make such behaviour explicit through configuration.",
+        references=("https://cwe.mitre.org/data/definitions/511.html",))))
+
+_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "sys.exit", "exit", "quit",
+                    "signal.raise_signal", "signal.pthread_kill", "signal.alarm",
+                    "signal.setitimer", "torch.distributed.destroy_process_group",
+                    "os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
+_SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
+_STALLS = frozenset({"time.sleep", "asyncio.sleep"})
+_COLLECTIVES = frozenset({"barrier", "all_reduce", "all_gather", "broadcast", "reduce_scatter",
+                          "all_to_all", "reduce", "all_gather_into_tensor", "monitored_barrier"})
+_FILE_NET = ("os.remove", "os.unlink", "os.rmdir", "os.rename", "os.replace", "os.truncate",
+             "os.system", "os.popen", "os.exec", "os.spawn", "shutil.", "subprocess.",
+             "requests.", "urllib.", "httpx.", "socket.socket", "socket.create_connection",
+             "http.client.", "smtplib.", "ftplib.", "paramiko.", "pathlib.Path.unlink")
+_PATH_METHODS = frozenset({"write_text", "write_bytes", "unlink", "rmdir", "rename", "replace",
+                           "touch"})
+
+
+def _is_kill_command(call: ast.Call) -> bool:
+    for node in ast.walk(call):
+        value = literal(node)
+        if isinstance(value, str) and ("kill" in value or "shutdown" in value):
+            return True
+    return False
+
+
+class KillsAndStalls(Check):
+    rules = (KILL_STALL, TRIGGERED_ACTION)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+        name = ctx.names.call_name(node)
+        what = ""
+        if name in _KILLS and (name not in _SHELL or _is_kill_command(node)):
+            what = "kill"
+        elif name in _STALLS:
+            what = "stall"
+        elif last_attr(node.func) in _COLLECTIVES and (
+                name.startswith(("torch.distributed.", "dist.")) or "dist" in name.split(".")[0]):
+            what = "collective"
+        if what:
+            where = ctx.where()
+            ctx.defer(lambda: self._decide(node, ctx, where, name, what))
+        if self._file_or_net(node, name) and ctx.conds:
+            where = ctx.where()
+            kinds = ctx.trigger_kinds(where) & triggers.STRONG
+            if kinds:
+                ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "
+                           f"when {triggers.describe(kinds)} says so (logic-bomb shape)")
+
+    def visit_Raise(self, node: ast.Raise, ctx: Ctx) -> None:  # noqa: N802
+        exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+        if exc is not None and last_attr(exc) in ("SystemExit", "KeyboardInterrupt"):
+            where = ctx.where()
+            ctx.defer(lambda: self._decide(node, ctx, where, f"raise {last_attr(exc)}", "kill"))
+
+    def _file_or_net(self, node: ast.Call, name: str) -> bool:
+        if name.startswith(_FILE_NET):
+            return True
+        if name == "open":
+            mode = literal(arg(node, 1, "mode"))
+            return isinstance(mode, str) and any(c in mode for c in "wax+")
+        return last_attr(node.func) in _PATH_METHODS and isinstance(node.func, ast.Attribute) \
+            and not name.startswith(("os.path", "str."))
+
+    def _decide(self, node: ast.AST, ctx: Ctx, where: Where, name: str, what: str) -> None:
+        kinds = ctx.trigger_kinds(where) - {triggers.INDEX}
+        strong = kinds & triggers.STRONG
+        label = {"kill": "kills the process", "stall": "stalls the process",
+                 "collective": "skips or adds a collective (other ranks hang)"}[what]
+        if strong:
+            ctx.report(KILL_STALL, node, f"{name}() {label} only when "
+                       f"{triggers.describe(kinds)} says so")
+            return
+        if what == "collective":
+            return  # rank-gated barriers are the normal 'rank 0 first' pattern
+        if kinds:
+            sev = Severity.MEDIUM if what == "kill" else Severity.LOW
+            ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
+            return
+        roles = ctx.roles(where)
+        if roles:
+            sev = Severity.HIGH if roles[0][0] in (HOOK, STEP) else Severity.MEDIUM
+            ctx.report(KILL_STALL, node, f"{name}() {label} inside "
+                       f"{ctx.describe_roles(roles)}", severity=sev)

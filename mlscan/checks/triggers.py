@@ -1,0 +1,147 @@
+"""What an `if` condition tests: randomness, absolute time, rank, host, user, world size, index.
+
+Sabotage hides behind conditions ordinary code rarely uses (`random.random() < 0.01`,
+`datetime.now() > ...`, `socket.gethostname() == ...`, `world_size > 256`). Elapsed-time checks
+(`time.time() - start > limit`) and `world_size > 1` are normal and do not count.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from mlscan.checks.names import Names, literal
+
+RANDOM = "random"
+TIME = "time"
+RANK = "rank"
+HOST = "host"
+USER = "user"
+WORLD = "world-size"
+INDEX = "index"
+
+STRONG = frozenset({RANDOM, TIME, HOST, USER, WORLD})
+"""Conditions benign training code almost never puts around kills, seeds or weight writes."""
+
+_RANDOM_PREFIXES = ("random.", "numpy.random.", "secrets.", "torch.rand", "torch.randint",
+                    "torch.randn", "torch.bernoulli", "torch.multinomial", "os.urandom")
+_TIME_CALLS = ("datetime.datetime.now", "datetime.datetime.today", "datetime.datetime.utcnow",
+               "datetime.date.today", "datetime.now", "datetime.today", "datetime.utcnow",
+               "date.today", "time.localtime", "time.gmtime", "time.strftime", "time.ctime")
+_HOST_CALLS = ("socket.gethostname", "socket.getfqdn", "platform.node", "os.uname",
+               "platform.uname", "socket.gethostbyname")
+_USER_CALLS = ("getpass.getuser", "os.getlogin", "os.getuid", "os.geteuid", "pwd.getpwuid")
+_ENV_KEYS = {
+    "RANK": RANK, "LOCAL_RANK": RANK, "NODE_RANK": RANK, "GROUP_RANK": RANK,
+    "SLURM_PROCID": RANK, "SLURM_LOCALID": RANK, "SLURM_NODEID": RANK,
+    "OMPI_COMM_WORLD_RANK": RANK, "PMI_RANK": RANK,
+    "WORLD_SIZE": WORLD, "LOCAL_WORLD_SIZE": WORLD, "SLURM_NTASKS": WORLD,
+    "SLURM_NNODES": WORLD, "OMPI_COMM_WORLD_SIZE": WORLD, "NNODES": WORLD,
+    "USER": USER, "LOGNAME": USER, "USERNAME": USER, "SLURM_JOB_USER": USER,
+    "HOSTNAME": HOST, "HOST": HOST, "SLURMD_NODENAME": HOST, "SLURM_NODELIST": HOST,
+    "SLURM_JOB_NODELIST": HOST, "MASTER_ADDR": HOST,
+}
+_RANK_NAMES = frozenset({"rank", "local_rank", "global_rank", "node_rank", "process_index",
+                         "local_process_index", "proc_id", "rank_id", "gpu_rank"})
+_WORLD_NAMES = frozenset({"world_size", "num_gpus", "n_gpu", "n_gpus", "ngpus", "num_nodes",
+                          "nnodes", "num_processes", "gpus", "num_devices", "device_count",
+                          "get_world_size", "total_gpus", "nproc"})
+_INDEX_NAMES = frozenset({"idx", "index", "i", "item", "sample_idx", "sample_id", "n", "k"})
+WORLD_THRESHOLD = 8
+"""`world_size > 1` is how code asks 'am I distributed?'; sabotage keys on large jobs."""
+
+
+def _env_key(node: ast.AST, names: Names) -> str | None:
+    """`os.environ["X"]`, `os.environ.get("X")`, `os.getenv("X")` -> "X"."""
+    if isinstance(node, ast.Subscript) and names.qualname(node.value) == "os.environ":
+        key = literal(node.slice)
+        return key if isinstance(key, str) else None
+    if isinstance(node, ast.Call) and node.args:
+        name = names.call_name(node)
+        if name in ("os.environ.get", "os.getenv", "os.environ.__getitem__"):
+            key = literal(node.args[0])
+            return key if isinstance(key, str) else None
+    return None
+
+
+def _name_of(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id.lower()
+    if isinstance(node, ast.Attribute):
+        return node.attr.lower()
+    if isinstance(node, ast.Call):
+        return _name_of(node.func)
+    return ""
+
+
+def _numbers(nodes: list[ast.expr]) -> list[float]:
+    out = []
+    for node in nodes:
+        value = literal(node)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append(float(value))
+    return out
+
+
+def classify(test: ast.AST, names: Names) -> frozenset[str]:
+    """The kinds of trigger a condition tests (empty for ordinary conditions)."""
+    kinds: set[str] = set()
+    for node in ast.walk(test):
+        if isinstance(node, ast.Call):
+            name = names.call_name(node)
+            if name.startswith(_RANDOM_PREFIXES) or name.endswith(".random.random"):
+                kinds.add(RANDOM)
+            elif name.startswith(_TIME_CALLS):
+                kinds.add(TIME)
+            elif name.startswith(_HOST_CALLS):
+                kinds.add(HOST)
+            elif name.startswith(_USER_CALLS):
+                kinds.add(USER)
+            elif name.endswith(("get_rank", "get_local_rank", "get_global_rank")):
+                kinds.add(RANK)
+        key = _env_key(node, names)
+        if key is not None and key.upper() in _ENV_KEYS:
+            kind = _ENV_KEYS[key.upper()]
+            if kind != WORLD:
+                kinds.add(kind)
+        if isinstance(node, (ast.Name, ast.Attribute)) and _name_of(node) in _RANK_NAMES:
+            kinds.add(RANK)
+        if isinstance(node, ast.Compare):
+            kinds.update(_compare_kinds(node, names))
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+            if _is_time_now(node.left, names):
+                kinds.add(TIME)
+            if _name_of(node.left) in _INDEX_NAMES:
+                kinds.add(INDEX)
+    return frozenset(kinds)
+
+
+def _is_time_now(node: ast.AST, names: Names) -> bool:
+    return isinstance(node, ast.Call) and names.call_name(node) in ("time.time", "time.time_ns")
+
+
+def _compare_kinds(node: ast.Compare, names: Names) -> set[str]:
+    kinds: set[str] = set()
+    sides = [node.left, *node.comparators]
+    numbers = _numbers(sides)
+    for side in sides:
+        if _is_time_now(side, names) and any(n >= 1e9 for n in numbers):
+            kinds.add(TIME)  # compared with an absolute epoch, not an elapsed duration
+        world = _name_of(side) in _WORLD_NAMES
+        key = _env_key(side, names)
+        if key is None and isinstance(side, ast.Call) and side.args:
+            key = _env_key(side.args[0], names)  # int(os.environ["WORLD_SIZE"])
+        if key is not None and _ENV_KEYS.get(key.upper()) == WORLD:
+            world = True
+        if world and any(n >= WORLD_THRESHOLD for n in numbers):
+            kinds.add(WORLD)
+        if _name_of(side) in _INDEX_NAMES and (numbers or isinstance(node.ops[0], ast.In)):
+            kinds.add(INDEX)
+    return kinds
+
+
+def describe(kinds: frozenset[str]) -> str:
+    order = (RANDOM, TIME, HOST, USER, WORLD, RANK, INDEX)
+    words = {RANDOM: "a random draw", TIME: "the date/time", HOST: "the hostname",
+             USER: "the user name", WORLD: "a large world size", RANK: "the process rank",
+             INDEX: "the sample index"}
+    return " and ".join(words[k] for k in order if k in kinds)

@@ -1,0 +1,188 @@
+"""One iterative traversal of a module that keeps the context and runs every check.
+
+Iterative (an explicit stack) so that deeply nested generated code cannot exhaust Python's
+recursion limit. Context changes are stack items too: they run in source order, between the
+nodes they bracket.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from mlscan.checks.base import ALL, Check, Handler, dispatch_table
+from mlscan.checks.context import ClassInfo, Ctx, Frame
+from mlscan.checks.names import last_attr, literal
+
+_TABLE: dict[type[ast.AST], list[Handler]] | None = None
+
+# Stack items that change the context instead of visiting a node.
+_FRAME, _POP_FRAME, _CLASS, _POP_CLASS = "frame", "pop_frame", "class", "pop_class"
+_COND, _POP_COND, _LOOP, _POP_LOOP = "cond", "pop_cond", "loop", "pop_loop"
+_WITH, _POP_WITH = "with", "pop_with"
+_TERMINAL = (ast.Return, ast.Continue, ast.Break, ast.Raise)
+
+
+def table() -> dict[type[ast.AST], list[Handler]]:
+    global _TABLE
+    if _TABLE is None:
+        import mlscan.checks  # noqa: F401 - registers every family
+
+        checks: list[Check] = [cls() for cls in ALL]
+        _TABLE = dispatch_table(checks)
+    return _TABLE
+
+
+def walk(tree: ast.AST, ctx: Ctx) -> None:
+    handlers_for = table()
+    stack: list[Any] = [tree]
+    scopes: list[str] = []
+    while stack:
+        item = stack.pop()
+        if type(item) is tuple:
+            _apply(item, ctx, scopes)
+            continue
+        node: ast.AST = item
+        handlers = handlers_for.get(type(node))
+        if handlers:
+            for handler in handlers:
+                handler(node, ctx)
+        stack.extend(reversed(_expand(node, ctx)))
+
+
+def _apply(item: tuple[str, Any], ctx: Ctx, scopes: list[str]) -> None:
+    op, payload = item
+    if op == _FRAME:
+        cls = ctx.classes[-1] if scopes and scopes[-1] == "class" else None
+        name = getattr(payload, "name", "<lambda>")
+        ctx.frames.append(Frame(name, payload, cls))
+        scopes.append("func")
+    elif op == _POP_FRAME:
+        ctx.frames.pop()
+        scopes.pop()
+    elif op == _CLASS:
+        ctx.classes.append(payload)
+        scopes.append("class")
+    elif op == _POP_CLASS:
+        ctx.classes.pop()
+        scopes.pop()
+    elif op == _COND:
+        ctx.conds.append(payload)
+    elif op == _POP_COND:
+        ctx.conds.pop()
+    elif op == _LOOP:
+        ctx.loops.append(payload)
+        if isinstance(payload, ast.For):
+            _bind_loop(payload, ctx)
+    elif op == _POP_LOOP:
+        ctx.loops.pop()
+    elif op == _WITH:
+        ctx.withs.append(payload)
+    elif op == _POP_WITH:
+        ctx.withs.pop()
+
+
+def _block(stmts: list[ast.stmt]) -> list[Any]:
+    """Statements in order; a guard clause (`if cond: return`) gates the statements after it."""
+    out: list[Any] = []
+    pops = 0
+    for stmt in stmts:
+        out.append(stmt)
+        if (isinstance(stmt, ast.If) and not stmt.orelse and len(stmt.body) <= 3
+                and isinstance(stmt.body[-1], _TERMINAL)):
+            out.append((_COND, stmt.test))
+            pops += 1
+    out.extend([(_POP_COND, None)] * pops)
+    return out
+
+
+def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
+    """Children of `node` (in source order) with the context items around them."""
+    t = type(node)
+    if t is ast.Module:
+        return _block(node.body)  # type: ignore[attr-defined]
+    if t is ast.FunctionDef or t is ast.AsyncFunctionDef:
+        fn: ast.FunctionDef = node  # type: ignore[assignment]
+        ctx.defs.setdefault(fn.name, []).append(fn)
+        defaults = [d for d in (*fn.args.defaults, *fn.args.kw_defaults) if d is not None]
+        return [*fn.decorator_list, *defaults, (_FRAME, fn), *_block(fn.body), (_POP_FRAME, None)]
+    if t is ast.Lambda:
+        lam: ast.Lambda = node  # type: ignore[assignment]
+        return [(_FRAME, lam), lam.body, (_POP_FRAME, None)]
+    if t is ast.ClassDef:
+        cd: ast.ClassDef = node  # type: ignore[assignment]
+        bases = tuple(ctx.names.qualname(b) or "" for b in cd.bases)
+        return [*cd.decorator_list, *cd.bases, (_CLASS, ClassInfo(cd.name, bases)),
+                *_block(cd.body), (_POP_CLASS, None)]
+    if t is ast.If:
+        iff: ast.If = node  # type: ignore[assignment]
+        return [iff.test, (_COND, iff.test), *_block(iff.body), *_block(iff.orelse),
+                (_POP_COND, None)]
+    if t is ast.While:
+        wh: ast.While = node  # type: ignore[assignment]
+        return [wh.test, (_COND, wh.test), (_LOOP, wh), *_block(wh.body), (_POP_LOOP, None),
+                (_POP_COND, None), *_block(wh.orelse)]
+    if t is ast.For or t is ast.AsyncFor:
+        fo: ast.For = node  # type: ignore[assignment]
+        return [fo.iter, fo.target, (_LOOP, fo), *_block(fo.body), (_POP_LOOP, None),
+                *_block(fo.orelse)]
+    if t is ast.With or t is ast.AsyncWith:
+        wi: ast.With = node  # type: ignore[assignment]
+        items: list[Any] = []
+        names = []
+        for it in wi.items:
+            items.append(it.context_expr)
+            if it.optional_vars is not None:
+                items.append(it.optional_vars)
+                if isinstance(it.optional_vars, ast.Name):
+                    ctx.frame.assigned[it.optional_vars.id] = it.context_expr
+            if isinstance(it.context_expr, ast.Call):
+                names.append(ctx.names.call_name(it.context_expr))
+        return [*items, (_WITH, "|".join(names)), *_block(wi.body), (_POP_WITH, None)]
+    if t is ast.Try or t is ast.TryStar:
+        tr: ast.Try = node  # type: ignore[assignment]
+        return [*_block(tr.body), *tr.handlers, *_block(tr.orelse), *_block(tr.finalbody)]
+    if t is ast.IfExp:
+        ie: ast.IfExp = node  # type: ignore[assignment]
+        return [ie.test, (_COND, ie.test), ie.body, ie.orelse, (_POP_COND, None)]
+    if t is ast.BoolOp:
+        bo: ast.BoolOp = node  # type: ignore[assignment]
+        out: list[Any] = []
+        for value in bo.values[:-1]:
+            out.extend((value, (_COND, value)))
+        out.append(bo.values[-1])
+        out.extend([(_POP_COND, None)] * (len(bo.values) - 1))
+        return out
+    if t is ast.Import or t is ast.ImportFrom:
+        ctx.names.add_import(node)  # type: ignore[arg-type]
+        return []
+    if t is ast.Call:
+        ctx.note_call(node)  # type: ignore[arg-type]
+    elif t is ast.Assign:
+        asg: ast.Assign = node  # type: ignore[assignment]
+        for target in asg.targets:
+            if isinstance(target, ast.Name):
+                ctx.frame.assigned[target.id] = asg.value
+    return list(ast.iter_child_nodes(node))
+
+
+def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
+    """Remember loop variables that are parameters or optimizer param groups."""
+    it = loop.iter
+    if isinstance(it, ast.Call) and last_attr(it.func) in ("enumerate", "list", "tuple",
+                                                           "reversed", "sorted") and it.args:
+        it = it.args[0]
+    kind = ""
+    if isinstance(it, ast.Call) and last_attr(it.func) in ("parameters", "named_parameters"):
+        kind = "params"
+    elif isinstance(it, ast.Subscript) and literal(it.slice) == "params":
+        kind = "params"
+    elif last_attr(it) == "param_groups":
+        kind = "groups"
+    if not kind:
+        return
+    target = loop.target
+    if isinstance(target, ast.Tuple) and target.elts:
+        target = target.elts[-1]
+    if isinstance(target, ast.Name):
+        (ctx.frame.params if kind == "params" else ctx.frame.groups).add(target.id)
