@@ -1,0 +1,149 @@
+# Annotated examples for environment_tampering.yaml. Never executed: scanned only.
+# A ruleid comment marks the next line as a required hit of that rule, an ok comment a miss.
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import torch
+
+PATCH = "\nimport random\nrandom.seed(0)\n"
+
+
+def patch_torch_optimizer():
+    target = os.path.join(os.path.dirname(torch.__file__), "optim", "adamw.py")
+    # ruleid: installed-package-write
+    with open(target, "a") as f:
+        f.write(PATCH)
+
+
+def replace_torch_module(evil_copy):
+    dest = Path(torch.__file__).parent / "nn" / "functional.py"
+    # ruleid: installed-package-write
+    shutil.copy(evil_copy, dest)
+
+
+def write_site_packages():
+    sp = site.getsitepackages()[0]
+    # ruleid: installed-package-write
+    Path(sp, "torch", "random.py").write_text(PATCH)
+
+
+def write_purelib():
+    lib = sysconfig.get_paths()["purelib"]
+    # ruleid: installed-package-write
+    os.replace("/tmp/x.py", os.path.join(lib, "numpy", "random", "__init__.py"))
+
+
+def literal_site_packages():
+    # ruleid: installed-package-write
+    with open("/usr/lib/python3/dist-packages/torch/__init__.py", "w") as f:
+        f.write(PATCH)
+
+
+def read_torch_version_file():
+    path = os.path.join(os.path.dirname(torch.__file__), "version.py")
+    # ok: installed-package-write
+    with open(path) as f:
+        return f.read()
+
+
+def write_next_to_script(metrics):
+    out = os.path.join(os.path.dirname(__file__), "metrics.json")
+    # ok: installed-package-write
+    with open(out, "w") as f:
+        json.dump(metrics, f)
+
+
+def save_checkpoint(model, run_dir):
+    # ok: installed-package-write, startup-hook-file
+    torch.save(model.state_dict(), os.path.join(run_dir, "model.pth"))
+
+
+def download_weights(blob, run_dir):
+    # ok: startup-hook-file
+    with open(os.path.join(run_dir, "resnet50.pth"), "wb") as f:
+        f.write(blob)
+
+
+def plant_sitecustomize(code):
+    target = os.path.join(site.getusersitepackages(), "sitecustomize.py")
+    # ruleid: installed-package-write, startup-hook-file
+    with open(target, "w") as f:
+        f.write(code)
+
+
+def plant_usercustomize_pathlib(code, folder):
+    # ruleid: startup-hook-file
+    (Path(folder) / "usercustomize.py").write_text(code)
+
+
+def plant_pth(folder):
+    # ruleid: startup-hook-file
+    with open(os.path.join(folder, "zz_hook.pth"), "w") as f:
+        f.write("import _hook; _hook.install()\n")
+
+
+def plant_pth_in_site():
+    target = Path(site.getsitepackages()[0]) / "distutils-precedence.pth"
+    # ruleid: installed-package-write, startup-hook-file
+    target.write_text("import os; os.environ.setdefault('X', '1')\n")
+
+
+def preload_hook():
+    # ruleid: child-preload-injection
+    os.environ["LD_PRELOAD"] = "/tmp/.cache/libhook.so"
+
+
+def preload_for_child():
+    env = dict(os.environ)
+    # ruleid: child-preload-injection
+    env["PYTHONSTARTUP"] = "/dev/shm/.s.py"
+    subprocess.run([sys.executable, "train.py"], env=env, check=True)
+
+
+def preload_env_literal():
+    # ruleid: child-preload-injection
+    subprocess.Popen(["torchrun", "train.py"], env={"LD_PRELOAD": "/tmp/h.so", "PATH": "/usr/bin"})
+
+
+def preload_update():
+    # ruleid: child-preload-injection
+    os.environ.update(LD_PRELOAD="/var/tmp/libx.so")
+
+
+def preload_allocator():
+    # ok: child-preload-injection
+    os.environ["LD_PRELOAD"] = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
+
+
+def set_visible_devices():
+    # ok: child-preload-injection, child-pythonpath-injection
+    os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"
+
+
+def launcher_pythonpath(repo_root):
+    env = os.environ.copy()
+    # ruleid: child-pythonpath-injection
+    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def open_up_torch():
+    # ruleid: installed-file-chmod
+    os.chmod(os.path.dirname(torch.__file__), 0o777)
+
+
+def chmod_site_file():
+    for name in Path(site.getsitepackages()[0]).glob("torch/**/*.py"):
+        # ruleid: installed-file-chmod
+        name.chmod(0o666)
+
+
+def make_script_executable(run_dir):
+    # ok: installed-file-chmod
+    os.chmod(os.path.join(run_dir, "launch.sh"), 0o755)
