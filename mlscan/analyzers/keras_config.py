@@ -45,6 +45,7 @@ RISKY_NAMES = frozenset({
     "ctypes", "sys", "connect", "environ", "exit", "_exit", "kill", "write", "getenv",
 })
 MAX_NODES = 2_000_000
+_MODULE = re.compile(r"^[A-Za-z_][\w.]{0,199}$")
 _B64 = re.compile(r"^[A-Za-z0-9+/=\s]{16,}$")
 
 
@@ -95,10 +96,18 @@ def _check_dict(d: dict[str, Any], src: Source, budget: Budget, where: str) -> I
         yield from _lambda(config, src, where)
     if cls == "TorchModuleWrapper" and isinstance(config, dict):
         yield from _torch_wrapper(config, src, budget, where)
-    for key in ("module", "fn_module", "function_module", "output_shape_module"):
-        module = d.get(key)
-        if isinstance(module, str) and module:
+    # Serialized objects carry class_name; a Keras 2 Lambda config names its function's
+    # module beside `function`. Other "module" keys are data (TorchModuleWrapper's pickle).
+    # (For bytecode lambdas `module` only names the globals to use: MLS230 covers them.)
+    lambda_cfg = "function_type" in d and d.get("function_type") != "lambda"
+    if cls is not None or lambda_cfg:
+        for key in ("module", "fn_module", "function_module", "output_shape_module"):
+            module = d.get(key)
+            if not (isinstance(module, str) and _MODULE.match(module)):
+                continue
             attr = config if cls == "function" and isinstance(config, str) else cls
+            if lambda_cfg and isinstance(d.get("function"), str):
+                attr = d["function"]
             target = f"{module}.{attr}" if isinstance(attr, str) and attr else module
             yield from _module(module, target, key, src, where)
     registered = d.get("registered_name")
