@@ -59,16 +59,28 @@ def analyze_artifact(artifact: Artifact, settings: Settings) -> list[Finding]:
                                        f"{exc}", evidence=type(exc).__name__)]
 
 
-def _pool_size(jobs: int, n: int) -> int:
+# Below this much estimated work, starting worker processes costs more than it saves
+# (a pre-commit run over a few small model files). Code weighs more: it is parsed, not skimmed.
+_POOL_MIN_WORK = 4 * 1024 * 1024
+_CODE_WEIGHT = 50
+
+
+def _pool_size(jobs: int, artifacts: Sequence[Artifact]) -> int:
+    n = len(artifacts)
     if jobs == 1 or n < 4:
         return 1
+    if jobs == 0:  # automatic: only when the work is worth the start-up
+        work = sum(a.size * (_CODE_WEIGHT if a.kind in (Kind.PYTHON, Kind.NOTEBOOK) else 1)
+                   for a in artifacts)
+        if work < _POOL_MIN_WORK:
+            return 1
     cpus = os.cpu_count() or 1
     return max(1, min(jobs or cpus, n))
 
 
 def _analyze(artifacts: Sequence[Artifact], opts: ScanOptions,
              progress: Progress | None) -> Iterator[tuple[Artifact, list[Finding]]]:
-    workers = _pool_size(opts.jobs, len(artifacts))
+    workers = _pool_size(opts.jobs, artifacts)
     total = len(artifacts)
     if workers == 1:
         for i, art in enumerate(artifacts):
@@ -114,7 +126,7 @@ def _run_files(artifacts: Sequence[Artifact], opts: ScanOptions, progress: Progr
 def _run_batches(artifacts: Sequence[Artifact], settings: Settings,
                  store: Cache | None) -> list[Finding]:
     findings: list[Finding] = []
-    for kinds, fn in batch_analyzers():
+    for kinds, fn in batch_analyzers({a.kind for a in artifacts}):
         layer = f"batch:{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', fn)}"
         targets, keys = [], {}
         for a in artifacts:
@@ -164,7 +176,6 @@ def dedupe(findings: Iterable[Finding]) -> list[Finding]:
 
 def scan(opts: ScanOptions, progress: Progress | None = None) -> Report:
     start = time.perf_counter()
-    registry.all_rules()
     found = discover(opts.paths, opts.exclude, base=opts.base)
     hasher = Hasher()
     store = Cache(opts.cache_dir, opts.settings, hasher) if opts.cache_dir else None

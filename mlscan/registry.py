@@ -60,7 +60,9 @@ def matches(code: str, selectors: Iterable[str]) -> bool:
             continue
         if code.startswith(sel.upper()):
             return True
-        rule = _RULES.get(code)
+        if sel.upper().startswith("MLS"):
+            continue  # a code or prefix: no need to load every rule to compare names
+        rule = all_rules().get(code)
         if rule is not None and rule.name == sel.lower():
             return True
     return False

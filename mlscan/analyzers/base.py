@@ -7,7 +7,7 @@ subclasses (or anything else, for bugs) and turned into findings by `scan_source
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -69,9 +69,9 @@ def register(*kinds: Kind) -> Callable[[Analyzer], Analyzer]:
 
 
 def analyzer_for(kind: Kind) -> Analyzer | None:
-    from mlscan.analyzers import load_all
+    from mlscan.analyzers import load_for
 
-    load_all()
+    load_for((kind.value,))
     return _ANALYZERS.get(kind)
 
 
@@ -140,8 +140,10 @@ def register_batch(*kinds: Kind) -> Callable[[BatchAnalyzer], BatchAnalyzer]:
     return deco
 
 
-def batch_analyzers() -> list[tuple[frozenset[Kind], BatchAnalyzer]]:
-    from mlscan.analyzers import load_all
+def batch_analyzers(kinds: Iterable[Kind]) -> list[tuple[frozenset[Kind], BatchAnalyzer]]:
+    """Batch analyzers that serve any of `kinds` (only their modules are imported)."""
+    from mlscan.analyzers import load_for
 
-    load_all()
-    return list(_BATCH)
+    wanted = set(kinds)
+    load_for(k.value for k in wanted)
+    return [(served, fn) for served, fn in _BATCH if served & wanted]

@@ -132,7 +132,12 @@ class Machine:
             if kind != "str" and n >= 8 and self.on_blob is not None:
                 self.on_blob(raw, self.r.offset - n, n)
             if kind == "str":
-                return raw.decode("utf-8", "surrogatepass")
+                try:
+                    return raw.decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    # the real unpickler raises here: the load stops at this opcode
+                    raise MalformedError("invalid UTF-8 in a unicode string argument",
+                                         offset) from None
             if kind == "string":  # py2 str: the default Unpickler decodes ASCII to str
                 return _ascii_or_bytes(raw)
             return raw
