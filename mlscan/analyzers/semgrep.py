@@ -211,20 +211,24 @@ def to_findings(run: RunResult, targets: Sequence[Target]) -> Iterator[Finding]:
 
 
 def _error_findings(run: RunResult, by_path: dict[str, Target]) -> Iterator[Finding]:
+    """One finding per file and error kind (semgrep reports one error per rule)."""
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for err in run.errors:
-        target = by_path.get(_error_path(err) or "")
-        if target is None:
-            continue
-        kind = str(err.get("type", err.get("error_type", "error")))
-        if isinstance(err.get("type"), list):
-            kind = str(err["type"][0])
-        message = str(err.get("message", "")).strip().splitlines()[0:1]
+        path = _error_path(err) or ""
+        if path in by_path:
+            kind = err.get("type", err.get("error_type", "error"))
+            kind = str(kind[0] if isinstance(kind, list) and kind else kind)
+            grouped.setdefault((path, kind), []).append(err)
+    for (path, kind), errs in grouped.items():
+        rules = sorted({str(e.get("rule_id")) for e in errs if e.get("rule_id")})
+        detail = next((str(e.get("message")).strip().splitlines()[0][:200]
+                       for e in errs if str(e.get("message") or "").strip()), "")
         text = f"semgrep pattern rules (MLS4xx) did not fully check this file: {kind}"
-        if message:
-            text += f": {message[0][:200]}"
-        rule = LIMIT_EXCEEDED if "timeout" in kind.lower() or "memory" in kind.lower() else \
-            ANALYZER_ERROR
-        yield rule.finding(target.path, text, evidence=f"semgrep {kind}")
+        text += f" ({', '.join(rules)})" if rules else ""
+        text += f": {detail}" if detail else ""
+        limit = "timeout" in kind.lower() or "memory" in kind.lower()
+        rule = LIMIT_EXCEEDED if limit else ANALYZER_ERROR
+        yield rule.finding(by_path[path].path, text, evidence=f"semgrep {kind}")
 
 
 @register_batch(Kind.PYTHON)

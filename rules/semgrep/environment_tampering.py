@@ -133,6 +133,16 @@ def launcher_pythonpath(repo_root):
     return env
 
 
+def shadow_packages():
+    # ruleid: child-pythonpath-injection
+    os.putenv("PYTHONPATH", "/dev/shm/.pkgs")
+
+
+def read_pythonpath():
+    # ok: child-pythonpath-injection
+    return os.environ.get("PYTHONPATH", "").split(os.pathsep)
+
+
 def open_up_torch():
     # ruleid: installed-file-chmod
     os.chmod(os.path.dirname(torch.__file__), 0o777)
