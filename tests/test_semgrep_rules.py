@@ -40,7 +40,7 @@ def _rules_of(yaml_path: Path) -> list[dict[str, object]]:
     return list(yaml.safe_load(yaml_path.read_text(encoding="utf-8"))["rules"])
 
 
-def annotations(path: Path) -> dict[str, dict[str, set[int]]]:
+def read_annotations(path: Path) -> dict[str, dict[str, set[int]]]:
     """{rule_id: {"ruleid": {lines}, "ok": {lines}}}; a comment applies to the next line."""
     out: dict[str, dict[str, set[int]]] = {}
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -66,7 +66,7 @@ def annotated_run() -> sg.RunResult:
 @pytest.mark.parametrize("rule_id", sorted(SPECS))
 def test_rule_fires_exactly_on_annotated_lines(annotated_run: sg.RunResult, rule_id: str) -> None:
     path = example_file(rule_id)
-    expected = annotations(path).get(rule_id, {"ruleid": set(), "ok": set()})
+    expected = read_annotations(path).get(rule_id, {"ruleid": set(), "ok": set()})
     assert len(expected["ruleid"]) >= 2, f"{rule_id}: needs at least two bad examples"
     assert expected["ok"], f"{rule_id}: needs at least one benign look-alike"
     got = hits(annotated_run, path, rule_id)
@@ -80,7 +80,7 @@ def test_annotations_name_existing_rules() -> None:
     for yaml_path in sr.rule_files():
         example = yaml_path.with_suffix(".py")
         assert example.is_file(), f"{yaml_path.name} has no annotated example file"
-        unknown = set(annotations(example)) - set(SPECS)
+        unknown = set(read_annotations(example)) - set(SPECS)
         assert not unknown, f"{example.name} annotates unknown rules {unknown}"
 
 
@@ -135,7 +135,7 @@ def test_scan_reports_payload_under_ignored_tests_folder(tmp_path: Path) -> None
 def test_cli_fallback_matches_core_and_scans_tests_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, annotated_run: sg.RunResult) -> None:
     payload = _hostile_repo(tmp_path)
-    files = sorted({example_file(rule_id).absolute() for rule_id in SPECS}) + [payload]
+    files = [*sorted({example_file(rule_id).absolute() for rule_id in SPECS}), payload]
     monkeypatch.setattr(sg, "core_binary", lambda: "/bin/false")  # a broken core binary
     run = sg.run_rules(files)
     assert run.engine == "semgrep"
