@@ -8,6 +8,7 @@ Nothing here renders or compiles a template.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 Token = tuple[int, str, str]
@@ -117,7 +118,9 @@ def _lex_code(text: str, pos: int, line: int, out: list[Token], is_var: bool) ->
 def decode_string(raw: str) -> str:
     """Value of a Jinja string literal, decoded the way jinja2's lexer does."""
     body = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" else raw
-    try:
-        return body.encode("ascii", "backslashreplace").decode("unicode-escape")
-    except UnicodeDecodeError:
-        return body
+    with warnings.catch_warnings():  # invalid escapes stay as written, like Python does
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return body.encode("ascii", "backslashreplace").decode("unicode-escape")
+        except UnicodeDecodeError:
+            return body
