@@ -21,8 +21,8 @@ from fixtures.chat_templates import BENIGN  # noqa: E402
 from fixtures.common import Marker  # noqa: E402
 from fixtures.generate_formats import format_specs  # noqa: E402
 from mlscan.analyzers.base import Source, scan_source  # noqa: E402
-from mlscan.context import Budget, Limits, Settings  # noqa: E402
 from mlscan.containers.protobuf import enc_field, fields  # noqa: E402
+from mlscan.context import Budget, Limits, Settings  # noqa: E402
 from mlscan.errors import MalformedError  # noqa: E402
 from mlscan.kinds import Kind  # noqa: E402
 from mlscan.model import Finding  # noqa: E402

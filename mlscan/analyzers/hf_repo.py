@@ -58,7 +58,8 @@ def check_hf_config(obj: dict[str, Any], src: Source) -> Iterator[Finding]:
         module = ref.rsplit(".", 1)[0] if "." in ref else ref
         by_module.setdefault(module, []).append(f"{where}={ref}")
     for module, uses in sorted(by_module.items()):
-        rel = module.replace(".", "/") + ".py"
+        dotted = re.fullmatch(r"[A-Za-z_][\w.]*", module) is not None
+        rel = (module.replace(".", "/") if dotted else module) + ".py"
         problem = _resolve(folder, rel) if folder is not None else None
         if problem is not None:
             yield HF_REMOTE_CODE_MISSING.finding(
@@ -75,7 +76,7 @@ def check_hf_config(obj: dict[str, Any], src: Source) -> Iterator[Finding]:
 
 def _resolve(folder: Path, rel: str) -> str | None:
     """None when `rel` is a regular file inside `folder`; else what is wrong with it."""
-    if rel.startswith("/") or ".." in Path(rel).parts:
+    if escapes(rel):
         return "points outside the repository"
     path = folder / rel
     try:
