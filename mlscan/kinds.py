@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import struct
 
+from mlscan.picklevm.sniff import decodes_as_pickle
+
 HEAD_SIZE = 512
 
 
@@ -53,45 +55,12 @@ TEXT_EXTENSIONS = {
     ".jinja2": Kind.JINJA, ".j2": Kind.JINJA,
 }
 
-# Opcodes a protocol 0/1 pickle can start with (protocol 2+ starts with PROTO b'\x80').
-_PICKLE_P0_START = frozenset(b"(cNIFLSVGJKM]})lditp.UTXq")
-
-
-def _looks_like_text_pickle(head: bytes) -> bool:
-    """Protocol 0/1 pickles have no magic; accept only shapes real ones start with."""
-    if not head or head[0] not in _PICKLE_P0_START:
-        return False
-    if head[:1] == b"c":  # GLOBAL module\nname\n
-        parts = head[1:].split(b"\n", 2)
-        return len(parts) >= 2 and all(_is_dotted_ident(p) for p in parts[:2])
-    if head[:1] in (b"(", b"]", b"}", b")"):
-        nxt = head[1:2]
-        return nxt in (b"", b"c", b"d", b"l", b"t", b"(", b"S", b"V", b"I", b"F", b"N", b"p",
-                       b"q", b"K", b"M", b"J", b"X", b"U", b"T", b"G", b"L", b"]", b"}", b")",
-                       b"i", b"e", b"u", b"s", b"a", b".")
-    if head[:1] in (b"I", b"L", b"F"):  # number followed by newline
-        line = head[1:].split(b"\n", 1)[0]
-        return 0 < len(line) < 40 and all(c in b"0123456789+-.eEL" for c in line)
-    if head[:1] in (b"S", b"V"):
-        if head[:1] == b"S":
-            return b"\n" in head[:256] and head[1:2] in (b"'", b'"')
-        return b"\n" in head
-    if head[:1] in (b"N", b"."):
-        return len(head) <= 2 or head[1:2] in (b".", b"p", b"q", b"0", b"(")
-    return False
-
-
-def _is_dotted_ident(raw: bytes) -> bool:
-    if not raw or len(raw) > 200:
-        return False
-    return all(c == 0x2E or c == 0x5F or (0x30 <= c <= 0x39) or (0x41 <= c <= 0x5A)
-               or (0x61 <= c <= 0x7A) for c in raw)
-
-
-def looks_like_pickle(head: bytes) -> bool:
-    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
-        return len(head) == 2 or head[2] != 0x00 or head[1] == 0
-    return _looks_like_text_pickle(head)
+def looks_like_pickle(head: bytes, complete: bool | None = None) -> bool:
+    """`complete`: `head` is the whole stream (default: when shorter than HEAD_SIZE)."""
+    whole = len(head) < HEAD_SIZE if complete is None else complete
+    if len(head) >= 2 and head[0] == 0x80:
+        return head[1] <= 5 and decodes_as_pickle(head, min_ops=4, complete=whole)
+    return decodes_as_pickle(head, complete=whole)
 
 
 def sniff_bytes(head: bytes) -> Kind:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from mlscan.analyzers.base import Source, register, scan_source
+from mlscan.containers.streams import SubFile
 from mlscan.containers.zipread import ZipReader, iter_entries
 from mlscan.context import Budget
 from mlscan.errors import LimitExceeded, MalformedError
@@ -69,6 +70,24 @@ def _spooled(src: Source, budget: Budget) -> Source:
     return replace(src, stream=spool, size=total)  # type: ignore[arg-type]
 
 
+def _spool_copy(member: Any, size: int, budget: Budget) -> io.BufferedIOBase:
+    import tempfile
+
+    if size > budget.limits.max_decompressed_bytes:
+        raise LimitExceeded(f"tar member of {size} bytes exceeds the decompression limit")
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
+    remaining = size
+    while remaining > 0:
+        chunk = member.read(min(remaining, 1 << 20))
+        if not chunk:
+            break
+        spool.write(chunk)
+        remaining -= len(chunk)
+        budget.check_time()
+    spool.seek(0)
+    return cast(io.BufferedIOBase, spool)
+
+
 @register(Kind.ZIP)
 def analyze_zip(src: Source, budget: Budget) -> Iterator[Finding]:
     src = _spooled(src, budget)
@@ -102,7 +121,7 @@ def analyze_zip(src: Source, budget: Budget) -> Iterator[Finding]:
 @register(Kind.TAR)
 def analyze_tar(src: Source, budget: Budget) -> Iterator[Finding]:
     try:
-        tf = tarfile.open(fileobj=src.stream, mode="r|" if not src.stream.seekable() else "r:")
+        tf = tarfile.open(fileobj=src.stream, mode="r:" if src.stream.seekable() else "r|")
     except tarfile.TarError as exc:
         raise MalformedError(f"unreadable tar archive: {exc}") from None
     count = 0
@@ -120,11 +139,15 @@ def analyze_tar(src: Source, budget: Budget) -> Iterator[Finding]:
                 raise LimitExceeded(f"more than {budget.limits.max_members} tar members")
             if not info.isfile():
                 continue
-            stream = tf.extractfile(info)
-            if stream is None:
+            member = tf.extractfile(info)
+            if member is None:
                 continue
-            _, found = _scan_member(src, cast(io.BufferedIOBase, stream), info.name,
-                                    info.size, budget)
+            if src.stream.seekable():  # a window onto the file: no copy, no tensor reads
+                stream = cast(io.BufferedIOBase, io.BufferedReader(
+                    SubFile(src.stream, info.offset_data, info.size)))
+            else:  # stream-mode members cannot seek: copy each (bounded) to a spool file
+                stream = _spool_copy(member, info.size, budget)
+            _, found = _scan_member(src, stream, info.name, info.size, budget)
             yield from found
 
 
@@ -165,13 +188,14 @@ def analyze_7z(src: Source, budget: Budget) -> Iterator[Finding]:
 
 
 def _read_7z(archive: Any) -> dict[str, bytes]:
-    """Read every member into memory (size was bounded by the caller)."""
-    reader = getattr(archive, "readall", None) or archive.read
-    try:
-        raw = reader()
-    except TypeError:
-        raw = reader(None)
+    """Read every member into memory (total size was bounded by the caller); py7zr's
+    in-memory writer caps each member again, so lying headers cannot grow it."""
+    from py7zr.io import BytesIOFactory
+
+    factory = BytesIOFactory(SEVENZ_MAX_BYTES)
+    archive.extractall(factory=factory)
     out: dict[str, bytes] = {}
-    for name, value in (raw or {}).items():
-        out[name] = value.getvalue() if hasattr(value, "getvalue") else bytes(value.read())
+    for name, product in factory.products.items():
+        product.seek(0)
+        out[name] = product.read()
     return out
