@@ -256,3 +256,14 @@ def test_config_baseline_and_audit_inputs(runner: Runner, workspace: Path) -> No
                  upload_sarif="false", no_inline_ignores="true")
     assert not run.failed, run.logs
     assert "Suppressed findings (1)" in run.summary
+
+
+def test_workflows_use_the_action_and_the_ci_script() -> None:
+    example = yaml.safe_load((ROOT / ".github/workflows/mlscan.yml").read_text())
+    job = example["jobs"]["mlscan"]
+    assert job["permissions"]["security-events"] == "write"
+    step = next(s for s in job["steps"] if s.get("uses") == "./")
+    assert set(step["with"]) <= set(ACTION["inputs"])
+    ci = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+    runs = [s.get("run", "") for s in ci["jobs"]["test"]["steps"]]
+    assert "bash .ci/run" in runs
