@@ -135,3 +135,15 @@ def test_protobuf_reader_rejects_lies() -> None:
         list(fields(b"\x08" + b"\xff" * 11))  # varint too long
     group = b"\x0b" + enc_field(1, 1) + b"\x0c" + enc_field(2, 7)  # group 1 then field 2
     assert [f.number for f in fields(group)] == [2]
+
+
+def test_gguf_token_arrays_are_skipped_fast_and_checked() -> None:
+    toks = [f"t{i}" for i in range(100_000)]
+    data = fb.gguf({"tokenizer.ggml.tokens": toks, "tokenizer.chat_template": BENIGN["chatml"]})
+    start = time.perf_counter()
+    assert _scan(data, "big.gguf") == []
+    assert time.perf_counter() - start < 5
+    lying = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k" \
+        + struct.pack("<IIQ", 9, 8, 2) + struct.pack("<Q", 1) + b"a" \
+        + struct.pack("<Q", 1 << 50) + b"rest"
+    assert {f.rule_id for f in _scan(lying, "lie.gguf")} == {"MLS901"}

@@ -41,6 +41,12 @@ class _Reader:
             raise MalformedError(f"{what} claims {n} bytes but only {left} remain", self.pos)
 
     def read(self, n: int) -> bytes:
+        end = self.off + n
+        if end <= len(self.buf):  # fast path: inside the current buffer
+            data = self.buf[self.off:end]
+            self.off = end
+            self.pos += n
+            return data
         out = bytearray()
         while len(out) < n:
             if self.off >= len(self.buf):
@@ -55,6 +61,10 @@ class _Reader:
         return bytes(out)
 
     def skip(self, n: int) -> None:
+        if self.off + n <= len(self.buf):
+            self.off += n
+            self.pos += n
+            return
         while n > 0:
             chunk = min(n, 16 << 20)
             self.read(chunk)
@@ -90,12 +100,41 @@ def _skip_value(r: _Reader, vtype: int, v1: bool, depth: int = 0) -> None:
             r.skip(size)
             return
         r.need(count * (4 if v1 else 8), "array of strings/arrays")
+        if etype == STRING:
+            _skip_strings(r, count, v1)
+            return
         for i in range(count):
             if i % 50_000 == 0:
                 r.budget.check_time()
             _skip_value(r, etype, v1, depth + 1)
     else:
         raise MalformedError(f"unknown GGUF value type {vtype}", r.pos)
+
+
+def _skip_strings(r: _Reader, count: int, v1: bool) -> None:
+    """Token lists hold ~100k strings: skip them in a tight loop over the buffer, falling
+    back to the checked slow path at buffer edges."""
+    width = 4 if v1 else 8
+    unpack = struct.Struct((">" if r.big else "<") + ("I" if v1 else "Q")).unpack_from
+    limit = r.size
+    i = 0
+    while i < count:
+        r.budget.check_time()
+        buf, off, pos = r.buf, r.off, r.pos
+        stop = min(count, i + 100_000)
+        while i < stop and off + width <= len(buf):
+            (n,) = unpack(buf, off)
+            nxt = off + width + n
+            if nxt > len(buf) or (limit is not None and pos + nxt - r.off > limit):
+                break
+            off = nxt
+            i += 1
+        r.pos, r.off = pos + off - r.off, off
+        if i < stop:  # at a buffer edge (or a lying length): one item the careful way
+            n = r.uint(width)
+            r.need(n, "string in array")
+            r.skip(n)
+            i += 1
 
 
 def _size(src: Source) -> int | None:
