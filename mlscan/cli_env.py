@@ -42,7 +42,8 @@ def env(
         "only to print its paths).")] = None,
     path: Annotated[Optional[Path], typer.Option(
         "--path", help="Check this site-packages directory (no interpreter is run).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text, json")] = "text",
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="text, json, sarif, markdown")] = "text",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here.")] = None,
     min_severity: Annotated[str, typer.Option(help="Hide findings below this.")] = "low",
     fail_on: Annotated[str, typer.Option(help="Exit 1 at or above this severity.")] = "high",
@@ -101,7 +102,12 @@ def env(
                    f"{', '.join(os.fspath(d) for d in target.site_dirs)}", err=True)
     report = envcheck.to_report(result, items, min_sev, _split(select), _split(ignore))
     to_tty = output is None and sys.stdout.isatty()
-    text = renderer(format_)(report, to_tty and "NO_COLOR" not in os.environ)
+    if format_.value == "sarif":
+        from mlscan.reporters import sarif  # display paths are relative to site-packages
+
+        text = sarif.render(report, srcroot=target.display_base)
+    else:
+        text = renderer(format_)(report, to_tty and "NO_COLOR" not in os.environ)
     if output is not None:
         try:
             output.write_text(text, encoding="utf-8")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlscan import envcheck_hooks as hooks
-from mlscan.envcheck_hash import hash_file, hash_many
+from mlscan.envcheck_hash import hash_file, hash_many, record_b64
 from mlscan.envcheck_lock import Item
 from mlscan.envcheck_record import Distribution, RecordEntry, find_distributions
 from mlscan.envcheck_rules import (
@@ -65,6 +66,23 @@ class _Job:
     dist: Distribution
     entry: RecordEntry
     abs_path: str
+
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_SO = re.compile(r"\.(?:so|pyd)(?:\.[0-9]+)*$")
+
+
+def _as_b64(digest: str, algo: str) -> str:
+    """RECORD digests are urlsafe base64 without padding; some system packagers write hex."""
+    digest = digest.rstrip("=")
+    if _HEX.fullmatch(digest) and len(digest) == 2 * hashlib.new(algo).digest_size:
+        return record_b64(bytes.fromhex(digest))
+    return digest
+
+
+def _system_managed(dist: Distribution) -> bool:
+    """Installed by dpkg & co: no INSTALLER file, in a `dist-packages` directory."""
+    return dist.site_dir.name == "dist-packages" and not (dist.info_dir / "INSTALLER").exists()
 
 
 def _sha_text(text: str) -> str:
@@ -158,29 +176,38 @@ class _Checker:
                 continue
             self.res.files += 1
             self.res.bytes += r.size
-            want = (job.entry.digest or "").rstrip("=")
+            want = _as_b64(job.entry.digest or "", job.entry.algo or "sha256")
             size_ok = job.entry.size is None or job.entry.size == r.size
             if want == r.b64 and size_ok:
                 continue
             self.bad_hash.add(job.abs_path)
             name = os.path.basename(job.abs_path)
             ml = is_ml_path(shown) and is_code(name)
+            severity = Severity.CRITICAL if ml else None
             detail = (f"size {job.entry.size} -> {r.size}" if not size_ok
                       else f"{job.entry.algo} {want} -> {r.b64}")
+            if _system_managed(job.dist) and _SO.search(name):
+                # Debian/Ubuntu strip native libraries after the wheel's RECORD was written.
+                severity = Severity.MEDIUM
+                detail += "; installed by the system package manager, which strips native " \
+                          "libraries: verify with `dpkg --verify`"
             self.add(FILE_MODIFIED.finding(
                 shown, f"{job.dist.label}: content differs from RECORD ({detail})",
-                evidence=f"{job.entry.algo}={r.b64}",
-                severity=Severity.CRITICAL if ml else None), shown, r.sha256, job.abs_path)
+                evidence=f"{job.entry.algo}={r.b64}", severity=severity),
+                shown, r.sha256, job.abs_path)
             if name.endswith(".py"):
                 self.res.hook_files.append(job.abs_path)
 
     def _missing(self, dist: Distribution, abs_path: str) -> None:
         self.bad_hash.add(abs_path)
         shown = self.t.display(abs_path)
-        ml = is_ml_path(shown) and is_code(os.path.basename(abs_path))
-        self.add(FILE_MISSING.finding(shown, f"{dist.label}: listed in RECORD but missing",
-                                      evidence="missing",
-                                      severity=Severity.HIGH if ml else None))
+        code = is_code(os.path.basename(abs_path))
+        severity = Severity.HIGH if code and is_ml_path(shown) else None
+        note = ""
+        if not code and _system_managed(dist):
+            severity, note = Severity.LOW, " (system packages relocate scripts)"
+        self.add(FILE_MISSING.finding(shown, f"{dist.label}: listed in RECORD but missing{note}",
+                                      evidence="missing", severity=severity))
 
     # -- unlisted files ---------------------------------------------------------------------
     def unlisted(self) -> None:
@@ -290,6 +317,11 @@ class _Checker:
                      key, _sha_text(value))
             if name == "PYTHONSTARTUP" and value.endswith(".py") and os.path.isfile(value):
                 self.res.hook_files.append(os.path.abspath(value))
+
+
+def verified_paths(target: TargetEnv) -> list[str]:
+    """The files `check` hashes against RECORD (for benchmarks against other tools)."""
+    return [job.abs_path for job in _Checker(target, {}, 0).collect()]
 
 
 def check(target: TargetEnv, environ: Mapping[str, str] | None = None,

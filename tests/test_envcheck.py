@@ -423,3 +423,40 @@ def test_every_env_rule_has_complete_docs() -> None:
         d = rule.doc
         assert d.what and d.why and d.example and d.use_instead, rule.code
         assert rule.name == rule.name.lower() and " " not in rule.name
+
+
+def test_hex_digests_in_record_are_accepted(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    record = site / "helper_mod-1.0.dist-info" / "RECORD"
+    data = (site / "helper_mod.py").read_bytes()
+    text = record.read_text().replace(f"sha256={_b64(data)}",
+                                      f"sha256={hashlib.sha256(data).hexdigest()}")
+    record.write_text(text)
+    assert run_check(python) == []
+    (site / "helper_mod.py").write_text("VALUE = 2\n")
+    assert codes(run_check(python)) == {("MLS501", "helper_mod.py")}
+
+
+def test_system_package_stripped_libraries_are_medium(tmp_path: Path) -> None:
+    site = tmp_path / "dist-packages"
+    site.mkdir()
+    wheel = build_wheel(tmp_path, "nativepkg", "1.0", {"nativepkg/_ext.so": b"\x7fELF" + b"x" * 64,
+                                                       "nativepkg/__init__.py": b""})
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)  # like dpkg: no INSTALLER
+    (site / "nativepkg" / "_ext.so").write_bytes(b"\x7fELF" + b"x" * 8)  # stripped
+    result = envcheck.check(resolve(None, site), environ={})
+    found = envcheck.to_report(result, result.items).findings
+    assert [(f.rule_id, f.path, f.severity) for f in found] == [
+        ("MLS501", "nativepkg/_ext.so", Severity.MEDIUM)]
+
+
+def test_sarif_locations_are_relative_to_site_packages(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    (site / "sitecustomize.py").write_text("import os\n")
+    code, out = cli("--python", str(python), "-f", "sarif", "--no-code")
+    run = json.loads(out)["runs"][0]
+    assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == site.as_uri() + "/"
+    locs = [r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            for r in run["results"]]
+    assert locs == ["sitecustomize.py"] and code == 1

@@ -1,0 +1,105 @@
+"""Benchmark `mlscan env` against `sha256sum` over exactly the same files.
+
+    python benchmarks/bench_env.py [--python /work/venv/bin/python] [--repeat 3]
+
+Prints files, bytes, wall time, files/s and MB/s for: reading every byte once (the floor),
+mlscan's RECORD verification (hashing only, and the whole check), `sha256sum` in one process
+and `sha256sum` with one process per CPU; then the ratios. Every run is preceded by one untimed
+read of all files so every tool sees the same (warm) page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from mlscan import envcheck
+from mlscan.envcheck_target import probe_python
+
+
+def _read_all(paths: list[str]) -> int:
+    total = 0
+    buf = bytearray(1 << 20)
+    for p in paths:
+        with open(p, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                total += n
+    return total
+
+
+def _sha256sum(list_file: str, parallel: int) -> None:
+    cmd = ["xargs", "-0", "-n", "500", "-P", str(parallel), "sha256sum"]
+    with open(list_file, "rb") as stdin:
+        # Not check=True: a file removed meanwhile must not abort the benchmark.
+        subprocess.run(cmd, stdin=stdin, stdout=subprocess.DEVNULL, check=False)
+
+
+def _best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--python", default="/work/venv/bin/python")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    target = probe_python(args.python)
+    paths = envcheck.verified_paths(target)
+    size = sum(os.path.getsize(p) for p in paths)
+    mb = size / 1e6
+    print(f"environment: {', '.join(map(str, target.site_dirs))}")
+    print(f"files verified against RECORD: {len(paths)}, {mb:,.1f} MB; CPUs: {os.cpu_count()}")
+    _read_all(paths)  # warm the page cache once for every contender
+
+    with tempfile.NamedTemporaryFile("wb", suffix=".lst", delete=False) as fh:
+        fh.write(b"\0".join(os.fsencode(p) for p in paths))
+        list_file = fh.name
+    try:
+        rows: list[tuple[str, float]] = []
+        rows.append(("read every byte once (python)", _best(lambda: _read_all(paths),
+                                                            args.repeat)))
+        hash_times: list[float] = []
+
+        def run_check() -> None:
+            result = envcheck.check(target, environ={})
+            hash_times.append(result.hash_seconds)
+            bad = [i.finding for i in result.items if i.finding.rule_id in ("MLS501", "MLS502")]
+            if bad:
+                print(f"  note: {len(bad)} modified/missing files reported", file=sys.stderr)
+
+        total = _best(run_check, args.repeat)
+        rows.append(("mlscan env: hashing only", min(hash_times)))
+        rows.append(("mlscan env: whole check", total))
+        cpus = os.cpu_count() or 1
+        rows.append(("sha256sum, 1 process", _best(lambda: _sha256sum(list_file, 1),
+                                                   args.repeat)))
+        rows.append((f"sha256sum, {cpus} processes", _best(lambda: _sha256sum(list_file, cpus),
+                                                          args.repeat)))
+    finally:
+        os.unlink(list_file)
+
+    print(f"\n{'':34} {'seconds':>8} {'files/s':>10} {'MB/s':>8}")
+    for name, secs in rows:
+        print(f"{name:34} {secs:8.2f} {len(paths) / secs:10,.0f} {mb / secs:8,.0f}")
+    t = dict(rows)
+    print(f"\nratio mlscan whole check / sha256sum (1 process): "
+          f"{t['mlscan env: whole check'] / t['sha256sum, 1 process']:.2f}")
+    print(f"ratio mlscan whole check / sha256sum ({cpus} processes): "
+          f"{t['mlscan env: whole check'] / t[f'sha256sum, {cpus} processes']:.2f}")
+    print(f"ratio mlscan whole check / reading the bytes once: "
+          f"{t['mlscan env: whole check'] / t['read every byte once (python)']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
