@@ -190,3 +190,26 @@ def test_baseline_write_then_scan_with_baseline_via_cli(tmp_path: Path) -> None:
 def test_baseline_object_counts_repeats() -> None:
     b = Baseline(Path("/r"), Path("/r"), ("x", "x", "y"))
     assert b.counts() == {"x": 2, "y": 1}
+
+
+def test_inline_ignore_of_a_real_code_rule_via_cli(tmp_path: Path) -> None:
+    (tmp_path / "load.py").write_text(
+        "import pickle\n\n\ndef read(blob):\n"
+        "    a = pickle.loads(blob)  # mlscan: ignore[MLS103] blob is signed\n"
+        "    return a, pickle.loads(blob)\n")
+    env = {**os.environ, "MLSCAN_NO_CACHE": "1"}
+
+    def run(*flags: str) -> dict[str, list[dict[str, object]]]:
+        proc = subprocess.run([sys.executable, "-m", "mlscan", "scan", ".", "--format", "json",
+                               *flags], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode in (0, 1), proc.stderr
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    report = run()
+    assert [(f["rule_id"], f["line"]) for f in report["findings"]] == [("MLS103", 6)]
+    assert [(f["rule_id"], f["line"]) for f in report["suppressed"]] == [("MLS103", 5)]
+    audit = run("--no-inline-ignores")
+    assert [(f["rule_id"], f["line"]) for f in audit["findings"]] == [("MLS103", 5),
+                                                                      ("MLS103", 6)]
+    assert audit["suppressed"] == []

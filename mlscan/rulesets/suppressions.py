@@ -21,7 +21,7 @@ BARE_IGNORE = register(
             "ones nobody reviewed. mlscan requires the exact rule being accepted, so a reviewer "
             "can see what was waived and a new problem on the same line is still reported.",
             example="data = pickle.loads(blob)  # mlscan: ignore",
-            use_instead="data = pickle.loads(blob)  # mlscan: ignore[MLS101] blob is signed",
+            use_instead="data = pickle.loads(blob)  # mlscan: ignore[MLS103] blob is signed",
             references=("https://docs.astral.sh/ruff/rules/blanket-noqa/",),
         ),
     )
@@ -41,7 +41,7 @@ UNUSED_IGNORE = register(
             "and codes of rules mlscan does not know.",
             why="Stale suppressions accumulate and later hide a real finding that moves onto "
             "the same line. Removing them keeps every waiver meaningful.",
-            example="x = json.loads(text)  # mlscan: ignore[MLS101]",
+            example="x = json.loads(text)  # mlscan: ignore[MLS103]",
             use_instead="x = json.loads(text)",
             references=("https://docs.astral.sh/ruff/rules/unused-noqa/",),
         ),
