@@ -232,7 +232,7 @@ def rules(
     typer.echo(render_rule(rule), nl=False)
 
 
-from mlscan.cli_env import register as _register_env; _register_env(app)  # noqa: E402, E702
+from mlscan.cli_env import register as _register_env; _register_env(app)  # noqa: E402, E702, I001
 
 
 def main() -> None:
