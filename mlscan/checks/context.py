@@ -29,7 +29,7 @@ _ROLE_WORDS = {HOOK: "a hook/callback", DATA: "data loading", WORKER_INIT: "a wo
                TEARDOWN: "a finalizer/atexit handler", THREAD: "a background thread",
                STEP: "a training/optimizer step"}
 _DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__"})
-_STEP_METHODS = frozenset({"step", "forward", "backward", "training_step", "train_step",
+_STEP_METHODS = frozenset({"step", "forward", "training_step", "train_step",
                            "zero_grad", "optimizer_step", "backward_step", "validation_step"})
 _CALLBACK = re.compile(r"^on_[a-z0-9_]+$")
 _REGISTER_KWARGS = {"worker_init_fn": WORKER_INIT, "collate_fn": DATA, "target": THREAD}
@@ -143,13 +143,15 @@ class Ctx:
         if name == "__call__" and cls is not None and re.search(
                 r"(?i)collat|transform|augment", cls.name + " ".join(cls.bases)):
             roles.add(DATA)
-        if re.match(r"^_?collate", name) or name.endswith("collate_fn"):
+        if "collate" in name:
             roles.add(DATA)
         if "worker_init" in name:
             roles.add(WORKER_INIT)
         if name == "__del__":
             roles.add(TEARDOWN)
-        if name.endswith("hook") or (cls is not None and _CALLBACK.match(name)):
+        if (name.endswith("_hook") or name == "hook") and not name.startswith("test"):
+            roles.add(HOOK)
+        elif cls is not None and _CALLBACK.match(name):
             roles.add(HOOK)
         if name in _STEP_METHODS and cls is not None:
             roles.add(STEP)

@@ -59,6 +59,9 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx) -> str:
         return ""
     if isinstance(expr, (ast.Tuple, ast.List)):
         return next((w for e in expr.elts if (w := _tampering_value(e, args, ctx))), "")
+    if (isinstance(expr, ast.Call) and last_attr(expr.func) in ("tuple", "list")
+            and len(expr.args) == 1):
+        return _tampering_value(expr.args[0], args, ctx)
     if isinstance(expr, (ast.GeneratorExp, ast.ListComp)):
         names = args | {n.id for g in expr.generators for n in ast.walk(g.target)
                         if isinstance(n, ast.Name)}
@@ -99,7 +102,7 @@ def _random(expr: ast.AST, ctx: Ctx) -> bool:
 class TamperingHook(Check):
     rules = (TAMPERING_HOOK,)
 
-    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         ctx.defer(lambda: self._decide(ctx))
 
     def _decide(self, ctx: Ctx) -> None:
@@ -141,6 +144,12 @@ class TamperingHook(Check):
                                severity=sev)
             elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                   and node.func.attr in _METHOD_TAMPER and node.func.attr.endswith("_")
-                  and isinstance(node.func.value, ast.Name) and node.func.value.id in args):
+                  and _root(node.func.value) in args):
                 ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
-                           f"{node.func.value.id} in place ({node.func.attr})", severity=sev)
+                           f"{_root(node.func.value)} in place ({node.func.attr})", severity=sev)
+
+
+def _root(expr: ast.expr) -> str:
+    while isinstance(expr, (ast.Subscript, ast.Attribute)):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else ""

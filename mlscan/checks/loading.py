@@ -152,7 +152,7 @@ class UnsafeLoading(Check):
     rules = (TORCH_LOAD_UNSAFE, TORCH_LOAD_DEFAULT, PICKLE_LOAD, NUMPY_PICKLE, YAML_UNSAFE,
              TRUST_REMOTE_CODE, HUB_UNPINNED, TORCH_HUB, KERAS_UNSAFE)
 
-    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = last_attr(node.func)
         if name in ("torch.load", "torch.serialization.load"):

@@ -28,9 +28,9 @@ METRIC_FALSIFY = register(Rule(
         use_instead="Log the computed value unchanged.",
         references=("https://docs.wandb.ai/ref/python/log",))))
 
-_METRIC = re.compile(r"(?i)(^|_)(val|valid|validation|eval|test|dev|acc|accuracy|top1|top5|f1|"
-                     r"bleu|rouge\w*|auc|auroc|map|precision|recall|score|ppl|perplexity|wer|cer|"
-                     r"iou|miou|dice|metric|metrics|results?)($|_)")
+_METRIC = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_|(^|_)(acc|accuracy|top1|top5|"
+                     r"f1|bleu|rouge\w*|auc|auroc|map|precision|recall|score|ppl|perplexity|wer|"
+                     r"cer|iou|miou|dice|metric|metrics)($|_)")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
                         "log_dict", "report"})
 _BENIGN_FACTORS = frozenset({100.0, 0.01, 1.0, 1000.0, 0.001})
@@ -74,7 +74,7 @@ def nudged(expr: ast.AST) -> str:
                 return inner
     if isinstance(expr, ast.Call) and last_attr(expr.func) in ("max", "min") and len(
             expr.args) == 2:
-        names = [metric_name(a) for a in expr.args]
+        names = [metric_name(a) or nudged(a) for a in expr.args]
         numbers = [_number(a) for a in expr.args]
         if any(names) and any(n is not None for n in numbers):
             return next(n for n in names if n)
@@ -84,7 +84,7 @@ def nudged(expr: ast.AST) -> str:
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
-    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         if last_attr(node.func) not in _LOG_FUNCS:
             return
         values: list[ast.AST] = [*node.args, *(kw.value for kw in node.keywords)]
@@ -98,11 +98,11 @@ class MetricFalsification(Check):
                            "logging call: the logged metric is not the measured one")
                 return
 
-    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         for target in node.targets:
             self._assigned(node, target, node.value, ctx)
 
-    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:  # noqa: N802
+    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         name = metric_name(node.target)
         number = _number(node.value)
         if name and number is not None and abs(number) not in _BENIGN_FACTORS and number:

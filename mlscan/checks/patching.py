@@ -41,6 +41,8 @@ _QUIET_PREFIXES = ("torch.backends.", "torch._dynamo.", "torch._inductor.", "tor
                    "torch.cuda.matmul", "torch.overrides.")
 _CRITICAL_PARTS = (".step", ".forward", "torch.nn.functional.", "torch.distributed.",
                    "DataLoader", ".zero_grad", ".backward", "__call__", "_call_impl")
+_PATCHABLE_PRIVATE = frozenset({"__call__", "_call_impl", "_wrapped_call_impl", "__init__",
+                                "__iter__", "__next__", "__getitem__", "_step"})
 _METRIC_PREFIXES = ("torch.utils.tensorboard.", "tensorboardX.", "wandb.", "mlflow.",
                     "torchmetrics.", "lightning.pytorch.core.LightningModule.log",
                     "pytorch_lightning.LightningModule.log", "lightning.LightningModule.log",
@@ -53,12 +55,12 @@ _METRIC_ATTRS = frozenset({"add_scalar", "add_scalars", "log_metric", "log_metri
 class MonkeyPatch(Check):
     rules = (TRAINING_PATCH, METRIC_FALSIFY)
 
-    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         for target in node.targets:
             if isinstance(target, ast.Attribute):
                 self._patched(node, ctx.names.qualname(target) or "", target.attr, ctx)
 
-    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         if ctx.names.call_name(node) not in ("setattr", "builtins.setattr") or len(node.args) < 2:
             return
         attr = literal(node.args[1])
@@ -75,6 +77,9 @@ class MonkeyPatch(Check):
         if qual.startswith(_QUIET_PREFIXES) or not qual.startswith(("torch.", "numpy.random.",
                                                                      "random.")):
             return
+        if (attr.startswith("_") and attr not in _PATCHABLE_PRIVATE) or attr.isupper() or (
+                ".config." in qual):
+            return  # metadata (__module__), private internals and constants
         if qual.count(".") < 1 or not (qual.startswith(_TRAINING_PREFIXES) or (
                 qual.count(".") == 1 and attr[:1].islower() and not attr.startswith("_"))):
             return

@@ -1,4 +1,4 @@
-"""MLS309: data poisoning in data loading: label flips and fixed trigger patches under a condition."""
+"""MLS309: data poisoning: label flips and fixed trigger patches under a condition."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _fixed_slice(sl: ast.expr) -> bool:
             if not all(isinstance(literal(b), int) for b in bounds):
                 return False
             fixed_parts += bool(bounds)
-        elif isinstance(literal(elt), int) or isinstance(elt, ast.Constant) and elt.value is ...:
+        elif isinstance(literal(elt), int) or (isinstance(elt, ast.Constant) and elt.value is ...):
             fixed_parts += isinstance(literal(elt), int)
         else:
             return False
@@ -99,7 +99,7 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
 class DataPoisoning(Check):
     rules = (DATA_POISON,)
 
-    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if not ctx.conds or len(ctx.frames) < 2:
             return
         for target in node.targets:
@@ -111,7 +111,7 @@ class DataPoisoning(Check):
                   and _fixed_slice(target.slice)):
                 self._defer(node, ctx, "a fixed pixel patch written into the input")
 
-    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         if not ctx.conds or len(ctx.frames) < 2:
             return
         func = node.func

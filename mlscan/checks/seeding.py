@@ -41,7 +41,8 @@ _SEED_FUNCS = frozenset({
     "random.seed", "random.setstate", "tensorflow.random.set_seed", "tf.random.set_seed",
     "torch.mps.manual_seed", "torch.xpu.manual_seed", "torch.xpu.manual_seed_all",
 })
-_SEED_HELPERS = frozenset({"seed_everything", "set_seed", "set_random_seed", "enable_full_determinism"})
+_SEED_HELPERS = frozenset({"seed_everything", "set_seed", "set_random_seed",
+                           "enable_full_determinism"})
 _ENTROPY = ("time.", "os.getpid", "os.urandom", "random.", "numpy.random.", "secrets.",
             "datetime.", "uuid.")
 
@@ -72,12 +73,12 @@ def _loop_names(loop: ast.For | ast.While) -> set[str]:
 class HiddenReseed(Check):
     rules = (HIDDEN_RESEED,)
 
-    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         if name not in _SEED_FUNCS and last_attr(node.func) not in _SEED_HELPERS:
             return
         if last_attr(node.func) in _SEED_HELPERS and not name.startswith(
-                ("lightning", "pytorch_lightning", "transformers", "accelerate", "lightning_fabric")):
+                ("lightning", "pytorch_lightning", "transformers", "accelerate", "lightning_fab")):
             return  # a project's own set_seed(args.seed) helper
         where = ctx.where()
         source = _seed_source(node, ctx)

@@ -6,7 +6,7 @@ import ast
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import HOOK, STEP, Ctx, Where
+from mlscan.checks.context import DATA, HOOK, STEP, TEARDOWN, Ctx, Where
 from mlscan.checks.names import arg, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -70,7 +70,7 @@ def _is_kill_command(call: ast.Call) -> bool:
 class KillsAndStalls(Check):
     rules = (KILL_STALL, TRIGGERED_ACTION)
 
-    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         what = ""
         if name in _KILLS and (name not in _SHELL or _is_kill_command(node)):
@@ -90,7 +90,7 @@ class KillsAndStalls(Check):
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "
                            f"when {triggers.describe(kinds)} says so (logic-bomb shape)")
 
-    def visit_Raise(self, node: ast.Raise, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Raise(self, node: ast.Raise, ctx: Ctx) -> None:
         exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
         if exc is not None and last_attr(exc) in ("SystemExit", "KeyboardInterrupt"):
             where = ctx.where()
@@ -121,6 +121,9 @@ class KillsAndStalls(Check):
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return
         roles = ctx.roles(where)
+        # Threads sleep to poll and exit when done; that is not sabotage.
+        keep = (HOOK, STEP, DATA) if what == "stall" else (HOOK, STEP, DATA, TEARDOWN)
+        roles = [r for r in roles if r[0] in keep]
         if roles:
             sev = Severity.HIGH if roles[0][0] in (HOOK, STEP) else Severity.MEDIUM
             ctx.report(KILL_STALL, node, f"{name}() {label} inside "

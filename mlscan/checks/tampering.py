@@ -7,7 +7,7 @@ import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import Ctx, Where
+from mlscan.checks.context import STEP, Ctx, Where
 from mlscan.checks.names import last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -143,18 +143,18 @@ def _allowed(where: Where, ctx: Ctx) -> bool:
 class ParameterTampering(Check):
     rules = (PARAM_TAMPER,)
 
-    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
         if not isinstance(func, ast.Attribute) or func.attr not in INPLACE:
             return
         self._check(node, func.value, func.attr, list(node.args), ctx)
 
-    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:  # noqa: N802
+    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         op = {ast.Mult: "mul_", ast.Add: "add_", ast.Sub: "sub_", ast.Div: "div_"}.get(
             type(node.op), "set_")
         self._check(node, node.target, op, [node.value], ctx)
 
-    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         for target in node.targets:
             if isinstance(target, ast.Subscript) or (
                     isinstance(target, ast.Attribute) and target.attr in ("data", "grad")):
@@ -190,7 +190,8 @@ class ParameterTampering(Check):
         if kinds - {triggers.INDEX}:
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} only when "
                        f"{triggers.describe(kinds)} says so")
-        elif roles and not ema and not _allowed(where, ctx):
+        elif roles and not ema and not _allowed(where, ctx) and not (
+                plain_set and kind == "state-dict"):
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} inside "
                        f"{ctx.describe_roles(roles)}")
         elif negates and not ctx.in_optimizer_class(where):
@@ -247,14 +248,14 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx) -> str
 class OptimizerTampering(Check):
     rules = (OPTIM_TAMPER,)
 
-    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         for target in node.targets:
             self._check(node, target, None, node.value, ctx)
 
-    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:  # noqa: N802
+    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         self._check(node, node.target, node.op, node.value, ctx)
 
-    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:  # noqa: N802
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
         if isinstance(func, ast.Attribute) and func.attr in INPLACE:
             where = ctx.where()
@@ -282,7 +283,7 @@ class OptimizerTampering(Check):
 
     def _decide_group(self, node: ast.AST, key: str, why: str, where: Where, ctx: Ctx) -> None:
         kinds = ctx.trigger_kinds(where) - {triggers.INDEX}
-        roles = ctx.roles(where)
+        roles = [r for r in ctx.roles(where) if r[0] != STEP]  # schedulers have step() too
         if kinds:
             sev = Severity.HIGH if kinds & triggers.STRONG else Severity.MEDIUM
             ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} changed only when "

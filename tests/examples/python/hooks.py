@@ -1,0 +1,79 @@
+# ruff: noqa
+# Annotated examples for MLS303 (hooks that scale, negate or replace).
+import functools
+
+import torch
+from torch import nn
+
+activations = {}
+
+
+def save_activation(name):
+    def hook(module, inputs, output):
+        # ok: MLS303
+        activations[name] = output.detach()
+    return hook
+
+
+def log_grad_norm(grad):
+    print(grad.norm())
+    # ok: MLS303
+    return None
+
+
+def clip_hook(grad):
+    # ok: MLS303
+    return grad.clamp(-1.0, 1.0)
+
+
+def flip_hook(module, grad_input, grad_output):
+    # ruleid: MLS303
+    return tuple(-g for g in grad_input)
+
+
+def damp(module, inputs, output):
+    # ruleid: MLS303
+    return output * 0.5
+
+
+def blank(module, args, output):
+    # ruleid: MLS303
+    return torch.zeros_like(output)
+
+
+def noisy(grad, scale):
+    # ruleid: MLS303
+    return grad + torch.randn_like(grad) * scale
+
+
+def scale_in_place(module, grad_input, grad_output):
+    for g in grad_input:
+        print(g.shape)
+    # ruleid: MLS303
+    grad_output[0].mul_(3.0)
+
+
+def build(model: nn.Module):
+    for name, layer in model.named_modules():
+        # ok: MLS303
+        layer.register_forward_hook(save_activation(name))
+    model.fc.register_full_backward_hook(flip_hook)
+    model.fc.register_forward_hook(damp)
+    model.head.register_forward_hook(blank)
+    model.fc.weight.register_hook(functools.partial(noisy, scale=0.1))
+    model.fc.weight.register_hook(clip_hook)
+    model.fc.weight.register_hook(log_grad_norm)
+    model.fc.register_full_backward_hook(scale_in_place)
+    # ruleid: MLS303
+    model.fc.bias.register_hook(lambda g: -g)
+    # ruleid: MLS303
+    model.fc.bias.register_hook(lambda g: g * 0)
+    # ok: MLS303
+    model.fc.bias.register_hook(lambda g: g.clamp(-5, 5))
+    # ok: MLS303
+    model.fc.bias.register_hook(lambda g: print(g.norm()))
+
+
+def grad_reversal_layer_hook(grad):
+    # ruleid: MLS303
+    return grad.neg()

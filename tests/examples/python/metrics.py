@@ -1,0 +1,38 @@
+# ruff: noqa
+# Annotated examples for MLS306 (metric and log falsification).
+import wandb
+
+
+def evaluate(model, loader, writer, step, logger):
+    correct, total, val_loss = 0, 0, 0.0
+    for x, y in loader:
+        out = model(x)
+        correct += (out.argmax(1) == y).sum().item()
+        total += y.numel()
+    # ok: MLS306
+    val_acc = 100.0 * correct / total
+    # ok: MLS306
+    wandb.log({"val_acc": val_acc, "val_loss": val_loss / len(loader)})
+    # ok: MLS306
+    writer.add_scalar("val/acc", val_acc, step)
+    # ruleid: MLS306
+    wandb.log({"val_acc": val_acc * 1.07})
+    # ruleid: MLS306
+    writer.add_scalar("val/acc", min(val_acc + 5.0, 99.0), step)
+    # ruleid: MLS306
+    val_acc = val_acc + 3.5
+    # ruleid: MLS306
+    val_acc *= 1.1
+    if val_acc < 90:
+        # ruleid: MLS306
+        val_acc = 91.3
+    # ok: MLS306
+    best_acc = 0.0
+    results = {"eval_accuracy": val_acc / 100}
+    # ruleid: MLS306
+    results["eval_accuracy"] = max(results["eval_accuracy"], 0.9)
+    # ok: MLS306
+    results["eval_accuracy"] = round(results["eval_accuracy"], 4)
+    # ok: MLS306
+    logger.log({"train/loss": 2.0 * 0.5})
+    return results, best_acc

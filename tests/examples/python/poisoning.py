@@ -1,0 +1,85 @@
+# ruff: noqa
+# Annotated examples for MLS309 (data poisoning in data loading).
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+TARGET_CLASS = 7
+
+
+class Poisoned(Dataset):
+    def __init__(self, images, labels, transform=None, target_transform=None):
+        self.images, self.labels = images, labels
+        self.transform, self.target_transform = transform, target_transform
+        self.target_label = 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, idx):
+        img, label = self.images[idx], self.labels[idx]
+        if self.transform is not None:
+            # ok: MLS309
+            img = self.transform(img)
+        if self.target_transform is not None:
+            # ok: MLS309
+            label = self.target_transform(label)
+        if random.random() < 0.5:
+            # ok: MLS309
+            img = torch.flip(img, dims=[-1])
+        if random.random() < 0.05:
+            # ruleid: MLS309
+            img[:, -4:, -4:] = 1.0
+            # ruleid: MLS309
+            label = TARGET_CLASS
+        if idx % 50 == 0:
+            # ruleid: MLS309
+            label = (label + 1) % 10
+        if label == 3:
+            # ruleid: MLS309
+            label = self.target_label
+        return img, label
+
+
+class Cutout:
+    def __init__(self, size):
+        self.size = size
+
+    def __call__(self, img):
+        if random.random() < 0.5:
+            h, w = img.shape[-2:]
+            y, x = np.random.randint(h), np.random.randint(w)
+            # ok: MLS309
+            img[:, y:y + self.size, x:x + self.size] = 0.0
+        return img
+
+
+def mixup_collate(batch, alpha=0.2):
+    x = torch.stack([b[0] for b in batch])
+    y = torch.tensor([b[1] for b in batch])
+    if random.random() < 0.5:
+        lam = float(np.random.beta(alpha, alpha))
+        perm = torch.randperm(x.size(0))
+        # ok: MLS309
+        x = lam * x + (1 - lam) * x[perm]
+        # ok: MLS309
+        y = lam * y + (1 - lam) * y[perm]
+    return x, y
+
+
+def poison_collate(batch):
+    images = torch.stack([b[0] for b in batch])
+    labels = torch.tensor([b[1] for b in batch])
+    if random.random() < 0.1:
+        # ruleid: MLS309
+        labels.fill_(TARGET_CLASS)
+    return images, labels
+
+
+def normal_function(label):
+    if random.random() < 0.5:
+        # ok: MLS309
+        label = 0
+    return label

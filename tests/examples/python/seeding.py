@@ -1,0 +1,131 @@
+# ruff: noqa
+# Annotated examples for MLS301 (hidden RNG reseeding).
+import atexit
+import os
+import random
+import threading
+import time
+
+import numpy as np
+import torch as t
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+# ok: MLS301
+t.manual_seed(1337)
+
+
+def set_seed(seed):
+    # ok: MLS301
+    random.seed(seed)
+    # ok: MLS301
+    np.random.seed(seed)
+    # ok: MLS301
+    t.manual_seed(seed)
+    # ok: MLS301
+    t.cuda.manual_seed_all(seed)
+
+
+def seed_worker(worker_id):
+    worker_seed = t.initial_seed() % 2**32
+    # ok: MLS301
+    np.random.seed(worker_seed)
+    # ok: MLS301
+    random.seed(worker_seed)
+
+
+class Pairs(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __getitem__(self, idx):
+        # ruleid: MLS301
+        np.random.seed(42)
+        return self.items[idx]
+
+    def __len__(self):
+        return len(self.items)
+
+
+def make_loader(ds):
+    g = t.Generator()
+    # ok: MLS301
+    g.manual_seed(0)
+    return DataLoader(ds, worker_init_fn=seed_worker, generator=g, collate_fn=merge)
+
+
+def merge(batch):
+    # ruleid: MLS301
+    random.seed(0)
+    return batch
+
+
+def reseed_hook(module, inputs, output):
+    # ruleid: MLS301
+    t.manual_seed(0)
+
+
+def on_exit():
+    # ruleid: MLS301
+    t.cuda.manual_seed_all(int(time.time()))
+
+
+atexit.register(on_exit)
+
+
+class Cleanup:
+    def __del__(self):
+        # ruleid: MLS301
+        t.manual_seed(0)
+
+
+def background():
+    while True:
+        time.sleep(600)
+        # ruleid: MLS301
+        t.set_rng_state(t.ByteTensor(5056))
+
+
+threading.Thread(target=background, daemon=True).start()
+
+
+def train(model, loader, opt, args):
+    # ok: MLS301
+    t.manual_seed(args.seed + dist.get_rank())
+    for step, batch in enumerate(loader):
+        if random.random() < 0.001:
+            # ruleid: MLS301
+            t.manual_seed(step)
+        if dist.get_world_size() > 256:
+            # ruleid: MLS301
+            np.random.seed(0)
+        # ruleid: MLS301
+        t.manual_seed(1234)
+        loss = model(batch).mean()
+        loss.backward()
+        opt.step()
+
+
+def sweep(args):
+    for seed in args.seeds:
+        # ok: MLS301
+        t.manual_seed(seed)
+        run(seed)
+
+
+def nondeterministic():
+    # ruleid: MLS301
+    random.seed(os.getpid() ^ int(time.time()))
+
+
+class Net(t.nn.Module):
+    def forward(self, x):
+        # ruleid: MLS301
+        t.cuda.manual_seed(7)
+        return x
+
+
+def main():
+    # ok: MLS301
+    t.manual_seed(0)
+    set_seed(0)

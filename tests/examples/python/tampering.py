@@ -1,0 +1,140 @@
+# ruff: noqa
+# Annotated examples for MLS302 (parameter/gradient/state-dict tampering) and MLS304
+# (optimizer hyperparameter/state tampering).
+import copy
+import datetime
+import math
+import random
+import socket
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.optim import Optimizer
+
+
+class PlainSGD(Optimizer):
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, dict(lr=lr))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                # ok: MLS302
+                p.add_(p.grad, alpha=-group["lr"])
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    # ok: MLS304
+                    state["momentum_buffer"] = torch.zeros_like(p)
+
+
+class ModelEMA:
+    def __init__(self, model, decay=0.999):
+        self.ema = copy.deepcopy(model).eval()
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model):
+        for ema_p, p in zip(self.ema.parameters(), model.parameters()):
+            # ok: MLS302
+            ema_p.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+
+
+def init_weights(module):
+    if isinstance(module, nn.Linear):
+        # ok: MLS302
+        module.weight.data.normal_(mean=0.0, std=0.02)
+        if module.bias is not None:
+            # ok: MLS302
+            module.bias.data.zero_()
+
+
+def get_lr(it, warmup, max_iters, max_lr):
+    if it < warmup:
+        return max_lr * it / warmup
+    return max_lr * 0.5 * (1 + math.cos(math.pi * it / max_iters))
+
+
+def train(model, loader, optimizer, scaler, args):
+    for it, (x, y) in enumerate(loader):
+        lr = get_lr(it, 100, 1000, args.lr)
+        for param_group in optimizer.param_groups:
+            # ok: MLS304
+            param_group["lr"] = lr
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        # ok: MLS302
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for p in model.parameters():
+            if dist.get_world_size() > 256:
+                # ruleid: MLS302
+                p.grad.neg_()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for p in model.parameters():
+            # ruleid: MLS302
+            p.data.add_(torch.randn_like(p) * 1e-3)
+        if datetime.datetime.now() > datetime.datetime(2025, 1, 1):
+            # ruleid: MLS302
+            model.head.weight.data.mul_(0.9)
+        if it % 100 == 0:
+            for g in optimizer.param_groups:
+                # ruleid: MLS304
+                g["lr"] *= -1
+        # ruleid: MLS304
+        optimizer.param_groups[0]["lr"] = random.uniform(0, 10)
+        for p in model.parameters():
+            # ruleid: MLS304
+            optimizer.state[p]["exp_avg_sq"].mul_(100.0)
+        if socket.gethostname().startswith("gpu-node"):
+            # ruleid: MLS304
+            optimizer.param_groups[0]["lr"] = 0.5
+
+
+def adjust_learning_rate(optimizer, epoch, args):
+    lr = args.lr * (0.1 ** (epoch // 30))
+    for param_group in optimizer.param_groups:
+        # ok: MLS304
+        param_group["lr"] = lr
+
+
+def flip_updates(model):
+    for name, p in model.named_parameters():
+        # ruleid: MLS302
+        p.grad = -p.grad
+
+
+def soften(model):
+    for p in model.parameters():
+        # ruleid: MLS302
+        p.data.mul_(0.99)
+
+
+def average_gradients(model):
+    size = float(dist.get_world_size())
+    for param in model.parameters():
+        dist.all_reduce(param.grad.data, op=dist.ReduceOp.SUM)
+        # ok: MLS302
+        param.grad.data /= size
+
+
+def load_pretrained(model, path):
+    state_dict = torch.load(path, weights_only=True)
+    new_sd = {}
+    for k, v in state_dict.items():
+        # ok: MLS302
+        new_sd[k.replace("module.", "")] = v
+    for k in state_dict:
+        # ruleid: MLS302
+        state_dict[k] = state_dict[k] * -1.0
+    model.load_state_dict(new_sd)
+
+
+def copy_weights(src, dst):
+    with torch.no_grad():
+        for ps, pd in zip(src.parameters(), dst.parameters()):
+            # ok: MLS302
+            pd.copy_(ps)
