@@ -344,7 +344,7 @@ def code_findings(result: EnvResult, limit: int = 500) -> list[Item]:
     does."""
     if not result.hook_files:
         return []
-    from mlscan.analyzers.base import Source, analyzer_for, scan_source
+    from mlscan.analyzers.base import Source, Target, analyzer_for, batch_analyzers, scan_source
     from mlscan.context import Budget, Settings
     from mlscan.kinds import Kind
     from mlscan.rulesets.meta import ANALYZER_ERROR
@@ -368,6 +368,19 @@ def code_findings(result: EnvResult, limit: int = 500) -> list[Item]:
                 out.extend(Item(f) for f in scan_source(src, Budget(settings), kind=Kind.PYTHON))
         except OSError:
             continue  # already reported by the integrity check
+    targets = [Target(Path(p), result.target.display(p), Kind.PYTHON)
+               for p in dict.fromkeys(result.hook_files) if p.endswith(".py")][:limit]
+    try:
+        batches = batch_analyzers({Kind.PYTHON}) if targets else []
+    except Exception:  # noqa: BLE001 - optional step
+        batches = []
+    for _kinds, fn in batches:
+        try:
+            out.extend(Item(f) for f in fn(targets, Budget(settings)))
+        except Exception as exc:  # noqa: BLE001 - a failing tool is a finding, not a crash
+            out.append(Item(ANALYZER_ERROR.finding(
+                targets[0].path, f"batch analyzer failed: {type(exc).__name__}: {exc}",
+                evidence=type(exc).__name__)))
     return out
 
 

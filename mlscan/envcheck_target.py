@@ -154,4 +154,10 @@ def resolve(python: str | None, site_dir: Path | None) -> TargetEnv:
     """--path wins, then --python, then the running interpreter."""
     if site_dir is not None:
         return from_site_dir(site_dir)
+    if python is not None and os.path.isdir(python):  # a venv or prefix folder
+        found = [c for c in (os.path.join(python, "bin", "python"),
+                             os.path.join(python, "Scripts", "python.exe")) if os.path.isfile(c)]
+        if not found:
+            raise TargetError(f"{python}: folder without bin/python")
+        python = found[0]
     return probe_python(python or sys.executable)

