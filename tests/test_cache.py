@@ -44,8 +44,9 @@ def _scan(root: Path, cache_dir: Path | None, settings: Settings | None = None) 
                             settings=settings or Settings()))
 
 
-def _pickle(path: Path, payload: bytes = b"") -> None:
-    path.write_bytes(b"\x80\x04K\x01" + payload + b".")
+def _pickle(path: Path, value: bytes = b"K\x01") -> None:
+    """A one-value pickle: protocol 4, `value` (opcodes), STOP."""
+    path.write_bytes(b"\x80\x04" + value + b".")
 
 
 def test_second_run_on_unchanged_files_does_not_analyze_again(tmp_path: Path,
@@ -59,7 +60,7 @@ def test_second_run_on_unchanged_files_does_not_analyze_again(tmp_path: Path,
     second = _scan(root, cache_dir)
     assert sorted(counting) == ["a.pkl", "b.pkl"]  # no new calls
     assert second.findings == first.findings
-    _pickle(root / "b.pkl", b"K\x02")  # content change: analyzed again
+    _pickle(root / "b.pkl", b"M\x02\x01")  # content change: analyzed again
     third = _scan(root, cache_dir)
     assert sorted(counting) == ["a.pkl", "b.pkl", "b.pkl"]
     assert third.findings != first.findings
@@ -80,7 +81,7 @@ def test_renamed_file_gets_its_own_path_in_cached_findings(tmp_path: Path,
 def test_limit_errors_are_never_cached(tmp_path: Path, counting: list[str]) -> None:
     root, cache_dir = tmp_path / "repo", tmp_path / "cache"
     root.mkdir()
-    _pickle(root / "slow.pkl", b"SLOW")
+    _pickle(root / "slow.pkl", b"\x8c\x04SLOW")
     assert [f.rule_id for f in _scan(root, cache_dir).findings] == ["MLS902"]
     assert [f.rule_id for f in _scan(root, cache_dir).findings] == ["MLS902"]
     assert counting == ["slow.pkl", "slow.pkl"]
