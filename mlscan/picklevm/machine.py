@@ -191,6 +191,8 @@ class Machine:
             elif op == 0x28:  # MARK
                 self.marks.append(len(stack))
                 push(MARK)
+                if len(self.marks) > self.max_stack:
+                    raise LimitExceeded(f"more than {self.max_stack} nested MARKs", offset)
             elif op == 0x29:  # EMPTY_TUPLE
                 push(Seq("tuple"))
             elif op in (0x85, 0x86, 0x87):  # TUPLE1/2/3
@@ -384,6 +386,8 @@ class Machine:
             elif op == 0x98:  # READONLY_BUFFER
                 pass
             elif op == 0x2E:  # STOP
+                if not stack or stack[-1] is MARK:
+                    raise MalformedError("STOP with nothing to return (stack underflow)", offset)
                 trace.opcodes += ops
                 trace.complete = True
                 trace.end_offset = r.offset
