@@ -167,3 +167,24 @@ def test_fifty_file_commit_without_python_is_fast(repo: Repo) -> None:
     # not wall time, so a busy CI machine does not make the test flaky.
     assert cpu < 1.0, f"hook used {cpu:.2f}s CPU ({elapsed:.2f}s wall) for 50 files"
     repo.git("commit", "-q", "--no-verify", "-m", "batch")
+
+
+def test_commit_with_python_changes_takes_a_couple_of_seconds(repo: Repo) -> None:
+    batch = repo.path / "batch2"
+    batch.mkdir()
+    names = []
+    for i in range(45):
+        (batch / f"doc{i}.md").write_text(f"doc {i}\n")
+        names.append(f"batch2/doc{i}.md")
+    for i in range(5):
+        (batch / f"train{i}.py").write_text(
+            "import torch\n\n\ndef load(path):\n    return torch.load(path, weights_only=True)\n")
+        names.append(f"batch2/train{i}.py")
+    repo.git("add", *names)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = repo.run(_pre_commit(), "run", "mlscan")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cpu < 3.0, f"hook used {cpu:.2f}s CPU for 50 files with 5 Python files"  # ~0.7 s
+    repo.git("commit", "-q", "--no-verify", "-m", "batch2")
