@@ -93,14 +93,17 @@ def scan(
     ignore: Annotated[Optional[list[str]], typer.Option(help="Skip these codes/prefixes.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of paths to skip.")] = None,
     config: Annotated[Optional[Path], typer.Option(
-        help="Config file (default: nearest mlscan.toml or pyproject.toml [tool.mlscan]).")] = None,
+        help="Config file (default: nearest mlscan.toml, pyproject.toml \\[tool.mlscan]).",
+    )] = None,
     isolated: Annotated[bool, typer.Option(
-        help="Ignore config files found near the scanned paths.")] = False,
+        "--isolated", help="Ignore config files found near the scanned paths.")] = False,
     baseline: Annotated[Optional[Path], typer.Option(
         help="Hide findings recorded in this baseline file (still counted).")] = None,
     no_inline_ignores: Annotated[bool, typer.Option(
-        help="Ignore '# mlscan: ignore[...]' comments (audit code you do not trust).")] = False,
-    no_cache: Annotated[bool, typer.Option(help="Do not read or write the result cache.")] = False,
+        "--no-inline-ignores",
+        help="Ignore '# mlscan: ignore\\[...]' comments (audit code you do not trust).")] = False,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Do not read or write the result cache.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Processes (0 = one per CPU).")] = 0,
     exit_zero: Annotated[bool, typer.Option(help="Always exit 0 unless mlscan fails.")] = False,
 ) -> None:
