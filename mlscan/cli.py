@@ -136,7 +136,9 @@ def scan(
         progress.close()
     for format_, target in outputs:
         color = target is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        text = renderer(Format(format_))(report, color)
+        # Undecodable file names travel as surrogates: write them escaped, never crash.
+        text = renderer(Format(format_))(report, color).encode(
+            "utf-8", "backslashreplace").decode("utf-8")
         if target is None:
             sys.stdout.write(text)
             continue

@@ -209,3 +209,22 @@ def test_cli_writes_valid_sarif_for_a_malicious_pickle(tmp_path: Path) -> None:
 def test_severity_maps_to_level(severity: Severity, level: str, tmp_path: Path) -> None:
     f = _finding(severity=severity, confidence=Confidence.LOW)
     assert _render(Report(findings=(f,)), tmp_path)["runs"][0]["results"][0]["level"] == level
+
+
+def test_undecodable_file_names_are_percent_encoded(tmp_path: Path) -> None:
+    odd = _finding(path="bad\udcff name.pt")
+    doc = _render(Report(findings=(odd,)), tmp_path)
+    loc = doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"]
+    assert loc["artifactLocation"]["uri"] == "bad%FF%20name.pt"
+
+
+@pytest.mark.parametrize("fmt", ["sarif", "markdown", "text", "json"])
+def test_cli_survives_undecodable_file_names(tmp_path: Path, fmt: str) -> None:
+    (tmp_path / os.fsdecode(b"bad\xff.pt")).write_bytes(b"junk")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "mlscan", "scan", ".", "--format", fmt,
+                           "-o", str(out), "--fail-on", "critical"], cwd=tmp_path,
+                          env={**os.environ, "MLSCAN_NO_CACHE": "1"}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "bad" in out.read_text(encoding="utf-8")

@@ -60,7 +60,9 @@ def _location(f: Finding, srcroot: Path) -> dict[str, Any]:
     if f.path.startswith("/"):  # outside the scan base: an absolute file URI
         artifact: dict[str, Any] = {"uri": Path(f.path).as_uri()}
     else:
-        artifact = {"uri": quote(f.path, safe="/"), "uriBaseId": "%SRCROOT%"}
+        # File names need not be UTF-8: percent-encode their original bytes.
+        artifact = {"uri": quote(f.path, safe="/", errors="surrogateescape"),
+                    "uriBaseId": "%SRCROOT%"}
     region: dict[str, Any] = {"startLine": f.line if f.line and f.line > 0 else 1}
     if f.line and f.column and f.column > 0:
         region["startColumn"] = f.column
