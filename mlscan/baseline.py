@@ -89,4 +89,4 @@ def render(findings: Iterable[Finding], path: Path, base: Path) -> str:
     entries.sort(key=lambda e: (str(e["path"]), str(e["rule_id"]), str(e["fingerprint"])))
     doc = {"tool": "mlscan", "version": FORMAT_VERSION, "mlscan_version": __version__,
            "findings": entries}
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(doc, indent=2) + "\n"  # ASCII: undecodable file names stay writable
