@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlscan import envcheck_hooks as hooks
-from mlscan.envcheck_hash import hash_file, hash_many, record_b64
+from mlscan.envcheck_hash import HashResult, ParallelHasher, hash_file, record_b64
 from mlscan.envcheck_lock import Item
 from mlscan.envcheck_record import Distribution, RecordEntry, find_distributions
 from mlscan.envcheck_rules import (
@@ -69,6 +69,7 @@ class _Job:
 
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_PLAIN = re.compile(r"(?!\.{1,2}(?:/|$))[^/\\]+(?:/(?!\.{1,2}(?:/|$))[^/\\]+)*")
 _SO = re.compile(r"\.(?:so|pyd)(?:\.[0-9]+)*$")
 
 
@@ -107,13 +108,18 @@ class _Checker:
         self.res.items.append(Item(finding, key, sha256, abs_path))
 
     # -- distributions -------------------------------------------------------------------
-    def collect(self) -> list[_Job]:
+    def collect(self, hasher: ParallelHasher | None = None) -> list[_Job]:
+        """Parse every RECORD; with a hasher, files are hashed while later RECORDs parse."""
         jobs: list[_Job] = []
         for site_dir in self.t.site_dirs:
             for dist in find_distributions(site_dir):
                 self.res.distributions += 1
                 self.claimed[site_dir].update(dist.top_level)
-                jobs.extend(self._dist_jobs(dist))
+                new = self._dist_jobs(dist)
+                if hasher is not None:
+                    for job in new:
+                        hasher.add(job.abs_path, job.entry.algo or "sha256")
+                jobs.extend(new)
         return jobs
 
     def _dist_jobs(self, dist: Distribution) -> list[_Job]:
@@ -131,18 +137,25 @@ class _Checker:
                 evidence=", ".join(dist.bad_rows[:3])))
         jobs: list[_Job] = []
         unhashed: list[str] = []
+        site, info = os.fspath(dist.site_dir), os.fspath(dist.info_dir)
+        owned = self.owned.get(dist.site_dir)
         for entry in dist.entries:
-            abs_path = entry.fs_path(dist.site_dir)
-            self.recorded.add(abs_path)
-            self.owner.setdefault(abs_path, dist)
-            parts = tuple(p for p in entry.path.replace("\\", "/").split("/") if p)
+            rel = entry.path
+            if _PLAIN.fullmatch(rel):  # the common case: no '..', '.', '//' or backslashes
+                abs_path = f"{site}/{rel}"
+                parts = tuple(rel.split("/"))
+            else:
+                abs_path = entry.fs_path(dist.site_dir)
+                parts = tuple(p for p in rel.replace("\\", "/").split("/") if p)
             if not parts:
                 continue
-            if (len(parts) >= 2 and parts[0] not in ("..", ".", dist.info_dir.name)
-                    and not os.path.isabs(entry.path) and dist.site_dir in self.owned):
-                self.owned[dist.site_dir].add(parts[0])
-            if legit_changing(parts) or (os.path.dirname(abs_path) == os.fspath(dist.info_dir)
-                                         and parts[-1] in _MUTABLE_META):
+            self.recorded.add(abs_path)
+            self.owner.setdefault(abs_path, dist)
+            if (owned is not None and len(parts) >= 2 and parts[0] not in ("..", ".")
+                    and not os.path.isabs(rel) and abs_path[:len(info)] != info):
+                owned.add(parts[0])
+            if legit_changing(parts) or (parts[-1] in _MUTABLE_META
+                                         and os.path.dirname(abs_path) == info):
                 continue
             if entry.algo is None or entry.algo not in _SUPPORTED:
                 if is_code(parts[-1]):
@@ -158,11 +171,7 @@ class _Checker:
         return jobs
 
     # -- hashing --------------------------------------------------------------------------
-    def verify(self, jobs: list[_Job]) -> None:
-        start = time.perf_counter()
-        results = hash_many([(j.abs_path, j.entry.algo or "sha256") for j in jobs],
-                            self.workers)
-        self.res.hash_seconds = time.perf_counter() - start
+    def verify(self, jobs: list[_Job], results: dict[str, HashResult]) -> None:
         for job in jobs:
             r = results[job.abs_path]
             shown = self.t.display(job.abs_path)
@@ -329,7 +338,11 @@ def check(target: TargetEnv, environ: Mapping[str, str] | None = None,
     """Run every integrity and start-up hook check on `target`."""
     start = time.perf_counter()
     checker = _Checker(target, os.environ if environ is None else environ, workers)
-    checker.verify(checker.collect())
+    hasher = ParallelHasher(workers)
+    jobs = checker.collect(hasher)
+    results = hasher.results()
+    checker.res.hash_seconds = time.perf_counter() - start
+    checker.verify(jobs, results)
     checker.unlisted()
     checker.startup_modules(checker.pth())
     checker.env_vars()

@@ -88,15 +88,47 @@ def default_workers() -> int:
     return min(8, (os.cpu_count() or 1) + 2)
 
 
+class ParallelHasher:
+    """Hash files on worker threads while the caller keeps producing work (parsing RECORDs):
+    `add()` queues, `results()` waits for everything. One thread means hashing inline."""
+
+    def __init__(self, workers: int = 0) -> None:
+        self.workers = workers or default_workers()
+        self._pool = (cf.ThreadPoolExecutor(max_workers=self.workers,
+                                            thread_name_prefix="mlscan-hash")
+                      if self.workers > 1 else None)
+        self._pending: list[tuple[str, str]] = []
+        self._futures: list[cf.Future[list[HashResult]]] = []
+        self._done: list[HashResult] = []
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        chunk, self._pending = self._pending, []
+        if self._pool is None:
+            self._done.extend(_hash_chunk(chunk))
+        else:
+            self._futures.append(self._pool.submit(_hash_chunk, chunk))
+
+    def add(self, path: str, algo: str = "sha256") -> None:
+        self._pending.append((path, algo))
+        if len(self._pending) >= _CHUNK:
+            self._flush()
+
+    def results(self) -> dict[str, HashResult]:
+        self._flush()
+        try:
+            for fut in self._futures:
+                self._done.extend(fut.result())
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+        return {r.path: r for r in self._done}
+
+
 def hash_many(items: Sequence[tuple[str, str]], workers: int = 0) -> dict[str, HashResult]:
     """Hash (path, algo) pairs in parallel; result keyed by path."""
-    workers = workers or default_workers()
-    if workers <= 1 or len(items) < 2 * _CHUNK:
-        return {r.path: r for r in _hash_chunk(items)}
-    chunks = [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-    out: dict[str, HashResult] = {}
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlscan-hash") as pool:
-        for results in pool.map(_hash_chunk, chunks):
-            for r in results:
-                out[r.path] = r
-    return out
+    hasher = ParallelHasher(workers if len(items) >= 2 * _CHUNK else 1)
+    for path, algo in items:
+        hasher.add(path, algo)
+    return hasher.results()
