@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlscan.kinds import HEAD_SIZE, MODEL_EXTENSIONS, Kind, extension, sniff
-from mlscan.model import Finding
+from mlscan.model import Finding, Severity
 from mlscan.rulesets.meta import MALFORMED, NOT_SCANNED
 
 # Folders that never hold user artifacts and are expensive to walk.
@@ -99,8 +99,17 @@ def _walk(given: Path, root: Path, out: Discovery, base: Path) -> Iterator[Path]
         for e in entries:
             p = Path(e.path)
             if e.is_dir(follow_symlinks=False):
-                if e.name not in SKIP_DIRS:
-                    subdirs.append(p)
+                if e.name in SKIP_DIRS:
+                    continue
+                if (p / "pyvenv.cfg").is_file() and p != given:
+                    # an installed environment is not repository content: `mlscan env`
+                    # verifies it against its RECORD files far better than a code scan
+                    out.findings.append(NOT_SCANNED.finding(
+                        display_path(p, base), "virtual environment not scanned; verify it "
+                        f"with `mlscan env --path {display_path(p, base)}/lib/python*/"
+                        "site-packages`", evidence="virtualenv", severity=Severity.LOW))
+                    continue
+                subdirs.append(p)
             else:
                 yield p
         stack.extend(reversed(subdirs))
