@@ -91,6 +91,7 @@ def test_each_evasion_is_flagged_high_or_above(text: str, evidence: str, lexer: 
     "{% raw %}{{ ''.__class__ }}{% endraw %}",
     "{# a comment mentioning __class__ #}{{ x }}",
     "plain text with __init__ outside of any Jinja tag",
+    "{% if v == '__NOT_A_NUMBER__' %}nan{% endif %}",
 ])
 def test_near_misses_stay_quiet(text: str, lexer: str) -> None:
     assert [i for i in check_template(text) if i.severity.rank >= 2] == [], text

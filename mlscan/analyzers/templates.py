@@ -34,7 +34,7 @@ GADGET_NAMES = frozenset({
 # Jinja globals whose own attributes lead to their module's globals.
 GADGET_BASES = frozenset({"cycler", "joiner", "namespace", "lipsum"})
 _INCLUDES = frozenset({"include", "import", "extends", "from"})
-_DUNDER = re.compile(r"__\w+__")
+_DUNDER = re.compile(r"__[a-z][a-z0-9_]*__")  # Python dunders are lower case
 _ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{|[0-7]{1,3})")
 _IDENT = re.compile(r"^[A-Za-z_]\w*$")
 MAX_ISSUES = 25
