@@ -179,3 +179,23 @@ def test_folder_summary(tmp_path: Path) -> None:
     assert "keras: model.keras" in text and "remote-code: config.json" in text
     assert "NOT SAFE" in lines[-1] and "MLS230" in lines[-1]
     assert "NOT SAFE" not in summarize_folder(safe, report.findings, display="safe")[-1]
+
+
+def test_scan_summary_lists_each_model_folder(tmp_path: Path) -> None:
+    from mlscan.analyzers.folder_summary import summarize_scan
+
+    st = fb.safetensors_raw({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+                            b"\0" * 4)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model.safetensors").write_bytes(st)
+    (tmp_path / "a" / "b").mkdir()
+    (tmp_path / "a" / "b" / "evil.keras").write_bytes(
+        fb.keras_zip(fb.sequential([LAMBDA]), fb.h5({})))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.json").write_text("{}")
+    report = scan(ScanOptions(paths=(tmp_path,), jobs=1, base=tmp_path))
+    lines = summarize_scan([tmp_path], report.findings, base=tmp_path)
+    heads = [line for line in lines if line.startswith("model folder")]
+    assert heads == ["model folder a:", "model folder a/b:"]
+    verdicts = [line for line in lines if "verdict" in line]
+    assert "safe: data-only" in verdicts[0] and "NOT SAFE" in verdicts[1]

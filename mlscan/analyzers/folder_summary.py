@@ -8,6 +8,7 @@ scan already produced for files in the folder.
 from __future__ import annotations
 
 import os
+import posixpath
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -67,12 +68,12 @@ def _classify(path: Path) -> str | None:
     return None
 
 
-def formats_in(folder: Path) -> dict[str, list[str]]:
+def formats_in(folder: Path, recursive: bool = True) -> dict[str, list[str]]:
     """Format label -> relative file names, for every recognized file under `folder`."""
     found: dict[str, list[str]] = {}
     count = 0
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS) if recursive else []
         for name in sorted(filenames):
             count += 1
             if count > MAX_FILES:
@@ -87,11 +88,49 @@ def formats_in(folder: Path) -> dict[str, list[str]]:
     return found
 
 
+MODEL_LABELS = frozenset({"safetensors", "gguf", "onnx", "pickle", "keras", "hdf5",
+                          "tensorflow", "remote-code"})
+
+
+def summarize_scan(roots: Iterable[Path], findings: Iterable[Finding],
+                   base: Path | None = None, max_folders: int = 50) -> list[str]:
+    """Summaries of every folder under `roots` that directly holds a model artifact or a
+    remote-code config. Display paths are relative to `base` (default: the working
+    directory), matching the findings' paths."""
+    base = (base or Path.cwd()).absolute()
+    all_findings = list(findings)
+    lines: list[str] = []
+    folders = 0
+    for root in roots:
+        root = root.absolute()
+        if not root.is_dir():
+            root = root.parent
+        for dirpath, dirnames, _ in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+            folder = Path(dirpath)
+            found = formats_in(folder, recursive=False)
+            if not MODEL_LABELS & set(found):
+                continue
+            folders += 1
+            if folders > max_folders:
+                return [*lines, f"(summaries stop after {max_folders} model folders)"]
+            try:
+                display = folder.relative_to(base).as_posix()
+            except ValueError:
+                display = folder.as_posix()
+            here = "" if display == "." else display
+            direct = [f for f in all_findings if posixpath.dirname(f.path) == here]
+            lines.extend(summarize_folder(folder, direct, display, found))
+    return lines
+
+
 def summarize_folder(path: Path, findings: Iterable[Finding] = (),
-                     display: str | None = None) -> list[str]:
+                     display: str | None = None,
+                     found: dict[str, list[str]] | None = None) -> list[str]:
     """Text lines for one model folder. `findings` are the scan's findings; only those whose
-    path lies under `display` (the folder's display path) are used (all when None)."""
-    found = formats_in(path)
+    path lies under `display` (the folder's display path) are used (all when None).
+    `found` skips the walk when the caller already has `formats_in(path)`."""
+    found = formats_in(path) if found is None else found
     mine = [f for f in findings if display is None or display in (".", "")
             or f.path == display or f.path.startswith(display.rstrip("/") + "/")]
     serious = [f for f in mine if f.severity.rank >= 3]
