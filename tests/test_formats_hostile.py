@@ -147,3 +147,11 @@ def test_gguf_token_arrays_are_skipped_fast_and_checked() -> None:
         + struct.pack("<IIQ", 9, 8, 2) + struct.pack("<Q", 1) + b"a" \
         + struct.pack("<Q", 1 << 50) + b"rest"
     assert {f.rule_id for f in _scan(lying, "lie.gguf")} == {"MLS901"}
+
+
+def test_huge_chat_template_is_a_limit_finding_not_a_stall() -> None:
+    template = "{{ messages[0]['content'] }}" * 100_000  # ~2.8 MB
+    start = time.perf_counter()
+    found = _scan(fb.gguf({"tokenizer.chat_template": template}), "t.gguf")
+    assert [f.rule_id for f in found] == ["MLS902"]
+    assert time.perf_counter() - start < 5

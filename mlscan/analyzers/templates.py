@@ -18,6 +18,7 @@ from mlscan.errors import LimitExceeded
 from mlscan.kinds import Kind
 from mlscan.model import Finding, Rule, Severity
 from mlscan.rulesets.hf_formats import TEMPLATE_INJECTION, TEMPLATE_SUSPICIOUS
+from mlscan.rulesets.meta import LIMIT_EXCEEDED
 
 # Attribute names that only serve to climb from an object to Python internals.
 GADGET_NAMES = frozenset({
@@ -38,6 +39,7 @@ _DUNDER = re.compile(r"__[a-z][a-z0-9_]*__")  # Python dunders are lower case
 _ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{|[0-7]{1,3})")
 _IDENT = re.compile(r"^[A-Za-z_]\w*$")
 MAX_ISSUES = 25
+MAX_TEMPLATE = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,12 @@ class _Judge:
 
 def template_findings(text: str, src: Source, where: str) -> Iterator[Finding]:
     """Findings for one template found at `where` (e.g. 'chat_template' of a JSON file)."""
+    if len(text) > MAX_TEMPLATE:  # real chat templates are a few KB; lexing MBs is slow
+        yield LIMIT_EXCEEDED.finding(
+            src.path, f"{where}: template of {len(text)} characters exceeds the "
+            f"{MAX_TEMPLATE >> 20} MiB template limit; not checked", evidence="template-size",
+            member=src.member)
+        return
     for issue in check_template(text):
         yield issue.rule.finding(
             src.path, f"{where}: {issue.message} (template line {issue.line})",

@@ -43,6 +43,7 @@ INDIRECT = {"hydra.utils.get_method": "path", "hydra.utils.get_class": "path",
             "hydra.utils.get_object": "path", "hydra.utils.instantiate": "config",
             "functools.partial": "func"}
 MAX_NODES = 1_000_000
+MAX_YAML = 16 << 20
 PY_TAG = "tag:yaml.org,2002:python/"
 
 
@@ -52,10 +53,13 @@ def analyze_yaml(src: Source, budget: Budget) -> Iterator[Finding]:
     if "_target_" not in text and "!!python" not in text and PY_TAG not in text \
             and "!python" not in text:
         return
+    if len(text) > MAX_YAML:
+        raise LimitExceeded(f"YAML config larger than {MAX_YAML >> 20} MiB; not parsed")
     import yaml  # a declared dependency; imported lazily for start-up time
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
     try:
-        docs = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        docs = list(yaml.compose_all(text, Loader=loader))
     except yaml.YAMLError as exc:
         # Template-generated YAML (Helm, Jinja) is often not YAML at all: report quietly.
         mark = getattr(exc, "problem_mark", None)
