@@ -122,8 +122,8 @@ def _check_dict(d: dict[str, Any], src: Source, budget: Budget, where: str) -> I
 
 def _module(module: str, target: str, key: str, src: Source, where: str) -> Iterator[Finding]:
     root = module.split(".")[0]
-    if root in KERAS_ROOTS:
-        return
+    if root in KERAS_ROOTS or root.startswith("keras_") or root == "__main__":
+        return  # __main__ is already imported: nothing new runs
     if root in DANGEROUS_ROOTS:
         yield KERAS_EXTERNAL_MODULE.finding(
             src.path, f"{where}: {key} {module!r} makes Keras import and use {target!r} on load",
