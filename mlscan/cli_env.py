@@ -56,6 +56,9 @@ def env(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Hashing threads (0 = auto).")] = 0,
     no_code: Annotated[bool, typer.Option(
         "--no-code", help="Do not run the code analyzer on hook and changed files.")] = False,
+    bytecode: Annotated[bool, typer.Option(
+        "--bytecode", help="Also compare __pycache__ files Python would run with their "
+        "verified sources (slow: compiles every source).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print throughput.")] = False,
     exit_zero: Annotated[bool, typer.Option(help="Always exit 0 unless mlscan fails.")] = False,
 ) -> None:
@@ -80,7 +83,10 @@ def env(
         target = resolve(python, path)
     except TargetError as exc:
         raise _fail(str(exc)) from None
-    result = envcheck.check(target, workers=jobs)
+    if bytecode and target.cache_tag not in (None, sys.implementation.cache_tag):
+        raise _fail(f"--bytecode needs the target's Python version (target "
+                    f"{target.cache_tag}, mlscan runs on {sys.implementation.cache_tag})")
+    result = envcheck.check(target, workers=jobs, bytecode=bytecode)
     items = list(result.items)
     if not no_code:
         items += envcheck.code_findings(result)

@@ -21,6 +21,7 @@ from mlscan.envcheck_hash import HashResult, ParallelHasher, hash_file, record_b
 from mlscan.envcheck_lock import Item
 from mlscan.envcheck_record import Distribution, RecordEntry, find_distributions
 from mlscan.envcheck_rules import (
+    BYTECODE_DIFFERS,
     ENV_UNREADABLE,
     FILE_ADDED,
     FILE_MISSING,
@@ -101,6 +102,7 @@ class _Checker:
         self.claimed: dict[Path, set[str]] = {d: set() for d in target.site_dirs}
         self.owner: dict[str, Distribution] = {}
         self.bad_hash: set[str] = set()
+        self.verified_py: list[str] = []
         """Recorded files that are modified, missing or unreadable."""
 
     def add(self, finding: Finding, key: str | None = None, sha256: str | None = None,
@@ -188,6 +190,8 @@ class _Checker:
             want = _as_b64(job.entry.digest or "", job.entry.algo or "sha256")
             size_ok = job.entry.size is None or job.entry.size == r.size
             if want == r.b64 and size_ok:
+                if job.abs_path.endswith(".py"):
+                    self.verified_py.append(job.abs_path)
                 continue
             self.bad_hash.add(job.abs_path)
             name = os.path.basename(job.abs_path)
@@ -318,6 +322,17 @@ class _Checker:
             if target.endswith(".py"):
                 self.res.hook_files.append(target)
 
+    def bytecode(self) -> None:
+        from mlscan.envcheck_pyc import check_caches
+
+        for pyc, _src, reason in check_caches(self.verified_py, self.workers):
+            shown = self.t.display(pyc)
+            ml = is_ml_path(shown)
+            self.add(BYTECODE_DIFFERS.finding(
+                shown, f"{reason}; Python runs this cache instead of the verified source",
+                evidence=os.path.basename(pyc), severity=Severity.CRITICAL if ml else None),
+                shown, hash_file(pyc).sha256, pyc)
+
     def env_vars(self) -> None:
         for name, value, severity, why in hooks.startup_env(self.environ):
             key = f"env:{name}"
@@ -334,8 +349,9 @@ def verified_paths(target: TargetEnv) -> list[str]:
 
 
 def check(target: TargetEnv, environ: Mapping[str, str] | None = None,
-          workers: int = 0) -> EnvResult:
-    """Run every integrity and start-up hook check on `target`."""
+          workers: int = 0, bytecode: bool = False) -> EnvResult:
+    """Run every integrity and start-up hook check on `target` (`bytecode`: also compare
+    in-use `__pycache__` files with their verified sources; slow, compiles every source)."""
     start = time.perf_counter()
     checker = _Checker(target, os.environ if environ is None else environ, workers)
     hasher = ParallelHasher(workers)
@@ -343,6 +359,8 @@ def check(target: TargetEnv, environ: Mapping[str, str] | None = None,
     results = hasher.results()
     checker.res.hash_seconds = time.perf_counter() - start
     checker.verify(jobs, results)
+    if bytecode:
+        checker.bytecode()
     checker.unlisted()
     checker.startup_modules(checker.pth())
     checker.env_vars()

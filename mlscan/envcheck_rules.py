@@ -225,3 +225,29 @@ ENV_UNREADABLE = register(
         cwe=353,
     )
 )
+
+BYTECODE_DIFFERS = register(
+    Rule(
+        code="MLS510",
+        name="bytecode-cache-differs",
+        severity=Severity.HIGH,
+        confidence=Confidence.HIGH,
+        summary="A byte-code cache Python would run instead of its source differs from it.",
+        doc=RuleDoc(
+            what="With `mlscan env --bytecode`, recompiles every verified `.py` file that has a "
+            "cache in `__pycache__` whose header Python would accept (source mtime and size, "
+            "or source hash, match) and compares the code objects, ignoring the recorded file "
+            "name. Critical inside well-known ML packages.",
+            why="pip does not record hashes for the `.pyc` files it writes, and Python runs a "
+            "cache with a valid header without reading the source: editing "
+            "`torch/__pycache__/random.cpython-311.pyc` changes behaviour while `random.py` "
+            "still matches its RECORD.",
+            example="torch/optim/__pycache__/adamw.cpython-311.pyc: byte-code differs from the "
+            "compiled source",
+            use_instead="Delete the `__pycache__` folders of the environment (Python rebuilds "
+            "them) and reinstall the distribution.",
+            references=("https://peps.python.org/pep-3147/", "https://peps.python.org/pep-0552/"),
+        ),
+        cwe=494,
+    )
+)

@@ -33,6 +33,7 @@ print(json.dumps({
     "base_site": site.getsitepackages([sys.base_prefix, sys.base_exec_prefix]),
     "user_site": site.getusersitepackages(),
     "version": "%d.%d.%d" % sys.version_info[:3],
+    "cache_tag": sys.implementation.cache_tag,
 }))
 """
 
@@ -50,6 +51,8 @@ class TargetEnv:
     user_site_enabled: bool = False
     executable: str | None = None
     version: str = ""
+    cache_tag: str | None = None
+    """Byte-code cache tag of the target interpreter (None for --path)."""
 
     @property
     def display_base(self) -> Path:
@@ -122,7 +125,8 @@ def from_probe(data: dict[str, object], executable: str | None) -> TargetEnv:
         raise TargetError(f"{executable or 'interpreter'}: no site-packages directory found")
     return TargetEnv(site_dirs=_dedupe(existing), base_path=_dedupe(strs("sys_path")),
                      user_site_enabled=bool(user_site_enabled), executable=executable,
-                     version=str(data.get("version", "")))
+                     version=str(data.get("version", "")),
+                     cache_tag=str(data["cache_tag"]) if data.get("cache_tag") else None)
 
 
 def probe_python(executable: str, timeout: float = 30.0) -> TargetEnv:

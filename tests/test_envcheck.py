@@ -418,7 +418,7 @@ def test_every_env_rule_has_complete_docs() -> None:
     from mlscan import registry
 
     rules = [r for code, r in registry.all_rules().items() if code.startswith("MLS5")]
-    assert [r.code for r in rules] == [f"MLS50{i}" for i in range(1, 10)]
+    assert [r.code for r in rules] == [f"MLS5{i:02d}" for i in range(1, 11)]
     for rule in rules:
         d = rule.doc
         assert d.what and d.why and d.example and d.use_instead, rule.code
@@ -472,3 +472,77 @@ def test_hook_code_is_fed_to_the_code_analyzer(venv: tuple[Path, Path]) -> None:
     code_rules = {f["rule_id"] for f in found if f["path"] == "sitecustomize.py"} - {"MLS506"}
     assert code_rules and not any(r.startswith("MLS5") for r in code_rules)
     assert code == 1
+
+
+# -- byte-code caches (--bytecode) ----------------------------------------------------------
+def _cache(source: Path, code_text: str | None = None, filename: str | None = None) -> Path:
+    """Write the cache Python would write for `source`; optionally with other code inside."""
+    import importlib.util
+    import marshal
+
+    st = source.stat()
+    header = (importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
+              + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+              + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little"))
+    text = source.read_text() if code_text is None else code_text
+    code = compile(text, filename or str(source), "exec", dont_inherit=True)
+    pyc = Path(importlib.util.cache_from_source(str(source)))
+    pyc.parent.mkdir(exist_ok=True)
+    pyc.write_bytes(header + marshal.dumps(code))
+    return pyc
+
+
+def test_bytecode_cache_matching_its_source_is_clean(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    _cache(site / "torch" / "random.py")
+    _cache(site / "tinypkg" / "core.py", filename="/old/location/tinypkg/core.py")  # relocated
+    (site / "tinypkg" / "__init__.py").write_text("# edited, so its cache is stale\n")
+    result = envcheck.check(probe_python(str(python)), environ={}, bytecode=True)
+    assert codes(envcheck.to_report(result, result.items).findings) == {
+        ("MLS501", "tinypkg/__init__.py")}
+
+
+def test_tampered_bytecode_cache_with_valid_header_is_critical(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    _cache(site / "torch" / "random.py",
+           code_text="def manual_seed(seed):\n    return 1234\n")
+    _cache(site / "tinypkg" / "core.py", code_text="def add(a, b):\n    return a - b\n")
+    code, out = cli("--python", str(python), "-f", "json", "--no-code", "--bytecode")
+    found = {(f["rule_id"], f["path"], f["severity"]) for f in json.loads(out)["findings"]}
+    tag = sys.implementation.cache_tag
+    assert found == {("MLS510", f"torch/__pycache__/random.{tag}.pyc", "critical"),
+                     ("MLS510", f"tinypkg/__pycache__/core.{tag}.pyc", "high")}
+    assert code == 1
+    # without --bytecode the same environment looks clean: the gap this flag closes
+    assert run_check(python) == []
+
+
+def test_stale_bytecode_cache_is_ignored(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    pyc = _cache(site / "torch" / "random.py", code_text="X = 1\n")
+    data = bytearray(pyc.read_bytes())
+    data[8] ^= 0xFF  # mtime no longer matches: Python recompiles instead of running it
+    pyc.write_bytes(bytes(data))
+    result = envcheck.check(probe_python(str(python)), environ={}, bytecode=True)
+    assert result.items == []
+
+
+def test_marshal_trees_ignore_set_order_and_back_references() -> None:
+    import marshal
+
+    from mlscan.envcheck_pyc import _tree
+
+    ref = 0x80  # FLAG_REF: set depending on reference counts in the writing process
+    inline = b"(" + (2).to_bytes(4, "little") + b"Z\x02abZ\x02ab"
+    backref = (bytes([ord("(") | ref]) + (2).to_bytes(4, "little") + bytes([ord("Z") | ref])
+               + b"\x02abr" + (1).to_bytes(4, "little"))
+    assert marshal.loads(inline) == marshal.loads(backref)  # same value, different bytes
+    assert _tree(inline) == _tree(backref)
+    set_ab = b">" + (2).to_bytes(4, "little") + b"Z\x01aZ\x01b"
+    set_ba = b">" + (2).to_bytes(4, "little") + b"Z\x01bZ\x01a"
+    assert _tree(set_ab) == _tree(set_ba)
+    src = "def f(x):\n    return x in {'alpha', 'beta'}\n"
+    one = marshal.dumps(compile(src, "a.py", "exec"))
+    assert _tree(one) == _tree(marshal.dumps(compile(src, "/elsewhere/a.py", "exec")))
+    assert _tree(one) != _tree(marshal.dumps(compile(src.replace("beta", "gamma"), "a.py",
+                                                     "exec")))
