@@ -26,7 +26,8 @@ KNOWN_CONFIGS = frozenset({
 # Cheap prefilter: other JSON (tokenizer.json, datasets, package.json...) is parsed only
 # when it mentions something we check.
 _KEYS = (b'"auto_map"', b'"custom_pipelines"', b'"chat_template"', b'"class_name"',
-         b'"weight_map"', b'"_diffusers_version"')
+         b'"weight_map"', b'"_diffusers_version"',
+         b"\\u")  # escaped key names decode to the same keys: parse those too
 
 
 @register(Kind.JSON)

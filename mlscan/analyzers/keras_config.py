@@ -35,7 +35,10 @@ GADGETS = {
     "get_file": "downloads a file (and can extract it) while the model loads",
     "load_model": "loads another model (with its own payloads) while this one loads",
     "TorchModuleWrapper": "rebuilds a torch module with torch.load (a pickle)",
+    "TFSMLayer": "loads an external TensorFlow SavedModel whose graph then runs",
 }
+# Preprocessing layers whose `vocabulary` may be a path read at load time.
+LOOKUP_LAYERS = frozenset({"StringLookup", "IntegerLookup", "IndexLookup", "TextVectorization"})
 # Names in Lambda bytecode that mean commands, code loading, files or network.
 RISKY_NAMES = frozenset({
     "os", "posix", "nt", "system", "popen", "Popen", "subprocess", "exec", "eval", "compile",
@@ -96,6 +99,13 @@ def _check_dict(d: dict[str, Any], src: Source, budget: Budget, where: str) -> I
         yield from _lambda(config, src, where)
     if cls == "TorchModuleWrapper" and isinstance(config, dict):
         yield from _torch_wrapper(config, src, budget, where)
+    if cls in LOOKUP_LAYERS and isinstance(config, dict):
+        vocab = config.get("vocabulary")
+        if isinstance(vocab, str) and vocab:
+            yield KERAS_GADGET.finding(
+                src.path, f"{where}: {cls} layer reads its vocabulary from the file {vocab!r} "
+                "while loading (arbitrary file read)", evidence=f"{cls} vocabulary {vocab}",
+                member=src.member, severity=Severity.HIGH)
     # Serialized objects carry class_name; a Keras 2 Lambda config names its function's
     # module beside `function`. Other "module" keys are data (TorchModuleWrapper's pickle).
     # (For bytecode lambdas `module` only names the globals to use: MLS230 covers them.)

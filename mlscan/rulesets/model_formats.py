@@ -58,12 +58,14 @@ KERAS_GADGET = register(Rule(
     severity=Severity.CRITICAL,
     confidence=Confidence.HIGH,
     summary="Keras config uses a known safe_mode bypass (enable_unsafe_deserialization, "
-    "get_file, TorchModuleWrapper, nested load_model).",
+    "get_file, TorchModuleWrapper, TFSMLayer, nested load_model, vocabulary files).",
     cwe=502,
     doc=RuleDoc(
         what="Flags configs that call `keras.config.enable_unsafe_deserialization`, "
-        "`keras.utils.get_file`, a nested `load_model`, or contain a `TorchModuleWrapper` "
-        "(whose config is a torch pickle loaded with `torch.load`).",
+        "`keras.utils.get_file`, a nested `load_model`, contain a `TorchModuleWrapper` "
+        "(whose config is a torch pickle loaded with `torch.load`; the pickle is scanned "
+        "too) or a `TFSMLayer` (loads an external SavedModel), and lookup layers whose "
+        "`vocabulary` is a file path read at load time (high).",
         why="Each of these was a public bypass of Keras `safe_mode`: they turn a model config "
         "into file downloads/writes or pickle execution.",
         example='{"class_name": "TorchModuleWrapper", "config": {"module": "UEsDBBQ..."}}',
