@@ -83,6 +83,10 @@ def sniff_bytes(head: bytes) -> Kind:
         return Kind.GGUF
     if len(head) >= 262 and head[257:262] == b"ustar":
         return Kind.TAR
+    if head[8:10] == b'{"' and _looks_like_safetensors(head):
+        # Before pickle: a header length such as 0x010280 starts with b'\x80\x02'. The
+        # safetensors analyzer still runs the pickle analysis on such files (polyglots).
+        return Kind.SAFETENSORS
     if looks_like_pickle(head):
         return Kind.PICKLE
     if len(head) >= 2 and head[0] == 0x78 and head[1] in (0x01, 0x5E, 0x9C, 0xDA):

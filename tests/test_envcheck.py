@@ -546,3 +546,29 @@ def test_marshal_trees_ignore_set_order_and_back_references() -> None:
     assert _tree(one) == _tree(marshal.dumps(compile(src, "/elsewhere/a.py", "exec")))
     assert _tree(one) != _tree(marshal.dumps(compile(src.replace("beta", "gamma"), "a.py",
                                                      "exec")))
+
+
+def test_pth_shipped_by_a_distribution_is_medium(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    wheels = site.parent / "wheels3"
+    wheels.mkdir()
+    install_wheel(build_wheel(wheels, "coverage_like", "1.0", {
+        "coverage_like.pth": b"import os; 'COV' in os.environ and __import__('coverage_like')\n",
+        "coverage_like/__init__.py": b""}), site)
+    found = run_check(python)
+    assert [(f.rule_id, f.path, f.severity) for f in found] == [
+        ("MLS505", "coverage_like.pth", Severity.MEDIUM)]
+    assert "coverage_like 1.0" in found[0].message
+
+
+def test_lock_accepts_environment_values(venv: tuple[Path, Path], tmp_path: Path) -> None:
+    python, _ = venv
+    lock = tmp_path / "env.lock.json"
+    base = ("--python", str(python), "-f", "json", "--no-code")
+    assert cli(*base, "--lock", str(lock), env={"LD_LIBRARY_PATH": "/opt/cuda/lib64"})[0] == 0
+    code, out = cli(*base, "--verify-lock", str(lock), env={"LD_LIBRARY_PATH": "/opt/cuda/lib64"})
+    assert code == 0 and json.loads(out)["findings"] == []
+    code, out = cli(*base, "--verify-lock", str(lock), env={"LD_LIBRARY_PATH": "/tmp/evil:/opt"})
+    assert [(f["rule_id"], f["path"]) for f in json.loads(out)["findings"]] == [
+        ("MLS508", "env:LD_LIBRARY_PATH")]
+    assert code == 1
