@@ -199,3 +199,14 @@ def test_scan_summary_lists_each_model_folder(tmp_path: Path) -> None:
     assert heads == ["model folder a:", "model folder a/b:"]
     verdicts = [line for line in lines if "verdict" in line]
     assert "safe: data-only" in verdicts[0] and "NOT SAFE" in verdicts[1]
+
+
+def test_safetensors_whose_length_starts_like_a_pickle() -> None:
+    # Header length 0x010280 begins b"\x80\x02\x01": content sniffing must still say
+    # safetensors, and the pickle analysis must still run (polyglots).
+    header = {"a": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (0x010280 - len(raw))
+    data = (0x010280).to_bytes(8, "little") + raw + b"\0" * 8
+    assert sniff(data[:512], "model.safetensors") is Kind.SAFETENSORS
+    assert _scan_bytes(data, "model.safetensors") == []

@@ -61,6 +61,17 @@ def analyze_safetensors(src: Source, budget: Budget) -> Iterator[Finding]:
     yield from _metadata(header.get("__metadata__"), src)
     if end is not None and end < data_len:
         yield from _trailing(src, budget, 8 + n + end, size)
+    if looks_like_pickle(head) and stream.seekable():
+        yield from _as_pickle(src, budget)
+
+
+def _as_pickle(src: Source, budget: Budget) -> Iterator[Finding]:
+    """The header length happens to start like a pickle: torch.load would unpickle this
+    file, so run the pickle analysis too and keep what it proves (high and above)."""
+    src.stream.seek(0)
+    for f in scan_source(src, budget, kind=Kind.PICKLE):
+        if f.severity.rank >= Severity.HIGH.rank and f.rule_id not in ("MLS902",):
+            yield f
 
 
 def _size(src: Source, budget: Budget) -> int:
