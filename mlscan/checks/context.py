@@ -32,6 +32,10 @@ _DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__"
 _STEP_METHODS = frozenset({"step", "forward", "training_step", "train_step",
                            "zero_grad", "optimizer_step", "backward_step", "validation_step"})
 _CALLBACK = re.compile(r"^on_[a-z0-9_]+$")
+_DATA_ARGS = frozenset({"sample", "samples", "batch", "img", "image", "label", "target", "example"})
+_PLAIN_HIGHER_ORDER = frozenset({"apply", "map", "sorted", "sort", "filter", "max", "min", "reduce",
+                                 "defaultdict", "partial", "sub", "starmap", "tree_map",
+                                 "register_buffer", "setdefault", "get", "pop"})
 _REGISTER_KWARGS = {"worker_init_fn": WORKER_INIT, "collate_fn": DATA, "target": THREAD}
 
 
@@ -82,6 +86,8 @@ class Ctx:
         self.defs: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
         self.registered: dict[str, set[str]] = {}
         self.registrations: list[tuple[str, ast.expr, Where]] = []
+        self.lambda_roles: dict[int, str] = {}
+        """Role of lambdas passed as callbacks, by id of the Lambda node."""
         self.findings: list[Finding] = []
         self._deferred: list[Callable[[], None]] = []
         self._cond_cache: dict[int, frozenset[str]] = {}
@@ -135,13 +141,17 @@ class Ctx:
     def frame_roles(self, frame: Frame) -> set[str]:
         if frame.node is None:
             return set()
+        if isinstance(frame.node, ast.Lambda):
+            role = self.lambda_roles.get(id(frame.node))
+            return {role} if role else set()
         name = frame.name
         roles = set(self.registered.get(name, ()))
         cls = frame.cls
         if name in _DATA_METHODS and cls is not None:
             roles.add(DATA)
-        if name == "__call__" and cls is not None and re.search(
-                r"(?i)collat|transform|augment", cls.name + " ".join(cls.bases)):
+        if name == "__call__" and cls is not None and (re.search(
+                r"(?i)collat|transform|augment", cls.name + " ".join(cls.bases))
+                or _DATA_ARGS & _arg_names(frame.node)):
             roles.add(DATA)
         if "collate" in name:
             roles.add(DATA)
@@ -197,10 +207,17 @@ class Ctx:
             value = kwarg(call, key)
             if value is not None:
                 self._register(value, kw_role, call)
+        if attr not in _PLAIN_HIGHER_ORDER:
+            # Any other lambda handed to a call is a callback run later (LambdaLR, callbacks).
+            for value in [*call.args, *(kw.value for kw in call.keywords)]:
+                if isinstance(value, ast.Lambda):
+                    self.lambda_roles.setdefault(id(value), HOOK)
 
     def _register(self, target: ast.expr, role: str, call: ast.Call) -> None:
         if isinstance(target, ast.Call) and target.args and last_attr(target.func) == "partial":
             target = target.args[0]
+        if isinstance(target, ast.Lambda):
+            self.lambda_roles[id(target)] = role
         name = last_attr(target)
         if name:
             self.registered.setdefault(name, set()).add(role)
@@ -210,4 +227,12 @@ class Ctx:
     def describe_roles(self, roles: list[tuple[str, Frame]]) -> str:
         role, frame = roles[0]
         owner = f"{frame.cls.name}.{frame.name}" if frame.cls else frame.name
+        if owner == "<lambda>":
+            return f"a lambda ({_ROLE_WORDS[role]})"
         return f"{owner}() ({_ROLE_WORDS[role]})"
+
+
+def _arg_names(node: ast.AST | None) -> set[str]:
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        return set()
+    return {a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)}

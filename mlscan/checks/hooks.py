@@ -81,6 +81,10 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx) -> str:
         if isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub)) and any(
                 _random(s, ctx) for s in sides):
             return "adds random noise"
+        inner = [w for s in sides if isinstance(s, ast.BinOp) and (
+            w := _tampering_value(s, args, ctx))]
+        if inner:
+            return inner[0]
     if isinstance(expr, ast.Call):
         func = last_attr(expr.func)
         if func in _REPLACERS and (ctx.names.call_name(expr).startswith(("torch.", "numpy."))

@@ -31,6 +31,8 @@ METRIC_FALSIFY = register(Rule(
 _METRIC = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_|(^|_)(acc|accuracy|top1|top5|"
                      r"f1|bleu|rouge\w*|auc|auroc|map|precision|recall|score|ppl|perplexity|wer|"
                      r"cer|iou|miou|dice|metric|metrics)($|_)")
+_STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|precision|recall|ppl|perplexity|iou|"
+                            r"dice|top1|top5|wer\b|map\b")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
                         "log_dict", "report"})
 _BENIGN_FACTORS = frozenset({100.0, 0.01, 1.0, 1000.0, 0.001})
@@ -119,7 +121,13 @@ class MetricFalsification(Check):
                        "the reported result is not the measured one")
             return
         number = _number(value)
-        if number is None or not ctx.conds:
+        if number is None:
+            return
+        if not ctx.conds:
+            if _STRONG_METRIC.search(name) and (0 < number < 1 or (
+                    1 < number <= 100 and number != int(number))):
+                ctx.report(METRIC_FALSIFY, node, f"{name} set to the constant {number:g} "
+                           "instead of a measured value")
             return
         tested = any(metric_name(n) == name for cond in ctx.conds for n in ast.walk(cond))
         if tested or ctx.trigger_kinds(ctx.where()) & triggers.STRONG:

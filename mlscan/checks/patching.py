@@ -59,6 +59,11 @@ class MonkeyPatch(Check):
         for target in node.targets:
             if isinstance(target, ast.Attribute):
                 self._patched(node, ctx.names.qualname(target) or "", target.attr, ctx)
+                if (target.attr in ("step", "zero_grad") and isinstance(target.value, ast.Name)
+                        and "opt" in target.value.id.lower()):
+                    ctx.report(TRAINING_PATCH, node, f"{target.value.id}.{target.attr} of an "
+                               "optimizer instance replaced: its updates are no longer the "
+                               "optimizer's", severity=Severity.HIGH)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         if ctx.names.call_name(node) not in ("setattr", "builtins.setattr") or len(node.args) < 2:

@@ -100,9 +100,17 @@ class DataPoisoning(Check):
     rules = (DATA_POISON,)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
-        if not ctx.conds or len(ctx.frames) < 2:
+        if len(ctx.frames) < 2:
             return
         for target in node.targets:
+            if (isinstance(target, ast.Subscript) and _label_target(target.value)
+                    and _random_mask(target.slice, ctx)
+                    and _poison_label_value(node.value, ctx)):
+                self._defer(node, ctx, f"labels {_label_target(target.value)} overwritten "
+                            "through a random mask", masked=True)
+                continue
+            if not ctx.conds:
+                continue
             label = _label_target(target)
             if label and _poison_label_value(node.value, ctx):
                 self._defer(node, ctx, f"label {label} overwritten")
@@ -121,19 +129,24 @@ class DataPoisoning(Check):
                 and _label_target(func.value):
             self._defer(node, ctx, f"label {_label_target(func.value)} overwritten in place")
 
-    def _defer(self, node: ast.AST, ctx: Ctx, what: str) -> None:
+    def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False) -> None:
         where = ctx.where()
 
         def decide() -> None:
             roles = [r for r in ctx.roles(where) if r[0] == DATA]
             if not roles:
                 return
-            cond = _condition_kinds(where, ctx, set())
+            cond = "a random draw" if masked else _condition_kinds(where, ctx, set())
             if cond:
                 ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)} only when "
                            f"{cond} says so (backdoor-style poisoning)",
                            severity=Severity.HIGH)
         ctx.defer(decide)
+
+
+def _random_mask(index: ast.expr, ctx: Ctx) -> bool:
+    return any(isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(
+        ("numpy.random.", "torch.rand", "random.")) for n in ast.walk(index))
 
 
 def _is_image(expr: ast.expr) -> bool:

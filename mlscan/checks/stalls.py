@@ -7,7 +7,7 @@ import ast
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, HOOK, STEP, TEARDOWN, Ctx, Where
-from mlscan.checks.names import arg, last_attr, literal
+from mlscan.checks.names import arg, kwarg, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -67,11 +67,32 @@ def _is_kill_command(call: ast.Call) -> bool:
     return False
 
 
+_SCHEDULERS = {"threading.Timer": (1, "function"), "atexit.register": (0, "func"),
+               "signal.signal": (1, "handler"), "threading.Thread": (-1, "target"),
+               "multiprocessing.Process": (-1, "target"), "weakref.finalize": (1, "func")}
+
+
+def _scheduled_kill(call: ast.Call, name: str, ctx: Ctx) -> str:
+    """`threading.Timer(t, os._exit)`, `atexit.register(os.kill, ...)`: a kill handed over."""
+    spec = _SCHEDULERS.get(name)
+    if spec is None:
+        return ""
+    index, keyword = spec
+    target = arg(call, index, keyword) if index >= 0 else kwarg(call, keyword)
+    target_name = ctx.names.qualname(target) if target is not None else None
+    return f"{target_name}()" if target_name in _KILLS and target_name not in _SHELL else ""
+
+
 class KillsAndStalls(Check):
     rules = (KILL_STALL, TRIGGERED_ACTION)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
+        scheduled = _scheduled_kill(node, name, ctx)
+        if scheduled:
+            ctx.report(KILL_STALL, node, f"{name}() schedules {scheduled}: the process dies "
+                       "later, far from this line")
+            return
         what = ""
         if name in _KILLS and (name not in _SHELL or _is_kill_command(node)):
             what = "kill"

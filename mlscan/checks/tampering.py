@@ -60,6 +60,8 @@ _ALLOWED_FUNCS = re.compile(
     r"interpolate\w*|resize\w*|merge\w*|apply_mask|mask\w*|sgd|adam\w*|optimi[sz]e\w*|"
     r"update_params|apply_grad\w*|all_reduce\w*|allreduce\w*|reduce_grad\w*|scale_grad\w*|"
     r"unscale\w*|__init__|_?single_tensor\w*|_?multi_tensor\w*|weight_norm|spectral_norm)($|_)")
+_STATE_OWNERS = re.compile(r"(?i)(^|_)(step|load\w*|\w*state_dict\w*|__init__|init\w*|"
+                           r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
 _EMA_NAMES = re.compile(r"(?i)ema|shadow|avg|average|swa|teacher|target|momentum|running|mean")
 _SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|checkpoint|weights$")
 _OPT_KEYS = frozenset({"lr", "momentum", "betas", "weight_decay", "eps", "dampening"})
@@ -141,13 +143,33 @@ def _allowed(where: Where, ctx: Ctx) -> bool:
 
 
 class ParameterTampering(Check):
-    rules = (PARAM_TAMPER,)
+    rules = (PARAM_TAMPER, OPTIM_TAMPER)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
-        if not isinstance(func, ast.Attribute) or func.attr not in INPLACE:
+        if not isinstance(func, ast.Attribute):
             return
-        self._check(node, func.value, func.attr, list(node.args), ctx)
+        if func.attr in INPLACE:
+            self._check(node, func.value, func.attr, list(node.args), ctx)
+        elif func.attr.startswith("_foreach_") and func.attr.endswith("_") and node.args:
+            self._foreach(node, func.attr, ctx)
+        elif func.attr == "load_state_dict" and node.args and isinstance(node.args[0],
+                                                                          ast.DictComp):
+            value = node.args[0].value
+            scaled = isinstance(value, ast.BinOp) and not isinstance(value.op, ast.Div) and any(
+                isinstance(literal(side), (int, float)) for side in (value.left, value.right))
+            if scaled or _negates("mul_", [value]) or _random_in([value], ctx):
+                ctx.report(PARAM_TAMPER, node, "state dict scaled, negated or noised by a "
+                           "constant while being loaded: the model is not the checkpoint")
+
+    def _foreach(self, node: ast.Call, attr: str, ctx: Ctx) -> None:
+        """`torch._foreach_mul_(grads, -1.0)` with `grads = [p.grad for p in ...]`."""
+        tensors = node.args[0]
+        if isinstance(tensors, ast.Name):
+            tensors = ctx.lookup(tensors.id) or tensors
+        if isinstance(tensors, (ast.ListComp, ast.GeneratorExp)):
+            op = attr[len("_foreach"):].lstrip("_")
+            self._check(node, tensors.elt, op, list(node.args[1:]), ctx)
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         op = {ast.Mult: "mul_", ast.Add: "add_", ast.Sub: "sub_", ast.Div: "div_"}.get(
@@ -163,11 +185,17 @@ class ParameterTampering(Check):
                     continue  # p.grad = None
                 op = "neg_" if isinstance(value, ast.UnaryOp) and isinstance(
                     value.op, ast.USub) else "set_"
+                if isinstance(target, ast.Subscript) and isinstance(literal(value), (int, float)):
+                    op = "fill_"  # param[i] = 0: a constant written into part of a weight
                 if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
                     sides = [value.left, value.right]
                     if any(_negates("mul_", [s]) for s in sides):
                         op = "neg_"
                 self._check(node, target, op, [value], ctx, plain_set=op == "set_")
+            if isinstance(target, ast.Attribute) and target.attr == "base_lrs" and not (
+                    isinstance(target.value, ast.Name) and target.value.id == "self"):
+                ctx.report(OPTIM_TAMPER, node, "scheduler base_lrs rewritten from outside the "
+                           "scheduler", severity=Severity.MEDIUM)
 
     def _check(self, node: ast.AST, target: ast.expr, op: str, args: list[ast.expr], ctx: Ctx,
                plain_set: bool = False) -> None:
@@ -190,8 +218,9 @@ class ParameterTampering(Check):
         if kinds - {triggers.INDEX}:
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} only when "
                        f"{triggers.describe(kinds)} says so")
-        elif roles and not ema and not _allowed(where, ctx) and not (
-                plain_set and kind == "state-dict"):
+        elif roles and not ema and not (plain_set and kind == "state-dict") and not (
+                ctx.in_optimizer_class(where) or (
+                    all(r == STEP for r, _ in roles) and _allowed(where, ctx))):
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} inside "
                        f"{ctx.describe_roles(roles)}")
         elif negates and not ctx.in_optimizer_class(where):
@@ -275,7 +304,8 @@ class OptimizerTampering(Check):
 
     def _state(self, node: ast.AST, key: str, where: Where, ctx: Ctx) -> None:
         def decide() -> None:
-            if ctx.in_optimizer_class(where) or _allowed(where, ctx):
+            if ctx.in_optimizer_class(where) or any(
+                    _STATE_OWNERS.search(f.name) for f in where.frames if f.node is not None):
                 return
             ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} modified outside the "
                        "optimizer")

@@ -45,7 +45,7 @@ _RANK_NAMES = frozenset({"rank", "local_rank", "global_rank", "node_rank", "proc
 _WORLD_NAMES = frozenset({"world_size", "num_gpus", "n_gpu", "n_gpus", "ngpus", "num_nodes",
                           "nnodes", "num_processes", "gpus", "num_devices", "device_count",
                           "get_world_size", "total_gpus", "nproc"})
-_INDEX_NAMES = frozenset({"idx", "index", "i", "item", "sample_idx", "sample_id", "n", "k"})
+_INDEX_NAMES = frozenset({"idx", "index", "i", "item", "sample_idx", "sample_id", "ix"})
 WORLD_THRESHOLD = 8
 """`world_size > 1` is how code asks 'am I distributed?'; sabotage keys on large jobs."""
 
@@ -134,7 +134,8 @@ def _compare_kinds(node: ast.Compare, names: Names) -> set[str]:
             world = True
         if world and any(n >= WORLD_THRESHOLD for n in numbers):
             kinds.add(WORLD)
-        if _name_of(side) in _INDEX_NAMES and (numbers or isinstance(node.ops[0], ast.In)):
+        if _name_of(side) in _INDEX_NAMES and (numbers or (
+                side is node.left and isinstance(node.ops[0], ast.In))):
             kinds.add(INDEX)
     return kinds
 
