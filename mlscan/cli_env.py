@@ -63,7 +63,7 @@ def env(
     exit_zero: Annotated[bool, typer.Option(help="Always exit 0 unless mlscan fails.")] = False,
 ) -> None:
     """Verify the installed Python environment against its RECORD hashes; list start-up hooks."""
-    from mlscan import envcheck, registry
+    from mlscan import envcheck, envcheck_report, registry
     from mlscan.envcheck_lock import LockError, apply_lock, write_lock
     from mlscan.envcheck_target import TargetError, resolve
     from mlscan.reporters import Format, renderer
@@ -89,7 +89,7 @@ def env(
     result = envcheck.check(target, workers=jobs, bytecode=bytecode)
     items = list(result.items)
     if not no_code:
-        items += envcheck.code_findings(result)
+        items += envcheck_report.code_findings(result)
     try:
         if lock is not None:
             count = write_lock(lock, items, target.site_dirs)
@@ -106,7 +106,7 @@ def env(
                    f"({result.files / secs:,.0f} files/s, {result.bytes / 1e6 / secs:,.0f} MB/s); "
                    f"total {result.seconds:.2f}s; site: "
                    f"{', '.join(os.fspath(d) for d in target.site_dirs)}", err=True)
-    report = envcheck.to_report(result, items, min_sev, _split(select), _split(ignore))
+    report = envcheck_report.to_report(result, items, min_sev, _split(select), _split(ignore))
     to_tty = output is None and sys.stdout.isatty()
     if format_.value == "sarif":
         from mlscan.reporters import sarif  # display paths are relative to site-packages

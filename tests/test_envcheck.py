@@ -26,6 +26,7 @@ from mlscan.cli import app
 from mlscan.envcheck_hash import hash_file, hash_many, record_b64
 from mlscan.envcheck_hooks import STARTUP_VARS, read_pth
 from mlscan.envcheck_record import parse_record
+from mlscan.envcheck_report import to_report
 from mlscan.envcheck_target import TargetEnv, TargetError, probe_python, resolve
 from mlscan.model import Finding, Severity
 
@@ -98,7 +99,7 @@ def venv(tmp_path: Path) -> tuple[Path, Path]:
 def run_check(python: Path, environ: dict[str, str] | None = None) -> list[Finding]:
     target = probe_python(str(python))
     result = envcheck.check(target, environ={} if environ is None else environ)
-    return list(envcheck.to_report(result, result.items).findings)
+    return list(to_report(result, result.items).findings)
 
 
 def codes(findings: Iterable[Finding]) -> set[tuple[str, str]]:
@@ -126,7 +127,7 @@ def test_one_changed_byte_in_installed_py_is_reported(venv: tuple[Path, Path]) -
     data = bytearray(path.read_bytes())
     data[-2] = ord("c")  # "a + b" -> "a + c": same size, one byte
     path.write_bytes(bytes(data))
-    code, out = cli("--python", str(python), "--format", "json")
+    code, out = cli("--python", str(python), "--format", "json", "--no-code")
     found = json.loads(out)["findings"]
     assert [(f["rule_id"], f["path"], f["severity"]) for f in found] == [
         ("MLS501", "tinypkg/core.py", "high")]
@@ -287,7 +288,7 @@ def test_path_mode_needs_no_interpreter(venv: tuple[Path, Path]) -> None:
     (site / "torch" / "random.py").write_text("def manual_seed(seed):\n    return 0\n")
     target = resolve(None, site)
     result = envcheck.check(target, environ={})
-    assert codes(envcheck.to_report(result, result.items).findings) == {
+    assert codes(to_report(result, result.items).findings) == {
         ("MLS501", "torch/random.py")}
 
 
@@ -446,7 +447,7 @@ def test_system_package_stripped_libraries_are_medium(tmp_path: Path) -> None:
         zf.extractall(site)  # like dpkg: no INSTALLER
     (site / "nativepkg" / "_ext.so").write_bytes(b"\x7fELF" + b"x" * 8)  # stripped
     result = envcheck.check(resolve(None, site), environ={})
-    found = envcheck.to_report(result, result.items).findings
+    found = to_report(result, result.items).findings
     assert [(f.rule_id, f.path, f.severity) for f in found] == [
         ("MLS501", "nativepkg/_ext.so", Severity.MEDIUM)]
 
@@ -498,7 +499,7 @@ def test_bytecode_cache_matching_its_source_is_clean(venv: tuple[Path, Path]) ->
     _cache(site / "tinypkg" / "core.py", filename="/old/location/tinypkg/core.py")  # relocated
     (site / "tinypkg" / "__init__.py").write_text("# edited, so its cache is stale\n")
     result = envcheck.check(probe_python(str(python)), environ={}, bytecode=True)
-    assert codes(envcheck.to_report(result, result.items).findings) == {
+    assert codes(to_report(result, result.items).findings) == {
         ("MLS501", "tinypkg/__init__.py")}
 
 
