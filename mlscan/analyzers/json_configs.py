@@ -10,7 +10,7 @@ from typing import Any
 from mlscan.analyzers.base import Source, register
 from mlscan.analyzers.hf_repo import check_hf_config
 from mlscan.analyzers.keras_config import check_config, looks_like_keras
-from mlscan.analyzers.templates import read_text, template_findings
+from mlscan.analyzers.templates import template_findings
 from mlscan.context import Budget
 from mlscan.errors import LimitExceeded, MalformedError
 from mlscan.kinds import Kind
@@ -26,20 +26,28 @@ KNOWN_CONFIGS = frozenset({
 # Cheap prefilter: other JSON (tokenizer.json, datasets, package.json...) is parsed only
 # when it mentions something we check.
 _KEYS = (b'"auto_map"', b'"custom_pipelines"', b'"chat_template"', b'"class_name"',
-         b'"weight_map"', b'"_diffusers_version"',
-         b"\\u")  # escaped key names decode to the same keys: parse those too
+         b'"weight_map"', b'"_diffusers_version"')
+
+
+def _mentions_our_keys(raw: bytes) -> bool:
+    # Loaders read these keys only from the KNOWN_CONFIGS names (always parsed, so keys
+    # spelled with escapes such as "auto\u005fmap" are seen there); elsewhere a plain
+    # substring test keeps multi-MB tokenizer.json files unparsed.
+    return any(key in raw for key in _KEYS)
 
 
 @register(Kind.JSON)
 def analyze_json(src: Source, budget: Budget) -> Iterator[Finding]:
-    text = read_text(src, budget)
+    limit = budget.limits.max_text_bytes
+    raw = src.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise LimitExceeded(f"JSON file larger than {limit >> 20} MiB; not parsed")
     base = src.name.rsplit("/", 1)[-1].lower()
     known = base in KNOWN_CONFIGS or base.endswith(".index.json")
-    raw = text.encode("utf-8", "replace")
-    if not known and not any(key in raw for key in _KEYS):
+    if not known and not _mentions_our_keys(raw):
         return
     try:
-        obj = json.loads(text)
+        obj = json.loads(raw.decode("utf-8-sig", errors="replace"))
     except RecursionError:
         raise LimitExceeded("JSON nested too deeply to parse") from None
     except ValueError as exc:
