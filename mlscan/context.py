@@ -12,7 +12,8 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Limits:
-    max_seconds_per_file: float = 10.0
+    max_seconds_per_file: float = 8.0
+    """Leaves room for start-up inside the 10 s any one hostile file may cost."""
     max_decompressed_bytes: int = 2048 * MiB
     """Total bytes any one file may expand to through gzip/bz2/xz/zip/7z layers."""
     max_compression_ratio: int = 1000
@@ -20,8 +21,9 @@ class Limits:
     max_depth: int = 6
     """Nesting of archives and embedded payloads."""
     max_members: int = 100_000
-    max_pickle_memo: int = 4_000_000
-    max_pickle_stack: int = 2_000_000
+    max_pickle_memo: int = 1_000_000
+    """~100 MB of memo table; real pickles with a million memoized objects are rare."""
+    max_pickle_stack: int = 1_000_000
     max_text_bytes: int = 32 * MiB
     """Code, notebooks and config files larger than this are reported, not parsed."""
 

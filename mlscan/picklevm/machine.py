@@ -10,6 +10,7 @@ opcodes (frames are ignored: the stream is read as one sequence), and truncated 
 from __future__ import annotations
 
 import codecs
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,13 @@ from mlscan.picklevm.values import (
     arg_items,
     describe,
 )
+
+MAX_NESTING = 5000
+"""Pickler.save recurses per level, so no real pickle nests containers this deep."""
+
+# Runs of "push a constant, POP it": no effect at all, so they are skipped at C speed
+# (50 MB of them must not hide a payload at the end, nor take minutes).
+_NOOP_RUN = re.compile(rb"(?:[N\x88\x89)\]}]0|K.0|M..0|J....0|G.{8}0)+", re.DOTALL)
 
 KEEP_BYTES = 1 << 20
 """bytes/str values up to this size are kept whole; larger ones are skipped (Blob)."""
@@ -111,6 +119,11 @@ class Machine:
                                 self.r.offset)
 
     def _memo_put(self, idx: int, value: Any) -> None:
+        if idx > self.max_memo:
+            # picklers number memo slots 0, 1, 2...; the C unpickler sizes its table by the
+            # index, so a huge one is a memory bomb aimed at the loader (or a scanner)
+            raise LimitExceeded(f"memo index {idx} far beyond any real pickle (sparse memo)",
+                                self.r.offset)
         if len(self.memo) >= self.max_memo and idx not in self.memo:
             raise LimitExceeded(f"pickle memo larger than {self.max_memo} entries (memo flood)",
                                 self.r.offset)
@@ -191,8 +204,9 @@ class Machine:
             elif op == 0x28:  # MARK
                 self.marks.append(len(stack))
                 push(MARK)
-                if len(self.marks) > self.max_stack:
-                    raise LimitExceeded(f"more than {self.max_stack} nested MARKs", offset)
+                if len(self.marks) > MAX_NESTING:
+                    raise LimitExceeded(f"more than {MAX_NESTING} MARKs open at once: no "
+                                        "pickler writes that (crafted)", offset)
             elif op == 0x29:  # EMPTY_TUPLE
                 push(Seq("tuple"))
             elif op in (0x85, 0x86, 0x87):  # TUPLE1/2/3
@@ -203,10 +217,14 @@ class Machine:
                 if MARK in items:
                     raise MalformedError("MARK inside TUPLEn", offset)
                 del stack[-n:]
-                push(Seq("tuple", items, n))
+                seq = Seq("tuple", items, n)
+                self._nest(seq, items, offset)
+                push(seq)
             elif op == 0x74:  # TUPLE
                 items = self._pop_mark()
-                push(Seq("tuple", items[:4096], len(items)))
+                seq = Seq("tuple", items[:4096], len(items))
+                self._nest(seq, items, offset)
+                push(seq)
             elif op == 0x52:  # REDUCE
                 args = self._pop()
                 func = self._pop()
@@ -282,6 +300,7 @@ class Machine:
                     self.marks.pop()
                 else:
                     self._pop()
+                self._skip_noops()
             elif op == 0x31:  # POP_MARK
                 self._pop_mark()
             elif op == 0x32:  # DUP
@@ -334,12 +353,15 @@ class Machine:
                 push(int.from_bytes(r.read(n), "little", signed=True))
             elif op == 0x6C:  # LIST
                 items = self._pop_mark()
-                push(Seq("list", items[:4096], len(items)))
+                seq = Seq("list", items[:4096], len(items))
+                self._nest(seq, items, offset)
+                push(seq)
             elif op == 0x64:  # DICT
                 items = self._pop_mark()
                 d = DictV()
                 for i in range(0, len(items) - 1, 2):
                     d.set(items[i], items[i + 1])
+                self._nest(d, items, offset)
                 push(d)
             elif op == 0x8F:  # EMPTY_SET
                 push(Seq("set"))
@@ -397,6 +419,30 @@ class Machine:
                 trace.end_offset = offset
                 raise MalformedError(f"invalid opcode 0x{op:02x}", offset)
 
+    def _skip_noops(self) -> None:
+        r = self.r
+        while True:
+            m = _NOOP_RUN.match(r.data, r.pos)
+            if m is None:
+                return
+            r.pos = m.end()
+            if r.pos < len(r.data) - 16:
+                return  # the run ended inside the buffer
+            self.budget.check_time()
+            if not r.fill(len(r.data) - r.pos + 65536):
+                if r.pos >= len(r.data):
+                    return
+
+    def _nest(self, container: Seq | DictV, items: list[Any], offset: int) -> None:
+        deepest = max((v.depth for v in items[:4096] if isinstance(v, (Seq, DictV))),
+                      default=-1)
+        if deepest + 1 > container.depth:
+            container.depth = deepest + 1
+            if container.depth > MAX_NESTING:
+                raise LimitExceeded(f"containers nested more than {MAX_NESTING} deep: no "
+                                    "pickler writes that (crafted to exhaust recursive tools)",
+                                    offset)
+
     # -- semantics that matter for security --------------------------------------------
     def _mark_args(self, value: Any, depth: int = 0) -> None:
         """Globals passed along as data ('arg' use)."""
@@ -451,6 +497,7 @@ class Machine:
         self._mark_args(Seq("list", items[:64], len(items)))
         if isinstance(target, Seq):
             target.extend(items)
+            self._nest(target, items, offset)
         elif isinstance(target, GlobalRef):
             self.trace.events.append(Event(
                 "tamper", offset, f"appends to {target.qualname} itself", target))
@@ -460,6 +507,7 @@ class Machine:
         if isinstance(target, DictV):
             for i in range(0, len(items) - 1, 2):
                 target.set(items[i], items[i + 1])
+            self._nest(target, items, offset)
         elif isinstance(target, GlobalRef):
             self.trace.events.append(Event(
                 "tamper", offset, f"sets items on {target.qualname} itself", target))

@@ -55,6 +55,8 @@ class Seq:
     """list, tuple, set, frozenset"""
     items: list[Any] = field(default_factory=list)
     count: int = 0
+    depth: int = 0
+    """How deeply containers are nested inside this one."""
 
     def add(self, value: Any) -> None:
         self.count += 1
@@ -72,6 +74,7 @@ class Seq:
 class DictV:
     items: list[tuple[Any, Any]] = field(default_factory=list)
     count: int = 0
+    depth: int = 0
 
     def set(self, key: Any, value: Any) -> None:
         self.count += 1
