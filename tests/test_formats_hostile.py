@@ -62,7 +62,7 @@ def test_mutated_samples_never_crash_or_hang(spec: object) -> None:
             findings = _scan(mutated, name, kind)
             crashes = [f for f in findings if f.rule_id == "MLS903"]
             assert not crashes, f"{name} mutation {i} as {kind}: {crashes[0].message}"
-    assert time.perf_counter() - start < 30
+    assert time.perf_counter() - start < 60
 
 
 def test_gguf_lying_lengths_are_reported_not_allocated() -> None:
@@ -119,7 +119,7 @@ def test_yaml_alias_bomb_is_cheap() -> None:
         lines.append(f"a{i}: &a{i} [{', '.join([prev] * 9)}]")
     start = time.perf_counter()
     assert _scan("\n".join(lines).encode(), "bomb.yaml", Kind.YAML) == []
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 20  # generous: shared CI cores; a blow-up is minutes
 
 
 def test_protobuf_reader_rejects_lies() -> None:
@@ -142,7 +142,7 @@ def test_gguf_token_arrays_are_skipped_fast_and_checked() -> None:
     data = fb.gguf({"tokenizer.ggml.tokens": toks, "tokenizer.chat_template": BENIGN["chatml"]})
     start = time.perf_counter()
     assert _scan(data, "big.gguf") == []
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 20  # generous: shared CI cores; a blow-up is minutes
     lying = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k" \
         + struct.pack("<IIQ", 9, 8, 2) + struct.pack("<Q", 1) + b"a" \
         + struct.pack("<Q", 1 << 50) + b"rest"
@@ -154,4 +154,4 @@ def test_huge_chat_template_is_a_limit_finding_not_a_stall() -> None:
     start = time.perf_counter()
     found = _scan(fb.gguf({"tokenizer.chat_template": template}), "t.gguf")
     assert [f.rule_id for f in found] == ["MLS902"]
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 20  # generous: shared CI cores; a blow-up is minutes

@@ -123,7 +123,7 @@ def test_huge_template_is_checked_quickly() -> None:
     text = BENIGN["llama_tools"] * 200  # ~600 KB
     start = time.perf_counter()
     assert check_template(text) == []
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 30
 
 
 def test_fallback_lexer_is_really_used_without_jinja2(lexer: str) -> None:
