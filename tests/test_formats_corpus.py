@@ -86,3 +86,20 @@ def test_a_benign_transformers_folder_is_silent(by_file: dict[str, list[Finding]
 def test_nothing_scanned_was_executed(report: Report) -> None:
     assert report.findings  # the scan ran
     assert not (_DIR / MARKER_NAME).exists()
+
+
+def test_no_ml_framework_is_imported_to_analyze_formats() -> None:
+    import subprocess
+
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from mlscan.engine import ScanOptions, scan\n"
+        f"scan(ScanOptions(paths=(Path({str(_DIR)!r}),), jobs=1))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'tensorflow', 'keras', 'onnx', 'onnxruntime', 'transformers', 'tf_keras'})\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", out.stdout
