@@ -165,6 +165,8 @@ class Ctx:
             roles.add(HOOK)
         if name in _STEP_METHODS and cls is not None:
             roles.add(STEP)
+        if STEP in self.registered.get(name, ()) and cls is None:
+            roles.add(STEP)
         return roles
 
     def in_optimizer_class(self, where: Where) -> bool:
@@ -201,6 +203,8 @@ class Ctx:
             target, role = arg(call, 1, "handler"), HOOK
         elif qual.endswith(("threading.Timer", "Timer")):
             target, role = arg(call, 1, "function"), THREAD
+        elif attr == "step" and (call.args or call.keywords):
+            target, role = arg(call, 0, "closure"), STEP  # optimizer.step(closure)
         if target is not None:
             self._register(target, role, call)
         for key, kw_role in _REGISTER_KWARGS.items():

@@ -119,6 +119,15 @@ class DataPoisoning(Check):
                   and _fixed_slice(target.slice)):
                 self._defer(node, ctx, "a fixed pixel patch written into the input")
 
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        value = node.value
+        if not ctx.conds or len(ctx.frames) < 2 or not isinstance(value, ast.Tuple):
+            return
+        if len(value.elts) >= 2 and any(
+                type(literal(e)) is int for e in value.elts[1:]) and not isinstance(
+                literal(value.elts[0]), (int, float)):
+            self._defer(node, ctx, "a constant label returned")
+
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         if not ctx.conds or len(ctx.frames) < 2:
             return

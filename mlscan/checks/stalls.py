@@ -141,6 +141,11 @@ class KillsAndStalls(Check):
             sev = Severity.MEDIUM if what == "kill" else Severity.LOW
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return
+        if what == "stall" and where.loops and isinstance(node, ast.Call) and any(
+                triggers.RANK in triggers.classify(a, ctx.names) for a in node.args):
+            ctx.report(KILL_STALL, node, f"{name}() in a loop for a time that depends on the "
+                       "rank: ranks drift apart and collectives wait", severity=Severity.MEDIUM)
+            return
         roles = ctx.roles(where)
         # Threads sleep to poll and exit when done; that is not sabotage.
         keep = (HOOK, STEP, DATA) if what == "stall" else (HOOK, STEP, DATA, TEARDOWN)

@@ -242,6 +242,9 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where) -> tuple[str, str]:
     if not isinstance(key, str):
         return "", ""
     base = target.value
+    if key in _OPT_KEYS and isinstance(base, ast.Attribute) and base.attr == "defaults" and not (
+            isinstance(base.value, ast.Name) and base.value.id == "self"):
+        return "defaults", key
     if key in _OPT_KEYS:
         if isinstance(base, ast.Subscript) and last_attr(base.value) == "param_groups":
             return "group", key
@@ -254,13 +257,15 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where) -> tuple[str, str]:
     return "", ""
 
 
-def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx) -> str:
+def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: str = "") -> str:
     if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub):
         return "negated"
     number = literal(value)
     if isinstance(number, (int, float)) and not isinstance(number, bool):
         if number < 0:
             return "set negative"
+        if key == "lr" and number > 1 and op is None:
+            return f"set to {number}"
         if isinstance(op, ast.Mult) and number >= 10:
             return f"multiplied by {number}"
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
@@ -291,6 +296,12 @@ class OptimizerTampering(Check):
             what, key = _opt_subscript(func.value, ctx, where)
             if what == "state":
                 self._state(node, key, where, ctx)
+        elif (isinstance(func, ast.Attribute) and func.attr == "update"
+              and isinstance(func.value, ast.Name)
+              and ctx.group_name(func.value.id, ctx.where())):
+            for kw in node.keywords:  # group.update(lr=...)
+                if kw.arg in _OPT_KEYS:
+                    self._defer_group(node, kw.arg, kw.value, ctx)
 
     def _check(self, node: ast.AST, target: ast.expr, op: ast.operator | None, value: ast.expr,
                ctx: Ctx) -> None:
@@ -298,9 +309,17 @@ class OptimizerTampering(Check):
         what, key = _opt_subscript(target, ctx, where)
         if what == "state":
             self._state(node, key, where, ctx)
+        elif what == "defaults":
+            ctx.report(OPTIM_TAMPER, node, f"optimizer defaults[{key!r}] changed after the "
+                       "optimizer was built", severity=Severity.MEDIUM)
         elif what == "group":
-            why = _suspicious_value(op, value, ctx)
+            why = _suspicious_value(op, value, ctx, key)
             ctx.defer(lambda: self._decide_group(node, key, why, where, ctx))
+
+    def _defer_group(self, node: ast.AST, key: str, value: ast.expr, ctx: Ctx) -> None:
+        where = ctx.where()
+        why = _suspicious_value(None, value, ctx, key)
+        ctx.defer(lambda: self._decide_group(node, key, why, where, ctx))
 
     def _state(self, node: ast.AST, key: str, where: Where, ctx: Ctx) -> None:
         def decide() -> None:
