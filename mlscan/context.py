@@ -21,8 +21,8 @@ class Limits:
     max_depth: int = 6
     """Nesting of archives and embedded payloads."""
     max_members: int = 100_000
-    max_pickle_memo: int = 1_000_000
-    """~100 MB of memo table; real pickles with a million memoized objects are rare."""
+    max_pickle_memo: int = 2_500_000
+    """~250 MB of memo at worst; a 1M-token vocabulary needs about 1M entries."""
     max_pickle_stack: int = 1_000_000
     max_text_bytes: int = 32 * MiB
     """Code, notebooks and config files larger than this are reported, not parsed."""

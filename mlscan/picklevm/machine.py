@@ -36,6 +36,11 @@ MAX_NESTING = 5000
 
 # Runs of "push a constant, POP it": no effect at all, so they are skipped at C speed
 # (50 MB of them must not hide a payload at the end, nor take minutes).
+# A MARK followed only by fixed-size constants up to the opcode that consumes them (how
+# lists of numbers are batched): the values never matter to the verdict, so the batch is
+# skipped in one regex step instead of one interpreter step per number.
+_CONST_BATCH = re.compile(rb"(?:G.{8}|K.|M..|J....|N|\x88|\x89){16,}(?=[etld\x90\x91])",
+                          re.DOTALL)
 _NOOP_RUN = re.compile(rb"(?:[N\x88\x89)\]}]0|K.0|M..0|J....0|G.{8}0)+", re.DOTALL)
 
 KEEP_BYTES = 1 << 20
@@ -46,6 +51,9 @@ _unpack_I = struct.Struct("<I").unpack
 _unpack_Q = struct.Struct("<Q").unpack
 _unpack_H = struct.Struct("<H").unpack
 _unpack_d = struct.Struct(">d").unpack
+_unpack_from_i = struct.Struct("<i").unpack_from
+_unpack_from_I = struct.Struct("<I").unpack_from
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,9 @@ class Machine:
         if len(self.memo) >= self.max_memo and idx not in self.memo:
             raise LimitExceeded(f"pickle memo larger than {self.max_memo} entries (memo flood)",
                                 self.r.offset)
-        self.memo[idx] = value
+        if isinstance(value, (bytes, bytearray)) or (isinstance(value, str) and len(value) > 256):
+            value = Blob(len(value), bytes(value[:64]) if isinstance(value, bytes) else b"")
+        self.memo[idx] = value  # names and symbolic values kept; bulk data slimmed
 
     def _memo_get(self, idx: int) -> Any:
         try:
@@ -171,6 +181,8 @@ class Machine:
         push = stack.append
         trace = self.trace
         budget = self.budget
+        memo = self.memo
+        max_memo = self.max_memo
         ops = 0
         while True:
             ops += 1
@@ -179,6 +191,59 @@ class Machine:
                 if len(stack) > self.max_stack:
                     raise LimitExceeded(f"pickle stack deeper than {self.max_stack} entries",
                                         r.offset)
+            # Fast path: the opcodes that dominate real streams (dict keys, memo traffic,
+            # small ints), decoded straight from the buffer when it holds enough bytes.
+            data = r.data
+            pos = r.pos
+            if pos + 300 <= len(data):
+                op = data[pos]
+                if op == 0x94 and stack:  # MEMOIZE
+                    value = stack[-1]
+                    kind = type(value)
+                    if len(memo) < max_memo and kind is not bytes and not (
+                            kind is str and len(value) > 256):
+                        memo[len(memo)] = value
+                        r.pos = pos + 1
+                        continue
+                elif op == 0x8C:  # SHORT_BINUNICODE
+                    end = pos + 2 + data[pos + 1]
+                    try:
+                        push(data[pos + 2:end].decode("utf-8", "surrogatepass"))
+                        r.pos = end
+                        continue
+                    except UnicodeDecodeError:
+                        pass  # the slow path reports it
+                elif op == 0x71 and stack:  # BINPUT
+                    value = stack[-1]
+                    kind = type(value)
+                    if len(memo) < max_memo and kind is not bytes and not (
+                            kind is str and len(value) > 256):
+                        memo[data[pos + 1]] = value
+                        r.pos = pos + 2
+                        continue
+                elif op == 0x4B:  # BININT1
+                    push(data[pos + 1])
+                    r.pos = pos + 2
+                    continue
+                elif op == 0x4A:  # BININT
+                    push(_unpack_from_i(data, pos + 1)[0])
+                    r.pos = pos + 5
+                    continue
+                elif op == 0x68:  # BINGET
+                    value = memo.get(data[pos + 1], _MISSING)
+                    if value is not _MISSING:
+                        push(value)
+                        r.pos = pos + 2
+                        continue
+                elif op == 0x58:  # BINUNICODE (short ones)
+                    n = _unpack_from_I(data, pos + 1)[0]
+                    if n <= 256:
+                        try:
+                            push(data[pos + 5:pos + 5 + n].decode("utf-8", "surrogatepass"))
+                            r.pos = pos + 5 + n
+                            continue
+                        except UnicodeDecodeError:
+                            pass
             if r.pos >= len(r.data) and not r.fill(1):
                 trace.opcodes += ops - 1
                 trace.end_offset = r.offset
@@ -204,6 +269,10 @@ class Machine:
             elif op == 0x28:  # MARK
                 self.marks.append(len(stack))
                 push(MARK)
+                batch = _CONST_BATCH.match(r.data, r.pos)
+                if batch is not None:
+                    r.pos = batch.end()
+                    push(Opaque("constants"))
                 if len(self.marks) > MAX_NESTING:
                     raise LimitExceeded(f"more than {MAX_NESTING} MARKs open at once: no "
                                         "pickler writes that (crafted)", offset)
