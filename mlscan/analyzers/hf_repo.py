@@ -71,7 +71,21 @@ def check_hf_config(obj: dict[str, Any], src: Source) -> Iterator[Finding]:
                 f"({', '.join(uses[:4])}{', ...' if len(uses) > 4 else ''})", evidence=rel,
                 member=src.member)
     yield from _diffusers(obj, src)
+    yield from _peft(obj, src)
     yield from _index(obj, src)
+
+
+def _peft(obj: dict[str, Any], src: Source) -> Iterator[Finding]:
+    """PEFT adapter_config.json `auto_mapping` makes AutoPeftModel import `parent_library`
+    and fetch `base_model_class` from it."""
+    mapping = obj.get("auto_mapping")
+    if not isinstance(mapping, dict):
+        return
+    library, cls = mapping.get("parent_library"), mapping.get("base_model_class")
+    if isinstance(library, str) and library.split(".")[0] not in KNOWN_LIBRARIES:
+        yield HF_REMOTE_CODE.finding(
+            src.path, f"auto_mapping makes AutoPeftModel import {library!r} and use {cls!r}",
+            evidence=f"{library}.{cls}", member=src.member)
 
 
 def _resolve(folder: Path, rel: str) -> str | None:
