@@ -22,8 +22,10 @@ HF_REMOTE_CODE = register(Rule(
     doc=RuleDoc(
         what="Reads `config.json`, `tokenizer_config.json`, `preprocessor_config.json` and "
         "every other JSON config for `auto_map` and `custom_pipelines` entries and names the "
-        "module file each one resolves to (`modeling_x.MyModel` -> `modeling_x.py`). The "
-        "Python file itself is scanned by mlscan's code analyzers when the folder is scanned.",
+        "module file each one resolves to (`modeling_x.MyModel` -> `modeling_x.py`). Also "
+        "reports diffusers `model_index.json` components from unknown libraries and PEFT "
+        "`auto_mapping` parent libraries outside known packages. The Python files "
+        "themselves are scanned by mlscan's code analyzers when the folder is scanned.",
         why="`AutoModel.from_pretrained(..., trust_remote_code=True)` imports these modules: "
         "any code in them runs with the user's privileges. Reviewing that code is the only "
         "protection, so mlscan says exactly which files will run.",
