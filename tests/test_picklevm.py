@@ -270,3 +270,17 @@ def test_joblib_inline_array_bytes_are_skipped_and_payload_after_them_found(
     joblib.dump({"a": np.arange(1000.0), "z": Evil()}, evil)
     assert scan_bytes(benign.read_bytes(), "benign.joblib") == []
     assert evidence(scan_bytes(evil.read_bytes(), "evil.joblib"), "MLS201") == {"posix.system"}
+
+
+def test_pickled_tensor_storages_are_judged_by_their_nested_bytes() -> None:
+    import torch
+
+    plain = pickle.dumps({"t": torch.ones(3), "p": torch.nn.Parameter(torch.ones(2))},
+                         protocol=2)
+    assert scan_bytes(plain) == []
+    text = PAYLOAD.decode("latin1")
+    evil = (b"\x80\x02ctorch.storage\n_load_from_bytes\nc_codecs\nencode\nX"
+            + struct.pack("<I", len(text.encode())) + text.encode()
+            + b"X\x06\x00\x00\x00latin1\x86R\x85R.")
+    found = scan_bytes(evil)
+    assert {f.evidence for f in found if f.member} == {"posix.system"}

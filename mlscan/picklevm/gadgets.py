@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 from mlscan.errors import MalformedError
 from mlscan.picklevm.names import normalize
-from mlscan.picklevm.values import CallRef, DictV, GlobalRef, Opaque, Seq, arg_items, describe
+from mlscan.picklevm.values import (
+    Blob,
+    CallRef,
+    DictV,
+    GlobalRef,
+    Opaque,
+    Seq,
+    arg_items,
+    describe,
+)
 
 if TYPE_CHECKING:
     from mlscan.picklevm.machine import Machine
@@ -115,6 +124,30 @@ def _first_arg_class(m: Machine, call: CallRef, args: list[Any]) -> Any:
     return call
 
 
+def _codecs_encode(m: Machine, call: CallRef, args: list[Any]) -> Any:
+    """Protocols 0-2 write bytes as _codecs.encode(text, 'latin1'): rebuild the bytes so an
+    embedded pickle or archive is scanned like a BINBYTES value would be."""
+    if len(args) >= 2 and isinstance(args[0], str) and args[1] in ("latin1", "latin-1"):
+        try:
+            data = args[0].encode("latin1")
+        except UnicodeEncodeError:
+            return call
+        if m.on_blob is not None and len(data) >= 8:
+            m.on_blob(data, call.offset, len(data))
+        return data
+    return call
+
+
+def _load_from_bytes(m: Machine, call: CallRef, args: list[Any]) -> Any:
+    """torch.storage._load_from_bytes(b) is torch.load(BytesIO(b)): how `pickle.dumps(tensor)`
+    stores storages. Judged by the bytes, which were scanned as an embedded payload."""
+    if not args or not isinstance(args[0], (bytes, Blob)):
+        _event(m, "dynamic-call", call.offset, "torch.storage._load_from_bytes on computed "
+               f"data {describe(args[0] if args else None)}: a nested torch.load of bytes "
+               "that cannot be inspected")
+    return call
+
+
 def _deferred(m: Machine, call: CallRef, args: list[Any]) -> Any:
     return call  # attrgetter/methodcaller/itemgetter: judged when their result is called
 
@@ -133,6 +166,8 @@ HANDLERS: dict[str, Handler] = {
     "torch._utils._rebuild_wrapper_subclass": _first_arg_class,
     "numpy.core.multiarray._reconstruct": _first_arg_class,
     "numpy._core.multiarray._reconstruct": _first_arg_class,
+    "_codecs.encode": _codecs_encode,
+    "torch.storage._load_from_bytes": _load_from_bytes,
     "operator.attrgetter": _deferred,
     "operator.methodcaller": _deferred,
     "operator.itemgetter": _deferred,
