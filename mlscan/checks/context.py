@@ -28,10 +28,10 @@ STEP = "step"
 _ROLE_WORDS = {HOOK: "a hook/callback", DATA: "data loading", WORKER_INIT: "a worker_init_fn",
                TEARDOWN: "a finalizer/atexit handler", THREAD: "a background thread",
                STEP: "a training/optimizer step"}
-_DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__"})
+_DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__", "__len__"})
 _STEP_METHODS = frozenset({"step", "forward", "training_step", "train_step",
                            "zero_grad", "optimizer_step", "backward_step", "validation_step"})
-_CALLBACK = re.compile(r"^on_[a-z0-9_]+$")
+_CALLBACK = re.compile(r"^on_[a-z0-9_]+$|_(epoch|batch|step)_(start|end)$")
 _DATA_ARGS = frozenset({"sample", "samples", "batch", "img", "image", "label", "target", "example"})
 _PLAIN_HIGHER_ORDER = frozenset({"apply", "map", "sorted", "sort", "filter", "max", "min", "reduce",
                                  "defaultdict", "partial", "sub", "starmap", "tree_map",
@@ -50,6 +50,8 @@ class Frame:
     """Names bound by loops over `.parameters()`, `.named_parameters()`, `group["params"]`."""
     groups: set[str] = field(default_factory=set)
     """Names bound by loops over `optimizer.param_groups`."""
+    states: set[str] = field(default_factory=set)
+    """Names bound by loops over `optimizer.state.values()`."""
     assigned: dict[str, ast.expr] = field(default_factory=dict)
     """Last simple `name = value` (and `with open(x) as name`) seen so far."""
 
@@ -161,7 +163,7 @@ class Ctx:
             roles.add(TEARDOWN)
         if (name.endswith("_hook") or name == "hook") and not name.startswith("test"):
             roles.add(HOOK)
-        elif cls is not None and _CALLBACK.match(name):
+        elif cls is not None and _CALLBACK.search(name):
             roles.add(HOOK)
         if name in _STEP_METHODS and cls is not None:
             roles.add(STEP)
@@ -177,6 +179,9 @@ class Ctx:
 
     def param_name(self, name: str, where: Where) -> bool:
         return any(name in frame.params for frame in where.frames)
+
+    def state_name(self, name: str, where: Where) -> bool:
+        return any(name in frame.states for frame in where.frames)
 
     def group_name(self, name: str, where: Where) -> bool:
         return any(name in frame.groups for frame in where.frames)

@@ -81,7 +81,7 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx) -> str:
         if isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub)) and any(
                 _random(s, ctx) for s in sides):
             return "adds random noise"
-        inner = [w for s in sides if isinstance(s, ast.BinOp) and (
+        inner = [w for s in sides if isinstance(s, (ast.BinOp, ast.Tuple)) and (
             w := _tampering_value(s, args, ctx))]
         if inner:
             return inner[0]

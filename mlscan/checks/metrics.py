@@ -34,7 +34,8 @@ _METRIC = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_|(^|_)(acc|accu
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|precision|recall|ppl|perplexity|iou|"
                             r"dice|top1|top5|wer\b|map\b")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
-                        "log_dict", "report"})
+                        "log_dict", "report", "print", "info", "warning", "debug", "write",
+                        "add_text", "set_postfix", "log_scalar"})
 _BENIGN_FACTORS = frozenset({100.0, 0.01, 1.0, 1000.0, 0.001})
 
 
@@ -93,6 +94,8 @@ class MetricFalsification(Check):
         for value in list(values):
             if isinstance(value, ast.Dict):
                 values.extend(v for v in value.values if v is not None)
+            elif isinstance(value, ast.JoinedStr):
+                values.extend(v.value for v in value.values if isinstance(v, ast.FormattedValue))
         for value in values:
             name = nudged(value)
             if name:

@@ -59,6 +59,9 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True
     if isinstance(value, ast.Name) and value.id.isupper():
         return True
+    if isinstance(value, ast.Subscript) and isinstance(literal(value.slice), (str, int)) and not (
+            _label_target(value.value)):
+        return True  # self.class_to_idx["dog"]
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub) and isinstance(

@@ -250,6 +250,8 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where) -> tuple[str, str]:
             return "group", key
         if isinstance(base, ast.Name) and ctx.group_name(base.id, where):
             return "group", key
+    if key in _STATE_KEYS and isinstance(base, ast.Name) and ctx.state_name(base.id, where):
+        return "state", key
     if key in _STATE_KEYS and isinstance(base, ast.Subscript) and last_attr(
             base.value) == "state" and isinstance(base.value, ast.Attribute) and not (
             isinstance(base.value.value, ast.Name) and base.value.value.id == "self"):

@@ -179,10 +179,14 @@ def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
         kind = "params"
     elif last_attr(it) == "param_groups":
         kind = "groups"
+    elif (isinstance(it, ast.Call) and last_attr(it.func) == "values"
+          and last_attr(it.func.value) == "state"):  # type: ignore[attr-defined]
+        kind = "states"
     if not kind:
         return
     target = loop.target
     if isinstance(target, ast.Tuple) and target.elts:
         target = target.elts[-1]
     if isinstance(target, ast.Name):
-        (ctx.frame.params if kind == "params" else ctx.frame.groups).add(target.id)
+        {"params": ctx.frame.params, "groups": ctx.frame.groups,
+         "states": ctx.frame.states}[kind].add(target.id)
