@@ -81,6 +81,10 @@ def main() -> None:
         total = _best(run_check, args.repeat)
         rows.append(("mlscan env: hashing only", min(hash_times)))
         rows.append(("mlscan env: whole check", total))
+        one: list[float] = []
+        for _ in range(args.repeat):
+            one.append(envcheck.check(target, environ={}, workers=1).hash_seconds)
+        rows.append(("mlscan env --jobs 1: hashing only", min(one)))
         cpus = os.cpu_count() or 1
         rows.append(("sha256sum, 1 process", _best(lambda: _sha256sum(list_file, 1),
                                                    args.repeat)))
