@@ -102,8 +102,9 @@ class _Checker:
         self.claimed: dict[Path, set[str]] = {d: set() for d in target.site_dirs}
         self.owner: dict[str, Distribution] = {}
         self.bad_hash: set[str] = set()
-        self.verified_py: list[str] = []
         """Recorded files that are modified, missing or unreadable."""
+        self.verified_py: list[str] = []
+        """Recorded .py files whose hash matched (sources for the byte-code check)."""
 
     def add(self, finding: Finding, key: str | None = None, sha256: str | None = None,
             abs_path: str | None = None) -> None:
