@@ -52,6 +52,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default="/work/venv/bin/python")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--bytecode", action="store_true",
+                    help="Also time the --bytecode check once (compiles every cached source).")
     args = ap.parse_args()
 
     target = probe_python(args.python)
@@ -103,6 +105,12 @@ def main() -> None:
           f"{t['mlscan env: whole check'] / t[f'sha256sum, {cpus} processes']:.2f}")
     print(f"ratio mlscan whole check / reading the bytes once: "
           f"{t['mlscan env: whole check'] / t['read every byte once (python)']:.2f}")
+    if args.bytecode:
+        start = time.perf_counter()
+        result = envcheck.check(target, environ={}, bytecode=True)
+        secs = time.perf_counter() - start - t["mlscan env: whole check"]
+        n = sum(1 for i in result.items if i.finding.rule_id == "MLS510")
+        print(f"\n--bytecode adds {secs:.1f}s ({n} MLS510 findings)")
 
 
 if __name__ == "__main__":
