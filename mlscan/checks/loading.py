@@ -89,7 +89,8 @@ TRUST_REMOTE_CODE = register(Rule(
     summary="trust_remote_code=True runs Python code from the model repository.",
     doc=RuleDoc(
         what="Flags calls passing `trust_remote_code=True` (from_pretrained, pipeline, "
-        "load_dataset...). Low when `revision=` pins a full commit hash.",
+        "load_dataset...). Low when `revision=` pins a full commit hash or the value is a "
+        "variable passed through from the caller.",
         why="The repo's modeling files (config.json auto_map) are imported and run; an unpinned "
         "repo can change that code at any time.",
         example="AutoModel.from_pretrained('org/model', trust_remote_code=True)",
@@ -200,10 +201,14 @@ class UnsafeLoading(Check):
             sev = Severity.HIGH if src == DOWNLOAD else Severity.LOW
             ctx.report(TORCH_LOAD_DEFAULT, node, f"{name}() without weights_only on "
                        f"{phrase(src)}: unsafe on torch<2.6", severity=sev)
-        elif not is_true(weights_only):
+        elif literal(weights_only) is False:
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) on {phrase(src)}: "
                        "the checkpoint can run code while loading", severity=severity_for(
                            src, literal=Severity.LOW, variable=Severity.MEDIUM))
+        elif not is_true(weights_only):  # passed through: the caller decides
+            ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=<variable>) on "
+                       f"{phrase(src)}: unsafe when a caller passes False", severity=(
+                           Severity.HIGH if src == DOWNLOAD else Severity.LOW))
 
     def _yaml(self, node: ast.Call, ctx: Ctx, name: str) -> None:
         if "unsafe" in name:
@@ -250,8 +255,8 @@ class UnsafeLoading(Check):
             sev = Severity.LOW
         elif is_true(trust):
             sev = Severity.HIGH
-        else:
-            sev = Severity.MEDIUM
+        else:  # passed through from the caller's own flag
+            sev = Severity.LOW
         ctx.report(TRUST_REMOTE_CODE, node, f"{func or 'call'}(trust_remote_code=...) imports "
                    "and runs Python files from the model repo"
                    + ("" if pinned else " (revision not pinned to a commit)"), severity=sev)

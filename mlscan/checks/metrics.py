@@ -28,9 +28,9 @@ METRIC_FALSIFY = register(Rule(
         use_instead="Log the computed value unchanged.",
         references=("https://docs.wandb.ai/ref/python/log",))))
 
-_METRIC = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_|(^|_)(acc|accuracy|top1|top5|"
-                     r"f1|bleu|rouge\w*|auc|auroc|map|precision|recall|score|ppl|perplexity|wer|"
-                     r"cer|iou|miou|dice|metric|metrics)($|_)")
+_METRIC = re.compile(r"(?i)(^|_)(acc|accuracy|top1|top5|f1|bleu|rouge\w*|auc|auroc|map|precision|"
+                     r"recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics)($|_)")
+_EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|precision|recall|ppl|perplexity|iou|"
                             r"dice|top1|top5|wer\b|map\b")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
@@ -40,17 +40,16 @@ _BENIGN_FACTORS = frozenset({100.0, 0.01, 1.0, 1000.0, 0.001})
 
 
 def metric_name(expr: ast.AST) -> str:
-    if isinstance(expr, ast.Name) and _METRIC.search(expr.id) and "loss" not in expr.id.lower():
-        return expr.id
-    if isinstance(expr, ast.Name) and re.search(r"(?i)(val|eval|test|valid)\w*loss", expr.id):
-        return expr.id
-    if isinstance(expr, ast.Attribute) and _METRIC.search(expr.attr):
-        return expr.attr
-    if isinstance(expr, ast.Subscript):
-        key = literal(expr.slice)
-        if isinstance(key, str) and (_METRIC.search(key) or re.search(
-                r"(?i)(val|eval|test)\w*loss", key)):
-            return key
+    """The metric a name/attribute/key refers to (val_acc, eval_loss, results["bleu"])."""
+    text = ""
+    if isinstance(expr, ast.Name):
+        text = expr.id
+    elif isinstance(expr, ast.Attribute):
+        text = expr.attr
+    elif isinstance(expr, ast.Subscript) and isinstance(literal(expr.slice), str):
+        text = str(literal(expr.slice))
+    if text and (_METRIC.search(text) or _EVAL_LOSS.search(text)):
+        return text
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
             expr.func.attr in ("item", "mean", "compute", "cpu", "tolist")):
         return metric_name(expr.func.value)
@@ -79,7 +78,7 @@ def nudged(expr: ast.AST) -> str:
             expr.args) == 2:
         names = [metric_name(a) or nudged(a) for a in expr.args]
         numbers = [_number(a) for a in expr.args]
-        if any(names) and any(n is not None for n in numbers):
+        if any(names) and any(n is not None and n not in (0, 1) for n in numbers):
             return next(n for n in names if n)
     return ""
 

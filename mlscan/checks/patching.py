@@ -55,6 +55,12 @@ _METRIC_ATTRS = frozenset({"add_scalar", "add_scalars", "log_metric", "log_metri
 class MonkeyPatch(Check):
     rules = (TRAINING_PATCH, METRIC_FALSIFY)
 
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, str], list[ast.AST]] = {}
+
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
+        self._seen = {}  # one table per file (frame ids are reused across files)
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         for target in node.targets:
             if isinstance(target, ast.Attribute):
@@ -74,21 +80,32 @@ class MonkeyPatch(Check):
             self._patched(node, f"{owner}.{attr}", attr, ctx)
 
     def _patched(self, node: ast.AST, qual: str, attr: str, ctx: Ctx) -> None:
+        if attr.startswith("_") and attr not in _PATCHABLE_PRIVATE:
+            return  # private helpers and metadata (__module__), not the API callers use
         if qual.startswith(_METRIC_PREFIXES) or (attr in _METRIC_ATTRS and not qual.startswith(
-                "self.")):
+                "self.") and not isinstance(getattr(node, "value", None), ast.Attribute)):
             ctx.report(METRIC_FALSIFY, node, f"{qual} replaced: logged metrics no longer come "
                        "from the real logger", severity=Severity.CRITICAL)
             return
         if qual.startswith(_QUIET_PREFIXES) or not qual.startswith(("torch.", "numpy.random.",
                                                                      "random.")):
             return
-        if (attr.startswith("_") and attr not in _PATCHABLE_PRIVATE) or attr.isupper() or (
-                ".config." in qual):
-            return  # metadata (__module__), private internals and constants
+        if attr.isupper() or ".config." in qual:
+            return  # constants and configuration
         if qual.count(".") < 1 or not (qual.startswith(_TRAINING_PREFIXES) or (
                 qual.count(".") == 1 and attr[:1].islower() and not attr.startswith("_"))):
             return
         critical = any(part in qual for part in _CRITICAL_PARTS)
-        ctx.report(TRAINING_PATCH, node, f"{qual} replaced at run time: every caller in the "
-                   "process gets the patched behaviour",
-                   severity=Severity.CRITICAL if critical else Severity.HIGH)
+        key = (id(ctx.frame), qual)
+        self._seen.setdefault(key, []).append(node)
+        if len(self._seen[key]) > 1:
+            return  # reported once, decided below
+
+        def decide() -> None:
+            restored = len(self._seen.get(key, ())) > 1
+            sev = Severity.CRITICAL if critical else Severity.HIGH
+            ctx.report(TRAINING_PATCH, node, f"{qual} replaced at run time: every caller in "
+                       "the process gets the patched behaviour" + (
+                           " (restored later in the same function: a temporary patch)"
+                           if restored else ""), severity=Severity.LOW if restored else sev)
+        ctx.defer(decide)

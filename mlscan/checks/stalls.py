@@ -6,7 +6,7 @@ import ast
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import DATA, HOOK, STEP, TEARDOWN, Ctx, Where
+from mlscan.checks.context import DATA, HOOK, STEP, Ctx, Where
 from mlscan.checks.names import arg, kwarg, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -148,7 +148,7 @@ class KillsAndStalls(Check):
             return
         roles = ctx.roles(where)
         # Threads sleep to poll and exit when done; that is not sabotage.
-        keep = (HOOK, STEP, DATA) if what == "stall" else (HOOK, STEP, DATA, TEARDOWN)
+        keep = (HOOK, STEP, DATA)  # teardown code may exit or destroy process groups
         roles = [r for r in roles if r[0] in keep]
         if roles:
             sev = Severity.HIGH if roles[0][0] in (HOOK, STEP) else Severity.MEDIUM

@@ -63,7 +63,7 @@ _ALLOWED_FUNCS = re.compile(
 _STATE_OWNERS = re.compile(r"(?i)(^|_)(step|load\w*|\w*state_dict\w*|__init__|init\w*|"
                            r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
 _EMA_NAMES = re.compile(r"(?i)ema|shadow|avg|average|swa|teacher|target|momentum|running|mean")
-_SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|checkpoint|weights$")
+_SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|checkpoint")
 _OPT_KEYS = frozenset({"lr", "momentum", "betas", "weight_decay", "eps", "dampening"})
 _STATE_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
                          "square_avg", "acc_delta", "sum", "step"})
@@ -206,6 +206,9 @@ class ParameterTampering(Check):
         root = _root_name(target)
         negates = _negates(op, args)
         noisy = _random_in(args, ctx) and op not in ("normal_", "uniform_")
+        if kind == "state-dict" and not (negates or noisy or any(
+                isinstance(literal(a), (int, float)) for a in args)):
+            return  # checkpoint surgery with computed tensors (resizing, merging embeddings)
         ctx.defer(lambda: self._decide(node, ctx, where, kind, root, op, negates, noisy,
                                        plain_set))
 
