@@ -12,6 +12,7 @@ import pytest
 
 from mlscan import cache as cache_mod
 from mlscan.analyzers import base as analyzers
+from mlscan.analyzers import load_all
 from mlscan.context import Budget, Limits, Settings
 from mlscan.engine import ScanOptions, scan
 from mlscan.errors import LimitExceeded
@@ -32,7 +33,7 @@ def _counting(src: analyzers.Source, budget: Budget) -> Iterator[analyzers.Findi
 
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    analyzers.analyzer_for(Kind.PICKLE)
+    load_all()  # every module registered now: nothing lands in the patched tables
     monkeypatch.setitem(analyzers._ANALYZERS, Kind.PICKLE, _counting)
     monkeypatch.setattr(analyzers, "_BATCH", [])
     CALLS.clear()
@@ -140,3 +141,29 @@ def test_hasher_never_opens_a_fifo(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     assert cache_mod.Hasher().sha256(fifo) is None
+
+
+def test_batch_analyzer_runs_once_per_scan_and_not_at_all_when_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[list[str]] = []
+
+    def fake_semgrep(targets: list[analyzers.Target],
+                     budget: Budget) -> Iterator[analyzers.Finding]:
+        runs.append(sorted(t.path for t in targets))
+        for t in targets:
+            yield MALFORMED.finding(t.path, "batch", line=1, evidence="b")
+
+    load_all()  # import the real analyzers first, then replace them
+    monkeypatch.setattr(analyzers, "_BATCH", [(frozenset({Kind.PYTHON}), fake_semgrep)])
+    monkeypatch.setitem(analyzers._ANALYZERS, Kind.PYTHON, lambda src, budget: iter(()))
+    root, cache_dir = tmp_path / "repo", tmp_path / "cache"
+    root.mkdir()
+    for i in range(5):
+        (root / f"m{i}.py").write_text(f"x = {i}\n")
+    first = _scan(root, cache_dir)
+    assert runs == [[f"m{i}.py" for i in range(5)]]  # one start for all files
+    assert _scan(root, cache_dir).findings == first.findings
+    assert len(runs) == 1  # all cached: not started
+    (root / "m3.py").write_text("x = 33\n")
+    _scan(root, cache_dir)
+    assert runs[-1] == ["m3.py"]  # only the changed file

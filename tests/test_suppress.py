@@ -15,6 +15,7 @@ import pytest
 
 from mlscan import registry
 from mlscan.analyzers import base as analyzers
+from mlscan.analyzers import load_all
 from mlscan.baseline import Baseline, BaselineError, load, render
 from mlscan.context import Budget
 from mlscan.engine import ScanOptions, scan
@@ -35,7 +36,7 @@ def _fake_analyzer(src: analyzers.Source, budget: Budget) -> Iterator[Finding]:
 
 @pytest.fixture
 def fake_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    analyzers.analyzer_for(Kind.PYTHON)  # load the real ones first, then replace
+    load_all()  # every module registered first: nothing lands in the patched tables
     monkeypatch.setitem(analyzers._ANALYZERS, Kind.PYTHON, _fake_analyzer)
     monkeypatch.setattr(analyzers, "_BATCH", [])
     registry.all_rules()
@@ -97,6 +98,7 @@ def test_directives_in_unparseable_code_still_work(tmp_path: Path, fake_python: 
     (tmp_path / "t.py").write_text('x = DANGER(  # mlscan: ignore[MLS998]\ns = """\n')
     findings, suppressed = _scan(tmp_path)
     assert _codes([f for f, _ in suppressed]) == [("MLS998", 1)]
+    assert not [f for f in findings if f.rule_id == "MLS906"]  # read once, not twice
 
 
 def test_parse_directives_ignores_strings_and_docstrings() -> None:
