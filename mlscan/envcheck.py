@@ -38,6 +38,7 @@ from mlscan.envcheck_walk import (
     legit_changing,
     unlisted_in_owned,
     unowned_top_level,
+    walk_files,
 )
 from mlscan.model import Finding, Severity
 
@@ -104,6 +105,7 @@ class _Checker:
         self.bad_hash: set[str] = set()
         """Recorded files that are modified, missing or unreadable."""
         self.verified_py: list[str] = []
+        self.with_record: list[Distribution] = []
         """Recorded .py files whose hash matched (sources for the byte-code check)."""
 
     def add(self, finding: Finding, key: str | None = None, sha256: str | None = None,
@@ -118,6 +120,8 @@ class _Checker:
             for dist in find_distributions(site_dir):
                 self.res.distributions += 1
                 self.claimed[site_dir].update(dist.top_level)
+                if dist.entries:
+                    self.with_record.append(dist)
                 new = self._dist_jobs(dist)
                 if hasher is not None:
                     for job in new:
@@ -224,6 +228,22 @@ class _Checker:
                                       evidence="missing", severity=severity))
 
     # -- unlisted files ---------------------------------------------------------------------
+    def added_metadata(self) -> None:
+        """Files added to a dist-info folder after installation. `entry_points.txt` matters:
+        plugin hosts (pytest, torch device backends, console scripts) load what it names."""
+        for dist in self.with_record:
+            for path in walk_files(os.fspath(dist.info_dir)):
+                name = os.path.basename(path)
+                if path in self.recorded or name in _MUTABLE_META:
+                    continue
+                shown = self.t.display(path)
+                plugins = name == "entry_points.txt"
+                self.add(FILE_ADDED.finding(
+                    shown, f"{dist.label}: metadata file added after installation"
+                    + ("; entry points it names are loaded by plugin hosts" if plugins else ""),
+                    evidence=name, severity=Severity.HIGH if plugins else Severity.LOW),
+                    shown, hash_file(path).sha256, path)
+
     def unlisted(self) -> None:
         for site_dir in self.t.site_dirs:
             owned = self.owned.get(site_dir, set())
@@ -363,6 +383,7 @@ def check(target: TargetEnv, environ: Mapping[str, str] | None = None,
     if bytecode:
         checker.bytecode()
     checker.unlisted()
+    checker.added_metadata()
     checker.startup_modules(checker.pth())
     checker.env_vars()
     checker.res.seconds = time.perf_counter() - start

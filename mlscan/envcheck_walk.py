@@ -50,7 +50,7 @@ class Unlisted:
     """First component below the site directory."""
 
 
-def _walk_files(root: str) -> Iterator[str]:
+def walk_files(root: str) -> Iterator[str]:
     stack = [root]
     while stack:
         current = stack.pop()
@@ -73,7 +73,7 @@ def unlisted_in_owned(site_dir: Path, owned: set[str], recorded: set[str]) -> li
         root = os.path.join(site_dir, top)
         if not os.path.isdir(root) or os.path.islink(root):
             continue
-        for path in _walk_files(root):
+        for path in walk_files(root):
             name = os.path.basename(path)
             if is_code(name) and not name.endswith(".pyo") and path not in recorded:
                 # Sourceless .pyc outside __pycache__ is importable; inside it is skipped above.
@@ -108,7 +108,7 @@ def unowned_top_level(site_dir: Path, owned: set[str], recorded: set[str],
             continue  # reported by the start-up hook check
         if entry.is_dir(follow_symlinks=False):
             code = []
-            for path in _walk_files(entry.path):
+            for path in walk_files(entry.path):
                 if is_code(os.path.basename(path)):
                     code.append(path)
                     if len(code) >= _MAX_UNOWNED_FILES:

@@ -573,3 +573,13 @@ def test_lock_accepts_environment_values(venv: tuple[Path, Path], tmp_path: Path
     assert [(f["rule_id"], f["path"]) for f in json.loads(out)["findings"]] == [
         ("MLS508", "env:LD_LIBRARY_PATH")]
     assert code == 1
+
+
+def test_entry_points_added_to_dist_info_are_reported(venv: tuple[Path, Path]) -> None:
+    python, site = venv
+    (site / "torch-1.0.dist-info" / "entry_points.txt").write_text(
+        "[torch.backends]\nfast = helper_mod:install\n")
+    (site / "tinypkg-1.0.dist-info" / "NOTES").write_text("x\n")
+    found = {(f.rule_id, f.path): f.severity for f in run_check(python)}
+    assert found == {("MLS503", "torch-1.0.dist-info/entry_points.txt"): Severity.HIGH,
+                     ("MLS503", "tinypkg-1.0.dist-info/NOTES"): Severity.LOW}
