@@ -71,7 +71,9 @@ FILE_ADDED = register(
         doc=RuleDoc(
             what="Walks the folders that installed distributions own and the top of "
             "site-packages, and reports `.py`, `.pyc` (outside `__pycache__`), `.so`/`.pyd` and "
-            "`.pth` files that no `RECORD` lists. Critical inside well-known ML packages.",
+            "`.pth` files that no `RECORD` lists (critical inside well-known ML packages), and "
+            "files added to a `.dist-info` folder after installation (`entry_points.txt`: "
+            "high, plugin hosts load what it names; anything else: low).",
             why="A dropped module inside a trusted package (`torch/_patch.py` imported from a "
             "modified `__init__`) or a sourceless `.pyc` next to the real module runs with the "
             "package's trust and survives code review of the project.",
