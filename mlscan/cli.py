@@ -109,7 +109,7 @@ def scan(
 ) -> None:
     """Scan files and folders: model files, Python code, Hugging Face repos."""
     from mlscan.engine import scan as run_scan
-    from mlscan.options import Flags, OptionsError, build
+    from mlscan.options import Flags, OptionsError, build, foreign_config
     from mlscan.reporters import Format, renderer
 
     outputs = [(_format(fmt, "--format"), output)]
@@ -129,6 +129,10 @@ def scan(
         opts, fail_sev = build(flags)
     except OptionsError as exc:
         _fail(str(exc))
+    foreign = foreign_config(flags)
+    if foreign is not None:
+        typer.echo(f"note: using configuration {foreign} from the scanned tree "
+                   "(--isolated ignores it)", err=True)
     progress = _StderrProgress(sys.stderr.isatty())
     try:
         report = run_scan(opts, progress=progress)

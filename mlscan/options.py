@@ -102,3 +102,15 @@ def build(flags: Flags, *, with_baseline: bool = True) -> tuple[ScanOptions, Sev
     )
     fail_on = _severity(flags.fail_on, cfg.fail_on, Severity.HIGH, "--fail-on")
     return opts, fail_on
+
+
+def foreign_config(flags: Flags) -> Path | None:
+    """The config file in use when it comes from the scanned tree rather than from the working
+    directory or its parents: a downloaded repository can ship one to switch checks off."""
+    if flags.config is not None or flags.isolated or not flags.paths:
+        return None
+    found = find_config(flags.paths[0])
+    if found is None:
+        return None
+    root, cwd = found.parent.absolute(), Path.cwd().absolute()
+    return None if root == cwd or root in cwd.parents else found

@@ -177,3 +177,17 @@ def test_patterns_are_relative_to_the_config_folder(tmp_path: Path) -> None:
 def test_default_config_is_empty() -> None:
     cfg = Config()
     assert cfg.root is None and cfg.cache and not cfg.select
+
+
+def test_config_shipped_inside_the_scanned_tree_is_announced(tmp_path: Path) -> None:
+    repo = tmp_path / "downloaded"
+    repo.mkdir()
+    (repo / "mlscan.toml").write_text('exclude = ["*.pt"]\n')
+    (repo / "junk.pt").write_bytes(b"junk")
+    outside = _run(["scan", "downloaded"], tmp_path)
+    assert "note: using configuration" in outside.stderr and "--isolated" in outside.stderr
+    assert "junk.pt" not in outside.stdout
+    audit = _run(["scan", "downloaded", "--isolated"], tmp_path)
+    assert "junk.pt" in audit.stdout and "note:" not in audit.stderr
+    inside = _run(["scan", "."], repo)  # your own project: no note
+    assert "note:" not in inside.stderr
