@@ -13,6 +13,16 @@ from mlscan.registry import register
 _RECORD_SPEC = "https://packaging.python.org/en/latest/specifications/recording-installed-packages/"
 _SITE_DOCS = "https://docs.python.org/3/library/site.html"
 
+def _startup_vars_text() -> str:
+    from mlscan.envcheck_hooks import STARTUP_VARS
+
+    parts = []
+    for sev in (Severity.HIGH, Severity.MEDIUM, Severity.LOW):
+        names = ", ".join(f"`{n}`" for n, (s, _) in STARTUP_VARS.items() if s is sev)
+        parts.append(f"{sev.value}: {names}")
+    return "; ".join(parts) + "."
+
+
 FILE_MODIFIED = register(
     Rule(
         code="MLS501",
@@ -172,10 +182,7 @@ STARTUP_ENV = register(
         summary="An environment variable changes what Python or the dynamic loader loads.",
         doc=RuleDoc(
             what="Reports set environment variables that change which code the interpreter, "
-            "the dynamic loader or CUDA load: `LD_PRELOAD` and `LD_AUDIT` (high), "
-            "`PYTHONPATH`, `PYTHONHOME`, `PYTHONSTARTUP`, `PYTHONUSERBASE`, "
-            "`PYTHONPLATLIBDIR`, `PYTHONEXECUTABLE`, `PYTHONSAFEPATH` unset with `PYTHONPATH`, "
-            "`LD_LIBRARY_PATH`, `CUDA_HOME`-style overrides and others.",
+            "the dynamic loader, CUDA or NCCL load. " + _startup_vars_text(),
             why="A value in a shared shell profile or job script silently substitutes "
             "libraries (`LD_PRELOAD=/tmp/libfast.so` can hook `cudaMemcpy`) or modules "
             "(`PYTHONPATH=/scratch/x` shadows `torch`) without changing a single installed file.",
