@@ -150,8 +150,8 @@ class DataPoisoning(Check):
                 return
             cond = "a random draw" if masked else _condition_kinds(where, ctx, set())
             if cond:
-                ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)} only when "
-                           f"{cond} says so (backdoor-style poisoning)",
+                ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)} only under a "
+                           f"condition on {cond} (backdoor-style poisoning)",
                            severity=Severity.HIGH)
         ctx.defer(decide)
 

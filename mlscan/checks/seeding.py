@@ -91,8 +91,9 @@ class HiddenReseed(Check):
         strong = kinds & triggers.STRONG
         if strong or triggers.RANK in kinds:
             sev = Severity.HIGH if strong else Severity.MEDIUM
-            ctx.report(HIDDEN_RESEED, node, f"{short}() runs only when {triggers.describe(kinds)} "
-                       "says so: a conditional reseed changes or breaks training", severity=sev)
+            ctx.report(HIDDEN_RESEED, node, f"{short}() runs only under a condition on "
+                       f"{triggers.describe(kinds)}: a conditional reseed changes or breaks "
+                       "training", severity=sev)
             return
         bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT]
         if bad_roles:

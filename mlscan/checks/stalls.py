@@ -109,7 +109,7 @@ class KillsAndStalls(Check):
             kinds = ctx.trigger_kinds(where) & triggers.STRONG
             if kinds:
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "
-                           f"when {triggers.describe(kinds)} says so (logic-bomb shape)")
+                           f"under a condition on {triggers.describe(kinds)} (logic-bomb shape)")
 
     def visit_Raise(self, node: ast.Raise, ctx: Ctx) -> None:
         exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
@@ -132,8 +132,8 @@ class KillsAndStalls(Check):
         label = {"kill": "kills the process", "stall": "stalls the process",
                  "collective": "skips or adds a collective (other ranks hang)"}[what]
         if strong:
-            ctx.report(KILL_STALL, node, f"{name}() {label} only when "
-                       f"{triggers.describe(kinds)} says so")
+            ctx.report(KILL_STALL, node, f"{name}() {label} only under a "
+                       f"condition on {triggers.describe(kinds)}")
             return
         if what == "collective":
             return  # rank-gated barriers are the normal 'rank 0 first' pattern

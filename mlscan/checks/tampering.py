@@ -67,7 +67,7 @@ _SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|checkpoint")
 _OPT_KEYS = frozenset({"lr", "momentum", "betas", "weight_decay", "eps", "dampening"})
 _STATE_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
                          "square_avg", "acc_delta", "sum", "step"})
-_RANDOM = ("torch.rand", "torch.randn", "torch.normal", "numpy.random", "random.", "torch.empty")
+_RANDOM = ("torch.rand", "torch.randn", "torch.normal", "numpy.random", "random.")
 
 
 def _strip(expr: ast.expr) -> ast.expr:
@@ -219,8 +219,8 @@ class ParameterTampering(Check):
         ema = bool(_EMA_NAMES.search(root))
         what = f"{kind} {root or 'tensor'}"
         if kinds - {triggers.INDEX}:
-            ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} only when "
-                       f"{triggers.describe(kinds)} says so")
+            ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} only under a "
+                       f"condition on {triggers.describe(kinds)}")
         elif roles and not ema and not (plain_set and kind == "state-dict") and not (
                 ctx.in_optimizer_class(where) or (
                     all(r == STEP for r, _ in roles) and _allowed(where, ctx))):
@@ -340,8 +340,8 @@ class OptimizerTampering(Check):
         roles = [r for r in ctx.roles(where) if r[0] != STEP]  # schedulers have step() too
         if kinds:
             sev = Severity.HIGH if kinds & triggers.STRONG else Severity.MEDIUM
-            ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} changed only when "
-                       f"{triggers.describe(kinds)} says so", severity=sev)
+            ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} changed only under a "
+                       f"condition on {triggers.describe(kinds)}", severity=sev)
         elif why:
             ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} {why}")
         elif roles and not ctx.in_optimizer_class(where):
