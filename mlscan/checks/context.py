@@ -119,8 +119,12 @@ class Ctx:
     def frame(self) -> Frame:
         return self.frames[-1]
 
-    def where(self) -> Where:
-        return Where(tuple(self.frames), tuple(self.conds), tuple(self.loops), tuple(self.withs))
+    def where(self, inline: ast.AST | None = None) -> Where:
+        """The current context; `inline` adds conditions of `a if cond else b` inside it."""
+        conds = tuple(self.conds)
+        if inline is not None:
+            conds += tuple(n.test for n in ast.walk(inline) if isinstance(n, ast.IfExp))
+        return Where(tuple(self.frames), conds, tuple(self.loops), tuple(self.withs))
 
     def trigger_kinds(self, where: Where) -> frozenset[str]:
         kinds: set[str] = set()

@@ -95,6 +95,9 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx) -> str:
             return "negates" if func.startswith("neg") else "rewrites"
         if func == "mul" and expr.args and isinstance(literal(expr.args[0]), (int, float)):
             return "scales by a constant"
+        if any(isinstance(a, ast.Call) and (last_attr(a.func) in _REPLACERS or _random(a, ctx))
+               for a in expr.args):
+            return "replaces values"  # torch.where(mask, torch.zeros_like(o), o)
     return ""
 
 

@@ -65,6 +65,8 @@ def _number(expr: ast.AST) -> float | None:
 
 def nudged(expr: ast.AST) -> str:
     """'name' when `expr` shifts/scales/clamps a metric by a constant."""
+    if isinstance(expr, ast.IfExp):
+        return nudged(expr.body) or nudged(expr.orelse)
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub, ast.Div)):
         for a, b in ((expr.left, expr.right), (expr.right, expr.left)):
             name = metric_name(a)

@@ -32,6 +32,7 @@ DATA_POISON = register(Rule(
 
 _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_id|class_idx|"
                     r"gt|gt_label|answer)$")
+_TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
                     r"arr|tensor|im)$")
 
@@ -43,8 +44,7 @@ def _label_target(expr: ast.expr) -> str:
         key = literal(expr.slice)
         if isinstance(key, str) and _LABEL.match(key):
             return key
-        if isinstance(expr.value, ast.Name) and _LABEL.match(expr.value.id):
-            return expr.value.id
+        return _label_target(expr.value)  # labels[mask], sample["labels"][:]
     if isinstance(expr, ast.Attribute) and _LABEL.match(expr.attr):
         return expr.attr
     return ""
@@ -117,6 +117,10 @@ class DataPoisoning(Check):
             label = _label_target(target)
             if label and _poison_label_value(node.value, ctx):
                 self._defer(node, ctx, f"label {label} overwritten")
+            elif (_is_image(target) and isinstance(node.value, ast.BinOp) and any(
+                    _TRIGGER.search(last_attr(n)) for n in ast.walk(node.value)
+                    if isinstance(n, (ast.Name, ast.Attribute)))):
+                self._defer(node, ctx, "a trigger pattern blended into the input")
             elif (isinstance(target, ast.Subscript) and _is_image(target.value)
                   and isinstance(literal(node.value), (int, float))
                   and _fixed_slice(target.slice)):

@@ -48,7 +48,7 @@ _KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "sys.exit", 
                     "signal.setitimer", "torch.distributed.destroy_process_group",
                     "os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
 _SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
-_STALLS = frozenset({"time.sleep", "asyncio.sleep", "threading.Event().wait"})
+_STALLS = frozenset({"time.sleep", "asyncio.sleep", "threading.Event().wait", "torch.cuda._sleep"})
 _COLLECTIVES = frozenset({"barrier", "all_reduce", "all_gather", "broadcast", "reduce_scatter",
                           "all_to_all", "reduce", "all_gather_into_tensor", "monitored_barrier"})
 _FILE_NET = ("os.remove", "os.unlink", "os.rmdir", "os.rename", "os.replace", "os.truncate",

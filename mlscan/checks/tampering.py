@@ -54,19 +54,20 @@ INPLACE = frozenset({
     "geometric_", "pow_", "sqrt_", "t_", "transpose_", "flip_", "roll_", "scatter_",
 })
 _ALLOWED_FUNCS = re.compile(
-    r"(?i)(^|_)(step|init|initiali[sz]e\w*|reset\w*|ema|average\w*|avg|swa|polyak|teacher|"
+    r"(?i)^_?step$|(sgd|adam\w*|optim\w*|update)_step|(^|_)(init|initiali[sz]e\w*|reset\w*|ema|average\w*|avg|swa|polyak|teacher|"
     r"momentum_update|copy\w*|load\w*|sync\w*|broadcast\w*|clip\w*|prune\w*|quanti[sz]\w*|fold\w*|"
     r"fuse\w*|convert\w*|zero_grad|freeze\w*|restore\w*|swap\w*|tie\w*|shrink\w*|"
     r"interpolate\w*|resize\w*|merge\w*|apply_mask|mask\w*|sgd|adam\w*|optimi[sz]e\w*|"
     r"update_params|apply_grad\w*|all_reduce\w*|allreduce\w*|reduce_grad\w*|scale_grad\w*|"
     r"unscale\w*|__init__|_?single_tensor\w*|_?multi_tensor\w*|weight_norm|spectral_norm)($|_)")
-_STATE_OWNERS = re.compile(r"(?i)(^|_)(step|load\w*|\w*state_dict\w*|__init__|init\w*|"
+_STATE_OWNERS = re.compile(r"(?i)^_?step$|(^|_)(load\w*|\w*state_dict\w*|__init__|init\w*|"
                            r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
 _EMA_NAMES = re.compile(r"(?i)ema|shadow|avg|average|swa|teacher|target|momentum|running|mean")
 _SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|checkpoint")
 _OPT_KEYS = frozenset({"lr", "momentum", "betas", "weight_decay", "eps", "dampening"})
 _STATE_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
                          "square_avg", "acc_delta", "sum", "step"})
+_MOMENT_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
 _RANDOM = ("torch.rand", "torch.randn", "torch.normal", "numpy.random", "random.")
 
 
@@ -151,6 +152,11 @@ class ParameterTampering(Check):
             return
         if func.attr in INPLACE:
             self._check(node, func.value, func.attr, list(node.args), ctx)
+        elif func.attr in ("clip_grad_norm_", "clip_grad_value_"):
+            kinds = ctx.trigger_kinds(ctx.where(node)) & triggers.STRONG
+            if kinds:
+                ctx.report(PARAM_TAMPER, node, f"{func.attr}() threshold switched by a condition "
+                           f"on {triggers.describe(kinds)}")
         elif func.attr.startswith("_foreach_") and func.attr.endswith("_") and node.args:
             self._foreach(node, func.attr, ctx)
         elif func.attr == "load_state_dict" and node.args and isinstance(node.args[0],
@@ -253,6 +259,8 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where) -> tuple[str, str]:
             return "group", key
         if isinstance(base, ast.Name) and ctx.group_name(base.id, where):
             return "group", key
+    if key in _MOMENT_KEYS:
+        return "state", key  # these names only exist in optimizer state
     if key in _STATE_KEYS and isinstance(base, ast.Name) and ctx.state_name(base.id, where):
         return "state", key
     if key in _STATE_KEYS and isinstance(base, ast.Subscript) and last_attr(
@@ -318,11 +326,10 @@ class OptimizerTampering(Check):
             ctx.report(OPTIM_TAMPER, node, f"optimizer defaults[{key!r}] changed after the "
                        "optimizer was built", severity=Severity.MEDIUM)
         elif what == "group":
-            why = _suspicious_value(op, value, ctx, key)
-            ctx.defer(lambda: self._decide_group(node, key, why, where, ctx))
+            self._defer_group(node, key, value, ctx)
 
     def _defer_group(self, node: ast.AST, key: str, value: ast.expr, ctx: Ctx) -> None:
-        where = ctx.where()
+        where = ctx.where(value)
         why = _suspicious_value(None, value, ctx, key)
         ctx.defer(lambda: self._decide_group(node, key, why, where, ctx))
 

@@ -126,12 +126,12 @@ def _compare_kinds(node: ast.Compare, names: Names) -> set[str]:
     for side in sides:
         if _is_time_now(side, names) and any(n >= 1e9 for n in numbers):
             kinds.add(TIME)  # compared with an absolute epoch, not an elapsed duration
-        world = _name_of(side) in _WORLD_NAMES
-        key = _env_key(side, names)
-        if key is None and isinstance(side, ast.Call) and side.args:
-            key = _env_key(side.args[0], names)  # int(os.environ["WORLD_SIZE"])
-        if key is not None and _ENV_KEYS.get(key.upper()) == WORLD:
-            world = True
+        world = False
+        for part in ast.walk(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
+            key = _env_key(part, names)
+            if _name_of(part) in _WORLD_NAMES or (
+                    key is not None and _ENV_KEYS.get(key.upper()) == WORLD):
+                world = True
         if world and any(n >= WORLD_THRESHOLD for n in numbers):
             kinds.add(WORLD)
         if _name_of(side) in _INDEX_NAMES and (numbers or (
