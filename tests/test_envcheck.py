@@ -583,3 +583,18 @@ def test_entry_points_added_to_dist_info_are_reported(venv: tuple[Path, Path]) -
     found = {(f.rule_id, f.path): f.severity for f in run_check(python)}
     assert found == {("MLS503", "torch-1.0.dist-info/entry_points.txt"): Severity.HIGH,
                      ("MLS503", "tinypkg-1.0.dist-info/NOTES"): Severity.LOW}
+
+
+def test_fail_on_and_output_follow_the_scan_contract(venv: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    python, site = venv
+    (site / "tinypkg" / "core.py").write_text("def add(a, b):\n    return b\n")
+    out_file = tmp_path / "report.json"
+    code, out = cli("--python", str(python), "-f", "json", "--no-code", "--fail-on", "critical",
+                    "-o", str(out_file))
+    assert code == 0 and out == ""
+    assert [f["rule_id"] for f in json.loads(out_file.read_text())["findings"]] == ["MLS501"]
+    assert cli("--python", str(python), "--no-code", "--min-severity", "critical")[0] == 0
+    assert cli("--python", str(python), "--no-code", "--exit-zero")[0] == 0
+    assert cli("--python", str(python), "--no-code", "--ignore", "MLS501")[0] == 0
+    assert cli("--python", str(python), "--no-code")[0] == 1
