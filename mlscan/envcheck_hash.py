@@ -80,6 +80,27 @@ def hash_file(path: str, algo: str = "sha256") -> HashResult:
         os.close(fd)
 
 
+def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
+    """Up to `limit` bytes of a regular file. Raises OSError for anything else (a FIFO or
+    device planted where metadata is expected must not hang or feed us endless data)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{os.fspath(path)}: not a regular file")
+        chunks: list[bytes] = []
+        remaining = limit
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, BLOCK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _hash_chunk(items: Sequence[tuple[str, str]]) -> list[HashResult]:
     return [hash_file(p, a) for p, a in items]
 

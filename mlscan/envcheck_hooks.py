@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlscan.envcheck_hash import read_regular
 from mlscan.model import Severity
 
 _MAX_PTH = 1 << 20
@@ -95,8 +96,7 @@ def _nspkg_like(name: str, text: str) -> bool:
 def read_pth(path: Path) -> PthFile:
     """Classify a .pth file's lines exactly as `site.addpackage` would treat them."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(_MAX_PTH)
+        data = read_regular(path, _MAX_PTH)
     except OSError as exc:
         return PthFile(path, (), (), False, False, problem=exc.strerror or str(exc))
     text = data.decode("utf-8", "replace").removeprefix("\ufeff")
@@ -147,8 +147,7 @@ def _candidates(names: Iterable[str], module: str) -> Iterable[str]:
 
 def _is_apport(path: Path) -> bool:
     try:
-        with open(path, "rb") as fh:
-            text = fh.read(4096).decode("utf-8", "replace")
+        text = read_regular(path, 4096).decode("utf-8", "replace")
     except OSError:
         return False
     return text.strip() == _APPORT_SITECUSTOMIZE

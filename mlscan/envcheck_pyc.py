@@ -19,6 +19,8 @@ import struct
 import sys
 from collections.abc import Sequence
 
+from mlscan.envcheck_hash import read_regular
+
 _HEADER = 16
 _MAX_PYC = 64 * 1024 * 1024
 _MAX_DEPTH = 200
@@ -150,11 +152,9 @@ def _optimize(pyc: str) -> int:
 def compare(pyc: str, source_path: str) -> str | None:
     """A reason when the cache Python would run differs from the compiled source, else None."""
     try:
-        with open(source_path, "rb") as fh:
-            source = fh.read()
-            st = os.fstat(fh.fileno())
-        with open(pyc, "rb") as fh:
-            cached = fh.read(_MAX_PYC + 1)
+        st = os.stat(source_path)
+        source = read_regular(source_path, _MAX_PYC)
+        cached = read_regular(pyc, _MAX_PYC + 1)
     except OSError:
         return None  # missing or unreadable files are reported by the RECORD check
     if not header_in_use(cached[:_HEADER], source, st):

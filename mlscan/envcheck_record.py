@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mlscan.envcheck_hash import read_regular
+
 _MAX_RECORD = 64 * 1024 * 1024
 
 
@@ -54,8 +56,7 @@ class Distribution:
 
 
 def _read_limited(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        data = fh.read(_MAX_RECORD + 1)
+    data = read_regular(path, _MAX_RECORD + 1)
     if len(data) > _MAX_RECORD:
         raise ValueError(f"larger than {_MAX_RECORD} bytes")
     return data
@@ -68,8 +69,7 @@ def _metadata(info_dir: Path, fallback: str) -> tuple[str, str]:
     name = name or fallback
     for fname in ("METADATA", "PKG-INFO"):
         try:
-            with open(info_dir / fname, "rb") as fh:
-                head = fh.read(16384).decode("utf-8", "replace")
+            head = read_regular(info_dir / fname, 16384).decode("utf-8", "replace")
         except OSError:
             continue
         found: dict[str, str] = {}
@@ -111,7 +111,7 @@ def parse_record(data: bytes) -> tuple[list[RecordEntry], list[str]]:
 
 def _editable_from(info_dir: Path) -> str | None:
     try:
-        raw = json.loads((info_dir / "direct_url.json").read_bytes()[:1 << 20])
+        raw = json.loads(read_regular(info_dir / "direct_url.json", 1 << 20))
     except (OSError, ValueError):
         return None
     if not isinstance(raw, dict):
@@ -125,7 +125,7 @@ def _editable_from(info_dir: Path) -> str | None:
 def _top_level(info_dir: Path, name: str) -> tuple[str, ...]:
     names = {name.lower().replace("-", "_").replace(".", "_")}
     try:
-        text = (info_dir / "top_level.txt").read_text(encoding="utf-8", errors="replace")
+        text = read_regular(info_dir / "top_level.txt", 1 << 20).decode("utf-8", "replace")
         names.update(line.strip().split("/")[0] for line in text.splitlines() if line.strip())
     except OSError:
         pass
@@ -164,7 +164,8 @@ def _legacy(site_dir: Path, entry: os.DirEntry[str]) -> Distribution:
     path = Path(entry.path)
     if entry.name.endswith(".egg-link"):
         try:
-            target = path.read_text(encoding="utf-8", errors="replace").splitlines()[0].strip()
+            text = read_regular(path, 1 << 16).decode("utf-8", "replace")
+            target = text.splitlines()[0].strip()
         except (OSError, IndexError):
             target = "?"
         return Distribution(entry.name[:-9], "", site_dir, path, "egg-link",

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlscan.envcheck_hash import read_regular
+
 _PROBE = r"""
 import json, os, site, sys, sysconfig
 p = sysconfig.get_paths()
@@ -71,7 +73,7 @@ def _pyvenv_cfg(prefix: str) -> dict[str, str]:
     cfg = Path(prefix) / "pyvenv.cfg"
     out: dict[str, str] = {}
     try:
-        text = cfg.read_text(encoding="utf-8", errors="replace")
+        text = read_regular(cfg, 1 << 16).decode("utf-8", "replace")
     except OSError:
         return out
     for line in text.splitlines():

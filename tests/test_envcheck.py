@@ -336,9 +336,15 @@ def test_fifo_and_malformed_record_do_not_hang_or_crash(venv: tuple[Path, Path])
     os.mkfifo(site / "tinypkg" / "core.py")
     record = site / "helper_mod-1.0.dist-info" / "RECORD"
     record.write_text(record.read_text() + "broken.py,sha256,notanumber\n")
+    os.mkfifo(site / "zz_hang.pth")
+    torch_record = site / "torch-1.0.dist-info" / "RECORD"
+    torch_record.unlink()
+    os.mkfifo(torch_record)
     found = codes(run_check(python))
     assert ("MLS509", "tinypkg/core.py") in found
     assert ("MLS509", "helper_mod-1.0.dist-info/RECORD") in found
+    assert ("MLS509", "zz_hang.pth") in found
+    assert ("MLS504", "torch-1.0.dist-info") in found
 
 
 def test_probe_does_not_run_pth_or_sitecustomize(venv: tuple[Path, Path],
