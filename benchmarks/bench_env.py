@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -39,12 +40,26 @@ def _sha256sum(list_file: str, parallel: int) -> None:
         subprocess.run(cmd, stdin=stdin, stdout=subprocess.DEVNULL, check=False)
 
 
-def _best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
+_CPU: dict[str, float] = {}
+"""Best CPU seconds (user + system, ours and children's) per row: steadier than wall time on
+a busy machine."""
+
+
+def _cpu_now() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _best(fn: Callable[[], object], repeat: int, name: str = "") -> float:
+    times, cpus = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_now()
         fn()
         times.append(time.perf_counter() - start)
+        cpus.append(_cpu_now() - cpu)
+    if name:
+        _CPU[name] = min(cpus)
     return min(times)
 
 
@@ -69,8 +84,8 @@ def main() -> None:
         list_file = fh.name
     try:
         rows: list[tuple[str, float]] = []
-        rows.append(("read every byte once (python)", _best(lambda: _read_all(paths),
-                                                            args.repeat)))
+        name = "read every byte once (python)"
+        rows.append((name, _best(lambda: _read_all(paths), args.repeat, name)))
         hash_times: list[float] = []
 
         def run_check() -> None:
@@ -80,7 +95,7 @@ def main() -> None:
             if bad:
                 print(f"  note: {len(bad)} modified/missing files reported", file=sys.stderr)
 
-        total = _best(run_check, args.repeat)
+        total = _best(run_check, args.repeat, "mlscan env: whole check")
         rows.append(("mlscan env: hashing only", min(hash_times)))
         rows.append(("mlscan env: whole check", total))
         one: list[float] = []
@@ -88,21 +103,24 @@ def main() -> None:
             one.append(envcheck.check(target, environ={}, workers=1).hash_seconds)
         rows.append(("mlscan env --jobs 1: hashing only", min(one)))
         cpus = os.cpu_count() or 1
-        rows.append(("sha256sum, 1 process", _best(lambda: _sha256sum(list_file, 1),
-                                                   args.repeat)))
-        rows.append((f"sha256sum, {cpus} processes", _best(lambda: _sha256sum(list_file, cpus),
-                                                          args.repeat)))
+        name = "sha256sum, 1 process"
+        rows.append((name, _best(lambda: _sha256sum(list_file, 1), args.repeat, name)))
+        name = f"sha256sum, {cpus} processes"
+        rows.append((name, _best(lambda: _sha256sum(list_file, cpus), args.repeat, name)))
     finally:
         os.unlink(list_file)
 
-    print(f"\n{'':34} {'seconds':>8} {'files/s':>10} {'MB/s':>8}")
+    print(f"\n{'':34} {'seconds':>8} {'files/s':>10} {'MB/s':>8} {'CPU s':>7}")
     for name, secs in rows:
-        print(f"{name:34} {secs:8.2f} {len(paths) / secs:10,.0f} {mb / secs:8,.0f}")
+        cpu = f"{_CPU[name]:7.2f}" if name in _CPU else f"{'':7}"
+        print(f"{name:34} {secs:8.2f} {len(paths) / secs:10,.0f} {mb / secs:8,.0f} {cpu}")
     t = dict(rows)
     print(f"\nratio mlscan whole check / sha256sum (1 process): "
           f"{t['mlscan env: whole check'] / t['sha256sum, 1 process']:.2f}")
     print(f"ratio mlscan whole check / sha256sum ({cpus} processes): "
           f"{t['mlscan env: whole check'] / t[f'sha256sum, {cpus} processes']:.2f}")
+    print(f"CPU-time ratio mlscan whole check / sha256sum: "
+          f"{_CPU['mlscan env: whole check'] / _CPU['sha256sum, 1 process']:.2f}")
     print(f"ratio mlscan whole check / reading the bytes once: "
           f"{t['mlscan env: whole check'] / t['read every byte once (python)']:.2f}")
     if args.bytecode:
