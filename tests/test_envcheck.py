@@ -604,3 +604,24 @@ def test_fail_on_and_output_follow_the_scan_contract(venv: tuple[Path, Path],
     assert cli("--python", str(python), "--no-code", "--exit-zero")[0] == 0
     assert cli("--python", str(python), "--no-code", "--ignore", "MLS501")[0] == 0
     assert cli("--python", str(python), "--no-code")[0] == 1
+
+
+def test_probe_mirrors_site_for_venvs_with_and_without_system_packages(tmp_path: Path) -> None:
+    from mlscan.envcheck_target import from_probe
+
+    venv_site, base_site = tmp_path / "venv" / "site", tmp_path / "base" / "site"
+    venv_site.mkdir(parents=True)
+    base_site.mkdir(parents=True)
+    cfg = tmp_path / "venv" / "pyvenv.cfg"
+    probe: dict[str, object] = {
+        "prefix": str(tmp_path / "base"), "base_prefix": str(tmp_path / "base"),
+        "venv_cfg": str(cfg), "venv_site": [str(venv_site)], "site": [str(base_site)],
+        "base_site": [str(base_site)], "user_site": str(tmp_path / "nouser"),
+        "sys_path": ["/stdlib"], "cache_tag": "cpython-311"}
+    cfg.write_text("home = /x\ninclude-system-site-packages = false\n")
+    assert from_probe(probe, "py").site_dirs == (venv_site,)
+    cfg.write_text("home = /x\ninclude-system-site-packages = true\n")
+    assert from_probe(probe, "py").site_dirs == (venv_site, base_site)
+    not_venv = {**probe, "venv_cfg": None}
+    target = from_probe(not_venv, "py")
+    assert target.site_dirs == (base_site,) and target.base_path == (Path("/stdlib"),)
