@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -138,9 +138,11 @@ def _run_cli(binary: str, rules: Path, files: Sequence[Path], per_file: float,
     return out
 
 
-def run_rules(files: Sequence[Path], *, per_file: float = 10.0, timeout: float | None = None,
+def run_rules(files: Sequence[Path], *, rule_ids: Collection[str] | None = None,
+              per_file: float = 10.0, timeout: float | None = None,
               engine: str = "auto") -> RunResult:
-    """Run every packaged rule over `files` (absolute paths) in one semgrep process.
+    """Run the packaged rules (all, or `rule_ids`) over `files` (absolute paths) in one
+    semgrep process.
 
     `engine` is "auto" (core, then CLI), "core" or "cli". Raises SemgrepUnavailable when
     nothing could run, subprocess.TimeoutExpired when the whole run took too long.
@@ -153,7 +155,7 @@ def run_rules(files: Sequence[Path], *, per_file: float = 10.0, timeout: float |
     with tempfile.TemporaryDirectory(prefix="mlscan-semgrep-") as tmpdir:
         tmp = Path(tmpdir)
         rules = tmp / "rules.json"
-        rules.write_text(rules_json(), encoding="utf-8")
+        rules.write_text(rules_json(rule_ids), encoding="utf-8")
         core = core_binary() if engine in ("auto", "core") else None
         if core:
             try:
@@ -233,29 +235,25 @@ def _error_findings(run: RunResult, by_path: dict[str, Target]) -> Iterator[Find
 
 @register_batch(Kind.PYTHON)
 def analyze_python_batch(targets: list[Target], budget: Budget) -> Iterator[Finding]:
-    limit = budget.limits.max_text_bytes
-    files: list[Target] = []
-    for target in targets:
-        try:
-            size = target.fs_path.stat().st_size
-        except OSError:
-            continue  # the per-file analyzers report unreadable files
-        if size <= limit:  # larger files are reported by the Python analyzer
-            # absolute paths: semgrep reports them back as given, and we map on them
-            files.append(replace(target, fs_path=target.fs_path.absolute()))
-    if not files:
-        return
+    from mlscan.analyzers.semgrep_plan import plan_runs
+
+    # absolute paths: semgrep reports them back as given, and we map on them
+    absolute = [replace(t, fs_path=t.fs_path.absolute()) for t in targets]
     per_file = budget.limits.max_seconds_per_file
-    try:
-        run = run_rules([t.fs_path for t in files], per_file=per_file)
-    except subprocess.TimeoutExpired as exc:
-        yield LIMIT_EXCEEDED.finding(
-            files[0].path, f"semgrep did not finish within {exc.timeout:g}s; MLS4xx pattern "
-            f"rules were not applied to {len(files)} Python file(s)", evidence="semgrep timeout")
-        return
-    except SemgrepUnavailable as exc:
-        yield ANALYZER_ERROR.finding(
-            files[0].path, f"semgrep could not run, so MLS4xx pattern rules were not applied "
-            f"to {len(files)} Python file(s): {exc}", evidence="semgrep unavailable")
-        return
-    yield from to_findings(run, files)
+    for run in plan_runs(absolute, budget.limits.max_text_bytes):
+        files = list(run.targets)
+        try:
+            result = run_rules([t.fs_path for t in files], rule_ids=run.rule_ids,
+                               per_file=per_file)
+        except subprocess.TimeoutExpired as exc:
+            yield LIMIT_EXCEEDED.finding(
+                files[0].path, f"semgrep did not finish within {exc.timeout:g}s; MLS4xx "
+                f"pattern rules were not applied to {len(files)} Python file(s)",
+                evidence="semgrep timeout")
+            continue
+        except SemgrepUnavailable as exc:
+            yield ANALYZER_ERROR.finding(
+                files[0].path, f"semgrep could not run, so MLS4xx pattern rules were not "
+                f"applied to {len(files)} Python file(s): {exc}", evidence="semgrep unavailable")
+            return  # the next runs would fail the same way
+        yield from to_findings(result, files)

@@ -7,6 +7,7 @@ confidence, CWE and the documentation sections, and this module registers them a
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from mlscan.registry import register
 from mlscan.resources import rules_dir
 
 CODE_KEY = "mlscan-code"
+PREFILTER_KEY = "mlscan-prefilter"
 
 
 class RuleSpecError(ValueError):
@@ -49,9 +51,88 @@ def raw_rules() -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-def rules_json() -> str:
-    """All rules as one JSON document, the form semgrep-core reads (YAML anchors resolved)."""
-    return json.dumps({"rules": list(raw_rules())}, separators=(",", ":"))
+def rules_json(rule_ids: Collection[str] | None = None) -> str:
+    """The rules (all, or these ids) as one JSON document, the form semgrep-core reads
+    (YAML anchors resolved)."""
+    rules = [r for r in raw_rules() if rule_ids is None or r.get("id") in rule_ids]
+    return json.dumps({"rules": rules}, separators=(",", ":"))
+
+
+_WHITESPACE = b" \t\r\n\f\v\\"  # and backslashes, so line continuations vanish too
+_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
+
+
+class Prefilter:
+    """A cheap necessary condition for one rule, from its metadata `mlscan-prefilter`: a list
+    of groups of strings; the rule can only match a file in which some string of every group
+    occurs. Plain strings are looked up in the source with all whitespace and backslashes
+    removed (so `exec (x)` and line continuations do not matter). Prefixes: `i:` makes that
+    lookup case-insensitive; `m:mod` stands for the module's use or import (`mod.`,
+    `import mod`, `from mod`, `, mod`); `r:` looks in the raw source instead; `^word` needs
+    `word` in the raw source not preceded by a letter, digit, `_` or `.`, and `^name(` a bare
+    call (`eval(` but not `model.eval(`). `a&&b` needs both. Substring tests run at GB/s,
+    about 100x faster than regex alternations and than semgrep's parser."""
+
+    def __init__(self, groups: list[list[str]]) -> None:
+        self.groups = tuple(tuple(group) for group in groups)
+
+    def matches(self, text: _Text) -> bool:
+        return all(any(text.has(s) for s in group) for group in self.groups)
+
+
+class _Text:
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.squeezed = raw.translate(None, _WHITESPACE)
+        self._lowered: bytes | None = None
+
+    def has(self, needle: str) -> bool:
+        if "&&" in needle:
+            return all(self.has(part) for part in needle.split("&&"))
+        if needle.startswith("^"):
+            return self._bare(needle[1:].encode())
+        if needle.startswith("r:"):
+            return needle[2:].encode() in self.raw
+        if needle.startswith("m:"):  # a module: used, imported, or imported from
+            name = needle[2:].encode()
+            return any(form in self.squeezed for form in
+                       (name + b".", b"import" + name, b"from" + name, b"," + name))
+        if needle.startswith("i:"):
+            if self._lowered is None:
+                self._lowered = self.squeezed.lower()
+            return needle[2:].lower().encode() in self._lowered
+        return needle.encode() in self.squeezed
+
+    def _bare(self, word: bytes) -> bool:
+        """`word` in the raw source, not preceded by a name character; a trailing `(` may
+        be separated from the name by whitespace."""
+        call = word.endswith(b"(")
+        name = word[:-1] if call else word
+        raw, at = self.raw, self.raw.find(name)
+        while at >= 0:
+            end = at + len(name)
+            if at == 0 or raw[at - 1] not in _NAME_BYTES:
+                if not call or raw[end:end + 64].lstrip(_WHITESPACE)[:1] == b"(":
+                    return True
+            at = raw.find(name, end)
+        return False
+
+
+@cache
+def prefilters() -> tuple[Prefilter | None, ...]:
+    """One per rule, in raw_rules() order; None for a rule without one (always runs)."""
+    out: list[Prefilter | None] = []
+    for spec in raw_rules():
+        groups = spec["metadata"].get(PREFILTER_KEY)
+        out.append(Prefilter(groups) if groups else None)
+    return tuple(out)
+
+
+def matching_rules(source: bytes) -> frozenset[str]:
+    """Ids of the rules whose prefilter accepts this source; empty: semgrep can skip it."""
+    text = _Text(source)
+    return frozenset(str(spec["id"]) for spec, p in zip(raw_rules(), prefilters(), strict=True)
+                     if p is None or p.matches(text))
 
 
 def _text(meta: dict[str, Any], key: str, rule_id: str, required: bool = True) -> str:

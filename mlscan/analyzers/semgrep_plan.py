@@ -1,0 +1,81 @@
+"""Decide which semgrep rules run on which Python files, before starting semgrep.
+
+Semgrep's cost is dominated by taint rules matched on large files (measured on 361k lines of
+PyTorch: parsing ~1 s, matching 14 rules ~170 s of CPU). Each rule's literal prefilter says
+which files it could possibly fire on; files no rule wants are skipped, and files are grouped
+by the set of rules they need, so a rule only runs where it can match. A few groups are
+merged (cheapest first) so that the number of semgrep processes stays small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlscan.analyzers.base import Target
+
+MAX_RUNS = 4
+"""semgrep-core processes per scan at most (each costs ~0.1-0.2 s to start)."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    rule_ids: frozenset[str]
+    targets: tuple[Target, ...]
+    size: int
+    """Total bytes of the targets (the cost estimate used for merging)."""
+
+
+def _rules_for(path: Path, limit: int) -> frozenset[str]:
+    """Rules that may fire on this file; none for unreadable files and files over the text
+    limit (the per-file Python analyzer reports those)."""
+    from mlscan.rulesets.semgrep_rules import matching_rules
+
+    try:
+        if path.stat().st_size > limit:
+            return frozenset()
+        return matching_rules(path.read_bytes())
+    except OSError:
+        return frozenset()
+
+
+def plan_runs(targets: Sequence[Target], limit: int, max_runs: int = MAX_RUNS
+              ) -> list[PlannedRun]:
+    groups: dict[frozenset[str], list[Target]] = {}
+    sizes: dict[frozenset[str], int] = {}
+    for target in targets:
+        rules = _rules_for(target.fs_path, limit)
+        if rules:
+            groups.setdefault(rules, []).append(target)
+            sizes[rules] = sizes.get(rules, 0) + _size(target.fs_path)
+    runs = [PlannedRun(k, tuple(v), sizes[k]) for k, v in groups.items()]
+    while len(runs) > max(1, max_runs):
+        runs = _merge_cheapest(runs)
+    return sorted(runs, key=lambda r: -r.size)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _extra_cost(a: PlannedRun, b: PlannedRun) -> int:
+    """Rule-bytes of work that merging adds: b's extra rules over a's files and vice versa."""
+    return len(b.rule_ids - a.rule_ids) * a.size + len(a.rule_ids - b.rule_ids) * b.size
+
+
+def _merge_cheapest(runs: list[PlannedRun]) -> list[PlannedRun]:
+    best: tuple[int, int, int] | None = None
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            cost = _extra_cost(runs[i], runs[j])
+            if best is None or cost < best[0]:
+                best = (cost, i, j)
+    assert best is not None
+    _, i, j = best
+    a, b = runs[i], runs[j]
+    merged = PlannedRun(a.rule_ids | b.rule_ids, a.targets + b.targets, a.size + b.size)
+    return [r for k, r in enumerate(runs) if k not in (i, j)] + [merged]
