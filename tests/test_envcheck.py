@@ -643,3 +643,25 @@ def test_lock_also_accepts_code_findings_of_an_accepted_file(venv: tuple[Path, P
         fh.write("# changed\n")
     found = json.loads(cli(*base, "--verify-lock", str(lock))[1])["findings"]
     assert "MLS508" in {f["rule_id"] for f in found} and len(found) >= 2
+
+
+def test_checking_changes_nothing_and_runs_nothing(venv: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    python, site = venv
+    marker = tmp_path / "ran"
+    payload = f"open({str(marker)!r}, 'w')\n"
+    (site / "sitecustomize.py").write_text(payload)
+    (site / "usercustomize.py").write_text(payload)
+    (site / "hook.pth").write_text(f"import builtins; {payload}")
+    (site / "torch" / "random.py").write_text(payload)
+    _cache(site / "torch" / "optim" / "adamw.py", code_text=payload)
+
+    def tree() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(site.parent.parent.parent.rglob("*"))
+                if p.is_file()}
+
+    before = tree()
+    code, _ = cli("--python", str(python), "--bytecode", "-f", "json")
+    assert code == 1
+    assert not marker.exists(), "a hook ran during the check"
+    assert tree() == before, "the check changed or created files in the environment"
