@@ -79,6 +79,11 @@ def env(
         raise _fail("--lock and --verify-lock are mutually exclusive")
     min_sev, fail_sev = _severity(min_severity, "--min-severity"), _severity(fail_on, "--fail-on")
     registry.all_rules()
+    active = os.environ.get("VIRTUAL_ENV")
+    if python is None and path is None and active and \
+            os.path.realpath(active) != os.path.realpath(sys.prefix):
+        typer.echo(f"mlscan env: checking the environment mlscan runs in ({sys.prefix}); "
+                   f"for the active one use --python {active}", err=True)
     try:
         target = resolve(python, path)
     except TargetError as exc:
