@@ -69,9 +69,10 @@ def _parse(text: str, what: str) -> ast.Module:
         raise MalformedError(f"{what}: cannot parse: {exc}") from None
 
 
-def analyze_text(text: str, path: str, member: str | None = None) -> list[Finding]:
+def analyze_text(text: str, path: str, member: str | None = None, *,
+                 prefiltered: bool = False) -> list[Finding]:
     """Findings for one Python source text (also used by tests and benchmarks)."""
-    if not PREFILTER.search(text.encode("utf-8", "surrogatepass")):
+    if not prefiltered and not PREFILTER.search(text.encode("utf-8", "surrogatepass")):
         return []
     from mlscan.checks.context import Ctx
     from mlscan.checks.walker import walk
@@ -88,7 +89,7 @@ def analyze_python(src: Source, budget: Budget) -> Iterator[Finding]:
     if not PREFILTER.search(data):
         return
     text = _decode(data)
-    yield from analyze_text(text, src.path, src.member)
+    yield from analyze_text(text, src.path, src.member, prefiltered=True)
 
 
 def notebook_cells(data: bytes) -> list[tuple[int, str]]:
