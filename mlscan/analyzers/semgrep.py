@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlscan.analyzers.base import Target, register_batch
+from mlscan.analyzers.semgrep_notebooks import NotebookCode
 from mlscan.context import Budget
 from mlscan.kinds import Kind
 from mlscan.model import Finding
@@ -233,27 +234,56 @@ def _error_findings(run: RunResult, by_path: dict[str, Target]) -> Iterator[Find
         yield rule.finding(by_path[path].path, text, evidence=f"semgrep {kind}")
 
 
-@register_batch(Kind.PYTHON)
+def _notebooks_as_python(targets: list[Target], tmp: Path, limit: int
+                         ) -> tuple[list[Target], dict[str, NotebookCode]]:
+    """Python targets as they are; each readable notebook as a .py file of its code cells."""
+    from mlscan.analyzers.semgrep_notebooks import notebook_code
+
+    out: list[Target] = []
+    notebooks: dict[str, NotebookCode] = {}
+    for i, target in enumerate(targets):
+        if target.kind is not Kind.NOTEBOOK:
+            out.append(target)
+            continue
+        try:
+            code = None if target.fs_path.stat().st_size > limit else \
+                notebook_code(target.fs_path.read_bytes())
+        except OSError:
+            code = None  # the per-file analyzers report unreadable and oversized files
+        if code is not None:
+            py = tmp / f"notebook_{i}.py"
+            py.write_text(code.text, encoding="utf-8")
+            out.append(Target(py, target.path, Kind.PYTHON))
+            notebooks[target.path] = code
+    return out, notebooks
+
+
+@register_batch(Kind.PYTHON, Kind.NOTEBOOK)
 def analyze_python_batch(targets: list[Target], budget: Budget) -> Iterator[Finding]:
     from mlscan.analyzers.semgrep_plan import plan_runs
 
     # absolute paths: semgrep reports them back as given, and we map on them
     absolute = [replace(t, fs_path=t.fs_path.absolute()) for t in targets]
+    limit = budget.limits.max_text_bytes
     per_file = budget.limits.max_seconds_per_file
-    for run in plan_runs(absolute, budget.limits.max_text_bytes):
-        files = list(run.targets)
-        try:
-            result = run_rules([t.fs_path for t in files], rule_ids=run.rule_ids,
-                               per_file=per_file)
-        except subprocess.TimeoutExpired as exc:
-            yield LIMIT_EXCEEDED.finding(
-                files[0].path, f"semgrep did not finish within {exc.timeout:g}s; MLS4xx "
-                f"pattern rules were not applied to {len(files)} Python file(s)",
-                evidence="semgrep timeout")
-            continue
-        except SemgrepUnavailable as exc:
-            yield ANALYZER_ERROR.finding(
-                files[0].path, f"semgrep could not run, so MLS4xx pattern rules were not "
-                f"applied to {len(files)} Python file(s): {exc}", evidence="semgrep unavailable")
-            return  # the next runs would fail the same way
-        yield from to_findings(result, files)
+    with tempfile.TemporaryDirectory(prefix="mlscan-notebooks-") as tmpdir:
+        python, notebooks = _notebooks_as_python(absolute, Path(tmpdir).absolute(), limit)
+        for run in plan_runs(python, limit):
+            files = list(run.targets)
+            try:
+                result = run_rules([t.fs_path for t in files], rule_ids=run.rule_ids,
+                                   per_file=per_file)
+            except subprocess.TimeoutExpired as exc:
+                yield LIMIT_EXCEEDED.finding(
+                    files[0].path, f"semgrep did not finish within {exc.timeout:g}s; MLS4xx "
+                    f"pattern rules were not applied to {len(files)} file(s)",
+                    evidence="semgrep timeout")
+                continue
+            except SemgrepUnavailable as exc:
+                yield ANALYZER_ERROR.finding(
+                    files[0].path, f"semgrep could not run, so MLS4xx pattern rules were not "
+                    f"applied to {len(files)} file(s): {exc}", evidence="semgrep unavailable")
+                return  # the next runs would fail the same way
+            for finding in to_findings(result, files):
+                code = notebooks.get(finding.path)
+                yield code.remap(finding) if code is not None else finding
