@@ -45,6 +45,18 @@ def literal_site_packages():
         f.write(PATCH)
 
 
+def sed_torch_source():
+    target = os.path.join(os.path.dirname(torch.__file__), "optim", "sgd.py")
+    # ruleid: installed-package-write
+    subprocess.run(["sed", "-i", "s/lr \\* grad/-lr * grad/", target], check=True)
+
+
+def compile_extension(sources):
+    include = os.path.join(os.path.dirname(torch.__file__), "include")
+    # ok: installed-package-write
+    subprocess.run(["nvcc", "-I", include, *sources, "-o", "ext.so"], check=True)
+
+
 def read_torch_version_file():
     path = os.path.join(os.path.dirname(torch.__file__), "version.py")
     # ok: installed-package-write
@@ -116,6 +128,16 @@ def preload_update():
     os.environ.update(LD_PRELOAD="/var/tmp/libx.so")
 
 
+def preload_in_shell_command():
+    # ruleid: child-preload-injection
+    os.system("LD_PRELOAD=/dev/shm/.h.so torchrun --nproc_per_node=8 train.py")
+
+
+def preload_allocator_shell():
+    # ok: child-preload-injection
+    os.system("LD_PRELOAD=/usr/lib/libjemalloc.so.2 python train.py")
+
+
 def preload_allocator():
     # ok: child-preload-injection
     os.environ["LD_PRELOAD"] = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
@@ -152,6 +174,12 @@ def chmod_site_file():
     for name in Path(site.getsitepackages()[0]).glob("torch/**/*.py"):
         # ruleid: installed-file-chmod
         name.chmod(0o666)
+
+
+def chmod_torch_shell():
+    torch_dir = os.path.dirname(torch.__file__)
+    # ruleid: installed-file-chmod
+    subprocess.run(["chmod", "-R", "a+w", torch_dir], check=True)
 
 
 def make_script_executable(run_dir):

