@@ -285,6 +285,18 @@ def test_symlink_loop(tmp_path: Path) -> None:
     assert all(f["rule_id"] == "MLS904" for f in mine), mine
 
 
+def test_directory_symlink_loop_ends(tmp_path: Path) -> None:
+    """sub/up -> the scan root: walking it naively never ends."""
+    d = tmp_path / "scan"
+    (d / "sub").mkdir(parents=True)
+    os.symlink(d, d / "sub" / "up")
+    (d / "sub" / "model.pkl").write_bytes(PAYLOAD)
+    outcome = run_cli(d, tmp_path)
+    mine = _check(outcome, "model.pkl")
+    assert any(f["severity"] == "critical" for f in mine), mine
+    assert len({str(f["path"]) for f in outcome.findings if f["severity"] == "critical"}) == 1
+
+
 def test_symlink_out_of_root_is_reported_not_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
