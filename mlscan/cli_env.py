@@ -64,7 +64,7 @@ def env(
 ) -> None:
     """Verify the installed Python environment against its RECORD hashes; list start-up hooks."""
     from mlscan import envcheck, envcheck_report, registry
-    from mlscan.envcheck_lock import LockError, apply_lock, write_lock
+    from mlscan.envcheck_lock import LockError, apply_lock, read_bytecode, write_lock
     from mlscan.envcheck_target import TargetError, resolve
     from mlscan.reporters import Format, renderer
 
@@ -91,13 +91,14 @@ def env(
     if bytecode and target.cache_tag not in (None, sys.implementation.cache_tag):
         raise _fail(f"--bytecode needs the target's Python version (target "
                     f"{target.cache_tag}, mlscan runs on {sys.implementation.cache_tag})")
-    result = envcheck.check(target, workers=jobs, bytecode=bytecode)
+    known = read_bytecode(verify_lock) if verify_lock is not None and bytecode else {}
+    result = envcheck.check(target, workers=jobs, bytecode=bytecode, known_bytecode=known)
     items = list(result.items)
     if not no_code:
         items += envcheck_report.code_findings(result)
     try:
         if lock is not None:
-            count = write_lock(lock, items, target.site_dirs)
+            count = write_lock(lock, items, target.site_dirs, result.bytecode_ok)
             typer.echo(f"mlscan env: wrote {count} accepted entries to {lock}", err=True)
             items = apply_lock(lock, items)
         elif verify_lock is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlscan import envcheck_hooks as hooks
-from mlscan.envcheck_hash import HashResult, ParallelHasher, hash_file, record_b64
+from mlscan.envcheck_hash import HashResult, ParallelHasher, hash_file, hash_many, record_b64
 from mlscan.envcheck_lock import Item
 from mlscan.envcheck_record import Distribution, RecordEntry, find_distributions
 from mlscan.envcheck_rules import (
@@ -60,6 +60,8 @@ class EnvResult:
     hash_seconds: float = 0.0
     seconds: float = 0.0
     hook_files: list[str] = field(default_factory=list)
+    bytecode_ok: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """--bytecode: display path -> (cache sha256, source sha256) of caches proven equal."""
     """Absolute paths of Python files worth a code scan (hooks, modified or added code)."""
 
 
@@ -107,6 +109,7 @@ class _Checker:
         self.verified_py: list[str] = []
         self.with_record: list[Distribution] = []
         """Recorded .py files whose hash matched (sources for the byte-code check)."""
+        self.source_sha: dict[str, str] = {}
 
     def add(self, finding: Finding, key: str | None = None, sha256: str | None = None,
             abs_path: str | None = None) -> None:
@@ -195,8 +198,9 @@ class _Checker:
             want = _as_b64(job.entry.digest or "", job.entry.algo or "sha256")
             size_ok = job.entry.size is None or job.entry.size == r.size
             if want == r.b64 and size_ok:
-                if job.abs_path.endswith(".py"):
+                if job.abs_path.endswith(".py") and r.sha256:
                     self.verified_py.append(job.abs_path)
+                    self.source_sha[job.abs_path] = r.sha256
                 continue
             self.bad_hash.add(job.abs_path)
             name = os.path.basename(job.abs_path)
@@ -343,16 +347,29 @@ class _Checker:
             if target.endswith(".py"):
                 self.res.hook_files.append(target)
 
-    def bytecode(self) -> None:
-        from mlscan.envcheck_pyc import check_caches
+    def bytecode(self, known: Mapping[str, tuple[str, str]]) -> None:
+        """Compare in-use caches with their verified sources. `known` (from a lock): display
+        path -> (cache sha256, source sha256) proven equal before; those pairs are not
+        recompiled while both hashes still match."""
+        from mlscan.envcheck_pyc import cache_pairs, compare_pairs
 
-        for pyc, _src, reason in check_caches(self.verified_py, self.workers):
+        pairs = cache_pairs(self.verified_py)
+        pyc_sha = hash_many([(p, "sha256") for p, _ in pairs], self.workers)
+        hashes = {p: (pyc_sha[p].sha256 or "", self.source_sha.get(s, "")) for p, s in pairs}
+        todo = [(p, s) for p, s in pairs if known.get(self.t.display(p)) != hashes[p]]
+        verdicts = compare_pairs(todo, self.workers)
+        for pyc, _src in pairs:
+            same, reason = verdicts.get(pyc, (True, None))
             shown = self.t.display(pyc)
-            ml = is_ml_path(shown)
+            if same:
+                self.res.bytecode_ok[shown] = hashes[pyc]
+            if reason is None:
+                continue
             self.add(BYTECODE_DIFFERS.finding(
                 shown, f"{reason}; Python runs this cache instead of the verified source",
-                evidence=os.path.basename(pyc), severity=Severity.CRITICAL if ml else None),
-                shown, hash_file(pyc).sha256, pyc)
+                evidence=os.path.basename(pyc),
+                severity=Severity.CRITICAL if is_ml_path(shown) else None),
+                shown, hashes[pyc][0], pyc)
 
     def env_vars(self) -> None:
         for name, value, severity, why in hooks.startup_env(self.environ):
@@ -370,7 +387,8 @@ def verified_paths(target: TargetEnv) -> list[str]:
 
 
 def check(target: TargetEnv, environ: Mapping[str, str] | None = None,
-          workers: int = 0, bytecode: bool = False) -> EnvResult:
+          workers: int = 0, bytecode: bool = False,
+          known_bytecode: Mapping[str, tuple[str, str]] | None = None) -> EnvResult:
     """Run every integrity and start-up hook check on `target` (`bytecode`: also compare
     in-use `__pycache__` files with their verified sources; slow, compiles every source)."""
     start = time.perf_counter()
@@ -381,7 +399,7 @@ def check(target: TargetEnv, environ: Mapping[str, str] | None = None,
     checker.res.hash_seconds = time.perf_counter() - start
     checker.verify(jobs, results)
     if bytecode:
-        checker.bytecode()
+        checker.bytecode(known_bytecode or {})
     checker.unlisted()
     checker.added_metadata()
     checker.startup_modules(checker.pth())

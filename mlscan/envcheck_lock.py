@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +35,10 @@ class Item:
     abs_path: str | None = None
 
 
-def write_lock(path: Path, items: Sequence[Item], site_dirs: Sequence[Path]) -> int:
-    """Write every lockable item; returns how many entries were written."""
+def write_lock(path: Path, items: Sequence[Item], site_dirs: Sequence[Path],
+               bytecode: Mapping[str, tuple[str, str]] | None = None) -> int:
+    """Write every lockable item (and caches proven equal to their sources, so a later
+    `--verify-lock --bytecode` recompiles only what changed); returns the entry count."""
     entries: dict[str, dict[str, object]] = {}
     for item in items:
         if item.key is None or item.sha256 is None:
@@ -45,7 +47,8 @@ def write_lock(path: Path, items: Sequence[Item], site_dirs: Sequence[Path]) -> 
                                       "sha256": item.sha256, "abs_path": item.abs_path})
     doc = {"version": LOCK_VERSION, "tool": f"mlscan {__version__}",
            "site_packages": [os.fspath(s) for s in site_dirs],
-           "entries": [entries[k] for k in sorted(entries)]}
+           "entries": [entries[k] for k in sorted(entries)],
+           "bytecode": {k: list(v) for k, v in sorted((bytecode or {}).items())}}
     try:
         path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
@@ -72,6 +75,20 @@ def read_lock(path: Path) -> dict[str, dict[str, object]]:
             raise LockError(f"{path}: malformed entry {entry!r:.80}")
         out[entry["key"]] = entry
     return out
+
+
+def read_bytecode(path: Path) -> dict[str, tuple[str, str]]:
+    """Caches a lock records as proven equal to their sources: path -> (cache, source) sha256."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # read_lock reports the problem
+    raw = doc.get("bytecode") if isinstance(doc, dict) else None
+    if not isinstance(raw, dict):
+        return {}
+    return {k: (v[0], v[1]) for k, v in raw.items()
+            if isinstance(k, str) and isinstance(v, list) and len(v) == 2
+            and all(isinstance(x, str) for x in v)}
 
 
 def apply_lock(path: Path, items: Sequence[Item]) -> list[Item]:

@@ -149,40 +149,45 @@ def _optimize(pyc: str) -> int:
     return 2 if ".opt-2." in name else 1 if ".opt-1." in name else 0
 
 
-def compare(pyc: str, source_path: str) -> str | None:
-    """A reason when the cache Python would run differs from the compiled source, else None."""
+Verdict = tuple[bool, str | None]
+"""(in use and proven equal to its source, reason it is bad or None)."""
+
+
+def compare(pyc: str, source_path: str) -> Verdict:
+    """Whether the cache Python would run equals the compiled source, and why not."""
     try:
         st = os.stat(source_path)
         source = read_regular(source_path, _MAX_PYC)
         cached = read_regular(pyc, _MAX_PYC + 1)
     except OSError:
-        return None  # missing or unreadable files are reported by the RECORD check
+        return False, None  # missing or unreadable files are reported by the RECORD check
     if not header_in_use(cached[:_HEADER], source, st):
-        return None  # Python will recompile it
+        return False, None  # Python will recompile it
     if len(cached) > _MAX_PYC:
-        return "byte-code cache too large to verify"
+        return False, "byte-code cache too large to verify"
     try:
         code = compile(source, source_path, "exec", dont_inherit=True,
                        optimize=_optimize(pyc))
     except (SyntaxError, ValueError):
-        return "source does not compile, but a cache for it is in use"
+        return False, "source does not compile, but a cache for it is in use"
     fresh = marshal.dumps(code)
     if fresh == cached[_HEADER:]:
-        return None
+        return True, None
     try:
         same = _tree(fresh) == _tree(cached[_HEADER:])
     except (_Bad, struct.error, RecursionError):
-        return "byte-code cache cannot be read"
-    return None if same else "byte-code differs from the compiled source"
+        return False, "byte-code cache cannot be read"
+    return (True, None) if same else (False, "byte-code differs from the compiled source")
 
 
-def _compare_chunk(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
-    out = []
-    for pyc, src in pairs:
-        reason = compare(pyc, src)
-        if reason is not None:
-            out.append((pyc, src, reason))
-    return out
+def _compare_chunk(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, Verdict]]:
+    return [(pyc, compare(pyc, src)) for pyc, src in pairs]
+
+
+def cache_pairs(sources: Sequence[str]) -> list[tuple[str, str]]:
+    """(cache, source) for every cache of these sources for our interpreter's version."""
+    tag = sys.implementation.cache_tag
+    return [(pyc, src) for src in sources for pyc in caches_for(src, tag)]
 
 
 def caches_for(source_path: str, cache_tag: str) -> list[str]:
@@ -193,16 +198,14 @@ def caches_for(source_path: str, cache_tag: str) -> list[str]:
                         for opt in ("", ".opt-1", ".opt-2")) if os.path.isfile(p)]
 
 
-def check_caches(sources: Sequence[str], workers: int = 0) -> list[tuple[str, str, str]]:
-    """(pyc, source, reason) for every in-use cache of these sources that differs."""
-    tag = sys.implementation.cache_tag
-    pairs = [(pyc, src) for src in sources for pyc in caches_for(src, tag)]
+def compare_pairs(pairs: Sequence[tuple[str, str]], workers: int = 0) -> dict[str, Verdict]:
+    """Verdict per cache path; compiles in worker processes (compile holds the GIL)."""
     workers = workers or (os.cpu_count() or 1)
     if workers <= 1 or len(pairs) < 64:
-        return _compare_chunk(pairs)
+        return dict(_compare_chunk(pairs))
     chunks = [pairs[i::workers * 4] for i in range(workers * 4)]
-    out: list[tuple[str, str, str]] = []
+    out: dict[str, Verdict] = {}
     with cf.ProcessPoolExecutor(max_workers=workers) as pool:
         for found in pool.map(_compare_chunk, chunks):
-            out.extend(found)
+            out.update(found)
     return out

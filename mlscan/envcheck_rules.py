@@ -246,7 +246,9 @@ BYTECODE_DIFFERS = register(
             what="With `mlscan env --bytecode`, recompiles every verified `.py` file that has a "
             "cache in `__pycache__` whose header Python would accept (source mtime and size, "
             "or source hash, match) and compares the code objects, ignoring the recorded file "
-            "name. Critical inside well-known ML packages.",
+            "name. Critical inside well-known ML packages. `--lock` records the caches proven "
+            "equal, so `--verify-lock FILE --bytecode` recompiles only caches or sources that "
+            "changed since.",
             why="pip does not record hashes for the `.pyc` files it writes, and Python runs a "
             "cache with a valid header without reading the source: editing "
             "`torch/__pycache__/random.cpython-311.pyc` changes behaviour while `random.py` "

@@ -665,3 +665,32 @@ def test_checking_changes_nothing_and_runs_nothing(venv: tuple[Path, Path],
     assert code == 1
     assert not marker.exists(), "a hook ran during the check"
     assert tree() == before, "the check changed or created files in the environment"
+
+
+def test_lock_remembers_verified_caches_so_bytecode_rechecks_only_changes(
+        venv: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlscan.envcheck_pyc as pyc_mod
+
+    python, site = venv
+    good = _cache(site / "torch" / "random.py")
+    _cache(site / "tinypkg" / "core.py")
+    lock = tmp_path / "env.lock.json"
+    base = ("--python", str(python), "-f", "json", "--no-code", "--bytecode")
+    assert cli(*base, "--lock", str(lock))[0] == 0
+    recorded = json.loads(lock.read_text())["bytecode"]
+    assert set(recorded) == {good.relative_to(site).as_posix(),
+                             f"tinypkg/__pycache__/core.{sys.implementation.cache_tag}.pyc"}
+    compared: list[str] = []
+    real = pyc_mod.compare_pairs
+
+    def spy(pairs: list[tuple[str, str]], workers: int = 0) -> dict[str, pyc_mod.Verdict]:
+        compared.extend(p for p, _ in pairs)
+        return real(pairs, 1)
+
+    monkeypatch.setattr(pyc_mod, "compare_pairs", spy)
+    evil = _cache(site / "tinypkg" / "core.py", code_text="def add(a, b):\n    return 0\n")
+    code, out = cli(*base, "--verify-lock", str(lock))
+    assert compared == [str(evil)], "only the changed cache is recompiled"
+    assert [(f["rule_id"], f["path"]) for f in json.loads(out)["findings"]] == [
+        ("MLS510", evil.relative_to(site).as_posix())]
+    assert code == 1
