@@ -5,6 +5,7 @@ Heavy modules are imported inside commands so `mlscan --version` starts fast.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -133,6 +134,9 @@ def scan(
     if foreign is not None:
         typer.echo(f"note: using configuration {foreign} from the scanned tree "
                    "(--isolated ignores it)", err=True)
+    # the per-folder summary (formats, what loading runs, safest loader) is for humans
+    human = any(f in ("text", "markdown") for f, _ in outputs)
+    opts = dataclasses.replace(opts, folder_summary=human)
     progress = _StderrProgress(sys.stderr.isatty())
     try:
         report = run_scan(opts, progress=progress)

@@ -41,6 +41,8 @@ class ScanOptions:
     suppress: SuppressOptions = field(default_factory=SuppressOptions)
     cache_dir: Path | None = None
     """Result cache folder; None disables the cache."""
+    folder_summary: bool = False
+    """Add a per-model-folder summary (formats, what loading runs, safest loader)."""
 
 
 def analyze_artifact(artifact: Artifact, settings: Settings) -> list[Finding]:
@@ -197,7 +199,12 @@ def scan(opts: ScanOptions, progress: Progress | None = None) -> Report:
         bytes=sum(a.size for a in found.artifacts),
         seconds=round(time.perf_counter() - start, 3),
     )
-    return Report(findings=tuple(findings), summary=summary,
+    folders: list[str] = []
+    if opts.folder_summary:
+        from mlscan.analyzers.folder_summary import summarize_scan
+
+        folders = summarize_scan(opts.paths, findings, base=opts.base)
+    return Report(findings=tuple(findings), summary=summary, folders=tuple(folders),
                   suppressed=tuple(f for f, _ in suppressed),
                   suppressions=tuple(why for _, why in suppressed),
                   roots=tuple(str(p.absolute()) for p in opts.paths))

@@ -170,6 +170,8 @@ class Report:
     summary: Summary = field(default_factory=Summary)
     roots: tuple[str, ...] = ()
     """Scan roots as given (absolute), for reporters that need them (SARIF)."""
+    folders: tuple[str, ...] = ()
+    """Per-model-folder summary lines (formats, what loading runs, safest loader)."""
 
     def by_severity(self) -> dict[str, int]:
         counts: dict[str, int] = {}

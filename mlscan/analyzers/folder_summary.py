@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from mlscan.discover import SKIP_DIRS
+from mlscan.discover import SKIP_DIRS, display_path
 from mlscan.kinds import HEAD_SIZE, Kind, sniff
 from mlscan.model import Finding
 
@@ -101,10 +101,11 @@ def summarize_scan(roots: Iterable[Path], findings: Iterable[Finding],
     all_findings = list(findings)
     lines: list[str] = []
     folders = 0
-    for root in roots:
-        root = root.absolute()
-        if not root.is_dir():
-            root = root.parent
+    for given in roots:
+        given = given.absolute()
+        root = given if given.is_dir() else given.parent
+        # the same rule as discovery: relative to base when under it, else to the root
+        rel_to = base if (given == base or base in given.parents) else root
         for dirpath, dirnames, _ in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
             folder = Path(dirpath)
@@ -114,10 +115,9 @@ def summarize_scan(roots: Iterable[Path], findings: Iterable[Finding],
             folders += 1
             if folders > max_folders:
                 return [*lines, f"(summaries stop after {max_folders} model folders)"]
-            try:
-                display = folder.relative_to(base).as_posix()
-            except ValueError:
-                display = folder.as_posix()
+            display = display_path(folder, rel_to)
+            if folder == rel_to:
+                display = "."
             here = "" if display == "." else display
             direct = [f for f in all_findings if posixpath.dirname(f.path) == here]
             lines.extend(summarize_folder(folder, direct, display, found))

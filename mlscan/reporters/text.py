@@ -43,6 +43,9 @@ def render(report: Report, color: bool = False) -> str:
             if f.evidence and f.evidence not in f.message:
                 lines.append(c(_DIM, f"           evidence: {f.evidence}"))
         lines.append("")
+    if report.folders:
+        lines.extend(report.folders)
+        lines.append("")
     for err in report.errors:
         lines.append(c(_COLORS[Severity.HIGH], f"error: {err.path}: {err.message}"))
     s = report.summary
