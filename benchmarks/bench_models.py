@@ -80,22 +80,32 @@ def run(cmd: list[str], stdin: str | None = None, cwd: Path | None = None) -> Ru
 
 # -- big files ------------------------------------------------------------------------------
 
-def _state_dict_pickle(numel: int) -> bytes:
+PAYLOAD_CMD = "touch /tmp/mlscan-bench-payload-never-runs"
+
+
+def _payload_item(b: P) -> P:
+    """One more dict entry whose value is built by posix.system (a malicious checkpoint)."""
+    return b.str("_hook").global_("posix", "system").mark().str(PAYLOAD_CMD).tuple().reduce() \
+        .setitem()
+
+
+def _state_dict_pickle(numel: int, payload: bool = False) -> bytes:
     """data.pkl as torch.save writes it for {'weight': FloatTensor(numel)}."""
-    return (P(2).global_("collections", "OrderedDict").empty_tuple().reduce()
+    b = (P(2).global_("collections", "OrderedDict").empty_tuple().reduce()
             .str("weight").global_("torch._utils", "_rebuild_tensor_v2").mark()
             .mark().str("storage").global_("torch", "FloatStorage").str("0").str("cpu")
             .raw(b"\x8a\x05" + numel.to_bytes(5, "little")).tuple().persid()
             .int(0).mark().raw(b"\x8a\x05" + numel.to_bytes(5, "little")).tuple()
             .mark().int(1).tuple().bool(False)
             .global_("collections", "OrderedDict").empty_tuple().reduce().tuple().reduce()
-            .setitem().stop().bytes())
+            .setitem())
+    return (_payload_item(b) if payload else b).stop().bytes()
 
 
-def torch_zip(path: Path, size: int) -> Path:
+def torch_zip(path: Path, size: int, payload: bool = False) -> Path:
     numel = size // 4
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        zf.writestr("archive/data.pkl", _state_dict_pickle(numel))
+        zf.writestr("archive/data.pkl", _state_dict_pickle(numel, payload))
         zf.writestr("archive/byteorder", "little")
         with zf.open("archive/data/0", "w", force_zip64=True) as w:
             block = b"\x00" * CHUNK
@@ -107,8 +117,9 @@ def torch_zip(path: Path, size: int) -> Path:
     return path
 
 
-def raw_blob_pickle(path: Path, size: int) -> Path:
-    """{'blob': <size bytes>} in protocol 4 (BINBYTES8), as pickle.dumps writes it."""
+def raw_blob_pickle(path: Path, size: int, payload: bool = False) -> Path:
+    """{'blob': <size bytes>} in protocol 4 (BINBYTES8), as pickle.dumps writes it; with
+    `payload`, a posix.system call follows the blob (a scanner must read past the blob)."""
     with open(path, "wb") as fh:
         fh.write(b"\x80\x04}\x94\x8c\x04blob\x94\x8e" + struct.pack("<Q", size))
         block = b"\x00" * CHUNK
@@ -116,7 +127,9 @@ def raw_blob_pickle(path: Path, size: int) -> Path:
         while left > 0:
             fh.write(block[: min(CHUNK, left)])
             left -= CHUNK
-        fh.write(b"\x94s.")
+        fh.write(b"\x94s")
+        fh.write(_payload_item(P(None)).bytes() if payload else b"")
+        fh.write(b".")
     return path
 
 
@@ -235,6 +248,8 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep generated files here")
     ap.add_argument("--json", type=Path, default=None, help="also write results as JSON")
     ap.add_argument("--no-big", action="store_true", help="only the fixture corpus")
+    ap.add_argument("--no-payload-variants", action="store_true",
+                    help="skip the malicious 1 GiB variants (payload in data.pkl / after the blob)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per big file (best time kept)")
     args = ap.parse_args()
 
@@ -249,6 +264,10 @@ def main() -> int:
                 big.append(torch_zip(work / f"torch_{gib:g}GiB.pt", int(gib * GiB)))
             big.append(raw_blob_pickle(work / f"raw_blob_{args.blob_gib:g}GiB.pkl",
                                        int(args.blob_gib * GiB)))
+            if not args.no_payload_variants:
+                big.append(torch_zip(work / "evil_torch_1GiB.pt", GiB, payload=True))
+                big.append(raw_blob_pickle(work / f"evil_raw_blob_{args.blob_gib:g}GiB.pkl",
+                                           int(args.blob_gib * GiB), payload=True))
             print(f"generated {', '.join(p.name for p in big)}", flush=True)
         start = startup()
         big_rows = bench_big(big, args.peers_venv, peers, args.repeat)
