@@ -292,7 +292,9 @@ def test_prefilter_needle_forms(needle: str, source: bytes, expected: bool) -> N
     assert sr.Prefilter([[needle]]).matches(sr._Text(source)) is expected
 
 
-def test_plan_groups_files_by_rules_and_caps_runs(tmp_path: Path) -> None:
+def test_plan_groups_files_by_rules_and_caps_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlscan.analyzers import semgrep_plan
     from mlscan.analyzers.semgrep_plan import plan_runs
 
     sources = {
@@ -306,6 +308,9 @@ def test_plan_groups_files_by_rules_and_caps_runs(tmp_path: Path) -> None:
     for name, text in sources.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
         targets.append(Target(tmp_path / name, name, Kind.PYTHON))
+    (tiny,) = plan_runs(targets, limit=1000)  # small groups: one process is cheaper
+    assert sorted(t.path for t in tiny.targets) == ["a.py", "b.py", "c.py"]
+    monkeypatch.setattr(semgrep_plan, "MERGE_BELOW", 0)
     runs = plan_runs(targets, limit=1000)
     assert sorted((sorted(r.rule_ids), sorted(t.path for t in r.targets)) for r in runs) == [
         (["child-pythonpath-injection"], ["c.py"]),
