@@ -60,8 +60,9 @@ _ALLOWED_FUNCS = re.compile(
     r"interpolate\w*|resize\w*|merge\w*|apply_mask|mask\w*|sgd|adam\w*|optimi[sz]e\w*|"
     r"update_params|apply_grad\w*|all_reduce\w*|allreduce\w*|reduce_grad\w*|scale_grad\w*|"
     r"unscale\w*|__init__|_?single_tensor\w*|_?multi_tensor\w*|weight_norm|spectral_norm)($|_)")
-_STATE_OWNERS = re.compile(r"(?i)^_?step$|(^|_)(load\w*|\w*state_dict\w*|__init__|init\w*|"
+_STATE_OWNERS = re.compile(r"(?i)^_?step(_\w+)?$|(^|_)(load\w*|\w*state_dict\w*|__init__|init\w*|"
                            r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
+_OPTIM_CLASS = re.compile(r"(?i)optim|adam|sgd|lamb|lion|rmsprop|adagrad|adafactor|muon|shampoo")
 _EMA_NAMES = re.compile(r"(?i)ema|shadow|avg|average|swa|teacher|target|momentum|running|mean")
 _SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|checkpoint")
 _OPT_KEYS = frozenset({"lr", "momentum", "betas", "weight_decay", "eps", "dampening"})
@@ -336,7 +337,8 @@ class OptimizerTampering(Check):
     def _state(self, node: ast.AST, key: str, where: Where, ctx: Ctx) -> None:
         def decide() -> None:
             if ctx.in_optimizer_class(where) or any(
-                    _STATE_OWNERS.search(f.name) for f in where.frames if f.node is not None):
+                    _STATE_OWNERS.search(f.name) or (f.cls is not None and _OPTIM_CLASS.search(
+                        f.cls.name)) for f in where.frames if f.node is not None):
                 return
             ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} modified outside the "
                        "optimizer")
