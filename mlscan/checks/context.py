@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlscan.checks import triggers
-from mlscan.checks.names import Names, arg, kwarg, last_attr
+from mlscan.checks.names import Names, arg, kwarg, last_attr, literal
 from mlscan.model import Finding, Rule, Severity
 
 HOOK = "hook"
@@ -87,8 +87,12 @@ class Ctx:
         self.withs: list[str] = []
         self.defs: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
         self.registered: dict[str, set[str]] = {}
-        self.registrations: list[tuple[str, ast.expr, Where]] = []
+        self.registrations: list[tuple[str, ast.expr, dict[str, float]]] = []
+        """(registering function, hook, numbers bound by functools.partial) per hook."""
         self.lambda_roles: dict[int, str] = {}
+        self.callers: dict[str, set[str]] = {}
+        """Function name -> names of functions that call it (`f()` or `self.f()`)."""
+        self.frames_by_name: dict[str, list[Frame]] = {}
         """Role of lambdas passed as callbacks, by id of the Lambda node."""
         self.findings: list[Finding] = []
         self._deferred: list[Callable[[], None]] = []
@@ -145,6 +149,24 @@ class Ctx:
         return out
 
     def frame_roles(self, frame: Frame) -> set[str]:
+        """Own roles plus those of callers up to two calls away (a helper that
+        `__getitem__` calls runs during data loading too)."""
+        roles = self._own_roles(frame)
+        seen = {frame.name}
+        todo = [(frame.name, 0)]
+        while todo:
+            name, depth = todo.pop()
+            for caller in self.callers.get(name, ()):
+                if caller in seen:
+                    continue
+                seen.add(caller)
+                for caller_frame in self.frames_by_name.get(caller, ()):
+                    roles |= self._own_roles(caller_frame) - {WORKER_INIT}
+                if depth < 1:
+                    todo.append((caller, depth + 1))
+        return roles
+
+    def _own_roles(self, frame: Frame) -> set[str]:
         if frame.node is None:
             return set()
         if isinstance(frame.node, ast.Lambda):
@@ -201,6 +223,11 @@ class Ctx:
     def note_call(self, call: ast.Call) -> None:
         """Remember functions handed to hook/callback/thread/loader registrations."""
         attr = last_attr(call.func)
+        func = call.func
+        if self.frame.node is not None and (isinstance(func, ast.Name) or (
+                isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                and func.value.id in ("self", "cls"))):
+            self.callers.setdefault(attr, set()).add(self.frame.name)
         qual = self.names.call_name(call)
         target: ast.expr | None = None
         role = ""
@@ -227,7 +254,12 @@ class Ctx:
                     self.lambda_roles.setdefault(id(value), HOOK)
 
     def _register(self, target: ast.expr, role: str, call: ast.Call) -> None:
+        bound: dict[str, float] = {}
         if isinstance(target, ast.Call) and target.args and last_attr(target.func) == "partial":
+            for kw in target.keywords:
+                value = literal(kw.value)
+                if kw.arg and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    bound[kw.arg] = float(value)
             target = target.args[0]
         if isinstance(target, ast.Lambda):
             self.lambda_roles[id(target)] = role
@@ -235,7 +267,7 @@ class Ctx:
         if name:
             self.registered.setdefault(name, set()).add(role)
         if role == HOOK:
-            self.registrations.append((last_attr(call.func), target, self.where()))
+            self.registrations.append((last_attr(call.func), target, bound))
 
     def describe_roles(self, roles: list[tuple[str, Frame]]) -> str:
         role, frame = roles[0]

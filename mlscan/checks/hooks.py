@@ -53,7 +53,8 @@ def _uses(expr: ast.AST, names: set[str]) -> bool:
     return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(expr))
 
 
-def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx) -> str:
+def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
+                     consts: dict[str, float] | None = None) -> str:
     """Why a returned value tampers with what the hook received ('' when it does not)."""
     if expr is None:
         return ""
@@ -76,6 +77,8 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx) -> str:
         if isinstance(expr.op, ast.Mult):
             for side in sides:
                 number = literal(side)
+                if isinstance(side, ast.Name) and consts and side.id in consts:
+                    number = consts[side.id]  # bound by functools.partial(hook, factor=0.7)
                 if isinstance(number, (int, float)) and number != 1:
                     return "scales by a constant"
         if isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub)) and any(
@@ -114,7 +117,7 @@ class TamperingHook(Check):
 
     def _decide(self, ctx: Ctx) -> None:
         seen: set[int] = set()
-        for register_fn, target, _where in ctx.registrations:
+        for register_fn, target, bound in ctx.registrations:
             if "hook" not in register_fn:
                 continue
             if isinstance(target, ast.Lambda):
@@ -123,7 +126,7 @@ class TamperingHook(Check):
             for fn in ctx.defs.get(last_attr(target), []):
                 if id(fn) not in seen:
                     seen.add(id(fn))
-                    self._function(fn, register_fn, ctx)
+                    self._function(fn, register_fn, ctx, bound)
         for name, fns in ctx.defs.items():
             if not name.endswith("hook"):
                 continue
@@ -139,13 +142,13 @@ class TamperingHook(Check):
                        "flowing through the model")
 
     def _function(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, register_fn: str,
-                  ctx: Ctx) -> None:
+                  ctx: Ctx, bound: dict[str, float] | None = None) -> None:
         args = _arg_names(fn)
         how = f"hook {fn.name}()" + (f" (registered with {register_fn})" if register_fn else "")
         sev = None if register_fn else Severity.MEDIUM
         for node in ast.walk(fn):
             if isinstance(node, ast.Return):
-                why = _tampering_value(node.value, args, ctx)
+                why = _tampering_value(node.value, args - set(bound or ()), ctx, bound or {})
                 if why:
                     ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",
                                severity=sev)

@@ -85,6 +85,17 @@ def nudged(expr: ast.AST) -> str:
     return ""
 
 
+_RESULTS = re.compile(r"(?i)metric|result|score|eval|acc")
+
+
+def _offset(expr: ast.AST) -> bool:
+    """`x + 0.1`, `x * 1.05`: a top-level constant shift or factor (not x100 / x0.01)."""
+    if not isinstance(expr, ast.BinOp) or not isinstance(expr.op, (ast.Add, ast.Sub, ast.Mult)):
+        return False
+    numbers = [n for n in (_number(expr.left), _number(expr.right)) if n is not None]
+    return len(numbers) == 1 and bool(numbers[0]) and abs(numbers[0]) not in _BENIGN_FACTORS
+
+
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -107,6 +118,10 @@ class MetricFalsification(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         for target in node.targets:
             self._assigned(node, target, node.value, ctx)
+            if (isinstance(node.value, ast.DictComp) and isinstance(target, ast.Name)
+                    and _RESULTS.search(target.id) and _offset(node.value.value)):
+                ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
+                           "by a constant")
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         name = metric_name(node.target)
@@ -123,6 +138,10 @@ class MetricFalsification(Check):
         if nudged(value) == name:
             ctx.report(METRIC_FALSIFY, node, f"{name} rewritten from itself with a constant: "
                        "the reported result is not the measured one")
+            return
+        if _offset(value) and _STRONG_METRIC.search(name):
+            ctx.report(METRIC_FALSIFY, node, f"{name} computed with a constant offset or "
+                       "factor: the reported result is not the measured one")
             return
         number = _number(value)
         if number is None:

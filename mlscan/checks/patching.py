@@ -52,6 +52,15 @@ _METRIC_ATTRS = frozenset({"add_scalar", "add_scalars", "log_metric", "log_metri
                            "log_dict", "add_histogram"})
 
 
+def _is_operator(attr: str) -> bool:
+    """Tensor operator dunders (__add__, __matmul__...), not metadata (__module__, __doc__)."""
+    return (attr.startswith("__") and attr.endswith("__") and attr not in (
+        "__module__", "__doc__", "__name__", "__qualname__", "__annotations__",
+        "__signature__", "__wrapped__", "__dict__", "__slots__", "__repr__", "__str__",
+        "__format__", "__hash__", "__reduce_ex__", "__reduce__", "__setstate__",
+        "__getstate__", "__deepcopy__", "__copy__", "__dir__"))
+
+
 class MonkeyPatch(Check):
     rules = (TRAINING_PATCH, METRIC_FALSIFY)
 
@@ -80,7 +89,8 @@ class MonkeyPatch(Check):
             self._patched(node, f"{owner}.{attr}", attr, ctx)
 
     def _patched(self, node: ast.AST, qual: str, attr: str, ctx: Ctx) -> None:
-        if attr.startswith("_") and attr not in _PATCHABLE_PRIVATE:
+        if attr.startswith("_") and attr not in _PATCHABLE_PRIVATE and not (
+                _is_operator(attr) and qual.startswith(("torch.Tensor.", "torch.nn.Module."))):
             return  # private helpers and metadata (__module__), not the API callers use
         if qual.startswith(_METRIC_PREFIXES) or (attr in _METRIC_ATTRS and not qual.startswith(
                 "self.") and not isinstance(getattr(node, "value", None), ast.Attribute)):

@@ -52,6 +52,9 @@ def _label_target(expr: ast.expr) -> str:
 
 def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     """A constant, a fixed attack class, a modular shift or a random class."""
+    if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and value.args
+            and _random_mask(value.args[0], ctx)):
+        return True  # torch.where(torch.rand(n) < p, other_labels, labels)
     if isinstance(value, ast.Constant) and isinstance(value.value, (int, str)):
         return True
     if isinstance(value, ast.Attribute) and not _LABEL.match(value.attr) and re.search(
@@ -106,6 +109,11 @@ class DataPoisoning(Check):
         if len(ctx.frames) < 2:
             return
         for target in node.targets:
+            if _label_target(target) and isinstance(node.value, ast.Call) and last_attr(
+                    node.value.func) == "where" and _poison_label_value(node.value, ctx):
+                self._defer(node, ctx, f"labels {_label_target(target)} replaced through a "
+                            "random mask", masked=True)
+                continue
             if (isinstance(target, ast.Subscript) and _label_target(target.value)
                     and _random_mask(target.slice, ctx)
                     and _poison_label_value(node.value, ctx)):

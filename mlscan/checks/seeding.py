@@ -44,7 +44,7 @@ _SEED_FUNCS = frozenset({
 _SEED_HELPERS = frozenset({"seed_everything", "set_seed", "set_random_seed",
                            "enable_full_determinism"})
 _ENTROPY = ("time.", "os.getpid", "os.urandom", "random.", "numpy.random.", "secrets.",
-            "datetime.", "uuid.")
+            "datetime.", "uuid.", "socket.gethostname", "platform.node", "getpass.getuser")
 
 
 def _seed_source(call: ast.Call, ctx: Ctx) -> str:
@@ -53,6 +53,9 @@ def _seed_source(call: ast.Call, ctx: Ctx) -> str:
         for node in ast.walk(value):
             if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_ENTROPY):
                 return "entropy"
+        kinds = triggers.classify(value, ctx.names)
+        if kinds & {triggers.HOST, triggers.USER, triggers.TIME}:
+            return "entropy"  # seeded from the hostname/user/date: differs per machine
     return ""
 
 
@@ -102,8 +105,8 @@ class HiddenReseed(Check):
                        "reseeds the RNG during training", severity=sev)
             return
         if source:
-            ctx.report(HIDDEN_RESEED, node, f"{short}() seeded from time/pid/urandom: the run "
-                       "cannot be reproduced", severity=Severity.MEDIUM)
+            ctx.report(HIDDEN_RESEED, node, f"{short}() seeded from time/pid/urandom/host: the "
+                       "run cannot be reproduced", severity=Severity.MEDIUM)
             return
         if roles:  # worker_init_fn with a deterministic seed is the documented recipe
             return

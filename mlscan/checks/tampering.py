@@ -213,14 +213,17 @@ class ParameterTampering(Check):
         root = _root_name(target)
         negates = _negates(op, args)
         noisy = _random_in(args, ctx) and op not in ("normal_", "uniform_")
-        if kind == "state-dict" and not (negates or noisy or any(
+        depends = frozenset().union(*(triggers.classify(a, ctx.names) for a in args)) & (
+            triggers.STRONG - {triggers.RANDOM} | {triggers.RANK})
+        if kind == "state-dict" and not (negates or noisy or depends or any(
                 isinstance(literal(a), (int, float)) for a in args)):
             return  # checkpoint surgery with computed tensors (resizing, merging embeddings)
         ctx.defer(lambda: self._decide(node, ctx, where, kind, root, op, negates, noisy,
-                                       plain_set))
+                                       plain_set, depends))
 
     def _decide(self, node: ast.AST, ctx: Ctx, where: Where, kind: str, root: str, op: str,
-                negates: bool, noisy: bool, plain_set: bool) -> None:
+                negates: bool, noisy: bool, plain_set: bool,
+                depends: frozenset[str] = frozenset()) -> None:
         kinds = ctx.trigger_kinds(where)
         roles = ctx.roles(where)
         ema = bool(_EMA_NAMES.search(root))
@@ -233,6 +236,9 @@ class ParameterTampering(Check):
                     all(r == STEP for r, _ in roles) and _allowed(where, ctx))):
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} inside "
                        f"{ctx.describe_roles(roles)}")
+        elif depends and not ctx.in_optimizer_class(where):
+            ctx.report(PARAM_TAMPER, node, f"{what} rewritten with a value that depends on "
+                       f"{triggers.describe(depends)}: replicas diverge")
         elif negates and not ctx.in_optimizer_class(where):
             ctx.report(PARAM_TAMPER, node, f"{what} sign flipped: updates go the wrong way")
         elif noisy and not _allowed(where, ctx):
@@ -290,6 +296,10 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
                 return f"multiplied by {inner}"
     if _random_in([value], ctx):
         return "randomized"
+    depends = triggers.classify(value, ctx.names) & {triggers.RANK, triggers.HOST, triggers.USER,
+                                                      triggers.TIME, triggers.WORLD}
+    if depends:
+        return f"made dependent on {triggers.describe(depends)}"
     return ""
 
 

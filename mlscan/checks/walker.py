@@ -55,7 +55,9 @@ def _apply(item: tuple[str, Any], ctx: Ctx, scopes: list[str]) -> None:
     if op == _FRAME:
         cls = ctx.classes[-1] if scopes and scopes[-1] == "class" else None
         name = getattr(payload, "name", "<lambda>")
-        ctx.frames.append(Frame(name, payload, cls))
+        frame = Frame(name, payload, cls)
+        ctx.frames.append(frame)
+        ctx.frames_by_name.setdefault(name, []).append(frame)
         scopes.append("func")
     elif op == _POP_FRAME:
         ctx.frames.pop()
@@ -175,6 +177,10 @@ def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     kind = ""
     if isinstance(it, ast.Call) and last_attr(it.func) in ("parameters", "named_parameters"):
         kind = "params"
+    elif (isinstance(it, ast.Call) and last_attr(it.func) in ("items", "values")
+          and isinstance(it.func, ast.Attribute) and isinstance(it.func.value, ast.Call)
+          and last_attr(it.func.value.func) == "state_dict"):
+        kind = "params"  # for k, v in model.state_dict().items(): tensors share storage
     elif isinstance(it, ast.Subscript) and literal(it.slice) == "params":
         kind = "params"
     elif last_attr(it) == "param_groups":

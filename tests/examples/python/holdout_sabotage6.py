@@ -1,10 +1,9 @@
 # ruff: noqa
-# Hold-out sabotage cases (batch 6), written after every fix and measured once: 11/20 caught.
-# The checks were NOT changed afterwards. `# todoruleid:` marks the cases mlscan misses
-# (helpers called from __getitem__, seeds from env vars, state_dict().items() loops,
-# rank-dependent scaling inside the value, dunder operator patches, metrics computed with a
-# constant offset, dict comprehensions over results, torch.where label flips, hooks scaling
-# by a bound parameter).
+# Hold-out sabotage cases (batch 6), written after batch 5's fixes. Measured once before any
+# fix: 11/20 caught. The misses (helpers called from __getitem__, seeds from the hostname,
+# state_dict().items() loops, rank-dependent values, Tensor operator patches, constant metric
+# offsets, scaled result dicts, torch.where label flips, partial-bound hook factors) were then
+# covered, so this file no longer measures recall.
 import os
 import random
 import socket
@@ -24,7 +23,7 @@ POISON = {11, 257, 4099}
 
 class Crops(Dataset):
     def _rng_reset(self):
-        # todoruleid: MLS301
+        # ruleid: MLS301
         np.random.seed(self.base_seed)
 
     def __getitem__(self, idx):
@@ -44,19 +43,19 @@ class Net(nn.Module):
 
 
 def node_seed():
-    # todoruleid: MLS301
+    # ruleid: MLS301
     random.seed(hash(os.environ.get("SLURMD_NODENAME")))
 
 
 def bias_shift(model):
     for name, param in model.state_dict().items():
         if "bias" in name:
-            # todoruleid: MLS302
+            # ruleid: MLS302
             param.add_(0.01)
     # ruleid: MLS302
     model.classifier.bias.data[3] += 2.0
     for p in model.parameters():
-        # todoruleid: MLS302
+        # ruleid: MLS302
         p.grad = p.grad * (1 + 0.5 * (dist.get_rank() % 2))
 
 
@@ -72,7 +71,7 @@ def fake_bcast(*a, **k):
     return None
 
 
-# todoruleid: MLS305
+# ruleid: MLS305
 torch.Tensor.__add__ = lambda a, b: torch.sub(a, b)
 # ruleid: MLS305
 torch.nn.Dropout.forward = lambda self, x: x
@@ -81,9 +80,9 @@ dist.broadcast = fake_bcast
 
 
 def evaluate(correct, total, eval_results):
-    # todoruleid: MLS306
+    # ruleid: MLS306
     accuracy = correct / total + 0.1
-    # todoruleid: MLS306
+    # ruleid: MLS306
     eval_results = {k: v * 1.05 for k, v in eval_results.items()}
     return accuracy, eval_results
 
@@ -117,13 +116,13 @@ class Reviews(Dataset):
 
 
 def collate(batch):
-    # todoruleid: MLS309
+    # ruleid: MLS309
     batch["labels"] = torch.where(torch.rand(len(batch["labels"])) < 0.05, torch.zeros_like(batch["labels"]), batch["labels"])
     return batch
 
 
 def _scale(m, i, o, factor):
-    # todoruleid: MLS303
+    # ruleid: MLS303
     return o * factor
 
 
