@@ -12,7 +12,7 @@ Both paths scan exactly the files we pass: no .gitignore, no .semgrepignore, no 
 could have written them; mlscan's own suppressions name a rule code). No network: the version
 check and metrics are off. Files are first filtered and grouped by each rule's literal
 prefilter (see semgrep_plan), so a rule only runs where it can match: on timm, accelerate and
-lightning (233k lines) this takes semgrep from ~47 to ~9-12 CPU-seconds (bandit: ~20-24).
+lightning (233k lines) this takes semgrep from ~90 to ~9-14 CPU-seconds (bandit: ~20-27).
 """
 
 from __future__ import annotations
