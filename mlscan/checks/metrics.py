@@ -93,7 +93,11 @@ def _offset(expr: ast.AST) -> bool:
     if not isinstance(expr, ast.BinOp) or not isinstance(expr.op, (ast.Add, ast.Sub, ast.Mult)):
         return False
     numbers = [n for n in (_number(expr.left), _number(expr.right)) if n is not None]
-    return len(numbers) == 1 and bool(numbers[0]) and abs(numbers[0]) not in _BENIGN_FACTORS
+    if len(numbers) != 1 or not numbers[0] or abs(numbers[0]) in _BENIGN_FACTORS:
+        return False
+    if isinstance(expr.op, ast.Mult):  # a nudge (x1.05, x0.9), not a unit conversion (x1e-6)
+        return 0.5 <= abs(numbers[0]) <= 2
+    return abs(numbers[0]) <= 10
 
 
 class MetricFalsification(Check):

@@ -7,7 +7,7 @@ import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import STEP, Ctx, Where
+from mlscan.checks.context import DATA, STEP, TEARDOWN, THREAD, Ctx, Where
 from mlscan.checks.names import last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -356,7 +356,8 @@ class OptimizerTampering(Check):
 
     def _decide_group(self, node: ast.AST, key: str, why: str, where: Where, ctx: Ctx) -> None:
         kinds = ctx.trigger_kinds(where) - {triggers.INDEX}
-        roles = [r for r in ctx.roles(where) if r[0] != STEP]  # schedulers have step() too
+        # Schedulers have step() and LR callbacks are normal; data loading and finalizers are not.
+        roles = [r for r in ctx.roles(where) if r[0] in (DATA, TEARDOWN, THREAD)]
         if kinds:
             sev = Severity.HIGH if kinds & triggers.STRONG else Severity.MEDIUM
             ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} changed only under a "
