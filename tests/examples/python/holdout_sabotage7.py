@@ -1,7 +1,6 @@
 # ruff: noqa
-# Hold-out sabotage cases (batch 7), written after every fix and measured once: 12/20 caught
-# on the right line (one of them by MLS302 instead of MLS303). The checks were NOT changed
-# afterwards; `# todoruleid:` marks the misses (requires_grad_ toggles, gradient add_ with a
+# Hold-out sabotage cases (batch 7), written after every fix and measured once: 11/20 caught
+# on the right line. The checks were NOT changed afterwards; `# todoruleid:` marks the misses (requires_grad_ toggles, gradient add_ with a
 # negative alpha, scheduler last_epoch, param_groups' params list, torch.utils.checkpoint
 # patches, torch.clamp on logged metrics, constant metrics in dict literals, labels flipped
 # in __init__, hooks clamping to a tiny range).
@@ -123,6 +122,6 @@ class Pairs(Dataset):
 def hooks(model, p):
     # todoruleid: MLS303
     model.register_full_backward_pre_hook(lambda m, go: (go[0].clamp(-1e-9, 1e-9),))
-    # ruleid: MLS302
+    # ruleid: MLS302, MLS303
     handle = p.register_post_accumulate_grad_hook(lambda t: t.grad.mul_(0.1))
     return handle
