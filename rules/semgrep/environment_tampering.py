@@ -57,6 +57,15 @@ def compile_extension(sources):
     subprocess.run(["nvcc", "-I", include, *sources, "-o", "ext.so"], check=True)
 
 
+def export_custom_code(model, folder):
+    object_file = sys.modules[type(model).__module__].__file__
+    dest_file = Path(folder) / Path(object_file).name
+    # ok: installed-package-write
+    shutil.copyfile(object_file, dest_file)
+    # ok: installed-package-write
+    shutil.copy(object_file, os.path.join(folder, os.path.basename(object_file)))
+
+
 def read_torch_version_file():
     path = os.path.join(os.path.dirname(torch.__file__), "version.py")
     # ok: installed-package-write
