@@ -52,10 +52,9 @@ def corpus() -> Corpus:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """`sample` parametrizes over every corpus sample; `malicious_sample`, `benign_sample`
-    and `advisory_sample` over subsets. Test ids are sample names (and advisory ids)."""
-    for arg, keep in (("sample", lambda s: True),
-                      ("malicious_sample", lambda s: s.expect == "malicious"),
+    """`malicious_sample`, `benign_sample` and `advisory_sample` parametrize over corpus
+    samples. Test ids are sample names (advisory ids for `advisory_sample`)."""
+    for arg, keep in (("malicious_sample", lambda s: s.expect == "malicious"),
                       ("benign_sample", lambda s: s.expect == "benign"),
                       ("advisory_sample", lambda s: s.advisory is not None)):
         if arg in metafunc.fixturenames:
