@@ -95,3 +95,18 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     second = {s.name: s.data for s in all_pickles(mark) + all_containers(mark, tmp_path / "b")}
     changed = [n for n in first if first[n] != second.get(n)]
     assert not changed, changed
+
+
+def test_generator_runs_as_a_script(tmp_path: Path, corpus: Corpus) -> None:
+    """`python fixtures/generate.py OUTDIR` writes the same sample set plus an index."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "fixtures" / "generate.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    index = json.loads((tmp_path / "INDEX.json").read_text())
+    assert sorted(e["name"] for e in index) == sorted(s.name for s in corpus.samples)
+    assert all((tmp_path / e["name"]).is_file() for e in index)
