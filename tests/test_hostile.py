@@ -350,3 +350,39 @@ def test_hostile_directory_all_at_once(tmp_path: Path) -> None:
     assert outcome.rss_mb < MAX_RSS_MB
     named = {str(f["path"]).rsplit("/", 1)[-1] for f in outcome.findings}
     assert set(names) <= named, set(names) - named
+
+
+def test_large_benign_files_stay_quiet(tmp_path: Path) -> None:
+    """Limits must not fire on ordinary big checkpoints: 256 MiB of tensor data in a torch
+    zip and a 256 MiB bytes blob in a raw pickle give no finding at high or above."""
+    import zipfile
+
+    d = tmp_path / "scan"
+    d.mkdir()
+    size = 256 * MiB
+    numel = size // 4
+    data_pkl = (P(2).global_("collections", "OrderedDict").empty_tuple().reduce()
+                .str("weight").global_("torch._utils", "_rebuild_tensor_v2").mark()
+                .mark().str("storage").global_("torch", "FloatStorage").str("0").str("cpu")
+                .raw(b"J" + struct.pack("<i", numel)).tuple().persid()
+                .int(0).mark().raw(b"J" + struct.pack("<i", numel)).tuple()
+                .mark().int(1).tuple().bool(False)
+                .global_("collections", "OrderedDict").empty_tuple().reduce().tuple().reduce()
+                .setitem().stop().bytes())
+    with zipfile.ZipFile(d / "big.pt", "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", data_pkl)
+        with zf.open("archive/data/0", "w") as w:
+            for _ in range(size // MiB):
+                w.write(b"\x00" * MiB)
+        zf.writestr("archive/version", "3\n")
+    with open(d / "big.pkl", "wb") as fh:
+        fh.write(b"\x80\x04}\x94\x8c\x04blob\x94\x8e" + struct.pack("<Q", size))
+        for _ in range(size // MiB):
+            fh.write(b"\x00" * MiB)
+        fh.write(b"\x94s.")
+    outcome = run_cli(d, tmp_path)
+    assert "Traceback" not in outcome.stderr, outcome.stderr[-3000:]
+    assert outcome.code == 0, outcome.findings
+    assert outcome.seconds < MAX_SECONDS and outcome.rss_mb < MAX_RSS_MB
+    loud = [f for f in outcome.findings if f["severity"] in ("high", "critical")]
+    assert not loud, loud
