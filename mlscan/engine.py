@@ -3,8 +3,6 @@ No printing, no config reading: the CLI turns config into ScanOptions."""
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import sys
 import time
@@ -90,6 +88,9 @@ def _analyze(artifacts: Sequence[Artifact], opts: ScanOptions,
                 progress(i, total, art.path)
             yield art, analyze_artifact(art, opts.settings)
         return
+    import concurrent.futures as cf  # only when a pool is worth it: costs start-up time
+    import multiprocessing
+
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = {pool.submit(analyze_artifact, a, opts.settings): a for a in artifacts}
@@ -203,7 +204,9 @@ def scan(opts: ScanOptions, progress: Progress | None = None) -> Report:
     if opts.folder_summary:
         from mlscan.analyzers.folder_summary import summarize_scan
 
-        folders = summarize_scan(opts.paths, findings, base=opts.base)
+        # folders the user asked to scan; a single file gets no summary of its siblings
+        dirs = [p for p in opts.paths if p.is_dir()]
+        folders = summarize_scan(dirs, findings, base=opts.base) if dirs else []
     return Report(findings=tuple(findings), summary=summary, folders=tuple(folders),
                   suppressed=tuple(f for f, _ in suppressed),
                   suppressions=tuple(why for _, why in suppressed),
