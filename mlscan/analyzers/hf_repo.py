@@ -3,6 +3,7 @@ components), shard indexes escaping the folder, and dataset loading scripts."""
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from mlscan.rulesets.hf_formats import (
     HF_REMOTE_CODE,
     HF_REMOTE_CODE_CROSS_REPO,
     HF_REMOTE_CODE_MISSING,
+    REMOTE_CODE_DANGEROUS_CALL,
 )
 
 # diffusers component libraries that are importable packages, not repository code.
@@ -70,9 +72,21 @@ def check_hf_config(obj: dict[str, Any], src: Source) -> Iterator[Finding]:
                 src.path, f"loading with trust_remote_code=True runs {rel} "
                 f"({', '.join(uses[:4])}{', ...' if len(uses) > 4 else ''})", evidence=rel,
                 member=src.member)
+            if folder is not None and src.member is None:
+                yield from _remote_code_calls(folder, rel, src.path)
     yield from _diffusers(obj, src)
     yield from _peft(obj, src)
     yield from _index(obj, src)
+
+
+def _remote_code_calls(folder: Path, rel: str, config_path: str) -> Iterator[Finding]:
+    from mlscan.analyzers.remote_code import dangerous_calls
+
+    shown = posixpath.join(posixpath.dirname(config_path), rel)
+    for line, name in dangerous_calls(folder / rel):
+        yield REMOTE_CODE_DANGEROUS_CALL.finding(
+            shown, f"{name}() in remote code: runs inside from_pretrained(..., "
+            f"trust_remote_code=True) as configured by {config_path}", line=line, evidence=name)
 
 
 def _peft(obj: dict[str, Any], src: Source) -> Iterator[Finding]:

