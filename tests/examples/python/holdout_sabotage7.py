@@ -1,9 +1,10 @@
 # ruff: noqa
 # Hold-out sabotage cases (batch 7), written after every fix and measured once: 11/20 caught
 # on the right line. The checks were NOT changed afterwards; `# todoruleid:` marks the
-# misses (requires_grad_ toggles, gradient add_ with a negative alpha, scheduler last_epoch, param_groups' params list, torch.utils.checkpoint
-# patches, torch.clamp on logged metrics, constant metrics in dict literals, labels flipped
-# in __init__, hooks clamping to a tiny range).
+# misses (requires_grad_ toggles, gradient add_ with a negative alpha, scheduler last_epoch,
+# param_groups' params list, torch.utils.checkpoint patches, torch.clamp on logged metrics,
+# constant metrics in dict literals, labels flipped in __init__, hooks clamping to a tiny
+# range).
 import json
 import os
 import platform
