@@ -85,8 +85,10 @@ class DecompressingReader(io.RawIOBase):
         while not self._pending and not self._eof:
             self._budget.check_time()
             tail = getattr(self._dec, "unconsumed_tail", b"")
-            if getattr(self._dec, "eof", False) and not tail:
-                unused = getattr(self._dec, "unused_data", b"")
+            if getattr(self._dec, "eof", False):
+                # at the end of a stream zlib may report the leftover input in both places;
+                # never feed it back to the finished decompressor (that returns b"" forever)
+                unused = getattr(self._dec, "unused_data", b"") or tail
                 if unused and self._what in ("gzip", "bzip2", "xz"):
                     # concatenated members, as the gzip/bzip2/xz tools accept
                     self._dec = self._make()  # type: ignore[operator]
@@ -101,7 +103,7 @@ class DecompressingReader(io.RawIOBase):
             elif getattr(self._dec, "needs_input", True) is False:
                 data = self._decompress(b"", max(want, 1 << 16))
             else:
-                chunk = self._raw.read(1 << 16)
+                chunk = self._raw.read(1 << 14)  # small reads keep the ratio estimate tight
                 if not chunk:
                     if not getattr(self._dec, "eof", True):
                         raise MalformedError(f"{self._what} stream truncated", self._in)
@@ -131,8 +133,11 @@ class DecompressingReader(io.RawIOBase):
         self._out += n
         self._budget.add_decompressed(n)
         limits = self._budget.limits
-        if self._out > 256 * 1024 * 1024 and \
-                self._out > limits.max_compression_ratio * max(self._in, 1):
+        ratio = self._out / max(self._in, 1)
+        # deflate cannot exceed ~1032x; beyond 5x that only near-constant filler (a bomb or
+        # a vast zero array) expands, so stop early; otherwise allow up to the ratio limit
+        if (self._out > 32 * 1024 * 1024 and ratio > 5 * limits.max_compression_ratio) or (
+                self._out > 256 * 1024 * 1024 and ratio > limits.max_compression_ratio):
             raise LimitExceeded(
                 f"{self._what} expands more than {limits.max_compression_ratio}x "
                 f"({self._in} -> {self._out}+ bytes): compression bomb")

@@ -39,9 +39,9 @@ MAX_NESTING = 5000
 # A MARK followed only by fixed-size constants up to the opcode that consumes them (how
 # lists of numbers are batched): the values never matter to the verdict, so the batch is
 # skipped in one regex step instead of one interpreter step per number.
-_CONST_BATCH = re.compile(rb"(?:G.{8}|K.|M..|J....|N|\x88|\x89){16,}(?=[etld\x90\x91])",
+_CONST_BATCH = re.compile(rb"(?:G.{8}|K.|M..|J....|N|\x88|\x89){16,}+(?=[etld\x90\x91])",
                           re.DOTALL)
-_NOOP_RUN = re.compile(rb"(?:[N\x88\x89)\]}]0|K.0|M..0|J....0|G.{8}0)+", re.DOTALL)
+_NOOP_RUN = re.compile(rb"(?:[N\x88\x89)\]}]0|K.0|M..0|J....0|G.{8}0)++", re.DOTALL)
 
 KEEP_BYTES = 1 << 20
 """bytes/str values up to this size are kept whole; larger ones are skipped (Blob)."""
