@@ -120,7 +120,10 @@ def summarize_scan(roots: Iterable[Path], findings: Iterable[Finding],
                 display = "."
             here = "" if display == "." else display
             direct = [f for f in all_findings if posixpath.dirname(f.path) == here]
-            lines.extend(summarize_folder(folder, direct, display, found))
+            block = summarize_folder(folder, direct, display, found)
+            if display == ".":  # name the folder as the user knows it, not "."
+                block[0] = f"model folder {folder.as_posix() if rel_to != base else '.'}:"
+            lines.extend(block)
     return lines
 
 
