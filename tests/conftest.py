@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +94,16 @@ def describe(findings: list[Finding]) -> str:
         return "(no findings)"
     return "\n".join(f"  {f.rule_id} {f.severity.value} {f.member or ''} {f.evidence}: "
                      f"{f.message}" for f in findings)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_result_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """CLI runs in tests cache results like a user's would, but never in the user's cache:
+    a stale entry there could make a test pass or fail for the wrong reason."""
+    old = os.environ.get("MLSCAN_CACHE_DIR")
+    os.environ["MLSCAN_CACHE_DIR"] = str(tmp_path_factory.mktemp("mlscan-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MLSCAN_CACHE_DIR", None)
+    else:
+        os.environ["MLSCAN_CACHE_DIR"] = old
