@@ -38,7 +38,8 @@ EXAMPLES = ROOT / "tests" / "examples" / "python"
 SABOTAGE_FILES = ("seeding.py", "tampering.py", "hooks.py", "patching.py", "metrics.py",
                   "stalls.py", "poisoning.py", "ddp_sabotage.py", "holdout_sabotage.py",
                   "holdout_sabotage2.py", "holdout_sabotage3.py", "holdout_sabotage4.py",
-                  "holdout_sabotage5.py", "holdout_sabotage6.py", "holdout_sabotage7.py")
+                  "holdout_sabotage5.py", "holdout_sabotage6.py", "holdout_sabotage7.py",
+                  *sorted(p.name for p in EXAMPLES.glob("holdout_[0-9]*.py")))
 MEDIUM = Severity.MEDIUM.rank
 
 

@@ -11,6 +11,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.loading",
     "mlscan.checks.seeding",
     "mlscan.checks.tampering",
+    "mlscan.checks.optimizer",
     "mlscan.checks.hooks",
     "mlscan.checks.patching",
     "mlscan.checks.stalls",

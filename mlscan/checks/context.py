@@ -135,10 +135,44 @@ class Ctx:
         for cond in where.conds:
             cached = self._cond_cache.get(id(cond))
             if cached is None:
-                cached = triggers.classify(cond, self.names)
+                cached = triggers.classify(cond, self.names, self.resolver(where))
                 self._cond_cache[id(cond)] = cached
             kinds.update(cached)
         return frozenset(kinds)
+
+    def resolver(self, where: Where | None = None) -> triggers.Resolver:
+        """Name -> value assigned to it in the enclosing functions (innermost first)."""
+        frames = where.frames if where is not None else tuple(self.frames)
+
+        def resolve(name: str) -> ast.expr | None:
+            for frame in reversed(frames):
+                value = frame.assigned.get(name)
+                if value is not None:
+                    return value
+            return None
+        return resolve
+
+    def classify(self, expr: ast.AST, where: Where | None = None) -> frozenset[str]:
+        """Trigger kinds a value depends on, following names to their assignments."""
+        return triggers.classify(expr, self.names, self.resolver(where))
+
+    def walk_values(self, expr: ast.AST, depth: int = 0) -> list[ast.AST]:
+        """`ast.walk(expr)` plus the values assigned to the names it reads (two levels)."""
+        out = list(ast.walk(expr))
+        if depth < 2:
+            for node in out[:]:
+                if isinstance(node, ast.Name):
+                    value = self.lookup(node.id)
+                    if value is not None and value is not expr:
+                        out.extend(self.walk_values(value, depth + 1))
+        return out
+
+    def const(self, expr: ast.AST | None, depth: int = 0) -> object:
+        """`literal()` that follows a name to the constant assigned to it (`mult = -1.0`)."""
+        if isinstance(expr, ast.Name) and depth < 2:
+            value = self.lookup(expr.id)
+            return self.const(value, depth + 1) if value is not None else literal(expr)
+        return literal(expr)
 
     def roles(self, where: Where) -> list[tuple[str, Frame]]:
         """(role, frame) for every enclosing function with a role, innermost first."""
@@ -247,6 +281,11 @@ class Ctx:
             value = kwarg(call, key)
             if value is not None:
                 self._register(value, kw_role, call)
+        # Trainer(callbacks=[f]), add_callback(f), hooks={"x": f}: functions run later as hooks.
+        for value in _callback_values(call, attr):
+            if isinstance(value, (ast.Name, ast.Lambda)) or (
+                    isinstance(value, ast.Call) and last_attr(value.func) == "partial"):
+                self._register(value, HOOK, call)
         if attr not in _PLAIN_HIGHER_ORDER:
             # Any other lambda handed to a call is a callback run later (LambdaLR, callbacks).
             for value in [*call.args, *(kw.value for kw in call.keywords)]:
@@ -255,6 +294,11 @@ class Ctx:
 
     def _register(self, target: ast.expr, role: str, call: ast.Call) -> None:
         bound: dict[str, float] = {}
+        if isinstance(target, ast.Name):  # hook = lambda m, i, o: ...; register(hook)
+            assigned = self.lookup(target.id)
+            if isinstance(assigned, ast.Lambda) or (
+                    isinstance(assigned, ast.Call) and last_attr(assigned.func) == "partial"):
+                target = assigned
         if isinstance(target, ast.Call) and target.args and last_attr(target.func) == "partial":
             for kw in target.keywords:
                 value = literal(kw.value)
@@ -275,6 +319,24 @@ class Ctx:
         if owner == "<lambda>":
             return f"a lambda ({_ROLE_WORDS[role]})"
         return f"{owner}() ({_ROLE_WORDS[role]})"
+
+
+def _callback_values(call: ast.Call, attr: str) -> list[ast.expr]:
+    values: list[ast.expr] = []
+    if "callback" in attr.lower():
+        values.extend(call.args)
+    for kw in call.keywords:
+        if kw.arg and ("callback" in kw.arg or kw.arg in ("hooks", "hook")):
+            values.append(kw.value)
+    out: list[ast.expr] = []
+    for value in values:
+        if isinstance(value, (ast.List, ast.Tuple, ast.Set)):
+            out.extend(value.elts)
+        elif isinstance(value, ast.Dict):
+            out.extend(v for v in value.values if v is not None)
+        else:
+            out.append(value)
+    return out
 
 
 def _arg_names(node: ast.AST | None) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
@@ -98,6 +99,12 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             return "negates" if func.startswith("neg") else "rewrites"
         if func == "mul" and expr.args and isinstance(literal(expr.args[0]), (int, float)):
             return "scales by a constant"
+        if func in ("clamp", "clip", "clamp_") and _uses(expr, args):
+            bounds = [literal(b) for b in (*expr.args, *(k.value for k in expr.keywords))
+                      if not _uses(b, args)]  # torch.clamp(g, lo, hi), g.clamp(lo, hi)
+            numbers = [b for b in bounds if isinstance(b, (int, float))]
+            if numbers and len(numbers) == len(bounds) and max(abs(b) for b in numbers) <= 1e-4:
+                return "squashes to ~0 (clamped to a tiny range)"
         if any(isinstance(a, ast.Call) and (last_attr(a.func) in _REPLACERS or _random(a, ctx))
                for a in expr.args):
             return "replaces values"  # torch.where(mask, torch.zeros_like(o), o)
@@ -146,9 +153,11 @@ class TamperingHook(Check):
         args = _arg_names(fn)
         how = f"hook {fn.name}()" + (f" (registered with {register_fn})" if register_fn else "")
         sev = None if register_fn else Severity.MEDIUM
+        local = _local_values(fn)
         for node in ast.walk(fn):
             if isinstance(node, ast.Return):
-                why = _tampering_value(node.value, args - set(bound or ()), ctx, bound or {})
+                value = _inline(node.value, local) if node.value is not None else None
+                why = _tampering_value(value, args - set(bound or ()), ctx, bound or {})
                 if why:
                     ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",
                                severity=sev)
@@ -157,6 +166,36 @@ class TamperingHook(Check):
                   and _root(node.func.value) in args):
                 ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
                            f"{_root(node.func.value)} in place ({node.func.attr})", severity=sev)
+
+
+def _local_values(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ast.expr]:
+    """`noise = torch.randn_like(out)` inside the hook: name -> value (last one wins)."""
+    out: dict[str, ast.expr] = {}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                node.targets[0], ast.Name):
+            out[node.targets[0].id] = node.value
+    return out
+
+
+class _Inliner(ast.NodeTransformer):
+    def __init__(self, local: dict[str, ast.expr], depth: int) -> None:
+        self.local = local
+        self.depth = depth
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        value = self.local.get(node.id)
+        if value is None or self.depth >= 2:
+            return node
+        return _inline(value, self.local, self.depth + 1)
+
+
+def _inline(expr: ast.expr, local: dict[str, ast.expr], depth: int = 0) -> ast.expr:
+    """A copy of `expr` with local names replaced by what was assigned to them."""
+    if not local:
+        return expr
+    result = _Inliner(local, depth).visit(copy.deepcopy(expr))
+    return result if isinstance(result, ast.expr) else expr
 
 
 def _root(expr: ast.expr) -> str:

@@ -53,6 +53,29 @@ def metric_name(expr: ast.AST) -> str:
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
             expr.func.attr in ("item", "mean", "compute", "cpu", "tolist")):
         return metric_name(expr.func.value)
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in _VALUE_WRAPPERS and expr.args:
+        return metric_name(expr.args[0])  # round(acc, 2), float(acc), torch.tensor(acc)
+    return ""
+
+
+_VALUE_WRAPPERS = frozenset({"round", "float", "int", "tensor", "as_tensor", "asarray"})
+_CLAMPS = frozenset({"clamp", "clip", "clamp_min", "clamp_max", "clamp_", "clip_"})
+
+
+def _clamped(expr: ast.Call) -> str:
+    """`torch.clamp(acc, min=0.9)`, `acc.clip(0.9)`, `np.clip(acc, 0.9, None)`: a metric held
+    above/below a constant other than its natural bounds (0, 1)."""
+    if last_attr(expr.func) not in _CLAMPS:
+        return ""
+    if isinstance(expr.func, ast.Attribute) and metric_name(expr.func.value):
+        values = [expr.func.value, *expr.args]  # method form: acc.clamp(min=0.9)
+    else:
+        values = list(expr.args)
+    values.extend(kw.value for kw in expr.keywords if kw.arg in ("min", "max", "a_min", "a_max"))
+    name = metric_name(values[0]) if values else ""
+    bounds = [_number(v) for v in values[1:]]
+    if name and any(b is not None and b not in (0, 1, 100) for b in bounds):
+        return name
     return ""
 
 
@@ -76,6 +99,10 @@ def nudged(expr: ast.AST) -> str:
             inner = nudged(a)
             if inner and number is not None and abs(number) not in _BENIGN_FACTORS:
                 return inner
+    if isinstance(expr, ast.Call) and _clamped(expr):
+        return _clamped(expr)
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in _VALUE_WRAPPERS and expr.args:
+        return nudged(expr.args[0])  # round(acc + 0.05, 3)
     if isinstance(expr, ast.Call) and last_attr(expr.func) in ("max", "min") and len(
             expr.args) == 2:
         names = [metric_name(a) or nudged(a) for a in expr.args]
@@ -100,6 +127,25 @@ def _offset(expr: ast.AST) -> bool:
     return abs(numbers[0]) <= 10
 
 
+_NOT_RESULT = re.compile(r"(?i)min|max|target|thresh|goal|expect|baseline|tol|weight|alpha|ratio")
+
+
+def _constant_entry(expr: ast.AST, precise: bool = False) -> str:
+    """`{"val_acc": 0.93}`: a metric key with a made-up constant (with `precise`, only values
+    with three or more decimals like 0.912, since config dicts hold round thresholds)."""
+    if not isinstance(expr, ast.Dict):
+        return ""
+    for key, value in zip(expr.keys, expr.values, strict=True):
+        name = literal(key) if key is not None else None
+        number = _number(value)
+        if not isinstance(name, str) or number is None or not _STRONG_METRIC.search(name) or (
+                _NOT_RESULT.search(name)) or not 0 < number < 100 or number == int(number):
+            continue
+        if not precise or round(number, 2) != number:
+            return name
+    return ""
+
+
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -113,13 +159,17 @@ class MetricFalsification(Check):
             elif isinstance(value, ast.JoinedStr):
                 values.extend(v.value for v in value.values if isinstance(v, ast.FormattedValue))
         for value in values:
-            name = nudged(value)
+            name = nudged(value) or _constant_entry(value)
             if name:
                 ctx.report(METRIC_FALSIFY, node, f"{name} is changed by a constant inside the "
                            "logging call: the logged metric is not the measured one")
                 return
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        name = _constant_entry(node.value, precise=True)
+        if name:
+            ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "
+                       "saved result was never measured", severity=Severity.MEDIUM)
         for target in node.targets:
             self._assigned(node, target, node.value, ctx)
             if (isinstance(node.value, ast.DictComp) and isinstance(target, ast.Name)

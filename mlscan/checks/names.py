@@ -15,6 +15,18 @@ class Names:
 
     def __init__(self) -> None:
         self.aliases: dict[str, str] = {}
+        self._from_assign: set[str] = set()
+
+    def add_assign(self, name: str, value: ast.expr) -> None:
+        """`reseed = torch.manual_seed`, `opt_cls = torch.optim.AdamW`: a plain name bound to an
+        imported API is an alias of it; rebinding the name to anything else forgets that."""
+        qual = self.qualname(value) if isinstance(value, (ast.Attribute, ast.Call)) else None
+        if qual and "()" not in qual and _root_id(value) in self.aliases and qual != name:
+            self.aliases[name] = qual
+            self._from_assign.add(name)
+        elif name in self._from_assign:
+            del self.aliases[name]
+            self._from_assign.discard(name)
 
     def add_import(self, node: ast.Import | ast.ImportFrom) -> None:
         if isinstance(node, ast.Import):
@@ -41,6 +53,11 @@ class Names:
                 parts.append(node.attr)
                 node = node.value
             elif isinstance(node, ast.Call):
+                attr = getattr_name(node)
+                if attr is not None:  # getattr(torch, "manual_seed") is torch.manual_seed
+                    parts.append(attr)
+                    node = node.args[0]
+                    continue
                 parts.append("()")
                 node = node.func
             elif isinstance(node, ast.Name):
@@ -72,10 +89,33 @@ def last_attr(expr: ast.AST) -> str:
     return ""
 
 
+def _root_id(expr: ast.AST) -> str:
+    while True:
+        if isinstance(expr, ast.Attribute):
+            expr = expr.value
+        elif isinstance(expr, ast.Call) and getattr_name(expr) is not None:
+            expr = expr.args[0]
+        else:
+            return expr.id if isinstance(expr, ast.Name) else ""
+
+
+def getattr_name(call: ast.Call) -> str | None:
+    """'x' for `getattr(obj, "x")` / `getattr(obj, "x", default)`, else None."""
+    if (isinstance(call.func, ast.Name) and call.func.id == "getattr" and 2 <= len(call.args) <= 3
+            and isinstance(call.args[1], ast.Constant) and isinstance(call.args[1].value, str)):
+        return call.args[1].value
+    return None
+
+
 def kwarg(call: ast.Call, name: str) -> ast.expr | None:
+    """Keyword `name`, also from a `**{"name": value}` literal."""
     for kw in call.keywords:
         if kw.arg == name:
             return kw.value
+        if kw.arg is None and isinstance(kw.value, ast.Dict):
+            for key, value in zip(kw.value.keys, kw.value.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == name:
+                    return value
     return None
 
 

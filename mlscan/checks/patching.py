@@ -6,11 +6,12 @@ Metric/logging APIs patched the same way are reported as MLS306 (see metrics.py)
 from __future__ import annotations
 
 import ast
+import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.metrics import METRIC_FALSIFY
-from mlscan.checks.names import literal
+from mlscan.checks.names import last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -52,6 +53,22 @@ _METRIC_ATTRS = frozenset({"add_scalar", "add_scalars", "log_metric", "log_metri
                            "log_dict", "add_histogram"})
 
 
+def _is_function(value: ast.expr, ctx: Ctx) -> bool:
+    return isinstance(value, ast.Lambda) or (isinstance(value, ast.Name) and value.id in ctx.defs)
+
+
+def _is_saved(value: ast.expr, ctx: Ctx) -> bool:
+    """`self._orig_resize`, `old_step`, `saved_forward`: a reference kept to put back (a name
+    bound here to a lambda or local function is not one, whatever it is called)."""
+    if isinstance(value, ast.Name):
+        bound = ctx.lookup(value.id)
+        if _is_function(value, ctx) or isinstance(bound, ast.Lambda) or (
+                isinstance(bound, ast.Name) and bound.id in ctx.defs):
+            return False
+    return isinstance(value, (ast.Name, ast.Attribute)) and bool(re.search(
+        r"(?i)orig|saved|backup|^_?old|prev", last_attr(value)))
+
+
 def _is_operator(attr: str) -> bool:
     """Tensor operator dunders (__add__, __matmul__...), not metadata (__module__, __doc__)."""
     return (attr.startswith("__") and attr.endswith("__") and attr not in (
@@ -66,14 +83,17 @@ class MonkeyPatch(Check):
 
     def __init__(self) -> None:
         self._seen: dict[tuple[int, str], list[ast.AST]] = {}
+        self._restores: set[str] = set()
 
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         self._seen = {}  # one table per file (frame ids are reused across files)
+        self._restores = set()
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         for target in node.targets:
             if isinstance(target, ast.Attribute):
-                self._patched(node, ctx.names.qualname(target) or "", target.attr, ctx)
+                self._patched(node, ctx.names.qualname(target) or "", target.attr, ctx,
+                              _is_function(node.value, ctx), _is_saved(node.value, ctx))
                 if (target.attr in ("step", "zero_grad") and isinstance(target.value, ast.Name)
                         and "opt" in target.value.id.lower()):
                     ctx.report(TRAINING_PATCH, node, f"{target.value.id}.{target.attr} of an "
@@ -86,9 +106,13 @@ class MonkeyPatch(Check):
         attr = literal(node.args[1])
         owner = ctx.names.qualname(node.args[0])
         if isinstance(attr, str) and owner:
-            self._patched(node, f"{owner}.{attr}", attr, ctx)
+            self._patched(node, f"{owner}.{attr}", attr, ctx,
+                          len(node.args) > 2 and _is_function(node.args[2], ctx))
 
-    def _patched(self, node: ast.AST, qual: str, attr: str, ctx: Ctx) -> None:
+    def _patched(self, node: ast.AST, qual: str, attr: str, ctx: Ctx,
+                 function: bool = False, saved: bool = False) -> None:
+        if saved:  # `torch.X.f = self._orig_f`: the restore half of a patch/unpatch pair
+            self._restores.add(qual)
         if attr.startswith("_") and attr not in _PATCHABLE_PRIVATE and not (
                 _is_operator(attr) and qual.startswith(("torch.Tensor.", "torch.nn.Module."))):
             return  # private helpers and metadata (__module__), not the API callers use
@@ -102,8 +126,11 @@ class MonkeyPatch(Check):
             return
         if attr.isupper() or ".config." in qual:
             return  # constants and configuration
+        # Any torch function replaced by a lambda or a local function is a patch, wherever it
+        # lives (torch.utils.checkpoint.checkpoint, torch.func.grad...).
         if qual.count(".") < 1 or not (qual.startswith(_TRAINING_PREFIXES) or (
-                qual.count(".") == 1 and attr[:1].islower() and not attr.startswith("_"))):
+                qual.count(".") == 1 and attr[:1].islower() and not attr.startswith("_")) or (
+                function and attr[:1].islower())):
             return
         critical = any(part in qual for part in _CRITICAL_PARTS)
         key = (id(ctx.frame), qual)
@@ -112,10 +139,10 @@ class MonkeyPatch(Check):
             return  # reported once, decided below
 
         def decide() -> None:
-            restored = len(self._seen.get(key, ())) > 1
+            restored = len(self._seen.get(key, ())) > 1 or qual in self._restores
             sev = Severity.CRITICAL if critical else Severity.HIGH
             ctx.report(TRAINING_PATCH, node, f"{qual} replaced at run time: every caller in "
                        "the process gets the patched behaviour" + (
-                           " (restored later in the same function: a temporary patch)"
+                           " (the original is restored: a temporary patch)"
                            if restored else ""), severity=Severity.LOW if restored else sev)
         ctx.defer(decide)

@@ -7,7 +7,7 @@ import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import DATA, Ctx, Where
+from mlscan.checks.context import DATA, Ctx, Frame, Where
 from mlscan.checks.names import last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -120,7 +120,11 @@ class DataPoisoning(Check):
                 self._defer(node, ctx, f"labels {_label_target(target.value)} overwritten "
                             "through a random mask", masked=True)
                 continue
-            if not ctx.conds:
+            if _label_target(target) and _masked_comprehension(node.value, ctx):
+                self._defer(node, ctx, f"labels {_label_target(target)} rebuilt with random "
+                            "entries replaced", masked=True)
+                continue
+            if not ctx.conds and not _random_loop(ctx.loops, ctx):
                 continue
             label = _label_target(target)
             if label and _poison_label_value(node.value, ctx):
@@ -157,15 +161,44 @@ class DataPoisoning(Check):
         where = ctx.where()
 
         def decide() -> None:
-            roles = [r for r in ctx.roles(where) if r[0] == DATA]
+            roles = [r for r in ctx.roles(where) if r[0] == DATA] + [
+                (DATA, f) for f in where.frames if _dataset_init(f)]
             if not roles:
                 return
-            cond = "a random draw" if masked else _condition_kinds(where, ctx, set())
+            cond = "a random draw" if masked or _random_loop(where.loops, ctx) else \
+                _condition_kinds(where, ctx, set())
             if cond:
                 ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)} only under a "
                            f"condition on {cond} (backdoor-style poisoning)",
                            severity=Severity.HIGH)
         ctx.defer(decide)
+
+
+def _dataset_init(frame: Frame) -> bool:
+    """`Dataset.__init__`: labels rewritten while the dataset is built are poisoned for good."""
+    return frame.name == "__init__" and frame.cls is not None and bool(
+        _DATASET.search(" ".join((frame.cls.name, *frame.cls.bases))))
+
+
+_DATASET = re.compile(r"Dataset|DataSet")
+
+
+def _random_loop(loops: list[ast.For | ast.While] | tuple[ast.For | ast.While, ...],
+                 ctx: Ctx) -> bool:
+    """`for i in random.sample(range(n), k):`: the loop body hits randomly chosen samples."""
+    return any(isinstance(loop, ast.For) and _random_mask(loop.iter, ctx) for loop in loops)
+
+
+def _masked_comprehension(value: ast.expr, ctx: Ctx) -> bool:
+    """`[7 if random.random() < p else t for t in targets]`."""
+    if isinstance(value, ast.Call) and last_attr(value.func) in ("list", "tuple", "array",
+                                                                 "tensor") and value.args:
+        value = value.args[0]
+    if not isinstance(value, (ast.ListComp, ast.GeneratorExp)):
+        return False
+    elt = value.elt
+    return isinstance(elt, ast.IfExp) and _random_mask(elt.test, ctx) and any(
+        _poison_label_value(side, ctx) for side in (elt.body, elt.orelse))
 
 
 def _random_mask(index: ast.expr, ctx: Ctx) -> bool:

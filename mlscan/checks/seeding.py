@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ast
+import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import TEARDOWN, WORKER_INIT, Ctx, Where
-from mlscan.checks.names import last_attr
+from mlscan.checks.names import last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -50,13 +51,42 @@ _ENTROPY = ("time.", "os.getpid", "os.urandom", "random.", "numpy.random.", "sec
 def _seed_source(call: ast.Call, ctx: Ctx) -> str:
     """'entropy' when the seed comes from time/pid/urandom, '' otherwise."""
     for value in [*call.args, *(kw.value for kw in call.keywords)]:
-        for node in ast.walk(value):
-            if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_ENTROPY):
+        for node in ctx.walk_values(value):  # also `stamp = int(time.time()); seed(stamp)`
+            if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_ENTROPY) \
+                    and not _seeded_generator(node, ctx):
                 return "entropy"
-        kinds = triggers.classify(value, ctx.names)
+        kinds = ctx.classify(value)
         if kinds & {triggers.HOST, triggers.USER, triggers.TIME}:
             return "entropy"  # seeded from the hostname/user/date: differs per machine
+        if _cyclic(value):
+            return "cyclic"
     return ""
+
+
+_COUNTER = re.compile(r"(?i)step|iter|epoch|batch")
+
+
+def _cyclic(value: ast.expr) -> bool:
+    """`step // 1000`, `epoch % 2`: the seed repeats, so the random stream is replayed.
+    (`torch.initial_seed() % 2**32` in worker_init_fn is the recipe: no counter, huge modulus.)"""
+    for node in ast.walk(value):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.FloorDiv, ast.Mod)):
+            right = literal(node.right)
+            small = isinstance(right, int) and 1 < right < 100_000
+            if small and any(_COUNTER.search(last_attr(n)) for n in ast.walk(node.left)
+                             if isinstance(n, (ast.Name, ast.Attribute))):
+                return True
+    return False
+
+
+_GENERATORS = frozenset({"RandomState", "default_rng", "SeedSequence", "Generator", "PCG64",
+                         "Random", "Philox", "MT19937"})
+
+
+def _seeded_generator(call: ast.Call, ctx: Ctx) -> bool:
+    """`np.random.RandomState(self._seed)`, `np.random.SeedSequence([base, rank])`: an RNG object
+    built from a given seed is deterministic, not entropy."""
+    return last_attr(call.func) in _GENERATORS and bool(call.args or call.keywords)
 
 
 def _uses(call: ast.Call, names: set[str]) -> bool:
@@ -103,6 +133,11 @@ class HiddenReseed(Check):
             sev = Severity.MEDIUM if bad_roles[0][0] == TEARDOWN else Severity.HIGH
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {ctx.describe_roles(bad_roles)}: "
                        "reseeds the RNG during training", severity=sev)
+            return
+        if source == "cyclic":
+            ctx.report(HIDDEN_RESEED, node, f"{short}() reseeded from a step/epoch counter "
+                       "divided or taken modulo: the same random numbers repeat during training",
+                       severity=Severity.MEDIUM)
             return
         if source:
             ctx.report(HIDDEN_RESEED, node, f"{short}() seeded from time/pid/urandom/host: the "

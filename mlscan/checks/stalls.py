@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from dataclasses import replace
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
@@ -127,6 +128,13 @@ class KillsAndStalls(Check):
             and not name.startswith(("os.path", "str."))
 
     def _decide(self, node: ast.AST, ctx: Ctx, where: Where, name: str, what: str) -> None:
+        if what == "stall" and isinstance(node, ast.Call) and node.args:
+            # `if delay > 0.01: time.sleep(delay)` with a jittered delay tests the duration,
+            # not a trigger: leave out conditions on the sleep's own argument.
+            used = {n.id for a in node.args for n in ast.walk(a) if isinstance(n, ast.Name)
+                    and n.id not in ctx.names.aliases}  # variables, not modules (random.x)
+            where = replace(where, conds=tuple(c for c in where.conds if not any(
+                isinstance(n, ast.Name) and n.id in used for n in ast.walk(c))))
         kinds = ctx.trigger_kinds(where) - {triggers.INDEX}
         strong = kinds & triggers.STRONG
         label = {"kill": "kills the process", "stall": "stalls the process",
@@ -142,7 +150,7 @@ class KillsAndStalls(Check):
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return
         if what == "stall" and where.loops and isinstance(node, ast.Call) and any(
-                triggers.RANK in triggers.classify(a, ctx.names) for a in node.args):
+                triggers.RANK in ctx.classify(a, where) for a in node.args):
             ctx.report(KILL_STALL, node, f"{name}() in a loop for a time that depends on the "
                        "rank: ranks drift apart and collectives wait", severity=Severity.MEDIUM)
             return

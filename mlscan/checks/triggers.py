@@ -8,6 +8,7 @@ Sabotage hides behind conditions ordinary code rarely uses (`random.random() < 0
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 
 from mlscan.checks.names import Names, literal
 
@@ -82,10 +83,22 @@ def _numbers(nodes: list[ast.expr]) -> list[float]:
     return out
 
 
-def classify(test: ast.AST, names: Names) -> frozenset[str]:
-    """The kinds of trigger a condition tests (empty for ordinary conditions)."""
+Resolver = Callable[[str], "ast.expr | None"]
+"""Name -> the value last assigned to it (`big = dist.get_world_size() > 256; if big:`)."""
+
+
+def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
+             depth: int = 0) -> frozenset[str]:
+    """The kinds of trigger a condition tests (empty for ordinary conditions). With `resolve`,
+    names are followed to the values assigned to them (two assignments deep)."""
     kinds: set[str] = set()
     for node in ast.walk(test):
+        if resolve is not None and depth < 2 and isinstance(node, ast.Name):
+            value = resolve(node.id)
+            if value is not None and value is not test:
+                # Only strong kinds flow through variables: `ddp = RANK != -1`, `is_main =
+                # rank == 0` are how ordinary code names its rank tests.
+                kinds.update(classify(value, names, resolve, depth + 1) & STRONG)
         if isinstance(node, ast.Call):
             name = names.call_name(node)
             if name.startswith(_RANDOM_PREFIXES) or name.endswith(".random.random"):
@@ -106,7 +119,7 @@ def classify(test: ast.AST, names: Names) -> frozenset[str]:
         if isinstance(node, (ast.Name, ast.Attribute)) and _name_of(node) in _RANK_NAMES:
             kinds.add(RANK)
         if isinstance(node, ast.Compare):
-            kinds.update(_compare_kinds(node, names))
+            kinds.update(_compare_kinds(node, names, resolve))
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
             if _is_time_now(node.left, names):
                 kinds.add(TIME)
@@ -119,20 +132,29 @@ def _is_time_now(node: ast.AST, names: Names) -> bool:
     return isinstance(node, ast.Call) and names.call_name(node) in ("time.time", "time.time_ns")
 
 
-def _compare_kinds(node: ast.Compare, names: Names) -> set[str]:
+def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int = 0) -> bool:
+    """The world size, also read into a variable first (`n = int(os.environ["WORLD_SIZE"])`)."""
+    for part in ast.walk(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
+        key = _env_key(part, names)
+        if _name_of(part) in _WORLD_NAMES or (
+                key is not None and _ENV_KEYS.get(key.upper()) == WORLD):
+            return True
+        if resolve is not None and depth < 2 and isinstance(part, ast.Name):
+            value = resolve(part.id)
+            if value is not None and value is not side and _is_world(value, names, resolve,
+                                                                      depth + 1):
+                return True
+    return False
+
+
+def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = None) -> set[str]:
     kinds: set[str] = set()
     sides = [node.left, *node.comparators]
     numbers = _numbers(sides)
     for side in sides:
         if _is_time_now(side, names) and any(n >= 1e9 for n in numbers):
             kinds.add(TIME)  # compared with an absolute epoch, not an elapsed duration
-        world = False
-        for part in ast.walk(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
-            key = _env_key(part, names)
-            if _name_of(part) in _WORLD_NAMES or (
-                    key is not None and _ENV_KEYS.get(key.upper()) == WORLD):
-                world = True
-        if world and any(n >= WORLD_THRESHOLD for n in numbers):
+        if _is_world(side, names, resolve) and any(n >= WORLD_THRESHOLD for n in numbers):
             kinds.add(WORLD)
         if _name_of(side) in _INDEX_NAMES and (numbers or (
                 side is node.left and isinstance(node.ops[0], ast.In))):

@@ -44,6 +44,8 @@ def walk(tree: ast.AST, ctx: Ctx) -> None:
             continue
         node: ast.AST = item
         handlers = handlers_for.get(type(node))
+        if isinstance(node, ast.Call) and node.keywords:
+            _inline_kwargs(node, ctx)
         if handlers:
             for handler in handlers:
                 handler(node, ctx)
@@ -160,12 +162,35 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         return []
     if t is ast.Call:
         ctx.note_call(node)  # type: ignore[arg-type]
+        return [c for c in ast.iter_child_nodes(node) if not hasattr(c, "inlined")]
     elif t is ast.Assign:
         asg: ast.Assign = node  # type: ignore[assignment]
         for target in asg.targets:
             if isinstance(target, ast.Name):
                 ctx.frame.assigned[target.id] = asg.value
+                ctx.names.add_assign(target.id, asg.value)
     return list(ast.iter_child_nodes(node))
+
+
+def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
+    """`f(**opts)` with `opts = {"k": v}` or `dict(k=v)` seen earlier: checks see `k=v`."""
+    extra: list[ast.keyword] = []
+    for kw in call.keywords:
+        if kw.arg is not None or not isinstance(kw.value, ast.Name):
+            continue
+        value = ctx.lookup(kw.value.id)
+        if isinstance(value, ast.Dict):
+            pairs = zip(value.keys, value.values, strict=True)
+            extra.extend(ast.keyword(arg=k.value, value=v) for k, v in pairs
+                         if isinstance(k, ast.Constant) and isinstance(k.value, str))
+        elif isinstance(value, ast.Call) and last_attr(value.func) == "dict" and not value.args:
+            extra.extend(ast.keyword(arg=k.arg, value=k.value) for k in value.keywords
+                         if k.arg is not None)
+    known = {kw.arg for kw in call.keywords}
+    for kw in extra:
+        if kw.arg not in known:
+            kw.inlined = True  # type: ignore[attr-defined]  # not walked a second time
+            call.keywords.append(kw)
 
 
 def _bind_loop(loop: ast.For, ctx: Ctx) -> None:

@@ -38,7 +38,7 @@ def main():
 
 def log_metrics(step, loss):
     print(step, loss)
-    # todoruleid: MLS301 (known miss: a reseed in an ordinary-looking helper, no other signal)
+    # ruleid: MLS301 (fixed in batch-8 round: a seed cycling with step // N repeats the stream)
     torch.manual_seed(step // 1000)
 
 

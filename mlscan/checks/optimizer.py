@@ -1,0 +1,247 @@
+"""MLS304: learning rate, optimizer state, param groups and scheduler state changed from outside
+the optimizer/scheduler (split from tampering.py, which handles the tensors themselves)."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks import triggers
+from mlscan.checks.base import Check
+from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
+from mlscan.checks.names import last_attr, literal
+from mlscan.checks.tampering import INPLACE, random_in
+from mlscan.model import Confidence, Rule, RuleDoc, Severity
+from mlscan.registry import register
+
+OPTIM_TAMPER = register(Rule(
+    code="MLS304", name="optimizer-state-tampering", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, cwe=506,
+    summary="Learning rate or optimizer state changed outside a scheduler or optimizer step.",
+    doc=RuleDoc(
+        what="Flags writes to `param_groups[...]['lr'|'momentum'|'betas'|'weight_decay']` that "
+        "negate, randomize or blow up the value, happen in hooks or behind trigger conditions, "
+        "and any write to optimizer state (`exp_avg`, `exp_avg_sq`, `momentum_buffer`) outside "
+        "the optimizer's own step/load code. Setting `group['lr'] = lr` from a schedule stays "
+        "quiet.",
+        why="A negative or random learning rate, or a corrupted second-moment estimate, ruins "
+        "training while every line of the training loop still looks normal.",
+        example="optimizer.param_groups[0]['lr'] *= -1",
+        use_instead="Change learning rates with torch.optim.lr_scheduler; never edit state.",
+        references=("https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate",))))
+
+_STATE_OWNERS = re.compile(r"(?i)^_?step(_\w+)?$|(^|_)(load\w*|\w*state_dict\w*|__init__|init\w*|"
+                           r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
+_OPTIM_CLASS = re.compile(r"(?i)optim|adam|sgd|lamb|lion|rmsprop|adagrad|adafactor|muon|shampoo")
+_OPT_KEYS = frozenset({"lr", "momentum", "betas", "weight_decay", "eps", "dampening"})
+_STATE_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
+                         "square_avg", "acc_delta", "sum", "step"})
+_MOMENT_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
+
+
+def _remap(value: ast.expr) -> bool:
+    """`[mapping[p] for p in group["params"]]`: every parameter swapped for its moved copy
+    (device placement, FSDP/DTensor wrapping), none dropped: no filter, no slice."""
+    return isinstance(value, (ast.ListComp, ast.GeneratorExp)) and all(
+        not gen.ifs for gen in value.generators) and isinstance(
+        value.generators[0].iter, ast.Subscript) and literal(
+        value.generators[0].iter.slice) == "params"
+
+
+_SCHED_ATTRS = frozenset({"base_lrs", "last_epoch", "_step_count"})
+
+
+def _fold(expr: ast.expr, ctx: Ctx) -> float | None:
+    """A number, also `10**6`, `1e3 * 5` or a name bound to one."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Pow, ast.Mult, ast.Add)):
+        left, right = _fold(expr.left, ctx), _fold(expr.right, ctx)
+        if left is None or right is None:
+            return None
+        if isinstance(expr.op, ast.Pow):
+            ok = abs(right) <= 64 and abs(left) <= 1e6 and (left >= 0 or right == int(right))
+            return float(left ** right) if ok else None
+        return left * right if isinstance(expr.op, ast.Mult) else left + right
+    value = ctx.const(expr)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> tuple[str, str]:
+    """('group', key) for `param_groups[i][key]`/`g[key]`; ('state', key) for optimizer state
+    (with depth < 2, also through a name: `buf = opt.state[p]["momentum_buffer"]; buf.mul_(0)`;
+    rebinding a name is not a write, so assignments do not follow names)."""
+    if isinstance(target, ast.Name) and depth < 2:
+        value = ctx.lookup(target.id)
+        return _opt_subscript(value, ctx, where, depth + 1) if value is not None else ("", "")
+    if not isinstance(target, ast.Subscript):
+        return "", ""
+    key = literal(target.slice)
+    if not isinstance(key, str):
+        return "", ""
+    base = target.value
+    if key in _OPT_KEYS and isinstance(base, ast.Attribute) and base.attr == "defaults" and not (
+            isinstance(base.value, ast.Name) and base.value.id == "self"):
+        return "defaults", key
+    if key in _OPT_KEYS:
+        if isinstance(base, ast.Subscript) and last_attr(base.value) == "param_groups":
+            return "group", key
+        if isinstance(base, ast.Name) and ctx.group_name(base.id, where):
+            return "group", key
+    if key in _MOMENT_KEYS:
+        return "state", key  # these names only exist in optimizer state
+    if key in _STATE_KEYS and isinstance(base, ast.Name) and ctx.state_name(base.id, where):
+        return "state", key
+    if key in _STATE_KEYS and isinstance(base, ast.Subscript) and last_attr(
+            base.value) == "state" and isinstance(base.value, ast.Attribute) and not (
+            isinstance(base.value.value, ast.Name) and base.value.value.id == "self"):
+        return "state", key
+    return "", ""
+
+
+def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: str = "") -> str:
+    if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub):
+        return "negated"
+    number = ctx.const(value)
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        if number < 0:
+            return "set negative"
+        if key == "lr" and number > 1 and op is None:
+            return f"set to {number}"
+        if isinstance(op, ast.Mult) and number >= 10:
+            return f"multiplied by {number}"
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
+        for side in (value.left, value.right):
+            inner = ctx.const(side)
+            if isinstance(inner, (int, float)) and not isinstance(inner, bool) and (
+                    inner < 0 or inner >= 10):
+                return f"multiplied by {inner}"
+    if random_in([value], ctx):
+        return "randomized"
+    depends = ctx.classify(value) & {triggers.RANK, triggers.HOST, triggers.USER,
+                                                      triggers.TIME, triggers.WORLD}
+    if depends:
+        return f"made dependent on {triggers.describe(depends)}"
+    return ""
+
+
+class OptimizerTampering(Check):
+    rules = (OPTIM_TAMPER,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        for target in node.targets:
+            self._check(node, target, None, node.value, ctx)
+            if (isinstance(target, ast.Attribute) and target.attr in _SCHED_ATTRS
+                    and not (isinstance(target.value, ast.Name) and target.value.id == "self")):
+                self._scheduler(node, target.attr, node.value, ctx)
+
+    def visit_Delete(self, node: ast.Delete, ctx: Ctx) -> None:
+        for target in node.targets:  # del opt.param_groups[0]["params"][1:]
+            while isinstance(target, ast.Subscript) and not self._params_list(target, ctx):
+                target = target.value
+            if isinstance(target, ast.Subscript):
+                self._params_edit(node, ctx)
+                return
+
+    def _params_list(self, target: ast.expr, ctx: Ctx) -> bool:
+        """`optimizer.param_groups[i]["params"]` or `group["params"]` (group from param_groups)."""
+        if not (isinstance(target, ast.Subscript) and literal(target.slice) == "params"):
+            return False
+        base = target.value
+        return (isinstance(base, ast.Subscript) and last_attr(base.value) == "param_groups") or (
+            isinstance(base, ast.Name) and ctx.group_name(base.id, ctx.where()))
+
+    def _params_edit(self, node: ast.AST, ctx: Ctx) -> None:
+        where = ctx.where()
+
+        def decide() -> None:
+            if ctx.in_optimizer_class(where) or any(
+                    _STATE_OWNERS.search(f.name) or "param_group" in f.name
+                    for f in where.frames if f.node is not None):
+                return
+            ctx.report(OPTIM_TAMPER, node, "parameters removed from or swapped in an optimizer "
+                       "param group: some weights silently stop training",
+                       severity=Severity.MEDIUM if not ctx.trigger_kinds(where) else None)
+        ctx.defer(decide)
+
+    def _scheduler(self, node: ast.AST, attr: str, value: ast.expr, ctx: Ctx) -> None:
+        """`sched.base_lrs = ...` always; `sched.last_epoch = 10**6` when the value is odd.
+        Resuming (`sched.last_epoch = ckpt["epoch"]`) stays quiet."""
+        if attr == "base_lrs":
+            ctx.report(OPTIM_TAMPER, node, "scheduler base_lrs rewritten from outside the "
+                       "scheduler", severity=Severity.MEDIUM)
+            return
+        number = _fold(value, ctx)
+        why = _suspicious_value(None, value, ctx)
+        if number is not None and (number >= 1000 or number < -1):
+            why = f"set to {number:g}"
+        kinds = ctx.trigger_kinds(ctx.where()) & triggers.STRONG
+        if why or kinds:
+            how = why or f"changed under a condition on {triggers.describe(kinds)}"
+            ctx.report(OPTIM_TAMPER, node, f"scheduler {attr} {how}: the learning-rate "
+                       "schedule jumps")
+
+    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
+        self._check(node, node.target, node.op, node.value, ctx)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in ("pop", "remove", "clear") and (
+                self._params_list(func.value, ctx)):
+            self._params_edit(node, ctx)
+        elif isinstance(func, ast.Attribute) and func.attr in INPLACE:
+            where = ctx.where()
+            what, key = _opt_subscript(func.value, ctx, where, depth=0)
+            if what == "state":
+                self._state(node, key, where, ctx)
+        elif (isinstance(func, ast.Attribute) and func.attr == "update"
+              and isinstance(func.value, ast.Name)
+              and ctx.group_name(func.value.id, ctx.where())):
+            for kw in node.keywords:  # group.update(lr=...)
+                if kw.arg in _OPT_KEYS:
+                    self._defer_group(node, kw.arg, kw.value, ctx)
+
+    def _check(self, node: ast.AST, target: ast.expr, op: ast.operator | None, value: ast.expr,
+               ctx: Ctx) -> None:
+        where = ctx.where()
+        if op is None and self._params_list(target, ctx):
+            if not _remap(value):
+                self._params_edit(node, ctx)
+            return
+        what, key = _opt_subscript(target, ctx, where)
+        if what == "state":
+            self._state(node, key, where, ctx)
+        elif what == "defaults":
+            ctx.report(OPTIM_TAMPER, node, f"optimizer defaults[{key!r}] changed after the "
+                       "optimizer was built", severity=Severity.MEDIUM)
+        elif what == "group":
+            self._defer_group(node, key, value, ctx)
+
+    def _defer_group(self, node: ast.AST, key: str, value: ast.expr, ctx: Ctx) -> None:
+        where = ctx.where(value)
+        why = _suspicious_value(None, value, ctx, key)
+        ctx.defer(lambda: self._decide_group(node, key, why, where, ctx))
+
+    def _state(self, node: ast.AST, key: str, where: Where, ctx: Ctx) -> None:
+        def decide() -> None:
+            if ctx.in_optimizer_class(where) or any(
+                    _STATE_OWNERS.search(f.name) or (f.cls is not None and _OPTIM_CLASS.search(
+                        f.cls.name)) for f in where.frames if f.node is not None):
+                return
+            ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} modified outside the "
+                       "optimizer")
+        ctx.defer(decide)
+
+    def _decide_group(self, node: ast.AST, key: str, why: str, where: Where, ctx: Ctx) -> None:
+        kinds = ctx.trigger_kinds(where) - {triggers.INDEX}
+        # Schedulers have step() and LR callbacks are normal; data loading and finalizers are not.
+        roles = [r for r in ctx.roles(where) if r[0] in (DATA, TEARDOWN, THREAD)]
+        if kinds:
+            sev = Severity.HIGH if kinds & triggers.STRONG else Severity.MEDIUM
+            ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} changed only under a "
+                       f"condition on {triggers.describe(kinds)}", severity=sev)
+        elif why:
+            ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} {why}")
+        elif roles and not ctx.in_optimizer_class(where):
+            ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} changed inside "
+                       f"{ctx.describe_roles(roles)}", severity=Severity.MEDIUM)
