@@ -46,6 +46,8 @@ class Frame:
     name: str
     node: ast.AST | None
     cls: ClassInfo | None = None
+    parent: str = ""
+    """Name of the enclosing function ('' at module or class level)."""
     params: set[str] = field(default_factory=set)
     """Names bound by loops over `.parameters()`, `.named_parameters()`, `group["params"]`."""
     groups: set[str] = field(default_factory=set)
@@ -86,6 +88,10 @@ class Ctx:
         self.loops: list[ast.For | ast.While] = []
         self.withs: list[str] = []
         self.defs: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
+        self.decorators: set[str] = set()
+        """Names used as decorators (`@every_step`): their inner wrappers run on every call."""
+        self.self_attrs: dict[str, ast.expr] = {}
+        """`self.x = value` anywhere in the file, by attribute name (classes rarely clash)."""
         self.registered: dict[str, set[str]] = {}
         self.registrations: list[tuple[str, ast.expr, dict[str, float]]] = []
         """(registering function, hook, numbers bound by functools.partial) per hook."""
@@ -145,6 +151,8 @@ class Ctx:
         frames = where.frames if where is not None else tuple(self.frames)
 
         def resolve(name: str) -> ast.expr | None:
+            if name.startswith("self."):
+                return self.self_attrs.get(name[5:])
             for frame in reversed(frames):
                 value = frame.assigned.get(name)
                 if value is not None:
@@ -230,6 +238,13 @@ class Ctx:
         if STEP in self.registered.get(name, ()) and cls is None:
             roles.add(STEP)
         return roles
+
+    def in_decorator_wrapper(self, where: Where) -> str:
+        """Name of the decorator whose inner wrapper encloses `where` ('' if none)."""
+        for frame in where.frames:
+            if frame.parent and frame.parent in self.decorators:
+                return frame.parent
+        return ""
 
     def in_optimizer_class(self, where: Where) -> bool:
         for frame in where.frames:

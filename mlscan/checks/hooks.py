@@ -68,6 +68,9 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         names = args | {n.id for g in expr.generators for n in ast.walk(g.target)
                         if isinstance(n, ast.Name)}
         return _tampering_value(expr.elt, names, ctx)
+    if isinstance(expr, ast.IfExp):  # `o * 0 if random.random() < p else o`
+        return _tampering_value(expr.body, args, ctx, consts) or _tampering_value(
+            expr.orelse, args, ctx, consts)
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and _uses(expr, args):
         return "negates"
     value = literal(expr)

@@ -8,7 +8,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import TEARDOWN, WORKER_INIT, Ctx, Where
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -133,6 +133,12 @@ class HiddenReseed(Check):
             sev = Severity.MEDIUM if bad_roles[0][0] == TEARDOWN else Severity.HIGH
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {ctx.describe_roles(bad_roles)}: "
                        "reseeds the RNG during training", severity=sev)
+            return
+        wrapper = ctx.in_decorator_wrapper(where)
+        if wrapper and node.args and all(literal(a) is not NOT_LITERAL for a in node.args):
+            ctx.report(HIDDEN_RESEED, node, f"{short}() with a constant seed inside the wrapper "
+                       f"of decorator @{wrapper}: every call of a decorated function replays the "
+                       "same random numbers")
             return
         if source == "cyclic":
             ctx.report(HIDDEN_RESEED, node, f"{short}() reseeded from a step/epoch counter "

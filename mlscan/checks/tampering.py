@@ -45,6 +45,7 @@ _ALLOWED_FUNCS = re.compile(
     r"update_params|apply_grad\w*|all_reduce\w*|allreduce\w*|reduce_grad\w*|scale_grad\w*|"
     r"unscale\w*|__init__|_?single_tensor\w*|_?multi_tensor\w*|weight_norm|spectral_norm)($|_)")
 _EMA_NAMES = re.compile(r"(?i)ema|shadow|avg|average|swa|teacher|target|momentum|running|mean")
+_SD_KEY = re.compile(r"\.(weight|bias)$")
 _SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|checkpoint")
 _RANDOM = ("torch.rand", "torch.randn", "torch.normal", "numpy.random", "random.")
 
@@ -68,6 +69,9 @@ def target_kind(expr: ast.expr, ctx: Ctx, where: Where, depth: int = 0) -> str:
     while isinstance(base, ast.Subscript):
         if isinstance(base.value, ast.Name) and _SD_NAMES.search(base.value.id):
             return "state-dict"
+        key = literal(base.slice)
+        if isinstance(key, str) and _SD_KEY.search(key):
+            return "state-dict"  # state["model"]["fc.weight"]: a state-dict entry by its key
         base = _strip(base.value)
     if isinstance(base, ast.Attribute):
         if base.attr == "grad":
@@ -227,6 +231,8 @@ class ParameterTampering(Check):
                 negates: bool, noisy: bool, plain_set: bool,
                 depends: frozenset[str] = frozenset()) -> None:
         kinds = ctx.trigger_kinds(where)
+        if ctx.in_optimizer_class(where):  # stochastic rounding/weight decay in optimizers
+            kinds -= {triggers.RANDOM}
         roles = ctx.roles(where)
         ema = bool(_EMA_NAMES.search(root))
         what = f"{kind} {root or 'tensor'}"

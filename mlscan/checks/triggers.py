@@ -51,6 +51,15 @@ WORLD_THRESHOLD = 8
 """`world_size > 1` is how code asks 'am I distributed?'; sabotage keys on large jobs."""
 
 
+def _ref(node: ast.Name | ast.Attribute) -> str:
+    """What a resolver can look up: `x` or `self.x` ('' for other attribute chains)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node.value, ast.Name) and node.value.id == "self":
+        return f"self.{node.attr}"
+    return ""
+
+
 def _env_key(node: ast.AST, names: Names) -> str | None:
     """`os.environ["X"]`, `os.environ.get("X")`, `os.getenv("X")` -> "X"."""
     if isinstance(node, ast.Subscript) and names.qualname(node.value) == "os.environ":
@@ -93,8 +102,8 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
     names are followed to the values assigned to them (two assignments deep)."""
     kinds: set[str] = set()
     for node in ast.walk(test):
-        if resolve is not None and depth < 2 and isinstance(node, ast.Name):
-            value = resolve(node.id)
+        if resolve is not None and depth < 2 and isinstance(node, (ast.Name, ast.Attribute)):
+            value = resolve(_ref(node))
             if value is not None and value is not test:
                 # Only strong kinds flow through variables: `ddp = RANK != -1`, `is_main =
                 # rank == 0` are how ordinary code names its rank tests.
@@ -139,8 +148,8 @@ def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int 
         if _name_of(part) in _WORLD_NAMES or (
                 key is not None and _ENV_KEYS.get(key.upper()) == WORLD):
             return True
-        if resolve is not None and depth < 2 and isinstance(part, ast.Name):
-            value = resolve(part.id)
+        if resolve is not None and depth < 2 and isinstance(part, (ast.Name, ast.Attribute)):
+            value = resolve(_ref(part))
             if value is not None and value is not side and _is_world(value, names, resolve,
                                                                       depth + 1):
                 return True

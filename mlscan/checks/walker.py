@@ -57,7 +57,7 @@ def _apply(item: tuple[str, Any], ctx: Ctx, scopes: list[str]) -> None:
     if op == _FRAME:
         cls = ctx.classes[-1] if scopes and scopes[-1] == "class" else None
         name = getattr(payload, "name", "<lambda>")
-        frame = Frame(name, payload, cls)
+        frame = Frame(name, payload, cls, parent=ctx.frame.name)
         ctx.frames.append(frame)
         ctx.frames_by_name.setdefault(name, []).append(frame)
         scopes.append("func")
@@ -108,6 +108,8 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
     if t is ast.FunctionDef or t is ast.AsyncFunctionDef:
         fn: ast.FunctionDef = node  # type: ignore[assignment]
         ctx.defs.setdefault(fn.name, []).append(fn)
+        for deco in fn.decorator_list:
+            ctx.decorators.add(last_attr(deco.func if isinstance(deco, ast.Call) else deco))
         defaults = [d for d in (*fn.args.defaults, *fn.args.kw_defaults) if d is not None]
         return [*fn.decorator_list, *defaults, (_FRAME, fn), *_block(fn.body), (_POP_FRAME, None)]
     if t is ast.Lambda:
@@ -169,6 +171,9 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             if isinstance(target, ast.Name):
                 ctx.frame.assigned[target.id] = asg.value
                 ctx.names.add_assign(target.id, asg.value)
+            elif (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                  and target.value.id == "self"):
+                ctx.self_attrs[target.attr] = asg.value  # self.world = dist.get_world_size()
     return list(ast.iter_child_nodes(node))
 
 
