@@ -25,8 +25,8 @@ from mlscan.rulesets.hf_formats import (
 # diffusers component libraries that are importable packages, not repository code.
 KNOWN_LIBRARIES = frozenset({"diffusers", "transformers", "onnxruntime", "optimum",
                              "peft", "torch", "sentence_transformers", "open_clip", "timm"})
-_BUILDER = re.compile(
-    rb"class\s+\w+\s*\(\s*(?:datasets\.)?"
+_BUILDER = re.compile(  # a class statement at the start of a line, not text in a string
+    rb"(?m)^class\s+\w+\s*\(\s*(?:datasets\.)?"
     rb"(GeneratorBasedBuilder|ArrowBasedBuilder|BeamBasedBuilder|DatasetBuilder)\b")
 
 

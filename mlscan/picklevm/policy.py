@@ -86,9 +86,9 @@ def _load_yaml(path: Path) -> dict[str, Any]:
         return simple
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster start-up
+    SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster start-up
     with open(path, encoding="utf-8") as fh:
-        data = yaml.load(fh, Loader=loader) or {}  # a safe loader
+        data = yaml.load(fh, Loader=SafeLoader) or {}  # a safe loader
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     return data

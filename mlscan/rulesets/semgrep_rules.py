@@ -38,10 +38,10 @@ def raw_rules() -> tuple[dict[str, Any], ...]:
     """Every semgrep rule of every packaged YAML file, as parsed dictionaries."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     out: list[dict[str, Any]] = []
     for path in rule_files():
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # a safe loader
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SafeLoader)  # a safe loader
         rules = data.get("rules") if isinstance(data, dict) else None
         if not isinstance(rules, list):
             raise RuleSpecError(f"{path.name}: expected a top-level 'rules' list")
