@@ -217,12 +217,19 @@ def explain(
     path: Annotated[Path, typer.Argument(help="A pickle or PyTorch checkpoint.")],
 ) -> None:
     """Show what a pickle would do when loaded: decompiled, never run."""
+    from mlscan.errors import AnalysisStop
     from mlscan.picklevm.explain import explain_path
 
     try:
         typer.echo(explain_path(path), nl=False)
     except OSError as exc:
         typer.echo(f"error: {path}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except ValueError as exc:  # not a pickle: say what it is instead
+        typer.echo(f"error: {exc}; use `mlscan scan` for other formats", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except AnalysisStop as exc:
+        typer.echo(f"error: {path}: {exc.message}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
 
 
