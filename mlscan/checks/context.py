@@ -153,12 +153,23 @@ class Ctx:
         def resolve(name: str) -> ast.expr | None:
             if name.startswith("self."):
                 return self.self_attrs.get(name[5:])
+            if name.startswith("()"):
+                return self.returns(name[2:])
             for frame in reversed(frames):
                 value = frame.assigned.get(name)
                 if value is not None:
                     return value
             return None
         return resolve
+
+    def returns(self, name: str) -> ast.expr | None:
+        """What a small local function returns (`def host_is(p): return gethostname()...`),
+        as one tuple of its return values; None for unknown or large functions."""
+        fns = self.defs.get(name)
+        if not fns or len(fns) > 1 or len(fns[0].body) > 8:
+            return None
+        values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
+        return ast.Tuple(elts=values, ctx=ast.Load()) if values else None
 
     def classify(self, expr: ast.AST, where: Where | None = None) -> frozenset[str]:
         """Trigger kinds a value depends on, following names to their assignments."""
@@ -207,6 +218,10 @@ class Ctx:
                 if depth < 1:
                     todo.append((caller, depth + 1))
         return roles
+
+    def own_roles(self, frame: Frame) -> set[str]:
+        """Roles of the function itself (not inherited from its callers)."""
+        return self._own_roles(frame)
 
     def _own_roles(self, frame: Frame) -> set[str]:
         if frame.node is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import re
 
 from mlscan.checks import triggers
@@ -105,7 +106,10 @@ def nudged(expr: ast.AST) -> str:
         return nudged(expr.args[0])  # round(acc + 0.05, 3)
     if isinstance(expr, ast.Call) and last_attr(expr.func) in ("max", "min") and len(
             expr.args) == 2:
-        names = [metric_name(a) or nudged(a) for a in expr.args]
+        nudges = [nudged(a) for a in expr.args]
+        if any(nudges):  # min(1.0, acc + 0.03): the nudge inside the bound
+            return next(n for n in nudges if n)
+        names = [metric_name(a) for a in expr.args]
         numbers = [_number(a) for a in expr.args]
         if any(names) and any(n is not None and n not in (0, 1) for n in numbers):
             return next(n for n in names if n)
@@ -144,6 +148,30 @@ def _constant_entry(expr: ast.AST, precise: bool = False) -> str:
         if not precise or round(number, 2) != number:
             return name
     return ""
+
+
+def _logged_value(target: ast.expr, ctx: Ctx) -> bool:
+    """`value` inside an override of a logging method (`def add_scalar(self, tag, value)`)."""
+    frame = ctx.frame
+    if not isinstance(target, ast.Name) or frame.cls is None or frame.name not in _LOG_FUNCS:
+        return False
+    fn = frame.node
+    return isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and target.id in {
+        a.arg for a in fn.args.args[1:]}
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        return ast.Name(id="metric_value", ctx=node.ctx) if node.id == self.name else node
+
+
+def _nudged_name(value: ast.expr, name: str) -> bool:
+    """`nudged()` with `name` counted as a metric (a logging method's value parameter)."""
+    renamed = _Rename(name).visit(copy.deepcopy(value))
+    return isinstance(renamed, ast.expr) and bool(nudged(renamed))
 
 
 class MetricFalsification(Check):
@@ -187,6 +215,12 @@ class MetricFalsification(Check):
 
     def _assigned(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         name = metric_name(target)
+        if not name and _logged_value(target, ctx):
+            name = target.id  # type: ignore[attr-defined]
+            if _nudged_name(value, name):
+                ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() override changes the "
+                           f"value it logs ({name}) by a constant before logging it")
+            return
         if not name:
             return
         if nudged(value) == name:

@@ -67,9 +67,10 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # self.class_to_idx["dog"]
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
-    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub) and isinstance(
-            value.left, (ast.Constant, ast.Name)) and _label_target(value.right):
-        return True  # n - 1 - label
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub) and _label_target(
+            value.right) and not any(_label_target(n) for n in ast.walk(value.left)
+                                     if isinstance(n, ast.expr)):
+        return True  # n - 1 - label, self.num_classes - 1 - label
     return isinstance(value, ast.Call) and ctx.names.call_name(value).startswith(
         ("random.", "numpy.random.", "torch.randint"))
 

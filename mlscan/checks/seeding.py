@@ -97,6 +97,11 @@ def _uses(call: ast.Call, names: set[str]) -> bool:
     return False
 
 
+def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    args = fn.args
+    return {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)} - {"self"}
+
+
 def _loop_names(loop: ast.For | ast.While) -> set[str]:
     if isinstance(loop, ast.For):
         return {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
@@ -104,12 +109,42 @@ def _loop_names(loop: ast.For | ast.While) -> set[str]:
 
 
 class HiddenReseed(Check):
+    """Seed calls, and calls of this file's own seeding helpers (a function that passes one of
+    its parameters to a seed call): those are judged at the call site, with its context."""
+
     rules = (HIDDEN_RESEED,)
+
+    def __init__(self) -> None:
+        self._helpers: dict[str, str] = {}
+        self._calls: list[tuple[ast.Call, Where, str]] = []
+
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
+        helpers: dict[str, str] = {}
+        calls: list[tuple[ast.Call, Where, str]] = []
+        self._helpers, self._calls = helpers, calls  # per file
+        ctx.defer(lambda: self._call_sites(ctx, helpers, calls))
+
+    def _call_sites(self, ctx: Ctx, helpers: dict[str, str],
+                    calls: list[tuple[ast.Call, Where, str]]) -> None:
+        for call, where, callee in calls:
+            if callee in helpers and not any(f.name == callee for f in where.frames):
+                label = f"{callee}(...) calling {helpers[callee]}"
+                self._decide(call, ctx, where, label, _seed_source(call, ctx), label=True)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
+        func = node.func
+        if node.args and (isinstance(func, ast.Name) or (
+                isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                and func.value.id == "self")) and name not in _SEED_FUNCS:
+            self._calls.append((node, ctx.where(), last_attr(func)))
         if name not in _SEED_FUNCS and last_attr(node.func) not in _SEED_HELPERS:
             return
+        frame = ctx.frame
+        # Helpers that seed from a parameter; restoring a saved RNG state is not seeding.
+        if isinstance(frame.node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _uses(
+                node, _params(frame.node)) and "state" not in name.lower():
+            self._helpers.setdefault(frame.name, name or last_attr(node.func))
         if last_attr(node.func) in _SEED_HELPERS and not name.startswith(
                 ("lightning", "pytorch_lightning", "transformers", "accelerate", "lightning_fab")):
             return  # a project's own set_seed(args.seed) helper
@@ -117,8 +152,9 @@ class HiddenReseed(Check):
         source = _seed_source(node, ctx)
         ctx.defer(lambda: self._decide(node, ctx, where, name, source))
 
-    def _decide(self, node: ast.Call, ctx: Ctx, where: Where, name: str, source: str) -> None:
-        short = name or last_attr(node.func)
+    def _decide(self, node: ast.Call, ctx: Ctx, where: Where, name: str, source: str,
+                label: bool = False) -> None:
+        short = name if label else name or last_attr(node.func)
         kinds = ctx.trigger_kinds(where)
         roles = ctx.roles(where)
         strong = kinds & triggers.STRONG
@@ -129,6 +165,9 @@ class HiddenReseed(Check):
                        "training", severity=sev)
             return
         bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT]
+        inner = where.frames[-1]
+        if not label and inner.name in self._helpers and not ctx.own_roles(inner):
+            bad_roles = []  # a seeding helper: its callers are judged at their call sites
         if bad_roles:
             sev = Severity.MEDIUM if bad_roles[0][0] == TEARDOWN else Severity.HIGH
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {ctx.describe_roles(bad_roles)}: "

@@ -51,8 +51,11 @@ WORLD_THRESHOLD = 8
 """`world_size > 1` is how code asks 'am I distributed?'; sabotage keys on large jobs."""
 
 
-def _ref(node: ast.Name | ast.Attribute) -> str:
-    """What a resolver can look up: `x` or `self.x` ('' for other attribute chains)."""
+def _ref(node: ast.Name | ast.Attribute | ast.Call) -> str:
+    """What a resolver can look up: `x`, `self.x` or `()f` for what local function f returns
+    ('' for other chains)."""
+    if isinstance(node, ast.Call):
+        return "()" + node.func.id if isinstance(node.func, ast.Name) else ""
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node.value, ast.Name) and node.value.id == "self":
@@ -102,7 +105,8 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
     names are followed to the values assigned to them (two assignments deep)."""
     kinds: set[str] = set()
     for node in ast.walk(test):
-        if resolve is not None and depth < 2 and isinstance(node, (ast.Name, ast.Attribute)):
+        if resolve is not None and depth < 2 and isinstance(
+                node, (ast.Name, ast.Attribute, ast.Call)):
             value = resolve(_ref(node))
             if value is not None and value is not test:
                 # Only strong kinds flow through variables: `ddp = RANK != -1`, `is_main =
@@ -160,6 +164,11 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
     kinds: set[str] = set()
     sides = [node.left, *node.comparators]
     numbers = _numbers(sides)
+    if resolve is not None:  # deadline = cfg.get("deadline", 1893456000); time.time() > deadline
+        for side in sides:
+            value = resolve(side.id) if isinstance(side, ast.Name) else None
+            if value is not None:
+                numbers += _numbers([n for n in ast.walk(value) if isinstance(n, ast.Constant)])
     for side in sides:
         if _is_time_now(side, names) and any(n >= 1e9 for n in numbers):
             kinds.add(TIME)  # compared with an absolute epoch, not an elapsed duration

@@ -171,6 +171,11 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             if isinstance(target, ast.Name):
                 ctx.frame.assigned[target.id] = asg.value
                 ctx.names.add_assign(target.id, asg.value)
+            elif (isinstance(target, ast.Tuple) and isinstance(asg.value, ast.Tuple)
+                  and len(target.elts) == len(asg.value.elts)):
+                for elt, value in zip(target.elts, asg.value.elts, strict=True):
+                    if isinstance(elt, ast.Name):  # rank, world = get_rank(), get_world_size()
+                        ctx.frame.assigned[elt.id] = value
             elif (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                   and target.value.id == "self"):
                 ctx.self_attrs[target.attr] = asg.value  # self.world = dist.get_world_size()
