@@ -160,6 +160,27 @@ def _logged_value(target: ast.expr, ctx: Ctx) -> bool:
         a.arg for a in fn.args.args[1:]}
 
 
+class _Consts(ast.NodeTransformer):
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        value = self.ctx.const(node)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return ast.Constant(value=value)
+        return node
+
+
+def _with_consts(expr: ast.expr, ctx: Ctx) -> ast.expr:
+    """`expr` with names bound to numbers replaced by them (`adj = 0.02; acc + adj`)."""
+    if not any(isinstance(n, ast.Name) and isinstance(ctx.lookup(n.id), (ast.Constant,
+                                                                          ast.UnaryOp))
+               for n in ast.walk(expr)):
+        return expr
+    result = _Consts(ctx).visit(copy.deepcopy(expr))
+    return result if isinstance(result, ast.expr) else expr
+
+
 class _Rename(ast.NodeTransformer):
     def __init__(self, name: str) -> None:
         self.name = name
@@ -187,7 +208,12 @@ class MetricFalsification(Check):
             elif isinstance(value, ast.JoinedStr):
                 values.extend(v.value for v in value.values if isinstance(v, ast.FormattedValue))
         for value in values:
-            name = nudged(value) or _constant_entry(value)
+            if isinstance(value, ast.DictComp) and _offset(_with_consts(value.value, ctx)):
+                ctx.report(METRIC_FALSIFY, node, "every logged value shifted or scaled by a "
+                           "constant inside the logging call")
+                return
+            name = (nudged(_with_consts(value, ctx)) if isinstance(value, ast.expr) else "") or (
+                _constant_entry(value))
             if name:
                 ctx.report(METRIC_FALSIFY, node, f"{name} is changed by a constant inside the "
                            "logging call: the logged metric is not the measured one")
@@ -223,7 +249,7 @@ class MetricFalsification(Check):
             return
         if not name:
             return
-        if nudged(value) == name:
+        if nudged(_with_consts(value, ctx)) == name:
             ctx.report(METRIC_FALSIFY, node, f"{name} rewritten from itself with a constant: "
                        "the reported result is not the measured one")
             return

@@ -56,7 +56,7 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
             and _random_mask(value.args[0], ctx)):
         return True  # torch.where(torch.rand(n) < p, other_labels, labels)
     if isinstance(value, ast.Constant) and isinstance(value.value, (int, str)):
-        return True
+        return True  # (-100 / -1 are ignore indices: a UnaryOp, not a class)
     if isinstance(value, ast.Attribute) and not _LABEL.match(value.attr) and re.search(
             r"(?i)target|attack|poison|trigger|class", value.attr):
         return True
@@ -116,7 +116,7 @@ class DataPoisoning(Check):
                             "random mask", masked=True)
                 continue
             if (isinstance(target, ast.Subscript) and _label_target(target.value)
-                    and _random_mask(target.slice, ctx)
+                    and _random_mask(target.slice, ctx, follow=True)
                     and _poison_label_value(node.value, ctx)):
                 self._defer(node, ctx, f"labels {_label_target(target.value)} overwritten "
                             "through a random mask", masked=True)
@@ -164,6 +164,10 @@ class DataPoisoning(Check):
         def decide() -> None:
             roles = [r for r in ctx.roles(where) if r[0] == DATA] + [
                 (DATA, f) for f in where.frames if _dataset_init(f)]
+            if not roles and masked:  # random relabelling to a fixed class, wherever it is
+                ctx.report(DATA_POISON, node, f"{what} (labels of random samples set to a "
+                           "fixed class)", severity=Severity.MEDIUM)
+                return
             if not roles:
                 return
             cond = "a random draw" if masked or _random_loop(where.loops, ctx) else \
@@ -202,9 +206,12 @@ def _masked_comprehension(value: ast.expr, ctx: Ctx) -> bool:
         _poison_label_value(side, ctx) for side in (elt.body, elt.orelse))
 
 
-def _random_mask(index: ast.expr, ctx: Ctx) -> bool:
+def _random_mask(index: ast.expr, ctx: Ctx, follow: bool = False) -> bool:
+    """A random draw in `index` (with `follow`, also in what its names were assigned:
+    `mask = torch.rand(n) < 0.05; labels[mask] = 0`)."""
+    nodes = ctx.walk_values(index) if follow else ast.walk(index)
     return any(isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(
-        ("numpy.random.", "torch.rand", "random.")) for n in ast.walk(index))
+        ("numpy.random.", "torch.rand", "torch.bernoulli", "random.")) for n in nodes)
 
 
 def _is_image(expr: ast.expr) -> bool:

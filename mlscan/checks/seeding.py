@@ -66,6 +66,19 @@ def _seed_source(call: ast.Call, ctx: Ctx) -> str:
 _COUNTER = re.compile(r"(?i)step|iter|epoch|batch")
 
 
+def _counter_gate(cond: ast.expr) -> bool:
+    """`step > 10_000`, `epoch >= 30`: a condition that turns true part-way through training."""
+    for node in ast.walk(cond):
+        if (isinstance(node, ast.Compare) and len(node.ops) == 1
+                and isinstance(node.ops[0], (ast.Gt, ast.GtE))):
+            number = literal(node.comparators[0])
+            if (isinstance(number, (int, float)) and number > 0 and isinstance(
+                    node.left, (ast.Name, ast.Attribute)) and _COUNTER.search(
+                    last_attr(node.left))):
+                return True
+    return False
+
+
 def _cyclic(value: ast.expr) -> bool:
     """`step // 1000`, `epoch % 2`: the seed repeats, so the random stream is replayed.
     (`torch.initial_seed() % 2**32` in worker_init_fn is the recipe: no counter, huge modulus.)"""
@@ -172,6 +185,12 @@ class HiddenReseed(Check):
             sev = Severity.MEDIUM if bad_roles[0][0] == TEARDOWN else Severity.HIGH
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {ctx.describe_roles(bad_roles)}: "
                        "reseeds the RNG during training", severity=sev)
+            return
+        if node.args and all(literal(a) is not NOT_LITERAL for a in node.args) and any(
+                _counter_gate(c) for c in where.conds):
+            ctx.report(HIDDEN_RESEED, node, f"{short}() with a constant seed once a step/epoch "
+                       "counter passes a threshold: training replays the same random numbers "
+                       "from then on", severity=Severity.MEDIUM)
             return
         wrapper = ctx.in_decorator_wrapper(where)
         if wrapper and node.args and all(literal(a) is not NOT_LITERAL for a in node.args):
