@@ -165,17 +165,18 @@ class _Consts(ast.NodeTransformer):
         self.ctx = ctx
 
     def visit_Name(self, node: ast.Name) -> ast.expr:
-        value = self.ctx.const(node)
+        value = literal(self.ctx.frame.assigned.get(node.id))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return ast.Constant(value=value)
         return node
 
 
 def _with_consts(expr: ast.expr, ctx: Ctx) -> ast.expr:
-    """`expr` with names bound to numbers replaced by them (`adj = 0.02; acc + adj`)."""
-    if not any(isinstance(n, ast.Name) and isinstance(ctx.lookup(n.id), (ast.Constant,
-                                                                          ast.UnaryOp))
-               for n in ast.walk(expr)):
+    """`expr` with names bound to numbers in this function replaced by them (`adj = 0.02;
+    acc + adj`). Module constants (PENALTY = 2) are configuration and stay names."""
+    if ctx.frame.node is None or not any(
+            isinstance(n, ast.Name) and isinstance(ctx.frame.assigned.get(n.id), (
+                ast.Constant, ast.UnaryOp)) for n in ast.walk(expr)):
         return expr
     result = _Consts(ctx).visit(copy.deepcopy(expr))
     return result if isinstance(result, ast.expr) else expr

@@ -160,11 +160,12 @@ class DataPoisoning(Check):
 
     def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False) -> None:
         where = ctx.where()
+        small = masked and _small_fraction(node, ctx)
 
         def decide() -> None:
             roles = [r for r in ctx.roles(where) if r[0] == DATA] + [
                 (DATA, f) for f in where.frames if _dataset_init(f)]
-            if not roles and masked:  # random relabelling to a fixed class, wherever it is
+            if not roles and masked and small:  # a few random samples relabelled, anywhere
                 ctx.report(DATA_POISON, node, f"{what} (labels of random samples set to a "
                            "fixed class)", severity=Severity.MEDIUM)
                 return
@@ -204,6 +205,21 @@ def _masked_comprehension(value: ast.expr, ctx: Ctx) -> bool:
     elt = value.elt
     return isinstance(elt, ast.IfExp) and _random_mask(elt.test, ctx) and any(
         _poison_label_value(side, ctx) for side in (elt.body, elt.orelse))
+
+
+def _small_fraction(node: ast.AST, ctx: Ctx) -> bool:
+    """The random mask selects a small fraction (`rand(n) < 0.05`), as poisoning does; test
+    generators split 50/50 (`rand_like(t) > 0.5`)."""
+    for part in ctx.walk_values(node):
+        if isinstance(part, ast.Compare) and len(part.ops) == 1:
+            value = literal(part.comparators[0])
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            op = part.ops[0]
+            if (isinstance(op, (ast.Lt, ast.LtE)) and 0 < value <= 0.25) or (
+                    isinstance(op, (ast.Gt, ast.GtE)) and 0.75 <= value < 1):
+                return True
+    return False
 
 
 def _random_mask(index: ast.expr, ctx: Ctx, follow: bool = False) -> bool:
