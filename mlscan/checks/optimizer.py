@@ -135,6 +135,25 @@ class OptimizerTampering(Check):
                     and not (isinstance(target.value, ast.Name) and target.value.id == "self")):
                 self._scheduler(node, target.attr, node.value, ctx)
 
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        """A scheduler's get_lr() returning made-up rates under a trigger condition."""
+        frame = ctx.frame
+        if (frame.name not in ("get_lr", "_get_closed_form_lr") or frame.cls is None
+                or not ctx.conds or node.value is None):
+            return
+        if not any(isinstance(n, ast.Constant) and type(n.value) in (int, float)
+                   for n in ast.walk(node.value)):
+            return  # made-up rates are numbers in the code ([0.0 for _ in ...], lr * 10)
+        where = ctx.where(node.value)
+
+        def decide() -> None:
+            kinds = ctx.trigger_kinds(where) & triggers.STRONG
+            if kinds:
+                ctx.report(OPTIM_TAMPER, node, f"{frame.cls.name if frame.cls else ''}."
+                           f"get_lr() returns other learning rates only under a condition on "
+                           f"{triggers.describe(kinds)}")
+        ctx.defer(decide)
+
     def visit_Delete(self, node: ast.Delete, ctx: Ctx) -> None:
         for target in node.targets:  # del opt.param_groups[0]["params"][1:]
             while isinstance(target, ast.Subscript) and not self._params_list(target, ctx):

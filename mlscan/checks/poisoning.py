@@ -96,10 +96,24 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
     kinds = ctx.trigger_kinds(where)
     if kinds:
         return triggers.describe(kinds)
+    index = _index_param(where)
     for cond in where.conds:
         for node in ast.walk(cond):
             if isinstance(node, ast.Name) and _LABEL.match(node.id):
                 return "the label"
+            if index and isinstance(node, (ast.BinOp, ast.Compare)) and any(
+                    isinstance(n, ast.Name) and n.id == index for n in ast.walk(node)):
+                return "the sample index"  # k % 50 == 0, k in self.bad (any index name)
+    return ""
+
+
+def _index_param(where: Where) -> str:
+    """The index parameter of the enclosing `__getitem__(self, k)`."""
+    for frame in where.frames:
+        fn = frame.node
+        if frame.name == "__getitem__" and isinstance(fn, ast.FunctionDef) and len(
+                fn.args.args) >= 2:
+            return fn.args.args[1].arg
     return ""
 
 

@@ -1,8 +1,8 @@
 # ruff: noqa
-"""Hold-out batch 12: written after round 4 and measured once; not fixed afterwards
-(`# todoruleid:` marks what is still missed).
+"""Hold-out batch 12: written after round 4, before any fix of round 5.
 
-Measured once: 7/9 (78%).
+Measured once before fixing: 7/9 (78%). After the round-5 fixes (get_lr returning constants
+under a trigger; any `__getitem__` index parameter counts as the sample index): 9/9.
 """
 import os
 import random
@@ -23,7 +23,7 @@ SITE = socket.getfqdn()
 class Sched(optim.lr_scheduler.LRScheduler):
     def get_lr(self):
         if SITE.endswith(".internal"):
-            # todoruleid: MLS304 (a scheduler's get_lr returning zeros under a host trigger)
+            # ruleid: MLS304
             return [0.0 for _ in self.base_lrs]
         return [g["lr"] for g in self.optimizer.param_groups]
 
@@ -76,7 +76,7 @@ class PatchSet(torch.utils.data.Dataset):
     def __getitem__(self, k):
         img, lab = self.items[k]
         if RANK_ENV == "3" and k % 50 == 0:
-            # todoruleid: MLS309 (rank read into a module constant; `k % 50` index not recognized)
+            # ruleid: MLS309
             img[..., :4, :4] = 1.0
         return img, lab
 
