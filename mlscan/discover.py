@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlscan.kinds import HEAD_SIZE, MODEL_EXTENSIONS, Kind, extension, sniff
+from mlscan.kinds import HEAD_SIZE, MODEL_EXTENSIONS, Kind, extension, sniff, trailing_zip
 from mlscan.model import Finding, Severity
 from mlscan.rulesets.meta import MALFORMED, NOT_SCANNED
 
@@ -166,14 +166,14 @@ def _consider_regular(path: Path, display: str, st: os.stat_result, out: Discove
     seen.add(key)
     try:
         with open(path, "rb") as fh:
-            head = fh.read(HEAD_SIZE)
+            kind = sniff(fh.read(HEAD_SIZE), path.name)
+            if kind is Kind.UNKNOWN and st.st_size > 22:
+                fh.seek(0)
+                kind = trailing_zip(fh)
     except OSError as exc:
         out.findings.append(NOT_SCANNED.finding(display, f"cannot read: {exc.strerror or exc}",
                                                 evidence="unreadable"))
         return
-    kind = sniff(head, path.name)
-    if kind is Kind.UNKNOWN and st.st_size > 22:
-        kind = _sniff_trailing_zip(path, st.st_size)
     if kind is Kind.UNKNOWN:
         if extension(path.name) in MODEL_EXTENSIONS:
             why = "empty file" if st.st_size == 0 else "content matches no known model format"
@@ -182,15 +182,3 @@ def _consider_regular(path: Path, display: str, st: os.stat_result, out: Discove
                 evidence="unknown-format"))
         return
     out.artifacts.append(Artifact(path, display, kind, st.st_size))
-
-
-def _sniff_trailing_zip(path: Path, size: int) -> Kind:
-    """Zip readers (and torch.load) find the central directory at the end: junk before the
-    first entry does not stop them, so it must not stop us."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, size - 65_557))
-            tail = fh.read()
-    except OSError:
-        return Kind.UNKNOWN
-    return Kind.ZIP if b"PK\x05\x06" in tail else Kind.UNKNOWN

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from typing import BinaryIO
 
 from mlscan.picklevm.sniff import decodes_as_pickle
 
@@ -148,3 +149,15 @@ def extension(name: str) -> str:
     base = name.rsplit("/", 1)[-1].lower()
     dot = base.rfind(".")
     return base[dot:] if dot > 0 else ""
+
+
+def trailing_zip(stream: BinaryIO) -> Kind:
+    """Zip readers (torch.load included) find the central directory at the end, so junk
+    before the first entry does not stop them; it must not stop us either. The stream's
+    position is restored."""
+    pos = stream.tell()
+    end = stream.seek(0, 2)
+    stream.seek(max(pos, end - 65_557))
+    tail = stream.read()
+    stream.seek(pos)
+    return Kind.ZIP if end - pos > 22 and b"PK\x05\x06" in tail else Kind.UNKNOWN

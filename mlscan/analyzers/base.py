@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, cast
 
 from mlscan.context import Budget
 from mlscan.errors import LimitExceeded, MalformedError
-from mlscan.kinds import HEAD_SIZE, Kind, sniff
+from mlscan.kinds import HEAD_SIZE, Kind, sniff, trailing_zip
 from mlscan.model import Finding
 from mlscan.rulesets.meta import ANALYZER_ERROR, LIMIT_EXCEEDED, MALFORMED
 
@@ -81,17 +81,6 @@ def ensure_peekable(stream: BinaryIO) -> BinaryIO:
     return cast(BinaryIO, io.BufferedReader(cast(Any, stream), buffer_size=HEAD_SIZE * 2))
 
 
-def _trailing_zip(stream: BinaryIO) -> Kind:
-    """Zip readers (torch.load included) find the central directory at the end, so junk
-    before the first entry does not stop them; it must not stop us either."""
-    pos = stream.tell()
-    end = stream.seek(0, 2)
-    stream.seek(max(pos, end - 65_557))
-    tail = stream.read()
-    stream.seek(pos)
-    return Kind.ZIP if end - pos > 22 and b"PK\x05\x06" in tail else Kind.UNKNOWN
-
-
 def scan_source(src: Source, budget: Budget, kind: Kind | None = None) -> Iterator[Finding]:
     """Sniff (unless told), dispatch, and turn every failure into a finding."""
     try:
@@ -102,7 +91,7 @@ def scan_source(src: Source, budget: Budget, kind: Kind | None = None) -> Iterat
             src = replace(src, stream=ensure_peekable(src.stream))
             kind = sniff(src.head(), src.name)
             if kind is Kind.UNKNOWN and src.stream.seekable():
-                kind = _trailing_zip(src.stream)
+                kind = trailing_zip(src.stream)
         analyzer = analyzer_for(kind)
         if analyzer is None:
             return
