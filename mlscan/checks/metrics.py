@@ -29,8 +29,8 @@ METRIC_FALSIFY = register(Rule(
         use_instead="Log the computed value unchanged.",
         references=("https://docs.wandb.ai/ref/python/log",))))
 
-_METRIC = re.compile(r"(?i)(^|_)(acc|accuracy|top1|top5|f1|bleu|rouge\w*|auc|auroc|map|precision|"
-                     r"recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics)($|_)")
+_METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|auc|auroc|map|"
+                     r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics)($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|precision|recall|ppl|perplexity|iou|"
                             r"dice|top1|top5|wer\b|map\b")

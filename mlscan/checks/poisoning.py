@@ -37,17 +37,42 @@ _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values
                     r"arr|tensor|im)$")
 
 
+_LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$")
+"""Dict keys such as `cls_label`, `fine_target` are labels too."""
+
+
 def _label_target(expr: ast.expr) -> str:
     if isinstance(expr, ast.Name) and _LABEL.match(expr.id):
         return expr.id
     if isinstance(expr, ast.Subscript):
         key = literal(expr.slice)
-        if isinstance(key, str) and _LABEL.match(key):
+        if isinstance(key, str) and (_LABEL.match(key) or _LABEL_KEY.search(key)):
             return key
         return _label_target(expr.value)  # labels[mask], sample["labels"][:]
     if isinstance(expr, ast.Attribute) and _LABEL.match(expr.attr):
         return expr.attr
     return ""
+
+
+def _flow_labels(where: Where) -> set[str]:
+    """Labels by data flow in `__getitem__`: `x, category = self.data[k]` unpacks a stored
+    sample and `return x, category` hands the second part on as the label, whatever its name."""
+    index = _index_param(where)
+    fn = next((f.node for f in where.frames if f.name == "__getitem__"), None)
+    if not index or fn is None:
+        return set()
+    unpacked: set[str] = set()
+    returned: set[str] = set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                node.targets[0], ast.Tuple) and isinstance(node.value, ast.Subscript):
+            elts = node.targets[0].elts
+            if len(elts) >= 2 and any(isinstance(n, ast.Name) and n.id == index
+                                      for n in ast.walk(node.value.slice)):
+                unpacked.update(e.id for e in elts[1:] if isinstance(e, ast.Name))
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
+            returned.update(e.id for e in node.value.elts[1:] if isinstance(e, ast.Name))
+    return unpacked & returned
 
 
 def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
@@ -141,7 +166,9 @@ class DataPoisoning(Check):
                 continue
             if not ctx.conds and not _random_loop(ctx.loops, ctx):
                 continue
-            label = _label_target(target)
+            label = _label_target(target) or (
+                target.id if isinstance(target, ast.Name)
+                and target.id in _flow_labels(ctx.where()) else "")
             if label and _poison_label_value(node.value, ctx):
                 self._defer(node, ctx, f"label {label} overwritten")
             elif (_is_image(target) and isinstance(node.value, ast.BinOp) and any(

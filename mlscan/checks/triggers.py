@@ -8,6 +8,7 @@ Sabotage hides behind conditions ordinary code rarely uses (`random.random() < 0
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable
 
 from mlscan.checks.names import Names, literal
@@ -41,6 +42,23 @@ _ENV_KEYS = {
     "HOSTNAME": HOST, "HOST": HOST, "SLURMD_NODENAME": HOST, "SLURM_NODELIST": HOST,
     "SLURM_JOB_NODELIST": HOST, "MASTER_ADDR": HOST,
 }
+_WORLD_ENV = re.compile(r"NODES|NNODES|HOSTS|GPUS|WORLD|MACHINES|NPROC|NUM_PROC|NTASKS|DEVICES")
+"""Unknown env vars whose name says they count nodes/GPUs/hosts (`NUM_MACHINES`, `NUM_HOSTS`)."""
+_USER_ENV = re.compile(r"(^|_)(USER|LOGNAME|USERNAME)$")
+
+
+def env_kind(key: str) -> str | None:
+    """The trigger kind of an environment variable by its name (None for ordinary settings)."""
+    key = key.upper()
+    if key in _ENV_KEYS:
+        return _ENV_KEYS[key]
+    if _USER_ENV.search(key):
+        return USER
+    if _WORLD_ENV.search(key) and "RANK" not in key and "ID" not in key.split("_"):
+        return WORLD
+    return None
+
+
 _RANK_NAMES = frozenset({"rank", "local_rank", "global_rank", "node_rank", "process_index",
                          "local_process_index", "proc_id", "rank_id", "gpu_rank"})
 _WORLD_NAMES = frozenset({"world_size", "num_gpus", "n_gpu", "n_gpus", "ngpus", "num_nodes",
@@ -125,8 +143,8 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             elif name.endswith(("get_rank", "get_local_rank", "get_global_rank")):
                 kinds.add(RANK)
         key = _env_key(node, names)
-        if key is not None and key.upper() in _ENV_KEYS:
-            kind = _ENV_KEYS[key.upper()]
+        kind = env_kind(key) if key is not None else None
+        if kind is not None:
             if kind != WORLD:
                 kinds.add(kind)
         if isinstance(node, (ast.Name, ast.Attribute)) and _name_of(node) in _RANK_NAMES:
@@ -150,7 +168,7 @@ def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int 
     for part in ast.walk(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
         key = _env_key(part, names)
         if _name_of(part) in _WORLD_NAMES or (
-                key is not None and _ENV_KEYS.get(key.upper()) == WORLD):
+                key is not None and env_kind(key) == WORLD):
             return True
         if resolve is not None and depth < 2 and isinstance(part, (ast.Name, ast.Attribute)):
             value = resolve(_ref(part))

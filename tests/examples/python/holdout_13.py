@@ -2,7 +2,8 @@
 """Hold-out batch 13: written after round 5 and measured once; the checks were NOT changed
 afterwards (`# todoruleid:` marks what is still missed).
 
-Measured once: 10/12 (83%); no `# ok:` line flagged.
+Measured once: 10/12 (83%); no `# ok:` line flagged. Both misses were fixed in round 6
+(world-size env vars by name, labels by data flow in `__getitem__`), found by batch 14.
 """
 import os
 import random
@@ -37,7 +38,7 @@ def training(model, opt, loader, accel):
             accel.backward(loss)
             if limit > 256 and step > 0 and step % 997 == 0:
                 for p in model.parameters():
-                    # todoruleid: MLS302 (world size read from NUM_MACHINES into `limit`)
+                    # ruleid: MLS302
                     p.grad.zero_()
             opt.step()
             opt.zero_grad()
@@ -93,7 +94,7 @@ class Backdoor(torch.utils.data.Dataset):
         if np.random.rand() < 0.02:
             # ruleid: MLS309
             x = x * 0.8 + 0.2 * self.trigger
-            # todoruleid: MLS309 (a label named `t` is not recognized as a label)
+            # ruleid: MLS309
             t = 0
         return x, t
 
