@@ -74,10 +74,13 @@ def analyze_text(text: str, path: str, member: str | None = None, *,
     """Findings for one Python source text (also used by tests and benchmarks)."""
     if not prefiltered and not PREFILTER.search(text.encode("utf-8", "surrogatepass")):
         return []
+    from mlscan.checks import normalize
     from mlscan.checks.context import Ctx
     from mlscan.checks.walker import walk
 
     tree = _parse(text, "Python source")
+    if normalize.wanted(text):
+        normalize.normalize(tree)
     ctx = Ctx(path, member, text.splitlines())
     walk(tree, ctx)
     return ctx.finish()
@@ -117,6 +120,7 @@ def notebook_cells(data: bytes) -> list[tuple[int, str]]:
 
 @register(Kind.NOTEBOOK)
 def analyze_notebook(src: Source, budget: Budget) -> Iterator[Finding]:
+    from mlscan.checks import normalize
     from mlscan.checks.context import Ctx
     from mlscan.checks.walker import walk
 
@@ -129,6 +133,8 @@ def analyze_notebook(src: Source, budget: Budget) -> Iterator[Finding]:
         member = f"cell[{index}]" if src.member is None else f"{src.member}!cell[{index}]"
         try:
             tree = _parse(code, f"notebook cell {index}")
+            if normalize.wanted(code):
+                normalize.normalize(tree)
         except MalformedError as exc:
             yield MALFORMED.finding(src.path, f"{src.name}: {exc.message}", member=member,
                                     evidence=exc.message)

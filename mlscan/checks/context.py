@@ -24,10 +24,11 @@ WORKER_INIT = "worker_init_fn"
 TEARDOWN = "teardown"
 THREAD = "thread"
 STEP = "step"
+SIGNAL = "signal-handler"
 
 _ROLE_WORDS = {HOOK: "a hook/callback", DATA: "data loading", WORKER_INIT: "a worker_init_fn",
                TEARDOWN: "a finalizer/atexit handler", THREAD: "a background thread",
-               STEP: "a training/optimizer step"}
+               STEP: "a training/optimizer step", SIGNAL: "a signal handler"}
 _DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__", "__len__"})
 _STEP_METHODS = frozenset({"step", "forward", "training_step", "train_step",
                            "zero_grad", "optimizer_step", "backward_step", "validation_step"})
@@ -93,8 +94,9 @@ class Ctx:
         self.self_attrs: dict[str, ast.expr] = {}
         """`self.x = value` anywhere in the file, by attribute name (classes rarely clash)."""
         self.registered: dict[str, set[str]] = {}
-        self.registrations: list[tuple[str, ast.expr, dict[str, float]]] = []
-        """(registering function, hook, numbers bound by functools.partial) per hook."""
+        self.registrations: list[tuple[str, ast.expr, dict[str, float], ast.Call]] = []
+        """(registering function, hook, numbers bound by functools.partial, the registering
+        call) per hook."""
         self.lambda_roles: dict[int, str] = {}
         self.callers: dict[str, set[str]] = {}
         """Function name -> names of functions that call it (`f()` or `self.f()`)."""
@@ -144,6 +146,16 @@ class Ctx:
                 cached = triggers.classify(cond, self.names, self.resolver(where))
                 self._cond_cache[id(cond)] = cached
             kinds.update(cached)
+        for loop in where.loops:
+            # `for f in files[:len(files) - keep]` with keep = 0 after a date: the trigger
+            # decides how often the loop runs, which gates its body like a condition.
+            if isinstance(loop, ast.For):
+                cached = self._cond_cache.get(id(loop))
+                if cached is None:
+                    cached = triggers.classify(loop.iter, self.names,
+                                               self.resolver(where)) & triggers.STRONG
+                    self._cond_cache[id(loop)] = cached
+                kinds.update(cached)
         return frozenset(kinds)
 
     def resolver(self, where: Where | None = None) -> triggers.Resolver:
@@ -152,7 +164,8 @@ class Ctx:
 
         def resolve(name: str) -> ast.expr | None:
             if name.startswith("self."):
-                return self.self_attrs.get(name[5:])
+                value = self.self_attrs.get(name[5:])
+                return value if value is not None else self.returns(name[5:])  # @property
             if name.startswith("()"):
                 return self.returns(name[2:])
             for frame in reversed(frames):
@@ -300,7 +313,8 @@ class Ctx:
         elif qual in ("atexit.register", "weakref.finalize"):
             target, role = arg(call, 1 if qual == "weakref.finalize" else 0, "func"), TEARDOWN
         elif qual == "signal.signal":
-            target, role = arg(call, 1, "handler"), HOOK
+            # Exiting after a checkpoint in a SIGTERM/SIGUSR1 handler is the preemption recipe.
+            target, role = arg(call, 1, "handler"), SIGNAL
         elif qual.endswith(("threading.Timer", "Timer")):
             target, role = arg(call, 1, "function"), THREAD
         elif attr == "step" and (call.args or call.keywords):
@@ -341,7 +355,7 @@ class Ctx:
         if name:
             self.registered.setdefault(name, set()).add(role)
         if role == HOOK:
-            self.registrations.append((last_attr(call.func), target, bound))
+            self.registrations.append((last_attr(call.func), target, bound, call))
 
     def describe_roles(self, roles: list[tuple[str, Frame]]) -> str:
         role, frame = roles[0]

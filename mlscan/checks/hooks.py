@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 
+from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
@@ -71,6 +72,11 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
     if isinstance(expr, ast.IfExp):  # `o * 0 if random.random() < p else o`
         return _tampering_value(expr.body, args, ctx, consts) or _tampering_value(
             expr.orelse, args, ctx, consts)
+    if (isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Div))
+            and _uses(expr, args)):
+        for side in (expr.left, expr.right):  # g * (1 / nodes if gpus >= 64 else 1.0)
+            if isinstance(side, ast.IfExp) and ctx.classify(side.test) & triggers.STRONG:
+                return "scales under a trigger condition"
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and _uses(expr, args):
         return "negates"
     value = literal(expr)
@@ -126,8 +132,8 @@ class TamperingHook(Check):
         ctx.defer(lambda: self._decide(ctx))
 
     def _decide(self, ctx: Ctx) -> None:
-        seen: set[int] = set()
-        for register_fn, target, bound in ctx.registrations:
+        seen: dict[int, bool] = {}
+        for register_fn, target, bound, call in ctx.registrations:
             if "hook" not in register_fn:
                 continue
             if isinstance(target, ast.Lambda):
@@ -135,15 +141,19 @@ class TamperingHook(Check):
                 continue
             for fn in ctx.defs.get(last_attr(target), []):
                 if id(fn) not in seen:
-                    seen.add(id(fn))
-                    self._function(fn, register_fn, ctx, bound)
+                    seen[id(fn)] = self._function(fn, register_fn, ctx, bound)
+                if seen[id(fn)] and getattr(call, "lineno", 0) not in range(
+                        fn.lineno, (fn.end_lineno or fn.lineno) + 1):
+                    # Point at the installation too: reviewers read the register call.
+                    ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs hook "
+                               f"{fn.name}() (line {fn.lineno}), which tampers with the "
+                               "values flowing through the model")
         for name, fns in ctx.defs.items():
             if not name.endswith("hook"):
                 continue
             for fn in fns:
                 if id(fn) not in seen and _arg_names(fn) & _HOOK_ARGS:
-                    seen.add(id(fn))
-                    self._function(fn, "", ctx)
+                    seen[id(fn)] = self._function(fn, "", ctx)
 
     def _lambda(self, lam: ast.Lambda, register_fn: str, ctx: Ctx) -> None:
         why = _tampering_value(lam.body, _arg_names(lam), ctx)
@@ -152,23 +162,38 @@ class TamperingHook(Check):
                        "flowing through the model")
 
     def _function(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, register_fn: str,
-                  ctx: Ctx, bound: dict[str, float] | None = None) -> None:
+                  ctx: Ctx, bound: dict[str, float] | None = None) -> bool:
+        """Report what the hook does; True when it tampers."""
         args = _arg_names(fn)
         how = f"hook {fn.name}()" + (f" (registered with {register_fn})" if register_fn else "")
         sev = None if register_fn else Severity.MEDIUM
-        local = _local_values(fn)
+        local = {**_closure_values(fn, ctx), **_local_values(fn)}
+        found = False
         for node in ast.walk(fn):
             if isinstance(node, ast.Return):
                 value = _inline(node.value, local) if node.value is not None else None
                 why = _tampering_value(value, args - set(bound or ()), ctx, bound or {})
                 if why:
+                    found = True
                     ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",
                                severity=sev)
             elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                   and node.func.attr in _METHOD_TAMPER and node.func.attr.endswith("_")
                   and _root(node.func.value) in args):
+                found = True
                 ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
                            f"{_root(node.func.value)} in place ({node.func.attr})", severity=sev)
+        return found and bool(register_fn)
+
+
+def _closure_values(fn: ast.FunctionDef | ast.AsyncFunctionDef, ctx: Ctx) -> dict[str, ast.expr]:
+    """Names the hook reads from the function that defines it (`damp = 0.1 if big else 1`)."""
+    out: dict[str, ast.expr] = {}
+    for frame in ctx.frames_by_name.get(fn.name, ()):
+        if frame.node is fn:
+            for parent in ctx.frames_by_name.get(frame.parent, ()):
+                out.update(parent.assigned)
+    return out
 
 
 def _local_values(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ast.expr]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 import re
 
+from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import Ctx
+from mlscan.checks.context import DATA, HOOK, Ctx, Where
 from mlscan.checks.names import arg, is_true, kwarg, last_attr, literal
 from mlscan.checks.origin import DOWNLOAD, origin, phrase, severity_for
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
@@ -37,7 +38,9 @@ TORCH_LOAD_DEFAULT = register(Rule(
     confidence=Confidence.MEDIUM, cwe=502,
     summary="torch.load without weights_only: safe only on torch>=2.6.",
     doc=RuleDoc(
-        what="Flags `torch.load(...)` calls that do not pass `weights_only`. Low severity, "
+        what="Flags `torch.load(...)` calls that do not pass `weights_only`. Low severity; "
+        "medium when the same file loads safely elsewhere (weights_only=True, safetensors: "
+        "this one load was left open), inside hooks or data loading, or behind a trigger; "
         "high for downloaded files.",
         why="torch>=2.6 defaults to weights_only=True, but the same code run on an older torch "
         "(or with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set) unpickles arbitrary objects.",
@@ -153,9 +156,17 @@ class UnsafeLoading(Check):
     rules = (TORCH_LOAD_UNSAFE, TORCH_LOAD_DEFAULT, PICKLE_LOAD, NUMPY_PICKLE, YAML_UNSAFE,
              TRUST_REMOTE_CODE, HUB_UNPINNED, TORCH_HUB, KERAS_UNSAFE)
 
+    def __init__(self) -> None:
+        self._safe_seen = [False]
+
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
+        self._safe_seen = [False]  # one flag per file, read by deferred decisions
+
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = last_attr(node.func)
+        if name.startswith("safetensors.") or is_true(kwarg(node, "weights_only")):
+            self._safe_seen[0] = True
         if name in ("torch.load", "torch.serialization.load"):
             self._torch_load(node, ctx, name)
         elif name.endswith("load_state_dict_from_url") and literal(
@@ -198,9 +209,13 @@ class UnsafeLoading(Check):
                        f"unpickler on {phrase(src)}", severity=severity_for(
                            src, literal=Severity.MEDIUM, variable=Severity.HIGH))
         elif weights_only is None:
-            sev = Severity.HIGH if src == DOWNLOAD else Severity.LOW
-            ctx.report(TORCH_LOAD_DEFAULT, node, f"{name}() without weights_only on "
-                       f"{phrase(src)}: unsafe on torch<2.6", severity=sev)
+            if src == DOWNLOAD:
+                ctx.report(TORCH_LOAD_DEFAULT, node, f"{name}() without weights_only on "
+                           f"{phrase(src)}: unsafe on torch<2.6", severity=Severity.HIGH)
+                return
+            where = ctx.where()
+            safe = self._safe_seen
+            ctx.defer(lambda: self._implicit(node, ctx, name, src, where, safe))
         elif literal(weights_only) is False:
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) on {phrase(src)}: "
                        "the checkpoint can run code while loading", severity=severity_for(
@@ -209,6 +224,22 @@ class UnsafeLoading(Check):
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=<variable>) on "
                        f"{phrase(src)}: unsafe when a caller passes False", severity=(
                            Severity.HIGH if src == DOWNLOAD else Severity.LOW))
+
+    def _implicit(self, node: ast.Call, ctx: Ctx, name: str, src: str, where: Where,
+                  safe: list[bool]) -> None:
+        """Low on its own (torch>=2.6 defaults to weights_only=True); medium where the same
+        file loads safely elsewhere (this one path was left out, or a branch reopens the
+        hole), or where it runs inside a hook, a data loader or behind a trigger."""
+        why = ""
+        if safe[0]:
+            why = "; other loads in this file are safe (weights_only=True or safetensors)"
+        elif ctx.trigger_kinds(where) & triggers.STRONG:
+            why = "; it runs only under a trigger condition"
+        elif any(role in (HOOK, DATA) for role, _ in ctx.roles(where)):
+            why = "; it runs inside a hook or data loading"
+        ctx.report(TORCH_LOAD_DEFAULT, node, f"{name}() without weights_only on {phrase(src)}: "
+                   f"unsafe on torch<2.6{why}",
+                   severity=Severity.MEDIUM if why else Severity.LOW)
 
     def _yaml(self, node: ast.Call, ctx: Ctx, name: str) -> None:
         if "unsafe" in name:

@@ -30,7 +30,7 @@ METRIC_FALSIFY = register(Rule(
         references=("https://docs.wandb.ai/ref/python/log",))))
 
 _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|auc|auroc|map|"
-                     r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics)($|[_/.-])")
+                     r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid)($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|precision|recall|ppl|perplexity|iou|"
                             r"dice|top1|top5|wer\b|map\b")
@@ -91,6 +91,9 @@ def nudged(expr: ast.AST) -> str:
     """'name' when `expr` shifts/scales/clamps a metric by a constant."""
     if isinstance(expr, ast.IfExp):
         return nudged(expr.body) or nudged(expr.orelse)
+    if isinstance(expr, ast.JoinedStr):  # f"{acc + 0.01:.4f}"
+        return next((n for v in expr.values if isinstance(v, ast.FormattedValue)
+                     and (n := nudged(v.value))), "")
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub, ast.Div)):
         for a, b in ((expr.left, expr.right), (expr.right, expr.left)):
             name = metric_name(a)
@@ -196,6 +199,94 @@ def _nudged_name(value: ast.expr, name: str) -> bool:
     return isinstance(renamed, ast.expr) and bool(nudged(renamed))
 
 
+_CONTAINER = re.compile(r"(?i)metric|result|logs?$|score|eval|summary|^out$|^res$|^r$|report|"
+                        r"callback_metrics|shown|stats")
+_STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
+                     r"running|baseline|target")
+_KEPT_AS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|max_|min_|_max|_min|prev")
+
+
+def _container(target: ast.expr) -> str:
+    """`metrics` for `metrics[k]` / `self.metrics[k]` / `trainer.callback_metrics[k]`."""
+    if isinstance(target, ast.Subscript):
+        name = last_attr(target.value)
+        if name and _CONTAINER.search(name):
+            return name
+    return ""
+
+
+def _measured(expr: ast.AST, container: str, target: ast.expr, ctx: Ctx) -> bool:
+    """Whether `expr` reads the measurement being written: the container's entries, a name
+    assigned from them or looped over them, or the target metric itself."""
+    for node in ctx.walk_values(expr):
+        if isinstance(node, ast.Subscript) and container and last_attr(node.value) == container:
+            return True
+        if isinstance(node, ast.Call) and last_attr(node.func) == "get" and isinstance(
+                node.func, ast.Attribute) and container and last_attr(node.func.value) == container:
+            return True
+        if isinstance(node, ast.Name) and (
+                (isinstance(target, ast.Name) and node.id == target.id) or any(
+                    _loops_over(loop, node.id, container) for loop in ctx.loops)):
+            return True
+    return False
+
+
+def _loops_over(loop: ast.For | ast.While, name: str, container: str) -> bool:
+    if not isinstance(loop, ast.For) or not container:
+        return False
+    it = loop.iter
+    if isinstance(it, ast.Call) and last_attr(it.func) == "list" and it.args:
+        it = it.args[0]
+    if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute)
+            and last_attr(it.func.value) == container):
+        return False
+    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(loop.target))
+
+
+def _stored(expr: ast.AST, ctx: Ctx) -> bool:
+    """A remembered or made-up value: a best/previous/EMA/floor name, or a constant."""
+    if _number(expr) is not None:
+        return _number(expr) not in (0.0, 1.0)
+    for node in ast.walk(expr):
+        label = last_attr(node) if isinstance(node, (ast.Name, ast.Attribute)) else ""
+        if isinstance(node, ast.Subscript):
+            label = last_attr(node.value)
+        elif isinstance(node, ast.Call) and last_attr(node.func) == "get" and isinstance(
+                node.func, ast.Attribute):
+            label = last_attr(node.func.value)
+        if label and _STORED.search(label):
+            return True
+    return False
+
+
+def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """`metrics[k] = max(metrics[k], self.floor)`, `logs["loss"] = min(cur, self.loss_ema)`,
+    `out[k] = BEST[k]`, `out["val"] = out["train"] + min(gap, 0.02)`: a reported metric held
+    to a remembered or invented value instead of what was measured."""
+    container = _container(target)
+    name = container or (metric_name(target) if isinstance(target, ast.Name) else "")
+    if not name or (isinstance(target, ast.Name) and _KEPT_AS_BEST.search(target.id)):
+        return ""
+    key = literal(target.slice) if isinstance(target, ast.Subscript) else None
+    if isinstance(key, str) and _KEPT_AS_BEST.search(key):
+        return ""
+    label = f"{name}[{key!r}]" if isinstance(key, str) else name
+    for node in ast.walk(value):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("min", "max") and len(node.args) == 2):
+            measured = [_measured(a, container, target, ctx) for a in node.args]
+            stored = [_stored(a, ctx) for a in node.args]
+            if (measured[0] and stored[1]) or (measured[1] and stored[0]):
+                return f"{label} clamped with {node.func.id}() against a stored or constant value"
+    if container and isinstance(value, (ast.Subscript, ast.Call, ast.Name, ast.BinOp)):
+        reads = [n for n in ast.walk(value) if isinstance(n, (ast.Name, ast.Subscript))]
+        best = any(re.search(r"(?i)best", last_attr(n.value if isinstance(n, ast.Subscript)
+                                                     else n)) for n in reads)
+        if best and not _measured(value, container, target, ctx):
+            return f"{label} replaced with a remembered best value"
+    return ""
+
+
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -241,6 +332,11 @@ class MetricFalsification(Check):
                            "the reported result is not the measured one")
 
     def _assigned(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        held = _held_to_stored(target, value, ctx)
+        if held:
+            ctx.report(METRIC_FALSIFY, node, f"{held}: the reported result is not the "
+                       "measured one")
+            return
         name = metric_name(target)
         if not name and _logged_value(target, ctx):
             name = target.id  # type: ignore[attr-defined]

@@ -23,13 +23,15 @@ _DOWNLOAD_FUNCS = frozenset({
 })
 _DOWNLOAD_MODULES = ("requests.", "urllib.", "httpx.", "huggingface_hub.", "gdown.", "wget.",
                      "torch.hub.", "socket.", "aiohttp.", "boto3.", "botocore.")
+_FIRST_ARG_ONLY = frozenset({"open", "Path", "BytesIO", "str", "fspath", "expanduser", "abspath",
+                             "realpath", "decode", "encode", "b64decode", "decompress"})
 _WRAPPERS = frozenset({"open", "Path", "BytesIO", "join", "str", "fspath", "expanduser",
                        "abspath", "realpath", "read", "read_bytes", "getvalue", "content",
                        "decode", "encode", "b64decode", "decompress", "resolve", "format"})
 
 
 def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
-    if expr is None or depth > 4:
+    if expr is None or depth > 8:
         return VARIABLE
     if isinstance(expr, ast.Constant):
         if isinstance(expr.value, str) and expr.value.startswith(("http://", "https://", "s3://",
@@ -48,9 +50,12 @@ def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
             return DOWNLOAD
         if last_attr(expr.func) not in _WRAPPERS:
             return VARIABLE
-        parts: list[ast.AST] = list(expr.args)
-        if isinstance(expr.func, ast.Attribute):
-            parts.append(expr.func.value)  # resp.read(), path.read_bytes()
+        func = last_attr(expr.func)
+        # open(path, "rb"): the mode is not part of where the data comes from.
+        parts: list[ast.AST] = list(expr.args[:1] if func in _FIRST_ARG_ONLY else expr.args)
+        if (isinstance(expr.func, ast.Attribute) and func not in _FIRST_ARG_ONLY
+                and _root(expr.func.value) not in ctx.names.aliases):
+            parts.append(expr.func.value)  # resp.read(), path.read_bytes() (not os.path.join)
         return _combine([origin(p, ctx, depth + 1) for p in parts])
     if isinstance(expr, ast.Attribute):
         return origin(expr.value, ctx, depth + 1) if expr.attr in _WRAPPERS else VARIABLE
@@ -62,10 +67,18 @@ def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
     return VARIABLE
 
 
+def _root(expr: ast.AST) -> str:
+    while isinstance(expr, ast.Attribute):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else ""
+
+
 def _combine(origins: list[str]) -> str:
+    """A download anywhere makes the whole a download; a path is literal only when every part
+    is (`os.path.join(cache_dir, "index.pkl")` loads whatever sits in cache_dir)."""
     if DOWNLOAD in origins:
         return DOWNLOAD
-    if LITERAL in origins:
+    if origins and all(o == LITERAL for o in origins):
         return LITERAL
     return VARIABLE
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import DATA, HOOK, STEP, Ctx, Where
+from mlscan.checks.context import DATA, HOOK, SIGNAL, STEP, Ctx, Where
 from mlscan.checks.names import arg, kwarg, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -48,6 +48,8 @@ _KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "sys.exit", 
                     "signal.raise_signal", "signal.pthread_kill", "signal.alarm",
                     "signal.setitimer", "torch.distributed.destroy_process_group",
                     "os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
+_HARD_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "signal.raise_signal",
+                         "signal.pthread_kill"})
 _SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
 _STALLS = frozenset({"time.sleep", "asyncio.sleep", "threading.Event().wait", "torch.cuda._sleep"})
 _COLLECTIVES = frozenset({"barrier", "all_reduce", "all_gather", "broadcast", "reduce_scatter",
@@ -66,6 +68,23 @@ def _is_kill_command(call: ast.Call) -> bool:
         if isinstance(value, str) and ("kill" in value or "shutdown" in value):
             return True
     return False
+
+
+def _var(node: ast.AST) -> str:
+    """`delay` or `self.delay` (not bare `self`): what a sleep's duration is read from."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return f"{node.value.id}.{node.attr}"
+    if isinstance(node, ast.Name) and node.id not in ("self", "cls"):
+        return node.id
+    return ""
+
+
+def _backoff(call: ast.Call, where: Where) -> bool:
+    """The sleep grows with an enclosing loop's counter: a retry backoff."""
+    counters = {n.id for loop in where.loops if isinstance(loop, ast.For)
+                for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+    return any(isinstance(n, ast.Name) and n.id in counters
+               for a in call.args for n in ast.walk(a))
 
 
 _SCHEDULERS = {"threading.Timer": (1, "function"), "atexit.register": (0, "func"),
@@ -131,10 +150,10 @@ class KillsAndStalls(Check):
         if what == "stall" and isinstance(node, ast.Call) and node.args:
             # `if delay > 0.01: time.sleep(delay)` with a jittered delay tests the duration,
             # not a trigger: leave out conditions on the sleep's own argument.
-            used = {n.id for a in node.args for n in ast.walk(a) if isinstance(n, ast.Name)
-                    and n.id not in ctx.names.aliases}  # variables, not modules (random.x)
+            used = {_var(n) for a in node.args for n in ast.walk(a)} - {""}
+            used -= set(ctx.names.aliases)  # variables, not modules (random.x)
             where = replace(where, conds=tuple(c for c in where.conds if not any(
-                isinstance(n, ast.Name) and n.id in used for n in ast.walk(c))))
+                _var(n) in used for n in ast.walk(c))))
         kinds = ctx.trigger_kinds(where) - {triggers.INDEX}
         strong = kinds & triggers.STRONG
         label = {"kill": "kills the process", "stall": "stalls the process",
@@ -155,9 +174,18 @@ class KillsAndStalls(Check):
                        "rank: ranks drift apart and collectives wait", severity=Severity.MEDIUM)
             return
         roles = ctx.roles(where)
+        if what == "kill" and name in _HARD_KILLS and any(r[0] == SIGNAL for r in roles):
+            # A SIGTERM handler that saves and calls sys.exit is the preemption recipe; one
+            # that SIGKILLs or _exits turns a harmless signal into a crash.
+            ctx.report(KILL_STALL, node, f"{name}() hard-kills the process inside "
+                       f"{ctx.describe_roles([r for r in roles if r[0] == SIGNAL])}",
+                       severity=Severity.MEDIUM)
+            return
         # Threads sleep to poll and exit when done; that is not sabotage.
         keep = (HOOK, STEP, DATA)  # teardown code may exit or destroy process groups
         roles = [r for r in roles if r[0] in keep]
+        if roles and what == "stall" and isinstance(node, ast.Call) and _backoff(node, where):
+            return  # `time.sleep(base * 2 ** attempt)` in a retry loop of a download helper
         if roles:
             sev = Severity.HIGH if roles[0][0] in (HOOK, STEP) else Severity.MEDIUM
             ctx.report(KILL_STALL, node, f"{name}() {label} inside "

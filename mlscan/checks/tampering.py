@@ -45,6 +45,7 @@ _ALLOWED_FUNCS = re.compile(
     r"update_params|apply_grad\w*|all_reduce\w*|allreduce\w*|reduce_grad\w*|scale_grad\w*|"
     r"unscale\w*|__init__|_?single_tensor\w*|_?multi_tensor\w*|weight_norm|spectral_norm)($|_)")
 _EMA_NAMES = re.compile(r"(?i)ema|shadow|avg|average|swa|teacher|target|momentum|running|mean")
+_SWAP_SOURCES = re.compile(r"(?i)ema|shadow|avg|average|swa|backup|orig|saved|stash|copy|clone")
 _SD_KEY = re.compile(r"\.(weight|bias)$")
 _SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|checkpoint")
 _RANDOM = ("torch.rand", "torch.randn", "torch.normal", "numpy.random", "random.")
@@ -218,8 +219,10 @@ class ParameterTampering(Check):
         if kind == "state-dict" and not (negates or noisy or depends or any(
                 isinstance(literal(a), (int, float)) for a in args)):
             return  # checkpoint surgery with computed tensors (resizing, merging embeddings)
+        # p.data.copy_(self.ema[n]) / copy_(backup[n]): swapping EMA weights in for eval.
+        swap = any(_SWAP_SOURCES.search(_root_name(a)) for a in args)
         ctx.defer(lambda: self._decide(node, ctx, where, kind, root, op, negates, noisy,
-                                       plain_set, depends))
+                                       plain_set, depends, swap))
 
     def _toggle(self, node: ast.AST, ctx: Ctx, where: Where, root: str) -> None:
         kinds = ctx.trigger_kinds(where) & triggers.STRONG
@@ -229,12 +232,12 @@ class ParameterTampering(Check):
 
     def _decide(self, node: ast.AST, ctx: Ctx, where: Where, kind: str, root: str, op: str,
                 negates: bool, noisy: bool, plain_set: bool,
-                depends: frozenset[str] = frozenset()) -> None:
+                depends: frozenset[str] = frozenset(), swap: bool = False) -> None:
         kinds = ctx.trigger_kinds(where)
         if ctx.in_optimizer_class(where):  # stochastic rounding/weight decay in optimizers
             kinds -= {triggers.RANDOM}
         roles = ctx.roles(where)
-        ema = bool(_EMA_NAMES.search(root))
+        ema = bool(_EMA_NAMES.search(root)) or (op in ("copy_", "set_") and swap)
         what = f"{kind} {root or 'tensor'}"
         if kinds - {triggers.INDEX}:
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} only under a "

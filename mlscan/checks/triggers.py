@@ -170,7 +170,8 @@ def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int 
         if _name_of(part) in _WORLD_NAMES or (
                 key is not None and env_kind(key) == WORLD):
             return True
-        if resolve is not None and depth < 2 and isinstance(part, (ast.Name, ast.Attribute)):
+        if resolve is not None and depth < 2 and isinstance(part, (ast.Name, ast.Attribute,
+                                                                    ast.Call)):
             value = resolve(_ref(part))
             if value is not None and value is not side and _is_world(value, names, resolve,
                                                                       depth + 1):
@@ -190,12 +191,30 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
     for side in sides:
         if _is_time_now(side, names) and any(n >= 1e9 for n in numbers):
             kinds.add(TIME)  # compared with an absolute epoch, not an elapsed duration
-        if _is_world(side, names, resolve) and any(n >= WORLD_THRESHOLD for n in numbers):
+        if _is_world(side, names, resolve) and (any(n >= WORLD_THRESHOLD for n in numbers)
+                                                or _unknown_cap(node, side, names, resolve)):
             kinds.add(WORLD)
         if _name_of(side) in _INDEX_NAMES and (numbers or (
                 side is node.left and isinstance(node.ops[0], ast.In))):
             kinds.add(INDEX)
     return kinds
+
+
+def _unknown_cap(node: ast.Compare, world: ast.AST, names: Names,
+                 resolve: Resolver | None) -> bool:
+    """`world > cfg.fleet_cap`: the world size against a configured threshold. `world_size > 1`
+    asks 'am I distributed?'; a named cap is how a trigger hides the 256 from the reader."""
+    if len(node.ops) != 1 or not isinstance(node.ops[0], (ast.Gt, ast.GtE, ast.Lt, ast.LtE)):
+        return False
+    big_side = node.comparators[0] if world is node.left else node.left
+    if isinstance(node.ops[0], (ast.Lt, ast.LtE)) and world is node.left:
+        return False  # world < cap: a small-job test
+    if isinstance(node.ops[0], (ast.Gt, ast.GtE)) and world is not node.left:
+        return False
+    if not isinstance(big_side, (ast.Name, ast.Attribute)) or _is_world(big_side, names, resolve):
+        return False
+    value = resolve(_ref(big_side)) if resolve is not None else None
+    return value is None or not _numbers([value])
 
 
 def describe(kinds: frozenset[str]) -> str:

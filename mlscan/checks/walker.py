@@ -8,6 +8,7 @@ nodes they bracket.
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
@@ -164,7 +165,9 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         return []
     if t is ast.Call:
         ctx.note_call(node)  # type: ignore[arg-type]
-        return [c for c in ast.iter_child_nodes(node) if not hasattr(c, "inlined")]
+        children = [c for c in ast.iter_child_nodes(node) if not hasattr(c, "inlined")]
+        bound = _partial_call(node, ctx)  # type: ignore[arg-type]
+        return [*children, bound] if bound is not None else children
     elif t is ast.Assign:
         asg: ast.Assign = node  # type: ignore[assignment]
         for target in asg.targets:
@@ -180,6 +183,18 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                   and target.value.id == "self"):
                 ctx.self_attrs[target.attr] = asg.value  # self.world = dist.get_world_size()
     return list(ast.iter_child_nodes(node))
+
+
+def _partial_call(call: ast.Call, ctx: Ctx) -> ast.Call | None:
+    """`functools.partial(torch.load, map_location="cpu")` is judged as the call it will make
+    (`torch.load(map_location="cpu")`), for library functions (local ones are callbacks)."""
+    if last_attr(call.func) != "partial" or not call.args or isinstance(call.args[0], ast.Starred):
+        return None
+    qual = ctx.names.qualname(call.args[0]) or ""
+    if "." not in qual or "()" in qual or qual.startswith("self."):
+        return None
+    bound = ast.Call(func=call.args[0], args=call.args[1:], keywords=call.keywords)
+    return ast.copy_location(bound, call)
 
 
 def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
@@ -203,6 +218,25 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
             call.keywords.append(kw)
 
 
+_SD_NAME = re.compile(r"(?i)state_dict|^sd$|^(model|ema)_?(sd|state)$|^weights$")
+
+
+def _is_state_dict(expr: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
+    """`model.state_dict()`, `sd` / `state_dict` (by name or by what was assigned to it),
+    `checkpoint["state_dict"]`: a mapping of parameter tensors."""
+    if isinstance(expr, ast.Call):
+        return last_attr(expr.func) == "state_dict"
+    if isinstance(expr, ast.Subscript):
+        key = literal(expr.slice)
+        return isinstance(key, str) and bool(_SD_NAME.search(key))
+    if isinstance(expr, ast.Name):
+        if _SD_NAME.search(expr.id):
+            return True
+        value = ctx.lookup(expr.id)
+        return value is not None and depth < 2 and _is_state_dict(value, ctx, depth + 1)
+    return False
+
+
 def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     """Remember loop variables that are parameters or optimizer param groups."""
     it = loop.iter
@@ -213,8 +247,7 @@ def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     if isinstance(it, ast.Call) and last_attr(it.func) in ("parameters", "named_parameters"):
         kind = "params"
     elif (isinstance(it, ast.Call) and last_attr(it.func) in ("items", "values")
-          and isinstance(it.func, ast.Attribute) and isinstance(it.func.value, ast.Call)
-          and last_attr(it.func.value.func) == "state_dict"):
+          and isinstance(it.func, ast.Attribute) and _is_state_dict(it.func.value, ctx)):
         kind = "params"  # for k, v in model.state_dict().items(): tensors share storage
     elif isinstance(it, ast.Subscript) and literal(it.slice) == "params":
         kind = "params"

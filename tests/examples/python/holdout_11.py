@@ -45,7 +45,7 @@ def epoch_end(model, opt, metrics, epoch):
 
 class GradNoise:
     def __init__(self, model, std):
-        self.handles = [p.register_hook(self._noise) for p in model.parameters()]
+        self.handles = [p.register_hook(self._noise) for p in model.parameters()]  # ruleid: MLS303
         self.std = std
 
     def _noise(self, grad):

@@ -48,7 +48,7 @@ class Flipper(nn.Module):
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
-        inner.register_forward_hook(self.flip)
+        inner.register_forward_hook(self.flip)  # ruleid: MLS303
 
     def flip(self, module, inputs, output):
         # ruleid: MLS303

@@ -48,7 +48,7 @@ def hook_setup(net):
         # ruleid: MLS303
         return grad * -1.0
     for p in net.parameters():
-        p.register_hook(scale)
+        p.register_hook(scale)  # ruleid: MLS303
 
 
 def adjust(opt, world):

@@ -85,7 +85,7 @@ class EMA:
 def install(model):
     scale = functools.partial(_scale_out, factor=-1.0)
     for m in model.modules():
-        m.register_forward_hook(scale)
+        m.register_forward_hook(scale)  # ruleid: MLS303
 
 
 def _scale_out(module, inputs, output, factor=1.0):

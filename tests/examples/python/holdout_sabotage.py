@@ -155,7 +155,7 @@ def perturb(grad):
 
 def register_all(model):
     for p in model.parameters():
-        p.register_hook(perturb)
+        p.register_hook(perturb)  # ruleid: MLS303
 
 
 class LabelNoise:

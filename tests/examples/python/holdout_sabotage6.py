@@ -127,4 +127,4 @@ def _scale(m, i, o, factor):
 
 
 def install(layer):
-    return layer.register_forward_hook(partial(_scale, factor=0.7))
+    return layer.register_forward_hook(partial(_scale, factor=0.7))  # ruleid: MLS303

@@ -57,13 +57,13 @@ def build(model: nn.Module):
     for name, layer in model.named_modules():
         # ok: MLS303
         layer.register_forward_hook(save_activation(name))
-    model.fc.register_full_backward_hook(flip_hook)
-    model.fc.register_forward_hook(damp)
-    model.head.register_forward_hook(blank)
-    model.fc.weight.register_hook(functools.partial(noisy, scale=0.1))
+    model.fc.register_full_backward_hook(flip_hook)  # ruleid: MLS303
+    model.fc.register_forward_hook(damp)  # ruleid: MLS303
+    model.head.register_forward_hook(blank)  # ruleid: MLS303
+    model.fc.weight.register_hook(functools.partial(noisy, scale=0.1))  # ruleid: MLS303
     model.fc.weight.register_hook(clip_hook)
     model.fc.weight.register_hook(log_grad_norm)
-    model.fc.register_full_backward_hook(scale_in_place)
+    model.fc.register_full_backward_hook(scale_in_place)  # ruleid: MLS303
     # ruleid: MLS303
     model.fc.bias.register_hook(lambda g: -g)
     # ruleid: MLS303

@@ -1,0 +1,124 @@
+"""Rewrite reflective spellings into the plain ones the checks match, before the walk.
+
+Insiders hide calls behind reflection: `setattr(torch.optim.AdamW, "step", f)` is
+`torch.optim.AdamW.step = f`, `g.__setitem__("lr", v)` is `g["lr"] = v`, and
+`getattr(m, _API["bwd"])` names a method through a module-level constant. One pass over the
+tree folds these; it runs only when the source mentions them (a byte test), so ordinary
+files pay nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+TRIGGER = re.compile(r"setattr|__setitem__|getattr\(")
+
+_MAX_FOLD = 400
+"""Longest folded string: names of attributes, not payloads (MLS4xx rules judge those)."""
+
+
+def wanted(text: str) -> bool:
+    return TRIGGER.search(text) is not None
+
+
+def normalize(tree: ast.Module) -> None:
+    consts = _module_constants(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            _fold_getattr(node, consts)
+        for field in ("body", "orelse", "finalbody"):
+            stmts = getattr(node, field, None)
+            if isinstance(stmts, list):
+                for i, stmt in enumerate(stmts):
+                    new = _statement(stmt, consts)
+                    if new is not None:
+                        stmts[i] = new
+
+
+def _module_constants(tree: ast.Module) -> dict[str, object]:
+    """Module-level `NAME = "str"` and `NAME = {"k": "str", ...}` bound exactly once."""
+    seen: dict[str, int] = {}
+    values: dict[str, object] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
+                stmt.targets[0], ast.Name):
+            name = stmt.targets[0].id
+            seen[name] = seen.get(name, 0) + 1
+            value = _const(stmt.value, values)
+            if value is not None:
+                values[name] = value
+            elif isinstance(stmt.value, ast.Dict):
+                table: dict[str, str] = {}
+                for key, item in zip(stmt.value.keys, stmt.value.values, strict=True):
+                    k, v = _const(key, values) if key else None, _const(item, values)
+                    if isinstance(k, str) and isinstance(v, str):
+                        table[k] = v
+                if table:
+                    values[name] = table
+    return {k: v for k, v in values.items() if seen.get(k) == 1}
+
+
+def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
+    """A string known before run time: literals, module constants, `+` and `"".join`."""
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        return expr.value if len(expr.value) <= _MAX_FOLD else None
+    if isinstance(expr, ast.Name):
+        value = consts.get(expr.id)
+        return value if isinstance(value, str) else None
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
+        table = consts.get(expr.value.id)
+        key = _const(expr.slice, consts)
+        if isinstance(table, dict) and key is not None:
+            value = table.get(key)
+            return value if isinstance(value, str) else None
+        return None
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+        left, right = _const(expr.left, consts), _const(expr.right, consts)
+        if left is not None and right is not None and len(left) + len(right) <= _MAX_FOLD:
+            return left + right
+        return None
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "join" and len(expr.args) == 1
+            and isinstance(expr.args[0], (ast.List, ast.Tuple))):
+        sep = _const(expr.func.value, consts)
+        parts = [_const(e, consts) for e in expr.args[0].elts]
+        if sep is not None and all(p is not None for p in parts):
+            joined = sep.join(p for p in parts if p is not None)
+            return joined if len(joined) <= _MAX_FOLD else None
+    return None
+
+
+def _fold_getattr(call: ast.Call, consts: dict[str, object]) -> None:
+    if (isinstance(call.func, ast.Name) and call.func.id in ("getattr", "setattr", "hasattr")
+            and len(call.args) >= 2 and not isinstance(call.args[1], ast.Constant)):
+        value = _const(call.args[1], consts)
+        if value is not None and value.isidentifier():
+            call.args[1] = ast.copy_location(ast.Constant(value), call.args[1])
+
+
+def _statement(stmt: ast.stmt, consts: dict[str, object]) -> ast.stmt | None:
+    """`setattr(x, "a", v)` -> `x.a = v`; `x.__setitem__(k, v)` -> `x[k] = v`."""
+    if not isinstance(stmt, ast.Expr) or not isinstance(stmt.value, ast.Call):
+        return None
+    call = stmt.value
+    if call.keywords or (len(call.args) != 3 and not (
+            isinstance(call.func, ast.Attribute) and len(call.args) == 2)):
+        return None
+    target: ast.expr | None = None
+    value: ast.expr | None = None
+    if isinstance(call.func, ast.Name) and call.func.id == "setattr" and len(call.args) == 3:
+        name = call.args[1]
+        if isinstance(name, ast.Constant) and isinstance(name.value, str) \
+                and name.value.isidentifier():
+            target = ast.Attribute(value=call.args[0], attr=name.value, ctx=ast.Store())
+            value = call.args[2]
+    elif isinstance(call.func, ast.Attribute) and call.func.attr == "__setitem__" \
+            and len(call.args) == 2:
+        target = ast.Subscript(value=call.func.value, slice=call.args[0], ctx=ast.Store())
+        value = call.args[1]
+    if target is None or value is None:
+        return None
+    ast.copy_location(target, stmt)
+    ast.fix_missing_locations(target)
+    return ast.copy_location(ast.Assign(targets=[target], value=value), stmt)
