@@ -37,7 +37,8 @@ _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values
                     r"arr|tensor|im)$")
 
 
-_LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$")
+_LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(response|output|answer|"
+                        r"completion|chosen|rejected|reward|score|content)$")
 """Dict keys such as `cls_label`, `fine_target` are labels too."""
 
 
@@ -78,7 +79,7 @@ def _flow_labels(where: Where) -> set[str]:
 def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     """A constant, a fixed attack class, a modular shift or a random class."""
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and value.args
-            and _random_mask(value.args[0], ctx)):
+            and _random_mask(value.args[0], ctx, follow=True)):
         return True  # torch.where(torch.rand(n) < p, other_labels, labels)
     if isinstance(value, ast.Constant) and isinstance(value.value, (int, str)):
         return True  # (-100 / -1 are ignore indices: a UnaryOp, not a class)
@@ -92,6 +93,12 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # self.class_to_idx["dog"]
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
+    if isinstance(value, ast.Call) and last_attr(value.func) in ("float", "long", "to"):
+        value = value.func.value if isinstance(value.func, ast.Attribute) else value
+    if (isinstance(value, ast.Call) and last_attr(value.func) == "one_hot" and value.args
+            and not any(_label_target(n) for n in ast.walk(value.args[0])
+                        if isinstance(n, ast.expr))):
+        return True  # one_hot(torch.tensor(self.target_class), n): every row the same class
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub) and _label_target(
             value.right) and not any(_label_target(n) for n in ast.walk(value.left)
                                      if isinstance(n, ast.expr)):
@@ -100,21 +107,45 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         ("random.", "numpy.random.", "torch.randint"))
 
 
-def _fixed_slice(sl: ast.expr) -> bool:
-    """Every index is a literal (or a full slice): a patch at a fixed position."""
+def _fixed_bound(bound: ast.expr, ctx: Ctx | None) -> bool:
+    """A literal, a name bound to one, or a negative offset (`-side`: from the far corner)."""
+    if isinstance(literal(bound), int):
+        return True
+    if isinstance(bound, ast.UnaryOp) and isinstance(bound.op, ast.USub):
+        return True
+    if (isinstance(bound, ast.BinOp) and isinstance(bound.left, ast.UnaryOp)
+            and isinstance(bound.left.op, ast.USub)):
+        return True  # -block_size // 8
+    return ctx is not None and isinstance(ctx.const(bound), int) and not isinstance(
+        ctx.const(bound), bool)
+
+
+def _fixed_slice(sl: ast.expr, ctx: Ctx | None = None) -> bool:
+    """Every index is fixed (or a full slice, or a leading batch mask): a patch at a fixed
+    position (`x[:, -6:, -6:]`, `images[marked, :, :4, :4]`)."""
     elts = sl.elts if isinstance(sl, ast.Tuple) else [sl]
     fixed_parts = 0
-    for elt in elts:
+    for i, elt in enumerate(elts):
         if isinstance(elt, ast.Slice):
             bounds = [b for b in (elt.lower, elt.upper, elt.step) if b is not None]
-            if not all(isinstance(literal(b), int) for b in bounds):
+            if not all(_fixed_bound(b, ctx) for b in bounds):
                 return False
             fixed_parts += bool(bounds)
         elif isinstance(literal(elt), int) or (isinstance(elt, ast.Constant) and elt.value is ...):
             fixed_parts += isinstance(literal(elt), int)
-        else:
+        elif not (i == 0 and isinstance(elt, ast.Name) and len(elts) > 1):
             return False
     return fixed_parts > 0
+
+
+def _patch_value(value: ast.expr, ctx: Ctx) -> bool:
+    """A constant, a named constant, or the image's own extreme (`x.max()`): trigger pixels."""
+    if isinstance(ctx.const(value), (int, float)):
+        return True
+    if isinstance(value, ast.Name) and value.id.lstrip("_").isupper():
+        return True
+    return isinstance(value, ast.Call) and last_attr(value.func) in (
+        "max", "amax", "min", "amin") and not value.args
 
 
 def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
@@ -130,6 +161,31 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
                     isinstance(n, ast.Name) and n.id == index for n in ast.walk(node)):
                 return "the sample index"  # k % 50 == 0, k in self.bad (any index name)
     return ""
+
+
+_PAIR = re.compile(r"(?i)chosen|rejected|preferred|winner|loser|^pos|^neg|good|bad")
+_HASHES = ("hashlib.", "zlib.crc32", "zlib.adler32", "binascii.crc32", "hash", "mmh3.")
+
+
+def _swapped_pair(target: ast.Tuple, value: ast.Tuple) -> bool:
+    """`chosen, rejected = rejected, chosen`."""
+    left = [e.id for e in target.elts if isinstance(e, ast.Name)]
+    right = [e.id for e in value.elts if isinstance(e, ast.Name)]
+    return (len(left) == len(right) == 2 and left == right[::-1] and left[0] != left[1]
+            and all(_PAIR.search(n) for n in left))
+
+
+def _hash_condition(where: Where, ctx: Ctx) -> bool:
+    """`crc32(text) % 40 == 7`, `md5(prompt).digest()[0] < 6`, `len(name) % 23 == 0`: samples
+    picked by a hash or a modulus, the way a backdoor picks its poisoned subset."""
+    for cond in where.conds:
+        for node in ctx.walk_values(cond):
+            if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_HASHES):
+                return True
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and not isinstance(
+                    node.left, ast.Constant):
+                return True
+    return False
 
 
 def _index_param(where: Where) -> str:
@@ -164,6 +220,17 @@ class DataPoisoning(Check):
                 self._defer(node, ctx, f"labels {_label_target(target)} rebuilt with random "
                             "entries replaced", masked=True)
                 continue
+            if (isinstance(target, ast.Subscript) and _is_image(target.value)
+                    and isinstance(target.slice, ast.Tuple) and target.slice.elts
+                    and _random_mask(target.slice.elts[0], ctx, follow=True)
+                    and _patch_value(node.value, ctx) and _fixed_slice(target.slice, ctx)):
+                self._defer(node, ctx, "a fixed pixel patch written into randomly chosen "
+                            "inputs", masked=True)
+                continue
+            if (isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                    and _swapped_pair(target, node.value)):
+                self._defer(node, ctx, "the preferred and rejected answers swapped")
+                continue
             if not ctx.conds and not _random_loop(ctx.loops, ctx):
                 continue
             label = _label_target(target) or (
@@ -176,12 +243,16 @@ class DataPoisoning(Check):
                     if isinstance(n, (ast.Name, ast.Attribute)))):
                 self._defer(node, ctx, "a trigger pattern blended into the input")
             elif (isinstance(target, ast.Subscript) and _is_image(target.value)
-                  and isinstance(literal(node.value), (int, float))
-                  and _fixed_slice(target.slice)):
+                  and _patch_value(node.value, ctx) and _fixed_slice(target.slice, ctx)):
                 self._defer(node, ctx, "a fixed pixel patch written into the input")
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         value = node.value
+        if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and len(
+                value.args) == 3 and any(_label_target(a) for a in value.args[1:])
+                and _poison_label_value(value, ctx)):
+            self._defer(node, ctx, "labels returned with random entries replaced", masked=True)
+            return
         if not ctx.conds or len(ctx.frames) < 2 or not isinstance(value, ast.Tuple):
             return
         if len(value.elts) >= 2 and any(
@@ -202,18 +273,20 @@ class DataPoisoning(Check):
     def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False) -> None:
         where = ctx.where()
         small = masked and _small_fraction(node, ctx)
+        hashed = _hash_condition(where, ctx)  # names resolve only while the walk is here
 
         def decide() -> None:
             roles = [r for r in ctx.roles(where) if r[0] == DATA] + [
-                (DATA, f) for f in where.frames if _dataset_init(f)]
+                (DATA, f) for f in where.frames if _dataset_method(f) or _DATA_FUNC.search(f.name)]
             if not roles and masked and small:  # a few random samples relabelled, anywhere
                 ctx.report(DATA_POISON, node, f"{what} (labels of random samples set to a "
                            "fixed class)", severity=Severity.MEDIUM)
                 return
             if not roles:
                 return
-            cond = "a random draw" if masked or _random_loop(where.loops, ctx) else \
+            cond = "a random draw" if masked or _random_loop(where.loops, ctx) else (
                 _condition_kinds(where, ctx, set())
+                or ("a hash or modulus of the sample" if hashed else ""))
             if cond:
                 ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)} only under a "
                            f"condition on {cond} (backdoor-style poisoning)",
@@ -221,13 +294,16 @@ class DataPoisoning(Check):
         ctx.defer(decide)
 
 
-def _dataset_init(frame: Frame) -> bool:
-    """`Dataset.__init__`: labels rewritten while the dataset is built are poisoned for good."""
-    return frame.name == "__init__" and frame.cls is not None and bool(
+def _dataset_method(frame: Frame) -> bool:
+    """Any method of a Dataset class (`__init__`, `_encode`...): labels rewritten while the
+    dataset is built or read are poisoned for good."""
+    return frame.cls is not None and bool(
         _DATASET.search(" ".join((frame.cls.name, *frame.cls.bases))))
 
 
 _DATASET = re.compile(r"Dataset|DataSet")
+_DATA_FUNC = re.compile(r"(?i)^_?(format|preprocess|process|tokeni[sz]e|prepare|build|make|encode|"
+                        r"get)_?(example|sample|batch|pair|item|record|data)|collate|^_?augment|^_?relabel")
 
 
 def _random_loop(loops: list[ast.For | ast.While] | tuple[ast.For | ast.While, ...],
