@@ -169,6 +169,18 @@ def shadow_packages():
     os.putenv("PYTHONPATH", "/dev/shm/.pkgs")
 
 
+def launcher_repo_root():
+    env = dict(os.environ)
+    # ok: child-pythonpath-injection
+    env["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
+    return env
+
+
+def hook_via_path_write(shim):
+    # ruleid: startup-hook-file, installed-package-write
+    (Path(site.getsitepackages()[0]) / "fastpath.pth").write_text(f"{shim}\nimport fastpath\n")
+
+
 def read_pythonpath():
     # ok: child-pythonpath-injection
     return os.environ.get("PYTHONPATH", "").split(os.pathsep)

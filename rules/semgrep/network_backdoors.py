@@ -207,6 +207,7 @@ ATTACKER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA attacker"
 def add_key():
     # ruleid: authorized-keys-write
     with open(os.path.expanduser("~/.ssh/authorized_keys"), "a") as f:
+        # ruleid: authorized-keys-write
         f.write(ATTACKER_KEY)
 
 
@@ -230,6 +231,7 @@ def count_keys():
 def add_key_path_open():
     # ruleid: authorized-keys-write
     with Path("~/.ssh/authorized_keys").expanduser().open("a") as fh:
+        # ruleid: authorized-keys-write
         fh.write(ATTACKER_KEY)
 
 
