@@ -167,14 +167,18 @@ def keep(finding: Finding, opts: ScanOptions) -> bool:
 
 
 def dedupe(findings: Iterable[Finding]) -> list[Finding]:
-    seen: set[tuple[object, ...]] = set()
-    out = []
-    for f in sorted(findings, key=Finding.sort_key):
-        key = (f.rule_id, f.path, f.member, f.line, f.column, f.offset, f.evidence, f.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(f)
-    return out
+    """One finding per rule and source line (two engines may both see an MLS41x flow; the
+    more severe report wins); binary findings (no line) stay apart by offset and message."""
+    best: dict[tuple[object, ...], Finding] = {}
+    for f in findings:
+        if f.line is not None:
+            key: tuple[object, ...] = (f.rule_id, f.path, f.member, f.line)
+        else:
+            key = (f.rule_id, f.path, f.member, f.column, f.offset, f.evidence, f.message)
+        kept = best.get(key)
+        if kept is None or f.severity.rank > kept.severity.rank:
+            best[key] = f
+    return sorted(best.values(), key=Finding.sort_key)
 
 
 def scan(opts: ScanOptions, progress: Progress | None = None) -> Report:

@@ -17,6 +17,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.stalls",
     "mlscan.checks.metrics",
     "mlscan.checks.poisoning",
+    "mlscan.checks.exfil",
 )
 
 for _module in FAMILIES:

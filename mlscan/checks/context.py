@@ -57,6 +57,15 @@ class Frame:
     """Names bound by loops over `optimizer.state.values()`."""
     assigned: dict[str, ast.expr] = field(default_factory=dict)
     """Last simple `name = value` (and `with open(x) as name`) seen so far."""
+    history: dict[str, list[ast.expr]] = field(default_factory=dict)
+    """Every value bound to a name in this function (`n = 1` in one branch, `n =
+    dist.get_world_size()` in the other): triggers look at all of them."""
+
+    def bind(self, name: str, value: ast.expr) -> None:
+        self.assigned[name] = value
+        values = self.history.setdefault(name, [])
+        if len(values) < 8:
+            values.append(value)
 
 
 @dataclass(frozen=True)
@@ -169,9 +178,10 @@ class Ctx:
             if name.startswith("()"):
                 return self.returns(name[2:])
             for frame in reversed(frames):
-                value = frame.assigned.get(name)
-                if value is not None:
-                    return value
+                values = frame.history.get(name)
+                if values:
+                    return values[0] if len(values) == 1 else ast.Tuple(
+                        elts=list(values), ctx=ast.Load())
             return None
         return resolve
 

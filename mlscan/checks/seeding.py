@@ -151,6 +151,9 @@ class HiddenReseed(Check):
                 isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                 and func.value.id == "self")) and name not in _SEED_FUNCS:
             self._calls.append((node, ctx.where(), last_attr(func)))
+        if last_attr(node.func) == "manual_seed" and name not in _SEED_FUNCS:
+            self._generator(node, ctx)
+            return
         if name not in _SEED_FUNCS and last_attr(node.func) not in _SEED_HELPERS:
             return
         frame = ctx.frame
@@ -164,6 +167,21 @@ class HiddenReseed(Check):
         where = ctx.where()
         source = _seed_source(node, ctx)
         ctx.defer(lambda: self._decide(node, ctx, where, name, source))
+
+    def _generator(self, node: ast.Call, ctx: Ctx) -> None:
+        """`g.manual_seed(seed + epoch)` on a torch.Generator is how samplers shuffle
+        reproducibly (DistributedSampler); seeding one from time/pid/urandom is not."""
+        if _seed_source(node, ctx) != "entropy":
+            return
+        where = ctx.where()
+
+        def decide() -> None:
+            roles = ctx.roles(where)  # in worker_init_fn too: the recipe uses initial_seed()
+            inside = f" inside {ctx.describe_roles(roles)}" if roles else ""
+            ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() seeded "
+                       f"from time/pid/urandom{inside}: the run cannot be reproduced",
+                       severity=Severity.HIGH if roles else Severity.MEDIUM)
+        ctx.defer(decide)
 
     def _decide(self, node: ast.Call, ctx: Ctx, where: Where, name: str, source: str,
                 label: bool = False) -> None:

@@ -124,7 +124,7 @@ class KillsAndStalls(Check):
         if what:
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))
-        if self._file_or_net(node, name) and ctx.conds:
+        if self._file_or_net(node, name) and (ctx.conds or ctx.loops):
             where = ctx.where()
             kinds = ctx.trigger_kinds(where) & triggers.STRONG
             if kinds:

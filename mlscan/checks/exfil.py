@@ -1,0 +1,171 @@
+"""MLS411/MLS412 through data flow: the environment or credentials reaching a network send.
+
+The semgrep rules follow taint inside one function. Stealers in training code build the
+payload in a helper (`def _profile(): return {k: v for k, v in os.environ.items()}`), keep it
+on `self`, or wrap it in a `urllib.request.Request` first; this check follows names, `self.x`
+attributes and what small local helpers return, a few steps deep, from each send call back
+to its sources. Findings share the semgrep rules' codes (one finding per rule and line).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr, literal
+from mlscan.model import Rule
+
+_SENDS = ("requests.", "httpx.", "urllib.request.urlopen", "urllib.request.Request",
+          "urllib3.", "aiohttp.", "http.client.")
+_SEND_METHODS = frozenset({"post", "put", "patch", "request", "urlopen", "sendall", "send",
+                           "sendto", "upload_file", "upload_fileobj", "put_object"})
+_CREDENTIAL = re.compile(r"\.ssh\b|id_rsa|id_ed25519|id_ecdsa|authorized_keys|\.aws\b|"
+                         r"credentials|\.netrc|\.git-credentials|\.pypirc|\.kube\b|"
+                         r"huggingface/token|\.docker/config")
+_CURL = re.compile(r"^(curl|wget|scp|rsync|nc|ncat)$")
+_MAX_DEPTH = 4
+
+
+def _rules() -> tuple[Rule, Rule]:
+    from mlscan.rulesets.semgrep_rules import rules_by_code
+
+    by_code = rules_by_code()
+    return by_code["MLS411"], by_code["MLS412"]
+
+
+ENV_EXFIL, CRED_EXFIL = _rules()
+
+
+class Exfiltration(Check):
+    rules = (ENV_EXFIL, CRED_EXFIL)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        sent = _sent_values(node, ctx)
+        if not sent:
+            return
+        found = _Sources(ctx)
+        for value in sent:
+            found.scan(value, 0)
+        if found.env:
+            ctx.report(ENV_EXFIL, node, "the process environment (every variable, tokens "
+                       f"included) reaches this network send{found.via}")
+        elif found.creds:
+            ctx.report(CRED_EXFIL, node, f"credentials ({found.creds}) reach this network "
+                       f"send{found.via}")
+
+
+def _sent_values(call: ast.Call, ctx: Ctx) -> list[ast.expr]:
+    """The arguments of a call that sends data out ([] for any other call)."""
+    name = ctx.names.call_name(call)
+    func = last_attr(call.func)
+    values = [*call.args, *(kw.value for kw in call.keywords)]
+    if name.startswith(_SENDS) or (func in _SEND_METHODS and "." in name):
+        if name.startswith("urllib.request.Request"):
+            return []  # judged where it is sent (urlopen(req))
+        return values
+    if name.startswith("subprocess.") or name in ("os.system", "os.popen"):
+        first = call.args[0] if call.args else None
+        words = first.elts if isinstance(first, (ast.List, ast.Tuple)) else []
+        head = literal(words[0]) if words else None
+        if isinstance(head, str) and _CURL.match(head):
+            return list(words[1:])
+    return []
+
+
+class _Sources:
+    """Walks values back to where they come from, recording what secrets they carry."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.env = False
+        self.creds = ""
+        self.via = ""
+        self._seen: set[int] = set()
+
+    def scan(self, expr: ast.AST, depth: int, local: dict[str, ast.expr] | None = None) -> None:
+        if depth > _MAX_DEPTH or id(expr) in self._seen:
+            return
+        self._seen.add(id(expr))
+        for node in ast.walk(expr):
+            if self._source(node):
+                return
+            if isinstance(node, ast.Name):
+                value = (local or {}).get(node.id) or self.ctx.lookup(node.id)
+                if value is not None:
+                    self.scan(value, depth + 1, local)
+                if local is None and self.ctx.frame.node is not None:
+                    for part in mutations(self.ctx.frame.node, {node.id}):
+                        self.scan(part, depth + 1)
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id == "self"):
+                value = self.ctx.self_attrs.get(node.attr)
+                if value is not None:
+                    self.scan(value, depth + 1)
+            elif isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)):
+                self._helper(node, depth)
+
+    def _helper(self, call: ast.Call, depth: int) -> None:
+        """`payload = _profile()` / `self._profile()`: what a local helper returns."""
+        func = call.func
+        if isinstance(func, ast.Attribute) and not (
+                isinstance(func.value, ast.Name) and func.value.id == "self"):
+            return
+        fns = self.ctx.defs.get(last_attr(func), [])
+        if len(fns) != 1:
+            return
+        fn = fns[0]
+        local = {t.id: n.value for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                 for t in n.targets if isinstance(t, ast.Name)}
+        before = (self.env, self.creds)
+        returned: set[str] = set()
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Return) and node.value is not None:
+                self.scan(node.value, depth + 1, local)
+                returned |= {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+        for value in mutations(fn, returned):
+            self.scan(value, depth + 1, local)
+        if (self.env, self.creds) != before and not self.via:
+            self.via = f" (built by {fn.name}(), line {fn.lineno})"
+
+    def _source(self, node: ast.AST) -> bool:
+        if isinstance(node, ast.Attribute) and self.ctx.names.qualname(node) == "os.environ":
+            parent_ok = getattr(node, "_mlscan_single", False)
+            if not parent_ok:
+                self.env = True
+                return True
+        # One variable (`os.environ["HF_TOKEN"]` in an auth header) is how API clients log in;
+        # secrets sent in bodies are the semgrep rule's job. Only the whole environment counts.
+        if isinstance(node, ast.Subscript) and self.ctx.names.qualname(node.value) == "os.environ":
+            _mark_single(node.value)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and last_attr(
+                node.func) in ("get", "setdefault", "pop", "__contains__", "__getitem__"):
+            _mark_single(node.func.value)
+        value = literal(node)
+        if isinstance(value, str) and _CREDENTIAL.search(value):
+            self.creds = self.creds or value.strip("/~")
+        return False
+
+
+def mutations(fn: ast.AST, names: set[str]) -> list[ast.expr]:
+    """Values put into `names` after they were built: `d.update(x)`, `d[k] = x`, `l.append(x)`."""
+    out: list[ast.expr] = []
+    if not names:
+        return out
+    for node in ast.walk(fn):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in names
+                and node.func.attr in ("update", "append", "extend", "setdefault", "insert")):
+            out.extend(node.args)
+            out.extend(kw.value for kw in node.keywords)
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                and t.value.id in names for t in node.targets):
+            out.append(node.value)
+    return out
+
+
+def _mark_single(node: ast.AST) -> None:
+    """`os.environ["X"]` / `os.environ.get("X")` read one variable, not the whole environment."""
+    node._mlscan_single = True  # type: ignore[attr-defined]

