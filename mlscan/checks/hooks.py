@@ -89,6 +89,8 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                 number = literal(side)
                 if isinstance(side, ast.Name) and consts and side.id in consts:
                     number = consts[side.id]  # bound by functools.partial(hook, factor=0.7)
+                elif isinstance(side, ast.Name) and side.id.lstrip("_").isupper():
+                    number = ctx.const(side)  # a module constant: out * _VALUE_GAIN
                 if isinstance(number, (int, float)) and number != 1:
                     return "scales by a constant"
         if isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub)) and any(

@@ -33,7 +33,8 @@ OPTIM_TAMPER = register(Rule(
 _STATE_OWNERS = re.compile(r"(?i)^_?step(_\w+)?$|(^|_)(load\w*|\w*state_dict\w*|__init__|init\w*|"
                            r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
 _OPTIM_CLASS = re.compile(r"(?i)optim|adam|sgd|lamb|lion|rmsprop|adagrad|adafactor|muon|shampoo")
-_OPT_KEYS = frozenset({"lr", "momentum", "betas", "weight_decay", "eps", "dampening"})
+_OPT_KEYS = frozenset({"lr", "initial_lr", "max_lr", "min_lr", "momentum", "betas",
+                       "weight_decay", "eps", "dampening"})
 _STATE_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
                          "square_avg", "acc_delta", "sum", "step"})
 _MOMENT_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
@@ -51,20 +52,25 @@ def _remap(value: ast.expr) -> bool:
 _SCHED_ATTRS = frozenset({"base_lrs", "last_epoch", "_step_count"})
 
 
+_SCHEDULE_WORDS = re.compile(r"(?i)step|iter|epoch|progress|warmup|decay|frac|ratio|scale|"
+                             r"factor|mult|cos|sched|get_lr|lr_at|lr_for|lambda|it$|^t$|^i$")
+
+
+def _fights_scheduler(value: ast.expr, ctx: Ctx) -> bool:
+    """`opt.param_groups[0]["lr"] = cfg["lr"]` next to `scheduler.step()`: a fixed rate
+    written over the one the scheduler keeps (warmup code computes it from the step)."""
+    fn = ctx.frame.node
+    if fn is None or any(isinstance(n, (ast.Name, ast.Attribute)) and _SCHEDULE_WORDS.search(
+            last_attr(n)) for n in ctx.walk_values(value)):
+        return False
+    return any(isinstance(n, ast.Call) and last_attr(n.func) == "step"
+               and isinstance(n.func, ast.Attribute) and "sched" in last_attr(n.func.value).lower()
+               for n in ast.walk(fn))
+
+
 def _fold(expr: ast.expr, ctx: Ctx) -> float | None:
     """A number, also `10**6`, `1e3 * 5` or a name bound to one."""
-    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Pow, ast.Mult, ast.Add)):
-        left, right = _fold(expr.left, ctx), _fold(expr.right, ctx)
-        if left is None or right is None:
-            return None
-        if isinstance(expr.op, ast.Pow):
-            ok = abs(right) <= 64 and abs(left) <= 1e6 and (left >= 0 or right == int(right))
-            return float(left ** right) if ok else None
-        return left * right if isinstance(expr.op, ast.Mult) else left + right
-    value = ctx.const(expr)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
+    return triggers.arith(expr, ctx.const)
 
 
 def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> tuple[str, str]:
@@ -239,6 +245,11 @@ class OptimizerTampering(Check):
     def _defer_group(self, node: ast.AST, key: str, value: ast.expr, ctx: Ctx) -> None:
         where = ctx.where(value)
         why = _suspicious_value(None, value, ctx, key)
+        if not why and key == "lr" and _fights_scheduler(value, ctx):
+            why = ("set by hand to a value that ignores the step count, in a function that "
+                   "also steps an LR scheduler: the schedule is overridden")
+            ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} {why}", severity=Severity.MEDIUM)
+            return
         ctx.defer(lambda: self._decide_group(node, key, why, where, ctx))
 
     def _state(self, node: ast.AST, key: str, where: Where, ctx: Ctx) -> None:

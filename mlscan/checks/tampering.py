@@ -127,12 +127,17 @@ def random_in(nodes: list[ast.expr], ctx: Ctx) -> bool:
     return False
 
 
-def _allowed(where: Where, ctx: Ctx) -> bool:
+_LOADERS = re.compile(r"(?i)(^|_)(load|copy|sync|broadcast|restore|swap)")
+
+
+def _allowed(where: Where, ctx: Ctx, arithmetic: bool = False) -> bool:
+    """Inside an optimizer, init, EMA or checkpoint-handling helper. With `arithmetic` (an
+    in-place scale/shift by a constant), loaders do not count: loading copies weights, it
+    does not multiply them."""
     if ctx.in_optimizer_class(where):
         return True
-    if any(_ALLOWED_FUNCS.search(f.name) for f in where.frames if f.node is not None):
-        return True
-    return False
+    return any(_ALLOWED_FUNCS.search(f.name) and not (arithmetic and _LOADERS.search(f.name))
+               for f in where.frames if f.node is not None)
 
 
 class ParameterTampering(Check):
@@ -221,8 +226,10 @@ class ParameterTampering(Check):
             return  # checkpoint surgery with computed tensors (resizing, merging embeddings)
         # p.data.copy_(self.ema[n]) / copy_(backup[n]): swapping EMA weights in for eval.
         swap = any(_SWAP_SOURCES.search(_root_name(a)) for a in args)
+        constant = op in ("mul_", "div_", "add_", "sub_") and any(
+            isinstance(ctx.const(a), (int, float)) for a in args)
         ctx.defer(lambda: self._decide(node, ctx, where, kind, root, op, negates, noisy,
-                                       plain_set, depends, swap))
+                                       plain_set, depends, swap, constant))
 
     def _toggle(self, node: ast.AST, ctx: Ctx, where: Where, root: str) -> None:
         kinds = ctx.trigger_kinds(where) & triggers.STRONG
@@ -232,7 +239,8 @@ class ParameterTampering(Check):
 
     def _decide(self, node: ast.AST, ctx: Ctx, where: Where, kind: str, root: str, op: str,
                 negates: bool, noisy: bool, plain_set: bool,
-                depends: frozenset[str] = frozenset(), swap: bool = False) -> None:
+                depends: frozenset[str] = frozenset(), swap: bool = False,
+                constant: bool = False) -> None:
         kinds = ctx.trigger_kinds(where)
         if ctx.in_optimizer_class(where):  # stochastic rounding/weight decay in optimizers
             kinds -= {triggers.RANDOM}
@@ -256,6 +264,7 @@ class ParameterTampering(Check):
             ctx.report(PARAM_TAMPER, node, f"random noise written into {what}",
                        severity=Severity.MEDIUM)
         elif (kind in ("parameter", "state-dict") and not plain_set and not ema
-              and not _allowed(where, ctx) and op not in ("zero_", "copy_", "set_")):
+              and not _allowed(where, ctx, arithmetic=constant)
+              and op not in ("zero_", "copy_", "set_", "clamp_", "clip_")):  # WGAN clipping
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} outside an optimizer "
                        "step, init or EMA helper", severity=Severity.MEDIUM)

@@ -109,26 +109,29 @@ def _name_of(node: ast.AST) -> str:
 def _numbers(nodes: list[ast.expr]) -> list[float]:
     out = []
     for node in nodes:
-        value = _arith(node)
+        value = arith(node)
         if value is not None:
             out.append(value)
     return out
 
 
-def _arith(node: ast.AST, depth: int = 0) -> float | None:
-    """A number, also from constant arithmetic (`1 << 8`, `2 ** 8`, `16 * 16`)."""
-    value = literal(node)
+def arith(node: ast.AST, const: Callable[[ast.AST], object] = literal,
+          depth: int = 0) -> float | None:
+    """A number, also from constant arithmetic (`1 << 8`, `2 ** 8`, `16 * 16`); `const` may
+    follow names to the numbers bound to them."""
+    value = const(node)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if not isinstance(node, ast.BinOp) or depth > 3:
         return None
-    left, right = _arith(node.left, depth + 1), _arith(node.right, depth + 1)
+    left, right = arith(node.left, const, depth + 1), arith(node.right, const, depth + 1)
     if left is None or right is None or abs(left) > 1e12 or abs(right) > 1e12:
         return None
     op = node.op
     if isinstance(op, ast.LShift) and 0 <= right <= 64:
         return float(int(left) << int(right))
-    if isinstance(op, ast.Pow) and abs(right) <= 64 and abs(left) <= 1e3:
+    if isinstance(op, ast.Pow) and abs(right) <= 64 and abs(left) <= 1e6 and (
+            left >= 0 or right == int(right)):
         return float(left ** right)
     if isinstance(op, ast.Add):
         return left + right
@@ -148,10 +151,15 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
     """The kinds of trigger a condition tests (empty for ordinary conditions). With `resolve`,
     names are followed to the values assigned to them (two assignments deep)."""
     kinds: set[str] = set()
+    # `if not nodelist: return`, `if os.environ.get("SLURM_NODELIST"):` ask whether a value is
+    # there at all; a trigger compares it with something.
+    presence = depth == 0 and _presence(test)
     for node in ast.walk(test):
         if resolve is not None and depth < 2 and isinstance(
                 node, (ast.Name, ast.Attribute, ast.Call)):
             value = resolve(_ref(node))
+            if presence and value is not None and not _decides(value):
+                continue
             if value is not None and value is not test:
                 # Only strong kinds flow through variables: `ddp = RANK != -1`, `is_main =
                 # rank == 0` are how ordinary code names its rank tests.
@@ -170,7 +178,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.add(RANK)
         key = _env_key(node, names)
         kind = env_kind(key) if key is not None else None
-        if kind is not None:
+        if kind is not None and not presence:
             if kind != WORLD:
                 kinds.add(kind)
         if isinstance(node, (ast.Name, ast.Attribute)) and _name_of(node) in _RANK_NAMES:
@@ -183,6 +191,28 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             if _name_of(node.left) in _INDEX_NAMES:
                 kinds.add(INDEX)
     return frozenset(kinds)
+
+
+def _presence(test: ast.AST) -> bool:
+    """`x`, `not x`, `x is None`, `os.environ.get("X")`: a test of whether a value is set."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        test = test.operand
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(
+            test.ops[0], (ast.Is, ast.IsNot)) and literal(test.comparators[0]) is None:
+        test = test.left
+    if isinstance(test, ast.Call) and _name_of(test.func) in ("get", "getenv"):
+        return True
+    return isinstance(test, (ast.Name, ast.Attribute, ast.Subscript))
+
+
+_DECIDING_CALLS = frozenset({"startswith", "endswith", "match", "search", "fullmatch", "isin",
+                             "random", "rand", "any", "all"})
+
+
+def _decides(value: ast.AST) -> bool:
+    """A value that is itself a decision (`big = world > 256`), not a plain reading."""
+    return any(isinstance(n, ast.Compare) or (
+        isinstance(n, ast.Call) and _name_of(n.func) in _DECIDING_CALLS) for n in ast.walk(value))
 
 
 def _is_time_now(node: ast.AST, names: Names) -> bool:
@@ -213,7 +243,7 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
         for side in sides:
             value = resolve(side.id) if isinstance(side, ast.Name) else None
             if value is not None:
-                folded = _arith(value)
+                folded = arith(value)
                 numbers += [folded] if folded is not None else _numbers(
                     [n for n in ast.walk(value) if isinstance(n, ast.Constant)])
     for side in sides:
