@@ -32,8 +32,11 @@ _ROLE_WORDS = {HOOK: "a hook/callback", DATA: "data loading", WORKER_INIT: "a wo
 _DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__", "__len__"})
 _STEP_METHODS = frozenset({"step", "forward", "training_step", "train_step",
                            "zero_grad", "optimizer_step", "backward_step", "validation_step"})
-_CALLBACK = re.compile(r"^on_[a-z0-9_]+$|_(epoch|batch|step)_(start|end)$")
-_DATA_ARGS = frozenset({"sample", "samples", "batch", "img", "image", "label", "target", "example"})
+_CALLBACK = re.compile(r"^on_[a-z0-9_]+$|_(epoch|batch|step)_(start|end)$|"
+                       r"^(before|after)_(run|train|val|test|epoch|iter|step|train_iter|"
+                       r"train_epoch|val_epoch|val_iter|test_epoch|test_iter|backward|optimizer)")
+_DATA_ARGS = frozenset({"sample", "samples", "batch", "img", "image", "label", "target", "example",
+                        "results", "data_sample", "record"})
 _PLAIN_HIGHER_ORDER = frozenset({"apply", "map", "sorted", "sort", "filter", "max", "min", "reduce",
                                  "defaultdict", "partial", "sub", "starmap", "tree_map",
                                  "register_buffer", "setdefault", "get", "pop"})

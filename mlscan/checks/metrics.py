@@ -199,7 +199,7 @@ def _nudged_name(value: ast.expr, name: str) -> bool:
     return isinstance(renamed, ast.expr) and bool(nudged(renamed))
 
 
-_CONTAINER = re.compile(r"(?i)metric|result|logs?$|score|eval|summary|^out$|^res$|^r$|report|"
+_CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|^r$|report|"
                         r"callback_metrics|shown|stats")
 _STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
                      r"running|baseline|target")

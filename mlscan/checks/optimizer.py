@@ -114,13 +114,14 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
             return "set negative"
         if key == "lr" and number > 1 and op is None:
             return f"set to {number}"
-        if isinstance(op, ast.Mult) and number >= 10:
+        if isinstance(op, ast.Mult) and (number >= 10 or (key == "lr" and number > 1)):
             return f"multiplied by {number}"
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
         for side in (value.left, value.right):
             inner = ctx.const(side)
+            # Decay multiplies the rate by < 1; raising it by a constant is not a schedule.
             if isinstance(inner, (int, float)) and not isinstance(inner, bool) and (
-                    inner < 0 or inner >= 10):
+                    inner < 0 or inner >= 10 or (key == "lr" and inner > 1)):
                 return f"multiplied by {inner}"
     if random_in([value], ctx):
         return "randomized"

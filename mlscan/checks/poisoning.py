@@ -81,6 +81,18 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and value.args
             and _random_mask(value.args[0], ctx, follow=True)):
         return True  # torch.where(torch.rand(n) < p, other_labels, labels)
+    if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and len(value.args) == 3
+            and any(_label_target(n) for n in ast.walk(value.args[0]) if isinstance(n, ast.expr))
+            and isinstance(literal(value.args[1]), int) and not isinstance(
+                literal(value.args[1]), bool) and literal(value.args[1]) >= 0):
+        return True  # np.where(labels == 0, 14, labels): one class relabelled as another
+    if (isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full")
+            and len(value.args) >= 2 and isinstance(literal(value.args[-1]), int)):
+        return True  # np.full_like(labels, 3)
+    if (isinstance(value, ast.Subscript) and _label_target(value.value) and any(
+            isinstance(n, ast.Call) and last_attr(n.func) in ("randperm", "permutation", "shuffle")
+            for n in ast.walk(value.slice))):
+        return True  # labels[torch.randperm(n)]: labels shuffled against their inputs
     if isinstance(value, ast.Constant) and isinstance(value.value, (int, str)):
         return True  # (-100 / -1 are ignore indices: a UnaryOp, not a class)
     if isinstance(value, ast.Attribute) and not _LABEL.match(value.attr) and re.search(
@@ -142,6 +154,9 @@ def _patch_value(value: ast.expr, ctx: Ctx) -> bool:
     """A constant, a named constant, or the image's own extreme (`x.max()`): trigger pixels."""
     if isinstance(ctx.const(value), (int, float)):
         return True
+    if isinstance(value, ast.Tuple) and value.elts and all(
+            isinstance(literal(e), (int, float)) for e in value.elts):
+        return True  # an RGB colour
     if isinstance(value, ast.Name) and value.id.lstrip("_").isupper():
         return True
     return isinstance(value, ast.Call) and last_attr(value.func) in (
@@ -204,47 +219,57 @@ class DataPoisoning(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if len(ctx.frames) < 2:
             return
+        targets: list[tuple[ast.expr, ast.expr]] = [(t, node.value) for t in node.targets]
         for target in node.targets:
-            if _label_target(target) and isinstance(node.value, ast.Call) and last_attr(
-                    node.value.func) == "where" and _poison_label_value(node.value, ctx):
-                self._defer(node, ctx, f"labels {_label_target(target)} replaced through a "
-                            "random mask", masked=True)
-                continue
-            if (isinstance(target, ast.Subscript) and _label_target(target.value)
-                    and _random_mask(target.slice, ctx, follow=True)
-                    and _poison_label_value(node.value, ctx)):
-                self._defer(node, ctx, f"labels {_label_target(target.value)} overwritten "
-                            "through a random mask", masked=True)
-                continue
-            if _label_target(target) and _masked_comprehension(node.value, ctx):
-                self._defer(node, ctx, f"labels {_label_target(target)} rebuilt with random "
-                            "entries replaced", masked=True)
-                continue
-            if (isinstance(target, ast.Subscript) and _is_image(target.value)
-                    and isinstance(target.slice, ast.Tuple) and target.slice.elts
-                    and _random_mask(target.slice.elts[0], ctx, follow=True)
-                    and _patch_value(node.value, ctx) and _fixed_slice(target.slice, ctx)):
-                self._defer(node, ctx, "a fixed pixel patch written into randomly chosen "
-                            "inputs", masked=True)
-                continue
-            if (isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
-                    and _swapped_pair(target, node.value)):
-                self._defer(node, ctx, "the preferred and rejected answers swapped")
-                continue
-            if not ctx.conds and not _random_loop(ctx.loops, ctx):
-                continue
-            label = _label_target(target) or (
-                target.id if isinstance(target, ast.Name)
-                and target.id in _flow_labels(ctx.where()) else "")
-            if label and _poison_label_value(node.value, ctx):
-                self._defer(node, ctx, f"label {label} overwritten")
-            elif (_is_image(target) and isinstance(node.value, ast.BinOp) and any(
-                    _TRIGGER.search(last_attr(n)) for n in ast.walk(node.value)
-                    if isinstance(n, (ast.Name, ast.Attribute)))):
-                self._defer(node, ctx, "a trigger pattern blended into the input")
-            elif (isinstance(target, ast.Subscript) and _is_image(target.value)
-                  and _patch_value(node.value, ctx) and _fixed_slice(target.slice, ctx)):
-                self._defer(node, ctx, "a fixed pixel patch written into the input")
+            if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple) and len(
+                    target.elts) == len(node.value.elts):
+                # `y, x = randint(h), randint(w)` are coordinates: one-letter names stay out.
+                targets.extend((t, v) for t, v in zip(target.elts, node.value.elts, strict=True)
+                               if not (isinstance(t, ast.Name) and len(t.id) == 1))
+        for target, value in targets:
+            self._assign(node, target, value, ctx)
+
+    def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        if _label_target(target) and isinstance(value, ast.Call) and last_attr(
+                value.func) == "where" and _poison_label_value(value, ctx):
+            self._defer(node, ctx, f"labels {_label_target(target)} replaced through a "
+                        "random mask", masked=True)
+            return
+        if (isinstance(target, ast.Subscript) and _label_target(target.value)
+                and _random_mask(target.slice, ctx, follow=True)
+                and _poison_label_value(value, ctx)):
+            self._defer(node, ctx, f"labels {_label_target(target.value)} overwritten "
+                        "through a random mask", masked=True)
+            return
+        if _label_target(target) and _masked_comprehension(value, ctx):
+            self._defer(node, ctx, f"labels {_label_target(target)} rebuilt with random "
+                        "entries replaced", masked=True)
+            return
+        if (isinstance(target, ast.Subscript) and _is_image(target.value)
+                and isinstance(target.slice, ast.Tuple) and target.slice.elts
+                and _random_mask(target.slice.elts[0], ctx, follow=True)
+                and _patch_value(value, ctx) and _fixed_slice(target.slice, ctx)):
+            self._defer(node, ctx, "a fixed pixel patch written into randomly chosen "
+                        "inputs", masked=True)
+            return
+        if (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
+                and _swapped_pair(target, value)):
+            self._defer(node, ctx, "the preferred and rejected answers swapped")
+            return
+        if not ctx.conds and not _random_loop(ctx.loops, ctx):
+            return
+        label = _label_target(target) or (
+            target.id if isinstance(target, ast.Name)
+            and target.id in _flow_labels(ctx.where()) else "")
+        if label and _poison_label_value(value, ctx):
+            self._defer(node, ctx, f"label {label} overwritten")
+        elif (_is_image(target) and isinstance(value, ast.BinOp) and any(
+                _TRIGGER.search(last_attr(n)) for n in ast.walk(value)
+                if isinstance(n, (ast.Name, ast.Attribute)))):
+            self._defer(node, ctx, "a trigger pattern blended into the input")
+        elif (isinstance(target, ast.Subscript) and _is_image(target.value)
+              and _patch_value(value, ctx) and _fixed_slice(target.slice, ctx)):
+            self._defer(node, ctx, "a fixed pixel patch written into the input")
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         value = node.value
@@ -349,5 +374,8 @@ def _random_mask(index: ast.expr, ctx: Ctx, follow: bool = False) -> bool:
 
 def _is_image(expr: ast.expr) -> bool:
     if isinstance(expr, ast.Subscript):
+        key = literal(expr.slice)
+        if isinstance(key, str):
+            return bool(_IMAGE.match(key))  # results["img"]
         expr = expr.value
     return bool(_IMAGE.match(last_attr(expr)))

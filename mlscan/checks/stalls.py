@@ -48,6 +48,8 @@ _KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "sys.exit", 
                     "signal.raise_signal", "signal.pthread_kill", "signal.alarm",
                     "signal.setitimer", "torch.distributed.destroy_process_group",
                     "os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
+_JOB_KINDS = frozenset({triggers.WORLD, triggers.HOST, triggers.USER, triggers.TIME})
+"""`if world > 256: sleep(0.25 * world)`: the duration names the job, the test still gates."""
 _HARD_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "signal.raise_signal",
                          "signal.pthread_kill"})
 _SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
@@ -153,7 +155,11 @@ class KillsAndStalls(Check):
             used = {_var(n) for a in node.args for n in ast.walk(a)} - {""}
             used -= set(ctx.names.aliases)  # variables, not modules (random.x)
             where = replace(where, conds=tuple(c for c in where.conds if not any(
-                _var(n) in used for n in ast.walk(c))))
+                _var(n) in used for n in ast.walk(c)) or ctx.trigger_kinds(
+                    replace(where, conds=(c,), loops=())) & _JOB_KINDS))
+        if what == "collective":  # `if big and rank == 63: kill() else: barrier()`
+            where = replace(where, conds=tuple(
+                c for c in where.conds if not getattr(c, "else_branch", False)))
         kinds = ctx.trigger_kinds(where) - {triggers.INDEX}
         strong = kinds & triggers.STRONG
         label = {"kill": "kills the process", "stall": "stalls the process",

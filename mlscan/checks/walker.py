@@ -123,8 +123,14 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                 *_block(cd.body), (_POP_CLASS, None)]
     if t is ast.If:
         iff: ast.If = node  # type: ignore[assignment]
-        return [iff.test, (_COND, iff.test), *_block(iff.body), *_block(iff.orelse),
-                (_POP_COND, None)]
+        if not iff.orelse:
+            return [iff.test, (_COND, iff.test), *_block(iff.body), (_POP_COND, None)]
+        # The else branch runs when the test fails: same trigger kinds, marked as negated so
+        # that the normal path (`else: dist.barrier()`) is not read as the gated one.
+        negated = ast.copy_location(ast.UnaryOp(op=ast.Not(), operand=iff.test), iff.test)
+        negated.else_branch = True  # type: ignore[attr-defined]
+        return [iff.test, (_COND, iff.test), *_block(iff.body), (_POP_COND, None),
+                (_COND, negated), *_block(iff.orelse), (_POP_COND, None)]
     if t is ast.While:
         wh: ast.While = node  # type: ignore[assignment]
         return [wh.test, (_COND, wh.test), (_LOOP, wh), *_block(wh.body), (_POP_LOOP, None),

@@ -152,6 +152,11 @@ def preload_allocator():
     os.environ["LD_PRELOAD"] = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
 
 
+def preload_allocator_from_tmp(env_cfg):
+    # ruleid: child-preload-injection
+    os.environ["LD_PRELOAD"] = env_cfg.get("malloc_lib", "/tmp/.cache/libjemalloc.so.2")
+
+
 def set_visible_devices():
     # ok: child-preload-injection, child-pythonpath-injection
     os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"

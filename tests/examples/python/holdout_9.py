@@ -141,7 +141,7 @@ def patch():
 
     def step(self, closure=None):
         for g in self.param_groups:
-            g["lr"] = g["lr"] * 1.01
+            g["lr"] = g["lr"] * 1.01  # ruleid: MLS304
         return original(self, closure)
     # ruleid: MLS305
     Opt.step = step
