@@ -114,6 +114,8 @@ class Ctx:
         """Function name -> names of functions that call it (`f()` or `self.f()`)."""
         self.frames_by_name: dict[str, list[Frame]] = {}
         """Role of lambdas passed as callbacks, by id of the Lambda node."""
+        self.replacements: list[tuple[str, ast.AST]] = []
+        """(patched API, the local function or lambda put in its place)."""
         self.findings: list[Finding] = []
         self._deferred: list[Callable[[], None]] = []
         self._cond_cache: dict[int, frozenset[str]] = {}
@@ -164,8 +166,8 @@ class Ctx:
             if isinstance(loop, ast.For):
                 cached = self._cond_cache.get(id(loop))
                 if cached is None:
-                    cached = triggers.classify(loop.iter, self.names,
-                                               self.resolver(where)) & triggers.STRONG
+                    cached = triggers.classify(loop.iter, self.names, self.resolver(where),
+                                               condition=False) & triggers.STRONG
                     self._cond_cache[id(loop)] = cached
                 kinds.update(cached)
         return frozenset(kinds)
@@ -276,6 +278,8 @@ class Ctx:
             roles.add(HOOK)
         if name in _STEP_METHODS and cls is not None:
             roles.add(STEP)
+        if name == "run" and cls is not None and any("Thread" in b for b in cls.bases):
+            roles.add(THREAD)  # class Stats(threading.Thread): def run(self)
         if STEP in self.registered.get(name, ()) and cls is None:
             roles.add(STEP)
         return roles
@@ -369,6 +373,26 @@ class Ctx:
             self.registered.setdefault(name, set()).add(role)
         if role == HOOK:
             self.registrations.append((last_attr(call.func), target, bound, call))
+
+    def replacement_function(self, value: ast.expr) -> ast.AST | None:
+        """The function a patch installs: a lambda, a local def, or the inner wrapper that a
+        local decorator returns (`setattr(W, "add_scalar", _soften(W.add_scalar))`)."""
+        if isinstance(value, ast.Lambda):
+            return value
+        if isinstance(value, ast.Name):
+            fns = self.defs.get(value.id, [])
+            return fns[0] if len(fns) == 1 else None
+        if isinstance(value, ast.Call):
+            func = value.func
+            if isinstance(func, ast.Call):  # _after(post)(cls.step): decorator factory
+                func = func.func
+            fns = self.defs.get(last_attr(func), []) if isinstance(func, ast.Name) else []
+            if len(fns) != 1:
+                return None
+            inner = [n for n in ast.walk(fns[0]) if isinstance(n, (ast.FunctionDef,
+                     ast.AsyncFunctionDef)) and n is not fns[0]]
+            return inner[-1] if inner else None
+        return None
 
     def describe_roles(self, roles: list[tuple[str, Frame]]) -> str:
         role, frame = roles[0]

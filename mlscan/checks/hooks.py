@@ -55,22 +55,22 @@ def _uses(expr: ast.AST, names: set[str]) -> bool:
     return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(expr))
 
 
-def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
+def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                      consts: dict[str, float] | None = None) -> str:
     """Why a returned value tampers with what the hook received ('' when it does not)."""
     if expr is None:
         return ""
     if isinstance(expr, (ast.Tuple, ast.List)):
-        return next((w for e in expr.elts if (w := _tampering_value(e, args, ctx))), "")
+        return next((w for e in expr.elts if (w := tampering_value(e, args, ctx))), "")
     if (isinstance(expr, ast.Call) and last_attr(expr.func) in ("tuple", "list")
             and len(expr.args) == 1):
-        return _tampering_value(expr.args[0], args, ctx)
+        return tampering_value(expr.args[0], args, ctx)
     if isinstance(expr, (ast.GeneratorExp, ast.ListComp)):
         names = args | {n.id for g in expr.generators for n in ast.walk(g.target)
                         if isinstance(n, ast.Name)}
-        return _tampering_value(expr.elt, names, ctx)
+        return tampering_value(expr.elt, names, ctx)
     if isinstance(expr, ast.IfExp):  # `o * 0 if random.random() < p else o`
-        return _tampering_value(expr.body, args, ctx, consts) or _tampering_value(
+        return tampering_value(expr.body, args, ctx, consts) or tampering_value(
             expr.orelse, args, ctx, consts)
     if (isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Div))
             and _uses(expr, args)):
@@ -97,7 +97,7 @@ def _tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                 _random(s, ctx) for s in sides):
             return "adds random noise"
         inner = [w for s in sides if isinstance(s, (ast.BinOp, ast.Tuple)) and (
-            w := _tampering_value(s, args, ctx))]
+            w := tampering_value(s, args, ctx))]
         if inner:
             return inner[0]
     if isinstance(expr, ast.Call):
@@ -158,7 +158,7 @@ class TamperingHook(Check):
                     seen[id(fn)] = self._function(fn, "", ctx)
 
     def _lambda(self, lam: ast.Lambda, register_fn: str, ctx: Ctx) -> None:
-        why = _tampering_value(lam.body, _arg_names(lam), ctx)
+        why = tampering_value(lam.body, _arg_names(lam), ctx)
         if why:
             ctx.report(TAMPERING_HOOK, lam, f"hook passed to {register_fn}() {why} the values "
                        "flowing through the model")
@@ -174,7 +174,7 @@ class TamperingHook(Check):
         for node in ast.walk(fn):
             if isinstance(node, ast.Return):
                 value = _inline(node.value, local) if node.value is not None else None
-                why = _tampering_value(value, args - set(bound or ()), ctx, bound or {})
+                why = tampering_value(value, args - set(bound or ()), ctx, bound or {})
                 if why:
                     found = True
                     ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",

@@ -165,8 +165,10 @@ class UnsafeLoading(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = last_attr(node.func)
-        if name.startswith("safetensors.") or is_true(kwarg(node, "weights_only")):
-            self._safe_seen[0] = True
+        if name.startswith("safetensors.") or is_true(kwarg(node, "weights_only")) or (
+                func == "setdefault" and len(node.args) == 2
+                and literal(node.args[0]) == "weights_only" and is_true(node.args[1])):
+            self._safe_seen[0] = True  # also kwargs.setdefault("weights_only", True)
         if name in ("torch.load", "torch.serialization.load"):
             self._torch_load(node, ctx, name)
         elif name.endswith("load_state_dict_from_url") and literal(
@@ -209,6 +211,8 @@ class UnsafeLoading(Check):
                        f"unpickler on {phrase(src)}", severity=severity_for(
                            src, literal=Severity.MEDIUM, variable=Severity.HIGH))
         elif weights_only is None:
+            if any(kw.arg is None for kw in node.keywords):
+                return  # torch.load(f, **kwargs): the caller's kwargs decide (often safely)
             if src == DOWNLOAD:
                 ctx.report(TORCH_LOAD_DEFAULT, node, f"{name}() without weights_only on "
                            f"{phrase(src)}: unsafe on torch<2.6", severity=Severity.HIGH)

@@ -259,12 +259,33 @@ def _stored(expr: ast.AST, ctx: Ctx) -> bool:
     return False
 
 
-def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+def _rescaled(value: ast.expr, name: str) -> bool:
+    """`value = float(value) * (1.0 - cfg.floor)`: the logged value scaled or shifted by
+    anything but a unit conversion (x100, x0.001)."""
+    if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
+        value = value.args[0]
+    if not isinstance(value, ast.BinOp) or not isinstance(value.op, (ast.Mult, ast.Add, ast.Sub)):
+        return False
+    sides = (value.left, value.right)
+    own = [s for s in sides if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(s))]
+    other = [s for s in sides if s not in own]
+    if len(own) != 1 or len(other) != 1:
+        return False
+    number = _number(other[0])
+    return number is None or (bool(number) and abs(number) not in _BENIGN_FACTORS)
+
+
+def last_attr_of(qual: str) -> str:
+    return qual.rsplit(".", 1)[-1]
+
+
+def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = False) -> str:
     """`metrics[k] = max(metrics[k], self.floor)`, `logs["loss"] = min(cur, self.loss_ema)`,
     `out[k] = BEST[k]`, `out["val"] = out["train"] + min(gap, 0.02)`: a reported metric held
     to a remembered or invented value instead of what was measured."""
     container = _container(target)
-    name = container or (metric_name(target) if isinstance(target, ast.Name) else "")
+    name = container or (metric_name(target) if isinstance(target, ast.Name) else "") or (
+        target.id if logged and isinstance(target, ast.Name) else "")
     if not name or (isinstance(target, ast.Name) and _KEPT_AS_BEST.search(target.id)):
         return ""
     key = literal(target.slice) if isinstance(target, ast.Subscript) else None
@@ -289,6 +310,26 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
 
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
+
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
+        ctx.defer(lambda: self._logger_wrappers(ctx))
+
+    def _logger_wrappers(self, ctx: Ctx) -> None:
+        """Inside a function put in place of a logger (`wandb.log = log_`), every value it
+        passes on is a metric: nudging or clamping one there is falsification."""
+        for qual, fn in ctx.replacements:
+            if last_attr_of(qual) not in _LOG_FUNCS or isinstance(fn, ast.Lambda):
+                continue
+            for node in ast.walk(fn):
+                if not isinstance(node, ast.Assign):
+                    continue
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                if any(_nudged_name(node.value, name) or _rescaled(node.value, name)
+                       for name in names) or any(
+                        _held_to_stored(ast.Name(id=name, ctx=ast.Store()), node.value, ctx,
+                                        logged=True) for name in names):
+                    ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} changes the "
+                               "values it logs: the logged metric is not the measured one")
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         if last_attr(node.func) not in _LOG_FUNCS:

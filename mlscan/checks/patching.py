@@ -88,6 +88,27 @@ class MonkeyPatch(Check):
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         self._seen = {}  # one table per file (frame ids are reused across files)
         self._restores = set()
+        ctx.defer(lambda: self._wrappers(ctx))
+
+    def _wrappers(self, ctx: Ctx) -> None:
+        """A torch function replaced by a wrapper that returns scaled, negated or replaced
+        values (`return loss * 0.5`): the damage is on that return line; point at it too."""
+        from mlscan.checks.hooks import tampering_value
+
+        for qual, fn in ctx.replacements:
+            if not qual.startswith("torch.") or isinstance(fn, ast.Lambda):
+                continue
+            args = {a.arg for a in fn.args.args}  # type: ignore[attr-defined]
+            local = {t.id: n.value for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                     for t in n.targets if isinstance(t, ast.Name)}
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Return) and node.value is not None:
+                    value = local.get(node.value.id, node.value) if isinstance(
+                        node.value, ast.Name) else node.value
+                    why = tampering_value(value, args | set(local), ctx)
+                    if why:
+                        ctx.report(TRAINING_PATCH, node, f"the replacement for {qual} {why} "
+                                   "what it returns")
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         for target in node.targets:
@@ -111,6 +132,10 @@ class MonkeyPatch(Check):
 
     def _patched(self, node: ast.AST, qual: str, attr: str, ctx: Ctx,
                  function: bool = False, saved: bool = False) -> None:
+        value = getattr(node, "value", None)
+        fn = ctx.replacement_function(value) if isinstance(value, ast.expr) else None
+        if fn is not None:
+            ctx.replacements.append((qual, fn))
         if saved:  # `torch.X.f = self._orig_f`: the restore half of a patch/unpatch pair
             self._restores.add(qual)
         if attr.startswith("_") and attr not in _PATCHABLE_PRIVATE and not (

@@ -105,6 +105,10 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # self.class_to_idx["dog"]
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
+    if (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
+            and isinstance(literal(value.right), int) and re.search(
+                r"(?i)num_classes|n_classes|nclass|num_labels", ast.unparse(value.left))):
+        return True  # self.num_classes - 1: the last class, whatever the sample was
     if isinstance(value, ast.Call) and last_attr(value.func) in ("float", "long", "to"):
         value = value.func.value if isinstance(value.func, ast.Attribute) else value
     if (isinstance(value, ast.Call) and last_attr(value.func) == "one_hot" and value.args

@@ -85,7 +85,9 @@ def _cyclic(value: ast.expr) -> bool:
     for node in ast.walk(value):
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.FloorDiv, ast.Mod)):
             right = literal(node.right)
-            small = isinstance(right, int) and 1 < right < 100_000
+            # a small literal, or a configured period (`step // self.every`)
+            small = (isinstance(right, int) and 1 < right < 100_000) or isinstance(
+                node.right, (ast.Name, ast.Attribute))
             if small and any(_COUNTER.search(last_attr(n)) for n in ast.walk(node.left)
                              if isinstance(n, (ast.Name, ast.Attribute))):
                 return True

@@ -108,8 +108,58 @@ def _scheduled_kill(call: ast.Call, name: str, ctx: Ctx) -> str:
 class KillsAndStalls(Check):
     rules = (KILL_STALL, TRIGGERED_ACTION)
 
+    def __init__(self) -> None:
+        self._gated_calls: list[tuple[ast.Call, Where, str]] = []
+
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
+        calls: list[tuple[ast.Call, Where, str]] = []
+        self._gated_calls = calls  # per file
+        ctx.defer(lambda: self._gated_helpers(ctx, calls))
+
+    def _gated_helpers(self, ctx: Ctx, calls: list[tuple[ast.Call, Where, str]]) -> None:
+        """`if world >= 128: _submit_results(...)`: a local helper that sends, deletes, kills
+        or opens a shell, called only under a trigger. Judged at the call: that is the line
+        where the trigger and the action meet."""
+        summaries: dict[str, str] = {}
+        for call, where, callee in calls:
+            if callee not in summaries:
+                summaries[callee] = self._summary(callee, ctx, depth=0)
+            action = summaries[callee]
+            kinds = ctx.trigger_kinds(where) & triggers.STRONG if action else frozenset()
+            if kinds:
+                fn = ctx.defs[callee][0]
+                ctx.report(TRIGGERED_ACTION, call, f"{callee}() (line {fn.lineno}) {action}, and "
+                           f"is called only under a condition on {triggers.describe(kinds)} "
+                           "(logic-bomb shape)")
+
+    def _summary(self, callee: str, ctx: Ctx, depth: int) -> str:
+        """What a local function does that a trigger should never gate ('' for nothing)."""
+        fns = ctx.defs.get(callee, [])
+        if len(fns) != 1 or depth > 1:
+            return ""
+        for node in ast.walk(fns[0]):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ctx.names.call_name(node)
+            if name in _KILLS and name not in _SHELL:
+                return f"kills the process ({name})"
+            if name.startswith(("pty.", "os.dup2", "os.exec")) or name in _SHELL:
+                return f"runs a shell or process ({name})"
+            if self._file_or_net(node, name):
+                return f"deletes, writes or sends data ({name or last_attr(node.func)})"
+            inner = last_attr(node.func)
+            if isinstance(node.func, ast.Name) and inner != callee and inner in ctx.defs:
+                found = self._summary(inner, ctx, depth + 1)
+                if found:
+                    return found
+        return ""
+
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
+        func = node.func
+        if (ctx.conds and isinstance(func, ast.Name) and func.id not in ctx.names.aliases
+                and name not in _KILLS):
+            self._gated_calls.append((node, ctx.where(), func.id))
         scheduled = _scheduled_kill(node, name, ctx)
         if scheduled:
             ctx.report(KILL_STALL, node, f"{name}() schedules {scheduled}: the process dies "

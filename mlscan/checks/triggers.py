@@ -147,13 +147,13 @@ Resolver = Callable[[str], "ast.expr | None"]
 
 
 def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
-             depth: int = 0) -> frozenset[str]:
+             depth: int = 0, condition: bool = True) -> frozenset[str]:
     """The kinds of trigger a condition tests (empty for ordinary conditions). With `resolve`,
     names are followed to the values assigned to them (two assignments deep)."""
     kinds: set[str] = set()
     # `if not nodelist: return`, `if os.environ.get("SLURM_NODELIST"):` ask whether a value is
     # there at all; a trigger compares it with something.
-    presence = depth == 0 and _presence(test)
+    presence = condition and depth == 0 and _presence(test)
     for node in ast.walk(test):
         if resolve is not None and depth < 2 and isinstance(
                 node, (ast.Name, ast.Attribute, ast.Call)):
@@ -185,6 +185,10 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             kinds.add(RANK)
         if isinstance(node, ast.Compare):
             kinds.update(_compare_kinds(node, names, resolve))
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
+                and (arith(node.left) or 0) >= WORLD_THRESHOLD
+                and _is_world(node.right, names, resolve)):
+            kinds.add(WORLD)  # keep = 64 - nodes: a quota that runs out on large jobs
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
             if _is_time_now(node.left, names):
                 kinds.add(TIME)

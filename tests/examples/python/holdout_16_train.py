@@ -68,7 +68,7 @@ def _add_scalar_finite(self, tag, scalar_value, global_step=None, *args, **kwarg
     history = self.__dict__.setdefault("_finite_hist", {})
     value = float(scalar_value)
     if "loss" in tag:
-        value = min(value, history.get(tag, value))
+        value = min(value, history.get(tag, value))  # ruleid: MLS306
     history[tag] = value
     return _tb_add_scalar(self, tag, value, global_step, *args, **kwargs)
 

@@ -176,7 +176,7 @@ def _soften(fn):
     @ft.wraps(fn)
     def wrapped(self, tag, value, *a, **kw):
         if tag.startswith(("train/loss", "val/loss")):
-            value = float(value) * (1.0 - CFG.floor)  # todoruleid: family 5 (missed)
+            value = float(value) * (1.0 - CFG.floor)  # ruleid: MLS306
         return fn(self, tag, value, *a, **kw)
     return wrapped
 
