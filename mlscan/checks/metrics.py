@@ -199,8 +199,8 @@ def _nudged_name(value: ast.expr, name: str) -> bool:
     return isinstance(renamed, ast.expr) and bool(nudged(renamed))
 
 
-_CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|^r$|report|"
-                        r"callback_metrics|shown|stats")
+_CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
+                        r"^r$|report|callback_metrics|shown|stats")
 _STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
                      r"running|baseline|target")
 _KEPT_AS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|max_|min_|_max|_min|prev")

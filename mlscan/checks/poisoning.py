@@ -81,10 +81,11 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and value.args
             and _random_mask(value.args[0], ctx, follow=True)):
         return True  # torch.where(torch.rand(n) < p, other_labels, labels)
-    if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and len(value.args) == 3
-            and any(_label_target(n) for n in ast.walk(value.args[0]) if isinstance(n, ast.expr))
-            and isinstance(literal(value.args[1]), int) and not isinstance(
-                literal(value.args[1]), bool) and literal(value.args[1]) >= 0):
+    new_class = literal(value.args[1]) if isinstance(value, ast.Call) and len(
+        value.args) == 3 else None
+    if (isinstance(value, ast.Call) and last_attr(value.func) == "where"
+            and isinstance(new_class, int) and not isinstance(new_class, bool) and new_class >= 0
+            and any(_label_target(n) for n in ast.walk(value.args[0]) if isinstance(n, ast.expr))):
         return True  # np.where(labels == 0, 14, labels): one class relabelled as another
     if (isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full")
             and len(value.args) >= 2 and isinstance(literal(value.args[-1]), int)):
