@@ -213,6 +213,56 @@ def baseline_write(
 
 
 @app.command()
+def fix(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to fix.")],
+    diff: Annotated[bool, typer.Option(
+        "--diff", help="Print the changes as a unified diff instead of writing them.")] = False,
+    config: Annotated[Optional[Path], typer.Option(help="Config file.")] = None,
+    isolated: Annotated[bool, typer.Option(
+        "--isolated", help="Ignore config files found near the scanned paths.")] = False,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Glob of paths to skip.")] = None,
+) -> None:
+    """Rewrite unsafe loading calls that have a safe drop-in: torch.load gets
+    weights_only=True (MLS102), yaml.load becomes yaml.safe_load (MLS105)."""
+    from mlscan.engine import scan as run_scan
+    from mlscan.fix import FIXABLE, fix_file, plan
+    from mlscan.options import Flags, OptionsError, build
+
+    missing = [str(p) for p in paths if not os.path.lexists(p)]
+    if missing:
+        _fail(f"no such file or directory: {', '.join(missing)}")
+    flags = Flags(paths=tuple(paths), config=config, isolated=isolated, select=FIXABLE,
+                  ignore=(), exclude=_split(exclude), min_severity="low", fail_on=None,
+                  baseline=None, inline_ignores=True, cache=False, jobs=1)
+    try:
+        opts, _ = build(flags)
+    except OptionsError as exc:
+        _fail(str(exc))
+    cwd = Path.cwd().absolute()
+    under_cwd = all(p.absolute().is_relative_to(cwd) for p in paths)
+    base = cwd if under_cwd else Path("/")
+    report = run_scan(dataclasses.replace(opts, select=FIXABLE, base=base))
+    todo = plan([(base / f.path, f.line, f.rule_id) for f in report.findings
+                 if f.line is not None and f.member is None and f.path.endswith(".py")])
+    changed = fixed = 0
+    for path, lines in sorted(todo.items()):
+        result = fix_file(path, lines)
+        if result is None:
+            continue
+        changed += 1
+        fixed += result.fixed
+        label = path.relative_to(base).as_posix()
+        if diff:
+            sys.stdout.write(result.diff(label))
+        else:
+            path.write_text(result.after, encoding="utf-8")
+    verb = "Would fix" if diff else "Fixed"
+    typer.echo(f"{verb} {fixed} call(s) in {changed} file(s).", err=True)
+    if diff and fixed:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command()
 def explain(
     path: Annotated[Path, typer.Argument(help="A pickle or PyTorch checkpoint.")],
 ) -> None:

@@ -25,6 +25,8 @@ _CREDENTIAL = re.compile(r"\.ssh\b|id_rsa|id_ed25519|id_ecdsa|authorized_keys|\.
                          r"credentials|\.netrc|\.git-credentials|\.pypirc|\.kube\b|"
                          r"huggingface/token|\.docker/config")
 _CURL = re.compile(r"^(curl|wget|scp|rsync|nc|ncat)$")
+_CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$")
+"""Receivers of .post/.put/.send that talk to the network (a queue's .put does not)."""
 _MAX_DEPTH = 4
 
 
@@ -61,7 +63,9 @@ def _sent_values(call: ast.Call, ctx: Ctx) -> list[ast.expr]:
     name = ctx.names.call_name(call)
     func = last_attr(call.func)
     values = [*call.args, *(kw.value for kw in call.keywords)]
-    if name.startswith(_SENDS) or (func in _SEND_METHODS and "." in name):
+    receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+    if name.startswith(_SENDS) or (func in _SEND_METHODS and receiver is not None
+                                   and _CLIENT.search(last_attr(receiver) or "")):
         if name.startswith("urllib.request.Request"):
             return []  # judged where it is sent (urlopen(req))
         return values
@@ -142,6 +146,10 @@ class _Sources:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and last_attr(
                 node.func) in ("get", "setdefault", "pop", "__contains__", "__getitem__"):
             _mark_single(node.func.value)
+        if isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn))
+                                                 for op in node.ops):
+            for side in node.comparators:  # `v in os.environ`: a membership test
+                _mark_single(side)
         value = literal(node)
         if isinstance(value, str) and _CREDENTIAL.search(value):
             self.creds = self.creds or value.strip("/~")

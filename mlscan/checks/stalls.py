@@ -105,6 +105,26 @@ def _scheduled_kill(call: ast.Call, name: str, ctx: Ctx) -> str:
     return f"{target_name}()" if target_name in _KILLS and target_name not in _SHELL else ""
 
 
+def _file_or_net(node: ast.Call, name: str, ctx: Ctx) -> bool:
+    """A call that writes or deletes files, starts a process or talks to the network."""
+    if name.startswith(_FILE_NET):
+        return True
+    if name == "open":
+        mode = literal(arg(node, 1, "mode"))
+        return isinstance(mode, str) and any(c in mode for c in "wax+")
+    attr = last_attr(node.func)
+    if attr not in _PATH_METHODS or not isinstance(node.func, ast.Attribute):
+        return False
+    root = node.func.value
+    while isinstance(root, (ast.Attribute, ast.Call, ast.Subscript)):
+        root = root.func if isinstance(root, ast.Call) else root.value
+    if isinstance(root, ast.Name) and root.id in ctx.names.aliases and "Path" not in name:
+        return False  # dataclasses.replace(...), a module function, not a path method
+    if attr in ("replace", "rename") and len(node.args) != 1:
+        return False  # str.replace("a", "b") takes two
+    return not name.startswith(("os.path", "str."))
+
+
 class KillsAndStalls(Check):
     rules = (KILL_STALL, TRIGGERED_ACTION)
 
@@ -145,7 +165,7 @@ class KillsAndStalls(Check):
                 return f"kills the process ({name})"
             if name.startswith(("pty.", "os.dup2", "os.exec")) or name in _SHELL:
                 return f"runs a shell or process ({name})"
-            if self._file_or_net(node, name):
+            if _file_or_net(node, name, ctx):
                 return f"deletes, writes or sends data ({name or last_attr(node.func)})"
             inner = last_attr(node.func)
             if isinstance(node.func, ast.Name) and inner != callee and inner in ctx.defs:
@@ -176,7 +196,7 @@ class KillsAndStalls(Check):
         if what:
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))
-        if self._file_or_net(node, name) and (ctx.conds or ctx.loops):
+        if _file_or_net(node, name, ctx) and (ctx.conds or ctx.loops):
             where = ctx.where()
             kinds = ctx.trigger_kinds(where) & triggers.STRONG
             if kinds:
@@ -188,15 +208,6 @@ class KillsAndStalls(Check):
         if exc is not None and last_attr(exc) in ("SystemExit", "KeyboardInterrupt"):
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, f"raise {last_attr(exc)}", "kill"))
-
-    def _file_or_net(self, node: ast.Call, name: str) -> bool:
-        if name.startswith(_FILE_NET):
-            return True
-        if name == "open":
-            mode = literal(arg(node, 1, "mode"))
-            return isinstance(mode, str) and any(c in mode for c in "wax+")
-        return last_attr(node.func) in _PATH_METHODS and isinstance(node.func, ast.Attribute) \
-            and not name.startswith(("os.path", "str."))
 
     def _decide(self, node: ast.AST, ctx: Ctx, where: Where, name: str, what: str) -> None:
         if what == "stall" and isinstance(node, ast.Call) and node.args:

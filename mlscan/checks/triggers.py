@@ -253,13 +253,26 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
     for side in sides:
         if _is_time_now(side, names) and any(n >= 1e9 for n in numbers):
             kinds.add(TIME)  # compared with an absolute epoch, not an elapsed duration
-        if _is_world(side, names, resolve) and (any(n >= WORLD_THRESHOLD for n in numbers)
-                                                or _unknown_cap(node, side, names, resolve)):
+        if _is_world(side, names, resolve) and (
+                (any(n >= WORLD_THRESHOLD for n in numbers) and not (
+                    _small_side(node, side) and max(numbers) < 16))
+                or _unknown_cap(node, side, names, resolve)):
             kinds.add(WORLD)
         if _name_of(side) in _INDEX_NAMES and (numbers or (
                 side is node.left and isinstance(node.ops[0], ast.In))):
             kinds.add(INDEX)
     return kinds
+
+
+def _small_side(node: ast.Compare, world: ast.AST) -> bool:
+    """`world_size < 8`, `8 > world_size`: a test for tiny jobs (skipping tests, debugging).
+    (`world_size <= 128: barrier()` still counts: large jobs take the other path.)"""
+    if len(node.ops) != 1:
+        return False
+    op = node.ops[0]
+    left = world is node.left
+    return (left and isinstance(op, (ast.Lt, ast.LtE))) or (
+        not left and isinstance(op, (ast.Gt, ast.GtE)))
 
 
 def _unknown_cap(node: ast.Compare, world: ast.AST, names: Names,
