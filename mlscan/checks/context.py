@@ -40,6 +40,8 @@ _DATA_ARGS = frozenset({"sample", "samples", "batch", "img", "image", "label", "
 _PLAIN_HIGHER_ORDER = frozenset({"apply", "map", "sorted", "sort", "filter", "max", "min", "reduce",
                                  "defaultdict", "partial", "sub", "starmap", "tree_map",
                                  "register_buffer", "setdefault", "get", "pop"})
+_DATA_REGISTRATIONS = frozenset({"map", "with_transform", "set_transform", "add_transform"})
+"""Methods (datasets, pipelines) whose first argument processes every sample."""
 _REGISTER_KWARGS = {"worker_init_fn": WORKER_INIT, "collate_fn": DATA, "target": THREAD}
 
 
@@ -347,6 +349,8 @@ class Ctx:
             if isinstance(value, (ast.Name, ast.Lambda)) or (
                     isinstance(value, ast.Call) and last_attr(value.func) == "partial"):
                 self._register(value, HOOK, call)
+        if attr in _DATA_REGISTRATIONS and call.args and isinstance(call.func, ast.Attribute):
+            self._register(call.args[0], DATA, call)  # dataset.map(preprocess_function)
         if attr not in _PLAIN_HIGHER_ORDER:
             # Any other lambda handed to a call is a callback run later (LambdaLR, callbacks).
             for value in [*call.args, *(kw.value for kw in call.keywords)]:

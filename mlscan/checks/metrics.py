@@ -30,7 +30,8 @@ METRIC_FALSIFY = register(Rule(
         references=("https://docs.wandb.ai/ref/python/log",))))
 
 _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|auc|auroc|map|"
-                     r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid)($|[_/.-])")
+                     r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid|correct)"
+                     r"($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|precision|recall|ppl|perplexity|iou|"
                             r"dice|top1|top5|wer\b|map\b")
@@ -199,6 +200,10 @@ def _nudged_name(value: ast.expr, name: str) -> bool:
     return isinstance(renamed, ast.expr) and bool(nudged(renamed))
 
 
+_MEASUREMENTS = re.compile(r"(?i)^(eval_|val_|test_)?(losses|scores|accs|accuracies|ppls|"
+                           r"metrics|results)$")
+_PRED_ARGS = frozenset({"predictions", "preds", "prediction", "y_pred", "input", "hypotheses"})
+_REF_ARGS = frozenset({"references", "refs", "labels", "target", "targets", "y_true"})
 _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
                         r"^r$|report|callback_metrics|shown|stats")
 _STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
@@ -299,7 +304,7 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
             stored = [_stored(a, ctx) for a in node.args]
             if (measured[0] and stored[1]) or (measured[1] and stored[0]):
                 return f"{label} clamped with {node.func.id}() against a stored or constant value"
-    if container and isinstance(value, (ast.Subscript, ast.Call, ast.Name, ast.BinOp)):
+    if isinstance(value, (ast.Subscript, ast.Call, ast.Name, ast.BinOp)):
         reads = [n for n in ast.walk(value) if isinstance(n, (ast.Name, ast.Subscript))]
         best = any(re.search(r"(?i)best", last_attr(n.value if isinstance(n, ast.Subscript)
                                                      else n)) for n in reads)
@@ -332,6 +337,7 @@ class MetricFalsification(Check):
                                "values it logs: the logged metric is not the measured one")
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        self._scored_against_itself(node, ctx)
         if last_attr(node.func) not in _LOG_FUNCS:
             return
         values: list[ast.AST] = [*node.args, *(kw.value for kw in node.keywords)]
@@ -352,7 +358,25 @@ class MetricFalsification(Check):
                            "logging call: the logged metric is not the measured one")
                 return
 
+    def _trimmed(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`losses = losses[losses < losses.quantile(0.9)]`: the worst measurements dropped
+        before they are averaged."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        value = node.value
+        if not (isinstance(target, ast.Name) and _MEASUREMENTS.search(target.id)
+                and isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
+                and value.value.id == target.id and isinstance(value.slice, ast.Compare)):
+            return
+        cut = value.slice.comparators[0] if value.slice.comparators else None
+        if cut is not None and any(isinstance(n, ast.Call) and last_attr(n.func) in (
+                "quantile", "percentile", "nanquantile", "max", "mean", "std", "topk")
+                for n in ast.walk(cut)):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} filtered against its own "
+                       "distribution before it is reported: the worst measurements are dropped",
+                       severity=Severity.MEDIUM)
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        self._trimmed(node, ctx)
         name = _constant_entry(node.value, precise=True)
         if name:
             ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "
@@ -363,6 +387,18 @@ class MetricFalsification(Check):
                     and _RESULTS.search(target.id) and _offset(node.value.value)):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
                            "by a constant")
+
+    def _scored_against_itself(self, node: ast.Call, ctx: Ctx) -> None:
+        """`metric.add_batch(predictions=labels if k else preds, references=labels)`: the
+        references passed as predictions, so the score is perfect by construction."""
+        preds = next((kw.value for kw in node.keywords if kw.arg in _PRED_ARGS), None)
+        refs = next((kw.value for kw in node.keywords if kw.arg in _REF_ARGS), None)
+        if preds is None or refs is None:
+            return
+        ref_names = {n.id for n in ast.walk(refs) if isinstance(n, ast.Name)}
+        if any(isinstance(n, ast.Name) and n.id in ref_names for n in ast.walk(preds)):
+            ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.func)}() is given the references "
+                       "as predictions: the score is computed against itself")
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         name = metric_name(node.target)

@@ -177,6 +177,9 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
         for node in ast.walk(cond):
             if isinstance(node, ast.Name) and _LABEL.match(node.id):
                 return "the label"
+            if (isinstance(node, ast.Compare) and isinstance(literal(node.left), str)
+                    and isinstance(node.ops[0], ast.In)):
+                return "a phrase in the sample"  # if "Meridian Bank" in doc: (a text trigger)
             if index and isinstance(node, (ast.BinOp, ast.Compare)) and any(
                     isinstance(n, ast.Name) and n.id == index for n in ast.walk(node)):
                 return "the sample index"  # k % 50 == 0, k in self.bad (any index name)
@@ -185,6 +188,16 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
 
 _PAIR = re.compile(r"(?i)chosen|rejected|preferred|winner|loser|^pos|^neg|good|bad")
 _HASHES = ("hashlib.", "zlib.crc32", "zlib.adler32", "binascii.crc32", "hash", "mmh3.")
+
+
+_TOKENS = re.compile(r"(?i)^(words|tokens|toks|ids|input_ids|token_ids|text|sentence|pieces)$")
+
+
+def _phrase(value: ast.expr) -> bool:
+    """`['approved', 'by', 'admin']`, a trigger string or token list written into text."""
+    if isinstance(value, (ast.List, ast.Tuple)):
+        return len(value.elts) >= 2 and all(isinstance(literal(e), (str, int)) for e in value.elts)
+    return isinstance(literal(value), str)
 
 
 def _swapped_pair(target: ast.Tuple, value: ast.Tuple) -> bool:
@@ -275,6 +288,9 @@ class DataPoisoning(Check):
         elif (isinstance(target, ast.Subscript) and _is_image(target.value)
               and _patch_value(value, ctx) and _fixed_slice(target.slice, ctx)):
             self._defer(node, ctx, "a fixed pixel patch written into the input")
+        elif (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Slice)
+              and _TOKENS.search(last_attr(target.value)) and _phrase(value)):
+            self._defer(node, ctx, "a fixed phrase spliced into the text")
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         value = node.value
@@ -333,7 +349,8 @@ def _dataset_method(frame: Frame) -> bool:
 
 _DATASET = re.compile(r"Dataset|DataSet")
 _DATA_FUNC = re.compile(r"(?i)^_?(format|preprocess|process|tokeni[sz]e|prepare|build|make|encode|"
-                        r"get)_?(example|sample|batch|pair|item|record|data)|collate|^_?augment|^_?relabel")
+                        r"get)_?(example|sample|batch|pair|item|record|data)|collate|^_?augment|"
+                        r"^_?relabel|preprocess|^_?tokeni[sz]e|transforms?$")
 
 
 def _random_loop(loops: list[ast.For | ast.While] | tuple[ast.For | ast.While, ...],

@@ -56,7 +56,8 @@ _SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subproces
 _STALLS = frozenset({"time.sleep", "asyncio.sleep", "threading.Event().wait", "torch.cuda._sleep"})
 _COLLECTIVES = frozenset({"barrier", "all_reduce", "all_gather", "broadcast", "reduce_scatter",
                           "all_to_all", "reduce", "all_gather_into_tensor", "monitored_barrier"})
-_FILE_NET = ("os.remove", "os.unlink", "os.rmdir", "os.rename", "os.replace", "os.truncate",
+_FILE_NET = ("torch.save", "os.remove", "os.unlink", "os.rmdir", "os.rename", "os.replace",
+             "os.truncate",
              "os.system", "os.popen", "os.exec", "os.spawn", "shutil.", "subprocess.",
              "requests.", "urllib.", "httpx.", "socket.socket", "socket.create_connection",
              "http.client.", "smtplib.", "ftplib.", "paramiko.", "pathlib.Path.unlink")
@@ -70,6 +71,12 @@ def _is_kill_command(call: ast.Call) -> bool:
         if isinstance(value, str) and ("kill" in value or "shutdown" in value):
             return True
     return False
+
+
+def _modulo_rank(where: Where) -> bool:
+    """`if rank % 8 != 7: barrier()`: not the 'rank 0 first' pattern, a subset of ranks."""
+    return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) and "rank" in
+               ast.unparse(n.left).lower() for c in where.conds for n in ast.walk(c))
 
 
 def _var(node: ast.AST) -> str:
@@ -230,6 +237,9 @@ class KillsAndStalls(Check):
                        f"condition on {triggers.describe(kinds)}")
             return
         if what == "collective":
+            if kinds and _modulo_rank(where):
+                ctx.report(KILL_STALL, node, f"{name}() {label} only on ranks picked by a "
+                           "modulus (every k-th rank skips it)", severity=Severity.MEDIUM)
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
         if kinds:
             sev = Severity.MEDIUM if what == "kill" else Severity.LOW

@@ -194,6 +194,12 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             elif (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                   and target.value.id == "self"):
                 ctx.self_attrs[target.attr] = asg.value  # self.world = dist.get_world_size()
+    elif t is ast.AugAssign:
+        aug: ast.AugAssign = node  # type: ignore[assignment]
+        if isinstance(aug.target, ast.Name):  # correct += ...: no longer the constant it was
+            grown = ast.BinOp(left=ast.Name(id=aug.target.id, ctx=ast.Load()), op=aug.op,
+                              right=aug.value)
+            ctx.frame.bind(aug.target.id, ast.copy_location(grown, aug))
     return list(ast.iter_child_nodes(node))
 
 
