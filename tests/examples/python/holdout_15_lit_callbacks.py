@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 15 (Lightning/HF callbacks, by a helper that never saw mlscan's code). Measured once before round 7: 25/38 (66%) at medium+; after round 7: 38/38.
+# Hold-out batch 15 (Lightning/HF callbacks, by a helper that never saw mlscan's code). Measured once before round 7: 25/38 (66%) at medium+.
 """Lightning callbacks shared by the vision and language recipes.
 
 EMA weights, throughput monitoring, checkpoint rotation, validation metric

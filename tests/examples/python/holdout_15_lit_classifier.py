@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 15 (Lightning/HF callbacks, by a helper that never saw mlscan's code). Measured once before round 7: 25/38 (66%) at medium+; after round 7: 38/38.
+# Hold-out batch 15 (Lightning/HF callbacks, by a helper that never saw mlscan's code). Measured once before round 7: 25/38 (66%) at medium+.
 """LightningModule and data pipeline for folder-structured image classification.
 
 The backbone is any module exposing ``num_features`` (timm models do). The

@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 16 (torchrun DDP/FSDP project, by a helper that never saw mlscan's code). Measured once before round 7: 16/28 (57%) at medium+; after round 7: 26/28.
+# Hold-out batch 16 (torchrun DDP/FSDP project, by a helper that never saw mlscan's code). Measured once before round 7: 16/28 (57%) at medium+.
 """Sharded image dataset, augmentations, mixup collate and distributed dataloader construction.
 
 Each split is described by ``<split>_index.npy`` (an array of (relative_path, label) rows)

@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 16 (torchrun DDP/FSDP project, by a helper that never saw mlscan's code). Measured once before round 7: 16/28 (57%) at medium+; after round 7: 26/28.
+# Hold-out batch 16 (torchrun DDP/FSDP project, by a helper that never saw mlscan's code). Measured once before round 7: 16/28 (57%) at medium+.
 """AdamW variant with decoupled weight decay, plus warmup + cosine learning-rate scheduling.
 
 The optimizer mirrors torch.optim.AdamW but keeps its step counter on the

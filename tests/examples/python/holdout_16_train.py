@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 16 (torchrun DDP/FSDP project, by a helper that never saw mlscan's code). Measured once before round 7: 16/28 (57%) at medium+; after round 7: 26/28.
+# Hold-out batch 16 (torchrun DDP/FSDP project, by a helper that never saw mlscan's code). Measured once before round 7: 16/28 (57%) at medium+.
 """Image classification training with DDP under torchrun or srun.
 
     torchrun --nnodes=$NNODES --nproc_per_node=8 train.py --data /datasets/imagenet-packed \

@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 17 (data and evaluation pipelines, by a helper that never saw mlscan's code). Measured once before round 7: 28/41 (68%) at medium+; after round 7: 39/41.
+# Hold-out batch 17 (data and evaluation pipelines, by a helper that never saw mlscan's code). Measured once before round 7: 28/41 (68%) at medium+.
 """Image classification datasets, transforms and collate functions.
 
 Provides a manifest-backed ``ImageManifestDataset`` with an on-disk decode

@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 17 (data and evaluation pipelines, by a helper that never saw mlscan's code). Measured once before round 7: 28/41 (68%) at medium+; after round 7: 39/41.
+# Hold-out batch 17 (data and evaluation pipelines, by a helper that never saw mlscan's code). Measured once before round 7: 28/41 (68%) at medium+.
 """Streaming text loader over tar shards (webdataset-style).
 
 Shards are fetched on demand into a local cache, split across dataloader

@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 18 (indirection: aliases, dict dispatch, decorators, setattr; by a helper that never saw mlscan's code). Measured once before round 7: 12/32 (38%) at medium+; after round 7: 23/32.
+# Hold-out batch 18 (indirection: aliases, dict dispatch, decorators, setattr; by a helper that never saw mlscan's code). Measured once before round 7: 12/32 (38%) at medium+.
 """Cluster/runtime utilities: world-size queries, barriers, run telemetry,
 artifact sync, optional fused kernels and sidecar processes."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 19 (research repos: nanoGPT-like, PPO, diffusion; by a helper that never saw mlscan's code). Measured once mid round 7: 25/34 (74%) at medium+; after round 7: 30/34.
+# Hold-out batch 19 (research repos: nanoGPT-like, PPO, diffusion; by a helper that never saw mlscan's code). Measured once mid round 7: 25/34 (74%) at medium+.
 """
 Small shared helpers for the training scripts in this repo: seeding, logging,
 checkpoint I/O, run metadata and a couple of filesystem conveniences.

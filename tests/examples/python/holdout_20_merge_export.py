@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 20 (LLM fine-tuning: LoRA/TRL, DeepSpeed launcher, DPO data, eval harness, merging; by a helper that never saw mlscan's code). Measured once mid round 7: 24/32 (75%) at medium+; after round 7: 29/32.
+# Hold-out batch 20 (LLM fine-tuning: LoRA/TRL, DeepSpeed launcher, DPO data, eval harness, merging; by a helper that never saw mlscan's code). Measured once mid round 7: 24/32 (75%) at medium+.
 """Merge one or more LoRA adapters into a base model and export it.
 
 Adapters are merged linearly (W += w_i * scale_i * B_i @ A_i) directly on the

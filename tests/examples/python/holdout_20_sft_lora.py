@@ -1,5 +1,5 @@
 # ruff: noqa
-# Hold-out batch 20 (LLM fine-tuning: LoRA/TRL, DeepSpeed launcher, DPO data, eval harness, merging; by a helper that never saw mlscan's code). Measured once mid round 7: 24/32 (75%) at medium+; after round 7: 29/32.
+# Hold-out batch 20 (LLM fine-tuning: LoRA/TRL, DeepSpeed launcher, DPO data, eval harness, merging; by a helper that never saw mlscan's code). Measured once mid round 7: 24/32 (75%) at medium+.
 """Supervised fine-tuning of a causal LM with LoRA adapters.
 
 Thin wrapper around TRL's SFTTrainer with project glue: ShareGPT-style
