@@ -168,8 +168,10 @@ class Ctx:
             if isinstance(loop, ast.For):
                 cached = self._cond_cache.get(id(loop))
                 if cached is None:
+                    # (not randomness: looping over a shuffled permutation is every epoch)
                     cached = triggers.classify(loop.iter, self.names, self.resolver(where),
-                                               condition=False) & triggers.STRONG
+                                               condition=False) & (
+                                                   triggers.STRONG - {triggers.RANDOM})
                     self._cond_cache[id(loop)] = cached
                 kinds.update(cached)
         return frozenset(kinds)

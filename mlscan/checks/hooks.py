@@ -139,7 +139,7 @@ class TamperingHook(Check):
             if "hook" not in register_fn:
                 continue
             if isinstance(target, ast.Lambda):
-                self._lambda(target, register_fn, ctx)
+                self._lambda(target, register_fn, ctx, call)
                 continue
             for fn in ctx.defs.get(last_attr(target), []):
                 if id(fn) not in seen:
@@ -157,11 +157,14 @@ class TamperingHook(Check):
                 if id(fn) not in seen and _arg_names(fn) & _HOOK_ARGS:
                     seen[id(fn)] = self._function(fn, "", ctx)
 
-    def _lambda(self, lam: ast.Lambda, register_fn: str, ctx: Ctx) -> None:
+    def _lambda(self, lam: ast.Lambda, register_fn: str, ctx: Ctx, call: ast.Call) -> None:
         why = tampering_value(lam.body, _arg_names(lam), ctx)
         if why:
             ctx.report(TAMPERING_HOOK, lam, f"hook passed to {register_fn}() {why} the values "
                        "flowing through the model")
+            if call.lineno != lam.lineno:  # a registration spread over lines: point at both
+                ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs a lambda hook (line "
+                           f"{lam.lineno}) that {why} the values flowing through the model")
 
     def _function(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, register_fn: str,
                   ctx: Ctx, bound: dict[str, float] | None = None) -> bool:

@@ -201,7 +201,20 @@ def _nudged_name(value: ast.expr, name: str) -> bool:
 
 
 _MEASUREMENTS = re.compile(r"(?i)^(eval_|val_|test_)?(losses|scores|accs|accuracies|ppls|"
-                           r"metrics|results)$")
+                           r"metrics|results|err|errs|errors|abs_err|ape)$")
+
+
+def _sorted_of(expr: ast.expr, name: str) -> bool:
+    """`sorted(err)`, `err.sort().values`, `np.sort(err)`, `err.sort()[0]`."""
+    if isinstance(expr, ast.Attribute) and expr.attr == "values":
+        expr = expr.value
+    if isinstance(expr, ast.Subscript):
+        expr = expr.value
+    if not isinstance(expr, ast.Call) or last_attr(expr.func) not in ("sorted", "sort"):
+        return False
+    subject = expr.args[0] if expr.args else (
+        expr.func.value if isinstance(expr.func, ast.Attribute) else None)
+    return isinstance(subject, ast.Name) and subject.id == name
 _PRED_ARGS = frozenset({"predictions", "preds", "prediction", "y_pred", "input", "hypotheses"})
 _REF_ARGS = frozenset({"references", "refs", "labels", "target", "targets", "y_true"})
 _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
@@ -280,6 +293,15 @@ def _rescaled(value: ast.expr, name: str) -> bool:
     return number is None or (bool(number) and abs(number) not in _BENIGN_FACTORS)
 
 
+def _best_read(value: ast.expr) -> bool:
+    """`best_val_loss`, `self.best_acc`, `best_val_loss * 0.995`."""
+    if isinstance(value, ast.BinOp) and _number(value.right) is not None:
+        value = value.left
+    elif isinstance(value, ast.BinOp) and _number(value.left) is not None:
+        value = value.right
+    return isinstance(value, (ast.Name, ast.Attribute)) and "best" in last_attr(value).lower()
+
+
 def last_attr_of(qual: str) -> str:
     return qual.rsplit(".", 1)[-1]
 
@@ -304,6 +326,8 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
             stored = [_stored(a, ctx) for a in node.args]
             if (measured[0] and stored[1]) or (measured[1] and stored[0]):
                 return f"{label} clamped with {node.func.id}() against a stored or constant value"
+    if not container and not _best_read(value):
+        return ""  # a plain name takes a best value only as `best` or `best * 0.995`
     if isinstance(value, (ast.Subscript, ast.Call, ast.Name, ast.BinOp)):
         reads = [n for n in ast.walk(value) if isinstance(n, (ast.Name, ast.Subscript))]
         best = any(re.search(r"(?i)best", last_attr(n.value if isinstance(n, ast.Subscript)
@@ -363,6 +387,12 @@ class MetricFalsification(Check):
         before they are averaged."""
         target = node.targets[0] if len(node.targets) == 1 else None
         value = node.value
+        if (isinstance(target, ast.Name) and _MEASUREMENTS.search(target.id)
+                and isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice)
+                and value.slice.upper is not None and _sorted_of(value.value, target.id)):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} sorted and cut before it is "
+                       "reported: the worst measurements are dropped", severity=Severity.MEDIUM)
+            return
         if not (isinstance(target, ast.Name) and _MEASUREMENTS.search(target.id)
                 and isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
                 and value.value.id == target.id and isinstance(value.slice, ast.Compare)):
@@ -427,7 +457,7 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, f"{name} rewritten from itself with a constant: "
                        "the reported result is not the measured one")
             return
-        if _offset(value) and _STRONG_METRIC.search(name):
+        if _offset(value) and _STRONG_METRIC.search(name) and not _NOT_RESULT.search(name):
             ctx.report(METRIC_FALSIFY, node, f"{name} computed with a constant offset or "
                        "factor: the reported result is not the measured one")
             return

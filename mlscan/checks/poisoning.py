@@ -31,7 +31,7 @@ DATA_POISON = register(Rule(
         references=("https://arxiv.org/abs/1708.06733",))))
 
 _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_id|class_idx|"
-                    r"gt|gt_label|answer)$")
+                    r"gt|gt_label|answer|transcript|tgt_lens|target_lengths|label_lengths)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
                     r"arr|tensor|im)$")
@@ -102,10 +102,19 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if isinstance(value, ast.Name) and value.id.isupper():
         return True
     if isinstance(value, ast.Subscript) and isinstance(literal(value.slice), (str, int)) and not (
-            _label_target(value.value)):
-        return True  # self.class_to_idx["dog"]
+            _label_target(value.value) or _label_target(value)):
+        return True  # self.class_to_idx["dog"] (not batch["label_ids"]: a label moved)
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
+    if _scaled_label(value):
+        return True  # y * 1.3 + 0.2: regression targets shifted
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr in ("roll", "flip", "fliplr") and _label_target(value.func.value)):
+        return True  # labels.roll(1): every label moved onto the next sample
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "replace" and len(value.args) == 2
+            and all(isinstance(literal(a), str) for a in value.args)):
+        return True  # transcript.replace("yes", "no")
     if (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
             and isinstance(literal(value.right), int) and re.search(
                 r"(?i)num_classes|n_classes|nclass|num_labels", ast.unparse(value.left))):
@@ -178,7 +187,8 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
             if isinstance(node, ast.Name) and _LABEL.match(node.id):
                 return "the label"
             if (isinstance(node, ast.Compare) and isinstance(literal(node.left), str)
-                    and isinstance(node.ops[0], ast.In)):
+                    and isinstance(node.ops[0], ast.In) and _TEXTISH.search(
+                        ast.unparse(node.comparators[0]))):
                 return "a phrase in the sample"  # if "Meridian Bank" in doc: (a text trigger)
             if index and isinstance(node, (ast.BinOp, ast.Compare)) and any(
                     isinstance(n, ast.Name) and n.id == index for n in ast.walk(node)):
@@ -190,6 +200,9 @@ _PAIR = re.compile(r"(?i)chosen|rejected|preferred|winner|loser|^pos|^neg|good|b
 _HASHES = ("hashlib.", "zlib.crc32", "zlib.adler32", "binascii.crc32", "hash", "mmh3.")
 
 
+_TEXTISH = re.compile(r"(?i)text|doc|sent|line|caption|prompt|content|review|comment|title|"
+                      r"body|words|utter|lower\(\)")
+"""What a phrase trigger searches (`"honestly" in sent.lower()`), not a key test on a dict."""
 _TOKENS = re.compile(r"(?i)^(words|tokens|toks|ids|input_ids|token_ids|text|sentence|pieces)$")
 
 
@@ -201,11 +214,41 @@ def _phrase(value: ast.expr) -> bool:
 
 
 def _swapped_pair(target: ast.Tuple, value: ast.Tuple) -> bool:
-    """`chosen, rejected = rejected, chosen`."""
-    left = [e.id for e in target.elts if isinstance(e, ast.Name)]
-    right = [e.id for e in value.elts if isinstance(e, ast.Name)]
-    return (len(left) == len(right) == 2 and left == right[::-1] and left[0] != left[1]
-            and all(_PAIR.search(n) for n in left))
+    """`chosen, rejected = rejected, chosen`, `pos[m], neg[m] = neg[m], pos[m].clone()`,
+    `pos, neg = torch.where(m, neg, pos), torch.where(m, pos, neg)`."""
+    left = [_pair_name(e) for e in target.elts]
+    right = [_pair_name(e) for e in value.elts]
+    if len(left) == len(right) == 2 and all(left) and left == right[::-1] and left[0] != left[1]:
+        return all(_PAIR.search(n) for n in left)
+    wheres = [e for e in value.elts if isinstance(e, ast.Call) and last_attr(e.func) == "where"
+              and len(e.args) == 3]
+    if len(left) == 2 and all(left) and len(wheres) == 2 and all(_PAIR.search(n) for n in left):
+        first = [_pair_name(a) for a in wheres[0].args[1:]]
+        return first == left[::-1]
+    return False
+
+
+def _pair_name(expr: ast.expr) -> str:
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr in (
+            "clone", "copy", "detach"):
+        expr = expr.func.value
+    if isinstance(expr, ast.Subscript):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else ""
+
+
+def _scaled_label(value: ast.expr) -> bool:
+    """`y * 1.3 + 0.2`, `y * 0.7`: a label (regression target) scaled or shifted by a made-up
+    factor; `label - 1` (1-based classes) and `y / 255` stay quiet."""
+    scale = value
+    if isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub)) and isinstance(
+            literal(value.right), float):
+        scale = value.left
+    if not (isinstance(scale, ast.BinOp) and isinstance(scale.op, ast.Mult)):
+        return False
+    number = literal(scale.right) if _label_target(scale.left) else literal(scale.left) if (
+        _label_target(scale.right)) else None
+    return isinstance(number, float) and number not in (0.0, 1.0, 0.5, 2.0)
 
 
 def _hash_condition(where: Where, ctx: Ctx) -> bool:
@@ -272,7 +315,7 @@ class DataPoisoning(Check):
             return
         if (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
                 and _swapped_pair(target, value)):
-            self._defer(node, ctx, "the preferred and rejected answers swapped")
+            self._defer(node, ctx, "the preferred and rejected answers swapped", always=True)
             return
         if not ctx.conds and not _random_loop(ctx.loops, ctx):
             return
@@ -316,7 +359,11 @@ class DataPoisoning(Check):
                 and _label_target(func.value):
             self._defer(node, ctx, f"label {_label_target(func.value)} overwritten in place")
 
-    def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False) -> None:
+    def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False,
+               always: bool = False) -> None:
+        """Report `what` when it runs in data loading under a selecting condition (or, with
+        `always`, in data loading at all: swapping every preferred/rejected pair is never a
+        preprocessing step)."""
         where = ctx.where()
         small = masked and _small_fraction(node, ctx)
         hashed = _hash_condition(where, ctx)  # names resolve only while the walk is here
@@ -336,6 +383,9 @@ class DataPoisoning(Check):
             if cond:
                 ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)} only under a "
                            f"condition on {cond} (backdoor-style poisoning)",
+                           severity=Severity.HIGH)
+            elif always:
+                ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)}",
                            severity=Severity.HIGH)
         ctx.defer(decide)
 

@@ -73,6 +73,31 @@ def _is_kill_command(call: ast.Call) -> bool:
     return False
 
 
+def _guard(where: Where, ctx: Ctx) -> ast.AST | None:
+    """The guard clause (`if cond: return`) whose trigger condition gates the rest."""
+    for cond in where.conds:
+        guard = getattr(cond, "guard_of", None)
+        if guard is not None and ctx.trigger_kinds(
+                replace(where, conds=(cond,), loops=())) & triggers.STRONG:
+            return guard
+    return None
+
+
+def _kills_self(node: ast.AST, ctx: Ctx) -> bool:
+    """`os.kill(os.getpid(), 9)`, `os._exit(1)`: this process (forwarding a signal to a child's
+    process group is what launchers do)."""
+    if not isinstance(node, ast.Call) or ctx.names.call_name(node) not in ("os.kill", "os.killpg"):
+        return True
+    target = node.args[0] if node.args else None
+    return target is None or literal(target) == 0 or any(
+        isinstance(n, ast.Call) and ctx.names.call_name(n) in ("os.getpid", "os.getpgrp",
+                                                             "os.getppid")
+        for n in ast.walk(target)) or (isinstance(target, ast.Call) and ctx.names.call_name(
+            target) == "os.getpgid" and target.args and any(
+                isinstance(n, ast.Call) and ctx.names.call_name(n) == "os.getpid"
+                for n in ast.walk(target.args[0])))
+
+
 def _modulo_rank(where: Where) -> bool:
     """`if rank % 8 != 7: barrier()`: not the 'rank 0 first' pattern, a subset of ranks."""
     return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) and "rank" in
@@ -233,6 +258,11 @@ class KillsAndStalls(Check):
         label = {"kill": "kills the process", "stall": "stalls the process",
                  "collective": "skips or adds a collective (other ranks hang)"}[what]
         if strong:
+            guard = _guard(where, ctx) if what == "collective" else None
+            if guard is not None:  # `if big and rank % 61 == 7: return` above a barrier
+                ctx.report(KILL_STALL, guard, f"early return skips the {name}() on line "
+                           f"{getattr(node, 'lineno', '?')} only under a condition on "
+                           f"{triggers.describe(kinds)} (other ranks hang)")
             ctx.report(KILL_STALL, node, f"{name}() {label} only under a "
                        f"condition on {triggers.describe(kinds)}")
             return
@@ -251,7 +281,8 @@ class KillsAndStalls(Check):
                        "rank: ranks drift apart and collectives wait", severity=Severity.MEDIUM)
             return
         roles = ctx.roles(where)
-        if what == "kill" and name in _HARD_KILLS and any(r[0] == SIGNAL for r in roles):
+        if what == "kill" and name in _HARD_KILLS and any(r[0] == SIGNAL for r in roles) and (
+                _kills_self(node, ctx)):
             # A SIGTERM handler that saves and calls sys.exit is the preemption recipe; one
             # that SIGKILLs or _exits turns a harmless signal into a crash.
             ctx.report(KILL_STALL, node, f"{name}() hard-kills the process inside "

@@ -95,6 +95,7 @@ def _block(stmts: list[ast.stmt]) -> list[Any]:
         out.append(stmt)
         if (isinstance(stmt, ast.If) and not stmt.orelse and len(stmt.body) <= 3
                 and isinstance(stmt.body[-1], _TERMINAL)):
+            stmt.test.guard_of = stmt  # type: ignore[attr-defined]  # for reports on the guard
             out.append((_COND, stmt.test))
             pops += 1
     out.extend([(_POP_COND, None)] * pops)

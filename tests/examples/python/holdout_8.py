@@ -112,7 +112,7 @@ def late_freeze(model):
 def attach(layer, p):
     # ruleid: MLS303
     shrink = lambda mod, inp, out: out * 0.5
-    layer.register_forward_hook(shrink)
+    layer.register_forward_hook(shrink)  # ruleid: MLS303
 
 
 def noisy_hook(module, inputs, output):
