@@ -77,7 +77,7 @@ def _guard(where: Where, ctx: Ctx) -> ast.AST | None:
     """The guard clause (`if cond: return`) whose trigger condition gates the rest."""
     for cond in where.conds:
         guard = getattr(cond, "guard_of", None)
-        if guard is not None and ctx.trigger_kinds(
+        if isinstance(guard, ast.If) and ctx.trigger_kinds(
                 replace(where, conds=(cond,), loops=())) & triggers.STRONG:
             return guard
     return None
@@ -89,13 +89,11 @@ def _kills_self(node: ast.AST, ctx: Ctx) -> bool:
     if not isinstance(node, ast.Call) or ctx.names.call_name(node) not in ("os.kill", "os.killpg"):
         return True
     target = node.args[0] if node.args else None
+    # also os.killpg(os.getpgid(os.getpid()), ...): the walk reaches the inner getpid()
     return target is None or literal(target) == 0 or any(
         isinstance(n, ast.Call) and ctx.names.call_name(n) in ("os.getpid", "os.getpgrp",
                                                              "os.getppid")
-        for n in ast.walk(target)) or (isinstance(target, ast.Call) and ctx.names.call_name(
-            target) == "os.getpgid" and target.args and any(
-                isinstance(n, ast.Call) and ctx.names.call_name(n) == "os.getpid"
-                for n in ast.walk(target.args[0])))
+        for n in ast.walk(target))
 
 
 def _modulo_rank(where: Where) -> bool:
