@@ -235,8 +235,11 @@ class ParameterTampering(Check):
         swap = any(_SWAP_SOURCES.search(_root_name(a)) for a in args)
         constant = op in ("mul_", "div_", "add_", "sub_") and any(
             isinstance(ctx.const(a), (int, float)) for a in args)
+        base = _root_name(target).split(".", 1)[0]
+        self_scaled = bool(base) and any(isinstance(n, ast.Name) and n.id == base
+                                         for a in args for n in ctx.walk_values(a))
         ctx.defer(lambda: self._decide(node, ctx, where, kind, root, op, negates, noisy,
-                                       plain_set, depends, swap, constant))
+                                       plain_set, depends, swap, constant, self_scaled))
 
     def _toggle(self, node: ast.AST, ctx: Ctx, where: Where, root: str) -> None:
         kinds = ctx.trigger_kinds(where) & triggers.STRONG
@@ -247,7 +250,7 @@ class ParameterTampering(Check):
     def _decide(self, node: ast.AST, ctx: Ctx, where: Where, kind: str, root: str, op: str,
                 negates: bool, noisy: bool, plain_set: bool,
                 depends: frozenset[str] = frozenset(), swap: bool = False,
-                constant: bool = False) -> None:
+                constant: bool = False, self_scaled: bool = False) -> None:
         kinds = ctx.trigger_kinds(where)
         if ctx.in_optimizer_class(where):  # stochastic rounding/weight decay in optimizers
             kinds -= {triggers.RANDOM}
@@ -272,6 +275,7 @@ class ParameterTampering(Check):
                        severity=Severity.MEDIUM)
         elif (kind in ("parameter", "state-dict") and not plain_set and not ema
               and not _allowed(where, ctx, arithmetic=constant)
-              and op not in ("zero_", "copy_", "set_", "clamp_", "clip_")):  # WGAN clipping
+              and op not in ("zero_", "copy_", "set_", "clamp_", "clip_")  # WGAN clipping
+              and not (op in ("mul_", "div_") and self_scaled)):  # w.mul_(max_norm / w.norm())
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} outside an optimizer "
                        "step, init or EMA helper", severity=Severity.MEDIUM)
