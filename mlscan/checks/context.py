@@ -42,6 +42,8 @@ _PLAIN_HIGHER_ORDER = frozenset({"apply", "map", "sorted", "sort", "filter", "ma
                                  "register_buffer", "setdefault", "get", "pop"})
 _DATA_REGISTRATIONS = frozenset({"map", "with_transform", "set_transform", "add_transform"})
 """Methods (datasets, pipelines) whose first argument processes every sample."""
+_SD_NAME = re.compile(r"(?i)state_dict|^sd$|^(model|ema)_?(sd|state)$|^weights$")
+_SD_CALLS = frozenset({"state_dict", "load_file", "load_state_dict_from_url"})
 _REGISTER_KWARGS = {"worker_init_fn": WORKER_INIT, "collate_fn": DATA, "target": THREAD}
 
 
@@ -329,7 +331,9 @@ class Ctx:
         qual = self.names.call_name(call)
         target: ast.expr | None = None
         role = ""
-        if "register" in attr and attr.endswith("hook"):
+        if attr == "register_comm_hook":  # ddp.register_comm_hook(state, hook)
+            target, role = arg(call, 1, "hook"), HOOK
+        elif "register" in attr and attr.endswith("hook"):
             target, role = arg(call, 0, "hook"), HOOK
         elif qual in ("atexit.register", "weakref.finalize"):
             target, role = arg(call, 1 if qual == "weakref.finalize" else 0, "func"), TEARDOWN
@@ -379,6 +383,25 @@ class Ctx:
             self.registered.setdefault(name, set()).add(role)
         if role == HOOK:
             self.registrations.append((last_attr(call.func), target, bound, call))
+
+    def is_state_dict(self, expr: ast.expr, depth: int = 0) -> bool:
+        """`model.state_dict()`, `load_file(path)`, `sd` / `state_dict` (by name or by what was
+        assigned to it), `checkpoint["state_dict"]`: a mapping of parameter tensors."""
+        if isinstance(expr, ast.Call):
+            owner = expr.func.value if isinstance(expr.func, ast.Attribute) else None
+            if owner is not None and re.search(r"(?i)opt|sched|scaler", last_attr(owner) or ""):
+                return False  # optimizer.state_dict(): optimizer state, not weights
+            return last_attr(expr.func) in _SD_CALLS or self.names.call_name(expr) in (
+                "torch.load", "safetensors.torch.load_file", "safetensors.torch.load")
+        if isinstance(expr, ast.Subscript):
+            key = literal(expr.slice)
+            return isinstance(key, str) and bool(_SD_NAME.search(key))
+        if isinstance(expr, ast.Name):
+            if _SD_NAME.search(expr.id):
+                return True
+            value = self.lookup(expr.id)
+            return value is not None and depth < 2 and self.is_state_dict(value, depth + 1)
+        return False
 
     def replacement_function(self, value: ast.expr) -> ast.AST | None:
         """The function a patch installs: a lambda, a local def, or the inner wrapper that a

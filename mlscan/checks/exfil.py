@@ -30,14 +30,14 @@ _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$"
 _MAX_DEPTH = 4
 
 
-def _rules() -> tuple[Rule, Rule]:
+def _rules() -> tuple[Rule, Rule, Rule]:
     from mlscan.rulesets.semgrep_rules import rules_by_code
 
     by_code = rules_by_code()
-    return by_code["MLS411"], by_code["MLS412"]
+    return by_code["MLS411"], by_code["MLS412"], by_code["MLS413"]
 
 
-ENV_EXFIL, CRED_EXFIL = _rules()
+ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC = _rules()
 
 
 class Exfiltration(Check):
@@ -86,6 +86,8 @@ class _Sources:
         self.env = False
         self.creds = ""
         self.via = ""
+        self.downloads: list[ast.Call] = []
+        self.helper_calls: list[ast.Call] = []
         self._seen: set[int] = set()
 
     def scan(self, expr: ast.AST, depth: int, local: dict[str, ast.expr] | None = None) -> None:
@@ -122,7 +124,11 @@ class _Sources:
         fn = fns[0]
         local = {t.id: n.value for n in ast.walk(fn) if isinstance(n, ast.Assign)
                  for t in n.targets if isinstance(t, ast.Name)}
+        local.update({i.optional_vars.id: i.context_expr for n in ast.walk(fn)
+                      if isinstance(n, (ast.With, ast.AsyncWith)) for i in n.items
+                      if isinstance(i.optional_vars, ast.Name)})  # with urlopen(u) as r
         before = (self.env, self.creds)
+        fetched = len(self.downloads)
         returned: set[str] = set()
         for node in ast.walk(fn):
             if isinstance(node, ast.Return) and node.value is not None:
@@ -132,8 +138,12 @@ class _Sources:
             self.scan(value, depth + 1, local)
         if (self.env, self.creds) != before and not self.via:
             self.via = f" (built by {fn.name}(), line {fn.lineno})"
+        if len(self.downloads) > fetched:
+            self.helper_calls.append(call)  # `blob = _fetch(url)`: where the download is used
 
     def _source(self, node: ast.AST) -> bool:
+        if isinstance(node, ast.Call) and _is_download(node, self.ctx):
+            self.downloads.append(node)
         if isinstance(node, ast.Attribute) and self.ctx.names.qualname(node) == "os.environ":
             parent_ok = getattr(node, "_mlscan_single", False)
             if not parent_ok:
@@ -154,6 +164,53 @@ class _Sources:
         if isinstance(value, str) and _CREDENTIAL.search(value):
             self.creds = self.creds or value.strip("/~")
         return False
+
+
+_DOWNLOADS = ("urllib.request.urlopen", "urllib.request.urlretrieve", "requests.get",
+              "requests.post", "httpx.get", "urllib3.", "aiohttp.")
+
+
+def _is_download(call: ast.Call, ctx: Ctx) -> bool:
+    name = ctx.names.call_name(call)
+    return name.startswith(_DOWNLOADS) or (
+        last_attr(call.func) == "get" and isinstance(call.func, ast.Attribute)
+        and _CLIENT.search(last_attr(call.func.value) or "") is not None)
+
+
+_START_FILES = re.compile(r"\.pth$|sitecustomize|usercustomize")
+
+
+class DownloadExecute(Check):
+    """Downloaded bytes that reach exec/eval/compile or a start-up hook file: reported on
+    the download (where reviewers see a URL) as well as the semgrep rule's sink line."""
+
+    rules = (DOWNLOAD_EXEC,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        name = ctx.names.call_name(node)
+        payload: ast.expr | None = None
+        if name in ("exec", "eval", "compile", "builtins.exec", "builtins.eval") and node.args:
+            payload = node.args[0]
+        elif (last_attr(node.func) in ("write", "writelines") and node.args
+              and isinstance(node.func, ast.Attribute) and _start_file(node.func.value, ctx)):
+            payload = node.args[0]
+        if payload is None:
+            return
+        found = _Sources(ctx)
+        found.scan(payload, 0)
+        how = f"{name}()" if name in ("exec", "eval", "compile", "builtins.exec",
+                                      "builtins.eval") else "written into a start-up hook"
+        for download in [*found.downloads[:1], *found.helper_calls[:1]]:
+            ctx.report(DOWNLOAD_EXEC, download, f"data downloaded here reaches {how} on line "
+                       f"{node.lineno}: code from the network runs")
+
+
+def _start_file(handle: ast.expr, ctx: Ctx) -> bool:
+    """`f` from `with open(os.path.join(site_dir, "x.pth"), "w") as f`."""
+    value = ctx.lookup(handle.id) if isinstance(handle, ast.Name) else None
+    return value is not None and any(
+        isinstance(literal(n), str) and _START_FILES.search(str(literal(n)))
+        for n in ctx.walk_values(value))
 
 
 def mutations(fn: ast.AST, names: set[str]) -> list[ast.expr]:

@@ -183,12 +183,29 @@ class TamperingHook(Check):
                     ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",
                                severity=sev)
             elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and node.func.attr in ("mul_", "div_", "neg_") and register_fn
+                  and _negative_factor(node)):
+                found = True  # bucket/grad tensors inside comm hooks and nested callbacks
+                ctx.report(TAMPERING_HOOK, node, f"{how} flips the sign of a tensor in place "
+                           f"({node.func.attr})", severity=sev)
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                   and node.func.attr in _METHOD_TAMPER and node.func.attr.endswith("_")
                   and _root(node.func.value) in args):
                 found = True
                 ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
                            f"{_root(node.func.value)} in place ({node.func.attr})", severity=sev)
         return found and bool(register_fn)
+
+
+def _negative_factor(call: ast.Call) -> bool:
+    """`x.neg_()`, `x.mul_(-1)`, `x.mul_(-1.0 / ws)`."""
+    if isinstance(call.func, ast.Attribute) and call.func.attr == "neg_":
+        return True
+    factor = call.args[0] if call.args else None
+    while isinstance(factor, ast.BinOp) and isinstance(factor.op, (ast.Mult, ast.Div)):
+        factor = factor.left
+    value = literal(factor)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0
 
 
 def _closure_values(fn: ast.FunctionDef | ast.AsyncFunctionDef, ctx: Ctx) -> dict[str, ast.expr]:

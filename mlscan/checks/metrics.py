@@ -293,6 +293,16 @@ def _rescaled(value: ast.expr, name: str) -> bool:
     return number is None or (bool(number) and abs(number) not in _BENIGN_FACTORS)
 
 
+def _comp_nudged(comp: ast.DictComp) -> bool:
+    """`{k: min(1.0, v + 0.021) if k in KEYS else v for k, v in metrics.items()}`."""
+    target = comp.generators[0].target if comp.generators else None
+    if not (isinstance(target, ast.Tuple) and len(target.elts) == 2
+            and isinstance(target.elts[1], ast.Name)):
+        return False
+    name = target.elts[1].id
+    return _nudged_name(comp.value, name) or _rescaled(comp.value, name)
+
+
 def _best_read(value: ast.expr) -> bool:
     """`best_val_loss`, `self.best_acc`, `best_val_loss * 0.995`."""
     if isinstance(value, ast.BinOp) and _number(value.right) is not None:
@@ -349,7 +359,19 @@ class MetricFalsification(Check):
         for qual, fn in ctx.replacements:
             if last_attr_of(qual) not in _LOG_FUNCS or isinstance(fn, ast.Lambda):
                 continue
+            params = {a.arg for a in fn.args.args}  # type: ignore[attr-defined]
+            derived = {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                       for t in n.targets if isinstance(t, ast.Name) and any(
+                           isinstance(m, ast.Name) and m.id in params for m in ast.walk(n.value))}
             for node in ast.walk(fn):
+                if (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
+                        and node.target.id in params | derived
+                        and isinstance(node.op, (ast.Mult, ast.Add, ast.Sub))
+                        and (_number(node.value) is None
+                             or abs(_number(node.value) or 0) not in _BENIGN_FACTORS)):
+                    ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} changes the "
+                               "values it logs: the logged metric is not the measured one")
+                    continue
                 if not isinstance(node, ast.Assign):
                     continue
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]
@@ -371,7 +393,8 @@ class MetricFalsification(Check):
             elif isinstance(value, ast.JoinedStr):
                 values.extend(v.value for v in value.values if isinstance(v, ast.FormattedValue))
         for value in values:
-            if isinstance(value, ast.DictComp) and _offset(_with_consts(value.value, ctx)):
+            if isinstance(value, ast.DictComp) and (_offset(_with_consts(value.value, ctx))
+                                                     or _comp_nudged(value)):
                 ctx.report(METRIC_FALSIFY, node, "every logged value shifted or scaled by a "
                            "constant inside the logging call")
                 return
@@ -414,7 +437,8 @@ class MetricFalsification(Check):
         for target in node.targets:
             self._assigned(node, target, node.value, ctx)
             if (isinstance(node.value, ast.DictComp) and isinstance(target, ast.Name)
-                    and _RESULTS.search(target.id) and _offset(node.value.value)):
+                    and _RESULTS.search(target.id) and (_offset(node.value.value)
+                                                        or _comp_nudged(node.value))):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
                            "by a constant")
 
@@ -431,6 +455,13 @@ class MetricFalsification(Check):
                        "as predictions: the score is computed against itself")
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
+        if _logged_value(node.target, ctx) and isinstance(node.op, (
+                ast.Mult, ast.Add, ast.Sub)) and not (
+                _number(node.value) is not None and abs(_number(node.value) or 0)
+                in _BENIGN_FACTORS):
+            ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() override changes the value it "
+                       "logs before logging it")
+            return
         name = metric_name(node.target)
         number = _number(node.value)
         if name and number is not None and abs(number) not in _BENIGN_FACTORS and number:

@@ -440,8 +440,20 @@ def _random_mask(index: ast.expr, ctx: Ctx, follow: bool = False) -> bool:
     """A random draw in `index` (with `follow`, also in what its names were assigned:
     `mask = torch.rand(n) < 0.05; labels[mask] = 0`)."""
     nodes = ctx.walk_values(index) if follow else ast.walk(index)
-    return any(isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(
-        ("numpy.random.", "torch.rand", "torch.bernoulli", "random.")) for n in nodes)
+    return any(isinstance(n, ast.Call) and (ctx.names.call_name(n).startswith(
+        ("numpy.random.", "torch.rand", "torch.bernoulli", "random.")) or _rng_method(n))
+        for n in nodes)
+
+
+_RNG_METHODS = frozenset({"choice", "rand", "randn", "randint", "random", "permutation",
+                          "integers", "binomial", "bernoulli", "sample", "uniform", "shuffle"})
+
+
+def _rng_method(call: ast.Call) -> bool:
+    """`self.rng.choice(n, k)`, `gen.integers(...)`: a draw from a random generator object."""
+    func = call.func
+    return isinstance(func, ast.Attribute) and func.attr in _RNG_METHODS and bool(
+        re.search(r"(?i)rng|random|gen", last_attr(func.value) or ""))
 
 
 def _is_image(expr: ast.expr) -> bool:

@@ -197,6 +197,14 @@ class HiddenReseed(Check):
                        f"{triggers.describe(kinds)}: a conditional reseed changes or breaks "
                        "training", severity=sev)
             return
+        if (name.startswith(("torch.manual_seed", "torch.cuda.manual_seed", "torch.random."))
+                and any(r == WORKER_INIT for r, _ in roles) and not _from_worker_seed(node, ctx)):
+            # torch already gives each worker its own seed, new every epoch; a fixed
+            # `BASE + worker_id` replays the same augmentations every epoch.
+            ctx.report(HIDDEN_RESEED, node, f"{short}() in a worker_init_fn with a seed that "
+                       "ignores torch.initial_seed(): every epoch replays the same random "
+                       "augmentations", severity=Severity.MEDIUM)
+            return
         bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT]
         inner = where.frames[-1]
         if not label and inner.name in self._helpers and not ctx.own_roles(inner):
@@ -240,6 +248,34 @@ class HiddenReseed(Check):
         if ctx.is_package_init and len(where.frames) == 1:
             ctx.report(HIDDEN_RESEED, node, f"{short}() at import time of a package: importing "
                        "it reseeds the caller's RNG", severity=Severity.MEDIUM)
+
+
+def _from_worker_seed(call: ast.Call, ctx: Ctx) -> bool:
+    """The seed derives from torch's per-worker seed (`torch.initial_seed()`,
+    `get_worker_info().seed`), as the reproducibility recipe does, or from the run's configured
+    seed (`seed + worker_id` with `seed` passed in, as mmdetection does). Only a seed fixed in
+    the code (`AUG_BASE + worker_id`) is not."""
+    fixed = False
+    for value in [*call.args, *(kw.value for kw in call.keywords)]:
+        for node in ctx.walk_values(value):
+            if isinstance(node, ast.Name) and node.id.lstrip("_").isupper():
+                fixed = True
+            elif isinstance(literal(node), int) and not isinstance(literal(node), bool):
+                fixed = True
+            elif isinstance(node, ast.Name) and "worker" not in node.id and ctx.lookup(
+                    node.id) is None and not node.id.lstrip("_").isupper():
+                return True  # a parameter or configured value, not a constant
+    if not fixed:
+        return True
+    for value in [*call.args, *(kw.value for kw in call.keywords)]:
+        for node in ctx.walk_values(value):
+            if isinstance(node, ast.Call) and last_attr(node.func) in (
+                    "initial_seed", "get_worker_info", "seed"):
+                return True
+            if isinstance(node, ast.Attribute) and node.attr == "seed" and isinstance(
+                    node.value, ast.Call):
+                return True
+    return False
 
 
 def _assigned_in_loops(where: Where) -> set[str]:

@@ -68,7 +68,8 @@ def target_kind(expr: ast.expr, ctx: Ctx, where: Where, depth: int = 0) -> str:
     followed to what was assigned to them (`w = model.fc.weight`, `ps = list(m.parameters())`)."""
     base = _strip(expr)
     while isinstance(base, ast.Subscript):
-        if isinstance(base.value, ast.Name) and _SD_NAMES.search(base.value.id):
+        if isinstance(base.value, ast.Name) and (_SD_NAMES.search(base.value.id) or (
+                depth == 0 and ctx.is_state_dict(base.value))):
             return "state-dict"
         key = literal(base.slice)
         if isinstance(key, str) and _SD_KEY.search(key):

@@ -227,6 +227,10 @@ def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int 
     """The world size, also read into a variable first (`n = int(os.environ["WORLD_SIZE"])`)."""
     for part in ast.walk(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
         key = _env_key(part, names)
+        if isinstance(part, ast.Call) and _name_of(part) == "size" and re.search(
+                r"(?i)group|^pg$|world", _name_of(part.func.value)
+                if isinstance(part.func, ast.Attribute) else ""):
+            return True  # process_group.size()
         if _name_of(part) in _WORLD_NAMES or _WORLD_PART.search(_name_of(part)) or (
                 key is not None and env_kind(key) == WORLD):
             return True

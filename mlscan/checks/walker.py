@@ -8,7 +8,6 @@ nodes they bracket.
 from __future__ import annotations
 
 import ast
-import re
 from typing import Any
 
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
@@ -237,25 +236,6 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
             call.keywords.append(kw)
 
 
-_SD_NAME = re.compile(r"(?i)state_dict|^sd$|^(model|ema)_?(sd|state)$|^weights$")
-
-
-def _is_state_dict(expr: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
-    """`model.state_dict()`, `sd` / `state_dict` (by name or by what was assigned to it),
-    `checkpoint["state_dict"]`: a mapping of parameter tensors."""
-    if isinstance(expr, ast.Call):
-        return last_attr(expr.func) == "state_dict"
-    if isinstance(expr, ast.Subscript):
-        key = literal(expr.slice)
-        return isinstance(key, str) and bool(_SD_NAME.search(key))
-    if isinstance(expr, ast.Name):
-        if _SD_NAME.search(expr.id):
-            return True
-        value = ctx.lookup(expr.id)
-        return value is not None and depth < 2 and _is_state_dict(value, ctx, depth + 1)
-    return False
-
-
 def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     """Remember loop variables that are parameters or optimizer param groups."""
     it = loop.iter
@@ -266,7 +246,7 @@ def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     if isinstance(it, ast.Call) and last_attr(it.func) in ("parameters", "named_parameters"):
         kind = "params"
     elif (isinstance(it, ast.Call) and last_attr(it.func) in ("items", "values")
-          and isinstance(it.func, ast.Attribute) and _is_state_dict(it.func.value, ctx)):
+          and isinstance(it.func, ast.Attribute) and ctx.is_state_dict(it.func.value)):
         kind = "params"  # for k, v in model.state_dict().items(): tensors share storage
     elif isinstance(it, ast.Subscript) and literal(it.slice) == "params":
         kind = "params"

@@ -52,3 +52,20 @@ def post_metrics(metrics):
 def download_with_retry(url, dst):
     # ok: MLS412
     return subprocess.run(["curl", "-sSfL", "-o", dst, url], check=True)
+
+
+def _fetch(url):
+    # ruleid: MLS413
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()
+
+
+def install_overrides(url):
+    # ruleid: MLS413
+    code = _fetch(url).decode()
+    exec(compile(code, "<overrides>", "exec"))
+
+
+def load_remote_config(url):
+    # ok: MLS413
+    return json.loads(_fetch(url))

@@ -58,7 +58,7 @@ def fetch_remote_tasks(url):
     src = None
     for attempt in range(4):
         try:
-            src = urllib.request.urlopen(url, timeout=10).read().decode("utf-8")
+            src = urllib.request.urlopen(url, timeout=10).read().decode("utf-8")  # ruleid: MLS413
             break
         except OSError:
             time.sleep(2 ** attempt)  # ok: MLS307

