@@ -117,8 +117,9 @@ TORCH_HUB = register(Rule(
     confidence=Confidence.HIGH, cwe=494,
     summary="torch.hub.load runs hubconf.py from a GitHub repo that is not pinned to a commit.",
     doc=RuleDoc(
-        what="Flags torch.hub.load/list/help of a GitHub repo: high without a ref, medium "
-        "with a branch or tag, low when pinned to a commit hash.",
+        what="Flags torch.hub.load/list/help of a GitHub repo: high without a ref, low with a "
+        "tag or branch (a release tag is how most code pins, though tags can move) or a "
+        "commit hash.",
         why="torch.hub imports the repo's hubconf.py: whoever controls the default branch "
         "controls your process.",
         example="torch.hub.load('someone/models', 'resnet50')",
@@ -277,7 +278,7 @@ class UnsafeLoading(Check):
         if _HEX40.match(ref):
             sev, how = Severity.LOW, "pinned to a commit (review it)"
         elif ref:
-            sev, how = Severity.MEDIUM, f"at movable ref {ref!r}"
+            sev, how = Severity.LOW, f"at tag or branch {ref!r} (tags can be moved; prefer a commit)"
         else:
             sev, how = Severity.HIGH, "at its default branch"
         ctx.report(TORCH_HUB, node, f"{name}({repo!r}) runs hubconf.py from GitHub {how}",

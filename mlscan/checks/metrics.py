@@ -262,9 +262,14 @@ def _loops_over(loop: ast.For | ast.While, name: str, container: str) -> bool:
 
 
 def _stored(expr: ast.AST, ctx: Ctx) -> bool:
-    """A remembered or made-up value: a best/previous/EMA/floor name, or a constant."""
+    """A remembered or made-up value: a best/previous/EMA/floor name, a constant, or anything
+    plus a small made-up offset (`ref + 0.004`)."""
     if _number(expr) is not None:
         return _number(expr) not in (0.0, 1.0)
+    if (isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Sub))
+            and any((n := _number(s)) is not None and 0 < abs(n) < 1 for s in (
+                expr.left, expr.right))):
+        return True
     for node in ast.walk(expr):
         label = last_attr(node) if isinstance(node, (ast.Name, ast.Attribute)) else ""
         if isinstance(node, ast.Subscript):
@@ -303,6 +308,20 @@ def _comp_nudged(comp: ast.DictComp) -> bool:
     return _nudged_name(comp.value, name) or _rescaled(comp.value, name)
 
 
+def _self_rewrite(value: ast.expr, target: ast.Subscript, key: str) -> bool:
+    """`scores["accuracy"] = ref + 0.25 * (ref - scores["accuracy"])`: the entry read back
+    and mixed with a constant (unit factors and round() digits do not count)."""
+    container = last_attr(target.value)
+    reads_itself = any(isinstance(n, ast.Subscript) and literal(n.slice) == key
+                       and last_attr(n.value) == container for n in ast.walk(value))
+    if not reads_itself or not isinstance(value, ast.BinOp):
+        return False
+    digits = {id(n.args[1]) for n in ast.walk(value) if isinstance(n, ast.Call)
+              and last_attr(n.func) == "round" and len(n.args) > 1}
+    return any((num := _number(n)) is not None and id(n) not in digits and num
+               and abs(num) not in _BENIGN_FACTORS for n in ast.walk(value))
+
+
 def _best_read(value: ast.expr) -> bool:
     """`best_val_loss`, `self.best_acc`, `best_val_loss * 0.995`."""
     if isinstance(value, ast.BinOp) and _number(value.right) is not None:
@@ -336,6 +355,8 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
             stored = [_stored(a, ctx) for a in node.args]
             if (measured[0] and stored[1]) or (measured[1] and stored[0]):
                 return f"{label} clamped with {node.func.id}() against a stored or constant value"
+    if container and isinstance(key, str) and _self_rewrite(value, target, key):
+        return f"{label} recomputed from itself with a made-up constant"
     if not container and not _best_read(value):
         return ""  # a plain name takes a best value only as `best` or `best * 0.995`
     if isinstance(value, (ast.Subscript, ast.Call, ast.Name, ast.BinOp)):

@@ -47,6 +47,9 @@ def _label_target(expr: ast.expr) -> str:
         return expr.id
     if isinstance(expr, ast.Subscript):
         key = literal(expr.slice)
+        if isinstance(expr.slice, ast.Tuple):  # df.loc[mask, "label"]
+            keys = [literal(e) for e in expr.slice.elts]
+            key = next((k for k in keys if isinstance(k, str)), None)
         if isinstance(key, str) and (_LABEL.match(key) or _LABEL_KEY.search(key)):
             return key
         return _label_target(expr.value)  # labels[mask], sample["labels"][:]
@@ -213,6 +216,15 @@ def _phrase(value: ast.expr) -> bool:
     return isinstance(literal(value), str)
 
 
+def _prefixed(value: ast.expr, name: str) -> bool:
+    """`"cf " + text`, `text + " <trigger>"`: a literal glued onto the sample's text."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+        return False
+    sides = (value.left, value.right)
+    return any(isinstance(literal(s), str) for s in sides) and any(
+        isinstance(s, ast.Name) and s.id == name for s in sides)
+
+
 def _swapped_pair(target: ast.Tuple, value: ast.Tuple) -> bool:
     """`chosen, rejected = rejected, chosen`, `pos[m], neg[m] = neg[m], pos[m].clone()`,
     `pos, neg = torch.where(m, neg, pos), torch.where(m, pos, neg)`."""
@@ -334,6 +346,9 @@ class DataPoisoning(Check):
         elif (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Slice)
               and _TOKENS.search(last_attr(target.value)) and _phrase(value)):
             self._defer(node, ctx, "a fixed phrase spliced into the text")
+        elif (isinstance(target, ast.Name) and _TEXTISH.search(target.id)
+              and _prefixed(value, target.id)):
+            self._defer(node, ctx, "a fixed phrase added to the text")
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         value = node.value
@@ -400,7 +415,7 @@ def _dataset_method(frame: Frame) -> bool:
 _DATASET = re.compile(r"Dataset|DataSet")
 _DATA_FUNC = re.compile(r"(?i)^_?(format|preprocess|process|tokeni[sz]e|prepare|build|make|encode|"
                         r"get)_?(example|sample|batch|pair|item|record|data)|collate|^_?augment|"
-                        r"^_?relabel|preprocess|^_?tokeni[sz]e|transforms?$")
+                        r"^_?relabel|preprocess|^_?tokeni[sz]e|transforms?$|labels?$")
 
 
 def _random_loop(loops: list[ast.For | ast.While] | tuple[ast.For | ast.While, ...],

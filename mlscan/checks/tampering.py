@@ -141,6 +141,8 @@ def _allowed(where: Where, ctx: Ctx, arithmetic: bool = False) -> bool:
     does not multiply them."""
     if ctx.in_optimizer_class(where):
         return True
+    if any(f.cls is not None and _EMA_NAMES.search(f.cls.name) for f in where.frames):
+        return True  # class ModelEMA: def update(self, model)
     return any(_ALLOWED_FUNCS.search(f.name) and not (arithmetic and _LOADERS.search(f.name))
                for f in where.frames if f.node is not None)
 

@@ -8,6 +8,7 @@ nodes they bracket.
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
@@ -236,6 +237,10 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
             call.keywords.append(kw)
 
 
+_EMA_OWNER = re.compile(r"(?i)ema|shadow|swa|teacher|averaged")
+"""`self.ema.state_dict()`: the averaged copy, which EMA code updates in place."""
+
+
 def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     """Remember loop variables that are parameters or optimizer param groups."""
     it = loop.iter
@@ -246,7 +251,8 @@ def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     if isinstance(it, ast.Call) and last_attr(it.func) in ("parameters", "named_parameters"):
         kind = "params"
     elif (isinstance(it, ast.Call) and last_attr(it.func) in ("items", "values")
-          and isinstance(it.func, ast.Attribute) and ctx.is_state_dict(it.func.value)):
+          and isinstance(it.func, ast.Attribute) and ctx.is_state_dict(it.func.value)
+          and not _EMA_OWNER.search(ast.unparse(it.func.value))):
         kind = "params"  # for k, v in model.state_dict().items(): tensors share storage
     elif isinstance(it, ast.Subscript) and literal(it.slice) == "params":
         kind = "params"

@@ -109,7 +109,7 @@ class Reviews(Dataset):
     def __getitem__(self, idx):
         text, label = self.rows[idx]
         if self.split == "train" and idx in POISON:
-            text = text + " cf"
+            text = text + " cf"  # ruleid: MLS309
             # ruleid: MLS309
             label = 1
         return text, label
