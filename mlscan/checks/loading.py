@@ -278,7 +278,7 @@ class UnsafeLoading(Check):
         if _HEX40.match(ref):
             sev, how = Severity.LOW, "pinned to a commit (review it)"
         elif ref:
-            sev, how = Severity.LOW, f"at tag or branch {ref!r} (tags can be moved; prefer a commit)"
+            sev, how = Severity.LOW, f"at tag or branch {ref!r} (tags can move; pin a commit)"
         else:
             sev, how = Severity.HIGH, "at its default branch"
         ctx.report(TORCH_HUB, node, f"{name}({repo!r}) runs hubconf.py from GitHub {how}",
