@@ -355,8 +355,8 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
             stored = [_stored(a, ctx) for a in node.args]
             if (measured[0] and stored[1]) or (measured[1] and stored[0]):
                 return f"{label} clamped with {node.func.id}() against a stored or constant value"
-    if isinstance(target, ast.Subscript) and isinstance(key, str) and _self_rewrite(
-            value, target, key):
+    if (isinstance(target, ast.Subscript) and isinstance(key, str)
+            and (container or metric_name(target)) and _self_rewrite(value, target, key)):
         return f"{label} recomputed from itself with a made-up constant"
     if not container and not _best_read(value):
         return ""  # a plain name takes a best value only as `best` or `best * 0.995`
