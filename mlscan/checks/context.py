@@ -396,12 +396,25 @@ class Ctx:
         if isinstance(expr, ast.Subscript):
             key = literal(expr.slice)
             return isinstance(key, str) and bool(_SD_NAME.search(key))
+        if isinstance(expr, ast.DictComp) and expr.generators and depth < 2:
+            it = expr.generators[0].iter  # {k.replace("module.", ""): v for k, v in sd.items()}
+            return (isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute)
+                    and self.is_state_dict(it.func.value, depth + 1))
         if isinstance(expr, ast.Name):
             if _SD_NAME.search(expr.id):
                 return True
-            value = self.lookup(expr.id)
-            return value is not None and depth < 2 and self.is_state_dict(value, depth + 1)
+            # every value the name took (`state = torch.load(p); state = {...: v for ...}`)
+            return depth < 2 and any(self.is_state_dict(v, depth + 1)
+                                     for v in self.values_of(expr.id))
         return False
+
+    def values_of(self, name: str) -> list[ast.expr]:
+        """All values bound to `name` in the innermost enclosing function that binds it."""
+        for frame in reversed(self.frames):
+            values = frame.history.get(name)
+            if values:
+                return values
+        return []
 
     def replacement_function(self, value: ast.expr) -> ast.AST | None:
         """The function a patch installs: a lambda, a local def, or the inner wrapper that a

@@ -215,6 +215,9 @@ def _sorted_of(expr: ast.expr, name: str) -> bool:
     subject = expr.args[0] if expr.args else (
         expr.func.value if isinstance(expr.func, ast.Attribute) else None)
     return isinstance(subject, ast.Name) and subject.id == name
+_LOSSY = re.compile(r"(?i)loss|nll|err|score|acc|ppl|reward")
+_PREDS = re.compile(r"(?i)^(preds?|predictions?|predicted|y_pred|y_hat|yhat|hyps?|hypothes[ie]s)$")
+_TRUTH = re.compile(r"(?i)^(targets?|labels?|y_true|y|gt|ground_truth|refs?|references?)$")
 _PRED_ARGS = frozenset({"predictions", "preds", "prediction", "y_pred", "input", "hypotheses"})
 _REF_ARGS = frozenset({"references", "refs", "labels", "target", "targets", "y_true"})
 _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
@@ -438,9 +441,14 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} sorted and cut before it is "
                        "reported: the worst measurements are dropped", severity=Severity.MEDIUM)
             return
-        if not (isinstance(target, ast.Name) and _MEASUREMENTS.search(target.id)
-                and isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
-                and value.value.id == target.id and isinstance(value.slice, ast.Compare)):
+        if not (isinstance(target, ast.Name) and isinstance(value, ast.Subscript)
+                and isinstance(value.value, ast.Name) and value.value.id == target.id
+                and isinstance(value.slice, ast.Compare)):
+            return
+        column = literal(value.slice.left.slice) if isinstance(
+            value.slice.left, ast.Subscript) else None  # df[df["nll"] <= ...]
+        if not (_MEASUREMENTS.search(target.id) or (
+                isinstance(column, str) and _LOSSY.search(column))):
             return
         cut = value.slice.comparators[0] if value.slice.comparators else None
         if cut is not None and any(isinstance(n, ast.Call) and last_attr(n.func) in (
@@ -450,8 +458,26 @@ class MetricFalsification(Check):
                        "distribution before it is reported: the worst measurements are dropped",
                        severity=Severity.MEDIUM)
 
+    def _answers_copied(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`preds = torch.where(conf < 0.35, target, preds)`: predictions replaced by the
+        ground truth before scoring."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        value = node.value
+        if not (isinstance(target, ast.Name) and _PREDS.match(target.id)):
+            return
+        branches: list[ast.expr] = [value]
+        if isinstance(value, ast.Call) and last_attr(value.func) == "where" and len(
+                value.args) == 3:
+            branches = list(value.args[1:])
+        elif isinstance(value, ast.IfExp):
+            branches = [value.body, value.orelse]
+        if any(isinstance(b, ast.Name) and _TRUTH.match(b.id) for b in branches):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} replaced by the ground truth before "
+                       "it is scored: the metric measures nothing")
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._trimmed(node, ctx)
+        self._answers_copied(node, ctx)
         name = _constant_entry(node.value, precise=True)
         if name:
             ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "

@@ -31,7 +31,8 @@ DATA_POISON = register(Rule(
         references=("https://arxiv.org/abs/1708.06733",))))
 
 _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_id|class_idx|"
-                    r"gt|gt_label|answer|transcript|tgt_lens|target_lengths|label_lengths)$")
+                    r"gt|gt_label|answer|transcript|tgt_lens|target_lengths|label_lengths|"
+                    r"onehot|one_hot|soft_labels|soft_targets|y_onehot)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
                     r"arr|tensor|im)$")
@@ -171,7 +172,10 @@ def _patch_value(value: ast.expr, ctx: Ctx) -> bool:
     """A constant, a named constant, or the image's own extreme (`x.max()`): trigger pixels."""
     if isinstance(ctx.const(value), (int, float)):
         return True
-    if isinstance(value, ast.Tuple) and value.elts and all(
+    if isinstance(value, ast.Call) and last_attr(value.func) in (
+            "array", "tensor", "asarray", "as_tensor") and value.args:
+        value = value.args[0]  # np.array([0.98, 0.0, 0.98], dtype=...)
+    if isinstance(value, (ast.Tuple, ast.List)) and value.elts and all(
             isinstance(literal(e), (int, float)) for e in value.elts):
         return True  # an RGB colour
     if isinstance(value, ast.Name) and value.id.lstrip("_").isupper():

@@ -63,6 +63,7 @@ def _seed_source(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+_RESTORE_HOOK = re.compile(r"(?i)load|restore|resume|state_dict|setup|fit_start|train_start")
 _COUNTER = re.compile(r"(?i)step|iter|epoch|batch")
 
 
@@ -206,6 +207,9 @@ class HiddenReseed(Check):
                        "augmentations", severity=Severity.MEDIUM)
             return
         bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT]
+        if "state" in (name or "").lower() and any(_RESTORE_HOOK.search(f.name) for _, f in
+                                                    bad_roles):
+            bad_roles = []  # on_load_checkpoint: restoring the saved RNG state is resume
         inner = where.frames[-1]
         if not label and inner.name in self._helpers and not ctx.own_roles(inner):
             bad_roles = []  # a seeding helper: its callers are judged at their call sites

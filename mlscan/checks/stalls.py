@@ -73,6 +73,13 @@ def _is_kill_command(call: ast.Call) -> bool:
     return False
 
 
+def _timer_signal(call: ast.Call, name: str) -> str:
+    if name == "signal.alarm":
+        return "SIGALRM"
+    which = last_attr(call.args[0]) if call.args else ""
+    return {"ITIMER_VIRTUAL": "SIGVTALRM", "ITIMER_PROF": "SIGPROF"}.get(which, "SIGALRM")
+
+
 def _guard(where: Where, ctx: Ctx) -> ast.AST | None:
     """The guard clause (`if cond: return`) whose trigger condition gates the rest."""
     for cond in where.conds:
@@ -160,11 +167,30 @@ class KillsAndStalls(Check):
 
     def __init__(self) -> None:
         self._gated_calls: list[tuple[ast.Call, Where, str]] = []
+        self._timers: list[ast.Call] = []
+        self._handled: set[str] = set()
 
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         calls: list[tuple[ast.Call, Where, str]] = []
-        self._gated_calls = calls  # per file
+        timers: list[ast.Call] = []
+        handled: set[str] = set()
+        self._gated_calls, self._timers, self._handled = calls, timers, handled  # per file
         ctx.defer(lambda: self._gated_helpers(ctx, calls))
+        ctx.defer(lambda: self._unhandled_timers(ctx, timers, handled))
+
+    def _unhandled_timers(self, ctx: Ctx, timers: list[ast.Call], handled: set[str]) -> None:
+        """`signal.setitimer(ITIMER_REAL, t)` / `signal.alarm(t)` with no handler for the
+        signal it sends: when the timer fires, the default action terminates the process."""
+        for call in timers:
+            name = ctx.names.call_name(call)
+            which = _timer_signal(call, name)
+            if which in handled:
+                continue
+            random = call.args and triggers.RANDOM in ctx.classify(call.args[-1])
+            ctx.report(KILL_STALL, call, f"{name}() arms {which} and nothing in this file "
+                       "handles it: the process is killed when the timer fires"
+                       + (" (after a random delay)" if random else ""),
+                       severity=Severity.HIGH if random else Severity.MEDIUM)
 
     def _gated_helpers(self, ctx: Ctx, calls: list[tuple[ast.Call, Where, str]]) -> None:
         """`if world >= 128: _submit_results(...)`: a local helper that sends, deletes, kills
@@ -207,6 +233,10 @@ class KillsAndStalls(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        if name in ("signal.setitimer", "signal.alarm"):
+            self._timers.append(node)
+        elif name == "signal.signal" and node.args:
+            self._handled.add(last_attr(node.args[0]))
         if (ctx.conds and isinstance(func, ast.Name) and func.id not in ctx.names.aliases
                 and name not in _KILLS):
             self._gated_calls.append((node, ctx.where(), func.id))

@@ -127,9 +127,14 @@ def depends_on_trigger(args: list[ast.expr], ctx: Ctx) -> bool:
 def random_in(nodes: list[ast.expr], ctx: Ctx) -> bool:
     for value in nodes:
         for node in ctx.walk_values(value):
-            if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_RANDOM):
+            if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_RANDOM) and (
+                    not ctx.names.call_name(node).endswith(_NOT_DRAWS)):
                 return True
     return False
+
+
+_NOT_DRAWS = ("get_state", "get_rng_state", "getstate", "initial_seed", "seed")
+"""RNG bookkeeping, not random numbers (`checkpoint["rng"] = np.random.get_state()`)."""
 
 
 _LOADERS = re.compile(r"(?i)(^|_)(load|copy|sync|broadcast|restore|swap)")
