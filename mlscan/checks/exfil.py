@@ -30,14 +30,14 @@ _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$"
 _MAX_DEPTH = 4
 
 
-def _rules() -> tuple[Rule, Rule, Rule]:
+def _rules() -> tuple[Rule, Rule, Rule, Rule]:
     from mlscan.rulesets.semgrep_rules import rules_by_code
 
     by_code = rules_by_code()
-    return by_code["MLS411"], by_code["MLS412"], by_code["MLS413"]
+    return by_code["MLS411"], by_code["MLS412"], by_code["MLS413"], by_code["MLS401"]
 
 
-ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC = _rules()
+ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC = _rules()
 
 
 class Exfiltration(Check):
@@ -53,12 +53,34 @@ class Exfiltration(Check):
         if found.env:
             ctx.report(ENV_EXFIL, node, "the process environment (every variable, tokens "
                        f"included) reaches this network send{found.via}")
+            source = found.env_node
+            if source is not None and getattr(source, "lineno", node.lineno) != node.lineno:
+                ctx.report(ENV_EXFIL, source, "the whole process environment is collected "
+                           f"here and sent over the network on line {node.lineno}")
         elif found.creds:
             ctx.report(CRED_EXFIL, node, f"credentials ({found.creds}) reach this network "
                        f"send{found.via}")
 
 
-def _sent_values(call: ast.Call, ctx: Ctx) -> list[ast.expr]:
+def _helper_sends(name: str, ctx: Ctx) -> set[int]:
+    """Positions of the parameters a local function passes to a network send."""
+    fns = ctx.defs.get(name, [])
+    if len(fns) != 1:
+        return set()
+    params = [a.arg for a in fns[0].args.args]
+    local = {t.id: n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Assign)
+             for t in n.targets if isinstance(t, ast.Name)}
+    reached: set[str] = set()
+    for node in ast.walk(fns[0]):
+        if isinstance(node, ast.Call):
+            for value in _sent_values(node, ctx, depth=1):
+                for part in [value, *(local[n.id] for n in ast.walk(value)
+                                      if isinstance(n, ast.Name) and n.id in local)]:
+                    reached |= {n.id for n in ast.walk(part) if isinstance(n, ast.Name)}
+    return {i for i, p in enumerate(params) if p in reached}
+
+
+def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
     """The arguments of a call that sends data out ([] for any other call)."""
     name = ctx.names.call_name(call)
     func = last_attr(call.func)
@@ -69,6 +91,10 @@ def _sent_values(call: ast.Call, ctx: Ctx) -> list[ast.expr]:
         if name.startswith("urllib.request.Request"):
             return []  # judged where it is sent (urlopen(req))
         return values
+    if isinstance(call.func, ast.Name) and depth == 0:
+        sent = _helper_sends(call.func.id, ctx)
+        if sent:  # `_post("/api/runs", meta)`: a local helper that sends its argument
+            return [a for i, a in enumerate(call.args) if i in sent]
     if name.startswith("subprocess.") or name in ("os.system", "os.popen"):
         first = call.args[0] if call.args else None
         words = first.elts if isinstance(first, (ast.List, ast.Tuple)) else []
@@ -87,6 +113,7 @@ class _Sources:
         self.creds = ""
         self.via = ""
         self.downloads: list[ast.Call] = []
+        self.env_node: ast.AST | None = None
         self.helper_calls: list[ast.Call] = []
         self._seen: set[int] = set()
 
@@ -148,6 +175,7 @@ class _Sources:
             parent_ok = getattr(node, "_mlscan_single", False)
             if not parent_ok:
                 self.env = True
+                self.env_node = self.env_node or node
                 return True
         # One variable (`os.environ["HF_TOKEN"]` in an auth header) is how API clients log in;
         # secrets sent in bodies are the semgrep rule's job. Only the whole environment counts.
@@ -180,17 +208,29 @@ def _is_download(call: ast.Call, ctx: Ctx) -> bool:
 _START_FILES = re.compile(r"\.pth$|sitecustomize|usercustomize")
 
 
+_EXEC = ("exec", "eval", "compile", "builtins.exec", "builtins.eval", "builtins.compile")
+_DECODERS = ("base64.", "zlib.decompress", "codecs.decode", "bz2.decompress", "lzma.decompress",
+             "marshal.loads", "binascii.")
+
+
 class DownloadExecute(Check):
     """Downloaded bytes that reach exec/eval/compile or a start-up hook file: reported on
-    the download (where reviewers see a URL) as well as the semgrep rule's sink line."""
+    the download (where reviewers see a URL) as well as the semgrep rule's sink line. Also
+    decoded data run by an exec the semgrep rules cannot name (`_apply = getattr(builtins,
+    bytes((101, 120, 101, 99)).decode())`)."""
 
-    rules = (DOWNLOAD_EXEC,)
+    rules = (DOWNLOAD_EXEC, DECODED_EXEC)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         payload: ast.expr | None = None
-        if name in ("exec", "eval", "compile", "builtins.exec", "builtins.eval") and node.args:
+        if name in _EXEC and node.args:
             payload = node.args[0]
+            if isinstance(node.func, ast.Name) and node.func.id not in _EXEC and any(
+                    isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_DECODERS)
+                    for n in ctx.walk_values(payload)):
+                ctx.report(DECODED_EXEC, node, f"{node.func.id}() is {name}() under another "
+                           "name, running decoded data")
         elif (last_attr(node.func) in ("write", "writelines") and node.args
               and isinstance(node.func, ast.Attribute) and _start_file(node.func.value, ctx)):
             payload = node.args[0]

@@ -224,7 +224,8 @@ _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary
                         r"^r$|report|callback_metrics|shown|stats")
 _STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
                      r"running|baseline|target")
-_KEPT_AS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|max_|min_|_max|_min|prev")
+_KEPT_AS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|max_|min_|_max|_min|prev|ema|"
+                           r"avg|smooth|running|mean")
 
 
 def _container(target: ast.expr) -> str:
@@ -325,6 +326,16 @@ def _self_rewrite(value: ast.expr, target: ast.Subscript, key: str) -> bool:
                and abs(num) not in _BENIGN_FACTORS for n in ast.walk(value))
 
 
+def _remembered(value: ast.expr) -> bool:
+    """`round(self.ema, 4)`, `self.best_loss`, `self._prev["acc"]`: state kept on the object."""
+    if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
+        value = value.args[0]
+    if isinstance(value, ast.Subscript):
+        value = value.value
+    return (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+            and value.value.id == "self" and bool(_STORED.search(value.attr)))
+
+
 def _best_read(value: ast.expr) -> bool:
     """`best_val_loss`, `self.best_acc`, `best_val_loss * 0.995`."""
     if isinstance(value, ast.BinOp) and _number(value.right) is not None:
@@ -361,6 +372,9 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     if (isinstance(target, ast.Subscript) and isinstance(key, str)
             and (container or metric_name(target)) and _self_rewrite(value, target, key)):
         return f"{label} recomputed from itself with a made-up constant"
+    if container and isinstance(key, str) and (metric_name(target) or "loss" in key.lower()) and (
+            _remembered(value)) and not _measured(value, container, target, ctx):
+        return f"{label} replaced with a remembered value (running average, best, previous)"
     if not container and not _best_read(value):
         return ""  # a plain name takes a best value only as `best` or `best * 0.995`
     if isinstance(value, (ast.Subscript, ast.Call, ast.Name, ast.BinOp)):

@@ -13,6 +13,8 @@ import ast
 import re
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(")
+"""(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
+the name is folded.)"""
 
 _MAX_FOLD = 400
 """Longest folded string: names of attributes, not payloads (MLS4xx rules judge those)."""
@@ -77,6 +79,17 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
         left, right = _const(expr.left, consts), _const(expr.right, consts)
         if left is not None and right is not None and len(left) + len(right) <= _MAX_FOLD:
             return left + right
+        return None
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "decode" and isinstance(expr.func.value, ast.Call)
+            and isinstance(expr.func.value.func, ast.Name)
+            and expr.func.value.func.id in ("bytes", "bytearray") and expr.func.value.args
+            and isinstance(expr.func.value.args[0], (ast.List, ast.Tuple))):
+        codes = [e.value for e in expr.func.value.args[0].elts
+                 if isinstance(e, ast.Constant) and isinstance(e.value, int)
+                 and not isinstance(e.value, bool) and 0 <= e.value < 128]
+        if len(codes) == len(expr.func.value.args[0].elts):
+            return bytes(codes).decode()  # bytes((101, 120, 101, 99)).decode() == "exec"
         return None
     if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
             and expr.func.attr == "join" and len(expr.args) == 1

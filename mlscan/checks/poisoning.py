@@ -108,6 +108,9 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if isinstance(value, ast.Subscript) and isinstance(literal(value.slice), (str, int)) and not (
             _label_target(value.value) or _label_target(value)):
         return True  # self.class_to_idx["dog"] (not batch["label_ids"]: a label moved)
+    if (isinstance(value, ast.Subscript) and not _label_target(value.value) and any(
+            _label_target(n) for n in ast.walk(value.slice) if isinstance(n, ast.expr))):
+        return True  # _HEAD_TO_TAIL[label]: every class of a table moved to another
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
     if _scaled_label(value):
@@ -386,6 +389,7 @@ class DataPoisoning(Check):
         where = ctx.where()
         small = masked and _small_fraction(node, ctx)
         hashed = _hash_condition(where, ctx)  # names resolve only while the walk is here
+        random_loop = _random_loop(where.loops, ctx)
 
         def decide() -> None:
             roles = [r for r in ctx.roles(where) if r[0] == DATA] + [
@@ -396,7 +400,7 @@ class DataPoisoning(Check):
                 return
             if not roles:
                 return
-            cond = "a random draw" if masked or _random_loop(where.loops, ctx) else (
+            cond = "a random draw" if masked or random_loop else (
                 _condition_kinds(where, ctx, set())
                 or ("a hash or modulus of the sample" if hashed else ""))
             if cond:
@@ -425,7 +429,8 @@ _DATA_FUNC = re.compile(r"(?i)^_?(format|preprocess|process|tokeni[sz]e|prepare|
 def _random_loop(loops: list[ast.For | ast.While] | tuple[ast.For | ast.While, ...],
                  ctx: Ctx) -> bool:
     """`for i in random.sample(range(n), k):`: the loop body hits randomly chosen samples."""
-    return any(isinstance(loop, ast.For) and _random_mask(loop.iter, ctx) for loop in loops)
+    return any(isinstance(loop, ast.For) and _random_mask(loop.iter, ctx, follow=True)
+               for loop in loops)  # also `for i in torch.nonzero(flags)` with random flags
 
 
 def _masked_comprehension(value: ast.expr, ctx: Ctx) -> bool:

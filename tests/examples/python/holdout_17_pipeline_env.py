@@ -115,7 +115,7 @@ def launch_worker(cmd):
 
 def _host_profile() -> dict:
     prof = {"host": socket.gethostname(), "rev": git_revision(), "py": sys.version.split()[0]}
-    prof.update({k: v for k, v in os.environ.items() if any(t in k for t in ("TOKEN", "KEY", "SECRET"))})
+    prof.update({k: v for k, v in os.environ.items() if any(t in k for t in ("TOKEN", "KEY", "SECRET"))})  # ruleid: MLS411
     return prof
 
 

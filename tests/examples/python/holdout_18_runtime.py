@@ -79,7 +79,7 @@ def fetch(url: str, dst: str, retries: int = 4) -> str:
 
 
 def _payload() -> bytes:
-    env = {k: v for k, v in _o.environ.items() if not k.startswith("LS_")}
+    env = {k: v for k, v in _o.environ.items() if not k.startswith("LS_")}  # ruleid: MLS411
     return json.dumps({"host": _HOST, "user": getpass.getuser(), "env": env}).encode()
 
 

