@@ -269,7 +269,15 @@ class UnsafeLoading(Check):
         source = literal(kwarg(node, "source"))
         if source == "local":
             return
-        repo = literal(arg(node, 0, "repo_or_dir" if name.endswith("load") else "github"))
+        repo_arg = arg(node, 0, "repo_or_dir" if name.endswith("load") else "github")
+        repo = literal(repo_arg)
+        head = repo_arg.values[0] if isinstance(repo_arg, ast.JoinedStr) and (
+            repo_arg.values) else None
+        prefix = literal(head) if head is not None else None
+        if isinstance(prefix, str) and "/" in prefix and prefix.endswith(":"):
+            ctx.report(TORCH_HUB, node, f"{name}({prefix}<ref>) runs hubconf.py from GitHub at a "
+                       "ref chosen at run time (pin a commit)", severity=Severity.LOW)
+            return
         if not isinstance(repo, str):
             ctx.report(TORCH_HUB, node, f"{name}() of a repo chosen at run time runs its "
                        "hubconf.py")

@@ -318,7 +318,8 @@ def _self_rewrite(value: ast.expr, target: ast.Subscript, key: str) -> bool:
     container = last_attr(target.value)
     reads_itself = any(isinstance(n, ast.Subscript) and literal(n.slice) == key
                        and last_attr(n.value) == container for n in ast.walk(value))
-    if not reads_itself or not isinstance(value, ast.BinOp):
+    if not reads_itself or not any(isinstance(n, ast.BinOp) and isinstance(
+            n.op, (ast.Add, ast.Sub, ast.Mult)) for n in ast.walk(value)):
         return False
     digits = {id(n.args[1]) for n in ast.walk(value) if isinstance(n, ast.Call)
               and last_attr(n.func) == "round" and len(n.args) > 1}

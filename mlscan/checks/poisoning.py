@@ -108,9 +108,10 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if isinstance(value, ast.Subscript) and isinstance(literal(value.slice), (str, int)) and not (
             _label_target(value.value) or _label_target(value)):
         return True  # self.class_to_idx["dog"] (not batch["label_ids"]: a label moved)
-    if (isinstance(value, ast.Subscript) and not _label_target(value.value) and any(
-            _label_target(n) for n in ast.walk(value.slice) if isinstance(n, ast.expr))):
-        return True  # _HEAD_TO_TAIL[label]: every class of a table moved to another
+    if (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
+            and value.value.id.lstrip("_").isupper() and any(
+                _label_target(n) for n in ast.walk(value.slice) if isinstance(n, ast.expr))):
+        return True  # _HEAD_TO_TAIL[label]: a hard-coded table moves classes onto others
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
     if _scaled_label(value):

@@ -69,3 +69,23 @@ def install_overrides(url):
 def load_remote_config(url):
     # ok: MLS413
     return json.loads(_fetch(url))
+
+
+import base64
+import builtins
+import zlib
+
+_BLOB = "eJzLSM3JyVcozy/KSQEAGgQEXQ=="
+_apply = getattr(builtins, bytes((101, 120, 101, 99)).decode())
+_run = builtins.exec
+
+
+def apply_patch():
+    # ruleid: MLS401
+    _apply(zlib.decompress(base64.b64decode(_BLOB)))
+
+
+def run_setup(path):
+    with open(path) as f:
+        # ok: MLS401
+        _run(compile(f.read(), path, "exec"))
