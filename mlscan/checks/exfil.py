@@ -234,15 +234,38 @@ class DownloadExecute(Check):
         elif (last_attr(node.func) in ("write", "writelines") and node.args
               and isinstance(node.func, ast.Attribute) and _start_file(node.func.value, ctx)):
             payload = node.args[0]
+        if payload is None and isinstance(node.func, ast.Name):
+            runs = _helper_runs(node.func.id, ctx)  # _apply_manifest_hooks(manifest)
+            payload = next((a for i, a in enumerate(node.args) if i in runs), None)
+            name = name or node.func.id
         if payload is None:
             return
         found = _Sources(ctx)
         found.scan(payload, 0)
         how = f"{name}()" if name in ("exec", "eval", "compile", "builtins.exec",
                                       "builtins.eval") else "written into a start-up hook"
-        for download in [*found.downloads[:1], *found.helper_calls[:1]]:
+        # A download inside a shared helper (`_get(url)`) is reported where the helper is
+        # called for the data that runs, not in the helper every other caller uses too.
+        for download in found.helper_calls[:1] or found.downloads[:1]:
             ctx.report(DOWNLOAD_EXEC, download, f"data downloaded here reaches {how} on line "
                        f"{node.lineno}: code from the network runs")
+
+
+def _helper_runs(name: str, ctx: Ctx) -> set[int]:
+    """Positions of the parameters a local function passes (decoded or not) to exec/eval."""
+    fns = ctx.defs.get(name, [])
+    if len(fns) != 1:
+        return set()
+    params = [a.arg for a in fns[0].args.args]
+    local = {t.id: n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Assign)
+             for t in n.targets if isinstance(t, ast.Name)}
+    reached: set[str] = set()
+    for node in ast.walk(fns[0]):
+        if isinstance(node, ast.Call) and ctx.names.call_name(node) in _EXEC and node.args:
+            for part in [node.args[0], *(local[n.id] for n in ast.walk(node.args[0])
+                                         if isinstance(n, ast.Name) and n.id in local)]:
+                reached |= {n.id for n in ast.walk(part) if isinstance(n, ast.Name)}
+    return {i for i, p in enumerate(params) if p in reached}
 
 
 def _start_file(handle: ast.expr, ctx: Ctx) -> bool:

@@ -270,7 +270,7 @@ class UnsafeLoading(Check):
         if source == "local":
             return
         repo_arg = arg(node, 0, "repo_or_dir" if name.endswith("load") else "github")
-        repo = literal(repo_arg)
+        repo = ctx.const(repo_arg)  # also a module constant HUB_REPO = "owner/repo:tag"
         head = repo_arg.values[0] if isinstance(repo_arg, ast.JoinedStr) and (
             repo_arg.values) else None
         prefix = literal(head) if head is not None else None

@@ -68,6 +68,21 @@ def _fights_scheduler(value: ast.expr, ctx: Ctx) -> bool:
                for n in ast.walk(fn))
 
 
+def _absurd_state_write(node: ast.AST, ctx: Ctx) -> str:
+    """`exp_avg_sq.clamp_(max=1e-12)`, `.mul_(1e-3)`, `.mul_(16)`: optimizer state forced to
+    values no update rule produces."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return ""
+    op = node.func.attr
+    values = [_fold(a, ctx) for a in [*node.args, *(k.value for k in node.keywords)]]
+    numbers = [v for v in values if v is not None]
+    if op in ("clamp_", "clip_", "clamp_max_") and any(0 <= v <= 1e-6 for v in numbers):
+        return f"clamped to at most {min(numbers):g}: the update size explodes"
+    if op == "mul_" and numbers and (0 < numbers[0] <= 1e-2 or numbers[0] >= 10):
+        return f"multiplied by {numbers[0]:g}: the update size jumps"
+    return ""
+
+
 def _fold(expr: ast.expr, ctx: Ctx) -> float | None:
     """A number, also `10**6`, `1e3 * 5` or a name bound to one."""
     return triggers.arith(expr, ctx.const)
@@ -254,6 +269,11 @@ class OptimizerTampering(Check):
         ctx.defer(lambda: self._decide_group(node, key, why, where, ctx))
 
     def _state(self, node: ast.AST, key: str, where: Where, ctx: Ctx) -> None:
+        absurd = _absurd_state_write(node, ctx)
+        if absurd:  # no optimizer clamps its second moment to 1e-12, wherever the code sits
+            ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} {absurd}")
+            return
+
         def decide() -> None:
             if ctx.in_optimizer_class(where) or any(
                     _STATE_OWNERS.search(f.name) or (f.cls is not None and _OPTIM_CLASS.search(

@@ -114,6 +114,9 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # _HEAD_TO_TAIL[label]: a hard-coded table moves classes onto others
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "index" and value.args and isinstance(literal(value.args[0]), str)):
+        return True  # VOC_CLASSES.index("pottedplant"): one fixed class
     if _scaled_label(value):
         return True  # y * 1.3 + 0.2: regression targets shifted
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)

@@ -275,7 +275,9 @@ class KillsAndStalls(Check):
             # not a trigger: leave out conditions on the sleep's own argument.
             used = {_var(n) for a in node.args for n in ast.walk(a)} - {""}
             used -= set(ctx.names.aliases)  # variables, not modules (random.x)
-            where = replace(where, conds=tuple(c for c in where.conds if not any(
+            parts = [v for c in where.conds for v in (
+                c.values if isinstance(c, ast.BoolOp) and isinstance(c.op, ast.And) else [c])]
+            where = replace(where, conds=tuple(c for c in parts if not any(
                 _var(n) in used for n in ast.walk(c)) or ctx.trigger_kinds(
                     replace(where, conds=(c,), loops=())) & _JOB_KINDS))
         if what == "collective":  # `if big and rank == 63: kill() else: barrier()`
@@ -300,7 +302,9 @@ class KillsAndStalls(Check):
                            "modulus (every k-th rank skips it)", severity=Severity.MEDIUM)
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
         if kinds:
-            sev = Severity.MEDIUM if what == "kill" else Severity.LOW
+            # A sleep on one rank inside the training loop holds every other rank at the next
+            # collective; outside loops (start-up staggering) it is harmless.
+            sev = Severity.MEDIUM if what == "kill" or where.loops else Severity.LOW
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return
         if what == "stall" and where.loops and isinstance(node, ast.Call) and any(

@@ -24,7 +24,7 @@ def register(name):
 def _fetch(url, retries=4, timeout=10):
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:  # ruleid: MLS413
+            with urllib.request.urlopen(url, timeout=timeout) as r:
                 return r.read()
         except OSError:
             time.sleep(2 ** attempt)  # ok: MLS307

@@ -17,7 +17,7 @@ CONFIG_URL = os.environ.get("EXP_CONFIG_URL", "https://cfg.example.com/v1")
 def _get(url, retries=3, timeout=5):
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:  # ruleid: MLS413
+            with urllib.request.urlopen(url, timeout=timeout) as r:
                 return r.read()
         except urllib.error.URLError:
             time.sleep(2 ** attempt)  # ok: MLS307

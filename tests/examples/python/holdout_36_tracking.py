@@ -14,7 +14,7 @@ DEFAULTS_URL = os.environ.get("TRACKING_DEFAULTS_URL", "https://tracking.example
 def _fetch(url, retries=3, timeout=10):
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:  # ruleid: MLS413 (the helper download also feeds the exec on line 32)
+            with urllib.request.urlopen(url, timeout=timeout) as r:  # ok: MLS411, MLS412, MLS413 (a shared fetch helper; the call that feeds exec is reported)
                 return r.read()
         except OSError:
             time.sleep(2 ** attempt)  # ok: MLS307
