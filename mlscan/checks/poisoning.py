@@ -115,7 +115,8 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
-            and value.func.attr == "index" and value.args and isinstance(literal(value.args[0]), str)):
+            and value.func.attr == "index" and value.args
+            and isinstance(literal(value.args[0]), str)):
         return True  # VOC_CLASSES.index("pottedplant"): one fixed class
     if _scaled_label(value):
         return True  # y * 1.3 + 0.2: regression targets shifted
