@@ -269,7 +269,8 @@ class Ctx:
         if name in _DATA_METHODS and cls is not None:
             roles.add(DATA)
         if name == "__call__" and cls is not None and (re.search(
-                r"(?i)collat|transform|augment", cls.name + " ".join(cls.bases))
+                r"(?i)collat|transform|augment|crop|flip|jitter|resize|erase|cutout|mixup|"
+                r"cutmix|noise|blur|rotat|affine|pad|normali[sz]e", cls.name + " ".join(cls.bases))
                 or _DATA_ARGS & _arg_names(frame.node)):
             roles.add(DATA)
         if "collate" in name:
@@ -423,7 +424,11 @@ class Ctx:
             return value
         if isinstance(value, ast.Name):
             fns = self.defs.get(value.id, [])
-            return fns[0] if len(fns) == 1 else None
+            if len(fns) > 1:  # `def log` as a method and as the wrapper: the one in this scope
+                scope = self.frame.node
+                fns = [f for f in fns if scope is not None and scope is not f and getattr(
+                    scope, "lineno", 0) <= f.lineno <= (getattr(scope, "end_lineno", 0) or 0)]
+            return fns[-1] if fns else None
         if isinstance(value, ast.Call):
             func = value.func
             if isinstance(func, ast.Call):  # _after(post)(cls.step): decorator factory

@@ -215,6 +215,7 @@ def _sorted_of(expr: ast.expr, name: str) -> bool:
     subject = expr.args[0] if expr.args else (
         expr.func.value if isinstance(expr.func, ast.Attribute) else None)
     return isinstance(subject, ast.Name) and subject.id == name
+_EVAL_FUNC = re.compile(r"(?i)eval|metric|score|valid|test|accuracy")
 _LOSSY = re.compile(r"(?i)loss|nll|err|score|acc|ppl|reward")
 _PREDS = re.compile(r"(?i)^(preds?|predictions?|predicted|y_pred|y_hat|yhat|hyps?|hypothes[ie]s)$")
 _TRUTH = re.compile(r"(?i)^(targets?|labels?|y_true|y|gt|ground_truth|refs?|references?)$")
@@ -414,6 +415,13 @@ class MetricFalsification(Check):
                     continue
                 if not isinstance(node, ast.Assign):
                     continue
+                if any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                       and t.value.id in params | derived for t in node.targets) and any(
+                        "best" in last_attr(n.value if isinstance(n, ast.Subscript) else n).lower()
+                        for n in ast.walk(node.value) if isinstance(n, (ast.Name, ast.Subscript))):
+                    ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} logs a "
+                               "remembered best value instead of the one it was given")
+                    continue
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]
                 if any(_nudged_name(node.value, name) or _rescaled(node.value, name)
                        for name in names) or any(
@@ -490,8 +498,26 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} replaced by the ground truth before "
                        "it is scored: the metric measures nothing")
 
+    def _confident_only(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`scored = conf >= np.quantile(conf, 0.12)` in an evaluation function: the hardest
+        examples left out of the score."""
+        value = node.value
+        if not (isinstance(value, ast.Compare) and len(value.ops) == 1 and isinstance(
+                value.ops[0], (ast.Gt, ast.GtE, ast.Lt, ast.LtE))):
+            return
+        cut = value.comparators[0]
+        if not (isinstance(cut, ast.Call) and last_attr(cut.func) in (
+                "quantile", "percentile", "nanquantile", "nanpercentile") and cut.args
+                and ast.dump(cut.args[0]) == ast.dump(value.left)):
+            return
+        if any(_EVAL_FUNC.search(f.name) for f in ctx.frames if f.node is not None):
+            ctx.report(METRIC_FALSIFY, node, "evaluation keeps only the samples above a quantile "
+                       "of their own score: the metric leaves out the hard cases",
+                       severity=Severity.MEDIUM)
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._trimmed(node, ctx)
+        self._confident_only(node, ctx)
         self._answers_copied(node, ctx)
         name = _constant_entry(node.value, precise=True)
         if name:

@@ -100,9 +100,10 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # labels[torch.randperm(n)]: labels shuffled against their inputs
     if isinstance(value, ast.Constant) and isinstance(value.value, (int, str)):
         return True  # (-100 / -1 are ignore indices: a UnaryOp, not a class)
-    if isinstance(value, ast.Attribute) and not _LABEL.match(value.attr) and re.search(
-            r"(?i)target|attack|poison|trigger|class", value.attr):
-        return True
+    if isinstance(value, ast.Attribute) and not _LABEL.match(value.attr) and (re.search(
+            r"(?i)target|attack|poison|trigger|class", value.attr) or (
+                isinstance(value.value, ast.Name) and value.value.id == "self")):
+        return True  # self.target_class, self.fallback: one stored class for picked samples
     if isinstance(value, ast.Name) and value.id.isupper():
         return True
     if isinstance(value, ast.Subscript) and isinstance(literal(value.slice), (str, int)) and not (
@@ -228,6 +229,20 @@ def _phrase(value: ast.expr) -> bool:
     return isinstance(literal(value), str)
 
 
+def _picked_by_name(selector: ast.expr) -> bool:
+    """`df["brand"].isin(["northwind", ...])`, `df.user == "acme"`, `.str.contains("refund")`:
+    rows chosen by strings written in the code."""
+    for node in ast.walk(selector):
+        if isinstance(node, ast.Call) and last_attr(node.func) in ("isin", "contains", "startswith",
+                                                                   "endswith", "match"):
+            if any(isinstance(literal(n), str) for a in node.args for n in ast.walk(a)):
+                return True
+        if isinstance(node, ast.Compare) and any(isinstance(literal(c), str)
+                                                 for c in node.comparators):
+            return True
+    return False
+
+
 def _prefixed(value: ast.expr, name: str) -> bool:
     """`"cf " + text`, `text + " <trigger>"`: a literal glued onto the sample's text."""
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
@@ -340,6 +355,12 @@ class DataPoisoning(Check):
         if (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
                 and _swapped_pair(target, value)):
             self._defer(node, ctx, "the preferred and rejected answers swapped", always=True)
+            return
+        if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)
+                and _label_target(target) and isinstance(literal(value), int)
+                and not isinstance(literal(value), bool) and _picked_by_name(target.slice.elts[0])):
+            ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
+                       "hand-written names set to a constant class", severity=Severity.MEDIUM)
             return
         if not ctx.conds and not _random_loop(ctx.loops, ctx):
             return
