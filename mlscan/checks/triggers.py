@@ -155,7 +155,11 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
     # `if not nodelist: return`, `if os.environ.get("SLURM_NODELIST"):` ask whether a value is
     # there at all; a trigger compares it with something.
     presence = condition and depth == 0 and _presence(test)
+    # `if not wait_for_master(master_addr):` passes the host to a function; it does not test it.
+    opaque = _opaque_arguments(test)
     for node in ast.walk(test):
+        if id(node) in opaque:
+            continue
         if resolve is not None and depth < 2 and isinstance(
                 node, (ast.Name, ast.Attribute, ast.Call)):
             value = resolve(_ref(node))
@@ -196,6 +200,25 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             if _name_of(node.left) in _INDEX_NAMES:
                 kinds.add(INDEX)
     return frozenset(kinds)
+
+
+_TRANSPARENT = frozenset({"int", "float", "str", "bool", "len", "lower", "upper", "strip",
+                          "split", "get", "getenv", "startswith", "endswith", "match", "search",
+                          "fullmatch", "any", "all", "isdigit", "min", "max", "abs", "round"})
+
+
+def _opaque_arguments(test: ast.AST) -> set[int]:
+    """Names and attributes handed to a project function (`connect(host)`): their values do
+    not make the condition a trigger; conversions and string tests (`int(x)`,
+    `host.startswith(...)`) stay transparent."""
+    out: set[int] = set()
+    for node in ast.walk(test):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and (
+                node.func.id not in _TRANSPARENT):
+            for arg_node in [*node.args, *(k.value for k in node.keywords)]:
+                if isinstance(arg_node, (ast.Name, ast.Attribute)):
+                    out.add(id(arg_node))
+    return out
 
 
 def _presence(test: ast.AST) -> bool:
