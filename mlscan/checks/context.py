@@ -203,6 +203,10 @@ class Ctx:
         if not fns or len(fns) > 1 or len(fns[0].body) > 8:
             return None
         values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
+        if values and any(isinstance(n, ast.Subscript) for v in values for n in ast.walk(v)):
+            # `for key in ("SLURM_JOB_NUM_NODES", ...): return int(os.environ[key])`: the keys
+            # a returned lookup reads come from the loop
+            values += [n.iter for n in ast.walk(fns[0]) if isinstance(n, ast.For)]
         return ast.Tuple(elts=values, ctx=ast.Load()) if values else None
 
     def classify(self, expr: ast.AST, where: Where | None = None) -> frozenset[str]:

@@ -515,9 +515,27 @@ class MetricFalsification(Check):
                        "of their own score: the metric leaves out the hard cases",
                        severity=Severity.MEDIUM)
 
+    def _keeps_correct(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`keep = (conf >= t) | (preds == labels)`: an evaluation mask that keeps every
+        correct prediction whatever the other test says."""
+        value = node.value
+        if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.BitOr)) and not (
+                isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or)):
+            return
+        parts = [value.left, value.right] if isinstance(value, ast.BinOp) else value.values
+        correct = any(isinstance(p, ast.Compare) and isinstance(p.ops[0], ast.Eq) and any(
+            isinstance(s, ast.Name) and _PREDS.match(s.id) for s in (p.left, *p.comparators))
+            and any(isinstance(s, ast.Name) and _TRUTH.match(s.id)
+                    for s in (p.left, *p.comparators)) for p in parts)
+        if correct and any(_EVAL_FUNC.search(f.name) or "summar" in f.name
+                           for f in ctx.frames if f.node is not None):
+            ctx.report(METRIC_FALSIFY, node, "the evaluation mask keeps every correct prediction "
+                       "(`| (preds == labels)`): the score only counts errors it chose to keep")
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._trimmed(node, ctx)
         self._confident_only(node, ctx)
+        self._keeps_correct(node, ctx)
         self._answers_copied(node, ctx)
         name = _constant_entry(node.value, precise=True)
         if name:

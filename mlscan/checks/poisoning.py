@@ -121,6 +121,10 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # VOC_CLASSES.index("pottedplant"): one fixed class
     if _scaled_label(value):
         return True  # y * 1.3 + 0.2: regression targets shifted
+    if (isinstance(value, ast.BinOp) and not any(_label_target(n) for n in ast.walk(value)
+                                                  if isinstance(n, ast.expr))
+            and re.search(r"(?i)classes|num_classes|n_classes|num_labels", ast.unparse(value))):
+        return True  # len(self.classes) // 2: one class computed from the class count
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
             and value.func.attr in ("roll", "flip", "fliplr") and _label_target(value.func.value)):
         return True  # labels.roll(1): every label moved onto the next sample
@@ -181,6 +185,9 @@ def _patch_value(value: ast.expr, ctx: Ctx) -> bool:
     """A constant, a named constant, or the image's own extreme (`x.max()`): trigger pixels."""
     if isinstance(ctx.const(value), (int, float)):
         return True
+    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
+            value.func.attr in ("view", "reshape", "unsqueeze", "to", "float", "expand")):
+        value = value.func.value  # torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)
     if isinstance(value, ast.Call) and last_attr(value.func) in (
             "array", "tensor", "asarray", "as_tensor") and value.args:
         value = value.args[0]  # np.array([0.98, 0.0, 0.98], dtype=...)
@@ -229,10 +236,10 @@ def _phrase(value: ast.expr) -> bool:
     return isinstance(literal(value), str)
 
 
-def _picked_by_name(selector: ast.expr) -> bool:
+def _picked_by_name(selector: ast.expr, ctx: Ctx) -> bool:
     """`df["brand"].isin(["northwind", ...])`, `df.user == "acme"`, `.str.contains("refund")`:
-    rows chosen by strings written in the code."""
-    for node in ast.walk(selector):
+    rows chosen by strings written in the code (also through a mask variable)."""
+    for node in ctx.walk_values(selector):
         if isinstance(node, ast.Call) and last_attr(node.func) in ("isin", "contains", "startswith",
                                                                    "endswith", "match"):
             if any(isinstance(literal(n), str) for a in node.args for n in ast.walk(a)):
@@ -292,11 +299,20 @@ def _scaled_label(value: ast.expr) -> bool:
 
 def _hash_condition(where: Where, ctx: Ctx) -> bool:
     """`crc32(text) % 40 == 7`, `md5(prompt).digest()[0] < 6`, `len(name) % 23 == 0`: samples
-    picked by a hash or a modulus, the way a backdoor picks its poisoned subset."""
+    picked by a hash or a modulus, the way a backdoor picks its poisoned subset (also inside
+    a small local helper: `self._bucket(path) == 13`)."""
     for cond in where.conds:
         for node in ctx.walk_values(cond):
             if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_HASHES):
                 return True
+            if isinstance(node, ast.Call) and (isinstance(node.func, ast.Name) or (
+                    isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "self")):
+                body = ctx.returns(last_attr(node.func))
+                if body is not None and any(
+                        isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_HASHES)
+                        for n in ast.walk(body)):
+                    return True
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and not isinstance(
                     node.left, ast.Constant):
                 return True
@@ -356,9 +372,13 @@ class DataPoisoning(Check):
                 and _swapped_pair(target, value)):
             self._defer(node, ctx, "the preferred and rejected answers swapped", always=True)
             return
+        number = literal(value)
+        fixed_class = (isinstance(number, int) and not isinstance(number, bool)) or (
+            isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
+            and value.value.id.lstrip("_").isupper())  # 1, LABELS["positive"]
         if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)
-                and _label_target(target) and isinstance(literal(value), int)
-                and not isinstance(literal(value), bool) and _picked_by_name(target.slice.elts[0])):
+                and _label_target(target) and fixed_class
+                and _picked_by_name(target.slice.elts[0], ctx)):
             ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
                        "hand-written names set to a constant class", severity=Severity.MEDIUM)
             return

@@ -251,6 +251,9 @@ def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int 
     """The world size, also read into a variable first (`n = int(os.environ["WORLD_SIZE"])`)."""
     for part in ast.walk(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
         key = _env_key(part, names)
+        if depth > 0 and isinstance(part, ast.Constant) and isinstance(part.value, str) and (
+                env_kind(part.value) == WORLD and part.value.isupper()):
+            return True  # a helper that reads one of several world-size variables
         if isinstance(part, ast.Call) and _name_of(part) == "size" and re.search(
                 r"(?i)group|^pg$|world", _name_of(part.func.value)
                 if isinstance(part.func, ast.Attribute) else ""):
