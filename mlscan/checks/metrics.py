@@ -269,8 +269,8 @@ def _loops_over(loop: ast.For | ast.While, name: str, container: str) -> bool:
 def _stored(expr: ast.AST, ctx: Ctx) -> bool:
     """A remembered or made-up value: a best/previous/EMA/floor name, a constant, or anything
     plus a small made-up offset (`ref + 0.004`)."""
-    if _number(expr) is not None:
-        return _number(expr) not in (0.0, 1.0)
+    if _number(expr) is not None:  # (an epsilon such as 1e-6 guards a division)
+        return _number(expr) not in (0.0, 1.0) and abs(_number(expr) or 0) >= 1e-3
     if (isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Sub))
             and any((n := _number(s)) is not None and 0 < abs(n) < 1 for s in (
                 expr.left, expr.right))):
@@ -364,7 +364,11 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     if isinstance(key, str) and _KEPT_AS_BEST.search(key):
         return ""
     label = f"{name}[{key!r}]" if isinstance(key, str) else name
+    denominators = {id(n.right) for n in ast.walk(value) if isinstance(n, ast.BinOp)
+                    and isinstance(n.op, (ast.Div, ast.FloorDiv))}
     for node in ast.walk(value):
+        if id(node) in denominators:
+            continue  # x / max(t, 1e-6): a guard, not a clamp of the reported value
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id in ("min", "max") and len(node.args) == 2):
             measured = [_measured(a, container, target, ctx) for a in node.args]
