@@ -254,6 +254,16 @@ def _measured(expr: ast.AST, container: str, target: ast.expr, ctx: Ctx) -> bool
     return False
 
 
+def _other_key(expr: ast.AST, container: str, key: object) -> bool:
+    """`metrics["eval_ppl"] = exp(min(metrics["eval_loss"], 20))`: another entry is read (a
+    derived metric with an overflow guard), not the one being written."""
+    if not container or not isinstance(key, str):
+        return False
+    reads = [literal(n.slice) for n in ast.walk(expr) if isinstance(n, ast.Subscript)
+             and last_attr(n.value) == container]
+    return bool(reads) and all(isinstance(r, str) and r != key for r in reads)
+
+
 def _loops_over(loop: ast.For | ast.While, name: str, container: str) -> bool:
     if not isinstance(loop, ast.For) or not container:
         return False
@@ -371,7 +381,8 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
             continue  # x / max(t, 1e-6): a guard, not a clamp of the reported value
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id in ("min", "max") and len(node.args) == 2):
-            measured = [_measured(a, container, target, ctx) for a in node.args]
+            measured = [_measured(a, container, target, ctx) and not _other_key(a, container, key)
+                        for a in node.args]
             stored = [_stored(a, ctx) for a in node.args]
             if (measured[0] and stored[1]) or (measured[1] and stored[0]):
                 return f"{label} clamped with {node.func.id}() against a stored or constant value"

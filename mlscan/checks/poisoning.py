@@ -351,11 +351,17 @@ class DataPoisoning(Check):
             self._defer(node, ctx, f"labels {_label_target(target)} replaced through a "
                         "random mask", masked=True)
             return
-        if (isinstance(target, ast.Subscript) and _label_target(target.value)
-                and _random_mask(target.slice, ctx, follow=True)
+        # labels[mask] = 0, and pandas df.loc[mask, "label"] = ... with a random mask
+        label, selector = "", None
+        if isinstance(target, ast.Subscript):
+            label = _label_target(target.value)
+            selector = target.slice
+            if not label and isinstance(target.slice, ast.Tuple) and target.slice.elts:
+                label, selector = _label_target(target), target.slice.elts[0]
+        if (label and selector is not None and _random_mask(selector, ctx, follow=True)
                 and _poison_label_value(value, ctx)):
-            self._defer(node, ctx, f"labels {_label_target(target.value)} overwritten "
-                        "through a random mask", masked=True)
+            self._defer(node, ctx, f"labels {label} overwritten through a random mask",
+                        masked=True)
             return
         if _label_target(target) and _masked_comprehension(value, ctx):
             self._defer(node, ctx, f"labels {_label_target(target)} rebuilt with random "
@@ -377,7 +383,8 @@ class DataPoisoning(Check):
             isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
             and value.value.id.lstrip("_").isupper())  # 1, LABELS["positive"]
         if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)
-                and _label_target(target) and fixed_class
+                and _label_target(target)
+                and (fixed_class or _poison_label_value(value, ctx))
                 and _picked_by_name(target.slice.elts[0], ctx)):
             ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
                        "hand-written names set to a constant class", severity=Severity.MEDIUM)

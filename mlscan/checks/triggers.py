@@ -199,7 +199,20 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.add(TIME)
             if _name_of(node.left) in _INDEX_NAMES:
                 kinds.add(INDEX)
+    if USER in kinds and _privilege_check(test):
+        kinds.discard(USER)  # `if user == "root": sys.exit(...)` refuses to run as root
     return frozenset(kinds)
+
+
+def _privilege_check(test: ast.AST) -> bool:
+    """A comparison with "root" or uid 0: the one user test ordinary code makes."""
+    for node in ast.walk(test):
+        if isinstance(node, ast.Compare):
+            values = [literal(s) for s in (node.left, *node.comparators)]
+            if "root" in values or (0 in values and any(
+                    _name_of(s) in ("getuid", "geteuid") for s in (node.left, *node.comparators))):
+                return True
+    return False
 
 
 _TRANSPARENT = frozenset({"int", "float", "str", "bool", "len", "lower", "upper", "strip",
