@@ -234,16 +234,21 @@ class DownloadExecute(Check):
         elif (last_attr(node.func) in ("write", "writelines") and node.args
               and isinstance(node.func, ast.Attribute) and _start_file(node.func.value, ctx)):
             payload = node.args[0]
+        via_helper = False
         if payload is None and isinstance(node.func, ast.Name):
             runs = _helper_runs(node.func.id, ctx)  # _apply_manifest_hooks(manifest)
             payload = next((a for i, a in enumerate(node.args) if i in runs), None)
-            name = name or node.func.id
+            via_helper = payload is not None
         if payload is None:
             return
         found = _Sources(ctx)
         found.scan(payload, 0)
-        how = f"{name}()" if name in ("exec", "eval", "compile", "builtins.exec",
-                                      "builtins.eval") else "written into a start-up hook"
+        if via_helper:
+            how = f"{last_attr(node.func)}(), which runs it with exec"
+        elif name in _EXEC:
+            how = f"{name}()"
+        else:
+            how = "a start-up hook file"
         # A download inside a shared helper (`_get(url)`) is reported where the helper is
         # called for the data that runs, not in the helper every other caller uses too.
         for download in found.helper_calls[:1] or found.downloads[:1]:
