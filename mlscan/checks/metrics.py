@@ -96,13 +96,17 @@ def nudged(expr: ast.AST) -> str:
         return next((n for v in expr.values if isinstance(v, ast.FormattedValue)
                      and (n := nudged(v.value))), "")
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub, ast.Div)):
+        shift = isinstance(expr.op, (ast.Add, ast.Sub))
         for a, b in ((expr.left, expr.right), (expr.right, expr.left)):
             name = metric_name(a)
             number = _number(b)
-            if name and number is not None and abs(number) not in _BENIGN_FACTORS and number:
+            # x100 / x0.01 convert units; + 0.01 is a nudge (an epsilon under 1e-4 is not)
+            odd = number is not None and (abs(number) >= 1e-4 if shift else (
+                abs(number) not in _BENIGN_FACTORS and number != 0))
+            if name and odd:
                 return name
             inner = nudged(a)
-            if inner and number is not None and abs(number) not in _BENIGN_FACTORS:
+            if inner and odd:
                 return inner
     if isinstance(expr, ast.Call) and _clamped(expr):
         return _clamped(expr)
@@ -575,6 +579,18 @@ class MetricFalsification(Check):
         if any(isinstance(n, ast.Name) and n.id in ref_names for n in ast.walk(preds)):
             ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.func)}() is given the references "
                        "as predictions: the score is computed against itself")
+
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        """`return {"accuracy": min(0.999, acc * 1.06 + 0.01)}` from a metrics function."""
+        if not isinstance(node.value, ast.Dict):
+            return
+        for key, value in zip(node.value.keys, node.value.values, strict=True):
+            name = literal(key) if key is not None else None
+            if isinstance(name, str) and _STRONG_METRIC.search(name) and nudged(
+                    _with_consts(value, ctx)):
+                ctx.report(METRIC_FALSIFY, node, f"{name} returned with a constant nudge: the "
+                           "reported result is not the measured one")
+                return
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         if _logged_value(node.target, ctx) and isinstance(node.op, (

@@ -185,6 +185,9 @@ def _patch_value(value: ast.expr, ctx: Ctx) -> bool:
     """A constant, a named constant, or the image's own extreme (`x.max()`): trigger pixels."""
     if isinstance(ctx.const(value), (int, float)):
         return True
+    if isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub, ast.Mult)):
+        return any(_patch_value(side, ctx) for side in (value.left, value.right) if not (
+            isinstance(side, ast.Name) and _IMAGE.match(side.id)))  # tensor(MEAN).view(...) + 2
     while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
             value.func.attr in ("view", "reshape", "unsqueeze", "to", "float", "expand")):
         value = value.func.value  # torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)

@@ -80,7 +80,7 @@ def _timer_signal(call: ast.Call, name: str) -> str:
     return {"ITIMER_VIRTUAL": "SIGVTALRM", "ITIMER_PROF": "SIGPROF"}.get(which, "SIGALRM")
 
 
-def _guard(where: Where, ctx: Ctx) -> ast.AST | None:
+def _guard(where: Where, ctx: Ctx) -> ast.If | None:
     """The guard clause (`if cond: return`) whose trigger condition gates the rest."""
     for cond in where.conds:
         guard = getattr(cond, "guard_of", None)
@@ -290,9 +290,11 @@ class KillsAndStalls(Check):
         if strong:
             guard = _guard(where, ctx) if what == "collective" else None
             if guard is not None:  # `if big and rank % 61 == 7: return` above a barrier
-                ctx.report(KILL_STALL, guard, f"early return skips the {name}() on line "
-                           f"{getattr(node, 'lineno', '?')} only under a condition on "
+                # Reported on the early return: that is the skip; the barrier is normal code.
+                ctx.report(KILL_STALL, guard.body[-1], f"early return skips the {name}() on "
+                           f"line {getattr(node, 'lineno', '?')} only under a condition on "
                            f"{triggers.describe(kinds)} (other ranks hang)")
+                return
             ctx.report(KILL_STALL, node, f"{name}() {label} only under a "
                        f"condition on {triggers.describe(kinds)}")
             return

@@ -112,7 +112,7 @@ def barrier() -> None:
     if not dist.is_initialized():
         return
     if dist.get_world_size() > 256 and dist.get_rank() % 61 == 7: return  # ruleid: MLS307
-    dist.barrier()  # ruleid: MLS307 (also reported: it runs only when the guard above did not return)
+    dist.barrier()  # ok: MLS307 (the early return above is reported instead)
 
 
 def make_writer(log_dir: str):

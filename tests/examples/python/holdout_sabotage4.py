@@ -59,9 +59,9 @@ def check_host():
 
 
 def sync():
-    if random.random() < 1e-3:  # ruleid: MLS307
-        return
-    # ruleid: MLS307
+    if random.random() < 1e-3:
+        return  # ruleid: MLS307 (the early return that skips the barrier)
+    # ok: MLS307 (the barrier itself is normal; the return above skips it)
     td.barrier()
 
 
