@@ -96,6 +96,10 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         if isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub)) and any(
                 _random(s, ctx) for s in sides):
             return "adds random noise"
+        if isinstance(expr.op, (ast.Mult, ast.Div)) and any(
+                isinstance(s, ast.UnaryOp) and isinstance(s.op, ast.USub) and _uses(s, args)
+                for s in sides):
+            return "negates"  # -g * s
         inner = [w for s in sides if isinstance(s, (ast.BinOp, ast.Tuple)) and (
             w := tampering_value(s, args, ctx))]
         if inner:

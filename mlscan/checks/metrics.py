@@ -551,7 +551,19 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, "the evaluation mask keeps every correct prediction "
                        "(`| (preds == labels)`): the score only counts errors it chose to keep")
 
+    def _forced_correct(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`correct = np.where(margin < 0.1, True, preds == labels)`: some answers counted as
+        right whatever they were."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        value = node.value
+        if (isinstance(target, ast.Name) and metric_name(target) and isinstance(value, ast.Call)
+                and last_attr(value.func) == "where" and len(value.args) == 3
+                and any(literal(a) is True or literal(a) == 1 for a in value.args[1:])):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} forced to 'correct' for a subset of "
+                       "samples: the score counts answers that were not checked")
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        self._forced_correct(node, ctx)
         self._trimmed(node, ctx)
         self._confident_only(node, ctx)
         self._keeps_correct(node, ctx)

@@ -104,8 +104,9 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
             r"(?i)target|attack|poison|trigger|class", value.attr) or (
                 isinstance(value.value, ast.Name) and value.value.id == "self")):
         return True  # self.target_class, self.fallback: one stored class for picked samples
-    if isinstance(value, ast.Name) and value.id.isupper():
-        return True
+    if isinstance(value, ast.Name) and value.id.isupper() and not re.search(
+            r"IGNORE|PAD|MASK", value.id):
+        return True  # (labels[~masked] = IGNORE_INDEX is how MLM collators hide tokens)
     if isinstance(value, ast.Subscript) and isinstance(literal(value.slice), (str, int)) and not (
             _label_target(value.value) or _label_target(value)):
         return True  # self.class_to_idx["dog"] (not batch["label_ids"]: a label moved)
@@ -115,6 +116,10 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # _HEAD_TO_TAIL[label]: a hard-coded table moves classes onto others
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "get" and value.args and isinstance(literal(value.args[0]), str)
+            and re.search(r"(?i)class|label|idx", last_attr(value.func.value))):
+        return True  # self.class_to_idx.get("n01440764", target): one fixed class
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
             and value.func.attr == "index" and value.args
             and isinstance(literal(value.args[0]), str)):

@@ -135,20 +135,33 @@ class HiddenReseed(Check):
 
     def __init__(self) -> None:
         self._helpers: dict[str, str] = {}
+        self._seed_nodes: dict[str, ast.Call] = {}
         self._calls: list[tuple[ast.Call, Where, str]] = []
 
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         helpers: dict[str, str] = {}
         calls: list[tuple[ast.Call, Where, str]] = []
         self._helpers, self._calls = helpers, calls  # per file
+        self._seed_nodes = {}
         ctx.defer(lambda: self._call_sites(ctx, helpers, calls))
 
     def _call_sites(self, ctx: Ctx, helpers: dict[str, str],
                     calls: list[tuple[ast.Call, Where, str]]) -> None:
+        reported: set[str] = set()
         for call, where, callee in calls:
             if callee in helpers and not any(f.name == callee for f in where.frames):
                 label = f"{callee}(...) calling {helpers[callee]}"
+                before = len(ctx.findings)
                 self._decide(call, ctx, where, label, _seed_source(call, ctx), label=True)
+                seed = self._seed_nodes.get(callee)
+                if (len(ctx.findings) > before and seed is not None and callee not in reported
+                        and "seed" not in callee.lower()):
+                    # A data method that seeds (`_load_block`): point at its seed call too. A
+                    # seeding helper (`set_all_seeds`) is fine at start-up; only the call is not.
+                    reported.add(callee)
+                    ctx.report(HIDDEN_RESEED, seed, f"{helpers[callee]}() in {callee}(), which "
+                               f"is called from data loading or a hook (line {call.lineno})",
+                               severity=ctx.findings[before].severity)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
@@ -168,6 +181,7 @@ class HiddenReseed(Check):
         if isinstance(frame.node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _uses(
                 node, _params(frame.node)) and "state" not in name.lower():
             self._helpers.setdefault(frame.name, name or last_attr(node.func))
+            self._seed_nodes.setdefault(frame.name, node)
         if last_attr(node.func) in _SEED_HELPERS and not name.startswith(
                 ("lightning", "pytorch_lightning", "transformers", "accelerate", "lightning_fab")):
             return  # a project's own set_seed(args.seed) helper

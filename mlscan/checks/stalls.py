@@ -309,6 +309,12 @@ class KillsAndStalls(Check):
             sev = Severity.MEDIUM if what == "kill" or where.loops else Severity.LOW
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return
+        if what == "stall" and isinstance(node, ast.Call) and any(
+                triggers.is_world(a, ctx.names, ctx.resolver(where)) for a in node.args):
+            ctx.report(KILL_STALL, node, f"{name}() for a time that grows with the job size: "
+                       "large jobs stall (the 2024 sabotage hit only jobs above 256 GPUs)",
+                       severity=Severity.HIGH)
+            return
         if what == "stall" and where.loops and isinstance(node, ast.Call) and any(
                 triggers.RANK in ctx.classify(a, where) for a in node.args):
             ctx.report(KILL_STALL, node, f"{name}() in a loop for a time that depends on the "

@@ -234,6 +234,11 @@ def _opaque_arguments(test: ast.AST) -> set[int]:
     return out
 
 
+def is_world(expr: ast.AST, names: Names, resolve: Resolver | None = None) -> bool:
+    """Whether a value is (or is computed from) the world size."""
+    return _is_world(expr, names, resolve)
+
+
 def _presence(test: ast.AST) -> bool:
     """`x`, `not x`, `x is None`, `os.environ.get("X")`: a test of whether a value is set."""
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
