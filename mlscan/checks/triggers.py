@@ -157,6 +157,16 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
     presence = condition and depth == 0 and _presence(test)
     # `if not wait_for_master(master_addr):` passes the host to a function; it does not test it.
     opaque = _opaque_arguments(test)
+    if resolve is not None and depth < 2:
+        for node in ast.walk(test):  # meta["rank"] with meta = {"rank": ..., "host": ...}
+            if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+                    and isinstance(literal(node.slice), str)):
+                table = resolve(node.value.id)
+                if isinstance(table, ast.Dict):
+                    opaque.add(id(node.value))
+                    for k, v in zip(table.keys, table.values, strict=True):
+                        if k is not None and literal(k) == literal(node.slice):
+                            kinds.update(classify(v, names, resolve, depth + 1) & STRONG)
     for node in ast.walk(test):
         if id(node) in opaque:
             continue
