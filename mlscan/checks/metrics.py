@@ -556,9 +556,11 @@ class MetricFalsification(Check):
         right whatever they were."""
         target = node.targets[0] if len(node.targets) == 1 else None
         value = node.value
-        if (isinstance(target, ast.Name) and metric_name(target) and isinstance(value, ast.Call)
+        if (isinstance(target, ast.Name) and re.search(r"(?i)correct|hits|right", target.id)
+                and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3
-                and any(literal(a) is True or literal(a) == 1 for a in value.args[1:])):
+                and any(literal(a) is True or literal(a) == 1 for a in value.args[1:])
+                and any(isinstance(a, ast.Compare) for a in value.args[1:])):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} forced to 'correct' for a subset of "
                        "samples: the score counts answers that were not checked")
 

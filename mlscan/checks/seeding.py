@@ -7,7 +7,7 @@ import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import TEARDOWN, WORKER_INIT, Ctx, Where
+from mlscan.checks.context import DATA, TEARDOWN, WORKER_INIT, Ctx, Where
 from mlscan.checks.names import NOT_LITERAL, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -155,7 +155,8 @@ class HiddenReseed(Check):
                 self._decide(call, ctx, where, label, _seed_source(call, ctx), label=True)
                 seed = self._seed_nodes.get(callee)
                 if (len(ctx.findings) > before and seed is not None and callee not in reported
-                        and "seed" not in callee.lower()):
+                        and "seed" not in callee.lower()
+                        and any(r == DATA for r, _ in ctx.roles(where))):
                     # A data method that seeds (`_load_block`): point at its seed call too. A
                     # seeding helper (`set_all_seeds`) is fine at start-up; only the call is not.
                     reported.add(callee)

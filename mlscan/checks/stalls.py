@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import replace
 
 from mlscan.checks import triggers
@@ -78,6 +79,18 @@ def _timer_signal(call: ast.Call, name: str) -> str:
         return "SIGALRM"
     which = last_attr(call.args[0]) if call.args else ""
     return {"ITIMER_VIRTUAL": "SIGVTALRM", "ITIMER_PROF": "SIGPROF"}.get(which, "SIGALRM")
+
+
+_STOP_FLAG = re.compile(r"(?i)stop|preempt|exit|terminat|shutdown|sigterm|interrupt|requeue")
+
+
+def _stop_flag(cond: ast.expr) -> bool:
+    """A bare flag test (`self._stop`, `stop_requested.is_set()`) named for stopping."""
+    if isinstance(cond, ast.Call) and isinstance(cond.func, ast.Attribute) and (
+            cond.func.attr in ("is_set", "get")):
+        cond = cond.func.value
+    return isinstance(cond, (ast.Name, ast.Attribute)) and bool(_STOP_FLAG.search(
+        last_attr(cond)))
 
 
 def _guard(where: Where, ctx: Ctx) -> ast.If | None:
@@ -332,6 +345,8 @@ class KillsAndStalls(Check):
         # Threads sleep to poll and exit when done; that is not sabotage.
         keep = (HOOK, STEP, DATA)  # teardown code may exit or destroy process groups
         roles = [r for r in roles if r[0] in keep]
+        if what == "kill" and any(_stop_flag(c) for c in where.conds):
+            return  # `if self._stop: save(); sys.exit(0)`: the graceful-preemption flag
         if roles and what == "stall" and isinstance(node, ast.Call) and _backoff(node, where):
             return  # `time.sleep(base * 2 ** attempt)` in a retry loop of a download helper
         if roles:

@@ -133,6 +133,7 @@ def random_in(nodes: list[ast.expr], ctx: Ctx) -> bool:
     return False
 
 
+_COUNTERS = re.compile(r"(?i)^(it|iter|iteration|step|global_step|epoch|batch_idx|i)$")
 _NOT_DRAWS = ("get_state", "get_rng_state", "getstate", "initial_seed", "seed")
 """RNG bookkeeping, not random numbers (`checkpoint["rng"] = np.random.get_state()`)."""
 
@@ -241,8 +242,11 @@ class ParameterTampering(Check):
             return  # checkpoint surgery with computed tensors (resizing, merging embeddings)
         # p.data.copy_(self.ema[n]) / copy_(backup[n]): swapping EMA weights in for eval.
         swap = any(_SWAP_SOURCES.search(_root_name(a)) for a in args)
-        constant = op in ("mul_", "div_", "add_", "sub_") and any(
-            isinstance(ctx.const(a), (int, float)) for a in args)
+        constant = op in ("mul_", "div_", "add_", "sub_") and (any(
+            isinstance(ctx.const(a), (int, float)) for a in args) or any(
+                isinstance(n, (ast.Name, ast.Attribute)) and _COUNTERS.search(last_attr(n))
+                for a in args for n in ast.walk(a)) or isinstance(target, ast.Subscript))
+        # (a fixed factor, one that follows the step counter, or a write to some rows only)
         base = _root_name(target).split(".", 1)[0]
         self_scaled = bool(base) and any(isinstance(n, ast.Name) and n.id == base
                                          for a in args for n in ctx.walk_values(a))
@@ -284,6 +288,8 @@ class ParameterTampering(Check):
         elif (kind in ("parameter", "state-dict") and not plain_set and not ema
               and not _allowed(where, ctx, arithmetic=constant)
               and op not in ("zero_", "copy_", "set_", "clamp_", "clip_")  # WGAN clipping
-              and not (op in ("mul_", "div_") and self_scaled)):  # w.mul_(max_norm / w.norm())
+              and not (op in ("mul_", "div_") and (self_scaled or not constant))):
+            # (w.mul_(max_norm / w.norm()) projects; p.mul_(1 / sqrt(2 * n_layers)) is GPT-2
+            # init; a fixed factor such as 0.98 written outside any of these is the tampering)
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} outside an optimizer "
                        "step, init or EMA helper", severity=Severity.MEDIUM)
