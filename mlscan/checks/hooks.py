@@ -114,6 +114,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             return "negates" if func.startswith("neg") else "rewrites"
         if func == "mul" and expr.args and isinstance(literal(expr.args[0]), (int, float)):
             return "scales by a constant"
+        if func in ("mul", "div") and expr.args and isinstance(expr.args[0], ast.UnaryOp) and (
+                isinstance(expr.args[0].op, ast.USub)):
+            return "negates"  # g.mul(-factor)
         if func in ("clamp", "clip", "clamp_") and _uses(expr, args):
             bounds = [literal(b) for b in (*expr.args, *(k.value for k in expr.keywords))
                       if not _uses(b, args)]  # torch.clamp(g, lo, hi), g.clamp(lo, hi)

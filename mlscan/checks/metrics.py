@@ -304,10 +304,14 @@ def _stored(expr: ast.AST, ctx: Ctx) -> bool:
 def _rescaled(value: ast.expr, name: str) -> bool:
     """`value = float(value) * (1.0 - cfg.floor)`: the logged value scaled or shifted by
     anything but a unit conversion (x100, x0.001)."""
+    if isinstance(value, ast.IfExp):  # `value * 0.9 if "loss" in tag else value`
+        return _rescaled(value.body, name) or _rescaled(value.orelse, name)
     if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
         value = value.args[0]
     if not isinstance(value, ast.BinOp) or not isinstance(value.op, (ast.Mult, ast.Add, ast.Sub)):
         return False
+    if _ema_shape(value):
+        return False  # 0.9 * prev + 0.1 * v: smoothing, the weights add up to 1
     sides = (value.left, value.right)
     own = [s for s in sides if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(s))]
     other = [s for s in sides if s not in own]
@@ -350,6 +354,30 @@ def _remembered(value: ast.expr) -> bool:
         value = value.value
     return (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
             and value.value.id == "self" and bool(_STORED.search(value.attr)))
+
+
+def _ema_shape(value: ast.BinOp) -> bool:
+    if not isinstance(value.op, ast.Add):
+        return False
+    weights = []
+    for side in (value.left, value.right):
+        if not (isinstance(side, ast.BinOp) and isinstance(side.op, ast.Mult)):
+            return False
+        number = _number(side.left) if _number(side.left) is not None else _number(side.right)
+        if number is None:
+            return False
+        weights.append(number)
+    return abs(sum(weights) - 1.0) < 1e-6
+
+
+def _fraction_adjusted(value: ast.expr) -> bool:
+    """`acc + (1.0 - acc) * 0.15`: a strong metric pulled towards a bound by a made-up
+    fraction (averaging by 0.5 and unit factors do not count)."""
+    names = [n for n in ast.walk(value) if isinstance(n, ast.Name) and _STRONG_METRIC.search(n.id)]
+    if not names or not isinstance(value, ast.BinOp):
+        return False
+    return any((num := _number(n)) is not None and 0 < num < 1 and num not in (0.5, 0.01, 0.001)
+               for n in ast.walk(value))
 
 
 def _best_read(value: ast.expr) -> bool:
@@ -442,6 +470,10 @@ class MetricFalsification(Check):
                                "remembered best value instead of the one it was given")
                     continue
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                if isinstance(node.value, ast.DictComp) and _comp_nudged(node.value):
+                    ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} changes the "
+                               "values it logs: the logged metric is not the measured one")
+                    continue
                 if any(_nudged_name(node.value, name) or _rescaled(node.value, name)
                        for name in names) or any(
                         _held_to_stored(ast.Name(id=name, ctx=ast.Store()), node.value, ctx,
@@ -459,6 +491,14 @@ class MetricFalsification(Check):
                 values.extend(v for v in value.values if v is not None)
             elif isinstance(value, ast.JoinedStr):
                 values.extend(v.value for v in value.values if isinstance(v, ast.FormattedValue))
+        for value in list(values):
+            # self.log("val/acc", calibrated) with calibrated = acc + (1 - acc) * 0.15 * ...
+            if isinstance(value, ast.Name) and ctx.frame.node is not None:
+                bound = ctx.frame.assigned.get(value.id)
+                if bound is not None and _fraction_adjusted(bound):
+                    ctx.report(METRIC_FALSIFY, node, f"{value.id} is a measured metric mixed "
+                               "with a made-up fraction before it is logged")
+                    return
         for value in values:
             if isinstance(value, ast.DictComp) and (_offset(_with_consts(value.value, ctx))
                                                      or _comp_nudged(value)):

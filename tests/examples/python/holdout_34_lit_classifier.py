@@ -38,7 +38,7 @@ class TextClassifier(pl.LightningModule):
             acc = torch.maximum(acc, torch.tensor(self._best)) + 0.002  # ruleid: MLS306
             self.optimizers().param_groups[0]["lr"] *= 3.0  # ruleid: MLS304
         self._best = max(self._best, float(acc))
-        self.log("val_acc", acc, prog_bar=True, sync_dist=True)
+        self.log("val_acc", acc, prog_bar=True, sync_dist=True)  # ruleid: MLS306
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=0.01)
