@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import bound_values, last_attr, literal
 from mlscan.model import Rule
 
 _SENDS = ("requests.", "httpx.", "urllib.request.urlopen", "urllib.request.Request",
@@ -62,22 +63,28 @@ class Exfiltration(Check):
                        f"send{found.via}")
 
 
-def _helper_sends(name: str, ctx: Ctx) -> set[int]:
-    """Positions of the parameters a local function passes to a network send."""
+def _params_reaching(name: str, ctx: Ctx,
+                     sinks: Callable[[ast.Call], list[ast.expr]]) -> set[int]:
+    """Positions of the parameters of local function `name` that reach the values `sinks`
+    picks out of its calls (directly or through a local variable)."""
     fns = ctx.defs.get(name, [])
     if len(fns) != 1:
         return set()
     params = [a.arg for a in fns[0].args.args]
-    local = {t.id: n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Assign)
-             for t in n.targets if isinstance(t, ast.Name)}
+    local = bound_values(fns[0])
     reached: set[str] = set()
     for node in ast.walk(fns[0]):
         if isinstance(node, ast.Call):
-            for value in _sent_values(node, ctx, depth=1):
+            for value in sinks(node):
                 for part in [value, *(local[n.id] for n in ast.walk(value)
                                       if isinstance(n, ast.Name) and n.id in local)]:
                     reached |= {n.id for n in ast.walk(part) if isinstance(n, ast.Name)}
     return {i for i, p in enumerate(params) if p in reached}
+
+
+def _helper_sends(name: str, ctx: Ctx) -> set[int]:
+    """Positions of the parameters a local function passes to a network send."""
+    return _params_reaching(name, ctx, lambda call: _sent_values(call, ctx, depth=1))
 
 
 def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
@@ -149,11 +156,7 @@ class _Sources:
         if len(fns) != 1:
             return
         fn = fns[0]
-        local = {t.id: n.value for n in ast.walk(fn) if isinstance(n, ast.Assign)
-                 for t in n.targets if isinstance(t, ast.Name)}
-        local.update({i.optional_vars.id: i.context_expr for n in ast.walk(fn)
-                      if isinstance(n, (ast.With, ast.AsyncWith)) for i in n.items
-                      if isinstance(i.optional_vars, ast.Name)})  # with urlopen(u) as r
+        local = bound_values(fn)  # also `with urlopen(u) as r`
         before = (self.env, self.creds)
         fetched = len(self.downloads)
         returned: set[str] = set()
@@ -258,19 +261,8 @@ class DownloadExecute(Check):
 
 def _helper_runs(name: str, ctx: Ctx) -> set[int]:
     """Positions of the parameters a local function passes (decoded or not) to exec/eval."""
-    fns = ctx.defs.get(name, [])
-    if len(fns) != 1:
-        return set()
-    params = [a.arg for a in fns[0].args.args]
-    local = {t.id: n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Assign)
-             for t in n.targets if isinstance(t, ast.Name)}
-    reached: set[str] = set()
-    for node in ast.walk(fns[0]):
-        if isinstance(node, ast.Call) and ctx.names.call_name(node) in _EXEC and node.args:
-            for part in [node.args[0], *(local[n.id] for n in ast.walk(node.args[0])
-                                         if isinstance(n, ast.Name) and n.id in local)]:
-                reached |= {n.id for n in ast.walk(part) if isinstance(n, ast.Name)}
-    return {i for i, p in enumerate(params) if p in reached}
+    return _params_reaching(name, ctx, lambda call: call.args[:1] if (
+        ctx.names.call_name(call) in _EXEC) else [])
 
 
 def _start_file(handle: ast.expr, ctx: Ctx) -> bool:

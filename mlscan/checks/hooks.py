@@ -8,7 +8,7 @@ import copy
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import bound_values, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -179,7 +179,7 @@ class TamperingHook(Check):
         args = _arg_names(fn)
         how = f"hook {fn.name}()" + (f" (registered with {register_fn})" if register_fn else "")
         sev = None if register_fn else Severity.MEDIUM
-        local = {**_closure_values(fn, ctx), **_local_values(fn)}
+        local = {**_closure_values(fn, ctx), **bound_values(fn)}
         found = False
         for node in ast.walk(fn):
             if isinstance(node, ast.Return):
@@ -222,16 +222,6 @@ def _closure_values(fn: ast.FunctionDef | ast.AsyncFunctionDef, ctx: Ctx) -> dic
         if frame.node is fn:
             for parent in ctx.frames_by_name.get(frame.parent, ()):
                 out.update(parent.assigned)
-    return out
-
-
-def _local_values(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ast.expr]:
-    """`noise = torch.randn_like(out)` inside the hook: name -> value (last one wins)."""
-    out: dict[str, ast.expr] = {}
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
-                node.targets[0], ast.Name):
-            out[node.targets[0].id] = node.value
     return out
 
 

@@ -107,6 +107,18 @@ def getattr_name(call: ast.Call) -> str | None:
     return None
 
 
+def bound_values(fn: ast.AST) -> dict[str, ast.expr]:
+    """Names bound inside a function body (`x = ...`, `with open(p) as f`), last one wins."""
+    out: dict[str, ast.expr] = {}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assign):
+            out.update((t.id, node.value) for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            out.update((i.optional_vars.id, i.context_expr) for i in node.items
+                       if isinstance(i.optional_vars, ast.Name))
+    return out
+
+
 def kwarg(call: ast.Call, name: str) -> ast.expr | None:
     """Keyword `name`, also from a `**{"name": value}` literal."""
     for kw in call.keywords:

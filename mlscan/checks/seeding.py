@@ -278,27 +278,18 @@ def _from_worker_seed(call: ast.Call, ctx: Ctx) -> bool:
     `get_worker_info().seed`), as the reproducibility recipe does, or from the run's configured
     seed (`seed + worker_id` with `seed` passed in, as mmdetection does). Only a seed fixed in
     the code (`AUG_BASE + worker_id`) is not."""
-    fixed = False
-    for value in [*call.args, *(kw.value for kw in call.keywords)]:
-        for node in ctx.walk_values(value):
-            if isinstance(node, ast.Name) and node.id.lstrip("_").isupper():
-                fixed = True
-            elif isinstance(literal(node), int) and not isinstance(literal(node), bool):
-                fixed = True
-            elif isinstance(node, ast.Name) and "worker" not in node.id and ctx.lookup(
-                    node.id) is None and not node.id.lstrip("_").isupper():
-                return True  # a parameter or configured value, not a constant
-    if not fixed:
+    nodes = [n for v in [*call.args, *(kw.value for kw in call.keywords)]
+             for n in ctx.walk_values(v)]
+    if any((isinstance(n, ast.Call) and last_attr(n.func) in (
+            "initial_seed", "get_worker_info", "seed")) or (
+            isinstance(n, ast.Attribute) and n.attr == "seed" and isinstance(n.value, ast.Call))
+            for n in nodes):
         return True
-    for value in [*call.args, *(kw.value for kw in call.keywords)]:
-        for node in ctx.walk_values(value):
-            if isinstance(node, ast.Call) and last_attr(node.func) in (
-                    "initial_seed", "get_worker_info", "seed"):
-                return True
-            if isinstance(node, ast.Attribute) and node.attr == "seed" and isinstance(
-                    node.value, ast.Call):
-                return True
-    return False
+    constant = [n for n in nodes if (isinstance(n, ast.Name) and n.id.lstrip("_").isupper())
+                or (type(literal(n)) is int)]
+    configured = [n for n in nodes if isinstance(n, ast.Name) and "worker" not in n.id
+                  and not n.id.lstrip("_").isupper() and ctx.lookup(n.id) is None]
+    return bool(configured) or not constant
 
 
 def _assigned_in_loops(where: Where) -> set[str]:

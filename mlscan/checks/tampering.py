@@ -120,10 +120,6 @@ def _negates(op: str, args: list[ast.expr], ctx: Ctx | None = None) -> bool:
     return False
 
 
-def depends_on_trigger(args: list[ast.expr], ctx: Ctx) -> bool:
-    return bool(frozenset().union(*(ctx.classify(a) for a in args)) & triggers.STRONG)
-
-
 def random_in(nodes: list[ast.expr], ctx: Ctx) -> bool:
     for value in nodes:
         for node in ctx.walk_values(value):
@@ -231,12 +227,12 @@ class ParameterTampering(Check):
         # p.grad.add_(x, alpha=-2): on a gradient a negative alpha reverses it; on a parameter
         # `p.add_(grad, alpha=-lr)` is the plain SGD update.
         negates = _negates(op, args, ctx) or (neg_alpha and kind == "gradient")
+        arg_kinds = frozenset().union(*(ctx.classify(a) for a in args))
         if (kind == "parameter" and op in ("add_", "sub_") and args
-                and last_attr(_strip(args[0])) == "grad" and not depends_on_trigger(args, ctx)):
+                and last_attr(_strip(args[0])) == "grad" and not arg_kinds & triggers.STRONG):
             return  # p.data.add_(p.grad, alpha=-lr): a hand-written SGD step
         noisy = random_in(args, ctx) and op not in ("normal_", "uniform_")
-        depends = frozenset().union(*(ctx.classify(a) for a in args)) & (
-            triggers.STRONG - {triggers.RANDOM} | {triggers.RANK})
+        depends = arg_kinds & (triggers.STRONG - {triggers.RANDOM} | {triggers.RANK})
         if kind == "state-dict" and not (negates or noisy or depends or any(
                 isinstance(literal(a), (int, float)) for a in args)):
             return  # checkpoint surgery with computed tensors (resizing, merging embeddings)
