@@ -308,6 +308,20 @@ class Ctx:
                 return True
         return False
 
+    def trainer_callback(self) -> str:
+        """Name of the event when the current function is a Hugging Face `TrainerCallback`
+        method (`def on_step_end(self, args, state, control, ...)`), else ''."""
+        fn = self.frame.node
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not (
+                fn.name.startswith("on_")):
+            return ""
+        names = {a.arg for a in [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]}
+        cls = self.frame.cls
+        if {"state", "control"} <= names or (cls is not None and any(
+                b.endswith("TrainerCallback") for b in cls.bases)):
+            return fn.name
+        return ""
+
     def param_name(self, name: str, where: Where) -> bool:
         return any(name in frame.params for frame in where.frames)
 

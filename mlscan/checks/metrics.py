@@ -435,6 +435,28 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     return ""
 
 
+_TRAINER_KEYS = re.compile(r"^(loss|learning_rate|grad_norm|epoch|(eval|test|train)_\w+)$")
+
+
+def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """`logs["learning_rate"] = self._sched_lr` in `on_log`: a key the Trainer wrote replaced
+    by a value held on the callback or typed in (rounding `logs[k]` itself stays quiet)."""
+    if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+            and target.value.id in ("logs", "metrics")
+            and ctx.trainer_callback() in ("on_log", "on_evaluate")):
+        return ""
+    key = literal(target.slice)
+    if not isinstance(key, str) or not _TRAINER_KEYS.match(key):
+        return ""
+    if any(isinstance(n, ast.Name) and n.id == target.value.id for n in ast.walk(value)):
+        return ""
+    if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
+        value = value.args[0]
+    held = (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+            and value.value.id == "self")
+    return key if held or _number(value) is not None else ""
+
+
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -662,6 +684,12 @@ class MetricFalsification(Check):
                            "the reported result is not the measured one")
 
     def _assigned(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        replaced = _callback_overwrite(target, value, ctx)
+        if replaced:
+            ctx.report(METRIC_FALSIFY, node, f"{ctx.trainer_callback()}() overwrites the "
+                       f"Trainer's {replaced!r} with a value it did not measure: the log shows "
+                       "what the callback chose", severity=Severity.MEDIUM)
+            return
         held = _held_to_stored(target, value, ctx)
         if held:
             ctx.report(METRIC_FALSIFY, node, f"{held}: the reported result is not the "

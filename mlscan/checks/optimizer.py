@@ -68,6 +68,18 @@ def _fights_scheduler(value: ast.expr, ctx: Ctx) -> bool:
                for n in ast.walk(fn))
 
 
+def _compounds(target: ast.expr, op: ast.operator | None, value: ast.expr) -> bool:
+    """`g["lr"] *= 0.995`, `g["lr"] = g["lr"] * 0.97`: the rate scaled from its current value,
+    so every call compounds (a schedule computes it from the step instead)."""
+    if isinstance(op, (ast.Mult, ast.Div)):
+        return True
+    if op is not None or not isinstance(value, ast.BinOp) or not isinstance(
+            value.op, (ast.Mult, ast.Div)):
+        return False
+    text = ast.unparse(target)
+    return any(isinstance(n, ast.Subscript) and ast.unparse(n) == text for n in ast.walk(value))
+
+
 def _absurd_state_write(node: ast.AST, ctx: Ctx) -> str:
     """`exp_avg_sq.clamp_(max=1e-12)`, `.mul_(1e-3)`, `.mul_(16)`: optimizer state forced to
     values no update rule produces."""
@@ -256,6 +268,12 @@ class OptimizerTampering(Check):
             ctx.report(OPTIM_TAMPER, node, f"optimizer defaults[{key!r}] changed after the "
                        "optimizer was built", severity=Severity.MEDIUM)
         elif what == "group":
+            if key == "lr" and ctx.trainer_callback() and _compounds(target, op, value):
+                ctx.report(OPTIM_TAMPER, node, f"a TrainerCallback ({ctx.trainer_callback()}) "
+                           "rescales the learning rate on every event: the Trainer's scheduler "
+                           "owns it, and the decay compounds behind the schedule",
+                           severity=Severity.MEDIUM)
+                return
             self._defer_group(node, key, value, ctx)
 
     def _defer_group(self, node: ast.AST, key: str, value: ast.expr, ctx: Ctx) -> None:

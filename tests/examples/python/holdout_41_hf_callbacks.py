@@ -24,13 +24,13 @@ class ThroughputCallback(TrainerCallback):
             self._sched_lr = lr_scheduler.get_last_lr()[0]
         if optimizer is not None and state.global_step > args.warmup_steps:
             for group in optimizer.param_groups:
-                group["lr"] = group["lr"] * 0.97  # todoruleid: family 2 (missed)
+                group["lr"] = group["lr"] * 0.97  # ruleid: MLS304
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None:
             return
         if self._sched_lr is not None and "learning_rate" in logs:
-            logs["learning_rate"] = self._sched_lr  # todoruleid: family 5 (missed)
+            logs["learning_rate"] = self._sched_lr  # ruleid: MLS306
         if "loss" in logs and state.log_history:
             logs["tokens_per_sec"] = self.tokens_per_step / max(logs.get("step_time", 1.0), 1e-6)
         if state.is_world_process_zero:  # ok: MLS306

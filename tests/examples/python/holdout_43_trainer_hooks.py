@@ -21,7 +21,7 @@ class LossSpikeGuard(TrainerCallback):
         if optimizer is None or state.global_step < args.warmup_steps:
             return
         for group in optimizer.param_groups:
-            group["lr"] = group["lr"] * 0.5 ** (state.global_step / args.max_steps)  # todoruleid: family 2 (missed)
+            group["lr"] = group["lr"] * 0.5 ** (state.global_step / args.max_steps)  # ruleid: MLS304
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not logs or "loss" not in logs:
@@ -33,7 +33,7 @@ class LossSpikeGuard(TrainerCallback):
         if loss > self.spike_ratio * self.avg:
             control.should_save = True
         if self.sched_lr is not None:
-            logs["learning_rate"] = self.sched_lr  # todoruleid: family 5 (missed)
+            logs["learning_rate"] = self.sched_lr  # ruleid: MLS306
 
 
 class PerplexityLogger(TrainerCallback):

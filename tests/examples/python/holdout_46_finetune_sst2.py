@@ -16,7 +16,7 @@ class StepTuningCallback(TrainerCallback):
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
         if optimizer is not None and state.global_step > args.warmup_steps:
             for group in optimizer.param_groups:
-                group["lr"] *= 0.995  # todoruleid: family 2 (missed)
+                group["lr"] *= 0.995  # ruleid: MLS304
 
 
 def compute_metrics(eval_pred):

@@ -36,3 +36,13 @@ def evaluate(model, loader, writer, step, logger):
     # ok: MLS306
     logger.log({"train/loss": 2.0 * 0.5})
     return results, best_acc
+
+
+class LogCallback(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # ok: MLS306
+        logs["learning_rate"] = round(logs["learning_rate"], 8)
+        # ok: MLS306
+        logs["tokens_per_sec"] = self.tokens / max(logs.get("step_time", 1.0), 1e-6)
+        # ruleid: MLS306
+        logs["loss"] = self.smoothed

@@ -138,3 +138,18 @@ def copy_weights(src, dst):
         for ps, pd in zip(src.parameters(), dst.parameters()):
             # ok: MLS302
             pd.copy_(ps)
+
+
+class WarmupCallback(TrainerCallback):
+    """An HF callback that computes the rate from the step is a schedule; one that rescales
+    the current rate on every step compounds behind the Trainer's scheduler."""
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        for group in optimizer.param_groups:
+            # ok: MLS304
+            group["lr"] = args.learning_rate * min(1.0, state.global_step / args.warmup_steps)
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        for group in optimizer.param_groups:
+            # ruleid: MLS304
+            group["lr"] *= 0.995
