@@ -140,6 +140,29 @@ class TamperingHook(Check):
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         ctx.defer(lambda: self._decide(ctx))
 
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        """`p.register_hook(lambda g, s=1.0 / world: g * s)`: every gradient divided by the
+        job size before DDP/FSDP average it again, so updates shrink as the job grows."""
+        if not (last_attr(node.func) in ("register_hook", "register_post_accumulate_grad_hook")
+                and node.args and isinstance(node.args[0], ast.Lambda)):
+            return
+        lam = node.args[0]
+        body = lam.body
+        if not (isinstance(body, ast.BinOp) and isinstance(body.op, (ast.Mult, ast.Div))):
+            return
+        params = [*lam.args.posonlyargs, *lam.args.args]
+        defaults = dict(zip([a.arg for a in params[len(params) - len(lam.args.defaults):]],
+                            lam.args.defaults, strict=True))
+        resolve = ctx.resolver(ctx.where())
+        for side in (body.left, body.right):
+            value = defaults.get(side.id) if isinstance(side, ast.Name) else None
+            if value is not None and triggers.is_world(value, ctx.names, resolve):
+                ctx.report(TAMPERING_HOOK, node, f"gradient hook passed to "
+                           f"{last_attr(node.func)}() scales every gradient by the world size: "
+                           "DDP/FSDP already average gradients, so the update shrinks as the "
+                           "job grows", severity=Severity.MEDIUM)
+                return
+
     def _decide(self, ctx: Ctx) -> None:
         seen: dict[int, bool] = {}
         for register_fn, target, bound, call in ctx.registrations:

@@ -77,3 +77,12 @@ def build(model: nn.Module):
 def grad_reversal_layer_hook(grad):
     # ruleid: MLS303
     return grad.neg()
+
+
+def install_grad_hooks(model, world_size, clip):
+    scale = 1.0 / world_size
+    for p in model.parameters():
+        # ok: MLS303
+        p.register_hook(lambda g, c=clip: g.clamp(-c, c))
+        # ruleid: MLS303
+        p.register_hook(lambda g, s=scale: g * s)
