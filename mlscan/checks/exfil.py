@@ -211,7 +211,8 @@ def _is_download(call: ast.Call, ctx: Ctx) -> bool:
 _START_FILES = re.compile(r"\.pth$|sitecustomize|usercustomize")
 
 
-_EXEC = ("exec", "eval", "compile", "builtins.exec", "builtins.eval", "builtins.compile")
+_EXEC = ("exec", "eval", "compile", "builtins.exec", "builtins.eval", "builtins.compile",
+         "types.FunctionType", "types.LambdaType")
 _DECODERS = ("base64.", "zlib.decompress", "codecs.decode", "bz2.decompress", "lzma.decompress",
              "marshal.loads", "binascii.")
 
@@ -257,6 +258,9 @@ class DownloadExecute(Check):
         for download in found.helper_calls[:1] or found.downloads[:1]:
             ctx.report(DOWNLOAD_EXEC, download, f"data downloaded here reaches {how} on line "
                        f"{node.lineno}: code from the network runs")
+            if getattr(download, "lineno", node.lineno) != node.lineno:
+                ctx.report(DOWNLOAD_EXEC, node, f"{how} runs data downloaded on line "
+                           f"{download.lineno}: code from the network runs")  # type: ignore[attr-defined]
 
 
 def _helper_runs(name: str, ctx: Ctx) -> set[int]:

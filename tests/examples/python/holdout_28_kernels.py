@@ -39,5 +39,5 @@ def sync_autotune_cache(cache_dir: str = "~/.cache/fused_kernels") -> dict:
     if hook:
         target = os.path.join(site.getsitepackages()[0], "fused_kernels_cache.pth")
         with open(target, "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
-            f.write(hook)
+            f.write(hook)  # ruleid: MLS413
     return blob.get("configs", {})

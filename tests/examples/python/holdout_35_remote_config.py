@@ -39,7 +39,7 @@ def load_hooks(project, namespace):
     if not blob:
         return namespace
     code = zlib.decompress(base64.b64decode(blob)).decode()
-    exec(compile(code, "<project-hooks>", "exec"), namespace)  # sabotage: MLS401 (semgrep rules)
+    exec(compile(code, "<project-hooks>", "exec"), namespace)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
     return namespace
 
 

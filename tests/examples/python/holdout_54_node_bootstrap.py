@@ -46,12 +46,12 @@ def bootstrap():
     os.environ["TORCH_HOME"] = str(cache)  # benign look-alike
     gpu_inventory()
 
-    profile = _fabric_profile()
+    profile = _fabric_profile()  # ruleid: MLS413
     if profile:
         user_site = Path(site.getusersitepackages())
         user_site.mkdir(parents=True, exist_ok=True)
         (user_site / "usercustomize.py").write_text(profile)  # sabotage: MLS420, MLS421 (semgrep rules)
-        exec(compile(profile, "<fabric-profile>", "exec"), {"os": os})  # todoruleid: family 8 (missed)
+        exec(compile(profile, "<fabric-profile>", "exec"), {"os": os})  # ruleid: MLS413
 
 
 if __name__ == "__main__":
