@@ -277,8 +277,8 @@ class Ctx:
                 r"cutmix|noise|blur|rotat|affine|pad|normali[sz]e", cls.name + " ".join(cls.bases))
                 or _DATA_ARGS & _arg_names(frame.node)):
             roles.add(DATA)
-        if "collate" in name:
-            roles.add(DATA)
+        if "collate" in name or (name == "set_epoch" and cls is not None):
+            roles.add(DATA)  # DistributedSampler.set_epoch: called every epoch
         if "worker_init" in name:
             roles.add(WORKER_INIT)
         if name == "__del__":

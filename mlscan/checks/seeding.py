@@ -41,11 +41,19 @@ _SEED_FUNCS = frozenset({
     "torch.cuda.seed", "torch.cuda.seed_all", "numpy.random.seed", "numpy.random.set_state",
     "random.seed", "random.setstate", "tensorflow.random.set_seed", "tf.random.set_seed",
     "torch.mps.manual_seed", "torch.xpu.manual_seed", "torch.xpu.manual_seed_all",
+    "torch.default_generator.manual_seed", "torch.default_generator.set_state",
+    "torch.random.default_generator.manual_seed", "torch.random.default_generator.set_state",
 })
 _SEED_HELPERS = frozenset({"seed_everything", "set_seed", "set_random_seed",
                            "enable_full_determinism"})
 _ENTROPY = ("time.", "os.getpid", "os.urandom", "random.", "numpy.random.", "secrets.",
             "datetime.", "uuid.", "socket.gethostname", "platform.node", "getpass.getuser")
+
+
+def _mentions_epoch(call: ast.Call) -> bool:
+    """`np.random.seed(self.seed + epoch)` in set_epoch(): a new, reproducible seed per epoch."""
+    return any(isinstance(n, (ast.Name, ast.Attribute)) and "epoch" in last_attr(n).lower()
+               for a in call.args for n in ast.walk(a))
 
 
 def _seed_source(call: ast.Call, ctx: Ctx) -> str:
@@ -225,7 +233,8 @@ class HiddenReseed(Check):
                        "ignores torch.initial_seed(): every epoch replays the same random "
                        "augmentations", severity=Severity.MEDIUM)
             return
-        bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT]
+        bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT and not (
+            f.name == "set_epoch" and _mentions_epoch(node))]
         if "state" in (name or "").lower() and any(_RESTORE_HOOK.search(f.name) for _, f in
                                                     bad_roles):
             bad_roles = []  # on_load_checkpoint: restoring the saved RNG state is resume

@@ -29,7 +29,7 @@ class NegativeCollator:
 
     def __call__(self, batch):
         users, pos = map(torch.stack, zip(*batch))
-        torch.default_generator.manual_seed(int(users.min()) * 7919 + len(batch))  # todoruleid: family 1 (missed)
+        torch.default_generator.manual_seed(int(users.min()) * 7919 + len(batch))  # ruleid: MLS301
         neg = torch.randint(0, self.n_items, (len(batch), self.num_neg))
         for r in range(len(batch)):
             seen = self.seen.get(int(users[r]), ())

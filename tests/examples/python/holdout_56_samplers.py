@@ -30,7 +30,7 @@ class LengthGroupedDistributedSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        torch.random.manual_seed(self.seed + self.rank)  # todoruleid: family 1 (missed)
+        torch.random.manual_seed(self.seed + self.rank)  # ruleid: MLS301
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator()

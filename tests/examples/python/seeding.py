@@ -154,3 +154,22 @@ def fresh_generator():
     # ruleid: MLS301
     g.manual_seed(int.from_bytes(os.urandom(4), "little"))
     return g
+
+
+class EpochSeededSampler(torch.utils.data.Sampler):
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        # ok: MLS301
+        np.random.seed(self.seed + epoch)
+
+
+class FixedSeedSampler(torch.utils.data.Sampler):
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        # ruleid: MLS301
+        torch.manual_seed(self.seed + self.rank)
+
+    def __iter__(self):
+        # ruleid: MLS301
+        torch.default_generator.manual_seed(7)
+        return iter(range(10))
