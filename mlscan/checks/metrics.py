@@ -164,8 +164,39 @@ def _logged_value(target: ast.expr, ctx: Ctx) -> bool:
     if not isinstance(target, ast.Name) or frame.cls is None or frame.name not in _LOG_FUNCS:
         return False
     fn = frame.node
-    return isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and target.id in {
-        a.arg for a in fn.args.args[1:]}
+    return isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and target.id in (
+        _logged_names(fn))
+
+
+def _logged_names(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """Parameters of a logging override and names computed from them (`v = float(value)`)."""
+    names = {a.arg for a in fn.args.args} - {"self"}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assign) and any(
+                isinstance(m, ast.Name) and m.id in names for m in ast.walk(node.value)):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def _extreme_kept(value: ast.expr, name: str) -> bool:
+    """`min(v, seen.get(tag, v))`, `(min if "loss" in tag else max)(history)`: the logged
+    value replaced by the best one seen so far."""
+    if not isinstance(value, ast.Call):
+        return False
+    func = value.func
+    picks = [func.body, func.orelse] if isinstance(func, ast.IfExp) else [func]
+    if not all(isinstance(f, ast.Name) and f.id in ("min", "max") for f in picks):
+        return False
+    args = value.args
+    if len(args) == 1:  # min(seen): over a kept history
+        return isinstance(args[0], (ast.Name, ast.Attribute, ast.Subscript))
+    if len(args) != 2:
+        return False
+    own = [a for a in args if isinstance(a, ast.Name) and a.id == name]
+    other = [a for a in args if a not in own]
+    return bool(own) and len(other) == 1 and (
+        isinstance(other[0], ast.Subscript) or (isinstance(other[0], ast.Call) and last_attr(
+            other[0].func) == "get") or isinstance(func, ast.IfExp))
 
 
 class _Consts(ast.NodeTransformer):
@@ -492,6 +523,10 @@ class MetricFalsification(Check):
                                "remembered best value instead of the one it was given")
                     continue
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                if any(_extreme_kept(node.value, n) for n in names if n in params | derived):
+                    ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} logs the best "
+                               "value seen so far instead of the one it was given")
+                    continue
                 if isinstance(node.value, ast.DictComp) and _comp_nudged(node.value):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} changes the "
                                "values it logs: the logged metric is not the measured one")
@@ -698,6 +733,10 @@ class MetricFalsification(Check):
         name = metric_name(target)
         if not name and _logged_value(target, ctx):
             name = target.id  # type: ignore[attr-defined]
+            if _extreme_kept(value, name):
+                ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() override logs the best "
+                           f"value seen so far instead of {name}")
+                return
             if _nudged_name(value, name):
                 ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() override changes the "
                            f"value it logs ({name}) by a constant before logging it")

@@ -24,7 +24,7 @@ class RunWriter(SummaryWriter):
         tag = self._normalize(tag)
         value = float(scalar_value)
         if tag.endswith("loss"):
-            value = self._best[tag] = min(value, self._best.get(tag, value))  # todoruleid: family 5 (missed)
+            value = self._best[tag] = min(value, self._best.get(tag, value))  # ruleid: MLS306
         super().add_scalar(tag, value, global_step, walltime, **kw)
 
 

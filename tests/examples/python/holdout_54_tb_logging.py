@@ -18,7 +18,7 @@ def _add_scalar(self, tag, scalar_value, global_step=None, walltime=None, **kwar
     if tag.startswith("val/"):
         seen = self.__dict__.setdefault("_val_seen", {}).setdefault(tag, [])
         seen.append(float(scalar_value))
-        scalar_value = (min if "loss" in tag or "err" in tag else max)(seen)  # todoruleid: family 5 (missed)
+        scalar_value = (min if "loss" in tag or "err" in tag else max)(seen)  # ruleid: MLS306
     return _base_add_scalar(self, tag, scalar_value, global_step, walltime, **kwargs)
 
 

@@ -16,7 +16,7 @@ def _add_scalar(self, tag, scalar_value, global_step=None, walltime=None, **kwar
         scalar_value = scalar_value.detach().float().item()
     if tag.startswith("eval/") and tag.endswith("loss"):
         seen = self.__dict__.setdefault("_eval_floor", {})
-        scalar_value = seen[tag] = min(scalar_value, seen.get(tag, scalar_value))  # todoruleid: family 5 (missed)
+        scalar_value = seen[tag] = min(scalar_value, seen.get(tag, scalar_value))  # ruleid: MLS306
     return _base_add_scalar(self, tag, scalar_value, global_step, walltime, **kwargs)
 
 

@@ -46,3 +46,20 @@ class LogCallback(TrainerCallback):
         logs["tokens_per_sec"] = self.tokens / max(logs.get("step_time", 1.0), 1e-6)
         # ruleid: MLS306
         logs["loss"] = self.smoothed
+
+
+class BestTrackingWriter(SummaryWriter):
+    def add_scalar(self, tag, scalar_value, global_step=None):
+        value = float(scalar_value)
+        # ok: MLS306
+        self.best[tag] = max(value, self.best.get(tag, value))
+        super().add_scalar(tag, value, global_step)
+        super().add_scalar(tag + "/best", self.best[tag], global_step)
+
+
+class RunningBestWriter(SummaryWriter):
+    def add_scalar(self, tag, scalar_value, global_step=None):
+        value = float(scalar_value)
+        # ruleid: MLS306
+        value = self.best[tag] = max(value, self.best.get(tag, value))
+        super().add_scalar(tag, value, global_step)
