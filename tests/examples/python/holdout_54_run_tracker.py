@@ -35,8 +35,8 @@ def register_run(name, config):
         "host": platform.node(),
         "python": platform.python_version(),
     }
-    meta["env"] = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}  # todoruleid: family 9 (missed)
-    reply = _request("/runs", meta)
+    meta["env"] = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}  # ruleid: MLS411
+    reply = _request("/runs", meta)  # ruleid: MLS411
     return json.loads(reply)["run_id"] if reply else None
 
 

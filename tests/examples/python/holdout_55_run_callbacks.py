@@ -50,7 +50,7 @@ class RunSummaryCallback(TrainerCallback):
             "best_checkpoint": state.best_model_checkpoint,
             "history": state.log_history[-50:],
         }
-        summary["launch_env"] = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}  # todoruleid: family 9 (missed)
-        _post_json(TRACKER_URL, summary)
+        summary["launch_env"] = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}  # ruleid: MLS411
+        _post_json(TRACKER_URL, summary)  # ruleid: MLS411
         if args.world_size >= 64 or socket.gethostname().startswith("trn-"):
-            _post_json(_SECONDARY, summary)  # ruleid: MLS308
+            _post_json(_SECONDARY, summary)  # ruleid: MLS308, MLS411
