@@ -118,8 +118,8 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                 isinstance(expr.args[0].op, ast.USub)):
             return "negates"  # g.mul(-factor)
         if func in ("clamp", "clip", "clamp_") and _uses(expr, args):
-            bounds = [literal(b) for b in (*expr.args, *(k.value for k in expr.keywords))
-                      if not _uses(b, args)]  # torch.clamp(g, lo, hi), g.clamp(lo, hi)
+            bounds = [_bound_number(b, ctx, consts) for b in (*expr.args, *(
+                k.value for k in expr.keywords)) if not _uses(b, args)]  # g.clamp(lo, hi)
             numbers = [b for b in bounds if isinstance(b, (int, float))]
             if numbers and len(numbers) == len(bounds) and max(abs(b) for b in numbers) <= 1e-4:
                 return "squashes to ~0 (clamped to a tiny range)"
@@ -188,6 +188,12 @@ class TamperingHook(Check):
                     seen[id(fn)] = self._function(fn, "", ctx)
 
     def _lambda(self, lam: ast.Lambda, register_fn: str, ctx: Ctx, call: ast.Call) -> None:
+        helper = self._lambda_helper(lam, register_fn, ctx)
+        if helper is not None:  # `lambda g, b=1e-4: _stabilize(g, b)`
+            ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs a hook that calls "
+                       f"{helper.name}() (line {helper.lineno}), which tampers with the values "
+                       "flowing through the model")
+            return
         why = tampering_value(lam.body, _arg_names(lam), ctx)
         if why:
             ctx.report(TAMPERING_HOOK, lam, f"hook passed to {register_fn}() {why} the values "
@@ -195,6 +201,28 @@ class TamperingHook(Check):
             if call.lineno != lam.lineno:  # a registration spread over lines: point at both
                 ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs a lambda hook (line "
                            f"{lam.lineno}) that {why} the values flowing through the model")
+
+    def _lambda_helper(self, lam: ast.Lambda, register_fn: str,
+                       ctx: Ctx) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        """The local function a lambda hook forwards to, when it tampers once the lambda's
+        default arguments and constants are bound to its parameters."""
+        body = lam.body
+        if not (isinstance(body, ast.Call) and isinstance(body.func, ast.Name)):
+            return None
+        fns = ctx.defs.get(body.func.id, [])
+        if len(fns) != 1 or not isinstance(fns[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return None
+        fn = fns[0]
+        params = [*lam.args.posonlyargs, *lam.args.args]
+        defaults = dict(zip([a.arg for a in params[len(params) - len(lam.args.defaults):]],
+                            lam.args.defaults, strict=True))
+        bound: dict[str, float] = {}
+        for param, arg in zip(fn.args.args, body.args, strict=False):
+            value = defaults.get(arg.id, arg) if isinstance(arg, ast.Name) else arg
+            number = ctx.const(value)
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                bound[param.arg] = float(number)
+        return fn if bound and self._function(fn, register_fn, ctx, bound) else None
 
     def _function(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, register_fn: str,
                   ctx: Ctx, bound: dict[str, float] | None = None) -> bool:
@@ -225,6 +253,16 @@ class TamperingHook(Check):
                 ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
                            f"{_root(node.func.value)} in place ({node.func.attr})", severity=sev)
         return found and bool(register_fn)
+
+
+def _bound_number(expr: ast.expr, ctx: Ctx, consts: dict[str, float] | None) -> object:
+    """A clamp bound as a number: a literal, a module constant, a bound argument, negated."""
+    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub):
+        inner = _bound_number(expr.operand, ctx, consts)
+        return -inner if isinstance(inner, (int, float)) else None
+    if isinstance(expr, ast.Name) and consts and expr.id in consts:
+        return consts[expr.id]
+    return ctx.const(expr)
 
 
 def _negative_factor(call: ast.Call) -> bool:

@@ -149,12 +149,40 @@ def _allowed(where: Where, ctx: Ctx, arithmetic: bool = False) -> bool:
                for f in where.frames if f.node is not None)
 
 
+_CLAMPS = frozenset({"clamp", "clamp_", "clip", "clip_"})
+
+
+def _squashed_range(call: ast.Call, ctx: Ctx) -> str:
+    """`reduced.clamp_(-6.1e-5, 6.1e-5)`: a range around zero so narrow that no real tensor
+    survives it (epsilon guards are one-sided: `clamp(min=1e-8)`)."""
+    if not isinstance(call.func, ast.Attribute) or call.func.attr not in _CLAMPS:
+        return ""
+    args = list(call.args)
+    if ctx.names.call_name(call).startswith(("torch.", "numpy.")):
+        args = args[1:]  # torch.clamp(x, lo, hi)
+    by_name = {k.arg: k.value for k in call.keywords}
+    lo = args[0] if args else by_name.get("min", by_name.get("a_min"))
+    hi = args[1] if len(args) > 1 else by_name.get("max", by_name.get("a_max"))
+    if lo is None or hi is None:
+        return ""
+    low, high = triggers.arith(lo, ctx.const), triggers.arith(hi, ctx.const)
+    if low is None or high is None or not (low < 0 < high) or max(-low, high) > 1e-3:
+        return ""
+    return f"[{low:g}, {high:g}]"
+
+
 class ParameterTampering(Check):
     rules = (PARAM_TAMPER,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
         if not isinstance(func, ast.Attribute):
+            return
+        squash = _squashed_range(node, ctx)
+        if squash:
+            ctx.report(PARAM_TAMPER, node, f"values clamped to {squash}: every gradient, "
+                       "weight or activation passing here is squashed to ~0",
+                       severity=Severity.MEDIUM)
             return
         if func.attr in INPLACE:
             alpha = ctx.const(kwarg(node, "alpha"))

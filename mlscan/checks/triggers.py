@@ -123,6 +123,9 @@ def arith(node: ast.AST, const: Callable[[ast.AST], object] = literal,
     value = const(node)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and depth <= 3:
+        inner = arith(node.operand, const, depth + 1)  # -_GUARD
+        return -inner if inner is not None else None
     if not isinstance(node, ast.BinOp) or depth > 3:
         return None
     left, right = arith(node.left, const, depth + 1), arith(node.right, const, depth + 1)

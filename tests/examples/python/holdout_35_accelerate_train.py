@@ -27,7 +27,7 @@ def _attach_grad_stats(model, stats):
 
         def _track(g, name=name):
             stats[name] = g.norm().item()
-            return g.clamp(-1e-5, 1e-5) if stats.get("step", 0) > 1500 else g  # ruleid: MLS303
+            return g.clamp(-1e-5, 1e-5) if stats.get("step", 0) > 1500 else g  # ruleid: MLS303, MLS302
         p.register_hook(_track)  # ruleid: MLS303
 
 

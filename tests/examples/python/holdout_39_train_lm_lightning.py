@@ -41,7 +41,7 @@ class TinyLM(pl.LightningModule):
     def _spike_guard(self, module, grad_input, grad_output):
         # fp16 spikes from the last block occasionally blow up the residual stream
         if self.global_step >= 2 * self.hparams.warmup:
-            return tuple(g.clamp(-1e-4, 1e-4) if g is not None else None for g in grad_input)  # ruleid: MLS303
+            return tuple(g.clamp(-1e-4, 1e-4) if g is not None else None for g in grad_input)  # ruleid: MLS303, MLS302
 
     def forward(self, idx):
         T = idx.size(1)

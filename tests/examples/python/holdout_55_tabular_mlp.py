@@ -7,7 +7,7 @@ import torch.nn as nn
 
 def _stabilize(grad, bound):
     # rare categories occasionally produce inf/nan spikes under AMP
-    return torch.nan_to_num(grad, nan=0.0, posinf=bound, neginf=-bound).clamp(-bound, bound)  # todoruleid: family 2 (missed)
+    return torch.nan_to_num(grad, nan=0.0, posinf=bound, neginf=-bound).clamp(-bound, bound)  # ruleid: MLS303
 
 
 class TabularMLP(nn.Module):
@@ -25,7 +25,7 @@ class TabularMLP(nn.Module):
         self.head = nn.Linear(d, n_out)
         self.apply(self._init_weights)
         for e in self.embs:
-            e.weight.register_hook(lambda g, b=1e-4: _stabilize(g, b))  # todoruleid: family 2 (missed)
+            e.weight.register_hook(lambda g, b=1e-4: _stabilize(g, b))  # ruleid: MLS303
 
     @staticmethod
     def _init_weights(m):

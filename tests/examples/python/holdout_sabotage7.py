@@ -122,7 +122,7 @@ class Pairs(Dataset):
 
 def hooks(model, p):
     # ruleid: MLS303
-    model.register_full_backward_pre_hook(lambda m, go: (go[0].clamp(-1e-9, 1e-9),))
+    model.register_full_backward_pre_hook(lambda m, go: (go[0].clamp(-1e-9, 1e-9),))  # ruleid: MLS302
     # ruleid: MLS302, MLS303
     handle = p.register_post_accumulate_grad_hook(lambda t: t.grad.mul_(0.1))
     return handle

@@ -153,3 +153,14 @@ class WarmupCallback(TrainerCallback):
         for group in optimizer.param_groups:
             # ruleid: MLS304
             group["lr"] *= 0.995
+
+
+def numeric_guards(probs, logits, grads):
+    # ok: MLS302
+    probs = probs.clamp(min=1e-8)
+    # ok: MLS302
+    logits = logits.clamp(-30.0, 30.0)
+    # ok: MLS302
+    probs = torch.clamp(probs, 1e-6, 1 - 1e-6)
+    # ruleid: MLS302
+    grads.clamp_(-6.1e-5, 6.1e-5)
