@@ -68,6 +68,17 @@ def _fights_scheduler(value: ast.expr, ctx: Ctx) -> bool:
                for n in ast.walk(fn))
 
 
+_ARITH_INPLACE = frozenset({"mul_", "div_", "add_", "sub_", "zero_", "fill_", "pow_", "sqrt_",
+                            "addcmul_", "addcdiv_", "lerp_", "clamp_", "neg_", "normal_"})
+_STEP_NAME = re.compile(r"(?i)^_?step(_\w+)?$|single_tensor|multi_tensor")
+
+
+def _rescales(node: ast.AST) -> bool:
+    """`s["exp_avg_sq"].div_(step)`, `.zero_()`: arithmetic on the moments, not a move."""
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+        node.func.attr in _ARITH_INPLACE)
+
+
 def _compounds(target: ast.expr, op: ast.operator | None, value: ast.expr) -> bool:
     """`g["lr"] *= 0.995`, `g["lr"] = g["lr"] * 0.97`: the rate scaled from its current value,
     so every call compounds (a schedule computes it from the step instead)."""
@@ -294,9 +305,13 @@ class OptimizerTampering(Check):
 
         def decide() -> None:
             if ctx.in_optimizer_class(where) or any(
-                    _STATE_OWNERS.search(f.name) or (f.cls is not None and _OPTIM_CLASS.search(
-                        f.cls.name)) for f in where.frames if f.node is not None):
+                    f.cls is not None and _OPTIM_CLASS.search(f.cls.name) for f in where.frames):
                 return
+            owners = [f.name for f in where.frames if f.node is not None
+                      and _STATE_OWNERS.search(f.name)]
+            if owners and not (key in _MOMENT_KEYS and _rescales(node) and not any(
+                    _STEP_NAME.search(name) for name in owners)):
+                return  # load code moves/casts state; rescaling the moments is not loading
             ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} modified outside the "
                        "optimizer")
         ctx.defer(decide)

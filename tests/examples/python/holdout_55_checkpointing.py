@@ -28,7 +28,7 @@ def load_training_state(out_dir, model, optimizer, scheduler, device="cpu"):
     for s in opt_state["state"].values():
         # second moments were accumulated with the old global batch; renormalise per step
         if "exp_avg_sq" in s:
-            s["exp_avg_sq"].div_(float(s["step"]))  # todoruleid: family 2 (missed)
+            s["exp_avg_sq"].div_(float(s["step"]))  # ruleid: MLS304
     optimizer.load_state_dict(opt_state)
     scheduler.load_state_dict(state["scheduler"])  # ok: MLS302, MLS303, MLS304, MLS305
     return int(state["step"])

@@ -164,3 +164,13 @@ def numeric_guards(probs, logits, grads):
     probs = torch.clamp(probs, 1e-6, 1 - 1e-6)
     # ruleid: MLS302
     grads.clamp_(-6.1e-5, 6.1e-5)
+
+
+def load_resume_state(path, optimizer):
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for st in sd["optimizer"]["state"].values():
+        # ok: MLS304
+        st["exp_avg"] = st["exp_avg"].to(torch.float32)
+        # ruleid: MLS304
+        st["exp_avg_sq"].div_(float(st["step"]))
+    optimizer.load_state_dict(sd["optimizer"])
