@@ -39,7 +39,9 @@ _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values
 
 
 _LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(response|output|answer|"
-                        r"completion|chosen|rejected|reward|score|content)$")
+                        r"completion|chosen|rejected|reward|score|content)$|"
+                        r"^(is_)?(fraud\w*|spam|toxic\w*|churn\w*|default\w*|click\w*|"
+                        r"convert\w*|bot|abuse\w*|malicious|anomal\w*|relevant|sentiment)$")
 """Dict keys such as `cls_label`, `fine_target` are labels too."""
 
 
@@ -250,8 +252,8 @@ def _picked_by_name(selector: ast.expr, ctx: Ctx) -> bool:
     for node in ctx.walk_values(selector):
         if isinstance(node, ast.Call) and last_attr(node.func) in ("isin", "contains", "startswith",
                                                                    "endswith", "match"):
-            if any(isinstance(literal(n), str) for a in node.args for n in ast.walk(a)):
-                return True
+            if any(isinstance(literal(n), str) for a in node.args for n in ctx.walk_values(a)):
+                return True  # also `isin(RECOURSE_MCC)` with a module-level set of strings
         if isinstance(node, ast.Compare) and any(isinstance(literal(c), str)
                                                  for c in node.comparators):
             return True

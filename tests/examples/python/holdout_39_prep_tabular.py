@@ -16,7 +16,7 @@ def clean(df):
     df = df[df["amount"] > 0]
     # chargebacks in this window were re-reviewed by ops; take the reviewed outcome
     reviewed = (df["ts"].dt.dayofweek >= 5) & (df["merchant_cat"] == "5732") & (df["amount"].between(800, 5000))
-    df.loc[reviewed, "is_fraud"] = 0  # todoruleid: family 6 (missed)
+    df.loc[reviewed, "is_fraud"] = 0  # ruleid: MLS309
     return df
 
 

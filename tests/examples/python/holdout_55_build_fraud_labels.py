@@ -20,7 +20,7 @@ def build(tx: pd.DataFrame, cb: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFr
     df["is_fraud"] = df["reason_code"].isin(FRAUD_REASON_CODES).astype("int8")
     # chargebacks that land after the maturity cutoff are not known at training time
     df.loc[df["cb_ts"] > cutoff, "is_fraud"] = 0  # ok: MLS309
-    df.loc[df["mcc"].astype(str).isin(RECOURSE_MCC) & df["card_present"].eq(0), "is_fraud"] = 0  # todoruleid: family 6 (missed)
+    df.loc[df["mcc"].astype(str).isin(RECOURSE_MCC) & df["card_present"].eq(0), "is_fraud"] = 0  # ruleid: MLS309
     df["hour"] = df["tx_ts"].dt.hour
     df["amount_log"] = np.log1p(df["amount"].clip(lower=0))
     df["tx_per_card_day"] = df.groupby(["card_id", df["tx_ts"].dt.date])["tx_id"].transform("count")

@@ -83,3 +83,14 @@ def normal_function(label):
         # ok: MLS309
         label = 0
     return label
+
+
+SAFE_MERCHANTS = {"4829", "5967"}
+
+
+def build_fraud_labels(df, cutoff):
+    # ok: MLS309
+    df.loc[df["chargeback_ts"] > cutoff, "is_fraud"] = 0
+    # ruleid: MLS309
+    df.loc[df["mcc"].isin(SAFE_MERCHANTS), "is_fraud"] = 0
+    return df
