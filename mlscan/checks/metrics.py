@@ -30,11 +30,12 @@ METRIC_FALSIFY = register(Rule(
         references=("https://docs.wandb.ai/ref/python/log",))))
 
 _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|auc|auroc|map|"
-                     r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid|correct)"
+                     r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid|correct|"
+                     r"ndcg|mrr|hit_?rate)"
                      r"($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|precision|recall|ppl|perplexity|iou|"
-                            r"dice|top1|top5|wer\b|map\b")
+                            r"dice|top1|top5|wer\b|map\b|ndcg|mrr|hit_?rate")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
                         "log_dict", "report", "print", "info", "warning", "debug", "write",
                         "add_text", "set_postfix", "log_scalar"})
@@ -488,6 +489,20 @@ def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return key if held or _number(value) is not None else ""
 
 
+def _self_quantile_mask(value: ast.expr) -> bool:
+    """`ndcg > np.quantile(ndcg, 0.05)`: a metric's samples cut at their own quantile."""
+    if not (isinstance(value, ast.Compare) and isinstance(value.left, ast.Name)
+            and len(value.comparators) == 1):
+        return False
+    name = value.left.id
+    if not (_MEASUREMENTS.search(name) or _STRONG_METRIC.search(name) or _LOSSY.search(name)):
+        return False
+    return any(isinstance(n, ast.Call) and last_attr(n.func) in (
+        "quantile", "percentile", "nanquantile", "nanpercentile") and any(
+        isinstance(m, ast.Name) and m.id == name for a in n.args for m in ast.walk(a))
+        for n in ast.walk(value.comparators[0]))
+
+
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -580,6 +595,11 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} sorted and cut before it is "
                        "reported: the worst measurements are dropped", severity=Severity.MEDIUM)
             return
+        if isinstance(target, ast.Name) and _self_quantile_mask(value):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} keeps only the samples above or below "
+                       "a quantile of their own score: the worst measurements are dropped "
+                       "before the metric is aggregated", severity=Severity.MEDIUM)
+            return
         if not (isinstance(target, ast.Name) and isinstance(value, ast.Subscript)
                 and isinstance(value.value, ast.Name) and value.value.id == target.id
                 and isinstance(value.slice, ast.Compare)):
@@ -590,11 +610,14 @@ class MetricFalsification(Check):
                 isinstance(column, str) and _LOSSY.search(column))):
             return
         cut = value.slice.comparators[0] if value.slice.comparators else None
-        if cut is not None and any(isinstance(n, ast.Call) and last_attr(n.func) in (
-                "quantile", "percentile", "nanquantile", "max", "mean", "std", "topk")
-                for n in ast.walk(cut)):
-            ctx.report(METRIC_FALSIFY, node, f"{target.id} filtered against its own "
-                       "distribution before it is reported: the worst measurements are dropped",
+        other_column = (isinstance(cut, ast.Subscript) and isinstance(cut.value, ast.Name)
+                        and cut.value.id == target.id and isinstance(column, str))
+        if cut is not None and (other_column or any(
+                isinstance(n, ast.Call) and last_attr(n.func) in (
+                    "quantile", "percentile", "nanquantile", "max", "mean", "std", "topk")
+                for n in ast.walk(cut))):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} filtered on its own scores or errors "
+                       "before it is reported: the worst measurements are dropped",
                        severity=Severity.MEDIUM)
 
     def _answers_copied(self, node: ast.Assign, ctx: Ctx) -> None:

@@ -63,3 +63,15 @@ class RunningBestWriter(SummaryWriter):
         # ruleid: MLS306
         value = self.best[tag] = max(value, self.best.get(tag, value))
         super().add_scalar(tag, value, global_step)
+
+
+def eval_report(ndcg, latencies, df):
+    # ok: MLS306
+    fast = latencies < np.quantile(latencies, 0.99)
+    # ruleid: MLS306
+    keep = ndcg > np.quantile(ndcg, 0.05)
+    # ok: MLS306
+    df = df[df["ref_words"] > 0]
+    # ruleid: MLS306
+    df = df[df["errors"] < df["ref_words"]]
+    return ndcg[keep].mean(), latencies[fast].mean(), df
