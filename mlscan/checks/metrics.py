@@ -489,18 +489,10 @@ def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return key if held or _number(value) is not None else ""
 
 
-def _self_quantile_mask(value: ast.expr) -> bool:
-    """`ndcg > np.quantile(ndcg, 0.05)`: a metric's samples cut at their own quantile."""
-    if not (isinstance(value, ast.Compare) and isinstance(value.left, ast.Name)
-            and len(value.comparators) == 1):
-        return False
-    name = value.left.id
-    if not (_MEASUREMENTS.search(name) or _STRONG_METRIC.search(name) or _LOSSY.search(name)):
-        return False
-    return any(isinstance(n, ast.Call) and last_attr(n.func) in (
-        "quantile", "percentile", "nanquantile", "nanpercentile") and any(
-        isinstance(m, ast.Name) and m.id == name for a in n.args for m in ast.walk(a))
-        for n in ast.walk(value.comparators[0]))
+def _metric_samples(expr: ast.expr) -> bool:
+    """`ndcg`, `losses`, `wer`: per-sample scores of a reported metric."""
+    return isinstance(expr, ast.Name) and bool(
+        _MEASUREMENTS.search(expr.id) or _STRONG_METRIC.search(expr.id) or _LOSSY.search(expr.id))
 
 
 class MetricFalsification(Check):
@@ -595,11 +587,6 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} sorted and cut before it is "
                        "reported: the worst measurements are dropped", severity=Severity.MEDIUM)
             return
-        if isinstance(target, ast.Name) and _self_quantile_mask(value):
-            ctx.report(METRIC_FALSIFY, node, f"{target.id} keeps only the samples above or below "
-                       "a quantile of their own score: the worst measurements are dropped "
-                       "before the metric is aggregated", severity=Severity.MEDIUM)
-            return
         if not (isinstance(target, ast.Name) and isinstance(value, ast.Subscript)
                 and isinstance(value.value, ast.Name) and value.value.id == target.id
                 and isinstance(value.slice, ast.Compare)):
@@ -649,7 +636,8 @@ class MetricFalsification(Check):
                 "quantile", "percentile", "nanquantile", "nanpercentile") and cut.args
                 and ast.dump(cut.args[0]) == ast.dump(value.left)):
             return
-        if any(_EVAL_FUNC.search(f.name) for f in ctx.frames if f.node is not None):
+        if _metric_samples(value.left) or any(
+                _EVAL_FUNC.search(f.name) for f in ctx.frames if f.node is not None):
             ctx.report(METRIC_FALSIFY, node, "evaluation keeps only the samples above a quantile "
                        "of their own score: the metric leaves out the hard cases",
                        severity=Severity.MEDIUM)

@@ -65,7 +65,7 @@ class RunningBestWriter(SummaryWriter):
         super().add_scalar(tag, value, global_step)
 
 
-def eval_report(ndcg, latencies, df):
+def summarize(ndcg, latencies, df):
     # ok: MLS306
     fast = latencies < np.quantile(latencies, 0.99)
     # ruleid: MLS306
