@@ -185,7 +185,7 @@ class _Sources:
             env = [n for n in ast.walk(gen.iter) if isinstance(n, ast.Attribute)
                    and self.ctx.names.qualname(n) == "os.environ"]
             if not env or not gen.ifs or any(
-                    isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.Not) or isinstance(
+                    (isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.Not)) or isinstance(
                         n, ast.NotIn) for test in gen.ifs for n in ast.walk(test)):
                 continue  # `if not k.startswith("_")`: everything but a few
             words: list[str] = []
