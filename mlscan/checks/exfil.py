@@ -288,7 +288,7 @@ class DownloadExecute(Check):
                        f"{node.lineno}: code from the network runs")
             if getattr(download, "lineno", node.lineno) != node.lineno:
                 ctx.report(DOWNLOAD_EXEC, node, f"{how} runs data downloaded on line "
-                           f"{download.lineno}: code from the network runs")  # type: ignore[attr-defined]
+                           f"{download.lineno}: code from the network runs")
 
 
 def _helper_runs(name: str, ctx: Ctx) -> set[int]:
