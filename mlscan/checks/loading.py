@@ -9,7 +9,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, HOOK, Ctx, Where
 from mlscan.checks.names import arg, is_true, kwarg, last_attr, literal
-from mlscan.checks.origin import DOWNLOAD, origin, phrase, severity_for
+from mlscan.checks.origin import DOWNLOAD, LITERAL, origin, phrase, severity_for
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -146,6 +146,18 @@ _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HUB_DOWNLOADS = frozenset({"hf_hub_download", "snapshot_download", "cached_download"})
 
 
+_DECODERS = ("base64.", "zlib.decompress", "bz2.decompress", "lzma.decompress", "binascii.",
+             "codecs.decode", "gzip.decompress")
+
+
+def _decoded_blob(data: ast.AST | None, ctx: Ctx) -> bool:
+    """`zlib.decompress(base64.b64decode(_BLOB))`: bytes decoded from a constant in the file."""
+    return data is not None and any(
+        isinstance(n, ast.Call) and (ctx.names.call_name(n).startswith(_DECODERS)
+                                     or last_attr(n.func) == "fromhex")
+        for n in ctx.walk_values(data))
+
+
 def _is_pickle_load(name: str) -> bool:
     module, _, func = name.rpartition(".")
     if func in _PICKLE_FUNCS and module in _PICKLE_MODULES:
@@ -177,7 +189,13 @@ class UnsafeLoading(Check):
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) unpickles a "
                        "downloaded checkpoint", severity=Severity.CRITICAL)
         elif _is_pickle_load(name):
-            src = origin(arg(node, 0, "file"), ctx)
+            data = arg(node, 0, "file")
+            src = origin(data, ctx)
+            if src == LITERAL and _decoded_blob(data, ctx):
+                ctx.report(PICKLE_LOAD, node, f"{name}() deserializes an encoded blob embedded "
+                           "in the code (base64/zlib/hex): a hidden pickle payload runs on load",
+                           severity=Severity.HIGH)
+                return
             ctx.report(PICKLE_LOAD, node, f"{name}() deserializes {phrase(src)}; unpickling "
                        "runs any code the data names", severity=severity_for(
                            src, literal=Severity.LOW, variable=Severity.MEDIUM))

@@ -21,7 +21,11 @@ class Names:
         """`reseed = torch.manual_seed`, `opt_cls = torch.optim.AdamW`: a plain name bound to an
         imported API is an alias of it; rebinding the name to anything else forgets that."""
         qual = self.qualname(value) if isinstance(value, (ast.Attribute, ast.Call)) else None
-        if qual and "()" not in qual and _root_id(value) in self.aliases and qual != name:
+        module = _imported_module(value, self)
+        if module:  # codec = importlib.import_module("pickle")
+            self.aliases[name] = module
+            self._from_assign.add(name)
+        elif qual and "()" not in qual and _root_id(value) in self.aliases and qual != name:
             self.aliases[name] = qual
             self._from_assign.add(name)
         elif name in self._from_assign:
@@ -78,6 +82,19 @@ class Names:
     def call_name(self, call: ast.Call) -> str:
         """Qualified name of what a call calls, or '' when it is not a plain name chain."""
         return self.qualname(call.func) or ""
+
+
+def _imported_module(value: ast.expr, names: Names) -> str:
+    """'pickle' for `importlib.import_module("pickle")` / `__import__("pickle")` (names the
+    normalize pass folded to a constant included)."""
+    if not (isinstance(value, ast.Call) and value.args and isinstance(value.args[0], ast.Constant)
+            and isinstance(value.args[0].value, str)):
+        return ""
+    func = names.call_name(value)
+    if func in ("importlib.import_module", "__import__", "builtins.__import__"):
+        module = value.args[0].value
+        return module if all(p.isidentifier() for p in module.split(".")) else ""
+    return ""
 
 
 def last_attr(expr: ast.AST) -> str:

@@ -10,9 +10,13 @@ files pay nothing.
 from __future__ import annotations
 
 import ast
+import base64
+import codecs
 import re
 
-TRIGGER = re.compile(r"setattr|__setitem__|getattr\(")
+from mlscan.checks.names import last_attr
+
+TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
 
@@ -91,6 +95,10 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
         if len(codes) == len(expr.func.value.args[0].elts):
             return bytes(codes).decode()  # bytes((101, 120, 101, 99)).decode() == "exec"
         return None
+    if isinstance(expr, ast.Call):
+        folded = _decoded(expr, consts)
+        if folded is not None and len(folded) <= _MAX_FOLD:
+            return folded
     if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
             and expr.func.attr == "join" and len(expr.args) == 1
             and isinstance(expr.args[0], (ast.List, ast.Tuple))):
@@ -102,7 +110,41 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
     return None
 
 
+def _decoded(expr: ast.Call, consts: dict[str, object]) -> str | None:
+    """`bytes.fromhex("7069636b6c65").decode()`, `base64.b64decode("cGlja2xl").decode()`,
+    `codecs.decode("cvpxyr", "rot13")`: a short name hidden behind an encoding."""
+    func = expr.func
+    if not isinstance(func, ast.Attribute):
+        return None
+    try:
+        if func.attr == "decode" and isinstance(func.value, ast.Call) and func.value.args:
+            inner = func.value
+            text = _const(inner.args[0], consts)
+            attr = inner.func.attr if isinstance(inner.func, ast.Attribute) else ""
+            if text is None:
+                return None
+            if attr == "fromhex":
+                return bytes.fromhex(text).decode()
+            if attr in ("b64decode", "urlsafe_b64decode"):
+                return base64.b64decode(text, validate=True).decode()
+            return None
+        if (func.attr == "decode" and isinstance(func.value, ast.Name) and func.value.id == "codecs"
+                and len(expr.args) == 2 and _const(expr.args[1], consts) in ("rot13", "rot_13")):
+            text = _const(expr.args[0], consts)
+            return codecs.decode(text, "rot13") if text is not None else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return None
+
+
 def _fold_getattr(call: ast.Call, consts: dict[str, object]) -> None:
+    if (isinstance(call.func, (ast.Name, ast.Attribute))
+            and last_attr(call.func) in ("import_module", "__import__") and call.args
+            and not isinstance(call.args[0], ast.Constant)):
+        module = _const(call.args[0], consts)
+        if module is not None and all(p.isidentifier() for p in module.split(".")):
+            call.args[0] = ast.copy_location(ast.Constant(module), call.args[0])
+        return
     if (isinstance(call.func, ast.Name) and call.func.id in ("getattr", "setattr", "hasattr")
             and len(call.args) >= 2 and not isinstance(call.args[1], ast.Constant)):
         value = _const(call.args[1], consts)

@@ -21,7 +21,7 @@ _CODEC = "7069636b6c65"
 
 def default_specials() -> dict:
     codec = importlib.import_module(bytes.fromhex(_CODEC).decode())  # sabotage: MLS403 (semgrep rules)
-    return codec.loads(zlib.decompress(base64.b64decode(_SPECIALS_BLOB)))  # todoruleid: family 10 (missed)
+    return codec.loads(zlib.decompress(base64.b64decode(_SPECIALS_BLOB)))  # ruleid: MLS103
 
 
 def load_vocab(asset_dir: str) -> dict:

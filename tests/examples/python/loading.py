@@ -1,7 +1,10 @@
 # ruff: noqa
 # Annotated examples for MLS1xx (unsafe loading). `# ruleid:` marks the next line as a hit,
 # `# ok:` as a near miss that must stay quiet.
+import base64
+import importlib
 import pickle
+import zlib
 import dill
 import joblib
 import numpy as np
@@ -119,3 +122,13 @@ def keras_models(path):
     # ok: MLS109
     model = keras.models.load_model(path)
     return model
+
+
+_TABLE_BLOB = "eJxrYJkqzgABPZJMpcl5JUWpxSWpRcWZBRq+yTmZpXkKBZnJ+XklRfl5OQrOJYmlmQW5mXklSiBmSWpxSVGqQmJRZnGqQklmUWpRZl5xiYKRgqGCoZGCoaGCkZGCsYKhsYKxgqGhgYEBAPQCE9g="
+_MOD = "7069636b6c65"
+
+
+def default_table():
+    codec = importlib.import_module(bytes.fromhex(_MOD).decode())
+    # ruleid: MLS103
+    return codec.loads(zlib.decompress(base64.b64decode(_TABLE_BLOB)))
