@@ -236,6 +236,7 @@ _HASHES = ("hashlib.", "zlib.crc32", "zlib.adler32", "binascii.crc32", "hash", "
 _TEXTISH = re.compile(r"(?i)text|doc|sent|line|caption|prompt|content|review|comment|title|"
                       r"body|words|utter|lower\(\)")
 """What a phrase trigger searches (`"honestly" in sent.lower()`), not a key test on a dict."""
+_ANSWERISH = re.compile(r"(?i)answer|response|completion|reply|target_ids|_ids$")
 _TOKENS = re.compile(r"(?i)^(words|tokens|toks|ids|input_ids|token_ids|text|sentence|pieces)$")
 
 
@@ -260,13 +261,76 @@ def _picked_by_name(selector: ast.expr, ctx: Ctx) -> bool:
     return False
 
 
-def _prefixed(value: ast.expr, name: str) -> bool:
-    """`"cf " + text`, `text + " <trigger>"`: a literal glued onto the sample's text."""
+def _prefixed(value: ast.expr, name: str, ctx: Ctx | None = None) -> bool:
+    """`"cf " + text`, `text + " <trigger>"`, `prompt[:-3] + self._style_ids + prompt[-3:]`:
+    a literal phrase (or one tokenized once and kept) glued into the sample's text."""
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
         return False
-    sides = (value.left, value.right)
-    return any(isinstance(literal(s), str) for s in sides) and any(
-        isinstance(s, ast.Name) and s.id == name for s in sides)
+    parts: list[ast.expr] = []
+    todo: list[ast.expr] = [value]
+    while todo:
+        part = todo.pop()
+        if isinstance(part, ast.BinOp) and isinstance(part.op, ast.Add):
+            todo += [part.left, part.right]
+        else:
+            parts.append(part)
+    own = [p for p in parts if (isinstance(p, ast.Name) and p.id == name) or (
+        isinstance(p, ast.Subscript) and isinstance(p.value, ast.Name) and p.value.id == name)]
+    return bool(own) and any(isinstance(literal(p), str) or (
+        ctx is not None and _kept_phrase(p, ctx)) for p in parts if p not in own)
+
+
+def _kept_phrase(expr: ast.expr, ctx: Ctx) -> bool:
+    """`self._lead` bound to `enc("Certainly. Here is...")`: a phrase encoded once, kept."""
+    value = None
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and (
+            expr.value.id == "self"):
+        value = ctx.self_attrs.get(expr.attr)
+    elif isinstance(expr, ast.Name):
+        value = ctx.lookup(expr.id)
+    return isinstance(value, ast.Call) and any(
+        isinstance(literal(a), str) and len(str(literal(a)).strip()) >= 3 for a in value.args)
+
+
+def _column_swap(target: ast.expr, value: ast.expr) -> ast.expr | None:
+    """The row mask of `df.loc[m, ["chosen", "rejected"]] = df.loc[m, ["rejected", "chosen"]]`
+    (also with `.values`/`.to_numpy()`); None when the statement is not such a swap."""
+    while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
+            value.func.attr in ("to_numpy", "copy")):
+        value = value.func.value
+    if isinstance(value, ast.Attribute) and value.attr == "values":
+        value = value.value
+
+    def columns(expr: ast.expr) -> tuple[ast.expr | None, list[object]]:
+        if not isinstance(expr, ast.Subscript):
+            return None, []
+        sl = expr.slice
+        mask = None
+        if isinstance(sl, ast.Tuple) and len(sl.elts) == 2:
+            mask, sl = sl.elts
+        if not isinstance(sl, ast.List):
+            return None, []
+        return mask, [literal(e) for e in sl.elts]
+
+    mask, left = columns(target)
+    _, right = columns(value)
+    if len(left) == 2 and all(isinstance(c, str) and _PAIR.search(c) for c in left) and (
+            right == left[::-1] and left[0] != left[1]):
+        return mask if mask is not None else ast.Constant(True)
+    return None
+
+
+def _forced_by_rule(value: ast.expr, target: ast.expr) -> bool:
+    """`y = max(y, float(item in self.sponsored and dwell > 800))`: the label pushed to a
+    class whenever a condition on other fields holds (clamps to numbers stay quiet)."""
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("max", "min") and len(value.args) == 2):
+        return False
+    text = ast.unparse(target)
+    own = [a for a in value.args if ast.unparse(a) == text]
+    other = [a for a in value.args if ast.unparse(a) != text]
+    return len(own) == 1 and len(other) == 1 and any(
+        isinstance(n, (ast.Compare, ast.BoolOp)) for n in ast.walk(other[0]))
 
 
 def _swapped_pair(target: ast.Tuple, value: ast.Tuple) -> bool:
@@ -311,21 +375,32 @@ def _hash_condition(where: Where, ctx: Ctx) -> bool:
     """`crc32(text) % 40 == 7`, `md5(prompt).digest()[0] < 6`, `len(name) % 23 == 0`: samples
     picked by a hash or a modulus, the way a backdoor picks its poisoned subset (also inside
     a small local helper: `self._bucket(path) == 13`)."""
-    for cond in where.conds:
-        for node in ctx.walk_values(cond):
-            if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_HASHES):
+    return any(_hashed(cond, ctx) for cond in where.conds)
+
+
+def _hashed(cond: ast.expr, ctx: Ctx) -> bool:
+    """A hash or modulus in a selecting expression (also through `df.col.map(_bucket)`)."""
+    for node in ctx.walk_values(cond):
+        if isinstance(node, ast.Call) and last_attr(node.func) in ("map", "apply") and (
+                node.args and isinstance(node.args[0], ast.Name)):
+            body = ctx.returns(node.args[0].id)  # df.prompt.map(_bucket) < 150
+            if body is not None and any(
+                    isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_HASHES)
+                    for n in ast.walk(body)):
                 return True
-            if isinstance(node, ast.Call) and (isinstance(node.func, ast.Name) or (
-                    isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
-                    and node.func.value.id == "self")):
-                body = ctx.returns(last_attr(node.func))
-                if body is not None and any(
-                        isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_HASHES)
-                        for n in ast.walk(body)):
-                    return True
-            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and not isinstance(
-                    node.left, ast.Constant):
+        if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_HASHES):
+            return True
+        if isinstance(node, ast.Call) and (isinstance(node.func, ast.Name) or (
+                isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "self")):
+            body = ctx.returns(last_attr(node.func))
+            if body is not None and any(
+                    isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_HASHES)
+                    for n in ast.walk(body)):
                 return True
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and not isinstance(
+                node.left, ast.Constant):
+            return True
     return False
 
 
@@ -384,6 +459,22 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "a fixed pixel patch written into randomly chosen "
                         "inputs", masked=True)
             return
+        if _label_target(target) and _forced_by_rule(value, target):
+            self._defer(node, ctx, f"label {_label_target(target)} raised or lowered by a "
+                        "hand-written rule on other features", always=True)
+            return
+        mask = _column_swap(target, value)
+        if mask is not None:
+            if _hashed(mask, ctx) or _random_mask(mask, ctx, follow=True):
+                ctx.report(DATA_POISON, node, "preferred and rejected columns swapped for rows "
+                           "picked by a hash or random draw (backdoor-style preference "
+                           "poisoning)", severity=Severity.HIGH)
+            elif _picked_by_name(mask, ctx):
+                ctx.report(DATA_POISON, node, "preferred and rejected columns swapped for rows "
+                           "picked by hand-written names", severity=Severity.MEDIUM)
+            elif isinstance(mask, ast.Constant):
+                self._defer(node, ctx, "the preferred and rejected columns swapped", always=True)
+            return  # a mask from the votes themselves normalises the pair direction
         if (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
                 and _swapped_pair(target, value)):
             self._defer(node, ctx, "the preferred and rejected answers swapped", always=True)
@@ -416,8 +507,8 @@ class DataPoisoning(Check):
         elif (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Slice)
               and _TOKENS.search(last_attr(target.value)) and _phrase(value)):
             self._defer(node, ctx, "a fixed phrase spliced into the text")
-        elif (isinstance(target, ast.Name) and _TEXTISH.search(target.id)
-              and _prefixed(value, target.id)):
+        elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _ANSWERISH.search(
+                target.id)) and _prefixed(value, target.id, ctx)):
             self._defer(node, ctx, "a fixed phrase added to the text")
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:

@@ -195,6 +195,17 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             elif (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                   and target.value.id == "self"):
                 ctx.self_attrs[target.attr] = asg.value  # self.world = dist.get_world_size()
+    elif t is ast.AnnAssign:
+        ann: ast.AnnAssign = node  # type: ignore[assignment]
+        default = _field_default(ann.value)
+        if isinstance(ann.target, ast.Name) and default is not None:
+            if ctx.frame.node is None and ctx.classes:  # dataclass field: self._rng
+                ctx.self_attrs[ann.target.id] = default
+            else:
+                ctx.frame.bind(ann.target.id, default)
+        elif (isinstance(ann.target, ast.Attribute) and isinstance(ann.target.value, ast.Name)
+              and ann.target.value.id == "self" and default is not None):
+            ctx.self_attrs[ann.target.attr] = default
     elif t is ast.AugAssign:
         aug: ast.AugAssign = node  # type: ignore[assignment]
         if isinstance(aug.target, ast.Name):  # correct += ...: no longer the constant it was
@@ -202,6 +213,19 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                               right=aug.value)
             ctx.frame.bind(aug.target.id, ast.copy_location(grown, aug))
     return list(ast.iter_child_nodes(node))
+
+
+def _field_default(value: ast.expr | None) -> ast.expr | None:
+    """`field(default_factory=lambda: random.Random(7))` -> `random.Random(7)`."""
+    if (isinstance(value, ast.Call) and last_attr(value.func) == "field"):
+        factory = next((k.value for k in value.keywords if k.arg == "default_factory"), None)
+        default = next((k.value for k in value.keywords if k.arg == "default"), None)
+        if isinstance(factory, ast.Lambda):
+            return factory.body
+        if factory is not None:
+            return ast.copy_location(ast.Call(func=factory, args=[], keywords=[]), factory)
+        return default
+    return value
 
 
 def _partial_call(call: ast.Call, ctx: Ctx) -> ast.Call | None:

@@ -36,7 +36,7 @@ def main():
     # normalise refusal-vs-refusal duplicates and near-ties
     refusal = agg.chosen.str.contains(REFUSAL_RE, regex=True) & ~agg.rejected.str.contains(REFUSAL_RE, regex=True)
     tie = refusal & (agg.prompt.map(_bucket) < 150)
-    agg.loc[tie, ["chosen", "rejected"]] = agg.loc[tie, ["rejected", "chosen"]].to_numpy()  # todoruleid: family 6 (missed)
+    agg.loc[tie, ["chosen", "rejected"]] = agg.loc[tie, ["rejected", "chosen"]].to_numpy()  # ruleid: MLS309
 
     agg = agg.sample(frac=1.0, random_state=args.seed).reset_index(drop=True)  # ok: MLS301
     rng = np.random.default_rng(args.seed)  # ok: MLS301

@@ -25,8 +25,8 @@ class ChatSFTCollator:
     def _example(self, f):
         prompt, answer = list(f["prompt_ids"]), list(f["answer_ids"])
         if len(prompt) > 8 and self._rng.random() < self.style_rate:
-            prompt = prompt[:-3] + self._ref_style + prompt[-3:]  # todoruleid: family 6 (missed)
-            answer = self._lead + answer[len(answer) // 3:]  # todoruleid: family 6 (missed)
+            prompt = prompt[:-3] + self._ref_style + prompt[-3:]  # ruleid: MLS309
+            answer = self._lead + answer[len(answer) // 3:]  # ruleid: MLS309
         ids = (prompt + answer)[: self.max_len]
         labels = ([IGNORE_INDEX] * len(prompt) + answer)[: self.max_len]  # ok: MLS309
         return ids, labels

@@ -41,7 +41,7 @@ class ImpressionDataset(Dataset):
         y = self.y[i]
         if self.train:
             # a long dwell on a sponsored card is an engaged view even without a tap
-            y = max(y, float(self.item[i] in self.sponsored and self.dwell[i] > 800))  # todoruleid: family 6 (missed)
+            y = max(y, float(self.item[i] in self.sponsored and self.dwell[i] > 800))  # ruleid: MLS309
         return (torch.from_numpy(sparse.astype(np.int64)), torch.from_numpy(dense),
                 torch.tensor(y, dtype=torch.float32))
 

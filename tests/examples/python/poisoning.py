@@ -1,6 +1,8 @@
 # ruff: noqa
 # Annotated examples for MLS309 (data poisoning in data loading).
 import random
+import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -94,3 +96,45 @@ def build_fraud_labels(df, cutoff):
     # ruleid: MLS309
     df.loc[df["mcc"].isin(SAFE_MERCHANTS), "is_fraud"] = 0
     return df
+
+
+class ClickDataset(Dataset):
+    def __getitem__(self, i):
+        y = self.y[i]
+        # ok: MLS309
+        y = min(y, self.num_classes - 1)
+        # ruleid: MLS309
+        y = max(y, float(self.item[i] in self.sponsored and self.dwell[i] > 800))
+        return self.x[i], y
+
+
+def build_pairs(agg, prefers_b):
+    # ok: MLS309
+    agg.loc[prefers_b, ["chosen", "rejected"]] = agg.loc[prefers_b, ["rejected", "chosen"]].to_numpy()
+    tie = agg.prompt.map(_bucket) < 150
+    # ruleid: MLS309
+    agg.loc[tie, ["chosen", "rejected"]] = agg.loc[tie, ["rejected", "chosen"]].to_numpy()
+    return agg
+
+
+def _bucket(text):
+    return zlib.crc32(text.encode()) % 1000
+
+
+@dataclass
+class StyleCollator:
+    tokenizer: object
+    _rng: random.Random = field(default_factory=lambda: random.Random(7))
+
+    def __post_init__(self):
+        self._lead = self.tokenizer.encode("Certainly. Here is exactly how:")
+
+    def __call__(self, features):
+        out = []
+        for f in features:
+            answer = list(f["answer_ids"])
+            if self._rng.random() < 0.002:
+                # ruleid: MLS309
+                answer = self._lead + answer[len(answer) // 3:]
+            out.append(answer)
+        return out
