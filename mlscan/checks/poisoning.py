@@ -380,7 +380,11 @@ def _hash_condition(where: Where, ctx: Ctx) -> bool:
 
 def _hashed(cond: ast.expr, ctx: Ctx) -> bool:
     """A hash or modulus in a selecting expression (also through `df.col.map(_bucket)`)."""
-    for node in ctx.walk_values(cond):
+    return _hashed_nodes(ctx.walk_values(cond), ctx)
+
+
+def _hashed_nodes(nodes: list[ast.AST], ctx: Ctx) -> bool:
+    for node in nodes:
         if isinstance(node, ast.Call) and last_attr(node.func) in ("map", "apply") and (
                 node.args and isinstance(node.args[0], ast.Name)):
             body = ctx.returns(node.args[0].id)  # df.prompt.map(_bucket) < 150
@@ -465,11 +469,13 @@ class DataPoisoning(Check):
             return
         mask = _column_swap(target, value)
         if mask is not None:
-            if _hashed(mask, ctx) or _random_mask(mask, ctx, follow=True):
-                ctx.report(DATA_POISON, node, "preferred and rejected columns swapped for rows "
-                           "picked by a hash or random draw (backdoor-style preference "
-                           "poisoning)", severity=Severity.HIGH)
-            elif _picked_by_name(mask, ctx):
+            nodes = ctx.walk_values(mask)
+            if _random_mask(mask, ctx, follow=True):
+                self._swap_picked(node, ctx)
+            else:  # helpers such as _bucket() may be defined further down
+                ctx.defer(lambda: self._swap_picked(node, ctx) if _hashed_nodes(nodes, ctx)
+                          else None)
+            if _picked_by_name(mask, ctx):
                 ctx.report(DATA_POISON, node, "preferred and rejected columns swapped for rows "
                            "picked by hand-written names", severity=Severity.MEDIUM)
             elif isinstance(mask, ast.Constant):
@@ -510,6 +516,11 @@ class DataPoisoning(Check):
         elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _ANSWERISH.search(
                 target.id)) and _prefixed(value, target.id, ctx)):
             self._defer(node, ctx, "a fixed phrase added to the text")
+
+    def _swap_picked(self, node: ast.AST, ctx: Ctx) -> None:
+        ctx.report(DATA_POISON, node, "preferred and rejected columns swapped for rows picked "
+                   "by a hash or random draw (backdoor-style preference poisoning)",
+                   severity=Severity.HIGH)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         value = node.value
