@@ -175,6 +175,13 @@ def shadow_packages():
     os.putenv("PYTHONPATH", "/dev/shm/.pkgs")
 
 
+def launcher_module_root():
+    env = dict(os.environ)
+    # ok: child-pythonpath-injection
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def launcher_repo_root():
     env = dict(os.environ)
     # ok: child-pythonpath-injection
