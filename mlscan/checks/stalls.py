@@ -144,6 +144,25 @@ _SCHEDULERS = {"threading.Timer": (1, "function"), "atexit.register": (0, "func"
                "multiprocessing.Process": (-1, "target"), "weakref.finalize": (1, "func")}
 
 
+_WAITABLE = ("threading.Event", "threading.Condition", "threading.Barrier",
+             "threading.Semaphore", "multiprocessing.Event", "asyncio.Event")
+
+
+def _event_wait(call: ast.Call, ctx: Ctx) -> bool:
+    """`ev.wait(timeout=...)` on a threading Event/Condition kept in a name or on self: a
+    blocking pause like a sleep (a sleep nobody grep-s for)."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "wait"):
+        return False
+    receiver = call.func.value
+    value = None
+    if isinstance(receiver, ast.Attribute) and isinstance(receiver.value, ast.Name) and (
+            receiver.value.id == "self"):
+        value = ctx.self_attrs.get(receiver.attr)
+    elif isinstance(receiver, ast.Name):
+        value = ctx.lookup(receiver.id)
+    return isinstance(value, ast.Call) and ctx.names.call_name(value).startswith(_WAITABLE)
+
+
 def _scheduled_kill(call: ast.Call, name: str, ctx: Ctx) -> str:
     """`threading.Timer(t, os._exit)`, `atexit.register(os.kill, ...)`: a kill handed over."""
     spec = _SCHEDULERS.get(name)
@@ -246,6 +265,8 @@ class KillsAndStalls(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        if _event_wait(node, ctx):
+            name = "threading.Event().wait"  # self._pace.wait(timeout=0.02 * world)
         if name in ("signal.setitimer", "signal.alarm"):
             self._timers.append(node)
         elif name == "signal.signal" and node.args:

@@ -3,6 +3,7 @@
 import datetime
 import getpass
 import os
+import threading
 import random
 import shutil
 import signal
@@ -98,3 +99,18 @@ def housekeeping(ckpt_dir, log_file):
 def main():
     # ok: MLS307
     sys.exit(run(None, 0))
+
+
+class PacedModule:
+    def __init__(self):
+        self._pace = threading.Event()
+        self._stop = threading.Event()
+
+    def on_before_optimizer_step(self, optimizer):
+        world = dist.get_world_size()
+        # ok: MLS307
+        if self._stop.wait(timeout=0):
+            return
+        if world > 64 and dist.get_rank() == world - 1:
+            # ruleid: MLS307
+            self._pace.wait(timeout=0.02 * world)
