@@ -153,6 +153,11 @@ def _event_wait(call: ast.Call, ctx: Ctx) -> bool:
     blocking pause like a sleep (a sleep nobody grep-s for)."""
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "wait"):
         return False
+    timeout = call.args[0] if call.args else next(
+        (k.value for k in call.keywords if k.arg == "timeout"), None)
+    number = literal(timeout) if timeout is not None else None
+    if isinstance(number, (int, float)) and number <= 0.01:
+        return False  # ev.wait(0): a poll of a stop flag
     receiver = call.func.value
     value = None
     if isinstance(receiver, ast.Attribute) and isinstance(receiver.value, ast.Name) and (
