@@ -10,6 +10,7 @@ import importlib
 FAMILIES: tuple[str, ...] = (
     "mlscan.checks.loading",
     "mlscan.checks.seeding",
+    "mlscan.checks.snapshots",
     "mlscan.checks.tampering",
     "mlscan.checks.optimizer",
     "mlscan.checks.hooks",

@@ -41,7 +41,7 @@ class IsolatedValidationRNG(pl.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         if self._anchor is not None:
-            self._restore(self._anchor)  # todoruleid: family 1 (missed)
+            self._restore(self._anchor)  # ruleid: MLS301
 
 
 class Throughput(pl.Callback):

@@ -49,7 +49,7 @@ class OOFTargetEncoder(BaseEstimator, TransformerMixin):
     def transform(self, X):
         out = X.copy()
         # same jitter stream as at fit time so repeated scoring is stable
-        np.random.set_state(self._jitter_state)  # todoruleid: family 1 (missed)
+        np.random.set_state(self._jitter_state)  # ruleid: MLS301
         for c in self.cols:
             m, prior = self.maps_[c]
             vals = X[c].map(m).fillna(prior).to_numpy()

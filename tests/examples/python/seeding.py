@@ -173,3 +173,19 @@ class FixedSeedSampler(torch.utils.data.Sampler):
         # ruleid: MLS301
         torch.default_generator.manual_seed(7)
         return iter(range(10))
+
+
+class ValidationRNG(pl.Callback):
+    def on_fit_start(self, trainer, pl_module):
+        self._anchor = torch.get_rng_state()
+
+    def on_validation_start(self, trainer, pl_module):
+        self._saved = torch.get_rng_state()
+
+    def on_validation_end(self, trainer, pl_module):
+        # ok: MLS301
+        torch.set_rng_state(self._saved)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # ruleid: MLS301
+        torch.set_rng_state(self._anchor)

@@ -1,0 +1,86 @@
+"""MLS301 (replayed RNG snapshot): a random state captured once and restored on every epoch,
+batch or call, so the same random numbers come back each time.
+
+`self._anchor = torch.get_rng_state()` in `on_fit_start` and `torch.set_rng_state(self._anchor)`
+in `on_train_epoch_start` replays the first epoch's shuffles, dropout masks and augmentations
+forever. Saving in `on_validation_start` and restoring in `on_validation_end` is the usual
+isolation recipe: the snapshot is taken anew each time, and stays quiet.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import DATA, STEP, Ctx, Where
+from mlscan.checks.names import last_attr
+from mlscan.checks.seeding import HIDDEN_RESEED
+from mlscan.model import Severity
+
+_RESTORES = frozenset({
+    "torch.set_rng_state", "torch.random.set_rng_state", "torch.cuda.set_rng_state",
+    "torch.cuda.set_rng_state_all", "torch.cuda.random.set_rng_state",
+    "torch.cuda.random.set_rng_state_all", "numpy.random.set_state", "random.setstate",
+    "torch.default_generator.set_state",
+})
+_RECURRING = re.compile(r"(?i)epoch|batch|step|iter|transform|predict|__call__|__getitem__|"
+                        r"__iter__|forward|validation|on_log|on_evaluate|sample")
+
+
+def _is_restore(call: ast.Call, ctx: Ctx) -> bool:
+    return ctx.names.call_name(call) in _RESTORES
+
+
+class ReplayedSnapshot(Check):
+    rules = (HIDDEN_RESEED,)
+
+    def __init__(self) -> None:
+        self._captured: dict[str, set[str]] = {}
+        self._restores: list[tuple[ast.Call, str, Where]] = []
+
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
+        captured: dict[str, set[str]] = {}
+        restores: list[tuple[ast.Call, str, Where]] = []
+        self._captured, self._restores = captured, restores  # per file (checks are reused)
+        ctx.defer(lambda: self._decide(ctx, captured, restores))
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        if isinstance(node.value, ast.Constant) and node.value.value is None:
+            return  # `self._saved = None`: cleared, not captured
+        for target in node.targets:
+            if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"):
+                self._captured.setdefault(target.attr, set()).add(ctx.frame.name)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        helper = isinstance(node.func, (ast.Name, ast.Attribute)) and not _is_restore(node, ctx)
+        if not node.args or not (_is_restore(node, ctx) or helper):
+            return
+        snap = node.args[0]
+        if (isinstance(snap, ast.Attribute) and isinstance(snap.value, ast.Name)
+                and snap.value.id == "self"):
+            self._restores.append((node, snap.attr, ctx.where()))
+
+    def _decide(self, ctx: Ctx, captures: dict[str, set[str]],
+                restores: list[tuple[ast.Call, str, Where]]) -> None:
+        for call, attr, where in restores:
+            if not _is_restore(call, ctx) and not self._restoring_helper(call, ctx):
+                continue
+            frame = where.frames[-1]
+            roles = {r for r, _ in ctx.roles(where)}
+            if not (_RECURRING.search(frame.name) or roles & {DATA, STEP}):
+                continue
+            captured = captures.get(attr, set())
+            if not captured or any(_RECURRING.search(name) for name in captured):
+                continue  # taken anew each time: save/restore around validation
+            ctx.report(HIDDEN_RESEED, call, f"random state self.{attr} captured once (in "
+                       f"{', '.join(sorted(captured))}) is restored in {frame.name}(): every "
+                       "call replays the same random numbers", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _restoring_helper(call: ast.Call, ctx: Ctx) -> bool:
+        """`self._restore(state)` whose body calls torch.set_rng_state(...)."""
+        fns = ctx.defs.get(last_attr(call.func), [])
+        return len(fns) == 1 and any(isinstance(n, ast.Call) and _is_restore(n, ctx)
+                                     for n in ast.walk(fns[0]))
