@@ -50,6 +50,26 @@ _ENTROPY = ("time.", "os.getpid", "os.urandom", "random.", "numpy.random.", "sec
             "datetime.", "uuid.", "socket.gethostname", "platform.node", "getpass.getuser")
 
 
+_RECURRING_CAPTURE = re.compile(r"(?i)(validation|val|eval|test|predict|sample)\w*_?(start|begin)")
+
+
+def _paired_restore(call: ast.Call, ctx: Ctx, where: Where) -> bool:
+    """`torch.set_rng_state(self._saved)` where `_saved` is captured afresh in the matching
+    `*_start` hook (validation isolation); one-time snapshots are snapshots.py's business."""
+    snap = call.args[0] if call.args else None
+    if not (isinstance(snap, ast.Attribute) and isinstance(snap.value, ast.Name)
+            and snap.value.id == "self"):
+        return False
+    inner = where.frames[-1].name
+    return bool(re.search(r"(?i)(end|after|finish)", inner)) and any(
+        _RECURRING_CAPTURE.search(f.name) and any(
+            isinstance(n, ast.Assign) and any(
+                isinstance(t, ast.Attribute) and t.attr == snap.attr for t in n.targets)
+            for n in ast.walk(f.node))
+        for frames in ctx.frames_by_name.values() for f in frames
+        if f.node is not None and f.node is not where.frames[-1].node)
+
+
 def _mentions_epoch(call: ast.Call) -> bool:
     """`np.random.seed(self.seed + epoch)` in set_epoch(): a new, reproducible seed per epoch."""
     return any(isinstance(n, (ast.Name, ast.Attribute)) and "epoch" in last_attr(n).lower()
@@ -238,6 +258,8 @@ class HiddenReseed(Check):
         if "state" in (name or "").lower() and any(_RESTORE_HOOK.search(f.name) for _, f in
                                                     bad_roles):
             bad_roles = []  # on_load_checkpoint: restoring the saved RNG state is resume
+        if "state" in (name or "").lower() and _paired_restore(node, ctx, where):
+            bad_roles = []  # saved in on_validation_start, restored in on_validation_end
         inner = where.frames[-1]
         if not label and inner.name in self._helpers and not ctx.own_roles(inner):
             bad_roles = []  # a seeding helper: its callers are judged at their call sites
