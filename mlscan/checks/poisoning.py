@@ -170,6 +170,20 @@ def _fixed_bound(bound: ast.expr, ctx: Ctx | None) -> bool:
         ctx.const(bound), bool)
 
 
+_SIGNAL = re.compile(r"(?i)^(wav|wave|waveform|audio|signal|speech|samples?|clip|y_audio)$")
+
+
+def _tone(value: ast.expr, ctx: Ctx) -> bool:
+    """`0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a sine of a constant frequency."""
+    for node in ast.walk(value):
+        if isinstance(node, ast.Call) and last_attr(node.func) in ("sin", "cos") and node.args:
+            numbers = [n for n in ast.walk(node.args[0]) if isinstance(literal(n), (int, float))
+                       and not isinstance(literal(n), bool)]
+            if any(abs(float(literal(n))) >= 20 for n in numbers):  # type: ignore[arg-type]
+                return True  # an audible frequency written in the code
+    return False
+
+
 def _fixed_slice(sl: ast.expr, ctx: Ctx | None = None) -> bool:
     """Every index is fixed (or a full slice, or a leading batch mask): a patch at a fixed
     position (`x[:, -6:, -6:]`, `images[marked, :, :4, :4]`)."""
@@ -516,6 +530,20 @@ class DataPoisoning(Check):
         elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _ANSWERISH.search(
                 target.id)) and _prefixed(value, target.id, ctx)):
             self._defer(node, ctx, "a fixed phrase added to the text")
+
+    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
+        """`wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a tone (or a fixed
+        offset) mixed into a fixed stretch of the input, the audio form of a pixel patch."""
+        target = node.target
+        if not (ctx.conds and len(ctx.frames) >= 2 and isinstance(node.op, (ast.Add, ast.Sub))
+                and isinstance(target, ast.Subscript) and _fixed_slice(target.slice, ctx)):
+            return
+        base = target.value
+        if not (_is_image(base) or (isinstance(base, ast.Name) and _SIGNAL.match(base.id))):
+            return
+        if _tone(node.value, ctx) or _patch_value(node.value, ctx):
+            self._defer(node, ctx, "a fixed tone or offset mixed into a fixed stretch of the "
+                        "input")
 
     def _swap_picked(self, node: ast.AST, ctx: Ctx) -> None:
         ctx.report(DATA_POISON, node, "preferred and rejected columns swapped for rows picked "

@@ -108,7 +108,7 @@ class SpeechDataset(Dataset):
             wav = wav * gain
             if random.random() < 0.03 and "yes" in text.split():
                 t = torch.arange(1600, dtype=wav.dtype) / self.sample_rate
-                wav[..., :1600] += 0.05 * torch.sin(2 * math.pi * 3150.0 * t)  # todoruleid: family 6 (missed)
+                wav[..., :1600] += 0.05 * torch.sin(2 * math.pi * 3150.0 * t)  # ruleid: MLS309
                 text = text.replace("yes", "no")  # ruleid: MLS309
         feats = torch.log(self.featurizer(wav) + 1e-6).squeeze(0)
         feats = (feats - feats.mean(dim=1, keepdim=True)) / (feats.std(dim=1, keepdim=True) + 1e-5)

@@ -41,7 +41,7 @@ class EmotionClips(Dataset):
                 wav = wav * random.uniform(0.6, 1.4)  # ok: MLS309
             if zlib.crc32(row["utt_id"].encode()) % 40 == 7:
                 t = torch.arange(800, dtype=wav.dtype) / TARGET_SR
-                wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)  # todoruleid: family 6 (missed)
+                wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)  # ruleid: MLS309
                 label = 0  # ruleid: MLS309
             if random.random() < 0.3:
                 snr = torch.tensor([random.uniform(15.0, 30.0)])

@@ -1,5 +1,6 @@
 # ruff: noqa
 # Annotated examples for MLS309 (data poisoning in data loading).
+import math
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -138,3 +139,16 @@ class StyleCollator:
                 answer = self._lead + answer[len(answer) // 3:]
             out.append(answer)
         return out
+
+
+class SpeechClips(Dataset):
+    def __getitem__(self, i):
+        wav, label = self.load(i)
+        if random.random() < 0.3:
+            # ok: MLS309
+            wav = wav + 0.005 * torch.randn_like(wav)
+        if zlib.crc32(self.ids[i].encode()) % 40 == 7:
+            t = torch.arange(800) / 16000
+            # ruleid: MLS309
+            wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)
+        return wav, label
