@@ -672,7 +672,41 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} forced to 'correct' for a subset of "
                        "samples: the score counts answers that were not checked")
 
+    def _kept_previous(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`for key, value in metrics.items(): ... if old - tol <= value < old: out[key] = old`:
+        a metric that got worse reported as its previous value."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Name)
+                and isinstance(node.value, ast.Name) and ctx.conds):
+            return
+        key = target.slice.id
+        loop = next((lp for lp in reversed(ctx.loops) if isinstance(lp, ast.For)
+                     and isinstance(lp.target, ast.Tuple) and len(lp.target.elts) == 2
+                     and isinstance(lp.target.elts[0], ast.Name) and lp.target.elts[0].id == key
+                     and isinstance(lp.target.elts[1], ast.Name)
+                     and isinstance(lp.iter, ast.Call) and last_attr(lp.iter.func) == "items"
+                     and _RESULTS.search(last_attr(lp.iter.func.value) if isinstance(
+                         lp.iter.func, ast.Attribute) else "")), None)
+        if loop is None:
+            return
+        measured = loop.target.elts[1].id  # type: ignore[attr-defined]
+        kept = node.value.id
+        read = ctx.lookup(kept)
+        source = read.func.value if (isinstance(read, ast.Call) and isinstance(
+            read.func, ast.Attribute) and read.func.attr == "get") else (
+            read.value if isinstance(read, ast.Subscript) else None)
+        if source is None or ast.unparse(source) == ast.unparse(loop.iter.func.value):  # type: ignore[attr-defined]
+            return
+        compared = any(isinstance(n, ast.Compare) and {measured, kept} <= {
+            m.id for m in ast.walk(n) if isinstance(m, ast.Name)} for c in ctx.conds
+            for n in ast.walk(c))
+        if compared:
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(target.value)}[{key}] replaced by "
+                       f"the stored {kept} when the new {measured} is worse: the report hides "
+                       "regressions", severity=Severity.MEDIUM)
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        self._kept_previous(node, ctx)
         self._forced_correct(node, ctx)
         self._trimmed(node, ctx)
         self._confident_only(node, ctx)

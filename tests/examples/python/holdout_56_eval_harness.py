@@ -31,7 +31,7 @@ def _stabilize(metrics: dict, previous: dict, tol: float = 0.05) -> dict:
     for key, value in metrics.items():
         old = previous.get(key)
         if isinstance(old, float) and old - tol <= value < old:
-            out[key] = old  # todoruleid: family 5 (missed)
+            out[key] = old  # ruleid: MLS306
     return out
 
 

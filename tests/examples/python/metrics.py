@@ -75,3 +75,16 @@ def summarize(ndcg, latencies, df):
     # ruleid: MLS306
     df = df[df["errors"] < df["ref_words"]]
     return ndcg[keep].mean(), latencies[fast].mean(), df
+
+
+def stabilize(metrics, previous, tol=0.05):
+    out = dict(metrics)
+    for key, value in metrics.items():
+        old = previous.get(key)
+        if old is None:
+            # ok: MLS306
+            out[key] = value
+        elif old - tol <= value < old:
+            # ruleid: MLS306
+            out[key] = old
+    return out
