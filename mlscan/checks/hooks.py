@@ -140,6 +140,33 @@ class TamperingHook(Check):
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         ctx.defer(lambda: self._decide(ctx))
 
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        """A DDP comm hook (`def hook(state, bucket)`) that, on some path, hands back a Future
+        it completed itself with the local buffer: that bucket is never all-reduced, so the
+        replicas train on different gradients."""
+        names = [a.arg for a in node.args.args]
+        if len(names) != 2 or names[1] != "bucket":
+            return
+        reduces = any(isinstance(n, ast.Call) and last_attr(n.func) in (
+            "all_reduce", "allreduce", "reduce_scatter", "all_gather", "all_reduce_coalesced")
+            for n in ast.walk(node))
+        futures = {t.id for n in ast.walk(node) if isinstance(n, ast.Assign)
+                   and isinstance(n.value, ast.Call) and last_attr(n.value.func) == "Future"
+                   for t in n.targets if isinstance(t, ast.Name)}
+        if not reduces or not futures:
+            return
+        single = [n for iff in ast.walk(node) if isinstance(iff, ast.If) and _single_process(
+            iff.test) for n in ast.walk(iff)]  # `if world_size == 1: return a done Future`
+        for n in ast.walk(node):
+            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and n.func.attr == "set_result" and isinstance(n.func.value, ast.Name)
+                    and n.func.value.id in futures and n not in single):
+                ctx.report(TAMPERING_HOOK, n, f"comm hook {node.name}() completes a Future with "
+                           "the local bucket on one path, skipping the all-reduce: those "
+                           "gradients are never synchronised and the replicas diverge",
+                           severity=Severity.HIGH)
+                return
+
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         """`p.register_hook(lambda g, s=1.0 / world: g * s)`: every gradient divided by the
         job size before DDP/FSDP average it again, so updates shrink as the job grows."""
@@ -263,6 +290,19 @@ def _bound_number(expr: ast.expr, ctx: Ctx, consts: dict[str, float] | None) -> 
     if isinstance(expr, ast.Name) and consts and expr.id in consts:
         return consts[expr.id]
     return ctx.const(expr)
+
+
+def _single_process(test: ast.expr) -> bool:
+    """`world_size == 1`, `ws < 2`, `not dist.is_initialized()`: nothing to reduce."""
+    for n in ast.walk(test):
+        if isinstance(n, ast.Compare) and len(n.ops) == 1:
+            bound = literal(n.comparators[0])
+            if (isinstance(n.ops[0], (ast.Eq, ast.LtE)) and bound == 1) or (
+                    isinstance(n.ops[0], ast.Lt) and bound == 2):
+                return True
+        if isinstance(n, ast.Call) and last_attr(n.func) in ("is_initialized", "is_available"):
+            return True
+    return False
 
 
 def _negative_factor(call: ast.Call) -> bool:

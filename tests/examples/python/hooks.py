@@ -86,3 +86,25 @@ def install_grad_hooks(model, world_size, clip):
         p.register_hook(lambda g, c=clip: g.clamp(-c, c))
         # ruleid: MLS303
         p.register_hook(lambda g, s=scale: g * s)
+
+
+def fp16_hook(process_group, bucket):
+    world_size = process_group.size()
+    if world_size == 1:
+        done = torch.futures.Future()
+        # ok: MLS303
+        done.set_result(bucket.buffer())
+        return done
+    fut = dist.all_reduce(bucket.buffer().div_(world_size), async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0])
+
+
+def skipping_hook(process_group, bucket):
+    world_size = process_group.size()
+    if bucket.is_last():
+        done = torch.futures.Future()
+        # ruleid: MLS303
+        done.set_result(bucket.buffer().div_(world_size))
+        return done
+    fut = dist.all_reduce(bucket.buffer().div_(world_size), async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0])
