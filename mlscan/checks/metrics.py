@@ -169,6 +169,10 @@ def _logged_value(target: ast.expr, ctx: Ctx) -> bool:
         _logged_names(fn))
 
 
+_TEXT_NAME = re.compile(r"(?i)key|tag|name|prefix|suffix|^fx$|path|title|label")
+"""Strings an override builds (`key += f".{idx}"`), not the value it logs."""
+
+
 def _logged_names(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
     """Parameters of a logging override and names computed from them (`v = float(value)`)."""
     names = {a.arg for a in fn.args.args} - {"self"}
@@ -749,7 +753,9 @@ class MetricFalsification(Check):
                 return
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
-        if _logged_value(node.target, ctx) and isinstance(node.op, (
+        textual = isinstance(node.value, ast.JoinedStr) or isinstance(literal(node.value), str) or (
+            isinstance(node.target, ast.Name) and _TEXT_NAME.search(node.target.id))
+        if not textual and _logged_value(node.target, ctx) and isinstance(node.op, (
                 ast.Mult, ast.Add, ast.Sub)) and not (
                 _number(node.value) is not None and abs(_number(node.value) or 0)
                 in _BENIGN_FACTORS):

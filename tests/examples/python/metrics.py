@@ -88,3 +88,12 @@ def stabilize(metrics, previous, tol=0.05):
             # ruleid: MLS306
             out[key] = old
     return out
+
+
+class ResultCollection:
+    def log(self, fx, name, value, add_dataloader_idx=True):
+        key = f"{fx}.{name}"
+        if add_dataloader_idx and self.dataloader_idx is not None:
+            # ok: MLS306
+            key += f".{self.dataloader_idx}"
+        self.store[key] = value
