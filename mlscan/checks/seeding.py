@@ -98,6 +98,24 @@ _RESTORE_HOOK = re.compile(r"(?i)load|restore|resume|state_dict|setup|fit_start|
 _COUNTER = re.compile(r"(?i)step|iter|epoch|batch")
 
 
+def _fixed_in_counter_loop(call: ast.Call, where: Where) -> str:
+    """The loop variable (`epoch`) of an enclosing epoch/step loop that the seed ignores, or
+    reads only through a comparison (`seed + (epoch > 0)` is the same from epoch 1 on)."""
+    if not call.args:
+        return ""
+    for loop in reversed(where.loops):
+        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)
+                and _COUNTER.search(loop.target.id)):
+            continue
+        counter = loop.target.id
+        compared = {id(n) for c in ast.walk(call) if isinstance(c, ast.Compare)
+                    for n in ast.walk(c)}
+        varies = any(isinstance(n, ast.Name) and n.id == counter and id(n) not in compared
+                     for a in call.args for n in ast.walk(a))
+        return "" if varies else counter
+    return ""
+
+
 def _counter_gate(cond: ast.expr) -> bool:
     """`step > 10_000`, `epoch >= 30`: a condition that turns true part-way through training."""
     for node in ast.walk(cond):
@@ -273,6 +291,12 @@ class HiddenReseed(Check):
             ctx.report(HIDDEN_RESEED, node, f"{short}() with a constant seed once a step/epoch "
                        "counter passes a threshold: training replays the same random numbers "
                        "from then on", severity=Severity.MEDIUM)
+            return
+        epoch_loop = _fixed_in_counter_loop(node, where)
+        if epoch_loop:
+            ctx.report(HIDDEN_RESEED, node, f"{short}() inside the loop over {epoch_loop} with a "
+                       f"seed that does not change with {epoch_loop}: every epoch replays the "
+                       "same shuffles, dropout masks and augmentations", severity=Severity.MEDIUM)
             return
         wrapper = ctx.in_decorator_wrapper(where)
         if wrapper and node.args and all(literal(a) is not NOT_LITERAL for a in node.args):

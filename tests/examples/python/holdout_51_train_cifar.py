@@ -41,7 +41,7 @@ def main():
     crit = nn.CrossEntropyLoss()
 
     for epoch in range(args.epochs):
-        torch.manual_seed(args.seed + (epoch > 0))  # todoruleid: family 1 (missed)
+        torch.manual_seed(args.seed + (epoch > 0))  # ruleid: MLS301
         model.train()
         total = 0.0
         for x, y in loader:

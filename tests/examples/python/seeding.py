@@ -189,3 +189,16 @@ class ValidationRNG(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         # ruleid: MLS301
         torch.set_rng_state(self._anchor)
+
+
+def train_epochs(args, loader):
+    for epoch in range(args.epochs):
+        # ok: MLS301
+        np.random.seed(args.seed + epoch)
+        # ruleid: MLS301
+        torch.manual_seed(args.seed + (epoch > 0))
+        for batch in loader:
+            pass
+    for lr in (1e-3, 3e-4):
+        # ok: MLS301
+        torch.manual_seed(args.seed)
