@@ -199,6 +199,3 @@ def train_epochs(args, loader):
         torch.manual_seed(args.seed + (epoch > 0))
         for batch in loader:
             pass
-    for lr in (1e-3, 3e-4):
-        # ok: MLS301
-        torch.manual_seed(args.seed)
