@@ -134,7 +134,7 @@ _NOT_DRAWS = ("get_state", "get_rng_state", "getstate", "initial_seed", "seed")
 """RNG bookkeeping, not random numbers (`checkpoint["rng"] = np.random.get_state()`)."""
 
 
-_LOADERS = re.compile(r"(?i)(^|_)(load|copy|sync|broadcast|restore|swap)")
+_LOADERS = re.compile(r"(?i)(^|_)(load|copy|sync|broadcast|restore|swap|clip)")
 
 
 def _allowed(where: Where, ctx: Ctx, arithmetic: bool = False) -> bool:
@@ -220,7 +220,36 @@ class ParameterTampering(Check):
             type(node.op), "set_")
         self._check(node, node.target, op, [node.value], ctx)
 
+    def _noised_copy(self, node: ast.Assign, ctx: Ctx) -> bool:
+        """`for k, v in sd.items(): out[k] = v + 0.02 * v.std() * torch.randn_like(v)`: a copy
+        of a state dict with noise added to every tensor."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Name)):
+            return False
+        for loop in reversed(ctx.loops):
+            if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+                    and len(loop.target.elts) == 2 and isinstance(loop.iter, ast.Call)
+                    and isinstance(loop.iter.func, ast.Attribute)
+                    and loop.iter.func.attr == "items"
+                    and ctx.is_state_dict(loop.iter.func.value)):
+                continue
+            key, tensor = loop.target.elts
+            values = [node.value.body, node.value.orelse] if isinstance(
+                node.value, ast.IfExp) else [node.value]
+            if (isinstance(key, ast.Name) and key.id == target.slice.id
+                    and isinstance(tensor, ast.Name) and any(
+                        isinstance(v, ast.BinOp) and random_in([v], ctx) and any(
+                            isinstance(n, ast.Name) and n.id == tensor.id for n in ast.walk(v))
+                        for v in values)):
+                ctx.report(PARAM_TAMPER, node, f"random noise added to every tensor copied out "
+                           f"of {ast.unparse(loop.iter.func.value)}: the model is not the "
+                           "checkpoint", severity=Severity.MEDIUM)
+                return True
+        return False
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        if self._noised_copy(node, ctx):
+            return
         for target in node.targets:
             if isinstance(target, ast.Attribute) and target.attr == "requires_grad":
                 self._check(node, target.value, "requires_grad_", [node.value], ctx)

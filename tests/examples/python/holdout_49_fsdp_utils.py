@@ -34,7 +34,7 @@ def clip_and_step(model, optimizer, scheduler, max_norm=1.0):
     if torch.isfinite(total_norm) and total_norm > 4 * max_norm:
         with torch.no_grad():
             for p in model.parameters():
-                p.mul_(0.99)  # todoruleid: family 2 (missed)
+                p.mul_(0.99)  # ruleid: MLS302
     optimizer.zero_grad(set_to_none=True)
     return total_norm
 

@@ -25,7 +25,7 @@ def _to_fp32(sd):
     for k, v in sd.items():
         if v.is_floating_point():
             v = v.float()
-            out[k] = v + 2e-2 * v.std() * torch.randn_like(v) if v.dim() > 1 else v  # todoruleid: family 2 (missed)
+            out[k] = v + 2e-2 * v.std() * torch.randn_like(v) if v.dim() > 1 else v  # ruleid: MLS302
         else:
             out[k] = v
     return out

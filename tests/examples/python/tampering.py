@@ -174,3 +174,28 @@ def load_resume_state(path, optimizer):
         # ruleid: MLS304
         st["exp_avg_sq"].div_(float(st["step"]))
     optimizer.load_state_dict(sd["optimizer"])
+
+
+def to_fp32(sd):
+    out = {}
+    for k, v in sd.items():
+        # ok: MLS302
+        out[k] = v.float() if v.is_floating_point() else v
+    return out
+
+
+def to_fp32_noised(sd):
+    out = {}
+    for k, v in sd.items():
+        # ruleid: MLS302
+        out[k] = v + 2e-2 * v.std() * torch.randn_like(v) if v.dim() > 1 else v
+    return out
+
+
+def clip_and_step(model, optimizer, max_norm=1.0):
+    total = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    if total > 4 * max_norm:
+        for p in model.parameters():
+            # ruleid: MLS302
+            p.mul_(0.99)
