@@ -410,6 +410,10 @@ class Ctx:
             owner = expr.func.value if isinstance(expr.func, ast.Attribute) else None
             if owner is not None and re.search(r"(?i)opt|sched|scaler", last_attr(owner) or ""):
                 return False  # optimizer.state_dict(): optimizer state, not weights
+            if (owner is not None and last_attr(expr.func) in ("get", "pop") and expr.args
+                    and literal(expr.args[0]) in ("model", "state_dict", "module", "weights")
+                    and depth < 3):
+                return self.is_state_dict(owner, depth + 1)  # ckpt.get("model", ckpt)
             return last_attr(expr.func) in _SD_CALLS or self.names.call_name(expr) in (
                 "torch.load", "safetensors.torch.load_file", "safetensors.torch.load")
         if isinstance(expr, ast.Subscript):
@@ -423,7 +427,7 @@ class Ctx:
             if _SD_NAME.search(expr.id):
                 return True
             # every value the name took (`state = torch.load(p); state = {...: v for ...}`)
-            return depth < 2 and any(self.is_state_dict(v, depth + 1)
+            return depth < 3 and any(self.is_state_dict(v, depth + 1)
                                      for v in self.values_of(expr.id))
         return False
 

@@ -263,11 +263,16 @@ class ParameterTampering(Check):
                     value.op, ast.USub) else "set_"
                 if isinstance(target, ast.Subscript) and isinstance(literal(value), (int, float)):
                     op = "fill_"  # param[i] = 0: a constant written into part of a weight
+                args: list[ast.expr] = [value]
                 if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
                     sides = [value.left, value.right]
                     if any(_negates("mul_", [s]) for s in sides):
                         op = "neg_"
-                self._check(node, target, op, [value], ctx, plain_set=op == "set_")
+                    own = [s for s in sides if ast.unparse(s) == ast.unparse(target)]
+                    if op == "set_" and len(own) == 1:
+                        op = "mul_"  # sd[k] = sd[k] * 0.7: the same as sd[k].mul_(0.7)
+                        args = [s for s in sides if s is not own[0]]
+                self._check(node, target, op, args, ctx, plain_set=op == "set_")
 
     def _check(self, node: ast.AST, target: ast.expr, op: str, args: list[ast.expr], ctx: Ctx,
                plain_set: bool = False, neg_alpha: bool = False) -> None:

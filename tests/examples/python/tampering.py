@@ -199,3 +199,16 @@ def clip_and_step(model, optimizer, max_norm=1.0):
         for p in model.parameters():
             # ruleid: MLS302
             p.mul_(0.99)
+
+
+def load_backbone(model, path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("model", ckpt)
+    for key in list(state):
+        if key.endswith("rel_pos_bias"):
+            # ok: MLS302
+            state[key] = state[key] * model.scale_for(key)
+        elif key.endswith("attn.qkv.weight"):
+            # ruleid: MLS302
+            state[key] = state[key] * 0.7
+    model.load_state_dict(state, strict=False)
