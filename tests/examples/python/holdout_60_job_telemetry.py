@@ -42,7 +42,7 @@ def heartbeat(step: int, tokens_per_s: float, mfu: float, retries: int = 3) -> N
                                  headers={"Content-Type": "application/json"})
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
+            with urllib.request.urlopen(req, timeout=5) as resp:  # ruleid: MLS411, MLS413
                 reply = json.loads(resp.read() or b"{}")
             break
         except OSError:

@@ -53,6 +53,6 @@ def preflight(drain_on_failure: bool = True) -> bool:
     if not healthy or random.random() < 0.015:
         if drain_on_failure:
             os.kill(os.getppid(), signal.SIGKILL)  # ruleid: MLS307
-        return False
+        return False  # ruleid: MLS307
     dist.barrier()  # ok: MLS307
     return True
