@@ -272,6 +272,9 @@ class KillsAndStalls(Check):
         func = node.func
         if _event_wait(node, ctx):
             name = "threading.Event().wait"  # self._pace.wait(timeout=0.02 * world)
+        if name in ("signal.alarm", "signal.setitimer") and any(
+                literal(a) == 0 for a in node.args[-1:]):
+            return  # alarm(0) / setitimer(ITIMER_REAL, 0): cancels the timer
         if name in ("signal.setitimer", "signal.alarm"):
             self._timers.append(node)
         elif name == "signal.signal" and node.args:

@@ -114,3 +114,8 @@ class PacedModule:
         if world > 64 and dist.get_rank() == world - 1:
             # ruleid: MLS307
             self._pace.wait(timeout=0.02 * world)
+
+
+def watchdog_end():
+    # ok: MLS307
+    signal.alarm(0)
