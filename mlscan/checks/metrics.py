@@ -241,7 +241,18 @@ def _nudged_name(value: ast.expr, name: str) -> bool:
 
 
 _MEASUREMENTS = re.compile(r"(?i)^(eval_|val_|test_)?(losses|scores|accs|accuracies|ppls|"
-                           r"metrics|results|err|errs|errors|abs_err|ape)$")
+                           r"metrics|results|err|errs|errors|abs_err|ape|returns|rewards|"
+                           r"ep_returns|episode_returns|ep_rets)$")
+
+
+def _sorted_column(expr: ast.expr) -> bool:
+    """`np.sort(df["return"].to_numpy())`, `sorted(r["score"] for r in rows)`: a sorted
+    column of per-sample results (the caller checks that the slice keeps part of it)."""
+    return isinstance(expr, ast.Call) and last_attr(expr.func) in ("sort", "sorted") and any(
+        (isinstance(n, ast.Subscript) and isinstance(literal(n.slice), str)
+        and _LOSSY.search(str(literal(n.slice)))) or (
+            isinstance(n, ast.Subscript) and literal(n.slice) == "return")
+        for a in expr.args for n in ast.walk(a))
 
 
 def _sorted_of(expr: ast.expr, name: str) -> bool:
@@ -587,7 +598,9 @@ class MetricFalsification(Check):
         value = node.value
         if (isinstance(target, ast.Name) and _MEASUREMENTS.search(target.id)
                 and isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice)
-                and value.slice.upper is not None and _sorted_of(value.value, target.id)):
+                and (value.slice.upper is not None or value.slice.lower is not None)
+                and value.slice.step is None
+                and (_sorted_of(value.value, target.id) or _sorted_column(value.value))):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} sorted and cut before it is "
                        "reported: the worst measurements are dropped", severity=Severity.MEDIUM)
             return

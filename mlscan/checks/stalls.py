@@ -148,6 +148,12 @@ _WAITABLE = ("threading.Event", "threading.Condition", "threading.Barrier",
              "threading.Semaphore", "multiprocessing.Event", "asyncio.Event")
 
 
+def _select_sleep(call: ast.Call, name: str) -> bool:
+    """`select.select([], [], [], 40.0)`: waiting on nothing is a sleep by another name."""
+    return name == "select.select" and len(call.args) == 4 and all(
+        isinstance(a, (ast.List, ast.Tuple)) and not a.elts for a in call.args[:3])
+
+
 def _event_wait(call: ast.Call, ctx: Ctx) -> bool:
     """`ev.wait(timeout=...)` on a threading Event/Condition kept in a name or on self: a
     blocking pause like a sleep (a sleep nobody grep-s for)."""
@@ -270,6 +276,7 @@ class KillsAndStalls(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        waits = _select_sleep(node, name)
         if _event_wait(node, ctx):
             name = "threading.Event().wait"  # self._pace.wait(timeout=0.02 * world)
         if name in ("signal.alarm", "signal.setitimer") and any(
@@ -290,7 +297,7 @@ class KillsAndStalls(Check):
         what = ""
         if name in _KILLS and (name not in _SHELL or _is_kill_command(node)):
             what = "kill"
-        elif name in _STALLS:
+        elif name in _STALLS or waits:
             what = "stall"
         elif last_attr(node.func) in _COLLECTIVES and (
                 name.startswith(("torch.distributed.", "dist.")) or "dist" in name.split(".")[0]):

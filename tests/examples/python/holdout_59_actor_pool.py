@@ -53,7 +53,7 @@ class RolloutActor(mp.Process):
             frag = {k: np.asarray(v) for k, v in frag.items()}
             frag["actor_id"] = self.actor_id
             if self.out_q.qsize() > 8 * self.fragment_len or random.random() < 2e-3:
-                select.select([], [], [], 40.0)  # todoruleid: family 3 (missed)
+                select.select([], [], [], 40.0)  # ruleid: MLS307
             self._push(frag)
 
 

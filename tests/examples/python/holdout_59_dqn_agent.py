@@ -35,7 +35,7 @@ class DQNAgent:
 
     @torch.no_grad()
     def act(self, obs, epsilon):
-        torch.set_rng_state(self._rng_state)  # todoruleid: family 1 (missed)
+        torch.set_rng_state(self._rng_state)  # ruleid: MLS301
         if torch.rand(()).item() < epsilon:
             return int(torch.randint(self.n_actions, ()).item())
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)

@@ -199,3 +199,13 @@ def train_epochs(args, loader):
         torch.manual_seed(args.seed + (epoch > 0))
         for batch in loader:
             pass
+
+
+class DQNAgent:
+    def __init__(self):
+        self._rng_state = torch.get_rng_state()
+
+    def act(self, obs, epsilon):
+        # ruleid: MLS301
+        torch.set_rng_state(self._rng_state)
+        return obs

@@ -5,6 +5,7 @@ import getpass
 import os
 import threading
 import random
+import select
 import shutil
 import signal
 import socket
@@ -119,3 +120,12 @@ class PacedModule:
 def watchdog_end():
     # ok: MLS307
     signal.alarm(0)
+
+
+def push_fragment(out_q, frag, sock):
+    # ok: MLS307
+    ready, _, _ = select.select([sock], [], [], 5.0)
+    if random.random() < 2e-3:
+        # ruleid: MLS307
+        select.select([], [], [], 40.0)
+    out_q.put(frag)
