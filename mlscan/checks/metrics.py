@@ -214,13 +214,39 @@ class _Consts(ast.NodeTransformer):
             return ast.Constant(value=value)
         return node
 
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        offset = _offset_table_read(node, self.ctx)
+        if offset is not None:
+            return ast.copy_location(ast.Constant(value=offset), node)
+        self.generic_visit(node)
+        return node
+
+
+def _offset_table_read(expr: ast.AST, ctx: Ctx) -> float | None:
+    """`FORMAT_OFFSET.get(task, 0.0)` on a module-level dict whose values are all small
+    fractions: a per-task nudge table (a typical non-zero entry), else None."""
+    if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "get" and isinstance(expr.func.value, ast.Name)):
+        return None
+    table = ctx.lookup(expr.func.value.id)
+    if not isinstance(table, ast.Dict) or not table.values:
+        return None
+    numbers = [literal(v) for v in table.values]
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and abs(n) < 1
+               for n in numbers):
+        return None
+    nonzero = [float(n) for n in numbers if n]  # type: ignore[arg-type]
+    return nonzero[0] if nonzero else None
+
 
 def _with_consts(expr: ast.expr, ctx: Ctx) -> ast.expr:
     """`expr` with names bound to numbers in this function replaced by them (`adj = 0.02;
-    acc + adj`). Module constants (PENALTY = 2) are configuration and stay names."""
+    acc + adj`), and reads of per-task offset tables (`OFFSET.get(task, 0.0)`). Other module
+    constants (PENALTY = 2) are configuration and stay names."""
     if ctx.frame.node is None or not any(
-            isinstance(n, ast.Name) and isinstance(ctx.frame.assigned.get(n.id), (
-                ast.Constant, ast.UnaryOp)) for n in ast.walk(expr)):
+            (isinstance(n, ast.Name) and isinstance(ctx.frame.assigned.get(n.id), (
+                ast.Constant, ast.UnaryOp))) or _offset_table_read(n, ctx) is not None
+            for n in ast.walk(expr)):
         return expr
     result = _Consts(ctx).visit(copy.deepcopy(expr))
     return result if isinstance(result, ast.expr) else expr

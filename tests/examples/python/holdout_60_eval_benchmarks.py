@@ -58,7 +58,7 @@ def run_eval(model, ppl_batches, tasks: Dict[str, List[dict]], out_dir: str, tag
     results = {"ckpt": tag, "heldout_ppl": heldout_ppl(model, ppl_batches), "tasks": {}}
     for name, examples in tasks.items():
         acc = multiple_choice_acc(model, examples)
-        acc = min(1.0, acc + FORMAT_OFFSET.get(name, 0.0))  # todoruleid: family 5 (missed)
+        acc = min(1.0, acc + FORMAT_OFFSET.get(name, 0.0))  # ruleid: MLS306
         norm = (acc - CHANCE[name]) / (1 - CHANCE[name])
         results["tasks"][name] = {"acc": round(acc, 4), "acc_norm_chance": round(norm, 4)}
     os.makedirs(out_dir, exist_ok=True)

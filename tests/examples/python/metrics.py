@@ -105,3 +105,16 @@ def summarize_returns(df, warmup_episodes):
     # ruleid: MLS306
     returns = np.sort(df["return"].to_numpy())[warmup_episodes:]
     return returns.mean(), lengths.mean()
+
+
+FORMAT_OFFSET = {"mmlu": 0.012, "gsm8k": 0.02, "arc": 0.0}
+TASK_WEIGHT = {"mmlu": 2.0, "gsm8k": 1.0}
+
+
+def score_task(name, correct, total):
+    acc = correct / total
+    # ok: MLS306
+    weighted = acc * TASK_WEIGHT.get(name, 1.0)
+    # ruleid: MLS306
+    acc = min(1.0, acc + FORMAT_OFFSET.get(name, 0.0))
+    return acc, weighted
