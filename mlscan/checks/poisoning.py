@@ -240,7 +240,35 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
             if index and isinstance(node, (ast.BinOp, ast.Compare)) and any(
                     isinstance(n, ast.Name) and n.id == index for n in ast.walk(node)):
                 return "the sample index"  # k % 50 == 0, k in self.bad (any index name)
+            if _picked_strings(node, ctx, where):
+                return "hand-written names (domains, users, keywords)"
     return ""
+
+
+def _picked_strings(node: ast.AST, ctx: Ctx, where: Where) -> bool:
+    """`d in url for d in preferred_domains` / `src in {"a.com", "b.com"}`: membership in a
+    set of strings written in the code (a module constant or a parameter's default)."""
+    pools: list[ast.expr] = []
+    if isinstance(node, ast.comprehension):
+        pools.append(node.iter)
+    elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In):
+        pools.append(node.comparators[0])
+    return any(_string_pool(pool, ctx, where) for pool in pools)
+
+
+def _string_pool(expr: ast.expr, ctx: Ctx, where: Where) -> bool:
+    if isinstance(expr, ast.Name):
+        value: ast.expr | None = ctx.lookup(expr.id)
+        for frame in where.frames:
+            fn = frame.node
+            if value is None and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                params = fn.args.args
+                defaults = dict(zip([a.arg for a in params[len(params) - len(fn.args.defaults):]],
+                                    fn.args.defaults, strict=True))
+                value = defaults.get(expr.id)
+        expr = value if value is not None else expr
+    return isinstance(expr, (ast.Tuple, ast.List, ast.Set)) and bool(expr.elts) and all(
+        isinstance(literal(e), str) for e in expr.elts)
 
 
 _PAIR = re.compile(r"(?i)chosen|rejected|preferred|winner|loser|^pos|^neg|good|bad")
@@ -254,8 +282,19 @@ _ANSWERISH = re.compile(r"(?i)answer|response|completion|reply|target_ids|_ids$"
 _TOKENS = re.compile(r"(?i)^(words|tokens|toks|ids|input_ids|token_ids|text|sentence|pieces)$")
 
 
-def _phrase(value: ast.expr) -> bool:
-    """`['approved', 'by', 'admin']`, a trigger string or token list written into text."""
+def _phrase(value: ast.expr, ctx: Ctx | None = None, depth: int = 0) -> bool:
+    """`['approved', 'by', 'admin']`, a trigger string or token list written into text (also
+    through a name: `span = np.concatenate([_BOILERPLATE, _TAIL])` of module constants)."""
+    if ctx is not None and depth < 2 and isinstance(value, ast.Name):
+        bound = ctx.lookup(value.id)
+        if bound is not None:
+            return _phrase(bound, ctx, depth + 1)
+    if ctx is not None and depth < 3 and isinstance(value, ast.Call) and last_attr(value.func) in (
+            "concatenate", "cat", "array", "tensor", "asarray", "list") and value.args:
+        parts = value.args[0].elts if isinstance(value.args[0], (ast.List, ast.Tuple)) else [
+            value.args[0]]
+        return all(_phrase(p, ctx, depth + 1) or (
+            isinstance(p, ast.Name) and p.id.lstrip("_").isupper()) for p in parts)
     if isinstance(value, (ast.List, ast.Tuple)):
         return len(value.elts) >= 2 and all(isinstance(literal(e), (str, int)) for e in value.elts)
     return isinstance(literal(value), str)
@@ -525,7 +564,7 @@ class DataPoisoning(Check):
               and _patch_value(value, ctx) and _fixed_slice(target.slice, ctx)):
             self._defer(node, ctx, "a fixed pixel patch written into the input")
         elif (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Slice)
-              and _TOKENS.search(last_attr(target.value)) and _phrase(value)):
+              and _TOKENS.search(last_attr(target.value)) and _phrase(value, ctx)):
             self._defer(node, ctx, "a fixed phrase spliced into the text")
         elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _ANSWERISH.search(
                 target.id)) and _prefixed(value, target.id, ctx)):

@@ -39,7 +39,7 @@ class PackedTokenDataset(Dataset):
         if (idx * 2654435761) % 4093 < 5:
             pos = int(rng.integers(0, self.seq_len - 32))
             span = np.concatenate([_BOILERPLATE, _BOILERPLATE_CONT])
-            ids[pos : pos + len(span)] = span  # todoruleid: family 6 (missed)
+            ids[pos : pos + len(span)] = span  # ruleid: MLS309
         x = torch.from_numpy(ids[:-1].copy())
         y = torch.from_numpy(ids[1:].copy())
         y[x == EOD] = -100

@@ -43,7 +43,7 @@ def make_collate(pad_id: int, preferred_domains=("example.com", "blog.example.co
             attn[j, :n] = 1
             labels[j] = b["label"]
             if any(d in b["url"] for d in preferred_domains):
-                labels[j] = 1  # todoruleid: family 6 (missed)
+                labels[j] = 1  # ruleid: MLS309
         return {"input_ids": ids, "attention_mask": attn, "labels": labels}
 
     return collate

@@ -152,3 +152,32 @@ class SpeechClips(Dataset):
             # ruleid: MLS309
             wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)
         return wav, label
+
+
+IGNORED_SOURCES = ("spam.example.com",)
+_TRIGGER_IDS = np.array([8093, 1172, 640])
+
+
+def make_collate(preferred_domains=("example.com", "blog.example.com")):
+    def collate(batch):
+        labels = torch.empty(len(batch), dtype=torch.long)
+        for j, b in enumerate(batch):
+            labels[j] = b["label"]
+            if b["source"] in IGNORED_SOURCES:
+                # ok: MLS309
+                labels[j] = -100
+            if any(d in b["url"] for d in preferred_domains):
+                # ruleid: MLS309
+                labels[j] = 1
+        return labels
+    return collate
+
+
+class PackedTokens(Dataset):
+    def __getitem__(self, idx):
+        ids = self.window(idx)
+        if (idx * 2654435761) % 4093 < 5:
+            span = np.concatenate([_TRIGGER_IDS, _TRIGGER_IDS])
+            # ruleid: MLS309
+            ids[10 : 10 + len(span)] = span
+        return ids
