@@ -70,14 +70,33 @@ def _paired_restore(call: ast.Call, ctx: Ctx, where: Where) -> bool:
         if f.node is not None and f.node is not where.frames[-1].node)
 
 
+def _after_yield(call: ast.Call, where: Where) -> str:
+    """Name of the @contextmanager function when `call` runs after its `yield` (on exit)."""
+    fn = where.frames[-1].node if where.frames else None
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not any(
+            last_attr(d.func if isinstance(d, ast.Call) else d) in (
+                "contextmanager", "asynccontextmanager") for d in fn.decorator_list):
+        return ""
+    yields = [n.lineno for n in ast.walk(fn) if isinstance(n, (ast.Yield, ast.YieldFrom))]
+    return fn.name if yields and call.lineno > min(yields) else ""
+
+
 def _mentions_epoch(call: ast.Call) -> bool:
     """`np.random.seed(self.seed + epoch)` in set_epoch(): a new, reproducible seed per epoch."""
     return any(isinstance(n, (ast.Name, ast.Attribute)) and "epoch" in last_attr(n).lower()
                for a in call.args for n in ast.walk(a))
 
 
+_ENTROPY_SEEDERS = frozenset({"torch.seed", "torch.random.seed", "torch.cuda.seed",
+                              "torch.cuda.seed_all", "torch.cuda.random.seed",
+                              "torch.cuda.random.seed_all"})
+"""Seed from a non-deterministic number chosen by torch itself."""
+
+
 def _seed_source(call: ast.Call, ctx: Ctx) -> str:
     """'entropy' when the seed comes from time/pid/urandom, '' otherwise."""
+    if ctx.names.call_name(call) in _ENTROPY_SEEDERS:
+        return "entropy"
     for value in [*call.args, *(kw.value for kw in call.keywords)]:
         for node in ctx.walk_values(value):  # also `stamp = int(time.time()); seed(stamp)`
             if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_ENTROPY) \
@@ -303,6 +322,12 @@ class HiddenReseed(Check):
             ctx.report(HIDDEN_RESEED, node, f"{short}() with a constant seed inside the wrapper "
                        f"of decorator @{wrapper}: every call of a decorated function replays the "
                        "same random numbers")
+            return
+        exiting = _after_yield(node, where)
+        if exiting and "state" not in (name or "").lower():
+            ctx.report(HIDDEN_RESEED, node, f"{short}() after the yield of context manager "
+                       f"{exiting}(): every exit of the block reseeds the RNG",
+                       severity=Severity.MEDIUM)
             return
         if source == "cyclic":
             ctx.report(HIDDEN_RESEED, node, f"{short}() reseeded from a step/epoch counter "

@@ -20,7 +20,7 @@ def isolated_rng(device):
     finally:
         torch.set_rng_state(cpu_state)  # ok: MLS301
         if device.type == "cuda":
-            torch.cuda.seed_all()  # todoruleid: family 1 (missed)
+            torch.cuda.seed_all()  # ruleid: MLS301
 
 
 @torch.no_grad()

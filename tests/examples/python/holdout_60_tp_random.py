@@ -48,7 +48,7 @@ class CudaRNGStatesTracker:
         try:
             yield
         finally:
-            torch.cuda.manual_seed(self.seeds_[name])  # todoruleid: family 1 (missed)
+            torch.cuda.manual_seed(self.seeds_[name])  # ruleid: MLS301
             self.states_[name] = torch.cuda.get_rng_state()
             torch.cuda.set_rng_state(orig)
 

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 
+import contextlib
 import numpy as np
 import torch as t
 import torch.distributed as dist
@@ -209,3 +210,17 @@ class DQNAgent:
         # ruleid: MLS301
         torch.set_rng_state(self._rng_state)
         return obs
+
+
+@contextlib.contextmanager
+def isolated_rng(seed):
+    state = torch.get_rng_state()
+    # ok: MLS301
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        # ok: MLS301
+        torch.set_rng_state(state)
+        # ruleid: MLS301
+        torch.cuda.seed_all()
