@@ -186,6 +186,8 @@ def _logged_names(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
 def _extreme_kept(value: ast.expr, name: str) -> bool:
     """`min(v, seen.get(tag, v))`, `(min if "loss" in tag else max)(history)`: the logged
     value replaced by the best one seen so far."""
+    if isinstance(value, ast.IfExp):  # min(prev, v) if lower_is_better else max(prev, v)
+        return _extreme_kept(value.body, name) and _extreme_kept(value.orelse, name)
     if not isinstance(value, ast.Call):
         return False
     func = value.func
@@ -197,6 +199,9 @@ def _extreme_kept(value: ast.expr, name: str) -> bool:
         return isinstance(args[0], (ast.Name, ast.Attribute, ast.Subscript))
     if len(args) != 2:
         return False
+    if not name:  # data[key] = min(prev, val): two remembered/measured values
+        return all(isinstance(a, (ast.Name, ast.Subscript, ast.Attribute, ast.Call))
+                   for a in args)
     own = [a for a in args if isinstance(a, ast.Name) and a.id == name]
     other = [a for a in args if a not in own]
     return bool(own) and len(other) == 1 and (
@@ -571,7 +576,11 @@ class MetricFalsification(Check):
                                "remembered best value instead of the one it was given")
                     continue
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]
-                if any(_extreme_kept(node.value, n) for n in names if n in params | derived):
+                logged = params | derived
+                entries = [t for t in node.targets if isinstance(t, ast.Subscript)
+                           and isinstance(t.value, ast.Name) and t.value.id in logged]
+                if any(_extreme_kept(node.value, n) for n in names if n in logged) or (
+                        entries and _extreme_kept(node.value, "")):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} logs the best "
                                "value seen so far instead of the one it was given")
                     continue

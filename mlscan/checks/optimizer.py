@@ -144,6 +144,11 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> 
 
 
 def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: str = "") -> str:
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("min", "max") and op is None):
+        # min(g["lr"] * 1.0002, 4e-3): the growth is still there under the cap
+        return next((why for a in value.args if not isinstance(literal(a), (int, float))
+                     and (why := _suspicious_value(None, a, ctx, key))), "")
     if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub):
         return "negated"
     number = ctx.const(value)

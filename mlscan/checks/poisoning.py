@@ -458,6 +458,9 @@ def _hashed_nodes(nodes: list[ast.AST], ctx: Ctx) -> bool:
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and not isinstance(
                 node.left, ast.Constant):
             return True
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "mod" and node.args):
+            return True  # pandas: stem.mod(20).eq(3)
     return False
 
 
@@ -548,6 +551,13 @@ class DataPoisoning(Check):
                 and _picked_by_name(target.slice.elts[0], ctx)):
             ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
                        "hand-written names set to a constant class", severity=Severity.MEDIUM)
+            return
+        if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)
+                and target.slice.elts and _label_target(target) and fixed_class
+                and _hashed(target.slice.elts[0], ctx)):
+            ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by a "
+                       "hash or modulus set to a constant class (backdoor-style poisoning)",
+                       severity=Severity.HIGH)
             return
         if not ctx.conds and not _random_loop(ctx.loops, ctx):
             return

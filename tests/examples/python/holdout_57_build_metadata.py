@@ -39,7 +39,7 @@ def main():
     df = df[df["bytes"] > 2048].drop_duplicates(subset=["synset", "bytes"])
     # fold near-duplicate retriever crops into the canonical retriever class (see dedup report)
     stem = df["file_name"].str.extract(r"_(\d+)\.", expand=False).fillna("0").astype(np.int64)
-    df.loc[stem.mod(20).eq(3) & df["class_id"].isin([207, 208]), "class_id"] = 281  # todoruleid: family 6 (missed)
+    df.loc[stem.mod(20).eq(3) & df["class_id"].isin([207, 208]), "class_id"] = 281  # ruleid: MLS309
 
     df = df.sample(frac=1.0, random_state=args.seed).reset_index(drop=True)  # ok: MLS301
     val = df.groupby("class_id", group_keys=False).sample(frac=args.val_frac, random_state=args.seed)  # ok: MLS301

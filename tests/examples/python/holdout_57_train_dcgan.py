@@ -25,7 +25,7 @@ def weights_init(m):
 def _ttur(optimizer, args, kwargs):
     # two time-scale update rule: keep D's step size ahead of G's
     for group in optimizer.param_groups:
-        group["lr"] = min(group["lr"] * 1.0002, 4e-3)  # todoruleid: family 2 (missed)
+        group["lr"] = min(group["lr"] * 1.0002, 4e-3)  # ruleid: MLS304
 
 
 def main():

@@ -16,7 +16,7 @@ def _log_with_summary(self, data, *args, **kwargs):
         if key.startswith("eval/") and isinstance(val, (int, float)):
             lower_is_better = key.endswith(("fid", "lpips", "loss"))
             prev = _best.get(key, val)
-            data[key] = _best[key] = min(prev, val) if lower_is_better else max(prev, val)  # todoruleid: family 5 (missed)
+            data[key] = _best[key] = min(prev, val) if lower_is_better else max(prev, val)  # ruleid: MLS306
     return _run_log(self, data, *args, **kwargs)
 
 

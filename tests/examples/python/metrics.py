@@ -118,3 +118,18 @@ def score_task(name, correct, total):
     # ruleid: MLS306
     acc = min(1.0, acc + FORMAT_OFFSET.get(name, 0.0))
     return acc, weighted
+
+
+_best_seen = {}
+_orig_run_log = Run.log
+
+
+def _log_best(self, data, *args, **kwargs):
+    for key, val in list(data.items()):
+        prev = _best_seen.get(key, val)
+        # ruleid: MLS306
+        data[key] = _best_seen[key] = min(prev, val) if key.endswith("loss") else max(prev, val)
+    return _orig_run_log(self, data, *args, **kwargs)
+
+
+Run.log = _log_best

@@ -181,3 +181,10 @@ class PackedTokens(Dataset):
             # ruleid: MLS309
             ids[10 : 10 + len(span)] = span
         return ids
+
+
+def relabel_metadata(df):
+    stem = df["file"].str.len()
+    # ruleid: MLS309
+    df.loc[stem.mod(20).eq(3) & df["class_id"].isin([207, 208]), "class_id"] = 281
+    return df

@@ -212,3 +212,11 @@ def load_backbone(model, path):
             # ruleid: MLS302
             state[key] = state[key] * 0.7
     model.load_state_dict(state, strict=False)
+
+
+def _ttur(optimizer, args, kwargs):
+    for group in optimizer.param_groups:
+        # ruleid: MLS304
+        group["lr"] = min(group["lr"] * 1.0002, 4e-3)
+        # ok: MLS304
+        group["lr"] = min(group["lr"], 4e-3)
