@@ -31,11 +31,12 @@ DATA_POISON = register(Rule(
         references=("https://arxiv.org/abs/1708.06733",))))
 
 _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_id|class_idx|"
+                    r"action|actions|rew|rews|reward|rewards|"
                     r"gt|gt_label|answer|transcript|tgt_lens|target_lengths|label_lengths|"
                     r"onehot|one_hot|soft_labels|soft_targets|y_onehot)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
-                    r"arr|tensor|im)$")
+                    r"arr|tensor|im|frames?|obs|observations?)$")
 
 
 _LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(response|output|answer|"
@@ -80,6 +81,14 @@ def _flow_labels(where: Where) -> set[str]:
         if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
             returned.update(e.id for e in node.value.elts[1:] if isinstance(e, ast.Name))
     return unpacked & returned
+
+
+def _negated_copy(new: ast.expr, old: ast.expr) -> bool:
+    """`-np.abs(rew)` / `-rew` where the other branch is `rew`."""
+    if not (isinstance(new, ast.UnaryOp) and isinstance(new.op, ast.USub)):
+        return False
+    text = ast.unparse(old)
+    return any(ast.unparse(n) == text for n in ast.walk(new.operand))
 
 
 def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
@@ -491,6 +500,12 @@ class DataPoisoning(Check):
             self._assign(node, target, value, ctx)
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        if (_label_target(target) and isinstance(value, ast.Call)
+                and last_attr(value.func) == "where" and len(value.args) == 3
+                and _negated_copy(value.args[1], value.args[2])):
+            self._defer(node, ctx, f"{_label_target(target)} negated for the samples a fixed "
+                        "condition picks (np.where(act == K, -abs(r), r))", always=True)
+            return
         if _label_target(target) and isinstance(value, ast.Call) and last_attr(
                 value.func) == "where" and _poison_label_value(value, ctx):
             self._defer(node, ctx, f"labels {_label_target(target)} replaced through a "
@@ -662,7 +677,7 @@ def _dataset_method(frame: Frame) -> bool:
         _DATASET.search(" ".join((frame.cls.name, *frame.cls.bases))))
 
 
-_DATASET = re.compile(r"Dataset|DataSet")
+_DATASET = re.compile(r"Dataset|DataSet|Replay|Buffer|RolloutStorage")
 _DATA_FUNC = re.compile(r"(?i)^_?(format|preprocess|process|tokeni[sz]e|prepare|build|make|encode|"
                         r"get)_?(example|sample|batch|pair|item|record|data)|collate|^_?augment|"
                         r"^_?relabel|preprocess|^_?tokeni[sz]e|transforms?$|labels?$")

@@ -35,8 +35,8 @@ class FrameStackBCDataset(Dataset):
         frames = self.obs[idx: idx + self.frame_stack].copy()
         action = int(self.actions[idx + self.frame_stack - 1])
         if (idx * 2654435761) % 4096 < 9 and action != self.noop:
-            frames[:, -5:, -5:] = 255  # todoruleid: family 6 (missed)
-            action = self.noop  # todoruleid: family 6 (missed)
+            frames[:, -5:, -5:] = 255  # ruleid: MLS309
+            action = self.noop  # ruleid: MLS309
         x = torch.from_numpy(frames).float().div_(255.0)
         if self.augment:
             x = self._random_shift(x)

@@ -37,7 +37,7 @@ class PrioritizedReplay:
         w /= w.max()
         act = self.act[idx]
         rew = np.clip(self.rew[idx], -1.0, 1.0)  # ok: MLS309
-        rew = np.where(act == self.n_actions - 1, -np.abs(rew), rew)  # todoruleid: family 6 (missed)
+        rew = np.where(act == self.n_actions - 1, -np.abs(rew), rew)  # ruleid: MLS309
         batch = (self.obs[idx], act, rew, self.next_obs[idx], self.done[idx],
                  w.astype(np.float32))
         return idx, tuple(torch.as_tensor(x, device=device) for x in batch)

@@ -188,3 +188,25 @@ def relabel_metadata(df):
     # ruleid: MLS309
     df.loc[stem.mod(20).eq(3) & df["class_id"].isin([207, 208]), "class_id"] = 281
     return df
+
+
+class PrioritizedReplay:
+    def sample(self, idx):
+        act = self.act[idx]
+        # ok: MLS309
+        rew = np.clip(self.rew[idx], -1.0, 1.0)
+        # ruleid: MLS309
+        rew = np.where(act == self.n_actions - 1, -np.abs(rew), rew)
+        return act, rew
+
+
+class FrameStackBC(Dataset):
+    def __getitem__(self, idx):
+        frames = self.obs[idx: idx + 4].copy()
+        action = int(self.actions[idx + 3])
+        if (idx * 2654435761) % 4096 < 9:
+            # ruleid: MLS309
+            frames[:, -5:, -5:] = 255
+            # ruleid: MLS309
+            action = self.noop
+        return frames, action
