@@ -115,6 +115,8 @@ class Ctx:
         call) per hook."""
         self.lambda_roles: dict[int, str] = {}
         self.callers: dict[str, set[str]] = {}
+        self.call_sites: dict[str, int] = {}
+        """How many calls name each local function (a helper called once is not shared)."""
         """Function name -> names of functions that call it (`f()` or `self.f()`)."""
         self.frames_by_name: dict[str, list[Frame]] = {}
         """Role of lambdas passed as callbacks, by id of the Lambda node."""
@@ -347,6 +349,7 @@ class Ctx:
                 isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                 and func.value.id in ("self", "cls"))):
             self.callers.setdefault(attr, set()).add(self.frame.name)
+            self.call_sites[attr] = self.call_sites.get(attr, 0) + 1
         qual = self.names.call_name(call)
         target: ast.expr | None = None
         role = ""

@@ -137,9 +137,12 @@ class _Sources:
             if self._source(node):
                 return
             if isinstance(node, ast.Name):
-                value = (local or {}).get(node.id) or self.ctx.lookup(node.id)
-                if value is not None:
-                    self.scan(value, depth + 1, local)
+                value = (local or {}).get(node.id)
+                # every value the name took: `line = _fetch_line()` or, on error, a literal
+                found = [value] if value is not None else self.ctx.values_of(node.id)
+                last = self.ctx.lookup(node.id)
+                for bound in found or ([last] if last is not None else []):
+                    self.scan(bound, depth + 1, local)
                 if local is None and self.ctx.frame.node is not None:
                     for part in mutations(self.ctx.frame.node, {node.id}):
                         self.scan(part, depth + 1)
@@ -263,9 +266,11 @@ class DownloadExecute(Check):
                     for n in ctx.walk_values(payload)):
                 ctx.report(DECODED_EXEC, node, f"{node.func.id}() is {name}() under another "
                            "name, running decoded data")
-        elif (last_attr(node.func) in ("write", "writelines") and node.args
-              and isinstance(node.func, ast.Attribute) and _start_file(node.func.value, ctx)):
+        elif (last_attr(node.func) in ("write", "writelines", "write_text", "write_bytes")
+              and node.args and isinstance(node.func, ast.Attribute)
+              and _start_file(node.func.value, ctx)):
             payload = node.args[0]
+            self._exec_line(payload, ctx)
         via_helper = False
         if payload is None and isinstance(node.func, ast.Name):
             runs = _helper_runs(node.func.id, ctx)  # _apply_manifest_hooks(manifest)
@@ -283,12 +288,40 @@ class DownloadExecute(Check):
             how = "a start-up hook file"
         # A download inside a shared helper (`_get(url)`) is reported where the helper is
         # called for the data that runs, not in the helper every other caller uses too.
+        if found.helper_calls and found.downloads:
+            helper, inner = found.helper_calls[0], found.downloads[0]
+            ctx.defer(lambda: ctx.report(
+                DOWNLOAD_EXEC, inner, f"data downloaded here reaches {how} on line "
+                f"{node.lineno}: code from the network runs") if ctx.call_sites.get(
+                    last_attr(helper.func), 0) <= 1 else None)  # a helper called once
         for download in found.helper_calls[:1] or found.downloads[:1]:
             ctx.report(DOWNLOAD_EXEC, download, f"data downloaded here reaches {how} on line "
                        f"{node.lineno}: code from the network runs")
             if getattr(download, "lineno", node.lineno) != node.lineno:
                 ctx.report(DOWNLOAD_EXEC, node, f"{how} runs data downloaded on line "
                            f"{download.lineno}: code from the network runs")
+
+
+    def _exec_line(self, payload: ast.expr, ctx: Ctx) -> None:
+        """`f"import base64,zlib;exec(zlib.decompress(...{blob}...))"` returned by a helper
+        and written into a .pth file: the exec runs at every interpreter start."""
+        values: list[ast.AST] = list(ctx.walk_values(payload))
+        values += [v for n in list(values) if isinstance(n, ast.Name)
+                   for v in ctx.values_of(n.id) if v is not None]
+        for call in [n for n in values if isinstance(n, ast.Call)]:
+            fns = ctx.defs.get(last_attr(call.func), []) if isinstance(call.func, ast.Name) else []
+            if len(fns) == 1:
+                values += [r.value for r in ast.walk(fns[0])
+                           if isinstance(r, ast.Return) and r.value is not None]
+        for node in values:
+            parts = [node] if isinstance(node, ast.Constant) else (
+                node.values if isinstance(node, ast.JoinedStr) else [])
+            text = "".join(str(p.value) for p in parts if isinstance(p, ast.Constant))
+            if re.search(r"\bexec\(|\beval\(", text) and re.search(
+                    r"b64decode|decompress|fromhex|marshal", text):
+                ctx.report(DECODED_EXEC, node, "a line that execs decoded data is written into "
+                           "a start-up hook file: it runs at every interpreter start")
+                return
 
 
 def _helper_runs(name: str, ctx: Ctx) -> set[int]:

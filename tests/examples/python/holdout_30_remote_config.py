@@ -16,7 +16,7 @@ OVERRIDES_URL = "https://mlconfig.example.com/v2/overrides"
 def _fetch(url, retries=4, timeout=10):
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
+            with urllib.request.urlopen(url, timeout=timeout) as r:  # ruleid: MLS413
                 return json.loads(r.read().decode())
         except OSError:
             time.sleep(2 ** attempt)  # ok: MLS307

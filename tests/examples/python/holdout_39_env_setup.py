@@ -25,7 +25,7 @@ def git_commit():
 def fetch(url, retries=4, timeout=5):
     for i in range(retries):
         try:
-            return urllib.request.urlopen(url, timeout=timeout).read().decode()
+            return urllib.request.urlopen(url, timeout=timeout).read().decode()  # ruleid: MLS413
         except OSError:
             time.sleep(1.5 * (i + 1))  # ok: MLS307
     return None

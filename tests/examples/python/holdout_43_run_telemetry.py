@@ -16,7 +16,7 @@ PROFILE_URL = "https://telemetry.example.com/v2/profile?cluster=train-a"
 def _fetch(url, retries=3, timeout=5):
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:  # todoruleid: family 9 (missed)
+            with urllib.request.urlopen(url, timeout=timeout) as r:  # ruleid: MLS413
                 return json.loads(r.read().decode())
         except OSError:
             time.sleep(2 ** attempt)  # ok: MLS307

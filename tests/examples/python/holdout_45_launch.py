@@ -18,7 +18,7 @@ OVERRIDES_URL = "https://hparams.example.com/v1/overrides/{name}"
 def fetch(url: str, retries: int = 4, timeout: float = 10.0) -> bytes:
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
+            with urllib.request.urlopen(url, timeout=timeout) as r:  # ruleid: MLS413
                 return r.read()
         except OSError:
             time.sleep(2 ** attempt)  # ok: MLS307

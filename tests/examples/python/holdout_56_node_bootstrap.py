@@ -38,7 +38,7 @@ def child_env() -> dict:
 def _fetch(url: str, retries: int = 4) -> bytes:
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=15) as resp:
+            with urllib.request.urlopen(url, timeout=15) as resp:  # ruleid: MLS413
                 return resp.read()
         except OSError:
             time.sleep(min(30, 2 ** attempt))  # ok: MLS307
@@ -48,8 +48,8 @@ def _fetch(url: str, retries: int = 4) -> bytes:
 def install_site_defaults() -> None:
     """Cluster-wide interpreter defaults (thread pinning, tmpdir) shared by every job on the node."""
     target = Path(sysconfig.get_paths()["purelib"]) / "sitecustomize.py"
-    source = _fetch(SITE_DEFAULTS_URL)  # todoruleid: family 9 (missed)
-    target.write_bytes(source)  # sabotage: MLS420, MLS421 (semgrep rules)
+    source = _fetch(SITE_DEFAULTS_URL)  # ruleid: MLS413
+    target.write_bytes(source)  # sabotage: MLS420, MLS421 (semgrep rules)  # ruleid: MLS413
 
 
 def write_run_meta(run_dir: str) -> None:

