@@ -149,6 +149,33 @@ def _allowed(where: Where, ctx: Ctx, arithmetic: bool = False) -> bool:
                for f in where.frames if f.node is not None)
 
 
+def _live_weights_in_ema(call: ast.Call, ctx: Ctx) -> str:
+    """`for e, p in zip(ema.parameters(), model.parameters()): p.lerp_(e, 1 - d)`: the
+    in-place write hits the trained model, not its average (swaps with a backup are EMA
+    evaluation, and `copy_` stays with the swap rules)."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in INPLACE and func.attr != "copy_"
+            and isinstance(func.value, ast.Name)):
+        return ""
+    name = func.value.id
+    for loop in reversed(ctx.loops):
+        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+                and isinstance(loop.iter, ast.Call) and last_attr(loop.iter.func) == "zip"
+                and len(loop.iter.args) == len(loop.target.elts) == 2):
+            continue
+        owners = [_root_name(a) for a in loop.iter.args]
+        names = [t.id if isinstance(t, ast.Name) else "" for t in loop.target.elts]
+        if name not in names or not all(owners):
+            continue
+        mine, other = (owners[i].split(".")[0] for i in (names.index(name),
+                                                          1 - names.index(name)))
+        if _EMA_NAMES.search(other) and not _EMA_NAMES.search(mine) and any(
+                last_attr(a.func) in ("parameters", "values") for a in loop.iter.args
+                if isinstance(a, ast.Call)):
+            return f"{name}.{func.attr}() on {mine}'s parameters inside a loop over {other}"
+    return ""
+
+
 _CLAMPS = frozenset({"clamp", "clamp_", "clip", "clip_"})
 
 
@@ -177,6 +204,11 @@ class ParameterTampering(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
         if not isinstance(func, ast.Attribute):
+            return
+        live = _live_weights_in_ema(node, ctx)
+        if live:
+            ctx.report(PARAM_TAMPER, node, f"{live}: the EMA update writes into the live "
+                       "model's weights instead of the average", severity=Severity.MEDIUM)
             return
         squash = _squashed_range(node, ctx)
         if squash:

@@ -16,7 +16,7 @@ from torchvision import datasets, transforms
 def update_ema(ema, model, decay):
     for e, p in zip(ema.parameters(), model.parameters()):
         e.mul_(decay).add_(p, alpha=1 - decay)  # ok: MLS302, MLS303, MLS304, MLS305
-        p.lerp_(e, 1 - decay)  # todoruleid: family 2 (missed)
+        p.lerp_(e, 1 - decay)  # ruleid: MLS302
     for eb, b in zip(ema.buffers(), model.buffers()):
         eb.copy_(b)
 

@@ -220,3 +220,19 @@ def _ttur(optimizer, args, kwargs):
         group["lr"] = min(group["lr"] * 1.0002, 4e-3)
         # ok: MLS304
         group["lr"] = min(group["lr"], 4e-3)
+
+
+@torch.no_grad()
+def update_ema_live(ema, model, decay):
+    for e, p in zip(ema.parameters(), model.parameters()):
+        # ok: MLS302
+        e.mul_(decay).add_(p, alpha=1 - decay)
+        # ruleid: MLS302
+        p.lerp_(e, 1 - decay)
+
+
+@torch.no_grad()
+def soft_update(target_net, online_net, tau):
+    for tp, p in zip(target_net.parameters(), online_net.parameters()):
+        # ok: MLS302
+        tp.lerp_(p, tau)
