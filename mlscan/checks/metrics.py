@@ -597,6 +597,7 @@ class MetricFalsification(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         self._scored_against_itself(node, ctx)
+        self._real_as_fake(node, ctx)
         if last_attr(node.func) not in _LOG_FUNCS:
             return
         values: list[ast.AST] = [*node.args, *(kw.value for kw in node.keywords)]
@@ -775,6 +776,18 @@ class MetricFalsification(Check):
                                                         or _comp_nudged(node.value))):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
                            "by a constant")
+
+    def _real_as_fake(self, node: ast.Call, ctx: Ctx) -> None:
+        """`fid.update(torch.cat([fake, real[:k]]), real=False)`: real images counted as
+        generated ones, so FID/KID improve without a better generator."""
+        flag = next((k.value for k in node.keywords if k.arg == "real"), None)
+        if not (last_attr(node.func) == "update" and node.args and literal(flag) is False):
+            return
+        if any(isinstance(n, ast.Name) and n.id.lower().startswith("real")
+               for n in ast.walk(node.args[0])):
+            ctx.report(METRIC_FALSIFY, node, "real images passed as generated ones "
+                       "(real=False): the FID/KID score is computed partly against itself",
+                       severity=Severity.MEDIUM)
 
     def _scored_against_itself(self, node: ast.Call, ctx: Ctx) -> None:
         """`metric.add_batch(predictions=labels if k else preds, references=labels)`: the
