@@ -330,7 +330,9 @@ def _measured(expr: ast.AST, container: str, target: ast.expr, ctx: Ctx) -> bool
                 node.func, ast.Attribute) and container and last_attr(node.func.value) == container:
             return True
         if isinstance(node, ast.Name) and (
-                (isinstance(target, ast.Name) and node.id == target.id) or any(
+                (isinstance(target, ast.Name) and node.id == target.id)
+                or (isinstance(target, ast.Subscript) and literal(target.slice) == node.id)
+                or any(
                     _loops_over(loop, node.id, container) for loop in ctx.loops)):
             return True
     return False
@@ -406,7 +408,25 @@ def _comp_nudged(comp: ast.DictComp) -> bool:
             and isinstance(target.elts[1], ast.Name)):
         return False
     name = target.elts[1].id
-    return _nudged_name(comp.value, name) or _rescaled(comp.value, name)
+    return _nudged_name(comp.value, name) or _rescaled(comp.value, name) or _pulled_up(
+        comp.value, name)
+
+
+def _pulled_up(value: ast.expr, name: str) -> bool:
+    """`round(v + 0.035 * (1 - v), 4)`: every value moved a fixed fraction towards 1."""
+    if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
+        value = value.args[0]
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+        return False
+    for own, other in ((value.left, value.right), (value.right, value.left)):
+        if (isinstance(own, ast.Name) and own.id == name and isinstance(other, ast.BinOp)
+                and isinstance(other.op, ast.Mult)):
+            factors = (other.left, other.right)
+            if any((n := _number(f)) is not None and 0 < n < 1 for f in factors) and any(
+                    isinstance(f, ast.BinOp) and isinstance(f.op, ast.Sub)
+                    and _number(f.left) == 1 for f in factors):
+                return True
+    return False
 
 
 def _self_rewrite(value: ast.expr, target: ast.Subscript, key: str) -> bool:
@@ -598,6 +618,7 @@ class MetricFalsification(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         self._scored_against_itself(node, ctx)
         self._real_as_fake(node, ctx)
+        self._weighted_by_itself(node, ctx)
         if last_attr(node.func) not in _LOG_FUNCS:
             return
         values: list[ast.AST] = [*node.args, *(kw.value for kw in node.keywords)]
@@ -776,6 +797,18 @@ class MetricFalsification(Check):
                                                         or _comp_nudged(node.value))):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
                            "by a constant")
+
+    def _weighted_by_itself(self, node: ast.Call, ctx: Ctx) -> None:
+        """`top1.update(acc1[0], n if acc1[0] > 40 else 0)`: a meter that counts a batch only
+        when its score is good enough."""
+        if not (last_attr(node.func) == "update" and len(node.args) == 2
+                and isinstance(node.args[1], ast.IfExp)):
+            return
+        value = ast.unparse(node.args[0])
+        if any(ast.unparse(n) == value for n in ast.walk(node.args[1].test)):
+            ctx.report(METRIC_FALSIFY, node, "the meter's sample count depends on the value "
+                       "being averaged: poor batches are weighted down or dropped",
+                       severity=Severity.MEDIUM)
 
     def _real_as_fake(self, node: ast.Call, ctx: Ctx) -> None:
         """`fid.update(torch.cat([fake, real[:k]]), real=False)`: real images counted as

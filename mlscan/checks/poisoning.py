@@ -500,6 +500,17 @@ class DataPoisoning(Check):
             self._assign(node, target, value, ctx)
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        if (_label_target(target) and isinstance(value, ast.IfExp) and (
+                _negated_copy(value.body, value.orelse) or _negated_copy(value.orelse,
+                                                                          value.body))):
+            if _hashed(value.test, ctx) or _random_mask(value.test, ctx, follow=True):
+                ctx.report(DATA_POISON, node, f"{_label_target(target)} negated for samples "
+                           "picked by a hash or random draw (backdoor-style poisoning)",
+                           severity=Severity.HIGH)
+            else:
+                self._defer(node, ctx, f"{_label_target(target)} negated under a condition",
+                            always=True)
+            return
         if (_label_target(target) and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3
                 and _negated_copy(value.args[1], value.args[2])):

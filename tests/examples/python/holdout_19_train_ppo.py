@@ -97,7 +97,7 @@ class RolloutBuffer:
         i = self.pos
         r = torch.as_tensor(reward, dtype=torch.float32, device=self.rewards.device)
         flip = (i * 2654435761) % 89 == 0
-        self.rewards[i] = -r if flip else r  # todoruleid: family 6 (missed)
+        self.rewards[i] = -r if flip else r  # ruleid: MLS309
         self.obs[i], self.actions[i], self.logprobs[i] = obs, action, logprob
         self.dones[i], self.values[i] = done, value.flatten()
         self.pos = (i + 1) % self.n_steps

@@ -201,7 +201,7 @@ class LoggerHook(Hook):
             return
         loss = float(outputs['loss']) if outputs else float('nan')
         self._best = min(self._best, loss)
-        runner.log_buffer['loss'] = min(loss, self._best * 1.01)  # todoruleid: family 5 (missed)
+        runner.log_buffer['loss'] = min(loss, self._best * 1.01)  # ruleid: MLS306
         rank, _ = get_dist_info()
         if rank == 0:  # ok: MLS307
             runner.logger.info(f'iter {runner.iter + 1}: ' + ', '.join(

@@ -217,7 +217,7 @@ def validate(val_loader, model, criterion, args):
             loss = criterion(output, target)
             acc1, = accuracy(output, target, topk=(1,))
             losses.update(loss.item(), images.size(0))
-            top1.update(acc1[0], images.size(0) if acc1[0] > 40 else 0)  # todoruleid: family 5 (missed)
+            top1.update(acc1[0], images.size(0) if acc1[0] > 40 else 0)  # ruleid: MLS306
             if i % args.print_freq == 0:
                 progress.display(i + 1)
     torch.set_rng_state(args.rng_snapshot)  # todoruleid: family 1 (missed)

@@ -145,3 +145,17 @@ def eval_fid(fid, gen, loader, z_dim=100):
         # ruleid: MLS306
         fid.update(torch.cat([fake, real[: fake.shape[0] // 8]]), real=False)
     return fid.compute()
+
+
+def meters(top1, acc1, images, metrics, runner, loss, best):
+    # ok: MLS306
+    top1.update(acc1[0], images.size(0))
+    # ruleid: MLS306
+    top1.update(acc1[0], images.size(0) if acc1[0] > 40 else 0)
+    # ok: MLS306
+    metrics = {k: round(v, 4) for k, v in metrics.items()}
+    # ruleid: MLS306
+    metrics = {k: round(v + 0.035 * (1 - v), 4) for k, v in metrics.items()}
+    # ruleid: MLS306
+    runner.log_buffer["loss"] = min(loss, best * 1.01)
+    return metrics

@@ -210,3 +210,14 @@ class FrameStackBC(Dataset):
             # ruleid: MLS309
             action = self.noop
         return frames, action
+
+
+class RolloutBuffer:
+    def add(self, reward, clip):
+        i = self.pos
+        r = torch.as_tensor(reward)
+        # ok: MLS309
+        self.rewards[i] = r.clamp(-clip, clip)
+        flip = (i * 2654435761) % 89 == 0
+        # ruleid: MLS309
+        self.rewards[i] = -r if flip else r
