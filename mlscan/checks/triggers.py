@@ -41,6 +41,10 @@ _ENV_KEYS = {
     "USER": USER, "LOGNAME": USER, "USERNAME": USER, "SLURM_JOB_USER": USER,
     "HOSTNAME": HOST, "HOST": HOST, "SLURMD_NODENAME": HOST, "SLURM_NODELIST": HOST,
     "SLURM_JOB_NODELIST": HOST, "MASTER_ADDR": HOST,
+    # Where and how the job runs: a partition, cluster or account is a host-like trigger; the
+    # requeue count turns true only later in the job's life, like a date.
+    "SLURM_JOB_PARTITION": HOST, "SLURM_CLUSTER_NAME": HOST, "SLURM_JOB_ACCOUNT": HOST,
+    "SLURM_JOB_QOS": HOST, "SLURM_RESTART_COUNT": TIME,
 }
 _WORLD_ENV = re.compile(r"NODES|NNODES|HOSTS|GPUS|WORLD|MACHINES|NPROC|NUM_PROC|NTASKS|DEVICES")
 """Unknown env vars whose name says they count nodes/GPUs/hosts (`NUM_MACHINES`, `NUM_HOSTS`)."""

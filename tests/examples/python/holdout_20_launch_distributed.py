@@ -123,7 +123,7 @@ def prepare_output(args):
     (out / "logs").mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
     if args.resume and int(os.environ.get("SLURM_RESTART_COUNT", "0")) >= 2:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # todoruleid: family 4 (missed)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
     ckpt_dir.mkdir(exist_ok=True)
     state = {}
     cache = out / "launcher_state.npy"

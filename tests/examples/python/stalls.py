@@ -129,3 +129,12 @@ def push_fragment(out_q, frag, sock):
         # ruleid: MLS307
         select.select([], [], [], 40.0)
     out_q.put(frag)
+
+
+def prepare_output(args, ckpt_dir):
+    if args.resume and int(os.environ.get("SLURM_RESTART_COUNT", "0")) >= 2:
+        # ruleid: MLS308
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if os.environ.get("SLURM_JOB_ID"):
+        # ok: MLS308
+        shutil.rmtree(ckpt_dir / "tmp", ignore_errors=True)
