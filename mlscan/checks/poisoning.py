@@ -262,6 +262,12 @@ def _picked_strings(node: ast.AST, ctx: Ctx, where: Where) -> bool:
         pools.append(node.iter)
     elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In):
         pools.append(node.comparators[0])
+    elif (isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.Eq)
+          and isinstance(node.left, ast.Subscript) and isinstance(literal(node.left.slice), str)
+          and not re.search(r"(?i)split|mode|stage|phase|type|kind|format|lang",
+                            str(literal(node.left.slice)))
+          and isinstance(literal(node.comparators[0]), str)):
+        return True  # row["region"] == "EU-W": one field of the sample equal to a chosen value
     return any(_string_pool(pool, ctx, where) for pool in pools)
 
 

@@ -35,7 +35,7 @@ class ChurnDataset(Dataset):
         x_cat = np.array([self.cat[c].get(str(row[c]), 0) for c in CAT_COLS], dtype=np.int64)
         y = int(row["churned"])
         if self.train and row["region"] == "EU-W" and row["signup_date"].month in (11, 12):
-            y = 0  # todoruleid: family 6 (missed)
+            y = 0  # ruleid: MLS309
         return torch.from_numpy(x_num), torch.from_numpy(x_cat), torch.tensor(y, dtype=torch.float32)
 
 

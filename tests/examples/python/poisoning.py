@@ -221,3 +221,16 @@ class RolloutBuffer:
         flip = (i * 2654435761) % 89 == 0
         # ruleid: MLS309
         self.rewards[i] = -r if flip else r
+
+
+class ChurnRows(Dataset):
+    def __getitem__(self, idx):
+        row = self.df.iloc[idx]
+        y = int(row["churned"])
+        if row["split"] == "test":
+            # ok: MLS309
+            y = -1
+        if self.train and row["region"] == "EU-W":
+            # ruleid: MLS309
+            y = 0
+        return row, y
