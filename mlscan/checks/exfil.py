@@ -133,7 +133,7 @@ class _Sources:
         if depth > _MAX_DEPTH or id(expr) in self._seen:
             return
         self._seen.add(id(expr))
-        for node in ast.walk(expr):
+        for node in _walk_values_not_replies(expr, self.ctx):
             if self._source(node):
                 return
             if isinstance(node, ast.Name):
@@ -230,6 +230,23 @@ class _Sources:
 
 _DOWNLOADS = ("urllib.request.urlopen", "urllib.request.urlretrieve", "requests.get",
               "requests.post", "httpx.get", "urllib3.", "aiohttp.")
+
+
+def _walk_values_not_replies(expr: ast.AST, ctx: Ctx) -> list[ast.AST]:
+    """`ast.walk` that does not enter the arguments of a network call: the reply of
+    `requests.post(url, json=dict(os.environ))` is not the environment it sent."""
+    out: list[ast.AST] = []
+    todo = [expr]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        name = ctx.names.call_name(node) if isinstance(node, ast.Call) else ""
+        if isinstance(node, ast.Call) and not name.startswith("urllib.request.Request") and (
+                _is_download(node, ctx) or name.startswith(_SENDS)):
+            todo.append(node.func)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
 
 
 def _is_download(call: ast.Call, ctx: Ctx) -> bool:
