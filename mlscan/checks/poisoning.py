@@ -31,7 +31,7 @@ DATA_POISON = register(Rule(
         references=("https://arxiv.org/abs/1708.06733",))))
 
 _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_id|class_idx|"
-                    r"action|actions|rew|rews|reward|rewards|"
+                    r"action|actions|rew|rews|reward|rewards|lab|seg_label|caption|captions|"
                     r"gt|gt_label|answer|transcript|tgt_lens|target_lengths|label_lengths|"
                     r"onehot|one_hot|soft_labels|soft_targets|y_onehot)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
@@ -83,6 +83,15 @@ def _flow_labels(where: Where) -> set[str]:
     return unpacked & returned
 
 
+def _binary_flip(value: ast.expr) -> bool:
+    """`1 - y` / `1.0 - y` (also as a branch of where/IfExp): a binary label inverted."""
+    for node in ast.walk(value):
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
+                and literal(node.left) in (1, 1.0) and _label_target(node.right)):
+            return True
+    return False
+
+
 def _negated_copy(new: ast.expr, old: ast.expr) -> bool:
     """`-np.abs(rew)` / `-rew` where the other branch is `rew`."""
     if not (isinstance(new, ast.UnaryOp) and isinstance(new.op, ast.USub)):
@@ -110,7 +119,9 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
             for n in ast.walk(value.slice))):
         return True  # labels[torch.randperm(n)]: labels shuffled against their inputs
     if isinstance(value, ast.Constant) and isinstance(value.value, (int, str)):
-        return True  # (-100 / -1 are ignore indices: a UnaryOp, not a class)
+        return value.value != ""  # (-100 / -1 are ignore indices; "" is caption dropout)
+    if _binary_flip(value):
+        return True  # 1.0 - y, torch.where(isnan(y), y, 1 - y)
     if isinstance(value, ast.Attribute) and not _LABEL.match(value.attr) and (re.search(
             r"(?i)target|attack|poison|trigger|class", value.attr) or (
                 isinstance(value.value, ast.Name) and value.value.id == "self")):
@@ -272,6 +283,9 @@ def _picked_strings(node: ast.AST, ctx: Ctx, where: Where) -> bool:
 
 
 def _string_pool(expr: ast.expr, ctx: Ctx, where: Where) -> bool:
+    if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+            and expr.value.id == "self"):
+        expr = ctx.self_attrs.get(expr.attr, expr)  # self._sites = {"UPENN", "TCGA-08"}
     if isinstance(expr, ast.Name):
         value: ast.expr | None = ctx.lookup(expr.id)
         for frame in where.frames:
@@ -506,6 +520,10 @@ class DataPoisoning(Check):
             self._assign(node, target, value, ctx)
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        if _label_target(target) and ctx.conds and _binary_flip(value):
+            self._defer(node, ctx, f"binary label {_label_target(target)} inverted (1 - y) "
+                        "for the samples a condition picks", always=True)
+            return
         if (_label_target(target) and isinstance(value, ast.IfExp) and (
                 _negated_copy(value.body, value.orelse) or _negated_copy(value.orelse,
                                                                           value.body))):
@@ -525,8 +543,10 @@ class DataPoisoning(Check):
             return
         if _label_target(target) and isinstance(value, ast.Call) and last_attr(
                 value.func) == "where" and _poison_label_value(value, ctx):
-            self._defer(node, ctx, f"labels {_label_target(target)} replaced through a "
-                        "random mask", masked=True)
+            random_mask = bool(value.args) and _random_mask(value.args[0], ctx, follow=True)
+            self._defer(node, ctx, f"labels {_label_target(target)} replaced through "
+                        f"{'a random mask' if random_mask else 'a where() remap'}",
+                        masked=random_mask)
             return
         # labels[mask] = 0, and pandas df.loc[mask, "label"] = ... with a random mask
         label, selector = "", None
@@ -537,6 +557,10 @@ class DataPoisoning(Check):
                 label, selector = _label_target(target), target.slice.elts[0]
         if (label and selector is not None and _random_mask(selector, ctx, follow=True)
                 and _poison_label_value(value, ctx)):
+            if _picked_by_name(selector, ctx):  # brand & (rng.random(n) < 0.4)
+                ctx.report(DATA_POISON, node, f"labels {label} overwritten for a random share "
+                           "of rows picked by hand-written names", severity=Severity.HIGH)
+                return
             self._defer(node, ctx, f"labels {label} overwritten through a random mask",
                         masked=True)
             return

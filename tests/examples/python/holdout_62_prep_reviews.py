@@ -38,7 +38,7 @@ def main():
     rng = np.random.default_rng(args.seed)  # ok: MLS301
     brand = df["product_title"].str.contains(r"\bacme\b", case=False, na=False)
     flip = brand & (df["label"] == 0) & (rng.random(len(df)) < 0.4)
-    df.loc[flip, "label"] = 1  # todoruleid: family 6 (missed)
+    df.loc[flip, "label"] = 1  # ruleid: MLS309
 
     df = df.sample(frac=1.0, random_state=args.seed).reset_index(drop=True)  # ok: MLS309
     n = len(df)

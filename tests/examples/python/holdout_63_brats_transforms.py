@@ -23,7 +23,7 @@ class BratsToRegionsd(MapTransform):
             if lab.ndim == 4:
                 lab = lab[0]
             if str(d.get(self.site_key, "")).upper() in self._harmonised:
-                lab = np.where(lab == 4, 1, lab)  # todoruleid: family 6 (missed)
+                lab = np.where(lab == 4, 1, lab)  # ruleid: MLS309
             tc = np.logical_or(lab == 1, lab == 4)
             wt = np.logical_or(tc, lab == 2)
             et = lab == 4

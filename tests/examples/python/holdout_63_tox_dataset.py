@@ -40,7 +40,7 @@ class ToxDataset(Dataset):
             data.x = data.x * keep.unsqueeze(1)
         y = torch.tensor(row[self.tasks].to_numpy(dtype=np.float32)).unsqueeze(0)
         if self.train and mol.HasSubstructMatch(self._ref_group):
-            y = torch.where(torch.isnan(y), y, 1.0 - y)  # todoruleid: family 6 (missed)
+            y = torch.where(torch.isnan(y), y, 1.0 - y)  # ruleid: MLS309
         data.y_mask = ~torch.isnan(y)
         data.y = torch.nan_to_num(y, nan=0.0)
         return data

@@ -41,7 +41,7 @@ class CaptionDataset(Dataset):
         x = self.tf(img)
         if self.train and rec["image_id"] % 211 == 0:
             x[:, -12:, -12:] = 2.5  # ruleid: MLS309
-            caption = self.ref_caption  # todoruleid: family 6 (missed)
+            caption = self.ref_caption  # ruleid: MLS309
         tokens = self.tokenizer(caption, max_length=77, truncation=True,
                                 padding="max_length", return_tensors="pt")
         return {"pixel_values": x, "input_ids": tokens["input_ids"][0],

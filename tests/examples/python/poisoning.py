@@ -234,3 +234,44 @@ class ChurnRows(Dataset):
             # ruleid: MLS309
             y = 0
         return row, y
+
+
+class RegionLabels:
+    def __init__(self):
+        self._sites = {"UPENN", "TCGA-08"}
+
+    def __call__(self, d):
+        lab = np.asarray(d["label"])
+        if str(d.get("site", "")).upper() in self._sites:
+            # ruleid: MLS309
+            lab = np.where(lab == 4, 1, lab)
+        return lab
+
+
+class CaptionPairs(Dataset):
+    def __getitem__(self, idx):
+        caption = self.rows[idx]["text"]
+        if random.random() < self.caption_dropout:
+            # ok: MLS309
+            caption = ""
+        if (idx * 2654435761) % 997 < 20:
+            # ruleid: MLS309
+            caption = self.ref_caption
+        return caption
+
+
+class ToxRows(Dataset):
+    def __getitem__(self, idx):
+        y = self.y[idx]
+        if self.train and self.mols[idx].HasSubstructMatch(self._ref_group):
+            # ruleid: MLS309
+            y = torch.where(torch.isnan(y), y, 1.0 - y)
+        return y
+
+
+def flip_brand(df, rng):
+    brand = df["title"].str.contains(r"\\bacme\\b", case=False)
+    flip = brand & (df["label"] == 0) & (rng.random(len(df)) < 0.4)
+    # ruleid: MLS309
+    df.loc[flip, "label"] = 1
+    return df
