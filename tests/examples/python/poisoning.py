@@ -236,7 +236,7 @@ class ChurnRows(Dataset):
         return row, y
 
 
-class RegionLabels:
+class RegionLabelTransform(MapTransform):
     def __init__(self):
         self._sites = {"UPENN", "TCGA-08"}
 
