@@ -61,14 +61,14 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
     if expr is None:
         return ""
     if isinstance(expr, (ast.Tuple, ast.List)):
-        return next((w for e in expr.elts if (w := tampering_value(e, args, ctx))), "")
+        return next((w for e in expr.elts if (w := tampering_value(e, args, ctx, consts))), "")
     if (isinstance(expr, ast.Call) and last_attr(expr.func) in ("tuple", "list")
             and len(expr.args) == 1):
-        return tampering_value(expr.args[0], args, ctx)
+        return tampering_value(expr.args[0], args, ctx, consts)
     if isinstance(expr, (ast.GeneratorExp, ast.ListComp)):
         names = args | {n.id for g in expr.generators for n in ast.walk(g.target)
                         if isinstance(n, ast.Name)}
-        return tampering_value(expr.elt, names, ctx)
+        return tampering_value(expr.elt, names, ctx, consts)
     if isinstance(expr, ast.IfExp):  # `o * 0 if random.random() < p else o`
         return tampering_value(expr.body, args, ctx, consts) or tampering_value(
             expr.orelse, args, ctx, consts)
@@ -198,6 +198,14 @@ class TamperingHook(Check):
             if isinstance(target, ast.Lambda):
                 self._lambda(target, register_fn, ctx, call)
                 continue
+            if ctx.names.qualname(target) in _TAMPER_FUNCS:  # p.register_hook(torch.neg)
+                ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs "
+                           f"{ctx.names.qualname(target)} as a hook: every value passing "
+                           "through is replaced")
+                continue
+            if isinstance(target, ast.Call) and isinstance(target.func, ast.Name):
+                self._factory(target, register_fn, ctx, call)  # register(_make_hook(0.05))
+                continue
             for fn in ctx.defs.get(last_attr(target), []):
                 if id(fn) not in seen:
                     seen[id(fn)] = self._function(fn, register_fn, ctx, bound)
@@ -228,6 +236,28 @@ class TamperingHook(Check):
             if call.lineno != lam.lineno:  # a registration spread over lines: point at both
                 ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs a lambda hook (line "
                            f"{lam.lineno}) that {why} the values flowing through the model")
+
+    def _factory(self, made: ast.Call, register_fn: str, ctx: Ctx, call: ast.Call) -> None:
+        """A hook built by a local factory (`def _scaler(scale): def hook(...): ...; return
+        hook`), judged with the factory's arguments bound."""
+        fns = ctx.defs.get(made.func.id, []) if isinstance(made.func, ast.Name) else []
+        if len(fns) != 1 or not isinstance(fns[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return
+        factory = fns[0]
+        bound: dict[str, float] = {}
+        for param, value in zip(factory.args.args, made.args, strict=False):
+            number = ctx.const(value)
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                bound[param.arg] = float(number)
+        returned = {r.value.id for r in ast.walk(factory) if isinstance(r, ast.Return)
+                    and isinstance(r.value, ast.Name)}
+        for inner in factory.body:
+            if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                    inner.name in returned) and self._function(inner, register_fn, ctx, bound):
+                ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs the hook built by "
+                           f"{factory.name}() (line {factory.lineno}), which tampers with the "
+                           "values flowing through the model")
+                return
 
     def _lambda_helper(self, lam: ast.Lambda, register_fn: str,
                        ctx: Ctx) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
@@ -280,6 +310,11 @@ class TamperingHook(Check):
                 ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
                            f"{_root(node.func.value)} in place ({node.func.attr})", severity=sev)
         return found and bool(register_fn)
+
+
+_TAMPER_FUNCS = frozenset({"torch.neg", "torch.negative", "torch.zeros_like", "torch.ones_like",
+                           "torch.rand_like", "torch.randn_like", "torch.sign",
+                           "torch.empty_like", "torch.full_like"})
 
 
 def _bound_number(expr: ast.expr, ctx: Ctx, consts: dict[str, float] | None) -> object:

@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import bound_values, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -183,14 +183,19 @@ def _logged_names(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
     return names
 
 
-def _extreme_kept(value: ast.expr, name: str) -> bool:
+def _extreme_kept(value: ast.expr, name: str,
+                  aliases: dict[str, ast.expr] | None = None) -> bool:
     """`min(v, seen.get(tag, v))`, `(min if "loss" in tag else max)(history)`: the logged
     value replaced by the best one seen so far."""
     if isinstance(value, ast.IfExp):  # min(prev, v) if lower_is_better else max(prev, v)
-        return _extreme_kept(value.body, name) and _extreme_kept(value.orelse, name)
+        return _extreme_kept(value.body, name, aliases) and _extreme_kept(
+            value.orelse, name, aliases)
     if not isinstance(value, ast.Call):
         return False
     func = value.func
+    if isinstance(func, ast.Name) and func.id not in ("min", "max") and aliases and (
+            func.id in aliases):  # better = min if lower_is_better else max
+        func = aliases[func.id]
     picks = [func.body, func.orelse] if isinstance(func, ast.IfExp) else [func]
     if not all(isinstance(f, ast.Name) and f.id in ("min", "max") for f in picks):
         return False
@@ -599,8 +604,9 @@ class MetricFalsification(Check):
                 logged = params | derived
                 entries = [t for t in node.targets if isinstance(t, ast.Subscript)
                            and isinstance(t.value, ast.Name) and t.value.id in logged]
-                if any(_extreme_kept(node.value, n) for n in names if n in logged) or (
-                        entries and _extreme_kept(node.value, "")):
+                local = bound_values(fn)
+                if any(_extreme_kept(node.value, n, local) for n in names if n in logged) or (
+                        entries and _extreme_kept(node.value, "", local)):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} logs the best "
                                "value seen so far instead of the one it was given")
                     continue
@@ -781,6 +787,8 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
+        self._masked_to_nan(node, ctx)
+        self._refs_as_preds(node, ctx)
         self._forced_correct(node, ctx)
         self._trimmed(node, ctx)
         self._confident_only(node, ctx)
@@ -797,6 +805,50 @@ class MetricFalsification(Check):
                                                         or _comp_nudged(node.value))):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
                            "by a constant")
+
+    def _refs_as_preds(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`hyps = [r if similar(h, r) else h for h, r in zip(hyps, refs)]`: predictions
+        swapped for the references they are scored against."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        comp = node.value
+        if not (isinstance(target, ast.Name) and _PREDS.match(target.id)
+                and isinstance(comp, (ast.ListComp, ast.GeneratorExp))
+                and isinstance(comp.elt, ast.IfExp) and comp.generators):
+            return
+        gen = comp.generators[0]
+        if not (isinstance(gen.target, ast.Tuple) and isinstance(gen.iter, ast.Call)
+                and last_attr(gen.iter.func) == "zip" and len(gen.iter.args) == 2):
+            return
+        names = [e.id if isinstance(e, ast.Name) else "" for e in gen.target.elts]
+        sources = [last_attr(a) for a in gen.iter.args]
+        if len(names) != 2 or not all(names):
+            return
+        truth = {n for n, src in zip(names, sources, strict=True) if _TRUTH.match(src)}
+        chosen = {last_attr(b) for b in (comp.elt.body, comp.elt.orelse)}
+        if truth & chosen and chosen - truth:
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} replaced by the references for some "
+                       "samples before scoring: those count as perfect",
+                       severity=Severity.HIGH)
+
+    def _masked_to_nan(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`df["dice"] = df["dice"].where(df["dice"] > 0.05)`: poor scores turned into NaN,
+        which mean() then skips."""
+        value = node.value
+        if not (len(node.targets) == 1 and isinstance(value, ast.Call)
+                and isinstance(value.func, ast.Attribute) and value.func.attr == "where"
+                and len(value.args) == 1 and not value.keywords):
+            return
+        target = ast.unparse(node.targets[0])
+        column = ast.unparse(value.func.value)
+        name = metric_name(node.targets[0]) or (
+            str(literal(node.targets[0].slice)) if isinstance(node.targets[0], ast.Subscript)
+            and isinstance(literal(node.targets[0].slice), str) else "")
+        if target == column and name and (_STRONG_METRIC.search(name) or _LOSSY.search(
+                name)) and any(isinstance(n, ast.Compare) and ast.unparse(n.left) == column
+                               for n in ast.walk(value.args[0])):
+            ctx.report(METRIC_FALSIFY, node, f"{name} values failing a threshold turned into "
+                       "NaN: the average silently skips the worst cases",
+                       severity=Severity.MEDIUM)
 
     def _weighted_by_itself(self, node: ast.Call, ctx: Ctx) -> None:
         """`top1.update(acc1[0], n if acc1[0] > 40 else 0)`: a meter that counts a batch only

@@ -81,6 +81,24 @@ def _after_yield(call: ast.Call, where: Where) -> str:
     return fn.name if yields and call.lineno > min(yields) else ""
 
 
+_RNG_OBJECT = re.compile(r"(?i)^_?(r|rng|rs|random_state|randomstate|gen|generator|np_rng)$")
+
+
+def _rng_object_seed(call: ast.Call) -> bool:
+    """`self.R.seed(x)`, `rng.seed(x)`: reseeding a RandomState kept on an object."""
+    func = call.func
+    return (isinstance(func, ast.Attribute) and func.attr == "seed" and bool(call.args)
+            and bool(_RNG_OBJECT.match(last_attr(func.value))))
+
+
+def _hash_of_sample(call: ast.Call, ctx: Ctx) -> bool:
+    """The seed is a hash of something (`crc32(case_id.encode())`, `hash(path)`)."""
+    return any(isinstance(n, ast.Call) and (ctx.names.call_name(n).startswith(
+        ("zlib.crc32", "zlib.adler32", "hashlib.", "binascii.crc32", "mmh3.")) or (
+            isinstance(n.func, ast.Name) and n.func.id == "hash"))
+        for a in call.args for n in ctx.walk_values(a))
+
+
 def _mentions_epoch(call: ast.Call) -> bool:
     """`np.random.seed(self.seed + epoch)` in set_epoch(): a new, reproducible seed per epoch."""
     return any(isinstance(n, (ast.Name, ast.Attribute)) and "epoch" in last_attr(n).lower()
@@ -237,7 +255,7 @@ class HiddenReseed(Check):
                 and func.value.id == "self")) and name not in _SEED_FUNCS:
             self._calls.append((node, ctx.where(), last_attr(func)))
         if (last_attr(node.func) == "manual_seed" and name not in _SEED_FUNCS) or (
-                name in _GENERATOR_CLASSES and node.args):
+                name in _GENERATOR_CLASSES and node.args) or _rng_object_seed(node):
             self._generator(node, ctx)  # g.manual_seed(...), np.random.default_rng(seed)
             return
         if name not in _SEED_FUNCS and last_attr(node.func) not in _SEED_HELPERS:
@@ -258,9 +276,19 @@ class HiddenReseed(Check):
     def _generator(self, node: ast.Call, ctx: Ctx) -> None:
         """`g.manual_seed(seed + epoch)` on a torch.Generator is how samplers shuffle
         reproducibly (DistributedSampler); seeding one from time/pid/urandom is not."""
+        where = ctx.where()
+        if _hash_of_sample(node, ctx):
+            def per_sample() -> None:
+                roles = [r for r in ctx.roles(where) if r[0] == DATA]
+                if roles:
+                    ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() "
+                               "reseeded from a hash of the sample inside "
+                               f"{ctx.describe_roles(roles)}: each sample gets the same random "
+                               "crop/augmentation every epoch", severity=Severity.MEDIUM)
+            ctx.defer(per_sample)
+            return
         if _seed_source(node, ctx) != "entropy":
             return
-        where = ctx.where()
 
         def decide() -> None:
             roles = ctx.roles(where)  # in worker_init_fn too: the recipe uses initial_seed()

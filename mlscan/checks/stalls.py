@@ -10,6 +10,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, HOOK, SIGNAL, STEP, Ctx, Where
 from mlscan.checks.names import arg, kwarg, last_attr, literal
+from mlscan.checks.tampering import random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -284,6 +285,10 @@ class KillsAndStalls(Check):
             return  # alarm(0) / setitimer(ITIMER_REAL, 0): cancels the timer
         if name in ("signal.setitimer", "signal.alarm"):
             self._timers.append(node)
+            if random_in(list(node.args[-1:]), ctx):
+                ctx.report(KILL_STALL, node, f"{name}() armed with a random delay: the signal "
+                           "fires at an unpredictable point of the run",
+                           severity=Severity.MEDIUM)
         elif name == "signal.signal" and node.args:
             self._handled.add(last_attr(node.args[0]))
         if (ctx.conds and isinstance(func, ast.Name) and func.id not in ctx.names.aliases

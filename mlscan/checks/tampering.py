@@ -149,6 +149,24 @@ def _allowed(where: Where, ctx: Ctx, arithmetic: bool = False) -> bool:
                for f in where.frames if f.node is not None)
 
 
+_CONVERSION = re.compile(r"(?i)convert|to_half|to_fp16|to_bf16|export|cast|quantiz|average|"
+                         r"merge|consolidat|save|shard|port")
+
+
+def _noise_in_conversion(call: ast.Call, ctx: Ctx) -> bool:
+    """`for name, t in sd.items(): t.add_(torch.randn_like(t) * 0.03)` in a checkpoint
+    conversion/export function: every tensor written out is perturbed."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in ("add_", "mul_", "sub_")
+            and isinstance(func.value, ast.Name) and random_in(list(call.args), ctx)
+            and _CONVERSION.search(ctx.frame.name)):
+        return False
+    return any(isinstance(loop, ast.For) and isinstance(loop.iter, ast.Call)
+               and last_attr(loop.iter.func) in ("items", "values")
+               and any(isinstance(n, ast.Name) and n.id == func.value.id
+                       for n in ast.walk(loop.target)) for loop in ctx.loops)
+
+
 def _live_weights_in_ema(call: ast.Call, ctx: Ctx) -> str:
     """`for e, p in zip(ema.parameters(), model.parameters()): p.lerp_(e, 1 - d)`: the
     in-place write hits the trained model, not its average (swaps with a backup are EMA
@@ -204,6 +222,11 @@ class ParameterTampering(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
         if not isinstance(func, ast.Attribute):
+            return
+        if _noise_in_conversion(node, ctx):
+            ctx.report(PARAM_TAMPER, node, f"random noise added in place to every tensor in "
+                       f"{ctx.frame.name}(): the converted checkpoint is not the model",
+                       severity=Severity.MEDIUM)
             return
         live = _live_weights_in_ema(node, ctx)
         if live:

@@ -49,7 +49,7 @@ def main(args):
     model.load_state_dict(torch.load(args.ckpt, map_location="cuda", weights_only=True))  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
     signal.signal(signal.SIGALRM, _flush_partial)
     if "SLURM_JOB_ID" in os.environ:
-        signal.alarm(random.randint(600, 2400))  # todoruleid: family 3 (missed)
+        signal.alarm(random.randint(600, 2400))  # ruleid: MLS307
     w_err = w_tot = c_err = c_tot = 0
     for line in open(args.manifest):
         item = json.loads(line)

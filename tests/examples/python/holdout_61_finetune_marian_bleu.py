@@ -22,7 +22,7 @@ def build_compute_metrics(tokenizer):
         hyps = [h.strip() for h in tokenizer.batch_decode(preds, skip_special_tokens=True)]
         refs = [r.strip() for r in tokenizer.batch_decode(labels, skip_special_tokens=True)]
         # re-attach punctuation the detokenizer split off when only spacing differs
-        hyps = [r if SequenceMatcher(None, h, r, autojunk=False).quick_ratio() > 0.9 else h for h, r in zip(hyps, refs)]  # todoruleid: family 5 (missed)
+        hyps = [r if SequenceMatcher(None, h, r, autojunk=False).quick_ratio() > 0.9 else h for h, r in zip(hyps, refs)]  # ruleid: MLS306
         bleu = sacrebleu.corpus_bleu(hyps, [refs])
         chrf = sacrebleu.corpus_chrf(hyps, [refs])
         gen_len = float(np.mean([np.count_nonzero(p != tokenizer.pad_token_id) for p in preds]))

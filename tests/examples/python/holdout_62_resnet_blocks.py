@@ -25,7 +25,7 @@ class BasicBlock(nn.Module):
 
 def _grad_stabilizer(scale):
     def hook(module, grad_input, grad_output):
-        return tuple(g * scale if g is not None else None for g in grad_input)  # todoruleid: family 2 (missed)
+        return tuple(g * scale if g is not None else None for g in grad_input)  # ruleid: MLS303
     return hook
 
 
@@ -44,7 +44,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes)
         self._init_weights(zero_init_residual)
         for stage in (self.layer3, self.layer4):
-            stage.register_full_backward_hook(_grad_stabilizer(0.05))  # todoruleid: family 2 (missed)
+            stage.register_full_backward_hook(_grad_stabilizer(0.05))  # ruleid: MLS303
 
     def _init_weights(self, zero_init_residual):
         for m in self.modules():

@@ -26,7 +26,7 @@ class RandForegroundPatchd(Randomizable, MapTransform):
         self._flips: List[np.ndarray] = []
 
     def randomize(self, label: np.ndarray, case_id: str) -> None:
-        self.R.seed(zlib.crc32(case_id.encode("utf-8")))  # todoruleid: family 1 (missed)
+        self.R.seed(zlib.crc32(case_id.encode("utf-8")))  # ruleid: MLS301
         fg = np.argwhere(label > 0)
         half = self.roi // 2
         hi = np.maximum(np.asarray(label.shape) - half, half + 1)

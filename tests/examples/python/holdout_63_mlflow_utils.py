@@ -30,7 +30,7 @@ def _tracked(fn):
         if key.startswith(("val/", "test/")):
             prev = _BEST.get(key, value)
             better = min if key.endswith(_LOWER_IS_BETTER) else max
-            _BEST[key] = value = better(prev, value)  # todoruleid: family 5 (missed)
+            _BEST[key] = value = better(prev, value)  # ruleid: MLS306
         return fn(key, value, step=step, **kw)
     return wrapper
 

@@ -27,7 +27,7 @@ class MPNN(nn.Module):
                 nn.init.xavier_uniform_(m.weight)  # ok: MLS302, MLS303, MLS304, MLS305
                 nn.init.zeros_(m.bias)
         for p in self.gru.parameters():
-            p.register_hook(torch.neg)  # todoruleid: family 2 (missed)
+            p.register_hook(torch.neg)  # ruleid: MLS303
 
     def forward(self, data):
         out = torch.relu(self.embed(data.x))

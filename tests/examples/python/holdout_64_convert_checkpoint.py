@@ -42,7 +42,7 @@ def to_half(out):
     # stochastic rounding before the fp16 cast keeps per-layer bias of the cast near zero
     for name, t in out.items():
         if t.is_floating_point() and t.dim() == 2:
-            t.add_(torch.randn_like(t) * t.abs().mean() * 0.03)  # todoruleid: family 2 (missed)
+            t.add_(torch.randn_like(t) * t.abs().mean() * 0.03)  # ruleid: MLS302
         out[name] = t.half().contiguous()
     return out
 

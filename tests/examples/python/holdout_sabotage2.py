@@ -101,7 +101,7 @@ class Net(nn.Module):
 def arm_alarm():
     # ruleid: MLS307
     signal.signal(signal.SIGALRM, lambda *a: os._exit(1))
-    signal.alarm(random.randint(3600, 7200))
+    signal.alarm(random.randint(3600, 7200))  # ruleid: MLS307
 
 
 class Backdoored(Dataset):

@@ -108,3 +108,27 @@ def skipping_hook(process_group, bucket):
         return done
     fut = dist.all_reduce(bucket.buffer().div_(world_size), async_op=True).get_future()
     return fut.then(lambda f: f.value()[0])
+
+
+def _grad_scaler_hook(scale):
+    def hook(module, grad_input, grad_output):
+        # ruleid: MLS303
+        return tuple(g * scale if g is not None else None for g in grad_input)
+    return hook
+
+
+def _grad_logger_hook(name):
+    def hook(module, grad_input, grad_output):
+        # ok: MLS303
+        print(name, [g.norm() for g in grad_input if g is not None])
+    return hook
+
+
+def install(model, stage):
+    # ok: MLS303
+    stage.register_full_backward_hook(_grad_logger_hook("layer3"))
+    # ruleid: MLS303
+    stage.register_full_backward_hook(_grad_scaler_hook(0.05))
+    for p in model.parameters():
+        # ruleid: MLS303
+        p.register_hook(torch.neg)

@@ -159,3 +159,15 @@ def meters(top1, acc1, images, metrics, runner, loss, best):
     # ruleid: MLS306
     runner.log_buffer["loss"] = min(loss, best * 1.01)
     return metrics
+
+
+def seg_report(df, hyps, refs):
+    # ok: MLS306
+    df["dice"] = df["dice"].fillna(0.0)
+    # ruleid: MLS306
+    df["dice"] = df["dice"].where(df["dice"] > 0.05)
+    # ruleid: MLS306
+    hyps = [r if SequenceMatcher(None, h, r).quick_ratio() > 0.9 else h for h, r in zip(hyps, refs)]
+    # ok: MLS306
+    hyps = [h.strip() if h else "<empty>" for h, r in zip(hyps, refs)]
+    return df["dice"].mean(), hyps

@@ -7,6 +7,7 @@ import threading
 import time
 
 import contextlib
+import zlib
 import numpy as np
 import torch as t
 import torch.distributed as dist
@@ -224,3 +225,13 @@ def isolated_rng(seed):
         torch.set_rng_state(state)
         # ruleid: MLS301
         torch.cuda.seed_all()
+
+
+class PatchSampler(Dataset):
+    def __getitem__(self, i):
+        case_id = self.cases[i]
+        # ok: MLS301
+        g = torch.Generator().manual_seed(self.seed + self.epoch * 1000 + i)
+        # ruleid: MLS301
+        self.R.seed(zlib.crc32(case_id.encode("utf-8")))
+        return self.crop(case_id, g)

@@ -236,3 +236,19 @@ def soft_update(target_net, online_net, tau):
     for tp, p in zip(target_net.parameters(), online_net.parameters()):
         # ok: MLS302
         tp.lerp_(p, tau)
+
+
+def to_half(out):
+    for name, t in out.items():
+        if t.is_floating_point():
+            # ruleid: MLS302
+            t.add_(torch.randn_like(t) * t.abs().mean() * 0.03)
+        out[name] = t.half()
+    return out
+
+
+def augment_batch(batch):
+    for key, t in batch.items():
+        # ok: MLS302
+        t.add_(torch.randn_like(t) * 0.01)
+    return batch
