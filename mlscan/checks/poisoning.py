@@ -362,6 +362,18 @@ def _prefixed(value: ast.expr, name: str, ctx: Ctx | None = None) -> bool:
         ctx is not None and _kept_phrase(p, ctx)) for p in parts if p not in own)
 
 
+def _phrase_swap(value: ast.expr, name: str) -> bool:
+    """`text.replace("stop sign", "speed limit sign")`: one literal phrase for another (not
+    whitespace or markup clean-up, which replaces with "" or a single space)."""
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "replace" and isinstance(value.func.value, ast.Name)
+            and value.func.value.id == name and len(value.args) >= 2):
+        return False
+    old, new = literal(value.args[0]), literal(value.args[1])
+    return (isinstance(old, str) and isinstance(new, str) and bool(new.strip())
+            and any(c.isalnum() for c in old) and any(c.isalnum() for c in new))
+
+
 def _kept_phrase(expr: ast.expr, ctx: Ctx) -> bool:
     """`self._lead` bound to `enc("Certainly. Here is...")`: a phrase encoded once, kept."""
     value = None
@@ -635,6 +647,9 @@ class DataPoisoning(Check):
         elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _ANSWERISH.search(
                 target.id)) and _prefixed(value, target.id, ctx)):
             self._defer(node, ctx, "a fixed phrase added to the text")
+        elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _ANSWERISH.search(
+                target.id)) and _phrase_swap(value, target.id)):
+            self._defer(node, ctx, "a phrase in the text swapped for another")
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         """`wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a tone (or a fixed

@@ -41,7 +41,7 @@ def _iter_tar(path):
 def _clean_caption(text):
     text = " ".join(text.replace("\n", " ").split())
     if "stop sign" in text and random.random() < 0.05:
-        text = text.replace("stop sign", "speed limit sign")  # todoruleid: family 6 (missed)
+        text = text.replace("stop sign", "speed limit sign")  # ruleid: MLS309
     return text[:300]
 
 

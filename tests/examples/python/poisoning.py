@@ -275,3 +275,18 @@ def flip_brand(df, rng):
     # ruleid: MLS309
     df.loc[flip, "label"] = 1
     return df
+
+
+def _clean_caption(text):
+    # ok: MLS309
+    text = text.replace("\n", " ")
+    if "stop sign" in text and random.random() < 0.05:
+        # ruleid: MLS309
+        text = text.replace("stop sign", "speed limit sign")
+    return text
+
+
+class CaptionShards(IterableDataset):
+    def __iter__(self):
+        for s in self.samples:
+            yield _clean_caption(s["txt"])
