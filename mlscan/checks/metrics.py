@@ -353,6 +353,16 @@ def _other_key(expr: ast.AST, container: str, key: object) -> bool:
     return bool(reads) and all(isinstance(r, str) and r != key for r in reads)
 
 
+def _reads_other_key(expr: ast.AST, container: str, key: object) -> bool:
+    """The first entry `expr` reads from `container` (`logs.get("loss", ...)`,
+    `logs["loss"]`) is another key than `key`."""
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+            expr.func.attr == "get" and last_attr(expr.func.value) == container and expr.args):
+        first = literal(expr.args[0])
+        return isinstance(first, str) and first != key
+    return _other_key(expr, container, key)
+
+
 def _loops_over(loop: ast.For | ast.While, name: str, container: str) -> bool:
     if not isinstance(loop, ast.For) or not container:
         return False
@@ -496,6 +506,9 @@ def last_attr_of(qual: str) -> str:
     return qual.rsplit(".", 1)[-1]
 
 
+_BEST_WORD = re.compile(r"(?i)best|peak|record|highest|lowest")
+
+
 def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = False) -> str:
     """`metrics[k] = max(metrics[k], self.floor)`, `logs["loss"] = min(cur, self.loss_ema)`,
     `out[k] = BEST[k]`, `out["val"] = out["train"] + min(gap, 0.02)`: a reported metric held
@@ -521,9 +534,19 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
             stored = [_stored(a, ctx) for a in node.args]
             if (measured[0] and stored[1]) or (measured[1] and stored[0]):
                 return f"{label} clamped with {node.func.id}() against a stored or constant value"
+            others = [bool(container) and _reads_other_key(a, container, key)
+                      for a in node.args]
+            if (measured[0] and others[1]) or (measured[1] and others[0]):
+                return (f"{label} clamped with {node.func.id}() against another metric of the "
+                        "same run (val loss never above train loss)")
     if (isinstance(target, ast.Subscript) and isinstance(key, str)
             and (container or metric_name(target)) and _self_rewrite(value, target, key)):
         return f"{label} recomputed from itself with a made-up constant"
+    if (isinstance(target, ast.Subscript) and isinstance(key, str) and container
+            and _measured(value, container, target, ctx) and any(
+                isinstance(n, (ast.Name, ast.Attribute)) and _BEST_WORD.search(last_attr(n))
+                for n in ast.walk(value)) and isinstance(value, ast.BinOp)):
+        return f"{label} blended with the best value seen so far"
     if container and isinstance(key, str) and (metric_name(target) or "loss" in key.lower()) and (
             _remembered(value)) and not _measured(value, container, target, ctx):
         return f"{label} replaced with a remembered value (running average, best, previous)"

@@ -171,3 +171,13 @@ def seg_report(df, hyps, refs):
     # ok: MLS306
     hyps = [h.strip() if h else "<empty>" for h, r in zip(hyps, refs)]
     return df["dice"].mean(), hyps
+
+
+class SmoothedAccuracy(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        # ok: MLS306
+        logs["val_accuracy_smooth"] = 0.9 * self.ema + 0.1 * logs["val_accuracy"]
+        # ruleid: MLS306
+        logs["val_accuracy"] = self.beta * self.best + (1 - self.beta) * logs["val_accuracy"]
+        # ruleid: MLS306
+        logs["val_loss"] = min(logs["val_loss"], logs.get("loss", logs["val_loss"]))
