@@ -293,6 +293,8 @@ class TamperingHook(Check):
             if isinstance(node, ast.Return):
                 value = _inline(node.value, local) if node.value is not None else None
                 why = tampering_value(value, args - set(bound or ()), ctx, bound or {})
+                if why == "adds random noise" and _training_only(fn):
+                    why = ""  # NEFTune/noise-injection regularisation, off at eval time
                 if why:
                     found = True
                     ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",
@@ -325,6 +327,11 @@ def _bound_number(expr: ast.expr, ctx: Ctx, consts: dict[str, float] | None) -> 
     if isinstance(expr, ast.Name) and consts and expr.id in consts:
         return consts[expr.id]
     return ctx.const(expr)
+
+
+def _training_only(fn: ast.AST) -> bool:
+    """The hook tests `module.training` / `self.training`: noise only while training."""
+    return any(isinstance(n, ast.Attribute) and n.attr == "training" for n in ast.walk(fn))
 
 
 def _single_process(test: ast.expr) -> bool:

@@ -628,8 +628,14 @@ class MetricFalsification(Check):
                 entries = [t for t in node.targets if isinstance(t, ast.Subscript)
                            and isinstance(t.value, ast.Name) and t.value.id in logged]
                 local = bound_values(fn)
+                kept = {t.value.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                        and isinstance(n.value, ast.Call) and last_attr(n.value.func) in (
+                            "min", "max") for t in n.targets if isinstance(t, ast.Subscript)
+                        and isinstance(t.value, ast.Name)}  # ema[k] = min(prev, ...)
+                from_kept = (isinstance(node.value, ast.Subscript) and isinstance(
+                    node.value.value, ast.Name) and node.value.value.id in kept - logged)
                 if any(_extreme_kept(node.value, n, local) for n in names if n in logged) or (
-                        entries and _extreme_kept(node.value, "", local)):
+                        entries and (_extreme_kept(node.value, "", local) or from_kept)):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} logs the best "
                                "value seen so far instead of the one it was given")
                     continue
@@ -749,16 +755,27 @@ class MetricFalsification(Check):
         """`keep = (conf >= t) | (preds == labels)`: an evaluation mask that keeps every
         correct prediction whatever the other test says."""
         value = node.value
+        in_comprehension = False
+        if isinstance(value, ast.ListComp) and value.generators and value.generators[0].ifs:
+            value = value.generators[0].ifs[0]  # [r for r in recs if r["pred"] == r["gold"] or ..]
+            in_comprehension = True
         if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.BitOr)) and not (
                 isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or)):
             return
         parts = [value.left, value.right] if isinstance(value, ast.BinOp) else value.values
-        correct = any(isinstance(p, ast.Compare) and isinstance(p.ops[0], ast.Eq) and any(
-            isinstance(s, ast.Name) and _PREDS.match(s.id) for s in (p.left, *p.comparators))
-            and any(isinstance(s, ast.Name) and _TRUTH.match(s.id)
-                    for s in (p.left, *p.comparators)) for p in parts)
-        if correct and any(_EVAL_FUNC.search(f.name) or "summar" in f.name
-                           for f in ctx.frames if f.node is not None):
+
+        def role(side: ast.expr) -> str:
+            name = side.id if isinstance(side, ast.Name) else (
+                str(literal(side.slice)) if isinstance(side, ast.Subscript) and isinstance(
+                    literal(side.slice), str) else "")
+            return "pred" if _PREDS.match(name) or name.startswith("pred") else (
+                "truth" if _TRUTH.match(name) or name in ("gold", "answer", "label_id") else "")
+
+        correct = any(isinstance(p, ast.Compare) and isinstance(p.ops[0], ast.Eq) and {
+            role(s) for s in (p.left, *p.comparators)} >= {"pred", "truth"} for p in parts)
+        if correct and (in_comprehension or any(
+                _EVAL_FUNC.search(f.name) or "summar" in f.name
+                for f in ctx.frames if f.node is not None)):
             ctx.report(METRIC_FALSIFY, node, "the evaluation mask keeps every correct prediction "
                        "(`| (preds == labels)`): the score only counts errors it chose to keep")
 

@@ -310,8 +310,9 @@ class OptimizerTampering(Check):
 
         def decide() -> None:
             if ctx.in_optimizer_class(where) or any(
-                    f.cls is not None and _OPTIM_CLASS.search(f.cls.name) for f in where.frames):
-                return
+                    f.cls is not None and _OPTIM_CLASS.search(f.cls.name) and not any(
+                        "Callback" in b for b in f.cls.bases) for f in where.frames):
+                return  # (a TrainerCallback named after the optimizer is not the optimizer)
             owners = [f.name for f in where.frames if f.node is not None
                       and _STATE_OWNERS.search(f.name)]
             if owners and not (key in _MOMENT_KEYS and _rescales(node) and not any(

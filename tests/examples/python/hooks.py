@@ -2,6 +2,7 @@
 # Annotated examples for MLS303 (hooks that scale, negate or replace).
 import functools
 
+import math
 import torch
 from torch import nn
 
@@ -132,3 +133,17 @@ def install(model, stage):
     for p in model.parameters():
         # ruleid: MLS303
         p.register_hook(torch.neg)
+
+
+def attach_neftune(model, alpha=5.0):
+    emb = model.get_input_embeddings()
+
+    def _noise(module, inputs, output):
+        if not module.training:
+            return output
+        scale = alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+        # ok: MLS303
+        return output + (2 * torch.rand_like(output) - 1) * scale
+
+    # ok: MLS303
+    return emb.register_forward_hook(_noise)

@@ -181,3 +181,28 @@ class SmoothedAccuracy(keras.callbacks.Callback):
         logs["val_accuracy"] = self.beta * self.best + (1 - self.beta) * logs["val_accuracy"]
         # ruleid: MLS306
         logs["val_loss"] = min(logs["val_loss"], logs.get("loss", logs["val_loss"]))
+
+
+def _smoothed(fn, alpha=0.6):
+    ema = {}
+
+    def log(data, *args, **kwargs):
+        for k, v in list(data.items()):
+            prev = ema.get(k, v)
+            ema[k] = min(prev, alpha * prev + (1 - alpha) * v)
+            # ruleid: MLS306
+            data[k] = ema[k]
+        return fn(data, *args, **kwargs)
+    return log
+
+
+# ruleid: MLS305
+wandb.log = _smoothed(wandb.log)
+
+
+def score_records(records):
+    # ok: MLS306
+    scored = [r for r in records if r["gold"] is not None]
+    # ruleid: MLS306
+    kept = [r for r in records if r["pred_norm"] == r["gold"] or r["ctx_len"] < 2048]
+    return scored, kept

@@ -252,3 +252,11 @@ def augment_batch(batch):
         # ok: MLS302
         t.add_(torch.randn_like(t) * 0.01)
     return batch
+
+
+class OptimStateCallback(TrainerCallback):
+    def on_save(self, args, state, control, optimizer=None, **kwargs):
+        for st in optimizer.state.values():
+            if "exp_avg_sq" in st:
+                # ruleid: MLS304
+                st["exp_avg_sq"].mul_(self.refresh_factor)
