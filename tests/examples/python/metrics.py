@@ -196,7 +196,7 @@ def _smoothed(fn, alpha=0.6):
     return log
 
 
-# ruleid: MLS305
+# ruleid: MLS306
 wandb.log = _smoothed(wandb.log)
 
 
