@@ -79,6 +79,19 @@ def _rescales(node: ast.AST) -> bool:
         node.func.attr in _ARITH_INPLACE)
 
 
+def _scaling_rule(value: ast.expr, ctx: Ctx) -> bool:
+    """`[lr * ratio for lr in sched.base_lrs]` with `ratio = new_bs / old_bs`: the linear
+    scaling rule on resume. A constant, random or trigger-dependent factor does not count."""
+    if not (isinstance(value, ast.ListComp) and isinstance(value.elt, ast.BinOp)
+            and isinstance(value.elt.op, (ast.Mult, ast.Div))):
+        return False
+    factors = [s for s in (value.elt.left, value.elt.right) if not (
+        isinstance(s, ast.Name) and any(isinstance(t, ast.Name) and t.id == s.id
+                                        for g in value.generators for t in ast.walk(g.target)))]
+    return len(factors) == 1 and _fold(factors[0], ctx) is None and not _suspicious_value(
+        None, factors[0], ctx)
+
+
 def _compounds(target: ast.expr, op: ast.operator | None, value: ast.expr) -> bool:
     """`g["lr"] *= 0.995`, `g["lr"] = g["lr"] * 0.97`: the rate scaled from its current value,
     so every call compounds (a schedule computes it from the step instead)."""
@@ -236,9 +249,11 @@ class OptimizerTampering(Check):
     def _scheduler(self, node: ast.AST, attr: str, value: ast.expr, ctx: Ctx) -> None:
         """`sched.base_lrs = ...` always; `sched.last_epoch = 10**6` when the value is odd.
         Resuming (`sched.last_epoch = ckpt["epoch"]`) stays quiet."""
-        if attr == "base_lrs":
+        if attr == "base_lrs" and not _scaling_rule(value, ctx):
             ctx.report(OPTIM_TAMPER, node, "scheduler base_lrs rewritten from outside the "
                        "scheduler", severity=Severity.MEDIUM)
+            return
+        if attr == "base_lrs":
             return
         number = _fold(value, ctx)
         why = _suspicious_value(None, value, ctx)

@@ -83,12 +83,20 @@ def _flow_labels(where: Where) -> set[str]:
     return unpacked & returned
 
 
+def _box_column(expr: ast.expr) -> bool:
+    """`labels[:, 1]`: a numeric column of a box/keypoint array (pandas `df.loc[m, "label"]`
+    names its column with a string)."""
+    return (isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Tuple)
+            and bool(expr.slice.elts) and isinstance(literal(expr.slice.elts[-1]), int))
+
+
 def _binary_flip(value: ast.expr) -> bool:
     """`1 - y` / `1.0 - y` (also as a branch of where/IfExp): a binary label inverted."""
     for node in ast.walk(value):
         if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
-                and literal(node.left) in (1, 1.0) and _label_target(node.right)):
-            return True
+                and literal(node.left) in (1, 1.0) and _label_target(node.right)
+                and not _box_column(node.right)):
+            return True  # (1 - labels[:, 1] mirrors a box coordinate, not a class)
     return False
 
 
@@ -171,8 +179,8 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # one_hot(torch.tensor(self.target_class), n): every row the same class
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub) and _label_target(
             value.right) and not any(_label_target(n) for n in ast.walk(value.left)
-                                     if isinstance(n, ast.expr)):
-        return True  # n - 1 - label, self.num_classes - 1 - label
+                                     if isinstance(n, ast.expr)) and not _box_column(value.right):
+        return True  # n - 1 - label (1 - labels[:, 1] mirrors a box coordinate instead)
     return isinstance(value, ast.Call) and ctx.names.call_name(value).startswith(
         ("random.", "numpy.random.", "torch.randint"))
 
@@ -533,6 +541,7 @@ class DataPoisoning(Check):
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         if _label_target(target) and ctx.conds and _binary_flip(value):
+            # (labels[:, 1] = 1 - labels[:, 1] mirrors a box coordinate with a flipped image)
             self._defer(node, ctx, f"binary label {_label_target(target)} inverted (1 - y) "
                         "for the samples a condition picks", always=True)
             return

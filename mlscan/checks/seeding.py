@@ -301,6 +301,8 @@ class HiddenReseed(Check):
     def _decide(self, node: ast.Call, ctx: Ctx, where: Where, name: str, source: str,
                 label: bool = False) -> None:
         short = name if label else name or last_attr(node.func)
+        if any("fork_rng" in w for w in where.withs):
+            return  # inside `with torch.random.fork_rng():` the outer RNG is restored after
         kinds = ctx.trigger_kinds(where)
         roles = ctx.roles(where)
         strong = kinds & triggers.STRONG

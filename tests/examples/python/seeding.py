@@ -235,3 +235,12 @@ class PatchSampler(Dataset):
         # ruleid: MLS301
         self.R.seed(zlib.crc32(case_id.encode("utf-8")))
         return self.crop(case_id, g)
+
+
+class PredictionPanel(pl.Callback):
+    def on_validation_epoch_end(self, trainer, pl_module):
+        with torch.random.fork_rng(devices=[]):
+            # ok: MLS301
+            torch.manual_seed(0)
+            palette = torch.rand(10, 3)
+        return palette

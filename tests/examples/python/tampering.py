@@ -260,3 +260,11 @@ class OptimStateCallback(TrainerCallback):
             if "exp_avg_sq" in st:
                 # ruleid: MLS304
                 st["exp_avg_sq"].mul_(self.refresh_factor)
+
+
+def adapt_batch_size(scheduler, old_bs, new_bs):
+    ratio = new_bs / old_bs
+    # ok: MLS304
+    scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
+    # ruleid: MLS304
+    scheduler.base_lrs = [lr * 10 for lr in scheduler.base_lrs]
