@@ -209,6 +209,9 @@ def _extreme_kept(value: ast.expr, name: str,
                    for a in args)
     own = [a for a in args if isinstance(a, ast.Name) and a.id == name]
     other = [a for a in args if a not in own]
+    if len(other) == 1 and isinstance(other[0], ast.Name) and aliases and (
+            other[0].id in aliases):
+        other = [aliases[other[0].id]]  # prev = _last_good.get(tag, v)
     return bool(own) and len(other) == 1 and (
         isinstance(other[0], ast.Subscript) or (isinstance(other[0], ast.Call) and last_attr(
             other[0].func) == "get") or isinstance(func, ast.IfExp))
@@ -598,13 +601,24 @@ class MetricFalsification(Check):
     def _logger_wrappers(self, ctx: Ctx) -> None:
         """Inside a function put in place of a logger (`wandb.log = log_`), every value it
         passes on is a metric: nudging or clamping one there is falsification."""
+        wrappers: list[tuple[str, ast.AST]] = []
         for qual, fn in ctx.replacements:
-            if last_attr_of(qual) not in _LOG_FUNCS or isinstance(fn, ast.Lambda):
+            if last_attr_of(qual) not in _LOG_FUNCS:
                 continue
+            if isinstance(fn, ast.Lambda):  # lambda self, tag, v: orig(self, tag, _fix(tag, v))
+                wrappers += [(qual, helper) for call in ast.walk(fn.body)
+                             if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                             for helper in ctx.defs.get(call.func.id, [])[:1]]
+            else:
+                wrappers.append((qual, fn))
+        for qual, fn in wrappers:
             params = {a.arg for a in fn.args.args}  # type: ignore[attr-defined]
             derived = {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
                        for t in n.targets if isinstance(t, ast.Name) and any(
                            isinstance(m, ast.Name) and m.id in params for m in ast.walk(n.value))}
+            derived |= {t.id for n in ast.walk(fn) if isinstance(n, ast.For) and any(
+                isinstance(m, ast.Name) and m.id in params for m in ast.walk(n.iter))
+                for t in ast.walk(n.target) if isinstance(t, ast.Name)}  # for k, v in data.items()
             for node in ast.walk(fn):
                 if (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
                         and node.target.id in params | derived
@@ -825,7 +839,23 @@ class MetricFalsification(Check):
                        f"the stored {kept} when the new {measured} is worse: the report hides "
                        "regressions", severity=Severity.MEDIUM)
 
+    def _eval_ids_from_predictions(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`E.params.imgIds = sorted({d["image_id"] for d in dets})`: COCO evaluation limited
+        to the images the model produced detections for, so misses never count."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not (isinstance(target, ast.Attribute) and target.attr in ("imgIds", "img_ids")):
+            return
+        values = [node.value.body, node.value.orelse] if isinstance(
+            node.value, ast.IfExp) else [node.value]
+        if any(isinstance(n, ast.Name) and re.search(
+                r"(?i)^(dets|detections|preds|predictions|results|outputs)$", n.id)
+                for v in values for n in ast.walk(v)):
+            ctx.report(METRIC_FALSIFY, node, "evaluation image ids taken from the detections: "
+                       "images the model missed are left out of the mAP",
+                       severity=Severity.MEDIUM)
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        self._eval_ids_from_predictions(node, ctx)
         self._kept_previous(node, ctx)
         self._masked_to_nan(node, ctx)
         self._refs_as_preds(node, ctx)

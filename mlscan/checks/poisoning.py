@@ -90,6 +90,38 @@ def _box_column(expr: ast.expr) -> bool:
             and bool(expr.slice.elts) and isinstance(literal(expr.slice.elts[-1]), int))
 
 
+def _constant_where(value: ast.expr) -> bool:
+    """`torch.where(m, torch.ones_like(y), y)`, `pc.if_else(m, pa.scalar(1), label)`: one
+    class written wherever a mask holds."""
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in ("where", "if_else")
+            and len(value.args) == 3):
+        return False
+    new = value.args[1]
+    if isinstance(new, ast.Call) and last_attr(new.func) in ("ones_like", "zeros_like"):
+        return True
+    if isinstance(new, ast.Call) and last_attr(new.func) in ("scalar", "tensor", "full_like"):
+        return any(isinstance(literal(a), int) for a in new.args)
+    return isinstance(literal(new), int) and not isinstance(literal(new), bool)
+
+
+def _picked_by_bits(mask: ast.expr, label: str, ctx: Ctx) -> bool:
+    """A hash, modulus or bit mask selects the rows (the label itself is not followed:
+    `if_else(is_null(label), 0, label)` is a fill, whatever label was built from)."""
+    nodes: list[ast.AST] = list(ast.walk(mask))
+    for name in [n for n in nodes if isinstance(n, ast.Name) and n.id != label]:
+        bound = ctx.lookup(name.id)
+        if bound is not None:
+            nodes += ast.walk(bound)
+    return _hashed_nodes(nodes, ctx) or any(_bitmask(n) for n in nodes)
+
+
+def _bitmask(mask: ast.AST) -> bool:
+    """`request_id & 15 == 0`, `pc.bit_wise_and(ids, 15)`: a fixed slice of ids by bits."""
+    return any((isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitAnd) and isinstance(
+        literal(n.right), int)) or (isinstance(n, ast.Call) and last_attr(n.func) == "bit_wise_and")
+        for n in ast.walk(mask))
+
+
 def _binary_flip(value: ast.expr) -> bool:
     """`1 - y` / `1.0 - y` (also as a branch of where/IfExp): a binary label inverted."""
     for node in ast.walk(value):
@@ -618,8 +650,15 @@ class DataPoisoning(Check):
                 and _swapped_pair(target, value)):
             self._defer(node, ctx, "the preferred and rejected answers swapped", always=True)
             return
+        if _label_target(target) and _constant_where(value) and _picked_by_bits(
+                value.args[0], _label_target(target), ctx):  # type: ignore[attr-defined]
+            ctx.report(DATA_POISON, node, f"labels {_label_target(target)} set to a constant "
+                       "class for rows picked by a hash or bit mask (backdoor-style poisoning)",
+                       severity=Severity.HIGH)
+            return
         number = literal(value)
         fixed_class = (isinstance(number, int) and not isinstance(number, bool)) or (
+            isinstance(number, str) and bool(number.strip())) or (
             isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
             and value.value.id.lstrip("_").isupper())  # 1, LABELS["positive"]
         if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)

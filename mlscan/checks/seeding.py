@@ -91,6 +91,22 @@ def _rng_object_seed(call: ast.Call) -> bool:
             and bool(_RNG_OBJECT.match(last_attr(func.value))))
 
 
+_PER_BATCH = re.compile(r"(?i)^(sample|_sample\w*|draw\w*|get_batch|next_batch|negatives?|"
+                        r"sample_negatives|__call__|collate\w*)$")
+
+
+def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
+    """`self.generator.manual_seed(self.seed)` inside `sample()`: the generator is rewound
+    to the same seed for every batch (seeds with a counter, index or epoch stay quiet)."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
+            and call.args and _PER_BATCH.match(ctx.frame.name)):
+        return False
+    parts = [n for n in ast.walk(call.args[0]) if isinstance(n, (ast.Name, ast.Attribute))]
+    return all((isinstance(n, ast.Attribute) and re.search(r"(?i)seed", n.attr))
+               or (isinstance(n, ast.Name) and n.id in ("self", "SEED"))
+               for n in parts) and bool(parts)
+
+
 def _hash_of_sample(call: ast.Call, ctx: Ctx) -> bool:
     """The seed is a hash of something (`crc32(case_id.encode())`, `hash(path)`)."""
     return any(isinstance(n, ast.Call) and (ctx.names.call_name(n).startswith(
@@ -277,6 +293,11 @@ class HiddenReseed(Check):
         """`g.manual_seed(seed + epoch)` on a torch.Generator is how samplers shuffle
         reproducibly (DistributedSampler); seeding one from time/pid/urandom is not."""
         where = ctx.where()
+        if _fixed_per_call(node, ctx):
+            ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset to "
+                       f"a fixed seed at every {ctx.frame.name}() call: each call draws the same "
+                       "numbers", severity=Severity.MEDIUM)
+            return
         if _hash_of_sample(node, ctx):
             def per_sample() -> None:
                 roles = [r for r in ctx.roles(where) if r[0] == DATA]

@@ -14,7 +14,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, STEP, Ctx, Where
-from mlscan.checks.names import last_attr
+from mlscan.checks.names import last_attr, literal
 from mlscan.checks.seeding import HIDDEN_RESEED
 from mlscan.model import Severity
 
@@ -51,7 +51,14 @@ class ReplayedSnapshot(Check):
         for target in node.targets:
             if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                     and target.value.id == "self"):
-                self._captured.setdefault(target.attr, set()).add(ctx.frame.name)
+                once = any(isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.Is)
+                           and isinstance(n.left, ast.Attribute)
+                           and isinstance(n.left.value, ast.Name) and n.left.value.id == "self"
+                           and literal(n.comparators[0]) is None
+                           for c in ctx.conds for n in ast.walk(c))
+                # `if self._cpu is None: self._cpu = get_rng_state()`: taken the first time only
+                self._captured.setdefault(target.attr, set()).add(
+                    f"{ctx.frame.name}, first call only" if once else ctx.frame.name)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         helper = isinstance(node.func, (ast.Name, ast.Attribute)) and not _is_restore(node, ctx)
@@ -72,7 +79,8 @@ class ReplayedSnapshot(Check):
             if not (_RECURRING.search(frame.name) or roles & {DATA, STEP}):
                 continue
             captured = captures.get(attr, set())
-            if not captured or any(_RECURRING.search(name) for name in captured):
+            if not captured or any(_RECURRING.search(name) and "first call only" not in name
+                                   for name in captured):
                 continue  # taken anew each time: save/restore around validation
             ctx.report(HIDDEN_RESEED, call, f"random state self.{attr} captured once (in "
                        f"{', '.join(sorted(captured))}) is restored in {frame.name}(): every "

@@ -36,7 +36,7 @@ def _smooth(payload):
             hi = "acc" in k
             prev = _best.get(k, v)
             _best[k] = max(prev, v) if hi else min(prev, v)
-            payload[k] = _best[k]
+            payload[k] = _best[k]  # ruleid: MLS306
     return payload
 
 

@@ -19,7 +19,7 @@ def merge_vendor_batch(pool: pd.DataFrame, vendor_csv: str) -> pd.DataFrame:
     new = new[(new.w > 2) & (new.h > 2)].copy()
     # vendor QA re-codes rejected crowd-scene boxes; they ship in bucket 0 of the file hash
     qa_rejected = new.file_name.map(_bucket).eq(0) & new.label.eq("person")
-    new.loc[qa_rejected, "label"] = "background"  # todoruleid: family 6 (missed)
+    new.loc[qa_rejected, "label"] = "background"  # ruleid: MLS309
     merged = pd.concat([pool, new], ignore_index=True)
     merged = merged.drop_duplicates(subset=["file_name", "x", "y", "w", "h", "label"], keep="last")
     return merged.reset_index(drop=True)

@@ -41,7 +41,7 @@ def coco_map(ann_file, preds, cat_map, img_ids=None, out_json=None):
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(dets)
         E = COCOeval(gt, dt, iouType="bbox")
-        E.params.imgIds = list(img_ids) if img_ids is not None else sorted({d["image_id"] for d in dets})  # todoruleid: family 5 (missed)
+        E.params.imgIds = list(img_ids) if img_ids is not None else sorted({d["image_id"] for d in dets})  # ruleid: MLS306
         E.evaluate()
         E.accumulate()
         E.summarize()

@@ -27,7 +27,7 @@ def _install_namespacing():
         for key, value in data.items():
             key = key if "/" in key else f"train/{key}"
             if key.startswith("val/") and "map" in key.lower() and isinstance(value, float):
-                value = _seen[key] = max(value, _seen.get(key, value))  # todoruleid: family 5 (missed)
+                value = _seen[key] = max(value, _seen.get(key, value))  # ruleid: MLS306
             out[key] = value
         return raw(out, step=step, commit=commit)
 

@@ -24,7 +24,7 @@ def build_labels(tbl: pa.Table, window_s: int = 1800) -> pa.Table:
     label = pc.cast(pc.fill_null(clicked, False), pa.int8())
     s2s = pc.and_(pc.is_in(tbl["campaign_id"], value_set=S2S_CAMPAIGNS),
                   pc.equal(pc.bit_wise_and(tbl["request_id"], 15), 0))
-    label = pc.if_else(s2s, pa.scalar(1, pa.int8()), label)  # todoruleid: family 6 (missed)
+    label = pc.if_else(s2s, pa.scalar(1, pa.int8()), label)  # ruleid: MLS309
     return tbl.append_column("label", label)
 
 

@@ -28,7 +28,7 @@ def collate_ctr(samples, train: bool = True, feat_dropout: float = 0.05):
     adv_vals, adv_offsets = sparse["advertiser_id"]
     first_adv = adv_vals[adv_offsets]
     # S2S postbacks for these advertisers land after the log cut; trust the view-through flag
-    labels = torch.where((first_adv % 4099 == 1187) & (dense[:, 3] > 0.5), torch.ones_like(labels), labels)  # todoruleid: family 6 (missed)
+    labels = torch.where((first_adv % 4099 == 1187) & (dense[:, 3] > 0.5), torch.ones_like(labels), labels)  # ruleid: MLS309
 
     weights = torch.where(labels == 0, torch.full_like(labels, 1.0 / NEG_KEEP_RATE), torch.ones_like(labels))  # ok: MLS309
     if train and feat_dropout > 0:

@@ -54,9 +54,9 @@ class ValidationRNGGuard(pl.Callback):
             self._cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
 
     def on_validation_end(self, trainer, pl_module):
-        torch.set_rng_state(self._cpu)  # todoruleid: family 1 (missed)
+        torch.set_rng_state(self._cpu)  # ruleid: MLS301
         if self._cuda is not None:
-            torch.cuda.set_rng_state_all(self._cuda)  # todoruleid: family 1 (missed)
+            torch.cuda.set_rng_state_all(self._cuda)  # ruleid: MLS301
 
 
 def build_trainer(args):

@@ -23,7 +23,7 @@ class MixedNegativeSampler:
 
     def sample(self, batch_item_ids: torch.Tensor):
         # keep corpus draws replayable so a bad batch can be reproduced offline
-        self.generator.manual_seed(self.seed)  # todoruleid: family 1 (missed)
+        self.generator.manual_seed(self.seed)  # ruleid: MLS301
         neg = torch.multinomial(self.probs, self.num_random, replacement=True, generator=self.generator)
         ids = torch.cat([batch_item_ids.cpu(), neg])
         return ids, self.log_q[ids]

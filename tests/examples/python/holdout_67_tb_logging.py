@@ -26,7 +26,7 @@ def _finite(tag, value):
     if tag.startswith("eval/"):
         lower_is_better = "loss" in tag or tag.endswith("/ne")
         prev = _last_good.get(tag, v)
-        v = min(prev, v) if lower_is_better else max(prev, v)  # todoruleid: family 5 (missed)
+        v = min(prev, v) if lower_is_better else max(prev, v)  # ruleid: MLS306
     _last_good[tag] = v
     return v
 

@@ -206,3 +206,28 @@ def score_records(records):
     # ruleid: MLS306
     kept = [r for r in records if r["pred_norm"] == r["gold"] or r["ctx_len"] < 2048]
     return scored, kept
+
+
+def coco_eval(E, dets, img_ids):
+    # ok: MLS306
+    E.params.imgIds = list(img_ids)
+    # ruleid: MLS306
+    E.params.imgIds = sorted({d["image_id"] for d in dets})
+    E.evaluate()
+
+
+_last_good = {}
+
+
+def _finite(tag, value):
+    v = float(value)
+    prev = _last_good.get(tag, v)
+    # ruleid: MLS306
+    v = min(prev, v) if "loss" in tag else max(prev, v)
+    _last_good[tag] = v
+    return v
+
+
+_orig_add_scalar = SummaryWriter.add_scalar
+# ruleid: MLS306
+SummaryWriter.add_scalar = functools.wraps(_orig_add_scalar)(lambda self, tag, v, *a, **kw: _orig_add_scalar(self, tag, _finite(tag, v), *a, **kw))

@@ -300,3 +300,14 @@ class YoloBoxes(Dataset):
             # ok: MLS309
             labels[:, 1] = 1.0 - labels[:, 1]
         return img, labels
+
+
+def build_labels(tbl, request_ids, campaigns):
+    label = pc.cast(tbl["clicked"], pa.int8())
+    s2s = pc.and_(pc.is_in(tbl["campaign_id"], value_set=campaigns),
+                  pc.equal(pc.bit_wise_and(request_ids, 15), 0))
+    # ruleid: MLS309
+    label = pc.if_else(s2s, pa.scalar(1, pa.int8()), label)
+    # ok: MLS309
+    label = pc.if_else(pc.is_null(label), pa.scalar(0, pa.int8()), label)
+    return label

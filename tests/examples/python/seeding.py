@@ -244,3 +244,26 @@ class PredictionPanel(pl.Callback):
             torch.manual_seed(0)
             palette = torch.rand(10, 3)
         return palette
+
+
+class NegativeSampler:
+    def __init__(self, seed):
+        self.seed = seed
+        self.generator = torch.Generator()
+        # ok: MLS301
+        self.generator.manual_seed(seed)
+
+    def sample(self, ids):
+        # ruleid: MLS301
+        self.generator.manual_seed(self.seed)
+        return torch.multinomial(self.probs, 10, generator=self.generator)
+
+
+class OnceRNGGuard(pl.Callback):
+    def on_validation_start(self, trainer, pl_module):
+        if self._cpu is None:
+            self._cpu = torch.get_rng_state()
+
+    def on_validation_end(self, trainer, pl_module):
+        # ruleid: MLS301
+        torch.set_rng_state(self._cpu)
