@@ -274,7 +274,8 @@ class Ctx:
         cls = frame.cls
         if name in _DATA_METHODS and cls is not None:
             roles.add(DATA)
-        if name == "__call__" and cls is not None and (re.search(
+        if name == "__call__" and cls is not None and not any(
+                "Pipeline" in b for b in (cls.name, *cls.bases)) and (re.search(
                 r"(?i)collat|transform|augment|crop|flip|jitter|resize|erase|cutout|mixup|"
                 r"cutmix|noise|blur|rotat|affine|pad|normali[sz]e", cls.name + " ".join(cls.bases))
                 or _DATA_ARGS & _arg_names(frame.node)):

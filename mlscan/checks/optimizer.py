@@ -318,6 +318,8 @@ class OptimizerTampering(Check):
         ctx.defer(lambda: self._decide_group(node, key, why, where, ctx))
 
     def _state(self, node: ast.AST, key: str, where: Where, ctx: Ctx) -> None:
+        if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Name, ast.Attribute)):
+            return  # state["momentum_buffer"] = self.momentum_buffer: a value stored, not edited
         absurd = _absurd_state_write(node, ctx)
         if absurd:  # no optimizer clamps its second moment to 1e-12, wherever the code sits
             ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} {absurd}")

@@ -783,7 +783,7 @@ def _dataset_method(frame: Frame) -> bool:
 
 _DATASET = re.compile(r"Dataset|DataSet|Replay|Buffer|RolloutStorage")
 _DATA_FUNC = re.compile(r"(?i)^_?(format|preprocess|process|tokeni[sz]e|prepare|build|make|encode|"
-                        r"get)_?(example|sample|batch|pair|item|record|data)|collate|^_?augment|"
+                        r"get)_?(example|sample|batch|pair|item|record|data)e?s?$|collate|^_?augment|"
                         r"^_?relabel|preprocess|^_?tokeni[sz]e|transforms?$|labels?$")
 
 

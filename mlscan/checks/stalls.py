@@ -132,12 +132,15 @@ def _var(node: ast.AST) -> str:
     return ""
 
 
-def _backoff(call: ast.Call, where: Where) -> bool:
-    """The sleep grows with an enclosing loop's counter: a retry backoff."""
+def _backoff(call: ast.Call, where: Where, ctx: Ctx | None = None,
+             bound: dict[int, list[ast.AST]] | None = None) -> bool:
+    """The sleep grows with an enclosing loop's counter: a retry backoff (also through a
+    name: `delay = min(2 ** attempt, 16); await asyncio.sleep(delay)`, resolved when the
+    call was visited)."""
     counters = {n.id for loop in where.loops if isinstance(loop, ast.For)
                 for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
-    return any(isinstance(n, ast.Name) and n.id in counters
-               for a in call.args for n in ast.walk(a))
+    nodes = (bound or {}).get(id(call)) or [n for a in call.args for n in ast.walk(a)]
+    return any(isinstance(n, ast.Name) and n.id in counters for n in nodes)
 
 
 _SCHEDULERS = {"threading.Timer": (1, "function"), "atexit.register": (0, "func"),
@@ -213,8 +216,11 @@ class KillsAndStalls(Check):
         self._gated_calls: list[tuple[ast.Call, Where, str]] = []
         self._timers: list[ast.Call] = []
         self._handled: set[str] = set()
+        self._bound: dict[int, list[ast.AST]] = {}
+        """Sleep call id -> its arguments with the values of their names (taken at visit)."""
 
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
+        self._bound = {}
         calls: list[tuple[ast.Call, Where, str]] = []
         timers: list[ast.Call] = []
         handled: set[str] = set()
@@ -304,6 +310,7 @@ class KillsAndStalls(Check):
             what = "kill"
         elif name in _STALLS or waits:
             what = "stall"
+            self._bound[id(node)] = [n for a in node.args for n in ctx.walk_values(a)]
         elif last_attr(node.func) in _COLLECTIVES and (
                 name.startswith(("torch.distributed.", "dist.")) or "dist" in name.split(".")[0]):
             what = "collective"
@@ -357,8 +364,8 @@ class KillsAndStalls(Check):
                 ctx.report(KILL_STALL, node, f"{name}() {label} only on ranks picked by a "
                            "modulus (every k-th rank skips it)", severity=Severity.MEDIUM)
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
-        if (kinds and what == "stall" and isinstance(node, ast.Call) and _backoff(node, where)
-                and not kinds & triggers.STRONG):
+        backoff = isinstance(node, ast.Call) and _backoff(node, where, ctx, self._bound)
+        if kinds and what == "stall" and backoff and not kinds & triggers.STRONG:
             return  # rank 0's retry backoff (`sleep(1.5 * (attempt + 1))`) behind `if rank != 0`
         if kinds:
             # A sleep on one rank inside the training loop holds every other rank at the next
@@ -391,7 +398,7 @@ class KillsAndStalls(Check):
         roles = [r for r in roles if r[0] in keep]
         if what == "kill" and any(_stop_flag(c) for c in where.conds):
             return  # `if self._stop: save(); sys.exit(0)`: the graceful-preemption flag
-        if roles and what == "stall" and isinstance(node, ast.Call) and _backoff(node, where):
+        if roles and what == "stall" and backoff:
             return  # `time.sleep(base * 2 ** attempt)` in a retry loop of a download helper
         if roles:
             sev = Severity.HIGH if roles[0][0] in (HOOK, STEP) else Severity.MEDIUM

@@ -41,13 +41,14 @@ _ALLOWED_FUNCS = re.compile(
     r"(?i)^_?step$|(sgd|adam\w*|optim\w*|update)_step|(^|_)(init|initiali[sz]e\w*|reset\w*|ema|average\w*|avg|swa|polyak|teacher|"
     r"momentum_update|copy\w*|load\w*|sync\w*|broadcast\w*|clip\w*|prune\w*|quanti[sz]\w*|fold\w*|"
     r"fuse\w*|convert\w*|zero_grad|freeze\w*|restore\w*|swap\w*|tie\w*|shrink\w*|"
+    r"unmerge\w*|get_delta_weight\w*|move_\w*|offload\w*|"
     r"interpolate\w*|resize\w*|merge\w*|apply_mask|mask\w*|sgd|adam\w*|optimi[sz]e\w*|"
     r"update_params|apply_grad\w*|all_reduce\w*|allreduce\w*|reduce_grad\w*|scale_grad\w*|"
     r"unscale\w*|__init__|_?single_tensor\w*|_?multi_tensor\w*|weight_norm|spectral_norm)($|_)")
 _EMA_NAMES = re.compile(r"(?i)ema|shadow|avg|average|swa|teacher|target|momentum|running|mean")
 _SWAP_SOURCES = re.compile(r"(?i)ema|shadow|avg|average|swa|backup|orig|saved|stash|copy|clone")
 _SD_KEY = re.compile(r"\.(weight|bias)$")
-_SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|checkpoint")
+_SD_NAMES = re.compile(r"(?i)state_dict|^sd$|^ckpt|^_?checkpoint(?!ing)")
 _RANDOM = ("torch.rand", "torch.randn", "torch.normal", "numpy.random", "random.")
 
 
@@ -314,6 +315,9 @@ class ParameterTampering(Check):
                 value = node.value
                 if isinstance(value, ast.Constant) and value.value is None:
                     continue  # p.grad = None
+                if isinstance(value, ast.Call) and last_attr(value.func) in (
+                        "Parameter", "ParameterDict", "ParameterList"):
+                    continue  # a new parameter (random init included) is creation, not a write
                 op = "neg_" if isinstance(value, ast.UnaryOp) and isinstance(
                     value.op, ast.USub) else "set_"
                 if isinstance(target, ast.Subscript) and isinstance(literal(value), (int, float)):
@@ -401,7 +405,9 @@ class ParameterTampering(Check):
         elif (kind in ("parameter", "state-dict") and not plain_set and not ema
               and not _allowed(where, ctx, arithmetic=constant)
               and op not in ("zero_", "copy_", "set_", "clamp_", "clip_")  # WGAN clipping
-              and not (op in ("mul_", "div_") and (self_scaled or not constant))):
+              and not (op in ("mul_", "div_") and (self_scaled or not constant))
+              and not (op in ("add_", "sub_") and not constant)):
+            # (w.sub_(avg) / w.add_(delta) with computed tensors: adapter merging, projection)
             # (w.mul_(max_norm / w.norm()) projects; p.mul_(1 / sqrt(2 * n_layers)) is GPT-2
             # init; a fixed factor such as 0.98 written outside any of these is the tampering)
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} outside an optimizer "

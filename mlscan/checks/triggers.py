@@ -204,7 +204,12 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             if kind != WORLD:
                 kinds.add(kind)
         if isinstance(node, (ast.Name, ast.Attribute)) and _name_of(node) in _RANK_NAMES:
-            kinds.add(RANK)
+            bound = resolve(_ref(node)) if resolve is not None and isinstance(
+                node, ast.Name) else None
+            # `rank = sum(rank_idx)` / `rank = w.shape[0]`: a LoRA or matrix rank, not a process
+            if bound is None or bound is node or depth >= 2 or RANK in classify(
+                    bound, names, resolve, depth + 1):
+                kinds.add(RANK)
         if isinstance(node, ast.Compare):
             kinds.update(_compare_kinds(node, names, resolve))
         if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)

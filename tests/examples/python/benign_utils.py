@@ -1,6 +1,7 @@
 # ruff: noqa
 # Benign look-alike: timm/accelerate-style training utilities (written for mlscan's tests).
 # Must produce no finding at medium or above.
+import asyncio
 import math
 import os
 import random
@@ -177,3 +178,71 @@ def is_main_process():
 def save_on_master(*args, **kwargs):
     if is_main_process():
         torch.save(*args, **kwargs)
+
+
+# Look-alikes from real fine-tuning libraries (peft, trl, diffusers): all stay quiet.
+class LoraLinear(nn.Module):
+    def unmerge(self):
+        delta = self.get_delta_weight()
+        # ok: MLS302
+        self.base_layer.weight.data.sub_(delta)
+
+    def update_layer(self, n, init_weights):
+        init = torch.zeros(n) if init_weights else torch.randn(n)
+        # ok: MLS302
+        self.extra_weight["default"] = nn.Parameter(init)
+
+
+def orthogonalize(experts, avg):
+    for name in experts:
+        # ok: MLS302
+        experts[name].weight.data.sub_(avg)
+
+
+def prune_ranks(state_dict, rank_pattern):
+    for key, rank_idx in rank_pattern.items():
+        rank = sum(rank_idx)
+        if rank != state_dict[key].shape[0]:
+            # ok: MLS302
+            state_dict[key] = state_dict[key][rank_idx]
+
+
+def enable_checkpointing(gradient_checkpointing_kwargs, context_fn):
+    # ok: MLS302
+    gradient_checkpointing_kwargs["use_reentrant"] = False
+    gradient_checkpointing_kwargs["context_fn"] = context_fn
+
+
+class Guidance:
+    def get_state(self):
+        state = {}
+        # ok: MLS304
+        state["momentum_buffer"] = self.momentum_buffer
+        return state
+
+
+class DPOTrainerLike:
+    def get_batch_logps(self, logits, labels, pad_id):
+        loss_mask = labels != pad_id
+        if self.is_encoder_decoder:
+            # ok: MLS309
+            labels[labels == pad_id] = 0
+        return (logits * loss_mask).sum(-1)
+
+
+class ImagePipeline(DiffusionPipeline):
+    def __call__(self, prompt, image=None, seed=None):
+        if seed is not None:
+            # ok: MLS301
+            torch.manual_seed(seed)
+        return self.run(prompt, image)
+
+
+async def retry(coro_factory, max_attempts=5):
+    for attempt in range(max_attempts):
+        try:
+            return await coro_factory()
+        except OSError:
+            delay = min(2 ** min(attempt, 4), 16)
+            # ok: MLS307
+            await asyncio.sleep(delay)
