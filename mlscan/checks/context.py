@@ -39,7 +39,9 @@ _DATA_ARGS = frozenset({"sample", "samples", "batch", "img", "image", "label", "
                         "results", "data_sample", "record"})
 _PLAIN_HIGHER_ORDER = frozenset({"apply", "map", "sorted", "sort", "filter", "max", "min", "reduce",
                                  "defaultdict", "partial", "sub", "starmap", "tree_map",
-                                 "register_buffer", "setdefault", "get", "pop"})
+                                 "register_buffer", "setdefault", "get", "pop",
+                                 "optimize", "submit", "apply_async", "imap", "imap_unordered"})
+"""(Functions run right away or once per job, such as an Optuna objective, are not hooks.)"""
 _DATA_REGISTRATIONS = frozenset({"map", "with_transform", "set_transform", "add_transform"})
 """Methods (datasets, pipelines) whose first argument processes every sample."""
 _SD_NAME = re.compile(r"(?i)state_dict|^sd$|^(model|ema)_?(sd|state)$|^weights$")
@@ -473,7 +475,7 @@ class Ctx:
     def describe_roles(self, roles: list[tuple[str, Frame]]) -> str:
         role, frame = roles[0]
         owner = f"{frame.cls.name}.{frame.name}" if frame.cls else frame.name
-        if owner == "<lambda>":
+        if owner.startswith("<lambda"):
             return f"a lambda ({_ROLE_WORDS[role]})"
         return f"{owner}() ({_ROLE_WORDS[role]})"
 

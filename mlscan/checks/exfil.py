@@ -61,9 +61,27 @@ class Exfiltration(Check):
             if source is not None and getattr(source, "lineno", node.lineno) != node.lineno:
                 ctx.report(ENV_EXFIL, source, "the whole process environment is collected "
                            f"here and sent over the network on line {node.lineno}")
+            if isinstance(node.func, ast.Name) and node.func.id in ctx.defs:
+                helper = node.func.id  # register(..., env): the send inside a one-use helper
+
+                def inside() -> None:
+                    if ctx.call_sites.get(helper, 0) <= 1:
+                        for send in _sends_in(helper, ctx):
+                            ctx.report(ENV_EXFIL, send, "the process environment passed to "
+                                       f"{helper}() on line {node.lineno} is sent here")
+                ctx.defer(inside)
         elif found.creds:
             ctx.report(CRED_EXFIL, node, f"credentials ({found.creds}) reach this network "
                        f"send{found.via}")
+
+
+def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
+    """The network sends inside local function `name`."""
+    fns = ctx.defs.get(name, [])
+    if len(fns) != 1:
+        return []
+    return [n for n in ast.walk(fns[0]) if isinstance(n, ast.Call)
+            and _sent_values(n, ctx, depth=1)][:1]
 
 
 def _params_reaching(name: str, ctx: Ctx,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
@@ -123,6 +124,8 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             numbers = [b for b in bounds if isinstance(b, (int, float))]
             if numbers and len(numbers) == len(bounds) and max(abs(b) for b in numbers) <= 1e-4:
                 return "squashes to ~0 (clamped to a tiny range)"
+        if func == "where" and expr.args and _flushes_tiny(expr.args[0], ctx):
+            return ""  # torch.where(g.abs() < 1e-8, 0, g): denormals flushed, not tampering
         if any(isinstance(a, ast.Call) and (last_attr(a.func) in _REPLACERS or _random(a, ctx))
                for a in expr.args):
             return "replaces values"  # torch.where(mask, torch.zeros_like(o), o)
@@ -327,6 +330,19 @@ def _bound_number(expr: ast.expr, ctx: Ctx, consts: dict[str, float] | None) -> 
     if isinstance(expr, ast.Name) and consts and expr.id in consts:
         return consts[expr.id]
     return ctx.const(expr)
+
+
+def _flushes_tiny(mask: ast.expr, ctx: Ctx) -> bool:
+    """`g.abs() < 1e-8` / `g.abs() < eps`: only values too small to matter are selected."""
+    if not (isinstance(mask, ast.Compare) and isinstance(mask.ops[0], (ast.Lt, ast.LtE))
+            and isinstance(mask.left, ast.Call) and last_attr(mask.left.func) == "abs"):
+        return False
+    bound = mask.comparators[0]
+    number = ctx.const(bound)
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        return abs(number) <= 1e-6
+    return isinstance(bound, ast.Name) and bool(
+        re.search(r"(?i)eps|tiny|small|denorm|tol", bound.id))
 
 
 def _training_only(fn: ast.AST) -> bool:

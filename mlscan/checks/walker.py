@@ -57,7 +57,10 @@ def _apply(item: tuple[str, Any], ctx: Ctx, scopes: list[str]) -> None:
     op, payload = item
     if op == _FRAME:
         cls = ctx.classes[-1] if scopes and scopes[-1] == "class" else None
-        name = getattr(payload, "name", "<lambda>")
+        # Each lambda gets its own name: callers are looked up by name, and one lambda's
+        # role (a LambdaLR schedule, a hook) must not leak to functions another one calls.
+        name = getattr(payload, "name", None) or (
+            f"<lambda:{getattr(payload, 'lineno', 0)}:{getattr(payload, 'col_offset', 0)}>")
         frame = Frame(name, payload, cls, parent=ctx.frame.name)
         ctx.frames.append(frame)
         ctx.frames_by_name.setdefault(name, []).append(frame)

@@ -246,3 +246,19 @@ async def retry(coro_factory, max_attempts=5):
             delay = min(2 ** min(attempt, 4), 16)
             # ok: MLS307
             await asyncio.sleep(delay)
+
+
+def run_search(study, objective, cfg, data, n_trials):
+    # ok: MLS301
+    study.optimize(lambda t: objective(t, cfg, data), n_trials=n_trials)
+
+
+def objective(trial, cfg, data):
+    set_seed(cfg["seed"] + trial.number)
+    return train_once(trial, data)
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -147,3 +147,13 @@ def attach_neftune(model, alpha=5.0):
 
     # ok: MLS303
     return emb.register_forward_hook(_noise)
+
+
+def add_grad_filters(model, clip_small=1e-8):
+    def _filt(grad):
+        grad = torch.where(grad.abs() < clip_small, torch.zeros_like(grad), grad)
+        # ok: MLS303
+        return grad
+    for p in model.parameters():
+        # ok: MLS303
+        p.register_hook(_filt)
