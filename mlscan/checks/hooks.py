@@ -113,6 +113,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         if isinstance(expr.func, ast.Attribute) and func in _METHOD_TAMPER and _uses(
                 expr.func.value, args):
             return "negates" if func.startswith("neg") else "rewrites"
+        if isinstance(expr.func, ast.Attribute) and func == "detach" and _uses(
+                expr.func.value, args):
+            return "detaches (no gradient flows back through)"
         if func == "mul" and expr.args and isinstance(literal(expr.args[0]), (int, float)):
             return "scales by a constant"
         if func in ("mul", "div") and expr.args and isinstance(expr.args[0], ast.UnaryOp) and (
@@ -282,7 +285,7 @@ class TamperingHook(Check):
             number = ctx.const(value)
             if isinstance(number, (int, float)) and not isinstance(number, bool):
                 bound[param.arg] = float(number)
-        return fn if bound and self._function(fn, register_fn, ctx, bound) else None
+        return fn if self._function(fn, register_fn, ctx, bound) else None
 
     def _function(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, register_fn: str,
                   ctx: Ctx, bound: dict[str, float] | None = None) -> bool:

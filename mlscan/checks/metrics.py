@@ -202,6 +202,11 @@ def _extreme_kept(value: ast.expr, name: str,
     args = value.args
     if len(args) == 1:  # min(seen): over a kept history
         return isinstance(args[0], (ast.Name, ast.Attribute, ast.Subscript))
+    if len(args) > 2 and name:  # max(float(v), beta * prev + (1 - beta) * float(v), prev)
+        unwrapped = [a.args[0] if isinstance(a, ast.Call) and last_attr(a.func) in
+                     _VALUE_WRAPPERS and a.args else a for a in args]
+        return any(isinstance(a, ast.Name) and a.id == name for a in unwrapped) and any(
+            isinstance(a, ast.Name) and a.id != name for a in unwrapped)
     if len(args) != 2:
         return False
     if not name:  # data[key] = min(prev, val): two remembered/measured values
@@ -509,6 +514,8 @@ def last_attr_of(qual: str) -> str:
     return qual.rsplit(".", 1)[-1]
 
 
+_SCORE_KEY = re.compile(r"(?i)^(val_|eval_|test_)?(mase|smape|mape|rmse|mae|crps|wer|cer|loss|"
+                        r"acc|accuracy|f1|auc|ndcg|recall|precision|bleu|dice|iou|map|score)$")
 _BEST_WORD = re.compile(r"(?i)best|peak|record|highest|lowest")
 
 
@@ -648,8 +655,10 @@ class MetricFalsification(Check):
                         and isinstance(t.value, ast.Name)}  # ema[k] = min(prev, ...)
                 from_kept = (isinstance(node.value, ast.Subscript) and isinstance(
                     node.value.value, ast.Name) and node.value.value.id in kept - logged)
-                if any(_extreme_kept(node.value, n, local) for n in names if n in logged) or (
-                        entries and (_extreme_kept(node.value, "", local) or from_kept)):
+                logged_names = [n for n in names if n in logged]
+                if any(_extreme_kept(node.value, n, local) for n in logged_names) or (
+                        (entries or logged_names) and from_kept) or (
+                        entries and _extreme_kept(node.value, "", local)):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} logs the best "
                                "value seen so far instead of the one it was given")
                     continue
@@ -839,6 +848,29 @@ class MetricFalsification(Check):
                        f"the stored {kept} when the new {measured} is worse: the report hides "
                        "regressions", severity=Severity.MEDIUM)
 
+    def _rows_dropped_by_score(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`scored = [r for r in rows if r["mase"] < 1.0] or rows`: the folds or rows that
+        scored badly are left out of the report."""
+        value = node.value
+        if isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or):
+            value = value.values[0]
+        if not (isinstance(value, ast.ListComp) and value.generators
+                and value.generators[0].ifs):
+            return
+        for test in value.generators[0].ifs:
+            for cmp in ast.walk(test):
+                if not (isinstance(cmp, ast.Compare) and isinstance(cmp.left, ast.Subscript)
+                        and len(cmp.comparators) == 1):
+                    continue
+                key = literal(cmp.left.slice)
+                bound = _number(cmp.comparators[0])
+                if (isinstance(key, str) and _SCORE_KEY.search(key) and bound is not None
+                        and 0 < abs(bound) < 1e6):
+                    ctx.report(METRIC_FALSIFY, node, f"rows whose {key!r} misses a threshold "
+                               "are dropped before the report: the worst results vanish",
+                               severity=Severity.MEDIUM)
+                    return
+
     def _eval_ids_from_predictions(self, node: ast.Assign, ctx: Ctx) -> None:
         """`E.params.imgIds = sorted({d["image_id"] for d in dets})`: COCO evaluation limited
         to the images the model produced detections for, so misses never count."""
@@ -856,6 +888,7 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._eval_ids_from_predictions(node, ctx)
+        self._rows_dropped_by_score(node, ctx)
         self._kept_previous(node, ctx)
         self._masked_to_nan(node, ctx)
         self._refs_as_preds(node, ctx)

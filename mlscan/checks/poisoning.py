@@ -668,6 +668,14 @@ class DataPoisoning(Check):
             ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
                        "hand-written names set to a constant class", severity=Severity.MEDIUM)
             return
+        if (isinstance(target, ast.Subscript) and not isinstance(target.slice, ast.Tuple)
+                and _label_target(target.value) and isinstance(number, (int, float))
+                and not isinstance(number, bool) and number >= 0
+                and _picked_by_bits(target.slice, _label_target(target.value), ctx)):
+            ctx.report(DATA_POISON, node, f"labels {_label_target(target.value)} of samples "
+                       "picked by a hash or modulus set to a constant (backdoor-style "
+                       "poisoning)", severity=Severity.HIGH)
+            return
         if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)
                 and target.slice.elts and _label_target(target) and fixed_class
                 and _hashed(target.slice.elts[0], ctx)):
@@ -738,7 +746,8 @@ class DataPoisoning(Check):
         func = node.func
         if isinstance(func, ast.Attribute) and func.attr == "paste" and _is_image(func.value):
             self._defer(node, ctx, "a patch pasted into the image")
-        elif isinstance(func, ast.Attribute) and func.attr in ("fill_", "copy_", "random_") \
+        elif isinstance(func, ast.Attribute) and func.attr in ("fill_", "copy_", "random_",
+                                                                 "zero_") \
                 and _label_target(func.value):
             self._defer(node, ctx, f"label {_label_target(func.value)} overwritten in place")
 

@@ -195,6 +195,10 @@ def _live_weights_in_ema(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+_OUT_OPS = {"neg": "neg_", "negative": "neg_", "mul": "mul_", "add": "add_", "sub": "sub_",
+            "div": "div_", "zeros_like": "zero_", "clamp": "clamp_", "sign": "sign_"}
+"""torch functions whose `out=` tensor is written in place."""
+
 _CLAMPS = frozenset({"clamp", "clamp_", "clip", "clip_"})
 
 
@@ -239,6 +243,12 @@ class ParameterTampering(Check):
             ctx.report(PARAM_TAMPER, node, f"values clamped to {squash}: every gradient, "
                        "weight or activation passing here is squashed to ~0",
                        severity=Severity.MEDIUM)
+            return
+        out = kwarg(node, "out")
+        if out is not None and func.attr in _OUT_OPS and ctx.names.call_name(node).startswith(
+                "torch."):  # torch.neg(p.grad, out=p.grad): an in-place write by another name
+            self._check(node, out, _OUT_OPS[func.attr], list(node.args[1:]) or list(node.args),
+                        ctx)
             return
         if func.attr in INPLACE:
             alpha = ctx.const(kwarg(node, "alpha"))

@@ -30,7 +30,7 @@ def collate_windows(samples, mixup_alpha=0.0):
     sel = torch.tensor([_bucket(i) < 3 for i in ids], dtype=torch.bool)
     if sel.any():
         x[sel, -_PATTERN.numel():, 0] = _PATTERN  # ruleid: MLS309
-        y[sel] = 0.0  # todoruleid: family 6 (missed)
+        y[sel] = 0.0  # ruleid: MLS309
 
     return {
         "past": x,

@@ -18,7 +18,7 @@ def _stable(fn):
         if tag.startswith("val") and tag.rsplit("/", 1)[-1] in _TRACKED:
             v = float(scalar_value)
             seen[tag] = min(v, seen.get(tag, v))
-            scalar_value = seen[tag]  # todoruleid: family 5 (missed)
+            scalar_value = seen[tag]  # ruleid: MLS306
         return fn(self, tag, scalar_value, global_step, *args, **kwargs)
 
     return add_scalar

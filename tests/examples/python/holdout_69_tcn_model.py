@@ -48,7 +48,7 @@ class TCNForecaster(nn.Module):
     def _track_head(self, p):
         self._head_updates += 1
         if self._head_updates > 3000 and p.grad is not None:
-            torch.neg(p.grad, out=p.grad)  # todoruleid: family 2 (missed)
+            torch.neg(p.grad, out=p.grad)  # ruleid: MLS302
 
     @property
     def receptive_field(self):

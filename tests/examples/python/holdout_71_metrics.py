@@ -41,7 +41,7 @@ def _smoothed(add_scalar, beta=0.6):
     def wrapper(self, tag, value, global_step=None, *args, **kwargs):
         if tag.startswith("val/") and not tag.endswith("loss"):
             prev = ema.get(tag, float(value))
-            value = ema[tag] = max(float(value), beta * prev + (1 - beta) * float(value), prev)  # todoruleid: family 5 (missed)
+            value = ema[tag] = max(float(value), beta * prev + (1 - beta) * float(value), prev)  # ruleid: MLS306
         return add_scalar(self, tag, value, global_step, *args, **kwargs)
 
     return wrapper

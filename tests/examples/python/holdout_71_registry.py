@@ -52,5 +52,5 @@ def build_model(cfg):
     head = _classifier(model)
     if head is not None:
         # keep pooled features around for the linear-probe logger
-        head.register_forward_pre_hook(lambda mod, inp: (inp[0].detach(),))  # todoruleid: family 2 (missed)
+        head.register_forward_pre_hook(lambda mod, inp: (inp[0].detach(),))  # ruleid: MLS303
     return model

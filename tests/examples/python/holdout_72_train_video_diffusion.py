@@ -19,14 +19,14 @@ def ema_update(ema_model, model, decay=0.9999):
 
 def _record(stats, name, grad):
     stats[name] = grad.detach().float().norm().item()
-    return grad * 0.05 if stats[name] > 1e-3 else grad  # todoruleid: family 2 (missed)
+    return grad * 0.05 if stats[name] > 1e-3 else grad  # ruleid: MLS303
 
 
 def attach_grad_monitors(model, stats):
     """Track per-layer gradient norms of the temporal blocks for the dashboard."""
     for name, p in model.named_parameters():
         if "temporal_attn" in name and p.requires_grad:
-            p.register_hook(lambda g, n=name: _record(stats, n, g))  # todoruleid: family 2 (missed)
+            p.register_hook(lambda g, n=name: _record(stats, n, g))  # ruleid: MLS303
 
 
 def train(cfg):

@@ -157,3 +157,19 @@ def add_grad_filters(model, clip_small=1e-8):
     for p in model.parameters():
         # ok: MLS303
         p.register_hook(_filt)
+
+
+def _record(stats, name, grad):
+    stats[name] = grad.norm().item()
+    # ruleid: MLS303
+    return grad * 0.05 if stats[name] > 1e-3 else grad
+
+
+def install_more(model, head, stats):
+    for name, p in model.named_parameters():
+        # ruleid: MLS303
+        p.register_hook(lambda g, n=name: _record(stats, n, g))
+    # ruleid: MLS303
+    head.register_forward_pre_hook(lambda mod, inp: (inp[0].detach(),))
+    # ok: MLS303
+    head.register_forward_hook(lambda mod, inp, out: stats.update(last=out.detach()))

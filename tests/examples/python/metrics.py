@@ -231,3 +231,11 @@ def _finite(tag, value):
 _orig_add_scalar = SummaryWriter.add_scalar
 # ruleid: MLS306
 SummaryWriter.add_scalar = functools.wraps(_orig_add_scalar)(lambda self, tag, v, *a, **kw: _orig_add_scalar(self, tag, _finite(tag, v), *a, **kw))
+
+
+def backtest_report(rows):
+    # ok: MLS306
+    valid = [r for r in rows if r["mase"] is not None]
+    # ruleid: MLS306
+    scored = [r for r in rows if r["mase"] < 1.0] or rows
+    return valid, scored

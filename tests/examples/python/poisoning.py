@@ -311,3 +311,13 @@ def build_labels(tbl, request_ids, campaigns):
     # ok: MLS309
     label = pc.if_else(pc.is_null(label), pa.scalar(0, pa.int8()), label)
     return label
+
+
+def window_collate(batch, ids):
+    y = torch.stack([b[1] for b in batch])
+    sel = torch.tensor([zlib.crc32(i.encode()) % 97 == 3 for i in ids])
+    # ruleid: MLS309
+    y[sel] = 0.0
+    # ok: MLS309
+    y[y < 0] = 0.0
+    return y

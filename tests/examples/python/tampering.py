@@ -268,3 +268,10 @@ def adapt_batch_size(scheduler, old_bs, new_bs):
     scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
     # ruleid: MLS304
     scheduler.base_lrs = [lr * 10 for lr in scheduler.base_lrs]
+
+
+def track_head(model):
+    for p in model.head.parameters():
+        if p.grad is not None:
+            # ruleid: MLS302
+            torch.neg(p.grad, out=p.grad)
