@@ -236,6 +236,8 @@ class TamperingHook(Check):
                        "flowing through the model")
             return
         why = tampering_value(lam.body, _arg_names(lam), ctx)
+        if why.startswith("detaches") and "forward" not in register_fn:
+            why = ""  # saved-tensor pack hooks detach by design
         if why:
             ctx.report(TAMPERING_HOOK, lam, f"hook passed to {register_fn}() {why} the values "
                        "flowing through the model")
@@ -301,6 +303,8 @@ class TamperingHook(Check):
                 why = tampering_value(value, args - set(bound or ()), ctx, bound or {})
                 if why == "adds random noise" and _training_only(fn):
                     why = ""  # NEFTune/noise-injection regularisation, off at eval time
+                if why.startswith("detaches") and "forward" not in register_fn:
+                    why = ""  # saved-tensor pack hooks detach by design
                 if why:
                     found = True
                     ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",
