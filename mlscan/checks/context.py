@@ -336,6 +336,15 @@ class Ctx:
     def group_name(self, name: str, where: Where) -> bool:
         return any(name in frame.groups for frame in where.frames)
 
+    def value_of(self, expr: ast.expr) -> ast.expr | None:
+        """What `self.x` (any method of the file) or a name (enclosing functions) was bound to."""
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and (
+                expr.value.id == "self"):
+            return self.self_attrs.get(expr.attr)
+        if isinstance(expr, ast.Name):
+            return self.lookup(expr.id)
+        return None
+
     def lookup(self, name: str) -> ast.expr | None:
         for frame in reversed(self.frames):
             value = frame.assigned.get(name)

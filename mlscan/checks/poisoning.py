@@ -416,12 +416,7 @@ def _phrase_swap(value: ast.expr, name: str) -> bool:
 
 def _kept_phrase(expr: ast.expr, ctx: Ctx) -> bool:
     """`self._lead` bound to `enc("Certainly. Here is...")`: a phrase encoded once, kept."""
-    value = None
-    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and (
-            expr.value.id == "self"):
-        value = ctx.self_attrs.get(expr.attr)
-    elif isinstance(expr, ast.Name):
-        value = ctx.lookup(expr.id)
+    value = ctx.value_of(expr)
     return isinstance(value, ast.Call) and any(
         isinstance(literal(a), str) and len(str(literal(a)).strip()) >= 3 for a in value.args)
 

@@ -168,13 +168,7 @@ def _event_wait(call: ast.Call, ctx: Ctx) -> bool:
     number = literal(timeout) if timeout is not None else None
     if isinstance(number, (int, float)) and number <= 0.01:
         return False  # ev.wait(0): a poll of a stop flag
-    receiver = call.func.value
-    value = None
-    if isinstance(receiver, ast.Attribute) and isinstance(receiver.value, ast.Name) and (
-            receiver.value.id == "self"):
-        value = ctx.self_attrs.get(receiver.attr)
-    elif isinstance(receiver, ast.Name):
-        value = ctx.lookup(receiver.id)
+    value = ctx.value_of(call.func.value)
     return isinstance(value, ast.Call) and ctx.names.call_name(value).startswith(_WAITABLE)
 
 
