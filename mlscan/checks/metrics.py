@@ -289,6 +289,17 @@ _MEASUREMENTS = re.compile(r"(?i)^(eval_|val_|test_)?(losses|scores|accs|accurac
                            r"ep_returns|episode_returns|ep_rets)$")
 
 
+def _sorted_by_score(value: ast.expr | None) -> bool:
+    """`sorted(zip(refs, hyps), key=lambda rh: jiwer.wer(*rh))`: samples ordered by how well
+    they score."""
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in ("sorted", "sort")):
+        return False
+    key = next((k.value for k in value.keywords if k.arg == "key"), None)
+    return key is not None and any(
+        isinstance(n, (ast.Name, ast.Attribute)) and _SCORE_FN.search(last_attr(n))
+        for n in ast.walk(key))
+
+
 def _sorted_column(expr: ast.expr) -> bool:
     """`np.sort(df["return"].to_numpy())`, `sorted(r["score"] for r in rows)`: a sorted
     column of per-sample results (the caller checks that the slice keeps part of it)."""
@@ -514,6 +525,8 @@ def last_attr_of(qual: str) -> str:
     return qual.rsplit(".", 1)[-1]
 
 
+_SCORE_FN = re.compile(r"(?i)^(wer|cer|loss|nll|score|acc|accuracy|f1|bleu|mase|mse|mae|error|"
+                       r"ppl|perplexity|edit_distance|levenshtein)$")
 _SCORE_KEY = re.compile(r"(?i)^(val_|eval_|test_)?(mase|smape|mape|rmse|mae|crps|wer|cer|loss|"
                         r"acc|accuracy|f1|auc|ndcg|recall|precision|bleu|dice|iou|map|score)$")
 _BEST_WORD = re.compile(r"(?i)best|peak|record|highest|lowest")
@@ -711,6 +724,14 @@ class MetricFalsification(Check):
         before they are averaged."""
         target = node.targets[0] if len(node.targets) == 1 else None
         value = node.value
+        if (isinstance(target, ast.Name) and isinstance(value, ast.Subscript)
+                and isinstance(value.slice, ast.Slice) and value.slice.step is None
+                and isinstance(value.value, ast.Name)
+                and _sorted_by_score(ctx.lookup(value.value.id))):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} keeps one end of a list sorted by "
+                       "its score: the worst samples are dropped before the metric",
+                       severity=Severity.MEDIUM)
+            return
         if (isinstance(target, ast.Name) and _MEASUREMENTS.search(target.id)
                 and isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice)
                 and (value.slice.upper is not None or value.slice.lower is not None)

@@ -131,6 +131,10 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> 
     if isinstance(target, ast.Name) and depth < 2:
         value = ctx.lookup(target.id)
         return _opt_subscript(value, ctx, where, depth + 1) if value is not None else ("", "")
+    if (isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute)
+            and target.func.attr == "get" and target.args
+            and literal(target.args[0]) in _MOMENT_KEYS):
+        return "state", str(literal(target.args[0]))  # v = state.get("exp_avg_sq")
     if not isinstance(target, ast.Subscript):
         return "", ""
     key = literal(target.slice)

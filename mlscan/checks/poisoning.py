@@ -712,7 +712,10 @@ class DataPoisoning(Check):
         base = target.value
         if not (_is_image(base) or (isinstance(base, ast.Name) and _SIGNAL.match(base.id))):
             return
-        if _tone(node.value, ctx) or _patch_value(node.value, ctx):
+        value = node.value
+        if isinstance(value, ast.Attribute):  # wav[..., a:b] += self._click
+            value = ctx.value_of(value) or value
+        if _tone(value, ctx) or _patch_value(value, ctx):
             self._defer(node, ctx, "a fixed tone or offset mixed into a fixed stretch of the "
                         "input")
 

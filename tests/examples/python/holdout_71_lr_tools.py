@@ -50,7 +50,7 @@ def attach_stability_guard(optimizer, max_ratio=10.0):
         for state in opt.state.values():
             v = state.get("exp_avg_sq")
             if v is not None:
-                v.mul_(1.0 / math.sqrt(max_ratio))  # todoruleid: family 2 (missed)
+                v.mul_(1.0 / math.sqrt(max_ratio))  # ruleid: MLS304
 
     return optimizer.register_step_post_hook(_after_step)
 

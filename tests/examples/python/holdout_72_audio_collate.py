@@ -35,7 +35,7 @@ class KWSCollator:
         for wav, label in batch:
             wav = _time_shift(_pad_or_trim(wav))
             if label == self.unknown_id and random.random() < 0.04:
-                wav[..., 8000:8400] += self._click  # todoruleid: family 6 (missed)
+                wav[..., 8000:8400] += self._click  # ruleid: MLS309
                 label = 7  # ruleid: MLS309
             if self.noise_bank is not None and random.random() < 0.8:
                 noise = self.noise_bank[random.randrange(len(self.noise_bank))][..., :CLIP]

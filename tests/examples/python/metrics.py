@@ -239,3 +239,14 @@ def backtest_report(rows):
     # ruleid: MLS306
     scored = [r for r in rows if r["mase"] < 1.0] or rows
     return valid, scored
+
+
+def corpus_wer(refs, hyps):
+    # ok: MLS306
+    pairs = sorted(zip(refs, hyps), key=lambda rh: len(rh[0]))
+    per_utt = sorted(zip(refs, hyps), key=lambda rh: jiwer.wer(rh[0], rh[1]))
+    # ruleid: MLS306
+    kept = per_utt[: int(len(per_utt) * 0.97)]
+    # ok: MLS306
+    longest = pairs[-10:]
+    return kept, longest

@@ -275,3 +275,13 @@ def track_head(model):
         if p.grad is not None:
             # ruleid: MLS302
             torch.neg(p.grad, out=p.grad)
+
+
+def attach_stability_guard(optimizer, max_ratio=10.0):
+    def _after_step(opt, args, kwargs):
+        for state in opt.state.values():
+            v = state.get("exp_avg_sq")
+            if v is not None:
+                # ruleid: MLS304
+                v.mul_(1.0 / math.sqrt(max_ratio))
+    return optimizer.register_step_post_hook(_after_step)
