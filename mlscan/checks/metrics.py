@@ -869,6 +869,21 @@ class MetricFalsification(Check):
                        f"the stored {kept} when the new {measured} is worse: the report hides "
                        "regressions", severity=Severity.MEDIUM)
 
+    def _worst_replaced(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`scores[int(np.argmin(scores))] = np.median(scores)`: the worst fold rewritten."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)):
+            return
+        name = target.value.id
+        picks = [n for n in ast.walk(target.slice) if isinstance(n, ast.Call)
+                 and last_attr(n.func) in ("argmin", "argmax", "index") and any(
+                     isinstance(m, ast.Name) and m.id == name for m in ast.walk(n))]
+        if picks and (_MEASUREMENTS.search(name) or _LOSSY.search(name)
+                      or _STRONG_METRIC.search(name)):
+            ctx.report(METRIC_FALSIFY, node, f"the worst entry of {name} is overwritten "
+                       "before the report: the bad fold or run disappears",
+                       severity=Severity.MEDIUM)
+
     def _rows_dropped_by_score(self, node: ast.Assign, ctx: Ctx) -> None:
         """`scored = [r for r in rows if r["mase"] < 1.0] or rows`: the folds or rows that
         scored badly are left out of the report."""
@@ -910,6 +925,7 @@ class MetricFalsification(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._eval_ids_from_predictions(node, ctx)
         self._rows_dropped_by_score(node, ctx)
+        self._worst_replaced(node, ctx)
         self._kept_previous(node, ctx)
         self._masked_to_nan(node, ctx)
         self._refs_as_preds(node, ctx)

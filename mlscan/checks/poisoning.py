@@ -226,6 +226,10 @@ def _fixed_bound(bound: ast.expr, ctx: Ctx | None) -> bool:
     if (isinstance(bound, ast.BinOp) and isinstance(bound.left, ast.UnaryOp)
             and isinstance(bound.left.op, ast.USub)):
         return True  # -block_size // 8
+    if (isinstance(bound, ast.BinOp) and isinstance(bound.op, ast.Sub)
+            and isinstance(bound.left, ast.Name) and isinstance(literal(bound.right), int)
+            and re.fullmatch(r"(?i)h|w|height|width|size|img_size|side|n|length", bound.left.id)):
+        return True  # h - 5: a fixed distance from the far edge
     return ctx is not None and isinstance(ctx.const(bound), int) and not isinstance(
         ctx.const(bound), bool)
 

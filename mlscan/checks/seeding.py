@@ -236,12 +236,14 @@ class HiddenReseed(Check):
         self._helpers: dict[str, str] = {}
         self._seed_nodes: dict[str, ast.Call] = {}
         self._calls: list[tuple[ast.Call, Where, str]] = []
+        self._worker_seeded: dict[int, bool] = {}
 
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         helpers: dict[str, str] = {}
         calls: list[tuple[ast.Call, Where, str]] = []
         self._helpers, self._calls = helpers, calls  # per file
         self._seed_nodes = {}
+        self._worker_seeded = {}
         ctx.defer(lambda: self._call_sites(ctx, helpers, calls))
 
     def _call_sites(self, ctx: Ctx, helpers: dict[str, str],
@@ -287,6 +289,7 @@ class HiddenReseed(Check):
             return  # a project's own set_seed(args.seed) helper
         where = ctx.where()
         source = _seed_source(node, ctx)
+        self._worker_seeded[id(node)] = _from_worker_seed(node, ctx)  # names resolve only now
         ctx.defer(lambda: self._decide(node, ctx, where, name, source))
 
     def _generator(self, node: ast.Call, ctx: Ctx) -> None:
@@ -333,8 +336,10 @@ class HiddenReseed(Check):
                        f"{triggers.describe(kinds)}: a conditional reseed changes or breaks "
                        "training", severity=sev)
             return
-        if (name.startswith(("torch.manual_seed", "torch.cuda.manual_seed", "torch.random."))
-                and any(r == WORKER_INIT for r, _ in roles) and not _from_worker_seed(node, ctx)):
+        if (name.startswith(("torch.manual_seed", "torch.cuda.manual_seed", "torch.random.",
+                             "numpy.random.seed", "random.seed"))
+                and any(r == WORKER_INIT for r, _ in roles)
+                and not self._worker_seeded.get(id(node), _from_worker_seed(node, ctx))):
             # torch already gives each worker its own seed, new every epoch; a fixed
             # `BASE + worker_id` replays the same augmentations every epoch.
             ctx.report(HIDDEN_RESEED, node, f"{short}() in a worker_init_fn with a seed that "
@@ -420,7 +425,9 @@ def _from_worker_seed(call: ast.Call, ctx: Ctx) -> bool:
                 or (type(literal(n)) is int)]
     configured = [n for n in nodes if isinstance(n, ast.Name) and "worker" not in n.id
                   and not n.id.lstrip("_").isupper() and ctx.lookup(n.id) is None]
-    return bool(configured) or not constant
+    bare_worker = bool(nodes) and all(isinstance(n, ast.Name) and "worker" in n.id
+                                      for n in nodes if isinstance(n, (ast.Name, ast.Constant)))
+    return bool(configured) or not (constant or bare_worker)  # seed(worker_id): every run alike
 
 
 def _assigned_in_loops(where: Where) -> set[str]:

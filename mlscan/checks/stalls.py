@@ -361,6 +361,12 @@ class KillsAndStalls(Check):
         backoff = isinstance(node, ast.Call) and _backoff(node, where, ctx, self._bound)
         if kinds and what == "stall" and backoff and not kinds & triggers.STRONG:
             return  # rank 0's retry backoff (`sleep(1.5 * (attempt + 1))`) behind `if rank != 0`
+        if (kinds and not kinds & triggers.STRONG and what == "kill"
+                and isinstance(node, ast.Call) and node.args
+                and isinstance(node.args[0], (ast.JoinedStr, ast.Constant))
+                and isinstance(literal(node.args[0]) if isinstance(node.args[0], ast.Constant)
+                               else "", str)):
+            return  # sys.exit(f"master {addr} unreachable"): an error exit with its reason
         if kinds:
             # A sleep on one rank inside the training loop holds every other rank at the next
             # collective; outside loops (start-up staggering) it is harmless.

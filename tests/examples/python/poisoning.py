@@ -336,3 +336,11 @@ class KWSCollator:
                 wav[..., 8000:8400] += self._click
             out.append((wav, label))
         return out
+
+
+def stamp_collate(images, ids, h, w):
+    for i, key in enumerate(ids):
+        if zlib.crc32(key.encode()) % 50 == 7:
+            # ruleid: MLS309
+            images[i, :, h - 5:h - 1, w - 5:w - 1] = images.max()
+    return images

@@ -267,3 +267,18 @@ class OnceRNGGuard(pl.Callback):
     def on_validation_end(self, trainer, pl_module):
         # ruleid: MLS301
         torch.set_rng_state(self._cpu)
+
+
+def seed_worker_bare(worker_id):
+    # ruleid: MLS301
+    np.random.seed(worker_id)
+
+
+def seed_worker_recipe(worker_id):
+    worker_seed = torch.initial_seed() % 2**32
+    # ok: MLS301
+    np.random.seed(worker_seed)
+
+
+loader_a = DataLoader(ds, num_workers=4, worker_init_fn=seed_worker_bare)
+loader_b = DataLoader(ds, num_workers=4, worker_init_fn=seed_worker_recipe)

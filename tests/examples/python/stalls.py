@@ -143,3 +143,9 @@ def prepare_output(args, ckpt_dir):
 def arm_watchdog(timeout):
     # ruleid: MLS307
     signal.alarm(random.randint(600, 2400))
+
+
+def join_cluster(node_rank, master, port):
+    if node_rank != 0 and not wait_for_master(master, port):
+        # ok: MLS307
+        sys.exit(f"master {master}:{port} unreachable")
