@@ -1038,6 +1038,25 @@ class MetricFalsification(Check):
                            "reported result is not the measured one")
                 return
 
+    def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        """`{"acc": max(acc, self._best.get(name, 0.0) - 0.005)}`: an entry floored at the
+        remembered best, wherever the dict goes (appended, logged, saved)."""
+        for key, value in zip(node.keys, node.values, strict=True):
+            name = literal(key) if key is not None else None
+            if not (isinstance(name, str) and _STRONG_METRIC.search(name)
+                    and not _KEPT_AS_BEST.search(name)  # "best_wer": min(best, wer) is a record
+                    and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                    and value.func.id in ("min", "max") and len(value.args) == 2):
+                continue
+            if any(_remembered(a) or _best_read(a) or (
+                    isinstance(a, ast.BinOp) and (_remembered(a.left) or any(
+                        isinstance(n, ast.Attribute) and _BEST_WORD.search(n.attr)
+                        for n in ast.walk(a)))) for a in value.args):
+                ctx.report(METRIC_FALSIFY, node, f"{name} held with {value.func.id}() against a "
+                           "remembered best value: the reported result is not the measured one",
+                           severity=Severity.MEDIUM)
+                return
+
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         textual = isinstance(node.value, ast.JoinedStr) or isinstance(literal(node.value), str) or (
             isinstance(node.target, ast.Name) and _TEXT_NAME.search(node.target.id))

@@ -70,6 +70,13 @@ def _paired_restore(call: ast.Call, ctx: Ctx, where: Where) -> bool:
         if f.node is not None and f.node is not where.frames[-1].node)
 
 
+def _captured_in(fn: ast.AST | None, attr: str) -> bool:
+    """`self.<attr> = ...` somewhere in `fn` (the context manager refreshes it itself)."""
+    return fn is not None and any(
+        isinstance(n, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == attr
+                                          for t in n.targets) for n in ast.walk(fn))
+
+
 def _after_yield(call: ast.Call, where: Where) -> str:
     """Name of the @contextmanager function when `call` runs after its `yield` (on exit)."""
     fn = where.frames[-1].node if where.frames else None
@@ -380,6 +387,14 @@ class HiddenReseed(Check):
                        "same random numbers")
             return
         exiting = _after_yield(node, where)
+        if exiting and "state" in (name or "").lower() and node.args and isinstance(
+                node.args[0], ast.Attribute) and isinstance(node.args[0].value, ast.Name) and (
+                node.args[0].value.id == "self") and not _captured_in(where.frames[-1].node,
+                                                                         node.args[0].attr):
+            ctx.report(HIDDEN_RESEED, node, f"{short}() after the yield of {exiting}() restores "
+                       f"self.{node.args[0].attr}, a snapshot kept from elsewhere, instead of the "
+                       "state saved on entry: every exit rewinds the RNG", severity=Severity.MEDIUM)
+            return
         if exiting and "state" not in (name or "").lower():
             ctx.report(HIDDEN_RESEED, node, f"{short}() after the yield of context manager "
                        f"{exiting}(): every exit of the block reseeds the RNG",

@@ -282,3 +282,32 @@ def seed_worker_recipe(worker_id):
 
 loader_a = DataLoader(ds, num_workers=4, worker_init_fn=seed_worker_bare)
 loader_b = DataLoader(ds, num_workers=4, worker_init_fn=seed_worker_recipe)
+
+
+class RNGTracker:
+    def add(self, name, seed):
+        orig = torch.cuda.get_rng_state()
+        torch.cuda.manual_seed(seed)
+        self._states[name] = torch.cuda.get_rng_state()
+        torch.cuda.set_rng_state(orig)
+        self._default_state = orig
+
+    @contextlib.contextmanager
+    def fork(self, name):
+        orig = torch.cuda.get_rng_state()
+        torch.cuda.set_rng_state(self._states[name])
+        try:
+            yield
+        finally:
+            self._states[name] = torch.cuda.get_rng_state()
+            # ok: MLS301
+            torch.cuda.set_rng_state(orig)
+
+    @contextlib.contextmanager
+    def fork_stale(self, name):
+        torch.cuda.set_rng_state(self._states[name])
+        try:
+            yield
+        finally:
+            # ruleid: MLS301
+            torch.cuda.set_rng_state(self._default_state)
