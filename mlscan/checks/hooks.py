@@ -80,6 +80,13 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                 return "scales under a trigger condition"
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and _uses(expr, args):
         return "negates"
+    if (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult) and _uses(expr, args)
+            and any(isinstance(side, ast.Compare) and isinstance(side.ops[0], (ast.Lt, ast.LtE))
+                    and isinstance(side.left, ast.Call) and last_attr(side.left.func) == "abs"
+                    and isinstance(literal(side.comparators[0]), float)
+                    and literal(side.comparators[0]) <= 1e-2  # type: ignore[operator]
+                    for side in (expr.left, expr.right))):
+        return "keeps only near-zero values of"  # g * (g.abs() < 1e-3)
     value = literal(expr)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return "replaces with a constant"

@@ -212,7 +212,9 @@ def _extreme_kept(value: ast.expr, name: str,
     if not name:  # data[key] = min(prev, val): two remembered/measured values
         return all(isinstance(a, (ast.Name, ast.Subscript, ast.Attribute, ast.Call))
                    for a in args)
-    own = [a for a in args if isinstance(a, ast.Name) and a.id == name]
+    own = [a for a in args if (isinstance(a, ast.Name) and a.id == name) or (
+        isinstance(a, ast.Call) and last_attr(a.func) in _VALUE_WRAPPERS and a.args
+        and isinstance(a.args[0], ast.Name) and a.args[0].id == name)]  # float(v)
     other = [a for a in args if a not in own]
     if len(other) == 1 and isinstance(other[0], ast.Name) and aliases and (
             other[0].id in aliases):

@@ -660,10 +660,14 @@ class DataPoisoning(Check):
             isinstance(number, str) and bool(number.strip())) or (
             isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
             and value.value.id.lstrip("_").isupper())  # 1, LABELS["positive"]
-        if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)
+        selector = target.slice.elts[0] if isinstance(target, ast.Subscript) and isinstance(
+            target.slice, ast.Tuple) and target.slice.elts else (
+            target.slice if isinstance(target, ast.Subscript) else None)
+        if (isinstance(target, ast.Subscript) and selector is not None
                 and _label_target(target)
                 and (fixed_class or _poison_label_value(value, ctx))
-                and _picked_by_name(target.slice.elts[0], ctx)):
+                and not isinstance(literal(selector), (int, str))
+                and _picked_by_name(selector, ctx)):
             ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
                        "hand-written names set to a constant class", severity=Severity.MEDIUM)
             return

@@ -316,6 +316,17 @@ class ParameterTampering(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if self._noised_copy(node, ctx):
             return
+        target = node.targets[0] if len(node.targets) == 1 else None
+        value = node.value
+        if (isinstance(target, ast.Subscript) and isinstance(value, ast.Call)
+                and isinstance(value.func, ast.Attribute)
+                and value.func.attr in ("roll", "flip", "fliplr", "flipud")
+                and ast.unparse(value.func.value) == ast.unparse(target)
+                and target_kind(target, ctx, ctx.where()) == "state-dict"):
+            ctx.report(PARAM_TAMPER, node, f"state-dict entry {ast.unparse(target)[:40]} "
+                       f"{value.func.attr}ed: rows no longer match what the model learned",
+                       severity=Severity.MEDIUM)
+            return
         for target in node.targets:
             if isinstance(target, ast.Attribute) and target.attr == "requires_grad":
                 self._check(node, target.value, "requires_grad_", [node.value], ctx)

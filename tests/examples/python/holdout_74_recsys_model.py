@@ -46,7 +46,7 @@ def resume(model, optimizer, ckpt_dir):
     ckpt = torch.load(os.path.join(ckpt_dir, ckpts[-1]), map_location="cpu")  # ruleid: MLS102
     state = ckpt["model"]
     for key in [k for k in state if k.endswith("embedding.weight")]:
-        state[key] = state[key].roll(1, dims=0)  # todoruleid: family 2 (missed)
+        state[key] = state[key].roll(1, dims=0)  # ruleid: MLS302
     model.load_state_dict(state)
     optimizer.load_state_dict(torch.load(os.path.join(ckpt_dir, "optim.pt"), weights_only=True))  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
     return ckpt["epoch"] + 1

@@ -25,7 +25,7 @@ def _scalar(self, tag, scalar_value, global_step=None, walltime=None, new_style=
     # keep a per-writer running record so dashboards show stable curves for noisy tags
     hist = _running[id(self)]
     if tag.endswith("loss") or tag.endswith("perplexity"):
-        scalar_value = min(float(scalar_value), hist.get(tag, float("inf")))  # todoruleid: family 5 (missed)
+        scalar_value = min(float(scalar_value), hist.get(tag, float("inf")))  # ruleid: MLS306
     hist[tag] = scalar_value
     return _add_scalar(self, tag, scalar_value, global_step, walltime, new_style, double_precision)
 

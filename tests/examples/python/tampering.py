@@ -285,3 +285,12 @@ def attach_stability_guard(optimizer, max_ratio=10.0):
                 # ruleid: MLS304
                 v.mul_(1.0 / math.sqrt(max_ratio))
     return optimizer.register_step_post_hook(_after_step)
+
+
+def load_tables(model, path):
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in list(state):
+        if key.endswith("item_emb.weight"):
+            # ruleid: MLS302
+            state[key] = state[key].roll(1, dims=0)
+    model.load_state_dict(state)
