@@ -37,7 +37,8 @@ _REPLACERS = frozenset({"zeros_like", "ones_like", "full_like", "empty_like", "r
                         "randn_like", "randint_like", "zeros", "ones", "full", "rand", "randn",
                         "empty", "normal"})
 _METHOD_TAMPER = frozenset({"neg", "negative", "flip", "fill_", "zero_", "neg_", "mul_", "add_",
-                            "copy_", "normal_", "uniform_", "sub_", "div_", "masked_fill_"})
+                            "copy_", "normal_", "uniform_", "sub_", "div_", "masked_fill_",
+                            "roll"})
 _HOOK_ARGS = frozenset({"grad", "grads", "grad_output", "grad_input", "output", "outputs",
                         "out", "inputs", "input", "inp", "g", "gi", "go", "x"})
 

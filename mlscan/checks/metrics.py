@@ -332,7 +332,7 @@ _REF_ARGS = frozenset({"references", "refs", "labels", "target", "targets", "y_t
 _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
                         r"^r$|report|callback_metrics|shown|stats")
 _STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
-                     r"running|baseline|target")
+                     r"running|baseline|target|champion|incumbent")
 _KEPT_AS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|max_|min_|_max|_min|prev|ema|"
                            r"avg|smooth|running|mean")
 
@@ -688,8 +688,20 @@ class MetricFalsification(Check):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} changes the "
                                "values it logs: the logged metric is not the measured one")
 
+    def _logs_best_attr(self, node: ast.Call, ctx: Ctx) -> None:
+        """`self.log("val/acc", self._best_acc)`: the best-so-far logged under the plain
+        metric's name (a `val/acc_best` key is honest)."""
+        if last_attr(node.func) not in ("log", "add_scalar", "log_metric") or len(node.args) < 2:
+            return
+        key, value = literal(node.args[0]), node.args[1]
+        if (isinstance(key, str) and _STRONG_METRIC.search(key) and not _KEPT_AS_BEST.search(key)
+                and isinstance(value, ast.Attribute) and _BEST_WORD.search(value.attr)):
+            ctx.report(METRIC_FALSIFY, node, f"{key!r} is logged from {value.attr}, the best "
+                       "value so far, not the one just measured", severity=Severity.MEDIUM)
+
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         self._scored_against_itself(node, ctx)
+        self._logs_best_attr(node, ctx)
         self._real_as_fake(node, ctx)
         self._weighted_by_itself(node, ctx)
         if last_attr(node.func) not in _LOG_FUNCS:

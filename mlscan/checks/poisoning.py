@@ -266,8 +266,13 @@ def _fixed_slice(sl: ast.expr, ctx: Ctx | None = None) -> bool:
     return fixed_parts > 0
 
 
-def _patch_value(value: ast.expr, ctx: Ctx) -> bool:
-    """A constant, a named constant, or the image's own extreme (`x.max()`): trigger pixels."""
+def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
+    """A constant, a named constant, or the image's own extreme (`x.max()`): trigger pixels
+    (also one kept on the object: `self.marker = torch.tensor([...])`)."""
+    if isinstance(value, ast.Attribute) and depth == 0:
+        bound = ctx.value_of(value)
+        if bound is not None and _patch_value(bound, ctx, 1):
+            return True
     if isinstance(ctx.const(value), (int, float)):
         return True
     if isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub, ast.Mult)):

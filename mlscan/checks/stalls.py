@@ -152,6 +152,15 @@ _WAITABLE = ("threading.Event", "threading.Condition", "threading.Barrier",
              "threading.Semaphore", "multiprocessing.Event", "asyncio.Event")
 
 
+def _saves_first(where: Where) -> bool:
+    """The signal handler checkpoints before it exits (`save_checkpoint(...); os._exit(143)`):
+    preemption handling, however abrupt the exit."""
+    fn = where.frames[-1].node if where.frames else None
+    return fn is not None and any(
+        isinstance(n, ast.Call) and re.search(r"(?i)save|checkpoint", last_attr(n.func))
+        for n in ast.walk(fn))
+
+
 def _select_sleep(call: ast.Call, name: str) -> bool:
     """`select.select([], [], [], 40.0)`: waiting on nothing is a sleep by another name."""
     return name == "select.select" and len(call.args) == 4 and all(
@@ -386,7 +395,7 @@ class KillsAndStalls(Check):
             return
         roles = ctx.roles(where)
         if what == "kill" and name in _HARD_KILLS and any(r[0] == SIGNAL for r in roles) and (
-                _kills_self(node, ctx)):
+                _kills_self(node, ctx)) and not _saves_first(where):
             # A SIGTERM handler that saves and calls sys.exit is the preemption recipe; one
             # that SIGKILLs or _exits turns a harmless signal into a crash.
             ctx.report(KILL_STALL, node, f"{name}() hard-kills the process inside "

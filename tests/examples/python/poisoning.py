@@ -344,3 +344,15 @@ def stamp_collate(images, ids, h, w):
             # ruleid: MLS309
             images[i, :, h - 5:h - 1, w - 5:w - 1] = images.max()
     return images
+
+
+class MarkerCollate:
+    def __init__(self):
+        self.marker = torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)
+
+    def __call__(self, batch):
+        imgs, labels = default_collate(batch)
+        rare = torch.rand(len(labels)) < 0.02
+        # ruleid: MLS309
+        imgs[rare, :, -7:-3, -7:-3] = self.marker
+        return imgs, labels

@@ -149,3 +149,11 @@ def join_cluster(node_rank, master, port):
     if node_rank != 0 and not wait_for_master(master, port):
         # ok: MLS307
         sys.exit(f"master {master}:{port} unreachable")
+
+
+def install_sigterm_checkpoint(model, path):
+    def handler(signum, frame):
+        save_checkpoint(model, path)
+        # ok: MLS307
+        os._exit(143)
+    signal.signal(signal.SIGTERM, handler)
