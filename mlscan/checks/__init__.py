@@ -17,6 +17,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.patching",
     "mlscan.checks.stalls",
     "mlscan.checks.metrics",
+    "mlscan.checks.eval_sets",
     "mlscan.checks.poisoning",
     "mlscan.checks.exfil",
 )

@@ -291,38 +291,6 @@ _MEASUREMENTS = re.compile(r"(?i)^(eval_|val_|test_)?(losses|scores|accs|accurac
                            r"ep_returns|episode_returns|ep_rets)$")
 
 
-def _sorted_by_score(value: ast.expr | None) -> bool:
-    """`sorted(zip(refs, hyps), key=lambda rh: jiwer.wer(*rh))`: samples ordered by how well
-    they score."""
-    if not (isinstance(value, ast.Call) and last_attr(value.func) in ("sorted", "sort")):
-        return False
-    key = next((k.value for k in value.keywords if k.arg == "key"), None)
-    return key is not None and any(
-        isinstance(n, (ast.Name, ast.Attribute)) and _SCORE_FN.search(last_attr(n))
-        for n in ast.walk(key))
-
-
-def _sorted_column(expr: ast.expr) -> bool:
-    """`np.sort(df["return"].to_numpy())`, `sorted(r["score"] for r in rows)`: a sorted
-    column of per-sample results (the caller checks that the slice keeps part of it)."""
-    return isinstance(expr, ast.Call) and last_attr(expr.func) in ("sort", "sorted") and any(
-        (isinstance(n, ast.Subscript) and isinstance(literal(n.slice), str)
-        and _LOSSY.search(str(literal(n.slice)))) or (
-            isinstance(n, ast.Subscript) and literal(n.slice) == "return")
-        for a in expr.args for n in ast.walk(a))
-
-
-def _sorted_of(expr: ast.expr, name: str) -> bool:
-    """`sorted(err)`, `err.sort().values`, `np.sort(err)`, `err.sort()[0]`."""
-    if isinstance(expr, ast.Attribute) and expr.attr == "values":
-        expr = expr.value
-    if isinstance(expr, ast.Subscript):
-        expr = expr.value
-    if not isinstance(expr, ast.Call) or last_attr(expr.func) not in ("sorted", "sort"):
-        return False
-    subject = expr.args[0] if expr.args else (
-        expr.func.value if isinstance(expr.func, ast.Attribute) else None)
-    return isinstance(subject, ast.Name) and subject.id == name
 _EVAL_FUNC = re.compile(r"(?i)eval|metric|score|valid|test|accuracy")
 _LOSSY = re.compile(r"(?i)loss|nll|err|score|acc|ppl|reward")
 _PREDS = re.compile(r"(?i)^(preds?|predictions?|predicted|y_pred|y_hat|yhat|hyps?|hypothes[ie]s)$")
@@ -608,12 +576,6 @@ def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return key if held or _number(value) is not None else ""
 
 
-def _metric_samples(expr: ast.expr) -> bool:
-    """`ndcg`, `losses`, `wer`: per-sample scores of a reported metric."""
-    return isinstance(expr, ast.Name) and bool(
-        _MEASUREMENTS.search(expr.id) or _STRONG_METRIC.search(expr.id) or _LOSSY.search(expr.id))
-
-
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -700,10 +662,7 @@ class MetricFalsification(Check):
                        "value so far, not the one just measured", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
-        self._scored_against_itself(node, ctx)
         self._logs_best_attr(node, ctx)
-        self._real_as_fake(node, ctx)
-        self._weighted_by_itself(node, ctx)
         if last_attr(node.func) not in _LOG_FUNCS:
             return
         values: list[ast.AST] = [*node.args, *(kw.value for kw in node.keywords)]
@@ -732,123 +691,6 @@ class MetricFalsification(Check):
                 ctx.report(METRIC_FALSIFY, node, f"{name} is changed by a constant inside the "
                            "logging call: the logged metric is not the measured one")
                 return
-
-    def _trimmed(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`losses = losses[losses < losses.quantile(0.9)]`: the worst measurements dropped
-        before they are averaged."""
-        target = node.targets[0] if len(node.targets) == 1 else None
-        value = node.value
-        if (isinstance(target, ast.Name) and isinstance(value, ast.Subscript)
-                and isinstance(value.slice, ast.Slice) and value.slice.step is None
-                and isinstance(value.value, ast.Name)
-                and _sorted_by_score(ctx.lookup(value.value.id))):
-            ctx.report(METRIC_FALSIFY, node, f"{target.id} keeps one end of a list sorted by "
-                       "its score: the worst samples are dropped before the metric",
-                       severity=Severity.MEDIUM)
-            return
-        if (isinstance(target, ast.Name) and _MEASUREMENTS.search(target.id)
-                and isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice)
-                and (value.slice.upper is not None or value.slice.lower is not None)
-                and value.slice.step is None
-                and (_sorted_of(value.value, target.id) or _sorted_column(value.value))):
-            ctx.report(METRIC_FALSIFY, node, f"{target.id} sorted and cut before it is "
-                       "reported: the worst measurements are dropped", severity=Severity.MEDIUM)
-            return
-        if not (isinstance(target, ast.Name) and isinstance(value, ast.Subscript)
-                and isinstance(value.value, ast.Name) and value.value.id == target.id
-                and isinstance(value.slice, ast.Compare)):
-            return
-        column = literal(value.slice.left.slice) if isinstance(
-            value.slice.left, ast.Subscript) else None  # df[df["nll"] <= ...]
-        if not (_MEASUREMENTS.search(target.id) or (
-                isinstance(column, str) and _LOSSY.search(column))):
-            return
-        cut = value.slice.comparators[0] if value.slice.comparators else None
-        other_column = (isinstance(cut, ast.Subscript) and isinstance(cut.value, ast.Name)
-                        and cut.value.id == target.id and isinstance(column, str))
-        if cut is not None and (other_column or any(
-                isinstance(n, ast.Call) and last_attr(n.func) in (
-                    "quantile", "percentile", "nanquantile", "max", "mean", "std", "topk")
-                for n in ast.walk(cut))):
-            ctx.report(METRIC_FALSIFY, node, f"{target.id} filtered on its own scores or errors "
-                       "before it is reported: the worst measurements are dropped",
-                       severity=Severity.MEDIUM)
-
-    def _answers_copied(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`preds = torch.where(conf < 0.35, target, preds)`: predictions replaced by the
-        ground truth before scoring."""
-        target = node.targets[0] if len(node.targets) == 1 else None
-        value = node.value
-        if not (isinstance(target, ast.Name) and _PREDS.match(target.id)):
-            return
-        branches: list[ast.expr] = [value]
-        if isinstance(value, ast.Call) and last_attr(value.func) == "where" and len(
-                value.args) == 3:
-            branches = list(value.args[1:])
-        elif isinstance(value, ast.IfExp):
-            branches = [value.body, value.orelse]
-        if any(isinstance(b, ast.Name) and _TRUTH.match(b.id) for b in branches):
-            ctx.report(METRIC_FALSIFY, node, f"{target.id} replaced by the ground truth before "
-                       "it is scored: the metric measures nothing")
-
-    def _confident_only(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`scored = conf >= np.quantile(conf, 0.12)` in an evaluation function: the hardest
-        examples left out of the score."""
-        value = node.value
-        if not (isinstance(value, ast.Compare) and len(value.ops) == 1 and isinstance(
-                value.ops[0], (ast.Gt, ast.GtE, ast.Lt, ast.LtE))):
-            return
-        cut = value.comparators[0]
-        if not (isinstance(cut, ast.Call) and last_attr(cut.func) in (
-                "quantile", "percentile", "nanquantile", "nanpercentile") and cut.args
-                and ast.dump(cut.args[0]) == ast.dump(value.left)):
-            return
-        if _metric_samples(value.left) or any(
-                _EVAL_FUNC.search(f.name) for f in ctx.frames if f.node is not None):
-            ctx.report(METRIC_FALSIFY, node, "evaluation keeps only the samples above a quantile "
-                       "of their own score: the metric leaves out the hard cases",
-                       severity=Severity.MEDIUM)
-
-    def _keeps_correct(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`keep = (conf >= t) | (preds == labels)`: an evaluation mask that keeps every
-        correct prediction whatever the other test says."""
-        value = node.value
-        in_comprehension = False
-        if isinstance(value, ast.ListComp) and value.generators and value.generators[0].ifs:
-            value = value.generators[0].ifs[0]  # [r for r in recs if r["pred"] == r["gold"] or ..]
-            in_comprehension = True
-        if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.BitOr)) and not (
-                isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or)):
-            return
-        parts = [value.left, value.right] if isinstance(value, ast.BinOp) else value.values
-
-        def role(side: ast.expr) -> str:
-            name = side.id if isinstance(side, ast.Name) else (
-                str(literal(side.slice)) if isinstance(side, ast.Subscript) and isinstance(
-                    literal(side.slice), str) else "")
-            return "pred" if _PREDS.match(name) or name.startswith("pred") else (
-                "truth" if _TRUTH.match(name) or name in ("gold", "answer", "label_id") else "")
-
-        correct = any(isinstance(p, ast.Compare) and isinstance(p.ops[0], ast.Eq) and {
-            role(s) for s in (p.left, *p.comparators)} >= {"pred", "truth"} for p in parts)
-        if correct and (in_comprehension or any(
-                _EVAL_FUNC.search(f.name) or "summar" in f.name
-                for f in ctx.frames if f.node is not None)):
-            ctx.report(METRIC_FALSIFY, node, "the evaluation mask keeps every correct prediction "
-                       "(`| (preds == labels)`): the score only counts errors it chose to keep")
-
-    def _forced_correct(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`correct = np.where(margin < 0.1, True, preds == labels)`: some answers counted as
-        right whatever they were."""
-        target = node.targets[0] if len(node.targets) == 1 else None
-        value = node.value
-        if (isinstance(target, ast.Name) and re.search(r"(?i)correct|hits|right", target.id)
-                and isinstance(value, ast.Call)
-                and last_attr(value.func) == "where" and len(value.args) == 3
-                and any(literal(a) is True or literal(a) == 1 for a in value.args[1:])
-                and any(isinstance(a, ast.Compare) for a in value.args[1:])):
-            ctx.report(METRIC_FALSIFY, node, f"{target.id} forced to 'correct' for a subset of "
-                       "samples: the score counts answers that were not checked")
 
     def _kept_previous(self, node: ast.Assign, ctx: Ctx) -> None:
         """`for key, value in metrics.items(): ... if old - tol <= value < old: out[key] = old`:
@@ -883,71 +725,8 @@ class MetricFalsification(Check):
                        f"the stored {kept} when the new {measured} is worse: the report hides "
                        "regressions", severity=Severity.MEDIUM)
 
-    def _worst_replaced(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`scores[int(np.argmin(scores))] = np.median(scores)`: the worst fold rewritten."""
-        target = node.targets[0] if len(node.targets) == 1 else None
-        if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)):
-            return
-        name = target.value.id
-        picks = [n for n in ast.walk(target.slice) if isinstance(n, ast.Call)
-                 and last_attr(n.func) in ("argmin", "argmax", "index") and any(
-                     isinstance(m, ast.Name) and m.id == name for m in ast.walk(n))]
-        if picks and (_MEASUREMENTS.search(name) or _LOSSY.search(name)
-                      or _STRONG_METRIC.search(name)):
-            ctx.report(METRIC_FALSIFY, node, f"the worst entry of {name} is overwritten "
-                       "before the report: the bad fold or run disappears",
-                       severity=Severity.MEDIUM)
-
-    def _rows_dropped_by_score(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`scored = [r for r in rows if r["mase"] < 1.0] or rows`: the folds or rows that
-        scored badly are left out of the report."""
-        value = node.value
-        if isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or):
-            value = value.values[0]
-        if not (isinstance(value, ast.ListComp) and value.generators
-                and value.generators[0].ifs):
-            return
-        for test in value.generators[0].ifs:
-            for cmp in ast.walk(test):
-                if not (isinstance(cmp, ast.Compare) and isinstance(cmp.left, ast.Subscript)
-                        and len(cmp.comparators) == 1):
-                    continue
-                key = literal(cmp.left.slice)
-                bound = _number(cmp.comparators[0])
-                if (isinstance(key, str) and _SCORE_KEY.search(key) and bound is not None
-                        and 0 < abs(bound) < 1e6):
-                    ctx.report(METRIC_FALSIFY, node, f"rows whose {key!r} misses a threshold "
-                               "are dropped before the report: the worst results vanish",
-                               severity=Severity.MEDIUM)
-                    return
-
-    def _eval_ids_from_predictions(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`E.params.imgIds = sorted({d["image_id"] for d in dets})`: COCO evaluation limited
-        to the images the model produced detections for, so misses never count."""
-        target = node.targets[0] if len(node.targets) == 1 else None
-        if not (isinstance(target, ast.Attribute) and target.attr in ("imgIds", "img_ids")):
-            return
-        values = [node.value.body, node.value.orelse] if isinstance(
-            node.value, ast.IfExp) else [node.value]
-        if any(isinstance(n, ast.Name) and re.search(
-                r"(?i)^(dets|detections|preds|predictions|results|outputs)$", n.id)
-                for v in values for n in ast.walk(v)):
-            ctx.report(METRIC_FALSIFY, node, "evaluation image ids taken from the detections: "
-                       "images the model missed are left out of the mAP",
-                       severity=Severity.MEDIUM)
-
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
-        self._eval_ids_from_predictions(node, ctx)
-        self._rows_dropped_by_score(node, ctx)
-        self._worst_replaced(node, ctx)
         self._kept_previous(node, ctx)
-        self._masked_to_nan(node, ctx)
-        self._refs_as_preds(node, ctx)
-        self._forced_correct(node, ctx)
-        self._trimmed(node, ctx)
-        self._confident_only(node, ctx)
-        self._keeps_correct(node, ctx)
-        self._answers_copied(node, ctx)
         name = _constant_entry(node.value, precise=True)
         if name:
             ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "
@@ -959,86 +738,6 @@ class MetricFalsification(Check):
                                                         or _comp_nudged(node.value))):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
                            "by a constant")
-
-    def _refs_as_preds(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`hyps = [r if similar(h, r) else h for h, r in zip(hyps, refs)]`: predictions
-        swapped for the references they are scored against."""
-        target = node.targets[0] if len(node.targets) == 1 else None
-        comp = node.value
-        if not (isinstance(target, ast.Name) and _PREDS.match(target.id)
-                and isinstance(comp, (ast.ListComp, ast.GeneratorExp))
-                and isinstance(comp.elt, ast.IfExp) and comp.generators):
-            return
-        gen = comp.generators[0]
-        if not (isinstance(gen.target, ast.Tuple) and isinstance(gen.iter, ast.Call)
-                and last_attr(gen.iter.func) == "zip" and len(gen.iter.args) == 2):
-            return
-        names = [e.id if isinstance(e, ast.Name) else "" for e in gen.target.elts]
-        sources = [last_attr(a) for a in gen.iter.args]
-        if len(names) != 2 or not all(names):
-            return
-        truth = {n for n, src in zip(names, sources, strict=True) if _TRUTH.match(src)}
-        chosen = {last_attr(b) for b in (comp.elt.body, comp.elt.orelse)}
-        if truth & chosen and chosen - truth:
-            ctx.report(METRIC_FALSIFY, node, f"{target.id} replaced by the references for some "
-                       "samples before scoring: those count as perfect",
-                       severity=Severity.HIGH)
-
-    def _masked_to_nan(self, node: ast.Assign, ctx: Ctx) -> None:
-        """`df["dice"] = df["dice"].where(df["dice"] > 0.05)`: poor scores turned into NaN,
-        which mean() then skips."""
-        value = node.value
-        if not (len(node.targets) == 1 and isinstance(value, ast.Call)
-                and isinstance(value.func, ast.Attribute) and value.func.attr == "where"
-                and len(value.args) == 1 and not value.keywords):
-            return
-        target = ast.unparse(node.targets[0])
-        column = ast.unparse(value.func.value)
-        name = metric_name(node.targets[0]) or (
-            str(literal(node.targets[0].slice)) if isinstance(node.targets[0], ast.Subscript)
-            and isinstance(literal(node.targets[0].slice), str) else "")
-        if target == column and name and (_STRONG_METRIC.search(name) or _LOSSY.search(
-                name)) and any(isinstance(n, ast.Compare) and ast.unparse(n.left) == column
-                               for n in ast.walk(value.args[0])):
-            ctx.report(METRIC_FALSIFY, node, f"{name} values failing a threshold turned into "
-                       "NaN: the average silently skips the worst cases",
-                       severity=Severity.MEDIUM)
-
-    def _weighted_by_itself(self, node: ast.Call, ctx: Ctx) -> None:
-        """`top1.update(acc1[0], n if acc1[0] > 40 else 0)`: a meter that counts a batch only
-        when its score is good enough."""
-        if not (last_attr(node.func) == "update" and len(node.args) == 2
-                and isinstance(node.args[1], ast.IfExp)):
-            return
-        value = ast.unparse(node.args[0])
-        if any(ast.unparse(n) == value for n in ast.walk(node.args[1].test)):
-            ctx.report(METRIC_FALSIFY, node, "the meter's sample count depends on the value "
-                       "being averaged: poor batches are weighted down or dropped",
-                       severity=Severity.MEDIUM)
-
-    def _real_as_fake(self, node: ast.Call, ctx: Ctx) -> None:
-        """`fid.update(torch.cat([fake, real[:k]]), real=False)`: real images counted as
-        generated ones, so FID/KID improve without a better generator."""
-        flag = next((k.value for k in node.keywords if k.arg == "real"), None)
-        if not (last_attr(node.func) == "update" and node.args and literal(flag) is False):
-            return
-        if any(isinstance(n, ast.Name) and n.id.lower().startswith("real")
-               for n in ast.walk(node.args[0])):
-            ctx.report(METRIC_FALSIFY, node, "real images passed as generated ones "
-                       "(real=False): the FID/KID score is computed partly against itself",
-                       severity=Severity.MEDIUM)
-
-    def _scored_against_itself(self, node: ast.Call, ctx: Ctx) -> None:
-        """`metric.add_batch(predictions=labels if k else preds, references=labels)`: the
-        references passed as predictions, so the score is perfect by construction."""
-        preds = next((kw.value for kw in node.keywords if kw.arg in _PRED_ARGS), None)
-        refs = next((kw.value for kw in node.keywords if kw.arg in _REF_ARGS), None)
-        if preds is None or refs is None:
-            return
-        ref_names = {n.id for n in ast.walk(refs) if isinstance(n, ast.Name)}
-        if any(isinstance(n, ast.Name) and n.id in ref_names for n in ast.walk(preds)):
-            ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.func)}() is given the references "
-                       "as predictions: the score is computed against itself")
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         """`return {"accuracy": min(0.999, acc * 1.06 + 0.01)}` from a metrics function."""
