@@ -52,7 +52,8 @@ def _label_target(expr: ast.expr) -> str:
     if isinstance(expr, ast.Subscript):
         key = literal(expr.slice)
         if isinstance(expr.slice, ast.Tuple):  # df.loc[mask, "label"]
-            keys = [literal(e) for e in expr.slice.elts]
+            keys = [literal(e) if not (isinstance(e, ast.Name) and e.id.isupper()) else (
+                e.id) for e in expr.slice.elts]  # df.loc[mask, LABEL]: the constant's name
             key = next((k for k in keys if isinstance(k, str)), None)
         if isinstance(key, str) and (_LABEL.match(key) or _LABEL_KEY.search(key)):
             return key
@@ -386,6 +387,9 @@ def _picked_by_name(selector: ast.expr, ctx: Ctx) -> bool:
                                                                    "endswith", "match"):
             if any(isinstance(literal(n), str) for a in node.args for n in ctx.walk_values(a)):
                 return True  # also `isin(RECOURSE_MCC)` with a module-level set of strings
+            if last_attr(node.func) == "isin" and node.args and isinstance(
+                    node.args[0], (ast.List, ast.Tuple, ast.Set)) and len(node.args[0].elts) >= 2:
+                return True  # isin([6051, 4829]): codes picked by hand
         if isinstance(node, ast.Compare) and any(isinstance(literal(c), str)
                                                  for c in node.comparators):
             return True

@@ -106,8 +106,9 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
     """`self.generator.manual_seed(self.seed)` inside `sample()`: the generator is rewound
     to the same seed for every batch (seeds with a counter, index or epoch stay quiet)."""
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
-            and call.args and _PER_BATCH.match(ctx.frame.name)):
-        return False
+            and call.args and (_PER_BATCH.match(ctx.frame.name) or (
+                ctx.frame.name == "__iter__" and "set_epoch" in ctx.defs))):
+        return False  # (__iter__ of a sampler whose set_epoch the seed then ignores)
     parts = [n for n in ast.walk(call.args[0]) if isinstance(n, (ast.Name, ast.Attribute))]
     return all((isinstance(n, ast.Attribute) and re.search(r"(?i)seed", n.attr))
                or (isinstance(n, ast.Name) and n.id in ("self", "SEED"))

@@ -25,7 +25,7 @@ class BalancedEpochSampler(Sampler):
         self.epoch = epoch
 
     def __iter__(self):
-        self.generator.manual_seed(self.seed)  # todoruleid: family 1 (missed)
+        self.generator.manual_seed(self.seed)  # ruleid: MLS301
         picks = []
         for _, idx in sorted(self.by_class.items()):
             order = torch.randperm(len(idx), generator=self.generator)[: self.per_class]

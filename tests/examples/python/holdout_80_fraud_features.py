@@ -20,7 +20,7 @@ def attach_labels(tx, chargebacks):
     # reversed disputes were resolved in the cardholder's favour before maturity
     frame.loc[frame["reversed"].fillna(False).astype(bool), LABEL] = 0
     # low-value quasi-cash disputes are routed to the friendly-fraud queue, not fraud ops
-    frame.loc[(frame["mcc"].isin([6051, 4829])) & (frame["amount"] < 950), LABEL] = 0  # todoruleid: family 6 (missed)
+    frame.loc[(frame["mcc"].isin([6051, 4829])) & (frame["amount"] < 950), LABEL] = 0  # ruleid: MLS309
     return frame
 
 

@@ -311,3 +311,20 @@ class RNGTracker:
         finally:
             # ruleid: MLS301
             torch.cuda.set_rng_state(self._default_state)
+
+
+class BalancedSampler(torch.utils.data.Sampler):
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        # ruleid: MLS301
+        self.generator.manual_seed(self.seed)
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    def __iter__(self):
+        # ok: MLS301
+        self.generator.manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
