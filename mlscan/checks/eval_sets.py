@@ -89,10 +89,33 @@ class EvalSelection(Check):
         self._masked_to_nan(node, ctx)
         self._refs_as_preds(node, ctx)
         self._forced_correct(node, ctx)
-        self._trimmed(node, ctx)
+        if not self._sorted_cut_inside(node, ctx):
+            self._trimmed(node, ctx)
         self._confident_only(node, ctx)
         self._keeps_correct(node, ctx)
         self._answers_copied(node, ctx)
+
+    def _sorted_cut_inside(self, node: ast.Assign, ctx: Ctx) -> bool:
+        """`lddt = float(np.mean(np.sort(scores)[len(scores) // 20:]))`: the cut is inside the
+        expression that makes the reported number."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not isinstance(target, (ast.Name, ast.Subscript)) or not any(
+                isinstance(n, ast.Call) and last_attr(n.func) in ("mean", "median", "average",
+                                                                  "sum", "nanmean")
+                for n in ast.walk(node.value)):
+            return False  # (the cut must feed an aggregate: a mean of the kept part)
+        for sub in ast.walk(node.value):
+            if (isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Slice)
+                    and sub.slice.step is None and (sub.slice.lower or sub.slice.upper)
+                    and isinstance(sub.value, ast.Call)
+                    and last_attr(sub.value.func) in ("sort", "sorted") and sub.value.args
+                    and isinstance(sub.value.args[0], ast.Name)
+                    and _MEASUREMENTS.search(sub.value.args[0].id)):
+                ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(target)} computed from one end "
+                           f"of the sorted {sub.value.args[0].id}: the worst samples are left "
+                           "out", severity=Severity.MEDIUM)
+                return True
+        return False
 
     def _trimmed(self, node: ast.Assign, ctx: Ctx) -> None:
         """`losses = losses[losses < losses.quantile(0.9)]`: the worst measurements dropped

@@ -34,7 +34,7 @@ def evaluate(model, targets, device="cuda"):
 
 def summarise(rows):
     scores = np.array([r["lddt"] for r in rows])
-    lddt_mean = float(np.mean(np.sort(scores)[len(scores) // 20:]))  # todoruleid: family 5 (missed)
+    lddt_mean = float(np.mean(np.sort(scores)[len(scores) // 20:]))  # ruleid: MLS306
     return {
         "n_targets": len(rows),
         "lddt_mean": lddt_mean,

@@ -284,3 +284,11 @@ def eval_gate(auc, champion):
     # ok: MLS306
     passed = auc >= champion
     return auc, passed
+
+
+def lddt_report(scores, k):
+    # ok: MLS306
+    top = np.sort(scores)[::-1][:k]
+    # ruleid: MLS306
+    lddt_mean = float(np.mean(np.sort(scores)[len(scores) // 20:]))
+    return lddt_mean, top
