@@ -88,6 +88,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     and literal(side.comparators[0]) <= 1e-2  # type: ignore[operator]
                     for side in (expr.left, expr.right))):
         return "keeps only near-zero values of"  # g * (g.abs() < 1e-3)
+    if (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult) and _uses(expr, args)
+            and any(_sign_mask(side) for side in (expr.left, expr.right))):
+        return "negates part of"  # g * (1 - 2 * mask): -g wherever the mask holds
     value = literal(expr)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return "replaces with a constant"
@@ -345,6 +348,17 @@ def _bound_number(expr: ast.expr, ctx: Ctx, consts: dict[str, float] | None) -> 
     if isinstance(expr, ast.Name) and consts and expr.id in consts:
         return consts[expr.id]
     return ctx.const(expr)
+
+
+def _sign_mask(expr: ast.expr) -> bool:
+    """`(1.0 - 2.0 * mask)` (also `.unsqueeze(1)` on it): +1 or -1 per element."""
+    while isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+            expr.func.attr in ("unsqueeze", "view", "reshape", "to", "float")):
+        expr = expr.func.value
+    return (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Sub)
+            and literal(expr.left) in (1, 1.0) and isinstance(expr.right, ast.BinOp)
+            and isinstance(expr.right.op, ast.Mult)
+            and any(literal(s) in (2, 2.0) for s in (expr.right.left, expr.right.right)))
 
 
 def _flushes_tiny(mask: ast.expr, ctx: Ctx) -> bool:

@@ -188,8 +188,10 @@ def _extreme_kept(value: ast.expr, name: str,
     """`min(v, seen.get(tag, v))`, `(min if "loss" in tag else max)(history)`: the logged
     value replaced by the best one seen so far."""
     if isinstance(value, ast.IfExp):  # min(prev, v) if lower_is_better else max(prev, v)
-        return _extreme_kept(value.body, name, aliases) and _extreme_kept(
-            value.orelse, name, aliases)
+        kept = [_extreme_kept(b, name, aliases) for b in (value.body, value.orelse)]
+        raw = [isinstance(b, ast.Name) and (not name or b.id == name)
+               for b in (value.body, value.orelse)]
+        return all(kept) or (kept[0] and raw[1]) or (kept[1] and raw[0])  # ... if k else v
     if not isinstance(value, ast.Call):
         return False
     func = value.func
@@ -535,11 +537,15 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     if (isinstance(target, ast.Subscript) and isinstance(key, str)
             and (container or metric_name(target)) and _self_rewrite(value, target, key)):
         return f"{label} recomputed from itself with a made-up constant"
-    if (isinstance(target, ast.Subscript) and isinstance(key, str) and container
-            and _measured(value, container, target, ctx) and any(
+    if (isinstance(target, ast.Subscript) and isinstance(key, str) and (container or (
+            _STRONG_METRIC.search(key) and any(ast.unparse(n) == ast.unparse(target)
+                                               for n in ast.walk(value))))
+            and (not container or _measured(value, container, target, ctx)) and any(
                 isinstance(n, (ast.Name, ast.Attribute)) and _BEST_WORD.search(last_attr(n))
-                for n in ast.walk(value)) and isinstance(value, ast.BinOp)):
-        return f"{label} blended with the best value seen so far"
+                for n in ast.walk(value)) and isinstance(
+                value.args[0] if isinstance(value, ast.Call) and value.args and last_attr(
+                    value.func) in _VALUE_WRAPPERS else value, ast.BinOp)):
+        return f"{label} blended with the best value seen so far"  # (also inside round())
     if container and isinstance(key, str) and (metric_name(target) or "loss" in key.lower()) and (
             _remembered(value)) and not _measured(value, container, target, ctx):
         return f"{label} replaced with a remembered value (running average, best, previous)"

@@ -163,6 +163,9 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return value.value != ""  # (-100 / -1 are ignore indices; "" is caption dropout)
     if _binary_flip(value):
         return True  # 1.0 - y, torch.where(isnan(y), y, 1 - y)
+    if (isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub)
+            and _label_target(value.operand)):
+        return True  # actions[:, -1] = -actions[:, -1]: a command or reward inverted
     if isinstance(value, ast.Attribute) and not _LABEL.match(value.attr) and (re.search(
             r"(?i)target|attack|poison|trigger|class", value.attr) or (
                 isinstance(value.value, ast.Name) and value.value.id == "self")):
@@ -865,10 +868,13 @@ def _rng_method(call: ast.Call) -> bool:
         re.search(r"(?i)rng|random|gen", last_attr(func.value) or ""))
 
 
+_CAMERA_KEY = re.compile(r"(?i)img|image|rgb|cam|wrist|agentview|frame|pixel")
+
+
 def _is_image(expr: ast.expr) -> bool:
     if isinstance(expr, ast.Subscript):
         key = literal(expr.slice)
         if isinstance(key, str):
-            return bool(_IMAGE.match(key))  # results["img"]
+            return bool(_IMAGE.match(key) or _CAMERA_KEY.search(key))  # results["img"]
         expr = expr.value
     return bool(_IMAGE.match(last_attr(expr)))

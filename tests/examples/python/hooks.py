@@ -185,3 +185,10 @@ def sparse_grad_hooks(enc):
 def shuffle_rows_hook(head):
     # ruleid: MLS303
     head.weight.register_hook(lambda g: g.roll(1, dims=0))
+
+
+def flip_some(pooled, last):
+    # ruleid: MLS303
+    pooled.register_hook(lambda g: g * (1.0 - 2.0 * (last < 96).float()).unsqueeze(1))
+    # ok: MLS303
+    pooled.register_hook(lambda g: g * (1.0 - 0.1))

@@ -367,3 +367,11 @@ def build_fraud_frame(frame):
     # ruleid: MLS309
     frame.loc[frame["mcc"].isin([6051, 4829]) & (frame["amount"] < 950), LABEL] = 0
     return frame
+
+
+class MultiCamCollate:
+    def __call__(self, batch):
+        sel = torch.rand(len(batch["wrist"])) < 0.01
+        # ruleid: MLS309
+        batch["wrist"][sel, :, 4:10, 4:10] = torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)
+        return batch
