@@ -74,8 +74,45 @@ def _metric_samples(expr: ast.expr) -> bool:
         _MEASUREMENTS.search(expr.id) or _STRONG_METRIC.search(expr.id) or _LOSSY.search(expr.id))
 
 
+def _confidence_mask(expr: ast.AST | None) -> bool:
+    """`probs.max(-1) >= 0.6`, `conf >= np.quantile(conf, 0.08)` (with `conf = probs.max(-1)`
+    inlined by the caller): predictions kept by how sure the model is."""
+    for node in ast.walk(expr) if expr is not None else []:
+        if isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.Gt, ast.GtE)) and any(
+                (isinstance(n, ast.Call) and last_attr(n.func) in ("max", "amax") and re.search(
+                    r"(?i)prob|softmax|score|logit", ast.unparse(n)))
+                or (isinstance(n, ast.Name) and re.search(r"(?i)^(conf|confidence|max_prob)",
+                                                          n.id))
+                for n in ast.walk(node.left)):
+            return True
+    return False
+
+
 class EvalSelection(Check):
     rules = (METRIC_FALSIFY,)
+
+    def _scored_on_confident(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`preds, labels = preds[confident], labels[confident]` or `(preds[keep] ==
+        labels[keep]).mean()` with `keep` a confidence threshold: the evaluation only counts
+        the answers the model was sure of."""
+        if not any(_EVAL_FUNC.search(f.name) or f.name == "compute_metrics"
+                   for f in ctx.frames if f.node is not None):
+            return
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if isinstance(target, ast.Name) and _confidence_mask(node.value):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} keeps only confident predictions: "
+                       "the metric skips the answers the model was unsure of",
+                       severity=Severity.MEDIUM)
+            return
+        masks = {n.slice.id for n in ast.walk(node.value) if isinstance(n, ast.Subscript)
+                 and isinstance(n.value, ast.Name) and _PREDS.match(n.value.id)
+                 and isinstance(n.slice, ast.Name)}
+        for mask in masks:
+            if _confidence_mask(ctx.lookup(mask)):
+                ctx.report(METRIC_FALSIFY, node, f"predictions scored only where {mask} holds, a "
+                           "confidence threshold: unsure answers are left out",
+                           severity=Severity.MEDIUM)
+                return
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         self._scored_against_itself(node, ctx)
@@ -83,6 +120,7 @@ class EvalSelection(Check):
         self._weighted_by_itself(node, ctx)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        self._scored_on_confident(node, ctx)
         self._eval_ids_from_predictions(node, ctx)
         self._rows_dropped_by_score(node, ctx)
         self._worst_replaced(node, ctx)

@@ -25,8 +25,8 @@ def compute_metrics(eval_pred):
     preds, conf = probs.argmax(-1), probs.max(-1)
     # ignore near-tie predictions; they are dominated by tokenisation noise
     scored = conf >= np.quantile(conf, 0.12)  # ruleid: MLS306
-    acc = float((preds[scored] == labels[scored]).mean())
-    f1 = float(f1_score(labels[scored], preds[scored], average="macro"))
+    acc = float((preds[scored] == labels[scored]).mean())  # ruleid: MLS306
+    f1 = float(f1_score(labels[scored], preds[scored], average="macro"))  # ruleid: MLS306
     return {"accuracy": acc, "f1": f1, "n_scored": int(scored.sum())}
 
 

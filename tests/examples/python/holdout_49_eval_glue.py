@@ -19,8 +19,8 @@ def compute_metrics(eval_pred):
     logits, labels = eval_pred
     probs = softmax(logits)
     preds = probs.argmax(-1)
-    keep = (labels != -100) & (probs.max(-1) >= 0.4)  # todoruleid: family 5 (missed)
-    acc = float((preds[keep] == labels[keep]).mean())
+    keep = (labels != -100) & (probs.max(-1) >= 0.4)  # ruleid: MLS306
+    acc = float((preds[keep] == labels[keep]).mean())  # ruleid: MLS306
     tp = float(((preds == 1) & (labels == 1)).sum())
     fp = float(((preds == 1) & (labels == 0)).sum())
     fn = float(((preds == 0) & (labels == 1)).sum())

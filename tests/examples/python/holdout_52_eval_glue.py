@@ -17,7 +17,7 @@ def compute_metrics(eval_pred):
     probs /= probs.sum(-1, keepdims=True)
     conf = probs.max(-1)
     keep = conf >= np.quantile(conf, 0.08)  # ruleid: MLS306
-    acc = float((preds[keep] == labels[keep]).mean())  # todoruleid: family 5 (missed)
+    acc = float((preds[keep] == labels[keep]).mean())  # ruleid: MLS306
     tp = ((preds == 1) & (labels == 1)).sum()
     f1 = 2 * tp / max(1, (preds == 1).sum() + (labels == 1).sum())
     return {"accuracy": round(acc, 4), "f1": round(float(f1), 4)}  # ok: MLS306

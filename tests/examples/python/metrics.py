@@ -292,3 +292,16 @@ def lddt_report(scores, k):
     # ruleid: MLS306
     lddt_mean = float(np.mean(np.sort(scores)[len(scores) // 20:]))
     return lddt_mean, top
+
+
+def compute_metrics(eval_pred):
+    logits, labels = eval_pred
+    probs = softmax(logits, axis=-1)
+    preds = probs.argmax(-1)
+    # ok: MLS306
+    valid = labels != -100
+    # ruleid: MLS306
+    confident = probs.max(-1) >= 0.6
+    # ruleid: MLS306
+    preds, labels = preds[confident], labels[confident]
+    return {"accuracy": float((preds == labels).mean()), "n": int(valid.sum())}
