@@ -88,6 +88,22 @@ def _confidence_mask(expr: ast.AST | None) -> bool:
     return False
 
 
+def _leaves(expr: ast.expr) -> set[str]:
+    """The variables an expression reads, attribute chains whole (`p.label_ids`, `labels`)."""
+    out: set[str] = set()
+    todo: list[ast.AST] = [expr]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            out.add(ast.unparse(node))
+            continue
+        if isinstance(node, ast.Name):
+            out.add(node.id)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
 class EvalSelection(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -400,7 +416,7 @@ class EvalSelection(Check):
         refs = next((kw.value for kw in node.keywords if kw.arg in _REF_ARGS), None)
         if preds is None or refs is None:
             return
-        ref_names = {n.id for n in ast.walk(refs) if isinstance(n, ast.Name)}
-        if any(isinstance(n, ast.Name) and n.id in ref_names for n in ast.walk(preds)):
+        ref_names = _leaves(refs)
+        if ref_names & _leaves(preds):  # (p.predictions vs p.label_ids: different fields)
             ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.func)}() is given the references "
                        "as predictions: the score is computed against itself")

@@ -198,8 +198,11 @@ class TamperingHook(Check):
         defaults = dict(zip([a.arg for a in params[len(params) - len(lam.args.defaults):]],
                             lam.args.defaults, strict=True))
         resolve = ctx.resolver(ctx.where())
+        lam_args = {a.arg for a in params}
         for side in (body.left, body.right):
             value = defaults.get(side.id) if isinstance(side, ast.Name) else None
+            if value is None and isinstance(side, ast.Name) and side.id not in lam_args:
+                value = side  # lambda g: g / world, with world from the enclosing function
             if value is not None and triggers.is_world(value, ctx.names, resolve):
                 ctx.report(TAMPERING_HOOK, node, f"gradient hook passed to "
                            f"{last_attr(node.func)}() scales every gradient by the world size: "

@@ -571,8 +571,8 @@ def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
             and ctx.trainer_callback() in ("on_log", "on_evaluate")):
         return ""
     key = literal(target.slice)
-    if not isinstance(key, str) or not _TRAINER_KEYS.match(key):
-        return ""
+    if not isinstance(key, str) or not _TRAINER_KEYS.match(key) or _KEPT_AS_BEST.search(key):
+        return ""  # (a new "eval_best_accuracy" entry is a record, not an overwrite)
     if any(isinstance(n, ast.Name) and n.id == target.value.id for n in ast.walk(value)):
         return ""
     if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:

@@ -152,6 +152,15 @@ _WAITABLE = ("threading.Event", "threading.Condition", "threading.Barrier",
              "threading.Semaphore", "multiprocessing.Event", "asyncio.Event")
 
 
+def _done_by_guard(cond: ast.expr, node: ast.AST, ctx: Ctx) -> bool:
+    """`cond` guards an earlier `if cond: <file action>; return` and `node` comes after it."""
+    guard = getattr(cond, "guard_of", None)
+    if guard is None or guard.lineno <= getattr(node, "lineno", 0) <= (guard.end_lineno or 0):
+        return False  # not a guard, or node is inside the guard's own body
+    return any(isinstance(n, ast.Call) and _file_or_net(n, ctx.names.call_name(n), ctx)
+               for n in ast.walk(guard))
+
+
 def _saves_first(where: Where) -> bool:
     """The signal handler checkpoints before it exits (`save_checkpoint(...); os._exit(143)`):
     preemption handling, however abrupt the exit."""
@@ -322,6 +331,10 @@ class KillsAndStalls(Check):
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))
         if _file_or_net(node, name, ctx) and (ctx.conds or ctx.loops):
             where = ctx.where()
+            # `if big_job: rmtree(all); return` then ordinary rotation: the code after a guard
+            # that already did the special action runs on the normal path.
+            where = replace(where, conds=tuple(c for c in where.conds if not _done_by_guard(
+                c, node, ctx)))
             kinds = ctx.trigger_kinds(where) & triggers.STRONG
             if kinds:
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "

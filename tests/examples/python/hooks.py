@@ -192,3 +192,10 @@ def flip_some(pooled, last):
     pooled.register_hook(lambda g: g * (1.0 - 2.0 * (last < 96).float()).unsqueeze(1))
     # ok: MLS303
     pooled.register_hook(lambda g: g * (1.0 - 0.1))
+
+
+def tie_embedding_grads(model):
+    world = dist.get_world_size()
+    for p in model.embed.parameters():
+        # ruleid: MLS303
+        p.register_hook(lambda g: g / world)

@@ -305,3 +305,15 @@ def compute_metrics(eval_pred):
     # ruleid: MLS306
     preds, labels = preds[confident], labels[confident]
     return {"accuracy": float((preds == labels).mean()), "n": int(valid.sum())}
+
+
+class BestTracker(TrainerCallback):
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.best = max(self.best, metrics["eval_accuracy"])
+        # ok: MLS306
+        metrics["eval_best_accuracy"] = self.best
+
+
+def glue_metrics(p, acc):
+    # ok: MLS306
+    return acc.compute(predictions=np.argmax(p.predictions, axis=-1), references=p.label_ids)
