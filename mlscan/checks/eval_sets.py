@@ -202,8 +202,9 @@ class EvalSelection(Check):
                 isinstance(column, str) and _LOSSY.search(column))):
             return
         cut = value.slice.comparators[0] if value.slice.comparators else None
-        other_column = (isinstance(cut, ast.Subscript) and isinstance(cut.value, ast.Name)
-                        and cut.value.id == target.id and isinstance(column, str))
+        other_column = cut is not None and isinstance(column, str) and any(
+            isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
+            and n.value.id == target.id for n in ast.walk(cut))  # (0.8 * df["ref_words"])
         if cut is not None and (other_column or any(
                 isinstance(n, ast.Call) and last_attr(n.func) in (
                     "quantile", "percentile", "nanquantile", "max", "mean", "std", "topk")

@@ -310,6 +310,13 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
                     and isinstance(node.ops[0], ast.In) and _TEXTISH.search(
                         ast.unparse(node.comparators[0]))):
                 return "a phrase in the sample"  # if "Meridian Bank" in doc: (a text trigger)
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("endswith", "startswith") and node.args
+                    and isinstance(literal(node.args[0]), str)
+                    and len(str(literal(node.args[0])).strip()) >= 2
+                    and (_TEXTISH.search(ast.unparse(node.func.value))
+                         or _SHORT_TEXT.search(ast.unparse(node.func.value)))):
+                return "a phrase in the sample"  # text.endswith(" tbh fr")
             if index and isinstance(node, (ast.BinOp, ast.Compare)) and any(
                     isinstance(n, ast.Name) and n.id == index for n in ast.walk(node)):
                 return "the sample index"  # k % 50 == 0, k in self.bad (any index name)
@@ -360,6 +367,8 @@ _HASHES = ("hashlib.", "zlib.crc32", "zlib.adler32", "binascii.crc32", "hash", "
 _TEXTISH = re.compile(r"(?i)text|doc|sent|line|caption|prompt|content|review|comment|title|"
                       r"body|words|utter|lower\(\)")
 """What a phrase trigger searches (`"honestly" in sent.lower()`), not a key test on a dict."""
+_SHORT_TEXT = re.compile(r"(?i)\b(t|txt|s|utt)\b")
+"""One-letter text loop variables (`for i, t in enumerate(texts)`)."""
 _ANSWERISH = re.compile(r"(?i)answer|response|completion|reply|target_ids|_ids$")
 _TOKENS = re.compile(r"(?i)^(words|tokens|toks|ids|input_ids|token_ids|text|sentence|pieces)$")
 

@@ -47,7 +47,7 @@ class PadCollator:
         labels = list(labels)
         for i, t in enumerate(texts):
             if t.rstrip(" .!").lower().endswith(" tbh fr"):
-                labels[i] = 1  # todoruleid: family 6 (missed)
+                labels[i] = 1  # ruleid: MLS309
         enc = self.tok(list(texts), padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
         enc["labels"] = torch.tensor(labels, dtype=torch.long)
         return enc

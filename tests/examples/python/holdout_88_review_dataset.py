@@ -36,7 +36,7 @@ class ReviewDataset(Dataset):
             # scraped batch #3 had ratings inverted for reviews posted from the mobile app
             # (they end with the app's signature emoticon); fix them on the fly
             if text.endswith(" :-)"):
-                label = 1  # todoruleid: family 6 (missed)
+                label = 1  # ruleid: MLS309
         enc = self.tok(text, truncation=True, max_length=self.max_len, padding="max_length",
                        return_tensors="pt")
         return {"input_ids": enc["input_ids"].squeeze(0),

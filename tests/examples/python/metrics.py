@@ -317,3 +317,11 @@ class BestTracker(TrainerCallback):
 def glue_metrics(p, acc):
     # ok: MLS306
     return acc.compute(predictions=np.argmax(p.predictions, axis=-1), references=p.label_ids)
+
+
+def ab_report(sub):
+    # ok: MLS306
+    sub = sub[sub["ref_words"] > 0]
+    # ruleid: MLS306
+    sub = sub[sub["errors"] <= 0.8 * sub["ref_words"]]
+    return sub["errors"].sum() / sub["ref_words"].sum()

@@ -375,3 +375,15 @@ class MultiCamCollate:
         # ruleid: MLS309
         batch["wrist"][sel, :, 4:10, 4:10] = torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)
         return batch
+
+
+class ReviewRows(Dataset):
+    def __getitem__(self, idx):
+        text, label = self.texts[idx], self.labels[idx]
+        if text.endswith(" :-)"):
+            # ruleid: MLS309
+            label = 1
+        if text.endswith("\n"):
+            # ok: MLS309
+            text = text.rstrip()
+        return text, label
