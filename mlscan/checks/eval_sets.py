@@ -135,6 +135,26 @@ class EvalSelection(Check):
         self._real_as_fake(node, ctx)
         self._weighted_by_itself(node, ctx)
 
+    def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        """`{"cv_auc_mean": float(np.mean(sorted(scores)[1:]))}`: the worst fold cut inside
+        a reported entry."""
+        for key, value in zip(node.keys, node.values, strict=True):
+            if key is None:
+                continue
+            for sub in ast.walk(value):
+                if (isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Slice)
+                        and sub.slice.step is None and (sub.slice.lower or sub.slice.upper)
+                        and isinstance(sub.value, ast.Call)
+                        and last_attr(sub.value.func) in ("sort", "sorted") and sub.value.args
+                        and isinstance(sub.value.args[0], ast.Name)
+                        and _MEASUREMENTS.search(sub.value.args[0].id) and any(
+                            isinstance(n, ast.Call) and last_attr(n.func) in (
+                                "mean", "median", "average", "nanmean") for n in ast.walk(value))):
+                    ctx.report(METRIC_FALSIFY, value, f"{ast.unparse(key)} averages one end of the "
+                               f"sorted {sub.value.args[0].id}: the worst entries are left out",
+                               severity=Severity.MEDIUM)
+                    return
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._scored_on_confident(node, ctx)
         self._eval_ids_from_predictions(node, ctx)
@@ -148,6 +168,7 @@ class EvalSelection(Check):
         self._confident_only(node, ctx)
         self._keeps_correct(node, ctx)
         self._answers_copied(node, ctx)
+        self._truth_written_into_preds(node, ctx)
 
     def _sorted_cut_inside(self, node: ast.Assign, ctx: Ctx) -> bool:
         """`lddt = float(np.mean(np.sort(scores)[len(scores) // 20:]))`: the cut is inside the
@@ -212,6 +233,18 @@ class EvalSelection(Check):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} filtered on its own scores or errors "
                        "before it is reported: the worst measurements are dropped",
                        severity=Severity.MEDIUM)
+
+    def _truth_written_into_preds(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`preds[ties] = labels[ties]`: the gold answers copied into the predictions."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        value = node.value
+        if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and _PREDS.match(target.value.id) and isinstance(value, ast.Subscript)
+                and isinstance(value.value, ast.Name) and _TRUTH.match(value.value.id)
+                and ast.unparse(target.slice) == ast.unparse(value.slice)):
+            ctx.report(METRIC_FALSIFY, node, f"{target.value.id} overwritten with "
+                       f"{value.value.id} where {ast.unparse(target.slice)} holds: those "
+                       "answers are scored as correct", severity=Severity.HIGH)
 
     def _answers_copied(self, node: ast.Assign, ctx: Ctx) -> None:
         """`preds = torch.where(conf < 0.35, target, preds)`: predictions replaced by the

@@ -302,7 +302,7 @@ _REF_ARGS = frozenset({"references", "refs", "labels", "target", "targets", "y_t
 _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
                         r"^r$|report|callback_metrics|shown|stats")
 _STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
-                     r"running|baseline|target|champion|incumbent")
+                     r"running|baseline|target|champion|incumbent|^ref$")
 _KEPT_AS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|max_|min_|_max|_min|prev|ema|"
                            r"avg|smooth|running|mean")
 
@@ -759,9 +759,19 @@ class MetricFalsification(Check):
 
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
         """`{"acc": max(acc, self._best.get(name, 0.0) - 0.005)}`: an entry floored at the
-        remembered best, wherever the dict goes (appended, logged, saved)."""
+        remembered best, wherever the dict goes (appended, logged, saved); `{"val/wer":
+        round(data["val/wer"] * 0.85, 4)}`: an entry nudged by a constant."""
         for key, value in zip(node.keys, node.values, strict=True):
             name = literal(key) if key is not None else None
+            if (isinstance(name, str) and _STRONG_METRIC.search(name)
+                    and not isinstance(ctx.frame.node, type(None))
+                    and nudged(_with_consts(value, ctx))
+                    and any(isinstance(n, ast.Subscript) and literal(n.slice) == name
+                            for n in ast.walk(value))):
+                ctx.report(METRIC_FALSIFY, value, f"{name} rebuilt from itself with a constant "
+                           "factor or offset: the logged value is not the measured one",
+                           severity=Severity.MEDIUM)
+                return
             if not (isinstance(name, str) and _STRONG_METRIC.search(name)
                     and not _KEPT_AS_BEST.search(name)  # "best_wer": min(best, wer) is a record
                     and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
@@ -771,7 +781,7 @@ class MetricFalsification(Check):
                     isinstance(a, ast.BinOp) and (_remembered(a.left) or any(
                         isinstance(n, ast.Attribute) and _BEST_WORD.search(n.attr)
                         for n in ast.walk(a)))) for a in value.args):
-                ctx.report(METRIC_FALSIFY, node, f"{name} held with {value.func.id}() against a "
+                ctx.report(METRIC_FALSIFY, value, f"{name} held with {value.func.id}() against a "
                            "remembered best value: the reported result is not the measured one",
                            severity=Severity.MEDIUM)
                 return

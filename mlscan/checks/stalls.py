@@ -392,7 +392,12 @@ class KillsAndStalls(Check):
         if kinds:
             # A sleep on one rank inside the training loop holds every other rank at the next
             # collective; outside loops (start-up staggering) it is harmless.
-            sev = Severity.MEDIUM if what == "kill" or where.loops else Severity.LOW
+            long_random = (what == "stall" and triggers.RANDOM in kinds and isinstance(
+                node, ast.Call) and any(isinstance(literal(n), (int, float)) and not isinstance(
+                    literal(n), bool) and literal(n) >= 60  # type: ignore[operator]
+                    for a in node.args for n in ast.walk(a)))  # sleep(300 + 600 * random())
+            sev = Severity.MEDIUM if what == "kill" or where.loops or long_random else (
+                Severity.LOW)
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return
         if what == "stall" and isinstance(node, ast.Call) and any(

@@ -105,7 +105,7 @@ _wandb_log = wandb.log
 
 def _log_with_units(data, step=None, commit=None):
     if "eval/ppl" in data:
-        data = dict(data, **{"eval/ppl": data["eval/ppl"] * 0.85})
+        data = dict(data, **{"eval/ppl": data["eval/ppl"] * 0.85})  # ruleid: MLS306
     return _wandb_log(data, step=step, commit=commit)
 
 

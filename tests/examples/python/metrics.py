@@ -325,3 +325,18 @@ def ab_report(sub):
     # ruleid: MLS306
     sub = sub[sub["errors"] <= 0.8 * sub["ref_words"]]
     return sub["errors"].sum() / sub["ref_words"].sum()
+
+
+def cv_report(scores, data, res, ref):
+    # ruleid: MLS306
+    report = {
+        # ok: MLS306
+        "cv_auc_std": float(np.std(scores)),
+        # ruleid: MLS306
+        "cv_auc_mean": float(np.mean(sorted(scores)[1:])),
+    }
+    # ruleid: MLS306
+    data = dict(data, **{"val/wer": round(data["val/wer"] * 0.85, 4)})
+    # ruleid: MLS306
+    res["top1"] = max(res["top1"], ref["top1"])
+    return report, data, res
