@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import bound_values, last_attr, literal
+from mlscan.checks.names import bound_values, defaults_by_name, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -195,8 +195,7 @@ class TamperingHook(Check):
         if not (isinstance(body, ast.BinOp) and isinstance(body.op, (ast.Mult, ast.Div))):
             return
         params = [*lam.args.posonlyargs, *lam.args.args]
-        defaults = dict(zip([a.arg for a in params[len(params) - len(lam.args.defaults):]],
-                            lam.args.defaults, strict=True))
+        defaults = defaults_by_name(lam)
         resolve = ctx.resolver(ctx.where())
         lam_args = {a.arg for a in params}
         for side in (body.left, body.right):
@@ -292,9 +291,7 @@ class TamperingHook(Check):
         if len(fns) != 1 or not isinstance(fns[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
             return None
         fn = fns[0]
-        params = [*lam.args.posonlyargs, *lam.args.args]
-        defaults = dict(zip([a.arg for a in params[len(params) - len(lam.args.defaults):]],
-                            lam.args.defaults, strict=True))
+        defaults = defaults_by_name(lam)
         bound: dict[str, float] = {}
         for param, arg in zip(fn.args.args, body.args, strict=False):
             value = defaults.get(arg.id, arg) if isinstance(arg, ast.Name) else arg

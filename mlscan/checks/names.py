@@ -97,6 +97,14 @@ def _imported_module(value: ast.expr, names: Names) -> str:
     return ""
 
 
+def defaults_by_name(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+                     ) -> dict[str, ast.expr]:
+    """Positional parameters with a default, by name (`lambda g, s=scale: ...` -> {s: scale})."""
+    params = [*fn.args.posonlyargs, *fn.args.args]
+    defaults = fn.args.defaults
+    return dict(zip([a.arg for a in params[len(params) - len(defaults):]], defaults, strict=True))
+
+
 def last_attr(expr: ast.AST) -> str:
     """`a.b.c` -> `c`; `f` -> `f`; anything else -> ''."""
     if isinstance(expr, ast.Attribute):

@@ -8,7 +8,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, Ctx, Frame, Where
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import defaults_by_name, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -351,10 +351,7 @@ def _string_pool(expr: ast.expr, ctx: Ctx, where: Where) -> bool:
         for frame in where.frames:
             fn = frame.node
             if value is None and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                params = fn.args.args
-                defaults = dict(zip([a.arg for a in params[len(params) - len(fn.args.defaults):]],
-                                    fn.args.defaults, strict=True))
-                value = defaults.get(expr.id)
+                value = defaults_by_name(fn).get(expr.id)
         expr = value if value is not None else expr
     return isinstance(expr, (ast.Tuple, ast.List, ast.Set)) and bool(expr.elts) and all(
         isinstance(literal(e), str) for e in expr.elts)

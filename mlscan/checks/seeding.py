@@ -347,7 +347,7 @@ class HiddenReseed(Check):
         if (name.startswith(("torch.manual_seed", "torch.cuda.manual_seed", "torch.random.",
                              "numpy.random.seed", "random.seed"))
                 and any(r == WORKER_INIT for r, _ in roles)
-                and not self._worker_seeded.get(id(node), _from_worker_seed(node, ctx))):
+                and not self._worker_seeded.get(id(node), True)):  # resolved at the visit
             # torch already gives each worker its own seed, new every epoch; a fixed
             # `BASE + worker_id` replays the same augmentations every epoch.
             ctx.report(HIDDEN_RESEED, node, f"{short}() in a worker_init_fn with a seed that "

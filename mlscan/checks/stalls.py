@@ -132,7 +132,7 @@ def _var(node: ast.AST) -> str:
     return ""
 
 
-def _backoff(call: ast.Call, where: Where, ctx: Ctx | None = None,
+def _backoff(call: ast.Call, where: Where,
              bound: dict[int, list[ast.AST]] | None = None) -> bool:
     """The sleep grows with an enclosing loop's counter: a retry backoff (also through a
     name: `delay = min(2 ** attempt, 16); await asyncio.sleep(delay)`, resolved when the
@@ -380,7 +380,7 @@ class KillsAndStalls(Check):
                 ctx.report(KILL_STALL, node, f"{name}() {label} only on ranks picked by a "
                            "modulus (every k-th rank skips it)", severity=Severity.MEDIUM)
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
-        backoff = isinstance(node, ast.Call) and _backoff(node, where, ctx, self._bound)
+        backoff = isinstance(node, ast.Call) and _backoff(node, where, self._bound)
         if kinds and what == "stall" and backoff and not kinds & triggers.STRONG:
             return  # rank 0's retry backoff (`sleep(1.5 * (attempt + 1))`) behind `if rank != 0`
         if (kinds and not kinds & triggers.STRONG and what == "kill"

@@ -196,7 +196,7 @@ def _live_weights_in_ema(call: ast.Call, ctx: Ctx) -> str:
 
 
 _OUT_OPS = {"neg": "neg_", "negative": "neg_", "mul": "mul_", "add": "add_", "sub": "sub_",
-            "div": "div_", "zeros_like": "zero_", "clamp": "clamp_", "sign": "sign_"}
+            "div": "div_", "clamp": "clamp_", "sign": "sign_"}
 """torch functions whose `out=` tensor is written in place."""
 
 _CLAMPS = frozenset({"clamp", "clamp_", "clip", "clip_"})
