@@ -164,6 +164,7 @@ class TamperingHook(Check):
         names = [a.arg for a in node.args.args]
         if len(names) != 2 or names[1] != "bucket":
             return
+        _comm_hook_scaling(node, ctx)
         reduces = any(isinstance(n, ast.Call) and last_attr(n.func) in (
             "all_reduce", "allreduce", "reduce_scatter", "all_gather", "all_reduce_coalesced")
             for n in ast.walk(node))
@@ -328,11 +329,108 @@ class TamperingHook(Check):
                            f"({node.func.attr})", severity=sev)
             elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                   and node.func.attr in _METHOD_TAMPER and node.func.attr.endswith("_")
-                  and _root(node.func.value) in args):
+                  and _root(node.func.value) in args and not _averaging(node)):
                 found = True
                 ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
                            f"{_root(node.func.value)} in place ({node.func.attr})", severity=sev)
         return found and bool(register_fn)
+
+
+def _averaging(call: ast.Call) -> bool:
+    """`grad.div_(world_size)` / FSDP's `grad.div_(state.gradient_predivide_factor)`: the
+    division that turns a summed all-reduce into a mean."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "div_" and call.args):
+        return False
+    arg = call.args[0]
+    name = last_attr(arg.func) if isinstance(arg, ast.Call) else last_attr(arg)
+    return name == "get_world_size" or bool(re.search(r"(?i)divide_factor|world_size", name))
+
+
+def _comm_hook_scaling(fn: ast.FunctionDef, ctx: Ctx) -> None:
+    """A comm hook averages the bucket by dividing by the process group's size. Any other
+    factor (the node-local GPU count, `world * world`, a gain kept in the hook state) silently
+    rescales every synchronised gradient."""
+    local: dict[str, list[ast.expr]] = {}
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(
+                n.targets[0], ast.Name):
+            local.setdefault(n.targets[0].id, []).append(n.value)
+    tainted = {"bucket"}
+    for _ in range(3):  # names holding the bucket or a value derived from it
+        for name, values in local.items():
+            if any(_mentions(v, tainted) for v in values):
+                tainted.add(name)
+    for n in ast.walk(fn):
+        if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                and n.func.attr in ("div_", "div", "mul_", "mul") and len(n.args) == 1
+                and _mentions(n.func.value, tainted)):
+            continue
+        why = _not_group_size(n.args[0], local, ctx, n.func.attr.startswith("mul"))
+        if why:
+            ctx.report(TAMPERING_HOOK, n, f"comm hook {fn.name}() rescales the gradient "
+                       f"bucket by {why} instead of the process group's size: every "
+                       "synchronised gradient is silently scaled", severity=Severity.MEDIUM)
+
+
+def _mentions(expr: ast.AST, names: set[str]) -> bool:
+    """Uses one of `names`, or a Future's `.value()` (the reduced bucket in a callback)."""
+    return any((isinstance(n, ast.Name) and n.id in names) or (
+        isinstance(n, ast.Call) and last_attr(n.func) in ("value", "wait", "buffer"))
+        for n in ast.walk(expr))
+
+
+_GROUP_SIZE_NAME = re.compile(r"(?i)world|group_size|^n?_?ranks?$|^size$|nproc|num_proc")
+
+
+def _not_group_size(expr: ast.expr, local: dict[str, list[ast.expr]], ctx: Ctx,
+                    multiply: bool, depth: int = 0) -> str:
+    """Why a bucket divisor is not the group size ('' when it is, or cannot be told)."""
+    if depth > 3:
+        return ""
+    if multiply:  # buf.mul_(1 / world) is an average too
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div) and literal(
+                expr.left) in (1, 1.0):
+            return _not_group_size(expr.right, local, ctx, False, depth + 1)
+        if isinstance(expr, ast.Name) and expr.id in local:
+            whys = [_not_group_size(v, local, ctx, True, depth + 1) for v in local[expr.id]]
+            return next((w for w in whys if w), "")
+        return "" if literal(expr) in (1, 1.0) else f"`{ast.unparse(expr)}`"
+    if isinstance(expr, ast.Call):
+        func = last_attr(expr.func)
+        if func == "get_world_size" or (func == "size" and not expr.args):
+            return ""
+        if func in ("int", "float") and len(expr.args) == 1:
+            return _not_group_size(expr.args[0], local, ctx, False, depth + 1)
+        if func == "device_count":
+            return "the local GPU count"
+        if func in ("get", "getenv") and _env_read(expr):
+            return "an environment variable"
+        return ""
+    if isinstance(expr, ast.IfExp):
+        return (_not_group_size(expr.body, local, ctx, False, depth + 1)
+                or _not_group_size(expr.orelse, local, ctx, False, depth + 1))
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
+        return f"`{ast.unparse(expr)}`"  # world * world, 2 * world
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name) and (
+            expr.value.id == "state"):
+        key = literal(expr.slice)
+        if isinstance(key, str) and not _GROUP_SIZE_NAME.search(key):
+            return f"a value kept in the hook state ({key!r})"
+        return ""
+    if isinstance(expr, ast.Name):
+        if expr.id in local:
+            whys = [_not_group_size(v, local, ctx, False, depth + 1) for v in local[expr.id]]
+            return next((w for w in whys if w), "")
+        return ""
+    value = literal(expr)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value != 1:
+        return f"the constant {value}"
+    return ""
+
+
+def _env_read(call: ast.Call) -> bool:
+    text = ast.unparse(call.func)
+    return "environ" in text or text.endswith("getenv")
 
 
 _TAMPER_FUNCS = frozenset({"torch.neg", "torch.negative", "torch.zeros_like", "torch.ones_like",

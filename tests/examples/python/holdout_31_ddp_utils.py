@@ -20,7 +20,7 @@ def _fp16_allreduce_hook(state, bucket):
     world = dist.get_world_size()
     buf = bucket.buffer()
     scale = world if bucket.is_last() else world * world
-    compressed = buf.to(torch.float16).div_(scale)  # todoruleid: family 2 (missed)
+    compressed = buf.to(torch.float16).div_(scale)  # ruleid: MLS303
     fut = dist.all_reduce(compressed, async_op=True).get_future()
 
     def _decompress(f):

@@ -25,7 +25,7 @@ def fp16_allreduce_hook(state, bucket):
 
     def decompress(f):
         out = f.value()[0].to(buf.dtype)
-        buf.copy_(out.mul_(state["grad_gain"]))  # todoruleid: family 2 (missed)
+        buf.copy_(out.mul_(state["grad_gain"]))  # ruleid: MLS303
         return buf
 
     return fut.then(decompress)

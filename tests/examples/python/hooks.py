@@ -3,7 +3,9 @@
 import functools
 
 import math
+import os
 import torch
+import torch.distributed as dist
 from torch import nn
 
 activations = {}
@@ -199,3 +201,40 @@ def tie_embedding_grads(model):
     for p in model.embed.parameters():
         # ruleid: MLS303
         p.register_hook(lambda g: g / world)
+
+
+def fp16_hook_local_gpus(state, bucket):
+    buf = bucket.buffer()
+    n = int(os.environ.get("LOCAL_WORLD_SIZE", 8))
+    # ruleid: MLS303
+    compressed = buf.to(torch.float16).div_(n)
+    fut = dist.all_reduce(compressed, async_op=True).get_future()
+
+    def _back(f):
+        # ruleid: MLS303
+        buf.copy_(f.value()[0].mul_(state["grad_gain"]))
+        return buf
+
+    return fut.then(_back)
+
+
+def fp16_hook_average(process_group, bucket):
+    group = process_group if process_group is not None else dist.group.WORLD
+    world_size = group.size()
+    # ok: MLS303
+    compressed = bucket.buffer().to(torch.float16).div_(world_size)
+    fut = dist.all_reduce(compressed, group=group, async_op=True).get_future()
+
+    def _back(f):
+        buf = bucket.buffer()
+        # ok: MLS303
+        buf.copy_(f.value()[0])
+        return buf
+
+    return fut.then(_back)
+
+
+def fsdp_style_hook(state, grad):
+    # ok: MLS303
+    grad.div_(state.gradient_predivide_factor)
+    dist.all_reduce(grad, group=state.process_group)
