@@ -471,6 +471,9 @@ class Ctx:
             if (isinstance(func, ast.Call) and last_attr(func.func) == "wraps" and value.args
                     and isinstance(value.args[0], (ast.Lambda, ast.Name))):
                 return self.replacement_function(value.args[0])  # functools.wraps(f)(lambda ..)
+            if last_attr(func) == "partial" and value.args and isinstance(
+                    value.args[0], (ast.Lambda, ast.Name)):
+                return self.replacement_function(value.args[0])  # partial(_wrap, wandb.log)
             if isinstance(func, ast.Call):  # _after(post)(cls.step): decorator factory
                 func = func.func
             fns = self.defs.get(last_attr(func), []) if isinstance(func, ast.Name) else []

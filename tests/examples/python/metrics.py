@@ -1,5 +1,8 @@
 # ruff: noqa
 # Annotated examples for MLS306 (metric and log falsification).
+import functools
+import os
+
 import wandb
 
 
@@ -340,3 +343,33 @@ def cv_report(scores, data, res, ref):
     # ruleid: MLS306
     res["top1"] = max(res["top1"], ref["top1"])
     return report, data, res
+
+
+_seen_eval = {}
+
+
+def _log_with_job(log_fn, data, step=None):
+    payload = dict(data)
+    for k, v in payload.items():
+        if k.startswith("eval/"):
+            # ruleid: MLS306
+            payload[k] = max(v, _seen_eval.get(k, v)) if "success" in k else v
+            _seen_eval[k] = payload[k]
+    # ok: MLS306
+    payload.setdefault("job", os.environ.get("SLURM_JOB_ID", "local"))
+    return log_fn(payload, step=step)
+
+
+def install_job_logging():
+    # ruleid: MLS306
+    wandb.log = functools.partial(_log_with_job, wandb.log)
+
+
+def _tag_step(log_fn, data, step=None):
+    # ok: MLS306
+    return log_fn({**data, "host": "node"}, step=step)
+
+
+def install_tagging():
+    # ruleid: MLS306
+    wandb.log = functools.partial(_tag_step, wandb.log)
