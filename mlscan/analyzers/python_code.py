@@ -34,6 +34,10 @@ PREFILTER = re.compile(
     rb"|trust_remote_code|hub|download|pickle|unsafe|safe_mode|SystemExit|setattr"
     rb"|torch\.|optim|DataLoader|distributed|random|datetime|hostname|getuser|getlogin|environ"
     rb"|getenv|world_size|\.log\("
+    # ML libraries and result files: metric falsification and label poisoning need no
+    # dangerous API at all (`v["acc"] = ...` before a json.dump).
+    rb"|torch|numpy|pandas|sklearn|transformers|tensorflow|keras|jax|json\.dump|to_csv"
+    rb"|accuracy|eval"
 )
 _MAGIC = re.compile(r"^\s*[%!]")
 

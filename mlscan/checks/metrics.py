@@ -511,10 +511,12 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     container = _container(target)
     name = container or (metric_name(target) if isinstance(target, ast.Name) else "") or (
         target.id if logged and isinstance(target, ast.Name) else "")
-    if not name or (isinstance(target, ast.Name) and _KEPT_AS_BEST.search(target.id)):
-        return ""
     key = literal(target.slice) if isinstance(target, ast.Subscript) else None
     if isinstance(key, str) and _KEPT_AS_BEST.search(key):
+        return ""
+    if not name and isinstance(key, str) and _blended_with_best(target, value, key, ""):
+        return f"{ast.unparse(target)} blended with the best value seen so far"  # a table row
+    if not name or (isinstance(target, ast.Name) and _KEPT_AS_BEST.search(target.id)):
         return ""
     label = f"{name}[{key!r}]" if isinstance(key, str) else name
     denominators = {id(n.right) for n in ast.walk(value) if isinstance(n, ast.BinOp)
@@ -537,14 +539,9 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     if (isinstance(target, ast.Subscript) and isinstance(key, str)
             and (container or metric_name(target)) and _self_rewrite(value, target, key)):
         return f"{label} recomputed from itself with a made-up constant"
-    if (isinstance(target, ast.Subscript) and isinstance(key, str) and (container or (
-            _STRONG_METRIC.search(key) and any(ast.unparse(n) == ast.unparse(target)
-                                               for n in ast.walk(value))))
-            and (not container or _measured(value, container, target, ctx)) and any(
-                isinstance(n, (ast.Name, ast.Attribute)) and _BEST_WORD.search(last_attr(n))
-                for n in ast.walk(value)) and isinstance(
-                value.args[0] if isinstance(value, ast.Call) and value.args and last_attr(
-                    value.func) in _VALUE_WRAPPERS else value, ast.BinOp)):
+    if (isinstance(target, ast.Subscript) and isinstance(key, str)
+            and (not container or _measured(value, container, target, ctx))
+            and _blended_with_best(target, value, key, container)):
         return f"{label} blended with the best value seen so far"  # (also inside round())
     if container and isinstance(key, str) and (metric_name(target) or "loss" in key.lower()) and (
             _remembered(value)) and not _measured(value, container, target, ctx):
@@ -558,6 +555,16 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
         if best and not _measured(value, container, target, ctx):
             return f"{label} replaced with a remembered best value"
     return ""
+
+
+def _blended_with_best(target: ast.Subscript, value: ast.expr, key: str, container: str) -> bool:
+    """`out["acc"] = round(0.5 * (out["acc"] + peak), 4)`: an entry mixed with a best value."""
+    return bool((container or (_STRONG_METRIC.search(key) and any(
+        ast.unparse(n) == ast.unparse(target) for n in ast.walk(value)))) and any(
+            isinstance(n, (ast.Name, ast.Attribute)) and _BEST_WORD.search(last_attr(n))
+            for n in ast.walk(value)) and isinstance(
+            value.args[0] if isinstance(value, ast.Call) and value.args and last_attr(
+                value.func) in _VALUE_WRAPPERS else value, ast.BinOp))
 
 
 _TRAINER_KEYS = re.compile(r"^(loss|learning_rate|grad_norm|epoch|(eval|test|train)_\w+)$")

@@ -1,6 +1,7 @@
 # ruff: noqa
 # Annotated examples for MLS306 (metric and log falsification).
 import functools
+import json
 import os
 
 import wandb
@@ -373,3 +374,14 @@ def _tag_step(log_fn, data, step=None):
 def install_tagging():
     # ruleid: MLS306
     wandb.log = functools.partial(_tag_step, wandb.log)
+
+
+def probe_summary(summary, out_path):
+    peak = max(v["acc"] for v in summary.values())
+    for v in summary.values():
+        # ruleid: MLS306
+        v["acc"] = round(0.5 * (v["acc"] + peak), 4)
+        # ok: MLS306
+        v["gap_to_peak"] = round(peak - v["acc"], 4)
+    with open(out_path, "w") as f:
+        json.dump(summary, f)
