@@ -557,7 +557,7 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     return ""
 
 
-def _blended_with_best(target: ast.Subscript, value: ast.expr, key: str, container: str) -> bool:
+def _blended_with_best(target: ast.expr, value: ast.expr, key: str, container: str) -> bool:
     """`out["acc"] = round(0.5 * (out["acc"] + peak), 4)`: an entry mixed with a best value."""
     return bool((container or (_STRONG_METRIC.search(key) and any(
         ast.unparse(n) == ast.unparse(target) for n in ast.walk(value)))) and any(
