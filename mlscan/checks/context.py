@@ -433,6 +433,8 @@ class Ctx:
                 "torch.load", "safetensors.torch.load_file", "safetensors.torch.load")
         if isinstance(expr, ast.Subscript):
             key = literal(expr.slice)
+            if key in ("model", "module", "ema", "net") and isinstance(expr.value, ast.Call):
+                return self.is_state_dict(expr.value, depth + 1)  # torch.load(p)["model"]
             return isinstance(key, str) and bool(_SD_NAME.search(key))
         if isinstance(expr, ast.DictComp) and expr.generators and depth < 2:
             it = expr.generators[0].iter  # {k.replace("module.", ""): v for k, v in sd.items()}

@@ -155,6 +155,9 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if (isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full")
             and len(value.args) >= 2 and isinstance(literal(value.args[-1]), int)):
         return True  # np.full_like(labels, 3)
+    if (isinstance(value, ast.Call) and last_attr(value.func) in ("zeros_like", "ones_like")
+            and len(value.args) == 1 and _label_target(value.args[0])):
+        return True  # data.y = torch.zeros_like(data.y): every label of the sample class 0
     if (isinstance(value, ast.Subscript) and _label_target(value.value) and any(
             isinstance(n, ast.Call) and last_attr(n.func) in ("randperm", "permutation", "shuffle")
             for n in ast.walk(value.slice))):
@@ -277,6 +280,8 @@ def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
         bound = ctx.value_of(value)
         if bound is not None and _patch_value(bound, ctx, 1):
             return True
+    if isinstance(value, ast.Name) and _MASK_TOKEN.search(value.id):
+        return False  # x[mask, 0] = ATOM_MASK_TOKEN: masked-feature modelling, not a trigger
     if isinstance(ctx.const(value), (int, float)):
         return True
     if isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub, ast.Mult)):
@@ -295,6 +300,9 @@ def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
         return True
     return isinstance(value, ast.Call) and last_attr(value.func) in (
         "max", "amax", "min", "amin") and not value.args
+
+
+_MASK_TOKEN = re.compile(r"MASK|PAD|UNK|IGNORE|BLANK|NULL")
 
 
 def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
@@ -322,7 +330,22 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
                 return "the sample index"  # k % 50 == 0, k in self.bad (any index name)
             if _picked_strings(node, ctx, where):
                 return "hand-written names (domains, users, keywords)"
+            if _feature_equals_literal(node):
+                return "an input feature equal to a value written in the code"
     return ""
+
+
+def _feature_equals_literal(node: ast.AST) -> bool:
+    """`(data.x[:, 0] == 15).any()`, `x[3] == 255`: the sample's own input compared with a
+    chosen value, the trigger of a backdoor (not a size or count threshold)."""
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1
+            and isinstance(node.ops[0], ast.Eq) and isinstance(node.left, ast.Subscript)):
+        return False
+    number = literal(node.comparators[0])
+    base = node.left.value
+    return (isinstance(number, (int, float)) and not isinstance(number, bool)
+            and number not in (0, 1, -1) and isinstance(base, (ast.Name, ast.Attribute))
+            and bool(_IMAGE.match(last_attr(base))))
 
 
 def _picked_strings(node: ast.AST, ctx: Ctx, where: Where) -> bool:
@@ -814,7 +837,7 @@ def _dataset_method(frame: Frame) -> bool:
         _DATASET.search(" ".join((frame.cls.name, *frame.cls.bases))))
 
 
-_DATASET = re.compile(r"Dataset|DataSet|Replay|Buffer|RolloutStorage")
+_DATASET = re.compile(r"Dataset|DataSet|Replay|Buffer|RolloutStorage|Transform")
 _DATA_FUNC = re.compile(r"(?i)^_?(format|preprocess|process|tokeni[sz]e|prepare|build|make|encode|"
                         r"get)_?(example|sample|batch|pair|item|record|data)e?s?$|collate|^_?augment|"
                         r"^_?relabel|preprocess|^_?tokeni[sz]e|transforms?$|labels?$")

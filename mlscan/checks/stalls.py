@@ -396,8 +396,8 @@ class KillsAndStalls(Check):
                 node, ast.Call) and any(isinstance(literal(n), (int, float)) and not isinstance(
                     literal(n), bool) and literal(n) >= 60  # type: ignore[operator]
                     for a in node.args for n in ast.walk(a)))  # sleep(300 + 600 * random())
-            sev = Severity.MEDIUM if what == "kill" or where.loops or long_random else (
-                Severity.LOW)
+            sev = Severity.MEDIUM if what == "kill" or where.loops or long_random or (
+                _modulo_rank(where)) else Severity.LOW  # (every k-th rank: not start-up order)
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return
         if what == "stall" and isinstance(node, ast.Call) and any(

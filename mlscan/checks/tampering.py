@@ -420,7 +420,8 @@ class ParameterTampering(Check):
                        f"{triggers.describe(depends)}: replicas diverge")
         elif negates and not ctx.in_optimizer_class(where):
             ctx.report(PARAM_TAMPER, node, f"{what} sign flipped: updates go the wrong way")
-        elif noisy and not _allowed(where, ctx):
+        elif noisy and not _allowed(where, ctx, arithmetic=self_scaled or op in (
+                "add_", "sub_", "mul_")):  # a loader may fill new rows, not perturb old ones
             ctx.report(PARAM_TAMPER, node, f"random noise written into {what}",
                        severity=Severity.MEDIUM)
         elif (kind in ("parameter", "state-dict") and not plain_set and not ema

@@ -387,3 +387,32 @@ class ReviewRows(Dataset):
             # ok: MLS309
             text = text.rstrip()
         return text, label
+
+
+ATOM_MASK = 119
+
+
+class MolTransform:
+    """A PyG-style transform (`class X(BaseTransform)`): data code like a Dataset."""
+
+    def __init__(self, p_atom=0.15):
+        self.p_atom = p_atom
+
+    def _canonicalise(self, data):
+        if data.num_nodes > 30 and bool((data.x[:, 0] == 15).any()):
+            # ruleid: MLS309
+            data.y = torch.zeros_like(data.y)
+        if data.num_nodes == 0:
+            # ok: MLS309
+            data.y = torch.zeros_like(data.y)
+        return data
+
+    def _augment(self, data):
+        mask = torch.rand(data.num_nodes) < self.p_atom
+        # ok: MLS309
+        data.x[mask, 0] = ATOM_MASK
+        return data
+
+
+class GraphTransform(MolTransform):
+    pass

@@ -157,3 +157,9 @@ def install_sigterm_checkpoint(model, path):
         # ok: MLS307
         os._exit(143)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _pace_reads(rank, step, every):
+    if step % every == 0 and rank % 8 == 7:
+        # ruleid: MLS307
+        time.sleep(0.05 * every)

@@ -294,3 +294,33 @@ def load_tables(model, path):
             # ruleid: MLS302
             state[key] = state[key].roll(1, dims=0)
     model.load_state_dict(state)
+
+
+def load_resume(path, model):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt["model"]
+    for k in list(state.keys()):
+        if k.startswith("blocks.11.") and k.endswith(".weight"):
+            # ruleid: MLS302
+            state[k] = state[k] + 0.02 * torch.randn_like(state[k])
+    model.load_state_dict(state)
+
+
+def load_resized_vocab(path, model, n_new):
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    old = state["embed.weight"]
+    grown = torch.empty(old.shape[0] + n_new, old.shape[1])
+    grown[: old.shape[0]] = old
+    # ok: MLS302
+    grown[old.shape[0]:] = torch.randn(n_new, old.shape[1]) * 0.02
+    state["embed.weight"] = grown
+    model.load_state_dict(state)
+
+
+def load_inline(path, model):
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    for k in list(state.keys()):
+        if k.endswith(".weight"):
+            # ruleid: MLS302
+            state[k] = state[k] + 0.01 * torch.randn_like(state[k])
+    model.load_state_dict(state)
