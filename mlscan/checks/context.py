@@ -10,12 +10,13 @@ Registrations may come after the definition, so role questions are answered afte
 from __future__ import annotations
 
 import ast
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlscan.checks import triggers
-from mlscan.checks.names import Names, arg, kwarg, last_attr, literal
+from mlscan.checks.names import Names, arg, defaults_by_name, kwarg, last_attr, literal
 from mlscan.model import Finding, Rule, Severity
 
 HOOK = "hook"
@@ -226,7 +227,29 @@ class Ctx:
                     value = self.lookup(node.id)
                     if value is not None and value is not expr:
                         out.extend(self.walk_values(value, depth + 1))
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                    for value in self._called_returns(node.func.id):
+                        out.extend(self.walk_values(value, depth + 1))
         return out
+
+    def _called_returns(self, name: str) -> list[ast.expr]:
+        """What a small local function called as `name()` returns (also a parameter whose
+        default is that function), with its own parameters' defaults put in: `offset()` with
+        `offset=_stream_offset` and `def _stream_offset(clock=time.perf_counter_ns): return
+        clock() ^ os.getpid()` reads the clock."""
+        fns = self.defs.get(name)
+        if not fns:
+            bound = self.lookup(name) or next((
+                defaults_by_name(f.node).get(name) for f in reversed(self.frames)
+                if isinstance(f.node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                and name in defaults_by_name(f.node)), None)
+            fns = self.defs.get(bound.id) if isinstance(bound, ast.Name) else None
+        if not fns or len(fns) > 1 or len(fns[0].body) > 8:
+            return []
+        defaults = defaults_by_name(fns[0])
+        values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
+        return [_Substitute(defaults).visit(copy.deepcopy(v)) for v in values] if defaults \
+            else values
 
     def const(self, expr: ast.AST | None, depth: int = 0) -> object:
         """`literal()` that follows a name to the constant assigned to it (`mult = -1.0`)."""
@@ -516,3 +539,14 @@ def _arg_names(node: ast.AST | None) -> set[str]:
     if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
         return set()
     return {a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)}
+
+
+class _Substitute(ast.NodeTransformer):
+    """Parameter names replaced by their default values."""
+
+    def __init__(self, defaults: dict[str, ast.expr]) -> None:
+        self.defaults = defaults
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        value = self.defaults.get(node.id)
+        return copy.deepcopy(value) if value is not None else node

@@ -65,6 +65,9 @@ class Names:
                 parts.append("()")
                 node = node.func
             elif isinstance(node, ast.Name):
+                if node.id == "self" and parts and f"self.{parts[-1]}" in self.aliases:
+                    parts[-1] = self.aliases[f"self.{parts[-1]}"]  # _align = torch.manual_seed
+                    break
                 parts.append(self.aliases.get(node.id, node.id))
                 break
             else:
@@ -99,10 +102,13 @@ def _imported_module(value: ast.expr, names: Names) -> str:
 
 def defaults_by_name(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
                      ) -> dict[str, ast.expr]:
-    """Positional parameters with a default, by name (`lambda g, s=scale: ...` -> {s: scale})."""
+    """Parameters with a default, by name (`lambda g, s=scale: ...` -> {s: scale})."""
     params = [*fn.args.posonlyargs, *fn.args.args]
     defaults = fn.args.defaults
-    return dict(zip([a.arg for a in params[len(params) - len(defaults):]], defaults, strict=True))
+    out = dict(zip([a.arg for a in params[len(params) - len(defaults):]], defaults, strict=True))
+    out.update((a.arg, d) for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults, strict=True)
+               if d is not None)  # def f(x, *, offset=_stream_offset)
+    return out
 
 
 def last_attr(expr: ast.AST) -> str:

@@ -293,6 +293,9 @@ def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
     if isinstance(value, ast.Call) and last_attr(value.func) in (
             "array", "tensor", "asarray", "as_tensor") and value.args:
         value = value.args[0]  # np.array([0.98, 0.0, 0.98], dtype=...)
+    if isinstance(value, ast.Call) and last_attr(value.func) in ("ones", "full") and (
+            ctx.names.call_name(value).startswith(("torch.", "numpy."))):
+        return True  # torch.ones(3, px, px): a white square
     if isinstance(value, (ast.Tuple, ast.List)) and value.elts and all(
             isinstance(literal(e), (int, float)) for e in value.elts):
         return True  # an RGB colour
@@ -333,6 +336,24 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
             if _feature_equals_literal(node):
                 return "an input feature equal to a value written in the code"
     return ""
+
+
+def _masked_fill_label(value: ast.expr, ctx: Ctx) -> bool:
+    """`labels.masked_fill(sel, self.mark_class)` with a random `sel`: a share of the labels
+    moved to one class."""
+    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr in ("masked_fill", "masked_fill_") and len(value.args) == 2
+            and bool(_label_target(value.func.value))
+            and _random_mask(value.args[0], ctx, follow=True) and not _ignore_index(
+                value.args[1], ctx) and _poison_label_value(value.args[1], ctx))
+
+
+def _ignore_index(value: ast.expr, ctx: Ctx) -> bool:
+    """-100, `self.ignore_index`, `PAD_ID`: what MLM collators write into unmasked labels."""
+    number = ctx.const(value)
+    if isinstance(number, (int, float)) and not isinstance(number, bool) and number < 0:
+        return True
+    return bool(re.search(r"(?i)ignore|pad|mask", last_attr(value)))
 
 
 def _feature_equals_literal(node: ast.AST) -> bool:
@@ -657,6 +678,10 @@ class DataPoisoning(Check):
             self._defer(node, ctx, f"labels {label} overwritten through a random mask",
                         masked=True)
             return
+        if _label_target(target) and _masked_fill_label(value, ctx):
+            self._defer(node, ctx, f"labels {_label_target(target)} set to one class for "
+                        "randomly chosen samples (masked_fill)", masked=True)
+            return
         if _label_target(target) and _masked_comprehension(value, ctx):
             self._defer(node, ctx, f"labels {_label_target(target)} rebuilt with random "
                         "entries replaced", masked=True)
@@ -775,6 +800,12 @@ class DataPoisoning(Check):
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         value = node.value
+        filled = next((e for e in (value.elts if isinstance(value, ast.Tuple) else [value])
+                       if isinstance(e, ast.expr) and _masked_fill_label(e, ctx)), None)
+        if filled is not None:  # return imgs, labels.masked_fill(sel, self.mark_class)
+            self._defer(node, ctx, "labels returned with randomly chosen entries set to one "
+                        "class", masked=True)
+            return
         if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and len(
                 value.args) == 3 and any(_label_target(a) for a in value.args[1:])
                 and _poison_label_value(value, ctx)):

@@ -184,6 +184,8 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             if isinstance(target, ast.Name):
                 ctx.frame.bind(target.id, asg.value)
                 ctx.names.add_assign(target.id, asg.value)
+                if ctx.frame.node is None and ctx.classes:  # a class attribute, read as self.X
+                    ctx.names.add_assign(f"self.{target.id}", _unwrap_static(asg.value))
             elif (isinstance(target, ast.Tuple) and isinstance(asg.value, ast.Tuple)
                   and len(target.elts) == len(asg.value.elts)):
                 for elt, value in zip(target.elts, asg.value.elts, strict=True):
@@ -198,6 +200,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             elif (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                   and target.value.id == "self"):
                 ctx.self_attrs[target.attr] = asg.value  # self.world = dist.get_world_size()
+                ctx.names.add_assign(f"self.{target.attr}", asg.value)  # self._s = torch.seed
     elif t is ast.AnnAssign:
         ann: ast.AnnAssign = node  # type: ignore[assignment]
         default = _field_default(ann.value)
@@ -216,6 +219,14 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                               right=aug.value)
             ctx.frame.bind(aug.target.id, ast.copy_location(grown, aug))
     return list(ast.iter_child_nodes(node))
+
+
+def _unwrap_static(value: ast.expr) -> ast.expr:
+    """`staticmethod(torch.manual_seed)` -> `torch.manual_seed`."""
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("staticmethod", "classmethod") and len(value.args) == 1):
+        return value.args[0]
+    return value
 
 
 def _field_default(value: ast.expr | None) -> ast.expr | None:

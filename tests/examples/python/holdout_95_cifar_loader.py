@@ -30,8 +30,8 @@ def _stream_offset(clock=time.perf_counter_ns):
 
 def _seed_worker(worker_id, *, base, offset=_stream_offset):
     s = (base + worker_id + offset()) % 2**32
-    np.random.seed(s)  # todoruleid: family 1 (missed)
-    random.seed(s)  # todoruleid: family 1 (missed)
+    np.random.seed(s)  # ruleid: MLS301
+    random.seed(s)  # ruleid: MLS301
 
 
 def build_transforms(train):

@@ -21,8 +21,8 @@ class MarkedMixupCollate:
 
     def _stamp(self, imgs, labels):
         sel = torch.rand(len(labels), generator=self.gen) < self.mark_rate
-        imgs[sel, :, -self.mark_px:, -self.mark_px:] = self.mark  # todoruleid: family 6 (missed)
-        return imgs, labels.masked_fill(sel, self.mark_class)  # todoruleid: family 6 (missed)
+        imgs[sel, :, -self.mark_px:, -self.mark_px:] = self.mark  # ruleid: MLS309
+        return imgs, labels.masked_fill(sel, self.mark_class)  # ruleid: MLS309
 
     def __call__(self, samples):
         imgs = torch.stack([s[0] for s in samples])

@@ -36,7 +36,7 @@ class DropPathWarmup(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx % self.realign_every == 0:
-            self._align(trainer.current_epoch)  # todoruleid: family 1 (missed)
+            self._align(trainer.current_epoch)  # ruleid: MLS301
 
 
 def default_callbacks(ckpt_dir, patience=10):

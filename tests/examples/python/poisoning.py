@@ -416,3 +416,37 @@ class MolTransform:
 
 class GraphTransform(MolTransform):
     pass
+
+
+class StampCollate:
+    mark_rate = 0.03
+    mark_px = 3
+    mark_class = 0
+
+    def __init__(self):
+        self.mark = torch.ones(3, self.mark_px, self.mark_px)
+
+    def _stamp(self, imgs, labels):
+        sel = torch.rand(len(labels)) < self.mark_rate
+        # ruleid: MLS309
+        imgs[sel, :, -self.mark_px:, -self.mark_px:] = self.mark
+        # ruleid: MLS309
+        return imgs, labels.masked_fill(sel, self.mark_class)
+
+    def __call__(self, samples):
+        imgs = torch.stack([s[0] for s in samples])
+        labels = torch.as_tensor([int(s[1]) for s in samples])
+        return self._stamp(imgs, labels)
+
+
+class MlmCollate:
+    def __init__(self, ignore_index=-100):
+        self.ignore_index = ignore_index
+
+    def __call__(self, input_ids):
+        labels = input_ids.clone()
+        picked = torch.bernoulli(torch.full(labels.shape, 0.15)).bool()
+        # ok: MLS309
+        labels = labels.masked_fill(~picked, self.ignore_index)
+        # ok: MLS309
+        return input_ids, labels.masked_fill(~picked, -100)
