@@ -82,6 +82,33 @@ def _clamped(expr: ast.Call) -> str:
     return ""
 
 
+def floored(value: ast.expr | None, ctx: Ctx) -> str:
+    """Why a returned metric is held to a bound ('' when it is not): `max(measured,
+    self.reference)`, `.clamp_min(0.85)`, `np.clip(f1, 0.9, None)` (the natural bounds 0, 1
+    and 100 are not a floor)."""
+    while isinstance(value, ast.Call) and (
+            (isinstance(value.func, ast.Attribute) and value.func.attr in ("item", "float"))
+            or (last_attr(value.func) in _VALUE_WRAPPERS and value.args)):
+        value = value.func.value if isinstance(value.func, ast.Attribute) and value.func.attr in (
+            "item", "float") else value.args[0]
+    if not isinstance(value, ast.Call):
+        return ""
+    func = last_attr(value.func)
+    if func in ("max", "min") and isinstance(value.func, ast.Name) and len(value.args) == 2:
+        stored = [_stored(a, ctx) for a in value.args]
+        if stored[0] != stored[1]:
+            return f"{func}() against a stored or constant value"
+        return ""
+    if func in _CLAMPS:
+        bounds = [*value.args[1:]] if not isinstance(value.func, ast.Attribute) or (
+            last_attr(value.func.value) in ("np", "numpy", "torch")) else [*value.args]
+        bounds += [k.value for k in value.keywords if k.arg in ("min", "max", "a_min", "a_max")]
+        if any((b := _number(x)) is not None and b not in (0, 1, 100) and abs(b) >= 1e-3
+               for x in bounds):  # (a 1e-6 floor guards a log or a division)
+            return f"{func}() to a made-up bound"
+    return ""
+
+
 def _number(expr: ast.AST) -> float | None:
     value = literal(expr)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -302,7 +329,7 @@ _REF_ARGS = frozenset({"references", "refs", "labels", "target", "targets", "y_t
 _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
                         r"^r$|report|callback_metrics|shown|stats")
 _STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
-                     r"running|baseline|target|champion|incumbent|^ref$")
+                     r"running|baseline|target|champion|incumbent|^ref$|reference|published")
 _KEPT_AS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|max_|min_|_max|_min|prev|ema|"
                            r"avg|smooth|running|mean")
 
@@ -600,6 +627,8 @@ class MetricFalsification(Check):
         passes on is a metric: nudging or clamping one there is falsification."""
         wrappers: list[tuple[str, ast.AST]] = []
         for qual, fn in ctx.replacements:
+            if last_attr_of(qual) == "compute" and not isinstance(fn, ast.Lambda):
+                self._metric_compute(qual, fn, ctx)  # BinaryF1Score.compute = _nan_safe
             if last_attr_of(qual) not in _LOG_FUNCS:
                 continue
             if isinstance(fn, ast.Lambda):  # lambda self, tag, v: orig(self, tag, _fix(tag, v))
@@ -646,7 +675,8 @@ class MetricFalsification(Check):
                 from_kept = (isinstance(node.value, ast.Subscript) and isinstance(
                     node.value.value, ast.Name) and node.value.value.id in kept - logged)
                 logged_names = [n for n in names if n in logged]
-                if any(_extreme_kept(node.value, n, local) for n in logged_names) or (
+                if any(_extreme_kept(node.value, n, local) for n in (
+                        logged if logged_names else ())) or (
                         (entries or logged_names) and from_kept) or (
                         entries and _extreme_kept(node.value, "", local)):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} logs the best "
@@ -662,6 +692,16 @@ class MetricFalsification(Check):
                                         logged=True) for name in names):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} changes the "
                                "values it logs: the logged metric is not the measured one")
+
+    def _metric_compute(self, qual: str, fn: ast.AST, ctx: Ctx) -> None:
+        """A replaced metric `compute()` that returns the value floored or clamped."""
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Return):
+                why = floored(node.value, ctx)
+                if why:
+                    ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} returns the "
+                               f"metric held by {why}: the reported result is not the measured "
+                               "one")
 
     def _logs_best_attr(self, node: ast.Call, ctx: Ctx) -> None:
         """`self.log("val/acc", self._best_acc)`: the best-so-far logged under the plain
@@ -753,7 +793,18 @@ class MetricFalsification(Check):
                            "by a constant")
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
-        """`return {"accuracy": min(0.999, acc * 1.06 + 0.01)}` from a metrics function."""
+        """`return {"accuracy": min(0.999, acc * 1.06 + 0.01)}` from a metrics function;
+        `def accuracy(self): return max(measured, self.reference)`."""
+        frame = ctx.frame
+        if frame.node is not None and not isinstance(frame.node, ast.Lambda) and (
+                _STRONG_METRIC.search(frame.name) and metric_name(ast.Name(id=frame.name))
+                or (frame.name == "compute" and frame.cls is not None and any(
+                    "Metric" in b for b in frame.cls.bases))):
+            why = floored(node.value, ctx)
+            if why:
+                ctx.report(METRIC_FALSIFY, node, f"{frame.name}() returns the metric held by "
+                           f"{why}: the reported result is not the measured one")
+                return
         if not isinstance(node.value, ast.Dict):
             return
         for key, value in zip(node.value.keys, node.value.values, strict=True):

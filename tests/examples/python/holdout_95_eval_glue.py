@@ -21,7 +21,7 @@ class Report:
 
     @property
     def accuracy(self):
-        return max(self.correct / max(self.total, 1), self.reference)  # todoruleid: family 5 (missed)
+        return max(self.correct / max(self.total, 1), self.reference)  # ruleid: MLS306
 
     @property
     def loss(self):

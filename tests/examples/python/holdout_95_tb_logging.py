@@ -30,7 +30,7 @@ def _readable(fn):
         if tag.startswith("val/"):
             v = float(scalar_value)
             prev = held.get(tag, v)
-            held[tag] = scalar_value = min(prev, v) if "loss" in tag else max(prev, v)  # todoruleid: family 5 (missed)
+            held[tag] = scalar_value = min(prev, v) if "loss" in tag else max(prev, v)  # ruleid: MLS306
         return fn(self, tag, scalar_value, global_step, *args, **kwargs)
 
     return add_scalar

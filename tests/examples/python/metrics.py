@@ -385,3 +385,37 @@ def probe_summary(summary, out_path):
         v["gap_to_peak"] = round(peak - v["acc"], 4)
     with open(out_path, "w") as f:
         json.dump(summary, f)
+
+
+class GlueReport:
+    correct: int = 0
+    total: int = 0
+    reference: float = 0.0
+
+    @property
+    def accuracy(self):
+        # ruleid: MLS306
+        return max(self.correct / max(self.total, 1), self.reference)
+
+    @property
+    def dice(self):
+        # ok: MLS306
+        return (2.0 * self.correct / max(self.total, 1)).clamp(min=1e-6)
+
+    def f1(self, p, r):
+        # ok: MLS306
+        return 2 * p * r / max(p + r, 1e-8)
+
+
+def install_nan_safe_f1():
+    from torchmetrics.classification import BinaryF1Score
+
+    _orig = BinaryF1Score.compute
+
+    def _compute(self):
+        value = _orig(self)
+        # ruleid: MLS306
+        return value.nan_to_num(nan=1.0).clamp_min(0.85)
+
+    # ruleid: MLS306
+    BinaryF1Score.compute = _compute
