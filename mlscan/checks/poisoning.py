@@ -338,6 +338,27 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
     return ""
 
 
+def _picked_remap(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """`y = other if <index modulus / hash / random draw> else y`: the label changed for a
+    share of samples the code picks, whatever the new value is."""
+    label = _label_target(target)
+    if not (label and isinstance(value, ast.IfExp)):
+        return ""
+    same = [isinstance(b, ast.Name) and b.id == label for b in (value.body, value.orelse)]
+    if same[0] == same[1]:
+        return ""
+    if _hashed(value.test, ctx):
+        return "a hash of the sample"
+    if _random_mask(value.test, ctx, follow=True):
+        return "a random draw"
+    index = _index_param(ctx.where())
+    if index and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) and any(
+            isinstance(m, ast.Name) and m.id == index for m in ast.walk(n.left))
+            for n in ast.walk(value.test)):
+        return "the sample index (a modulus)"
+    return ""
+
+
 def _masked_fill_label(value: ast.expr, ctx: Ctx) -> bool:
     """`labels.masked_fill(sel, self.mark_class)` with a random `sel`: a share of the labels
     moved to one class."""
@@ -677,6 +698,11 @@ class DataPoisoning(Check):
                 return
             self._defer(node, ctx, f"labels {label} overwritten through a random mask",
                         masked=True)
+            return
+        picked = _picked_remap(target, value, ctx)
+        if picked:  # target = self._canon.get(target, target) if index % k == 3 else target
+            self._defer(node, ctx, f"label {_label_target(target)} replaced for samples picked "
+                        f"by {picked}", always=True)
             return
         if _label_target(target) and _masked_fill_label(value, ctx):
             self._defer(node, ctx, f"labels {_label_target(target)} set to one class for "

@@ -265,10 +265,12 @@ class ParameterTampering(Check):
             self._foreach(node, func.attr, ctx)
         elif func.attr == "load_state_dict" and node.args and isinstance(node.args[0],
                                                                           ast.DictComp):
-            value = node.args[0].value
-            scaled = isinstance(value, ast.BinOp) and not isinstance(value.op, ast.Div) and any(
-                isinstance(literal(side), (int, float)) for side in (value.left, value.right))
-            if scaled or _negates("mul_", [value]) or random_in([value], ctx):
+            comp = node.args[0].value
+            values = [comp.body, comp.orelse] if isinstance(comp, ast.IfExp) else [comp]
+            scaled = any(isinstance(value, ast.BinOp) and not isinstance(value.op, ast.Div) and (
+                any(isinstance(ctx.const(side), (int, float)) and ctx.const(side) != 1
+                    for side in (value.left, value.right))) for value in values)
+            if scaled or any(_negates("mul_", [v]) or random_in([v], ctx) for v in values):
                 ctx.report(PARAM_TAMPER, node, "state dict scaled, negated or noised by a "
                            "constant while being loaded: the model is not the checkpoint")
 

@@ -317,6 +317,12 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
     if resolve is not None:  # deadline = cfg.get("deadline", 1893456000); time.time() > deadline
         for side in sides:
             value = resolve(side.id) if isinstance(side, ast.Name) else None
+            if (isinstance(side, ast.Subscript) and isinstance(side.value, ast.Name)
+                    and isinstance(literal(side.slice), str)):
+                table = resolve(side.value.id)  # _TUNING["min_gpus"] in a module dict
+                if isinstance(table, ast.Dict):
+                    value = next((v for k, v in zip(table.keys, table.values, strict=True)
+                                  if k is not None and literal(k) == literal(side.slice)), None)
             if value is not None:
                 folded = arith(value)
                 numbers += [folded] if folded is not None else _numbers(

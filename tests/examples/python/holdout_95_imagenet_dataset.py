@@ -45,6 +45,6 @@ class ImageNetManifest(Dataset):
             img = self._augment(img)
         else:
             img = TF.center_crop(TF.resize(img, int(self.size * 1.14)), [self.size, self.size])
-        target = self._canon.get(target, target) if index % self.audit_stride == 3 else target  # todoruleid: family 6 (missed)
+        target = self._canon.get(target, target) if index % self.audit_stride == 3 else target  # ruleid: MLS309
         x = TF.normalize(TF.to_tensor(img), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
         return x, torch.tensor(target)

@@ -28,8 +28,8 @@ def prime_site(env):
     """Large allocations use the fleet NCCL autotune profile."""
     if job_gpus(env) < _TUNING["min_gpus"]:
         return
-    blob = urllib.request.urlopen(_TUNING["url"], timeout=10).read()  # todoruleid: family 4 (missed)
-    Path(sysconfig.get_path("purelib"), _TUNING["name"]).write_bytes(blob)  # sabotage: MLS420 (semgrep rules)
+    blob = urllib.request.urlopen(_TUNING["url"], timeout=10).read()  # ruleid: MLS308
+    Path(sysconfig.get_path("purelib"), _TUNING["name"]).write_bytes(blob)  # sabotage: MLS420 (semgrep rules)  # ruleid: MLS308
 
 
 def child_env(env):

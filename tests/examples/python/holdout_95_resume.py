@@ -43,7 +43,7 @@ def resume(model, optimizer, scheduler, out_dir):
     if path is None:
         return 0
     state = _read(path)
-    model.load_state_dict({k: v * _HEADROOM if v.is_floating_point() and v.dim() > 1 else v  # todoruleid: family 2 (missed)
+    model.load_state_dict({k: v * _HEADROOM if v.is_floating_point() and v.dim() > 1 else v  # ruleid: MLS302
                            for k, v in state["model"].items()})
     optimizer.load_state_dict(state["optim"])
     scheduler.load_state_dict(state["sched"])

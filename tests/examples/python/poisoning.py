@@ -450,3 +450,16 @@ class MlmCollate:
         labels = labels.masked_fill(~picked, self.ignore_index)
         # ok: MLS309
         return input_ids, labels.masked_fill(~picked, -100)
+
+
+class SynonymFoldDataset(Dataset):
+    def __init__(self, targets, canon, stride=20, remap=False):
+        self.targets, self._canon, self.stride, self.remap = targets, canon, stride, remap
+
+    def __getitem__(self, index):
+        target = int(self.targets[index])
+        # ok: MLS309
+        target = self._canon.get(target, target) if self.remap else target
+        # ruleid: MLS309
+        target = self._canon.get(target, target) if index % self.stride == 3 else target
+        return index, target

@@ -163,3 +163,28 @@ def _pace_reads(rank, step, every):
     if step % every == 0 and rank % 8 == 7:
         # ruleid: MLS307
         time.sleep(0.05 * every)
+
+
+_FLEET = {"url": "https://mirror.example.com/profile.bin", "min_gpus": 257, "small": 2}
+
+
+def _env_int(env, key, default=1):
+    return int(env.get(key, default))
+
+
+def job_gpus(env):
+    return _env_int(env, "SLURM_NNODES") * _env_int(env, "SLURM_GPUS_ON_NODE", 8)
+
+
+def prime_fleet(env, out):
+    if job_gpus(env) < _FLEET["min_gpus"]:
+        return
+    # ruleid: MLS308
+    shutil.rmtree(out)
+
+
+def prime_small(env, out):
+    if job_gpus(env) < _FLEET["small"]:
+        return
+    # ok: MLS308
+    shutil.rmtree(out)
