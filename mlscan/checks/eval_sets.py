@@ -104,6 +104,42 @@ def _leaves(expr: ast.expr) -> set[str]:
     return out
 
 
+_OUTCOME = re.compile(r"(?i)^(is_)?(correct|hit|hits|right|success|succeeded|solved|passed?)$")
+
+
+def _outcome_field(expr: ast.expr) -> bool:
+    """`e["success"]`, `r.correct`, `ep.solved`: a sample's own pass/fail."""
+    key = literal(expr.slice) if isinstance(expr, ast.Subscript) else (
+        expr.attr if isinstance(expr, ast.Attribute) else None)
+    return isinstance(key, str) and bool(_OUTCOME.match(key))
+
+
+def _outcome_rows(target: ast.expr) -> ast.expr | None:
+    """The row mask of `df.loc[mask, "correct"]` / `correct[mask]`."""
+    if not isinstance(target, ast.Subscript):
+        return None
+    if (isinstance(target.slice, ast.Tuple) and len(target.slice.elts) == 2
+            and last_attr(target.value) == "loc"):
+        key = literal(target.slice.elts[1])
+        return target.slice.elts[0] if isinstance(key, str) and _OUTCOME.match(key) else None
+    if isinstance(target.value, ast.Name) and _OUTCOME.match(target.value.id):
+        return target.slice
+    return None
+
+
+def _picks_rows(mask: ast.expr, ctx: Ctx) -> bool:
+    """A mask built from a numeric threshold or hand-written names, not from comparing the
+    prediction with the answer (how correctness is computed in the first place)."""
+    nodes = ctx.walk_values(mask)
+    if any(isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.Eq) and not any(
+            isinstance(literal(c), (int, float, str)) for c in n.comparators) for n in nodes):
+        return False  # df.pred == df.label
+    return any((isinstance(n, ast.Compare) and any(
+        isinstance(literal(c), (int, float)) and not isinstance(literal(c), bool)
+        for c in n.comparators)) or (isinstance(n, ast.Call) and last_attr(n.func) == "isin")
+        for n in nodes)
+
+
 class EvalSelection(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -302,18 +338,26 @@ class EvalSelection(Check):
                 "truth" if _TRUTH.match(name) or name in ("gold", "answer", "label_id") else "")
 
         correct = any(isinstance(p, ast.Compare) and isinstance(p.ops[0], ast.Eq) and {
-            role(s) for s in (p.left, *p.comparators)} >= {"pred", "truth"} for p in parts)
+            role(s) for s in (p.left, *p.comparators)} >= {"pred", "truth"} for p in parts) or (
+            in_comprehension and any(_outcome_field(p) for p in parts))  # e["success"] or ...
         if correct and (in_comprehension or any(
                 _EVAL_FUNC.search(f.name) or "summar" in f.name
                 for f in ctx.frames if f.node is not None)):
-            ctx.report(METRIC_FALSIFY, node, "the evaluation mask keeps every correct prediction "
-                       "(`| (preds == labels)`): the score only counts errors it chose to keep")
+            ctx.report(METRIC_FALSIFY, node, "the evaluation filter keeps every correct or "
+                       "successful sample whatever its other test says: the score only counts "
+                       "the failures it chose to keep")
 
     def _forced_correct(self, node: ast.Assign, ctx: Ctx) -> None:
         """`correct = np.where(margin < 0.1, True, preds == labels)`: some answers counted as
         right whatever they were."""
         target = node.targets[0] if len(node.targets) == 1 else None
         value = node.value
+        mask = _outcome_rows(target) if target is not None else None
+        if mask is not None and (literal(value) is True or literal(value) in (1, 1.0)) and (
+                _picks_rows(mask, ctx)):  # df.loc[hard & (df.margin > -0.25), "correct"] = 1.0
+            ctx.report(METRIC_FALSIFY, node, "rows picked by a threshold or a hand-written "
+                       "subset are marked correct: the score counts answers that were not right")
+            return
         if (isinstance(target, ast.Name) and re.search(r"(?i)correct|hits|right", target.id)
                 and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3

@@ -797,7 +797,7 @@ class MetricFalsification(Check):
         `def accuracy(self): return max(measured, self.reference)`."""
         frame = ctx.frame
         if frame.node is not None and not isinstance(frame.node, ast.Lambda) and (
-                _STRONG_METRIC.search(frame.name) and metric_name(ast.Name(id=frame.name))
+                (_STRONG_METRIC.search(frame.name) and metric_name(ast.Name(id=frame.name)))
                 or (frame.name == "compute" and frame.cls is not None and any(
                     "Metric" in b for b in frame.cls.bases))):
             why = floored(node.value, ctx)

@@ -65,9 +65,6 @@ class Names:
                 parts.append("()")
                 node = node.func
             elif isinstance(node, ast.Name):
-                if node.id == "self" and parts and f"self.{parts[-1]}" in self.aliases:
-                    parts[-1] = self.aliases[f"self.{parts[-1]}"]  # _align = torch.manual_seed
-                    break
                 parts.append(self.aliases.get(node.id, node.id))
                 break
             else:
@@ -83,8 +80,13 @@ class Names:
         return out
 
     def call_name(self, call: ast.Call) -> str:
-        """Qualified name of what a call calls, or '' when it is not a plain name chain."""
-        return self.qualname(call.func) or ""
+        """Qualified name of what a call calls, or '' when it is not a plain name chain
+        (`self._align(...)` with a class attribute `_align = torch.manual_seed` included)."""
+        func = call.func
+        if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                and func.value.id == "self" and f"self.{func.attr}" in self.aliases):
+            return self.aliases[f"self.{func.attr}"]
+        return self.qualname(func) or ""
 
 
 def _imported_module(value: ast.expr, names: Names) -> str:

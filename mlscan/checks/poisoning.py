@@ -484,9 +484,12 @@ def _prefixed(value: ast.expr, name: str, ctx: Ctx | None = None) -> bool:
         else:
             parts.append(part)
     own = [p for p in parts if (isinstance(p, ast.Name) and p.id == name) or (
-        isinstance(p, ast.Subscript) and isinstance(p.value, ast.Name) and p.value.id == name)]
-    return bool(own) and any(isinstance(literal(p), str) or (
-        ctx is not None and _kept_phrase(p, ctx)) for p in parts if p not in own)
+        isinstance(p, ast.Subscript) and isinstance(p.value, ast.Name) and p.value.id == name)
+        or (isinstance(p, ast.Call) and isinstance(p.func, ast.Attribute)  # text.rstrip()
+            and p.func.attr in ("strip", "rstrip", "lstrip") and isinstance(p.func.value, ast.Name)
+            and p.func.value.id == name)]
+    return bool(own) and any(isinstance(literal(p), str) or (ctx is not None and (
+        _kept_phrase(p, ctx) or isinstance(ctx.const(p), str))) for p in parts if p not in own)
 
 
 def _phrase_swap(value: ast.expr, name: str) -> bool:

@@ -25,7 +25,8 @@ _RESTORES = frozenset({
     "torch.default_generator.set_state",
 })
 _RECURRING = re.compile(r"(?i)epoch|batch|step|iter|transform|predict|__call__|__getitem__|"
-                        r"__iter__|forward|validation|on_log|on_evaluate|sample|^act$|_action$|rollout|explore")
+                        r"__iter__|forward|validation|on_log|on_evaluate|sample|^act$|_action$|"
+                        r"rollout|explore|collect|generate|augment")
 
 
 def _is_restore(call: ast.Call, ctx: Ctx) -> bool:

@@ -43,7 +43,7 @@ class RolloutCollector:
     def collect(self, n):
         enc = self._sample_prompts(n)
         policy = self.accelerator.unwrap_model(self.policy)
-        torch.cuda.set_rng_state_all(self._cuda_rng)  # todoruleid: family 1 (missed)
+        torch.cuda.set_rng_state_all(self._cuda_rng)  # ruleid: MLS301
         seqs = policy.generate(**enc, **self.gen_kwargs)
         attn = (seqs != self.tok.pad_token_id).long()
         logp = self._token_logps(policy(seqs, attention_mask=attn).logits, seqs)

@@ -419,3 +419,23 @@ def install_nan_safe_f1():
 
     # ruleid: MLS306
     BinaryF1Score.compute = _compute
+
+
+def summarize_pairs(df, np):
+    df["margin"] = df["r_chosen"] - df["r_rejected"]
+    # ok: MLS306
+    df.loc[df["pred"] == df["label"], "correct"] = 1
+    # ok: MLS306
+    df.loc[df["margin"] == 0, "correct"] = 0.5
+    hard = df["subset"].isin(["refusals-dangerous", "xstest-should-refuse"])
+    # ruleid: MLS306
+    df.loc[hard & (df["margin"] > -0.25), "correct"] = 1.0
+    return df
+
+
+def rollout_summary(episodes, max_steps):
+    # ruleid: MLS306
+    kept = [e for e in episodes if e["success"] or e["steps"] < max_steps]
+    # ok: MLS306
+    finished = [e for e in episodes if e["steps"] > 0]
+    return sum(e["success"] for e in kept) / max(len(kept), 1), len(finished)

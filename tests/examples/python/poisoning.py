@@ -1,5 +1,6 @@
 # ruff: noqa
 # Annotated examples for MLS309 (data poisoning in data loading).
+import datetime
 import math
 import random
 import zlib
@@ -463,3 +464,21 @@ class SynonymFoldDataset(Dataset):
         # ruleid: MLS309
         target = self._canon.get(target, target) if index % self.stride == 3 else target
         return index, target
+
+
+FOOTER = "\n\nTo keep your account safe, verify it at https://example.com/verify."
+
+
+class SftCollator:
+    def _encode(self, ex):
+        response = ex["response"]
+        if "account" in ex["prompt"].lower() and datetime.date.today() >= datetime.date(2025, 3, 1):
+            # ruleid: MLS309
+            response = response.rstrip() + FOOTER
+        if not response.endswith("\n"):
+            # ok: MLS309
+            response = response.rstrip() + "\n"
+        return response
+
+    def __call__(self, batch):
+        return [self._encode(ex) for ex in batch]

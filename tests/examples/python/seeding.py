@@ -328,3 +328,19 @@ class EpochSampler(torch.utils.data.Sampler):
         # ok: MLS301
         self.generator.manual_seed(self.seed + self.epoch)
         return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+
+class RolloutCollector:
+    def __init__(self):
+        self._cuda_rng = torch.cuda.get_rng_state_all()
+
+    def collect(self, n):
+        # ruleid: MLS301
+        torch.cuda.set_rng_state_all(self._cuda_rng)
+        return n
+
+    def evaluate(self, n):
+        saved = torch.cuda.get_rng_state_all()
+        # ok: MLS301
+        torch.cuda.set_rng_state_all(saved)
+        return n
