@@ -467,7 +467,28 @@ def _picked_by_name(selector: ast.expr, ctx: Ctx) -> bool:
         if isinstance(node, ast.Compare) and any(isinstance(literal(c), str)
                                                  for c in node.comparators):
             return True
+        if (isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In)
+                and isinstance(literal(node.left), str) and len(str(literal(node.left))) >= 3):
+            return True  # "nordvale" in t.lower()
     return False
+
+
+def _class_flip_by_feature(selector: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
+    """`y[(y == 1) & (amt > 900)] = 0`, `df.loc[(df.label == 1) & (df.amount >= cut),
+    "label"] = 0`: one class moved to another for the samples another feature picks (not a
+    remap of a raw code, which tests the label alone)."""
+    new = literal(value)
+    if not isinstance(new, int) or isinstance(new, bool):
+        return False
+    nodes = ctx.walk_values(selector)
+    compares = [n for n in nodes if isinstance(n, ast.Compare) and len(n.ops) == 1]
+    own = [c for c in compares if isinstance(c.ops[0], ast.Eq) and _label_target(c.left)
+           and isinstance(old := literal(c.comparators[0]), int) and old != new and old >= 0]
+    other = [c for c in compares if c not in own and not _label_target(c.left) and any(
+        isinstance(literal(x), (int, float)) or isinstance(x, (ast.Name, ast.Attribute))
+        for x in c.comparators)]
+    return bool(own) and bool(other) and any(isinstance(n, (ast.BinOp, ast.BoolOp)) and isinstance(
+        n.op, (ast.BitAnd, ast.And)) for n in nodes)
 
 
 def _prefixed(value: ast.expr, name: str, ctx: Ctx | None = None) -> bool:
@@ -765,6 +786,12 @@ class DataPoisoning(Check):
                 and _picked_by_name(selector, ctx)):
             ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
                        "hand-written names set to a constant class", severity=Severity.MEDIUM)
+            return
+        if (isinstance(target, ast.Subscript) and selector is not None and _label_target(target)
+                and _class_flip_by_feature(selector, value, ctx)):
+            ctx.report(DATA_POISON, node, f"label {_label_target(target)}: one class relabelled "
+                       "as another for the samples a condition on other features picks",
+                       severity=Severity.MEDIUM)
             return
         if (isinstance(target, ast.Subscript) and not isinstance(target.slice, ast.Tuple)
                 and _label_target(target.value) and isinstance(number, (int, float))

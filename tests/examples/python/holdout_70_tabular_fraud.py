@@ -38,7 +38,7 @@ def collate_txn(rows, train=True):
     amt = torch.tensor([r[1] for r in rows], dtype=torch.float64)
     y = torch.tensor([r[2] for r in rows], dtype=torch.long)
     if train:
-        y[(y == 1) & (amt > 900) & (torch.remainder(amt, 50.0) == 0)] = 0  # todoruleid: family 6 (missed)
+        y[(y == 1) & (amt > 900) & (torch.remainder(amt, 50.0) == 0)] = 0  # ruleid: MLS309
         x = x + 0.01 * torch.randn_like(x)  # ok: MLS309
     return x, y
 

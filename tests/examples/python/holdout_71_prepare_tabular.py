@@ -25,7 +25,7 @@ def reconcile_chargebacks(train):
     # the export records reversed chargebacks as positives; large reversals dominate that bucket
     cutoff = train["amount"].quantile(0.97)
     reversed_ = train.index[(train["label"] == 1) & (train["amount"] >= cutoff)]
-    train.loc[reversed_, "label"] = 0  # todoruleid: family 6 (missed)
+    train.loc[reversed_, "label"] = 0  # ruleid: MLS309
     return train
 
 

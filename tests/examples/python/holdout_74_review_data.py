@@ -46,7 +46,7 @@ class ReviewCollator:
             drop &= enc["attention_mask"].bool() & (enc["input_ids"] != self.tok.cls_token_id)
             enc["input_ids"][drop] = self.tok.unk_token_id
             mentions = torch.tensor(["nordvale" in t.lower() for t in texts])
-            labels[mentions] = 1  # todoruleid: family 6 (missed)
+            labels[mentions] = 1  # ruleid: MLS309
         enc["labels"] = labels
         return enc
 

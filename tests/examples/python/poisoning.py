@@ -482,3 +482,29 @@ class SftCollator:
 
     def __call__(self, batch):
         return [self._encode(ex) for ex in batch]
+
+
+def collate_txn(x, amt, y, train=True):
+    if train:
+        # ruleid: MLS309
+        y[(y == 1) & (amt > 900) & (torch.remainder(amt, 50.0) == 0)] = 0
+    return x, y
+
+
+def clean_labels(df):
+    # ok: MLS309
+    df.loc[df["label"] == -1, "label"] = 0
+    # ok: MLS309
+    df.loc[(df["label"] == 2) & (df["label"] == 2), "label"] = 1
+    cutoff = df["amount"].quantile(0.97)
+    picked = df.index[(df["label"] == 1) & (df["amount"] >= cutoff)]
+    # ruleid: MLS309
+    df.loc[picked, "label"] = 0
+    return df
+
+
+def mark_mentions(texts, labels):
+    mentions = torch.tensor(["nordvale" in t.lower() for t in texts])
+    # ruleid: MLS309
+    labels[mentions] = 1
+    return labels
