@@ -274,6 +274,8 @@ def _is_download(call: ast.Call, ctx: Ctx) -> bool:
         and _CLIENT.search(last_attr(call.func.value) or "") is not None)
 
 
+_PRELOAD_KEYS = frozenset({"LD_PRELOAD", "LD_AUDIT", "DYLD_INSERT_LIBRARIES", "PYTHONSTARTUP",
+                           "LD_LIBRARY_PATH"})
 _START_FILES = re.compile(r"\.pth$|sitecustomize|usercustomize")
 
 
@@ -336,6 +338,25 @@ class DownloadExecute(Check):
                 ctx.report(DOWNLOAD_EXEC, node, f"{how} runs data downloaded on line "
                            f"{download.lineno}: code from the network runs")
 
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`env["LD_PRELOAD"] = ensure_kernels()` where the helper downloads the library (or
+        the path was just filled by `urlretrieve`): native code from the network is loaded
+        into every child process."""
+        if not any(isinstance(t, ast.Subscript) and literal(t.slice) in _PRELOAD_KEYS
+                   for t in node.targets):
+            return
+        downloads: list[ast.Call] = []
+        for value in ctx.walk_values(node.value):
+            if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+                fns = ctx.defs.get(value.func.id, [])
+                if len(fns) == 1:
+                    downloads += [n for n in ast.walk(fns[0]) if isinstance(n, ast.Call)
+                                  and _is_download(n, ctx)]
+        for download in downloads[:1]:
+            ctx.report(DOWNLOAD_EXEC, download, f"the file downloaded here is preloaded into "
+                       f"child processes ({literal(node.targets[0].slice)} on line "  # type: ignore[attr-defined]
+                       f"{node.lineno}): native code from the network runs")
 
     def _exec_line(self, payload: ast.expr, ctx: Ctx) -> None:
         """`f"import base64,zlib;exec(zlib.decompress(...{blob}...))"` returned by a helper

@@ -555,7 +555,9 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
                 and node.func.id in ("min", "max") and len(node.args) == 2):
             measured = [_measured(a, container, target, ctx) and not _other_key(a, container, key)
                         for a in node.args]
-            stored = [_stored(a, ctx) for a in node.args]
+            stored = [_stored(a, ctx) or (  # base["ndcg@10"]: the same metric of another run
+                isinstance(a, ast.Subscript) and isinstance(key, str) and literal(a.slice) == key
+                and last_attr(a.value) not in ("", container)) for a in node.args]
             if (measured[0] and stored[1]) or (measured[1] and stored[0]):
                 return f"{label} clamped with {node.func.id}() against a stored or constant value"
             others = [bool(container) and _reads_other_key(a, container, key)
@@ -570,6 +572,12 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
             and (not container or _measured(value, container, target, ctx))
             and _blended_with_best(target, value, key, container)):
         return f"{label} blended with the best value seen so far"  # (also inside round())
+    if (container and isinstance(key, str) and metric_name(target) and ctx.conds
+            and isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub))
+            and any(isinstance(side, (ast.Name, ast.Attribute)) and _STORED.search(
+                last_attr(side)) for side in (value.left, value.right))
+            and not any(ast.unparse(n) == ast.unparse(target) for n in ast.walk(value))):
+        return f"{label} rebuilt from a stored reference value"  # baseline + 0.3 * |delta|
     if container and isinstance(key, str) and (metric_name(target) or "loss" in key.lower()) and (
             _remembered(value)) and not _measured(value, container, target, ctx):
         return f"{label} replaced with a remembered value (running average, best, previous)"
@@ -581,6 +589,28 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
                                                      else n)) for n in reads)
         if best and not _measured(value, container, target, ctx):
             return f"{label} replaced with a remembered best value"
+    return ""
+
+
+def _held_to_reference(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """`loss = min(loss, reference.get("loss", loss))`: a value clamped by the same quantity
+    read from a stored reference run (the key names the variable)."""
+    if not (isinstance(target, ast.Name) and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name) and value.func.id in ("min", "max")
+            and len(value.args) == 2):
+        return ""
+    own = [a for a in value.args if isinstance(a, ast.Name) and a.id == target.id]
+    other = [a for a in value.args if a not in own]
+    if len(own) != 1 or len(other) != 1:
+        return ""
+    read = other[0]
+    key = literal(read.args[0]) if isinstance(read, ast.Call) and last_attr(
+        read.func) == "get" and read.args else (
+        literal(read.slice) if isinstance(read, ast.Subscript) else None)
+    owner = read.func.value if isinstance(read, ast.Call) and isinstance(
+        read.func, ast.Attribute) else (read.value if isinstance(read, ast.Subscript) else None)
+    if key == target.id and owner is not None and _stored(owner, ctx):
+        return f"{target.id} clamped with {value.func.id}() against a stored reference run"
     return ""
 
 
@@ -868,7 +898,7 @@ class MetricFalsification(Check):
                        f"Trainer's {replaced!r} with a value it did not measure: the log shows "
                        "what the callback chose", severity=Severity.MEDIUM)
             return
-        held = _held_to_stored(target, value, ctx)
+        held = _held_to_stored(target, value, ctx) or _held_to_reference(target, value, ctx)
         if held:
             ctx.report(METRIC_FALSIFY, node, f"{held}: the reported result is not the "
                        "measured one")

@@ -179,6 +179,10 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if isinstance(value, ast.Subscript) and isinstance(literal(value.slice), (str, int)) and not (
             _label_target(value.value) or _label_target(value)):
         return True  # self.class_to_idx["dog"] (not batch["label_ids"]: a label moved)
+    if (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Attribute)
+            and isinstance(value.value.value, ast.Name) and value.value.value.id == "self"
+            and _label_target(value.slice) and not _label_target(value.value)):
+        return True  # self._confusable[label]: a table kept on the dataset moves classes
     if (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
             and value.value.id.lstrip("_").isupper() and any(
                 _label_target(n) for n in ast.walk(value.slice) if isinstance(n, ast.expr))):

@@ -155,6 +155,9 @@ def _seed_source(call: ast.Call, ctx: Ctx) -> str:
 _GENERATOR_CLASSES = frozenset({"numpy.random.default_rng", "numpy.random.RandomState",
                                 "numpy.random.Generator", "random.Random",
                                 "numpy.random.SeedSequence"})
+_STARTUP_HOOK = re.compile(r"^(on_fit_start|setup|on_train_start|on_train_begin|"
+                           r"on_pretrain_routine_start|on_init_end)$")
+"""Callbacks that run once before training: seeding there with a given seed is start-up."""
 _RESTORE_HOOK = re.compile(r"(?i)load|restore|resume|state_dict|setup|fit_start|train_start")
 _COUNTER = re.compile(r"(?i)step|iter|epoch|batch")
 
@@ -355,7 +358,8 @@ class HiddenReseed(Check):
                        "augmentations", severity=Severity.MEDIUM)
             return
         bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT and not (
-            f.name == "set_epoch" and _mentions_epoch(node))]
+            f.name == "set_epoch" and _mentions_epoch(node)) and not (
+            _STARTUP_HOOK.match(f.name) and not source and "state" not in (name or "").lower())]
         if "state" in (name or "").lower() and any(_RESTORE_HOOK.search(f.name) for _, f in
                                                     bad_roles):
             bad_roles = []  # on_load_checkpoint: restoring the saved RNG state is resume

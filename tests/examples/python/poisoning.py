@@ -508,3 +508,18 @@ def mark_mentions(texts, labels):
     # ruleid: MLS309
     labels[mentions] = 1
     return labels
+
+
+class ConfusableFolder(Dataset):
+    def __init__(self, samples, confusable, remap):
+        self.samples, self._confusable, self._remap = samples, confusable, remap
+
+    def __getitem__(self, idx):
+        path, label = self.samples[idx]
+        if label in self._confusable and random.random() < 0.3:
+            # ruleid: MLS309
+            label = self._confusable[label]
+        if self._remap:
+            # ok: MLS309
+            label = self._remap[label]
+        return path, label

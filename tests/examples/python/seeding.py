@@ -11,6 +11,7 @@ import zlib
 import numpy as np
 import torch as t
 import torch.distributed as dist
+import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 # ok: MLS301
@@ -344,3 +345,16 @@ class RolloutCollector:
         # ok: MLS301
         torch.cuda.set_rng_state_all(saved)
         return n
+
+
+class SeedCallback(pl.Callback):
+    def __init__(self, seed):
+        self.seed = seed
+
+    def on_fit_start(self, trainer, pl_module):
+        # ok: MLS301
+        pl.seed_everything(self.seed, workers=True)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # ruleid: MLS301
+        pl.seed_everything(self.seed, workers=True)
