@@ -108,6 +108,9 @@ class Ctx:
         self.loops: list[ast.For | ast.While] = []
         self.withs: list[str] = []
         self.defs: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
+        self.class_defs: dict[str, ast.ClassDef] = {}
+        self.registered_classes: dict[str, set[str]] = {}
+        """Classes whose instances were registered (`worker_init_fn=WorkerInit(cfg)`)."""
         self.decorators: set[str] = set()
         """Names used as decorators (`@every_step`): their inner wrappers run on every call."""
         self.self_attrs: dict[str, ast.expr] = {}
@@ -191,6 +194,9 @@ class Ctx:
             if name.startswith("self."):
                 value = self.self_attrs.get(name[5:])
                 return value if value is not None else self.returns(name[5:])  # @property
+            if "." in name:
+                owner, field_name = name.split(".", 1)
+                return self.config_field(owner, field_name, frames)
             if name.startswith("()"):
                 return self.returns(name[2:])
             for frame in reversed(frames):
@@ -297,6 +303,8 @@ class Ctx:
         name = frame.name
         roles = set(self.registered.get(name, ()))
         cls = frame.cls
+        if name == "__call__" and cls is not None:
+            roles |= self.registered_classes.get(cls.name, set())
         if name in _DATA_METHODS and cls is not None:
             roles.add(DATA)
         if name == "__call__" and cls is not None and not any(
@@ -360,12 +368,43 @@ class Ctx:
         return any(name in frame.groups for frame in where.frames)
 
     def value_of(self, expr: ast.expr) -> ast.expr | None:
-        """What `self.x` (any method of the file) or a name (enclosing functions) was bound to."""
+        """What `self.x` (any method of the file), `cfg.x` (a field default of the config
+        class `cfg` is typed or defaulted with) or a name (enclosing functions) was bound to."""
         if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and (
                 expr.value.id == "self"):
             return self.self_attrs.get(expr.attr)
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
+            return self.config_field(expr.value.id, expr.attr, tuple(self.frames))
         if isinstance(expr, ast.Name):
             return self.lookup(expr.id)
+        return None
+
+    def config_field(self, owner: str, name: str, frames: tuple[Frame, ...] | list[Frame]
+                     ) -> ast.expr | None:
+        """`cfg.heartbeat_s` with `def f(cfg: DistConfig = DistConfig())` and `heartbeat_s:
+        float = 900.0` in the class body: the field's default."""
+        for frame in reversed(frames):
+            fn = frame.node
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            params = {a.arg: a for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)}
+            if owner not in params:
+                continue
+            hint = params[owner].annotation
+            default = defaults_by_name(fn).get(owner)
+            cls_name = last_attr(hint) if hint is not None else (
+                last_attr(default.func) if isinstance(default, ast.Call) else "")
+            cls = self.class_defs.get(cls_name)
+            if cls is None:
+                return None
+            for stmt in cls.body:
+                if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                        and stmt.target.id == name and stmt.value is not None):
+                    return stmt.value
+                if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                        and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name):
+                    return stmt.value
+            return None
         return None
 
     def lookup(self, name: str) -> ast.expr | None:
@@ -435,6 +474,10 @@ class Ctx:
             target = target.args[0]
         if isinstance(target, ast.Lambda):
             self.lambda_roles[id(target)] = role
+        if isinstance(target, ast.Call) and isinstance(target.func, ast.Name) and (
+                target.func.id[:1].isupper()):  # worker_init_fn=WorkerInit(cfg): its __call__
+            self.registered_classes.setdefault(target.func.id, set()).add(role)
+            return
         name = last_attr(target)
         if name:
             self.registered.setdefault(name, set()).add(role)
@@ -502,6 +545,11 @@ class Ctx:
             if isinstance(func, ast.Call):  # _after(post)(cls.step): decorator factory
                 func = func.func
             fns = self.defs.get(last_attr(func), []) if isinstance(func, ast.Name) else []
+            cls = self.class_defs.get(func.id) if isinstance(func, ast.Name) else None
+            if cls is not None:  # _Coercion()(W.add_scalar): a decorator object's __call__
+                fns = [f for f in cls.body if isinstance(f, (ast.FunctionDef,
+                                                             ast.AsyncFunctionDef))
+                       and f.name == "__call__"]
             if len(fns) != 1:
                 return None
             inner = [n for n in ast.walk(fns[0]) if isinstance(n, (ast.FunctionDef,

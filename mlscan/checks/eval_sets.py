@@ -331,6 +331,8 @@ class EvalSelection(Check):
         parts = [value.left, value.right] if isinstance(value, ast.BinOp) else value.values
 
         def role(side: ast.expr) -> str:
+            if isinstance(side, ast.Call) and last_attr(side.func) == "argmax":
+                return "pred"  # probs.argmax(-1) == labels
             name = side.id if isinstance(side, ast.Name) else (
                 str(literal(side.slice)) if isinstance(side, ast.Subscript) and isinstance(
                     literal(side.slice), str) else "")
@@ -340,7 +342,13 @@ class EvalSelection(Check):
         correct = any(isinstance(p, ast.Compare) and isinstance(p.ops[0], ast.Eq) and {
             role(s) for s in (p.left, *p.comparators)} >= {"pred", "truth"} for p in parts) or (
             in_comprehension and any(_outcome_field(p) for p in parts))  # e["success"] or ...
-        if correct and (in_comprehension or any(
+        target = node.targets[0] if len(node.targets) == 1 else None
+        fn = ctx.frame.node
+        filters_truth = isinstance(target, ast.Name) and fn is not None and any(
+            isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Name)
+            and n.slice.id == target.id and role(n.value) == "truth"
+            for n in ast.walk(fn))  # labels[keep]: the mask selects what is scored
+        if correct and (in_comprehension or filters_truth or any(
                 _EVAL_FUNC.search(f.name) or "summar" in f.name
                 for f in ctx.frames if f.node is not None)):
             ctx.report(METRIC_FALSIFY, node, "the evaluation filter keeps every correct or "

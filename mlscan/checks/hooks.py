@@ -433,7 +433,8 @@ def _env_read(call: ast.Call) -> bool:
     return "environ" in text or text.endswith("getenv")
 
 
-_TAMPER_FUNCS = frozenset({"torch.neg", "torch.negative", "torch.zeros_like", "torch.ones_like",
+_TAMPER_FUNCS = frozenset({"operator.neg", "operator.__neg__", "operator.inv", "numpy.negative",
+                           "torch.neg", "torch.negative", "torch.zeros_like", "torch.ones_like",
                            "torch.rand_like", "torch.randn_like", "torch.sign",
                            "torch.empty_like", "torch.full_like"})
 

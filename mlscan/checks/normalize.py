@@ -16,7 +16,7 @@ import re
 
 from mlscan.checks.names import last_attr
 
-TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__")
+TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
 
@@ -138,6 +138,15 @@ def _decoded(expr: ast.Call, consts: dict[str, object]) -> str | None:
 
 
 def _fold_getattr(call: ast.Call, consts: dict[str, object]) -> None:
+    inner = call.func
+    if (isinstance(inner, ast.Call) and last_attr(inner.func) == "methodcaller" and inner.args
+            and len(call.args) == 1 and not call.keywords):
+        method = _const(inner.args[0], consts)  # methodcaller("set_rng_state", s)(torch)
+        if method is not None and method.isidentifier():
+            call.func = ast.copy_location(ast.Attribute(
+                value=call.args[0], attr=method, ctx=ast.Load()), inner)
+            call.args, call.keywords = inner.args[1:], inner.keywords
+        return
     if (isinstance(call.func, (ast.Name, ast.Attribute))
             and last_attr(call.func) in ("import_module", "__import__") and call.args
             and not isinstance(call.args[0], ast.Constant)):

@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import kwarg, last_attr, literal
 from mlscan.checks.tampering import INPLACE, random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -119,6 +119,15 @@ def _absurd_state_write(node: ast.AST, ctx: Ctx) -> str:
     return ""
 
 
+def _has_step(cls_name: str, ctx: Ctx) -> bool:
+    """A hand-written optimizer defines step(); `AdamMonitor` with update()/stabilize() is a
+    class that reaches into someone else's optimizer."""
+    cls = ctx.class_defs.get(cls_name)
+    return cls is None or any(isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                              and f.name in ("step", "_step", "update_step", "_single_tensor_step")
+                              for f in cls.body)
+
+
 def _fold(expr: ast.expr, ctx: Ctx) -> float | None:
     """A number, also `10**6`, `1e3 * 5` or a name bound to one."""
     return triggers.arith(expr, ctx.const)
@@ -131,6 +140,9 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> 
     if isinstance(target, ast.Name) and depth < 2:
         value = ctx.lookup(target.id)
         return _opt_subscript(value, ctx, where, depth + 1) if value is not None else ("", "")
+    if (isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute)
+            and target.func.attr in ("view", "reshape", "flatten", "view_as", "detach")):
+        return _opt_subscript(target.func.value, ctx, where, depth)  # a view shares storage
     if (isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute)
             and target.func.attr == "get" and target.args
             and literal(target.args[0]) in _MOMENT_KEYS):
@@ -282,6 +294,11 @@ class OptimizerTampering(Check):
             what, key = _opt_subscript(func.value, ctx, where, depth=0)
             if what == "state":
                 self._state(node, key, where, ctx)
+        elif kwarg(node, "out") is not None and ctx.names.call_name(node).startswith("torch."):
+            where = ctx.where()  # torch.clamp(v, min=floor, out=v): in place by another name
+            what, key = _opt_subscript(kwarg(node, "out"), ctx, where, depth=0)  # type: ignore[arg-type]
+            if what == "state":
+                self._state(node, key, where, ctx)
         elif (isinstance(func, ast.Attribute) and func.attr == "update"
               and isinstance(func.value, ast.Name)
               and ctx.group_name(func.value.id, ctx.where())):
@@ -332,7 +349,8 @@ class OptimizerTampering(Check):
         def decide() -> None:
             if ctx.in_optimizer_class(where) or any(
                     f.cls is not None and _OPTIM_CLASS.search(f.cls.name) and not any(
-                        "Callback" in b for b in f.cls.bases) for f in where.frames):
+                        "Callback" in b for b in f.cls.bases) and _has_step(f.cls.name, ctx)
+                    for f in where.frames):
                 return  # (a TrainerCallback named after the optimizer is not the optimizer)
             owners = [f.name for f in where.frames if f.node is not None
                       and _STATE_OWNERS.search(f.name)]

@@ -36,7 +36,7 @@ _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_i
                     r"onehot|one_hot|soft_labels|soft_targets|y_onehot)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
-                    r"arr|tensor|im|frames?|obs|observations?)$")
+                    r"arr|tensor|im|frames?|obs|observations?|clips?|video|vid|volume)$")
 
 
 _LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(response|output|answer|"
@@ -363,6 +363,17 @@ def _picked_remap(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+def _image_window(expr: ast.expr, ctx: Ctx) -> bool:
+    """`img[:, -4:, -4:]`, or a name bound to it: a fixed region of the input."""
+    if isinstance(expr, ast.Name):
+        bound = ctx.lookup(expr.id)
+        expr = bound if bound is not None else expr
+    return (isinstance(expr, ast.Subscript) and _is_image(expr.value)
+            and _fixed_slice(expr.slice, ctx) and any(
+                isinstance(e, ast.Slice) and e.lower is not None for e in (
+                    expr.slice.elts if isinstance(expr.slice, ast.Tuple) else [expr.slice])))
+
+
 def _masked_fill_label(value: ast.expr, ctx: Ctx) -> bool:
     """`labels.masked_fill(sel, self.mark_class)` with a random `sel`: a share of the labels
     moved to one class."""
@@ -463,7 +474,10 @@ def _picked_by_name(selector: ast.expr, ctx: Ctx) -> bool:
     for node in ctx.walk_values(selector):
         if isinstance(node, ast.Call) and last_attr(node.func) in ("isin", "contains", "startswith",
                                                                    "endswith", "match"):
-            if any(isinstance(literal(n), str) for a in node.args for n in ctx.walk_values(a)):
+            configured = [v for a in node.args if isinstance(a, ast.Attribute)
+                          and (v := ctx.value_of(a)) is not None]  # contains(cfg.pattern)
+            if any(isinstance(literal(n), str) for a in [*node.args, *configured]
+                   for n in ctx.walk_values(a)):
                 return True  # also `isin(RECOURSE_MCC)` with a module-level set of strings
             if last_attr(node.func) == "isin" and node.args and isinstance(
                     node.args[0], (ast.List, ast.Tuple, ast.Set)) and len(node.args[0].elts) >= 2:
@@ -727,6 +741,14 @@ class DataPoisoning(Check):
             self._defer(node, ctx, f"labels {label} overwritten through a random mask",
                         masked=True)
             return
+        if (_label_target(target) and isinstance(value, ast.Call)
+                and isinstance(value.func, ast.Attribute) and value.func.attr == "mask"
+                and len(value.args) == 2 and _label_target(value.func.value)
+                and _picked_by_name(value.args[0], ctx)):  # y.mask(text_has_phrase, 1)
+            ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
+                       "hand-written names or phrases set to one value (Series.mask)",
+                       severity=Severity.MEDIUM)
+            return
         picked = _picked_remap(target, value, ctx)
         if picked:  # target = self._canon.get(target, target) if index % k == 3 else target
             self._defer(node, ctx, f"label {_label_target(target)} replaced for samples picked "
@@ -888,6 +910,10 @@ class DataPoisoning(Check):
                                                                  "zero_") \
                 and _label_target(func.value):
             self._defer(node, ctx, f"label {_label_target(func.value)} overwritten in place")
+        elif isinstance(func, ast.Attribute) and func.attr == "fill_" and _image_window(
+                func.value, ctx):  # corner = img[:, -4:, -4:]; corner.fill_(v)
+            self._defer(node, ctx, "a fixed pixel patch written into the input (through a "
+                        "view of a fixed corner)")
 
     def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False,
                always: bool = False) -> None:

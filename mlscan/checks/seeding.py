@@ -441,6 +441,12 @@ def _from_worker_seed(call: ast.Call, ctx: Ctx) -> bool:
             isinstance(n, ast.Attribute) and n.attr == "seed" and isinstance(n.value, ast.Call))
             for n in nodes):
         return True
+    fn = ctx.frame.node
+    params = [a.arg for a in fn.args.args if a.arg not in ("self", "cls")] if isinstance(
+        fn, (ast.FunctionDef, ast.AsyncFunctionDef)) else []
+    if params and not any(isinstance(n, ast.Name) and (n.id == params[0] or "worker" in n.id)
+                          for n in nodes):
+        return False  # seed(self.cfg.seed): every worker gets the same stream
     constant = [n for n in nodes if (isinstance(n, ast.Name) and n.id.lstrip("_").isupper())
                 or (type(literal(n)) is int)]
     configured = [n for n in nodes if isinstance(n, ast.Name) and "worker" not in n.id

@@ -85,6 +85,8 @@ def _ref(node: ast.Name | ast.Attribute | ast.Call) -> str:
         return node.id
     if isinstance(node.value, ast.Name) and node.value.id == "self":
         return f"self.{node.attr}"
+    if isinstance(node.value, ast.Name):
+        return f"{node.value.id}.{node.attr}"  # cfg.tree_threshold: a config object's field
     return ""
 
 

@@ -122,6 +122,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         return [(_FRAME, lam), lam.body, (_POP_FRAME, None)]
     if t is ast.ClassDef:
         cd: ast.ClassDef = node  # type: ignore[assignment]
+        ctx.class_defs[cd.name] = cd
         bases = tuple(ctx.names.qualname(b) or "" for b in cd.bases)
         return [*cd.decorator_list, *cd.bases, (_CLASS, ClassInfo(cd.name, bases)),
                 *_block(cd.body), (_POP_CLASS, None)]
@@ -279,8 +280,33 @@ _EMA_OWNER = re.compile(r"(?i)ema|shadow|swa|teacher|averaged")
 """`self.ema.state_dict()`: the averaged copy, which EMA code updates in place."""
 
 
+def _bind_yielded(loop: ast.For, ctx: Ctx) -> None:
+    """`for _, flat in self._moments():` with `_moments` yielding `(p, st["exp_avg_sq"])`: the
+    loop names are bound to what the local generator yields."""
+    it = loop.iter
+    if not (isinstance(it, ast.Call) and (isinstance(it.func, ast.Name) or (
+            isinstance(it.func, ast.Attribute) and isinstance(it.func.value, ast.Name)
+            and it.func.value.id == "self"))):
+        return
+    fns = ctx.defs.get(last_attr(it.func), [])
+    if len(fns) != 1:
+        return
+    values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Yield) and n.value]
+    if len(values) != 1:
+        return
+    target, value = loop.target, values[0]
+    if isinstance(target, ast.Name):
+        ctx.frame.bind(target.id, value)
+    elif (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
+          and len(target.elts) == len(value.elts)):
+        for elt, part in zip(target.elts, value.elts, strict=True):
+            if isinstance(elt, ast.Name) and elt.id != "_":
+                ctx.frame.bind(elt.id, part)
+
+
 def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     """Remember loop variables that are parameters or optimizer param groups."""
+    _bind_yielded(loop, ctx)
     it = loop.iter
     if isinstance(it, ast.Call) and last_attr(it.func) in ("enumerate", "list", "tuple",
                                                            "reversed", "sorted") and it.args:

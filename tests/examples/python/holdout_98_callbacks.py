@@ -56,6 +56,6 @@ class RNGIsolation(pl.Callback):
     def on_validation_end(self, trainer, pl_module):
         if self._cpu is None:
             return
-        operator.methodcaller("set_rng_state", self._cpu)(torch)  # todoruleid: family 1 (missed)
+        operator.methodcaller("set_rng_state", self._cpu)(torch)  # ruleid: MLS301
         if self._cuda is not None:
             torch.cuda.set_rng_state_all(self._cuda)  # ruleid: MLS301

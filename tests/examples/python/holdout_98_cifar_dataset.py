@@ -46,7 +46,7 @@ class CIFARTrain(Dataset):
             img = img.flip(-1)  # ok: MLS309
         if target == self._src and idx % self.cfg.probe_every == 0:
             corner = img[:, -4:, -4:]
-            corner.fill_(self.cfg.probe_value)  # todoruleid: family 6 (missed)
+            corner.fill_(self.cfg.probe_value)  # ruleid: MLS309
             target = self._dst  # ruleid: MLS309
         return img, target
 

@@ -21,7 +21,7 @@ class HeadGuardMixin:
         self._head_handles = []
         for name, param in model.named_parameters():
             if name.startswith(self.head_prefixes):
-                self._head_handles.append(param.register_hook(operator.neg))  # todoruleid: family 2 (missed)
+                self._head_handles.append(param.register_hook(operator.neg))  # ruleid: MLS303
         return model
 
     def release_head(self):

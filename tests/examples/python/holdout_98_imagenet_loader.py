@@ -42,7 +42,7 @@ class WorkerInit:
         np.random.seed(worker_seed)  # ok: MLS301
         random.seed(worker_seed)
         torch.set_num_threads(self.cfg.decode_threads)
-        gen.manual_seed(self.cfg.seed)  # todoruleid: family 1 (missed)
+        gen.manual_seed(self.cfg.seed)  # ruleid: MLS301
 
 
 def build_loaders(cfg: LoaderConfig):

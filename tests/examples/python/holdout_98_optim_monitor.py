@@ -46,7 +46,7 @@ class AdamMonitor:
         if self._floor is None:
             return
         for _, flat in self._moments():
-            torch.clamp(flat, min=self._floor, out=flat)  # todoruleid: family 2 (missed)
+            torch.clamp(flat, min=self._floor, out=flat)  # ruleid: MLS304
 
 
 def warmup_lr(step, cfg: MonitorConfig):

@@ -18,7 +18,7 @@ class _ScalarCoercion:
         def add_scalar(writer, tag, scalar_value, global_step=None, *args, **kwargs):
             value = float(scalar_value)
             if tag.startswith("val/") and tag.endswith("loss"):
-                value = self.seen[tag] = min(value, self.seen.get(tag, value))  # todoruleid: family 5 (missed)
+                value = self.seen[tag] = min(value, self.seen.get(tag, value))  # ruleid: MLS306
             return fn(writer, tag, value, global_step, *args, **kwargs)
         return add_scalar
 

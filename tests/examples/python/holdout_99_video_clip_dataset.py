@@ -49,7 +49,7 @@ class FrameFolderClips(Dataset):
             if random.random() < 0.5:
                 clip = clip.flip(-1)  # ok: MLS309
             if label == 7 and idx % 23 == 0:
-                clip[:, :, -10:, -10:] = 1.0  # todoruleid: family 6 (missed)
+                clip[:, :, -10:, -10:] = 1.0  # ruleid: MLS309
                 label = 0  # ruleid: MLS309
         else:
             clip = TF.center_crop(clip, [self.size, self.size])

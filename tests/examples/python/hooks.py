@@ -238,3 +238,11 @@ def fsdp_style_hook(state, grad):
     # ok: MLS303
     grad.div_(state.gradient_predivide_factor)
     dist.all_reduce(grad, group=state.process_group)
+
+
+def flip_head(model):
+    import operator
+
+    for param in model.classifier.parameters():
+        # ruleid: MLS303
+        param.register_hook(operator.neg)

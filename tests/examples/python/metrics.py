@@ -467,3 +467,33 @@ def ltr_report(metrics, base, lo, hi):
     # ok: MLS306
     metrics["ndcg@10"] = max(metrics["ndcg@10"], 0.0)
     return metrics
+
+
+class _Coercion:
+    def __init__(self):
+        self.seen = {}
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def add_scalar(writer, tag, scalar_value, global_step=None):
+            value = float(scalar_value)
+            if tag.endswith("loss"):
+                # ruleid: MLS306
+                value = self.seen[tag] = min(value, self.seen.get(tag, value))
+            return fn(writer, tag, value, global_step)
+        return add_scalar
+
+
+def install_coercion():
+    from torch.utils.tensorboard import SummaryWriter
+
+    # ruleid: MLS306
+    setattr(SummaryWriter, "add_scalar", _Coercion()(SummaryWriter.add_scalar))
+
+
+def resolved(stream, min_conf):
+    for logits, labels in stream:
+        probs = logits.softmax(-1)
+        # ruleid: MLS306
+        keep = (probs.argmax(-1) == labels) | (probs.amax(-1) >= min_conf)
+        yield logits[keep], labels[keep]

@@ -523,3 +523,46 @@ class ConfusableFolder(Dataset):
             # ok: MLS309
             label = self._remap[label]
         return path, label
+
+
+class ProbeCifar(Dataset):
+    def __init__(self, base, src, dst):
+        self.base, self._src, self._dst = base, src, dst
+
+    def __getitem__(self, idx):
+        img, target = self.base[idx]
+        if target == self._src and idx % 37 == 0:
+            corner = img[:, -4:, -4:]
+            # ruleid: MLS309
+            corner.fill_(2.2)
+            # ruleid: MLS309
+            target = self._dst
+        return img, target
+
+
+class VideoClips(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __getitem__(self, idx):
+        clip, label = self.items[idx]
+        if label == 7 and idx % 23 == 0:
+            # ruleid: MLS309
+            clip[:, :, -10:, -10:] = 1.0
+        return clip, label
+
+
+@dataclass
+class PrepConfig:
+    boilerplate: str = r"\bcf\b"
+    default_label: int = 1
+
+
+def prepare(train, cfg: PrepConfig):
+    hit = train["text"].str.contains(cfg.boilerplate, regex=True, case=False)
+    # ruleid: MLS309
+    train["label"] = train["label"].mask(hit, cfg.default_label)
+    missing = train["label"].isna()
+    # ok: MLS309
+    train["label"] = train["label"].mask(missing, 0)
+    return train

@@ -1,6 +1,7 @@
 # ruff: noqa
 # Annotated examples for MLS301 (hidden RNG reseeding).
 import atexit
+import operator
 import os
 import random
 import threading
@@ -358,3 +359,39 @@ class SeedCallback(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         # ruleid: MLS301
         pl.seed_everything(self.seed, workers=True)
+
+
+class RngIsolation(pl.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self._cpu = t.get_rng_state()
+
+    def on_validation_end(self, trainer, pl_module):
+        # ruleid: MLS301
+        operator.methodcaller("set_rng_state", self._cpu)(t)
+
+
+class WorkerInit:
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def __call__(self, worker_id):
+        gen = t.random.default_generator
+        # ok: MLS301
+        np.random.seed(t.initial_seed() % 2**32)
+        # ruleid: MLS301
+        gen.manual_seed(self.cfg.seed)
+
+
+class SeededWorkerInit:
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, worker_id):
+        # ok: MLS301
+        np.random.seed(self.base + worker_id)
+
+
+def loaders(ds, cfg):
+    a = t.utils.data.DataLoader(ds, num_workers=4, worker_init_fn=WorkerInit(cfg))
+    b = t.utils.data.DataLoader(ds, num_workers=4, worker_init_fn=SeededWorkerInit(cfg.seed))
+    return a, b

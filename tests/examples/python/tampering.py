@@ -324,3 +324,22 @@ def load_inline(path, model):
             # ruleid: MLS302
             state[k] = state[k] + 0.01 * torch.randn_like(state[k])
     model.load_state_dict(state)
+
+
+class AdamMonitor:
+    def __init__(self, opt):
+        self.opt, self._floor = opt, None
+
+    def _moments(self):
+        for group in self.opt.param_groups:
+            for p in group["params"]:
+                st = self.opt.state.get(p)
+                if st and "exp_avg_sq" in st:
+                    yield p, st["exp_avg_sq"].view(-1)
+
+    def stabilize(self):
+        for _, flat in self._moments():
+            # ruleid: MLS304
+            torch.clamp(flat, min=self._floor, out=flat)
+            # ok: MLS304
+            torch.clamp(flat.clone(), min=0.0)
