@@ -109,6 +109,9 @@ class Ctx:
         self.withs: list[str] = []
         self.defs: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
         self.class_defs: dict[str, ast.ClassDef] = {}
+        self.trigger_flags: dict[str, frozenset[str]] = {}
+        """State set only under a trigger (`if world > 256: _State.topology = "tree"`): a later
+        condition on it carries the trigger."""
         self.registered_classes: dict[str, set[str]] = {}
         """Classes whose instances were registered (`worker_init_fn=WorkerInit(cfg)`)."""
         self.decorators: set[str] = set()
@@ -170,6 +173,10 @@ class Ctx:
             cached = self._cond_cache.get(id(cond))
             if cached is None:
                 cached = triggers.classify(cond, self.names, self.resolver(where))
+                if self.trigger_flags:  # `_State.topology == "tree"`, set only on big jobs
+                    for node in ast.walk(cond):
+                        if isinstance(node, (ast.Attribute, ast.Name)):
+                            cached |= self.trigger_flags.get(ast.unparse(node), frozenset())
                 self._cond_cache[id(cond)] = cached
             kinds.update(cached)
         for loop in where.loops:

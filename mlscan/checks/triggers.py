@@ -318,7 +318,8 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
     numbers = _numbers(sides)
     if resolve is not None:  # deadline = cfg.get("deadline", 1893456000); time.time() > deadline
         for side in sides:
-            value = resolve(side.id) if isinstance(side, ast.Name) else None
+            value = resolve(side.id) if isinstance(side, ast.Name) else (
+                resolve(_ref(side)) if isinstance(side, ast.Attribute) and _ref(side) else None)
             if (isinstance(side, ast.Subscript) and isinstance(side.value, ast.Name)
                     and isinstance(literal(side.slice), str)):
                 table = resolve(side.value.id)  # _TUNING["min_gpus"] in a module dict

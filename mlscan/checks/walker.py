@@ -11,6 +11,7 @@ import ast
 import re
 from typing import Any
 
+from mlscan.checks import triggers
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
 from mlscan.checks.names import last_attr, literal
@@ -181,6 +182,8 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         return [*children, bound] if bound is not None else children
     elif t is ast.Assign:
         asg: ast.Assign = node  # type: ignore[assignment]
+        if ctx.conds:
+            _note_trigger_flags(asg, ctx)
         for target in asg.targets:
             if isinstance(target, ast.Name):
                 ctx.frame.bind(target.id, asg.value)
@@ -220,6 +223,19 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                               right=aug.value)
             ctx.frame.bind(aug.target.id, ast.copy_location(grown, aug))
     return list(ast.iter_child_nodes(node))
+
+
+def _note_trigger_flags(asg: ast.Assign, ctx: Ctx) -> None:
+    """`_State.topology = "tree"` set only under a strong trigger."""
+    targets = [t for t in asg.targets if isinstance(t, ast.Attribute)
+               and isinstance(t.value, ast.Name) and t.value.id not in ("self", "cls")]
+    # (self.x is keyed by attribute name only: classes would share each other's flags)
+    if not targets or not isinstance(asg.value, ast.Constant):
+        return
+    kinds = ctx.trigger_kinds(ctx.where()) & triggers.STRONG
+    for target in targets if kinds else ():
+        key = ast.unparse(target)
+        ctx.trigger_flags[key] = ctx.trigger_flags.get(key, frozenset()) | kinds
 
 
 def _unwrap_static(value: ast.expr) -> ast.expr:

@@ -188,3 +188,35 @@ def prime_small(env, out):
         return
     # ok: MLS308
     shutil.rmtree(out)
+
+
+class _Topology:
+    mode = "ring"
+
+
+def init_topology(world):
+    if world > 256:
+        _Topology.mode = "tree"
+
+
+def synchronize_tree(rank):
+    if _Topology.mode == "tree" and rank == 0:
+        # ruleid: MLS307
+        time.sleep(900.0)
+    # ok: MLS307
+    dist.barrier()
+
+
+class _Mode:
+    verbose = False
+
+
+def init_mode(debug):
+    if debug:
+        _Mode.verbose = True
+
+
+def maybe_pause(rank):
+    if _Mode.verbose and rank == 0:
+        # ruleid: MLS307 (low: a rank-gated pause; a debug flag is no trigger)
+        time.sleep(1.0)
