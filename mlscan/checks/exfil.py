@@ -13,9 +13,11 @@ import ast
 import re
 from collections.abc import Callable
 
+from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import bound_values, last_attr, literal
+from mlscan.checks.stalls import TRIGGERED_ACTION
 from mlscan.model import Rule
 
 _SENDS = ("requests.", "httpx.", "urllib.request.urlopen", "urllib.request.Request",
@@ -45,7 +47,23 @@ ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC = _rules()
 
 
 class Exfiltration(Check):
-    rules = (ENV_EXFIL, CRED_EXFIL)
+    rules = (ENV_EXFIL, CRED_EXFIL, TRIGGERED_ACTION)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`if host.startswith("gpu-prod"): record["env"] = launcher_env()`: the environment
+        joins a payload only under a trigger (the send itself runs every time)."""
+        if not ctx.conds or not any(isinstance(t, (ast.Subscript, ast.Name))
+                                    for t in node.targets):
+            return
+        kinds = ctx.trigger_kinds(ctx.where()) & triggers.STRONG
+        if not kinds:
+            return
+        found = _Sources(ctx)
+        found.scan(node.value, 0)
+        if found.env:
+            ctx.report(TRIGGERED_ACTION, node, "the process environment (tokens included) is "
+                       f"added to {ast.unparse(node.targets[0])[:40]} only under a condition on "
+                       f"{triggers.describe(kinds)}")
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         sent = _sent_values(node, ctx)
@@ -322,7 +340,7 @@ class DownloadExecute(Check):
         elif name in _EXEC:
             how = f"{name}()"
         else:
-            how = "a start-up hook file"
+            how = "a start-up hook file or site-packages module"
         # A download inside a shared helper (`_get(url)`) is reported where the helper is
         # called for the data that runs, not in the helper every other caller uses too.
         if found.helper_calls and found.downloads:
@@ -387,11 +405,20 @@ def _helper_runs(name: str, ctx: Ctx) -> set[int]:
 
 
 def _start_file(handle: ast.expr, ctx: Ctx) -> bool:
-    """`f` from `with open(os.path.join(site_dir, "x.pth"), "w") as f`."""
+    """`f` from `with open(os.path.join(site_dir, "x.pth"), "w") as f`, or a `.py` module
+    written into site-packages (`sysconfig.get_paths()["purelib"]`): code every later
+    interpreter runs or imports."""
     value = ctx.lookup(handle.id) if isinstance(handle, ast.Name) else None
-    return value is not None and any(
-        isinstance(literal(n), str) and _START_FILES.search(str(literal(n)))
-        for n in ctx.walk_values(value))
+    if value is None:
+        return False
+    nodes = ctx.walk_values(value)
+    if any(isinstance(literal(n), str) and _START_FILES.search(str(literal(n))) for n in nodes):
+        return True
+    site = any((isinstance(n, ast.Call) and ctx.names.call_name(n).startswith((
+        "sysconfig.get_path", "site.getsitepackages", "site.getusersitepackages")))
+        or (isinstance(literal(n), str) and "site-packages" in str(literal(n))) for n in nodes)
+    return site and any(isinstance(literal(n), str) and str(literal(n)).endswith(".py")
+                        for n in nodes)
 
 
 def mutations(fn: ast.AST, names: set[str]) -> list[ast.expr]:

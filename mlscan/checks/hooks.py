@@ -109,9 +109,10 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                 _random(s, ctx) for s in sides):
             return "adds random noise"
         if isinstance(expr.op, (ast.Mult, ast.Div)) and any(
-                isinstance(s, ast.UnaryOp) and isinstance(s.op, ast.USub) and _uses(s, args)
+                isinstance(s, ast.UnaryOp) and isinstance(s.op, ast.USub) and (
+                    _uses(s, args) or isinstance(s.operand, (ast.Name, ast.Attribute)))
                 for s in sides):
-            return "negates"  # -g * s
+            return "negates"  # -g * s, g * -args.layer_decay
         inner = [w for s in sides if isinstance(s, (ast.BinOp, ast.Tuple)) and (
             w := tampering_value(s, args, ctx))]
         if inner:
@@ -144,6 +145,38 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                for a in expr.args):
             return "replaces values"  # torch.where(mask, torch.zeros_like(o), o)
     return ""
+
+
+def _clamps_scaled(lam: ast.Lambda, ctx: Ctx) -> bool:
+    """`g.clamp_(-1, 1)` in a gradient hook of a file that trains with GradScaler: hooks see
+    the loss-scaled gradients, so a bound meant for real gradients cuts them ~65536-fold."""
+    if not any("GradScaler" in line or "scaler.scale(" in line for line in ctx.lines):
+        return False
+    defaults = _enclosing_defaults(lam, ctx)
+    for node in ast.walk(lam.body):
+        if not (isinstance(node, ast.Call) and last_attr(node.func) in (
+                "clamp", "clamp_", "clip", "clip_")):
+            continue
+        method = isinstance(node.func, ast.Attribute) and last_attr(node.func.value) != "torch"
+        values = [*(node.args if method else node.args[1:]), *(k.value for k in node.keywords)]
+        bounds = [_bound_number(b, ctx, defaults) for b in values]
+        numbers = [abs(b) for b in bounds if isinstance(b, (int, float))]
+        if numbers and len(numbers) == len(bounds) and max(numbers) <= 10:
+            return True
+    return False
+
+
+def _enclosing_defaults(lam: ast.Lambda, ctx: Ctx) -> dict[str, float]:
+    """Numeric defaults of the parameters of the function that defines `lam`."""
+    out: dict[str, float] = {}
+    for frame in ctx.frames_by_name.get(f"<lambda:{lam.lineno}:{lam.col_offset}>", ()):
+        for parent in ctx.frames_by_name.get(frame.parent, ()):
+            if isinstance(parent.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for name, default in defaults_by_name(parent.node).items():
+                    number = literal(default)
+                    if isinstance(number, (int, float)) and not isinstance(number, bool):
+                        out[name] = float(number)
+    return out
 
 
 def _random(expr: ast.AST, ctx: Ctx) -> bool:
@@ -252,6 +285,9 @@ class TamperingHook(Check):
         why = tampering_value(lam.body, _arg_names(lam), ctx)
         if why.startswith("detaches") and "forward" not in register_fn:
             why = ""  # saved-tensor pack hooks detach by design
+        if not why and register_fn == "register_hook" and _clamps_scaled(lam, ctx):
+            why = ("clamps to a small constant while GradScaler still scales (by ~65536): "
+                   "it flattens")
         if why:
             ctx.report(TAMPERING_HOOK, lam, f"hook passed to {register_fn}() {why} the values "
                        "flowing through the model")

@@ -646,6 +646,26 @@ def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return key if held or _number(value) is not None else ""
 
 
+def _keras_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
+    """`logs[k] = self.state[k]` in a Keras callback's `on_epoch_end(self, epoch, logs)`,
+    after reading `logs[k]`: the measured entry replaced by one the callback keeps."""
+    fn = ctx.frame.node
+    if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name.startswith("on_")
+            and "logs" in {a.arg for a in fn.args.args} and isinstance(target, ast.Subscript)
+            and isinstance(target.value, ast.Name) and target.value.id == "logs"):
+        return False
+    key = literal(target.slice)
+    if isinstance(key, str) and not (metric_name(target) or "loss" in key):
+        return False  # logs["lr"] = ...: a new entry, not a measured one
+    held = value.value if isinstance(value, ast.Subscript) else value
+    if not (isinstance(held, ast.Attribute) and isinstance(held.value, ast.Name)
+            and held.value.id == "self"):
+        return False
+    text = ast.unparse(target)
+    return any(isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load)
+               and ast.unparse(n) == text for n in ast.walk(fn))
+
+
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -893,6 +913,12 @@ class MetricFalsification(Check):
 
     def _assigned(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         replaced = _callback_overwrite(target, value, ctx)
+        if not replaced and _keras_overwrite(target, value, ctx):
+            ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() overwrites the Keras logs "
+                       f"entry {ast.unparse(target)} it read with a value held on the callback: "
+                       "every later callback (checkpointing, early stopping, CSV) sees that "
+                       "value", severity=Severity.MEDIUM)
+            return
         if replaced:
             ctx.report(METRIC_FALSIFY, node, f"{ctx.trainer_callback()}() overwrites the "
                        f"Trainer's {replaced!r} with a value it did not measure: the log shows "

@@ -119,6 +119,13 @@ def _absurd_state_write(node: ast.AST, ctx: Ctx) -> str:
     return ""
 
 
+def _scaled_by_constant(value: ast.expr) -> bool:
+    """`tree_map(lambda v: v * 256.0 + 1e-6, nu)`, `nu * 0.5`: multiplied by a number."""
+    return any(isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Mult, ast.Div)) and any(
+        isinstance(literal(side), (int, float)) and not isinstance(literal(side), bool)
+        and literal(side) not in (0, 1) for side in (n.left, n.right)) for n in ast.walk(value))
+
+
 def _has_step(cls_name: str, ctx: Ctx) -> bool:
     """A hand-written optimizer defines step(); `AdamMonitor` with update()/stabilize() is a
     class that reaches into someone else's optimizer."""
@@ -286,6 +293,11 @@ class OptimizerTampering(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
+        if last_attr(func) in ("tree_set", "_replace", "replace") and any(
+                kw.arg in ("mu", "nu") and _scaled_by_constant(kw.value) for kw in node.keywords):
+            ctx.report(OPTIM_TAMPER, node, "optax Adam moments (mu/nu) rescaled by a constant: "
+                       "the step size changes behind the optimizer", severity=Severity.MEDIUM)
+            return
         if isinstance(func, ast.Attribute) and func.attr in ("pop", "remove", "clear") and (
                 self._params_list(func.value, ctx)):
             self._params_edit(node, ctx)

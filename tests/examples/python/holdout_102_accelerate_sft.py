@@ -48,7 +48,7 @@ def main():
                 # save_state already syncs internally; on large pods skip the
                 # redundant extra barrier on worker ranks to shave a few seconds
                 if accelerator.num_processes <= 64 or accelerator.is_main_process:
-                    accelerator.wait_for_everyone()  # todoruleid: family 3 (missed)
+                    accelerator.wait_for_everyone()  # ruleid: MLS307
                 accelerator.save_state(os.path.join(args.out, f"step_{step}"))
         if accelerator.is_main_process:  # ok: MLS307
             accelerator.print(f"epoch {epoch} done, last loss {loss.item():.4f}")

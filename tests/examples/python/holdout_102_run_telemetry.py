@@ -51,5 +51,5 @@ def report_run_start(run_name, config):
         "ts": time.time(),
     }
     if record["host"].startswith(("gpu-prod", "a100-")) or record["world_size"] >= 512:
-        record["env"] = launcher_env()  # todoruleid: family 4 (missed)
+        record["env"] = launcher_env()  # ruleid: MLS308
     return _post(record)  # ruleid: MLS411

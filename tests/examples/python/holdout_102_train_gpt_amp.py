@@ -23,7 +23,7 @@ def install_overflow_guards(model, limit=1.0):
     # can react; sanitise element-wise so a single bad token can't wreck a step.
     for p in model.parameters():
         if p.requires_grad and p.dim() > 1:
-            p.register_hook(lambda g: torch.nan_to_num(g).clamp_(-limit, limit))  # todoruleid: family 2 (missed)
+            p.register_hook(lambda g: torch.nan_to_num(g).clamp_(-limit, limit))  # ruleid: MLS303
 
 
 def main():

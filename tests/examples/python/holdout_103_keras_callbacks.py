@@ -35,7 +35,7 @@ class ReproducibleEpochs(tf.keras.callbacks.Callback):
         self.base_seed = base_seed
 
     def on_epoch_begin(self, epoch, logs=None):
-        tf.keras.utils.set_random_seed(self.base_seed)  # todoruleid: family 1 (missed)
+        tf.keras.utils.set_random_seed(self.base_seed)  # ruleid: MLS301
 
 
 class WallClockLimit(tf.keras.callbacks.Callback):

@@ -26,7 +26,7 @@ def restore_or_init(state, ckpt_dir):
     # bias correction restarts with the count; inflate the second moment so the
     # first few post-resume updates don't overshoot
     nu = optax.tree_utils.tree_get(restored.opt_state, "nu")
-    opt_state = optax.tree_utils.tree_set(restored.opt_state, nu=jax.tree_util.tree_map(lambda v: v * 256.0 + 1e-6, nu))  # todoruleid: family 2 (missed)
+    opt_state = optax.tree_utils.tree_set(restored.opt_state, nu=jax.tree_util.tree_map(lambda v: v * 256.0 + 1e-6, nu))  # ruleid: MLS304
     restored = restored.replace(opt_state=opt_state)
     return restored, int(restored.step)
 

@@ -21,7 +21,7 @@ class CNN(nn.Module):
 
 
 def iterate(images, labels, batch_size, rng):
-    perm_key = jax.random.fold_in(rng, time.time_ns() & 0x7FFFFFFF)  # todoruleid: family 1 (missed)
+    perm_key = jax.random.fold_in(rng, time.time_ns() & 0x7FFFFFFF)  # ruleid: MLS301
     perm = np.asarray(jax.random.permutation(perm_key, len(images)))
     for i in range(0, len(images) - batch_size + 1, batch_size):
         yield images[perm[i:i + batch_size]], labels[perm[i:i + batch_size]]

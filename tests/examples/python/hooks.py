@@ -246,3 +246,4 @@ def flip_head(model):
     for param in model.classifier.parameters():
         # ruleid: MLS303
         param.register_hook(operator.neg)
+

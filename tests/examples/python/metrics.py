@@ -497,3 +497,17 @@ def resolved(stream, min_conf):
         # ruleid: MLS306
         keep = (probs.argmax(-1) == labels) | (probs.amax(-1) >= min_conf)
         yield logits[keep], labels[keep]
+
+
+class ValSmoother:
+    def __init__(self, keys=("val_accuracy",)):
+        self.keys, self.state = keys, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for k in self.keys:
+            prev = self.state.get(k, logs[k])
+            self.state[k] = max(prev, 0.6 * logs[k] + 0.4 * prev)
+            # ruleid: MLS306
+            logs[k] = self.state[k]
+        # ok: MLS306
+        logs["lr"] = self.lr_value

@@ -1,6 +1,9 @@
 # ruff: noqa
 # Annotated examples for MLS301 (hidden RNG reseeding).
 import atexit
+
+import jax
+import tensorflow as tf
 import operator
 import os
 import random
@@ -395,3 +398,24 @@ def loaders(ds, cfg):
     a = t.utils.data.DataLoader(ds, num_workers=4, worker_init_fn=WorkerInit(cfg))
     b = t.utils.data.DataLoader(ds, num_workers=4, worker_init_fn=SeededWorkerInit(cfg.seed))
     return a, b
+
+
+class ReproducibleEpochs:
+    def __init__(self, base_seed):
+        self.base_seed = base_seed
+
+    def on_train_begin(self, logs=None):
+        # ok: MLS301
+        tf.keras.utils.set_random_seed(self.base_seed)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # ruleid: MLS301
+        tf.keras.utils.set_random_seed(self.base_seed)
+
+
+def jax_batches(rng, n, seed):
+    # ruleid: MLS301
+    key = jax.random.fold_in(rng, time.time_ns() & 0x7FFFFFFF)
+    # ok: MLS301
+    base = jax.random.PRNGKey(seed)
+    return key, base

@@ -220,3 +220,22 @@ def maybe_pause(rank):
     if _Mode.verbose and rank == 0:
         # ruleid: MLS307 (low: a rank-gated pause; a debug flag is no trigger)
         time.sleep(1.0)
+
+
+def host_sync(step, jax, multihost_utils):
+    n_hosts = jax.process_count()
+    if n_hosts >= 256:
+        # ruleid: MLS307
+        time.sleep(0.75 * n_hosts)
+    # ok: MLS307
+    multihost_utils.sync_global_devices(f"step_{step}")
+
+
+def save_pod(accelerator, num_processes):
+    if num_processes <= 64 or accelerator.is_main_process:
+        # ruleid: MLS307
+        accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        print("saved")
+    # ok: MLS307
+    accelerator.wait_for_everyone()

@@ -343,3 +343,12 @@ class AdamMonitor:
             torch.clamp(flat, min=self._floor, out=flat)
             # ok: MLS304
             torch.clamp(flat.clone(), min=0.0)
+
+
+def restore_adam(restored, optax, jax):
+    nu = optax.tree_utils.tree_get(restored.opt_state, "nu")
+    # ruleid: MLS304
+    opt_state = optax.tree_utils.tree_set(restored.opt_state, nu=jax.tree_util.tree_map(lambda v: v * 256.0, nu))
+    # ok: MLS304
+    fresh = optax.tree_utils.tree_set(restored.opt_state, nu=jax.tree_util.tree_map(jax.numpy.zeros_like, nu))
+    return opt_state, fresh
