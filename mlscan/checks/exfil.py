@@ -53,7 +53,7 @@ class Exfiltration(Check):
         """`if host.startswith("gpu-prod"): record["env"] = launcher_env()`: the environment
         joins a payload only under a trigger (the send itself runs every time)."""
         if not ctx.conds or not any(isinstance(t, (ast.Subscript, ast.Name))
-                                    for t in node.targets):
+                                    for t in node.targets) or not _mentions_environ(ctx):
             return
         kinds = ctx.trigger_kinds(ctx.where()) & triggers.STRONG
         if not kinds:
@@ -93,6 +93,15 @@ class Exfiltration(Check):
                        f"send{found.via}")
 
 
+def _mentions_environ(ctx: Ctx) -> bool:
+    """The file reads the environment at all (a cheap test, cached per file)."""
+    cached = getattr(ctx, "_mlscan_environ", None)
+    if cached is None:
+        cached = any("environ" in line for line in ctx.lines)
+        ctx._mlscan_environ = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
     """The network sends inside local function `name`."""
     fns = ctx.defs.get(name, [])
@@ -103,12 +112,30 @@ def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
 
 
 def _params_reaching(name: str, ctx: Ctx,
-                     sinks: Callable[[ast.Call], list[ast.expr]]) -> set[int]:
+                     sinks: Callable[[ast.Call], list[ast.expr]], kind: str) -> set[int]:
     """Positions of the parameters of local function `name` that reach the values `sinks`
-    picks out of its calls (directly or through a local variable)."""
+    picks out of its calls (directly or through a local variable); cached per function."""
     fns = ctx.defs.get(name, [])
     if len(fns) != 1:
         return set()
+    key = (id(fns[0]), kind)
+    cached = _REACHING.get(key)
+    if cached is not None and cached[0] is fns[0]:
+        return cached[1]
+    result = _reaching(fns[0], sinks)
+    _REACHING[key] = (fns[0], result)
+    if len(_REACHING) > 4096:
+        _REACHING.clear()
+    return result
+
+
+_REACHING: dict[tuple[int, str], tuple[ast.AST, set[int]]] = {}
+"""(The node is kept with its result: ids of freed trees are reused.)"""
+
+
+def _reaching(fn: ast.FunctionDef | ast.AsyncFunctionDef,
+              sinks: Callable[[ast.Call], list[ast.expr]]) -> set[int]:
+    fns = [fn]
     params = [a.arg for a in fns[0].args.args]
     local = bound_values(fns[0])
     reached: set[str] = set()
@@ -125,7 +152,7 @@ def _params_reaching(name: str, ctx: Ctx,
 
 def _helper_sends(name: str, ctx: Ctx) -> set[int]:
     """Positions of the parameters a local function passes to a network send."""
-    return _params_reaching(name, ctx, lambda call: _sent_values(call, ctx, depth=1))
+    return _params_reaching(name, ctx, lambda call: _sent_values(call, ctx, depth=1), "send")
 
 
 def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
@@ -401,7 +428,7 @@ class DownloadExecute(Check):
 def _helper_runs(name: str, ctx: Ctx) -> set[int]:
     """Positions of the parameters a local function passes (decoded or not) to exec/eval."""
     return _params_reaching(name, ctx, lambda call: call.args[:1] if (
-        ctx.names.call_name(call) in _EXEC) else [])
+        ctx.names.call_name(call) in _EXEC) else [], "exec")
 
 
 def _start_file(handle: ast.expr, ctx: Ctx) -> bool:
