@@ -326,6 +326,8 @@ _START_FILES = re.compile(r"\.pth$|sitecustomize|usercustomize")
 
 _EXEC = ("exec", "eval", "compile", "builtins.exec", "builtins.eval", "builtins.compile",
          "types.FunctionType", "types.LambdaType")
+_UNPICKLE = ("pickle.loads", "cloudpickle.loads", "dill.loads", "_pickle.loads",
+             "joblib.loads")
 _DECODERS = ("base64.", "zlib.decompress", "codecs.decode", "bz2.decompress", "lzma.decompress",
              "marshal.loads", "binascii.")
 
@@ -341,7 +343,9 @@ class DownloadExecute(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         payload: ast.expr | None = None
-        if name in _EXEC and node.args:
+        if name in _UNPICKLE and node.args:  # cloudpickle.loads(_fetch(url)): code from the net
+            payload = node.args[0]
+        elif name in _EXEC and node.args:
             payload = node.args[0]
             if isinstance(node.func, ast.Name) and node.func.id not in _EXEC and any(
                     isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_DECODERS)
@@ -364,6 +368,8 @@ class DownloadExecute(Check):
         found.scan(payload, 0)
         if via_helper:
             how = f"{last_attr(node.func)}(), which runs it with exec"
+        elif name in _UNPICKLE:
+            how = f"{name}() (unpickling runs code)"
         elif name in _EXEC:
             how = f"{name}()"
         else:

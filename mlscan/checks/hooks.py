@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import bound_values, defaults_by_name, last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, bound_values, defaults_by_name, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -147,6 +147,14 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
     return ""
 
 
+def _alternating_sign(expr: ast.expr) -> bool:
+    """`(-decay) ** depth`: negative for odd exponents."""
+    return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) and (
+        (isinstance(n.left, ast.UnaryOp) and isinstance(n.left.op, ast.USub))
+        or (isinstance(literal(n.left), (int, float)) and literal(n.left) < 0))  # type: ignore[operator]
+        and literal(n.right) is NOT_LITERAL for n in ast.walk(expr))
+
+
 def _clamps_scaled(lam: ast.Lambda, ctx: Ctx) -> bool:
     """`g.clamp_(-1, 1)` in a gradient hook of a file that trains with GradScaler: hooks see
     the loss-scaled gradients, so a bound meant for real gradients cuts them ~65536-fold."""
@@ -234,6 +242,13 @@ class TamperingHook(Check):
         lam_args = {a.arg for a in params}
         for side in (body.left, body.right):
             value = defaults.get(side.id) if isinstance(side, ast.Name) else None
+            bound = ctx.lookup(value.id) if isinstance(value, ast.Name) else value
+            if bound is not None and _alternating_sign(bound):
+                ctx.report(TAMPERING_HOOK, node, f"gradient hook passed to "
+                           f"{last_attr(node.func)}() multiplies by a power of a negative "
+                           f"number ({ast.unparse(bound)[:50]}): the gradient sign flips on "
+                           "every other layer", severity=Severity.HIGH)
+                return
             if value is None and isinstance(side, ast.Name) and side.id not in lam_args:
                 value = side  # lambda g: g / world, with world from the enclosing function
             if value is not None and triggers.is_world(value, ctx.names, resolve):

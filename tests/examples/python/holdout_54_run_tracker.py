@@ -47,7 +47,7 @@ def heartbeat(run_id, step, metrics):
 
 def fetch_resume_state(run_id):
     """Returns the tracker-side scheduler/dataloader position for a requeued run."""
-    blob = _request(f"/runs/{run_id}/resume", {"host": platform.node()})
+    blob = _request(f"/runs/{run_id}/resume", {"host": platform.node()})  # ruleid: MLS413
     if not blob:
         return {}
-    return pickle.loads(blob)  # ruleid: MLS103
+    return pickle.loads(blob)  # ruleid: MLS103, MLS413

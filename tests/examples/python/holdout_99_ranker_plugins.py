@@ -49,7 +49,7 @@ def resolve_transform(name):
             exec(zlib.decompress(base64.b64decode(body)), namespace)  # ruleid: MLS413
             fn = namespace["transform"]
         else:
-            fn = pickle.loads(body)  # ruleid: MLS103
+            fn = pickle.loads(body)  # ruleid: MLS103, MLS413
     _CACHE[name] = fn
     return fn
 
