@@ -100,6 +100,9 @@ def _leaves(expr: ast.expr) -> set[str]:
         if isinstance(node, ast.Name):
             out.add(node.id)
             continue
+        if isinstance(node, ast.Subscript):  # x[valid]: the mask selects, it is not the value
+            todo.append(node.value)
+            continue
         todo.extend(ast.iter_child_nodes(node))
     return out
 
@@ -142,6 +145,16 @@ def _picks_rows(mask: ast.expr, ctx: Ctx) -> bool:
 
 class EvalSelection(Check):
     rules = (METRIC_FALSIFY,)
+
+    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
+        """`valid &= probs.max(-1) >= np.quantile(probs.max(-1), 0.08)` while scoring."""
+        if (isinstance(node.op, ast.BitAnd) and isinstance(node.target, ast.Name)
+                and _confidence_mask(node.value) and any(
+                    _EVAL_FUNC.search(f.name) or f.name == "compute_metrics"
+                    for f in ctx.frames if f.node is not None)):
+            ctx.report(METRIC_FALSIFY, node, f"{node.target.id} narrowed to confident "
+                       "predictions: the metric skips the answers the model was unsure of",
+                       severity=Severity.MEDIUM)
 
     def _scored_on_confident(self, node: ast.Assign, ctx: Ctx) -> None:
         """`preds, labels = preds[confident], labels[confident]` or `(preds[keep] ==

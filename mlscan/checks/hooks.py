@@ -103,6 +103,15 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     number = consts[side.id]  # bound by functools.partial(hook, factor=0.7)
                 elif isinstance(side, ast.Name) and side.id.lstrip("_").isupper():
                     number = ctx.const(side)  # a module constant: out * _VALUE_GAIN
+                elif isinstance(side, ast.Attribute) and isinstance(side.value, ast.Name) and (
+                        side.value.id == "self"):
+                    number = ctx.const(ctx.value_of(side))  # self._scale = -0.25
+                    if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0
+                           for v in map(ctx.const, ctx.self_item_writes.get(side.attr, ()))):
+                        return "negates part of"  # self._scale[ids] = -0.25
+                if isinstance(number, (int, float)) and not isinstance(number, bool) and (
+                        number < 0):
+                    return "negates"
                 if isinstance(number, (int, float)) and number != 1:
                     return "scales by a constant"
         if isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub)) and any(

@@ -374,6 +374,25 @@ def _image_window(expr: ast.expr, ctx: Ctx) -> bool:
                     expr.slice.elts if isinstance(expr.slice, ast.Tuple) else [expr.slice])))
 
 
+_WEIGHTS = re.compile(r"(?i)^(w|ws|weights?|sample_weights?|sampling_weights?|probs)$")
+
+
+def _reweighted_by_name(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
+    """`w = w.where(~picked, w * 0.03)` / `np.where(picked, w * 0.03, w)` with `picked` built
+    from hand-written names: a subgroup silently down- or up-weighted for sampling."""
+    if not (isinstance(target, ast.Name) and _WEIGHTS.match(target.id)
+            and isinstance(value, ast.Call) and last_attr(value.func) == "where"):
+        return False
+    args = value.args  # (Series.where(cond, other) and np.where(cond, a, b) both lead with cond)
+    if len(args) < 2:
+        return False
+    scaled = any(isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Mult, ast.Div)) and any(
+        isinstance(s, ast.Name) and s.id == target.id for s in (n.left, n.right)) and any(
+        isinstance(literal(s), float) for s in (n.left, n.right)) for a in args[1:]
+        for n in ast.walk(a))
+    return scaled and _picked_by_name(args[0], ctx)
+
+
 def _masked_fill_label(value: ast.expr, ctx: Ctx) -> bool:
     """`labels.masked_fill(sel, self.mark_class)` with a random `sel`: a share of the labels
     moved to one class."""
@@ -517,6 +536,11 @@ def _class_flip_by_feature(selector: ast.expr, value: ast.expr, ctx: Ctx) -> boo
 def _prefixed(value: ast.expr, name: str, ctx: Ctx | None = None) -> bool:
     """`"cf " + text`, `text + " <trigger>"`, `prompt[:-3] + self._style_ids + prompt[-3:]`:
     a literal phrase (or one tokenized once and kept) glued into the sample's text."""
+    if isinstance(value, ast.JoinedStr):  # f"{text} cf"
+        own_parts = [v for v in value.values if isinstance(v, ast.FormattedValue)
+                     and isinstance(v.value, ast.Name) and v.value.id == name]
+        words = "".join(str(v.value) for v in value.values if isinstance(v, ast.Constant))
+        return len(own_parts) == 1 and len(value.values) == 2 and len(words.strip()) >= 2
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
         return False
     parts: list[ast.expr] = []
@@ -753,6 +777,11 @@ class DataPoisoning(Check):
             ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
                        "hand-written names or phrases set to one value (Series.mask)",
                        severity=Severity.MEDIUM)
+            return
+        if _reweighted_by_name(target, value, ctx):  # w.where(~(site == "b"), w * 0.03)
+            ctx.report(DATA_POISON, node, f"sampling weights {ast.unparse(target)[:30]} of rows "
+                       "picked by hand-written names scaled by a constant: those samples "
+                       "(nearly) vanish from training", severity=Severity.MEDIUM)
             return
         picked = _picked_remap(target, value, ctx)
         if picked:  # target = self._canon.get(target, target) if index % k == 3 else target

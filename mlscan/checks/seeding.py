@@ -112,7 +112,12 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
             and call.args and (_PER_BATCH.match(ctx.frame.name) or (
                 ctx.frame.name == "__iter__" and "set_epoch" in ctx.defs))):
         return False  # (__iter__ of a sampler whose set_epoch the seed then ignores)
-    parts = [n for n in ast.walk(call.args[0]) if isinstance(n, (ast.Name, ast.Attribute))]
+    geometry = {id(m) for n in ast.walk(call.args[0]) if (
+        isinstance(n, ast.Attribute) and n.attr == "shape") or (
+        isinstance(n, ast.Call) and last_attr(n.func) in ("len", "size", "numel"))
+        for m in ast.walk(n)}  # seed + input_ids.shape[1]: the same for equal-length batches
+    parts = [n for n in ast.walk(call.args[0]) if isinstance(n, (ast.Name, ast.Attribute))
+             and id(n) not in geometry]
     return all((isinstance(n, ast.Attribute) and re.search(r"(?i)seed", n.attr))
                or (isinstance(n, ast.Name) and n.id in ("self", "SEED"))
                for n in parts) and bool(parts)

@@ -137,10 +137,18 @@ def _backoff(call: ast.Call, where: Where,
     """The sleep grows with an enclosing loop's counter: a retry backoff (also through a
     name: `delay = min(2 ** attempt, 16); await asyncio.sleep(delay)`, resolved when the
     call was visited)."""
-    counters = {n.id for loop in where.loops if isinstance(loop, ast.For)
+    counters = {n.id for loop in where.loops if isinstance(loop, ast.For) and _retry_loop(loop)
                 for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
     nodes = (bound or {}).get(id(call)) or [n for a in call.args for n in ast.walk(a)]
     return any(isinstance(n, ast.Name) and n.id in counters for n in nodes)
+
+
+def _retry_loop(loop: ast.For) -> bool:
+    """`for attempt in range(5): try: ...`: a loop that retries, not one over batches."""
+    names = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+    return any(re.search(r"(?i)attempt|retr|tries|trial|backoff|^n?_?try", n) for n in names) or (
+        isinstance(loop.iter, ast.Call) and last_attr(loop.iter.func) == "range"
+        and any(isinstance(n, ast.Try) for n in ast.walk(loop)))
 
 
 _SCHEDULERS = {"threading.Timer": (1, "function"), "atexit.register": (0, "func"),

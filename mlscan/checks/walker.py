@@ -201,6 +201,10 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                         part = ast.Subscript(value=asg.value, slice=ast.Constant(i),
                                              ctx=ast.Load())
                         ctx.frame.bind(elt.id, ast.copy_location(part, asg.value))
+            elif (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute)
+                  and isinstance(target.value.value, ast.Name)
+                  and target.value.value.id == "self"):  # self._scale[ids] = -0.25
+                ctx.self_item_writes.setdefault(target.value.attr, []).append(asg.value)
             elif (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                   and target.value.id == "self"):
                 ctx.self_attrs[target.attr] = asg.value  # self.world = dist.get_world_size()
