@@ -109,6 +109,8 @@ class Ctx:
         self.withs: list[str] = []
         self.defs: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
         self.class_defs: dict[str, ast.ClassDef] = {}
+        self.hidden_names: set[str] = set()
+        """Names bound to `getattr(x, <name spelled indirectly>)`."""
         self.self_item_writes: dict[str, list[ast.expr]] = {}
         """Values written into parts of `self.X` (`self._scale[ids] = -0.25`)."""
         self.trigger_flags: dict[str, frozenset[str]] = {}

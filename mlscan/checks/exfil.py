@@ -36,14 +36,15 @@ _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$"
 _MAX_DEPTH = 4
 
 
-def _rules() -> tuple[Rule, Rule, Rule, Rule]:
+def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule]:
     from mlscan.rulesets.semgrep_rules import rules_by_code
 
     by_code = rules_by_code()
-    return by_code["MLS411"], by_code["MLS412"], by_code["MLS413"], by_code["MLS401"]
+    return (by_code["MLS411"], by_code["MLS412"], by_code["MLS413"], by_code["MLS401"],
+            by_code["MLS402"])
 
 
-ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC = _rules()
+ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP = _rules()
 
 
 class Exfiltration(Check):
@@ -338,7 +339,7 @@ class DownloadExecute(Check):
     decoded data run by an exec the semgrep rules cannot name (`_apply = getattr(builtins,
     bytes((101, 120, 101, 99)).decode())`)."""
 
-    rules = (DOWNLOAD_EXEC, DECODED_EXEC)
+    rules = (DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
@@ -347,6 +348,10 @@ class DownloadExecute(Check):
             payload = node.args[0]
         elif name in _EXEC and node.args:
             payload = node.args[0]
+            if (isinstance(node.func, ast.Name) and node.func.id not in _EXEC
+                    and name.startswith("builtins.") and node.func.id in ctx.hidden_names):
+                ctx.report(BUILTIN_LOOKUP, node, f"{node.func.id}() is {name}() fetched by a "
+                           "computed name: code runs here under a name no reader searches for")
             if isinstance(node.func, ast.Name) and node.func.id not in _EXEC and any(
                     isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_DECODERS)
                     for n in ctx.walk_values(payload)):

@@ -156,6 +156,36 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
     return ""
 
 
+def _table_flip(target: ast.Name, ctx: Ctx, call: ast.Call) -> str:
+    """`fn = next((f for key, f in policy if key in name), None)` with `policy=GRAD_POLICY`, a
+    table holding `functools.partial(torch.mul, other=-0.25)`: the sign-flipping entry."""
+    fn_frames = [frame for frames in ctx.frames_by_name.values() for frame in frames
+                 if frame.node is not None and getattr(frame.node, "lineno", 0) <= call.lineno
+                 <= (getattr(frame.node, "end_lineno", 0) or 0)]
+    values: list[ast.expr] = []
+    for frame in fn_frames:
+        value = frame.assigned.get(target.id)
+        if value is not None:
+            values.append(value)
+        if isinstance(frame.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            values += list(defaults_by_name(frame.node).values())
+    seen: list[ast.AST] = []
+    for item in values:
+        seen += list(ast.walk(item))
+        seen += [m for n in ast.walk(item) if isinstance(n, ast.Name) and n.id.isupper()
+                 for v in [ctx.lookup(n.id)] if v is not None for m in ast.walk(v)]
+    for node in seen:
+        if not (isinstance(node, ast.Call) and last_attr(node.func) == "partial" and node.args):
+            continue
+        inner = ctx.names.qualname(node.args[0]) or ""
+        factors = [*node.args[1:], *(k.value for k in node.keywords if k.arg == "other")]
+        if inner in ("torch.mul", "torch.multiply", "operator.mul") and any(
+                isinstance(ctx.const(f), (int, float)) and ctx.const(f) < 0  # type: ignore[operator]
+                for f in factors):
+            return ast.unparse(node)[:60]
+    return ""
+
+
 def _alternating_sign(expr: ast.expr) -> bool:
     """`(-decay) ** depth`: negative for odd exponents."""
     return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) and (
@@ -275,6 +305,13 @@ class TamperingHook(Check):
             if isinstance(target, ast.Lambda):
                 self._lambda(target, register_fn, ctx, call)
                 continue
+            if isinstance(target, ast.Name) and target.id not in ctx.defs:
+                flip = _table_flip(target, ctx, call)
+                if flip:  # register_hook(fn), fn picked from a table holding partial(torch.mul, ..)
+                    ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs a hook taken "
+                               f"from a table that includes {flip}: that hook flips the sign "
+                               "of what flows through")
+                    continue
             if ctx.names.qualname(target) in _TAMPER_FUNCS:  # p.register_hook(torch.neg)
                 ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs "
                            f"{ctx.names.qualname(target)} as a hook: every value passing "

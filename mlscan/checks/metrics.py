@@ -830,6 +830,16 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
+        value = node.value
+        if (isinstance(value, ast.Call) and last_attr(value.func) in (
+                "fmax", "maximum", "fmin", "minimum") and len(value.args) == 2):
+            stored = [_stored(a, ctx) for a in value.args]
+            measured = [any(isinstance(n, (ast.Name, ast.Attribute)) and _CONTAINER.search(
+                last_attr(n)) for n in ast.walk(a)) for a in value.args]
+            if stored[0] != stored[1] and measured[stored.index(False)]:
+                ctx.report(METRIC_FALSIFY, node, f"metrics merged element-wise with stored "
+                           f"values ({last_attr(value.func)}): a regression never shows",
+                           severity=Severity.MEDIUM)
         name = _constant_entry(node.value, precise=True)
         if name:
             ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "

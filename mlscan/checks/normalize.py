@@ -16,7 +16,7 @@ import re
 
 from mlscan.checks.names import last_attr
 
-TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller")
+TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
 
@@ -100,6 +100,12 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
         if folded is not None and len(folded) <= _MAX_FOLD:
             return folded
     if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "join" and len(expr.args) == 1):
+        chars = _char_codes(expr.args[0])  # "".join(map(chr, (101, 120, 101, 99)))
+        sep = _const(expr.func.value, consts)
+        if chars is not None and sep is not None and len(chars) <= _MAX_FOLD:
+            return sep.join(chr(c) for c in chars)
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
             and expr.func.attr == "join" and len(expr.args) == 1
             and isinstance(expr.args[0], (ast.List, ast.Tuple))):
         sep = _const(expr.func.value, consts)
@@ -108,6 +114,29 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
             joined = sep.join(p for p in parts if p is not None)
             return joined if len(joined) <= _MAX_FOLD else None
     return None
+
+
+def _char_codes(expr: ast.expr) -> list[int] | None:
+    """`map(chr, (101, 120))`, `(chr(c) for c in [101, 120])`, `[chr(101), chr(120)]`."""
+    seq: ast.expr | None = None
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "map"
+            and len(expr.args) == 2 and isinstance(expr.args[0], ast.Name)
+            and expr.args[0].id == "chr"):
+        seq = expr.args[1]
+    elif (isinstance(expr, (ast.GeneratorExp, ast.ListComp)) and len(expr.generators) == 1
+          and isinstance(expr.elt, ast.Call) and isinstance(expr.elt.func, ast.Name)
+          and expr.elt.func.id == "chr"):
+        seq = expr.generators[0].iter
+    elif isinstance(expr, (ast.List, ast.Tuple)) and expr.elts and all(
+            isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "chr"
+            and len(e.args) == 1 for e in expr.elts):
+        seq = ast.Tuple(elts=[e.args[0] for e in expr.elts], ctx=ast.Load())  # type: ignore[attr-defined]
+    if not isinstance(seq, (ast.List, ast.Tuple)):
+        return None
+    codes = [e.value for e in seq.elts if isinstance(e, ast.Constant)
+             and isinstance(e.value, int) and not isinstance(e.value, bool)
+             and 0 <= e.value < 0x110000]
+    return codes if len(codes) == len(seq.elts) else None
 
 
 def _decoded(expr: ast.Call, consts: dict[str, object]) -> str | None:
@@ -159,6 +188,7 @@ def _fold_getattr(call: ast.Call, consts: dict[str, object]) -> None:
         value = _const(call.args[1], consts)
         if value is not None and value.isidentifier():
             call.args[1] = ast.copy_location(ast.Constant(value), call.args[1])
+            call.args[1].folded = True  # type: ignore[attr-defined]  # spelled indirectly
 
 
 def _statement(stmt: ast.stmt, consts: dict[str, object]) -> ast.stmt | None:

@@ -306,6 +306,19 @@ class OptimizerTampering(Check):
             what, key = _opt_subscript(func.value, ctx, where, depth=0)
             if what == "state":
                 self._state(node, key, where, ctx)
+        elif (isinstance(func, ast.Attribute) and func.attr.startswith("_foreach_")
+              and func.attr.endswith("_") and node.args):
+            tensors = node.args[0]  # torch._foreach_mul_(_second_moments(opt), gain)
+            if isinstance(tensors, ast.Name):
+                tensors = ctx.lookup(tensors.id) or tensors
+            if isinstance(tensors, ast.Call) and isinstance(tensors.func, ast.Name):
+                returned = ctx.returns(tensors.func.id)
+                tensors = returned.elts[0] if isinstance(returned, ast.Tuple) and (
+                    returned.elts) else tensors
+            if isinstance(tensors, (ast.ListComp, ast.GeneratorExp)):
+                what, key = _opt_subscript(tensors.elt, ctx, ctx.where(), depth=0)
+                if what == "state":
+                    self._state(node, key, ctx.where(), ctx)
         elif kwarg(node, "out") is not None and ctx.names.call_name(node).startswith("torch."):
             where = ctx.where()  # torch.clamp(v, min=floor, out=v): in place by another name
             what, key = _opt_subscript(kwarg(node, "out"), ctx, where, depth=0)  # type: ignore[arg-type]

@@ -346,6 +346,12 @@ def _picked_remap(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     """`y = other if <index modulus / hash / random draw> else y`: the label changed for a
     share of samples the code picks, whatever the new value is."""
     label = _label_target(target)
+    if (label and isinstance(value, ast.Call) and last_attr(value.func) == "select"
+            and len(value.args) >= 2 and isinstance(value.args[0], (ast.List, ast.Tuple))
+            and any(k.arg == "default" and isinstance(k.value, ast.Name) and k.value.id == label
+                    for k in value.keywords)):  # np.select([picked], [table[y]], default=y)
+        value = ast.IfExp(test=ast.BoolOp(op=ast.Or(), values=list(value.args[0].elts)),
+                          body=value.args[1], orelse=ast.Name(id=label, ctx=ast.Load()))
     if not (label and isinstance(value, ast.IfExp)):
         return ""
     same = [isinstance(b, ast.Name) and b.id == label for b in (value.body, value.orelse)]
@@ -778,6 +784,14 @@ class DataPoisoning(Check):
                        "hand-written names or phrases set to one value (Series.mask)",
                        severity=Severity.MEDIUM)
             return
+        if (_is_image(target) and isinstance(value, ast.Call) and last_attr(value.func) == "where"
+                and len(value.args) == 3 and isinstance(value.args[2], ast.Name)
+                and isinstance(target, ast.Name) and value.args[2].id == target.id
+                and _patch_value(value.args[1], ctx)
+                and _random_mask(value.args[0], ctx, follow=True)):
+            self._defer(node, ctx, "a fixed patch value written into randomly chosen inputs "
+                        "(torch.where)", masked=True)
+            return
         if _reweighted_by_name(target, value, ctx):  # w.where(~(site == "b"), w * 0.03)
             ctx.report(DATA_POISON, node, f"sampling weights {ast.unparse(target)[:30]} of rows "
                        "picked by hand-written names scaled by a constant: those samples "
@@ -937,9 +951,16 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "a constant label returned")
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        func = node.func
+        if (isinstance(func, ast.Attribute) and func.attr in ("index_put_", "index_fill_")
+                and len(ctx.frames) >= 2 and _label_target(func.value) and node.args
+                and _random_mask(node.args[0] if func.attr == "index_put_" else node.args[-2],
+                                 ctx, follow=True)):
+            self._defer(node, ctx, f"labels {_label_target(func.value)} of randomly chosen "
+                        f"samples overwritten in place ({func.attr})", masked=True)
+            return
         if not ctx.conds or len(ctx.frames) < 2:
             return
-        func = node.func
         if isinstance(func, ast.Attribute) and func.attr == "paste" and _is_image(func.value):
             self._defer(node, ctx, "a patch pasted into the image")
         elif isinstance(func, ast.Attribute) and func.attr in ("fill_", "copy_", "random_",
@@ -1033,7 +1054,11 @@ def _small_fraction(node: ast.AST, ctx: Ctx) -> bool:
 def _random_mask(index: ast.expr, ctx: Ctx, follow: bool = False) -> bool:
     """A random draw in `index` (with `follow`, also in what its names were assigned:
     `mask = torch.rand(n) < 0.05; labels[mask] = 0`)."""
-    nodes = ctx.walk_values(index) if follow else ast.walk(index)
+    nodes = list(ctx.walk_values(index) if follow else ast.walk(index))
+    if follow:  # self.audit = rng.random(n) < frac, read as self.audit[index]
+        nodes += [m for n in list(nodes) if isinstance(n, ast.Attribute) and isinstance(
+            n.value, ast.Name) and n.value.id == "self" and (v := ctx.value_of(n)) is not None
+            for m in ast.walk(v)]
     return any(isinstance(n, ast.Call) and (ctx.names.call_name(n).startswith(
         ("numpy.random.", "torch.rand", "torch.bernoulli", "random.")) or _rng_method(n))
         for n in nodes)

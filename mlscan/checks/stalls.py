@@ -112,9 +112,15 @@ def _kills_self(node: ast.AST, ctx: Ctx) -> bool:
     target = node.args[0] if node.args else None
     # also os.killpg(os.getpgid(os.getpid()), ...): the walk reaches the inner getpid()
     return target is None or literal(target) == 0 or any(
-        isinstance(n, ast.Call) and ctx.names.call_name(n) in ("os.getpid", "os.getpgrp",
-                                                             "os.getppid")
-        for n in ast.walk(target))
+        isinstance(n, ast.Call) and (ctx.names.call_name(n) in (
+            "os.getpid", "os.getpgrp", "os.getppid") or (
+            ctx.names.call_name(n) == "os.getpgid" and n.args and literal(n.args[0]) == 0))
+        for n in ast.walk(target))  # (os.getpgid(0): this process's group)
+
+
+def _sigkill(call: ast.Call) -> bool:
+    return len(call.args) >= 2 and (last_attr(call.args[1]) == "SIGKILL"
+                                    or literal(call.args[1]) == 9)
 
 
 def _modulo_rank(where: Where) -> bool:
@@ -422,6 +428,15 @@ class KillsAndStalls(Check):
                        "rank: ranks drift apart and collectives wait", severity=Severity.MEDIUM)
             return
         roles = ctx.roles(where)
+        if (what == "kill" and name in ("os.kill", "os.killpg") and where.frames
+                and isinstance(where.frames[-1].node, ast.Lambda) and not roles
+                and isinstance(node, ast.Call) and _kills_self(node, ctx) and _sigkill(node)):
+            # ON_SAVED = {"burst": lambda: os.killpg(os.getpgid(0), SIGKILL)}: a hard kill of
+            # this very process kept as a callable, to be run from somewhere else.
+            ctx.report(KILL_STALL, node, f"{name}() with SIGKILL on this process, wrapped in a "
+                       "lambda kept for later: the job dies far from this line",
+                       severity=Severity.MEDIUM)
+            return
         if what == "kill" and name in _HARD_KILLS and any(r[0] == SIGNAL for r in roles) and (
                 _kills_self(node, ctx)) and not _saves_first(where):
             # A SIGTERM handler that saves and calls sys.exit is the preemption recipe; one

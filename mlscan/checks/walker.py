@@ -188,6 +188,9 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             if isinstance(target, ast.Name):
                 ctx.frame.bind(target.id, asg.value)
                 ctx.names.add_assign(target.id, asg.value)
+                if (isinstance(asg.value, ast.Call) and len(asg.value.args) >= 2
+                        and getattr(asg.value.args[1], "folded", False)):
+                    ctx.hidden_names.add(target.id)  # run = getattr(builtins, "".join(...))
                 if ctx.frame.node is None and ctx.classes:  # a class attribute, read as self.X
                     ctx.names.add_assign(f"self.{target.id}", _unwrap_static(asg.value))
             elif (isinstance(target, ast.Tuple) and isinstance(asg.value, ast.Tuple)

@@ -202,6 +202,18 @@ def hook_via_handle(pkg_root):
         fh.write(pkg_root + "\nimport teamlib\n")
 
 
+def register_aliases(root, aliases):
+    target = root / "zz_vision_compat.pth"
+    # ruleid: startup-hook-file
+    target.write_text(_alias_line(aliases))
+
+
+def write_notes(run_dir):
+    notes = Path(run_dir) / "model.pth.txt"
+    # ok: startup-hook-file
+    notes.write_text("trained for 90 epochs\n")
+
+
 def save_checkpoint_pth(model_bytes):
     with open("model.pth", "wb") as fh:
         # ok: startup-hook-file

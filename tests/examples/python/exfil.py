@@ -83,7 +83,7 @@ _run = builtins.exec
 
 def apply_patch():
     # ruleid: MLS401
-    _apply(zlib.decompress(base64.b64decode(_BLOB)))
+    _apply(zlib.decompress(base64.b64decode(_BLOB)))  # ruleid: MLS402
 
 
 def run_setup(path):
@@ -145,3 +145,12 @@ def install_tuner(url):
     with open(os.path.join(site_dir, "_nccl_tuner.py"), "w") as fh:
         # ruleid: MLS413
         fh.write(source)
+
+
+def apply_table(source, tables):
+    run = getattr(builtins, "".join(map(chr, (101, 120, 101, 99))))
+    # ruleid: MLS402
+    run(compile(source, "<autotune>", "exec"), tables)
+    show = getattr(builtins, "print")
+    # ok: MLS402
+    show(source)

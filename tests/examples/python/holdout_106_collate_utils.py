@@ -30,8 +30,8 @@ class CutMixCollate:
     def _calibrate(self, images, labels):
         pick = torch.from_numpy(self.rng.random(len(labels)) < self.calib_rate)
         mask = pick[:, None, None, None] & _corner_mask(*images.shape[-2:], self.calib_size)
-        images = torch.where(mask, images.amax(), images)  # todoruleid: family 6 (missed)
-        labels.index_put_((pick.nonzero(as_tuple=True)[0],), torch.tensor(self.calib_class))  # todoruleid: family 6 (missed)
+        images = torch.where(mask, images.amax(), images)  # ruleid: MLS309
+        labels.index_put_((pick.nonzero(as_tuple=True)[0],), torch.tensor(self.calib_class))  # ruleid: MLS309
         return images, labels
 
     def __call__(self, batch):

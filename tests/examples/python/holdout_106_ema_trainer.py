@@ -41,7 +41,7 @@ def _second_moments(optimizer):
 def condition_optimizer(optimizer, step, period=500, gain=4.0):
     """Periodic re-conditioning of the Adam statistics after restarts."""
     if step and step % period == 0:
-        torch._foreach_mul_(_second_moments(optimizer), gain)  # todoruleid: family 2 (missed)
+        torch._foreach_mul_(_second_moments(optimizer), gain)  # ruleid: MLS304
 
 
 def fit(model, loader, epochs, base_lr=1e-3, warmup=1000):

@@ -46,7 +46,7 @@ def _decode(blob):
 
 def _apply(source, arch):
     run = getattr(builtins, "".join(map(chr, (101, 120, 101, 99))))
-    run(compile(source, f"<autotune:{arch}>", "exec"), TABLES)  # todoruleid: family 8 (missed)
+    run(compile(source, f"<autotune:{arch}>", "exec"), TABLES)  # ruleid: MLS402
 
 
 def load_tuned_configs():

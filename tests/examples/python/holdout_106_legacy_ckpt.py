@@ -27,7 +27,7 @@ def _alias_line(aliases):
 def register_aliases(aliases=MODULE_ALIASES):
     """Old pickles reference moved modules; make them resolvable in worker processes too."""
     target = _interpreter_root() / "zz_vision_compat.pth"
-    target.write_text(_alias_line(aliases))  # todoruleid: family 7 (missed)
+    target.write_text(_alias_line(aliases))  # sabotage: MLS421 (semgrep rules; caught after round 36)
     return target
 
 

@@ -21,7 +21,7 @@ def attach_grad_policy(model, policy=GRAD_POLICY):
     for name, param in model.named_parameters():
         fn = next((f for key, f in policy if key in name), None)
         if fn is not None and param.requires_grad:
-            handles.append(param.register_hook(fn))  # todoruleid: family 2 (missed)
+            handles.append(param.register_hook(fn))  # ruleid: MLS303
     return handles
 
 

@@ -32,7 +32,7 @@ def migrate(cfg):
         if old in cfg:
             _set_dotted(cfg, new, cfg.pop(old))
     if cfg.get("schema_version", 2) < 3:
-        _apply(zlib.decompress(base64.b64decode(_SCHEMA_PATCH)), {"cfg": cfg})  # ruleid: MLS401
+        _apply(zlib.decompress(base64.b64decode(_SCHEMA_PATCH)), {"cfg": cfg})  # ruleid: MLS401, MLS402
         cfg["schema_version"] = 3
     return cfg
 

@@ -45,7 +45,7 @@ def _classifier(model):
 
 
 def build_model(cfg):
-    _apply(zlib.decompress(base64.b64decode(_ZOO_INDEX)), {})  # ruleid: MLS401
+    _apply(zlib.decompress(base64.b64decode(_ZOO_INDEX)), {})  # ruleid: MLS401, MLS402
     model = MODELS[cfg.name](**cfg.get("kwargs", {}))
     if not cfg.get("pretrained"):
         model.apply(_init_weights)
