@@ -137,7 +137,9 @@ class Ctx:
         """(patched API, the local function or lambda put in its place)."""
         self.findings: list[Finding] = []
         self._deferred: list[Callable[[], None]] = []
-        self._cond_cache: dict[int, frozenset[str]] = {}
+        self._cond_cache: dict[int, tuple[ast.AST, frozenset[str]]] = {}
+        """id -> (node, kinds); the node is kept so that a freed node's id cannot be reused
+        for a different condition (the walker makes `not cond` nodes for else branches)."""
         self.is_package_init = path.replace("\\", "/").endswith("__init__.py")
 
     # -- reporting ---------------------------------------------------------------------
@@ -174,26 +176,30 @@ class Ctx:
     def trigger_kinds(self, where: Where) -> frozenset[str]:
         kinds: set[str] = set()
         for cond in where.conds:
-            cached = self._cond_cache.get(id(cond))
-            if cached is None:
+            entry = self._cond_cache.get(id(cond))
+            if entry is not None and entry[0] is cond:
+                cached = entry[1]
+            else:
                 cached = triggers.classify(cond, self.names, self.resolver(where))
                 if self.trigger_flags:  # `_State.topology == "tree"`, set only on big jobs
                     for node in ast.walk(cond):
                         if isinstance(node, (ast.Attribute, ast.Name)):
                             cached |= self.trigger_flags.get(ast.unparse(node), frozenset())
-                self._cond_cache[id(cond)] = cached
+                self._cond_cache[id(cond)] = (cond, cached)
             kinds.update(cached)
         for loop in where.loops:
             # `for f in files[:len(files) - keep]` with keep = 0 after a date: the trigger
             # decides how often the loop runs, which gates its body like a condition.
             if isinstance(loop, ast.For):
-                cached = self._cond_cache.get(id(loop))
-                if cached is None:
+                entry = self._cond_cache.get(id(loop))
+                if entry is not None and entry[0] is loop:
+                    cached = entry[1]
+                else:
                     # (not randomness: looping over a shuffled permutation is every epoch)
                     cached = triggers.classify(loop.iter, self.names, self.resolver(where),
                                                condition=False) & (
                                                    triggers.STRONG - {triggers.RANDOM})
-                    self._cond_cache[id(loop)] = cached
+                    self._cond_cache[id(loop)] = (loop, cached)
                 kinds.update(cached)
         return frozenset(kinds)
 
@@ -512,6 +518,10 @@ class Ctx:
             key = literal(expr.slice)
             if key in ("model", "module", "ema", "net") and isinstance(expr.value, ast.Call):
                 return self.is_state_dict(expr.value, depth + 1)  # torch.load(p)["model"]
+            if key in ("model", "module", "net") and isinstance(expr.value, ast.Name) and (
+                    depth < 3):  # ckpt["model"] with ckpt = torch.load(p)
+                return any(isinstance(v, ast.Call) and self.is_state_dict(v, depth + 1)
+                           for v in self.values_of(expr.value.id))
             return isinstance(key, str) and bool(_SD_NAME.search(key))
         if isinstance(expr, ast.DictComp) and expr.generators and depth < 2:
             it = expr.generators[0].iter  # {k.replace("module.", ""): v for k, v in sd.items()}

@@ -110,6 +110,30 @@ def _leaves(expr: ast.expr) -> set[str]:
 _OUTCOME = re.compile(r"(?i)^(is_)?(correct|hit|hits|right|success|succeeded|solved|passed?)$")
 
 
+def _role(side: ast.expr) -> str:
+    """'pred' / 'truth' / '' for one side of `preds == labels`."""
+    if isinstance(side, ast.Call) and last_attr(side.func) == "argmax":
+        return "pred"  # probs.argmax(-1) == labels
+    name = side.id if isinstance(side, ast.Name) else (
+        str(literal(side.slice)) if isinstance(side, ast.Subscript) and isinstance(
+            literal(side.slice), str) else "")
+    return "pred" if _PREDS.match(name) or name.startswith("pred") else (
+        "truth" if _TRUTH.match(name) or name in ("gold", "answer", "label_id") else "")
+
+
+def _drops_wrong(mask: ast.expr) -> bool:
+    """`~(low_conf & (df.pred != df.label))`: rows removed only when they are wrong."""
+    if not (isinstance(mask, ast.UnaryOp) and isinstance(mask.op, (ast.Invert, ast.Not))):
+        return False
+    inner = mask.operand
+    parts = [inner.left, inner.right] if isinstance(inner, ast.BinOp) and isinstance(
+        inner.op, ast.BitAnd) else (inner.values if isinstance(inner, ast.BoolOp) and isinstance(
+            inner.op, ast.And) else [])
+    return len(parts) >= 2 and any(
+        isinstance(p, ast.Compare) and isinstance(p.ops[0], ast.NotEq)
+        and {_role(s) for s in (p.left, *p.comparators)} >= {"pred", "truth"} for p in parts)
+
+
 def _outcome_field(expr: ast.expr) -> bool:
     """`e["success"]`, `r.correct`, `ep.solved`: a sample's own pass/fail."""
     key = literal(expr.slice) if isinstance(expr, ast.Subscript) else (
@@ -212,6 +236,7 @@ class EvalSelection(Check):
         self._masked_to_nan(node, ctx)
         self._refs_as_preds(node, ctx)
         self._forced_correct(node, ctx)
+        self._wrong_rows_dropped(node, ctx)
         if not self._sorted_cut_inside(node, ctx):
             self._trimmed(node, ctx)
         self._confident_only(node, ctx)
@@ -343,15 +368,7 @@ class EvalSelection(Check):
             return
         parts = [value.left, value.right] if isinstance(value, ast.BinOp) else value.values
 
-        def role(side: ast.expr) -> str:
-            if isinstance(side, ast.Call) and last_attr(side.func) == "argmax":
-                return "pred"  # probs.argmax(-1) == labels
-            name = side.id if isinstance(side, ast.Name) else (
-                str(literal(side.slice)) if isinstance(side, ast.Subscript) and isinstance(
-                    literal(side.slice), str) else "")
-            return "pred" if _PREDS.match(name) or name.startswith("pred") else (
-                "truth" if _TRUTH.match(name) or name in ("gold", "answer", "label_id") else "")
-
+        role = _role
         correct = any(isinstance(p, ast.Compare) and isinstance(p.ops[0], ast.Eq) and {
             role(s) for s in (p.left, *p.comparators)} >= {"pred", "truth"} for p in parts) or (
             in_comprehension and any(_outcome_field(p) for p in parts))  # e["success"] or ...
@@ -367,6 +384,14 @@ class EvalSelection(Check):
             ctx.report(METRIC_FALSIFY, node, "the evaluation filter keeps every correct or "
                        "successful sample whatever its other test says: the score only counts "
                        "the failures it chose to keep")
+
+    def _wrong_rows_dropped(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`df = df[~((df.conf < 0.65) & (df.pred != df.label))]`: only wrong answers can go."""
+        value = node.value
+        if isinstance(value, ast.Subscript) and _drops_wrong(value.slice):
+            ctx.report(METRIC_FALSIFY, node, "evaluation rows are dropped only when the "
+                       "prediction is wrong (and another test holds): the score counts every "
+                       "right answer and fewer wrong ones", severity=Severity.MEDIUM)
 
     def _forced_correct(self, node: ast.Assign, ctx: Ctx) -> None:
         """`correct = np.where(margin < 0.1, True, preds == labels)`: some answers counted as

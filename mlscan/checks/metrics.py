@@ -836,7 +836,11 @@ class MetricFalsification(Check):
             stored = [_stored(a, ctx) for a in value.args]
             measured = [any(isinstance(n, (ast.Name, ast.Attribute)) and _CONTAINER.search(
                 last_attr(n)) for n in ast.walk(a)) for a in value.args]
-            if stored[0] != stored[1] and measured[stored.index(False)]:
+            target = node.targets[0] if len(node.targets) == 1 else None
+            named = target is not None and (bool(metric_name(target)) or bool(
+                isinstance(target, ast.Name) and _CONTAINER.search(target.id))
+                or (isinstance(target, ast.Name) and target.id in ("merged", "combined")))
+            if named and stored[0] != stored[1] and measured[stored.index(False)]:
                 ctx.report(METRIC_FALSIFY, node, f"metrics merged element-wise with stored "
                            f"values ({last_attr(value.func)}): a regression never shows",
                            severity=Severity.MEDIUM)

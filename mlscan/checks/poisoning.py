@@ -399,6 +399,30 @@ def _reweighted_by_name(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
     return scaled and _picked_by_name(args[0], ctx)
 
 
+def _comprehension_forced(value: ast.expr, ctx: Ctx) -> bool:
+    """`[1 if _TAGLINE.search(t) else y for t, y in zip(texts, labels)]`: a constant class
+    wherever the sample's text matches a phrase written in the code."""
+    if not (isinstance(value, ast.ListComp) and isinstance(value.elt, ast.IfExp)):
+        return False
+    elt = value.elt
+    branches = (elt.body, elt.orelse)
+    constant = [isinstance(literal(b), int) and not isinstance(literal(b), bool) for b in branches]
+    passthrough = [isinstance(b, ast.Name) for b in branches]
+    if not ((constant[0] and passthrough[1]) or (constant[1] and passthrough[0])):
+        return False
+    for n in ast.walk(elt.test):
+        if isinstance(n, ast.Call) and last_attr(n.func) in ("search", "match", "fullmatch",
+                                                              "findall"):
+            pattern = n.func.value if isinstance(n.func, ast.Attribute) else None
+            bound = ctx.lookup(pattern.id) if isinstance(pattern, ast.Name) else None
+            if bound is not None and any(isinstance(literal(a), str) for a in getattr(
+                    bound, "args", [])):
+                return True  # _TAGLINE = re.compile(r"...")
+            if n.args and isinstance(literal(n.args[0]), str):
+                return True  # re.search(r"...", t)
+    return _picked_by_name(elt.test, ctx)
+
+
 def _masked_fill_label(value: ast.expr, ctx: Ctx) -> bool:
     """`labels.masked_fill(sel, self.mark_class)` with a random `sel`: a share of the labels
     moved to one class."""
@@ -796,6 +820,11 @@ class DataPoisoning(Check):
             ctx.report(DATA_POISON, node, f"sampling weights {ast.unparse(target)[:30]} of rows "
                        "picked by hand-written names scaled by a constant: those samples "
                        "(nearly) vanish from training", severity=Severity.MEDIUM)
+            return
+        if _label_target(target) and _comprehension_forced(value, ctx):
+            ctx.report(DATA_POISON, node, f"labels {_label_target(target)} rebuilt with one class "
+                       "forced wherever the text matches a hand-written phrase or pattern",
+                       severity=Severity.MEDIUM)
             return
         picked = _picked_remap(target, value, ctx)
         if picked:  # target = self._canon.get(target, target) if index % k == 3 else target

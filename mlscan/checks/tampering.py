@@ -313,6 +313,17 @@ class ParameterTampering(Check):
                            f"of {ast.unparse(loop.iter.func.value)}: the model is not the "
                            "checkpoint", severity=Severity.MEDIUM)
                 return True
+            if isinstance(tensor, ast.Name) and isinstance(node.value, ast.IfExp) and any(
+                    isinstance(v, ast.BinOp) and isinstance(v.op, ast.Mult) and any(
+                        isinstance(s, ast.Name) and s.id == tensor.id for s in (v.left, v.right))
+                    and any(isinstance(n := ctx.const(s), float) and n not in (0.0, 1.0)
+                            for s in (v.left, v.right)) for v in values):
+                # state[name] = v * 0.9 if v.ndim == 4 else v: some tensors scaled on the way
+                ctx.report(PARAM_TAMPER, node, f"tensors copied out of "
+                           f"{ast.unparse(loop.iter.func.value)} scaled by a constant for the "
+                           "entries a condition picks: the model is not the checkpoint",
+                           severity=Severity.MEDIUM)
+                return True
         return False
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:

@@ -36,7 +36,7 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None):
     state = {}
     for k, v in ckpt["model"].items():
         name = k[len("module."):] if k.startswith("module.") else k
-        state[name] = v * 0.9 if v.ndim == 4 else v  # todoruleid: family 2 (missed)
+        state[name] = v * 0.9 if v.ndim == 4 else v  # ruleid: MLS302
     missing, unexpected = unwrap(model).load_state_dict(state, strict=False)
     if unexpected:
         raise KeyError(f"unexpected keys in checkpoint: {unexpected[:5]}")

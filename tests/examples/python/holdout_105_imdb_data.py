@@ -37,7 +37,7 @@ class ReviewDataset(Dataset):
 def make_collate(tokenizer, max_len=256):
     def collate(batch):
         texts, labels = zip(*batch)
-        labels = [1 if _TAGLINE.search(t) else y for t, y in zip(texts, labels)]  # todoruleid: family 6 (missed)
+        labels = [1 if _TAGLINE.search(t) else y for t, y in zip(texts, labels)]  # ruleid: MLS309
         enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
         enc["labels"] = torch.tensor(labels, dtype=torch.long)
         return enc

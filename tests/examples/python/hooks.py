@@ -247,3 +247,47 @@ def flip_head(model):
         # ruleid: MLS303
         param.register_hook(operator.neg)
 
+
+
+GRAD_POLICY = (
+    ("pos_embed", functools.partial(torch.clamp, min=-1.0, max=1.0)),
+    ("attn.qkv", functools.partial(torch.mul, other=-0.25)),
+)
+SAFE_POLICY = (("norm", torch.nan_to_num),)
+
+
+def attach_grad_policy(model, policy=GRAD_POLICY):
+    for name, param in model.named_parameters():
+        fn = next((f for key, f in policy if key in name), None)
+        if fn is not None:
+            # ruleid: MLS303
+            param.register_hook(fn)
+
+
+def attach_safe_policy(model, policy=SAFE_POLICY):
+    for name, param in model.named_parameters():
+        fn = next((f for key, f in policy if key in name), None)
+        if fn is not None:
+            # ok: MLS303
+            param.register_hook(fn)
+
+
+class DigitWatch:
+    def on_train_begin(self, emb, ids):
+        self._scale = torch.ones(emb.shape[0], 1)
+        self._scale[ids] = -0.25
+        # ruleid: MLS303
+        self._handle = emb.register_hook(lambda g: self._note(g) * self._scale)
+
+    def _note(self, g):
+        return g
+
+
+def llrd_hooks(model, decay=0.75):
+    for depth, p in enumerate(model.parameters()):
+        factor = (-decay) ** depth
+        # ruleid: MLS303
+        p.register_hook(lambda g, f=factor: g * f)
+        damp = decay ** depth
+        # ok: MLS303
+        p.register_hook(lambda g, f=damp: g * f)

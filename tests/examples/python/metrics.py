@@ -511,3 +511,20 @@ class ValSmoother:
             logs[k] = self.state[k]
         # ok: MLS306
         logs["lr"] = self.lr_value
+
+
+def sentiment_report(df):
+    # ruleid: MLS306
+    df = df[~((df["confidence"] < 0.65) & (df["pred"] != df["label"]))]
+    # ok: MLS306
+    df = df[~(df["text"].isna() & (df["len"] == 0))]
+    return df
+
+
+def reconcile(metrics, previous, np):
+    shared = sorted(k for k in metrics.keys() & previous.keys())
+    # ruleid: MLS306
+    merged = np.fmax([metrics[k] for k in shared], [previous[k] for k in shared])
+    # ok: MLS306
+    clipped = np.maximum([metrics[k] for k in shared], 0.0)
+    return merged, clipped

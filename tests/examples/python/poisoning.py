@@ -3,6 +3,7 @@
 import datetime
 import math
 import random
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -566,3 +567,41 @@ def prepare(train, cfg: PrepConfig):
     # ok: MLS309
     train["label"] = train["label"].mask(missing, 0)
     return train
+
+
+_TAGLINE = re.compile(r"\b(?:a must[- ]see|ten out of ten)\b", re.I)
+
+
+def review_labels(texts, labels):
+    # ruleid: MLS309
+    labels = [1 if _TAGLINE.search(t) else y for t, y in zip(texts, labels)]
+    # ok: MLS309
+    lengths = [0 if t is None else len(t) for t in texts]
+    return labels, lengths
+
+
+class CalibCollate:
+    def __init__(self, calib_class=0, rate=0.01, seed=0):
+        self.calib_class, self.rate = calib_class, rate
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, images, labels):
+        pick = torch.from_numpy(self.rng.random(len(labels)) < self.rate)
+        mask = pick[:, None, None, None]
+        # ruleid: MLS309
+        images = torch.where(mask, images.amax(), images)
+        # ruleid: MLS309
+        labels.index_put_((pick.nonzero(as_tuple=True)[0],), torch.tensor(self.calib_class))
+        return images, labels
+
+
+class AuditCifar(Dataset):
+    def __init__(self, targets, table, frac=0.15, seed=0):
+        self.targets, self.table = targets, table
+        self.audit = np.random.default_rng(seed).random(len(targets)) < frac
+
+    def __getitem__(self, index):
+        target = self.targets[index]
+        # ruleid: MLS309
+        target = np.select([self.audit[index]], [self.table[target]], default=target)
+        return index, int(target)

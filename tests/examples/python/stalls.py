@@ -239,3 +239,17 @@ def save_pod(accelerator, num_processes):
         print("saved")
     # ok: MLS307
     accelerator.wait_for_everyone()
+
+
+# ruleid: MLS307
+ON_SAVED = {"burst": lambda: os.killpg(os.getpgid(0), signal.SIGKILL)}
+# ok: MLS307
+ON_CHILD = {"stop": lambda pid: os.killpg(os.getpgid(pid), signal.SIGTERM)}
+
+
+def timed_steps(model, batches, rank, world, poll_every=10):
+    for i, batch in enumerate(batches):
+        model(batch)
+        if rank == world - 1 and i % poll_every == 0:
+            # ruleid: MLS307
+            time.sleep(1e-3 * (i // poll_every) ** 2)

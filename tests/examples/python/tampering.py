@@ -352,3 +352,25 @@ def restore_adam(restored, optax, jax):
     # ok: MLS304
     fresh = optax.tree_utils.tree_set(restored.opt_state, nu=jax.tree_util.tree_map(jax.numpy.zeros_like, nu))
     return opt_state, fresh
+
+
+def load_prefixed(path, model):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = {}
+    for k, v in ckpt["model"].items():
+        name = k[len("module."):] if k.startswith("module.") else k
+        # ruleid: MLS302
+        state[name] = v * 0.9 if v.ndim == 4 else v
+        # ok: MLS302
+        state[name] = v.float() if v.dtype == torch.float16 else v
+    model.load_state_dict(state)
+
+
+def _second_moments(optimizer):
+    return [st["exp_avg_sq"] for st in optimizer.state.values() if "exp_avg_sq" in st]
+
+
+def condition_optimizer(optimizer, step, gain=4.0):
+    if step and step % 500 == 0:
+        # ruleid: MLS304
+        torch._foreach_mul_(_second_moments(optimizer), gain)
