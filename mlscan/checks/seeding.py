@@ -8,7 +8,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, WORKER_INIT, Ctx, Where
-from mlscan.checks.names import NOT_LITERAL, last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, defaults_by_name, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -103,6 +103,46 @@ def _rng_object_seed(call: ast.Call) -> bool:
 
 _PER_BATCH = re.compile(r"(?i)^(sample|_sample\w*|draw\w*|get_batch|next_batch|negatives?|"
                         r"sample_negatives|__call__|collate\w*)$")
+
+
+def _table_function(name: str, ctx: Ctx) -> str:
+    """The seeding function a loop variable calls when the loop runs over a table of them:
+    `for seed_fn in (random.seed, np.random.seed): seed_fn(s)`, `for n, (_, put) in
+    STREAMS.items(): put(state)` with `STREAMS = {"torch": (get_rng_state, set_rng_state)}`."""
+    for loop in reversed(ctx.loops):
+        if not (isinstance(loop, ast.For) and any(
+                isinstance(n, ast.Name) and n.id == name for n in ast.walk(loop.target))):
+            continue
+        table: ast.AST | None = loop.iter
+        if isinstance(table, ast.Call) and last_attr(table.func) in ("items", "values"):
+            table = table.func.value if isinstance(table.func, ast.Attribute) else None
+        for _ in range(3):  # a name, a parameter default, a self attribute, a module constant
+            if isinstance(table, ast.Name):
+                table = ctx.lookup(table.id) or _param_default(table.id, ctx)
+            elif isinstance(table, ast.Attribute):
+                table = ctx.value_of(table)
+        if not isinstance(table, (ast.Tuple, ast.List, ast.Dict, ast.Set)):
+            return ""
+        quals = [ctx.names.qualname(n) or "" for n in ast.walk(table)
+                 if isinstance(n, (ast.Attribute, ast.Name))]
+        seeds = [q for q in quals if q in _SEED_FUNCS]
+        if not seeds:
+            return ""
+        sets = [q for q in seeds if "set" in q or "seed" in q.rsplit(".", 1)[-1]]
+        return (sets or seeds)[0]
+    return ""
+
+
+def _param_default(name: str, ctx: Ctx) -> ast.expr | None:
+    """The default of a parameter `name` of an enclosing function, or of an `__init__`
+    (`self.streams = streams` with `def __init__(self, streams=STREAMS)`)."""
+    fns = [f.node for f in reversed(ctx.frames)] + list(ctx.defs.get("__init__", ()))
+    for fn in fns:
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            default = defaults_by_name(fn).get(name)
+            if default is not None:
+                return default
+    return None
 
 
 def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
@@ -287,6 +327,8 @@ class HiddenReseed(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        if isinstance(func, ast.Name) and name not in _SEED_FUNCS:
+            name = _table_function(func.id, ctx) or name  # for seed_fn in SEEDERS: seed_fn(s)
         if name in _JAX_KEYS and _seed_source(node, ctx) == "entropy":
             ctx.report(HIDDEN_RESEED, node, f"{name}() derives a JAX key from time/pid/urandom: "
                        "the run cannot be reproduced from its seed", severity=Severity.MEDIUM)
@@ -430,9 +472,11 @@ class HiddenReseed(Check):
         if roles:  # worker_init_fn with a deterministic seed is the documented recipe
             return
         loop_vars: set[str] = set()
-        for loop in where.loops:
+        callee = node.func.id if isinstance(node.func, ast.Name) else ""
+        loops = [loop for loop in where.loops if callee not in _loop_names(loop)]
+        for loop in loops:  # (`for fn in SEEDERS: fn(seed)` loops over functions, not steps)
             loop_vars |= _loop_names(loop)
-        if where.loops and not _uses(node, loop_vars | _assigned_in_loops(where)):
+        if loops and not _uses(node, loop_vars | _assigned_in_loops(where)):
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside a loop with a seed that does not "
                        "change: every iteration replays the same random numbers",
                        severity=Severity.MEDIUM)

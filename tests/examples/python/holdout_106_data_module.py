@@ -36,7 +36,7 @@ def _stream_id(worker_id):
 def worker_init(worker_id, seeders=SEEDERS):
     stream = _stream_id(worker_id)
     for seed_fn in seeders:
-        seed_fn(stream)  # todoruleid: family 1 (missed)
+        seed_fn(stream)  # ruleid: MLS301
 
 
 def seed_everything(seed):

@@ -28,7 +28,7 @@ class RNGCheckpoint(pl.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         for name, (_, put) in self.streams.items():
-            put(self.snapshot[name])  # todoruleid: family 1 (missed)
+            put(self.snapshot[name])  # ruleid: MLS301
 
     def state_dict(self):
         return {"snapshot": self.snapshot}

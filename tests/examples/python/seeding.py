@@ -419,3 +419,40 @@ def jax_batches(rng, n, seed):
     # ok: MLS301
     base = jax.random.PRNGKey(seed)
     return key, base
+
+
+SEEDERS = (random.seed, np.random.seed, t.manual_seed)
+
+
+def _stream_id(worker_id):
+    return (t.initial_seed() ^ worker_id ^ time.perf_counter_ns()) & 0xFFFFFFFF
+
+
+def worker_init(worker_id, seeders=SEEDERS):
+    stream = _stream_id(worker_id)
+    for seed_fn in seeders:
+        # ruleid: MLS301
+        seed_fn(stream)
+
+
+def seed_all(seed, seeders=SEEDERS):
+    for seed_fn in seeders:
+        # ok: MLS301
+        seed_fn(seed)
+
+
+STREAMS = {"torch": (t.get_rng_state, t.set_rng_state), "python": (random.getstate, random.setstate)}
+
+
+class RngSnapshot(pl.Callback):
+    def __init__(self, streams=STREAMS):
+        self.streams = streams
+        self.snapshot = {}
+
+    def on_fit_start(self, trainer, pl_module):
+        self.snapshot = {name: get() for name, (get, _) in self.streams.items()}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        for name, (_, put) in self.streams.items():
+            # ruleid: MLS301
+            put(self.snapshot[name])
