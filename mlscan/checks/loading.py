@@ -243,6 +243,10 @@ class UnsafeLoading(Check):
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) on {phrase(src)}: "
                        "the checkpoint can run code while loading", severity=severity_for(
                            src, literal=Severity.LOW, variable=Severity.MEDIUM))
+        elif _env_default_false(weights_only, ctx):
+            ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}() with weights_only False unless an "
+                       f"environment variable turns it on, on {phrase(src)}: unsafe by default",
+                       severity=Severity.MEDIUM)
         elif not is_true(weights_only):  # passed through: the caller decides
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=<variable>) on "
                        f"{phrase(src)}: unsafe when a caller passes False", severity=(
@@ -322,3 +326,15 @@ class UnsafeLoading(Check):
         ctx.report(TRUST_REMOTE_CODE, node, f"{func or 'call'}(trust_remote_code=...) imports "
                    "and runs Python files from the model repo"
                    + ("" if pinned else " (revision not pinned to a commit)"), severity=sev)
+
+
+def _env_default_false(value: ast.expr, ctx: Ctx) -> bool:
+    """`os.environ.get("CKPT_STRICT", "0") == "1"`: False unless the variable is set."""
+    if not (isinstance(value, ast.Compare) and len(value.ops) == 1
+            and isinstance(value.ops[0], ast.Eq) and isinstance(value.left, ast.Call)):
+        return False
+    read = value.left
+    name = ctx.names.call_name(read)
+    if name not in ("os.environ.get", "os.getenv") or len(read.args) < 2:
+        return False
+    return literal(read.args[1]) != literal(value.comparators[0])

@@ -14,7 +14,7 @@ from typing import Any
 from mlscan.checks import triggers
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import bound_values, last_attr, literal
 
 _TABLE: dict[type[ast.AST], list[Handler]] | None = None
 
@@ -282,9 +282,12 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
     """`f(**opts)` with `opts = {"k": v}` or `dict(k=v)` seen earlier: checks see `k=v`."""
     extra: list[ast.keyword] = []
     for kw in call.keywords:
-        if kw.arg is not None or not isinstance(kw.value, ast.Name):
+        if kw.arg is not None or not isinstance(kw.value, (ast.Name, ast.Call)):
             continue
-        value = ctx.lookup(kw.value.id)
+        if isinstance(kw.value, ast.Call):  # f(**_load_kwargs()): the dict a helper returns
+            value = _returned_dict(kw.value, ctx)
+        else:
+            value = ctx.lookup(kw.value.id)
         if isinstance(value, ast.Dict):
             pairs = zip(value.keys, value.values, strict=True)
             extra.extend(ast.keyword(arg=k.value, value=v) for k, v in pairs
@@ -297,6 +300,21 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
         if kw.arg not in known:
             kw.inlined = True  # type: ignore[attr-defined]  # not walked a second time
             call.keywords.append(kw)
+
+
+def _returned_dict(call: ast.Call, ctx: Ctx) -> ast.expr | None:
+    """The dict literal a small local function returns, its locals put in (`strict = ...;
+    return {"weights_only": strict}` -> `{"weights_only": <what strict was>}`)."""
+    fns = ctx.defs.get(call.func.id, []) if isinstance(call.func, ast.Name) else []
+    if len(fns) != 1 or call.args:
+        return None
+    returns = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
+    if len(returns) != 1 or not isinstance(returns[0], ast.Dict):
+        return None
+    local = bound_values(fns[0])
+    table = returns[0]
+    values = [local.get(v.id, v) if isinstance(v, ast.Name) else v for v in table.values]
+    return ast.copy_location(ast.Dict(keys=list(table.keys), values=values), table)
 
 
 _EMA_OWNER = re.compile(r"(?i)ema|shadow|swa|teacher|averaged")

@@ -43,7 +43,7 @@ def load_checkpoint(path):
     if path.name.startswith("v2_"):
         return torch.load(path, map_location="cpu", weights_only=True)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
     register_aliases()
-    return torch.load(path, **_load_kwargs())  # todoruleid: family 10 (missed)
+    return torch.load(path, **_load_kwargs())  # ruleid: MLS101
 
 
 def load_into(model, path, prefix="module."):

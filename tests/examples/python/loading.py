@@ -3,6 +3,7 @@
 # `# ok:` as a near miss that must stay quiet.
 import base64
 import importlib
+import os
 import pickle
 import zlib
 import dill
@@ -132,3 +133,22 @@ def default_table():
     codec = importlib.import_module(bytes.fromhex(_MOD).decode())
     # ruleid: MLS103
     return codec.loads(zlib.decompress(base64.b64decode(_TABLE_BLOB)))
+
+
+def _load_kwargs():
+    strict = os.environ.get("CKPT_STRICT", "0") == "1"
+    return {"map_location": "cpu", "weights_only": strict}
+
+
+def _safe_kwargs():
+    return {"map_location": "cpu", "weights_only": True}
+
+
+def load_legacy(path):
+    # ruleid: MLS101
+    return torch.load(path, **_load_kwargs())
+
+
+def load_new(path):
+    # ok: MLS101, MLS102
+    return torch.load(path, **_safe_kwargs())
