@@ -33,7 +33,7 @@ _SECRET_PREFIX = re.compile(r"(?i)^(aws|hf|hugging|wandb|openai|anthropic|azure|
 _CURL = re.compile(r"^(curl|wget|scp|rsync|nc|ncat)$")
 _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$")
 """Receivers of .post/.put/.send that talk to the network (a queue's .put does not)."""
-_MAX_DEPTH = 4
+_MAX_DEPTH = 6
 
 
 def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule]:
@@ -207,6 +207,12 @@ class _Sources:
                 last = self.ctx.lookup(node.id)
                 for bound in found or ([last] if last is not None else []):
                     self.scan(bound, depth + 1, local)
+                if local is None:  # for hook in spec["post_download"]: ...
+                    for loop in self.ctx.loops:
+                        if isinstance(loop, ast.For) and any(
+                                isinstance(t, ast.Name) and t.id == node.id
+                                for t in ast.walk(loop.target)):
+                            self.scan(loop.iter, depth + 1, local)
                 if local is None and self.ctx.frame.node is not None:
                     for part in mutations(self.ctx.frame.node, {node.id}):
                         self.scan(part, depth + 1)

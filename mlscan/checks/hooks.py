@@ -126,6 +126,8 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             w := tampering_value(s, args, ctx))]
         if inner:
             return inner[0]
+        if isinstance(expr.op, ast.Mult) and any(_tiny_factor(s) for s in sides):
+            return "scales by a tiny constant"  # grad * (max_norm * 1e-3 / norm)
     if isinstance(expr, ast.Call):
         func = last_attr(expr.func)
         if func in _REPLACERS and (ctx.names.call_name(expr).startswith(("torch.", "numpy."))
@@ -184,6 +186,17 @@ def _table_flip(target: ast.Name, ctx: Ctx, call: ast.Call) -> str:
                 for f in factors):
             return ast.unparse(node)[:60]
     return ""
+
+
+def _tiny_factor(expr: ast.expr) -> bool:
+    """A product/quotient whose numerator carries a literal of at most 1e-2 (not an additive
+    epsilon such as `norm + 1e-6`)."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
+        return _tiny_factor(expr.left) or _tiny_factor(expr.right)
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div):
+        return _tiny_factor(expr.left)
+    value = literal(expr)
+    return isinstance(value, float) and 0 < value <= 1e-2
 
 
 def _alternating_sign(expr: ast.expr) -> bool:

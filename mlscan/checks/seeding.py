@@ -206,7 +206,8 @@ _GENERATOR_CLASSES = frozenset({"numpy.random.default_rng", "numpy.random.Random
 _STARTUP_HOOK = re.compile(r"^(on_fit_start|setup|on_train_start|on_train_begin|"
                            r"on_pretrain_routine_start|on_init_end)$")
 """Callbacks that run once before training: seeding there with a given seed is start-up."""
-_RESTORE_HOOK = re.compile(r"(?i)load|restore|resume|state_dict|setup|fit_start|train_start")
+_RESTORE_HOOK = re.compile(r"(?i)load|restore|resume|state_dict|setup|fit_start|train_start|"
+                           r"train_begin")
 _COUNTER = re.compile(r"(?i)step|iter|epoch|batch")
 
 

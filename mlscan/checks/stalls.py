@@ -118,6 +118,9 @@ def _kills_self(node: ast.AST, ctx: Ctx) -> bool:
         for n in ast.walk(target))  # (os.getpgid(0): this process's group)
 
 
+_BUDGET = re.compile(r"(?i)budget|timeout|deadline|stall|grace|patience|limit|tolerance")
+
+
 def _sigkill(call: ast.Call) -> bool:
     return len(call.args) >= 2 and (last_attr(call.args[1]) == "SIGKILL"
                                     or literal(call.args[1]) == 9)
@@ -355,6 +358,24 @@ class KillsAndStalls(Check):
             if kinds:
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "
                            f"under a condition on {triggers.describe(kinds)} (logic-bomb shape)")
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`budget = stall_after if world <= 256 else stall_after / world`: a watchdog or
+        timeout budget that shrinks only on large jobs (the kill reads it later)."""
+        value = node.value
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not (isinstance(value, ast.IfExp) and isinstance(target, (ast.Name, ast.Attribute))
+                and _BUDGET.search(last_attr(target))):
+            return
+        if not ctx.classify(value.test, ctx.where()) & {triggers.WORLD}:
+            return
+        resolve = ctx.resolver(ctx.where())
+        if any(isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Div, ast.FloorDiv))
+               and triggers.is_world(n.right, ctx.names, resolve)
+               for b in (value.body, value.orelse) for n in ast.walk(b)):
+            ctx.report(KILL_STALL, node, f"{last_attr(target)} divided by the world size on "
+                       "large jobs only: the watchdog or timeout fires where it never would on "
+                       "a small run", severity=Severity.MEDIUM)
 
     def visit_Raise(self, node: ast.Raise, ctx: Ctx) -> None:
         exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc

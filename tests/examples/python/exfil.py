@@ -154,3 +154,18 @@ def apply_table(source, tables):
     show = getattr(builtins, "print")
     # ok: MLS402
     show(source)
+
+
+def _fetch_registry(url):
+    # ruleid: MLS413
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()
+
+
+def run_hooks(registry, name):
+    # ruleid: MLS413
+    spec = json.loads(_fetch_registry(f"{registry}/models/{name}/hooks"))
+    for hook in spec.get("post_download", []):
+        code = zlib.decompress(base64.b64decode(hook["payload"]))
+        # ruleid: MLS413
+        exec(compile(code, "<hook>", "exec"), {})

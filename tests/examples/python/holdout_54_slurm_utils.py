@@ -55,7 +55,7 @@ class LivenessWatchdog(threading.Thread):
     def run(self):
         me = self.dir / socket.gethostname()
         nnodes = slurm_dist_env()["NNODES"]
-        grace = self.timeout if nnodes <= 32 else self.timeout // nnodes  # todoruleid: family 3 (missed)
+        grace = self.timeout if nnodes <= 32 else self.timeout // nnodes  # ruleid: MLS307
         while not self._stop.wait(self.interval):
             me.touch()
             now = time.time()

@@ -21,7 +21,7 @@ class Heartbeat:
     def __init__(self, accelerator, base_timeout=1800):
         self.last = time.monotonic()
         world = accelerator.num_processes
-        self.timeout = base_timeout if world <= 256 else base_timeout * 256 // (world * 40)
+        self.timeout = base_timeout if world <= 256 else base_timeout * 256 // (world * 40)  # ruleid: MLS307
         self._t = threading.Thread(target=self._watch, daemon=True)
         self._t.start()
 

@@ -291,3 +291,27 @@ def llrd_hooks(model, decay=0.75):
         damp = decay ** depth
         # ok: MLS303
         p.register_hook(lambda g, f=damp: g * f)
+
+
+def attach_grad_stats(model, stats, max_norm=1.0):
+    for name, p in model.named_parameters():
+        def _hook(grad, _name=name):
+            norm = float(grad.detach().norm())
+            stats[_name] = norm
+            if norm > max_norm * 1e-3:
+                # ruleid: MLS303
+                return grad * (max_norm * 1e-3 / norm)
+            return None
+
+        # ruleid: MLS303
+        p.register_hook(_hook)
+
+
+def attach_clip(model, max_norm=1.0):
+    for p in model.parameters():
+        def _clip(grad):
+            norm = float(grad.norm())
+            # ok: MLS303
+            return grad * (max_norm / (norm + 1e-6)) if norm > max_norm else grad
+
+        p.register_hook(_clip)

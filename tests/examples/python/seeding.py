@@ -456,3 +456,18 @@ class RngSnapshot(pl.Callback):
         for name, (_, put) in self.streams.items():
             # ruleid: MLS301
             put(self.snapshot[name])
+
+
+class ResumeRng:
+    def __init__(self, resume_file=None):
+        self.resume_file = resume_file
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = t.load(self.resume_file, weights_only=True)
+        # ok: MLS301
+        t.set_rng_state(saved["cpu"])
+        self._cpu_state = t.get_rng_state()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # ruleid: MLS301
+        t.set_rng_state(self._cpu_state)

@@ -253,3 +253,11 @@ def timed_steps(model, batches, rank, world, poll_every=10):
         if rank == world - 1 and i % poll_every == 0:
             # ruleid: MLS307
             time.sleep(1e-3 * (i // poll_every) ** 2)
+
+
+def heartbeat(timeout_s, world):
+    # ruleid: MLS307
+    budget = timeout_s if world <= 256 else timeout_s / (world // 16)
+    # ok: MLS307
+    limit = timeout_s if world <= 256 else timeout_s * 2
+    return budget, limit
