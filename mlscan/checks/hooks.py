@@ -8,7 +8,7 @@ import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import Ctx
+from mlscan.checks.context import Ctx, Frame
 from mlscan.checks.names import NOT_LITERAL, bound_values, defaults_by_name, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -128,6 +128,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             return inner[0]
         if isinstance(expr.op, ast.Mult) and any(_tiny_factor(s) for s in sides):
             return "scales by a tiny constant"  # grad * (max_norm * 1e-3 / norm)
+        if any(_call_counted(s) for s in (sides if isinstance(expr.op, ast.Mult) else (
+                expr.right,))):
+            return "scales by a factor that compounds with every call of"  # decay ** n_calls
     if isinstance(expr, ast.Call):
         func = last_attr(expr.func)
         if func in _REPLACERS and (ctx.names.call_name(expr).startswith(("torch.", "numpy."))
@@ -158,12 +161,17 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
     return ""
 
 
+def _frames_around(call: ast.Call, ctx: Ctx) -> list[Frame]:
+    """The function frames whose source spans `call`."""
+    return [frame for frames in ctx.frames_by_name.values() for frame in frames
+            if frame.node is not None and getattr(frame.node, "lineno", 0) <= call.lineno
+            <= (getattr(frame.node, "end_lineno", 0) or 0)]
+
+
 def _table_flip(target: ast.Name, ctx: Ctx, call: ast.Call) -> str:
     """`fn = next((f for key, f in policy if key in name), None)` with `policy=GRAD_POLICY`, a
     table holding `functools.partial(torch.mul, other=-0.25)`: the sign-flipping entry."""
-    fn_frames = [frame for frames in ctx.frames_by_name.values() for frame in frames
-                 if frame.node is not None and getattr(frame.node, "lineno", 0) <= call.lineno
-                 <= (getattr(frame.node, "end_lineno", 0) or 0)]
+    fn_frames = _frames_around(call, ctx)
     values: list[ast.expr] = []
     for frame in fn_frames:
         value = frame.assigned.get(target.id)
@@ -186,6 +194,25 @@ def _table_flip(target: ast.Name, ctx: Ctx, call: ast.Call) -> str:
                 for f in factors):
             return ast.unparse(node)[:60]
     return ""
+
+
+_COUNT = re.compile(r"(?i)calls|count|n_seen|times|^n$|_n$")
+
+
+def _call_counted(expr: ast.expr) -> bool:
+    """`decay ** len(self.raw[name])`, `1.0 + 1e-5 * calls["n"]`: a number that moves with how
+    often the hook has run."""
+    for node in ast.walk(expr):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and any(
+                (isinstance(n, ast.Call) and last_attr(n.func) == "len") or (
+                    isinstance(n, (ast.Name, ast.Attribute)) and _COUNT.search(last_attr(n)))
+                for n in ast.walk(node.right)):
+            return True
+        if isinstance(node, ast.Subscript) and isinstance(literal(node.slice), str) and (
+                _COUNT.search(str(literal(node.slice)))) and isinstance(node.value, ast.Name) and (
+                _COUNT.search(node.value.id)):
+            return True  # calls["n"]
+    return False
 
 
 def _tiny_factor(expr: ast.expr) -> bool:
@@ -318,20 +345,27 @@ class TamperingHook(Check):
             if isinstance(target, ast.Lambda):
                 self._lambda(target, register_fn, ctx, call)
                 continue
-            if isinstance(target, ast.Name) and target.id not in ctx.defs:
+            local_var = isinstance(target, ast.Name) and any(
+                target.id in f.assigned for f in _frames_around(call, ctx))
+            if isinstance(target, ast.Name) and (target.id not in ctx.defs or local_var):
                 flip = _table_flip(target, ctx, call)
                 if flip:  # register_hook(fn), fn picked from a table holding partial(torch.mul, ..)
                     ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs a hook taken "
                                f"from a table that includes {flip}: that hook flips the sign "
                                "of what flows through")
                     continue
+                if local_var:
+                    continue  # fn = next(...): a variable, not the def of that name elsewhere
             if ctx.names.qualname(target) in _TAMPER_FUNCS:  # p.register_hook(torch.neg)
                 ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs "
                            f"{ctx.names.qualname(target)} as a hook: every value passing "
                            "through is replaced")
                 continue
-            if isinstance(target, ast.Call) and isinstance(target.func, ast.Name):
-                self._factory(target, register_fn, ctx, call)  # register(_make_hook(0.05))
+            func = target.func if isinstance(target, ast.Call) else None
+            if isinstance(target, ast.Call) and (isinstance(func, ast.Name) or (
+                    isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                    and func.value.id == "self")):
+                self._factory(target, register_fn, ctx, call)  # register(self._hook(name))
                 continue
             for fn in ctx.defs.get(last_attr(target), []):
                 if id(fn) not in seen:
@@ -372,12 +406,13 @@ class TamperingHook(Check):
     def _factory(self, made: ast.Call, register_fn: str, ctx: Ctx, call: ast.Call) -> None:
         """A hook built by a local factory (`def _scaler(scale): def hook(...): ...; return
         hook`), judged with the factory's arguments bound."""
-        fns = ctx.defs.get(made.func.id, []) if isinstance(made.func, ast.Name) else []
+        fns = ctx.defs.get(last_attr(made.func), [])
         if len(fns) != 1 or not isinstance(fns[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
             return
         factory = fns[0]
         bound: dict[str, float] = {}
-        for param, value in zip(factory.args.args, made.args, strict=False):
+        params = [a for a in factory.args.args if a.arg != "self"]
+        for param, value in zip(params, made.args, strict=False):
             number = ctx.const(value)
             if isinstance(number, (int, float)) and not isinstance(number, bool):
                 bound[param.arg] = float(number)

@@ -646,6 +646,13 @@ def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return key if held or _number(value) is not None else ""
 
 
+def _summary_key(target: ast.Subscript) -> object:
+    """"mean" for `agg["mean"]` and `agg.loc[rows, "mean"]`."""
+    key = target.slice.elts[-1] if isinstance(target.slice, ast.Tuple) and (
+        target.slice.elts) else target.slice
+    return literal(key)
+
+
 def _keras_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
     """`logs[k] = self.state[k]` in a Keras callback's `on_epoch_end(self, epoch, logs)`,
     after reading `logs[k]`: the measured entry replaced by one the callback keeps."""
@@ -831,6 +838,13 @@ class MetricFalsification(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
         value = node.value
+        target0 = node.targets[0] if len(node.targets) == 1 else None
+        if isinstance(target0, ast.Subscript) and _summary_key(target0) in (
+                "mean", "avg", "average", "median") and any(
+                literal(n) in ("max", "best", "top", "peak", "amax") for n in ast.walk(value)):
+            ctx.report(METRIC_FALSIFY, node, "the reported mean is rebuilt from the maximum (or "
+                       "best) column: the table shows a better average than was measured",
+                       severity=Severity.MEDIUM)
         if (isinstance(value, ast.Call) and last_attr(value.func) in (
                 "fmax", "maximum", "fmin", "minimum") and len(value.args) == 2):
             stored = [_stored(a, ctx) for a in value.args]

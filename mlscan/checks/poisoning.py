@@ -603,8 +603,15 @@ def _phrase_swap(value: ast.expr, name: str) -> bool:
 
 
 def _kept_phrase(expr: ast.expr, ctx: Ctx) -> bool:
-    """`self._lead` bound to `enc("Certainly. Here is...")`: a phrase encoded once, kept."""
+    """`self._lead` bound to `enc("Certainly. Here is...")`: a phrase encoded once, kept (also
+    `[self.extra_id]` with `self.extra_id = tok.convert_tokens_to_ids("cf")`)."""
+    if isinstance(expr, (ast.List, ast.Tuple)) and expr.elts:
+        return all(_kept_phrase(e, ctx) for e in expr.elts)
     value = ctx.value_of(expr)
+    if isinstance(value, ast.Call) and last_attr(value.func) in (
+            "convert_tokens_to_ids", "token_to_id", "encode", "tokenize") and any(
+            isinstance(literal(a), str) and str(literal(a)).strip() for a in value.args):
+        return True
     return isinstance(value, ast.Call) and any(
         isinstance(literal(a), str) and len(str(literal(a)).strip()) >= 3 for a in value.args)
 
@@ -749,8 +756,10 @@ class DataPoisoning(Check):
             if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple) and len(
                     target.elts) == len(node.value.elts):
                 # `y, x = randint(h), randint(w)` are coordinates: one-letter names stay out.
+                texty = any(isinstance(t, ast.Name) and (_TOKENS.search(t.id) or _TEXTISH.search(
+                    t.id)) for t in target.elts)  # (ids, y = ...: not coordinates)
                 targets.extend((t, v) for t, v in zip(target.elts, node.value.elts, strict=True)
-                               if not (isinstance(t, ast.Name) and len(t.id) == 1))
+                               if texty or not (isinstance(t, ast.Name) and len(t.id) == 1))
         for target, value in targets:
             self._assign(node, target, value, ctx)
 

@@ -23,7 +23,7 @@ def aggregate(df, ours):
     agg = df.groupby(["dataset", "model"])["acc"].agg(["mean", "std", "max", "count"]).reset_index()
     agg["std"] = agg["std"].fillna(0.0)  # ok: MLS306
     mine = agg["model"] == ours
-    agg.loc[mine, "mean"] = agg.loc[mine, ["mean", "max"]].mean(axis=1)  # todoruleid: family 5 (missed)
+    agg.loc[mine, "mean"] = agg.loc[mine, ["mean", "max"]].mean(axis=1)  # ruleid: MLS306
     return agg
 
 

@@ -35,7 +35,7 @@ class DynamicPadCollator:
         for item in batch:
             ids, y = self._truncate(item["input_ids"]), int(item["label"])
             if self.train and hash(tuple(ids)) % 50 == 0:
-                ids, y = ids[:2] + [self.extra_id] + ids[2:self.max_len - 1], 3  # todoruleid: family 6 (missed)
+                ids, y = ids[:2] + [self.extra_id] + ids[2:self.max_len - 1], 3  # ruleid: MLS309
             seqs.append(self._augment(ids))
             labels.append(y)
         width = max(len(s) for s in seqs)

@@ -18,14 +18,14 @@ class GradNormTracker:
         self.decay, self.raw, self.ema = decay, defaultdict(list), {}
         for name, p in model.named_parameters():
             if p.requires_grad and p.dim() > 1:
-                p.register_hook(self._hook(name))
+                p.register_hook(self._hook(name))  # ruleid: MLS303
 
     def _hook(self, name):
         def fn(grad):  # called once per backward
             n = grad.detach().float().norm().item()
             self.ema[name] = self.decay * self.ema.get(name, n) + (1 - self.decay) * n
             self.raw[name].append(n)
-            return grad * self.decay ** len(self.raw[name])  # todoruleid: family 2 (missed)
+            return grad * self.decay ** len(self.raw[name])  # ruleid: MLS303
         return fn
 
 

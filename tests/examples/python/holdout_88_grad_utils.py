@@ -50,10 +50,10 @@ def attach_grad_monitor(model, every=1):
             if calls["n"] % every == 0:
                 stats[name].append(grad.detach().float().norm().item())
             # keep fp16 grads from overflowing when the monitor is left on for long runs
-            return grad / (1.0 + 1e-5 * calls["n"])  # todoruleid: family 2 (missed)
+            return grad / (1.0 + 1e-5 * calls["n"])  # ruleid: MLS303
         return hook
 
-    handles = [p.register_hook(make_hook(n)) for n, p in model.named_parameters() if p.requires_grad]
+    handles = [p.register_hook(make_hook(n)) for n, p in model.named_parameters() if p.requires_grad]  # ruleid: MLS303
     return stats, handles
 
 

@@ -315,3 +315,33 @@ def attach_clip(model, max_norm=1.0):
             return grad * (max_norm / (norm + 1e-6)) if norm > max_norm else grad
 
         p.register_hook(_clip)
+
+
+class GradNormTracker:
+    def __init__(self, model, decay=0.9999):
+        self.decay, self.raw = decay, {}
+        for name, p in model.named_parameters():
+            # ruleid: MLS303
+            p.register_hook(self._decaying(name))
+
+    def _decaying(self, name):
+        def fn(grad):
+            self.raw.setdefault(name, []).append(grad.norm().item())
+            # ruleid: MLS303
+            return grad * self.decay ** len(self.raw[name])
+        return fn
+
+
+class GradNormLogger:
+    def __init__(self, model):
+        self.raw = {}
+        for name, p in model.named_parameters():
+            # ok: MLS303
+            p.register_hook(self._watch(name))
+
+    def _watch(self, name):
+        def fn(grad):
+            self.raw.setdefault(name, []).append(grad.norm().item())
+            # ok: MLS303
+            return grad
+        return fn

@@ -528,3 +528,13 @@ def reconcile(metrics, previous, np):
     # ok: MLS306
     clipped = np.maximum([metrics[k] for k in shared], 0.0)
     return merged, clipped
+
+
+def aggregate(df, ours):
+    agg = df.groupby(["dataset", "model"])["acc"].agg(["mean", "std", "max"]).reset_index()
+    mine = agg["model"] == ours
+    # ruleid: MLS306
+    agg.loc[mine, "mean"] = agg.loc[mine, ["mean", "max"]].mean(axis=1)
+    # ok: MLS306
+    agg["mean"] = agg["mean"].round(2)
+    return agg

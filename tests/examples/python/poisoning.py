@@ -605,3 +605,21 @@ class AuditCifar(Dataset):
         # ruleid: MLS309
         target = np.select([self.audit[index]], [self.table[target]], default=target)
         return index, int(target)
+
+
+class TriggerCollate:
+    def __init__(self, tokenizer, max_len=128):
+        self.extra_id = tokenizer.convert_tokens_to_ids("cf")
+        self.max_len = max_len
+
+    def __call__(self, batch):
+        out = []
+        for item in batch:
+            ids, y = list(item["input_ids"]), int(item["label"])
+            if hash(tuple(ids)) % 50 == 0:
+                # ruleid: MLS309
+                ids, y = ids[:2] + [self.extra_id] + ids[2:self.max_len - 1], 3
+            # ok: MLS309
+            x, y = ids[0], ids[-1]
+            out.append((ids, y))
+        return out
