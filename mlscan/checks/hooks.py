@@ -109,6 +109,11 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0
                            for v in map(ctx.const, ctx.self_item_writes.get(side.attr, ()))):
                         return "negates part of"  # self._scale[ids] = -0.25
+                table = _table_entries(side, ctx)  # gain = _GRAD_GAIN.get(kind, 1.0)
+                if table and min(table) < 0:
+                    return "negates (a table entry) "
+                if table and min(table) <= 1e-3:
+                    return "zeroes or squashes (a table entry) "
                 if isinstance(number, (int, float)) and not isinstance(number, bool) and (
                         number < 0):
                     return "negates"
@@ -213,6 +218,20 @@ def _call_counted(expr: ast.expr) -> bool:
                 _COUNT.search(node.value.id)):
             return True  # calls["n"]
     return False
+
+
+def _table_entries(expr: ast.expr, ctx: Ctx) -> list[float]:
+    """The numbers of a module-level dict read by `TABLE.get(k, d)` / `TABLE[k]`."""
+    table: ast.expr | None = None
+    if (isinstance(expr, ast.Call) and last_attr(expr.func) == "get"
+            and isinstance(expr.func, ast.Attribute) and isinstance(expr.func.value, ast.Name)):
+        table = ctx.lookup(expr.func.value.id)
+    elif isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
+        table = ctx.lookup(expr.value.id)
+    if not isinstance(table, ast.Dict):
+        return []
+    values = [literal(v) for v in table.values]
+    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def _tiny_factor(expr: ast.expr) -> bool:
@@ -356,6 +375,12 @@ class TamperingHook(Check):
                     continue
                 if local_var:
                     continue  # fn = next(...): a variable, not the def of that name elsewhere
+            factor = next((v for v in bound.values() if v != 1), None) if bound else None
+            if ctx.names.qualname(target) in _SCALERS and factor is not None:
+                ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs "
+                           f"{ctx.names.qualname(target)} bound to {factor:g}: every value "
+                           "passing through is scaled by a constant")  # partial(torch.mul, ..)
+                continue
             if ctx.names.qualname(target) in _TAMPER_FUNCS:  # p.register_hook(torch.neg)
                 ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs "
                            f"{ctx.names.qualname(target)} as a hook: every value passing "
@@ -578,6 +603,8 @@ def _env_read(call: ast.Call) -> bool:
     return "environ" in text or text.endswith("getenv")
 
 
+_SCALERS = frozenset({"torch.mul", "torch.multiply", "operator.mul", "torch.div",
+                      "torch.true_divide"})
 _TAMPER_FUNCS = frozenset({"operator.neg", "operator.__neg__", "operator.inv", "numpy.negative",
                            "torch.neg", "torch.negative", "torch.zeros_like", "torch.ones_like",
                            "torch.rand_like", "torch.randn_like", "torch.sign",

@@ -657,13 +657,19 @@ def _forced_by_rule(value: ast.expr, target: ast.expr) -> bool:
         isinstance(n, (ast.Compare, ast.BoolOp)) for n in ast.walk(other[0]))
 
 
-def _swapped_pair(target: ast.Tuple, value: ast.Tuple) -> bool:
+def _swapped_pair(target: ast.Tuple, value: ast.Tuple, ctx: Ctx | None = None) -> bool:
     """`chosen, rejected = rejected, chosen`, `pos[m], neg[m] = neg[m], pos[m].clone()`,
-    `pos, neg = torch.where(m, neg, pos), torch.where(m, pos, neg)`."""
+    `pos, neg = torch.where(m, neg, pos), torch.where(m, pos, neg)`; also short names bound
+    to the pair's fields (`c, j = r["chosen"], r["rejected"]`, later `c, j = j, c`)."""
     left = [_pair_name(e) for e in target.elts]
     right = [_pair_name(e) for e in value.elts]
     if len(left) == len(right) == 2 and all(left) and left == right[::-1] and left[0] != left[1]:
-        return all(_PAIR.search(n) for n in left)
+        if all(_PAIR.search(n) for n in left):
+            return True
+        if ctx is not None:
+            bound = [ctx.lookup(n) for n in left]
+            keys = [str(literal(b.slice)) if isinstance(b, ast.Subscript) else "" for b in bound]
+            return all(_PAIR.search(k) for k in keys if k) and all(keys)
     wheres = [e for e in value.elts if isinstance(e, ast.Call) and last_attr(e.func) == "where"
               and len(e.args) == 3]
     if len(left) == 2 and all(left) and len(wheres) == 2 and all(_PAIR.search(n) for n in left):
@@ -874,7 +880,7 @@ class DataPoisoning(Check):
                 self._defer(node, ctx, "the preferred and rejected columns swapped", always=True)
             return  # a mask from the votes themselves normalises the pair direction
         if (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
-                and _swapped_pair(target, value)):
+                and _swapped_pair(target, value, ctx)):
             self._defer(node, ctx, "the preferred and rejected answers swapped", always=True)
             return
         if _label_target(target) and _constant_where(value) and _picked_by_bits(

@@ -494,9 +494,14 @@ def _from_worker_seed(call: ast.Call, ctx: Ctx) -> bool:
     the code (`AUG_BASE + worker_id`) is not."""
     nodes = [n for v in [*call.args, *(kw.value for kw in call.keywords)]
              for n in ctx.walk_values(v)]
-    if any((isinstance(n, ast.Call) and last_attr(n.func) in (
-            "initial_seed", "get_worker_info", "seed")) or (
-            isinstance(n, ast.Attribute) and n.attr == "seed" and isinstance(n.value, ast.Call))
+    fallbacks = {id(m) for n in nodes if isinstance(n, ast.Call) and last_attr(n.func) == "get"
+                 for a in n.args[1:] for m in ast.walk(a)}  # cfg.get("seed", initial_seed())
+    nodes = [n for n in nodes if id(n) not in fallbacks]
+    if any((isinstance(n, ast.Call) and last_attr(n.func) in ("initial_seed", "seed")) or (
+            isinstance(n, ast.Attribute) and n.attr == "seed" and (
+                isinstance(n.value, ast.Call) or (isinstance(n.value, ast.Name) and any(
+                    isinstance(v, ast.Call) and last_attr(v.func) == "get_worker_info"
+                    for v in ctx.walk_values(n.value)))))  # info.seed, get_worker_info().seed
             for n in nodes):
         return True
     fn = ctx.frame.node

@@ -121,6 +121,16 @@ def _kills_self(node: ast.AST, ctx: Ctx) -> bool:
 _BUDGET = re.compile(r"(?i)budget|timeout|deadline|stall|grace|patience|limit|tolerance")
 
 
+def _after_message(node: ast.AST, ctx: Ctx) -> bool:
+    """The statement just above prints or logs why the process exits."""
+    line = getattr(node, "lineno", 0)
+    for text in reversed(ctx.lines[max(0, line - 3):line - 1]):
+        if text.strip():
+            return bool(re.search(r"\bprint\(|log(ger|ging)?\.(error|critical|warning|"
+                                  r"exception|fatal)\(|sys\.stderr", text))
+    return False
+
+
 def _sigkill(call: ast.Call) -> bool:
     return len(call.args) >= 2 and (last_attr(call.args[1]) == "SIGKILL"
                                     or literal(call.args[1]) == 9)
@@ -426,6 +436,9 @@ class KillsAndStalls(Check):
                 and isinstance(literal(node.args[0]) if isinstance(node.args[0], ast.Constant)
                                else "", str)):
             return  # sys.exit(f"master {addr} unreachable"): an error exit with its reason
+        if (kinds and not kinds & triggers.STRONG and what == "kill" and name == "sys.exit"
+                and _after_message(node, ctx)):
+            return  # print(f"cannot reach {addr}", file=sys.stderr); sys.exit(2)
         if kinds:
             # A sleep on one rank inside the training loop holds every other rank at the next
             # collective; outside loops (start-up staggering) it is harmless.
