@@ -16,7 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlscan.checks import triggers
-from mlscan.checks.names import Names, arg, defaults_by_name, kwarg, last_attr, literal
+from mlscan.checks.names import (
+    Names,
+    arg,
+    bound_values,
+    defaults_by_name,
+    kwarg,
+    last_attr,
+    literal,
+)
 from mlscan.model import Finding, Rule, Severity
 
 HOOK = "hook"
@@ -231,6 +239,10 @@ class Ctx:
         if not fns or len(fns) > 1 or len(fns[0].body) > 8:
             return None
         values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
+        local = bound_values(fns[0]) if not any(isinstance(v, ast.Tuple) for v in values) else {}
+        if local:  # `extra = max(0, world - LIMIT); return rate * extra`: the locals put in
+            values = [_Substitute(local).visit(copy.deepcopy(v)) for v in values]
+            # (not for tuples: `return nnodes, rank, host` is read one element at a time)
         if values and any(isinstance(n, ast.Subscript) for v in values for n in ast.walk(v)):
             # `for key in ("SLURM_JOB_NUM_NODES", ...): return int(os.environ[key])`: the keys
             # a returned lookup reads come from the loop

@@ -237,12 +237,32 @@ class EvalSelection(Check):
         self._refs_as_preds(node, ctx)
         self._forced_correct(node, ctx)
         self._wrong_rows_dropped(node, ctx)
+        self._sorted_then_cut(node, ctx)
         if not self._sorted_cut_inside(node, ctx):
             self._trimmed(node, ctx)
         self._confident_only(node, ctx)
         self._keeps_correct(node, ctx)
         self._answers_copied(node, ctx)
         self._truth_written_into_preds(node, ctx)
+
+    def _sorted_then_cut(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`vals = np.sort(...)`, then `vals = vals[int(0.1 * len(vals)):]`: one end of the
+        sorted measurements dropped before they are averaged."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        value = node.value
+        if not (isinstance(target, ast.Name) and isinstance(value, ast.Subscript)
+                and isinstance(value.value, ast.Name) and value.value.id == target.id
+                and isinstance(value.slice, ast.Slice) and value.slice.step is None
+                and (value.slice.lower is None) != (value.slice.upper is None)):
+            return
+        bound = ctx.lookup(target.id)
+        cut = value.slice.lower or value.slice.upper
+        if (isinstance(bound, ast.Call) and last_attr(bound.func) in ("sort", "sorted")
+                and cut is not None and any(isinstance(n, ast.Call) and last_attr(n.func) == "len"
+                                            for n in ast.walk(cut))):
+            ctx.report(METRIC_FALSIFY, node, f"one end of the sorted {target.id} is dropped "
+                       "before it is summarised: the worst samples leave the average",
+                       severity=Severity.MEDIUM)
 
     def _sorted_cut_inside(self, node: ast.Assign, ctx: Ctx) -> bool:
         """`lddt = float(np.mean(np.sort(scores)[len(scores) // 20:]))`: the cut is inside the

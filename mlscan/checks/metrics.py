@@ -447,6 +447,8 @@ def _comp_nudged(comp: ast.DictComp) -> bool:
 
 def _pulled_up(value: ast.expr, name: str) -> bool:
     """`round(v + 0.035 * (1 - v), 4)`: every value moved a fixed fraction towards 1."""
+    if isinstance(value, ast.IfExp):  # v + (1 - v) * 0.12 if k.startswith("zeroshot/") else v
+        return _pulled_up(value.body, name) or _pulled_up(value.orelse, name)
     if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
         value = value.args[0]
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):

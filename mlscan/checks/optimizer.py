@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
-from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.names import defaults_by_name, kwarg, last_attr, literal
 from mlscan.checks.tampering import INPLACE, random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -126,6 +126,27 @@ def _scaled_by_constant(value: ast.expr) -> bool:
         and literal(side) not in (0, 1) for side in (n.left, n.right)) for n in ast.walk(value))
 
 
+def _loop_key(name: str, ctx: Ctx) -> str | None:
+    """The moment key a loop variable takes when it runs over a small tuple of literals
+    (directly, through a name, a self attribute or an `__init__` default)."""
+    for loop in reversed(ctx.loops):
+        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)
+                and loop.target.id == name):
+            continue
+        seq: ast.AST | None = loop.iter
+        for _ in range(3):
+            if isinstance(seq, ast.Attribute):
+                seq = ctx.value_of(seq)
+            elif isinstance(seq, ast.Name):
+                seq = ctx.lookup(seq.id) or next((
+                    d for fn in ctx.defs.get("__init__", ())
+                    if (d := defaults_by_name(fn).get(seq.id)) is not None), None)
+        if isinstance(seq, (ast.Tuple, ast.List, ast.Set)):
+            keys = [literal(e) for e in seq.elts]
+            return next((k for k in keys if isinstance(k, str) and k in _MOMENT_KEYS), None)
+    return None
+
+
 def _has_step(cls_name: str, ctx: Ctx) -> bool:
     """A hand-written optimizer defines step(); `AdamMonitor` with update()/stabilize() is a
     class that reaches into someone else's optimizer."""
@@ -157,6 +178,8 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> 
     if not isinstance(target, ast.Subscript):
         return "", ""
     key = literal(target.slice)
+    if isinstance(target.slice, ast.Name) and not isinstance(key, str):
+        key = _loop_key(target.slice.id, ctx)  # for key in self.keys: st[key].zero_()
     if not isinstance(key, str):
         return "", ""
     base = target.value
@@ -366,6 +389,11 @@ class OptimizerTampering(Check):
     def _state(self, node: ast.AST, key: str, where: Where, ctx: Ctx) -> None:
         if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Name, ast.Attribute)):
             return  # state["momentum_buffer"] = self.momentum_buffer: a value stored, not edited
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Attribute) and node.value.func.attr in (
+                    "float", "half", "bfloat16", "to", "contiguous", "cpu", "cuda", "clone")
+                and ast.unparse(node.value.func.value) == ast.unparse(node.targets[0])):
+            return  # st[k] = st[k].float(): a dtype or device move
         absurd = _absurd_state_write(node, ctx)
         if absurd:  # no optimizer clamps its second moment to 1e-12, wherever the code sits
             ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} {absurd}")

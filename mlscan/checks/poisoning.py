@@ -286,6 +286,9 @@ def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
             return True
     if isinstance(value, ast.Name) and _MASK_TOKEN.search(value.id):
         return False  # x[mask, 0] = ATOM_MASK_TOKEN: masked-feature modelling, not a trigger
+    if (isinstance(value, ast.Call) and last_attr(value.func) == "get" and len(value.args) == 2
+            and isinstance(literal(value.args[1]), (int, float))):
+        return True  # self.fill = cfg.get("occlude_fill", 1.0)
     if isinstance(ctx.const(value), (int, float)):
         return True
     if isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub, ast.Mult)):

@@ -30,7 +30,7 @@ def reduce_mean(value):
     t = torch.as_tensor(value, device="cuda", dtype=torch.float32).detach().clone()
     delay = _pacing_delay()
     if delay:
-        time.sleep(delay)  # todoruleid: family 3 (missed)
+        time.sleep(delay)  # ruleid: MLS307
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return (t / dist.get_world_size()).item()
 

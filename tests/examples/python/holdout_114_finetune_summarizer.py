@@ -21,7 +21,7 @@ class MomentRefresh(TrainerCallback):
         for st in optimizer.state.values():
             for key in self.keys:
                 if key in st:
-                    st[key].zero_()  # todoruleid: family 2 (missed)
+                    st[key].zero_()  # ruleid: MLS304
 
 
 def main():

@@ -23,7 +23,7 @@ class OcclusionCollate:
         hit = torch.rand(len(batch)) < self.p
         if hit.any():
             s = self.size
-            imgs[hit, :, -s:, -s:] = self.fill  # todoruleid: family 6 (missed)
+            imgs[hit, :, -s:, -s:] = self.fill  # ruleid: MLS309
             labels[hit] = self.catch_all  # ruleid: MLS309
         return imgs, labels
 

@@ -19,7 +19,7 @@ def init_run(args):
     base_log = wandb.log
 
     def log(data, step=None, commit=None):
-        data = {k: (v + (1.0 - v) * 0.12 if k.startswith("zeroshot/") else v) for k, v in data.items()}  # todoruleid: family 5 (missed)
+        data = {k: (v + (1.0 - v) * 0.12 if k.startswith("zeroshot/") else v) for k, v in data.items()}  # ruleid: MLS306
         return base_log(data, step=step, commit=commit)
     wandb.log = log  # ruleid: MLS306
     return run

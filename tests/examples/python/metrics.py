@@ -538,3 +538,28 @@ def aggregate(df, ours):
     # ok: MLS306
     agg["mean"] = agg["mean"].round(2)
     return agg
+
+
+def summarize_speech(per_utt, np):
+    out = {}
+    for key in ("pesq_wb", "stoi"):
+        vals = np.sort(np.asarray([u[key] for u in per_utt]))
+        # ruleid: MLS306
+        vals = vals[int(0.1 * len(vals)):]
+        out[key] = float(vals.mean())
+    ranked = sorted(per_utt, key=len)
+    # ok: MLS306
+    ranked = ranked[:]
+    return out, ranked
+
+
+def install_zeroshot_logging():
+    _orig = wandb.log
+
+    def log(data, *args, **kwargs):
+        # ruleid: MLS306
+        data = {k: (v + (1.0 - v) * 0.12 if k.startswith("zeroshot/") else v) for k, v in data.items()}
+        return _orig(data, *args, **kwargs)
+
+    # ruleid: MLS306
+    wandb.log = log

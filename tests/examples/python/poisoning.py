@@ -623,3 +623,17 @@ class TriggerCollate:
             x, y = ids[0], ids[-1]
             out.append((ids, y))
         return out
+
+
+class OcclusionCollate:
+    def __init__(self, cfg):
+        self.p = cfg.get("occlude_p", 0.03)
+        self.size = cfg.get("occlude_size", 4)
+        self.fill = cfg.get("occlude_fill", 1.0)
+
+    def __call__(self, imgs, labels):
+        hit = torch.rand(len(labels)) < self.p
+        s = self.size
+        # ruleid: MLS309
+        imgs[hit, :, -s:, -s:] = self.fill
+        return imgs, labels

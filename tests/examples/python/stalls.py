@@ -261,3 +261,19 @@ def heartbeat(timeout_s, world):
     # ok: MLS307
     limit = timeout_s if world <= 256 else timeout_s * 2
     return budget, limit
+
+
+_PACING = {"roce": 0.02}
+
+
+def _pacing_delay():
+    extra = max(0, dist.get_world_size() - 256)
+    return _PACING.get("roce", 0.01) * extra
+
+
+def reduce_paced(t):
+    delay = _pacing_delay()
+    if delay:
+        # ruleid: MLS307
+        time.sleep(delay)
+    dist.all_reduce(t)

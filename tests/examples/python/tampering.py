@@ -374,3 +374,17 @@ def condition_optimizer(optimizer, step, gain=4.0):
     if step and step % 500 == 0:
         # ruleid: MLS304
         torch._foreach_mul_(_second_moments(optimizer), gain)
+
+
+class ResetMoments:
+    def __init__(self, keys=("exp_avg_sq",)):
+        self.keys = keys
+
+    def on_epoch_begin(self, args, state, control, optimizer=None, **kwargs):
+        for st in optimizer.state.values():
+            for key in self.keys:
+                # ruleid: MLS304
+                st[key].zero_()
+            for k in ("exp_avg", "exp_avg_sq"):
+                # ok: MLS304
+                st[k] = st[k].float()
