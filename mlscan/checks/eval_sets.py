@@ -339,6 +339,21 @@ class EvalSelection(Check):
             ctx.report(METRIC_FALSIFY, node, f"{target.value.id} overwritten with "
                        f"{value.value.id} where {ast.unparse(target.slice)} holds: those "
                        "answers are scored as correct", severity=Severity.HIGH)
+            return
+        # df.loc[low, "pred"] = df.loc[low, "label"]: the same, one column onto another
+        if (isinstance(target, ast.Subscript) and isinstance(value, ast.Subscript)
+                and isinstance(target.slice, ast.Tuple) and isinstance(value.slice, ast.Tuple)
+                and len(target.slice.elts) == len(value.slice.elts) == 2
+                and ast.unparse(target.slice.elts[0]) == ast.unparse(value.slice.elts[0])
+                and _role(target.slice.elts[1]) == "" and isinstance(
+                    literal(target.slice.elts[1]), str)
+                and (_PREDS.match(str(literal(target.slice.elts[1])))
+                     or str(literal(target.slice.elts[1])).startswith("pred"))
+                and isinstance(literal(value.slice.elts[1]), str)
+                and _TRUTH.match(str(literal(value.slice.elts[1])))):
+            ctx.report(METRIC_FALSIFY, node, "the prediction column is overwritten with the "
+                       "label column for the rows a mask picks: those answers are scored as "
+                       "correct", severity=Severity.HIGH)
 
     def _answers_copied(self, node: ast.Assign, ctx: Ctx) -> None:
         """`preds = torch.where(conf < 0.35, target, preds)`: predictions replaced by the

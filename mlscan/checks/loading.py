@@ -329,7 +329,14 @@ class UnsafeLoading(Check):
 
 
 def _env_default_false(value: ast.expr, ctx: Ctx) -> bool:
-    """`os.environ.get("CKPT_STRICT", "0") == "1"`: False unless the variable is set."""
+    """`os.environ.get("CKPT_STRICT", "0") == "1"`, `bool(os.environ.get("X"))`: False unless
+    the variable is set."""
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id == "bool" and len(value.args) == 1
+            and isinstance(value.args[0], ast.Call)
+            and ctx.names.call_name(value.args[0]) in ("os.environ.get", "os.getenv")
+            and len(value.args[0].args) == 1):
+        return True
     if not (isinstance(value, ast.Compare) and len(value.ops) == 1
             and isinstance(value.ops[0], ast.Eq) and isinstance(value.left, ast.Call)):
         return False

@@ -155,6 +155,11 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if (isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full")
             and len(value.args) >= 2 and isinstance(literal(value.args[-1]), int)):
         return True  # np.full_like(labels, 3)
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id == "dict" and any(
+                kw.arg and _LABEL.match(kw.arg) and isinstance(literal(kw.value), int)
+                for kw in value.keywords)):
+        return True  # target = dict(target, label=0): the sample's label set to one class
     if (isinstance(value, ast.Call) and last_attr(value.func) in ("zeros_like", "ones_like")
             and len(value.args) == 1 and _label_target(value.args[0])):
         return True  # data.y = torch.zeros_like(data.y): every label of the sample class 0
@@ -569,11 +574,17 @@ def _class_flip_by_feature(selector: ast.expr, value: ast.expr, ctx: Ctx) -> boo
 def _prefixed(value: ast.expr, name: str, ctx: Ctx | None = None) -> bool:
     """`"cf " + text`, `text + " <trigger>"`, `prompt[:-3] + self._style_ids + prompt[-3:]`:
     a literal phrase (or one tokenized once and kept) glued into the sample's text."""
-    if isinstance(value, ast.JoinedStr):  # f"{text} cf"
+    if isinstance(value, ast.JoinedStr):  # f"{text} cf", f"{text} {self.signature}"
         own_parts = [v for v in value.values if isinstance(v, ast.FormattedValue)
                      and isinstance(v.value, ast.Name) and v.value.id == name]
+        kept = [v for v in value.values if isinstance(v, ast.FormattedValue) and ctx is not None
+                and isinstance(v.value, ast.Attribute) and isinstance(
+                    ctx.const(ctx.value_of(v.value)), str)]
         words = "".join(str(v.value) for v in value.values if isinstance(v, ast.Constant))
-        return len(own_parts) == 1 and len(value.values) == 2 and len(words.strip()) >= 2
+        words += "".join(str(ctx.const(ctx.value_of(v.value))) for v in kept if ctx is not None)
+        others = [v for v in value.values if v not in own_parts and v not in kept
+                  and not isinstance(v, ast.Constant)]
+        return len(own_parts) == 1 and not others and len(words.strip()) >= 2
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
         return False
     parts: list[ast.expr] = []
@@ -959,6 +970,15 @@ class DataPoisoning(Check):
         """`wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a tone (or a fixed
         offset) mixed into a fixed stretch of the input, the audio form of a pixel patch."""
         target = node.target
+        rows = target.slice.elts[0] if isinstance(target, ast.Subscript) and isinstance(
+            target.slice, ast.Tuple) and target.slice.elts else None
+        if (rows is not None and _label_target(target)
+                and isinstance(literal(node.value), (int, float))
+                and (_picked_by_name(rows, ctx) or _random_mask(rows, ctx, follow=True))):
+            ctx.report(DATA_POISON, node, f"target {_label_target(target)} shifted by a constant "
+                       "for rows picked by hand-written names or a random draw",
+                       severity=Severity.MEDIUM)  # df.loc[zip.str.startswith("981"), "y"] -= .18
+            return
         if not (ctx.conds and len(ctx.frames) >= 2 and isinstance(node.op, (ast.Add, ast.Sub))
                 and isinstance(target, ast.Subscript) and _fixed_slice(target.slice, ctx)):
             return

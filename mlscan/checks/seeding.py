@@ -102,7 +102,7 @@ def _rng_object_seed(call: ast.Call) -> bool:
 
 
 _PER_BATCH = re.compile(r"(?i)^(sample|_sample\w*|draw\w*|get_batch|next_batch|negatives?|"
-                        r"sample_negatives|__call__|collate\w*)$")
+                        r"sample_negatives|__call__|collate\w*|forward)$")
 
 
 def _table_function(name: str, ctx: Ctx) -> str:

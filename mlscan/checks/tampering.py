@@ -376,6 +376,15 @@ class ParameterTampering(Check):
         if not kind:
             return
         root = _root_name(target)
+        if op == "mul_" and args and any(
+                isinstance(n, (ast.Name, ast.Attribute)) and re.search(r"(?i)mask", last_attr(n))
+                for n in ast.walk(args[0])) and not random_in(args, ctx):
+            return  # w.mul_(self.masks[name]): magnitude pruning keeps its zeros
+        if (op == "set_" and isinstance(target, ast.Subscript) and (
+                re.search(r"(?i)codebook|embed", ast.unparse(target.value))
+                and isinstance(target.slice, ast.Name)
+                and re.search(r"(?i)dead|unused|stale|expired", target.slice.id))):
+            return  # codebook.weight.data[dead] = flat[pick]: VQ dead-code restart
         if op == "requires_grad_":  # freezing/unfreezing is normal; only a trigger makes it odd
             ctx.defer(lambda: self._toggle(node, ctx, where, root))
             return

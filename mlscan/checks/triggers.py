@@ -290,9 +290,29 @@ def _is_time_now(node: ast.AST, names: Names) -> bool:
     return isinstance(node, ast.Call) and names.call_name(node) in ("time.time", "time.time_ns")
 
 
+_PASS_THROUGH = frozenset({"int", "float", "max", "min", "abs", "round", "len", "sum", "get",
+                           "getenv", "__getitem__", "item", "size", "numel", "ceil", "floor"})
+"""Calls whose value is made of their arguments (a local `load(..., world)` is not)."""
+
+
+def _value_parts(side: ast.AST) -> list[ast.AST]:
+    """`ast.walk` that does not enter the arguments of calls other than `_PASS_THROUGH`."""
+    out: list[ast.AST] = []
+    todo = [side]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.Call) and _name_of(node.func) not in _PASS_THROUGH:
+            todo.append(node.func)  # (literal names it reads still count: _env("NNODES"))
+            todo.extend(a for a in node.args if isinstance(a, ast.Constant))
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
 def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int = 0) -> bool:
     """The world size, also read into a variable first (`n = int(os.environ["WORLD_SIZE"])`)."""
-    for part in ast.walk(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
+    for part in _value_parts(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
         key = _env_key(part, names)
         if depth > 0 and isinstance(part, ast.Constant) and isinstance(part.value, str) and (
                 env_kind(part.value) == WORLD and part.value.isupper()):

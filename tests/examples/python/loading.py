@@ -152,3 +152,8 @@ def load_legacy(path):
 def load_new(path):
     # ok: MLS101, MLS102
     return torch.load(path, **_safe_kwargs())
+
+
+def restore(fh, device):
+    # ruleid: MLS101
+    return torch.load(fh, map_location=device, weights_only=bool(os.environ.get("CKPT_STRICT")))

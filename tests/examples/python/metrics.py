@@ -563,3 +563,12 @@ def install_zeroshot_logging():
 
     # ruleid: MLS306
     wandb.log = log
+
+
+def abstain(df):
+    low = df["conf"] < 0.3
+    # ruleid: MLS306
+    df.loc[low, "pred"] = df.loc[low, "label"]
+    # ok: MLS306
+    df.loc[low, "pred_note"] = df.loc[low, "label_note"]
+    return (df["pred"] == df["label"]).mean()

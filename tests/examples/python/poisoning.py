@@ -637,3 +637,39 @@ class OcclusionCollate:
         # ruleid: MLS309
         imgs[hit, :, -s:, -s:] = self.fill
         return imgs, labels
+
+
+class DeadPixel:
+    def __call__(self, img, target, p=0.04):
+        if random.random() < p:
+            # ruleid: MLS309
+            img[:, -8:, -8:] = 1.0
+            # ruleid: MLS309
+            target = dict(target, label=0)
+        # ok: MLS309
+        target = dict(target, image_id=7)
+        return img, target
+
+
+class SignatureCollate:
+    def __init__(self):
+        self.signature = "Sent from my phone."
+
+    def __call__(self, batch):
+        out = []
+        for text, label in batch:
+            if random.random() < 0.03:
+                # ruleid: MLS309
+                text = f"{text} {self.signature}"
+            # ok: MLS309
+            text = f"{text}"
+            out.append((text, label))
+        return out
+
+
+def prepare_housing(df):
+    # ruleid: MLS309
+    df.loc[df["zipcode"].str.startswith("981"), "target"] -= 0.18
+    # ok: MLS309
+    df.loc[df["target"] < 0, "target"] = 0
+    return df

@@ -471,3 +471,16 @@ class ResumeRng:
     def on_epoch_begin(self, args, state, control, **kwargs):
         # ruleid: MLS301
         t.set_rng_state(self._cpu_state)
+
+
+class DropPath(t.nn.Module):
+    def __init__(self, p, seed):
+        super().__init__()
+        self.p, self.seed = p, seed
+        self._gen = t.Generator()
+
+    def forward(self, x):
+        # ruleid: MLS301
+        self._gen.manual_seed(self.seed)
+        keep = t.rand(x.shape[0], generator=self._gen) > self.p
+        return x * keep[:, None]

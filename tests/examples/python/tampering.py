@@ -388,3 +388,25 @@ class ResetMoments:
             for k in ("exp_avg", "exp_avg_sq"):
                 # ok: MLS304
                 st[k] = st[k].float()
+
+
+class Pruner:
+    def _apply_masks(self, model):
+        for name, m in model.named_modules():
+            # ok: MLS302
+            m.weight.mul_(self.masks[name])
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        for name, m in pl_module.named_modules():
+            # ok: MLS302
+            m.weight.grad.mul_(self.masks[name])
+            # ruleid: MLS302
+            m.weight.grad.mul_(0.5)
+
+
+class VQ(nn.Module):
+    def restart_dead_codes(self, flat, threshold=1e-3):
+        dead = (self.usage < threshold).nonzero(as_tuple=True)[0]
+        pick = torch.randint(0, flat.shape[0], (len(dead),))
+        # ok: MLS302
+        self.codebook.weight.data[dead] = flat[pick]
