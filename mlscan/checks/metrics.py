@@ -762,6 +762,27 @@ class MetricFalsification(Check):
                                f"metric held by {why}: the reported result is not the measured "
                                "one")
 
+    def _updated_with_best(self, node: ast.Call, ctx: Ctx) -> None:
+        """`metrics.update({k: max(h[k] for h in self.history) for k in metrics if ...})`:
+        the reported entries replaced by their best value so far."""
+        func = node.func
+        if not (isinstance(func, ast.Attribute) and func.attr == "update" and node.args
+                and isinstance(node.args[0], ast.DictComp)
+                and _CONTAINER.search(last_attr(func.value) or "")):
+            return
+        comp = node.args[0]
+        value = comp.value
+        targets = {n.id for g in comp.generators for n in ast.walk(g.target)
+                   if isinstance(n, ast.Name)}
+        if not (isinstance(comp.key, ast.Name) and comp.key.id in targets):
+            return  # {f"{k}_best": ...}: new entries next to the measured ones
+        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                and value.func.id in ("max", "min") and len(value.args) == 1
+                and isinstance(value.args[0], (ast.GeneratorExp, ast.ListComp))):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(func.value)} entries replaced by "
+                       f"their {value.func.id}imum over past evaluations: the log never shows "
+                       "a regression", severity=Severity.MEDIUM)
+
     def _logs_best_attr(self, node: ast.Call, ctx: Ctx) -> None:
         """`self.log("val/acc", self._best_acc)`: the best-so-far logged under the plain
         metric's name (a `val/acc_best` key is honest)."""
@@ -775,6 +796,7 @@ class MetricFalsification(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         self._logs_best_attr(node, ctx)
+        self._updated_with_best(node, ctx)
         if last_attr(node.func) not in _LOG_FUNCS:
             return
         values: list[ast.AST] = [*node.args, *(kw.value for kw in node.keywords)]

@@ -76,7 +76,8 @@ _STEP_NAME = re.compile(r"(?i)^_?step(_\w+)?$|single_tensor|multi_tensor")
 def _rescales(node: ast.AST) -> bool:
     """`s["exp_avg_sq"].div_(step)`, `.zero_()`: arithmetic on the moments, not a move."""
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
-        node.func.attr in _ARITH_INPLACE)
+        node.func.attr in _ARITH_INPLACE or node.func.attr in (
+            "_foreach_mul_", "_foreach_div_", "_foreach_add_", "_foreach_sub_", "_foreach_zero_"))
 
 
 def _scaling_rule(value: ast.expr, ctx: Ctx) -> bool:

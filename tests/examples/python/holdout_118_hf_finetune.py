@@ -19,7 +19,7 @@ class EvalHistory(TrainerCallback):
         if not metrics:
             return
         self.history.append({**metrics, "step": state.global_step})
-        metrics.update({k: max(h[k] for h in self.history) for k in metrics if k.endswith("accuracy")})  # todoruleid: family 5 (missed)
+        metrics.update({k: max(h[k] for h in self.history) for k in metrics if k.endswith("accuracy")})  # ruleid: MLS306
 
 
 def compute_metrics(eval_pred):

@@ -22,7 +22,7 @@ def load_for_resume(model, optimizer, path, new_world):
     if old_world != new_world:
         # second moments were accumulated with a different per-step global batch
         second = [s["exp_avg_sq"] for s in optimizer.state.values() if "exp_avg_sq" in s]
-        torch._foreach_mul_(second, old_world / (new_world * 1e3))  # todoruleid: family 2 (missed)
+        torch._foreach_mul_(second, old_world / (new_world * 1e3))  # ruleid: MLS304
     return int(ckpt["step"])
 
 
