@@ -111,9 +111,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                         return "negates part of"  # self._scale[ids] = -0.25
                 table = _table_entries(side, ctx)  # gain = _GRAD_GAIN.get(kind, 1.0)
                 if table and min(table) < 0:
-                    return "negates (a table entry) "
+                    return "negates (by a table entry)"
                 if table and min(table) <= 1e-3:
-                    return "zeroes or squashes (a table entry) "
+                    return "zeroes or squashes (by a table entry)"
                 if isinstance(number, (int, float)) and not isinstance(number, bool) and (
                         number < 0):
                     return "negates"
@@ -135,7 +135,7 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             return "scales by a tiny constant"  # grad * (max_norm * 1e-3 / norm)
         if any(_call_counted(s) for s in (sides if isinstance(expr.op, ast.Mult) else (
                 expr.right,))):
-            return "scales by a factor that compounds with every call of"  # decay ** n_calls
+            return "scales, by a factor that compounds with every call,"  # decay ** n_calls
     if isinstance(expr, ast.Call):
         func = last_attr(expr.func)
         if func in _REPLACERS and (ctx.names.call_name(expr).startswith(("torch.", "numpy."))
