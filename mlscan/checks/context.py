@@ -274,10 +274,7 @@ class Ctx:
         clock() ^ os.getpid()` reads the clock."""
         fns = self.defs.get(name)
         if not fns:
-            bound = self.lookup(name) or next((
-                defaults_by_name(f.node).get(name) for f in reversed(self.frames)
-                if isinstance(f.node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                and name in defaults_by_name(f.node)), None)
+            bound = self.lookup(name) or self.param_default(name)
             fns = self.defs.get(bound.id) if isinstance(bound, ast.Name) else None
         if not fns or len(fns) > 1 or len(fns[0].body) > 8:
             return []
@@ -285,6 +282,17 @@ class Ctx:
         values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
         return [_Substitute(defaults).visit(copy.deepcopy(v)) for v in values] if defaults \
             else values
+
+    def param_default(self, name: str) -> ast.expr | None:
+        """The default of parameter `name` of an enclosing function (or lambda), else of an
+        `__init__` in the file (`self.streams = streams`, `def __init__(self, streams=X)`)."""
+        fns = [f.node for f in reversed(self.frames)] + list(self.defs.get("__init__", ()))
+        for fn in fns:
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                default = defaults_by_name(fn).get(name)
+                if default is not None:
+                    return default
+        return None
 
     def const(self, expr: ast.AST | None, depth: int = 0) -> object:
         """`literal()` that follows a name to the constant assigned to it (`mult = -1.0`)."""

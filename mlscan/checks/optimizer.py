@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
-from mlscan.checks.names import defaults_by_name, kwarg, last_attr, literal
+from mlscan.checks.names import kwarg, last_attr, literal
 from mlscan.checks.tampering import INPLACE, random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -139,9 +139,7 @@ def _loop_key(name: str, ctx: Ctx) -> str | None:
             if isinstance(seq, ast.Attribute):
                 seq = ctx.value_of(seq)
             elif isinstance(seq, ast.Name):
-                seq = ctx.lookup(seq.id) or next((
-                    d for fn in ctx.defs.get("__init__", ())
-                    if (d := defaults_by_name(fn).get(seq.id)) is not None), None)
+                seq = ctx.lookup(seq.id) or ctx.param_default(seq.id)
         if isinstance(seq, (ast.Tuple, ast.List, ast.Set)):
             keys = [literal(e) for e in seq.elts]
             return next((k for k in keys if isinstance(k, str) and k in _MOMENT_KEYS), None)

@@ -8,7 +8,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, WORKER_INIT, Ctx, Where
-from mlscan.checks.names import NOT_LITERAL, defaults_by_name, last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -118,7 +118,7 @@ def _table_function(name: str, ctx: Ctx) -> str:
             table = table.func.value if isinstance(table.func, ast.Attribute) else None
         for _ in range(3):  # a name, a parameter default, a self attribute, a module constant
             if isinstance(table, ast.Name):
-                table = ctx.lookup(table.id) or _param_default(table.id, ctx)
+                table = ctx.lookup(table.id) or ctx.param_default(table.id)
             elif isinstance(table, ast.Attribute):
                 table = ctx.value_of(table)
         if not isinstance(table, (ast.Tuple, ast.List, ast.Dict, ast.Set)):
@@ -131,18 +131,6 @@ def _table_function(name: str, ctx: Ctx) -> str:
         sets = [q for q in seeds if "set" in q or "seed" in q.rsplit(".", 1)[-1]]
         return (sets or seeds)[0]
     return ""
-
-
-def _param_default(name: str, ctx: Ctx) -> ast.expr | None:
-    """The default of a parameter `name` of an enclosing function, or of an `__init__`
-    (`self.streams = streams` with `def __init__(self, streams=STREAMS)`)."""
-    fns = [f.node for f in reversed(ctx.frames)] + list(ctx.defs.get("__init__", ()))
-    for fn in fns:
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            default = defaults_by_name(fn).get(name)
-            if default is not None:
-                return default
-    return None
 
 
 def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
