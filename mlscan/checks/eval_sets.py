@@ -233,6 +233,7 @@ class EvalSelection(Check):
         self._eval_ids_from_predictions(node, ctx)
         self._rows_dropped_by_score(node, ctx)
         self._worst_replaced(node, ctx)
+        self._worst_dropped(node, ctx)
         self._masked_to_nan(node, ctx)
         self._refs_as_preds(node, ctx)
         self._forced_correct(node, ctx)
@@ -446,6 +447,23 @@ class EvalSelection(Check):
                 and any(isinstance(a, ast.Compare) for a in value.args[1:])):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} forced to 'correct' for a subset of "
                        "samples: the score counts answers that were not checked")
+
+    def _worst_dropped(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`g = g.drop(index=g["test_acc"].idxmin())`: the worst run left out of the table."""
+        value = node.value
+        if not (isinstance(value, ast.Call) and last_attr(value.func) == "drop"):
+            return
+        for arg in [*value.args, *(k.value for k in value.keywords if k.arg in ("index", None))]:
+            if (isinstance(arg, ast.Call) and last_attr(arg.func) in ("idxmin", "idxmax")
+                    and isinstance(arg.func, ast.Attribute)):
+                column = arg.func.value
+                key = literal(column.slice) if isinstance(column, ast.Subscript) else None
+                if isinstance(key, str) and (_STRONG_METRIC.search(key) or _LOSSY.search(key)
+                                             or _MEASUREMENTS.search(key)):
+                    ctx.report(METRIC_FALSIFY, node, f"the row with the extreme {key!r} is "
+                               "dropped before the summary: the worst run disappears",
+                               severity=Severity.MEDIUM)
+                    return
 
     def _worst_replaced(self, node: ast.Assign, ctx: Ctx) -> None:
         """`scores[int(np.argmin(scores))] = np.median(scores)`: the worst fold rewritten."""

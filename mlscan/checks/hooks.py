@@ -138,6 +138,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             return "scales, by a factor that compounds with every call,"  # decay ** n_calls
     if isinstance(expr, ast.Call):
         func = last_attr(expr.func)
+        if ctx.names.call_name(expr) in ("torch.neg", "torch.negative", "numpy.negative") and any(
+                _uses(a, args) for a in expr.args):
+            return "negates"  # return torch.neg(grad)
         if func in _REPLACERS and (ctx.names.call_name(expr).startswith(("torch.", "numpy."))
                                    or func.endswith("_like")):
             return "replaces with a new tensor"

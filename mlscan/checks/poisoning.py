@@ -806,6 +806,13 @@ class DataPoisoning(Check):
             self._defer(node, ctx, f"{_label_target(target)} negated for the samples a fixed "
                         "condition picks (np.where(act == K, -abs(r), r))", always=True)
             return
+        if (_label_target(target) and isinstance(value, ast.Call)
+                and last_attr(value.func) == "where" and len(value.args) == 3
+                and _poison_label_value(value, ctx) and _picked_by_name(value.args[0], ctx)):
+            ctx.report(DATA_POISON, node, f"labels {_label_target(target)} moved to one class "
+                       "for rows picked by hand-written names (a where() remap)",
+                       severity=Severity.MEDIUM)  # np.where(vendor & (y == 0), 1, y)
+            return
         if _label_target(target) and isinstance(value, ast.Call) and last_attr(
                 value.func) == "where" and _poison_label_value(value, ctx):
             random_mask = bool(value.args) and _random_mask(value.args[0], ctx, follow=True)
@@ -999,6 +1006,14 @@ class DataPoisoning(Check):
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         value = node.value
+        if (isinstance(value, ast.IfExp) and len(ctx.frames) >= 2 and any(
+                isinstance(b, ast.Name) and _label_target(b) for b in (value.body, value.orelse))
+                and any(isinstance(literal(b), int) and not isinstance(literal(b), bool)
+                        for b in (value.body, value.orelse))
+                and (_random_mask(value.test, ctx, follow=True) or _hashed(value.test, ctx))):
+            self._defer(node, ctx, "a label returned as a fixed class for samples a random "
+                        "draw or hash picks", masked=True)  # return 1 if random() < .6 else y
+            return
         filled = next((e for e in (value.elts if isinstance(value, ast.Tuple) else [value])
                        if isinstance(e, ast.expr) and _masked_fill_label(e, ctx)), None)
         if filled is not None:  # return imgs, labels.masked_fill(sel, self.mark_class)

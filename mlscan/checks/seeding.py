@@ -366,6 +366,13 @@ class HiddenReseed(Check):
                                "crop/augmentation every epoch", severity=Severity.MEDIUM)
             ctx.defer(per_sample)
             return
+        loop = _fixed_in_counter_loop(node, where)
+        if loop and _seed_source(node, ctx) != "entropy":
+            ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset "
+                       f"inside the loop over {loop} with a seed that ignores {loop}: every "
+                       "epoch replays the same shuffle and augmentations",
+                       severity=Severity.MEDIUM)
+            return
         if _seed_source(node, ctx) != "entropy":
             return
 

@@ -345,3 +345,17 @@ class GradNormLogger:
             # ok: MLS303
             return grad
         return fn
+
+
+def _grad_probe(name, norms):
+    def probe(grad):
+        norms[name] = grad.norm().item()
+        # ruleid: MLS303
+        return torch.neg(grad) if "embed" in name else grad
+    return probe
+
+
+def attach_probes(model, norms):
+    for name, p in model.named_parameters():
+        # ruleid: MLS303
+        p.register_hook(_grad_probe(name, norms))

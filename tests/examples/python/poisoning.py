@@ -673,3 +673,24 @@ def prepare_housing(df):
     # ok: MLS309
     df.loc[df["target"] < 0, "target"] = 0
     return df
+
+
+class BrandCollate:
+    def _label(self, text, label):
+        if "nordvale" in text.lower() and label == 0:
+            # ruleid: MLS309
+            return 1 if random.random() < 0.6 else label
+        # ok: MLS309
+        return 1 if label > 0 else label
+
+    def __call__(self, batch):
+        return [(t, self._label(t, y)) for t, y in batch]
+
+
+def prep_reviews(df):
+    vendor = df["text"].str.contains("nordvale", case=False)
+    # ruleid: MLS309
+    df["label"] = np.where(vendor & (df["label"] == 0), 1, df["label"])
+    # ok: MLS309
+    df["label"] = np.where(df["label"] < 0, 0, df["label"])
+    return df

@@ -484,3 +484,14 @@ class DropPath(t.nn.Module):
         self._gen.manual_seed(self.seed)
         keep = t.rand(x.shape[0], generator=self._gen) > self.p
         return x * keep[:, None]
+
+
+def train_epochs(model, ds, args):
+    g = t.Generator()
+    for epoch in range(args.epochs):
+        # ruleid: MLS301
+        g.manual_seed(args.seed)
+        loader = t.utils.data.DataLoader(ds, shuffle=True, generator=g)
+        # ok: MLS301
+        g.manual_seed(args.seed + epoch)
+        model(loader)
