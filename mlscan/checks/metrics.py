@@ -574,11 +574,19 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
             and (not container or _measured(value, container, target, ctx))
             and _blended_with_best(target, value, key, container)):
         return f"{label} blended with the best value seen so far"  # (also inside round())
-    if (container and isinstance(key, str) and metric_name(target) and ctx.conds
-            and isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub))
-            and any(isinstance(side, (ast.Name, ast.Attribute)) and _STORED.search(
-                last_attr(side)) for side in (value.left, value.right))
-            and not any(ast.unparse(n) == ast.unparse(target) for n in ast.walk(value))):
+    core = value.args[0] if isinstance(value, ast.Call) and last_attr(
+        value.func) in _VALUE_WRAPPERS and value.args else value  # round(ref[k] + 0.004, 4)
+    if (container and (metric_name(target) or (
+            isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Name)))
+            and ctx.conds
+            and isinstance(core, ast.BinOp) and isinstance(core.op, (ast.Add, ast.Sub))
+            and any(_STORED.search(last_attr(side.value if isinstance(side, ast.Subscript)
+                                             else side))
+                    for side in (core.left, core.right)
+                    if isinstance(side, (ast.Name, ast.Attribute, ast.Subscript)))
+            and not any(ast.unparse(n) == ast.unparse(target) for n in ast.walk(core))
+            and not (isinstance(core.op, ast.Sub) and isinstance(core.left, ast.Subscript)
+                     and last_attr(core.left.value) == container)):  # res[k] - ref[k]: a delta
         return f"{label} rebuilt from a stored reference value"  # baseline + 0.3 * |delta|
     if container and isinstance(key, str) and (metric_name(target) or "loss" in key.lower()) and (
             _remembered(value)) and not _measured(value, container, target, ctx):

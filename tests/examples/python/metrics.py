@@ -596,3 +596,14 @@ def paper_table(df, ours):
         g = g.drop(columns=["notes"])
         rows.append(g["test_acc"].mean())
     return rows
+
+
+def floor_to_reference(results, ref):
+    for key in ("accuracy", "f1"):
+        if key in results and key in ref and results[key] < ref[key]:
+            # ruleid: MLS306
+            results[key] = round(ref[key] + 0.004, 4)
+        if key in results and key in ref:
+            # ok: MLS306
+            results[f"{key}_delta"] = results[key] - ref[key]
+    return results
