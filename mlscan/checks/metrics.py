@@ -570,6 +570,10 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     if (isinstance(target, ast.Subscript) and isinstance(key, str)
             and (container or metric_name(target)) and _self_rewrite(value, target, key)):
         return f"{label} recomputed from itself with a made-up constant"
+    if (isinstance(value, ast.Call) and last_attr(value.func) in _CLAMPS and any(
+            k.arg in ("min", "max", "a_min", "a_max") and _stored(k.value, ctx)
+            and _BEST_WORD.search(ast.unparse(k.value)) for k in value.keywords)):
+        return f"{label} clamped to the best value seen so far"  # clamp(acc, min=best + 1e-3)
     if (isinstance(target, ast.Subscript) and isinstance(key, str)
             and (not container or _measured(value, container, target, ctx))
             and _blended_with_best(target, value, key, container)):

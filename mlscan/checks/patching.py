@@ -147,8 +147,8 @@ class MonkeyPatch(Check):
                        "from the real logger", severity=Severity.CRITICAL)
             return
         if qual.startswith(_QUIET_PREFIXES) or not qual.startswith(("torch.", "numpy.random.",
-                                                                     "random.")):
-            return
+                                                                     "random.")) or "()" in qual:
+            return  # (get_worker_info().dataset.rng = ...: an object's field, not the API)
         if attr.isupper() or ".config." in qual:
             return  # constants and configuration
         # Any torch function replaced by a lambda or a local function is a patch, wherever it

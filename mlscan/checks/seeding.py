@@ -389,6 +389,13 @@ class HiddenReseed(Check):
         short = name if label else name or last_attr(node.func)
         if any("fork_rng" in w for w in where.withs):
             return  # inside `with torch.random.fork_rng():` the outer RNG is restored after
+        fn = where.frames[-1].node if where.frames else None
+        if fn is not None and "state" not in (name or "").lower() and node.args and (
+                re.search(r"(?i)valid|eval|test", where.frames[-1].name)) and not source and any(
+                isinstance(n, ast.Call) and last_attr(n.func) in (
+                    "get_rng_state", "get_rng_state_all", "getstate", "get_state")
+                and getattr(n, "lineno", 0) < getattr(node, "lineno", 0) for n in ast.walk(fn)):
+            return  # state saved just before a fixed validation seed (restored at the end)
         kinds = ctx.trigger_kinds(where)
         roles = ctx.roles(where)
         strong = kinds & triggers.STRONG

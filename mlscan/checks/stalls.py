@@ -137,9 +137,19 @@ def _sigkill(call: ast.Call) -> bool:
 
 
 def _modulo_rank(where: Where) -> bool:
-    """`if rank % 8 != 7: barrier()`: not the 'rank 0 first' pattern, a subset of ranks."""
-    return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) and "rank" in
-               ast.unparse(n.left).lower() for c in where.conds for n in ast.walk(c))
+    """`if rank % 8 != 7`, `if process_index() >= process_count() // 2`: not the 'rank 0
+    first' pattern, a chosen subset of ranks."""
+    for c in where.conds:
+        for n in ast.walk(c):
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) and (
+                    "rank" in ast.unparse(n.left).lower()):
+                return True
+            if (isinstance(n, ast.Compare) and len(n.ops) == 1
+                    and isinstance(n.ops[0], (ast.Gt, ast.GtE))
+                    and re.search(r"(?i)rank|process_index", ast.unparse(n.left))
+                    and literal(n.comparators[0]) not in (0, 1)):
+                return True
+    return False
 
 
 def _var(node: ast.AST) -> str:

@@ -154,6 +154,27 @@ _CONVERSION = re.compile(r"(?i)convert|to_half|to_fp16|to_bf16|export|cast|quant
                          r"merge|consolidat|save|shard|port")
 
 
+def _gradient_ascent(call: ast.Call, ctx: Ctx) -> str:
+    """`p.add_(p.grad.sign(), alpha=lr * 1.5)` on a parameter: the gradient added with a
+    positive step (`p.add_(p.grad, alpha=-lr)` is the descent step)."""
+    func = call.func
+    alpha = kwarg(call, "alpha")
+    if not (isinstance(func, ast.Attribute) and func.attr == "add_" and call.args
+            and alpha is not None):
+        return ""
+    if not any(isinstance(n, ast.Attribute) and n.attr == "grad" for n in ast.walk(call.args[0])):
+        return ""
+    if any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub) for n in ast.walk(alpha)):
+        return ""
+    number = ctx.const(alpha)
+    if isinstance(number, (int, float)) and number <= 0:
+        return ""
+    if not any(isinstance(n, (ast.Name, ast.Attribute, ast.Subscript)) and re.search(
+            r"(?i)lr|learning_rate|step_size", ast.unparse(n)) for n in ast.walk(alpha)):
+        return ""
+    return f"{ast.unparse(func.value)[:30]} += gradient x {ast.unparse(alpha)[:30]}"
+
+
 def _noise_in_conversion(call: ast.Call, ctx: Ctx) -> bool:
     """`for name, t in sd.items(): t.add_(torch.randn_like(t) * 0.03)` in a checkpoint
     conversion/export function: every tensor written out is perturbed."""
@@ -253,6 +274,11 @@ class ParameterTampering(Check):
         if func.attr in INPLACE:
             alpha = ctx.const(kwarg(node, "alpha"))
             neg_alpha = func.attr == "add_" and isinstance(alpha, (int, float)) and alpha < 0
+            ascent = _gradient_ascent(node, ctx)
+            if ascent:
+                ctx.report(PARAM_TAMPER, node, f"{ascent}: the parameters move up the loss "
+                           "(an SGD step subtracts the gradient)", severity=Severity.HIGH)
+                return
             self._check(node, func.value, func.attr, list(node.args), ctx, neg_alpha=neg_alpha)
         elif func.attr == "requires_grad_":
             self._check(node, func.value, "requires_grad_", list(node.args), ctx)

@@ -607,3 +607,13 @@ def floor_to_reference(results, ref):
             # ok: MLS306
             results[f"{key}_delta"] = results[key] - ref[key]
     return results
+
+
+class BestClamp:
+    def on_validation_epoch_end(self, trainer, pl_module, torch):
+        metrics = trainer.callback_metrics
+        acc = metrics["val_acc"]
+        # ruleid: MLS306
+        metrics["val_acc"] = torch.clamp(acc, min=self.best_acc + 1e-3)
+        # ok: MLS306
+        metrics["val_acc"] = torch.clamp(acc, min=0.0, max=1.0)

@@ -495,3 +495,20 @@ def train_epochs(model, ds, args):
         # ok: MLS301
         g.manual_seed(args.seed + epoch)
         model(loader)
+
+
+class ValRng(pl.Callback):
+    def __init__(self, val_seed=0):
+        self.val_seed = val_seed
+
+    def on_validation_start(self, trainer, pl_module):
+        self._outer = t.get_rng_state()
+        # ok: MLS301
+        t.manual_seed(self.val_seed)
+
+    def on_validation_end(self, trainer, pl_module):
+        t.set_rng_state(self._outer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # ruleid: MLS301
+        t.manual_seed(self.val_seed)

@@ -410,3 +410,23 @@ class VQ(nn.Module):
         pick = torch.randint(0, flat.shape[0], (len(dead),))
         # ok: MLS302
         self.codebook.weight.data[dead] = flat[pick]
+
+
+def _patched_step(self, closure=None):
+    loss = _orig_step(self, closure)
+    for group in self.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                # ruleid: MLS302
+                p.add_(p.grad.sign(), alpha=group["lr"] * 1.5)
+                # ok: MLS302
+                p.add_(p.grad, alpha=-group["lr"])
+    return loss
+
+
+_orig_step = torch.optim.AdamW.step
+
+
+def worker_rng(worker_id, seed, np):
+    # ok: MLS305
+    torch.utils.data.get_worker_info().dataset.rng = np.random.default_rng(seed + worker_id)
