@@ -149,6 +149,7 @@ class Ctx:
         """id -> (node, kinds); the node is kept so that a freed node's id cannot be reused
         for a different condition (the walker makes `not cond` nodes for else branches)."""
         self.is_package_init = path.replace("\\", "/").endswith("__init__.py")
+        self._mentions: dict[str, bool] = {}
 
     # -- reporting ---------------------------------------------------------------------
     def report(self, rule: Rule, node: ast.AST, message: str, *,
@@ -282,6 +283,33 @@ class Ctx:
         values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
         return [_Substitute(defaults).visit(copy.deepcopy(v)) for v in values] if defaults \
             else values
+
+    def loop_source(self, name: str) -> ast.expr | None:
+        """What the innermost enclosing `for` that binds `name` iterates over."""
+        for loop in reversed(self.loops):
+            if isinstance(loop, ast.For) and any(
+                    isinstance(n, ast.Name) and n.id == name for n in ast.walk(loop.target)):
+                return loop.iter
+        return None
+
+    def follow(self, expr: ast.AST | None, hops: int = 3) -> ast.AST | None:
+        """`expr` followed through names, parameter defaults and `self.` attributes to what
+        they hold (`seeders` -> `SEEDERS` -> the tuple), at most `hops` steps."""
+        for _ in range(hops):
+            if isinstance(expr, ast.Name):
+                expr = self.lookup(expr.id) or self.param_default(expr.id)
+            elif isinstance(expr, ast.Attribute):
+                expr = self.value_of(expr)
+            else:
+                break
+        return expr
+
+    def mentions(self, text: str) -> bool:
+        """Whether the file's source contains `text` (cached per file)."""
+        found = self._mentions.get(text)
+        if found is None:
+            found = self._mentions[text] = any(text in line for line in self.lines)
+        return found
 
     def param_default(self, name: str) -> ast.expr | None:
         """The default of parameter `name` of an enclosing function (or lambda), else of an

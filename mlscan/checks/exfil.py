@@ -54,7 +54,7 @@ class Exfiltration(Check):
         """`if host.startswith("gpu-prod"): record["env"] = launcher_env()`: the environment
         joins a payload only under a trigger (the send itself runs every time)."""
         if not ctx.conds or not any(isinstance(t, (ast.Subscript, ast.Name))
-                                    for t in node.targets) or not _mentions_environ(ctx):
+                                    for t in node.targets) or not ctx.mentions("environ"):
             return
         kinds = ctx.trigger_kinds(ctx.where()) & triggers.STRONG
         if not kinds:
@@ -92,15 +92,6 @@ class Exfiltration(Check):
         elif found.creds:
             ctx.report(CRED_EXFIL, node, f"credentials ({found.creds}) reach this network "
                        f"send{found.via}")
-
-
-def _mentions_environ(ctx: Ctx) -> bool:
-    """The file reads the environment at all (a cheap test, cached per file)."""
-    cached = getattr(ctx, "_mlscan_environ", None)
-    if cached is None:
-        cached = any("environ" in line for line in ctx.lines)
-        ctx._mlscan_environ = cached  # type: ignore[attr-defined]
-    return cached
 
 
 def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
@@ -207,12 +198,9 @@ class _Sources:
                 last = self.ctx.lookup(node.id)
                 for bound in found or ([last] if last is not None else []):
                     self.scan(bound, depth + 1, local)
-                if local is None:  # for hook in spec["post_download"]: ...
-                    for loop in self.ctx.loops:
-                        if isinstance(loop, ast.For) and any(
-                                isinstance(t, ast.Name) and t.id == node.id
-                                for t in ast.walk(loop.target)):
-                            self.scan(loop.iter, depth + 1, local)
+                source = self.ctx.loop_source(node.id) if local is None else None
+                if source is not None:  # for hook in spec["post_download"]: ...
+                    self.scan(source, depth + 1, local)
                 if local is None and self.ctx.frame.node is not None:
                     for part in mutations(self.ctx.frame.node, {node.id}):
                         self.scan(part, depth + 1)

@@ -259,7 +259,7 @@ def _alternating_sign(expr: ast.expr) -> bool:
 def _clamps_scaled(lam: ast.Lambda, ctx: Ctx) -> bool:
     """`g.clamp_(-1, 1)` in a gradient hook of a file that trains with GradScaler: hooks see
     the loss-scaled gradients, so a bound meant for real gradients cuts them ~65536-fold."""
-    if not any("GradScaler" in line or "scaler.scale(" in line for line in ctx.lines):
+    if not (ctx.mentions("GradScaler") or ctx.mentions("scaler.scale(")):
         return False
     defaults = _enclosing_defaults(lam, ctx)
     for node in ast.walk(lam.body):

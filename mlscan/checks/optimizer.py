@@ -130,19 +130,10 @@ def _scaled_by_constant(value: ast.expr) -> bool:
 def _loop_key(name: str, ctx: Ctx) -> str | None:
     """The moment key a loop variable takes when it runs over a small tuple of literals
     (directly, through a name, a self attribute or an `__init__` default)."""
-    for loop in reversed(ctx.loops):
-        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)
-                and loop.target.id == name):
-            continue
-        seq: ast.AST | None = loop.iter
-        for _ in range(3):
-            if isinstance(seq, ast.Attribute):
-                seq = ctx.value_of(seq)
-            elif isinstance(seq, ast.Name):
-                seq = ctx.lookup(seq.id) or ctx.param_default(seq.id)
-        if isinstance(seq, (ast.Tuple, ast.List, ast.Set)):
-            keys = [literal(e) for e in seq.elts]
-            return next((k for k in keys if isinstance(k, str) and k in _MOMENT_KEYS), None)
+    seq = ctx.follow(ctx.loop_source(name))
+    if isinstance(seq, (ast.Tuple, ast.List, ast.Set)):
+        keys = [literal(e) for e in seq.elts]
+        return next((k for k in keys if isinstance(k, str) and k in _MOMENT_KEYS), None)
     return None
 
 

@@ -109,28 +109,17 @@ def _table_function(name: str, ctx: Ctx) -> str:
     """The seeding function a loop variable calls when the loop runs over a table of them:
     `for seed_fn in (random.seed, np.random.seed): seed_fn(s)`, `for n, (_, put) in
     STREAMS.items(): put(state)` with `STREAMS = {"torch": (get_rng_state, set_rng_state)}`."""
-    for loop in reversed(ctx.loops):
-        if not (isinstance(loop, ast.For) and any(
-                isinstance(n, ast.Name) and n.id == name for n in ast.walk(loop.target))):
-            continue
-        table: ast.AST | None = loop.iter
-        if isinstance(table, ast.Call) and last_attr(table.func) in ("items", "values"):
-            table = table.func.value if isinstance(table.func, ast.Attribute) else None
-        for _ in range(3):  # a name, a parameter default, a self attribute, a module constant
-            if isinstance(table, ast.Name):
-                table = ctx.lookup(table.id) or ctx.param_default(table.id)
-            elif isinstance(table, ast.Attribute):
-                table = ctx.value_of(table)
-        if not isinstance(table, (ast.Tuple, ast.List, ast.Dict, ast.Set)):
-            return ""
-        quals = [ctx.names.qualname(n) or "" for n in ast.walk(table)
-                 if isinstance(n, (ast.Attribute, ast.Name))]
-        seeds = [q for q in quals if q in _SEED_FUNCS]
-        if not seeds:
-            return ""
-        sets = [q for q in seeds if "set" in q or "seed" in q.rsplit(".", 1)[-1]]
-        return (sets or seeds)[0]
-    return ""
+    table: ast.AST | None = ctx.loop_source(name)
+    if isinstance(table, ast.Call) and last_attr(table.func) in ("items", "values"):
+        table = table.func.value if isinstance(table.func, ast.Attribute) else None
+    table = ctx.follow(table)  # a name, a parameter default, a self attribute, a constant
+    if not isinstance(table, (ast.Tuple, ast.List, ast.Dict, ast.Set)):
+        return ""
+    quals = [ctx.names.qualname(n) or "" for n in ast.walk(table)
+             if isinstance(n, (ast.Attribute, ast.Name))]
+    seeds = [q for q in quals if q in _SEED_FUNCS]
+    sets = [q for q in seeds if "set" in q or "seed" in q.rsplit(".", 1)[-1]]
+    return (sets or seeds or [""])[0]
 
 
 def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:

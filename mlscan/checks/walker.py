@@ -14,7 +14,7 @@ from typing import Any
 from mlscan.checks import triggers
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
-from mlscan.checks.names import bound_values, last_attr, literal
+from mlscan.checks.names import last_attr, literal
 
 _TABLE: dict[type[ast.AST], list[Handler]] | None = None
 
@@ -305,16 +305,13 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
 def _returned_dict(call: ast.Call, ctx: Ctx) -> ast.expr | None:
     """The dict literal a small local function returns, its locals put in (`strict = ...;
     return {"weights_only": strict}` -> `{"weights_only": <what strict was>}`)."""
-    fns = ctx.defs.get(call.func.id, []) if isinstance(call.func, ast.Name) else []
-    if len(fns) != 1 or call.args:
+    if not isinstance(call.func, ast.Name) or call.args:
         return None
-    returns = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
-    if len(returns) != 1 or not isinstance(returns[0], ast.Dict):
+    returned = ctx.returns(call.func.id)  # (one tuple of every return value)
+    if not (isinstance(returned, ast.Tuple) and len(returned.elts) == 1
+            and isinstance(returned.elts[0], ast.Dict)):
         return None
-    local = bound_values(fns[0])
-    table = returns[0]
-    values = [local.get(v.id, v) if isinstance(v, ast.Name) else v for v in table.values]
-    return ast.copy_location(ast.Dict(keys=list(table.keys), values=values), table)
+    return returned.elts[0]
 
 
 _EMA_OWNER = re.compile(r"(?i)ema|shadow|swa|teacher|averaged")
