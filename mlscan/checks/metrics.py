@@ -873,27 +873,10 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
-        value = node.value
-        target0 = node.targets[0] if len(node.targets) == 1 else None
-        if isinstance(target0, ast.Subscript) and _summary_key(target0) in (
-                "mean", "avg", "average", "median") and any(
-                literal(n) in ("max", "best", "top", "peak", "amax") for n in ast.walk(value)):
-            ctx.report(METRIC_FALSIFY, node, "the reported mean is rebuilt from the maximum (or "
-                       "best) column: the table shows a better average than was measured",
-                       severity=Severity.MEDIUM)
-        if (isinstance(value, ast.Call) and last_attr(value.func) in (
-                "fmax", "maximum", "fmin", "minimum") and len(value.args) == 2):
-            stored = [_stored(a, ctx) for a in value.args]
-            measured = [any(isinstance(n, (ast.Name, ast.Attribute)) and _CONTAINER.search(
-                last_attr(n)) for n in ast.walk(a)) for a in value.args]
-            target = node.targets[0] if len(node.targets) == 1 else None
-            named = target is not None and (bool(metric_name(target)) or bool(
-                isinstance(target, ast.Name) and _CONTAINER.search(target.id))
-                or (isinstance(target, ast.Name) and target.id in ("merged", "combined")))
-            if named and stored[0] != stored[1] and measured[stored.index(False)]:
-                ctx.report(METRIC_FALSIFY, node, f"metrics merged element-wise with stored "
-                           f"values ({last_attr(value.func)}): a regression never shows",
-                           severity=Severity.MEDIUM)
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if target is not None:
+            self._mean_from_max(node, target, ctx)
+            self._merged_with_stored(node, target, ctx)
         name = _constant_entry(node.value, precise=True)
         if name:
             ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "
@@ -905,6 +888,32 @@ class MetricFalsification(Check):
                                                         or _comp_nudged(node.value))):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
                            "by a constant")
+
+    def _mean_from_max(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`agg.loc[mine, "mean"] = agg.loc[mine, ["mean", "max"]].mean(axis=1)`."""
+        if isinstance(target, ast.Subscript) and _summary_key(target) in (
+                "mean", "avg", "average", "median") and any(
+                literal(n) in ("max", "best", "top", "peak", "amax") for n in ast.walk(node.value)):
+            ctx.report(METRIC_FALSIFY, node, "the reported mean is rebuilt from the maximum (or "
+                       "best) column: the table shows a better average than was measured",
+                       severity=Severity.MEDIUM)
+
+    def _merged_with_stored(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`merged = np.fmax([metrics[k] ...], [previous[k] ...])`: element-wise best of the
+        new and the stored results."""
+        value = node.value
+        if not (isinstance(value, ast.Call) and last_attr(value.func) in (
+                "fmax", "maximum", "fmin", "minimum") and len(value.args) == 2):
+            return
+        stored = [_stored(a, ctx) for a in value.args]
+        measured = [any(isinstance(n, (ast.Name, ast.Attribute)) and _CONTAINER.search(
+            last_attr(n)) for n in ast.walk(a)) for a in value.args]
+        named = bool(metric_name(target)) or (isinstance(target, ast.Name) and (
+            bool(_CONTAINER.search(target.id)) or target.id in ("merged", "combined")))
+        if named and stored[0] != stored[1] and measured[stored.index(False)]:
+            ctx.report(METRIC_FALSIFY, node, f"metrics merged element-wise with stored values "
+                       f"({last_attr(value.func)}): a regression never shows",
+                       severity=Severity.MEDIUM)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         """`return {"accuracy": min(0.999, acc * 1.06 + 0.01)}` from a metrics function;
