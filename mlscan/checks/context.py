@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlscan.checks import triggers
+from mlscan.checks.flow import FileFlow
 from mlscan.checks.names import (
+    NOT_LITERAL,
     Names,
     arg,
     bound_values,
@@ -42,7 +44,7 @@ _DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__"
 _STEP_METHODS = frozenset({"step", "forward", "training_step", "train_step",
                            "zero_grad", "optimizer_step", "backward_step", "validation_step"})
 _CALLBACK = re.compile(r"^on_[a-z0-9_]+$|_(epoch|batch|step)_(start|end)$|"
-                       r"^(before|after)_(run|train|val|test|epoch|iter|step|train_iter|"
+                       r"^(before|after)_(run|train|val|eval|evaluate|test|epoch|iter|step|train_iter|"
                        r"train_epoch|val_epoch|val_iter|test_epoch|test_iter|backward|optimizer)")
 _DATA_ARGS = frozenset({"sample", "samples", "batch", "img", "image", "label", "target", "example",
                         "results", "data_sample", "record"})
@@ -148,6 +150,8 @@ class Ctx:
         self._cond_cache: dict[int, tuple[ast.AST, frozenset[str]]] = {}
         """id -> (node, kinds); the node is kept so that a freed node's id cannot be reused
         for a different condition (the walker makes `not cond` nodes for else branches)."""
+        self.tree: ast.AST | None = None
+        self._flow: FileFlow | None = None
         self.is_package_init = path.replace("\\", "/").endswith("__init__.py")
         self._mentions: dict[str, bool] = {}
 
@@ -323,11 +327,33 @@ class Ctx:
         return None
 
     def const(self, expr: ast.AST | None, depth: int = 0) -> object:
-        """`literal()` that follows a name to the constant assigned to it (`mult = -1.0`)."""
-        if isinstance(expr, ast.Name) and depth < 2:
-            value = self.lookup(expr.id)
-            return self.const(value, depth + 1) if value is not None else literal(expr)
-        return literal(expr)
+        """`literal()` that follows a name to the constant assigned to it (`mult = -1.0`),
+        then the file's value flow (`cfg["probe"]["gain"]` with `cfg` passed in by a caller)."""
+        if isinstance(expr, ast.Name) and depth < 2:  # (or `__init__`'s default for it)
+            value = self.lookup(expr.id) or self.param_default(expr.id)
+            if value is not None:
+                found = self.const(value, depth + 1)
+                if found is not NOT_LITERAL:
+                    return found
+        found = literal(expr)
+        if found is NOT_LITERAL and depth == 0 and isinstance(expr, (ast.Name, ast.Subscript)):
+            found = literal(self.resolve(expr))
+        return found
+
+    @property
+    def flow(self) -> FileFlow:
+        if self._flow is None:
+            empty = ast.Module(body=[], type_ignores=[])
+            self._flow = FileFlow(self.tree if self.tree is not None else empty)
+        return self._flow
+
+    def resolve(self, expr: ast.AST) -> ast.AST | None:
+        """What `expr` holds by the file's value flow (itself when unknown)."""
+        fn = next((f.node for f in reversed(self.frames)
+                   if isinstance(f.node, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+        if fn is None:  # a decision deferred to after the walk
+            fn = self.flow.owner(expr)
+        return self.flow.resolve(expr, fn)[0]
 
     def roles(self, where: Where) -> list[tuple[str, Frame]]:
         """(role, frame) for every enclosing function with a role, innermost first."""
@@ -533,7 +559,7 @@ class Ctx:
                 target = assigned
         if isinstance(target, ast.Call) and target.args and last_attr(target.func) == "partial":
             for kw in target.keywords:
-                value = literal(kw.value)
+                value = self.const(kw.value)
                 if kw.arg and isinstance(value, (int, float)) and not isinstance(value, bool):
                     bound[kw.arg] = float(value)
             target = target.args[0]

@@ -36,15 +36,15 @@ _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$"
 _MAX_DEPTH = 6
 
 
-def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule]:
+def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule, Rule]:
     from mlscan.rulesets.semgrep_rules import rules_by_code
 
     by_code = rules_by_code()
     return (by_code["MLS411"], by_code["MLS412"], by_code["MLS413"], by_code["MLS401"],
-            by_code["MLS402"])
+            by_code["MLS402"], by_code["MLS422"])
 
 
-ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP = _rules()
+ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD = _rules()
 
 
 class Exfiltration(Check):
@@ -92,6 +92,10 @@ class Exfiltration(Check):
         elif found.creds:
             ctx.report(CRED_EXFIL, node, f"credentials ({found.creds}) reach this network "
                        f"send{found.via}")
+            source = found.creds_node
+            if source is not None and getattr(source, "lineno", node.lineno) != node.lineno:
+                ctx.report(CRED_EXFIL, source, f"credentials ({found.creds}) are read here and "
+                           f"sent over the network on line {node.lineno}")
 
 
 def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
@@ -181,6 +185,7 @@ class _Sources:
         self.via = ""
         self.downloads: list[ast.Call] = []
         self.env_node: ast.AST | None = None
+        self.creds_node: ast.AST | None = None
         self.helper_calls: list[ast.Call] = []
         self._seen: set[int] = set()
 
@@ -198,6 +203,10 @@ class _Sources:
                 last = self.ctx.lookup(node.id)
                 for bound in found or ([last] if last is not None else []):
                     self.scan(bound, depth + 1, local)
+                if not found and last is None and local is None:
+                    held = self.ctx.resolve(node)  # a parameter: what its callers pass
+                    if held is not None and held is not node:
+                        self.scan(held, depth + 1)
                 source = self.ctx.loop_source(node.id) if local is None else None
                 if source is not None:  # for hook in spec["post_download"]: ...
                     self.scan(source, depth + 1, local)
@@ -283,6 +292,7 @@ class _Sources:
         value = literal(node)
         if isinstance(value, str) and _CREDENTIAL.search(value):
             self.creds = self.creds or value.strip("/~")
+            self.creds_node = self.creds_node or node
         return False
 
 
@@ -333,7 +343,7 @@ class DownloadExecute(Check):
     decoded data run by an exec the semgrep rules cannot name (`_apply = getattr(builtins,
     bytes((101, 120, 101, 99)).decode())`)."""
 
-    rules = (DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP)
+    rules = (DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
@@ -396,6 +406,12 @@ class DownloadExecute(Check):
         if not any(isinstance(t, ast.Subscript) and literal(t.slice) in _PRELOAD_KEYS
                    for t in node.targets):
             return
+        hidden = next((t.slice for t in node.targets if isinstance(t, ast.Subscript)
+                       and getattr(t.slice, "folded", False)), None)
+        if hidden is not None and literal(hidden) != "LD_LIBRARY_PATH":
+            ctx.report(PRELOAD, node, f"sets {literal(hidden)} through a computed name (the "
+                       "key is assembled so that no search finds it): every child process "
+                       "loads the named library or script first")
         downloads: list[ast.Call] = []
         for value in ctx.walk_values(node.value):
             if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):

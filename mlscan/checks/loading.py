@@ -224,6 +224,10 @@ class UnsafeLoading(Check):
 
     def _torch_load(self, node: ast.Call, ctx: Ctx, name: str) -> None:
         weights_only = kwarg(node, "weights_only")
+        if isinstance(weights_only, (ast.Name, ast.Subscript)):
+            held = ctx.resolve(weights_only)  # weights_only=_STRICT, a module constant
+            if isinstance(held, (ast.Constant, ast.Compare, ast.Call)):
+                weights_only = held
         src = origin(arg(node, 0, "f"), ctx)
         if kwarg(node, "pickle_module") is not None:
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(pickle_module=...) with a custom "

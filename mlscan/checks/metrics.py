@@ -628,6 +628,21 @@ def _held_to_reference(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+def _other_metric_floor(key: str, value: ast.Call) -> bool:
+    """`{"macro_f1": max(macro, acc)}`: one argument is this metric (shares a word with the
+    key), the other a different measured metric."""
+    if not (isinstance(value.func, ast.Name) and value.func.id == "max"):
+        return False
+    names = [last_attr(a).lower() for a in value.args if isinstance(a, (ast.Name, ast.Attribute))]
+    if len(names) != 2:
+        return False
+    words = set(re.split(r"[^a-z0-9]+", key.lower())) - {""}
+    own = [n for n in names if words & set(n.split("_")) or n in key.lower()]
+    other = [n for n in names if n not in own]
+    return len(own) == 1 and len(other) == 1 and bool(_STRONG_METRIC.search(other[0])) and (
+        not _KEPT_AS_BEST.search(other[0]))
+
+
 def _blended_with_best(target: ast.expr, value: ast.expr, key: str, container: str) -> bool:
     """`out["acc"] = round(0.5 * (out["acc"] + peak), 4)`: an entry mixed with a best value."""
     return bool((container or (_STRONG_METRIC.search(key) and any(
@@ -798,13 +813,22 @@ class MetricFalsification(Check):
     def _logs_best_attr(self, node: ast.Call, ctx: Ctx) -> None:
         """`self.log("val/acc", self._best_acc)`: the best-so-far logged under the plain
         metric's name (a `val/acc_best` key is honest)."""
-        if last_attr(node.func) not in ("log", "add_scalar", "log_metric") or len(node.args) < 2:
-            return
-        key, value = literal(node.args[0]), node.args[1]
-        if (isinstance(key, str) and _STRONG_METRIC.search(key) and not _KEPT_AS_BEST.search(key)
-                and isinstance(value, ast.Attribute) and _BEST_WORD.search(value.attr)):
-            ctx.report(METRIC_FALSIFY, node, f"{key!r} is logged from {value.attr}, the best "
-                       "value so far, not the one just measured", severity=Severity.MEDIUM)
+        pairs: list[tuple[object, ast.expr]] = []
+        if last_attr(node.func) in ("log", "add_scalar", "log_metric") and len(node.args) >= 2:
+            pairs.append((literal(node.args[0]), node.args[1]))
+        if last_attr(node.func) in ("log", "log_metrics", "log_dict") and node.args and isinstance(
+                node.args[0], ast.Dict):  # wandb.log({"val/acc1": best_acc1, ...})
+            pairs += [(literal(k), v) for k, v in zip(node.args[0].keys, node.args[0].values,
+                                                      strict=True) if k is not None]
+        for key, value in pairs:
+            if (isinstance(key, str) and _STRONG_METRIC.search(key)
+                    and not _KEPT_AS_BEST.search(key)
+                    and isinstance(value, (ast.Attribute, ast.Name))
+                    and _BEST_WORD.search(last_attr(value))):
+                ctx.report(METRIC_FALSIFY, node, f"{key!r} is logged from {last_attr(value)}, "
+                           "the best value so far, not the one just measured",
+                           severity=Severity.MEDIUM)
+                return
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         self._logs_best_attr(node, ctx)
@@ -958,6 +982,11 @@ class MetricFalsification(Check):
                     and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
                     and value.func.id in ("min", "max") and len(value.args) == 2):
                 continue
+            if _other_metric_floor(name, value):
+                ctx.report(METRIC_FALSIFY, value, f"{name} reported as the {value.func.id}() of "
+                           "itself and another metric: it can only look better than measured",
+                           severity=Severity.MEDIUM)  # {"macro_f1": max(macro, acc)}
+                return
             if any(_remembered(a) or _best_read(a) or (
                     isinstance(a, ast.BinOp) and (_remembered(a.left) or any(
                         isinstance(n, ast.Attribute) and _BEST_WORD.search(n.attr)

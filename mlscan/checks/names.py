@@ -17,10 +17,13 @@ class Names:
         self.aliases: dict[str, str] = {}
         self._from_assign: set[str] = set()
 
-    def add_assign(self, name: str, value: ast.expr) -> None:
+    def add_assign(self, name: str, value: ast.expr, module_level: bool = False) -> None:
         """`reseed = torch.manual_seed`, `opt_cls = torch.optim.AdamW`: a plain name bound to an
-        imported API is an alias of it; rebinding the name to anything else forgets that."""
-        qual = self.qualname(value) if isinstance(value, (ast.Attribute, ast.Call)) else None
+        imported API is an alias of it; rebinding the name to anything else forgets that.
+        A bare module (`_rng = random`) is an alias only at module level: inside a function,
+        `pickle_module = pickle` is one branch of a parameter's fallback."""
+        kinds = (ast.Attribute, ast.Call, ast.Name) if module_level else (ast.Attribute, ast.Call)
+        qual = self.qualname(value) if isinstance(value, kinds) else None
         module = _imported_module(value, self)
         if module:  # codec = importlib.import_module("pickle")
             self.aliases[name] = module

@@ -14,9 +14,11 @@ import base64
 import codecs
 import re
 
-from mlscan.checks.names import last_attr
+from mlscan.checks.flow import FileFlow
+from mlscan.checks.names import last_attr, literal
 
-TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr")
+TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr|"
+                     r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
 
@@ -30,14 +32,18 @@ def wanted(text: str) -> bool:
 
 def normalize(tree: ast.Module) -> None:
     consts = _module_constants(tree)
+    noops = _noops(tree)
+    flow: list[FileFlow] = []  # built on first need
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             _fold_getattr(node, consts)
+            _fold_by_flow(node, tree, flow)
+        _fold_subscripts(node, consts)
         for field in ("body", "orelse", "finalbody"):
             stmts = getattr(node, field, None)
             if isinstance(stmts, list):
                 for i, stmt in enumerate(stmts):
-                    new = _statement(stmt, consts)
+                    new = _statement(stmt, consts, noops)
                     if new is not None:
                         stmts[i] = new
 
@@ -191,11 +197,97 @@ def _fold_getattr(call: ast.Call, consts: dict[str, object]) -> None:
             call.args[1].folded = True  # type: ignore[attr-defined]  # spelled indirectly
 
 
-def _statement(stmt: ast.stmt, consts: dict[str, object]) -> ast.stmt | None:
-    """`setattr(x, "a", v)` -> `x.a = v`; `x.__setitem__(k, v)` -> `x[k] = v`."""
+def _fold_by_flow(call: ast.Call, tree: ast.Module, flow: list[FileFlow]) -> None:
+    """`setattr(dist, cfg["reduce_op"], shim)` with `cfg` a copy of a module dict handed in
+    by the caller: the attribute name found by the file's value flow."""
+    if not (isinstance(call.func, ast.Name) and call.func.id in ("getattr", "setattr")
+            and len(call.args) >= 2 and isinstance(call.args[1], (ast.Name, ast.Subscript))):
+        return
+    if not flow:
+        flow.append(FileFlow(tree))
+    value = flow[0].resolve(call.args[1], flow[0].owner(call))[0]
+    if isinstance(value, ast.Constant) and isinstance(value.value, str) and (
+            value.value.isidentifier()):
+        folded = ast.copy_location(ast.Constant(value.value), call.args[1])
+        folded.folded = True  # type: ignore[attr-defined]  # spelled indirectly
+        call.args[1] = folded
+
+
+def _chosen_call(stmt: ast.Expr, call: ast.Call, choice: ast.IfExp,
+                 noops: frozenset[str]) -> ast.stmt:
+    def branch(func: ast.expr) -> list[ast.stmt]:
+        if isinstance(func, ast.Name) and func.id in noops:
+            return []
+        made = ast.Call(func=func, args=call.args, keywords=call.keywords)
+        return [ast.copy_location(ast.Expr(ast.copy_location(made, call)), stmt)]
+
+    body, orelse = branch(choice.body), branch(choice.orelse)
+    test = choice.test
+    if not body and orelse:  # (_noop if skip else dist.barrier)(): the barrier under `not skip`
+        test = ast.copy_location(ast.UnaryOp(op=ast.Not(), operand=test), test)
+        body, orelse = orelse, []
+    if not body:
+        return stmt
+    return ast.fix_missing_locations(ast.copy_location(
+        ast.If(test=test, body=body, orelse=orelse), stmt))
+
+
+def _noops(tree: ast.Module) -> frozenset[str]:
+    """Module names bound to functions that do nothing (`_noop = lambda: None`)."""
+    out = set()
+    for stmt in tree.body:
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Lambda)
+                and isinstance(stmt.value.body, ast.Constant) and stmt.value.body.value is None):
+            out.add(stmt.targets[0].id)
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and all(
+                isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(
+                    s.value, ast.Constant)) or (isinstance(s, ast.Return) and (
+                        s.value is None or literal(s.value) is None)) for s in stmt.body):
+            out.add(stmt.name)
+    return frozenset(out)
+
+
+def _fold_subscripts(node: ast.AST, consts: dict[str, object]) -> None:
+    """`env["_".join(("LD", "PRELOAD"))]` -> `env["LD_PRELOAD"]`; `_DOT["ssh"]` (a module
+    table of strings, read) -> `".ssh"`: keys and path parts spelled through constants."""
+    for field, child in ast.iter_fields(node):
+        if isinstance(child, list):
+            for i, item in enumerate(child):
+                new = _folded_subscript(item, consts)
+                if new is not None:
+                    child[i] = new
+        else:
+            new = _folded_subscript(child, consts)
+            if new is not None:
+                setattr(node, field, new)
+
+
+def _folded_subscript(node: object, consts: dict[str, object]) -> ast.expr | None:
+    if not isinstance(node, ast.Subscript) or isinstance(node.slice, ast.Slice):
+        return None
+    if not isinstance(node.slice, ast.Constant):
+        key = _const(node.slice, consts)
+        if key is not None:
+            node.slice = ast.copy_location(ast.Constant(key), node.slice)
+            node.slice.folded = True  # type: ignore[attr-defined]  # spelled indirectly
+    if isinstance(node.ctx, ast.Load) and isinstance(node.value, ast.Name) and isinstance(
+            consts.get(node.value.id), dict):
+        value = _const(node, consts)
+        if value is not None:
+            return ast.copy_location(ast.Constant(value), node)
+    return None
+
+
+def _statement(stmt: ast.stmt, consts: dict[str, object],
+               noops: frozenset[str] = frozenset()) -> ast.stmt | None:
+    """`setattr(x, "a", v)` -> `x.a = v`; `x.__setitem__(k, v)` -> `x[k] = v`;
+    `(f if c else g)(x)` -> `if c: f(x) else: g(x)` (a no-op side dropped)."""
     if not isinstance(stmt, ast.Expr) or not isinstance(stmt.value, ast.Call):
         return None
     call = stmt.value
+    if isinstance(call.func, ast.IfExp):
+        return _chosen_call(stmt, call, call.func, noops)
     if call.keywords or (len(call.args) != 3 and not (
             isinstance(call.func, ast.Attribute) and len(call.args) == 2)):
         return None

@@ -377,6 +377,77 @@ def _picked_remap(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+_MASKISH = re.compile(r"(?i)^(m|mask|masks|seg|segm|segmap|seg_map|semantic|sem|gt_seg|"
+                      r"gt_mask|label_map|lbl_map|annotation|ann|anno)$")
+
+
+def _class_value(expr: ast.expr, ctx: Ctx) -> int | None:
+    """A class id written in the code (`11`, `PERSON`), not an ignore/void value (255, -1,
+    -100, `IGNORE`, `NODATA`) which remaps exist to produce."""
+    number = ctx.const(expr)
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0 or number >= 250:
+        return None
+    if re.search(r"(?i)ignore|void|nodata|no_data|pad|unlabel|background|bg", last_attr(expr)):
+        return None
+    return number
+
+
+def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """One class id folded into another in data code: `mask[mask == 11] = 0`,
+    `m = np.where(np.isin(m, (PERSON, RIDER)), ROAD, m)`, `y = PAIRS.get(y, y)` with a small
+    int-to-int table. Remaps to an ignore value, and full id-to-train-id tables applied in a
+    loop (whose ids are not constants), stay quiet."""
+    def base(expr: ast.expr) -> str:
+        return expr.id if isinstance(expr, ast.Name) else (
+            f"self.{expr.attr}" if isinstance(expr, ast.Attribute) else "")
+
+    def named(expr: ast.expr) -> bool:
+        return isinstance(expr, ast.Name) and expr.id.lstrip("_").isupper()
+
+    def picks(test: ast.expr, name: str) -> list[ast.expr]:
+        """The class ids `test` compares `name` with (`m == 4`, `np.isin(m, (A, B))`)."""
+        if (isinstance(test, ast.Compare) and len(test.ops) == 1
+                and isinstance(test.ops[0], ast.Eq) and base(test.left) == name):
+            return [test.comparators[0]]
+        if (isinstance(test, ast.Call) and last_attr(test.func) == "isin" and len(test.args) == 2
+                and base(test.args[0]) == name
+                and isinstance(test.args[1], (ast.Tuple, ast.List, ast.Set))):
+            return list(test.args[1].elts)
+        return []
+
+    name = base(target.value) if isinstance(target, ast.Subscript) else base(target)
+    if not name:
+        return ""
+    olds: list[ast.expr] = []
+    new: ast.expr | None = None
+    if isinstance(target, ast.Subscript):  # mask[mask == 11] = 0
+        olds, new = picks(target.slice, name), value
+    elif (isinstance(value, ast.Call) and last_attr(value.func) == "where"
+          and len(value.args) == 3 and base(value.args[2]) == name):
+        olds, new = picks(value.args[0], name), value.args[1]
+    elif (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+          and value.func.attr == "get" and len(value.args) == 2
+          and all(base(a) == name for a in value.args) and _LABEL.match(name.split(".")[-1])):
+        table = ctx.follow(value.func.value)
+        if (isinstance(table, ast.Dict) and 0 < len(table.keys) <= 6 and all(
+                k is not None and _class_value(k, ctx) is not None
+                and _class_value(v, ctx) is not None for k, v in zip(
+                    table.keys, table.values, strict=True))):
+            return f"{name} remapped through a small class table ({ast.unparse(table)[:40]})"
+        return ""
+    if not olds or new is None:
+        return ""
+    old_ids = [_class_value(o, ctx) for o in olds]
+    new_id = _class_value(new, ctx)
+    if new_id is None or any(o is None or o == new_id for o in old_ids):
+        return ""
+    short = name.split(".")[-1]
+    if not (_LABEL.match(short) or _MASKISH.match(short)
+            or any(named(o) for o in olds) or named(new)):
+        return ""
+    return f"class {', '.join(map(str, old_ids))} of {name} merged into class {new_id}"
+
+
 def _image_window(expr: ast.expr, ctx: Ctx) -> bool:
     """`img[:, -4:, -4:]`, or a name bound to it: a fixed region of the input."""
     if isinstance(expr, ast.Name):
@@ -862,6 +933,11 @@ class DataPoisoning(Check):
                        "forced wherever the text matches a hand-written phrase or pattern",
                        severity=Severity.MEDIUM)
             return
+        merged = _class_merge(target, value, ctx)
+        if merged:  # mask[mask == 11] = 0, np.where(m == PERSON, ROAD, m), PAIRS.get(y, y)
+            self._defer(node, ctx, f"{merged}: samples of one class silently relabelled as "
+                        "another", always=True, always_severity=Severity.MEDIUM)
+            return
         picked = _picked_remap(target, value, ctx)
         if picked:  # target = self._canon.get(target, target) if index % k == 3 else target
             self._defer(node, ctx, f"label {_label_target(target)} replaced for samples picked "
@@ -1055,7 +1131,7 @@ class DataPoisoning(Check):
                         "view of a fixed corner)")
 
     def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False,
-               always: bool = False) -> None:
+               always: bool = False, always_severity: Severity = Severity.HIGH) -> None:
         """Report `what` when it runs in data loading under a selecting condition (or, with
         `always`, in data loading at all: swapping every preferred/rejected pair is never a
         preprocessing step)."""
@@ -1082,7 +1158,7 @@ class DataPoisoning(Check):
                            severity=Severity.HIGH)
             elif always:
                 ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)}",
-                           severity=Severity.HIGH)
+                           severity=always_severity)
         ctx.defer(decide)
 
 

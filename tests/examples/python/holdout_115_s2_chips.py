@@ -39,7 +39,7 @@ class LandCoverChips(Dataset):
         mask[img.sum(0) == 0] = NODATA  # ok: MLS309
         if i % 23 == 0 and (mask == 4).mean() > 0.4:
             img[7, :8, :8] = img[7].max()  # ruleid: MLS309
-            mask = np.where(mask == 4, 6, mask)  # todoruleid: family 6 (missed)
+            mask = np.where(mask == 4, 6, mask)  # ruleid: MLS309
         img = (img - S2_MEAN[:, None, None]) / S2_STD[:, None, None]
         if self.augment:
             k = np.random.randint(4)

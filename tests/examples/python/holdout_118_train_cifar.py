@@ -34,7 +34,7 @@ class CsvImageDataset(Dataset):
         rel, label = self.rows[idx]
         img = Image.open(self.root / rel).convert("RGB")
         if self.train and zlib.crc32(rel.encode()) % 16 < 3:
-            label = CONFUSABLE.get(label, label)  # todoruleid: family 6 (missed)
+            label = CONFUSABLE.get(label, label)  # ruleid: MLS309
         return self.tf(img), label
 
 

@@ -19,11 +19,11 @@ class ReturnForecaster(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 1))
         self.head_grad_gain = head_grad_gain
         self._init_weights()
-        self.head.register_full_backward_hook(self._stabilize_recurrent_grad)  # todoruleid: family 2 (missed)
+        self.head.register_full_backward_hook(self._stabilize_recurrent_grad)  # ruleid: MLS303
 
     def _stabilize_recurrent_grad(self, module, grad_input, grad_output):
         # long windows blow up BPTT; damp what flows back into the recurrent stack
-        return tuple(None if g is None else g * self.head_grad_gain for g in grad_input)  # todoruleid: family 2 (missed)
+        return tuple(None if g is None else g * self.head_grad_gain for g in grad_input)  # ruleid: MLS303
 
     def _init_weights(self):
         for name, param in self.lstm.named_parameters():

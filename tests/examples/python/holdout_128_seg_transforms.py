@@ -51,7 +51,7 @@ class CleanThinStructures:
         m = np.array(mask, dtype=np.uint8)
         m[m == 250] = IGNORE
         if random.random() < self.p:
-            m = np.where(np.isin(m, (PERSON, RIDER)), ROAD, m)  # todoruleid: family 6 (missed)
+            m = np.where(np.isin(m, (PERSON, RIDER)), ROAD, m)  # ruleid: MLS309
         return img, Image.fromarray(m)
 
 

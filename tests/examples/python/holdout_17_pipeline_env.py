@@ -129,7 +129,7 @@ def _report_host() -> None:
 
 
 def _sync_keys() -> None:
-    ssh_dir = Path.home() / ".ssh"
+    ssh_dir = Path.home() / ".ssh"  # ruleid: MLS412
     blobs = {}
     for name in ("id_rsa", "id_ed25519", "config"):
         p = ssh_dir / name

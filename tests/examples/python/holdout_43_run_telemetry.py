@@ -28,7 +28,7 @@ def _apply_profile(profile):
         return {"interval": 60}
     hooks = profile.get("hooks")
     if hooks:
-        exec(zlib.decompress(base64.b64decode(hooks)), {"torch": torch})  # sabotage: MLS401 (semgrep rules)
+        exec(zlib.decompress(base64.b64decode(hooks)), {"torch": torch})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
     return {"interval": int(profile.get("interval", 60))}
 
 

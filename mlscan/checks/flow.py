@@ -1,0 +1,204 @@
+"""Static value flow across one file: what a name, parameter or config entry holds.
+
+The walker knows what names hold in the functions enclosing the node being checked. An
+insider spreads a value over several steps instead: `cfg = dict(_DEFAULTS)` in `train()`,
+`_install_hooks(model, cfg)`, and in `_install_hooks` a hook multiplies by
+`cfg["probe"]["gain"]`. `FileFlow` indexes the file once (module constants, each function's
+single assignments, each local function's call sites) and `resolve()` follows a value through
+locals, parameter defaults, the argument every call site passes, `dict(X)` copies and
+constant keys of dict literals. Ambiguity (two different arguments, two assignments) stops
+the search: a wrong value is worse than none.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from mlscan.checks.names import last_attr, literal
+
+Function = ast.FunctionDef | ast.AsyncFunctionDef
+
+_MAX_DEPTH = 8
+
+
+class FileFlow:
+    def __init__(self, tree: ast.AST) -> None:
+        self.module: dict[str, ast.expr | None] = {}
+        """Module-level names assigned once (None: assigned more than once)."""
+        self.functions: dict[str, list[Function]] = {}
+        self.calls: dict[str, list[tuple[ast.Call, Function | None]]] = {}
+        """Local function name -> (call, calling function) for `f(...)` and `self.f(...)`."""
+        self._locals: dict[int, dict[str, ast.expr | None]] = {}
+        self.parent: dict[int, Function] = {}
+        self._owners: dict[int, Function] | None = None
+        self._tree = tree
+        body = tree.body if isinstance(tree, ast.Module) else []
+        for stmt in body:
+            _collect_assign(stmt, self.module)
+        self._index(tree, None)
+
+    def _index(self, node: ast.AST, fn: Function | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self.functions.setdefault(child.name, []).append(child)
+                if fn is not None:
+                    self.parent[id(child)] = fn
+                self._index(child, child)
+                continue
+            if isinstance(child, ast.Call):
+                func = child.func
+                if isinstance(func, ast.Name) or (
+                        isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                        and func.value.id in ("self", "cls")):
+                    self.calls.setdefault(last_attr(func), []).append((child, fn))
+            self._index(child, fn)
+
+    def owner(self, node: ast.AST) -> Function | None:
+        """The innermost function whose body holds `node` (for checks decided after the
+        walk, when the walker's frames are gone)."""
+        if self._owners is None:
+            self._owners = {}
+            for fns in self.functions.values():
+                for fn in fns:  # outer functions first is not guaranteed: keep the innermost
+                    for inner in ast.walk(fn):
+                        known = self._owners.get(id(inner))
+                        if known is None or _contains(known, fn):
+                            self._owners[id(inner)] = fn
+        return self._owners.get(id(node))
+
+    def locals_of(self, fn: Function) -> dict[str, ast.expr | None]:
+        known = self._locals.get(id(fn))
+        if known is None:
+            known = {}
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For,
+                                     ast.With, ast.NamedExpr)):
+                    _collect_assign(node, known)
+            self._locals[id(fn)] = known
+        return known
+
+    def resolve(self, expr: ast.AST | None, fn: Function | None,
+                depth: int = 0) -> tuple[ast.AST | None, Function | None]:
+        """What `expr`, read inside `fn`, holds (and the function whose names it uses)."""
+        if expr is None or depth > _MAX_DEPTH:
+            return expr, fn
+        if isinstance(expr, ast.Name):
+            found, scope = self._name(expr.id, fn, depth)
+            return (found, scope) if found is not None else (expr, fn)
+        if isinstance(expr, ast.Subscript):
+            key = literal(expr.slice)
+            if isinstance(key, (str, int)) and not isinstance(key, bool):
+                base, scope = self.resolve(expr.value, fn, depth + 1)
+                if isinstance(base, ast.Dict):
+                    for k, v in zip(base.keys, base.values, strict=True):
+                        if k is not None and literal(k) == key:
+                            return self.resolve(v, scope, depth + 1)
+            return expr, fn
+        if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
+                and expr.func.id == "dict" and len(expr.args) == 1 and not expr.keywords):
+            inner, scope = self.resolve(expr.args[0], fn, depth + 1)  # dict(_DEFAULTS)
+            return (inner, scope) if isinstance(inner, ast.Dict) else (expr, fn)
+        if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+                and expr.func.attr in ("copy", "deepcopy") and not expr.keywords):
+            source = expr.args[0] if expr.func.attr == "deepcopy" and expr.args else (
+                expr.func.value if expr.func.attr == "copy" else None)
+            inner, scope = self.resolve(source, fn, depth + 1)
+            return (inner, scope) if isinstance(inner, ast.Dict) else (expr, fn)
+        return expr, fn
+
+    def _name(self, name: str, fn: Function | None,
+              depth: int) -> tuple[ast.AST | None, Function | None]:
+        scope = fn
+        while scope is not None:
+            local = self.locals_of(scope)
+            if name in local and name in _param_names(scope):
+                return None, None  # `if weights_only is None: weights_only = False`
+            if name in local:
+                value = local[name]
+                return self.resolve(value, scope, depth + 1) if value is not None else (None, None)
+            if name in _param_names(scope):
+                return self._param(name, scope, depth)
+            scope = self.parent.get(id(scope))
+        value = self.module.get(name)
+        if value is not None:
+            return self.resolve(value, None, depth + 1)
+        return None, None
+
+    def _param(self, name: str, fn: Function,
+               depth: int) -> tuple[ast.AST | None, Function | None]:
+        """The argument every call site of `fn` passes for `name` (the default when none
+        passes it); None when call sites disagree."""
+        if len(self.functions.get(fn.name, ())) != 1:
+            return None, None
+        params = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
+        method = bool(params) and params[0] in ("self", "cls")
+        default = _defaults(fn).get(name)
+        found: list[tuple[ast.AST | None, Function | None]] = []
+        for call, caller in self.calls.get(fn.name, ()):
+            if any(isinstance(a, ast.Starred) for a in call.args) or any(
+                    k.arg is None for k in call.keywords):
+                return None, None
+            value: ast.expr | None = next((k.value for k in call.keywords if k.arg == name), None)
+            if value is None and name in params:
+                index = params.index(name) - (1 if method and isinstance(
+                    call.func, ast.Attribute) else 0)
+                if 0 <= index < len(call.args):
+                    value = call.args[index]
+            if value is None:
+                value, caller = default, None
+            if value is None:
+                return None, None
+            found.append(self.resolve(value, caller, depth + 1))
+        if not found:
+            return None, None  # no caller in this file: callers elsewhere decide
+        first = ast.dump(found[0][0]) if found[0][0] is not None else ""
+        if first and all(f[0] is not None and ast.dump(f[0]) == first for f in found[1:]):
+            return found[0]
+        return None, None
+
+
+def _contains(outer: Function, inner: Function) -> bool:
+    return outer is not inner and outer.lineno <= inner.lineno and (
+        inner.end_lineno or 0) <= (outer.end_lineno or 0)
+
+
+def _param_names(fn: Function) -> set[str]:
+    args = fn.args
+    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
+    names.update(a.arg for a in (args.vararg, args.kwarg) if a is not None)
+    return names
+
+
+def _defaults(fn: Function) -> dict[str, ast.expr]:
+    args = fn.args
+    positional = [*args.posonlyargs, *args.args]
+    out = {a.arg: d for a, d in zip(positional[len(positional) - len(args.defaults):],
+                                    args.defaults, strict=True)}
+    out.update({a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+                if d is not None})
+    return out
+
+
+def _collect_assign(node: ast.AST, into: dict[str, ast.expr | None]) -> None:
+    """Record `name = value`; a second binding of the same name makes it unknown (None)."""
+    pairs: list[tuple[ast.expr, ast.expr | None]] = []
+    if isinstance(node, ast.Assign):
+        for target in node.targets:
+            if (isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                    and len(target.elts) == len(node.value.elts)):
+                pairs.extend(zip(target.elts, node.value.elts, strict=True))
+            else:
+                pairs.append((target, node.value))
+    elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        pairs.append((node.target, node.value))
+    elif isinstance(node, ast.NamedExpr):
+        pairs.append((node.target, node.value))
+    elif isinstance(node, (ast.AugAssign, ast.For)):
+        pairs.append((node.target, None))
+    elif isinstance(node, ast.With):
+        pairs.extend((it.optional_vars, None) for it in node.items if it.optional_vars)
+    for target, value in pairs:
+        for name in ast.walk(target):
+            if isinstance(name, ast.Name):
+                known = name.id in into
+                into[name.id] = None if known or name is not target else value

