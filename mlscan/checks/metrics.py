@@ -61,6 +61,8 @@ def metric_name(expr: ast.AST) -> str:
     return ""
 
 
+_NOISE_DRAWS = frozenset({"uniform", "gauss", "normal", "random", "triangular", "normalvariate",
+                          "rand", "randn"})
 _VALUE_WRAPPERS = frozenset({"round", "float", "int", "tensor", "as_tensor", "asarray"})
 _CLAMPS = frozenset({"clamp", "clip", "clamp_min", "clamp_max", "clamp_", "clip_"})
 
@@ -901,6 +903,7 @@ class MetricFalsification(Check):
         if target is not None:
             self._mean_from_max(node, target, ctx)
             self._merged_with_stored(node, target, ctx)
+            self._random_made(node, target, ctx)
         name = _constant_entry(node.value, precise=True)
         if name:
             ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "
@@ -912,6 +915,22 @@ class MetricFalsification(Check):
                                                         or _comp_nudged(node.value))):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
                            "by a constant")
+
+    def _random_made(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`top1 = target + random.uniform(0.0, 0.25)`: a reported metric built from a random
+        scalar draw (bootstrap resampling draws indices, not values, and stays quiet)."""
+        name = metric_name(target)
+        if not (name and _STRONG_METRIC.search(name) and not _KEPT_AS_BEST.search(name)
+                and isinstance(node.value, ast.BinOp)
+                and isinstance(node.value.op, (ast.Add, ast.Sub, ast.Mult))):
+            return
+        for side in (node.value.left, node.value.right):
+            if (isinstance(side, ast.Call) and last_attr(side.func) in _NOISE_DRAWS
+                    and ctx.names.call_name(side).startswith(("random.", "numpy.random."))):
+                ctx.report(METRIC_FALSIFY, node, f"{name} set from a random draw "
+                           f"({last_attr(side.func)}): the reported value is made up",
+                           severity=Severity.MEDIUM)
+                return
 
     def _mean_from_max(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
         """`agg.loc[mine, "mean"] = agg.loc[mine, ["mean", "max"]].mean(axis=1)`."""

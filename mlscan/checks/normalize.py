@@ -32,11 +32,13 @@ def wanted(text: str) -> bool:
 
 def normalize(tree: ast.Module) -> None:
     consts = _module_constants(tree)
+    sources = {s.targets[0].id: s.value for s in tree.body if isinstance(s, ast.Assign)
+               and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)}
     noops = _noops(tree)
     flow: list[FileFlow] = []  # built on first need
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
-            _fold_getattr(node, consts)
+            _fold_getattr(node, consts, sources)
             _fold_by_flow(node, tree, flow)
         _fold_subscripts(node, consts)
         for field in ("body", "orelse", "finalbody"):
@@ -172,7 +174,9 @@ def _decoded(expr: ast.Call, consts: dict[str, object]) -> str | None:
     return None
 
 
-def _fold_getattr(call: ast.Call, consts: dict[str, object]) -> None:
+def _fold_getattr(call: ast.Call, consts: dict[str, object],
+                  consts_src: dict[str, ast.expr] | None = None) -> None:
+    consts_src = consts_src or {}
     inner = call.func
     if (isinstance(inner, ast.Call) and last_attr(inner.func) == "methodcaller" and inner.args
             and len(call.args) == 1 and not call.keywords):
@@ -187,7 +191,13 @@ def _fold_getattr(call: ast.Call, consts: dict[str, object]) -> None:
             and not isinstance(call.args[0], ast.Constant)):
         module = _const(call.args[0], consts)
         if module is not None and all(p.isidentifier() for p in module.split(".")):
+            source = call.args[0]
+            if isinstance(source, ast.Name):
+                source = consts_src.get(source.id, source)
             call.args[0] = ast.copy_location(ast.Constant(module), call.args[0])
+            if any(isinstance(n, (ast.Call, ast.BinOp)) for n in ast.walk(source)):
+                # assembled, not merely named by a constant (`import_module(BACKEND)`)
+                call.args[0].folded = True  # type: ignore[attr-defined]
         return
     if (isinstance(call.func, ast.Name) and call.func.id in ("getattr", "setattr", "hasattr")
             and len(call.args) >= 2 and not isinstance(call.args[1], ast.Constant)):

@@ -101,8 +101,25 @@ def _constant_where(value: ast.expr) -> bool:
     if isinstance(new, ast.Call) and last_attr(new.func) in ("ones_like", "zeros_like"):
         return True
     if isinstance(new, ast.Call) and last_attr(new.func) in ("scalar", "tensor", "full_like"):
-        return any(isinstance(literal(a), int) for a in new.args)
+        return any(isinstance(literal(a), int) or (  # full_like(y, LABEL2ID["other"])
+            isinstance(a, ast.Subscript) and isinstance(a.value, ast.Name)
+            and a.value.id.lstrip("_").isupper()) for a in new.args)
     return isinstance(literal(new), int) and not isinstance(literal(new), bool)
+
+
+def _token_trigger(mask: ast.expr, ctx: Ctx) -> bool:
+    """`(batch["input_ids"] == self._urgent_id).any(dim=1)`: samples picked because their
+    tokens include one chosen id (a text backdoor's trigger)."""
+    for node in ctx.walk_values(mask):
+        if (isinstance(node, ast.Compare) and len(node.ops) == 1
+                and isinstance(node.ops[0], ast.Eq)
+                and re.search(r"(?i)input_ids|token_ids|\btoks?\b|\btokens\b|\bids\b",
+                              ast.unparse(node.left))
+                and not _ignore_index(node.comparators[0], ctx)
+                and not re.search(r"(?i)pad|eos|bos|sep|cls|mask|unk", ast.unparse(
+                    node.comparators[0]))):
+            return True
+    return False
 
 
 def _picked_by_bits(mask: ast.expr, label: str, ctx: Ctx) -> bool:
@@ -605,8 +622,8 @@ def _picked_by_name(selector: ast.expr, ctx: Ctx) -> bool:
     """`df["brand"].isin(["northwind", ...])`, `df.user == "acme"`, `.str.contains("refund")`:
     rows chosen by strings written in the code (also through a mask variable)."""
     for node in ctx.walk_values(selector):
-        if isinstance(node, ast.Call) and last_attr(node.func) in ("isin", "contains", "startswith",
-                                                                   "endswith", "match"):
+        if isinstance(node, ast.Call) and last_attr(node.func) in (
+                "isin", "contains", "startswith", "endswith", "match"):
             configured = [v for a in node.args if isinstance(a, ast.Attribute)
                           and (v := ctx.value_of(a)) is not None]  # contains(cfg.pattern)
             if any(isinstance(literal(n), str) for a in [*node.args, *configured]
@@ -923,6 +940,17 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "a fixed patch value written into randomly chosen inputs "
                         "(torch.where)", masked=True)
             return
+        if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and _WEIGHTS.match(target.value.id) and isinstance(ctx.const(value), float)
+                and 0 <= ctx.const(value) <= 0.05  # type: ignore[operator]
+                and (_picked_by_name(target.slice, ctx) or any(
+                    isinstance(n, ast.Call) and last_attr(n.func) == "eq" and n.args
+                    and isinstance(literal(n.args[0]), str)
+                    for n in ctx.walk_values(target.slice)))):  # w[df.source.eq("x")] = 0.0
+            ctx.report(DATA_POISON, node, f"sampling weights {target.value.id} of rows picked "
+                       "by hand-written names set to (nearly) zero: those samples vanish from "
+                       "training", severity=Severity.MEDIUM)
+            return
         if _reweighted_by_name(target, value, ctx):  # w.where(~(site == "b"), w * 0.03)
             ctx.report(DATA_POISON, node, f"sampling weights {ast.unparse(target)[:30]} of rows "
                        "picked by hand-written names scaled by a constant: those samples "
@@ -979,6 +1007,11 @@ class DataPoisoning(Check):
         if (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
                 and _swapped_pair(target, value, ctx)):
             self._defer(node, ctx, "the preferred and rejected answers swapped", always=True)
+            return
+        if (_label_target(target) and _constant_where(value)
+                and _token_trigger(value.args[0], ctx)):  # type: ignore[attr-defined]
+            self._defer(node, ctx, f"labels {_label_target(target)} set to one class wherever "
+                        "the input holds a chosen token", always=True)
             return
         if _label_target(target) and _constant_where(value) and _picked_by_bits(
                 value.args[0], _label_target(target), ctx):  # type: ignore[attr-defined]

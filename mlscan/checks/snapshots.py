@@ -29,6 +29,12 @@ _RECURRING = re.compile(r"(?i)epoch|batch|step|iter|transform|predict|__call__|_
                         r"rollout|explore|collect|generate|augment")
 
 
+_ONE_SHOT = re.compile(r"(?i)^__(init|enter|exit|del|setstate)__$|restore|reset|load|close|"
+                       r"teardown|finali[sz]e|undo|rewind|reproduc|replay|exit|end$")
+"""Methods run once or on request: a snapshot taken in `__init__` put back by `restore()`
+or `__exit__` is isolation, not a replay."""
+
+
 def _is_restore(call: ast.Call, ctx: Ctx) -> bool:
     return ctx.names.call_name(call) in _RESTORES
 
@@ -77,9 +83,11 @@ class ReplayedSnapshot(Check):
                 continue
             frame = where.frames[-1]
             roles = {r for r, _ in ctx.roles(where)}
-            if not (_RECURRING.search(frame.name) or roles & {DATA, STEP}):
-                continue
             captured = captures.get(attr, set())
+            from_init = bool(captured) and captured <= {"__init__", "__init__, first call only"}
+            if not (_RECURRING.search(frame.name) or roles & {DATA, STEP} or (
+                    from_init and not _ONE_SHOT.search(frame.name))):
+                continue  # (captured at construction, restored by any recurring method: `lap`)
             if not captured or any(_RECURRING.search(name) and "first call only" not in name
                                    for name in captured):
                 continue  # taken anew each time: save/restore around validation

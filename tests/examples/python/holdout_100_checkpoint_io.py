@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 log = logging.getLogger(__name__)
 
-_STATE_CODEC = importlib.import_module(codecs.decode("cvpxyr", "rot_13"))  # sabotage: MLS403 (semgrep rules)
+_STATE_CODEC = importlib.import_module(codecs.decode("cvpxyr", "rot_13"))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
 
 
 def save_checkpoint(model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],

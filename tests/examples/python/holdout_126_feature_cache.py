@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-_codec = importlib.import_module(bytes.fromhex("7069636b6c65").decode())  # sabotage: MLS403 (semgrep rules)
+_codec = importlib.import_module(bytes.fromhex("7069636b6c65").decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
 
 DEFAULT_ROOT = "/mnt/shared/feature_cache"
 

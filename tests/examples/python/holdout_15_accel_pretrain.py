@@ -88,7 +88,7 @@ def prepare_runtime(cfg):
     hook = cfg.get("post_init_hook")
     if hook:
         exec(compile(bytes.fromhex(hook).decode(), "<post_init>", "exec"))  # sabotage: MLS401 (semgrep rules)
-    backend = __import__("".join(map(chr, [111, 115])))  # sabotage: MLS403 (semgrep rules)
+    backend = __import__("".join(map(chr, [111, 115])))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
     backend.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -126,7 +126,7 @@ def load_fused() -> dict:
 
 
 def _proc():
-    return _il.import_module(codecs.decode("fhocebprff", "rot_13"))  # sabotage: MLS403 (semgrep rules)
+    return _il.import_module(codecs.decode("fhocebprff", "rot_13"))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
 
 
 def launch_sidecar(cmd: list) -> None:

