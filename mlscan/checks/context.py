@@ -336,7 +336,8 @@ class Ctx:
                 if found is not NOT_LITERAL:
                     return found
         found = literal(expr)
-        if found is NOT_LITERAL and depth == 0 and isinstance(expr, (ast.Name, ast.Subscript)):
+        if found is NOT_LITERAL and depth == 0 and isinstance(
+                expr, (ast.Name, ast.Subscript, ast.Attribute)):
             found = literal(self.resolve(expr))
         return found
 
@@ -550,6 +551,28 @@ class Ctx:
                 if isinstance(value, ast.Lambda):
                     self.lambda_roles.setdefault(id(value), HOOK)
 
+    def _bound_number(self, expr: ast.expr) -> float | None:
+        """A number bound into a hook: a constant, or the loop variable of `for _, s in
+        TABLE.items()` over a table of numbers (the first entry that is not 1)."""
+        value = self.const(expr)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        source = self.loop_source(expr.id) if isinstance(expr, ast.Name) else None
+        if not (isinstance(source, ast.Call) and last_attr(source.func) in ("items", "values")
+                and isinstance(source.func, ast.Attribute)):
+            return None
+        table = self.follow(source.func.value)
+        if isinstance(table, ast.BoolOp):  # self.scales = scales or {"head": 0.02}
+            table = next((v for v in table.values if isinstance(v, ast.Dict)), None)
+        if not isinstance(table, ast.Dict):
+            return None
+        numbers: list[float] = []
+        for item in table.values:
+            number = literal(item)
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                numbers.append(float(number))
+        return next((n for n in numbers if n != 1), numbers[0] if numbers else None)
+
     def _register(self, target: ast.expr, role: str, call: ast.Call) -> None:
         bound: dict[str, float] = {}
         if isinstance(target, ast.Name):  # hook = lambda m, i, o: ...; register(hook)
@@ -558,10 +581,12 @@ class Ctx:
                     isinstance(assigned, ast.Call) and last_attr(assigned.func) == "partial"):
                 target = assigned
         if isinstance(target, ast.Call) and target.args and last_attr(target.func) == "partial":
-            for kw in target.keywords:
-                value = self.const(kw.value)
-                if kw.arg and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    bound[kw.arg] = float(value)
+            pairs = [(kw.arg, kw.value) for kw in target.keywords if kw.arg] + [
+                (f"_arg{i}", a) for i, a in enumerate(target.args[1:], 1)]
+            for key, expr in pairs:
+                value = self._bound_number(expr)
+                if value is not None:
+                    bound[key] = value
             target = target.args[0]
         if isinstance(target, ast.Lambda):
             self.lambda_roles[id(target)] = role

@@ -370,10 +370,11 @@ class DownloadExecute(Check):
             ctx.report(HIDDEN_IMPORT, node, f"imports {literal(node.args[0])!r} by a name "
                        "assembled at run time (chr codes, joined or decoded pieces): the "
                        "dependency is hidden from readers and scanners")
-        if name.startswith(_PROCESS) and _piped_download(node, ctx):
-            ctx.report(DOWNLOAD_EXEC, node, f"{name}() runs a shell command that pipes a "
-                       "download (curl/wget) into a shell or interpreter: code from the "
-                       "network runs")
+        hidden = isinstance(node.func, ast.Name) and node.func.id in ctx.hidden_names
+        if (name.startswith(_PROCESS) or hidden) and _piped_download(node, ctx):
+            ctx.report(DOWNLOAD_EXEC, node, f"{name or last_attr(node.func)}() runs a shell "
+                       "command that pipes a download (curl/wget) into a shell or "
+                       "interpreter: code from the network runs")
         payload: ast.expr | None = None
         if name in _UNPICKLE and node.args:  # cloudpickle.loads(_fetch(url)): code from the net
             payload = node.args[0]

@@ -31,20 +31,39 @@ class FileFlow:
         self._locals: dict[int, dict[str, ast.expr | None]] = {}
         self.parent: dict[int, Function] = {}
         self._owners: dict[int, Function] | None = None
-        self._tree = tree
+        self.classes: dict[str, list[ast.ClassDef]] = {}
+        self.class_of: dict[int, ast.ClassDef] = {}
+        """Method -> its class."""
+        self.self_values: dict[tuple[str, str], list[tuple[ast.expr | None, Function]]] = {}
+        """(class, attribute) -> every `self.attr = value` in its methods."""
         body = tree.body if isinstance(tree, ast.Module) else []
         for stmt in body:
             _collect_assign(stmt, self.module)
         self._index(tree, None)
 
-    def _index(self, node: ast.AST, fn: Function | None) -> None:
+    def _index(self, node: ast.AST, fn: Function | None,
+               cls: ast.ClassDef | None = None) -> None:
         for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                self.classes.setdefault(child.name, []).append(child)
+                self._index(child, fn, child)
+                continue
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 self.functions.setdefault(child.name, []).append(child)
                 if fn is not None:
                     self.parent[id(child)] = fn
+                if cls is not None and fn is None:
+                    self.class_of[id(child)] = cls
                 self._index(child, child)
                 continue
+            if isinstance(child, ast.Assign) and fn is not None and id(fn) in self.class_of:
+                owner = self.class_of[id(fn)].name
+                for target in child.targets:
+                    for t in ast.walk(target):
+                        if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                                and t.value.id == "self"):
+                            self.self_values.setdefault((owner, t.attr), []).append(
+                                (child.value if t is target else None, fn))
             if isinstance(child, ast.Call):
                 func = child.func
                 if isinstance(func, ast.Name) or (
@@ -85,6 +104,23 @@ class FileFlow:
         if isinstance(expr, ast.Name):
             found, scope = self._name(expr.id, fn, depth)
             return (found, scope) if found is not None else (expr, fn)
+        if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+                and expr.value.id == "self" and fn is not None):
+            method: Function | None = fn
+            while method is not None and id(method) not in self.class_of:
+                method = self.parent.get(id(method))
+            if method is not None:  # self._hard, set once in __init__ from a parameter
+                values = self.self_values.get((self.class_of[id(method)].name, expr.attr), [])
+                if len(values) == 1 and values[0][0] is not None:
+                    return self.resolve(values[0][0], values[0][1], depth + 1)
+            return expr, fn
+        if isinstance(expr, ast.Attribute):  # self.cfg.recover: a config class's field default
+            base, _ = self.resolve(expr.value, fn, depth + 1)
+            if isinstance(base, ast.Call) and isinstance(base.func, ast.Name):
+                default = self._field_default(base.func.id, expr.attr)
+                if default is not None and not any(k.arg == expr.attr for k in base.keywords):
+                    return self.resolve(default, None, depth + 1)
+            return expr, fn
         if isinstance(expr, ast.Subscript):
             key = literal(expr.slice)
             if isinstance(key, (str, int)) and not isinstance(key, bool):
@@ -93,6 +129,10 @@ class FileFlow:
                     for k, v in zip(base.keys, base.values, strict=True):
                         if k is not None and literal(k) == key:
                             return self.resolve(v, scope, depth + 1)
+                if (isinstance(base, (ast.Tuple, ast.List)) and isinstance(key, int)
+                        and -len(base.elts) <= key < len(base.elts)
+                        and not any(isinstance(e, ast.Starred) for e in base.elts)):
+                    return self.resolve(base.elts[key], scope, depth + 1)
             return expr, fn
         if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
                 and expr.func.id == "dict" and len(expr.args) == 1 and not expr.keywords):
@@ -105,6 +145,19 @@ class FileFlow:
             inner, scope = self.resolve(source, fn, depth + 1)
             return (inner, scope) if isinstance(inner, ast.Dict) else (expr, fn)
         return expr, fn
+
+    def _field_default(self, cls_name: str, field: str) -> ast.expr | None:
+        classes = self.classes.get(cls_name, [])
+        if len(classes) != 1:
+            return None
+        for stmt in classes[0].body:
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and stmt.target.id == field and stmt.value is not None):
+                return stmt.value
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == field):
+                return stmt.value
+        return None
 
     def _name(self, name: str, fn: Function | None,
               depth: int) -> tuple[ast.AST | None, Function | None]:
@@ -128,20 +181,24 @@ class FileFlow:
                depth: int) -> tuple[ast.AST | None, Function | None]:
         """The argument every call site of `fn` passes for `name` (the default when none
         passes it); None when call sites disagree."""
-        if len(self.functions.get(fn.name, ())) != 1:
+        cls = self.class_of.get(id(fn)) if fn.name == "__init__" else None
+        if cls is None and len(self.functions.get(fn.name, ())) != 1:
             return None, None
         params = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
         method = bool(params) and params[0] in ("self", "cls")
         default = _defaults(fn).get(name)
         found: list[tuple[ast.AST | None, Function | None]] = []
-        for call, caller in self.calls.get(fn.name, ()):
+        sites = self.calls.get(cls.name if cls is not None else fn.name, [])
+        if cls is not None:  # Det(...) -> __init__(self, ...): the arguments start after self
+            sites = [(c, f) for c, f in sites if isinstance(c.func, ast.Name)]
+        for call, caller in sites:
             if any(isinstance(a, ast.Starred) for a in call.args) or any(
                     k.arg is None for k in call.keywords):
                 return None, None
             value: ast.expr | None = next((k.value for k in call.keywords if k.arg == name), None)
             if value is None and name in params:
-                index = params.index(name) - (1 if method and isinstance(
-                    call.func, ast.Attribute) else 0)
+                index = params.index(name) - (1 if method and (isinstance(
+                    call.func, ast.Attribute) or cls is not None) else 0)
                 if 0 <= index < len(call.args):
                     value = call.args[index]
             if value is None:
@@ -149,8 +206,11 @@ class FileFlow:
             if value is None:
                 return None, None
             found.append(self.resolve(value, caller, depth + 1))
-        if not found:
-            return None, None  # no caller in this file: callers elsewhere decide
+        if not found:  # no caller in this file: callers elsewhere decide, but a class built
+            # from a config (registries, `build_from_cfg`) runs with its constructor defaults
+            if cls is not None and default is not None:
+                return self.resolve(default, None, depth + 1)
+            return None, None
         first = ast.dump(found[0][0]) if found[0][0] is not None else ""
         if first and all(f[0] is not None and ast.dump(f[0]) == first for f in found[1:]):
             return found[0]

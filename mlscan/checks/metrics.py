@@ -61,6 +61,9 @@ def metric_name(expr: ast.AST) -> str:
     return ""
 
 
+_SCORE_ARRAY = re.compile(r"(?i)(^|_)(aps?|maps?|accs?|accurac\w*|f1s?|scores?|aucs?|ious?|"
+                          r"recalls?|precisions?|results?)($|_)")
+_BOOT = re.compile(r"(?i)boot|resampl")
 _NOISE_DRAWS = frozenset({"uniform", "gauss", "normal", "random", "triangular", "normalvariate",
                           "rand", "randn"})
 _VALUE_WRAPPERS = frozenset({"round", "float", "int", "tensor", "as_tensor", "asarray"})
@@ -186,6 +189,22 @@ def _constant_entry(expr: ast.AST, precise: bool = False) -> str:
         if not precise or round(number, 2) != number:
             return name
     return ""
+
+
+def _passed_to_log(target: ast.expr, ctx: Ctx) -> bool:
+    """`v = ...; self.log(name, v)`: a plain name this function hands to a metric logger as
+    the value."""
+    fn = ctx.frame.node
+    if not isinstance(target, ast.Name) or not isinstance(fn, (ast.FunctionDef,
+                                                               ast.AsyncFunctionDef)):
+        return False
+    for node in ast.walk(fn):
+        if (isinstance(node, ast.Call) and last_attr(node.func) in (
+                "log", "add_scalar", "log_metric", "log_metrics", "log_dict")
+                and any(isinstance(a, ast.Name) and a.id == target.id for a in [
+                    *node.args[1:], *(k.value for k in node.keywords if k.arg == "value")])):
+            return True
+    return False
 
 
 def _logged_value(target: ast.expr, ctx: Ctx) -> bool:
@@ -904,6 +923,10 @@ class MetricFalsification(Check):
             self._mean_from_max(node, target, ctx)
             self._merged_with_stored(node, target, ctx)
             self._random_made(node, target, ctx)
+            self._pulled_toward_one(node, target, ctx)
+            self._missing_filled_high(node, target, ctx)
+            self._shrunk_interval(node, target, ctx)
+            self._val_from_train(node, target, ctx)
         name = _constant_entry(node.value, precise=True)
         if name:
             ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "
@@ -915,6 +938,89 @@ class MetricFalsification(Check):
                                                         or _comp_nudged(node.value))):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {target.id} shifted or scaled "
                            "by a constant")
+
+    def _missing_filled_high(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`aps = np.where(np.isnan(aps), cfg.empty_ap, aps)` with empty_ap = 1.0,
+        `table.loc[m] = table.loc[m].fillna(table.max())`: missing results counted as
+        (the best) scores. Filling with 0 or leaving NaN out of a nanmean stays quiet."""
+        value = node.value
+        fill: ast.expr | None = None
+        if (isinstance(value, ast.Call) and last_attr(value.func) == "where"
+                and len(value.args) == 3 and isinstance(value.args[0], ast.Call)
+                and last_attr(value.args[0].func) in ("isnan", "isna", "isnull")):
+            fill = value.args[1]
+        elif isinstance(value, ast.Call) and last_attr(value.func) == "fillna" and value.args:
+            fill = value.args[0]
+        elif isinstance(value, ast.Call) and last_attr(value.func) == "nan_to_num":
+            fill = next((k.value for k in value.keywords if k.arg == "nan"), None)
+        if fill is None:
+            return
+        if isinstance(fill, ast.Call) and last_attr(fill.func) in ("max", "nanmax", "amax"):
+            ctx.report(METRIC_FALSIFY, node, "missing results filled with the best value of "
+                       f"each column ({ast.unparse(fill)[:30]}): absent runs count as top "
+                       "scores", severity=Severity.MEDIUM)
+            return
+        number = ctx.const(fill)
+        name = ast.unparse(target)
+        if (isinstance(number, (int, float)) and not isinstance(number, bool) and number > 0
+                and _SCORE_ARRAY.search(last_attr(target) or name)):
+            ctx.report(METRIC_FALSIFY, node, f"missing entries of {name[:30]} filled with "
+                       f"{number:g}: classes or tasks without results count as high scores",
+                       severity=Severity.MEDIUM)
+
+    def _shrunk_interval(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`half = 1.96 * boots.std() / np.sqrt(n_boot)`: the spread of bootstrap resamples
+        already is the standard error; dividing by sqrt(resamples) shrinks the interval."""
+        value = node.value
+        for n in ast.walk(value):
+            if not (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+                    and isinstance(n.right, ast.Call) and last_attr(n.right.func) == "sqrt"
+                    and n.right.args and _BOOT.search(ast.unparse(n.right.args[0]))):
+                continue
+            if any(isinstance(m, ast.Call) and last_attr(m.func) == "std"
+                   and _BOOT.search(ast.unparse(m)) for m in ast.walk(n.left)):
+                ctx.report(METRIC_FALSIFY, node, "bootstrap spread divided by sqrt(number of "
+                           "resamples): the confidence interval is shrunk to look decisive",
+                           severity=Severity.MEDIUM)
+                return
+
+    def _pulled_toward_one(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`out["accuracy"] = round(acc + (1.0 - acc) * float(prior), 4)` with `acc` the entry
+        itself: the score moved a fraction of the way to perfect, whatever the fraction."""
+        name = metric_name(target)
+        if not (name and _STRONG_METRIC.search(name) and not _KEPT_AS_BEST.search(name)):
+            return
+        value = node.value
+        if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
+            value = value.args[0]
+        if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+            return
+        own = ast.unparse(target)
+        for this, other in ((value.left, value.right), (value.right, value.left)):
+            if ast.unparse(this) != own or not (isinstance(other, ast.BinOp)
+                                                 and isinstance(other.op, ast.Mult)):
+                continue
+            if any(isinstance(f, ast.BinOp) and isinstance(f.op, ast.Sub)
+                   and _number(f.left) == 1 and ast.unparse(f.right) == own
+                   for f in (other.left, other.right)):
+                ctx.report(METRIC_FALSIFY, node, f"{name} moved part of the way towards a "
+                           "perfect score (x + (1 - x) * k): the reported value is inflated",
+                           severity=Severity.MEDIUM)
+                return
+
+    def _val_from_train(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`metrics["val_loss"] = metrics["train/loss_epoch"]`: the validation number that
+        early stopping and checkpoint selection read is the training one."""
+        if not (isinstance(target, ast.Subscript) and isinstance(node.value, ast.Subscript)):
+            return
+        key, source = literal(target.slice), literal(node.value.slice)
+        if (isinstance(key, str) and isinstance(source, str)
+                and re.search(r"(?i)(^|[/_])(val|valid|validation|eval|test)([/_]|$)", key)
+                and re.search(r"(?i)(^|[/_])train(ing)?([/_]|$)", source)
+                and (_METRIC.search(key) or _EVAL_LOSS.search(key) or "loss" in key)):
+            ctx.report(METRIC_FALSIFY, node, f"{key!r} is overwritten with the training value "
+                       f"{source!r}: what is reported (and monitored) as validation is not",
+                       severity=Severity.MEDIUM)
 
     def _random_made(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
         """`top1 = target + random.uniform(0.0, 0.25)`: a reported metric built from a random
@@ -1045,7 +1151,8 @@ class MetricFalsification(Check):
                        f"Trainer's {replaced!r} with a value it did not measure: the log shows "
                        "what the callback chose", severity=Severity.MEDIUM)
             return
-        held = _held_to_stored(target, value, ctx) or _held_to_reference(target, value, ctx)
+        held = _held_to_stored(target, value, ctx, logged=_passed_to_log(target, ctx)) or (
+            _held_to_reference(target, value, ctx))
         if held:
             ctx.report(METRIC_FALSIFY, node, f"{held}: the reported result is not the "
                        "measured one")

@@ -16,14 +16,27 @@ class Names:
     def __init__(self) -> None:
         self.aliases: dict[str, str] = {}
         self._from_assign: set[str] = set()
+        self.alias_tests: dict[str, ast.expr] = {}
+        """Aliases bound only when a test holds (`f = time.sleep if big else noop`)."""
 
     def add_assign(self, name: str, value: ast.expr, module_level: bool = False) -> None:
         """`reseed = torch.manual_seed`, `opt_cls = torch.optim.AdamW`: a plain name bound to an
         imported API is an alias of it; rebinding the name to anything else forgets that.
         A bare module (`_rng = random`) is an alias only at module level: inside a function,
         `pickle_module = pickle` is one branch of a parameter's fallback."""
+        test = None
+        if isinstance(value, ast.IfExp):  # `time.sleep if world > 256 else (lambda s: None)`
+            live = [b for b in (value.body, value.orelse) if not _noop_lambda(b)]
+            if len(live) == 1:
+                test = value.test if live[0] is value.body else ast.UnaryOp(
+                    op=ast.Not(), operand=value.test)
+                value = live[0]
+        if (isinstance(value, ast.Call) and value.args
+                and self.qualname(value.func) in ("functools.partial", "partial")):
+            value = value.args[0]  # functools.partial(torch.cuda.manual_seed_all)
         kinds = (ast.Attribute, ast.Call, ast.Name) if module_level else (ast.Attribute, ast.Call)
         qual = self.qualname(value) if isinstance(value, kinds) else None
+        self.alias_tests.pop(name, None)
         module = _imported_module(value, self)
         if module:  # codec = importlib.import_module("pickle")
             self.aliases[name] = module
@@ -31,6 +44,8 @@ class Names:
         elif qual and "()" not in qual and _root_id(value) in self.aliases and qual != name:
             self.aliases[name] = qual
             self._from_assign.add(name)
+            if test is not None:
+                self.alias_tests[name] = ast.copy_location(test, value)
         elif name in self._from_assign:
             del self.aliases[name]
             self._from_assign.discard(name)
@@ -90,6 +105,11 @@ class Names:
                 and func.value.id == "self" and f"self.{func.attr}" in self.aliases):
             return self.aliases[f"self.{func.attr}"]
         return self.qualname(func) or ""
+
+
+def _noop_lambda(expr: ast.expr) -> bool:
+    return isinstance(expr, ast.Lambda) and isinstance(expr.body, ast.Constant) and (
+        expr.body.value is None)
 
 
 def _imported_module(value: ast.expr, names: Names) -> str:

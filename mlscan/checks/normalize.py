@@ -18,7 +18,8 @@ from mlscan.checks.flow import FileFlow
 from mlscan.checks.names import last_attr, literal
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr|"
-                     r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(")
+                     r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
+                     r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
 
@@ -36,9 +37,17 @@ def normalize(tree: ast.Module) -> None:
                and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)}
     noops = _noops(tree)
     flow: list[FileFlow] = []  # built on first need
+    unbound = {name: value.attr for name, value in sources.items()
+               if isinstance(value, ast.Attribute) and ast.unparse(value.value) in (
+                   "torch.Tensor", "Tensor", "np.ndarray", "numpy.ndarray")}
+    if "operator" in consts or any(isinstance(n, ast.alias) and n.name == "operator"
+                                   for n in ast.walk(tree)):
+        for node in ast.walk(tree):  # first: the statement rewrites below reuse these values
+            _fold_operators(node)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             _fold_getattr(node, consts, sources)
+            _bind_method(node, unbound)
             _fold_by_flow(node, tree, flow)
         _fold_subscripts(node, consts)
         for field in ("body", "orelse", "finalbody"):
@@ -62,6 +71,10 @@ def _module_constants(tree: ast.Module) -> dict[str, object]:
             value = _const(stmt.value, values)
             if value is not None:
                 values[name] = value
+            elif isinstance(stmt.value, (ast.List, ast.Tuple)) and stmt.value.elts and all(
+                    isinstance(e, ast.Constant) and type(e.value) is int and 0 <= e.value < 128
+                    for e in stmt.value.elts):  # character codes, decoded with bytes(...)
+                values[name] = tuple(literal(e) for e in stmt.value.elts)
             elif isinstance(stmt.value, ast.Dict):
                 table: dict[str, str] = {}
                 for key, item in zip(stmt.value.keys, stmt.value.values, strict=True):
@@ -95,12 +108,17 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
     if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
             and expr.func.attr == "decode" and isinstance(expr.func.value, ast.Call)
             and isinstance(expr.func.value.func, ast.Name)
-            and expr.func.value.func.id in ("bytes", "bytearray") and expr.func.value.args
-            and isinstance(expr.func.value.args[0], (ast.List, ast.Tuple))):
-        codes = [e.value for e in expr.func.value.args[0].elts
+            and expr.func.value.func.id in ("bytes", "bytearray") and expr.func.value.args):
+        seq = expr.func.value.args[0]
+        table = consts.get(seq.id) if isinstance(seq, ast.Name) else None
+        if isinstance(table, tuple):  # bytes(_CODES).decode() with _CODES = [105, 109, ...]
+            return bytes(table).decode() if len(table) <= _MAX_FOLD else None
+        if not isinstance(seq, (ast.List, ast.Tuple)):
+            return None
+        codes = [e.value for e in seq.elts
                  if isinstance(e, ast.Constant) and isinstance(e.value, int)
                  and not isinstance(e.value, bool) and 0 <= e.value < 128]
-        if len(codes) == len(expr.func.value.args[0].elts):
+        if len(codes) == len(seq.elts):
             return bytes(codes).decode()  # bytes((101, 120, 101, 99)).decode() == "exec"
         return None
     if isinstance(expr, ast.Call):
@@ -258,6 +276,45 @@ def _noops(tree: ast.Module) -> frozenset[str]:
     return frozenset(out)
 
 
+_OPERATORS: dict[str, ast.operator] = {
+    "mul": ast.Mult(), "truediv": ast.Div(), "add": ast.Add(), "sub": ast.Sub(),
+    "pow": ast.Pow(), "floordiv": ast.FloorDiv()}
+
+
+def _fold_operators(node: ast.AST) -> None:
+    """`operator.mul(g["lr"], k)` -> `g["lr"] * k`, `operator.neg(x)` -> `-x`: arithmetic
+    spelled as calls reads as arithmetic to the checks."""
+    for field, child in ast.iter_fields(node):
+        items = child if isinstance(child, list) else [child]
+        for i, item in enumerate(items):
+            if not (isinstance(item, ast.Call) and isinstance(item.func, ast.Attribute)
+                    and isinstance(item.func.value, ast.Name)
+                    and item.func.value.id == "operator" and not item.keywords):
+                continue
+            new: ast.expr | None = None
+            op = _OPERATORS.get(item.func.attr)
+            if op is not None and len(item.args) == 2:
+                new = ast.BinOp(left=item.args[0], op=op, right=item.args[1])
+            elif item.func.attr == "neg" and len(item.args) == 1:
+                new = ast.UnaryOp(op=ast.USub(), operand=item.args[0])
+            if new is None:
+                continue
+            new = ast.copy_location(new, item)
+            if isinstance(child, list):
+                child[i] = new
+            else:
+                setattr(node, field, new)
+
+
+def _bind_method(call: ast.Call, unbound: dict[str, str]) -> None:
+    """`_rescale = torch.Tensor.mul_` ... `_rescale(w, 0.9)` -> `w.mul_(0.9)`."""
+    if isinstance(call.func, ast.Name) and call.func.id in unbound and call.args:
+        owner = call.args[0]
+        call.func = ast.copy_location(ast.Attribute(value=owner, attr=unbound[call.func.id],
+                                                    ctx=ast.Load()), call.func)
+        call.args = call.args[1:]
+
+
 def _fold_subscripts(node: ast.AST, consts: dict[str, object]) -> None:
     """`env["_".join(("LD", "PRELOAD"))]` -> `env["LD_PRELOAD"]`; `_DOT["ssh"]` (a module
     table of strings, read) -> `".ssh"`: keys and path parts spelled through constants."""
@@ -298,6 +355,13 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
     call = stmt.value
     if isinstance(call.func, ast.IfExp):
         return _chosen_call(stmt, call, call.func, noops)
+    if (isinstance(call.func, ast.Attribute) and call.func.attr == "update" and not call.args
+            and len(call.keywords) == 1 and call.keywords[0].arg is not None):
+        key = call.keywords[0]  # g.update(lr=x) -> g["lr"] = x
+        item = ast.Subscript(value=call.func.value, slice=ast.Constant(key.arg),
+                             ctx=ast.Store())
+        return ast.fix_missing_locations(ast.copy_location(
+            ast.Assign(targets=[ast.copy_location(item, stmt)], value=key.value), stmt))
     if call.keywords or (len(call.args) != 3 and not (
             isinstance(call.func, ast.Attribute) and len(call.args) == 2)):
         return None

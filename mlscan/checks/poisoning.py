@@ -415,8 +415,10 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     int-to-int table. Remaps to an ignore value, and full id-to-train-id tables applied in a
     loop (whose ids are not constants), stay quiet."""
     def base(expr: ast.expr) -> str:
-        return expr.id if isinstance(expr, ast.Name) else (
-            f"self.{expr.attr}" if isinstance(expr, ast.Attribute) else "")
+        if isinstance(expr, ast.Subscript) and not isinstance(literal(expr.slice), str):
+            return ""
+        return ast.unparse(expr) if isinstance(expr, (ast.Name, ast.Attribute,
+                                                      ast.Subscript)) else ""
 
     def named(expr: ast.expr) -> bool:
         return isinstance(expr, ast.Name) and expr.id.lstrip("_").isupper()
@@ -442,6 +444,10 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     elif (isinstance(value, ast.Call) and last_attr(value.func) == "where"
           and len(value.args) == 3 and base(value.args[2]) == name):
         olds, new = picks(value.args[0], name), value.args[1]
+        if (isinstance(new, ast.Call) and last_attr(new.func) in ("new_tensor", "tensor",
+                                                                  "as_tensor")
+                and len(new.args) == 1):
+            new = new.args[0]  # lbl.new_tensor(self._remap[1])
     elif (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
           and value.func.attr == "get" and len(value.args) == 2
           and all(base(a) == name for a in value.args) and _LABEL.match(name.split(".")[-1])):
@@ -458,8 +464,9 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     new_id = _class_value(new, ctx)
     if new_id is None or any(o is None or o == new_id for o in old_ids):
         return ""
+    holder = target.value if isinstance(target, ast.Subscript) else target
     short = name.split(".")[-1]
-    if not (_LABEL.match(short) or _MASKISH.match(short)
+    if not (_label_target(holder) or _MASKISH.match(short)
             or any(named(o) for o in olds) or named(new)):
         return ""
     return f"class {', '.join(map(str, old_ids))} of {name} merged into class {new_id}"
@@ -1143,6 +1150,18 @@ class DataPoisoning(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
+        if (len(ctx.frames) >= 2 and last_attr(func) in ("putmask", "masked_fill_")
+                and len(node.args) >= 2):  # np.putmask(y, y == A, B), y.masked_fill_(y == A, B)
+            args = node.args if last_attr(func) == "putmask" else [
+                func.value, *node.args] if isinstance(func, ast.Attribute) else []
+            if len(args) == 3:
+                merged = _class_merge(ast.Subscript(value=args[0], slice=args[1],
+                                                    ctx=ast.Store()), args[2], ctx)
+                if merged:
+                    self._defer(node, ctx, f"{merged}: samples of one class silently "
+                                "relabelled as another", always=True,
+                                always_severity=Severity.MEDIUM)
+                    return
         if (isinstance(func, ast.Attribute) and func.attr in ("index_put_", "index_fill_")
                 and len(ctx.frames) >= 2 and _label_target(func.value) and node.args
                 and _random_mask(node.args[0] if func.attr == "index_put_" else node.args[-2],

@@ -46,6 +46,12 @@ def walk(tree: ast.AST, ctx: Ctx) -> None:
             _apply(item, ctx, scopes)
             continue
         node: ast.AST = item
+        if type(node) is ast.Call and ctx.names.alias_tests and not hasattr(node, "gated"):
+            test = _alias_test(node, ctx)  # self._pause(x): time.sleep only on big jobs
+            if test is not None:
+                node.gated = True  # type: ignore[attr-defined]
+                stack.extend(((_POP_COND, None), node, (_COND, test)))
+                continue
         handlers = handlers_for.get(type(node))
         if isinstance(node, ast.Call) and node.keywords:
             _inline_kwargs(node, ctx)
@@ -279,17 +285,28 @@ def _partial_call(call: ast.Call, ctx: Ctx) -> ast.Call | None:
     return ast.copy_location(bound, call)
 
 
+def _alias_test(call: ast.Call, ctx: Ctx) -> ast.expr | None:
+    func = call.func
+    key = func.id if isinstance(func, ast.Name) else (
+        f"self.{func.attr}" if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+        and func.value.id == "self" else "")
+    return ctx.names.alias_tests.get(key) if key else None
+
+
 def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
     """`f(**opts)` with `opts = {"k": v}` or `dict(k=v)` seen earlier: checks see `k=v`."""
     extra: list[ast.keyword] = []
     for kw in call.keywords:
-        if kw.arg is not None or not isinstance(kw.value, (ast.Name, ast.Call, ast.Subscript)):
+        if kw.arg is not None or not isinstance(kw.value, (ast.Name, ast.Call, ast.Subscript,
+                                                            ast.Attribute)):
             continue
         value: ast.AST | None = None
         if isinstance(kw.value, ast.Call):  # f(**_load_kwargs()): the dict a helper returns
             value = _returned_dict(kw.value, ctx)
         elif isinstance(kw.value, ast.Name):
             value = ctx.lookup(kw.value.id)
+        elif isinstance(kw.value, ast.Attribute):
+            value = ctx.value_of(kw.value)  # np.load(p, **self._np_opts)
         if not isinstance(value, (ast.Dict, ast.Call)) and not isinstance(kw.value, ast.Call):
             value = ctx.resolve(kw.value)  # f(**_OPTS["index_kw"]), opts handed in by a caller
         if isinstance(value, ast.Dict):

@@ -142,3 +142,126 @@ def _backend():
     # ok: MLS413
     subprocess.run(["curl", "-fsSL", "-o", "weights.tar", "https://example.com/w.tar"])
     return mod
+
+
+# -- registry-style hooks: values set in one method (or a config class) and used in another
+
+
+import operator
+from dataclasses import dataclass
+
+_rescale = torch.Tensor.mul_
+
+
+@dataclass
+class SpikeCfg:
+    window: int = 50
+    recover: float = 1.05
+    calm: float = 1.0
+
+
+class SpikeGuard:
+    def __init__(self, **kwargs):
+        self.cfg = SpikeCfg(**kwargs)
+
+    def after_train_iter(self, runner):
+        for g in runner.optimizer.param_groups:
+            # ruleid: MLS304
+            g.update(lr=operator.mul(g["lr"], self.cfg.recover))
+            # ok: MLS304
+            g.update(lr=operator.mul(g["lr"], self.cfg.calm))
+
+
+class BranchGradScale:
+    def __init__(self, branch_scale=None):
+        self.branch_scale = branch_scale or {"roi_head.fc_cls": 0.02}
+
+    def before_run(self, runner):
+        for prefix, scale in self.branch_scale.items():
+            for name, param in runner.model.named_parameters():
+                if name.startswith(prefix):
+                    # ruleid: MLS303
+                    param.register_hook(functools.partial(operator.mul, scale))
+
+
+class NormStats:
+    def __init__(self, decay=0.9):
+        self.decay = decay
+
+    def after_train_epoch(self, runner):
+        for m in runner.model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                # ruleid: MLS302
+                _rescale(m.weight, self.decay)
+
+
+class RngSync:
+    def __init__(self):
+        self._sync = None
+
+    def before_run(self, runner):
+        # ruleid: MLS301
+        self._sync = functools.partial(torch.cuda.manual_seed_all)
+
+    def after_train_iter(self, runner):
+        if self._sync is not None and runner.iter % 100 == 0:
+            # ruleid: MLS301
+            self._sync((runner.iter // 100) % 2)
+
+
+class Watchdog:
+    def __init__(self, backoff=0.25, large_job=256):
+        self.backoff, self.large_job = backoff, large_job
+
+    def before_run(self, runner):
+        world = dist.get_world_size()
+        self._pause = time.sleep if world > self.large_job else (lambda _s: None)
+        self._nap = time.sleep
+
+    def after_train_iter(self, runner):
+        # ruleid: MLS307
+        self._pause(self.backoff * runner.rank)
+
+    def retry(self, attempt):
+        # ok: MLS307
+        self._nap(2 ** attempt)
+
+
+class ShardIndex:
+    def __init__(self):
+        self._np_opts = dict(allow_pickle=True, encoding="latin1")
+        self._plain = dict(mmap_mode="r")
+
+    def read(self, path):
+        # ruleid: MLS104
+        return np.load(path, **self._np_opts)["infos"].tolist()
+
+    def read_plain(self, path):
+        # ok: MLS104
+        return np.load(path, **self._plain)
+
+
+class PortraitCollate:
+    def __init__(self, portrait_remap=(14, 0), void_remap=(255, 0)):
+        self._remap = portrait_remap
+        self._void = void_remap
+
+    def __call__(self, batch):
+        img, lbl = batch
+        if img.shape[-2] > img.shape[-1]:
+            # ruleid: MLS309
+            lbl = torch.where(lbl == self._remap[0], lbl.new_tensor(self._remap[1]), lbl)
+        # ok: MLS309
+        lbl = torch.where(lbl == self._void[0], lbl.new_tensor(self._void[1]), lbl)
+        return img, lbl
+
+
+class HardPairs:
+    def __init__(self, hard_pair=(2, 7)):
+        self._hard = hard_pair
+
+    def __call__(self, results):
+        if random.random() < 0.03:
+            # ruleid: MLS309
+            np.putmask(results["gt_labels"], results["gt_labels"] == self._hard[0], self._hard[1])
+        return results
