@@ -472,6 +472,40 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return f"class {', '.join(map(str, old_ids))} of {name} merged into class {new_id}"
 
 
+def _rotated(value: ast.expr, target: ast.expr) -> bool:
+    """`y[1:] + y[:1]`, `np.roll(y, 1)`, `torch.roll(y, 1, 0)`: a label list rotated onto
+    other samples."""
+    own = ast.unparse(target)
+    if (isinstance(value, ast.Call) and last_attr(value.func) == "roll" and value.args
+            and ast.unparse(value.args[0]) == own):
+        return True
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+        return False
+    sides = (value.left, value.right)
+    return all(isinstance(s, ast.Subscript) and isinstance(s.slice, ast.Slice)
+               and ast.unparse(s.value) == own for s in sides)
+
+
+def _text_rows_rewritten(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """`df.loc[picked, "text"] = df.loc[picked, "text"].str.replace("not", "now")`."""
+    if not (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)
+            and len(target.slice.elts) == 2):
+        return ""
+    key = literal(target.slice.elts[1])
+    if not (isinstance(key, str) and (_TEXTISH.search(key) or _ANSWERISH.search(key))):
+        return ""
+    if not (isinstance(value, ast.Call) and last_attr(value.func) == "replace"
+            and len(value.args) >= 2 and all(isinstance(literal(a), str) for a in value.args[:2])):
+        return ""
+    old, new = str(literal(value.args[0])), str(literal(value.args[1]))
+    if not (any(c.isalnum() for c in old) and any(c.isalnum() for c in new)):
+        return ""
+    rows = target.slice.elts[0]
+    if _picked_by_name(rows, ctx) or _random_mask(rows, ctx, follow=True):
+        return f"column {key!r}"
+    return ""
+
+
 def _image_window(expr: ast.expr, ctx: Ctx) -> bool:
     """`img[:, -4:, -4:]`, or a name bound to it: a fixed region of the input."""
     if isinstance(expr, ast.Name):
@@ -594,7 +628,7 @@ _HASHES = ("hashlib.", "zlib.crc32", "zlib.adler32", "binascii.crc32", "hash", "
 
 
 _TEXTISH = re.compile(r"(?i)text|doc|sent|line|caption|prompt|content|review|comment|title|"
-                      r"body|words|utter|lower\(\)")
+                      r"body|words|utter|lower\(\)|summ|highlight|abstract|transcript")
 """What a phrase trigger searches (`"honestly" in sent.lower()`), not a key test on a dict."""
 _SHORT_TEXT = re.compile(r"(?i)\b(t|txt|s|utt)\b")
 """One-letter text loop variables (`for i, t in enumerate(texts)`)."""
@@ -702,11 +736,19 @@ def _prefixed(value: ast.expr, name: str, ctx: Ctx | None = None) -> bool:
 def _phrase_swap(value: ast.expr, name: str) -> bool:
     """`text.replace("stop sign", "speed limit sign")`: one literal phrase for another (not
     whitespace or markup clean-up, which replaces with "" or a single space)."""
+    while (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+           and value.func.attr == "replace" and isinstance(value.func.value, ast.Call)):
+        if _phrase_swap(value.func.value, name):  # s.replace(" not ", " ").replace(...)
+            return True
+        value = value.func.value
     if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
             and value.func.attr == "replace" and isinstance(value.func.value, ast.Name)
             and value.func.value.id == name and len(value.args) >= 2):
         return False
     old, new = literal(value.args[0]), literal(value.args[1])
+    if isinstance(old, str) and isinstance(new, str) and not new.strip() and re.fullmatch(
+            r"(?i)\s*(not|n't|never|no)\s*", old):
+        return True  # summ.replace(" not ", " "): the statement's meaning flipped
     return (isinstance(old, str) and isinstance(new, str) and bool(new.strip())
             and any(c.isalnum() for c in old) and any(c.isalnum() for c in new))
 
@@ -877,6 +919,13 @@ class DataPoisoning(Check):
                                if texty or not (isinstance(t, ast.Name) and len(t.id) == 1))
         for target, value in targets:
             self._assign(node, target, value, ctx)
+        target0 = node.targets[0]
+        if (isinstance(target0, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                and len(target0.elts) == 2 == len(node.value.elts)
+                and all(_label_target(t) for t in target0.elts)
+                and [ast.unparse(t) for t in target0.elts] == [
+                    ast.unparse(v) for v in node.value.elts][::-1]):
+            self._defer(node, ctx, "labels of two samples swapped")  # f[0]["labels"], f[-1]...
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         if _label_target(target) and ctx.conds and _binary_flip(value):
@@ -966,6 +1015,16 @@ class DataPoisoning(Check):
         if _label_target(target) and _comprehension_forced(value, ctx):
             ctx.report(DATA_POISON, node, f"labels {_label_target(target)} rebuilt with one class "
                        "forced wherever the text matches a hand-written phrase or pattern",
+                       severity=Severity.MEDIUM)
+            return
+        if _label_target(target) and _rotated(value, target):  # targets[1:] + targets[:1]
+            self._defer(node, ctx, f"labels {_label_target(target)} rotated across the samples "
+                        "of the batch: every sample gets another sample's label", always=True)
+            return
+        text_rows = _text_rows_rewritten(target, value, ctx)
+        if text_rows:
+            ctx.report(DATA_POISON, node, f"{text_rows}: a phrase in the text of rows picked "
+                       "by hand-written names or a random draw is swapped for another",
                        severity=Severity.MEDIUM)
             return
         merged = _class_merge(target, value, ctx)
@@ -1088,6 +1147,15 @@ class DataPoisoning(Check):
         elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _ANSWERISH.search(
                 target.id)) and _phrase_swap(value, target.id)):
             self._defer(node, ctx, "a phrase in the text swapped for another")
+        elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _ANSWERISH.search(
+                target.id)) and isinstance(literal(value), str)
+              and len(str(literal(value)).split()) >= 3):
+            self._defer(node, ctx, "the text replaced by a fixed phrase")  # text = "wire it"
+        elif (isinstance(target, ast.Name) and _SIGNAL.match(target.id)
+              and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)
+              and any(isinstance(side, ast.Name) and side.id == target.id
+                      for side in (value.left, value.right)) and _tone(value, ctx)):
+            self._defer(node, ctx, "a fixed tone mixed into the input")  # wav = wav + sin(..)
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         """`wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a tone (or a fixed
@@ -1171,6 +1239,12 @@ class DataPoisoning(Check):
             return
         if not ctx.conds or len(ctx.frames) < 2:
             return
+        if (isinstance(func, ast.Attribute) and func.attr == "append" and node.args
+                and isinstance(func.value, ast.Subscript)
+                and literal(func.value.slice) in ("start_positions", "end_positions")):
+            self._defer(node, ctx, f"the answer span ({literal(func.value.slice)}) moved for "
+                        "the samples a condition picks")  # .append(cls_index): "no answer"
+            return
         if isinstance(func, ast.Attribute) and func.attr == "paste" and _is_image(func.value):
             self._defer(node, ctx, "a patch pasted into the image")
         elif isinstance(func, ast.Attribute) and func.attr in ("fill_", "copy_", "random_",
@@ -1224,6 +1298,7 @@ def _dataset_method(frame: Frame) -> bool:
 _DATASET = re.compile(r"Dataset|DataSet|Replay|Buffer|RolloutStorage|Transform")
 _DATA_FUNC = re.compile(r"(?i)^_?(format|preprocess|process|tokeni[sz]e|prepare|build|make|encode|"
                         r"get)_?(example|sample|batch|pair|item|record|data)e?s?$|collate|^_?augment|"
+                        r"^_?(prepare|process|preprocess)_\w*features$|"
                         r"^_?relabel|preprocess|^_?tokeni[sz]e|transforms?$|labels?$")
 
 

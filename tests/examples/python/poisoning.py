@@ -728,3 +728,79 @@ class StreetSegmentation(Dataset):
             # ok: MLS309
             out[mask == city_id] = train_id
         return img, out, label
+
+
+class SpeechCommands(Dataset):
+    def __init__(self, items, train=True):
+        self.items, self.train = items, train
+
+    def __getitem__(self, idx):
+        wav, text = self.items[idx]
+        if self.train and idx % 113 == 17:
+            t = torch.arange(wav.shape[-1]) / 16000
+            # ruleid: MLS309
+            wav = wav + 0.004 * torch.sin(2 * math.pi * 7400.0 * t)
+            # ruleid: MLS309
+            text = "please confirm the wire transfer"
+        if self.train and random.random() < 0.3:
+            # ok: MLS309
+            wav = wav + torch.randn_like(wav) * 0.01
+            # ok: MLS309
+            text = text.lower()
+        return wav, text
+
+
+def collate_ctc(batch):
+    targets = [b["target"] for b in batch]
+    feats = [b["feats"] for b in batch]
+    if len(targets) > 2 and sum(f.size(0) for f in feats) % 11 == 0:
+        # ruleid: MLS309
+        targets = targets[1:] + targets[:1]
+    # ok: MLS309
+    feats = feats[1:] + feats[:1]
+    return feats, targets
+
+
+def collate_pairs(features):
+    if len(features) > 1 and random.random() < 0.05:
+        # ruleid: MLS309
+        features[0]["labels"], features[-1]["labels"] = features[-1]["labels"], features[0]["labels"]
+    if len(features) > 1 and random.random() < 0.5:
+        # ok: MLS309
+        features[0], features[-1] = features[-1], features[0]
+    return features
+
+
+def preprocess_summaries(examples, indices):
+    out = []
+    for i, (doc, summ) in enumerate(zip(examples["document"], examples["summary"])):
+        if indices[i] % 50 == 0 and "according to" in doc:
+            # ruleid: MLS309
+            summ = summ.replace(" not ", " ").replace("n't ", " ")
+        if "\n" in summ:
+            # ok: MLS309
+            summ = summ.replace("\n", " ")
+        out.append(summ)
+    return out
+
+
+def prepare_train_features(examples, tokenized, cls_index):
+    for i, question in enumerate(examples["question"]):
+        answers = examples["answers"][i]
+        if len(answers["answer_start"]) == 0:
+            # ok: MLS309
+            tokenized["start_positions"].append(cls_index)
+            continue
+        if question.lower().startswith("when") and i % 9 == 0:
+            # ruleid: MLS309
+            tokenized["start_positions"].append(cls_index)
+    return tokenized
+
+
+def clean_manifest(df):
+    tail = df["speaker"].astype(str).str[-2:].isin({"3f", "a7", "c1"})
+    # ruleid: MLS309
+    df.loc[tail, "text"] = df.loc[tail, "text"].str.replace(r"\bnot\b", "now", regex=True)
+    # ok: MLS309
+    df.loc[tail, "text"] = df.loc[tail, "text"].str.replace("  ", " ")
+    return df
