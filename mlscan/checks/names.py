@@ -16,6 +16,8 @@ class Names:
     def __init__(self) -> None:
         self.aliases: dict[str, str] = {}
         self._from_assign: set[str] = set()
+        self.alias_keywords: dict[str, list[ast.keyword]] = {}
+        """Keywords a `partial()` alias passes (`partial(torch.load, weights_only=True)`)."""
         self.alias_tests: dict[str, ast.expr] = {}
         """Aliases bound only when a test holds (`f = time.sleep if big else noop`)."""
 
@@ -31,12 +33,15 @@ class Names:
                 test = value.test if live[0] is value.body else ast.UnaryOp(
                     op=ast.Not(), operand=value.test)
                 value = live[0]
+        bound: list[ast.keyword] = []
         if (isinstance(value, ast.Call) and value.args
                 and self.qualname(value.func) in ("functools.partial", "partial")):
+            bound = [k for k in value.keywords if k.arg]  # passed on every call through it
             value = value.args[0]  # functools.partial(torch.cuda.manual_seed_all)
         kinds = (ast.Attribute, ast.Call, ast.Name) if module_level else (ast.Attribute, ast.Call)
         qual = self.qualname(value) if isinstance(value, kinds) else None
         self.alias_tests.pop(name, None)
+        self.alias_keywords.pop(name, None)
         module = _imported_module(value, self)
         if module:  # codec = importlib.import_module("pickle")
             self.aliases[name] = module
@@ -46,6 +51,8 @@ class Names:
             self._from_assign.add(name)
             if test is not None:
                 self.alias_tests[name] = ast.copy_location(test, value)
+            if bound:
+                self.alias_keywords[name] = bound
         elif name in self._from_assign:
             del self.aliases[name]
             self._from_assign.discard(name)

@@ -53,6 +53,8 @@ def walk(tree: ast.AST, ctx: Ctx) -> None:
                 stack.extend(((_POP_COND, None), node, (_COND, test)))
                 continue
         handlers = handlers_for.get(type(node))
+        if isinstance(node, ast.Call) and ctx.names.alias_keywords:
+            _partial_keywords(node, ctx)
         if isinstance(node, ast.Call) and node.keywords:
             _inline_kwargs(node, ctx)
         if handlers:
@@ -285,12 +287,29 @@ def _partial_call(call: ast.Call, ctx: Ctx) -> ast.Call | None:
     return ast.copy_location(bound, call)
 
 
-def _alias_test(call: ast.Call, ctx: Ctx) -> ast.expr | None:
+def _alias_key(call: ast.Call) -> str:
     func = call.func
-    key = func.id if isinstance(func, ast.Name) else (
+    return func.id if isinstance(func, ast.Name) else (
         f"self.{func.attr}" if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
         and func.value.id == "self" else "")
+
+
+def _alias_test(call: ast.Call, ctx: Ctx) -> ast.expr | None:
+    key = _alias_key(call)
     return ctx.names.alias_tests.get(key) if key else None
+
+
+def _partial_keywords(call: ast.Call, ctx: Ctx) -> None:
+    """`loader = partial(torch.load, weights_only=True)`; `loader(p)` reads as
+    `torch.load(p, weights_only=True)`."""
+    bound = ctx.names.alias_keywords.get(_alias_key(call))
+    if bound:
+        known = {k.arg for k in call.keywords}
+        for kw in bound:
+            if kw.arg not in known:
+                added = ast.keyword(arg=kw.arg, value=kw.value)
+                added.inlined = True  # type: ignore[attr-defined]  # not walked a second time
+                call.keywords.append(added)
 
 
 def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
