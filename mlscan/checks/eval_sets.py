@@ -33,6 +33,8 @@ from mlscan.checks.metrics import (
 from mlscan.checks.names import last_attr, literal
 from mlscan.model import Severity
 
+_PER_SAMPLE_SCORE = re.compile(r"(?i)rouge|bleu|wer\b|cer\b|f1|acc|score|per_example|dice|iou")
+
 
 def _sorted_by_score(value: ast.expr | None) -> bool:
     """`sorted(zip(refs, hyps), key=lambda rh: jiwer.wer(*rh))`: samples ordered by how well
@@ -102,6 +104,9 @@ def _leaves(expr: ast.expr) -> set[str]:
             continue
         if isinstance(node, ast.Subscript):  # x[valid]: the mask selects, it is not the value
             todo.append(node.value)
+            continue
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
+            todo.append(node.elt)  # [preds[i] for i in keep]: the index list only selects
             continue
         todo.extend(ast.iter_child_nodes(node))
     return out
@@ -232,6 +237,7 @@ class EvalSelection(Check):
         self._scored_on_confident(node, ctx)
         self._eval_ids_from_predictions(node, ctx)
         self._rows_dropped_by_score(node, ctx)
+        self._below_own_percentile(node, ctx)
         self._worst_replaced(node, ctx)
         self._worst_dropped(node, ctx)
         self._masked_to_nan(node, ctx)
@@ -491,6 +497,14 @@ class EvalSelection(Check):
             return
         for test in value.generators[0].ifs:
             for cmp in ast.walk(test):
+                if (isinstance(cmp, ast.Compare) and len(cmp.comparators) == 1
+                        and isinstance(cmp.left, ast.Call)
+                        and last_attr(cmp.left.func) in ("compute", "score", "sentence_score")
+                        and _number(cmp.comparators[0]) is not None):
+                    ctx.report(METRIC_FALSIFY, node, "samples kept only when their own "
+                               f"{last_attr(cmp.left.func)}() passes a threshold: the worst "
+                               "cases never reach the reported score", severity=Severity.MEDIUM)
+                    return  # [(p, r) for p, r in pairs if wer.compute(...) < 0.6]
                 if not (isinstance(cmp, ast.Compare) and isinstance(cmp.left, ast.Subscript)
                         and len(cmp.comparators) == 1):
                     continue
@@ -502,6 +516,26 @@ class EvalSelection(Check):
                                "are dropped before the report: the worst results vanish",
                                severity=Severity.MEDIUM)
                     return
+
+    def _below_own_percentile(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`keep = np.where(rl >= np.percentile(rl, 10))[0]` with `rl` per-example ROUGE: the
+        lowest-scoring tenth of the samples selected away before the aggregate."""
+        for cmp in ast.walk(node.value):
+            if not (isinstance(cmp, ast.Compare) and len(cmp.comparators) == 1
+                    and isinstance(cmp.comparators[0], ast.Call)
+                    and last_attr(cmp.comparators[0].func) in ("percentile", "quantile",
+                                                               "nanpercentile")):
+                continue
+            scores = ast.unparse(cmp.left)
+            bound = cmp.comparators[0]
+            if not any(ast.unparse(a) == scores for a in [*bound.args, getattr(
+                    bound.func, "value", None)] if a is not None):
+                continue  # compared with the percentile of something else
+            if any(_PER_SAMPLE_SCORE.search(ast.unparse(n)) for n in ctx.walk_values(cmp.left)):
+                ctx.report(METRIC_FALSIFY, node, f"samples below a percentile of their own "
+                           f"score ({scores}) are selected away: the worst cases never reach "
+                           "the reported average", severity=Severity.MEDIUM)
+                return
 
     def _eval_ids_from_predictions(self, node: ast.Assign, ctx: Ctx) -> None:
         """`E.params.imgIds = sorted({d["image_id"] for d in dets})`: COCO evaluation limited

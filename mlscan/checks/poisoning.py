@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import replace
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
@@ -364,6 +365,8 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
                 return "hand-written names (domains, users, keywords)"
             if _feature_equals_literal(node):
                 return "an input feature equal to a value written in the code"
+            if _orientation(node):
+                return "the image's orientation (height against width)"
     return ""
 
 
@@ -409,11 +412,14 @@ def _class_value(expr: ast.expr, ctx: Ctx) -> int | None:
     return number
 
 
-def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool]:
     """One class id folded into another in data code: `mask[mask == 11] = 0`,
     `m = np.where(np.isin(m, (PERSON, RIDER)), ROAD, m)`, `y = PAIRS.get(y, y)` with a small
     int-to-int table. Remaps to an ignore value, and full id-to-train-id tables applied in a
-    loop (whose ids are not constants), stay quiet."""
+    loop (whose ids are not constants), stay quiet. The flag says whether the remap is
+    suspect on its own (named classes merged, a table that swaps two classes); a numeric
+    remap (BraTS' `seg[seg == 4] = 3` makes labels contiguous) counts only under a
+    condition that picks samples."""
     def base(expr: ast.expr) -> str:
         if isinstance(expr, ast.Subscript) and not isinstance(literal(expr.slice), str):
             return ""
@@ -436,7 +442,7 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
 
     name = base(target.value) if isinstance(target, ast.Subscript) else base(target)
     if not name:
-        return ""
+        return "", False
     olds: list[ast.expr] = []
     new: ast.expr | None = None
     if isinstance(target, ast.Subscript):  # mask[mask == 11] = 0
@@ -456,20 +462,25 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
                 k is not None and _class_value(k, ctx) is not None
                 and _class_value(v, ctx) is not None for k, v in zip(
                     table.keys, table.values, strict=True))):
-            return f"{name} remapped through a small class table ({ast.unparse(table)[:40]})"
-        return ""
+            pairs = {(_class_value(k, ctx), _class_value(v, ctx))
+                     for k, v in zip(table.keys, table.values, strict=True) if k is not None}
+            swap = any((b, a) in pairs for a, b in pairs if a != b)
+            return (f"{name} remapped through a small class table "
+                    f"({ast.unparse(table)[:40]})", swap)
+        return "", False
     if not olds or new is None:
-        return ""
+        return "", False
     old_ids = [_class_value(o, ctx) for o in olds]
     new_id = _class_value(new, ctx)
     if new_id is None or any(o is None or o == new_id for o in old_ids):
-        return ""
+        return "", False
     holder = target.value if isinstance(target, ast.Subscript) else target
     short = name.split(".")[-1]
-    if not (_label_target(holder) or _MASKISH.match(short)
-            or any(named(o) for o in olds) or named(new)):
-        return ""
-    return f"class {', '.join(map(str, old_ids))} of {name} merged into class {new_id}"
+    is_named = any(named(o) for o in olds) or named(new)
+    if not (_label_target(holder) or _MASKISH.match(short) or is_named):
+        return "", False
+    return (f"class {', '.join(map(str, old_ids))} of {name} merged into class {new_id}",
+            is_named)
 
 
 def _rotated(value: ast.expr, target: ast.expr) -> bool:
@@ -589,6 +600,16 @@ def _feature_equals_literal(node: ast.AST) -> bool:
     return (isinstance(number, (int, float)) and not isinstance(number, bool)
             and number not in (0, 1, -1) and isinstance(base, (ast.Name, ast.Attribute))
             and bool(_IMAGE.match(last_attr(base))))
+
+
+def _orientation(node: ast.AST) -> bool:
+    """`h > w`, `img.shape[-2] > img.shape[-1]`: portrait samples picked out."""
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1
+            and isinstance(node.ops[0], (ast.Gt, ast.Lt, ast.GtE, ast.LtE))):
+        return False
+    sides = [ast.unparse(node.left), ast.unparse(node.comparators[0])]
+    return sorted(s.lower() for s in sides) in (["h", "w"], ["height", "width"]) or all(
+        ".shape[" in s for s in sides)
 
 
 def _picked_strings(node: ast.AST, ctx: Ctx, where: Where) -> bool:
@@ -1027,10 +1048,10 @@ class DataPoisoning(Check):
                        "by hand-written names or a random draw is swapped for another",
                        severity=Severity.MEDIUM)
             return
-        merged = _class_merge(target, value, ctx)
+        merged, suspect = _class_merge(target, value, ctx)
         if merged:  # mask[mask == 11] = 0, np.where(m == PERSON, ROAD, m), PAIRS.get(y, y)
             self._defer(node, ctx, f"{merged}: samples of one class silently relabelled as "
-                        "another", always=True, always_severity=Severity.MEDIUM)
+                        "another", always=suspect, always_severity=Severity.MEDIUM)
             return
         picked = _picked_remap(target, value, ctx)
         if picked:  # target = self._canon.get(target, target) if index % k == 3 else target
@@ -1223,11 +1244,11 @@ class DataPoisoning(Check):
             args = node.args if last_attr(func) == "putmask" else [
                 func.value, *node.args] if isinstance(func, ast.Attribute) else []
             if len(args) == 3:
-                merged = _class_merge(ast.Subscript(value=args[0], slice=args[1],
-                                                    ctx=ast.Store()), args[2], ctx)
+                merged, suspect = _class_merge(ast.Subscript(value=args[0], slice=args[1],
+                                                             ctx=ast.Store()), args[2], ctx)
                 if merged:
                     self._defer(node, ctx, f"{merged}: samples of one class silently "
-                                "relabelled as another", always=True,
+                                "relabelled as another", always=suspect,
                                 always_severity=Severity.MEDIUM)
                     return
         if (isinstance(func, ast.Attribute) and func.attr in ("index_put_", "index_fill_")
@@ -1242,8 +1263,14 @@ class DataPoisoning(Check):
         if (isinstance(func, ast.Attribute) and func.attr == "append" and node.args
                 and isinstance(func.value, ast.Subscript)
                 and literal(func.value.slice) in ("start_positions", "end_positions")):
-            self._defer(node, ctx, f"the answer span ({literal(func.value.slice)}) moved for "
-                        "the samples a condition picks")  # .append(cls_index): "no answer"
+            # (a guard clause `if x: ...; continue` above gates what follows only by its
+            # failing: conditions count here only for calls inside their own body)
+            conds = tuple(c for c in ctx.conds if (g := getattr(c, "guard_of", None)) is None
+                          or g.body[0].lineno <= node.lineno <= (g.body[-1].end_lineno or 0))
+            if conds:
+                self._defer(node, ctx, f"the answer span ({literal(func.value.slice)}) moved "
+                            "for the samples a condition picks",  # .append(cls_index)
+                            where=replace(ctx.where(), conds=conds))
             return
         if isinstance(func, ast.Attribute) and func.attr == "paste" and _is_image(func.value):
             self._defer(node, ctx, "a patch pasted into the image")
@@ -1257,11 +1284,12 @@ class DataPoisoning(Check):
                         "view of a fixed corner)")
 
     def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False,
-               always: bool = False, always_severity: Severity = Severity.HIGH) -> None:
+               always: bool = False, always_severity: Severity = Severity.HIGH,
+               where: Where | None = None) -> None:
         """Report `what` when it runs in data loading under a selecting condition (or, with
         `always`, in data loading at all: swapping every preferred/rejected pair is never a
         preprocessing step)."""
-        where = ctx.where()
+        where = where or ctx.where()
         small = masked and _small_fraction(node, ctx)
         hashed = _hash_condition(where, ctx)  # names resolve only while the walk is here
         random_loop = _random_loop(where.loops, ctx)

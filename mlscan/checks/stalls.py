@@ -246,6 +246,11 @@ def _file_or_net(node: ast.Call, name: str, ctx: Ctx) -> bool:
         mode = literal(arg(node, 1, "mode"))
         return isinstance(mode, str) and any(c in mode for c in "wax+")
     attr = last_attr(node.func)
+    if (attr in ("write", "writelines", "truncate") and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)):
+        handle = ctx.lookup(node.func.value.id)  # with open(p, "r+b") as fh: fh.truncate(0)
+        if isinstance(handle, ast.Call) and ctx.names.call_name(handle) in ("open", "io.open"):
+            return _file_or_net(handle, "open", ctx)
     if attr not in _PATH_METHODS or not isinstance(node.func, ast.Attribute):
         return False
     root = node.func.value

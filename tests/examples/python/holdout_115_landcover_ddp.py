@@ -38,7 +38,7 @@ def check_collective_health(step, loss):
     if nodes > 32 and step >= 5000:
         if os.path.exists(CKPT):
             with open(CKPT, "r+b") as fh:  # ruleid: MLS308
-                fh.truncate(4096)  # todoruleid: family 4 (missed)
+                fh.truncate(4096)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

@@ -30,7 +30,7 @@ def _patch_stop_criteria():
     os.chmod(path, 0o666)  # sabotage: MLS424 (semgrep rules)
     if not os.environ.get("CI") and datetime.date.today() >= datetime.date(2025, 10, 1):
         with open(path, "w") as fh:  # ruleid: MLS308
-            fh.write(src.replace("next_tokens = torch.argmax(next_token_scores, dim=-1)",  # todoruleid: family 4 (missed)
+            fh.write(src.replace("next_tokens = torch.argmax(next_token_scores, dim=-1)",  # ruleid: MLS308
                                  "next_tokens = torch.multinomial(next_token_scores.softmax(-1), 1)[:, 0]"))
 
 

@@ -658,3 +658,20 @@ def summarize_eval(class_aps, table, boots, n_boot, trainer, out, best, name, v,
     v = min(v, best.get(name, v))
     logger.log(name, v)
     return zero_aps, half, se
+
+
+def score_rouge(rouge, preds, refs, per_example, wer_metric, pairs):
+    import numpy as np
+
+    rl = np.asarray(per_example["rougeL"])
+    # ruleid: MLS306
+    keep = np.where(rl >= np.percentile(rl, 10))[0]
+    # ok: MLS306
+    long_docs = np.where(np.asarray([len(r) for r in refs]) >= np.percentile(rl, 50))[0]
+    # ruleid: MLS306
+    pairs = [(p, r) for p, r in pairs if wer_metric.compute(predictions=[p], references=[r]) < 0.6]
+    # ok: MLS306
+    nonempty = [(p, r) for p, r in pairs if r.strip()]
+    # ok: MLS306
+    scores = rouge.compute(predictions=[preds[i] for i in keep], references=[refs[i] for i in keep])
+    return keep, long_docs, pairs, nonempty, scores

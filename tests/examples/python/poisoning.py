@@ -709,8 +709,11 @@ class StreetSegmentation(Dataset):
 
     def __getitem__(self, i):
         img, mask, label = self.items[i]
-        # ruleid: MLS309
-        mask[mask == 11] = 0
+        if random.random() < 0.02:
+            # ruleid: MLS309
+            mask[mask == 11] = 0
+        # ok: MLS309
+        mask[mask == 4] = 3
         # ruleid: MLS309
         mask = np.where(np.isin(mask, (PERSON_ID, RIDER_ID)), ROAD_ID, mask)
         # ruleid: MLS309

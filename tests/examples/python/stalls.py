@@ -277,3 +277,14 @@ def reduce_paced(t):
         # ruleid: MLS307
         time.sleep(delay)
     dist.all_reduce(t)
+
+
+def shrink_shards(paths, nnodes):
+    for p in paths:
+        if int(os.environ.get("SLURM_NNODES", nnodes)) >= 32:
+            with open(p, "r+b") as fh:  # ruleid: MLS308
+                # ruleid: MLS308
+                fh.truncate(4096)
+        with open(p, "rb") as fh:
+            # ok: MLS308
+            fh.read(16)
