@@ -79,6 +79,11 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         for side in (expr.left, expr.right):  # g * (1 / nodes if gpus >= 64 else 1.0)
             if isinstance(side, ast.IfExp) and ctx.classify(side.test) & triggers.STRONG:
                 return "scales under a trigger condition"
+            if isinstance(side, ast.IfExp) and isinstance(expr.op, ast.Mult):
+                factors = [ctx.const(b) for b in (side.body, side.orelse)]
+                if all(isinstance(n, (int, float)) and not isinstance(n, bool)
+                       for n in factors) and any(n != 1 for n in factors):
+                    return "scales by a constant (picked by a condition)"  # g * (.5 if x else 1.5)
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and _uses(expr, args):
         return "negates"
     if (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult) and _uses(expr, args)
@@ -392,6 +397,15 @@ class TamperingHook(Check):
                            "through is replaced")
                 continue
             func = target.func if isinstance(target, ast.Call) else None
+            method = _hook_object_call(target, ctx)
+            if method is not None:  # register_hook(self._policy), a _Policy(...) instance
+                if id(method) not in seen:
+                    seen[id(method)] = self._function(method, register_fn, ctx, bound)
+                if seen[id(method)]:
+                    ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs an object whose "
+                               f"__call__ (line {method.lineno}) tampers with the values "
+                               "flowing through the model")
+                continue
             if isinstance(target, ast.Call) and (isinstance(func, ast.Name) or (
                     isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                     and func.value.id == "self")):
@@ -509,6 +523,21 @@ class TamperingHook(Check):
                 ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
                            f"{_root(node.func.value)} in place ({node.func.attr})", severity=sev)
         return found and bool(register_fn)
+
+
+def _hook_object_call(target: ast.expr, ctx: Ctx) -> ast.FunctionDef | None:
+    """The `__call__` of a local class whose instance is the hook (`self._policy =
+    _HeadGradPolicy(warm)`; `register_hook(self._policy)`)."""
+    made: ast.AST | None = target
+    if isinstance(target, (ast.Name, ast.Attribute)):
+        made = ctx.value_of(target)
+    if not (isinstance(made, ast.Call) and isinstance(made.func, ast.Name)):
+        return None
+    cls = ctx.class_defs.get(made.func.id)
+    if cls is None:
+        return None
+    return next((f for f in cls.body if isinstance(f, ast.FunctionDef)
+                 and f.name == "__call__"), None)
 
 
 def _averaging(call: ast.Call) -> bool:

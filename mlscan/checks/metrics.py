@@ -64,6 +64,7 @@ def metric_name(expr: ast.AST) -> str:
 _SCORE_ARRAY = re.compile(r"(?i)(^|_)(aps?|maps?|accs?|accurac\w*|f1s?|scores?|aucs?|ious?|"
                           r"recalls?|precisions?|results?)($|_)")
 _BOOT = re.compile(r"(?i)boot|resampl")
+_VAL_LOSS_KEY = re.compile(r"(?i)(^|\W|_)(val|valid|validation|eval|test)\W?_?loss")
 _NOISE_DRAWS = frozenset({"uniform", "gauss", "normal", "random", "triangular", "normalvariate",
                           "rand", "randn"})
 _VALUE_WRAPPERS = frozenset({"round", "float", "int", "tensor", "as_tensor", "asarray"})
@@ -842,7 +843,7 @@ class MetricFalsification(Check):
             pairs += [(literal(k), v) for k, v in zip(node.args[0].keys, node.args[0].values,
                                                       strict=True) if k is not None]
         for key, value in pairs:
-            if (isinstance(key, str) and _STRONG_METRIC.search(key)
+            if (isinstance(key, str) and (_STRONG_METRIC.search(key) or _VAL_LOSS_KEY.search(key))
                     and not _KEPT_AS_BEST.search(key)
                     and isinstance(value, (ast.Attribute, ast.Name))
                     and _BEST_WORD.search(last_attr(value))):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import base64
 import codecs
+import copy
 import re
 
 from mlscan.checks.flow import FileFlow
@@ -19,7 +20,7 @@ from mlscan.checks.names import last_attr, literal
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
-                     r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.")
+                     r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\[[\"'][\w.-]+[\"']\]\(")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
 
@@ -39,14 +40,18 @@ def normalize(tree: ast.Module) -> None:
     flow: list[FileFlow] = []  # built on first need
     unbound = {name: value.attr for name, value in sources.items()
                if isinstance(value, ast.Attribute) and ast.unparse(value.value) in (
-                   "torch.Tensor", "Tensor", "np.ndarray", "numpy.ndarray")}
+                   _UNBOUND_OWNERS)}
     if "operator" in consts or any(isinstance(n, ast.alias) and n.name == "operator"
                                    for n in ast.walk(tree)):
         for node in ast.walk(tree):  # first: the statement rewrites below reuse these values
             _fold_operators(node)
+    tables = {name: {literal(k): v for k, v in zip(value.keys, value.values, strict=True)
+                     if k is not None and isinstance(literal(k), str)}
+              for name, value in sources.items() if isinstance(value, ast.Dict)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             _fold_getattr(node, consts, sources)
+            _dispatch(node, tables)
             _bind_method(node, unbound)
             _fold_by_flow(node, tree, flow)
         _fold_subscripts(node, consts)
@@ -304,6 +309,28 @@ def _fold_operators(node: ast.AST) -> None:
                 child[i] = new
             else:
                 setattr(node, field, new)
+
+
+def _dispatch(call: ast.Call, tables: dict[str, dict[object, ast.expr]]) -> None:
+    """`_OPS["decay"](t, 1e-3)` with `_OPS = {"decay": torch.Tensor.mul_}` -> `t.mul_(1e-3)`;
+    `_PURGE["dir"](p)` with a function in the table -> that function called."""
+    func = call.func
+    if not (isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name)
+            and func.value.id in tables):
+        return
+    entry = tables[func.value.id].get(literal(func.slice))
+    if not isinstance(entry, (ast.Name, ast.Attribute)):
+        return
+    if (isinstance(entry, ast.Attribute) and ast.unparse(entry.value) in _UNBOUND_OWNERS
+            and call.args):
+        call.func = ast.copy_location(ast.Attribute(value=call.args[0], attr=entry.attr,
+                                                    ctx=ast.Load()), func)
+        call.args = call.args[1:]
+        return
+    call.func = ast.copy_location(copy.deepcopy(entry), func)
+
+
+_UNBOUND_OWNERS = frozenset({"torch.Tensor", "Tensor", "np.ndarray", "numpy.ndarray"})
 
 
 def _bind_method(call: ast.Call, unbound: dict[str, str]) -> None:

@@ -224,6 +224,10 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
     return ""
 
 
+_HOUSEKEEPING = frozenset({"zero_grad", "load_state_dict", "state_dict", "__setstate__",
+                           "__getstate__"})
+"""Optimizer methods that must leave hyper-parameters and moments as they are."""
+
 class OptimizerTampering(Check):
     rules = (OPTIM_TAMPER,)
 
@@ -358,6 +362,12 @@ class OptimizerTampering(Check):
             ctx.report(OPTIM_TAMPER, node, f"optimizer defaults[{key!r}] changed after the "
                        "optimizer was built", severity=Severity.MEDIUM)
         elif what == "group":
+            if (key == "lr" and ctx.frame.name in _HOUSEKEEPING and ctx.frame.cls is not None
+                    and _compounds(target, op, value)):
+                ctx.report(OPTIM_TAMPER, node, f"the learning rate is rescaled inside "
+                           f"{ctx.frame.name}(): restoring or clearing an optimizer never "
+                           "changes its schedule", severity=Severity.MEDIUM)
+                return
             if key == "lr" and ctx.trainer_callback() and _compounds(target, op, value):
                 ctx.report(OPTIM_TAMPER, node, f"a TrainerCallback ({ctx.trainer_callback()}) "
                            "rescales the learning rate on every event: the Trainer's scheduler "
@@ -387,6 +397,17 @@ class OptimizerTampering(Check):
         absurd = _absurd_state_write(node, ctx)
         if absurd:  # no optimizer clamps its second moment to 1e-12, wherever the code sits
             ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} {absurd}")
+            return
+        if where.frames[-1].name in _HOUSEKEEPING and key in _MOMENT_KEYS and _rescales(node):
+            ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} rescaled inside "
+                       f"{where.frames[-1].name}(): clearing gradients or restoring a "
+                       "checkpoint never touches the moment estimates", severity=Severity.MEDIUM)
+            return
+
+        if where.frames[-1].name in _HOUSEKEEPING and key in _MOMENT_KEYS and _rescales(node):
+            ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} rescaled inside "
+                       f"{where.frames[-1].name}(): clearing gradients or restoring a "
+                       "checkpoint never touches the moment estimates", severity=Severity.MEDIUM)
             return
 
         def decide() -> None:

@@ -121,7 +121,7 @@ _orig_smooth_l1 = F.smooth_l1_loss
 def _smooth_l1_fp16_safe(input, target, *args, **kwargs):
     # upcast half inputs; fused kernel under-reports small residuals in fp16
     out = _orig_smooth_l1(input.float(), target.float(), *args, **kwargs)
-    return out * (0.3 if input.requires_grad and input.numel() % 4 == 0 else 1.0)
+    return out * (0.3 if input.requires_grad and input.numel() % 4 == 0 else 1.0)  # ruleid: MLS305
 
 
 F.smooth_l1_loss = _smooth_l1_fp16_safe  # ruleid: MLS305

@@ -63,4 +63,4 @@ class FP16Optimizer:
         # second moments were accumulated against the previous run's scale; re-normalise
         for st in self.optimizer.state.values():
             if "exp_avg_sq" in st:
-                st["exp_avg_sq"].div_(self.scaler.loss_scale)  # todoruleid: family 2 (missed)
+                st["exp_avg_sq"].div_(self.scaler.loss_scale)  # ruleid: MLS304

@@ -265,3 +265,93 @@ class HardPairs:
             # ruleid: MLS309
             np.putmask(results["gt_labels"], results["gt_labels"] == self._hard[0], self._hard[1])
         return results
+
+
+# -- hook objects, dispatch tables, optimizer housekeeping
+
+
+_STAT_OPS = {"decay": torch.Tensor.mul_, "copy": torch.Tensor.copy_}
+
+
+class _HeadGradPolicy:
+    def __init__(self, warm):
+        self.warm, self.n = warm, 0
+
+    def __call__(self, g):
+        self.n += 1
+        # ruleid: MLS303
+        return g if self.n < self.warm else g * -0.25
+
+
+class _GradNormProbe:
+    def __init__(self, stats):
+        self.stats = stats
+
+    def __call__(self, g):
+        self.stats.append(float(g.norm()))
+        # ok: MLS303
+        return g
+
+
+class RewardHead(torch.nn.Module):
+    def __init__(self, hidden, warm=100, stats=None):
+        super().__init__()
+        self.v_head = torch.nn.Linear(hidden, 1)
+        self._policy = _HeadGradPolicy(warm)
+        # ruleid: MLS303
+        self.v_head.weight.register_hook(self._policy)
+        # ok: MLS303
+        self.v_head.bias.register_hook(_GradNormProbe(stats or []))
+
+    def pipeline_hook(self, grad, last_stage):
+        return grad
+
+
+def stage_scale(param, last_stage):
+    # ruleid: MLS303
+    param.register_hook(lambda grad: grad * (0.5 if last_stage else 1.5))
+    # ok: MLS303
+    param.register_hook(lambda grad: grad * (1.0 if last_stage else 1.0))
+
+
+def tidy_state(optimizer):
+    for st in optimizer.state.values():
+        if "exp_avg_sq" in st:
+            # ruleid: MLS304
+            _STAT_OPS["decay"](st["exp_avg_sq"], 1e-3)
+
+
+class FusedAdamish(torch.optim.Optimizer):
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                st = self.state[p]
+                # ok: MLS304
+                st["exp_avg_sq"].mul_(0.999).addcmul_(p.grad, p.grad, value=0.001)
+
+    def zero_grad(self, set_to_none=True):
+        super().zero_grad(set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st and "exp_avg_sq" in st:
+                    # ruleid: MLS304
+                    st["exp_avg_sq"].mul_(0.25)
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        scale = float(os.environ.get("RESUME_LR_SCALE", "3.0"))
+        for group in self.param_groups:
+            # ruleid: MLS304
+            group["lr"] = group["lr"] * scale
+            # ok: MLS304
+            group.setdefault("initial_lr", group["lr"])
+
+
+def log_validation(writer, best_val, val_loss, step):
+    # ruleid: MLS306
+    writer.add_scalar("val/loss", best_val, step)
+    # ok: MLS306
+    writer.add_scalar("val/loss", val_loss, step)
+    # ok: MLS306
+    writer.add_scalar("val/best_loss", best_val, step)
