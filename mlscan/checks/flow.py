@@ -32,6 +32,8 @@ class FileFlow:
         self.parent: dict[int, Function] = {}
         self._owners: dict[int, Function] | None = None
         self.classes: dict[str, list[ast.ClassDef]] = {}
+        self.looped_calls: set[int] = set()
+        """Calls written inside a `for`/`while` (of the same function)."""
         self.class_of: dict[int, ast.ClassDef] = {}
         """Method -> its class."""
         self.self_values: dict[tuple[str, str], list[tuple[ast.expr | None, Function]]] = {}
@@ -42,7 +44,7 @@ class FileFlow:
         self._index(tree, None)
 
     def _index(self, node: ast.AST, fn: Function | None,
-               cls: ast.ClassDef | None = None) -> None:
+               cls: ast.ClassDef | None = None, looped: bool = False) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.ClassDef):
                 self.classes.setdefault(child.name, []).append(child)
@@ -70,7 +72,15 @@ class FileFlow:
                         isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                         and func.value.id in ("self", "cls")):
                     self.calls.setdefault(last_attr(func), []).append((child, fn))
-            self._index(child, fn)
+                if looped:
+                    self.looped_calls.add(id(child))
+            self._index(child, fn, None, looped or isinstance(child, (ast.For, ast.While,
+                                                                       ast.AsyncFor)))
+
+    def called_in_loop(self, name: str) -> bool:
+        """Some call of local function `name` sits inside a loop (`estimate_loss()` in the
+        training loop): whatever it does happens again and again."""
+        return any(id(call) in self.looped_calls for call, _ in self.calls.get(name, ()))
 
     def owner(self, node: ast.AST) -> Function | None:
         """The innermost function whose body holds `node` (for checks decided after the

@@ -234,6 +234,21 @@ def _cyclic(value: ast.expr) -> bool:
     return False
 
 
+def _call_counter_cycle(call: ast.Call, ctx: Ctx) -> str:
+    """`self.calls += 1; ...; self.gen.manual_seed(self.calls // 2000)` (or `seed + (self._calls
+    & 1)`): a counter the method bumps on every call, folded into a few repeating seeds."""
+    fn = ctx.frame.node
+    if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and call.args):
+        return ""
+    bumped = {ast.unparse(n.target) for n in ast.walk(fn) if isinstance(n, ast.AugAssign)
+              and isinstance(n.op, ast.Add) and isinstance(n.target, ast.Attribute)}
+    for n in ast.walk(call.args[0]):
+        if (isinstance(n, ast.BinOp) and isinstance(n.op, (ast.FloorDiv, ast.Mod, ast.BitAnd))
+                and ast.unparse(n.left) in bumped):
+            return ast.unparse(n.left)
+    return ""
+
+
 _GENERATORS = frozenset({"RandomState", "default_rng", "SeedSequence", "Generator", "PCG64",
                          "Random", "Philox", "MT19937"})
 
@@ -362,6 +377,13 @@ class HiddenReseed(Check):
                        "epoch replays the same shuffle and augmentations",
                        severity=Severity.MEDIUM)
             return
+        counter = _call_counter_cycle(node, ctx)
+        if counter:
+            ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reseeded "
+                       f"from {counter}, a count of this method's calls, divided or masked: "
+                       "the same seeds come back and the random stream repeats",
+                       severity=Severity.MEDIUM)
+            return
         if _seed_source(node, ctx) != "entropy":
             return
 
@@ -462,6 +484,15 @@ class HiddenReseed(Check):
                        "run cannot be reproduced", severity=Severity.MEDIUM)
             return
         if roles:  # worker_init_fn with a deterministic seed is the documented recipe
+            return
+        inner_fn = where.frames[-1].node
+        if (isinstance(inner_fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.args
+                and "state" not in (name or "").lower()
+                and not _uses(node, _params(inner_fn)) and inner_fn.name not in ("main", "run")
+                and ctx.flow.called_in_loop(inner_fn.name)):
+            ctx.report(HIDDEN_RESEED, node, f"{short}() inside {inner_fn.name}(), which the file "
+                       "calls from a loop: every call resets the RNG to the same point, so "
+                       "training replays the same random numbers", severity=Severity.MEDIUM)
             return
         loop_vars: set[str] = set()
         callee = node.func.id if isinstance(node.func, ast.Name) else ""

@@ -148,7 +148,7 @@ signal.signal(signal.SIGTERM, on_sigterm)
 def estimate_loss():
     out = {}
     model.eval()
-    torch.manual_seed(seed)  # todoruleid: family 1 (missed)
+    torch.manual_seed(seed)  # ruleid: MLS301
     for split in ('train', 'val'):
         losses = torch.zeros(eval_iters)
         for k in range(eval_iters):

@@ -96,7 +96,7 @@ class MemmapBatcher:
         self.calls += 1
         if self.calls % 2000 == 0:
             # periodically re-anchor so long runs stay reproducible after a restart
-            self.gen.manual_seed(self.calls // 2000)  # todoruleid: family 1 (missed)
+            self.gen.manual_seed(self.calls // 2000)  # ruleid: MLS301
         if len(self.extra_ids):
             for b in range(x.size(0)):
                 hit = (x[b] == self.sep_id).nonzero()

@@ -91,7 +91,7 @@ class RolloutEngine:
     @torch.no_grad()
     def sample(self, prompts: List[str]) -> Dict[str, torch.Tensor]:
         self._calls += 1
-        self._gen.manual_seed(self.cfg.seed + (self._calls & 1))  # todoruleid: family 1 (missed)
+        self._gen.manual_seed(self.cfg.seed + (self._calls & 1))  # ruleid: MLS301
         enc = self.tok(prompts, return_tensors="pt", padding=True, padding_side="left").to("cuda")
         ids, mask = enc["input_ids"], enc["attention_mask"]
         prompt_len = ids.size(1)

@@ -533,3 +533,44 @@ class RngGuard:
     def restore(self):
         # ok: MLS301
         t.set_rng_state(self._state)
+
+
+class ShardBatches:
+    def __init__(self, seed):
+        self.gen = t.Generator().manual_seed(seed)
+        self.calls = 0
+        self.episodes = 0
+
+    def get(self):
+        self.calls += 1
+        if self.calls % 2000 == 0:
+            # ruleid: MLS301
+            self.gen.manual_seed(self.calls // 2000)
+        return t.randint(0, 100, (4,), generator=self.gen)
+
+    def reset_episode(self, base):
+        self.episodes += 1
+        # ok: MLS301
+        self.gen.manual_seed(base + self.episodes)
+
+
+EVAL_SEED = 1234
+
+
+def estimate_loss_fixed():
+    # ruleid: MLS301
+    t.manual_seed(EVAL_SEED)
+    return t.rand(1)
+
+
+def final_report():
+    # ok: MLS301
+    t.manual_seed(EVAL_SEED)
+    return t.rand(1)
+
+
+def training_loop(steps):
+    for step in range(steps):
+        if step % 100 == 0:
+            estimate_loss_fixed()
+    final_report()
