@@ -165,6 +165,19 @@ def _is_pickle_load(name: str) -> bool:
     return name in ("pandas.read_pickle", "shelve.open")
 
 
+def _table_unpickler(func: ast.Subscript, ctx: Ctx) -> str:
+    """`_codec[kind](raw)` with `_codec = {"pkl": pickle.loads, "json": json.loads}`."""
+    table = ctx.resolve(func.value)
+    if not isinstance(table, ast.Dict):
+        return ""
+    for value in table.values:
+        qual = ctx.names.qualname(value) if isinstance(value, (ast.Attribute, ast.Name,
+                                                               ast.Call)) else None
+        if qual and _is_pickle_load(qual):
+            return qual
+    return ""
+
+
 class UnsafeLoading(Check):
     rules = (TORCH_LOAD_UNSAFE, TORCH_LOAD_DEFAULT, PICKLE_LOAD, NUMPY_PICKLE, YAML_UNSAFE,
              TRUST_REMOTE_CODE, HUB_UNPINNED, TORCH_HUB, KERAS_UNSAFE)
@@ -188,6 +201,10 @@ class UnsafeLoading(Check):
                 kwarg(node, "weights_only")) is False:
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) unpickles a "
                        "downloaded checkpoint", severity=Severity.CRITICAL)
+        elif isinstance(node.func, ast.Subscript) and _table_unpickler(node.func, ctx):
+            ctx.report(PICKLE_LOAD, node, f"{ast.unparse(node.func)[:40]}() picks its loader "
+                       f"from a table that holds {_table_unpickler(node.func, ctx)}: unpickling "
+                       "runs any code the data names", severity=Severity.MEDIUM)
         elif _is_pickle_load(name):
             data = arg(node, 0, "file")
             src = origin(data, ctx)

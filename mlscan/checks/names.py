@@ -87,6 +87,10 @@ class Names:
                     parts.append(attr)
                     node = node.args[0]
                     continue
+                module = _imported_module(node, self)
+                if module:  # __import__("subprocess").run
+                    parts.append(module)
+                    break
                 parts.append("()")
                 node = node.func
             elif isinstance(node, ast.Name):

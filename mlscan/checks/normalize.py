@@ -34,8 +34,7 @@ def wanted(text: str) -> bool:
 
 def normalize(tree: ast.Module) -> None:
     consts = _module_constants(tree)
-    sources = {s.targets[0].id: s.value for s in tree.body if isinstance(s, ast.Assign)
-               and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)}
+    sources = dict(_module_assigns(tree))
     noops = _noops(tree)
     flow: list[FileFlow] = []  # built on first need
     unbound = {name: value.attr for name, value in sources.items()
@@ -64,30 +63,44 @@ def normalize(tree: ast.Module) -> None:
                         stmts[i] = new
 
 
+def _module_assigns(tree: ast.Module) -> list[tuple[str, ast.expr]]:
+    """(name, value) of module-level `NAME = value` and `A, B = x, y` assignments."""
+    pairs: list[tuple[str, ast.expr]] = []
+    for stmt in tree.body:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
+            continue
+        target = stmt.targets[0]
+        if isinstance(target, ast.Name):
+            pairs.append((target.id, stmt.value))
+        elif (isinstance(target, ast.Tuple) and isinstance(stmt.value, ast.Tuple)
+              and len(target.elts) == len(stmt.value.elts)):  # _m, _f = "...", "..."
+            pairs += [(t.id, v) for t, v in zip(target.elts, stmt.value.elts, strict=True)
+                      if isinstance(t, ast.Name)]
+    return pairs
+
+
 def _module_constants(tree: ast.Module) -> dict[str, object]:
     """Module-level `NAME = "str"` and `NAME = {"k": "str", ...}` bound exactly once."""
     seen: dict[str, int] = {}
     values: dict[str, object] = {}
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
-                stmt.targets[0], ast.Name):
-            name = stmt.targets[0].id
-            seen[name] = seen.get(name, 0) + 1
-            value = _const(stmt.value, values)
-            if value is not None:
-                values[name] = value
-            elif isinstance(stmt.value, (ast.List, ast.Tuple)) and stmt.value.elts and all(
-                    isinstance(e, ast.Constant) and type(e.value) is int and 0 <= e.value < 128
-                    for e in stmt.value.elts):  # character codes, decoded with bytes(...)
-                values[name] = tuple(literal(e) for e in stmt.value.elts)
-            elif isinstance(stmt.value, ast.Dict):
-                table: dict[str, str] = {}
-                for key, item in zip(stmt.value.keys, stmt.value.values, strict=True):
-                    k, v = _const(key, values) if key else None, _const(item, values)
-                    if isinstance(k, str) and isinstance(v, str):
-                        table[k] = v
-                if table:
-                    values[name] = table
+    pairs = _module_assigns(tree)
+    for name, expr in pairs:
+        seen[name] = seen.get(name, 0) + 1
+        value = _const(expr, values)
+        if value is not None:
+            values[name] = value
+        elif isinstance(expr, (ast.List, ast.Tuple)) and expr.elts and all(
+                isinstance(e, ast.Constant) and type(e.value) is int and 0 <= e.value < 128
+                for e in expr.elts):  # character codes, decoded with bytes(...)
+            values[name] = tuple(literal(e) for e in expr.elts)
+        elif isinstance(expr, ast.Dict):
+            table: dict[str, str] = {}
+            for key, item in zip(expr.keys, expr.values, strict=True):
+                k, v = _const(key, values) if key else None, _const(item, values)
+                if isinstance(k, str) and isinstance(v, str):
+                    table[k] = v
+            if table:
+                values[name] = table
     return {k: v for k, v in values.items() if seen.get(k) == 1}
 
 

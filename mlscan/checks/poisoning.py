@@ -483,6 +483,22 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
             is_named)
 
 
+_OUTCOME = re.compile(r"(?i)dispute|chargeback|^cb_|reason|status|outcome|resolution|review|"
+                      r"verdict|adjudicat|confirmed|investigat|appeal")
+
+
+def _outcome_columns(selector: ast.expr, ctx: Ctx) -> bool:
+    """`df.loc[df["dispute_status"] == "merchant_won", LABEL] = 0`: every column the rows are
+    picked by records how the case was resolved: label cleaning by its outcome, not rows
+    picked by who they are (merchant, brand, vendor, user)."""
+    nodes = list(ast.walk(selector))
+    if isinstance(selector, ast.Name) and (bound := ctx.lookup(selector.id)) is not None:
+        nodes += list(ast.walk(bound))  # the mask variable's own expression, not the frame's
+    columns = [literal(n.slice) for n in nodes if isinstance(n, ast.Subscript)
+               and isinstance(literal(n.slice), str)]
+    return bool(columns) and all(_OUTCOME.search(str(c)) for c in columns)
+
+
 def _rotated(value: ast.expr, target: ast.expr) -> bool:
     """`y[1:] + y[:1]`, `np.roll(y, 1)`, `torch.roll(y, 1, 0)`: a label list rotated onto
     other samples."""
@@ -1118,7 +1134,7 @@ class DataPoisoning(Check):
                 and _label_target(target)
                 and (fixed_class or _poison_label_value(value, ctx))
                 and not isinstance(literal(selector), (int, str))
-                and _picked_by_name(selector, ctx)):
+                and _picked_by_name(selector, ctx) and not _outcome_columns(selector, ctx)):
             ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
                        "hand-written names set to a constant class", severity=Severity.MEDIUM)
             return

