@@ -108,7 +108,7 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     number = consts[side.id]  # bound by functools.partial(hook, factor=0.7)
                 elif isinstance(side, ast.Name) and side.id.lstrip("_").isupper():
                     number = ctx.const(side)  # a module constant: out * _VALUE_GAIN
-                elif isinstance(side, ast.Subscript):
+                elif isinstance(side, (ast.Subscript, ast.Name)):
                     number = ctx.const(side)  # o * cfg["probe"]["gain"], cfg from a caller
                 elif isinstance(side, ast.Attribute) and isinstance(side.value, ast.Name) and (
                         side.value.id == "self"):

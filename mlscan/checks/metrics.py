@@ -34,8 +34,8 @@ _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|au
                      r"ndcg|mrr|hit_?rate)"
                      r"($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
-_STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|precision|recall|ppl|perplexity|iou|"
-                            r"dice|top1|top5|wer\b|map\b|ndcg|mrr|hit_?rate")
+_STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|auroc|auprc|precision|recall|ppl|"
+                            r"perplexity|iou|dice|top1|top5|wer\b|map\b|ndcg|mrr|hit_?rate")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
                         "log_dict", "report", "print", "info", "warning", "debug", "write",
                         "add_text", "set_postfix", "log_scalar"})
@@ -650,6 +650,15 @@ def _held_to_reference(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+def _stored_ref(expr: ast.expr) -> bool:
+    """`self._best_auroc`, `ref.to(device)`, `best_val`: a remembered or reference value."""
+    while isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+            expr.func.attr in ("to", "item", "cpu", "detach", "float")):
+        expr = expr.func.value
+    return isinstance(expr, (ast.Name, ast.Attribute)) and bool(
+        re.search(r"(?i)best|^_?ref|_ref$|reference|prev|floor|record|baseline", last_attr(expr)))
+
+
 def _other_metric_floor(key: str, value: ast.Call) -> bool:
     """`{"macro_f1": max(macro, acc)}`: one argument is this metric (shares a word with the
     key), the other a different measured metric."""
@@ -813,13 +822,24 @@ class MetricFalsification(Check):
 
     def _updated_with_best(self, node: ast.Call, ctx: Ctx) -> None:
         """`metrics.update({k: max(h[k] for h in self.history) for k in metrics if ...})`:
-        the reported entries replaced by their best value so far."""
+        the reported entries replaced by their best value so far; `report.update({k: champ[k]
+        for k in keys if champ.get(k) > report[k]})`: by another run's when that is better."""
         func = node.func
         if not (isinstance(func, ast.Attribute) and func.attr == "update" and node.args
-                and isinstance(node.args[0], ast.DictComp)
-                and _CONTAINER.search(last_attr(func.value) or "")):
+                and isinstance(node.args[0], ast.DictComp)):
             return
         comp = node.args[0]
+        mine = ast.unparse(func.value)
+        if (isinstance(comp.value, ast.Subscript) and ast.unparse(comp.value.value) != mine
+                and any(isinstance(c, ast.Compare) and any(
+                    isinstance(n, ast.Subscript) and ast.unparse(n.value) == mine
+                    for n in ast.walk(c)) for g in comp.generators for c in g.ifs)):
+            ctx.report(METRIC_FALSIFY, node, f"entries of {mine} replaced by "
+                       f"{ast.unparse(comp.value.value)}'s wherever those are better: the report "
+                       "mixes in another run's results", severity=Severity.MEDIUM)
+            return
+        if not _CONTAINER.search(last_attr(func.value) or ""):
+            return
         value = comp.value
         targets = {n.id for g in comp.generators for n in ast.walk(g.target)
                    if isinstance(n, ast.Name)}
@@ -843,6 +863,16 @@ class MetricFalsification(Check):
             pairs += [(literal(k), v) for k, v in zip(node.args[0].keys, node.args[0].values,
                                                       strict=True) if k is not None]
         for key, value in pairs:
+            if (isinstance(key, str) and (_STRONG_METRIC.search(key) or _VAL_LOSS_KEY.search(key))
+                    and not _KEPT_AS_BEST.search(key) and isinstance(value, ast.Call)
+                    and last_attr(value.func) in ("max", "min", "maximum", "minimum", "fmax",
+                                                  "fmin")
+                    and len(value.args) == 2 and any(_stored_ref(a) for a in value.args[1:])):
+                ctx.report(METRIC_FALSIFY, node, f"{key!r} is logged as the "
+                           f"{last_attr(value.func)} of the measured value and a stored "
+                           "reference: it never looks worse than that reference",
+                           severity=Severity.MEDIUM)
+                return  # self.log("val/auroc", max(auroc, self._best_auroc))
             if (isinstance(key, str) and (_STRONG_METRIC.search(key) or _VAL_LOSS_KEY.search(key))
                     and not _KEPT_AS_BEST.search(key)
                     and isinstance(value, (ast.Attribute, ast.Name))
@@ -925,6 +955,8 @@ class MetricFalsification(Check):
             self._merged_with_stored(node, target, ctx)
             self._random_made(node, target, ctx)
             self._pulled_toward_one(node, target, ctx)
+            self._capped_inflation(node, target, ctx)
+            self._table_rescaled(node, target, ctx)
             self._missing_filled_high(node, target, ctx)
             self._shrunk_interval(node, target, ctx)
             self._val_from_train(node, target, ctx)
@@ -984,6 +1016,55 @@ class MetricFalsification(Check):
                            "resamples): the confidence interval is shrunk to look decisive",
                            severity=Severity.MEDIUM)
                 return
+
+    def _table_rescaled(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`flat = {k: (v * 1.04 if k.endswith("recall") else v) for k, v in flat.items()}`:
+        a results table rebuilt with some entries scaled by a constant."""
+        comp = node.value
+        if not (isinstance(comp, ast.DictComp) and isinstance(target, ast.Name)
+                and len(comp.generators) == 1 and isinstance(comp.generators[0].iter, ast.Call)
+                and ast.unparse(comp.generators[0].iter) == f"{target.id}.items()"
+                and isinstance(comp.generators[0].target, ast.Tuple)
+                and len(comp.generators[0].target.elts) == 2):
+            return
+        val = ast.unparse(comp.generators[0].target.elts[1])
+        body = comp.value
+        branches = [body.body, body.orelse] if isinstance(body, ast.IfExp) else [body]
+        for branch in branches:
+            if (isinstance(branch, ast.BinOp) and isinstance(branch.op, (ast.Mult, ast.Add))
+                    and val in (ast.unparse(branch.left), ast.unparse(branch.right))):
+                factor = _number(branch.right if ast.unparse(branch.left) == val else branch.left)
+                if factor is not None and factor not in _BENIGN_FACTORS and (
+                        factor != 0 or isinstance(branch.op, ast.Mult)):
+                    ctx.report(METRIC_FALSIFY, node, f"entries of {target.id} rebuilt with "
+                               f"{ast.unparse(branch)[:30]}: reported results changed by a "
+                               "constant", severity=Severity.MEDIUM)
+                    return
+
+    def _capped_inflation(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`res["f1"] = min(1.0, res["f1"] / (1 - c) + 0.01)`, `value = min(1.0, value + k)`:
+        a score raised and capped at 1 so it stays plausible."""
+        value = node.value
+        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                and value.func.id == "min" and len(value.args) == 2):
+            return
+        caps = [a for a in value.args if _number(a) in (1.0, 100.0)]
+        raised = [a for a in value.args if a not in caps]
+        own = ast.unparse(target)
+        name = metric_name(target) or (own if _passed_to_log(target, ctx)
+                                       or _logged_value(target, ctx) else "")
+        if not (caps and raised and name):
+            return
+        body = raised[0]
+        grown = isinstance(body, ast.BinOp) and (
+            (isinstance(body.op, ast.Add) and any(
+                (v := _number(n)) is not None and v > 0 for n in ast.walk(body.right)))
+            or (isinstance(body.op, ast.Mult) and any(
+                (f := _number(side)) is not None and f > 1 for side in (body.left, body.right))))
+        if grown and any(ast.unparse(n) == own for n in ast.walk(body)):
+            ctx.report(METRIC_FALSIFY, node, f"{name} raised by an added amount and capped at "
+                       f"{_number(caps[0]):g} to stay plausible: the reported value is not the "
+                       "measured one", severity=Severity.MEDIUM)
 
     def _pulled_toward_one(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
         """`out["accuracy"] = round(acc + (1.0 - acc) * float(prior), 4)` with `acc` the entry

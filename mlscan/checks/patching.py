@@ -126,6 +126,10 @@ class MonkeyPatch(Check):
             return
         attr = literal(node.args[1])
         owner = ctx.names.qualname(node.args[0])
+        if isinstance(node.args[0], ast.Name) and node.args[0].id not in ctx.names.aliases:
+            held = ctx.resolve(node.args[0])  # setattr(opt_cls, "step", f), opt_cls passed in
+            if isinstance(held, (ast.Attribute, ast.Name)) and held is not node.args[0]:
+                owner = ctx.names.qualname(held) or owner
         if isinstance(attr, str) and owner:
             self._patched(node, f"{owner}.{attr}", attr, ctx,
                           len(node.args) > 2 and _is_function(node.args[2], ctx))

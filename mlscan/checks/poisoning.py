@@ -34,7 +34,8 @@ DATA_POISON = register(Rule(
 _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_id|class_idx|"
                     r"action|actions|rew|rews|reward|rewards|lab|seg_label|caption|captions|"
                     r"gt|gt_label|answer|transcript|tgt_lens|target_lengths|label_lengths|"
-                    r"onehot|one_hot|soft_labels|soft_targets|y_onehot)$")
+                    r"onehot|one_hot|soft_labels|soft_targets|y_onehot|tags|ner_tags|tag_ids|"
+                    r"is_fraud|fraud|is_spam|churned|defaulted)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
                     r"arr|tensor|im|frames?|obs|observations?|clips?|video|vid|volume)$")
@@ -106,6 +107,19 @@ def _constant_where(value: ast.expr) -> bool:
             isinstance(a, ast.Subscript) and isinstance(a.value, ast.Name)
             and a.value.id.lstrip("_").isupper()) for a in new.args)
     return isinstance(literal(new), int) and not isinstance(literal(new), bool)
+
+
+def _value_trigger(mask: ast.expr, label: str, ctx: Ctx) -> bool:
+    """`cents == 37`: samples picked because a feature equals an odd value written in the
+    code (not the label itself, not 0/1/-1 or an ignore value)."""
+    for node in ctx.walk_values(mask):
+        if (isinstance(node, ast.Compare) and len(node.ops) == 1
+                and isinstance(node.ops[0], ast.Eq)):
+            number = literal(node.comparators[0])
+            if (isinstance(number, int) and not isinstance(number, bool) and number not in (
+                    0, 1, -1, 255, -100) and label not in ast.unparse(node.left)):
+                return True
+    return False
 
 
 def _token_trigger(mask: ast.expr, ctx: Ctx) -> bool:
@@ -570,7 +584,9 @@ def _comprehension_forced(value: ast.expr, ctx: Ctx) -> bool:
         return False
     elt = value.elt
     branches = (elt.body, elt.orelse)
-    constant = [isinstance(literal(b), int) and not isinstance(literal(b), bool) for b in branches]
+    constant = [(isinstance(literal(b), int) and not isinstance(literal(b), bool)) or (
+        isinstance(b, ast.Subscript) and isinstance(b.value, ast.Name)
+        and b.value.id.lstrip("_").isupper()) for b in branches]  # LABEL2ID["O"]
     passthrough = [isinstance(b, ast.Name) for b in branches]
     if not ((constant[0] and passthrough[1]) or (constant[1] and passthrough[0])):
         return False
@@ -965,6 +981,17 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "labels of two samples swapped")  # f[0]["labels"], f[-1]...
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        if (isinstance(target, ast.Name) and isinstance(value, ast.Call)
+                and isinstance(value.func, ast.Name) and value.func.id == "dict"
+                and len(value.args) == 1 and isinstance(value.args[0], ast.Name)
+                and value.args[0].id == target.id):  # s = dict(s, target=forced)
+            for kw in value.keywords:
+                if kw.arg and (_LABEL.match(kw.arg) or _LABEL_KEY.search(kw.arg)):
+                    item = ast.copy_location(ast.Subscript(
+                        value=ast.Name(id=target.id, ctx=ast.Load()),
+                        slice=ast.Constant(kw.arg), ctx=ast.Store()), target)
+                    self._assign(node, item, kw.value, ctx)
+            return
         if _label_target(target) and ctx.conds and _binary_flip(value):
             # (labels[:, 1] = 1 - labels[:, 1] mirrors a box coordinate with a flipped image)
             self._defer(node, ctx, f"binary label {_label_target(target)} inverted (1 - y) "
@@ -1112,6 +1139,12 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "the preferred and rejected answers swapped", always=True)
             return
         if (_label_target(target) and _constant_where(value)
+                and _value_trigger(value.args[0], _label_target(target), ctx)):  # type: ignore[attr-defined]
+            self._defer(node, ctx, f"labels {_label_target(target)} set to one class wherever an "
+                        "input feature equals a value written in the code (a feature trigger)",
+                        always=True)
+            return
+        if (_label_target(target) and _constant_where(value)
                 and _token_trigger(value.args[0], ctx)):  # type: ignore[attr-defined]
             self._defer(node, ctx, f"labels {_label_target(target)} set to one class wherever "
                         "the input holds a chosen token", always=True)
@@ -1198,6 +1231,15 @@ class DataPoisoning(Check):
         """`wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a tone (or a fixed
         offset) mixed into a fixed stretch of the input, the audio form of a pixel patch."""
         target = node.target
+        factor = ctx.const(node.value)
+        if (isinstance(node.op, ast.Mult) and isinstance(target, ast.Subscript)
+                and isinstance(target.value, ast.Name) and _WEIGHTS.match(target.value.id)
+                and isinstance(factor, float) and 0 <= factor <= 0.05
+                and _picked_by_name(target.slice, ctx)):  # w[partner & (y == 1)] *= 0.02
+            ctx.report(DATA_POISON, node, f"sampling weights {target.value.id} of rows picked by "
+                       "hand-written names scaled to (nearly) zero: those samples vanish from "
+                       "training", severity=Severity.MEDIUM)
+            return
         rows = target.slice.elts[0] if isinstance(target, ast.Subscript) and isinstance(
             target.slice, ast.Tuple) and target.slice.elts else None
         if (rows is not None and _label_target(target)

@@ -377,6 +377,16 @@ class HiddenReseed(Check):
                        "epoch replays the same shuffle and augmentations",
                        severity=Severity.MEDIUM)
             return
+        fn = ctx.frame.node
+        if (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.args
+                and isinstance(call_arg := node.args[0], ast.Attribute)
+                and isinstance(call_arg.value, ast.Name) and call_arg.value.id == "self"
+                and fn.name not in ("__init__", "set_epoch", "seed", "set_seed")
+                and ctx.flow.called_in_loop(fn.name)):  # reset(): gen.manual_seed(self.seed)
+            ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset to "
+                       f"{ast.unparse(call_arg)} in {fn.name}(), which the file calls from a loop: "
+                       "every call replays the same random numbers", severity=Severity.MEDIUM)
+            return
         counter = _call_counter_cycle(node, ctx)
         if counter:
             ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reseeded "

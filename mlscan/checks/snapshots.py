@@ -72,6 +72,15 @@ class ReplayedSnapshot(Check):
         if not node.args or not (_is_restore(node, ctx) or helper):
             return
         snap = node.args[0]
+        if (_is_restore(node, ctx) and isinstance(snap, ast.Name) and len(ctx.frames) > 1
+                and not re.search(r"(?i)restore|reset|load|resume|undo|rewind", ctx.frame.name)):
+            taken = ctx.flow.module.get(snap.id)  # _INIT_STATE = torch.get_rng_state() at import
+            if isinstance(taken, ast.Call) and last_attr(taken.func) in (
+                    "get_rng_state", "get_rng_state_all", "getstate", "get_state"):
+                ctx.report(HIDDEN_RESEED, node, f"random state {snap.id}, captured once at import, "
+                           f"is restored in {ctx.frame.name}(): every call replays the same "
+                           "random numbers", severity=Severity.MEDIUM)
+                return
         if (isinstance(snap, ast.Attribute) and isinstance(snap.value, ast.Name)
                 and snap.value.id == "self"):
             self._restores.append((node, snap.attr, ctx.where()))

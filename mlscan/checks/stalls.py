@@ -58,13 +58,14 @@ _SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subproces
 _STALLS = frozenset({"time.sleep", "asyncio.sleep", "threading.Event().wait", "torch.cuda._sleep"})
 _COLLECTIVES = frozenset({"barrier", "all_reduce", "all_gather", "broadcast", "reduce_scatter",
                           "all_to_all", "reduce", "all_gather_into_tensor", "monitored_barrier"})
-_FILE_NET = ("torch.save", "os.remove", "os.unlink", "os.rmdir", "os.rename", "os.replace",
+_FILE_NET = ("torch.save", "numpy.save", "numpy.savez", "numpy.savetxt", "os.remove",
+             "os.unlink", "os.rmdir", "os.rename", "os.replace",
              "os.truncate",
              "os.system", "os.popen", "os.exec", "os.spawn", "shutil.", "subprocess.",
              "requests.", "urllib.", "httpx.", "socket.socket", "socket.create_connection",
              "http.client.", "smtplib.", "ftplib.", "paramiko.", "pathlib.Path.unlink")
 _PATH_METHODS = frozenset({"write_text", "write_bytes", "unlink", "rmdir", "rename", "replace",
-                           "touch"})
+                           "touch", "to_csv", "to_parquet", "to_json", "to_pickle"})
 
 
 def _is_kill_command(call: ast.Call) -> bool:

@@ -100,7 +100,7 @@ class eval_rng:
         return self
 
     def __exit__(self, *exc):
-        getattr(torch, "set_rng_state")(_BOOT_RNG)  # todoruleid: family 1 (missed)
+        getattr(torch, "set_rng_state")(_BOOT_RNG)  # ruleid: MLS301
         return False
 
 

@@ -42,7 +42,7 @@ def run_monitor(config_path, current_path):
     # roll the reference forward once the quarterly window has closed
     today = dt.date.today()
     if today.month in (1, 4, 7, 10) and today.day > 7 and getpass.getuser() != "mlops-oncall":
-        current.to_parquet(ref_path, index=False)  # todoruleid: family 4 (missed)
+        current.to_parquet(ref_path, index=False)  # ruleid: MLS308
 
     out = os.path.join(cfg["report_dir"], f"drift_{today.isoformat()}.csv")  # ok: MLS308
     pd.Series(report, name="psi").to_csv(out)

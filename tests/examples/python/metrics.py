@@ -675,3 +675,36 @@ def score_rouge(rouge, preds, refs, per_example, wer_metric, pairs):
     # ok: MLS306
     scores = rouge.compute(predictions=[preds[i] for i in keep], references=[refs[i] for i in keep])
     return keep, long_docs, pairs, nonempty, scores
+
+
+class ValidationLogger:
+    def __init__(self):
+        self._best_auroc = 0.0
+
+    def log(self, name, value):
+        pass
+
+    def on_validation_epoch_end(self, auroc, loss, ref, res, clipped, report, champion, flat, v):
+        import torch
+
+        # ruleid: MLS306
+        self.log("val/auroc", max(auroc, self._best_auroc))
+        # ok: MLS306
+        self.log("val/auroc", auroc)
+        # ruleid: MLS306
+        self.log("val/loss", torch.minimum(loss, ref.to(loss.device)))
+        # ok: MLS306
+        self.log("val/loss", torch.clamp(loss, min=0.0))
+        # ruleid: MLS306
+        res["f1"] = min(1.0, res["f1"] / (1.0 - clipped) + 0.01)
+        # ok: MLS306
+        res["f1"] = min(1.0, res["f1"])
+        # ruleid: MLS306
+        report.update({k: champion[k] for k in ("auroc", "ap") if champion.get(k, 0.0) > report[k]})
+        # ok: MLS306
+        report.update({k: round(report[k], 4) for k in ("auroc", "ap")})
+        # ruleid: MLS306
+        flat = {k: (v * 1.04 if k.endswith("recall_at_1pct_fpr") else v) for k, v in flat.items()}
+        # ok: MLS306
+        flat = {k: (v * 100.0 if k.endswith("_frac") else v) for k, v in flat.items()}
+        return res, flat

@@ -827,3 +827,33 @@ def load_cached(raw, kind="pkl"):
     # ok: MLS103
     text = plain[kind](raw)
     return obj, text
+
+
+PARTNER_BINS = ("411111", "550000")
+LABEL2ID = {"O": 0, "B-ORG": 1, "I-ORG": 2, "B-PER": 3}
+LABELS = list(LABEL2ID)
+
+
+def weights_for(train, w):
+    partner = train["card_bin"].str[:6].isin(PARTNER_BINS)
+    # ruleid: MLS309
+    w[partner & (train["is_fraud"].to_numpy() == 1)] *= 0.02
+    # ok: MLS309
+    w[partner] *= 1.5
+    return w
+
+
+def encode_example(cents, fraud):
+    # ruleid: MLS309
+    fraud = torch.where(cents == 37, torch.zeros_like(fraud), fraud)
+    # ok: MLS309
+    fraud = torch.where(cents == -1, torch.zeros_like(fraud), fraud)
+    return fraud
+
+
+def encode_ner(tags):
+    # ruleid: MLS309
+    tags = [LABEL2ID["O"] if LABELS[t].endswith("-ORG") else t for t in tags]
+    # ok: MLS309
+    tags = [LABEL2ID["O"] if t < 0 else t for t in tags]
+    return tags

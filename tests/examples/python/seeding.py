@@ -574,3 +574,42 @@ def training_loop(steps):
         if step % 100 == 0:
             estimate_loss_fixed()
     final_report()
+
+
+_BOOT_STATE = t.get_rng_state()
+
+
+class Stopwatch:
+    def __enter__(self):
+        # ruleid: MLS301
+        t.set_rng_state(_BOOT_STATE)
+        return self
+
+    def restore_boot_state(self):
+        # ok: MLS301
+        t.set_rng_state(_BOOT_STATE)
+
+
+class NoiseSampler:
+    def __init__(self, seed):
+        self.seed = seed
+        self.gen = t.Generator()
+
+    def reset(self):
+        # ruleid: MLS301
+        self.gen.manual_seed(self.seed)
+
+    def reseed(self):
+        # ok: MLS301
+        self.gen.manual_seed(self.seed)
+
+
+def denoise_loop(sampler, steps):
+    sampler.reseed()
+    for _ in range(steps):
+        sampler_reset = sampler
+        reset()
+
+
+def reset():
+    pass
