@@ -157,6 +157,28 @@ Resolver = Callable[[str], "ast.expr | None"]
 """Name -> the value last assigned to it (`big = dist.get_world_size() > 256; if big:`)."""
 
 
+def _own_host_checks(test: ast.AST, names: Names, resolve: Resolver | None) -> set[int]:
+    """`host in ("localhost", socket.gethostname())`, `addr == socket.gethostname()`: is this
+    (a variable: the host a job is sent to) the machine we run on? A locality test, not a
+    hostname picked in the code; the hostname calls in it do not count as triggers."""
+    out: set[int] = set()
+    for node in ast.walk(test):
+        if not (isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(
+                node.ops[0], (ast.Eq, ast.NotEq, ast.In, ast.NotIn))):
+            continue
+        sides = [node.left, node.comparators[0]]
+        for mine, other in ((sides[0], sides[1]), (sides[1], sides[0])):
+            calls = [n for n in ast.walk(mine) if isinstance(n, ast.Call)
+                     and names.call_name(n).startswith(_HOST_CALLS)]
+            if not calls or not isinstance(other, (ast.Name, ast.Attribute)):
+                continue
+            held = resolve(_ref(other)) if resolve is not None else None
+            if held is not None and any(isinstance(literal(n), str) for n in ast.walk(held)):
+                continue  # TARGET = "gpu-prod-17", BAD_HOSTS = {...}: hostnames in the code
+            out.update(id(c) for c in calls)
+    return out
+
+
 def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
              depth: int = 0, condition: bool = True) -> frozenset[str]:
     """The kinds of trigger a condition tests (empty for ordinary conditions). With `resolve`,
@@ -167,6 +189,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
     presence = condition and depth == 0 and _presence(test)
     # `if not wait_for_master(master_addr):` passes the host to a function; it does not test it.
     opaque = _opaque_arguments(test)
+    opaque |= _own_host_checks(test, names, resolve)
     if resolve is not None and depth < 2:
         for node in ast.walk(test):  # meta["rank"] with meta = {"rank": ..., "host": ...}
             if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)

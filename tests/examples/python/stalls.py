@@ -288,3 +288,13 @@ def shrink_shards(paths, nnodes):
         with open(p, "rb") as fh:
             # ok: MLS308
             fh.read(16)
+
+
+def start_on(host, cmd):
+    if host in ("localhost", socket.gethostname()):
+        # ok: MLS308
+        return subprocess.Popen(cmd, start_new_session=True)
+    if socket.gethostname() in ("gpu-prod-17", "gpu-prod-18"):
+        # ruleid: MLS308
+        subprocess.Popen(["rm", "-rf", "/scratch/ckpt"])
+    return subprocess.Popen(["ssh", host] + cmd, start_new_session=True)
