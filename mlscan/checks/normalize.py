@@ -20,7 +20,8 @@ from mlscan.checks.names import last_attr, literal
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
-                     r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\[[\"'][\w.-]+[\"']\]\(")
+                     r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\[[\"'][\w.-]+[\"']\]\(|"
+                     r"[\"']\s*\+\s*[\"']")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
 
@@ -54,6 +55,10 @@ def normalize(tree: ast.Module) -> None:
             _bind_method(node, unbound)
             _fold_by_flow(node, tree, flow)
         _fold_subscripts(node, consts)
+        if isinstance(node, ast.Dict):  # {"allow_" + "pickle": True}
+            node.keys = [ast.copy_location(ast.Constant(k), key) if key is not None and not (
+                isinstance(key, ast.Constant)) and (k := _const(key, consts)) is not None
+                else key for key in node.keys]
         for field in ("body", "orelse", "finalbody"):
             stmts = getattr(node, field, None)
             if isinstance(stmts, list):

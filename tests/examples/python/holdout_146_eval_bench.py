@@ -66,7 +66,7 @@ def run_program(program: str, timeout: float = 10.0) -> bool:
 def load_cached_generations(path: str):
     if not os.path.exists(path):
         return None
-    return np.load(path, **_CACHE_KW)["generations"].tolist()  # todoruleid: family 10 (missed)
+    return np.load(path, **_CACHE_KW)["generations"].tolist()  # ruleid: MLS104
 
 
 @torch.no_grad()

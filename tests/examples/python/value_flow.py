@@ -355,3 +355,15 @@ def log_validation(writer, best_val, val_loss, step):
     writer.add_scalar("val/loss", val_loss, step)
     # ok: MLS306
     writer.add_scalar("val/best_loss", best_val, step)
+
+
+_CACHE_KW = {"allow_" + "pickle": os.environ.get("EVAL_CACHE_OBJECTS", "1") == "1"}
+_PLAIN_KW = {"mmap_" + "mode": "r"}
+
+
+def load_generations(path):
+    # ruleid: MLS104
+    cached = np.load(path, **_CACHE_KW)
+    # ok: MLS104
+    plain = np.load(path, **_PLAIN_KW)
+    return cached, plain
