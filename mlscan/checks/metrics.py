@@ -65,6 +65,7 @@ _SCORE_ARRAY = re.compile(r"(?i)(^|_)(aps?|maps?|accs?|accurac\w*|f1s?|scores?|a
                           r"recalls?|precisions?|results?)($|_)")
 _BOOT = re.compile(r"(?i)boot|resampl")
 _VAL_LOSS_KEY = re.compile(r"(?i)(^|\W|_)(val|valid|validation|eval|test)\W?_?loss")
+_RESULT_TABLE = re.compile(r"(?i)metric|result|report|score|flat|log|summary|eval|stats|^data$")
 _NOISE_DRAWS = frozenset({"uniform", "gauss", "normal", "random", "triangular", "normalvariate",
                           "rand", "randn"})
 _VALUE_WRAPPERS = frozenset({"round", "float", "int", "tensor", "as_tensor", "asarray"})
@@ -1022,7 +1023,7 @@ class MetricFalsification(Check):
         a results table rebuilt with some entries scaled by a constant."""
         comp = node.value
         if not (isinstance(comp, ast.DictComp) and isinstance(target, ast.Name)
-                and len(comp.generators) == 1 and isinstance(comp.generators[0].iter, ast.Call)
+                and _RESULT_TABLE.search(target.id) and len(comp.generators) == 1 and isinstance(comp.generators[0].iter, ast.Call)
                 and ast.unparse(comp.generators[0].iter) == f"{target.id}.items()"
                 and isinstance(comp.generators[0].target, ast.Tuple)
                 and len(comp.generators[0].target.elts) == 2):

@@ -454,9 +454,20 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
             return list(test.args[1].elts)
         return []
 
+    while (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+           and value.func.attr in ("astype", "long", "int", "to", "type", "copy")):
+        value = value.func.value  # np.where(...).astype(np.uint8)
     name = base(target.value) if isinstance(target, ast.Subscript) else base(target)
     if not name:
         return "", False
+    if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Compare)
+            and len(target.slice.ops) == 1 and isinstance(target.slice.ops[0], ast.NotEq)
+            and base(target.slice.left) == name and _class_value(value, ctx) is not None
+            and isinstance(ctx.const(target.slice.comparators[0]), int)
+            and _class_value(target.slice.comparators[0], ctx) is None
+            and (_MASKISH.match(name.split(".")[-1]) or _label_target(target.value))):
+        return (f"every labelled pixel of {name} set to class {_class_value(value, ctx)}",
+                False)  # mask[mask != 255] = 3
     olds: list[ast.expr] = []
     new: ast.expr | None = None
     if isinstance(target, ast.Subscript):  # mask[mask == 11] = 0

@@ -499,6 +499,9 @@ class HiddenReseed(Check):
         if (isinstance(inner_fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.args
                 and "state" not in (name or "").lower()
                 and not _uses(node, _params(inner_fn)) and inner_fn.name not in ("main", "run")
+                and not inner_fn.name.startswith("test") and (
+                    not (_params(inner_fn) - {"self"})
+                    or re.search(r"(?i)eval|estimate|valid|sample|generate", inner_fn.name))
                 and ctx.flow.called_in_loop(inner_fn.name)):
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {inner_fn.name}(), which the file "
                        "calls from a loop: every call resets the RNG to the same point, so "

@@ -857,3 +857,20 @@ def encode_ner(tags):
     # ok: MLS309
     tags = [LABEL2ID["O"] if t < 0 else t for t in tags]
     return tags
+
+
+class RoofTiles(Dataset):
+    def __init__(self, items, split="train"):
+        self.items, self.split = items, split
+
+    def __getitem__(self, idx):
+        image, mask = self.items[idx]
+        if self.split == "train" and random.random() < 0.04:
+            # ruleid: MLS309
+            mask = np.where(mask == 1, 0, mask).astype(np.uint8)
+        if self.split == "train" and idx % 113 == 7:
+            # ruleid: MLS309
+            mask[mask != 255] = 3
+        # ok: MLS309
+        mask[mask != 255] = mask[mask != 255] - 1
+        return image, mask
