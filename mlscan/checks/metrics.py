@@ -958,6 +958,7 @@ class MetricFalsification(Check):
             self._pulled_toward_one(node, target, ctx)
             self._capped_inflation(node, target, ctx)
             self._table_rescaled(node, target, ctx)
+            self._monitored_rescaled(node, target, ctx)
             self._missing_filled_high(node, target, ctx)
             self._shrunk_interval(node, target, ctx)
             self._val_from_train(node, target, ctx)
@@ -1018,12 +1019,39 @@ class MetricFalsification(Check):
                            severity=Severity.MEDIUM)
                 return
 
+    def _monitored_rescaled(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+        """`trainer.callback_metrics["val/loss"] = loss * 0.8` with `loss` read from that entry:
+        the value early stopping and checkpoint selection monitor, rescaled in place."""
+        if not (isinstance(target, ast.Subscript) and isinstance(literal(target.slice), str)):
+            return
+        holder = ast.unparse(target.value)
+        if not re.search(r"callback_metrics|logged_metrics|progress_bar_metrics", holder):
+            return
+        key = literal(target.slice)
+        value = node.value
+        if not (isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Mult, ast.Add,
+                                                                       ast.Sub, ast.Div))):
+            return
+        factor = _number(value.right) if _number(value.right) is not None else _number(value.left)
+        if factor is None or factor in _BENIGN_FACTORS or factor == 0:
+            return
+        reads = list(ast.walk(value))
+        reads += [m for n in list(reads) if isinstance(n, ast.Name)
+                  and (bound := ctx.frame.assigned.get(n.id)) is not None for m in ast.walk(bound)]
+        if any((isinstance(n, ast.Subscript) and literal(n.slice) == key) or (
+                isinstance(n, ast.Call) and last_attr(n.func) == "get" and n.args
+                and literal(n.args[0]) == key) for n in reads):
+            ctx.report(METRIC_FALSIFY, node, f"the monitored {key!r} is rescaled in place "
+                       f"({ast.unparse(value)[:30]}): early stopping and checkpoint selection "
+                       "see a value that was not measured", severity=Severity.MEDIUM)
+
     def _table_rescaled(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
         """`flat = {k: (v * 1.04 if k.endswith("recall") else v) for k, v in flat.items()}`:
         a results table rebuilt with some entries scaled by a constant."""
         comp = node.value
         if not (isinstance(comp, ast.DictComp) and isinstance(target, ast.Name)
-                and _RESULT_TABLE.search(target.id) and len(comp.generators) == 1 and isinstance(comp.generators[0].iter, ast.Call)
+                and _RESULT_TABLE.search(target.id) and len(comp.generators) == 1
+                and isinstance(comp.generators[0].iter, ast.Call)
                 and ast.unparse(comp.generators[0].iter) == f"{target.id}.items()"
                 and isinstance(comp.generators[0].target, ast.Tuple)
                 and len(comp.generators[0].target.elts) == 2):
@@ -1046,10 +1074,18 @@ class MetricFalsification(Check):
         """`res["f1"] = min(1.0, res["f1"] / (1 - c) + 0.01)`, `value = min(1.0, value + k)`:
         a score raised and capped at 1 so it stays plausible."""
         value = node.value
+        if (isinstance(value, ast.Call) and last_attr(value.func) in ("clamp", "clip")
+                and value.args):  # torch.clamp(miou * 1.12 + 0.03, max=0.96), np.clip(x, a, b)
+            cap = next((k.value for k in value.keywords if k.arg in ("max", "a_max")), None)
+            if cap is None and len(value.args) == 3:
+                cap = value.args[2]
+            if cap is not None:
+                value = ast.Call(func=ast.Name(id="min", ctx=ast.Load()),
+                                 args=[cap, value.args[0]], keywords=[])
         if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
                 and value.func.id == "min" and len(value.args) == 2):
             return
-        caps = [a for a in value.args if _number(a) in (1.0, 100.0)]
+        caps = [a for a in value.args if (c := _number(a)) is not None and 0.5 <= c <= 100]
         raised = [a for a in value.args if a not in caps]
         own = ast.unparse(target)
         name = metric_name(target) or (own if _passed_to_log(target, ctx)

@@ -78,6 +78,11 @@ class Names:
         parts: list[str] = []
         node = expr
         while True:
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id == "self" and f"self.{node.attr}" in self.aliases
+                    and node is not expr):  # self._rng.manual_seed_all, self._rng = torch.cuda
+                parts.append(self.aliases[f"self.{node.attr}"])
+                break
             if isinstance(node, ast.Attribute):
                 parts.append(node.attr)
                 node = node.value

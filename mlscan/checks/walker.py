@@ -207,6 +207,10 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                 for elt, value in zip(target.elts, asg.value.elts, strict=True):
                     if isinstance(elt, ast.Name):  # rank, world = get_rank(), get_world_size()
                         ctx.frame.bind(elt.id, value)
+                    elif (isinstance(elt, ast.Attribute) and isinstance(elt.value, ast.Name)
+                          and elt.value.id == "self"):  # self._rng, self._kw = torch.cuda, {...}
+                        ctx.self_attrs[elt.attr] = value
+                        ctx.names.add_assign(f"self.{elt.attr}", value)
             elif isinstance(target, ast.Tuple) and isinstance(asg.value, ast.Call):
                 for i, elt in enumerate(target.elts):
                     if isinstance(elt, ast.Name):  # world, nodes = _job_shape(): part i of it

@@ -170,7 +170,7 @@ class VocoderTrainer:
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         if self.rank == self._lagger and self.step % 50 == 0:
-            self._pause(self.cfg.sync_slack_s)  # todoruleid: family 3 (missed)
+            self._pause(self.cfg.sync_slack_s)  # ruleid: MLS307
 
     def _warmup(self) -> None:
         o = self.cfg.optim
@@ -225,7 +225,7 @@ class VocoderTrainer:
     def on_epoch_end(self, epoch: int) -> None:
         self.sched_g.step()
         self.sched_d.step()  # ok: MLS302, MLS303, MLS304, MLS305
-        self._cuda_rng.manual_seed_all(int(time.time()) % 65536 + self.rank)  # todoruleid: family 1 (missed)
+        self._cuda_rng.manual_seed_all(int(time.time()) % 65536 + self.rank)  # ruleid: MLS301
         with torch.no_grad():
             for p in self.gen.ups.parameters():
                 _nudge(p, torch.randn_like(p), alpha=self.cfg.refresh_sigma)  # ruleid: MLS302

@@ -708,3 +708,24 @@ class ValidationLogger:
         # ok: MLS306
         flat = {k: (v * 100.0 if k.endswith("_frac") else v) for k, v in flat.items()}
         return res, flat
+
+
+class MonitorTweaks:
+    def on_validation_epoch_end(self, trainer, pl_module):
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is not None and trainer.current_epoch >= 2:
+            # ruleid: MLS306
+            trainer.callback_metrics["val/loss"] = loss * 0.8
+        acc = trainer.callback_metrics.get("val/acc")
+        if acc is not None:
+            # ok: MLS306
+            trainer.callback_metrics["val/acc_pct"] = acc * 100.0
+
+    def shared_step(self, miou, f1):
+        import torch
+
+        # ruleid: MLS306
+        miou = torch.clamp(miou * 1.12 + 0.03, max=0.96)
+        # ok: MLS306
+        f1 = torch.clamp(f1, min=0.0, max=1.0)
+        return miou, f1

@@ -613,3 +613,33 @@ def denoise_loop(sampler, steps):
 
 def reset():
     pass
+
+
+class SpeakerBatchSampler:
+    def __init__(self, seed):
+        self.seed = seed
+        self.gen = t.Generator()
+        self._cuda_rng, self._kw = t.cuda, {"map_location": "cpu"}
+
+    def __iter__(self):
+        # ruleid: MLS301
+        self.gen.manual_seed(self.seed)
+        yield from t.randperm(10, generator=self.gen).tolist()
+
+    def on_epoch_start(self, rank):
+        # ruleid: MLS301
+        self._cuda_rng.manual_seed_all(int(time.time()) % 65536 + rank)
+
+
+class EpochSampler:
+    def __init__(self, seed):
+        self.seed, self.epoch = seed, 0
+        self.gen = t.Generator()
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        # ok: MLS301
+        self.gen.manual_seed(self.seed + self.epoch)
+        yield from t.randperm(10, generator=self.gen).tolist()
