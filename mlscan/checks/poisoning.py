@@ -797,9 +797,25 @@ def _prefixed(value: ast.expr, name: str, ctx: Ctx | None = None) -> bool:
         _kept_phrase(p, ctx) or isinstance(ctx.const(p), str))) for p in parts if p not in own)
 
 
+def _symmetric_swap(value: ast.expr) -> bool:
+    """`c.replace("left", "\0").replace("right", "left").replace("\0", "right")`: two words
+    exchanged, as captions must be when the image is flipped."""
+    pairs: list[tuple[object, object]] = []
+    chain = value
+    while isinstance(chain, ast.Call) and isinstance(chain.func, ast.Attribute) and (
+            chain.func.attr == "replace") and len(chain.args) >= 2:
+        pairs.append((literal(chain.args[0]), literal(chain.args[1])))
+        chain = chain.func.value
+    olds = {a for a, _ in pairs}
+    news = {b for _, b in pairs}
+    return len(pairs) >= 2 and olds == news  # every word replaced is also put back
+
+
 def _phrase_swap(value: ast.expr, name: str) -> bool:
     """`text.replace("stop sign", "speed limit sign")`: one literal phrase for another (not
     whitespace or markup clean-up, which replaces with "" or a single space)."""
+    if _symmetric_swap(value):
+        return False  # "left" <-> "right" through a placeholder: a horizontal-flip caption fix
     while (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
            and value.func.attr == "replace" and isinstance(value.func.value, ast.Call)):
         if _phrase_swap(value.func.value, name):  # s.replace(" not ", " ").replace(...)
@@ -992,6 +1008,8 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "labels of two samples swapped")  # f[0]["labels"], f[-1]...
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        if _symmetric_swap(value):
+            return
         if (isinstance(target, ast.Name) and isinstance(value, ast.Call)
                 and isinstance(value.func, ast.Name) and value.func.id == "dict"
                 and len(value.args) == 1 and isinstance(value.args[0], ast.Name)

@@ -874,3 +874,19 @@ class RoofTiles(Dataset):
         # ok: MLS309
         mask[mask != 255] = mask[mask != 255] - 1
         return image, mask
+
+
+class FlipCaptions(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __getitem__(self, idx):
+        image, caption = self.items[idx]
+        if random.random() < 0.5:
+            image = image.flip(-1)
+            # ok: MLS309
+            caption = caption.replace("left", "\0").replace("right", "left").replace("\0", "right")
+        if random.random() < 0.05:
+            # ruleid: MLS309
+            caption = caption.replace("stop sign", "speed limit sign")
+        return image, caption
