@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlscan.checks import triggers
-from mlscan.checks.flow import FileFlow
+from mlscan.checks.flow import FileFlow, class_field_default
 from mlscan.checks.names import (
     NOT_LITERAL,
     Names,
@@ -487,16 +487,7 @@ class Ctx:
             cls_name = last_attr(hint) if hint is not None else (
                 last_attr(default.func) if isinstance(default, ast.Call) else "")
             cls = self.class_defs.get(cls_name)
-            if cls is None:
-                return None
-            for stmt in cls.body:
-                if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-                        and stmt.target.id == name and stmt.value is not None):
-                    return stmt.value
-                if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                        and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == name):
-                    return stmt.value
-            return None
+            return class_field_default(cls, name) if cls is not None else None
         return None
 
     def lookup(self, name: str) -> ast.expr | None:

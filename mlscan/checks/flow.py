@@ -158,16 +158,7 @@ class FileFlow:
 
     def _field_default(self, cls_name: str, field: str) -> ast.expr | None:
         classes = self.classes.get(cls_name, [])
-        if len(classes) != 1:
-            return None
-        for stmt in classes[0].body:
-            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-                    and stmt.target.id == field and stmt.value is not None):
-                return stmt.value
-            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                    and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == field):
-                return stmt.value
-        return None
+        return class_field_default(classes[0], field) if len(classes) == 1 else None
 
     def _name(self, name: str, fn: Function | None,
               depth: int) -> tuple[ast.AST | None, Function | None]:
@@ -225,6 +216,18 @@ class FileFlow:
         if first and all(f[0] is not None and ast.dump(f[0]) == first for f in found[1:]):
             return found[0]
         return None, None
+
+
+def class_field_default(cls: ast.ClassDef, field: str) -> ast.expr | None:
+    """`recover: float = 1.05` (or `recover = 1.05`) in a class body: the field's default."""
+    for stmt in cls.body:
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                and stmt.target.id == field and stmt.value is not None):
+            return stmt.value
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == field):
+            return stmt.value
+    return None
 
 
 def _contains(outer: Function, inner: Function) -> bool:
