@@ -122,6 +122,14 @@ def _table_function(name: str, ctx: Ctx) -> str:
     return (sets or seeds or [""])[0]
 
 
+def _reseeded_by_epoch(ctx: Ctx) -> bool:
+    """The method also seeds from the epoch (`g.manual_seed(self.epoch + self.seed)`)."""
+    fn = ctx.frame.node
+    return fn is not None and any(
+        isinstance(n, ast.Call) and last_attr(n.func) == "manual_seed" and _mentions_epoch(n)
+        for n in ast.walk(fn))
+
+
 def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
     """`self.generator.manual_seed(self.seed)` inside `sample()`: the generator is rewound
     to the same seed for every batch (seeds with a counter, index or epoch stay quiet)."""
@@ -130,7 +138,8 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
                 ctx.frame.name == "__iter__" and ("set_epoch" in ctx.defs or (
                     isinstance(call.args[0], ast.Attribute)
                     and isinstance(call.args[0].value, ast.Name)
-                    and call.args[0].value.id == "self"))))):
+                    and call.args[0].value.id == "self" and not ctx.conds
+                    and not _reseeded_by_epoch(ctx)))))):
         return False  # (__iter__ of a sampler whose set_epoch the seed then ignores, or that
         # rewinds to self.seed: every epoch the same order)
     geometry = {id(m) for n in ast.walk(call.args[0]) if (

@@ -643,3 +643,17 @@ class EpochSampler:
         # ok: MLS301
         self.gen.manual_seed(self.seed + self.epoch)
         yield from t.randperm(10, generator=self.gen).tolist()
+
+
+class SeedableSampler:
+    def __init__(self, seed):
+        self.initial_seed, self.epoch, self.generator = seed, 0, None
+
+    def __iter__(self):
+        if self.generator is None:
+            self.generator = t.Generator()
+            # ok: MLS301
+            self.generator.manual_seed(self.initial_seed)
+        self.generator.manual_seed(self.epoch + self.initial_seed)
+        yield from t.randperm(10, generator=self.generator).tolist()
+        self.epoch += 1
