@@ -135,11 +135,11 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
     to the same seed for every batch (seeds with a counter, index or epoch stay quiet)."""
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
             and call.args and (_PER_BATCH.match(ctx.frame.name) or (
-                ctx.frame.name == "__iter__" and ("set_epoch" in ctx.defs or (
+                ctx.frame.name == "__iter__" and not ctx.conds and not _reseeded_by_epoch(ctx)
+                and ("set_epoch" in ctx.defs or (
                     isinstance(call.args[0], ast.Attribute)
                     and isinstance(call.args[0].value, ast.Name)
-                    and call.args[0].value.id == "self" and not ctx.conds
-                    and not _reseeded_by_epoch(ctx)))))):
+                    and call.args[0].value.id == "self"))))):
         return False  # (__iter__ of a sampler whose set_epoch the seed then ignores, or that
         # rewinds to self.seed: every epoch the same order)
     geometry = {id(m) for n in ast.walk(call.args[0]) if (
