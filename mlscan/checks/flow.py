@@ -19,6 +19,8 @@ from mlscan.checks.names import last_attr, literal
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 
 _MAX_DEPTH = 8
+_MAX_STEPS = 20_000
+"""Resolution steps per file; beyond them values are unknown (bounded time on any input)."""
 
 
 class FileFlow:
@@ -31,6 +33,8 @@ class FileFlow:
         self._locals: dict[int, dict[str, ast.expr | None]] = {}
         self.parent: dict[int, Function] = {}
         self._owners: dict[int, Function] | None = None
+        self._params: dict[tuple[int, str], tuple[ast.AST | None, Function | None]] = {}
+        self._steps = 0
         self.classes: dict[str, list[ast.ClassDef]] = {}
         self.looped_calls: set[int] = set()
         """Calls written inside a `for`/`while` (of the same function)."""
@@ -109,8 +113,9 @@ class FileFlow:
     def resolve(self, expr: ast.AST | None, fn: Function | None,
                 depth: int = 0) -> tuple[ast.AST | None, Function | None]:
         """What `expr`, read inside `fn`, holds (and the function whose names it uses)."""
-        if expr is None or depth > _MAX_DEPTH:
-            return expr, fn
+        self._steps += 1
+        if expr is None or depth > _MAX_DEPTH or self._steps > _MAX_STEPS:
+            return expr, fn  # (a budget per file: recursive call chains fan out)
         if isinstance(expr, ast.Name):
             found, scope = self._name(expr.id, fn, depth)
             return (found, scope) if found is not None else (expr, fn)
@@ -181,7 +186,18 @@ class FileFlow:
     def _param(self, name: str, fn: Function,
                depth: int) -> tuple[ast.AST | None, Function | None]:
         """The argument every call site of `fn` passes for `name` (the default when none
-        passes it); None when call sites disagree."""
+        passes it); None when call sites disagree. Memoised; a parameter met again while it
+        is being resolved (recursion) is unknown."""
+        key = (id(fn), name)
+        if key in self._params:
+            return self._params[key]
+        self._params[key] = (None, None)
+        found = self._param_uncached(name, fn, depth)
+        self._params[key] = found
+        return found
+
+    def _param_uncached(self, name: str, fn: Function,
+                        depth: int) -> tuple[ast.AST | None, Function | None]:
         cls = self.class_of.get(id(fn)) if fn.name == "__init__" else None
         if cls is None and len(self.functions.get(fn.name, ())) != 1:
             return None, None

@@ -1,0 +1,33 @@
+"""The Python analyzer ends in bounded time on code shaped to make value flow fan out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+
+def _recursive_collate(calls: int) -> str:
+    """torch's `collate(batch, collate_fn_map=...)`: a function that passes its parameter to
+    itself from many call sites and calls through it as a table (`table[kind](...)`)."""
+    lines = ["import torch", "", "def collate(batch, *, collate_fn_map=None):",
+             "    kind = type(batch[0])",
+             "    if kind in collate_fn_map:",
+             "        return collate_fn_map[kind](batch, collate_fn_map=collate_fn_map)"]
+    for i in range(calls):
+        lines.append(f"    if len(batch) == {i}:")
+        lines.append(f"        return [collate(s, collate_fn_map=collate_fn_map) for s in batch]")
+    lines += ["", "TABLE = {}", "", "def default_collate(batch):",
+              "    return collate(batch, collate_fn_map=TABLE)", ""]
+    return "\n".join(lines)
+
+
+def test_recursive_parameter_flow_is_bounded() -> None:
+    """In a subprocess with a timeout, so that a regression fails instead of hanging."""
+    code = ("import sys; from mlscan.analyzers.python_code import analyze_text; "
+            "analyze_text(sys.stdin.read(), 'collate.py')")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], input=_recursive_collate(40),
+                          text=True, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert time.perf_counter() - start < 10.0
