@@ -16,7 +16,7 @@ def _recursive_collate(calls: int) -> str:
              "        return collate_fn_map[kind](batch, collate_fn_map=collate_fn_map)"]
     for i in range(calls):
         lines.append(f"    if len(batch) == {i}:")
-        lines.append(f"        return [collate(s, collate_fn_map=collate_fn_map) for s in batch]")
+        lines.append("        return [collate(s, collate_fn_map=collate_fn_map) for s in batch]")
     lines += ["", "TABLE = {}", "", "def default_collate(batch):",
               "    return collate(batch, collate_fn_map=TABLE)", ""]
     return "\n".join(lines)
