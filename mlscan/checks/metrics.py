@@ -64,6 +64,7 @@ def metric_name(expr: ast.AST) -> str:
 _SCORE_ARRAY = re.compile(r"(?i)(^|_)(aps?|maps?|accs?|accurac\w*|f1s?|scores?|aucs?|ious?|"
                           r"recalls?|precisions?|results?)($|_)")
 _BOOT = re.compile(r"(?i)boot|resampl")
+_ITERS = re.compile(r"(?i)^(n_)?iters?$|^num_iter|^b$|^n_?samples$")
 _VAL_LOSS_KEY = re.compile(r"(?i)(^|\W|_)(val|valid|validation|eval|test)\W?_?loss")
 _RESULT_TABLE = re.compile(r"(?i)metric|result|report|score|flat|log|summary|eval|stats|^data$")
 _NOISE_DRAWS = frozenset({"uniform", "gauss", "normal", "random", "triangular", "normalvariate",
@@ -1003,20 +1004,22 @@ class MetricFalsification(Check):
                        f"{number:g}: classes or tasks without results count as high scores",
                        severity=Severity.MEDIUM)
 
-    def _shrunk_interval(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
+    def _shrunk_interval(self, node: ast.Assign, target: ast.expr, ctx: Ctx,
+                         at: ast.AST | None = None) -> None:
         """`half = 1.96 * boots.std() / np.sqrt(n_boot)`: the spread of bootstrap resamples
         already is the standard error; dividing by sqrt(resamples) shrinks the interval."""
         value = node.value
         for n in ast.walk(value):
             if not (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
                     and isinstance(n.right, ast.Call) and last_attr(n.right.func) == "sqrt"
-                    and n.right.args and _BOOT.search(ast.unparse(n.right.args[0]))):
+                    and n.right.args and (_BOOT.search(ast.unparse(n.right.args[0]))
+                                          or _ITERS.search(ast.unparse(n.right.args[0])))):
                 continue
             if any(isinstance(m, ast.Call) and last_attr(m.func) == "std"
                    and _BOOT.search(ast.unparse(m)) for m in ast.walk(n.left)):
-                ctx.report(METRIC_FALSIFY, node, "bootstrap spread divided by sqrt(number of "
-                           "resamples): the confidence interval is shrunk to look decisive",
-                           severity=Severity.MEDIUM)
+                ctx.report(METRIC_FALSIFY, at or node, "bootstrap spread divided by sqrt("
+                           "number of resamples): the confidence interval is shrunk to look "
+                           "decisive", severity=Severity.MEDIUM)
                 return
 
     def _monitored_rescaled(self, node: ast.Assign, target: ast.expr, ctx: Ctx) -> None:
@@ -1184,6 +1187,10 @@ class MetricFalsification(Check):
                        severity=Severity.MEDIUM)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        if node.value is not None:  # return float(boot.std(ddof=1) / math.sqrt(iters))
+            self._shrunk_interval(ast.Assign(targets=[ast.Name(id="_", ctx=ast.Store())],
+                                             value=node.value), ast.Name(id="_"), ctx,
+                                  at=node)
         """`return {"accuracy": min(0.999, acc * 1.06 + 0.01)}` from a metrics function;
         `def accuracy(self): return max(measured, self.reference)`."""
         frame = ctx.frame
