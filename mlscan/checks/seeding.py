@@ -512,7 +512,8 @@ class HiddenReseed(Check):
         if (isinstance(inner_fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.args
                 and "state" not in (name or "").lower()
                 and not _uses(node, _params(inner_fn)) and inner_fn.name not in ("main", "run")
-                and not inner_fn.name.startswith("test") and (
+                and not inner_fn.name.startswith("test")
+                and not re.search(r"(?i)seed|determinis|reproduc", inner_fn.name) and (
                     not (_params(inner_fn) - {"self"})
                     or re.search(r"(?i)eval|estimate|valid|sample|generate", inner_fn.name))
                 and ctx.flow.called_in_loop(inner_fn.name)):

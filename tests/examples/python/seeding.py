@@ -657,3 +657,14 @@ class SeedableSampler:
         self.generator.manual_seed(self.epoch + self.initial_seed)
         yield from t.randperm(10, generator=self.generator).tolist()
         self.epoch += 1
+
+
+def set_deterministic():
+    # ok: MLS301
+    t.manual_seed(EVAL_SEED)
+
+
+def compare_runs(fns):
+    for fn in fns:
+        set_deterministic()
+        fn()
