@@ -84,7 +84,7 @@ def analyze_text(text: str, path: str, member: str | None = None, *,
 
     tree = _parse(text, "Python source")
     if normalize.wanted(text):
-        normalize.normalize(tree)
+        normalize.normalize(tree, text)
     ctx = Ctx(path, member, text.splitlines())
     walk(tree, ctx)
     return ctx.finish()
@@ -138,7 +138,7 @@ def analyze_notebook(src: Source, budget: Budget) -> Iterator[Finding]:
         try:
             tree = _parse(code, f"notebook cell {index}")
             if normalize.wanted(code):
-                normalize.normalize(tree)
+                normalize.normalize(tree, code)
         except MalformedError as exc:
             yield MALFORMED.finding(src.path, f"{src.name}: {exc.message}", member=member,
                                     evidence=exc.message)

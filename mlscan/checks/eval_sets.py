@@ -520,6 +520,8 @@ class EvalSelection(Check):
     def _below_own_percentile(self, node: ast.Assign, ctx: Ctx) -> None:
         """`keep = np.where(rl >= np.percentile(rl, 10))[0]` with `rl` per-example ROUGE: the
         lowest-scoring tenth of the samples selected away before the aggregate."""
+        if not (ctx.mentions("percentile") or ctx.mentions("quantile")):
+            return
         for cmp in ast.walk(node.value):
             if not (isinstance(cmp, ast.Compare) and len(cmp.comparators) == 1
                     and isinstance(cmp.comparators[0], ast.Call)

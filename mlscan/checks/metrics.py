@@ -196,18 +196,26 @@ def _constant_entry(expr: ast.AST, precise: bool = False) -> str:
 
 def _passed_to_log(target: ast.expr, ctx: Ctx) -> bool:
     """`v = ...; self.log(name, v)`: a plain name this function hands to a metric logger as
-    the value."""
+    the value (the names are collected once per function)."""
     fn = ctx.frame.node
     if not isinstance(target, ast.Name) or not isinstance(fn, (ast.FunctionDef,
                                                                ast.AsyncFunctionDef)):
         return False
-    for node in ast.walk(fn):
-        if (isinstance(node, ast.Call) and last_attr(node.func) in (
-                "log", "add_scalar", "log_metric", "log_metrics", "log_dict")
-                and any(isinstance(a, ast.Name) and a.id == target.id for a in [
-                    *node.args[1:], *(k.value for k in node.keywords if k.arg == "value")])):
-            return True
-    return False
+    cached = _LOGGED_CACHE.get(id(fn))
+    if cached is None or cached[0] is not fn:
+        names = {a.id for node in ast.walk(fn) if isinstance(node, ast.Call)
+                 and last_attr(node.func) in ("log", "add_scalar", "log_metric", "log_metrics",
+                                              "log_dict")
+                 for a in [*node.args[1:], *(k.value for k in node.keywords if k.arg == "value")]
+                 if isinstance(a, ast.Name)}
+        if len(_LOGGED_CACHE) > 4096:
+            _LOGGED_CACHE.clear()
+        cached = _LOGGED_CACHE[id(fn)] = (fn, names)
+    return target.id in cached[1]
+
+
+_LOGGED_CACHE: dict[int, tuple[ast.AST, set[str]]] = {}
+"""Function id -> (the function, names it logs); the node is kept so ids are not reused."""
 
 
 def _logged_value(target: ast.expr, ctx: Ctx) -> bool:
@@ -1008,6 +1016,8 @@ class MetricFalsification(Check):
                          at: ast.AST | None = None) -> None:
         """`half = 1.96 * boots.std() / np.sqrt(n_boot)`: the spread of bootstrap resamples
         already is the standard error; dividing by sqrt(resamples) shrinks the interval."""
+        if not ctx.mentions("sqrt"):
+            return
         value = node.value
         for n in ast.walk(value):
             if not (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
@@ -1277,7 +1287,11 @@ class MetricFalsification(Check):
                        f"Trainer's {replaced!r} with a value it did not measure: the log shows "
                        "what the callback chose", severity=Severity.MEDIUM)
             return
-        held = _held_to_stored(target, value, ctx, logged=_passed_to_log(target, ctx)) or (
+        logged = (isinstance(target, ast.Name) and not metric_name(target) and any(
+            isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+            and n.func.id in ("min", "max") for n in ast.walk(value))
+            and _passed_to_log(target, ctx))  # (the function scan only where it can matter)
+        held = _held_to_stored(target, value, ctx, logged=logged) or (
             _held_to_reference(target, value, ctx))
         if held:
             ctx.report(METRIC_FALSIFY, node, f"{held}: the reported result is not the "

@@ -33,7 +33,13 @@ def wanted(text: str) -> bool:
     return TRIGGER.search(text) is not None
 
 
-def normalize(tree: ast.Module) -> None:
+_SPELLED_KEYS = re.compile(r"[\"']\.join\(|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]*\[[\"']")
+"""Keys or table reads that `_fold_subscripts` can fold (the pass visits every node)."""
+
+
+def normalize(tree: ast.Module, text: str | None = None) -> None:
+    """With `text`, passes whose spellings do not occur in the source are skipped."""
+    subscripts = text is None or _SPELLED_KEYS.search(text) is not None
     consts = _module_constants(tree)
     sources = dict(_module_assigns(tree))
     noops = _noops(tree)
@@ -41,8 +47,8 @@ def normalize(tree: ast.Module) -> None:
     unbound = {name: value.attr for name, value in sources.items()
                if isinstance(value, ast.Attribute) and ast.unparse(value.value) in (
                    _UNBOUND_OWNERS)}
-    if "operator" in consts or any(isinstance(n, ast.alias) and n.name == "operator"
-                                   for n in ast.walk(tree)):
+    if any(isinstance(stmt, ast.Import) and any(a.name == "operator" for a in stmt.names)
+           for stmt in tree.body):
         for node in ast.walk(tree):  # first: the statement rewrites below reuse these values
             _fold_operators(node)
     tables = {name: {literal(k): v for k, v in zip(value.keys, value.values, strict=True)
@@ -54,8 +60,9 @@ def normalize(tree: ast.Module) -> None:
             _dispatch(node, tables)
             _bind_method(node, unbound)
             _fold_by_flow(node, tree, flow)
-        _fold_subscripts(node, consts)
-        if isinstance(node, ast.Dict):  # {"allow_" + "pickle": True}
+        if subscripts:
+            _fold_subscripts(node, consts)
+        if subscripts and isinstance(node, ast.Dict):  # {"allow_" + "pickle": True}
             node.keys = [ast.copy_location(ast.Constant(k), key) if key is not None and not (
                 isinstance(key, ast.Constant)) and (k := _const(key, consts)) is not None
                 else key for key in node.keys]
@@ -251,9 +258,10 @@ def _fold_getattr(call: ast.Call, consts: dict[str, object],
 def _fold_by_flow(call: ast.Call, tree: ast.Module, flow: list[FileFlow]) -> None:
     """`setattr(dist, cfg["reduce_op"], shim)` with `cfg` a copy of a module dict handed in
     by the caller: the attribute name found by the file's value flow."""
-    if not (isinstance(call.func, ast.Name) and call.func.id in ("getattr", "setattr")
-            and len(call.args) >= 2 and isinstance(call.args[1], (ast.Name, ast.Subscript))):
-        return
+    if not (isinstance(call.func, ast.Name) and len(call.args) >= 2 and (
+            (call.func.id == "setattr" and isinstance(call.args[1], (ast.Name, ast.Subscript)))
+            or (call.func.id == "getattr" and isinstance(call.args[1], ast.Subscript)))):
+        return  # (getattr(obj, name) with a plain variable is everyday code: not followed)
     if not flow:
         flow.append(FileFlow(tree))
     value = flow[0].resolve(call.args[1], flow[0].owner(call))[0]

@@ -330,7 +330,12 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
             value = ctx.lookup(kw.value.id)
         elif isinstance(kw.value, ast.Attribute):
             value = ctx.value_of(kw.value)  # np.load(p, **self._np_opts)
-        if not isinstance(value, (ast.Dict, ast.Call)) and not isinstance(kw.value, ast.Call):
+        own_kwargs = isinstance(kw.value, ast.Name) and isinstance(
+            ctx.frame.node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and (
+            ctx.frame.node.args.kwarg is not None
+            and ctx.frame.node.args.kwarg.arg == kw.value.id)  # f(**kwargs) passes its own
+        if (not isinstance(value, (ast.Dict, ast.Call)) and not isinstance(kw.value, ast.Call)
+                and not own_kwargs):
             value = ctx.resolve(kw.value)  # f(**_OPTS["index_kw"]), opts handed in by a caller
         if isinstance(value, ast.Dict):
             pairs = zip(value.keys, value.values, strict=True)
