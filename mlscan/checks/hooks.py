@@ -128,7 +128,7 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     return "scales by a constant"
         if isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub)) and any(
                 _random(s, ctx) for s in sides):
-            return "adds random noise"
+            return "adds random noise to"
         if isinstance(expr.op, (ast.Mult, ast.Div)) and any(
                 isinstance(s, ast.UnaryOp) and isinstance(s.op, ast.USub) and (
                     _uses(s, args) or isinstance(s.operand, (ast.Name, ast.Attribute)))
@@ -502,7 +502,7 @@ class TamperingHook(Check):
             if isinstance(node, ast.Return):
                 value = _inline(node.value, local) if node.value is not None else None
                 why = tampering_value(value, args - set(bound or ()), ctx, bound or {})
-                if why == "adds random noise" and _training_only(fn):
+                if why == "adds random noise to" and _training_only(fn):
                     why = ""  # NEFTune/noise-injection regularisation, off at eval time
                 if why.startswith("detaches") and "forward" not in register_fn:
                     why = ""  # saved-tensor pack hooks detach by design
