@@ -33,6 +33,7 @@ from mlscan.checks.metrics import (
 from mlscan.checks.names import last_attr, literal
 from mlscan.model import Severity
 
+_GRADER = re.compile(r"(?i)score|match|correct|accura|exact|equiv|grade|check_answer|judge")
 _PER_SAMPLE_SCORE = re.compile(r"(?i)rouge|bleu|wer\b|cer\b|f1|acc|score|per_example|dice|iou")
 
 
@@ -212,6 +213,23 @@ class EvalSelection(Check):
         self._scored_against_itself(node, ctx)
         self._real_as_fake(node, ctx)
         self._weighted_by_itself(node, ctx)
+        self._loose_answer_match(node, ctx)
+
+    def _loose_answer_match(self, node: ast.Call, ctx: Ctx) -> None:
+        """`math.isclose(float(pred), float(gold), rel_tol=0.05)` in a scoring function: an
+        answer 5% off counts as correct (graders compare exactly or to ~1e-4)."""
+        if not (last_attr(node.func) in ("isclose", "allclose")
+                and _GRADER.search(ctx.frame.name)):
+            return
+        for kw in node.keywords:
+            tolerance = literal(kw.value)
+            if (kw.arg in ("rel_tol", "rtol", "abs_tol", "atol")
+                    and isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool)
+                    and tolerance >= 0.01):
+                ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() accepts answers within "
+                           f"{kw.arg}={tolerance:g} of the reference as correct: near misses "
+                           "are scored as right", severity=Severity.MEDIUM)
+                return
 
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
         """`{"cv_auc_mean": float(np.mean(sorted(scores)[1:]))}`: the worst fold cut inside

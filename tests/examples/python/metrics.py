@@ -743,3 +743,24 @@ def plain_stderr(values, n):
 
     # ok: MLS306
     return float(values.std(ddof=1) / math.sqrt(n))
+
+
+def numeric_match(pred, gold):
+    import math
+
+    # ruleid: MLS306
+    return float(math.isclose(float(pred), float(gold), rel_tol=0.05))
+
+
+def numeric_match_strict(pred, gold):
+    import math
+
+    # ok: MLS306
+    return float(math.isclose(float(pred), float(gold), rel_tol=1e-6))
+
+
+def weights_close(a, b):
+    import numpy as np
+
+    # ok: MLS306
+    return np.allclose(a, b, atol=0.05)
