@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import defaults_by_name, last_attr, literal, param_names
 
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -170,12 +170,12 @@ class FileFlow:
         scope = fn
         while scope is not None:
             local = self.locals_of(scope)
-            if name in local and name in _param_names(scope):
+            if name in local and name in param_names(scope):
                 return None, None  # `if weights_only is None: weights_only = False`
             if name in local:
                 value = local[name]
                 return self.resolve(value, scope, depth + 1) if value is not None else (None, None)
-            if name in _param_names(scope):
+            if name in param_names(scope):
                 return self._param(name, scope, depth)
             scope = self.parent.get(id(scope))
         value = self.module.get(name)
@@ -203,7 +203,7 @@ class FileFlow:
             return None, None
         params = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
         method = bool(params) and params[0] in ("self", "cls")
-        default = _defaults(fn).get(name)
+        default = defaults_by_name(fn).get(name)
         found: list[tuple[ast.AST | None, Function | None]] = []
         sites = self.calls.get(cls.name if cls is not None else fn.name, [])
         if cls is not None:  # Det(...) -> __init__(self, ...): the arguments start after self
@@ -249,23 +249,6 @@ def class_field_default(cls: ast.ClassDef, field: str) -> ast.expr | None:
 def _contains(outer: Function, inner: Function) -> bool:
     return outer is not inner and outer.lineno <= inner.lineno and (
         inner.end_lineno or 0) <= (outer.end_lineno or 0)
-
-
-def _param_names(fn: Function) -> set[str]:
-    args = fn.args
-    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
-    names.update(a.arg for a in (args.vararg, args.kwarg) if a is not None)
-    return names
-
-
-def _defaults(fn: Function) -> dict[str, ast.expr]:
-    args = fn.args
-    positional = [*args.posonlyargs, *args.args]
-    out = {a.arg: d for a, d in zip(positional[len(positional) - len(args.defaults):],
-                                    args.defaults, strict=True)}
-    out.update({a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
-                if d is not None})
-    return out
 
 
 def _collect_assign(node: ast.AST, into: dict[str, ast.expr | None]) -> None:

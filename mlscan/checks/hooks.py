@@ -9,7 +9,14 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx, Frame
-from mlscan.checks.names import NOT_LITERAL, bound_values, defaults_by_name, last_attr, literal
+from mlscan.checks.names import (
+    NOT_LITERAL,
+    bound_values,
+    defaults_by_name,
+    last_attr,
+    literal,
+    param_names,
+)
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -44,13 +51,7 @@ _HOOK_ARGS = frozenset({"grad", "grads", "grad_output", "grad_input", "output", 
 
 
 def _arg_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
-    args = fn.args
-    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
-    for extra in (args.vararg, args.kwarg):
-        if extra is not None:
-            names.add(extra.arg)
-    names.discard("self")
-    return names
+    return param_names(fn) - {"self"}
 
 
 def _uses(expr: ast.AST, names: set[str]) -> bool:

@@ -152,6 +152,14 @@ def defaults_by_name(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
     return out
 
 
+def param_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """Every parameter name, `*args` and `**kwargs` included."""
+    args = fn.args
+    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
+    names.update(a.arg for a in (args.vararg, args.kwarg) if a is not None)
+    return names
+
+
 def last_attr(expr: ast.AST) -> str:
     """`a.b.c` -> `c`; `f` -> `f`; anything else -> ''."""
     if isinstance(expr, ast.Attribute):
