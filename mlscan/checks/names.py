@@ -28,7 +28,7 @@ class Names:
         `pickle_module = pickle` is one branch of a parameter's fallback."""
         test = None
         if isinstance(value, ast.IfExp):  # `time.sleep if world > 256 else (lambda s: None)`
-            live = [b for b in (value.body, value.orelse) if not _noop_lambda(b)]
+            live = [b for b in (value.body, value.orelse) if not noop_lambda(b)]
             if len(live) == 1:
                 test = value.test if live[0] is value.body else ast.UnaryOp(
                     op=ast.Not(), operand=value.test)
@@ -123,7 +123,8 @@ class Names:
         return self.qualname(func) or ""
 
 
-def _noop_lambda(expr: ast.expr) -> bool:
+def noop_lambda(expr: ast.expr) -> bool:
+    """`lambda *a: None`: a stand-in that does nothing."""
     return isinstance(expr, ast.Lambda) and isinstance(expr.body, ast.Constant) and (
         expr.body.value is None)
 

@@ -16,7 +16,7 @@ import copy
 import re
 
 from mlscan.checks.flow import FileFlow
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import last_attr, literal, noop_lambda
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
@@ -40,8 +40,9 @@ _SPELLED_KEYS = re.compile(r"[\"']\.join\(|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]
 def normalize(tree: ast.Module, text: str | None = None) -> None:
     """With `text`, passes whose spellings do not occur in the source are skipped."""
     subscripts = text is None or _SPELLED_KEYS.search(text) is not None
-    consts = _module_constants(tree)
-    sources = dict(_module_assigns(tree))
+    assigns = _module_assigns(tree)
+    consts = _module_constants(assigns)
+    sources = dict(assigns)
     noops = _noops(tree)
     flow: list[FileFlow] = []  # built on first need
     unbound = {name: value.attr for name, value in sources.items()
@@ -91,11 +92,10 @@ def _module_assigns(tree: ast.Module) -> list[tuple[str, ast.expr]]:
     return pairs
 
 
-def _module_constants(tree: ast.Module) -> dict[str, object]:
+def _module_constants(pairs: list[tuple[str, ast.expr]]) -> dict[str, object]:
     """Module-level `NAME = "str"` and `NAME = {"k": "str", ...}` bound exactly once."""
     seen: dict[str, int] = {}
     values: dict[str, object] = {}
-    pairs = _module_assigns(tree)
     for name, expr in pairs:
         seen[name] = seen.get(name, 0) + 1
         value = _const(expr, values)
@@ -296,8 +296,7 @@ def _noops(tree: ast.Module) -> frozenset[str]:
     out = set()
     for stmt in tree.body:
         if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Lambda)
-                and isinstance(stmt.value.body, ast.Constant) and stmt.value.body.value is None):
+                and isinstance(stmt.targets[0], ast.Name) and noop_lambda(stmt.value)):
             out.add(stmt.targets[0].id)
         elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and all(
                 isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(
