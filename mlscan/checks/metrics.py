@@ -665,8 +665,9 @@ def _stored_ref(expr: ast.expr) -> bool:
     while isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
             expr.func.attr in ("to", "item", "cpu", "detach", "float")):
         expr = expr.func.value
+    name = last_attr(expr).lstrip("_")
     return isinstance(expr, (ast.Name, ast.Attribute)) and bool(
-        re.search(r"(?i)best|^_?ref|_ref$|reference|prev|floor|record|baseline", last_attr(expr)))
+        _STORED.search(name) or re.search(r"(?i)^ref_|_ref$", name))
 
 
 def _other_metric_floor(key: str, value: ast.Call) -> bool:
