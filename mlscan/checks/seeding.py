@@ -130,18 +130,24 @@ def _reseeded_by_epoch(ctx: Ctx) -> bool:
         for n in ast.walk(fn))
 
 
+def _epoch_rewind(call: ast.Call, ctx: Ctx) -> bool:
+    """A sampler's `__iter__` that reseeds unconditionally with a seed ignoring the epoch:
+    the file has `set_epoch` (whose epoch the seed then ignores) or the seed is `self.seed`.
+    First-use seeding (`if self.generator is None:`) and an epoch reseed stay quiet."""
+    if ctx.frame.name != "__iter__" or ctx.conds or _reseeded_by_epoch(ctx):
+        return False
+    seed = call.args[0]
+    return "set_epoch" in ctx.defs or (
+        isinstance(seed, ast.Attribute) and isinstance(seed.value, ast.Name)
+        and seed.value.id == "self")
+
+
 def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
     """`self.generator.manual_seed(self.seed)` inside `sample()`: the generator is rewound
     to the same seed for every batch (seeds with a counter, index or epoch stay quiet)."""
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
-            and call.args and (_PER_BATCH.match(ctx.frame.name) or (
-                ctx.frame.name == "__iter__" and not ctx.conds and not _reseeded_by_epoch(ctx)
-                and ("set_epoch" in ctx.defs or (
-                    isinstance(call.args[0], ast.Attribute)
-                    and isinstance(call.args[0].value, ast.Name)
-                    and call.args[0].value.id == "self"))))):
-        return False  # (__iter__ of a sampler whose set_epoch the seed then ignores, or that
-        # rewinds to self.seed: every epoch the same order)
+            and call.args and (_PER_BATCH.match(ctx.frame.name) or _epoch_rewind(call, ctx))):
+        return False
     geometry = {id(m) for n in ast.walk(call.args[0]) if (
         isinstance(n, ast.Attribute) and n.attr == "shape") or (
         isinstance(n, ast.Call) and last_attr(n.func) in ("len", "size", "numel"))
