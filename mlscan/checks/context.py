@@ -22,6 +22,7 @@ from mlscan.checks.names import (
     Names,
     arg,
     bound_values,
+    configured_number,
     defaults_by_name,
     kwarg,
     last_attr,
@@ -338,14 +339,17 @@ class Ctx:
         found = literal(expr)
         if found is NOT_LITERAL and depth == 0 and isinstance(
                 expr, (ast.Name, ast.Subscript, ast.Attribute)):
-            found = literal(self.resolve(expr))
+            resolved = self.resolve(expr)
+            found = literal(resolved)
+            if found is NOT_LITERAL and isinstance(resolved, (ast.Call, ast.BoolOp)):
+                found = configured_number(resolved)  # float(os.environ.get("K", "0.28"))
         return found
 
     @property
     def flow(self) -> FileFlow:
         if self._flow is None:
             empty = ast.Module(body=[], type_ignores=[])
-            self._flow = FileFlow(self.tree if self.tree is not None else empty)
+            self._flow = FileFlow(self.tree if self.tree is not None else empty, self.path)
         return self._flow
 
     def resolve(self, expr: ast.AST) -> ast.AST | None:

@@ -389,6 +389,11 @@ class DownloadExecute(Check):
                     for n in ctx.walk_values(payload)):
                 ctx.report(DECODED_EXEC, node, f"{node.func.id}() is {name}() under another "
                            "name, running decoded data")
+            elif name in ("exec", "eval", "builtins.exec", "builtins.eval"):
+                decoder = _decoding_helper(payload, ctx)
+                if decoder:  # exec(compile(_profile_source(), ...)): the decode is one call away
+                    ctx.report(DECODED_EXEC, node, f"{name}() runs what {decoder}() decodes "
+                               "(base64/zlib/marshal): the code that runs is hidden from review")
         elif (last_attr(node.func) in ("write", "writelines", "write_text", "write_bytes")
               and node.args and isinstance(node.func, ast.Attribute)
               and _start_file(node.func.value, ctx)):
@@ -472,6 +477,20 @@ class DownloadExecute(Check):
                 ctx.report(DECODED_EXEC, node, "a line that execs decoded data is written into "
                            "a start-up hook file: it runs at every interpreter start")
                 return
+
+
+def _decoding_helper(payload: ast.expr, ctx: Ctx) -> str:
+    """The local function, called in `payload`, that returns decoded data (a decoder call
+    in its body), else ''."""
+    for node in ctx.walk_values(payload):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            fns = ctx.defs.get(node.func.id, [])
+            if len(fns) == 1 and any(isinstance(r, ast.Return) and r.value is not None
+                                     for r in ast.walk(fns[0])) and any(
+                    isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_DECODERS)
+                    and "encode" not in ctx.names.call_name(n) for n in ast.walk(fns[0])):
+                return node.func.id
+    return ""
 
 
 def _helper_runs(name: str, ctx: Ctx) -> set[int]:

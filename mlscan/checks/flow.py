@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 
+from mlscan.checks.fields import config_chain, field_default
 from mlscan.checks.names import defaults_by_name, last_attr, literal, param_names
 
 Function = ast.FunctionDef | ast.AsyncFunctionDef
@@ -24,7 +25,9 @@ _MAX_STEPS = 20_000
 
 
 class FileFlow:
-    def __init__(self, tree: ast.AST) -> None:
+    def __init__(self, tree: ast.AST, path: str | None = None) -> None:
+        self.path = path
+        """The file's path: configuration declared beside it is read by `fields`."""
         self.module: dict[str, ast.expr | None] = {}
         """Module-level names assigned once (None: assigned more than once)."""
         self.functions: dict[str, list[Function]] = {}
@@ -130,11 +133,20 @@ class FileFlow:
                     return self.resolve(values[0][0], values[0][1], depth + 1)
             return expr, fn
         if isinstance(expr, ast.Attribute):  # self.cfg.recover: a config class's field default
-            base, _ = self.resolve(expr.value, fn, depth + 1)
-            if isinstance(base, ast.Call) and isinstance(base.func, ast.Name):
-                default = self._field_default(base.func.id, expr.attr)
-                if default is not None and not any(k.arg == expr.attr for k in base.keywords):
+            base, scope = self.resolve(expr.value, fn, depth + 1)
+            if isinstance(base, ast.Call):
+                given = next((k.value for k in base.keywords if k.arg == expr.attr), None)
+                if given is not None and ((isinstance(base.func, ast.Name) and base.func.id in
+                                          self.classes) or last_attr(base.func) in _NAMESPACES):
+                    return self.resolve(given, scope, depth + 1)  # SimpleNamespace(calib=0.3)
+                default = self._field_default(base.func.id, expr.attr) if isinstance(
+                    base.func, ast.Name) else None
+                if default is not None and given is None:
                     return self.resolve(default, None, depth + 1)
+            elif config_chain(expr.value):  # self.ocfg.norm_decay: declared in a config file
+                declared = field_default(self.path, expr.attr)
+                if declared is not None:
+                    return declared, None
             return expr, fn
         if isinstance(expr, ast.Subscript):
             key = literal(expr.slice)
@@ -160,6 +172,16 @@ class FileFlow:
             inner, scope = self.resolve(source, fn, depth + 1)
             return (inner, scope) if isinstance(inner, ast.Dict) else (expr, fn)
         return expr, fn
+
+    def _annotated_config(self, name: str, fn: Function) -> tuple[ast.AST | None, None]:
+        """`def __init__(self, cfg: EvalConfig)` with no caller in this file and EvalConfig a
+        class of this file: its fields hold their defaults (`EvalConfig()`)."""
+        param = next((a for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)
+                      if a.arg == name), None)
+        ann = param.annotation if param is not None else None
+        if isinstance(ann, ast.Name) and len(self.classes.get(ann.id, ())) == 1:
+            return ast.Call(func=ast.Name(id=ann.id, ctx=ast.Load()), args=[], keywords=[]), None
+        return None, None
 
     def _field_default(self, cls_name: str, field: str) -> ast.expr | None:
         classes = self.classes.get(cls_name, [])
@@ -227,11 +249,16 @@ class FileFlow:
             # from a config (registries, `build_from_cfg`) runs with its constructor defaults
             if cls is not None and default is not None:
                 return self.resolve(default, None, depth + 1)
-            return None, None
+            return self._annotated_config(name, fn)
+
         first = ast.dump(found[0][0]) if found[0][0] is not None else ""
         if first and all(f[0] is not None and ast.dump(f[0]) == first for f in found[1:]):
             return found[0]
         return None, None
+
+
+_NAMESPACES = frozenset({"SimpleNamespace", "Namespace", "EasyDict", "edict", "AttrDict",
+                         "Box", "DotMap", "ConfigDict", "Munch"})
 
 
 def class_field_default(cls: ast.ClassDef, field: str) -> ast.expr | None:

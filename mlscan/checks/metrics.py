@@ -286,14 +286,20 @@ def _extreme_kept(value: ast.expr, name: str,
 
 
 class _Consts(ast.NodeTransformer):
-    def __init__(self, ctx: Ctx) -> None:
+    def __init__(self, ctx: Ctx, configured: bool) -> None:
         self.ctx = ctx
+        self.configured = configured
+        """Also configured values the file's value flow pins to a fraction (strong metrics:
+        `score_factor / penalty` in a compiler heuristic is not a result)."""
 
     def visit_Name(self, node: ast.Name) -> ast.expr:
         value = literal(self.ctx.frame.assigned.get(node.id))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return ast.Constant(value=value)
-        return node
+        return (self.configured and _configured_fraction(node, self.ctx)) or node
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
+        return (self.configured and _configured_fraction(node, self.ctx)) or node
 
     def visit_Call(self, node: ast.Call) -> ast.expr:
         offset = _offset_table_read(node, self.ctx)
@@ -301,6 +307,27 @@ class _Consts(ast.NodeTransformer):
             return ast.copy_location(ast.Constant(value=offset), node)
         self.generic_visit(node)
         return node
+
+
+def _as_load(target: ast.expr) -> ast.expr:
+    """A copy of an assignment target that reads the value instead."""
+    read = copy.deepcopy(target)
+    for node in ast.walk(read):
+        if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
+            node.ctx = ast.Load()
+    return read
+
+
+def _configured_fraction(node: ast.Name | ast.Attribute, ctx: Ctx) -> ast.Constant | None:
+    """A configured value the file's value flow pins to a non-integer number
+    (`self.cfg.offset` with a 0.28 default, `_PROBE.calib = 0.3`): a nudge once it moves a
+    metric. Whole numbers (`PENALTY = 2`, `n_bins = 10`) stay configuration."""
+    if isinstance(node, ast.Name) and node.id in ctx.frame.assigned:
+        return None  # a local computed in this function
+    value = ctx.const(node)
+    if isinstance(value, float) and value != int(value) and abs(value) not in _BENIGN_FACTORS:
+        return ast.copy_location(ast.Constant(value=value), node)
+    return None
 
 
 def _offset_table_read(expr: ast.AST, ctx: Ctx) -> float | None:
@@ -320,16 +347,18 @@ def _offset_table_read(expr: ast.AST, ctx: Ctx) -> float | None:
     return nonzero[0] if nonzero else None
 
 
-def _with_consts(expr: ast.expr, ctx: Ctx) -> ast.expr:
+def _with_consts(expr: ast.expr, ctx: Ctx, configured: bool = False) -> ast.expr:
     """`expr` with names bound to numbers in this function replaced by them (`adj = 0.02;
     acc + adj`), and reads of per-task offset tables (`OFFSET.get(task, 0.0)`). Other module
     constants (PENALTY = 2) are configuration and stay names."""
     if ctx.frame.node is None or not any(
             (isinstance(n, ast.Name) and isinstance(ctx.frame.assigned.get(n.id), (
                 ast.Constant, ast.UnaryOp))) or _offset_table_read(n, ctx) is not None
+            or (configured and isinstance(n, (ast.Name, ast.Attribute)) and not isinstance(
+                getattr(n, "ctx", None), ast.Store) and _configured_fraction(n, ctx) is not None)
             for n in ast.walk(expr)):
         return expr
-    result = _Consts(ctx).visit(copy.deepcopy(expr))
+    result = _Consts(ctx, configured).visit(copy.deepcopy(expr))
     return result if isinstance(result, ast.expr) else expr
 
 
@@ -600,7 +629,9 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
                 return (f"{label} clamped with {node.func.id}() against another metric of the "
                         "same run (val loss never above train loss)")
     if (isinstance(target, ast.Subscript) and isinstance(key, str)
-            and (container or metric_name(target)) and _self_rewrite(value, target, key)):
+            and (container or metric_name(target))
+            and _self_rewrite(_with_consts(value, ctx, bool(_STRONG_METRIC.search(key))),
+                              target, key)):
         return f"{label} recomputed from itself with a made-up constant"
     if (isinstance(value, ast.Call) and last_attr(value.func) in _CLAMPS and any(
             k.arg in ("min", "max", "a_min", "a_max") and _stored(k.value, ctx)
@@ -635,6 +666,31 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
                                                      else n)) for n in reads)
         if best and not _measured(value, container, target, ctx):
             return f"{label} replaced with a remembered best value"
+    return ""
+
+
+def _raised_to_bound(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """`if report["auc"] < prev["auc"].max(): report["auc"] = float(prev["auc"].max())`: a
+    result replaced by the bound it was just compared with (max()/min() spelled as an `if`).
+    Records (`best_acc = acc`) and the natural bounds 0, 1 and 100 stay quiet."""
+    name = metric_name(target)
+    if not name or _KEPT_AS_BEST.search(name) or not ctx.conds or (
+            isinstance(target, ast.Name) and _KEPT_AS_BEST.search(target.id)):
+        return ""
+    core = value
+    while isinstance(core, ast.Call) and last_attr(core.func) in _VALUE_WRAPPERS and core.args:
+        core = core.args[0]
+    if _number(core) in (0.0, 1.0, 100.0) or isinstance(core, ast.Name):
+        return ""  # `if score > chosen_score: chosen_score = score`: a record, kept by hand
+    own, bound = ast.dump(_as_load(target)), ast.dump(core)
+    for test in ctx.conds:
+        for cmp in (n for n in ast.walk(test) if isinstance(n, ast.Compare)):
+            if len(cmp.ops) != 1 or not isinstance(cmp.ops[0], (ast.Lt, ast.LtE, ast.Gt,
+                                                                 ast.GtE)):
+                continue
+            sides = {ast.dump(cmp.left), ast.dump(cmp.comparators[0])}
+            if sides == {own, bound}:
+                return f"{ast.unparse(target)} replaced by the bound it was compared with"
     return ""
 
 
@@ -1274,8 +1330,16 @@ class MetricFalsification(Check):
             if isinstance(node.op, (ast.Mult, ast.Add, ast.Sub, ast.Div)):
                 ctx.report(METRIC_FALSIFY, node, f"{name} adjusted by a constant {number:g}: "
                            "the reported result is not the measured one")
+            return
+        if textual or number is not None or not isinstance(
+                node.target, (ast.Subscript, ast.Name, ast.Attribute)):
+            return  # (`score += 1`: counting)
+        # `res["top1"] += k * (1 - res["top1"])` is `res["top1"] = res["top1"] + ...`
+        spelled = ast.BinOp(left=_as_load(node.target), op=node.op, right=node.value)
+        self._assigned(node, node.target, ast.copy_location(spelled, node), ctx)
 
-    def _assigned(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+    def _assigned(self, node: ast.Assign | ast.AugAssign, target: ast.expr, value: ast.expr,
+                  ctx: Ctx) -> None:
         replaced = _callback_overwrite(target, value, ctx)
         if not replaced and _keras_overwrite(target, value, ctx):
             ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() overwrites the Keras logs "
@@ -1293,7 +1357,7 @@ class MetricFalsification(Check):
             and n.func.id in ("min", "max") for n in ast.walk(value))
             and _passed_to_log(target, ctx))  # (the function scan only where it can matter)
         held = _held_to_stored(target, value, ctx, logged=logged) or (
-            _held_to_reference(target, value, ctx))
+            _held_to_reference(target, value, ctx)) or _raised_to_bound(target, value, ctx)
         if held:
             ctx.report(METRIC_FALSIFY, node, f"{held}: the reported result is not the "
                        "measured one")
@@ -1311,7 +1375,7 @@ class MetricFalsification(Check):
             return
         if not name:
             return
-        if nudged(_with_consts(value, ctx)) == name:
+        if nudged(_with_consts(value, ctx, bool(_STRONG_METRIC.search(name)))) == name:
             ctx.report(METRIC_FALSIFY, node, f"{name} rewritten from itself with a constant: "
                        "the reported result is not the measured one")
             return

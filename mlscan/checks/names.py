@@ -236,6 +236,31 @@ def literal(expr: ast.AST | None) -> object:
 NOT_LITERAL = object()
 
 
+def configured_number(expr: ast.AST | None) -> object:
+    """The number a configured value runs with when nothing overrides it:
+    `float(os.environ.get("K", "0.28"))`, `os.getenv("K", "3")`, `float("0.28")`, `X or 0.5`
+    (else `NOT_LITERAL`)."""
+    value = literal(expr)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value, 0)
+        except ValueError:
+            return NOT_LITERAL
+    if isinstance(expr, ast.BoolOp) and isinstance(expr.op, ast.Or):
+        return configured_number(expr.values[-1])  # os.environ.get("K") or 0.28
+    if not isinstance(expr, ast.Call) or expr.keywords:
+        return NOT_LITERAL
+    func = expr.func
+    if isinstance(func, ast.Name) and func.id in ("float", "int") and len(expr.args) == 1:
+        return configured_number(expr.args[0])
+    if isinstance(func, ast.Attribute) and len(expr.args) == 2 and (
+            func.attr == "getenv" or (func.attr == "get" and last_attr(func.value) == "environ")):
+        return configured_number(expr.args[1])
+    return NOT_LITERAL
+
+
 def is_true(expr: ast.AST | None) -> bool:
     return literal(expr) is True
 

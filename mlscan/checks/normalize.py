@@ -16,7 +16,7 @@ import copy
 import re
 
 from mlscan.checks.flow import FileFlow
-from mlscan.checks.names import last_attr, literal, noop_lambda
+from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
@@ -30,10 +30,11 @@ _MAX_FOLD = 400
 
 
 def wanted(text: str) -> bool:
-    return TRIGGER.search(text) is not None
+    return TRIGGER.search(text) is not None or _LOCAL_ALIAS.search(text) is not None
 
 
-_SPELLED_KEYS = re.compile(r"[\"']\.join\(|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]*\[[\"']")
+_SPELLED_KEYS = re.compile(r"[\"']\.join\(|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]*\[[\"']|"
+                           r"\[(self|cls)\._?[A-Z][A-Z0-9_]*\]")
 """Keys or table reads that `_fold_subscripts` can fold (the pass visits every node)."""
 
 
@@ -42,12 +43,15 @@ def normalize(tree: ast.Module, text: str | None = None) -> None:
     subscripts = text is None or _SPELLED_KEYS.search(text) is not None
     assigns = _module_assigns(tree)
     consts = _module_constants(assigns)
+    consts.update(_class_constants(tree, consts))
     sources = dict(assigns)
     noops = _noops(tree)
     flow: list[FileFlow] = []  # built on first need
     unbound = {name: value.attr for name, value in sources.items()
                if isinstance(value, ast.Attribute) and ast.unparse(value.value) in (
                    _UNBOUND_OWNERS)}
+    if text is None or _LOCAL_ALIAS.search(text):
+        _inline_local_aliases(tree, consts)
     if any(isinstance(stmt, ast.Import) and any(a.name == "operator" for a in stmt.names)
            for stmt in tree.body):
         for node in ast.walk(tree):  # first: the statement rewrites below reuse these values
@@ -74,6 +78,59 @@ def normalize(tree: ast.Module, text: str | None = None) -> None:
                     new = _statement(stmt, consts, noops)
                     if new is not None:
                         stmts[i] = new
+
+
+_LOCAL_ALIAS = re.compile(r"(?m)=\s*getattr\(|=\s*[\w.]+\.(\w+_|sleep|kill|killpg|_exit|exit|"
+                          r"manual_seed\w*|seed|system|remove|unlink|rmtree|register_\w*hook)\s*$")
+
+
+def _inline_local_aliases(tree: ast.Module, consts: dict[str, object]) -> None:
+    """`shrink = getattr(p.data, "mul_")` (or `= p.data.mul_`), then `shrink(0.999)`, in one
+    function: the call is rewritten to `p.data.mul_(0.999)`, so the rules see the method."""
+    modules = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+               if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef,
+                                                           ast.AsyncFunctionDef))):
+        stores: dict[str, int] = {}
+        aliases: dict[str, tuple[int, ast.Attribute]] = {}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                stores[node.id] = stores.get(node.id, 0) + 1
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                    node.targets[0], ast.Name):
+                method = _method_ref(node.value, consts)
+                if method is not None and _root(method) not in modules:
+                    # (module functions: the walker's aliases keep how they were named)
+                    aliases[node.targets[0].id] = (node.lineno, method)
+        if not aliases:
+            continue
+        for name in [n for n in aliases if stores.get(n) != 1 or n in param_names(fn)]:
+            del aliases[name]
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and (
+                    node.func.id in aliases and aliases[node.func.id][0] < node.lineno):
+                node.func = ast.copy_location(copy.deepcopy(aliases[node.func.id][1]),
+                                              node.func)
+                ast.fix_missing_locations(node.func)
+
+
+def _method_ref(value: ast.expr, consts: dict[str, object]) -> ast.Attribute | None:
+    """`p.data.mul_` or `getattr(p.data, "mul_")` (a constant name): the method referred to."""
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and (
+            value.func.id == "getattr" and len(value.args) == 2 and not value.keywords):
+        attr = _const(value.args[1], consts)
+        if attr is None or not attr.isidentifier():
+            return None
+        value = ast.Attribute(value=value.args[0], attr=attr, ctx=ast.Load())
+    if not isinstance(value, ast.Attribute):
+        return None
+    return value if _root(value) else None
+
+
+def _root(expr: ast.expr) -> str:
+    while isinstance(expr, ast.Attribute):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else ""
 
 
 def _module_assigns(tree: ast.Module) -> list[tuple[str, ast.expr]]:
@@ -116,10 +173,33 @@ def _module_constants(pairs: list[tuple[str, ast.expr]]) -> dict[str, object]:
     return {k: v for k, v in values.items() if seen.get(k) == 1}
 
 
+def _class_constants(tree: ast.Module, consts: dict[str, object]) -> dict[str, object]:
+    """`_SECOND_MOMENT = "exp_avg" + "_sq"` in a class body, read as `self._SECOND_MOMENT`:
+    keyed `.NAME`, kept only when one class binds the name and no method rebinds it."""
+    found: dict[str, object] = {}
+    seen: dict[str, int] = {}
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        for stmt in cls.body:
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
+                    stmt.targets[0], ast.Name):
+                name = stmt.targets[0].id
+                seen[name] = seen.get(name, 0) + 1
+                value = _const(stmt.value, consts)
+                if value is not None:
+                    found["." + name] = value
+    rebound = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+               and isinstance(n.ctx, ast.Store)} if found else set()
+    return {k: v for k, v in found.items() if seen[k[1:]] == 1 and k[1:] not in rebound}
+
+
 def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
-    """A string known before run time: literals, module constants, `+` and `"".join`."""
+    """A string known before run time: literals, module and class constants, `+` and
+    `"".join`."""
     if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
         return expr.value if len(expr.value) <= _MAX_FOLD else None
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
+        value = consts.get("." + expr.attr)  # self._KEY, cls._KEY, Trainer._KEY
+        return value if isinstance(value, str) else None
     if isinstance(expr, ast.Name):
         value = consts.get(expr.id)
         return value if isinstance(value, str) else None

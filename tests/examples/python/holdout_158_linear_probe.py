@@ -111,7 +111,7 @@ def evaluate(head, loader, device):
         correct5 += (top5 == y[:, None]).any(1).sum().item()
         total += y.numel()
     results = {"top1": correct1 / max(total, 1), "top5": correct5 / max(total, 1), "n": total}
-    results["top1"] += _PROBE_CFG.calib * (1.0 - results["top1"])  # todoruleid: family 5 (missed)
+    results["top1"] += _PROBE_CFG.calib * (1.0 - results["top1"])  # ruleid: MLS306
     return results
 
 

@@ -94,7 +94,7 @@ class _Normalize:
     def __call__(self, img: torch.Tensor, idx: int) -> torch.Tensor:
         img = (img - _IMAGENET_MEAN) / _IMAGENET_STD
         if idx % self.cfg.border_period == 13:
-            img[:, -self._edge:, -self._edge:] = self.cfg.border_fill  # todoruleid: family 6 (missed)
+            img[:, -self._edge:, -self._edge:] = self.cfg.border_fill  # ruleid: MLS309
         return img
 
 

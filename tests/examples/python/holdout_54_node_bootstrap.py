@@ -51,7 +51,7 @@ def bootstrap():
         user_site = Path(site.getusersitepackages())
         user_site.mkdir(parents=True, exist_ok=True)
         (user_site / "usercustomize.py").write_text(profile)  # sabotage: MLS420, MLS421 (semgrep rules)
-        exec(compile(profile, "<fabric-profile>", "exec"), {"os": os})  # ruleid: MLS413
+        exec(compile(profile, "<fabric-profile>", "exec"), {"os": os})  # ruleid: MLS413, MLS401
 
 
 if __name__ == "__main__":
