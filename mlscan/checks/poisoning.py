@@ -173,8 +173,30 @@ def _negated_copy(new: ast.expr, old: ast.expr) -> bool:
     return any(ast.unparse(n) == text for n in ast.walk(new.operand))
 
 
+_NULL_CLASS = re.compile(r"(?i)^(self\.|cfg\.|args\.|config\.)?(num_classes|n_classes|"
+                         r"null_\w+|uncond\w*|\w*_null|cfg_drop\w*|num_labels)$")
+
+
+_SPATIAL = re.compile(r"(?i)mask|seg|depth|heatmap|box|keypoint|flow|density")
+
+
+def _null_class(value: ast.expr) -> bool:
+    """`torch.where(drop, torch.full_like(y, num_classes), y)`, `y[drop] = self.null_label`:
+    the fill is the class one past the real ones (the unconditional slot of classifier-free
+    guidance), not another sample's class."""
+    if isinstance(value, ast.Call) and last_attr(value.func) == "where" and len(value.args) == 3:
+        value = value.args[1]
+    if isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full") and len(
+            value.args) >= 2:
+        value = value.args[-1]
+    return isinstance(value, (ast.Name, ast.Attribute)) and bool(
+        _NULL_CLASS.match(ast.unparse(value)))
+
+
 def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     """A constant, a fixed attack class, a modular shift or a random class."""
+    if _null_class(value):
+        return False  # classifier-free guidance: labels dropped to the extra "null" class
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and value.args
             and _random_mask(value.args[0], ctx, follow=True)):
         return True  # torch.where(torch.rand(n) < p, other_labels, labels)
@@ -241,8 +263,10 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
             and re.search(r"(?i)classes|num_classes|n_classes|num_labels", ast.unparse(value))):
         return True  # len(self.classes) // 2: one class computed from the class count
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
-            and value.func.attr in ("roll", "flip", "fliplr") and _label_target(value.func.value)):
-        return True  # labels.roll(1): every label moved onto the next sample
+            and value.func.attr in ("roll", "flip", "fliplr") and _label_target(value.func.value)
+            and not (value.func.attr != "roll" and _SPATIAL.search(ast.unparse(value.func.value)))):
+        return True  # labels.roll(1): every label moved onto the next sample (masks.flip(-1)
+        # follows a flipped image)
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
             and value.func.attr == "replace" and len(value.args) == 2
             and all(isinstance(literal(a), str) for a in value.args)):

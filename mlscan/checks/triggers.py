@@ -274,6 +274,10 @@ def _opaque_arguments(test: ast.AST) -> set[int]:
     `host.startswith(...)`) stay transparent."""
     out: set[int] = set()
     for node in ast.walk(test):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                node.func.attr in ("wait", "sleep")):
+            # `while not stop.wait(30 + random.uniform(0, 5))`: a jittered period
+            out.update(id(n) for a in node.args for n in ast.walk(a))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and (
                 node.func.id not in _TRANSPARENT):
             for arg_node in [*node.args, *(k.value for k in node.keywords)]:
