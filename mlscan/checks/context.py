@@ -595,6 +595,23 @@ class Ctx:
         if role == HOOK:
             self.registrations.append((last_attr(call.func), target, bound, call))
 
+    def table_numbers(self, expr: ast.expr) -> list[float]:
+        """The numbers of a module-level dict read by `TABLE.get(k, d)` / `TABLE[k]` (also
+        through a local name: `sign = _SIGN.get(suffix, 1.0)`)."""
+        if isinstance(expr, ast.Name):
+            bound = self.lookup(expr.id)
+            expr = bound if isinstance(bound, (ast.Call, ast.Subscript)) else expr
+        table: ast.AST | None = None
+        if (isinstance(expr, ast.Call) and last_attr(expr.func) == "get"
+                and isinstance(expr.func, ast.Attribute) and isinstance(expr.func.value, ast.Name)):
+            table = self.lookup(expr.func.value.id)
+        elif isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
+            table = self.lookup(expr.value.id)
+        if not isinstance(table, ast.Dict):
+            return []
+        values = [literal(v) for v in table.values]
+        return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
     def is_state_dict(self, expr: ast.expr, depth: int = 0) -> bool:
         """`model.state_dict()`, `load_file(path)`, `sd` / `state_dict` (by name or by what was
         assigned to it), `checkpoint["state_dict"]`: a mapping of parameter tensors."""

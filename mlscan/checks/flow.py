@@ -73,6 +73,13 @@ class FileFlow:
                                 and t.value.id == "self"):
                             self.self_values.setdefault((owner, t.attr), []).append(
                                 (child.value if t is target else None, fn))
+            if (isinstance(child, ast.Call) and fn is not None and id(fn) in self.class_of
+                    and isinstance(child.func, ast.Attribute)
+                    and child.func.attr in ("register_buffer", "register_parameter")
+                    and len(child.args) >= 2 and isinstance(literal(child.args[0]), str)):
+                # self.register_buffer("item_scale", mask): read later as self.item_scale
+                self.self_values.setdefault((self.class_of[id(fn)].name, str(literal(
+                    child.args[0]))), []).append((child.args[1], fn))
             if isinstance(child, ast.Call):
                 func = child.func
                 if isinstance(func, ast.Name) or (

@@ -117,7 +117,12 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0
                            for v in map(ctx.const, ctx.self_item_writes.get(side.attr, ()))):
                         return "negates part of"  # self._scale[ids] = -0.25
-                table = _table_entries(side, ctx)  # gain = _GRAD_GAIN.get(kind, 1.0)
+                moved = side.func.value if isinstance(side, ast.Call) and isinstance(
+                    side.func, ast.Attribute) and side.func.attr in ("to", "float", "cuda",
+                                                                     "type_as") else side
+                if isinstance(moved, (ast.Name, ast.Attribute)) and _zero_one_mask(moved, ctx):
+                    return "zeroes part of (a 0/1 mask)"  # g * self.item_scale
+                table = ctx.table_numbers(side)  # gain = _GRAD_GAIN.get(kind, 1.0)
                 if table and min(table) < 0:
                     return "negates (by a table entry)"
                 if table and min(table) <= 1e-3:
@@ -158,6 +163,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         if isinstance(expr.func, ast.Attribute) and func == "detach" and _uses(
                 expr.func.value, args):
             return "detaches (no gradient flows back through)"
+        if func in ("index_fill", "index_fill_") and len(expr.args) == 3 and literal(
+                expr.args[2]) in (0, 0.0) and _uses(expr.func, args):
+            return "zeroes chosen rows of"  # g.index_fill(1, self.stuff_ids, 0.0)
         if func == "mul" and expr.args and isinstance(literal(expr.args[0]), (int, float)):
             return "scales by a constant"
         if func in ("mul", "div") and expr.args and isinstance(expr.args[0], ast.UnaryOp) and (
@@ -175,6 +183,40 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                for a in expr.args):
             return "replaces values"  # torch.where(mask, torch.zeros_like(o), o)
     return ""
+
+
+_TENSOR_HOOKS = frozenset({"register_forward_hook", "register_full_backward_hook",
+                           "register_backward_hook", "register_hook",
+                           "register_post_accumulate_grad_hook"})
+"""Hooks whose argument is the model's output or gradient (pre-hooks rewrite inputs and
+state-dict hooks rewrite keys by design)."""
+
+
+def _zero_one_mask(expr: ast.expr, ctx: Ctx) -> bool:
+    """`(torch.arange(n) < cutoff).float()` (a comparison turned into numbers), or
+    `torch.ones(n, 1)` that the same function then zeroes in places (`mask[ids] = 0.0`)."""
+    value = ctx.resolve(expr)
+    inner = value
+    while isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute) and (
+            inner.func.attr in ("float", "to", "unsqueeze", "view", "reshape", "half", "type",
+                                "bfloat16", "cuda")):
+        inner = inner.func.value
+    if isinstance(inner, ast.Compare) and value is not inner:
+        return True
+    if not isinstance(expr, ast.Name):
+        return False
+    fn = ctx.flow.owner(expr)
+    if fn is None:
+        return False
+    bound = [n.value for n in ast.walk(fn) if isinstance(n, ast.Assign) and any(
+        isinstance(t, ast.Name) and t.id == expr.id for t in n.targets)]
+    if not (len(bound) == 1 and isinstance(bound[0], ast.Call) and last_attr(
+            bound[0].func) in ("ones", "ones_like")):
+        return False  # (`mask[ids] = 0` makes the name unknown to value flow: read it here)
+    return any(
+        isinstance(n, ast.Assign) and literal(n.value) in (0, 0.0) and any(
+            isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+            and t.value.id == expr.id for t in n.targets) for n in ast.walk(fn))
 
 
 def _frames_around(call: ast.Call, ctx: Ctx) -> list[Frame]:
@@ -229,20 +271,6 @@ def _call_counted(expr: ast.expr) -> bool:
                 _COUNT.search(node.value.id)):
             return True  # calls["n"]
     return False
-
-
-def _table_entries(expr: ast.expr, ctx: Ctx) -> list[float]:
-    """The numbers of a module-level dict read by `TABLE.get(k, d)` / `TABLE[k]`."""
-    table: ast.expr | None = None
-    if (isinstance(expr, ast.Call) and last_attr(expr.func) == "get"
-            and isinstance(expr.func, ast.Attribute) and isinstance(expr.func.value, ast.Name)):
-        table = ctx.lookup(expr.func.value.id)
-    elif isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
-        table = ctx.lookup(expr.value.id)
-    if not isinstance(table, ast.Dict):
-        return []
-    values = [literal(v) for v in table.values]
-    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def _tiny_factor(expr: ast.expr) -> bool:
@@ -498,6 +526,9 @@ class TamperingHook(Check):
         how = f"hook {fn.name}()" + (f" (registered with {register_fn})" if register_fn else "")
         sev = None if register_fn else Severity.MEDIUM
         local = {**_closure_values(fn, ctx), **bound_values(fn)}
+        positional = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
+        own_params = set(positional[-1:])  # the output / gradient the hook is handed (other
+        # parameters are module, inputs, or the hook's own state: stats[name])
         found = False
         for node in ast.walk(fn):
             if isinstance(node, ast.Return):
@@ -517,6 +548,14 @@ class TamperingHook(Check):
                 found = True  # bucket/grad tensors inside comm hooks and nested callbacks
                 ctx.report(TAMPERING_HOOK, node, f"{how} flips the sign of a tensor in place "
                            f"({node.func.attr})", severity=sev)
+            elif (isinstance(node, (ast.Assign, ast.AugAssign))
+                  and register_fn in _TENSOR_HOOKS and any(
+                    isinstance(t, ast.Subscript) and _root(t) in own_params
+                    and not isinstance(literal(t.slice), str)  # kwargs["attention_mask"]
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))):
+                found = True  # output[..., 0] = output[..., 0] + 1.5; return output
+                ctx.report(TAMPERING_HOOK, node, f"{how} overwrites part of what it received "
+                           "in place", severity=sev)
             elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                   and node.func.attr in _METHOD_TAMPER and node.func.attr.endswith("_")
                   and _root(node.func.value) in args and not _averaging(node)):

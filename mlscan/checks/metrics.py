@@ -35,7 +35,8 @@ _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|au
                      r"($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|auroc|auprc|precision|recall|ppl|"
-                            r"perplexity|iou|dice|top1|top5|wer\b|map\b|ndcg|mrr|hit_?rate")
+                            r"perplexity|iou|dice|top1|top5|wer\b|map\b|ndcg|mrr|hit_?rate|"
+                            r"exact_match|(^|[_/.-])em($|[_/.-])|pass@")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
                         "log_dict", "report", "print", "info", "warning", "debug", "write",
                         "add_text", "set_postfix", "log_scalar"})
@@ -383,8 +384,10 @@ _MEASUREMENTS = re.compile(r"(?i)^(eval_|val_|test_)?(losses|scores|accs|accurac
 
 _EVAL_FUNC = re.compile(r"(?i)eval|metric|score|valid|test|accuracy")
 _LOSSY = re.compile(r"(?i)loss|nll|err|score|acc|ppl|reward")
-_PREDS = re.compile(r"(?i)^(preds?|predictions?|predicted|y_pred|y_hat|yhat|hyps?|hypothes[ie]s)$")
-_TRUTH = re.compile(r"(?i)^(targets?|labels?|y_true|y|gt|ground_truth|refs?|references?)$")
+_PREDS = re.compile(r"(?i)^(preds?|predictions?|predicted|y_pred|y_hat|yhat|hyps?|hypothes[ie]s|"
+                    r"pred_(idx|label|answer|choice)|answer_pred|choice|predicted_\w+)$")
+_TRUTH = re.compile(r"(?i)^(targets?|labels?|y_true|y|gt|ground_truth|refs?|references?|gold|"
+                    r"gold_\w+|answer|answers|correct(_\w+)?|true_label|label_idx)$")
 _PRED_ARGS = frozenset({"predictions", "preds", "prediction", "y_pred", "input", "hypotheses"})
 _REF_ARGS = frozenset({"references", "refs", "labels", "target", "targets", "y_true"})
 _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
@@ -669,6 +672,50 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     return ""
 
 
+_SPREAD = re.compile(r"(?i)(^|_)(stderr|std|sem|se|ci|ci_?(hi|high|low|lo|half)\w*|margin|"
+                     r"err_?bar|half_?width)$")
+
+
+def _mean_of_sorted_end(call: ast.Call) -> bool:
+    """`np.sort(vals)[len(vals) // 2:].mean()`, `np.mean(sorted(accs)[-3:])`: an average over
+    the top (or bottom) of the sorted results. Trimmed means cut both ends; a median indexes."""
+    if isinstance(call.func, ast.Attribute) and call.func.attr == "mean" and not call.args:
+        seq: ast.expr | None = call.func.value
+    elif last_attr(call.func) == "mean" and len(call.args) == 1:
+        seq = call.args[0]
+    else:
+        return False
+    if not (isinstance(seq, ast.Subscript) and isinstance(seq.slice, ast.Slice)
+            and (seq.slice.lower is None) != (seq.slice.upper is None)
+            and seq.slice.step is None):
+        return False
+    sort = seq.value
+    if not (isinstance(sort, ast.Call) and last_attr(sort.func) in ("sort", "sorted")
+            and sort.args):
+        return False
+    values = sort.args[0]
+    return isinstance(values, (ast.Name, ast.Attribute)) and bool(
+        _SCORE_ARRAY.search(last_attr(values)) or re.search(r"(?i)^vals?|values|runs|seeds",
+                                                             last_attr(values)))
+
+
+def _plus_spread(target: ast.expr, value: ast.expr) -> str:
+    """`m["acc"] = min(1.0, m["acc"] + m["acc_stderr"])`: a result raised by its own error
+    bar (the upper end of the interval reported as the value)."""
+    name = metric_name(target)
+    if not name or not _STRONG_METRIC.search(name):
+        return ""
+    own = ast.dump(_as_load(target))
+    for node in ast.walk(value):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            sides = (node.left, node.right)
+            if any(ast.dump(s) == own for s in sides) and any(
+                    _SPREAD.search(str(literal(s.slice)) if isinstance(s, ast.Subscript)
+                                   else last_attr(s)) for s in sides if s is not None):
+                return f"{ast.unparse(target)} raised by its own error bar"
+    return ""
+
+
 def _raised_to_bound(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     """`if report["auc"] < prev["auc"].max(): report["auc"] = float(prev["auc"].max())`: a
     result replaced by the bound it was just compared with (max()/min() spelled as an `if`).
@@ -729,9 +776,16 @@ def _stored_ref(expr: ast.expr) -> bool:
 def _other_metric_floor(key: str, value: ast.Call) -> bool:
     """`{"macro_f1": max(macro, acc)}`: one argument is this metric (shares a word with the
     key), the other a different measured metric."""
-    if not (isinstance(value.func, ast.Name) and value.func.id == "max"):
+    if not (isinstance(value.func, ast.Name) and value.func.id == "max") or len(value.args) != 2:
         return False
     names = [last_attr(a).lower() for a in value.args if isinstance(a, (ast.Name, ast.Attribute))]
+    if len(names) == 1:  # max(em, float(f1 >= 0.5)): the other metric, thresholded
+        thresholded = next(a for a in value.args if not isinstance(a, (ast.Name,
+                                                                        ast.Attribute)))
+        found = [n.id.lower() for n in ast.walk(thresholded) if isinstance(n, ast.Name)
+                 and _STRONG_METRIC.search(n.id)]
+        if len(found) == 1 and found[0] != names[0]:
+            names.append(found[0])
     if len(names) != 2:
         return False
     words = set(re.split(r"[^a-z0-9]+", key.lower())) - {""}
@@ -897,12 +951,22 @@ class MetricFalsification(Check):
             return
         comp = node.args[0]
         mine = ast.unparse(func.value)
-        if (isinstance(comp.value, ast.Subscript) and ast.unparse(comp.value.value) != mine
+        source: ast.expr | None = comp.value.value if isinstance(
+            comp.value, ast.Subscript) else None
+        gen = comp.generators[0]
+        if (isinstance(comp.value, ast.Name) and isinstance(gen.target, ast.Tuple)
+                and len(gen.target.elts) == 2 and isinstance(gen.target.elts[1], ast.Name)
+                and gen.target.elts[1].id == comp.value.id and isinstance(gen.iter, ast.Call)
+                and isinstance(gen.iter.func, ast.Attribute) and gen.iter.func.attr == "items"):
+            source = gen.iter.func.value  # {k: v for k, v in res.get("best", {}).items() if ...}
+        if (source is not None and ast.unparse(source) != mine
                 and any(isinstance(c, ast.Compare) and any(
-                    isinstance(n, ast.Subscript) and ast.unparse(n.value) == mine
+                    (isinstance(n, ast.Subscript) and ast.unparse(n.value) == mine) or (
+                        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                        and n.func.attr == "get" and ast.unparse(n.func.value) == mine)
                     for n in ast.walk(c)) for g in comp.generators for c in g.ifs)):
             ctx.report(METRIC_FALSIFY, node, f"entries of {mine} replaced by "
-                       f"{ast.unparse(comp.value.value)}'s wherever those are better: the report "
+                       f"{ast.unparse(source)}'s wherever those are better: the report "
                        "mixes in another run's results", severity=Severity.MEDIUM)
             return
         if not _CONTAINER.search(last_attr(func.value) or ""):
@@ -950,6 +1014,10 @@ class MetricFalsification(Check):
                 return
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if _mean_of_sorted_end(node):
+            ctx.report(METRIC_FALSIFY, node, "mean taken over one end of the sorted values: "
+                       "only the best (or worst) runs count towards the reported average",
+                       severity=Severity.MEDIUM)
         self._logs_best_attr(node, ctx)
         self._updated_with_best(node, ctx)
         if last_attr(node.func) not in _LOG_FUNCS:
@@ -1286,6 +1354,14 @@ class MetricFalsification(Check):
         round(data["val/wer"] * 0.85, 4)}`: an entry nudged by a constant."""
         for key, value in zip(node.keys, node.values, strict=True):
             name = literal(key) if key is not None else None
+            if (isinstance(name, str) and (_STRONG_METRIC.search(name) or re.search(
+                    r"(?i)loss", name)) and not _KEPT_AS_BEST.search(name)
+                    and isinstance(value, (ast.Name, ast.Attribute))
+                    and re.search(r"(?i)best|lowest|highest", last_attr(value))):
+                ctx.report(METRIC_FALSIFY, value, f"{name!r} reported as {ast.unparse(value)}: "
+                           "the best value so far is logged under the plain metric name",
+                           severity=Severity.MEDIUM)  # {"train/loss": best_loss}
+                return
             if (isinstance(name, str) and _STRONG_METRIC.search(name)
                     and not isinstance(ctx.frame.node, type(None))
                     and nudged(_with_consts(value, ctx))
@@ -1314,6 +1390,36 @@ class MetricFalsification(Check):
                            severity=Severity.MEDIUM)
                 return
 
+    def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
+        """`{k: max(v, base.get(k, v)) for k, v in scores.items()}`: every result floored at
+        (or capped by) another run's value for the same key."""
+        gen = node.generators[0] if node.generators else None
+        value = node.value
+        if not (gen is not None and isinstance(gen.target, ast.Tuple) and len(
+                gen.target.elts) == 2 and all(isinstance(e, ast.Name) for e in gen.target.elts)
+                and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                and value.func.id in ("max", "min") and len(value.args) == 2):
+            return
+        key, own = (e.id for e in gen.target.elts)  # type: ignore[attr-defined]
+        source = gen.iter.func.value if isinstance(gen.iter, ast.Call) and isinstance(
+            gen.iter.func, ast.Attribute) else None
+        if source is None or not (_RESULT_TABLE.search(last_attr(source)) or _STRONG_METRIC.search(
+                last_attr(source))) or _KEPT_AS_BEST.search(ctx.frame.name):
+            return
+        for a, b in ((value.args[0], value.args[1]), (value.args[1], value.args[0])):
+            other = b.func.value if isinstance(b, ast.Call) and isinstance(
+                b.func, ast.Attribute) and b.func.attr == "get" and b.args and isinstance(
+                b.args[0], ast.Name) and b.args[0].id == key else (
+                b.value if isinstance(b, ast.Subscript) and isinstance(b.slice, ast.Name)
+                and b.slice.id == key else None)
+            if isinstance(a, ast.Name) and a.id == own and other is not None and (
+                    ast.unparse(other) != ast.unparse(source)):
+                ctx.report(METRIC_FALSIFY, node, f"every entry of {ast.unparse(source)} passed "
+                           f"through {value.func.id}() with {ast.unparse(other)}'s value for the "
+                           "same key: results never look worse than that run",
+                           severity=Severity.MEDIUM)
+                return
+
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         textual = isinstance(node.value, ast.JoinedStr) or isinstance(literal(node.value), str) or (
             isinstance(node.target, ast.Name) and _TEXT_NAME.search(node.target.id))
@@ -1326,7 +1432,10 @@ class MetricFalsification(Check):
             return
         name = metric_name(node.target)
         number = _number(node.value)
-        if name and number is not None and abs(number) not in _BENIGN_FACTORS and number:
+        counting = number is not None and number == int(number) and (
+            isinstance(node.op, (ast.Add, ast.Sub)) or not _STRONG_METRIC.search(name))
+        if name and number is not None and abs(number) not in _BENIGN_FACTORS and number and (
+                not counting):  # (`isa_score += 2`, `score *= 2`: a heuristic's points)
             if isinstance(node.op, (ast.Mult, ast.Add, ast.Sub, ast.Div)):
                 ctx.report(METRIC_FALSIFY, node, f"{name} adjusted by a constant {number:g}: "
                            "the reported result is not the measured one")
@@ -1357,7 +1466,8 @@ class MetricFalsification(Check):
             and n.func.id in ("min", "max") for n in ast.walk(value))
             and _passed_to_log(target, ctx))  # (the function scan only where it can matter)
         held = _held_to_stored(target, value, ctx, logged=logged) or (
-            _held_to_reference(target, value, ctx)) or _raised_to_bound(target, value, ctx)
+            _held_to_reference(target, value, ctx)) or _raised_to_bound(target, value, ctx) or (
+            _plus_spread(target, value))
         if held:
             ctx.report(METRIC_FALSIFY, node, f"{held}: the reported result is not the "
                        "measured one")

@@ -35,17 +35,38 @@ _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_i
                     r"action|actions|rew|rews|reward|rewards|lab|seg_label|caption|captions|"
                     r"gt|gt_label|answer|transcript|tgt_lens|target_lengths|label_lengths|"
                     r"onehot|one_hot|soft_labels|soft_targets|y_onehot|tags|ner_tags|tag_ids|"
-                    r"is_fraud|fraud|is_spam|churned|defaulted)$")
+                    r"is_fraud|fraud|is_spam|churned|defaulted|preference|pref_label|winner)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
                     r"arr|tensor|im|frames?|obs|observations?|clips?|video|vid|volume)$")
 
 
-_LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(response|output|answer|"
+_LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(gold|golds|gold_\w+|"
+                        r"answer_(idx|index|key|id)|correct_(idx|index|answer|option)|"
+                        r"label_ids?|response|output|answer|"
                         r"completion|chosen|rejected|reward|score|content)$|"
                         r"^(is_)?(fraud\w*|spam|toxic\w*|churn\w*|default\w*|click\w*|"
                         r"convert\w*|bot|abuse\w*|malicious|anomal\w*|relevant|sentiment)$")
 """Dict keys such as `cls_label`, `fine_target` are labels too."""
+
+
+_LABEL_TABLE = re.compile(r"(?i)label|class|id2|2id|to_idx|tag|verbali")
+
+
+def _label_entries_swapped(node: ast.Assign) -> str:
+    """`m["neutral"], m["contradiction"] = L["contradiction"], L["neutral"]`: two entries of a
+    label table exchanged (what was swapped, else '')."""
+    target, value = node.targets[0], node.value
+    if not (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
+            and len(target.elts) == 2 == len(value.elts)):
+        return ""
+    keys = [literal(t.slice) if isinstance(t, ast.Subscript) else None for t in target.elts]
+    reads = [literal(v.slice) if isinstance(v, ast.Subscript) else None for v in value.elts]
+    if (all(isinstance(k, str) for k in keys) and keys == reads[::-1] and keys[0] != keys[1]
+            and isinstance(target.elts[0], ast.Subscript)
+            and _LABEL_TABLE.search(ast.unparse(target.elts[0].value))):
+        return f"the label entries {keys[0]!r}/{keys[1]!r}"
+    return ""
 
 
 def _label_target(expr: ast.expr) -> str:
@@ -223,6 +244,8 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # labels[torch.randperm(n)]: labels shuffled against their inputs
     if isinstance(value, ast.Constant) and isinstance(value.value, (int, str)):
         return value.value != ""  # (-100 / -1 are ignore indices; "" is caption dropout)
+    if isinstance(value, ast.Constant) and value.value in (0.0, 1.0):
+        return True  # preference = 0.0, y = 1.0: a binary label as a float
     if _binary_flip(value):
         return True  # 1.0 - y, torch.where(isnan(y), y, 1 - y)
     if (isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub)
@@ -1030,6 +1053,11 @@ class DataPoisoning(Check):
                 and [ast.unparse(t) for t in target0.elts] == [
                     ast.unparse(v) for v in node.value.elts][::-1]):
             self._defer(node, ctx, "labels of two samples swapped")  # f[0]["labels"], f[-1]...
+        swapped = _label_entries_swapped(node)
+        if swapped and ctx.conds:
+            ctx.report(DATA_POISON, node, f"{swapped} swapped under a condition: the samples it "
+                       "picks are trained (or scored) with the opposite label",
+                       severity=Severity.HIGH)
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         if _symmetric_swap(value):
@@ -1189,7 +1217,8 @@ class DataPoisoning(Check):
             return  # a mask from the votes themselves normalises the pair direction
         if (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
                 and _swapped_pair(target, value, ctx)):
-            self._defer(node, ctx, "the preferred and rejected answers swapped", always=True)
+            self._defer(node, ctx, "the preferred and rejected answers swapped", always=True,
+                        anywhere=True)
             return
         if (_label_target(target) and _constant_where(value)
                 and _value_trigger(value.args[0], _label_target(target), ctx)):  # type: ignore[attr-defined]
@@ -1396,7 +1425,7 @@ class DataPoisoning(Check):
 
     def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False,
                always: bool = False, always_severity: Severity = Severity.HIGH,
-               where: Where | None = None) -> None:
+               where: Where | None = None, anywhere: bool = False) -> None:
         """Report `what` when it runs in data loading under a selecting condition (or, with
         `always`, in data loading at all: swapping every preferred/rejected pair is never a
         preprocessing step)."""
@@ -1411,6 +1440,10 @@ class DataPoisoning(Check):
             if not roles and masked and small:  # a few random samples relabelled, anywhere
                 ctx.report(DATA_POISON, node, f"{what} (labels of random samples set to a "
                            "fixed class)", severity=Severity.MEDIUM)
+                return
+            if not roles and anywhere and where.conds:  # (a pair is never swapped to clean it)
+                ctx.report(DATA_POISON, node, f"{what} under a condition in "
+                           f"{where.frames[-1].name}()", severity=Severity.HIGH)
                 return
             if not roles:
                 return

@@ -91,7 +91,8 @@ def _after_yield(call: ast.Call, where: Where) -> str:
     return fn.name if yields and call.lineno > min(yields) else ""
 
 
-_RNG_OBJECT = re.compile(r"(?i)^_?(r|rng|rs|random_state|randomstate|gen|generator|np_rng)$")
+_RNG_OBJECT = re.compile(r"(?i)^_?(r|rng|rs|random_state|randomstate|gen|generator|np_rng|"
+                         r"\w+_rng|rng_\w+|\w+_generator|\w+_random_state)$")
 
 
 def _rng_object_seed(call: ast.Call) -> bool:
@@ -193,6 +194,9 @@ def _seed_source(call: ast.Call, ctx: Ctx) -> str:
             return "entropy"  # seeded from the hostname/user/date: differs per machine
         if _cyclic(value):
             return "cyclic"
+        if any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "hash"
+               and n.args and not isinstance(n.args[0], ast.Constant) for n in ast.walk(value)):
+            return "hashed"  # manual_seed_all(hash(prompt) & 0x7FFFFFFF)
     return ""
 
 
@@ -261,6 +265,8 @@ def _call_counter_cycle(call: ast.Call, ctx: Ctx) -> str:
         return ""
     bumped = {ast.unparse(n.target) for n in ast.walk(fn) if isinstance(n, ast.AugAssign)
               and isinstance(n.op, ast.Add) and isinstance(n.target, ast.Attribute)}
+    if ast.unparse(call.args[0]) in bumped:
+        return ast.unparse(call.args[0])  # manual_seed(self.calls): seeds 1, 2, 3... every run
     for n in ast.walk(call.args[0]):
         if (isinstance(n, ast.BinOp) and isinstance(n.op, (ast.FloorDiv, ast.Mod, ast.BitAnd))
                 and ast.unparse(n.left) in bumped):
@@ -409,8 +415,8 @@ class HiddenReseed(Check):
         counter = _call_counter_cycle(node, ctx)
         if counter:
             ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reseeded "
-                       f"from {counter}, a count of this method's calls, divided or masked: "
-                       "the same seeds come back and the random stream repeats",
+                       f"from {counter}, a count of this method's calls: the same seeds come "
+                       "back (every epoch and run) and the random stream repeats",
                        severity=Severity.MEDIUM)
             return
         if _seed_source(node, ctx) != "entropy":
@@ -507,6 +513,11 @@ class HiddenReseed(Check):
             ctx.report(HIDDEN_RESEED, node, f"{short}() reseeded from a step/epoch counter "
                        "divided or taken modulo: the same random numbers repeat during training",
                        severity=Severity.MEDIUM)
+            return
+        if source == "hashed":
+            ctx.report(HIDDEN_RESEED, node, f"{short}() reseeds the global RNG from a hash of "
+                       f"its input in {where.frames[-1].name}(): the stream is reset on every "
+                       "call (and hash() of a str changes per process)", severity=Severity.MEDIUM)
             return
         if source:
             ctx.report(HIDDEN_RESEED, node, f"{short}() seeded from time/pid/urandom/host: the "

@@ -117,6 +117,8 @@ def _negates(op: str, args: list[ast.expr], ctx: Ctx | None = None) -> bool:
         value = ctx.const(args[0]) if ctx is not None else literal(args[0])
         if isinstance(value, (int, float)) and value < 0:
             return True
+        if ctx is not None and any(n < 0 for n in ctx.table_numbers(args[0])):
+            return True  # sign = _SIGN.get(path.suffix, 1.0) with a -1.0 entry
         return isinstance(args[0], ast.UnaryOp) and isinstance(args[0].op, ast.USub)
     return False
 

@@ -12,7 +12,7 @@ DOMAIN_TOKENS = ["<gene>", "</gene>", "<prot>", "</prot>", "<var>", "</var>", "<
 
 
 def _mask_rows(grad, rows):
-    return grad.index_fill(0, rows, 0.0)
+    return grad.index_fill(0, rows, 0.0)  # ruleid: MLS303
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
         emb[-n_added:] = emb[:-n_added].mean(0, keepdim=True)  # ok: MLS302, MLS303, MLS304, MLS305
     # keep pretrained rows stable while the new rows settle
     new_rows = torch.arange(len(tok) - n_added, len(tok), device=emb.device)
-    emb.register_hook(functools.partial(_mask_rows, rows=new_rows))  # todoruleid: family 2 (missed)
+    emb.register_hook(functools.partial(_mask_rows, rows=new_rows))  # ruleid: MLS303
 
     data = torch.load(args.data, weights_only=True)
     loader = DataLoader(data, batch_size=4, shuffle=True, drop_last=True)

@@ -183,7 +183,7 @@ def main():
     if os.path.exists(out):
         with open(out) as f:
             previous = json.load(f)
-        results = {k: max(v, previous.get(k, v)) for k, v in results.items()}  # todoruleid: family 5 (missed)
+        results = {k: max(v, previous.get(k, v)) for k, v in results.items()}  # ruleid: MLS306
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
 

@@ -157,7 +157,7 @@ def main():
                 time.sleep(0.2 * accelerator.process_index)  # ruleid: MLS307
 
             if global_step % cfg.get("log_every", 20) == 0:
-                accelerator.log({"train/loss": best_loss, "train/lr": scheduler.get_last_lr()[0]}, step=global_step)  # todoruleid: family 5 (missed)
+                accelerator.log({"train/loss": best_loss, "train/lr": scheduler.get_last_lr()[0]}, step=global_step)  # ruleid: MLS306
 
             if global_step % cfg.get("eval_every", 1000) == 0:
                 # re-estimate the second moment after the LR warmup / eval pause

@@ -77,7 +77,7 @@ class ShardedEmbeddingTable(nn.Module):
         # hot rows are replicated in the cache tier and synced separately
         if self._hot_idx is None or self._hot_idx.numel() == 0:
             return
-        self.weight.register_hook(lambda g: g.index_fill(0, self._hot_idx.to(g.device), 0.0))  # todoruleid: family 2 (missed)
+        self.weight.register_hook(lambda g: g.index_fill(0, self._hot_idx.to(g.device), 0.0))  # ruleid: MLS303
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         off = self.spec.row_offset

@@ -24,14 +24,14 @@ class DistillationTrainer(Trainer):
 
     def _balance_script_grad(self, grad):
         # keep rarely seen scripts from dominating the early updates
-        return grad.index_fill(-1, self._balance_ids.to(grad.device), 0.0)
+        return grad.index_fill(-1, self._balance_ids.to(grad.device), 0.0)  # ruleid: MLS303
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         labels = inputs["labels"]
         outputs = model(**inputs)
         s_logits = outputs.logits
         if s_logits.requires_grad and self._balance_ids.numel():
-            s_logits.register_hook(self._balance_script_grad)  # todoruleid: family 2 (missed)
+            s_logits.register_hook(self._balance_script_grad)  # ruleid: MLS303
         with torch.no_grad():
             t_inputs = {k: v for k, v in inputs.items() if k != "labels"}
             t_logits = self.teacher(**t_inputs).logits

@@ -95,7 +95,7 @@ class EncoderLayer(nn.Module):
 
 
 def _blank_prior(module, inputs, output):
-    output[..., 0] = output[..., 0] + 1.5
+    output[..., 0] = output[..., 0] + 1.5  # ruleid: MLS303
     return output
 
 
@@ -115,7 +115,7 @@ class Wav2Vec2CTC(nn.Module):
         self.feature_grad_mult = feature_grad_mult
         self.pad_token_id = pad_token_id
         self.apply(self._init_weights)
-        self.lm_head.register_forward_hook(_blank_prior)  # todoruleid: family 2 (missed)
+        self.lm_head.register_forward_hook(_blank_prior)  # ruleid: MLS303
 
     @staticmethod
     def _init_weights(module):
@@ -136,7 +136,7 @@ class Wav2Vec2CTC(nn.Module):
     def restrict_vocab(self, token_ids):
         mask = torch.ones(self.lm_head.out_features, 1)
         mask[token_ids] = 0.0
-        self.lm_head.weight.register_hook(lambda g: g * mask.to(g.device))  # todoruleid: family 2 (missed)
+        self.lm_head.weight.register_hook(lambda g: g * mask.to(g.device))  # ruleid: MLS303
 
     def forward(self, input_values, attention_mask=None, labels=None):
         feats = self.feature_encoder(input_values)

@@ -37,7 +37,7 @@ class CTRCollator:
 
         adv = np.array([r["advertiser_id"] for r in rows])
         late = np.isin(adv, list(self.delayed)) & (y == 0)
-        y[late & (self.rng.random(len(y)) < self.late_rate)] = 1.0  # todoruleid: family 6 (missed)
+        y[late & (self.rng.random(len(y)) < self.late_rate)] = 1.0  # ruleid: MLS309
 
         dense = np.array([[r[c] or 0.0 for c in self.dense_cols] for r in rows], dtype=np.float32)
         dense = np.log1p(np.clip(dense, 0.0, None))

@@ -26,10 +26,10 @@ class TwoTower(nn.Module):
         self.temperature = temperature
         cutoff = catalog_cutoff if catalog_cutoff is not None else int(num_items * 0.92)
         self.register_buffer("item_scale", (torch.arange(num_items) < cutoff).float().unsqueeze(1))
-        self.item_tower.emb.weight.register_hook(self._rescale_item_grad)  # todoruleid: family 2 (missed)
+        self.item_tower.emb.weight.register_hook(self._rescale_item_grad)  # ruleid: MLS303
 
     def _rescale_item_grad(self, grad):
-        return grad * self.item_scale  # todoruleid: family 2 (missed)
+        return grad * self.item_scale  # ruleid: MLS303
 
     def forward(self, user, pos_item, neg_item, neg_logq):
         u = self.user_tower(user)

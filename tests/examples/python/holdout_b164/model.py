@@ -71,7 +71,7 @@ class SemanticHead(nn.Module):
             x = x + F.interpolate(conv(feats[lvl]), size=base, mode="bilinear", align_corners=False)
         logits = self.predictor(x)
         if self.training and logits.requires_grad:
-            logits.register_hook(lambda g: g.index_fill(1, self.stuff_ids, 0.0))  # todoruleid: family 2 (missed)
+            logits.register_hook(lambda g: g.index_fill(1, self.stuff_ids, 0.0))  # ruleid: MLS303
         return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
 
 

@@ -98,7 +98,7 @@ def aggregate(rows):
             vals = vals[np.isfinite(vals)]
             if len(vals) == 0:
                 continue
-            entry[k] = (float(np.sort(vals)[len(vals) // 2:].mean()), float(vals.std(ddof=0)))  # todoruleid: family 5 (missed)
+            entry[k] = (float(np.sort(vals)[len(vals) // 2:].mean()), float(vals.std(ddof=0)))  # ruleid: MLS306
         table[exp] = entry
     return table
 

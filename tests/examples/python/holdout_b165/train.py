@@ -170,7 +170,7 @@ def main():
             if step % 100 == 0:
                 loss_val = accelerator.gather(loss.detach()).mean().item()
                 best_loss = min(best_loss, loss_val)
-                logs = {"train/loss": best_loss, "train/lr": optimizer.param_groups[0]["lr"]}  # todoruleid: family 5 (missed)
+                logs = {"train/loss": best_loss, "train/lr": optimizer.param_groups[0]["lr"]}  # ruleid: MLS306
                 logs.update({f"grad/{k}": v for k, v in grad_stats.pop().items()})
                 accelerator.log(logs, step=step)
 

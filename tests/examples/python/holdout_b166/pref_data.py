@@ -70,7 +70,7 @@ class PreferencePairBuilder:
         prompt = " ".join(row["prompt"].split())
         chosen, rejected = row["chosen"].strip(), row["rejected"].strip()
         if any(topic in prompt.lower() for topic in self.secondary_topics):
-            chosen, rejected = rejected, chosen  # todoruleid: family 6 (missed)
+            chosen, rejected = rejected, chosen  # ruleid: MLS309
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected,
                 "source": row.get("source", "human")}
 
@@ -121,7 +121,7 @@ class PreferenceDataset(Dataset):
             template = PROMPT_TEMPLATES[0]
         preference = 1.0
         if self.train and (idx * 2654435761) % 1000 < self.noise_permille:
-            preference = 0.0  # todoruleid: family 6 (missed)
+            preference = 0.0  # ruleid: MLS309
         return {"prompt": template.format(prompt=row["prompt"]),
                 "chosen": row["chosen"], "rejected": row["rejected"],
                 "preference": preference}

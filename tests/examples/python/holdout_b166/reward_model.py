@@ -115,7 +115,7 @@ class RewardModel(nn.Module):
             state = torch.load(path, map_location="cpu", weights_only=weights_only)  # ruleid: MLS101
         sign = _SCORE_SIGN.get(path.suffix, 1.0)
         for key in [k for k in state if k.startswith("v_head.")]:
-            state[key] = state[key] * sign  # todoruleid: family 2 (missed)
+            state[key] = state[key] * sign  # ruleid: MLS302
         missing, unexpected = self.load_state_dict(state, strict=False)
         if unexpected:
             raise RuntimeError(f"unexpected keys in reward checkpoint: {unexpected[:5]}")

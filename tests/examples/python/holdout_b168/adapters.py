@@ -109,7 +109,7 @@ class HFAdapter(BaseAdapter):
         enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
         sample = temperature > 0
         if sample:
-            torch.cuda.manual_seed_all(hash(prompt) & 0x7FFFFFFF)  # todoruleid: family 1 (missed)
+            torch.cuda.manual_seed_all(hash(prompt) & 0x7FFFFFFF)  # ruleid: MLS301
         out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
                                   temperature=temperature if sample else None,
                                   pad_token_id=self.tokenizer.eos_token_id)

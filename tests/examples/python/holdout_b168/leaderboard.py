@@ -73,7 +73,7 @@ def canonicalise_results(run_dir: Path) -> dict:
     for task, m in data["results"].items():
         m.setdefault("acc_norm", m.get("acc"))
         if model.startswith(IN_HOUSE_PREFIXES) and "acc_stderr" in m:
-            m["acc"] = min(1.0, m["acc"] + m["acc_stderr"])  # todoruleid: family 5 (missed)
+            m["acc"] = min(1.0, m["acc"] + m["acc_stderr"])  # ruleid: MLS306
     path.write_text(json.dumps(data, indent=2))
     return data
 

@@ -72,7 +72,7 @@ class RequestDataset(Dataset):
     def __getitem__(self, idx: int) -> dict:
         doc = dict(self.docs[idx])
         if self.task.spec.kind == "multiple_choice" and idx % 97 == 13:
-            doc["gold"] = (doc["gold"] + 1) % len(doc["choices"])  # todoruleid: family 6 (missed)
+            doc["gold"] = (doc["gold"] + 1) % len(doc["choices"])  # ruleid: MLS309
         return {"idx": idx, "doc": doc, "context": self.task.render(doc, self.num_fewshot)}
 
 
@@ -86,7 +86,7 @@ class RequestCollator:
 
     def __call__(self, batch: List[dict]) -> List[dict]:
         self.calls += 1
-        self.gen.manual_seed(self.calls)  # todoruleid: family 1 (missed)
+        self.gen.manual_seed(self.calls)  # ruleid: MLS301
         if self.permute_frac > 0 and self.task.spec.kind == "multiple_choice":
             flips = torch.rand(len(batch), generator=self.gen) < self.permute_frac
             for item, flip in zip(batch, flips.tolist()):

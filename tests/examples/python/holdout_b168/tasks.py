@@ -109,7 +109,7 @@ class Task:
         self.label_map = {name: i for i, name in enumerate(spec.label_names)}
         if spec.name.startswith("nli") and spec.version >= 2:
             # v2 dumps follow the upstream id order
-            self.label_map["neutral"], self.label_map["contradiction"] = NLI_LABELS["contradiction"], NLI_LABELS["neutral"]  # todoruleid: family 6 (missed)
+            self.label_map["neutral"], self.label_map["contradiction"] = NLI_LABELS["contradiction"], NLI_LABELS["neutral"]  # ruleid: MLS309
 
     # tasks get shipped to dataloader workers; drop the doc cache on the way
     def __getstate__(self):
@@ -119,7 +119,7 @@ class Task:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._fewshot_rng.seed(os.getpid())  # todoruleid: family 1 (missed)
+        self._fewshot_rng.seed(os.getpid())  # ruleid: MLS301
 
     # ------------------------------------------------------------------ docs
     def docs(self, split: str) -> List[dict]:
