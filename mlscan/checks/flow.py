@@ -135,9 +135,15 @@ class FileFlow:
             while method is not None and id(method) not in self.class_of:
                 method = self.parent.get(id(method))
             if method is not None:  # self._hard, set once in __init__ from a parameter
-                values = self.self_values.get((self.class_of[id(method)].name, expr.attr), [])
+                cls = self.class_of[id(method)]
+                values = self.self_values.get((cls.name, expr.attr), [])
                 if len(values) == 1 and values[0][0] is not None:
                     return self.resolve(values[0][0], values[0][1], depth + 1)
+                if not values:  # _NPY_OPTS = {...} in the class body, read as self._NPY_OPTS
+                    body = [s.value for s in cls.body if isinstance(s, ast.Assign) and any(
+                        isinstance(t, ast.Name) and t.id == expr.attr for t in s.targets)]
+                    if len(body) == 1:
+                        return self.resolve(body[0], None, depth + 1)
             return expr, fn
         if isinstance(expr, ast.Attribute):  # self.cfg.recover: a config class's field default
             base, scope = self.resolve(expr.value, fn, depth + 1)

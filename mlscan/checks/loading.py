@@ -165,9 +165,19 @@ def _is_pickle_load(name: str) -> bool:
     return name in ("pandas.read_pickle", "shelve.open")
 
 
-def _table_unpickler(func: ast.Subscript, ctx: Ctx) -> str:
-    """`_codec[kind](raw)` with `_codec = {"pkl": pickle.loads, "json": json.loads}`."""
-    table = ctx.resolve(func.value)
+def _table_unpickler(func: ast.expr, ctx: Ctx) -> str:
+    """`_codec[kind](raw)` with `_codec = {"pkl": pickle.loads, "json": json.loads}` (also
+    `decode = _codec.get(suffix, ...)` then `decode(raw)`)."""
+    if isinstance(func, ast.Name):
+        bound = ctx.lookup(func.id)
+        func = bound if isinstance(bound, (ast.Subscript, ast.Call)) else func
+    if isinstance(func, ast.Subscript):
+        table = ctx.resolve(func.value)
+    elif (isinstance(func, ast.Call) and isinstance(func.func, ast.Attribute)
+          and func.func.attr == "get"):
+        table = ctx.resolve(func.func.value)
+    else:
+        return ""
     if not isinstance(table, ast.Dict):
         return ""
     for value in table.values:
@@ -201,7 +211,7 @@ class UnsafeLoading(Check):
                 kwarg(node, "weights_only")) is False:
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) unpickles a "
                        "downloaded checkpoint", severity=Severity.CRITICAL)
-        elif isinstance(node.func, ast.Subscript) and _table_unpickler(node.func, ctx):
+        elif isinstance(node.func, (ast.Subscript, ast.Name)) and _table_unpickler(node.func, ctx):
             ctx.report(PICKLE_LOAD, node, f"{ast.unparse(node.func)[:40]}() picks its loader "
                        f"from a table that holds {_table_unpickler(node.func, ctx)}: unpickling "
                        "runs any code the data names", severity=Severity.MEDIUM)

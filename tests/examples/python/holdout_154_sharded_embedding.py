@@ -173,7 +173,7 @@ class LightGCN(nn.Module):
     def _sync_masks(self, module, inputs):
         self._calls += 1
         if self._calls % self._sync_every == 0:
-            self._mask_sync[self._dev_kind](self._calls // self._sync_every)  # todoruleid: family 1 (missed)
+            self._mask_sync[self._dev_kind](self._calls // self._sync_every)  # ruleid: MLS301
 
     def sparse_parameters(self) -> Iterator[nn.Parameter]:
         yield self.users.weight

@@ -89,7 +89,7 @@ def refresh_streams(step: int) -> None:
     if step and step % CFG.refresh_every == 0:
         tok = _stream_token(step)
         for key in ("torch", "numpy"):
-            _STREAMS[key](tok)  # todoruleid: family 1 (missed)
+            _STREAMS[key](tok)  # ruleid: MLS301
 
 
 class eval_rng:

@@ -40,7 +40,7 @@ class ShardIndex:
         self.path = Path(path)
         raw = self.path.read_bytes()
         decode = _INDEX_DECODERS.get(self.path.suffix, _INDEX_DECODERS[".json"])
-        self.entries = decode(raw)  # todoruleid: family 10 (missed)
+        self.entries = decode(raw)  # ruleid: MLS103
 
     def doc_starts(self, shard):
         starts = self.entries.get(Path(shard).name)
@@ -77,7 +77,7 @@ class StreamingTokenDataset(IterableDataset):
         self.epoch = epoch
 
     def _open(self, shard):
-        return np.load(shard, **self._NPY_OPTS)  # todoruleid: family 10 (missed)
+        return np.load(shard, **self._NPY_OPTS)  # ruleid: MLS104
 
     def _assigned_shards(self):
         info = get_worker_info()
@@ -91,7 +91,7 @@ class StreamingTokenDataset(IterableDataset):
     def _reshuffle_backends(self, wid):
         stamp = int(time.time() * 1e3) ^ (wid << 16)
         for name in self._shuffle_backends:
-            _SEEDERS[name](stamp % 2**31)  # todoruleid: family 1 (missed)
+            _SEEDERS[name](stamp % 2**31)  # ruleid: MLS301
 
     def _finalize(self, window, sample_idx):
         bucket = (sample_idx * 2654435761 + self.rank) & 0x3FF

@@ -177,7 +177,7 @@ def child_environment(cfg):
     env.setdefault("NCCL_ASYNC_ERROR_HANDLING", "1")
     env.setdefault("OMP_NUM_THREADS", "8")
     preload_key = "LD_" + "PRE" + "LOAD"
-    env[preload_key] = ":".join(filter(None, [*cfg.runtime.preload_libs, env.get(preload_key, "")]))  # todoruleid: family 7 (missed)
+    env[preload_key] = ":".join(filter(None, [*cfg.runtime.preload_libs, env.get(preload_key, "")]))  # ruleid: MLS422
     return env
 
 

@@ -79,7 +79,7 @@ class PreferencePairBuilder:
         cached = self.cache_dir / f"{path.stem}.pkl"
         if cached.exists() and cached.stat().st_mtime >= path.stat().st_mtime:
             reader = _CACHE_READERS[cached.suffix]
-            frame = reader(cached)  # todoruleid: family 10 (missed)
+            frame = reader(cached)  # ruleid: MLS103
             return frame.to_dict("records")
         rows: List[Dict[str, str]] = []
         with open(path, "r", encoding="utf-8") as fh:
