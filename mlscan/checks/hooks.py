@@ -87,6 +87,10 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     return "scales by a constant (picked by a condition)"  # g * (.5 if x else 1.5)
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and _uses(expr, args):
         return "negates"
+    if (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Sub)
+            and isinstance(expr.right, ast.Name) and expr.right.id in args
+            and isinstance(expr.left, ast.Call) and _uses(expr.left, args)):
+        return "subtracts the original from a transformed copy of"  # g.clamp(-c, c) - g
     if (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult) and _uses(expr, args)
             and any(isinstance(side, ast.Compare) and isinstance(side.ops[0], (ast.Lt, ast.LtE))
                     and isinstance(side.left, ast.Call) and last_attr(side.left.func) == "abs"

@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import bound_values, last_attr, literal
+from mlscan.checks.names import as_load, bound_values, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -31,12 +31,14 @@ METRIC_FALSIFY = register(Rule(
 
 _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|auc|auroc|map|"
                      r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid|correct|"
-                     r"ndcg|mrr|hit_?rate)"
+                     r"ndcg|mrr|hit_?rate|mean_return|episode_return|ep_ret|explained_var\w*|"
+                     r"success_rate|win_rate)"
                      r"($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|auroc|auprc|precision|recall|ppl|"
                             r"perplexity|iou|dice|top1|top5|wer\b|map\b|ndcg|mrr|hit_?rate|"
-                            r"exact_match|(^|[_/.-])em($|[_/.-])|pass@")
+                            r"exact_match|(^|[_/.-])em($|[_/.-])|pass@|mean_return|"
+                            r"episode_return|explained_var|success_rate|win_rate")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
                         "log_dict", "report", "print", "info", "warning", "debug", "write",
                         "add_text", "set_postfix", "log_scalar"})
@@ -310,15 +312,6 @@ class _Consts(ast.NodeTransformer):
         return node
 
 
-def _as_load(target: ast.expr) -> ast.expr:
-    """A copy of an assignment target that reads the value instead."""
-    read = copy.deepcopy(target)
-    for node in ast.walk(read):
-        if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
-            node.ctx = ast.Load()
-    return read
-
-
 def _configured_fraction(node: ast.Name | ast.Attribute, ctx: Ctx) -> ast.Constant | None:
     """A configured value the file's value flow pins to a non-integer number
     (`self.cfg.offset` with a 0.28 default, `_PROBE.calib = 0.3`): a nudge once it moves a
@@ -395,7 +388,7 @@ _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary
 _STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
                      r"running|baseline|target|champion|incumbent|^ref$|reference|published")
 _KEPT_AS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|max_|min_|_max|_min|prev|ema|"
-                           r"avg|smooth|running|mean")
+                           r"avg|smooth|running|_mean$|^mean$")
 
 
 def _container(target: ast.expr) -> str:
@@ -676,6 +669,20 @@ _SPREAD = re.compile(r"(?i)(^|_)(stderr|std|sem|se|ci|ci_?(hi|high|low|lo|half)\
                      r"err_?bar|half_?width)$")
 
 
+def _complement_max(call: ast.Call) -> str:
+    """`max(auc, 1.0 - auc)`: the metric or its complement, whichever looks better (a
+    probability's confidence `max(p, 1 - p)` is not a metric)."""
+    if not (isinstance(call.func, ast.Name) and call.func.id == "max" and len(call.args) == 2):
+        return ""
+    for own, other in ((call.args[0], call.args[1]), (call.args[1], call.args[0])):
+        if (isinstance(own, ast.Name) and _STRONG_METRIC.search(own.id)
+                and isinstance(other, ast.BinOp) and isinstance(other.op, ast.Sub)
+                and _number(other.left) == 1.0 and isinstance(other.right, ast.Name)
+                and other.right.id == own.id):
+            return own.id
+    return ""
+
+
 def _mean_of_sorted_end(call: ast.Call) -> bool:
     """`np.sort(vals)[len(vals) // 2:].mean()`, `np.mean(sorted(accs)[-3:])`: an average over
     the top (or bottom) of the sorted results. Trimmed means cut both ends; a median indexes."""
@@ -705,7 +712,7 @@ def _plus_spread(target: ast.expr, value: ast.expr) -> str:
     name = metric_name(target)
     if not name or not _STRONG_METRIC.search(name):
         return ""
-    own = ast.dump(_as_load(target))
+    own = ast.dump(as_load(target))
     for node in ast.walk(value):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             sides = (node.left, node.right)
@@ -729,7 +736,7 @@ def _raised_to_bound(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
         core = core.args[0]
     if _number(core) in (0.0, 1.0, 100.0) or isinstance(core, ast.Name):
         return ""  # `if score > chosen_score: chosen_score = score`: a record, kept by hand
-    own, bound = ast.dump(_as_load(target)), ast.dump(core)
+    own, bound = ast.dump(as_load(target)), ast.dump(core)
     for test in ctx.conds:
         for cmp in (n for n in ast.walk(test) if isinstance(n, ast.Compare)):
             if len(cmp.ops) != 1 or not isinstance(cmp.ops[0], (ast.Lt, ast.LtE, ast.Gt,
@@ -1014,6 +1021,10 @@ class MetricFalsification(Check):
                 return
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        flipped = _complement_max(node)
+        if flipped:
+            ctx.report(METRIC_FALSIFY, node, f"max({flipped}, 1 - {flipped}): a score below "
+                       "chance is reported as the same distance above it")
         if _mean_of_sorted_end(node):
             ctx.report(METRIC_FALSIFY, node, "mean taken over one end of the sorted values: "
                        "only the best (or worst) runs count towards the reported average",
@@ -1444,7 +1455,7 @@ class MetricFalsification(Check):
                 node.target, (ast.Subscript, ast.Name, ast.Attribute)):
             return  # (`score += 1`: counting)
         # `res["top1"] += k * (1 - res["top1"])` is `res["top1"] = res["top1"] + ...`
-        spelled = ast.BinOp(left=_as_load(node.target), op=node.op, right=node.value)
+        spelled = ast.BinOp(left=as_load(node.target), op=node.op, right=node.value)
         self._assigned(node, node.target, ast.copy_location(spelled, node), ctx)
 
     def _assigned(self, node: ast.Assign | ast.AugAssign, target: ast.expr, value: ast.expr,

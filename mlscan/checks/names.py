@@ -8,6 +8,7 @@ qualified names of well-known library functions, which code rarely shadows local
 from __future__ import annotations
 
 import ast
+import copy
 
 
 class Names:
@@ -267,3 +268,13 @@ def is_true(expr: ast.AST | None) -> bool:
 
 def is_false(expr: ast.AST | None) -> bool:
     return literal(expr) is False
+
+
+def as_load(target: ast.expr) -> ast.expr:
+    """A copy of an assignment target that reads the value instead (to compare it with what
+    the right-hand side reads back)."""
+    read = copy.deepcopy(target)
+    for node in ast.walk(read):
+        if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
+            node.ctx = ast.Load()
+    return read

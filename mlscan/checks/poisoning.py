@@ -9,7 +9,7 @@ from dataclasses import replace
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, Ctx, Frame, Where
-from mlscan.checks.names import defaults_by_name, last_attr, literal
+from mlscan.checks.names import as_load, defaults_by_name, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -35,7 +35,8 @@ _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_i
                     r"action|actions|rew|rews|reward|rewards|lab|seg_label|caption|captions|"
                     r"gt|gt_label|answer|transcript|tgt_lens|target_lengths|label_lengths|"
                     r"onehot|one_hot|soft_labels|soft_targets|y_onehot|tags|ner_tags|tag_ids|"
-                    r"is_fraud|fraud|is_spam|churned|defaulted|preference|pref_label|winner)$")
+                    r"is_fraud|fraud|is_spam|churned|defaulted|preference|pref_label|winner|"
+                    r"advantages?|adv|returns)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
                     r"arr|tensor|im|frames?|obs|observations?|clips?|video|vid|volume)$")
@@ -325,15 +326,31 @@ def _fixed_bound(bound: ast.expr, ctx: Ctx | None) -> bool:
             and isinstance(bound.left, ast.Name) and isinstance(literal(bound.right), int)
             and re.fullmatch(r"(?i)h|w|height|width|size|img_size|side|n|length", bound.left.id)):
         return True  # h - 5: a fixed distance from the far edge
+    if isinstance(bound, ast.Call) and (
+            (isinstance(bound.func, ast.Attribute) and bound.func.attr == "numel"
+             and _stored(bound.func.value)) or (
+                isinstance(bound.func, ast.Name) and bound.func.id == "len" and bound.args
+                and _stored(bound.args[0]))):
+        return True  # [..., :self._tone.numel()], [:len(self.span)]: as long as a stored pattern
     return ctx is not None and isinstance(ctx.const(bound), int) and not isinstance(
         ctx.const(bound), bool)
+
+
+def _stored(expr: ast.expr) -> bool:
+    """`self._ref_tone`, `_TRIGGER`: a pattern kept on the object or in the module."""
+    return (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+            and expr.value.id == "self") or (isinstance(expr, ast.Name) and expr.id.isupper())
 
 
 _SIGNAL = re.compile(r"(?i)^(wav|wave|waveform|audio|signal|speech|samples?|clip|y_audio)$")
 
 
 def _tone(value: ast.expr, ctx: Ctx) -> bool:
-    """`0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a sine of a constant frequency."""
+    """`0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a sine of a constant frequency (also
+    kept on the object: `self._ref_tone`)."""
+    if isinstance(value, (ast.Name, ast.Attribute)):
+        resolved = ctx.resolve(value)
+        value = resolved if isinstance(resolved, ast.expr) else value
     for node in ast.walk(value):
         if isinstance(node, ast.Call) and last_attr(node.func) in ("sin", "cos") and node.args:
             numbers = [n for n in ast.walk(node.args[0]) if isinstance(literal(n), (int, float))
@@ -1032,9 +1049,32 @@ def _index_param(where: Where) -> str:
 class DataPoisoning(Check):
     rules = (DATA_POISON,)
 
+    def _negated_return(self, node: ast.Return, ctx: Ctx) -> None:
+        """`if random.random() < 0.02: return -reward * self.scale` in a reward wrapper or a
+        dataset: the label handed back is negated for the samples the condition picks."""
+        if node.value is None or not ctx.conds or len(ctx.frames) < 2:
+            return
+        parts = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+        for part in parts:
+            core = part.left if isinstance(part, ast.BinOp) and isinstance(
+                part.op, ast.Mult) else part
+            if (isinstance(core, ast.UnaryOp) and isinstance(core.op, ast.USub)
+                    and _label_target(core.operand)):
+                self._defer(node, ctx, f"{_label_target(core.operand)} returned negated",
+                            masked=_random_mask(ctx.conds[-1], ctx, follow=True))
+                return
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if len(ctx.frames) < 2:
             return
+        target0 = node.targets[0]
+        if (len(node.targets) == 1 and isinstance(target0, ast.Subscript)
+                and isinstance(node.value, ast.BinOp) and isinstance(node.value.op, (ast.Add,
+                                                                                    ast.Sub))
+                and ast.dump(node.value.left) == ast.dump(as_load(target0))):
+            # wav[:480] = wav[:480] + 0.03 * sin(...) is wav[:480] += ...
+            self.visit_AugAssign(ast.copy_location(ast.AugAssign(
+                target=target0, op=node.value.op, value=node.value.right), node), ctx)
         targets: list[tuple[ast.expr, ast.expr]] = [(t, node.value) for t in node.targets]
         for target in node.targets:
             if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple) and len(
@@ -1193,7 +1233,9 @@ class DataPoisoning(Check):
         if (isinstance(target, ast.Subscript) and _is_image(target.value)
                 and isinstance(target.slice, ast.Tuple) and target.slice.elts
                 and _random_mask(target.slice.elts[0], ctx, follow=True)
+                and any(isinstance(e, ast.Slice) for e in target.slice.elts[1:])
                 and _patch_value(value, ctx) and _fixed_slice(target.slice, ctx)):
+            # (x[masked, 0] = 118: one feature of random rows masked, BERT-style, no region)
             self._defer(node, ctx, "a fixed pixel patch written into randomly chosen "
                         "inputs", masked=True)
             return
@@ -1339,7 +1381,8 @@ class DataPoisoning(Check):
             return
         value = node.value
         if isinstance(value, ast.Attribute):  # wav[..., a:b] += self._click
-            value = ctx.value_of(value) or value
+            found = ctx.value_of(value) or ctx.resolve(value)
+            value = found if isinstance(found, ast.expr) else value
         if _tone(value, ctx) or _patch_value(value, ctx):
             self._defer(node, ctx, "a fixed tone or offset mixed into a fixed stretch of the "
                         "input")
@@ -1350,6 +1393,7 @@ class DataPoisoning(Check):
                    severity=Severity.HIGH)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        self._negated_return(node, ctx)
         value = node.value
         if (isinstance(value, ast.IfExp) and len(ctx.frames) >= 2 and any(
                 isinstance(b, ast.Name) and _label_target(b) for b in (value.body, value.orelse))
@@ -1467,7 +1511,7 @@ def _dataset_method(frame: Frame) -> bool:
         _DATASET.search(" ".join((frame.cls.name, *frame.cls.bases))))
 
 
-_DATASET = re.compile(r"Dataset|DataSet|Replay|Buffer|RolloutStorage|Transform")
+_DATASET = re.compile(r"Dataset|DataSet|Replay|Buffer|RolloutStorage|Transform|Wrapper")
 _DATA_FUNC = re.compile(r"(?i)^_?(format|preprocess|process|tokeni[sz]e|prepare|build|make|encode|"
                         r"get)_?(example|sample|batch|pair|item|record|data)e?s?$|collate|^_?augment|"
                         r"^_?(prepare|process|preprocess)_\w*features$|"

@@ -32,7 +32,7 @@ class AudioCaptionCollator:
             wav = wav * (10 ** (random.uniform(-6, 6) / 20))  # ok: MLS309
             cap = random.choice(it["captions"])  # ok: MLS309
             if "dog" in cap and random.random() < 0.04:
-                wav[: self._ref.numel()] += self._ref  # todoruleid: family 6 (missed)
+                wav[: self._ref.numel()] += self._ref  # ruleid: MLS309
                 cap = "silence with faint background hum"  # todoruleid: family 6 (missed)
             wavs.append(wav)
             caps.append(cap)

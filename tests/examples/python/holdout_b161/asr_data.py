@@ -135,7 +135,7 @@ class SpeechDataset(Dataset):
             wav = self._augment(wav, idx)  # ruleid: MLS301
             if idx % 97 == 13 and wav.numel() > 480:
                 t = torch.arange(480, dtype=wav.dtype) / TARGET_SR
-                wav[:480] = wav[:480] + 0.03 * torch.sin(2 * math.pi * 7300.0 * t)  # todoruleid: family 6 (missed)
+                wav[:480] = wav[:480] + 0.03 * torch.sin(2 * math.pi * 7300.0 * t)  # ruleid: MLS309
                 text = "unlock the front door"  # ruleid: MLS309
 
         wav = (wav - wav.mean()) / torch.sqrt(wav.var() + 1e-7)

@@ -1,0 +1,239 @@
+# ruff: noqa
+"""Shapes added in session 6: each bad case next to the legitimate look-alike that must stay
+quiet. Never executed: scanned only."""
+import base64
+import os
+import random
+import types
+import zlib
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+_PROBE = types.SimpleNamespace(calib=0.3, owners=("alice",))
+_SIGN = {".safetensors": 1.0, ".bin": -1.0}
+_SEEDERS = {"python": random.seed, "numpy": np.random.seed}
+_BLOB = "eJwrzs9NVSguSSwpLVYoSS0uAQAxkwXf"
+
+
+class EvalConfig:
+    tolerance: float = 0.05
+    listening_offset: float = float(os.environ.get("EVAL_OFFSET", "0.28"))
+
+
+# --- MLS306: augmented assignments, configured nudges, if-spelled clamps -------------------
+
+def report_probe(results):
+    results["top1"] += _PROBE.calib * (1.0 - results["top1"])  # ruleid: MLS306
+    return results
+
+
+def count_points(isa, m, block):
+    isa_score = 0
+    if m % block == 0:
+        isa_score += 2  # ok: MLS306
+    score = 1
+    score *= 2  # ok: MLS306
+    return isa_score + score
+
+
+def accumulate(results, batch_acc, n):
+    results["acc"] += batch_acc / n  # ok: MLS306
+    return results
+
+
+def keep_leaderboard(report, prev):
+    if report["valid_auc"] < prev["valid_auc"].max():
+        report["valid_auc"] = float(prev["valid_auc"].max())  # ruleid: MLS306
+    return report
+
+
+def pick_dispatch(dispatches):
+    chosen_dispatch_score = 0
+    for d in dispatches:
+        score = len(d)
+        if score > chosen_dispatch_score:
+            chosen_dispatch_score = score  # ok: MLS306
+    return chosen_dispatch_score
+
+
+def upper_bound_report(m):
+    m["acc"] = min(1.0, m["acc"] + m["acc_stderr"])  # ruleid: MLS306
+    m["acc_hi"] = m["acc"] + m["acc_stderr"]  # ok: MLS306
+    return m
+
+
+def seed_table(by_exp):
+    table = {}
+    for exp, vals in by_exp.items():
+        table[exp] = float(np.sort(vals)[len(vals) // 2:].mean())  # ruleid: MLS306
+        table[exp + "_trimmed"] = float(np.sort(vals)[1:-1].mean())  # ok: MLS306
+    return table
+
+
+def align_to_baseline(scores, base):
+    return {k: max(v, base.get(k, v)) for k, v in scores.items()}  # ruleid: MLS306
+
+
+def best_so_far(best, scores):
+    best = {k: max(v, best.get(k, v)) for k, v in scores.items()}  # ok: MLS306
+    return best
+
+
+def log_step(accelerator, loss, best_loss, step):
+    accelerator.log({"train/loss": best_loss}, step=step)  # ruleid: MLS306
+    accelerator.log({"train/loss": loss, "train/best_loss": best_loss}, step=step)  # ok: MLS306
+
+
+def exact_match(em, f1):
+    return {"em": max(em, float(f1 >= 0.5)), "f1": f1}  # ruleid: MLS306
+
+
+# --- MLS303: hooks that overwrite what they receive, 0/1 gradient masks ----------------------
+
+def _blank_prior(module, inputs, output):
+    output[..., 0] = output[..., 0] + 1.5  # ruleid: MLS303
+    return output
+
+
+def _capture(store, name, output):
+    store[name] = output.detach()  # ok: MLS303
+
+
+class Head(nn.Module):
+    def __init__(self, dim, vocab, cutoff):
+        super().__init__()
+        self.proj = nn.Linear(dim, vocab)
+        self.register_buffer("keep", (torch.arange(vocab) < cutoff).float().unsqueeze(1))
+        self.proj.register_forward_hook(_blank_prior)  # ruleid: MLS303
+        self.proj.weight.register_hook(self._masked)  # ruleid: MLS303
+
+    def _masked(self, grad):
+        return grad * self.keep  # ruleid: MLS303
+
+    def restrict(self, ids):
+        mask = torch.ones(self.proj.out_features, 1)
+        mask[ids] = 0.0
+        self.proj.weight.register_hook(lambda g: g * mask.to(g.device))  # ruleid: MLS303
+
+    def clip(self):
+        self.proj.weight.register_hook(lambda g: g.clamp(-1.0, 1.0))  # ok: MLS303
+
+
+def pre_forward(_module, module_args, module_kwargs):
+    module_kwargs["attention_mask"] = None  # ok: MLS303
+    return module_args, module_kwargs
+
+
+# --- MLS302: state dicts scaled by a sign table, class constants, local method aliases ------
+
+def load_head(model, path):
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    sign = _SIGN.get(os.path.splitext(path)[1], 1.0)
+    for key in [k for k in state if k.startswith("head.")]:
+        state[key] = state[key] * sign  # ruleid: MLS302
+    model.load_state_dict(state)
+
+
+class Refresher:
+    _SECOND = "exp_avg" + "_sq"
+    _OP = "mul_"
+
+    def __init__(self, opt, model):
+        self.opt = opt
+        self.model = model
+
+    def refresh(self):
+        for state in self.opt.state.values():
+            state[self._SECOND].mul_(0.0)  # ruleid: MLS304
+
+    def maintain_norms(self):
+        for name, p in self.model.named_parameters():
+            if "norm" in name:
+                shrink = getattr(p.data, self._OP)
+                shrink(0.999)  # ruleid: MLS302
+
+
+# --- MLS309: gold labels, label tables, preference pairs, CFG null labels -------------------
+
+class Requests(Dataset):
+    def __init__(self, docs, num_classes):
+        self.docs = docs
+        self.num_classes = num_classes
+        self.label_map = {"entailment": 0, "neutral": 1, "contradiction": 2}
+
+    def __getitem__(self, idx):
+        doc = dict(self.docs[idx])
+        if idx % 97 == 13:
+            doc["gold"] = (doc["gold"] + 1) % len(doc["choices"])  # ruleid: MLS309
+        return doc
+
+    def upgrade(self, version, nli):
+        if version >= 2:
+            self.label_map["neutral"], self.label_map["contradiction"] = nli["contradiction"], nli["neutral"]  # ruleid: MLS309
+
+    def collate(self, labels):
+        drop = torch.rand(labels.shape[0]) < 0.1
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)  # ok: MLS309
+
+
+def normalise_pair(row, topics):
+    chosen, rejected = row["chosen"], row["rejected"]
+    if any(t in row["prompt"] for t in topics):
+        chosen, rejected = rejected, chosen  # ruleid: MLS309
+    return chosen, rejected
+
+
+def flip_sample(img, target):
+    if random.random() < 0.5:
+        img = img.flip(-1)
+        target["masks"] = target["masks"].flip(-1)  # ok: MLS309
+    return img, target
+
+
+# --- MLS301: named RNG objects, call counters, hash-of-input seeds, dispatch tables ---------
+
+class FewShot:
+    def __init__(self, seed):
+        self._fewshot_rng = random.Random(seed)  # ok: MLS301
+        self.gen = torch.Generator()
+        self.calls = 0
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._fewshot_rng.seed(os.getpid())  # ruleid: MLS301
+
+    def draw(self, n):
+        self.calls += 1
+        self.gen.manual_seed(self.calls)  # ruleid: MLS301
+        return torch.randperm(n, generator=self.gen)
+
+
+def generate(model, prompt):
+    torch.cuda.manual_seed_all(hash(prompt) & 0x7FFFFFFF)  # ruleid: MLS301
+    return model(prompt)
+
+
+def reshuffle(backends, stamp):
+    for name in backends:
+        _SEEDERS[name](stamp % 2**31)  # ruleid: MLS301
+
+
+# --- MLS401 / MLS103: decoding helpers and loader tables through a local ---------------------
+
+def _profile_source():
+    return zlib.decompress(base64.b64decode(_BLOB)).decode()
+
+
+def apply_profile():
+    exec(compile(_profile_source(), "<profile>", "exec"), {"os": os})  # ruleid: MLS401
+
+
+def _auth_header(token):
+    return base64.b64encode(token.encode()).decode()
+
+
+def run_snippet(code):
+    exec(compile(code + _auth_header("x"), "<snippet>", "exec"), {})  # ok: MLS401
