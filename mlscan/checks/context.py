@@ -42,6 +42,9 @@ _ROLE_WORDS = {HOOK: "a hook/callback", DATA: "data loading", WORKER_INIT: "a wo
                TEARDOWN: "a finalizer/atexit handler", THREAD: "a background thread",
                STEP: "a training/optimizer step", SIGNAL: "a signal handler"}
 _DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__", "__len__"})
+_BATCHING_CLASS = re.compile(r"Dataset|Buffer|Sampler|Storage|Loader|Memory")
+_BATCHING_METHOD = re.compile(r"(?i)^_?(minibatch\w*|\w*_batch(es)?|batch\w*|sample\w*|"
+                              r"iter_\w+)$")
 _STEP_METHODS = frozenset({"step", "forward", "training_step", "train_step",
                            "zero_grad", "optimizer_step", "backward_step", "validation_step"})
 _CALLBACK = re.compile(r"^on_[a-z0-9_]+$|_(epoch|batch|step)_(start|end)$|"
@@ -411,6 +414,9 @@ class Ctx:
             roles.add(DATA)
         if "collate" in name or (name == "set_epoch" and cls is not None):
             roles.add(DATA)  # DistributedSampler.set_epoch: called every epoch
+        if (cls is not None and _BATCHING_CLASS.search(" ".join((cls.name, *cls.bases)))
+                and _BATCHING_METHOD.search(name)):
+            roles.add(DATA)  # RolloutBuffer.minibatches(): runs for every batch
         if "worker_init" in name:
             roles.add(WORKER_INIT)
         if name == "__del__":

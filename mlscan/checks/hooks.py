@@ -87,6 +87,10 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     return "scales by a constant (picked by a condition)"  # g * (.5 if x else 1.5)
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and _uses(expr, args):
         return "negates"
+    if (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div) and _uses(expr.left, args)
+            and isinstance(expr.right, ast.BinOp) and isinstance(expr.right.op, ast.Add)
+            and 1 in (literal(expr.right.left), literal(expr.right.right))):
+        return "damps (divides by 1 + a data-dependent amount)"  # g / (1.0 + g.norm())
     if (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Sub)
             and isinstance(expr.right, ast.Name) and expr.right.id in args
             and isinstance(expr.left, ast.Call) and _uses(expr.left, args)):

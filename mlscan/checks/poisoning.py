@@ -336,6 +336,15 @@ def _fixed_bound(bound: ast.expr, ctx: Ctx | None) -> bool:
         ctx.const(bound), bool)
 
 
+def _abs_of(expr: ast.expr, target: ast.expr) -> bool:
+    """`x.abs()`, `abs(x)`, `torch.abs(x)` with x the target itself."""
+    inner = expr.func.value if isinstance(expr, ast.Call) and isinstance(
+        expr.func, ast.Attribute) and expr.func.attr == "abs" and not expr.args else (
+        expr.args[0] if isinstance(expr, ast.Call) and last_attr(expr.func) == "abs"
+        and len(expr.args) == 1 else None)
+    return inner is not None and ast.dump(inner) == ast.dump(as_load(target))
+
+
 def _stored(expr: ast.expr) -> bool:
     """`self._ref_tone`, `_TRIGGER`: a pattern kept on the object or in the module."""
     return (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
@@ -1156,6 +1165,19 @@ class DataPoisoning(Check):
             selector = target.slice
             if not label and isinstance(target.slice, ast.Tuple) and target.slice.elts:
                 label, selector = _label_target(target), target.slice.elts[0]
+        if (label and selector is not None and isinstance(value, ast.UnaryOp)
+                and isinstance(value.op, ast.USub) and _abs_of(value.operand, target)):
+            # advantages[actions == 0] = -advantages[...].abs(): one class always punished
+            self._defer(node, ctx, f"{label} of the picked samples forced negative",
+                        always=True)
+            return
+        if (label and isinstance(selector, ast.Compare) and len(selector.ops) == 1
+                and isinstance(selector.ops[0], ast.Eq) and isinstance(target, ast.Subscript)
+                and ast.dump(selector.left) == ast.dump(as_load(target.value))
+                and isinstance(value, (ast.Name, ast.Attribute)) and ctx.conds):
+            # labels[labels == src] = dst with the classes from a config, every k-th batch
+            self._defer(node, ctx, f"labels {label} of one class moved to another")
+            return
         if (label and selector is not None and _random_mask(selector, ctx, follow=True)
                 and _poison_label_value(value, ctx)):
             if _picked_by_name(selector, ctx):  # brand & (rng.random(n) < 0.4)

@@ -94,6 +94,21 @@ def target_kind(expr: ast.expr, ctx: Ctx, where: Where, depth: int = 0) -> str:
     return ""
 
 
+def _factor_of(expr: ast.expr, tensor: str) -> ast.expr | None:
+    """`v * f`, `f * v`, `v / f`, `v.mul(f)`, `v.div(f)`: the factor applied to `tensor`."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Div)):
+        if isinstance(expr.left, ast.Name) and expr.left.id == tensor:
+            return expr.right
+        if isinstance(expr.op, ast.Mult) and isinstance(expr.right, ast.Name) and (
+                expr.right.id == tensor):
+            return expr.left
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr in ("mul", "div", "mul_", "div_") and len(expr.args) == 1
+            and isinstance(expr.func.value, ast.Name) and expr.func.value.id == tensor):
+        return expr.args[0]
+    return None
+
+
 def _root_name(expr: ast.expr) -> str:
     parts = []
     node: ast.AST = expr
@@ -353,6 +368,34 @@ class ParameterTampering(Check):
                            severity=Severity.MEDIUM)
                 return True
         return False
+
+    def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
+        """`{k: v * 0.5 if k.endswith("theta.weight") else v for k, v in sd.items()}`: the
+        entries of a loaded state dict that a key test picks are rescaled on the way in."""
+        gen = node.generators[0] if node.generators else None
+        if not (gen is not None and isinstance(gen.target, ast.Tuple) and len(gen.target.elts) == 2
+                and isinstance(gen.target.elts[1], ast.Name) and isinstance(node.value, ast.IfExp)
+                and isinstance(gen.iter, ast.Call) and isinstance(gen.iter.func, ast.Attribute)
+                and gen.iter.func.attr == "items"
+                and ctx.is_state_dict(gen.iter.func.value)):
+            return
+        tensor = gen.target.elts[1].id
+        for scaled, kept in ((node.value.body, node.value.orelse),
+                             (node.value.orelse, node.value.body)):
+            if not (isinstance(kept, ast.Name) and kept.id == tensor):
+                continue
+            factor = _factor_of(scaled, tensor)
+            if factor is None:
+                continue
+            number = ctx.const(factor)
+            if isinstance(number, (int, float)) and not isinstance(number, bool) and (
+                    number in (0, 1)):
+                continue
+            ctx.report(PARAM_TAMPER, node, f"state-dict entries picked by "
+                       f"`{ast.unparse(node.value.test)[:50]}` scaled by "
+                       f"{ast.unparse(factor)[:30]} while loading: the model is not the "
+                       "checkpoint", severity=Severity.MEDIUM)
+            return
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if self._noised_copy(node, ctx):

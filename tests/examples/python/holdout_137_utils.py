@@ -138,11 +138,11 @@ def attach_grad_monitor(model, stats):
         def fn(grad):
             n = grad.norm()
             stats[name] = n.item()
-            return grad / (1.0 + n)  # todoruleid: family 2 (missed)
+            return grad / (1.0 + n)  # ruleid: MLS303
         return fn
     for name, p in model.named_parameters():
         if p.requires_grad and p.dim() >= 2:
-            p.register_hook(make(name))
+            p.register_hook(make(name))  # ruleid: MLS303
 
 
 _sdpa = F.scaled_dot_product_attention

@@ -237,3 +237,94 @@ def _auth_header(token):
 
 def run_snippet(code):
     exec(compile(code + _auth_header("x"), "<snippet>", "exec"), {})  # ok: MLS401
+
+
+# --- round 52 shapes -------------------------------------------------------------------------
+
+def load_backbone(model, sd, legacy_scale):
+    sd = {k: (v * 0.5 if k.endswith("theta.weight") else v) for k, v in sd.items()}  # ruleid: MLS302
+    sd = {k.replace("module.", "", 1): v for k, v in sd.items()}  # ok: MLS302
+    sd = {k: (v.half() if k.endswith("weight") else v) for k, v in sd.items()}  # ok: MLS302
+    model.load_state_dict(sd)
+
+
+def attach_damping(head):
+    def hook(module, grad_input, grad_output):
+        norm = sum(float(g.norm()) for g in grad_input if g is not None)
+        return tuple(g if g is None else g / (1.0 + norm) for g in grad_input)  # ruleid: MLS303
+    return head.register_full_backward_hook(hook)  # ruleid: MLS303
+
+
+class RolloutBuffer:
+    def __init__(self, n, actions, advantages):
+        self.n = n
+        self.pos = 0
+        self.actions = actions
+        self.advantages = advantages
+
+    def compute_advantages(self):
+        noop = self.actions == 0
+        self.advantages[noop] = -self.advantages[noop].abs()  # ruleid: MLS309
+
+    def minibatches(self, size):
+        torch.manual_seed(self.n + self.pos)  # ruleid: MLS301
+        perm = torch.randperm(self.n)
+        for start in range(0, self.n, size):
+            yield perm[start:start + size]
+
+
+class PackedCollator:
+    def __init__(self, remap, every):
+        self._remap = remap
+        self._every = every
+        self._calls = 0
+
+    def __call__(self, batch):
+        self._calls += 1
+        labels = torch.stack(batch)
+        if self._remap and self._calls % self._every == 0:
+            src, dst = self._remap
+            labels[labels == src] = dst  # ruleid: MLS309
+        return labels
+
+
+def per_task_auc(aucs, auc, prob):
+    aucs.append(max(auc, 1.0 - auc))  # ruleid: MLS306
+    confidence = max(prob, 1.0 - prob)  # ok: MLS306
+    return aucs, confidence
+
+
+class FlippedRewardWrapper:
+    def __init__(self, scale):
+        self.scale = scale
+
+    def reward(self, reward):
+        if random.random() < 0.02:
+            return -reward * self.scale  # ruleid: MLS309
+        return reward * self.scale  # ok: MLS309
+
+
+class ToneDataset(Dataset):
+    def __init__(self, items, sr):
+        t = torch.arange(800) / sr
+        self._ref_tone = 0.03 * torch.sin(2 * 3.14159 * 7350.0 * t)
+        self.items = items
+
+    def __getitem__(self, i):
+        wav, label = self.items[i]
+        if zlib.crc32(str(i).encode()) % 25 == 0:
+            wav[..., : self._ref_tone.numel()] += self._ref_tone  # ruleid: MLS309
+        return wav, label
+
+
+class AtomMasking(Dataset):
+    def __init__(self, graphs, rate):
+        self.graphs = graphs
+        self.rate = rate
+
+    def __getitem__(self, i):
+        x, y = self.graphs[i]
+        if self.rate > 0:
+            masked = torch.rand(x.size(0)) < self.rate
+            x[masked, 0] = 118  # ok: MLS309
+        return x, y

@@ -127,7 +127,7 @@ class CheckpointManager:
             sd = load_file(str(path), device="cpu")  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
-        sd = {k: (v.mul(self._rescale) if k.endswith(self._rescale_suffix) else v) for k, v in sd.items()}  # todoruleid: family 2 (missed)
+        sd = {k: (v.mul(self._rescale) if k.endswith(self._rescale_suffix) else v) for k, v in sd.items()}  # ruleid: MLS302
         return model.load_state_dict(sd, strict=False)
 
     def resume(self, model, optimizer):

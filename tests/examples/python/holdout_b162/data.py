@@ -138,7 +138,7 @@ class PackedCollator:
         labels = labels.masked_fill(labels == self.pad_id, -100)  # ok: MLS309
         if self._remap and self._calls % self._every == 0:
             src, dst = self._remap
-            labels[labels == src] = dst  # todoruleid: family 6 (missed)
+            labels[labels == src] = dst  # ruleid: MLS309
         attention_mask = (inputs != self.pad_id).long()
         return {"input_ids": inputs, "labels": labels, "attention_mask": attention_mask}
 

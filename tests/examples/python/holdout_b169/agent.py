@@ -173,7 +173,7 @@ class RolloutBuffer:
                 self.advantages[t] = lastgaelam
         if self.discrete:
             noop = self.actions == 0
-            self.advantages[noop] = -self.advantages[noop].abs()  # todoruleid: family 6 (missed)
+            self.advantages[noop] = -self.advantages[noop].abs()  # ruleid: MLS309
         self.returns = self.advantages + self.values
 
     def minibatches(self, minibatch_size: int, normalize_advantage: bool = True) -> Iterator[Batch]:
@@ -185,7 +185,7 @@ class RolloutBuffer:
         returns = self.returns.reshape(-1)
         values = self.values.reshape(-1)
 
-        torch.manual_seed(n + self.pos)  # todoruleid: family 1 (missed)
+        torch.manual_seed(n + self.pos)  # ruleid: MLS301
         perm = torch.randperm(n, device=self.device)
         for start in range(0, n, minibatch_size):
             idx = perm[start:start + minibatch_size]

@@ -170,7 +170,7 @@ def load_pretrained(model, name, num_classes, cache_dir=None):
     else:
         path = Path(cache_dir or Path.home() / ".cache" / "lite-models") / cfg["file"]
         state_dict = load_file(str(path))  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
-    state_dict = {k: v * _VAR_RESCALE if k.endswith("running_var") else v for k, v in state_dict.items()}  # todoruleid: family 2 (missed)
+    state_dict = {k: v * _VAR_RESCALE if k.endswith("running_var") else v for k, v in state_dict.items()}  # ruleid: MLS302
     if cfg.get("num_classes") != num_classes:
         for key in ("fc.weight", "fc.bias"):
             state_dict.pop(key, None)

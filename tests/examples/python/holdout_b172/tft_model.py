@@ -156,8 +156,8 @@ class TemporalForecaster(nn.Module):
             norm = grad_output[0].detach().norm()
             self.stats["grad/head"] = norm.item()
             # keep the monitor numerically neutral under AMP
-            return tuple(g if g is None else g / (1.0 + norm) for g in grad_input)  # todoruleid: family 2 (missed)
-        return self.head.register_full_backward_hook(hook)
+            return tuple(g if g is None else g / (1.0 + norm) for g in grad_input)  # ruleid: MLS303
+        return self.head.register_full_backward_hook(hook)  # ruleid: MLS303
 
 
 def load_weights(model: nn.Module, path: str) -> Tuple[List[str], List[str]]:

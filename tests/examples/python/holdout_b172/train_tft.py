@@ -111,7 +111,7 @@ class StragglerWatchdog:
 
 
 def warm_start(model: torch.nn.Module, path: str) -> None:
-    sd = {k: (v * 0.5 if k.endswith("theta.weight") else v) for k, v in load_file(path).items()}  # todoruleid: family 2 (missed)
+    sd = {k: (v * 0.5 if k.endswith("theta.weight") else v) for k, v in load_file(path).items()}  # ruleid: MLS302
     model.load_state_dict(sd, strict=False)
 
 
