@@ -307,7 +307,11 @@ class Ctx:
             if isinstance(expr, ast.Name):
                 expr = self.lookup(expr.id) or self.param_default(expr.id)
             elif isinstance(expr, ast.Attribute):
-                expr = self.value_of(expr)
+                held: ast.AST | None = self.value_of(expr)
+                if held is None and isinstance(expr.value, ast.Name) and expr.value.id == "self":
+                    found = self.resolve(expr)  # `seeders = (random.seed, ...)` in the class body
+                    held = found if found is not expr else None
+                expr = held
             else:
                 break
         return expr

