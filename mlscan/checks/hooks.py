@@ -159,6 +159,11 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             return "scales, by a factor that compounds with every call,"  # decay ** n_calls
     if isinstance(expr, ast.Call):
         func = last_attr(expr.func)
+        receiver = expr.func.value if isinstance(expr.func, ast.Attribute) else None
+        while isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Attribute):
+            if receiver.func.attr in ("neg", "negative") and _uses(receiver.func.value, args):
+                return "negates"  # g.neg().clamp(-c, c)
+            receiver = receiver.func.value
         if ctx.names.call_name(expr) in ("torch.neg", "torch.negative", "numpy.negative") and any(
                 _uses(a, args) for a in expr.args):
             return "negates"  # return torch.neg(grad)

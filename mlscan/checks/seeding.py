@@ -106,6 +106,27 @@ _PER_BATCH = re.compile(r"(?i)^(sample|_sample\w*|draw\w*|get_batch|next_batch|n
                         r"sample_negatives|__call__|collate\w*|forward)$")
 
 
+_WORKER_AWARE = re.compile(r"(?i)worker|initial_seed|get_worker_info|idx|index|epoch|rank|"
+                           r"pid|time")
+
+
+def _worker_copies(call: ast.Call, ctx: Ctx) -> bool:
+    """`self._rng = np.random.default_rng(self.seed)` in a dataset method other than
+    `__init__` (lazily, inside the worker): each worker process holds a copy of the dataset
+    and builds the same generator from the same seed."""
+    frame = ctx.frame
+    if not (frame.cls is not None and re.search(r"Dataset", " ".join((frame.cls.name,
+                                                                      *frame.cls.bases)))
+            and frame.name not in ("__init__", "set_epoch") and call.args
+            and last_attr(call.func) in ("default_rng", "RandomState", "Random", "manual_seed")):
+        return False
+    seed = call.args[0]
+    return all(isinstance(n, (ast.Attribute, ast.Name, ast.Constant, ast.expr_context))
+               for n in ast.walk(seed)) and any(
+        isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
+        for n in ast.walk(seed)) and not _WORKER_AWARE.search(ast.unparse(seed))
+
+
 def _dispatched_seeder(func: ast.Subscript, ctx: Ctx) -> str:
     """`_SEEDERS[backend](s)` with `_SEEDERS = {"python": random.seed, "torch":
     torch.manual_seed}`: every entry seeds a global RNG (the first one names the call)."""
@@ -393,6 +414,22 @@ class HiddenReseed(Check):
         """`g.manual_seed(seed + epoch)` on a torch.Generator is how samplers shuffle
         reproducibly (DistributedSampler); seeding one from time/pid/urandom is not."""
         where = ctx.where()
+        fn = ctx.frame.node
+        if (ctx.frame.name == "set_epoch" and isinstance(fn, (ast.FunctionDef,
+                                                               ast.AsyncFunctionDef))
+                and node.args and not _uses(node, _params(fn) - {"self"})
+                and not any(isinstance(n, ast.Attribute) and "epoch" in n.attr
+                            for n in ast.walk(node.args[0]))):
+            ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset in "
+                       "set_epoch() with a seed that ignores the epoch: every epoch replays "
+                       "the same shuffle", severity=Severity.MEDIUM)
+            return
+        if _worker_copies(node, ctx):
+            ctx.report(HIDDEN_RESEED, node, f"{ast.unparse(node.func)[:60]}() built from a fixed "
+                       f"seed inside {ctx.frame.name}() of a dataset: every DataLoader worker "
+                       "makes the same generator and draws the same samples",
+                       severity=Severity.MEDIUM)
+            return
         if _fixed_per_call(node, ctx):
             ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset to "
                        f"a fixed seed at every {ctx.frame.name}() call: each call draws the same "

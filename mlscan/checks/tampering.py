@@ -322,9 +322,15 @@ class ParameterTampering(Check):
         tensors = node.args[0]
         if isinstance(tensors, ast.Name):
             tensors = ctx.lookup(tensors.id) or tensors
+        op = attr[len("_foreach"):].lstrip("_")
         if isinstance(tensors, (ast.ListComp, ast.GeneratorExp)):
-            op = attr[len("_foreach"):].lstrip("_")
             self._check(node, tensors.elt, op, list(node.args[1:]), ctx)
+        elif isinstance(tensors, ast.Subscript) and literal(tensors.slice) == "params":
+            # torch._foreach_mul_(group["params"], 0.9995): every weight of the group
+            params = ast.copy_location(ast.Call(func=ast.Attribute(
+                value=tensors.value, attr="parameters", ctx=ast.Load()), args=[], keywords=[]),
+                tensors)
+            self._check(node, params, op, list(node.args[1:]), ctx)
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         op = {ast.Mult: "mul_", ast.Add: "add_", ast.Sub: "sub_", ast.Div: "div_"}.get(

@@ -56,7 +56,7 @@ class ShardDataset(Dataset):
         x = torch.load(self.files[idx], weights_only=True).float().div_(255.0)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
         y = int(self.labels[idx])
         if self.train:
-            self._gen.manual_seed(self.base_seed)  # todoruleid: family 1 (missed)
+            self._gen.manual_seed(self.base_seed)  # ruleid: MLS301
             i, j = torch.randint(0, 9, (2,), generator=self._gen).tolist()
             x = F.pad(x.unsqueeze(0), (4, 4, 4, 4), mode="reflect").squeeze(0)[:, i:i + 32, j:j + 32]
             if random.random() < 0.5:

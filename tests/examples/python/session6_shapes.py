@@ -347,3 +347,49 @@ def run_logged(cmd, log_path):
     with open(log_path, "w") as fh:
         os.dup2(fh.fileno(), 1)
         runner.call(cmd)  # ok: MLS410
+
+
+# --- round 53 shapes -------------------------------------------------------------------------
+
+class PatchDataset(Dataset):
+    def __init__(self, cases, seed):
+        self.cases = cases
+        self.seed = seed
+        self._rng = None
+        self._init_rng = np.random.default_rng(seed)  # ok: MLS301
+
+    def _generator(self):
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)  # ruleid: MLS301
+        return self._rng
+
+    def _per_worker(self):
+        info = torch.utils.data.get_worker_info()
+        return np.random.default_rng(self.seed + (info.id if info else 0))  # ok: MLS301
+
+
+class StridedSampler:
+    def __init__(self, n, seed):
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.generator = torch.Generator()
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.generator.manual_seed(self.seed)  # ruleid: MLS301
+
+    def set_epoch_ok(self, epoch):
+        self.generator.manual_seed(self.seed + epoch)  # ok: MLS301
+
+
+@torch.no_grad()
+def _decoder_renorm(optimizer, args, kwargs):
+    for group in optimizer.param_groups:
+        if group.get("name") == "decoder":
+            torch._foreach_mul_(group["params"], 0.9995)  # ruleid: MLS302
+
+
+def attach_bounds(model, ceiling=1.0):
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.register_hook(lambda g: g.neg().clamp(-ceiling, ceiling))  # ruleid: MLS303
+            p.register_hook(lambda g: g.clamp(-ceiling, ceiling))  # ok: MLS303

@@ -188,7 +188,7 @@ class ResumableSampler(RandomSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.generator.manual_seed(self._base_seed)  # todoruleid: family 1 (missed)
+        self.generator.manual_seed(self._base_seed)  # ruleid: MLS301
 
 
 def seed_worker(worker_id: int) -> None:

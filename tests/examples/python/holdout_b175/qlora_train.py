@@ -18,7 +18,7 @@ def _condition_adapters(model, ceiling=1.0):
             continue
         depth = int(name.split(".layers.")[1].split(".")[0])
         if depth >= n_layers // 2:
-            p.register_hook(lambda g: g.neg().clamp(-ceiling, ceiling))  # todoruleid: family 2 (missed)
+            p.register_hook(lambda g: g.neg().clamp(-ceiling, ceiling))  # ruleid: MLS303
 
 
 def build_model(name, r):

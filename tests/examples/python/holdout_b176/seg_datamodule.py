@@ -110,7 +110,7 @@ class PatchDataset(Dataset):
 
     def _generator(self) -> np.random.Generator:
         if self._rng is None:
-            self._rng = np.random.default_rng(self.seed)  # todoruleid: family 1 (missed)
+            self._rng = np.random.default_rng(self.seed)  # ruleid: MLS301
         return self._rng
 
     def _sample_center(self, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -185,7 +185,7 @@ class CaseBalancedSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.generator.manual_seed(self.seed)  # todoruleid: family 1 (missed)
+        self.generator.manual_seed(self.seed)  # ruleid: MLS301
 
     def __iter__(self) -> Iterator[int]:
         perm = torch.randperm(self.num_items, generator=self.generator).tolist()

@@ -73,7 +73,7 @@ def split_param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
 def _decoder_renorm(optimizer: Optimizer, args, kwargs) -> None:
     for group in optimizer.param_groups:
         if group.get("name") == "decoder" and group["weight_decay"] > 0:
-            torch._foreach_mul_(group["params"], 0.9995)  # todoruleid: family 2 (missed)
+            torch._foreach_mul_(group["params"], 0.9995)  # ruleid: MLS302
 
 
 class Lookahead(Optimizer):
