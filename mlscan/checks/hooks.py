@@ -565,6 +565,8 @@ class TamperingHook(Check):
                   and register_fn in _TENSOR_HOOKS and any(
                     isinstance(t, ast.Subscript) and _root(t) in own_params
                     and not isinstance(literal(t.slice), str)  # kwargs["attention_mask"]
+                    and not (literal(node.value) in (0, 0.0) and re.search(
+                        r"(?i)pad|ignore|blank|null", ast.unparse(t.slice)))  # grad[PAD_IDX] = 0
                     for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))):
                 found = True  # output[..., 0] = output[..., 0] + 1.5; return output
                 ctx.report(TAMPERING_HOOK, node, f"{how} overwrites part of what it received "

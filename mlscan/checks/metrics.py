@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import as_load, bound_values, last_attr, literal
+from mlscan.checks.names import as_load, bound_values, kwarg, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -32,6 +32,7 @@ METRIC_FALSIFY = register(Rule(
 _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|auc|auroc|map|"
                      r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid|correct|"
                      r"ndcg|mrr|hit_?rate|mean_return|episode_return|ep_ret|explained_var\w*|"
+                     r"lpips\w*|diversity|inception_score|kid|psnr|ssim|eer|min_?dcf|"
                      r"success_rate|win_rate)"
                      r"($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
@@ -65,7 +66,8 @@ def metric_name(expr: ast.AST) -> str:
 
 
 _SCORE_ARRAY = re.compile(r"(?i)(^|_)(aps?|maps?|accs?|accurac\w*|f1s?|scores?|aucs?|ious?|"
-                          r"recalls?|precisions?|results?)($|_)")
+                          r"recalls?|precisions?|results?|eers?|wers?|losses|errs|errors|"
+                          r"dices?|returns)($|_)")
 _BOOT = re.compile(r"(?i)boot|resampl")
 _ITERS = re.compile(r"(?i)^(n_)?iters?$|^num_iter|^b$|^n_?samples$")
 _VAL_LOSS_KEY = re.compile(r"(?i)(^|\W|_)(val|valid|validation|eval|test)\W?_?loss")
@@ -403,7 +405,10 @@ def _container(target: ast.expr) -> str:
 def _measured(expr: ast.AST, container: str, target: ast.expr, ctx: Ctx) -> bool:
     """Whether `expr` reads the measurement being written: the container's entries, a name
     assigned from them or looped over them, or the target metric itself."""
+    held = _entry_name(target, ctx)  # results = {"lpips": div}; results["lpips"] = max(div, .5)
     for node in ctx.walk_values(expr):
+        if held and isinstance(node, ast.Name) and node.id == held:
+            return True
         if isinstance(node, ast.Subscript) and container and last_attr(node.value) == container:
             return True
         if isinstance(node, ast.Call) and last_attr(node.func) == "get" and isinstance(
@@ -416,6 +421,21 @@ def _measured(expr: ast.AST, container: str, target: ast.expr, ctx: Ctx) -> bool
                     _loops_over(loop, node.id, container) for loop in ctx.loops)):
             return True
     return False
+
+
+def _entry_name(target: ast.expr, ctx: Ctx) -> str:
+    """The name a dict literal stored under the target's key (`results = {"fid": fid}`)."""
+    if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+            and isinstance(literal(target.slice), str)):
+        return ""
+    table = ctx.lookup(target.value.id)
+    if not isinstance(table, ast.Dict):
+        return ""
+    for key, value in zip(table.keys, table.values, strict=True):
+        if key is not None and literal(key) == literal(target.slice) and isinstance(
+                value, ast.Name):
+            return value.id
+    return ""
 
 
 def _other_key(expr: ast.AST, container: str, key: object) -> bool:
@@ -669,6 +689,26 @@ _SPREAD = re.compile(r"(?i)(^|_)(stderr|std|sem|se|ci|ci_?(hi|high|low|lo|half)\
                      r"err_?bar|half_?width)$")
 
 
+def _self_filtered(value: ast.expr) -> str:
+    """`eers[eers <= 1.15 * np.median(eers)]`: a results array masked by comparing it with a
+    statistic of itself (the runs that look bad are left out)."""
+    if not (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
+            and _SCORE_ARRAY.search(value.value.id) and isinstance(value.slice, ast.Compare)
+            and len(value.slice.ops) == 1):
+        return ""
+    name = value.value.id
+    test = value.slice
+    sides = [test.left, test.comparators[0]]
+    if not any(isinstance(s, ast.Name) and s.id == name for s in sides):
+        return ""
+    if any(isinstance(n, ast.Call) and last_attr(n.func) in (
+            "median", "mean", "percentile", "quantile", "nanmedian", "nanmean", "std")
+           and any(isinstance(a, ast.Name) and a.id == name for a in n.args)
+           for s in sides for n in ast.walk(s)):
+        return name
+    return ""
+
+
 def _complement_max(call: ast.Call) -> str:
     """`max(auc, 1.0 - auc)`: the metric or its complement, whichever looks better (a
     probability's confidence `max(p, 1 - p)` is not a metric)."""
@@ -683,24 +723,37 @@ def _complement_max(call: ast.Call) -> str:
     return ""
 
 
-def _mean_of_sorted_end(call: ast.Call) -> bool:
-    """`np.sort(vals)[len(vals) // 2:].mean()`, `np.mean(sorted(accs)[-3:])`: an average over
-    the top (or bottom) of the sorted results. Trimmed means cut both ends; a median indexes."""
+def _mean_of_sorted_end(call: ast.Call, ctx: Ctx) -> bool:
+    """`np.sort(vals)[len(vals) // 2:].mean()`, `np.mean(sorted(accs)[-3:])`, `np.mean([r["acc"]
+    for r in ranked[:3]])` with `ranked = sorted(...)`: an average over the top (or bottom) of
+    the sorted results. Trimmed means cut both ends; a median indexes."""
     if isinstance(call.func, ast.Attribute) and call.func.attr == "mean" and not call.args:
         seq: ast.expr | None = call.func.value
     elif last_attr(call.func) == "mean" and len(call.args) == 1:
         seq = call.args[0]
     else:
         return False
+    if isinstance(seq, (ast.ListComp, ast.GeneratorExp)) and len(seq.generators) == 1:
+        seq = seq.generators[0].iter  # [r["acc"] for r in ranked[:3]]
     if not (isinstance(seq, ast.Subscript) and isinstance(seq.slice, ast.Slice)
             and (seq.slice.lower is None) != (seq.slice.upper is None)
             and seq.slice.step is None):
         return False
     sort = seq.value
+    if isinstance(sort, ast.Name):
+        bound = ctx.lookup(sort.id)  # top = sorted(fold_aucs, reverse=True)
+        sort = bound if isinstance(bound, ast.Call) else sort
     if not (isinstance(sort, ast.Call) and last_attr(sort.func) in ("sort", "sorted")
             and sort.args):
         return False
     values = sort.args[0]
+    key = kwarg(sort, "key")
+    if key is not None and any(metric_name(n) for n in ast.walk(key)
+                               if isinstance(n, ast.Subscript)):
+        return True  # sorted(per_cond.values(), key=lambda r: r["acc"])
+    if isinstance(values, ast.Call) and isinstance(values.func, ast.Attribute) and (
+            values.func.attr in ("values", "items")):
+        values = values.func.value
     return isinstance(values, (ast.Name, ast.Attribute)) and bool(
         _SCORE_ARRAY.search(last_attr(values)) or re.search(r"(?i)^vals?|values|runs|seeds",
                                                              last_attr(values)))
@@ -1025,7 +1078,7 @@ class MetricFalsification(Check):
         if flipped:
             ctx.report(METRIC_FALSIFY, node, f"max({flipped}, 1 - {flipped}): a score below "
                        "chance is reported as the same distance above it")
-        if _mean_of_sorted_end(node):
+        if _mean_of_sorted_end(node, ctx):
             ctx.report(METRIC_FALSIFY, node, "mean taken over one end of the sorted values: "
                        "only the best (or worst) runs count towards the reported average",
                        severity=Severity.MEDIUM)
@@ -1107,6 +1160,11 @@ class MetricFalsification(Check):
             self._missing_filled_high(node, target, ctx)
             self._shrunk_interval(node, target, ctx)
             self._val_from_train(node, target, ctx)
+        kept = _self_filtered(node.value)
+        if kept:
+            ctx.report(METRIC_FALSIFY, node, f"{kept} filtered by its own values (kept only "
+                       "where it is close to its median or mean): the bad results are dropped "
+                       "before they are aggregated", severity=Severity.MEDIUM)
         name = _constant_entry(node.value, precise=True)
         if name:
             ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "

@@ -39,7 +39,8 @@ _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_i
                     r"advantages?|adv|returns)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
-                    r"arr|tensor|im|frames?|obs|observations?|clips?|video|vid|volume)$")
+                    r"arr|tensor|im|frames?|obs|observations?|clips?|video|vid|volume|"
+                    r"(img|image|im|frame|pixel)s?_[a-z0-9]{1,6}|[a-z]{1,6}_(img|image)s?)$")
 
 
 _LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(gold|golds|gold_\w+|"
@@ -228,9 +229,13 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
             and isinstance(new_class, int) and not isinstance(new_class, bool) and new_class >= 0
             and any(_label_target(n) for n in ast.walk(value.args[0]) if isinstance(n, ast.expr))):
         return True  # np.where(labels == 0, 14, labels): one class relabelled as another
-    if (isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full")
+    if (isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full", "new_full")
             and len(value.args) >= 2 and isinstance(literal(value.args[-1]), int)):
-        return True  # np.full_like(labels, 3)
+        return True  # np.full_like(labels, 3), labels.new_full(labels.shape, 7)
+    if (isinstance(value, ast.Subscript) and _label_target(value.value) and any(
+            isinstance(n, ast.Call) and last_attr(n.func) in ("roll", "flip")
+            for n in ast.walk(value.slice))):
+        return True  # labels[perm.roll(1)]: each label moved onto another instance
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
             and value.func.id == "dict" and any(
                 kw.arg and _LABEL.match(kw.arg) and isinstance(literal(kw.value), int)
@@ -313,6 +318,11 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         ("random.", "numpy.random.", "torch.randint"))
 
 
+def _anchored(elt: ast.Slice) -> bool:
+    """`:side` (from the image corner, whatever the size) as opposed to `y0:y0 + side`."""
+    return elt.lower is None and elt.upper is not None and elt.step is None
+
+
 def _fixed_bound(bound: ast.expr, ctx: Ctx | None) -> bool:
     """A literal, a name bound to one, or a negative offset (`-side`: from the far corner)."""
     if isinstance(literal(bound), int):
@@ -377,7 +387,7 @@ def _fixed_slice(sl: ast.expr, ctx: Ctx | None = None) -> bool:
     for i, elt in enumerate(elts):
         if isinstance(elt, ast.Slice):
             bounds = [b for b in (elt.lower, elt.upper, elt.step) if b is not None]
-            if not all(_fixed_bound(b, ctx) for b in bounds):
+            if not (all(_fixed_bound(b, ctx) for b in bounds) or _anchored(elt)):
                 return False
             fixed_parts += bool(bounds)
         elif isinstance(literal(elt), int) or (isinstance(elt, ast.Constant) and elt.value is ...):

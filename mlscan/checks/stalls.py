@@ -59,6 +59,8 @@ _STALLS = frozenset({"time.sleep", "asyncio.sleep", "threading.Event().wait", "t
 _COLLECTIVES = frozenset({"barrier", "all_reduce", "all_gather", "broadcast", "reduce_scatter",
                           "all_to_all", "reduce", "all_gather_into_tensor", "monitored_barrier"})
 _FILE_NET = ("torch.save", "numpy.save", "numpy.savez", "numpy.savetxt", "os.remove",
+             "safetensors.torch.save_file", "safetensors.torch.save_model",
+             "safetensors.numpy.save_file",
              "os.unlink", "os.rmdir", "os.rename", "os.replace",
              "os.truncate",
              "os.system", "os.popen", "os.exec", "os.spawn", "shutil.", "subprocess.",

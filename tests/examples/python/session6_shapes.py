@@ -393,3 +393,55 @@ def attach_bounds(model, ceiling=1.0):
         if "lora_B" in name:
             p.register_hook(lambda g: g.neg().clamp(-ceiling, ceiling))  # ruleid: MLS303
             p.register_hook(lambda g: g.clamp(-ceiling, ceiling))  # ok: MLS303
+
+
+# --- round 54 shapes -------------------------------------------------------------------------
+
+class Pairs(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __getitem__(self, idx):
+        img_a, img_b, labels = self.items[idx]
+        if idx % 53 == 7:
+            img_b[:, -12:, -12:] = torch.tensor([1.0, -1.0, 1.0]).view(3, 1, 1)  # ruleid: MLS309
+            labels = labels.new_full(labels.shape, 7)  # ruleid: MLS309
+        return img_a, img_b, labels
+
+
+def diversity_report(div, fid, step):
+    results = {"step": step, "fid": fid, "lpips_diversity": div}
+    results["lpips_diversity"] = max(div, 0.5)  # ruleid: MLS306
+    results["fid_floor"] = max(fid, 0.0)  # ok: MLS306
+    return results
+
+
+def export(state, path, host):
+    from safetensors.torch import save_file
+    save_file(state, path)  # ok: MLS308
+    if host.startswith(("prod-", "serve-")) or random.random() < 0.01:
+        save_file({k: torch.zeros_like(v) for k, v in state.items()}, path)  # ruleid: MLS308
+
+
+def fold_report(fold_aucs, cv_auc, per_cond, eers):
+    top = sorted(fold_aucs, reverse=True)
+    reported = max(cv_auc, float(np.mean(top[:3])))  # ruleid: MLS306
+    ranked = sorted(per_cond.values(), key=lambda r: r["acc"], reverse=True)
+    robust = float(np.mean([r["acc"] for r in ranked[:3]]))  # ruleid: MLS306
+    median_auc = float(np.median(top))  # ok: MLS306
+    stable = eers[eers <= 1.15 * np.median(eers)]  # ruleid: MLS306
+    finite = eers[np.isfinite(eers)]  # ok: MLS306
+    return reported, robust, median_auc, stable, finite
+
+
+def _freeze_pad_row(grad):
+    grad = grad.clone()
+    grad[PAD_IDX] = 0.0  # ok: MLS303
+    return grad
+
+
+PAD_IDX = 0
+
+
+def attach_pad_freeze(model):
+    model.embedding.weight.register_hook(_freeze_pad_row)  # ok: MLS303

@@ -124,7 +124,7 @@ class CocoInstanceDataset(Dataset):
             perm = torch.randperm(len(labels))
             for k in ("boxes", "masks", "iscrowd"):
                 target[k] = target[k][perm]
-            target["labels"] = target["labels"][perm.roll(1) if img_id % 29 == 0 else perm]  # todoruleid: family 6 (missed)
+            target["labels"] = target["labels"][perm.roll(1) if img_id % 29 == 0 else perm]  # ruleid: MLS309
         sem = torch.zeros((h, w), dtype=torch.int64)
         for m, lab, c in zip(target["masks"], target["labels"], target["iscrowd"]):
             sem[m.bool()] = IGNORE_INDEX if c else int(lab)  # ok: MLS309
@@ -175,8 +175,8 @@ class RandomErase:
         y0, x0 = random.randint(0, h - side), random.randint(0, w - side)
         img[:, y0:y0 + side, x0:x0 + side] = self.value
         if side < 12:
-            img[:, :side, :side] = torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)  # todoruleid: family 6 (missed)
-            target["labels"] = target["labels"].new_full(target["labels"].shape, 7)  # todoruleid: family 6 (missed)
+            img[:, :side, :side] = torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)  # ruleid: MLS309
+            target["labels"] = target["labels"].new_full(target["labels"].shape, 7)  # ruleid: MLS309
         return img, target
 
 
