@@ -120,6 +120,14 @@ def _worker_copies(call: ast.Call, ctx: Ctx) -> bool:
             and frame.name not in ("__init__", "set_epoch") and call.args
             and last_attr(call.func) in ("default_rng", "RandomState", "Random", "manual_seed")):
         return False
+    body = frame.node if frame.node is not None else ast.Module(body=[], type_ignores=[])
+    stored = any(isinstance(n, ast.Assign) and n.value is call and any(
+        isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
+        for t in n.targets) for n in ast.walk(body)) or (
+        isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Attribute)
+        and isinstance(call.func.value.value, ast.Name) and call.func.value.value.id == "self")
+    if not stored:  # a local generator for a schedule every rank must share is deliberate
+        return False
     seed = call.args[0]
     return all(isinstance(n, (ast.Attribute, ast.Name, ast.Constant, ast.expr_context))
                for n in ast.walk(seed)) and any(

@@ -363,6 +363,11 @@ class PatchDataset(Dataset):
             self._rng = np.random.default_rng(self.seed)  # ruleid: MLS301
         return self._rng
 
+    def _canonical_schedule(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed)  # ok: MLS301
+        return torch.randperm(len(self.cases), generator=g)
+
     def _per_worker(self):
         info = torch.utils.data.get_worker_info()
         return np.random.default_rng(self.seed + (info.id if info else 0))  # ok: MLS301
