@@ -421,6 +421,12 @@ def _unknown_cap(node: ast.Compare, world: ast.AST, names: Names,
         return False  # world < cap: a small-job test
     if isinstance(node.ops[0], (ast.Gt, ast.GtE)) and world is not node.left:
         return False
+    if (isinstance(big_side, ast.BinOp) and isinstance(big_side.op, (ast.Mult, ast.LShift,
+                                                                      ast.Pow))
+            and arith(big_side) is None and not _is_world(big_side, names, resolve)
+            and any((arith(s) or 0) >= (3 if isinstance(big_side.op, ast.LShift) else 8)
+                    for s in (big_side.left, big_side.right))):
+        return True  # world > cfg.num_experts * 32, world >= n << 5: a cap built from config
     if not isinstance(big_side, (ast.Name, ast.Attribute)) or _is_world(big_side, names, resolve):
         return False
     value = resolve(_ref(big_side)) if resolve is not None else None

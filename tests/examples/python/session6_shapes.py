@@ -450,3 +450,18 @@ PAD_IDX = 0
 
 def attach_pad_freeze(model):
     model.embedding.weight.register_hook(_freeze_pad_row)  # ok: MLS303
+
+
+class Dispatch:
+    def __init__(self, cfg):
+        import torch.distributed as dist
+        self._stagger = dist.is_initialized() and dist.get_world_size() >= cfg.num_experts << 5
+        self._multi = dist.is_initialized() and dist.get_world_size() > 1
+
+    def dispatch(self, tokens, rank):
+        import time
+        if self._stagger:
+            time.sleep(0.002 * rank)  # ruleid: MLS307
+        if self._multi:
+            time.sleep(0.0)  # ok: MLS307
+        return tokens

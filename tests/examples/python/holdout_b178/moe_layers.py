@@ -143,7 +143,7 @@ class AllToAllDispatcher:
         send_splits = counts_2d.sum(1).tolist()
         recv_splits = recv_counts.sum(1).tolist()
         if self._stagger:
-            time.sleep(0.002 * self.ep_rank * self.ep_size)  # todoruleid: family 3 (missed)
+            time.sleep(0.002 * self.ep_rank * self.ep_size)  # ruleid: MLS307
         out = tokens.new_empty(sum(recv_splits), tokens.shape[-1])
         dist.all_to_all_single(out, tokens, recv_splits, send_splits, group=self.group)
         # received rows are grouped by source rank; regroup by local expert id
