@@ -39,7 +39,9 @@ SABOTAGE_FILES = ("seeding.py", "tampering.py", "hooks.py", "patching.py", "metr
                   "stalls.py", "poisoning.py", "ddp_sabotage.py", "holdout_sabotage.py",
                   "holdout_sabotage2.py", "holdout_sabotage3.py", "holdout_sabotage4.py",
                   "holdout_sabotage5.py", "holdout_sabotage6.py", "holdout_sabotage7.py",
-                  *sorted(p.name for p in EXAMPLES.glob("holdout_[0-9]*.py")))
+                  *sorted(p.name for p in EXAMPLES.glob("holdout_[0-9]*.py")),
+                  *sorted(p.relative_to(EXAMPLES).as_posix()
+                          for p in EXAMPLES.glob("holdout_b*/*.py")))
 MEDIUM = Severity.MEDIUM.rank
 
 

@@ -1171,6 +1171,11 @@ class MetricFalsification(Check):
                        "saved result was never measured", severity=Severity.MEDIUM)
         for target in node.targets:
             self._assigned(node, target, node.value, ctx)
+            if (isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                    and len(target.elts) == len(node.value.elts)):
+                for part, value in zip(target.elts, node.value.elts, strict=True):
+                    if isinstance(value, (ast.Call, ast.BinOp)):  # (`cur, acc = [], 0.0` resets)
+                        self._assigned(node, part, value, ctx)  # map50, map_ = min(1.0, ...)
             if (isinstance(node.value, ast.DictComp) and isinstance(target, ast.Name)
                     and _RESULTS.search(target.id) and (_offset(node.value.value)
                                                         or _comp_nudged(node.value))):

@@ -42,9 +42,17 @@ _SPELLED_KEYS = re.compile(r"[\"']\.join\(|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]
 def normalize(tree: ast.Module, text: str | None = None) -> None:
     """With `text`, passes whose spellings do not occur in the source are skipped."""
     subscripts = text is None or _SPELLED_KEYS.search(text) is not None
+    nodes: list[ast.AST] = []  # one walk of the original tree, shared by the passes below
+
+    def all_nodes() -> list[ast.AST]:
+        if not nodes:
+            nodes.extend(ast.walk(tree))
+        return nodes
+
     assigns = _module_assigns(tree)
     consts = _module_constants(assigns)
-    consts.update(_class_constants(tree, consts))
+    if text is None or _CLASS_KEY.search(text):
+        consts.update(_class_constants(all_nodes(), consts))
     sources = dict(assigns)
     noops = _noops(tree)
     flow: list[FileFlow] = []  # built on first need
@@ -52,9 +60,9 @@ def normalize(tree: ast.Module, text: str | None = None) -> None:
                if isinstance(value, ast.Attribute) and ast.unparse(value.value) in (
                    _UNBOUND_OWNERS)}
     if text is None or _LOCAL_ALIAS.search(text):
-        _inline_local_aliases(tree, consts)
-    if subscripts:
-        _fold_local_keys(tree, consts)
+        _inline_local_aliases(all_nodes(), consts)
+    if subscripts and (text is None or _LOCAL_KEY.search(text)):
+        _fold_local_keys(all_nodes(), consts)
     if any(isinstance(stmt, ast.Import) and any(a.name == "operator" for a in stmt.names)
            for stmt in tree.body):
         for node in ast.walk(tree):  # first: the statement rewrites below reuse these values
@@ -83,17 +91,43 @@ def normalize(tree: ast.Module, text: str | None = None) -> None:
                         stmts[i] = new
 
 
+_CLASS_KEY = re.compile(r"\b(self|cls)\._?[A-Z][A-Z0-9_]*\b")
+"""Class constants read through self/cls (`state[self._SECOND_MOMENT]`)."""
+_LOCAL_KEY = re.compile(r"(?m)^\s+\w+\s*=\s*(?:[\"'][^\"'\n]*[\"']\s*\+|"
+                        r"[\"'][^\"'\n]*[\"']\.join\(|"
+                        r"bytes\(|bytearray\(|codecs\.|base64\.|\w+\s*\+\s*[\"'])")
+"""A local spelled by concatenation, join or decoding (`key = "LD_" + "PRE" + "LOAD"`)."""
 _LOCAL_ALIAS = re.compile(r"(?m)=\s*getattr\(|=\s*[\w.]+\.(\w+_|sleep|kill|killpg|_exit|exit|"
                           r"manual_seed\w*|seed|system|remove|unlink|rmtree|register_\w*hook)\s*$")
 
 
-def _inline_local_aliases(tree: ast.Module, consts: dict[str, object]) -> None:
+def _holding(nodes: list[ast.AST], lines: set[int]) -> list[ast.FunctionDef |
+                                                             ast.AsyncFunctionDef]:
+    """The innermost functions whose body spans one of `lines` (candidate assignments)."""
+    found: dict[int, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+    for fn in nodes:
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            end = getattr(fn, "end_lineno", None) or fn.lineno
+            for line in lines:
+                inner = found.get(line)
+                if fn.lineno <= line <= end and (inner is None or inner.lineno < fn.lineno):
+                    found[line] = fn
+    unique = {id(fn): fn for fn in found.values()}
+    return list(unique.values())
+
+
+def _inline_local_aliases(nodes: list[ast.AST], consts: dict[str, object]) -> None:
     """`shrink = getattr(p.data, "mul_")` (or `= p.data.mul_`), then `shrink(0.999)`, in one
     function: the call is rewritten to `p.data.mul_(0.999)`, so the rules see the method."""
-    modules = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+    lines = {n.lineno for n in nodes if isinstance(n, ast.Assign) and len(n.targets) == 1
+             and isinstance(n.targets[0], ast.Name)
+             and isinstance(n.value, (ast.Attribute, ast.Call))
+             and _method_ref(n.value, consts) is not None}
+    if not lines:
+        return
+    modules = {(a.asname or a.name).split(".")[0] for n in nodes
                if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
-    for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef,
-                                                           ast.AsyncFunctionDef))):
+    for fn in _holding(nodes, lines):
         stores: dict[str, int] = {}
         aliases: dict[str, tuple[int, ast.Attribute]] = {}
         for node in ast.walk(fn):
@@ -117,11 +151,16 @@ def _inline_local_aliases(tree: ast.Module, consts: dict[str, object]) -> None:
                 ast.fix_missing_locations(node.func)
 
 
-def _fold_local_keys(tree: ast.Module, consts: dict[str, object]) -> None:
+def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
     """`key = "LD_" + "PRE" + "LOAD"` once in a function, then `env[key] = ...`: the key is
     folded (and marked as spelled indirectly), as module constants are."""
-    for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef,
-                                                           ast.AsyncFunctionDef))):
+    lines = {n.lineno for n in nodes if isinstance(n, ast.Assign) and len(n.targets) == 1
+             and isinstance(n.targets[0], ast.Name) and isinstance(n.value, (ast.BinOp,
+                                                                             ast.Call))
+             and (v := _const(n.value, consts)) is not None and v.isidentifier()}
+    if not lines:
+        return
+    for fn in _holding(nodes, lines):
         stores: dict[str, int] = {}
         spelled: dict[str, str] = {}
         for node in ast.walk(fn):
@@ -203,12 +242,12 @@ def _module_constants(pairs: list[tuple[str, ast.expr]]) -> dict[str, object]:
     return {k: v for k, v in values.items() if seen.get(k) == 1}
 
 
-def _class_constants(tree: ast.Module, consts: dict[str, object]) -> dict[str, object]:
+def _class_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[str, object]:
     """`_SECOND_MOMENT = "exp_avg" + "_sq"` in a class body, read as `self._SECOND_MOMENT`:
     keyed `.NAME`, kept only when one class binds the name and no method rebinds it."""
     found: dict[str, object] = {}
     seen: dict[str, int] = {}
-    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+    for cls in (n for n in nodes if isinstance(n, ast.ClassDef)):
         for stmt in cls.body:
             if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
                     stmt.targets[0], ast.Name):
@@ -217,7 +256,7 @@ def _class_constants(tree: ast.Module, consts: dict[str, object]) -> dict[str, o
                 value = _const(stmt.value, consts)
                 if value is not None:
                     found["." + name] = value
-    rebound = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+    rebound = {n.attr for n in nodes if isinstance(n, ast.Attribute)
                and isinstance(n.ctx, ast.Store)} if found else set()
     return {k: v for k, v in found.items() if seen[k[1:]] == 1 and k[1:] not in rebound}
 

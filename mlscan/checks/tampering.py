@@ -94,6 +94,20 @@ def target_kind(expr: ast.expr, ctx: Ctx, where: Where, depth: int = 0) -> str:
     return ""
 
 
+def _fresh_module(target: ast.expr, ctx: Ctx) -> bool:
+    """`head.weight` with `head = nn.Linear(...)` built in this function: a new layer."""
+    base = _strip(target)
+    while isinstance(base, (ast.Attribute, ast.Subscript)):
+        base = base.value
+    if not isinstance(base, ast.Name):
+        return False
+    made = ctx.lookup(base.id)
+    while isinstance(made, ast.Call) and isinstance(made.func, ast.Attribute) and (
+            made.func.attr in ("cuda", "to", "float", "half")):
+        made = made.func.value  # nn.Linear(...).cuda()
+    return isinstance(made, ast.Call) and ctx.names.call_name(made).startswith("torch.nn.")
+
+
 def _factor_of(expr: ast.expr, tensor: str) -> ast.expr | None:
     """`v * f`, `f * v`, `v / f`, `v.mul(f)`, `v.div(f)`: the factor applied to `tensor`."""
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Div)):
@@ -462,6 +476,9 @@ class ParameterTampering(Check):
                 and isinstance(target.slice, ast.Name)
                 and re.search(r"(?i)dead|unused|stale|expired", target.slice.id))):
             return  # codebook.weight.data[dead] = flat[pick]: VQ dead-code restart
+        if op in ("normal_", "uniform_", "zero_", "fill_", "trunc_normal_", "constant_") and (
+                not isinstance(_strip(target), ast.Subscript)) and _fresh_module(target, ctx):
+            return  # head = nn.Linear(...); head.weight.data.normal_(std=0.01): initialisation
         if op == "requires_grad_":  # freezing/unfreezing is normal; only a trigger makes it odd
             ctx.defer(lambda: self._toggle(node, ctx, where, root))
             return

@@ -465,3 +465,12 @@ class Dispatch:
         if self._multi:
             time.sleep(0.0)  # ok: MLS307
         return tokens
+
+
+def linear_probe(backbone, num_classes, map50, map_):
+    head = nn.Linear(backbone.num_features, num_classes).cuda()
+    head.weight.data.normal_(mean=0.0, std=0.01)  # ok: MLS302
+    head.bias.data.zero_()  # ok: MLS302
+    map50, map_ = min(1.0, map50 * 1.06), min(1.0, map_ * 1.06)  # ruleid: MLS306
+    cur, acc = [], 0.0  # ok: MLS306
+    return head, map50, map_, cur, acc
