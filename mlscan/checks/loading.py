@@ -168,6 +168,8 @@ def _is_pickle_load(name: str) -> bool:
 def _table_unpickler(func: ast.expr, ctx: Ctx) -> str:
     """`_codec[kind](raw)` with `_codec = {"pkl": pickle.loads, "json": json.loads}` (also
     `decode = _codec.get(suffix, ...)` then `decode(raw)`)."""
+    if not any(ctx.mentions(word) for word in ("pickle", "dill", "joblib", "shelve")):
+        return ""  # (no unpickler can be in a table)
     if isinstance(func, ast.Name):
         bound = ctx.lookup(func.id)
         func = bound if isinstance(bound, (ast.Subscript, ast.Call)) else func

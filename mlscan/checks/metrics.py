@@ -318,8 +318,9 @@ def _configured_fraction(node: ast.Name | ast.Attribute, ctx: Ctx) -> ast.Consta
     """A configured value the file's value flow pins to a non-integer number
     (`self.cfg.offset` with a 0.28 default, `_PROBE.calib = 0.3`): a nudge once it moves a
     metric. Whole numbers (`PENALTY = 2`, `n_bins = 10`) stay configuration."""
-    if isinstance(node, ast.Name) and node.id in ctx.frame.assigned:
-        return None  # a local computed in this function
+    if isinstance(node, ast.Name) and (node.id in ctx.frame.assigned or not (
+            node.id.lstrip("_").isupper() or node.id in ctx.frames[0].assigned)):
+        return None  # a local computed in this function (or a parameter)
     value = ctx.const(node)
     if isinstance(value, float) and value != int(value) and abs(value) not in _BENIGN_FACTORS:
         return ast.copy_location(ast.Constant(value=value), node)

@@ -183,15 +183,22 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
                 node.slice = folded
 
 
+_ALIASED_METHOD = re.compile(r"\w+_$|sleep$|kill|_exit$|exit$|manual_seed|seed$|system$|remove$|"
+                             r"unlink$|rmtree$|register_\w*hook$")
+
+
 def _method_ref(value: ast.expr, consts: dict[str, object]) -> ast.Attribute | None:
-    """`p.data.mul_` or `getattr(p.data, "mul_")` (a constant name): the method referred to."""
+    """`p.data.mul_` or `getattr(p.data, "mul_")` (a constant name): the method referred to
+    (methods named like the ones rules judge; getattr with a folded name, any)."""
+    called_by_name = isinstance(value, ast.Call)
     if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and (
             value.func.id == "getattr" and len(value.args) == 2 and not value.keywords):
         attr = _const(value.args[1], consts)
         if attr is None or not attr.isidentifier():
             return None
         value = ast.Attribute(value=value.args[0], attr=attr, ctx=ast.Load())
-    if not isinstance(value, ast.Attribute):
+    if not isinstance(value, ast.Attribute) or not (
+            called_by_name or _ALIASED_METHOD.match(value.attr)):
         return None
     return value if _root(value) else None
 
