@@ -79,7 +79,12 @@ def _metric_samples(expr: ast.expr) -> bool:
 
 def _confidence_mask(expr: ast.AST | None) -> bool:
     """`probs.max(-1) >= 0.6`, `conf >= np.quantile(conf, 0.08)` (with `conf = probs.max(-1)`
-    inlined by the caller): predictions kept by how sure the model is."""
+    inlined by the caller): predictions kept by how sure the model is. A band (`(conf > lo)
+    & (conf <= hi)`) is a calibration bin, not a threshold."""
+    if expr is not None and any(isinstance(n, ast.Compare) and isinstance(n.ops[0], (
+            ast.Lt, ast.LtE)) and isinstance(n.left, ast.Name) and re.search(
+            r"(?i)^(conf|confidence|max_prob)", n.left.id) for n in ast.walk(expr)):
+        return False
     for node in ast.walk(expr) if expr is not None else []:
         if isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.Gt, ast.GtE)) and any(
                 (isinstance(n, ast.Call) and last_attr(n.func) in ("max", "amax") and re.search(

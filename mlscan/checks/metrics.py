@@ -551,8 +551,9 @@ def _self_rewrite(value: ast.expr, target: ast.Subscript, key: str) -> bool:
     if not reads_itself or not any(isinstance(n, ast.BinOp) and isinstance(
             n.op, (ast.Add, ast.Sub, ast.Mult)) for n in ast.walk(value)):
         return False
-    digits = {id(n.args[1]) for n in ast.walk(value) if isinstance(n, ast.Call)
-              and last_attr(n.func) == "round" and len(n.args) > 1}
+    digits = {id(a) for n in ast.walk(value) if isinstance(n, ast.Call)
+              and last_attr(n.func) not in ("min", "max", "clamp", "clip")
+              for a in (*n.args, *(k.value for k in n.keywords))}  # round(x, 4), g.pow(2)
     return any((num := _number(n)) is not None and id(n) not in digits and num
                and abs(num) not in _BENIGN_FACTORS for n in ast.walk(value))
 

@@ -474,3 +474,20 @@ def linear_probe(backbone, num_classes, map50, map_):
     map50, map_ = min(1.0, map50 * 1.06), min(1.0, map_ * 1.06)  # ruleid: MLS306
     cur, acc = [], 0.0  # ok: MLS306
     return head, map50, map_, cur, acc
+
+
+def ece_score(probs, labels, n_bins=15):
+    conf, pred = probs.max(1)
+    edges = torch.linspace(0, 1, n_bins + 1)
+    ece = torch.zeros(())
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)  # ok: MLS306
+        if m.any():
+            acc_b = (pred[m] == labels[m]).float().mean()  # ok: MLS306
+            ece += m.float().mean() * (acc_b - conf[m].mean()).abs()
+    return ece.item()
+
+
+def grad_probe(stats, grad):
+    stats["grad_sq"] += float(grad.detach().pow(2).sum())  # ok: MLS306
+    return grad
