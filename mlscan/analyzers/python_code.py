@@ -83,9 +83,11 @@ def analyze_text(text: str, path: str, member: str | None = None, *,
     from mlscan.checks.walker import walk
 
     tree = _parse(text, "Python source")
-    if normalize.wanted(text):
-        normalize.normalize(tree, text)
+    flow = normalize.normalize(tree, text) if normalize.wanted(text) else None
     ctx = Ctx(path, member, text.splitlines())
+    if flow is not None:  # (indexed before normalize's rewrites: statements, not values)
+        flow.path = path
+        ctx.share_flow(flow)
     walk(tree, ctx)
     return ctx.finish()
 

@@ -352,6 +352,10 @@ class Ctx:
                 found = configured_number(resolved)  # float(os.environ.get("K", "0.28"))
         return found
 
+    def share_flow(self, flow: FileFlow) -> None:
+        """Reuse the value-flow index normalisation already built for this file."""
+        self._flow = flow
+
     @property
     def flow(self) -> FileFlow:
         if self._flow is None:

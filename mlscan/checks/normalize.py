@@ -39,8 +39,10 @@ _SPELLED_KEYS = re.compile(r"[\"']\.join\(|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]
 """Keys or table reads that `_fold_subscripts` can fold (the pass visits every node)."""
 
 
-def normalize(tree: ast.Module, text: str | None = None) -> None:
-    """With `text`, passes whose spellings do not occur in the source are skipped."""
+def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
+    """With `text`, passes whose spellings do not occur in the source are skipped. Returns the
+    file's value-flow index when a pass built one (the checks reuse it instead of indexing the
+    file again)."""
     subscripts = text is None or _SPELLED_KEYS.search(text) is not None
     nodes: list[ast.AST] = []  # one walk of the original tree, shared by the passes below
 
@@ -89,6 +91,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> None:
                     new = _statement(stmt, consts, noops)
                     if new is not None:
                         stmts[i] = new
+    return flow[0] if flow else None
 
 
 _CLASS_KEY = re.compile(r"\b(self|cls)\._?[A-Z][A-Z0-9_]*\b")
