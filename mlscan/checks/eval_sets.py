@@ -298,6 +298,8 @@ class EvalSelection(Check):
         """`lddt = float(np.mean(np.sort(scores)[len(scores) // 20:]))`: the cut is inside the
         expression that makes the reported number."""
         target = node.targets[0] if len(node.targets) == 1 else None
+        if not ctx.mentions("sort"):
+            return False  # (no sorted cut anywhere in the file)
         if not isinstance(target, (ast.Name, ast.Subscript)) or not any(
                 isinstance(n, ast.Call) and last_attr(n.func) in ("mean", "median", "average",
                                                                   "sum", "nanmean")

@@ -1537,7 +1537,8 @@ class MetricFalsification(Check):
                        f"Trainer's {replaced!r} with a value it did not measure: the log shows "
                        "what the callback chose", severity=Severity.MEDIUM)
             return
-        logged = (isinstance(target, ast.Name) and not metric_name(target) and any(
+        logged = (isinstance(target, ast.Name) and not metric_name(target)
+                  and (ctx.mentions("min(") or ctx.mentions("max(")) and any(
             isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
             and n.func.id in ("min", "max") for n in ast.walk(value))
             and _passed_to_log(target, ctx))  # (the function scan only where it can matter)

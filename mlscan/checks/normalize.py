@@ -72,7 +72,9 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
     tables = {name: {literal(k): v for k, v in zip(value.keys, value.values, strict=True)
                      if k is not None and isinstance(literal(k), str)}
               for name, value in sources.items() if isinstance(value, ast.Dict)}
-    for node in ast.walk(tree):
+    # (the walk made for the passes above is reused; statements rewritten below are walked
+    # on their own, since a precomputed list does not see them)
+    for node in nodes if nodes else ast.walk(tree):
         if isinstance(node, ast.Call):
             _fold_getattr(node, consts, sources)
             _dispatch(node, tables)
@@ -91,6 +93,9 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
                     new = _statement(stmt, consts, noops)
                     if new is not None:
                         stmts[i] = new
+                        if nodes and subscripts:
+                            for part in ast.walk(new):
+                                _fold_subscripts(part, consts)
     return flow[0] if flow else None
 
 
