@@ -139,11 +139,9 @@ class FileFlow:
                 values = self.self_values.get((cls.name, expr.attr), [])
                 if len(values) == 1 and values[0][0] is not None:
                     return self.resolve(values[0][0], values[0][1], depth + 1)
-                if not values:  # _NPY_OPTS = {...} in the class body, read as self._NPY_OPTS
-                    body = [s.value for s in cls.body if isinstance(s, ast.Assign) and any(
-                        isinstance(t, ast.Name) and t.id == expr.attr for t in s.targets)]
-                    if len(body) == 1:
-                        return self.resolve(body[0], None, depth + 1)
+                declared = class_field_default(cls, expr.attr) if not values else None
+                if declared is not None:  # _NPY_OPTS = {...} in the class body
+                    return self.resolve(declared, None, depth + 1)
             return expr, fn
         if isinstance(expr, ast.Attribute):  # self.cfg.recover: a config class's field default
             base, scope = self.resolve(expr.value, fn, depth + 1)
@@ -263,7 +261,6 @@ class FileFlow:
             if cls is not None and default is not None:
                 return self.resolve(default, None, depth + 1)
             return self._annotated_config(name, fn)
-
         first = ast.dump(found[0][0]) if found[0][0] is not None else ""
         if first and all(f[0] is not None and ast.dump(f[0]) == first for f in found[1:]):
             return found[0]
