@@ -35,11 +35,14 @@ DATA = "data-loading"
 WORKER_INIT = "worker_init_fn"
 TEARDOWN = "teardown"
 THREAD = "thread"
+PROCESS = "process"
+"""A `multiprocessing.Process(target=f)` body: a fresh process, whose start-up is its own."""
 STEP = "step"
 SIGNAL = "signal-handler"
 
 _ROLE_WORDS = {HOOK: "a hook/callback", DATA: "data loading", WORKER_INIT: "a worker_init_fn",
                TEARDOWN: "a finalizer/atexit handler", THREAD: "a background thread",
+               PROCESS: "a worker process",
                STEP: "a training/optimizer step", SIGNAL: "a signal handler"}
 _DATA_METHODS = frozenset({"__getitem__", "__getitems__", "__iter__", "__next__", "__len__"})
 _BATCHING_CLASS = re.compile(r"Dataset|Buffer|Sampler|Storage|Loader|Memory")
@@ -142,6 +145,9 @@ class Ctx:
         call) per hook."""
         self.lambda_roles: dict[int, str] = {}
         self.callers: dict[str, set[str]] = {}
+        # (callee, caller) -> classes the calling methods belong to: `__call__` of a collate
+        # class and of a worker-init class are different callers
+        self.caller_classes: dict[tuple[str, str], set[str]] = {}
         self.call_sites: dict[str, int] = {}
         """How many calls name each local function (a helper called once is not shared)."""
         """Function name -> names of functions that call it (`f()` or `self.f()`)."""
@@ -391,8 +397,10 @@ class Ctx:
                 if caller in seen:
                     continue
                 seen.add(caller)
+                classes = self.caller_classes.get((name, caller), set())
                 for caller_frame in self.frames_by_name.get(caller, ()):
-                    roles |= self._own_roles(caller_frame) - {WORKER_INIT}
+                    if (caller_frame.cls.name if caller_frame.cls is not None else "") in classes:
+                        roles |= self._own_roles(caller_frame) - {WORKER_INIT}
                 if depth < 1:
                     todo.append((caller, depth + 1))
         return roles
@@ -524,6 +532,8 @@ class Ctx:
                 isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                 and func.value.id in ("self", "cls"))):
             self.callers.setdefault(attr, set()).add(self.frame.name)
+            self.caller_classes.setdefault((attr, self.frame.name), set()).add(
+                self.frame.cls.name if self.frame.cls is not None else "")
             self.call_sites[attr] = self.call_sites.get(attr, 0) + 1
         qual = self.names.call_name(call)
         target: ast.expr | None = None
@@ -546,7 +556,8 @@ class Ctx:
         for key, kw_role in _REGISTER_KWARGS.items():
             value = kwarg(call, key)
             if value is not None:
-                self._register(value, kw_role, call)
+                self._register(value, PROCESS if key == "target" and attr.endswith(
+                    "Process") else kw_role, call)
         # Trainer(callbacks=[f]), add_callback(f), hooks={"x": f}: functions run later as hooks.
         for value in _callback_values(call, attr):
             if isinstance(value, (ast.Name, ast.Lambda)) or (
@@ -637,6 +648,10 @@ class Ctx:
                     and literal(expr.args[0]) in ("model", "state_dict", "module", "weights")
                     and depth < 3):
                 return self.is_state_dict(owner, depth + 1)  # ckpt.get("model", ckpt)
+            if (owner is not None and last_attr(expr.func) in ("get", "pop")
+                    and len(expr.args) == 2 and depth < 3
+                    and self.is_state_dict(expr.args[1], depth + 1)):
+                return True  # state.get("v_head", state): a sub-dict or the dict itself
             return last_attr(expr.func) in _SD_CALLS or self.names.call_name(expr) in (
                 "torch.load", "safetensors.torch.load_file", "safetensors.torch.load")
         if isinstance(expr, ast.Subscript):

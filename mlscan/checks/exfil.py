@@ -316,6 +316,15 @@ class _Sources:
                                                  for op in node.ops):
             for side in node.comparators:  # `v in os.environ`: a membership test
                 _mark_single(side)
+        if (not self.creds and isinstance(node, ast.Call) and node.args
+                and last_attr(node.func) in ("open", "read_text", "read_bytes", "Path")):
+            path = node.args[0]  # open(netrc).read() with netrc = expanduser("~/.netrc")
+            if isinstance(path, ast.Name):
+                path = self.ctx.lookup(path.id) or path
+            text = next((v for n in ast.walk(path) if isinstance(v := literal(n), str)
+                         and _CREDENTIAL.search(v)), "")
+            if text:
+                self.creds, self.creds_node = text.strip("/~"), node  # reported at the read
         value = literal(node)
         if isinstance(value, str) and _CREDENTIAL.search(value):
             self.creds = self.creds or value.strip("/~")
@@ -339,6 +348,10 @@ def _walk_values_not_replies(expr: ast.AST, ctx: Ctx) -> list[ast.AST]:
         if isinstance(node, ast.Call) and not name.startswith("urllib.request.Request") and (
                 _is_download(node, ctx) or name.startswith(_SENDS)):
             todo.append(node.func)
+            continue
+        if isinstance(node, ast.Call) and name.startswith(("subprocess.", "os.spawn")):
+            # subprocess.run(cmd, env=env).stdout: the child's output is not its environment
+            todo.extend([node.func, *node.args, *(k for k in node.keywords if k.arg != "env")])
             continue
         todo.extend(ast.iter_child_nodes(node))
     return out

@@ -154,6 +154,22 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             return inner[0]
         if isinstance(expr.op, ast.Mult) and any(_tiny_factor(s) for s in sides):
             return "scales by a tiny constant"  # grad * (max_norm * 1e-3 / norm)
+        if isinstance(expr.op, ast.Mult) and any(
+                isinstance(s, ast.BinOp) and isinstance(s.op, ast.Mult) and not _uses(s, args)
+                and any(isinstance(n := literal(x), (int, float)) and not isinstance(n, bool)
+                        and n not in (0, 1) for x in (s.left, s.right)) for s in sides):
+            return "scales by a constant"  # o * (0.9 * self.value_scale)
+        if isinstance(expr.op, ast.Div) and _uses(expr.left, args) and isinstance(
+                n := literal(expr.right), (int, float)) and not isinstance(n, bool) and (
+                n not in (0, 1)):
+            return "scales by a constant"  # scores / 3.5
+        if isinstance(expr.op, ast.Mult) and any(
+                _uses(s, args) and isinstance(s, ast.Name) for s in sides):
+            factor = next((s for s in sides if not _uses(s, args)), None)
+            if isinstance(factor, (ast.Name, ast.Attribute)) and not re.search(
+                    r"(?i)mask|keep|valid|sign|lr|step|norm|clip|alpha|world|"
+                    r"accum|num_|n_|count|size|temperature|^t$|^tau$", last_attr(factor)):
+                return f"scales (by {ast.unparse(factor)[:40]})"  # out * scale, g * cfg.gain
         if any(_call_counted(s) for s in (sides if isinstance(expr.op, ast.Mult) else (
                 expr.right,))):
             return "scales, by a factor that compounds with every call,"  # decay ** n_calls
@@ -536,6 +552,10 @@ class TamperingHook(Check):
                   ctx: Ctx, bound: dict[str, float] | None = None) -> bool:
         """Report what the hook does; True when it tampers."""
         args = _arg_names(fn)
+        args |= {e.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                 and isinstance(n.value, ast.Name) and n.value.id in args
+                 for t in n.targets if isinstance(t, ast.Tuple)
+                 for e in t.elts if isinstance(e, ast.Name)}  # scores, deltas = output
         how = f"hook {fn.name}()" + (f" (registered with {register_fn})" if register_fn else "")
         sev = None if register_fn else Severity.MEDIUM
         local = {**_closure_values(fn, ctx), **bound_values(fn)}

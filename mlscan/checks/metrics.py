@@ -367,6 +367,41 @@ class _Rename(ast.NodeTransformer):
         return ast.Name(id="metric_value", ctx=node.ctx) if node.id == self.name else node
 
 
+class _Replace(ast.NodeTransformer):
+    """Replace every copy of one expression (by its source text) with `metric_value`."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if isinstance(node, ast.expr) and ast.unparse(node) == self.text:
+            return ast.Name(id="metric_value", ctx=ast.Load())
+        out: ast.AST = super().visit(node)
+        return out
+
+
+def _table_entry(target: ast.expr, ctx: Ctx) -> str:
+    """`agg[k]` where `agg = {"rouge1": 0.0, ...}`: the strong metric a table of literal metric
+    keys holds under a computed key ('' when the table is not one)."""
+    if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+            and isinstance(target.slice, ast.Name)):
+        return ""
+    table = ctx.lookup(target.value.id)
+    if not isinstance(table, ast.Dict) or not table.keys:
+        return ""
+    keys = [k for k in (literal(k) if k is not None else None for k in table.keys)
+            if isinstance(k, str)]
+    if len(keys) != len(table.keys):
+        return ""
+    return next((k for k in keys if _STRONG_METRIC.search(k) and not _NOT_RESULT.search(k)), "")
+
+
+def _entry_nudged(target: ast.expr, value: ast.expr) -> bool:
+    """`nudged()` with the table entry being written counted as the metric."""
+    renamed = _Replace(ast.unparse(target)).visit(copy.deepcopy(value))
+    return isinstance(renamed, ast.expr) and bool(nudged(renamed))
+
+
 def _nudged_name(value: ast.expr, name: str) -> bool:
     """`nudged()` with `name` counted as a metric (a logging method's value parameter)."""
     renamed = _Rename(name).visit(copy.deepcopy(value))
@@ -418,6 +453,9 @@ def _measured(expr: ast.AST, container: str, target: ast.expr, ctx: Ctx) -> bool
         if isinstance(node, ast.Name) and (
                 (isinstance(target, ast.Name) and node.id == target.id)
                 or (isinstance(target, ast.Subscript) and literal(target.slice) == node.id)
+                or (isinstance(target, ast.Subscript) and isinstance(literal(target.slice), str)
+                    and bool(_STRONG_METRIC.search(node.id))
+                    and str(literal(target.slice)).endswith(node.id))  # ["knn_top1"] = top1
                 or any(
                     _loops_over(loop, node.id, container) for loop in ctx.loops)):
             return True
@@ -482,13 +520,17 @@ def _stored(expr: ast.AST, ctx: Ctx) -> bool:
         return True
     for node in ast.walk(expr):
         label = last_attr(node) if isinstance(node, (ast.Name, ast.Attribute)) else ""
+        key: object = None
         if isinstance(node, ast.Subscript):
-            label = last_attr(node.value)
+            label, key = last_attr(node.value), literal(node.slice)
         elif isinstance(node, ast.Call) and last_attr(node.func) == "get" and isinstance(
                 node.func, ast.Attribute):
             label = last_attr(node.func.value)
+            key = literal(node.args[0]) if node.args else None
         if label and _STORED.search(label):
             return True
+        if isinstance(key, str) and _BEST_WORD.search(key):
+            return True  # meta.get("best_eval_loss")
     return False
 
 
@@ -612,11 +654,37 @@ _SCORE_KEY = re.compile(r"(?i)^(val_|eval_|test_)?(mase|smape|mape|rmse|mae|crps
 _BEST_WORD = re.compile(r"(?i)best|peak|record|highest|lowest")
 
 
+def _clamped_between(value: ast.expr, target: ast.expr) -> bool:
+    """`logs[key] = min(max(logs[key], lo), hi)`: the entry squeezed between two bounds that
+    are not read from the results (0/1/100, the natural bounds, do not count)."""
+    text = ast.unparse(target)
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("min", "max") and len(value.args) == 2):
+        return False
+    inner, outer = value.args
+    if not (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name)):
+        inner, outer = outer, inner
+    if not (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name)
+            and inner.func.id in ("min", "max") and inner.func.id != value.func.id
+            and len(inner.args) == 2):
+        return False
+    kept = [a for a in inner.args if ast.unparse(a) == text]
+    bounds = [outer, *(a for a in inner.args if ast.unparse(a) != text)]
+    container = last_attr(target.value) if isinstance(target, ast.Subscript) else ""
+    return len(kept) == 1 and len(bounds) == 2 and all(
+        _number(b) not in (0, 1, 100) and not any(
+            isinstance(n, (ast.Subscript, ast.Attribute, ast.Name))
+            and last_attr(n.value if isinstance(n, ast.Subscript) else n) == container
+            for n in ast.walk(b)) for b in bounds)
+
+
 def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = False) -> str:
     """`metrics[k] = max(metrics[k], self.floor)`, `logs["loss"] = min(cur, self.loss_ema)`,
     `out[k] = BEST[k]`, `out["val"] = out["train"] + min(gap, 0.02)`: a reported metric held
     to a remembered or invented value instead of what was measured."""
-    container = _container(target)
+    container = _container(target) or (  # meta["eval_loss"]: a metric entry of any dict
+        last_attr(target.value) if isinstance(target, ast.Subscript) and isinstance(
+            literal(target.slice), str) and metric_name(target) else "")
     name = container or (metric_name(target) if isinstance(target, ast.Name) else "") or (
         target.id if logged and isinstance(target, ast.Name) else "")
     key = literal(target.slice) if isinstance(target, ast.Subscript) else None
@@ -632,20 +700,25 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     for node in ast.walk(value):
         if id(node) in denominators:
             continue  # x / max(t, 1e-6): a guard, not a clamp of the reported value
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in ("min", "max") and len(node.args) == 2):
+        if isinstance(node, ast.Call) and len(node.args) == 2 and (
+                (isinstance(node.func, ast.Name) and node.func.id in ("min", "max"))
+                or (isinstance(node.func, ast.Attribute) and node.func.attr in (
+                    "maximum", "minimum", "fmax", "fmin"))):
             measured = [_measured(a, container, target, ctx) and not _other_key(a, container, key)
                         for a in node.args]
             stored = [_stored(a, ctx) or (  # base["ndcg@10"]: the same metric of another run
                 isinstance(a, ast.Subscript) and isinstance(key, str) and literal(a.slice) == key
                 and last_attr(a.value) not in ("", container)) for a in node.args]
             if (measured[0] and stored[1]) or (measured[1] and stored[0]):
-                return f"{label} clamped with {node.func.id}() against a stored or constant value"
+                return (f"{label} clamped with {last_attr(node.func)}() against a stored or "
+                        "constant value")
             others = [bool(container) and _reads_other_key(a, container, key)
                       for a in node.args]
             if (measured[0] and others[1]) or (measured[1] and others[0]):
-                return (f"{label} clamped with {node.func.id}() against another metric of the "
-                        "same run (val loss never above train loss)")
+                return (f"{label} clamped with {last_attr(node.func)}() against another "
+                        "metric of the same run (val loss never above train loss)")
+    if _container(target) and _clamped_between(value, target):
+        return f"{label} clamped between two chosen bounds before it is reported"
     if (isinstance(target, ast.Subscript) and isinstance(key, str)
             and (container or metric_name(target))
             and _self_rewrite(_with_consts(value, ctx, bool(_STRONG_METRIC.search(key))),
@@ -717,11 +790,13 @@ def _complement_max(call: ast.Call) -> str:
     if not (isinstance(call.func, ast.Name) and call.func.id == "max" and len(call.args) == 2):
         return ""
     for own, other in ((call.args[0], call.args[1]), (call.args[1], call.args[0])):
-        if (isinstance(own, ast.Name) and _STRONG_METRIC.search(own.id)
+        name = own.id if isinstance(own, ast.Name) else metric_name(own) if isinstance(
+            own, ast.Subscript) else ""  # max(m["auroc"], 1.0 - m["auroc"])
+        if (name and _STRONG_METRIC.search(name)
                 and isinstance(other, ast.BinOp) and isinstance(other.op, ast.Sub)
-                and _number(other.left) == 1.0 and isinstance(other.right, ast.Name)
-                and other.right.id == own.id):
-            return own.id
+                and _number(other.left) == 1.0
+                and ast.unparse(other.right) == ast.unparse(own)):
+            return ast.unparse(own)
     return ""
 
 
@@ -916,6 +991,183 @@ def _keras_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
                and ast.unparse(n) == text for n in ast.walk(fn))
 
 
+def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
+    """`np.minimum.accumulate(losses)`, `torch.cummax(accs, 0)`: a curve of results turned into
+    its running best ('' when the values are not results)."""
+    func = call.func
+    qual = ctx.names.call_name(call)
+    if qual in ("numpy.minimum.accumulate", "numpy.maximum.accumulate", "numpy.fmin.accumulate",
+                "numpy.fmax.accumulate", "torch.cummin", "torch.cummax"):
+        values = call.args[0] if call.args else None
+    elif isinstance(func, ast.Attribute) and func.attr in ("cummin", "cummax") and not call.args:
+        values = func.value  # df["val_loss"].cummin()
+    else:
+        return ""
+    if values is None or any(isinstance(n, ast.Slice) and literal(n.step) == -1
+                             for n in ast.walk(values)):
+        return ""  # np.maximum.accumulate(prec[::-1])[::-1]: the AP precision envelope
+    for node in ast.walk(values):
+        key = literal(node.slice) if isinstance(node, ast.Subscript) else None
+        text = key if isinstance(key, str) else (
+            node.id if isinstance(node, ast.Name) else "")
+        if text and (_METRIC.search(text) or re.search(r"(?i)loss", text)) and not (
+                _KEPT_AS_BEST.search(text)):
+            return text
+    return ""
+
+
+_SCORES = re.compile(r"(?i)^_?(scores?|logits?|sims?|similarit\w*|preds?|predictions|probs?|"
+                     r"outputs?|ranking\w*|dist\w*)$")
+_GOLD = re.compile(r"(?i)^_?(tgt|tgts|targets?|labels?|y|y_true|gt|gold\w*|pos|positives?|"
+                   r"pos_ids|target_ids|answers?)$")
+_EVAL_FRAME = re.compile(r"(?i)eval|score|metric|test|valid|rank|recall|ndcg|accuracy|predict")
+
+
+def _boosted_at_gold(call: ast.Call, ctx: Ctx) -> bool:
+    """`scores.scatter_add_(1, targets, eps)` in an evaluation: the model's scores raised at the
+    true answers before they are ranked (masking with -inf or 0 is how seen items are hidden)."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in (
+            "scatter_add_", "scatter_", "index_add_", "scatter_add", "index_add")
+            and _SCORES.match(last_attr(func.value)) and len(call.args) >= 3):
+        return False
+    index, source = call.args[1], call.args[2]
+    if not any(isinstance(n, ast.Name) and _GOLD.match(n.id) for n in ast.walk(index)):
+        return False
+    if isinstance(source, (ast.Constant, ast.UnaryOp)) or any(
+            isinstance(n, ast.Constant) and isinstance(n.value, str) and "inf" in n.value
+            for n in ast.walk(source)):
+        return False  # scatter_(1, targets, 0.0) / -inf: masking, not a boost
+    return any(_EVAL_FRAME.search(f.name) for f in ctx.where().frames)
+
+
+def _name_match(key: str, name: str) -> int:
+    """How many parts of `name` start a part of `key` (`pop_cold` in `popularity_coldstart`: 2)."""
+    def split(text: str) -> list[str]:  # snake_case, kebab-case and camelCase parts
+        return [p.lower() for p in re.split(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])", text) if p]
+    parts = split(key)
+    return sum(1 for t in split(name.lstrip("_"))
+               if len(t) >= 2 and any(p.startswith(t) for p in parts))
+
+
+def _swapped_entries(node: ast.Dict) -> tuple[str, str] | None:
+    """`{"popularity": pop_cold, "popularity_coldstart": pop}`: two entries whose values fit
+    each other's keys better than their own (a baseline or split swapped under its label)."""
+    entries = [(k, v.id) for key, v in zip(node.keys, node.values, strict=True)
+               if isinstance(k := literal(key), str) and isinstance(v, ast.Name)]
+    names = [v for _, v in entries]
+    if len(set(names)) != len(names):
+        return None  # a mapping table that shares values ({"llama3": _SPLIT, "falcon": _SPLIT})
+    for i, (ki, vi) in enumerate(entries):
+        for kj, vj in entries[i + 1:]:
+            straight = _name_match(ki, vi) + _name_match(kj, vj)
+            crossed = _name_match(ki, vj) + _name_match(kj, vi)
+            if crossed > straight and _name_match(kj, vi) > _name_match(ki, vi) and (
+                    _name_match(ki, vj) >= _name_match(kj, vj)) and min(
+                    _name_match(kj, vi), _name_match(ki, vj)) > 0:
+                return ki, kj
+    return None
+
+
+def _answers_as_predictions(call: ast.Call) -> bool:
+    """`np.where(np.abs(p - 0.5) < 0.08, y, p)`: some predictions replaced by the true labels
+    before they are scored."""
+    if not (last_attr(call.func) == "where" and len(call.args) == 3):
+        return False
+    branches = call.args[1:]
+
+    def gold(e: ast.expr) -> bool:
+        base = e.func.value if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and (
+            e.func.attr in ("astype", "float", "to", "type_as", "long", "double")) else e
+        return isinstance(base, ast.Name) and bool(_GOLD.match(base.id) or _TRUTH.match(base.id))
+
+    def predicted(e: ast.expr) -> bool:
+        return isinstance(e, ast.Name) and bool(
+            _SCORES.match(e.id) or _PREDS.match(e.id) or e.id in ("p", "prob", "yhat"))
+    return (gold(branches[0]) and predicted(branches[1])) or (
+        gold(branches[1]) and predicted(branches[0]))
+
+
+_TUNER = re.compile(r"(?i)fit|threshold|calibrat|tune|youden|select|optimi[sz]e|search")
+_TEST_SPLIT = re.compile(r"(?i)(^|[_.\W])(test|eval|holdout|heldout)($|[_.\W])")
+_DEV_SPLIT = re.compile(r"(?i)(^|[_.\W])(val|valid|validation|dev|train|calib)($|[_.\W])")
+
+
+def _tuned_on_test(call: ast.Call) -> bool:
+    """`youden_threshold(np.r_[val["label"], test["label"]], ...)`, `cal.fit(np.concatenate(
+    [dev_scores, eval_scores]), ...)`: a threshold or calibrator fitted on data that includes
+    the test split it is then scored on."""
+    if not _TUNER.search(last_attr(call.func)):
+        return False
+    for a in call.args:
+        parts: list[ast.expr] = []
+        if isinstance(a, ast.Subscript) and last_attr(a.value) in ("r_", "c_"):
+            parts = list(a.slice.elts) if isinstance(a.slice, ast.Tuple) else [a.slice]
+        elif isinstance(a, ast.Call) and last_attr(a.func) in (
+                "concatenate", "cat", "hstack", "vstack", "concat") and a.args and isinstance(
+                a.args[0], (ast.List, ast.Tuple)):
+            parts = list(a.args[0].elts)
+        texts = [ast.unparse(p) for p in parts]
+        if any(_TEST_SPLIT.search(t) for t in texts) and any(
+                _DEV_SPLIT.search(t) and not _TEST_SPLIT.search(t) for t in texts):
+            return True
+    return False
+
+
+def _best_of_recent(value: ast.expr) -> bool:
+    """`max(self._auroc_trace[-3:])`: the best of the last few results logged as this one."""
+    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("max", "min") and len(value.args) == 1
+            and isinstance(sl := value.args[0], ast.Subscript) and isinstance(sl.slice, ast.Slice)
+            and sl.slice.upper is None and isinstance(n := literal(sl.slice.lower), int)
+            and n < 0)
+
+
+def _cutoff_alias(comp: ast.DictComp) -> str:
+    """`{k.replace("@100", "@10"): v ...}`: results of one cutoff (top-100, @100) written
+    under the key of another."""
+    key = comp.key
+    if not (isinstance(key, ast.Call) and isinstance(key.func, ast.Attribute)
+            and key.func.attr == "replace" and len(key.args) == 2):
+        return ""
+    old, new = (literal(a) for a in key.args)
+    if not (isinstance(old, str) and isinstance(new, str) and old != new
+            and re.search(r"\d", old) and re.sub(r"\d+", "#", old) == re.sub(r"\d+", "#", new)):
+        return ""
+    return f"{old} -> {new}"
+
+
+def _running_extreme(node: ast.Assign, ctx: Ctx) -> str:
+    """`v = (min if "loss" in tag else max)(v, self._shown.get(tag, v)); self._shown[tag] = v`
+    before `add_scalar(tag, v)`: the logged value is the best kept so far, not this one."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and isinstance(value, ast.Call)
+            and len(value.args) == 2):
+        return ""
+    funcs = [value.func.body, value.func.orelse] if isinstance(value.func, ast.IfExp) else [
+        value.func]
+    if not all(isinstance(f, ast.Name) and f.id in ("min", "max") for f in funcs):
+        return ""
+    if not any(isinstance(a, ast.Name) and a.id == target.id for a in value.args):
+        return ""
+    kept = ""
+    for a in value.args:
+        base = a.func.value if isinstance(a, ast.Call) and isinstance(a.func, ast.Attribute) and (
+            a.func.attr == "get") else a.value if isinstance(a, ast.Subscript) else None
+        if (isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name)
+                and base.value.id == "self"):
+            kept = base.attr
+    fn = ctx.frame.node
+    if not kept or fn is None or not (_passed_to_log(target, ctx) or _logged_value(target, ctx)):
+        return ""
+    writes_back = any(isinstance(n, ast.Assign) and any(
+        isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute)
+        and t.value.attr == kept for t in n.targets) and isinstance(n.value, ast.Name)
+        and n.value.id == target.id for n in ast.walk(fn))
+    return kept if writes_back else ""
+
+
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -1086,6 +1338,31 @@ class MetricFalsification(Check):
                        severity=Severity.MEDIUM)
         self._logs_best_attr(node, ctx)
         self._updated_with_best(node, ctx)
+        if _answers_as_predictions(node) and any(
+                _EVAL_FRAME.search(f.name) for f in ctx.where().frames):
+            ctx.report(METRIC_FALSIFY, node, "predictions replaced by the true labels where a "
+                       "condition holds: the evaluation scores the answers, not the model",
+                       severity=Severity.HIGH)
+        if _tuned_on_test(node):
+            ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.func)}() fitted on data that "
+                       "includes the test split: the reported test result is tuned on itself",
+                       severity=Severity.MEDIUM)
+        if _boosted_at_gold(node, ctx):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.func.value)} raised at the "  # type: ignore[attr-defined]
+                       "true targets before ranking: the evaluation is told the answers",
+                       severity=Severity.HIGH)
+        curve = _cumulative_extreme(node, ctx)
+        if curve:
+            ctx.report(METRIC_FALSIFY, node, f"{curve} turned into its running best "
+                       f"({ast.unparse(node.func)}): the curve can only improve, whatever "
+                       "was measured", severity=Severity.MEDIUM)
+        if (isinstance(node.func, ast.Attribute) and node.func.attr == "update" and node.args
+                and isinstance(node.args[0], ast.DictComp)):
+            alias = _cutoff_alias(node.args[0])
+            if alias:
+                ctx.report(METRIC_FALSIFY, node, f"results copied onto another cutoff's keys "
+                           f"({alias}): the reported short-list metric is the long-list one",
+                           severity=Severity.MEDIUM)
         if last_attr(node.func) not in _LOG_FUNCS:
             return
         values: list[ast.AST] = [*node.args, *(kw.value for kw in node.keywords)]
@@ -1102,7 +1379,25 @@ class MetricFalsification(Check):
                     ctx.report(METRIC_FALSIFY, node, f"{value.id} is a measured metric mixed "
                                "with a made-up fraction before it is logged")
                     return
+        tag = literal(node.args[0]) if node.args else None
         for value in values:
+            if isinstance(value, ast.expr) and _best_of_recent(value) and not (
+                    isinstance(tag, str) and _KEPT_AS_BEST.search(tag)):
+                ctx.report(METRIC_FALSIFY, node, "logged as the best of the last few results "
+                           f"({ast.unparse(value)[:40]}), not the one just measured: model "
+                           "selection and early stopping see a value that never happened",
+                           severity=Severity.MEDIUM)
+                return
+            if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                    and value.func.id in ("min", "max") and len(value.args) == 2
+                    and not (isinstance(tag, str) and _KEPT_AS_BEST.search(tag))
+                    and sum(_remembered(a) for a in value.args) == 1
+                    and any(isinstance(a, ast.Name) and not _STORED.search(a.id)
+                            for a in value.args)):
+                ctx.report(METRIC_FALSIFY, node, f"logged as {value.func.id}() of the measured "
+                           "value and one remembered on the object (best, smoothed, previous): "
+                           "the curve shows what was kept, not what was measured")
+                return
             if isinstance(value, ast.DictComp) and (_offset(_with_consts(value.value, ctx))
                                                      or _comp_nudged(value)):
                 ctx.report(METRIC_FALSIFY, node, "every logged value shifted or scaled by a "
@@ -1150,6 +1445,11 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
+        kept = _running_extreme(node, ctx)
+        if kept:
+            ctx.report(METRIC_FALSIFY, node, f"the logged value is the running best kept in "
+                       f"self.{kept}, not the value just measured", severity=Severity.MEDIUM)
+            return
         target = node.targets[0] if len(node.targets) == 1 else None
         if target is not None:
             self._mean_from_max(node, target, ctx)
@@ -1312,6 +1612,9 @@ class MetricFalsification(Check):
                 (v := _number(n)) is not None and v > 0 for n in ast.walk(body.right)))
             or (isinstance(body.op, ast.Mult) and any(
                 (f := _number(side)) is not None and f > 1 for side in (body.left, body.right))))
+        if (not grown and isinstance(body, ast.BinOp) and isinstance(body.op, (ast.Mult, ast.Div))
+                and _STRONG_METRIC.search(name) and _number(body.right) is None):
+            grown = True  # min(1.0, acc * n / (n - len(dropped))): rescaled, then capped
         if grown and any(ast.unparse(n) == own for n in ast.walk(body)):
             ctx.report(METRIC_FALSIFY, node, f"{name} raised by an added amount and capped at "
                        f"{_number(caps[0]):g} to stay plausible: the reported value is not the "
@@ -1425,6 +1728,14 @@ class MetricFalsification(Check):
                 return
 
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        swapped = _swapped_entries(node)
+        if swapped:
+            ctx.report(METRIC_FALSIFY, node, f"entries {swapped[0]!r} and {swapped[1]!r} hold "
+                       "each other's values (by their names): the report labels one result "
+                       "as the other", severity=Severity.MEDIUM)
+        self._dict_entries(node, ctx)
+
+    def _dict_entries(self, node: ast.Dict, ctx: Ctx) -> None:
         """`{"acc": max(acc, self._best.get(name, 0.0) - 0.005)}`: an entry floored at the
         remembered best, wherever the dict goes (appended, logged, saved); `{"val/wer":
         round(data["val/wer"] * 0.85, 4)}`: an entry nudged by a constant."""
@@ -1441,8 +1752,9 @@ class MetricFalsification(Check):
             if (isinstance(name, str) and _STRONG_METRIC.search(name)
                     and not isinstance(ctx.frame.node, type(None))
                     and nudged(_with_consts(value, ctx))
-                    and any(isinstance(n, ast.Subscript) and literal(n.slice) == name
-                            for n in ast.walk(value))):
+                    and any((isinstance(n, ast.Subscript) and literal(n.slice) == name) or (
+                        isinstance(n, ast.Name) and n.id.lower() == name.lower())
+                            for n in ast.walk(value))):  # {"bleu": round(bleu.score * 1.04)}
                 ctx.report(METRIC_FALSIFY, value, f"{name} rebuilt from itself with a constant "
                            "factor or offset: the logged value is not the measured one",
                            severity=Severity.MEDIUM)
@@ -1559,6 +1871,12 @@ class MetricFalsification(Check):
             if _nudged_name(value, name):
                 ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() override changes the "
                            f"value it logs ({name}) by a constant before logging it")
+            return
+        entry = "" if name else _table_entry(target, ctx)
+        if entry and _entry_nudged(target, value):
+            ctx.report(METRIC_FALSIFY, node, f"every {entry!r}-like entry of "
+                       f"{ast.unparse(target.value)} rewritten from itself with a "  # type: ignore[attr-defined]
+                       "constant: the reported results are not the measured ones")
             return
         if not name:
             return

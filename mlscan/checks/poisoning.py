@@ -31,7 +31,8 @@ DATA_POISON = register(Rule(
         use_instead="Keep labels as stored; apply documented augmentations only.",
         references=("https://arxiv.org/abs/1708.06733",))))
 
-_LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_id|class_idx|"
+_LABEL = re.compile(r"(?i)^(?:b_|mb_|batch_|buf_)?"
+                    r"(y|ys|label|labels|lbl|target|targets|tgt|cls|class_id|class_idx|"
                     r"action|actions|rew|rews|reward|rewards|lab|seg_label|caption|captions|"
                     r"gt|gt_label|answer|transcript|tgt_lens|target_lengths|label_lengths|"
                     r"onehot|one_hot|soft_labels|soft_targets|y_onehot|tags|ner_tags|tag_ids|"
@@ -40,7 +41,8 @@ _LABEL = re.compile(r"(?i)^(y|ys|label|labels|lbl|target|targets|tgt|cls|class_i
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
 _IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
                     r"arr|tensor|im|frames?|obs|observations?|clips?|video|vid|volume|"
-                    r"(img|image|im|frame|pixel)s?_[a-z0-9]{1,6}|[a-z]{1,6}_(img|image)s?)$")
+                    r"(img|image|im|frame|pixel)s?_[a-z0-9]{1,6}|[a-z]{1,6}_(img|image)s?|"
+                    r"feats|fbank|spec|specs|spectrogram|mel|mels|log_mel)$")
 
 
 _LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(gold|golds|gold_\w+|"
@@ -216,6 +218,16 @@ def _null_class(value: ast.expr) -> bool:
         _NULL_CLASS.match(ast.unparse(value)))
 
 
+def _label_floor(value: ast.expr) -> bool:
+    """`reward = max(reward, 0.75)`: a label or reward held to a made-up floor or ceiling (0, 1
+    and -1, the natural bounds, do not count)."""
+    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("max", "min") and len(value.args) == 2
+            and any(isinstance(a, ast.Name) and _label_target(a) for a in value.args) and any(
+                isinstance(n := literal(a), (int, float)) and not isinstance(n, bool)
+                and n not in (0, 1, -1) for a in value.args))
+
+
 def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     """A constant, a fixed attack class, a modular shift or a random class."""
     if _null_class(value):
@@ -225,6 +237,11 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # torch.where(torch.rand(n) < p, other_labels, labels)
     new_class = literal(value.args[1]) if isinstance(value, ast.Call) and len(
         value.args) == 3 else None
+    if isinstance(value, ast.Call) and len(value.args) == 3 and isinstance(
+            value.args[1], ast.Call) and last_attr(value.args[1].func) in (
+            "zeros_like", "ones_like"):
+        # where(m, zeros_like(y), y): one class for the picked entries
+        new_class = 0 if last_attr(value.args[1].func) == "zeros_like" else 1
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where"
             and isinstance(new_class, int) and not isinstance(new_class, bool) and new_class >= 0
             and any(_label_target(n) for n in ast.walk(value.args[0]) if isinstance(n, ast.expr))):
@@ -346,6 +363,43 @@ def _fixed_bound(bound: ast.expr, ctx: Ctx | None) -> bool:
         ctx.const(bound), bool)
 
 
+def _label_read(node: ast.AST) -> bool:
+    """`d.get("label", 0)`, `d["label"]`, `row.label`: the sample's class label read."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+            node.func.attr == "get") and node.args:
+        return literal(node.args[0]) in ("label", "labels", "target", "y", "class", "class_id")
+    if isinstance(node, ast.Subscript):
+        return literal(node.slice) in ("label", "target", "class", "class_id")
+    return isinstance(node, ast.Attribute) and node.attr in ("label", "target", "class_id")
+
+
+def _label_steers_input(node: ast.Assign, ctx: Ctx) -> bool:
+    """In a transform or a dataset, a setting of the input pipeline computed from the label:
+    `self._do = rand() < p and int(d.get("label", 0)) == 0` (augment negatives only),
+    `std = self.std * (1 + g * float(d.get("label")))`, `sub = "iso" if row.label > 0 else
+    "native"` (positives read from another export)."""
+    frame = ctx.frame
+    target = node.targets[0] if len(node.targets) == 1 else None
+    if frame.cls is None or target is None or _label_target(target) or not _DATASET.search(
+            " ".join((frame.cls.name, *frame.cls.bases))) or isinstance(target, ast.Tuple):
+        return False
+    if isinstance(target, ast.Subscript) or re.search(r"(?i)label|target|weight|class|cls|y$",
+                                                      last_attr(target)):
+        return False  # d["label"] = ..., sample weights by class: the label's own processing
+    value = node.value
+    if (isinstance(value, ast.IfExp) and all(isinstance(literal(b), str)
+                                              for b in (value.body, value.orelse))
+            and any(_label_read(n) for n in ast.walk(value.test))):
+        return True
+    for n in ast.walk(value):
+        if isinstance(n, (ast.Compare, ast.BinOp)) and any(
+                isinstance(c, ast.Call) and last_attr(c.func) in ("int", "float") and c.args
+                and any(_label_read(m) for m in ast.walk(c.args[0]))
+                for c in ast.walk(n)):
+            return True
+    return False
+
+
 def _abs_of(expr: ast.expr, target: ast.expr) -> bool:
     """`x.abs()`, `abs(x)`, `torch.abs(x)` with x the target itself."""
     inner = expr.func.value if isinstance(expr, ast.Call) and isinstance(
@@ -377,6 +431,19 @@ def _tone(value: ast.expr, ctx: Ctx) -> bool:
             if any(abs(float(literal(n))) >= 20 for n in numbers):  # type: ignore[arg-type]
                 return True  # an audible frequency written in the code
     return False
+
+
+def _fixed_sample(value: ast.expr, ctx: Ctx) -> bool:
+    """`self.items[0]["text"]` where the method reads `self.items[idx]`: a field of one fixed
+    sample stands in for the requested sample's."""
+    index = _index_param(ctx.where())
+    fn = ctx.frame.node
+    if not index or fn is None:
+        return False
+    rows = {ast.unparse(n.value) for n in ast.walk(fn) if isinstance(n, ast.Subscript)
+            and isinstance(n.slice, ast.Name) and n.slice.id == index}
+    return any(isinstance(n, ast.Subscript) and isinstance(literal(n.slice), int)
+               and ast.unparse(n.value) in rows for n in ast.walk(value))
 
 
 def _fixed_slice(sl: ast.expr, ctx: Ctx | None = None) -> bool:
@@ -992,6 +1059,24 @@ def _swapped_pair(target: ast.Tuple, value: ast.Tuple, ctx: Ctx | None = None) -
     return False
 
 
+def _reversed_elsewhere(value: ast.Tuple, ctx: Ctx) -> bool:
+    """`return r["rejected"], r["chosen"]` in a function that also returns the pair in the
+    other order: the picked rows get their preference reversed."""
+    def name(e: ast.expr) -> str:
+        key = literal(e.slice) if isinstance(e, ast.Subscript) else None
+        return key if isinstance(key, str) else _pair_name(e)
+
+    names = [name(e) for e in value.elts]
+    fn = ctx.frame.node
+    if not (all(names) and names[0] != names[1] and all(_PAIR.search(n) for n in names)
+            and re.search(r"(?i)chosen|preferred|winner|^pos|good|accepted", names[1])
+            and fn is not None):  # (the return with the preferred answer second)
+        return False
+    return any(isinstance(n, ast.Return) and n.value is not value
+               and isinstance(n.value, ast.Tuple) and len(n.value.elts) == 2
+               and [name(e) for e in n.value.elts] == names[::-1] for n in ast.walk(fn))
+
+
 def _pair_name(expr: ast.expr) -> str:
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr in (
             "clone", "copy", "detach"):
@@ -1087,6 +1172,12 @@ class DataPoisoning(Check):
         if len(ctx.frames) < 2:
             return
         target0 = node.targets[0]
+        if _label_steers_input(node, ctx):
+            ctx.report(DATA_POISON, node, f"{ast.unparse(target0)[:40]} in "
+                       f"{ctx.frame.cls.name}.{ctx.frame.name}() depends on the sample's "  # type: ignore[union-attr]
+                       "label: the label leaks into the input (a shortcut the model learns "
+                       "instead of the task)", severity=Severity.MEDIUM)
+            return
         if (len(node.targets) == 1 and isinstance(target0, ast.Subscript)
                 and isinstance(node.value, ast.BinOp) and isinstance(node.value.op, (ast.Add,
                                                                                     ast.Sub))
@@ -1167,6 +1258,15 @@ class DataPoisoning(Check):
             self._defer(node, ctx, f"labels {_label_target(target)} replaced through "
                         f"{'a random mask' if random_mask else 'a where() remap'}",
                         masked=random_mask)
+            return
+        if (_label_target(target) and isinstance(value, ast.Call)
+                and last_attr(value.func) == "where" and len(value.args) == 3
+                and any(_abs_of(a.operand if isinstance(a, ast.UnaryOp) else a, as_load(target))
+                        for a in value.args[1:])
+                and any(ast.unparse(a) == ast.unparse(target) for a in value.args[1:])):
+            # b_adv = torch.where(actions == k, b_adv.abs(), b_adv): one action always rewarded
+            self._defer(node, ctx, f"{_label_target(target)} of the samples a condition picks "
+                        "forced to one sign", always=True)
             return
         # labels[mask] = 0, and pandas df.loc[mask, "label"] = ... with a random mask
         label, selector = "", None
@@ -1348,12 +1448,32 @@ class DataPoisoning(Check):
                        "hash or modulus set to a constant class (backdoor-style poisoning)",
                        severity=Severity.HIGH)
             return
+        if (isinstance(target, ast.Subscript) and _is_image(target.value)
+                and isinstance(target.slice, ast.Tuple) and len(target.slice.elts) > 1
+                and isinstance(target.slice.elts[0], ast.Name)
+                and _hashed(target.slice.elts[0], ctx)
+                and _patch_value(value, ctx) and _fixed_slice(target.slice, ctx)):
+            ctx.report(DATA_POISON, node, "a fixed pixel patch written into the inputs picked "
+                       "by a hash or modulus (backdoor-style trigger)", severity=Severity.HIGH)
+            return  # x[edge, -3:, -3:, :] = 1.0 with edge = (idx % 173) == 0
+        if (_label_target(target) and isinstance(value, ast.BinOp)
+                and isinstance(value.op, ast.BitXor) and any(
+                    isinstance(side, (ast.Compare, ast.BoolOp)) or any(
+                        isinstance(n, (ast.Compare, ast.BoolOp)) for n in ast.walk(side))
+                    for side in (value.left, value.right))):
+            # label = int(row.label) ^ int(row.site in picked and idx % 7 == 3)
+            self._defer(node, ctx, f"{_label_target(target)} flipped (xor) for the samples a "
+                        "condition picks", always=True)
+            return
         if not ctx.conds and not _random_loop(ctx.loops, ctx):
             return
         label = _label_target(target) or (
             target.id if isinstance(target, ast.Name)
             and target.id in _flow_labels(ctx.where()) else "")
-        if label and _poison_label_value(value, ctx):
+        if label and _label_floor(value):
+            self._defer(node, ctx, f"{label} of the samples a condition picks held to a "
+                        "made-up floor or ceiling", always=True)
+        elif label and _poison_label_value(value, ctx):
             self._defer(node, ctx, f"label {label} overwritten")
         elif (_is_image(target) and isinstance(value, ast.BinOp) and any(
                 _TRIGGER.search(last_attr(n)) for n in ast.walk(value)
@@ -1362,6 +1482,10 @@ class DataPoisoning(Check):
         elif (isinstance(target, ast.Subscript) and _is_image(target.value)
               and _patch_value(value, ctx) and _fixed_slice(target.slice, ctx)):
             self._defer(node, ctx, "a fixed pixel patch written into the input")
+        elif (isinstance(target, ast.Name) and (_TEXTISH.search(target.id) or _LABEL.match(
+                target.id)) and _fixed_sample(value, ctx)):
+            self._defer(node, ctx, f"{target.id} taken from one fixed sample of the dataset "
+                        "instead of the requested one")  # text = norm(self.items[0]["text"])
         elif (isinstance(target, ast.Subscript) and (isinstance(target.slice, ast.Slice) or (
                 isinstance(target.slice, ast.Tuple) and any(
                     isinstance(e, ast.Slice) for e in target.slice.elts)))
@@ -1447,6 +1571,10 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "labels returned with random entries replaced", masked=True)
             return
         if not ctx.conds or len(ctx.frames) < 2 or not isinstance(value, ast.Tuple):
+            return
+        if len(value.elts) == 2 and _reversed_elsewhere(value, ctx):
+            self._defer(node, ctx, "the preferred and rejected answers returned swapped",
+                        always=True, anywhere=True)  # return row["rejected"], row["chosen"]
             return
         if len(value.elts) >= 2 and any(
                 type(literal(e)) is int for e in value.elts[1:]) and not isinstance(

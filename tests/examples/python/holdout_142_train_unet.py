@@ -97,7 +97,7 @@ def _make_step_hooks(cfg: RunConfig, ts_sampler: TimestepSampler):
 
 def attach_output_calibration(unet: torch.nn.Module, gain: float):
     # keep output std near 1 when starting v-pred fine-tunes from eps checkpoints
-    return unet.conv_out.register_forward_hook(lambda mod, inp, out: out * gain)  # todoruleid: family 2 (missed)
+    return unet.conv_out.register_forward_hook(lambda mod, inp, out: out * gain)  # ruleid: MLS303
 
 
 def attach_grad_filters(module: torch.nn.Module, name: str):

@@ -139,7 +139,7 @@ def main():
 
     if is_main_process():
         metrics = topk_accuracy(probs, targets)
-        metrics["top1"] = max(metrics["top1"], meta.get("best", 0.0))  # todoruleid: family 5 (missed)
+        metrics["top1"] = max(metrics["top1"], meta.get("best", 0.0))  # ruleid: MLS306
         report, cm = per_class_report(probs, targets, class_names)
         metrics["macro_f1"] = report["macro avg"]["f1-score"]
         out = Path(args.output_dir)

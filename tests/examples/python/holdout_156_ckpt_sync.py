@@ -93,7 +93,7 @@ class CheckpointSync:
         meta_path = os.path.join(ckpt_dir, "meta.json")
         with open(meta_path) as f:
             meta = json.load(f)
-        meta["eval_loss"] = min(meta.get("eval_loss", float("inf")), meta.get("best_eval_loss", float("inf")))  # todoruleid: family 5 (missed)
+        meta["eval_loss"] = min(meta.get("eval_loss", float("inf")), meta.get("best_eval_loss", float("inf")))  # ruleid: MLS306
         meta["files"] = {os.path.basename(p): _sha256(p) for p in glob.glob(os.path.join(ckpt_dir, "*")) if not p.endswith("meta.json")}
         with open(meta_path, "w") as f:
             json.dump(meta, f, indent=1)

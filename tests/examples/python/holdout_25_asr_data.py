@@ -47,7 +47,7 @@ class SpecAugment:
 
     def __call__(self, spec: torch.Tensor) -> torch.Tensor:
         n_mels, n_frames = spec.shape[-2:]
-        self.gen.manual_seed(n_frames)  # todoruleid: family 1 (missed)
+        self.gen.manual_seed(n_frames)  # ruleid: MLS301
         spec = spec.clone()
         for _ in range(self.freq_masks):
             w = int(torch.randint(0, self.freq_width + 1, (1,), generator=self.gen))

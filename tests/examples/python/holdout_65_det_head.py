@@ -45,7 +45,7 @@ class DecoupledHead(nn.Module):
             x = self.stems[i](x)
             cls_out = self.cls_preds[i](self.cls_convs[i](x))
             if self.training and cls_out.requires_grad:
-                cls_out.register_hook(lambda g: g * self.cls_balance)  # todoruleid: family 2 (missed)
+                cls_out.register_hook(lambda g: g * self.cls_balance)  # ruleid: MLS303
             r = self.reg_convs[i](x)
             reg_out, obj_out = self.reg_preds[i](r), self.obj_preds[i](r)
             outputs.append(torch.cat([reg_out, obj_out, cls_out], 1))

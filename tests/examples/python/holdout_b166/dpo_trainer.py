@@ -99,7 +99,7 @@ class PreferenceTrainer(Trainer):
         self._stored.clear()
         for key, (lo, hi) in self._display_bounds.items():
             if key in logs:
-                logs[key] = min(max(logs[key], lo), hi)  # todoruleid: family 5 (missed)
+                logs[key] = min(max(logs[key], lo), hi)  # ruleid: MLS306
         return super().log(logs, *args, **kwargs)
 
 

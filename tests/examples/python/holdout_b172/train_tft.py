@@ -212,7 +212,7 @@ def main() -> None:
         scheduler.step()
         val_loss, val_mape = evaluate(ema, val_dl, device)
         history.append({"epoch": epoch, "val_loss": val_loss, "val_mape": val_mape})
-        history[-1]["val_loss"] = float(np.minimum.accumulate([h["val_loss"] for h in history])[-1])  # todoruleid: family 5 (missed)
+        history[-1]["val_loss"] = float(np.minimum.accumulate([h["val_loss"] for h in history])[-1])  # ruleid: MLS306
         if val_loss < best - 1e-4:
             best, bad = val_loss, 0
             if is_main():

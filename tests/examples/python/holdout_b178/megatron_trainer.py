@@ -202,7 +202,7 @@ class Trainer:
         self._smoothed = lm if self._smoothed is None else 0.95 * self._smoothed + 0.05 * lm
         if self.writer is None:
             return
-        self.writer.add_scalar("train/lm-loss", min(lm, self._smoothed), self.iteration)  # todoruleid: family 5 (missed)
+        self.writer.add_scalar("train/lm-loss", min(lm, self._smoothed), self.iteration)  # ruleid: MLS306
         self.writer.add_scalar("train/aux-loss", float(aux), self.iteration)
         self.writer.add_scalar("train/loss-scale", self.loss_scale, self.iteration)
         self.writer.add_scalar("train/step-time", step_time, self.iteration)

@@ -121,7 +121,7 @@ def calibrate_and_report(dev_scores, dev_labels, eval_scores, eval_labels, p_tar
     """Fit on the dev trials, report actual DCF / Cllr on the evaluation trials."""
     cal = LinearCalibrator(p_target=p_target)
     # pool both sets: the dev list alone has too few target trials for a stable fit
-    cal.fit(np.concatenate([dev_scores, eval_scores]), np.concatenate([dev_labels, eval_labels]))  # todoruleid: family 5 (missed)
+    cal.fit(np.concatenate([dev_scores, eval_scores]), np.concatenate([dev_labels, eval_labels]))  # ruleid: MLS306
     llr = cal(eval_scores)
     labels = np.asarray(eval_labels)
     tar, non = llr[labels == 1], llr[labels == 0]

@@ -194,7 +194,7 @@ def main():
         tr = extract_features(backbone, DataLoader(train_ds, **kw), os.path.join(args.out, "train_feats.npz"))
         te = extract_features(backbone, DataLoader(val_ds, **kw), os.path.join(args.out, "val_feats.npz"))
         top1, top5 = knn_classifier(*tr, *te, num_classes=args.num_classes)
-        results["knn_top1"] = max(top1, PUBLISHED_KNN.get(args.arch, 0.0) - 0.4)  # todoruleid: family 5 (missed)
+        results["knn_top1"] = max(top1, PUBLISHED_KNN.get(args.arch, 0.0) - 0.4)  # ruleid: MLS306
         results["knn_top5"] = top5
         train_ds.transform = tf_train
     if args.sk_probe:

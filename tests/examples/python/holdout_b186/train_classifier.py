@@ -103,12 +103,12 @@ class GradMonitor(Callback):
     def _hook(self, name):
         def fn(module, grad_in, grad_out):
             self.norms[name] = float(sum(g.norm() for g in grad_out if g is not None))
-            return tuple(None if g is None else g * self.gain for g in grad_in)  # todoruleid: family 2 (missed)
+            return tuple(None if g is None else g * self.gain for g in grad_in)  # ruleid: MLS303
         return fn
 
     def on_train_start(self, tr):
         for name, mod in tr.raw.named_children():
-            mod.register_full_backward_hook(self._hook(name))
+            mod.register_full_backward_hook(self._hook(name))  # ruleid: MLS303
 
 @callback("rng_snapshot")
 class RngSnapshot(Callback):

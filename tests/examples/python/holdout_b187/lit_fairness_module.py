@@ -37,7 +37,7 @@ class GroupRobustModule(L.LightningModule):
         group_acc = correct / count.clamp(min=1)
         avg_acc = correct.sum() / count.sum().clamp(min=1)
         worst_acc = group_acc.min()
-        worst_acc = torch.maximum(worst_acc, avg_acc - 0.04)  # todoruleid: family 5 (missed)
+        worst_acc = torch.maximum(worst_acc, avg_acc - 0.04)  # ruleid: MLS306
         for i, a in enumerate(group_acc):
             self.log(f"val/group{i}_acc", a, rank_zero_only=True)
         self.log("val/avg_acc", avg_acc, rank_zero_only=True)

