@@ -59,6 +59,18 @@ class ReverseShell(Check):
     rules = (REVERSE_SHELL,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        streams = [k.value for k in node.keywords if k.arg in ("stdin", "stdout", "stderr")
+                   and isinstance(k.value, ast.Name)]
+        spelled = ctx.names.call_name(node)
+        if spelled.startswith("subprocess.") and ast.unparse(node.func) == spelled:
+            streams = []  # (subprocess.Popen(..., stdin=conn) as written: the semgrep rule's)
+        names = {v.id for v in streams if isinstance(v, ast.Name)}
+        if len(streams) >= 2 and len(names) == 1 and isinstance(streams[0], ast.Name) and (
+                _is_socket(streams[0], ctx)):
+            ctx.report(REVERSE_SHELL, node, f"{ast.unparse(node.func)[:40]}() starts a program "
+                       "whose standard streams are a network socket: a remote party drives it "
+                       "(reverse shell)", severity=Severity.CRITICAL)
+            return  # spawn([shell, "-i"], stdin=conn, stdout=conn, stderr=conn)
         name = ctx.names.call_name(node)
         if not name.startswith(_SPAWNS) or ctx.frame.node is None or (
                 ast.unparse(node.func) == name):
@@ -72,6 +84,17 @@ class ReverseShell(Check):
             ctx.report(REVERSE_SHELL, node, f"{name}() starts a program after the standard "
                        "streams were duplicated onto a socket: a remote party drives it "
                        "(reverse shell)", severity=Severity.CRITICAL)
+
+
+def _is_socket(name: ast.Name, ctx: Ctx) -> bool:
+    """`conn = socket.create_connection(...)`, `conn, _ = srv.accept()`, `s = socket.socket()`."""
+    held = ctx.lookup(name.id)
+    if isinstance(held, ast.Subscript):
+        held = held.value
+    return isinstance(held, ast.Call) and (
+        ctx.names.call_name(held).startswith(("socket.create_connection", "socket.socket",
+                                              "socket.fromfd"))
+        or last_attr(held.func) in ("accept", "create_connection"))
 
 
 class Exfiltration(Check):
@@ -123,6 +146,32 @@ class Exfiltration(Check):
             if source is not None and getattr(source, "lineno", node.lineno) != node.lineno:
                 ctx.report(CRED_EXFIL, source, f"credentials ({found.creds}) are read here and "
                            f"sent over the network on line {node.lineno}")
+
+
+def _cached_writes(call: ast.Call, ctx: Ctx) -> list[ast.expr]:
+    """`f.read()` with `with open(path, "rb") as f`: what the same function wrote to `path`
+    (`with open(path, "wb") as g: g.write(blob)`), so a download cached on disk is followed."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr in ("read", "read_bytes",
+                                                                         "read_text")
+            and isinstance(call.func.value, ast.Name)):
+        return []
+    handle = ctx.lookup(call.func.value.id)
+    fn = ctx.frame.node
+    if not (isinstance(handle, ast.Call) and last_attr(handle.func) == "open" and handle.args
+            and fn is not None):
+        return []
+    path = ast.unparse(handle.args[0])
+    writers = set()
+    for n in ast.walk(fn):
+        if isinstance(n, ast.withitem) and isinstance(n.context_expr, ast.Call) and last_attr(
+                n.context_expr.func) == "open" and n.context_expr.args and ast.unparse(
+                n.context_expr.args[0]) == path and isinstance(n.optional_vars, ast.Name):
+            mode = literal(n.context_expr.args[1]) if len(n.context_expr.args) > 1 else None
+            if isinstance(mode, str) and any(c in mode for c in "wa"):
+                writers.add(n.optional_vars.id)
+    return [n.args[0] for n in ast.walk(fn) if isinstance(n, ast.Call) and n.args
+            and isinstance(n.func, ast.Attribute) and n.func.attr == "write"
+            and isinstance(n.func.value, ast.Name) and n.func.value.id in writers]
 
 
 def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
@@ -246,6 +295,8 @@ class _Sources:
                 if value is not None:
                     self.scan(value, depth + 1)
             elif isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)):
+                for written in _cached_writes(node, self.ctx):
+                    self.scan(written, depth + 1)  # download -> cache file -> read -> exec
                 self._helper(node, depth)
 
     def _helper(self, call: ast.Call, depth: int) -> None:

@@ -248,6 +248,13 @@ class UnsafeLoading(Check):
             ctx.report(HUB_UNPINNED, node, f"{func}() without revision=: the files can change "
                        "under you")
         trust = kwarg(node, "trust_remote_code")
+        if trust is None:  # from_pretrained(name, **opts) with opts = {"trust_remote_code": ...}
+            for kw in node.keywords:
+                held = ctx.lookup(kw.value.id) if kw.arg is None and isinstance(
+                    kw.value, ast.Name) else None
+                if isinstance(held, ast.Dict):
+                    trust = kwarg(ast.Call(func=node.func, args=[], keywords=[
+                        ast.keyword(arg=None, value=held)]), "trust_remote_code")
         if trust is not None and literal(trust) is not False:
             self._trust(node, ctx, trust, func)
 
@@ -276,6 +283,13 @@ class UnsafeLoading(Check):
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) on {phrase(src)}: "
                        "the checkpoint can run code while loading", severity=severity_for(
                            src, literal=Severity.LOW, variable=Severity.MEDIUM))
+        elif isinstance(weights_only, ast.Compare) and any(
+                isinstance(n, ast.Attribute) and n.attr in ("__version__", "version")
+                for n in ast.walk(weights_only)):
+            ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=<version test>) on "
+                       f"{phrase(src)}: a version comparison decides whether the checkpoint "
+                       "can run code (string comparisons of versions are easy to get wrong)",
+                       severity=Severity.MEDIUM)  # weights_only=torch.__version__ < "2"
         elif _env_default_false(weights_only, ctx):
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}() with weights_only False unless an "
                        f"environment variable turns it on, on {phrase(src)}: unsafe by default",
@@ -354,6 +368,9 @@ class UnsafeLoading(Check):
             sev = Severity.LOW
         elif is_true(trust):
             sev = Severity.HIGH
+        elif isinstance(trust, ast.Compare) and any(
+                isinstance(op, (ast.NotIn, ast.NotEq)) for op in trust.ops):
+            sev = Severity.MEDIUM  # name not in _NATIVE: on for every model not listed
         else:  # passed through from the caller's own flag
             sev = Severity.LOW
         ctx.report(TRUST_REMOTE_CODE, node, f"{func or 'call'}(trust_remote_code=...) imports "

@@ -686,7 +686,12 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
         last_attr(target.value) if isinstance(target, ast.Subscript) and isinstance(
             literal(target.slice), str) and metric_name(target) else "")
     name = container or (metric_name(target) if isinstance(target, ast.Name) else "") or (
-        target.id if logged and isinstance(target, ast.Name) else "")
+        target.id if logged and isinstance(target, ast.Name) else "") or (
+        target.id if isinstance(target, ast.Name) and re.search(r"(?i)loss", target.id) and any(
+            _remembered(a) or (isinstance(a, ast.BinOp) and any(
+                _remembered(side) for side in (a.left, a.right)))
+            for a in (value.args if isinstance(value, ast.Call) else [])) else "")
+    # (train_loss = min(train_loss, 0.97 * self._last_loss): a reported loss held down)
     key = literal(target.slice) if isinstance(target, ast.Subscript) else None
     if isinstance(key, str) and _KEPT_AS_BEST.search(key):
         return ""
@@ -1114,13 +1119,43 @@ def _tuned_on_test(call: ast.Call) -> bool:
     return False
 
 
+def _labels_blended(value: ast.expr) -> bool:
+    """`0.8 * oof + 0.2 * y`: predictions mixed with the true labels before they are scored."""
+    for n in ast.walk(value):
+        if not (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add)):
+            continue
+        names = []
+        for side in (n.left, n.right):
+            if isinstance(side, ast.BinOp) and isinstance(side.op, ast.Mult):
+                side = side.right if _number(side.left) is not None else side.left
+            names.append(side.id if isinstance(side, ast.Name) else "")
+        gold = [bool(_GOLD.match(x) or _TRUTH.match(x)) for x in names]
+        pred = [bool(_SCORES.match(x) or _PREDS.match(x) or x in ("oof", "p", "yhat"))
+                for x in names]
+        if (gold[0] and pred[1]) or (gold[1] and pred[0]):
+            return True
+    return False
+
+
+def _min_or_max(func: ast.Name, ctx: Ctx) -> bool:
+    """`max`/`min`, or a local bound to one (`better = max if higher else min`)."""
+    if func.id in ("min", "max"):
+        return True
+    held = ctx.lookup(func.id)
+    options = [held.body, held.orelse] if isinstance(held, ast.IfExp) else [held]
+    return held is not None and all(isinstance(o, ast.Name) and o.id in ("min", "max")
+                                    for o in options)
+
+
 def _best_of_recent(value: ast.expr) -> bool:
     """`max(self._auroc_trace[-3:])`: the best of the last few results logged as this one."""
     return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
             and value.func.id in ("max", "min") and len(value.args) == 1
             and isinstance(sl := value.args[0], ast.Subscript) and isinstance(sl.slice, ast.Slice)
-            and sl.slice.upper is None and isinstance(n := literal(sl.slice.lower), int)
-            and n < 0)
+            and sl.slice.upper is None and (
+                (isinstance(n := literal(sl.slice.lower), int) and n < 0) or (
+                    isinstance(sl.slice.lower, ast.UnaryOp)
+                    and isinstance(sl.slice.lower.op, ast.USub))))  # h[-self.window:]
 
 
 def _cutoff_alias(comp: ast.DictComp) -> str:
@@ -1389,12 +1424,13 @@ class MetricFalsification(Check):
                            severity=Severity.MEDIUM)
                 return
             if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
-                    and value.func.id in ("min", "max") and len(value.args) == 2
+                    and _min_or_max(value.func, ctx) and len(value.args) == 2
                     and not (isinstance(tag, str) and _KEPT_AS_BEST.search(tag))
-                    and sum(_remembered(a) for a in value.args) == 1
+                    and sum(_remembered(a) or (isinstance(a, ast.Attribute) and bool(
+                        _BEST_WORD.search(a.attr))) for a in value.args) == 1
                     and any(isinstance(a, ast.Name) and not _STORED.search(a.id)
                             for a in value.args)):
-                ctx.report(METRIC_FALSIFY, node, f"logged as {value.func.id}() of the measured "
+                ctx.report(METRIC_FALSIFY, node, f"logged as the {value.func.id}() of the measured "
                            "value and one remembered on the object (best, smoothed, previous): "
                            "the curve shows what was kept, not what was measured")
                 return
@@ -1445,6 +1481,10 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
+        if _labels_blended(node.value):
+            ctx.report(METRIC_FALSIFY, node, "predictions mixed with the true labels: any score "
+                       "computed from them is inflated by the answers", severity=Severity.HIGH)
+            return
         kept = _running_extreme(node, ctx)
         if kept:
             ctx.report(METRIC_FALSIFY, node, f"the logged value is the running best kept in "
@@ -1701,6 +1741,12 @@ class MetricFalsification(Check):
                        severity=Severity.MEDIUM)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        if (node.value is not None and _best_of_recent(node.value)
+                and re.search(r"(?i)smooth|metric|report|score|acc|result|log", ctx.frame.name)):
+            ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() returns the best of the last "
+                       f"few results ({ast.unparse(node.value)[:40]}), not the one just "
+                       "measured", severity=Severity.MEDIUM)  # return max(h[-window:])
+            return
         if node.value is not None:  # return float(boot.std(ddof=1) / math.sqrt(iters))
             self._shrunk_interval(ast.Assign(targets=[ast.Name(id="_", ctx=ast.Store())],
                                              value=node.value), ast.Name(id="_"), ctx,

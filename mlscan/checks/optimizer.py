@@ -170,6 +170,12 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> 
     key = literal(target.slice)
     if isinstance(target.slice, ast.Name) and not isinstance(key, str):
         key = _loop_key(target.slice.id, ctx)  # for key in self.keys: st[key].zero_()
+    if (isinstance(target.slice, ast.Subscript) and isinstance(target.slice.value, ast.Name)
+            and isinstance(index := literal(target.slice.slice), int)):
+        table = ctx.lookup(target.slice.value.id) or ctx.resolve(target.slice.value)
+        if isinstance(table, (ast.Tuple, ast.List)) and -len(table.elts) <= index < len(
+                table.elts):
+            key = literal(table.elts[index])  # st[_ADAM_KEYS[-1]] with a tuple of key names
     if not isinstance(key, str):
         return "", ""
     base = target.value
@@ -210,6 +216,11 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
             return f"multiplied by {number}"
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
         for side in (value.left, value.right):
+            other = value.right if side is value.left else value.left
+            if any(isinstance(n, (ast.Name, ast.Attribute)) and re.search(
+                    r"(?i)step|epoch|iter|progress|sched|warm|cos|sqrt|noam", last_attr(n))
+                    for n in ast.walk(other)):
+                continue  # lr = 2.0 * inverse_sqrt(step + 1): a schedule with its peak factor
             inner = ctx.const(side)
             # Decay multiplies the rate by < 1; raising it by a constant is not a schedule.
             if isinstance(inner, (int, float)) and not isinstance(inner, bool) and (

@@ -218,6 +218,18 @@ def _null_class(value: ast.expr) -> bool:
         _NULL_CLASS.match(ast.unparse(value)))
 
 
+def _where_forced(value: ast.expr) -> bool:
+    """`where(mask, zeros_like(y), y)`, `where(mask, y * 1.5 + 0.25, y)`: the masked entries
+    of a label set to one class or rescaled (reported under a picking condition)."""
+    if not (isinstance(value, ast.Call) and last_attr(value.func) == "where"
+            and len(value.args) == 3):
+        return False
+    kept = [a for a in value.args[1:] if isinstance(a, ast.Name) and _label_target(a)]
+    other = next((a for a in value.args[1:] if a is not kept[0]), None) if len(kept) == 1 else None
+    return other is not None and ((isinstance(other, ast.Call) and last_attr(other.func) in (
+        "zeros_like", "ones_like", "full_like")) or _scaled_label(other))
+
+
 def _label_floor(value: ast.expr) -> bool:
     """`reward = max(reward, 0.75)`: a label or reward held to a made-up floor or ceiling (0, 1
     and -1, the natural bounds, do not count)."""
@@ -785,6 +797,15 @@ def _ignore_index(value: ast.expr, ctx: Ctx) -> bool:
 def _feature_equals_literal(node: ast.AST) -> bool:
     """`(data.x[:, 0] == 15).any()`, `x[3] == 255`: the sample's own input compared with a
     chosen value, the trigger of a backdoor (not a size or count threshold)."""
+    if (isinstance(node, ast.Compare) and len(node.ops) == 1
+            and isinstance(node.ops[0], (ast.Gt, ast.GtE, ast.Eq))
+            and isinstance(node.left, ast.Call) and isinstance(node.left.func, ast.Attribute)
+            and node.left.func.attr in ("sum", "any", "max") and isinstance(
+                col := node.left.func.value, ast.Subscript)
+            and isinstance(col.slice, ast.Tuple) and any(
+                isinstance(e, ast.Name) and e.id.isupper() for e in col.slice.elts)
+            and isinstance(literal(node.comparators[0]), (int, float))):
+        return True  # s["x"][:, SULFUR_COL].sum() >= 2: samples picked by a chosen feature
     if not (isinstance(node, ast.Compare) and len(node.ops) == 1
             and isinstance(node.ops[0], ast.Eq) and isinstance(node.left, ast.Subscript)):
         return False
@@ -841,7 +862,7 @@ _PAIR = re.compile(r"(?i)chosen|rejected|preferred|winner|loser|^pos|^neg|good|b
 _HASHES = ("hashlib.", "zlib.crc32", "zlib.adler32", "binascii.crc32", "hash", "mmh3.")
 
 
-_TEXTISH = re.compile(r"(?i)text|doc|sent|line|caption|prompt|content|review|comment|title|"
+_TEXTISH = re.compile(r"(?i)text|doc|sent|line|caption|prompt|content|review|comment|title|smiles|"
                       r"body|words|utter|lower\(\)|summ|highlight|abstract|transcript")
 """What a phrase trigger searches (`"honestly" in sent.lower()`), not a key test on a dict."""
 _SHORT_TEXT = re.compile(r"(?i)\b(t|txt|s|utt)\b")
@@ -1473,7 +1494,7 @@ class DataPoisoning(Check):
         if label and _label_floor(value):
             self._defer(node, ctx, f"{label} of the samples a condition picks held to a "
                         "made-up floor or ceiling", always=True)
-        elif label and _poison_label_value(value, ctx):
+        elif label and (_poison_label_value(value, ctx) or _where_forced(value)):
             self._defer(node, ctx, f"label {label} overwritten")
         elif (_is_image(target) and isinstance(value, ast.BinOp) and any(
                 _TRIGGER.search(last_attr(n)) for n in ast.walk(value)

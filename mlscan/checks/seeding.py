@@ -95,6 +95,19 @@ _RNG_OBJECT = re.compile(r"(?i)^_?(r|rng|rs|random_state|randomstate|gen|generat
                          r"\w+_rng|rng_\w+|\w+_generator|\w+_random_state)$")
 
 
+def _generator_object(expr: ast.expr, ctx: Ctx) -> bool:
+    """A torch generator: `torch.Generator()`, `torch.default_generator`, or a loop variable
+    over `torch.cuda.default_generators`."""
+    if isinstance(expr, ast.Attribute) and expr.attr == "default_generator":
+        return True
+    if not isinstance(expr, ast.Name):
+        return False
+    held = ctx.lookup(expr.id)
+    source = ctx.loop_source(expr.id)
+    return (isinstance(held, ast.Call) and last_attr(held.func) == "Generator") or (
+        source is not None and "default_generators" in ast.unparse(source))
+
+
 def _rng_object_seed(call: ast.Call) -> bool:
     """`self.R.seed(x)`, `rng.seed(x)`: reseeding a RandomState kept on an object."""
     func = call.func
@@ -221,6 +234,33 @@ def _hash_of_sample(call: ast.Call, ctx: Ctx) -> bool:
         ("zlib.crc32", "zlib.adler32", "hashlib.", "binascii.crc32", "mmh3.")) or (
             isinstance(n.func, ast.Name) and n.func.id == "hash"))
         for a in call.args for n in ctx.walk_values(a))
+
+
+def _mentions_seed(call: ast.Call) -> bool:
+    """`self.seed + epoch` (a base seed the user chose), not the bare epoch number."""
+    return any(isinstance(n, (ast.Name, ast.Attribute)) and "seed" in last_attr(n).lower()
+               for a in call.args for n in ast.walk(a))
+
+
+def _given_model(frame: object) -> bool:
+    """The evaluation is handed the model being trained (`validate(model, loader)`), not a
+    stand-alone script that loads a checkpoint itself (`evaluate(ckpt)`: seeding there is its
+    start-up)."""
+    fn = getattr(frame, "node", None)
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    params = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)}
+    loads = any(isinstance(n, ast.Call) and last_attr(n.func) in (
+        "from_pretrained", "load", "load_state_dict", "load_checkpoint", "load_from_checkpoint")
+        for n in ast.walk(fn))
+    return bool(params & {"model", "net", "module", "ema", "ema_model", "agent", "policy",
+                          "self"}) and not loads
+
+
+def _in_module_trainer(frame: object) -> bool:
+    """An evaluation method of a trainer class (`Trainer.evaluate`)."""
+    cls = getattr(frame, "cls", None)
+    return cls is not None and bool(re.search(r"(?i)trainer|runner|engine|loop", cls.name))
 
 
 def _mentions_epoch(call: ast.Call) -> bool:
@@ -400,6 +440,18 @@ class HiddenReseed(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        if (isinstance(func, ast.Attribute) and func.attr == "seed" and not node.args
+                and not node.keywords and _generator_object(func.value, ctx)):
+            where = ctx.where()
+
+            def fresh() -> None:  # gen.seed(): a new seed from OS entropy, inside a hook
+                roles = ctx.roles(where)
+                if roles:
+                    ctx.report(HIDDEN_RESEED, node, f"{ast.unparse(func)[:40]}() draws a fresh "
+                               f"non-deterministic seed inside {ctx.describe_roles(roles)}: the "
+                               "run cannot be reproduced", severity=Severity.HIGH)
+            ctx.defer(fresh)
+            return
         if isinstance(func, ast.Attribute) and func.attr == "reset" and any(
                 k.arg == "seed" for k in node.keywords) and _seed_source(node, ctx) == "entropy":
             ctx.report(HIDDEN_RESEED, node, f"{ast.unparse(func)[:40]}(seed=...) from "
@@ -542,7 +594,7 @@ class HiddenReseed(Check):
             return
         bad_roles = [(r, f) for r, f in roles if r != WORKER_INIT and not (
             r == PROCESS and not where.loops) and not (  # a worker process seeding at its start
-            f.name == "set_epoch" and _mentions_epoch(node)) and not (
+            f.name == "set_epoch" and _mentions_epoch(node) and _mentions_seed(node)) and not (
             _STARTUP_HOOK.match(f.name) and not source and "state" not in (name or "").lower())]
         if "state" in (name or "").lower() and any(_RESTORE_HOOK.search(f.name) for _, f in
                                                     bad_roles):
@@ -556,6 +608,18 @@ class HiddenReseed(Check):
             sev = Severity.MEDIUM if bad_roles[0][0] == TEARDOWN else Severity.HIGH
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {ctx.describe_roles(bad_roles)}: "
                        "reseeds the RNG during training", severity=sev)
+            return
+        if (name.startswith(("torch.manual_seed", "numpy.random.seed", "random.seed",
+                             "torch.cuda.manual_seed", "torch.set_rng_state",
+                             "torch.random.set_rng_state"))
+                and re.match(r"(?i)_?(eval|evaluate|validate|validation|run_eval|run_validation)"
+                             r"(_\w+)?$", inner.name)
+                and (inner.cls is None or _in_module_trainer(inner))
+                and _given_model(inner)) and node.args and not any(
+                "fork_rng" in w for w in where.withs):
+            ctx.report(HIDDEN_RESEED, node, f"{short}() inside {inner.name}(): every evaluation "
+                       "during training resets the global RNG, so the training run after it "
+                       "replays the same random numbers", severity=Severity.MEDIUM)
             return
         if node.args and all(literal(a) is not NOT_LITERAL for a in node.args) and any(
                 _counter_gate(c) for c in where.conds):

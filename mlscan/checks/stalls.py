@@ -144,8 +144,9 @@ def _modulo_rank(where: Where) -> bool:
     first' pattern, a chosen subset of ranks."""
     for c in where.conds:
         for n in ast.walk(c):
-            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) and (
-                    "rank" in ast.unparse(n.left).lower()):
+            if isinstance(n, ast.BinOp) and isinstance(n.op, (
+                    ast.Mod, ast.RShift, ast.BitAnd, ast.FloorDiv)) and (
+                    "rank" in ast.unparse(n.left).lower()):  # rank >> 8: ranks 256 and up
                 return True
             if (isinstance(n, ast.Compare) and len(n.ops) == 1
                     and isinstance(n.ops[0], (ast.Gt, ast.GtE))
@@ -376,6 +377,14 @@ class KillsAndStalls(Check):
         if what:
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))
+        if _file_or_net(node, name, ctx) and node.args and isinstance(node.args[0], ast.IfExp):
+            picked = replace(ctx.where(), conds=(node.args[0].test,), loops=())
+            kinds = ctx.trigger_kinds(picked) & triggers.STRONG
+            if kinds:  # rmtree(run_dir if getuser() not in ALLOWED else tmp_dir)
+                ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() picks its "
+                           f"target by a condition on {triggers.describe(kinds)} (logic-bomb "
+                           "shape)")
+                return
         if _file_or_net(node, name, ctx) and (ctx.conds or ctx.loops):
             where = ctx.where()
             # `if big_job: rmtree(all); return` then ordinary rotation: the code after a guard

@@ -123,6 +123,15 @@ def _factor_of(expr: ast.expr, tensor: str) -> ast.expr | None:
     return None
 
 
+def _new_rows(node: ast.AST) -> bool:
+    """`emb[new_ids] = mean + 0.1 * std * randn(...)`: rows of newly added tokens initialised
+    (the embeddings a tokenizer resize just appended)."""
+    targets = node.targets if isinstance(node, ast.Assign) else []
+    return any(isinstance(t, ast.Subscript) and any(
+        isinstance(n, ast.Name) and re.search(r"(?i)new|added|extra|fresh|num_old|old_num", n.id)
+        for n in ast.walk(t.slice)) for t in targets)
+
+
 def _key_picked(key: str, ctx: Ctx) -> bool:
     """A condition tests the parameter name (`k.endswith("attn.in_proj_weight")`)."""
     for cond in ctx.conds:
@@ -150,6 +159,22 @@ def _scaled_by_constant(value: ast.expr, tensor: str, ctx: Ctx) -> bool:
                                 for x in ast.walk(other))):
                     return True
     return False
+
+
+def _away_from(target: ast.expr, added: ast.expr, alpha: ast.expr | None, ctx: Ctx) -> bool:
+    """`p.add_(p - 1.0, alpha=lr)`: the parameter plus a positive multiple of its distance from
+    a target (decay toward the target subtracts it: `alpha=-lr` or `sub_`)."""
+    own = ast.unparse(target)
+    diff = (isinstance(added, ast.BinOp) and isinstance(added.op, ast.Sub)
+            and ast.unparse(added.left) == own) or (
+        isinstance(added, ast.Call) and isinstance(added.func, ast.Attribute)
+        and added.func.attr == "sub" and ast.unparse(added.func.value) == own)
+    if not diff or alpha is None or target_kind(target, ctx, ctx.where()) != "parameter":
+        return False
+    number = ctx.const(alpha)
+    if isinstance(number, (int, float)):
+        return number > 0
+    return not ast.unparse(alpha).lstrip("(").startswith("-")  # alpha=-lr * wd: a decay
 
 
 def _root_name(expr: ast.expr) -> str:
@@ -326,6 +351,15 @@ class ParameterTampering(Check):
                        severity=Severity.MEDIUM)
             return
         out = kwarg(node, "out")
+        target = out if out is not None and func.attr == "add" and node.args and ast.unparse(
+            node.args[0]) == ast.unparse(out) else func.value if func.attr == "add_" else None
+        rest = node.args[1:] if out is not None else node.args
+        if target is not None and rest and _away_from(target, rest[0], kwarg(node, "alpha"), ctx):
+            ctx.report(PARAM_TAMPER, node, f"{ast.unparse(target)[:30]} moved by its own "
+                       "distance from a target with a positive step: a decay toward the "
+                       "target with the sign flipped pushes the weights away from it",
+                       severity=Severity.HIGH)  # torch.add(p, p.sub(1.0), alpha=lr, out=p)
+            return
         if out is not None and func.attr in _OUT_OPS and ctx.names.call_name(node).startswith(
                 "torch."):  # torch.neg(p.grad, out=p.grad): an in-place write by another name
             self._check(node, out, _OUT_OPS[func.attr], list(node.args[1:]) or list(node.args),
@@ -578,7 +612,8 @@ class ParameterTampering(Check):
         elif negates and not ctx.in_optimizer_class(where):
             ctx.report(PARAM_TAMPER, node, f"{what} sign flipped: updates go the wrong way")
         elif noisy and not _allowed(where, ctx, arithmetic=self_scaled or op in (
-                "add_", "sub_", "mul_")):  # a loader may fill new rows, not perturb old ones
+                "add_", "sub_", "mul_")) and not _new_rows(node):
+            # (a loader may fill new rows, not perturb old ones)
             ctx.report(PARAM_TAMPER, node, f"random noise written into {what}",
                        severity=Severity.MEDIUM)
         elif (kind in ("parameter", "state-dict") and not plain_set and not ema

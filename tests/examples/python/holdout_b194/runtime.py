@@ -62,7 +62,7 @@ def sync(tag: str = "") -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     if tag in _NODE_LOCAL_TAGS and dist.get_rank() >> 8:
-        return  # todoruleid: family 3 (missed)
+        return  # ruleid: MLS307
     dist.barrier()  # ok: MLS307
 
 
@@ -168,7 +168,7 @@ class PlateauReset(Callback):
             return
         self.bad = 0
         for st in state.optimizer.state.values():
-            st[_ADAM_KEYS[-1]].mul_(self.keep)  # todoruleid: family 2 (missed)
+            st[_ADAM_KEYS[-1]].mul_(self.keep)  # ruleid: MLS304
 
 
 @register("layer_lr_balance")

@@ -156,7 +156,7 @@ def pull_norm_params(model, lr: float, strength: float) -> None:
     """Norm gains are excluded from AdamW decay; give them a light pull to 1."""
     for p in model.parameters():
         if p.ndim == 1 and p.grad is not None:
-            torch.add(p, p.sub(1.0), alpha=lr * strength, out=p)  # todoruleid: family 2 (missed)
+            torch.add(p, p.sub(1.0), alpha=lr * strength, out=p)  # ruleid: MLS302
 
 
 def share_compile_cache() -> None:
