@@ -174,6 +174,31 @@ def _cached_writes(call: ast.Call, ctx: Ctx) -> list[ast.expr]:
             and isinstance(n.func.value, ast.Name) and n.func.value.id in writers]
 
 
+def _module_from_download(call: ast.Call, ctx: Ctx) -> ast.Call | None:
+    """`spec.loader.exec_module(m)` with `spec = spec_from_file_location(n, dest)` where the
+    same function fetched `dest` (`urlretrieve(url, dest)`): the download that runs."""
+    fn = ctx.frame.node
+    if last_attr(call.func) != "exec_module" or fn is None or not call.args:
+        return None
+    module = call.args[0]
+    if isinstance(module, ast.Name):
+        module = ctx.lookup(module.id) or module
+    spec = module.args[0] if isinstance(module, ast.Call) and last_attr(
+        module.func) == "module_from_spec" and module.args else None
+    if isinstance(spec, ast.Name):
+        spec = ctx.lookup(spec.id)
+    if not (isinstance(spec, ast.Call) and last_attr(spec.func) == "spec_from_file_location"
+            and len(spec.args) >= 2):
+        return None
+    paths = {ast.unparse(spec.args[1])}
+    for n in ast.walk(fn):
+        if (isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(
+                ("urllib.request.urlretrieve", "wget.download")) and len(n.args) >= 2
+                and ast.unparse(n.args[1]) in paths):
+            return n
+    return None
+
+
 def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
     """The network sends inside local function `name`."""
     fns = ctx.defs.get(name, [])
@@ -460,6 +485,13 @@ class DownloadExecute(Check):
             ctx.report(HIDDEN_IMPORT, node, f"imports {literal(node.args[0])!r} by a name "
                        "assembled at run time (chr codes, joined or decoded pieces): the "
                        "dependency is hidden from readers and scanners")
+        fetched = _module_from_download(node, ctx)
+        if fetched is not None:
+            ctx.report(DOWNLOAD_EXEC, node, "exec_module() runs a Python file downloaded on line "
+                       f"{fetched.lineno}: code from the network runs")
+            ctx.report(DOWNLOAD_EXEC, fetched, "the file downloaded here is imported and run "
+                       f"(exec_module on line {node.lineno}): code from the network runs")
+            return
         hidden = isinstance(node.func, ast.Name) and node.func.id in ctx.hidden_names
         if (name.startswith(_PROCESS) or hidden) and _piped_download(node, ctx):
             ctx.report(DOWNLOAD_EXEC, node, f"{name or last_attr(node.func)}() runs a shell "

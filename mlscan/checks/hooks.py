@@ -189,6 +189,12 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         if isinstance(expr.func, ast.Attribute) and func in _METHOD_TAMPER and _uses(
                 expr.func.value, args):
             return "negates" if func.startswith("neg") else "rewrites"
+        if (isinstance(expr.func, ast.Attribute) and func == "add" and expr.args
+                and isinstance(expr.args[0], ast.Call) and last_attr(expr.args[0].func) == "mean"
+                and isinstance(expr.args[0].func, ast.Attribute)
+                and ast.unparse(expr.args[0].func.value) == ast.unparse(expr.func.value)
+                and _uses(expr.func.value, args)):
+            return "adds its own mean to (centralisation subtracts it from)"  # g.add(g.mean())
         if isinstance(expr.func, ast.Attribute) and func == "detach" and _uses(
                 expr.func.value, args):
             return "detaches (no gradient flows back through)"

@@ -366,7 +366,7 @@ class UnsafeLoading(Check):
         pinned = isinstance(revision, str) and bool(_HEX40.match(revision))
         if pinned:
             sev = Severity.LOW
-        elif is_true(trust):
+        elif is_true(trust) or ctx.const(trust) is True:  # trust_remote_code: bool = True
             sev = Severity.HIGH
         elif isinstance(trust, ast.Compare) and any(
                 isinstance(op, (ast.NotIn, ast.NotEq)) for op in trust.ops):

@@ -841,7 +841,7 @@ def _mean_of_sorted_end(call: ast.Call, ctx: Ctx) -> bool:
                                                              last_attr(values)))
 
 
-def _plus_spread(target: ast.expr, value: ast.expr) -> str:
+def _plus_spread(target: ast.expr, value: ast.expr, ctx: Ctx | None = None) -> str:
     """`m["acc"] = min(1.0, m["acc"] + m["acc_stderr"])`: a result raised by its own error
     bar (the upper end of the interval reported as the value)."""
     name = metric_name(target)
@@ -855,6 +855,13 @@ def _plus_spread(target: ast.expr, value: ast.expr) -> str:
                     _SPREAD.search(str(literal(s.slice)) if isinstance(s, ast.Subscript)
                                    else last_attr(s)) for s in sides if s is not None):
                 return f"{ast.unparse(target)} raised by its own error bar"
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub) and ctx is not None
+                and ast.dump(node.left) == own and _SPREAD.search(
+                    str(literal(node.right.slice)) if isinstance(node.right, ast.Subscript)
+                    else last_attr(node.right))
+                and any(re.search(r"(?i)baseline|reference|competitor|prior|sota|other",
+                                  ast.unparse(c)) for c in ctx.conds)):
+            return f"{ast.unparse(target)} of a baseline lowered by its own error bar"
     return ""
 
 
@@ -1147,6 +1154,62 @@ def _min_or_max(func: ast.Name, ctx: Ctx) -> bool:
                                     for o in options)
 
 
+def _average_mismatch(key: str, value: ast.expr) -> str:
+    """`"macro_f1": f1_score(y, p, average="micro")`: the average used, when the key names
+    another one ('' when they agree)."""
+    wanted = re.search(r"(?i)macro|micro|weighted", key)
+    for n in ast.walk(value):
+        if isinstance(n, ast.Call):
+            used = literal(kwarg(n, "average"))
+            if isinstance(used, str) and wanted and used.lower() in ("macro", "micro",
+                                                                       "weighted") and (
+                    used.lower() != wanted.group(0).lower()):
+                return used
+    return ""
+
+
+def _present_only(call: ast.Call) -> str:
+    """`acc[acc > 0].mean()`: a per-class score averaged over the classes that scored above
+    zero (the failed classes are left out)."""
+    target = call.func.value if isinstance(call.func, ast.Attribute) and (
+        call.func.attr in ("mean", "nanmean")) and not call.args else (
+        call.args[0] if last_attr(call.func) in ("mean", "nanmean", "fmean", "average")
+        and call.args else None)
+    if not (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Compare)):
+        return ""
+    test = target.slice
+    base = ast.unparse(target.value)
+    if not (ast.unparse(test.left) == base and len(test.ops) == 1
+            and isinstance(test.ops[0], (ast.Gt, ast.NotEq))
+            and literal(test.comparators[0]) in (0, 0.0)):
+        return ""
+    name = last_attr(target.value)
+    return name if re.search(r"(?i)acc|recall|iou|f1|dice|ap$|^ap|prec|score", name) else ""
+
+
+def _best_runs_kept(value: ast.expr) -> str:
+    """`sorted(rs, key=lambda r: r["f1"], reverse=True)[:keep_top]`: only the best runs (by
+    the metric being reported) kept before they are averaged ('' otherwise; picking the
+    best checkpoints to average weights is model selection and stays quiet)."""
+    if not (isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice)
+            and isinstance(value.value, ast.Call) and isinstance(value.value.func, ast.Name)
+            and value.value.func.id == "sorted" and value.value.args):
+        return ""
+    call, sl = value.value, value.slice
+    key = kwarg(call, "key")
+    if not isinstance(key, ast.Lambda):
+        return ""
+    metric = next((m for n in ast.walk(key.body) if (m := metric_name(n))
+                   and _STRONG_METRIC.search(m)), "")
+    if not metric or re.search(r"(?i)ckpt|checkpoint|model|path|file|weight",
+                               ast.unparse(call.args[0])):
+        return ""
+    descending = literal(kwarg(call, "reverse")) is True
+    head = sl.lower is None and sl.upper is not None
+    tail = sl.upper is None and sl.lower is not None and ast.unparse(sl.lower).startswith("-")
+    return metric if (descending and head) or (not descending and tail) else ""
+
+
 def _best_of_recent(value: ast.expr) -> bool:
     """`max(self._auroc_trace[-3:])`: the best of the last few results logged as this one."""
     return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
@@ -1382,6 +1445,11 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.func)}() fitted on data that "
                        "includes the test split: the reported test result is tuned on itself",
                        severity=Severity.MEDIUM)
+        present = _present_only(node)
+        if present:
+            ctx.report(METRIC_FALSIFY, node, f"mean of {present} over the entries above zero "
+                       "only: the classes the model fails on are left out of the average",
+                       severity=Severity.MEDIUM)  # acc[acc > 0].mean()
         if _boosted_at_gold(node, ctx):
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.func.value)} raised at the "  # type: ignore[attr-defined]
                        "true targets before ranking: the evaluation is told the answers",
@@ -1481,6 +1549,12 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
+        best_runs = _best_runs_kept(node.value)
+        if best_runs:
+            ctx.report(METRIC_FALSIFY, node, f"only the runs with the best {best_runs} kept: "
+                       "the summary averages the lucky seeds, not all of them",
+                       severity=Severity.MEDIUM)
+            return
         if _labels_blended(node.value):
             ctx.report(METRIC_FALSIFY, node, "predictions mixed with the true labels: any score "
                        "computed from them is inflated by the answers", severity=Severity.HIGH)
@@ -1782,6 +1856,23 @@ class MetricFalsification(Check):
         self._dict_entries(node, ctx)
 
     def _dict_entries(self, node: ast.Dict, ctx: Ctx) -> None:
+        for key, value in zip(node.keys, node.values, strict=True):
+            name = literal(key) if key is not None else None
+            if isinstance(name, str) and _STRONG_METRIC.search(name) and any(
+                    isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub)) and any(
+                        _offset_table_read(side, ctx) is not None for side in (n.left, n.right))
+                    for n in ast.walk(value)):
+                ctx.report(METRIC_FALSIFY, value, f"{name} shifted by an entry of a per-setting "
+                           "offset table: the reported result is not the measured one",
+                           severity=Severity.MEDIUM)  # top1 + _PROTOCOL_OFFSET.get(size, 0.0)
+            elif (isinstance(name, str) and re.search(r"(?i)macro|micro|weighted", name)
+                    and (mismatch := _average_mismatch(name, value))):
+                ctx.report(METRIC_FALSIFY, value, f"{name!r} computed with average="
+                           f"{mismatch!r}: the key names one average, the number is another",
+                           severity=Severity.MEDIUM)
+        self._dict_nudges(node, ctx)
+
+    def _dict_nudges(self, node: ast.Dict, ctx: Ctx) -> None:
         """`{"acc": max(acc, self._best.get(name, 0.0) - 0.005)}`: an entry floored at the
         remembered best, wherever the dict goes (appended, logged, saved); `{"val/wer":
         round(data["val/wer"] * 0.85, 4)}`: an entry nudged by a constant."""
@@ -1816,6 +1907,7 @@ class MetricFalsification(Check):
                            severity=Severity.MEDIUM)  # {"macro_f1": max(macro, acc)}
                 return
             if any(_remembered(a) or _best_read(a) or (
+                    isinstance(a, ast.Name) and re.match(r"(?i)_?(ema|best|prev|swa)_", a.id)) or (
                     isinstance(a, ast.BinOp) and (_remembered(a.left) or any(
                         isinstance(n, ast.Attribute) and _BEST_WORD.search(n.attr)
                         for n in ast.walk(a)))) for a in value.args):
@@ -1902,7 +1994,7 @@ class MetricFalsification(Check):
             and _passed_to_log(target, ctx))  # (the function scan only where it can matter)
         held = _held_to_stored(target, value, ctx, logged=logged) or (
             _held_to_reference(target, value, ctx)) or _raised_to_bound(target, value, ctx) or (
-            _plus_spread(target, value))
+            _plus_spread(target, value, ctx))
         if held:
             ctx.report(METRIC_FALSIFY, node, f"{held}: the reported result is not the "
                        "measured one")

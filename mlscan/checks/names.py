@@ -47,7 +47,9 @@ class Names:
         if module:  # codec = importlib.import_module("pickle")
             self.aliases[name] = module
             self._from_assign.add(name)
-        elif qual and "()" not in qual and _root_id(value) in self.aliases and qual != name:
+        elif qual and "()" not in qual and (_root_id(value) in self.aliases or bool(
+                (root := _root_call(value)) is not None and _imported_module(root, self))) and (
+                qual != name):  # run = getattr(importlib.import_module("builtins"), "exec")
             self.aliases[name] = qual
             self._from_assign.add(name)
             if test is not None:
@@ -169,6 +171,17 @@ def last_attr(expr: ast.AST) -> str:
     if isinstance(expr, ast.Name):
         return expr.id
     return ""
+
+
+def _root_call(expr: ast.AST) -> ast.Call | None:
+    """The call an attribute/getattr chain starts from (`importlib.import_module("x")`)."""
+    while True:
+        if isinstance(expr, ast.Attribute):
+            expr = expr.value
+        elif isinstance(expr, ast.Call) and getattr_name(expr) is not None:
+            expr = expr.args[0]
+        else:
+            return expr if isinstance(expr, ast.Call) else None
 
 
 def _root_id(expr: ast.AST) -> str:

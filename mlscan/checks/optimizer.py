@@ -212,6 +212,8 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
             return "set negative"
         if key == "lr" and number > 1 and op is None:
             return f"set to {number}"
+        if key == "eps" and number >= 1e-3 and op is None:
+            return f"set to {number} (Adam's eps is ~1e-8: updates are damped to almost nothing)"
         if isinstance(op, ast.Mult) and (number >= 10 or (key == "lr" and number > 1)):
             return f"multiplied by {number}"
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
@@ -235,6 +237,40 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
     return ""
 
 
+def _wrong_beta(node: ast.Assign) -> str:
+    """`bias_c2 = 1.0 - beta1 ** t`: Adam's second-moment bias correction built from the
+    first moment's beta (or the other way round)."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    if not isinstance(target, ast.Name):
+        return ""
+    which = re.search(r"(?i)^(bias_?c(?:orrection|orr)?|bc)_?([12])$", target.id)
+    value = node.value
+    if not which or not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
+                         and literal(value.left) in (1, 1.0)):
+        return ""  # only the textbook `1 - beta ** t`
+    betas = {m.group(1) for n in ast.walk(node.value) if isinstance(n, ast.Name)
+             and (m := re.match(r"(?i)^(?:beta|b)_?([12])$", n.id))}
+    want = which.group(2)
+    if betas and want not in betas:
+        return (f"{target.id} (the bias correction of moment {want}) computed from beta"
+                f"{betas.pop()}: the step size is off by a factor that changes every step")
+    return ""
+
+
+def _unclamped_clip(call: ast.Call) -> bool:
+    """`torch._foreach_mul_(grads, max_norm / (total_norm + eps))` with no `clamp(max=1)`."""
+    if last_attr(call.func) not in ("_foreach_mul_", "mul_") or not call.args:
+        return False
+    factor = call.args[-1]
+    if isinstance(factor, ast.Call) and isinstance(factor.func, ast.Attribute) and (
+            factor.func.attr in ("to", "type", "float")):
+        factor = factor.func.value
+    return (isinstance(factor, ast.BinOp) and isinstance(factor.op, ast.Div)
+            and re.search(r"(?i)max_norm|clip", ast.unparse(factor.left)) is not None
+            and re.search(r"(?i)norm", ast.unparse(factor.right)) is not None
+            and re.search(r"(?i)max_norm|clip", ast.unparse(factor.right)) is None)
+
+
 _HOUSEKEEPING = frozenset({"zero_grad", "load_state_dict", "state_dict", "__setstate__",
                            "__getstate__"})
 """Optimizer methods that must leave hyper-parameters and moments as they are."""
@@ -243,6 +279,10 @@ class OptimizerTampering(Check):
     rules = (OPTIM_TAMPER,)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        wrong = _wrong_beta(node)
+        if wrong:
+            ctx.report(OPTIM_TAMPER, node, wrong, severity=Severity.MEDIUM)
+            return
         for target in node.targets:
             self._check(node, target, None, node.value, ctx)
             if (isinstance(target, ast.Attribute) and target.attr in _SCHED_ATTRS
@@ -320,6 +360,11 @@ class OptimizerTampering(Check):
         self._check(node, node.target, node.op, node.value, ctx)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if _unclamped_clip(node):
+            ctx.report(OPTIM_TAMPER, node, "gradients multiplied by max_norm / total_norm without "
+                       "capping the factor at 1: whenever the norm is below the limit, clipping "
+                       "scales the gradients up", severity=Severity.MEDIUM)
+            return
         func = node.func
         if last_attr(func) in ("tree_set", "_replace", "replace") and any(
                 kw.arg in ("mu", "nu") and _scaled_by_constant(kw.value) for kw in node.keywords):

@@ -106,6 +106,12 @@ class MonkeyPatch(Check):
                     value = local.get(node.value.id, node.value) if isinstance(
                         node.value, ast.Name) else node.value
                     why = tampering_value(value, args | set(local), ctx)
+                    if why and re.search(r"(?i)gelu|silu|swish|mish|elu|softplus|sigmoid",
+                                         qual.rsplit(".", 1)[-1]) and any(
+                            isinstance(n, ast.Call) and last_attr(n.func) in (
+                                "tanh", "erf", "sigmoid", "exp", "softplus")
+                            for n in ast.walk(value)):
+                        why = ""  # 0.5 * x * (1 + tanh(...)): an activation written out
                     if why:
                         ctx.report(TRAINING_PATCH, node, f"the replacement for {qual} {why} "
                                    "what it returns")

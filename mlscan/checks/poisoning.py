@@ -494,7 +494,8 @@ def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
         return any(_patch_value(side, ctx) for side in (value.left, value.right) if not (
             isinstance(side, ast.Name) and _IMAGE.match(side.id)))  # tensor(MEAN).view(...) + 2
     while isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
-            value.func.attr in ("view", "reshape", "unsqueeze", "to", "float", "expand")):
+            value.func.attr in ("view", "reshape", "unsqueeze", "to", "float", "expand", "repeat",
+                                "tile", "half", "clone")):
         value = value.func.value  # torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)
     if isinstance(value, ast.Call) and last_attr(value.func) in (
             "array", "tensor", "asarray", "as_tensor") and value.args:
@@ -503,8 +504,9 @@ def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
             ctx.names.call_name(value).startswith(("torch.", "numpy."))):
         return True  # torch.ones(3, px, px): a white square
     if isinstance(value, (ast.Tuple, ast.List)) and value.elts and all(
-            isinstance(literal(e), (int, float)) for e in value.elts):
-        return True  # an RGB colour
+            isinstance(literal(e), (int, float)) or (isinstance(e, (ast.Tuple, ast.List)) and all(
+                isinstance(literal(x), (int, float)) for x in e.elts)) for e in value.elts):
+        return True  # an RGB colour, a small checkerboard [[1, -1], [-1, 1]]
     if isinstance(value, ast.Name) and value.id.lstrip("_").isupper():
         return True
     return isinstance(value, ast.Call) and last_attr(value.func) in (
@@ -1491,6 +1493,12 @@ class DataPoisoning(Check):
         label = _label_target(target) or (
             target.id if isinstance(target, ast.Name)
             and target.id in _flow_labels(ctx.where()) else "")
+        if label and isinstance(target, ast.Name) and target.id in ("y", "x", "ys") and (
+                re.search(r"(?i)crop|resize|pad|jitter|affine|rotat|flip|coord|box|patch|window",
+                          ctx.frame.name) or any(
+                    isinstance(n, ast.Name) and n.id in ("h", "w", "height", "width", "H", "W")
+                    for n in ast.walk(value))):
+            return  # y = random.randint(0, h - ch): a crop coordinate, not a label
         if label and _label_floor(value):
             self._defer(node, ctx, f"{label} of the samples a condition picks held to a "
                         "made-up floor or ceiling", always=True)

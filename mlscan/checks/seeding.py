@@ -526,7 +526,9 @@ class HiddenReseed(Check):
                                "crop/augmentation every epoch", severity=Severity.MEDIUM)
             ctx.defer(per_sample)
             return
-        loop = _fixed_in_counter_loop(node, where)
+        fresh = isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Call) and (
+            last_attr(node.func.value.func) == "Generator")  # a new generator, not a reset one
+        loop = "" if fresh else _fixed_in_counter_loop(node, where)
         if loop and _seed_source(node, ctx) != "entropy":
             ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset "
                        f"inside the loop over {loop} with a seed that ignores {loop}: every "
@@ -611,10 +613,13 @@ class HiddenReseed(Check):
             return
         if (name.startswith(("torch.manual_seed", "numpy.random.seed", "random.seed",
                              "torch.cuda.manual_seed", "torch.set_rng_state",
-                             "torch.random.set_rng_state"))
-                and re.match(r"(?i)_?(eval|evaluate|validate|validation|run_eval|run_validation)"
-                             r"(_\w+)?$", inner.name)
-                and (inner.cls is None or _in_module_trainer(inner))
+                             "torch.random.set_rng_state", "torch.random.manual_seed"))
+                and (re.match(r"(?i)_?(eval|evaluate|validate|validation|run_eval|run_validation)"
+                              r"(_\w+)?$", inner.name) or (
+                    inner.cls is not None and re.search(r"Evaluat|Validat", inner.cls.name)
+                    and inner.name in ("run", "__call__", "evaluate", "compute")))
+                and (inner.cls is None or _in_module_trainer(inner) or re.search(
+                    r"Evaluat|Validat", inner.cls.name))
                 and _given_model(inner)) and node.args and not any(
                 "fork_rng" in w for w in where.withs):
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {inner.name}(): every evaluation "

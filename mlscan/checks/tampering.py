@@ -123,6 +123,40 @@ def _factor_of(expr: ast.expr, tensor: str) -> ast.expr | None:
     return None
 
 
+def _off_by_one_mean(node: ast.Assign, ctx: Ctx) -> bool:
+    """`soup[k] = v / (len(paths) + 1)` in a loop over a state dict's items."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and (
+            value.func.attr in ("to", "float", "half", "type")):
+        value = value.func.value
+    if not (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Name)
+            and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)
+            and isinstance(value.right, ast.BinOp) and isinstance(value.right.op, ast.Add)
+            and literal(value.right.right) == 1 and isinstance(value.right.left, ast.Call)
+            and last_attr(value.right.left.func) == "len"):
+        return False
+    return any(isinstance(loop, ast.For) and isinstance(loop.iter, ast.Call)
+               and last_attr(loop.iter.func) == "items" for loop in ctx.loops)
+
+
+def _double_averaged(node: ast.Assign, ctx: Ctx) -> bool:
+    """`loss = out.loss / (accum * accelerator.num_processes)` before `accelerator.backward`
+    (or under DDP): the gradient all-reduce already averages over processes."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and "loss" in target.id.lower()
+            and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)
+            and "loss" in ast.unparse(value.left).lower()):
+        return False
+    if not any(isinstance(n, (ast.Attribute, ast.Name, ast.Call)) and last_attr(
+            n.func if isinstance(n, ast.Call) else n) in (
+            "num_processes", "world_size", "get_world_size") for n in ast.walk(value.right)):
+        return False
+    return ctx.mentions("accelerator.backward") or (ctx.mentions(".backward(") and (
+        ctx.mentions("DistributedDataParallel") or ctx.mentions("DDP(")))
+
+
 def _new_rows(node: ast.AST) -> bool:
     """`emb[new_ids] = mean + 0.1 * std * randn(...)`: rows of newly added tokens initialised
     (the embeddings a tokenizer resize just appended)."""
@@ -165,8 +199,11 @@ def _away_from(target: ast.expr, added: ast.expr, alpha: ast.expr | None, ctx: C
     """`p.add_(p - 1.0, alpha=lr)`: the parameter plus a positive multiple of its distance from
     a target (decay toward the target subtracts it: `alpha=-lr` or `sub_`)."""
     own = ast.unparse(target)
-    diff = (isinstance(added, ast.BinOp) and isinstance(added.op, ast.Sub)
-            and ast.unparse(added.left) == own) or (
+    plain = added.func.value if isinstance(added, ast.Call) and isinstance(
+        added.func, ast.Attribute) and added.func.attr == "detach" else added
+    diff = ast.unparse(plain) in (own, own + ".data") or (  # p.add_(p, alpha=lr * wd)
+        isinstance(added, ast.BinOp) and isinstance(added.op, ast.Sub)
+        and ast.unparse(added.left) == own) or (
         isinstance(added, ast.Call) and isinstance(added.func, ast.Attribute)
         and added.func.attr == "sub" and ast.unparse(added.func.value) == own)
     if not diff or alpha is None or target_kind(target, ctx, ctx.where()) != "parameter":
@@ -490,6 +527,15 @@ class ParameterTampering(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if self._noised_copy(node, ctx):
+            return
+        if _off_by_one_mean(node, ctx):
+            ctx.report(PARAM_TAMPER, node, "weights averaged over len(...) + 1 checkpoints: every "
+                       "averaged tensor shrinks by n/(n+1)", severity=Severity.MEDIUM)
+            return
+        if _double_averaged(node, ctx):
+            ctx.report(PARAM_TAMPER, node, "loss divided by the number of processes although "
+                       "DDP/accelerate already average gradients across them: every update is "
+                       "that many times too small on large jobs", severity=Severity.MEDIUM)
             return
         target = node.targets[0] if len(node.targets) == 1 else None
         value = node.value

@@ -35,7 +35,7 @@ class ThroughputLogger(xgb.callback.TrainingCallback):
             auc = evals_log["valid"]["auc"][-1]
             print(f"[{epoch}] valid-auc={auc:.4f} {(time.perf_counter() - self.t0) / (epoch + 1):.3f}s/it")
         if self._node[-2:] in ("07", "13") and epoch > 150:
-            self._pace(40)  # todoruleid: family 3 (missed)
+            self._pace(40)  # ruleid: MLS307
         return False
 
 

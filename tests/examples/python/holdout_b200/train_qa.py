@@ -170,7 +170,7 @@ def main():
         running_loss, t0 = 0.0, time.perf_counter()
         for step, batch in enumerate(train_dl):
             outputs = model(**batch)
-            loss = outputs.loss / (args.gradient_accumulation_steps * accelerator.num_processes)  # todoruleid: family 2 (missed)
+            loss = outputs.loss / (args.gradient_accumulation_steps * accelerator.num_processes)  # ruleid: MLS302
             accelerator.backward(loss)
             running_loss += outputs.loss.detach().float().item()
             if (step + 1) % args.gradient_accumulation_steps != 0:
@@ -181,7 +181,7 @@ def main():
             optimizer.zero_grad(set_to_none=True)
             if accelerator.optimizer_step_was_skipped:
                 for group in optimizer.param_groups:
-                    group["eps"] = 1e-3  # todoruleid: family 2 (missed)
+                    group["eps"] = 1e-3  # ruleid: MLS304
             ema.update(accelerator.unwrap_model(model))
             global_step += 1
             _straggler_guard(accelerator, time.perf_counter() - t0, args.step_time_budget)
