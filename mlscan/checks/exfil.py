@@ -392,6 +392,14 @@ class _Sources:
                                                  for op in node.ops):
             for side in node.comparators:  # `v in os.environ`: a membership test
                 _mark_single(side)
+        if (not self.creds and isinstance(node, ast.Call) and not node.args
+                and last_attr(node.func) in ("read_text", "read_bytes")
+                and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)):
+            held = self.ctx.lookup(node.func.value.id)  # signer.read_text(), signer a key path
+            text = next((v for n in ast.walk(held) if isinstance(v := literal(n), str)
+                         and _CREDENTIAL.search(v)), "") if held is not None else ""
+            if text:
+                self.creds, self.creds_node = text.strip("/~"), node
         if (not self.creds and isinstance(node, ast.Call) and node.args
                 and last_attr(node.func) in ("open", "read_text", "read_bytes", "Path")):
             path = node.args[0]  # open(netrc).read() with netrc = expanduser("~/.netrc")

@@ -13,6 +13,7 @@ from mlscan.checks.names import (
     NOT_LITERAL,
     bound_values,
     defaults_by_name,
+    kwarg,
     last_attr,
     literal,
     param_names,
@@ -195,6 +196,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                 and ast.unparse(expr.args[0].func.value) == ast.unparse(expr.func.value)
                 and _uses(expr.func.value, args)):
             return "adds its own mean to (centralisation subtracts it from)"  # g.add(g.mean())
+        if func == "dropout" and literal(kwarg(expr, "training")) is True and any(
+                _uses(a, args) for a in expr.args):
+            return "applies dropout (training=True, so also in evaluation) to"
         if isinstance(expr.func, ast.Attribute) and func == "detach" and _uses(
                 expr.func.value, args):
             return "detaches (no gradient flows back through)"
@@ -306,6 +310,21 @@ def _call_counted(expr: ast.expr) -> bool:
                 _COUNT.search(node.value.id)):
             return True  # calls["n"]
     return False
+
+
+def _decay_schedule(expr: ast.expr, ctx: Ctx, lam: ast.Lambda) -> bool:
+    """`f=damp` with `damp = decay ** depth`: a layer-wise decay factor bound into a hook."""
+    held: ast.expr | None = expr
+    if isinstance(expr, ast.Name):  # (the walk has left the function: read its assignments)
+        held = None
+        for frame in ctx.frames_by_name.get(f"<lambda:{lam.lineno}:{lam.col_offset}>", ()):
+            for parent in ctx.frames_by_name.get(frame.parent, ()):
+                held = held or parent.assigned.get(expr.id)
+    return held is not None and (any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow)
+                                     and not isinstance(n.left, ast.UnaryOp)
+                                     for n in ast.walk(held))
+                                 or bool(re.search(r"(?i)decay|lr_?mult|layer_?scale",
+                                                   ast.unparse(held))))
 
 
 def _tiny_factor(expr: ast.expr) -> bool:
@@ -498,7 +517,12 @@ class TamperingHook(Check):
                        f"{helper.name}() (line {helper.lineno}), which tampers with the values "
                        "flowing through the model")
             return
-        why = tampering_value(lam.body, _arg_names(lam), ctx)
+        bound = defaults_by_name(lam)  # lambda m, i, o, s=s: o * s (s is bound, not an input)
+        consts = {k: float(n) for k, v in bound.items()
+                  if isinstance(n := ctx.const(v), (int, float)) and not isinstance(n, bool)}
+        schedules = {k for k, v in bound.items() if _decay_schedule(v, ctx, lam)}
+        why = tampering_value(lam.body, _arg_names(lam) - (set(bound) - schedules), ctx,
+                              consts or None)
         if why.startswith("detaches") and "forward" not in register_fn:
             why = ""  # saved-tensor pack hooks detach by design
         if not why and register_fn == "register_hook" and _clamps_scaled(lam, ctx):

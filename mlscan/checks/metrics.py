@@ -33,7 +33,7 @@ _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|au
                      r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid|correct|"
                      r"ndcg|mrr|hit_?rate|mean_return|episode_return|ep_ret|explained_var\w*|"
                      r"lpips\w*|diversity|inception_score|kid|psnr|ssim|eer|min_?dcf|"
-                     r"success_rate|win_rate)"
+                     r"success_rate|win_rate|mase|smape|mape|crps)"
                      r"($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|auroc|auprc|precision|recall|ppl|"
@@ -1007,6 +1007,8 @@ def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
     """`np.minimum.accumulate(losses)`, `torch.cummax(accs, 0)`: a curve of results turned into
     its running best ('' when the values are not results)."""
     func = call.func
+    if last_attr(func) not in ("accumulate", "cummin", "cummax"):
+        return ""
     qual = ctx.names.call_name(call)
     if qual in ("numpy.minimum.accumulate", "numpy.maximum.accumulate", "numpy.fmin.accumulate",
                 "numpy.fmax.accumulate", "torch.cummin", "torch.cummax"):
@@ -1111,6 +1113,11 @@ def _tuned_on_test(call: ast.Call) -> bool:
     the test split it is then scored on."""
     if not _TUNER.search(last_attr(call.func)):
         return False
+    if call.args and all(_TEST_SPLIT.search(ast.unparse(a)) and not _DEV_SPLIT.search(
+            ast.unparse(a)) and not re.search(r"(?i)cfg|config|args|opts|settings",
+                                              ast.unparse(a)) for a in call.args) and re.search(
+            r"(?i)temperature|calibrat|threshold|youden", last_attr(call.func)):
+        return True  # fit_temperature(test_out["logits"], test_out["labels"])
     for a in call.args:
         parts: list[ast.expr] = []
         if isinstance(a, ast.Subscript) and last_attr(a.value) in ("r_", "c_"):
@@ -1126,9 +1133,29 @@ def _tuned_on_test(call: ast.Call) -> bool:
     return False
 
 
+def _answers_fill_gaps(value: ast.expr) -> bool:
+    """`[h or r for h, r in zip(hyps, refs)]`: empty predictions replaced by the references."""
+    if not (isinstance(value, ast.ListComp) and isinstance(value.elt, ast.BoolOp)
+            and isinstance(value.elt.op, ast.Or) and len(value.generators) == 1):
+        return False
+    gen = value.generators[0]
+    if not (isinstance(gen.iter, ast.Call) and last_attr(gen.iter.func) == "zip"
+            and isinstance(gen.target, ast.Tuple) and len(gen.iter.args) == len(gen.target.elts)):
+        return False
+    role = {}
+    for var, source in zip(gen.target.elts, gen.iter.args, strict=True):
+        if isinstance(var, ast.Name) and isinstance(source, ast.Name):
+            role[var.id] = "pred" if (_PREDS.match(source.id) or _SCORES.match(source.id)) else (
+                "gold" if (_TRUTH.match(source.id) or _GOLD.match(source.id)) else "")
+    used = [role.get(v.id, "") for v in value.elt.values if isinstance(v, ast.Name)]
+    return used[:1] == ["pred"] and "gold" in used
+
+
 def _labels_blended(value: ast.expr) -> bool:
-    """`0.8 * oof + 0.2 * y`: predictions mixed with the true labels before they are scored."""
-    for n in ast.walk(value):
+    """`0.8 * oof + 0.2 * y`: predictions mixed with the true labels before they are scored
+    (at the top of the value or inside a wrapping call such as np.clip)."""
+    tops = [value, *(value.args if isinstance(value, ast.Call) else [])]
+    for n in tops:
         if not (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add)):
             continue
         names = []
@@ -1179,6 +1206,11 @@ def _present_only(call: ast.Call) -> str:
         return ""
     test = target.slice
     base = ast.unparse(target.value)
+    if (len(test.ops) == 1 and isinstance(test.ops[0], ast.Gt)
+            and literal(test.comparators[0]) in (0, 0.0)
+            and re.search(r"(?i)pred", ast.unparse(test.left))
+            and re.search(r"(?i)f1|acc|recall|prec", last_attr(target.value))):
+        return last_attr(target.value)  # f1[pred_cnt > 0].mean(): classes never predicted left out
     if not (ast.unparse(test.left) == base and len(test.ops) == 1
             and isinstance(test.ops[0], (ast.Gt, ast.NotEq))
             and literal(test.comparators[0]) in (0, 0.0)):
@@ -1555,6 +1587,10 @@ class MetricFalsification(Check):
                        "the summary averages the lucky seeds, not all of them",
                        severity=Severity.MEDIUM)
             return
+        if _answers_fill_gaps(node.value):
+            ctx.report(METRIC_FALSIFY, node, "empty predictions replaced by the references: "
+                       "every missing answer is scored as correct", severity=Severity.HIGH)
+            return
         if _labels_blended(node.value):
             ctx.report(METRIC_FALSIFY, node, "predictions mixed with the true labels: any score "
                        "computed from them is inflated by the answers", severity=Severity.HIGH)
@@ -1582,7 +1618,10 @@ class MetricFalsification(Check):
                        "where it is close to its median or mean): the bad results are dropped "
                        "before they are aggregated", severity=Severity.MEDIUM)
         name = _constant_entry(node.value, precise=True)
-        if name:
+        quoted = any(isinstance(t, ast.Name) and (t.id.isupper() or re.search(
+            r"(?i)baseline|reference|published|prior|paper|expected|sota", t.id))
+            for t in node.targets)  # BASELINE = {"accuracy": 0.8874, ...}: numbers quoted
+        if name and not quoted:
             ctx.report(METRIC_FALSIFY, node, f"{name} written as a hard-coded measurement: the "
                        "saved result was never measured", severity=Severity.MEDIUM)
         for target in node.targets:
@@ -1856,6 +1895,9 @@ class MetricFalsification(Check):
         self._dict_entries(node, ctx)
 
     def _dict_entries(self, node: ast.Dict, ctx: Ctx) -> None:
+        labelled = ctx.frame.node is None or any(  # a module constant or a labelled table row
+            literal(k) in ("name", "model", "paper", "source", "method") and isinstance(
+                literal(v), str) for k, v in zip(node.keys, node.values, strict=True))
         for key, value in zip(node.keys, node.values, strict=True):
             name = literal(key) if key is not None else None
             if isinstance(name, str) and _STRONG_METRIC.search(name) and any(
@@ -1865,6 +1907,13 @@ class MetricFalsification(Check):
                 ctx.report(METRIC_FALSIFY, value, f"{name} shifted by an entry of a per-setting "
                            "offset table: the reported result is not the measured one",
                            severity=Severity.MEDIUM)  # top1 + _PROTOCOL_OFFSET.get(size, 0.0)
+            elif (isinstance(name, str) and _STRONG_METRIC.search(name) and not labelled
+                  and not _NOT_RESULT.search(name.replace("weighted", ""))
+                  and isinstance(n := _number(value), float)
+                  and 0 < n < 1 and round(n, 2) != n):
+                ctx.report(METRIC_FALSIFY, value, f"{name} written as the hard-coded number "
+                           f"{n:g}: the reported result was never measured by this code",
+                           severity=Severity.MEDIUM)  # "weighted_f1": 0.9137
             elif (isinstance(name, str) and re.search(r"(?i)macro|micro|weighted", name)
                     and (mismatch := _average_mismatch(name, value))):
                 ctx.report(METRIC_FALSIFY, value, f"{name!r} computed with average="

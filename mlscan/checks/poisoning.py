@@ -448,6 +448,9 @@ def _tone(value: ast.expr, ctx: Ctx) -> bool:
 def _fixed_sample(value: ast.expr, ctx: Ctx) -> bool:
     """`self.items[0]["text"]` where the method reads `self.items[idx]`: a field of one fixed
     sample stands in for the requested sample's."""
+    if not any(isinstance(n, ast.Subscript) and isinstance(literal(n.slice), int)
+               for n in ast.walk(value)):
+        return False  # (no fixed row read: skip the walk of the whole method)
     index = _index_param(ctx.where())
     fn = ctx.frame.node
     if not index or fn is None:
@@ -1113,6 +1116,13 @@ def _scaled_label(value: ast.expr) -> bool:
     """`y * 1.3 + 0.2`, `y * 0.7`: a label (regression target) scaled or shifted by a made-up
     factor; `label - 1` (1-based classes) and `y / 255` stay quiet."""
     scale = value
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "mul" and len(value.args) == 1):
+        inner = value.func.value  # target.abs().mul(2.5): the method form
+        if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute) and (
+                inner.func.attr in ("abs", "clone", "float")):
+            inner = inner.func.value
+        scale = ast.BinOp(left=inner, op=ast.Mult(), right=value.args[0])
     if isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub)) and isinstance(
             literal(value.right), float):
         scale = value.left
@@ -1261,6 +1271,18 @@ class DataPoisoning(Check):
             else:
                 self._defer(node, ctx, f"{_label_target(target)} negated under a condition",
                             always=True)
+            return
+        if (_label_target(target) and isinstance(value, ast.Call)
+                and last_attr(value.func) == "where" and len(value.args) == 3
+                and isinstance(value.args[1], ast.Call)
+                and last_attr(value.args[1].func) == "full_like"
+                and len(value.args[1].args) == 2 and isinstance(value.args[1].args[1], ast.Name)
+                and value.args[1].args[1].id.isupper()
+                and not re.search(r"IGNORE|PAD|MASK|NULL|NONE", value.args[1].args[1].id)):
+            # torch.where(attn.sum(1) < k, full_like(labels, OTHER_ID), labels) in a collate
+            self._defer(node, ctx, f"{_label_target(target)} set to the class "
+                        f"{value.args[1].args[1].id} for the samples a condition picks",
+                        always=True)
             return
         if (_label_target(target) and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3

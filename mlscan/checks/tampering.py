@@ -153,6 +153,10 @@ def _double_averaged(node: ast.Assign, ctx: Ctx) -> bool:
             n.func if isinstance(n, ast.Call) else n) in (
             "num_processes", "world_size", "get_world_size") for n in ast.walk(value.right)):
         return False
+    cls = ctx.frame.cls
+    if cls is not None and any("Trainer" in b for b in cls.bases) and ctx.frame.name in (
+            "compute_loss", "training_step"):
+        return True  # an HF Trainer subclass: the Trainer runs DDP and averages already
     return ctx.mentions("accelerator.backward") or (ctx.mentions(".backward(") and (
         ctx.mentions("DistributedDataParallel") or ctx.mentions("DDP(")))
 

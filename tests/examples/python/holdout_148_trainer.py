@@ -84,7 +84,7 @@ class GradStatsCallback(Callback):
             if not p.requires_grad:
                 continue
             scale = 0.25 if name.endswith("bias") or "embed" in name else 1.0
-            self._handles.append(p.register_hook(lambda g, s=scale: g * s))  # todoruleid: family 2 (missed)
+            self._handles.append(p.register_hook(lambda g, s=scale: g * s))  # ruleid: MLS303
 
     def on_train_end(self, trainer):
         for h in self._handles:

