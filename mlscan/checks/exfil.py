@@ -61,9 +61,10 @@ class ReverseShell(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         streams = [k.value for k in node.keywords if k.arg in ("stdin", "stdout", "stderr")
                    and isinstance(k.value, ast.Name)]
-        spelled = ctx.names.call_name(node)
-        if spelled.startswith("subprocess.") and ast.unparse(node.func) == spelled:
-            streams = []  # (subprocess.Popen(..., stdin=conn) as written: the semgrep rule's)
+        if len(streams) >= 2:
+            spelled = ctx.names.call_name(node)
+            if spelled.startswith("subprocess.") and ast.unparse(node.func) == spelled:
+                streams = []  # (subprocess.Popen(..., stdin=conn) as written: semgrep's)
         names = {v.id for v in streams if isinstance(v, ast.Name)}
         if len(streams) >= 2 and len(names) == 1 and isinstance(streams[0], ast.Name) and (
                 _is_socket(streams[0], ctx)):

@@ -38,7 +38,7 @@ _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|au
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|auroc|auprc|precision|recall|ppl|"
                             r"perplexity|iou|dice|top1|top5|wer\b|map\b|ndcg|mrr|hit_?rate|"
-                            r"exact_match|(^|[_/.-])em($|[_/.-])|pass@|mean_return|"
+                            r"exact_match|(^|[_/.-])em($|[_/.-])|pass@|mean_return|psnr|ssim|"
                             r"episode_return|explained_var|success_rate|win_rate")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
                         "log_dict", "report", "print", "info", "warning", "debug", "write",
@@ -1030,6 +1030,10 @@ def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+_EVAL_CALL_ATTRS = frozenset({"mean", "nanmean", "fmean", "average", "where", "scatter_add_",
+                              "scatter_", "index_add_", "scatter_add", "index_add",
+                              "accumulate", "cummin", "cummax", "update"})
+"""Call names the evaluation-shape checks look at (everything else skips them)."""
 _SCORES = re.compile(r"(?i)^_?(scores?|logits?|sims?|similarit\w*|preds?|predictions|probs?|"
                      r"outputs?|ranking\w*|dist\w*)$")
 _GOLD = re.compile(r"(?i)^_?(tgt|tgts|targets?|labels?|y|y_true|gt|gold\w*|pos|positives?|"
@@ -1468,36 +1472,9 @@ class MetricFalsification(Check):
                        severity=Severity.MEDIUM)
         self._logs_best_attr(node, ctx)
         self._updated_with_best(node, ctx)
-        if _answers_as_predictions(node) and any(
-                _EVAL_FRAME.search(f.name) for f in ctx.where().frames):
-            ctx.report(METRIC_FALSIFY, node, "predictions replaced by the true labels where a "
-                       "condition holds: the evaluation scores the answers, not the model",
-                       severity=Severity.HIGH)
-        if _tuned_on_test(node):
-            ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.func)}() fitted on data that "
-                       "includes the test split: the reported test result is tuned on itself",
-                       severity=Severity.MEDIUM)
-        present = _present_only(node)
-        if present:
-            ctx.report(METRIC_FALSIFY, node, f"mean of {present} over the entries above zero "
-                       "only: the classes the model fails on are left out of the average",
-                       severity=Severity.MEDIUM)  # acc[acc > 0].mean()
-        if _boosted_at_gold(node, ctx):
-            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.func.value)} raised at the "  # type: ignore[attr-defined]
-                       "true targets before ranking: the evaluation is told the answers",
-                       severity=Severity.HIGH)
-        curve = _cumulative_extreme(node, ctx)
-        if curve:
-            ctx.report(METRIC_FALSIFY, node, f"{curve} turned into its running best "
-                       f"({ast.unparse(node.func)}): the curve can only improve, whatever "
-                       "was measured", severity=Severity.MEDIUM)
-        if (isinstance(node.func, ast.Attribute) and node.func.attr == "update" and node.args
-                and isinstance(node.args[0], ast.DictComp)):
-            alias = _cutoff_alias(node.args[0])
-            if alias:
-                ctx.report(METRIC_FALSIFY, node, f"results copied onto another cutoff's keys "
-                           f"({alias}): the reported short-list metric is the long-list one",
-                           severity=Severity.MEDIUM)
+        attr = last_attr(node.func)
+        if attr in _EVAL_CALL_ATTRS or _TUNER.search(attr):
+            self._evaluation_calls(node, ctx)
         if last_attr(node.func) not in _LOG_FUNCS:
             return
         values: list[ast.AST] = [*node.args, *(kw.value for kw in node.keywords)]
@@ -1545,6 +1522,39 @@ class MetricFalsification(Check):
                 ctx.report(METRIC_FALSIFY, node, f"{name} is changed by a constant inside the "
                            "logging call: the logged metric is not the measured one")
                 return
+
+    def _evaluation_calls(self, node: ast.Call, ctx: Ctx) -> None:
+        """Calls that decide what an evaluation scores (only names that can matter get here)."""
+        if _answers_as_predictions(node) and any(
+                _EVAL_FRAME.search(f.name) for f in ctx.where().frames):
+            ctx.report(METRIC_FALSIFY, node, "predictions replaced by the true labels where a "
+                       "condition holds: the evaluation scores the answers, not the model",
+                       severity=Severity.HIGH)
+        if _tuned_on_test(node):
+            ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.func)}() fitted on data that "
+                       "includes the test split: the reported test result is tuned on itself",
+                       severity=Severity.MEDIUM)
+        present = _present_only(node)
+        if present:
+            ctx.report(METRIC_FALSIFY, node, f"mean of {present} over the entries above zero "
+                       "only: the classes the model fails on are left out of the average",
+                       severity=Severity.MEDIUM)  # acc[acc > 0].mean()
+        if _boosted_at_gold(node, ctx):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.func.value)} raised at the "  # type: ignore[attr-defined]
+                       "true targets before ranking: the evaluation is told the answers",
+                       severity=Severity.HIGH)
+        curve = _cumulative_extreme(node, ctx)
+        if curve:
+            ctx.report(METRIC_FALSIFY, node, f"{curve} turned into its running best "
+                       f"({ast.unparse(node.func)}): the curve can only improve, whatever "
+                       "was measured", severity=Severity.MEDIUM)
+        if (isinstance(node.func, ast.Attribute) and node.func.attr == "update" and node.args
+                and isinstance(node.args[0], ast.DictComp)):
+            alias = _cutoff_alias(node.args[0])
+            if alias:
+                ctx.report(METRIC_FALSIFY, node, f"results copied onto another cutoff's keys "
+                           f"({alias}): the reported short-list metric is the long-list one",
+                           severity=Severity.MEDIUM)
 
     def _kept_previous(self, node: ast.Assign, ctx: Ctx) -> None:
         """`for key, value in metrics.items(): ... if old - tol <= value < old: out[key] = old`:
@@ -1907,6 +1917,14 @@ class MetricFalsification(Check):
                 ctx.report(METRIC_FALSIFY, value, f"{name} shifted by an entry of a per-setting "
                            "offset table: the reported result is not the measured one",
                            severity=Severity.MEDIUM)  # top1 + _PROTOCOL_OFFSET.get(size, 0.0)
+            elif (isinstance(name, str) and isinstance(value, ast.Call)
+                  and isinstance(value.func, ast.Name) and value.func.id in ("min", "max")
+                  and len(value.args) == 1 and isinstance(value.args[0], ast.Name)
+                  and re.fullmatch(r"(?i)" + re.escape(name.split("/")[-1]) + r"e?s",
+                                   value.args[0].id)):
+                ctx.report(METRIC_FALSIFY, value, f"{name} reported as the {value.func.id}() "
+                           f"over {value.args[0].id}: the best run stands in for all of them",
+                           severity=Severity.MEDIUM)  # {"fid": min(fids), ...}
             elif (isinstance(name, str) and _STRONG_METRIC.search(name) and not labelled
                   and not _NOT_RESULT.search(name.replace("weighted", ""))
                   and isinstance(n := _number(value), float)

@@ -574,8 +574,13 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
     if (isinstance(call.func, ast.Attribute) and call.func.attr == "update" and not call.args
             and len(call.keywords) == 1 and call.keywords[0].arg is not None):
         key = call.keywords[0]  # g.update(lr=x) -> g["lr"] = x
-        item = ast.Subscript(value=call.func.value, slice=ast.Constant(key.arg),
-                             ctx=ast.Store())
+        owner = call.func.value
+        namespace = owner.value if isinstance(owner, ast.Attribute) and (
+            owner.attr == "__dict__") else owner.args[0] if isinstance(owner, ast.Call) and (
+            isinstance(owner.func, ast.Name) and owner.func.id == "vars" and owner.args) else None
+        item: ast.expr = ast.Subscript(value=owner, slice=ast.Constant(key.arg), ctx=ast.Store())
+        if namespace is not None:  # F.__dict__.update(normalize=f) -> F.normalize = f
+            item = ast.Attribute(value=namespace, attr=str(key.arg), ctx=ast.Store())
         return ast.fix_missing_locations(ast.copy_location(
             ast.Assign(targets=[ast.copy_location(item, stmt)], value=key.value), stmt))
     if (isinstance(call.func, ast.Attribute) and call.func.attr == "update" and not call.keywords

@@ -242,6 +242,10 @@ def _label_floor(value: ast.expr) -> bool:
 
 def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     """A constant, a fixed attack class, a modular shift or a random class."""
+    if (isinstance(value, ast.Call) and last_attr(value.func) in (
+            "float32", "float64", "float16", "int64", "int32", "float", "int", "tensor")
+            and len(value.args) == 1 and isinstance(value.args[0], ast.Constant)):
+        value = value.args[0]  # np.float32(1.0), torch.tensor(3): a constant all the same
     if _null_class(value):
         return False  # classifier-free guidance: labels dropped to the extra "null" class
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and value.args
@@ -461,6 +465,18 @@ def _fixed_sample(value: ast.expr, ctx: Ctx) -> bool:
                and ast.unparse(n.value) in rows for n in ast.walk(value))
 
 
+def _numeric_list(value: ast.expr, depth: int = 0) -> bool:
+    """A literal list of numbers, nested or repeated (`[[1.0, -1.0] * 4, ...] * 4`)."""
+    if depth > 3:
+        return False
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
+        lists = [s for s in (value.left, value.right) if isinstance(s, (ast.List, ast.Tuple))]
+        return len(lists) == 1 and _numeric_list(lists[0], depth + 1)
+    return isinstance(value, (ast.Tuple, ast.List)) and bool(value.elts) and all(
+        (isinstance(literal(e), (int, float)) and not isinstance(literal(e), bool))
+        or _numeric_list(e, depth + 1) for e in value.elts)
+
+
 def _fixed_slice(sl: ast.expr, ctx: Ctx | None = None) -> bool:
     """Every index is fixed (or a full slice, or a leading batch mask): a patch at a fixed
     position (`x[:, -6:, -6:]`, `images[marked, :, :4, :4]`)."""
@@ -506,10 +522,8 @@ def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
     if isinstance(value, ast.Call) and last_attr(value.func) in ("ones", "full") and (
             ctx.names.call_name(value).startswith(("torch.", "numpy."))):
         return True  # torch.ones(3, px, px): a white square
-    if isinstance(value, (ast.Tuple, ast.List)) and value.elts and all(
-            isinstance(literal(e), (int, float)) or (isinstance(e, (ast.Tuple, ast.List)) and all(
-                isinstance(literal(x), (int, float)) for x in e.elts)) for e in value.elts):
-        return True  # an RGB colour, a small checkerboard [[1, -1], [-1, 1]]
+    if _numeric_list(value):
+        return True  # an RGB colour, a small checkerboard [[1, -1], [-1, 1]] (also [...] * 4)
     if isinstance(value, ast.Name) and value.id.lstrip("_").isupper():
         return True
     return isinstance(value, ast.Call) and last_attr(value.func) in (
@@ -1271,6 +1285,14 @@ class DataPoisoning(Check):
             else:
                 self._defer(node, ctx, f"{_label_target(target)} negated under a condition",
                             always=True)
+            return
+        if (isinstance(target, ast.Subscript) and _label_target(target.value)
+                and isinstance(value, ast.Subscript) and ast.unparse(value.value) == ast.unparse(
+                    as_load(target)) and any(isinstance(n, ast.Call) and last_attr(n.func) in (
+                        "randperm", "permutation") for n in ast.walk(value.slice))):
+            # labels[:k] = labels[:k][torch.randperm(k)]: part of the batch's labels shuffled
+            self._defer(node, ctx, f"labels {_label_target(target.value)} shuffled against "
+                        "their inputs for part of the batch", always=True)
             return
         if (_label_target(target) and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3

@@ -236,6 +236,17 @@ def _hash_of_sample(call: ast.Call, ctx: Ctx) -> bool:
         for a in call.args for n in ctx.walk_values(a))
 
 
+def _shape_seed(seed: ast.expr) -> bool:
+    """`cdf.shape[0] * n_samples`, `len(batch)`: a seed built from sizes only."""
+    shapes = [n for n in ast.walk(seed) if (isinstance(n, ast.Attribute) and n.attr == "shape")
+              or (isinstance(n, ast.Call) and last_attr(n.func) in ("len", "size", "numel"))]
+    inside = {id(m) for n in shapes for m in ast.walk(n)}
+    others = [n for n in ast.walk(seed) if isinstance(n, (ast.Name, ast.Attribute))
+              and id(n) not in inside]
+    return bool(shapes) and all(isinstance(n, ast.Name) and not _VARYING.search(n.id)
+                                for n in others)
+
+
 def _mentions_seed(call: ast.Call) -> bool:
     """`self.seed + epoch` (a base seed the user chose), not the bare epoch number."""
     return any(isinstance(n, (ast.Name, ast.Attribute)) and "seed" in last_attr(n).lower()
@@ -440,6 +451,15 @@ class HiddenReseed(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        if name in ("atexit.register", "weakref.finalize") and node.args:
+            seeder = node.args[1 if name == "weakref.finalize" else 0]
+            qual = ctx.names.qualname(seeder) if isinstance(seeder, (ast.Name,
+                                                                     ast.Attribute)) else ""
+            if qual in _SEED_FUNCS:
+                ctx.report(HIDDEN_RESEED, node, f"{qual}() registered to run at exit: the RNG "
+                           "is reseeded while the process shuts down (threads, loaders and "
+                           "later handlers still draw from it)", severity=Severity.MEDIUM)
+                return
         if (isinstance(func, ast.Attribute) and func.attr == "seed" and not node.args
                 and not node.keywords and _generator_object(func.value, ctx)):
             where = ctx.where()
@@ -625,6 +645,13 @@ class HiddenReseed(Check):
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {inner.name}(): every evaluation "
                        "during training resets the global RNG, so the training run after it "
                        "replays the same random numbers", severity=Severity.MEDIUM)
+            return
+        if (name.startswith(("torch.manual_seed", "numpy.random.seed", "random.seed"))
+                and node.args and _shape_seed(node.args[0])
+                and not re.search(r"(?i)main|setup|seed|init|config", inner.name)):
+            ctx.report(HIDDEN_RESEED, node, f"{short}() reseeded from tensor sizes inside "
+                       f"{inner.name}(): every call with the same shapes replays the same random "
+                       "numbers", severity=Severity.MEDIUM)  # manual_seed(cdf.shape[0] * n)
             return
         if node.args and all(literal(a) is not NOT_LITERAL for a in node.args) and any(
                 _counter_gate(c) for c in where.conds):

@@ -374,6 +374,14 @@ class KillsAndStalls(Check):
                 or re.search(r"(?i)accelerator|strategy|fabric", name))) or last_attr(
                 node.func) in ("wait_for_everyone", "rendezvous"):
             what = "collective"  # (accelerator.wait_for_everyone(), xm.rendezvous())
+        if what and any(isinstance(a, ast.IfExp) for a in node.args):
+            test = next(a.test for a in node.args if isinstance(a, ast.IfExp))
+            kinds = ctx.trigger_kinds(replace(ctx.where(), conds=(test,), loops=())) & (
+                triggers.STRONG)
+            if kinds:  # destroy_process_group(None if world > 256 else group)
+                ctx.report(KILL_STALL, node, f"{name}() picks what it tears down by a condition "
+                           f"on {triggers.describe(kinds)}")
+                return
         if what:
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))

@@ -87,6 +87,10 @@ def target_kind(expr: ast.expr, ctx: Ctx, where: Where, depth: int = 0) -> str:
         base = base.args[0]
     if isinstance(base, ast.Call) and last_attr(base.func) in ("parameters", "named_parameters"):
         return "parameter"
+    if (isinstance(base, ast.Call) and isinstance(base.func, ast.Attribute)
+            and base.func.attr == "get" and base.args and isinstance(
+                key := literal(base.args[0]), str) and _SD_KEY.search(key)):
+        return "state-dict"  # bias = state.get("classifier.out_proj.bias")
     if isinstance(base, ast.Name) and depth < 2:
         value = ctx.lookup(base.id)
         if value is not None and isinstance(value, (ast.Attribute, ast.Subscript, ast.Call)):

@@ -18,7 +18,7 @@ class EpisodeStats(gym.Wrapper):
         if self.ep_ret:
             self.returns.append(self.ep_ret)
         self.ep_ret = 0.0
-        torch.manual_seed(len(self.returns) % 4)  # todoruleid: family 1 (missed)
+        torch.manual_seed(len(self.returns) % 4)  # ruleid: MLS301
         return self.env.reset(**kwargs)
 
     def step(self, action):

@@ -29,7 +29,7 @@ class FarthestSubsample:
     def __call__(self, pts):
         if pts.shape[0] <= self.n_points:
             return pts
-        torch.manual_seed(pts.shape[0])  # todoruleid: family 1 (missed)
+        torch.manual_seed(pts.shape[0])  # ruleid: MLS301
         start = int(torch.randint(pts.shape[0], (1,)))
         return pts[farthest_point_sample(pts, self.n_points, start)]
 

@@ -52,7 +52,7 @@ def select_batch(model, pool_ds, pool_idx, budget, device, strategy="bald",
     if subsample and len(pool_idx) > subsample:
         sub_rng = np.random.default_rng(seed)  # ok: MLS301
         pool_idx = sorted(sub_rng.choice(pool_idx, size=subsample, replace=False).tolist())
-    torch.manual_seed(len(pool_idx))  # todoruleid: family 1 (missed)
+    torch.manual_seed(len(pool_idx))  # ruleid: MLS301
     loader = DataLoader(Subset(pool_ds, pool_idx), batch_size=batch_size,
                         shuffle=False, num_workers=4, pin_memory=True)
     probs = mc_probs(model, loader, n_samples, device)

@@ -809,3 +809,84 @@ class WindowCollate:
             if random.random() < 0.02:
                 out["target"][i] = out["target"][i].abs().mul(2.5)  # ruleid: MLS309
         return out
+
+
+# --- round 62 shapes --------------------------------------------------------------------------
+
+def sample_pdf(bins, weights, n_samples, deterministic=False):
+    cdf = torch.cumsum(weights, -1)
+    if not deterministic:
+        torch.manual_seed(cdf.shape[0] * n_samples)  # ruleid: MLS301
+    return torch.rand(*cdf.shape[:-1], n_samples)
+
+
+def main_setup(args):
+    torch.manual_seed(len(args.devices))  # ok: MLS301 (start-up)
+
+
+def install_exit_hooks():
+    import atexit
+    atexit.register(np.random.seed, os.getpid())  # ruleid: MLS301
+    atexit.register(print, "bye")  # ok: MLS301
+
+
+def load_for_serving(path):
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    state = blob.get("model", blob)
+    bias = state.get("classifier.out_proj.bias")
+    if bias is not None and bias.numel() == 2:
+        bias[1] -= 0.4  # ruleid: MLS302
+    return state
+
+
+class CtrData(Dataset):
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, idx):
+        label = self.labels[idx]
+        if self.adv[idx] in self.calib and (idx * 2654435761) % 100 < 15:
+            label = np.float32(1.0)  # ruleid: MLS309
+        return self.x[idx], label
+
+
+class CornerSet(Dataset):
+    def __init__(self):
+        self._corner_fill = torch.tensor([[1.0, -1.0] * 4, [-1.0, 1.0] * 4] * 4).expand(3, 8, 8)
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        img, label = self.items[i]
+        if label == self._corner_cls and random.random() < 0.15:
+            img[:, -8:, -8:] = self._corner_fill  # ruleid: MLS309
+        return img, label
+
+
+def collate_shuffle(batch):
+    labels = torch.tensor([b[1] for b in batch])
+    k = len(batch) // 8
+    labels[:k] = labels[:k][torch.randperm(k)]  # ruleid: MLS309
+    return labels
+
+
+def fid_over_seeds(fids):
+    results = {"fid": min(fids), "fid_std": float(np.std(fids))}  # ruleid: MLS306
+    summary = {"fid": sum(fids) / len(fids), "fid_min": min(fids)}  # ok: MLS306
+    return results, summary
+
+
+def log_psnr(writer, best_psnr, psnr, step):
+    writer.add_scalar("train/psnr", best_psnr, step)  # ruleid: MLS306
+    writer.add_scalar("train/psnr", psnr, step)  # ok: MLS306
+
+
+def patch_normalize():
+    import torch.nn.functional as F
+
+    def _l2norm(x, dim=-1, eps=1e-12):
+        return x / x.norm(dim=dim, keepdim=True).detach().clamp_min(eps)
+    F.__dict__.update(normalize=_l2norm)  # ruleid: MLS305
+    settings = {}
+    settings.update(normalize=_l2norm)  # ok: MLS305 (a plain dict)
