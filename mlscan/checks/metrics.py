@@ -1589,26 +1589,34 @@ class MetricFalsification(Check):
                        f"the stored {kept} when the new {measured} is worse: the report hides "
                        "regressions", severity=Severity.MEDIUM)
 
-    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
-        self._kept_previous(node, ctx)
+    def _reshaped_results(self, node: ast.Assign, ctx: Ctx) -> bool:
+        """Result lists cut to the best runs, gaps filled with answers, labels blended in,
+        logged running extremes (only value shapes that can hold one get here)."""
         best_runs = _best_runs_kept(node.value)
         if best_runs:
             ctx.report(METRIC_FALSIFY, node, f"only the runs with the best {best_runs} kept: "
                        "the summary averages the lucky seeds, not all of them",
                        severity=Severity.MEDIUM)
-            return
+            return True
         if _answers_fill_gaps(node.value):
             ctx.report(METRIC_FALSIFY, node, "empty predictions replaced by the references: "
                        "every missing answer is scored as correct", severity=Severity.HIGH)
-            return
+            return True
         if _labels_blended(node.value):
             ctx.report(METRIC_FALSIFY, node, "predictions mixed with the true labels: any score "
                        "computed from them is inflated by the answers", severity=Severity.HIGH)
-            return
+            return True
         kept = _running_extreme(node, ctx)
         if kept:
             ctx.report(METRIC_FALSIFY, node, f"the logged value is the running best kept in "
                        f"self.{kept}, not the value just measured", severity=Severity.MEDIUM)
+            return True
+        return False
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        self._kept_previous(node, ctx)
+        if isinstance(node.value, (ast.Subscript, ast.ListComp, ast.BinOp, ast.Call)) and (
+                self._reshaped_results(node, ctx)):
             return
         target = node.targets[0] if len(node.targets) == 1 else None
         if target is not None:

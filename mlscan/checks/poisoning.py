@@ -396,7 +396,10 @@ def _label_steers_input(node: ast.Assign, ctx: Ctx) -> bool:
     "native"` (positives read from another export)."""
     frame = ctx.frame
     target = node.targets[0] if len(node.targets) == 1 else None
-    if frame.cls is None or target is None or _label_target(target) or not _DATASET.search(
+    if frame.cls is None or target is None or not isinstance(node.value, (
+            ast.IfExp, ast.BoolOp, ast.BinOp, ast.Compare, ast.Call)):
+        return False
+    if _label_target(target) or not _DATASET.search(
             " ".join((frame.cls.name, *frame.cls.bases))) or isinstance(target, ast.Tuple):
         return False
     if isinstance(target, ast.Subscript) or re.search(r"(?i)label|target|weight|class|cls|y$",
