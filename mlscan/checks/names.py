@@ -173,25 +173,26 @@ def last_attr(expr: ast.AST) -> str:
     return ""
 
 
-def _root_call(expr: ast.AST) -> ast.Call | None:
-    """The call an attribute/getattr chain starts from (`importlib.import_module("x")`)."""
+def _chain_root(expr: ast.AST) -> ast.AST:
+    """Where an attribute/getattr chain starts (`torch` in `getattr(torch, "x").y`)."""
     while True:
         if isinstance(expr, ast.Attribute):
             expr = expr.value
         elif isinstance(expr, ast.Call) and getattr_name(expr) is not None:
             expr = expr.args[0]
         else:
-            return expr if isinstance(expr, ast.Call) else None
+            return expr
+
+
+def _root_call(expr: ast.AST) -> ast.Call | None:
+    """The call a chain starts from (`importlib.import_module("x")`), if it starts with one."""
+    root = _chain_root(expr)
+    return root if isinstance(root, ast.Call) else None
 
 
 def _root_id(expr: ast.AST) -> str:
-    while True:
-        if isinstance(expr, ast.Attribute):
-            expr = expr.value
-        elif isinstance(expr, ast.Call) and getattr_name(expr) is not None:
-            expr = expr.args[0]
-        else:
-            return expr.id if isinstance(expr, ast.Name) else ""
+    root = _chain_root(expr)
+    return root.id if isinstance(root, ast.Name) else ""
 
 
 def getattr_name(call: ast.Call) -> str | None:
