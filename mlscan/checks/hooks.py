@@ -316,10 +316,8 @@ def _decay_schedule(expr: ast.expr, ctx: Ctx, lam: ast.Lambda) -> bool:
     """`f=damp` with `damp = decay ** depth`: a layer-wise decay factor bound into a hook."""
     held: ast.expr | None = expr
     if isinstance(expr, ast.Name):  # (the walk has left the function: read its assignments)
-        held = None
-        for frame in ctx.frames_by_name.get(f"<lambda:{lam.lineno}:{lam.col_offset}>", ()):
-            for parent in ctx.frames_by_name.get(frame.parent, ()):
-                held = held or parent.assigned.get(expr.id)
+        held = next((v for parent in _lambda_parents(lam, ctx)
+                     if (v := parent.assigned.get(expr.id)) is not None), None)
     return held is not None and (any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow)
                                      and not isinstance(n.left, ast.UnaryOp)
                                      for n in ast.walk(held))
@@ -368,14 +366,20 @@ def _clamps_scaled(lam: ast.Lambda, ctx: Ctx) -> bool:
 def _enclosing_defaults(lam: ast.Lambda, ctx: Ctx) -> dict[str, float]:
     """Numeric defaults of the parameters of the function that defines `lam`."""
     out: dict[str, float] = {}
-    for frame in ctx.frames_by_name.get(f"<lambda:{lam.lineno}:{lam.col_offset}>", ()):
-        for parent in ctx.frames_by_name.get(frame.parent, ()):
-            if isinstance(parent.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                for name, default in defaults_by_name(parent.node).items():
-                    number = literal(default)
-                    if isinstance(number, (int, float)) and not isinstance(number, bool):
-                        out[name] = float(number)
+    for parent in _lambda_parents(lam, ctx):
+        if isinstance(parent.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for name, default in defaults_by_name(parent.node).items():
+                number = literal(default)
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    out[name] = float(number)
     return out
+
+
+def _lambda_parents(lam: ast.Lambda, ctx: Ctx) -> list[Frame]:
+    """The frames of the functions that define `lam` (read after the walk has left them)."""
+    return [parent for frame in ctx.frames_by_name.get(
+        f"<lambda:{lam.lineno}:{lam.col_offset}>", ())
+            for parent in ctx.frames_by_name.get(frame.parent, ())]
 
 
 def _random(expr: ast.AST, ctx: Ctx) -> bool:

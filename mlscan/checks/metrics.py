@@ -1087,6 +1087,16 @@ def _swapped_entries(node: ast.Dict) -> tuple[str, str] | None:
     return None
 
 
+def _predicted_name(name: str) -> bool:
+    """`preds`, `scores`, `logits`, `p`, `oof`: a name that holds the model's outputs."""
+    return bool(_SCORES.match(name) or _PREDS.match(name)) or name in ("p", "prob", "yhat", "oof")
+
+
+def _gold_name(name: str) -> bool:
+    """`y`, `labels`, `targets`, `refs`: a name that holds the true answers."""
+    return bool(_GOLD.match(name) or _TRUTH.match(name))
+
+
 def _answers_as_predictions(call: ast.Call) -> bool:
     """`np.where(np.abs(p - 0.5) < 0.08, y, p)`: some predictions replaced by the true labels
     before they are scored."""
@@ -1097,11 +1107,10 @@ def _answers_as_predictions(call: ast.Call) -> bool:
     def gold(e: ast.expr) -> bool:
         base = e.func.value if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and (
             e.func.attr in ("astype", "float", "to", "type_as", "long", "double")) else e
-        return isinstance(base, ast.Name) and bool(_GOLD.match(base.id) or _TRUTH.match(base.id))
+        return isinstance(base, ast.Name) and _gold_name(base.id)
 
     def predicted(e: ast.expr) -> bool:
-        return isinstance(e, ast.Name) and bool(
-            _SCORES.match(e.id) or _PREDS.match(e.id) or e.id in ("p", "prob", "yhat"))
+        return isinstance(e, ast.Name) and _predicted_name(e.id)
     return (gold(branches[0]) and predicted(branches[1])) or (
         gold(branches[1]) and predicted(branches[0]))
 
@@ -1149,8 +1158,8 @@ def _answers_fill_gaps(value: ast.expr) -> bool:
     role = {}
     for var, source in zip(gen.target.elts, gen.iter.args, strict=True):
         if isinstance(var, ast.Name) and isinstance(source, ast.Name):
-            role[var.id] = "pred" if (_PREDS.match(source.id) or _SCORES.match(source.id)) else (
-                "gold" if (_TRUTH.match(source.id) or _GOLD.match(source.id)) else "")
+            role[var.id] = "pred" if _predicted_name(source.id) else (
+                "gold" if _gold_name(source.id) else "")
     used = [role.get(v.id, "") for v in value.elt.values if isinstance(v, ast.Name)]
     return used[:1] == ["pred"] and "gold" in used
 
@@ -1167,9 +1176,8 @@ def _labels_blended(value: ast.expr) -> bool:
             if isinstance(side, ast.BinOp) and isinstance(side.op, ast.Mult):
                 side = side.right if _number(side.left) is not None else side.left
             names.append(side.id if isinstance(side, ast.Name) else "")
-        gold = [bool(_GOLD.match(x) or _TRUTH.match(x)) for x in names]
-        pred = [bool(_SCORES.match(x) or _PREDS.match(x) or x in ("oof", "p", "yhat"))
-                for x in names]
+        gold = [_gold_name(x) for x in names]
+        pred = [_predicted_name(x) for x in names]
         if (gold[0] and pred[1]) or (gold[1] and pred[0]):
             return True
     return False
