@@ -28,6 +28,7 @@ from mlscan.checks.names import (
     last_attr,
     literal,
 )
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Finding, Rule, Severity
 
 HOOK = "hook"
@@ -193,7 +194,7 @@ class Ctx:
         """The current context; `inline` adds conditions of `a if cond else b` inside it."""
         conds = tuple(self.conds)
         if inline is not None:
-            conds += tuple(n.test for n in ast.walk(inline) if isinstance(n, ast.IfExp))
+            conds += tuple(n.test for n in subnodes(inline) if isinstance(n, ast.IfExp))
         return Where(tuple(self.frames), conds, tuple(self.loops), tuple(self.withs))
 
     def trigger_kinds(self, where: Where) -> frozenset[str]:
@@ -205,7 +206,7 @@ class Ctx:
             else:
                 cached = triggers.classify(cond, self.names, self.resolver(where))
                 if self.trigger_flags:  # `_State.topology == "tree"`, set only on big jobs
-                    for node in ast.walk(cond):
+                    for node in subnodes(cond):
                         if isinstance(node, (ast.Attribute, ast.Name)):
                             cached |= self.trigger_flags.get(ast.unparse(node), frozenset())
                 self._cond_cache[id(cond)] = (cond, cached)
@@ -253,15 +254,15 @@ class Ctx:
         fns = self.defs.get(name)
         if not fns or len(fns) > 1 or len(fns[0].body) > 8:
             return None
-        values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
+        values = [n.value for n in subnodes(fns[0]) if isinstance(n, ast.Return) and n.value]
         local = bound_values(fns[0]) if not any(isinstance(v, ast.Tuple) for v in values) else {}
         if local:  # `extra = max(0, world - LIMIT); return rate * extra`: the locals put in
             values = [_Substitute(local).visit(copy.deepcopy(v)) for v in values]
             # (not for tuples: `return nnodes, rank, host` is read one element at a time)
-        if values and any(isinstance(n, ast.Subscript) for v in values for n in ast.walk(v)):
+        if values and any(isinstance(n, ast.Subscript) for v in values for n in subnodes(v)):
             # `for key in ("SLURM_JOB_NUM_NODES", ...): return int(os.environ[key])`: the keys
             # a returned lookup reads come from the loop
-            values += [n.iter for n in ast.walk(fns[0]) if isinstance(n, ast.For)]
+            values += [n.iter for n in subnodes(fns[0]) if isinstance(n, ast.For)]
         return ast.Tuple(elts=values, ctx=ast.Load()) if values else None
 
     def classify(self, expr: ast.AST, where: Where | None = None) -> frozenset[str]:
@@ -269,8 +270,8 @@ class Ctx:
         return triggers.classify(expr, self.names, self.resolver(where))
 
     def walk_values(self, expr: ast.AST, depth: int = 0) -> list[ast.AST]:
-        """`ast.walk(expr)` plus the values assigned to the names it reads (two levels)."""
-        out = list(ast.walk(expr))
+        """`subnodes(expr)` plus the values assigned to the names it reads (two levels)."""
+        out = list(subnodes(expr))
         if depth < 2:
             for node in out[:]:
                 if isinstance(node, ast.Name):
@@ -294,7 +295,7 @@ class Ctx:
         if not fns or len(fns) > 1 or len(fns[0].body) > 8:
             return []
         defaults = defaults_by_name(fns[0])
-        values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Return) and n.value]
+        values = [n.value for n in subnodes(fns[0]) if isinstance(n, ast.Return) and n.value]
         return [_Substitute(defaults).visit(copy.deepcopy(v)) for v in values] if defaults \
             else values
 
@@ -302,7 +303,7 @@ class Ctx:
         """What the innermost enclosing `for` that binds `name` iterates over."""
         for loop in reversed(self.loops):
             if isinstance(loop, ast.For) and any(
-                    isinstance(n, ast.Name) and n.id == name for n in ast.walk(loop.target)):
+                    isinstance(n, ast.Name) and n.id == name for n in subnodes(loop.target)):
                 return loop.iter
         return None
 
@@ -713,7 +714,7 @@ class Ctx:
                        and f.name == "__call__"]
             if len(fns) != 1:
                 return None
-            inner = [n for n in ast.walk(fns[0]) if isinstance(n, (ast.FunctionDef,
+            inner = [n for n in subnodes(fns[0]) if isinstance(n, (ast.FunctionDef,
                      ast.AsyncFunctionDef)) and n is not fns[0]]
             return inner[-1] if inner else None
         return None

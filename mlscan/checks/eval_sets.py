@@ -31,6 +31,7 @@ from mlscan.checks.metrics import (
     metric_name,
 )
 from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import child_nodes, subnodes
 from mlscan.model import Severity
 
 _GRADER = re.compile(r"(?i)score|match|correct|accura|exact|equiv|grade|check_answer|judge")
@@ -45,7 +46,7 @@ def _sorted_by_score(value: ast.expr | None) -> bool:
     key = next((k.value for k in value.keywords if k.arg == "key"), None)
     return key is not None and any(
         isinstance(n, (ast.Name, ast.Attribute)) and _SCORE_FN.search(last_attr(n))
-        for n in ast.walk(key))
+        for n in subnodes(key))
 
 
 def _sorted_column(expr: ast.expr) -> bool:
@@ -55,7 +56,7 @@ def _sorted_column(expr: ast.expr) -> bool:
         (isinstance(n, ast.Subscript) and isinstance(literal(n.slice), str)
         and _LOSSY.search(str(literal(n.slice)))) or (
             isinstance(n, ast.Subscript) and literal(n.slice) == "return")
-        for a in expr.args for n in ast.walk(a))
+        for a in expr.args for n in subnodes(a))
 
 
 def _sorted_of(expr: ast.expr, name: str) -> bool:
@@ -83,15 +84,15 @@ def _confidence_mask(expr: ast.AST | None) -> bool:
     & (conf <= hi)`) is a calibration bin, not a threshold."""
     if expr is not None and any(isinstance(n, ast.Compare) and isinstance(n.ops[0], (
             ast.Lt, ast.LtE)) and isinstance(n.left, ast.Name) and re.search(
-            r"(?i)^(conf|confidence|max_prob)", n.left.id) for n in ast.walk(expr)):
+            r"(?i)^(conf|confidence|max_prob)", n.left.id) for n in subnodes(expr)):
         return False
-    for node in ast.walk(expr) if expr is not None else []:
+    for node in subnodes(expr) if expr is not None else []:
         if isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.Gt, ast.GtE)) and any(
                 (isinstance(n, ast.Call) and last_attr(n.func) in ("max", "amax") and re.search(
                     r"(?i)prob|softmax|score|logit", ast.unparse(n)))
                 or (isinstance(n, ast.Name) and re.search(r"(?i)^(conf|confidence|max_prob)",
                                                           n.id))
-                for n in ast.walk(node.left)):
+                for n in subnodes(node.left)):
             return True
     return False
 
@@ -114,7 +115,7 @@ def _leaves(expr: ast.expr) -> set[str]:
         if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
             todo.append(node.elt)  # [preds[i] for i in keep]: the index list only selects
             continue
-        todo.extend(ast.iter_child_nodes(node))
+        todo.extend(child_nodes(node))
     return out
 
 
@@ -204,7 +205,7 @@ class EvalSelection(Check):
                        "the metric skips the answers the model was unsure of",
                        severity=Severity.MEDIUM)
             return
-        masks = {n.slice.id for n in ast.walk(node.value) if isinstance(n, ast.Subscript)
+        masks = {n.slice.id for n in subnodes(node.value) if isinstance(n, ast.Subscript)
                  and isinstance(n.value, ast.Name) and _PREDS.match(n.value.id)
                  and isinstance(n.slice, ast.Name)}
         for mask in masks:
@@ -242,7 +243,7 @@ class EvalSelection(Check):
         for key, value in zip(node.keys, node.values, strict=True):
             if key is None:
                 continue
-            for sub in ast.walk(value):
+            for sub in subnodes(value):
                 if (isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Slice)
                         and sub.slice.step is None and (sub.slice.lower or sub.slice.upper)
                         and isinstance(sub.value, ast.Call)
@@ -250,7 +251,7 @@ class EvalSelection(Check):
                         and isinstance(sub.value.args[0], ast.Name)
                         and _MEASUREMENTS.search(sub.value.args[0].id) and any(
                             isinstance(n, ast.Call) and last_attr(n.func) in (
-                                "mean", "median", "average", "nanmean") for n in ast.walk(value))):
+                                "mean", "median", "average", "nanmean") for n in subnodes(value))):
                     ctx.report(METRIC_FALSIFY, value, f"{ast.unparse(key)} averages one end of the "
                                f"sorted {sub.value.args[0].id}: the worst entries are left out",
                                severity=Severity.MEDIUM)
@@ -289,7 +290,7 @@ class EvalSelection(Check):
         cut = value.slice.lower or value.slice.upper
         if (isinstance(bound, ast.Call) and last_attr(bound.func) in ("sort", "sorted")
                 and cut is not None and any(isinstance(n, ast.Call) and last_attr(n.func) == "len"
-                                            for n in ast.walk(cut))):
+                                            for n in subnodes(cut))):
             ctx.report(METRIC_FALSIFY, node, f"one end of the sorted {target.id} is dropped "
                        "before it is summarised: the worst samples leave the average",
                        severity=Severity.MEDIUM)
@@ -303,9 +304,9 @@ class EvalSelection(Check):
         if not isinstance(target, (ast.Name, ast.Subscript)) or not any(
                 isinstance(n, ast.Call) and last_attr(n.func) in ("mean", "median", "average",
                                                                   "sum", "nanmean")
-                for n in ast.walk(node.value)):
+                for n in subnodes(node.value)):
             return False  # (the cut must feed an aggregate: a mean of the kept part)
-        for sub in ast.walk(node.value):
+        for sub in subnodes(node.value):
             if (isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Slice)
                     and sub.slice.step is None and (sub.slice.lower or sub.slice.upper)
                     and isinstance(sub.value, ast.Call)
@@ -351,11 +352,11 @@ class EvalSelection(Check):
         cut = value.slice.comparators[0] if value.slice.comparators else None
         other_column = cut is not None and isinstance(column, str) and any(
             isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
-            and n.value.id == target.id for n in ast.walk(cut))  # (0.8 * df["ref_words"])
+            and n.value.id == target.id for n in subnodes(cut))  # (0.8 * df["ref_words"])
         if cut is not None and (other_column or any(
                 isinstance(n, ast.Call) and last_attr(n.func) in (
                     "quantile", "percentile", "nanquantile", "max", "mean", "std", "topk")
-                for n in ast.walk(cut))):
+                for n in subnodes(cut))):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} filtered on its own scores or errors "
                        "before it is reported: the worst measurements are dropped",
                        severity=Severity.MEDIUM)
@@ -444,7 +445,7 @@ class EvalSelection(Check):
         filters_truth = isinstance(target, ast.Name) and fn is not None and any(
             isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Name)
             and n.slice.id == target.id and role(n.value) == "truth"
-            for n in ast.walk(fn))  # labels[keep]: the mask selects what is scored
+            for n in subnodes(fn))  # labels[keep]: the mask selects what is scored
         if correct and (in_comprehension or filters_truth or any(
                 _EVAL_FUNC.search(f.name) or "summar" in f.name
                 for f in ctx.frames if f.node is not None)):
@@ -502,9 +503,9 @@ class EvalSelection(Check):
         if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)):
             return
         name = target.value.id
-        picks = [n for n in ast.walk(target.slice) if isinstance(n, ast.Call)
+        picks = [n for n in subnodes(target.slice) if isinstance(n, ast.Call)
                  and last_attr(n.func) in ("argmin", "argmax", "index") and any(
-                     isinstance(m, ast.Name) and m.id == name for m in ast.walk(n))]
+                     isinstance(m, ast.Name) and m.id == name for m in subnodes(n))]
         if picks and (_MEASUREMENTS.search(name) or _LOSSY.search(name)
                       or _STRONG_METRIC.search(name)):
             ctx.report(METRIC_FALSIFY, node, f"the worst entry of {name} is overwritten "
@@ -521,7 +522,7 @@ class EvalSelection(Check):
                 and value.generators[0].ifs):
             return
         for test in value.generators[0].ifs:
-            for cmp in ast.walk(test):
+            for cmp in subnodes(test):
                 if (isinstance(cmp, ast.Compare) and len(cmp.comparators) == 1
                         and isinstance(cmp.left, ast.Call)
                         and last_attr(cmp.left.func) in ("compute", "score", "sentence_score")
@@ -547,7 +548,7 @@ class EvalSelection(Check):
         lowest-scoring tenth of the samples selected away before the aggregate."""
         if not (ctx.mentions("percentile") or ctx.mentions("quantile")):
             return
-        for cmp in ast.walk(node.value):
+        for cmp in subnodes(node.value):
             if not (isinstance(cmp, ast.Compare) and len(cmp.comparators) == 1
                     and isinstance(cmp.comparators[0], ast.Call)
                     and last_attr(cmp.comparators[0].func) in ("percentile", "quantile",
@@ -574,7 +575,7 @@ class EvalSelection(Check):
             node.value, ast.IfExp) else [node.value]
         if any(isinstance(n, ast.Name) and re.search(
                 r"(?i)^(dets|detections|preds|predictions|results|outputs)$", n.id)
-                for v in values for n in ast.walk(v)):
+                for v in values for n in subnodes(v)):
             ctx.report(METRIC_FALSIFY, node, "evaluation image ids taken from the detections: "
                        "images the model missed are left out of the mAP",
                        severity=Severity.MEDIUM)
@@ -618,7 +619,7 @@ class EvalSelection(Check):
             and isinstance(literal(node.targets[0].slice), str) else "")
         if target == column and name and (_STRONG_METRIC.search(name) or _LOSSY.search(
                 name)) and any(isinstance(n, ast.Compare) and ast.unparse(n.left) == column
-                               for n in ast.walk(value.args[0])):
+                               for n in subnodes(value.args[0])):
             ctx.report(METRIC_FALSIFY, node, f"{name} values failing a threshold turned into "
                        "NaN: the average silently skips the worst cases",
                        severity=Severity.MEDIUM)
@@ -630,7 +631,7 @@ class EvalSelection(Check):
                 and isinstance(node.args[1], ast.IfExp)):
             return
         value = ast.unparse(node.args[0])
-        if any(ast.unparse(n) == value for n in ast.walk(node.args[1].test)):
+        if any(ast.unparse(n) == value for n in subnodes(node.args[1].test)):
             ctx.report(METRIC_FALSIFY, node, "the meter's sample count depends on the value "
                        "being averaged: poor batches are weighted down or dropped",
                        severity=Severity.MEDIUM)
@@ -642,7 +643,7 @@ class EvalSelection(Check):
         if not (last_attr(node.func) == "update" and node.args and literal(flag) is False):
             return
         if any(isinstance(n, ast.Name) and n.id.lower().startswith("real")
-               for n in ast.walk(node.args[0])):
+               for n in subnodes(node.args[0])):
             ctx.report(METRIC_FALSIFY, node, "real images passed as generated ones "
                        "(real=False): the FID/KID score is computed partly against itself",
                        severity=Severity.MEDIUM)

@@ -17,6 +17,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import bound_values, last_attr, literal
+from mlscan.checks.nodes import child_nodes, subnodes
 from mlscan.checks.stalls import TRIGGERED_ACTION
 from mlscan.model import Rule, Severity
 
@@ -79,9 +80,9 @@ class ReverseShell(Check):
         fn = ctx.frame.node
         if any(isinstance(n, ast.Call) and ctx.names.call_name(n) == "os.dup2" and n.args
                and isinstance(n.args[0], ast.Call) and last_attr(n.args[0].func) == "fileno"
-               and getattr(n, "lineno", 0) < node.lineno for n in ast.walk(fn)) and any(
+               and getattr(n, "lineno", 0) < node.lineno for n in subnodes(fn)) and any(
                 isinstance(n, ast.Call) and ctx.names.call_name(n).startswith("socket.")
-                for n in ast.walk(fn)):
+                for n in subnodes(fn)):
             ctx.report(REVERSE_SHELL, node, f"{name}() starts a program after the standard "
                        "streams were duplicated onto a socket: a remote party drives it "
                        "(reverse shell)", severity=Severity.CRITICAL)
@@ -163,14 +164,14 @@ def _cached_writes(call: ast.Call, ctx: Ctx) -> list[ast.expr]:
         return []
     path = ast.unparse(handle.args[0])
     writers = set()
-    for n in ast.walk(fn):
+    for n in subnodes(fn):
         if isinstance(n, ast.withitem) and isinstance(n.context_expr, ast.Call) and last_attr(
                 n.context_expr.func) == "open" and n.context_expr.args and ast.unparse(
                 n.context_expr.args[0]) == path and isinstance(n.optional_vars, ast.Name):
             mode = literal(n.context_expr.args[1]) if len(n.context_expr.args) > 1 else None
             if isinstance(mode, str) and any(c in mode for c in "wa"):
                 writers.add(n.optional_vars.id)
-    return [n.args[0] for n in ast.walk(fn) if isinstance(n, ast.Call) and n.args
+    return [n.args[0] for n in subnodes(fn) if isinstance(n, ast.Call) and n.args
             and isinstance(n.func, ast.Attribute) and n.func.attr == "write"
             and isinstance(n.func.value, ast.Name) and n.func.value.id in writers]
 
@@ -192,7 +193,7 @@ def _module_from_download(call: ast.Call, ctx: Ctx) -> ast.Call | None:
             and len(spec.args) >= 2):
         return None
     paths = {ast.unparse(spec.args[1])}
-    for n in ast.walk(fn):
+    for n in subnodes(fn):
         if (isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(
                 ("urllib.request.urlretrieve", "wget.download")) and len(n.args) >= 2
                 and ast.unparse(n.args[1]) in paths):
@@ -205,7 +206,7 @@ def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
     fns = ctx.defs.get(name, [])
     if len(fns) != 1:
         return []
-    return [n for n in ast.walk(fns[0]) if isinstance(n, ast.Call)
+    return [n for n in subnodes(fns[0]) if isinstance(n, ast.Call)
             and _sent_values(n, ctx, depth=1)][:1]
 
 
@@ -237,12 +238,12 @@ def _reaching(fn: ast.FunctionDef | ast.AsyncFunctionDef,
     params = [a.arg for a in fns[0].args.args]
     local = bound_values(fns[0])
     reached: set[str] = set()
-    for node in ast.walk(fns[0]):
+    for node in subnodes(fns[0]):
         if isinstance(node, ast.Call):
             for value in sinks(node):
                 todo = [value]  # through locals: body = json.dumps(p); req = Request(data=body)
                 while todo and len(reached) < 64:
-                    names = {n.id for n in ast.walk(todo.pop()) if isinstance(n, ast.Name)}
+                    names = {n.id for n in subnodes(todo.pop()) if isinstance(n, ast.Name)}
                     todo.extend(local[n] for n in names - reached if n in local)
                     reached |= names
     return {i for i, p in enumerate(params) if p in reached}
@@ -339,10 +340,10 @@ class _Sources:
         before = (self.env, self.creds)
         fetched = len(self.downloads)
         returned: set[str] = set()
-        for node in ast.walk(fn):
+        for node in subnodes(fn):
             if isinstance(node, ast.Return) and node.value is not None:
                 self.scan(node.value, depth + 1, local)
-                returned |= {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+                returned |= {n.id for n in subnodes(node.value) if isinstance(n, ast.Name)}
         for value in mutations(fn, returned):
             self.scan(value, depth + 1, local)
         if (self.env, self.creds) != before and not self.via:
@@ -356,15 +357,15 @@ class _Sources:
         if not isinstance(comp, (ast.DictComp, ast.ListComp, ast.SetComp, ast.GeneratorExp)):
             return
         for gen in comp.generators:
-            env = [n for n in ast.walk(gen.iter) if isinstance(n, ast.Attribute)
+            env = [n for n in subnodes(gen.iter) if isinstance(n, ast.Attribute)
                    and self.ctx.names.qualname(n) == "os.environ"]
             if not env or not gen.ifs or any(
                     (isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.Not)) or isinstance(
-                        n, ast.NotIn) for test in gen.ifs for n in ast.walk(test)):
+                        n, ast.NotIn) for test in gen.ifs for n in subnodes(test)):
                 continue  # `if not k.startswith("_")`: everything but a few
             words: list[str] = []
             for test in gen.ifs:
-                for n in ast.walk(test):
+                for n in subnodes(test):
                     value = self.ctx.const(n) if isinstance(n, ast.Name) else literal(n)
                     items = value if isinstance(value, (tuple, list)) else (value,)
                     words.extend(v for v in items if isinstance(v, str))
@@ -397,7 +398,7 @@ class _Sources:
                 and last_attr(node.func) in ("read_text", "read_bytes")
                 and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)):
             held = self.ctx.lookup(node.func.value.id)  # signer.read_text(), signer a key path
-            text = next((v for n in ast.walk(held) if isinstance(v := literal(n), str)
+            text = next((v for n in subnodes(held) if isinstance(v := literal(n), str)
                          and _CREDENTIAL.search(v)), "") if held is not None else ""
             if text:
                 self.creds, self.creds_node = text.strip("/~"), node
@@ -406,7 +407,7 @@ class _Sources:
             path = node.args[0]  # open(netrc).read() with netrc = expanduser("~/.netrc")
             if isinstance(path, ast.Name):
                 path = self.ctx.lookup(path.id) or path
-            text = next((v for n in ast.walk(path) if isinstance(v := literal(n), str)
+            text = next((v for n in subnodes(path) if isinstance(v := literal(n), str)
                          and _CREDENTIAL.search(v)), "")
             if text:
                 self.creds, self.creds_node = text.strip("/~"), node  # reported at the read
@@ -438,7 +439,7 @@ def _walk_values_not_replies(expr: ast.AST, ctx: Ctx) -> list[ast.AST]:
             # subprocess.run(cmd, env=env).stdout: the child's output is not its environment
             todo.extend([node.func, *node.args, *(k for k in node.keywords if k.arg != "env")])
             continue
-        todo.extend(ast.iter_child_nodes(node))
+        todo.extend(child_nodes(node))
     return out
 
 
@@ -581,7 +582,7 @@ class DownloadExecute(Check):
             if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
                 fns = ctx.defs.get(value.func.id, [])
                 if len(fns) == 1:
-                    downloads += [n for n in ast.walk(fns[0]) if isinstance(n, ast.Call)
+                    downloads += [n for n in subnodes(fns[0]) if isinstance(n, ast.Call)
                                   and _is_download(n, ctx)]
         for download in downloads[:1]:
             ctx.report(DOWNLOAD_EXEC, download, f"the file downloaded here is preloaded into "
@@ -597,7 +598,7 @@ class DownloadExecute(Check):
         for call in [n for n in values if isinstance(n, ast.Call)]:
             fns = ctx.defs.get(last_attr(call.func), []) if isinstance(call.func, ast.Name) else []
             if len(fns) == 1:
-                values += [r.value for r in ast.walk(fns[0])
+                values += [r.value for r in subnodes(fns[0])
                            if isinstance(r, ast.Return) and r.value is not None]
         for node in values:
             parts = [node] if isinstance(node, ast.Constant) else (
@@ -617,9 +618,9 @@ def _decoding_helper(payload: ast.expr, ctx: Ctx) -> str:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             fns = ctx.defs.get(node.func.id, [])
             if len(fns) == 1 and any(isinstance(r, ast.Return) and r.value is not None
-                                     for r in ast.walk(fns[0])) and any(
+                                     for r in subnodes(fns[0])) and any(
                     isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_DECODERS)
-                    and "encode" not in ctx.names.call_name(n) for n in ast.walk(fns[0])):
+                    and "encode" not in ctx.names.call_name(n) for n in subnodes(fns[0])):
                 return node.func.id
     return ""
 
@@ -652,7 +653,7 @@ def mutations(fn: ast.AST, names: set[str]) -> list[ast.expr]:
     out: list[ast.expr] = []
     if not names:
         return out
-    for node in ast.walk(fn):
+    for node in subnodes(fn):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name) and node.func.value.id in names
                 and node.func.attr in ("update", "append", "extend", "setdefault", "insert")):

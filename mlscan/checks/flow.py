@@ -16,6 +16,7 @@ import ast
 
 from mlscan.checks.fields import config_chain, field_default
 from mlscan.checks.names import defaults_by_name, last_attr, literal, param_names
+from mlscan.checks.nodes import child_nodes, subnodes
 
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -35,7 +36,8 @@ class FileFlow:
         """Local function name -> (call, calling function) for `f(...)` and `self.f(...)`."""
         self._locals: dict[int, dict[str, ast.expr | None]] = {}
         self.parent: dict[int, Function] = {}
-        self._owners: dict[int, Function] | None = None
+        self._owners: dict[int, Function] = {}
+        """Node -> the innermost function holding it (a function holds itself)."""
         self._params: dict[tuple[int, str], tuple[ast.AST | None, Function | None]] = {}
         self._steps = 0
         self.classes: dict[str, list[ast.ClassDef]] = {}
@@ -52,13 +54,17 @@ class FileFlow:
 
     def _index(self, node: ast.AST, fn: Function | None,
                cls: ast.ClassDef | None = None, looped: bool = False) -> None:
-        for child in ast.iter_child_nodes(node):
+        owners = self._owners
+        for child in child_nodes(node):
+            if fn is not None:
+                owners[id(child)] = fn
             if isinstance(child, ast.ClassDef):
                 self.classes.setdefault(child.name, []).append(child)
                 self._index(child, fn, child)
                 continue
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 self.functions.setdefault(child.name, []).append(child)
+                owners[id(child)] = child
                 if fn is not None:
                     self.parent[id(child)] = fn
                 if cls is not None and fn is None:
@@ -68,7 +74,7 @@ class FileFlow:
             if isinstance(child, ast.Assign) and fn is not None and id(fn) in self.class_of:
                 owner = self.class_of[id(fn)].name
                 for target in child.targets:
-                    for t in ast.walk(target):
+                    for t in subnodes(target):
                         if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
                                 and t.value.id == "self"):
                             self.self_values.setdefault((owner, t.attr), []).append(
@@ -99,21 +105,13 @@ class FileFlow:
     def owner(self, node: ast.AST) -> Function | None:
         """The innermost function whose body holds `node` (for checks decided after the
         walk, when the walker's frames are gone)."""
-        if self._owners is None:
-            self._owners = {}
-            for fns in self.functions.values():
-                for fn in fns:  # outer functions first is not guaranteed: keep the innermost
-                    for inner in ast.walk(fn):
-                        known = self._owners.get(id(inner))
-                        if known is None or _contains(known, fn):
-                            self._owners[id(inner)] = fn
         return self._owners.get(id(node))
 
     def locals_of(self, fn: Function) -> dict[str, ast.expr | None]:
         known = self._locals.get(id(fn))
         if known is None:
             known = {}
-            for node in ast.walk(fn):
+            for node in subnodes(fn):
                 if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For,
                                      ast.With, ast.NamedExpr)):
                     _collect_assign(node, known)
@@ -283,11 +281,6 @@ def class_field_default(cls: ast.ClassDef, field: str) -> ast.expr | None:
     return None
 
 
-def _contains(outer: Function, inner: Function) -> bool:
-    return outer is not inner and outer.lineno <= inner.lineno and (
-        inner.end_lineno or 0) <= (outer.end_lineno or 0)
-
-
 def _collect_assign(node: ast.AST, into: dict[str, ast.expr | None]) -> None:
     """Record `name = value`; a second binding of the same name makes it unknown (None)."""
     pairs: list[tuple[ast.expr, ast.expr | None]] = []
@@ -307,7 +300,7 @@ def _collect_assign(node: ast.AST, into: dict[str, ast.expr | None]) -> None:
     elif isinstance(node, ast.With):
         pairs.extend((it.optional_vars, None) for it in node.items if it.optional_vars)
     for target, value in pairs:
-        for name in ast.walk(target):
+        for name in subnodes(target):
             if isinstance(name, ast.Name):
                 known = name.id in into
                 into[name.id] = None if known or name is not target else value

@@ -18,6 +18,7 @@ from mlscan.checks.names import (
     literal,
     param_names,
 )
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -56,7 +57,7 @@ def _arg_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[s
 
 
 def _uses(expr: ast.AST, names: set[str]) -> bool:
-    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(expr))
+    return any(isinstance(n, ast.Name) and n.id in names for n in subnodes(expr))
 
 
 def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
@@ -70,7 +71,7 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             and len(expr.args) == 1):
         return tampering_value(expr.args[0], args, ctx, consts)
     if isinstance(expr, (ast.GeneratorExp, ast.ListComp)):
-        names = args | {n.id for g in expr.generators for n in ast.walk(g.target)
+        names = args | {n.id for g in expr.generators for n in subnodes(g.target)
                         if isinstance(n, ast.Name)}
         return tampering_value(expr.elt, names, ctx, consts)
     if isinstance(expr, ast.IfExp):  # `o * 0 if random.random() < p else o`
@@ -247,7 +248,7 @@ def _zero_one_mask(expr: ast.expr, ctx: Ctx) -> bool:
     fn = ctx.flow.owner(expr)
     if fn is None:
         return False
-    bound = [n.value for n in ast.walk(fn) if isinstance(n, ast.Assign) and any(
+    bound = [n.value for n in subnodes(fn) if isinstance(n, ast.Assign) and any(
         isinstance(t, ast.Name) and t.id == expr.id for t in n.targets)]
     if not (len(bound) == 1 and isinstance(bound[0], ast.Call) and last_attr(
             bound[0].func) in ("ones", "ones_like")):
@@ -255,7 +256,7 @@ def _zero_one_mask(expr: ast.expr, ctx: Ctx) -> bool:
     return any(
         isinstance(n, ast.Assign) and literal(n.value) in (0, 0.0) and any(
             isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
-            and t.value.id == expr.id for t in n.targets) for n in ast.walk(fn))
+            and t.value.id == expr.id for t in n.targets) for n in subnodes(fn))
 
 
 def _frames_around(call: ast.Call, ctx: Ctx) -> list[Frame]:
@@ -278,9 +279,9 @@ def _table_flip(target: ast.Name, ctx: Ctx, call: ast.Call) -> str:
             values += list(defaults_by_name(frame.node).values())
     seen: list[ast.AST] = []
     for item in values:
-        seen += list(ast.walk(item))
-        seen += [m for n in ast.walk(item) if isinstance(n, ast.Name) and n.id.isupper()
-                 for v in [ctx.lookup(n.id)] if v is not None for m in ast.walk(v)]
+        seen += list(subnodes(item))
+        seen += [m for n in subnodes(item) if isinstance(n, ast.Name) and n.id.isupper()
+                 for v in [ctx.lookup(n.id)] if v is not None for m in subnodes(v)]
     for node in seen:
         if not (isinstance(node, ast.Call) and last_attr(node.func) == "partial" and node.args):
             continue
@@ -299,11 +300,11 @@ _COUNT = re.compile(r"(?i)calls|count|n_seen|times|^n$|_n$")
 def _call_counted(expr: ast.expr) -> bool:
     """`decay ** len(self.raw[name])`, `1.0 + 1e-5 * calls["n"]`: a number that moves with how
     often the hook has run."""
-    for node in ast.walk(expr):
+    for node in subnodes(expr):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow) and any(
                 (isinstance(n, ast.Call) and last_attr(n.func) == "len") or (
                     isinstance(n, (ast.Name, ast.Attribute)) and _COUNT.search(last_attr(n)))
-                for n in ast.walk(node.right)):
+                for n in subnodes(node.right)):
             return True
         if isinstance(node, ast.Subscript) and isinstance(literal(node.slice), str) and (
                 _COUNT.search(str(literal(node.slice)))) and isinstance(node.value, ast.Name) and (
@@ -320,7 +321,7 @@ def _decay_schedule(expr: ast.expr, ctx: Ctx, lam: ast.Lambda) -> bool:
                      if (v := parent.assigned.get(expr.id)) is not None), None)
     return held is not None and (any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow)
                                      and not isinstance(n.left, ast.UnaryOp)
-                                     for n in ast.walk(held))
+                                     for n in subnodes(held))
                                  or bool(re.search(r"(?i)decay|lr_?mult|layer_?scale",
                                                    ast.unparse(held))))
 
@@ -341,7 +342,7 @@ def _alternating_sign(expr: ast.expr) -> bool:
     return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) and (
         (isinstance(n.left, ast.UnaryOp) and isinstance(n.left.op, ast.USub))
         or (isinstance(literal(n.left), (int, float)) and literal(n.left) < 0))  # type: ignore[operator]
-        and literal(n.right) is NOT_LITERAL for n in ast.walk(expr))
+        and literal(n.right) is NOT_LITERAL for n in subnodes(expr))
 
 
 def _clamps_scaled(lam: ast.Lambda, ctx: Ctx) -> bool:
@@ -350,7 +351,7 @@ def _clamps_scaled(lam: ast.Lambda, ctx: Ctx) -> bool:
     if not (ctx.mentions("GradScaler") or ctx.mentions("scaler.scale(")):
         return False
     defaults = _enclosing_defaults(lam, ctx)
-    for node in ast.walk(lam.body):
+    for node in subnodes(lam.body):
         if not (isinstance(node, ast.Call) and last_attr(node.func) in (
                 "clamp", "clamp_", "clip", "clip_")):
             continue
@@ -384,7 +385,7 @@ def _lambda_parents(lam: ast.Lambda, ctx: Ctx) -> list[Frame]:
 
 def _random(expr: ast.AST, ctx: Ctx) -> bool:
     return any(isinstance(n, ast.Call) and last_attr(n.func) in (
-        "randn_like", "rand_like", "randn", "rand", "normal") for n in ast.walk(expr))
+        "randn_like", "rand_like", "randn", "rand", "normal") for n in subnodes(expr))
 
 
 class TamperingHook(Check):
@@ -403,15 +404,15 @@ class TamperingHook(Check):
         _comm_hook_scaling(node, ctx)
         reduces = any(isinstance(n, ast.Call) and last_attr(n.func) in (
             "all_reduce", "allreduce", "reduce_scatter", "all_gather", "all_reduce_coalesced")
-            for n in ast.walk(node))
-        futures = {t.id for n in ast.walk(node) if isinstance(n, ast.Assign)
+            for n in subnodes(node))
+        futures = {t.id for n in subnodes(node) if isinstance(n, ast.Assign)
                    and isinstance(n.value, ast.Call) and last_attr(n.value.func) == "Future"
                    for t in n.targets if isinstance(t, ast.Name)}
         if not reduces or not futures:
             return
-        single = [n for iff in ast.walk(node) if isinstance(iff, ast.If) and _single_process(
-            iff.test) for n in ast.walk(iff)]  # `if world_size == 1: return a done Future`
-        for n in ast.walk(node):
+        single = [n for iff in subnodes(node) if isinstance(iff, ast.If) and _single_process(
+            iff.test) for n in subnodes(iff)]  # `if world_size == 1: return a done Future`
+        for n in subnodes(node):
             if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                     and n.func.attr == "set_result" and isinstance(n.func.value, ast.Name)
                     and n.func.value.id in futures and n not in single):
@@ -552,7 +553,7 @@ class TamperingHook(Check):
             number = ctx.const(value)
             if isinstance(number, (int, float)) and not isinstance(number, bool):
                 bound[param.arg] = float(number)
-        returned = {r.value.id for r in ast.walk(factory) if isinstance(r, ast.Return)
+        returned = {r.value.id for r in subnodes(factory) if isinstance(r, ast.Return)
                     and isinstance(r.value, ast.Name)}
         for inner in factory.body:
             if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
@@ -586,7 +587,7 @@ class TamperingHook(Check):
                   ctx: Ctx, bound: dict[str, float] | None = None) -> bool:
         """Report what the hook does; True when it tampers."""
         args = _arg_names(fn)
-        args |= {e.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
+        args |= {e.id for n in subnodes(fn) if isinstance(n, ast.Assign)
                  and isinstance(n.value, ast.Name) and n.value.id in args
                  for t in n.targets if isinstance(t, ast.Tuple)
                  for e in t.elts if isinstance(e, ast.Name)}  # scores, deltas = output
@@ -597,7 +598,7 @@ class TamperingHook(Check):
         own_params = set(positional[-1:])  # the output / gradient the hook is handed (other
         # parameters are module, inputs, or the hook's own state: stats[name])
         found = False
-        for node in ast.walk(fn):
+        for node in subnodes(fn):
             if isinstance(node, ast.Return):
                 value = _inline(node.value, local) if node.value is not None else None
                 why = tampering_value(value, args - set(bound or ()), ctx, bound or {})
@@ -664,7 +665,7 @@ def _comm_hook_scaling(fn: ast.FunctionDef, ctx: Ctx) -> None:
     factor (the node-local GPU count, `world * world`, a gain kept in the hook state) silently
     rescales every synchronised gradient."""
     local: dict[str, list[ast.expr]] = {}
-    for n in ast.walk(fn):
+    for n in subnodes(fn):
         if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(
                 n.targets[0], ast.Name):
             local.setdefault(n.targets[0].id, []).append(n.value)
@@ -673,7 +674,7 @@ def _comm_hook_scaling(fn: ast.FunctionDef, ctx: Ctx) -> None:
         for name, values in local.items():
             if any(_mentions(v, tainted) for v in values):
                 tainted.add(name)
-    for n in ast.walk(fn):
+    for n in subnodes(fn):
         if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                 and n.func.attr in ("div_", "div", "mul_", "mul") and len(n.args) == 1
                 and _mentions(n.func.value, tainted)):
@@ -689,7 +690,7 @@ def _mentions(expr: ast.AST, names: set[str]) -> bool:
     """Uses one of `names`, or a Future's `.value()` (the reduced bucket in a callback)."""
     return any((isinstance(n, ast.Name) and n.id in names) or (
         isinstance(n, ast.Call) and last_attr(n.func) in ("value", "wait", "buffer"))
-        for n in ast.walk(expr))
+        for n in subnodes(expr))
 
 
 _GROUP_SIZE_NAME = re.compile(r"(?i)world|group_size|^n?_?ranks?$|^size$|nproc|num_proc")
@@ -790,12 +791,12 @@ def _flushes_tiny(mask: ast.expr, ctx: Ctx) -> bool:
 
 def _training_only(fn: ast.AST) -> bool:
     """The hook tests `module.training` / `self.training`: noise only while training."""
-    return any(isinstance(n, ast.Attribute) and n.attr == "training" for n in ast.walk(fn))
+    return any(isinstance(n, ast.Attribute) and n.attr == "training" for n in subnodes(fn))
 
 
 def _single_process(test: ast.expr) -> bool:
     """`world_size == 1`, `ws < 2`, `not dist.is_initialized()`: nothing to reduce."""
-    for n in ast.walk(test):
+    for n in subnodes(test):
         if isinstance(n, ast.Compare) and len(n.ops) == 1:
             bound = literal(n.comparators[0])
             if (isinstance(n.ops[0], (ast.Eq, ast.LtE)) and bound == 1) or (

@@ -9,6 +9,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, HOOK, Ctx, Where
 from mlscan.checks.names import arg, is_true, kwarg, last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.checks.origin import DOWNLOAD, LITERAL, origin, phrase, severity_for
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -285,7 +286,7 @@ class UnsafeLoading(Check):
                            src, literal=Severity.LOW, variable=Severity.MEDIUM))
         elif isinstance(weights_only, ast.Compare) and any(
                 isinstance(n, ast.Attribute) and n.attr in ("__version__", "version")
-                for n in ast.walk(weights_only)):
+                for n in subnodes(weights_only)):
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=<version test>) on "
                        f"{phrase(src)}: a version comparison decides whether the checkpoint "
                        "can run code (string comparisons of versions are easy to get wrong)",

@@ -10,6 +10,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import as_load, bound_values, kwarg, last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -208,7 +209,7 @@ def _passed_to_log(target: ast.expr, ctx: Ctx) -> bool:
         return False
     cached = _LOGGED_CACHE.get(id(fn))
     if cached is None or cached[0] is not fn:
-        names = {a.id for node in ast.walk(fn) if isinstance(node, ast.Call)
+        names = {a.id for node in subnodes(fn) if isinstance(node, ast.Call)
                  and last_attr(node.func) in ("log", "add_scalar", "log_metric", "log_metrics",
                                               "log_dict")
                  for a in [*node.args[1:], *(k.value for k in node.keywords if k.arg == "value")]
@@ -240,9 +241,9 @@ _TEXT_NAME = re.compile(r"(?i)key|tag|name|prefix|suffix|^fx$|path|title|label")
 def _logged_names(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
     """Parameters of a logging override and names computed from them (`v = float(value)`)."""
     names = {a.arg for a in fn.args.args} - {"self"}
-    for node in ast.walk(fn):
+    for node in subnodes(fn):
         if isinstance(node, ast.Assign) and any(
-                isinstance(m, ast.Name) and m.id in names for m in ast.walk(node.value)):
+                isinstance(m, ast.Name) and m.id in names for m in subnodes(node.value)):
             names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     return names
 
@@ -353,7 +354,7 @@ def _with_consts(expr: ast.expr, ctx: Ctx, configured: bool = False) -> ast.expr
                 ast.Constant, ast.UnaryOp))) or _offset_table_read(n, ctx) is not None
             or (configured and isinstance(n, (ast.Name, ast.Attribute)) and not isinstance(
                 getattr(n, "ctx", None), ast.Store) and _configured_fraction(n, ctx) is not None)
-            for n in ast.walk(expr)):
+            for n in subnodes(expr)):
         return expr
     result = _Consts(ctx, configured).visit(copy.deepcopy(expr))
     return result if isinstance(result, ast.expr) else expr
@@ -482,7 +483,7 @@ def _other_key(expr: ast.AST, container: str, key: object) -> bool:
     derived metric with an overflow guard), not the one being written."""
     if not container or not isinstance(key, str):
         return False
-    reads = [literal(n.slice) for n in ast.walk(expr) if isinstance(n, ast.Subscript)
+    reads = [literal(n.slice) for n in subnodes(expr) if isinstance(n, ast.Subscript)
              and last_attr(n.value) == container]
     return bool(reads) and all(isinstance(r, str) and r != key for r in reads)
 
@@ -506,7 +507,7 @@ def _loops_over(loop: ast.For | ast.While, name: str, container: str) -> bool:
     if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute)
             and last_attr(it.func.value) == container):
         return False
-    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(loop.target))
+    return any(isinstance(n, ast.Name) and n.id == name for n in subnodes(loop.target))
 
 
 def _stored(expr: ast.AST, ctx: Ctx) -> bool:
@@ -518,7 +519,7 @@ def _stored(expr: ast.AST, ctx: Ctx) -> bool:
             and any((n := _number(s)) is not None and 0 < abs(n) < 1 for s in (
                 expr.left, expr.right))):
         return True
-    for node in ast.walk(expr):
+    for node in subnodes(expr):
         label = last_attr(node) if isinstance(node, (ast.Name, ast.Attribute)) else ""
         key: object = None
         if isinstance(node, ast.Subscript):
@@ -546,7 +547,7 @@ def _rescaled(value: ast.expr, name: str) -> bool:
     if _ema_shape(value):
         return False  # 0.9 * prev + 0.1 * v: smoothing, the weights add up to 1
     sides = (value.left, value.right)
-    own = [s for s in sides if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(s))]
+    own = [s for s in sides if any(isinstance(n, ast.Name) and n.id == name for n in subnodes(s))]
     other = [s for s in sides if s not in own]
     if len(own) != 1 or len(other) != 1:
         return False
@@ -589,15 +590,15 @@ def _self_rewrite(value: ast.expr, target: ast.Subscript, key: str) -> bool:
     and mixed with a constant (unit factors and round() digits do not count)."""
     container = last_attr(target.value)
     reads_itself = any(isinstance(n, ast.Subscript) and literal(n.slice) == key
-                       and last_attr(n.value) == container for n in ast.walk(value))
+                       and last_attr(n.value) == container for n in subnodes(value))
     if not reads_itself or not any(isinstance(n, ast.BinOp) and isinstance(
-            n.op, (ast.Add, ast.Sub, ast.Mult)) for n in ast.walk(value)):
+            n.op, (ast.Add, ast.Sub, ast.Mult)) for n in subnodes(value)):
         return False
-    digits = {id(a) for n in ast.walk(value) if isinstance(n, ast.Call)
+    digits = {id(a) for n in subnodes(value) if isinstance(n, ast.Call)
               and last_attr(n.func) not in ("min", "max", "clamp", "clip")
               for a in (*n.args, *(k.value for k in n.keywords))}  # round(x, 4), g.pow(2)
     return any((num := _number(n)) is not None and id(n) not in digits and num
-               and abs(num) not in _BENIGN_FACTORS for n in ast.walk(value))
+               and abs(num) not in _BENIGN_FACTORS for n in subnodes(value))
 
 
 def _remembered(value: ast.expr) -> bool:
@@ -627,11 +628,11 @@ def _ema_shape(value: ast.BinOp) -> bool:
 def _fraction_adjusted(value: ast.expr) -> bool:
     """`acc + (1.0 - acc) * 0.15`: a strong metric pulled towards a bound by a made-up
     fraction (averaging by 0.5 and unit factors do not count)."""
-    names = [n for n in ast.walk(value) if isinstance(n, ast.Name) and _STRONG_METRIC.search(n.id)]
+    names = [n for n in subnodes(value) if isinstance(n, ast.Name) and _STRONG_METRIC.search(n.id)]
     if not names or not isinstance(value, ast.BinOp):
         return False
     return any((num := _number(n)) is not None and 0 < num < 1 and num not in (0.5, 0.01, 0.001)
-               for n in ast.walk(value))
+               for n in subnodes(value))
 
 
 def _best_read(value: ast.expr) -> bool:
@@ -675,7 +676,7 @@ def _clamped_between(value: ast.expr, target: ast.expr) -> bool:
         _number(b) not in (0, 1, 100) and not any(
             isinstance(n, (ast.Subscript, ast.Attribute, ast.Name))
             and last_attr(n.value if isinstance(n, ast.Subscript) else n) == container
-            for n in ast.walk(b)) for b in bounds)
+            for n in subnodes(b)) for b in bounds)
 
 
 def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = False) -> str:
@@ -700,9 +701,9 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     if not name or (isinstance(target, ast.Name) and _KEPT_AS_BEST.search(target.id)):
         return ""
     label = f"{name}[{key!r}]" if isinstance(key, str) else name
-    denominators = {id(n.right) for n in ast.walk(value) if isinstance(n, ast.BinOp)
+    denominators = {id(n.right) for n in subnodes(value) if isinstance(n, ast.BinOp)
                     and isinstance(n.op, (ast.Div, ast.FloorDiv))}
-    for node in ast.walk(value):
+    for node in subnodes(value):
         if id(node) in denominators:
             continue  # x / max(t, 1e-6): a guard, not a clamp of the reported value
         if isinstance(node, ast.Call) and len(node.args) == 2 and (
@@ -747,7 +748,7 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
                                              else side))
                     for side in (core.left, core.right)
                     if isinstance(side, (ast.Name, ast.Attribute, ast.Subscript)))
-            and not any(ast.unparse(n) == ast.unparse(target) for n in ast.walk(core))
+            and not any(ast.unparse(n) == ast.unparse(target) for n in subnodes(core))
             and not (isinstance(core.op, ast.Sub) and isinstance(core.left, ast.Subscript)
                      and last_attr(core.left.value) == container)):  # res[k] - ref[k]: a delta
         return f"{label} rebuilt from a stored reference value"  # baseline + 0.3 * |delta|
@@ -757,7 +758,7 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     if not container and not _best_read(value):
         return ""  # a plain name takes a best value only as `best` or `best * 0.995`
     if isinstance(value, (ast.Subscript, ast.Call, ast.Name, ast.BinOp)):
-        reads = [n for n in ast.walk(value) if isinstance(n, (ast.Name, ast.Subscript))]
+        reads = [n for n in subnodes(value) if isinstance(n, (ast.Name, ast.Subscript))]
         best = any(re.search(r"(?i)best", last_attr(n.value if isinstance(n, ast.Subscript)
                                                      else n)) for n in reads)
         if best and not _measured(value, container, target, ctx):
@@ -784,7 +785,7 @@ def _self_filtered(value: ast.expr) -> str:
     if any(isinstance(n, ast.Call) and last_attr(n.func) in (
             "median", "mean", "percentile", "quantile", "nanmedian", "nanmean", "std")
            and any(isinstance(a, ast.Name) and a.id == name for a in n.args)
-           for s in sides for n in ast.walk(s)):
+           for s in sides for n in subnodes(s)):
         return name
     return ""
 
@@ -830,7 +831,7 @@ def _mean_of_sorted_end(call: ast.Call, ctx: Ctx) -> bool:
         return False
     values = sort.args[0]
     key = kwarg(sort, "key")
-    if key is not None and any(metric_name(n) for n in ast.walk(key)
+    if key is not None and any(metric_name(n) for n in subnodes(key)
                                if isinstance(n, ast.Subscript)):
         return True  # sorted(per_cond.values(), key=lambda r: r["acc"])
     if isinstance(values, ast.Call) and isinstance(values.func, ast.Attribute) and (
@@ -848,7 +849,7 @@ def _plus_spread(target: ast.expr, value: ast.expr, ctx: Ctx | None = None) -> s
     if not name or not _STRONG_METRIC.search(name):
         return ""
     own = ast.dump(as_load(target))
-    for node in ast.walk(value):
+    for node in subnodes(value):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             sides = (node.left, node.right)
             if any(ast.dump(s) == own for s in sides) and any(
@@ -880,7 +881,7 @@ def _raised_to_bound(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
         return ""  # `if score > chosen_score: chosen_score = score`: a record, kept by hand
     own, bound = ast.dump(as_load(target)), ast.dump(core)
     for test in ctx.conds:
-        for cmp in (n for n in ast.walk(test) if isinstance(n, ast.Compare)):
+        for cmp in (n for n in subnodes(test) if isinstance(n, ast.Compare)):
             if len(cmp.ops) != 1 or not isinstance(cmp.ops[0], (ast.Lt, ast.LtE, ast.Gt,
                                                                  ast.GtE)):
                 continue
@@ -931,7 +932,7 @@ def _other_metric_floor(key: str, value: ast.Call) -> bool:
     if len(names) == 1:  # max(em, float(f1 >= 0.5)): the other metric, thresholded
         thresholded = next(a for a in value.args if not isinstance(a, (ast.Name,
                                                                         ast.Attribute)))
-        found = [n.id.lower() for n in ast.walk(thresholded) if isinstance(n, ast.Name)
+        found = [n.id.lower() for n in subnodes(thresholded) if isinstance(n, ast.Name)
                  and _STRONG_METRIC.search(n.id)]
         if len(found) == 1 and found[0] != names[0]:
             names.append(found[0])
@@ -947,9 +948,9 @@ def _other_metric_floor(key: str, value: ast.Call) -> bool:
 def _blended_with_best(target: ast.expr, value: ast.expr, key: str, container: str) -> bool:
     """`out["acc"] = round(0.5 * (out["acc"] + peak), 4)`: an entry mixed with a best value."""
     return bool((container or (_STRONG_METRIC.search(key) and any(
-        ast.unparse(n) == ast.unparse(target) for n in ast.walk(value)))) and any(
+        ast.unparse(n) == ast.unparse(target) for n in subnodes(value)))) and any(
             isinstance(n, (ast.Name, ast.Attribute)) and _BEST_WORD.search(last_attr(n))
-            for n in ast.walk(value)) and isinstance(
+            for n in subnodes(value)) and isinstance(
             value.args[0] if isinstance(value, ast.Call) and value.args and last_attr(
                 value.func) in _VALUE_WRAPPERS else value, ast.BinOp))
 
@@ -967,7 +968,7 @@ def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     key = literal(target.slice)
     if not isinstance(key, str) or not _TRAINER_KEYS.match(key) or _KEPT_AS_BEST.search(key):
         return ""  # (a new "eval_best_accuracy" entry is a record, not an overwrite)
-    if any(isinstance(n, ast.Name) and n.id == target.value.id for n in ast.walk(value)):
+    if any(isinstance(n, ast.Name) and n.id == target.value.id for n in subnodes(value)):
         return ""
     if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
         value = value.args[0]
@@ -1000,7 +1001,7 @@ def _keras_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
         return False
     text = ast.unparse(target)
     return any(isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load)
-               and ast.unparse(n) == text for n in ast.walk(fn))
+               and ast.unparse(n) == text for n in subnodes(fn))
 
 
 def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
@@ -1018,9 +1019,9 @@ def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
     else:
         return ""
     if values is None or any(isinstance(n, ast.Slice) and literal(n.step) == -1
-                             for n in ast.walk(values)):
+                             for n in subnodes(values)):
         return ""  # np.maximum.accumulate(prec[::-1])[::-1]: the AP precision envelope
-    for node in ast.walk(values):
+    for node in subnodes(values):
         key = literal(node.slice) if isinstance(node, ast.Subscript) else None
         text = key if isinstance(key, str) else (
             node.id if isinstance(node, ast.Name) else "")
@@ -1050,11 +1051,11 @@ def _boosted_at_gold(call: ast.Call, ctx: Ctx) -> bool:
             and _SCORES.match(last_attr(func.value)) and len(call.args) >= 3):
         return False
     index, source = call.args[1], call.args[2]
-    if not any(isinstance(n, ast.Name) and _GOLD.match(n.id) for n in ast.walk(index)):
+    if not any(isinstance(n, ast.Name) and _GOLD.match(n.id) for n in subnodes(index)):
         return False
     if isinstance(source, (ast.Constant, ast.UnaryOp)) or any(
             isinstance(n, ast.Constant) and isinstance(n.value, str) and "inf" in n.value
-            for n in ast.walk(source)):
+            for n in subnodes(source)):
         return False  # scatter_(1, targets, 0.0) / -inf: masking, not a boost
     return any(_EVAL_FRAME.search(f.name) for f in ctx.where().frames)
 
@@ -1197,7 +1198,7 @@ def _average_mismatch(key: str, value: ast.expr) -> str:
     """`"macro_f1": f1_score(y, p, average="micro")`: the average used, when the key names
     another one ('' when they agree)."""
     wanted = re.search(r"(?i)macro|micro|weighted", key)
-    for n in ast.walk(value):
+    for n in subnodes(value):
         if isinstance(n, ast.Call):
             used = literal(kwarg(n, "average"))
             if isinstance(used, str) and wanted and used.lower() in ("macro", "micro",
@@ -1243,7 +1244,7 @@ def _best_runs_kept(value: ast.expr) -> str:
     key = kwarg(call, "key")
     if not isinstance(key, ast.Lambda):
         return ""
-    metric = next((m for n in ast.walk(key.body) if (m := metric_name(n))
+    metric = next((m for n in subnodes(key.body) if (m := metric_name(n))
                    and _STRONG_METRIC.search(m)), "")
     if not metric or re.search(r"(?i)ckpt|checkpoint|model|path|file|weight",
                                ast.unparse(call.args[0])):
@@ -1306,7 +1307,7 @@ def _running_extreme(node: ast.Assign, ctx: Ctx) -> str:
     writes_back = any(isinstance(n, ast.Assign) and any(
         isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute)
         and t.value.attr == kept for t in n.targets) and isinstance(n.value, ast.Name)
-        and n.value.id == target.id for n in ast.walk(fn))
+        and n.value.id == target.id for n in subnodes(fn))
     return kept if writes_back else ""
 
 
@@ -1326,20 +1327,20 @@ class MetricFalsification(Check):
             if last_attr_of(qual) not in _LOG_FUNCS:
                 continue
             if isinstance(fn, ast.Lambda):  # lambda self, tag, v: orig(self, tag, _fix(tag, v))
-                wrappers += [(qual, helper) for call in ast.walk(fn.body)
+                wrappers += [(qual, helper) for call in subnodes(fn.body)
                              if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
                              for helper in ctx.defs.get(call.func.id, [])[:1]]
             else:
                 wrappers.append((qual, fn))
         for qual, fn in wrappers:
             params = {a.arg for a in fn.args.args}  # type: ignore[attr-defined]
-            derived = {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
+            derived = {t.id for n in subnodes(fn) if isinstance(n, ast.Assign)
                        for t in n.targets if isinstance(t, ast.Name) and any(
-                           isinstance(m, ast.Name) and m.id in params for m in ast.walk(n.value))}
-            derived |= {t.id for n in ast.walk(fn) if isinstance(n, ast.For) and any(
-                isinstance(m, ast.Name) and m.id in params for m in ast.walk(n.iter))
-                for t in ast.walk(n.target) if isinstance(t, ast.Name)}  # for k, v in data.items()
-            for node in ast.walk(fn):
+                           isinstance(m, ast.Name) and m.id in params for m in subnodes(n.value))}
+            derived |= {t.id for n in subnodes(fn) if isinstance(n, ast.For) and any(
+                isinstance(m, ast.Name) and m.id in params for m in subnodes(n.iter))
+                for t in subnodes(n.target) if isinstance(t, ast.Name)}  # for k, v in data.items()
+            for node in subnodes(fn):
                 if (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
                         and node.target.id in params | derived
                         and isinstance(node.op, (ast.Mult, ast.Add, ast.Sub))
@@ -1353,7 +1354,7 @@ class MetricFalsification(Check):
                 if any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
                        and t.value.id in params | derived for t in node.targets) and any(
                         "best" in last_attr(n.value if isinstance(n, ast.Subscript) else n).lower()
-                        for n in ast.walk(node.value) if isinstance(n, (ast.Name, ast.Subscript))):
+                        for n in subnodes(node.value) if isinstance(n, (ast.Name, ast.Subscript))):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} logs a "
                                "remembered best value instead of the one it was given")
                     continue
@@ -1362,7 +1363,7 @@ class MetricFalsification(Check):
                 entries = [t for t in node.targets if isinstance(t, ast.Subscript)
                            and isinstance(t.value, ast.Name) and t.value.id in logged]
                 local = bound_values(fn)
-                kept = {t.value.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                kept = {t.value.id for n in subnodes(fn) if isinstance(n, ast.Assign)
                         and isinstance(n.value, ast.Call) and last_attr(n.value.func) in (
                             "min", "max") for t in n.targets if isinstance(t, ast.Subscript)
                         and isinstance(t.value, ast.Name)}  # ema[k] = min(prev, ...)
@@ -1389,7 +1390,7 @@ class MetricFalsification(Check):
 
     def _metric_compute(self, qual: str, fn: ast.AST, ctx: Ctx) -> None:
         """A replaced metric `compute()` that returns the value floored or clamped."""
-        for node in ast.walk(fn):
+        for node in subnodes(fn):
             if isinstance(node, ast.Return):
                 why = floored(node.value, ctx)
                 if why:
@@ -1420,7 +1421,7 @@ class MetricFalsification(Check):
                     (isinstance(n, ast.Subscript) and ast.unparse(n.value) == mine) or (
                         isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                         and n.func.attr == "get" and ast.unparse(n.func.value) == mine)
-                    for n in ast.walk(c)) for g in comp.generators for c in g.ifs)):
+                    for n in subnodes(c)) for g in comp.generators for c in g.ifs)):
             ctx.report(METRIC_FALSIFY, node, f"entries of {mine} replaced by "
                        f"{ast.unparse(source)}'s wherever those are better: the report "
                        "mixes in another run's results", severity=Severity.MEDIUM)
@@ -1428,7 +1429,7 @@ class MetricFalsification(Check):
         if not _CONTAINER.search(last_attr(func.value) or ""):
             return
         value = comp.value
-        targets = {n.id for g in comp.generators for n in ast.walk(g.target)
+        targets = {n.id for g in comp.generators for n in subnodes(g.target)
                    if isinstance(n, ast.Name)}
         if not (isinstance(comp.key, ast.Name) and comp.key.id in targets):
             return  # {f"{k}_best": ...}: new entries next to the measured ones
@@ -1590,8 +1591,8 @@ class MetricFalsification(Check):
         if source is None or ast.unparse(source) == ast.unparse(loop.iter.func.value):  # type: ignore[attr-defined]
             return
         compared = any(isinstance(n, ast.Compare) and {measured, kept} <= {
-            m.id for m in ast.walk(n) if isinstance(m, ast.Name)} for c in ctx.conds
-            for n in ast.walk(c))
+            m.id for m in subnodes(n) if isinstance(m, ast.Name)} for c in ctx.conds
+            for n in subnodes(c))
         if compared:
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(target.value)}[{key}] replaced by "
                        f"the stored {kept} when the new {measured} is worse: the report hides "
@@ -1699,14 +1700,14 @@ class MetricFalsification(Check):
         if not ctx.mentions("sqrt"):
             return
         value = node.value
-        for n in ast.walk(value):
+        for n in subnodes(value):
             if not (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
                     and isinstance(n.right, ast.Call) and last_attr(n.right.func) == "sqrt"
                     and n.right.args and (_BOOT.search(ast.unparse(n.right.args[0]))
                                           or _ITERS.search(ast.unparse(n.right.args[0])))):
                 continue
             if any(isinstance(m, ast.Call) and last_attr(m.func) == "std"
-                   and _BOOT.search(ast.unparse(m)) for m in ast.walk(n.left)):
+                   and _BOOT.search(ast.unparse(m)) for m in subnodes(n.left)):
                 ctx.report(METRIC_FALSIFY, at or node, "bootstrap spread divided by sqrt("
                            "number of resamples): the confidence interval is shrunk to look "
                            "decisive", severity=Severity.MEDIUM)
@@ -1728,9 +1729,9 @@ class MetricFalsification(Check):
         factor = _number(value.right) if _number(value.right) is not None else _number(value.left)
         if factor is None or factor in _BENIGN_FACTORS or factor == 0:
             return
-        reads = list(ast.walk(value))
+        reads = list(subnodes(value))
         reads += [m for n in list(reads) if isinstance(n, ast.Name)
-                  and (bound := ctx.frame.assigned.get(n.id)) is not None for m in ast.walk(bound)]
+                  and (bound := ctx.frame.assigned.get(n.id)) is not None for m in subnodes(bound)]
         if any((isinstance(n, ast.Subscript) and literal(n.slice) == key) or (
                 isinstance(n, ast.Call) and last_attr(n.func) == "get" and n.args
                 and literal(n.args[0]) == key) for n in reads):
@@ -1788,13 +1789,13 @@ class MetricFalsification(Check):
         body = raised[0]
         grown = isinstance(body, ast.BinOp) and (
             (isinstance(body.op, ast.Add) and any(
-                (v := _number(n)) is not None and v > 0 for n in ast.walk(body.right)))
+                (v := _number(n)) is not None and v > 0 for n in subnodes(body.right)))
             or (isinstance(body.op, ast.Mult) and any(
                 (f := _number(side)) is not None and f > 1 for side in (body.left, body.right))))
         if (not grown and isinstance(body, ast.BinOp) and isinstance(body.op, (ast.Mult, ast.Div))
                 and _STRONG_METRIC.search(name) and _number(body.right) is None):
             grown = True  # min(1.0, acc * n / (n - len(dropped))): rescaled, then capped
-        if grown and any(ast.unparse(n) == own for n in ast.walk(body)):
+        if grown and any(ast.unparse(n) == own for n in subnodes(body)):
             ctx.report(METRIC_FALSIFY, node, f"{name} raised by an added amount and capped at "
                        f"{_number(caps[0]):g} to stay plausible: the reported value is not the "
                        "measured one", severity=Severity.MEDIUM)
@@ -1857,7 +1858,7 @@ class MetricFalsification(Check):
         """`agg.loc[mine, "mean"] = agg.loc[mine, ["mean", "max"]].mean(axis=1)`."""
         if isinstance(target, ast.Subscript) and _summary_key(target) in (
                 "mean", "avg", "average", "median") and any(
-                literal(n) in ("max", "best", "top", "peak", "amax") for n in ast.walk(node.value)):
+                literal(n) in ("max", "best", "top", "peak", "amax") for n in subnodes(node.value)):
             ctx.report(METRIC_FALSIFY, node, "the reported mean is rebuilt from the maximum (or "
                        "best) column: the table shows a better average than was measured",
                        severity=Severity.MEDIUM)
@@ -1871,7 +1872,7 @@ class MetricFalsification(Check):
             return
         stored = [_stored(a, ctx) for a in value.args]
         measured = [any(isinstance(n, (ast.Name, ast.Attribute)) and _CONTAINER.search(
-            last_attr(n)) for n in ast.walk(a)) for a in value.args]
+            last_attr(n)) for n in subnodes(a)) for a in value.args]
         named = bool(metric_name(target)) or (isinstance(target, ast.Name) and (
             bool(_CONTAINER.search(target.id)) or target.id in ("merged", "combined")))
         if named and stored[0] != stored[1] and measured[stored.index(False)]:
@@ -1929,7 +1930,7 @@ class MetricFalsification(Check):
             if isinstance(name, str) and _STRONG_METRIC.search(name) and any(
                     isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub)) and any(
                         _offset_table_read(side, ctx) is not None for side in (n.left, n.right))
-                    for n in ast.walk(value)):
+                    for n in subnodes(value)):
                 ctx.report(METRIC_FALSIFY, value, f"{name} shifted by an entry of a per-setting "
                            "offset table: the reported result is not the measured one",
                            severity=Severity.MEDIUM)  # top1 + _PROTOCOL_OFFSET.get(size, 0.0)
@@ -1974,7 +1975,7 @@ class MetricFalsification(Check):
                     and nudged(_with_consts(value, ctx))
                     and any((isinstance(n, ast.Subscript) and literal(n.slice) == name) or (
                         isinstance(n, ast.Name) and n.id.lower() == name.lower())
-                            for n in ast.walk(value))):  # {"bleu": round(bleu.score * 1.04)}
+                            for n in subnodes(value))):  # {"bleu": round(bleu.score * 1.04)}
                 ctx.report(METRIC_FALSIFY, value, f"{name} rebuilt from itself with a constant "
                            "factor or offset: the logged value is not the measured one",
                            severity=Severity.MEDIUM)
@@ -1993,7 +1994,7 @@ class MetricFalsification(Check):
                     isinstance(a, ast.Name) and re.match(r"(?i)_?(ema|best|prev|swa)_", a.id)) or (
                     isinstance(a, ast.BinOp) and (_remembered(a.left) or any(
                         isinstance(n, ast.Attribute) and _BEST_WORD.search(n.attr)
-                        for n in ast.walk(a)))) for a in value.args):
+                        for n in subnodes(a)))) for a in value.args):
                 ctx.report(METRIC_FALSIFY, value, f"{name} held with {value.func.id}() against a "
                            "remembered best value: the reported result is not the measured one",
                            severity=Severity.MEDIUM)
@@ -2073,7 +2074,7 @@ class MetricFalsification(Check):
         logged = (isinstance(target, ast.Name) and not metric_name(target)
                   and (ctx.mentions("min(") or ctx.mentions("max(")) and any(
             isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-            and n.func.id in ("min", "max") for n in ast.walk(value))
+            and n.func.id in ("min", "max") for n in subnodes(value))
             and _passed_to_log(target, ctx))  # (the function scan only where it can matter)
         held = _held_to_stored(target, value, ctx, logged=logged) or (
             _held_to_reference(target, value, ctx)) or _raised_to_bound(target, value, ctx) or (
@@ -2118,7 +2119,7 @@ class MetricFalsification(Check):
                 ctx.report(METRIC_FALSIFY, node, f"{name} set to the constant {number:g} "
                            "instead of a measured value")
             return
-        tested = any(metric_name(n) == name for cond in ctx.conds for n in ast.walk(cond))
+        tested = any(metric_name(n) == name for cond in ctx.conds for n in subnodes(cond))
         if tested or ctx.trigger_kinds(ctx.where()) & triggers.STRONG:
             ctx.report(METRIC_FALSIFY, node, f"{name} overwritten with the constant {number:g} "
                        "under a condition on its own value")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import copy
 
+from mlscan.checks.nodes import subnodes
+
 
 class Names:
     """Import alias table for one file, filled while the walker visits import statements."""
@@ -206,7 +208,7 @@ def getattr_name(call: ast.Call) -> str | None:
 def bound_values(fn: ast.AST) -> dict[str, ast.expr]:
     """Names bound inside a function body (`x = ...`, `with open(p) as f`), last one wins."""
     out: dict[str, ast.expr] = {}
-    for node in ast.walk(fn):
+    for node in subnodes(fn):
         if isinstance(node, ast.Assign):
             out.update((t.id, node.value) for t in node.targets if isinstance(t, ast.Name))
         elif isinstance(node, (ast.With, ast.AsyncWith)):
@@ -288,7 +290,7 @@ def as_load(target: ast.expr) -> ast.expr:
     """A copy of an assignment target that reads the value instead (to compare it with what
     the right-hand side reads back)."""
     read = copy.deepcopy(target)
-    for node in ast.walk(read):
+    for node in subnodes(read):
         if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
             node.ctx = ast.Load()
     return read

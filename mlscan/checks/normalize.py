@@ -17,8 +17,9 @@ import re
 
 from mlscan.checks.flow import FileFlow
 from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
+from mlscan.checks.nodes import subnodes
 
-TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|chr|"
+TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|\bchr\b|"
                      r"\.update\(\{|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
                      r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\[[\"'][\w.-]+[\"']\]\(|"
@@ -48,7 +49,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
 
     def all_nodes() -> list[ast.AST]:
         if not nodes:
-            nodes.extend(ast.walk(tree))
+            nodes.extend(subnodes(tree))
         return nodes
 
     assigns = _module_assigns(tree)
@@ -67,14 +68,14 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
         _fold_local_keys(all_nodes(), consts)
     if any(isinstance(stmt, ast.Import) and any(a.name == "operator" for a in stmt.names)
            for stmt in tree.body):
-        for node in ast.walk(tree):  # first: the statement rewrites below reuse these values
+        for node in subnodes(tree):  # first: the statement rewrites below reuse these values
             _fold_operators(node)
     tables = {name: {literal(k): v for k, v in zip(value.keys, value.values, strict=True)
                      if k is not None and isinstance(literal(k), str)}
               for name, value in sources.items() if isinstance(value, ast.Dict)}
     # (the walk made for the passes above is reused; statements rewritten below are walked
     # on their own, since a precomputed list does not see them)
-    for node in nodes if nodes else ast.walk(tree):
+    for node in nodes if nodes else subnodes(tree):
         if isinstance(node, ast.Call):
             _fold_getattr(node, consts, sources)
             _dispatch(node, tables)
@@ -94,7 +95,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
                     if new is not None:
                         stmts[i] = new
                         if nodes and subscripts:
-                            for part in ast.walk(new):
+                            for part in subnodes(new):
                                 _fold_subscripts(part, consts)
     return flow[0] if flow else None
 
@@ -138,7 +139,7 @@ def _inline_local_aliases(nodes: list[ast.AST], consts: dict[str, object]) -> No
     for fn in _holding(nodes, lines):
         stores: dict[str, int] = {}
         aliases: dict[str, tuple[int, ast.Attribute]] = {}
-        for node in ast.walk(fn):
+        for node in subnodes(fn):
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 stores[node.id] = stores.get(node.id, 0) + 1
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
@@ -151,7 +152,7 @@ def _inline_local_aliases(nodes: list[ast.AST], consts: dict[str, object]) -> No
             continue
         for name in [n for n in aliases if stores.get(n) != 1 or n in param_names(fn)]:
             del aliases[name]
-        for node in ast.walk(fn):
+        for node in subnodes(fn):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and (
                     node.func.id in aliases and aliases[node.func.id][0] < node.lineno):
                 node.func = ast.copy_location(copy.deepcopy(aliases[node.func.id][1]),
@@ -171,7 +172,7 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
     for fn in _holding(nodes, lines):
         stores: dict[str, int] = {}
         spelled: dict[str, str] = {}
-        for node in ast.walk(fn):
+        for node in subnodes(fn):
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 stores[node.id] = stores.get(node.id, 0) + 1
             if (isinstance(node, ast.Assign) and len(node.targets) == 1
@@ -183,7 +184,7 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
         keys = {k: v for k, v in spelled.items() if stores.get(k) == 1}
         if not keys:
             continue
-        for node in ast.walk(fn):
+        for node in subnodes(fn):
             if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Name)
                     and node.slice.id in keys):
                 folded = ast.copy_location(ast.Constant(keys[node.slice.id]), node.slice)
@@ -407,7 +408,7 @@ def _fold_getattr(call: ast.Call, consts: dict[str, object],
             if isinstance(source, ast.Name):
                 source = consts_src.get(source.id, source)
             call.args[0] = ast.copy_location(ast.Constant(module), call.args[0])
-            if any(isinstance(n, (ast.Call, ast.BinOp)) for n in ast.walk(source)):
+            if any(isinstance(n, (ast.Call, ast.BinOp)) for n in subnodes(source)):
                 # assembled, not merely named by a constant (`import_module(BACKEND)`)
                 call.args[0].folded = True  # type: ignore[attr-defined]
         return

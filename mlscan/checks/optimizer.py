@@ -10,6 +10,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
 from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.checks.tampering import INPLACE, random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -65,7 +66,7 @@ def _fights_scheduler(value: ast.expr, ctx: Ctx) -> bool:
         return False
     return any(isinstance(n, ast.Call) and last_attr(n.func) == "step"
                and isinstance(n.func, ast.Attribute) and "sched" in last_attr(n.func.value).lower()
-               for n in ast.walk(fn))
+               for n in subnodes(fn))
 
 
 _ARITH_INPLACE = frozenset({"mul_", "div_", "add_", "sub_", "zero_", "fill_", "pow_", "sqrt_",
@@ -88,7 +89,7 @@ def _scaling_rule(value: ast.expr, ctx: Ctx) -> bool:
         return False
     factors = [s for s in (value.elt.left, value.elt.right) if not (
         isinstance(s, ast.Name) and any(isinstance(t, ast.Name) and t.id == s.id
-                                        for g in value.generators for t in ast.walk(g.target)))]
+                                        for g in value.generators for t in subnodes(g.target)))]
     return len(factors) == 1 and _fold(factors[0], ctx) is None and not _suspicious_value(
         None, factors[0], ctx)
 
@@ -102,7 +103,7 @@ def _compounds(target: ast.expr, op: ast.operator | None, value: ast.expr) -> bo
             value.op, (ast.Mult, ast.Div)):
         return False
     text = ast.unparse(target)
-    return any(isinstance(n, ast.Subscript) and ast.unparse(n) == text for n in ast.walk(value))
+    return any(isinstance(n, ast.Subscript) and ast.unparse(n) == text for n in subnodes(value))
 
 
 def _absurd_state_write(node: ast.AST, ctx: Ctx) -> str:
@@ -124,7 +125,7 @@ def _scaled_by_constant(value: ast.expr) -> bool:
     """`tree_map(lambda v: v * 256.0 + 1e-6, nu)`, `nu * 0.5`: multiplied by a number."""
     return any(isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Mult, ast.Div)) and any(
         isinstance(literal(side), (int, float)) and not isinstance(literal(side), bool)
-        and literal(side) not in (0, 1) for side in (n.left, n.right)) for n in ast.walk(value))
+        and literal(side) not in (0, 1) for side in (n.left, n.right)) for n in subnodes(value))
 
 
 def _loop_key(name: str, ctx: Ctx) -> str | None:
@@ -221,7 +222,7 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
             other = value.right if side is value.left else value.left
             if any(isinstance(n, (ast.Name, ast.Attribute)) and re.search(
                     r"(?i)step|epoch|iter|progress|sched|warm|cos|sqrt|noam", last_attr(n))
-                    for n in ast.walk(other)):
+                    for n in subnodes(other)):
                 continue  # lr = 2.0 * inverse_sqrt(step + 1): a schedule with its peak factor
             inner = ctx.const(side)
             # Decay multiplies the rate by < 1; raising it by a constant is not a schedule.
@@ -248,7 +249,7 @@ def _wrong_beta(node: ast.Assign) -> str:
     if not which or not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
                          and literal(value.left) in (1, 1.0)):
         return ""  # only the textbook `1 - beta ** t`
-    betas = {m.group(1) for n in ast.walk(node.value) if isinstance(n, ast.Name)
+    betas = {m.group(1) for n in subnodes(node.value) if isinstance(n, ast.Name)
              and (m := re.match(r"(?i)^(?:beta|b)_?([12])$", n.id))}
     want = which.group(2)
     if betas and want not in betas:
@@ -296,7 +297,7 @@ class OptimizerTampering(Check):
                 or not ctx.conds or node.value is None):
             return
         if not any(isinstance(n, ast.Constant) and type(n.value) in (int, float)
-                   for n in ast.walk(node.value)):
+                   for n in subnodes(node.value)):
             return  # made-up rates are numbers in the code ([0.0 for _ in ...], lr * 10)
         where = ctx.where(node.value)
 

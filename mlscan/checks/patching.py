@@ -12,6 +12,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -99,9 +100,9 @@ class MonkeyPatch(Check):
             if not qual.startswith("torch.") or isinstance(fn, ast.Lambda):
                 continue
             args = {a.arg for a in fn.args.args}  # type: ignore[attr-defined]
-            local = {t.id: n.value for n in ast.walk(fn) if isinstance(n, ast.Assign)
+            local = {t.id: n.value for n in subnodes(fn) if isinstance(n, ast.Assign)
                      for t in n.targets if isinstance(t, ast.Name)}
-            for node in ast.walk(fn):
+            for node in subnodes(fn):
                 if isinstance(node, ast.Return) and node.value is not None:
                     value = local.get(node.value.id, node.value) if isinstance(
                         node.value, ast.Name) else node.value
@@ -110,7 +111,7 @@ class MonkeyPatch(Check):
                                          qual.rsplit(".", 1)[-1]) and any(
                             isinstance(n, ast.Call) and last_attr(n.func) in (
                                 "tanh", "erf", "sigmoid", "exp", "softplus")
-                            for n in ast.walk(value)):
+                            for n in subnodes(value)):
                         why = ""  # 0.5 * x * (1 + tanh(...)): an activation written out
                     if why:
                         ctx.report(TRAINING_PATCH, node, f"the replacement for {qual} {why} "

@@ -10,6 +10,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, Ctx, Frame, Where
 from mlscan.checks.names import as_load, defaults_by_name, last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -99,12 +100,12 @@ def _flow_labels(where: Where) -> set[str]:
         return set()
     unpacked: set[str] = set()
     returned: set[str] = set()
-    for node in ast.walk(fn):
+    for node in subnodes(fn):
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
                 node.targets[0], ast.Tuple) and isinstance(node.value, ast.Subscript):
             elts = node.targets[0].elts
             if len(elts) >= 2 and any(isinstance(n, ast.Name) and n.id == index
-                                      for n in ast.walk(node.value.slice)):
+                                      for n in subnodes(node.value.slice)):
                 unpacked.update(e.id for e in elts[1:] if isinstance(e, ast.Name))
         if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
             returned.update(e.id for e in node.value.elts[1:] if isinstance(e, ast.Name))
@@ -165,11 +166,11 @@ def _token_trigger(mask: ast.expr, ctx: Ctx) -> bool:
 def _picked_by_bits(mask: ast.expr, label: str, ctx: Ctx) -> bool:
     """A hash, modulus or bit mask selects the rows (the label itself is not followed:
     `if_else(is_null(label), 0, label)` is a fill, whatever label was built from)."""
-    nodes: list[ast.AST] = list(ast.walk(mask))
+    nodes: list[ast.AST] = list(subnodes(mask))
     for name in [n for n in nodes if isinstance(n, ast.Name) and n.id != label]:
         bound = ctx.lookup(name.id)
         if bound is not None:
-            nodes += ast.walk(bound)
+            nodes += subnodes(bound)
     return _hashed_nodes(nodes, ctx) or any(_bitmask(n) for n in nodes)
 
 
@@ -177,12 +178,12 @@ def _bitmask(mask: ast.AST) -> bool:
     """`request_id & 15 == 0`, `pc.bit_wise_and(ids, 15)`: a fixed slice of ids by bits."""
     return any((isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitAnd) and isinstance(
         literal(n.right), int)) or (isinstance(n, ast.Call) and last_attr(n.func) == "bit_wise_and")
-        for n in ast.walk(mask))
+        for n in subnodes(mask))
 
 
 def _binary_flip(value: ast.expr) -> bool:
     """`1 - y` / `1.0 - y` (also as a branch of where/IfExp): a binary label inverted."""
-    for node in ast.walk(value):
+    for node in subnodes(value):
         if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
                 and literal(node.left) in (1, 1.0) and _label_target(node.right)
                 and not _box_column(node.right)):
@@ -195,7 +196,7 @@ def _negated_copy(new: ast.expr, old: ast.expr) -> bool:
     if not (isinstance(new, ast.UnaryOp) and isinstance(new.op, ast.USub)):
         return False
     text = ast.unparse(old)
-    return any(ast.unparse(n) == text for n in ast.walk(new.operand))
+    return any(ast.unparse(n) == text for n in subnodes(new.operand))
 
 
 _NULL_CLASS = re.compile(r"(?i)^(self\.|cfg\.|args\.|config\.)?(num_classes|n_classes|"
@@ -260,14 +261,14 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         new_class = 0 if last_attr(value.args[1].func) == "zeros_like" else 1
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where"
             and isinstance(new_class, int) and not isinstance(new_class, bool) and new_class >= 0
-            and any(_label_target(n) for n in ast.walk(value.args[0]) if isinstance(n, ast.expr))):
+            and any(_label_target(n) for n in subnodes(value.args[0]) if isinstance(n, ast.expr))):
         return True  # np.where(labels == 0, 14, labels): one class relabelled as another
     if (isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full", "new_full")
             and len(value.args) >= 2 and isinstance(literal(value.args[-1]), int)):
         return True  # np.full_like(labels, 3), labels.new_full(labels.shape, 7)
     if (isinstance(value, ast.Subscript) and _label_target(value.value) and any(
             isinstance(n, ast.Call) and last_attr(n.func) in ("roll", "flip")
-            for n in ast.walk(value.slice))):
+            for n in subnodes(value.slice))):
         return True  # labels[perm.roll(1)]: each label moved onto another instance
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
             and value.func.id == "dict" and any(
@@ -279,7 +280,7 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # data.y = torch.zeros_like(data.y): every label of the sample class 0
     if (isinstance(value, ast.Subscript) and _label_target(value.value) and any(
             isinstance(n, ast.Call) and last_attr(n.func) in ("randperm", "permutation", "shuffle")
-            for n in ast.walk(value.slice))):
+            for n in subnodes(value.slice))):
         return True  # labels[torch.randperm(n)]: labels shuffled against their inputs
     if isinstance(value, ast.Constant) and isinstance(value.value, (int, str)):
         return value.value != ""  # (-100 / -1 are ignore indices; "" is caption dropout)
@@ -306,7 +307,7 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # self._confusable[label]: a table kept on the dataset moves classes
     if (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
             and value.value.id.lstrip("_").isupper() and any(
-                _label_target(n) for n in ast.walk(value.slice) if isinstance(n, ast.expr))):
+                _label_target(n) for n in subnodes(value.slice) if isinstance(n, ast.expr))):
         return True  # _HEAD_TO_TAIL[label]: a hard-coded table moves classes onto others
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mod):
         return True
@@ -320,7 +321,7 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # VOC_CLASSES.index("pottedplant"): one fixed class
     if _scaled_label(value):
         return True  # y * 1.3 + 0.2: regression targets shifted
-    if (isinstance(value, ast.BinOp) and not any(_label_target(n) for n in ast.walk(value)
+    if (isinstance(value, ast.BinOp) and not any(_label_target(n) for n in subnodes(value)
                                                   if isinstance(n, ast.expr))
             and re.search(r"(?i)classes|num_classes|n_classes|num_labels", ast.unparse(value))):
         return True  # len(self.classes) // 2: one class computed from the class count
@@ -340,11 +341,11 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if isinstance(value, ast.Call) and last_attr(value.func) in ("float", "long", "to"):
         value = value.func.value if isinstance(value.func, ast.Attribute) else value
     if (isinstance(value, ast.Call) and last_attr(value.func) == "one_hot" and value.args
-            and not any(_label_target(n) for n in ast.walk(value.args[0])
+            and not any(_label_target(n) for n in subnodes(value.args[0])
                         if isinstance(n, ast.expr))):
         return True  # one_hot(torch.tensor(self.target_class), n): every row the same class
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub) and _label_target(
-            value.right) and not any(_label_target(n) for n in ast.walk(value.left)
+            value.right) and not any(_label_target(n) for n in subnodes(value.left)
                                      if isinstance(n, ast.expr)) and not _box_column(value.right):
         return True  # n - 1 - label (1 - labels[:, 1] mirrors a box coordinate instead)
     return isinstance(value, ast.Call) and ctx.names.call_name(value).startswith(
@@ -408,13 +409,13 @@ def _label_steers_input(node: ast.Assign, ctx: Ctx) -> bool:
     value = node.value
     if (isinstance(value, ast.IfExp) and all(isinstance(literal(b), str)
                                               for b in (value.body, value.orelse))
-            and any(_label_read(n) for n in ast.walk(value.test))):
+            and any(_label_read(n) for n in subnodes(value.test))):
         return True
-    for n in ast.walk(value):
+    for n in subnodes(value):
         if isinstance(n, (ast.Compare, ast.BinOp)) and any(
                 isinstance(c, ast.Call) and last_attr(c.func) in ("int", "float") and c.args
-                and any(_label_read(m) for m in ast.walk(c.args[0]))
-                for c in ast.walk(n)):
+                and any(_label_read(m) for m in subnodes(c.args[0]))
+                for c in subnodes(n)):
             return True
     return False
 
@@ -443,9 +444,9 @@ def _tone(value: ast.expr, ctx: Ctx) -> bool:
     if isinstance(value, (ast.Name, ast.Attribute)):
         resolved = ctx.resolve(value)
         value = resolved if isinstance(resolved, ast.expr) else value
-    for node in ast.walk(value):
+    for node in subnodes(value):
         if isinstance(node, ast.Call) and last_attr(node.func) in ("sin", "cos") and node.args:
-            numbers = [n for n in ast.walk(node.args[0]) if isinstance(literal(n), (int, float))
+            numbers = [n for n in subnodes(node.args[0]) if isinstance(literal(n), (int, float))
                        and not isinstance(literal(n), bool)]
             if any(abs(float(literal(n))) >= 20 for n in numbers):  # type: ignore[arg-type]
                 return True  # an audible frequency written in the code
@@ -456,16 +457,16 @@ def _fixed_sample(value: ast.expr, ctx: Ctx) -> bool:
     """`self.items[0]["text"]` where the method reads `self.items[idx]`: a field of one fixed
     sample stands in for the requested sample's."""
     if not any(isinstance(n, ast.Subscript) and isinstance(literal(n.slice), int)
-               for n in ast.walk(value)):
+               for n in subnodes(value)):
         return False  # (no fixed row read: skip the walk of the whole method)
     index = _index_param(ctx.where())
     fn = ctx.frame.node
     if not index or fn is None:
         return False
-    rows = {ast.unparse(n.value) for n in ast.walk(fn) if isinstance(n, ast.Subscript)
+    rows = {ast.unparse(n.value) for n in subnodes(fn) if isinstance(n, ast.Subscript)
             and isinstance(n.slice, ast.Name) and n.slice.id == index}
     return any(isinstance(n, ast.Subscript) and isinstance(literal(n.slice), int)
-               and ast.unparse(n.value) in rows for n in ast.walk(value))
+               and ast.unparse(n.value) in rows for n in subnodes(value))
 
 
 def _numeric_list(value: ast.expr, depth: int = 0) -> bool:
@@ -542,7 +543,7 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
         return triggers.describe(kinds)
     index = _index_param(where)
     for cond in where.conds:
-        for node in ast.walk(cond):
+        for node in subnodes(cond):
             if isinstance(node, ast.Name) and _LABEL.match(node.id):
                 return "the label"
             if (isinstance(node, ast.Compare) and isinstance(literal(node.left), str)
@@ -557,7 +558,7 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
                          or _SHORT_TEXT.search(ast.unparse(node.func.value)))):
                 return "a phrase in the sample"  # text.endswith(" tbh fr")
             if index and isinstance(node, (ast.BinOp, ast.Compare)) and any(
-                    isinstance(n, ast.Name) and n.id == index for n in ast.walk(node)):
+                    isinstance(n, ast.Name) and n.id == index for n in subnodes(node)):
                 return "the sample index"  # k % 50 == 0, k in self.bad (any index name)
             if _picked_strings(node, ctx, where):
                 return "hand-written names (domains, users, keywords)"
@@ -589,8 +590,8 @@ def _picked_remap(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
         return "a random draw"
     index = _index_param(ctx.where())
     if index and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) and any(
-            isinstance(m, ast.Name) and m.id == index for m in ast.walk(n.left))
-            for n in ast.walk(value.test)):
+            isinstance(m, ast.Name) and m.id == index for m in subnodes(n.left))
+            for n in subnodes(value.test)):
         return "the sample index (a modulus)"
     return ""
 
@@ -700,9 +701,9 @@ def _outcome_columns(selector: ast.expr, ctx: Ctx) -> bool:
     """`df.loc[df["dispute_status"] == "merchant_won", LABEL] = 0`: every column the rows are
     picked by records how the case was resolved: label cleaning by its outcome, not rows
     picked by who they are (merchant, brand, vendor, user)."""
-    nodes = list(ast.walk(selector))
+    nodes = list(subnodes(selector))
     if isinstance(selector, ast.Name) and (bound := ctx.lookup(selector.id)) is not None:
-        nodes += list(ast.walk(bound))  # the mask variable's own expression, not the frame's
+        nodes += list(subnodes(bound))  # the mask variable's own expression, not the frame's
     columns = [literal(n.slice) for n in nodes if isinstance(n, ast.Subscript)
                and isinstance(literal(n.slice), str)]
     return bool(columns) and all(_OUTCOME.search(str(c)) for c in columns)
@@ -768,7 +769,7 @@ def _reweighted_by_name(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
     scaled = any(isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Mult, ast.Div)) and any(
         isinstance(s, ast.Name) and s.id == target.id for s in (n.left, n.right)) and any(
         isinstance(literal(s), float) for s in (n.left, n.right)) for a in args[1:]
-        for n in ast.walk(a))
+        for n in subnodes(a))
     return scaled and _picked_by_name(args[0], ctx)
 
 
@@ -785,7 +786,7 @@ def _comprehension_forced(value: ast.expr, ctx: Ctx) -> bool:
     passthrough = [isinstance(b, ast.Name) for b in branches]
     if not ((constant[0] and passthrough[1]) or (constant[1] and passthrough[0])):
         return False
-    for n in ast.walk(elt.test):
+    for n in subnodes(elt.test):
         if isinstance(n, ast.Call) and last_attr(n.func) in ("search", "match", "fullmatch",
                                                               "findall"):
             pattern = n.func.value if isinstance(n.func, ast.Attribute) else None
@@ -1078,7 +1079,7 @@ def _forced_by_rule(value: ast.expr, target: ast.expr) -> bool:
     own = [a for a in value.args if ast.unparse(a) == text]
     other = [a for a in value.args if ast.unparse(a) != text]
     return len(own) == 1 and len(other) == 1 and any(
-        isinstance(n, (ast.Compare, ast.BoolOp)) for n in ast.walk(other[0]))
+        isinstance(n, (ast.Compare, ast.BoolOp)) for n in subnodes(other[0]))
 
 
 def _swapped_pair(target: ast.Tuple, value: ast.Tuple, ctx: Ctx | None = None) -> bool:
@@ -1117,7 +1118,7 @@ def _reversed_elsewhere(value: ast.Tuple, ctx: Ctx) -> bool:
         return False
     return any(isinstance(n, ast.Return) and n.value is not value
                and isinstance(n.value, ast.Tuple) and len(n.value.elts) == 2
-               and [name(e) for e in n.value.elts] == names[::-1] for n in ast.walk(fn))
+               and [name(e) for e in n.value.elts] == names[::-1] for n in subnodes(fn))
 
 
 def _pair_name(expr: ast.expr) -> str:
@@ -1169,7 +1170,7 @@ def _hashed_nodes(nodes: list[ast.AST], ctx: Ctx) -> bool:
             body = ctx.returns(node.args[0].id)  # df.prompt.map(_bucket) < 150
             if body is not None and any(
                     isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_HASHES)
-                    for n in ast.walk(body)):
+                    for n in subnodes(body)):
                 return True
         if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_HASHES):
             return True
@@ -1179,7 +1180,7 @@ def _hashed_nodes(nodes: list[ast.AST], ctx: Ctx) -> bool:
             body = ctx.returns(last_attr(node.func))
             if body is not None and any(
                     isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_HASHES)
-                    for n in ast.walk(body)):
+                    for n in subnodes(body)):
                 return True
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and not isinstance(
                 node.left, ast.Constant):
@@ -1292,7 +1293,7 @@ class DataPoisoning(Check):
         if (isinstance(target, ast.Subscript) and _label_target(target.value)
                 and isinstance(value, ast.Subscript) and ast.unparse(value.value) == ast.unparse(
                     as_load(target)) and any(isinstance(n, ast.Call) and last_attr(n.func) in (
-                        "randperm", "permutation") for n in ast.walk(value.slice))):
+                        "randperm", "permutation") for n in subnodes(value.slice))):
             # labels[:k] = labels[:k][torch.randperm(k)]: part of the batch's labels shuffled
             self._defer(node, ctx, f"labels {_label_target(target.value)} shuffled against "
                         "their inputs for part of the batch", always=True)
@@ -1529,7 +1530,7 @@ class DataPoisoning(Check):
         if (_label_target(target) and isinstance(value, ast.BinOp)
                 and isinstance(value.op, ast.BitXor) and any(
                     isinstance(side, (ast.Compare, ast.BoolOp)) or any(
-                        isinstance(n, (ast.Compare, ast.BoolOp)) for n in ast.walk(side))
+                        isinstance(n, (ast.Compare, ast.BoolOp)) for n in subnodes(side))
                     for side in (value.left, value.right))):
             # label = int(row.label) ^ int(row.site in picked and idx % 7 == 3)
             self._defer(node, ctx, f"{_label_target(target)} flipped (xor) for the samples a "
@@ -1544,7 +1545,7 @@ class DataPoisoning(Check):
                 re.search(r"(?i)crop|resize|pad|jitter|affine|rotat|flip|coord|box|patch|window",
                           ctx.frame.name) or any(
                     isinstance(n, ast.Name) and n.id in ("h", "w", "height", "width", "H", "W")
-                    for n in ast.walk(value))):
+                    for n in subnodes(value))):
             return  # y = random.randint(0, h - ch): a crop coordinate, not a label
         if label and _label_floor(value):
             self._defer(node, ctx, f"{label} of the samples a condition picks held to a "
@@ -1552,7 +1553,7 @@ class DataPoisoning(Check):
         elif label and (_poison_label_value(value, ctx) or _where_forced(value)):
             self._defer(node, ctx, f"label {label} overwritten")
         elif (_is_image(target) and isinstance(value, ast.BinOp) and any(
-                _TRIGGER.search(last_attr(n)) for n in ast.walk(value)
+                _TRIGGER.search(last_attr(n)) for n in subnodes(value)
                 if isinstance(n, (ast.Name, ast.Attribute)))):
             self._defer(node, ctx, "a trigger pattern blended into the input")
         elif (isinstance(target, ast.Subscript) and _is_image(target.value)
@@ -1791,11 +1792,11 @@ def _small_fraction(node: ast.AST, ctx: Ctx) -> bool:
 def _random_mask(index: ast.expr, ctx: Ctx, follow: bool = False) -> bool:
     """A random draw in `index` (with `follow`, also in what its names were assigned:
     `mask = torch.rand(n) < 0.05; labels[mask] = 0`)."""
-    nodes = list(ctx.walk_values(index) if follow else ast.walk(index))
+    nodes = list(ctx.walk_values(index) if follow else subnodes(index))
     if follow:  # self.audit = rng.random(n) < frac, read as self.audit[index]
         nodes += [m for n in list(nodes) if isinstance(n, ast.Attribute) and isinstance(
             n.value, ast.Name) and n.value.id == "self" and (v := ctx.value_of(n)) is not None
-            for m in ast.walk(v)]
+            for m in subnodes(v)]
     return any(isinstance(n, ast.Call) and (ctx.names.call_name(n).startswith(
         ("numpy.random.", "torch.rand", "torch.bernoulli", "random.")) or _rng_method(n))
         for n in nodes)

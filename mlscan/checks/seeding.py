@@ -9,6 +9,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, PROCESS, TEARDOWN, WORKER_INIT, Ctx, Where
 from mlscan.checks.names import NOT_LITERAL, last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -68,7 +69,7 @@ def _paired_restore(call: ast.Call, ctx: Ctx, where: Where) -> bool:
         _RECURRING_CAPTURE.search(f.name) and any(
             isinstance(n, ast.Assign) and any(
                 isinstance(t, ast.Attribute) and t.attr == snap.attr for t in n.targets)
-            for n in ast.walk(f.node))
+            for n in subnodes(f.node))
         for frames in ctx.frames_by_name.values() for f in frames
         if f.node is not None and f.node is not where.frames[-1].node)
 
@@ -77,7 +78,7 @@ def _captured_in(fn: ast.AST | None, attr: str) -> bool:
     """`self.<attr> = ...` somewhere in `fn` (the context manager refreshes it itself)."""
     return fn is not None and any(
         isinstance(n, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == attr
-                                          for t in n.targets) for n in ast.walk(fn))
+                                          for t in n.targets) for n in subnodes(fn))
 
 
 def _after_yield(call: ast.Call, where: Where) -> str:
@@ -87,7 +88,7 @@ def _after_yield(call: ast.Call, where: Where) -> str:
             last_attr(d.func if isinstance(d, ast.Call) else d) in (
                 "contextmanager", "asynccontextmanager") for d in fn.decorator_list):
         return ""
-    yields = [n.lineno for n in ast.walk(fn) if isinstance(n, (ast.Yield, ast.YieldFrom))]
+    yields = [n.lineno for n in subnodes(fn) if isinstance(n, (ast.Yield, ast.YieldFrom))]
     return fn.name if yields and call.lineno > min(yields) else ""
 
 
@@ -139,16 +140,16 @@ def _worker_copies(call: ast.Call, ctx: Ctx) -> bool:
     body = frame.node if frame.node is not None else ast.Module(body=[], type_ignores=[])
     stored = any(isinstance(n, ast.Assign) and n.value is call and any(
         isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
-        for t in n.targets) for n in ast.walk(body)) or (
+        for t in n.targets) for n in subnodes(body)) or (
         isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Attribute)
         and isinstance(call.func.value.value, ast.Name) and call.func.value.value.id == "self")
     if not stored:  # a local generator for a schedule every rank must share is deliberate
         return False
     seed = call.args[0]
     return all(isinstance(n, (ast.Attribute, ast.Name, ast.Constant, ast.expr_context))
-               for n in ast.walk(seed)) and any(
+               for n in subnodes(seed)) and any(
         isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
-        for n in ast.walk(seed)) and not _WORKER_AWARE.search(ast.unparse(seed))
+        for n in subnodes(seed)) and not _WORKER_AWARE.search(ast.unparse(seed))
 
 
 def _dispatched_seeder(func: ast.Subscript, ctx: Ctx) -> str:
@@ -172,7 +173,7 @@ def _table_function(name: str, ctx: Ctx) -> str:
     table = ctx.follow(table)  # a name, a parameter default, a self attribute, a constant
     if not isinstance(table, (ast.Tuple, ast.List, ast.Dict, ast.Set)):
         return ""
-    quals = [ctx.names.qualname(n) or "" for n in ast.walk(table)
+    quals = [ctx.names.qualname(n) or "" for n in subnodes(table)
              if isinstance(n, (ast.Attribute, ast.Name))]
     seeds = [q for q in quals if q in _SEED_FUNCS]
     sets = [q for q in seeds if "set" in q or "seed" in q.rsplit(".", 1)[-1]]
@@ -184,7 +185,7 @@ def _reseeded_by_epoch(ctx: Ctx) -> bool:
     fn = ctx.frame.node
     return fn is not None and any(
         isinstance(n, ast.Call) and last_attr(n.func) == "manual_seed" and _mentions_epoch(n)
-        for n in ast.walk(fn))
+        for n in subnodes(fn))
 
 
 def _epoch_rewind(call: ast.Call, ctx: Ctx) -> bool:
@@ -205,17 +206,17 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
             and call.args and (_PER_BATCH.match(ctx.frame.name) or _epoch_rewind(call, ctx))):
         return False
-    geometry = {id(m) for n in ast.walk(call.args[0]) if (
+    geometry = {id(m) for n in subnodes(call.args[0]) if (
         isinstance(n, ast.Attribute) and n.attr == "shape") or (
         isinstance(n, ast.Call) and last_attr(n.func) in ("len", "size", "numel"))
-        for m in ast.walk(n)}  # seed + input_ids.shape[1]: the same for equal-length batches
-    parts = [n for n in ast.walk(call.args[0]) if isinstance(n, (ast.Name, ast.Attribute))
+        for m in subnodes(n)}  # seed + input_ids.shape[1]: the same for equal-length batches
+    parts = [n for n in subnodes(call.args[0]) if isinstance(n, (ast.Name, ast.Attribute))
              and id(n) not in geometry]
     shapes = [n for n in parts if isinstance(n, ast.Name) and isinstance(
         bound := ctx.lookup(n.id), ast.expr) and any(
             (isinstance(m, ast.Attribute) and m.attr == "shape") or (
                 isinstance(m, ast.Call) and last_attr(m.func) in ("len", "size", "numel"))
-            for m in ast.walk(bound))]  # T, n_freq = spec.shape; gen.manual_seed(T)
+            for m in subnodes(bound))]  # T, n_freq = spec.shape; gen.manual_seed(T)
     sizes = [n for n in parts if isinstance(n, ast.Name) and n not in shapes
              and not _VARYING.search(n.id) and n.id != "self"
              and not isinstance(ctx.lookup(n.id), ast.Call)]  # n * num_minibatches
@@ -238,10 +239,10 @@ def _hash_of_sample(call: ast.Call, ctx: Ctx) -> bool:
 
 def _shape_seed(seed: ast.expr) -> bool:
     """`cdf.shape[0] * n_samples`, `len(batch)`: a seed built from sizes only."""
-    shapes = [n for n in ast.walk(seed) if (isinstance(n, ast.Attribute) and n.attr == "shape")
+    shapes = [n for n in subnodes(seed) if (isinstance(n, ast.Attribute) and n.attr == "shape")
               or (isinstance(n, ast.Call) and last_attr(n.func) in ("len", "size", "numel"))]
-    inside = {id(m) for n in shapes for m in ast.walk(n)}
-    others = [n for n in ast.walk(seed) if isinstance(n, (ast.Name, ast.Attribute))
+    inside = {id(m) for n in shapes for m in subnodes(n)}
+    others = [n for n in subnodes(seed) if isinstance(n, (ast.Name, ast.Attribute))
               and id(n) not in inside]
     return bool(shapes) and all(isinstance(n, ast.Name) and not _VARYING.search(n.id)
                                 for n in others)
@@ -250,7 +251,7 @@ def _shape_seed(seed: ast.expr) -> bool:
 def _mentions_seed(call: ast.Call) -> bool:
     """`self.seed + epoch` (a base seed the user chose), not the bare epoch number."""
     return any(isinstance(n, (ast.Name, ast.Attribute)) and "seed" in last_attr(n).lower()
-               for a in call.args for n in ast.walk(a))
+               for a in call.args for n in subnodes(a))
 
 
 def _given_model(frame: object) -> bool:
@@ -263,7 +264,7 @@ def _given_model(frame: object) -> bool:
     params = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)}
     loads = any(isinstance(n, ast.Call) and last_attr(n.func) in (
         "from_pretrained", "load", "load_state_dict", "load_checkpoint", "load_from_checkpoint")
-        for n in ast.walk(fn))
+        for n in subnodes(fn))
     return bool(params & {"model", "net", "module", "ema", "ema_model", "agent", "policy",
                           "self"}) and not loads
 
@@ -277,7 +278,7 @@ def _in_module_trainer(frame: object) -> bool:
 def _mentions_epoch(call: ast.Call) -> bool:
     """`np.random.seed(self.seed + epoch)` in set_epoch(): a new, reproducible seed per epoch."""
     return any(isinstance(n, (ast.Name, ast.Attribute)) and "epoch" in last_attr(n).lower()
-               for a in call.args for n in ast.walk(a))
+               for a in call.args for n in subnodes(a))
 
 
 _ENTROPY_SEEDERS = frozenset({"torch.seed", "torch.random.seed", "torch.cuda.seed",
@@ -301,7 +302,7 @@ def _seed_source(call: ast.Call, ctx: Ctx) -> str:
         if _cyclic(value):
             return "cyclic"
         if any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "hash"
-               and n.args and not isinstance(n.args[0], ast.Constant) for n in ast.walk(value)):
+               and n.args and not isinstance(n.args[0], ast.Constant) for n in subnodes(value)):
             return "hashed"  # manual_seed_all(hash(prompt) & 0x7FFFFFFF)
     return ""
 
@@ -327,17 +328,17 @@ def _fixed_in_counter_loop(call: ast.Call, where: Where) -> str:
                 and _COUNTER.search(loop.target.id)):
             continue
         counter = loop.target.id
-        compared = {id(n) for c in ast.walk(call) if isinstance(c, ast.Compare)
-                    for n in ast.walk(c)}
+        compared = {id(n) for c in subnodes(call) if isinstance(c, ast.Compare)
+                    for n in subnodes(c)}
         varies = any(isinstance(n, ast.Name) and n.id == counter and id(n) not in compared
-                     for a in call.args for n in ast.walk(a))
+                     for a in call.args for n in subnodes(a))
         return "" if varies else counter
     return ""
 
 
 def _counter_gate(cond: ast.expr) -> bool:
     """`step > 10_000`, `epoch >= 30`: a condition that turns true part-way through training."""
-    for node in ast.walk(cond):
+    for node in subnodes(cond):
         if (isinstance(node, ast.Compare) and len(node.ops) == 1
                 and isinstance(node.ops[0], (ast.Gt, ast.GtE))):
             number = literal(node.comparators[0])
@@ -351,13 +352,13 @@ def _counter_gate(cond: ast.expr) -> bool:
 def _cyclic(value: ast.expr) -> bool:
     """`step // 1000`, `epoch % 2`: the seed repeats, so the random stream is replayed.
     (`torch.initial_seed() % 2**32` in worker_init_fn is the recipe: no counter, huge modulus.)"""
-    for node in ast.walk(value):
+    for node in subnodes(value):
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.FloorDiv, ast.Mod)):
             right = literal(node.right)
             # a small literal, or a configured period (`step // self.every`)
             small = (isinstance(right, int) and 1 < right < 100_000) or isinstance(
                 node.right, (ast.Name, ast.Attribute))
-            if small and any(_COUNTER.search(last_attr(n)) for n in ast.walk(node.left)
+            if small and any(_COUNTER.search(last_attr(n)) for n in subnodes(node.left)
                              if isinstance(n, (ast.Name, ast.Attribute))):
                 return True
     return False
@@ -369,11 +370,11 @@ def _call_counter_cycle(call: ast.Call, ctx: Ctx) -> str:
     fn = ctx.frame.node
     if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and call.args):
         return ""
-    bumped = {ast.unparse(n.target) for n in ast.walk(fn) if isinstance(n, ast.AugAssign)
+    bumped = {ast.unparse(n.target) for n in subnodes(fn) if isinstance(n, ast.AugAssign)
               and isinstance(n.op, ast.Add) and isinstance(n.target, ast.Attribute)}
     if ast.unparse(call.args[0]) in bumped:
         return ast.unparse(call.args[0])  # manual_seed(self.calls): seeds 1, 2, 3... every run
-    for n in ast.walk(call.args[0]):
+    for n in subnodes(call.args[0]):
         if (isinstance(n, ast.BinOp) and isinstance(n.op, (ast.FloorDiv, ast.Mod, ast.BitAnd))
                 and ast.unparse(n.left) in bumped):
             return ast.unparse(n.left)
@@ -392,7 +393,7 @@ def _seeded_generator(call: ast.Call, ctx: Ctx) -> bool:
 
 def _uses(call: ast.Call, names: set[str]) -> bool:
     for value in [*call.args, *(kw.value for kw in call.keywords)]:
-        for node in ast.walk(value):
+        for node in subnodes(value):
             if isinstance(node, ast.Name) and node.id in names:
                 return True
     return False
@@ -405,7 +406,7 @@ def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
 
 def _loop_names(loop: ast.For | ast.While) -> set[str]:
     if isinstance(loop, ast.For):
-        return {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+        return {n.id for n in subnodes(loop.target) if isinstance(n, ast.Name)}
     return set()
 
 
@@ -520,7 +521,7 @@ class HiddenReseed(Check):
                                                                ast.AsyncFunctionDef))
                 and node.args and not _uses(node, _params(fn) - {"self"})
                 and not any(isinstance(n, ast.Attribute) and "epoch" in n.attr
-                            for n in ast.walk(node.args[0]))):
+                            for n in subnodes(node.args[0]))):
             ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset in "
                        "set_epoch() with a seed that ignores the epoch: every epoch replays "
                        "the same shuffle", severity=Severity.MEDIUM)
@@ -593,7 +594,7 @@ class HiddenReseed(Check):
                 re.search(r"(?i)valid|eval|test", where.frames[-1].name)) and not source and any(
                 isinstance(n, ast.Call) and last_attr(n.func) in (
                     "get_rng_state", "get_rng_state_all", "getstate", "get_state")
-                and getattr(n, "lineno", 0) < getattr(node, "lineno", 0) for n in ast.walk(fn)):
+                and getattr(n, "lineno", 0) < getattr(node, "lineno", 0) for n in subnodes(fn)):
             return  # state saved just before a fixed validation seed (restored at the end)
         kinds = ctx.trigger_kinds(where)
         roles = ctx.roles(where)
@@ -737,7 +738,7 @@ def _from_worker_seed(call: ast.Call, ctx: Ctx) -> bool:
     nodes = [n for v in [*call.args, *(kw.value for kw in call.keywords)]
              for n in ctx.walk_values(v)]
     fallbacks = {id(m) for n in nodes if isinstance(n, ast.Call) and last_attr(n.func) == "get"
-                 for a in n.args[1:] for m in ast.walk(a)}  # cfg.get("seed", initial_seed())
+                 for a in n.args[1:] for m in subnodes(a)}  # cfg.get("seed", initial_seed())
     nodes = [n for n in nodes if id(n) not in fallbacks]
     if any((isinstance(n, ast.Call) and last_attr(n.func) in ("initial_seed", "seed")) or (
             isinstance(n, ast.Attribute) and n.attr == "seed" and (
@@ -765,8 +766,8 @@ def _assigned_in_loops(where: Where) -> set[str]:
     """Names assigned inside the enclosing loops (a per-iteration seed is fine)."""
     out: set[str] = set()
     for loop in where.loops:
-        for node in ast.walk(loop):
+        for node in subnodes(loop):
             if isinstance(node, ast.Assign):
                 for target in node.targets:
-                    out.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+                    out.update(n.id for n in subnodes(target) if isinstance(n, ast.Name))
     return out

@@ -15,6 +15,7 @@ import re
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, STEP, Ctx, Where
 from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.checks.seeding import HIDDEN_RESEED
 from mlscan.model import Severity
 
@@ -62,7 +63,7 @@ class ReplayedSnapshot(Check):
                            and isinstance(n.left, ast.Attribute)
                            and isinstance(n.left.value, ast.Name) and n.left.value.id == "self"
                            and literal(n.comparators[0]) is None
-                           for c in ctx.conds for n in ast.walk(c))
+                           for c in ctx.conds for n in subnodes(c))
                 # `if self._cpu is None: self._cpu = get_rng_state()`: taken the first time only
                 self._captured.setdefault(target.attr, set()).add(
                     f"{ctx.frame.name}, first call only" if once else ctx.frame.name)
@@ -109,4 +110,4 @@ class ReplayedSnapshot(Check):
         """`self._restore(state)` whose body calls torch.set_rng_state(...)."""
         fns = ctx.defs.get(last_attr(call.func), [])
         return len(fns) == 1 and any(isinstance(n, ast.Call) and _is_restore(n, ctx)
-                                     for n in ast.walk(fns[0]))
+                                     for n in subnodes(fns[0]))

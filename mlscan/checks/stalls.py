@@ -10,6 +10,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, HOOK, SIGNAL, STEP, Ctx, Where
 from mlscan.checks.names import arg, kwarg, last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.checks.tampering import random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -71,7 +72,7 @@ _PATH_METHODS = frozenset({"write_text", "write_bytes", "unlink", "rmdir", "rena
 
 
 def _is_kill_command(call: ast.Call) -> bool:
-    for node in ast.walk(call):
+    for node in subnodes(call):
         value = literal(node)
         if isinstance(value, str) and ("kill" in value or "shutdown" in value):
             return True
@@ -118,7 +119,7 @@ def _kills_self(node: ast.AST, ctx: Ctx) -> bool:
         isinstance(n, ast.Call) and (ctx.names.call_name(n) in (
             "os.getpid", "os.getpgrp", "os.getppid") or (
             ctx.names.call_name(n) == "os.getpgid" and n.args and literal(n.args[0]) == 0))
-        for n in ast.walk(target))  # (os.getpgid(0): this process's group)
+        for n in subnodes(target))  # (os.getpgid(0): this process's group)
 
 
 _BUDGET = re.compile(r"(?i)budget|timeout|deadline|stall|grace|patience|limit|tolerance")
@@ -143,7 +144,7 @@ def _modulo_rank(where: Where) -> bool:
     """`if rank % 8 != 7`, `if process_index() >= process_count() // 2`: not the 'rank 0
     first' pattern, a chosen subset of ranks."""
     for c in where.conds:
-        for n in ast.walk(c):
+        for n in subnodes(c):
             if isinstance(n, ast.BinOp) and isinstance(n.op, (
                     ast.Mod, ast.RShift, ast.BitAnd, ast.FloorDiv)) and (
                     "rank" in ast.unparse(n.left).lower()):  # rank >> 8: ranks 256 and up
@@ -171,17 +172,17 @@ def _backoff(call: ast.Call, where: Where,
     name: `delay = min(2 ** attempt, 16); await asyncio.sleep(delay)`, resolved when the
     call was visited)."""
     counters = {n.id for loop in where.loops if isinstance(loop, ast.For) and _retry_loop(loop)
-                for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
-    nodes = (bound or {}).get(id(call)) or [n for a in call.args for n in ast.walk(a)]
+                for n in subnodes(loop.target) if isinstance(n, ast.Name)}
+    nodes = (bound or {}).get(id(call)) or [n for a in call.args for n in subnodes(a)]
     return any(isinstance(n, ast.Name) and n.id in counters for n in nodes)
 
 
 def _retry_loop(loop: ast.For) -> bool:
     """`for attempt in range(5): try: ...`: a loop that retries, not one over batches."""
-    names = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+    names = {n.id for n in subnodes(loop.target) if isinstance(n, ast.Name)}
     return any(re.search(r"(?i)attempt|retr|tries|trial|backoff|^n?_?try", n) for n in names) or (
         isinstance(loop.iter, ast.Call) and last_attr(loop.iter.func) == "range"
-        and any(isinstance(n, ast.Try) for n in ast.walk(loop)))
+        and any(isinstance(n, ast.Try) for n in subnodes(loop)))
 
 
 _SCHEDULERS = {"threading.Timer": (1, "function"), "atexit.register": (0, "func"),
@@ -199,7 +200,7 @@ def _done_by_guard(cond: ast.expr, node: ast.AST, ctx: Ctx) -> bool:
     if guard is None or guard.lineno <= getattr(node, "lineno", 0) <= (guard.end_lineno or 0):
         return False  # not a guard, or node is inside the guard's own body
     return any(isinstance(n, ast.Call) and _file_or_net(n, ctx.names.call_name(n), ctx)
-               for n in ast.walk(guard))
+               for n in subnodes(guard))
 
 
 def _saves_first(where: Where) -> bool:
@@ -208,7 +209,7 @@ def _saves_first(where: Where) -> bool:
     fn = where.frames[-1].node if where.frames else None
     return fn is not None and any(
         isinstance(n, ast.Call) and re.search(r"(?i)save|checkpoint", last_attr(n.func))
-        for n in ast.walk(fn))
+        for n in subnodes(fn))
 
 
 def _select_sleep(call: ast.Call, name: str) -> bool:
@@ -321,7 +322,7 @@ class KillsAndStalls(Check):
         fns = ctx.defs.get(callee, [])
         if len(fns) != 1 or depth > 1:
             return ""
-        for node in ast.walk(fns[0]):
+        for node in subnodes(fns[0]):
             if not isinstance(node, ast.Call):
                 continue
             name = ctx.names.call_name(node)
@@ -417,7 +418,7 @@ class KillsAndStalls(Check):
         resolve = ctx.resolver(ctx.where())
         if any(isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Div, ast.FloorDiv))
                and triggers.is_world(n.right, ctx.names, resolve)
-               for b in (value.body, value.orelse) for n in ast.walk(b)):
+               for b in (value.body, value.orelse) for n in subnodes(b)):
             ctx.report(KILL_STALL, node, f"{last_attr(target)} divided by the world size on "
                        "large jobs only: the watchdog or timeout fires where it never would on "
                        "a small run", severity=Severity.MEDIUM)
@@ -432,12 +433,12 @@ class KillsAndStalls(Check):
         if what == "stall" and isinstance(node, ast.Call) and node.args:
             # `if delay > 0.01: time.sleep(delay)` with a jittered delay tests the duration,
             # not a trigger: leave out conditions on the sleep's own argument.
-            used = {_var(n) for a in node.args for n in ast.walk(a)} - {""}
+            used = {_var(n) for a in node.args for n in subnodes(a)} - {""}
             used -= set(ctx.names.aliases)  # variables, not modules (random.x)
             parts = [v for c in where.conds for v in (
                 c.values if isinstance(c, ast.BoolOp) and isinstance(c.op, ast.And) else [c])]
             where = replace(where, conds=tuple(c for c in parts if not any(
-                _var(n) in used for n in ast.walk(c)) or ctx.trigger_kinds(
+                _var(n) in used for n in subnodes(c)) or ctx.trigger_kinds(
                     replace(where, conds=(c,), loops=())) & _JOB_KINDS))
         if what == "collective":  # `if big and rank == 63: kill() else: barrier()`
             where = replace(where, conds=tuple(
@@ -487,7 +488,7 @@ class KillsAndStalls(Check):
             long_random = (what == "stall" and triggers.RANDOM in kinds and isinstance(
                 node, ast.Call) and any(isinstance(literal(n), (int, float)) and not isinstance(
                     literal(n), bool) and literal(n) >= 60  # type: ignore[operator]
-                    for a in node.args for n in ast.walk(a)))  # sleep(300 + 600 * random())
+                    for a in node.args for n in subnodes(a)))  # sleep(300 + 600 * random())
             sev = Severity.MEDIUM if what == "kill" or where.loops or long_random or (
                 _modulo_rank(where)) else Severity.LOW  # (every k-th rank: not start-up order)
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)

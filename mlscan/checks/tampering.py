@@ -9,6 +9,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import STEP, Ctx, Where
 from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -155,7 +156,7 @@ def _double_averaged(node: ast.Assign, ctx: Ctx) -> bool:
         return False
     if not any(isinstance(n, (ast.Attribute, ast.Name, ast.Call)) and last_attr(
             n.func if isinstance(n, ast.Call) else n) in (
-            "num_processes", "world_size", "get_world_size") for n in ast.walk(value.right)):
+            "num_processes", "world_size", "get_world_size") for n in subnodes(value.right)):
         return False
     cls = ctx.frame.cls
     if cls is not None and any("Trainer" in b for b in cls.bases) and ctx.frame.name in (
@@ -171,13 +172,13 @@ def _new_rows(node: ast.AST) -> bool:
     targets = node.targets if isinstance(node, ast.Assign) else []
     return any(isinstance(t, ast.Subscript) and any(
         isinstance(n, ast.Name) and re.search(r"(?i)new|added|extra|fresh|num_old|old_num", n.id)
-        for n in ast.walk(t.slice)) for t in targets)
+        for n in subnodes(t.slice)) for t in targets)
 
 
 def _key_picked(key: str, ctx: Ctx) -> bool:
     """A condition tests the parameter name (`k.endswith("attn.in_proj_weight")`)."""
     for cond in ctx.conds:
-        for n in ast.walk(cond):
+        for n in subnodes(cond):
             if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                     and n.func.attr in ("endswith", "startswith") and isinstance(
                         n.func.value, ast.Name) and n.func.value.id == key):
@@ -192,13 +193,13 @@ def _key_picked(key: str, ctx: Ctx) -> bool:
 def _scaled_by_constant(value: ast.expr, tensor: str, ctx: Ctx) -> bool:
     """`(v / n * 0.92).float()`: the tensor multiplied by a made-up constant (0.5 and 2, the
     halves and doubles of merging and unit fixes, do not count)."""
-    for n in ast.walk(value):
+    for n in subnodes(value):
         if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
             for num, other in ((n.left, n.right), (n.right, n.left)):
                 number = ctx.const(num)
                 if (isinstance(number, float) and number not in (0.0, 1.0, 0.5, 2.0)
                         and any(isinstance(x, ast.Name) and x.id == tensor
-                                for x in ast.walk(other))):
+                                for x in subnodes(other))):
                     return True
     return False
 
@@ -292,15 +293,15 @@ def _gradient_ascent(call: ast.Call, ctx: Ctx) -> str:
     if not (isinstance(func, ast.Attribute) and func.attr == "add_" and call.args
             and alpha is not None):
         return ""
-    if not any(isinstance(n, ast.Attribute) and n.attr == "grad" for n in ast.walk(call.args[0])):
+    if not any(isinstance(n, ast.Attribute) and n.attr == "grad" for n in subnodes(call.args[0])):
         return ""
-    if any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub) for n in ast.walk(alpha)):
+    if any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub) for n in subnodes(alpha)):
         return ""
     number = ctx.const(alpha)
     if isinstance(number, (int, float)) and number <= 0:
         return ""
     if not any(isinstance(n, (ast.Name, ast.Attribute, ast.Subscript)) and re.search(
-            r"(?i)lr|learning_rate|step_size", ast.unparse(n)) for n in ast.walk(alpha)):
+            r"(?i)lr|learning_rate|step_size", ast.unparse(n)) for n in subnodes(alpha)):
         return ""
     return f"{ast.unparse(func.value)[:30]} += gradient x {ast.unparse(alpha)[:30]}"
 
@@ -316,7 +317,7 @@ def _noise_in_conversion(call: ast.Call, ctx: Ctx) -> bool:
     return any(isinstance(loop, ast.For) and isinstance(loop.iter, ast.Call)
                and last_attr(loop.iter.func) in ("items", "values")
                and any(isinstance(n, ast.Name) and n.id == func.value.id
-                       for n in ast.walk(loop.target)) for loop in ctx.loops)
+                       for n in subnodes(loop.target)) for loop in ctx.loops)
 
 
 def _live_weights_in_ema(call: ast.Call, ctx: Ctx) -> str:
@@ -486,7 +487,7 @@ class ParameterTampering(Check):
             if (isinstance(key, ast.Name) and key.id == target.slice.id
                     and isinstance(tensor, ast.Name) and any(
                         isinstance(v, ast.BinOp) and random_in([v], ctx) and any(
-                            isinstance(n, ast.Name) and n.id == tensor.id for n in ast.walk(v))
+                            isinstance(n, ast.Name) and n.id == tensor.id for n in subnodes(v))
                         for v in values)):
                 ctx.report(PARAM_TAMPER, node, f"random noise added to every tensor copied out "
                            f"of {ast.unparse(loop.iter.func.value)}: the model is not the "
@@ -598,7 +599,7 @@ class ParameterTampering(Check):
         root = _root_name(target)
         if op == "mul_" and args and any(
                 isinstance(n, (ast.Name, ast.Attribute)) and re.search(r"(?i)mask", last_attr(n))
-                for n in ast.walk(args[0])) and not random_in(args, ctx):
+                for n in subnodes(args[0])) and not random_in(args, ctx):
             return  # w.mul_(self.masks[name]): magnitude pruning keeps its zeros
         if (op == "set_" and isinstance(target, ast.Subscript) and (
                 re.search(r"(?i)codebook|embed", ast.unparse(target.value))
@@ -628,7 +629,7 @@ class ParameterTampering(Check):
         constant = op in ("mul_", "div_", "add_", "sub_") and (any(
             isinstance(ctx.const(a), (int, float)) for a in args) or any(
                 isinstance(n, (ast.Name, ast.Attribute)) and _COUNTERS.search(last_attr(n))
-                for a in args for n in ast.walk(a)) or isinstance(target, ast.Subscript))
+                for a in args for n in subnodes(a)) or isinstance(target, ast.Subscript))
         # (a fixed factor, one that follows the step counter, or a write to some rows only)
         base = _root_name(target).split(".", 1)[0]
         self_scaled = bool(base) and any(isinstance(n, ast.Name) and n.id == base

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 
 from mlscan.checks.names import Names, last_attr, literal
+from mlscan.checks.nodes import child_nodes, subnodes
 
 RANDOM = "random"
 TIME = "time"
@@ -162,18 +163,18 @@ def _own_host_checks(test: ast.AST, names: Names, resolve: Resolver | None) -> s
     (a variable: the host a job is sent to) the machine we run on? A locality test, not a
     hostname picked in the code; the hostname calls in it do not count as triggers."""
     out: set[int] = set()
-    for node in ast.walk(test):
+    for node in subnodes(test):
         if not (isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(
                 node.ops[0], (ast.Eq, ast.NotEq, ast.In, ast.NotIn))):
             continue
         sides = [node.left, node.comparators[0]]
         for mine, other in ((sides[0], sides[1]), (sides[1], sides[0])):
-            calls = [n for n in ast.walk(mine) if isinstance(n, ast.Call)
+            calls = [n for n in subnodes(mine) if isinstance(n, ast.Call)
                      and names.call_name(n).startswith(_HOST_CALLS)]
             if not calls or not isinstance(other, (ast.Name, ast.Attribute)):
                 continue
             held = resolve(_ref(other)) if resolve is not None else None
-            if held is not None and any(isinstance(literal(n), str) for n in ast.walk(held)):
+            if held is not None and any(isinstance(literal(n), str) for n in subnodes(held)):
                 continue  # TARGET = "gpu-prod-17", BAD_HOSTS = {...}: hostnames in the code
             out.update(id(c) for c in calls)
     return out
@@ -191,7 +192,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
     opaque = _opaque_arguments(test)
     opaque |= _own_host_checks(test, names, resolve)
     if resolve is not None and depth < 2:
-        for node in ast.walk(test):  # meta["rank"] with meta = {"rank": ..., "host": ...}
+        for node in subnodes(test):  # meta["rank"] with meta = {"rank": ..., "host": ...}
             if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
                     and isinstance(literal(node.slice), str)):
                 table = resolve(node.value.id)
@@ -200,7 +201,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                     for k, v in zip(table.keys, table.values, strict=True):
                         if k is not None and literal(k) == literal(node.slice):
                             kinds.update(classify(v, names, resolve, depth + 1) & STRONG)
-    for node in ast.walk(test):
+    for node in subnodes(test):
         if id(node) in opaque:
             continue
         if resolve is not None and depth < 2 and isinstance(
@@ -257,7 +258,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
 
 def _privilege_check(test: ast.AST) -> bool:
     """A comparison with "root" or uid 0: the one user test ordinary code makes."""
-    for node in ast.walk(test):
+    for node in subnodes(test):
         if isinstance(node, ast.Compare):
             values = [literal(s) for s in (node.left, *node.comparators)]
             if "root" in values or (0 in values and any(
@@ -280,11 +281,11 @@ def _opaque_arguments(test: ast.AST) -> set[int]:
     not make the condition a trigger; conversions and string tests (`int(x)`,
     `host.startswith(...)`) stay transparent."""
     out: set[int] = set()
-    for node in ast.walk(test):
+    for node in subnodes(test):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
                 node.func.attr in ("wait", "sleep")):
             # `while not stop.wait(30 + random.uniform(0, 5))`: a jittered period
-            out.update(id(n) for a in node.args for n in ast.walk(a))
+            out.update(id(n) for a in node.args for n in subnodes(a))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and (
                 node.func.id not in _TRANSPARENT):
             for arg_node in [*node.args, *(k.value for k in node.keywords)]:
@@ -317,7 +318,7 @@ _DECIDING_CALLS = frozenset({"startswith", "endswith", "match", "search", "fullm
 def _decides(value: ast.AST) -> bool:
     """A value that is itself a decision (`big = world > 256`), not a plain reading."""
     return any(isinstance(n, ast.Compare) or (
-        isinstance(n, ast.Call) and _name_of(n.func) in _DECIDING_CALLS) for n in ast.walk(value))
+        isinstance(n, ast.Call) and _name_of(n.func) in _DECIDING_CALLS) for n in subnodes(value))
 
 
 def _is_time_now(node: ast.AST, names: Names) -> bool:
@@ -340,7 +341,7 @@ def _value_parts(side: ast.AST) -> list[ast.AST]:
             todo.append(node.func)  # (literal names it reads still count: _env("NNODES"))
             todo.extend(a for a in node.args if isinstance(a, ast.Constant))
             continue
-        todo.extend(ast.iter_child_nodes(node))
+        todo.extend(child_nodes(node))
     return out
 
 
@@ -384,7 +385,7 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
             if value is not None:
                 folded = arith(value)
                 numbers += [folded] if folded is not None else _numbers(
-                    [n for n in ast.walk(value) if isinstance(n, ast.Constant)])
+                    [n for n in subnodes(value) if isinstance(n, ast.Constant)])
     for side in sides:
         if _is_time_now(side, names) and any(n >= 1e9 for n in numbers):
             kinds.add(TIME)  # compared with an absolute epoch, not an elapsed duration

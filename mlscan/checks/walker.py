@@ -11,10 +11,11 @@ import ast
 import re
 from typing import Any
 
-from mlscan.checks import triggers
+from mlscan.checks import nodes, triggers
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
 from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import child_nodes, subnodes
 
 _TABLE: dict[type[ast.AST], list[Handler]] | None = None
 
@@ -36,6 +37,14 @@ def table() -> dict[type[ast.AST], list[Handler]]:
 
 
 def walk(tree: ast.AST, ctx: Ctx) -> None:
+    nodes.cache_scopes(True)
+    try:
+        _walk(tree, ctx)
+    finally:
+        nodes.cache_scopes(False)
+
+
+def _walk(tree: ast.AST, ctx: Ctx) -> None:
     ctx.tree = tree
     handlers_for = table()
     stack: list[Any] = [tree]
@@ -186,7 +195,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         return []
     if t is ast.Call:
         ctx.note_call(node)  # type: ignore[arg-type]
-        children = [c for c in ast.iter_child_nodes(node) if not hasattr(c, "inlined")]
+        children = [c for c in child_nodes(node) if not hasattr(c, "inlined")]
         bound = _partial_call(node, ctx)  # type: ignore[arg-type]
         return [*children, bound] if bound is not None else children
     elif t is ast.Assign:
@@ -242,7 +251,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             grown = ast.BinOp(left=ast.Name(id=aug.target.id, ctx=ast.Load()), op=aug.op,
                               right=aug.value)
             ctx.frame.bind(aug.target.id, ast.copy_location(grown, aug))
-    return list(ast.iter_child_nodes(node))
+    return list(child_nodes(node))
 
 
 def _note_trigger_flags(asg: ast.Assign, ctx: Ctx) -> None:
@@ -378,7 +387,7 @@ def _bind_yielded(loop: ast.For, ctx: Ctx) -> None:
     fns = ctx.defs.get(last_attr(it.func), [])
     if len(fns) != 1:
         return
-    values = [n.value for n in ast.walk(fns[0]) if isinstance(n, ast.Yield) and n.value]
+    values = [n.value for n in subnodes(fns[0]) if isinstance(n, ast.Yield) and n.value]
     if len(values) != 1:
         return
     target, value = loop.target, values[0]
