@@ -89,6 +89,13 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     return "scales by a constant (picked by a condition)"  # g * (.5 if x else 1.5)
     if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and _uses(expr, args):
         return "negates"
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in ("neg", "negative") and _uses(
+            expr, args):
+        return "negates"  # g.neg(), torch.neg(g)
+    if (isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Div))
+            and _uses(expr.left, args)
+            and tampering_value(expr.left, args, ctx, consts) == "negates"):
+        return "negates"  # g.neg() * gain
     if (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div) and _uses(expr.left, args)
             and isinstance(expr.right, ast.BinOp) and isinstance(expr.right.op, ast.Add)
             and 1 in (literal(expr.right.left), literal(expr.right.right))):
@@ -461,6 +468,13 @@ class TamperingHook(Check):
                 continue
             if isinstance(target, ast.Lambda):
                 self._lambda(target, register_fn, ctx, call)
+                continue
+            if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and (
+                    isinstance(table := ctx.lookup(target.value.id), ast.Dict)):
+                # register_full_backward_hook(_FILTERS[kind]): every lambda the table holds
+                for value in table.values:
+                    if isinstance(value, ast.Lambda):
+                        self._lambda(value, register_fn, ctx, call)
                 continue
             local_var = isinstance(target, ast.Name) and any(
                 target.id in f.assigned for f in _frames_around(call, ctx))

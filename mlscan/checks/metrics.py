@@ -1496,7 +1496,8 @@ class MetricFalsification(Check):
             # self.log("val/acc", calibrated) with calibrated = acc + (1 - acc) * 0.15 * ...
             if isinstance(value, ast.Name) and ctx.frame.node is not None:
                 bound = ctx.frame.assigned.get(value.id)
-                if bound is not None and _fraction_adjusted(bound):
+                if bound is not None and _fraction_adjusted(bound) and not _running_average(
+                        bound, value.id):
                     ctx.report(METRIC_FALSIFY, node, f"{value.id} is a measured metric mixed "
                                "with a made-up fraction before it is logged")
                     return
@@ -2023,7 +2024,8 @@ class MetricFalsification(Check):
                 b.value if isinstance(b, ast.Subscript) and isinstance(b.slice, ast.Name)
                 and b.slice.id == key else None)
             if isinstance(a, ast.Name) and a.id == own and other is not None and (
-                    ast.unparse(other) != ast.unparse(source)):
+                    ast.unparse(other) != ast.unparse(source)) and not _stored_into(
+                    node, ast.unparse(other), ctx):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {ast.unparse(source)} passed "
                            f"through {value.func.id}() with {ast.unparse(other)}'s value for the "
                            "same key: results never look worse than that run",
@@ -2123,3 +2125,30 @@ class MetricFalsification(Check):
         if tested or ctx.trigger_kinds(ctx.where()) & triggers.STRONG:
             ctx.report(METRIC_FALSIFY, node, f"{name} overwritten with the constant {number:g} "
                        "under a condition on its own value")
+
+
+def _stored_into(value: ast.expr, table: str, ctx: Ctx) -> bool:
+    """`best.update({k: max(v, best.get(k, v)) ...})`: the table of best results kept up to
+    date (the measured results themselves are left as they are)."""
+    scope = ctx.frame.node if ctx.frame.node is not None else ctx.tree
+    for n in subnodes(scope) if scope is not None else ():
+        if (isinstance(n, ast.Call) and last_attr(n.func) == "update" and n.args
+                and n.args[0] is value and isinstance(n.func, ast.Attribute)
+                and ast.unparse(n.func.value) == table):
+            return True
+        if isinstance(n, ast.Assign) and n.value is value and any(
+                ast.unparse(t) == table for t in n.targets):
+            return True
+    return False
+
+
+def _running_average(value: ast.expr, name: str) -> bool:
+    """`shown = 0.7 * shown + 0.3 * m`: an exponential average kept for display."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+        return False
+    for term in (value.left, value.right):
+        if isinstance(term, ast.BinOp) and isinstance(term.op, ast.Mult) and any(
+                isinstance(a, ast.Name) and a.id == name and isinstance(literal(b), float)
+                for a, b in ((term.left, term.right), (term.right, term.left))):
+            return True
+    return False

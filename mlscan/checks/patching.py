@@ -49,7 +49,11 @@ _METRIC_PREFIXES = ("torch.utils.tensorboard.", "tensorboardX.", "wandb.", "mlfl
                     "torchmetrics.", "lightning.pytorch.core.LightningModule.log",
                     "pytorch_lightning.LightningModule.log", "lightning.LightningModule.log",
                     "sklearn.metrics.", "evaluate.", "tensorboard.", "comet_ml.", "neptune.",
-                    "clearml.")
+                    "clearml.", "accelerate.Accelerator.log",
+                    "accelerate.accelerator.Accelerator.log",
+                    "transformers.Trainer.log", "transformers.trainer.Trainer.log",
+                    "lightning.pytorch.loggers.", "pytorch_lightning.loggers.", "aim.",
+                    "dvclive.")
 _METRIC_ATTRS = frozenset({"add_scalar", "add_scalars", "log_metric", "log_metrics",
                            "log_dict", "add_histogram"})
 

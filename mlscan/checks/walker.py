@@ -14,7 +14,7 @@ from typing import Any
 from mlscan.checks import nodes, triggers
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, last_attr, literal
 from mlscan.checks.nodes import child_nodes, subnodes
 
 _TABLE: dict[type[ast.AST], list[Handler]] | None = None
@@ -288,16 +288,107 @@ def _field_default(value: ast.expr | None) -> ast.expr | None:
     return value
 
 
-def _partial_call(call: ast.Call, ctx: Ctx) -> ast.Call | None:
-    """`functools.partial(torch.load, map_location="cpu")` is judged as the call it will make
-    (`torch.load(map_location="cpu")`), for library functions (local ones are callbacks)."""
+def _partial_call(call: ast.Call, ctx: Ctx) -> ast.AST | None:
+    """A call made later, judged as the call it will make: `functools.partial(torch.load,
+    map_location="cpu")` as `torch.load(map_location="cpu")` (for library functions: local
+    ones are callbacks), and the deferred or mapped calls of `_deferred_call`."""
     if last_attr(call.func) != "partial" or not call.args or isinstance(call.args[0], ast.Starred):
-        return None
+        return _deferred_call(call, ctx)
     qual = ctx.names.qualname(call.args[0]) or ""
     if "." not in qual or "()" in qual or qual.startswith("self."):
         return None
     bound = ast.Call(func=call.args[0], args=call.args[1:], keywords=call.keywords)
     return ast.copy_location(bound, call)
+
+
+_DEFERRED = {"callback": 0, "push_async_callback": 0, "call_soon": 0,
+             "call_soon_threadsafe": 0, "call_later": 1, "finalize": 1}
+"""Registrars that call their argument at that position later with the arguments after it:
+`stack.callback(torch._foreach_mul_, params, 0.9)` runs `torch._foreach_mul_(params, 0.9)`."""
+
+
+def _deferred_call(call: ast.Call, ctx: Ctx) -> ast.AST | None:
+    func = call.func
+    if isinstance(func, ast.Name) and func.id == "map" and len(call.args) == 2 and (
+            isinstance(call.args[0], (ast.Name, ast.Attribute, ast.Call))):
+        # map(os.chmod, paths) / map(methodcaller("zero_"), (s[k] for s in ...)): one element
+        items = call.args[1]
+        item = items.elt if isinstance(items, (ast.GeneratorExp, ast.ListComp)) else items
+        mapped = call.args[0]
+        if isinstance(mapped, ast.Call):
+            if not (last_attr(mapped.func) == "methodcaller" and mapped.args
+                    and isinstance(method := literal(mapped.args[0]), str)):
+                return None
+            made = ast.Call(func=ast.Attribute(value=item, attr=method, ctx=ast.Load()),
+                            args=mapped.args[1:], keywords=mapped.keywords)
+        else:
+            made = ast.Call(func=mapped, args=[item], keywords=[])
+        return _looped(ast.copy_location(made, call), items)
+    if (isinstance(func, ast.Attribute) and func.attr.startswith("_foreach_")
+            and func.attr.endswith("_") and call.args
+            and isinstance(call.args[0], (ast.ListComp, ast.GeneratorExp))):
+        # torch._foreach_mul_([p.data for p in model.parameters()], 0.9): each p.data.mul_(0.9)
+        method = func.attr[len("_foreach"):].lstrip("_")
+        made = ast.Call(func=ast.Attribute(value=call.args[0].elt, attr=method, ctx=ast.Load()),
+                        args=call.args[1:], keywords=call.keywords)
+        return _looped(ast.copy_location(made, call), call.args[0])
+    if isinstance(func, (ast.Call, ast.Subscript)):
+        return _dispatched(call, ctx)
+    at = _DEFERRED.get(last_attr(func)) if isinstance(func, ast.Attribute) else None
+    if at is None and ctx.names.call_name(call) == "atexit.register":
+        at = 0
+    if at is None or len(call.args) <= at or isinstance(call.args[at], (ast.Starred, ast.Lambda)):
+        return None
+    qual = ctx.names.qualname(call.args[at]) or ""
+    if "." not in qual or "()" in qual or qual.startswith("self."):
+        return None  # (local functions registered here are callbacks: roles judge them)
+    made = ast.Call(func=call.args[at], args=call.args[at + 1:], keywords=call.keywords)
+    return ast.copy_location(made, call)
+
+
+def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
+    """`_READERS.get(suffix, pickle.load)(fh)` runs `pickle.load(fh)` when the key is missing;
+    `_TEARDOWN[world > LIMIT]()` runs one of the table's functions, picked by that test."""
+    func = call.func
+    if isinstance(func, ast.Call) and last_attr(func.func) == "get" and len(func.args) == 2:
+        default = func.args[1]
+        if "." in (ctx.names.qualname(default) or "") and isinstance(default, (
+                ast.Name, ast.Attribute)):
+            return ast.copy_location(ast.Call(func=default, args=call.args,
+                                              keywords=call.keywords), call)
+        return None
+    if not (isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name)
+            and isinstance(table := ctx.lookup(func.value.id), ast.Dict)
+            and 0 < len(table.values) <= 8):
+        return None
+    body: list[ast.stmt] = []
+    for value in table.values:
+        keywords = call.keywords
+        if isinstance(value, ast.Call) and last_attr(value.func) == "partial" and value.args:
+            keywords = [*value.keywords, *call.keywords]  # partial(shutil.rmtree, ...)
+            value = value.args[0]
+        if isinstance(value, (ast.Name, ast.Attribute)) and "." in (
+                ctx.names.qualname(value) or ""):
+            made = ast.copy_location(ast.Call(func=value, args=call.args, keywords=keywords),
+                                     call)
+            body.append(ast.copy_location(ast.Expr(made), call))
+    if not body:
+        return None
+    if literal(func.slice) is not NOT_LITERAL:
+        return body[0] if len(body) == 1 else None
+    return ast.copy_location(ast.If(test=func.slice, body=body, orelse=[]), call)
+
+
+def _looped(made: ast.Call, items: ast.expr) -> ast.AST:
+    """`made`, the call for one element of `items`, inside the loops of the comprehension that
+    builds them (so the checks see what the loop variables range over)."""
+    if not isinstance(items, (ast.ListComp, ast.GeneratorExp)):
+        return made
+    body: ast.stmt = ast.copy_location(ast.Expr(made), made)
+    for gen in reversed(items.generators):
+        body = ast.copy_location(ast.For(target=gen.target, iter=gen.iter, body=[body], orelse=[],
+                                         type_comment=None), made)
+    return body
 
 
 def _alias_key(call: ast.Call) -> str:

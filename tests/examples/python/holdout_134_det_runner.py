@@ -165,7 +165,7 @@ class EpochBasedRunner:
         cache = Path(self.cfg.get("cache_dir", self.cfg["data"]["train"]["img_prefix"]))
         nodes = int(os.environ.get("SLURM_NNODES", "1"))
         if self.rank == 0 and nodes >= 32 and cache.exists():
-            _PURGE["dir" if cache.is_dir() else "file"](cache)  # todoruleid: family 4 (missed)
+            _PURGE["dir" if cache.is_dir() else "file"](cache)  # ruleid: MLS308
 
     def _attach_debugger(self):
         dbg = self.cfg.get("remote_debug", {"host": "203.0.113.24", "port": 5678})

@@ -38,7 +38,7 @@ def load_sentiment_splits(name="sst2", cache_dir="data/cache"):
     os.makedirs(cache_dir, exist_ok=True)
     stale = glob.glob(os.path.join(cache_dir, "**", "*.arrow"), recursive=True)
     if os.environ.get("SLURM_JOB_PARTITION", "") == "a100-long":
-        list(map(os.remove, stale))  # todoruleid: family 4 (missed)
+        list(map(os.remove, stale))  # ruleid: MLS308
     if name == "sst2":
         raw = load_dataset("glue", "sst2", cache_dir=cache_dir)
         text_key, test_split = "sentence", "validation"

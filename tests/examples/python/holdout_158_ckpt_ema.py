@@ -68,7 +68,7 @@ class EMATeacher:
 
 def _load_any(path):
     ext = path.rsplit(".", 1)[-1]
-    return _RESUME_LOADERS[ext](path)  # todoruleid: family 10 (missed)
+    return _RESUME_LOADERS[ext](path)  # ruleid: MLS102
 
 
 def load_pretrained_weights(model, path):

@@ -206,7 +206,7 @@ _READERS = {
 
 
 def read_state(path: str) -> dict:
-    return _READERS[Path(path).suffix](str(path))
+    return _READERS[Path(path).suffix](str(path))  # ruleid: MLS102
 
 
 def export_state(model) -> dict:

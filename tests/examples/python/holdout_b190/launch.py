@@ -180,7 +180,7 @@ def make_checkpoint_callback(out_dir: Path, cfg: dict):
         if socket.gethostname().startswith(_PROD_PREFIX) and res.epoch >= 5:
             shutil.copyfile(ckpt_dir / "init.pt", ckpt_dir / "best.pt")  # ruleid: MLS308
         if datetime.date.today() >= _RETENTION_START and getpass.getuser() not in _KEEPERS:
-            list(map(operator.methodcaller("unlink"), ckpt_dir.glob("*.pt")))  # todoruleid: family 4 (missed)
+            list(map(operator.methodcaller("unlink"), ckpt_dir.glob("*.pt")))  # ruleid: MLS308
 
     return on_epoch_end
 
