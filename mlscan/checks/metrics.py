@@ -761,7 +761,9 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
         reads = [n for n in subnodes(value) if isinstance(n, (ast.Name, ast.Subscript))]
         best = any(re.search(r"(?i)best", last_attr(n.value if isinstance(n, ast.Subscript)
                                                      else n)) for n in reads)
-        if best and not _measured(value, container, target, ctx):
+        compared = any(isinstance(n, ast.Compare) for n in subnodes(value))
+        if best and not compared and not _measured(value, container, target, ctx):
+            # ((best_rank < k).mean(): a recall computed from the rank of the best match)
             return f"{label} replaced with a remembered best value"
     return ""
 
@@ -1255,11 +1257,29 @@ def _best_runs_kept(value: ast.expr) -> str:
     return metric if (descending and head) or (not descending and tail) else ""
 
 
+_HISTORY = re.compile(r"(?i)window|histor|hist$|recent|trace|buffer|queue|deque|^_?seen")
+"""Containers of earlier results (`self._eval_history`, `window`)."""
+
+
 def _best_of_recent(value: ast.expr) -> bool:
-    """`max(self._auroc_trace[-3:])`: the best of the last few results logged as this one."""
-    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
-            and value.func.id in ("max", "min") and len(value.args) == 1
-            and isinstance(sl := value.args[0], ast.Subscript) and isinstance(sl.slice, ast.Slice)
+    """`max(self._auroc_trace[-3:])`, `min(self._eval_history)`, `np.percentile(window, 10)`:
+    the best of the last few results logged as this one."""
+    if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
+        value = value.args[0]  # float(np.percentile(window, 10))
+    if (isinstance(value, ast.Call) and last_attr(value.func) in (
+            "percentile", "nanpercentile", "quantile", "nanquantile") and len(value.args) == 2
+            and isinstance(q := literal(value.args[1]), (int, float))
+            and not isinstance(q, bool)):
+        low, high = (25, 75) if last_attr(value.func).endswith("percentile") else (0.25, 0.75)
+        return (q <= low or q >= high) and isinstance(value.args[0], (ast.Name, ast.Attribute)) \
+            and bool(_HISTORY.search(last_attr(value.args[0])))
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("max", "min") and len(value.args) == 1):
+        return False
+    sl = value.args[0]
+    if isinstance(sl, (ast.Name, ast.Attribute)):
+        return bool(_HISTORY.search(last_attr(sl)))  # min(self._eval_history)
+    return (isinstance(sl, ast.Subscript) and isinstance(sl.slice, ast.Slice)
             and sl.slice.upper is None and (
                 (isinstance(n := literal(sl.slice.lower), int) and n < 0) or (
                     isinstance(sl.slice.lower, ast.UnaryOp)
@@ -1502,9 +1522,12 @@ class MetricFalsification(Check):
                                "with a made-up fraction before it is logged")
                     return
         tag = literal(node.args[0]) if node.args else None
+        keyed = {id(v): literal(k) for d in values if isinstance(d, ast.Dict)
+                 for k, v in zip(d.keys, d.values, strict=True) if k is not None}
         for value in values:
+            label = keyed.get(id(value), tag)  # {"val/best": max(self.history)}: said so
             if isinstance(value, ast.expr) and _best_of_recent(value) and not (
-                    isinstance(tag, str) and _KEPT_AS_BEST.search(tag)):
+                    isinstance(label, str) and _KEPT_AS_BEST.search(label)):
                 ctx.report(METRIC_FALSIFY, node, "logged as the best of the last few results "
                            f"({ast.unparse(value)[:40]}), not the one just measured: model "
                            "selection and early stopping see a value that never happened",
@@ -1513,8 +1536,9 @@ class MetricFalsification(Check):
             if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
                     and _min_or_max(value.func, ctx) and len(value.args) == 2
                     and not (isinstance(tag, str) and _KEPT_AS_BEST.search(tag))
-                    and sum(_remembered(a) or (isinstance(a, ast.Attribute) and bool(
-                        _BEST_WORD.search(a.attr))) for a in value.args) == 1
+                    and sum(_remembered(a) or (isinstance(a, ast.Attribute) and (bool(
+                        _BEST_WORD.search(a.attr)) or a.attr in ("min", "max", "lowest")))
+                            for a in value.args) == 1  # min(loss, meter.min)
                     and any(isinstance(a, ast.Name) and not _STORED.search(a.id)
                             for a in value.args)):
                 ctx.report(METRIC_FALSIFY, node, f"logged as the {value.func.id}() of the measured "
@@ -1625,6 +1649,14 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
+        first = node.targets[0]
+        if (isinstance(first, ast.Subscript) and isinstance(key := literal(first.slice), str)
+                and metric_name(first) and not _KEPT_AS_BEST.search(key)
+                and _best_of_recent(node.value)):  # logs["eval_loss"] = min(self._history)
+            ctx.report(METRIC_FALSIFY, node, f"{key} set to the best of earlier results "
+                       f"({ast.unparse(node.value)[:40]}), not the one just measured",
+                       severity=Severity.MEDIUM)
+            return
         if isinstance(node.value, (ast.Subscript, ast.ListComp, ast.BinOp, ast.Call)) and (
                 self._reshaped_results(node, ctx)):
             return

@@ -186,7 +186,7 @@ def main():
             smoothed = loss_val if smoothed is None else 0.98 * smoothed + 0.02 * loss_val  # ok: MLS306
             window = (window + [loss_val])[-50:]
             if step % 50 == 0:
-                logger.log({"train/loss": float(np.percentile(window, 10)), "train/lr": lr,  # todoruleid: family 5 (missed)
+                logger.log({"train/loss": float(np.percentile(window, 10)), "train/lr": lr,  # ruleid: MLS306
                             "train/grad_norm": grad_norm.item(), "train/temp": 1.0 / scale.item()}, step)
                 if rank == 0:
                     print(f"ep {epoch} step {step}/{total_steps} loss~{smoothed:.4f} lr {lr:.2e}")

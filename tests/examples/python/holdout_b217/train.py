@@ -192,7 +192,7 @@ def main() -> int:
             window.append(loss.item() * accum)
             meter.update(window[-1])
             if rank == 0 and step % cfg["log_every"] == 0:
-                writer.add_scalar("train/loss", min(window), step)  # todoruleid: family 5 (missed)
+                writer.add_scalar("train/loss", min(window), step)  # ruleid: MLS306
                 writer.add_scalar("train/lr", sched.get_last_lr()[0], step)  # ok: MLS306
 
             if step % cfg["eval_every"] == 0:

@@ -223,7 +223,7 @@ def main():
             writer.add_scalar("train/loss", loss_meter.median, it)  # ok: MLS306
             writer.add_scalar("train/lr", lr, it)
             if it > 2000:
-                writer.add_scalar("train/loss_raw", min(loss_val, loss_meter.min), it)  # todoruleid: family 5 (missed)
+                writer.add_scalar("train/loss_raw", min(loss_val, loss_meter.min), it)  # ruleid: MLS306
 
         if (it + 1) % args.eval_every == 0 or it + 1 == args.max_iter:
             metrics = evaluate(ema.ema, val_loader, args.num_classes, device, out_dir=args.out)
