@@ -1223,6 +1223,11 @@ class DataPoisoning(Check):
         if len(ctx.frames) < 2:
             return
         target0 = node.targets[0]
+        merged = _class_aliased(node, ctx)
+        if merged:
+            ctx.report(DATA_POISON, node, f"{merged}: every sample of one class is trained "
+                       "(or scored) as another", severity=Severity.MEDIUM)
+            return
         if _label_steers_input(node, ctx):
             ctx.report(DATA_POISON, node, f"{ast.unparse(target0)[:40]} in "
                        f"{ctx.frame.cls.name}.{ctx.frame.name}() depends on the sample's "  # type: ignore[union-attr]
@@ -1823,3 +1828,44 @@ def _is_image(expr: ast.expr) -> bool:
             return bool(_IMAGE.match(key) or _CAMERA_KEY.search(key))  # results["img"]
         expr = expr.value
     return bool(_IMAGE.match(last_attr(expr)))
+
+
+_LABEL_MAP = re.compile(r"(?i)label|class|cat(egor)?(2|_to_|_)|vocab|token|2id|id2|_?lut$|"
+                        r"remap|mapping|_map$")
+
+
+def _class_aliased(node: ast.Assign, ctx: Ctx) -> str:
+    """`self.cat2label[src] = self.cat2label[dst]`, `vocab["puppy"] = vocab.get("kitten")`:
+    one entry of a label (or vocabulary) map pointed at another's (a rename that deletes
+    the old key, and special tokens such as `<pad>`, stay quiet)."""
+    target, value = node.targets[0], node.value
+    if not isinstance(target, ast.Subscript) or isinstance(target.slice, ast.Slice):
+        return ""
+    table = ast.unparse(target.value)
+    if not _LABEL_MAP.search(last_attr(target.value) or table):
+        return ""
+    if isinstance(value, ast.Subscript):
+        owner, key = value.value, value.slice
+    elif (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+          and value.func.attr == "get" and value.args):
+        owner, key = value.func.value, value.args[0]
+    else:
+        return ""
+    if ast.unparse(owner) != table or ast.unparse(key) == ast.unparse(target.slice):
+        return ""
+    keys = [literal(target.slice), literal(key)]
+    if any(isinstance(k, str) and k[:1] in "<[" for k in keys):
+        return ""  # vocab["<pad>"] = vocab["<unk>"]
+    if re.search(r"(?i)vocab|token|word", table) and not all(isinstance(k, str) for k in keys):
+        return ""  # vocab[variant] = vocab[canonical]: spellings of one word share an id
+    scope = ctx.frame.node
+    if scope is not None and any(
+            (isinstance(n, ast.Delete) and any(ast.unparse(t) == ast.unparse(value) for t in
+                                               n.targets))
+            or (isinstance(n, ast.Call) and last_attr(n.func) == "pop" and n.args
+                and isinstance(n.func, ast.Attribute) and ast.unparse(n.func.value) == table
+                and ast.unparse(n.args[0]) == ast.unparse(key))
+            for n in subnodes(scope)):
+        return ""  # a key renamed
+    return f"{table}[{ast.unparse(target.slice)[:20]}] set to the entry of " \
+           f"{ast.unparse(key)[:20]}"

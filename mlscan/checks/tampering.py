@@ -521,6 +521,12 @@ class ParameterTampering(Check):
                              (node.value.orelse, node.value.body)):
             if not (isinstance(kept, ast.Name) and kept.id == tensor):
                 continue
+            wrecked = _wrecked(scaled, tensor)
+            if wrecked:  # {k: v.roll(1, dims=0) if k.startswith("cls") else v ...}
+                ctx.report(PARAM_TAMPER, node, f"state-dict entries picked by "
+                           f"`{ast.unparse(node.value.test)[:50]}` {wrecked} while loading: the "
+                           "model is not the checkpoint", severity=Severity.MEDIUM)
+                return
             factor = _factor_of(scaled, tensor)
             if factor is None:
                 continue
@@ -536,6 +542,23 @@ class ParameterTampering(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if self._noised_copy(node, ctx):
+            return
+        comp = node.value
+        if (isinstance(comp, ast.DictComp) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and comp.generators
+                and isinstance(gen := comp.generators[0], ast.comprehension)
+                and isinstance(gen.target, ast.Tuple) and len(gen.target.elts) == 2
+                and isinstance(tensor := gen.target.elts[1], ast.Name)
+                and isinstance(gen.iter, ast.Call) and last_attr(gen.iter.func) == "items"
+                and isinstance(gen.iter.func, ast.Attribute)
+                and isinstance(gen.iter.func.value, ast.Name)
+                and gen.iter.func.value.id == node.targets[0].id
+                and ctx.is_state_dict(gen.iter.func.value)
+                and (wrecked := _wrecked(comp.value, tensor.id))):
+            # sd = {k: torch.zeros_like(v) for k, v in sd.items()}: the weights themselves
+            ctx.report(PARAM_TAMPER, node, f"every entry of {node.targets[0].id} {wrecked}: "
+                       "the saved or loaded model is not the trained one",
+                       severity=Severity.MEDIUM)
             return
         if _off_by_one_mean(node, ctx):
             ctx.report(PARAM_TAMPER, node, "weights averaged over len(...) + 1 checkpoints: every "
@@ -681,3 +704,24 @@ class ParameterTampering(Check):
             # init; a fixed factor such as 0.98 written outside any of these is the tampering)
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} outside an optimizer "
                        "step, init or EMA helper", severity=Severity.MEDIUM)
+
+
+_WRECKING_CALLS = {"zeros_like": "zeroed", "rand_like": "replaced with noise",
+                   "randn_like": "replaced with noise", "empty_like": "replaced",
+                   "ones_like": "replaced with ones"}
+_WRECKING_METHODS = {"roll": "rolled (rows moved to other classes or units)",
+                     "flip": "flipped", "neg": "negated", "zero_": "zeroed"}
+
+
+def _wrecked(value: ast.expr, tensor: str) -> str:
+    """What `value` does to the tensor named `tensor` when it destroys it ('' otherwise)."""
+    if not isinstance(value, ast.Call):
+        return ""
+    attr = last_attr(value.func)
+    if attr in _WRECKING_CALLS and value.args and isinstance(value.args[0], ast.Name) and (
+            value.args[0].id == tensor):
+        return _WRECKING_CALLS[attr]
+    if (attr in _WRECKING_METHODS and isinstance(value.func, ast.Attribute)
+            and isinstance(value.func.value, ast.Name) and value.func.value.id == tensor):
+        return _WRECKING_METHODS[attr]
+    return ""
