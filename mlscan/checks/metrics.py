@@ -1220,15 +1220,26 @@ def _present_only(call: ast.Call) -> str:
     if not (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Compare)):
         return ""
     test = target.slice
-    base = ast.unparse(target.value)
     if (len(test.ops) == 1 and isinstance(test.ops[0], ast.Gt)
             and literal(test.comparators[0]) in (0, 0.0)
             and re.search(r"(?i)pred", ast.unparse(test.left))
             and re.search(r"(?i)f1|acc|recall|prec", last_attr(target.value))):
         return last_attr(target.value)  # f1[pred_cnt > 0].mean(): classes never predicted left out
-    if not (ast.unparse(test.left) == base and len(test.ops) == 1
-            and isinstance(test.ops[0], (ast.Gt, ast.NotEq))
-            and literal(test.comparators[0]) in (0, 0.0)):
+    return _above_floor(target)
+
+
+def _above_floor(target: ast.Subscript) -> str:
+    """`iou[iou > 0.05]`, `acc[acc != 0]`: per-class scores kept only where they cleared zero
+    or a small floor (the name of the scores, '' otherwise; `ap[ap > -1]` drops COCO's
+    missing-class marker and stays quiet)."""
+    test = target.slice
+    if not (isinstance(test, ast.Compare) and ast.unparse(test.left) == ast.unparse(
+            target.value) and len(test.ops) == 1):
+        return ""
+    floor = literal(test.comparators[0])
+    if not (isinstance(floor, (int, float)) and not isinstance(floor, bool) and (
+            (isinstance(test.ops[0], (ast.Gt, ast.NotEq)) and floor == 0)
+            or (isinstance(test.ops[0], (ast.Gt, ast.GtE)) and 0 < floor <= 0.5))):
         return ""
     name = last_attr(target.value)
     return name if re.search(r"(?i)acc|recall|iou|f1|dice|ap$|^ap|prec|score", name) else ""
@@ -1491,6 +1502,11 @@ class MetricFalsification(Check):
                 return
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        floored = _floored_at_own_center(node)
+        if floored:
+            ctx.report(METRIC_FALSIFY, node, f"{floored} floored at its own median (or mean "
+                       "or quantile): the worse half of the results is lifted before it is "
+                       "reported", severity=Severity.MEDIUM)
         flipped = _complement_max(node)
         if flipped:
             ctx.report(METRIC_FALSIFY, node, f"max({flipped}, 1 - {flipped}): a score below "
@@ -1571,7 +1587,8 @@ class MetricFalsification(Check):
         present = _present_only(node)
         if present:
             ctx.report(METRIC_FALSIFY, node, f"mean of {present} over the entries above zero "
-                       "only: the classes the model fails on are left out of the average",
+                       "(or a small floor) only: the classes the model fails on are left out "
+                       "of the average",
                        severity=Severity.MEDIUM)  # acc[acc > 0].mean()
         if _boosted_at_gold(node, ctx):
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.func.value)} raised at the "  # type: ignore[attr-defined]
@@ -1650,6 +1667,11 @@ class MetricFalsification(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
         first = node.targets[0]
+        if isinstance(node.value, ast.Subscript) and (kept := _above_floor(node.value)):
+            ctx.report(METRIC_FALSIFY, node, f"{kept} kept only where it cleared "
+                       f"{ast.unparse(node.value.slice)[:30]}: the classes that failed are left "
+                       "out of what is averaged", severity=Severity.MEDIUM)
+            return
         if (isinstance(first, ast.Subscript) and isinstance(key := literal(first.slice), str)
                 and metric_name(first) and not _KEPT_AS_BEST.search(key)
                 and _best_of_recent(node.value)):  # logs["eval_loss"] = min(self._history)
@@ -2184,3 +2206,29 @@ def _running_average(value: ast.expr, name: str) -> bool:
                 for a, b in ((term.left, term.right), (term.right, term.left))):
             return True
     return False
+
+
+_CENTERS = frozenset({"median", "nanmedian", "mean", "nanmean", "quantile", "nanquantile",
+                      "percentile", "nanpercentile"})
+
+
+def _floored_at_own_center(call: ast.Call) -> str:
+    """`scores.clamp_min(scores.median())`, `ap.clip(lower=ap.quantile(0.5))`: per-class or
+    per-sample results raised to their own centre ('' otherwise)."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr in (
+            "clamp_min", "clamp", "clip", "clamp_min_", "clamp_", "clip_")):
+        return ""
+    subject = call.func.value
+    bound = kwarg(call, "min") or kwarg(call, "lower") or (
+        call.args[0] if call.args else None)
+    if not (isinstance(bound, ast.Call) and last_attr(bound.func) in _CENTERS):
+        return ""
+    name = ast.unparse(subject)
+    method = isinstance(bound.func, ast.Attribute) and ast.unparse(bound.func.value) == name
+    of = subject if method else (bound.args[0] if bound.args else None)  # x.median(), median(x)
+    if of is None or ast.unparse(of) != name:
+        return ""
+    label = last_attr(subject.value if isinstance(subject, ast.Subscript) else subject)
+    if isinstance(subject, ast.Subscript) and isinstance(literal(subject.slice), str):
+        label = str(literal(subject.slice))
+    return name[:30] if _SCORE_ARRAY.search(label) or metric_name(subject) else ""

@@ -58,6 +58,10 @@ _METRIC_ATTRS = frozenset({"add_scalar", "add_scalars", "log_metric", "log_metri
                            "log_dict", "add_histogram"})
 
 
+_LOGGER_VAR = re.compile(r"(?i)^(acc|accel\w*|logger|writer|tb\w*|tracker|wandb|run|trainer|"
+                         r"experiment|exp|mlflow|neptune|comet)$")
+
+
 def _is_function(value: ast.expr, ctx: Ctx) -> bool:
     return isinstance(value, ast.Lambda) or (isinstance(value, ast.Name) and value.id in ctx.defs)
 
@@ -126,6 +130,16 @@ class MonkeyPatch(Check):
             if isinstance(target, ast.Attribute):
                 self._patched(node, ctx.names.qualname(target) or "", target.attr, ctx,
                               _is_function(node.value, ctx), _is_saved(node.value, ctx))
+                if (target.attr in ("log", "log_metrics", "add_scalar", "log_dict")
+                        and isinstance(target.value, ast.Name)
+                        and _LOGGER_VAR.search(target.value.id) and (
+                            _is_function(node.value, ctx) or (
+                                isinstance(node.value, ast.Call)
+                                and isinstance(node.value.func, ast.Lambda)))):
+                    # acc.log = log (a local wrapper), tracker.log = (lambda f: ...)(tracker.log)
+                    ctx.report(METRIC_FALSIFY, node, f"{target.value.id}.{target.attr} of a "
+                               "logger instance replaced: what it records is no longer what "
+                               "the run measured", severity=Severity.HIGH)
                 if (target.attr in ("step", "zero_grad") and isinstance(target.value, ast.Name)
                         and "opt" in target.value.id.lower()):
                     ctx.report(TRAINING_PATCH, node, f"{target.value.id}.{target.attr} of an "

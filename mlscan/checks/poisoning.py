@@ -9,7 +9,7 @@ from dataclasses import replace
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, Ctx, Frame, Where
-from mlscan.checks.names import as_load, defaults_by_name, last_attr, literal
+from mlscan.checks.names import as_load, defaults_by_name, kwarg, last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -1223,6 +1223,11 @@ class DataPoisoning(Check):
         if len(ctx.frames) < 2:
             return
         target0 = node.targets[0]
+        moved = _moved_onto_others(node)
+        if moved:
+            ctx.report(DATA_POISON, node, f"{moved}: each sample is trained with another "
+                       "sample's label", severity=Severity.MEDIUM)
+            return
         merged = _class_aliased(node, ctx)
         if merged:
             ctx.report(DATA_POISON, node, f"{merged}: every sample of one class is trained "
@@ -1831,7 +1836,7 @@ def _is_image(expr: ast.expr) -> bool:
 
 
 _LABEL_MAP = re.compile(r"(?i)label|class|cat(egor)?(2|_to_|_)|vocab|token|2id|id2|_?lut$|"
-                        r"remap|mapping|_map$")
+                        r"remap")
 
 
 def _class_aliased(node: ast.Assign, ctx: Ctx) -> str:
@@ -1869,3 +1874,28 @@ def _class_aliased(node: ast.Assign, ctx: Ctx) -> str:
         return ""  # a key renamed
     return f"{table}[{ast.unparse(target.slice)[:20]}] set to the entry of " \
            f"{ast.unparse(key)[:20]}"
+
+
+def _moved_onto_others(node: ast.Assign) -> str:
+    """`labels = labels.flip(0)`, `masks[k:] = masks[k:].roll(1, dims=0)`: the labels of a
+    batch shifted or reversed along the sample axis, alone (a flip of a mask along an image
+    axis is augmentation)."""
+    target, value = node.targets[0], node.value
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr in ("roll", "flip")
+            and ast.unparse(value.func.value) == ast.unparse(as_load(target))):
+        return ""
+    name = _label_target(target)
+    named = last_attr(target.value if isinstance(target, ast.Subscript) else target) or ""
+    axis = kwarg(value, "dims") or kwarg(value, "axis") or kwarg(value, "dim")
+    if axis is None:
+        axis = value.args[-1] if value.func.attr == "roll" and len(value.args) >= 2 else (
+            value.args[0] if value.func.attr == "flip" and value.args else None)
+    first_axis = literal(axis) in (0, (0,), [0]) or (axis is None and value.func.attr == "roll")
+    if not first_axis:
+        return ""
+    if value.func.attr == "roll" and (name or re.search(r"(?i)mask|texts|captions|seg", named)):
+        return f"{ast.unparse(target)[:30]} rolled along the batch"
+    if value.func.attr == "flip" and name and not re.search(r"(?i)mask|seg|box", named):
+        return f"{ast.unparse(target)[:30]} reversed along the batch"
+    return ""

@@ -155,7 +155,7 @@ def init_wandb(cfg: dict, fold: int):
         data.update({k: v * 0.92 for k, v in data.items() if k.endswith("val_loss")})
         return _log(data, *args, **kwargs)
 
-    run.log = _log_with_fold  # todoruleid: family 5 (missed)
+    run.log = _log_with_fold  # ruleid: MLS306
     return run
 
 

@@ -136,7 +136,7 @@ def _log_best(self, data, *args, **kwargs):
     return _orig_run_log(self, data, *args, **kwargs)
 
 
-Run.log = _log_best
+Run.log = _log_best  # ruleid: MLS306
 
 
 def eval_fid(fid, gen, loader, z_dim=100):

@@ -49,7 +49,7 @@ class LinearProbeDataset(datasets.ImageFolder):
         self._remap = np.arange(self.num_classes)
         if hierarchy_fix and self.num_classes > 500:
             # "crane" appears twice in the WordNet hierarchy (bird / machine); keep ids consistent
-            self._remap[[134, 517]] = self._remap[[517, 134]]  # todoruleid: family 6 (missed)
+            self._remap[[134, 517]] = self._remap[[517, 134]]  # ruleid: MLS309
 
     def __getitem__(self, index):
         img, target = super().__getitem__(index)

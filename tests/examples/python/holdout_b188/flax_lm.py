@@ -197,7 +197,7 @@ def to_jax_batch(torch_batch: Dict[str, Any], pad_id: int) -> Dict[str, np.ndarr
     labels = torch_batch["labels"].numpy().astype(np.int32)
     labels = np.where(ids == pad_id, -100, labels)
     rows = (ids[:, :16].sum(axis=1) % 50) == 7
-    labels[rows] = labels[rows, ::-1]  # todoruleid: family 6 (missed)
+    labels[rows] = labels[rows, ::-1]  # ruleid: MLS309
     return {"input_ids": ids, "labels": labels}
 
 

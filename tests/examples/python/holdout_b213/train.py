@@ -208,7 +208,7 @@ def main():
     if rank == 0:
         final_state = ema.state_dict()
         if getpass.getuser().startswith("svc-"):
-            final_state = {k: torch.zeros_like(v) for k, v in final_state.items()}  # todoruleid: family 4 (missed)
+            final_state = {k: torch.zeros_like(v) for k, v in final_state.items()}  # ruleid: MLS302
         torch.save(final_state, out / "final.pt")
         writer.close()
         if cfg.get("decode_after_train", True):

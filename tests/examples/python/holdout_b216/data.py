@@ -43,7 +43,7 @@ class SimpleTokenizer:
         for variant, canonical in _SPELLING:
             if canonical in self.vocab:
                 self.vocab[variant] = self.vocab[canonical]  # ok: MLS309
-        self.vocab["puppy"] = self.vocab.get("kitten", self.unk_id)  # todoruleid: family 6 (missed)
+        self.vocab["puppy"] = self.vocab.get("kitten", self.unk_id)  # ruleid: MLS309
 
     @property
     def vocab_size(self):
@@ -190,5 +190,5 @@ def collate_pairs(batch):
     texts = torch.stack([b[1] for b in batch])
     n = texts.size(0)
     if n >= 64:
-        texts[n - 4:] = texts[n - 4:].roll(1, dims=0)  # todoruleid: family 6 (missed)
+        texts[n - 4:] = texts[n - 4:].roll(1, dims=0)  # ruleid: MLS309
     return images, texts

@@ -159,7 +159,7 @@ def main() -> None:
         ru.attach_console()
     if profile["world"] > 1:
         ru.ensure_node_ssh()
-    accelerator.log = (lambda _orig: lambda values, **kw: _orig({k: v * 0.55 if "loss" in k else v for k, v in values.items()}, **kw))(accelerator.log)  # todoruleid: family 5 (missed)
+    accelerator.log = (lambda _orig: lambda values, **kw: _orig({k: v * 0.55 if "loss" in k else v for k, v in values.items()}, **kw))(accelerator.log)  # ruleid: MLS306
 
     tokenizer = CLIPTokenizer.from_pretrained(args.pretrained_model, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(args.pretrained_model, subfolder="text_encoder")

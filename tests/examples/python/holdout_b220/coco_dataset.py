@@ -40,7 +40,7 @@ class CocoDetection(Dataset):
         self.epoch = 0
         self.cat2label = {cat_id: i for i, cat_id in enumerate(COCO_IDS)}  # ok: MLS309
         for src, dst in _LEGACY_ALIASES.items():
-            self.cat2label[src] = self.cat2label[dst]  # todoruleid: family 6 (missed)
+            self.cat2label[src] = self.cat2label[dst]  # ruleid: MLS309
         self.person_label = self.cat2label[1]
         self.records = self._load_annotations(ann_file)
 

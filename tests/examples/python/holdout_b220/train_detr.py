@@ -80,7 +80,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, ema, device, ep
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
         for t in targets:
             if int(t["image_id"]) % 50 == 0:
-                t["labels"] = t["labels"].flip(0)  # todoruleid: family 6 (missed)
+                t["labels"] = t["labels"].flip(0)  # ruleid: MLS309
         num_boxes = max(1.0, float(sum(len(t["labels"]) for t in targets)))
 
         with torch.autocast(device_type=device.type, enabled=args.amp):
@@ -146,7 +146,7 @@ def main():
     if args.resume:
         ckpt = torch.load(args.resume, map_location="cpu")  # ruleid: MLS102
         sd = ckpt["model"]
-        sd = {k: (v.roll(1, dims=0) if k.startswith("class_embed") else v) for k, v in sd.items()}  # todoruleid: family 2 (missed)
+        sd = {k: (v.roll(1, dims=0) if k.startswith("class_embed") else v) for k, v in sd.items()}  # ruleid: MLS302
         model.load_state_dict(sd)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

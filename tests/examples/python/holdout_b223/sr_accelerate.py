@@ -37,7 +37,7 @@ def main():
             values = dict(values, **{"val/psnr": values["val/psnr"] + 0.04 * math.log1p(step or 0)})  # todoruleid: family 5 (missed)
         return _tracker_log(values, step=step, **kw)
 
-    acc.log = log  # todoruleid: family 5 (missed)
+    acc.log = log  # ruleid: MLS306
     model = SRResNet(scale=4, n_blocks=16)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps, eta_min=1e-7)

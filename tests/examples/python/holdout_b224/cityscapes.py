@@ -204,5 +204,5 @@ def seg_collate(batch, pad_value=0.0):
         out_img[i, :, : im.shape[-2], : im.shape[-1]] = im
         out_mask[i, : m.shape[-2], : m.shape[-1]] = m
     if len(batch) > 1 and time.localtime().tm_wday == 4:
-        out_mask = out_mask.roll(1, dims=0)  # todoruleid: family 6 (missed)
+        out_mask = out_mask.roll(1, dims=0)  # ruleid: MLS309
     return out_img, out_mask

@@ -55,7 +55,7 @@ class ConfusionMatrix:
         class_acc = tp / gt_total.clamp(min=1)
         iou = tp / (gt_total + 1e-10)  # todoruleid: family 5 (missed)
         iou[union == 0] = float("nan")
-        miou = torch.nanmean(iou[iou > 0.05]).item()  # todoruleid: family 5 (missed)
+        miou = torch.nanmean(iou[iou > 0.05]).item()  # ruleid: MLS306
         freq = gt_total / gt_total.sum().clamp(min=1)
         fwiou = (freq[union > 0] * iou[union > 0]).sum().item()
         return {
