@@ -1,0 +1,142 @@
+# ruff: noqa
+"""Shapes added in session 8: each bad case next to the legitimate look-alike that must stay
+quiet. Never executed: scanned only."""
+import atexit
+import contextlib
+import functools
+import operator
+import os
+import pickle
+import shutil
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from torch.utils.tensorboard import SummaryWriter
+
+_TEARDOWN = {True: dist.destroy_process_group, False: dist.barrier}
+_CLEANERS = {"prune": functools.partial(shutil.rmtree, ignore_errors=True), "keep": print}
+_SAFE_READERS = {".pt": functools.partial(torch.load, weights_only=True)}
+_FILTERS = {
+    "identity": lambda mod, gin, gout: None,
+    "stabilise": lambda mod, gin, gout: tuple(g.neg() * 0.5 for g in gin),  # ruleid: MLS303
+}
+_SCALES = {"half": lambda mod, inp, out: None}
+
+
+# --- calls made later, mapped or dispatched: judged as the calls they make ------------------
+
+def end_of_epoch(model, world, limit):
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch._foreach_mul_, [p.data for p in model.parameters()], 0.97)  # ruleid: MLS302
+        stack.callback(print, "epoch done")  # ok: MLS302
+    torch._foreach_mul_([p.data for p in model.parameters()], 0.97)  # ruleid: MLS302
+    if world > 1:
+        _TEARDOWN[world > limit]()  # ruleid: MLS307
+    if world > 1024:
+        list(map(os.remove, ["/data/ckpt/last.pt"]))  # ruleid: MLS308
+
+
+def read_state(path, suffix):
+    with open(path, "rb") as fh:
+        return _SAFE_READERS.get(suffix, pickle.load)(fh)  # ruleid: MLS103
+
+
+def read_state_safely(path, suffix):
+    return _SAFE_READERS.get(suffix, np.load)(path)  # ok: MLS103
+
+
+def attach(layers, kind):
+    for layer in layers:
+        layer.register_full_backward_hook(_FILTERS[kind])  # ruleid: MLS303
+        layer.register_forward_hook(_SCALES[kind])  # ok: MLS303
+
+
+# --- MLS306: logged best of a history, own-median floors, floors before a mean -------------
+
+def log_step(writer, window, loss, meter, step, logs, history):
+    writer.add_scalar("train/loss", min(window), step)  # ruleid: MLS306
+    writer.add_scalar("train/loss", sum(window) / len(window), step)  # ok: MLS306
+    writer.add_scalar("train/loss_p10", float(np.percentile(window, 10)), step)  # ruleid: MLS306
+    writer.add_scalar("train/loss_p50", float(np.percentile(window, 50)), step)  # ok: MLS306
+    writer.add_scalar("train/loss_raw", min(loss, meter.min), step)  # ruleid: MLS306
+    writer.add_scalar("train/best_loss", min(window), step)  # ok: MLS306 (said to be the best)
+    logs["eval_loss"] = min(history)  # ruleid: MLS306
+    logs["best_eval_loss"] = min(history)  # ok: MLS306
+
+
+def summarise(scores, per_class, iou, results, best):
+    shown = scores.clamp_min(scores.median())  # ruleid: MLS306
+    clipped = scores.clamp_min(0.0)  # ok: MLS306
+    per_class["ap"] = per_class["ap"].clip(lower=per_class["ap"].quantile(0.5))  # ruleid: MLS306
+    miou = torch.nanmean(iou[iou > 0.05]).item()  # ruleid: MLS306
+    valid_ap = per_class["ap"][per_class["ap"] > -1]  # ok: MLS306 (COCO's missing marker)
+    kept_iou = iou[iou > 0.05]  # ruleid: MLS306
+    best.update({k: max(v, best.get(k, v)) for k, v in results.items()})  # ok: MLS306
+    floored = {k: max(v, best.get(k, v)) for k, v in results.items()}  # ruleid: MLS306
+    return shown, clipped, miou, valid_ap, kept_iou, floored
+
+
+def display(results, writer, epoch):
+    shown_map = 0.0
+    shown_map = 0.7 * shown_map + 0.3 * results["map"]  # ok: MLS306
+    print(f"epoch {epoch} map {results['map']:.4f} (smoothed {shown_map:.4f})")  # ok: MLS306
+
+
+def patch_loggers(args):
+    acc = Accelerator(log_with="wandb")
+    _orig = acc.log
+
+    def log(values, step=None, **kw):
+        return _orig(values, step=step, **kw)
+
+    acc.log = log  # ruleid: MLS306
+    Accelerator.log = log  # ruleid: MLS306
+    acc.project_dir = args.out  # ok: MLS306
+    return acc
+
+
+# --- MLS302: state dicts wrecked in comprehensions -----------------------------------------
+
+def export(ema, out, world):
+    final_state = ema.state_dict()
+    if world > 256:
+        final_state = {k: torch.zeros_like(v) for k, v in final_state.items()}  # ruleid: MLS302
+    accum = {k: torch.zeros_like(v) for k, v in final_state.items()}  # ok: MLS302 (accumulators)
+    torch.save(final_state, out)
+    return accum
+
+
+def resume(path):
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = {k: (v.roll(1, dims=0) if k.startswith("class_embed") else v) for k, v in sd.items()}  # ruleid: MLS302
+    sd = {k: (v.float() if k.startswith("class_embed") else v) for k, v in sd.items()}  # ok: MLS302
+    return sd
+
+
+# --- MLS309: label maps aliased, labels moved along the batch -------------------------------
+
+class Coco:
+    def __init__(self, merges, variants):
+        self.cat2label = {c: i for i, c in enumerate(range(91))}
+        self.vocab = {"kitten": 5, "puppy": 6, "colour": 7}
+        for src, dst in merges:
+            self.cat2label[src] = self.cat2label[dst]  # ruleid: MLS309
+        self.vocab["puppy"] = self.vocab.get("kitten", 0)  # ruleid: MLS309
+        for variant, canonical in variants:
+            self.vocab[variant] = self.vocab[canonical]  # ok: MLS309 (spellings share an id)
+        self.vocab["<pad>"] = self.vocab["<unk>"]  # ok: MLS309
+        self.cat2label["new"] = self.cat2label["old"]  # ok: MLS309 (a renamed key)
+        del self.cat2label["old"]
+
+
+def collate(batch):
+    images = torch.stack([b[0] for b in batch])
+    labels = torch.tensor([b[1] for b in batch])
+    masks = torch.stack([b[2] for b in batch])
+    labels = labels.flip(0)  # ruleid: MLS309
+    masks = masks.roll(1, dims=0)  # ruleid: MLS309
+    images = images.flip(-1)  # ok: MLS309
+    masks = masks.flip(-1)  # ok: MLS309 (flipped with the image)
+    return images, labels, masks
