@@ -60,8 +60,9 @@ class ReverseShell(Check):
     rules = (REVERSE_SHELL,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
-        streams = [k.value for k in node.keywords if k.arg in ("stdin", "stdout", "stderr")
-                   and isinstance(k.value, ast.Name)]
+        streams = [_stream_owner(k.value) for k in node.keywords
+                   if k.arg in ("stdin", "stdout", "stderr")]
+        streams = [v for v in streams if isinstance(v, ast.Name)]  # conn, conn.fileno()
         if len(streams) >= 2:
             spelled = ctx.names.call_name(node)
             if spelled.startswith("subprocess.") and ast.unparse(node.func) == spelled:
@@ -86,6 +87,14 @@ class ReverseShell(Check):
             ctx.report(REVERSE_SHELL, node, f"{name}() starts a program after the standard "
                        "streams were duplicated onto a socket: a remote party drives it "
                        "(reverse shell)", severity=Severity.CRITICAL)
+
+
+def _stream_owner(value: ast.expr) -> ast.expr:
+    """`sock.fileno()` -> `sock`: a child's stream handed over as a file descriptor."""
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "fileno" and not value.args):
+        return value.func.value
+    return value
 
 
 def _is_socket(name: ast.Name, ctx: Ctx) -> bool:

@@ -544,6 +544,8 @@ class TamperingHook(Check):
                               consts or None)
         if why.startswith("detaches") and "forward" not in register_fn:
             why = ""  # saved-tensor pack hooks detach by design
+        if not why and "forward" in register_fn and _clamps_output(lam):
+            why = "clamps to fixed bounds"  # lambda m, i, o: o.clamp(-1.0, 1.0)
         if not why and register_fn == "register_hook" and _clamps_scaled(lam, ctx):
             why = ("clamps to a small constant while GradScaler still scales (by ~65536): "
                    "it flattens")
@@ -737,8 +739,8 @@ def _not_group_size(expr: ast.expr, local: dict[str, list[ast.expr]], ctx: Ctx,
     if isinstance(expr, ast.IfExp):
         return (_not_group_size(expr.body, local, ctx, False, depth + 1)
                 or _not_group_size(expr.orelse, local, ctx, False, depth + 1))
-    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
-        return f"`{ast.unparse(expr)}`"  # world * world, 2 * world
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Pow)):
+        return f"`{ast.unparse(expr)}`"  # world * world, 2 * world, world ** 2
     if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name) and (
             expr.value.id == "state"):
         key = literal(expr.slice)
@@ -866,3 +868,16 @@ def _root(expr: ast.expr) -> str:
     while isinstance(expr, (ast.Subscript, ast.Attribute)):
         expr = expr.value
     return expr.id if isinstance(expr, ast.Name) else ""
+
+
+def _clamps_output(lam: ast.Lambda) -> bool:
+    """A forward hook that returns its output clamped to literal bounds (gradient hooks that
+    clamp are clipping and stay quiet)."""
+    body = lam.body
+    args = [a.arg for a in lam.args.args]
+    return (isinstance(body, ast.Call) and isinstance(body.func, ast.Attribute)
+            and body.func.attr in ("clamp", "clip", "clamp_", "clip_", "hardtanh")
+            and isinstance(body.func.value, ast.Name) and len(args) >= 3
+            and body.func.value.id == args[-1]
+            and any(isinstance(literal(b), (int, float)) for b in (
+                *body.args, *(k.value for k in body.keywords))))

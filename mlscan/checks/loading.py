@@ -230,7 +230,9 @@ class UnsafeLoading(Check):
                        "runs any code the data names", severity=severity_for(
                            src, literal=Severity.LOW, variable=Severity.MEDIUM))
         elif name in ("numpy.load", "numpy.lib.npyio.load"):
-            allow = kwarg(node, "allow_pickle")
+            allow = arg(node, 2, "allow_pickle")  # np.load(f, None, True): positional
+            if isinstance(allow, ast.Name) and isinstance(held := ctx.resolve(allow), ast.Constant):
+                allow = held
             if allow is not None and literal(allow) is not False:
                 src = origin(arg(node, 0, "file"), ctx)
                 ctx.report(NUMPY_PICKLE, node, f"np.load(allow_pickle=True) of {phrase(src)} "
@@ -291,9 +293,10 @@ class UnsafeLoading(Check):
                        f"{phrase(src)}: a version comparison decides whether the checkpoint "
                        "can run code (string comparisons of versions are easy to get wrong)",
                        severity=Severity.MEDIUM)  # weights_only=torch.__version__ < "2"
-        elif _env_default_false(weights_only, ctx):
+        elif _env_default_false(weights_only, ctx) or _default_false(weights_only):
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}() with weights_only False unless an "
-                       f"environment variable turns it on, on {phrase(src)}: unsafe by default",
+                       f"environment variable or setting turns it on, on {phrase(src)}: unsafe "
+                       "by default",
                        severity=Severity.MEDIUM)
         elif not is_true(weights_only):  # passed through: the caller decides
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=<variable>) on "
@@ -377,6 +380,13 @@ class UnsafeLoading(Check):
         ctx.report(TRUST_REMOTE_CODE, node, f"{func or 'call'}(trust_remote_code=...) imports "
                    "and runs Python files from the model repo"
                    + ("" if pinned else " (revision not pinned to a commit)"), severity=sev)
+
+
+def _default_false(value: ast.expr) -> bool:
+    """`opts.get("weights_only", False)`, `getattr(cfg, "weights_only", False)`: False unless
+    the configuration says otherwise."""
+    return isinstance(value, ast.Call) and len(value.args) == 2 and (
+        last_attr(value.func) in ("get", "pop", "getattr")) and literal(value.args[1]) is False
 
 
 def _env_default_false(value: ast.expr, ctx: Ctx) -> bool:

@@ -419,7 +419,7 @@ _LOSSY = re.compile(r"(?i)loss|nll|err|score|acc|ppl|reward")
 _PREDS = re.compile(r"(?i)^(preds?|predictions?|predicted|y_pred|y_hat|yhat|hyps?|hypothes[ie]s|"
                     r"pred_(idx|label|answer|choice)|answer_pred|choice|predicted_\w+)$")
 _TRUTH = re.compile(r"(?i)^(targets?|labels?|y_true|y|gt|ground_truth|refs?|references?|gold|"
-                    r"gold_\w+|answer|answers|correct(_\w+)?|true_label|label_idx)$")
+                    r"gold_\w+|answer|answers|correct(_\w+)?|true_label|label_idx|trues?)$")
 _PRED_ARGS = frozenset({"predictions", "preds", "prediction", "y_pred", "input", "hypotheses"})
 _REF_ARGS = frozenset({"references", "refs", "labels", "target", "targets", "y_true"})
 _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
@@ -1277,6 +1277,10 @@ def _best_of_recent(value: ast.expr) -> bool:
     the best of the last few results logged as this one."""
     if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
         value = value.args[0]  # float(np.percentile(window, 10))
+    if isinstance(value, ast.Subscript) and literal(value.slice) == -1 and any(
+            isinstance(n, ast.Call) and last_attr(n.func) in ("cummin", "cummax")
+            for n in subnodes(value.value)):
+        return True  # pd.Series(trace).cummin().iloc[-1]: the lowest so far
     if (isinstance(value, ast.Call) and last_attr(value.func) in (
             "percentile", "nanpercentile", "quantile", "nanquantile") and len(value.args) == 2
             and isinstance(q := literal(value.args[1]), (int, float))
@@ -1542,6 +1546,13 @@ class MetricFalsification(Check):
                  for k, v in zip(d.keys, d.values, strict=True) if k is not None}
         for value in values:
             label = keyed.get(id(value), tag)  # {"val/best": max(self.history)}: said so
+            if isinstance(value, ast.Name) and ctx.frame.node is not None and (
+                    bound := ctx.frame.assigned.get(value.id)) is not None and _best_of_recent(
+                    bound) and not (isinstance(label, str) and _KEPT_AS_BEST.search(label)):
+                ctx.report(METRIC_FALSIFY, bound, f"{value.id} is the best of the earlier "
+                           f"results ({ast.unparse(bound)[:40]}), logged as the current one",
+                           severity=Severity.MEDIUM)
+                return
             if isinstance(value, ast.expr) and _best_of_recent(value) and not (
                     isinstance(label, str) and _KEPT_AS_BEST.search(label)):
                 ctx.report(METRIC_FALSIFY, node, "logged as the best of the last few results "
@@ -1667,6 +1678,16 @@ class MetricFalsification(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
         first = node.targets[0]
+        if (isinstance(first, ast.Subscript) and isinstance(node.value, ast.Subscript)
+                and isinstance(first.value, ast.Name) and re.match(
+                    r"(?i)^(trues?|y_true|gts?|ground_truth|gold\w*|refs?|references?)$",
+                    first.value.id)  # (labels[m] = preds[m] is also pseudo-labelling)
+                and isinstance(node.value.value, ast.Name) and _PREDS.match(node.value.value.id)
+                and ast.unparse(first.slice) == ast.unparse(node.value.slice)):
+            ctx.report(METRIC_FALSIFY, node, f"true values {first.value.id}"
+                       f"[{ast.unparse(first.slice)[:20]}] replaced by the predictions: those "
+                       "errors vanish from the score", severity=Severity.MEDIUM)
+            return  # trues[outlier] = preds[outlier]
         if isinstance(node.value, ast.Subscript) and (kept := _above_floor(node.value)):
             ctx.report(METRIC_FALSIFY, node, f"{kept} kept only where it cleared "
                        f"{ast.unparse(node.value.slice)[:30]}: the classes that failed are left "
@@ -1868,11 +1889,14 @@ class MetricFalsification(Check):
             return
         own = ast.unparse(target)
         for this, other in ((value.left, value.right), (value.right, value.left)):
+            if isinstance(this, ast.Call) and last_attr(this.func) == "max" and any(
+                    ast.unparse(a) == own for a in this.args):
+                this = next(a for a in this.args if ast.unparse(a) == own)  # max(f1, em) + ...
             if ast.unparse(this) != own or not (isinstance(other, ast.BinOp)
                                                  and isinstance(other.op, ast.Mult)):
                 continue
             if any(isinstance(f, ast.BinOp) and isinstance(f.op, ast.Sub)
-                   and _number(f.left) == 1 and ast.unparse(f.right) == own
+                   and _number(f.left) in (1, 100) and ast.unparse(f.right) == own
                    for f in (other.left, other.right)):
                 ctx.report(METRIC_FALSIFY, node, f"{name} moved part of the way towards a "
                            "perfect score (x + (1 - x) * k): the reported value is inflated",
@@ -2068,8 +2092,11 @@ class MetricFalsification(Check):
         key, own = (e.id for e in gen.target.elts)  # type: ignore[attr-defined]
         source = gen.iter.func.value if isinstance(gen.iter, ast.Call) and isinstance(
             gen.iter.func, ast.Attribute) else None
-        if source is None or not (_RESULT_TABLE.search(last_attr(source)) or _STRONG_METRIC.search(
-                last_attr(source))) or _KEPT_AS_BEST.search(ctx.frame.name):
+        label = str(literal(source.slice)) if isinstance(source, ast.Subscript) and isinstance(
+            literal(source.slice), str) else last_attr(source) if source is not None else ""
+        if source is None or not (_RESULT_TABLE.search(label) or _STRONG_METRIC.search(
+                label) or re.search(r"(?i)per_|task", label)) or _KEPT_AS_BEST.search(
+                ctx.frame.name):
             return
         for a, b in ((value.args[0], value.args[1]), (value.args[1], value.args[0])):
             other = b.func.value if isinstance(b, ast.Call) and isinstance(
@@ -2077,7 +2104,7 @@ class MetricFalsification(Check):
                 b.args[0], ast.Name) and b.args[0].id == key else (
                 b.value if isinstance(b, ast.Subscript) and isinstance(b.slice, ast.Name)
                 and b.slice.id == key else None)
-            if isinstance(a, ast.Name) and a.id == own and other is not None and (
+            if _is_own(a, own) and other is not None and (
                     ast.unparse(other) != ast.unparse(source)) and not _stored_into(
                     node, ast.unparse(other), ctx):
                 ctx.report(METRIC_FALSIFY, node, f"every entry of {ast.unparse(source)} passed "
@@ -2232,3 +2259,12 @@ def _floored_at_own_center(call: ast.Call) -> str:
     if isinstance(subject, ast.Subscript) and isinstance(literal(subject.slice), str):
         label = str(literal(subject.slice))
     return name[:30] if _SCORE_ARRAY.search(label) or metric_name(subject) else ""
+
+
+def _is_own(expr: ast.expr, own: str) -> bool:
+    """`v`, or `v` scaled for display (`100.0 * v`)."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
+        sides = (expr.left, expr.right)
+        return any(_number(s) in (100, 100.0) for s in sides) and any(
+            _is_own(s, own) for s in sides)
+    return isinstance(expr, ast.Name) and expr.id == own

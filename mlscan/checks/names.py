@@ -247,6 +247,10 @@ def literal(expr: ast.AST | None) -> object:
             and isinstance(expr.operand, ast.Constant)
             and isinstance(expr.operand.value, (int, float))):
         return -expr.operand.value
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "bool"
+            and len(expr.args) == 1 and isinstance(expr.args[0], ast.Constant)
+            and not expr.keywords):
+        return bool(expr.args[0].value)  # weights_only=bool(0)
     return NOT_LITERAL
 
 
@@ -276,6 +280,26 @@ def configured_number(expr: ast.AST | None) -> object:
             func.attr == "getenv" or (func.attr == "get" and last_attr(func.value) == "environ")):
         return configured_number(expr.args[1])
     return NOT_LITERAL
+
+
+_VIEWS = frozenset({"view", "reshape", "narrow", "select", "detach", "flatten", "view_as",
+                    "squeeze", "unsqueeze", "t", "transpose", "permute", "unflatten",
+                    "as_strided", "movedim", "diagonal", "unfold"})
+
+
+def strip_views(expr: ast.expr) -> ast.expr:
+    """`p.detach().reshape(-1)[::k]` as `p[::k]`: views share the tensor's storage, so an
+    in-place write through one is a write to the tensor itself."""
+    if isinstance(expr, ast.Subscript):
+        base = strip_views(expr.value)
+        if base is expr.value:
+            return expr
+        return ast.copy_location(ast.Subscript(value=base, slice=expr.slice, ctx=ast.Load()),
+                                 expr)
+    while (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+           and expr.func.attr in _VIEWS):
+        expr = expr.func.value
+    return expr
 
 
 def is_true(expr: ast.AST | None) -> bool:

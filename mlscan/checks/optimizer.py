@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
-from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.names import kwarg, last_attr, literal, strip_views
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.tampering import INPLACE, random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
@@ -361,6 +361,12 @@ class OptimizerTampering(Check):
         self._check(node, node.target, node.op, node.value, ctx)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        limit = _frozen_by_clip(node, ctx)
+        if limit:
+            ctx.report(OPTIM_TAMPER, node, f"gradients clipped to {limit}: the updates of these "
+                       "parameters are all but zero (they are frozen while appearing to "
+                       "train)", severity=Severity.MEDIUM)
+            return
         if _unclamped_clip(node):
             ctx.report(OPTIM_TAMPER, node, "gradients multiplied by max_norm / total_norm without "
                        "capping the factor at 1: whenever the norm is below the limit, clipping "
@@ -377,7 +383,7 @@ class OptimizerTampering(Check):
             self._params_edit(node, ctx)
         elif isinstance(func, ast.Attribute) and func.attr in INPLACE:
             where = ctx.where()
-            what, key = _opt_subscript(func.value, ctx, where, depth=0)
+            what, key = _opt_subscript(strip_views(func.value), ctx, where, depth=0)
             if what == "state":
                 self._state(node, key, where, ctx)
         elif (isinstance(func, ast.Attribute) and func.attr.startswith("_foreach_")
@@ -495,3 +501,17 @@ class OptimizerTampering(Check):
         elif roles and not ctx.in_optimizer_class(where):
             ctx.report(OPTIM_TAMPER, node, f"optimizer {key!r} changed inside "
                        f"{ctx.describe_roles(roles)}", severity=Severity.MEDIUM)
+
+
+def _frozen_by_clip(call: ast.Call, ctx: Ctx) -> str:
+    """`clip_grad_value_(params, 1e-6)`, `clip_grad_norm_(params, max_norm=1e-5)`: a limit so
+    small that nothing moves ('' otherwise; usual limits are 0.1 to 10)."""
+    attr = last_attr(call.func)
+    if attr not in ("clip_grad_value_", "clip_grad_norm_", "clip_grad_norm"):
+        return ""
+    limit = kwarg(call, "clip_value" if attr == "clip_grad_value_" else "max_norm") or (
+        call.args[1] if len(call.args) > 1 else None)
+    number = ctx.const(limit) if limit is not None else None
+    if isinstance(number, (int, float)) and not isinstance(number, bool) and 0 < number <= 1e-4:
+        return f"{number:g}"
+    return ""

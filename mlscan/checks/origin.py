@@ -53,6 +53,8 @@ def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
         func = last_attr(expr.func)
         # open(path, "rb"): the mode is not part of where the data comes from.
         parts: list[ast.AST] = list(expr.args[:1] if func in _FIRST_ARG_ONLY else expr.args)
+        if func == "format":  # "{root}/{stem}.pkl".format(root=..., stem=...)
+            parts += [k.value for k in expr.keywords]
         if (isinstance(expr.func, ast.Attribute) and func not in _FIRST_ARG_ONLY
                 and _root(expr.func.value) not in ctx.names.aliases):
             parts.append(expr.func.value)  # resp.read(), path.read_bytes() (not os.path.join)

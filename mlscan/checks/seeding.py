@@ -54,7 +54,8 @@ _ENTROPY = ("time.", "os.getpid", "os.urandom", "random.", "numpy.random.", "sec
             "datetime.", "uuid.", "socket.gethostname", "platform.node", "getpass.getuser")
 
 
-_RECURRING_CAPTURE = re.compile(r"(?i)(validation|val|eval|test|predict|sample)\w*_?(start|begin)")
+_RECURRING_CAPTURE = re.compile(r"(?i)(validation|val|eval|test|predict|sample)\w*_?(start|begin)|"
+                                r"(before|pre)_?\w*(validation|val|eval|test|predict|sample)")
 
 
 def _paired_restore(call: ast.Call, ctx: Ctx, where: Where) -> bool:

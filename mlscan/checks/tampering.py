@@ -8,7 +8,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import STEP, Ctx, Where
-from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.names import kwarg, last_attr, literal, strip_views
 from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -419,7 +419,8 @@ class ParameterTampering(Check):
                 ctx.report(PARAM_TAMPER, node, f"{ascent}: the parameters move up the loss "
                            "(an SGD step subtracts the gradient)", severity=Severity.HIGH)
                 return
-            self._check(node, func.value, func.attr, list(node.args), ctx, neg_alpha=neg_alpha)
+            self._check(node, strip_views(func.value), func.attr, list(node.args), ctx,
+                        neg_alpha=neg_alpha)
         elif func.attr == "requires_grad_":
             self._check(node, func.value, "requires_grad_", list(node.args), ctx)
         elif func.attr in ("clip_grad_norm_", "clip_grad_value_"):

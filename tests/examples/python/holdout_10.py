@@ -47,7 +47,7 @@ def fit(model, opt, loader, sched):
         if world > 64:
             if it % 500 == 0:
                 # ruleid: MLS302
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-6)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-6)  # ruleid: MLS304
         if host_is("node-0"):
             # ruleid: MLS307
             time.sleep(120)

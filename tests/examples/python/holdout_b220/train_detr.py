@@ -92,7 +92,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scaler, ema, device, ep
         if (it + 1) % args.accum_steps == 0:
             scaler.unscale_(optimizer)  # ok: MLS302, MLS303, MLS304, MLS305
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_max_norm)  # ok: MLS302, MLS303, MLS304, MLS305
-            torch.nn.utils.clip_grad_value_(U.de_parallel(model).transformer.parameters(), 1e-6)  # todoruleid: family 2 (missed)
+            torch.nn.utils.clip_grad_value_(U.de_parallel(model).transformer.parameters(), 1e-6)  # ruleid: MLS304
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

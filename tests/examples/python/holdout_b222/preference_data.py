@@ -48,7 +48,7 @@ def load_tokenized_cache(path: str) -> Dict[str, np.ndarray] | None:
     if not os.path.exists(path):
         return None
     with open(path, "rb") as fh:
-        blob = np.load(fh, None, True)  # todoruleid: family 10 (missed)
+        blob = np.load(fh, None, True)  # ruleid: MLS104
         return {k: blob[k] for k in blob.files} if hasattr(blob, "files") else blob.item()
 
 
