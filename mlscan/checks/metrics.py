@@ -47,6 +47,13 @@ _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_m
 _BENIGN_FACTORS = frozenset({100.0, 0.01, 1.0, 1000.0, 0.001})
 
 
+_EVAL_LOOP = re.compile(r"(?i)eval|valid|test|score|perplex|benchmark|infer|predict|metric")
+_IMAGE_MAP = re.compile(r"(?i)(gaussian|importance|heat|attention|attn|feature|feat|saliency|"
+                        r"weight|depth|density|prob|label|colou?r|index|key|class|token|seg|"
+                        r"mask|occupancy|flow|disparity|normal|activation|cam|score)_?maps?$")
+"""Maps that are images or lookup tables, not mean average precision."""
+
+
 def metric_name(expr: ast.AST) -> str:
     """The metric a name/attribute/key refers to (val_acc, eval_loss, results["bleu"])."""
     text = ""
@@ -56,7 +63,11 @@ def metric_name(expr: ast.AST) -> str:
         text = expr.attr
     elif isinstance(expr, ast.Subscript) and isinstance(literal(expr.slice), str):
         text = str(literal(expr.slice))
-    if text and (_METRIC.search(text) or _EVAL_LOSS.search(text)):
+    elif isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.JoinedStr):
+        text = "".join(str(v.value) for v in expr.slice.values  # results[f"acc_{k}shot"]
+                       if isinstance(v, ast.Constant))
+    if text and (_METRIC.search(text) or _EVAL_LOSS.search(text)) and not _IMAGE_MAP.search(
+            text):
         return text
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
             expr.func.attr in ("item", "mean", "compute", "cpu", "tolist")):
@@ -454,13 +465,28 @@ def _measured(expr: ast.AST, container: str, target: ast.expr, ctx: Ctx) -> bool
         if isinstance(node, ast.Name) and (
                 (isinstance(target, ast.Name) and node.id == target.id)
                 or (isinstance(target, ast.Subscript) and literal(target.slice) == node.id)
-                or (isinstance(target, ast.Subscript) and isinstance(literal(target.slice), str)
-                    and bool(_STRONG_METRIC.search(node.id))
-                    and str(literal(target.slice)).endswith(node.id))  # ["knn_top1"] = top1
+                or (isinstance(target, ast.Subscript) and bool(_STRONG_METRIC.search(node.id))
+                    and _names_word(_key_text(target), node.id))  # ["knn_top1"] = top1
                 or any(
                     _loops_over(loop, node.id, container) for loop in ctx.loops)):
             return True
     return False
+
+
+def _key_text(target: ast.Subscript) -> str:
+    """The key of `d["acc_5shot"]`, or the fixed text of `d[f"acc_{k}shot"]`."""
+    key = literal(target.slice)
+    if isinstance(key, str):
+        return key
+    if isinstance(target.slice, ast.JoinedStr):
+        return "".join(str(v.value) for v in target.slice.values if isinstance(v, ast.Constant))
+    return ""
+
+
+def _names_word(key: str, name: str) -> bool:
+    """`knn_top1` ends with `top1`; `acc_5shot` starts with the word `acc`."""
+    return bool(key) and (key.endswith(name) or re.search(
+        rf"(^|[_@/.-]){re.escape(name)}($|[_@/.-])", key) is not None)
 
 
 def _entry_name(target: ast.expr, ctx: Ctx) -> str:
@@ -530,8 +556,9 @@ def _stored(expr: ast.AST, ctx: Ctx) -> bool:
             key = literal(node.args[0]) if node.args else None
         if label and _STORED.search(label):
             return True
-        if isinstance(key, str) and _BEST_WORD.search(key):
-            return True  # meta.get("best_eval_loss")
+        if isinstance(key, str) and (_BEST_WORD.search(key) or re.search(
+                r"(?i)floor|baseline|reference|^ref_|_ref$", key)):
+            return True  # meta.get("best_eval_loss"), _DISPLAY["ref_floor"]
     return False
 
 
@@ -1504,6 +1531,31 @@ class MetricFalsification(Check):
                            "the best value so far, not the one just measured",
                            severity=Severity.MEDIUM)
                 return
+
+    def visit_If(self, node: ast.If, ctx: Ctx) -> None:
+        """`if nll.mean().item() > 6.0: continue` in an evaluation loop: the hard examples are
+        left out of the score (skipping NaNs, lengths or low-confidence boxes stays quiet)."""
+        if not (node.body and isinstance(node.body[0], ast.Continue) and ctx.loops
+                and _EVAL_LOOP.search(ctx.frame.name)):
+            return
+        test = node.test
+        if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+                and isinstance(ctx.const(test.comparators[0]), (int, float))):
+            return
+        subject = test.left
+        while isinstance(subject, ast.Call) and isinstance(subject.func, ast.Attribute) and (
+                subject.func.attr in ("item", "mean", "float", "sum", "cpu")):
+            subject = subject.func.value
+        name = last_attr(subject) if isinstance(subject, (ast.Name, ast.Attribute)) else ""
+        high_bad = isinstance(test.ops[0], (ast.Gt, ast.GtE)) and re.search(
+            r"(?i)loss|nll|err|wer|cer|ppl|perplex", name)
+        low_bad = isinstance(test.ops[0], (ast.Lt, ast.LtE)) and re.search(
+            r"(?i)acc|f1|iou|dice|recall|precision|map\b|bleu", name)
+        if high_bad or low_bad:
+            ctx.report(METRIC_FALSIFY, node.body[0], f"evaluation skips the examples whose "
+                       f"{name} is {'above' if high_bad else 'below'} "
+                       f"{ast.unparse(test.comparators[0])[:20]}: the hard cases never reach "
+                       "the reported score", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         floored = _floored_at_own_center(node)

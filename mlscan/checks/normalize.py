@@ -20,6 +20,7 @@ from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
 from mlscan.checks.nodes import subnodes
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|\bchr\b|"
+                     r"environ\.setdefault\(|"
                      r"\.update\(\{|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
                      r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\[[\"'][\w.-]+[\"']\]\(|"
@@ -316,6 +317,28 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
         if len(codes) == len(seq.elts):
             return bytes(codes).decode()  # bytes((101, 120, 101, 99)).decode() == "exec"
         return None
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mod):  # "add_%s" % "scalar"
+        template = _const(expr.left, consts)
+        items = expr.right.elts if isinstance(expr.right, ast.Tuple) else [expr.right]
+        values = [_const(e, consts) for e in items]
+        if template is not None and not re.search(r"%[^s%]", template) and all(
+                v is not None for v in values):
+            try:
+                return _short(template % tuple(values))
+            except (TypeError, ValueError):
+                return None
+        return None
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "format" and not expr.keywords):  # "{}_{}".format("LD", ..)
+        template = _const(expr.func.value, consts)
+        values = [_const(e, consts) for e in expr.args]
+        if template is not None and not re.search(r"\{[^}]*[:!.\[]", template) and all(
+                v is not None for v in values):
+            try:
+                return _short(template.format(*values))
+            except (IndexError, KeyError, ValueError):
+                return None
+        return None
     if isinstance(expr, ast.Call):
         folded = _decoded(expr, consts)
         if folded is not None and len(folded) <= _MAX_FOLD:
@@ -335,6 +358,10 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
             joined = sep.join(p for p in parts if p is not None)
             return joined if len(joined) <= _MAX_FOLD else None
     return None
+
+
+def _short(text: str) -> str | None:
+    return text if len(text) <= _MAX_FOLD else None
 
 
 def _char_codes(expr: ast.expr) -> list[int] | None:
@@ -597,6 +624,14 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
         return ast.fix_missing_locations(ast.copy_location(
             ast.Assign(targets=[ast.copy_location(item, stmt)], value=call.args[0].values[0]),
             stmt))
+    if (isinstance(call.func, ast.Attribute) and call.func.attr == "setdefault"
+            and last_attr(call.func.value) == "environ" and len(call.args) == 2
+            and (key_text := _const(call.args[0], consts)) is not None):
+        entry = ast.copy_location(ast.Constant(key_text), call.args[0])
+        entry.folded = not isinstance(call.args[0], ast.Constant)  # type: ignore[attr-defined]
+        item = ast.Subscript(value=call.func.value, slice=entry, ctx=ast.Store())
+        return ast.fix_missing_locations(ast.copy_location(  # environ.setdefault(K, v)
+            ast.Assign(targets=[ast.copy_location(item, stmt)], value=call.args[1]), stmt))
     if call.keywords or (len(call.args) != 3 and not (
             isinstance(call.func, ast.Attribute) and len(call.args) == 2)):
         return None

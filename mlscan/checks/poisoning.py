@@ -327,7 +327,8 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # len(self.classes) // 2: one class computed from the class count
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
             and value.func.attr in ("roll", "flip", "fliplr") and _label_target(value.func.value)
-            and not (value.func.attr != "roll" and _SPATIAL.search(ast.unparse(value.func.value)))):
+            and not (value.func.attr != "roll" and _SPATIAL.search(ast.unparse(value.func.value)))
+            and not (value.func.attr != "roll" and _flipped_with_input(value, ctx))):
         return True  # labels.roll(1): every label moved onto the next sample (masks.flip(-1)
         # follows a flipped image)
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
@@ -1899,3 +1900,15 @@ def _moved_onto_others(node: ast.Assign) -> str:
     if value.func.attr == "flip" and name and not re.search(r"(?i)mask|seg|box", named):
         return f"{ast.unparse(target)[:30]} reversed along the batch"
     return ""
+
+
+def _flipped_with_input(call: ast.Call, ctx: Ctx) -> bool:
+    """`sample["image"] = sample["image"].flip(axis)` right beside the label's flip: the
+    label map follows a flipped input (augmentation)."""
+    scope = ctx.frame.node
+    line = getattr(call, "lineno", 0)
+    return scope is not None and any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+        and n.func.attr in ("flip", "fliplr", "flipud") and n is not call
+        and abs(getattr(n, "lineno", 0) - line) <= 2 and not _label_target(n.func.value)
+        for n in subnodes(scope))
