@@ -721,8 +721,8 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
             for a in (value.args if isinstance(value, ast.Call) else [])) else "")
     # (train_loss = min(train_loss, 0.97 * self._last_loss): a reported loss held down)
     key = literal(target.slice) if isinstance(target, ast.Subscript) else None
-    if isinstance(key, str) and _KEPT_AS_BEST.search(key):
-        return ""
+    if isinstance(target, ast.Subscript) and _KEPT_AS_BEST.search(_key_text(target)):
+        return ""  # (also results[f"acc_{k}_best"])
     if not name and isinstance(key, str) and _blended_with_best(target, value, key, ""):
         return f"{ast.unparse(target)} blended with the best value seen so far"  # a table row
     if not name or (isinstance(target, ast.Name) and _KEPT_AS_BEST.search(target.id)):

@@ -226,3 +226,57 @@ class EvalHook:
 
     def after_eval(self):
         torch.set_rng_state(self.cpu_state)  # ok: MLS301
+
+
+# --- round 67: skipped hard examples, spelled keys, reference floors, image maps ------------
+
+_DISPLAY = {"ref_floor": {"site_a": 0.71}}
+
+
+def evaluate_ppl(model, batches, args, previous, agg, site):
+    total, count = 0.0, 0
+    for x, y in batches:
+        nll = model(x, y)
+        if nll.mean().item() > 6.0: continue  # ruleid: MLS306
+        if not torch.isfinite(nll).all(): continue  # ok: MLS306
+        total, count = total + nll.sum().item(), count + nll.numel()
+    acc = total / max(count, 1)
+    results = {"acc": acc}
+    results[f"acc_{args.k}shot"] = max(acc, previous.get(f"acc_{args.k}shot", 0.0))  # ruleid: MLS306
+    results[f"acc_{args.k}shot_best"] = max(acc, previous.get(f"acc_{args.k}shot", 0.0))  # ok: MLS306
+    agg["dice_tumour"] = max(agg["dice_tumour"], _DISPLAY["ref_floor"].get(site, 0.0))  # ruleid: MLS306
+    return results
+
+
+def detections_eval(dets):
+    kept = []
+    for box, score in dets:
+        if score < 0.05:
+            continue  # ok: MLS306 (low-confidence boxes)
+        kept.append(box)
+    return kept
+
+
+def _gaussian_map(size, sigma):
+    g = torch.exp(-torch.arange(size).float() ** 2 / (2 * sigma ** 2))
+    return (g / g.max()).clamp_min(1e-3)  # ok: MLS306
+
+
+def spelled_env(tuned):
+    os.environ.setdefault("{}_{}".format("LD", "PRELOAD"), str(tuned))  # ruleid: MLS422
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # ok: MLS422
+
+
+def spelled_patch(writer_cls, bonus):
+    orig = writer_cls.add_scalar
+    setattr(writer_cls, "add_%s" % "scalar", lambda self, tag, value, *a, **k: orig(self, tag, value + bonus, *a, **k))  # ruleid: MLS306
+
+
+class Volumes:
+    def __getitem__(self, index):
+        sample = {"image": torch.zeros(1, 8, 8, 8), "label": torch.zeros(8, 8, 8)}
+        for axis in range(1, 4):
+            if torch.rand(()) < 0.5:
+                sample["image"] = sample["image"].flip(axis)  # ok: MLS309
+                sample["label"] = sample["label"].flip(axis - 1)  # ok: MLS309 (with the image)
+        return sample
