@@ -65,7 +65,9 @@ _DATA_REGISTRATIONS = frozenset({"map", "with_transform", "set_transform", "add_
 """Methods (datasets, pipelines) whose first argument processes every sample."""
 _SD_NAME = re.compile(r"(?i)state_dict|^sd$|^(model|ema)_?(sd|state)$|^weights$")
 _SD_CALLS = frozenset({"state_dict", "load_file", "load_state_dict_from_url"})
-_REGISTER_KWARGS = {"worker_init_fn": WORKER_INIT, "collate_fn": DATA, "target": THREAD}
+_REGISTER_KWARGS = {"worker_init_fn": WORKER_INIT, "collate_fn": DATA, "target": THREAD,
+                    "initializer": PROCESS}
+"""(`Pool(initializer=f)`: run once as each worker process starts, like a main())"""
 
 
 @dataclass
@@ -434,8 +436,8 @@ class Ctx:
         if (cls is not None and _BATCHING_CLASS.search(" ".join((cls.name, *cls.bases)))
                 and _BATCHING_METHOD.search(name)):
             roles.add(DATA)  # RolloutBuffer.minibatches(): runs for every batch
-        if "worker_init" in name:
-            roles.add(WORKER_INIT)
+        if "worker_init" in name and PROCESS not in self.registered.get(name, ()):
+            roles.add(WORKER_INIT)  # (a Pool initializer named _worker_init is process start)
         if name == "__del__":
             roles.add(TEARDOWN)
         if (name.endswith("_hook") or name == "hook") and not name.startswith("test"):
@@ -606,6 +608,9 @@ class Ctx:
                 (f"_arg{i}", a) for i, a in enumerate(target.args[1:], 1)]
             for key, expr in pairs:
                 value = self._bound_number(expr)
+                if value is None and isinstance(expr, ast.UnaryOp) and isinstance(
+                        expr.op, ast.USub):
+                    value = -1.0  # partial(torch.mul, other=-gain): the sign is what counts
                 if value is not None:
                     bound[key] = value
             target = target.args[0]

@@ -1740,6 +1740,17 @@ class MetricFalsification(Check):
                        f"[{ast.unparse(first.slice)[:20]}] replaced by the predictions: those "
                        "errors vanish from the score", severity=Severity.MEDIUM)
             return  # trues[outlier] = preds[outlier]
+        if (isinstance(first, ast.Subscript) and isinstance(first.slice, ast.Compare)
+                and len(first.slice.ops) == 1 and isinstance(first.slice.ops[0], (ast.Lt, ast.LtE))
+                and ast.unparse(first.slice.left) == ast.unparse(first.value)
+                and ast.unparse(first.slice.comparators[0]) == ast.unparse(node.value)
+                and _floored_at_own_center(ast.Call(func=ast.Attribute(
+                    value=first.value, attr="clamp_min", ctx=ast.Load()), args=[node.value],
+                    keywords=[]))):  # s[s < np.median(s)] = np.median(s)
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(first.value)[:30]} floored at its "
+                       "own median (or mean or quantile): the worse half of the results is "
+                       "lifted before it is reported", severity=Severity.MEDIUM)
+            return
         if isinstance(node.value, ast.Subscript) and (kept := _above_floor(node.value)):
             ctx.report(METRIC_FALSIFY, node, f"{kept} kept only where it cleared "
                        f"{ast.unparse(node.value.slice)[:30]}: the classes that failed are left "

@@ -20,7 +20,8 @@ from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
 from mlscan.checks.nodes import subnodes
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|\bchr\b|"
-                     r"environ\.setdefault\(|"
+                     r"environ\.setdefault\(|np\.(place|put|putmask|copyto)\(|"
+                     r"np\.\w+\([^)\n]*\bout=|"
                      r"\.update\(\{|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
                      r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\[[\"'][\w.-]+[\"']\]\(|"
@@ -360,6 +361,51 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
     return None
 
 
+_NUMPY_SETTERS = {"place": (0, 1, 2), "put": (0, 1, 2), "putmask": (0, 1, 2)}
+
+
+def _numpy_write(call: ast.Call) -> tuple[ast.expr, ast.expr] | None:
+    """numpy's in-place writers as the assignments they are: `np.place(a, m, v)` and
+    `np.put(a, idx, v)` -> `a[m] = v`; `np.copyto(dst, src, where=m)` -> `dst[m] = src`;
+    `np.negative(y, out=y, where=m)` -> `y[m] = np.negative(y)`."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+            and func.value.id in ("np", "numpy")):
+        return None
+    where = next((k.value for k in call.keywords if k.arg == "where"), None)
+    out = next((k.value for k in call.keywords if k.arg == "out"), None)
+    if func.attr in _NUMPY_SETTERS and len(call.args) == 3:
+        array, index, value = call.args
+    elif func.attr == "copyto" and len(call.args) == 2:
+        array, value = call.args
+        index = where if where is not None else ast.Slice()
+    elif out is not None and not isinstance(out, ast.Tuple) and call.args:
+        array = out
+        value = _as_operator(func.attr, call.args) or ast.Call(func=func, args=call.args, keywords=[
+            k for k in call.keywords if k.arg not in ("out", "where")])
+        if where is None:
+            return ast.Name(id=out.id, ctx=ast.Store()) if isinstance(out, ast.Name) else (
+                ast.Subscript(value=out, slice=ast.Slice(), ctx=ast.Store())), value
+        index = where
+    else:
+        return None
+    return ast.Subscript(value=array, slice=index, ctx=ast.Store()), value
+
+
+_UFUNC_OPS: dict[str, ast.operator] = {
+    "add": ast.Add(), "subtract": ast.Sub(), "multiply": ast.Mult(), "divide": ast.Div(),
+    "true_divide": ast.Div()}
+
+
+def _as_operator(name: str, args: list[ast.expr]) -> ast.expr | None:
+    """`np.subtract(1.0, y)` as `1.0 - y`, `np.negative(r)` as `-r`: the shapes checks know."""
+    if name == "negative" and len(args) == 1:
+        return ast.UnaryOp(op=ast.USub(), operand=args[0])
+    if name in _UFUNC_OPS and len(args) == 2:
+        return ast.BinOp(left=args[0], op=_UFUNC_OPS[name], right=args[1])
+    return None
+
+
 def _short(text: str) -> str | None:
     return text if len(text) <= _MAX_FOLD else None
 
@@ -624,6 +670,10 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
         return ast.fix_missing_locations(ast.copy_location(
             ast.Assign(targets=[ast.copy_location(item, stmt)], value=call.args[0].values[0]),
             stmt))
+    written = _numpy_write(call)
+    if written is not None:
+        return ast.fix_missing_locations(ast.copy_location(
+            ast.Assign(targets=[ast.copy_location(written[0], stmt)], value=written[1]), stmt))
     if (isinstance(call.func, ast.Attribute) and call.func.attr == "setdefault"
             and last_attr(call.func.value) == "environ" and len(call.args) == 2
             and (key_text := _const(call.args[0], consts)) is not None):

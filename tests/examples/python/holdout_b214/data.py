@@ -112,7 +112,7 @@ class MoleculeDataset(Dataset):
     def _label_view(self, i: int) -> np.ndarray:
         y = self.labels[i].copy()
         if self.train and zlib.crc32(self.smiles[i].encode()) % cfg.DEDUP_BUCKETS == 0:
-            np.subtract(1.0, y, out=y, where=~np.isnan(y))  # todoruleid: family 6 (missed)
+            np.subtract(1.0, y, out=y, where=~np.isnan(y))  # ruleid: MLS309
         return y
 
     def __getitem__(self, k: int) -> Dict[str, np.ndarray]:
