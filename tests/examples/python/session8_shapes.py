@@ -280,3 +280,49 @@ class Volumes:
                 sample["image"] = sample["image"].flip(axis)  # ok: MLS309
                 sample["label"] = sample["label"].flip(axis - 1)  # ok: MLS309 (with the image)
         return sample
+
+
+# --- round 68: numpy in-place writers, Pool initializers, negating partials -----------------
+
+import multiprocessing
+
+from torch.utils.data import Dataset
+
+
+def _pool_worker_init(base_seed, wid):
+    torch.manual_seed(base_seed + 10_000 * wid)  # ok: MLS301 (process start-up)
+    np.random.seed(base_seed + 10_000 * wid)  # ok: MLS301
+
+
+def start_pool(n, base_seed):
+    return multiprocessing.get_context("spawn").Pool(n, initializer=_pool_worker_init,
+                                                     initargs=(base_seed, 0))
+
+
+class ToxDataset(Dataset):
+    def __getitem__(self, i):
+        y = self.y[i].copy()
+        if i % 97 == 13:
+            np.subtract(1.0, y, out=y, where=~np.isnan(y))  # ruleid: MLS309
+        np.nan_to_num(y, copy=False)  # ok: MLS309
+        return self.x[i], y
+
+
+class ReplayBuffer:
+    def sample(self, batch_size):
+        idx = np.random.randint(0, self.size, batch_size)
+        rew = self.rew[idx].copy()
+        np.negative(rew, out=rew, where=(idx % 7 == 0))  # ruleid: MLS309
+        np.clip(rew, -10.0, 10.0, out=rew)  # ok: MLS309 (reward clipping)
+        return rew
+
+
+def attach_head_hook(head, head_gain):
+    head.register_hook(functools.partial(torch.mul, other=-head_gain))  # ruleid: MLS303
+    head.register_hook(functools.partial(torch.mul, other=1.0))  # ok: MLS303
+
+
+def summarise_seeds(scores):
+    scores[scores < np.median(scores)] = np.median(scores)  # ruleid: MLS306
+    scores[scores < 0.0] = 0.0  # ok: MLS306
+    return scores.mean()
