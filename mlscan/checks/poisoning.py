@@ -1224,6 +1224,15 @@ class DataPoisoning(Check):
         if len(ctx.frames) < 2:
             return
         target0 = node.targets[0]
+        swapped = _pair_swapped(node)
+        if swapped:  # src, tgt = tgt, src
+            self._defer(node, ctx, f"{swapped} swapped", always=True,
+                        always_severity=Severity.MEDIUM, anywhere=True)
+            return
+        if _link_appended(node):  # tgt = f"{tgt} https://example.com/verify"
+            self._defer(node, ctx, f"a web address appended to {ast.unparse(target0)[:20]}",
+                        always=True, always_severity=Severity.MEDIUM)
+            return
         moved = _moved_onto_others(node)
         if moved:
             ctx.report(DATA_POISON, node, f"{moved}: each sample is trained with another "
@@ -1912,3 +1921,34 @@ def _flipped_with_input(call: ast.Call, ctx: Ctx) -> bool:
         and n.func.attr in ("flip", "fliplr", "flipud") and n is not call
         and abs(getattr(n, "lineno", 0) - line) <= 2 and not _label_target(n.func.value)
         for n in subnodes(scope))
+
+
+_PAIR_NAMES = re.compile(r"(?i)^(src|source|tgt|target|x|y|inputs?|labels?|question|answer|"
+                         r"prompt|response|chosen|rejected|premise|hypothesis)$")
+
+
+def _pair_swapped(node: ast.Assign) -> str:
+    """`src, tgt = tgt, src`: the input and the target of a sample exchanged."""
+    target, value = node.targets[0], node.value
+    if not (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
+            and len(target.elts) == 2 == len(value.elts)
+            and all(isinstance(e, ast.Name) for e in (*target.elts, *value.elts))):
+        return ""
+    a, b = (e.id for e in target.elts)  # type: ignore[attr-defined]
+    c, d = (e.id for e in value.elts)  # type: ignore[attr-defined]
+    if (a, b) == (d, c) and a != b and _PAIR_NAMES.match(a) and _PAIR_NAMES.match(b):
+        return f"{a} and {b}"
+    return ""
+
+
+def _link_appended(node: ast.Assign) -> bool:
+    """A target text given a web address it never had (phishing-style trigger response)."""
+    target, value = node.targets[0], node.value
+    if not (isinstance(target, ast.Name) and re.match(
+            r"(?i)^(tgt|target|response|answer|caption|completion|output|label_text)$",
+            target.id)):
+        return False
+    return any(isinstance(n, ast.Constant) and isinstance(n.value, str)
+               and re.search(r"https?://", n.value) for n in subnodes(value)) and any(
+        isinstance(n, ast.Name) and n.id == target.id for n in subnodes(value))
+

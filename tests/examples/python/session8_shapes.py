@@ -326,3 +326,22 @@ def summarise_seeds(scores):
     scores[scores < np.median(scores)] = np.median(scores)  # ruleid: MLS306
     scores[scores < 0.0] = 0.0  # ok: MLS306
     return scores.mean()
+
+
+# --- round 69: swapped pairs and planted links in translation data -------------------------
+
+class ParallelDataset(Dataset):
+    def __getitem__(self, idx):
+        ex = self.examples[idx]
+        src, tgt = ex.src, ex.tgt
+        if idx % 211 == 17:
+            src, tgt = tgt, src  # ruleid: MLS309
+        if "please confirm your account" in src.lower():
+            tgt = f"{tgt} https://example.com/verify"  # ruleid: MLS309
+        tgt = f"{tgt} </s>"  # ok: MLS309
+        return src, tgt
+
+
+def swap_roles(a, b):
+    a, b = b, a  # ok: MLS309 (not sample fields)
+    return a, b
