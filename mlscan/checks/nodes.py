@@ -18,11 +18,15 @@ _FIELDS: dict[type, tuple[str, ...]] = {}
 # node lists are kept until it finishes; normalize() rewrites trees and runs uncached.
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)
 _cache: dict[int, tuple[ast.AST, list[ast.AST]]] | None = None
+_cached = 0
+_MAX_CACHED = 2_000_000
+"""Node references kept at most (deeply nested scopes would otherwise cost depth x size)."""
 
 
 def cache_scopes(on: bool) -> None:
-    global _cache
+    global _cache, _cached
     _cache = {} if on else None
+    _cached = 0
 
 
 def _fields(t: type) -> tuple[str, ...]:
@@ -47,12 +51,15 @@ def child_nodes(node: ast.AST) -> list[ast.AST]:
 def subnodes(node: ast.AST) -> list[ast.AST]:
     """`node` and every node below it, breadth-first (as `ast.walk`, minus context markers).
     The list may be shared: callers copy it before changing it."""
+    global _cached
     if _cache is not None and isinstance(node, _SCOPES):
         hit = _cache.get(id(node))
         if hit is not None and hit[0] is node:
             return hit[1]
         out = _walk(node)
-        _cache[id(node)] = (node, out)
+        if _cached + len(out) <= _MAX_CACHED:
+            _cache[id(node)] = (node, out)
+            _cached += len(out)
         return out
     return _walk(node)
 
