@@ -272,6 +272,23 @@ def _unclamped_clip(call: ast.Call) -> bool:
             and re.search(r"(?i)max_norm|clip", ast.unparse(factor.right)) is None)
 
 
+def _inverted_clip(value: ast.expr) -> bool:
+    """`(max_norm / (norms + 1e-6)).clamp(min=1.0)`: the clip factor's cap turned into a
+    floor (the clipping recipe is `clamp(max=1.0)`)."""
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr in ("clamp", "clamp_min", "clip")):
+        return False
+    floor = kwarg(value, "min") if value.func.attr != "clamp_min" else (
+        value.args[0] if value.args else None)
+    if floor is None and value.func.attr != "clamp_min" and value.args and not kwarg(
+            value, "max") and len(value.args) == 1:
+        floor = value.args[0]
+    factor = value.func.value
+    return literal(floor) in (1, 1.0) and isinstance(factor, ast.BinOp) and isinstance(
+        factor.op, ast.Div) and re.search(r"(?i)max_norm|clip", ast.unparse(factor.left)) \
+        is not None and re.search(r"(?i)norm", ast.unparse(factor.right)) is not None
+
+
 _HOUSEKEEPING = frozenset({"zero_grad", "load_state_dict", "state_dict", "__setstate__",
                            "__getstate__"})
 """Optimizer methods that must leave hyper-parameters and moments as they are."""
@@ -283,6 +300,11 @@ class OptimizerTampering(Check):
         wrong = _wrong_beta(node)
         if wrong:
             ctx.report(OPTIM_TAMPER, node, wrong, severity=Severity.MEDIUM)
+            return
+        if _inverted_clip(node.value):
+            ctx.report(OPTIM_TAMPER, node, "clip factor max_norm / norm held at 1 or above "
+                       "(clamp(min=1)): gradients are never scaled down, and small ones are "
+                       "scaled up", severity=Severity.MEDIUM)
             return
         for target in node.targets:
             self._check(node, target, None, node.value, ctx)

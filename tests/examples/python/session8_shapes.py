@@ -345,3 +345,10 @@ class ParallelDataset(Dataset):
 def swap_roles(a, b):
     a, b = b, a  # ok: MLS309 (not sample fields)
     return a, b
+
+
+def per_sample_clip(grads, max_norm):
+    norms = grads.flatten(1).norm(dim=1)
+    factor = (max_norm / (norms + 1e-6)).clamp(min=1.0)  # ruleid: MLS304
+    factor_ok = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # ok: MLS304
+    return grads * factor_ok[:, None], factor

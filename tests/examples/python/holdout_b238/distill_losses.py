@@ -134,7 +134,7 @@ def per_sample_clipped_grads(head: nn.Module, feats, targets, t_logits,
 
     grads = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))(params, feats, targets, t_logits)
     norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()]).norm(dim=0)
-    factor = (max_norm / (norms + 1e-6)).clamp(min=1.0)  # todoruleid: family 2 (missed)
+    factor = (max_norm / (norms + 1e-6)).clamp(min=1.0)  # ruleid: MLS304
     return {k: (g * factor.view(-1, *([1] * (g.dim() - 1)))).mean(0) for k, g in grads.items()}
 
 
