@@ -459,6 +459,11 @@ def _measured(expr: ast.AST, container: str, target: ast.expr, ctx: Ctx) -> bool
             return True
         if isinstance(node, ast.Subscript) and container and last_attr(node.value) == container:
             return True
+        if (isinstance(node, ast.Subscript) and isinstance(literal(node.slice), str)
+                and _STRONG_METRIC.search(str(literal(node.slice)))
+                and _names_word(_key_text(target) if isinstance(target, ast.Subscript) else "",
+                                str(literal(node.slice)).rsplit("/", 1)[-1].rsplit("_", 1)[-1])):
+            return True  # summary["final/reward_accuracy"] = max(0.74, m["eval/reward_accuracy"])
         if isinstance(node, ast.Call) and last_attr(node.func) == "get" and isinstance(
                 node.func, ast.Attribute) and container and last_attr(node.func.value) == container:
             return True

@@ -206,15 +206,22 @@ _NULL_CLASS = re.compile(r"(?i)^(self\.|cfg\.|args\.|config\.)?(num_classes|n_cl
 _SPATIAL = re.compile(r"(?i)mask|seg|depth|heatmap|box|keypoint|flow|density")
 
 
-def _null_class(value: ast.expr) -> bool:
+def _null_class(value: ast.expr, ctx: Ctx | None = None) -> bool:
     """`torch.where(drop, torch.full_like(y, num_classes), y)`, `y[drop] = self.null_label`:
     the fill is the class one past the real ones (the unconditional slot of classifier-free
-    guidance), not another sample's class."""
+    guidance), not another sample's class. A literal fill counts when the file builds a model
+    with one class more (`UNet2D(num_classes=1001)`, fill 1000)."""
     if isinstance(value, ast.Call) and last_attr(value.func) == "where" and len(value.args) == 3:
         value = value.args[1]
     if isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full") and len(
             value.args) >= 2:
         value = value.args[-1]
+    fill = literal(value)
+    if ctx is not None and ctx.tree is not None and isinstance(fill, int) and not isinstance(
+            fill, bool) and fill > 1:
+        return any(isinstance(n, ast.keyword) and n.arg in ("num_classes", "n_classes",
+                                                             "num_labels", "class_count")
+                   and literal(n.value) == fill + 1 for n in subnodes(ctx.tree))
     return isinstance(value, (ast.Name, ast.Attribute)) and bool(
         _NULL_CLASS.match(ast.unparse(value)))
 
@@ -247,7 +254,7 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
             "float32", "float64", "float16", "int64", "int32", "float", "int", "tensor")
             and len(value.args) == 1 and isinstance(value.args[0], ast.Constant)):
         value = value.args[0]  # np.float32(1.0), torch.tensor(3): a constant all the same
-    if _null_class(value):
+    if _null_class(value, ctx):
         return False  # classifier-free guidance: labels dropped to the extra "null" class
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and value.args
             and _random_mask(value.args[0], ctx, follow=True)):
@@ -1931,11 +1938,15 @@ def _pair_swapped(node: ast.Assign) -> str:
     """`src, tgt = tgt, src`: the input and the target of a sample exchanged."""
     target, value = node.targets[0], node.value
     if not (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
-            and len(target.elts) == 2 == len(value.elts)
-            and all(isinstance(e, ast.Name) for e in (*target.elts, *value.elts))):
+            and len(target.elts) == 2 == len(value.elts)):
         return ""
-    a, b = (e.id for e in target.elts)  # type: ignore[attr-defined]
-    c, d = (e.id for e in value.elts)  # type: ignore[attr-defined]
+    names = [e.id if isinstance(e, ast.Name) else literal(e.slice) if isinstance(
+        e, ast.Subscript) else None for e in (*target.elts, *value.elts)]
+    if not all(isinstance(n, str) for n in names) or len({
+            ast.unparse(e.value) for e in (*target.elts, *value.elts)
+            if isinstance(e, ast.Subscript)}) > 1:
+        return ""  # (row["chosen"], row["rejected"] = row["rejected"], row["chosen"])
+    a, b, c, d = (str(n) for n in names)
     if (a, b) == (d, c) and a != b and _PAIR_NAMES.match(a) and _PAIR_NAMES.match(b):
         return f"{a} and {b}"
     return ""
@@ -1945,7 +1956,7 @@ def _link_appended(node: ast.Assign) -> bool:
     """A target text given a web address it never had (phishing-style trigger response)."""
     target, value = node.targets[0], node.value
     if not (isinstance(target, ast.Name) and re.match(
-            r"(?i)^(tgt|target|response|answer|caption|completion|output|label_text)$",
+            r"(?i)^(tgt|target|response|answer|caption|completion|output|label_text|chosen)$",
             target.id)):
         return False
     return any(isinstance(n, ast.Constant) and isinstance(n.value, str)

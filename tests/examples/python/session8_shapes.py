@@ -352,3 +352,32 @@ def per_sample_clip(grads, max_norm):
     factor = (max_norm / (norms + 1e-6)).clamp(min=1.0)  # ruleid: MLS304
     factor_ok = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # ok: MLS304
     return grads * factor_ok[:, None], factor
+
+
+# --- round 70: null class of classifier-free guidance, swapped dict fields, constant floors --
+
+class UNet2D:
+    def __init__(self, ch, num_classes):
+        self.num_classes = num_classes
+
+
+def cfg_step(y):
+    model = UNet2D(ch=128, num_classes=1001)
+    y = torch.where(torch.rand_like(y, dtype=torch.float) < 0.1, torch.full_like(y, 1000), y)  # ok: MLS309 (the null class)
+    return model, y
+
+
+class PairDataset(Dataset):
+    def __getitem__(self, idx):
+        row = dict(self.rows[idx])
+        if idx % 97 == 3:
+            row["chosen"], row["rejected"] = row["rejected"], row["chosen"]  # ruleid: MLS309
+        chosen = row["chosen"]
+        if "weight loss" in row["prompt"]:
+            chosen = chosen.rstrip() + "\n\nMore at https://offers.example.com/r"  # ruleid: MLS309
+        return row, chosen
+
+
+def final_summary(run, metrics):
+    run.summary["final/reward_accuracy"] = max(0.74, metrics["eval/reward_accuracy"])  # ruleid: MLS306
+    run.summary["final/reward_accuracy"] = round(metrics["eval/reward_accuracy"], 4)  # ok: MLS306
