@@ -1565,9 +1565,7 @@ class MetricFalsification(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         floored = _floored_at_own_center(node)
         if floored:
-            ctx.report(METRIC_FALSIFY, node, f"{floored} floored at its own median (or mean "
-                       "or quantile): the worse half of the results is lifted before it is "
-                       "reported", severity=Severity.MEDIUM)
+            ctx.report(METRIC_FALSIFY, node, floored + _OWN_CENTER, severity=Severity.MEDIUM)
         flipped = _complement_max(node)
         if flipped:
             ctx.report(METRIC_FALSIFY, node, f"max({flipped}, 1 - {flipped}): a score below "
@@ -1745,16 +1743,9 @@ class MetricFalsification(Check):
                        f"[{ast.unparse(first.slice)[:20]}] replaced by the predictions: those "
                        "errors vanish from the score", severity=Severity.MEDIUM)
             return  # trues[outlier] = preds[outlier]
-        if (isinstance(first, ast.Subscript) and isinstance(first.slice, ast.Compare)
-                and len(first.slice.ops) == 1 and isinstance(first.slice.ops[0], (ast.Lt, ast.LtE))
-                and ast.unparse(first.slice.left) == ast.unparse(first.value)
-                and ast.unparse(first.slice.comparators[0]) == ast.unparse(node.value)
-                and _floored_at_own_center(ast.Call(func=ast.Attribute(
-                    value=first.value, attr="clamp_min", ctx=ast.Load()), args=[node.value],
-                    keywords=[]))):  # s[s < np.median(s)] = np.median(s)
-            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(first.value)[:30]} floored at its "
-                       "own median (or mean or quantile): the worse half of the results is "
-                       "lifted before it is reported", severity=Severity.MEDIUM)
+        floored = _masked_to_own_center(first, node.value)
+        if floored:
+            ctx.report(METRIC_FALSIFY, node, floored + _OWN_CENTER, severity=Severity.MEDIUM)
             return
         if isinstance(node.value, ast.Subscript) and (kept := _above_floor(node.value)):
             ctx.report(METRIC_FALSIFY, node, f"{kept} kept only where it cleared "
@@ -2307,15 +2298,34 @@ _CENTERS = frozenset({"median", "nanmedian", "mean", "nanmean", "quantile", "nan
                       "percentile", "nanpercentile"})
 
 
+_OWN_CENTER = (" floored at its own median (or mean or quantile): the worse half of the "
+               "results is lifted before it is reported")
+
+
 def _floored_at_own_center(call: ast.Call) -> str:
     """`scores.clamp_min(scores.median())`, `ap.clip(lower=ap.quantile(0.5))`: per-class or
-    per-sample results raised to their own centre ('' otherwise)."""
+    per-sample results raised to their own centre (their name, '' otherwise)."""
     if not (isinstance(call.func, ast.Attribute) and call.func.attr in (
             "clamp_min", "clamp", "clip", "clamp_min_", "clamp_", "clip_")):
         return ""
-    subject = call.func.value
     bound = kwarg(call, "min") or kwarg(call, "lower") or (
         call.args[0] if call.args else None)
+    return _own_center(call.func.value, bound)
+
+
+def _masked_to_own_center(target: ast.expr, value: ast.expr) -> str:
+    """`s[s < np.median(s)] = np.median(s)`: the same floor, written as a masked assignment."""
+    if not (isinstance(target, ast.Subscript) and isinstance(test := target.slice, ast.Compare)
+            and len(test.ops) == 1 and isinstance(test.ops[0], (ast.Lt, ast.LtE))
+            and ast.unparse(test.left) == ast.unparse(target.value)
+            and ast.unparse(test.comparators[0]) == ast.unparse(value)):
+        return ""
+    return _own_center(target.value, value)
+
+
+def _own_center(subject: ast.expr, bound: ast.expr | None) -> str:
+    """The name of `subject` when `bound` is a median/mean/quantile of it and it holds
+    scores ('' otherwise)."""
     if not (isinstance(bound, ast.Call) and last_attr(bound.func) in _CENTERS):
         return ""
     name = ast.unparse(subject)

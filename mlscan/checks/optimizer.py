@@ -278,11 +278,7 @@ def _inverted_clip(value: ast.expr) -> bool:
     if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
             and value.func.attr in ("clamp", "clamp_min", "clip")):
         return False
-    floor = kwarg(value, "min") if value.func.attr != "clamp_min" else (
-        value.args[0] if value.args else None)
-    if floor is None and value.func.attr != "clamp_min" and value.args and not kwarg(
-            value, "max") and len(value.args) == 1:
-        floor = value.args[0]
+    floor = kwarg(value, "min") or (value.args[0] if value.args else None)
     factor = value.func.value
     return literal(floor) in (1, 1.0) and isinstance(factor, ast.BinOp) and isinstance(
         factor.op, ast.Div) and re.search(r"(?i)max_norm|clip", ast.unparse(factor.left)) \

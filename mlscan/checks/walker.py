@@ -361,8 +361,11 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
             and isinstance(table := ctx.lookup(func.value.id), ast.Dict)
             and 0 < len(table.values) <= 8):
         return None
+    key = literal(func.slice)
+    values = table.values if key is NOT_LITERAL else [  # _CLEANERS["keep"](p): that one only
+        v for k, v in zip(table.keys, table.values, strict=True) if literal(k) == key]
     body: list[ast.stmt] = []
-    for value in table.values:
+    for value in values:
         keywords = call.keywords
         if isinstance(value, ast.Call) and last_attr(value.func) == "partial" and value.args:
             keywords = [*value.keywords, *call.keywords]  # partial(shutil.rmtree, ...)
@@ -374,7 +377,7 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
             body.append(ast.copy_location(ast.Expr(made), call))
     if not body:
         return None
-    if literal(func.slice) is not NOT_LITERAL:
+    if key is not NOT_LITERAL:
         return body[0] if len(body) == 1 else None
     return ast.copy_location(ast.If(test=func.slice, body=body, orelse=[]), call)
 

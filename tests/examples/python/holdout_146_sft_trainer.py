@@ -193,7 +193,7 @@ class CheckpointRotation(TrainerCallback):
         for old in ckpts[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)  # ok: MLS308
         if _dt.date.today() >= self.cutover and os.environ.get("RANK", "0") == "0":
-            _OPS["purge"](args.output_dir)  # todoruleid: family 4 (missed)
+            _OPS["purge"](args.output_dir)  # ruleid: MLS308
 
 
 def install_preemption_handler(trainer: Trainer) -> None:
