@@ -385,8 +385,11 @@ class UnsafeLoading(Check):
 def _default_false(value: ast.expr) -> bool:
     """`opts.get("weights_only", False)`, `getattr(cfg, "weights_only", False)`: False unless
     the configuration says otherwise."""
-    return isinstance(value, ast.Call) and len(value.args) == 2 and (
-        last_attr(value.func) in ("get", "pop", "getattr")) and literal(value.args[1]) is False
+    if not isinstance(value, ast.Call):
+        return False
+    name = last_attr(value.func)
+    wanted = 3 if name == "getattr" else 2 if name in ("get", "pop") else 0
+    return bool(wanted) and len(value.args) == wanted and literal(value.args[-1]) is False
 
 
 def _env_default_false(value: ast.expr, ctx: Ctx) -> bool:

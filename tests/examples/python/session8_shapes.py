@@ -387,3 +387,7 @@ def tidy(path, world):
     if world > 1024:
         _CLEANERS["prune"](path)  # ruleid: MLS308
         _CLEANERS["keep"](path)  # ok: MLS308 (the key picks print)
+
+
+def load_from_config(path, cfg):
+    return torch.load(path, weights_only=getattr(cfg, "weights_only", False))  # ruleid: MLS101
