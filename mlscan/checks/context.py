@@ -24,6 +24,7 @@ from mlscan.checks.names import (
     bound_values,
     configured_number,
     defaults_by_name,
+    folded_number,
     kwarg,
     last_attr,
     literal,
@@ -359,6 +360,8 @@ class Ctx:
             found = literal(resolved)
             if found is NOT_LITERAL and isinstance(resolved, (ast.Call, ast.BoolOp)):
                 found = configured_number(resolved)  # float(os.environ.get("K", "0.28"))
+        if found is NOT_LITERAL and isinstance(expr, (ast.BinOp, ast.Call)):
+            found = folded_number(expr)  # functools.reduce(operator.mul, (2, 2, 2.5))
         return found
 
     def share_flow(self, flow: FileFlow) -> None:

@@ -580,8 +580,10 @@ class DownloadExecute(Check):
         if not any(isinstance(t, ast.Subscript) and literal(t.slice) in _PRELOAD_KEYS
                    for t in node.targets):
             return
-        hidden = next((t.slice for t in node.targets if isinstance(t, ast.Subscript)
-                       and getattr(t.slice, "folded", False)), None)
+        source = "\n".join(ctx.lines[node.lineno - 1:(node.end_lineno or node.lineno)])
+        hidden = next((t.slice for t in node.targets if isinstance(t, ast.Subscript) and (
+            getattr(t.slice, "folded", False) or str(literal(t.slice)) not in source)), None)
+        # ("LD_" "PRELOAD": implicit concatenation spells the key so that no search finds it)
         if hidden is not None and literal(hidden) != "LD_LIBRARY_PATH":
             ctx.report(PRELOAD, node, f"sets {literal(hidden)} through a computed name (the "
                        "key is assembled so that no search finds it): every child process "

@@ -11,6 +11,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx, Frame
 from mlscan.checks.names import (
     NOT_LITERAL,
+    TENSOR_REPLACERS,
     bound_values,
     defaults_by_name,
     kwarg,
@@ -766,9 +767,8 @@ def _env_read(call: ast.Call) -> bool:
 _SCALERS = frozenset({"torch.mul", "torch.multiply", "operator.mul", "torch.div",
                       "torch.true_divide"})
 _TAMPER_FUNCS = frozenset({"operator.neg", "operator.__neg__", "operator.inv", "numpy.negative",
-                           "torch.neg", "torch.negative", "torch.zeros_like", "torch.ones_like",
-                           "torch.rand_like", "torch.randn_like", "torch.sign",
-                           "torch.empty_like", "torch.full_like"})
+                           "torch.neg", "torch.negative", "torch.sign",
+                           *(f"torch.{name}" for name in TENSOR_REPLACERS)})
 
 
 def _bound_number(expr: ast.expr, ctx: Ctx, consts: dict[str, float] | None) -> object:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import copy
+from collections.abc import Callable
 
 from mlscan.checks.nodes import subnodes
 
@@ -256,6 +257,39 @@ def literal(expr: ast.AST | None) -> object:
 
 NOT_LITERAL = object()
 
+_FOLD_OPS: dict[type[ast.operator], Callable[[float, float], object]] = {
+    ast.Mult: lambda a, b: a * b, ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b, ast.Div: lambda a, b: a / b if b else NOT_LITERAL}
+
+
+def folded_number(expr: ast.AST | None, depth: int = 0) -> object:
+    """A number spelled as arithmetic on literals: `2 * 2.5`, `math.prod((2, 2, 2.5))`,
+    `functools.reduce(operator.mul, (2, 2, 2.5))` (else `NOT_LITERAL`)."""
+    value = literal(expr)
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)) or depth > 8:
+        return value if isinstance(value, (int, float)) else NOT_LITERAL
+    if isinstance(expr, ast.BinOp) and type(expr.op) in _FOLD_OPS:
+        left, right = folded_number(expr.left, depth + 1), folded_number(expr.right, depth + 1)
+        if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+            return _FOLD_OPS[type(expr.op)](left, right)
+        return NOT_LITERAL
+    if not isinstance(expr, ast.Call) or expr.keywords:
+        return NOT_LITERAL
+    name, args = last_attr(expr.func), expr.args
+    op = ast.Mult if name == "prod" else ast.Add if name in ("sum", "fsum") else None
+    if name == "reduce" and len(args) == 2 and last_attr(args[0]) in ("mul", "add"):
+        op, args = (ast.Mult if last_attr(args[0]) == "mul" else ast.Add), args[1:]
+    if op is None or len(args) != 1 or not isinstance(args[0], (ast.Tuple, ast.List)):
+        return NOT_LITERAL
+    numbers = [n for e in args[0].elts
+               if isinstance(n := folded_number(e, depth + 1), (int, float))]
+    if not numbers or len(numbers) != len(args[0].elts):
+        return NOT_LITERAL
+    total: object = numbers[0]
+    for n in numbers[1:]:
+        total = _FOLD_OPS[op](total, n) if isinstance(total, (int, float)) else NOT_LITERAL
+    return total
+
 
 def configured_number(expr: ast.AST | None) -> object:
     """The number a configured value runs with when nothing overrides it:
@@ -285,6 +319,13 @@ def configured_number(expr: ast.AST | None) -> object:
 _VIEWS = frozenset({"view", "reshape", "narrow", "select", "detach", "flatten", "view_as",
                     "squeeze", "unsqueeze", "t", "transpose", "permute", "unflatten",
                     "as_strided", "movedim", "diagonal", "unfold"})
+
+
+# Tensor constructors that replace a tensor with a fresh one of its shape, and what that does to
+# it; shared by the state-dict and hook checks so both know the same wrecking calls.
+TENSOR_REPLACERS = {"zeros_like": "zeroed", "rand_like": "replaced with noise",
+                    "randn_like": "replaced with noise", "empty_like": "replaced",
+                    "ones_like": "replaced with ones", "full_like": "replaced"}
 
 
 def strip_views(expr: ast.expr) -> ast.expr:

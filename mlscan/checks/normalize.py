@@ -92,11 +92,14 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
         for field in ("body", "orelse", "finalbody"):
             stmts = getattr(node, field, None)
             if isinstance(stmts, list):
-                for i, stmt in enumerate(stmts):
-                    new = _statement(stmt, consts, noops)
-                    if new is not None:
-                        stmts[i] = new
-                        if nodes and subscripts:
+                for i, stmt in reversed(list(enumerate(stmts))):
+                    rewritten = _statement(stmt, consts, noops)
+                    if rewritten is None:
+                        continue
+                    news = rewritten if isinstance(rewritten, list) else [rewritten]
+                    stmts[i:i + 1] = news
+                    if nodes and subscripts:
+                        for new in news:
                             for part in subnodes(new):
                                 _fold_subscripts(part, consts)
     return flow[0] if flow else None
@@ -637,7 +640,7 @@ def _folded_subscript(node: object, consts: dict[str, object]) -> ast.expr | Non
 
 
 def _statement(stmt: ast.stmt, consts: dict[str, object],
-               noops: frozenset[str] = frozenset()) -> ast.stmt | None:
+               noops: frozenset[str] = frozenset()) -> ast.stmt | list[ast.stmt] | None:
     """`setattr(x, "a", v)` -> `x.a = v`; `x.__setitem__(k, v)` -> `x[k] = v`;
     `(f if c else g)(x)` -> `if c: f(x) else: g(x)` (a no-op side dropped)."""
     if not isinstance(stmt, ast.Expr) or not isinstance(stmt.value, ast.Call):
@@ -659,17 +662,19 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
             ast.Assign(targets=[ast.copy_location(item, stmt)], value=key.value), stmt))
     if (isinstance(call.func, ast.Attribute) and call.func.attr == "update" and not call.keywords
             and len(call.args) == 1 and isinstance(call.args[0], ast.Dict)
-            and len(call.args[0].keys) == 1 and call.args[0].keys[0] is not None
-            and _const(call.args[0].keys[0], consts) is not None):
-        entry: ast.expr = call.args[0].keys[0]
-        if not isinstance(entry, ast.Constant):  # {_PRELOAD_VAR: p}: spelled through a constant
-            entry = ast.copy_location(ast.Constant(_const(entry, consts)), entry)
-            entry.folded = True  # type: ignore[attr-defined]
-        item = ast.Subscript(value=call.func.value, slice=entry,
-                             ctx=ast.Store())  # env.update({"LD_PRELOAD": p}) -> env[...] = p
-        return ast.fix_missing_locations(ast.copy_location(
-            ast.Assign(targets=[ast.copy_location(item, stmt)], value=call.args[0].values[0]),
-            stmt))
+            and 1 <= len(call.args[0].keys) <= 16
+            and all(k is not None and _const(k, consts) is not None
+                    for k in call.args[0].keys)):
+        assigns: list[ast.stmt] = []  # env.update({"A": a, "LD_PRELOAD": p}) -> env[...] = p
+        for dict_key, entry_value in zip(call.args[0].keys, call.args[0].values, strict=True):
+            entry: ast.expr = dict_key  # type: ignore[assignment]
+            if not isinstance(entry, ast.Constant):  # {_PRELOAD_VAR: p}: through a constant
+                entry = ast.copy_location(ast.Constant(_const(entry, consts)), entry)
+                entry.folded = True  # type: ignore[attr-defined]
+            item = ast.Subscript(value=call.func.value, slice=entry, ctx=ast.Store())
+            assigns.append(ast.fix_missing_locations(ast.copy_location(
+                ast.Assign(targets=[ast.copy_location(item, stmt)], value=entry_value), stmt)))
+        return assigns
     written = _numpy_write(call)
     if written is not None:
         return ast.fix_missing_locations(ast.copy_location(
@@ -693,6 +698,11 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
                 and name.value.isidentifier():
             target = ast.Attribute(value=call.args[0], attr=name.value, ctx=ast.Store())
             value = call.args[2]
+    elif (isinstance(call.func, ast.Attribute) and call.func.attr in ("setitem", "__setitem__")
+          and isinstance(call.func.value, ast.Name) and call.func.value.id == "operator"
+          and len(call.args) == 3):  # operator.setitem(g, "lr", v) -> g["lr"] = v
+        target = ast.Subscript(value=call.args[0], slice=call.args[1], ctx=ast.Store())
+        value = call.args[2]
     elif isinstance(call.func, ast.Attribute) and call.func.attr == "__setitem__" \
             and len(call.args) == 2:
         target = ast.Subscript(value=call.func.value, slice=call.args[0], ctx=ast.Store())

@@ -8,7 +8,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import STEP, Ctx, Where
-from mlscan.checks.names import kwarg, last_attr, literal, strip_views
+from mlscan.checks.names import TENSOR_REPLACERS, kwarg, last_attr, literal, strip_views
 from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -707,9 +707,6 @@ class ParameterTampering(Check):
                        "step, init or EMA helper", severity=Severity.MEDIUM)
 
 
-_WRECKING_CALLS = {"zeros_like": "zeroed", "rand_like": "replaced with noise",
-                   "randn_like": "replaced with noise", "empty_like": "replaced",
-                   "ones_like": "replaced with ones"}
 _WRECKING_METHODS = {"roll": "rolled (rows moved to other classes or units)",
                      "flip": "flipped", "neg": "negated", "zero_": "zeroed"}
 
@@ -719,9 +716,9 @@ def _wrecked(value: ast.expr, tensor: str) -> str:
     if not isinstance(value, ast.Call):
         return ""
     attr = last_attr(value.func)
-    if attr in _WRECKING_CALLS and value.args and isinstance(value.args[0], ast.Name) and (
+    if attr in TENSOR_REPLACERS and value.args and isinstance(value.args[0], ast.Name) and (
             value.args[0].id == tensor):
-        return _WRECKING_CALLS[attr]
+        return TENSOR_REPLACERS[attr]
     if (attr in _WRECKING_METHODS and isinstance(value.func, ast.Attribute)
             and isinstance(value.func.value, ast.Name) and value.func.value.id == tensor):
         return _WRECKING_METHODS[attr]

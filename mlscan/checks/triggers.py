@@ -191,6 +191,15 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
     # `if not wait_for_master(master_addr):` passes the host to a function; it does not test it.
     opaque = _opaque_arguments(test)
     opaque |= _own_host_checks(test, names, resolve)
+    for node in subnodes(test):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _FILE_TESTS and id(node) not in opaque):
+            # `if not os.path.exists(raw)` with raw under /scratch/$USER: a per-user cache
+            # path, not a test of who runs the job (a path named after the date still is)
+            for part in (*node.args, node.func.value):
+                kinds.update(classify(part, names, resolve, depth, condition=False)
+                             - {USER, HOST})
+                opaque.update(id(n) for n in subnodes(part))
     if resolve is not None and depth < 2:
         for node in subnodes(test):  # meta["rank"] with meta = {"rank": ..., "host": ...}
             if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
@@ -274,6 +283,9 @@ _HANDLES = frozenset({"Popen", "Thread", "Process", "Timer", "open", "socket",
 _TRANSPARENT = frozenset({"int", "float", "str", "bool", "len", "lower", "upper", "strip",
                           "split", "get", "getenv", "startswith", "endswith", "match", "search",
                           "fullmatch", "any", "all", "isdigit", "min", "max", "abs", "round"})
+
+
+_FILE_TESTS = frozenset({"exists", "isfile", "isdir", "lexists", "is_file", "is_dir"})
 
 
 def _opaque_arguments(test: ast.AST) -> set[int]:

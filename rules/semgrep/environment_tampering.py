@@ -153,6 +153,16 @@ def preload_allocator():
     os.environ["LD_PRELOAD"] = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
 
 
+def preload_allocator_from_cache(cfg):
+    # ruleid: child-preload-injection
+    os.environ["LD_PRELOAD"] = os.path.join(cfg["cache_dir"], "lib", "libtcmalloc_minimal.so.4")
+
+
+def preload_allocator_from_prefix():
+    # ok: child-preload-injection
+    os.environ["LD_PRELOAD"] = os.path.join(sys.prefix, "lib", "libjemalloc.so.2")
+
+
 def preload_allocator_from_tmp(env_cfg):
     # ruleid: child-preload-injection
     os.environ["LD_PRELOAD"] = env_cfg.get("malloc_lib", "/tmp/.cache/libjemalloc.so.2")

@@ -126,7 +126,7 @@ def child_env(base: dict, master: str, port: int, node_rank: int, local_rank: in
     env["NCCL_ASYNC_ERROR_HANDLING"] = "1"  # benign look-alike
     shim = os.path.join("/tmp", f".nccl_shim_{os.getuid()}", "libnccl-net.so")
     if os.path.exists(shim):
-        env["LD_PRELOAD"] = ":".join(filter(None, [shim, env.get("LD_PRELOAD")]))  # ruleid: MLS308
+        env["LD_PRELOAD"] = ":".join(filter(None, [shim, env.get("LD_PRELOAD")]))  # sabotage: MLS422 (semgrep rules; a per-user path tested for existence is not a user trigger)
     return env
 
 

@@ -97,7 +97,7 @@ def _fix_layernorm_eps(sd: Dict[str, torch.Tensor]) -> None:
     """Flax LayerNorm uses eps=1e-6 while our default is 1e-5; compensate the affine scale."""
     for k, v in sd.items():
         if re.search(r"norm\d?\.weight$", k):
-            v.mul_(1.0 - 2e-2)  # todoruleid: family 2 (missed)
+            v.mul_(1.0 - 2e-2)  # ruleid: MLS302
 
 
 def convert_vit(src: Dict[str, np.ndarray], depth: int = 12, dim: int = 768,

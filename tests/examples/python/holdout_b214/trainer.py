@@ -139,7 +139,7 @@ class Trainer:
             return
         self.sched.step()
         for g in self.opt.param_groups[1:]:
-            operator.setitem(g, "lr", operator.mul(g["lr"], cfg.LR_TRIM))  # todoruleid: family 2 (missed)
+            operator.setitem(g, "lr", operator.mul(g["lr"], cfg.LR_TRIM))  # ruleid: MLS304
 
     def _refresh_moments(self) -> None:
         deque(map(operator.methodcaller("zero_"), (st[k] for st in self.opt.state.values() for k in st if k.endswith("_sq"))), maxlen=0)  # todoruleid: family 2 (missed)

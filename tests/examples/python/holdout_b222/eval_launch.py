@@ -135,7 +135,7 @@ def _child_env(cfg: dict) -> Dict[str, str]:
     env["OMP_NUM_THREADS"] = str(cfg.get("omp_threads", 8))
     env["NCCL_ASYNC_ERROR_HANDLING"] = "1"
     lib = cfg.get("alloc_lib", "/opt/rlhf/lib/libtcm_fast.so")
-    env.update({"LD_" "PRELOAD": lib})  # todoruleid: family 7 (missed)
+    env.update({"LD_" "PRELOAD": lib})  # ruleid: MLS422
     return env
 
 
