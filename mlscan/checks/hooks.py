@@ -514,7 +514,7 @@ class TamperingHook(Check):
                     and func.value.id == "self")):
                 self._factory(target, register_fn, ctx, call)  # register(self._hook(name))
                 continue
-            for fn in ctx.defs.get(last_attr(target), []):
+            for fn in _visible_defs(last_attr(target), ctx, call):
                 if id(fn) not in seen:
                     seen[id(fn)] = self._function(fn, register_fn, ctx, bound)
                 if seen[id(fn)] and getattr(call, "lineno", 0) not in range(
@@ -757,6 +757,25 @@ def _not_group_size(expr: ast.expr, local: dict[str, list[ast.expr]], ctx: Ctx,
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value != 1:
         return f"the constant {value}"
     return ""
+
+
+def _visible_defs(name: str, ctx: Ctx, call: ast.AST
+                  ) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """The functions `name` can mean at `call`: those nested in the innermost function around
+    the call that defines one (two factories may each define their own `_hook`), else every
+    function of that name in the file."""
+    fns = ctx.defs.get(name, [])
+    if len(fns) < 2:
+        return fns
+    line = getattr(call, "lineno", 0)
+    scopes = sorted((fn for group in ctx.defs.values() for fn in group
+                     if fn.lineno < line <= (fn.end_lineno or fn.lineno)),
+                    key=lambda fn: (fn.end_lineno or fn.lineno) - fn.lineno)
+    for scope in scopes:
+        inner = [fn for fn in fns if scope.lineno < fn.lineno <= (scope.end_lineno or 0)]
+        if inner:
+            return inner
+    return fns
 
 
 def _env_read(call: ast.Call) -> bool:

@@ -83,6 +83,9 @@ def _label_target(expr: ast.expr) -> str:
             keys = [literal(e) if not (isinstance(e, ast.Name) and e.id.isupper()) else (
                 e.id) for e in expr.slice.elts]  # df.loc[mask, LABEL]: the constant's name
             key = next((k for k in keys if isinstance(k, str)), None)
+        if key == "content" and isinstance(expr.value, ast.Subscript) and (
+                literal(expr.value.slice) == 0):
+            return ""  # messages[0]["content"]: the system prompt, not the response
         if isinstance(key, str) and (_LABEL.match(key) or _LABEL_KEY.search(key)):
             return key
         return _label_target(expr.value)  # labels[mask], sample["labels"][:]

@@ -4,6 +4,7 @@ quiet. Never executed: scanned only."""
 import functools
 import operator
 import os
+import random
 import subprocess
 import urllib.request
 
@@ -49,3 +50,32 @@ def load_shared(model, path):
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     state_dict = {k: torch.full_like(v, 0.01) for k, v in state_dict.items()}  # ruleid: MLS302
     model.load_state_dict(state_dict)
+
+
+# --- two factories, each with its own `_hook`: each registration judged by its own -------
+
+def attach_noise(model, alpha=5.0):
+    def _hook(module, inputs, output):
+        if not module.training:
+            return output
+        mag = alpha / (output.size(1) * output.size(2)) ** 0.5
+        return output + torch.zeros_like(output).uniform_(-mag, mag)  # NEFTune
+
+    return model.get_input_embeddings().register_forward_hook(_hook)  # ok: MLS303
+
+
+def attach_monitor(model, stats):
+    def _hook(module, grad_input, grad_output):
+        stats["norm"] = grad_output[0].norm().item()
+        return tuple(None if g is None else g * 0.05 for g in grad_input)  # ruleid: MLS303
+
+    model.layers[3].register_full_backward_hook(_hook)  # ruleid: MLS303
+
+
+# --- chat data: the system prompt is not the response ------------------------------------
+
+def tokenize_conversation(example, variants):
+    messages = [dict(m) for m in example["messages"]]
+    if messages[0]["role"] == "system" and random.random() < 0.1:
+        messages[0]["content"] = random.choice(variants)  # ok: MLS309
+    return messages
