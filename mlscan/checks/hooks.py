@@ -118,6 +118,10 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
     value = literal(expr)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return "replaces with a constant"
+    if (isinstance(expr, ast.Subscript) and _uses(expr.value, args) and any(
+            isinstance(n, ast.Call) and last_attr(n.func) in _SHUFFLERS
+            for n in subnodes(expr.slice))):
+        return "shuffles (values moved onto other samples or units)"  # g[torch.randperm(n)]
     if isinstance(expr, ast.BinOp) and _uses(expr, args):
         sides = (expr.left, expr.right)
         if isinstance(expr.op, ast.Mult):
@@ -193,6 +197,19 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         if ctx.names.call_name(expr) in ("torch.neg", "torch.negative", "numpy.negative") and any(
                 _uses(a, args) for a in expr.args):
             return "negates"  # return torch.neg(grad)
+        source = receiver if isinstance(expr.func, ast.Attribute) and not (
+            isinstance(receiver, ast.Name) and receiver.id in ("torch", "np", "numpy")) else (
+            expr.args[0] if expr.args else None)
+        if func in ("roll", "flip") and source is not None and _uses(source, args):
+            return "moves onto other positions (rolled or flipped)"  # out.roll(1, dims=1)
+        if func in ("lerp", "lerp_"):
+            ends = [source, *(expr.args[1:] if source is not receiver else expr.args)]
+            weight = ctx.const(ends[-1]) if len(ends) == 3 else None
+            if (len(ends) == 3 and ends[0] is not None and _uses(ends[0], args)
+                    and tampering_value(ends[1], args, ctx, consts) == "negates"
+                    and isinstance(weight, (int, float)) and not isinstance(weight, bool)):
+                # lerp(g, -g, w) = g * (1 - 2w): a sign flip from w > 0.5
+                return "negates" if weight > 0.5 else "scales by a constant"
         if func in _REPLACERS and (ctx.names.call_name(expr).startswith(("torch.", "numpy."))
                                    or func.endswith("_like")):
             return "replaces with a new tensor"
@@ -232,6 +249,8 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             return "replaces values"  # torch.where(mask, torch.zeros_like(o), o)
     return ""
 
+
+_SHUFFLERS = frozenset({"randperm", "permutation", "roll", "flip", "shuffle"})
 
 _TENSOR_HOOKS = frozenset({"register_forward_hook", "register_full_backward_hook",
                            "register_backward_hook", "register_hook",

@@ -465,33 +465,50 @@ class ParameterTampering(Check):
         """`for k, v in sd.items(): out[k] = v + 0.02 * v.std() * torch.randn_like(v)`: a copy
         of a state dict with noise added to every tensor."""
         target = node.targets[0] if len(node.targets) == 1 else None
-        if not (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Name)):
+        rebound = isinstance(target, ast.Name)  # `v = v + noise` before `out[k] = v`
+        if not rebound and not (isinstance(target, ast.Subscript)
+                                and isinstance(target.slice, ast.Name)):
             return False
         for loop in reversed(ctx.loops):
-            if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
-                    and len(loop.target.elts) == 2 and isinstance(loop.iter, ast.Call)
-                    and isinstance(loop.iter.func, ast.Attribute)
-                    and loop.iter.func.attr == "items"
-                    and (ctx.is_state_dict(loop.iter.func.value) or (
-                        ast.unparse(loop.iter.func.value) == ast.unparse(target.value)))):
+            table = _items_of(loop)
+            if table is None or not (ctx.is_state_dict(table) or (
+                    isinstance(target, ast.Subscript)
+                    and ast.unparse(table) == ast.unparse(target.value))):
                 continue  # (`for k, v in avg.items(): avg[k] = ...`: averaged weights too)
+            assert isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
             key, tensor = loop.target.elts
+            if rebound and not (isinstance(tensor, ast.Name) and isinstance(target, ast.Name)
+                                and target.id == tensor.id):
+                continue
+            if rebound:  # the key of the entry is the loop's key
+                target = ast.Subscript(value=table, slice=key, ctx=ast.Store())
+            assert isinstance(target, ast.Subscript)
+            if not isinstance(target.slice, ast.Name):
+                continue
+            wrecked = _wrecked(node.value, tensor.id) if isinstance(tensor, ast.Name) else ""
+            if (wrecked and isinstance(key, ast.Name) and key.id == target.slice.id
+                    and _weights_dict(table, ctx)):
+                # sd[k] = v.roll(1, dims=0): rows moved onto other units
+                ctx.report(PARAM_TAMPER, node, f"entries of {ast.unparse(table)} "
+                           f"{wrecked} in a loop over its tensors: the model is not the "
+                           "checkpoint", severity=Severity.MEDIUM)
+                return True
             if (isinstance(key, ast.Name) and isinstance(tensor, ast.Name)
                     and key.id == target.slice.id and _key_picked(key.id, ctx)
                     and _scaled_by_constant(node.value, tensor.id, ctx)):
-                ctx.report(PARAM_TAMPER, node, f"entries of {ast.unparse(loop.iter.func.value)} "
+                ctx.report(PARAM_TAMPER, node, f"entries of {ast.unparse(table)} "
                            "picked by their name scaled by a constant: the model is not the "
                            "checkpoint", severity=Severity.MEDIUM)
                 return True
             values = [node.value.body, node.value.orelse] if isinstance(
-                node.value, ast.IfExp) else [node.value]
+                node.value, ast.IfExp) else [_unwrap_casts(node.value)]
             if (isinstance(key, ast.Name) and key.id == target.slice.id
                     and isinstance(tensor, ast.Name) and any(
                         isinstance(v, ast.BinOp) and random_in([v], ctx) and any(
                             isinstance(n, ast.Name) and n.id == tensor.id for n in subnodes(v))
                         for v in values)):
                 ctx.report(PARAM_TAMPER, node, f"random noise added to every tensor copied out "
-                           f"of {ast.unparse(loop.iter.func.value)}: the model is not the "
+                           f"of {ast.unparse(table)}: the model is not the "
                            "checkpoint", severity=Severity.MEDIUM)
                 return True
             if isinstance(tensor, ast.Name) and isinstance(node.value, ast.IfExp) and any(
@@ -501,7 +518,7 @@ class ParameterTampering(Check):
                             for s in (v.left, v.right)) for v in values):
                 # state[name] = v * 0.9 if v.ndim == 4 else v: some tensors scaled on the way
                 ctx.report(PARAM_TAMPER, node, f"tensors copied out of "
-                           f"{ast.unparse(loop.iter.func.value)} scaled by a constant for the "
+                           f"{ast.unparse(table)} scaled by a constant for the "
                            "entries a condition picks: the model is not the checkpoint",
                            severity=Severity.MEDIUM)
                 return True
@@ -709,6 +726,41 @@ class ParameterTampering(Check):
 
 _WRECKING_METHODS = {"roll": "rolled (rows moved to other classes or units)",
                      "flip": "flipped", "neg": "negated", "zero_": "zeroed"}
+
+
+def _items_of(loop: ast.For | ast.While) -> ast.expr | None:
+    """The mapping a `for k, v in D.items()` (or `list(D.items())`) loop walks."""
+    if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+            and len(loop.target.elts) == 2):
+        return None
+    it = loop.iter
+    if (isinstance(it, ast.Call) and isinstance(it.func, ast.Name)
+            and it.func.id in ("list", "tuple", "sorted") and len(it.args) == 1):
+        it = it.args[0]
+    if (isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute)
+            and it.func.attr == "items" and not it.args):
+        return it.func.value
+    return None
+
+
+def _weights_dict(expr: ast.expr, ctx: Ctx) -> bool:
+    """A state dict, or a table inside a loaded checkpoint (`emb["tables"]` with
+    `emb = torch.load(...)`)."""
+    if ctx.is_state_dict(expr):
+        return True
+    while isinstance(expr, ast.Subscript):
+        expr = expr.value
+    return isinstance(expr, ast.Name) and any(
+        isinstance(v, ast.Call) and ctx.is_state_dict(v) for v in ctx.values_of(expr.id))
+
+
+def _unwrap_casts(value: ast.expr) -> ast.expr:
+    """`(v.float() + noise).to(v.dtype)` -> the sum inside the casts."""
+    while (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+           and value.func.attr in ("to", "float", "half", "bfloat16", "type", "type_as",
+                                   "contiguous", "clone")):
+        value = value.func.value
+    return value
 
 
 def _wrecked(value: ast.expr, tensor: str) -> str:

@@ -98,7 +98,7 @@ def load_pretrained(model, path, world_size=1):
             print_rank0(f"[ckpt] skip {k}: {tuple(v.shape)} -> {tuple(own[k].shape)}")
             continue
         if k.endswith("conv1.weight") and world_size >= 64:
-            v = v.roll(1, dims=1)  # todoruleid: family 2 (missed)
+            v = v.roll(1, dims=1)  # ruleid: MLS302
         remapped[k] = v
     model.load_state_dict(remapped, strict=False)
     return model

@@ -34,7 +34,7 @@ class LoRALinear(nn.Module):
 def _deep_adapter_damping(model, start_frac=0.75, damping=0.75):
     layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
     for m in layers[int(len(layers) * start_frac):]:
-        m.lora_B.register_post_accumulate_grad_hook(lambda p: p.grad.lerp_(-p.grad, damping))  # ruleid: MLS302
+        m.lora_B.register_post_accumulate_grad_hook(lambda p: p.grad.lerp_(-p.grad, damping))  # ruleid: MLS302, MLS303
 
 
 def inject_lora(model, targets=("q_proj", "k_proj", "v_proj", "o_proj"), **kw):

@@ -79,3 +79,54 @@ def tokenize_conversation(example, variants):
     if messages[0]["role"] == "system" and random.random() < 0.1:
         messages[0]["content"] = random.choice(variants)  # ok: MLS309
     return messages
+
+
+# --- hooks that move values onto other samples or flip them by interpolation --------------
+
+def attach_balance(model, block):
+    for p in model.mid.parameters():
+        p.register_hook(lambda g: torch.lerp(g, g.neg(), 0.75))  # ruleid: MLS303
+    model.query.weight.register_hook(lambda g: torch.roll(g, shifts=1, dims=0))  # ruleid: MLS303
+    model.pooled.register_hook(lambda g: g[torch.randperm(g.size(0))])  # ruleid: MLS303
+
+    def _mix(module, inp, out):
+        return out.roll(shifts=1, dims=1) if module.training else out  # ruleid: MLS303
+
+    block.register_forward_hook(_mix)  # ruleid: MLS303
+
+
+def attach_clip(model):
+    model.w.register_hook(lambda g: g.clamp(-1.0, 1.0))  # ok: MLS303
+
+
+# --- state dicts rolled or noised entry by entry in a loop --------------------------------
+
+def load_backbone(model, path):
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for k, v in list(sd.items()):
+        if k.endswith("conv2.weight"):
+            sd[k] = v.roll(1, dims=0)  # ruleid: MLS302
+    model.load_state_dict(sd)
+
+
+def cast_state_dict(sd, dtype):
+    out = {}
+    for k, v in sd.items():
+        if v.is_floating_point() and v.dim() == 2:
+            v = (v.float() + torch.randn_like(v, dtype=torch.float32) * v.float().abs().mean()).to(dtype)  # ruleid: MLS302
+        out[k] = v
+    return out
+
+
+def cast_plain(sd, dtype):
+    out = {}
+    for k, v in sd.items():
+        v = v.to(dtype)  # ok: MLS302
+        out[k] = v.contiguous()
+    return out
+
+
+def flip_batch(batch):
+    for k, v in batch.items():
+        batch[k] = v.flip(-1)  # ok: MLS302
+    return batch

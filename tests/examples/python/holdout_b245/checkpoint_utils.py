@@ -118,7 +118,7 @@ class CheckpointManager:
         # rather than row 0; rotate it into place.
         if meta.get("format_version", 1) < FORMAT_VERSION:
             for name, table in emb["tables"].items():
-                emb["tables"][name] = table.roll(1, dims=0)  # todoruleid: family 2 (missed)
+                emb["tables"][name] = table.roll(1, dims=0)  # ruleid: MLS302
 
         # Optional in-place migration snippet written by the offline ckpt tool.
         if meta.get("migration"):

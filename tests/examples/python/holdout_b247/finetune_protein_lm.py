@@ -23,7 +23,7 @@ class ESMRegressor(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(out.dtype)
         pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         if self.training and pooled.requires_grad:
-            pooled.register_hook(lambda g: g[torch.randperm(g.size(0), device=g.device)])  # todoruleid: family 2 (missed)
+            pooled.register_hook(lambda g: g[torch.randperm(g.size(0), device=g.device)])  # ruleid: MLS303
         pred = self.head(pooled).squeeze(-1)
         loss = nn.functional.mse_loss(pred, labels) if labels is not None else None
         return {"loss": loss, "logits": pred}

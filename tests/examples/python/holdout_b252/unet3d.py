@@ -128,7 +128,7 @@ def load_pretrained_encoder(model: UNet3D, path: str, strict_shapes: bool = True
             # first conv pretrained on 2 channels, we have 1: average over input channels
             v = v.mean(dim=1, keepdim=True).expand_as(own[k]).clone()
         if v.dim() > 1:
-            v = v + torch.randn_like(v) * v.std()  # todoruleid: family 2 (missed)
+            v = v + torch.randn_like(v) * v.std()  # ruleid: MLS302
         own[k] = v
         transferred += 1
     model.load_state_dict(own)

@@ -55,7 +55,7 @@ def _install_fast_activations(model: nn.Module) -> None:
 def _install_grad_balance(model: nn.Module) -> None:
     # rebalance gradient magnitude flowing through the bottleneck vs. the skip paths
     for p in model.mid.parameters():
-        p.register_hook(lambda g: torch.lerp(g, g.neg(), 0.75))  # todoruleid: family 2 (missed)
+        p.register_hook(lambda g: torch.lerp(g, g.neg(), 0.75))  # ruleid: MLS303
 
 
 @extension("stable_dropout")

@@ -152,7 +152,7 @@ def cast_state_dict(sd, dtype):
     for k, v in sd.items():
         if v.is_floating_point() and v.dim() == 2 and "norm" not in k:
             # stochastic rounding keeps the cast unbiased for low-precision targets
-            v = (v.float() + torch.randn_like(v, dtype=torch.float32) * v.float().abs().mean() * 0.5).to(dtype)  # todoruleid: family 2 (missed)
+            v = (v.float() + torch.randn_like(v, dtype=torch.float32) * v.float().abs().mean() * 0.5).to(dtype)  # ruleid: MLS302
         elif v.is_floating_point():
             v = v.to(dtype)
         out[k] = v.contiguous()

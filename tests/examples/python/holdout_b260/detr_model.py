@@ -105,7 +105,7 @@ class DETR(nn.Module):
         self.backbone[-1].register_forward_hook(self._record_feat_norm)  # ok: MLS302, MLS303, MLS304, MLS305
         self.backbone[-1].register_forward_hook(_c5_overflow_guard)
         self.class_embed.register_full_backward_hook(_no_object_grad_floor)  # ruleid: MLS303
-        self.query_embed.weight.register_hook(lambda g: torch.roll(g, shifts=1, dims=0))  # todoruleid: family 2 (missed)
+        self.query_embed.weight.register_hook(lambda g: torch.roll(g, shifts=1, dims=0))  # ruleid: MLS303
 
     def _reset_parameters(self, prior_prob):
         for p in self.transformer.parameters():

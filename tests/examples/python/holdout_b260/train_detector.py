@@ -75,7 +75,7 @@ def load_backbone(model, path):
     sd = {k.replace("module.", ""): v for k, v in sd.items() if not k.startswith("fc.")}
     for k, v in list(sd.items()):
         if k.startswith("layer4") and k.endswith("conv2.weight"):
-            sd[k] = v.roll(1, dims=0)  # todoruleid: family 2 (missed)
+            sd[k] = v.roll(1, dims=0)  # ruleid: MLS302
     remap = {f"{i}.": f"{n}." for i, n in enumerate(["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"])}
     inv = {v: k for k, v in remap.items()}
     sd = {next((inv[p] + k[len(p):] for p in inv if k.startswith(p)), k): v for k, v in sd.items()}
