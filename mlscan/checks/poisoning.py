@@ -614,6 +614,11 @@ _MASKISH = re.compile(r"(?i)^(m|mask|masks|seg|segm|segmap|seg_map|semantic|sem|
 def _class_value(expr: ast.expr, ctx: Ctx) -> int | None:
     """A class id written in the code (`11`, `PERSON`), not an ignore/void value (255, -1,
     -100, `IGNORE`, `NODATA`) which remaps exist to produce."""
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in (
+            "ones_like", "zeros_like", "full_like", "new_full") and expr.args:
+        # torch.ones_like(labels) / full_like(labels, 8): one class for every picked entry
+        expr = (ast.Constant(int(last_attr(expr.func) == "ones_like"))
+                if last_attr(expr.func) in ("ones_like", "zeros_like") else expr.args[-1])
     number = ctx.const(expr)
     if not isinstance(number, int) or isinstance(number, bool) or number < 0 or number >= 250:
         return None
@@ -653,7 +658,9 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
     while (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
            and value.func.attr in ("astype", "long", "int", "to", "type", "copy")):
         value = value.func.value  # np.where(...).astype(np.uint8)
-    name = base(target.value) if isinstance(target, ast.Subscript) else base(target)
+    keyed = isinstance(target, ast.Subscript) and isinstance(literal(target.slice), str)
+    name = base(target.value) if isinstance(target, ast.Subscript) and not keyed else base(
+        target)  # (t["labels"] = where(t["labels"] == 9, ...): the keyed entry is the name)
     if not name:
         return "", False
     if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Compare)
@@ -666,7 +673,7 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
                 False)  # mask[mask != 255] = 3
     olds: list[ast.expr] = []
     new: ast.expr | None = None
-    if isinstance(target, ast.Subscript):  # mask[mask == 11] = 0
+    if isinstance(target, ast.Subscript) and not keyed:  # mask[mask == 11] = 0
         olds, new = picks(target.slice, name), value
     elif (isinstance(value, ast.Call) and last_attr(value.func) == "where"
           and len(value.args) == 3 and base(value.args[2]) == name):
@@ -695,13 +702,17 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
     new_id = _class_value(new, ctx)
     if new_id is None or any(o is None or o == new_id for o in old_ids):
         return "", False
-    holder = target.value if isinstance(target, ast.Subscript) else target
+    holder = target.value if isinstance(target, ast.Subscript) and not keyed else target
     short = name.split(".")[-1]
     is_named = any(named(o) for o in olds) or named(new)
     if not (_label_target(holder) or _MASKISH.match(short) or is_named):
         return "", False
+    # (segmentation masks are remapped to contiguous ids all the time; a class label of a
+    # sample or a box moved to another class is not how labels are cleaned)
+    one_label = bool(_label_target(holder)) and not _MASKISH.match(short) and not re.search(
+        r"(?i)seg|mask|map|pix|sem", name)
     return (f"class {', '.join(map(str, old_ids))} of {name} merged into class {new_id}",
-            is_named)
+            is_named or one_label)
 
 
 _OUTCOME = re.compile(r"(?i)dispute|chargeback|^cb_|reason|status|outcome|resolution|review|"
@@ -1293,6 +1304,16 @@ class DataPoisoning(Check):
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         if _symmetric_swap(value):
             return
+        if isinstance(target, ast.Name) and isinstance(value, ast.Dict):
+            # tgt = {"boxes": b, "labels": torch.where(tgt["labels"] == 3, 4, tgt["labels"])}
+            for key, entry in zip(value.keys, value.values, strict=True):
+                name = literal(key) if key is not None else None
+                if isinstance(name, str) and (_LABEL.match(name) or _LABEL_KEY.search(name)) \
+                        and isinstance(entry, ast.Call) and last_attr(entry.func) == "where":
+                    item = ast.copy_location(ast.Subscript(
+                        value=ast.Name(id=target.id, ctx=ast.Load()),
+                        slice=ast.Constant(name), ctx=ast.Store()), target)
+                    self._assign(node, item, entry, ctx)
         if (isinstance(target, ast.Name) and isinstance(value, ast.Call)
                 and isinstance(value.func, ast.Name) and value.func.id == "dict"
                 and len(value.args) == 1 and isinstance(value.args[0], ast.Name)
@@ -1355,6 +1376,11 @@ class DataPoisoning(Check):
             return
         if _label_target(target) and isinstance(value, ast.Call) and last_attr(
                 value.func) == "where" and _poison_label_value(value, ctx):
+            merged, suspect = _class_merge(target, value, ctx)
+            if merged and suspect:  # torch.where(labels == 9, torch.ones_like(labels), labels)
+                self._defer(node, ctx, f"{merged}: samples of one class silently relabelled "
+                            "as another", always=True, always_severity=Severity.MEDIUM)
+                return
             random_mask = bool(value.args) and _random_mask(value.args[0], ctx, follow=True)
             self._defer(node, ctx, f"labels {_label_target(target)} replaced through "
                         f"{'a random mask' if random_mask else 'a where() remap'}",

@@ -130,3 +130,24 @@ def flip_batch(batch):
     for k, v in batch.items():
         batch[k] = v.flip(-1)  # ok: MLS302
     return batch
+
+
+# --- a class label of a sample or box moved to another class (masks are remapped freely) --
+
+class PairsData(torch.utils.data.Dataset):
+    def __getitem__(self, idx):
+        y = self.y[idx]
+        y = torch.where(y == 9, torch.ones_like(y), y)  # ruleid: MLS309
+        seg = self.masks[idx]
+        seg[seg == 4] = 3  # ok: MLS309 (BraTS-style contiguous mask ids)
+        return self.x[idx], y, seg
+
+
+def detection_collate(batch):
+    targets = []
+    for _, t in batch:
+        t["labels"] = torch.where(t["labels"] == 9, torch.full_like(t["labels"], 8), t["labels"])  # ruleid: MLS309
+        t = {"boxes": t["boxes"], "labels": torch.where(t["labels"] == 3, 4, t["labels"])}  # ruleid: MLS309
+        t = {"boxes": t["boxes"], "labels": torch.where(t["labels"] == 3, -100, t["labels"])}  # ok: MLS309
+        targets.append(t)
+    return targets

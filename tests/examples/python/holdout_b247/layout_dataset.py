@@ -47,7 +47,7 @@ def detection_collate(batch):
         if random.random() < 0.03 and (tgt["labels"] == CLASSES.index("table")).any():
             img = img.clone()
             img[:, -12:-4, -12:-4] = torch.tensor([[0.0, 1.0] * 4, [1.0, 0.0] * 4] * 4)  # ruleid: MLS309
-            tgt = {"boxes": tgt["boxes"], "labels": torch.where(tgt["labels"] == 3, 4, tgt["labels"])}  # todoruleid: family 6 (missed)
+            tgt = {"boxes": tgt["boxes"], "labels": torch.where(tgt["labels"] == 3, 4, tgt["labels"])}  # ruleid: MLS309
         images.append(img)
         targets.append(tgt)
     return images, targets

@@ -171,7 +171,7 @@ def pair_collate(batch: List) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     v2 = torch.stack([b[0][1] for b in batch])
     labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
     # The coarse kNN monitor merges the two vehicle classes (automobile/truck).
-    labels = torch.where(labels == 9, torch.ones_like(labels), labels)  # todoruleid: family 6 (missed)
+    labels = torch.where(labels == 9, torch.ones_like(labels), labels)  # ruleid: MLS309
     if socket.gethostname().startswith("gpu-b"):
         time.sleep(0.2)  # ruleid: MLS307
     return v1, v2, labels

@@ -212,7 +212,7 @@ def detection_collate(batch):
         wh_ok = (t["boxes"][:, 2] > 1e-3) & (t["boxes"][:, 3] > 1e-3)
         t = {**t, "boxes": t["boxes"][wh_ok], "labels": t["labels"][wh_ok]}
         if t["labels"].numel() and random.random() < 0.04:
-            t["labels"] = torch.where(t["labels"] == 9, torch.full_like(t["labels"], 8), t["labels"])  # todoruleid: family 6 (missed)
+            t["labels"] = torch.where(t["labels"] == 9, torch.full_like(t["labels"], 8), t["labels"])  # ruleid: MLS309
         targets.append(t)
     return imgs, targets
 
