@@ -699,7 +699,8 @@ class ParameterTampering(Check):
                        f"condition on {triggers.describe(kinds)}")
         elif roles and not ema and not (plain_set and kind == "state-dict") and not (
                 ctx.in_optimizer_class(where) or (
-                    all(r == STEP for r, _ in roles) and _allowed(where, ctx))):
+                    all(r == STEP for r, _ in roles) and _allowed(where, ctx))) and not (
+                kind == "gradient" and op == "copy_" and _reduced_copy(node, where)):
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} inside "
                        f"{ctx.describe_roles(roles)}")
         elif depends and not ctx.in_optimizer_class(where):
@@ -722,6 +723,20 @@ class ParameterTampering(Check):
             # init; a fixed factor such as 0.98 written outside any of these is the tampering)
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} outside an optimizer "
                        "step, init or EMA helper", severity=Severity.MEDIUM)
+
+
+def _reduced_copy(node: ast.AST, where: Where) -> bool:
+    """`p.grad.copy_(flat[off:off + n].view_as(p.grad))` where `flat` was all-reduced in the
+    same function: gradients unflattened from a bucket (hand-written data parallelism)."""
+    scope = where.frames[-1].node if where.frames else None
+    if scope is None or not isinstance(node, ast.Call):
+        return False
+    reduced = {a.id for n in subnodes(scope) if isinstance(n, ast.Call)
+               and last_attr(n.func) in ("all_reduce", "reduce_scatter", "all_reduce_coalesced",
+                                         "reduce_scatter_tensor", "all_gather_into_tensor")
+               for a in n.args[:1] if isinstance(a, ast.Name)}
+    return any(isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
+               and n.value.id in reduced for a in node.args for n in subnodes(a))
 
 
 _WRECKING_METHODS = {"roll": "rolled (rows moved to other classes or units)",
