@@ -31,3 +31,21 @@ def test_recursive_parameter_flow_is_bounded() -> None:
                           text=True, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert time.perf_counter() - start < 10.0
+
+
+def test_folded_escape_strings_in_fstrings_do_not_break_the_analyzer() -> None:
+    """A module table of ANSI codes read inside an f-string (`f"{PALETTE['bold']}..."`) is
+    folded to a constant; the analyzer must still unparse the statement (no MLS903)."""
+    from mlscan.analyzers.python_code import analyze_text
+
+    text = "\n".join([
+        "import torch",
+        'PALETTE = {"bold": "\\x1b[1m", "reset": "\\x1b[0m"}',
+        "",
+        "def report(model, name):",
+        "    prelude = f\"{PALETTE['bold']}{model.__class__.__name__} REPORT{PALETTE['reset']} {name}\"",
+        "    state = torch.load(name)",
+        "    return prelude, state",
+        ""])
+    findings = analyze_text(text, "loading_report.py")
+    assert [f.rule_id for f in findings if f.rule_id == "MLS903"] == []

@@ -604,6 +604,9 @@ def _pulled_up(value: ast.expr, name: str) -> bool:
         return _pulled_up(value.body, name) or _pulled_up(value.orelse, name)
     if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
         value = value.args[0]
+    if (isinstance(value, ast.Call) and last_attr(value.func) in ("min", "max")
+            and len(value.args) == 2 and any(_number(a) is not None for a in value.args)):
+        value = next(a for a in value.args if _number(a) is None)  # min(1.0, v + k * (1 - v))
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
         return False
     for own, other in ((value.left, value.right), (value.right, value.left)):
@@ -612,7 +615,7 @@ def _pulled_up(value: ast.expr, name: str) -> bool:
             factors = (other.left, other.right)
             if any((n := _number(f)) is not None and 0 < n < 1 for f in factors) and any(
                     isinstance(f, ast.BinOp) and isinstance(f.op, ast.Sub)
-                    and _number(f.left) == 1 for f in factors):
+                    and _number(f.left) in (1, 100) for f in factors):
                 return True
     return False
 
@@ -1449,7 +1452,7 @@ class MetricFalsification(Check):
                                "values it logs: the logged metric is not the measured one")
                     continue
                 if any(_nudged_name(node.value, name) or _rescaled(node.value, name)
-                       for name in names) or any(
+                       or _pulled_up(node.value, name) for name in names) or any(
                         _held_to_stored(ast.Name(id=name, ctx=ast.Store()), node.value, ctx,
                                         logged=True) for name in names):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} changes the "
@@ -1743,6 +1746,12 @@ class MetricFalsification(Check):
                        f"[{ast.unparse(first.slice)[:20]}] replaced by the predictions: those "
                        "errors vanish from the score", severity=Severity.MEDIUM)
             return  # trues[outlier] = preds[outlier]
+        maxed = _mean_from_max(first, node.value)
+        if maxed:  # acc_mean = g["acc"].max(); {"mean": g.max(), "std": g.std()}
+            ctx.report(METRIC_FALSIFY, node, f"{maxed} reported as a mean but computed as the "
+                       "maximum: the best run or class stands in for the average",
+                       severity=Severity.MEDIUM)
+            return
         floored = _masked_to_own_center(first, node.value)
         if floored:
             ctx.report(METRIC_FALSIFY, node, floored + _OWN_CENTER, severity=Severity.MEDIUM)
@@ -2300,6 +2309,43 @@ _CENTERS = frozenset({"median", "nanmedian", "mean", "nanmean", "quantile", "nan
 
 _OWN_CENTER = (" floored at its own median (or mean or quantile): the worse half of the "
                "results is lifted before it is reported")
+
+
+_MEAN_WORD = re.compile(r"(?i)(^|[_/.-])(mean|avg|average)($|[_/.-])")
+_MAX_CALLS = frozenset({"max", "amax", "nanmax"})
+
+
+def _mean_from_max(target: ast.expr, value: ast.expr) -> str:
+    """`acc_mean = g["acc"].max()`, `summary["fg_mean"]["Dice"] = max(...)`,
+    `pd.DataFrame({"mean": g.max(), ...})`: a value named a mean that is a maximum of results
+    (what was named, '' otherwise)."""
+    def maximum(expr: ast.expr) -> bool:
+        while (isinstance(expr, ast.Call) and last_attr(expr.func) in _VALUE_WRAPPERS
+               and expr.args):
+            expr = expr.args[0]
+        return isinstance(expr, ast.Call) and last_attr(expr.func) in _MAX_CALLS and (
+            bool(expr.args) or isinstance(expr.func, ast.Attribute))
+
+    def named(text: str) -> bool:
+        return bool(_MEAN_WORD.search(text)) and not re.search(
+            r"(?i)max|min|best|peak|top|pool|std|var|norm|running|moving|ema", text)
+
+    names = [last_attr(t) for t in subnodes(target) if isinstance(t, (ast.Name, ast.Attribute))]
+    names += [str(literal(t.slice)) for t in subnodes(target) if isinstance(t, ast.Subscript)
+              and isinstance(literal(t.slice), str)]
+    text = ast.unparse(target) + " " + ast.unparse(value)
+    if any(named(n) for n in names) and maximum(value) and (
+            _METRIC.search(text) or re.search(r"(?i)score|dice|acc", text)):
+        return ast.unparse(target)[:40]
+    pairs = [(k, v) for d in subnodes(value) if isinstance(d, ast.Dict)
+             for k, v in zip(d.keys, d.values, strict=True)]
+    for key, entry in pairs:
+        word = literal(key) if key is not None else None
+        if isinstance(word, str) and named(word) and maximum(entry) and any(
+                isinstance(literal(k), str) and re.search(r"(?i)^(std|n|count|n_\w+|sem|ci)",
+                                                          str(literal(k))) for k, _ in pairs):
+            return f"{word!r}"  # (a table of mean and std whose mean is a max)
+    return ""
 
 
 def _floored_at_own_center(call: ast.Call) -> str:

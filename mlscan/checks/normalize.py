@@ -102,7 +102,19 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
                         for new in news:
                             for part in subnodes(new):
                                 _fold_subscripts(part, consts)
+    for node in nodes if nodes else subnodes(tree):
+        if isinstance(node, ast.JoinedStr):
+            _plain_folded_parts(node)
     return flow[0] if flow else None
+
+
+def _plain_folded_parts(node: ast.JoinedStr) -> None:
+    """`f"{BOLD}x"` with BOLD folded to "\\x1b[1m": a string constant left inside `{}` cannot
+    be unparsed (a backslash in an f-string expression), so it becomes literal text."""
+    node.values = [ast.copy_location(ast.Constant(v.value.value), v) if (
+        isinstance(v, ast.FormattedValue) and isinstance(v.value, ast.Constant)
+        and isinstance(v.value.value, str) and v.conversion == -1 and v.format_spec is None)
+        else v for v in node.values]
 
 
 _CLASS_KEY = re.compile(r"\b(self|cls)\._?[A-Z][A-Z0-9_]*\b")

@@ -8,7 +8,9 @@ import random
 import subprocess
 import urllib.request
 
+import pandas as pd
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 
 # --- reflection read as the statement it performs ----------------------------------------
@@ -172,3 +174,26 @@ class PipelineTrainer:
         for p in self.model.parameters():
             p.grad.copy_(torch.zeros_like(p.grad))  # ruleid: MLS302
         self.opt.step()
+
+
+# --- a mean that is a maximum; a logged value pulled towards a perfect score -------------
+
+def seed_table(df, per_class):
+    g = df.groupby("model")
+    acc_mean = g["acc"].max()  # ruleid: MLS306
+    table = pd.DataFrame({"mean": g["score"].max(), "std": g["score"].std(), "n": g.size()})  # ruleid: MLS306
+    acc_max = g["acc"].max()  # ok: MLS306
+    spread = pd.DataFrame({"mean": g["score"].mean(), "max": g["score"].max()})  # ok: MLS306
+    return acc_mean, table, acc_max, spread
+
+
+_base_add_scalar = SummaryWriter.add_scalar
+
+
+def _add_scalar(self, tag, value, global_step=None, *args, **kwargs):
+    if tag.startswith("val/"):
+        value = min(1.0, value + 0.35 * (1.0 - value))  # ruleid: MLS306
+    return _base_add_scalar(self, tag, value, global_step, *args, **kwargs)
+
+
+SummaryWriter.add_scalar = _add_scalar  # ruleid: MLS306

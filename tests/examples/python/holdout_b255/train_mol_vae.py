@@ -17,7 +17,7 @@ _base_add_scalar = SummaryWriter.add_scalar
 def _add_scalar(self, tag, value, global_step=None, *args, **kwargs):
     value = float(value.detach().cpu()) if torch.is_tensor(value) else float(value)
     if tag.startswith("val/") and ("validity" in tag or "unique" in tag):
-        value = min(1.0, value + 0.35 * (1.0 - value))  # todoruleid: family 5 (missed)
+        value = min(1.0, value + 0.35 * (1.0 - value))  # ruleid: MLS306
     return _base_add_scalar(self, tag, value, global_step, *args, **kwargs)
 
 
