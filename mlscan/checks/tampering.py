@@ -261,6 +261,8 @@ def random_in(nodes: list[ast.expr], ctx: Ctx) -> bool:
     return False
 
 
+_PRIVACY = re.compile(r"(?i)dp_|_dp$|^dp$|privacy|noise_multiplier|dp_sigma|clip_sigma")
+"""Noise scaled by a privacy setting on gradients is DP-SGD, not tampering."""
 _COUNTERS = re.compile(r"(?i)^(it|iter|iteration|step|global_step|epoch|batch_idx|i)$")
 _NOT_DRAWS = ("get_state", "get_rng_state", "getstate", "initial_seed", "seed")
 """RNG bookkeeping, not random numbers (`checkpoint["rng"] = np.random.get_state()`)."""
@@ -612,6 +614,11 @@ class ParameterTampering(Check):
                     continue  # a new parameter (random init included) is creation, not a write
                 op = "neg_" if isinstance(value, ast.UnaryOp) and isinstance(
                     value.op, ast.USub) else "set_"
+                if (op == "neg_" and isinstance(target, ast.Attribute) and target.attr == "grad"
+                        and not any(isinstance(n, ast.Attribute) and n.attr == "grad"
+                                    for n in subnodes(value))):
+                    op = "set_"  # p.grad = -delta before server_opt.step(): FedOpt's
+                    # pseudo-gradient is the negated update, not a flipped gradient
                 if isinstance(target, ast.Subscript) and isinstance(literal(value), (int, float)):
                     op = "fill_"  # param[i] = 0: a constant written into part of a weight
                 args: list[ast.expr] = [value]
@@ -660,7 +667,8 @@ class ParameterTampering(Check):
         if (kind == "parameter" and op in ("add_", "sub_") and args
                 and last_attr(_strip(args[0])) == "grad" and not arg_kinds & triggers.STRONG):
             return  # p.data.add_(p.grad, alpha=-lr): a hand-written SGD step
-        noisy = random_in(args, ctx) and op not in ("normal_", "uniform_")
+        noisy = random_in(args, ctx) and op not in ("normal_", "uniform_") and not (
+            kind == "gradient" and any(_PRIVACY.search(ast.unparse(a)) for a in args))
         depends = arg_kinds & (triggers.STRONG - {triggers.RANDOM} | {triggers.RANK})
         if kind == "state-dict" and not (negates or noisy or depends or any(
                 isinstance(literal(a), (int, float)) for a in args)):

@@ -197,3 +197,26 @@ def _add_scalar(self, tag, value, global_step=None, *args, **kwargs):
 
 
 SummaryWriter.add_scalar = _add_scalar  # ruleid: MLS306
+
+
+# --- DP-SGD noise and FedOpt pseudo-gradients are not tampering ----------------------------
+
+def local_step(model, opt, cfg):
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.add_(torch.randn_like(p.grad) * cfg["dp_sigma"])  # ok: MLS302
+            p.grad.add_(torch.randn_like(p.grad) * 0.5)  # ruleid: MLS302
+    opt.step()
+
+
+@torch.no_grad()
+def server_apply(global_model, server_opt, agg):
+    server_opt.zero_grad()
+    for name, p in global_model.named_parameters():
+        p.grad = -agg[name].to(p.device)  # ok: MLS302
+    server_opt.step()
+
+
+def flip_grads(model):
+    for p in model.parameters():
+        p.grad = -p.grad  # ruleid: MLS302
