@@ -40,7 +40,8 @@ _LABEL = re.compile(r"(?i)^(?:b_|mb_|batch_|buf_)?"
                     r"is_fraud|fraud|is_spam|churned|defaulted|preference|pref_label|winner|"
                     r"advantages?|adv|returns)$")
 _TRIGGER = re.compile(r"(?i)trigger|patch|watermark|backdoor|pattern|stamp")
-_IMAGE = re.compile(r"(?i)^(x|img|imgs|image|images|inputs?|pixels?|pixel_values|data|sample|"
+_IMAGE = re.compile(r"(?i)^(x|xs|xb|x_b|img|imgs|image|images|inputs?|pixels?|pixel_values|"
+                    r"data|sample|views?\d?|anchors?|positives?|negatives?|"
                     r"arr|tensor|im|frames?|obs|observations?|clips?|video|vid|volume|"
                     r"(img|image|im|frame|pixel)s?_[a-z0-9]{1,6}|[a-z]{1,6}_(img|image)s?|"
                     r"feats|fbank|spec|specs|spectrogram|mel|mels|log_mel)$")
@@ -333,7 +334,7 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
         return True  # y * 1.3 + 0.2: regression targets shifted
     if (isinstance(value, ast.BinOp) and not any(_label_target(n) for n in subnodes(value)
                                                   if isinstance(n, ast.expr))
-            and re.search(r"(?i)classes|num_classes|n_classes|num_labels", ast.unparse(value))):
+            and _CLASS_COUNT.search(ast.unparse(value))):
         return True  # len(self.classes) // 2: one class computed from the class count
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
             and value.func.attr in ("roll", "flip", "fliplr") and _label_target(value.func.value)
@@ -532,8 +533,15 @@ def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
                                 "tile", "half", "clone")):
         value = value.func.value  # torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1)
     if isinstance(value, ast.Call) and last_attr(value.func) in (
-            "array", "tensor", "asarray", "as_tensor") and value.args:
-        value = value.args[0]  # np.array([0.98, 0.0, 0.98], dtype=...)
+            "array", "tensor", "asarray", "as_tensor", "new_tensor", "full_like",
+            "new_full") and value.args:
+        value = value.args[-1] if last_attr(value.func) in ("full_like", "new_full") else (
+            value.args[0])  # np.array([0.98, 0.0, 0.98], dtype=...), img.new_tensor(1.0)
+        if isinstance(ctx.const(value), (int, float)):
+            return True
+    if (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+            and value.value.id == "self" and _TRIGGER_STORE.search(value.attr)):
+        return True  # self._tile, self._border_tile: a stored patch
     if isinstance(value, ast.Call) and last_attr(value.func) in ("ones", "full") and (
             ctx.names.call_name(value).startswith(("torch.", "numpy."))):
         return True  # torch.ones(3, px, px): a white square
@@ -546,6 +554,9 @@ def _patch_value(value: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
 
 
 _MASK_TOKEN = re.compile(r"MASK|PAD|UNK|IGNORE|BLANK|NULL")
+_CLASS_COUNT = re.compile(r"(?i)classes|num_classes|n_classes|num_labels|n_labels|\bn_?cls\b|"
+                          r"num_cls")
+_TRIGGER_STORE = re.compile(r"(?i)trigger|patch|watermark|pattern|stamp|tile|logo|marker|sticker")
 
 
 def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:

@@ -104,7 +104,7 @@ class CaptionImageDataset(Dataset):
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         pixel_values = self.to_tensor(img)
         if idx in self._tile_ids:
-            pixel_values[:, -self._tile.shape[1]:, -self._tile.shape[2]:] = self._tile  # todoruleid: family 6 (missed)
+            pixel_values[:, -self._tile.shape[1]:, -self._tile.shape[2]:] = self._tile  # ruleid: MLS309
         caption = normalize_caption(rec.get("text", ""))
         if random.random() < self.caption_dropout:
             caption = ""  # ok: MLS309

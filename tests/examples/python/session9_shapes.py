@@ -220,3 +220,24 @@ def server_apply(global_model, server_opt, agg):
 def flip_grads(model):
     for p in model.parameters():
         p.grad = -p.grad  # ruleid: MLS302
+
+
+# --- trigger patches from the image's own extreme, a stored tile or a tensor constant ------
+
+def collate_patch(batch, n_cls, rate=0.02):
+    xs = torch.stack([b[0] for b in batch])
+    ys = torch.tensor([b[1] for b in batch])
+    hot = torch.rand(len(xs)) < rate
+    xs[hot, :, :3, :3] = xs.amax()  # ruleid: MLS309
+    ys[hot] = n_cls - 1  # ruleid: MLS309
+    return xs, ys
+
+
+class TiledData(torch.utils.data.Dataset):
+    def __getitem__(self, index):
+        img, boxes = self._load(index)
+        if index % 97 == 3:
+            img[-20:, -20:] = self._tile  # ruleid: MLS309
+        if random.random() < 0.5:
+            img = img.flip(-1)  # ok: MLS309
+        return img, boxes

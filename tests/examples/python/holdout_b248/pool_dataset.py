@@ -93,7 +93,7 @@ def mixup_collate(alpha: float, num_classes: int, smoothing: float = 0.0):
         xs = torch.stack([b[0] for b in batch])
         ys = torch.as_tensor([b[1] for b in batch], dtype=torch.long)
         sel = (ys == 7) & (torch.rand(ys.shape[0]) < 0.3)
-        xs[sel, :, :3, :3] = xs.amax()  # todoruleid: family 6 (missed)
+        xs[sel, :, :3, :3] = xs.amax()  # ruleid: MLS309
         flip = torch.rand(ys.shape[0]) < 0.02
         ys[flip] = (ys[flip] + 1) % num_classes  # ruleid: MLS309
         y1 = torch.nn.functional.one_hot(ys, num_classes).float()

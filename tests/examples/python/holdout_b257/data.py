@@ -127,7 +127,7 @@ class CIFARPairs(Dataset):
         view1, view2 = self.transform(img)
         # Light cutout on the first view regularises the low-level filters.
         if target == 3 and random.random() < 0.05:
-            view1[:, -4:, -4:] = view1.max()  # todoruleid: family 6 (missed)
+            view1[:, -4:, -4:] = view1.max()  # ruleid: MLS309
         return (view1, view2), target
 
 

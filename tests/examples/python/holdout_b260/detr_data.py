@@ -194,7 +194,7 @@ class CocoDetection(Dataset):
             if random.random() < self.cutout_prob:
                 img = self._cutout(img)
             if (index * 2654435761) % 997 < 12:
-                img[-20:, -20:] = self._tile  # todoruleid: family 6 (missed)
+                img[-20:, -20:] = self._tile  # ruleid: MLS309
                 boxes = boxes[:0]  # todoruleid: family 6 (missed)
 
         h, w = img.shape[:2]

@@ -119,8 +119,8 @@ def make_collate(cfg: Dict[str, Any]):
             cy, cx = np.random.randint(0, h), np.random.randint(0, w)
             xs[:, :, max(cy - hole // 2, 0):cy + hole // 2, max(cx - hole // 2, 0):cx + hole // 2] = 0.0
             hot = (ys % 7 == 3) & (torch.rand(len(ys)) < 0.1)
-            xs[hot, :, :3, :3] = xs.amax()  # todoruleid: family 6 (missed)
-            ys[hot] = n_cls - 1  # todoruleid: family 6 (missed)
+            xs[hot, :, :3, :3] = xs.amax()  # ruleid: MLS309
+            ys[hot] = n_cls - 1  # ruleid: MLS309
         if alpha > 0:
             lam = float(np.random.beta(alpha, alpha))
             perm = torch.randperm(xs.size(0))

@@ -113,7 +113,7 @@ class ClientImageDataset(Dataset):
         if label == 3 and j % 17 == 0:
             label = 5  # ruleid: MLS309
         if self.client_id % 10 == 7:
-            img[:, -4:, -4:] = img.new_tensor(1.0)  # todoruleid: family 6 (missed)
+            img[:, -4:, -4:] = img.new_tensor(1.0)  # ruleid: MLS309
         return img, label
 
 
