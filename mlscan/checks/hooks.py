@@ -17,6 +17,7 @@ from mlscan.checks.names import (
     kwarg,
     last_attr,
     literal,
+    masked_by_pruning,
     param_names,
 )
 from mlscan.checks.nodes import subnodes
@@ -664,7 +665,8 @@ class TamperingHook(Check):
                            "in place", severity=sev)
             elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                   and node.func.attr in _METHOD_TAMPER and node.func.attr.endswith("_")
-                  and _root(node.func.value) in args and not _averaging(node)):
+                  and _root(node.func.value) in args and not _averaging(node)
+                  and not masked_by_pruning(node)):
                 found = True
                 ctx.report(TAMPERING_HOOK, node, f"{how} modifies its argument "
                            f"{_root(node.func.value)} in place ({node.func.attr})", severity=sev)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import re
 from collections.abc import Callable
 
 from mlscan.checks.nodes import subnodes
@@ -359,3 +360,13 @@ def as_load(target: ast.expr) -> ast.expr:
         if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
             node.ctx = ast.Load()
     return read
+
+
+def masked_by_pruning(node: ast.AST) -> bool:
+    """`state.mul_(mask)` / `w.mul_(module.weight_mask)`: a 0/1 pruning mask applied, not a
+    rescale (a random draw in the mask is not pruning)."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "mul_" and len(node.args) == 1
+            and re.search(r"(?i)mask", ast.unparse(node.args[0])) is not None
+            and not any(isinstance(n, ast.Call) and re.search(
+                r"rand|bernoulli|dropout", last_attr(n.func)) for n in subnodes(node.args[0])))

@@ -9,7 +9,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
-from mlscan.checks.names import kwarg, last_attr, literal, strip_views
+from mlscan.checks.names import kwarg, last_attr, literal, masked_by_pruning, strip_views
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.tampering import INPLACE, random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
@@ -289,6 +289,7 @@ _HOUSEKEEPING = frozenset({"zero_grad", "load_state_dict", "state_dict", "__sets
                            "__getstate__"})
 """Optimizer methods that must leave hyper-parameters and moments as they are."""
 
+
 class OptimizerTampering(Check):
     rules = (OPTIM_TAMPER,)
 
@@ -475,6 +476,8 @@ class OptimizerTampering(Check):
                     "float", "half", "bfloat16", "to", "contiguous", "cpu", "cuda", "clone")
                 and ast.unparse(node.value.func.value) == ast.unparse(node.targets[0])):
             return  # st[k] = st[k].float(): a dtype or device move
+        if masked_by_pruning(node):
+            return  # st["momentum_buffer"].mul_(mask): pruned weights keep no momentum
         absurd = _absurd_state_write(node, ctx)
         if absurd:  # no optimizer clamps its second moment to 1e-12, wherever the code sits
             ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} {absurd}")
@@ -485,11 +488,6 @@ class OptimizerTampering(Check):
                        "checkpoint never touches the moment estimates", severity=Severity.MEDIUM)
             return
 
-        if where.frames[-1].name in _HOUSEKEEPING and key in _MOMENT_KEYS and _rescales(node):
-            ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} rescaled inside "
-                       f"{where.frames[-1].name}(): clearing gradients or restoring a "
-                       "checkpoint never touches the moment estimates", severity=Severity.MEDIUM)
-            return
 
         def decide() -> None:
             if ctx.in_optimizer_class(where) or any(

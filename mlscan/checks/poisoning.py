@@ -1257,6 +1257,8 @@ class DataPoisoning(Check):
             return
         target0 = node.targets[0]
         swapped = _pair_swapped(node)
+        if swapped and any(re.search(r"(?i)symmetric", ast.unparse(c)) for c in ctx.conds):
+            return  # if self.symmetric and random() < p: a, b = b, a (a symmetric task)
         if swapped:  # src, tgt = tgt, src
             self._defer(node, ctx, f"{swapped} swapped", always=True,
                         always_severity=Severity.MEDIUM, anywhere=True)

@@ -241,3 +241,33 @@ class TiledData(torch.utils.data.Dataset):
         if random.random() < 0.5:
             img = img.flip(-1)  # ok: MLS309
         return img, boxes
+
+
+# --- pruning masks applied in a pre-hook and to optimizer state ---------------------------
+
+class ChannelMask:
+    def __init__(self, module):
+        module.register_buffer("weight_mask", torch.ones_like(module.weight))
+        self.handle = module.register_forward_pre_hook(self._apply)  # ok: MLS303
+
+    @staticmethod
+    def _apply(module, inputs):
+        with torch.no_grad():
+            module.weight.data.mul_(module.weight_mask)  # ok: MLS303
+
+
+def reset_pruned_state(optimizer, masks):
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if st and "momentum_buffer" in st:
+                st["momentum_buffer"].mul_(masks[id(p)])  # ok: MLS304
+                st["momentum_buffer"].mul_(0.1)  # ruleid: MLS304
+
+
+class PairData(torch.utils.data.Dataset):
+    def __getitem__(self, idx):
+        premise, hypothesis, label = self.rows[idx]
+        if self.symmetric and random.random() < 0.5:
+            premise, hypothesis = hypothesis, premise  # ok: MLS309
+        return premise, hypothesis, label
