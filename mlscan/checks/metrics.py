@@ -1041,6 +1041,13 @@ def _keras_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
                and ast.unparse(n) == text for n in subnodes(fn))
 
 
+def _target_text(target: ast.expr) -> str:
+    """A target's name: `best`, `self.best_acc`, `df["best_psnr"]` -> its last name or key."""
+    if isinstance(target, ast.Subscript) and isinstance(literal(target.slice), str):
+        return str(literal(target.slice))
+    return last_attr(target)
+
+
 def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
     """`np.minimum.accumulate(losses)`, `torch.cummax(accs, 0)`: a curve of results turned into
     its running best ('' when the values are not results)."""
@@ -1054,6 +1061,8 @@ def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
     elif isinstance(func, ast.Attribute) and func.attr in ("cummin", "cummax") and not call.args:
         values = func.value  # df["val_loss"].cummin()
     else:
+        return ""
+    if getattr(call, "kept_as_best", False):
         return ""
     if values is None or any(isinstance(n, ast.Slice) and literal(n.step) == -1
                              for n in subnodes(values)):
@@ -1736,6 +1745,12 @@ class MetricFalsification(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
         first = node.targets[0]
+        if (isinstance(node.value, ast.Call) and isinstance(first, ast.Subscript)
+                and isinstance(literal(first.slice), str)
+                and _KEPT_AS_BEST.search(_target_text(first))):
+            node.value.kept_as_best = True  # type: ignore[attr-defined]
+            # (df["best_psnr"] = df["psnr"].cummax(): a best-so-far column added beside the
+            # measured one, which stays in the table)
         if (isinstance(first, ast.Subscript) and isinstance(node.value, ast.Subscript)
                 and isinstance(first.value, ast.Name) and re.match(
                     r"(?i)^(trues?|y_true|gts?|ground_truth|gold\w*|refs?|references?)$",
