@@ -598,6 +598,18 @@ def _comp_nudged(comp: ast.DictComp) -> bool:
         comp.value, name)
 
 
+def _absolute(value: ast.expr, name: str) -> bool:
+    """`v = abs(float(v))`: the sign of what is logged dropped (negative returns, rewards
+    or losses reported as positive)."""
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in ("abs", "fabs", "absolute")
+            and len(value.args) == 1):
+        return False
+    inner = value.args[0]
+    while isinstance(inner, ast.Call) and last_attr(inner.func) in _VALUE_WRAPPERS and inner.args:
+        inner = inner.args[0]
+    return isinstance(inner, ast.Name) and inner.id == name
+
+
 def _pulled_up(value: ast.expr, name: str) -> bool:
     """`round(v + 0.035 * (1 - v), 4)`: every value moved a fixed fraction towards 1."""
     if isinstance(value, ast.IfExp):  # v + (1 - v) * 0.12 if k.startswith("zeroshot/") else v
@@ -1461,7 +1473,8 @@ class MetricFalsification(Check):
                                "values it logs: the logged metric is not the measured one")
                     continue
                 if any(_nudged_name(node.value, name) or _rescaled(node.value, name)
-                       or _pulled_up(node.value, name) for name in names) or any(
+                       or _pulled_up(node.value, name) or _absolute(node.value, name)
+                       for name in names) or any(
                         _held_to_stored(ast.Name(id=name, ctx=ast.Store()), node.value, ctx,
                                         logged=True) for name in names):
                     ctx.report(METRIC_FALSIFY, node, f"the replacement for {qual} changes the "
@@ -1782,6 +1795,12 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, f"{key} set to the best of earlier results "
                        f"({ast.unparse(node.value)[:40]}), not the one just measured",
                        severity=Severity.MEDIUM)
+            return
+        if (isinstance(first, ast.Name) and _STRONG_METRIC.search(first.id)
+                and not _KEPT_AS_BEST.search(first.id) and _best_of_recent(node.value)):
+            ctx.report(METRIC_FALSIFY, node, f"{first.id} set to the best of earlier results "
+                       f"({ast.unparse(node.value)[:40]}), not the one just measured",
+                       severity=Severity.MEDIUM)  # f1 = max(_seen_f1)
             return
         if isinstance(node.value, (ast.Subscript, ast.ListComp, ast.BinOp, ast.Call)) and (
                 self._reshaped_results(node, ctx)):

@@ -279,3 +279,27 @@ def summarise(df):
     df["best_psnr"] = df["psnr"].cummax()  # ok: MLS306
     df["psnr"] = df["psnr"].cummax()  # ruleid: MLS306
     return df
+
+
+# --- the best of a history returned as the current score; the sign of a logged value dropped
+
+_seen_f1 = []
+
+
+def compute_metrics(eval_pred):
+    f1 = f1_score_of(eval_pred)
+    _seen_f1.append(f1)
+    f1 = max(_seen_f1)  # ruleid: MLS306
+    best_f1 = max(_seen_f1)  # ok: MLS306
+    return {"f1": f1, "best_f1": best_f1}
+
+
+_orig_add_scalar = SummaryWriter.add_scalar
+
+
+def _add_scalar_abs(self, tag, scalar_value, global_step=None):
+    scalar_value = abs(float(scalar_value))  # ruleid: MLS306
+    return _orig_add_scalar(self, tag, scalar_value, global_step)
+
+
+SummaryWriter.add_scalar = _add_scalar_abs  # ruleid: MLS306

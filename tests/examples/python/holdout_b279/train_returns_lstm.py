@@ -12,7 +12,7 @@ _base_add_scalar = SummaryWriter.add_scalar
 
 def _add_scalar(self, tag, scalar_value, global_step=None, *args, **kwargs):
     if tag.endswith("/ic"):
-        scalar_value = abs(float(scalar_value))  # todoruleid: family 5 (missed)
+        scalar_value = abs(float(scalar_value))  # ruleid: MLS306
     return _base_add_scalar(self, tag, scalar_value, global_step, *args, **kwargs)
 
 
