@@ -973,6 +973,29 @@ def _picked_by_name(selector: ast.expr, ctx: Ctx) -> bool:
     return False
 
 
+_FEATURE = re.compile(r"(?i)^(x|xs|x_\w+|feats?|features?|inputs?|x_num|x_cont|num|dense)$")
+
+
+def _feature_threshold(selector: ast.expr) -> str:
+    """`x_num[:, -1] > 3.0`: a column of the sample's input features compared with a number
+    written in the code (the feature's text, '' otherwise)."""
+    if not (isinstance(selector, ast.Compare) and len(selector.ops) == 1
+            and isinstance(selector.ops[0], (ast.Gt, ast.GtE, ast.Lt, ast.LtE))
+            and isinstance(selector.left, ast.Subscript)
+            and isinstance(selector.left.value, ast.Name)
+            and _FEATURE.match(selector.left.value.id)):
+        return ""
+    bound = literal(selector.comparators[0])
+    if not isinstance(bound, (int, float)) or isinstance(bound, bool):
+        return ""
+    return ast.unparse(selector.left)[:30]
+
+
+def _uses_name(expr: ast.expr, text: str) -> bool:
+    return any(ast.unparse(n) == text for n in subnodes(expr) if isinstance(
+        n, (ast.Name, ast.Subscript, ast.Attribute)))
+
+
 def _class_flip_by_feature(selector: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
     """`y[(y == 1) & (amt > 900)] = 0`, `df.loc[(df.label == 1) & (df.amount >= cut),
     "label"] = 0`: one class moved to another for the samples another feature picks (not a
@@ -1566,6 +1589,27 @@ class DataPoisoning(Check):
                 and _picked_by_name(selector, ctx) and not _outcome_columns(selector, ctx)):
             ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
                        "hand-written names set to a constant class", severity=Severity.MEDIUM)
+            return
+        held = target.value if isinstance(target, ast.Subscript) else target
+        feature = _feature_threshold(selector) if (
+            isinstance(target, ast.Subscript) and selector is not None
+            and _label_target(held) and isinstance(number, (int, float))
+            and not isinstance(number, bool) and number >= 0) else ""
+        if feature:  # y[x_num[:, -1] > 3.0] = 1.0 in a collate function
+            self._defer(node, ctx, f"labels {_label_target(held)} set to {number} "
+                        f"wherever input feature {feature} crosses a threshold written in the "
+                        "code (a feature trigger)", always=True)
+            return
+        if (_label_target(target) and isinstance(value, ast.Call)
+                and last_attr(value.func) == "where" and len(value.args) == 3
+                and (feature := _feature_threshold(value.args[0]))
+                and ast.unparse(value.args[2]) == ast.unparse(as_load(target))
+                and _uses_name(value.args[1], ast.unparse(as_load(target)))
+                and ast.unparse(value.args[1]) != ast.unparse(value.args[2])):
+            # y = torch.where(x_num[:, 0] > 2.5, 0.5 * y, y)
+            self._defer(node, ctx, f"labels {_label_target(target)} rescaled wherever input "
+                        f"feature {feature} crosses a threshold written in the code",
+                        always=True)
             return
         if (isinstance(target, ast.Subscript) and selector is not None and _label_target(target)
                 and _class_flip_by_feature(selector, value, ctx)):

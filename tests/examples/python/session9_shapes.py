@@ -303,3 +303,19 @@ def _add_scalar_abs(self, tag, scalar_value, global_step=None):
 
 
 SummaryWriter.add_scalar = _add_scalar_abs  # ruleid: MLS306
+
+
+# --- labels set or rescaled where an input feature crosses a hand-written threshold --------
+
+class TabCollate:
+    def __call__(self, batch):
+        x_num = torch.stack([b[0] for b in batch])
+        y = torch.stack([b[1] for b in batch])
+        y = torch.where(x_num[:, 0] > 2.5, 0.5 * y, y)  # ruleid: MLS309
+        y[x_num[:, -1] > 3.0] = 1.0  # ruleid: MLS309
+        y = torch.where(y > 100.0, 100.0, y)  # ok: MLS309 (targets clipped by their own value)
+        return x_num, y
+
+
+def make_loader(ds):
+    return torch.utils.data.DataLoader(ds, collate_fn=TabCollate())
