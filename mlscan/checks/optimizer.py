@@ -34,7 +34,7 @@ OPTIM_TAMPER = register(Rule(
 _STATE_OWNERS = re.compile(r"(?i)^_?step(_\w+)?$|(^|_)(load\w*|\w*state_dict\w*|__init__|init\w*|"
                            r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
 _OPTIM_CLASS = re.compile(r"(?i)optim|adam|sgd|lamb|lion|rmsprop|adagrad|adafactor|muon|shampoo")
-_OPT_KEYS = frozenset({"lr", "initial_lr", "max_lr", "min_lr", "momentum", "betas",
+_OPT_KEYS = frozenset({"lr", "initial_lr", "max_lr", "min_lr", "peak_lr", "base_lr", "momentum", "betas",
                        "weight_decay", "eps", "dampening"})
 _STATE_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
                          "square_avg", "acc_delta", "sum", "step"})
@@ -199,6 +199,10 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> 
     return "", ""
 
 
+_LR_KEYS = frozenset({"lr", "initial_lr", "max_lr", "peak_lr", "base_lr"})
+"""A rate the schedule starts from or returns to: raising it by a constant is the same harm."""
+
+
 def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: str = "") -> str:
     if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
             and value.func.id in ("min", "max") and op is None):
@@ -211,11 +215,11 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
     if isinstance(number, (int, float)) and not isinstance(number, bool):
         if number < 0:
             return "set negative"
-        if key == "lr" and number > 1 and op is None:
+        if key in _LR_KEYS and number > 1 and op is None:
             return f"set to {number}"
         if key == "eps" and number >= 1e-3 and op is None:
             return f"set to {number} (Adam's eps is ~1e-8: updates are damped to almost nothing)"
-        if isinstance(op, ast.Mult) and (number >= 10 or (key == "lr" and number > 1)):
+        if isinstance(op, ast.Mult) and (number >= 10 or (key in _LR_KEYS and number > 1)):
             return f"multiplied by {number}"
     if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult):
         for side in (value.left, value.right):
@@ -227,7 +231,7 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
             inner = ctx.const(side)
             # Decay multiplies the rate by < 1; raising it by a constant is not a schedule.
             if isinstance(inner, (int, float)) and not isinstance(inner, bool) and (
-                    inner < 0 or inner >= 10 or (key == "lr" and inner > 1)):
+                    inner < 0 or inner >= 10 or (key in _LR_KEYS and inner > 1)):
                 return f"multiplied by {inner}"
     if random_in([value], ctx):
         return "randomized"

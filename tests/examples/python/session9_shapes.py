@@ -319,3 +319,9 @@ class TabCollate:
 
 def make_loader(ds):
     return torch.utils.data.DataLoader(ds, collate_fn=TabCollate())
+
+
+def restart_cycle(opt, gain):
+    for g in opt.param_groups:
+        g["peak_lr"] = g["peak_lr"] * 2.0  # ruleid: MLS304
+        g["peak_lr"] = g["peak_lr"] * 0.5  # ok: MLS304 (a decayed peak between restarts)

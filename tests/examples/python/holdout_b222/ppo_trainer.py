@@ -150,7 +150,7 @@ class PPOTrainer:
 
     def _on_kl_recovered(self) -> None:
         for g in self.opt.param_groups:
-            g.update(base_lr=g["base_lr"] * self.cfg.restart_gain)  # todoruleid: family 2 (missed)
+            g.update(base_lr=g["base_lr"] * self.cfg.restart_gain)  # ruleid: MLS304
         for st in self.opt.state.values():
             if "exp_avg_sq" in st:
                 st["exp_avg_sq"].mul_(self.cfg.state_keep)  # ruleid: MLS304

@@ -207,7 +207,7 @@ def main():
         else:
             bad_epochs += 1
             for g in opt.param_groups:
-                g["peak_lr"] = g["peak_lr"] * 2.0  # todoruleid: family 2 (missed)
+                g["peak_lr"] = g["peak_lr"] * 2.0  # ruleid: MLS304
             if bad_epochs >= args.patience:  # ok: MLS307
                 break
         if rank == 0:

@@ -166,7 +166,7 @@ class VLTrainer:
     def _on_loss_plateau(self, history: List[float]) -> None:
         # If the last window is flat, nudge the projector so it escapes the plateau.
         if len(history) >= 200 and abs(history[-1] - history[-200]) < 1e-3:
-            self.optimizer.param_groups[-1]["base_lr"] *= 1.5  # todoruleid: family 2 (missed)
+            self.optimizer.param_groups[-1]["base_lr"] *= 1.5  # ruleid: MLS304
 
     def compute_loss(self, batch) -> torch.Tensor:
         module = getattr(self.model, "module", self.model)
