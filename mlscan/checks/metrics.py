@@ -2364,15 +2364,28 @@ def _mean_from_max(target: ast.expr, value: ast.expr) -> str:
         return bool(_MEAN_WORD.search(text)) and not re.search(
             r"(?i)max|min|best|peak|top|pool|std|var|norm|running|moving|ema", text)
 
-    names = [last_attr(t) for t in subnodes(target) if isinstance(t, (ast.Name, ast.Attribute))]
-    names += [str(literal(t.slice)) for t in subnodes(target) if isinstance(t, ast.Subscript)
-              and isinstance(literal(t.slice), str)]
-    text = ast.unparse(target) + " " + ast.unparse(value)
-    if any(named(n) for n in names) and maximum(value) and (
-            _METRIC.search(text) or re.search(r"(?i)score|dice|acc", text)):
-        return ast.unparse(target)[:40]
-    pairs = [(k, v) for d in subnodes(value) if isinstance(d, ast.Dict)
-             for k, v in zip(d.keys, d.values, strict=True)]
+    # (called for every assignment: cheap tests first, text only for the few that pass)
+    if maximum(value):
+        names = [last_attr(t) for t in subnodes(target)
+                 if isinstance(t, (ast.Name, ast.Attribute))]
+        names += [str(literal(t.slice)) for t in subnodes(target)
+                  if isinstance(t, ast.Subscript) and isinstance(literal(t.slice), str)]
+        if any(named(n) for n in names):
+            text = ast.unparse(target) + " " + ast.unparse(value)
+            if _METRIC.search(text) or re.search(r"(?i)score|dice|acc", text):
+                return ast.unparse(target)[:40]
+        return ""
+    tables: list[ast.Dict] = []
+    link: ast.expr | None = value  # pd.DataFrame({...}).reset_index(): along the call chain
+    while link is not None and not tables:
+        if isinstance(link, ast.Dict):
+            tables = [link]
+        elif isinstance(link, ast.Call):
+            tables = [a for a in link.args if isinstance(a, ast.Dict)]
+            link = link.func.value if isinstance(link.func, ast.Attribute) else None
+        else:
+            link = None
+    pairs = [(k, v) for d in tables for k, v in zip(d.keys, d.values, strict=True)]
     for key, entry in pairs:
         word = literal(key) if key is not None else None
         if isinstance(word, str) and named(word) and maximum(entry) and any(
