@@ -34,8 +34,8 @@ OPTIM_TAMPER = register(Rule(
 _STATE_OWNERS = re.compile(r"(?i)^_?step(_\w+)?$|(^|_)(load\w*|\w*state_dict\w*|__init__|init\w*|"
                            r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
 _OPTIM_CLASS = re.compile(r"(?i)optim|adam|sgd|lamb|lion|rmsprop|adagrad|adafactor|muon|shampoo")
-_OPT_KEYS = frozenset({"lr", "initial_lr", "max_lr", "min_lr", "peak_lr", "base_lr", "momentum", "betas",
-                       "weight_decay", "eps", "dampening"})
+_OPT_KEYS = frozenset({"lr", "initial_lr", "max_lr", "min_lr", "peak_lr", "base_lr", "momentum",
+                       "betas", "weight_decay", "eps", "dampening"})
 _STATE_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
                          "square_avg", "acc_delta", "sum", "step"})
 _MOMENT_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})

@@ -748,7 +748,11 @@ def _rotated(value: ast.expr, target: ast.expr) -> bool:
     own = ast.unparse(target)
     if (isinstance(value, ast.Call) and last_attr(value.func) == "roll" and value.args
             and ast.unparse(value.args[0]) == own):
-        return True
+        axis = kwarg(value, "axis") or kwarg(value, "dims") or kwarg(value, "dim") or (
+            value.args[2] if len(value.args) >= 3 else None)
+        # (np.roll(y, shift, axis=-1) beside the same roll of x: a periodic augmentation of
+        # the grid, not labels moved between samples)
+        return axis is None or literal(axis) in (0, (0,), [0])
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
         return False
     sides = (value.left, value.right)

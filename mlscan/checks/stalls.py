@@ -529,7 +529,23 @@ class KillsAndStalls(Check):
             return  # `if self._stop: save(); sys.exit(0)`: the graceful-preemption flag
         if roles and what == "stall" and backoff:
             return  # `time.sleep(base * 2 ** attempt)` in a retry loop of a download helper
+        if (roles and what == "stall" and isinstance(node, ast.Call) and not where.loops
+                and re.search(r"(?i)open|connect|init|setup|lazy", where.frames[-1].name)
+                and _subsecond_jitter(node)):
+            return  # sleep(0.05 * random.random()) once when a worker opens its store
         if roles:
             sev = Severity.HIGH if roles[0][0] in (HOOK, STEP) else Severity.MEDIUM
             ctx.report(KILL_STALL, node, f"{name}() {label} inside "
                        f"{ctx.describe_roles(roles)}", severity=sev)
+
+
+def _subsecond_jitter(call: ast.Call) -> bool:
+    """`time.sleep(0.05 * random.random())`: a jitter bounded below a second."""
+    if len(call.args) != 1 or not isinstance(call.args[0], ast.BinOp) or not isinstance(
+            call.args[0].op, ast.Mult):
+        return False
+    sides = (call.args[0].left, call.args[0].right)
+    bound = next((n for side in sides if isinstance(n := literal(side), (int, float))
+                  and not isinstance(n, bool)), None)
+    return bound is not None and 0 < bound < 1 and any(
+        isinstance(side, ast.Call) and last_attr(side.func) == "random" for side in sides)

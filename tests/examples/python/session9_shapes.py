@@ -5,9 +5,11 @@ import functools
 import operator
 import os
 import random
+import time
 import subprocess
 import urllib.request
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -325,3 +327,21 @@ def restart_cycle(opt, gain):
     for g in opt.param_groups:
         g["peak_lr"] = g["peak_lr"] * 2.0  # ruleid: MLS304
         g["peak_lr"] = g["peak_lr"] * 0.5  # ok: MLS304 (a decayed peak between restarts)
+
+
+# --- a periodic roll of input and target together; a sub-second jitter when a worker opens --
+
+class GridData(torch.utils.data.Dataset):
+    def _open(self):
+        if self._ds is None:
+            self._ds = self._load()
+            time.sleep(0.05 * random.random())  # ok: MLS307
+        return self._ds
+
+    def __getitem__(self, idx):
+        x, y = self._sample(idx)
+        shift = random.randint(0, self.n_lon - 1)
+        x = np.roll(x, shift, axis=-1)
+        y = np.roll(y, shift, axis=-1)  # ok: MLS309
+        time.sleep(5 * random.random())  # ruleid: MLS307
+        return x, y
