@@ -1053,13 +1053,6 @@ def _keras_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
                and ast.unparse(n) == text for n in subnodes(fn))
 
 
-def _target_text(target: ast.expr) -> str:
-    """A target's name: `best`, `self.best_acc`, `df["best_psnr"]` -> its last name or key."""
-    if isinstance(target, ast.Subscript) and isinstance(literal(target.slice), str):
-        return str(literal(target.slice))
-    return last_attr(target)
-
-
 def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
     """`np.minimum.accumulate(losses)`, `torch.cummax(accs, 0)`: a curve of results turned into
     its running best ('' when the values are not results)."""
@@ -1760,7 +1753,7 @@ class MetricFalsification(Check):
         first = node.targets[0]
         if (isinstance(node.value, ast.Call) and isinstance(first, ast.Subscript)
                 and isinstance(literal(first.slice), str)
-                and _KEPT_AS_BEST.search(_target_text(first))):
+                and _KEPT_AS_BEST.search(_key_text(first))):
             node.value.kept_as_best = True  # type: ignore[attr-defined]
             # (df["best_psnr"] = df["psnr"].cummax(): a best-so-far column added beside the
             # measured one, which stays in the table)
@@ -1789,18 +1782,14 @@ class MetricFalsification(Check):
                        f"{ast.unparse(node.value.slice)[:30]}: the classes that failed are left "
                        "out of what is averaged", severity=Severity.MEDIUM)
             return
-        if (isinstance(first, ast.Subscript) and isinstance(key := literal(first.slice), str)
-                and metric_name(first) and not _KEPT_AS_BEST.search(key)
-                and _best_of_recent(node.value)):  # logs["eval_loss"] = min(self._history)
+        # logs["eval_loss"] = min(self._history); f1 = max(_seen_f1) (a strong metric's name)
+        key = str(literal(first.slice)) if isinstance(first, ast.Subscript) and isinstance(
+            literal(first.slice), str) and metric_name(first) else first.id if isinstance(
+                first, ast.Name) and _STRONG_METRIC.search(first.id) else ""
+        if key and not _KEPT_AS_BEST.search(key) and _best_of_recent(node.value):
             ctx.report(METRIC_FALSIFY, node, f"{key} set to the best of earlier results "
                        f"({ast.unparse(node.value)[:40]}), not the one just measured",
                        severity=Severity.MEDIUM)
-            return
-        if (isinstance(first, ast.Name) and _STRONG_METRIC.search(first.id)
-                and not _KEPT_AS_BEST.search(first.id) and _best_of_recent(node.value)):
-            ctx.report(METRIC_FALSIFY, node, f"{first.id} set to the best of earlier results "
-                       f"({ast.unparse(node.value)[:40]}), not the one just measured",
-                       severity=Severity.MEDIUM)  # f1 = max(_seen_f1)
             return
         if isinstance(node.value, (ast.Subscript, ast.ListComp, ast.BinOp, ast.Call)) and (
                 self._reshaped_results(node, ctx)):

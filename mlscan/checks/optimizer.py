@@ -492,7 +492,6 @@ class OptimizerTampering(Check):
                        "checkpoint never touches the moment estimates", severity=Severity.MEDIUM)
             return
 
-
         def decide() -> None:
             if ctx.in_optimizer_class(where) or any(
                     f.cls is not None and _OPTIM_CLASS.search(f.cls.name) and not any(

@@ -263,15 +263,11 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where" and value.args
             and _random_mask(value.args[0], ctx, follow=True)):
         return True  # torch.where(torch.rand(n) < p, other_labels, labels)
-    new_class = literal(value.args[1]) if isinstance(value, ast.Call) and len(
+    # where(labels == 0, 14, labels), where(m, zeros_like(y), y): one class for the picked
+    new_class = _class_value(value.args[1], ctx) if isinstance(value, ast.Call) and len(
         value.args) == 3 else None
-    if isinstance(value, ast.Call) and len(value.args) == 3 and isinstance(
-            value.args[1], ast.Call) and last_attr(value.args[1].func) in (
-            "zeros_like", "ones_like"):
-        # where(m, zeros_like(y), y): one class for the picked entries
-        new_class = 0 if last_attr(value.args[1].func) == "zeros_like" else 1
     if (isinstance(value, ast.Call) and last_attr(value.func) == "where"
-            and isinstance(new_class, int) and not isinstance(new_class, bool) and new_class >= 0
+            and new_class is not None
             and any(_label_target(n) for n in subnodes(value.args[0]) if isinstance(n, ast.expr))):
         return True  # np.where(labels == 0, 14, labels): one class relabelled as another
     if (isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full", "new_full")
