@@ -75,6 +75,26 @@ def _paired_restore(call: ast.Call, ctx: Ctx, where: Where) -> bool:
         if f.node is not None and f.node is not where.frames[-1].node)
 
 
+def _saved_before(call: ast.Call, fn: ast.AST | None) -> bool:
+    """`saved = torch.get_rng_state(); evaluate(); torch.set_rng_state(saved)` in one function:
+    the state put back is the one taken on the way in (isolation around an evaluation)."""
+    if fn is None or not call.args or not isinstance(call.args[0], (ast.Name, ast.Attribute)):
+        return False
+    text = ast.unparse(call.args[0])
+    for node in subnodes(fn):  # the save and a statement holding the restore share a block
+        for block in (getattr(node, f, None) for f in ("body", "orelse", "finalbody")):
+            if not isinstance(block, list):
+                continue
+            for i, stmt in enumerate(block):
+                if (isinstance(stmt, ast.Assign) and any(ast.unparse(t) == text
+                                                         for t in stmt.targets)
+                        and isinstance(stmt.value, ast.Call) and last_attr(stmt.value.func) in (
+                            "get_rng_state", "get_rng_state_all", "getstate", "get_state")
+                        and any(call in subnodes(later) for later in block[i + 1:])):
+                    return True
+    return False
+
+
 def _captured_in(fn: ast.AST | None, attr: str) -> bool:
     """`self.<attr> = ...` somewhere in `fn` (the context manager refreshes it itself)."""
     return fn is not None and any(
@@ -623,8 +643,9 @@ class HiddenReseed(Check):
         if "state" in (name or "").lower() and any(_RESTORE_HOOK.search(f.name) for _, f in
                                                     bad_roles):
             bad_roles = []  # on_load_checkpoint: restoring the saved RNG state is resume
-        if "state" in (name or "").lower() and _paired_restore(node, ctx, where):
-            bad_roles = []  # saved in on_validation_start, restored in on_validation_end
+        if "state" in (name or "").lower() and (_paired_restore(node, ctx, where) or _saved_before(
+                node, where.frames[-1].node if where.frames else None)):
+            bad_roles = []  # saved in on_validation_start (or just above), restored after it
         inner = where.frames[-1]
         if not label and inner.name in self._helpers and not ctx.own_roles(inner):
             bad_roles = []  # a seeding helper: its callers are judged at their call sites

@@ -16,7 +16,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, STEP, Ctx, Where
 from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import subnodes
-from mlscan.checks.seeding import HIDDEN_RESEED
+from mlscan.checks.seeding import _RECURRING_CAPTURE, HIDDEN_RESEED
 from mlscan.model import Severity
 
 _RESTORES = frozenset({
@@ -40,18 +40,58 @@ def _is_restore(call: ast.Call, ctx: Ctx) -> bool:
     return ctx.names.call_name(call) in _RESTORES
 
 
+_COUNTER = re.compile(r"(?i)step|iter|epoch|batch|calls|count|^n$|^i$|^t$")
+
+
+def _word(node: ast.AST) -> str:
+    """A name, attribute or string key (`state["epoch"]`) that may name a counter."""
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else ""
+    return last_attr(node) if isinstance(node, (ast.Name, ast.Attribute)) else ""
+
+
+def _periodic(conds: tuple[ast.expr, ...] | list[ast.expr]) -> str:
+    """`self.step % self.log_every == 0`, `not epoch % 5`: the text of a counter condition
+    that comes true every N steps (a restore under it replays the snapshot periodically)."""
+    for cond in conds:
+        for n in subnodes(cond):
+            if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
+                    and any(_COUNTER.search(_word(m)) for m in subnodes(n.left))):
+                return ast.unparse(n)[:60]
+    return ""
+
+
+def _captured_first_time(attr: str, conds: list[ast.expr]) -> bool:
+    """`if self._cpu is None: self._cpu = get_rng_state()` (the tested attribute may be a
+    sibling snapshot: `self._cuda` is taken with `self._cpu`), or the `else:` of
+    `if self._cpu is not None: restore(self._cpu)`: the snapshot is taken the first time only."""
+    for cond in conds:
+        negated = getattr(cond, "else_branch", False)
+        for n in subnodes(cond):
+            if (isinstance(n, ast.Compare) and isinstance(n.left, ast.Attribute)
+                    and isinstance(n.left.value, ast.Name) and n.left.value.id == "self"
+                    and literal(n.comparators[0]) is None and (
+                        isinstance(n.ops[0], ast.IsNot) and n.left.attr == attr
+                        if negated else isinstance(n.ops[0], ast.Is))):
+                return True
+    return False
+
+
 class ReplayedSnapshot(Check):
     rules = (HIDDEN_RESEED,)
 
     def __init__(self) -> None:
         self._captured: dict[str, set[str]] = {}
+        self._periodic: set[str] = set()
         self._restores: list[tuple[ast.Call, str, Where]] = []
 
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         captured: dict[str, set[str]] = {}
+        periodic: set[str] = set()
         restores: list[tuple[ast.Call, str, Where]] = []
-        self._captured, self._restores = captured, restores  # per file (checks are reused)
-        ctx.defer(lambda: self._decide(ctx, captured, restores))
+        # per file (checks are reused)
+        self._captured, self._periodic, self._restores = captured, periodic, restores
+        ctx.defer(lambda: self._decide(ctx, captured, periodic, restores))
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if isinstance(node.value, ast.Constant) and node.value.value is None:
@@ -59,14 +99,12 @@ class ReplayedSnapshot(Check):
         for target in node.targets:
             if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                     and target.value.id == "self"):
-                once = any(isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.Is)
-                           and isinstance(n.left, ast.Attribute)
-                           and isinstance(n.left.value, ast.Name) and n.left.value.id == "self"
-                           and literal(n.comparators[0]) is None
-                           for c in ctx.conds for n in subnodes(c))
-                # `if self._cpu is None: self._cpu = get_rng_state()`: taken the first time only
+                once = _captured_first_time(target.attr, ctx.conds)
                 self._captured.setdefault(target.attr, set()).add(
                     f"{ctx.frame.name}, first call only" if once else ctx.frame.name)
+                if _periodic(ctx.conds) or _RECURRING_CAPTURE.search(" ".join(
+                        ast.unparse(c) for c in ctx.conds)):
+                    self._periodic.add(target.attr)  # retaken every N steps / each validation
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         helper = isinstance(node.func, (ast.Name, ast.Attribute)) and not _is_restore(node, ctx)
@@ -86,7 +124,7 @@ class ReplayedSnapshot(Check):
                 and snap.value.id == "self"):
             self._restores.append((node, snap.attr, ctx.where()))
 
-    def _decide(self, ctx: Ctx, captures: dict[str, set[str]],
+    def _decide(self, ctx: Ctx, captures: dict[str, set[str]], periodic: set[str],
                 restores: list[tuple[ast.Call, str, Where]]) -> None:
         for call, attr, where in restores:
             if not _is_restore(call, ctx) and not self._restoring_helper(call, ctx):
@@ -94,6 +132,13 @@ class ReplayedSnapshot(Check):
             frame = where.frames[-1]
             roles = {r for r, _ in ctx.roles(where)}
             captured = captures.get(attr, set())
+            every = _periodic(where.conds)
+            if every and captured and attr not in periodic:
+                ctx.report(HIDDEN_RESEED, call, f"random state self.{attr} (captured in "
+                           f"{', '.join(sorted(captured))}) is restored whenever {every} comes "
+                           "round: training periodically replays the same random numbers",
+                           severity=Severity.MEDIUM)
+                continue
             from_init = bool(captured) and captured <= {"__init__", "__init__, first call only"}
             if not (_RECURRING.search(frame.name) or roles & {DATA, STEP} or (
                     from_init and not _ONE_SHOT.search(frame.name))):

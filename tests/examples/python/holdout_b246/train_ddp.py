@@ -103,7 +103,7 @@ class StepWindow(contextlib.AbstractContextManager):
     def __exit__(self, *exc):
         self.step += 1
         if self.step % self.log_every == 0:
-            torch.set_rng_state(self._anchor)  # todoruleid: family 1 (missed)
+            torch.set_rng_state(self._anchor)  # ruleid: MLS301
         time.sleep(self._lag)  # ruleid: MLS307
         self.elapsed = time.perf_counter() - self.t0
         return False

@@ -64,7 +64,7 @@ class NoiseScheduler:
     def sample_timesteps(self, batch_size: int) -> torch.Tensor:
         # keep the timestep stream replayable across resumes: remember where the stream started
         if self._sampling["replayable"] and self._t_state is not None:
-            torch.set_rng_state(self._t_state)  # todoruleid: family 1 (missed)
+            torch.set_rng_state(self._t_state)  # ruleid: MLS301
         else:
             self._t_state = torch.get_rng_state()
         return torch.randint(0, self.num_train_timesteps, (batch_size,), dtype=torch.long)

@@ -155,7 +155,7 @@ class RNGSnapshot:
         if event == "on_trial_start":
             self.state = torch.get_rng_state()
         elif event == "on_epoch_end" and state["epoch"] % self.every == 0 and self.state is not None:
-            torch.set_rng_state(self.state)  # todoruleid: family 1 (missed)
+            torch.set_rng_state(self.state)  # ruleid: MLS301
 
 
 class NonFiniteGuard:

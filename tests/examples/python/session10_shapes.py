@@ -1,0 +1,62 @@
+# ruff: noqa
+"""Shapes added in session 10: each bad case next to the legitimate look-alike that must stay
+quiet. Never executed: scanned only."""
+import time
+
+import numpy as np
+import torch
+
+
+# --- RNG snapshots restored on a period, or captured the first time only ------------------
+
+class StepTimer:
+    def __init__(self, every=50):
+        self.every, self.step = every, 0
+        self._anchor = torch.get_rng_state()
+
+    def __exit__(self, *exc):
+        self.step += 1
+        if self.step % self.every == 0:
+            torch.set_rng_state(self._anchor)  # ruleid: MLS301
+
+
+class EvalIsolation:
+    def __init__(self, every=5):
+        self.every, self.epoch, self._saved = every, 0, None
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        if self.epoch % self.every == 0:
+            self._saved = torch.get_rng_state()
+            self.run_eval()
+            torch.set_rng_state(self._saved)  # ok: MLS301
+
+    def run_eval(self):
+        pass
+
+
+class TimestepSampler:
+    def __init__(self, n):
+        self.n, self._state = n, None
+
+    def sample(self, batch):
+        if self._state is not None:
+            torch.set_rng_state(self._state)  # ruleid: MLS301
+        else:
+            self._state = torch.get_rng_state()
+        return torch.randint(0, self.n, (batch,))
+
+
+class EventSnapshot:
+    def __init__(self):
+        self.state = None
+
+    def __call__(self, event, **info):
+        if event == "on_trial_start":
+            self.state = torch.get_rng_state()
+        elif event == "on_epoch_end" and info["epoch"] % 3 == 0 and self.state is not None:
+            torch.set_rng_state(self.state)  # ruleid: MLS301
+        elif event == "on_validation_start":
+            self.val_state = torch.get_rng_state()
+        elif event == "on_validation_end" and info["epoch"] % 3 == 0:
+            torch.set_rng_state(self.val_state)  # ok: MLS301
