@@ -40,7 +40,7 @@ class CkptOptions:
 
 
 _FLUSH = {True: dist.barrier, False: torch.cuda.synchronize}
-_load_aux = functools.partial(torch.load, map_location="cpu")
+_load_aux = functools.partial(torch.load, map_location="cpu")  # ruleid: MLS102
 
 
 def _with_retries(fn: Callable, retries: int = 5, base: float = 2.0):

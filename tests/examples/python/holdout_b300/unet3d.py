@@ -94,7 +94,7 @@ class ActivationMonitor:
         self.handles = []
         for i, stage in enumerate(model.encoder):
             self.handles.append(stage.register_forward_hook(self._fwd(f"enc{i}")))  # ok: MLS302, MLS303, MLS304, MLS305
-        self.handles.append(model.encoder[-1].register_full_backward_hook(self._bwd("bottleneck")))
+        self.handles.append(model.encoder[-1].register_full_backward_hook(self._bwd("bottleneck")))  # ruleid: MLS303
 
     def _fwd(self, name):
         def hook(module, inputs, output):
