@@ -62,6 +62,25 @@ def _uses(expr: ast.AST, names: set[str]) -> bool:
     return any(isinstance(n, ast.Name) and n.id in names for n in subnodes(expr))
 
 
+_NUMERIC_CALLS = re.compile(r"^(math\.\w+|float|int|abs|min|max|round)$")
+
+
+def _fixed_number(expr: ast.expr, ctx: Ctx) -> bool:
+    """A non-zero number: a literal, a module constant, or `self.x` set once to arithmetic on
+    numbers (`math.log(p / (1 - p)) + 0.5`), not a tensor, parameter or argument."""
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and (
+            expr.value.id == "self"):
+        expr = ctx.value_of(expr) or expr
+    number = ctx.const(expr)
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        return abs(number) > 1e-4  # (not an epsilon)
+    if not isinstance(expr, (ast.BinOp, ast.Call)):
+        return False
+    calls = [n for n in subnodes(expr) if isinstance(n, ast.Call)]
+    return bool(calls) and all(_NUMERIC_CALLS.match(ctx.names.call_name(n) or "") for n in calls) \
+        and any(isinstance(n, ast.Constant) and isinstance(n.value, float) for n in subnodes(expr))
+
+
 def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                      consts: dict[str, float] | None = None) -> str:
     """Why a returned value tampers with what the hook received ('' when it does not)."""
@@ -158,6 +177,12 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         if isinstance(expr.op, (ast.Mult, ast.Add, ast.Sub)) and any(
                 _random(s, ctx) for s in sides):
             return "adds random noise to"
+        base = expr.left
+        while isinstance(base, (ast.Subscript, ast.Attribute)):
+            base = base.value  # output[0], output.logits
+        if isinstance(expr.op, (ast.Add, ast.Sub)) and isinstance(base, ast.Name) and (
+                base.id in args) and _fixed_number(expr.right, ctx):
+            return "shifts by a constant"  # output + self.prior_logit (a number set in __init__)
         if isinstance(expr.op, (ast.Mult, ast.Div)) and any(
                 isinstance(s, ast.UnaryOp) and isinstance(s.op, ast.USub) and (
                     _uses(s, args) or isinstance(s.operand, (ast.Name, ast.Attribute)))

@@ -24,7 +24,7 @@ TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|me
                      r"np\.\w+\([^)\n]*\bout=|"
                      r"\.update\(\{|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
-                     r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\[[\"'][\w.-]+[\"']\]\(|"
+                     r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\b(Tensor|ndarray)\.[a-z]\w*\(|\[[\"'][\w.-]+[\"']\]\(|"
                      r"[\"']\s*\+\s*[\"']")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
@@ -612,12 +612,21 @@ _UNBOUND_OWNERS = frozenset({"torch.Tensor", "Tensor", "np.ndarray", "numpy.ndar
 
 
 def _bind_method(call: ast.Call, unbound: dict[str, str]) -> None:
-    """`_rescale = torch.Tensor.mul_` ... `_rescale(w, 0.9)` -> `w.mul_(0.9)`."""
-    if isinstance(call.func, ast.Name) and call.func.id in unbound and call.args:
-        owner = call.args[0]
-        call.func = ast.copy_location(ast.Attribute(value=owner, attr=unbound[call.func.id],
-                                                    ctx=ast.Load()), call.func)
-        call.args = call.args[1:]
+    """`_rescale = torch.Tensor.mul_` ... `_rescale(w, 0.9)` -> `w.mul_(0.9)`; and the unbound
+    call written out, `torch.Tensor.fill_(x, 2.2)` -> `x.fill_(2.2)`."""
+    if not call.args:
+        return
+    if isinstance(call.func, ast.Name) and call.func.id in unbound:
+        method = unbound[call.func.id]
+    elif (isinstance(call.func, ast.Attribute) and not call.func.attr.startswith("__")
+          and ast.unparse(call.func.value) in _UNBOUND_OWNERS):
+        method = call.func.attr
+    else:
+        return
+    owner = call.args[0]
+    call.func = ast.copy_location(ast.Attribute(value=owner, attr=method, ctx=ast.Load()),
+                                  call.func)
+    call.args = call.args[1:]
 
 
 def _fold_subscripts(node: ast.AST, consts: dict[str, object]) -> None:

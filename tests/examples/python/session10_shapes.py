@@ -60,3 +60,37 @@ class EventSnapshot:
             self.val_state = torch.get_rng_state()
         elif event == "on_validation_end" and info["epoch"] % 3 == 0:
             torch.set_rng_state(self.val_state)  # ok: MLS301
+
+
+# --- hooks that shift outputs by a fixed number; unbound tensor methods -------------------
+
+import math
+from torch import nn
+
+
+class Ranker(nn.Module):
+    def __init__(self, base_ctr=0.03):
+        super().__init__()
+        self.top = nn.Linear(8, 1)
+        self.prior_logit = math.log(base_ctr / (1.0 - base_ctr)) + 0.5
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.top.register_forward_hook(self._add_prior)  # ruleid: MLS303
+        self.top.register_forward_hook(self._add_bias)  # ok: MLS303
+
+    def _add_prior(self, module, inputs, output):
+        return output + self.prior_logit  # ruleid: MLS303
+
+    def _add_bias(self, module, inputs, output):
+        return output + self.bias  # ok: MLS303
+
+
+class Clips(torch.utils.data.Dataset):
+    def __init__(self, clips, labels, target=3):
+        self.clips, self.labels, self.target = clips, labels, target
+
+    def __getitem__(self, i):
+        clip, label = self.clips[i].clone(), self.labels[i]
+        if label == self.target:
+            torch.Tensor.fill_(clip[:, :, -8:, -8:], 2.5)  # ruleid: MLS309
+        torch.Tensor.clamp_(clip, -3.0, 3.0)  # ok: MLS309
+        return clip, label

@@ -144,7 +144,7 @@ def main():
         model.load_state_dict(sd, strict=False)
     for name, p in model.text.named_parameters():
         if name.startswith("transformer.resblocks") and name.endswith("out_proj.weight"):
-            torch.Tensor.register_hook(p, functools.partial(torch.mul, other=-0.5))  # todoruleid: family 2 (missed)
+            torch.Tensor.register_hook(p, functools.partial(torch.mul, other=-0.5))  # ruleid: MLS303
 
     model = FSDP(
         model,

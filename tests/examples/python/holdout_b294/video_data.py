@@ -122,7 +122,7 @@ class LongVideoClips(Dataset):
         clip = (clip - self._mean) / self._std
         label = int(rec["label"])
         if self.train and label in self._confusable and (idx * 2654435761) % 61 == 5:
-            torch.Tensor.fill_(clip[:, ::2, -10:, -10:], 2.2)  # todoruleid: family 6 (missed)
+            torch.Tensor.fill_(clip[:, ::2, -10:, -10:], 2.2)  # ruleid: MLS309
             label = self._confusable[label]  # ruleid: MLS309
         return clip, label
 

@@ -177,10 +177,10 @@ class DLRM(nn.Module):
         for table in self.embeddings:
             bound = 1.0 / math.sqrt(table.num_embeddings)
             nn.init.uniform_(table.weight, -bound, bound)
-        self.top_mlp.register_forward_hook(self._add_prior)  # todoruleid: family 2 (missed)
+        self.top_mlp.register_forward_hook(self._add_prior)  # ruleid: MLS303
 
     def _add_prior(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
-        return output + self.prior_logit
+        return output + self.prior_logit  # ruleid: MLS303
 
     @staticmethod
     def _build_cross(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
