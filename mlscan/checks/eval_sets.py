@@ -15,7 +15,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.metrics import (
+from mlscan.checks.metric_words import (
     _EVAL_FUNC,
     _LOSSY,
     _MEASUREMENTS,
@@ -26,10 +26,10 @@ from mlscan.checks.metrics import (
     _SCORE_KEY,
     _STRONG_METRIC,
     _TRUTH,
-    METRIC_FALSIFY,
     _number,
     metric_name,
 )
+from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import child_nodes, subnodes
 from mlscan.model import Severity

@@ -1,0 +1,596 @@
+"""MLS306 predicates on held values: a reported number replaced by a kept one.
+
+A result floored at, clamped to or blended with a remembered, best-so-far, reference or
+invented value instead of what was measured (`floored`, `_held_to_stored`, with what counts
+as stored and as measured), logging overrides and callbacks that report the best value
+seen so far or overwrite a logged entry, curves turned into their running best.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.context import Ctx
+from mlscan.checks.metric_values import _clamped_between, _self_rewrite, _with_consts
+from mlscan.checks.metric_words import (
+    _BEST_WORD,
+    _CLAMPS,
+    _HISTORY,
+    _KEPT_AS_BEST,
+    _LOG_FUNCS,
+    _METRIC,
+    _STORED,
+    _STRONG_METRIC,
+    _TRAINER_KEYS,
+    _VALUE_WRAPPERS,
+    _container,
+    _entry_name,
+    _key_text,
+    _names_word,
+    _number,
+    metric_name,
+)
+from mlscan.checks.names import as_load, last_attr, literal
+from mlscan.checks.nodes import subnodes
+
+
+def floored(value: ast.expr | None, ctx: Ctx) -> str:
+    """Why a returned metric is held to a bound ('' when it is not): `max(measured,
+    self.reference)`, `.clamp_min(0.85)`, `np.clip(f1, 0.9, None)` (the natural bounds 0, 1
+    and 100 are not a floor)."""
+    while isinstance(value, ast.Call) and (
+            (isinstance(value.func, ast.Attribute) and value.func.attr in ("item", "float"))
+            or (last_attr(value.func) in _VALUE_WRAPPERS and value.args)):
+        value = value.func.value if isinstance(value.func, ast.Attribute) and value.func.attr in (
+            "item", "float") else value.args[0]
+    if not isinstance(value, ast.Call):
+        return ""
+    func = last_attr(value.func)
+    if func in ("max", "min") and isinstance(value.func, ast.Name) and len(value.args) == 2:
+        stored = [_stored(a, ctx) for a in value.args]
+        if stored[0] != stored[1]:
+            return f"{func}() against a stored or constant value"
+        return ""
+    if func in _CLAMPS:
+        bounds = [*value.args[1:]] if not isinstance(value.func, ast.Attribute) or (
+            last_attr(value.func.value) in ("np", "numpy", "torch")) else [*value.args]
+        bounds += [k.value for k in value.keywords if k.arg in ("min", "max", "a_min", "a_max")]
+        if any((b := _number(x)) is not None and b not in (0, 1, 100) and abs(b) >= 1e-3
+               for x in bounds):  # (a 1e-6 floor guards a log or a division)
+            return f"{func}() to a made-up bound"
+    return ""
+
+
+def _passed_to_log(target: ast.expr, ctx: Ctx) -> bool:
+    """`v = ...; self.log(name, v)`: a plain name this function hands to a metric logger as
+    the value (the names are collected once per function)."""
+    fn = ctx.frame.node
+    if not isinstance(target, ast.Name) or not isinstance(fn, (ast.FunctionDef,
+                                                               ast.AsyncFunctionDef)):
+        return False
+    cached = _LOGGED_CACHE.get(id(fn))
+    if cached is None or cached[0] is not fn:
+        names = {a.id for node in subnodes(fn) if isinstance(node, ast.Call)
+                 and last_attr(node.func) in ("log", "add_scalar", "log_metric", "log_metrics",
+                                              "log_dict")
+                 for a in [*node.args[1:], *(k.value for k in node.keywords if k.arg == "value")]
+                 if isinstance(a, ast.Name)}
+        if len(_LOGGED_CACHE) > 4096:
+            _LOGGED_CACHE.clear()
+        cached = _LOGGED_CACHE[id(fn)] = (fn, names)
+    return target.id in cached[1]
+
+
+_LOGGED_CACHE: dict[int, tuple[ast.AST, set[str]]] = {}
+"""Function id -> (the function, names it logs); the node is kept so ids are not reused."""
+
+
+def _logged_value(target: ast.expr, ctx: Ctx) -> bool:
+    """`value` inside an override of a logging method (`def add_scalar(self, tag, value)`)."""
+    frame = ctx.frame
+    if not isinstance(target, ast.Name) or frame.cls is None or frame.name not in _LOG_FUNCS:
+        return False
+    fn = frame.node
+    return isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and target.id in (
+        _logged_names(fn))
+
+
+def _logged_names(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """Parameters of a logging override and names computed from them (`v = float(value)`)."""
+    names = {a.arg for a in fn.args.args} - {"self"}
+    for node in subnodes(fn):
+        if isinstance(node, ast.Assign) and any(
+                isinstance(m, ast.Name) and m.id in names for m in subnodes(node.value)):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def _extreme_kept(value: ast.expr, name: str,
+                  aliases: dict[str, ast.expr] | None = None) -> bool:
+    """`min(v, seen.get(tag, v))`, `(min if "loss" in tag else max)(history)`: the logged
+    value replaced by the best one seen so far."""
+    if isinstance(value, ast.IfExp):  # min(prev, v) if lower_is_better else max(prev, v)
+        kept = [_extreme_kept(b, name, aliases) for b in (value.body, value.orelse)]
+        raw = [isinstance(b, ast.Name) and (not name or b.id == name)
+               for b in (value.body, value.orelse)]
+        return all(kept) or (kept[0] and raw[1]) or (kept[1] and raw[0])  # ... if k else v
+    if not isinstance(value, ast.Call):
+        return False
+    func = value.func
+    if isinstance(func, ast.Name) and func.id not in ("min", "max") and aliases and (
+            func.id in aliases):  # better = min if lower_is_better else max
+        func = aliases[func.id]
+    picks = [func.body, func.orelse] if isinstance(func, ast.IfExp) else [func]
+    if not all(isinstance(f, ast.Name) and f.id in ("min", "max") for f in picks):
+        return False
+    args = value.args
+    if len(args) == 1:  # min(seen): over a kept history
+        return isinstance(args[0], (ast.Name, ast.Attribute, ast.Subscript))
+    if len(args) > 2 and name:  # max(float(v), beta * prev + (1 - beta) * float(v), prev)
+        unwrapped = [a.args[0] if isinstance(a, ast.Call) and last_attr(a.func) in
+                     _VALUE_WRAPPERS and a.args else a for a in args]
+        return any(isinstance(a, ast.Name) and a.id == name for a in unwrapped) and any(
+            isinstance(a, ast.Name) and a.id != name for a in unwrapped)
+    if len(args) != 2:
+        return False
+    if not name:  # data[key] = min(prev, val): two remembered/measured values
+        return all(isinstance(a, (ast.Name, ast.Subscript, ast.Attribute, ast.Call))
+                   for a in args)
+    own = [a for a in args if (isinstance(a, ast.Name) and a.id == name) or (
+        isinstance(a, ast.Call) and last_attr(a.func) in _VALUE_WRAPPERS and a.args
+        and isinstance(a.args[0], ast.Name) and a.args[0].id == name)]  # float(v)
+    other = [a for a in args if a not in own]
+    if len(other) == 1 and isinstance(other[0], ast.Name) and aliases and (
+            other[0].id in aliases):
+        other = [aliases[other[0].id]]  # prev = _last_good.get(tag, v)
+    return bool(own) and len(other) == 1 and (
+        isinstance(other[0], ast.Subscript) or (isinstance(other[0], ast.Call) and last_attr(
+            other[0].func) == "get") or isinstance(func, ast.IfExp))
+
+
+def _measured(expr: ast.AST, container: str, target: ast.expr, ctx: Ctx) -> bool:
+    """Whether `expr` reads the measurement being written: the container's entries, a name
+    assigned from them or looped over them, or the target metric itself."""
+    held = _entry_name(target, ctx)  # results = {"lpips": div}; results["lpips"] = max(div, .5)
+    for node in ctx.walk_values(expr):
+        if held and isinstance(node, ast.Name) and node.id == held:
+            return True
+        if isinstance(node, ast.Subscript) and container and last_attr(node.value) == container:
+            return True
+        if (isinstance(node, ast.Subscript) and isinstance(literal(node.slice), str)
+                and _STRONG_METRIC.search(str(literal(node.slice)))
+                and _names_word(_key_text(target) if isinstance(target, ast.Subscript) else "",
+                                str(literal(node.slice)).rsplit("/", 1)[-1].rsplit("_", 1)[-1])):
+            return True  # summary["final/reward_accuracy"] = max(0.74, m["eval/reward_accuracy"])
+        if isinstance(node, ast.Call) and last_attr(node.func) == "get" and isinstance(
+                node.func, ast.Attribute) and container and last_attr(node.func.value) == container:
+            return True
+        if isinstance(node, ast.Name) and (
+                (isinstance(target, ast.Name) and node.id == target.id)
+                or (isinstance(target, ast.Subscript) and literal(target.slice) == node.id)
+                or (isinstance(target, ast.Subscript) and bool(_STRONG_METRIC.search(node.id))
+                    and _names_word(_key_text(target), node.id))  # ["knn_top1"] = top1
+                or any(
+                    _loops_over(loop, node.id, container) for loop in ctx.loops)):
+            return True
+    return False
+
+
+def _other_key(expr: ast.AST, container: str, key: object) -> bool:
+    """`metrics["eval_ppl"] = exp(min(metrics["eval_loss"], 20))`: another entry is read (a
+    derived metric with an overflow guard), not the one being written."""
+    if not container or not isinstance(key, str):
+        return False
+    reads = [literal(n.slice) for n in subnodes(expr) if isinstance(n, ast.Subscript)
+             and last_attr(n.value) == container]
+    return bool(reads) and all(isinstance(r, str) and r != key for r in reads)
+
+
+def _reads_other_key(expr: ast.AST, container: str, key: object) -> bool:
+    """The first entry `expr` reads from `container` (`logs.get("loss", ...)`,
+    `logs["loss"]`) is another key than `key`."""
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+            expr.func.attr == "get" and last_attr(expr.func.value) == container and expr.args):
+        first = literal(expr.args[0])
+        return isinstance(first, str) and first != key
+    return _other_key(expr, container, key)
+
+
+def _loops_over(loop: ast.For | ast.While, name: str, container: str) -> bool:
+    if not isinstance(loop, ast.For) or not container:
+        return False
+    it = loop.iter
+    if isinstance(it, ast.Call) and last_attr(it.func) == "list" and it.args:
+        it = it.args[0]
+    if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute)
+            and last_attr(it.func.value) == container):
+        return False
+    return any(isinstance(n, ast.Name) and n.id == name for n in subnodes(loop.target))
+
+
+def _stored(expr: ast.AST, ctx: Ctx) -> bool:
+    """A remembered or made-up value: a best/previous/EMA/floor name, a constant, or anything
+    plus a small made-up offset (`ref + 0.004`)."""
+    if _number(expr) is not None:  # (an epsilon such as 1e-6 guards a division)
+        return _number(expr) not in (0.0, 1.0) and abs(_number(expr) or 0) >= 1e-3
+    if (isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Add, ast.Sub))
+            and any((n := _number(s)) is not None and 0 < abs(n) < 1 for s in (
+                expr.left, expr.right))):
+        return True
+    for node in subnodes(expr):
+        label = last_attr(node) if isinstance(node, (ast.Name, ast.Attribute)) else ""
+        key: object = None
+        if isinstance(node, ast.Subscript):
+            label, key = last_attr(node.value), literal(node.slice)
+        elif isinstance(node, ast.Call) and last_attr(node.func) == "get" and isinstance(
+                node.func, ast.Attribute):
+            label = last_attr(node.func.value)
+            key = literal(node.args[0]) if node.args else None
+        if label and _STORED.search(label):
+            return True
+        if isinstance(key, str) and (_BEST_WORD.search(key) or re.search(
+                r"(?i)floor|baseline|reference|^ref_|_ref$", key)):
+            return True  # meta.get("best_eval_loss"), _DISPLAY["ref_floor"]
+    return False
+
+
+def _remembered(value: ast.expr) -> bool:
+    """`round(self.ema, 4)`, `self.best_loss`, `self._prev["acc"]`: state kept on the object."""
+    if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
+        value = value.args[0]
+    if isinstance(value, ast.Subscript):
+        value = value.value
+    return (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+            and value.value.id == "self" and bool(_STORED.search(value.attr)))
+
+
+def _best_read(value: ast.expr) -> bool:
+    """`best_val_loss`, `self.best_acc`, `best_val_loss * 0.995`."""
+    if isinstance(value, ast.BinOp) and _number(value.right) is not None:
+        value = value.left
+    elif isinstance(value, ast.BinOp) and _number(value.left) is not None:
+        value = value.right
+    return isinstance(value, (ast.Name, ast.Attribute)) and "best" in last_attr(value).lower()
+
+
+def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = False) -> str:
+    """`metrics[k] = max(metrics[k], self.floor)`, `logs["loss"] = min(cur, self.loss_ema)`,
+    `out[k] = BEST[k]`, `out["val"] = out["train"] + min(gap, 0.02)`: a reported metric held
+    to a remembered or invented value instead of what was measured."""
+    container = _container(target) or (  # meta["eval_loss"]: a metric entry of any dict
+        last_attr(target.value) if isinstance(target, ast.Subscript) and isinstance(
+            literal(target.slice), str) and metric_name(target) else "")
+    name = container or (metric_name(target) if isinstance(target, ast.Name) else "") or (
+        target.id if logged and isinstance(target, ast.Name) else "") or (
+        target.id if isinstance(target, ast.Name) and re.search(r"(?i)loss", target.id) and any(
+            _remembered(a) or (isinstance(a, ast.BinOp) and any(
+                _remembered(side) for side in (a.left, a.right)))
+            for a in (value.args if isinstance(value, ast.Call) else [])) else "")
+    # (train_loss = min(train_loss, 0.97 * self._last_loss): a reported loss held down)
+    key = literal(target.slice) if isinstance(target, ast.Subscript) else None
+    if isinstance(target, ast.Subscript) and _KEPT_AS_BEST.search(_key_text(target)):
+        return ""  # (also results[f"acc_{k}_best"])
+    if not name and isinstance(key, str) and _blended_with_best(target, value, key, ""):
+        return f"{ast.unparse(target)} blended with the best value seen so far"  # a table row
+    if not name or (isinstance(target, ast.Name) and _KEPT_AS_BEST.search(target.id)):
+        return ""
+    label = f"{name}[{key!r}]" if isinstance(key, str) else name
+    denominators = {id(n.right) for n in subnodes(value) if isinstance(n, ast.BinOp)
+                    and isinstance(n.op, (ast.Div, ast.FloorDiv))}
+    for node in subnodes(value):
+        if id(node) in denominators:
+            continue  # x / max(t, 1e-6): a guard, not a clamp of the reported value
+        if isinstance(node, ast.Call) and len(node.args) == 2 and (
+                (isinstance(node.func, ast.Name) and node.func.id in ("min", "max"))
+                or (isinstance(node.func, ast.Attribute) and node.func.attr in (
+                    "maximum", "minimum", "fmax", "fmin"))):
+            measured = [_measured(a, container, target, ctx) and not _other_key(a, container, key)
+                        for a in node.args]
+            stored = [_stored(a, ctx) or (  # base["ndcg@10"]: the same metric of another run
+                isinstance(a, ast.Subscript) and isinstance(key, str) and literal(a.slice) == key
+                and last_attr(a.value) not in ("", container)) for a in node.args]
+            if (measured[0] and stored[1]) or (measured[1] and stored[0]):
+                return (f"{label} clamped with {last_attr(node.func)}() against a stored or "
+                        "constant value")
+            others = [bool(container) and _reads_other_key(a, container, key)
+                      for a in node.args]
+            if (measured[0] and others[1]) or (measured[1] and others[0]):
+                return (f"{label} clamped with {last_attr(node.func)}() against another "
+                        "metric of the same run (val loss never above train loss)")
+    if _container(target) and _clamped_between(value, target):
+        return f"{label} clamped between two chosen bounds before it is reported"
+    if (isinstance(target, ast.Subscript) and isinstance(key, str)
+            and (container or metric_name(target))
+            and _self_rewrite(_with_consts(value, ctx, bool(_STRONG_METRIC.search(key))),
+                              target, key)):
+        return f"{label} recomputed from itself with a made-up constant"
+    if (isinstance(value, ast.Call) and last_attr(value.func) in _CLAMPS and any(
+            k.arg in ("min", "max", "a_min", "a_max") and _stored(k.value, ctx)
+            and _BEST_WORD.search(ast.unparse(k.value)) for k in value.keywords)):
+        return f"{label} clamped to the best value seen so far"  # clamp(acc, min=best + 1e-3)
+    if (isinstance(target, ast.Subscript) and isinstance(key, str)
+            and (not container or _measured(value, container, target, ctx))
+            and _blended_with_best(target, value, key, container)):
+        return f"{label} blended with the best value seen so far"  # (also inside round())
+    core = value.args[0] if isinstance(value, ast.Call) and last_attr(
+        value.func) in _VALUE_WRAPPERS and value.args else value  # round(ref[k] + 0.004, 4)
+    if (container and (metric_name(target) or (
+            isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Name)))
+            and ctx.conds
+            and isinstance(core, ast.BinOp) and isinstance(core.op, (ast.Add, ast.Sub))
+            and any(_STORED.search(last_attr(side.value if isinstance(side, ast.Subscript)
+                                             else side))
+                    for side in (core.left, core.right)
+                    if isinstance(side, (ast.Name, ast.Attribute, ast.Subscript)))
+            and not any(ast.unparse(n) == ast.unparse(target) for n in subnodes(core))
+            and not (isinstance(core.op, ast.Sub) and isinstance(core.left, ast.Subscript)
+                     and last_attr(core.left.value) == container)):  # res[k] - ref[k]: a delta
+        return f"{label} rebuilt from a stored reference value"  # baseline + 0.3 * |delta|
+    if container and isinstance(key, str) and (metric_name(target) or "loss" in key.lower()) and (
+            _remembered(value)) and not _measured(value, container, target, ctx):
+        return f"{label} replaced with a remembered value (running average, best, previous)"
+    if not container and not _best_read(value):
+        return ""  # a plain name takes a best value only as `best` or `best * 0.995`
+    if isinstance(value, (ast.Subscript, ast.Call, ast.Name, ast.BinOp)):
+        reads = [n for n in subnodes(value) if isinstance(n, (ast.Name, ast.Subscript))]
+        best = any(re.search(r"(?i)best", last_attr(n.value if isinstance(n, ast.Subscript)
+                                                     else n)) for n in reads)
+        compared = any(isinstance(n, ast.Compare) for n in subnodes(value))
+        if best and not compared and not _measured(value, container, target, ctx):
+            # ((best_rank < k).mean(): a recall computed from the rank of the best match)
+            return f"{label} replaced with a remembered best value"
+    return ""
+
+
+def _raised_to_bound(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """`if report["auc"] < prev["auc"].max(): report["auc"] = float(prev["auc"].max())`: a
+    result replaced by the bound it was just compared with (max()/min() spelled as an `if`).
+    Records (`best_acc = acc`) and the natural bounds 0, 1 and 100 stay quiet."""
+    name = metric_name(target)
+    if not name or _KEPT_AS_BEST.search(name) or not ctx.conds or (
+            isinstance(target, ast.Name) and _KEPT_AS_BEST.search(target.id)):
+        return ""
+    core = value
+    while isinstance(core, ast.Call) and last_attr(core.func) in _VALUE_WRAPPERS and core.args:
+        core = core.args[0]
+    if _number(core) in (0.0, 1.0, 100.0) or isinstance(core, ast.Name):
+        return ""  # `if score > chosen_score: chosen_score = score`: a record, kept by hand
+    own, bound = ast.dump(as_load(target)), ast.dump(core)
+    for test in ctx.conds:
+        for cmp in (n for n in subnodes(test) if isinstance(n, ast.Compare)):
+            if len(cmp.ops) != 1 or not isinstance(cmp.ops[0], (ast.Lt, ast.LtE, ast.Gt,
+                                                                 ast.GtE)):
+                continue
+            sides = {ast.dump(cmp.left), ast.dump(cmp.comparators[0])}
+            if sides == {own, bound}:
+                return f"{ast.unparse(target)} replaced by the bound it was compared with"
+    return ""
+
+
+def _held_to_reference(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """`loss = min(loss, reference.get("loss", loss))`: a value clamped by the same quantity
+    read from a stored reference run (the key names the variable)."""
+    if not (isinstance(target, ast.Name) and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name) and value.func.id in ("min", "max")
+            and len(value.args) == 2):
+        return ""
+    own = [a for a in value.args if isinstance(a, ast.Name) and a.id == target.id]
+    other = [a for a in value.args if a not in own]
+    if len(own) != 1 or len(other) != 1:
+        return ""
+    read = other[0]
+    key = literal(read.args[0]) if isinstance(read, ast.Call) and last_attr(
+        read.func) == "get" and read.args else (
+        literal(read.slice) if isinstance(read, ast.Subscript) else None)
+    owner = read.func.value if isinstance(read, ast.Call) and isinstance(
+        read.func, ast.Attribute) else (read.value if isinstance(read, ast.Subscript) else None)
+    if key == target.id and owner is not None and _stored(owner, ctx):
+        return f"{target.id} clamped with {value.func.id}() against a stored reference run"
+    return ""
+
+
+def _stored_ref(expr: ast.expr) -> bool:
+    """`self._best_auroc`, `ref.to(device)`, `best_val`: a remembered or reference value."""
+    while isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+            expr.func.attr in ("to", "item", "cpu", "detach", "float")):
+        expr = expr.func.value
+    name = last_attr(expr).lstrip("_")
+    return isinstance(expr, (ast.Name, ast.Attribute)) and bool(
+        _STORED.search(name) or re.search(r"(?i)^ref_|_ref$", name))
+
+
+def _other_metric_floor(key: str, value: ast.Call) -> bool:
+    """`{"macro_f1": max(macro, acc)}`: one argument is this metric (shares a word with the
+    key), the other a different measured metric."""
+    if not (isinstance(value.func, ast.Name) and value.func.id == "max") or len(value.args) != 2:
+        return False
+    names = [last_attr(a).lower() for a in value.args if isinstance(a, (ast.Name, ast.Attribute))]
+    if len(names) == 1:  # max(em, float(f1 >= 0.5)): the other metric, thresholded
+        thresholded = next(a for a in value.args if not isinstance(a, (ast.Name,
+                                                                        ast.Attribute)))
+        found = [n.id.lower() for n in subnodes(thresholded) if isinstance(n, ast.Name)
+                 and _STRONG_METRIC.search(n.id)]
+        if len(found) == 1 and found[0] != names[0]:
+            names.append(found[0])
+    if len(names) != 2:
+        return False
+    words = set(re.split(r"[^a-z0-9]+", key.lower())) - {""}
+    own = [n for n in names if words & set(n.split("_")) or n in key.lower()]
+    other = [n for n in names if n not in own]
+    return len(own) == 1 and len(other) == 1 and bool(_STRONG_METRIC.search(other[0])) and (
+        not _KEPT_AS_BEST.search(other[0]))
+
+
+def _blended_with_best(target: ast.expr, value: ast.expr, key: str, container: str) -> bool:
+    """`out["acc"] = round(0.5 * (out["acc"] + peak), 4)`: an entry mixed with a best value."""
+    return bool((container or (_STRONG_METRIC.search(key) and any(
+        ast.unparse(n) == ast.unparse(target) for n in subnodes(value)))) and any(
+            isinstance(n, (ast.Name, ast.Attribute)) and _BEST_WORD.search(last_attr(n))
+            for n in subnodes(value)) and isinstance(
+            value.args[0] if isinstance(value, ast.Call) and value.args and last_attr(
+                value.func) in _VALUE_WRAPPERS else value, ast.BinOp))
+
+
+def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """`logs["learning_rate"] = self._sched_lr` in `on_log`: a key the Trainer wrote replaced
+    by a value held on the callback or typed in (rounding `logs[k]` itself stays quiet)."""
+    if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+            and target.value.id in ("logs", "metrics")
+            and ctx.trainer_callback() in ("on_log", "on_evaluate")):
+        return ""
+    key = literal(target.slice)
+    if not isinstance(key, str) or not _TRAINER_KEYS.match(key) or _KEPT_AS_BEST.search(key):
+        return ""  # (a new "eval_best_accuracy" entry is a record, not an overwrite)
+    if any(isinstance(n, ast.Name) and n.id == target.value.id for n in subnodes(value)):
+        return ""
+    if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
+        value = value.args[0]
+    held = (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+            and value.value.id == "self")
+    return key if held or _number(value) is not None else ""
+
+
+def _keras_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> bool:
+    """`logs[k] = self.state[k]` in a Keras callback's `on_epoch_end(self, epoch, logs)`,
+    after reading `logs[k]`: the measured entry replaced by one the callback keeps."""
+    fn = ctx.frame.node
+    if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name.startswith("on_")
+            and "logs" in {a.arg for a in fn.args.args} and isinstance(target, ast.Subscript)
+            and isinstance(target.value, ast.Name) and target.value.id == "logs"):
+        return False
+    key = literal(target.slice)
+    if isinstance(key, str) and not (metric_name(target) or "loss" in key):
+        return False  # logs["lr"] = ...: a new entry, not a measured one
+    held = value.value if isinstance(value, ast.Subscript) else value
+    if not (isinstance(held, ast.Attribute) and isinstance(held.value, ast.Name)
+            and held.value.id == "self"):
+        return False
+    text = ast.unparse(target)
+    return any(isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load)
+               and ast.unparse(n) == text for n in subnodes(fn))
+
+
+def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
+    """`np.minimum.accumulate(losses)`, `torch.cummax(accs, 0)`: a curve of results turned into
+    its running best ('' when the values are not results)."""
+    func = call.func
+    if last_attr(func) not in ("accumulate", "cummin", "cummax"):
+        return ""
+    qual = ctx.names.call_name(call)
+    if qual in ("numpy.minimum.accumulate", "numpy.maximum.accumulate", "numpy.fmin.accumulate",
+                "numpy.fmax.accumulate", "torch.cummin", "torch.cummax"):
+        values = call.args[0] if call.args else None
+    elif isinstance(func, ast.Attribute) and func.attr in ("cummin", "cummax") and not call.args:
+        values = func.value  # df["val_loss"].cummin()
+    else:
+        return ""
+    if getattr(call, "kept_as_best", False):
+        return ""
+    if values is None or any(isinstance(n, ast.Slice) and literal(n.step) == -1
+                             for n in subnodes(values)):
+        return ""  # np.maximum.accumulate(prec[::-1])[::-1]: the AP precision envelope
+    for node in subnodes(values):
+        key = literal(node.slice) if isinstance(node, ast.Subscript) else None
+        text = key if isinstance(key, str) else (
+            node.id if isinstance(node, ast.Name) else "")
+        if text and (_METRIC.search(text) or re.search(r"(?i)loss", text)) and not (
+                _KEPT_AS_BEST.search(text)):
+            return text
+    return ""
+
+
+def _best_of_recent(value: ast.expr) -> bool:
+    """`max(self._auroc_trace[-3:])`, `min(self._eval_history)`, `np.percentile(window, 10)`:
+    the best of the last few results logged as this one."""
+    if isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and value.args:
+        value = value.args[0]  # float(np.percentile(window, 10))
+    if isinstance(value, ast.Subscript) and literal(value.slice) == -1 and any(
+            isinstance(n, ast.Call) and last_attr(n.func) in ("cummin", "cummax")
+            for n in subnodes(value.value)):
+        return True  # pd.Series(trace).cummin().iloc[-1]: the lowest so far
+    if (isinstance(value, ast.Call) and last_attr(value.func) in (
+            "percentile", "nanpercentile", "quantile", "nanquantile") and len(value.args) == 2
+            and isinstance(q := literal(value.args[1]), (int, float))
+            and not isinstance(q, bool)):
+        low, high = (25, 75) if last_attr(value.func).endswith("percentile") else (0.25, 0.75)
+        return (q <= low or q >= high) and isinstance(value.args[0], (ast.Name, ast.Attribute)) \
+            and bool(_HISTORY.search(last_attr(value.args[0])))
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("max", "min") and len(value.args) == 1):
+        return False
+    sl = value.args[0]
+    if isinstance(sl, (ast.Name, ast.Attribute)):
+        return bool(_HISTORY.search(last_attr(sl)))  # min(self._eval_history)
+    return (isinstance(sl, ast.Subscript) and isinstance(sl.slice, ast.Slice)
+            and sl.slice.upper is None and (
+                (isinstance(n := literal(sl.slice.lower), int) and n < 0) or (
+                    isinstance(sl.slice.lower, ast.UnaryOp)
+                    and isinstance(sl.slice.lower.op, ast.USub))))  # h[-self.window:]
+
+
+def _running_extreme(node: ast.Assign, ctx: Ctx) -> str:
+    """`v = (min if "loss" in tag else max)(v, self._shown.get(tag, v)); self._shown[tag] = v`
+    before `add_scalar(tag, v)`: the logged value is the best kept so far, not this one."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and isinstance(value, ast.Call)
+            and len(value.args) == 2):
+        return ""
+    funcs = [value.func.body, value.func.orelse] if isinstance(value.func, ast.IfExp) else [
+        value.func]
+    if not all(isinstance(f, ast.Name) and f.id in ("min", "max") for f in funcs):
+        return ""
+    if not any(isinstance(a, ast.Name) and a.id == target.id for a in value.args):
+        return ""
+    kept = ""
+    for a in value.args:
+        base = a.func.value if isinstance(a, ast.Call) and isinstance(a.func, ast.Attribute) and (
+            a.func.attr == "get") else a.value if isinstance(a, ast.Subscript) else None
+        if (isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name)
+                and base.value.id == "self"):
+            kept = base.attr
+    fn = ctx.frame.node
+    if not kept or fn is None or not (_passed_to_log(target, ctx) or _logged_value(target, ctx)):
+        return ""
+    writes_back = any(isinstance(n, ast.Assign) and any(
+        isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute)
+        and t.value.attr == kept for t in n.targets) and isinstance(n.value, ast.Name)
+        and n.value.id == target.id for n in subnodes(fn))
+    return kept if writes_back else ""
+
+
+def _stored_into(value: ast.expr, table: str, ctx: Ctx) -> bool:
+    """`best.update({k: max(v, best.get(k, v)) ...})`: the table of best results kept up to
+    date (the measured results themselves are left as they are)."""
+    scope = ctx.frame.node if ctx.frame.node is not None else ctx.tree
+    for n in subnodes(scope) if scope is not None else ():
+        if (isinstance(n, ast.Call) and last_attr(n.func) == "update" and n.args
+                and n.args[0] is value and isinstance(n.func, ast.Attribute)
+                and ast.unparse(n.func.value) == table):
+            return True
+        if isinstance(n, ast.Assign) and n.value is value and any(
+                ast.unparse(t) == table for t in n.targets):
+            return True
+    return False
+
+
+def _running_average(value: ast.expr, name: str) -> bool:
+    """`shown = 0.7 * shown + 0.3 * m`: an exponential average kept for display."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+        return False
+    for term in (value.left, value.right):
+        if isinstance(term, ast.BinOp) and isinstance(term.op, ast.Mult) and any(
+                isinstance(a, ast.Name) and a.id == name and isinstance(literal(b), float)
+                for a, b in ((term.left, term.right), (term.right, term.left))):
+            return True
+    return False
+
+
+def _is_own(expr: ast.expr, own: str) -> bool:
+    """`v`, or `v` scaled for display (`100.0 * v`)."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
+        sides = (expr.left, expr.right)
+        return any(_number(s) in (100, 100.0) for s in sides) and any(
+            _is_own(s, own) for s in sides)
+    return isinstance(expr, ast.Name) and expr.id == own
