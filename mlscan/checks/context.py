@@ -387,7 +387,7 @@ class Ctx:
         """(role, frame) for every enclosing function with a role, innermost first."""
         out = []
         for frame in reversed(where.frames):
-            for role in self.frame_roles(frame):
+            for role in sorted(self.frame_roles(frame)):  # sorted: messages stable across runs
                 out.append((role, frame))
         return out
 
