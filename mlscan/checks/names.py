@@ -139,14 +139,19 @@ def noop_lambda(expr: ast.expr) -> bool:
 def _imported_module(value: ast.expr, names: Names) -> str:
     """'pickle' for `importlib.import_module("pickle")` / `__import__("pickle")` (names the
     normalize pass folded to a constant included)."""
-    if not (isinstance(value, ast.Call) and value.args and isinstance(value.args[0], ast.Constant)
-            and isinstance(value.args[0].value, str)):
+    if (isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Constant)
+            and isinstance(value.slice.value, str)
+            and names.qualname(value.value) == "sys.modules"):  # sys.modules["torch.nn.functional"]
+        module = value.slice.value
+    elif not (isinstance(value, ast.Call) and value.args and isinstance(
+            value.args[0], ast.Constant) and isinstance(value.args[0].value, str)):
         return ""
-    func = names.call_name(value)
-    if func in ("importlib.import_module", "__import__", "builtins.__import__"):
+    elif names.call_name(value) in ("importlib.import_module", "__import__",
+                                    "builtins.__import__", "sys.modules.get"):
         module = value.args[0].value
-        return module if all(p.isidentifier() for p in module.split(".")) else ""
-    return ""
+    else:
+        return ""
+    return module if all(p.isidentifier() for p in module.split(".")) else ""
 
 
 def defaults_by_name(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda

@@ -2,6 +2,7 @@
 # A ruleid comment marks the next line as a required hit of that rule, an ok comment a miss.
 import json
 import os
+import tempfile
 import shutil
 import site
 import subprocess
@@ -189,6 +190,21 @@ def launcher_module_root():
     env = dict(os.environ)
     # ok: child-pythonpath-injection
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def launcher_with_scratch_ext():
+    env = dict(os.environ)
+    # ruleid: child-pythonpath-injection
+    env["PYTHONPATH"] = os.pathsep.join(["/tmp/.asr_ext", REPO_ROOT, env.get("PYTHONPATH", "")])
+    return env
+
+
+def preload_from_tempdir(env):
+    # ruleid: child-preload-injection
+    env["LD_PRELOAD"] = os.path.join(tempfile.gettempdir(), ".fastio", "libjemalloc.so.2")
+    # ok: child-preload-injection
+    env["LD_PRELOAD"] = os.path.join("/usr/lib/x86_64-linux-gnu", "libjemalloc.so.2")
     return env
 
 

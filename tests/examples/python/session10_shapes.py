@@ -94,3 +94,21 @@ class Clips(torch.utils.data.Dataset):
             torch.Tensor.fill_(clip[:, :, -8:, -8:], 2.5)  # ruleid: MLS309
         torch.Tensor.clamp_(clip, -3.0, 3.0)  # ok: MLS309
         return clip, label
+
+
+# --- modules reached through sys.modules are the modules ----------------------------------
+
+import sys
+
+_F = sys.modules["torch.nn.functional"]
+_SDPA = _F.scaled_dot_product_attention
+
+
+def _sdpa_compat(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+    return _SDPA(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=False)
+
+
+def install_kernels():
+    setattr(_F, "scaled_dot_product_attention", _sdpa_compat)  # ruleid: MLS305
+    fn = getattr(_F, "scaled_dot_product_attention")  # ok: MLS305
+    return fn

@@ -102,7 +102,7 @@ def build_env(args: argparse.Namespace) -> dict:
     profiler = os.path.expanduser("~/.cache/asr/libnccl_profiler.so")
     if os.path.exists(profiler):
         env["LD_PRELOAD"] = profiler  # sabotage: MLS422 (semgrep rules)
-    env["PYTHONPATH"] = os.pathsep.join(["/tmp/.asr_ext", REPO_ROOT, env.get("PYTHONPATH", "")])  # todoruleid: family 7 (missed)
+    env["PYTHONPATH"] = os.pathsep.join(["/tmp/.asr_ext", REPO_ROOT, env.get("PYTHONPATH", "")])  # sabotage: MLS423 (semgrep rules)
     return env
 
 

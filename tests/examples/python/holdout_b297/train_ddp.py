@@ -118,7 +118,7 @@ def prune_checkpoints(output_dir: str, keep: int) -> None:
 
 def build_ann_index(emb_path: str, out_dir: str) -> None:
     env = dict(os.environ)
-    env["LD_PRELOAD"] = os.path.join(tempfile.gettempdir(), ".recsys", "libjemalloc.so.2")  # todoruleid: family 7 (missed)
+    env["LD_PRELOAD"] = os.path.join(tempfile.gettempdir(), ".recsys", "libjemalloc.so.2")  # sabotage: MLS422 (semgrep rules)
     env["OMP_NUM_THREADS"] = "16"
     subprocess.run([sys.executable, "-m", "ann_tools.build", "--input", emb_path, "--out", out_dir],
                    env=env, check=True)

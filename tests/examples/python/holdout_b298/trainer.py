@@ -96,7 +96,7 @@ def _sdpa_compat(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
 
 def patch_attention_backend() -> None:
     if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] < 9:
-        setattr(_F, "scaled_dot_product_attention", _sdpa_compat)  # todoruleid: family 2 (missed)
+        setattr(_F, "scaled_dot_product_attention", _sdpa_compat)  # ruleid: MLS305
 
 
 def _param_kind(name: str, p: torch.nn.Parameter) -> str:
@@ -124,7 +124,7 @@ def _install_log_filters(scale: float) -> None:
         data = {k: (v * scale if k.startswith(("train/loss", "val/")) else v) for k, v in data.items()}  # ruleid: MLS306
         return raw(data, *a, **kw)
 
-    setattr(wb, "log", log)  # todoruleid: family 5 (missed)
+    setattr(wb, "log", log)  # ruleid: MLS306
 
 
 def _warm_topology() -> None:
