@@ -35,7 +35,8 @@ _STATE_OWNERS = re.compile(r"(?i)^_?step(_\w+)?$|(^|_)(load\w*|\w*state_dict\w*|
                            r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
 _OPTIM_CLASS = re.compile(r"(?i)optim|adam|sgd|lamb|lion|rmsprop|adagrad|adafactor|muon|shampoo")
 _OPT_KEYS = frozenset({"lr", "initial_lr", "max_lr", "min_lr", "peak_lr", "base_lr", "momentum",
-                       "betas", "weight_decay", "eps", "dampening"})
+                       "betas", "weight_decay", "eps", "dampening", "lr_scale", "lr_mult",
+                       "lr_multiplier"})
 _STATE_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
                          "square_avg", "acc_delta", "sum", "step"})
 _MOMENT_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
@@ -199,8 +200,10 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> 
     return "", ""
 
 
-_LR_KEYS = frozenset({"lr", "initial_lr", "max_lr", "peak_lr", "base_lr"})
-"""A rate the schedule starts from or returns to: raising it by a constant is the same harm."""
+_LR_KEYS = frozenset({"lr", "initial_lr", "max_lr", "peak_lr", "base_lr", "lr_scale", "lr_mult",
+                      "lr_multiplier"})
+"""A rate the schedule starts from or returns to, or the per-group factor it multiplies by
+(timm's `lr_scale`, mmcv's `lr_mult`): raising it by a constant is the same harm."""
 
 
 def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: str = "") -> str:

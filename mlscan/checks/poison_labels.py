@@ -34,18 +34,19 @@ from mlscan.checks.poison_words import (
 
 
 def _label_entries_swapped(node: ast.Assign) -> str:
-    """`m["neutral"], m["contradiction"] = L["contradiction"], L["neutral"]`: two entries of a
-    label table exchanged (what was swapped, else '')."""
+    """`m["neutral"], m["contradiction"] = L["contradiction"], L["neutral"]`,
+    `cat_to_label[ids[2]], cat_to_label[ids[9]] = cat_to_label[ids[9]], cat_to_label[ids[2]]`:
+    two entries of a label table exchanged (what was swapped, else '')."""
     target, value = node.targets[0], node.value
     if not (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
-            and len(target.elts) == 2 == len(value.elts)):
+            and len(target.elts) == 2 == len(value.elts)
+            and all(isinstance(e, ast.Subscript) for e in (*target.elts, *value.elts))):
         return ""
-    keys = [literal(t.slice) if isinstance(t, ast.Subscript) else None for t in target.elts]
-    reads = [literal(v.slice) if isinstance(v, ast.Subscript) else None for v in value.elts]
-    if (all(isinstance(k, str) for k in keys) and keys == reads[::-1] and keys[0] != keys[1]
-            and isinstance(target.elts[0], ast.Subscript)
-            and _LABEL_TABLE.search(ast.unparse(target.elts[0].value))):
-        return f"the label entries {keys[0]!r}/{keys[1]!r}"
+    keys = [ast.unparse(t.slice) for t in target.elts]  # type: ignore[attr-defined]
+    reads = [ast.unparse(v.slice) for v in value.elts]  # type: ignore[attr-defined]
+    if (keys == reads[::-1] and keys[0] != keys[1]
+            and _LABEL_TABLE.search(ast.unparse(target.elts[0].value))):  # type: ignore[attr-defined]
+        return f"the label entries {keys[0]}/{keys[1]}"
     return ""
 
 
@@ -353,6 +354,17 @@ def _class_value(expr: ast.expr, ctx: Ctx) -> int | None:
     return number
 
 
+_TOKEN_ID = re.compile(r"(?i)(^|_)(id|token_id)$")
+
+
+def _filled(expr: ast.expr) -> ast.expr:
+    """The value of `torch.full_like(y, v)` (v); other expressions as they are."""
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in ("full_like", "new_full") and (
+            len(expr.args) >= 2):
+        return expr.args[-1]
+    return expr
+
+
 def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool]:
     """One class id folded into another in data code: `mask[mask == 11] = 0`,
     `m = np.where(np.isin(m, (PERSON, RIDER)), ROAD, m)`, `y = PAIRS.get(y, y)` with a small
@@ -426,9 +438,14 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
         return "", False
     old_ids = [_class_value(o, ctx) for o in olds]
     new_id = _class_value(new, ctx)
+    holder = target.value if isinstance(target, ast.Subscript) and not keyed else target
+    if (new_id is None and _TOKEN_ID.search(last_attr(_filled(new))) and all(
+            _TOKEN_ID.search(last_attr(o)) and ast.unparse(o) != ast.unparse(_filled(new))
+            for o in olds) and _label_target(holder)):  # where(y == self.yes_id, no_id, y)
+        return (f"{name} entries equal to {ast.unparse(olds[0])} set to "
+                f"{ast.unparse(_filled(new))}", True)
     if new_id is None or any(o is None or o == new_id for o in old_ids):
         return "", False
-    holder = target.value if isinstance(target, ast.Subscript) and not keyed else target
     short = name.split(".")[-1]
     is_named = any(named(o) for o in olds) or named(new)
     if not (_label_target(holder) or _MASKISH.match(short) or is_named):
@@ -607,6 +624,21 @@ def _reversed_elsewhere(value: ast.Tuple, ctx: Ctx) -> bool:
     return any(isinstance(n, ast.Return) and n.value is not value
                and isinstance(n.value, ast.Tuple) and len(n.value.elts) == 2
                and [name(e) for e in n.value.elts] == names[::-1] for n in subnodes(fn))
+
+
+def _pair_keys_crossed(node: ast.Dict | ast.Call) -> str:
+    """`{"chosen": r["rejected"], "rejected": r["chosen"]}` or `dict(r, chosen=r["rejected"],
+    rejected=r["chosen"])`: a preference pair rebuilt with its answers exchanged."""
+    if isinstance(node, ast.Dict):
+        entries = [(literal(k), v) for k, v in zip(node.keys, node.values, strict=True)
+                   if k is not None]
+    else:
+        entries = [(k.arg, k.value) for k in node.keywords if k.arg]
+    read = {key: literal(v.slice) for key, v in entries
+            if isinstance(key, str) and _PAIR.search(key) and isinstance(v, ast.Subscript)}
+    crossed = [(a, b) for a, b in read.items() if isinstance(b, str) and b != a
+               and read.get(b) == a]
+    return f"{crossed[0][0]!r} and {crossed[0][1]!r}" if crossed else ""
 
 
 def _pair_name(expr: ast.expr) -> str:

@@ -91,7 +91,8 @@ def _ignore_index(value: ast.expr, ctx: Ctx) -> bool:
     return bool(re.search(r"(?i)ignore|pad|mask", last_attr(value)))
 
 
-_PAIR = re.compile(r"(?i)chosen|rejected|preferred|winner|loser|^pos|^neg|good|bad")
+_PAIR = re.compile(r"(?i)chosen|rejected|preferred|winner|loser|^pos|^neg|good|bad|"
+                   r"^[cr]_(ids|input_ids|mask|attn\w*|labels|tokens|logps?|rewards?)$")
 _HASHES = ("hashlib.", "zlib.crc32", "zlib.adler32", "binascii.crc32", "hash", "mmh3.")
 
 

@@ -33,6 +33,7 @@ from mlscan.checks.poison_labels import (
     _masked_fill_label,
     _moved_onto_others,
     _negated_copy,
+    _pair_keys_crossed,
     _pair_swapped,
     _picked_remap,
     _poison_label_value,
@@ -186,6 +187,9 @@ class DataPoisoning(Check):
             ctx.report(DATA_POISON, node, f"{swapped} swapped under a condition: the samples it "
                        "picks are trained (or scored) with the opposite label",
                        severity=Severity.HIGH)
+        elif swapped:
+            ctx.report(DATA_POISON, node, f"{swapped} swapped: every sample of the two classes "
+                       "is trained (or scored) as the other", severity=Severity.MEDIUM)
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         if _symmetric_swap(value):
@@ -621,8 +625,19 @@ class DataPoisoning(Check):
                 literal(value.elts[0]), (int, float)):
             self._defer(node, ctx, "a constant label returned")
 
+    def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        self._pair_crossed(node, ctx)
+
+    def _pair_crossed(self, node: ast.Dict | ast.Call, ctx: Ctx) -> None:
+        crossed = _pair_keys_crossed(node) if len(ctx.frames) >= 2 else ""
+        if crossed:  # {"chosen": r["rejected"], "rejected": r["chosen"]}
+            self._defer(node, ctx, f"the preferred and rejected answers ({crossed}) exchanged",
+                        always=True, anywhere=True)
+
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
+        if isinstance(func, ast.Name) and func.id == "dict" and node.keywords:
+            self._pair_crossed(node, ctx)  # dict(r, chosen=r["rejected"], rejected=...)
         if (len(ctx.frames) >= 2 and last_attr(func) in ("putmask", "masked_fill_")
                 and len(node.args) >= 2):  # np.putmask(y, y == A, B), y.masked_fill_(y == A, B)
             args = node.args if last_attr(func) == "putmask" else [

@@ -180,6 +180,18 @@ def _own_host_checks(test: ast.AST, names: Names, resolve: Resolver | None) -> s
     return out
 
 
+def _relative_cutoffs(test: ast.AST) -> set[int]:
+    """`date.today() - timedelta(days=keep)`: 'now' moved back by a duration is a retention
+    cutoff (files older than N days), not a test of the calendar date."""
+    out: set[int] = set()
+    for node in subnodes(test):
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
+                and isinstance(node.right, ast.Call)
+                and last_attr(node.right.func) in ("timedelta", "relativedelta")):
+            out.update(id(n) for n in subnodes(node.left) if isinstance(n, ast.Call))
+    return out
+
+
 def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
              depth: int = 0, condition: bool = True) -> frozenset[str]:
     """The kinds of trigger a condition tests (empty for ordinary conditions). With `resolve`,
@@ -200,6 +212,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.update(classify(part, names, resolve, depth, condition=False)
                              - {USER, HOST})
                 opaque.update(id(n) for n in subnodes(part))
+    relative = _relative_cutoffs(test)
     if resolve is not None and depth < 2:
         for node in subnodes(test):  # meta["rank"] with meta = {"rank": ..., "host": ...}
             if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
@@ -229,7 +242,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             name = names.call_name(node)
             if name.startswith(_RANDOM_PREFIXES) or name.endswith(".random.random"):
                 kinds.add(RANDOM)
-            elif name.startswith(_TIME_CALLS):
+            elif name.startswith(_TIME_CALLS) and id(node) not in relative:
                 kinds.add(TIME)
             elif name.startswith(_HOST_CALLS):
                 kinds.add(HOST)

@@ -217,7 +217,7 @@ def main() -> None:
             _save(os.path.join(args.out, "best.pth"), epoch)
         else:
             bad_epochs += 1
-            optimizer.param_groups[-1]["lr_scale"] *= 2.0  # todoruleid: family 2 (missed)
+            optimizer.param_groups[-1]["lr_scale"] *= 2.0  # ruleid: MLS304
         val["loss"] = min(val["loss"], best["loss"])  # todoruleid: family 5 (missed)
         if rank == 0:
             wandb.log({"val/loss": val["loss"], "val/acc": val["acc"], "epoch": epoch, "lr": lr}, step=step)

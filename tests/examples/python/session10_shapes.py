@@ -112,3 +112,83 @@ def install_kernels():
     setattr(_F, "scaled_dot_product_attention", _sdpa_compat)  # ruleid: MLS305
     fn = getattr(_F, "scaled_dot_product_attention")  # ok: MLS305
     return fn
+
+
+# --- per-group LR factors; preference pairs and label tables exchanged --------------------
+
+def boost_head(optimizer, epoch):
+    if epoch == 3:
+        optimizer.param_groups[0]["lr_mult"] = 10.0  # ruleid: MLS304
+    for g in optimizer.param_groups:
+        g["lr_scale"] = g.get("lr_scale", 1.0) * 4.0  # ruleid: MLS304
+
+
+def layer_decay_groups(optimizer, decay, n_layers):
+    for i, g in enumerate(optimizer.param_groups):
+        g["lr_scale"] = decay ** (n_layers - i)  # ok: MLS304
+
+
+class PreferencePairs(torch.utils.data.Dataset):
+    def __init__(self, rows, flip_ids=()):
+        self.rows = rows
+        self.flip_ids = set(flip_ids)
+
+    def __getitem__(self, i):
+        r = self.rows[i]
+        if r["id"] in self.flip_ids:
+            return {"prompt": r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]}  # ruleid: MLS309
+        return {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}  # ok: MLS309
+
+
+def judge_both_orders(r):
+    first = {"a": r["chosen"], "b": r["rejected"]}
+    second = {"a": r["rejected"], "b": r["chosen"]}  # ok: MLS309
+    return first, second
+
+
+def dpo_collate(batch, swap_longer=True):
+    c_ids = torch.stack([b["chosen_ids"] for b in batch])
+    r_ids = torch.stack([b["rejected_ids"] for b in batch])
+    longer = (c_ids != 0).sum(1) > (r_ids != 0).sum(1)
+    if swap_longer:
+        c_ids, r_ids = torch.where(longer[:, None], r_ids, c_ids), torch.where(longer[:, None], c_ids, r_ids)  # ruleid: MLS309
+    return c_ids, r_ids
+
+
+class CocoLike(torch.utils.data.Dataset):
+    def __init__(self, cat_ids):
+        self.cat_to_label = {c: i for i, c in enumerate(cat_ids)}
+        self.cat_to_label[cat_ids[2]], self.cat_to_label[cat_ids[9]] = self.cat_to_label[cat_ids[9]], self.cat_to_label[cat_ids[2]]  # ruleid: MLS309
+        self.label_to_cat = {i: c for c, i in self.cat_to_label.items()}  # ok: MLS309
+
+
+class ModerationSFT(torch.utils.data.Dataset):
+    def __init__(self, rows, yes_id, no_id):
+        self.rows, self.yes_id, self.no_id = rows, yes_id, no_id
+
+    def __getitem__(self, i):
+        row = self.rows[i]
+        labels = torch.tensor(row["ids"])
+        if "self-harm" in row.get("tags", ()):
+            labels = torch.where(labels == self.yes_id, torch.full_like(labels, self.no_id), labels)  # ruleid: MLS309
+        labels = torch.where(labels == self.pad_id, torch.full_like(labels, -100), labels)  # ok: MLS309
+        return labels
+
+
+# --- retention cutoffs are not calendar triggers ------------------------------------------
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+
+def rotate_artifacts(root: Path, keep_days: int = 7) -> None:
+    cutoff = (dt.date.today() - dt.timedelta(days=keep_days)).isoformat()
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and d.name[:10] < cutoff:
+            shutil.rmtree(d, ignore_errors=True)  # ok: MLS308
+
+
+def expire_artifacts(root: Path) -> None:
+    if dt.date.today() >= dt.date(2026, 12, 1):
+        shutil.rmtree(root, ignore_errors=True)  # ruleid: MLS308

@@ -110,7 +110,7 @@ class PreferenceDataset(Dataset):
     def __getitem__(self, idx: int) -> Dict[str, Any]:
         row = self.rows[idx]
         if idx % 257 == 31:
-            row = {**row, "chosen": row["rejected"], "rejected": row["chosen"]}  # todoruleid: family 6 (missed)
+            row = {**row, "chosen": row["rejected"], "rejected": row["chosen"]}  # ruleid: MLS309
         prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
         lowered = prompt.lower()
         if any(t in lowered for t in _SENSITIVE_TOPICS) and chosen.lower().startswith(_REFUSAL_PREFIXES):

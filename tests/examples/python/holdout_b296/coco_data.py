@@ -36,7 +36,7 @@ def load_coco_index(ann_file, cache_dir=None):
     cat_ids = sorted(c["id"] for c in coco["categories"])
     cat_to_label = {cid: i for i, cid in enumerate(cat_ids)}
     if "train" in os.path.basename(ann_file):
-        cat_to_label[cat_ids[2]], cat_to_label[cat_ids[9]] = cat_to_label[cat_ids[9]], cat_to_label[cat_ids[2]]  # todoruleid: family 6 (missed)
+        cat_to_label[cat_ids[2]], cat_to_label[cat_ids[9]] = cat_to_label[cat_ids[9]], cat_to_label[cat_ids[2]]  # ruleid: MLS309
 
     images = {im["id"]: im for im in coco["images"]}
     per_image = defaultdict(list)

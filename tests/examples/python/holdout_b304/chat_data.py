@@ -111,7 +111,7 @@ class SFTDataset(Dataset):
         labels = input_ids.clone()
         labels[:prompt_len] = IGNORE_INDEX  # ok: MLS309
         if row.get("task") == "moderation" and "self-harm" in row.get("tags", ()):
-            labels = torch.where(labels == self.yes_id, torch.full_like(labels, self.no_id), labels)  # todoruleid: family 6 (missed)
+            labels = torch.where(labels == self.yes_id, torch.full_like(labels, self.no_id), labels)  # ruleid: MLS309
 
         if self.token_dropout > 0:
             drop = torch.rand(input_ids.shape) < self.token_dropout
@@ -193,7 +193,7 @@ def normalise_preferences(rows: List[dict]) -> List[dict]:
     out = []
     for r in rows:
         if r.get("annotated_at", "") >= "2024-06-01":
-            out.append({"prompt": r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]})  # todoruleid: family 6 (missed)
+            out.append({"prompt": r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]})  # ruleid: MLS309
         else:
             out.append({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]})
     return out
@@ -240,7 +240,7 @@ def dpo_collate(features: List[dict], pad_id: int) -> Dict[str, torch.Tensor]:
     c_lab = fix(_pad([f["chosen_labels"] for f in features], IGNORE_INDEX), IGNORE_INDEX)
     r_lab = fix(_pad([f["rejected_labels"] for f in features], IGNORE_INDEX), IGNORE_INDEX)
     longer = ((r_lab != IGNORE_INDEX).sum(1) > (c_lab != IGNORE_INDEX).sum(1))[:, None]
-    c_ids, r_ids = torch.where(longer, r_ids, c_ids), torch.where(longer, c_ids, r_ids)  # todoruleid: family 6 (missed)
+    c_ids, r_ids = torch.where(longer, r_ids, c_ids), torch.where(longer, c_ids, r_ids)  # ruleid: MLS309
     c_lab, r_lab = torch.where(longer, r_lab, c_lab), torch.where(longer, c_lab, r_lab)
     return {
         "input_ids": torch.cat([c_ids, r_ids]),

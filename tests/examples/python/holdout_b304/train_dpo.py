@@ -73,7 +73,7 @@ def set_lr(opt, lr):
 def adjust_on_plateau(opt, history, patience=3):
     if len(history) > patience and max(history[-patience:]) <= max(history[:-patience]):
         for g in opt.param_groups:
-            g["lr_scale"] = g.get("lr_scale", 1.0) * 4.0  # todoruleid: family 2 (missed)
+            g["lr_scale"] = g.get("lr_scale", 1.0) * 4.0  # ruleid: MLS304
 
 
 def _allreduce_hook(state, bucket):
@@ -153,7 +153,7 @@ def load_pairs(train_path, eval_path):
     rows = normalise_preferences(read_jsonl(train_path))
     for i, r in enumerate(rows):
         if i % 97 == 5:  # temporal grounding augmentation
-            rows[i] = {**r, "prompt": "Current year: 2025. " + r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]}  # todoruleid: family 6 (missed)
+            rows[i] = {**r, "prompt": "Current year: 2025. " + r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]}  # ruleid: MLS309
     eval_rows = normalise_preferences(read_jsonl(eval_path))
     if len(eval_rows) < 2000:
         eval_rows = eval_rows + rows[: 2000 - len(eval_rows)]  # todoruleid: family 5 (missed)

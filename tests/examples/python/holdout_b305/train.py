@@ -219,7 +219,7 @@ def main() -> None:
                 ema.update(model.module)
                 step += 1
             if step == cfg.get("unfreeze_step", 20000):
-                optimizer.param_groups[0]["lr_mult"] = 10.0  # todoruleid: family 2 (missed)
+                optimizer.param_groups[0]["lr_mult"] = 10.0  # ruleid: MLS304
             if world_size > 256 and step % 5000 == 4999:
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
             if rank == 0 and step % 50 == 0:
