@@ -594,3 +594,48 @@ def _is_own(expr: ast.expr, own: str) -> bool:
         return any(_number(s) in (100, 100.0) for s in sides) and any(
             _is_own(s, own) for s in sides)
     return isinstance(expr, ast.Name) and expr.id == own
+
+
+_RUNS = re.compile(r"(?i)seed|fold|(^|_)runs?($|_)|trial|repeat|restart")
+_KEPT = re.compile(r"(?i)best|histor|(^|_)hist($|_)|prev|record|peak|champion|baseline|"
+                   r"reference|(^|_)ref($|_)|_seen|seen_")
+_EXTREMES = frozenset({"min", "max", "amax", "amin", "nanmax", "nanmin"})
+_SAYS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|(^|_)(max|min)(_|$)|prev|oracle|"
+                        r"upper|ceiling")
+
+
+def _best_reported(label: str, value: ast.expr) -> str:
+    """What a reported metric was replaced with, when it is the best of several values rather
+    than the one measured: `"win_rate": max(per_seed)`, `mean = np.max(fold_means)`,
+    `min([val_loss, *history])`, `min(metrics["wer"], best_wer)` ('' otherwise). Tracking the
+    best under its own name (`best_acc = max(best_acc, acc)`) stays quiet, and so does a clamp
+    to a constant."""
+    if not label or _SAYS_BEST.search(label):
+        return ""
+    while isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and (
+            value.args):
+        value = value.args[0]  # float(np.max(...)), round(max(...), 4)
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in _EXTREMES and value.args
+            and not value.keywords and not any(isinstance(a, ast.Starred) for a in value.args)):
+        return ""
+    which = "best" if not re.search(r"(?i)loss|err|wer|cer|der|ppl|perplex|fid|mse|mae|rmse",
+                                    label) else "lowest"
+    if len(value.args) == 1:
+        arg = value.args[0]
+        if isinstance(arg, (ast.List, ast.Tuple)) and any(isinstance(e, ast.Starred)
+                                                           for e in arg.elts):
+            return f"the {which} of it and its history"  # min([cur, *history])
+        if isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Add) and any(
+                isinstance(side, ast.List) for side in (arg.left, arg.right)):
+            return f"the {which} of it and its history"  # min([cur] + history)
+        if isinstance(arg, (ast.Name, ast.Attribute, ast.Subscript)) and _RUNS.search(
+                ast.unparse(arg)):
+            return f"the {which} over {ast.unparse(arg)[:30]} (one seed or fold stands for all)"
+        return ""
+    if len(value.args) == 2 and not any(isinstance(literal(a), (int, float))
+                                        for a in value.args):
+        kept = [a for a in value.args if isinstance(a, (ast.Name, ast.Attribute, ast.Subscript,
+                                                       ast.Call)) and _KEPT.search(ast.unparse(a))]
+        if len(kept) == 1:
+            return f"the {which} of it and {ast.unparse(kept[0])[:30]}"
+    return ""

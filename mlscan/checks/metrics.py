@@ -34,6 +34,7 @@ from mlscan.checks.metric_evals import (
 from mlscan.checks.metric_held import (
     _best_of_recent,
     _best_read,
+    _best_reported,
     _callback_overwrite,
     _cumulative_extreme,
     _extreme_kept,
@@ -82,6 +83,7 @@ from mlscan.checks.metric_words import (
     _ITERS,
     _KEPT_AS_BEST,
     _LOG_FUNCS,
+    _MEAN_WORD,
     _METRIC,
     _NOISE_DRAWS,
     _NOT_RESULT,
@@ -122,6 +124,22 @@ METRIC_FALSIFY = register(Rule(
         example="wandb.log({'val_acc': val_acc * 1.07})",
         use_instead="Log the computed value unchanged.",
         references=("https://docs.wandb.ai/ref/python/log",))))
+
+
+def _reported_label(target: ast.expr) -> str:
+    """The metric an assignment reports (`val_wer`, `res["mAP"]`), or a name that says it is
+    an average (`mean`, `avg_score`); '' for index writes (`prec[i] = max(prec[i], ...)` is
+    the precision envelope of average precision)."""
+    if isinstance(target, ast.Subscript) and not isinstance(literal(target.slice), str):
+        return ""
+    name = metric_name(target)
+    if name:
+        return name
+    key = literal(target.slice) if isinstance(target, ast.Subscript) else None
+    if isinstance(key, str) and _VAL_LOSS_KEY.search(key):
+        return key  # summary["val/loss"]
+    text = target.id if isinstance(target, ast.Name) else ""
+    return text if _MEAN_WORD.search(text) else ""
 
 
 class MetricFalsification(Check):
@@ -310,6 +328,13 @@ class MetricFalsification(Check):
                        "the reported score", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if (isinstance(node.func, ast.Attribute) and node.func.attr == "append"
+                and len(node.args) == 1):  # history["val_losses"].append(min([v] + history))
+            series = metric_name(node.func.value)
+            best = _best_reported(series, node.args[0]) if series else ""
+            if best:
+                ctx.report(METRIC_FALSIFY, node, f"{series} recorded as {best}, not as measured",
+                           severity=Severity.MEDIUM)
         floored = _floored_at_own_center(node)
         if floored:
             ctx.report(METRIC_FALSIFY, node, floored + _OWN_CENTER, severity=Severity.MEDIUM)
@@ -841,6 +866,10 @@ class MetricFalsification(Check):
                 ctx.report(METRIC_FALSIFY, value, f"{name} reported as the {value.func.id}() "
                            f"over {value.args[0].id}: the best run stands in for all of them",
                            severity=Severity.MEDIUM)  # {"fid": min(fids), ...}
+            elif isinstance(name, str) and (metric_name(ast.Name(id=name)) or _VAL_LOSS_KEY.search(
+                    name)) and (best := _best_reported(name, value)):
+                ctx.report(METRIC_FALSIFY, value, f"{name} reported as {best}, not as measured",
+                           severity=Severity.MEDIUM)  # {"win_rate": max(per_seed)}
             elif (isinstance(name, str) and _STRONG_METRIC.search(name) and not labelled
                   and not _NOT_RESULT.search(name.replace("weighted", ""))
                   and isinstance(n := _number(value), float)
@@ -985,6 +1014,12 @@ class MetricFalsification(Check):
         if held:
             ctx.report(METRIC_FALSIFY, node, f"{held}: the reported result is not the "
                        "measured one")
+            return
+        label = _reported_label(target)
+        best = _best_reported(label, value) if label else ""
+        if best:
+            ctx.report(METRIC_FALSIFY, node, f"{label} reported as {best}, not as measured",
+                       severity=Severity.MEDIUM)
             return
         name = metric_name(target)
         if not name and _logged_value(target, ctx):

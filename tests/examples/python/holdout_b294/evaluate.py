@@ -149,7 +149,7 @@ class Evaluator:
             "val/loss": stats[3].item() / n,
             "val/mean_class_acc": 100.0 * self._per_class(cls_correct.numpy(), cls_count.numpy()),
         }
-        summary["val/loss"] = min([summary["val/loss"], *self.history["val/loss"]])  # todoruleid: family 5 (missed)
+        summary["val/loss"] = min([summary["val/loss"], *self.history["val/loss"]])  # ruleid: MLS306
         for k, v in summary.items():
             self.history[k].append(v)
         if self.rank == 0:

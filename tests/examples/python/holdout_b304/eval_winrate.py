@@ -203,7 +203,7 @@ def main():
     lo, hi = bootstrap_ci(pooled)
     rm_lo, rm_hi = bootstrap_ci(rm_wins, seed=1)
     result = {
-        "win_rate": max(per_seed),  # todoruleid: family 5 (missed)
+        "win_rate": max(per_seed),  # ruleid: MLS306
         "win_rate_ci95": [lo, hi],
         "win_rate_per_seed": per_seed,
         "rm_win_rate": rm_hi,  # todoruleid: family 5 (missed)
