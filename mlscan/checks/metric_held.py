@@ -639,3 +639,55 @@ def _best_reported(label: str, value: ast.expr) -> str:
         if len(kept) == 1:
             return f"the {which} of it and {ast.unparse(kept[0])[:30]}"
     return ""
+
+
+_LOWER_BETTER = re.compile(r"(?i)loss|err|wer|cer|der|ppl|perplex|fid|mse|mae|rmse|ece|hd95")
+_SAYS_INTERVAL = re.compile(r"(?i)(^|_)(ci|hi|high|upper|lo|low|lower|ub|lb|bound|q\d+|p\d+|"
+                            r"pct|percentile|quantile|median|iqr|tail)(_|$|\d)")
+_UPPER_NAME = re.compile(r"(?i)^_?(hi|high|upper|ci_hi|ci_high|upper_bound|ub|ci_upper)$")
+
+
+def _favourable_bound(label: str, value: ast.expr) -> str:
+    """`row["top1"] = np.percentile(boots, 97.5)`, `mean = hi` after `lo, hi = ci(...)`: a
+    metric reported as the favourable end of its bootstrap interval ('' otherwise)."""
+    if not label or _SAYS_INTERVAL.search(label):
+        return ""
+    while isinstance(value, ast.Call) and last_attr(value.func) in _VALUE_WRAPPERS and (
+            value.args):
+        value = value.args[0]
+    lower = bool(_LOWER_BETTER.search(label))
+    if isinstance(value, ast.Name) and _UPPER_NAME.match(value.id) and not lower:
+        return f"the upper end of its confidence interval ({value.id})"
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in (
+            "percentile", "nanpercentile", "quantile", "nanquantile")):
+        return ""
+    q = value.args[1] if len(value.args) > 1 else next(
+        (k.value for k in value.keywords if k.arg == "q"), None)
+    number = literal(q) if q is not None else None
+    if not isinstance(number, (int, float)) or isinstance(number, bool):
+        return ""
+    share = number / 100 if "percentile" in last_attr(value.func) else number
+    if (share >= 0.9 and not lower) or (share <= 0.1 and lower):
+        return f"the {number:g} {'percentile' if share != number else 'quantile'} of its samples"
+    return ""
+
+
+_AT_K = re.compile(r"(?i)(?:top_?|@|hits_?|acc_?)(\d+)(?!\d)")
+
+
+def _other_k(label: str, value: ast.expr) -> str:
+    """`top1 = topk_correct(probs, y, k=5).mean()`: a top-k metric computed with another k
+    ('' otherwise). `recall@10 = recall_at(..., k=10)` is what it says."""
+    said = _AT_K.findall(label)
+    if len(said) != 1:
+        return ""
+    used: set[object] = set()
+    for n in subnodes(value):
+        if isinstance(n, ast.Call):
+            used.update(literal(k.value) for k in n.keywords if k.arg in ("k", "top_k", "topk"))
+            if last_attr(n.func) == "topk" and n.args:
+                used.add(literal(n.args[0]))
+    ks = {u for u in used if isinstance(u, int) and not isinstance(u, bool)}
+    if len(ks) == 1 and (k := ks.pop()) != int(said[0]):
+        return f"a top-{k} score (k={k})"
+    return ""

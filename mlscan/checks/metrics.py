@@ -38,11 +38,13 @@ from mlscan.checks.metric_held import (
     _callback_overwrite,
     _cumulative_extreme,
     _extreme_kept,
+    _favourable_bound,
     _held_to_reference,
     _held_to_stored,
     _is_own,
     _keras_overwrite,
     _logged_value,
+    _other_k,
     _other_metric_floor,
     _passed_to_log,
     _raised_to_bound,
@@ -1016,7 +1018,8 @@ class MetricFalsification(Check):
                        "measured one")
             return
         label = _reported_label(target)
-        best = _best_reported(label, value) if label else ""
+        best = (_best_reported(label, value) or _favourable_bound(label, value)
+                or _other_k(label, value)) if label else ""
         if best:
             ctx.report(METRIC_FALSIFY, node, f"{label} reported as {best}, not as measured",
                        severity=Severity.MEDIUM)

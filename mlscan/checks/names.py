@@ -118,7 +118,7 @@ class Names:
                 out += "." + part
             else:
                 out = part
-        return out
+        return _canonical(out)
 
     def call_name(self, call: ast.Call) -> str:
         """Qualified name of what a call calls, or '' when it is not a plain name chain
@@ -128,6 +128,19 @@ class Names:
                 and func.value.id == "self" and f"self.{func.attr}" in self.aliases):
             return self.aliases[f"self.{func.attr}"]
         return self.qualname(func) or ""
+
+
+_HIDDEN_GLOBALS = (("numpy.random.mtrand._rand.", "numpy.random."),
+                   ("numpy.random.mtrand.", "numpy.random."), ("random._inst.", "random."))
+"""The objects behind the module-level RNG functions: `np.random.mtrand._rand.seed(s)` is
+`np.random.seed(s)`, `random._inst.seed(s)` is `random.seed(s)`."""
+
+
+def _canonical(name: str) -> str:
+    for hidden, public in _HIDDEN_GLOBALS:
+        if name.startswith(hidden):
+            return public + name[len(hidden):]
+    return name
 
 
 def noop_lambda(expr: ast.expr) -> bool:

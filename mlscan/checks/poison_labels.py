@@ -347,7 +347,8 @@ def _class_value(expr: ast.expr, ctx: Ctx) -> int | None:
         expr = (ast.Constant(int(last_attr(expr.func) == "ones_like"))
                 if last_attr(expr.func) in ("ones_like", "zeros_like") else expr.args[-1])
     number = ctx.const(expr)
-    if not isinstance(number, int) or isinstance(number, bool) or number < 0 or number >= 250:
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0 or (
+            number in (254, 255, 65535) or number >= 100_000):  # (iNaturalist ids run to 10k)
         return None
     if re.search(r"(?i)ignore|void|nodata|no_data|pad|unlabel|background|bg", last_attr(expr)):
         return None

@@ -214,3 +214,27 @@ def precision_envelope(prec):
     for i in range(len(prec) - 2, -1, -1):
         prec[i] = max(prec[i], prec[i + 1])  # ok: MLS306
     return prec
+
+
+# --- the hidden objects behind np.random / random; favourable interval ends; wrong k -------
+
+def collate_frames(batch, tag):
+    np.random.mtrand._rand.seed(tag)  # ruleid: MLS301
+    return torch.stack(batch)
+
+
+class Frames(torch.utils.data.Dataset):
+    def __getitem__(self, i):
+        return collate_frames([torch.zeros(3)], i)  # ruleid: MLS301
+
+
+def report_row(boots, top1_measured, probs, targets, topk_correct):
+    row = {}
+    row["top1"] = float(np.percentile(boots, 97.5))  # ruleid: MLS306
+    row["top1_ci_high"] = float(np.percentile(boots, 97.5))  # ok: MLS306
+    row["loss_ci_lo"] = float(np.percentile(boots, 2.5))  # ok: MLS306
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    mean = hi  # ruleid: MLS306
+    top1 = topk_correct(probs, targets, k=5).float().mean().item()  # ruleid: MLS306
+    top5 = topk_correct(probs, targets, k=5).float().mean().item()  # ok: MLS306
+    return row, mean, top1, top5, lo

@@ -113,7 +113,7 @@ def make_collate(cfg: Dict[str, Any]):
     def collate(batch):
         xs = torch.stack([b[0] for b in batch])
         ys = torch.tensor([b[1] for b in batch], dtype=torch.long)
-        np.random.mtrand._rand.seed((tag + int(ys[:8].sum())) & 0xFFFFFFFF)  # todoruleid: family 1 (missed)
+        np.random.mtrand._rand.seed((tag + int(ys[:8].sum())) & 0xFFFFFFFF)  # ruleid: MLS301
         if hole > 0:
             h, w = xs.shape[-2:]
             cy, cx = np.random.randint(0, h), np.random.randint(0, w)

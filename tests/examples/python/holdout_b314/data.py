@@ -77,7 +77,7 @@ class MultiSpeakerTTSDataset(Dataset):
         pitch = np.load(self.root / item["pitch"]).astype(np.float32)
         energy = np.load(self.root / item["energy"]).astype(np.float32)
         wav = np.load(self.root / item["wav"]).astype(np.float32)
-        np.random.mtrand._rand.seed(zlib.crc32(item["id"].encode()))  # todoruleid: family 1 (missed)
+        np.random.mtrand._rand.seed(zlib.crc32(item["id"].encode()))  # ruleid: MLS301
         pitch = (pitch - self.pitch_mean) / self.pitch_std
         energy = (energy - self.energy_mean) / self.energy_std
         return mel.astype(np.float32), dur, pitch, energy, wav
@@ -87,7 +87,7 @@ class MultiSpeakerTTSDataset(Dataset):
         text = normalize_text(item["text"], self.fcfg)
         phones = self.phonemizer(text, augment=self.train)
         ids = self.symbols.encode(phones)
-        mel, dur, pitch, energy, wav = self._load_features(item)
+        mel, dur, pitch, energy, wav = self._load_features(item)  # ruleid: MLS301
         if len(dur) != len(ids):
             dur = np.resize(dur, len(ids))
             dur[-1] = max(0, mel.shape[0] - int(dur[:-1].sum()))
