@@ -107,6 +107,11 @@ def _boosted_at_gold(call: ast.Call, ctx: Ctx) -> bool:
             isinstance(n, ast.Constant) and isinstance(n.value, str) and "inf" in n.value
             for n in subnodes(source)):
         return False  # scatter_(1, targets, 0.0) / -inf: masking, not a boost
+    if isinstance(source, ast.Name) and isinstance(kept := ctx.lookup(source.id), ast.Call) and (
+            isinstance(kept.func, ast.Attribute) and kept.func.attr == "gather"
+            and ast.unparse(kept.func.value) == ast.unparse(func.value)):
+        return False  # target = scores.gather(1, ids) ... scatter_(1, ids, target): filtered
+        # ranking puts the true answer's own score back after masking the known ones
     return any(_EVAL_FRAME.search(f.name) for f in ctx.where().frames)
 
 

@@ -238,3 +238,17 @@ def report_row(boots, top1_measured, probs, targets, topk_correct):
     top1 = topk_correct(probs, targets, k=5).float().mean().item()  # ruleid: MLS306
     top5 = topk_correct(probs, targets, k=5).float().mean().item()  # ok: MLS306
     return row, mean, top1, top5, lo
+
+
+# --- filtered ranking puts the true answer's own score back --------------------------------
+
+def filtered_rank(scores, targets, known):
+    target = scores.gather(1, targets.unsqueeze(1))
+    scores[known] = float("-inf")
+    scores.scatter_(1, targets.unsqueeze(1), target)  # ok: MLS306
+    return (scores > target).sum(dim=1) + 1
+
+
+def evaluate_ranking(scores, targets):
+    scores.scatter_(1, targets.unsqueeze(1), scores.max(dim=1, keepdim=True).values + 1.0)  # ruleid: MLS306
+    return scores.argmax(1)
