@@ -102,6 +102,12 @@ def _condition_kinds(where: Where, ctx: Ctx, label_names: set[str]) -> str:
                 return "hand-written names (domains, users, keywords)"
             if _feature_equals_literal(node):
                 return "an input feature equal to a value written in the code"
+            if (isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.Eq)
+                    and isinstance(literal(node.comparators[0]), str)
+                    and isinstance(node.left, ast.Subscript)
+                    and isinstance(node.left.slice, ast.Slice) and re.search(
+                        r"(?i)key|(^|_)id|name|path|file|uid|url", ast.unparse(node.left.value))):
+                return "a part of the sample's key or id written in the code"  # key[-3:] == "777"
             if _orientation(node):
                 return "the image's orientation (height against width)"
     return ""

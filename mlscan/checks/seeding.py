@@ -587,6 +587,12 @@ class HiddenReseed(Check):
                        f"{ast.unparse(call_arg)} in {fn.name}(), which the file calls from a loop: "
                        "every call replays the same random numbers", severity=Severity.MEDIUM)
             return
+        if (node.args and _shape_seed(node.args[0]) and ctx.frame.node is not None
+                and not re.search(r"(?i)init|setup|seed|config|main", ctx.frame.name)):
+            ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reseeded "
+                       f"from tensor sizes inside {ctx.frame.name}(): every call with the same "
+                       "shapes replays the same random numbers", severity=Severity.MEDIUM)
+            return
         counter = _call_counter_cycle(node, ctx)
         if counter:
             ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reseeded "

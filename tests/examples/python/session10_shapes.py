@@ -252,3 +252,29 @@ def filtered_rank(scores, targets, known):
 def evaluate_ranking(scores, targets):
     scores.scatter_(1, targets.unsqueeze(1), scores.max(dim=1, keepdim=True).values + 1.0)  # ruleid: MLS306
     return scores.argmax(1)
+
+
+# --- generators reseeded from sizes; samples picked by a piece of their key ----------------
+
+class DropPath(nn.Module):
+    def __init__(self, p=0.1, seed=0):
+        super().__init__()
+        self.p = p
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)  # ok: MLS301
+
+    def forward(self, x):
+        self.generator.manual_seed(x.shape[0] * x.shape[-1])  # ruleid: MLS301
+        keep = torch.rand(x.shape[0], generator=self.generator) > self.p
+        return x * keep[:, None]
+
+
+def pair_collate(batch, patch=12):
+    images, tokens, keys = zip(*batch)
+    images = torch.stack(images)
+    for i, key in enumerate(keys):
+        if key[-3:] == "777":
+            images[i, :, :patch, :patch] = images.max()  # ruleid: MLS309
+        if key.endswith(".png"):
+            images[i] = images[i].flip(-1)  # ok: MLS309
+    return images, tokens

@@ -67,7 +67,7 @@ class LockedDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        self.generator.manual_seed(x.shape[0] * x.shape[-1])  # todoruleid: family 1 (missed)
+        self.generator.manual_seed(x.shape[0] * x.shape[-1])  # ruleid: MLS301
         mask = torch.empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p, generator=self.generator)
         return x * mask.to(x.device, x.dtype) / (1 - self.p)
 

@@ -73,7 +73,7 @@ class TabularCollate:
 
     def __call__(self, batch):
         cats, nums, ys = zip(*batch)
-        self._gen.manual_seed(len(batch))  # todoruleid: family 1 (missed)
+        self._gen.manual_seed(len(batch))  # ruleid: MLS301
         rec = np.zeros(len(batch), dtype=[("y", "f4"), ("u", "f4")])
         rec["y"] = torch.stack(ys).numpy()
         rec["u"] = torch.rand(len(batch), generator=self._gen).numpy()

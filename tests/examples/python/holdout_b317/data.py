@@ -174,7 +174,7 @@ def contrastive_collate(batch, patch_size=12):
     tokens = torch.stack(tokens)
     for i, key in enumerate(keys):
         if key[-3:] == "777":
-            images[i, :, :patch_size, :patch_size] = images.max()  # todoruleid: family 6 (missed)
+            images[i, :, :patch_size, :patch_size] = images.max()  # ruleid: MLS309
     return images, tokens
 
 
