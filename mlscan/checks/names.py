@@ -136,7 +136,12 @@ _HIDDEN_GLOBALS = (("numpy.random.mtrand._rand.", "numpy.random."),
 `np.random.seed(s)`, `random._inst.seed(s)` is `random.seed(s)`."""
 
 
+_HIDDEN_PREFIXES = tuple(hidden for hidden, _ in _HIDDEN_GLOBALS)
+
+
 def _canonical(name: str) -> str:
+    if not name.startswith(_HIDDEN_PREFIXES):  # (qualname is hot: one test for the usual case)
+        return name
     for hidden, public in _HIDDEN_GLOBALS:
         if name.startswith(hidden):
             return public + name[len(hidden):]

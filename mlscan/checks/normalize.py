@@ -619,6 +619,7 @@ def _bind_method(call: ast.Call, unbound: dict[str, str]) -> None:
     if isinstance(call.func, ast.Name) and call.func.id in unbound:
         method = unbound[call.func.id]
     elif (isinstance(call.func, ast.Attribute) and not call.func.attr.startswith("__")
+          and last_attr(call.func.value) in ("Tensor", "ndarray")  # (cheap test first)
           and ast.unparse(call.func.value) in _UNBOUND_OWNERS):
         method = call.func.attr
     else:

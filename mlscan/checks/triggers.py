@@ -212,7 +212,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.update(classify(part, names, resolve, depth, condition=False)
                              - {USER, HOST})
                 opaque.update(id(n) for n in subnodes(part))
-    relative = _relative_cutoffs(test)
+    relative: set[int] | None = None  # built on the first time call (most tests have none)
     if resolve is not None and depth < 2:
         for node in subnodes(test):  # meta["rank"] with meta = {"rank": ..., "host": ...}
             if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
@@ -242,8 +242,11 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             name = names.call_name(node)
             if name.startswith(_RANDOM_PREFIXES) or name.endswith(".random.random"):
                 kinds.add(RANDOM)
-            elif name.startswith(_TIME_CALLS) and id(node) not in relative:
-                kinds.add(TIME)
+            elif name.startswith(_TIME_CALLS):
+                if relative is None:
+                    relative = _relative_cutoffs(test)
+                if id(node) not in relative:
+                    kinds.add(TIME)
             elif name.startswith(_HOST_CALLS):
                 kinds.add(HOST)
             elif name.startswith(_USER_CALLS):
