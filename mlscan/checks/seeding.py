@@ -54,7 +54,7 @@ _ENTROPY = ("time.", "os.getpid", "os.urandom", "random.", "numpy.random.", "sec
             "datetime.", "uuid.", "socket.gethostname", "platform.node", "getpass.getuser")
 
 
-_RECURRING_CAPTURE = re.compile(r"(?i)(validation|val|eval|test|predict|sample)\w*_?(start|begin)|"
+RECURRING_CAPTURE = re.compile(r"(?i)(validation|val|eval|test|predict|sample)\w*_?(start|begin)|"
                                 r"(before|pre)_?\w*(validation|val|eval|test|predict|sample)")
 
 
@@ -67,7 +67,7 @@ def _paired_restore(call: ast.Call, ctx: Ctx, where: Where) -> bool:
         return False
     inner = where.frames[-1].name
     return bool(re.search(r"(?i)(end|after|finish)", inner)) and any(
-        _RECURRING_CAPTURE.search(f.name) and any(
+        RECURRING_CAPTURE.search(f.name) and any(
             isinstance(n, ast.Assign) and any(
                 isinstance(t, ast.Attribute) and t.attr == snap.attr for t in n.targets)
             for n in subnodes(f.node))

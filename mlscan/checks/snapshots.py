@@ -16,7 +16,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, STEP, Ctx, Where
 from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import subnodes
-from mlscan.checks.seeding import _RECURRING_CAPTURE, HIDDEN_RESEED
+from mlscan.checks.seeding import HIDDEN_RESEED, RECURRING_CAPTURE
 from mlscan.model import Severity
 
 _RESTORES = frozenset({
@@ -102,8 +102,9 @@ class ReplayedSnapshot(Check):
                 once = _captured_first_time(target.attr, ctx.conds)
                 self._captured.setdefault(target.attr, set()).add(
                     f"{ctx.frame.name}, first call only" if once else ctx.frame.name)
-                if _periodic(ctx.conds) or _RECURRING_CAPTURE.search(" ".join(
-                        ast.unparse(c) for c in ctx.conds)):
+                if isinstance(node.value, ast.Call) and ctx.conds and (
+                        _periodic(ctx.conds) or RECURRING_CAPTURE.search(" ".join(
+                            ast.unparse(c) for c in ctx.conds))):
                     self._periodic.add(target.attr)  # retaken every N steps / each validation
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
