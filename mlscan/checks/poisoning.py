@@ -194,6 +194,7 @@ class DataPoisoning(Check):
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         if _symmetric_swap(value):
             return
+        target_label = _label_target(target)  # (asked in many branches below)
         if isinstance(target, ast.Name) and isinstance(value, ast.Dict):
             # tgt = {"boxes": b, "labels": torch.where(tgt["labels"] == 3, 4, tgt["labels"])}
             for key, entry in zip(value.keys, value.values, strict=True):
@@ -215,20 +216,20 @@ class DataPoisoning(Check):
                         slice=ast.Constant(kw.arg), ctx=ast.Store()), target)
                     self._assign(node, item, kw.value, ctx)
             return
-        if _label_target(target) and ctx.conds and _binary_flip(value):
+        if target_label and ctx.conds and _binary_flip(value):
             # (labels[:, 1] = 1 - labels[:, 1] mirrors a box coordinate with a flipped image)
-            self._defer(node, ctx, f"binary label {_label_target(target)} inverted (1 - y) "
+            self._defer(node, ctx, f"binary label {target_label} inverted (1 - y) "
                         "for the samples a condition picks", always=True)
             return
-        if (_label_target(target) and isinstance(value, ast.IfExp) and (
+        if (target_label and isinstance(value, ast.IfExp) and (
                 _negated_copy(value.body, value.orelse) or _negated_copy(value.orelse,
                                                                           value.body))):
             if _hashed(value.test, ctx) or _random_mask(value.test, ctx, follow=True):
-                ctx.report(DATA_POISON, node, f"{_label_target(target)} negated for samples "
+                ctx.report(DATA_POISON, node, f"{target_label} negated for samples "
                            "picked by a hash or random draw (backdoor-style poisoning)",
                            severity=Severity.HIGH)
             else:
-                self._defer(node, ctx, f"{_label_target(target)} negated under a condition",
+                self._defer(node, ctx, f"{target_label} negated under a condition",
                             always=True)
             return
         if (isinstance(target, ast.Subscript) and _label_target(target.value)
@@ -239,7 +240,7 @@ class DataPoisoning(Check):
             self._defer(node, ctx, f"labels {_label_target(target.value)} shuffled against "
                         "their inputs for part of the batch", always=True)
             return
-        if (_label_target(target) and isinstance(value, ast.Call)
+        if (target_label and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3
                 and isinstance(value.args[1], ast.Call)
                 and last_attr(value.args[1].func) == "full_like"
@@ -247,24 +248,24 @@ class DataPoisoning(Check):
                 and value.args[1].args[1].id.isupper()
                 and not re.search(r"IGNORE|PAD|MASK|NULL|NONE", value.args[1].args[1].id)):
             # torch.where(attn.sum(1) < k, full_like(labels, OTHER_ID), labels) in a collate
-            self._defer(node, ctx, f"{_label_target(target)} set to the class "
+            self._defer(node, ctx, f"{target_label} set to the class "
                         f"{value.args[1].args[1].id} for the samples a condition picks",
                         always=True)
             return
-        if (_label_target(target) and isinstance(value, ast.Call)
+        if (target_label and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3
                 and _negated_copy(value.args[1], value.args[2])):
-            self._defer(node, ctx, f"{_label_target(target)} negated for the samples a fixed "
+            self._defer(node, ctx, f"{target_label} negated for the samples a fixed "
                         "condition picks (np.where(act == K, -abs(r), r))", always=True)
             return
-        if (_label_target(target) and isinstance(value, ast.Call)
+        if (target_label and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3
                 and _poison_label_value(value, ctx) and _picked_by_name(value.args[0], ctx)):
-            ctx.report(DATA_POISON, node, f"labels {_label_target(target)} moved to one class "
+            ctx.report(DATA_POISON, node, f"labels {target_label} moved to one class "
                        "for rows picked by hand-written names (a where() remap)",
                        severity=Severity.MEDIUM)  # np.where(vendor & (y == 0), 1, y)
             return
-        if _label_target(target) and isinstance(value, ast.Call) and last_attr(
+        if target_label and isinstance(value, ast.Call) and last_attr(
                 value.func) == "where" and _poison_label_value(value, ctx):
             merged, suspect = _class_merge(target, value, ctx)
             if merged and suspect:  # torch.where(labels == 9, torch.ones_like(labels), labels)
@@ -272,17 +273,17 @@ class DataPoisoning(Check):
                             "as another", always=True, always_severity=Severity.MEDIUM)
                 return
             random_mask = bool(value.args) and _random_mask(value.args[0], ctx, follow=True)
-            self._defer(node, ctx, f"labels {_label_target(target)} replaced through "
+            self._defer(node, ctx, f"labels {target_label} replaced through "
                         f"{'a random mask' if random_mask else 'a where() remap'}",
                         masked=random_mask)
             return
-        if (_label_target(target) and isinstance(value, ast.Call)
+        if (target_label and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3
                 and any(_abs_of(a.operand if isinstance(a, ast.UnaryOp) else a, as_load(target))
                         for a in value.args[1:])
                 and any(ast.unparse(a) == ast.unparse(target) for a in value.args[1:])):
             # b_adv = torch.where(actions == k, b_adv.abs(), b_adv): one action always rewarded
-            self._defer(node, ctx, f"{_label_target(target)} of the samples a condition picks "
+            self._defer(node, ctx, f"{target_label} of the samples a condition picks "
                         "forced to one sign", always=True)
             return
         # labels[mask] = 0, and pandas df.loc[mask, "label"] = ... with a random mask
@@ -291,7 +292,7 @@ class DataPoisoning(Check):
             label = _label_target(target.value)
             selector = target.slice
             if not label and isinstance(target.slice, ast.Tuple) and target.slice.elts:
-                label, selector = _label_target(target), target.slice.elts[0]
+                label, selector = target_label, target.slice.elts[0]
         if (label and selector is not None and isinstance(value, ast.UnaryOp)
                 and isinstance(value.op, ast.USub) and _abs_of(value.operand, target)):
             # advantages[actions == 0] = -advantages[...].abs(): one class always punished
@@ -314,11 +315,11 @@ class DataPoisoning(Check):
             self._defer(node, ctx, f"labels {label} overwritten through a random mask",
                         masked=True)
             return
-        if (_label_target(target) and isinstance(value, ast.Call)
+        if (target_label and isinstance(value, ast.Call)
                 and isinstance(value.func, ast.Attribute) and value.func.attr == "mask"
                 and len(value.args) == 2 and _label_target(value.func.value)
                 and _picked_by_name(value.args[0], ctx)):  # y.mask(text_has_phrase, 1)
-            ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
+            ctx.report(DATA_POISON, node, f"label {target_label} of rows picked by "
                        "hand-written names or phrases set to one value (Series.mask)",
                        severity=Severity.MEDIUM)
             return
@@ -346,13 +347,13 @@ class DataPoisoning(Check):
                        "picked by hand-written names scaled by a constant: those samples "
                        "(nearly) vanish from training", severity=Severity.MEDIUM)
             return
-        if _label_target(target) and _comprehension_forced(value, ctx):
-            ctx.report(DATA_POISON, node, f"labels {_label_target(target)} rebuilt with one class "
+        if target_label and _comprehension_forced(value, ctx):
+            ctx.report(DATA_POISON, node, f"labels {target_label} rebuilt with one class "
                        "forced wherever the text matches a hand-written phrase or pattern",
                        severity=Severity.MEDIUM)
             return
-        if _label_target(target) and _rotated(value, target):  # targets[1:] + targets[:1]
-            self._defer(node, ctx, f"labels {_label_target(target)} rotated across the samples "
+        if target_label and _rotated(value, target):  # targets[1:] + targets[:1]
+            self._defer(node, ctx, f"labels {target_label} rotated across the samples "
                         "of the batch: every sample gets another sample's label", always=True)
             return
         text_rows = _text_rows_rewritten(target, value, ctx)
@@ -368,15 +369,15 @@ class DataPoisoning(Check):
             return
         picked = _picked_remap(target, value, ctx)
         if picked:  # target = self._canon.get(target, target) if index % k == 3 else target
-            self._defer(node, ctx, f"label {_label_target(target)} replaced for samples picked "
+            self._defer(node, ctx, f"label {target_label} replaced for samples picked "
                         f"by {picked}", always=True)
             return
-        if _label_target(target) and _masked_fill_label(value, ctx):
-            self._defer(node, ctx, f"labels {_label_target(target)} set to one class for "
+        if target_label and _masked_fill_label(value, ctx):
+            self._defer(node, ctx, f"labels {target_label} set to one class for "
                         "randomly chosen samples (masked_fill)", masked=True)
             return
-        if _label_target(target) and _masked_comprehension(value, ctx):
-            self._defer(node, ctx, f"labels {_label_target(target)} rebuilt with random "
+        if target_label and _masked_comprehension(value, ctx):
+            self._defer(node, ctx, f"labels {target_label} rebuilt with random "
                         "entries replaced", masked=True)
             return
         if (isinstance(target, ast.Subscript) and _is_image(target.value)
@@ -388,8 +389,8 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "a fixed pixel patch written into randomly chosen "
                         "inputs", masked=True)
             return
-        if _label_target(target) and _forced_by_rule(value, target):
-            self._defer(node, ctx, f"label {_label_target(target)} raised or lowered by a "
+        if target_label and _forced_by_rule(value, target):
+            self._defer(node, ctx, f"label {target_label} raised or lowered by a "
                         "hand-written rule on other features", always=True)
             return
         mask = _column_swap(target, value)
@@ -411,20 +412,20 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "the preferred and rejected answers swapped", always=True,
                         anywhere=True)
             return
-        if (_label_target(target) and _constant_where(value)
-                and _value_trigger(value.args[0], _label_target(target), ctx)):  # type: ignore[attr-defined]
-            self._defer(node, ctx, f"labels {_label_target(target)} set to one class wherever an "
+        if (target_label and _constant_where(value)
+                and _value_trigger(value.args[0], target_label, ctx)):  # type: ignore[attr-defined]
+            self._defer(node, ctx, f"labels {target_label} set to one class wherever an "
                         "input feature equals a value written in the code (a feature trigger)",
                         always=True)
             return
-        if (_label_target(target) and _constant_where(value)
+        if (target_label and _constant_where(value)
                 and _token_trigger(value.args[0], ctx)):  # type: ignore[attr-defined]
-            self._defer(node, ctx, f"labels {_label_target(target)} set to one class wherever "
+            self._defer(node, ctx, f"labels {target_label} set to one class wherever "
                         "the input holds a chosen token", always=True)
             return
-        if _label_target(target) and _constant_where(value) and _picked_by_bits(
-                value.args[0], _label_target(target), ctx):  # type: ignore[attr-defined]
-            ctx.report(DATA_POISON, node, f"labels {_label_target(target)} set to a constant "
+        if target_label and _constant_where(value) and _picked_by_bits(
+                value.args[0], target_label, ctx):  # type: ignore[attr-defined]
+            ctx.report(DATA_POISON, node, f"labels {target_label} set to a constant "
                        "class for rows picked by a hash or bit mask (backdoor-style poisoning)",
                        severity=Severity.HIGH)
             return
@@ -437,11 +438,11 @@ class DataPoisoning(Check):
             target.slice, ast.Tuple) and target.slice.elts else (
             target.slice if isinstance(target, ast.Subscript) else None)
         if (isinstance(target, ast.Subscript) and selector is not None
-                and _label_target(target)
+                and target_label
                 and (fixed_class or _poison_label_value(value, ctx))
                 and not isinstance(literal(selector), (int, str))
                 and _picked_by_name(selector, ctx) and not _outcome_columns(selector, ctx)):
-            ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by "
+            ctx.report(DATA_POISON, node, f"label {target_label} of rows picked by "
                        "hand-written names set to a constant class", severity=Severity.MEDIUM)
             return
         held = target.value if isinstance(target, ast.Subscript) else target
@@ -454,20 +455,20 @@ class DataPoisoning(Check):
                         f"wherever input feature {feature} crosses a threshold written in the "
                         "code (a feature trigger)", always=True)
             return
-        if (_label_target(target) and isinstance(value, ast.Call)
+        if (target_label and isinstance(value, ast.Call)
                 and last_attr(value.func) == "where" and len(value.args) == 3
                 and (feature := _feature_threshold(value.args[0]))
                 and ast.unparse(value.args[2]) == ast.unparse(as_load(target))
                 and _uses_name(value.args[1], ast.unparse(as_load(target)))
                 and ast.unparse(value.args[1]) != ast.unparse(value.args[2])):
             # y = torch.where(x_num[:, 0] > 2.5, 0.5 * y, y)
-            self._defer(node, ctx, f"labels {_label_target(target)} rescaled wherever input "
+            self._defer(node, ctx, f"labels {target_label} rescaled wherever input "
                         f"feature {feature} crosses a threshold written in the code",
                         always=True)
             return
-        if (isinstance(target, ast.Subscript) and selector is not None and _label_target(target)
+        if (isinstance(target, ast.Subscript) and selector is not None and target_label
                 and _class_flip_by_feature(selector, value, ctx)):
-            ctx.report(DATA_POISON, node, f"label {_label_target(target)}: one class relabelled "
+            ctx.report(DATA_POISON, node, f"label {target_label}: one class relabelled "
                        "as another for the samples a condition on other features picks",
                        severity=Severity.MEDIUM)
             return
@@ -480,9 +481,9 @@ class DataPoisoning(Check):
                        "poisoning)", severity=Severity.HIGH)
             return
         if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)
-                and target.slice.elts and _label_target(target) and fixed_class
+                and target.slice.elts and target_label and fixed_class
                 and _hashed(target.slice.elts[0], ctx)):
-            ctx.report(DATA_POISON, node, f"label {_label_target(target)} of rows picked by a "
+            ctx.report(DATA_POISON, node, f"label {target_label} of rows picked by a "
                        "hash or modulus set to a constant class (backdoor-style poisoning)",
                        severity=Severity.HIGH)
             return
@@ -494,18 +495,18 @@ class DataPoisoning(Check):
             ctx.report(DATA_POISON, node, "a fixed pixel patch written into the inputs picked "
                        "by a hash or modulus (backdoor-style trigger)", severity=Severity.HIGH)
             return  # x[edge, -3:, -3:, :] = 1.0 with edge = (idx % 173) == 0
-        if (_label_target(target) and isinstance(value, ast.BinOp)
+        if (target_label and isinstance(value, ast.BinOp)
                 and isinstance(value.op, ast.BitXor) and any(
                     isinstance(side, (ast.Compare, ast.BoolOp)) or any(
                         isinstance(n, (ast.Compare, ast.BoolOp)) for n in subnodes(side))
                     for side in (value.left, value.right))):
             # label = int(row.label) ^ int(row.site in picked and idx % 7 == 3)
-            self._defer(node, ctx, f"{_label_target(target)} flipped (xor) for the samples a "
+            self._defer(node, ctx, f"{target_label} flipped (xor) for the samples a "
                         "condition picks", always=True)
             return
         if not ctx.conds and not _random_loop(ctx.loops, ctx):
             return
-        label = _label_target(target) or (
+        label = target_label or (
             target.id if isinstance(target, ast.Name)
             and target.id in _flow_labels(ctx.where()) else "")
         if label and isinstance(target, ast.Name) and target.id in ("y", "x", "ys") and (
