@@ -600,6 +600,7 @@ _RUNS = re.compile(r"(?i)seed|fold|(^|_)runs?($|_)|trial|repeat|restart")
 _KEPT = re.compile(r"(?i)best|histor|(^|_)hist($|_)|prev|record|peak|champion|baseline|"
                    r"reference|(^|_)ref($|_)|_seen|seen_")
 _EXTREMES = frozenset({"min", "max", "amax", "amin", "nanmax", "nanmin"})
+_LOWER_BETTER = re.compile(r"(?i)loss|err|wer|cer|der|ppl|perplex|fid|mse|mae|rmse|ece|hd95")
 _SAYS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|(^|_)(max|min)(_|$)|prev|oracle|"
                         r"upper|ceiling")
 
@@ -618,8 +619,7 @@ def _best_reported(label: str, value: ast.expr) -> str:
     if not (isinstance(value, ast.Call) and last_attr(value.func) in _EXTREMES and value.args
             and not value.keywords and not any(isinstance(a, ast.Starred) for a in value.args)):
         return ""
-    which = "best" if not re.search(r"(?i)loss|err|wer|cer|der|ppl|perplex|fid|mse|mae|rmse",
-                                    label) else "lowest"
+    which = "lowest" if _LOWER_BETTER.search(label) else "best"
     if len(value.args) == 1:
         arg = value.args[0]
         if isinstance(arg, (ast.List, ast.Tuple)) and any(isinstance(e, ast.Starred)
@@ -641,7 +641,6 @@ def _best_reported(label: str, value: ast.expr) -> str:
     return ""
 
 
-_LOWER_BETTER = re.compile(r"(?i)loss|err|wer|cer|der|ppl|perplex|fid|mse|mae|rmse|ece|hd95")
 _SAYS_INTERVAL = re.compile(r"(?i)(^|_)(ci|hi|high|upper|lo|low|lower|ub|lb|bound|q\d+|p\d+|"
                             r"pct|percentile|quantile|median|iqr|tail)(_|$|\d)")
 _UPPER_NAME = re.compile(r"(?i)^_?(hi|high|upper|ci_hi|ci_high|upper_bound|ub|ci_upper)$")

@@ -338,14 +338,22 @@ def _picked_remap(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+def _filled(expr: ast.expr) -> ast.expr:
+    """The value of `torch.full_like(y, v)` (v); other expressions as they are."""
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in ("full_like", "new_full") and (
+            len(expr.args) >= 2):
+        return expr.args[-1]
+    return expr
+
+
 def _class_value(expr: ast.expr, ctx: Ctx) -> int | None:
     """A class id written in the code (`11`, `PERSON`), not an ignore/void value (255, -1,
     -100, `IGNORE`, `NODATA`) which remaps exist to produce."""
     if isinstance(expr, ast.Call) and last_attr(expr.func) in (
-            "ones_like", "zeros_like", "full_like", "new_full") and expr.args:
+            "ones_like", "zeros_like") and expr.args:
         # torch.ones_like(labels) / full_like(labels, 8): one class for every picked entry
-        expr = (ast.Constant(int(last_attr(expr.func) == "ones_like"))
-                if last_attr(expr.func) in ("ones_like", "zeros_like") else expr.args[-1])
+        expr = ast.Constant(int(last_attr(expr.func) == "ones_like"))
+    expr = _filled(expr)
     number = ctx.const(expr)
     if not isinstance(number, int) or isinstance(number, bool) or number < 0 or (
             number in (254, 255, 65535) or number >= 100_000):  # (iNaturalist ids run to 10k)
@@ -356,14 +364,6 @@ def _class_value(expr: ast.expr, ctx: Ctx) -> int | None:
 
 
 _TOKEN_ID = re.compile(r"(?i)(^|_)(id|token_id)$")
-
-
-def _filled(expr: ast.expr) -> ast.expr:
-    """The value of `torch.full_like(y, v)` (v); other expressions as they are."""
-    if isinstance(expr, ast.Call) and last_attr(expr.func) in ("full_like", "new_full") and (
-            len(expr.args) >= 2):
-        return expr.args[-1]
-    return expr
 
 
 def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool]:
