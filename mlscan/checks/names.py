@@ -25,6 +25,10 @@ class Names:
         """Keywords a `partial()` alias passes (`partial(torch.load, weights_only=True)`)."""
         self.alias_tests: dict[str, ast.expr] = {}
         """Aliases bound only when a test holds (`f = time.sleep if big else noop`)."""
+        self._calls: dict[int, tuple[ast.Call, int, str]] = {}
+        """call_name by call node, with the alias table's version it was computed under: every
+        check asks for the name of every call (about ten times per call)."""
+        self._version = 0
 
     def add_assign(self, name: str, value: ast.expr, module_level: bool = False) -> None:
         """`reseed = torch.manual_seed`, `opt_cls = torch.optim.AdamW`: a plain name bound to an
@@ -48,6 +52,7 @@ class Names:
         self.alias_tests.pop(name, None)
         self.alias_keywords.pop(name, None)
         module = _imported_module(value, self)
+        self._version += 1
         if module:  # codec = importlib.import_module("pickle")
             self.aliases[name] = module
             self._from_assign.add(name)
@@ -65,6 +70,7 @@ class Names:
             self._from_assign.discard(name)
 
     def add_import(self, node: ast.Import | ast.ImportFrom) -> None:
+        self._version += 1
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
@@ -123,11 +129,17 @@ class Names:
     def call_name(self, call: ast.Call) -> str:
         """Qualified name of what a call calls, or '' when it is not a plain name chain
         (`self._align(...)` with a class attribute `_align = torch.manual_seed` included)."""
+        hit = self._calls.get(id(call))
+        if hit is not None and hit[0] is call and hit[1] == self._version:
+            return hit[2]
         func = call.func
         if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                 and func.value.id == "self" and f"self.{func.attr}" in self.aliases):
-            return self.aliases[f"self.{func.attr}"]
-        return self.qualname(func) or ""
+            name = self.aliases[f"self.{func.attr}"]
+        else:
+            name = self.qualname(func) or ""
+        self._calls[id(call)] = (call, self._version, name)  # (holding the node keeps its id)
+        return name
 
 
 _HIDDEN_GLOBALS = (("numpy.random.mtrand._rand.", "numpy.random."),
