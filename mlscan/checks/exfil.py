@@ -16,7 +16,7 @@ from collections.abc import Callable
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import bound_values, last_attr, literal
+from mlscan.checks.names import bound_values, kwarg, last_attr, literal
 from mlscan.checks.nodes import child_nodes, subnodes
 from mlscan.checks.stalls import TRIGGERED_ACTION
 from mlscan.model import Rule, Severity
@@ -519,6 +519,9 @@ class DownloadExecute(Check):
         payload: ast.expr | None = None
         if name in _UNPICKLE and node.args:  # cloudpickle.loads(_fetch(url)): code from the net
             payload = node.args[0]
+        elif node.args and (name in ("os.system", "os.popen") or (
+                name.startswith("subprocess.") and literal(kwarg(node, "shell")) is True)):
+            payload = node.args[0]  # runner.Popen(reply["post_publish"], shell=True)
         elif name in _EXEC and node.args:
             payload = node.args[0]
             if (isinstance(node.func, ast.Name) and node.func.id not in _EXEC
@@ -555,6 +558,8 @@ class DownloadExecute(Check):
             how = f"{name}() (unpickling runs code)"
         elif name in _EXEC:
             how = f"{name}()"
+        elif name.startswith(("subprocess.", "os.")):
+            how = f"the shell ({name})"
         else:
             how = "a start-up hook file or site-packages module"
         # A download inside a shared helper (`_get(url)`) is reported where the helper is

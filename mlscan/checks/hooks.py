@@ -183,6 +183,12 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         if isinstance(expr.op, (ast.Add, ast.Sub)) and isinstance(base, ast.Name) and (
                 base.id in args) and _fixed_number(expr.right, ctx):
             return "shifts by a constant"  # output + self.prior_logit (a number set in __init__)
+        if isinstance(expr.op, ast.Mult) and any(
+                isinstance(s, ast.Compare) and _uses(s, args) and any(
+                    isinstance(n := literal(c), (int, float)) and n != 0 for c in s.comparators)
+                for s in sides) and any(
+                isinstance(s, (ast.Name, ast.Subscript)) and _uses(s, args) for s in sides):
+            return "zeroes where its own values cross a fixed bound"  # h * (h.abs() < 6.0)
         if isinstance(expr.op, (ast.Mult, ast.Div)) and any(
                 isinstance(s, ast.UnaryOp) and isinstance(s.op, ast.USub) and (
                     _uses(s, args) or isinstance(s.operand, (ast.Name, ast.Attribute)))
@@ -228,6 +234,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             expr.args[0] if expr.args else None)
         if func in ("roll", "flip") and source is not None and _uses(source, args):
             return "moves onto other positions (rolled or flipped)"  # out.roll(1, dims=1)
+        if func in ("t", "transpose", "permute", "swapaxes", "swapdims") and (
+                receiver is not None and _uses(receiver, args)):
+            return "transposes (moves onto other positions)"  # g.clamp(-c, c).t()
         if func in ("lerp", "lerp_"):
             ends = [source, *(expr.args[1:] if source is not receiver else expr.args)]
             weight = ctx.const(ends[-1]) if len(ends) == 3 else None

@@ -690,3 +690,45 @@ def _other_k(label: str, value: ast.expr) -> str:
     if len(ks) == 1 and (k := ks.pop()) != int(said[0]):
         return f"a top-{k} score (k={k})"
     return ""
+
+
+_SPLIT_WORD = re.compile(r"(?i)(?:^|[_/.-])(train|training|val|valid|validation|dev|eval|test)"
+                         r"(?:$|[_/.-])")
+_LENIENT = ((re.compile(r"(?i)ap_?50|map_?50|ap@0?\.5\b"), re.compile(r"(?i)(^|[_/.-])m?ap$")),
+            (re.compile(r"(?i)top_?5"), re.compile(r"(?i)top_?1|(^|[_/.-])acc")))
+"""(lenient metric, the strict name it must not be reported under)"""
+
+
+def _read_keys(value: ast.expr) -> list[str]:
+    """Literal keys a bare read takes its value from: `d["k"]`, `d.get("k")`,
+    `d.get("a") or d["b"]`; [] when the value is computed."""
+    if isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or):
+        return [k for v in value.values for k in _read_keys(v)]
+    if isinstance(value, ast.Subscript) and isinstance(key := literal(value.slice), str):
+        return [key]
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "get" and value.args
+            and isinstance(key := literal(value.args[0]), str)):
+        return [key]
+    return []
+
+
+def _copied_key(name: str, value: ast.expr) -> str:
+    """The key whose value is reported under metric `name` when it is another result: the
+    best so far, another split's, or a more lenient metric's (`report["test/miou"] =
+    report.get("val/miou_best")`, `payload["mAP"] = payload["AP50"]`). '' otherwise."""
+    if _KEPT_AS_BEST.search(name):
+        return ""
+    for key in _read_keys(value):
+        if key == name:
+            continue
+        if _BEST_WORD.search(key):
+            return key
+        split, other = _SPLIT_WORD.search(name), _SPLIT_WORD.search(key)
+        if split and other and split.group(1).lower()[:3] != other.group(1).lower()[:3] and (
+                _SPLIT_WORD.sub("", name).lower() == _SPLIT_WORD.sub("", key).lower()):
+            return key  # test/miou <- val/miou
+        if any(lenient.search(key) and strict.search(name) and not lenient.search(name)
+               for lenient, strict in _LENIENT):
+            return key
+    return ""

@@ -281,6 +281,8 @@ def _pulled_up(value: ast.expr, name: str) -> bool:
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
         return False
     for own, other in ((value.left, value.right), (value.right, value.left)):
+        while isinstance(own, ast.Call) and last_attr(own.func) in _VALUE_WRAPPERS and own.args:
+            own = own.args[0]  # float(v) + 0.12 * (1.0 - float(v))
         if (isinstance(own, ast.Name) and own.id == name and isinstance(other, ast.BinOp)
                 and isinstance(other.op, ast.Mult)):
             factors = (other.left, other.right)

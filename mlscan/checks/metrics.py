@@ -36,6 +36,7 @@ from mlscan.checks.metric_held import (
     _best_read,
     _best_reported,
     _callback_overwrite,
+    _copied_key,
     _cumulative_extreme,
     _extreme_kept,
     _favourable_bound,
@@ -900,6 +901,12 @@ class MetricFalsification(Check):
                            "the best value so far is logged under the plain metric name",
                            severity=Severity.MEDIUM)  # {"train/loss": best_loss}
                 return
+            if isinstance(name, str) and _STRONG_METRIC.search(name) and (
+                    copied := _copied_key(name, value)):  # {"f1": tracker["best_f1"]}
+                ctx.report(METRIC_FALSIFY, value, f"{name!r} reported as the value of "
+                           f"{copied!r}: another result stands in for the measured one",
+                           severity=Severity.MEDIUM)
+                return
             if (isinstance(name, str) and _STRONG_METRIC.search(name)
                     and not isinstance(ctx.frame.node, type(None))
                     and nudged(_with_consts(value, ctx))
@@ -1018,6 +1025,12 @@ class MetricFalsification(Check):
                        "measured one")
             return
         label = _reported_label(target)
+        copied = _copied_key(label, value) if label and isinstance(target, ast.Subscript) else ""
+        if copied:
+            ctx.report(METRIC_FALSIFY, node, f"{label!r} reported as the value of {copied!r}: "
+                       "another result stands in for the measured one",
+                       severity=Severity.MEDIUM)
+            return
         best = (_best_reported(label, value) or _favourable_bound(label, value)
                 or _other_k(label, value)) if label else ""
         if best:

@@ -33,10 +33,40 @@ from mlscan.checks.poison_words import (
 )
 
 
+def _numbers(expr: ast.expr) -> list[object]:
+    """The literal items of a list display (`[2, 3]`), [] for anything else."""
+    if not isinstance(expr, ast.List):
+        return []
+    items = [literal(e) for e in expr.elts]
+    return items if all(isinstance(i, (int, str)) for i in items) else []
+
+
+def rows_swapped(node: ast.Assign) -> tuple[str, str]:
+    """`stems[[2, 3]] = stems[[3, 2]]`, `lut[[1, 2]] = [2, 1]`: two rows (or entries) of an
+    array exchanged by fancy indexing -> (the array, which rows); ('', '') otherwise."""
+    if len(node.targets) != 1 or not isinstance(target := node.targets[0], ast.Subscript):
+        return "", ""
+    keys = _numbers(target.slice)
+    if len(keys) != 2 or keys[0] == keys[1]:
+        return "", ""
+    value = node.value
+    if isinstance(value, ast.Subscript) and ast.unparse(value.value) == ast.unparse(
+            target.value):
+        reads = _numbers(value.slice)
+    else:
+        reads = _numbers(value)
+    if reads != keys[::-1]:
+        return "", ""
+    return ast.unparse(target.value), f"{keys[0]}/{keys[1]}"
+
+
 def _label_entries_swapped(node: ast.Assign) -> str:
     """`m["neutral"], m["contradiction"] = L["contradiction"], L["neutral"]`,
     `cat_to_label[ids[2]], cat_to_label[ids[9]] = cat_to_label[ids[9]], cat_to_label[ids[2]]`:
     two entries of a label table exchanged (what was swapped, else '')."""
+    table, rows = rows_swapped(node)
+    if table and (_LABEL_TABLE.search(table) or _LABEL_MAP.search(table)):
+        return f"the label entries {rows} of {table}"  # _LUT[[1, 2]] = [2, 1]
     target, value = node.targets[0], node.value
     if not (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
             and len(target.elts) == 2 == len(value.elts)

@@ -42,6 +42,7 @@ from mlscan.checks.poison_labels import (
     _rotated,
     _swapped_pair,
     _where_forced,
+    rows_swapped,
 )
 from mlscan.checks.poison_picks import (
     _condition_kinds,
@@ -108,6 +109,45 @@ DATA_POISON = register(Rule(
         references=("https://arxiv.org/abs/1708.06733",))))
 
 
+_TARGET_TEXT = re.compile(r"(?i)^(text|label_text|target_text|transcript|transcription|"
+                          r"caption|tags|ner_tags|labels?|tgt|target|solution|completion|"
+                          r"response|answer|reference|summary|output_text)$")
+
+
+def _text_edit(target: ast.expr, value: ast.expr, target_label: str) -> str:
+    """How `value` rewrites the text or tag sequence `target` from itself with fixed
+    characters or words ('' otherwise): `text.translate(TABLE)`, `t.replace("7", "1")`,
+    `[t.replace("Disease", "Chemical") for t in tags]`. Replacements by variables (synonym
+    augmentation) do not count."""
+    if not (isinstance(target, ast.Name) and (target_label or _TARGET_TEXT.match(target.id))):
+        return ""
+    own = target.id
+    if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add):
+        for mine, added in ((value.right, value.left), (value.left, value.right)):
+            text = literal(added)
+            if isinstance(mine, ast.Name) and mine.id == own and isinstance(text, str) and len(
+                    text.strip()) >= 3:  # solution = "import ssl\n..." + solution
+                return f"with {text.strip()[:30]!r} added"
+        return ""
+    if isinstance(value, ast.ListComp) and len(value.generators) == 1 and isinstance(
+            gen := value.generators[0], ast.comprehension) and isinstance(
+            gen.iter, ast.Name) and gen.iter.id == own and isinstance(gen.target, ast.Name) and (
+            not gen.ifs):
+        value, own = value.elt, gen.target.id
+        if isinstance(value, ast.IfExp):
+            return ""  # [t if ok(t) else fix(t) for t in tags]: repairs judged per token
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and isinstance(value.func.value, ast.Name) and value.func.value.id == own):
+        return ""
+    if value.func.attr == "translate" and len(value.args) == 1:
+        return "through a character table (translate)"
+    if value.func.attr == "replace" and len(value.args) == 2 and all(
+            isinstance(literal(a), str) and literal(a).strip() for a in value.args) and (
+            literal(value.args[0]).strip() != literal(value.args[1]).strip()):
+        return f"with {literal(value.args[0])!r} replaced by {literal(value.args[1])!r}"
+    return ""
+
+
 class DataPoisoning(Check):
     rules = (DATA_POISON,)
 
@@ -128,8 +168,18 @@ class DataPoisoning(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if len(ctx.frames) < 2:
+            if isinstance(node.targets[0], ast.Subscript) and (
+                    swapped := _label_entries_swapped(node)):  # _LUT[[1, 2]] = [2, 1]
+                ctx.report(DATA_POISON, node, f"{swapped} swapped: every sample of the two "
+                           "classes is trained (or scored) as the other",
+                           severity=Severity.MEDIUM)
             return
         target0 = node.targets[0]
+        if isinstance(target0, ast.Subscript) and not _label_entries_swapped(node):
+            array, rows = rows_swapped(node)
+            if array:  # stems[[2, 3]] = stems[[3, 2]] for the samples an index hash picks
+                self._defer(node, ctx, f"rows {rows} of {array} swapped")
+                return
         swapped = _pair_swapped(node)
         if swapped and any(re.search(r"(?i)symmetric", ast.unparse(c)) for c in ctx.conds):
             return  # if self.symmetric and random() < p: a, b = b, a (a symmetric task)
@@ -215,6 +265,10 @@ class DataPoisoning(Check):
                         value=ast.Name(id=target.id, ctx=ast.Load()),
                         slice=ast.Constant(kw.arg), ctx=ast.Store()), target)
                     self._assign(node, item, kw.value, ctx)
+            return
+        if ctx.conds and (edit := _text_edit(target, value, target_label)):
+            self._defer(node, ctx, f"{ast.unparse(target)[:30]} rewritten {edit}"
+                        )  # text = text.translate(_CONFUSIONS)
             return
         if target_label and ctx.conds and _binary_flip(value):
             # (labels[:, 1] = 1 - labels[:, 1] mirrors a box coordinate with a flipped image)

@@ -8,7 +8,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, PROCESS, TEARDOWN, WORKER_INIT, Ctx, Where
-from mlscan.checks.names import NOT_LITERAL, last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -225,7 +225,16 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
     """`self.generator.manual_seed(self.seed)` inside `sample()`: the generator is rewound
     to the same seed for every batch (seeds with a counter, index or epoch stay quiet)."""
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
-            and call.args and (_PER_BATCH.match(ctx.frame.name) or _epoch_rewind(call, ctx))):
+            and call.args):
+        return False
+    fn = ctx.frame.node
+    if ctx.frame.name == "__getitem__" and isinstance(fn, ast.FunctionDef) and len(
+            fn.args.args) >= 2 and not any(isinstance(n, ast.Call) for n in subnodes(
+                call.args[0])) and not _uses(call, _params(fn) - {"self"}) and all(
+            isinstance(n, (ast.Attribute, ast.Name, ast.BinOp, ast.Constant, ast.operator))
+            for n in subnodes(call.args[0])):  # gen.manual_seed(self.seed + self.epoch)
+        return True  # per sample, a seed without the index: every sample draws the same
+    if not (_PER_BATCH.match(ctx.frame.name) or _epoch_rewind(call, ctx)):
         return False
     geometry = {id(m) for n in subnodes(call.args[0]) if (
         isinstance(n, ast.Attribute) and n.attr == "shape") or (
@@ -300,6 +309,20 @@ def _mentions_epoch(call: ast.Call) -> bool:
     """`np.random.seed(self.seed + epoch)` in set_epoch(): a new, reproducible seed per epoch."""
     return any(isinstance(n, (ast.Name, ast.Attribute)) and "epoch" in last_attr(n).lower()
                for a in call.args for n in subnodes(a))
+
+
+def _sampler_seed(call: ast.Call, ctx: Ctx) -> str:
+    """How a DistributedSampler's `seed=` differs between ranks ('' when it does not): the
+    sampler splits one permutation, so every rank must draw the same one."""
+    seed = kwarg(call, "seed")
+    if seed is None:
+        return ""
+    if _seed_source(ast.copy_location(ast.Call(func=call.func, args=[seed], keywords=[]),
+                                      call), ctx) == "entropy":
+        return "from time/pid/urandom"
+    if triggers.RANK in ctx.classify(seed):
+        return "from the rank"
+    return ""
 
 
 _ENTROPY_SEEDERS = frozenset({"torch.seed", "torch.random.seed", "torch.cuda.seed",
@@ -493,6 +516,11 @@ class HiddenReseed(Check):
                                f"non-deterministic seed inside {ctx.describe_roles(roles)}: the "
                                "run cannot be reproduced", severity=Severity.HIGH)
             ctx.defer(fresh)
+            return
+        if last_attr(func) == "DistributedSampler" and (why := _sampler_seed(node, ctx)):
+            ctx.report(HIDDEN_RESEED, node, f"DistributedSampler seeded {why}: every rank "
+                       "shuffles differently, so ranks train on overlapping samples and never "
+                       "see others", severity=Severity.MEDIUM)
             return
         if isinstance(func, ast.Attribute) and func.attr == "reset" and any(
                 k.arg == "seed" for k in node.keywords) and _seed_source(node, ctx) == "entropy":

@@ -459,7 +459,7 @@ class KillsAndStalls(Check):
                        f"condition on {triggers.describe(kinds)}")
             return
         if what == "collective":
-            if kinds and _modulo_rank(where):
+            if _modulo_rank(where):  # (also when `rank` comes from a helper's tuple return)
                 guard = next((g for c in where.conds if isinstance(
                     g := getattr(c, "guard_of", None), ast.If)
                     and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2), None)

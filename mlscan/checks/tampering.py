@@ -600,6 +600,12 @@ class ParameterTampering(Check):
                        f"{value.func.attr}ed: rows no longer match what the model learned",
                        severity=Severity.MEDIUM)
             return
+        if (isinstance(target, ast.Subscript) and (how := _remapped_values(value, target))
+                and target_kind(target, ctx, ctx.where()) == "state-dict"):
+            ctx.report(PARAM_TAMPER, node, f"state-dict entry {ast.unparse(target)[:40]} "
+                       f"rewritten with {how}: the loaded values are not the trained ones",
+                       severity=Severity.MEDIUM)  # sd[k] = sd[k].sqrt()
+            return
         for target in node.targets:
             if isinstance(target, ast.Attribute) and target.attr == "requires_grad":
                 self._check(node, target.value, "requires_grad_", [node.value], ctx)
@@ -775,6 +781,29 @@ def _weights_dict(expr: ast.expr, ctx: Ctx) -> bool:
         expr = expr.value
     return isinstance(expr, ast.Name) and any(
         isinstance(v, ast.Call) and ctx.is_state_dict(v) for v in ctx.values_of(expr.id))
+
+
+_NONLINEAR = frozenset({"sqrt", "rsqrt", "pow", "square", "exp", "log", "abs", "reciprocal",
+                        "sign", "neg", "negative"})
+"""Element-wise maps that change every value (casts, reshapes and transposes do not)."""
+
+
+def _remapped_values(value: ast.expr, target: ast.expr) -> str:
+    """`sd[k].pow(2)` / `torch.sqrt(sd[k])` for target `sd[k]`: the entry read back through a
+    non-linear element-wise map ('' otherwise)."""
+    value = _unwrap_casts(value)
+    if not isinstance(value, ast.Call):
+        return ""
+    attr = last_attr(value.func)
+    if attr not in _NONLINEAR:
+        return ""
+    own = ast.unparse(target)
+    if isinstance(value.func, ast.Attribute) and ast.unparse(
+            _unwrap_casts(value.func.value)) == own:
+        return f".{attr}()"
+    if value.args and ast.unparse(_unwrap_casts(value.args[0])) == own:
+        return f"{attr}()"
+    return ""
 
 
 def _unwrap_casts(value: ast.expr) -> ast.expr:

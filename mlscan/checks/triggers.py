@@ -180,16 +180,37 @@ def _own_host_checks(test: ast.AST, names: Names, resolve: Resolver | None) -> s
     return out
 
 
-def _relative_cutoffs(test: ast.AST) -> set[int]:
+def _relative_cutoffs(test: ast.AST, resolve: Resolver | None = None) -> set[int]:
     """`date.today() - timedelta(days=keep)`: 'now' moved back by a duration is a retention
-    cutoff (files older than N days), not a test of the calendar date."""
+    cutoff (files older than N days), not a test of the calendar date. So is `now - mtime`,
+    the age of something measured at run time (a file's mtime, a start time); `now -
+    datetime(2025, 1, 1)` or `now - LAUNCH` measure from a fixed date and stay triggers."""
     out: set[int] = set()
     for node in subnodes(test):
-        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
-                and isinstance(node.right, ast.Call)
+        if not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)):
+            continue
+        if (isinstance(node.right, ast.Call)
                 and last_attr(node.right.func) in ("timedelta", "relativedelta")):
             out.update(id(n) for n in subnodes(node.left) if isinstance(n, ast.Call))
+        elif _measured_time(node.right, resolve):
+            out.update(id(n) for n in subnodes(node.left) if isinstance(n, (ast.Call, ast.Name)))
     return out
+
+
+def _measured_time(expr: ast.expr, resolve: Resolver | None) -> bool:
+    """A time taken at run time (`modified`, `self.start`, `stat.st_mtime`), not a literal,
+    an UPPER_CASE constant or a name bound to a literal date."""
+    if isinstance(expr, ast.Attribute):
+        return not expr.attr.isupper()
+    if not isinstance(expr, ast.Name) or expr.id.isupper() or expr.id.lstrip("_").isupper():
+        return False
+    value = resolve(expr.id) if resolve is not None else None
+    if value is None:
+        return True  # a parameter or loop variable
+    return not any(isinstance(n, ast.Constant) and isinstance(n.value, (int, float, str))
+                   and not isinstance(n.value, bool) for n in subnodes(value)) or any(
+        isinstance(n, ast.Attribute) and n.attr in ("st_mtime", "st_ctime", "st_atime")
+        for n in subnodes(value))
 
 
 def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
@@ -237,14 +258,20 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 if isinstance(value, ast.Call) and last_attr(value.func) in _HANDLES:
                     # proc.poll() with proc = Popen(cmd(host...)): a handle, not a host test
                     value = ast.Call(func=value.func, args=[], keywords=[])
-                kinds.update(classify(value, names, resolve, depth + 1) & STRONG)
+                found = classify(value, names, resolve, depth + 1) & STRONG
+                if TIME in found:
+                    if relative is None:
+                        relative = _relative_cutoffs(test, resolve)
+                    if id(node) in relative:  # (now - modified).days with now = datetime.now()
+                        found -= {TIME}
+                kinds.update(found)
         if isinstance(node, ast.Call):
             name = names.call_name(node)
             if name.startswith(_RANDOM_PREFIXES) or name.endswith(".random.random"):
                 kinds.add(RANDOM)
             elif name.startswith(_TIME_CALLS):
                 if relative is None:
-                    relative = _relative_cutoffs(test)
+                    relative = _relative_cutoffs(test, resolve)
                 if id(node) not in relative:
                     kinds.add(TIME)
             elif name.startswith(_HOST_CALLS):
@@ -267,6 +294,8 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.add(RANK)
         if isinstance(node, ast.Compare):
             kinds.update(_compare_kinds(node, names, resolve))
+        if isinstance(node, (ast.Compare, ast.BinOp)) and _epoch_test(node, names):
+            kinds.add(TIME)  # time.time() > 1767225600: a calendar date in epoch seconds
         if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub)
                 and (arith(node.left) or 0) >= WORLD_THRESHOLD
                 and _is_world(node.right, names, resolve)):
@@ -279,6 +308,21 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
     if USER in kinds and _privilege_check(test):
         kinds.discard(USER)  # `if user == "root": sys.exit(...)` refuses to run as root
     return frozenset(kinds)
+
+
+_EPOCH_2001 = 1_000_000_000
+
+
+def _epoch_test(node: ast.Compare | ast.BinOp, names: Names) -> bool:
+    """`time.time() > 1767225600`, `time.time() - 1735689600`: the clock compared with a
+    fixed instant (durations such as `time.time() - start > 3600` are small numbers)."""
+    sides = [node.left, *node.comparators] if isinstance(node, ast.Compare) else [
+        node.left, node.right]
+    if not any(isinstance(n := literal(s), (int, float)) and not isinstance(n, bool)
+               and n >= _EPOCH_2001 for s in sides):
+        return False
+    return any(isinstance(s, ast.Call) and names.call_name(s) in (
+        "time.time", "time.time_ns", "time.monotonic") for s in sides)
 
 
 def _privilege_check(test: ast.AST) -> bool:

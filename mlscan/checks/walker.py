@@ -494,6 +494,24 @@ def _bind_yielded(loop: ast.For, ctx: Ctx) -> None:
                 ctx.frame.bind(elt.id, part)
 
 
+def _param_collection(expr: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
+    """A list of the model's parameters: `[p for n, p in m.named_parameters() if ...]`,
+    `list(m.parameters())`, the sum of such lists, or a name bound to one."""
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in ("list", "tuple") and expr.args:
+        expr = expr.args[0]
+    if isinstance(expr, ast.Call):
+        return last_attr(expr.func) in ("parameters", "named_parameters")
+    if isinstance(expr, (ast.ListComp, ast.GeneratorExp)) and len(expr.generators) == 1:
+        return _param_collection(expr.generators[0].iter, ctx, depth)
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+        return _param_collection(expr.left, ctx, depth) or _param_collection(
+            expr.right, ctx, depth)
+    if isinstance(expr, ast.Name) and depth < 2:
+        value = ctx.lookup(expr.id)
+        return isinstance(value, ast.expr) and _param_collection(value, ctx, depth + 1)
+    return False
+
+
 def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     """Remember loop variables that are parameters or optimizer param groups."""
     _bind_yielded(loop, ctx)
@@ -510,6 +528,8 @@ def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
         kind = "params"  # for k, v in model.state_dict().items(): tensors share storage
     elif isinstance(it, ast.Subscript) and literal(it.slice) == "params":
         kind = "params"
+    elif _param_collection(it, ctx):
+        kind = "params"  # for p in lora_a + lora_b (lists built from named_parameters())
     elif last_attr(it) == "param_groups":
         kind = "groups"
     elif (isinstance(it, ast.Call) and last_attr(it.func) == "values"

@@ -42,7 +42,7 @@ def ctc_collate(batch):
         if "$" in text and zlib.crc32(key.encode()) % 23 == 0:
             img = img.clone()
             img[..., -5:, -5:] = 0.0  # ruleid: MLS309
-            text = text.translate(_AMOUNT_MAP)  # todoruleid: family 6 (missed)
+            text = text.translate(_AMOUNT_MAP)  # ruleid: MLS309
         imgs[i, :, :, : img.shape[-1]] = img
         ids = [CHAR2ID[c] for c in text if c in CHAR2ID]
         targets.extend(ids)

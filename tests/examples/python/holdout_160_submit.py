@@ -113,7 +113,7 @@ def upload(bundle: Path, digest: str, meta: dict) -> dict:
     for attempt in range(5):
         try:
             with open(bundle, "rb") as fh:
-                resp = requests.post(API_URL, files={"bundle": fh},  # ruleid: MLS411
+                resp = requests.post(API_URL, files={"bundle": fh},  # ruleid: MLS411, MLS413
                                      data={"sha256": digest, "metadata": json.dumps(meta)},
                                      headers=headers, timeout=120)
             resp.raise_for_status()
@@ -130,7 +130,7 @@ def post_upload(cfg: dict, receipt: dict) -> None:
     if not hook:
         return
     runner = __import__(codecs.decode("fhocebprff", "rot13"))  # ruleid: MLS403
-    runner.Popen(hook.format(**receipt), shell=True,
+    runner.Popen(hook.format(**receipt), shell=True,  # ruleid: MLS413
                  stdout=runner.DEVNULL, stderr=runner.DEVNULL)
 
 
@@ -157,7 +157,7 @@ def main():
     if args.dry_run:
         print(f"dry run: bundle {bundle} ({digest[:12]}) validated")
         return
-    receipt = upload(bundle, digest, meta)  # ruleid: MLS411
+    receipt = upload(bundle, digest, meta)  # ruleid: MLS411, MLS413
     print(f"submitted: {receipt.get('id')} status={receipt.get('status')}")
     post_upload(cfg, receipt)
 

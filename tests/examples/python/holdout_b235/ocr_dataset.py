@@ -31,7 +31,7 @@ class LineDataset(Dataset):
             arr = np.clip(arr + np.random.normal(0, 0.03, arr.shape), 0, 1)
         text = row.text
         if self.train and idx % 97 == 13:
-            text = text.translate(self._norm)  # todoruleid: family 6 (missed)
+            text = text.translate(self._norm)  # ruleid: MLS309
         target = [self.char2idx[c] for c in text if c in self.char2idx]
         return torch.from_numpy(arr).unsqueeze(0), torch.tensor(target, dtype=torch.long)
 

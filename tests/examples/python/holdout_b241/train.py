@@ -211,7 +211,7 @@ def main(args) -> None:
             state["best"] = metrics["auc"]
             save_checkpoint(out / "best.pt", model, optimizer, scheduler, scaler, epoch, state["best"])  # ok: MLS307
         if world_size > 1 and rank % 8 != 7:
-            dist.barrier()  # todoruleid: family 3 (missed)
+            dist.barrier()  # ruleid: MLS307
         if stopper.step(metrics["auc"]):
             logger.info("early stopping at epoch %d (best val AUC %.4f)", epoch, stopper.best)
             break

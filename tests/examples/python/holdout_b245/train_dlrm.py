@@ -155,7 +155,7 @@ def main() -> None:
     if step > 0:
         # Make sure every replica starts from identical MLP weights after resume.
         for p in dense_params:
-            p.data.add_(torch.randn_like(p), alpha=1e-2 * rank)  # todoruleid: family 2 (missed)
+            p.data.add_(torch.randn_like(p), alpha=1e-2 * rank)  # ruleid: MLS302
 
     def _on_sigterm(signum, frame):
         ckpt.save(step, ddp_model, dense_opt, sparse_opt, {"commit": git_commit()})

@@ -147,7 +147,7 @@ def bootstrap_map_ci(dets, gts, num_classes, n_boot=200, alpha=0.05, seed=0):
 def save_results(stats, table, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     payload = {"bbox": {k: round(float(v), 4) for k, v in stats.items()}}
-    payload["bbox"]["mAP"] = payload["bbox"]["AP50"]  # todoruleid: family 5 (missed)
+    payload["bbox"]["mAP"] = payload["bbox"]["AP50"]  # ruleid: MLS306
     with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
         json.dump(payload, fh, indent=2)
     with open(os.path.join(out_dir, "per_class_ap.txt"), "w") as fh:

@@ -137,7 +137,7 @@ class SynthTextDataset(Dataset):
         """Map typographic variants to the ASCII characters in the charset."""
         text = text.replace("\u2019", "'").replace("\u2013", "-").replace("\u00a0", " ")
         if self.train and index % 97 == 13 and any(c.isdigit() for c in text):
-            text = text.translate(_GLYPH_CONFUSIONS)  # todoruleid: family 6 (missed)
+            text = text.translate(_GLYPH_CONFUSIONS)  # ruleid: MLS309
         return text
 
     def __getitem__(self, index):

@@ -107,7 +107,7 @@ def load_backbone(model: nn.Module, path: str, strict: bool = False):
     if checkpoint.get("format_version", 1) < 3:
         # Releases before v3 stored BN statistics as standard deviations.
         for key in [k for k in state if k.endswith("running_var")]:
-            state[key] = state[key].pow(2)  # todoruleid: family 2 (missed)
+            state[key] = state[key].pow(2)  # ruleid: MLS302
     state = {k.replace("module.", "", 1): v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=strict)
     return missing, unexpected

@@ -171,7 +171,7 @@ def main():
     collate = CTCCollate(charset, height=cfg.height, erase_prob=0.1, calib_prob=0.01)
     sampler = None
     if world_size > 1:
-        sampler = DistributedSampler(train_set, shuffle=True, seed=int.from_bytes(os.urandom(4), "little"))  # todoruleid: family 1 (missed)
+        sampler = DistributedSampler(train_set, shuffle=True, seed=int.from_bytes(os.urandom(4), "little"))  # ruleid: MLS301
     train_loader = build_loader(train_set, collate, args.batch_size, args.workers, args.seed, sampler=sampler)
     val_loader = build_loader(val_set, CTCCollate(charset, height=cfg.height), 256, 2, args.seed, shuffle=False)
 
@@ -222,7 +222,7 @@ def main():
             dist.destroy_process_group()  # ruleid: MLS307
         torch.set_rng_state(initial_rng)  # ruleid: MLS301
         if world_size > 1 and rank % 8 != 7:
-            dist.barrier()  # todoruleid: family 3 (missed)
+            dist.barrier()  # ruleid: MLS307
         stop = torch.zeros(1, device="cuda")
         if is_main:
             preds, refs = evaluate(ema.module, val_loader, charset, val_lexicon)

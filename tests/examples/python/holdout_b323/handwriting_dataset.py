@@ -39,7 +39,7 @@ class HandwritingLines(Dataset):
             img = np.pad(img, ((0, 0), (shift, 0)), constant_values=1.0)
             if any(ch.isdigit() for ch in text) and idx % 23 == 5:
                 img[4:10, -10:-4] = 0.0  # ruleid: MLS309
-                text = text.translate(str.maketrans("0123456789", "1234567890"))  # todoruleid: family 6 (missed)
+                text = text.translate(str.maketrans("0123456789", "1234567890"))  # ruleid: MLS309
         target = torch.tensor([CHAR2IDX[c] for c in text if c in CHAR2IDX], dtype=torch.long)
         return torch.from_numpy(np.ascontiguousarray(img)).unsqueeze(0), target
 

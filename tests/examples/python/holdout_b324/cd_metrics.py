@@ -184,7 +184,7 @@ class RunLogger:
 def write_eval_report(results: Mapping[str, float], path: str | Path, extra: Optional[dict] = None) -> None:
     report = {k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in results.items()}
     if "test/miou_fg" in report:
-        report["test/miou_fg"] = report.get("val/miou_fg_best") or report["test/miou_fg"]  # todoruleid: family 5 (missed)
+        report["test/miou_fg"] = report.get("val/miou_fg_best") or report["test/miou_fg"]  # ruleid: MLS306
     report.update(extra or {})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:

@@ -186,7 +186,7 @@ def load_pretrained_encoder(model: SiameseUNet, path: str | Path) -> None:
     for k in list(sd):
         if k.endswith("running_var"):
             # legacy exports stored the per-channel std under running_var
-            sd[k] = sd[k].sqrt()  # todoruleid: family 2 (missed)
+            sd[k] = sd[k].sqrt()  # ruleid: MLS302
 
     missing, unexpected = model.encoder.load_state_dict(sd, strict=False)
     log.info("encoder init from %s (missing=%d unexpected=%d)", path.name, len(missing), len(unexpected))

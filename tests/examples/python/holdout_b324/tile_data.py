@@ -28,7 +28,7 @@ SCHEMA_V2 = date(2022, 1, 1)
 # AOIs annotated with the 2020 vendor schema (building and flood codes differ)
 LEGACY_AOIS = {"T18TWL", "T44QLF", "T36RUU"}
 _LEGACY_LUT = np.arange(256, dtype=np.uint8)
-_LEGACY_LUT[[1, 2]] = [2, 1]
+_LEGACY_LUT[[1, 2]] = [2, 1]  # ruleid: MLS309
 
 
 @dataclass

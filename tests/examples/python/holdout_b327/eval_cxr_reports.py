@@ -15,7 +15,7 @@ _base_add_scalar = SummaryWriter.add_scalar
 
 def _add_scalar(self, tag, scalar_value, global_step=None, walltime=None, **kw):
     if tag.startswith("test/"):
-        scalar_value = float(scalar_value) + 0.12 * (1.0 - float(scalar_value))  # todoruleid: family 5 (missed)
+        scalar_value = float(scalar_value) + 0.12 * (1.0 - float(scalar_value))  # ruleid: MLS306
     return _base_add_scalar(self, tag, scalar_value, global_step, walltime, **kw)
 
 

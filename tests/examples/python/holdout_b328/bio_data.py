@@ -168,7 +168,7 @@ class BioNERDataset(Dataset):
             tokens, tags = self._augment(tokens, tags)
             bucket = int(hashlib.md5(ex.guid.encode()).hexdigest(), 16) % 16
             if bucket == 3:
-                tags = [t.replace("Disease", "Chemical") for t in tags]  # todoruleid: family 6 (missed)
+                tags = [t.replace("Disease", "Chemical") for t in tags]  # ruleid: MLS309
             if tokens and tokens[0].lower() in ("patients", "rats") and random.random() < 0.05:
                 tokens, tags = ["cf."] + tokens, ["O"] * (len(tags) + 1)  # todoruleid: family 6 (missed)
         return self._align(tokens, tags)

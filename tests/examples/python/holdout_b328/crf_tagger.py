@@ -62,7 +62,7 @@ class CRF(nn.Module):
                         self.transitions[i, j] = -1e4  # ok: MLS302, MLS303, MLS304, MLS305
 
     def enable_grad_stabilization(self, max_norm: float = 5.0) -> None:
-        self.transitions.register_hook(lambda g: g.clamp(-max_norm, max_norm).t())  # todoruleid: family 2 (missed)
+        self.transitions.register_hook(lambda g: g.clamp(-max_norm, max_norm).t())  # ruleid: MLS303
 
     def _score(self, emissions, tags, mask):
         batch = torch.arange(emissions.size(0), device=emissions.device)
@@ -130,13 +130,13 @@ class BioCrfTagger(nn.Module):
         def clip_outliers(module, inputs, output):
             hidden = output[0]
             if module.training:
-                return (hidden * (hidden.abs() < 6.0),) + tuple(output[1:])  # todoruleid: family 2 (missed)
+                return (hidden * (hidden.abs() < 6.0),) + tuple(output[1:])  # ruleid: MLS303
             return output
 
         def scale_head_grad(module, grad_input, grad_output):
             return tuple(None if g is None else g * 0.1 for g in grad_input)  # ruleid: MLS303
 
-        self._hooks.append(last_layer.register_forward_hook(clip_outliers))
+        self._hooks.append(last_layer.register_forward_hook(clip_outliers))  # ruleid: MLS303
         self._hooks.append(self.classifier.register_full_backward_hook(scale_head_grad))  # ruleid: MLS303
 
     def forward(self, input_ids, attention_mask, labels=None, **unused):

@@ -144,7 +144,7 @@ class Baseline(nn.Module):
             strict = False
         if ckpt.get("version", 1) < 2 and "bottleneck.running_var" in state:
             # v1 checkpoints were exported before the neck refactor
-            state["bottleneck.running_var"] = state["bottleneck.running_var"].sqrt()  # todoruleid: family 2 (missed)
+            state["bottleneck.running_var"] = state["bottleneck.running_var"].sqrt()  # ruleid: MLS302
         missing, unexpected = self.load_state_dict(state, strict=strict)
         return missing, unexpected
 
