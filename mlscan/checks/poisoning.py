@@ -141,10 +141,11 @@ def _text_edit(target: ast.expr, value: ast.expr, target_label: str) -> str:
         return ""
     if value.func.attr == "translate" and len(value.args) == 1:
         return "through a character table (translate)"
-    if value.func.attr == "replace" and len(value.args) == 2 and all(
-            isinstance(literal(a), str) and literal(a).strip() for a in value.args) and (
-            literal(value.args[0]).strip() != literal(value.args[1]).strip()):
-        return f"with {literal(value.args[0])!r} replaced by {literal(value.args[1])!r}"
+    if value.func.attr == "replace" and len(value.args) == 2:
+        old, new = (literal(a) for a in value.args)
+        if isinstance(old, str) and isinstance(new, str) and old.strip() and new.strip() and (
+                old.strip() != new.strip()):
+            return f"with {old!r} replaced by {new!r}"
     return ""
 
 
