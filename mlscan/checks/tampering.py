@@ -708,6 +708,9 @@ class ParameterTampering(Check):
         roles = ctx.roles(where)
         ema = bool(_EMA_NAMES.search(root)) or (op in ("copy_", "set_") and swap)
         what = f"{kind} {root or 'tensor'}"
+        if kind == "gradient" and op == "add_" and not kinds & triggers.STRONG and any(
+                _PRIVACY.search(ast.unparse(c)) for c in where.conds):
+            return  # if cfg.dp_sigma > 0: p.grad.add_(noise): DP-SGD's noise step
         if kinds - {triggers.INDEX}:
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} only under a "
                        f"condition on {triggers.describe(kinds)}")
