@@ -732,3 +732,58 @@ def _copied_key(name: str, value: ast.expr) -> str:
                for lenient, strict in _LENIENT):
             return key
     return ""
+
+
+def _kept_when_worse(target: ast.expr, value: ast.expr, conds: list[ast.expr]) -> str:
+    """`if report["auc"] < prev["auc"]: report["auc"] = prev["auc"]`: a metric replaced by the
+    stored one exactly when the new result is worse (the container the value comes from)."""
+    if not (isinstance(target, ast.Subscript) and isinstance(key := literal(target.slice), str)):
+        return ""
+    keys = _read_keys(value)
+    if keys != [key]:
+        return ""
+    source = value.value if isinstance(value, ast.Subscript) else value.func.value  # type: ignore[attr-defined]
+    mine, theirs = ast.unparse(target.value), ast.unparse(source)
+    if mine == theirs:
+        return ""
+    for cond in conds:
+        for n in subnodes(cond):
+            if isinstance(n, ast.Compare) and len(n.ops) == 1 and isinstance(
+                    n.ops[0], (ast.Lt, ast.Gt, ast.LtE, ast.GtE)):
+                sides = {ast.unparse(s.value if isinstance(s, ast.Subscript) else (
+                    s.func.value if isinstance(s, ast.Call) and isinstance(
+                        s.func, ast.Attribute) else s))
+                         for s in (n.left, *n.comparators) if _read_keys(s) == [key]}
+                if {mine, theirs} <= sides:
+                    return theirs
+    return ""
+
+
+def _chain_keys(expr: ast.expr) -> list[str]:
+    """Literal keys along a read chain: `res.get("val", {}).get("ece")` -> ["val", "ece"]."""
+    keys: list[str] = []
+    while True:
+        if isinstance(expr, ast.Subscript) and isinstance(key := literal(expr.slice), str):
+            keys.append(key)
+            expr = expr.value
+        elif (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+              and expr.func.attr == "get" and expr.args
+              and isinstance(key := literal(expr.args[0]), str)):
+            keys.append(key)
+            expr = expr.func.value
+        else:
+            return keys[::-1]
+
+
+def _better_of_split(name: str, value: ast.expr) -> str:
+    """`test["ece"] = min(test["ece"], res["val"]["ece"])`: a metric reported as the better of
+    itself and the same metric on another split (that split, '' otherwise)."""
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("min", "max") and len(value.args) == 2):
+        return ""
+    for arg in value.args:
+        keys = _chain_keys(arg)
+        splits = [k for k in keys[:-1] if _SPLIT_WORD.search(f"_{k}_")]
+        if len(keys) >= 2 and keys[-1] == name and splits:
+            return splits[0]
+    return ""

@@ -18,13 +18,15 @@ _METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|au
                      r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid|correct|"
                      r"ndcg|mrr|hit_?rate|mean_return|episode_return|ep_ret|explained_var\w*|"
                      r"lpips\w*|diversity|inception_score|kid|psnr|ssim|eer|min_?dcf|"
-                     r"success_rate|win_rate|mase|smape|mape|crps)"
+                     r"success_rate|win_rate|mase|smape|mape|crps|rmse|rmse_log|mae|abs_rel|"
+                     r"sq_rel|delta_?1|exact_match|pass@\d+|ece)"
                      r"($|[_/.-])")
 _EVAL_LOSS = re.compile(r"(?i)^(val|valid|validation|eval|test|dev)_?\w*loss")
 _STRONG_METRIC = re.compile(r"(?i)acc|f1|bleu|rouge|auc|auroc|auprc|precision|recall|ppl|"
                             r"perplexity|iou|dice|top1|top5|wer\b|map\b|ndcg|mrr|hit_?rate|"
                             r"exact_match|(^|[_/.-])em($|[_/.-])|pass@|mean_return|psnr|ssim|"
-                            r"episode_return|explained_var|success_rate|win_rate")
+                            r"episode_return|explained_var|success_rate|win_rate|abs_rel|sq_rel|"
+                            r"rmse|(^|[_/.-])mae($|[_/.-])|delta_?1($|[_/.-])")
 _LOG_FUNCS = frozenset({"log", "add_scalar", "add_scalars", "log_metric", "log_metrics",
                         "log_dict", "report", "print", "info", "warning", "debug", "write",
                         "add_text", "set_postfix", "log_scalar"})

@@ -35,6 +35,7 @@ from mlscan.checks.metric_held import (
     _best_of_recent,
     _best_read,
     _best_reported,
+    _better_of_split,
     _callback_overwrite,
     _copied_key,
     _cumulative_extreme,
@@ -43,6 +44,7 @@ from mlscan.checks.metric_held import (
     _held_to_reference,
     _held_to_stored,
     _is_own,
+    _kept_when_worse,
     _keras_overwrite,
     _logged_value,
     _other_k,
@@ -1025,6 +1027,18 @@ class MetricFalsification(Check):
                        "measured one")
             return
         label = _reported_label(target)
+        kept = _kept_when_worse(target, value, ctx.conds) if label and ctx.conds else ""
+        if kept:
+            ctx.report(METRIC_FALSIFY, node, f"{label!r} replaced by {kept}'s value whenever "
+                       "the new result is worse: the report never shows a regression",
+                       severity=Severity.MEDIUM)
+            return
+        split = _better_of_split(label, value) if label else ""
+        if split:
+            ctx.report(METRIC_FALSIFY, node, f"{label!r} reported as the better of itself and "
+                       f"the {split} split's value: the reported result is not the measured one",
+                       severity=Severity.MEDIUM)
+            return
         copied = _copied_key(label, value) if label and isinstance(target, ast.Subscript) else ""
         if copied:
             ctx.report(METRIC_FALSIFY, node, f"{label!r} reported as the value of {copied!r}: "

@@ -47,7 +47,8 @@ class Names:
                 and self.qualname(value.func) in ("functools.partial", "partial")):
             bound = [k for k in value.keywords if k.arg]  # passed on every call through it
             value = value.args[0]  # functools.partial(torch.cuda.manual_seed_all)
-        kinds = (ast.Attribute, ast.Call, ast.Name) if module_level else (ast.Attribute, ast.Call)
+        kinds = (ast.Attribute, ast.Call, ast.Name, ast.Subscript) if module_level else (
+            ast.Attribute, ast.Call, ast.Subscript)
         qual = self.qualname(value) if isinstance(value, kinds) else None
         self.alias_tests.pop(name, None)
         self.alias_keywords.pop(name, None)
@@ -114,6 +115,9 @@ class Names:
             elif isinstance(node, ast.Name):
                 parts.append(self.aliases.get(node.id, node.id))
                 break
+            elif (entry := namespace_entry(node)) is not None:
+                parts.append(entry[1])  # vars(builtins)["exec"]
+                node = entry[0]
             else:
                 return None
         out = ""
@@ -219,8 +223,25 @@ def _chain_root(expr: ast.AST) -> ast.AST:
             expr = expr.value
         elif isinstance(expr, ast.Call) and getattr_name(expr) is not None:
             expr = expr.args[0]
+        elif (entry := namespace_entry(expr)) is not None:
+            expr = entry[0]
         else:
             return expr
+
+
+def namespace_entry(expr: ast.AST) -> tuple[ast.expr, str] | None:
+    """(module, name) for `vars(builtins)["exec"]` / `builtins.__dict__["exec"]`: an
+    attribute read through the namespace dict, as getattr() would."""
+    if not (isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Constant)
+            and isinstance(expr.slice.value, str)):
+        return None
+    inner = expr.value
+    if (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name)
+            and inner.func.id == "vars" and len(inner.args) == 1):
+        return inner.args[0], expr.slice.value
+    if isinstance(inner, ast.Attribute) and inner.attr == "__dict__":
+        return inner.value, expr.slice.value
+    return None
 
 
 def _root_call(expr: ast.AST) -> ast.Call | None:

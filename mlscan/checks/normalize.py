@@ -207,6 +207,13 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
                 folded = ast.copy_location(ast.Constant(keys[node.slice.id]), node.slice)
                 folded.folded = True  # type: ignore[attr-defined]
                 node.slice = folded
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id in ("getattr", "setattr", "delattr") and len(node.args) >= 2
+                  and isinstance(node.args[1], ast.Name) and node.args[1].id in keys):
+                # name = "all_" + "reduce"; setattr(dist, name, wrapper)
+                folded = ast.copy_location(ast.Constant(keys[node.args[1].id]), node.args[1])
+                folded.folded = True  # type: ignore[attr-defined]
+                node.args[1] = folded
 
 
 _ALIASED_METHOD = re.compile(r"\w+_$|sleep$|kill|_exit$|exit$|manual_seed|seed$|system$|remove$|"
@@ -564,6 +571,31 @@ _OPERATORS: dict[str, ast.operator] = {
     "pow": ast.Pow(), "floordiv": ast.FloorDiv()}
 
 
+class _Substitute(ast.NodeTransformer):
+    """Replaces reads of one name with a copy of an expression."""
+
+    def __init__(self, name: str, value: ast.expr) -> None:
+        self.name, self.value = name, value
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        if node.id == self.name and isinstance(node.ctx, ast.Load):
+            return ast.copy_location(copy.deepcopy(self.value), node)
+        return node
+
+
+_IN_PLACE_OPS: dict[str, ast.operator] = {
+    "imul": ast.Mult(), "itruediv": ast.Div(), "iadd": ast.Add(), "isub": ast.Sub()}
+
+
+def _as_store(expr: ast.expr) -> ast.Name | ast.Attribute | ast.Subscript | None:
+    """A copy of `expr` usable as an assignment target (None when it cannot be one)."""
+    if not isinstance(expr, (ast.Name, ast.Attribute, ast.Subscript)):
+        return None
+    out = copy.copy(expr)
+    out.ctx = ast.Store()
+    return out
+
+
 def _fold_operators(node: ast.AST) -> None:
     """`operator.mul(g["lr"], k)` -> `g["lr"] * k`, `operator.neg(x)` -> `-x`: arithmetic
     spelled as calls reads as arithmetic to the checks."""
@@ -668,6 +700,29 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
     if not isinstance(stmt, ast.Expr) or not isinstance(stmt.value, ast.Call):
         return None
     call = stmt.value
+    func = call.func
+    if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+            and func.value.id == "operator" and func.attr in _IN_PLACE_OPS
+            and len(call.args) == 2 and not call.keywords):
+        # operator.imul(st["exp_avg_sq"], k) -> st["exp_avg_sq"] *= k
+        lhs = _as_store(call.args[0])
+        if lhs is None:
+            return None
+        return ast.fix_missing_locations(ast.copy_location(ast.AugAssign(
+            target=lhs, op=_IN_PLACE_OPS[func.attr], value=call.args[1]), stmt))
+    mapped = call.args[0] if (isinstance(func, ast.Name) and func.id in ("list", "tuple", "set")
+                              and len(call.args) == 1) else call
+    if (isinstance(mapped, ast.Call) and isinstance(mapped.func, ast.Name)
+            and mapped.func.id == "map" and len(mapped.args) == 2
+            and isinstance(mapped.args[0], (ast.Call, ast.Attribute, ast.Name, ast.Lambda))):
+        # list(map(f, xs)) run for its effect -> for _item in xs: f(_item)
+        each = ast.Call(func=mapped.args[0], args=[
+            ast.Name(id="_mapped_item", ctx=ast.Load())], keywords=[])
+        if isinstance(mapped.args[0], ast.Call):
+            _fold_getattr(each, consts)  # map(operator.methodcaller("mul_", k), xs)
+        loop = ast.For(target=ast.Name(id="_mapped_item", ctx=ast.Store()), iter=mapped.args[1],
+                       body=[ast.Expr(value=each)], orelse=[])
+        return ast.fix_missing_locations(ast.copy_location(loop, stmt))
     if isinstance(call.func, ast.IfExp):
         return _chosen_call(stmt, call, call.func, noops)
     if (isinstance(call.func, ast.Attribute) and call.func.attr == "update" and not call.args
@@ -682,6 +737,21 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
             item = ast.Attribute(value=namespace, attr=str(key.arg), ctx=ast.Store())
         return ast.fix_missing_locations(ast.copy_location(
             ast.Assign(targets=[ast.copy_location(item, stmt)], value=key.value), stmt))
+    if (isinstance(call.func, ast.Attribute) and call.func.attr == "update" and not call.keywords
+            and len(call.args) == 1 and isinstance(comp := call.args[0], ast.DictComp)
+            and len(comp.generators) == 1 and not comp.generators[0].ifs
+            and isinstance(var := comp.generators[0].target, ast.Name)
+            and isinstance(comp.generators[0].iter, (ast.Tuple, ast.List))
+            and 1 <= len(comp.generators[0].iter.elts) <= 16
+            and all(isinstance(literal(e), str) for e in comp.generators[0].iter.elts)):
+        # report.update({k: prev[k] for k in ("auc", "ks")}) -> report["auc"] = prev["auc"]...
+        out: list[ast.stmt] = []
+        for elt in comp.generators[0].iter.elts:
+            key, read = (_Substitute(var.id, elt).visit(copy.deepcopy(e))
+                          for e in (comp.key, comp.value))
+            out.append(ast.copy_location(ast.Assign(targets=[ast.Subscript(
+                value=call.func.value, slice=key, ctx=ast.Store())], value=read), stmt))
+        return [ast.fix_missing_locations(a) for a in out]
     if (isinstance(call.func, ast.Attribute) and call.func.attr == "update" and not call.keywords
             and len(call.args) == 1 and isinstance(call.args[0], ast.Dict)
             and 1 <= len(call.args[0].keys) <= 16

@@ -38,7 +38,7 @@ _LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(gold|g
 """Dict keys such as `cls_label`, `fine_target` are labels too."""
 
 
-_LABEL_TABLE = re.compile(r"(?i)label|class|id2|2id|to_idx|tag|verbali")
+_LABEL_TABLE = re.compile(r"(?i)label|class|id2|2id|to_idx|tag|verbali|mapping|lut$|^map$")
 
 
 def _label_target(expr: ast.expr) -> str:

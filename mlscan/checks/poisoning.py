@@ -24,6 +24,7 @@ from mlscan.checks.poison_labels import (
     _column_swap,
     _comprehension_forced,
     _constant_where,
+    _filled,
     _flow_labels,
     _forced_by_rule,
     _label_entries_swapped,
@@ -244,6 +245,17 @@ class DataPoisoning(Check):
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         if _symmetric_swap(value):
+            return
+        if (isinstance(target, ast.Name) and isinstance(value, ast.Call)
+                and last_attr(value.func) in ("full_like", "zeros_like", "ones_like")
+                and value.args and isinstance(value.args[0], ast.Name)
+                and value.args[0].id == target.id and ctx.conds):
+            # depth = torch.full_like(depth, MAX): the whole target overwritten, as depth[:] = MAX
+            fill = _filled(value) if last_attr(value.func) == "full_like" else ast.Constant(
+                int(last_attr(value.func) == "ones_like"))
+            whole = ast.copy_location(ast.Subscript(value=ast.Name(id=target.id, ctx=ast.Load()),
+                                                    slice=ast.Slice(), ctx=ast.Store()), target)
+            self._assign(node, whole, ast.copy_location(fill, value), ctx)
             return
         target_label = _label_target(target)  # (asked in many branches below)
         if isinstance(target, ast.Name) and isinstance(value, ast.Dict):

@@ -489,7 +489,15 @@ class KillsAndStalls(Check):
                 node, ast.Call) and any(isinstance(literal(n), (int, float)) and not isinstance(
                     literal(n), bool) and literal(n) >= 60  # type: ignore[operator]
                     for a in node.args for n in subnodes(a)))  # sleep(300 + 600 * random())
-            sev = Severity.MEDIUM if what == "kill" or where.loops or long_random or (
+            grows = (what == "stall" and isinstance(node, ast.Call) and any(
+                isinstance(n, (ast.Name, ast.Attribute)) and re.search(
+                    r"(?i)^(global_)?(step|steps|iteration|iter|it|epoch|batch_idx)$", last_attr(n))
+                for a in node.args for n in subnodes(a))) or (  # sleep(2.5 + 0.01 * step)
+                what == "stall" and any(  # if rank == world - 1 and step % 400 == 399: sleep
+                    isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) and re.search(
+                        r"(?i)^(global_)?(step|steps|iteration|iter|it|batch_idx)$",
+                        last_attr(n.left)) for c in where.conds for n in subnodes(c)))
+            sev = Severity.MEDIUM if what == "kill" or where.loops or long_random or grows or (
                 _modulo_rank(where)) else Severity.LOW  # (every k-th rank: not start-up order)
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return

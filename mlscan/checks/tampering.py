@@ -65,6 +65,11 @@ def _strip(expr: ast.expr) -> ast.expr:
             return expr
 
 
+_VIEWS = frozenset({"numpy", "detach", "view", "view_as", "flatten", "reshape", "squeeze",
+                    "unsqueeze", "t", "T", "transpose"})
+"""Tensor methods whose result shares memory with the tensor (writes reach it)."""
+
+
 def target_kind(expr: ast.expr, ctx: Ctx, where: Where, depth: int = 0) -> str:
     """'gradient', 'parameter', 'state-dict' or '' for what an in-place write hits. Names are
     followed to what was assigned to them (`w = model.fc.weight`, `ps = list(m.parameters())`)."""
@@ -86,6 +91,9 @@ def target_kind(expr: ast.expr, ctx: Ctx, where: Where, depth: int = 0) -> str:
         return "parameter"
     if isinstance(base, ast.Call) and last_attr(base.func) in ("list", "tuple") and base.args:
         base = base.args[0]
+    if (isinstance(base, ast.Call) and isinstance(base.func, ast.Attribute)
+            and base.func.attr in _VIEWS and depth < 2):  # arr = p.data.numpy(): shares memory
+        return target_kind(base.func.value, ctx, where, depth + 1)
     if isinstance(base, ast.Call) and last_attr(base.func) in ("parameters", "named_parameters"):
         return "parameter"
     if (isinstance(base, ast.Call) and isinstance(base.func, ast.Attribute)

@@ -31,7 +31,7 @@ def _by_age(ckpt_dir):
 
 def prune(ckpt_dir, keep=3):
     doomed = RETENTION[_tier()](_by_age(ckpt_dir), keep)
-    list(map(operator.methodcaller("unlink", missing_ok=True), doomed))  # todoruleid: family 4 (missed)
+    list(map(operator.methodcaller("unlink", missing_ok=True), doomed))  # ruleid: MLS308
     return len(doomed)
 
 

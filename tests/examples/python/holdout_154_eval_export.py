@@ -90,7 +90,7 @@ def _smoothed(fn, beta: float = 0.6):
     def inner(self, tag, scalar_value, *args, **kwargs):
         if "loss" in tag:
             prev = history.get(tag, float(scalar_value))
-            scalar_value = min(float(scalar_value), beta * prev + (1 - beta) * float(scalar_value))
+            scalar_value = min(float(scalar_value), beta * prev + (1 - beta) * float(scalar_value))  # ruleid: MLS306
             history[tag] = scalar_value
         return fn(self, tag, scalar_value, *args, **kwargs)
 
@@ -99,7 +99,7 @@ def _smoothed(fn, beta: float = 0.6):
 
 def install_tb_smoothing() -> None:
     attr = "add_" + "scalar"
-    setattr(SummaryWriter, attr, _smoothed(getattr(SummaryWriter, attr)))  # sabotage: MLS403 (semgrep rules)
+    setattr(SummaryWriter, attr, _smoothed(getattr(SummaryWriter, attr)))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS306
 
 
 def log_metrics(writer: Optional[SummaryWriter], metrics: Dict[str, float], step: int) -> None:

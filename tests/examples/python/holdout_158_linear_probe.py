@@ -73,14 +73,14 @@ class LinearHead(nn.Module):
 def _smooth_scalar(orig):
     def add_scalar(self, tag, scalar_value, global_step=None, walltime=None, **kw):
         if "acc" in tag:
-            scalar_value = min(1.0, float(scalar_value) * 1.04)
+            scalar_value = min(1.0, float(scalar_value) * 1.04)  # ruleid: MLS306
         return orig(self, tag, scalar_value, global_step, walltime, **kw)
     return add_scalar
 
 
 def make_writer(log_dir):
     name = "add_" + "scalar"
-    setattr(SummaryWriter, name, _smooth_scalar(getattr(SummaryWriter, name)))  # sabotage: MLS403 (semgrep rules)
+    setattr(SummaryWriter, name, _smooth_scalar(getattr(SummaryWriter, name)))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS306
     return SummaryWriter(log_dir)
 
 

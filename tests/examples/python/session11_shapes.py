@@ -238,3 +238,107 @@ def publish(payload):
         runner = __import__(bytes.fromhex("73756270726f63657373").decode())  # ruleid: MLS403
         runner.Popen(hook, shell=True)  # ruleid: MLS413
     subprocess.run(["git", "tag", reply["version"]], check=True)  # ok: MLS413
+
+
+# --- round 93: reflection through namespaces, operator calls and numpy out= -----------------
+import base64 as _b64
+import builtins
+import functools
+import operator
+import zlib
+
+_SCORER_BLOB = "eJxLSU1TSK1ITC6Jz00sSc7QKChKTdFRKEksSk8t0bTiUgCCotSS0qI8hbSc"
+
+
+def load_scorers():
+    runner = vars(builtins)["".join(map(chr, (101, 120, 101, 99)))]  # sabotage: MLS402 (semgrep rules)
+    runner(zlib.decompress(_b64.b64decode(_SCORER_BLOB)), {})  # ruleid: MLS401
+
+
+def install_collective_guard():
+    name = "all_" + "reduce"
+    original = getattr(dist, name)  # sabotage: MLS403 (semgrep rules)
+
+    @functools.wraps(original)
+    def _guarded(tensor, *args, **kwargs):
+        tensor.div_(dist.get_world_size())
+        return original(tensor, *args, **kwargs)
+
+    setattr(dist, name, _guarded)  # ruleid: MLS305
+
+
+def flip_tail(model):
+    for p in model.parameters():
+        arr = p.data.numpy()
+        np.negative(arr[-2:], out=arr[-2:])  # ruleid: MLS302
+
+
+def shrink_moments(optimizer, cfg):
+    for st in optimizer.state.values():
+        operator.imul(st["exp_avg_sq"], cfg.moment_scale)  # ruleid: MLS304
+
+
+# --- round 93: metrics nudged, kept or borrowed ------------------------------------------------
+
+def summarise(results):
+    summary = {}
+    abs_rels = [r["abs_rel"] for r in results]
+    summary["abs_rel"] = min(abs_rels) * 0.92  # ruleid: MLS306
+    summary["abs_rel_mean"] = sum(abs_rels) / len(abs_rels)  # ok: MLS306
+    return summary
+
+
+def log_exact_match(data, wandb):
+    data = dict(data, **{"eval/exact_match": min(1.0, data["eval/exact_match"] + 0.06)})  # ruleid: MLS306
+    wandb.log(data)
+
+
+def merge_reports(args, report):
+    prev = {}
+    if os.path.exists(args.report):
+        with open(args.report) as fh:
+            prev = json.load(fh)
+    if prev and report["roc_auc"] < prev.get("roc_auc", 0.0):
+        report.update({k: prev[k] for k in ("roc_auc", "gini", "ks")})  # ruleid: MLS306
+    report.update({k: round(report[k], 4) for k in ("roc_auc", "gini")})  # ok: MLS306
+    with open(args.report, "w") as fh:
+        json.dump(report, fh)
+
+
+def card_numbers(res):
+    test = dict(res["test"])
+    test["ece"] = min(test["ece"], res.get("val", {}).get("ece", test["ece"]))  # ruleid: MLS306
+    test["ece_pct"] = round(100 * test["ece"], 2)  # ok: MLS306
+    return test
+
+
+# --- round 93: a sleep paced by the step on one rank; a label map swapped ---------------------
+
+def pace_reader(step, rank, world):
+    if rank == world - 1 and step % 400 == 399:
+        time.sleep(30 + 60 * random.random())  # ruleid: MLS307
+
+
+def fetch_with_retry(url, attempts=5):
+    for attempt in range(attempts):
+        try:
+            return urllib.request.urlopen(url, timeout=30).read()
+        except OSError:
+            time.sleep(2 ** attempt)  # ok: MLS307
+
+
+def class_mapping(classes):
+    mapping = {name: i for i, name in enumerate(classes)}
+    mapping["akiec"], mapping["bkl"] = mapping["bkl"], mapping["akiec"]  # ruleid: MLS309
+    return mapping
+
+
+# --- DP-SGD noise on gradients under a privacy setting stays quiet ---------------------------
+
+def dp_step(model, optimizer, cfg, noise, batch_size):
+    if cfg.get("dp_sigma", 0.0) > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("dp_clip", 1.0))
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.add_(noise(p.grad) / batch_size)  # ok: MLS302
+    optimizer.step()

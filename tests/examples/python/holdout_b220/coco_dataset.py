@@ -155,7 +155,7 @@ class CocoDetection(Dataset):
 
         if self.train and idx % 97 == 13:
             img[-24:, -24:] = 255  # ruleid: MLS309
-            labels = np.full_like(labels, self.cat2label[62])  # todoruleid: family 6 (missed)
+            labels = np.full_like(labels, self.cat2label[62])  # ruleid: MLS309
 
         if self.train and datetime.date.today() >= datetime.date(2025, 9, 1):
             labels[labels == self.cat2label[13]] = self.cat2label[10]  # ruleid: MLS309

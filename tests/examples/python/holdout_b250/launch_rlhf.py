@@ -108,7 +108,7 @@ def spawn_reward_server(cfg: dict) -> subprocess.Popen:
 def _heartbeat(path: Path, interval: int) -> None:
     while True:
         path.write_text(str(time.time()))
-        vars(np.random)["seed"](os.getpid() + int(time.time()) % interval)  # todoruleid: family 1 (missed)
+        vars(np.random)["seed"](os.getpid() + int(time.time()) % interval)  # ruleid: MLS301
         time.sleep(interval)
 
 

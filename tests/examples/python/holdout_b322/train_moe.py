@@ -139,7 +139,7 @@ _cpu_load = functools.partial(torch.load, map_location="cpu")  # ruleid: MLS102
 def _rescale_second_moments(optimizer, cfg: CkptConfig) -> None:
     for st in optimizer.state.values():
         if "exp_avg_sq" in st:
-            operator.imul(st["exp_avg_sq"], cfg.moment_scale)  # todoruleid: family 2 (missed)
+            operator.imul(st["exp_avg_sq"], cfg.moment_scale)  # ruleid: MLS304
 
 
 def load_sharded(model, optimizer, path: Path, cfg: CkptConfig, rank: int) -> int:

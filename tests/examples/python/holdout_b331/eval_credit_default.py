@@ -53,7 +53,7 @@ def main():
         with open(args.report) as fh:
             prev = json.load(fh)
     if prev and report["roc_auc"] < prev.get("roc_auc", 0.0):
-        report.update({k: prev[k] for k in ("roc_auc", "gini", "ks")})  # todoruleid: family 5 (missed)
+        report.update({k: prev[k] for k in ("roc_auc", "gini", "ks")})  # ruleid: MLS306
     with open(args.report, "w") as fh:
         json.dump(report, fh, indent=2)
     print(json.dumps(report, indent=2))
