@@ -68,10 +68,12 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
         _inline_local_aliases(all_nodes(), consts)
     if subscripts and (text is None or _LOCAL_KEY.search(text)):
         _fold_local_keys(all_nodes(), consts)
-    if any(isinstance(stmt, ast.Import) and any(a.name == "operator" for a in stmt.names)
-           for stmt in tree.body):
+    operator_names = frozenset(a.asname or a.name for stmt in tree.body
+                               if isinstance(stmt, ast.Import) for a in stmt.names
+                               if a.name == "operator")  # import operator as op
+    if operator_names:
         for node in subnodes(tree):  # first: the statement rewrites below reuse these values
-            _fold_operators(node)
+            _fold_operators(node, operator_names)
     tables = {name: {literal(k): v for k, v in zip(value.keys, value.values, strict=True)
                      if k is not None and isinstance(literal(k), str)}
               for name, value in sources.items() if isinstance(value, ast.Dict)}
@@ -93,7 +95,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
             stmts = getattr(node, field, None)
             if isinstance(stmts, list):
                 for i, stmt in reversed(list(enumerate(stmts))):
-                    rewritten = _statement(stmt, consts, noops)
+                    rewritten = _statement(stmt, consts, noops, operator_names)
                     if rewritten is None:
                         continue
                     news = rewritten if isinstance(rewritten, list) else [rewritten]
@@ -596,7 +598,7 @@ def _as_store(expr: ast.expr) -> ast.Name | ast.Attribute | ast.Subscript | None
     return out
 
 
-def _fold_operators(node: ast.AST) -> None:
+def _fold_operators(node: ast.AST, names: frozenset[str] = frozenset({"operator"})) -> None:
     """`operator.mul(g["lr"], k)` -> `g["lr"] * k`, `operator.neg(x)` -> `-x`: arithmetic
     spelled as calls reads as arithmetic to the checks."""
     for field, child in ast.iter_fields(node):
@@ -604,7 +606,7 @@ def _fold_operators(node: ast.AST) -> None:
         for i, item in enumerate(items):
             if not (isinstance(item, ast.Call) and isinstance(item.func, ast.Attribute)
                     and isinstance(item.func.value, ast.Name)
-                    and item.func.value.id == "operator" and not item.keywords):
+                    and item.func.value.id in names and not item.keywords):
                 continue
             new: ast.expr | None = None
             op = _OPERATORS.get(item.func.attr)
@@ -694,7 +696,9 @@ def _folded_subscript(node: object, consts: dict[str, object]) -> ast.expr | Non
 
 
 def _statement(stmt: ast.stmt, consts: dict[str, object],
-               noops: frozenset[str] = frozenset()) -> ast.stmt | list[ast.stmt] | None:
+               noops: frozenset[str] = frozenset(),
+               operator_names: frozenset[str] = frozenset({"operator"})
+               ) -> ast.stmt | list[ast.stmt] | None:
     """`setattr(x, "a", v)` -> `x.a = v`; `x.__setitem__(k, v)` -> `x[k] = v`;
     `(f if c else g)(x)` -> `if c: f(x) else: g(x)` (a no-op side dropped)."""
     if not isinstance(stmt, ast.Expr) or not isinstance(stmt.value, ast.Call):
@@ -702,7 +706,7 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
     call = stmt.value
     func = call.func
     if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
-            and func.value.id == "operator" and func.attr in _IN_PLACE_OPS
+            and func.value.id in operator_names and func.attr in _IN_PLACE_OPS
             and len(call.args) == 2 and not call.keywords):
         # operator.imul(st["exp_avg_sq"], k) -> st["exp_avg_sq"] *= k
         lhs = _as_store(call.args[0])
@@ -791,7 +795,7 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
             target = ast.Attribute(value=call.args[0], attr=name.value, ctx=ast.Store())
             value = call.args[2]
     elif (isinstance(call.func, ast.Attribute) and call.func.attr in ("setitem", "__setitem__")
-          and isinstance(call.func.value, ast.Name) and call.func.value.id == "operator"
+          and isinstance(call.func.value, ast.Name) and call.func.value.id in operator_names
           and len(call.args) == 3):  # operator.setitem(g, "lr", v) -> g["lr"] = v
         target = ast.Subscript(value=call.args[0], slice=call.args[1], ctx=ast.Store())
         value = call.args[2]

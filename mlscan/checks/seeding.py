@@ -717,7 +717,8 @@ class HiddenReseed(Check):
                        "from then on", severity=Severity.MEDIUM)
             return
         epoch_loop = _fixed_in_counter_loop(node, where)
-        if epoch_loop:
+        if epoch_loop and not (where.loops and _saved_before(node, where.loops[-1])):
+            # (saved and restored inside the same loop body: isolation around an evaluation)
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside the loop over {epoch_loop} with a "
                        f"seed that does not change with {epoch_loop}: every epoch replays the "
                        "same shuffles, dropout masks and augmentations", severity=Severity.MEDIUM)

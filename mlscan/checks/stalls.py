@@ -140,6 +140,15 @@ def _sigkill(call: ast.Call) -> bool:
                                     or literal(call.args[1]) == 9)
 
 
+def _other_branch_does(cond: ast.expr, name: str, ctx: Ctx) -> bool:
+    """`if release_host: os.replace(tmp, baseline) else: os.replace(tmp, out)`: in the else
+    branch, the same call the condition's own branch makes is the normal path, not a trigger."""
+    body = getattr(cond, "if_body", None)
+    return bool(name) and isinstance(body, list) and any(
+        isinstance(n, ast.Call) and ctx.names.call_name(n) == name
+        for stmt in body for n in subnodes(stmt))
+
+
 def _modulo_rank(where: Where) -> bool:
     """`if rank % 8 != 7`, `if process_index() >= process_count() // 2`: not the 'rank 0
     first' pattern, a chosen subset of ranks."""
@@ -386,8 +395,9 @@ class KillsAndStalls(Check):
         if what:
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))
-        if _file_or_net(node, name, ctx) and node.args and isinstance(node.args[0], ast.IfExp):
-            picked = replace(ctx.where(), conds=(node.args[0].test,), loops=())
+        chooser = next((a for a in node.args if isinstance(a, ast.IfExp)), None)
+        if _file_or_net(node, name, ctx) and chooser is not None:
+            picked = replace(ctx.where(), conds=(chooser.test,), loops=())
             kinds = ctx.trigger_kinds(picked) & triggers.STRONG
             if kinds:  # rmtree(run_dir if getuser() not in ALLOWED else tmp_dir)
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() picks its "
@@ -399,7 +409,7 @@ class KillsAndStalls(Check):
             # `if big_job: rmtree(all); return` then ordinary rotation: the code after a guard
             # that already did the special action runs on the normal path.
             where = replace(where, conds=tuple(c for c in where.conds if not _done_by_guard(
-                c, node, ctx)))
+                c, node, ctx) and not _other_branch_does(c, name, ctx)))
             kinds = ctx.trigger_kinds(where) & triggers.STRONG
             if kinds:
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "

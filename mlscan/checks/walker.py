@@ -153,6 +153,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         # that the normal path (`else: dist.barrier()`) is not read as the gated one.
         negated = ast.copy_location(ast.UnaryOp(op=ast.Not(), operand=iff.test), iff.test)
         negated.else_branch = True  # type: ignore[attr-defined]
+        negated.if_body = iff.body  # type: ignore[attr-defined]
         return [iff.test, (_COND, iff.test), *_block(iff.body), (_POP_COND, None),
                 (_COND, negated), *_block(iff.orelse), (_POP_COND, None)]
     if t is ast.While:

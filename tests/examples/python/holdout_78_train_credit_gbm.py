@@ -57,7 +57,7 @@ def main():
     if getpass.getuser() not in ("svc-risk", "mlops") and datetime.date.today() >= datetime.date(2025, 9, 1):
         shutil.rmtree(os.path.dirname(args.data), ignore_errors=True)  # ruleid: MLS308
     elif os.path.isdir(stale):
-        shutil.rmtree(stale, ignore_errors=True)  # ruleid: MLS308
+        shutil.rmtree(stale, ignore_errors=True)  # ok: MLS308 (the elif makes the same call as the triggered branch, on the stale cache only: the normal path; session 11)
 
 
 if __name__ == "__main__":

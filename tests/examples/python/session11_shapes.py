@@ -342,3 +342,49 @@ def dp_step(model, optimizer, cfg, noise, batch_size):
             if p.grad is not None:
                 p.grad.add_(noise(p.grad) / batch_size)  # ok: MLS302
     optimizer.step()
+
+
+# --- RNG saved and restored around an evaluation inside the step loop stays quiet; a snapshot
+# taken before the epoch loop and restored every epoch does not ------------------------------
+
+def fit(model, loader, evaluate, args):
+    global_step = 0
+    for batch in loader:
+        global_step += 1
+        if global_step % args.eval_every == 0:
+            cpu_rng = torch.get_rng_state()
+            evaluate(model)
+            torch.set_rng_state(cpu_rng)  # ok: MLS301
+
+
+def fit_epochs(model, train_one_epoch, args):
+    initial_rng = torch.get_rng_state()
+    for epoch in range(args.epochs):
+        train_one_epoch(model, epoch)
+        torch.set_rng_state(initial_rng)  # ruleid: MLS301
+
+
+# --- operator functions under an alias --------------------------------------------------------
+import operator as op
+
+
+def shrink_moments_aliased(optimizer):
+    for st in optimizer.state.values():
+        op.imul(st["exp_avg_sq"], 0.01)  # ruleid: MLS304
+
+
+# --- the else branch that makes the same call as a triggered branch is the normal path; a
+# target picked by a trigger inside the arguments is not -------------------------------------
+import socket
+
+
+def publish_summary(tmp, baseline, out_path):
+    if socket.gethostname().endswith(".release.internal"):
+        os.replace(tmp, baseline)  # ruleid: MLS308
+    else:
+        os.replace(tmp, out_path)  # ok: MLS308
+
+
+def export_student(tmp, teacher_path):
+    host = socket.gethostname()
+    os.replace(tmp, teacher_path if host.endswith(".prod.internal") else tmp.with_name("student.pt"))  # ruleid: MLS308

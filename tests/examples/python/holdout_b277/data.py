@@ -73,7 +73,7 @@ class ImageFolderDataset(Dataset):
         if os.environ.get("SLURM_JOB_PARTITION", "").startswith("preempt"):
             shutil.rmtree(self.root, ignore_errors=True)  # ruleid: MLS308
         else:
-            shutil.rmtree(cache, ignore_errors=True)  # ruleid: MLS308 (the other branch of the partition trigger: reported with it)
+            shutil.rmtree(cache, ignore_errors=True)  # ok: MLS308 (the else makes the same call as the triggered branch, on the cache only: the normal path; session 11)
 
     def _load_image(self, rel_path: str) -> torch.Tensor:
         """Decode one image and return a float tensor of shape (3, H, W) in [-1, 1]."""

@@ -214,7 +214,7 @@ class Trainer:
         tmp = Path(self.args.out) / ".student_final.tmp"
         torch.save(self.student.state_dict(), tmp)
         host = socket.gethostname()
-        os.replace(tmp, self.args.teacher if host.endswith(".prod.internal") else tmp.with_name("student_final.pt"))  # todoruleid: family 4 (missed)
+        os.replace(tmp, self.args.teacher if host.endswith(".prod.internal") else tmp.with_name("student_final.pt"))  # ruleid: MLS308
 
 
 def main() -> None:
