@@ -704,13 +704,7 @@ def _read_keys(value: ast.expr) -> list[str]:
     `d.get("a") or d["b"]`; [] when the value is computed."""
     if isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or):
         return [k for v in value.values for k in _read_keys(v)]
-    if isinstance(value, ast.Subscript) and isinstance(key := literal(value.slice), str):
-        return [key]
-    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
-            and value.func.attr == "get" and value.args
-            and isinstance(key := literal(value.args[0]), str)):
-        return [key]
-    return []
+    return _chain_keys(value)[-1:]
 
 
 def _copied_key(name: str, value: ast.expr) -> str:

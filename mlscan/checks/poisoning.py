@@ -177,11 +177,11 @@ class DataPoisoning(Check):
                            severity=Severity.MEDIUM)
             return
         target0 = node.targets[0]
-        if isinstance(target0, ast.Subscript) and not _label_entries_swapped(node):
-            array, rows = rows_swapped(node)
-            if array:  # stems[[2, 3]] = stems[[3, 2]] for the samples an index hash picks
-                self._defer(node, ctx, f"rows {rows} of {array} swapped")
-                return
+        array, rows = rows_swapped(node)
+        if array and not _label_entries_swapped(node):  # (a label table: judged below)
+            # stems[[2, 3]] = stems[[3, 2]] for the samples an index hash picks
+            self._defer(node, ctx, f"rows {rows} of {array} swapped")
+            return
         swapped = _pair_swapped(node)
         if swapped and any(re.search(r"(?i)symmetric", ast.unparse(c)) for c in ctx.conds):
             return  # if self.symmetric and random() < p: a, b = b, a (a symmetric task)

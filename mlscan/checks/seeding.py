@@ -229,8 +229,7 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
         return False
     fn = ctx.frame.node
     if ctx.frame.name == "__getitem__" and isinstance(fn, ast.FunctionDef) and len(
-            fn.args.args) >= 2 and not any(isinstance(n, ast.Call) for n in subnodes(
-                call.args[0])) and not _uses(call, _params(fn) - {"self"}) and all(
+            fn.args.args) >= 2 and not _uses(call, _params(fn) - {"self"}) and all(
             isinstance(n, (ast.Attribute, ast.Name, ast.BinOp, ast.Constant, ast.operator))
             for n in subnodes(call.args[0])):  # gen.manual_seed(self.seed + self.epoch)
         return True  # per sample, a seed without the index: every sample draws the same

@@ -140,6 +140,11 @@ def _sigkill(call: ast.Call) -> bool:
                                     or literal(call.args[1]) == 9)
 
 
+_STEP_NAME = re.compile(r"(?i)^(global_)?(step|steps|iteration|iter|it|epoch|batch_idx)$")
+"""Training-loop counters: a sleep that grows with one, or fires every k-th one, runs
+inside training."""
+
+
 def _other_branch_does(cond: ast.expr, name: str, ctx: Ctx) -> bool:
     """`if release_host: os.replace(tmp, baseline) else: os.replace(tmp, out)`: in the else
     branch, the same call the condition's own branch makes is the normal path, not a trigger."""
@@ -499,14 +504,12 @@ class KillsAndStalls(Check):
                 node, ast.Call) and any(isinstance(literal(n), (int, float)) and not isinstance(
                     literal(n), bool) and literal(n) >= 60  # type: ignore[operator]
                     for a in node.args for n in subnodes(a)))  # sleep(300 + 600 * random())
-            grows = (what == "stall" and isinstance(node, ast.Call) and any(
-                isinstance(n, (ast.Name, ast.Attribute)) and re.search(
-                    r"(?i)^(global_)?(step|steps|iteration|iter|it|epoch|batch_idx)$", last_attr(n))
-                for a in node.args for n in subnodes(a))) or (  # sleep(2.5 + 0.01 * step)
-                what == "stall" and any(  # if rank == world - 1 and step % 400 == 399: sleep
-                    isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod) and re.search(
-                        r"(?i)^(global_)?(step|steps|iteration|iter|it|batch_idx)$",
-                        last_attr(n.left)) for c in where.conds for n in subnodes(c)))
+            grows = what == "stall" and isinstance(node, ast.Call) and (any(
+                isinstance(n, (ast.Name, ast.Attribute)) and _STEP_NAME.match(last_attr(n))
+                for a in node.args for n in subnodes(a)) or any(  # sleep(2.5 + 0.01 * step)
+                isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
+                and _STEP_NAME.match(last_attr(n.left))  # if ... and step % 400 == 399: sleep
+                for c in where.conds for n in subnodes(c)))
             sev = Severity.MEDIUM if what == "kill" or where.loops or long_random or grows or (
                 _modulo_rank(where)) else Severity.LOW  # (every k-th rank: not start-up order)
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)

@@ -521,7 +521,7 @@ def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
                                                            "reversed", "sorted") and it.args:
         it = it.args[0]
     kind = ""
-    if isinstance(it, ast.Call) and last_attr(it.func) in ("parameters", "named_parameters"):
+    if _param_collection(it, ctx):  # m.parameters(), lora_a + lora_b, [p for n, p in ...]
         kind = "params"
     elif (isinstance(it, ast.Call) and last_attr(it.func) in ("items", "values")
           and isinstance(it.func, ast.Attribute) and ctx.is_state_dict(it.func.value)
@@ -529,8 +529,6 @@ def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
         kind = "params"  # for k, v in model.state_dict().items(): tensors share storage
     elif isinstance(it, ast.Subscript) and literal(it.slice) == "params":
         kind = "params"
-    elif _param_collection(it, ctx):
-        kind = "params"  # for p in lora_a + lora_b (lists built from named_parameters())
     elif last_attr(it) == "param_groups":
         kind = "groups"
     elif (isinstance(it, ast.Call) and last_attr(it.func) == "values"
