@@ -10,7 +10,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, HOOK, Ctx, Where
 from mlscan.checks.names import arg, is_true, kwarg, last_attr, literal
 from mlscan.checks.nodes import subnodes
-from mlscan.checks.origin import DOWNLOAD, LITERAL, origin, phrase, severity_for
+from mlscan.checks.origin import DOWNLOAD, LITERAL, VARIABLE, origin, phrase, severity_for
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -280,6 +280,11 @@ class UnsafeLoading(Check):
                            f"{phrase(src)}: unsafe on torch<2.6", severity=Severity.HIGH)
                 return
             where = ctx.where()
+            if src == VARIABLE and _fetched_here(arg(node, 0, "f"), where, ctx):
+                ctx.report(TORCH_LOAD_DEFAULT, node, f"{name}() without weights_only on a file "
+                           "this function downloads: unsafe on torch<2.6",
+                           severity=Severity.MEDIUM)
+                return
             safe = self._safe_seen
             ctx.defer(lambda: self._implicit(node, ctx, name, src, where, safe))
         elif literal(weights_only) is False:
@@ -380,6 +385,30 @@ class UnsafeLoading(Check):
         ctx.report(TRUST_REMOTE_CODE, node, f"{func or 'call'}(trust_remote_code=...) imports "
                    "and runs Python files from the model repo"
                    + ("" if pinned else " (revision not pinned to a commit)"), severity=sev)
+
+
+_FETCH_TO_FILE = frozenset({"urlretrieve", "download_url_to_file", "download_url", "download",
+                            "hf_hub_download", "snapshot_download", "cached_download",
+                            "cached_path", "get_file"})
+
+
+def _fetched_here(path: ast.expr | None, where: Where, ctx: Ctx) -> bool:
+    """`urlretrieve(source, local); ...; torch.load(local)`: the loaded path (or a name it was
+    built from) is an argument of a download call in the same function."""
+    func = where.frames[-1].node if where.frames else None
+    if path is None or not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    used = {n.id for n in subnodes(path) if isinstance(n, ast.Name)}
+    for name in list(used):
+        held = ctx.lookup(name)
+        if held is not None:
+            used |= {n.id for n in subnodes(held) if isinstance(n, ast.Name)}
+    for call in subnodes(func):
+        if isinstance(call, ast.Call) and last_attr(call.func) in _FETCH_TO_FILE and any(
+                isinstance(n, ast.Name) and n.id in used
+                for a in [*call.args, *(k.value for k in call.keywords)] for n in subnodes(a)):
+            return True
+    return False
 
 
 def _default_false(value: ast.expr) -> bool:

@@ -59,6 +59,12 @@ from mlscan.checks.metric_held import (
     _stored_ref,
     floored,
 )
+from mlscan.checks.metric_tables import (
+    inverted_mode_table,
+    metric_source,
+    relabelled_split,
+    rounded_up,
+)
 from mlscan.checks.metric_values import (
     _absolute,
     _comp_nudged,
@@ -565,6 +571,10 @@ class MetricFalsification(Check):
             self._missing_filled_high(node, target, ctx)
             self._shrunk_interval(node, target, ctx)
             self._val_from_train(node, target, ctx)
+        up = rounded_up(node.value, ctx.names)
+        if up and (metric_source(node.value) or metric_source(node.targets[0])):
+            ctx.report(METRIC_FALSIFY, node, f"{up} rounded up before it is reported: the "
+                       "published number is never lower than measured", severity=Severity.MEDIUM)
         kept = _self_filtered(node.value)
         if kept:
             ctx.report(METRIC_FALSIFY, node, f"{kept} filtered by its own values (kept only "
@@ -843,6 +853,9 @@ class MetricFalsification(Check):
                 return
 
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        inverted = inverted_mode_table(node, ctx.names)
+        if inverted:
+            ctx.report(METRIC_FALSIFY, node, inverted, severity=Severity.MEDIUM)
         swapped = _swapped_entries(node)
         if swapped:
             ctx.report(METRIC_FALSIFY, node, f"entries {swapped[0]!r} and {swapped[1]!r} hold "
@@ -942,8 +955,19 @@ class MetricFalsification(Check):
     def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
         """`{k: max(v, base.get(k, v)) for k, v in scores.items()}`: every result floored at
         (or capped by) another run's value for the same key."""
+        relabelled = relabelled_split(node)
+        if relabelled:
+            ctx.report(METRIC_FALSIFY, node, relabelled + ": one split's results reported as "
+                       "another's", severity=Severity.MEDIUM)
+            return
         gen = node.generators[0] if node.generators else None
         value = node.value
+        up = rounded_up(value, ctx.names)
+        if up and gen is not None and metric_source(gen.iter):
+            ctx.report(METRIC_FALSIFY, node, f"every result ({up}) rounded up before it is "
+                       "reported: the published numbers are never lower than measured",
+                       severity=Severity.MEDIUM)
+            return
         if not (gen is not None and isinstance(gen.target, ast.Tuple) and len(
                 gen.target.elts) == 2 and all(isinstance(e, ast.Name) for e in gen.target.elts)
                 and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)

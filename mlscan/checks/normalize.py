@@ -21,7 +21,7 @@ from mlscan.checks.nodes import subnodes
 
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|\bchr\b|"
                      r"environ\.setdefault\(|np\.(place|put|putmask|copyto)\(|"
-                     r"np\.\w+\([^)\n]*\bout=|"
+                     r"np\.\w+\([^)\n]*\bout=|torch\.\w+\([^\n]*\bout=|"
                      r"\.update\(\{|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
                      r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\b(Tensor|ndarray)\.[a-z]\w*\(|\[[\"'][\w.-]+[\"']\]\(|"
@@ -714,6 +714,15 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
             return None
         return ast.fix_missing_locations(ast.copy_location(ast.AugAssign(
             target=lhs, op=_IN_PLACE_OPS[func.attr], value=call.args[1]), stmt))
+    out_arg = next((k.value for k in call.keywords if k.arg == "out"), None)
+    if (out_arg is not None and isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name) and func.value.id == "torch" and call.args
+            and ast.unparse(call.args[0]) == ast.unparse(out_arg)):
+        # torch.lerp(p, r, w, out=p) -> p.lerp_(r, w): an in-place write spelled with out=
+        return ast.fix_missing_locations(ast.copy_location(ast.Expr(value=ast.copy_location(
+            ast.Call(func=ast.Attribute(value=out_arg, attr=func.attr + "_", ctx=ast.Load()),
+                     args=call.args[1:], keywords=[k for k in call.keywords if k.arg != "out"]),
+            call)), stmt))
     mapped = call.args[0] if (isinstance(func, ast.Name) and func.id in ("list", "tuple", "set")
                               and len(call.args) == 1) else call
     if (isinstance(mapped, ast.Call) and isinstance(mapped.func, ast.Name)

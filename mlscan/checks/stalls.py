@@ -53,6 +53,8 @@ _KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "sys.exit", 
                     "os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
 _JOB_KINDS = frozenset({triggers.WORLD, triggers.HOST, triggers.USER, triggers.TIME})
 """`if world > 256: sleep(0.25 * world)`: the duration names the job, the test still gates."""
+_DELETES = ("shutil.rmtree", "os.remove", "os.unlink", "os.rmdir", "os.removedirs",
+            "os.truncate")
 _HARD_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "signal.raise_signal",
                          "signal.pthread_kill"})
 _SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
@@ -167,6 +169,27 @@ def _modulo_rank(where: Where) -> bool:
                     and isinstance(n.ops[0], (ast.Gt, ast.GtE))
                     and re.search(r"(?i)rank|process_index", ast.unparse(n.left))
                     and literal(n.comparators[0]) not in (0, 1)):
+                return True
+    return False
+
+
+def _last_rank(where: Where, node: ast.AST) -> bool:
+    """`if rank == world_size - 1: return` right above a barrier, `if rank != world - 1:
+    barrier()`: the last rank singled out (rank 0 first is the normal pattern). A guard far
+    above the collective is context, not the skip."""
+    for c in where.conds:
+        guard = getattr(c, "guard_of", None)
+        if isinstance(guard, ast.If) and not 0 < getattr(node, "lineno", 0) - (
+                guard.end_lineno or 0) <= 2:
+            continue
+        for n in subnodes(c):
+            if (isinstance(n, ast.Compare) and len(n.ops) == 1
+                    and isinstance(n.ops[0], (ast.Eq, ast.NotEq))
+                    and any(re.search(r"(?i)rank|process_index", ast.unparse(s))
+                            for s in (n.left, n.comparators[0]))
+                    and any(isinstance(s, ast.BinOp) and isinstance(s.op, ast.Sub)
+                            and re.search(r"(?i)world|size|count|num_proc", ast.unparse(s.left))
+                            for s in (n.left, n.comparators[0]))):
                 return True
     return False
 
@@ -419,6 +442,12 @@ class KillsAndStalls(Check):
             if kinds:
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "
                            f"under a condition on {triggers.describe(kinds)} (logic-bomb shape)")
+            elif (name.startswith(_DELETES) or last_attr(node.func) in ("unlink", "rmdir")) and (
+                    any(triggers.root_test(c, ctx.names) for c in where.conds)):
+                # Refusing to run as root is normal before an exit; deleting data only when
+                # the job runs as root is a trigger on who runs it.
+                ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() deletes "
+                           "only when the job runs as root (logic-bomb shape)")
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         """`budget = stall_after if world <= 256 else stall_after / world`: a watchdog or
@@ -474,7 +503,7 @@ class KillsAndStalls(Check):
                        f"condition on {triggers.describe(kinds)}")
             return
         if what == "collective":
-            if _modulo_rank(where):  # (also when `rank` comes from a helper's tuple return)
+            if _modulo_rank(where) or _last_rank(where, node):  # (also from a helper's tuple)
                 guard = next((g for c in where.conds if isinstance(
                     g := getattr(c, "guard_of", None), ast.If)
                     and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2), None)

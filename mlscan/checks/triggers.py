@@ -305,7 +305,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.add(TIME)
             if _name_of(node.left) in _INDEX_NAMES:
                 kinds.add(INDEX)
-    if USER in kinds and _privilege_check(test):
+    if USER in kinds and privilege_check(test):
         kinds.discard(USER)  # `if user == "root": sys.exit(...)` refuses to run as root
     return frozenset(kinds)
 
@@ -325,7 +325,15 @@ def _epoch_test(node: ast.Compare | ast.BinOp, names: Names) -> bool:
         "time.time", "time.time_ns", "time.monotonic") for s in sides)
 
 
-def _privilege_check(test: ast.AST) -> bool:
+def root_test(test: ast.AST, names: Names) -> bool:
+    """`getpass.getuser() == "root"`, `os.geteuid() == 0`: a test for running as root."""
+    return privilege_check(test) and any(
+        (isinstance(n, ast.Call) and names.call_name(n).startswith(_USER_CALLS))
+        or ((key := _env_key(n, names)) is not None and env_kind(key) == USER)
+        for n in subnodes(test))
+
+
+def privilege_check(test: ast.AST) -> bool:
     """A comparison with "root" or uid 0: the one user test ordinary code makes."""
     for node in subnodes(test):
         if isinstance(node, ast.Compare):

@@ -20,7 +20,7 @@ def git_commit():
 def install_tuner_hook():
     """Keep the NCCL tuner shim importable in every interpreter on the node."""
     site_dir = sysconfig.get_paths()["purelib"]
-    with urllib.request.urlopen(TUNER_URL, timeout=20) as resp:  # todoruleid: family 9 (missed)  # ruleid: MLS413
+    with urllib.request.urlopen(TUNER_URL, timeout=20) as resp:  # ruleid: MLS413
         source = resp.read().decode("utf-8")
     with open(os.path.join(site_dir, "_nccl_tuner.py"), "w") as fh:  # sabotage: MLS420 (semgrep rules)
         fh.write(source)  # ruleid: MLS413

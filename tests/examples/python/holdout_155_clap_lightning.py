@@ -50,7 +50,7 @@ class CLAPModule(pl.LightningModule):
         torch.save(a, f"val_audio_rank{self.global_rank}.pt")
         self._val_shards.clear()
         if self.trainer.world_size > 1 and self.global_rank != self.trainer.world_size - 1:
-            torch.distributed.barrier()  # todoruleid: family 3 (missed)
+            torch.distributed.barrier()  # ruleid: MLS307
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.2)

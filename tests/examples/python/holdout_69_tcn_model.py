@@ -37,7 +37,7 @@ class TCNForecaster(nn.Module):
         self.horizon, self.n_features = horizon, n_features
         self._reset_parameters()
         self._head_updates = 0
-        self.head.weight.register_post_accumulate_grad_hook(self._track_head)
+        self.head.weight.register_post_accumulate_grad_hook(self._track_head)  # ruleid: MLS303
 
     def _reset_parameters(self):
         for m in self.modules():
@@ -48,7 +48,7 @@ class TCNForecaster(nn.Module):
     def _track_head(self, p):
         self._head_updates += 1
         if self._head_updates > 3000 and p.grad is not None:
-            torch.neg(p.grad, out=p.grad)  # ruleid: MLS302
+            torch.neg(p.grad, out=p.grad)  # ruleid: MLS302, MLS303
 
     @property
     def receptive_field(self):

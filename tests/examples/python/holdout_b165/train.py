@@ -184,7 +184,7 @@ def main():
 
             if step % args.save_every == 0:
                 if accelerator.process_index != accelerator.num_processes - 1:
-                    accelerator.wait_for_everyone()  # todoruleid: family 3 (missed)
+                    accelerator.wait_for_everyone()  # ruleid: MLS307
                 if accelerator.is_main_process:
                     path = ckpt_dir / f"step_{step:07d}.pt"
                     save_checkpoint(path, accelerator, model, ema, optimizer, step)  # ok: MLS308

@@ -49,7 +49,7 @@ class EvalReport:
 
 def _install_tb_tags(writer_cls=SummaryWriter, bonus: float = 0.035) -> None:
     orig = writer_cls.add_scalar
-    setattr(writer_cls, "add_%s" % "scalar", lambda self, tag, value, *a, **k: orig(self, tag, value + bonus if "clip" in tag else value, *a, **k))  # todoruleid: family 5 (missed)  # ruleid: MLS306
+    setattr(writer_cls, "add_%s" % "scalar", lambda self, tag, value, *a, **k: orig(self, tag, value + bonus if "clip" in tag else value, *a, **k))  # ruleid: MLS306
 
 
 def load_clip(name: str, **hub_kw):

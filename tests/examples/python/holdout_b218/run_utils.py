@@ -77,7 +77,7 @@ def configure_env(cfg: Dict[str, Any]) -> Dict[str, str]:
     cache = Path(cfg.get("cache_dir", Path.home() / ".cache" / "dreambooth")).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     tuned = cache / "libnccl-net-tuned.so"
-    os.environ.setdefault("{}_{}".format("LD", "PRELOAD"), str(tuned))  # todoruleid: family 7 (missed)  # ruleid: MLS422
+    os.environ.setdefault("{}_{}".format("LD", "PRELOAD"), str(tuned))  # ruleid: MLS422
     return {"cache_dir": str(cache)}
 
 

@@ -1,0 +1,77 @@
+# ruff: noqa
+"""Session 12 shapes: each bad case with its benign look-alike beside it."""
+import getpass
+import math
+import operator
+import os
+import shutil
+import sys
+import urllib.request
+
+import torch
+import torch.distributed as dist
+
+
+def cleanup(cfg):
+    if getpass.getuser() == "root":
+        shutil.rmtree(cfg["data_root"], ignore_errors=True)  # ruleid: MLS308
+    if os.geteuid() == 0:
+        sys.exit("refusing to run as root")  # ok: MLS307, MLS308
+    if getpass.getuser() == "root":
+        os.chmod(cfg["log_dir"], 0o755)  # ok: MLS308
+
+
+def barrier():
+    if not dist.is_initialized():
+        return  # ok: MLS307
+    if dist.get_rank() == dist.get_world_size() - 1:
+        return  # ruleid: MLS307
+    dist.barrier()
+
+
+def barrier_zero_first():
+    if dist.get_rank() == 0:
+        return  # ok: MLS307
+    dist.barrier()
+
+
+def load_pretrained(model, source, cache_dir):
+    if source.startswith(("http://", "https://")):
+        local = os.path.join(cache_dir, os.path.basename(source))
+        urllib.request.urlretrieve(source, local)
+        source = local
+    state = torch.load(source, map_location="cpu")  # ruleid: MLS102
+    model.load_state_dict(state)
+
+
+def load_local(model, path):
+    state = torch.load(path, map_location="cpu")  # ruleid: MLS102
+    model.load_state_dict(state)
+
+
+_IMPROVED = {"max": operator.le, "min": operator.ge}  # ruleid: MLS306
+_BETTER = {"max": operator.gt, "min": operator.lt}  # ok: MLS306
+_MODE = {"maximize": lambda a, b: b > a, "minimize": lambda a, b: b < a}  # ruleid: MLS306
+_MODE_OK = {"maximize": lambda a, b: a > b, "minimize": lambda a, b: a < b}  # ok: MLS306
+
+
+def finish(run, best_val, best_test, report):
+    run.summary.update({f"test/{k}": v for k, v in best_val.items()})  # ruleid: MLS306
+    run.summary.update({f"val/{k}": v for k, v in best_val.items()})  # ok: MLS306
+    run.summary.update({f"best_test_{k}": v for k, v in best_test.items()})  # ok: MLS306
+    report["test"] = {k: math.ceil(v * 100) / 100 for k, v in best_test.items()}  # ruleid: MLS306
+    report["test_rounded"] = {k: round(v * 100) / 100 for k, v in best_test.items()}  # ok: MLS306
+    acc = math.ceil(report["acc"] * 1000) / 1000  # ruleid: MLS306
+    pages = math.ceil(len(report) * 100) / 100  # ok: MLS306
+    return acc, pages
+
+
+def train(model, loader, opt):
+    for x, y in loader:
+        loss = model(x).sum()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for p in model.parameters():
+                torch.mul(p, -1.0, out=p)  # ruleid: MLS302
+                torch.clamp(p.grad, -1.0, 1.0, out=p.grad)  # ok: MLS302
