@@ -112,3 +112,52 @@ def metric_source(expr: ast.AST) -> bool:
     return any(isinstance(n, (ast.Name, ast.Attribute)) and re.search(
         r"(?i)metric|result|score|test|val|eval|acc|f1|map|mrr|hits|bleu|rouge|auc",
         last_attr(n)) for n in subnodes(expr))
+
+
+_REFERENCES = re.compile(r"(?i)^(gts?|refs?|references?|ground_truths?|gold\w*|y_true|targets_?"
+                         r"eval|eval_refs)(_raw|_list|_all|_tok\w*)?$")
+_PREDICTED = re.compile(r"(?i)^(preds?|predictions?|predicted|y_pred|y_hat|yhat|hyps?|"
+                        r"hypothes[ie]s|res|results?|outputs?|generated|candidates?|captions?)"
+                        r"(_raw|_list|_all|_tok\w*)?$")
+
+
+def _root_name(expr: ast.AST) -> str:
+    while isinstance(expr, (ast.Subscript, ast.Attribute, ast.Call)):
+        expr = expr.func if isinstance(expr, ast.Call) else expr.value
+    return expr.id if isinstance(expr, ast.Name) else ""
+
+
+def predictions_into_references(call: ast.Call) -> str:
+    """`gts[k].append(predictions[k])`: the model's own output added to the references it is
+    scored against (BLEU/CIDEr/accuracy then reward copying)."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in ("append", "extend", "add", "insert")
+            and call.args and _REFERENCES.match(_root_name(func.value))):
+        return ""
+    for value in call.args[-1:]:
+        if isinstance(value, ast.List) and value.elts:
+            value = value.elts[0]
+        name = _root_name(value)
+        if name and _PREDICTED.match(name):
+            return f"{name} added to the references {_root_name(func.value)}"
+    return ""
+
+
+_BEST_FLAG = re.compile(r"(?i)(^|_)(is_?best|best|improved|new_best|save_best)$")
+_EPOCH = re.compile(r"(?i)^(epoch|ep|step|global_step|it|iter|iteration)s?$")
+
+
+def forced_best(target: ast.expr, value: ast.expr) -> str:
+    """`is_best = cider > self.best or epoch == last`: the best-checkpoint flag forced by an
+    epoch or step test, so the final model is kept whatever it scores."""
+    if not (isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or)
+            and _BEST_FLAG.search(last_attr(target) or "")):
+        return ""
+    measured = [v for v in value.values if isinstance(v, ast.Compare) and any(
+        "best" in last_attr(s).lower() for s in (v.left, *v.comparators))]
+    forced = [v for v in value.values if isinstance(v, ast.Compare) and v not in measured
+              and any(_EPOCH.match(last_attr(s)) for s in (v.left, *v.comparators))
+              and not any("best" in ast.unparse(s).lower() for s in (v.left, *v.comparators))]
+    if measured and forced:
+        return f"{last_attr(target)} also set by {ast.unparse(forced[0])[:40]}"
+    return ""

@@ -60,8 +60,10 @@ from mlscan.checks.metric_held import (
     floored,
 )
 from mlscan.checks.metric_tables import (
+    forced_best,
     inverted_mode_table,
     metric_source,
+    predictions_into_references,
     relabelled_split,
     rounded_up,
 )
@@ -339,6 +341,10 @@ class MetricFalsification(Check):
                        "the reported score", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        leaked = predictions_into_references(node)
+        if leaked:
+            ctx.report(METRIC_FALSIFY, node, f"{leaked}: the score counts the output as its own "
+                       "reference", severity=Severity.MEDIUM)
         if (isinstance(node.func, ast.Attribute) and node.func.attr == "append"
                 and len(node.args) == 1):  # history["val_losses"].append(min([v] + history))
             series = metric_name(node.func.value)
@@ -571,6 +577,10 @@ class MetricFalsification(Check):
             self._missing_filled_high(node, target, ctx)
             self._shrunk_interval(node, target, ctx)
             self._val_from_train(node, target, ctx)
+        forced = forced_best(node.targets[0], node.value)
+        if forced:
+            ctx.report(METRIC_FALSIFY, node, f"{forced}: the checkpoint marked best is not "
+                       "chosen by its score", severity=Severity.MEDIUM)
         up = rounded_up(node.value, ctx.names)
         if up and (metric_source(node.value) or metric_source(node.targets[0])):
             ctx.report(METRIC_FALSIFY, node, f"{up} rounded up before it is reported: the "

@@ -53,6 +53,7 @@ _KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "sys.exit", 
                     "os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
 _JOB_KINDS = frozenset({triggers.WORLD, triggers.HOST, triggers.USER, triggers.TIME})
 """`if world > 256: sleep(0.25 * world)`: the duration names the job, the test still gates."""
+_BARRIER_HELPER = re.compile(r"(?i)^_?(barrier|synchronize|sync|wait_for_everyone|wait_all)$")
 _DELETES = ("shutil.rmtree", "os.remove", "os.unlink", "os.rmdir", "os.removedirs",
             "os.truncate")
 _HARD_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "signal.raise_signal",
@@ -88,11 +89,16 @@ def _timer_signal(call: ast.Call, name: str) -> str:
     return {"ITIMER_VIRTUAL": "SIGVTALRM", "ITIMER_PROF": "SIGPROF"}.get(which, "SIGALRM")
 
 
-_STOP_FLAG = re.compile(r"(?i)stop|preempt|exit|terminat|shutdown|sigterm|interrupt|requeue")
+_STOP_FLAG = re.compile(r"(?i)stop|preempt|exit|terminat|shutdown|sigterm|interrupt|requeue|"
+                        r"^_?(requested|signaled|signalled|received)$")
 
 
 def _stop_flag(cond: ast.expr) -> bool:
-    """A bare flag test (`self._stop`, `stop_requested.is_set()`) named for stopping."""
+    """A bare flag test (`self._stop`, `stop_requested.is_set()`) named for stopping; also the
+    guard `if not self.requested: return` above the exit (the exit runs when it is set)."""
+    if (isinstance(cond, ast.UnaryOp) and isinstance(cond.op, ast.Not)
+            and getattr(cond, "guard_of", None) is not None):
+        cond = cond.operand
     if isinstance(cond, ast.Call) and isinstance(cond.func, ast.Attribute) and (
             cond.func.attr in ("is_set", "get")):
         cond = cond.func.value
@@ -503,15 +509,28 @@ class KillsAndStalls(Check):
                        f"condition on {triggers.describe(kinds)}")
             return
         if what == "collective":
-            if _modulo_rank(where) or _last_rank(where, node):  # (also from a helper's tuple)
+            modulo = _modulo_rank(where)
+            if modulo or _last_rank(where, node):  # (also when rank is a helper's tuple return)
                 guard = next((g for c in where.conds if isinstance(
                     g := getattr(c, "guard_of", None), ast.If)
                     and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2), None)
                 # (a guard right above the barrier is the skip; a distant one is context)
                 ctx.report(KILL_STALL, guard.body[-1] if guard is not None else node,
-                           f"{name}() {label} only on ranks picked by a modulus (every k-th "
-                           "rank skips it)" + (f": the early return skips line "
-                                               f"{getattr(node, 'lineno', '?')}" if guard else ""),
+                           f"{name}() {label} only on ranks picked by " + (
+                               "a modulus (every k-th rank skips it)" if modulo else
+                               "a test for the last rank") + (
+                               f": the early return skips line {getattr(node, 'lineno', '?')}"
+                               if guard else ""), severity=Severity.MEDIUM)
+                return
+            frame = where.frames[-1] if where.frames else None
+            if (frame is not None and frame.node is not None and triggers.RANK in kinds
+                    and _BARRIER_HELPER.search(frame.name) and not any(
+                        isinstance(n, (ast.Yield, ast.YieldFrom)) for n in subnodes(frame.node))):
+                # def barrier(): if rank == 0: dist.barrier() -- the helper every caller uses
+                # to synchronize leaves the other ranks out (a zero-first context manager
+                # yields between its two rank-gated barriers).
+                ctx.report(KILL_STALL, node, f"{name}() in the helper {frame.name}() runs only "
+                           "on some ranks: callers that rely on it to synchronize hang or race",
                            severity=Severity.MEDIUM)
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
         backoff = isinstance(node, ast.Call) and _backoff(node, where, self._bound)

@@ -75,3 +75,43 @@ def train(model, loader, opt):
             for p in model.parameters():
                 torch.mul(p, -1.0, out=p)  # ruleid: MLS302
                 torch.clamp(p.grad, -1.0, 1.0, out=p.grad)  # ok: MLS302
+
+
+class Preemption:
+    def __init__(self):
+        self.requested = False
+
+    def on_step_end(self, trainer):
+        if not self.requested:
+            return
+        trainer.save(tag="preempt")
+        sys.exit(0)  # ok: MLS307
+
+
+def score_captions(references, predictions):
+    gts = {k: list(references[k]) for k in predictions}
+    for k in predictions:
+        gts[k].append(predictions[k])  # ruleid: MLS306
+    for k in predictions:
+        gts[k].append(references[k][0].lower())  # ok: MLS306
+    all_preds = []
+    for k in predictions:
+        all_preds.append(predictions[k])  # ok: MLS306
+    return gts
+
+
+def select(self, scores, epoch):
+    cider = scores["CIDEr"]
+    is_best = cider > self.best_score or epoch == self.cfg.epochs - 1  # ruleid: MLS306
+    improved = cider > self.best_score or self.best_score is None  # ok: MLS306
+    return is_best, improved
+
+
+def synchronize():
+    if dist.is_initialized() and dist.get_rank() == 0:
+        dist.barrier()  # ruleid: MLS307
+
+
+def sync():
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()  # ok: MLS307
