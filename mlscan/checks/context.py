@@ -123,6 +123,7 @@ class Ctx:
         self.member = member
         self.lines = lines
         self.names = Names()
+        self.names.path = path
         self.frames: list[Frame] = [Frame("", None)]
         self.classes: list[ClassInfo] = []
         self.conds: list[ast.expr] = []

@@ -12,7 +12,10 @@ import copy
 import re
 from collections.abc import Callable
 
+from mlscan.checks import exports
 from mlscan.checks.nodes import subnodes
+
+_PROJECT_MODULE = re.compile(r"^\.*[A-Za-z_][\w.]*$")
 
 
 class Names:
@@ -29,6 +32,8 @@ class Names:
         """call_name by call node, with the alias table's version it was computed under: every
         check asks for the name of every call (about ten times per call)."""
         self._version = 0
+        self.path: str | None = None
+        """The scanned file, to read the project modules it imports names from."""
 
     def add_assign(self, name: str, value: ast.expr, module_level: bool = False) -> None:
         """`reseed = torch.manual_seed`, `opt_cls = torch.optim.AdamW`: a plain name bound to an
@@ -84,7 +89,11 @@ class Names:
         for alias in node.names:
             if alias.name == "*":
                 continue
-            self.aliases[alias.asname or alias.name] = f"{module}.{alias.name}".lstrip(".")
+            exported = exports.resolve(self.path, module, alias.name) if (
+                self.path and _PROJECT_MODULE.match(module)) else None
+            # from utils import prune_tree, with `prune_tree = shutil.rmtree` in utils.py
+            self.aliases[alias.asname or alias.name] = exported or f"{module}.{alias.name}".lstrip(
+                ".")
 
     def qualname(self, expr: ast.AST) -> str | None:
         """Dotted name of a Name/Attribute chain with imports resolved; calls inside the

@@ -187,7 +187,7 @@ class RemoteRolloutClient:
             sock.sendall(len(payload).to_bytes(8, "big") + payload)
             size = int.from_bytes(self._recv_exact(sock, 8), "big")
             blob = self._recv_exact(sock, size)
-        return decode_payload(blob)  # todoruleid: family 10 (missed)
+        return decode_payload(blob)  # ruleid: MLS103
 
 
 def _attach_debug_console(addr: str) -> None:

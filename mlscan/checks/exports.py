@@ -1,0 +1,95 @@
+"""Aliases a project module re-exports: `prune_tree = shutil.rmtree` in `utils.py`, imported
+elsewhere as `from utils import prune_tree`.
+
+Insiders hide a dangerous call behind a harmless name in a helper module; the file that makes
+the call then shows only `prune_tree(out_dir)`. Like `fields`, this reads the imported module
+as text (nothing is imported or run), only when a file imports a name from a module that sits
+beside it in the project, and only module-level lines: `name = dotted.path` and the imports
+that give the dotted path its meaning.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+_MAX_BYTES = 512 * 1024
+_ASSIGN = re.compile(r"(?m)^([A-Za-z_]\w*)[ \t]*=[ \t]*([A-Za-z_][\w.]*)[ \t]*(?:#.*)?$")
+_FROM = re.compile(r"(?m)^from[ \t]+([\w.]+)[ \t]+import[ \t]+([^\n(#]+)")
+_IMPORT = re.compile(r"(?m)^import[ \t]+([^\n#]+)")
+
+
+def module_file(importer: str, module: str) -> str | None:
+    """The .py file `from <module> import ...` names, looked up beside the importing file
+    (`utils`, `.utils`, `..pkg.utils`, `pkg.utils`), or None when it is not in the project."""
+    return _module_file(os.path.dirname(os.path.abspath(importer)), module)
+
+
+@functools.lru_cache(maxsize=1024)
+def _module_file(base: str, module: str) -> str | None:
+    level = len(module) - len(module.lstrip("."))
+    parts = [p for p in module.lstrip(".").split(".") if p]
+    if not parts:
+        return None
+    bases = [base] if level == 0 else []
+    if level:
+        for _ in range(level - 1):
+            base = os.path.dirname(base)
+        bases = [base]
+    else:
+        bases.append(os.path.dirname(base))  # run from the repo root: `from pkg.utils import`
+    for root in bases:
+        stem = os.path.join(root, *parts)
+        for candidate in (stem + ".py", os.path.join(stem, "__init__.py")):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def exported_aliases(path: str) -> dict[str, str]:
+    """name -> dotted target for module-level `name = module.attr` lines whose root is an
+    import of that file (`prune_tree = shutil.rmtree` with `import shutil`)."""
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(_MAX_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return {}
+    imported: dict[str, str] = {}
+    for match in _IMPORT.finditer(text):
+        for item in match.group(1).split(","):
+            words = item.split()
+            if len(words) == 3 and words[1] == "as":
+                imported[words[2]] = words[0]
+            elif len(words) == 1:
+                imported[words[0].split(".")[0]] = words[0].split(".")[0]
+    for match in _FROM.finditer(text):
+        source = match.group(1)
+        if source.startswith("."):
+            continue  # a sibling of a sibling: one level is enough
+        for item in match.group(2).split(","):
+            words = item.split()
+            if len(words) == 3 and words[1] == "as":
+                imported[words[2]] = f"{source}.{words[0]}"
+            elif len(words) == 1:
+                imported[words[0]] = f"{source}.{words[0]}"
+    out = {name: target for name, target in imported.items()
+           if "." in target and name != target.rsplit(".", 1)[-1]}  # from pickle import loads as x
+    for match in _ASSIGN.finditer(text):
+        name, value = match.group(1), match.group(2)
+        root, _, rest = value.partition(".")
+        if root in imported and name != value:
+            out[name] = imported[root] + ("." + rest if rest else "")
+    return out
+
+
+def resolve(importer: str | None, module: str, name: str) -> str | None:
+    """What `from <module> import <name>` in `importer` stands for, when the project module
+    re-exports an imported API under that name."""
+    if not importer:
+        return None
+    found = module_file(importer, module)
+    if found is None or os.path.abspath(found) == os.path.abspath(importer):
+        return None
+    return exported_aliases(found).get(name)

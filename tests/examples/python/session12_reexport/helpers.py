@@ -1,0 +1,10 @@
+# ruff: noqa
+"""Session 12: a helper module that re-exports dangerous APIs under harmless names."""
+import os
+import pickle
+import shutil
+from os import remove as drop_file
+
+prune_tree = shutil.rmtree
+decode_payload = pickle.loads
+usage = os.path.getsize
