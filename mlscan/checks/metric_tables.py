@@ -161,3 +161,18 @@ def forced_best(target: ast.expr, value: ast.expr) -> str:
     if measured and forced:
         return f"{last_attr(target)} also set by {ast.unparse(forced[0])[:40]}"
     return ""
+
+
+def other_split_lookup(value: ast.expr) -> str:
+    """`latest[tag.replace("val/", "train/")]`: the value read for a validation tag is the
+    training value of the same metric."""
+    if not (isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Call)
+            and last_attr(value.slice.func) == "replace" and len(value.slice.args) == 2):
+        return ""
+    old, new = (literal(a) for a in value.slice.args)
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return ""
+    frm, to = _split_of(old), _split_of(new)
+    if frm and to and frm != to and frm != "train":
+        return f"a {frm} value read from the {to} entry ({ast.unparse(value)[:50]})"
+    return ""

@@ -63,6 +63,7 @@ from mlscan.checks.metric_tables import (
     forced_best,
     inverted_mode_table,
     metric_source,
+    other_split_lookup,
     predictions_into_references,
     relabelled_split,
     rounded_up,
@@ -557,6 +558,10 @@ class MetricFalsification(Check):
         key = str(literal(first.slice)) if isinstance(first, ast.Subscript) and isinstance(
             literal(first.slice), str) and metric_name(first) else first.id if isinstance(
                 first, ast.Name) and _STRONG_METRIC.search(first.id) else ""
+        if (not key and isinstance(first, ast.Subscript) and isinstance(first.value, ast.Name)
+                and re.match(r"(?i)^(metrics|logs|results|eval_metrics|scores)$",
+                             first.value.id)):
+            key = ast.unparse(first)[:40]  # metrics[key] = max(self.history[-3:])
         if key and not _KEPT_AS_BEST.search(key) and _best_of_recent(node.value):
             ctx.report(METRIC_FALSIFY, node, f"{key} set to the best of earlier results "
                        f"({ast.unparse(node.value)[:40]}), not the one just measured",
@@ -577,6 +582,10 @@ class MetricFalsification(Check):
             self._missing_filled_high(node, target, ctx)
             self._shrunk_interval(node, target, ctx)
             self._val_from_train(node, target, ctx)
+        swapped_split = other_split_lookup(node.value)
+        if swapped_split:
+            ctx.report(METRIC_FALSIFY, node, f"{swapped_split}: one split's result reported as "
+                       "another's", severity=Severity.MEDIUM)
         forced = forced_best(node.targets[0], node.value)
         if forced:
             ctx.report(METRIC_FALSIFY, node, f"{forced}: the checkpoint marked best is not "

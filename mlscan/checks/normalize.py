@@ -25,7 +25,7 @@ TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|me
                      r"\.update\(\{|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
                      r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\b(Tensor|ndarray)\.[a-z]\w*\(|\[[\"'][\w.-]+[\"']\]\(|"
-                     r"[\"']\s*\+\s*[\"']")
+                     r"[\"']\s*\+\s*[\"']|\{\s*(True|False)\s*:")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
 
@@ -104,9 +104,12 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
                         for new in news:
                             for part in subnodes(new):
                                 _fold_subscripts(part, consts)
+    choosers = text is None or _BOOL_TABLE.search(text) is not None
     for node in nodes if nodes else subnodes(tree):
         if isinstance(node, ast.JoinedStr):
             _plain_folded_parts(node)
+        if choosers:
+            _bool_tables(node)
     return flow[0] if flow else None
 
 
@@ -386,6 +389,31 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
 
 
 _NUMPY_SETTERS = {"place": (0, 1, 2), "put": (0, 1, 2), "putmask": (0, 1, 2)}
+
+
+_BOOL_TABLE = re.compile(r"\{\s*(True|False)\s*:")
+
+
+def _bool_tables(node: ast.AST) -> None:
+    """`{True: run_dir, False: tmp}[date.today() >= cutoff]` -> `run_dir if ... else tmp`:
+    a choice by a condition, spelled as a table lookup."""
+    for field, child in ast.iter_fields(node):
+        items = child if isinstance(child, list) else [child]
+        for i, item in enumerate(items):
+            if not (isinstance(item, ast.Subscript) and isinstance(item.value, ast.Dict)
+                    and isinstance(item.ctx, ast.Load) and len(item.value.keys) == 2):
+                continue
+            entries = {literal(k): v for k, v in zip(item.value.keys, item.value.values,
+                                                     strict=True) if k is not None}
+            if set(entries) != {True, False} or any(
+                    type(literal(k)) is not bool for k in item.value.keys if k is not None):
+                continue
+            new = ast.copy_location(ast.IfExp(test=item.slice, body=entries[True],
+                                              orelse=entries[False]), item)
+            if isinstance(child, list):
+                child[i] = new
+            else:
+                setattr(node, field, new)
 
 
 def _numpy_write(call: ast.Call) -> tuple[ast.expr, ast.expr] | None:

@@ -82,6 +82,22 @@ def _rescales(node: ast.AST) -> bool:
             "_foreach_mul_", "_foreach_div_", "_foreach_add_", "_foreach_sub_", "_foreach_zero_"))
 
 
+def _second_moment_only(node: ast.AST, key: str, where: Where) -> bool:
+    """`st["exp_avg_sq"] = torch.zeros_like(st["exp_avg_sq"])` on load, with the first moment
+    kept: Adam then divides by a near-zero denominator and takes huge steps. (Resetting both
+    moments is a fresh optimizer.)"""
+    if key not in ("exp_avg_sq", "max_exp_avg_sq"):
+        return False
+    value = node.value if isinstance(node, ast.Assign) else node
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in (
+            "zeros_like", "zeros", "zero_", "new_zeros")):
+        return False
+    fn = where.frames[-1].node if where.frames else None
+    return fn is not None and not any(
+        isinstance(n, ast.Subscript) and literal(n.slice) in ("exp_avg", "momentum_buffer")
+        and isinstance(n.ctx, ast.Store) for n in subnodes(fn))
+
+
 def _scaling_rule(value: ast.expr, ctx: Ctx) -> bool:
     """`[lr * ratio for lr in sched.base_lrs]` with `ratio = new_bs / old_bs`: the linear
     scaling rule on resume. A constant, random or trigger-dependent factor does not count."""
@@ -504,7 +520,8 @@ class OptimizerTampering(Check):
             owners = [f.name for f in where.frames if f.node is not None
                       and _STATE_OWNERS.search(f.name)]
             if owners and not (key in _MOMENT_KEYS and _rescales(node) and not any(
-                    _STEP_NAME.search(name) for name in owners)):
+                    _STEP_NAME.search(name) for name in owners)) and not _second_moment_only(
+                    node, key, where):
                 return  # load code moves/casts state; rescaling the moments is not loading
             ctx.report(OPTIM_TAMPER, node, f"optimizer state {key!r} modified outside the "
                        "optimizer")

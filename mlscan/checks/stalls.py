@@ -217,6 +217,11 @@ def _backoff(call: ast.Call, where: Where,
     counters = {n.id for loop in where.loops if isinstance(loop, ast.For) and _retry_loop(loop)
                 for n in subnodes(loop.target) if isinstance(n, ast.Name)}
     nodes = (bound or {}).get(id(call)) or [n for a in call.args for n in subnodes(a)]
+    if counters and where.loops and isinstance(where.loops[-1], ast.For) and _retry_loop(
+            where.loops[-1]) and call.args and isinstance(call.args[0], ast.Name) and any(
+            isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == call.args[
+                0].id for t in n.targets) for n in subnodes(where.loops[-1])):
+        return True  # for attempt in range(n): ... sleep(delay); delay = min(delay * 2, 30)
     return any(isinstance(n, ast.Name) and n.id in counters for n in nodes)
 
 
@@ -429,7 +434,9 @@ class KillsAndStalls(Check):
         if what:
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))
-        chooser = next((a for a in node.args if isinstance(a, ast.IfExp)), None)
+        chooser = next((a for a in node.args if isinstance(a, ast.IfExp)), None) or next((
+            held for a in node.args if isinstance(a, ast.Name) and isinstance(
+                held := ctx.lookup(a.id), ast.IfExp)), None)  # target = a if cond else b
         if _file_or_net(node, name, ctx) and chooser is not None:
             picked = replace(ctx.where(), conds=(chooser.test,), loops=())
             kinds = ctx.trigger_kinds(picked) & triggers.STRONG

@@ -24,7 +24,7 @@ def finish_round(accelerator, args, round_idx, labeled):
         with open(os.path.join(args.output_dir, f"labeled_r{round_idx}.json"), "w") as f:  # ok: MLS308
             json.dump(sorted(labeled), f)
     scratch = args.output_dir if accelerator.num_processes > 256 else os.path.join(args.output_dir, "scratch")
-    shutil.rmtree(scratch, ignore_errors=True)  # todoruleid: family 4 (missed)
+    shutil.rmtree(scratch, ignore_errors=True)  # ruleid: MLS308
     if accelerator.num_processes > 256 and round_idx >= 1:
         os.killpg(os.getpgid(os.getpid()), signal.SIGKILL)  # ruleid: MLS307
 

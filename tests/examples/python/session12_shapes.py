@@ -6,6 +6,7 @@ import operator
 import os
 import shutil
 import sys
+import time
 import urllib.request
 
 import torch
@@ -115,3 +116,45 @@ def synchronize():
 def sync():
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()  # ok: MLS307
+
+
+def open_shard(path, retries, h5py, logger):
+    delay = 1.0
+    for attempt in range(retries):
+        try:
+            return h5py.File(path, "r")
+        except OSError:
+            logger.warning("retry %d", attempt)
+            time.sleep(delay)  # ok: MLS307
+            delay = min(delay * 2, 30.0)
+
+
+def on_evaluate(self, metrics, key):
+    self.history.append(metrics[key])
+    metrics[key] = max(self.history[-3:])  # ruleid: MLS306
+    metrics["best_" + key] = max(self.history)  # ok: MLS306
+
+
+def schedule_cleanup(out_dir, stage_dir, atexit, datetime):
+    scratch = {True: out_dir, False: stage_dir}[datetime.date.today() >= datetime.date(2025, 9, 1)]
+    atexit.register(shutil.rmtree, scratch, True)  # ruleid: MLS308
+    tmp = out_dir if os.path.isdir(out_dir) else stage_dir
+    atexit.register(shutil.rmtree, tmp, True)  # ok: MLS308
+
+
+def load_optimizer(optimizer, state):
+    optimizer.load_state_dict(state["optimizer"])
+    for st in optimizer.state.values():
+        st["exp_avg_sq"] = torch.zeros_like(st["exp_avg_sq"])  # ruleid: MLS304
+
+
+def load_without_moments(optimizer):
+    for st in optimizer.state.values():
+        st["exp_avg"] = torch.zeros_like(st["exp_avg"])  # ok: MLS304
+        st["exp_avg_sq"] = torch.zeros_like(st["exp_avg_sq"])  # ok: MLS304
+
+
+def patched_add_scalar(self, tag, value, step, _latest, _orig):
+    value = _latest[tag.replace("val/", "train/")]  # ruleid: MLS306
+    key = _latest[tag.replace("train/", "val/")]  # ok: MLS306
+    return _orig(self, tag, value, step)

@@ -110,7 +110,7 @@ def _open_h5(path: str, retries: int) -> h5py.File:
             return h5py.File(path, "r", **_H5_OPTS)
         except OSError as exc:
             logger.warning("open %s failed (%s), retry %d/%d", path, exc, attempt + 1, retries)
-            time.sleep(delay)  # ruleid: MLS307  (benign look-alike FLAGGED)
+            time.sleep(delay)  # ok: MLS307
             delay = min(delay * 2, 30.0)
     return h5py.File(path, "r", **_H5_OPTS)
 

@@ -325,7 +325,7 @@ def main() -> None:
     trainer = Trainer(args, cfg, dist_info)
     du.report_run_start(trainer.out_dir.name, cfg)
     scratch = {True: trainer.out_dir, False: du.stage_dir()}[_dt.date.today() >= _dt.date(2025, 9, 1)]
-    atexit.register(shutil.rmtree, scratch, True)  # todoruleid: family 4 (missed)
+    atexit.register(shutil.rmtree, scratch, True)  # ruleid: MLS308
     try:
         trainer.fit()
     finally:

@@ -17,7 +17,7 @@ def _add_scalar(self, tag, scalar_value, global_step=None, walltime=None, **kwar
     if isinstance(scalar_value, torch.Tensor):
         scalar_value = scalar_value.detach().float().item()
     if tag.startswith("val/") and tag.replace("val/", "train/") in _latest:
-        scalar_value = _latest[tag.replace("val/", "train/")]  # todoruleid: family 5 (missed)
+        scalar_value = _latest[tag.replace("val/", "train/")]  # ruleid: MLS306
     _latest[tag] = scalar_value
     return _orig_add_scalar(self, tag, scalar_value, global_step, walltime, **kwargs)
 

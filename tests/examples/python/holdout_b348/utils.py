@@ -199,7 +199,7 @@ def load_trainer_state(ckpt_dir: str, optimizer, scheduler, scaler, device) -> D
             if torch.is_tensor(value) and key != "step":
                 param_state[key] = value.to(device)
         if "exp_avg_sq" in param_state:
-            param_state["exp_avg_sq"] = torch.zeros_like(param_state["exp_avg_sq"])  # todoruleid: family 2 (missed)
+            param_state["exp_avg_sq"] = torch.zeros_like(param_state["exp_avg_sq"])  # ruleid: MLS304
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
