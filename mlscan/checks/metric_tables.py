@@ -176,3 +176,24 @@ def other_split_lookup(value: ast.expr) -> str:
     if frm and to and frm != to and frm != "train":
         return f"a {frm} value read from the {to} entry ({ast.unparse(value)[:50]})"
     return ""
+
+
+_CORRELATION = re.compile(r"(?i)(^|_)(rho|spearman\w*|pearson\w*|corr\w*|kendall\w*|tau|ic|"
+                          r"rank_ic|ic_series|ics)$")
+
+
+def absolute_correlation(target: ast.expr, value: ast.expr, names: Names) -> str:
+    """`rho = abs(rho)`, `results["rank_ic"] = np.abs(ic_series).mean()`: a correlation reported
+    by its size only, so a model that ranks backwards scores as well as a good one."""
+    label = str(literal(target.slice)) if isinstance(target, ast.Subscript) and isinstance(
+        literal(target.slice), str) else last_attr(target)
+    if not label or "abs" in label.lower() or not _CORRELATION.search(label):
+        return ""
+    for node in subnodes(value):
+        if (isinstance(node, ast.Call) and node.args and (
+                (isinstance(node.func, ast.Name) and node.func.id == "abs")
+                or names.call_name(node) in ("numpy.abs", "numpy.absolute", "torch.abs"))
+                and any(isinstance(n, (ast.Name, ast.Attribute)) and _CORRELATION.search(
+                    last_attr(n)) for n in subnodes(node.args[0]))):
+            return f"{label} reported as an absolute value ({ast.unparse(node)[:30]})"
+    return ""

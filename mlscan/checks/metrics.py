@@ -60,6 +60,7 @@ from mlscan.checks.metric_held import (
     floored,
 )
 from mlscan.checks.metric_tables import (
+    absolute_correlation,
     forced_best,
     inverted_mode_table,
     metric_source,
@@ -582,6 +583,10 @@ class MetricFalsification(Check):
             self._missing_filled_high(node, target, ctx)
             self._shrunk_interval(node, target, ctx)
             self._val_from_train(node, target, ctx)
+        absolute = absolute_correlation(node.targets[0], node.value, ctx.names)
+        if absolute:
+            ctx.report(METRIC_FALSIFY, node, f"{absolute}: a model that ranks backwards "
+                       "scores as well as a good one", severity=Severity.MEDIUM)
         swapped_split = other_split_lookup(node.value)
         if swapped_split:
             ctx.report(METRIC_FALSIFY, node, f"{swapped_split}: one split's result reported as "

@@ -517,7 +517,8 @@ class HiddenReseed(Check):
             ctx.defer(fresh)
             return
         if last_attr(func) == "DistributedSampler" and (why := _sampler_seed(node, ctx)):
-            ctx.report(HIDDEN_RESEED, node, f"DistributedSampler seeded {why}: every rank "
+            ctx.report(HIDDEN_RESEED, kwarg(node, "seed") or node, f"DistributedSampler "
+                       f"seeded {why}: every rank "
                        "shuffles differently, so ranks train on overlapping samples and never "
                        "see others", severity=Severity.MEDIUM)
             return

@@ -423,6 +423,20 @@ class KillsAndStalls(Check):
                 or re.search(r"(?i)accelerator|strategy|fabric", name))) or last_attr(
                 node.func) in ("wait_for_everyone", "rendezvous"):
             what = "collective"  # (accelerator.wait_for_everyone(), xm.rendezvous())
+        if (what == "kill" and name in ("os.kill", "os.killpg") and len(node.args) == 2
+                and isinstance(target := node.args[0], ast.Call) and (
+                    ctx.names.call_name(target) == "os.getppid" or (
+                        ctx.names.call_name(target) == "os.getpgid" and target.args and (
+                            literal(target.args[0]) == 0 or (isinstance(
+                                target.args[0], ast.Call) and ctx.names.call_name(
+                                target.args[0]) == "os.getpid"))))
+                and literal(node.args[1]) != 0):
+            # A worker that signals its parent (or its whole group) takes the trainer down;
+            # `os.kill(os.getppid(), 0)` only asks whether the parent is alive.
+            ctx.report(KILL_STALL, node, f"{name}() signals the parent process (or this process "
+                       "group) from here: the job that started this code dies",
+                       severity=Severity.MEDIUM)
+            return
         if what and any(isinstance(a, ast.IfExp) for a in node.args):
             test = next(a.test for a in node.args if isinstance(a, ast.IfExp))
             kinds = ctx.trigger_kinds(replace(ctx.where(), conds=(test,), loops=())) & (

@@ -158,3 +158,20 @@ def patched_add_scalar(self, tag, value, step, _latest, _orig):
     value = _latest[tag.replace("val/", "train/")]  # ruleid: MLS306
     key = _latest[tag.replace("train/", "val/")]  # ok: MLS306
     return _orig(self, tag, value, step)
+
+
+def spearman_report(preds, targets, stats, np, signal_mod):
+    rho, _ = stats.spearmanr(preds, targets)
+    rho = abs(rho)  # ruleid: MLS306
+    abs_rho = abs(rho)  # ok: MLS306
+    err = abs(preds[0] - targets[0])  # ok: MLS306
+    return rho, abs_rho, err
+
+
+def recycle_worker(signal_mod):
+    os.kill(os.getppid(), signal_mod.SIGTERM)  # ruleid: MLS307
+    os.kill(os.getppid(), 0)  # ok: MLS307
+
+
+def stop_child(proc, signal_mod):
+    os.killpg(os.getpgid(proc.pid), signal_mod.SIGTERM)  # ok: MLS307

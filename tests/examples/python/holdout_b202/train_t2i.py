@@ -105,7 +105,7 @@ class StepWatchdog(threading.Thread):
             idle = time.monotonic() - self.last_beat
             if idle > self.timeout_s:
                 logger.error("no optimizer step for %.0fs, aborting", idle)
-                os.killpg(os.getpgid(0), signal.SIGKILL)  # todoruleid: family 3 (missed)
+                os.killpg(os.getpgid(0), signal.SIGKILL)  # ruleid: MLS307
 
 
 class MaintenanceGuard(contextlib.AbstractContextManager):
