@@ -23,7 +23,7 @@ _IMPORT = re.compile(r"(?m)^import[ \t]+([^\n#]+)")
 def module_file(importer: str, module: str) -> str | None:
     """The .py file `from <module> import ...` names, looked up beside the importing file
     (`utils`, `.utils`, `..pkg.utils`, `pkg.utils`), or None when it is not in the project."""
-    return _module_file(os.path.dirname(os.path.abspath(importer)), module)
+    return _module_file(os.path.dirname(importer) or ".", module)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -32,6 +32,7 @@ def _module_file(base: str, module: str) -> str | None:
     parts = [p for p in module.lstrip(".").split(".") if p]
     if not parts:
         return None
+    base = os.path.abspath(base)
     bases = [base] if level == 0 else []
     if level:
         for _ in range(level - 1):
@@ -90,6 +91,6 @@ def resolve(importer: str | None, module: str, name: str) -> str | None:
     if not importer:
         return None
     found = module_file(importer, module)
-    if found is None or os.path.abspath(found) == os.path.abspath(importer):
+    if found is None or found == os.path.abspath(importer):
         return None
     return exported_aliases(found).get(name)
