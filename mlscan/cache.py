@@ -24,6 +24,7 @@ from mlscan.context import MiB, Settings
 from mlscan.kinds import Kind
 from mlscan.model import Confidence, Finding, Severity
 
+_MAX_SUBFOLDERS = 256  # (a parent with thousands of folders: stamp the first 256 only)
 NEVER_CACHE = frozenset({"MLS902", "MLS903", "MLS904"})
 CACHEABLE = frozenset({
     Kind.PICKLE, Kind.ZIP, Kind.TAR, Kind.SEVENZ, Kind.GZIP, Kind.BZIP2, Kind.XZ, Kind.LZMA,
@@ -50,6 +51,8 @@ class Hasher:
 
     def __init__(self) -> None:
         self._done: dict[Path, str] = {}
+        self._stamps: dict[Path, str] = {}
+        self._subs: dict[Path, list[Path]] = {}
 
     def sha256(self, path: Path) -> str | None:
         if path not in self._done:
@@ -74,6 +77,41 @@ class Hasher:
         if st.st_size > HASH_LIMIT:
             return f"stat:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
         return self.sha256(path)
+
+    def neighbourhood(self, path: Path) -> str:
+        """Size and mtime of the .py files the Python analyzer may read beside `path`: its
+        folder, the parent folder and the parent's other subfolders (re-exported aliases and
+        config defaults come from sibling modules, so editing `utils.py` must re-scan
+        `train.py`). Modules deeper than that are not covered."""
+        folder = path.parent
+        parent = folder.parent
+        parts = [self._folder_stamp(folder), self._folder_stamp(parent)]
+        parts += [self._folder_stamp(sub) for sub in self._subfolders(parent) if sub != folder]
+        return hashlib.sha256("\x1e".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+    def _folder_stamp(self, folder: Path) -> str:
+        if folder not in self._stamps:
+            rows = []
+            try:
+                with os.scandir(folder) as it:
+                    for entry in it:
+                        if entry.name.endswith(".py") and entry.is_file(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
+                            rows.append(f"{entry.name}|{st.st_size}|{st.st_mtime_ns}")
+            except OSError:
+                pass
+            self._stamps[folder] = f"{folder}:" + ",".join(sorted(rows))
+        return self._stamps[folder]
+
+    def _subfolders(self, folder: Path) -> list[Path]:
+        if folder not in self._subs:
+            try:
+                with os.scandir(folder) as it:
+                    subs = [Path(e.path) for e in it if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                subs = []
+            self._subs[folder] = sorted(subs)[:_MAX_SUBFOLDERS]
+        return self._subs[folder]
 
 
 @cache
@@ -115,6 +153,8 @@ class Cache:
         ident = self.hasher.identity(fs_path)
         if ident is None:
             return None
+        if layer == "file" and kind in (Kind.PYTHON, Kind.NOTEBOOK):  # (not semgrep: per file)
+            ident += "|" + self.hasher.neighbourhood(fs_path)
         text = "\x1f".join((self.salt, layer, display, kind.value, ident))
         return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 

@@ -167,3 +167,26 @@ def test_batch_analyzer_runs_once_per_scan_and_not_at_all_when_cached(
     (root / "m3.py").write_text("x = 33\n")
     _scan(root, cache_dir)
     assert runs[-1] == ["m3.py"]  # only the changed file
+
+
+def test_python_file_is_analyzed_again_when_a_sibling_module_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`from helpers import prune_tree` means what helpers.py says: editing helpers.py changes
+    train.py's findings although train.py itself is unchanged."""
+    root, cache_dir = tmp_path / "repo", tmp_path / "cache"
+    root.mkdir()
+    helpers, job = root / "helpers.py", root / "job.py"
+    helpers.write_text("import shutil\n\nprune_tree = shutil.rmtree\n")
+    job.write_text("import random\n\nfrom helpers import prune_tree\n\n\n"
+                   "def finish(out_dir):\n    if random.random() < 0.05:\n"
+                   "        prune_tree(out_dir)\n")
+    load_all()
+    monkeypatch.setattr(analyzers, "_BATCH", [])  # (the Python analyzer alone, no semgrep)
+
+    def codes() -> list[tuple[str, str]]:
+        return sorted((f.path, f.rule_id) for f in _scan(root, cache_dir).findings)
+
+    assert ("job.py", "MLS308") in codes()
+    helpers.write_text("import os\n\nprune_tree = os.path.getsize\n")
+    os.utime(helpers, ns=(1, 1))  # (a different mtime even on coarse clocks)
+    assert ("job.py", "MLS308") not in codes()

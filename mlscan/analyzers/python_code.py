@@ -74,8 +74,9 @@ def _parse(text: str, what: str) -> ast.Module:
 
 
 def analyze_text(text: str, path: str, member: str | None = None, *,
-                 prefiltered: bool = False) -> list[Finding]:
-    """Findings for one Python source text (also used by tests and benchmarks)."""
+                 prefiltered: bool = False, disk_path: str | None = None) -> list[Finding]:
+    """Findings for one Python source text (also used by tests and benchmarks). `disk_path`
+    is the file on disk when `path` (the display path) is not where sibling modules are."""
     if not prefiltered and not PREFILTER.search(text.encode("utf-8", "surrogatepass")):
         return []
     from mlscan.checks import normalize
@@ -84,9 +85,9 @@ def analyze_text(text: str, path: str, member: str | None = None, *,
 
     tree = _parse(text, "Python source")
     flow = normalize.normalize(tree, text) if normalize.wanted(text) else None
-    ctx = Ctx(path, member, text.splitlines())
+    ctx = Ctx(path, member, text.splitlines(), disk_path)
     if flow is not None:  # (indexed before normalize's rewrites: statements, not values)
-        flow.path = path
+        flow.path = ctx.disk_path
         ctx.share_flow(flow)
     walk(tree, ctx)
     return ctx.finish()
@@ -98,7 +99,8 @@ def analyze_python(src: Source, budget: Budget) -> Iterator[Finding]:
     if not PREFILTER.search(data):
         return
     text = _decode(data)
-    yield from analyze_text(text, src.path, src.member, prefiltered=True)
+    disk = str(src.fs_path) if src.fs_path is not None and src.member is None else None
+    yield from analyze_text(text, src.path, src.member, prefiltered=True, disk_path=disk)
 
 
 def notebook_cells(data: bytes) -> list[tuple[int, str]]:
@@ -145,7 +147,8 @@ def analyze_notebook(src: Source, budget: Budget) -> Iterator[Finding]:
             yield MALFORMED.finding(src.path, f"{src.name}: {exc.message}", member=member,
                                     evidence=exc.message)
             continue
-        ctx = Ctx(src.path, member, code.splitlines())
+        ctx = Ctx(src.path, member, code.splitlines(),
+                  str(src.fs_path) if src.fs_path is not None and src.member is None else None)
         if shared is not None:
             ctx.names = shared.names  # imports carry over between cells
             ctx.defs = shared.defs

@@ -118,12 +118,15 @@ class Where:
 class Ctx:
     """State shared by all checks while walking one module (or notebook)."""
 
-    def __init__(self, path: str, member: str | None, lines: list[str]) -> None:
+    def __init__(self, path: str, member: str | None, lines: list[str],
+                 disk_path: str | None = None) -> None:
         self.path = path
+        self.disk_path = disk_path or path
+        """Where sibling modules are looked up (the display path is relative to --base)."""
         self.member = member
         self.lines = lines
         self.names = Names()
-        self.names.path = path
+        self.names.path = self.disk_path
         self.frames: list[Frame] = [Frame("", None)]
         self.classes: list[ClassInfo] = []
         self.conds: list[ast.expr] = []
@@ -373,7 +376,7 @@ class Ctx:
     def flow(self) -> FileFlow:
         if self._flow is None:
             empty = ast.Module(body=[], type_ignores=[])
-            self._flow = FileFlow(self.tree if self.tree is not None else empty, self.path)
+            self._flow = FileFlow(self.tree if self.tree is not None else empty, self.disk_path)
         return self._flow
 
     def resolve(self, expr: ast.AST) -> ast.AST | None:

@@ -48,10 +48,18 @@ def _module_file(base: str, module: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
 def exported_aliases(path: str) -> dict[str, str]:
     """name -> dotted target for module-level `name = module.attr` lines whose root is an
     import of that file (`prune_tree = shutil.rmtree` with `import shutil`)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    return _aliases(path, st.st_size, st.st_mtime_ns)  # (an edited module is read again)
+
+
+@functools.lru_cache(maxsize=256)
+def _aliases(path: str, size: int, mtime_ns: int) -> dict[str, str]:
     try:
         with open(path, "rb") as fh:
             text = fh.read(_MAX_BYTES).decode("utf-8", "replace")

@@ -54,14 +54,26 @@ def _parsed(text: str) -> ast.expr | None:
         return None  # a default spanning lines, or not an expression
 
 
-@functools.lru_cache(maxsize=32)
 def _declared(folder: str) -> dict[str, frozenset[str]]:
     """field name -> the default texts declared for it by .py files directly in `folder`."""
-    found: dict[str, set[str]] = {}
+    stamp = []
     try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".py"))[:_MAX_FILES]
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.endswith(".py") and entry.is_file():
+                    st = entry.stat()
+                    stamp.append((entry.name, st.st_size, st.st_mtime_ns))
     except OSError:
         return {}
+    return _declared_in(folder, tuple(sorted(stamp)[:_MAX_FILES]))
+
+
+@functools.lru_cache(maxsize=32)
+def _declared_in(folder: str, files: tuple[tuple[str, int, int], ...]) -> dict[
+        str, frozenset[str]]:
+    """(keyed by the files' names, sizes and mtimes: an edited module is read again)"""
+    found: dict[str, set[str]] = {}
+    names = [name for name, _, _ in files]
     for name in names:
         try:
             with open(os.path.join(folder, name), "rb") as fh:
