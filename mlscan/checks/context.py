@@ -202,7 +202,8 @@ class Ctx:
         conds = tuple(self.conds)
         if inline is not None:
             conds += tuple(n.test for n in subnodes(inline) if isinstance(n, ast.IfExp))
-        return Where(tuple(self.frames), conds, tuple(self.loops), tuple(self.withs))
+        loops = tuple(lp for lp in self.loops if not hasattr(lp, "over_callables"))
+        return Where(tuple(self.frames), conds, loops, tuple(self.withs))
 
     def trigger_kinds(self, where: Where) -> frozenset[str]:
         kinds: set[str] = set()

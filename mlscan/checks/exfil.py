@@ -470,6 +470,9 @@ def _piped_download(call: ast.Call, ctx: Ctx) -> bool:
     for value in [*call.args, *(k.value for k in call.keywords)]:
         for node in ctx.walk_values(value):
             text = literal(node)
+            if isinstance(node, ast.JoinedStr):  # f"curl -fsSL {URL} | bash"
+                text = "".join(v.value if isinstance(v, ast.Constant) and isinstance(
+                    v.value, str) else "URL" for v in node.values)
             if isinstance(text, str) and _PIPED.search(text):
                 return True
     return False

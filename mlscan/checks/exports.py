@@ -16,6 +16,10 @@ import re
 
 _MAX_BYTES = 512 * 1024
 _ASSIGN = re.compile(r"(?m)^([A-Za-z_]\w*)[ \t]*=[ \t]*([A-Za-z_][\w.]*)[ \t]*(?:#.*)?$")
+_PARTIAL = re.compile(r"(?m)^([A-Za-z_]\w*)[ \t]*=[ \t]*(?:functools\.)?partial\([ \t]*"
+                      r"([A-Za-z_][\w.]*)[ \t]*[,)]")
+"""`load_checkpoint = partial(torch.load, map_location="cpu")`: the call it makes (its
+keywords are not kept: judged as a bare call of the target)."""
 _FROM = re.compile(r"(?m)^from[ \t]+([\w.]+)[ \t]+import[ \t]+([^\n(#]+)")
 _IMPORT = re.compile(r"(?m)^import[ \t]+([^\n#]+)")
 
@@ -85,7 +89,7 @@ def _aliases(path: str, size: int, mtime_ns: int) -> dict[str, str]:
                 imported[words[0]] = f"{source}.{words[0]}"
     out = {name: target for name, target in imported.items()
            if "." in target and name != target.rsplit(".", 1)[-1]}  # from pickle import loads as x
-    for match in _ASSIGN.finditer(text):
+    for match in (*_ASSIGN.finditer(text), *_PARTIAL.finditer(text)):
         name, value = match.group(1), match.group(2)
         root, _, rest = value.partition(".")
         if root in imported and name != value:

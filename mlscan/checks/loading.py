@@ -402,6 +402,8 @@ def _fetched_here(path: ast.expr | None, where: Where, ctx: Ctx) -> bool:
     for name in list(used):
         held = ctx.lookup(name)
         if held is not None:
+            if isinstance(held, ast.Call) and _download_helper(held, ctx):
+                return True  # path = fetch(src, cache_dir)
             used |= {n.id for n in subnodes(held) if isinstance(n, ast.Name)}
     for call in subnodes(func):
         if isinstance(call, ast.Call) and last_attr(call.func) in _FETCH_TO_FILE and any(
@@ -409,6 +411,22 @@ def _fetched_here(path: ast.expr | None, where: Where, ctx: Ctx) -> bool:
                 for a in [*call.args, *(k.value for k in call.keywords)] for n in subnodes(a)):
             return True
     return False
+
+
+_FETCH_HELPER = re.compile(r"(?i)^_?(fetch|download)(_|$)")
+
+
+def _download_helper(call: ast.Call, ctx: Ctx) -> bool:
+    """`fetch(src, cache_dir)`: a project function named for downloading, or one defined in
+    this file whose body downloads to a file or opens a URL."""
+    name = call.func.id if isinstance(call.func, ast.Name) else ""
+    if not name:
+        return False
+    if _FETCH_HELPER.search(name):
+        return True
+    return any(isinstance(n, ast.Call) and (last_attr(n.func) in _FETCH_TO_FILE or (
+        ctx.names.call_name(n) or "").startswith(("urllib.request.urlopen", "requests.get")))
+        for fn in ctx.defs.get(name, ())[:1] for n in subnodes(fn))
 
 
 def _default_false(value: ast.expr) -> bool:

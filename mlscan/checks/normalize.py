@@ -430,6 +430,8 @@ def _numpy_write(call: ast.Call) -> tuple[ast.expr, ast.expr] | None:
         array, index, value = call.args
     elif func.attr == "copyto" and len(call.args) == 2:
         array, value = call.args
+        if where is None and isinstance(array, ast.Subscript):  # copyto(x[:4], patch)
+            return ast.Subscript(value=array.value, slice=array.slice, ctx=ast.Store()), value
         index = where if where is not None else ast.Slice()
     elif out is not None and not isinstance(out, ast.Tuple) and call.args:
         array = out

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, Ctx, Where
-from mlscan.checks.names import as_load, last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, as_load, last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.poison_labels import (
     _abs_of,
@@ -149,6 +149,35 @@ def _text_edit(target: ast.expr, value: ast.expr, target_label: str) -> str:
             return f"with {old!r} replaced by {new!r}"
     return ""
 
+
+
+def _labels_rolled_left(call: ast.Call, ctx: Ctx) -> str:
+    """`torch.roll(labels, shifts=-1, dims=1)` / `labels.roll(-1, 1)` with no `x[:, -1] = ...`
+    on the result afterwards. A correct left shift masks the wrapped position; a right shift
+    (`roll(1)` then `x[:, 0] = bos`) is the usual decoder input."""
+    func = call.func
+    if last_attr(func) != "roll" or len(ctx.frames) < 2:
+        return ""
+    if isinstance(func, ast.Attribute) and not (ctx.names.call_name(call) or "").startswith((
+            "torch.", "numpy.")):
+        tensor, rest = func.value, list(call.args)
+    elif call.args:
+        tensor, rest = call.args[0], list(call.args[1:])
+    else:
+        return ""
+    shift = next((k.value for k in call.keywords if k.arg in ("shifts", "shift")),
+                 rest[0] if rest else None)
+    amount = literal(shift) if shift is not None else NOT_LITERAL
+    label = _label_target(tensor)  # (spelled out: `y` is also a coordinate in geometry code)
+    if not re.search(r"(?i)label|target|tgt", label) or not isinstance(amount, int) or (
+            amount >= 0):
+        return ""
+    fn = ctx.frames[-1].node
+    for n in subnodes(fn) if fn is not None else ():
+        if isinstance(n, (ast.Assign, ast.Call)) and getattr(n, "lineno", 0) > call.lineno and (
+                re.search(r"\[[^\]]*-\s*1\s*\]", ast.unparse(n))):
+            return ""  # shifted[:, -1] = IGNORE / masked_fill on the last column
+    return label
 
 class DataPoisoning(Check):
     rules = (DATA_POISON,)
@@ -724,6 +753,12 @@ class DataPoisoning(Check):
                                  ctx, follow=True)):
             self._defer(node, ctx, f"labels {_label_target(func.value)} of randomly chosen "
                         f"samples overwritten in place ({func.attr})", masked=True)
+            return
+        rolled = _labels_rolled_left(node, ctx)
+        if rolled:
+            ctx.report(DATA_POISON, node, f"labels {rolled} rolled left and the wrapped last "
+                       "position is never masked: every target moves one token (the first "
+                       "token becomes the target of the last position)", severity=Severity.MEDIUM)
             return
         if not ctx.conds or len(ctx.frames) < 2:
             return

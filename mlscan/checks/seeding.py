@@ -259,10 +259,13 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
 
 
 def _hash_of_sample(call: ast.Call, ctx: Ctx) -> bool:
-    """The seed is a hash of something (`crc32(case_id.encode())`, `hash(path)`)."""
+    """The seed is a hash of something (`crc32(case_id.encode())`, `hash(path)`), and not of
+    the epoch too (`hash((seed, self.epoch, idx))` changes every epoch)."""
     return any(isinstance(n, ast.Call) and (ctx.names.call_name(n).startswith(
         ("zlib.crc32", "zlib.adler32", "hashlib.", "binascii.crc32", "mmh3.")) or (
-            isinstance(n.func, ast.Name) and n.func.id == "hash"))
+            isinstance(n.func, ast.Name) and n.func.id == "hash")) and not any(
+        isinstance(m, (ast.Name, ast.Attribute)) and re.search(
+            r"(?i)epoch|global_step|iteration", last_attr(m)) for m in subnodes(n))
         for a in call.args for n in ctx.walk_values(a))
 
 
@@ -377,6 +380,30 @@ def _fixed_in_counter_loop(call: ast.Call, where: Where) -> str:
                      for a in call.args for n in subnodes(a))
         return "" if varies else counter
     return ""
+
+
+def _step_seed_each_epoch(call: ast.Call, where: Where) -> str:
+    """`for step, batch in enumerate(loader): torch.manual_seed(args.seed + step)` inside an
+    epoch (an `epoch` parameter or loop): the seed restarts with the step count every epoch,
+    so every epoch replays the same dropout and augmentation draws. (`global_step` or the
+    epoch in the seed make it advance.)"""
+    if not call.args or not where.loops:
+        return ""
+    loop = where.loops[-1]
+    if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple) and loop.target.elts
+            and isinstance(index := loop.target.elts[0], ast.Name)
+            and isinstance(loop.iter, ast.Call) and last_attr(loop.iter.func) == "enumerate"):
+        return ""
+    used = {last_attr(n) for a in call.args for n in subnodes(a)
+            if isinstance(n, (ast.Name, ast.Attribute))}
+    if index.id not in used or any(re.search(r"(?i)epoch|global|total", u) for u in used):
+        return ""
+    fn = where.frames[-1].node if where.frames else None
+    epoch_param = isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+        "epoch" in a.arg for a in fn.args.args)
+    epoch_loop = any(isinstance(lp, ast.For) and "epoch" in ast.unparse(lp.target)
+                     for lp in where.loops[:-1])
+    return index.id if epoch_param or epoch_loop else ""
 
 
 def _counter_gate(cond: ast.expr) -> bool:
@@ -715,6 +742,12 @@ class HiddenReseed(Check):
             ctx.report(HIDDEN_RESEED, node, f"{short}() with a constant seed once a step/epoch "
                        "counter passes a threshold: training replays the same random numbers "
                        "from then on", severity=Severity.MEDIUM)
+            return
+        restarting = _step_seed_each_epoch(node, where)
+        if restarting:
+            ctx.report(HIDDEN_RESEED, node, f"{short}() reseeded every step from the step index "
+                       f"{restarting}, which restarts each epoch: every epoch replays the same "
+                       "dropout masks and augmentations", severity=Severity.MEDIUM)
             return
         epoch_loop = _fixed_in_counter_loop(node, where)
         if epoch_loop and not (where.loops and _saved_before(node, where.loops[-1])):

@@ -494,6 +494,29 @@ class KillsAndStalls(Check):
                        "large jobs only: the watchdog or timeout fires where it never would on "
                        "a small run", severity=Severity.MEDIUM)
 
+    def visit_Break(self, node: ast.Break, ctx: Ctx) -> None:
+        """`if rank != 0 and step >= limit: break` in a loop that runs backward() or a
+        collective: the ranks that leave early stop joining the all-reduce, the others hang."""
+        if not ctx.conds or not ctx.loops:
+            return
+        loop = ctx.loops[-1]
+        if not any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and (
+                n.func.attr == "backward" or n.func.attr in _COLLECTIVES)
+                for stmt in loop.body for n in subnodes(stmt)):
+            return
+        test = ctx.conds[-1]
+        branch = next((n for n in subnodes(loop) if isinstance(n, ast.If) and n.test is test),
+                      None)
+        if branch is not None and any(isinstance(n, ast.Call) and (
+                last_attr(n.func) in _COLLECTIVES or "destroy_process_group" in last_attr(n.func)
+                or ctx.names.call_name(n) in _KILLS) for n in subnodes(branch)):
+            return  # (the kill or collective in the same branch is reported itself)
+        kinds = ctx.trigger_kinds(replace(ctx.where(), conds=(test,), loops=()))
+        if triggers.RANK in kinds:
+            ctx.report(KILL_STALL, node, "only some ranks leave the training loop here: the "
+                       "others wait in the next gradient all-reduce or collective and hang",
+                       severity=Severity.MEDIUM)
+
     def visit_Raise(self, node: ast.Raise, ctx: Ctx) -> None:
         exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
         if exc is not None and last_attr(exc) in ("SystemExit", "KeyboardInterrupt"):
@@ -549,9 +572,14 @@ class KillsAndStalls(Check):
                         isinstance(n, (ast.Yield, ast.YieldFrom)) for n in subnodes(frame.node))):
                 # def barrier(): if rank == 0: dist.barrier() -- the helper every caller uses
                 # to synchronize leaves the other ranks out (a zero-first context manager
-                # yields between its two rank-gated barriers).
-                ctx.report(KILL_STALL, node, f"{name}() in the helper {frame.name}() runs only "
-                           "on some ranks: callers that rely on it to synchronize hang or race",
+                # yields between its two rank-gated barriers). `if not main: return` right
+                # above the barrier is reported on the return: that is the skip.
+                guard = next((g for c in where.conds if isinstance(
+                    g := getattr(c, "guard_of", None), ast.If)
+                    and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2), None)
+                ctx.report(KILL_STALL, guard.body[-1] if guard is not None else node,
+                           f"{name}() in the helper {frame.name}() runs only on some ranks: "
+                           "callers that rely on it to synchronize hang or race",
                            severity=Severity.MEDIUM)
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
         backoff = isinstance(node, ast.Call) and _backoff(node, where, self._bound)

@@ -174,6 +174,28 @@ def _double_averaged(node: ast.Assign, ctx: Ctx) -> bool:
         ctx.mentions("DistributedDataParallel") or ctx.mentions("DDP(")))
 
 
+_PROCESS_COUNT = ("num_processes", "world_size", "get_world_size", "num_replicas")
+
+
+def _grads_averaged_again(call: ast.Call, ctx: Ctx) -> bool:
+    """`p.grad.div_(world_size)` in a DDP script whose function never all-reduces: DDP has
+    already averaged (a manual `dist.all_reduce(p.grad); p.grad.div_(world)` is correct)."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr == "div_" and call.args
+            and last_attr(func.value) == "grad"):
+        return False
+    if not any(isinstance(n, (ast.Attribute, ast.Name, ast.Call)) and last_attr(
+            n.func if isinstance(n, ast.Call) else n) in _PROCESS_COUNT
+            for n in subnodes(call.args[0])):
+        return False
+    fn = ctx.frame.node
+    if fn is None or any(isinstance(n, ast.Call) and last_attr(n.func) in (
+            "all_reduce", "reduce", "all_reduce_coalesced", "reduce_scatter", "all_gather")
+            for n in subnodes(fn)):
+        return False
+    return ctx.mentions("DistributedDataParallel") or ctx.mentions("DDP(")
+
+
 def _new_rows(node: ast.AST) -> bool:
     """`emb[new_ids] = mean + 0.1 * std * randn(...)`: rows of newly added tokens initialised
     (the embeddings a tokenizer resize just appended)."""
@@ -389,6 +411,12 @@ class ParameterTampering(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
         if not isinstance(func, ast.Attribute):
+            return
+        if _grads_averaged_again(node, ctx):
+            ctx.report(PARAM_TAMPER, node, "gradients divided by the number of processes "
+                       "although DDP already averages them in backward(), and no all-reduce "
+                       "in this function sums them first: every update is that many times "
+                       "too small", severity=Severity.MEDIUM)
             return
         if _noise_in_conversion(node, ctx):
             ctx.report(PARAM_TAMPER, node, f"random noise added in place to every tensor in "

