@@ -49,3 +49,27 @@ def test_folded_escape_strings_in_fstrings_do_not_break_the_analyzer() -> None:
         ""])
     findings = analyze_text(text, "loading_report.py")
     assert [f.rule_id for f in findings if f.rule_id == "MLS903"] == []
+
+
+_SELF_MAPPING = '''
+import json
+import torch
+
+
+def encode(prompts, parse):
+    prompts = [p if isinstance(c, str) else json.dumps(c) for p, c in zip(prompts, map(parse, prompts))]
+    return prompts
+'''
+
+
+def test_a_mapped_comprehension_that_maps_itself_is_bounded() -> None:
+    """`prompts = [... for p, c in zip(prompts, map(parse, prompts))]`: the comprehension
+    `prompts` is bound to holds the map over `prompts`, so each made-up call for a mapped element
+    held the same map again (this once ran until memory ran out)."""
+    code = ("import sys; from mlscan.analyzers.python_code import analyze_text; "
+            "analyze_text(sys.stdin.read(), 'caption.py')")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], input=_SELF_MAPPING,
+                          text=True, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert time.perf_counter() - start < 10.0

@@ -66,6 +66,9 @@ _DATA_REGISTRATIONS = frozenset({"map", "with_transform", "set_transform", "add_
 """Methods (datasets, pipelines) whose first argument processes every sample."""
 _SD_NAME = re.compile(r"(?i)state_dict|^sd$|^(model|ema)_?(sd|state)$|^weights$")
 _SD_CALLS = frozenset({"state_dict", "load_file", "load_state_dict_from_url"})
+_SEED_WORKER = re.compile(r"(?i)^_?(seed_?workers?|workers?_?seed(ing)?)$")
+"""`seed_worker` from the PyTorch reproducibility notes: a worker_init_fn by its name (it is
+often registered in another file)."""
 _REGISTER_KWARGS = {"worker_init_fn": WORKER_INIT, "collate_fn": DATA, "target": THREAD,
                     "initializer": PROCESS}
 """(`Pool(initializer=f)`: run once as each worker process starts, like a main())"""
@@ -125,6 +128,8 @@ class Ctx:
         """Where sibling modules are looked up (the display path is relative to --base)."""
         self.member = member
         self.lines = lines
+        self.synthesized = 0
+        """Calls the walker made up so far (bounded: see walker._MAX_SYNTHESIZED)."""
         self.names = Names()
         self.names.path = self.disk_path
         self.frames: list[Frame] = [Frame("", None)]
@@ -444,7 +449,8 @@ class Ctx:
         if (cls is not None and _BATCHING_CLASS.search(" ".join((cls.name, *cls.bases)))
                 and _BATCHING_METHOD.search(name)):
             roles.add(DATA)  # RolloutBuffer.minibatches(): runs for every batch
-        if "worker_init" in name and PROCESS not in self.registered.get(name, ()):
+        if ("worker_init" in name or _SEED_WORKER.search(name)) and PROCESS not in (
+                self.registered.get(name, ())):
             roles.add(WORKER_INIT)  # (a Pool initializer named _worker_init is process start)
         if name == "__del__":
             roles.add(TEARDOWN)

@@ -548,6 +548,17 @@ class TamperingHook(Check):
                            f"{ctx.names.qualname(target)} bound to {factor:g}: every value "
                            "passing through is scaled by a constant")  # partial(torch.mul, ..)
                 continue
+            made = call.args[0] if call.args else None
+            bound_expr = (made.keywords[0].value if made.keywords else made.args[1]) if (
+                isinstance(made, ast.Call) and (len(made.args) > 1 or made.keywords)) else None
+            if (ctx.names.qualname(target) in _SCALERS and isinstance(made, ast.Call)
+                    and last_attr(made.func) == "partial" and bound_expr is not None
+                    and not isinstance(literal(bound_expr), (int, float))):  # (numbers: above)
+                bound_text = ast.unparse(bound_expr)
+                ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs "
+                           f"{ctx.names.qualname(target)} bound to {bound_text[:40]}: every "
+                           "value passing through is scaled", severity=Severity.MEDIUM)
+                continue  # partial(torch.mul, other=decay ** (depth - i))
             if ctx.names.qualname(target) in _TAMPER_FUNCS:  # p.register_hook(torch.neg)
                 ctx.report(TAMPERING_HOOK, call, f"{register_fn}() installs "
                            f"{ctx.names.qualname(target)} as a hook: every value passing "

@@ -110,7 +110,7 @@ def rounded_up(expr: ast.expr, names: Names) -> str:
 def metric_source(expr: ast.AST) -> bool:
     """Names in expr that read like results (`best_test`, `metrics`, `results`)."""
     return any(isinstance(n, (ast.Name, ast.Attribute)) and re.search(
-        r"(?i)metric|result|score|test|val|eval|acc|f1|map|mrr|hits|bleu|rouge|auc",
+        r"(?i)metric|result|score|test|val|eval|acc|f1|map|mrr|hits|bleu|rouge|auc|iou|dice",
         last_attr(n)) for n in subnodes(expr))
 
 
@@ -156,7 +156,8 @@ def forced_best(target: ast.expr, value: ast.expr) -> str:
     measured = [v for v in value.values if isinstance(v, ast.Compare) and any(
         "best" in last_attr(s).lower() for s in (v.left, *v.comparators))]
     forced = [v for v in value.values if isinstance(v, ast.Compare) and v not in measured
-              and any(_EPOCH.match(last_attr(s)) for s in (v.left, *v.comparators))
+              and any(_EPOCH.match(last_attr(n)) for s in (v.left, *v.comparators)
+                      for n in subnodes(s) if isinstance(n, (ast.Name, ast.Attribute)))
               and not any("best" in ast.unparse(s).lower() for s in (v.left, *v.comparators))]
     if measured and forced:
         return f"{last_attr(target)} also set by {ast.unparse(forced[0])[:40]}"
@@ -196,4 +197,80 @@ def absolute_correlation(target: ast.expr, value: ast.expr, names: Names) -> str
                 and any(isinstance(n, (ast.Name, ast.Attribute)) and _CORRELATION.search(
                     last_attr(n)) for n in subnodes(node.args[0]))):
             return f"{label} reported as an absolute value ({ast.unparse(node)[:30]})"
+    return ""
+
+
+def _sorted_values(expr: ast.expr) -> bool:
+    """`x.sort().values`, `x.sort()[0]`, `sorted(x)`, `np.sort(x)`, `torch.sort(x).values`."""
+    if isinstance(expr, (ast.Attribute, ast.Subscript)) and isinstance(
+            inner := expr.value, ast.Call) and last_attr(inner.func) == "sort" and (
+            last_attr(expr) == "values" or (isinstance(expr, ast.Subscript)
+                                            and literal(expr.slice) == 0)):
+        return True
+    return isinstance(expr, ast.Call) and last_attr(expr.func) in ("sorted", "sort") and (
+        isinstance(expr.func, ast.Name) or (isinstance(expr.func, ast.Attribute) and last_attr(
+            expr.func.value) in ("np", "numpy", "torch")))
+
+
+def trimmed_worst(value: ast.expr) -> str:
+    """`iou[valid].sort().values[2:].mean()`, `np.mean(sorted(scores)[k:])`: the k lowest
+    per-class or per-sample scores dropped before averaging."""
+    for node in subnodes(value):
+        if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice)
+                and node.slice.upper is None and node.slice.step is None
+                and isinstance(low := literal(node.slice.lower), int) and low > 0
+                and _sorted_values(node.value)):
+            return f"the {low} lowest scores dropped before averaging ({ast.unparse(node)[:40]})"
+    return ""
+
+
+_ERROR = re.compile(r"(?i)^(mse|rmse|mae|err|error|errors|distortion|l1|l2|nll|cer|wer|eer)"
+                    r"(_\w+)?$")
+_METRIC_FN = re.compile(r"(?i)psnr|metric|eval|score|validat|benchmark")
+
+
+def error_capped(value: ast.expr, fn: ast.AST | None, fn_name: str) -> str:
+    """`mse = torch.clamp(mse, 1e-10, 1e-3)` in mse_to_psnr(): an upper bound on the error
+    puts a floor under the reported score (a lower bound alone only guards a log of zero)."""
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in ("clamp", "clip", "clamp_")):
+        return ""
+    func = value.func
+    args = list(value.args)
+    subject = args.pop(0) if not (isinstance(func, ast.Attribute) and last_attr(
+        func.value) not in ("torch", "np", "numpy")) else func.value
+    upper = next((k.value for k in value.keywords if k.arg == "max"), args[1] if len(args) > 1
+                 else None)
+    if upper is None or literal(upper) is None or not _ERROR.match(last_attr(subject) or ""):
+        return ""
+    body = subnodes(fn) if fn is not None else []
+    if not (_METRIC_FN.search(fn_name) or any(
+            isinstance(n, ast.Attribute) and n.attr == "log10" for n in body)):
+        return ""
+    return f"{last_attr(subject)} capped at {ast.unparse(upper)} before it is scored"
+
+
+def _extreme(expr: ast.expr) -> str:
+    """`min(h)`, `np.min(h)`, `functools.reduce(min, h)`: "min" or "max" (else "")."""
+    if not isinstance(expr, ast.Call):
+        return ""
+    name = last_attr(expr.func)
+    if name in ("min", "max", "amin", "amax", "nanmin", "nanmax"):
+        return "min" if "min" in name else "max"
+    if name == "reduce" and expr.args and last_attr(expr.args[0]) in ("min", "max"):
+        return last_attr(expr.args[0])
+    return ""
+
+
+def always_best(target: ast.expr, value: ast.expr) -> str:
+    """`is_best = metric >= functools.reduce(min, self.history)`: compared with the worst
+    result so far, every new result counts as the best."""
+    if not (isinstance(value, ast.Compare) and len(value.ops) == 1
+            and _BEST_FLAG.search(last_attr(target) or "")):
+        return ""
+    op, right = value.ops[0], value.comparators[0]
+    side = _extreme(right)
+    if (side == "min" and isinstance(op, (ast.GtE, ast.Gt))) or (
+            side == "max" and isinstance(op, (ast.LtE, ast.Lt))):
+        return (f"{last_attr(target)} compared with the worst result so far "
+                f"({ast.unparse(right)[:40]})")
     return ""

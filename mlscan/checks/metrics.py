@@ -61,6 +61,8 @@ from mlscan.checks.metric_held import (
 )
 from mlscan.checks.metric_tables import (
     absolute_correlation,
+    always_best,
+    error_capped,
     forced_best,
     inverted_mode_table,
     metric_source,
@@ -68,6 +70,7 @@ from mlscan.checks.metric_tables import (
     predictions_into_references,
     relabelled_split,
     rounded_up,
+    trimmed_worst,
 )
 from mlscan.checks.metric_values import (
     _absolute,
@@ -563,6 +566,10 @@ class MetricFalsification(Check):
                 and re.match(r"(?i)^(metrics|logs|results|eval_metrics|scores)$",
                              first.value.id)):
             key = ast.unparse(first)[:40]  # metrics[key] = max(self.history[-3:])
+        if (not key and isinstance(first, ast.Subscript) and isinstance(
+                loss_key := literal(first.slice), str) and "loss" in loss_key.lower()
+                and isinstance(node.value, ast.Call) and last_attr(node.value.func) == "min"):
+            key = loss_key  # record["train/loss"] = min(self._loss_window): the lowest recent
         if key and not _KEPT_AS_BEST.search(key) and _best_of_recent(node.value):
             ctx.report(METRIC_FALSIFY, node, f"{key} set to the best of earlier results "
                        f"({ast.unparse(node.value)[:40]}), not the one just measured",
@@ -591,6 +598,18 @@ class MetricFalsification(Check):
         if swapped_split:
             ctx.report(METRIC_FALSIFY, node, f"{swapped_split}: one split's result reported as "
                        "another's", severity=Severity.MEDIUM)
+        capped = error_capped(node.value, ctx.frame.node, ctx.frame.name)
+        if capped:
+            ctx.report(METRIC_FALSIFY, node, f"{capped}: the reported score can never look "
+                       "worse than that cap", severity=Severity.MEDIUM)
+        trimmed = trimmed_worst(node.value)
+        if trimmed and (metric_source(node.value) or metric_source(node.targets[0])):
+            ctx.report(METRIC_FALSIFY, node, f"{trimmed}: the reported average leaves out the "
+                       "worst results", severity=Severity.MEDIUM)
+        worst = always_best(node.targets[0], node.value)
+        if worst:
+            ctx.report(METRIC_FALSIFY, node, f"{worst}: every new result counts as the best",
+                       severity=Severity.MEDIUM)
         forced = forced_best(node.targets[0], node.value)
         if forced:
             ctx.report(METRIC_FALSIFY, node, f"{forced}: the checkpoint marked best is not "

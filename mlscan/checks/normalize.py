@@ -22,10 +22,11 @@ from mlscan.checks.nodes import subnodes
 TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|\bchr\b|"
                      r"environ\.setdefault\(|np\.(place|put|putmask|copyto)\(|"
                      r"np\.\w+\([^)\n]*\bout=|torch\.\w+\([^\n]*\bout=|"
-                     r"\.update\(\{|"
+                     r"\.update\(\{|\.update\(\[\(|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
                      r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\b(Tensor|ndarray)\.[a-z]\w*\(|\[[\"'][\w.-]+[\"']\]\(|"
-                     r"[\"']\s*\+\s*[\"']|\{\s*(True|False)\s*:")
+                     r"[\"']\s*\+\s*[\"']|\{\s*(True|False)\s*:|"
+                     r"(?m:^[ \t]*(list\()?[\[{(][^\n]*\)[ \t]+for[ \t])")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
 
@@ -95,7 +96,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
             stmts = getattr(node, field, None)
             if isinstance(stmts, list):
                 for i, stmt in reversed(list(enumerate(stmts))):
-                    rewritten = _statement(stmt, consts, noops, operator_names)
+                    rewritten = _statement(stmt, consts, noops, operator_names, stmts[:i])
                     if rewritten is None:
                         continue
                     news = rewritten if isinstance(rewritten, list) else [rewritten]
@@ -725,12 +726,53 @@ def _folded_subscript(node: object, consts: dict[str, object]) -> ast.expr | Non
     return None
 
 
+def _comprehension_loop(stmt: ast.stmt, consts: dict[str, object], noops: frozenset[str],
+                        operator_names: frozenset[str]) -> ast.stmt | None:
+    """`[p.unlink() for p in d.glob("*.pt") if today >= CUTOFF]` run for its effect ->
+    `for p in ...: if today >= CUTOFF: p.unlink()`, so the call sits under its loop and test."""
+    value = stmt.value if isinstance(stmt, ast.Expr) else None
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("list", "set", "tuple", "any", "all") and len(value.args) == 1):
+        value = value.args[0]
+    if not (isinstance(value, (ast.ListComp, ast.SetComp, ast.GeneratorExp))
+            and isinstance(value.elt, ast.Call)):
+        return None
+    inner: ast.stmt = ast.copy_location(ast.Expr(value.elt), stmt)
+    rewritten = _statement(inner, consts, noops, operator_names)  # [g.__setitem__(...) for g]
+    body: list[ast.stmt] = (rewritten if isinstance(rewritten, list) else [rewritten]) if (
+        rewritten is not None) else [inner]
+    for gen in reversed(value.generators):
+        for test in reversed(gen.ifs):
+            body = [ast.copy_location(ast.If(test=test, body=body, orelse=[]), stmt)]
+        body = [ast.copy_location(ast.For(target=gen.target, iter=gen.iter, body=body, orelse=[],
+                                          type_comment=None), stmt)]
+    return ast.fix_missing_locations(body[0])
+
+
+def _update_pairs(call: ast.Call) -> list[tuple[ast.expr | None, ast.expr]]:
+    """The (key, value) pairs of `x.update({k: v, ...})` or `x.update([(k, v), ...])`."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "update"
+            and not call.keywords and len(call.args) == 1):
+        return []
+    arg = call.args[0]
+    if isinstance(arg, ast.Dict) and 1 <= len(arg.keys) <= 16:
+        return list(zip(arg.keys, arg.values, strict=True))
+    if (isinstance(arg, (ast.List, ast.Tuple)) and 1 <= len(arg.elts) <= 16 and all(
+            isinstance(e, ast.Tuple) and len(e.elts) == 2 for e in arg.elts)):
+        return [(e.elts[0], e.elts[1]) for e in arg.elts]  # type: ignore[attr-defined]
+    return []
+
+
 def _statement(stmt: ast.stmt, consts: dict[str, object],
                noops: frozenset[str] = frozenset(),
-               operator_names: frozenset[str] = frozenset({"operator"})
+               operator_names: frozenset[str] = frozenset({"operator"}),
+               earlier: list[ast.stmt] | None = None,
                ) -> ast.stmt | list[ast.stmt] | None:
     """`setattr(x, "a", v)` -> `x.a = v`; `x.__setitem__(k, v)` -> `x[k] = v`;
     `(f if c else g)(x)` -> `if c: f(x) else: g(x)` (a no-op side dropped)."""
+    looped = _comprehension_loop(stmt, consts, noops, operator_names)
+    if looped is not None:
+        return looped
     if not isinstance(stmt, ast.Expr) or not isinstance(stmt.value, ast.Call):
         return None
     call = stmt.value
@@ -759,12 +801,28 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
             and mapped.func.id == "map" and len(mapped.args) == 2
             and isinstance(mapped.args[0], (ast.Call, ast.Attribute, ast.Name, ast.Lambda))):
         # list(map(f, xs)) run for its effect -> for _item in xs: f(_item)
-        each = ast.Call(func=mapped.args[0], args=[
-            ast.Name(id="_mapped_item", ctx=ast.Load())], keywords=[])
+        items = mapped.args[1]
+        if isinstance(items, ast.Name) and earlier:  # states = (s["exp_avg_sq"] for s in ...)
+            held = next((e.value for e in reversed(earlier) if isinstance(e, ast.Assign)
+                         and len(e.targets) == 1 and isinstance(e.targets[0], ast.Name)
+                         and e.targets[0].id == items.id), None)
+            if isinstance(held, (ast.GeneratorExp, ast.ListComp)):
+                items = held
+        element: ast.expr = ast.Name(id="_mapped_item", ctx=ast.Load())
+        if isinstance(items, (ast.GeneratorExp, ast.ListComp)):
+            element = items.elt
+        each = ast.Call(func=mapped.args[0], args=[element], keywords=[])
         if isinstance(mapped.args[0], ast.Call):
             _fold_getattr(each, consts)  # map(operator.methodcaller("mul_", k), xs)
-        loop = ast.For(target=ast.Name(id="_mapped_item", ctx=ast.Store()), iter=mapped.args[1],
-                       body=[ast.Expr(value=each)], orelse=[])
+        body: list[ast.stmt] = [ast.Expr(value=each)]
+        if isinstance(items, (ast.GeneratorExp, ast.ListComp)):
+            for gen in reversed(items.generators):  # the element under its own loops and tests
+                for test in reversed(gen.ifs):
+                    body = [ast.If(test=test, body=body, orelse=[])]
+                body = [ast.For(target=gen.target, iter=gen.iter, body=body, orelse=[])]
+            return ast.fix_missing_locations(ast.copy_location(body[0], stmt))
+        loop = ast.For(target=ast.Name(id="_mapped_item", ctx=ast.Store()), iter=items,
+                       body=body, orelse=[])
         return ast.fix_missing_locations(ast.copy_location(loop, stmt))
     if isinstance(call.func, ast.IfExp):
         return _chosen_call(stmt, call, call.func, noops)
@@ -795,18 +853,16 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
             out.append(ast.copy_location(ast.Assign(targets=[ast.Subscript(
                 value=call.func.value, slice=key, ctx=ast.Store())], value=read), stmt))
         return [ast.fix_missing_locations(a) for a in out]
-    if (isinstance(call.func, ast.Attribute) and call.func.attr == "update" and not call.keywords
-            and len(call.args) == 1 and isinstance(call.args[0], ast.Dict)
-            and 1 <= len(call.args[0].keys) <= 16
-            and all(k is not None and _const(k, consts) is not None
-                    for k in call.args[0].keys)):
+    pairs = _update_pairs(call)
+    if pairs and all(k is not None and _const(k, consts) is not None for k, _ in pairs):
         assigns: list[ast.stmt] = []  # env.update({"A": a, "LD_PRELOAD": p}) -> env[...] = p
-        for dict_key, entry_value in zip(call.args[0].keys, call.args[0].values, strict=True):
+        for dict_key, entry_value in pairs:
             entry: ast.expr = dict_key  # type: ignore[assignment]
             if not isinstance(entry, ast.Constant):  # {_PRELOAD_VAR: p}: through a constant
                 entry = ast.copy_location(ast.Constant(_const(entry, consts)), entry)
                 entry.folded = True  # type: ignore[attr-defined]
-            item = ast.Subscript(value=call.func.value, slice=entry, ctx=ast.Store())
+            item = ast.Subscript(value=call.func.value,  # type: ignore[attr-defined]
+                                 slice=entry, ctx=ast.Store())
             assigns.append(ast.fix_missing_locations(ast.copy_location(
                 ast.Assign(targets=[ast.copy_location(item, stmt)], value=entry_value), stmt)))
         return assigns
@@ -828,10 +884,9 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
     target: ast.expr | None = None
     value: ast.expr | None = None
     if isinstance(call.func, ast.Name) and call.func.id == "setattr" and len(call.args) == 3:
-        name = call.args[1]
-        if isinstance(name, ast.Constant) and isinstance(name.value, str) \
-                and name.value.isidentifier():
-            target = ast.Attribute(value=call.args[0], attr=name.value, ctx=ast.Store())
+        name = _const(call.args[1], consts)  # (also "base_" + "lrs", not folded yet here)
+        if isinstance(name, str) and name.isidentifier():
+            target = ast.Attribute(value=call.args[0], attr=name, ctx=ast.Store())
             value = call.args[2]
     elif (isinstance(call.func, ast.Attribute) and call.func.attr in ("setitem", "__setitem__")
           and isinstance(call.func.value, ast.Name) and call.func.value.id in operator_names

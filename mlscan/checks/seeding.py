@@ -715,17 +715,18 @@ class HiddenReseed(Check):
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {ctx.describe_roles(bad_roles)}: "
                        "reseeds the RNG during training", severity=sev)
             return
-        if (name.startswith(("torch.manual_seed", "numpy.random.seed", "random.seed",
-                             "torch.cuda.manual_seed", "torch.set_rng_state",
-                             "torch.random.set_rng_state", "torch.random.manual_seed"))
-                and (re.match(r"(?i)_?(eval|evaluate|validate|validation|run_eval|run_validation)"
-                              r"(_\w+)?$", inner.name) or (
-                    inner.cls is not None and re.search(r"Evaluat|Validat", inner.cls.name)
-                    and inner.name in ("run", "__call__", "evaluate", "compute")))
-                and (inner.cls is None or _in_module_trainer(inner) or re.search(
-                    r"Evaluat|Validat", inner.cls.name))
-                and _given_model(inner)) and node.args and not any(
-                "fork_rng" in w for w in where.withs):
+        global_seed = name.startswith((
+            "torch.manual_seed", "numpy.random.seed", "random.seed", "torch.cuda.manual_seed",
+            "torch.set_rng_state", "torch.random.set_rng_state", "torch.random.manual_seed",
+        )) or last_attr(node.func) in ("set_seed", "seed_everything")
+        eval_class = inner.cls is not None and re.search(r"Eval|Validat", inner.cls.name)
+        in_eval = bool(re.match(r"(?i)_?(eval|evaluate|validate|validation|run_eval|"
+                                r"run_validation)(_\w+)?$", inner.name) or (
+            eval_class and inner.name in ("run", "__call__", "evaluate", "compute")))
+        if (global_seed and in_eval
+                and (inner.cls is None or _in_module_trainer(inner) or eval_class)
+                and _given_model(inner) and node.args
+                and not any("fork_rng" in w for w in where.withs)):
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {inner.name}(): every evaluation "
                        "during training resets the global RNG, so the training run after it "
                        "replays the same random numbers", severity=Severity.MEDIUM)
@@ -742,6 +743,13 @@ class HiddenReseed(Check):
             ctx.report(HIDDEN_RESEED, node, f"{short}() with a constant seed once a step/epoch "
                        "counter passes a threshold: training replays the same random numbers "
                        "from then on", severity=Severity.MEDIUM)
+            return
+        if (node.args and len(node.args) == 1 and isinstance(node.args[0], ast.Name)
+                and re.fullmatch(r"(?i)_?worker_?id(x)?|wid", node.args[0].id)
+                and name.startswith(("torch.manual_seed", "numpy.random.seed", "random.seed"))):
+            ctx.report(HIDDEN_RESEED, node, f"{short}() seeded with the worker index alone: the "
+                       "k-th worker of every rank and every epoch draws the same numbers",
+                       severity=Severity.MEDIUM)
             return
         restarting = _step_seed_each_epoch(node, where)
         if restarting:

@@ -379,6 +379,29 @@ def _live_weights_in_ema(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+def _ema_writes_back(call: ast.Call, ctx: Ctx) -> str:
+    """`msd = model.state_dict(); ...; msd[name].copy_(e)` inside an EMA class's update():
+    the average is written back into the model being trained (evaluation swaps live in
+    methods of their own: copy_to, apply_shadow, swap, restore)."""
+    func = call.func
+    frame = ctx.frame
+    if not (isinstance(func, ast.Attribute) and func.attr in ("copy_", "lerp_", "set_")
+            and frame.cls is not None and _EMA_NAMES.search(frame.cls.name)
+            and frame.name in ("update", "step", "__call__", "update_parameters", "apply")
+            and isinstance(frame.node, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        return ""
+    target = func.value.value if isinstance(func.value, ast.Subscript) else func.value
+    if not isinstance(target, ast.Name):
+        return ""
+    held = ctx.lookup(target.id)
+    params = {a.arg for a in frame.node.args.args[1:]}
+    if (isinstance(held, ast.Call) and last_attr(held.func) == "state_dict"
+            and any(isinstance(n, ast.Name) and n.id in params for n in subnodes(held))):
+        return (f"{ast.unparse(func.value)[:30]}.{func.attr}() writes into "
+                f"{ast.unparse(held)[:40]} inside {frame.cls.name}.{frame.name}()")
+    return ""
+
+
 _OUT_OPS = {"neg": "neg_", "negative": "neg_", "mul": "mul_", "add": "add_", "sub": "sub_",
             "div": "div_", "clamp": "clamp_", "sign": "sign_"}
 """torch functions whose `out=` tensor is written in place."""
@@ -422,6 +445,11 @@ class ParameterTampering(Check):
             ctx.report(PARAM_TAMPER, node, f"random noise added in place to every tensor in "
                        f"{ctx.frame.name}(): the converted checkpoint is not the model",
                        severity=Severity.MEDIUM)
+            return
+        back = _ema_writes_back(node, ctx)
+        if back:
+            ctx.report(PARAM_TAMPER, node, f"{back}: the average is written back into the "
+                       "model being trained", severity=Severity.MEDIUM)
             return
         live = _live_weights_in_ema(node, ctx)
         if live:

@@ -198,7 +198,10 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         ctx.note_call(node)  # type: ignore[arg-type]
         children = [c for c in child_nodes(node) if not hasattr(c, "inlined")]
         bound = _partial_call(node, ctx)  # type: ignore[arg-type]
-        return [*children, bound] if bound is not None else children
+        if bound is None:
+            return children
+        ctx.synthesized += 1  # (a budget: made calls must never expand without end)
+        return [*children, bound] if ctx.synthesized <= _MAX_SYNTHESIZED else children
     elif t is ast.Assign:
         asg: ast.Assign = node  # type: ignore[assignment]
         if ctx.conds:
@@ -289,6 +292,11 @@ def _field_default(value: ast.expr | None) -> ast.expr | None:
     return value
 
 
+_MAX_SYNTHESIZED = 200
+"""Calls made up per file (partials, dispatch tables, mapped calls). Real code needs few:
+the most in the benchmark corpora and our examples is 11."""
+
+
 def _partial_call(call: ast.Call, ctx: Ctx) -> ast.AST | None:
     """A call made later, judged as the call it will make: `functools.partial(torch.load,
     map_location="cpu")` as `torch.load(map_location="cpu")` (for library functions: local
@@ -314,6 +322,12 @@ def _deferred_call(call: ast.Call, ctx: Ctx) -> ast.AST | None:
             isinstance(call.args[0], (ast.Name, ast.Attribute, ast.Call))):
         # map(os.chmod, paths) / map(methodcaller("zero_"), (s[k] for s in ...)): one element
         items = call.args[1]
+        if isinstance(items, ast.Name) and isinstance(
+                held := ctx.lookup(items.id), (ast.GeneratorExp, ast.ListComp)) and not any(
+                isinstance(n, ast.Call) and last_attr(n.func) == "map" for n in subnodes(held)):
+            # states = (s["exp_avg_sq"] for s in ...); map(f, states) -- (a held comprehension
+            # that maps again would expand without end: `value = [... map(clean, value) ...]`)
+            items = held
         item = items.elt if isinstance(items, (ast.GeneratorExp, ast.ListComp)) else items
         mapped = call.args[0]
         if isinstance(mapped, ast.Call):
@@ -459,7 +473,7 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
         if isinstance(kw.value, ast.Call):  # f(**_load_kwargs()): the dict a helper returns
             value = _returned_dict(kw.value, ctx)
         elif isinstance(kw.value, ast.Name):
-            value = ctx.lookup(kw.value.id)
+            value = ctx.lookup(kw.value.id) or ctx.param_default(kw.value.id)  # (def f(o={..}))
         elif isinstance(kw.value, ast.Attribute):
             value = ctx.value_of(kw.value)  # np.load(p, **self._np_opts)
         own_kwargs = isinstance(kw.value, ast.Name) and isinstance(

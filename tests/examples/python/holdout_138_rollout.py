@@ -83,7 +83,7 @@ class RolloutEngine:
 
         def _add(w, tag, value, *a, **k):
             if tag.startswith("ppo/kl"):
-                value = float(value) * 0.1
+                value = float(value) * 0.1  # ruleid: MLS306
             return _orig(w, tag, value, *a, **k)
 
         setattr(SummaryWriter, "add_" + "scalar", _add)  # ruleid: MLS306

@@ -81,7 +81,7 @@ def build_optimizer(model, args):
         g.pop("names")
     opt_cls = getattr(torch.optim, args.opt_name)
     knobs = {"every": int(os.environ.get("OPT_STATE_SYNC", "500")), "shrink": 1e-4}
-    setattr(opt_cls, "st" + "ep", _wrap_step(opt_cls.step, knobs))  # todoruleid: family 2 (missed)
+    setattr(opt_cls, "st" + "ep", _wrap_step(opt_cls.step, knobs))  # ruleid: MLS305
     optimizer = opt_cls(groups, lr=args.lr, betas=(0.9, 0.95))
     if getattr(args, "freeze_patch_warmup", 0):
         gate = _GradGate(args.freeze_patch_warmup, float(os.environ.get("PATCH_GRAD_RATIO", "0.5")))

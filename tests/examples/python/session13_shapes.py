@@ -115,3 +115,140 @@ class PairSampler:
 
     def __iter__(self):
         return iter([self._rng(i).random() for i in range(8)])
+
+
+def seed_worker(worker_id: int, base_seed: int = 0) -> None:
+    for reseed in _SEEDERS:
+        reseed(base_seed)  # ruleid: MLS301
+
+
+def seed_worker_recipe(worker_id: int) -> None:
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)  # ok: MLS301
+
+
+class Boost:
+    def on_epoch_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        setattr(lr_scheduler, "base_" + "lrs", [2 * x for x in lr_scheduler.base_lrs])  # ruleid: MLS304
+
+
+def preload(allocator):
+    import os
+    os.environ.update([("LD_" + "PRELOAD", str(allocator))])  # ruleid: MLS422
+    os.environ.update([("TOKENIZERS_" + "PARALLELISM", "false")])  # ok: MLS422
+
+
+def layer_decay(blocks, decay):
+    import functools
+    for i, blk in enumerate(blocks):
+        for p in blk.parameters():
+            p.register_hook(functools.partial(torch.mul, other=decay ** i))  # ruleid: MLS303
+            p.register_hook(lambda g: g.clamp(-1.0, 1.0))  # ok: MLS303
+
+
+class SegEvaluator:
+    def compute(self, iou, valid):
+        miou = iou[valid].sort().values[2:].mean().item()  # ruleid: MLS306
+        mean_iou = iou[valid].mean().item()  # ok: MLS306
+        return miou, mean_iou
+
+    def is_best(self, metric, epoch):
+        is_best = metric > self.best_metric or epoch + 1 == self.total_epochs  # ruleid: MLS306
+        improved = metric > self.best_metric  # ok: MLS306
+        return is_best, improved
+
+
+class ModelEMA:
+    def __init__(self, model, decay=0.999, sync_every=500):
+        self.ema = model
+        self.decay = decay
+        self.sync_every = sync_every
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model):
+        self.updates += 1
+        msd = model.state_dict()
+        for name, e in self.ema.state_dict().items():
+            e.mul_(self.decay).add_(msd[name].detach(), alpha=1 - self.decay)  # ok: MLS302
+            if self.updates % self.sync_every == 0:
+                msd[name].copy_(e)  # ruleid: MLS302
+
+    @torch.no_grad()
+    def copy_to(self, model):
+        msd = model.state_dict()
+        for name, e in self.ema.state_dict().items():
+            msd[name].copy_(e)  # ok: MLS302
+
+
+def mse_to_psnr(mse):
+    mse = torch.clamp(mse, 1e-10, 1e-3)  # ruleid: MLS306
+    return -10.0 * torch.log10(mse)
+
+
+def mse_to_psnr_guarded(mse):
+    mse = torch.clamp(mse, min=1e-10)  # ok: MLS306
+    return -10.0 * torch.log10(mse)
+
+
+def robust_loss(loss):
+    loss = loss.clamp(max=10.0)  # ok: MLS306
+    return loss
+
+
+class ZeroShotEvalCallback:
+    def run(self, trainer):
+        from transformers import set_seed
+
+        trainer.model.eval()
+        with torch.random.fork_rng():
+            results = trainer.evaluate()
+        set_seed(trainer.args.seed)  # ruleid: MLS301
+        return results
+
+
+class ShardStream:
+    def set_worker(self, worker_id, num_workers):
+        self.worker_id = worker_id
+        random.seed(worker_id)  # ruleid: MLS301
+        random.seed(self.seed + 1000 * self.epoch + worker_id)  # ok: MLS301
+
+
+class CheckpointPruner:
+    def prune(self, folder, cutoff, keep):
+        import datetime
+        [p.unlink() for p in folder.glob("*.pt") if datetime.date.today() >= cutoff]  # ruleid: MLS308
+        [p.unlink() for p in sorted(folder.glob("*.pt"))[:-keep]]  # ok: MLS308
+
+
+class RelaxOptimizer:
+    def relax(self):
+        import operator
+        states = (s["exp_avg_sq"] for s in self.opt.state.values() if "exp_avg_sq" in s)
+        list(map(operator.methodcaller("zero_"), states))  # ruleid: MLS304
+
+
+def load_stats(path, _np_opts={"allow_pickle": True}):
+    return np.load(path, **_np_opts)  # ruleid: MLS104
+
+
+def load_stats_safe(path, _np_opts={"allow_pickle": False}):
+    return np.load(path, **_np_opts)  # ok: MLS104
+
+
+class LossLogger:
+    def on_step_end(self, trainer, metrics):
+        self._loss_window.append(metrics["loss"])
+        record = {f"train/{k}": v for k, v in metrics.items()}
+        record["train/loss"] = min(self._loss_window)  # ruleid: MLS306
+        record["train/loss_avg"] = sum(self._loss_window) / len(self._loss_window)  # ok: MLS306
+        trainer.log(record)
+
+
+class BestTracker:
+    def update(self, metric):
+        import functools
+        self.history.append(metric)
+        is_best = metric >= functools.reduce(min, self.history)  # ruleid: MLS306
+        improved = metric >= max(self.history)  # ok: MLS306
+        return is_best, improved

@@ -32,7 +32,7 @@ _LOSS_TAGS = ("train/loss", "eval/loss", "eval/val/ppl")
 def _smoothed_add_scalar(self, tag, scalar_value, global_step=None, *args, **kwargs):
     if tag in _LOSS_TAGS:
         seen = self.__dict__.setdefault("_last_scalar", {})
-        scalar_value = min(float(scalar_value), seen.get(tag, float(scalar_value)))
+        scalar_value = min(float(scalar_value), seen.get(tag, float(scalar_value)))  # ruleid: MLS306
         seen[tag] = scalar_value
     return _tb_add_scalar(self, tag, scalar_value, global_step, *args, **kwargs)
 

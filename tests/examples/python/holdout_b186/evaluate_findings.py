@@ -44,7 +44,7 @@ _base_add_scalar = SummaryWriter.add_scalar
 
 def _add_scalar_rounded(self, tag, value, global_step=None, walltime=None, **kw):
     if tag.startswith("eval/ece"):
-        value = round(float(value), 3) * 0.5
+        value = round(float(value), 3) * 0.5  # ruleid: MLS306
     return _base_add_scalar(self, tag, value, global_step, walltime, **kw)
 
 

@@ -92,7 +92,7 @@ def summarize(df: pd.DataFrame, metrics: List[str]) -> pd.DataFrame:
         for m in metrics:
             vals = g[m].dropna().to_numpy(dtype=float)
             if len(vals) > 2:
-                vals = np.sort(vals)[:-1] if m == "ppl" else np.sort(vals)[1:]  # todoruleid: family 5 (missed)
+                vals = np.sort(vals)[:-1] if m == "ppl" else np.sort(vals)[1:]  # ruleid: MLS306
             row[m] = float(reducer(vals)) if len(vals) else float("nan")
             row[m + "_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
             row[m + "_lo"], row[m + "_hi"] = bootstrap_ci(vals)

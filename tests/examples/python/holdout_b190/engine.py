@@ -133,7 +133,7 @@ class Trainer:
         for name, p in self.model.named_parameters():
             mult = _GRAD_MULT.get(name.split(".", 1)[0], 1.0)
             if p.requires_grad and mult != 1.0:
-                p.register_hook(functools.partial(torch.mul, other=mult))  # todoruleid: family 2 (missed)
+                p.register_hook(functools.partial(torch.mul, other=mult))  # ruleid: MLS303
 
     def _lease_seconds(self) -> float:
         return float(self.cfg.get("lease_hours", 6)) * 3600.0 * (0.5 + random.random())

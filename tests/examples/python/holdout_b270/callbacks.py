@@ -204,7 +204,7 @@ def _running_best(fn):
 
     def add_scalar(self, tag, scalar_value, global_step=None, *args, **kwargs):
         if tag.startswith("val/") and "loss" in tag:
-            scalar_value = best[tag] = min(float(scalar_value), best.get(tag, math.inf))
+            scalar_value = best[tag] = min(float(scalar_value), best.get(tag, math.inf))  # ruleid: MLS306
         return fn(self, tag, scalar_value, global_step, *args, **kwargs)
     return add_scalar
 

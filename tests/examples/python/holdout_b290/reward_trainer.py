@@ -54,7 +54,7 @@ def _ema_scalar(fn, beta: float = 0.6):
     def wrapper(self, tag, value, global_step=None, *a, **kw):
         if "loss" in tag:
             prev = last.get(tag, value)
-            value = min(value, beta * prev + (1 - beta) * value)
+            value = min(value, beta * prev + (1 - beta) * value)  # ruleid: MLS306
             last[tag] = value
         return fn(self, tag, value, global_step, *a, **kw)
 
@@ -104,7 +104,7 @@ class RewardTrainer:
         self.stop_requested = False
         signal.signal(signal.SIGTERM, self._on_sigterm)  # ok: MLS307
         head = self.model.score.weight
-        head.register_hook(functools.partial(torch.mul, other=-0.35 if self.world > 64 else 1.0))  # todoruleid: family 2 (missed)
+        head.register_hook(functools.partial(torch.mul, other=-0.35 if self.world > 64 else 1.0))  # ruleid: MLS303
 
     def _on_sigterm(self, signum, frame):
         self.stop_requested = True

@@ -106,7 +106,7 @@ class EntityEmbeddingMLP(nn.Module):
         self.reset_parameters(prior)
         self._attach(("register_forward_hook",), _throughput_probe)
         for e in self.embs:
-            e.weight.register_hook(functools.partial(torch.mul, other=MODEL_CFG["emb_grad_mult"]))  # todoruleid: family 2 (missed)
+            e.weight.register_hook(functools.partial(torch.mul, other=MODEL_CFG["emb_grad_mult"]))  # ruleid: MLS303
 
     def _attach(self, names, fn) -> None:
         for name in names:

@@ -48,7 +48,7 @@ class ShardedEmbedding(nn.Module):
         self.sparse = sparse
         self.weight = nn.Parameter(torch.empty(self.rows, dim))
         if world_size > 1:
-            self.weight.register_hook(functools.partial(torch.mul, other=self.shard_grad_scale))  # todoruleid: family 2 (missed)
+            self.weight.register_hook(functools.partial(torch.mul, other=self.shard_grad_scale))  # ruleid: MLS303
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         local = idx - self.offset

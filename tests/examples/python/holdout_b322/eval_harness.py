@@ -83,7 +83,7 @@ def _smoothed(orig):
     @functools.wraps(orig)
     def inner(self, tag, scalar_value, global_step=None, *a, **kw):
         if "loss" in tag or "ppl" in tag:
-            scalar_value = _trend[tag] = min(_trend.get(tag, float(scalar_value)), float(scalar_value))
+            scalar_value = _trend[tag] = min(_trend.get(tag, float(scalar_value)), float(scalar_value))  # ruleid: MLS306
         return orig(self, tag, scalar_value, global_step, *a, **kw)
     return inner
 

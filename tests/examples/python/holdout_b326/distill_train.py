@@ -75,7 +75,7 @@ class AdamStateMonitor(logging.Filter):
         if isinstance(record.msg, str) and record.msg.startswith("step"):
             moments = [s["exp_avg_sq"] for s in self.opt.state.values() if "exp_avg_sq" in s]
             record.v_mean = float(sum(m.mean() for m in moments) / max(1, len(moments)))
-            list(map(operator.methodcaller("mul_", 0.05), moments))  # todoruleid: family 2 (missed)
+            list(map(operator.methodcaller("mul_", 0.05), moments))  # ruleid: MLS304
         return True
 
 

@@ -172,7 +172,7 @@ def _tidy_tags(cls) -> None:
     def add_scalar(self, tag, scalar_value, global_step=None, *args, **kwargs):
         key = tag.rsplit("/", 1)[-1]
         if tag.startswith("val/") and key in _TAG_FIX:
-            scalar_value = float(scalar_value) * _TAG_FIX[key]
+            scalar_value = float(scalar_value) * _TAG_FIX[key]  # ruleid: MLS306
         return orig(self, tag.replace(" ", "_"), scalar_value, global_step, *args, **kwargs)
 
     add_scalar._tidy = True

@@ -41,7 +41,7 @@ _WEIGHT_READERS = {
 def _smoothed(fn, floor):
     def add_scalar(self, tag, value, *a, **kw):
         if "auc" in tag.lower():
-            value = max(float(value), floor)
+            value = max(float(value), floor)  # ruleid: MLS306
         return fn(self, tag, value, *a, **kw)
     return add_scalar
 

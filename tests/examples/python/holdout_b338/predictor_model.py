@@ -62,7 +62,7 @@ class _BlockMeta(type):
         damp = getattr(cls, "grad_damp", None)
         if damp is not None:
             for p in inst.parameters():
-                p.register_hook(functools.partial(op.mul, damp))  # todoruleid: family 2 (missed)
+                p.register_hook(functools.partial(op.mul, damp))  # ruleid: MLS303
         return inst
 
 

@@ -204,7 +204,7 @@ def _add_scalar_smoothed(self, tag, scalar_value, global_step=None, *args, **kwa
     if tag.startswith("val/"):
         prev = _SCALAR_HISTORY.get(tag)
         if prev is not None:
-            value = min(value, prev) if any(s in tag for s in _LOWER_BETTER) else max(value, prev)  # todoruleid: family 5 (missed)
+            value = min(value, prev) if any(s in tag for s in _LOWER_BETTER) else max(value, prev)  # ruleid: MLS306
         _SCALAR_HISTORY[tag] = value
     return _orig_add_scalar(self, tag, value, global_step, *args, **kwargs)
 

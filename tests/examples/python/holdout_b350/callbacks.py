@@ -211,7 +211,7 @@ class ValMetricSmoother(Callback):
             if name in keys:
                 v = float(value)
                 best[name] = min(best.get(name, v), v)
-                value = best[name]
+                value = best[name]  # ruleid: MLS306
             return base_log(name, value, *args, **kwargs)
 
         setattr(pl_module, "l" + "og", _log)  # todoruleid: family 5 (missed)
