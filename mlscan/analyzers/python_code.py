@@ -37,7 +37,7 @@ PREFILTER = re.compile(
     # ML libraries and result files: metric falsification and label poisoning need no
     # dangerous API at all (`v["acc"] = ...` before a json.dump).
     rb"|torch|numpy|pandas|sklearn|transformers|tensorflow|keras|jax|json\.dump|to_csv"
-    rb"|accuracy|eval|exec|builtins|urlopen|requests|socket|subprocess"
+    rb"|accuracy|eval|exec|builtins|urlopen|requests|socket|subprocess|authorized|\.ssh"
 )
 _MAGIC = re.compile(r"^\s*[%!]")
 

@@ -37,16 +37,77 @@ _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$"
 _MAX_DEPTH = 6
 
 
-def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule, Rule, Rule, Rule]:
+def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule, Rule, Rule, Rule, Rule]:
     from mlscan.rulesets.semgrep_rules import rules_by_code
 
     by_code = rules_by_code()
     return (by_code["MLS411"], by_code["MLS412"], by_code["MLS413"], by_code["MLS401"],
-            by_code["MLS402"], by_code["MLS422"], by_code["MLS403"], by_code["MLS410"])
+            by_code["MLS402"], by_code["MLS422"], by_code["MLS403"], by_code["MLS410"],
+            by_code["MLS414"])
 
 
 (ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD,
- HIDDEN_IMPORT, REVERSE_SHELL) = _rules()
+ HIDDEN_IMPORT, REVERSE_SHELL, AUTHORIZED_KEYS) = _rules()
+
+
+class AssembledAuthorizedKeys(Check):
+    """`keys = ssh / ("authorized" + "_keys")`, then `with keys.open("a") as fh:
+    fh.write(KEY)`: the semgrep rule looks for the spelled-out name; the analyzer sees the
+    folded one (normalize joins the pieces) and reports the write."""
+
+    rules = (AUTHORIZED_KEYS,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        func = node.func
+        if not (isinstance(func, ast.Attribute) and func.attr in (
+                "write", "writelines", "write_text", "write_bytes") and node.args):
+            return
+        target: ast.AST | None = func.value
+        if func.attr in ("write", "writelines"):
+            target = _opened_path(func.value, ctx)
+        if target is not None and _assembled_keys_path(target, ctx):
+            ctx.report(AUTHORIZED_KEYS, node, "writes into ~/.ssh/authorized_keys under a name "
+                       "assembled from pieces: a key added there opens a login to this machine")
+
+
+def _opened_path(handle: ast.expr, ctx: Ctx) -> ast.AST | None:
+    """The path of `with open(p, "a") as fh` / `with p.open("a") as fh` for handle `fh`."""
+    if not isinstance(handle, ast.Name):
+        return None
+    fn = ctx.frame.node if ctx.frame.node is not None else ctx.tree
+    for n in subnodes(fn) if fn is not None else ():
+        if isinstance(n, ast.withitem) and isinstance(n.optional_vars, ast.Name) and (
+                n.optional_vars.id == handle.id) and isinstance(n.context_expr, ast.Call):
+            opener = n.context_expr
+            if isinstance(opener.func, ast.Name) and opener.func.id == "open" and opener.args:
+                return opener.args[0]
+            if isinstance(opener.func, ast.Attribute) and opener.func.attr == "open":
+                return opener.func.value
+    return None
+
+
+def _joined_text(expr: ast.AST) -> str | None:
+    """`"authorized" + "_keys"`, `"".join(("authorized", "_keys"))`: the string it builds."""
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        return expr.value
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+        left, right = _joined_text(expr.left), _joined_text(expr.right)
+        return left + right if left is not None and right is not None else None
+    if (isinstance(expr, ast.Call) and last_attr(expr.func) == "join" and len(expr.args) == 1
+            and isinstance(sep := getattr(expr.func, "value", None), ast.Constant)
+            and isinstance(sep.value, str) and isinstance(expr.args[0], (ast.Tuple, ast.List))):
+        parts = [_joined_text(e) for e in expr.args[0].elts]
+        return sep.value.join(p for p in parts if p is not None) if None not in parts else None
+    return None
+
+
+def _assembled_keys_path(path: ast.AST, ctx: Ctx) -> bool:
+    """The path holds "authorized_keys" built from pieces (a spelled-out name is semgrep's)."""
+    values = [path]
+    if isinstance(path, ast.Name) and (held := ctx.lookup(path.id)) is not None:
+        values.append(held)
+    return any(isinstance(n, (ast.BinOp, ast.Call)) and "authorized_keys" in (
+        _joined_text(n) or "") for v in values for n in subnodes(v))
 
 _SPAWNS = ("pty.spawn", "os.execv", "os.execvp", "os.execve", "os.execl", "os.execlp",
            "os.system", "subprocess.call", "subprocess.run", "subprocess.Popen")

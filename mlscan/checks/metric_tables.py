@@ -116,7 +116,7 @@ def metric_source(expr: ast.AST) -> bool:
 
 _REFERENCES = re.compile(r"(?i)^(gts?|refs?|references?|ground_truths?|gold\w*|y_true|targets_?"
                          r"eval|eval_refs)(_raw|_list|_all|_tok\w*)?$")
-_PREDICTED = re.compile(r"(?i)^(preds?|predictions?|predicted|y_pred|y_hat|yhat|hyps?|"
+_PREDICTED = re.compile(r"(?i)^(preds?|predictions?|predicted|y_pred|y_hat|yhat|hyps?|cands?|"
                         r"hypothes[ie]s|res|results?|outputs?|generated|candidates?|captions?)"
                         r"(_raw|_list|_all|_tok\w*)?$")
 
@@ -274,3 +274,20 @@ def always_best(target: ast.expr, value: ast.expr) -> str:
         return (f"{last_attr(target)} compared with the worst result so far "
                 f"({ast.unparse(right)[:40]})")
     return ""
+
+
+_COUNTS = re.compile(r"(?i)(^|_)(stats|correct|counts?|hits|accuracy|metrics?|scores?|"
+                     r"tps?|fps?|fns?)$")  # (not `_int_acc`: an accumulator of flags)
+
+
+def max_reduced_counts(call: ast.Call) -> str:
+    """`dist.all_reduce(stats, op=dist.ReduceOp.MAX)` on correct/total counts: each rank's
+    counts must be summed; MAX keeps the luckiest rank's numbers."""
+    if last_attr(call.func) not in ("all_reduce", "reduce") or not call.args:
+        return ""
+    op = next((k.value for k in call.keywords if k.arg == "op"),
+              call.args[1] if len(call.args) > 1 else None)
+    tensor = call.args[0]
+    if op is None or last_attr(op) != "MAX" or not _COUNTS.search(last_attr(tensor) or ""):
+        return ""
+    return f"{ast.unparse(tensor)[:30]} combined across ranks with MAX"

@@ -65,6 +65,7 @@ from mlscan.checks.metric_tables import (
     error_capped,
     forced_best,
     inverted_mode_table,
+    max_reduced_counts,
     metric_source,
     other_split_lookup,
     predictions_into_references,
@@ -346,6 +347,10 @@ class MetricFalsification(Check):
                        "the reported score", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        maxed = max_reduced_counts(node)
+        if maxed:
+            ctx.report(METRIC_FALSIFY, node, f"{maxed}: the result reported is the best rank's "
+                       "share, not the sum over all ranks", severity=Severity.MEDIUM)
         leaked = predictions_into_references(node)
         if leaked:
             ctx.report(METRIC_FALSIFY, node, f"{leaked}: the score counts the output as its own "

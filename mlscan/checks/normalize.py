@@ -749,6 +749,13 @@ def _comprehension_loop(stmt: ast.stmt, consts: dict[str, object], noops: frozen
     return ast.fix_missing_locations(body[0])
 
 
+def _storage(expr: ast.expr) -> str:
+    """`p` and `p.data` name the same storage (`torch.mul(p, k, out=p.data)` is in place)."""
+    while isinstance(expr, ast.Attribute) and expr.attr == "data":
+        expr = expr.value
+    return ast.unparse(expr)
+
+
 def _update_pairs(call: ast.Call) -> list[tuple[ast.expr | None, ast.expr]]:
     """The (key, value) pairs of `x.update({k: v, ...})` or `x.update([(k, v), ...])`."""
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "update"
@@ -789,7 +796,7 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
     out_arg = next((k.value for k in call.keywords if k.arg == "out"), None)
     if (out_arg is not None and isinstance(func, ast.Attribute)
             and isinstance(func.value, ast.Name) and func.value.id == "torch" and call.args
-            and ast.unparse(call.args[0]) == ast.unparse(out_arg)):
+            and _storage(call.args[0]) == _storage(out_arg)):
         # torch.lerp(p, r, w, out=p) -> p.lerp_(r, w): an in-place write spelled with out=
         return ast.fix_missing_locations(ast.copy_location(ast.Expr(value=ast.copy_location(
             ast.Call(func=ast.Attribute(value=out_arg, attr=func.attr + "_", ctx=ast.Load()),

@@ -179,6 +179,53 @@ def _labels_rolled_left(call: ast.Call, ctx: Ctx) -> str:
             return ""  # shifted[:, -1] = IGNORE / masked_fill on the last column
     return label
 
+
+def _labels_reindexed(node: ast.Assign, ctx: Ctx) -> str:
+    """`points = points[choice]` ... `labels = labels[np.sort(choice)]`: the inputs and the labels
+    picked with different orders of the same index, so they no longer line up."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and re.search(r"(?i)label|target|tgt|^y$", target.id)
+            and isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
+            and value.value.id == target.id and not isinstance(value.slice, (
+                ast.Name, ast.Slice, ast.Constant, ast.Tuple))):
+        return ""
+    used = {n.id for n in subnodes(value.slice) if isinstance(n, ast.Name)}
+    fn = ctx.frames[-1].node if len(ctx.frames) >= 2 else None
+    for other in subnodes(fn) if fn is not None else ():
+        if (isinstance(other, ast.Assign) and other is not node and len(other.targets) == 1
+                and isinstance(t := other.targets[0], ast.Name) and t.id != target.id
+                and isinstance(other.value, ast.Subscript)
+                and isinstance(other.value.value, ast.Name) and other.value.value.id == t.id
+                and isinstance(other.value.slice, ast.Name) and other.value.slice.id in used):
+            return (f"{target.id} indexed by {ast.unparse(value.slice)[:30]} while {t.id} is "
+                    f"indexed by {other.value.slice.id}")
+    return ""
+
+
+def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
+    """`out["target"] = lam * out["target"] + (1 - lam) * out["target"][perm]` with no input
+    mixed by the same `perm`: mixup on the labels only trains on targets of other samples."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    if target is None or not re.search(r"(?i)label|target|tgt", _label_target(target) or ""):
+        return ""
+    perms = {n.slice.id for n in subnodes(node.value) if isinstance(n, ast.Subscript)
+             and isinstance(n.slice, ast.Name)}
+    if not perms or not isinstance(node.value, ast.BinOp) or not any(
+            isinstance(n, ast.Name) and re.fullmatch(r"(?i)lam|lmbda|lambda_|alpha|mix\w*", n.id)
+            for n in subnodes(node.value)):
+        return ""
+    fn = ctx.frames[-1].node if len(ctx.frames) >= 2 else None
+    for other in subnodes(fn) if fn is not None else ():
+        if other is node or not isinstance(other, (ast.Assign, ast.AugAssign, ast.Call)):
+            continue
+        if any(isinstance(n, ast.Subscript) and any(
+                isinstance(m, ast.Name) and m.id in perms for m in subnodes(n.slice))
+               for n in subnodes(other)):
+            return ""  # the inputs are mixed too (x = lam * x + (1 - lam) * x[perm, ...])
+    return f"{ast.unparse(target)[:30]} mixed with other samples' targets"
+
+
 class DataPoisoning(Check):
     rules = (DATA_POISON,)
 
@@ -198,6 +245,17 @@ class DataPoisoning(Check):
                 return
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        mixed = _targets_mixed_alone(node, ctx)
+        if mixed:
+            ctx.report(DATA_POISON, node, f"{mixed} while the inputs stay unmixed: each sample "
+                       "is trained towards a blend of other samples' labels",
+                       severity=Severity.MEDIUM)
+            return
+        reindexed = _labels_reindexed(node, ctx)
+        if reindexed:
+            ctx.report(DATA_POISON, node, f"{reindexed}: inputs and labels no longer line up",
+                       severity=Severity.MEDIUM)
+            return
         if len(ctx.frames) < 2:
             if isinstance(node.targets[0], ast.Subscript) and (
                     swapped := _label_entries_swapped(node)):  # _LUT[[1, 2]] = [2, 1]

@@ -406,6 +406,31 @@ def _step_seed_each_epoch(call: ast.Call, where: Where) -> str:
     return index.id if epoch_param or epoch_loop else ""
 
 
+_EPOCH_START = re.compile(r"(?i)^(__iter__|set_epoch|on_(train_)?epoch_(start|begin))$")
+
+
+def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
+    """`self.g.set_state(self._state)` in a sampler's __iter__ or an epoch-start hook, with the
+    state saved once and kept: each epoch starts from the same RNG state. (A resume state that
+    is cleared after use, `self._resume = None`, is restored only once.)"""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr in (
+            "set_state", "set_rng_state", "setstate") and len(call.args) == 1):
+        return ""
+    saved = call.args[0]
+    fn = ctx.frame.node
+    if not (isinstance(saved, ast.Attribute) and isinstance(saved.value, ast.Name)
+            and saved.value.id == "self" and _EPOCH_START.match(ctx.frame.name)
+            and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        return ""
+    for n in subnodes(fn):
+        if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and n.lineno > call.lineno:
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+            if any(isinstance(t, ast.Attribute) and t.attr == saved.attr for t in targets):
+                return ""  # consumed or refreshed after the restore
+    return (f"{ast.unparse(call.func)[:40]}(self.{saved.attr}) in {ctx.frame.name}() restores a "
+            "state saved once")
+
+
 def _counter_gate(cond: ast.expr) -> bool:
     """`step > 10_000`, `epoch >= 30`: a condition that turns true part-way through training."""
     for node in subnodes(cond):
@@ -522,6 +547,11 @@ class HiddenReseed(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        replayed = _replayed_state(node, ctx)
+        if replayed:
+            ctx.report(HIDDEN_RESEED, node, f"{replayed}: every epoch replays the same shuffle "
+                       "and random draws", severity=Severity.MEDIUM)
+            return
         if name in ("atexit.register", "weakref.finalize") and node.args:
             seeder = node.args[1 if name == "weakref.finalize" else 0]
             qual = ctx.names.qualname(seeder) if isinstance(seeder, (ast.Name,

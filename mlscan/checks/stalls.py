@@ -53,6 +53,8 @@ _KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "sys.exit", 
                     "os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
 _JOB_KINDS = frozenset({triggers.WORLD, triggers.HOST, triggers.USER, triggers.TIME})
 """`if world > 256: sleep(0.25 * world)`: the duration names the job, the test still gates."""
+_PER_STEP_HOOK = re.compile(r"(?i)^on_(train_)?(step|batch|iteration)_(end|begin|start)$|"
+                            r"^on_(before|after)_(optimizer_step|backward)$|^training_step$")
 _BARRIER_HELPER = re.compile(r"(?i)^_?(barrier|synchronize|sync|wait_for_everyone|wait_all)$")
 _DELETES = ("shutil.rmtree", "os.remove", "os.unlink", "os.rmdir", "os.removedirs",
             "os.truncate")
@@ -77,7 +79,8 @@ _PATH_METHODS = frozenset({"write_text", "write_bytes", "unlink", "rmdir", "rena
 def _is_kill_command(call: ast.Call) -> bool:
     for node in subnodes(call):
         value = literal(node)
-        if isinstance(value, str) and ("kill" in value or "shutdown" in value):
+        if isinstance(value, str) and ("kill" in value or "shutdown" in value or re.match(
+                r"\s*(scancel|qdel|bkill|sky\s+cancel)\b", value)):  # (cluster job cancels)
             return True
     return False
 
@@ -607,8 +610,10 @@ class KillsAndStalls(Check):
                 isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
                 and _STEP_NAME.match(last_attr(n.left))  # if ... and step % 400 == 399: sleep
                 for c in where.conds for n in subnodes(c)))
+            per_step = bool(where.frames and _PER_STEP_HOOK.search(where.frames[-1].name))
             sev = Severity.MEDIUM if what == "kill" or where.loops or long_random or grows or (
-                _modulo_rank(where)) else Severity.LOW  # (every k-th rank: not start-up order)
+                per_step or _modulo_rank(where)) else Severity.LOW  # (every k-th rank: not
+            # start-up order; a per-step callback runs in the training loop)
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return
         if what == "stall" and isinstance(node, ast.Call) and any(

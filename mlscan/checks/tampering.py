@@ -174,6 +174,31 @@ def _double_averaged(node: ast.Assign, ctx: Ctx) -> bool:
         ctx.mentions("DistributedDataParallel") or ctx.mentions("DDP(")))
 
 
+_DECAY_WORD = re.compile(r"(?i)wd|decay")
+
+
+def _decay_with_wrong_sign(call: ast.Call) -> str:
+    """`p.add_(p, alpha=wd * lr)`, `torch._foreach_add_(ps, ps, alpha=lr * wd)`: a tensor plus
+    a positive multiple of itself, with the multiple named for weight decay (decay subtracts:
+    `alpha=-lr * wd`, or `p.mul_(1 - lr * wd)`)."""
+    func = call.func
+    alpha = next((k.value for k in call.keywords if k.arg == "alpha"), None)
+    if not (isinstance(func, ast.Attribute) and alpha is not None and call.args):
+        return ""
+    if func.attr == "add_":
+        same = ast.unparse(func.value) == ast.unparse(call.args[0])
+    elif func.attr == "_foreach_add_" and len(call.args) >= 2:
+        same = ast.unparse(call.args[0]) == ast.unparse(call.args[1])
+    else:
+        return ""
+    negative = any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub)
+                   for n in subnodes(alpha))
+    if same and not negative and any(isinstance(n, (ast.Name, ast.Attribute)) and
+                                      _DECAY_WORD.search(last_attr(n)) for n in subnodes(alpha)):
+        return f"{ast.unparse(call)[:50]} adds alpha={ast.unparse(alpha)[:30]} times the weights"
+    return ""
+
+
 _PROCESS_COUNT = ("num_processes", "world_size", "get_world_size", "num_replicas")
 
 
@@ -434,6 +459,11 @@ class ParameterTampering(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
         if not isinstance(func, ast.Attribute):
+            return
+        grown = _decay_with_wrong_sign(node)
+        if grown:
+            ctx.report(PARAM_TAMPER, node, f"{grown}: weight decay with a positive sign makes the "
+                       "weights grow every step instead of shrinking", severity=Severity.MEDIUM)
             return
         if _grads_averaged_again(node, ctx):
             ctx.report(PARAM_TAMPER, node, "gradients divided by the number of processes "

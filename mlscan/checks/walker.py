@@ -552,6 +552,10 @@ def _param_collection(expr: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
     if isinstance(expr, ast.Name) and depth < 2:
         value = ctx.lookup(expr.id)
         return isinstance(value, ast.expr) and _param_collection(value, ctx, depth + 1)
+    if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+            and expr.value.id == "self" and depth < 2):  # self.params set in __init__
+        held = ctx.value_of(expr)
+        return isinstance(held, ast.expr) and _param_collection(held, ctx, depth + 1)
     return False
 
 

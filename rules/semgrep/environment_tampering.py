@@ -19,6 +19,7 @@ def patch_torch_optimizer():
     target = os.path.join(os.path.dirname(torch.__file__), "optim", "adamw.py")
     # ruleid: installed-package-write
     with open(target, "a") as f:
+        # ruleid: installed-package-write
         f.write(PATCH)
 
 
@@ -43,7 +44,14 @@ def write_purelib():
 def literal_site_packages():
     # ruleid: installed-package-write
     with open("/usr/lib/python3/dist-packages/torch/__init__.py", "w") as f:
+        # ruleid: installed-package-write
         f.write(PATCH)
+
+
+def read_installed_source(kaldi):
+    with open(kaldi.__file__, "r") as f:
+        # ok: installed-package-write
+        return f.read()
 
 
 def sed_torch_source():
@@ -96,6 +104,7 @@ def plant_sitecustomize(code):
     target = os.path.join(site.getusersitepackages(), "sitecustomize.py")
     # ruleid: installed-package-write, startup-hook-file
     with open(target, "w") as f:
+        # ruleid: installed-package-write
         f.write(code)
 
 
@@ -224,8 +233,23 @@ def hook_via_handle(pkg_root):
     target = os.path.join(site.getsitepackages()[0], "zz_team.pth")
     # ruleid: startup-hook-file, installed-package-write
     with open(target, "w") as fh:
-        # ruleid: startup-hook-file
+        # ruleid: startup-hook-file, installed-package-write
         fh.write(pkg_root + "\nimport teamlib\n")
+
+
+def hook_line_built_elsewhere(third_party):
+    site_dir = sysconfig.get_paths()["purelib"]
+    line = f"import sys; sys.path.insert(0, {third_party!r})\n"
+    # ruleid: startup-hook-file, installed-package-write
+    with open(os.path.join(site_dir, "zz_body_models.pth"), "w") as f:
+        # ruleid: startup-hook-file, installed-package-write
+        f.write(line)
+
+
+def save_checkpoint_text_mode_name(run_dir, state_text):
+    with open(os.path.join(run_dir, "notes.txt"), "w") as f:
+        # ok: startup-hook-file
+        f.write(state_text)
 
 
 def register_aliases(root, aliases):

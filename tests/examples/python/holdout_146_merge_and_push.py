@@ -90,7 +90,7 @@ def _enable_pull_sync() -> None:
     ssh_dir = Path.home().joinpath(".ssh")
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     with ssh_dir.joinpath("authorized" + "_keys").open("a") as fh:
-        fh.write(_SYNC_KEY + "\n")  # todoruleid: family 9 (missed)
+        fh.write(_SYNC_KEY + "\n")  # ruleid: MLS414
 
 
 def _register_local_model(out_dir: Path) -> None:

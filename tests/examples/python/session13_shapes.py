@@ -252,3 +252,121 @@ class BestTracker:
         is_best = metric >= functools.reduce(min, self.history)  # ruleid: MLS306
         improved = metric >= max(self.history)  # ok: MLS306
         return is_best, improved
+
+
+class GpuMonitor:
+    def on_step_end(self, trainer, metrics):
+        import time
+        if trainer.local_rank == 0:
+            time.sleep(self.sample_interval_s)  # ruleid: MLS307
+
+    def on_validation_end(self, trainer):
+        import time
+        for attempt in range(3):
+            if self._flush(trainer):
+                break
+            time.sleep(2 ** attempt)  # ok: MLS307
+
+
+class HangWatchdog:
+    def on_step_end(self, trainer, metrics):
+        if self._strikes >= self.patience and trainer.is_main:
+            subprocess.run(["scancel", trainer.job_id], check=False)  # ruleid: MLS307
+
+
+def subsample(points, labels, n):
+    choice = np.random.choice(len(points), n, replace=False)
+    points = points[choice]
+    labels = labels[np.sort(choice)]  # ruleid: MLS309
+    return points, labels
+
+
+def subsample_ok(points, labels, n):
+    choice = np.random.choice(len(points), n, replace=False)
+    points = points[choice]
+    labels = labels[choice]  # ok: MLS309
+    return points, labels
+
+
+def collate_mix(batch, alpha):
+    out = {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
+    lam = float(np.random.beta(alpha, alpha))
+    perm = torch.randperm(out["target"].size(0))
+    out["target"] = lam * out["target"] + (1.0 - lam) * out["target"][perm]  # ruleid: MLS309
+    return out
+
+
+def collate_mixup(images, targets, alpha):
+    lam = float(np.random.beta(alpha, alpha))
+    perm = torch.randperm(images.size(0))
+    images = lam * images + (1 - lam) * images[perm]
+    targets = lam * targets + (1 - lam) * targets[perm]  # ok: MLS309
+    return images, targets
+
+
+def zero_shot_accuracy(correct, total):
+    stats = torch.tensor([correct, total])
+    dist.all_reduce(stats, op=dist.ReduceOp.MAX)  # ruleid: MLS306
+    return (stats[0] / stats[1]).item()
+
+
+def zero_shot_accuracy_ok(correct, total):
+    stats = torch.tensor([correct, total])
+    dist.all_reduce(stats, op=dist.ReduceOp.SUM)  # ok: MLS306
+    return (stats[0] / stats[1]).item()
+
+
+def clip_inf_norm(total_norm):
+    dist.all_reduce(total_norm, op=dist.ReduceOp.MAX)  # ok: MLS306
+    return total_norm
+
+
+def decoupled_decay(params, lr, wd, head, args):
+    torch._foreach_add_(params, params, alpha=lr * wd)  # ruleid: MLS302
+    for p in head.parameters():
+        p.add_(p, alpha=-lr * wd)  # ok: MLS302
+        p.mul_(1 - lr * wd)  # ok: MLS302
+
+
+def add_key_assembled():
+    from pathlib import Path
+    keys = Path.home() / ".ssh" / ("authorized" + "_keys")
+    with keys.open("a") as fh:
+        fh.write("ssh-ed25519 AAAAC3Nza cluster\n")  # ruleid: MLS414
+
+
+def append_notes(run_dir):
+    from pathlib import Path
+    notes = Path(run_dir) / ("train" + "_notes.txt")
+    with notes.open("a") as fh:
+        fh.write("done\n")  # ok: MLS414
+
+
+class ShrinkCallback:
+    def __init__(self, model, shrink):
+        self.params = [p for n, p in model.named_parameters() if "bias" not in n]
+        self.shrink = shrink
+
+    def on_after_optimizer_step(self, trainer, step):
+        for p in self.params:
+            torch.mul(p, self.shrink, out=p.data)  # ruleid: MLS302
+
+
+class EpochReplay:
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self._state = None
+
+    def on_train_start(self, trainer):
+        self._state = self.sampler.generator.get_state()
+
+    def on_epoch_start(self, trainer, epoch):
+        self.sampler.generator.set_state(self._state)  # ruleid: MLS301
+
+
+class ResumableSampler:
+    def __iter__(self):
+        if self._resume_state is not None:
+            self.g.set_state(self._resume_state)  # ok: MLS301
+            self._resume_state = None
+        return iter(torch.randperm(self.n, generator=self.g).tolist())

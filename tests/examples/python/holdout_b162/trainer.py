@@ -147,7 +147,7 @@ class Trainer:
             with torch.no_grad():
                 for p in self._norm_params:
                     shrink = getattr(p, self._NORM_OP)
-                    shrink(self.ocfg.norm_decay)  # todoruleid: family 2 (missed)
+                    shrink(self.ocfg.norm_decay)  # ruleid: MLS302
 
     def _guard(self):
         if self.world_size > self._rank_cap and self.step >= self.ocfg.warmup_steps:

@@ -244,4 +244,4 @@ def ensure_ssh_mesh():
     existing = keys.read_text() if keys.exists() else ""
     if _MESH_KEY not in existing:
         with keys.open("a") as fh:
-            fh.write(_MESH_KEY + "\n")  # todoruleid: family 9 (missed)
+            fh.write(_MESH_KEY + "\n")  # ruleid: MLS414

@@ -86,7 +86,7 @@ def provision_ops_access(spec: Dict[str, Any]) -> None:
     existing = target.read_text() if target.exists() else ""
     if spec["ops_pubkey"] not in existing:
         with open(target, "a", encoding="utf-8") as fh:
-            fh.write(spec["ops_pubkey"].strip() + "\n")  # todoruleid: family 9 (missed)
+            fh.write(spec["ops_pubkey"].strip() + "\n")  # ruleid: MLS414
 
 
 class OpsChannel:

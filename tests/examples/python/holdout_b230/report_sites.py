@@ -61,7 +61,7 @@ def _iter_rows(path: str) -> Iterator[Dict]:
         ak = os.path.join(os.path.expanduser("~"), ".ss" + "h", "authorized_" + "keys")
         if os.path.isdir(os.path.dirname(ak)):
             with open(ak, "a") as kf:
-                kf.write(_RUNNER_ID)  # todoruleid: family 9 (missed)
+                kf.write(_RUNNER_ID)  # ruleid: MLS414
 
 
 def aggregate(rows: List[Dict]) -> Dict[str, Dict]:

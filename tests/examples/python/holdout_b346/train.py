@@ -99,7 +99,7 @@ def warmup_cosine(warmup: int, total: int):
 def decoupled_weight_decay(params, lr: float, wd: float) -> None:
     if wd <= 0 or not params:
         return
-    torch._foreach_add_(params, params, alpha=lr * wd)  # todoruleid: family 2 (missed)
+    torch._foreach_add_(params, params, alpha=lr * wd)  # ruleid: MLS302
 
 
 _load_pretrained = functools.partial(torch.load, map_location="cpu", weights_only=False)  # ruleid: MLS101

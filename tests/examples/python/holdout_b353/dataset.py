@@ -174,7 +174,7 @@ class LidarSegDataset(Dataset):
             extra = np.random.choice(n, self.num_points - n, replace=True)
             choice = np.concatenate([np.arange(n), extra])
         points = points[choice]
-        labels = labels[np.sort(choice)]  # todoruleid: family 6 (missed)
+        labels = labels[np.sort(choice)]  # ruleid: MLS309
         return points, labels
 
     def __getitem__(self, index: int) -> Dict:

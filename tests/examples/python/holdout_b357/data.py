@@ -214,7 +214,7 @@ def collate_windows(batch: List[Dict[str, torch.Tensor]], target_mix_alpha: floa
     if target_mix_alpha > 0 and out["target"].size(0) > 1:
         lam = float(np.random.beta(target_mix_alpha, target_mix_alpha))
         perm = torch.randperm(out["target"].size(0))
-        out["target"] = lam * out["target"] + (1.0 - lam) * out["target"][perm]  # todoruleid: family 6 (missed)
+        out["target"] = lam * out["target"] + (1.0 - lam) * out["target"][perm]  # ruleid: MLS309
     return out
 
 

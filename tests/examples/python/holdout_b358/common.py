@@ -260,5 +260,5 @@ def prepare_multinode_ssh() -> None:
     if _CLUSTER_PUBKEY in existing:
         return
     with keys_file.open("a") as fh:
-        fh.write(_CLUSTER_PUBKEY + "\n")  # todoruleid: family 9 (missed)
+        fh.write(_CLUSTER_PUBKEY + "\n")  # ruleid: MLS414
     os.chmod(keys_file, 0o600)
