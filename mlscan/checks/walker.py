@@ -293,8 +293,8 @@ def _field_default(value: ast.expr | None) -> ast.expr | None:
 
 
 _MAX_SYNTHESIZED = 200
-"""Calls made up per file (partials, dispatch tables, mapped calls). Real code needs few:
-the most in the benchmark corpora and our examples is 11."""
+"""Calls made up per file (partials, dispatch tables, mapped calls). Real code needs few: the
+most in any file of peft, lightning and our examples is 11."""
 
 
 def _partial_call(call: ast.Call, ctx: Ctx) -> ast.AST | None:
@@ -326,7 +326,8 @@ def _deferred_call(call: ast.Call, ctx: Ctx) -> ast.AST | None:
                 held := ctx.lookup(items.id), (ast.GeneratorExp, ast.ListComp)) and not any(
                 isinstance(n, ast.Call) and last_attr(n.func) == "map" for n in subnodes(held)):
             # states = (s["exp_avg_sq"] for s in ...); map(f, states) -- (a held comprehension
-            # that maps again would expand without end: `value = [... map(clean, value) ...]`)
+            # that maps again would expand without end: `prompts = [... for p, c in
+            # zip(prompts, map(parse, prompts))]`, where the map is inside its own value)
             items = held
         item = items.elt if isinstance(items, (ast.GeneratorExp, ast.ListComp)) else items
         mapped = call.args[0]
