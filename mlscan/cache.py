@@ -53,7 +53,6 @@ class Hasher:
         self._done: dict[Path, str] = {}
         self._stamps: dict[Path, str] = {}
         self._subs: dict[Path, list[Path]] = {}
-        self._neighbourhoods: dict[Path, str] = {}
 
     def sha256(self, path: Path) -> str | None:
         if path not in self._done:
@@ -85,14 +84,10 @@ class Hasher:
         config defaults come from sibling modules, so editing `utils.py` must re-scan
         `train.py`). Modules deeper than that are not covered."""
         folder = path.parent
-        if folder not in self._neighbourhoods:  # (once per folder: files share it)
-            parent = folder.parent
-            parts = [self._folder_stamp(folder), self._folder_stamp(parent)]
-            parts += [self._folder_stamp(sub) for sub in self._subfolders(parent)
-                      if sub != folder]
-            self._neighbourhoods[folder] = hashlib.sha256(
-                "\x1e".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
-        return self._neighbourhoods[folder]
+        parent = folder.parent
+        parts = [self._folder_stamp(folder), self._folder_stamp(parent)]
+        parts += [self._folder_stamp(sub) for sub in self._subfolders(parent) if sub != folder]
+        return hashlib.sha256("\x1e".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
     def _folder_stamp(self, folder: Path) -> str:
         if folder not in self._stamps:
