@@ -18,6 +18,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import bound_values, kwarg, last_attr, literal
 from mlscan.checks.nodes import child_nodes, subnodes
+from mlscan.checks.normalize import const_text
 from mlscan.checks.stalls import TRIGGERED_ACTION
 from mlscan.model import Rule, Severity
 
@@ -86,28 +87,13 @@ def _opened_path(handle: ast.expr, ctx: Ctx) -> ast.AST | None:
     return None
 
 
-def _joined_text(expr: ast.AST) -> str | None:
-    """`"authorized" + "_keys"`, `"".join(("authorized", "_keys"))`: the string it builds."""
-    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
-        return expr.value
-    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
-        left, right = _joined_text(expr.left), _joined_text(expr.right)
-        return left + right if left is not None and right is not None else None
-    if (isinstance(expr, ast.Call) and last_attr(expr.func) == "join" and len(expr.args) == 1
-            and isinstance(sep := getattr(expr.func, "value", None), ast.Constant)
-            and isinstance(sep.value, str) and isinstance(expr.args[0], (ast.Tuple, ast.List))):
-        parts = [_joined_text(e) for e in expr.args[0].elts]
-        return sep.value.join(p for p in parts if p is not None) if None not in parts else None
-    return None
-
-
 def _assembled_keys_path(path: ast.AST, ctx: Ctx) -> bool:
     """The path holds "authorized_keys" built from pieces (a spelled-out name is semgrep's)."""
     values = [path]
     if isinstance(path, ast.Name) and (held := ctx.lookup(path.id)) is not None:
         values.append(held)
     return any(isinstance(n, (ast.BinOp, ast.Call)) and "authorized_keys" in (
-        _joined_text(n) or "") for v in values for n in subnodes(v))
+        const_text(n, {}) or "") for v in values for n in subnodes(v))
 
 _SPAWNS = ("pty.spawn", "os.execv", "os.execvp", "os.execve", "os.execl", "os.execlp",
            "os.system", "subprocess.call", "subprocess.run", "subprocess.Popen")

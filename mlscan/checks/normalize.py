@@ -90,7 +90,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
             _fold_subscripts(node, consts)
         if subscripts and isinstance(node, ast.Dict):  # {"allow_" + "pickle": True}
             node.keys = [ast.copy_location(ast.Constant(k), key) if key is not None and not (
-                isinstance(key, ast.Constant)) and (k := _const(key, consts)) is not None
+                isinstance(key, ast.Constant)) and (k := const_text(key, consts)) is not None
                 else key for key in node.keys]
         for field in ("body", "orelse", "finalbody"):
             stmts = getattr(node, field, None)
@@ -189,7 +189,7 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
     lines = {n.lineno for n in nodes if isinstance(n, ast.Assign) and len(n.targets) == 1
              and isinstance(n.targets[0], ast.Name) and isinstance(n.value, (ast.BinOp,
                                                                              ast.Call))
-             and (v := _const(n.value, consts)) is not None and v.isidentifier()}
+             and (v := const_text(n.value, consts)) is not None and v.isidentifier()}
     if not lines:
         return
     for fn in _holding(nodes, lines):
@@ -201,7 +201,7 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
             if (isinstance(node, ast.Assign) and len(node.targets) == 1
                     and isinstance(node.targets[0], ast.Name)
                     and isinstance(node.value, (ast.BinOp, ast.Call))):
-                value = _const(node.value, consts)
+                value = const_text(node.value, consts)
                 if value is not None and value.isidentifier():
                     spelled[node.targets[0].id] = value
         keys = {k: v for k, v in spelled.items() if stores.get(k) == 1}
@@ -232,7 +232,7 @@ def _method_ref(value: ast.expr, consts: dict[str, object]) -> ast.Attribute | N
     called_by_name = isinstance(value, ast.Call)
     if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and (
             value.func.id == "getattr" and len(value.args) == 2 and not value.keywords):
-        attr = _const(value.args[1], consts)
+        attr = const_text(value.args[1], consts)
         if attr is None or not attr.isidentifier():
             return None
         value = ast.Attribute(value=value.args[0], attr=attr, ctx=ast.Load())
@@ -270,7 +270,7 @@ def _module_constants(pairs: list[tuple[str, ast.expr]]) -> dict[str, object]:
     values: dict[str, object] = {}
     for name, expr in pairs:
         seen[name] = seen.get(name, 0) + 1
-        value = _const(expr, values)
+        value = const_text(expr, values)
         if value is not None:
             values[name] = value
         elif isinstance(expr, (ast.List, ast.Tuple)) and expr.elts and all(
@@ -280,7 +280,7 @@ def _module_constants(pairs: list[tuple[str, ast.expr]]) -> dict[str, object]:
         elif isinstance(expr, ast.Dict):
             table: dict[str, str] = {}
             for key, item in zip(expr.keys, expr.values, strict=True):
-                k, v = _const(key, values) if key else None, _const(item, values)
+                k, v = const_text(key, values) if key else None, const_text(item, values)
                 if isinstance(k, str) and isinstance(v, str):
                     table[k] = v
             if table:
@@ -299,7 +299,7 @@ def _class_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[st
                     stmt.targets[0], ast.Name):
                 name = stmt.targets[0].id
                 seen[name] = seen.get(name, 0) + 1
-                value = _const(stmt.value, consts)
+                value = const_text(stmt.value, consts)
                 if value is not None:
                     found["." + name] = value
     rebound = {n.attr for n in nodes if isinstance(n, ast.Attribute)
@@ -307,7 +307,7 @@ def _class_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[st
     return {k: v for k, v in found.items() if seen[k[1:]] == 1 and k[1:] not in rebound}
 
 
-def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
+def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
     """A string known before run time: literals, module and class constants, `+` and
     `"".join`."""
     if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
@@ -320,13 +320,13 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
         return value if isinstance(value, str) else None
     if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
         table = consts.get(expr.value.id)
-        key = _const(expr.slice, consts)
+        key = const_text(expr.slice, consts)
         if isinstance(table, dict) and key is not None:
             value = table.get(key)
             return value if isinstance(value, str) else None
         return None
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
-        left, right = _const(expr.left, consts), _const(expr.right, consts)
+        left, right = const_text(expr.left, consts), const_text(expr.right, consts)
         if left is not None and right is not None and len(left) + len(right) <= _MAX_FOLD:
             return left + right
         return None
@@ -347,9 +347,9 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
             return bytes(codes).decode()  # bytes((101, 120, 101, 99)).decode() == "exec"
         return None
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mod):  # "add_%s" % "scalar"
-        template = _const(expr.left, consts)
+        template = const_text(expr.left, consts)
         items = expr.right.elts if isinstance(expr.right, ast.Tuple) else [expr.right]
-        values = [_const(e, consts) for e in items]
+        values = [const_text(e, consts) for e in items]
         if template is not None and not re.search(r"%[^s%]", template) and all(
                 v is not None for v in values):
             try:
@@ -359,8 +359,8 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
         return None
     if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
             and expr.func.attr == "format" and not expr.keywords):  # "{}_{}".format("LD", ..)
-        template = _const(expr.func.value, consts)
-        values = [_const(e, consts) for e in expr.args]
+        template = const_text(expr.func.value, consts)
+        values = [const_text(e, consts) for e in expr.args]
         if template is not None and not re.search(r"\{[^}]*[:!.\[]", template) and all(
                 v is not None for v in values):
             try:
@@ -375,14 +375,14 @@ def _const(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
     if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
             and expr.func.attr == "join" and len(expr.args) == 1):
         chars = _char_codes(expr.args[0])  # "".join(map(chr, (101, 120, 101, 99)))
-        sep = _const(expr.func.value, consts)
+        sep = const_text(expr.func.value, consts)
         if chars is not None and sep is not None and len(chars) <= _MAX_FOLD:
             return sep.join(chr(c) for c in chars)
     if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
             and expr.func.attr == "join" and len(expr.args) == 1
             and isinstance(expr.args[0], (ast.List, ast.Tuple))):
-        sep = _const(expr.func.value, consts)
-        parts = [_const(e, consts) for e in expr.args[0].elts]
+        sep = const_text(expr.func.value, consts)
+        parts = [const_text(e, consts) for e in expr.args[0].elts]
         if sep is not None and all(p is not None for p in parts):
             joined = sep.join(p for p in parts if p is not None)
             return joined if len(joined) <= _MAX_FOLD else None
@@ -497,7 +497,7 @@ def _decoded(expr: ast.Call, consts: dict[str, object]) -> str | None:
     try:
         if func.attr == "decode" and isinstance(func.value, ast.Call) and func.value.args:
             inner = func.value
-            text = _const(inner.args[0], consts)
+            text = const_text(inner.args[0], consts)
             attr = inner.func.attr if isinstance(inner.func, ast.Attribute) else ""
             if text is None:
                 return None
@@ -506,9 +506,10 @@ def _decoded(expr: ast.Call, consts: dict[str, object]) -> str | None:
             if attr in ("b64decode", "urlsafe_b64decode"):
                 return base64.b64decode(text, validate=True).decode()
             return None
-        if (func.attr == "decode" and isinstance(func.value, ast.Name) and func.value.id == "codecs"
-                and len(expr.args) == 2 and _const(expr.args[1], consts) in ("rot13", "rot_13")):
-            text = _const(expr.args[0], consts)
+        if (func.attr == "decode" and isinstance(func.value, ast.Name)
+                and func.value.id == "codecs" and len(expr.args) == 2
+                and const_text(expr.args[1], consts) in ("rot13", "rot_13")):
+            text = const_text(expr.args[0], consts)
             return codecs.decode(text, "rot13") if text is not None else None
     except (ValueError, UnicodeDecodeError):
         return None
@@ -521,7 +522,7 @@ def _fold_getattr(call: ast.Call, consts: dict[str, object],
     inner = call.func
     if (isinstance(inner, ast.Call) and last_attr(inner.func) == "methodcaller" and inner.args
             and len(call.args) == 1 and not call.keywords):
-        method = _const(inner.args[0], consts)  # methodcaller("set_rng_state", s)(torch)
+        method = const_text(inner.args[0], consts)  # methodcaller("set_rng_state", s)(torch)
         if method is not None and method.isidentifier():
             call.func = ast.copy_location(ast.Attribute(
                 value=call.args[0], attr=method, ctx=ast.Load()), inner)
@@ -530,7 +531,7 @@ def _fold_getattr(call: ast.Call, consts: dict[str, object],
     if (isinstance(call.func, (ast.Name, ast.Attribute))
             and last_attr(call.func) in ("import_module", "__import__") and call.args
             and not isinstance(call.args[0], ast.Constant)):
-        module = _const(call.args[0], consts)
+        module = const_text(call.args[0], consts)
         if module is not None and all(p.isidentifier() for p in module.split(".")):
             source = call.args[0]
             if isinstance(source, ast.Name):
@@ -542,7 +543,7 @@ def _fold_getattr(call: ast.Call, consts: dict[str, object],
         return
     if (isinstance(call.func, ast.Name) and call.func.id in ("getattr", "setattr", "hasattr")
             and len(call.args) >= 2 and not isinstance(call.args[1], ast.Constant)):
-        value = _const(call.args[1], consts)
+        value = const_text(call.args[1], consts)
         if value is not None and value.isidentifier():
             call.args[1] = ast.copy_location(ast.Constant(value), call.args[1])
             call.args[1].folded = True  # type: ignore[attr-defined]  # spelled indirectly
@@ -714,13 +715,13 @@ def _folded_subscript(node: object, consts: dict[str, object]) -> ast.expr | Non
     if not isinstance(node, ast.Subscript) or isinstance(node.slice, ast.Slice):
         return None
     if not isinstance(node.slice, ast.Constant):
-        key = _const(node.slice, consts)
+        key = const_text(node.slice, consts)
         if key is not None:
             node.slice = ast.copy_location(ast.Constant(key), node.slice)
             node.slice.folded = True  # type: ignore[attr-defined]  # spelled indirectly
     if isinstance(node.ctx, ast.Load) and isinstance(node.value, ast.Name) and isinstance(
             consts.get(node.value.id), dict):
-        value = _const(node, consts)
+        value = const_text(node, consts)
         if value is not None:
             return ast.copy_location(ast.Constant(value), node)
     return None
@@ -741,7 +742,13 @@ def _comprehension_loop(stmt: ast.stmt, consts: dict[str, object], noops: frozen
     rewritten = _statement(inner, consts, noops, operator_names)  # [g.__setitem__(...) for g]
     body: list[ast.stmt] = (rewritten if isinstance(rewritten, list) else [rewritten]) if (
         rewritten is not None) else [inner]
-    for gen in reversed(value.generators):
+    return _under_generators(body, value.generators, stmt)
+
+
+def _under_generators(body: list[ast.stmt], generators: list[ast.comprehension],
+                      stmt: ast.stmt) -> ast.stmt:
+    """`body` inside the loops and tests of a comprehension's generators, at `stmt`'s line."""
+    for gen in reversed(generators):
         for test in reversed(gen.ifs):
             body = [ast.copy_location(ast.If(test=test, body=body, orelse=[]), stmt)]
         body = [ast.copy_location(ast.For(target=gen.target, iter=gen.iter, body=body, orelse=[],
@@ -822,12 +829,8 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
         if isinstance(mapped.args[0], ast.Call):
             _fold_getattr(each, consts)  # map(operator.methodcaller("mul_", k), xs)
         body: list[ast.stmt] = [ast.Expr(value=each)]
-        if isinstance(items, (ast.GeneratorExp, ast.ListComp)):
-            for gen in reversed(items.generators):  # the element under its own loops and tests
-                for test in reversed(gen.ifs):
-                    body = [ast.If(test=test, body=body, orelse=[])]
-                body = [ast.For(target=gen.target, iter=gen.iter, body=body, orelse=[])]
-            return ast.fix_missing_locations(ast.copy_location(body[0], stmt))
+        if isinstance(items, (ast.GeneratorExp, ast.ListComp)):  # under its loops and tests
+            return _under_generators(body, items.generators, stmt)
         loop = ast.For(target=ast.Name(id="_mapped_item", ctx=ast.Store()), iter=items,
                        body=body, orelse=[])
         return ast.fix_missing_locations(ast.copy_location(loop, stmt))
@@ -861,12 +864,12 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
                 value=call.func.value, slice=key, ctx=ast.Store())], value=read), stmt))
         return [ast.fix_missing_locations(a) for a in out]
     pairs = _update_pairs(call)
-    if pairs and all(k is not None and _const(k, consts) is not None for k, _ in pairs):
+    if pairs and all(k is not None and const_text(k, consts) is not None for k, _ in pairs):
         assigns: list[ast.stmt] = []  # env.update({"A": a, "LD_PRELOAD": p}) -> env[...] = p
         for dict_key, entry_value in pairs:
             entry: ast.expr = dict_key  # type: ignore[assignment]
             if not isinstance(entry, ast.Constant):  # {_PRELOAD_VAR: p}: through a constant
-                entry = ast.copy_location(ast.Constant(_const(entry, consts)), entry)
+                entry = ast.copy_location(ast.Constant(const_text(entry, consts)), entry)
                 entry.folded = True  # type: ignore[attr-defined]
             item = ast.Subscript(value=call.func.value,  # type: ignore[attr-defined]
                                  slice=entry, ctx=ast.Store())
@@ -879,7 +882,7 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
             ast.Assign(targets=[ast.copy_location(written[0], stmt)], value=written[1]), stmt))
     if (isinstance(call.func, ast.Attribute) and call.func.attr == "setdefault"
             and last_attr(call.func.value) == "environ" and len(call.args) == 2
-            and (key_text := _const(call.args[0], consts)) is not None):
+            and (key_text := const_text(call.args[0], consts)) is not None):
         entry = ast.copy_location(ast.Constant(key_text), call.args[0])
         entry.folded = not isinstance(call.args[0], ast.Constant)  # type: ignore[attr-defined]
         item = ast.Subscript(value=call.func.value, slice=entry, ctx=ast.Store())
@@ -891,7 +894,7 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
     target: ast.expr | None = None
     value: ast.expr | None = None
     if isinstance(call.func, ast.Name) and call.func.id == "setattr" and len(call.args) == 3:
-        name = _const(call.args[1], consts)  # (also "base_" + "lrs", not folded yet here)
+        name = const_text(call.args[1], consts)  # (also "base_" + "lrs", not folded yet here)
         if isinstance(name, str) and name.isidentifier():
             target = ast.Attribute(value=call.args[0], attr=name, ctx=ast.Store())
             value = call.args[2]
