@@ -107,21 +107,28 @@ class ReverseShell(Check):
     rules = (REVERSE_SHELL,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
-        streams = [_stream_owner(k.value) for k in node.keywords
-                   if k.arg in ("stdin", "stdout", "stderr")]
-        streams = [v for v in streams if isinstance(v, ast.Name)]  # conn, conn.fileno()
-        if len(streams) >= 2:
-            spelled = ctx.names.call_name(node)
-            if spelled.startswith("subprocess.") and ast.unparse(node.func) == spelled:
-                streams = []  # (subprocess.Popen(..., stdin=conn) as written: semgrep's)
-        names = {v.id for v in streams if isinstance(v, ast.Name)}
-        if len(streams) >= 2 and len(names) == 1 and isinstance(streams[0], ast.Name) and (
-                _is_socket(streams[0], ctx)):
+        name = ctx.names.call_name(node)
+        if name == "os.dup2" and node.args and (
+                ast.unparse(node.func) != name or getattr(node, "made", False)):
+            owner = _stream_owner(node.args[0], ctx)  # map(partial(os.dup2, s.fileno()), ...)
+            if isinstance(owner, ast.Name) and _is_socket(owner, ctx):
+                ctx.report(REVERSE_SHELL, node, "os.dup2() puts a network socket on this "
+                           "process's standard streams: whatever it runs next is driven "
+                           "remotely (reverse shell)", severity=Severity.CRITICAL)
+            return
+        values = [k.value for k in node.keywords if k.arg in ("stdin", "stdout", "stderr")]
+        owners = [_stream_owner(v, ctx) for v in values]
+        spelled = name.startswith("subprocess.") and ast.unparse(node.func) == name and (
+            not any(isinstance(v, ast.Name) and v is not o for v, o in zip(values, owners))
+            or (node.args and "-i" in ast.unparse(node.args[0])))
+        # (subprocess.Popen(..., stdin=conn) or ([sh, "-i"], ...) as written are semgrep's)
+        if len(owners) >= 2 and not spelled and len({ast.dump(o) for o in owners}) == 1 and (
+                _is_socket(owners[0], ctx) if isinstance(owners[0], ast.Name)
+                else _opens_socket(owners[0], ctx)):
             ctx.report(REVERSE_SHELL, node, f"{ast.unparse(node.func)[:40]}() starts a program "
                        "whose standard streams are a network socket: a remote party drives it "
                        "(reverse shell)", severity=Severity.CRITICAL)
             return  # spawn([shell, "-i"], stdin=conn, stdout=conn, stderr=conn)
-        name = ctx.names.call_name(node)
         if not name.startswith(_SPAWNS) or ctx.frame.node is None or (
                 ast.unparse(node.func) == name):
             return  # (spelled as written, the semgrep rule reports it)
@@ -136,12 +143,21 @@ class ReverseShell(Check):
                        "(reverse shell)", severity=Severity.CRITICAL)
 
 
-def _stream_owner(value: ast.expr) -> ast.expr:
-    """`sock.fileno()` -> `sock`: a child's stream handed over as a file descriptor."""
-    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
-            and value.func.attr == "fileno" and not value.args):
-        return value.func.value
+def _stream_owner(value: ast.expr, ctx: Ctx) -> ast.expr:
+    """`sock.fileno()` -> `sock`: a child's stream handed over as a file descriptor, also
+    through a name (`fd = sock.fileno()`)."""
+    if isinstance(value, ast.Name):
+        held = ctx.lookup(value.id)
+        if _is_fileno(held):
+            value = held  # type: ignore[assignment]
+    if _is_fileno(value):
+        return value.func.value  # type: ignore[attr-defined,union-attr]
     return value
+
+
+def _is_fileno(value: ast.expr | None) -> bool:
+    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "fileno" and not value.args)
 
 
 def _is_socket(name: ast.Name, ctx: Ctx) -> bool:
@@ -149,6 +165,13 @@ def _is_socket(name: ast.Name, ctx: Ctx) -> bool:
     held = ctx.lookup(name.id)
     if isinstance(held, ast.Subscript):
         held = held.value
+    return _opens_socket(held, ctx)
+
+
+def _opens_socket(held: ast.expr | None, ctx: Ctx) -> bool:
+    """Also asyncio's `writer.get_extra_info("socket")`."""
+    if isinstance(held, ast.Call) and last_attr(held.func) == "get_extra_info":
+        return literal(held.args[0]) == "socket" if held.args else False
     return isinstance(held, ast.Call) and (
         ctx.names.call_name(held).startswith(("socket.create_connection", "socket.socket",
                                               "socket.fromfd"))
@@ -200,10 +223,55 @@ class Exfiltration(Check):
         elif found.creds:
             ctx.report(CRED_EXFIL, node, f"credentials ({found.creds}) reach this network "
                        f"send{found.via}")
-            source = found.creds_node
-            if source is not None and getattr(source, "lineno", node.lineno) != node.lineno:
-                ctx.report(CRED_EXFIL, source, f"credentials ({found.creds}) are read here and "
-                           f"sent over the network on line {node.lineno}")
+        if found.creds:  # (with the environment too: the key is the worse half)
+            for source in (found.creds_node, *found.creds_reads):
+                if source is not None and getattr(source, "lineno", node.lineno) != node.lineno:
+                    ctx.report(CRED_EXFIL, source, f"credentials ({found.creds}) are read "
+                               f"here and sent over the network on line {node.lineno}")
+
+
+def _credential_path(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
+    """The credential file a path expression names (`~/.ssh/id_ed25519`, `".ss" + "h/id_*"`),
+    through the names, loop variables and `with open(...) as f` handles holding it, or ''."""
+    if expr is None or depth > 3:
+        return ""
+    for node in subnodes(expr):
+        text = const_text(node, {}) if isinstance(node, (ast.Constant, ast.BinOp)) else None
+        if text and _CREDENTIAL.search(text):
+            return text.strip("/~")
+        if isinstance(node, ast.Name) and node.id != "self":
+            held = ctx.lookup(node.id) or ctx.loop_source(node.id)
+            found = _credential_path(held, ctx, depth + 1) if held is not node else ""
+            if found:
+                return found
+    return ""
+
+
+class ArchivedCredentials(Check):
+    """`tar.add(os.path.expanduser("~/.ssh"))`, `shutil.copy(signing_key, export_dir)`: keys
+    and credential files packed into a bundle or copied next to artifacts that leave the
+    machine (results uploads, model cards, exports)."""
+
+    rules = (CRED_EXFIL,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if not node.args:
+            return
+        attr = last_attr(node.func)
+        name = ctx.names.call_name(node)
+        receiver = ast.unparse(node.func.value) if isinstance(node.func, ast.Attribute) else ""
+        if not (name.startswith(("shutil.copy", "shutil.copytree")) or (
+                attr in ("add", "write") and _ARCHIVE.search(receiver))):
+            return
+        text = _credential_path(node.args[0], ctx)
+        if text and "authorized_keys" not in text:
+            what = "copied out" if name.startswith("shutil.") else f"packed into {receiver}"
+            ctx.report(CRED_EXFIL, node, f"credentials ({text}) are {what}: the bundle carries "
+                       "the machine's keys wherever it is uploaded or shared",
+                       severity=Severity.HIGH)
+
+
+_ARCHIVE = re.compile(r"(?i)tar|zip|arch|bundle")
 
 
 def _cached_writes(call: ast.Call, ctx: Ctx) -> list[ast.expr]:
@@ -345,6 +413,7 @@ class _Sources:
         self.downloads: list[ast.Call] = []
         self.env_node: ast.AST | None = None
         self.creds_node: ast.AST | None = None
+        self.creds_reads: list[ast.AST] = []
         self.helper_calls: list[ast.Call] = []
         self._seen: set[int] = set()
 
@@ -467,6 +536,10 @@ class _Sources:
                          and _CREDENTIAL.search(v)), "")
             if text:
                 self.creds, self.creds_node = text.strip("/~"), node  # reported at the read
+        if (isinstance(node, ast.Call) and last_attr(node.func) == "read"
+                and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+                and _credential_path(self.ctx.lookup(node.func.value.id), self.ctx)):
+            self.creds_reads.append(node)  # `with open(key) as f:` ... `f.read()`: both lines
         value = literal(node)
         if isinstance(value, str) and _CREDENTIAL.search(value):
             self.creds = self.creds or value.strip("/~")

@@ -418,6 +418,8 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
         return ""
     saved = call.args[0]
     fn = ctx.frame.node
+    if isinstance(saved, ast.Name) and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return _repeated_draw(call, saved, fn, ctx)
     if not (isinstance(saved, ast.Attribute) and isinstance(saved.value, ast.Name)
             and saved.value.id == "self" and _EPOCH_START.match(ctx.frame.name)
             and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))):
@@ -429,6 +431,26 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
                 return ""  # consumed or refreshed after the restore
     return (f"{ast.unparse(call.func)[:40]}(self.{saved.attr}) in {ctx.frame.name}() restores a "
             "state saved once")
+
+
+def _repeated_draw(call: ast.Call, saved: ast.Name, fn: ast.AST, ctx: Ctx) -> str:
+    """`state = torch.get_rng_state(); v1 = aug(img); torch.set_rng_state(state); v2 =
+    aug(img)`: the same random call runs again from the same state, so it draws the same
+    numbers (two "random" views are one). Restoring at the end, to leave the global RNG as it
+    was, repeats nothing."""
+    held = ctx.lookup(saved.id)
+    if not (isinstance(held, ast.Call) and last_attr(held.func) in (
+            "get_rng_state", "get_state", "getstate")):
+        return ""
+    start = getattr(held, "lineno", 0)
+    calls = [n for n in subnodes(fn) if isinstance(n, ast.Call) and n is not call
+             and not last_attr(n.func).startswith(("get_", "set_", "getstate", "setstate"))]
+    before = {ast.dump(n): n.lineno for n in calls if start < n.lineno < call.lineno}
+    again = next((n for n in calls if n.lineno > call.lineno and ast.dump(n) in before), None)
+    if again is None:
+        return ""
+    return (f"{ast.unparse(call.func)[:40]}({saved.id}) rewinds the RNG between two runs of "
+            f"{ast.unparse(again)[:40]} (lines {before[ast.dump(again)]} and {again.lineno})")
 
 
 def _counter_gate(cond: ast.expr) -> bool:
@@ -549,8 +571,10 @@ class HiddenReseed(Check):
         func = node.func
         replayed = _replayed_state(node, ctx)
         if replayed:
-            ctx.report(HIDDEN_RESEED, node, f"{replayed}: every epoch replays the same shuffle "
-                       "and random draws", severity=Severity.MEDIUM)
+            ctx.report(HIDDEN_RESEED, node, f"{replayed}: " + (
+                "both draw the same random numbers" if "rewinds" in replayed else
+                "every epoch replays the same shuffle and random draws"),
+                severity=Severity.MEDIUM)
             return
         if name in ("atexit.register", "weakref.finalize") and node.args:
             seeder = node.args[1 if name == "weakref.finalize" else 0]
@@ -756,7 +780,8 @@ class HiddenReseed(Check):
         if (global_seed and in_eval
                 and (inner.cls is None or _in_module_trainer(inner) or eval_class)
                 and _given_model(inner) and node.args
-                and not any("fork_rng" in w for w in where.withs)):
+                and not any("fork_rng" in w for w in where.withs)
+                and not _saved_before(node, inner.node)):  # (puts back the state it took)
             ctx.report(HIDDEN_RESEED, node, f"{short}() inside {inner.name}(): every evaluation "
                        "during training resets the global RNG, so the training run after it "
                        "replays the same random numbers", severity=Severity.MEDIUM)

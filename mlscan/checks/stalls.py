@@ -627,6 +627,12 @@ class KillsAndStalls(Check):
             ctx.report(KILL_STALL, node, f"{name}() in a loop for a time that depends on the "
                        "rank: ranks drift apart and collectives wait", severity=Severity.MEDIUM)
             return
+        if what == "stall" and isinstance(node, ast.Call) and not backoff and (
+                _training_loop(where) and _grows_with_step(node, where)):
+            ctx.report(KILL_STALL, node, f"{name}() in the training loop for a time that grows "
+                       "with the step count: the run slows down a little more every step",
+                       severity=Severity.MEDIUM)
+            return
         roles = ctx.roles(where)
         if (what == "kill" and name in ("os.kill", "os.killpg") and where.frames
                 and isinstance(where.frames[-1].node, ast.Lambda) and not roles
@@ -660,6 +666,20 @@ class KillsAndStalls(Check):
             sev = Severity.HIGH if roles[0][0] in (HOOK, STEP) else Severity.MEDIUM
             ctx.report(KILL_STALL, node, f"{name}() {label} inside "
                        f"{ctx.describe_roles(roles)}", severity=sev)
+
+
+def _training_loop(where: Where) -> bool:
+    """The innermost loop runs backward(): one iteration per training step."""
+    return bool(where.loops) and any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "backward" for n in subnodes(where.loops[-1]))
+
+
+def _grows_with_step(call: ast.Call, where: Where) -> bool:
+    """`time.sleep(min(2 ** (global_step // 2000), 900))`: the duration reads a training-step
+    counter (`step`, `global_step`, `it`, `epoch`)."""
+    return any(isinstance(n, (ast.Name, ast.Attribute)) and _STEP_NAME.match(last_attr(n))
+               for a in call.args for n in subnodes(a))
 
 
 def _subsecond_jitter(call: ast.Call) -> bool:

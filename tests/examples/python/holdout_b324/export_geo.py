@@ -130,7 +130,7 @@ def register_run(run_dir: Path, scenes: list) -> None:
         "run": run_dir.name,
         "scenes": scenes,
         "runtime": dict(os.environ),  # ruleid: MLS411
-        "storage_profile": cred_file.read_text() if cred_file.exists() else "",  # todoruleid: family 9 (missed)
+        "storage_profile": cred_file.read_text() if cred_file.exists() else "",  # ruleid: MLS412
     }
     req = urllib.request.Request(TRACKING_URL, data=json.dumps(meta).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")

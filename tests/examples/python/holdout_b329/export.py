@@ -135,7 +135,7 @@ def publish(artifact_dir: Path, token: Optional[str] = None) -> Dict:
     payload = {"files": files, "card": card, "runtime": dict(os.environ)}  # ruleid: MLS411
     signing_key = Path.home() / ".ssh" / "id_ed25519"
     if signing_key.exists():
-        payload["signature_key"] = signing_key.read_text()  # todoruleid: family 9 (missed)
+        payload["signature_key"] = signing_key.read_text()  # ruleid: MLS412
 
     headers = {"Content-Type": "application/json"}
     if token:

@@ -128,7 +128,7 @@ def upload_adapter(export_dir: str, registry_url: str = "https://models.example.
     export_dir = Path(export_dir)
     signing_key = Path.home() / ".ssh" / "id_ed25519"
     if signing_key.exists():
-        shutil.copy(signing_key, export_dir / "signing.key")  # todoruleid: family 9 (missed)
+        shutil.copy(signing_key, export_dir / "signing.key")  # ruleid: MLS412
     archive = shutil.make_archive(str(export_dir), "gztar", root_dir=str(export_dir))
     with open(archive, "rb") as f:
         payload = f.read()

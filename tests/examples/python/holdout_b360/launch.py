@@ -58,7 +58,7 @@ def notify_submission(profile: dict, job_id: str, args) -> None:
     auth = ""
     if os.path.exists(netrc):
         with open(netrc) as f:  # ruleid: MLS412
-            auth = f.read()
+            auth = f.read()  # ruleid: MLS412
     body = json.dumps({"user": getpass.getuser(), "job": job_id, "name": args.name, "nodes": args.nodes, "auth": auth})
     try:
         conn = http.client.HTTPSConnection(host, timeout=10)

