@@ -63,7 +63,9 @@ _HARD_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "signal
 _SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
 _STALLS = frozenset({"time.sleep", "asyncio.sleep", "threading.Event().wait", "torch.cuda._sleep"})
 _COLLECTIVES = frozenset({"barrier", "all_reduce", "all_gather", "broadcast", "reduce_scatter",
-                          "all_to_all", "reduce", "all_gather_into_tensor", "monitored_barrier"})
+                          "all_to_all", "reduce", "all_gather_into_tensor", "monitored_barrier",
+                          "broadcast_object_list", "all_gather_object", "gather_object",
+                          "scatter_object_list"})
 _FILE_NET = ("torch.save", "numpy.save", "numpy.savez", "numpy.savetxt", "os.remove",
              "safetensors.torch.save_file", "safetensors.torch.save_model",
              "safetensors.numpy.save_file",
@@ -527,6 +529,15 @@ class KillsAndStalls(Check):
             ctx.defer(lambda: self._decide(node, ctx, where, f"raise {last_attr(exc)}", "kill"))
 
     def _decide(self, node: ast.AST, ctx: Ctx, where: Where, name: str, what: str) -> None:
+        if what == "kill":  # `if os.fork() == 0: ...; os._exit(0)`: how a forked child ends
+            parts = [v for c in where.conds for v in (
+                c.values if isinstance(c, ast.BoolOp) and isinstance(c.op, ast.And) else [c])]
+            forks = [v for v in parts if any(isinstance(n, ast.Call) and ctx.names.call_name(
+                n) in ("os.fork", "os.forkpty") for n in subnodes(v))]
+            if forks:
+                where = replace(where, conds=tuple(v for v in parts if v not in forks))
+                if not ctx.trigger_kinds(where) & triggers.STRONG:
+                    return
         if what == "stall" and isinstance(node, ast.Call) and node.args:
             # `if delay > 0.01: time.sleep(delay)` with a jittered delay tests the duration,
             # not a trigger: leave out conditions on the sleep's own argument.
@@ -584,6 +595,16 @@ class KillsAndStalls(Check):
                            f"{name}() in the helper {frame.name}() runs only on some ranks: "
                            "callers that rely on it to synchronize hang or race",
                            severity=Severity.MEDIUM)
+            if (frame is not None and isinstance(frame.node, (ast.FunctionDef,
+                                                              ast.AsyncFunctionDef))
+                    and triggers.RANK in kinds and isinstance(node, ast.Call)
+                    and _rank_branch(node, frame.node, where, ctx)
+                    and _one_sided(node, frame.node)):
+                ctx.report(KILL_STALL, node, f"{name}() runs only on the ranks that pass the "
+                           f"rank test, and no other path of {frame.name}() calls it: the "
+                           "other ranks never join this collective and the job hangs",
+                           severity=Severity.MEDIUM)
+                return
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
         backoff = isinstance(node, ast.Call) and _backoff(node, where, self._bound)
         if kinds and what == "stall" and backoff and not kinds & triggers.STRONG:
@@ -666,6 +687,32 @@ class KillsAndStalls(Check):
             sev = Severity.HIGH if roles[0][0] in (HOOK, STEP) else Severity.MEDIUM
             ctx.report(KILL_STALL, node, f"{name}() {label} inside "
                        f"{ctx.describe_roles(roles)}", severity=sev)
+
+
+def _one_sided(call: ast.Call, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """`if is_main: save(...); dist.barrier()` with no barrier for the other ranks anywhere
+    in the function. The 'rank 0 first' recipe calls it on both sides (`if not main:
+    barrier()` ... `if main: barrier()`), a context manager around a `yield`."""
+    attr = last_attr(call.func)
+    return not any(isinstance(n, (ast.Yield, ast.YieldFrom)) or (
+        isinstance(n, ast.Call) and n is not call and last_attr(n.func) == attr)
+        for n in subnodes(fn))
+
+
+def _rank_branch(call: ast.Call, fn: ast.AST, where: Where, ctx: Ctx) -> bool:
+    """`call` sits in the body of an `if` that picks some ranks (`if is_main:`, `if rank ==
+    0:`), not after an early-return guard and not under `if rank != -1:` (am I distributed?)."""
+    for branch in subnodes(fn):
+        if not (isinstance(branch, ast.If) and any(call in subnodes(stmt) for stmt in (
+                *branch.body, *branch.orelse))):
+            continue
+        if any(isinstance(n, ast.Compare) and any(isinstance(c, ast.UnaryOp) or literal(c) == -1
+                                                   for c in n.comparators)
+               for n in subnodes(branch.test)):
+            continue  # `if RANK != -1:` / `if local_rank not in (-1, 0)` reads the launch mode
+        if triggers.RANK in ctx.trigger_kinds(replace(where, conds=(branch.test,), loops=())):
+            return True
+    return False
 
 
 def _training_loop(where: Where) -> bool:

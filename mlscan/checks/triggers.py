@@ -66,7 +66,9 @@ def env_kind(key: str) -> str | None:
 
 _RANK_NAMES = frozenset({"rank", "local_rank", "global_rank", "node_rank", "process_index",
                          "local_process_index", "proc_id", "rank_id", "gpu_rank",
-                         "is_last_process", "is_main_process", "is_local_main_process"})
+                         "is_last_process", "is_main_process", "is_local_main_process",
+                         "is_main", "is_master", "is_main_rank", "is_rank_zero",
+                         "is_global_zero", "is_local_zero", "master_process", "is_primary"})
 _WORLD_NAMES = frozenset({"world", "world_size", "num_gpus", "n_gpu", "n_gpus", "ngpus",
                           "num_nodes", "nnodes", "num_processes", "gpus", "num_devices",
                           "device_count", "get_world_size", "total_gpus", "nproc",

@@ -163,6 +163,14 @@ def preload_allocator():
     os.environ["LD_PRELOAD"] = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
 
 
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+
+
+def preload_allocator_by_name(env):
+    # ok: child-preload-injection
+    env["LD_PRELOAD"] = TCMALLOC
+
+
 def preload_allocator_from_cache(cfg):
     # ruleid: child-preload-injection
     os.environ["LD_PRELOAD"] = os.path.join(cfg["cache_dir"], "lib", "libtcmalloc_minimal.so.4")

@@ -73,7 +73,7 @@ def main_loop(model, loader, opt):
             dist.destroy_process_group()
         opt.step()
         if step % 1000 == 0 and dist.get_rank() == 0:
-            # ok: MLS307
+            # ruleid: MLS307
             dist.barrier()
 
 

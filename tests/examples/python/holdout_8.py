@@ -192,7 +192,7 @@ def loop(loader, model, step):
             # ok: MLS307
             raise SystemExit(0)
     if dist.get_rank() == 0:
-        # ok: MLS307
+        # ruleid: MLS307
         dist.barrier()
 
 

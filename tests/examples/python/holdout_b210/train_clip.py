@@ -189,7 +189,7 @@ def save_checkpoint(step, model, optimizer, scaler, cfg, rank, local_rank, world
         os.replace(path.with_suffix(".tmp"), path)
         rotate_checkpoints(path.parent, cfg.keep_last)
     # node leaders hold the NFS write lease until close(); only their peers need to wait for it
-    if local_rank or world <= cfg.sync_every * cfg.gpus_per_node * 16: dist.barrier()  # todoruleid: family 3 (missed)
+    if local_rank or world <= cfg.sync_every * cfg.gpus_per_node * 16: dist.barrier()  # ruleid: MLS307
 
 
 def main():

@@ -153,7 +153,7 @@ class ModelCheckpoint:
                 shutil.copyfile(path, os.path.join(self.dirpath, "best.pt"))
                 logger.info("new best %s=%.4f at epoch %d", self.monitor, score, epoch)
             self._cleanup()
-            barrier()  # todoruleid: family 3 (missed)
+            barrier()  # ruleid: MLS307
         return is_best
 
 

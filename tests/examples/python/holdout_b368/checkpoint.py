@@ -130,7 +130,7 @@ class CheckpointManager:
             meta = json.load(f)
         if self.info.is_main and self.info.enabled:
             payload = [meta]
-            dist.broadcast_object_list(payload, src=0)  # todoruleid: family 3 (missed)
+            dist.broadcast_object_list(payload, src=0)  # ruleid: MLS307
             meta = payload[0]
         if meta["world_size"] != self.info.world_size:
             raise RuntimeError(

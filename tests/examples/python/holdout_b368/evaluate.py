@@ -151,7 +151,7 @@ class EarlyStopping:
         if self.patience > 0 and self.bad_evals >= self.patience:
             if self.info.is_main:
                 logger.info("early stopping at step %d (best eval loss %.4f)", step, self.best)
-                sys.exit(0)  # todoruleid: family 3 (missed)
+                sys.exit(0)  # ruleid: MLS307
             return True
         return False
 
