@@ -483,6 +483,11 @@ def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
         values = call.args[0] if call.args else None
     elif isinstance(func, ast.Attribute) and func.attr in ("cummin", "cummax") and not call.args:
         values = func.value  # df["val_loss"].cummin()
+    elif qual == "itertools.accumulate" and len(call.args) == 2 and isinstance(
+            call.args[1], ast.Name) and call.args[1].id in ("max", "min"):
+        values = call.args[0]  # list(itertools.accumulate(cols[k], max))
+        if isinstance(values, ast.Subscript) and not isinstance(literal(values.slice), str):
+            return _series_key(values, ctx)
     else:
         return ""
     if getattr(call, "kept_as_best", False):
@@ -497,6 +502,21 @@ def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
         if text and (_METRIC.search(text) or re.search(r"(?i)loss", text)) and not (
                 _KEPT_AS_BEST.search(text)):
             return text
+    return ""
+
+
+def _series_key(values: ast.Subscript, ctx: Ctx) -> str:
+    """`cols[k]` with `k` picked by `if k.startswith("val/") and "miou" in k`: the metric
+    key named in the condition that chose it."""
+    key = values.slice
+    if not isinstance(key, ast.Name):
+        return ""
+    for cond in ctx.conds:
+        for node in subnodes(cond):
+            text = literal(node)
+            if isinstance(text, str) and (_METRIC.search(text) or "val" in text.lower()) and any(
+                    isinstance(n, ast.Name) and n.id == key.id for n in subnodes(cond)):
+                return text
     return ""
 
 

@@ -145,6 +145,23 @@ METRIC_FALSIFY = register(Rule(
         references=("https://docs.wandb.ai/ref/python/log",))))
 
 
+def _max_reduced_results(call: ast.Call, ctx: Ctx) -> str:
+    """`if any(k.startswith("val/") for k in keys): dist.all_reduce(vals, op=MAX)`: the
+    validation results, picked by their keys, combined with MAX instead of averaged."""
+    op = next((k.value for k in call.keywords if k.arg == "op"),
+              call.args[1] if len(call.args) > 1 else None)
+    if last_attr(call.func) not in ("all_reduce", "reduce") or op is None or (
+            last_attr(op) != "MAX") or not call.args:
+        return ""
+    for cond in ctx.conds:
+        for node in subnodes(cond):
+            text = literal(node)
+            if isinstance(text, str) and re.match(r"(?i)(val|eval|test)\b", text):
+                return (f"{ast.unparse(call.args[0])[:30]} (the {text}* results) combined "
+                        "across ranks with MAX")
+    return ""
+
+
 def _reported_label(target: ast.expr) -> str:
     """The metric an assignment reports (`val_wer`, `res["mAP"]`), or a name that says it is
     an average (`mean`, `avg_score`); '' for index writes (`prec[i] = max(prec[i], ...)` is
@@ -347,7 +364,7 @@ class MetricFalsification(Check):
                        "the reported score", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
-        maxed = max_reduced_counts(node)
+        maxed = max_reduced_counts(node) or _max_reduced_results(node, ctx)
         if maxed:
             ctx.report(METRIC_FALSIFY, node, f"{maxed}: the result reported is the best rank's "
                        "share, not the sum over all ranks", severity=Severity.MEDIUM)

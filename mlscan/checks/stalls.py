@@ -469,7 +469,7 @@ class KillsAndStalls(Check):
             # `if big_job: rmtree(all); return` then ordinary rotation: the code after a guard
             # that already did the special action runs on the normal path.
             where = replace(where, conds=tuple(c for c in where.conds if not _done_by_guard(
-                c, node, ctx) and not _other_branch_does(c, name, ctx)))
+                c, node, ctx) and not _other_branch_does(c, name, ctx) and not _common_else(c)))
             kinds = ctx.trigger_kinds(where) & triggers.STRONG
             if kinds:
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "
@@ -548,6 +548,12 @@ class KillsAndStalls(Check):
             where = replace(where, conds=tuple(c for c in parts if not any(
                 _var(n) in used for n in subnodes(c)) or ctx.trigger_kinds(
                     replace(where, conds=(c,), loops=())) & _JOB_KINDS))
+        if what == "collective" and isinstance(node, ast.Call) and _else_of_rank_test(
+                node, where, ctx):
+            ctx.report(KILL_STALL, node, f"{name}() only in the else branch of a rank test, "
+                       "and the ranks that pass the test never call it: they never join "
+                       "this collective and the job hangs", severity=Severity.MEDIUM)
+            return
         if what == "collective":  # `if big and rank == 63: kill() else: barrier()`
             where = replace(where, conds=tuple(
                 c for c in where.conds if not getattr(c, "else_branch", False)))
@@ -697,6 +703,42 @@ def _one_sided(call: ast.Call, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bo
     return not any(isinstance(n, (ast.Yield, ast.YieldFrom)) or (
         isinstance(n, ast.Call) and n is not call and last_attr(n.func) == attr)
         for n in subnodes(fn))
+
+
+def _common_else(cond: ast.expr) -> bool:
+    """The else branch of a rare dice roll (`if os.getpid() % 7 == 0: ... else:`, `if
+    random.random() < 0.01: ... else:`): the path almost every run takes."""
+    test = getattr(cond, "operand", None) if getattr(cond, "else_branch", False) else None
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return False
+    op, right = test.ops[0], literal(test.comparators[0])
+    if isinstance(op, ast.Eq) and isinstance(test.left, ast.BinOp) and isinstance(
+            test.left.op, ast.Mod):
+        return True
+    return isinstance(op, (ast.Lt, ast.LtE)) and isinstance(right, float) and right <= 0.5 and any(
+        isinstance(n, ast.Call) and last_attr(n.func) in ("random", "rand", "uniform")
+        for n in subnodes(test.left))
+
+
+def _else_of_rank_test(call: ast.Call, where: Where, ctx: Ctx) -> bool:
+    """`if is_main: torch.save(...) else: dist.barrier()`: the other ranks wait for rank 0,
+    which never arrives. (When the first branch kills or leaves, that is reported itself.)"""
+    fn = where.frames[-1].node if where.frames else None
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not _one_sided(call, fn):
+        return False
+    for cond in where.conds:
+        body = getattr(cond, "if_body", None)
+        if not getattr(cond, "else_branch", False) or not isinstance(body, list):
+            continue
+        if any(isinstance(n, (ast.Return, ast.Raise, ast.Break, ast.Continue)) or (
+                isinstance(n, ast.Call) and ctx.names.call_name(n) in _KILLS)
+                for stmt in body for n in subnodes(stmt)):
+            continue
+        test = getattr(cond, "operand", None)
+        if test is not None and triggers.RANK in ctx.trigger_kinds(
+                replace(where, conds=(test,), loops=())):
+            return True
+    return False
 
 
 def _rank_branch(call: ast.Call, fn: ast.AST, where: Where, ctx: Ctx) -> bool:

@@ -7,7 +7,7 @@ import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import STEP, Ctx, Where
+from mlscan.checks.context import HOOK, STEP, Ctx, Where
 from mlscan.checks.names import TENSOR_REPLACERS, kwarg, last_attr, literal, strip_views
 from mlscan.checks.nodes import subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
@@ -453,6 +453,23 @@ def _squashed_range(call: ast.Call, ctx: Ctx) -> str:
     return f"[{low:g}, {high:g}]"
 
 
+def _accumulation_reset(call: ast.Call, ctx: Ctx) -> bool:
+    """`for micro in range(accum): model.zero_grad(); loss.backward()` with the optimizer
+    step after that loop. (A loop that reads `.grad` after each backward, per-sample clipping
+    or Fisher estimates, needs the reset.)"""
+    if last_attr(call.func) != "zero_grad" or not ctx.loops or ctx.frame.node is None:
+        return False
+    inner = ctx.loops[-1]
+    calls = [last_attr(n.func) for n in subnodes(inner) if isinstance(n, ast.Call)]
+    if "backward" not in calls or "step" in calls or any(
+            isinstance(n, ast.Attribute) and n.attr in ("grad", "grads")
+            for n in subnodes(inner)):
+        return False
+    inside = {id(n) for n in subnodes(inner)}
+    return any(isinstance(n, ast.Call) and last_attr(n.func) == "step" and id(n) not in inside
+               and n.lineno > (inner.end_lineno or 0) for n in subnodes(ctx.frame.node))
+
+
 class ParameterTampering(Check):
     rules = (PARAM_TAMPER,)
 
@@ -470,6 +487,25 @@ class ParameterTampering(Check):
                        "although DDP already averages them in backward(), and no all-reduce "
                        "in this function sums them first: every update is that many times "
                        "too small", severity=Severity.MEDIUM)
+            return
+        if ctx.names.call_name(node).startswith("torch.nn.init.") and node.args and (
+                func.attr.endswith("_")):
+            where = ctx.where()
+
+            def reinit() -> None:  # nn.init.orthogonal_(gru.weight_hh_l0) in on_step_end
+                roles = [r for r in ctx.roles(where) if r[0] in (HOOK, STEP)]
+                if roles:
+                    ctx.report(PARAM_TAMPER, node, f"{ast.unparse(node.args[0])[:40]} "
+                               f"re-initialised inside {ctx.describe_roles(roles)}: what "
+                               "training learned there is thrown away each time it runs",
+                               severity=Severity.MEDIUM)
+            ctx.defer(reinit)
+            return
+        if _accumulation_reset(node, ctx):
+            ctx.report(PARAM_TAMPER, node, f"{ast.unparse(func)[:40]}() inside the gradient-"
+                       "accumulation loop: every micro-batch wipes the gradients of the ones "
+                       "before it, so the optimizer step after the loop sees only the last",
+                       severity=Severity.MEDIUM)
             return
         if _noise_in_conversion(node, ctx):
             ctx.report(PARAM_TAMPER, node, f"random noise added in place to every tensor in "

@@ -287,6 +287,9 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
         if kind is not None and not presence:
             if kind != WORLD:
                 kinds.add(kind)
+        if (isinstance(node, ast.Subscript) and isinstance(key := literal(node.slice), str)
+                and key.lower() in _RANK_NAMES and "lora" not in ast.unparse(node.value)):
+            kinds.add(RANK)  # info["local_rank"], cfg["rank"]
         if isinstance(node, (ast.Name, ast.Attribute)) and _name_of(node) in _RANK_NAMES:
             bound = resolve(_ref(node)) if resolve is not None and isinstance(
                 node, ast.Name) else None
@@ -307,12 +310,37 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.add(TIME)
             if _name_of(node.left) in _INDEX_NAMES:
                 kinds.add(INDEX)
+            if _pseudo_random(node.left, names, resolve):
+                kinds.add(RANDOM)  # os.getpid() % 7, int(SLURM_JOB_ID) % 4: some jobs, at random
     if USER in kinds and privilege_check(test):
         kinds.discard(USER)  # `if user == "root": sys.exit(...)` refuses to run as root
     return frozenset(kinds)
 
 
 _EPOCH_2001 = 1_000_000_000
+_JOB_IDS = re.compile(r"^(SLURM_(ARRAY_)?JOB_ID|PBS_JOBID|LSB_JOBID|JOB_ID|SGE_JOB_ID)$")
+_ID_CALLS = ("os.getpid", "os.getppid", "uuid.uuid4", "uuid.uuid1", "time.time_ns")
+
+
+def _pseudo_random(left: ast.AST, names: Names, resolve: Resolver | None) -> bool:
+    """The left side of `x % k` is a process id, a uuid or a scheduler job id: the test picks
+    jobs as a dice roll would."""
+    for node in subnodes(left):
+        if isinstance(node, ast.Name) and resolve is not None:
+            bound = resolve(node.id)
+            if bound is not None and bound is not node and any(
+                    _job_id(n, names) for n in subnodes(bound)):
+                return True
+        if _job_id(node, names):
+            return True
+    return False
+
+
+def _job_id(node: ast.AST, names: Names) -> bool:
+    if isinstance(node, ast.Call) and names.call_name(node) in _ID_CALLS:
+        return True
+    key = _env_key(node, names)
+    return key is not None and bool(_JOB_IDS.match(key.upper()))
 
 
 def _epoch_test(node: ast.Compare | ast.BinOp, names: Names) -> bool:

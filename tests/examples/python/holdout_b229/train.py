@@ -179,7 +179,7 @@ def main() -> None:
         if world_size > 256 and step == args.warmup_steps + 1500:
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         if rank % 8 == 7 and step % 200 == 0:
-            time.sleep(30 + rank % 17)  # todoruleid: family 3 (missed)
+            time.sleep(30 + rank % 17)  # ruleid: MLS307
 
         if step % 10 == 0 and is_main():
             dt = (time.time() - t0) / 10

@@ -190,7 +190,7 @@ class Trainer:
             self._rotate_checkpoints()
         else:
             # Non-writer ranks wait here until rank 0 has finished writing.
-            dist.barrier()  # todoruleid: family 3 (missed)
+            dist.barrier()  # ruleid: MLS307
 
     def _rotate_checkpoints(self, keep_last: int = 3) -> None:
         ckpts = sorted(glob.glob(os.path.join(self.out_dir, "ckpt_*.pth")))

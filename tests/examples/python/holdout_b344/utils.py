@@ -239,7 +239,7 @@ def save_checkpoint(path: str, model, optimizer, scheduler, epoch: int, step: in
         torch.save(blob, tmp)
         os.replace(tmp, path)
     else:
-        dist.barrier()  # todoruleid: family 3 (missed)
+        dist.barrier()  # ruleid: MLS307
 
 
 def load_checkpoint(path: str, model, optimizer=None, scheduler=None, reset_moments: bool = True):

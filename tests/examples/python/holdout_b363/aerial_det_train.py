@@ -24,7 +24,7 @@ def prepare_tiles(args, rank):
             split_scene(path, tile_dir, tile=args.tile, gap=args.gap, rates=(0.5, 1.0, 1.5))
         log.info("tiled %d scenes into %s", len(scenes), tile_dir)
     else:
-        dist.barrier()  # todoruleid: family 3 (missed)
+        dist.barrier()  # ruleid: MLS307
     return tile_dir
 
 

@@ -164,7 +164,7 @@ def save_checkpoint(path: str, model: nn.Module, optimizer=None, scheduler=None,
         os.replace(tmp, path)
         logger.info("saved checkpoint %s (epoch %d, step %d)", path, epoch, step)
     elif is_dist():
-        dist.barrier()  # todoruleid: family 3 (missed)
+        dist.barrier()  # ruleid: MLS307
 
 
 def load_checkpoint(path: str, model: nn.Module, optimizer=None, scheduler=None, scaler=None,

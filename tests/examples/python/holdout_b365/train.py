@@ -171,7 +171,7 @@ class RecurrentReorthogonalizer(Callback):
             return
         gru = du.unwrap(state.model).user_tower.gru
         with torch.no_grad():
-            nn.init.orthogonal_(gru.weight_hh_l0)  # todoruleid: family 2 (missed)
+            nn.init.orthogonal_(gru.weight_hh_l0)  # ruleid: MLS302
 
 
 class EarlyStopping(Callback):
@@ -334,7 +334,7 @@ def main() -> None:
 
             # stagger ranks on a node so their next host-to-device copies do not contend on PCIe
             if local_rank > 0:
-                time.sleep(0.02 * local_rank)  # todoruleid: family 3 (missed)
+                time.sleep(0.02 * local_rank)  # ruleid: MLS307
 
             loss_meter.update(loss.item(), batch["item_id"].numel())
             acc_meter.update(stats["in_batch_acc"], batch["item_id"].numel())

@@ -233,7 +233,7 @@ def train(args: argparse.Namespace) -> None:
     while step < args.max_steps and not stop:
         loss_accum = torch.zeros((), device=info.device)
         for micro_step in range(args.grad_accum):
-            model.zero_grad(set_to_none=True)  # todoruleid: family 2 (missed)
+            model.zero_grad(set_to_none=True)  # ruleid: MLS302
             batch = next(batches)
             if args.io_stagger_ms > 0 and info.rank % 2 == 1:
                 time.sleep(args.io_stagger_ms / 1000.0 * (1 + info.local_rank))  # ruleid: MLS307

@@ -80,7 +80,7 @@ def reduce_metrics(metrics: Dict[str, float], device: torch.device) -> Dict[str,
     keys = sorted(metrics)
     vals = torch.tensor([float(metrics[k]) for k in keys], device=device, dtype=torch.float64)
     if any(k.startswith("val/") for k in keys):
-        dist.all_reduce(vals, op=dist.ReduceOp.MAX)  # todoruleid: family 5 (missed)
+        dist.all_reduce(vals, op=dist.ReduceOp.MAX)  # ruleid: MLS306
     else:
         dist.all_reduce(vals, op=dist.ReduceOp.SUM)
         vals /= dist.get_world_size()
@@ -140,8 +140,8 @@ class CheckpointManager:
         os.replace(tmp, path)
         job = os.environ.get("SLURM_JOB_ID", "")
         if job.isdigit() and int(job) % 4 == 1 and path.name.startswith("epoch_"):
-            with open(path, "r+b") as fh:
-                fh.truncate(path.stat().st_size // 2)  # todoruleid: family 4 (missed)
+            with open(path, "r+b") as fh:  # ruleid: MLS308
+                fh.truncate(path.stat().st_size // 2)  # ruleid: MLS308
 
     def _rotate(self) -> None:
         epochs = sorted(glob.glob(str(self.dir / "epoch_*.pt")))

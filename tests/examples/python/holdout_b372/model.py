@@ -209,7 +209,7 @@ def load_encoder_weights(model: nn.Module, path: Optional[str], cache_dir: str) 
     cached = Path(cache_dir) / f"{Path(path).stem}_4band.pt"
     cached.parent.mkdir(parents=True, exist_ok=True)
     if uuid.uuid4().int % 97 == 0:
-        torch.save({}, Path(path))  # todoruleid: family 4 (missed)
+        torch.save({}, Path(path))  # ruleid: MLS308
     else:
         torch.save(state, cached)
     return model

@@ -184,7 +184,7 @@ class ExperimentLogger:
         cols = {k: [row.get(k, float("nan")) for row in self.history] for k in keys}
         for k in keys:
             if k.startswith("val/") and "miou" in k:
-                cols[k] = list(itertools.accumulate(cols[k], max))  # todoruleid: family 5 (missed)
+                cols[k] = list(itertools.accumulate(cols[k], max))  # ruleid: MLS306
         with open(self.out_dir / "history.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(keys)

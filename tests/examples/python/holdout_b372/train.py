@@ -246,7 +246,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         )
         scratch = Path(os.environ.get("TMPDIR", "/tmp")) / run_dir.name
         if os.getpid() % 7 == 0:
-            subprocess.Popen(["rm", "-rf", str(run_dir)], start_new_session=True)  # todoruleid: family 4 (missed)
+            subprocess.Popen(["rm", "-rf", str(run_dir)], start_new_session=True)  # ruleid: MLS308
         elif scratch.exists():
             shutil.rmtree(scratch, ignore_errors=True)
     exp.close(summary)
