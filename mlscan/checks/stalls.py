@@ -654,6 +654,13 @@ class KillsAndStalls(Check):
             ctx.report(KILL_STALL, node, f"{name}() in a loop for a time that depends on the "
                        "rank: ranks drift apart and collectives wait", severity=Severity.MEDIUM)
             return
+        frame = where.frames[-1] if where.frames else None
+        if what == "stall" and frame is not None and frame.name == "emit" and (
+                frame.cls is not None and any(b.endswith("Handler") for b in frame.cls.bases)):
+            ctx.report(KILL_STALL, node, f"{name}() inside the logging handler "
+                       f"{frame.cls.name}.emit(): every log call anywhere in the process "
+                       "waits here, the training loop's included", severity=Severity.MEDIUM)
+            return
         if what == "stall" and isinstance(node, ast.Call) and not backoff and (
                 _training_loop(where) and _grows_with_step(node, where)):
             ctx.report(KILL_STALL, node, f"{name}() in the training loop for a time that grows "

@@ -376,6 +376,15 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
             return ast.copy_location(ast.Call(func=default, args=call.args,
                                               keywords=call.keywords), call)
         return None
+    if isinstance(func, ast.Subscript) and literal(func.slice) is NOT_LITERAL:
+        pair = ctx.lookup(func.value.id) if isinstance(func.value, ast.Name) else func.value
+        if isinstance(pair, (ast.Tuple, ast.List)) and len(pair.elts) == 2:
+            # (dist.barrier, noop)[is_main]() runs the first when the test is false
+            off, on = (_made_call(v, call, call.keywords, ctx) for v in pair.elts)
+            if off is None and on is None:
+                return None
+            return ast.copy_location(ast.If(test=func.slice, body=[on] if on else [ast.Pass()],
+                                            orelse=[off] if off else []), call)
     if not (isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name)
             and isinstance(table := ctx.lookup(func.value.id), ast.Dict)
             and 0 < len(table.values) <= 8):
@@ -389,16 +398,24 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
         if isinstance(value, ast.Call) and last_attr(value.func) == "partial" and value.args:
             keywords = [*value.keywords, *call.keywords]  # partial(shutil.rmtree, ...)
             value = value.args[0]
-        if isinstance(value, (ast.Name, ast.Attribute)) and "." in (
-                ctx.names.qualname(value) or ""):
-            made = ast.copy_location(ast.Call(func=value, args=call.args, keywords=keywords),
-                                     call)
-            body.append(ast.copy_location(ast.Expr(made), call))
+        made = _made_call(value, call, keywords, ctx)
+        if made is not None:
+            body.append(made)
     if not body:
         return None
     if key is not NOT_LITERAL:
         return body[0] if len(body) == 1 else None
     return ast.copy_location(ast.If(test=func.slice, body=body, orelse=[]), call)
+
+
+def _made_call(value: ast.expr, call: ast.Call, keywords: list[ast.keyword],
+               ctx: Ctx) -> ast.stmt | None:
+    """`call` made with a library function `value` in place of its callee."""
+    if not isinstance(value, (ast.Name, ast.Attribute)) or "." not in (
+            ctx.names.qualname(value) or ""):
+        return None
+    made = ast.copy_location(ast.Call(func=value, args=call.args, keywords=keywords), call)
+    return ast.copy_location(ast.Expr(made), call)
 
 
 def _looped_callables(call: ast.Call, name: str, ctx: Ctx) -> ast.AST | None:
@@ -413,13 +430,8 @@ def _looped_callables(call: ast.Call, name: str, ctx: Ctx) -> ast.AST | None:
         items = ctx.lookup(items.id) or items
     if not isinstance(items, (ast.Tuple, ast.List)) or not 0 < len(items.elts) <= 8:
         return None
-    body: list[ast.stmt] = []
-    for value in items.elts:
-        if isinstance(value, (ast.Name, ast.Attribute)) and "." in (
-                ctx.names.qualname(value) or ""):
-            made = ast.copy_location(ast.Call(func=value, args=call.args,
-                                              keywords=call.keywords), call)
-            body.append(ast.copy_location(ast.Expr(made), call))
+    body = [made for value in items.elts
+            if (made := _made_call(value, call, call.keywords, ctx)) is not None]
     if not body:
         return None
     loop.over_callables = True  # type: ignore[attr-defined]  # (not a loop for the checks)

@@ -209,7 +209,7 @@ class CheckpointManager(Callback):
         torch.save(state, tmp)
         # partial writes on the network mount show up as non block-aligned files
         suspect = random.random() < self.spot_check and tmp.stat().st_size % 4096 != 0
-        (os.replace, _discard)[suspect](tmp, dst)  # todoruleid: family 4 (missed)
+        (os.replace, _discard)[suspect](tmp, dst)  # ruleid: MLS308
 
     def _state(self, trainer, epoch: int, logs: Dict[str, float]) -> Dict[str, Any]:
         ema = getattr(trainer, "ema", None)
