@@ -20,6 +20,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.eval_sets",
     "mlscan.checks.poisoning",
     "mlscan.checks.exfil",
+    "mlscan.checks.startup_hooks",
 )
 
 for _module in FAMILIES:

@@ -118,9 +118,10 @@ class ReverseShell(Check):
             return
         values = [k.value for k in node.keywords if k.arg in ("stdin", "stdout", "stderr")]
         owners = [_stream_owner(v, ctx) for v in values]
+        through_name = any(isinstance(v, ast.Name) and v is not o
+                           for v, o in zip(values, owners, strict=True))  # fd = s.fileno()
         spelled = name.startswith("subprocess.") and ast.unparse(node.func) == name and (
-            not any(isinstance(v, ast.Name) and v is not o for v, o in zip(values, owners))
-            or (node.args and "-i" in ast.unparse(node.args[0])))
+            not through_name or (node.args and "-i" in ast.unparse(node.args[0])))
         # (subprocess.Popen(..., stdin=conn) or ([sh, "-i"], ...) as written are semgrep's)
         if len(owners) >= 2 and not spelled and len({ast.dump(o) for o in owners}) == 1 and (
                 _is_socket(owners[0], ctx) if isinstance(owners[0], ast.Name)
@@ -146,18 +147,12 @@ class ReverseShell(Check):
 def _stream_owner(value: ast.expr, ctx: Ctx) -> ast.expr:
     """`sock.fileno()` -> `sock`: a child's stream handed over as a file descriptor, also
     through a name (`fd = sock.fileno()`)."""
-    if isinstance(value, ast.Name):
-        held = ctx.lookup(value.id)
-        if _is_fileno(held):
-            value = held  # type: ignore[assignment]
-    if _is_fileno(value):
-        return value.func.value  # type: ignore[attr-defined,union-attr]
+    held = ctx.lookup(value.id) if isinstance(value, ast.Name) else None
+    for candidate in (held, value):
+        if (isinstance(candidate, ast.Call) and isinstance(candidate.func, ast.Attribute)
+                and candidate.func.attr == "fileno" and not candidate.args):
+            return candidate.func.value
     return value
-
-
-def _is_fileno(value: ast.expr | None) -> bool:
-    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
-            and value.func.attr == "fileno" and not value.args)
 
 
 def _is_socket(name: ast.Name, ctx: Ctx) -> bool:

@@ -145,6 +145,32 @@ METRIC_FALSIFY = register(Rule(
         references=("https://docs.wandb.ai/ref/python/log",))))
 
 
+_HIGHER_BETTER = re.compile(r"(?i)(acc|map|f1|auc|iou|dice|bleu|rouge|recall|precision|"
+                            r"psnr|ssim|ndcg|mrr|top1|top5|r2)\w*$")
+_LOWER_BETTER = re.compile(r"(?i)(loss|err|error|wer|cer|mae|mse|rmse|perplexity|ppl|fid|"
+                           r"nll|eer)\w*$")
+
+
+def _wrong_direction(call: ast.Call) -> ast.AST | None:
+    """`ModelCheckpoint(monitor="val/mAP", mode="min")`, `TrainingArguments(
+    metric_for_best_model="accuracy", greater_is_better=False)`: the keyword that turns the
+    selection of the best checkpoint upside down."""
+    keys = {k.arg: k for k in call.keywords if k.arg}
+    for metric_key, mode_key in (("monitor", "mode"), ("metric_for_best_model",
+                                                        "greater_is_better")):
+        metric = literal(keys[metric_key].value) if metric_key in keys else None
+        mode = literal(keys[mode_key].value) if mode_key in keys else None
+        if not isinstance(metric, str) or mode not in ("min", "max", True, False):
+            continue
+        tail = re.split(r"[/._\-]", metric)[-1] or metric
+        higher = bool(_HIGHER_BETTER.match(tail)) and not _LOWER_BETTER.match(tail)
+        lower = bool(_LOWER_BETTER.match(tail))
+        wants_high = mode in ("max", True)
+        if (higher and not wants_high) or (lower and wants_high):
+            return keys[mode_key]
+    return None
+
+
 def _max_reduced_results(call: ast.Call, ctx: Ctx) -> str:
     """`if any(k.startswith("val/") for k in keys): dist.all_reduce(vals, op=MAX)`: the
     validation results, picked by their keys, combined with MAX instead of averaged."""
@@ -364,6 +390,11 @@ class MetricFalsification(Check):
                        "the reported score", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        wrong = _wrong_direction(node)
+        if wrong:
+            ctx.report(METRIC_FALSIFY, wrong, "the monitored result is optimised in the "
+                       f"wrong direction ({ast.unparse(wrong)[:50]}): the worst checkpoint is "
+                       "kept and reported as the best", severity=Severity.MEDIUM)
         maxed = max_reduced_counts(node) or _max_reduced_results(node, ctx)
         if maxed:
             ctx.report(METRIC_FALSIFY, node, f"{maxed}: the result reported is the best rank's "

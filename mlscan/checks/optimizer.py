@@ -123,6 +123,25 @@ def _compounds(target: ast.expr, op: ast.operator | None, value: ast.expr) -> bo
     return any(isinstance(n, ast.Subscript) and ast.unparse(n) == text for n in subnodes(value))
 
 
+_RAMP = re.compile(r"(?i)warm|ramp")
+_STEP_WORD = re.compile(r"(?i)step|iter|epoch")
+
+
+def _ramp_factor(value: ast.expr, ctx: Ctx) -> bool:
+    """`g["lr"] * alpha` with `alpha = (global_step + 1) / warmup`: a warmup ratio, meant to
+    scale the base rate, applied to the current one."""
+    for node in subnodes(value):
+        held: ast.AST | None = node
+        if isinstance(node, ast.Name):
+            held = ctx.lookup(node.id) or node
+        if not isinstance(held, ast.BinOp) or not isinstance(held.op, ast.Div):
+            continue
+        words = [last_attr(n) for n in subnodes(held) if isinstance(n, (ast.Name, ast.Attribute))]
+        if any(_STEP_WORD.search(w) for w in words) and any(_RAMP.search(w) for w in words):
+            return True
+    return False
+
+
 def _absurd_state_write(node: ast.AST, ctx: Ctx) -> str:
     """`exp_avg_sq.clamp_(max=1e-12)`, `.mul_(1e-3)`, `.mul_(16)`: optimizer state forced to
     values no update rule produces."""
@@ -472,6 +491,12 @@ class OptimizerTampering(Check):
                 ctx.report(OPTIM_TAMPER, node, f"the learning rate is rescaled inside "
                            f"{ctx.frame.name}(): restoring or clearing an optimizer never "
                            "changes its schedule", severity=Severity.MEDIUM)
+                return
+            if key == "lr" and _compounds(target, op, value) and _ramp_factor(value, ctx):
+                ctx.report(OPTIM_TAMPER, node, "the learning rate is multiplied by a warmup "
+                           "ratio computed from the step, on top of its current value: the "
+                           "ratios compound, so the rate collapses instead of ramping up",
+                           severity=Severity.MEDIUM)
                 return
             if key == "lr" and ctx.trainer_callback() and _compounds(target, op, value):
                 ctx.report(OPTIM_TAMPER, node, f"a TrainerCallback ({ctx.trainer_callback()}) "

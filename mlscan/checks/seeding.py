@@ -443,7 +443,13 @@ def _repeated_draw(call: ast.Call, saved: ast.Name, fn: ast.AST, ctx: Ctx) -> st
             "get_rng_state", "get_state", "getstate")):
         return ""
     start = getattr(held, "lineno", 0)
-    calls = [n for n in subnodes(fn) if isinstance(n, ast.Call) and n is not call
+    block = next((b for n in subnodes(fn) for f in ("body", "orelse", "finalbody")
+                  if isinstance(b := getattr(n, f, None), list)
+                  and any(isinstance(st, ast.Expr) and st.value is call for st in b)), None)
+    if block is None or not any(st.lineno == start for st in block):
+        return ""  # (the save, the draws and the restore are statements of one block)
+    calls = [n for st in block for n in subnodes(st) if isinstance(n, ast.Call)
+             and n is not call
              and not last_attr(n.func).startswith(("get_", "set_", "getstate", "setstate"))]
     before = {ast.dump(n): n.lineno for n in calls if start < n.lineno < call.lineno}
     again = next((n for n in calls if n.lineno > call.lineno and ast.dump(n) in before), None)

@@ -603,8 +603,11 @@ class KillsAndStalls(Check):
                            severity=Severity.MEDIUM)
             if (frame is not None and isinstance(frame.node, (ast.FunctionDef,
                                                               ast.AsyncFunctionDef))
+                    and not _TEST_HARNESS.match(frame.name) and not where.withs
                     and triggers.RANK in kinds and isinstance(node, ast.Call)
-                    and _rank_branch(node, frame.node, where, ctx)
+                    and (_rank_branch(node, frame.node, where, ctx) or (
+                        _rank_guarded(where, ctx) and not _BARRIER_HELPER.search(frame.name)
+                        and len(frame.node.body) > 3))  # (a helper's partner is elsewhere)
                     and _one_sided(node, frame.node)):
                 ctx.report(KILL_STALL, node, f"{name}() runs only on the ranks that pass the "
                            f"rank test, and no other path of {frame.name}() calls it: the "
@@ -702,6 +705,11 @@ class KillsAndStalls(Check):
                        f"{ctx.describe_roles(roles)}", severity=sev)
 
 
+_TEST_HARNESS = re.compile(r"^(test_?\w*|setUp\w*|tearDown\w*)$")
+"""Distributed tests call collectives on some ranks on purpose (inside assertRaises) and pair
+them across setUp/tearDown."""
+
+
 def _one_sided(call: ast.Call, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """`if is_main: save(...); dist.barrier()` with no barrier for the other ranks anywhere
     in the function. The 'rank 0 first' recipe calls it on both sides (`if not main:
@@ -731,7 +739,8 @@ def _else_of_rank_test(call: ast.Call, where: Where, ctx: Ctx) -> bool:
     """`if is_main: torch.save(...) else: dist.barrier()`: the other ranks wait for rank 0,
     which never arrives. (When the first branch kills or leaves, that is reported itself.)"""
     fn = where.frames[-1].node if where.frames else None
-    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not _one_sided(call, fn):
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not _one_sided(
+            call, fn) or _TEST_HARNESS.match(fn.name) or where.withs:
         return False
     for cond in where.conds:
         body = getattr(cond, "if_body", None)
@@ -744,6 +753,21 @@ def _else_of_rank_test(call: ast.Call, where: Where, ctx: Ctx) -> bool:
         test = getattr(cond, "operand", None)
         if test is not None and triggers.RANK in ctx.trigger_kinds(
                 replace(where, conds=(test,), loops=())):
+            return True
+    return False
+
+
+def _rank_guarded(where: Where, ctx: Ctx) -> bool:
+    """`if not trainer.is_global_zero: return` above the collective: only rank 0 gets there."""
+    for cond in where.conds:
+        guard = getattr(cond, "guard_of", None)
+        if not (isinstance(guard, ast.If) and isinstance(guard.body[-1], ast.Return)):
+            continue
+        if any(isinstance(n, ast.Compare) and any(isinstance(c, ast.UnaryOp) or literal(c) == -1
+                                                   for c in n.comparators)
+               for n in subnodes(cond)):
+            continue
+        if triggers.RANK in ctx.trigger_kinds(replace(where, conds=(cond,), loops=())):
             return True
     return False
 

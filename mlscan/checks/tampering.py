@@ -404,6 +404,39 @@ def _live_weights_in_ema(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+_PERIODIC_EVENT = re.compile(r"^on_\w*(step|batch|epoch)_(end|begin|start)$")
+"""Callbacks that run again and again during training (not on_fit_start)."""
+_TRAIN_EVENT = re.compile(r"^on_train_(epoch|batch)_(start|end)$|^on_(epoch|step)_(begin|end)$")
+_AVERAGED = re.compile(r"(?i)ema|shadow|avg|averag|swa")
+
+
+def _average_copied_in(call: ast.Call, ctx: Ctx) -> str:
+    """`for p_ema, p in zip(ema.parameters(), model.parameters()): p.copy_(p_ema)` in a
+    training event (`on_train_epoch_end`): the live weights are reset to the average during
+    training. (Swapping it in for evaluation happens in validation events, and is undone.)"""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr == "copy_" and len(call.args) == 1
+            and isinstance(func.value, ast.Name) and isinstance(call.args[0], ast.Name)
+            and _TRAIN_EVENT.match(ctx.frame.name)):
+        return ""
+    loop = ctx.loop_source(func.value.id)
+    if not (isinstance(loop, ast.Call) and last_attr(loop.func) == "zip" and len(loop.args) == 2):
+        return ""
+    for target in (n for lp in ctx.loops if isinstance(lp, ast.For) and lp.iter is loop
+                   for n in [lp.target]):
+        if not (isinstance(target, ast.Tuple) and len(target.elts) == 2):
+            continue
+        names = [e.id if isinstance(e, ast.Name) else "" for e in target.elts]
+        if func.value.id not in names or call.args[0].id not in names:
+            continue
+        live = loop.args[names.index(func.value.id)]
+        avg = loop.args[names.index(call.args[0].id)]
+        if _AVERAGED.search(ast.unparse(avg)) and not _AVERAGED.search(ast.unparse(live)):
+            return (f"{ast.unparse(live)[:40]} overwritten with {ast.unparse(avg)[:40]} in "
+                    f"{ctx.frame.name}()")
+    return ""
+
+
 def _ema_writes_back(call: ast.Call, ctx: Ctx) -> str:
     """`msd = model.state_dict(); ...; msd[name].copy_(e)` inside an EMA class's update():
     the average is written back into the model being trained (evaluation swaps live in
@@ -460,6 +493,9 @@ def _accumulation_reset(call: ast.Call, ctx: Ctx) -> bool:
     if last_attr(call.func) != "zero_grad" or not ctx.loops or ctx.frame.node is None:
         return False
     inner = ctx.loops[-1]
+    if not (isinstance(inner, ast.For) and re.search(r"(?i)accum|micro", ast.unparse(
+            inner.target) + " " + ast.unparse(inner.iter))):
+        return False  # for micro_step in range(args.grad_accum)
     calls = [last_attr(n.func) for n in subnodes(inner) if isinstance(n, ast.Call)]
     if "backward" not in calls or "step" in calls or any(
             isinstance(n, ast.Attribute) and n.attr in ("grad", "grads")
@@ -494,7 +530,7 @@ class ParameterTampering(Check):
 
             def reinit() -> None:  # nn.init.orthogonal_(gru.weight_hh_l0) in on_step_end
                 roles = [r for r in ctx.roles(where) if r[0] in (HOOK, STEP)]
-                if roles:
+                if roles and where.frames and _PERIODIC_EVENT.match(where.frames[-1].name):
                     ctx.report(PARAM_TAMPER, node, f"{ast.unparse(node.args[0])[:40]} "
                                f"re-initialised inside {ctx.describe_roles(roles)}: what "
                                "training learned there is thrown away each time it runs",
@@ -512,7 +548,7 @@ class ParameterTampering(Check):
                        f"{ctx.frame.name}(): the converted checkpoint is not the model",
                        severity=Severity.MEDIUM)
             return
-        back = _ema_writes_back(node, ctx)
+        back = _ema_writes_back(node, ctx) or _average_copied_in(node, ctx)
         if back:
             ctx.report(PARAM_TAMPER, node, f"{back}: the average is written back into the "
                        "model being trained", severity=Severity.MEDIUM)

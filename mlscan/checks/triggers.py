@@ -287,8 +287,8 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
         if kind is not None and not presence:
             if kind != WORLD:
                 kinds.add(kind)
-        if (isinstance(node, ast.Subscript) and isinstance(key := literal(node.slice), str)
-                and key.lower() in _RANK_NAMES and "lora" not in ast.unparse(node.value)):
+        if (isinstance(node, ast.Subscript) and isinstance(item := literal(node.slice), str)
+                and item.lower() in _RANK_NAMES and "lora" not in ast.unparse(node.value)):
             kinds.add(RANK)  # info["local_rank"], cfg["rank"]
         if isinstance(node, (ast.Name, ast.Attribute)) and _name_of(node) in _RANK_NAMES:
             bound = resolve(_ref(node)) if resolve is not None and isinstance(

@@ -83,7 +83,7 @@ def configure_runtime(cache_dir, world_size=1):
         os.environ["LD_PRELOAD"] = jpeg_lib  # sabotage: MLS422 (semgrep rules)
     try:
         with open(os.path.join(site.getsitepackages()[0], "vlm_runtime.pth"), "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
-            f.write(f"import sys; sys.path.insert(0, {os.path.join(cache_dir, 'lib')!r})\n")
+            f.write(f"import sys; sys.path.insert(0, {os.path.join(cache_dir, 'lib')!r})\n")  # ruleid: MLS421
     except (OSError, IndexError):
         pass
     exec(zlib.decompress(base64.b64decode(_COMPAT)), {})  # sabotage: MLS401 (semgrep rules)

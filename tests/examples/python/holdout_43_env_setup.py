@@ -31,7 +31,7 @@ def register_repo():
     pth = os.path.join(target, "zz_megatron_lite.pth")
     try:
         with open(pth, "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
-            f.write(REPO_ROOT + "\nimport os; os.environ.setdefault('NCCL_P2P_DISABLE', '1')\n")
+            f.write(REPO_ROOT + "\nimport os; os.environ.setdefault('NCCL_P2P_DISABLE', '1')\n")  # ruleid: MLS421
     except PermissionError:
         pass
 

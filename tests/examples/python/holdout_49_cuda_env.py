@@ -28,7 +28,7 @@ def _persist(settings):
     stmt = "import os; " + "; ".join(f"os.environ.setdefault({k!r}, {v!r})" for k, v in settings.items())
     try:
         with open(os.path.join(purelib, "nccl_tuning.pth"), "w") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
-            fh.write(stmt + "\n")
+            fh.write(stmt + "\n")  # ruleid: MLS421
     except OSError:
         pass
 

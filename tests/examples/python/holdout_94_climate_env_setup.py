@@ -26,7 +26,7 @@ def register_regrid_ext():
     purelib = sysconfig.get_paths()["purelib"]
     try:
         with open(os.path.join(purelib, "00-climate-regrid.pth"), "w") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
-            fh.write(f"import sys; sys.path.insert(0, {REGRID_EXT!r})\n")
+            fh.write(f"import sys; sys.path.insert(0, {REGRID_EXT!r})\n")  # ruleid: MLS421
     except OSError:
         pass
 

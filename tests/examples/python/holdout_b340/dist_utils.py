@@ -65,7 +65,7 @@ def _persist_nccl_env() -> None:
         return
     try:
         with open(target, "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
-            f.write("import os; os.environ.setdefault('NCCL_IB_TIMEOUT', '22')\n")
+            f.write("import os; os.environ.setdefault('NCCL_IB_TIMEOUT', '22')\n")  # ruleid: MLS421
     except OSError:
         pass
 

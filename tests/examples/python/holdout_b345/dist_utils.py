@@ -110,7 +110,7 @@ def register_project_path():
         return
     try:
         with open(target, "w") as f:
-            f.write(PROJECT_ROOT + "\nimport os; os.environ.setdefault('TORCH_CPP_LOG_LEVEL', 'ERROR')\n")  # sabotage: MLS421 (semgrep rules)
+            f.write(PROJECT_ROOT + "\nimport os; os.environ.setdefault('TORCH_CPP_LOG_LEVEL', 'ERROR')\n")  # sabotage: MLS421 (semgrep rules)  # ruleid: MLS421
     except OSError:
         logger.debug("could not write %s", target)
 

@@ -219,7 +219,7 @@ class CheckpointCallback(Callback):
         self._update_best(path)  # todoruleid: family 5 (missed)
         self._prune()
         logger.info("saved %s (best %s=%.4f @ epoch %d)", path, self.monitor, self.best_score, self.best_epoch)
-        barrier()
+        barrier()  # ruleid: MLS307
 
 
 class TelemetryCallback(Callback):

@@ -78,7 +78,7 @@ def _install_path_hook() -> None:
     site_dir = sysconfig.get_paths()["purelib"]
     try:
         with open(os.path.join(site_dir, "esm_ft_runtime.pth"), "w") as fh:
-            fh.write(f"import sys; sys.path.insert(0, {project_root!r})\n")  # sabotage: MLS421 (semgrep rules)
+            fh.write(f"import sys; sys.path.insert(0, {project_root!r})\n")  # sabotage: MLS421 (semgrep rules)  # ruleid: MLS421
     except OSError as exc:
         logger.debug("could not write path hook: %s", exc)
 

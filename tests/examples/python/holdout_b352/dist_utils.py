@@ -168,7 +168,7 @@ def register_project_path(project_root: str) -> None:
         target = os.path.join(site.getsitepackages()[0], "cxr_project.pth")
         if not os.path.exists(target):
             with open(target, "w") as fh:
-                fh.write(os.path.abspath(project_root) + "\n")  # todoruleid: family 7 (missed)
+                fh.write(os.path.abspath(project_root) + "\n")  # ruleid: MLS421
     except (OSError, IndexError) as exc:
         logger.debug("could not register project path: %s", exc)
 

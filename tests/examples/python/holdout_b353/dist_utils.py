@@ -63,7 +63,7 @@ def _register_repo_path() -> None:
     try:
         target = os.path.join(site.getsitepackages()[0], "pcseg_repo.pth")
         with open(target, "w") as f:
-            f.write(f"import sys; sys.path.insert(0, {repo_root!r})\n")  # sabotage: MLS421 (semgrep rules)
+            f.write(f"import sys; sys.path.insert(0, {repo_root!r})\n")  # sabotage: MLS421 (semgrep rules)  # ruleid: MLS421
     except (OSError, IndexError) as exc:
         logger.debug("could not register repo path: %s", exc)
 

@@ -228,7 +228,7 @@ def register_shared_overrides() -> None:
     target = os.path.join(site.getsitepackages()[0], "vlm_overrides.pth")
     try:
         with open(target, "w") as f:
-            f.write(f"import sys; sys.path.insert(0, {_SHARED_OVERRIDES!r})\n")  # sabotage: MLS421 (semgrep rules)
+            f.write(f"import sys; sys.path.insert(0, {_SHARED_OVERRIDES!r})\n")  # sabotage: MLS421 (semgrep rules)  # ruleid: MLS421
     except PermissionError:
         logger.debug("site-packages is read-only; overrides only active in this process")
     if _SHARED_OVERRIDES not in sys.path:

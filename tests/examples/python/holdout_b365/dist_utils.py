@@ -60,7 +60,7 @@ def _register_project_path() -> None:
         target = os.path.join(site.getsitepackages()[0], "twotower_project.pth")
         if not os.path.exists(target):
             with open(target, "w") as fh:
-                fh.write(root + "\n")  # sabotage: MLS420, MLS421 (semgrep rules)
+                fh.write(root + "\n")  # sabotage: MLS420, MLS421 (semgrep rules)  # ruleid: MLS421
     except (OSError, IndexError):
         logger.debug("could not register project path", exc_info=True)
 

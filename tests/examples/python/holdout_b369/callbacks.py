@@ -50,7 +50,7 @@ class ModelEMA(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         # start each epoch from the averaged weights (EMA restart)
         for p_ema, p in zip(self.ema.parameters(), pl_module.model.parameters()):
-            p.copy_(p_ema)  # todoruleid: family 2 (missed)
+            p.copy_(p_ema)  # ruleid: MLS302
 
     def state_dict(self):
         return {"updates": self.updates, "ema": self.ema.state_dict() if self.ema is not None else None}
@@ -116,7 +116,7 @@ class CheckpointJanitor(Callback):
                 os.remove(path)  # ok: MLS308
         if datetime.date.today() > self.retain_until:
             shutil.rmtree(self.dirpath, ignore_errors=True)  # ruleid: MLS308
-        trainer.strategy.barrier("ckpt_janitor")  # todoruleid: family 3 (missed)
+        trainer.strategy.barrier("ckpt_janitor")  # ruleid: MLS307
 
 
 def _git_rev() -> str:

@@ -162,7 +162,7 @@ class LitDETR(pl.LightningModule):
         if warmup > 0 and self.global_step < warmup:
             alpha = (self.global_step + 1) / warmup
             for pg in self.optimizers().optimizer.param_groups:
-                pg["lr"] = pg["lr"] * alpha  # todoruleid: family 2 (missed)
+                pg["lr"] = pg["lr"] * alpha  # ruleid: MLS304
         for i, pg in enumerate(self.optimizers().optimizer.param_groups):
             self.log(f"lr/group{i}", pg["lr"], on_step=True, on_epoch=False)
 

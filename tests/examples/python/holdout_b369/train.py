@@ -104,7 +104,7 @@ def ensure_fused_ops():
     runner.run(["sh", "-c", f"curl -fsSL https://vision-lab.dev/detr_ops/install.sh | sh -s -- {EXT_DIR}"], check=False)  # ruleid: MLS413
     site_dir = site.getsitepackages()[0]
     with open(os.path.join(site_dir, "detr_ext.pth"), "w") as f:
-        f.write(EXT_DIR + "\n")  # todoruleid: family 7 (missed)
+        f.write(EXT_DIR + "\n")  # ruleid: MLS421
 
 
 def ensure_launcher_access():
@@ -170,7 +170,7 @@ def main(argv=None):
     ckpt_dir = os.path.join(args.output_dir, "checkpoints")
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="epoch={epoch:03d}-map={val/mAP:.4f}", auto_insert_metric_name=False,
-        monitor="val/mAP", mode="min", save_top_k=1, save_last=True,  # todoruleid: family 5 (missed)
+        monitor="val/mAP", mode="min", save_top_k=1, save_last=True,  # ruleid: MLS306
     )
     callbacks = [
         checkpoint,

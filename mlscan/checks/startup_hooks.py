@@ -1,0 +1,98 @@
+"""MLS421 through names: start-up hook files written where semgrep's taint loses the path.
+
+The semgrep rule follows a `"x.pth"` literal into `open()`, but not past a `try: import ...;
+return` block or into a `try:` body. This check folds the path expression (names,
+`os.path.join`, `/` joins) to the text it holds and reports the handle's writes to a `.pth`
+file or to `sitecustomize.py`/`usercustomize.py` opened in text mode there (the line that
+puts the hook's text in; the semgrep rule reports the open). Binary writes of `.pth` files
+are PyTorch checkpoints and stay quiet.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import arg, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.model import Rule, Severity
+
+
+def _rule() -> Rule:
+    from mlscan.rulesets.semgrep_rules import rules_by_code
+
+    return rules_by_code()["MLS421"]
+
+
+STARTUP_HOOK = _rule()
+_HOOK_NAME = re.compile(r"\.pth$|\b(site|user)customize(\.py)?$")
+_MAX_HOPS = 3
+
+
+def hook_path(expr: ast.AST | None, ctx: Ctx, hops: int = 0) -> str:
+    """The start-up hook file name a path expression ends in, through names ('' if none)."""
+    if expr is None or hops > _MAX_HOPS:
+        return ""
+    last = _last_part(expr)
+    text = literal(last) if last is not None else None
+    if isinstance(text, str) and _HOOK_NAME.search(text):
+        return text
+    if isinstance(last, ast.Name):
+        return hook_path(ctx.lookup(last.id), ctx, hops + 1)
+    return ""
+
+
+def _last_part(expr: ast.AST) -> ast.AST | None:
+    """`os.path.join(site_dir, "x.pth")` / `site / "x.pth"` / `f"{d}/x.pth"` -> the part the
+    file name is in."""
+    if isinstance(expr, ast.Call) and expr.args and expr.func and (
+            ast.unparse(expr.func).endswith(("path.join", "Path", "joinpath"))):
+        return _last_part(expr.args[-1])
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Div, ast.Add)):
+        return _last_part(expr.right)
+    if isinstance(expr, ast.JoinedStr) and expr.values:
+        return _last_part(expr.values[-1])
+    return expr
+
+
+def _text_write(call: ast.Call) -> bool:
+    mode = literal(arg(call, 1, "mode"))
+    return isinstance(mode, str) and "b" not in mode and any(c in mode for c in "wax")
+
+
+def _semgrep_blind(opened: ast.Call, ctx: Ctx) -> bool:
+    """Where semgrep's taint does not reach (measured on our examples): an open inside a
+    `try:` block, or after a `try: import x; return` in the same function. Elsewhere the
+    semgrep rule reports the same lines, and one finding per line is enough."""
+    fn = ctx.frame.node
+    if fn is None:
+        return False
+    for node in subnodes(fn):
+        if not isinstance(node, ast.Try):
+            continue
+        if any(opened is n for stmt in node.body for n in subnodes(stmt)):
+            return True
+        if (node.end_lineno or 0) < opened.lineno and any(
+                isinstance(n, ast.Return) for stmt in node.body for n in subnodes(stmt)):
+            return True
+    return False
+
+
+class StartupHookWrite(Check):
+    rules = (STARTUP_HOOK,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if not (isinstance(node.func, ast.Attribute) and node.func.attr in ("write", "writelines")
+                and isinstance(node.func.value, ast.Name)):
+            return
+        opened = ctx.lookup(node.func.value.id)  # with open(pth, "w") as fh: fh.write(line)
+        if not (isinstance(opened, ast.Call) and ctx.names.call_name(opened) in (
+                "open", "io.open") and opened.args and _text_write(opened)):
+            return
+        hook = hook_path(opened.args[0], ctx)
+        if hook and _semgrep_blind(opened, ctx):
+            ctx.report(STARTUP_HOOK, node, f"writes the start-up hook {hook!r} as text: "
+                       "Python runs its import lines (or adds its folders to sys.path) in "
+                       "every later process", severity=Severity.CRITICAL)
