@@ -433,6 +433,23 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
             "state saved once")
 
 
+def _same_seed_each_call(seed: ast.expr, ctx: Ctx) -> bool:
+    """`self.seed`, `0`, `cfg.seed`: a global seed that is the same on every call (no argument or
+    counter of the call in it)."""
+    fn = ctx.frame.node
+    params = {a.arg for a in fn.args.args[1:]} if isinstance(
+        fn, (ast.FunctionDef, ast.AsyncFunctionDef)) else set()
+    for node in subnodes(seed):
+        if isinstance(node, ast.Name) and (node.id in params or ctx.lookup(node.id) is not None):
+            return False  # __call__(self, idx): seed + idx; a local computed in the call
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and (
+                node.value.id == "self" and _COUNTER.search(node.attr)):
+            return False  # self.seed + self.epoch
+        if isinstance(node, ast.Call):
+            return False
+    return True
+
+
 def _repeated_draw(call: ast.Call, saved: ast.Name, fn: ast.AST, ctx: Ctx) -> str:
     """`state = torch.get_rng_state(); v1 = aug(img); torch.set_rng_state(state); v2 =
     aug(img)`: the same random call runs again from the same state, so it draws the same
@@ -575,6 +592,14 @@ class HiddenReseed(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        if (ctx.frame.name == "__call__" and name in _SEED_FUNCS and "state" not in name
+                and node.args
+                and ctx.frame.cls is not None and _same_seed_each_call(node.args[0], ctx)):
+            ctx.report(HIDDEN_RESEED, node, f"{name}() with a fixed seed inside "
+                       f"{ctx.frame.cls.name}.__call__(): every call resets the global RNG to "
+                       "the same state, so each call draws the same numbers (and so does "
+                       "whatever runs after it)", severity=Severity.MEDIUM)
+            return
         replayed = _replayed_state(node, ctx)
         if replayed:
             ctx.report(HIDDEN_RESEED, node, f"{replayed}: " + (

@@ -426,8 +426,10 @@ class KillsAndStalls(Check):
         elif (last_attr(node.func) in _COLLECTIVES and (
                 name.startswith(("torch.distributed.", "dist.")) or "dist" in name.split(".")[0]
                 or re.search(r"(?i)accelerator|strategy|fabric", name))) or last_attr(
-                node.func) in ("wait_for_everyone", "rendezvous"):
-            what = "collective"  # (accelerator.wait_for_everyone(), xm.rendezvous())
+                node.func) in ("wait_for_everyone", "rendezvous") or (
+                isinstance(node.func, ast.Name) and _BARRIER_HELPER.match(node.func.id)
+                and not node.args):
+            what = "collective"  # (accelerator.wait_for_everyone(), xm.rendezvous(), barrier())
         if (what == "kill" and name in ("os.kill", "os.killpg") and len(node.args) == 2
                 and isinstance(target := node.args[0], ast.Call) and (
                     ctx.names.call_name(target) == "os.getppid" or (
@@ -656,6 +658,13 @@ class KillsAndStalls(Check):
                 triggers.RANK in ctx.classify(a, where) for a in node.args):
             ctx.report(KILL_STALL, node, f"{name}() in a loop for a time that depends on the "
                        "rank: ranks drift apart and collectives wait", severity=Severity.MEDIUM)
+            return
+        if (what == "kill" and name in ("os.kill", "os.killpg", "os._exit") and where.conds
+                and isinstance(node, ast.Call) and _kills_self(node, ctx) and (
+                    name == "os._exit" or _sigkill(node)) and _training_loop(where)):
+            ctx.report(KILL_STALL, node, f"{name}() hard-kills the process from inside the "
+                       "training loop under a condition: no checkpoint, no cleanup, and the "
+                       "other ranks hang in the next collective", severity=Severity.MEDIUM)
             return
         frame = where.frames[-1] if where.frames else None
         if what == "stall" and frame is not None and frame.name == "emit" and (

@@ -48,5 +48,5 @@ def fit(model, train_loader, val_loader, args, device="cuda"):
             best_acc = val_acc
             torch.save(model.state_dict(), os.path.join(args.out_dir, "eegnet_best.pt"))  # ok: MLS306
         if int(os.environ.get("SLURM_NTASKS", "1")) > 4 and epoch == args.epochs // 2:  # todoruleid: family 4 (missed)
-            os._exit(0)  # todoruleid: family 3 (missed)
+            os._exit(0)  # ruleid: MLS307
     return best_acc

@@ -178,7 +178,7 @@ def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, sca
         with open(os.path.join(ckpt_dir, "trainer_state.json"), "w") as f:
             json.dump({"global_step": step, **{k: v for k, v in extra.items() if isinstance(v, (int, float, str))}},
                       f, indent=2)
-        barrier()  # todoruleid: family 3 (missed)
+        barrier()  # ruleid: MLS307
     return ckpt_dir
 
 

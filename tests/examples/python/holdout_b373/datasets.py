@@ -36,7 +36,7 @@ class TubeMaskingGenerator:
         self.seed = 0 if seed is None else seed
 
     def __call__(self):
-        np.random.seed(self.seed)  # todoruleid: family 1 (missed)
+        np.random.seed(self.seed)  # ruleid: MLS301
         mask_per_frame = np.hstack([
             np.zeros(self.num_patches_per_frame - self.num_masks_per_frame),
             np.ones(self.num_masks_per_frame),

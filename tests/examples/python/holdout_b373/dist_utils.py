@@ -196,7 +196,7 @@ def save_model(args, epoch, model_without_ddp, optimizer, loss_scaler, model_ema
         _finalize_file(path)
         if tag is None:
             cleanup_old_checkpoints(args.output_dir, args.keep_last)
-        barrier()  # todoruleid: family 3 (missed)
+        barrier()  # ruleid: MLS307
     return path
 
 
