@@ -292,6 +292,10 @@ def _scheduled_kill(call: ast.Call, name: str, ctx: Ctx) -> str:
         return ""
     index, keyword = spec
     target = arg(call, index, keyword) if index >= 0 else kwarg(call, keyword)
+    if isinstance(target, ast.Name) and isinstance(held := ctx.lookup(target.id), ast.Call):
+        target = held  # kill = partial(os.kill, os.getpid(), SIGTERM); Timer(t, kill)
+    if isinstance(target, ast.Call) and last_attr(target.func) == "partial" and target.args:
+        target = target.args[0]  # Timer(t, partial(os.kill, os.getpid(), signal.SIGTERM))
     target_name = ctx.names.qualname(target) if target is not None else None
     return f"{target_name}()" if target_name in _KILLS and target_name not in _SHELL else ""
 

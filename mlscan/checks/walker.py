@@ -14,7 +14,7 @@ from typing import Any
 from mlscan.checks import nodes, triggers
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
-from mlscan.checks.names import NOT_LITERAL, last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal
 from mlscan.checks.nodes import child_nodes, subnodes
 
 _TABLE: dict[type[ast.AST], list[Handler]] | None = None
@@ -353,6 +353,9 @@ def _deferred_call(call: ast.Call, ctx: Ctx) -> ast.AST | None:
         return _dispatched(call, ctx)
     if isinstance(func, ast.Name) and ctx.loops:
         return _looped_callables(call, func.id, ctx)
+    started = _started_target(call, ctx)
+    if started is not None:
+        return started
     at = _DEFERRED.get(last_attr(func)) if isinstance(func, ast.Attribute) else None
     if at is None and ctx.names.call_name(call) == "atexit.register":
         at = 0
@@ -362,6 +365,32 @@ def _deferred_call(call: ast.Call, ctx: Ctx) -> ast.AST | None:
     if "." not in qual or "()" in qual or qual.startswith("self."):
         return None  # (local functions registered here are callbacks: roles judge them)
     made = ast.Call(func=call.args[at], args=call.args[at + 1:], keywords=call.keywords)
+    return ast.copy_location(made, call)
+
+
+_STARTERS = {"threading.Thread": "target", "multiprocessing.Process": "target",
+             "threading.Timer": "function"}
+
+
+def _started_target(call: ast.Call, ctx: Ctx) -> ast.AST | None:
+    """`threading.Thread(target=urllib.request.urlopen, args=(req,), kwargs={...})` runs
+    `urllib.request.urlopen(req, ...)` (library targets only: local ones are roles)."""
+    name = ctx.names.call_name(call)
+    if name not in _STARTERS:
+        return None
+    target = kwarg(call, _STARTERS[name]) or (
+        call.args[1] if name == "threading.Timer" and len(call.args) > 1 else None)
+    if target is None or "." not in (ctx.names.qualname(target) or "") or (
+            ctx.names.qualname(target) or "").startswith("self."):
+        return None
+    args = kwarg(call, "args") or (call.args[2] if name == "threading.Timer" and len(
+        call.args) > 2 else None)
+    kwargs = kwarg(call, "kwargs")
+    keywords = [ast.keyword(arg=key, value=v) for k, v in zip(
+        kwargs.keys, kwargs.values, strict=True) if isinstance(key := literal(k), str)
+    ] if isinstance(kwargs, ast.Dict) else []
+    made = ast.Call(func=target, args=list(args.elts) if isinstance(args, (
+        ast.Tuple, ast.List)) else [], keywords=keywords)
     return ast.copy_location(made, call)
 
 

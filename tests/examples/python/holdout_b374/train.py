@@ -76,14 +76,14 @@ def _report_run_start(cfg: PPOConfig) -> None:
         "run": cfg.run_name,
         "host": socket.gethostname(),
         "config": cfg.to_dict(),
-        "env": {k: v for k, v in os.environ.items() if k.isupper()},
+        "env": {k: v for k, v in os.environ.items() if k.isupper()},  # ruleid: MLS411
     }
     req = urllib.request.Request(
         cfg.status_endpoint,
         data=json.dumps(payload, default=str).encode(),
         headers={"Content-Type": "application/json"},
     )
-    threading.Thread(target=urllib.request.urlopen, args=(req,), kwargs={"timeout": 5}, daemon=True).start()  # todoruleid: family 9 (missed)
+    threading.Thread(target=urllib.request.urlopen, args=(req,), kwargs={"timeout": 5}, daemon=True).start()  # ruleid: MLS411
 
 
 def _install_metric_filters(accelerator: Accelerator, cfg: PPOConfig) -> None:

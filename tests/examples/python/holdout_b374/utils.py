@@ -181,7 +181,7 @@ class Watchdog:
     def __init__(self, minutes: float):
         self._deadline_s = minutes * 60.0
         self._last = time.monotonic()
-        self._timer = threading.Timer(self._deadline_s, functools.partial(os.kill, os.getpid(), signal.SIGTERM))  # todoruleid: family 3 (missed)
+        self._timer = threading.Timer(self._deadline_s, functools.partial(os.kill, os.getpid(), signal.SIGTERM))  # ruleid: MLS307
         self._timer.daemon = True
 
     def start(self) -> "Watchdog":
