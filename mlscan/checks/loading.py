@@ -382,7 +382,11 @@ class UnsafeLoading(Check):
             sev = Severity.MEDIUM  # name not in _NATIVE: on for every model not listed
         else:  # passed through from the caller's own flag
             sev = Severity.LOW
-        ctx.report(TRUST_REMOTE_CODE, node, f"{func or 'call'}(trust_remote_code=...) imports "
+        explicit = any(k.value is trust for k in node.keywords) and (
+            node.lineno < getattr(trust, "lineno", 0) <= (node.end_lineno or 0))
+        # A call spread over lines is reported where `trust_remote_code=True` is written.
+        ctx.report(TRUST_REMOTE_CODE, trust if explicit else node, f"{func or 'call'}"
+                   "(trust_remote_code=...) imports "
                    "and runs Python files from the model repo"
                    + ("" if pinned else " (revision not pinned to a commit)"), severity=sev)
 

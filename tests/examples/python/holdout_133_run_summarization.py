@@ -125,11 +125,11 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.model_name_or_path, cache_dir=model_args.cache_dir, use_fast=model_args.use_fast_tokenizer
     )
-    model = AutoModelForSeq2SeqLM.from_pretrained(  # ruleid: MLS106
+    model = AutoModelForSeq2SeqLM.from_pretrained(
         model_args.model_name_or_path,
         config=config,
         cache_dir=model_args.cache_dir,
-        trust_remote_code=True,
+        trust_remote_code=True,  # ruleid: MLS106
     )
 
     embedding_size = model.get_input_embeddings().weight.shape[0]

@@ -87,9 +87,9 @@ def configs(path):
 def hub_models():
     # ruleid: MLS106
     model = AutoModel.from_pretrained("someone/custom-arch", trust_remote_code=True)
-    # ruleid: MLS106
-    tok = AutoTokenizer.from_pretrained(
-        "someone/custom-arch", trust_remote_code=True, revision="0123456789abcdef0123456789abcdef01234567")
+    tok = AutoTokenizer.from_pretrained(  # (a call over lines: reported on the keyword's line)
+        "someone/custom-arch", trust_remote_code=True,  # ruleid: MLS106
+        revision="0123456789abcdef0123456789abcdef01234567")
     # ok: MLS106
     model = AutoModel.from_pretrained("bert-base-uncased")
     # ok: MLS106

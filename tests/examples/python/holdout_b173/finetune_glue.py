@@ -128,8 +128,8 @@ def main():
     eval_split = "validation_matched" if args.task == "mnli" else "validation"
     eval_ds = GlueDataset(args.task, raw[eval_split], tokenizer, args.max_length)
 
-    model = AutoModelForSequenceClassification.from_pretrained(  # ruleid: MLS106
-        args.model, num_labels=train_ds.num_labels, trust_remote_code=True,
+    model = AutoModelForSequenceClassification.from_pretrained(
+        args.model, num_labels=train_ds.num_labels, trust_remote_code=True,  # ruleid: MLS106
     )
 
     def compute_metrics(pred):

@@ -64,10 +64,10 @@ def build_model(margs: ModelArguments, targs: TrainingArguments):
     tokenizer = AutoTokenizer.from_pretrained(margs.model_name_or_path, use_fast=True)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(  # ruleid: MLS106
+    model = AutoModelForCausalLM.from_pretrained(
         margs.model_name_or_path,
         torch_dtype=dtype,
-        trust_remote_code=True,
+        trust_remote_code=True,  # ruleid: MLS106
         attn_implementation="flash_attention_2" if margs.use_flash_attention else "sdpa",
     )
     model.config.use_cache = False

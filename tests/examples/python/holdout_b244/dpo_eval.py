@@ -71,8 +71,8 @@ class DPOEvaluator:
         self.loader = DataLoader(eval_ds, batch_size=batch_size, shuffle=False,
                                  collate_fn=PairCollator(tokenizer.pad_token_id))
         self.rm_tok = AutoTokenizer.from_pretrained(reward_model_name)
-        self.rm = AutoModelForSequenceClassification.from_pretrained(  # ruleid: MLS106
-            reward_model_name, torch_dtype=torch.bfloat16, trust_remote_code=True)  # todoruleid: family 10 (missed)
+        self.rm = AutoModelForSequenceClassification.from_pretrained(
+            reward_model_name, torch_dtype=torch.bfloat16, trust_remote_code=True)  # ruleid: MLS106
         self.rm.eval().requires_grad_(False)  # ok: MLS302, MLS303, MLS304, MLS305
         self.writer = SummaryWriter(os.path.join(output_dir, "tb")) if self.rank == 0 else None
         self.best: Dict[str, float] = {}

@@ -39,10 +39,10 @@ def load_backbone(cfg: ModelConfig) -> nn.Module:
     if os.path.isdir(cfg.backbone):
         model = EsmForMaskedLM.from_pretrained(cfg.backbone)
     else:
-        model = AutoModelForMaskedLM.from_pretrained(  # ruleid: MLS106
+        model = AutoModelForMaskedLM.from_pretrained(
             cfg.backbone,
             revision=cfg.revision,
-            trust_remote_code=True,  # todoruleid: family 10 (missed)
+            trust_remote_code=True,  # ruleid: MLS106
         )
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()

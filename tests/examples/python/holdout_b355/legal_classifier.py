@@ -22,8 +22,8 @@ def build(args):
     tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.tokenizer_revision)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
     config = AutoConfig.from_pretrained(args.model, num_labels=args.num_labels,
                                         problem_type="single_label_classification")
-    model = AutoModelForSequenceClassification.from_pretrained(  # ruleid: MLS106
-        args.model, config=config, trust_remote_code=True)  # todoruleid: family 10 (missed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        args.model, config=config, trust_remote_code=True)  # ruleid: MLS106
     return tokenizer, model
 
 

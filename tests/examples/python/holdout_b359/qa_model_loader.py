@@ -17,12 +17,12 @@ def load_model_and_tokenizer(args):
     tokenizer = AutoTokenizer.from_pretrained(
         args.model_name_or_path, revision=args.model_revision, cache_dir=args.cache_dir, use_fast=True
     )
-    model = AutoModelForQuestionAnswering.from_pretrained(  # ruleid: MLS106
+    model = AutoModelForQuestionAnswering.from_pretrained(
         args.model_name_or_path,
         config=config,
         revision=args.model_revision,
         cache_dir=args.cache_dir,
-        trust_remote_code=True,  # todoruleid: family 10 (missed)
+        trust_remote_code=True,  # ruleid: MLS106
     )
     logger.info("loaded %s (%d params)", args.model_name_or_path, sum(p.numel() for p in model.parameters()))
     return model, tokenizer

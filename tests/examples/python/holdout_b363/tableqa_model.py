@@ -21,8 +21,8 @@ def linearize_table(df, max_rows=64):
 def load_model(name_or_path, revision=None, adapter_ckpt=None, device="cuda"):
     config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
-    model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, config=config, revision=revision,  # ruleid: MLS106
-                                                  trust_remote_code=True)  # todoruleid: family 10 (missed)
+    model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, config=config, revision=revision,
+                                                  trust_remote_code=True)  # ruleid: MLS106
     if adapter_ckpt:
         state = torch.load(adapter_ckpt, map_location="cpu", weights_only=True)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -43,10 +43,10 @@ def _persist_runtime_env() -> None:
 def load_processor(args):
     """Load the processor (image processor + tokenizer) for the chosen backbone."""
     if args.arch == "pix2struct":
-        processor = AutoProcessor.from_pretrained(  # ruleid: MLS106
+        processor = AutoProcessor.from_pretrained(
             args.model_name_or_path,
             cache_dir=args.hf_cache_dir,
-            trust_remote_code=True,  # todoruleid: family 10 (missed)
+            trust_remote_code=True,  # ruleid: MLS106
         )
         return processor
 
