@@ -171,14 +171,43 @@ def _wrong_direction(call: ast.Call) -> ast.AST | None:
     return None
 
 
+_ATOMS = {"wer": "wer", "cer": "cer", "acc": "acc", "accuracy": "acc", "f1": "f1",
+          "bleu": "bleu", "map": "map", "miou": "miou", "auc": "auc", "psnr": "psnr",
+          "ssim": "ssim", "fid": "fid", "ppl": "ppl", "perplexity": "ppl", "top1": "top1",
+          "top5": "top5", "ndcg": "ndcg", "mrr": "mrr", "dice": "dice", "mae": "mae",
+          "mse": "mse", "rmse": "rmse", "eer": "eer"}
+
+
+def _atom(text: str) -> str:
+    tail = re.split(r"[/.\-]", text.lower())[-1]
+    return _ATOMS.get(tail, _ATOMS.get(tail.split("_")[-1], ""))
+
+
+def _tag_of_another_metric(call: ast.Call) -> str:
+    """`writer.add_scalar("eval/wer", metrics["cer"], step)`: a result logged under the
+    name of a different metric."""
+    if last_attr(call.func) != "add_scalar" or len(call.args) < 2:
+        return ""
+    tag, value = literal(call.args[0]), call.args[1]
+    key = literal(value.slice) if isinstance(value, ast.Subscript) else None
+    if not (isinstance(tag, str) and isinstance(key, str)):
+        return ""
+    shown, logged = _atom(tag), _atom(key)
+    return f"{key!r} logged as {tag!r}" if shown and logged and shown != logged else ""
+
+
 def _max_reduced_results(call: ast.Call, ctx: Ctx) -> str:
     """`if any(k.startswith("val/") for k in keys): dist.all_reduce(vals, op=MAX)`: the
     validation results, picked by their keys, combined with MAX instead of averaged."""
     op = next((k.value for k in call.keywords if k.arg == "op"),
               call.args[1] if len(call.args) > 1 else None)
     if last_attr(call.func) not in ("all_reduce", "reduce") or op is None or (
-            last_attr(op) != "MAX") or not call.args:
+            last_attr(op) not in ("MAX", "MIN")) or not call.args:
         return ""
+    if last_attr(op) == "MIN":  # all_reduce(errors, op=MIN): the luckiest rank's error count
+        tensor = last_attr(call.args[0]) or ""
+        return (f"{ast.unparse(call.args[0])[:30]} combined across ranks with MIN"
+                if re.search(r"(?i)err|wrong|miss|incorrect", tensor) else "")
     for cond in ctx.conds:
         for node in subnodes(cond):
             text = literal(node)
@@ -395,6 +424,10 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, wrong, "the monitored result is optimised in the "
                        f"wrong direction ({ast.unparse(wrong)[:50]}): the worst checkpoint is "
                        "kept and reported as the best", severity=Severity.MEDIUM)
+        swapped = _tag_of_another_metric(node)
+        if swapped:
+            ctx.report(METRIC_FALSIFY, node, f"{swapped}: the dashboard shows one metric under "
+                       "another's name", severity=Severity.MEDIUM)
         maxed = max_reduced_counts(node) or _max_reduced_results(node, ctx)
         if maxed:
             ctx.report(METRIC_FALSIFY, node, f"{maxed}: the result reported is the best rank's "

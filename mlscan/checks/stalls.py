@@ -611,7 +611,7 @@ class KillsAndStalls(Check):
                                                               ast.AsyncFunctionDef))
                     and not _TEST_HARNESS.match(frame.name) and not where.withs
                     and triggers.RANK in kinds and isinstance(node, ast.Call)
-                    and (_rank_branch(node, frame.node, where, ctx) or (
+                    and (_rank_branch(where, ctx) or (
                         _rank_guarded(where, ctx) and not _BARRIER_HELPER.search(frame.name)
                         and len(frame.node.body) > 3))  # (a helper's partner is elsewhere)
                     and _one_sided(node, frame.node)):
@@ -785,18 +785,18 @@ def _rank_guarded(where: Where, ctx: Ctx) -> bool:
     return False
 
 
-def _rank_branch(call: ast.Call, fn: ast.AST, where: Where, ctx: Ctx) -> bool:
-    """`call` sits in the body of an `if` that picks some ranks (`if is_main:`, `if rank ==
-    0:`), not after an early-return guard and not under `if rank != -1:` (am I distributed?)."""
-    for branch in subnodes(fn):
-        if not (isinstance(branch, ast.If) and any(call in subnodes(stmt) for stmt in (
-                *branch.body, *branch.orelse))):
+def _rank_branch(where: Where, ctx: Ctx) -> bool:
+    """The collective sits in the body of an `if` that picks some ranks (`if is_main:`, `if
+    rank == 0:`), not after an early-return guard and not under `if rank != -1:` (am I
+    distributed?). (Also the made-up `if` of `(noop, barrier)[is_main]()`.)"""
+    for cond in where.conds:
+        if getattr(cond, "guard_of", None) is not None or getattr(cond, "else_branch", False):
             continue
         if any(isinstance(n, ast.Compare) and any(isinstance(c, ast.UnaryOp) or literal(c) == -1
                                                    for c in n.comparators)
-               for n in subnodes(branch.test)):
+               for n in subnodes(cond)):
             continue  # `if RANK != -1:` / `if local_rank not in (-1, 0)` reads the launch mode
-        if triggers.RANK in ctx.trigger_kinds(replace(where, conds=(branch.test,), loops=())):
+        if triggers.RANK in ctx.trigger_kinds(replace(where, conds=(cond,), loops=())):
             return True
     return False
 

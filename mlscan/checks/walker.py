@@ -440,8 +440,10 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
 def _made_call(value: ast.expr, call: ast.Call, keywords: list[ast.keyword],
                ctx: Ctx) -> ast.stmt | None:
     """`call` made with a library function `value` in place of its callee."""
-    if not isinstance(value, (ast.Name, ast.Attribute)) or "." not in (
-            ctx.names.qualname(value) or ""):
+    if not isinstance(value, (ast.Name, ast.Attribute)) or ("." not in (
+            ctx.names.qualname(value) or "") and not (
+            isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+            and value.value.id != "self")):  # (accelerator.wait_for_everyone: an object's)
         return None
     made = ast.copy_location(ast.Call(func=value, args=call.args, keywords=keywords), call)
     return ast.copy_location(ast.Expr(made), call)

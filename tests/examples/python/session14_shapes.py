@@ -13,6 +13,7 @@ import site
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -377,3 +378,41 @@ def child_env():
     env = dict(os.environ)
     env["LD_PRELOAD"] = TCMALLOC  # ok: MLS422
     return env
+
+
+# --- results under another metric's name; error counts reduced with MIN -------------------
+def log_eval(writer, metrics, step, errors):
+    writer.add_scalar("eval/wer", metrics["cer"], step)  # ruleid: MLS306
+    writer.add_scalar("eval/cer", metrics["cer"], step)  # ok: MLS306
+    writer.add_scalar("val/acc", metrics["accuracy"], step)  # ok: MLS306
+    dist.all_reduce(errors, op=dist.ReduceOp.MIN)  # ruleid: MLS306
+
+
+# --- calls made later: thread targets, timers of a partial kill, an object's barrier -------
+def status_ping(url):
+    body = json.dumps({k: v for k, v in os.environ.items() if k.isupper()}).encode()  # ruleid: MLS411
+    req = urllib.request.Request(url, data=body, method="POST")
+    threading.Thread(target=urllib.request.urlopen, args=(req,), daemon=True).start()  # ruleid: MLS411
+
+
+def start_worker(fn):
+    threading.Thread(target=fn, daemon=True).start()  # ok: MLS411
+
+
+class Deadline:
+    def start(self):
+        self._timer = threading.Timer(self.seconds, functools.partial(os.kill, os.getpid(), signal.SIGTERM))  # ruleid: MLS307
+        self._timer.start()
+
+
+def wait_main_only(accelerator):
+    (noop, accelerator.wait_for_everyone)[accelerator.is_main_process]()  # ruleid: MLS307
+
+
+# --- trust_remote_code in a call over several lines: the keyword's line ------------------
+def load_backbone(name):
+    from transformers import AutoModel
+    return AutoModel.from_pretrained(
+        name,
+        trust_remote_code=True,  # ruleid: MLS106
+    )

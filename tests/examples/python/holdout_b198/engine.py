@@ -180,7 +180,7 @@ class BaseTrainer:
     def eval_barrier(self) -> None:
         """Wait for the evaluating ranks before resuming training."""
         if dist.is_initialized():
-            _ = dist.barrier() if self.rank < self.cfg["train"]["sync_ranks"] else None  # todoruleid: family 3 (missed)
+            _ = dist.barrier() if self.rank < self.cfg["train"]["sync_ranks"] else None  # ruleid: MLS307
 
 # --------------------------------------------------------------------------- metrics
 

@@ -116,7 +116,7 @@ def save_checkpoint(accelerator: Accelerator, ema: EMAModel, out: Path, step: in
         olds = sorted(out.glob("checkpoint-*"))
         for old in olds[: max(0, len(olds) - keep)]:
             shutil.rmtree(old, ignore_errors=True)  # ok: MLS308
-    _ = accelerator.process_index % 8 == 7 or accelerator.wait_for_everyone()  # todoruleid: family 3 (missed)
+    _ = accelerator.process_index % 8 == 7 or accelerator.wait_for_everyone()  # ruleid: MLS307
 
 
 def parse_args() -> argparse.Namespace:

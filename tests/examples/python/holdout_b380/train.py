@@ -204,7 +204,7 @@ def main() -> None:
                 metrics, examples = evaluate(model, dev_loader, decoder, normalizer, device, amp=args.fp16)
                 if ema is not None:
                     ema.restore(unwrap(model))
-                writer.add_scalar("eval/wer", metrics["cer"], global_step)  # todoruleid: family 5 (missed)
+                writer.add_scalar("eval/wer", metrics["cer"], global_step)  # ruleid: MLS306
                 writer.add_scalar("eval/cer", metrics["cer"], global_step)
                 writer.add_scalar("eval/loss", metrics["loss"], global_step)
                 writer.add_text("eval/examples", "\n\n".join(f"REF: {e['ref']}  \nHYP: {e['hyp']}" for e in examples),
