@@ -693,6 +693,13 @@ class HiddenReseed(Check):
                        "makes the same generator and draws the same samples",
                        severity=Severity.MEDIUM)
             return
+        if (ctx.names.call_name(node) in _GENERATOR_CLASSES and node.args
+                and not _mentions_epoch(node) and _epoch_rewind(node, ctx)):
+            ctx.report(HIDDEN_RESEED, node, f"{ctx.names.call_name(node)}() built from a seed "
+                       "without the epoch in "
+                       f"{ctx.frame.cls.name if ctx.frame.cls else ''}.__iter__(): every epoch "
+                       "replays the same order", severity=Severity.MEDIUM)
+            return
         if _fixed_per_call(node, ctx):
             ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset to "
                        f"a fixed seed at every {ctx.frame.name}() call: each call draws the same "

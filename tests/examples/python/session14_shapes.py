@@ -416,3 +416,22 @@ def load_backbone(name):
         name,
         trust_remote_code=True,  # ruleid: MLS106
     )
+
+
+# --- a sampler that keeps set_epoch but builds its generator without the epoch ------------
+class RepeatSampler:
+    def __init__(self, dataset, seed=0):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        perm = np.random.RandomState(self.seed).permutation(len(self.dataset))  # ruleid: MLS301
+        return iter(perm.tolist())
+
+
+class EpochSampler(RepeatSampler):
+    def __iter__(self):
+        perm = np.random.RandomState(self.seed + self.epoch).permutation(len(self.dataset))  # ok: MLS301
+        return iter(perm.tolist())

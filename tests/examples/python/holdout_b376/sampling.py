@@ -107,7 +107,7 @@ class RepeatAugSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        perm = np.random.RandomState(self.seed).permutation(len(self.dataset))  # todoruleid: family 1 (missed)
+        perm = np.random.RandomState(self.seed).permutation(len(self.dataset))  # ruleid: MLS301
         indices = torch.from_numpy(perm).repeat_interleave(self.num_repeats)
         pad = self.total_size - len(indices)
         if pad > 0:
