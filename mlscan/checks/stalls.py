@@ -755,7 +755,7 @@ def _else_of_rank_test(call: ast.Call, where: Where, ctx: Ctx) -> bool:
     if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not _one_sided(
             call, fn) or _TEST_HARNESS.match(fn.name) or where.withs:
         return False
-    for cond in where.conds:
+    for cond in _own_conds(where):
         body = getattr(cond, "if_body", None)
         if not getattr(cond, "else_branch", False) or not isinstance(body, list):
             continue
@@ -770,9 +770,20 @@ def _else_of_rank_test(call: ast.Call, where: Where, ctx: Ctx) -> bool:
     return False
 
 
+def _own_conds(where: Where) -> list[ast.expr]:
+    """Conditions written inside the innermost function: a collective in a closure defined
+    under `if rank == 0:` pairs with calls of the enclosing function, not of the closure."""
+    fn = where.frames[-1].node if where.frames else None
+    if fn is None:
+        return list(where.conds)
+    first, last = getattr(fn, "lineno", 0), getattr(fn, "end_lineno", None) or 0
+    return [c for c in where.conds if first <= getattr(
+        getattr(c, "operand", c), "lineno", 0) <= last]
+
+
 def _rank_guarded(where: Where, ctx: Ctx) -> bool:
     """`if not trainer.is_global_zero: return` above the collective: only rank 0 gets there."""
-    for cond in where.conds:
+    for cond in _own_conds(where):
         guard = getattr(cond, "guard_of", None)
         if not (isinstance(guard, ast.If) and isinstance(guard.body[-1], ast.Return)):
             continue
@@ -789,7 +800,7 @@ def _rank_branch(where: Where, ctx: Ctx) -> bool:
     """The collective sits in the body of an `if` that picks some ranks (`if is_main:`, `if
     rank == 0:`), not after an early-return guard and not under `if rank != -1:` (am I
     distributed?). (Also the made-up `if` of `(noop, barrier)[is_main]()`.)"""
-    for cond in where.conds:
+    for cond in _own_conds(where):
         if getattr(cond, "guard_of", None) is not None or getattr(cond, "else_branch", False):
             continue
         if any(isinstance(n, ast.Compare) and any(isinstance(c, ast.UnaryOp) or literal(c) == -1
