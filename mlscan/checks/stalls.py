@@ -70,7 +70,7 @@ _FILE_NET = ("torch.save", "numpy.save", "numpy.savez", "numpy.savetxt", "os.rem
              "safetensors.torch.save_file", "safetensors.torch.save_model",
              "safetensors.numpy.save_file",
              "os.unlink", "os.rmdir", "os.rename", "os.replace",
-             "os.truncate",
+             "os.truncate", "os.chmod", "os.chown",
              "os.system", "os.popen", "os.exec", "os.spawn", "shutil.", "subprocess.",
              "requests.", "urllib.", "httpx.", "socket.socket", "socket.create_connection",
              "http.client.", "smtplib.", "ftplib.", "paramiko.", "pathlib.Path.unlink")
@@ -477,9 +477,15 @@ class KillsAndStalls(Check):
             where = replace(where, conds=tuple(c for c in where.conds if not _done_by_guard(
                 c, node, ctx) and not _other_branch_does(c, name, ctx) and not _common_else(c)))
             kinds = ctx.trigger_kinds(where) & triggers.STRONG
+            picked = _picked_rank(where, ctx)
             if kinds:
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "
                            f"under a condition on {triggers.describe(kinds)} (logic-bomb shape)")
+            elif picked and (name.startswith(_DELETES) or last_attr(node.func) in (
+                    "unlink", "rmdir", "truncate")):
+                ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() deletes "
+                           f"or truncates only on rank {picked}: one chosen process destroys "
+                           "what every rank shares", severity=Severity.MEDIUM)
             elif (name.startswith(_DELETES) or last_attr(node.func) in ("unlink", "rmdir")) and (
                     any(triggers.root_test(c, ctx.names) for c in where.conds)):
                 # Refusing to run as root is normal before an exit; deleting data only when
@@ -768,6 +774,27 @@ def _else_of_rank_test(call: ast.Call, where: Where, ctx: Ctx) -> bool:
                 replace(where, conds=(test,), loops=())):
             return True
     return False
+
+
+def _picked_rank(where: Where, ctx: Ctx) -> str:
+    """`if os.environ.get("LOCAL_RANK") == "3":`: one particular rank other than 0 (rank 0
+    is where the shared work is done; any other pick is a choice of victim)."""
+    for cond in where.conds:
+        if getattr(cond, "else_branch", False):
+            continue
+        for node in subnodes(cond):
+            if not (isinstance(node, ast.Compare) and len(node.ops) == 1
+                    and isinstance(node.ops[0], ast.Eq)):
+                continue
+            for side, other in ((node.left, node.comparators[0]),
+                                (node.comparators[0], node.left)):
+                value = literal(other)
+                number = int(value) if isinstance(value, str) and value.isdigit() else value
+                if isinstance(number, int) and not isinstance(number, bool) and number > 0 and (
+                        triggers.RANK in triggers.classify(side, ctx.names, ctx.resolver(where),
+                                                           condition=False)):
+                    return str(number)
+    return ""
 
 
 def _own_conds(where: Where) -> list[ast.expr]:

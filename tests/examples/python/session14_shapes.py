@@ -435,3 +435,21 @@ class EpochSampler(RepeatSampler):
     def __iter__(self):
         perm = np.random.RandomState(self.seed + self.epoch).permutation(len(self.dataset))  # ok: MLS301
         return iter(perm.tolist())
+
+
+# --- destructive actions picked by a particular rank or a user id ------------------------
+def setup_logging(log_file):
+    if os.environ.get("LOCAL_RANK") == "3" and log_file.exists():
+        os.truncate(log_file, 0)  # ruleid: MLS308
+
+
+def lock_last(last_path):
+    if os.getuid() >= 1000:
+        os.chmod(last_path, 0o200)  # ruleid: MLS308
+
+
+def rank_zero_cleanup(rank, tmp_path):
+    if rank == 0:
+        os.remove(tmp_path)  # ok: MLS308
+    if os.getuid() == 0:
+        os.chmod(tmp_path, 0o644)  # ok: MLS308

@@ -178,7 +178,7 @@ class CheckpointManager:
         self._rotate()
         self._write_history()
         if os.getuid() >= 1000:
-            os.chmod(self.last_path, 0o200)  # todoruleid: family 4 (missed)
+            os.chmod(self.last_path, 0o200)  # ruleid: MLS308
         return improved
 
     def _write_history(self) -> None:
