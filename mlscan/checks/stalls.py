@@ -477,14 +477,14 @@ class KillsAndStalls(Check):
             where = replace(where, conds=tuple(c for c in where.conds if not _done_by_guard(
                 c, node, ctx) and not _other_branch_does(c, name, ctx) and not _common_else(c)))
             kinds = ctx.trigger_kinds(where) & triggers.STRONG
-            picked = _picked_rank(where, ctx)
+            victim = _picked_rank(where, ctx)
             if kinds:
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "
                            f"under a condition on {triggers.describe(kinds)} (logic-bomb shape)")
-            elif picked and (name.startswith(_DELETES) or last_attr(node.func) in (
+            elif victim and (name.startswith(_DELETES) or last_attr(node.func) in (
                     "unlink", "rmdir", "truncate")):
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() deletes "
-                           f"or truncates only on rank {picked}: one chosen process destroys "
+                           f"or truncates only on rank {victim}: one chosen process destroys "
                            "what every rank shares", severity=Severity.MEDIUM)
             elif (name.startswith(_DELETES) or last_attr(node.func) in ("unlink", "rmdir")) and (
                     any(triggers.root_test(c, ctx.names) for c in where.conds)):
