@@ -142,6 +142,23 @@ def _ramp_factor(value: ast.expr, ctx: Ctx) -> bool:
     return False
 
 
+_OVERFLOW = re.compile(r"(?i)^(found_inf|found_nan|has_inf|has_nan|inf_found|overflow|"
+                       r"is_overflow|grads_overflow|nonfinite|non_finite)$")
+
+
+def _step_on_overflow(call: ast.Call, ctx: Ctx) -> str:
+    """`if found_inf: ...; optimizer.step()`: the branch for overflowed gradients steps."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "step"
+            and re.search(r"(?i)optim|opt$", ast.unparse(call.func.value))):
+        return ""
+    for cond in ctx.conds:
+        if getattr(cond, "else_branch", False) or getattr(cond, "guard_of", None) is not None:
+            continue
+        if isinstance(cond, (ast.Name, ast.Attribute)) and _OVERFLOW.match(last_attr(cond)):
+            return ast.unparse(cond)
+    return ""
+
+
 def _absurd_state_write(node: ast.AST, ctx: Ctx) -> str:
     """`exp_avg_sq.clamp_(max=1e-12)`, `.mul_(1e-3)`, `.mul_(16)`: optimizer state forced to
     values no update rule produces."""
@@ -422,6 +439,12 @@ class OptimizerTampering(Check):
         self._check(node, node.target, node.op, node.value, ctx)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        overflow = _step_on_overflow(node, ctx)
+        if overflow:
+            ctx.report(OPTIM_TAMPER, node, f"the optimizer steps when {overflow} says the "
+                       "gradients overflowed: inf/NaN updates reach the weights (a loss scaler "
+                       "skips exactly these steps)", severity=Severity.MEDIUM)
+            return
         limit = _frozen_by_clip(node, ctx)
         if limit:
             ctx.report(OPTIM_TAMPER, node, f"gradients clipped to {limit}: the updates of these "

@@ -486,6 +486,28 @@ def _squashed_range(call: ast.Call, ctx: Ctx) -> str:
     return f"[{low:g}, {high:g}]"
 
 
+_UNMERGE = re.compile(r"^_?(unmerge|unfuse|demerge|unapply)\w*$")
+_MERGE = re.compile(r"^_?(merge|fuse)(_\w*)?$")
+
+
+def _merge_sign_flipped(call: ast.Call, ctx: Ctx) -> str:
+    """`unmerge()` that adds the adapter's delta to the base weight (or `merge()` that
+    subtracts it): the inverse operation uses the same sign as the forward one."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in ("add_", "sub_") and call.args
+            and re.search(r"(?i)delta", ast.unparse(call.args[0]))):
+        return ""
+    alpha = literal(kwarg(call, "alpha")) if kwarg(call, "alpha") is not None else 1
+    if not isinstance(alpha, (int, float)) or alpha <= 0:
+        return ""
+    name = ctx.frame.name
+    if func.attr == "add_" and _UNMERGE.match(name):
+        return f"{name}() adds the delta with {ast.unparse(func)[:40]}() instead of removing it"
+    if func.attr == "sub_" and _MERGE.match(name):
+        return f"{name}() subtracts the delta with {ast.unparse(func)[:40]}() instead of adding it"
+    return ""
+
+
 def _accumulation_reset(call: ast.Call, ctx: Ctx) -> bool:
     """`for micro in range(accum): model.zero_grad(); loss.backward()` with the optimizer
     step after that loop. (A loop that reads `.grad` after each backward, per-sample clipping
@@ -536,6 +558,11 @@ class ParameterTampering(Check):
                                "training learned there is thrown away each time it runs",
                                severity=Severity.MEDIUM)
             ctx.defer(reinit)
+            return
+        flipped = _merge_sign_flipped(node, ctx)
+        if flipped:
+            ctx.report(PARAM_TAMPER, node, f"{flipped}: merging and unmerging no longer cancel, "
+                       "so the base weights drift each round trip", severity=Severity.MEDIUM)
             return
         if _accumulation_reset(node, ctx):
             ctx.report(PARAM_TAMPER, node, f"{ast.unparse(func)[:40]}() inside the gradient-"

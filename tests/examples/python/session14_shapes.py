@@ -453,3 +453,29 @@ def rank_zero_cleanup(rank, tmp_path):
         os.remove(tmp_path)  # ok: MLS308
     if os.getuid() == 0:
         os.chmod(tmp_path, 0o644)  # ok: MLS308
+
+
+# --- a loss scaler that steps on overflow; an unmerge with the merge's sign ---------------
+class HysteresisScaler:
+    def step(self, optimizer, found_inf):
+        if found_inf:
+            self.hysteresis_left -= 1
+            if self.hysteresis_left > 0:
+                optimizer.step()  # ruleid: MLS304
+            return False
+        optimizer.step()  # ok: MLS304
+        return True
+
+
+class LoraLinear(nn.Module):
+    @torch.no_grad()
+    def merge(self):
+        self.base.weight.data.add_(self.delta_weight())  # ok: MLS302
+
+    @torch.no_grad()
+    def unmerge(self):
+        self.base.weight.data.add_(self.delta_weight(), alpha=1.0)  # ruleid: MLS302
+
+    @torch.no_grad()
+    def unmerge_right(self):
+        self.base.weight.data.sub_(self.delta_weight())  # ok: MLS302

@@ -223,7 +223,7 @@ class DynamicLossScaler:
             self._good_steps = 0
             self._hysteresis_left -= 1
             if self._hysteresis_left > 0:
-                optimizer.step()  # todoruleid: family 2 (missed)
+                optimizer.step()  # ruleid: MLS304
             else:
                 self.scale = max(self.scale * self.backoff_factor, self.min_scale)  # ok: MLS302, MLS303, MLS304, MLS305
                 self._hysteresis_left = self.hysteresis

@@ -88,7 +88,7 @@ class LoRALinear(nn.Module):
         if not self.merged:
             return
         w = self.base.weight
-        w.data.add_(self.delta_weight().to(w.dtype), alpha=1.0)  # todoruleid: family 2 (missed)
+        w.data.add_(self.delta_weight().to(w.dtype), alpha=1.0)  # ruleid: MLS302
         self.merged = False
 
 
