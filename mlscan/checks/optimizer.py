@@ -152,8 +152,10 @@ def _step_on_overflow(call: ast.Call, ctx: Ctx) -> str:
             and re.search(r"(?i)optim|opt$", ast.unparse(call.func.value))):
         return ""
     for cond in ctx.conds:
-        if getattr(cond, "else_branch", False) or getattr(cond, "guard_of", None) is not None:
-            continue
+        guard = getattr(cond, "guard_of", None)
+        if getattr(cond, "else_branch", False) or (guard is not None and not (
+                guard.lineno <= call.lineno <= (guard.end_lineno or 0))):
+            continue  # (after `if found_inf: ...; return` the step is the normal path)
         if isinstance(cond, (ast.Name, ast.Attribute)) and _OVERFLOW.match(last_attr(cond)):
             return ast.unparse(cond)
     return ""
