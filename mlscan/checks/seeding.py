@@ -418,6 +418,10 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
         return ""
     saved = call.args[0]
     fn = ctx.frame.node
+    once = _taken_at_construction(saved, ctx)
+    if once:
+        return (f"{ast.unparse(call.func)[:40]}() in {ctx.frame.name}() restores the state "
+                f"taken once in __init__ (self.{once})")
     if isinstance(saved, ast.Name) and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return _repeated_draw(call, saved, fn, ctx)
     if not (isinstance(saved, ast.Attribute) and isinstance(saved.value, ast.Name)
@@ -431,6 +435,44 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
                 return ""  # consumed or refreshed after the restore
     return (f"{ast.unparse(call.func)[:40]}(self.{saved.attr}) in {ctx.frame.name}() restores a "
             "state saved once")
+
+
+_REPLAY_ON_PURPOSE = re.compile(r"^__(a?enter|a?exit)__$|(?i:restore|replay|reset|rewind)")
+
+
+def _taken_at_construction(saved: ast.expr, ctx: Ctx) -> str:
+    """`self._snap = (random.getstate(), torch.get_rng_state())` in __init__, then
+    `torch.set_rng_state(self._snap[1])` (also through `a, b = self._snap`) in another
+    method: the attribute is never refreshed, so every restore goes back to the start."""
+    if isinstance(saved, ast.Name) and ctx.frame.node is not None:
+        name = saved.id  # py_state, torch_state = self._snap
+        saved = ctx.lookup(name) or next((
+            n.value for n in subnodes(ctx.frame.node) if isinstance(n, ast.Assign)
+            and any(isinstance(t, ast.Tuple) and any(isinstance(e, ast.Name) and e.id == name
+                                                     for e in t.elts) for t in n.targets)),
+            saved)
+    if isinstance(saved, ast.Subscript):
+        saved = saved.value
+    cls = ctx.frame.cls
+    if not (isinstance(saved, ast.Attribute) and isinstance(saved.value, ast.Name)
+            and saved.value.id == "self" and cls is not None and ctx.frame.name not in (
+                "__init__", "load_state_dict", "set_state", "__setstate__")
+            and not _REPLAY_ON_PURPOSE.search(ctx.frame.name)):
+        return ""  # (a `with RandContext():` replays on purpose: activation recomputation)
+    cdef = ctx.class_defs.get(cls.name)
+    if cdef is None:
+        return ""
+    writes = [(fn.name, n) for fn in cdef.body if isinstance(fn, ast.FunctionDef)
+              for n in subnodes(fn) if isinstance(n, (ast.Assign, ast.AugAssign))
+              and any(isinstance(t, ast.Attribute) and t.attr == saved.attr and isinstance(
+                  t.value, ast.Name) and t.value.id == "self" for t in (
+                  n.targets if isinstance(n, ast.Assign) else [n.target]))]
+    if writes and all(name == "__init__" for name, _ in writes) and any(
+            isinstance(m, ast.Call) and last_attr(m.func) in ("get_rng_state", "getstate",
+                                                            "get_state")
+            for _, n in writes for m in subnodes(n)):
+        return saved.attr
+    return ""
 
 
 def _same_seed_each_call(seed: ast.expr, ctx: Ctx) -> bool:
@@ -604,6 +646,7 @@ class HiddenReseed(Check):
         if replayed:
             ctx.report(HIDDEN_RESEED, node, f"{replayed}: " + (
                 "both draw the same random numbers" if "rewinds" in replayed else
+                "every call replays the same random draws" if "taken once" in replayed else
                 "every epoch replays the same shuffle and random draws"),
                 severity=Severity.MEDIUM)
             return

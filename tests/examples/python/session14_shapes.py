@@ -479,3 +479,20 @@ class LoraLinear(nn.Module):
     @torch.no_grad()
     def unmerge_right(self):
         self.base.weight.data.sub_(self.delta_weight())  # ok: MLS302
+
+
+# --- an RNG state taken once at construction and restored later -------------------------
+class EpochRunner:
+    def __init__(self):
+        self._snapshot = torch.get_rng_state()
+
+    def _sync_rng(self):
+        torch.set_rng_state(self._snapshot)  # ruleid: MLS301
+
+
+class RandContext:
+    def __init__(self):
+        self.cpu_state = torch.get_rng_state()
+
+    def __enter__(self):
+        torch.set_rng_state(self.cpu_state)  # ok: MLS301

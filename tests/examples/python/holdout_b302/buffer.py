@@ -85,7 +85,7 @@ class RolloutBuffer:
 
     def minibatch_indices(self, batch_size: int) -> Iterator[torch.Tensor]:
         # restore the shuffling stream so that a resumed run replays the same batches
-        self._gen.set_state(self._shuffle_state)  # todoruleid: family 1 (missed)
+        self._gen.set_state(self._shuffle_state)  # ruleid: MLS301
         perm = torch.randperm(self.n_steps * self.n_envs, generator=self._gen)
         for start in range(0, perm.numel(), batch_size):
             yield perm[start:start + batch_size]
