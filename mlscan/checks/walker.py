@@ -412,7 +412,8 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
             off, on = (_made_call(v, call, call.keywords, ctx) for v in pair.elts)
             if off is None and on is None:
                 return None
-            return ast.copy_location(ast.If(test=func.slice, body=[on] if on else [ast.Pass()],
+            taken: list[ast.stmt] = [on] if on else [ast.copy_location(ast.Pass(), call)]
+            return ast.copy_location(ast.If(test=func.slice, body=taken,
                                             orelse=[off] if off else []), call)
     if not (isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name)
             and isinstance(table := ctx.lookup(func.value.id), ast.Dict)
@@ -439,7 +440,8 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
 
 def _made_call(value: ast.expr, call: ast.Call, keywords: list[ast.keyword],
                ctx: Ctx) -> ast.stmt | None:
-    """`call` made with a library function `value` in place of its callee."""
+    """`call` made with `value` in place of its callee: a library function, or a method of
+    a local object (`accelerator.wait_for_everyone`); not `self.` methods, which are roles."""
     if not isinstance(value, (ast.Name, ast.Attribute)) or ("." not in (
             ctx.names.qualname(value) or "") and not (
             isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
