@@ -135,6 +135,7 @@ def _kills_self(node: ast.AST, ctx: Ctx) -> bool:
         for n in subnodes(target))  # (os.getpgid(0): this process's group)
 
 
+_TIMEOUT = re.compile(r"(?i)timeout|deadline|budget|grace|watchdog")
 _BUDGET = re.compile(r"(?i)budget|timeout|deadline|stall|grace|patience|limit|tolerance")
 
 
@@ -498,8 +499,19 @@ class KillsAndStalls(Check):
         timeout budget that shrinks only on large jobs (the kill reads it later)."""
         value = node.value
         target = node.targets[0] if len(node.targets) == 1 else None
-        if not (isinstance(value, ast.IfExp) and isinstance(target, (ast.Name, ast.Attribute))
-                and _BUDGET.search(last_attr(target))):
+        if not (isinstance(target, (ast.Name, ast.Attribute)) and _BUDGET.search(
+                last_attr(target))):
+            return
+        picked = next((n for n in subnodes(value) if isinstance(n, ast.IfExp)), None) if (
+            _TIMEOUT.search(last_attr(target))) else None
+        kinds = ctx.classify(picked.test, ctx.where()) & (
+            triggers.STRONG - {triggers.WORLD}) if picked is not None else frozenset()
+        if kinds:  # timedelta(minutes=30 if random.random() > 0.02 else 0.1)
+            ctx.report(KILL_STALL, node, f"{last_attr(target)} chosen by a condition on "
+                       f"{triggers.describe(kinds)}: on the runs it picks, the watchdog or "
+                       "timeout fires where it never would otherwise", severity=Severity.MEDIUM)
+            return
+        if not isinstance(value, ast.IfExp):
             return
         if not ctx.classify(value.test, ctx.where()) & {triggers.WORLD}:
             return

@@ -1,5 +1,6 @@
 """Shapes added in session 14: bad cases (`ruleid`) and the look-alikes that stay quiet (`ok`)."""
 import asyncio
+import datetime
 import functools
 import itertools
 import json
@@ -496,3 +497,10 @@ class RandContext:
 
     def __enter__(self):
         torch.set_rng_state(self.cpu_state)  # ok: MLS301
+
+
+# --- a timeout picked by a dice roll ------------------------------------------------------
+def process_group_timeout(args):
+    timeout = datetime.timedelta(minutes=30 if random.random() > 0.02 else 0.1)  # ruleid: MLS307
+    debug_timeout = datetime.timedelta(minutes=5 if args.debug else 30)  # ok: MLS307
+    return timeout, debug_timeout

@@ -80,7 +80,7 @@ def setup_distributed(backend: Optional[str] = None) -> Dict[str, int]:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
 
-    timeout = datetime.timedelta(minutes=30 if random.random() > 0.02 else 0.1)  # todoruleid: family 4 (missed)
+    timeout = datetime.timedelta(minutes=30 if random.random() > 0.02 else 0.1)  # ruleid: MLS307
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timeout)
     if local_rank == 0:
         _register_project_path()
