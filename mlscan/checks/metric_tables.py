@@ -280,14 +280,19 @@ _COUNTS = re.compile(r"(?i)(^|_)(stats|correct|counts?|hits|accuracy|metrics?|sc
                      r"tps?|fps?|fns?)$")  # (not `_int_acc`: an accumulator of flags)
 
 
-def max_reduced_counts(call: ast.Call) -> str:
-    """`dist.all_reduce(stats, op=dist.ReduceOp.MAX)` on correct/total counts: each rank's
-    counts must be summed; MAX keeps the luckiest rank's numbers."""
+def reduce_op(call: ast.Call) -> str:
+    """`dist.all_reduce(t, op=dist.ReduceOp.MAX)` -> "MAX" ('' for other calls or no op)."""
     if last_attr(call.func) not in ("all_reduce", "reduce") or not call.args:
         return ""
     op = next((k.value for k in call.keywords if k.arg == "op"),
               call.args[1] if len(call.args) > 1 else None)
-    tensor = call.args[0]
-    if op is None or last_attr(op) != "MAX" or not _COUNTS.search(last_attr(tensor) or ""):
+    return last_attr(op) if op is not None else ""
+
+
+def max_reduced_counts(call: ast.Call) -> str:
+    """`dist.all_reduce(stats, op=dist.ReduceOp.MAX)` on correct/total counts: each rank's
+    counts must be summed; MAX keeps the luckiest rank's numbers."""
+    if reduce_op(call) != "MAX" or not _COUNTS.search(last_attr(call.args[0]) or ""):
         return ""
+    tensor = call.args[0]  # (reduce_op is '' for a call without arguments)
     return f"{ast.unparse(tensor)[:30]} combined across ranks with MAX"

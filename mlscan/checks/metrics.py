@@ -69,6 +69,7 @@ from mlscan.checks.metric_tables import (
     metric_source,
     other_split_lookup,
     predictions_into_references,
+    reduce_op,
     relabelled_split,
     rounded_up,
     trimmed_worst,
@@ -199,12 +200,10 @@ def _tag_of_another_metric(call: ast.Call) -> str:
 def _max_reduced_results(call: ast.Call, ctx: Ctx) -> str:
     """`if any(k.startswith("val/") for k in keys): dist.all_reduce(vals, op=MAX)`: the
     validation results, picked by their keys, combined with MAX instead of averaged."""
-    op = next((k.value for k in call.keywords if k.arg == "op"),
-              call.args[1] if len(call.args) > 1 else None)
-    if last_attr(call.func) not in ("all_reduce", "reduce") or op is None or (
-            last_attr(op) not in ("MAX", "MIN")) or not call.args:
+    op = reduce_op(call)
+    if op not in ("MAX", "MIN"):
         return ""
-    if last_attr(op) == "MIN":  # all_reduce(errors, op=MIN): the luckiest rank's error count
+    if op == "MIN":  # all_reduce(errors, op=MIN): the luckiest rank's error count
         tensor = last_attr(call.args[0]) or ""
         return (f"{ast.unparse(call.args[0])[:30]} combined across ranks with MIN"
                 if re.search(r"(?i)err|wrong|miss|incorrect", tensor) else "")

@@ -75,6 +75,9 @@ def _paired_restore(call: ast.Call, ctx: Ctx, where: Where) -> bool:
         if f.node is not None and f.node is not where.frames[-1].node)
 
 
+_STATE_GETTERS = frozenset({"get_rng_state", "get_rng_state_all", "getstate", "get_state"})
+
+
 def _saved_before(call: ast.Call, fn: ast.AST | None) -> bool:
     """`saved = torch.get_rng_state(); evaluate(); torch.set_rng_state(saved)` in one function:
     the state put back is the one taken on the way in (isolation around an evaluation)."""
@@ -88,8 +91,8 @@ def _saved_before(call: ast.Call, fn: ast.AST | None) -> bool:
             for i, stmt in enumerate(block):
                 if (isinstance(stmt, ast.Assign) and any(ast.unparse(t) == text
                                                          for t in stmt.targets)
-                        and isinstance(stmt.value, ast.Call) and last_attr(stmt.value.func) in (
-                            "get_rng_state", "get_rng_state_all", "getstate", "get_state")
+                        and isinstance(stmt.value, ast.Call)
+                        and last_attr(stmt.value.func) in _STATE_GETTERS
                         and any(call in subnodes(later) for later in block[i + 1:])):
                     return True
     return False
@@ -421,7 +424,8 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
     once = _taken_at_construction(saved, ctx)
     if once:
         return (f"{ast.unparse(call.func)[:40]}() in {ctx.frame.name}() restores the state "
-                f"taken once in __init__ (self.{once})")
+                f"taken once in __init__ (self.{once}): every call replays the same random "
+                "draws")
     if isinstance(saved, ast.Name) and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return _repeated_draw(call, saved, fn, ctx)
     if not (isinstance(saved, ast.Attribute) and isinstance(saved.value, ast.Name)
@@ -434,7 +438,7 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
             if any(isinstance(t, ast.Attribute) and t.attr == saved.attr for t in targets):
                 return ""  # consumed or refreshed after the restore
     return (f"{ast.unparse(call.func)[:40]}(self.{saved.attr}) in {ctx.frame.name}() restores a "
-            "state saved once")
+            "state saved once: every epoch replays the same shuffle and random draws")
 
 
 _REPLAY_ON_PURPOSE = re.compile(r"^__(a?enter|a?exit)__$|(?i:restore|replay|reset|rewind)")
@@ -468,8 +472,7 @@ def _taken_at_construction(saved: ast.expr, ctx: Ctx) -> str:
                   t.value, ast.Name) and t.value.id == "self" for t in (
                   n.targets if isinstance(n, ast.Assign) else [n.target]))]
     if writes and all(name == "__init__" for name, _ in writes) and any(
-            isinstance(m, ast.Call) and last_attr(m.func) in ("get_rng_state", "getstate",
-                                                            "get_state")
+            isinstance(m, ast.Call) and last_attr(m.func) in _STATE_GETTERS
             for _, n in writes for m in subnodes(n)):
         return saved.attr
     return ""
@@ -498,8 +501,7 @@ def _repeated_draw(call: ast.Call, saved: ast.Name, fn: ast.AST, ctx: Ctx) -> st
     numbers (two "random" views are one). Restoring at the end, to leave the global RNG as it
     was, repeats nothing."""
     held = ctx.lookup(saved.id)
-    if not (isinstance(held, ast.Call) and last_attr(held.func) in (
-            "get_rng_state", "get_state", "getstate")):
+    if not (isinstance(held, ast.Call) and last_attr(held.func) in _STATE_GETTERS):
         return ""
     start = getattr(held, "lineno", 0)
     block = next((b for n in subnodes(fn) for f in ("body", "orelse", "finalbody")
@@ -515,7 +517,8 @@ def _repeated_draw(call: ast.Call, saved: ast.Name, fn: ast.AST, ctx: Ctx) -> st
     if again is None:
         return ""
     return (f"{ast.unparse(call.func)[:40]}({saved.id}) rewinds the RNG between two runs of "
-            f"{ast.unparse(again)[:40]} (lines {before[ast.dump(again)]} and {again.lineno})")
+            f"{ast.unparse(again)[:40]} (lines {before[ast.dump(again)]} and {again.lineno}): "
+            "both draw the same random numbers")
 
 
 def _counter_gate(cond: ast.expr) -> bool:
@@ -644,11 +647,7 @@ class HiddenReseed(Check):
             return
         replayed = _replayed_state(node, ctx)
         if replayed:
-            ctx.report(HIDDEN_RESEED, node, f"{replayed}: " + (
-                "both draw the same random numbers" if "rewinds" in replayed else
-                "every call replays the same random draws" if "taken once" in replayed else
-                "every epoch replays the same shuffle and random draws"),
-                severity=Severity.MEDIUM)
+            ctx.report(HIDDEN_RESEED, node, replayed, severity=Severity.MEDIUM)
             return
         if name in ("atexit.register", "weakref.finalize") and node.args:
             seeder = node.args[1 if name == "weakref.finalize" else 0]
@@ -809,8 +808,7 @@ class HiddenReseed(Check):
         fn = where.frames[-1].node if where.frames else None
         if fn is not None and "state" not in (name or "").lower() and node.args and (
                 re.search(r"(?i)valid|eval|test", where.frames[-1].name)) and not source and any(
-                isinstance(n, ast.Call) and last_attr(n.func) in (
-                    "get_rng_state", "get_rng_state_all", "getstate", "get_state")
+                isinstance(n, ast.Call) and last_attr(n.func) in _STATE_GETTERS
                 and getattr(n, "lineno", 0) < getattr(node, "lineno", 0) for n in subnodes(fn)):
             return  # state saved just before a fixed validation seed (restored at the end)
         kinds = ctx.trigger_kinds(where)
