@@ -254,9 +254,10 @@ class ArchivedCredentials(Check):
             return
         attr = last_attr(node.func)
         name = ctx.names.call_name(node)
-        receiver = ast.unparse(node.func.value) if isinstance(node.func, ast.Attribute) else ""
+        receiver = ast.unparse(node.func.value) if isinstance(node.func, ast.Attribute) and (
+            attr in ("add", "write")) else ""  # (unparsed only for the two archive methods)
         if not (name.startswith(("shutil.copy", "shutil.copytree")) or (
-                attr in ("add", "write") and _ARCHIVE.search(receiver))):
+                receiver and _ARCHIVE.search(receiver))):
             return
         text = _credential_path(node.args[0], ctx)
         if text and "authorized_keys" not in text:

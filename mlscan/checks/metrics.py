@@ -156,6 +156,8 @@ def _wrong_direction(call: ast.Call) -> ast.AST | None:
     """`ModelCheckpoint(monitor="val/mAP", mode="min")`, `TrainingArguments(
     metric_for_best_model="accuracy", greater_is_better=False)`: the keyword that turns the
     selection of the best checkpoint upside down."""
+    if not any(k.arg in ("monitor", "metric_for_best_model") for k in call.keywords):
+        return None
     keys = {k.arg: k for k in call.keywords if k.arg}
     for metric_key, mode_key in (("monitor", "mode"), ("metric_for_best_model",
                                                         "greater_is_better")):
