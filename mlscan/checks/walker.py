@@ -24,6 +24,11 @@ _FRAME, _POP_FRAME, _CLASS, _POP_CLASS = "frame", "pop_frame", "class", "pop_cla
 _COND, _POP_COND, _LOOP, _POP_LOOP = "cond", "pop_cond", "loop", "pop_loop"
 _WITH, _POP_WITH = "with", "pop_with"
 _TERMINAL = (ast.Return, ast.Continue, ast.Break, ast.Raise)
+_PLAIN = frozenset({ast.Attribute, ast.Subscript, ast.BinOp, ast.Compare, ast.UnaryOp, ast.Tuple,
+                    ast.List, ast.Starred, ast.keyword, ast.arguments, ast.arg, ast.Expr,
+                    ast.JoinedStr, ast.FormattedValue, ast.Slice, ast.Set, ast.Pass})
+"""Node kinds `_expand` has no case for: when no check visits them, only their children
+matter."""
 
 
 def table() -> dict[type[ast.AST], list[Handler]]:
@@ -49,10 +54,18 @@ def _walk(tree: ast.AST, ctx: Ctx) -> None:
     handlers_for = table()
     stack: list[Any] = [tree]
     scopes: list[str] = []
+    leaves = {t for t in (ast.Name, ast.Constant) if t not in handlers_for}
+    plain = {t for t in _PLAIN if t not in handlers_for}
     while stack:
         item = stack.pop()
-        if type(item) is tuple:
+        t = type(item)
+        if t is tuple:
             _apply(item, ctx, scopes)
+            continue
+        if t in leaves:
+            continue  # (most nodes: nothing to visit, nothing below)
+        if t in plain:
+            stack.extend(reversed(child_nodes(item)))
             continue
         node: ast.AST = item
         if type(node) is ast.Call and ctx.names.alias_tests and not hasattr(node, "gated"):
@@ -255,7 +268,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             grown = ast.BinOp(left=ast.Name(id=aug.target.id, ctx=ast.Load()), op=aug.op,
                               right=aug.value)
             ctx.frame.bind(aug.target.id, ast.copy_location(grown, aug))
-    return list(child_nodes(node))
+    return child_nodes(node)
 
 
 def _note_trigger_flags(asg: ast.Assign, ctx: Ctx) -> None:
