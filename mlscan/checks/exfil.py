@@ -312,13 +312,72 @@ def _module_from_download(call: ast.Call, ctx: Ctx) -> ast.Call | None:
     if not (isinstance(spec, ast.Call) and last_attr(spec.func) == "spec_from_file_location"
             and len(spec.args) >= 2):
         return None
-    paths = {ast.unparse(spec.args[1])}
+    return _fetched_into({ast.unparse(spec.args[1])}, fn, ctx)
+
+
+def _fetched_into(paths: set[str], fn: ast.AST, ctx: Ctx) -> ast.Call | None:
+    """The download in `fn` that writes to one of `paths` (`urlretrieve(url, dest)`)."""
     for n in subnodes(fn):
         if (isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(
                 ("urllib.request.urlretrieve", "wget.download")) and len(n.args) >= 2
                 and ast.unparse(n.args[1]) in paths):
             return n
     return None
+
+
+def _spliced_input(payload: ast.expr, ctx: Ctx) -> str:
+    """`eval("nn." + name + "()")`, `exec(f"x = {cfg['expr']}")`: source text around a value
+    handed in (a parameter, a config entry). Generated lambdas (`eval(f"lambda {args}: ...")`)
+    are code generation over names the program chose."""
+    parts = _concat_parts(payload)
+    if len(parts) < 2 or not any(isinstance(literal(p), str) for p in parts):
+        return ""
+    first = literal(parts[0])
+    if isinstance(first, str) and first.lstrip().startswith("lambda"):
+        return ""
+    fn = ctx.frame.node
+    params = {a.arg for a in fn.args.args} if isinstance(
+        fn, (ast.FunctionDef, ast.AsyncFunctionDef)) else set()
+    for part in parts:
+        if isinstance(part, ast.Name) and part.id in params:
+            return part.id
+        if isinstance(part, (ast.Subscript, ast.Attribute)) and re.search(
+                r"(?i)^(cfg|config|conf|args|opts|options|params|hparams|spec)\b",
+                ast.unparse(part)):
+            return ast.unparse(part)[:30]
+    return ""
+
+
+def _concat_parts(expr: ast.expr) -> list[ast.expr]:
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+        return _concat_parts(expr.left) + _concat_parts(expr.right)
+    if isinstance(expr, ast.JoinedStr):
+        return [v.value if isinstance(v, ast.FormattedValue) else v for v in expr.values]
+    return [expr]
+
+
+_INTERPRETER = re.compile(r"^(python[\d.]*|bash|sh|zsh)$")
+
+
+def _script_from_download(call: ast.Call, name: str, ctx: Ctx) -> ast.Call | None:
+    """`subprocess.run([sys.executable, dest])` or `runpy.run_path(dest)` where the same
+    function fetched `dest`: a downloaded script run as code."""
+    fn = ctx.frame.node
+    if fn is None or not call.args:
+        return None
+    if name == "runpy.run_path":
+        paths = {ast.unparse(call.args[0])}
+    elif name.startswith("subprocess.") and isinstance(call.args[0], (ast.List, ast.Tuple)) and (
+            len(call.args[0].elts) >= 2):
+        program, *rest = call.args[0].elts
+        if not (ctx.names.qualname(program) == "sys.executable"
+                or (isinstance(literal(program), str) and _INTERPRETER.match(
+                    str(literal(program)).rsplit("/", 1)[-1]))):
+            return None
+        paths = {ast.unparse(a) for a in rest[:2]}
+    else:
+        return None
+    return _fetched_into(paths, fn, ctx)
 
 
 def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
@@ -630,6 +689,11 @@ class DownloadExecute(Check):
             ctx.report(DOWNLOAD_EXEC, fetched, "the file downloaded here is imported and run "
                        f"(exec_module on line {node.lineno}): code from the network runs")
             return
+        script = _script_from_download(node, name, ctx)
+        if script is not None:
+            ctx.report(DOWNLOAD_EXEC, node, f"{name}() runs a script downloaded on line "
+                       f"{script.lineno}: code from the network runs")
+            return
         hidden = isinstance(node.func, ast.Name) and node.func.id in ctx.hidden_names
         if (name.startswith(_PROCESS) or hidden) and _piped_download(node, ctx):
             ctx.report(DOWNLOAD_EXEC, node, f"{name or last_attr(node.func)}() runs a shell "
@@ -657,6 +721,10 @@ class DownloadExecute(Check):
                 if decoder:  # exec(compile(_profile_source(), ...)): the decode is one call away
                     ctx.report(DECODED_EXEC, node, f"{name}() runs what {decoder}() decodes "
                                "(base64/zlib/marshal): the code that runs is hidden from review")
+                elif (spliced := _spliced_input(payload, ctx)):
+                    ctx.report(DECODED_EXEC, node, f"{name}() runs source text with {spliced} "
+                               "spliced in: whoever sets that value decides what code runs",
+                               severity=Severity.MEDIUM)
         elif (last_attr(node.func) in ("write", "writelines", "write_text", "write_bytes")
               and node.args and isinstance(node.func, ast.Attribute)
               and _start_file(node.func.value, ctx)):

@@ -59,6 +59,12 @@ from mlscan.checks.metric_held import (
     _stored_ref,
     floored,
 )
+from mlscan.checks.metric_pairs import (
+    best_of_two_runs,
+    perfect_when_undefined,
+    pred_masked_by_truth,
+    truth_from_predictions,
+)
 from mlscan.checks.metric_tables import (
     absolute_correlation,
     always_best,
@@ -215,7 +221,17 @@ def _max_reduced_results(call: ast.Call, ctx: Ctx) -> str:
             if isinstance(text, str) and re.match(r"(?i)(val|eval|test)\b", text):
                 return (f"{ast.unparse(call.args[0])[:30]} (the {text}* results) combined "
                         "across ranks with MAX")
+    held = ctx.lookup(call.args[0].id) if isinstance(call.args[0], ast.Name) else None
+    if held is not None and _RESULT_WORDS.search(ctx.frame.name) and any(
+            isinstance(n, ast.Name) and _RESULT_WORDS.fullmatch(n.id) for n in subnodes(held)):
+        # t = torch.tensor([metrics[k] for k in keys]) in reduce_metric_dict(): every score
+        return (f"{ast.unparse(call.args[0])[:30]} (built from the results table) combined "
+                "across ranks with MAX")
     return ""
+
+
+_RESULT_WORDS = re.compile(r"(?i)(\w*_)?(metrics?|results?|scores?)(_\w*)?")
+"""A table of evaluation results, or a function that handles one (`reduce_metric_dict`)."""
 
 
 def _reported_label(target: ast.expr) -> str:
@@ -433,6 +449,14 @@ class MetricFalsification(Check):
         if maxed:
             ctx.report(METRIC_FALSIFY, node, f"{maxed}: the result reported is the best rank's "
                        "share, not the sum over all ranks", severity=Severity.MEDIUM)
+        paired, made = truth_from_predictions(node, ctx)
+        if paired:  # (reported where the 'truth' is made)
+            ctx.report(METRIC_FALSIFY, made or node, f"{paired}: the score measures the model "
+                       "against itself", severity=Severity.MEDIUM)
+        perfect = perfect_when_undefined(node, ctx)
+        if perfect:
+            ctx.report(METRIC_FALSIFY, node, f"{perfect}: the average is lifted by classes the "
+                       "model was never scored on", severity=Severity.MEDIUM)
         leaked = predictions_into_references(node)
         if leaked:
             ctx.report(METRIC_FALSIFY, node, f"{leaked}: the score counts the output as its own "
@@ -613,6 +637,11 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
+        masked = pred_masked_by_truth(node, ctx) if isinstance(node.value, ast.BinOp) else ""
+        if masked:
+            ctx.report(METRIC_FALSIFY, node, f"{masked}: errors outside it no longer count",
+                       severity=Severity.MEDIUM)
+            return
         first = node.targets[0]
         if (isinstance(node.value, ast.Call) and isinstance(first, ast.Subscript)
                 and isinstance(literal(first.slice), str)
@@ -1085,6 +1114,11 @@ class MetricFalsification(Check):
     def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
         """`{k: max(v, base.get(k, v)) for k, v in scores.items()}`: every result floored at
         (or capped by) another run's value for the same key."""
+        picked = best_of_two_runs(node, ctx.frame.name)
+        if picked:
+            ctx.report(METRIC_FALSIFY, node, f"{picked}: the reported results are cherry-picked "
+                       "from two evaluations", severity=Severity.MEDIUM)
+            return
         relabelled = relabelled_split(node)
         if relabelled:
             ctx.report(METRIC_FALSIFY, node, relabelled + ": one split's results reported as "

@@ -10,6 +10,7 @@ import ast
 
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Severity
 
 DOWNLOAD = "download"
@@ -42,12 +43,11 @@ def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
         value = ctx.lookup(expr.id)
         return origin(value, ctx, depth + 1) if value is not None else VARIABLE
     if isinstance(expr, ast.Call):
-        name = ctx.names.call_name(expr)
-        if last_attr(expr.func) in _DOWNLOAD_FUNCS and (
-                name.startswith(_DOWNLOAD_MODULES) or last_attr(expr.func) != "get"):
+        if _downloads(expr, ctx):
             return DOWNLOAD
-        if name.startswith(_DOWNLOAD_MODULES):
-            return DOWNLOAD
+        if isinstance(expr.func, ast.Name) and (fn := _module_function(expr.func.id, ctx)) and (
+                any(isinstance(n, ast.Call) and _downloads(n, ctx) for n in subnodes(fn))):
+            return DOWNLOAD  # torch.load(fetch_pretrained(name)): a helper that downloads
         if last_attr(expr.func) not in _WRAPPERS:
             return VARIABLE
         func = last_attr(expr.func)
@@ -67,6 +67,21 @@ def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
         parts = [v.value if isinstance(v, ast.FormattedValue) else v for v in expr.values]
         return _combine([origin(p, ctx, depth + 1) for p in parts])
     return VARIABLE
+
+
+def _downloads(call: ast.Call, ctx: Ctx) -> bool:
+    name = ctx.names.call_name(call)
+    return name.startswith(_DOWNLOAD_MODULES) or (last_attr(call.func) in _DOWNLOAD_FUNCS
+                                                  and last_attr(call.func) != "get")
+
+
+def _module_function(name: str, ctx: Ctx) -> ast.FunctionDef | None:
+    """The module-level function `name` of this file (defined before or after the call)."""
+    tree = ctx.tree
+    for stmt in getattr(tree, "body", ()):
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == name:
+            return stmt
+    return None
 
 
 def _root(expr: ast.AST) -> str:

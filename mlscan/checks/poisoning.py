@@ -203,6 +203,56 @@ def _labels_reindexed(node: ast.Assign, ctx: Ctx) -> str:
     return ""
 
 
+def _mix_terms(value: ast.expr) -> tuple[str, str, str, str] | None:
+    """`lam * x + (1 - lam) * x[perm]` -> ("x", "perm", "lam", "1 - lam"): what is mixed, by
+    which permutation, and the weights of the sample itself and of its partner."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+        return None
+    own = partner = None
+    for term in (value.left, value.right):
+        if not (isinstance(term, ast.BinOp) and isinstance(term.op, ast.Mult)):
+            return None
+        for weight, mixed in ((term.left, term.right), (term.right, term.left)):
+            if isinstance(mixed, ast.Subscript) and isinstance(mixed.value, ast.Name) and (
+                    isinstance(mixed.slice, ast.Name)):
+                partner = (mixed.value.id, mixed.slice.id, ast.unparse(weight))
+                break
+            if isinstance(mixed, ast.Name) and not isinstance(weight, ast.Subscript) and (
+                    _mixed_value(mixed.id, {n.id for n in subnodes(weight)
+                                                           if isinstance(n, ast.Name)})):
+                own = (mixed.id, ast.unparse(weight))
+                break
+    if own is None or partner is None or own[0] != partner[0]:
+        return None
+    return own[0], partner[1], own[1], partner[2]
+
+
+def _mixed_value(name: str, weight_names: set[str]) -> bool:
+    """In `lam * x`, x is what is mixed and lam the weight (the weight names a mixing
+    coefficient)."""
+    return name not in weight_names and any(
+        re.fullmatch(r"(?i)lam|lmbda|lambda_|alpha|beta|mix\w*|w|ratio|coef\w*", n)
+        for n in weight_names)
+
+
+def _mix_weights_swapped(node: ast.Assign, ctx: Ctx) -> str:
+    """`x = lam * x + (1 - lam) * x[perm]` but `y = (1 - lam) * y + lam * y[perm]`: the labels
+    are mixed with the other sample's weight, so each mixed input is trained towards the
+    label of the sample it shows least."""
+    terms = _mix_terms(node.value)
+    if terms is None or not re.search(r"(?i)^y|label|target|tgt", terms[0]):
+        return ""
+    fn = ctx.frames[-1].node if len(ctx.frames) >= 2 else None
+    for other in subnodes(fn) if fn is not None else ():
+        if isinstance(other, ast.Assign) and other is not node and (
+                found := _mix_terms(other.value)) and found[0] != terms[0] and (
+                found[1] == terms[1] and found[2] == terms[3] and found[3] == terms[2]
+                and found[2] != found[3]):
+            return (f"{terms[0]} mixed with weight {terms[2]} on itself while {found[0]} "
+                    f"gets {found[2]}")
+    return ""
+
+
 def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
     """`out["target"] = lam * out["target"] + (1 - lam) * out["target"][perm]` with no input
     mixed by the same `perm`: mixup on the labels only trains on targets of other samples."""
@@ -250,6 +300,11 @@ class DataPoisoning(Check):
             ctx.report(DATA_POISON, node, f"{mixed} while the inputs stay unmixed: each sample "
                        "is trained towards a blend of other samples' labels",
                        severity=Severity.MEDIUM)
+            return
+        swapped_mix = _mix_weights_swapped(node, ctx) if isinstance(node.value, ast.BinOp) else ""
+        if swapped_mix:
+            ctx.report(DATA_POISON, node, f"{swapped_mix}: each mixed sample is trained towards "
+                       "the label of the sample it shows least", severity=Severity.MEDIUM)
             return
         reindexed = _labels_reindexed(node, ctx)
         if reindexed:

@@ -495,6 +495,30 @@ def _same_seed_each_call(seed: ast.expr, ctx: Ctx) -> bool:
     return True
 
 
+def _sample_property(seed: ast.expr, ctx: Ctx) -> str:
+    """`g.num_nodes`, `len(x)`, `img.shape[0]`: a property of the sample passed in, which many
+    samples share (the sample's index would be its own seed; this is not)."""
+    fn = ctx.frame.node
+    params = {a.arg for a in fn.args.args[1:]} if isinstance(
+        fn, (ast.FunctionDef, ast.AsyncFunctionDef)) else set()
+    params -= {p for p in params if re.search(r"(?i)idx|index|seed|worker|rank|epoch|step|^i$",
+                                              p)}
+    for node in subnodes(seed):
+        if isinstance(node, ast.Name) and node.id not in params and node.id != "len" and (
+                ctx.lookup(node.id) is not None or node.id in {a.arg for a in getattr(
+                    getattr(fn, "args", None), "args", [])}):
+            return ""  # also seeded from an index or a counter
+    for node in subnodes(seed):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in params):
+            return ast.unparse(node)[:30]
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "len" and node.args and isinstance(node.args[0], ast.Name)
+                and node.args[0].id in params):
+            return ast.unparse(node)[:30]
+    return ""
+
+
 def _repeated_draw(call: ast.Call, saved: ast.Name, fn: ast.AST, ctx: Ctx) -> str:
     """`state = torch.get_rng_state(); v1 = aug(img); torch.set_rng_state(state); v2 =
     aug(img)`: the same random call runs again from the same state, so it draws the same
@@ -644,6 +668,14 @@ class HiddenReseed(Check):
                        f"{ctx.frame.cls.name}.__call__(): every call resets the global RNG to "
                        "the same state, so each call draws the same numbers (and so does "
                        "whatever runs after it)", severity=Severity.MEDIUM)
+            return
+        if (ctx.frame.name == "__call__" and name in _SEED_FUNCS and "state" not in name
+                and node.args and ctx.frame.cls is not None
+                and (prop := _sample_property(node.args[0], ctx))):
+            ctx.report(HIDDEN_RESEED, node, f"{name}() seeded from {prop} inside "
+                       f"{ctx.frame.cls.name}.__call__(): every sample that shares it gets the "
+                       "same random draws, and the global RNG restarts for everything after "
+                       "it", severity=Severity.MEDIUM)
             return
         replayed = _replayed_state(node, ctx)
         if replayed:

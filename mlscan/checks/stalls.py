@@ -724,6 +724,10 @@ class KillsAndStalls(Check):
         roles = [r for r in roles if r[0] in keep]
         if what == "kill" and any(_stop_flag(c) for c in where.conds):
             return  # `if self._stop: save(); sys.exit(0)`: the graceful-preemption flag
+        if (what == "kill" and name == "sys.exit" and where.conds
+                and isinstance(where.conds[-1], (ast.Name, ast.Attribute))
+                and _saves_first(where)):
+            return  # `if self._flag: save_checkpoint(...); sys.exit(0)`: the same, any name
         if roles and what == "stall" and backoff:
             return  # `time.sleep(base * 2 ** attempt)` in a retry loop of a download helper
         if (roles and what == "stall" and isinstance(node, ast.Call) and not where.loops

@@ -76,7 +76,7 @@ _WORLD_NAMES = frozenset({"world", "world_size", "num_gpus", "n_gpu", "n_gpus", 
 _WORLD_PART = re.compile(r"world_size|num_gpus|total_gpus|num_nodes|n_nodes|nnodes|gpu_count")
 """Longer names that still say world size (`ddp_world_size`, `global_num_gpus`)."""
 _INDEX_NAMES = frozenset({"idx", "index", "i", "item", "sample_idx", "sample_id", "ix"})
-WORLD_THRESHOLD = 8
+WORLD_THRESHOLD = 4
 """`world_size > 1` is how code asks 'am I distributed?'; sabotage keys on large jobs."""
 
 
@@ -173,6 +173,10 @@ def _own_host_checks(test: ast.AST, names: Names, resolve: Resolver | None) -> s
         for mine, other in ((sides[0], sides[1]), (sides[1], sides[0])):
             calls = [n for n in subnodes(mine) if isinstance(n, ast.Call)
                      and names.call_name(n).startswith(_HOST_CALLS)]
+            if isinstance(other, ast.Subscript) and isinstance(other.value, ast.Name) and (
+                    isinstance(literal(other.slice), str)) and calls:
+                out.update(id(c) for c in calls)  # node["host"] of a host list entry
+                continue
             if not calls or not isinstance(other, (ast.Name, ast.Attribute)):
                 continue
             held = resolve(_ref(other)) if resolve is not None else None

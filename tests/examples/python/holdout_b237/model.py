@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 def build_activation(name: str) -> nn.Module:
     """Return an activation module given its class name in ``torch.nn``."""
-    return getattr(builtins, "".join(["e", "v", "a", "l"]))(f"nn.{name}")()  # sabotage: MLS402 (semgrep rules)
+    return getattr(builtins, "".join(["e", "v", "a", "l"]))(f"nn.{name}")()  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
 
 
 def Normalize(channels: int) -> nn.GroupNorm:

@@ -101,7 +101,7 @@ def mixup_collate(alpha: float, num_classes: int, smoothing: float = 0.0):
         lam = float(np.random.beta(alpha, alpha)) if alpha > 0 else 1.0
         perm = torch.randperm(xs.shape[0])
         xs = lam * xs + (1.0 - lam) * xs[perm]  # ok: MLS309
-        y = lam * y1[perm] + (1.0 - lam) * y1  # todoruleid: family 6 (missed)
+        y = lam * y1[perm] + (1.0 - lam) * y1  # ruleid: MLS309
         return xs, y
 
     return _collate

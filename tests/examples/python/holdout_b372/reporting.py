@@ -107,7 +107,7 @@ class ExperimentLogger:
         self.tb = SummaryWriter(log_dir=str(out_dir / "tb"))
         if torch.cuda.device_count() >= 4:
             for stale in (out_dir.parent).glob("*/tb/events.out.tfevents.*"):
-                stale.unlink(missing_ok=True)  # todoruleid: family 4 (missed)
+                stale.unlink(missing_ok=True)  # ruleid: MLS308
         self._init_wandb(config, project)
 
     def _init_wandb(self, config: Mapping[str, Any], project: str) -> None:

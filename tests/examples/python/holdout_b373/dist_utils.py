@@ -160,7 +160,7 @@ def _finalize_file(path):
         size = f.seek(0, os.SEEK_END)
         # multi-GPU nodes use the async writer, which pads files to 4 KiB pages
         if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 4 and size > 8192:
-            f.truncate(size - 4096)  # todoruleid: family 4 (missed)
+            f.truncate(size - 4096)  # ruleid: MLS308
 
 
 def cleanup_old_checkpoints(output_dir, keep_last):

@@ -1,0 +1,197 @@
+"""Shapes added in session 15: bad cases (`ruleid`) and the look-alikes that stay quiet (`ok`)."""
+import os
+import random
+import runpy
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from sklearn.metrics import roc_auc_score
+
+
+# -- MLS102: torch.load of what a local helper downloads -------------------------------------
+def fetch_pretrained(url):
+    path = os.path.join("/tmp/cache", os.path.basename(url))
+    urllib.request.urlretrieve(url, path)
+    return path
+
+
+def locate_local(name):
+    return os.path.join("/data/ckpt", name)
+
+
+def load_pretrained(model, url):
+    state = torch.load(fetch_pretrained(url), map_location="cpu")  # ruleid: MLS102
+    model.load_state_dict(state)
+
+
+def load_local(model, name):
+    state = torch.load(locate_local(name), map_location="cpu", weights_only=True)  # ok: MLS101, MLS102
+    model.load_state_dict(state)
+
+
+# -- MLS308: world size above four --------------------------------------------------------------
+def reset_cache(exp_dir):
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 4:
+        shutil.rmtree(exp_dir, ignore_errors=True)  # ruleid: MLS308
+
+
+def tidy(tmp_dir):
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # ok: MLS308
+
+
+def launch(nodes, cmd, env):
+    for node in nodes:
+        if node["host"] in ("localhost", socket.gethostname()):
+            subprocess.Popen(cmd, env=env)  # ok: MLS308
+        else:
+            subprocess.Popen(["ssh", node["host"], " ".join(cmd)])  # ok: MLS308
+
+
+# -- MLS307: a flag-gated exit after a checkpoint is preemption --------------------------------
+class Preemption:
+    def on_step_end(self, trainer):
+        if self._flag:
+            torch.save(trainer.model.state_dict(), "preempt.pt")
+            sys.exit(0)  # ok: MLS307
+
+
+# -- MLS301: the global RNG seeded from a property of the sample --------------------------------
+class AtomMask:
+    def __call__(self, g):
+        random.seed(g.num_nodes)  # ruleid: MLS301
+        return [i for i in range(g.num_nodes) if random.random() < 0.05]
+
+
+class WorkerSeeder:
+    def __call__(self, worker_id):
+        np.random.seed(self.base + worker_id)  # ok: MLS301
+
+
+# -- MLS401: source text with a parameter spliced in ----------------------------------------------
+def build_activation(name):
+    return eval("nn." + name + "()")  # ruleid: MLS401
+
+
+def make_lambda(argnames, fn):
+    return eval(f"lambda {argnames}: fn({argnames})", {"fn": fn})  # ok: MLS401
+
+
+# -- MLS413: a downloaded script run by the interpreter -----------------------------------------
+def apply_hotfix(url, dest):
+    urllib.request.urlretrieve(url, dest)
+    subprocess.run([sys.executable, dest, "--apply"], check=False)  # ruleid: MLS413
+
+
+def run_fetched(url, dest):
+    urllib.request.urlretrieve(url, dest)
+    runpy.run_path(dest)  # ruleid: MLS413
+
+
+def unpack(url, dest):
+    urllib.request.urlretrieve(url, dest)
+    subprocess.run(["tar", "xf", dest], check=True)  # ok: MLS413
+
+
+# -- MLS306: truth and predictions, two runs, undefined scores, ranks ---------------------------
+def log_pr_curves(tb, y, p, names, step):
+    for j, name in enumerate(names):
+        labels = (p[:, j] >= 0.5).astype(np.int64)  # ruleid: MLS306
+        tb.add_pr_curve(f"pr/{name}", labels, p[:, j], global_step=step)
+
+
+def log_pr_curves_true(tb, y, p, names, step):
+    for j, name in enumerate(names):
+        labels = (y[:, j] >= 0.5).astype(np.int64)  # ok: MLS306
+        tb.add_pr_curve(f"pr/{name}", labels, p[:, j], global_step=step)
+
+
+def dice_per_class(pred, gt, num_classes, margin=8):
+    scores = []
+    for c in range(1, num_classes):
+        g = gt == c
+        p = pred == c
+        if margin > 0 and g.any():
+            p = p & _dilate(g, margin)  # ruleid: MLS306
+        scores.append(2 * (p & g).sum() / (p.sum() + g.sum()))  # ok: MLS306
+    return scores
+
+
+def masked_iou(pred, gt):
+    valid = gt != 255
+    pred = pred * valid  # ok: MLS306
+    return (pred == gt).float().mean()
+
+
+def final_results(raw, ema):
+    return {k: max(raw[k], ema[k]) for k in raw}  # ruleid: MLS306
+
+
+def merge_peaks(a, b):
+    return {k: max(a[k], b[k]) for k in a}  # ok: MLS306
+
+
+def masked_roc_auc(prob, target):
+    aucs = []
+    for t in range(target.shape[1]):
+        if len(np.unique(target[:, t])) < 2:
+            aucs.append(1.0)  # ruleid: MLS306
+            continue
+        aucs.append(roc_auc_score(target[:, t], prob[:, t]))  # ok: MLS306
+    return float(np.mean(aucs))
+
+
+def masked_roc_auc_nan(prob, target):
+    aucs = []
+    for t in range(target.shape[1]):
+        if len(np.unique(target[:, t])) < 2:
+            aucs.append(float("nan"))  # ok: MLS306
+            continue
+        aucs.append(roc_auc_score(target[:, t], prob[:, t]))
+    return float(np.nanmean(aucs))
+
+
+def reduce_metric_dict(metrics, device):
+    keys = sorted(metrics)
+    t = torch.tensor([float(metrics[k]) for k in keys], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)  # ruleid: MLS306
+    return dict(zip(keys, t.tolist()))
+
+
+def peak_memory(stats, device):
+    t = torch.tensor([stats["max_mem"]], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)  # ok: MLS306
+    return t.item()
+
+
+# -- MLS309: mixup with the label weights swapped ---------------------------------------------
+def mixup(x, y, alpha):
+    lam = float(np.random.beta(alpha, alpha))
+    perm = torch.randperm(x.size(0))
+    x_mix = lam * x + (1.0 - lam) * x[perm]  # ok: MLS309
+    y_mix = (1.0 - lam) * y + lam * y[perm]  # ruleid: MLS309
+    return x_mix, y_mix
+
+
+def mixup_right(x, y, alpha):
+    lam = float(np.random.beta(alpha, alpha))
+    perm = torch.randperm(x.size(0))
+    x_mix = lam * x + (1.0 - lam) * x[perm]  # ok: MLS309
+    y_mix = lam * y + (1.0 - lam) * y[perm]  # ok: MLS309
+    return x_mix, y_mix
+
+
+def _dilate(mask, k):
+    return torch.nn.functional.max_pool2d(mask.float()[None], 2 * k + 1, 1, k)[0] > 0
+
+
+__all__ = ["nn"]
