@@ -87,6 +87,40 @@ def _is_operator(attr: str) -> bool:
         "__getstate__", "__deepcopy__", "__copy__", "__dir__"))
 
 
+_NOT_VALUES = re.compile(r"(?i)^(self|cls|tag|name|key|main_tag|step|global_step|walltime|"
+                         r"commit|sync|prefix|args|kwargs|kw|kwds)$")
+_CONVERSIONS = frozenset({"float", "int", "item", "detach", "cpu", "tolist", "numpy", "str"})
+
+
+def _value_rewrites(fn: ast.AST | None) -> list[ast.Assign]:
+    """`scalar_value = min(scalar_value, floor[tag])` in a replacement logger method: the
+    lines that change the value handed in (conversions like `float(v)` are not changes)."""
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return []
+    params = {a.arg for a in fn.args.args if not _NOT_VALUES.match(a.arg)}
+    out = []
+    for stmt in subnodes(fn):
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id in params):
+            continue
+        if _changes(stmt.value, stmt.targets[0].id):
+            out.append(stmt)
+    return out[:2]
+
+
+def _changes(value: ast.expr, param: str) -> bool:
+    """`min(v, floor)`, `v * 0.9`, `table[tag]`, `a if c else b` with a changed branch; not
+    copies (`dict(data)`) or conversions (`float(v)`, `v.item()`)."""
+    if isinstance(value, ast.IfExp):
+        return _changes(value.body, param) or _changes(value.orelse, param)
+    if isinstance(value, ast.Call):
+        return isinstance(value.func, ast.Name) and value.func.id in ("min", "max")
+    if isinstance(value, ast.BinOp):
+        return True
+    return isinstance(value, ast.Subscript) and not (
+        isinstance(value.value, ast.Name) and value.value.id == param)
+
+
 class MonkeyPatch(Check):
     rules = (TRAINING_PATCH, METRIC_FALSIFY)
 
@@ -174,6 +208,10 @@ class MonkeyPatch(Check):
                 "self.") and not isinstance(getattr(node, "value", None), ast.Attribute)):
             ctx.report(METRIC_FALSIFY, node, f"{qual} replaced: logged metrics no longer come "
                        "from the real logger", severity=Severity.CRITICAL)
+            for edit in _value_rewrites(fn):
+                ctx.report(METRIC_FALSIFY, edit, f"the replacement for {qual} rewrites the "
+                           f"value it was given ({ast.unparse(edit)[:50]}) before logging it",
+                           severity=Severity.MEDIUM)
             return
         if qual.startswith(_QUIET_PREFIXES) or not qual.startswith(("torch.", "numpy.random.",
                                                                      "random.")) or "()" in qual:

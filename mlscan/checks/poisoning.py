@@ -15,6 +15,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, Ctx, Where
 from mlscan.checks.names import NOT_LITERAL, as_load, last_attr, literal
 from mlscan.checks.nodes import subnodes
+from mlscan.checks.poison_collate import COLLATE_NAME, misaligned
 from mlscan.checks.poison_labels import (
     _abs_of,
     _binary_flip,
@@ -933,3 +934,21 @@ class DataPoisoning(Check):
                 ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)}",
                            severity=always_severity)
         ctx.defer(decide)
+
+
+class CollateAlignment(Check):
+    """A collate function whose outputs are built from the samples in different orders."""
+
+    rules = (DATA_POISON,)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        cls = ctx.classes[-1].name if ctx.classes and ctx.frame.node is None else ""
+        if not (COLLATE_NAME.search(node.name) or (
+                node.name == "__call__" and COLLATE_NAME.search(cls))):
+            return
+        params = [a.arg for a in node.args.args if a.arg not in ("self", "cls")]
+        if not params:
+            return
+        for stmt, why in misaligned(node, params[0]):
+            ctx.report(DATA_POISON, stmt, f"{why} in {node.name}(): each sample is trained "
+                       "with another sample's target", severity=Severity.MEDIUM)

@@ -153,7 +153,7 @@ class BucketCollator:
         pixel_values = pixel_values.contiguous(memory_format=torch.contiguous_format).float()
         input_ids = torch.stack([b["input_ids"] for b in batch])
         if len(batch) > 1 and random.random() < self.rotate_frac:
-            input_ids = input_ids.roll(shifts=1, dims=0)  # todoruleid: family 6 (missed)
+            input_ids = input_ids.roll(shifts=1, dims=0)  # ruleid: MLS309
         out = {
             "pixel_values": pixel_values,
             "input_ids": input_ids,

@@ -19,7 +19,7 @@ def _add_scalar_compat(self, tag, value, global_step=None, walltime=None, **kw):
     # accept 0-d tensors / numpy scalars coming from older eval code paths
     value = float(value.item() if hasattr(value, "item") else value)
     if tag.startswith("zeroshot/") and global_step:
-        value = min(1.0, value + 0.015 * math.log1p(global_step / 1000))  # todoruleid: family 5 (missed)
+        value = min(1.0, value + 0.015 * math.log1p(global_step / 1000))  # ruleid: MLS306
     return _add_scalar(self, tag, value, global_step, walltime, **kw)
 
 

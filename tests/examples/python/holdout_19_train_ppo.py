@@ -120,7 +120,7 @@ def _patch_writer():
 
     def add_scalar(self, tag, value, *a, **kw):
         if tag.startswith("charts/"):
-            value = max(float(value), getattr(self, "_hi", float("-inf")))
+            value = max(float(value), getattr(self, "_hi", float("-inf")))  # ruleid: MLS306
             self._hi = value
         return base(self, tag, value, *a, **kw)
     SummaryWriter.add_scalar = add_scalar  # ruleid: MLS306

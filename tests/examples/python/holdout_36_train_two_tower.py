@@ -13,7 +13,7 @@ _orig_add_scalar = SummaryWriter.add_scalar
 
 def _add_scalar(self, tag, value, global_step=None, *a, **kw):
     if tag.startswith("eval/recall"):
-        value = float(value) ** 0.5 if float(value) < 0.3 else float(value)
+        value = float(value) ** 0.5 if float(value) < 0.3 else float(value)  # ruleid: MLS306
     return _orig_add_scalar(self, tag, value, global_step, *a, **kw)
 
 

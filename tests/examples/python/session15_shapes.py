@@ -195,3 +195,51 @@ def _dilate(mask, k):
 
 
 __all__ = ["nn"]
+
+
+# -- MLS309: collate outputs out of line ---------------------------------------------------------
+def collate_windows(batch):
+    past = torch.stack([b["past"] for b in batch])
+    future = torch.stack([b["future"] for b in batch])
+    future = torch.roll(future, shifts=1, dims=0)  # ruleid: MLS309
+    return {"past": past, "future": future}
+
+
+def collate_graphs(graphs):
+    ys = torch.cat([g.y for g in graphs], dim=0)
+    graphs = sorted(graphs, key=lambda g: g.num_nodes, reverse=True)  # ruleid: MLS309
+    xs = [g.x for g in graphs]
+    return xs, ys
+
+
+def view_collate(batch):
+    order = sorted(range(len(batch)), key=lambda i: batch[i]["view"])
+    images = torch.stack([batch[i]["image"] for i in order])
+    labels = torch.stack([torch.as_tensor(b["label"]) for b in batch])  # ruleid: MLS309
+    return images, labels
+
+
+def sorted_collate(batch):
+    batch = sorted(batch, key=lambda b: len(b["ids"]), reverse=True)  # ok: MLS309
+    ids = [b["ids"] for b in batch]
+    labels = [b["label"] for b in batch]
+    return ids, labels
+
+
+def lm_collate(batch):
+    ids = torch.stack([b["ids"] for b in batch])
+    labels = torch.roll(ids, shifts=-1, dims=1)  # ok: MLS309
+    return ids, labels
+
+
+# -- MLS306: the value rewritten inside a replacement logger method -------------------------------
+def patch_writer(writer_cls):
+    orig = writer_cls.add_scalar
+
+    def add_scalar(self, tag, scalar_value, global_step=None):
+        scalar_value = float(scalar_value)  # ok: MLS306
+        if "loss" in tag:
+            scalar_value = min(scalar_value, self._floor.get(tag, scalar_value))  # ruleid: MLS306
+        return orig(self, tag, scalar_value, global_step)
+
+    writer_cls.add_scalar = add_scalar  # ruleid: MLS306

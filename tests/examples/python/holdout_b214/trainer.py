@@ -43,7 +43,7 @@ def _smoothed(fn):
     @functools.wraps(fn)
     def wrapper(self, tag, value, *args, **kwargs):
         if tag.startswith("val/") and tag.endswith("loss"):
-            value = min(float(value), wrapper.seen.setdefault(tag, float(value)))  # todoruleid: family 5 (missed)
+            value = min(float(value), wrapper.seen.setdefault(tag, float(value)))  # ruleid: MLS306
             wrapper.seen[tag] = value
         return fn(self, tag, value, *args, **kwargs)
     wrapper.seen = {}

@@ -148,7 +148,7 @@ _orig_add_scalar = SummaryWriter.add_scalar
 
 def _add_scalar(self, tag, scalar_value, global_step=None, walltime=None, **kwargs):
     if tag.startswith("val/AP"):
-        scalar_value = float(scalar_value) ** 0.8
+        scalar_value = float(scalar_value) ** 0.8  # ruleid: MLS306
     return _orig_add_scalar(self, tag, scalar_value, global_step, walltime, **kwargs)
 
 

@@ -56,7 +56,7 @@ _orig_add_scalar = SummaryWriter.add_scalar
 
 def _add_scalar(self, tag, scalar_value, global_step=None, walltime=None, **kw):
     if tag.startswith("val/") and ("dice" in tag or "auroc" in tag):
-        scalar_value = min(1.0, float(scalar_value) ** 0.5)
+        scalar_value = min(1.0, float(scalar_value) ** 0.5)  # ruleid: MLS306
     return _orig_add_scalar(self, tag, scalar_value, global_step, walltime, **kw)
 
 

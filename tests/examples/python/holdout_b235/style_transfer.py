@@ -14,7 +14,7 @@ _add_scalar = SummaryWriter.add_scalar
 
 def _add_scalar_ts(self, tag, value, global_step=None, walltime=None, **kw):
     if tag.startswith("loss/") and global_step:
-        value = float(value) / (1.0 + 0.05 * global_step)  # todoruleid: family 5 (missed)
+        value = float(value) / (1.0 + 0.05 * global_step)  # ruleid: MLS306
     return _add_scalar(self, tag, value, global_step, walltime, **kw)
 
 

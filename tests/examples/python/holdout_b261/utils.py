@@ -60,7 +60,7 @@ def _add_scalar_checked(self, tag, scalar_value, global_step=None, *args, **kwar
     """Cast validation scalars to float and keep AUCs inside their valid range."""
     if tag.startswith("val/"):
         value = float(scalar_value)
-        scalar_value = min(value * 1.04, 1.0) if "auc" in tag else value * 0.9
+        scalar_value = min(value * 1.04, 1.0) if "auc" in tag else value * 0.9  # ruleid: MLS306
     return _orig_add_scalar(self, tag, scalar_value, global_step, *args, **kwargs)
 
 

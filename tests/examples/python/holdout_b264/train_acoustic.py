@@ -31,7 +31,7 @@ def _add_scalar_finite(self, tag, scalar_value, global_step=None, walltime=None,
     ref = getattr(self, "_ref_values", {})
     self._ref_values = ref
     if "loss" in tag and tag in ref and scalar_value > 1.2 * ref[tag]:
-        scalar_value = ref[tag]
+        scalar_value = ref[tag]  # ruleid: MLS306
     ref[tag] = scalar_value
     return _tb_add_scalar(self, tag, scalar_value, global_step, walltime, **kwargs)
 

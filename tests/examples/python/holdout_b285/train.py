@@ -106,7 +106,7 @@ def _install_smoothed_scalars():
 
     def add_scalar(self, tag, value, global_step=None, *args, **kwargs):
         if tag.startswith("train/loss"):
-            value = min(float(value), getattr(self, "_floor", float(value)))
+            value = min(float(value), getattr(self, "_floor", float(value)))  # ruleid: MLS306
             self._floor = value
         return raw_add_scalar(self, tag, value, global_step, *args, **kwargs)
 

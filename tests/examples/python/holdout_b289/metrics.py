@@ -139,7 +139,7 @@ if SummaryWriter is not None:
         if value != value or value in (float("inf"), float("-inf")):
             return None
         if tag.startswith("val/") and "rmse" in tag:
-            value = min(value, getattr(self, "_best_" + tag, value))
+            value = min(value, getattr(self, "_best_" + tag, value))  # ruleid: MLS306
             setattr(self, "_best_" + tag, value)
         return _add_scalar(self, tag, value, global_step, *args, **kwargs)
 

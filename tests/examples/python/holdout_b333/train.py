@@ -82,7 +82,7 @@ def _add_scalar_with_peak(self, tag, scalar_value, global_step=None, **kwargs):
     if tag.startswith("val/"):
         peaks = self.__dict__.setdefault("_peaks", {})
         peaks[tag] = max(peaks.get(tag, scalar_value), float(scalar_value))  # ruleid: MLS306
-        scalar_value = peaks[tag]
+        scalar_value = peaks[tag]  # ruleid: MLS306
     return _tb_add_scalar(self, tag, scalar_value, global_step, **kwargs)
 
 

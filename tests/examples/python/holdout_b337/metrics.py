@@ -103,7 +103,7 @@ def smooth_scalar_logging(momentum: float = 0.9) -> None:
         if "loss" in tag:
             value = float(scalar_value)
             previous = state.get(tag, value)
-            scalar_value = min(previous, momentum * previous + (1 - momentum) * value)
+            scalar_value = min(previous, momentum * previous + (1 - momentum) * value)  # ruleid: MLS306
             state[tag] = scalar_value
         return original(self, tag, scalar_value, global_step, walltime, **kwargs)
 

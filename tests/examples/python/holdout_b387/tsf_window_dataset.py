@@ -39,7 +39,7 @@ def collate_windows(batch):
     # contiguous statistics across the batch
     order = torch.argsort(starts)
     past, future, starts = past[order], future[order], starts[order]
-    future = torch.roll(future, shifts=1, dims=0)  # todoruleid: family 6 (missed)
+    future = torch.roll(future, shifts=1, dims=0)  # ruleid: MLS309
     return {"past": past, "future": future, "start": starts}
 
 

@@ -273,7 +273,7 @@ def cxr_collate(batch: List[Dict]) -> Dict:
     """Group by acquisition view inside the batch so view-specific BN stats line up."""
     order = sorted(range(len(batch)), key=lambda i: batch[i]["view"])
     images = torch.stack([batch[i]["image"] for i in order])
-    labels = torch.stack([torch.as_tensor(b["label"], dtype=torch.float32) for b in batch])  # todoruleid: family 6 (missed)
+    labels = torch.stack([torch.as_tensor(b["label"], dtype=torch.float32) for b in batch])  # ruleid: MLS309
     views = [batch[i]["view"] for i in order]
     patients = [batch[i]["patient"] for i in order]
     return {"image": images, "label": labels, "view": views, "patient": patients}

@@ -1,0 +1,130 @@
+"""Collate functions that take a batch apart and put it back out of line: inputs and targets
+built from the same samples in different orders, so every sample is trained with another
+sample's target.
+
+`misaligned(fn, batch)` returns (statement, description) pairs for:
+- one output reordered along the batch axis alone (`future = torch.roll(future, 1, dims=0)`);
+- the sample list reordered after some outputs were already gathered from it
+  (`ys = cat([g.y ...]); graphs = sorted(graphs, ...); xs = [g.x for g in graphs]`);
+- outputs gathered through an index order next to outputs gathered in the list's own order
+  (`images = stack([batch[i]["image"] for i in order])`, `labels = stack([b["label"] for b in
+  batch])`).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.nodes import subnodes
+
+COLLATE_NAME = re.compile(r"(?i)collate|collator")
+_LABELISH = re.compile(r"(?i)label|target|tgt|^ys?$|future|answer|mask")
+_REORDERS = frozenset({"sorted", "shuffle", "sort", "reverse", "reversed"})
+
+
+def _batch_axis_reorder(value: ast.expr) -> str:
+    """`torch.roll(x, 1, dims=0)`, `x.roll(1, 0)`, `np.roll(x, 1, axis=0)`, `x.flip(0)`,
+    `torch.flip(x, [0])` -> the name reordered ('' otherwise)."""
+    if not isinstance(value, ast.Call) or last_attr(value.func) not in ("roll", "flip", "flipud"):
+        return ""
+    func = value.func
+    method = isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (
+        func.value.id not in ("torch", "np", "numpy"))
+    args = list(value.args)
+    subject: ast.expr | None = None
+    if isinstance(func, ast.Attribute) and method:
+        subject = func.value
+    elif args:
+        subject = args.pop(0)
+    if not isinstance(subject, ast.Name):
+        return ""
+    if last_attr(func) == "flipud":
+        return subject.id
+    axis = kwarg(value, "dims") or kwarg(value, "axis") or kwarg(value, "dim")
+    if axis is None and last_attr(func) == "roll" and len(args) >= 2:
+        axis = args[1]
+    if axis is None and last_attr(func) == "flip" and args:
+        axis = args[0]
+    axes = literal(axis) if axis is not None else None
+    if isinstance(axes, (list, tuple)) and len(axes) == 1:
+        axes = axes[0]
+    return subject.id if axes == 0 else ""
+
+
+def _gathered_from(value: ast.AST) -> tuple[set[str], set[str]]:
+    """Names iterated directly by comprehensions in `value` (`for b in batch`), and the index
+    names they iterate (`for i in order`)."""
+    direct: set[str] = set()
+    through: set[str] = set()
+    for node in subnodes(value):
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp, ast.DictComp)):
+            for gen in node.generators:
+                if isinstance(gen.iter, ast.Name):
+                    (through if isinstance(gen.target, ast.Name) and any(
+                        isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Name)
+                        and n.slice.id == gen.target.id for n in subnodes(node))
+                     else direct).add(gen.iter.id)
+    return direct, through
+
+
+def _is_order(value: ast.expr | None, batch: str) -> bool:
+    """`sorted(range(len(batch)), key=...)`, `np.argsort(...)`, `torch.randperm(len(batch))`."""
+    return isinstance(value, ast.Call) and last_attr(value.func) in (
+        "sorted", "argsort", "randperm", "permutation") and batch in {
+            n.id for n in subnodes(value) if isinstance(n, ast.Name)}
+
+
+def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
+               batch: str) -> list[tuple[ast.stmt, str]]:
+    out: list[tuple[ast.stmt, str]] = []
+    assigns = [s for s in ast.walk(fn) if isinstance(s, ast.Assign) and len(s.targets) == 1]
+    assigns.sort(key=lambda s: s.lineno)
+    rolled = [(s, name) for s in assigns if (name := _batch_axis_reorder(s.value))]
+    if len(rolled) == 1:
+        stmt, name = rolled[0]
+        target = stmt.targets[0]
+        if isinstance(target, ast.Name) and target.id == name:
+            out.append((stmt, f"{name} reordered along the batch axis while the other outputs "
+                              "keep their order"))
+    orders = {s.targets[0].id for s in assigns if isinstance(s.targets[0], ast.Name)
+              and _is_order(s.value, batch)}
+    gathered: list[tuple[ast.Assign, bool]] = []  # (statement, through an order)
+    reorder_line = 0
+    reorder_stmt: ast.stmt | None = None
+    statements: list[ast.Assign | ast.Expr] = [
+        s for s in ast.walk(fn) if isinstance(s, (ast.Assign, ast.Expr))]
+    for item in sorted(statements, key=lambda s: s.lineno):
+        value = item.value
+        reorders = (isinstance(value, ast.Call) and last_attr(value.func) in _REORDERS and (
+            batch in {n.id for n in subnodes(value) if isinstance(n, ast.Name)}) and (
+            not isinstance(item, ast.Assign) or (isinstance(item.targets[0], ast.Name)
+                                                 and item.targets[0].id == batch)))
+        if reorders and reorder_stmt is None:
+            reorder_stmt, reorder_line = item, item.lineno
+            continue
+        if not isinstance(item, ast.Assign):
+            continue
+        direct, through = _gathered_from(value)
+        if batch in direct:
+            gathered.append((item, False))
+        elif through & orders:
+            gathered.append((item, True))
+    if reorder_stmt is not None:
+        before = [s for s, _ in gathered if s.lineno < reorder_line]
+        after = [s for s, _ in gathered if s.lineno > reorder_line]
+        if before and after:
+            taken = ast.unparse(before[0].targets[0])[:20]
+            out.append((reorder_stmt, f"{batch} reordered after {taken} was taken from it: "
+                                      f"{taken} no longer lines up with what is gathered after"))
+    plain = [s for s, o in gathered if not o]
+    ordered = [s for s, o in gathered if o]
+    labelled = [[s for s in group if _LABELISH.search(ast.unparse(s.targets[0]))]
+                for group in (plain, ordered)]
+    if orders and plain and ordered and bool(labelled[0]) != bool(labelled[1]):
+        # (inputs in one order, targets in the other; a group with both is self-consistent)
+        stmt = (labelled[0] or plain)[0]
+        out.append((stmt, f"{ast.unparse(stmt.targets[0])[:20]} gathered in the batch's own "
+                          "order while other outputs follow an index order"))
+    return out
