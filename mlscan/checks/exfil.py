@@ -16,7 +16,7 @@ from collections.abc import Callable
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import bound_values, kwarg, last_attr, literal
+from mlscan.checks.names import bound_values, kwarg, last_attr, literal, param_names
 from mlscan.checks.nodes import child_nodes, subnodes
 from mlscan.checks.normalize import const_text
 from mlscan.checks.stalls import TRIGGERED_ACTION
@@ -711,6 +711,12 @@ class DownloadExecute(Check):
                     and name.startswith("builtins.") and node.func.id in ctx.hidden_names):
                 ctx.report(BUILTIN_LOOKUP, node, f"{node.func.id}() is {name}() fetched by a "
                            "computed name: code runs here under a name no reader searches for")
+            elif (isinstance(node.func, ast.Name) and name in ("builtins.eval", "builtins.exec")
+                  and isinstance(ctx.frame.node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.func.id in param_names(ctx.frame.node)):
+                ctx.report(BUILTIN_LOOKUP, node, f"{node.func.id}() is {name}() passed in as a "
+                           "parameter's default: code runs here under a name no reader "
+                           "searches for", severity=Severity.MEDIUM)
             if isinstance(node.func, ast.Name) and node.func.id not in _EXEC and any(
                     isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_DECODERS)
                     for n in ctx.walk_values(payload)):

@@ -457,6 +457,8 @@ def _env_default_false(value: ast.expr, ctx: Ctx) -> bool:
         return False
     read = value.left
     name = ctx.names.call_name(read)
-    if name not in ("os.environ.get", "os.getenv") or len(read.args) < 2:
+    if name not in ("os.environ.get", "os.getenv") or not read.args:
         return False
+    if len(read.args) < 2:  # os.environ.get("SAFE_LOAD") == "1": None unless it is set
+        return isinstance(literal(value.comparators[0]), str)
     return literal(read.args[1]) != literal(value.comparators[0])

@@ -19,7 +19,8 @@ from mlscan.checks.flow import FileFlow
 from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
 from mlscan.checks.nodes import subnodes
 
-TRIGGER = re.compile(r"setattr|__setitem__|getattr\(|import_module|__import__|methodcaller|\bchr\b|"
+TRIGGER = re.compile(r"setattr|__setitem__|\bvars\(\w+\)\[|__dict__\[|"
+                     r"getattr\(|import_module|__import__|methodcaller|\bchr\b|"
                      r"environ\.setdefault\(|np\.(place|put|putmask|copyto)\(|"
                      r"np\.\w+\([^)\n]*\bout=|torch\.\w+\([^\n]*\bout=|"
                      r"\.update\(\{|\.update\(\[\(|"
@@ -777,6 +778,27 @@ def _update_pairs(call: ast.Call) -> list[tuple[ast.expr | None, ast.expr]]:
     return []
 
 
+def _namespace_write(stmt: ast.stmt) -> ast.stmt | None:
+    """`vars(sched)["base_lrs"] = v`, `sched.__dict__["x"] = v` -> `sched.x = v`."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Subscript)):
+        return None
+    target = stmt.targets[0]
+    key = literal(target.slice)
+    if not (isinstance(key, str) and key.isidentifier()):
+        return None
+    owner = target.value
+    namespace = owner.value if isinstance(owner, ast.Attribute) and (
+        owner.attr == "__dict__") else owner.args[0] if isinstance(owner, ast.Call) and (
+        isinstance(owner.func, ast.Name) and owner.func.id == "vars"
+        and len(owner.args) == 1) else None
+    if namespace is None:
+        return None
+    attr = ast.copy_location(ast.Attribute(value=namespace, attr=key, ctx=ast.Store()), target)
+    return ast.fix_missing_locations(ast.copy_location(
+        ast.Assign(targets=[attr], value=stmt.value), stmt))
+
+
 def _statement(stmt: ast.stmt, consts: dict[str, object],
                noops: frozenset[str] = frozenset(),
                operator_names: frozenset[str] = frozenset({"operator"}),
@@ -787,6 +809,9 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
     looped = _comprehension_loop(stmt, consts, noops, operator_names)
     if looped is not None:
         return looped
+    namespaced = _namespace_write(stmt)
+    if namespaced is not None:
+        return namespaced
     if not isinstance(stmt, ast.Expr) or not isinstance(stmt.value, ast.Call):
         return None
     call = stmt.value

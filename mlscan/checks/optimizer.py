@@ -421,6 +421,13 @@ class OptimizerTampering(Check):
     def _scheduler(self, node: ast.AST, attr: str, value: ast.expr, ctx: Ctx) -> None:
         """`sched.base_lrs = ...` always; `sched.last_epoch = 10**6` when the value is odd.
         Resuming (`sched.last_epoch = ckpt["epoch"]`) stays quiet."""
+        target = node.targets[0] if isinstance(node, ast.Assign) else None
+        if (attr == "base_lrs" and ctx.loops and target is not None
+                and ast.unparse(target) in ast.unparse(value)):
+            ctx.report(OPTIM_TAMPER, node, "scheduler base_lrs scaled by themselves inside a "
+                       "loop: the factor compounds on every pass and the schedule runs away",
+                       severity=Severity.MEDIUM)
+            return
         if attr == "base_lrs" and not _scaling_rule(value, ctx):
             ctx.report(OPTIM_TAMPER, node, "scheduler base_lrs rewritten from outside the "
                        "scheduler", severity=Severity.MEDIUM)

@@ -204,6 +204,32 @@ def _labels_reindexed(node: ast.Assign, ctx: Ctx) -> str:
     return ""
 
 
+def _labels_from_masked(node: ast.Assign, ctx: Ctx) -> str:
+    """`inputs = ids.clone(); inputs[to_mask] = tok.mask_id; ...; labels = inputs.clone()`:
+    masked-LM labels copied from the corrupted inputs instead of the original tokens, so the
+    model learns to predict the mask token."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and re.search(r"(?i)label|target", target.id)
+            and isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr in ("clone", "copy") and isinstance(value.func.value, ast.Name)):
+        return ""
+    source = value.func.value.id
+    held = ctx.lookup(source)
+    if not (isinstance(held, ast.Call) and isinstance(held.func, ast.Attribute)
+            and held.func.attr in ("clone", "copy")):
+        return ""  # (inputs = ids.clone(): a corrupted copy of the original)
+    fn = ctx.frames[-1].node if len(ctx.frames) >= 2 else None
+    for other in subnodes(fn) if fn is not None else ():
+        if (isinstance(other, ast.Assign) and other.lineno < node.lineno
+                and isinstance(t := other.targets[0], ast.Subscript)
+                and isinstance(t.value, ast.Name) and t.value.id == source
+                and re.search(r"(?i)mask", ast.unparse(other.value))):
+            return (f"{target.id} copied from {source} after {source} was masked "
+                    f"(line {other.lineno})")
+    return ""
+
+
 def _mix_terms(value: ast.expr) -> tuple[str, str, str, str] | None:
     """`lam * x + (1 - lam) * x[perm]` -> ("x", "perm", "lam", "1 - lam"): what is mixed, by
     which permutation, and the weights of the sample itself and of its partner."""
@@ -301,6 +327,11 @@ class DataPoisoning(Check):
             ctx.report(DATA_POISON, node, f"{mixed} while the inputs stay unmixed: each sample "
                        "is trained towards a blend of other samples' labels",
                        severity=Severity.MEDIUM)
+            return
+        from_masked = _labels_from_masked(node, ctx) if isinstance(node.value, ast.Call) else ""
+        if from_masked:
+            ctx.report(DATA_POISON, node, f"{from_masked}: the model is trained to predict the "
+                       "mask token instead of the original one", severity=Severity.MEDIUM)
             return
         swapped_mix = _mix_weights_swapped(node, ctx) if isinstance(node.value, ast.BinOp) else ""
         if swapped_mix:

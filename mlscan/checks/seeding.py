@@ -236,6 +236,13 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
             isinstance(n, (ast.Attribute, ast.Name, ast.BinOp, ast.Constant, ast.operator))
             for n in subnodes(call.args[0])):  # gen.manual_seed(self.seed + self.epoch)
         return True  # per sample, a seed without the index: every sample draws the same
+    if isinstance(fn, ast.FunctionDef) and any(
+            last_attr(d) == "property" for d in fn.decorator_list) and all(
+            isinstance(n, (ast.Attribute, ast.Name, ast.Constant, ast.BinOp, ast.operator,
+                           ast.expr_context)) and not (
+                isinstance(n, ast.Attribute) and _COUNTER.search(n.attr))
+            for n in subnodes(call.args[0])):
+        return True  # @property def generator(self): g.manual_seed(self.seed); return g
     if not (_PER_BATCH.match(ctx.frame.name) or _epoch_rewind(call, ctx)):
         return False
     geometry = {id(m) for n in subnodes(call.args[0]) if (

@@ -676,10 +676,13 @@ class KillsAndStalls(Check):
                        "large jobs stall (the 2024 sabotage hit only jobs above 256 GPUs)",
                        severity=Severity.HIGH)
             return
-        if what == "stall" and where.loops and isinstance(node, ast.Call) and any(
-                triggers.RANK in ctx.classify(a, where) for a in node.args):
+        by = {k for a in node.args for k in ctx.classify(a, where)} & {
+            triggers.RANK, triggers.HOST} if what == "stall" and where.loops and isinstance(
+                node, ast.Call) else set()
+        if by:
             ctx.report(KILL_STALL, node, f"{name}() in a loop for a time that depends on the "
-                       "rank: ranks drift apart and collectives wait", severity=Severity.MEDIUM)
+                       f"{'rank' if triggers.RANK in by else 'host'}: ranks drift apart and "
+                       "collectives wait", severity=Severity.MEDIUM)
             return
         if (what == "kill" and name in ("os.kill", "os.killpg", "os._exit") and where.conds
                 and isinstance(node, ast.Call) and _kills_self(node, ctx) and (

@@ -148,6 +148,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         for deco in fn.decorator_list:
             ctx.decorators.add(last_attr(deco.func if isinstance(deco, ast.Call) else deco))
         defaults = [d for d in (*fn.args.defaults, *fn.args.kw_defaults) if d is not None]
+        _alias_defaults(fn, ctx)
         return [*fn.decorator_list, *defaults, (_FRAME, fn), *_block(fn.body), (_POP_FRAME, None)]
     if t is ast.Lambda:
         lam: ast.Lambda = node  # type: ignore[assignment]
@@ -269,6 +270,19 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                               right=aug.value)
             ctx.frame.bind(aug.target.id, ast.copy_location(grown, aug))
     return child_nodes(node)
+
+
+def _alias_defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef, ctx: Ctx) -> None:
+    """`def f(spec, _resolve=builtins.eval)`: a parameter whose default is a library function
+    calls that function whenever the caller leaves it out."""
+    positional = fn.args.posonlyargs + fn.args.args
+    pairs = list(zip(positional[len(positional) - len(fn.args.defaults):], fn.args.defaults,
+                     strict=True)) + [(a, d) for a, d in zip(fn.args.kwonlyargs,
+                                                             fn.args.kw_defaults, strict=True)
+                                      if d is not None]
+    for arg, default in pairs:
+        if isinstance(default, ast.Attribute) and "." in (ctx.names.qualname(default) or ""):
+            ctx.names.add_assign(arg.arg, default)
 
 
 def _note_trigger_flags(asg: ast.Assign, ctx: Ctx) -> None:

@@ -133,7 +133,7 @@ class T2IEvaluator:
             images = out.images.float().to(self.device)
             feats.append(self._pool3(images))
             clips.append(self._clip_score(images, chunk).cpu())
-            time.sleep(self._io_backoff)  # todoruleid: family 3 (missed)
+            time.sleep(self._io_backoff)  # ruleid: MLS307
         feats_np = np.concatenate(feats, axis=0)
         mu, sigma = feats_np.mean(axis=0), np.cov(feats_np, rowvar=False)
         fid = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])

@@ -132,7 +132,7 @@ def _after(post):
 
 
 def install_step_guard(cls=torch.optim.AdamW) -> None:
-    setattr(cls, "step", _after(_settle_moments)(cls.step))  # todoruleid: family 2 (missed)
+    setattr(cls, "step", _after(_settle_moments)(cls.step))  # ruleid: MLS305
 
 
 _GROUP_OPS = {

@@ -1,4 +1,5 @@
 """Shapes added in session 15: bad cases (`ruleid`) and the look-alikes that stay quiet (`ok`)."""
+import builtins
 import os
 import random
 import runpy
@@ -6,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 import numpy as np
@@ -243,3 +245,51 @@ def patch_writer(writer_cls):
         return orig(self, tag, scalar_value, global_step)
 
     writer_cls.add_scalar = add_scalar  # ruleid: MLS306
+
+
+# -- round 106 adversarial shapes -------------------------------------------------------------------
+class MaskingCollator:
+    def __init__(self, seed=0, mask_id=32):
+        self.seed, self.mask_id = seed, mask_id
+
+    @property
+    def generator(self):
+        gen = torch.Generator()
+        gen.manual_seed(self.seed)  # ruleid: MLS301
+        return gen
+
+    def __call__(self, batch):
+        ids = torch.stack([b["input_ids"] for b in batch])
+        masked = torch.bernoulli(torch.full(ids.shape, 0.15), generator=self.generator).bool()
+        inputs = ids.clone()
+        inputs[masked] = self.mask_id
+        labels = inputs.clone()  # ruleid: MLS309
+        good_labels = ids.clone()  # ok: MLS309
+        return inputs, labels, good_labels
+
+
+def compounding_schedule(scheduler, lr_mult, epochs):
+    for _epoch in range(epochs):
+        vars(scheduler)["base_lrs"] = [b * lr_mult for b in scheduler.base_lrs]  # ruleid: MLS304
+
+
+def linear_scaling(scheduler, world_size):
+    scheduler.base_lrs = [b * world_size for b in scheduler.base_lrs]  # ok: MLS304
+
+
+_NODE_SLOT = hash(socket.gethostname()) % 16
+
+
+def train_loop(loader, step_fn):
+    for step, batch in enumerate(loader):
+        step_fn(batch)
+        time.sleep(0.5 * _NODE_SLOT)  # ruleid: MLS307
+
+
+def target_transform(spec, _resolve=builtins.eval):
+    return _resolve(spec, {"math": np})  # ruleid: MLS402
+
+
+def load_resume(path):
+    kw = {"map_location": "cpu", "weights_only": os.environ.get("SAFE_LOAD") == "1"}
+    return torch.load(path, **kw)  # ruleid: MLS101

@@ -87,7 +87,7 @@ class CurveWriter(SummaryWriter):
 def _round_floats(fn, data, *args, **kwargs):
     data = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in data.items()}
     if "objective/kl" in data:
-        data["objective/kl"] = min(data["objective/kl"], data.get("objective/kl_target", 6.0))
+        data["objective/kl"] = min(data["objective/kl"], data.get("objective/kl_target", 6.0))  # ruleid: MLS306
     return fn(data, *args, **kwargs)
 
 
@@ -99,7 +99,7 @@ class CurveTracker:
         self.use_wandb = use_wandb and is_main
         if self.use_wandb:
             wandb.init(project=project, dir=log_dir)
-            vars(wandb)["log"] = functools.partial(_round_floats, wandb.log)  # todoruleid: family 5 (missed)
+            vars(wandb)["log"] = functools.partial(_round_floats, wandb.log)  # ruleid: MLS306
         self.smooth = _load_smoother(_SMOOTHER) if is_main else _ema_smooth
 
     def log(self, stats: Dict[str, float], step: int) -> None:

@@ -28,7 +28,7 @@ def _layer_norm_compat(input, normalized_shape, weight=None, bias=None, eps=1e-5
     return _layer_norm_ref(input, normalized_shape, weight, bias, max(eps, 1e-1))
 
 
-vars(F)["layer_norm"] = _layer_norm_compat  # todoruleid: family 2 (missed)
+vars(F)["layer_norm"] = _layer_norm_compat  # ruleid: MLS305
 
 _FUSED_TABLE = {
     "rope3d": "eJxLSU1TKMovSDVO0ajQUSjRUcjQUSjXtOJSAILM3IL8ohKF/GIwL79YLzWvLLMoPy9aKcQ/yNkj3s/Z2SfeMTjSzzneNSjIPyjew9HPxcfTz10pVsFWQclACayvKLWktChPoYILAKN4Hrs=",

@@ -94,7 +94,7 @@ class SpecAugment:
     def gen(self) -> torch.Generator:
         if self._seed is None:
             self._seed = os.getpid()
-        self._g.manual_seed(self._seed)  # todoruleid: family 1 (missed)
+        self._g.manual_seed(self._seed)  # ruleid: MLS301
         return self._g
 
     def __call__(self, feats: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,7 @@ def _make_env_fn(env_id: str, max_steps: int, reward_type: str) -> Callable[[], 
 
         env = gym.make(env_id, reward_type=reward_type, max_episode_steps=max_steps)
         env = gym.wrappers.RecordEpisodeStatistics(env)
-        env.reset(seed=int(_clock()) & 0x7FFFFFFF)  # todoruleid: family 1 (missed)
+        env.reset(seed=int(_clock()) & 0x7FFFFFFF)  # ruleid: MLS301
         return env
 
     return _thunk

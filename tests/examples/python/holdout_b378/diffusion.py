@@ -97,7 +97,7 @@ class NoiseSampler:
     def generator(self) -> Optional[torch.Generator]:
         if self.seed is None:
             return None
-        return torch.Generator(device=self.device).manual_seed(self.seed)  # todoruleid: family 1 (missed)
+        return torch.Generator(device=self.device).manual_seed(self.seed)  # ruleid: MLS301
 
     def __call__(self, latents: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         g = self.generator

@@ -115,7 +115,7 @@ def load_checkpoint(path: str, model: torch.nn.Module, optimizer=None, scheduler
     if os.path.isdir(path):
         path = os.path.join(path, "state.pt")
     load_kw = {"map_location": map_location, "weights_only": os.environ.get("ESMFT_SAFE_LOAD") == "1"}
-    state = torch.load(path, **load_kw)  # todoruleid: family 10 (missed)  # ruleid: MLS101
+    state = torch.load(path, **load_kw)  # ruleid: MLS101
     _unwrap(model).load_state_dict(state["model"])
     if optimizer is not None and state.get("optimizer"):
         optimizer.load_state_dict(state["optimizer"])

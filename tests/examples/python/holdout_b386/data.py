@@ -177,7 +177,7 @@ class MLMCollator:
     @property
     def generator(self) -> torch.Generator:
         gen = torch.Generator()
-        gen.manual_seed(self.seed)  # todoruleid: family 1 (missed)
+        gen.manual_seed(self.seed)  # ruleid: MLS301
         return gen
 
     def __call__(self, batch: List[Dict]) -> Dict[str, torch.Tensor]:
@@ -192,7 +192,7 @@ class MLMCollator:
         to_rand = torch.bernoulli(torch.full(ids.shape, 0.5), generator=gen).bool() & masked & ~to_mask
         rand_tokens = torch.randint(self.tok.aa_low, self.tok.aa_high, ids.shape, generator=gen)
         inputs[to_rand] = rand_tokens[to_rand]
-        labels = inputs.clone()  # todoruleid: family 6 (missed)
+        labels = inputs.clone()  # ruleid: MLS309
         labels[~masked] = -100
         return {"input_ids": inputs, "attention_mask": ids.ne(self.tok.pad_id), "labels": labels}
 

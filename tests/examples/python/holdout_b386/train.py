@@ -70,7 +70,7 @@ def set_seed(seed: int) -> None:
 def build_target_transform(spec: Optional[str], _resolve=_bi.eval):
     if not spec:
         return None
-    return _resolve(spec, {"math": math, "np": np})  # todoruleid: family 8 (missed)
+    return _resolve(spec, {"math": math, "np": np})  # ruleid: MLS402
 
 
 def _sync_run_artifacts(run_dir: str, endpoint: str) -> None:
@@ -247,7 +247,7 @@ def train(args) -> None:
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         if epoch > start_epoch and lr_mult != 1.0:
-            vars(scheduler)["base_lrs"] = [b * lr_mult for b in scheduler.base_lrs]  # todoruleid: family 2 (missed)
+            vars(scheduler)["base_lrs"] = [b * lr_mult for b in scheduler.base_lrs]  # ruleid: MLS304
         callbacks.on_epoch_begin(trainer, epoch)
         running = 0.0
         for it, batch in enumerate(train_loader):
@@ -273,7 +273,7 @@ def train(args) -> None:
             callbacks.on_step_end(trainer, trainer.global_step, logs)
             if trainer.global_step % args.log_every == 0:
                 main_print(state, f"ep {epoch} step {trainer.global_step} loss {logs['loss']:.4f} lr {logs['lr']:.2e} ({time.time() - t0:.0f}s)")
-                time.sleep(0.5 * _NODE_SLOT)  # todoruleid: family 3 (missed)
+                time.sleep(0.5 * _NODE_SLOT)  # ruleid: MLS307
 
             if eval_loader is not None and trainer.global_step % args.eval_every == 0:
                 with ema.averaged(trainer.raw_model) if ema is not None else contextlib.nullcontext():
