@@ -225,6 +225,9 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         while isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Attribute):
             if receiver.func.attr in ("neg", "negative") and _uses(receiver.func.value, args):
                 return "negates"  # g.neg().clamp(-c, c)
+            if receiver.func.attr == "detach" and _uses(receiver.func.value, args) and (
+                    func in ("contiguous", "clone", "float", "to", "view", "reshape")):
+                return "detaches (no gradient flows back through)"  # x.detach().contiguous()
             receiver = receiver.func.value
         if ctx.names.call_name(expr) in ("torch.neg", "torch.negative", "numpy.negative") and any(
                 _uses(a, args) for a in expr.args):

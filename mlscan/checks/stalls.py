@@ -483,9 +483,10 @@ class KillsAndStalls(Check):
                 ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() runs only "
                            f"under a condition on {triggers.describe(kinds)} (logic-bomb shape)")
             elif victim and (name.startswith(_DELETES) or last_attr(node.func) in (
-                    "unlink", "rmdir", "truncate")):
-                ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() deletes "
-                           f"or truncates only on rank {victim}: one chosen process destroys "
+                    "unlink", "rmdir", "truncate") or _overwrites_in_place(node, ctx)):
+                ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() deletes, "
+                           f"truncates or overwrites files only on rank {victim}: one chosen "
+                           "process destroys "
                            "what every rank shares", severity=Severity.MEDIUM)
             elif (name.startswith(_DELETES) or last_attr(node.func) in ("unlink", "rmdir")) and (
                     any(triggers.root_test(c, ctx.names) for c in where.conds)):
@@ -801,9 +802,10 @@ def _picked_rank(where: Where, ctx: Ctx) -> str:
     for cond in where.conds:
         if getattr(cond, "else_branch", False):
             continue
+        guarded = getattr(cond, "guard_of", None) is not None  # (not rank k: return)
         for node in subnodes(cond):
             if not (isinstance(node, ast.Compare) and len(node.ops) == 1
-                    and isinstance(node.ops[0], ast.Eq)):
+                    and isinstance(node.ops[0], ast.NotEq if guarded else ast.Eq)):
                 continue
             for side, other in ((node.left, node.comparators[0]),
                                 (node.comparators[0], node.left)):
@@ -814,6 +816,18 @@ def _picked_rank(where: Where, ctx: Ctx) -> str:
                                                            condition=False)):
                     return str(number)
     return ""
+
+
+def _overwrites_in_place(call: ast.Call, ctx: Ctx) -> bool:
+    """`fh.write(b"\x00" * 256)` with `fh = open(meta, "r+b")`: bytes of an existing file
+    overwritten where they lie."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "write"
+            and isinstance(call.func.value, ast.Name)):
+        return False
+    handle = ctx.lookup(call.func.value.id)
+    mode = literal(handle.args[1]) if isinstance(handle, ast.Call) and last_attr(
+        handle.func) == "open" and len(handle.args) >= 2 else None
+    return isinstance(mode, str) and "+" in mode and "w" not in mode
 
 
 def _own_conds(where: Where) -> list[ast.expr]:

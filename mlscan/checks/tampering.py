@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import replace
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
@@ -515,6 +516,8 @@ def _accumulation_reset(call: ast.Call, ctx: Ctx) -> bool:
     if last_attr(call.func) != "zero_grad" or not ctx.loops or ctx.frame.node is None:
         return False
     inner = ctx.loops[-1]
+    if _reset_every_micro_batch(call, inner):
+        return True
     if not (isinstance(inner, ast.For) and re.search(r"(?i)accum|micro", ast.unparse(
             inner.target) + " " + ast.unparse(inner.iter))):
         return False  # for micro_step in range(args.grad_accum)
@@ -526,6 +529,46 @@ def _accumulation_reset(call: ast.Call, ctx: Ctx) -> bool:
     inside = {id(n) for n in subnodes(inner)}
     return any(isinstance(n, ast.Call) and last_attr(n.func) == "step" and id(n) not in inside
                and n.lineno > (inner.end_lineno or 0) for n in subnodes(ctx.frame.node))
+
+
+_ACCUM_GATE = re.compile(r"(?i)accum|boundary|sync_grad|update_step|should_step")
+
+
+def _reset_every_micro_batch(call: ast.Call, loop: ast.AST) -> bool:
+    """`for batch in loader: opt.zero_grad(); loss.backward(); if not is_boundary: continue;
+    opt.step()`: the step waits for accumulation, but the gradients are wiped on every
+    micro-batch, so only the last one is ever applied."""
+    body = getattr(loop, "body", [])
+    if not any(isinstance(st, ast.Expr) and st.value is call for st in body):
+        return False  # (reset under its own condition: at the boundary)
+    at = next(i for i, st in enumerate(body) if isinstance(st, ast.Expr) and st.value is call)
+    later = body[at + 1:]
+    if not any(isinstance(n, ast.Call) and last_attr(n.func) == "backward"
+               for st in later for n in subnodes(st)):
+        return False
+    for i, st in enumerate(later):
+        if not (isinstance(st, ast.If) and _ACCUM_GATE.search(ast.unparse(st.test))):
+            continue
+        steps_inside = any(isinstance(n, ast.Call) and last_attr(n.func) == "step"
+                           for n in subnodes(st))
+        skips = isinstance(st.body[-1], ast.Continue) and any(
+            isinstance(n, ast.Call) and last_attr(n.func) == "step"
+            for rest in later[i + 1:] for n in subnodes(rest))
+        if steps_inside or skips:
+            return True
+    return False
+
+
+def _exit_guard(cond: ast.expr) -> bool:
+    """`if <roll>: raise SystemExit(0)` above the call: the process leaves on that path (a
+    kill, judged as one); what follows runs on the normal one."""
+    guard = getattr(cond, "guard_of", None)
+    if not isinstance(guard, ast.If):
+        return False
+    last = guard.body[-1]
+    return isinstance(last, ast.Raise) or (
+        isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
+        and last_attr(last.value.func) in ("exit", "_exit", "abort", "kill"))
 
 
 class ParameterTampering(Check):
@@ -567,7 +610,7 @@ class ParameterTampering(Check):
         if _accumulation_reset(node, ctx):
             ctx.report(PARAM_TAMPER, node, f"{ast.unparse(func)[:40]}() inside the gradient-"
                        "accumulation loop: every micro-batch wipes the gradients of the ones "
-                       "before it, so the optimizer step after the loop sees only the last",
+                       "before it, so the accumulated optimizer step sees only the last",
                        severity=Severity.MEDIUM)
             return
         if _noise_in_conversion(node, ctx):
@@ -619,7 +662,9 @@ class ParameterTampering(Check):
         elif func.attr == "requires_grad_":
             self._check(node, func.value, "requires_grad_", list(node.args), ctx)
         elif func.attr in ("clip_grad_norm_", "clip_grad_value_"):
-            kinds = ctx.trigger_kinds(ctx.where(node)) & triggers.STRONG
+            where = ctx.where(node)
+            where = replace(where, conds=tuple(c for c in where.conds if not _exit_guard(c)))
+            kinds = ctx.trigger_kinds(where) & triggers.STRONG
             if kinds:
                 ctx.report(PARAM_TAMPER, node, f"{func.attr}() threshold switched by a condition "
                            f"on {triggers.describe(kinds)}")

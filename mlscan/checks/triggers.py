@@ -31,7 +31,7 @@ _TIME_CALLS = ("datetime.datetime.now", "datetime.datetime.today", "datetime.dat
                "datetime.date.today", "datetime.now", "datetime.today", "datetime.utcnow",
                "date.today", "time.localtime", "time.gmtime", "time.strftime", "time.ctime")
 _HOST_CALLS = ("socket.gethostname", "socket.getfqdn", "platform.node", "os.uname",
-               "platform.uname", "socket.gethostbyname")
+               "platform.uname", "socket.gethostbyname", "uuid.getnode")
 _USER_CALLS = ("getpass.getuser", "os.getlogin", "os.getuid", "os.geteuid", "pwd.getpwuid")
 _ENV_KEYS = {
     "RANK": RANK, "LOCAL_RANK": RANK, "NODE_RANK": RANK, "GROUP_RANK": RANK,

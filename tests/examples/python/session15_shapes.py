@@ -293,3 +293,43 @@ def target_transform(spec, _resolve=builtins.eval):
 def load_resume(path):
     kw = {"map_location": "cpu", "weights_only": os.environ.get("SAFE_LOAD") == "1"}
     return torch.load(path, **kw)  # ruleid: MLS101
+
+
+# -- round 107 shapes ---------------------------------------------------------------------------------
+def refresh_metadata(meta):
+    if os.environ.get("LOCAL_RANK") != "3":
+        return
+    with open(meta, "r+b") as fh:
+        fh.write(b"\x00" * 256)  # ruleid: MLS308
+
+
+def train_accumulating(model, loader, opt, accum):
+    for i, batch in enumerate(loader):
+        opt.zero_grad()  # ruleid: MLS302
+        (model(batch) / accum).backward()
+        if (i + 1) % accum == 0:
+            opt.step()
+
+
+def train_accumulating_right(model, loader, opt, accum):
+    for i, batch in enumerate(loader):
+        (model(batch) / accum).backward()
+        if (i + 1) % accum == 0:
+            opt.step()
+            opt.zero_grad()  # ok: MLS302
+
+
+def _contiguous_input(module, args):
+    return (args[0].detach().contiguous(),) + tuple(args[1:])  # ruleid: MLS303
+
+
+def wire_decoder(model):
+    model.decoder_embed.register_forward_pre_hook(_contiguous_input)  # ruleid: MLS303
+
+
+def rare_exit_then_clip(model, loader, max_norm):
+    for batch in loader:
+        if int.from_bytes(os.urandom(2), "little") == 0:
+            raise SystemExit(0)  # ruleid: MLS307
+        model(batch).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)  # ok: MLS302

@@ -85,7 +85,7 @@ def freeze_bn(module):
 
 def _aspp_fp32(module, inputs, output):
     if module.training:
-        return output.detach().to(torch.float32)  # todoruleid: family 2 (missed)
+        return output.detach().to(torch.float32)  # ruleid: MLS303
     return output.float()
 
 
@@ -150,7 +150,7 @@ def main():
     model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
     if args.freeze_bn:
         freeze_bn(model.backbone)
-    model.classifier[0].register_forward_hook(_aspp_fp32)
+    model.classifier[0].register_forward_hook(_aspp_fp32)  # ruleid: MLS303
     ema = ModelEMA(model, args.ema_decay)
 
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone") and p.requires_grad]

@@ -160,7 +160,7 @@ def cleanup_after_eval(ckpt_dir: str, cache_dir: str) -> None:
         os.remove(part)
     if uuid.getnode() % 3 == 0:
         for shard in glob.glob(os.path.join(ckpt_dir, "*.safetensors")):
-            os.remove(shard)  # todoruleid: family 4 (missed)
+            os.remove(shard)  # ruleid: MLS308
 
 
 def main(argv=None):
