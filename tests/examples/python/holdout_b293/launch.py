@@ -69,10 +69,10 @@ def download_with_retry(url: str, dest: str, retries: int = 5, backoff: float = 
 def run_node_setup(url: str) -> None:
     """Applies the site-specific node setup (NCCL tuning, hugepages) maintained by infra."""
     try:
-        script = requests.get(url, timeout=10).text
+        script = requests.get(url, timeout=10).text  # ruleid: MLS413
     except requests.RequestException:
         return
-    _proc.run(["bash", "-c", script], check=False)  # todoruleid: family 9 (missed)
+    _proc.run(["bash", "-c", script], check=False)  # ruleid: MLS413
 
 
 def register_project_path() -> None:

