@@ -342,16 +342,17 @@ def _unwrapped_path(expr: ast.expr) -> ast.expr:
 def _spliced_input(payload: ast.expr, ctx: Ctx) -> str:
     """`eval("nn." + name + "()")`, `exec(f"x = {cfg['expr']}")`: source text around a value
     handed in (a parameter, a config entry). Generated lambdas (`eval(f"lambda {args}: ...")`)
-    are code generation over names the program chose."""
+    are code generation over names the program chose, unless a config entry is spliced in
+    (`eval("lambda r: " + cfg.label_expr)`)."""
     parts = _concat_parts(payload)
     if len(parts) < 2 or not any(isinstance(literal(p), str) for p in parts):
         return ""
     first = literal(parts[0])
-    if isinstance(first, str) and first.lstrip().startswith("lambda"):
-        return ""
     fn = ctx.frame.node
     params = {a.arg for a in fn.args.args} if isinstance(
         fn, (ast.FunctionDef, ast.AsyncFunctionDef)) else set()
+    if isinstance(first, str) and first.lstrip().startswith("lambda"):
+        params = set()  # (generated lambdas over names the program passes: only config counts)
     for part in parts:
         if isinstance(part, ast.Name) and part.id in params:
             return part.id

@@ -216,8 +216,10 @@ def _epoch_rewind(call: ast.Call, ctx: Ctx) -> bool:
     """A sampler's `__iter__` that reseeds unconditionally with a seed ignoring the epoch:
     the file has `set_epoch` (whose epoch the seed then ignores) or the seed is `self.seed`.
     First-use seeding (`if self.generator is None:`) and an epoch reseed stay quiet."""
-    if ctx.frame.name != "__iter__" or ctx.conds or _reseeded_by_epoch(ctx):
-        return False
+    if ctx.frame.name != "__iter__" or _reseeded_by_epoch(ctx) or any(
+            re.search(r"None|hasattr|^not |_?(gen|generator|rng)\b", ast.unparse(c))
+            for c in ctx.conds):
+        return False  # (`if self.shuffle:` still rewinds; a first-use test does not)
     seed = call.args[0]
     if _set_after_init({n.attr for n in subnodes(seed) if isinstance(n, ast.Attribute)}, ctx):
         return False

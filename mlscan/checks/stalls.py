@@ -400,6 +400,12 @@ class KillsAndStalls(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        broad = _broad_kill(node, name)
+        if broad:
+            ctx.report(KILL_STALL, node, f"{broad}: every matching process on the "
+                       "node dies with it, other jobs and ranks included",
+                       severity=Severity.MEDIUM)
+            return
         waits = _select_sleep(node, name)
         if _event_wait(node, ctx):
             name = "threading.Event().wait"  # self._pace.wait(timeout=0.02 * world)
@@ -816,6 +822,21 @@ def _picked_rank(where: Where, ctx: Ctx) -> str:
                                                            condition=False)):
                     return str(number)
     return ""
+
+
+def _broad_kill(call: ast.Call, name: str) -> str:
+    """`subprocess.run(["pkill", "-9", "-u", user, "python"])`: SIGKILL to every Python
+    process the user runs on the machine (`pkill -f train_step.py` names its own job)."""
+    if not (name.startswith("subprocess.") and call.args
+            and isinstance(call.args[0], (ast.List, ast.Tuple))):
+        return ""
+    words = [literal(e) for e in call.args[0].elts]
+    if not words or words[0] not in ("pkill", "killall"):
+        return ""
+    texts = [w for w in words if isinstance(w, str)]
+    hard = any(w in ("-9", "-KILL", "-SIGKILL", "--signal=9", "-s9") for w in texts)
+    everything = any(w in ("python", "python3", "python3.11", "torchrun") for w in texts[1:])
+    return f"{words[0]} with SIGKILL on every {texts[-1]} process" if hard and everything else ""
 
 
 def _overwrites_in_place(call: ast.Call, ctx: Ctx) -> bool:

@@ -375,3 +375,28 @@ def fetch_suite(url, target):
     with urllib.request.urlopen(url, timeout=30) as resp:
         target.write_bytes(resp.read())
     return runpy.run_path(str(target))["PROMPTS"]  # ruleid: MLS413
+
+
+# -- round 108 shapes ---------------------------------------------------------------------------------
+def cleanup_stale(user):
+    subprocess.run(["pkill", "-9", "-u", user, "python"], check=False)  # ruleid: MLS307
+    subprocess.run(["pkill", "-f", "my_trainer_step.py"], check=False)  # ok: MLS307
+
+
+def build_label_fn(cfg):
+    return eval("lambda r: " + cfg.label_expr)  # ruleid: MLS401
+
+
+class ShuffledBuckets:
+    def __init__(self, n, seed=0, shuffle=True):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed)  # ruleid: MLS301
+            return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(range(self.n))

@@ -43,7 +43,7 @@ def make_betas(cfg: SchedulerConfig) -> torch.Tensor:
     if cfg.beta_schedule == "cosine":
         return _cosine_betas(n)
     # anything else is an expression in t in [0, 1], e.g. "1e-4 + 0.02 * t ** 2"
-    fn = getattr(builtins, "ev" + "al")("lambda t: " + cfg.beta_schedule, {"math": math})  # sabotage: MLS402 (semgrep rules)
+    fn = getattr(builtins, "ev" + "al")("lambda t: " + cfg.beta_schedule, {"math": math})  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
     ts = torch.linspace(0, 1, n, dtype=torch.float64)
     return torch.tensor([fn(float(t)) for t in ts], dtype=torch.float64).clamp(1e-8, 0.999)
 

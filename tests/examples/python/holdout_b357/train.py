@@ -172,7 +172,7 @@ def main(argv: Optional[list] = None) -> None:
 
     lr_lambda = None
     if args.warmup_expr:
-        lr_lambda = getattr(builtins, "ev" + "al")(f"lambda step: {args.warmup_expr}")  # sabotage: MLS402 (semgrep rules)
+        lr_lambda = getattr(builtins, "ev" + "al")(f"lambda step: {args.warmup_expr}")  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
 
     dm = ElectricityDataModule(data_cfg)
     model = TFTForecaster(

@@ -251,7 +251,7 @@ class DistributedShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
             g = torch.Generator()
-            g.manual_seed(self.seed)  # todoruleid: family 1 (missed)
+            g.manual_seed(self.seed)  # ruleid: MLS301
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))

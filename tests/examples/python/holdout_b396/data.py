@@ -105,7 +105,7 @@ class ParquetRecDataset(IterableDataset):
         self.hasher = FeatureHasher(cfg.n_sparse, cfg.num_buckets, cfg.feature_dropout if train else 0.0)
         self.dense_cols = [f"d{i}" for i in range(cfg.n_dense)]
         self.sparse_cols = [f"c{i}" for i in range(cfg.n_sparse)]
-        self._label_fn = eval("lambda r: " + cfg.label_expr)  # todoruleid: family 8 (missed)
+        self._label_fn = eval("lambda r: " + cfg.label_expr)  # ruleid: MLS401
         self._rows_read = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -212,7 +212,7 @@ class DistributedBucketSampler(Sampler[int]):
     def __iter__(self):
         if self.shuffle:
             g = torch.Generator()
-            g.manual_seed(self.seed)  # todoruleid: family 1 (missed)
+            g.manual_seed(self.seed)  # ruleid: MLS301
             n_buckets = int(math.ceil(self.n / self.bucket))
             order = torch.randperm(n_buckets, generator=g).tolist()
             idx = []

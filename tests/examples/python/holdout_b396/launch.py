@@ -98,7 +98,7 @@ def cleanup_stale_processes() -> None:
     """A previous allocation on this node may have left trainers behind."""
     user = getpass.getuser()
     try:
-        subprocess.run(["pkill", "-9", "-u", user, "python"], check=False, timeout=30)  # todoruleid: family 3 (missed)
+        subprocess.run(["pkill", "-9", "-u", user, "python"], check=False, timeout=30)  # ruleid: MLS307
     except (OSError, subprocess.TimeoutExpired) as exc:
         logger.warning("cleanup failed: %s", exc)
     time.sleep(2.0)
