@@ -840,7 +840,7 @@ def _broad_kill(call: ast.Call, name: str) -> str:
 
 
 def _overwrites_in_place(call: ast.Call, ctx: Ctx) -> bool:
-    """`fh.write(b"\x00" * 256)` with `fh = open(meta, "r+b")`: bytes of an existing file
+    """`fh.write(b"\\x00" * 256)` with `fh = open(meta, "r+b")`: bytes of an existing file
     overwritten where they lie."""
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "write"
             and isinstance(call.func.value, ast.Name)):

@@ -274,14 +274,17 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
 
 def _alias_defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef, ctx: Ctx) -> None:
     """`def f(spec, _resolve=builtins.eval)`: a parameter whose default is a library function
-    calls that function whenever the caller leaves it out."""
+    calls that function whenever the caller leaves it out. Only private names (`_resolve`,
+    `_clock`) or classes (`cls=torch.optim.AdamW`): the alias is file-wide, and public
+    function names (`fn`, `act`) are reused elsewhere."""
     positional = fn.args.posonlyargs + fn.args.args
     pairs = list(zip(positional[len(positional) - len(fn.args.defaults):], fn.args.defaults,
                      strict=True)) + [(a, d) for a, d in zip(fn.args.kwonlyargs,
                                                              fn.args.kw_defaults, strict=True)
                                       if d is not None]
     for arg, default in pairs:
-        if isinstance(default, ast.Attribute) and "." in (ctx.names.qualname(default) or ""):
+        if isinstance(default, ast.Attribute) and (arg.arg.startswith("_") or (
+                default.attr[:1].isupper())) and "." in (ctx.names.qualname(default) or ""):
             ctx.names.add_assign(arg.arg, default)
 
 
