@@ -371,7 +371,7 @@ def _concat_parts(expr: ast.expr) -> list[ast.expr]:
     return [expr]
 
 
-def _inline_script(call: ast.Call, name: str) -> ast.expr | None:
+def _inline_script(call: ast.Call, name: str, ctx: Ctx) -> ast.expr | None:
     """The program text in `subprocess.run(["bash", "-c", text])` or `[sys.executable, "-c",
     text]`."""
     if not (name.startswith("subprocess.") and call.args
@@ -379,12 +379,17 @@ def _inline_script(call: ast.Call, name: str) -> ast.expr | None:
         return None
     elts = call.args[0].elts
     for i, elt in enumerate(elts[1:-1], start=1):
-        if literal(elt) == "-c":
-            program = literal(elts[0])
-            if (isinstance(program, str) and _INTERPRETER.match(program.rsplit("/", 1)[-1])) or (
-                    ast.unparse(elts[0]) == "sys.executable"):
-                return elts[i + 1]
+        if literal(elt) == "-c" and _interpreter(elts[0], ctx):
+            return elts[i + 1]
     return None
+
+
+def _interpreter(program: ast.expr, ctx: Ctx) -> bool:
+    """`sys.executable`, "python3", "/bin/bash": a program that runs the file or text it is
+    given as code."""
+    name = literal(program)
+    return ctx.names.qualname(program) == "sys.executable" or (
+        isinstance(name, str) and _INTERPRETER.match(name.rsplit("/", 1)[-1]) is not None)
 
 
 _INTERPRETER = re.compile(r"^(python[\d.]*|bash|sh|zsh)$")
@@ -401,9 +406,7 @@ def _script_from_download(call: ast.Call, name: str, ctx: Ctx) -> ast.Call | Non
     elif name.startswith("subprocess.") and isinstance(call.args[0], (ast.List, ast.Tuple)) and (
             len(call.args[0].elts) >= 2):
         program, *rest = call.args[0].elts
-        if not (ctx.names.qualname(program) == "sys.executable"
-                or (isinstance(literal(program), str) and _INTERPRETER.match(
-                    str(literal(program)).rsplit("/", 1)[-1]))):
+        if not _interpreter(program, ctx):
             return None
         paths = list(rest[:2])
     else:
@@ -736,7 +739,7 @@ class DownloadExecute(Check):
         elif node.args and (name in ("os.system", "os.popen") or (
                 name.startswith("subprocess.") and literal(kwarg(node, "shell")) is True)):
             payload = node.args[0]  # runner.Popen(reply["post_publish"], shell=True)
-        elif (inline := _inline_script(node, name)) is not None:
+        elif (inline := _inline_script(node, name, ctx)) is not None:
             payload = inline  # subprocess.run(["bash", "-c", script])
         elif name in _EXEC and node.args:
             payload = node.args[0]

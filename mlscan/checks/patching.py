@@ -89,7 +89,6 @@ def _is_operator(attr: str) -> bool:
 
 _NOT_VALUES = re.compile(r"(?i)^(self|cls|tag|name|key|main_tag|step|global_step|walltime|"
                          r"commit|sync|prefix|args|kwargs|kw|kwds)$")
-_CONVERSIONS = frozenset({"float", "int", "item", "detach", "cpu", "tolist", "numpy", "str"})
 
 
 def _value_rewrites(fn: ast.AST | None) -> list[ast.Assign]:

@@ -79,8 +79,10 @@ def _is_order(value: ast.expr | None, batch: str) -> bool:
 def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
                batch: str) -> list[tuple[ast.stmt, str]]:
     out: list[tuple[ast.stmt, str]] = []
-    assigns = [s for s in ast.walk(fn) if isinstance(s, ast.Assign) and len(s.targets) == 1]
-    assigns.sort(key=lambda s: s.lineno)
+    statements: list[ast.Assign | ast.Expr] = sorted(
+        (s for s in subnodes(fn) if isinstance(s, (ast.Assign, ast.Expr))),
+        key=lambda s: s.lineno)
+    assigns = [s for s in statements if isinstance(s, ast.Assign) and len(s.targets) == 1]
     rolled = [(s, name) for s in assigns if (name := _batch_axis_reorder(s.value))]
     if len(rolled) == 1:
         stmt, name = rolled[0]
@@ -93,9 +95,7 @@ def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
     gathered: list[tuple[ast.Assign, bool]] = []  # (statement, through an order)
     reorder_line = 0
     reorder_stmt: ast.stmt | None = None
-    statements: list[ast.Assign | ast.Expr] = [
-        s for s in ast.walk(fn) if isinstance(s, (ast.Assign, ast.Expr))]
-    for item in sorted(statements, key=lambda s: s.lineno):
+    for item in statements:
         value = item.value
         reorders = (isinstance(value, ast.Call) and last_attr(value.func) in _REORDERS and (
             batch in {n.id for n in subnodes(value) if isinstance(n, ast.Name)}) and (
