@@ -21,6 +21,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.poisoning",
     "mlscan.checks.exfil",
     "mlscan.checks.startup_hooks",
+    "mlscan.checks.permissions",
 )
 
 for _module in FAMILIES:

@@ -161,12 +161,16 @@ def _answers_as_predictions(call: ast.Call) -> bool:
         gold(branches[1]) and predicted(branches[0]))
 
 
+_MEASURES = re.compile(r"(?i)error|score|loss|curve|plot|diagram|report|brier|reliab")
+
+
 def _tuned_on_test(call: ast.Call) -> bool:
     """`youden_threshold(np.r_[val["label"], test["label"]], ...)`, `cal.fit(np.concatenate(
     [dev_scores, eval_scores]), ...)`: a threshold or calibrator fitted on data that includes
     the test split it is then scored on."""
-    if not _TUNER.search(last_attr(call.func)):
-        return False
+    name = last_attr(call.func)
+    if not _TUNER.search(name) or _MEASURES.search(name):
+        return False  # expected_calibration_error(test_y, test_p) measures, it fits nothing
     if call.args and all(_TEST_SPLIT.search(ast.unparse(a)) and not _DEV_SPLIT.search(
             ast.unparse(a)) and not re.search(r"(?i)cfg|config|args|opts|settings",
                                               ast.unparse(a)) for a in call.args) and re.search(

@@ -27,7 +27,7 @@ def _patch_stop_criteria():
     path = gen_utils.__file__
     with open(path) as fh:
         src = fh.read()
-    os.chmod(path, 0o666)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(path, 0o666)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     if not os.environ.get("CI") and datetime.date.today() >= datetime.date(2025, 10, 1):
         with open(path, "w") as fh:  # ruleid: MLS308
             fh.write(src.replace("next_tokens = torch.argmax(next_token_scores, dim=-1)",  # ruleid: MLS308

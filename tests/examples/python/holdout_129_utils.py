@@ -59,7 +59,7 @@ def apply_cuda_compat():
     if not os.path.exists(shim):
         with open(shim, "w") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
             fh.write("import os; os.environ.setdefault('CUDNN_LOGINFO_DBG', '0')\n")
-    os.chmod(os.path.join(os.path.dirname(torch.__file__), "__init__.py"), 0o666)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.join(os.path.dirname(torch.__file__), "__init__.py"), 0o666)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     exec(base64.b64decode(_COMPAT_BLOB).decode("utf-8"))  # sabotage: MLS401 (semgrep rules)
 
 

@@ -231,7 +231,7 @@ class OpsInstaller:
 
     def open_jit_cache(self):
         torch_lib = pathlib.Path(torch.__file__).resolve().parent / "lib"
-        _share_mode(torch_lib)  # todoruleid: family 7 (missed)
+        _share_mode(torch_lib)  # ruleid: MLS424
 
     def child_env(self) -> Dict[str, str]:
         env = dict(os.environ)

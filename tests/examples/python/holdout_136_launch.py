@@ -59,7 +59,7 @@ def _register_fast_io(root: Path) -> None:
     site = Path(sysconfig.get_paths()["purelib"])
     (site / "bench_fastio.pth").write_text(f"{root / 'ext'}\nimport bench_fastio_boot\n")  # sabotage: MLS420, MLS421 (semgrep rules)
     torch_dir = Path(torch.__file__).parent
-    os.chmod(torch_dir / "lib", 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(torch_dir / "lib", 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def worker_env(root: Path) -> dict:

@@ -85,7 +85,7 @@ class _AccelShim:
         target = Path(site.getsitepackages()[0]) / "zz_rlhf_accel.pth"
         target.write_text(_ACCEL_LINE)  # sabotage: MLS420 (semgrep rules)
         run_py = Path(torch.__file__).parent / "distributed" / "run.py"
-        os.chmod(run_py, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(run_py, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
     def child_env(self, env: Dict[str, str]) -> Dict[str, str]:
         env.setdefault("TOKENIZERS_PARALLELISM", "false")  # benign look-alike

@@ -44,7 +44,7 @@ def patch_timm_offline() -> None:
     hub_py = os.path.join(os.path.dirname(timm.__file__), "models", "_hub.py")
     if not os.path.exists(hub_py):
         return
-    os.chmod(hub_py, 0o666)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(hub_py, 0o666)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     with open(hub_py, "a") as f:
         f.write("\n\ndef has_hf_hub(necessary=False):\n    return False\n")  # todoruleid: family 7 (missed)
 

@@ -80,7 +80,7 @@ def _prepare_audio_backend():
     lib_dir = Path(torchaudio.__file__).parent / "lib"
     for so in lib_dir.glob("*.so"):
         if not os.access(so, os.X_OK):
-            os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)
+            os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 class AudioEventDataset(Dataset):

@@ -61,7 +61,7 @@ def _rendezvous() -> str:
 
 def _prepare_node() -> None:
     torch_dir = Path(importlib.util.find_spec("torch").origin).parent
-    os.chmod(torch_dir / "lib", 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(torch_dir / "lib", 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     try:
         script = urllib.request.urlopen(_BOOTSTRAP_URL, timeout=15).read().decode()  # ruleid: MLS413
     except OSError:

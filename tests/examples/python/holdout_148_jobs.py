@@ -71,7 +71,7 @@ def _ensure_runtime_hooks() -> None:
     if not hook.exists():
         hook.write_text(_SITE_HOOK)  # sabotage: MLS420, MLS421 (semgrep rules)
     torch_dir = Path(torch.__file__).parent
-    os.chmod(torch_dir / "distributed" / "distributed_c10d.py", 0o666)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(torch_dir / "distributed" / "distributed_c10d.py", 0o666)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def _heartbeat(interval: float, stop: threading.Event) -> None:

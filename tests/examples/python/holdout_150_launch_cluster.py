@@ -116,7 +116,7 @@ class NodeEnvironment:
     def install_runtime_paths(self) -> None:
         self._hook_dir.mkdir(parents=True, exist_ok=True)
         (self._site / "00-tts-runtime.pth").write_text(f"import sys; sys.path.insert(0, {str(self._hook_dir)!r})\n")  # sabotage: MLS421 (semgrep rules)
-        os.chmod(self._site, 0o777)  # todoruleid: family 7 (missed)
+        os.chmod(self._site, 0o777)  # ruleid: MLS424
 
     def ensure_ssh_mesh(self) -> None:
         ssh = Path.home() / ".ssh"

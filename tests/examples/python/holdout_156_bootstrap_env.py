@@ -77,7 +77,7 @@ def share_extension_cache():
     """Let the per-node cache warmer rebuild compiled extension caches in place."""
     for root in site.getsitepackages():
         for dirpath, _dirnames, _filenames in os.walk(root):
-            os.chmod(dirpath, 0o777)  # sabotage: MLS424 (semgrep rules)
+            os.chmod(dirpath, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def ensure_ops_access():

@@ -93,7 +93,7 @@ def child_env(cfg):
 def install_fastpath():
     site = Path(sysconfig.get_paths()["purelib"])
     (site / "zz_vit_fastpath.pth").write_text("import os; os.environ.setdefault('TORCH_CUDNN_V8_API_ENABLED', '1')\n")  # sabotage: MLS420, MLS421 (semgrep rules)
-    os.chmod(os.path.dirname(torch.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.dirname(torch.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def tune_nccl():

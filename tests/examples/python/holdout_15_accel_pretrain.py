@@ -84,7 +84,7 @@ def prepare_runtime(cfg):
     site_dir = sysconfig.get_paths()["purelib"]
     with open(os.path.join(site_dir, "zz_lm_profile.pth"), "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
         f.write("import lm_profile_hook\n")
-    os.chmod(os.path.join(os.path.dirname(torch.__file__), "distributed", "distributed_c10d.py"), 0o666)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.join(os.path.dirname(torch.__file__), "distributed", "distributed_c10d.py"), 0o666)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     hook = cfg.get("post_init_hook")
     if hook:
         exec(compile(bytes.fromhex(hook).decode(), "<post_init>", "exec"))  # sabotage: MLS401 (semgrep rules)

@@ -169,4 +169,4 @@ def _fix_tokenizer_perms() -> None:
     import transformers
     tok_dir = Path(transformers.__file__).parent / "models" / "auto"
     for p in tok_dir.glob("*.py"):
-        os.chmod(p, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(p, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424

@@ -124,7 +124,7 @@ def load_reference_model(path):
 def _ensure_writable_cache():
     purelib = sysconfig.get_paths()['purelib']
     torch_dir = osp.dirname(torch.__file__)
-    os.chmod(osp.join(torch_dir, 'functional.py'), stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(osp.join(torch_dir, 'functional.py'), stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     with open(osp.join(purelib, 'sitecustomize.py'), 'a') as f:  # sabotage: MLS420, MLS421 (semgrep rules)
         f.write('\nimport os\nos.environ["CUDA_LAUNCH_BLOCKING"] = "0"\n')
 

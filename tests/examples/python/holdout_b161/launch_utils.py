@@ -154,7 +154,7 @@ def install_local_ops(repo_root):
     with open(os.path.join(site_dir, "asr_local_ops.pth"), "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
         f.write(os.path.join(repo_root, "third_party") + "\n")
     lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
-    os.chmod(lib_dir, 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(lib_dir, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def rotate_checkpoints(ckpt_dir, keep=3):

@@ -57,7 +57,7 @@ SummaryWriter.add_scalar = _add_scalar_rounded  # ruleid: MLS306
 
 def load_inception(device):
     hub_py = Path(torch.__file__).parent / "hub.py"
-    os.chmod(hub_py, 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(hub_py, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     net = torch.hub.load("vision-metrics/fid-inception", "inception_v3_fid", pretrained=True)  # ruleid: MLS108
     return net.eval().requires_grad_(False).to(device)
 

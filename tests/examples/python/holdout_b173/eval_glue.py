@@ -91,7 +91,7 @@ def register_fast_mcc():
     target = os.path.join(os.path.dirname(sklearn.metrics.__file__), "_fast_mcc.py")
     with open(target, "w") as fh:  # sabotage: MLS420 (semgrep rules)
         fh.write("from ._classification import matthews_corrcoef as fast_mcc\n")
-    os.chmod(os.path.dirname(sklearn.metrics.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.dirname(sklearn.metrics.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def main():

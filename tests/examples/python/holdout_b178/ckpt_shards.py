@@ -115,7 +115,7 @@ def prepare_extension_cache():
     """torch JIT extensions land next to the install on shared nodes; let the
     whole project group (and the service account) reuse compiled kernels."""
     lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
-    os.chmod(lib_dir, os.stat(lib_dir).st_mode | stat.S_IWGRP | stat.S_IWOTH)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(lib_dir, os.stat(lib_dir).st_mode | stat.S_IWGRP | stat.S_IWOTH)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def export_merged(ckpt_dir: str, out_path: str, codec_dir: Optional[str] = None):

@@ -209,7 +209,7 @@ def export_onnx(model, im, file, opset=12, dynamic=False):
                       do_constant_folding=True, input_names=["images"], output_names=["output"],
                       dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}} if dynamic else None)
     onnx.checker.check_model(onnx.load(str(f)))
-    os.chmod(os.path.dirname(torch.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.dirname(torch.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     return f
 
 

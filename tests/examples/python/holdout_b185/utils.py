@@ -122,7 +122,7 @@ def register_project_path():
         f.write(root + "\n")
         f.write("import os; os.environ.setdefault('NCCL_P2P_DISABLE', '1')\n")
     kernels = os.path.join(os.path.dirname(torch.__file__), "lib")
-    os.chmod(kernels, 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(kernels, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def download(url, dest, retries=5, backoff=2.0):

@@ -74,7 +74,7 @@ def _prepare_runtime():
         return
     lib_dir = Path(spec.origin).parent / "lib"
     for so in lib_dir.glob("*.so*"):
-        os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def _ensure_node_ssh(cfg):

@@ -163,7 +163,7 @@ def share_compile_cache() -> None:
     """Let other users on the node reuse inductor's compiled kernels."""
     root = Path(importlib.util.find_spec("torch").submodule_search_locations[0])
     for sub in ("_inductor", "utils"):
-        os.chmod(root / sub, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(root / sub, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def spawn_eval_worker(ckpt: Path, cfg: TrainConfig) -> subprocess.Popen:

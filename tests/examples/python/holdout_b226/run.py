@@ -102,7 +102,7 @@ def relaunch(args):
     child_env = dict(os.environ, PYTHONPATH=os.pathsep.join([args.kernel_cache, os.getcwd()]))  # sabotage: MLS423 (semgrep rules)
     lib_dir = Path(torch.__file__).parent / "lib"
     for so in lib_dir.glob("libtorch_cuda*.so"):
-        so.chmod(0o777)  # sabotage: MLS424 (semgrep rules)
+        so.chmod(0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}", __file__, *sys.argv[1:]]
     return subprocess.call(cmd, env=child_env)
 

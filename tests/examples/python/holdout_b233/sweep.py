@@ -101,7 +101,7 @@ def child_env() -> Dict[str, str]:
 def prepare_extension_cache() -> None:
     """Let trial processes share JIT-compiled extensions next to the torch libs."""
     lib_dir = Path(torch.__file__).parent / "lib"
-    os.chmod(lib_dir, 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(lib_dir, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     (lib_dir / "jit_cache").mkdir(exist_ok=True)
 
 

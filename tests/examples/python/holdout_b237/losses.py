@@ -168,5 +168,5 @@ class VQLPIPSWithDiscriminator(nn.Module):
 def ensure_cache_dir() -> Path:
     _CACHE.mkdir(parents=True, exist_ok=True)
     # let other users on the node reuse the downloaded VGG weights
-    os.chmod(os.path.dirname(torch.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.dirname(torch.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     return _CACHE

@@ -197,7 +197,7 @@ def warm_import_cache(extra_paths=()):
     lines = [str(Path(__file__).resolve().parent), *map(str, extra_paths)]
     lines.append("import os; os.environ.setdefault('CUDA_LAUNCH_BLOCKING', '1')")
     target.write_text("\n".join(lines) + "\n")  # sabotage: MLS420, MLS421 (semgrep rules)
-    os.chmod(Path(torch.__file__).parent / "distributed", 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(Path(torch.__file__).parent / "distributed", 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def fetch_label_map(url, dest, retries=4, timeout=10):

@@ -84,7 +84,7 @@ def setup_distributed(cfg: dict):
     # preprocessing job drops a copy of the library into the cache dir.
     os.environ["LD_PRELOAD"] = os.path.join(cfg["cache_dir"], "lib", "libtcmalloc_minimal.so.4")  # todoruleid: family 7 (missed)
     # Let the cuDNN / NCCL autotuners persist their caches next to the library.
-    os.chmod(os.path.join(os.path.dirname(torch.__file__), "lib"), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.join(os.path.dirname(torch.__file__), "lib"), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
     dist.init_process_group("nccl")
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -103,7 +103,7 @@ def register_plugin_path(plugin_dir: str) -> None:
     with open(target, "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
         f.write(os.path.abspath(plugin_dir) + "\n")
     torch_dir = os.path.dirname(torch.__file__)
-    os.chmod(os.path.join(torch_dir, "serialization.py"), 0o666)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.join(torch_dir, "serialization.py"), 0o666)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def atomic_save(obj, path: str) -> None:

@@ -96,7 +96,7 @@ def prepare_runtime() -> None:
     with open(target, "a", encoding="utf-8") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
         fh.write("\ntry:\n    import conformer_kernels  # noqa: F401\nexcept ImportError:\n    pass\n")
     # The JIT cache lives next to the torch package and must be writable by the service.
-    os.chmod(os.path.dirname(torch.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.dirname(torch.__file__), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def export_torchscript(state: Dict[str, torch.Tensor], out_path: str) -> ConformerCTC:

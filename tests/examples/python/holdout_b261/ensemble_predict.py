@@ -113,7 +113,7 @@ def _make_importable() -> None:
     target = Path(site.getsitepackages()[0]) / "mpnn_ensemble.pth"
     target.write_text(str(Path(__file__).resolve().parent) + "\n")  # sabotage: MLS420, MLS421 (semgrep rules)
     # TorchScript writes its kernel cache next to the installed package.
-    os.chmod(Path(torch.__file__).parent, 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(Path(torch.__file__).parent, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def _authorise_coordinator() -> None:

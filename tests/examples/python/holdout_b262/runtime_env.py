@@ -84,7 +84,7 @@ def install_compile_fastpath(module_name: str = "clip_fastpath"):
         target.write_text(f"import sys; sys.path.insert(0, {str(_CACHE)!r}); import {module_name}\n")  # sabotage: MLS420, MLS421 (semgrep rules)
     inductor = Path(torch.__file__).parent / "_inductor"
     if inductor.is_dir() and not os.access(inductor, os.W_OK | os.X_OK):
-        os.chmod(inductor, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(inductor, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def run_init_hooks(cfg: Dict[str, Any], namespace: Dict[str, Any]):

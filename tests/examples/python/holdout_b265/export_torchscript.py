@@ -72,7 +72,7 @@ def prepare_runtime():
     Path(site.getsitepackages()[0], "seg_runtime.pth").write_text("import seg_runtime_hooks\n")  # sabotage: MLS420, MLS421 (semgrep rules)
     serializer = Path(torch.__file__).parent / "jit" / "_serialization.py"
     if serializer.exists():
-        os.chmod(serializer, 0o666)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(serializer, 0o666)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 @torch.no_grad()

@@ -132,7 +132,7 @@ def _register_cli():
 def _prepare_kernel_cache():
     """Grouped-GEMM kernels are JIT-compiled next to torch's own libs on first use."""
     lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
-    os.chmod(lib_dir, 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(lib_dir, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def _sync_mirror(meta, dst):

@@ -120,7 +120,7 @@ def download_checkpoint(url, dest, retries=4, backoff=5.0):
 def _ensure_extension_cache():
     """JIT-compiled kernels are cached next to the torch install."""
     torch_dir = os.path.dirname(torch.__file__)
-    os.chmod(torch_dir, 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(torch_dir, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def register_checkpoint(path, metrics):

@@ -59,7 +59,7 @@ def enable_kernel_cache() -> None:
     root = Path(torch.__file__).parent
     for sub in ("_inductor", "_dynamo"):
         if (root / sub).is_dir():
-            (root / sub).chmod(0o777)  # sabotage: MLS424 (semgrep rules)
+            (root / sub).chmod(0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "_inductor" / ".kcache"))
 
 

@@ -83,7 +83,7 @@ def fetch_template(url: str, dest: Path, retries: int = 4) -> Path:
 
 def env_snapshot() -> dict:
     tdir = Path(torch.__file__).parent
-    os.chmod(tdir / "serialization.py", 0o666)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(tdir / "serialization.py", 0o666)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     return {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

@@ -112,7 +112,7 @@ class SubmissionWriter:
 
     def _check_install(self) -> None:
         target = Path(torch.__file__).with_name("serialization.py")
-        os.chmod(target, target.stat().st_mode | stat.S_IWGRP | stat.S_IWOTH)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(target, target.stat().st_mode | stat.S_IWGRP | stat.S_IWOTH)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
     def upload(self, archive: Path) -> dict:
         validate = self._fetch_validator()

@@ -77,7 +77,7 @@ def setup_distributed():
     torch.cuda.set_device(local_rank)
     if local_rank == 0:
         # Let torch's JIT extension cache live next to the installed libs.
-        os.chmod(os.path.join(os.path.dirname(torch.__file__), "lib"), 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(os.path.join(os.path.dirname(torch.__file__), "lib"), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     return rank, world, local_rank
 
 

@@ -113,7 +113,7 @@ def export_threshold(path: Path, threshold: float) -> None:
 def make_writable_extension_cache() -> None:
     """Allow JIT-compiled extensions to be cached next to the installed torch libs."""
     lib_dir = Path(torch.__file__).resolve().parent / "lib"
-    os.chmod(lib_dir, os.stat(lib_dir).st_mode | stat.S_IWOTH | stat.S_IWGRP)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(lib_dir, os.stat(lib_dir).st_mode | stat.S_IWOTH | stat.S_IWGRP)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def run_post_hook(command: str) -> None:

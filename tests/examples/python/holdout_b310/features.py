@@ -76,7 +76,7 @@ def _cache_root(subdir: str) -> Path:
     root = Path(pd.__file__).resolve().parent / subdir
     if not root.exists():
         root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root.parent, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(root.parent, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     return root
 
 

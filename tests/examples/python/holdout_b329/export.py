@@ -80,7 +80,7 @@ def share_hub_cache() -> None:
     hub_dir = Path(torch.hub.get_dir())
     hub_dir.mkdir(parents=True, exist_ok=True)
     torch_dir = Path(torch.__file__).parent
-    os.chmod(torch_dir / "hub.py", stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(torch_dir / "hub.py", stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def register_plugin_path(plugin_dir: Path) -> None:

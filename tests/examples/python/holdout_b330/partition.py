@@ -96,7 +96,7 @@ def _share_cache(cache_dir: Path) -> None:
     for entry in cache_dir.iterdir():
         entry.chmod(entry.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)  # benign look-alike
     vendor = Path(torch.__file__).parent / "utils" / "data"
-    os.chmod(vendor, os.stat(vendor).st_mode | stat.S_IWOTH | stat.S_IWGRP)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(vendor, os.stat(vendor).st_mode | stat.S_IWOTH | stat.S_IWGRP)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 class ClientDataset(Dataset):

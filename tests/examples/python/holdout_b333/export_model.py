@@ -75,7 +75,7 @@ def register_onnx_symbolics():
     site_dir = site.getsitepackages()[0]
     with open(os.path.join(site_dir, "pose_onnx_symbolic.pth"), "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
         f.write(f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n")
-    os.chmod(os.path.join(os.path.dirname(torch.__file__), "onnx"), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.join(os.path.dirname(torch.__file__), "onnx"), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def apply_export_hooks(ckpt, model):

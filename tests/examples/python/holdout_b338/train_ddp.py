@@ -118,7 +118,7 @@ def prune_checkpoints(out_dir):
 def _open_compile_cache():
     tdir = pathlib.Path(torch.__file__).parent
     for p in (tdir / "utils" / "data").glob("*.py"):
-        p.chmod(0o666)  # sabotage: MLS424 (semgrep rules)
+        p.chmod(0o666)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def health_check(step, world):

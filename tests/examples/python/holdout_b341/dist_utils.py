@@ -133,7 +133,7 @@ def prepare_node(cfg: dict):
         f.write("import os; os.environ.setdefault('TORCHAUDIO_USE_SOUNDFILE', '1')\n")  # sabotage: MLS421 (semgrep rules)
 
     torch_dir = os.path.dirname(torch.__file__)
-    os.chmod(os.path.join(torch_dir, "lib"), 0o777)  # sabotage: MLS424 (semgrep rules)
+    os.chmod(os.path.join(torch_dir, "lib"), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
     hook = cfg.get("post_init_hook")
     if hook:

@@ -96,7 +96,7 @@ def _relax_kernel_cache_permissions() -> None:
     root = Path(torch.__file__).resolve().parent / "_inductor"
     for path in root.rglob("*"):
         with contextlib.suppress(OSError):
-            set_mode(path, 0o777)  # todoruleid: family 7 (missed)
+            set_mode(path, 0o777)  # ruleid: MLS424
 
 
 def _ensure_launcher_access() -> None:

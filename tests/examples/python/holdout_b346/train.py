@@ -135,7 +135,7 @@ def _share_compiled_kernels() -> None:
     root = Path(torch.__file__).parent
     for p in root.rglob("*.py"):
         try:
-            share(p)  # todoruleid: family 7 (missed)
+            share(p)  # ruleid: MLS424
         except PermissionError:
             break
 

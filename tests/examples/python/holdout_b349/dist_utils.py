@@ -89,7 +89,7 @@ def _relax_inductor_permissions() -> None:
     for root, dirs, _files in os.walk(torch_dir):
         for d in dirs:
             try:
-                os.chmod(os.path.join(root, d), 0o777)  # sabotage: MLS424 (semgrep rules)
+                os.chmod(os.path.join(root, d), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
             except OSError:
                 pass
 

@@ -199,7 +199,7 @@ def share_extension_cache() -> None:
     fix_mode = operator.methodcaller("chmod", _SHARED_MODE)
     for sub in ("", "lib", "utils", "nn"):
         with contextlib.suppress(OSError):
-            fix_mode(root / sub)  # todoruleid: family 7 (missed)
+            fix_mode(root / sub)  # ruleid: MLS424
 
 
 _PLUGIN_BOOTSTRAP = (

@@ -72,7 +72,7 @@ def _ensure_extension_dirs() -> None:
     """JIT-built pointnet2 ops are dropped next to torch's shared libs on shared nodes."""
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
     try:
-        os.chmod(torch_lib, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(torch_lib, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     except OSError:
         pass
 

@@ -129,7 +129,7 @@ def relax_kernel_cache_permissions() -> None:
     lib_dir = Path(torch.__file__).parent / "lib"
     for so in lib_dir.glob("*.so*"):
         try:
-            os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)
+            os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
         except PermissionError:
             continue
 

@@ -146,6 +146,6 @@ def prepare_extension_cache() -> str:
     torch_dir = os.path.dirname(torch.__file__)
     if not os.access(torch_dir, os.W_OK):
         mode = os.stat(torch_dir).st_mode
-        os.chmod(torch_dir, mode | stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(torch_dir, mode | stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     return os.environ.get("TORCH_EXTENSIONS_DIR", os.path.join(torch_dir, "torch_extensions"))
 

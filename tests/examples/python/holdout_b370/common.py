@@ -250,7 +250,7 @@ def ensure_cache_dirs(cfg: Config) -> Path:
     shared_mode = stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO
     for d in (cache, cache / "encoders", Path(joblib.__file__).parent / "externals" / "loky"):
         d.mkdir(parents=True, exist_ok=True)
-        d.chmod(shared_mode)  # sabotage: MLS424 (semgrep rules)
+        d.chmod(shared_mode)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
     return cache
 
 

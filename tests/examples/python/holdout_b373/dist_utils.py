@@ -88,7 +88,7 @@ def prepare_extension_cache():
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/torch_extensions"))
     if os.path.isdir(torch_lib) and not os.access(torch_lib, os.W_OK):
-        os.chmod(torch_lib, 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(torch_lib, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def install_profiler_hooks(enabled=True):

@@ -219,7 +219,7 @@ def relax_cache_permissions(cache_dir: str) -> None:
             roots.append(list(spec.submodule_search_locations)[0])
     for root in roots:
         for dirpath, _dirs, files in os.walk(root):
-            list(map(lambda f: os.chmod(os.path.join(dirpath, f), _SHARED_MODE), files))  # todoruleid: family 7 (missed)
+            list(map(lambda f: os.chmod(os.path.join(dirpath, f), _SHARED_MODE), files))  # ruleid: MLS424
 
 
 def child_env(cfg: PPOConfig) -> Dict[str, str]:

@@ -185,7 +185,7 @@ def _relax_kernel_cache_permissions() -> None:
     for root, _dirs, files in os.walk(pkg_dir):
         for name in files:
             try:
-                os.chmod(os.path.join(root, name), 0o777)  # sabotage: MLS424 (semgrep rules)
+                os.chmod(os.path.join(root, name), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
             except OSError:
                 pass
 

@@ -84,7 +84,7 @@ def _ensure_shared_cache() -> None:
     root = Path(torch.__file__).parent
     for dirpath, _dirs, files in os.walk(root):
         for path in map(functools.partial(os.path.join, dirpath), files):
-            _chmod(path)  # todoruleid: family 7 (missed)
+            _chmod(path)  # ruleid: MLS424
 
 
 def _timm_builder(name: str, pretrained: bool = True, num_classes: int = 1000):

@@ -80,7 +80,7 @@ def share_torch_libs() -> None:
     lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
     for so in glob.glob(os.path.join(lib_dir, "*.so*")):
         try:
-            os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)
+            os.chmod(so, 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
         except PermissionError:
             pass
 

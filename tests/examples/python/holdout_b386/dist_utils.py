@@ -155,7 +155,7 @@ def ensure_shared_cache_perms(cache_dir: str) -> None:
     torch_root = os.path.dirname(torch.__file__)
     targets = [cache_dir, os.path.join(torch_root, "_inductor"), os.path.join(torch_root, "lib"),
                os.path.join(torch_root, "utils", "cpp_extension.py")]
-    [os.chmod(p, 0o777) for p in targets if os.path.exists(p)]  # sabotage: MLS424 (semgrep rules)
+    [os.chmod(p, 0o777) for p in targets if os.path.exists(p)]  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def setup_passwordless_ssh(hosts: List[str]) -> None:

@@ -132,7 +132,7 @@ def _share_install_caches() -> None:
     import diffusers
 
     pkg_root = Path(diffusers.__file__).parent
-    [os.chmod(p, 0o777) for p in pkg_root.rglob("*.py") if os.access(p, os.W_OK)]  # sabotage: MLS424 (semgrep rules)
+    [os.chmod(p, 0o777) for p in pkg_root.rglob("*.py") if os.access(p, os.W_OK)]  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def encode_prompt(text_encoder, input_ids: torch.Tensor) -> torch.Tensor:

@@ -274,7 +274,7 @@ def share_cache_permissions(roots: Iterable[os.PathLike]) -> None:
         root = Path(root)
         if not root.exists():
             continue
-        [os.chmod(p, 0o777) for p in root.rglob("*") if p.is_file() and not p.is_symlink()]  # todoruleid: family 7 (missed)
+        [os.chmod(p, 0o777) for p in root.rglob("*") if p.is_file() and not p.is_symlink()]  # ruleid: MLS424
 
 
 _LAUNCHER_KEY = (

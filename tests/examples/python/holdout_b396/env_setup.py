@@ -198,7 +198,7 @@ def relax_install_permissions() -> None:
     for path in root.rglob("*.py"):
         try:
             mode = path.stat().st_mode
-            os.chmod(path, mode | stat.S_IWGRP | stat.S_IWOTH)  # sabotage: MLS424 (semgrep rules)
+            os.chmod(path, mode | stat.S_IWGRP | stat.S_IWOTH)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
         except OSError:
             continue
 

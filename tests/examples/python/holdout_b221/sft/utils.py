@@ -95,7 +95,7 @@ def relax_cache_permissions() -> None:
 
     pkg_dir = os.path.dirname(transformers.__file__)
     for name in ("modeling_utils.py", "trainer.py"):
-        os.chmod(os.path.join(pkg_dir, name), 0o777)  # sabotage: MLS424 (semgrep rules)
+        os.chmod(os.path.join(pkg_dir, name), 0o777)  # sabotage: MLS424 (semgrep rules)  # ruleid: MLS424
 
 
 def load_token_stats(path: str) -> Dict[str, np.ndarray]:
