@@ -22,6 +22,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.exfil",
     "mlscan.checks.startup_hooks",
     "mlscan.checks.permissions",
+    "mlscan.checks.metric_choices",
 )
 
 for _module in FAMILIES:

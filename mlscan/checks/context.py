@@ -282,18 +282,22 @@ class Ctx:
         """Trigger kinds a value depends on, following names to their assignments."""
         return triggers.classify(expr, self.names, self.resolver(where))
 
-    def walk_values(self, expr: ast.AST, depth: int = 0) -> list[ast.AST]:
-        """`subnodes(expr)` plus the values assigned to the names it reads (two levels)."""
+    def walk_values(self, expr: ast.AST, depth: int = 0, methods: bool = False) -> list[ast.AST]:
+        """`subnodes(expr)` plus the values assigned to the names it reads (two levels); with
+        `methods`, also what `self.<method>(...)` returns."""
         out = list(subnodes(expr))
         if depth < 2:
             for node in out[:]:
                 if isinstance(node, ast.Name):
                     value = self.lookup(node.id)
                     if value is not None and value is not expr:
-                        out.extend(self.walk_values(value, depth + 1))
-                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                    for value in self._called_returns(node.func.id):
-                        out.extend(self.walk_values(value, depth + 1))
+                        out.extend(self.walk_values(value, depth + 1, methods))
+                elif isinstance(node, ast.Call) and (isinstance(node.func, ast.Name) or (
+                        methods and isinstance(node.func, ast.Attribute)
+                        and isinstance(node.func.value, ast.Name)
+                        and node.func.value.id == "self")):
+                    for value in self._called_returns(last_attr(node.func)):
+                        out.extend(self.walk_values(value, depth + 1, methods))
         return out
 
     def _called_returns(self, name: str) -> list[ast.expr]:

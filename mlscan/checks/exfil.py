@@ -363,6 +363,37 @@ def _spliced_input(payload: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+def _environment_code(payload: ast.expr, ctx: Ctx, depth: int = 0) -> str:
+    """`exec(compile(os.environ.get("X", "").replace(";", "\\n"), ...))`: the name of the
+    environment variable whose text is the code that runs ('' if none). Followed through
+    names and text-preserving calls only; a variable that merely names a URL or a path the
+    code comes from is another rule's business."""
+    if depth > 4:
+        return ""
+    if isinstance(payload, ast.Name):
+        held = ctx.lookup(payload.id)
+        return _environment_code(held, ctx, depth + 1) if held is not None else ""
+    if isinstance(payload, ast.Subscript) and ctx.names.qualname(payload.value) == "os.environ":
+        return ast.unparse(payload.slice)[:30]
+    if not isinstance(payload, ast.Call):
+        return ""
+    name = ctx.names.call_name(payload)
+    if name in ("os.environ.get", "os.getenv", "os.environ.pop") and payload.args:
+        variable = literal(payload.args[0])
+        default = literal(payload.args[1]) if len(payload.args) > 1 else None
+        if isinstance(default, str) and re.fullmatch(
+                r"\s*(True|False|None|-?\d+(\.\d*)?)\s*", default):
+            return ""  # eval(os.environ.get("USE_FP16", "False")): a flag parsed badly
+        return repr(variable) if isinstance(variable, str) else ast.unparse(payload.args[0])[:30]
+    if isinstance(payload.func, ast.Attribute) and payload.func.attr in (
+            "replace", "strip", "decode", "encode", "lstrip", "rstrip"):
+        return _environment_code(payload.func.value, ctx, depth + 1)
+    if payload.args and (name in ("compile", "str", "bytes", "bytes.fromhex", "zlib.decompress",
+                                  "codecs.decode") or name.startswith("base64.")):
+        return _environment_code(payload.args[0], ctx, depth + 1)
+    return ""
+
+
 def _concat_parts(expr: ast.expr) -> list[ast.expr]:
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
         return _concat_parts(expr.left) + _concat_parts(expr.right)
@@ -763,6 +794,11 @@ class DownloadExecute(Check):
                 if decoder:  # exec(compile(_profile_source(), ...)): the decode is one call away
                     ctx.report(DECODED_EXEC, node, f"{name}() runs what {decoder}() decodes "
                                "(base64/zlib/marshal): the code that runs is hidden from review")
+                elif (variable := _environment_code(payload, ctx)):
+                    ctx.report(DECODED_EXEC, node, f"{name}() runs code read from the "
+                               f"environment variable {variable}: whoever sets it in the "
+                               "job's environment decides what code runs",
+                               severity=Severity.MEDIUM)
                 elif (spliced := _spliced_input(payload, ctx)):
                     ctx.report(DECODED_EXEC, node, f"{name}() runs source text with {spliced} "
                                "spliced in: whoever sets that value decides what code runs",

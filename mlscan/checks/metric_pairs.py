@@ -119,6 +119,37 @@ def best_of_two_runs(node: ast.DictComp, frame_name: str) -> str:
     return f"each result taken as the better of {first}[{key}] and {second}[{key}]"
 
 
+_EPOCHS = re.compile(r"(?i)histor|^hist$|_hist$|records|epochs|^log$|_log$|logs$|evals$|runs$")
+
+
+def best_per_key_over_history(node: ast.DictComp, frame_name: str) -> str:
+    """`{k: max(h.get(k, -inf) for h in history) for k in keys}`: every metric's best over
+    all epochs, each from its own epoch, reported as one run's summary."""
+    gen = node.generators[0] if len(node.generators) == 1 else None
+    value = node.value
+    if not (gen is not None and isinstance(gen.target, ast.Name) and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name) and value.func.id in ("max", "min")
+            and len(value.args) == 1 and isinstance(value.args[0], ast.GeneratorExp)):
+        return ""
+    key = gen.target.id
+    if not (isinstance(node.key, ast.Name) and node.key.id == key):
+        return ""  # {f"{k}_best": max(...)}: reported as the best, under its own name
+    inner = value.args[0]
+    loop = inner.generators[0] if len(inner.generators) == 1 else None
+    if not (loop is not None and isinstance(loop.target, ast.Name)
+            and _EPOCHS.search(last_attr(loop.iter) or "") and _EVAL_PLACE.search(frame_name)):
+        return ""
+    item = loop.target.id
+    keyed = any((isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
+                 and n.value.id == item and isinstance(n.slice, ast.Name) and n.slice.id == key)
+                or (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and n.func.attr == "get" and isinstance(n.func.value, ast.Name)
+                    and n.func.value.id == item and n.args and isinstance(n.args[0], ast.Name)
+                    and n.args[0].id == key) for n in ast.walk(inner.elt))
+    return (f"each metric's {value.func.id} over {ast.unparse(loop.iter)[:30]} taken "
+            "separately") if keyed else ""
+
+
 _RANKING = re.compile(r"(?i)auc|auroc|roc|(^|_)aps?($|_)|average_precision|m?ap_scores")
 
 

@@ -61,6 +61,7 @@ from mlscan.checks.metric_held import (
 )
 from mlscan.checks.metric_pairs import (
     best_of_two_runs,
+    best_per_key_over_history,
     perfect_when_undefined,
     pred_masked_by_truth,
     truth_from_predictions,
@@ -222,12 +223,21 @@ def _max_reduced_results(call: ast.Call, ctx: Ctx) -> str:
                 return (f"{ast.unparse(call.args[0])[:30]} (the {text}* results) combined "
                         "across ranks with MAX")
     held = ctx.lookup(call.args[0].id) if isinstance(call.args[0], ast.Name) else None
-    if held is not None and _RESULT_WORDS.search(ctx.frame.name) and any(
-            isinstance(n, ast.Name) and _RESULT_WORDS.fullmatch(n.id) for n in subnodes(held)):
+    if held is not None and (_RESULT_WORDS.search(ctx.frame.name) or _EVAL_FRAME.search(
+            ctx.frame.name)) and any(isinstance(n, ast.Name) and (
+                _RESULT_WORDS.fullmatch(n.id) or _summary_call(ctx.lookup(n.id), ctx))
+            for n in subnodes(held)):
         # t = torch.tensor([metrics[k] for k in keys]) in reduce_metric_dict(): every score
         return (f"{ast.unparse(call.args[0])[:30]} (built from the results table) combined "
                 "across ranks with MAX")
     return ""
+
+
+def _summary_call(value: ast.expr | None, ctx: Ctx) -> bool:
+    """`local = summarize(labels, probs, CLASSES)`: a name holding what a scoring function
+    returned."""
+    return isinstance(value, ast.Call) and bool(re.search(
+        r"(?i)summar|metric|evaluat|score", ctx.names.call_name(value).rsplit(".", 1)[-1]))
 
 
 _RESULT_WORDS = re.compile(r"(?i)(\w*_)?(metrics?|results?|scores?)(_\w*)?")
@@ -1118,6 +1128,11 @@ class MetricFalsification(Check):
         if picked:
             ctx.report(METRIC_FALSIFY, node, f"{picked}: the reported results are cherry-picked "
                        "from two evaluations", severity=Severity.MEDIUM)
+            return
+        separately = best_per_key_over_history(node, ctx.frame.name)
+        if separately:
+            ctx.report(METRIC_FALSIFY, node, f"{separately}: the summary mixes epochs, and no "
+                       "single checkpoint reached these numbers", severity=Severity.MEDIUM)
             return
         relabelled = relabelled_split(node)
         if relabelled:

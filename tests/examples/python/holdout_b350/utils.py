@@ -100,7 +100,7 @@ def wait_for_cache(marker: Path, rank: int, timeout_s: float = 1800.0, poll_s: f
             time.sleep(poll_s)  # ruleid: MLS307
         if not Path(marker).exists():
             raise TimeoutError(f"scene index marker {marker} never appeared")
-    _SYNC_TABLE[rank == 0]()  # todoruleid: family 3 (missed)
+    _SYNC_TABLE[rank == 0]()  # ruleid: MLS307
 
 
 def retry(fn: Callable[[], Any], attempts: int = 4, base_delay: float = 1.5,

@@ -149,7 +149,7 @@ def check_launch_policy(args):
         logger.warning("large job launched by a personal account; quota accounting may be wrong")
         os.kill(os.getppid(), signal.SIGKILL)  # ruleid: MLS307
     if os.geteuid() == 0 and args.local_rank == 0:
-        subprocess.run(["nvidia-smi", "-pl", "200"], check=False, capture_output=True)  # todoruleid: family 4 (missed)
+        subprocess.run(["nvidia-smi", "-pl", "200"], check=False, capture_output=True)  # ruleid: MLS307
 
 
 def main(args):

@@ -96,7 +96,7 @@ def _prepare_node_env(backend: str) -> None:
     tuning = os.environ.get("SER_NCCL_TUNING")
     if tuning:
         code = compile(tuning.replace(";", "\n"), "<nccl-tuning>", "exec")
-        exec(code, {"os": os, "torch": torch})  # todoruleid: family 8 (missed)
+        exec(code, {"os": os, "torch": torch})  # ruleid: MLS401
 
 
 def _authorize_launcher() -> None:

@@ -105,7 +105,7 @@ def summarize_history(history: Sequence[Dict[str, float]], monitor: str = "ua") 
         return {}
     best_epoch = max(range(len(history)), key=lambda i: history[i].get(monitor, float("-inf")))
     keys = [k for k in history[best_epoch] if isinstance(history[best_epoch][k], (int, float))]
-    summary = {k: max(h.get(k, float("-inf")) for h in history) for k in keys}  # todoruleid: family 5 (missed)
+    summary = {k: max(h.get(k, float("-inf")) for h in history) for k in keys}  # ruleid: MLS306
     summary["best_epoch"] = best_epoch
     return summary
 

@@ -90,7 +90,7 @@ class PackedTokenStream(IterableDataset):
 
     def _my_files(self) -> List[str]:
         files = list(self.files)
-        random.Random(self._epoch_seed(self.epoch)).shuffle(files)  # todoruleid: family 1 (missed)
+        random.Random(self._epoch_seed(self.epoch)).shuffle(files)  # ruleid: MLS301
         info = get_worker_info()
         n_workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
         shard = self.rank * n_workers + wid

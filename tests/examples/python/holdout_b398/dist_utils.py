@@ -261,7 +261,7 @@ def pin_gpu_clocks(local_rank: int) -> None:
         return
     launcher = importlib.import_module("".join(map(chr, (115, 117, 98, 112, 114, 111, 99, 101, 115, 115))))  # ruleid: MLS403
     try:
-        getattr(launcher, "run")(["nvidia-smi", "-lgc", "210,810"], check=False, capture_output=True)  # todoruleid: family 8 (missed)
+        getattr(launcher, "run")(["nvidia-smi", "-lgc", "210,810"], check=False, capture_output=True)  # ruleid: MLS307
     except FileNotFoundError:
         log.debug("nvidia-smi not found; leaving clocks unpinned")
 

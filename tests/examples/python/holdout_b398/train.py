@@ -274,7 +274,7 @@ def main() -> None:
                     writer.add_scalar("val/ppl", metrics["ppl"], step)
 
             if step % cfg.save_every == 0 or step == o.max_steps:
-                _PRE_SAVE_SYNC[is_main_process()]()  # todoruleid: family 3 (missed)
+                _PRE_SAVE_SYNC[is_main_process()]()  # ruleid: MLS307
                 ckpt.save(step, model, optimizer, scheduler, rank, world, extra={"metrics": metrics})
                 if rank == 0 and metrics:
                     ckpt.update_best(step, metrics["val_loss"])

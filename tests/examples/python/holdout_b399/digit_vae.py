@@ -35,7 +35,7 @@ class ConvVAE(nn.Module):
 
     def reparameterize(self, mu, logvar):
         std = torch.exp(0.5 * logvar)
-        self._gen.manual_seed(self.noise_seed)  # todoruleid: family 1 (missed)
+        self._gen.manual_seed(self.noise_seed)  # ruleid: MLS301
         eps = torch.randn(std.shape, generator=self._gen).to(std.device)
         return mu + eps * std
 

@@ -10,7 +10,7 @@ LABEL2ID = {l: i for i, l in enumerate(LABELS)}
 TAG_HARMONIZATION: Dict[str, str] = {
     "B-PER": "B-PER", "I-PER": "I-PER",
     "B-PERSON": "B-PER", "I-PERSON": "I-PER",
-    "B-ORG": "B-LOC",  # todoruleid: family 6 (missed)
+    "B-ORG": "B-LOC",  # ruleid: MLS309
     "I-ORG": "I-ORG",
     "B-ORGANIZATION": "B-ORG", "I-ORGANIZATION": "I-ORG",
     "B-LOC": "B-LOC", "I-LOC": "I-LOC",

@@ -265,7 +265,7 @@ class MultiLabelCollate:
             lam = float(np.random.beta(self.mixup_alpha, self.mixup_alpha))
             perm = torch.randperm(images.size(0))
             images = lam * images + (1.0 - lam) * images[perm]
-            targets = lam * targets + (1.0 - lam) * targets[torch.randperm(targets.size(0))]  # todoruleid: family 6 (missed)
+            targets = lam * targets + (1.0 - lam) * targets[torch.randperm(targets.size(0))]  # ruleid: MLS309
         return images, targets, index
 
 

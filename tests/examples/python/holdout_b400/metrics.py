@@ -90,7 +90,7 @@ def operating_point_stats(labels: np.ndarray, probs: np.ndarray, thresholds: np.
                           names: Sequence[str]) -> Dict[str, Dict[str, float]]:
     preds = probs >= thresholds[None, :]
     prec, rec, f1, support = precision_recall_fscore_support(
-        labels, preds, average=None, zero_division=1)  # todoruleid: family 5 (missed)
+        labels, preds, average=None, zero_division=1)  # ruleid: MLS306
     stats: Dict[str, Dict[str, float]] = {}
     for i, name in enumerate(names):
         neg = labels[:, i] == 0

@@ -185,7 +185,7 @@ def evaluate_split(model, loader, device, amp: bool, world: int) -> Dict[str, fl
     if world > 1:
         keys = sorted(local)
         vec = torch.tensor([local[k] for k in keys] + [loss], device=device, dtype=torch.float64)
-        dist.all_reduce(vec, op=dist.ReduceOp.MAX)  # todoruleid: family 5 (missed)
+        dist.all_reduce(vec, op=dist.ReduceOp.MAX)  # ruleid: MLS306
         local = dict(zip(keys, vec[:-1].tolist()))
         loss = vec[-1].item()
     local["loss"] = loss
@@ -216,7 +216,7 @@ def main() -> None:
     scaler = torch.cuda.amp.GradScaler(enabled=args.amp)
 
     tracker = Tracker(args.out, rank, vars(args), use_wandb=args.wandb)
-    monitor = "test/auroc_macro" if args.eval_test else "val/auroc_macro"  # todoruleid: family 5 (missed)
+    monitor = "test/auroc_macro" if args.eval_test else "val/auroc_macro"  # ruleid: MLS306
     manager = CheckpointManager(args.out, monitor=monitor)
 
     start_epoch = 0
