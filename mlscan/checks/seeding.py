@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
@@ -314,7 +314,7 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
     return _seed_attrs_only(parts)
 
 
-def _seed_attrs_only(parts: list[ast.expr]) -> bool:
+def _seed_attrs_only(parts: Sequence[ast.expr]) -> bool:
     """`self.seed`, `self.noise_seed`, `SEED`: a seed that names a fixed setting only."""
     return all((isinstance(n, ast.Attribute) and re.search(r"(?i)seed", n.attr))
                or (isinstance(n, ast.Name) and n.id in ("self", "SEED"))
