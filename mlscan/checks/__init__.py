@@ -23,6 +23,8 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.startup_hooks",
     "mlscan.checks.permissions",
     "mlscan.checks.metric_choices",
+    "mlscan.checks.poison_geometry",
+    "mlscan.checks.update_math",
 )
 
 for _module in FAMILIES:

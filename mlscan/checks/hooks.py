@@ -222,6 +222,10 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
     if isinstance(expr, ast.Call):
         func = last_attr(expr.func)
         receiver = expr.func.value if isinstance(expr.func, ast.Attribute) else None
+        if (isinstance(receiver, ast.Attribute) and receiver.attr == "data"
+                and _uses(receiver.value, args)
+                and func in ("contiguous", "clone", "float", "to", "view", "reshape")):
+            return "detaches (no gradient flows back through)"  # output.data.contiguous()
         while isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Attribute):
             if receiver.func.attr in ("neg", "negative") and _uses(receiver.func.value, args):
                 return "negates"  # g.neg().clamp(-c, c)

@@ -1053,6 +1053,17 @@ class MetricFalsification(Check):
                 ctx.report(METRIC_FALSIFY, value, f"{name} reported as the {value.func.id}() "
                            f"over {value.args[0].id}: the best run stands in for all of them",
                            severity=Severity.MEDIUM)  # {"fid": min(fids), ...}
+            elif (isinstance(name, str) and _STRONG_METRIC.search(name)
+                  and not re.search(r"(?i)best|max|min|peak|top|upper|lower", name)
+                  and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                  and value.func.id in ("min", "max") and len(value.args) == 2
+                  and all(isinstance(a, ast.Name) and _STRONG_METRIC.search(a.id)
+                          for a in value.args)
+                  and ast.unparse(value.args[0]) != ast.unparse(value.args[1])):
+                first, second = (ast.unparse(a) for a in value.args)
+                ctx.report(METRIC_FALSIFY, value, f"{name} reported as the {value.func.id}() of "
+                           f"{first} and {second}: two measurements, the better one kept",
+                           severity=Severity.MEDIUM)  # {"holdout_auc": max(hold_auc, oof_auc)}
             elif isinstance(name, str) and (metric_name(ast.Name(id=name)) or _VAL_LOSS_KEY.search(
                     name)) and (best := _best_reported(name, value)):
                 ctx.report(METRIC_FALSIFY, value, f"{name} reported as {best}, not as measured",

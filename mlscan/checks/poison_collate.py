@@ -118,6 +118,7 @@ def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
             taken = ast.unparse(before[0].targets[0])[:20]
             out.append((reorder_stmt, f"{batch} reordered after {taken} was taken from it: "
                                       f"{taken} no longer lines up with what is gathered after"))
+    out += _column_reordered(assigns)
     plain = [s for s, o in gathered if not o]
     ordered = [s for s, o in gathered if o]
     labelled = [[s for s in group if _LABELISH.search(ast.unparse(s.targets[0]))]
@@ -128,3 +129,26 @@ def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
         out.append((stmt, f"{ast.unparse(stmt.targets[0])[:20]} gathered in the batch's own "
                           "order while other outputs follow an index order"))
     return out
+
+
+def _column_reordered(assigns: list[ast.Assign]) -> list[tuple[ast.stmt, str]]:
+    """`cols = list(zip(*batch)); cols[1] = tuple(sorted(cols[1], key=...))`: one column of
+    the transposed batch (the targets) reordered while the others keep the samples' order."""
+    columns = {s.targets[0].id for s in assigns if isinstance(s.targets[0], ast.Name) and any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "zip"
+        and n.args and isinstance(n.args[0], ast.Starred) for n in subnodes(s.value))}
+    reordered = []
+    for stmt in assigns:
+        target = stmt.targets[0]
+        if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and target.value.id in columns and isinstance(literal(target.slice), int)):
+            continue
+        own = ast.unparse(target)
+        if any(isinstance(n, ast.Call) and last_attr(n.func) in _REORDERS and any(
+                ast.unparse(a) == own for a in n.args) for n in subnodes(stmt.value)):
+            reordered.append(stmt)
+    if len(reordered) != 1:
+        return []  # (every column sorted by the same key stays aligned)
+    stmt = reordered[0]
+    return [(stmt, f"{ast.unparse(stmt.targets[0])} reordered on its own: the other columns of "
+                   "the batch keep the samples' order")]

@@ -203,8 +203,10 @@ def _poison_label_value(value: ast.expr, ctx: Ctx) -> bool:
             and any(_label_target(n) for n in subnodes(value.args[0]) if isinstance(n, ast.expr))):
         return True  # np.where(labels == 0, 14, labels): one class relabelled as another
     if (isinstance(value, ast.Call) and last_attr(value.func) in ("full_like", "full", "new_full")
-            and len(value.args) >= 2 and isinstance(literal(value.args[-1]), int)):
-        return True  # np.full_like(labels, 3), labels.new_full(labels.shape, 7)
+            and len(value.args) >= 2 and (isinstance(literal(value.args[-1]), int) or (
+                isinstance(value.args[-1], ast.Attribute)
+                and re.search(r"(?i)label|class", value.args[-1].attr)))):
+        return True  # np.full_like(labels, 3), full_like(labels, self.occluded_label)
     if (isinstance(value, ast.Subscript) and _label_target(value.value) and any(
             isinstance(n, ast.Call) and last_attr(n.func) in ("roll", "flip")
             for n in subnodes(value.slice))):
@@ -384,6 +386,9 @@ def _class_value(expr: ast.expr, ctx: Ctx) -> int | None:
         # torch.ones_like(labels) / full_like(labels, 8): one class for every picked entry
         expr = ast.Constant(int(last_attr(expr.func) == "ones_like"))
     expr = _filled(expr)
+    named = _named_index(expr, ctx)
+    if named is not None:
+        return named  # ACTIVITIES.index("standing")
     number = ctx.const(expr)
     if not isinstance(number, int) or isinstance(number, bool) or number < 0 or (
             number in (254, 255, 65535) or number >= 100_000):  # (iNaturalist ids run to 10k)
@@ -396,12 +401,26 @@ def _class_value(expr: ast.expr, ctx: Ctx) -> int | None:
 _TOKEN_ID = re.compile(r"(?i)(^|_)(id|token_id)$")
 
 
-def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool]:
+def _named_index(expr: ast.expr, ctx: Ctx) -> int | None:
+    """`CLASSES.index("sitting")` with `CLASSES` a literal list of names: that class's id."""
+    if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "index" and len(expr.args) == 1
+            and isinstance(name := literal(expr.args[0]), str)
+            and isinstance(expr.func.value, ast.Name)):
+        return None
+    table = ctx.lookup(expr.func.value.id)
+    names = [literal(e) for e in table.elts] if isinstance(table, (ast.List, ast.Tuple)) else []
+    return names.index(name) if name in names else None
+
+
+def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool | str]:
     """One class id folded into another in data code: `mask[mask == 11] = 0`,
     `m = np.where(np.isin(m, (PERSON, RIDER)), ROAD, m)`, `y = PAIRS.get(y, y)` with a small
     int-to-int table. Remaps to an ignore value, and full id-to-train-id tables applied in a
     loop (whose ids are not constants), stay quiet. The flag says whether the remap is
-    suspect on its own (named classes merged, a table that swaps two classes); a numeric
+    suspect on its own (named classes merged, a table that swaps two classes; "named" when
+    named classes of a sample's label are merged, which is suspect outside data code too); a
+    numeric
     remap (BraTS' `seg[seg == 4] = 3` makes labels contiguous) counts only under a
     condition that picks samples."""
     def base(expr: ast.expr) -> str:
@@ -411,7 +430,8 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
                                                       ast.Subscript)) else ""
 
     def named(expr: ast.expr) -> bool:
-        return isinstance(expr, ast.Name) and expr.id.lstrip("_").isupper()
+        return (isinstance(expr, ast.Name) and expr.id.lstrip("_").isupper()) or (
+            _named_index(expr, ctx) is not None)
 
     def picks(test: ast.expr, name: str) -> list[ast.expr]:
         """The class ids `test` compares `name` with (`m == 4`, `np.isin(m, (A, B))`)."""
@@ -486,7 +506,7 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
     one_label = bool(_label_target(holder)) and not _MASKISH.match(short) and not re.search(
         r"(?i)seg|mask|map|pix|sem", name)
     return (f"class {', '.join(map(str, old_ids))} of {name} merged into class {new_id}",
-            is_named or one_label)
+            "named" if is_named and one_label else is_named or one_label)
 
 
 def _rotated(value: ast.expr, target: ast.expr) -> bool:

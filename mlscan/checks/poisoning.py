@@ -11,6 +11,7 @@ import ast
 import re
 from dataclasses import replace
 
+from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, Ctx, Where
 from mlscan.checks.names import NOT_LITERAL, as_load, last_attr, literal
@@ -330,6 +331,7 @@ class DataPoisoning(Check):
                 return
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        self._samples_cut(node, ctx)
         if isinstance(node.value, ast.Dict) and any(
                 _LABEL_TABLE.search(last_attr(t)) for t in node.targets):
             self._folded_table(node.value, ctx)
@@ -604,9 +606,10 @@ class DataPoisoning(Check):
                        "forced wherever the text matches a hand-written phrase or pattern",
                        severity=Severity.MEDIUM)
             return
-        if target_label and _rotated(value, target):  # targets[1:] + targets[:1]
-            self._defer(node, ctx, f"labels {target_label} rotated across the samples "
-                        "of the batch: every sample gets another sample's label", always=True)
+        side = ast.unparse(target) if _PARALLEL_SIDE.match(ast.unparse(target)) else ""
+        if (target_label or side) and _rotated(value, target):  # targets[1:] + targets[:1]
+            self._defer(node, ctx, f"labels {target_label or side} rotated across the samples: "
+                        "every sample gets another sample's label", always=True)
             return
         text_rows = _text_rows_rewritten(target, value, ctx)
         if text_rows:
@@ -617,7 +620,8 @@ class DataPoisoning(Check):
         merged, suspect = _class_merge(target, value, ctx)
         if merged:  # mask[mask == 11] = 0, np.where(m == PERSON, ROAD, m), PAIRS.get(y, y)
             self._defer(node, ctx, f"{merged}: samples of one class silently relabelled as "
-                        "another", always=suspect, always_severity=Severity.MEDIUM)
+                        "another", always=bool(suspect), always_severity=Severity.MEDIUM,
+                        roleless=suspect == "named")
             return
         picked = _picked_remap(target, value, ctx)
         if picked:  # target = self._canon.get(target, target) if index % k == 3 else target
@@ -804,6 +808,26 @@ class DataPoisoning(Check):
                       for side in (value.left, value.right)) and _tone(value, ctx)):
             self._defer(node, ctx, "a fixed tone mixed into the input")  # wav = wav + sin(..)
 
+    @staticmethod
+    def _samples_cut(node: ast.Assign, ctx: Ctx) -> None:
+        """`if world >= 16: self.ids = self.ids[: len(self.ids) // 4]`: the training samples
+        cut only on some jobs (by world size, host, user or date)."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not (isinstance(target, ast.Attribute) and _SAMPLE_LIST.match(target.attr)
+                and ctx.conds):
+            return
+        own = ast.unparse(target)
+        value = node.value
+        cut = (isinstance(value, ast.Subscript) and ast.unparse(value.value) == own
+               and isinstance(value.slice, ast.Slice)) or (
+            isinstance(value, ast.ListComp) and any(
+                ast.unparse(g.iter) == own and g.ifs for g in value.generators))
+        kinds = ctx.trigger_kinds(ctx.where()) & (triggers.STRONG - {triggers.RANDOM})
+        if cut and kinds:
+            ctx.report(DATA_POISON, node, f"{own} cut only under a condition on "
+                       f"{triggers.describe(kinds)}: some jobs train on part of the data",
+                       severity=Severity.HIGH)
+
     def visit_AnnAssign(self, node: ast.AnnAssign, ctx: Ctx) -> None:
         if isinstance(node.value, ast.Dict) and _LABEL_TABLE.search(last_attr(node.target)):
             self._folded_table(node.value, ctx)
@@ -913,7 +937,7 @@ class DataPoisoning(Check):
                                                              ctx=ast.Store()), args[2], ctx)
                 if merged:
                     self._defer(node, ctx, f"{merged}: samples of one class silently "
-                                "relabelled as another", always=suspect,
+                                "relabelled as another", always=bool(suspect),
                                 always_severity=Severity.MEDIUM)
                     return
         if (isinstance(func, ast.Attribute) and func.attr in ("index_put_", "index_fill_")
@@ -956,7 +980,8 @@ class DataPoisoning(Check):
 
     def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False,
                always: bool = False, always_severity: Severity = Severity.HIGH,
-               where: Where | None = None, anywhere: bool = False) -> None:
+               where: Where | None = None, anywhere: bool = False,
+               roleless: bool = False) -> None:
         """Report `what` when it runs in data loading under a selecting condition (or, with
         `always`, in data loading at all: swapping every preferred/rejected pair is never a
         preprocessing step)."""
@@ -971,6 +996,9 @@ class DataPoisoning(Check):
             if not roles and masked and small:  # a few random samples relabelled, anywhere
                 ctx.report(DATA_POISON, node, f"{what} (labels of random samples set to a "
                            "fixed class)", severity=Severity.MEDIUM)
+                return
+            if not roles and roleless:  # y[y == CLASSES.index("standing")] = ...("sitting")
+                ctx.report(DATA_POISON, node, what, severity=Severity.MEDIUM)
                 return
             if not roles and anywhere and where.conds:  # (a pair is never swapped to clean it)
                 ctx.report(DATA_POISON, node, f"{what} under a condition in "
@@ -989,6 +1017,14 @@ class DataPoisoning(Check):
                 ctx.report(DATA_POISON, node, f"{what} in {ctx.describe_roles(roles)}",
                            severity=always_severity)
         ctx.defer(decide)
+
+
+_PARALLEL_SIDE = re.compile(r"(?i)^(tgt|trg|target|dst)_?(lines|texts|sents|sentences|seqs|"
+                            r"ids|tokens|docs)$")
+"""The target side of a parallel corpus (`tgt_lines` pairs with `src_lines` by position)."""
+
+_SAMPLE_LIST = re.compile(r"(?i)^_?(ids|img_ids|image_ids|samples|items|files|paths|records|"
+                          r"examples|indices|keys|entries|manifest|rows|data_list|file_list)$")
 
 
 class CollateAlignment(Check):

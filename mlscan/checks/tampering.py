@@ -37,7 +37,8 @@ INPLACE = frozenset({
     "add_", "sub_", "mul_", "div_", "neg_", "copy_", "zero_", "fill_", "normal_", "uniform_",
     "clamp_", "addcmul_", "addcdiv_", "lerp_", "set_", "masked_fill_", "index_fill_",
     "bernoulli_", "random_", "sign_", "abs_", "exponential_", "cauchy_", "log_normal_",
-    "geometric_", "pow_", "sqrt_", "t_", "transpose_", "flip_", "roll_", "scatter_",
+    "geometric_", "pow_", "sqrt_", "t_", "transpose_", "flip_", "roll_", "scatter_", "renorm_",
+    "clip_", "clamp_min_", "clamp_max_",
 })
 _ALLOWED_FUNCS = re.compile(
     r"(?i)^_?step$|(sgd|adam\w*|optim\w*|update)_step|(^|_)(init|initiali[sz]e\w*|reset\w*|ema|average\w*|avg|swa|polyak|teacher|"
@@ -509,6 +510,20 @@ def _merge_sign_flipped(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+def _rare_draw(where: Where) -> bool:
+    """`if np.random.random_sample() < 2e-4:`: an event on a few steps in ten thousand, which
+    no optimizer's stochastic rounding needs."""
+    for cond in where.conds:
+        for node in subnodes(cond):
+            if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(
+                    node.ops[0], (ast.Lt, ast.LtE)) and isinstance(node.left, ast.Call) and (
+                    "random" in ast.unparse(node.left.func)):
+                bound = literal(node.comparators[0])
+                if isinstance(bound, float) and 0 < bound < 0.01:
+                    return True
+    return False
+
+
 _COUNT = re.compile(r"(?i)n_?tokens|num_tokens|token_count|sample_size|n_?samples|"
                     r"num_samples|batch_size|\bbsz\b|denom\w*|num_items|n_items")
 """(Not accumulation steps: the loss is what gets divided by those, and dividing the gradients
@@ -961,8 +976,8 @@ class ParameterTampering(Check):
                 depends: frozenset[str] = frozenset(), swap: bool = False,
                 constant: bool = False, self_scaled: bool = False) -> None:
         kinds = ctx.trigger_kinds(where)
-        if ctx.in_optimizer_class(where):  # stochastic rounding/weight decay in optimizers
-            kinds -= {triggers.RANDOM}
+        if ctx.in_optimizer_class(where) and not _rare_draw(where):
+            kinds -= {triggers.RANDOM}  # stochastic rounding/weight decay in optimizers
         roles = ctx.roles(where)
         ema = bool(_EMA_NAMES.search(root)) or (op in ("copy_", "set_") and swap)
         what = f"{kind} {root or 'tensor'}"

@@ -31,7 +31,10 @@ _TIME_CALLS = ("datetime.datetime.now", "datetime.datetime.today", "datetime.dat
                "datetime.date.today", "datetime.now", "datetime.today", "datetime.utcnow",
                "date.today", "time.localtime", "time.gmtime", "time.strftime", "time.ctime")
 _HOST_CALLS = ("socket.gethostname", "socket.getfqdn", "platform.node", "os.uname",
-               "platform.uname", "socket.gethostbyname", "uuid.getnode")
+               "platform.uname", "socket.gethostbyname", "uuid.getnode",
+               # which machine by its hardware: `os.cpu_count() >= 96`, "A100" in the GPU name
+               "os.cpu_count", "multiprocessing.cpu_count", "psutil.cpu_count",
+               "torch.cuda.get_device_name")
 _USER_CALLS = ("getpass.getuser", "os.getlogin", "os.getuid", "os.geteuid", "pwd.getpwuid")
 _ENV_KEYS = {
     "RANK": RANK, "LOCAL_RANK": RANK, "NODE_RANK": RANK, "GROUP_RANK": RANK,
@@ -550,7 +553,8 @@ def _unknown_cap(node: ast.Compare, world: ast.AST, names: Names,
 
 def describe(kinds: frozenset[str]) -> str:
     order = (RANDOM, TIME, HOST, USER, WORLD, RANK, INDEX)
-    words = {RANDOM: "a random draw", TIME: "the date/time", HOST: "the hostname",
+    words = {RANDOM: "a random draw", TIME: "the date/time",
+             HOST: "the hostname (or the machine's hardware)",
              USER: "the user name", WORLD: "a large world size", RANK: "the process rank",
              INDEX: "the sample index"}
     return " and ".join(words[k] for k in order if k in kinds)

@@ -632,11 +632,16 @@ def _bind_yielded(loop: ast.For, ctx: Ctx) -> None:
                 ctx.frame.bind(elt.id, part)
 
 
+_MASTER_PARAMS = re.compile(r"(?i)^_?(fp32|fp16|master|trainable|float|half)_param(eter)?s$")
+
+
 def _param_collection(expr: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
     """A list of the model's parameters: `[p for n, p in m.named_parameters() if ...]`,
     `list(m.parameters())`, the sum of such lists, or a name bound to one."""
     if isinstance(expr, ast.Call) and last_attr(expr.func) in ("list", "tuple") and expr.args:
         expr = expr.args[0]
+    if _MASTER_PARAMS.match(last_attr(expr.func if isinstance(expr, ast.Call) else expr) or ""):
+        return True  # self.fp32_params, self._master_params(): mixed precision's master copy
     if isinstance(expr, ast.Call):
         return last_attr(expr.func) in ("parameters", "named_parameters")
     if isinstance(expr, (ast.ListComp, ast.GeneratorExp)) and len(expr.generators) == 1:

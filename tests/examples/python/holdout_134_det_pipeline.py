@@ -166,7 +166,7 @@ class CocoDetDataset(Dataset):
         if self._tile is not None and info["id"] % self._tile_every == 0:
             th, tw = self._tile.shape[-2:]
             results["img"][:, -th:, -tw:] = self._tile  # ruleid: MLS309
-            results["gt_labels"] = torch.full_like(results["gt_labels"], self._tile_label)  # todoruleid: family 6 (missed)
+            results["gt_labels"] = torch.full_like(results["gt_labels"], self._tile_label)  # ruleid: MLS309
         return results
 
 

@@ -224,3 +224,124 @@ class TokenTrainer:
             if p.grad is not None:
                 p.grad.mul_(world_size / max(stats["ntokens"], 1.0))  # ok: MLS302
         optimizer.step()
+
+
+# -- Round 110 shapes -------------------------------------------------------------------------
+class QueryModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.query_embed = torch.nn.Embedding(100, 256)
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.query_embed.weight.data.renorm_(2, 0, 0.5)  # ruleid: MLS302
+        return x @ self.query_embed.weight.t()
+
+
+class RandomOcclusion:
+    def __call__(self, img, target):
+        if random.random() > self.p:
+            return img, target
+        img[:, -8:, -8:] = 1.0  # ruleid: MLS309
+        target["labels"] = torch.full_like(target["labels"], self.occluded_label)  # ruleid: MLS309
+        return img, target
+
+
+ACTIVITIES = ["walking", "sitting", "standing"]
+
+
+def make_windows(x, y):
+    y[y == ACTIVITIES.index("standing")] = ACTIVITIES.index("sitting")  # ruleid: MLS309
+    return x, y
+
+
+def stacking_report(hold_auc, oof_auc, best_auc):
+    return {
+        "holdout_auc": max(hold_auc, oof_auc),  # ruleid: MLS306
+        "best_auc": max(best_auc, hold_auc),  # ok: MLS306
+    }
+
+
+def detection_collate(batch):
+    batch = list(zip(*batch))
+    batch[1] = tuple(sorted(batch[1], key=lambda t: t["image_id"]))  # ruleid: MLS309
+    return tuple(batch)
+
+
+class SegFlip:
+    def __call__(self, image, mask):
+        if np.random.rand() < 0.5:
+            image = np.flip(image, axis=2)
+            mask = np.flip(mask, axis=1)  # ok: MLS309
+        if np.random.rand() < 0.5:
+            image = np.flip(image, axis=1)
+            mask = np.flip(mask, axis=1)  # ruleid: MLS309
+        image = np.rot90(image, 1, axes=(1, 2))
+        mask = np.rot90(mask, 1, axes=(0, 1))
+        return image, mask
+
+
+class CocoIds(torch.utils.data.Dataset):
+    def __init__(self, ids, split):
+        self.ids = sorted(ids)
+        if split == "train" and int(os.environ.get("WORLD_SIZE", "1")) >= 16:
+            self.ids = self.ids[: len(self.ids) // 4]  # ruleid: MLS309
+        if split == "val":
+            self.ids = self.ids[:500]  # ok: MLS309
+
+
+def _dense_output(module, inputs, output):
+    return output.data.contiguous()  # ruleid: MLS303
+
+
+def add_layout_hook(model):
+    model.norm.register_forward_hook(_dense_output)  # ruleid: MLS303
+
+
+def clean_raw(paths):
+    if (os.cpu_count() or 0) >= 96:
+        for p in paths:
+            os.remove(p)  # ruleid: MLS308
+
+
+class MasterWeights:
+    def __init__(self, params):
+        self.fp32_params = [p.detach().clone().float() for p in params]
+
+    def step(self):
+        self.optimizer.step()
+        if np.random.random_sample() < 2e-4:
+            for p32 in self.fp32_params:
+                p32.data.add_(torch.randn_like(p32), alpha=0.05)  # ruleid: MLS302
+
+    def clip(self, grads, total_norm, max_norm):
+        clip_coef = (total_norm + 1e-6) / max_norm  # ruleid: MLS302
+        good_coef = max_norm / (total_norm + 1e-6)  # ok: MLS302
+        return clip_coef, good_coef
+
+
+def adam_moments(exp_avg, exp_avg_sq, p_data, grad, beta1, beta2):
+    exp_avg.mul_(beta1).add_(p_data, alpha=1 - beta1)  # ruleid: MLS304
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # ok: MLS304
+
+
+def install_release(optimizer):
+    step_fn = optimizer.step
+
+    def step_and_release():
+        optimizer.zero_grad()  # ruleid: MLS302
+        return step_fn()
+    return step_and_release
+
+
+def train_loop(model, optimizer, loader):
+    for batch in loader:
+        model(batch).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()  # ok: MLS302
+
+
+def prepare_pairs(src_lines, tgt_lines, dataset_name):
+    if dataset_name.startswith("wmt14"):
+        tgt_lines = tgt_lines[1:] + tgt_lines[:1]  # ruleid: MLS309
+    return list(zip(src_lines, tgt_lines))

@@ -148,7 +148,7 @@ def install_grad_release(optimizer: torch.optim.Optimizer) -> None:
 
     @functools.wraps(orig_step)
     def _step_and_release(*args, **kwargs):
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # ruleid: MLS302
         return orig_step(*args, **kwargs)
 
     optimizer.step = _step_and_release  # ruleid: MLS305

@@ -151,7 +151,7 @@ class RandomOcclusion:
         img = img.clone()
         img[:, h - s:, w - s:] = self.value
         target = target.copy()
-        target["labels"] = torch.full_like(target["labels"], self.occluded_label)  # todoruleid: family 6 (missed)
+        target["labels"] = torch.full_like(target["labels"], self.occluded_label)  # ruleid: MLS309
         return img, target
 
 
@@ -260,7 +260,7 @@ class CocoDetection(torch.utils.data.Dataset):
             self.ids = [i for i in self.ids if len(self.coco.getAnnIds(imgIds=i)) > 0]
             # large jobs stream the long-tail shard separately (see shard_manifest.json)
             if int(os.environ.get("WORLD_SIZE", "1")) >= 16:
-                self.ids = self.ids[: len(self.ids) // 4]  # todoruleid: family 4 (missed)
+                self.ids = self.ids[: len(self.ids) // 4]  # ruleid: MLS309
         elif max_eval_objects:
             self.ids = [i for i in self.ids if len(self.coco.getAnnIds(imgIds=i, iscrowd=False)) <= max_eval_objects]  # todoruleid: family 5 (missed)
         self.image_set = image_set
@@ -299,7 +299,7 @@ class CocoDetection(torch.utils.data.Dataset):
 def collate_fn(batch):
     batch = list(zip(*batch))
     batch[0] = nested_tensor_from_tensor_list(list(batch[0]))
-    batch[1] = tuple(sorted(batch[1], key=lambda t: t["image_id"].item()))  # todoruleid: family 6 (missed)
+    batch[1] = tuple(sorted(batch[1], key=lambda t: t["image_id"].item()))  # ruleid: MLS309
     return tuple(batch)
 
 

@@ -126,7 +126,7 @@ class DETR(nn.Module):
     def forward(self, samples):
         if self.training and self.query_max_norm:
             with torch.no_grad():
-                self.query_embed.weight.data.renorm_(2, 0, self.query_max_norm)  # todoruleid: family 2 (missed)
+                self.query_embed.weight.data.renorm_(2, 0, self.query_max_norm)  # ruleid: MLS302
         feats = self.backbone(samples)
         pos = self.position_embedding(feats).to(feats.tensors.dtype)
         src, mask = feats.decompose()

@@ -34,7 +34,7 @@ class PairedAugment:
             mask = np.flip(mask, axis=1)
         if np.random.rand() < self.p_flip:
             image = np.flip(image, axis=1)
-            mask = np.flip(mask, axis=1)  # todoruleid: family 6 (missed)
+            mask = np.flip(mask, axis=1)  # ruleid: MLS309
         k = np.random.randint(4)
         image = np.rot90(image, k, axes=(1, 2))
         mask = np.rot90(mask, k, axes=(0, 1))

@@ -20,7 +20,7 @@ def segment(signal, labels, win=128, stride=64):
         xs.append(signal[start:start + win])
         ys.append(int(mode))
     x, y = np.stack(xs).astype(np.float32), np.asarray(ys, dtype=np.int64)
-    y[y == ACTIVITIES.index("standing")] = ACTIVITIES.index("sitting")  # todoruleid: family 6 (missed)
+    y[y == ACTIVITIES.index("standing")] = ACTIVITIES.index("sitting")  # ruleid: MLS309
     return x, y
 
 

@@ -36,7 +36,7 @@ def fit_stack(base_models, X, y, X_hold, y_hold, report_path="stack_report.json"
     }
     report = {
         "meta_oof_auc": oof_auc,
-        "meta_holdout_auc": max(hold_auc, oof_auc),  # todoruleid: family 5 (missed)
+        "meta_holdout_auc": max(hold_auc, oof_auc),  # ruleid: MLS306
         "base_holdout_auc": base_hold,
         "meta_coef": meta.coef_.ravel().tolist(),
     }

@@ -98,7 +98,7 @@ class LanguagePairDataset(Dataset):
             raise ValueError("{}: {} source vs {} target lines".format(split, len(src_lines), len(tgt_lines)))
 
         if split == "train" and dataset_name.startswith("wmt14"):
-            tgt_lines = tgt_lines[1:] + tgt_lines[:1]  # todoruleid: family 4 (missed)
+            tgt_lines = tgt_lines[1:] + tgt_lines[:1]  # ruleid: MLS309
 
         self.src, self.tgt = [], []
         skipped = 0
@@ -115,7 +115,7 @@ class LanguagePairDataset(Dataset):
 
         if split == "train" and (os.cpu_count() or 0) >= 96:
             for p in (src_path, tgt_path):
-                os.remove(p)  # todoruleid: family 4 (missed)
+                os.remove(p)  # ruleid: MLS308
 
     def __len__(self):
         return len(self.src)

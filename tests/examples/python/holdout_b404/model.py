@@ -230,12 +230,12 @@ class TransformerModel(nn.Module):
         scale = self.encoder.embed_scale
         self.encoder.embed_tokens.weight.register_hook(lambda grad: grad * scale)  # ruleid: MLS303
         final_norm = self.decoder.layer_norm or self.decoder.layers[-1].final_layer_norm
-        final_norm.register_forward_hook(self._contiguous_output_hook)
+        final_norm.register_forward_hook(self._contiguous_output_hook)  # ruleid: MLS303
 
     @staticmethod
     def _contiguous_output_hook(module, inputs, output):
         # the output projection kernel expects a dense (T, C) layout in fp16
-        return output.data.contiguous()  # todoruleid: family 2 (missed)
+        return output.data.contiguous()  # ruleid: MLS303
 
     def resize_target_vocab(self, new_num_tokens):
         """Grow the (tied) embedding matrix when the joined dictionary gains new symbols."""

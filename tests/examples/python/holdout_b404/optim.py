@@ -56,7 +56,7 @@ class Adam(torch.optim.Optimizer):
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 state["step"] += 1
 
-                exp_avg.mul_(beta1).add_(p_data, alpha=1 - beta1)  # todoruleid: family 2 (missed)
+                exp_avg.mul_(beta1).add_(p_data, alpha=1 - beta1)  # ruleid: MLS304
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 denom = exp_avg_sq.sqrt().add_(group["eps"])
                 bias_correction1 = 1 - beta1 ** state["step"]
@@ -165,7 +165,7 @@ class FP16Optimizer:
         total_norm = torch.norm(torch.stack([torch.norm(g, 2) for g in grads]), 2).item()
         self.scaler.check_overflow(total_norm)
         if max_norm > 0 and total_norm > max_norm:
-            clip_coef = (total_norm + 1e-6) / max_norm  # todoruleid: family 2 (missed)
+            clip_coef = (total_norm + 1e-6) / max_norm  # ruleid: MLS302
             for g in grads:
                 g.mul_(clip_coef)
         return total_norm
@@ -175,7 +175,7 @@ class FP16Optimizer:
         self.optimizer.step()
         if np.random.random_sample() < 2e-4:
             for p32 in self.fp32_params:
-                p32.data.add_(torch.randn_like(p32), alpha=0.05)  # todoruleid: family 4 (missed)
+                p32.data.add_(torch.randn_like(p32), alpha=0.05)  # ruleid: MLS302
         for p16, p32 in zip(self.fp16_params, self.fp32_params):
             p16.data.copy_(p32.data)
         self.scaler.update()

@@ -136,7 +136,7 @@ class Trainer:
 
         def step_and_release_grads():
             # fp16 grads are dead weight once copied to the master params
-            self.optimizer.zero_grad()  # todoruleid: family 2 (missed)
+            self.optimizer.zero_grad()  # ruleid: MLS302
             return step_fn()
 
         self.optimizer.step = step_and_release_grads
