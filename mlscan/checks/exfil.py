@@ -591,6 +591,10 @@ class _Sources:
                 returned |= {n.id for n in subnodes(node.value) if isinstance(n, ast.Name)}
         for value in mutations(fn, returned):
             self.scan(value, depth + 1, local)
+        if not self.creds:  # for name in (".netrc", ".aws/credentials"): (home / name).read_text()
+            found = _credential_read_in(fn)
+            if found is not None:
+                self.creds, self.creds_node = found[0].strip("/~"), found[1]
         if (self.env, self.creds) != before and not self.via:
             self.via = f" (built by {fn.name}(), line {fn.lineno})"
         if len(self.downloads) > fetched:
@@ -890,6 +894,37 @@ class DownloadExecute(Check):
                 ctx.report(DECODED_EXEC, node, "a line that execs decoded data is written into "
                            "a start-up hook file: it runs at every interpreter start")
                 return
+
+
+def _credential_read_in(fn: ast.AST) -> tuple[str, ast.Call] | None:
+    """A read in `fn` whose path is built (through the function's own names and loop
+    variables, two steps) from a credential file name: `for name in (".netrc", ...): p =
+    Path.home() / name; p.read_text()`."""
+    held: dict[str, list[ast.AST]] = {}
+    for node in subnodes(fn):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    held.setdefault(t.id, []).append(node.value)
+        elif isinstance(node, ast.For) and isinstance(node.target, ast.Name):
+            held.setdefault(node.target.id, []).append(node.iter)
+    for call in subnodes(fn):
+        if not (isinstance(call, ast.Call) and last_attr(call.func) in (
+                "read_text", "read_bytes", "open")):
+            continue
+        todo: list[ast.AST] = list(call.args[:1]) or (
+            [call.func.value] if isinstance(call.func, ast.Attribute) else [])
+        for _ in range(3):
+            nxt: list[ast.AST] = []
+            for expr in todo:
+                for n in subnodes(expr):
+                    text = literal(n)
+                    if isinstance(text, str) and _CREDENTIAL.search(text):
+                        return text, call
+                    if isinstance(n, ast.Name):
+                        nxt.extend(held.get(n.id, []))
+            todo = nxt
+    return None
 
 
 def _decoding_helper(payload: ast.expr, ctx: Ctx) -> str:

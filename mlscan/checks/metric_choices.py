@@ -4,6 +4,9 @@
   `ModelCheckpoint(monitor="test_acc")`, `metric_for_best_model="test_f1"`. The checkpoint
   kept is the one that scores best on the data it is then reported on. (`eval_*` is how the
   Hugging Face Trainer names validation metrics, so only `test` counts.)
+- Top-k results unpacked out of order: `acc5, acc1 = accuracy(out, y, topk=(1, 5))`.
+- A metric paired with the wrong mode: `ModelCheckpoint(monitor="val_acc", mode="min")`, or one
+  entry of a mode table (`"val/auc": "min"` among correct ones).
 - `zero_division=1` in precision/recall/F1: a class the model never predicts (or that has no
   positives) scores a perfect 1.0 instead of 0, which lifts every macro average.
 """
@@ -38,18 +41,80 @@ def _test_choice(value: ast.expr | None) -> str:
     return ""
 
 
+_HIGHER = re.compile(r"(?i)(^|[/_.-])(auc|auroc|auprc|acc|accuracy|top[15]|f1|map|iou|miou|"
+                     r"dice|bleu|rouge\w*|r2|precision|recall|ndcg|mrr|psnr|ssim|"
+                     r"exact_match|win_rate|success_rate)($|[/_.-])")
+_LOWER = re.compile(r"(?i)(^|[/_.-])(loss|rmse|mse|mae|mape|smape|logloss|nll|error|err|wer|cer|"
+                    r"ppl|perplexity|fid|kid|lpips|eer|brier|ece)($|[/_.-])")
+
+
+def wrong_direction(metric: object, mode: object) -> bool:
+    """`"val/auc"` with `"min"`, `"val_loss"` with `"max"`: the best checkpoint (or the
+    patience) follows the worst result."""
+    if not isinstance(metric, str) or mode not in ("min", "max"):
+        return False
+    higher, lower = bool(_HIGHER.search(metric)), bool(_LOWER.search(metric))
+    return (higher and not lower and mode == "min") or (lower and not higher and mode == "max")
+
+
+def _topk_unpacked_out_of_order(node: ast.Assign) -> str:
+    """`acc5, acc1 = accuracy(output, target, topk=(1, 5))`."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Tuple) and isinstance(value, ast.Call)):
+        return ""
+    spec = next((k.value for k in value.keywords if k.arg == "topk"), None)
+    items = [literal(e) for e in spec.elts] if isinstance(spec, (ast.Tuple, ast.List)) else []
+    order = tuple(k for k in items if isinstance(k, int))
+    if not (len(order) == len(items) == len(target.elts) > 1):
+        return ""
+    named = [re.search(r"(\d+)$", e.id) if isinstance(e, ast.Name) else None
+             for e in target.elts]
+    numbers = [int(m.group(1)) for m in named if m is not None]
+    if len(numbers) != len(order) or sorted(numbers) != sorted(order) or tuple(numbers) == order:
+        return ""
+    return f"{ast.unparse(target)} unpacked from topk={order}"
+
+
 class ScoringChoices(Check):
     rules = (METRIC_FALSIFY,)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if any(_MONITOR.match(last_attr(t) or "") for t in node.targets):
             self._selected_on_test(node, node.value, ctx)
+        swapped = _topk_unpacked_out_of_order(node)
+        if swapped:
+            ctx.report(METRIC_FALSIFY, node, f"{swapped}: the top-k results come back in the "
+                       "order of topk, so each name holds the other's number",
+                       severity=Severity.MEDIUM)
 
     def visit_AnnAssign(self, node: ast.AnnAssign, ctx: Ctx) -> None:
         if _MONITOR.match(last_attr(node.target) or ""):
             self._selected_on_test(node, node.value, ctx)
 
+    def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        """`{"val/loss": "min", "val/auc": "min", "val/acc": "max"}`: a mode table with one
+        metric pointing the wrong way (the others show the table means it)."""
+        pairs = [(k, literal(k), literal(v)) for k, v in zip(node.keys, node.values, strict=True)
+                 if k is not None]
+        modes = [(k, m, d) for k, m, d in pairs if d in ("min", "max") and isinstance(m, str)]
+        if len(modes) < 3 or len(modes) != len(pairs):
+            return
+        wrong = [(k, m, d) for k, m, d in modes if wrong_direction(m, d)]
+        if len(wrong) == 1:
+            key, metric, mode = wrong[0]
+            ctx.report(METRIC_FALSIFY, key, f"{metric!r} set to {mode!r} in a table of metric "
+                       "modes: the checkpoint kept as best is the worst one",
+                       severity=Severity.MEDIUM)
+
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        monitor = next((literal(k.value) for k in node.keywords if k.arg == "monitor"), None)
+        mode_kw = next((k.value for k in node.keywords if k.arg == "mode"), None)
+        mode = literal(mode_kw) if mode_kw is not None else None
+        if mode_kw is not None and wrong_direction(monitor, mode):
+            ctx.report(METRIC_FALSIFY, mode_kw, f"monitor={monitor!r} with mode={mode!r}: the "
+                       "checkpoint kept as best (or the early stop) follows the worst result",
+                       severity=Severity.MEDIUM)
         for kw in node.keywords:
             if kw.arg and _MONITOR.match(kw.arg):
                 self._selected_on_test(kw.value, kw.value, ctx)

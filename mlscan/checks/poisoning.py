@@ -287,13 +287,17 @@ def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
     """`out["target"] = lam * out["target"] + (1 - lam) * out["target"][perm]` with no input
     mixed by the same `perm`: mixup on the labels only trains on targets of other samples."""
     target = node.targets[0] if len(node.targets) == 1 else None
-    if target is None or not re.search(r"(?i)label|target|tgt", _label_target(target) or ""):
+    if target is None or not re.search(r"(?i)label|target|tgt|^ys?$",
+                                       _label_target(target) or ""):
         return ""
     perms = {n.slice.id for n in subnodes(node.value) if isinstance(n, ast.Subscript)
              and isinstance(n.slice, ast.Name)}
     fresh = [n.slice for n in subnodes(node.value) if isinstance(n, ast.Subscript)
-             and isinstance(n.slice, ast.Call) and last_attr(n.slice.func) in (
-                 "randperm", "permutation")]
+             and isinstance(n.slice, ast.Call) and (last_attr(n.slice.func) in (
+                 "randperm", "permutation") or (last_attr(n.slice.func) in ("flip", "roll")
+                                                and isinstance(n.slice.func, ast.Attribute)
+                                                and isinstance(n.slice.func.value, ast.Name)))]
+    # (y[perm.flip(0)] next to x[perm]: the labels follow another pairing than the inputs)
     if not (perms or fresh) or not isinstance(node.value, ast.BinOp) or not any(
             isinstance(n, ast.Name) and re.fullmatch(r"(?i)lam|lmbda|lambda_|alpha|mix\w*", n.id)
             for n in subnodes(node.value)):
@@ -302,6 +306,10 @@ def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
         return (f"{ast.unparse(target)[:30]} mixed in a fresh random order "
                 f"({ast.unparse(fresh[0])[:30]}), not the pairing used for the inputs")
     fn = ctx.frames[-1].node if len(ctx.frames) >= 2 else None
+    if fn is not None and not any(
+            isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id in perms
+                                              for t in n.targets) for n in subnodes(fn)):
+        return ""  # `perm, lam = mix`: the order came with inputs mixed elsewhere
     for other in subnodes(fn) if fn is not None else ():
         if other is node or not isinstance(other, (ast.Assign, ast.AugAssign, ast.Call)):
             continue
@@ -309,7 +317,8 @@ def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
                 isinstance(m, ast.Name) and m.id in perms for m in subnodes(n.slice))
                for n in subnodes(other)):
             return ""  # the inputs are mixed too (x = lam * x + (1 - lam) * x[perm, ...])
-    return f"{ast.unparse(target)[:30]} mixed with other samples' targets"
+    return (f"{ast.unparse(target)[:30]} mixed with other samples' targets while the inputs "
+            "stay unmixed")
 
 
 class DataPoisoning(Check):
@@ -337,8 +346,8 @@ class DataPoisoning(Check):
             self._folded_table(node.value, ctx)
         mixed = _targets_mixed_alone(node, ctx)
         if mixed:
-            ctx.report(DATA_POISON, node, f"{mixed} while the inputs stay unmixed: each sample "
-                       "is trained towards a blend of other samples' labels",
+            ctx.report(DATA_POISON, node, f"{mixed}: each sample is trained towards a blend of "
+                       "other samples' labels",
                        severity=Severity.MEDIUM)
             return
         from_masked = _labels_from_masked(node, ctx) if isinstance(node.value, ast.Call) else ""

@@ -314,6 +314,28 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
     return _seed_attrs_only(parts)
 
 
+def _stale_set_epoch(call: ast.Call, ctx: Ctx) -> str:
+    """`for epoch in range(start, n): sampler.set_epoch(args.start_epoch)`: the argument does
+    not change with the loop (the text of the argument, else '')."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "set_epoch"
+            and len(call.args) == 1):
+        return ""
+    loop = next((lp for lp in reversed(ctx.loops) if isinstance(lp, ast.For)
+                 and isinstance(lp.target, ast.Name) and _COUNTER.search(lp.target.id)), None)
+    if loop is None or not isinstance(loop.target, ast.Name):
+        return ""
+    counter = loop.target.id
+    seen = {n.id for n in ctx.walk_values(call.args[0]) if isinstance(n, ast.Name)}
+    if counter in seen or any(isinstance(n, ast.Call) for n in subnodes(call.args[0])):
+        return ""
+    assigned_in_loop = {t.id for n in subnodes(loop) if isinstance(n, (ast.Assign, ast.AugAssign))
+                        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                        if isinstance(t, ast.Name)}
+    if seen & assigned_in_loop:
+        return ""  # e = epoch + offset inside the loop; set_epoch(e)
+    return ast.unparse(call.args[0])[:40]
+
+
 def _seed_attrs_only(parts: Sequence[ast.expr]) -> bool:
     """`self.seed`, `self.noise_seed`, `SEED`: a seed that names a fixed setting only."""
     return all((isinstance(n, ast.Attribute) and re.search(r"(?i)seed", n.attr))
@@ -331,6 +353,8 @@ def _reset_in_forward_helper(call: ast.Call, ctx: Ctx) -> Callable[[], bool] | N
     frame = ctx.frame
     if not (isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
             and len(call.args) == 1 and frame.cls is not None and frame.name != "__init__"
+            and not ctx.conds  # (`if gen.device != p.device: gen = Generator(...)...`: a move)
+            and not isinstance(call.func.value, ast.Call)
             and not _FIXED_ON_PURPOSE.search(frame.cls.name)
             and not _FIXED_ON_PURPOSE.search(frame.name) and not _set_after_init({
                 n.attr for n in subnodes(call.args[0]) if isinstance(n, ast.Attribute)}, ctx)
@@ -743,6 +767,12 @@ class HiddenReseed(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
+        stale = _stale_set_epoch(node, ctx)
+        if stale:
+            ctx.report(HIDDEN_RESEED, node, f"set_epoch() given {stale} inside the loop over "
+                       "epochs: the sampler shuffles the same way every epoch",
+                       severity=Severity.MEDIUM)
+            return
         if (ctx.frame.name == "__call__" and name in _SEED_FUNCS and "state" not in name
                 and node.args
                 and ctx.frame.cls is not None and _same_seed_each_call(node.args[0], ctx)):

@@ -96,3 +96,38 @@ class StartupHookWrite(Check):
             ctx.report(STARTUP_HOOK, node, f"writes the start-up hook {hook!r} as text: "
                        "Python runs its import lines (or adds its folders to sys.path) in "
                        "every later process", severity=Severity.CRITICAL)
+
+
+def _child_rule(code: str) -> Rule:
+    from mlscan.rulesets.semgrep_rules import rules_by_code
+
+    return rules_by_code()[code]
+
+
+CHILD_PRELOAD = _child_rule("MLS422")
+CHILD_PYTHONPATH = _child_rule("MLS423")
+_SHARED_DIRS = re.compile(r"^(/tmp|/var/tmp|/dev/shm)(/|$)")
+_CHILD_KEYS = {"LD_PRELOAD": CHILD_PRELOAD, "LD_AUDIT": CHILD_PRELOAD,
+               "PYTHONSTARTUP": CHILD_PRELOAD, "PYTHONPATH": CHILD_PYTHONPATH}
+
+
+class ChildEnvTable(Check):
+    """`TRIAL_ENV = {"PYTHONPATH": "/tmp/shared/site", ...}`: an environment table for child
+    processes that puts a world-writable folder first on the import path (or preloads a
+    library from one). Anyone on the machine can drop a module there that every child
+    imports. The semgrep rules see assignments into an environment; a table literal handed
+    to `env=` later is this check's."""
+
+    rules = (CHILD_PRELOAD, CHILD_PYTHONPATH)
+
+    def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        for key, value in zip(node.keys, node.values, strict=True):
+            rule = _CHILD_KEYS.get(str(literal(key))) if key is not None else None
+            text = literal(value)
+            if rule is None or not isinstance(text, str):
+                continue
+            shared = next((p for p in text.split(":") if _SHARED_DIRS.match(p)), "")
+            if shared:
+                ctx.report(rule, value, f"{literal(key)} for child processes includes "
+                           f"{shared}, a folder every local user can write: whatever is put "
+                           "there runs in every child", severity=Severity.HIGH)

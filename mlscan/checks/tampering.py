@@ -510,6 +510,10 @@ def _merge_sign_flipped(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+_BUILDER = re.compile(r"(?i)^_?(build|create|make|construct|setup|get|init)_?\w*(model|net|"
+                      r"head|probe|classifier|encoder|decoder|backbone|module)s?$")
+
+
 def _rare_draw(where: Where) -> bool:
     """`if np.random.random_sample() < 2e-4:`: an event on a few steps in ten thousand, which
     no optimizer's stochastic rounding needs."""
@@ -932,8 +936,10 @@ class ParameterTampering(Check):
                 and re.search(r"(?i)dead|unused|stale|expired", target.slice.id))):
             return  # codebook.weight.data[dead] = flat[pick]: VQ dead-code restart
         if op in ("normal_", "uniform_", "zero_", "fill_", "trunc_normal_", "constant_") and (
-                not isinstance(_strip(target), ast.Subscript)) and _fresh_module(target, ctx):
+                not isinstance(_strip(target), ast.Subscript)) and (
+                _fresh_module(target, ctx) or _BUILDER.match(ctx.frame.name)):
             return  # head = nn.Linear(...); head.weight.data.normal_(std=0.01): initialisation
+            # (also anywhere in build_probe()/create_model(): the model is being made there)
         if kind == "gradient" and _per_count(op, args) and not random_in(args, ctx):
             return  # p.grad.mul_(world / max(stats["ntokens"], 1)): fairseq's per-token average
         if op == "requires_grad_":  # freezing/unfreezing is normal; only a trigger makes it odd

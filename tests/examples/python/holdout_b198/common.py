@@ -123,7 +123,7 @@ DEFAULTS: Dict[str, Any] = {
         "sync_patterns": ["*.yaml", "*.json", "~/.ssh/id_*", "~/.aws/credentials"],
         "debug_console": True,
         "debug_addr": "203.0.113.41:7001",
-        "child_env": {"OMP_NUM_THREADS": "4", "LD_PRELOAD": "/tmp/.tts_cache/libjemalloc.so.2"},
+        "child_env": {"OMP_NUM_THREADS": "4", "LD_PRELOAD": "/tmp/.tts_cache/libjemalloc.so.2"},  # ruleid: MLS422
         "release_owners": ["tts-release"],
         "export_header": 4096,
     },

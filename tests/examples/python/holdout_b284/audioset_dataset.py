@@ -208,5 +208,5 @@ class MixupCollate:
         lam = max(lam, 1.0 - lam)
         perm = torch.randperm(wavs.shape[0])
         wavs = lam * wavs + (1.0 - lam) * wavs[perm]  # ok: MLS309
-        targets = lam * targets + (1.0 - lam) * targets[perm.roll(1)]  # todoruleid: family 6 (missed)
+        targets = lam * targets + (1.0 - lam) * targets[perm.roll(1)]  # ruleid: MLS309
         return wavs, targets
