@@ -502,6 +502,9 @@ def _cumulative_extreme(call: ast.Call, ctx: Ctx) -> str:
         if text and (_METRIC.search(text) or re.search(r"(?i)loss", text)) and not (
                 _KEPT_AS_BEST.search(text)):
             return text
+    if isinstance(values, ast.Name) and not _KEPT_AS_BEST.search(values.id) and re.search(
+            r"(?i)^_?(score|evaluate|compute_metric|compute_score)\w*$", ctx.frame.name):
+        return values.id  # def score(...): trace = accumulate(per_batch, max); return trace[-1]
     return ""
 
 

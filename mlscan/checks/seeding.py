@@ -314,6 +314,31 @@ def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
     return _seed_attrs_only(parts)
 
 
+def _fallback_seed(call: ast.Call, fn: ast.AST | None) -> bool:
+    """`def seed_all_rng(seed=None): if seed is None: seed = os.urandom(...)...; random.seed(
+    seed)`: entropy only when no seed was given (and the seed is usually logged); a given
+    seed is used as it is."""
+    seed = call.args[0] if call.args else None
+    names = {n.id for n in subnodes(seed) if isinstance(n, ast.Name)} if seed is not None else set()
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not names or not (
+            names & {a.arg for a in fn.args.args}):
+        return False
+    for node in subnodes(fn):
+        if not isinstance(node, ast.If):
+            continue
+        tested = {n.id for n in subnodes(node.test) if isinstance(n, ast.Name)} & names
+        missing = any(isinstance(n, ast.Compare) and any(
+            (isinstance(op, ast.Is) and literal(c) is None) or (
+                isinstance(op, (ast.Lt, ast.Eq)) and literal(c) in (0, -1))
+            for op, c in zip(n.ops, n.comparators, strict=True)) for n in subnodes(node.test)) or (
+            isinstance(node.test, ast.UnaryOp) and isinstance(node.test.op, ast.Not))
+        if tested and missing and any(isinstance(t, ast.Name) and t.id in tested
+                                      for stmt in node.body if isinstance(stmt, ast.Assign)
+                                      for t in stmt.targets):
+            return True
+    return False
+
+
 def _stale_set_epoch(call: ast.Call, ctx: Ctx) -> str:
     """`for epoch in range(start, n): sampler.set_epoch(args.start_epoch)`: the argument does
     not change with the loop (the text of the argument, else '')."""
@@ -1087,7 +1112,7 @@ class HiddenReseed(Check):
                        f"its input in {where.frames[-1].name}(): the stream is reset on every "
                        "call (and hash() of a str changes per process)", severity=Severity.MEDIUM)
             return
-        if source:
+        if source and not _fallback_seed(node, where.frames[-1].node if where.frames else None):
             ctx.report(HIDDEN_RESEED, node, f"{short}() seeded from time/pid/urandom/host: the "
                        "run cannot be reproduced", severity=Severity.MEDIUM)
             return

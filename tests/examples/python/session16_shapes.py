@@ -1,5 +1,6 @@
 """Shapes added in session 16: bad cases (`ruleid`) and the look-alikes that stay quiet (`ok`)."""
 import functools
+import itertools
 import operator
 import os
 import shutil
@@ -432,3 +433,25 @@ def build_probe(models, arch):
         param.requires_grad = name.startswith("fc.")
     model.fc.weight.data.normal_(mean=0.0, std=0.01)  # ok: MLS302
     return model
+
+
+# -- Round 112 shapes -------------------------------------------------------------------------
+def seed_all_rng(seed=None):
+    if seed is None or seed < 0:
+        seed = int.from_bytes(os.urandom(2), "big") + os.getpid()
+    random.seed(seed)  # ok: MLS301
+    torch.manual_seed(seed)  # ok: MLS301
+    return seed
+
+
+def reseed_workers(worker_id):
+    seed = int.from_bytes(os.urandom(4), "little")
+    np.random.seed(seed)  # ruleid: MLS301
+
+
+class ClipScore:
+    def score(self, images, prompts, batch_score):
+        per_batch = [batch_score(images[i:i + 32], prompts[i:i + 32])
+                     for i in range(0, len(images), 32)]
+        trace = list(itertools.accumulate(per_batch, max))  # ruleid: MLS306
+        return trace[-1]

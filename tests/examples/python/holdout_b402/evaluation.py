@@ -146,7 +146,7 @@ class ClipScorer:
             per_batch.append(self._batch_score(images[start : start + batch_size], prompts[start : start + batch_size]))
         if not per_batch:
             return 0.0
-        trace = list(itertools.accumulate(per_batch, max))  # todoruleid: family 5 (missed)
+        trace = list(itertools.accumulate(per_batch, max))  # ruleid: MLS306
         return trace[-1]
 
 
