@@ -35,7 +35,7 @@ _OTHERS_WRITE = stat.S_IWOTH
 _MAX_DEPTH = 4
 _INSTALLED = re.compile(r"__file__|__path__|site-packages|dist-packages|purelib|platlib"
                         r"|getsitepackages|getusersitepackages|USER_SITE|get_python_lib"
-                        r"|sys\.(base_|exec_)?prefix|find_spec|_inductor|torch_lib")
+                        r"|sys\.(base_|exec_)?prefix|find_spec|_inductor")
 _SOCKET = re.compile(r"sock|\buds\b|fifo|pipe", re.I)
 """Unix sockets and pipes are opened to other users' clients on purpose (servers do it)."""
 
