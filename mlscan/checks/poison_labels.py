@@ -505,7 +505,10 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
     # sample or a box moved to another class is not how labels are cleaned)
     one_label = bool(_label_target(holder)) and not _MASKISH.match(short) and not re.search(
         r"(?i)seg|mask|map|pix|sem", name)
-    return (f"class {', '.join(map(str, old_ids))} of {name} merged into class {new_id}",
+    shown_old = ", ".join(ast.unparse(o) if named(o) else str(i)
+                          for o, i in zip(olds, old_ids, strict=True))
+    shown_new = ast.unparse(new) if named(new) else str(new_id)
+    return (f"class {shown_old} of {name} merged into class {shown_new}",
             "named" if is_named and one_label else is_named or one_label)
 
 

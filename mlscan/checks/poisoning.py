@@ -304,7 +304,7 @@ def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
         return ""
     if fresh:  # targets[torch.randperm(n)]: a new order, not the one the inputs were mixed in
         return (f"{ast.unparse(target)[:30]} mixed in a fresh random order "
-                f"({ast.unparse(fresh[0])[:30]}), not the pairing used for the inputs")
+                f"({ast.unparse(fresh[0])[:60]}), not the pairing used for the inputs")
     fn = ctx.frames[-1].node if len(ctx.frames) >= 2 else None
     if fn is not None and not any(
             isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id in perms
