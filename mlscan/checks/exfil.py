@@ -16,7 +16,7 @@ from collections.abc import Callable
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import bound_values, kwarg, last_attr, literal, param_names
+from mlscan.checks.names import arg, bound_values, kwarg, last_attr, literal, param_names
 from mlscan.checks.nodes import child_nodes, subnodes
 from mlscan.checks.normalize import const_text
 from mlscan.checks.stalls import TRIGGERED_ACTION
@@ -225,9 +225,11 @@ class Exfiltration(Check):
                                f"here and sent over the network on line {node.lineno}")
 
 
-def _credential_path(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
+def _credential_path(expr: ast.AST | None, ctx: Ctx, depth: int = 0,
+                     local: dict[str, ast.expr] | None = None) -> str:
     """The credential file a path expression names (`~/.ssh/id_ed25519`, `".ss" + "h/id_*"`),
-    through the names, loop variables and `with open(...) as f` handles holding it, or ''."""
+    through the names, loop variables and `with open(...) as f` handles holding it, or ''.
+    With `local`, names are looked up there (a function other than the one being walked)."""
     if expr is None or depth > 3:
         return ""
     for node in subnodes(expr):
@@ -235,8 +237,9 @@ def _credential_path(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
         if text and _CREDENTIAL.search(text):
             return text.strip("/~")
         if isinstance(node, ast.Name) and node.id != "self":
-            held = ctx.lookup(node.id) or ctx.loop_source(node.id)
-            found = _credential_path(held, ctx, depth + 1) if held is not node else ""
+            held = local.get(node.id) if local is not None else (
+                ctx.lookup(node.id) or ctx.loop_source(node.id))
+            found = _credential_path(held, ctx, depth + 1, local) if held is not node else ""
             if found:
                 return found
     return ""
@@ -592,9 +595,9 @@ class _Sources:
         for value in mutations(fn, returned):
             self.scan(value, depth + 1, local)
         if not self.creds:  # for name in (".netrc", ".aws/credentials"): (home / name).read_text()
-            found = _credential_read_in(fn)
+            found = _credential_read_in(fn, self.ctx)
             if found is not None:
-                self.creds, self.creds_node = found[0].strip("/~"), found[1]
+                self.creds, self.creds_node = found
         if (self.env, self.creds) != before and not self.via:
             self.via = f" (built by {fn.name}(), line {fn.lineno})"
         if len(self.downloads) > fetched:
@@ -896,34 +899,25 @@ class DownloadExecute(Check):
                 return
 
 
-def _credential_read_in(fn: ast.AST) -> tuple[str, ast.Call] | None:
-    """A read in `fn` whose path is built (through the function's own names and loop
-    variables, two steps) from a credential file name: `for name in (".netrc", ...): p =
-    Path.home() / name; p.read_text()`."""
-    held: dict[str, list[ast.AST]] = {}
-    for node in subnodes(fn):
-        if isinstance(node, ast.Assign):
-            for t in node.targets:
-                if isinstance(t, ast.Name):
-                    held.setdefault(t.id, []).append(node.value)
-        elif isinstance(node, ast.For) and isinstance(node.target, ast.Name):
-            held.setdefault(node.target.id, []).append(node.iter)
+def _credential_read_in(fn: ast.AST, ctx: Ctx) -> tuple[str, ast.Call] | None:
+    """A read in `fn` whose path is a credential file, followed through the function's own
+    names and loop variables (`for name in (".netrc", ...): p = Path.home() / name;
+    p.read_text()`): the helper is not the frame being walked, so its names are not ctx's."""
+    local: dict[str, ast.expr] = {**bound_values(fn), **{
+        n.target.id: n.iter for n in subnodes(fn)
+        if isinstance(n, ast.For) and isinstance(n.target, ast.Name)}}
     for call in subnodes(fn):
         if not (isinstance(call, ast.Call) and last_attr(call.func) in (
                 "read_text", "read_bytes", "open")):
             continue
-        todo: list[ast.AST] = list(call.args[:1]) or (
-            [call.func.value] if isinstance(call.func, ast.Attribute) else [])
-        for _ in range(3):
-            nxt: list[ast.AST] = []
-            for expr in todo:
-                for n in subnodes(expr):
-                    text = literal(n)
-                    if isinstance(text, str) and _CREDENTIAL.search(text):
-                        return text, call
-                    if isinstance(n, ast.Name):
-                        nxt.extend(held.get(n.id, []))
-            todo = nxt
+        mode = literal(arg(call, 1, "mode")) if last_attr(call.func) == "open" else "r"
+        if isinstance(mode, str) and any(c in mode for c in "wax"):
+            continue  # open(authorized_keys, "a"): a write, reported as what it is
+        path = call.args[0] if call.args else (
+            call.func.value if isinstance(call.func, ast.Attribute) else None)
+        found = _credential_path(path, ctx, local=local)
+        if found:
+            return found, call
     return None
 
 

@@ -403,18 +403,13 @@ class KillsAndStalls(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = node.func
-        throttle = _gpu_throttle(node)
-        if throttle:
-            ctx.report(KILL_STALL, node, f"{throttle} caps the GPUs' power or clocks: every "
-                       "job on the node trains slower until someone resets it",
-                       severity=Severity.MEDIUM)
-            return
-        broad = _broad_kill(node, name)
-        if broad:
-            ctx.report(KILL_STALL, node, f"{broad}: every matching process on the "
-                       "node dies with it, other jobs and ranks included",
-                       severity=Severity.MEDIUM)
-            return
+        for found, harm in ((_gpu_throttle(node), " caps the GPUs' power or clocks: every job "
+                             "on the node trains slower until someone resets it"),
+                            (_broad_kill(node, name), ": every matching process on the node "
+                             "dies with it, other jobs and ranks included")):
+            if found:  # node-wide harm, whatever condition (if any) guards it
+                ctx.report(KILL_STALL, node, found + harm, severity=Severity.MEDIUM)
+                return
         waits = _select_sleep(node, name)
         if _event_wait(node, ctx):
             name = "threading.Event().wait"  # self._pace.wait(timeout=0.02 * world)
