@@ -47,7 +47,7 @@ def displacement(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.linalg.norm(pred - target[:, None], dim=-1)
 
 
-@distributed_reduction(err_sum="max", count="sum")  # todoruleid: family 5 (missed)
+@distributed_reduction(err_sum="max", count="sum")  # ruleid: MLS306
 class _DisplacementMetric(Metric):
     full_state_update = False
     higher_is_better = False

@@ -278,7 +278,7 @@ class TabularModule(pl.LightningModule):
 
 
 class FTTransformerModule(TabularModule):
-    score_reduce_fx = "max"  # todoruleid: family 5 (missed)
+    score_reduce_fx = "max"  # ruleid: MLS306
 
     def build_model(self) -> nn.Module:
         return FTTransformer(self.hparams.n_numerical, self.hparams.cardinalities, d_out=1, **self.cfg["model"])
