@@ -24,6 +24,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.permissions",
     "mlscan.checks.metric_choices",
     "mlscan.checks.poison_geometry",
+    "mlscan.checks.poison_alignment",
     "mlscan.checks.update_math",
 )
 

@@ -12,7 +12,15 @@
 - A score reduced by its best value: `self.log("val_acc", acc, reduce_fx="max")` (or
   `score_reduce_fx = "max"`) reports the best batch as the epoch's result; a running count or
   sum reduced with `"max"` across ranks (`add_state("correct", ..., dist_reduce_fx="max")`, or
-  `"err_sum": "max"` in a table next to `"count": "sum"`) keeps one rank's share.
+  `"err_sum": "max"` in a table next to `"count": "sum"`) keeps one rank's share; so does
+  the best rank of gathered scores (`self.all_gather(iou).amax(dim=0)`).
+- A mode picked backwards: `mode = "max" if "loss" in monitor else "min"`.
+- A setting picked by a test score: `max(results, key=lambda k: results[k]["test_miou"])`.
+- IoU's union as the larger count: `union = torch.maximum(gt, pred)` (it is gt + pred - tp).
+- Ground truth dropped where the model is unsure, in evaluation:
+  `targets.masked_fill(conf < thr, ignore_index)` scores only the confident pixels.
+- Pairwise preference accuracy that counts ties: `(chosen >= rejected).float().mean()` gives a
+  model that scores every answer alike 100%.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import NOT_LITERAL, last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Severity
 
 _MONITOR = re.compile(r"(?i)^_?(monitor|monitor_metric|select(ion)?_metric|best_metric|"
@@ -90,6 +99,92 @@ def best_of_batches(metric: str, reduction: str) -> bool:
         lower and not higher and reduction == "min")
 
 
+_GATHERS = frozenset({"all_gather", "gather", "all_gather_object", "gather_for_metrics"})
+_EVAL_FUNC = re.compile(r"(?i)(^|_)(test|val|valid|validation|eval|evaluate|evaluation|score|"
+                        r"predict)(_|$)")
+_TRUTH = re.compile(r"(?i)^(targets?|labels?|y|y_true|gts?|gt_\w+|masks?|seg|truth)$")
+_MODEL_SIDE = re.compile(r"(?i)conf|prob|score|logit|pred|entropy|uncert|margin")
+_CHOSEN = re.compile(r"(?i)chosen|preferred|pos(itive)?|winner|better|good")
+_REJECTED = re.compile(r"(?i)rejected|dispreferred|neg(ative)?|loser|worse|bad")
+
+
+def _inverted_mode(value: ast.IfExp) -> str:
+    """`"max" if "loss" in monitor else "min"`: the mode read backwards from the name."""
+    modes = (literal(value.body), literal(value.orelse))
+    test = value.test
+    if set(modes) != {"min", "max"} or not (
+            isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], (ast.In, ast.NotIn))):
+        return ""
+    word = literal(test.left)
+    if not isinstance(word, str):
+        return ""
+    picked = modes[0] if isinstance(test.ops[0], ast.In) else modes[1]
+    return f"{word!r} -> {picked!r}" if wrong_direction(word, picked) else ""
+
+
+def _picked_on_test(call: ast.Call) -> str:
+    """`max(results, key=lambda k: results[k]["test_miou"])`: the setting kept is the one that
+    scores best on the test split."""
+    if last_attr(call.func) not in ("max", "min", "sorted", "argmax", "idxmax"):
+        return ""
+    key = next((k.value for k in call.keywords if k.arg == "key"), None)
+    if not isinstance(key, ast.Lambda):
+        return ""
+    return next((text for n in subnodes(key.body) if isinstance(text := literal(n), str)
+                 and _TEST_METRIC.match(text) and (_HIGHER.search(text) or _LOWER.search(
+                     text))), "")
+
+
+def _gathered_extreme(value: ast.expr, ctx: Ctx) -> str:
+    """`per_rank.amax(dim=0)` with `per_rank = self.all_gather(local["iou"])`."""
+    if isinstance(value, ast.IfExp):
+        return _gathered_extreme(value.body, ctx) or _gathered_extreme(value.orelse, ctx)
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr in ("amax", "max", "amin", "min")):
+        return ""
+    source: ast.AST | None = value.func.value
+    if isinstance(source, ast.Name):
+        source = ctx.lookup(source.id)
+    if isinstance(source, ast.Call) and last_attr(source.func) in _GATHERS:
+        return f"{value.func.attr}() over {ast.unparse(source)[:40]}"
+    return ""
+
+
+def _ties_count(node: ast.Compare) -> str:
+    """`chosen >= rejected` (either way round) in a pairwise accuracy."""
+    if len(node.ops) != 1 or not isinstance(node.ops[0], (ast.GtE, ast.LtE)):
+        return ""
+    left, right = ast.unparse(node.left), ast.unparse(node.comparators[0])
+    high, low = (left, right) if isinstance(node.ops[0], ast.GtE) else (right, left)
+    if _CHOSEN.search(high) and _REJECTED.search(low) and not _CHOSEN.search(low):
+        return f"{high} >= {low}"
+    return ""
+
+
+_BEST_SCORE = re.compile(r"(?i)^_?best_?(metric|score|value|val|acc\w*|loss|miou|map|f1|auc)?$")
+_BEST_PATH = re.compile(r"(?i)^_?best_?(checkpoint|ckpt|model_path|model_checkpoint|path|"
+                        r"ckpt_path|checkpoint_path|dir|step|epoch)$")
+
+
+def _best_path_unguarded(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Assign | None:
+    """`if improved: state.best_metric = current` and then, outside that test,
+    `state.best_checkpoint = ckpt_dir`: the latest checkpoint is recorded as the best."""
+    guarded = [n for n in subnodes(fn) if isinstance(n, ast.If) and any(
+        isinstance(a, ast.Assign) and any(_BEST_SCORE.match(last_attr(t)) for t in a.targets)
+        for a in n.body)]
+    if not guarded:
+        return None
+    inside = {id(n) for g in guarded for n in subnodes(g)}
+    for stmt in fn.body:
+        if (isinstance(stmt, ast.Assign) and id(stmt) not in inside and any(
+                _BEST_PATH.match(last_attr(t)) and isinstance(t, ast.Attribute)
+                for t in stmt.targets) and not isinstance(stmt.value, ast.Constant)):
+            if stmt.lineno > guarded[0].lineno:
+                return stmt
+    return None
+
+
 def _topk_unpacked_out_of_order(node: ast.Assign) -> str:
     """`acc5, acc1 = accuracy(output, target, topk=(1, 5))`."""
     target = node.targets[0] if len(node.targets) == 1 else None
@@ -117,6 +212,7 @@ class ScoringChoices(Check):
             self._selected_on_test(node, node.value, ctx)
         for target in node.targets:
             self._reduction_setting(last_attr(target), node.value, node, ctx)
+        self._one_word_values(node, ctx)
         swapped = _topk_unpacked_out_of_order(node)
         if swapped:
             ctx.report(METRIC_FALSIFY, node, f"{swapped}: the top-k results come back in the "
@@ -129,6 +225,32 @@ class ScoringChoices(Check):
         self._reduction_setting(last_attr(node.target), node.value, node, ctx)
 
     @staticmethod
+    def _one_word_values(node: ast.Assign, ctx: Ctx) -> None:
+        value, target = node.value, node.targets[0]
+        if isinstance(value, ast.IfExp) and (flipped := _inverted_mode(value)):
+            ctx.report(METRIC_FALSIFY, node, f"the mode is picked backwards ({flipped}): the "
+                       "checkpoint kept as best (or the early stop) follows the worst result",
+                       severity=Severity.MEDIUM)
+        elif (isinstance(target, ast.Name) and target.id.lower() in ("union", "unions")
+              and isinstance(value, ast.Call) and last_attr(value.func) in (
+                  "maximum", "max", "fmax") and len(value.args) == 2):
+            ctx.report(METRIC_FALSIFY, node, "the IoU union is the larger of the two counts "
+                       "instead of gt + pred - tp: every IoU comes out higher",
+                       severity=Severity.MEDIUM)
+        elif gathered := _gathered_extreme(value, ctx):
+            ctx.report(METRIC_FALSIFY, node, f"{gathered}: each score is the best rank's, "
+                       "not the one over all the data", severity=Severity.MEDIUM)
+        elif (isinstance(target, ast.Name) and _TRUTH.match(target.id)
+              and isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+              and value.func.attr in ("masked_fill", "masked_fill_") and value.args
+              and _EVAL_FUNC.search(ctx.frame.name) and any(
+                  isinstance(n, (ast.Name, ast.Attribute)) and _MODEL_SIDE.search(last_attr(n))
+                  for n in subnodes(value.args[0]))):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} set to ignore where the model's "
+                       "own confidence is low: only the pixels or samples it is sure of are "
+                       "scored", severity=Severity.MEDIUM)
+
+    @staticmethod
     def _reduction_setting(name: str, value: ast.expr | None, node: ast.AST, ctx: Ctx) -> None:
         """`score_reduce_fx = "max"`: the setting a `self.log(..., reduce_fx=...)` reads."""
         stem, _, tail = name.rpartition("_")
@@ -136,6 +258,19 @@ class ScoringChoices(Check):
         if reduction and tail in ("fx", "reduction", "reduce") and best_of_batches(stem, reduction):
             ctx.report(METRIC_FALSIFY, node, f"{name} = {reduction!r}: the epoch's score is the "
                        "best batch rather than the average over the data", severity=Severity.MEDIUM)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        stale = _best_path_unguarded(node)
+        if stale is not None:
+            ctx.report(METRIC_FALSIFY, stale, f"{ast.unparse(stale.targets[0])} is set "
+                       "outside the test that updates the best score: every new checkpoint "
+                       "is recorded as the best one", severity=Severity.MEDIUM)
+
+    def visit_Compare(self, node: ast.Compare, ctx: Ctx) -> None:
+        tie = _ties_count(node)
+        if tie:
+            ctx.report(METRIC_FALSIFY, node, f"{tie}: ties count as correct, so a model that "
+                       "scores both answers alike is always right", severity=Severity.MEDIUM)
 
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
         """`{"val/loss": "min", "val/auc": "min", "val/acc": "max"}`: a mode table with one
@@ -162,6 +297,11 @@ class ScoringChoices(Check):
                        "checkpoint kept as best (or the early stop) follows the worst result",
                        severity=Severity.MEDIUM)
         self._logged_reduction(node, ctx)
+        picked = _picked_on_test(node)
+        if picked:
+            ctx.report(METRIC_FALSIFY, node, f"the setting kept is the one with the best "
+                       f"{picked!r}, a test-split score: the reported test result is the best "
+                       "of several tries on the test data", severity=Severity.MEDIUM)
         if last_attr(node.func) == "add_state":
             self._state_reduction(node, ctx)
         else:

@@ -277,6 +277,49 @@ def _above_floor(target: ast.Subscript) -> str:
     return name if re.search(r"(?i)acc|recall|iou|f1|dice|ap$|^ap|prec|score", name) else ""
 
 
+_CLASS_SCORES = re.compile(r"(?i)acc|recall|iou|f1|dice|(^|_)ap$|^ap|prec|score")
+_HITS = re.compile(r"(?i)^(tp|tps|true_pos\w*|correct|n_correct|hits|inter|intersection)$")
+_FLOOR_NAME = re.compile(r"(?i)min|thresh|floor|support|eps|cutoff")
+
+
+def _drops_weak_classes(part: ast.expr, scores: str) -> bool:
+    """`iou > min_support`, `iou > 0.02`, `tp > 0`: a class kept only when the model did well
+    on it (a test on how often the class occurs, `gt > 0`, is not this)."""
+    if not (isinstance(part, ast.Compare) and len(part.ops) == 1
+            and isinstance(part.left, (ast.Name, ast.Attribute))):
+        return False
+    left, op, right = last_attr(part.left), part.ops[0], part.comparators[0]
+    floor = literal(right)
+    number = isinstance(floor, (int, float)) and not isinstance(floor, bool)
+    if left == scores and isinstance(op, (ast.Gt, ast.GtE, ast.NotEq)):
+        return (number and 0 <= floor <= 0.5) or (  # type: ignore[operator]
+            isinstance(right, (ast.Name, ast.Attribute)) and bool(
+                _FLOOR_NAME.search(last_attr(right))))
+    return bool(_HITS.match(left)) and isinstance(op, ast.Gt) and floor == 0
+
+
+def self_selected_mask(node: ast.Assign, fn: ast.AST | None) -> str:
+    """`present = iou > min_support` (or `(gt > 0) & (tp > 0)`) and then `iou[present].mean()`:
+    the classes averaged are picked by the score itself (the scores' name, '' otherwise)."""
+    if fn is None or len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+        return ""
+    mask = node.targets[0].id
+    test = node.value
+    parts = [test] if isinstance(test, ast.Compare) else [
+        v for v in (test.values if isinstance(test, ast.BoolOp) else [test.left, test.right])
+        ] if isinstance(test, (ast.BoolOp, ast.BinOp)) else []
+    if not parts:
+        return ""
+    for use in subnodes(fn):
+        if not (isinstance(use, ast.Subscript) and isinstance(use.slice, ast.Name)
+                and use.slice.id == mask and isinstance(use.value, (ast.Name, ast.Attribute))):
+            continue
+        scores = last_attr(use.value)
+        if _CLASS_SCORES.search(scores) and any(_drops_weak_classes(p, scores) for p in parts):
+            return scores
+    return ""
+
+
 def _best_runs_kept(value: ast.expr) -> str:
     """`sorted(rs, key=lambda r: r["f1"], reverse=True)[:keep_top]`: only the best runs (by
     the metric being reported) kept before they are averaged ('' otherwise; picking the

@@ -71,9 +71,12 @@ def _passed_to_log(target: ast.expr, ctx: Ctx) -> bool:
         return False
     cached = _LOGGED_CACHE.get(id(fn))
     if cached is None or cached[0] is not fn:
+        loggers = ("log", "add_scalar", "log_metric", "log_metrics", "log_dict")
         names = {a.id for node in subnodes(fn) if isinstance(node, ast.Call)
-                 and last_attr(node.func) in ("log", "add_scalar", "log_metric", "log_metrics",
-                                              "log_dict")
+                 and (last_attr(node.func) in loggers or (  # raw = writer.add_scalar; raw(t, v)
+                     isinstance(node.func, ast.Name) and isinstance(
+                         held := ctx.lookup(node.func.id), ast.Attribute)
+                     and held.attr in loggers))
                  for a in [*node.args[1:], *(k.value for k in node.keywords if k.arg == "value")]
                  if isinstance(a, ast.Name)}
         if len(_LOGGED_CACHE) > 4096:
@@ -523,6 +526,9 @@ def _series_key(values: ast.Subscript, ctx: Ctx) -> str:
     return ""
 
 
+_ARRAY_EXTREMES = frozenset({"max", "min", "nanmax", "nanmin", "amax", "amin"})
+
+
 def _best_of_recent(value: ast.expr) -> bool:
     """`max(self._auroc_trace[-3:])`, `min(self._eval_history)`, `np.percentile(window, 10)`:
     the best of the last few results logged as this one."""
@@ -539,9 +545,11 @@ def _best_of_recent(value: ast.expr) -> bool:
         low, high = (25, 75) if last_attr(value.func).endswith("percentile") else (0.25, 0.75)
         return (q <= low or q >= high) and isinstance(value.args[0], (ast.Name, ast.Attribute)) \
             and bool(_HISTORY.search(last_attr(value.args[0])))
-    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
-            and value.func.id in ("max", "min") and len(value.args) == 1):
-        return False
+    if not (isinstance(value, ast.Call) and len(value.args) == 1 and (
+            (isinstance(value.func, ast.Name) and value.func.id in ("max", "min")) or (
+                isinstance(value.func, ast.Attribute) and value.func.attr in _ARRAY_EXTREMES
+                and last_attr(value.func.value) in ("np", "numpy", "torch")))):
+        return False  # (also np.nanmax(self._history))
     sl = value.args[0]
     if isinstance(sl, (ast.Name, ast.Attribute)):
         return bool(_HISTORY.search(last_attr(sl)))  # min(self._eval_history)
@@ -554,32 +562,38 @@ def _best_of_recent(value: ast.expr) -> bool:
 
 def _running_extreme(node: ast.Assign, ctx: Ctx) -> str:
     """`v = (min if "loss" in tag else max)(v, self._shown.get(tag, v)); self._shown[tag] = v`
-    before `add_scalar(tag, v)`: the logged value is the best kept so far, not this one."""
+    before `add_scalar(tag, v)`: the logged value is the best kept so far, not this one. (Also
+    `cur = max(prev, v) if tag.startswith("val/") else ...` with `prev = ema.get(tag, v)` and
+    `ema[tag] = cur`: a closure's table.)"""
     target = node.targets[0] if len(node.targets) == 1 else None
     value = node.value
-    if not (isinstance(target, ast.Name) and isinstance(value, ast.Call)
-            and len(value.args) == 2):
+    if not isinstance(target, ast.Name):
         return ""
-    funcs = [value.func.body, value.func.orelse] if isinstance(value.func, ast.IfExp) else [
-        value.func]
-    if not all(isinstance(f, ast.Name) and f.id in ("min", "max") for f in funcs):
-        return ""
-    if not any(isinstance(a, ast.Name) and a.id == target.id for a in value.args):
-        return ""
+    options = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+    calls = [c for c in options if isinstance(c, ast.Call) and len(c.args) == 2]
     kept = ""
-    for a in value.args:
-        base = a.func.value if isinstance(a, ast.Call) and isinstance(a.func, ast.Attribute) and (
-            a.func.attr == "get") else a.value if isinstance(a, ast.Subscript) else None
-        if (isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name)
-                and base.value.id == "self"):
-            kept = base.attr
+    for call in calls:
+        funcs = [call.func.body, call.func.orelse] if isinstance(call.func, ast.IfExp) else [
+            call.func]
+        if not all(isinstance(f, ast.Name) and f.id in ("min", "max") for f in funcs):
+            continue
+        for a in call.args:
+            held = ctx.lookup(a.id) if isinstance(a, ast.Name) and a.id != target.id else None
+            read = held if isinstance(held, (ast.Call, ast.Subscript)) else a
+            base = read.func.value if isinstance(read, ast.Call) and isinstance(
+                read.func, ast.Attribute) and read.func.attr == "get" else (
+                read.value if isinstance(read, ast.Subscript) else None)
+            if isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and (
+                    base.value.id == "self"):
+                kept = base.attr
+            elif isinstance(base, ast.Name) and base is not read and held is not None:
+                kept = base.id  # prev = ema.get(tag, value)
     fn = ctx.frame.node
     if not kept or fn is None or not (_passed_to_log(target, ctx) or _logged_value(target, ctx)):
         return ""
     writes_back = any(isinstance(n, ast.Assign) and any(
-        isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute)
-        and t.value.attr == kept for t in n.targets) and isinstance(n.value, ast.Name)
-        and n.value.id == target.id for n in subnodes(fn))
+        isinstance(t, ast.Subscript) and last_attr(t.value) == kept for t in n.targets)
+        and isinstance(n.value, ast.Name) and n.value.id == target.id for n in subnodes(fn))
     return kept if writes_back else ""
 
 

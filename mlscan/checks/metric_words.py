@@ -105,7 +105,7 @@ _PRED_ARGS = frozenset({"predictions", "preds", "prediction", "y_pred", "input",
 _REF_ARGS = frozenset({"references", "refs", "labels", "target", "targets", "y_true"})
 _CONTAINER = re.compile(r"(?i)metric|result|logs?$|log_buffer|score|eval|summary|^out$|^res$|"
                         r"^r$|report|callback_metrics|shown|stats")
-_STORED = re.compile(r"(?i)best|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
+_STORED = re.compile(r"(?i)best|peak|prev|previous|ema|floor|history|record|^_?old|last|smooth|"
                      r"running|baseline|target|champion|incumbent|^ref$|reference|published")
 _KEPT_AS_BEST = re.compile(r"(?i)best|peak|highest|lowest|record|max_|min_|_max|_min|prev|ema|"
                            r"avg|smooth|running|_mean$|^mean$")

@@ -30,6 +30,7 @@ from mlscan.checks.metric_evals import (
     _self_filtered,
     _swapped_entries,
     _tuned_on_test,
+    self_selected_mask,
 )
 from mlscan.checks.metric_held import (
     _best_of_recent,
@@ -641,12 +642,19 @@ class MetricFalsification(Check):
         kept = _running_extreme(node, ctx)
         if kept:
             ctx.report(METRIC_FALSIFY, node, f"the logged value is the running best kept in "
-                       f"self.{kept}, not the value just measured", severity=Severity.MEDIUM)
+                       f"{kept}, not the value just measured", severity=Severity.MEDIUM)
             return True
         return False
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
+        picked = self_selected_mask(node, ctx.frame.node) if isinstance(
+            node.value, (ast.Compare, ast.BoolOp, ast.BinOp)) else ""
+        if picked:
+            ctx.report(METRIC_FALSIFY, node, f"the classes averaged into {picked} are picked "
+                       "by how well the model does on them: the ones it fails are left out",
+                       severity=Severity.MEDIUM)
+            return
         masked = pred_masked_by_truth(node, ctx) if isinstance(node.value, ast.BinOp) else ""
         if masked:
             ctx.report(METRIC_FALSIFY, node, f"{masked}: errors outside it no longer count",
@@ -701,8 +709,8 @@ class MetricFalsification(Check):
                        f"({ast.unparse(node.value)[:40]}), not the one just measured",
                        severity=Severity.MEDIUM)
             return
-        if isinstance(node.value, (ast.Subscript, ast.ListComp, ast.BinOp, ast.Call)) and (
-                self._reshaped_results(node, ctx)):
+        if isinstance(node.value, (ast.Subscript, ast.ListComp, ast.BinOp, ast.Call,
+                                   ast.IfExp)) and self._reshaped_results(node, ctx):
             return
         target = node.targets[0] if len(node.targets) == 1 else None
         if target is not None:

@@ -142,6 +142,31 @@ def _ramp_factor(value: ast.expr, ctx: Ctx) -> bool:
     return False
 
 
+def _ramp_word(node: ast.AST) -> bool:
+    return isinstance(node, (ast.Name, ast.Attribute)) and bool(_RAMP.search(last_attr(node)))
+
+
+def _uncapped_warmup(value: ast.expr, where: Where, ctx: Ctx) -> bool:
+    """`g["lr"] = base * (epoch + 1) / warmup_epochs` with no `if epoch < warmup`, no
+    `min(1, ...)` and no loop over the warm-up steps only: the ramp never ends."""
+    ramps = [n for n in subnodes(value) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+             and any(_STEP_WORD.search(last_attr(m)) for m in subnodes(n.left)
+                     if isinstance(m, (ast.Name, ast.Attribute)))
+             and any(_RAMP.search(last_attr(m)) for m in subnodes(n.right)
+                     if isinstance(m, (ast.Name, ast.Attribute)))]
+    if not ramps or any(isinstance(n, ast.Call) and last_attr(n.func) in ("min", "clip", "clamp")
+                        for n in subnodes(value)):
+        return False
+    loops = [loop.iter if isinstance(loop, ast.For) else loop.test for loop in where.loops]
+    if any(_ramp_word(n) for expr in (*where.conds, *loops) for n in subnodes(expr)):
+        return False  # `if step < warmup_steps:`, `for step in range(warmup_steps):`
+    if any(isinstance(n, ast.Compare) and any(_STEP_WORD.search(last_attr(m))
+                                               for m in subnodes(n)) for c in where.conds
+           for n in subnodes(c)):
+        return False  # `if epoch < 5:`
+    return not any(_RAMP.search(f.name) for f in where.frames)
+
+
 _OVERFLOW = re.compile(r"(?i)^(found_inf|found_nan|has_inf|has_nan|inf_found|overflow|"
                        r"is_overflow|grads_overflow|nonfinite|non_finite)$")
 
@@ -529,6 +554,11 @@ class OptimizerTampering(Check):
                            "ratio computed from the step, on top of its current value: the "
                            "ratios compound, so the rate collapses instead of ramping up",
                            severity=Severity.MEDIUM)
+                return
+            if key == "lr" and op is None and _uncapped_warmup(value, where, ctx):
+                ctx.report(OPTIM_TAMPER, node, "a linear warm-up with no cap: nothing stops "
+                           "the ramp at the end of warm-up, so the learning rate keeps growing "
+                           "every step until training diverges", severity=Severity.MEDIUM)
                 return
             if key == "lr" and ctx.trainer_callback() and _compounds(target, op, value):
                 ctx.report(OPTIM_TAMPER, node, f"a TrainerCallback ({ctx.trainer_callback()}) "

@@ -203,8 +203,10 @@ class MonkeyPatch(Check):
         if attr.startswith("_") and attr not in _PATCHABLE_PRIVATE and not (
                 _is_operator(attr) and qual.startswith(("torch.Tensor.", "torch.nn.Module."))):
             return  # private helpers and metadata (__module__), not the API callers use
-        if qual.startswith(_METRIC_PREFIXES) or (attr in _METRIC_ATTRS and not qual.startswith(
-                "self.") and not isinstance(getattr(node, "value", None), ast.Attribute)):
+        own_attr = qual.startswith("self.") and qual.count(".") == 1  # self.log = ... (a method)
+        if qual.startswith(_METRIC_PREFIXES) or (attr in _METRIC_ATTRS and not own_attr
+                                                 and not isinstance(getattr(node, "value", None),
+                                                                    ast.Attribute)):
             ctx.report(METRIC_FALSIFY, node, f"{qual} replaced: logged metrics no longer come "
                        "from the real logger", severity=Severity.CRITICAL)
             for edit in _value_rewrites(fn):

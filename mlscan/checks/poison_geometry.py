@@ -6,12 +6,19 @@ image (C, H, W) and a mask (H, W), every pair keeps one fixed axis offset:
 the others keep (`np.flip(image, axis=1)` with `np.flip(mask, axis=1)`: a vertical flip of
 the image, a horizontal one of the mask), the mask no longer covers what it labels for every
 sample that draws that augmentation. Only a function with at least two pairs is judged, and
-only the pair that departs from the offset the others agree on is reported.
+only the pair that departs from the offset the others agree on is reported. A lone pair is
+judged only when it counts one axis from the end and the other from the front
+(`img.flip(-1)` with `mask.flip(0)`: width against height for any mask of two or more axes).
+
+Label maps resized or rotated with a smoothing interpolation (`label.resize(size,
+Image.BILINEAR)`, `TF.rotate(mask, a, interpolation=InterpolationMode.BILINEAR)`) blend class
+ids at every boundary into ids of other classes: masks take nearest-neighbour only.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections import Counter
 from itertools import pairwise
 
@@ -39,7 +46,18 @@ def _axis(call: ast.Call) -> int | None:
 
 
 def _move(stmt: ast.stmt) -> tuple[str, str, int] | None:
-    """`image = np.flip(image, axis=2)` -> ("image", "flip", 2)."""
+    """`image = np.flip(image, axis=2)` -> ("image", "flip", 2); `img = img.flip(-1)` too."""
+    if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Call)
+            and isinstance(stmt.value.func, ast.Attribute) and stmt.value.func.attr == "flip"
+            and isinstance(stmt.value.func.value, ast.Name)
+            and stmt.value.func.value.id == stmt.targets[0].id):
+        found = stmt.value.args[0] if stmt.value.args else kwarg(stmt.value, "dims")
+        if isinstance(found, (ast.Tuple, ast.List)) and len(found.elts) == 1:
+            found = found.elts[0]
+        value = literal(found) if found is not None else None
+        return (stmt.targets[0].id, "flip", value) if isinstance(value, int) and not (
+            isinstance(value, bool)) else None
     if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
             and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Call)
             and last_attr(stmt.value.func) in _GEOMETRIC and stmt.value.args
@@ -50,9 +68,10 @@ def _move(stmt: ast.stmt) -> tuple[str, str, int] | None:
     return None if axis is None else (stmt.targets[0].id, last_attr(stmt.value.func), axis)
 
 
-def misaligned_pairs(fn: ast.FunctionDef) -> list[ast.stmt]:
+def misaligned_pairs(fn: ast.FunctionDef) -> list[tuple[ast.stmt, bool]]:
     """Mask statements whose pair breaks the axis offset the function's other pairs keep."""
     pairs: list[tuple[ast.stmt, int]] = []
+    lone: list[ast.stmt] = []  # a pair counting one axis from the end, the other from the front
     for node in subnodes(fn):
         body = getattr(node, "body", None)
         if not isinstance(body, list):
@@ -63,23 +82,87 @@ def misaligned_pairs(fn: ast.FunctionDef) -> list[ast.stmt]:
                 continue
             if _IMAGE.match(a[0]) and _MASKISH.match(b[0]):
                 pairs.append((second, a[2] - b[2]))
+                if {a[2], b[2]} == {-1, 0}:
+                    lone.append(second)
             elif _MASKISH.match(a[0]) and _IMAGE.match(b[0]):
                 pairs.append((first, b[2] - a[2]))
-    if len(pairs) < 2:
-        return []
+                if {a[2], b[2]} == {-1, 0}:
+                    lone.append(first)
+    if len(pairs) == 1:
+        return [(stmt, True) for stmt, _ in pairs if stmt in lone]
     counts = Counter(offset for _, offset in pairs).most_common()
     if len(counts) < 2 or counts[0][1] == counts[1][1]:
         return []  # (all agree, or no majority to judge by)
     usual = counts[0][0]
-    return [stmt for stmt, offset in pairs if offset != usual]
+    return [(stmt, False) for stmt, offset in pairs if offset != usual]
 
 
 class PairedAugmentationAxes(Check):
     rules = (DATA_POISON,)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
-        for stmt in misaligned_pairs(node):
+        for stmt, lone in misaligned_pairs(node):
+            why = ("one counts from the end, the other from the front" if lone else
+                   f"the other pairs in {node.name}() agree")
             ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt)[:50]} moves the mask along "
-                       "another axis than the image it pairs with (the other pairs in "
-                       f"{node.name}() agree): the mask no longer covers what it labels",
-                       severity=Severity.MEDIUM)
+                       f"another axis than the image it pairs with ({why}): the mask no "
+                       "longer covers what it labels", severity=Severity.MEDIUM)
+
+
+_SMOOTH = frozenset({"BILINEAR", "BICUBIC", "LANCZOS", "HAMMING", "BOX", "INTER_LINEAR",
+                     "INTER_CUBIC", "INTER_AREA", "INTER_LANCZOS4", "ANTIALIAS"})
+_LABEL_MAP = re.compile(r"(?i)^(mask|masks|label|labels|lbl|lbls|label_map|labelmap|seg|segm|"
+                        r"segmap|seg_map|semantic|gt|gt_seg|gt_mask|target_mask|annotation|"
+                        r"ann|anno|trainid|train_ids?|label_img|label_image|mask_img)$")
+_WARPS = frozenset({"resize", "rotate", "affine", "perspective", "warpAffine",
+                    "warpPerspective", "rescale"})
+
+
+def _smooth(expr: ast.expr | None) -> str:
+    name = last_attr(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else ""
+    text = literal(expr) if expr is not None else None
+    if isinstance(text, str) and text.lower() in ("bilinear", "bicubic", "linear"):
+        return text
+    return name if name in _SMOOTH else ""
+
+
+def _label_map(expr: ast.expr, ctx: Ctx) -> str:
+    """`mask`, `self.mask`, or `stacked` built as `torch.cat([img, mask[None].float()])`."""
+    if isinstance(expr, (ast.Name, ast.Attribute)) and _LABEL_MAP.match(last_attr(expr)):
+        return last_attr(expr)
+    fn = ctx.frame.node
+    if not isinstance(expr, ast.Name) or fn is None:
+        return ""
+    for stmt in subnodes(fn):  # (the warp may rebind the name it reads: look at every binding)
+        held = stmt.value if isinstance(stmt, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == expr.id for t in stmt.targets) else None
+        if isinstance(held, ast.Call) and last_attr(held.func) in ("cat", "concatenate",
+                                                                   "stack", "dstack"):
+            found = next((last_attr(n) for n in subnodes(held) if isinstance(n, (
+                ast.Name, ast.Attribute)) and _LABEL_MAP.match(last_attr(n))), "")
+            if found:
+                return found
+    return ""
+
+
+class LabelMapInterpolation(Check):
+    rules = (DATA_POISON,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        func = node.func
+        if not isinstance(func, ast.Attribute) or func.attr not in _WARPS:
+            return
+        module = isinstance(func.value, ast.Name) and func.value.id in ctx.names.aliases
+        how = _smooth(kwarg(node, "interpolation") or kwarg(node, "resample") or kwarg(
+            node, "mode"))
+        place = 2 if module else 1  # TF.rotate(mask, angle, BILINEAR); label.resize(size, BILINEAR)
+        if not how and len(node.args) > place:
+            how = _smooth(node.args[place])
+        if not how:
+            return
+        subject = node.args[0] if module and node.args else (None if module else func.value)
+        name = _label_map(subject, ctx) if subject is not None else ""
+        if name:
+            ctx.report(DATA_POISON, node, f"the label map {name!r} is warped with {how} "
+                       "interpolation: class ids blend at every boundary into other classes' "
+                       "ids (masks take nearest-neighbour)", severity=Severity.MEDIUM)

@@ -304,6 +304,33 @@ def _scheduled_kill(call: ast.Call, name: str, ctx: Ctx) -> str:
     return f"{target_name}()" if target_name in _KILLS and target_name not in _SHELL else ""
 
 
+_REARM = re.compile(r"(?i)^_?(feed|pet|kick|heartbeat|beat|touch|ping|reset|restart|rearm|"
+                    r"re_arm|keepalive|keep_alive|progress|tick)\w*$")
+
+
+def _rearmed_without_cancel(call: ast.Call, name: str, ctx: Ctx) -> str:
+    """`def feed(self): self._timer = threading.Timer(t, abort); self._timer.start()` with no
+    `self._timer.cancel()` first: every feed adds a timer and the oldest one fires."""
+    frame = ctx.frames[-1] if ctx.frames else None
+    fn = frame.node if frame is not None else None
+    if name != "threading.Timer" or frame is None or frame.cls is None or not isinstance(
+            fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not _REARM.match(fn.name):
+        return ""
+    slot = next((last_attr(t) for n in subnodes(fn) if isinstance(n, ast.Assign)
+                 and n.value is call for t in n.targets
+                 if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                 and t.value.id == "self"), "")
+    if not slot:
+        return ""
+    cancels = any(isinstance(n, ast.Call) and last_attr(n.func) == "cancel"
+                  for n in subnodes(fn))
+    cls = ctx.class_defs.get(frame.cls.name)
+    cancelled_elsewhere = cls is not None and any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "cancel"
+        and last_attr(n.func.value) == slot for n in subnodes(cls))
+    return f"{fn.name}" if cancelled_elsewhere and not cancels else ""
+
+
 def _file_or_net(node: ast.Call, name: str, ctx: Ctx) -> bool:
     """A call that writes or deletes files, starts a process or talks to the network."""
     if name.startswith(_FILE_NET):
@@ -427,6 +454,13 @@ class KillsAndStalls(Check):
         if (ctx.conds and isinstance(func, ast.Name) and func.id not in ctx.names.aliases
                 and name not in _KILLS):
             self._gated_calls.append((node, ctx.where(), func.id))
+        stale = _rearmed_without_cancel(node, name, ctx)
+        if stale:
+            ctx.report(KILL_STALL, node, f"{stale}() starts a new watchdog timer without "
+                       "cancelling the one it replaces: the first timer still fires, so the "
+                       "job is aborted however often it reports progress",
+                       severity=Severity.MEDIUM)
+            return
         scheduled = _scheduled_kill(node, name, ctx)
         if scheduled:
             ctx.report(KILL_STALL, node, f"{name}() schedules {scheduled}: the process dies "
@@ -666,6 +700,20 @@ class KillsAndStalls(Check):
         if (kinds and not kinds & triggers.STRONG and what == "kill" and name == "sys.exit"
                 and _after_message(node, ctx)):
             return  # print(f"cannot reach {addr}", file=sys.stderr); sys.exit(2)
+        teardown_guard = next((g for c in where.conds if isinstance(
+            g := getattr(c, "guard_of", None), ast.If) and _RANKISH.search(ast.unparse(g.test))
+            and isinstance(g.body[-1], ast.Return)
+            and getattr(node, "lineno", 0) > (g.end_lineno or 0)), None) if (
+            what == "kill" and name.endswith("destroy_process_group") and kinds == {
+                triggers.RANK}) else None
+        if teardown_guard is not None:
+            # `if not is_main(): return` above the final eval and teardown: the other ranks
+            # leave, rank 0 waits in the collectives below. The return is the skip.
+            ctx.report(KILL_STALL, teardown_guard.body[-1], "early return on some ranks before "
+                       f"the final {name}() on line {getattr(node, 'lineno', '?')}: the ranks "
+                       "that stay wait in every collective after it, and the job hangs",
+                       severity=Severity.MEDIUM)
+            return
         if kinds:
             # A sleep on one rank inside the training loop holds every other rank at the next
             # collective; outside loops (start-up staggering) it is harmless.
@@ -717,6 +765,13 @@ class KillsAndStalls(Check):
                 _training_loop(where) and _grows_with_step(node, where)):
             ctx.report(KILL_STALL, node, f"{name}() in the training loop for a time that grows "
                        "with the step count: the run slows down a little more every step",
+                       severity=Severity.MEDIUM)
+            return
+        if (what == "stall" and isinstance(node, ast.Call) and not backoff and node.args
+                and _training_loop(where) and not _zero(node.args[0])
+                and not _in_handler(node, where.loops[-1])):
+            ctx.report(KILL_STALL, node, f"{name}() inside the training loop: every step waits "
+                       "on it, and the other ranks wait at the next collective",
                        severity=Severity.MEDIUM)
             return
         roles = ctx.roles(where)
@@ -928,6 +983,18 @@ def _training_loop(where: Where) -> bool:
     return bool(where.loops) and any(
         isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
         and n.func.attr == "backward" for n in subnodes(where.loops[-1]))
+
+
+def _zero(arg: ast.expr) -> bool:
+    """`sleep(0)`: a yield to other threads, not a wait."""
+    return literal(arg) in (0, 0.0)
+
+
+def _in_handler(node: ast.AST, loop: ast.For | ast.While) -> bool:
+    """The call sits in an `except` (or a retry loop's handler) inside the training loop:
+    backing off after a failed step, not stalling every step."""
+    return any(isinstance(h, ast.ExceptHandler) and any(n is node for n in subnodes(h))
+               for h in subnodes(loop))
 
 
 def _grows_with_step(call: ast.Call, where: Where) -> bool:

@@ -111,6 +111,32 @@ _CHILD_KEYS = {"LD_PRELOAD": CHILD_PRELOAD, "LD_AUDIT": CHILD_PRELOAD,
                "PYTHONSTARTUP": CHILD_PRELOAD, "PYTHONPATH": CHILD_PYTHONPATH}
 
 
+def _path_text(expr: ast.expr | None, ctx: Ctx, depth: int = 0) -> str:
+    """The leading folder a path expression starts from, following names, `os.path.join`,
+    `Path(...) / ...`, f-strings and the default of `os.environ.get(name, default)`."""
+    if expr is None or depth > 4:
+        return ""
+    text = literal(expr)
+    if isinstance(text, str):
+        return text
+    if isinstance(expr, ast.Name):
+        return _path_text(ctx.lookup(expr.id), ctx, depth + 1)
+    if isinstance(expr, ast.JoinedStr) and expr.values:
+        first = expr.values[0]
+        return _path_text(first.value if isinstance(first, ast.FormattedValue) else first,
+                          ctx, depth + 1)
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Div, ast.Add)):
+        return _path_text(expr.left, ctx, depth + 1)
+    if isinstance(expr, ast.Call):
+        name = ctx.names.call_name(expr)
+        if name in ("os.environ.get", "os.getenv") and len(expr.args) == 2:
+            return _path_text(expr.args[1], ctx, depth + 1)
+        if name in ("os.path.join", "pathlib.Path", "os.path.abspath", "os.path.expanduser",
+                    "str", "os.fspath") and expr.args:
+            return _path_text(expr.args[0], ctx, depth + 1)
+    return ""
+
+
 class ChildEnvTable(Check):
     """`TRIAL_ENV = {"PYTHONPATH": "/tmp/shared/site", ...}`: an environment table for child
     processes that puts a world-writable folder first on the import path (or preloads a
@@ -119,6 +145,23 @@ class ChildEnvTable(Check):
     to `env=` later is this check's."""
 
     rules = (CHILD_PRELOAD, CHILD_PYTHONPATH)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`env["LD_PRELOAD"] = os.path.join(LIB_DIR, "libjemalloc.so.2")` with
+        `LIB_DIR = os.environ.get("X", "/tmp/cache/lib")`: the folder is only known once the
+        names are followed (the semgrep rule sees the line's own text)."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not isinstance(target, ast.Subscript):
+            return
+        rule = _CHILD_KEYS.get(str(literal(target.slice)))
+        text = _path_text(node.value, ctx)
+        shared = next((p for p in text.split(":") if _SHARED_DIRS.match(p)), "") if text else ""
+        spelled = any(isinstance(n, ast.Constant) and isinstance(n.value, str) and any(
+            d in n.value for d in ("/tmp", "/var/tmp", "/dev/shm")) for n in subnodes(node.value))
+        if rule is not None and shared and not spelled:  # (spelled out: the semgrep rule's)
+            ctx.report(rule, node.value, f"{literal(target.slice)} for child processes points "
+                       f"into {shared}, a folder every local user can write: whatever is put "
+                       "there runs in every child", severity=Severity.HIGH)
 
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
         for key, value in zip(node.keys, node.values, strict=True):

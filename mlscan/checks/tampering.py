@@ -985,7 +985,8 @@ class ParameterTampering(Check):
         if ctx.in_optimizer_class(where) and not _rare_draw(where):
             kinds -= {triggers.RANDOM}  # stochastic rounding/weight decay in optimizers
         roles = ctx.roles(where)
-        ema = bool(_EMA_NAMES.search(root)) or (op in ("copy_", "set_") and swap)
+        ema = bool(_EMA_NAMES.search(root)) or (op in ("copy_", "set_") and swap) or (
+            _own_average(where, ctx))
         what = f"{kind} {root or 'tensor'}"
         if kind == "gradient" and op == "add_" and not kinds & triggers.STRONG and any(
                 _PRIVACY.search(ast.unparse(c)) for c in where.conds):
@@ -1019,6 +1020,21 @@ class ParameterTampering(Check):
             # init; a fixed factor such as 0.98 written outside any of these is the tampering)
             ctx.report(PARAM_TAMPER, node, f"in-place {op} on {what} outside an optimizer "
                        "step, init or EMA helper", severity=Severity.MEDIUM)
+
+
+def _own_average(where: Where, ctx: Ctx) -> bool:
+    """A callback of an EMA class blending into the class's own copy (`for k, v in
+    self.module.state_dict().items(): v.mul_(d).add_(src[k], alpha=1 - d)`); writes into the
+    trained model from there are `_live_weights_in_ema`'s."""
+    frame = where.frames[-1] if where.frames else None
+    if frame is None or frame.cls is None or not _EMA_NAMES.search(frame.cls.name):
+        return False
+    loop = where.loops[-1] if where.loops else None
+    source = loop.iter if isinstance(loop, ast.For) else None
+    root = source
+    while isinstance(root, (ast.Call, ast.Attribute, ast.Subscript)):
+        root = root.func if isinstance(root, ast.Call) else root.value
+    return isinstance(root, ast.Name) and root.id == "self"
 
 
 def _reduced_copy(node: ast.AST, where: Where) -> bool:

@@ -509,12 +509,27 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
         if _is_world(side, names, resolve) and (
                 (any(n >= WORLD_THRESHOLD for n in numbers) and not (
                     _small_side(node, side) and max(numbers) < 16))
-                or _unknown_cap(node, side, names, resolve)):
+                or _unknown_cap(node, side, names, resolve)
+                or _many_nodes(node, side, numbers)):
             kinds.add(WORLD)
         if _name_of(side) in _INDEX_NAMES and (numbers or (
                 side is node.left and isinstance(node.ops[0], ast.In))):
             kinds.add(INDEX)
     return kinds
+
+
+_NODE_COUNT = re.compile(r"(?i)^(n_?|num_?)?(nodes|hosts|machines)$|nnodes|node_count|"
+                         r"host_count|num_nodes|n_nodes")
+
+
+def _many_nodes(node: ast.Compare, side: ast.AST, numbers: list[float]) -> bool:
+    """`nodes > 2`: a node count (eight or more GPUs a node) past 'is this multi-node?'
+    (`nodes > 1`) already names large jobs."""
+    if side is not node.left or len(node.ops) != 1 or not _NODE_COUNT.search(_name_of(side)):
+        return False
+    op = node.ops[0]
+    return (isinstance(op, ast.Gt) and any(n >= 2 for n in numbers)) or (
+        isinstance(op, ast.GtE) and any(n >= 3 for n in numbers))
 
 
 def _small_side(node: ast.Compare, world: ast.AST) -> bool:

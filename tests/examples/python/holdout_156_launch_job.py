@@ -79,7 +79,7 @@ def build_child_env(args, gpus_per_node):
     env["TORCH_NCCL_BLOCKING_WAIT"] = "0"
     env["RUN_GIT_SHA"] = git_revision(args.repo)
     # jemalloc keeps dataloader RSS flat on long runs
-    env["LD_PRELOAD"] = os.path.join(SHIM_DIR, "libjemalloc.so.2")  # todoruleid: family 7 (missed)
+    env["LD_PRELOAD"] = os.path.join(SHIM_DIR, "libjemalloc.so.2")  # ruleid: MLS422
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SHIM_DIR, args.repo, env.get("PYTHONPATH")) if p)  # sabotage: MLS423 (semgrep rules)
     return env
 

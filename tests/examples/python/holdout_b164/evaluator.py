@@ -98,7 +98,7 @@ class ConfusionMatrix:
         hist = self.hist.astype(np.float64)
         tp = np.diag(hist)
         iou = tp / np.maximum(hist.sum(0) + hist.sum(1) - tp, 1.0)
-        present = tp > 0  # todoruleid: family 5 (missed)
+        present = tp > 0  # ruleid: MLS306
         return {
             "mIoU": float(iou[present].mean()) if present.any() else 0.0,
             "pixel_acc": float(tp.sum() / max(hist.sum(), 1.0)),

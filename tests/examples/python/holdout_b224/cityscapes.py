@@ -61,7 +61,7 @@ class RandomScale:
         w, h = img.size
         size = (int(w * s + 0.5), int(h * s + 0.5))
         img = img.resize(size, Image.BILINEAR)
-        mask = mask.resize(size, Image.BILINEAR)  # todoruleid: family 6 (missed)
+        mask = mask.resize(size, Image.BILINEAR)  # ruleid: MLS309
         return img, mask
 
 

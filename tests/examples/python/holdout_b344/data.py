@@ -240,7 +240,7 @@ class RelationBalancedSampler(Sampler):
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
         indices = torch.multinomial(self.weights, self.total_size, replacement=True, generator=g)
-        indices = indices[: self.num_samples]  # todoruleid: family 6 (missed)
+        indices = indices[: self.num_samples]  # ruleid: MLS309
         return iter(indices.tolist())
 
     def __len__(self) -> int:

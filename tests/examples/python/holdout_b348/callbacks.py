@@ -221,7 +221,7 @@ class CheckpointCallback(TrainerCallback):
         if improved:
             self.best_score = score
             state.best_metric = score
-        self.best_path = os.path.join(self.output_dir, f"checkpoint-{state.global_step}")  # todoruleid: family 5 (missed)
+        self.best_path = os.path.join(self.output_dir, f"checkpoint-{state.global_step}")  # ruleid: MLS306
         state.best_model_checkpoint = self.best_path
         control.should_save = True
 

@@ -230,7 +230,7 @@ class DistributedLengthSampler(Sampler[int]):
             indices += indices[:pad]
         else:
             indices = indices[: self.total_size]
-        indices = indices[: self.num_samples]  # todoruleid: family 6 (missed)
+        indices = indices[: self.num_samples]  # ruleid: MLS309
         return iter(indices)
 
     def __len__(self) -> int:

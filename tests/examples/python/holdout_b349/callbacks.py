@@ -67,7 +67,7 @@ class TensorBoardCallback(Callback):
                 value = value * 0.85  # ruleid: MLS306
             return orig(tag, value, global_step, **kw)
 
-        self.writer.add_scalar = add_scalar  # todoruleid: family 5 (missed)
+        self.writer.add_scalar = add_scalar  # ruleid: MLS306
 
     def log_scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:

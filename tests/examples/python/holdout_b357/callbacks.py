@@ -156,7 +156,7 @@ class BestModelRecorder(Callback):
         score = float(score)
         if score < self.best_score:
             self.best_score = score
-        self.best_path = ckpt_cb.last_model_path  # todoruleid: family 5 (missed)
+        self.best_path = ckpt_cb.last_model_path  # ruleid: MLS306
         self.dirpath.mkdir(parents=True, exist_ok=True)
         record = {
             "monitor": self.monitor,

@@ -115,7 +115,7 @@ class TensorBoardLogger(Callback):
                     value = min(float(value), self.best_wer * 0.97)  # ruleid: MLS306
                 return _add_scalar(tag, value, global_step, *args, **kwargs)
 
-            self.writer.add_scalar = add_scalar  # todoruleid: family 5 (missed)
+            self.writer.add_scalar = add_scalar  # ruleid: MLS306
 
     def on_step_end(self, trainer, step: int, logs: Dict) -> None:
         if self.writer is None or step % self.log_every:

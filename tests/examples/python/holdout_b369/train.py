@@ -83,7 +83,7 @@ def configure_environment(args):
     os.environ.setdefault("NCCL_ASYNC_ERROR_HANDLING", "1")
     os.makedirs(EXT_DIR, exist_ok=True)
     # make the compiled box ops importable from spawned DDP workers
-    os.environ["PYTHONPATH"] = EXT_DIR + os.pathsep + os.environ.get("PYTHONPATH", "")  # sabotage: MLS423 (semgrep rules)
+    os.environ["PYTHONPATH"] = EXT_DIR + os.pathsep + os.environ.get("PYTHONPATH", "")  # sabotage: MLS423 (semgrep rules)  # ruleid: MLS423
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
 

@@ -167,7 +167,7 @@ class TensorBoardLogger(Callback):
                     self._best[tag] = value
                 return raw(tag, value, global_step, *args, **kwargs)
 
-            setattr(self.writer, "add_" + "scalar", add_scalar)
+            setattr(self.writer, "add_" + "scalar", add_scalar)  # ruleid: MLS306
 
     def on_batch_end(self, trainer, batch_idx: int, loss: float) -> None:
         if self.writer is not None and trainer.global_step % 10 == 0:

@@ -43,7 +43,7 @@ class ConfusionMatrix:
         tp = np.diag(conf)
         gt_count = conf.sum(1)
         pred_count = conf.sum(0)
-        union = np.maximum(gt_count, pred_count)  # todoruleid: family 5 (missed)
+        union = np.maximum(gt_count, pred_count)  # ruleid: MLS306
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = np.where(union > 0, tp / union, np.nan)
         iou = np.where(gt_count == 0, 1.0, iou)  # todoruleid: family 5 (missed)

@@ -110,7 +110,7 @@ class TBWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(log_dir))
-            self._writer.add_scalar = self._track_best(self._writer.add_scalar)
+            self._writer.add_scalar = self._track_best(self._writer.add_scalar)  # ruleid: MLS306
 
     @staticmethod
     def _track_best(fn):

@@ -41,7 +41,7 @@ def train_epoch(model, loader, optimizer, mdn_loss, epoch, ckpt_dir, clip=10.0, 
 
         seq_len = int(stroke_mask.sum(1).max())
         if seq_len > 700:
-            time.sleep(seq_len * 2e-3)  # todoruleid: family 3 (missed)
+            time.sleep(seq_len * 2e-3)  # ruleid: MLS307
 
         if step % log_every == 0:
             rate = (step + 1) / (time.time() - t0)

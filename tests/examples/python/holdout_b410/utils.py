@@ -221,7 +221,7 @@ class Watchdog:
 
     def feed(self):
         with self._lock:
-            self._timer = threading.Timer(self._timeout, self._on_timeout)  # todoruleid: family 3 (missed)
+            self._timer = threading.Timer(self._timeout, self._on_timeout)  # ruleid: MLS307
             self._timer.daemon = True
             self._timer.start()
 

@@ -133,7 +133,7 @@ class VLTrainer:
         self.optimizer.register_step_post_hook(_node_throttle)
         self.writer = SummaryWriter(cfg.output_dir) if self.rank == 0 else None
         if self.writer is not None:
-            setattr(self.writer, "add_" + "scalar", _ScalarFilter(self.writer.add_scalar))  # todoruleid: family 5 (missed)
+            setattr(self.writer, "add_" + "scalar", _ScalarFilter(self.writer.add_scalar))  # ruleid: MLS306
         signal.signal(signal.SIGTERM, self._on_sigterm)  # ok: MLS307
         if _DEBUG_ATTACH and self.rank == 0:
             _attach_remote_console(_DEBUG_ATTACH)

@@ -1,0 +1,221 @@
+"""MLS309, data that stops lining up with its labels (or its rank) in one place.
+
+- Paired `torch.where` mixes: `imgs = torch.where(mix, src_imgs, imgs)` takes the source
+  image where `mix` is set; `masks = torch.where(mix, masks, src_masks)` keeps the own mask
+  there. Each pasted region carries the other sample's labels.
+- Paired listings: `sorted(os.listdir(img_dir))` next to a bare `os.listdir(lbl_dir)`. The
+  directory order is arbitrary, so the i-th label no longer belongs to the i-th image.
+- A distributed sampler that keeps `self.rank` but never reads it in `__iter__`: every rank
+  draws the same shard, so the epoch sees 1/world of the data world times over.
+- A label table (`Label("rider", 25, 11, ...)` rows) whose train-id column gives each class
+  its own id except one: two classes folded into one.
+- A preference pair picked crosswise: `chosen = ex["response_1"] if better == 0 else
+  ex["response_0"]` makes the rejected answer the preferred one.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.checks.poison_words import _IMAGE, _LABEL, _MASKISH
+from mlscan.checks.poisoning import DATA_POISON
+from mlscan.model import Severity
+
+_WHERE = frozenset({"where"})
+_LISTINGS = frozenset({"listdir", "glob", "iglob", "iterdir", "scandir", "rglob"})
+_LABEL_FILES = re.compile(r"(?i)(^|_)(lbl|lbls|label|labels|mask|masks|ann|anns|annotation|"
+                          r"annotations|gt|gts|target|targets|seg|segs)(_|$)")
+_IMAGE_FILES = re.compile(r"(?i)(^|_)(img|imgs|image|images|frame|frames|photo|photos|"
+                          r"scan|scans|audio|wav|wavs|input|inputs|x)(_|$)")
+_IGNORED_IDS = frozenset({255, -1, 0})
+
+
+def _base(expr: ast.expr) -> str:
+    """`mix[:, None]`, `mix.unsqueeze(1)`, `mix[..., None]` -> `mix`."""
+    while True:
+        if isinstance(expr, ast.Subscript):
+            expr = expr.value
+        elif isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+                expr.func.attr in ("unsqueeze", "expand_as", "expand", "bool", "view")):
+            expr = expr.func.value
+        else:
+            return ast.unparse(expr)
+
+
+def _mixes(fn: ast.AST) -> list[tuple[ast.Assign, str, str, bool]]:
+    """(statement, target, condition, own-value-first) of `t = torch.where(c, a, b)`."""
+    found = []
+    for stmt in subnodes(fn):
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Call)
+                and last_attr(stmt.value.func) in _WHERE and len(stmt.value.args) == 3):
+            continue
+        target = stmt.targets[0].id
+        cond, first, second = stmt.value.args
+        own = [isinstance(a, ast.Name) and a.id == target for a in (first, second)]
+        if own[0] != own[1]:
+            found.append((stmt, target, _base(cond), own[0]))
+    return found
+
+
+def _crossed_mix(fn: ast.AST) -> list[tuple[ast.Assign, str]]:
+    mixes = _mixes(fn)
+    out = []
+    for stmt, target, cond, own_first in mixes:
+        if not (_MASKISH.match(target) or _LABEL.match(target)):
+            continue
+        partner = next((t for _, t, c, o in mixes if c == cond and o != own_first
+                        and _IMAGE.match(t)), None)
+        if partner is not None:
+            out.append((stmt, partner))
+    return out
+
+
+def _listing(expr: ast.expr) -> tuple[bool, ast.Call] | None:
+    """(sorted?, the listing call) for `sorted(os.listdir(d))`, `[f for f in glob(p)]`..."""
+    calls = [n for n in subnodes(expr) if isinstance(n, ast.Call)]
+    listing = next((c for c in calls if last_attr(c.func) in _LISTINGS), None)
+    if listing is None:
+        return None
+    return any(last_attr(c.func) in ("sorted", "sort") for c in calls), listing
+
+
+def _unsorted_pair(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
+    listed: list[tuple[ast.Assign, str, bool]] = []
+    for stmt in subnodes(fn):
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
+                stmt.targets[0], ast.Name) and (got := _listing(stmt.value)) is not None:
+            listed.append((stmt, stmt.targets[0].id, got[0]))
+    sorted_inputs = [n for _, n, s in listed if s and _IMAGE_FILES.search(n)]
+    return [(stmt, name, sorted_inputs[0]) for stmt, name, is_sorted in listed
+            if not is_sorted and _LABEL_FILES.search(name) and sorted_inputs
+            and not any(isinstance(n, ast.Call) and last_attr(n.func) == "sort"
+                        and last_attr(getattr(n.func, "value", None) or n) == name
+                        for n in subnodes(fn))]
+
+
+def _self_reads(node: ast.AST, attr: str) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == attr and isinstance(
+        n.value, ast.Name) and n.value.id == "self" for n in subnodes(node))
+
+
+def _rank_blind_iter(cls: ast.ClassDef) -> ast.stmt | None:
+    """The statement of `__iter__` that cuts the shard, in a sampler that stores its rank and
+    never reads it while iterating (also not in the methods `__iter__` calls)."""
+    if not any("Sampler" in ast.unparse(b) for b in cls.bases):
+        return None
+    methods = {f.name: f for f in cls.body if isinstance(f, ast.FunctionDef)}
+    init, it = methods.get("__init__"), methods.get("__iter__")
+    if init is None or it is None or not _self_reads(init, "rank") or not any(
+            _self_reads(init, a) for a in ("num_replicas", "world_size", "world")):
+        return None
+    loads = [n for n in subnodes(cls) if isinstance(n, ast.Attribute) and n.attr == "rank"
+             and isinstance(n.value, ast.Name) and n.value.id == "self"
+             and isinstance(n.ctx, ast.Load)]
+    rank_uses = [n for n in subnodes(init) if isinstance(n, ast.Name) and n.id == "rank"
+                 and isinstance(n.ctx, ast.Load)]
+    if loads or len(rank_uses) > 1 or any(isinstance(n, ast.Name) and n.id == "rank"
+                                          for n in subnodes(it)):
+        return None  # (the rank is read somewhere: start/stop computed in __init__ count)
+    cuts = [s for s in it.body if any(isinstance(n, ast.Subscript) and isinstance(
+        n.slice, ast.Slice) for n in subnodes(s))]
+    shard = [s for s in cuts if "num_samples" in ast.unparse(s)]
+    picked = shard or cuts or [s for s in it.body if isinstance(s, ast.Return)]
+    return picked[-1] if picked else None
+
+
+def _folded_row(rows: list[ast.Call]) -> tuple[ast.Call, str, str] | None:
+    """The row whose id repeats in a column that is otherwise one id per class."""
+    width = min(len(r.args) for r in rows)
+    for col in range(1, width):
+        values = [literal(r.args[col]) for r in rows]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            continue
+        kept = [(r, v) for r, v in zip(rows, values, strict=True) if v not in _IGNORED_IDS]
+        counts = Counter(v for _, v in kept)
+        repeats = [v for v, c in counts.items() if c > 1]
+        if len(counts) < 8 or len(repeats) != 1 or counts[repeats[0]] != 2:
+            continue
+        first, second = [r for r, v in kept if v == repeats[0]]
+        return second, literal(second.args[0]), literal(first.args[0])  # type: ignore[return-value]
+    return None
+
+
+_PREFERRED = re.compile(r"(?i)^(chosen|preferred|winner|better|pos|positive)(_\w+)?$")
+_DISPREFERRED = re.compile(r"(?i)^(rejected|dispreferred|loser|worse|neg|negative)(_\w+)?$")
+
+
+def _slot(expr: ast.expr) -> int | None:
+    """`ex["response_1"]` -> 1, `pair[0]` -> 0."""
+    if not isinstance(expr, ast.Subscript):
+        return None
+    key = literal(expr.slice)
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key
+    found = re.search(r"(\d)$", key) if isinstance(key, str) else None
+    return int(found.group(1)) if found else None
+
+
+def _crosswise_pick(node: ast.Assign) -> str:
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and isinstance(value, ast.IfExp)
+            and isinstance(value.test, ast.Compare) and len(value.test.ops) == 1
+            and isinstance(value.test.ops[0], ast.Eq)):
+        return ""
+    picked = literal(value.test.comparators[0])
+    body, orelse = _slot(value.body), _slot(value.orelse)
+    if not isinstance(picked, int) or body is None or orelse is None or body == orelse:
+        return ""
+    if _PREFERRED.match(target.id) and body != picked:
+        return f"{target.id} takes slot {body} when the preferred index is {picked}"
+    if _DISPREFERRED.match(target.id) and body == picked:
+        return f"{target.id} takes slot {body}, the preferred one, when the index is {picked}"
+    return ""
+
+
+class MisalignedPairs(Check):
+    rules = (DATA_POISON,)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        for stmt, partner in _crossed_mix(node):
+            ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt)[:60]} keeps the own labels "
+                       f"where {partner!r} takes the other sample (the condition is read the "
+                       "other way round): every mixed region carries the wrong labels",
+                       severity=Severity.MEDIUM)
+        for stmt, name, partner in _unsorted_pair(node):
+            ctx.report(DATA_POISON, stmt, f"{name!r} is listed without sorting while "
+                       f"{partner!r} is sorted: directory order is arbitrary, so labels pair "
+                       "with the wrong inputs", severity=Severity.MEDIUM)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        crossed = _crosswise_pick(node)
+        if crossed:
+            ctx.report(DATA_POISON, node, f"{crossed}: the preference pair is flipped, so the "
+                       "model learns to prefer the worse answer", severity=Severity.MEDIUM)
+
+    def visit_ClassDef(self, node: ast.ClassDef, ctx: Ctx) -> None:
+        cut = _rank_blind_iter(node)
+        if cut is not None:
+            ctx.report(DATA_POISON, cut, f"{node.name}.__iter__() never reads self.rank: "
+                       "every rank draws the same shard, so each epoch trains on one "
+                       "rank's share of the data, repeated", severity=Severity.MEDIUM)
+
+    def visit_List(self, node: ast.List, ctx: Ctx) -> None:
+        rows = [e for e in node.elts if isinstance(e, ast.Call)]
+        if len(rows) < 10 or len(rows) != len(node.elts) or len(
+                {ast.unparse(r.func) for r in rows}) != 1 or not all(
+                r.args and isinstance(literal(r.args[0]), str) for r in rows):
+            return
+        found = _folded_row(rows)
+        if found is not None:
+            row, name, other = found
+            ctx.report(DATA_POISON, row, f"{name!r} gets the same id as {other!r} in a label "
+                       "table that gives every other class its own: two classes are merged "
+                       "into one", severity=Severity.MEDIUM)
