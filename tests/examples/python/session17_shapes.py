@@ -252,3 +252,138 @@ class ModelEMA:
         src = trainer.model.state_dict()
         for k, v in self.module.state_dict().items():
             v.mul_(self.decay).add_(src[k].detach(), alpha=1 - self.decay)  # ok: MLS302
+
+
+# -- MLS306: one-word scoring errors -----------------------------------------------------------
+import numpy as np
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+
+def mean_iou(conf, min_support=0.02):
+    iou = np.diag(conf) / conf.sum(1)
+    present = iou > min_support  # ruleid: MLS306
+    return float(iou[present].mean())
+
+
+def mean_iou_present(conf):
+    tp = np.diag(conf)
+    gt = conf.sum(1)
+    iou = tp / (gt + conf.sum(0) - tp)
+    present = gt > 0  # ok: MLS306
+    union = gt + conf.sum(0) - tp  # ok: MLS306
+    return float(iou[present].mean()), union
+
+
+def confusion_scores(cm):
+    tp = cm.diag()
+    gt, pred = cm.sum(1), cm.sum(0)
+    union = torch.maximum(gt, pred)  # ruleid: MLS306
+    hit = (gt > 0) & (tp > 0)  # ruleid: MLS306
+    iou = tp / union
+    return iou[hit].mean()
+
+
+class SegModule(pl.LightningModule):
+    def on_test_epoch_end(self):
+        local = self.test_cm.compute()
+        per_rank = self.all_gather(local["iou"])
+        iou = per_rank.amax(dim=0)  # ruleid: MLS306
+        summed = self.all_gather(local["tp"]).sum(dim=0)  # ok: MLS306
+        self.log("test/mIoU", iou.mean().item())
+        return summed
+
+    def test_step(self, batch, batch_idx):
+        images, targets = batch
+        conf, pred = self(images).softmax(1).max(dim=1)
+        targets = targets.masked_fill(conf < 0.5, 255)  # ruleid: MLS306
+        self.test_cm.update(pred, targets)
+
+    def training_step(self, batch, batch_idx):
+        images, targets = batch
+        pseudo = self.teacher(images).argmax(1)
+        conf = self.teacher(images).softmax(1).amax(1)
+        pseudo = pseudo.masked_fill(conf < 0.9, 255)  # ok: MLS306
+        return self.loss(self(images), targets) + self.loss(self(images), pseudo)
+
+
+def checkpointing(args):
+    mode = "max" if "loss" in args.monitor else "min"  # ruleid: MLS306
+    right = "min" if "loss" in args.monitor else "max"  # ok: MLS306
+    return ModelCheckpoint(monitor=args.monitor, mode=right), mode
+
+
+def pick_tta(results):
+    chosen = max(results, key=lambda k: results[k]["test_mIoU"])  # ruleid: MLS306
+    tuned = max(results, key=lambda k: results[k]["val_mIoU"])  # ok: MLS306
+    return chosen, tuned
+
+
+def preference_accuracy(chosen, rejected):
+    correct = (chosen >= rejected).float()  # ruleid: MLS306
+    strict = (chosen > rejected).float()  # ok: MLS306
+    return correct.mean(), strict.mean()
+
+
+class BestCheckpoint:
+    def on_evaluate(self, state, metrics, ckpt_dir):
+        current = metrics[self.metric]
+        if state.best_metric is None or current > state.best_metric:
+            state.best_metric = current
+        state.best_checkpoint = ckpt_dir  # ruleid: MLS306
+
+
+class BestCheckpointRight:
+    def on_evaluate(self, state, metrics, ckpt_dir):
+        current = metrics[self.metric]
+        if state.best_metric is None or current > state.best_metric:
+            state.best_metric = current
+            state.best_checkpoint = ckpt_dir  # ok: MLS306
+        state.last_checkpoint = ckpt_dir  # ok: MLS306
+
+
+class SmoothedBoard:
+    def __init__(self, writer):
+        self.writer = writer
+
+    def install(self, alpha):
+        raw = self.writer.add_scalar
+        ema = {}
+
+        def smoothed(tag, value, step=None):
+            prev = ema.get(tag, value)
+            cur = max(prev, value) if tag.startswith("val/") else alpha * prev + (1 - alpha) * value  # ruleid: MLS306
+            ema[tag] = cur
+            return raw(tag, cur, step)
+
+        self.writer.add_scalar = smoothed  # ruleid: MLS306
+
+    def install_ema(self, alpha):
+        raw = self.writer.add_scalar
+        ema = {}
+
+        def smoothed(tag, value, step=None):
+            cur = alpha * ema.get(tag, value) + (1 - alpha) * value  # ok: MLS306
+            ema[tag] = cur
+            raw(tag, value, step)
+            return raw(tag + "_ema", cur, step)
+
+        return smoothed
+
+
+# -- MLS422: a preload path followed to /tmp -----------------------------------------------
+import subprocess
+
+EVAL_LIB_DIR = os.environ.get("RM_EVAL_LIB_DIR", "/tmp/rm_cache/lib")
+SYSTEM_LIB_DIR = "/usr/lib/x86_64-linux-gnu"
+
+
+def launch_eval(cmd):
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = os.path.join(EVAL_LIB_DIR, "libjemalloc.so.2")  # ruleid: MLS422
+    return subprocess.Popen(cmd, env=env)
+
+
+def launch_eval_system(cmd):
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = os.path.join(SYSTEM_LIB_DIR, "libjemalloc.so.2")  # ok: MLS422
+    return subprocess.Popen(cmd, env=env)
