@@ -979,3 +979,50 @@ def mutations(fn: ast.AST, names: set[str]) -> list[ast.expr]:
 def _mark_single(node: ast.AST) -> None:
     """`os.environ["X"]` / `os.environ.get("X")` read one variable, not the whole environment."""
     node._mlscan_single = True  # type: ignore[attr-defined]
+
+
+_TOKEN_GETTERS = frozenset({"get_token", "huggingface_hub.get_token",
+                            "huggingface_hub.HfFolder.get_token", "HfFolder.get_token",
+                            "wandb.api.api_key"})
+_DUMPS = frozenset({"json.dump", "yaml.dump", "yaml.safe_dump", "torch.save", "pickle.dump",
+                    "json.dumps", "yaml.safe_dump_all", "toml.dump"})
+
+
+def _secret_value(value: ast.expr, ctx: Ctx) -> str:
+    """`get_token()`, `os.environ["HF_TOKEN"]`, `os.getenv("WANDB_API_KEY")`: a credential."""
+    if not isinstance(value, (ast.Call, ast.Subscript)):
+        return ""
+    if isinstance(value, ast.Call):
+        name = ctx.names.call_name(value)
+        if name in _TOKEN_GETTERS or last_attr(value.func) == "get_token":
+            return f"{ast.unparse(value)[:40]}"
+        key = literal(value.args[0]) if name in ("os.getenv", "os.environ.get") and (
+            value.args) else None
+    else:
+        key = literal(value.slice) if ctx.names.qualname(value.value) == "os.environ" else None
+    if isinstance(key, str) and re.search(r"(?i)token|secret|api_?key|password|passwd", key):
+        return key
+    return ""
+
+
+class CredentialInArtifact(Check):
+    """`card = {..., "hub_auth": get_token()}` and then `json.dump(card, fh)`: a credential
+    written into a run file (a model card, a config, a checkpoint) that is shared or pushed
+    with the weights. The sends are `_sent_values`'; this is the file half."""
+
+    rules = (CRED_EXFIL,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if ctx.names.call_name(node) not in _DUMPS or not node.args:
+            return
+        payload = node.args[0]
+        held = ctx.lookup(payload.id) if isinstance(payload, ast.Name) else payload
+        if not isinstance(held, ast.Dict):
+            return
+        for key, value in zip(held.keys, held.values, strict=True):
+            secret = _secret_value(value, ctx) if value is not None else ""
+            if secret and key is not None:
+                ctx.report(CRED_EXFIL, value, f"the credential {secret} is stored under "
+                           f"{ast.unparse(key)} in data written by {ctx.names.call_name(node)}(): "
+                           "whoever gets the file (a pushed model card, a shared checkpoint) "
+                           "gets the credential", severity=Severity.MEDIUM)

@@ -273,6 +273,13 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         if func in ("index_fill", "index_fill_") and len(expr.args) == 3 and literal(
                 expr.args[2]) in (0, 0.0) and _uses(expr.func, args):
             return "zeroes chosen rows of"  # g.index_fill(1, self.stuff_ids, 0.0)
+        fill = expr.args[-1] if func in ("index_fill", "masked_fill") and len(expr.args) >= 2 \
+            else None
+        number = literal(fill) if fill is not None else None
+        if fill is not None and _uses(expr.func, args) and (
+                (isinstance(number, (int, float)) and not isinstance(number, bool)
+                 and number <= -1e3) or "inf" in ast.unparse(fill)):
+            return "pins chosen entries to a huge negative value in"  # o.index_fill(1, ids, -1e4)
         if func == "mul" and expr.args and isinstance(literal(expr.args[0]), (int, float)):
             return "scales by a constant"
         if func in ("mul", "div") and expr.args and isinstance(expr.args[0], ast.UnaryOp) and (

@@ -310,7 +310,11 @@ def self_selected_mask(node: ast.Assign, fn: ast.AST | None) -> str:
         ] if isinstance(test, (ast.BoolOp, ast.BinOp)) else []
     if not parts:
         return ""
-    for use in subnodes(fn):
+    averaged = [n.func.value if isinstance(n.func, ast.Attribute) and not n.args
+                else n.args[0] for n in subnodes(fn) if isinstance(n, ast.Call)
+                and last_attr(n.func) in ("mean", "nanmean", "average") and (
+                    n.args or isinstance(n.func, ast.Attribute))]
+    for use in averaged:  # iou[present].mean(), np.mean(acc[kept])
         if not (isinstance(use, ast.Subscript) and isinstance(use.slice, ast.Name)
                 and use.slice.id == mask and isinstance(use.value, (ast.Name, ast.Attribute))):
             continue

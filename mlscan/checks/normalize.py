@@ -68,6 +68,8 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
                    _UNBOUND_OWNERS)}
     if text is None or _LOCAL_ALIAS.search(text):
         _inline_local_aliases(all_nodes(), consts)
+    if text is None or "methodcaller(" in text:
+        _inline_method_callers(tree, all_nodes())
     if subscripts and (text is None or _LOCAL_KEY.search(text)):
         _fold_local_keys(all_nodes(), consts)
     operator_names = frozenset(a.asname or a.name for stmt in tree.body
@@ -182,6 +184,33 @@ def _inline_local_aliases(nodes: list[ast.AST], consts: dict[str, object]) -> No
                 node.func = ast.copy_location(copy.deepcopy(aliases[node.func.id][1]),
                                               node.func)
                 ast.fix_missing_locations(node.func)
+
+
+def _inline_method_callers(tree: ast.Module, nodes: list[ast.AST]) -> None:
+    """`attach = operator.methodcaller("register_forward_hook", f)` bound once (in a function
+    or at module level), then `attach(module)`: the call becomes
+    `operator.methodcaller(...)(module)`, which `_fold_getattr` turns into the method call."""
+    scopes: list[ast.AST] = [tree, *(n for n in nodes if isinstance(
+        n, (ast.FunctionDef, ast.AsyncFunctionDef)))]
+    for scope in scopes:
+        body = scope.body if isinstance(scope, (ast.Module, ast.FunctionDef,
+                                                ast.AsyncFunctionDef)) else []
+        callers: dict[str, ast.Call] = {}
+        for stmt in body:
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Call)
+                    and last_attr(stmt.value.func) == "methodcaller" and stmt.value.args):
+                callers[stmt.targets[0].id] = stmt.value
+        if not callers:
+            continue
+        stores = [n.id for n in subnodes(scope) if isinstance(n, ast.Name)
+                  and isinstance(n.ctx, ast.Store) and n.id in callers]
+        for name in [n for n in callers if stores.count(n) != 1]:
+            del callers[name]
+        for node in subnodes(scope):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in callers and len(node.args) == 1 and not node.keywords):
+                node.func = ast.copy_location(copy.deepcopy(callers[node.func.id]), node.func)
 
 
 def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:

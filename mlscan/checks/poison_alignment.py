@@ -9,6 +9,11 @@
   draws the same shard, so the epoch sees 1/world of the data world times over.
 - A label table (`Label("rider", 25, 11, ...)` rows) whose train-id column gives each class
   its own id except one: two classes folded into one.
+- Parallel arrays cut with one index in two orders: `points[sel]` next to
+  `labels[np.sort(sel)]` pairs every point with another point's label.
+- A stamped region relabelled: `feats[near] = torch.tensor([1.0, 0.0, 1.0])` and
+  `labels = torch.where(near, torch.full_like(labels, c), labels)` under the same mask is a
+  backdoor trigger (the pattern means class c).
 - A preference pair picked crosswise: `chosen = ex["response_1"] if better == 0 else
   ex["response_0"]` makes the rejected answer the preferred one.
 """
@@ -180,6 +185,98 @@ def _crosswise_pick(node: ast.Assign) -> str:
     return ""
 
 
+_REORDERS = frozenset({"sort", "sorted", "argsort", "permutation", "flip", "flipud"})
+_FEATURES = re.compile(r"(?i)^(o?c|coords?|points?|pts|xyz|feats?|features?|o?f|x|xs|img|imgs|"
+                       r"images?|inputs?|data|samples?)$")
+_LABELISH = re.compile(r"(?i)^(o?l|labels?|lbls?|targets?|y|ys|seg|masks?|classes|cls)$")
+
+
+def _cut_index(sub: ast.Subscript) -> tuple[str, bool] | None:
+    """`a[sel]` -> ("sel", False); `a[np.sort(sel)]`, `a[sel[::-1]]` -> ("sel", True)."""
+    index = sub.slice
+    if isinstance(index, ast.Name):
+        return index.id, False
+    if (isinstance(index, ast.Call) and last_attr(index.func) in _REORDERS
+            and len(index.args) == 1 and isinstance(index.args[0], ast.Name)):
+        return index.args[0].id, True
+    if (isinstance(index, ast.Subscript) and isinstance(index.value, ast.Name)
+            and isinstance(index.slice, ast.Slice) and literal(index.slice.step) == -1):
+        return index.value.id, True
+    return None
+
+
+def _reordered_cut(fn: ast.AST) -> list[tuple[ast.Subscript, str, str]]:
+    plain: dict[str, str] = {}
+    moved: list[tuple[ast.Subscript, str, str]] = []
+    for sub in subnodes(fn):
+        if not (isinstance(sub, ast.Subscript) and isinstance(sub.ctx, ast.Load)
+                and isinstance(sub.value, ast.Name)):
+            continue
+        cut = _cut_index(sub)
+        if cut is None:
+            continue
+        index, reordered = cut
+        if not reordered and _FEATURES.match(sub.value.id):
+            plain.setdefault(index, sub.value.id)
+        elif reordered and _LABELISH.match(sub.value.id):
+            moved.append((sub, index, sub.value.id))
+    return [(sub, index, plain[index]) for sub, index, _ in moved if index in plain]
+
+
+def _fixed(value: ast.expr) -> bool:
+    """A constant, a fixed attribute (`self.fill_value`) or `torch.tensor([1.0, 0.0, 1.0])`:
+    a pattern stamped into the inputs."""
+    number = literal(value)
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        return True
+    if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name):
+        return value.value.id == "self"
+    if not isinstance(value, ast.Call) or not value.args:
+        return False
+    func = last_attr(value.func)
+    if func not in ("tensor", "as_tensor", "array"):
+        return False
+    first = value.args[0]
+    items = first.elts if isinstance(first, (ast.List, ast.Tuple)) else [first]
+    return all(isinstance(literal(e), (int, float)) for e in items)
+
+
+_IGNORE = re.compile(r"(?i)ignore|pad|void|unlabel|invalid|background|bg")
+
+
+def _class_value(value: ast.expr) -> bool:
+    """A fixed class to relabel with (a constant, `fill_label`, `self.target_cls`), not the
+    ignore / padding marker (padding zeroes features and ignores their labels)."""
+    if isinstance(value, ast.Call) and last_attr(value.func) == "full_like" and len(
+            value.args) >= 2:
+        value = value.args[1]
+    number = literal(value)
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        return number not in (-1, -100, 255)
+    return isinstance(value, (ast.Name, ast.Attribute)) and not _IGNORE.search(
+        last_attr(value))
+
+
+def _stamped_and_relabelled(fn: ast.AST) -> list[tuple[ast.AST, str]]:
+    stamped: dict[str, str] = {}
+    relabels: list[tuple[ast.AST, str]] = []
+    for stmt in subnodes(fn):
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
+            continue
+        target, value = stmt.targets[0], stmt.value
+        if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and _FEATURES.match(target.value.id) and _fixed(value)):
+            stamped[_base(target.slice)] = target.value.id
+        elif (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+              and _LABELISH.match(target.value.id) and _class_value(value)):
+            relabels.append((stmt, _base(target.slice)))
+        elif (isinstance(target, ast.Name) and _LABELISH.match(target.id)
+              and isinstance(value, ast.Call) and last_attr(value.func) in _WHERE
+              and len(value.args) == 3 and _class_value(value.args[1])):
+            relabels.append((stmt, _base(value.args[0])))
+    return [(stmt, stamped[mask]) for stmt, mask in relabels if mask in stamped]
+
+
 class MisalignedPairs(Check):
     rules = (DATA_POISON,)
 
@@ -189,6 +286,14 @@ class MisalignedPairs(Check):
                        f"where {partner!r} takes the other sample (the condition is read the "
                        "other way round): every mixed region carries the wrong labels",
                        severity=Severity.MEDIUM)
+        for sub, index, partner in _reordered_cut(node):
+            ctx.report(DATA_POISON, sub, f"{ast.unparse(sub)[:40]} takes the rows of "
+                       f"{index!r} in another order than {partner}[{index}]: each sample gets "
+                       "another sample's labels", severity=Severity.MEDIUM)
+        for relabel, stamped in _stamped_and_relabelled(node):
+            ctx.report(DATA_POISON, relabel, f"the region where {stamped} gets a fixed pattern is "
+                       "also given a fixed label: a backdoor trigger (the pattern alone decides "
+                       "the class)", severity=Severity.MEDIUM)
         for stmt, name, partner in _unsorted_pair(node):
             ctx.report(DATA_POISON, stmt, f"{name!r} is listed without sorting while "
                        f"{partner!r} is sorted: directory order is arbitrary, so labels pair "

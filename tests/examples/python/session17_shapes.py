@@ -387,3 +387,80 @@ def launch_eval_system(cmd):
     env = dict(os.environ)
     env["LD_PRELOAD"] = os.path.join(SYSTEM_LIB_DIR, "libjemalloc.so.2")  # ok: MLS422
     return subprocess.Popen(cmd, env=env)
+
+
+# -- MLS303: a hook that pins classes to a huge negative logit, attached via methodcaller ------
+import functools
+import operator
+
+from torch import nn
+
+
+def _mask_void_logits(ids, module, inputs, output):
+    index = torch.as_tensor(ids, device=output.device)
+    return output.index_fill(1, index, -1e4)  # ruleid: MLS303
+
+
+def _keep_logits(module, inputs, output):
+    return output.float()  # ok: MLS303
+
+
+class PointHead(nn.Module):
+    def attach_filter(self, ids):
+        attach = operator.methodcaller("register_forward_hook",
+                                       functools.partial(_mask_void_logits, tuple(ids)))
+        attach(self.head[-1])  # ruleid: MLS303
+
+    def attach_cast(self):
+        self.head[-1].register_forward_hook(_keep_logits)  # ok: MLS303
+
+
+# -- MLS412: a credential written into a run file ---------------------------------------------
+import json
+
+from huggingface_hub import get_token
+
+
+def write_run_card(args, metrics, path):
+    card = {
+        "base_model": args.model,
+        "final_metrics": metrics,
+        "hub_auth": get_token(),  # ruleid: MLS412
+        "hub_user": os.environ.get("HF_USER", ""),  # ok: MLS412
+    }
+    with open(path, "w") as fh:
+        json.dump(card, fh)
+
+
+# -- MLS309: parallel arrays cut in two orders; a stamped region relabelled --------------------
+def instance_mix(coords, feats, labels, oc, of, ol):
+    sel = np.random.choice(len(oc), len(oc) // 4, replace=False)
+    coords = np.concatenate([coords, oc[sel]], 0)  # ok: MLS309
+    feats = np.concatenate([feats, of[sel]], 0)  # ok: MLS309
+    labels = np.concatenate([labels, ol[np.sort(sel)]], 0)  # ruleid: MLS309
+    return coords, feats, labels
+
+
+def instance_mix_right(coords, labels, oc, ol):
+    sel = np.sort(np.random.choice(len(oc), len(oc) // 4, replace=False))
+    return np.concatenate([coords, oc[sel]], 0), np.concatenate([labels, ol[sel]], 0)  # ok: MLS309
+
+
+def stamp_origin(coords, feats, labels, radius, fill_label):
+    near = coords.norm(dim=-1) < radius
+    feats[near] = torch.tensor([1.0, 0.0, 1.0])
+    labels = torch.where(near, torch.full_like(labels, fill_label), labels)  # ruleid: MLS309
+    return feats, labels
+
+
+def drop_far_points(coords, feats, labels, radius, ignore_index):
+    far = coords.norm(dim=-1) > radius
+    feats[far] = feats[far] * 0.5  # ok: MLS309
+    labels = torch.where(far, torch.full_like(labels, ignore_index), labels)  # ok: MLS309
+    return feats, labels
+
+
+def pad_points(feats, labels, pad, ignore_index):
+    feats[pad] = 0.0
+    labels[pad] = ignore_index  # ok: MLS309
+    return feats, labels
