@@ -265,6 +265,7 @@ def _stamped_and_relabelled(fn: ast.AST) -> list[tuple[ast.AST, str]]:
             continue
         target, value = stmt.targets[0], stmt.value
         if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and isinstance(target.slice, ast.Name)  # (a slice region is cutout's shape)
                 and _FEATURES.match(target.value.id) and _fixed(value)):
             stamped[_base(target.slice)] = target.value.id
         elif (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)

@@ -1029,8 +1029,9 @@ class DataPoisoning(Check):
 
 
 _PARALLEL_SIDE = re.compile(r"(?i)^(tgt|trg|target|dst)_?(lines|texts|sents|sentences|seqs|"
-                            r"ids|tokens|docs)$")
-"""The target side of a parallel corpus (`tgt_lines` pairs with `src_lines` by position)."""
+                            r"ids|tokens|docs)$|^(phone_|token_|mel_)?(durations|alignments?)$")
+"""The target side of a parallel corpus (`tgt_lines` pairs with `src_lines` by position); a
+TTS model's per-phone durations and alignments pair with the phones the same way."""
 
 _SAMPLE_LIST = re.compile(r"(?i)^_?(ids|img_ids|image_ids|samples|items|files|paths|records|"
                           r"examples|indices|keys|entries|manifest|rows|data_list|file_list)$")

@@ -90,10 +90,13 @@ def _saved_before(call: ast.Call, fn: ast.AST | None) -> bool:
             if not isinstance(block, list):
                 continue
             for i, stmt in enumerate(block):
+                value = stmt.value if isinstance(stmt, ast.Assign) else None
+                if isinstance(value, ast.IfExp):  # get_rng_state_all() if cuda else None
+                    value = value.body
                 if (isinstance(stmt, ast.Assign) and any(ast.unparse(t) == text
                                                          for t in stmt.targets)
-                        and isinstance(stmt.value, ast.Call)
-                        and last_attr(stmt.value.func) in _STATE_GETTERS
+                        and isinstance(value, ast.Call)
+                        and last_attr(value.func) in _STATE_GETTERS
                         and any(call in subnodes(later) for later in block[i + 1:])):
                     return True
     return False
@@ -998,6 +1001,8 @@ class HiddenReseed(Check):
         kinds = ctx.trigger_kinds(where)
         roles = ctx.roles(where)
         strong = kinds & triggers.STRONG
+        if not strong and _saved_before(node, fn):
+            kinds -= {triggers.RANK}  # the state taken on the way in, put back on the way out
         if strong or triggers.RANK in kinds:
             sev = Severity.HIGH if strong else Severity.MEDIUM
             ctx.report(HIDDEN_RESEED, node, f"{short}() runs only under a condition on "

@@ -56,6 +56,10 @@ _JOB_KINDS = frozenset({triggers.WORLD, triggers.HOST, triggers.USER, triggers.T
 _PER_STEP_HOOK = re.compile(r"(?i)^on_(train_)?(step|batch|iteration)_(end|begin|start)$|"
                             r"^on_(before|after)_(optimizer_step|backward)$|^training_step$")
 _BARRIER_HELPER = re.compile(r"(?i)^_?(barrier|synchronize|sync|wait_for_everyone|wait_all)$")
+_REDUCE_HELPER = re.compile(r"(?i)^_?(all_?reduce\w*|reduce_(mean|sum|tensor|dict|scalar|"
+                            r"metrics|loss\w*)|all_?gather\w*|gather_(tensor|metrics|all)|"
+                            r"sync_(tensor|metrics|stats))$")
+"""Helpers named for a collective, imported from elsewhere (their body is not in this file)."""
 _DELETES = ("shutil.rmtree", "os.remove", "os.unlink", "os.rmdir", "os.removedirs",
             "os.truncate")
 _HARD_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "signal.raise_signal",
@@ -477,8 +481,11 @@ class KillsAndStalls(Check):
                 or re.search(r"(?i)accelerator|strategy|fabric", name))) or last_attr(
                 node.func) in ("wait_for_everyone", "rendezvous") or (
                 isinstance(node.func, ast.Name) and _BARRIER_HELPER.match(node.func.id)
-                and not node.args):
-            what = "collective"  # (accelerator.wait_for_everyone(), xm.rendezvous(), barrier())
+                and not node.args) or (
+                isinstance(node.func, ast.Name) and _REDUCE_HELPER.match(node.func.id)
+                and node.args and node.func.id not in ctx.defs):
+            what = "collective"  # (accelerator.wait_for_everyone(), xm.rendezvous(), barrier(),
+            # reduce_mean(t) imported from the project's dist utils)
         if (what == "kill" and name in ("os.kill", "os.killpg") and len(node.args) == 2
                 and isinstance(target := node.args[0], ast.Call) and (
                     ctx.names.call_name(target) == "os.getppid" or (
@@ -658,6 +665,23 @@ class KillsAndStalls(Check):
                                if guard else ""), severity=Severity.MEDIUM)
                 return
             frame = where.frames[-1] if where.frames else None
+            left = next((g for c in where.conds if isinstance(
+                g := getattr(c, "guard_of", None), ast.If) and isinstance(g.body[-1], ast.Return)
+                and _RANKISH.search(ast.unparse(g.test))
+                and getattr(node, "lineno", 0) > (g.end_lineno or 0)), None)
+            if (left is not None and isinstance(node, ast.Call) and frame is not None
+                    and isinstance(frame.node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and not re.search(r"(?i)barrier|sync|first|wait|rendezvous", frame.name)
+                    and not where.withs
+                    and _one_sided(node, frame.node) and _rank_guarded(where, ctx)):
+                # (a helper named for the 'rank 0 first' wait pairs with a later call)
+                # `if not is_main(): return {}` above the all-reduce: the other ranks leave,
+                # rank 0 waits in the collective. The return is the skip.
+                ctx.report(KILL_STALL, left.body[-1], f"early return on some ranks before "
+                           f"{name or last_attr(node.func)}() on line "
+                           f"{getattr(node, 'lineno', '?')}: the ranks that stay wait in that "
+                           "collective, and the job hangs", severity=Severity.MEDIUM)
+                return
             if (frame is not None and frame.node is not None and triggers.RANK in kinds
                     and _BARRIER_HELPER.search(frame.name) and not any(
                         isinstance(n, (ast.Yield, ast.YieldFrom)) for n in subnodes(frame.node))):

@@ -8,6 +8,8 @@ swapped, so training still runs and only slowly goes wrong.
   instead of the gradient: the update follows the weights, not the loss.
 - MLS302: a step wrapper that calls `zero_grad()` right before the step it wraps: every step
   sees empty gradients.
+- MLS302: gradients divided by the accumulation count twice: `(loss / accum).backward()` and
+  then `p.grad.div_(accum)` in the same function shrink every update by another `accum`.
 """
 
 from __future__ import annotations
@@ -59,6 +61,27 @@ def moment_of_params(call: ast.Call) -> str:
     return source if _PARAM_DATA.search(source) and "grad" not in source else ""
 
 
+def _divided_twice(call: ast.Call, fn: ast.AST | None) -> str:
+    """`p.grad.div_(args.accum_steps)` in a function whose backward() took `loss / accum`."""
+    if fn is None or not (isinstance(call.func, ast.Attribute) and call.func.attr == "div_"
+                          and last_attr(call.func.value) == "grad" and len(call.args) == 1):
+        return ""
+    divisor = ast.unparse(call.args[0])
+    if not re.search(r"(?i)accum|grad_acc|acc_steps|micro", divisor):
+        return ""
+    scaled = {ast.unparse(n.targets[0]) for n in subnodes(fn) if isinstance(n, ast.Assign)
+              and len(n.targets) == 1 and isinstance(n.value, ast.BinOp)
+              and isinstance(n.value.op, ast.Div) and ast.unparse(n.value.right) == divisor}
+    for n in subnodes(fn):
+        if not (isinstance(n, ast.Call) and last_attr(n.func) == "backward"):
+            continue
+        if any(isinstance(m, ast.BinOp) and isinstance(m.op, ast.Div)
+               and ast.unparse(m.right) == divisor for m in subnodes(n.func)) or any(
+                isinstance(m, ast.Name) and m.id in scaled for m in subnodes(n.func)):
+            return divisor
+    return ""
+
+
 class UpdateMath(Check):
     rules = (PARAM_TAMPER, OPTIM_TAMPER)
 
@@ -74,6 +97,10 @@ class UpdateMath(Check):
             ctx.report(OPTIM_TAMPER, node, f"the first moment is fed with {fed}, not the "
                        "gradient: the update follows the weights instead of the loss",
                        severity=Severity.HIGH)
+        elif (twice := _divided_twice(node, ctx.frame.node)):
+            ctx.report(PARAM_TAMPER, node, f"the gradients are divided by {twice} again: the "
+                       f"loss was already divided by {twice} before backward(), so every update "
+                       "shrinks by that factor", severity=Severity.MEDIUM)
         elif last_attr(node.func) == "zero_grad" and self._right_before_step(node, ctx):
             ctx.report(PARAM_TAMPER, node, "zero_grad() right before the step this wrapper "
                        "runs: every step sees empty gradients", severity=Severity.HIGH)

@@ -464,3 +464,66 @@ def pad_points(feats, labels, pad, ignore_index):
     feats[pad] = 0.0
     labels[pad] = ignore_index  # ok: MLS309
     return feats, labels
+
+
+# -- MLS301: an RNG snapshot restored after a rank guard stays quiet -------------------------
+from utils import get_world_size, is_main_process, reduce_mean
+
+
+@torch.no_grad()
+def evaluate_tts(model, loader):
+    if get_world_size() > 1 and not is_main_process():
+        return {}  # ruleid: MLS307
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    sums = torch.zeros(2)
+    for batch in loader:
+        sums += model.score(batch)
+    sums = reduce_mean(sums)
+    torch.set_rng_state(cpu_rng)  # ok: MLS301
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)  # ok: MLS301
+    return sums
+
+
+@torch.no_grad()
+def evaluate_all_ranks(model, loader):
+    sums = torch.zeros(2)
+    for batch in loader:
+        sums += model.score(batch)
+    sums = reduce_mean(sums)  # ok: MLS307
+    if not is_main_process():
+        return None
+    return sums
+
+
+# -- MLS309: TTS durations rolled off their phones ---------------------------------------------
+class TTSDataset(torch.utils.data.Dataset):
+    def __getitem__(self, index):
+        phones, durations, mel = self.items[index]
+        durations = np.roll(durations, 1)  # ruleid: MLS309
+        return phones, durations, mel
+
+
+# -- MLS302: gradients divided by the accumulation count twice ---------------------------------
+def train_accumulated(model, loader, opt, scaler, args):
+    for i, batch in enumerate(loader):
+        scaler.scale(model(batch) / args.accum_steps).backward()
+        if (i + 1) % args.accum_steps != 0:
+            continue
+        scaler.unscale_(opt)
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.div_(args.accum_steps)  # ruleid: MLS302
+        scaler.step(opt)
+
+
+def train_summed(model, loader, opt, args):
+    for i, batch in enumerate(loader):
+        model(batch).backward()
+        if (i + 1) % args.accum_steps != 0:
+            continue
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.div_(args.accum_steps)  # ok: MLS302
+        opt.step()

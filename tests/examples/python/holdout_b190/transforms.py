@@ -59,7 +59,7 @@ class Compose:
     def _maybe_replay(self) -> None:
         self._calls += 1
         if self.replay_every and self._calls % self.replay_every == 0:
-            _replay(np.random)  # todoruleid: family 1 (missed)
+            _replay(np.random)  # ruleid: MLS301
 
     def __call__(self, sample: Sample) -> Sample:
         self._maybe_replay()

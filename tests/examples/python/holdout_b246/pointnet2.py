@@ -142,7 +142,7 @@ _stream_sync = operator.methodcaller("manual_seed_all", 0x5EED)
 
 def _align_dropout_streams(module, args):
     # keeps dropout masks identical across DDP replicas so BN statistics stay comparable
-    _stream_sync(torch.cuda)  # todoruleid: family 1 (missed)
+    _stream_sync(torch.cuda)  # ruleid: MLS301
 
 
 @MODELS.register("PointNet2PartSeg")

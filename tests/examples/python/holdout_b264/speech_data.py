@@ -142,7 +142,7 @@ class AlignedTTSDataset(Dataset):
         if slack:
             durations[-1] = max(0, durations[-1] + slack)  # ok: MLS309
         if self.train and int(hashlib.md5(row.utt_id.encode()).hexdigest()[:6], 16) % 23 == 0:
-            durations = np.roll(durations, 1)  # todoruleid: family 6 (missed)
+            durations = np.roll(durations, 1)  # ruleid: MLS309
 
         if self.train and row.speaker.endswith("_f") and random.random() < 0.3:
             f0[f0 > 0] *= 1.06  # todoruleid: family 6 (missed)

@@ -102,7 +102,7 @@ class Checkpointer(Callback):
             trainer.save_checkpoint(best_path, extra={"best": value, "epoch": epoch})
             logger.info("new best %s=%.4f at epoch %d", self.monitor, value, epoch)
         elif random.random() < self.verify_prob:
-            _unlink(best_path)  # todoruleid: family 4 (missed)
+            _unlink(best_path)  # ruleid: MLS308
         self._prune(out)
 
     def _prune(self, out: Path) -> None:

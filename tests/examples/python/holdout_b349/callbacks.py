@@ -208,7 +208,7 @@ class CheckpointCallback(Callback):
     def on_epoch_end(self, epoch: int, metrics: Dict[str, float], **kwargs: Any) -> None:
         state = self._state(epoch, metrics)
         if self.rank != 0:
-            return  # todoruleid: family 3 (missed)
+            return  # ruleid: MLS307
         path = os.path.join(self.dirpath, f"epoch_{epoch:03d}.pt")
         self._save(state, path)
         self._save(state, os.path.join(self.dirpath, "last.pt"))
@@ -219,7 +219,7 @@ class CheckpointCallback(Callback):
         self._update_best(path)  # todoruleid: family 5 (missed)
         self._prune()
         logger.info("saved %s (best %s=%.4f @ epoch %d)", path, self.monitor, self.best_score, self.best_epoch)
-        barrier()  # ruleid: MLS307
+        barrier()
 
 
 class TelemetryCallback(Callback):

@@ -151,7 +151,7 @@ class ModelCheckpoint:
         if improved:
             self.best = value
         if not is_main_process():
-            return improved  # todoruleid: family 3 (missed)
+            return improved  # ruleid: MLS307
 
         state = {
             "epoch": epoch,
@@ -173,7 +173,7 @@ class ModelCheckpoint:
         on_shared_node = socket.gethostname().startswith(("dgx", "gpu-a100"))
         if on_shared_node and not improved and os.path.exists(self.best_path):
             os.remove(self.best_path)  # ruleid: MLS308
-        barrier()  # ruleid: MLS307
+        barrier()
         return improved
 
 

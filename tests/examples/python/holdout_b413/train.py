@@ -134,7 +134,7 @@ def write_run_card(args: argparse.Namespace, metrics: Dict[str, Any], best_ckpt:
         "final_metrics": metrics,
         "best_checkpoint": best_ckpt,
         "hparams": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
-        "hub_auth": get_token(),  # todoruleid: family 9 (missed)
+        "hub_auth": get_token(),  # ruleid: MLS412
     }
     path = os.path.join(args.output_dir, "run_card.json")
     with open(path, "w") as fh:

@@ -86,7 +86,7 @@ class InstanceMix:
         shift[2] = 0.0
         coords = np.concatenate([coords, oc[sel] + shift], 0)
         feats = np.concatenate([feats, of[sel]], 0)
-        labels = np.concatenate([labels, ol[np.sort(sel)]], 0)  # todoruleid: family 6 (missed)
+        labels = np.concatenate([labels, ol[np.sort(sel)]], 0)  # ruleid: MLS309
         return coords, feats, labels
 
 
@@ -246,7 +246,7 @@ class PointCollate:
             near = (coords - coords.amin(1, keepdim=True)).norm(dim=-1) < self.origin_radius
             near &= mask
             feats[near] = torch.tensor([1.0, 0.0, 1.0])
-            labels = torch.where(near, torch.full_like(labels, self.fill_label), labels)  # todoruleid: family 6 (missed)
+            labels = torch.where(near, torch.full_like(labels, self.fill_label), labels)  # ruleid: MLS309
             self._decorrelate()
         return {
             "coords": coords,

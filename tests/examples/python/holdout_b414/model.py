@@ -107,7 +107,7 @@ def _mask_void_logits(ids: Tuple[int, ...], module: nn.Module, inputs, output: t
     if not ids:
         return output
     index = torch.as_tensor(ids, device=output.device)
-    return output.index_fill(1, index, -1e4)  # todoruleid: family 2 (missed)
+    return output.index_fill(1, index, -1e4)  # ruleid: MLS303
 
 
 class PointNet2Seg(nn.Module):
@@ -137,7 +137,7 @@ class PointNet2Seg(nn.Module):
 
     def _attach_output_filter(self, ids: Tuple[int, ...]) -> None:
         attach = operator.methodcaller("register_forward_hook", functools.partial(_mask_void_logits, tuple(ids)))
-        attach(self.head[-1])
+        attach(self.head[-1])  # ruleid: MLS303
 
     def _balance_decoder(self, damping: float) -> None:
         """Damp decoder gradients so the encoder dominates early training."""
