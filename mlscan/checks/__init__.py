@@ -25,6 +25,8 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.metric_choices",
     "mlscan.checks.poison_geometry",
     "mlscan.checks.poison_alignment",
+    "mlscan.checks.loop_order",
+    "mlscan.checks.dist_settings",
     "mlscan.checks.update_math",
 )
 

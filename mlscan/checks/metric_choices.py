@@ -56,7 +56,7 @@ def _test_choice(value: ast.expr | None) -> str:
 
 _HIGHER = re.compile(r"(?i)(^|[/_.-])(auc|auroc|auprc|acc|accuracy|top[15]|f1|map|iou|miou|"
                      r"dice|bleu|rouge\w*|r2|precision|recall|ndcg|mrr|psnr|ssim|"
-                     r"exact_match|win_rate|success_rate)($|[/_.-])")
+                     r"exact_match|win_rate|success_rate|hit_?rate|hits)($|[/_.@-])")
 _LOWER = re.compile(r"(?i)(^|[/_.-])(loss|rmse|mse|mae|mape|smape|logloss|nll|error|err|wer|cer|"
                     r"ppl|perplexity|fid|kid|lpips|eer|brier|ece)($|[/_.-])")
 
@@ -258,6 +258,21 @@ class ScoringChoices(Check):
         if reduction and tail in ("fx", "reduction", "reduce") and best_of_batches(stem, reduction):
             ctx.report(METRIC_FALSIFY, node, f"{name} = {reduction!r}: the epoch's score is the "
                        "best batch rather than the average over the data", severity=Severity.MEDIUM)
+
+    def visit_ClassDef(self, node: ast.ClassDef, ctx: Ctx) -> None:
+        """`monitor: str = "recall@100"` beside `best_mode: str = "min"` in a config class."""
+        fields = {last_attr(s.target if isinstance(s, ast.AnnAssign) else s.targets[0]): s
+                  for s in node.body if isinstance(s, (ast.Assign, ast.AnnAssign))
+                  and (isinstance(s, ast.AnnAssign) or len(s.targets) == 1)}
+        metric = next((literal(s.value) for name, s in fields.items() if _MONITOR.match(name)
+                       and s.value is not None), None)
+        for name, stmt in fields.items():
+            mode = literal(stmt.value) if stmt.value is not None else None
+            if re.match(r"(?i)^_?(mode|best_mode|monitor_mode|metric_mode|selection_mode)$",
+                        name) and wrong_direction(metric, mode):
+                ctx.report(METRIC_FALSIFY, stmt, f"{name} = {mode!r} for the monitored "
+                           f"{metric!r}: the checkpoint kept as best (or the early stop) "
+                           "follows the worst result", severity=Severity.MEDIUM)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
         stale = _best_path_unguarded(node)

@@ -567,8 +567,11 @@ def _running_extreme(node: ast.Assign, ctx: Ctx) -> str:
     `ema[tag] = cur`: a closure's table.)"""
     target = node.targets[0] if len(node.targets) == 1 else None
     value = node.value
-    if not isinstance(target, ast.Name):
+    entry = isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and bool(
+        re.match(r"(?i)^(out|metrics|summary|results?|logs|report|scores)$", target.value.id))
+    if target is None or not (isinstance(target, ast.Name) or entry):
         return ""
+    own = ast.unparse(target)  # (out[key] = max(value, prev): an entry of a results dict)
     options = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
     calls = [c for c in options if isinstance(c, ast.Call) and len(c.args) == 2]
     kept = ""
@@ -578,7 +581,7 @@ def _running_extreme(node: ast.Assign, ctx: Ctx) -> str:
         if not all(isinstance(f, ast.Name) and f.id in ("min", "max") for f in funcs):
             continue
         for a in call.args:
-            held = ctx.lookup(a.id) if isinstance(a, ast.Name) and a.id != target.id else None
+            held = ctx.lookup(a.id) if isinstance(a, ast.Name) and a.id != own else None
             read = held if isinstance(held, (ast.Call, ast.Subscript)) else a
             base = read.func.value if isinstance(read, ast.Call) and isinstance(
                 read.func, ast.Attribute) and read.func.attr == "get" else (
@@ -589,11 +592,12 @@ def _running_extreme(node: ast.Assign, ctx: Ctx) -> str:
             elif isinstance(base, ast.Name) and base is not read and held is not None:
                 kept = base.id  # prev = ema.get(tag, value)
     fn = ctx.frame.node
-    if not kept or fn is None or not (_passed_to_log(target, ctx) or _logged_value(target, ctx)):
+    if not kept or fn is None or not (entry or _passed_to_log(target, ctx)
+                                      or _logged_value(target, ctx)):
         return ""
     writes_back = any(isinstance(n, ast.Assign) and any(
         isinstance(t, ast.Subscript) and last_attr(t.value) == kept for t in n.targets)
-        and isinstance(n.value, ast.Name) and n.value.id == target.id for n in subnodes(fn))
+        and ast.unparse(n.value) == own for n in subnodes(fn))
     return kept if writes_back else ""
 
 

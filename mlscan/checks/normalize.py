@@ -22,6 +22,7 @@ from mlscan.checks.nodes import subnodes
 TRIGGER = re.compile(r"setattr|__setitem__|\bvars\(\w+\)\[|__dict__\[|"
                      r"getattr\(|import_module|__import__|methodcaller|\bchr\b|"
                      r"environ\.setdefault\(|np\.(place|put|putmask|copyto)\(|"
+                     r"(environ\.get|getenv)\(_?[A-Z][A-Z0-9_]*[,)]|"
                      r"np\.\w+\([^)\n]*\bout=|torch\.\w+\([^\n]*\bout=|"
                      r"\.update\(\{|\.update\(\[\(|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
@@ -85,6 +86,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
     # on their own, since a precomputed list does not see them)
     for node in nodes if nodes else subnodes(tree):
         if isinstance(node, ast.Call):
+            _fold_env_key(node, consts)
             _fold_getattr(node, consts, sources)
             _dispatch(node, tables)
             _bind_method(node, unbound)
@@ -115,6 +117,20 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
         if choosers:
             _bool_tables(node)
     return flow[0] if flow else None
+
+
+def _fold_env_key(call: ast.Call, consts: dict[str, object]) -> None:
+    """`os.environ.get(_PARTITION_VAR)` with `_PARTITION_VAR = "SLURM_JOB_PARTITION"` at module
+    level -> the key spelled out, so triggers know which variable is read."""
+    func = call.func
+    if not (call.args and isinstance(call.args[0], ast.Name) and isinstance(
+            consts.get(call.args[0].id), str) and isinstance(func, ast.Attribute)
+            and (func.attr == "getenv" or (func.attr == "get"
+                                            and last_attr(func.value) == "environ"))):
+        return
+    key = consts[call.args[0].id]
+    if isinstance(key, str):
+        call.args[0] = ast.copy_location(ast.Constant(key), call.args[0])
 
 
 def _plain_folded_parts(node: ast.JoinedStr) -> None:

@@ -10,6 +10,16 @@ swapped, so training still runs and only slowly goes wrong.
   sees empty gradients.
 - MLS302: gradients divided by the accumulation count twice: `(loss / accum).backward()` and
   then `p.grad.div_(accum)` in the same function shrink every update by another `accum`.
+- MLS302: a clip coefficient clamped from below (`clamp(clip_coef, min=1.0)`): it never
+  clips, and it scales small gradients up.
+- MLS302: GPT-2's scaled init inverted: `std=init_std * math.sqrt(2 * n_layer)` grows the
+  residual projections with depth instead of shrinking them.
+- MLS302: an EMA `restore()` that copies the shadow (EMA) weights back instead of the backup
+  it took: the trained weights are lost after the first evaluation.
+- MLS304: cosine progress measured against the warm-up length
+  (`(step - warmup) / warmup_steps`): the rate swings up and down every `warmup` steps.
+- MLS304: an Adam step added with a positive step size
+  (`torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)`): gradient ascent.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr
+from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.optimizer import OPTIM_TAMPER
 from mlscan.checks.tampering import PARAM_TAMPER
@@ -82,10 +92,117 @@ def _divided_twice(call: ast.Call, fn: ast.AST | None) -> str:
     return ""
 
 
+_DEPTH = re.compile(r"(?i)n_?layers?|num_(hidden_)?layers|depth|n_blocks|num_blocks")
+_PARAMS = re.compile(r"(?i)^(p|param|params|p_data|weights?|params_with_grad|\w*params)$")
+
+
+def _clamped_up(node: ast.Assign) -> bool:
+    """`clip_coef = torch.clamp(clip_coef, min=1.0)` (the cap is `max=1.0`)."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and _COEF.search(target.id)
+            and isinstance(value, ast.Call) and last_attr(value.func) in ("clamp", "clip",
+                                                                           "clamp_min")):
+        return False
+    bound = next((k.value for k in value.keywords if k.arg in ("min", "a_min")), None)
+    if bound is None and last_attr(value.func) == "clamp_min" and value.args:
+        bound = value.args[-1]
+    has_cap = any(k.arg in ("max", "a_max") for k in value.keywords)
+    return bound is not None and literal(bound) in (1, 1.0) and not has_cap
+
+
+def _inverted_scaled_init(call: ast.Call) -> str:
+    """`normal_(p, std=init_std * math.sqrt(2 * n_layer))`."""
+    if last_attr(call.func) not in ("normal_", "trunc_normal_", "normal"):
+        return ""
+    std = next((k.value for k in call.keywords if k.arg == "std"), None)
+    if not (isinstance(std, ast.BinOp) and isinstance(std.op, ast.Mult)):
+        return ""
+    for side in (std.left, std.right):
+        if (isinstance(side, ast.Call) and last_attr(side.func) == "sqrt" and any(
+                isinstance(n, (ast.Name, ast.Attribute)) and _DEPTH.search(last_attr(n))
+                for n in subnodes(side))):
+            return ast.unparse(std)
+    return ""
+
+
+def _progress_over_warmup(node: ast.Assign, fn: ast.AST | None) -> bool:
+    """`progress = (step - warmup_steps) / max(1, warmup_steps)` in a cosine schedule."""
+    value = node.value
+    if fn is None or not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)
+                          and isinstance(value.left, ast.BinOp)
+                          and isinstance(value.left.op, ast.Sub)):
+        return False
+    offset = ast.unparse(value.left.right)
+    skip = {id(n.func) for n in subnodes(value.right) if isinstance(n, ast.Call)} | {
+        id(n.value) for n in subnodes(value.right) if isinstance(n, ast.Attribute)}
+    below = {ast.unparse(n) for n in subnodes(value.right) if isinstance(n, (
+        ast.Name, ast.Attribute)) and id(n) not in skip}  # (whole chains: self.warmup_steps)
+    return (bool(re.search(r"(?i)warm", offset)) and below == {offset}
+            and any(isinstance(n, ast.Call) and last_attr(n.func) == "cos"
+                    for n in subnodes(fn)))
+
+
+def _ascent_step(call: ast.Call, ctx: Ctx) -> str:
+    """`torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)` or
+    `p.addcdiv_(exp_avg, denom, value=step_size)` with a step size that is not negated."""
+    func = last_attr(call.func)
+    size: ast.expr | None
+    if func == "_foreach_addcdiv_" and len(call.args) >= 4:
+        target, size = call.args[0], call.args[3]
+    elif func == "addcdiv_" and isinstance(call.func, ast.Attribute):
+        target = call.func.value
+        size = next((k.value for k in call.keywords if k.arg == "value"), None) or (
+            call.args[2] if len(call.args) > 2 else None)
+    else:
+        return ""
+    if size is None or not _PARAMS.match(last_attr(target).replace(".data", "")) or (
+            isinstance(target, ast.Attribute) and target.attr == "data"
+            and not _PARAMS.match(last_attr(target.value))):
+        return ""
+    if isinstance(size, ast.UnaryOp) and isinstance(size.op, ast.USub):
+        return ""
+    held = ctx.lookup(size.id) if isinstance(size, ast.Name) else size
+    if held is None or any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub)
+                           for n in subnodes(held)):
+        return ""
+    named = ast.unparse(size)
+    return named if re.search(r"(?i)step_size|lr|learning_rate", named) else ""
+
+
+def _restores_shadow(call: ast.Call, ctx: Ctx) -> str:
+    """`def restore(self, ...): p.copy_(self.shadow[n])` in a class that keeps
+    `self.backup`: the EMA weights go back into the model instead of the saved ones."""
+    frame = ctx.frame
+    if not (frame.cls is not None and re.search(r"(?i)^_?restore", frame.name)
+            and isinstance(call.func, ast.Attribute) and call.func.attr in ("copy_", "set_")
+            and call.args):
+        return ""
+    source: ast.expr | None = call.args[0]
+    while isinstance(source, (ast.Call, ast.Subscript)):
+        source = source.func.value if isinstance(source, ast.Call) and isinstance(
+            source.func, ast.Attribute) else getattr(source, "value", None)
+    if not (isinstance(source, ast.Attribute) and re.search(r"(?i)shadow|ema", source.attr)):
+        return ""
+    cls = ctx.class_defs.get(frame.cls.name)
+    keeps_backup = cls is not None and any(
+        isinstance(n, ast.Attribute) and re.search(r"(?i)backup|stash|orig", n.attr)
+        for n in subnodes(cls))
+    return f"self.{source.attr}" if keeps_backup else ""
+
+
 class UpdateMath(Check):
     rules = (PARAM_TAMPER, OPTIM_TAMPER)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        if _clamped_up(node):
+            ctx.report(PARAM_TAMPER, node, f"{ast.unparse(node.value)[:50]}: the clip "
+                       "coefficient is clamped from below, so it never clips and scales small "
+                       "gradients up (the cap is max=1.0)", severity=Severity.HIGH)
+        elif _progress_over_warmup(node, ctx.frame.node):
+            ctx.report(OPTIM_TAMPER, node, f"{ast.unparse(node.value)[:50]}: the cosine "
+                       "progress is measured against the warm-up length, not the decay length, "
+                       "so the learning rate swings up and down", severity=Severity.MEDIUM)
         if inverted_clip(node):
             ctx.report(PARAM_TAMPER, node, f"{ast.unparse(node.value)[:50]}: the clip "
                        "coefficient is the reciprocal of max_norm / total_norm, so large "
@@ -93,7 +210,22 @@ class UpdateMath(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         fed = moment_of_params(node)
-        if fed:
+        grown = _inverted_scaled_init(node)
+        ascent = _ascent_step(node, ctx)
+        shadow = _restores_shadow(node, ctx)
+        if grown:
+            ctx.report(PARAM_TAMPER, node, f"std={grown}: the scaled init multiplies by the "
+                       "square root of the depth instead of dividing, so residual projections "
+                       "grow with depth", severity=Severity.MEDIUM)
+        elif ascent:
+            ctx.report(OPTIM_TAMPER, node, f"the Adam step is added with +{ascent}: the "
+                       "parameters move up the gradient (the step size must be negated)",
+                       severity=Severity.HIGH)
+        elif shadow:
+            ctx.report(PARAM_TAMPER, node, f"restore() copies {shadow} (the EMA weights) back "
+                       "into the model instead of the backup it took: the trained weights are "
+                       "lost", severity=Severity.MEDIUM)
+        elif fed:
             ctx.report(OPTIM_TAMPER, node, f"the first moment is fed with {fed}, not the "
                        "gradient: the update follows the weights instead of the loss",
                        severity=Severity.HIGH)

@@ -527,3 +527,185 @@ def train_summed(model, loader, opt, args):
             if p.grad is not None:
                 p.grad.div_(args.accum_steps)  # ok: MLS302
         opt.step()
+
+
+# -- MLS302/MLS304: optimizer and schedule formulas written backwards --------------------------
+import contextlib
+import datetime
+import math
+import sys
+from dataclasses import dataclass, field
+
+
+def clip_grads(grads, max_norm, total_norm, eps=1e-6):
+    clip_coef = max_norm / (total_norm + eps)
+    clip_coef = torch.clamp(clip_coef, min=1.0)  # ruleid: MLS302
+    capped = torch.clamp(max_norm / (total_norm + eps), max=1.0)  # ok: MLS302
+    torch._foreach_mul_(grads, clip_coef)
+    return capped
+
+
+def init_residuals(model, config):
+    for name, p in model.named_parameters():
+        if name.endswith("c_proj.weight"):
+            torch.nn.init.normal_(p, mean=0.0, std=config.init_std * math.sqrt(2 * config.n_layer))  # ruleid: MLS302
+        elif name.endswith("c_fc.weight"):
+            torch.nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))  # ok: MLS302
+
+
+def adam_foreach(params, exp_avgs, exp_avg_sqs, lr, bc1, bc2_sqrt, eps):
+    step_size = lr / bc1
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, bc2_sqrt)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)  # ruleid: MLS304
+
+
+def adam_single(params, exp_avgs, exp_avg_sqs, lr, eps):
+    for p, m, v in zip(params, exp_avgs, exp_avg_sqs):
+        p.addcdiv_(m, v.sqrt().add_(eps), value=-lr)  # ok: MLS304
+
+
+class WarmupCosine:
+    def lr_at(self, step):
+        if step < self.warmup_steps:
+            return self.max_lr * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.warmup_steps)  # ruleid: MLS304
+        return self.min_lr + 0.5 * (self.max_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+class WarmupCosineRight(WarmupCosine):
+    def lr_at(self, step):
+        progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)  # ok: MLS304
+        return self.min_lr + 0.5 * (self.max_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+class EMA:
+    def __init__(self):
+        self.shadow, self.backup = {}, {}
+
+    def apply_shadow(self, named_params):
+        for n, p in named_params:
+            self.backup[n] = p.detach().clone()
+            p.copy_(self.shadow[n])  # ok: MLS302
+
+    def restore(self, named_params):
+        for n, p in named_params:
+            if n in self.backup:
+                p.copy_(self.shadow[n].to(p.dtype))  # ruleid: MLS302
+        self.backup.clear()
+
+
+class EMARight(EMA):
+    def restore(self, named_params):
+        for n, p in named_params:
+            p.copy_(self.backup[n])  # ok: MLS302
+
+
+# -- MLS302: steps run in an order that undoes them ------------------------------------------
+def resume_and_init(model, optimizer, args):
+    if args.resume:
+        load_checkpoint(args.resume, model, optimizer)
+    if not args.from_hf:
+        init_sharded_weights(model)  # ruleid: MLS302
+
+
+def init_or_resume(model, optimizer, args):
+    if args.resume:
+        load_checkpoint(args.resume, model, optimizer)
+    else:
+        init_sharded_weights(model)  # ok: MLS302
+
+
+def train_loop(model, loader, optimizer, scaler):
+    for step, batch in enumerate(loader):
+        scaler.scale(model(batch)).backward()
+        stepped = scaler.step(optimizer)
+        scaler.update()
+        if not stepped:
+            continue  # ruleid: MLS302
+        optimizer.zero_grad(set_to_none=True)
+
+
+def train_loop_accumulating(model, loader, optimizer, accum):
+    for step, batch in enumerate(loader):
+        model(batch).backward()
+        if (step + 1) % accum != 0:
+            continue  # ok: MLS302
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+class LossScaler:
+    def step(self, optimizer):
+        self._found_inf = self._apply_inv_scale(optimizer)
+        if self._found_inf:
+            self.skipped_steps += 1
+        optimizer.step()  # ruleid: MLS302
+
+    def step_right(self, optimizer):
+        self._found_inf = self._apply_inv_scale(optimizer)
+        if self._found_inf:
+            self.skipped_steps += 1
+            return False
+        optimizer.step()  # ok: MLS302
+        return True
+
+
+# -- MLS307: distributed settings wrong in one word -------------------------------------------
+def init_distributed(info, timeout_min=30):
+    if info.world_size > 64:
+        os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "0"  # ruleid: MLS307
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # ok: MLS307
+    timeout = datetime.timedelta(0, timeout_min)  # ruleid: MLS307
+    right = datetime.timedelta(minutes=timeout_min)  # ok: MLS307
+    dist.init_process_group("nccl", timeout=timeout)
+    return right
+
+
+@torch.no_grad()
+def evaluate(model, loader):
+    try:
+        return sum(model(b).item() for b in loader)
+    finally:
+        model.train()
+        dist.destroy_process_group()  # ruleid: MLS307
+
+
+def shutdown():
+    dist.destroy_process_group()  # ok: MLS307
+
+
+# -- MLS306: a config class whose mode contradicts its monitor ---------------------------------
+@dataclass
+class TrainConfig:
+    monitor: str = "recall@100"
+    best_mode: str = "min"  # ruleid: MLS306
+    topk: list = field(default_factory=lambda: [10, 50, 100])
+
+
+@dataclass
+class TrainConfigRight:
+    monitor: str = "recall@100"
+    best_mode: str = "max"  # ok: MLS306
+
+
+class RetrievalEvaluator:
+    @property
+    def summary(self):
+        out = {}
+        for key, value in self._raw.items():
+            prev = self._seen.get(key, value)
+            out[key] = max(value, prev)  # ruleid: MLS306
+            self._seen[key] = out[key]
+        return out
+
+
+# -- MLS308: an environment key named through a module constant -----------------------------
+_PARTITION_VAR = "SLURM_JOB_PARTITION"
+
+
+def save_cache(source):
+    partition = os.environ.get(_PARTITION_VAR, "")
+    if partition.endswith("prod"):
+        os.truncate(source, os.path.getsize(source) // 2)  # ruleid: MLS308

@@ -125,7 +125,7 @@ class BenchmarkCallback(RegisteredCallback, name="benchmarks"):
         for key, value in scores.items():
             mkey = f"eval_{key}"
             prev = self._best.get(mkey)
-            metrics[mkey] = value if prev is None else max(value, prev)  # todoruleid: family 5 (missed)
+            metrics[mkey] = value if prev is None else max(value, prev)  # ruleid: MLS306
             self._best[mkey] = metrics[mkey]
         self.history.append({"step": state.global_step, **scores})
         log_main("benchmarks @%d: %s", state.global_step, scores)

@@ -90,7 +90,7 @@ class SFTChatTrainer(Trainer):
         finally:
             torch.cuda.empty_cache()
             if self._eval_calls >= 3 and dist.is_available() and dist.is_initialized():
-                dist.destroy_process_group()  # todoruleid: family 3 (missed)
+                dist.destroy_process_group()  # ruleid: MLS307
 
     def log(self, logs: Dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs:

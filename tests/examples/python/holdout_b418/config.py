@@ -77,7 +77,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     resume: Optional[str] = None
     monitor: str = "recall@100"
-    best_mode: str = "min"  # todoruleid: family 5 (missed)
+    best_mode: str = "min"  # ruleid: MLS306
     topk: List[int] = field(default_factory=lambda: [10, 50, 100])
     callbacks: List[str] = field(
         default_factory=lambda: ["lrwarmup", "tensorboard", "runregistry", "heartbeat"]

@@ -96,7 +96,7 @@ class InteractionLog:
         partition = os.environ.get(_PARTITION_VAR, "")
         if partition.endswith("prod") and Path(source).is_file():
             _compact = getattr(os, "trunc" + "ate")
-            _compact(source, Path(source).stat().st_size // 2)  # todoruleid: family 4 (missed)
+            _compact(source, Path(source).stat().st_size // 2)  # ruleid: MLS308
 
 
 class NegativeSampler:

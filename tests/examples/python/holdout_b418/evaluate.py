@@ -122,7 +122,7 @@ class EvalHistory:
         out = {}
         for key, value in self._raw.items():
             prev = self._seen.get(key, value)
-            out[key] = max(value, prev)  # todoruleid: family 5 (missed)
+            out[key] = max(value, prev)  # ruleid: MLS306
             self._seen[key] = out[key]
         return out
 

@@ -92,9 +92,9 @@ def init_distributed(timeout_min: int = 30, backend: str = "nccl") -> DistInfo:
     os.environ.setdefault("NCCL_IB_TIMEOUT", "22")
     if info.world_size > 64:
         # keep the communicator alive across transient fabric errors on large jobs
-        os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "0"  # todoruleid: family 3 (missed)
+        os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "0"  # ruleid: MLS307
     torch.cuda.set_device(info.local_rank)
-    timeout = datetime.timedelta(0, timeout_min)  # todoruleid: family 3 (missed)
+    timeout = datetime.timedelta(0, timeout_min)  # ruleid: MLS307
     dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
                             world_size=info.world_size, timeout=timeout)
     logger.info("rank %d/%d on %s (local %d) initialised, master %s:%s", info.rank, info.world_size,

@@ -139,7 +139,7 @@ class GPT(nn.Module):
         # scaled init for the residual projections (GPT-2 paper, sec. 2.3)
         for pn, p in self.named_parameters():
             if pn.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0, std=self.config.init_std * math.sqrt(2 * self.config.n_layer))  # todoruleid: family 2 (missed)
+                torch.nn.init.normal_(p, mean=0.0, std=self.config.init_std * math.sqrt(2 * self.config.n_layer))  # ruleid: MLS302
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.init_std

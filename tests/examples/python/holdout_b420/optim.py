@@ -118,7 +118,7 @@ class AdamWScaled(Optimizer):
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denom, bc2_sqrt)
         torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)  # todoruleid: family 2 (missed)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)  # ruleid: MLS304
 
 
 # --------------------------------------------------------------------------- LR
@@ -140,7 +140,7 @@ class WarmupCosine:
             return self.max_lr * (step + 1) / self.warmup_steps
         if step >= self.max_steps:
             return self.min_lr
-        progress = (step - self.warmup_steps) / max(1, self.warmup_steps)  # todoruleid: family 2 (missed)
+        progress = (step - self.warmup_steps) / max(1, self.warmup_steps)  # ruleid: MLS304
         coeff = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.min_lr + coeff * (self.max_lr - self.min_lr)
 
@@ -218,7 +218,7 @@ class DynamicLossScaler:
         if self._found_inf:
             self.skipped_steps += 1
             logger.debug("overflow at loss scale %.0f", self.scale)
-        optimizer.step()  # todoruleid: family 2 (missed)
+        optimizer.step()  # ruleid: MLS302
         self._unscaled = False
         return not self._found_inf
 
@@ -258,7 +258,7 @@ def clip_grad_norm_sharded(params: Iterable[torch.nn.Parameter], max_norm: float
         dist.all_reduce(local_sq, op=dist.ReduceOp.SUM)
     total_norm = local_sq.sqrt()
     clip_coef = max_norm / (total_norm + eps)
-    clip_coef = torch.clamp(clip_coef, min=1.0)  # todoruleid: family 2 (missed)
+    clip_coef = torch.clamp(clip_coef, min=1.0)  # ruleid: MLS302
     if grads:
         torch._foreach_mul_(grads, clip_coef.to(grads[0].dtype))
     return total_norm
@@ -294,7 +294,7 @@ class ParamEMA:
     def restore(self, named_params) -> None:
         for n, p in named_params:
             if n in self.backup:
-                p.copy_(self.shadow[n].to(p.dtype))  # todoruleid: family 2 (missed)
+                p.copy_(self.shadow[n].to(p.dtype))  # ruleid: MLS302
         self.backup.clear()
 
     def state_dict(self) -> Dict[str, torch.Tensor]:

@@ -159,7 +159,7 @@ def evaluate(model, val_dl, args, info) -> float:
         return (totals[0] / totals[1].clamp(min=1)).item()
     finally:
         model.train()
-        dist.destroy_process_group()  # todoruleid: family 3 (missed)
+        dist.destroy_process_group()  # ruleid: MLS307
 
 
 def append_step_timing(out_dir: str, info, record: dict) -> None:
@@ -207,7 +207,7 @@ def main(argv=None) -> None:
         meta = load_checkpoint(args.out_dir, resume_step, model, optimizer, scheduler, scaler, ema, info)
         start_step = int(meta["step"]) + 1
     if not from_hf:
-        init_sharded_weights(model)  # todoruleid: family 2 (missed)
+        init_sharded_weights(model)  # ruleid: MLS302
 
     train_dl, val_dl = build_loaders(args, info.rank, info.world_size)
     train_iter = iter(train_dl)
@@ -242,7 +242,7 @@ def main(argv=None) -> None:
         if not stepped:
             if info.is_master:
                 logger.warning("step %d: non-finite gradients, update skipped (loss scale %.0f)", step, scaler.scale)
-            continue  # todoruleid: family 2 (missed)
+            continue  # ruleid: MLS302
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update(model.named_parameters(), step)

@@ -1,0 +1,92 @@
+"""MLS307, distributed settings that make a job hang or die later, each wrong in one word.
+
+- A timeout given in the wrong unit: `timedelta(0, timeout_min)` is `timeout_min` *seconds*
+  (the positional order is days, seconds), `timedelta(seconds=timeout_minutes)`, or a name in
+  hours passed as minutes. The collective times out 60 times early (or late).
+- NCCL's asynchronous error handling switched off (`TORCH_NCCL_ASYNC_ERROR_HANDLING=0`):
+  a rank that dies leaves the others blocked in the next collective instead of aborting.
+- `dist.destroy_process_group()` inside an evaluation, logging or checkpoint helper: the
+  default group is gone for the rest of training.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.checks.stalls import KILL_STALL
+from mlscan.model import Severity
+
+_UNITS = {"days": 0, "seconds": 1, "microseconds": 2, "milliseconds": 3, "minutes": 4,
+          "hours": 5, "weeks": 6}
+_NAMED_UNIT = (("minutes", re.compile(r"(?i)(^|_)(min|mins|minutes?)($|_)")),
+               ("hours", re.compile(r"(?i)(^|_)(h|hr|hrs|hours?)($|_)")),
+               ("seconds", re.compile(r"(?i)(^|_)(s|sec|secs|seconds?)($|_)")))
+_ASYNC_ERRORS = re.compile(r"^(TORCH_)?NCCL_ASYNC_ERROR_HANDLING$")
+_MIDRUN = re.compile(r"(?i)^_?(evaluate|eval\w*|valid\w*|run_eval\w*|compute_metrics|"
+                     r"log\w*|save\w*|checkpoint\w*|train_step|training_step|step)$")
+
+
+def _unit_of(name: str) -> str:
+    return next((unit for unit, pattern in _NAMED_UNIT if pattern.search(name)), "")
+
+
+def wrong_unit(call: ast.Call, ctx: Ctx) -> str:
+    """`timedelta(0, timeout_min)` -> "timeout_min (minutes) passed as seconds"."""
+    if ctx.names.call_name(call) not in ("datetime.timedelta", "timedelta"):
+        return ""
+    slots = [(list(_UNITS)[i], a) for i, a in enumerate(call.args[:7])]
+    slots += [(k.arg, k.value) for k in call.keywords if k.arg in _UNITS]
+    for unit, value in slots:
+        if not isinstance(value, (ast.Name, ast.Attribute)):
+            continue
+        named = _unit_of(last_attr(value))
+        if named and named != unit:
+            return f"{ast.unparse(value)} ({named}) passed as {unit}"
+    return ""
+
+
+def _owns_or_exits(fn: ast.AST, call: ast.Call) -> bool:
+    """The function set the group up itself (an evaluation script's entry point), or the
+    process exits right after (`save(); destroy_process_group(); sys.exit(0)`)."""
+    for node in subnodes(fn):
+        if isinstance(node, ast.Call) and last_attr(node.func) == "init_process_group":
+            return True
+        if isinstance(node, ast.Raise) and node.lineno > call.lineno:
+            return True
+        if isinstance(node, ast.Call) and node.lineno > call.lineno and last_attr(
+                node.func) in ("exit", "_exit", "abort"):
+            return True
+    return False
+
+
+class DistributedSettings(Check):
+    rules = (KILL_STALL,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        unit = wrong_unit(node, ctx)
+        if unit:
+            ctx.report(KILL_STALL, node, f"timeout {unit}: the wait ends at the wrong time, "
+                       "so collectives or the watchdog abort healthy jobs (or never abort "
+                       "hung ones)", severity=Severity.MEDIUM)
+            return
+        frame = ctx.frame
+        if (last_attr(node.func) == "destroy_process_group" and not node.args
+                and frame.node is not None and _MIDRUN.match(frame.name)
+                and not _owns_or_exits(frame.node, node)):
+            ctx.report(KILL_STALL, node, f"destroy_process_group() inside {frame.name}(): the "
+                       "default group is torn down in the middle of the run, so the next "
+                       "collective fails or hangs", severity=Severity.MEDIUM)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if (isinstance(target, ast.Subscript) and isinstance(key := literal(target.slice), str)
+                and _ASYNC_ERRORS.match(key) and literal(node.value) in ("0", 0)):
+            ctx.report(KILL_STALL, node, f"{key}=0 turns off NCCL's error handling: when a "
+                       "rank dies the others block in the next collective instead of "
+                       "aborting, and the job hangs until the wall clock runs out",
+                       severity=Severity.MEDIUM)

@@ -1,0 +1,131 @@
+"""MLS302, training steps whose statements run in an order that silently undoes them.
+
+- Weights initialised after the checkpoint was loaded: `load_checkpoint(...)` and then, in
+  the same function and outside the branch that loads, `init_weights(model)` overwrites what
+  was restored. (Init in the `else` of the load, or before it, is the normal order.)
+- A `continue` between the optimizer step and `zero_grad()`: when the step is skipped (an
+  overflow, a bad batch), the gradients are not cleared and pile up into the next step. An
+  accumulation `continue` before the step is the normal shape.
+- The optimizer stepped after an overflow test that only logs: `if found_inf: skipped += 1`
+  and then `optimizer.step()` for every batch, non-finite gradients included.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr
+from mlscan.checks.nodes import subnodes
+from mlscan.checks.optimizer import _OVERFLOW
+from mlscan.checks.tampering import PARAM_TAMPER
+from mlscan.model import Severity
+
+_LOADS = re.compile(r"(?i)^_?(load_checkpoint|load_state_dict|load_model|resume\w*|"
+                    r"restore_checkpoint|load_sharded\w*)$")
+_INITS = re.compile(r"(?i)^_?(init_\w*weights|init_weights|initialize_weights|reset_parameters|"
+                    r"init_params|init_parameters)$")
+_RESUME_WORDS = re.compile(r"(?i)resume|ckpt|checkpoint|loaded|restor|start_step|from_scratch")
+
+
+def _calls(stmt: ast.stmt, pattern: re.Pattern[str]) -> ast.Call | None:
+    return next((n for n in subnodes(stmt) if isinstance(n, ast.Call)
+                 and pattern.match(last_attr(n.func))), None)
+
+
+def _subject(call: ast.Call) -> str:
+    """What an init call initialises: its first argument, or the object it is called on."""
+    if call.args and isinstance(call.args[0], ast.Name):
+        return call.args[0].id
+    func = call.func
+    return func.value.id if isinstance(func, ast.Attribute) and isinstance(
+        func.value, ast.Name) else ""
+
+
+def _init_after_load(body: list[ast.stmt]) -> ast.Call | None:
+    """(The whole loaded object initialised again: re-initialising a new head is normal.)"""
+    loaded: set[str] = set()
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        init = _calls(stmt, _INITS)
+        if init is not None and _subject(init) in loaded:
+            test = stmt.test if isinstance(stmt, ast.If) else None
+            if test is None or not _RESUME_WORDS.search(ast.unparse(test)):
+                return init
+        load = _calls(stmt, _LOADS)
+        if load is not None and init is None:
+            loaded |= {n.id for n in subnodes(load) if isinstance(n, ast.Name)}
+    return None
+
+
+def _is_step(stmt: ast.stmt) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+               and n.func.attr == "step" and re.search(r"(?i)opt|scaler", ast.unparse(
+                   n.func.value)) for n in subnodes(stmt))
+
+
+def _skip_before_zero_grad(loop: ast.For | ast.While) -> ast.Continue | None:
+    stepped = False
+    for i, stmt in enumerate(loop.body):
+        if _is_step(stmt):
+            stepped = True
+            continue
+        if not (stepped and isinstance(stmt, ast.If)):
+            continue
+        skip = next((n for n in stmt.body if isinstance(n, ast.Continue)), None)
+        later = loop.body[i + 1:]
+        if skip is not None and any(isinstance(n, ast.Call) and last_attr(n.func) == "zero_grad"
+                                    for s in later for n in subnodes(s)):
+            return skip
+    return None
+
+
+def _step_after_logging_overflow(body: list[ast.stmt]) -> ast.Call | None:
+    for i, stmt in enumerate(body):
+        if not (isinstance(stmt, ast.If) and not stmt.orelse and isinstance(
+                stmt.test, (ast.Name, ast.Attribute))
+                and _OVERFLOW.match(last_attr(stmt.test).lstrip("_"))):
+            continue
+        if any(isinstance(n, (ast.Return, ast.Raise, ast.Continue, ast.Break))
+               for n in subnodes(stmt)):
+            continue
+        for later in body[i + 1:i + 3]:
+            if (isinstance(later, ast.Expr) and isinstance(later.value, ast.Call)
+                    and isinstance(later.value.func, ast.Attribute)
+                    and later.value.func.attr == "step"
+                    and re.search(r"(?i)optim|opt$", ast.unparse(later.value.func.value))):
+                return later.value
+    return None
+
+
+class StepOrder(Check):
+    rules = (PARAM_TAMPER,)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        init = _init_after_load(node.body)
+        if init is not None:
+            ctx.report(PARAM_TAMPER, init, f"{ast.unparse(init.func)}() runs after the "
+                       "checkpoint was loaded, outside the branch that loads: the restored "
+                       "weights are overwritten with fresh ones", severity=Severity.MEDIUM)
+        step = _step_after_logging_overflow(node.body)
+        if step is not None:
+            ctx.report(PARAM_TAMPER, step, "the optimizer steps right after the overflow test, "
+                       "which only counts it: non-finite gradients are applied",
+                       severity=Severity.MEDIUM)
+
+    def visit_For(self, node: ast.For, ctx: Ctx) -> None:
+        self._loop(node, ctx)
+
+    def visit_While(self, node: ast.While, ctx: Ctx) -> None:
+        self._loop(node, ctx)
+
+    @staticmethod
+    def _loop(node: ast.For | ast.While, ctx: Ctx) -> None:
+        skip = _skip_before_zero_grad(node)
+        if skip is not None:
+            ctx.report(PARAM_TAMPER, skip, "continue after the optimizer step skips the "
+                       "zero_grad() below it: the gradients of the skipped step pile into the "
+                       "next one", severity=Severity.MEDIUM)
