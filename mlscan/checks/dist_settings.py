@@ -27,8 +27,10 @@ _NAMED_UNIT = (("minutes", re.compile(r"(?i)(^|_)(min|mins|minutes?)($|_)")),
                ("hours", re.compile(r"(?i)(^|_)(h|hr|hrs|hours?)($|_)")),
                ("seconds", re.compile(r"(?i)(^|_)(s|sec|secs|seconds?)($|_)")))
 _ASYNC_ERRORS = re.compile(r"^(TORCH_)?NCCL_ASYNC_ERROR_HANDLING$")
-_MIDRUN = re.compile(r"(?i)^_?(evaluate|eval\w*|valid\w*|run_eval\w*|compute_metrics|"
-                     r"log\w*|save\w*|checkpoint\w*|train_step|training_step|step)$")
+_MIDRUN = re.compile(r"(?i)^_?(evaluate|eval|eval_\w+|validate|validation\w*|valid_\w+|"
+                     r"run_eval\w*|compute_metrics|log_metrics|save_checkpoint|train_step|"
+                     r"training_step|step)$")
+"""Helpers the training loop calls and expects to come back with the group intact."""
 
 
 def _unit_of(name: str) -> str:
