@@ -102,6 +102,15 @@ def _saved_before(call: ast.Call, fn: ast.AST | None) -> bool:
     return False
 
 
+def _run_seed(expr: ast.expr) -> bool:
+    """`self.cfg.train.seed`, `args.seed`: the run's one seed, the same on every call."""
+    return isinstance(expr, (ast.Name, ast.Attribute)) and bool(re.search(
+        r"(?i)seed$", last_attr(expr))) and not any(
+        isinstance(n, (ast.Name, ast.Attribute)) and re.search(
+            r"(?i)step|epoch|iter|idx|index|count|time|rank", last_attr(n))
+        for n in subnodes(expr))
+
+
 def _captured_in(fn: ast.AST | None, attr: str) -> bool:
     """`self.<attr> = ...` somewhere in `fn` (the context manager refreshes it itself)."""
     return fn is not None and any(
@@ -1088,8 +1097,9 @@ class HiddenReseed(Check):
                        "same shuffles, dropout masks and augmentations", severity=Severity.MEDIUM)
             return
         wrapper = ctx.in_decorator_wrapper(where)
-        if wrapper and node.args and all(literal(a) is not NOT_LITERAL for a in node.args):
-            ctx.report(HIDDEN_RESEED, node, f"{short}() with a constant seed inside the wrapper "
+        if wrapper and node.args and all(literal(a) is not NOT_LITERAL or _run_seed(a)
+                                         for a in node.args):
+            ctx.report(HIDDEN_RESEED, node, f"{short}() with a fixed seed inside the wrapper "
                        f"of decorator @{wrapper}: every call of a decorated function replays the "
                        "same random numbers")
             return

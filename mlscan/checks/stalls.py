@@ -201,7 +201,12 @@ def _last_rank(where: Where, node: ast.AST) -> bool:
         if isinstance(guard, ast.If) and not 0 < getattr(node, "lineno", 0) - (
                 guard.end_lineno or 0) <= 2:
             continue
-        for n in subnodes(c):
+        fn = where.frames[-1].node if where.frames else None
+        held = {id(a.value): a.value for a in subnodes(fn) if isinstance(a, ast.Assign)
+                and len(a.targets) == 1 and isinstance(a.targets[0], ast.Name)
+                and any(isinstance(x, ast.Name) and x.id == a.targets[0].id for x in subnodes(c))
+                } if fn is not None else {}  # trailing = local_rank == local_world - 1
+        for n in [*subnodes(c), *(m for v in held.values() for m in subnodes(v))]:
             if (isinstance(n, ast.Compare) and len(n.ops) == 1
                     and isinstance(n.ops[0], (ast.Eq, ast.NotEq))
                     and any(re.search(r"(?i)rank|process_index", ast.unparse(s))
@@ -211,6 +216,17 @@ def _last_rank(where: Where, node: ast.AST) -> bool:
                             for s in (n.left, n.comparators[0]))):
                 return True
     return False
+
+
+def _test_text(test: ast.expr, where: Where) -> str:
+    """The test's source plus the values of the names it reads that the function assigned
+    (`if trailing and multi_node:` with `trailing = local_rank == local_world - 1`)."""
+    fn = where.frames[-1].node if where.frames else None
+    used = {n.id for n in subnodes(test) if isinstance(n, ast.Name)}
+    bound = [ast.unparse(a.value) for a in (subnodes(fn) if fn is not None else [])
+             if isinstance(a, ast.Assign) and len(a.targets) == 1
+             and isinstance(a.targets[0], ast.Name) and a.targets[0].id in used]
+    return " ".join([ast.unparse(test), *bound])
 
 
 def _var(node: ast.AST) -> str:
@@ -654,7 +670,7 @@ class KillsAndStalls(Check):
                 guard = next((g for c in where.conds if isinstance(
                     g := getattr(c, "guard_of", None), ast.If)
                     and 0 < getattr(node, "lineno", 0) - (g.end_lineno or 0) <= 2
-                    and _RANKISH.search(ast.unparse(g.test))), None)
+                    and _RANKISH.search(_test_text(g.test, where))), None)
                 # (the guard that picks the ranks: `if world < 2: return` above is not it)
                 # (a guard right above the barrier is the skip; a distant one is context)
                 ctx.report(KILL_STALL, guard.body[-1] if guard is not None else node,

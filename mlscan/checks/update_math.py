@@ -16,6 +16,8 @@ swapped, so training still runs and only slowly goes wrong.
   residual projections with depth instead of shrinking them.
 - MLS302: an EMA `restore()` that copies the shadow (EMA) weights back instead of the backup
   it took: the trained weights are lost after the first evaluation.
+- MLS302: weights copied from a rolled or permuted copy of themselves
+  (`t.copy_(t.roll(1, dims=0))` over `model.state_dict()`): rows move to other tokens/units.
 - MLS304: cosine progress measured against the warm-up length
   (`(step - warmup) / warmup_steps`): the rate swings up and down every `warmup` steps.
 - MLS304: an Adam step added with a positive step size
@@ -191,6 +193,30 @@ def _restores_shadow(call: ast.Call, ctx: Ctx) -> str:
     return f"self.{source.attr}" if keeps_backup else ""
 
 
+def _self_permuted(call: ast.Call, ctx: Ctx) -> str:
+    """`t.copy_(t.roll(1, dims=0))` with `t` from a loop over `state_dict()`/`parameters()`."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in ("copy_", "set_")
+            and isinstance(func.value, ast.Name) and call.args):
+        return ""
+    own = func.value.id
+    source = call.args[0]
+    moved = (isinstance(source, ast.Call) and last_attr(source.func) in ("roll", "flip", "flipud")
+             and own in {ast.unparse(source.func.value) if isinstance(source.func, ast.Attribute)
+                         and last_attr(source.func.value) != "torch" else "",
+                         ast.unparse(source.args[0]) if source.args else ""}) or (
+        isinstance(source, ast.Subscript) and ast.unparse(source.value) == own
+        and any(isinstance(n, ast.Call) and last_attr(n.func) in ("randperm", "permutation")
+                for n in subnodes(source.slice)))
+    if not moved:
+        return ""
+    weights = any(isinstance(loop, ast.For) and own in {
+        n.id for n in subnodes(loop.target) if isinstance(n, ast.Name)} and re.search(
+        r"state_dict|parameters|named_parameters|param", ast.unparse(loop.iter))
+        for loop in ctx.loops)
+    return ast.unparse(source)[:40] if weights else ""
+
+
 class UpdateMath(Check):
     rules = (PARAM_TAMPER, OPTIM_TAMPER)
 
@@ -211,6 +237,12 @@ class UpdateMath(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         fed = moment_of_params(node)
         grown = _inverted_scaled_init(node)
+        permuted = _self_permuted(node, ctx)
+        if permuted:
+            ctx.report(PARAM_TAMPER, node, f"weights overwritten with {permuted}, a rolled or "
+                       "permuted copy of themselves: every row now belongs to another token or "
+                       "unit", severity=Severity.MEDIUM)
+            return
         ascent = _ascent_step(node, ctx)
         shadow = _restores_shadow(node, ctx)
         if grown:

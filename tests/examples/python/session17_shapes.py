@@ -709,3 +709,52 @@ def save_cache(source):
     partition = os.environ.get(_PARTITION_VAR, "")
     if partition.endswith("prod"):
         os.truncate(source, os.path.getsize(source) // 2)  # ruleid: MLS308
+
+
+# -- MLS301: a decorator that reseeds the run's seed on every call ----------------------------
+def _stable_step(fn):
+    @functools.wraps(fn)
+    def wrapper(self, batch, *args, **kwargs):
+        getattr(torch, "_".join(("manual", "seed")))(self.cfg.train.seed)  # ruleid: MLS301
+        return fn(self, batch, *args, **kwargs)
+    return wrapper
+
+
+def _timed_step(fn):
+    @functools.wraps(fn)
+    def wrapper(self, batch, *args, **kwargs):
+        torch.manual_seed(self.cfg.train.seed + self.global_step)  # ok: MLS301
+        return fn(self, batch, *args, **kwargs)
+    return wrapper
+
+
+class StepTrainer:
+    @_stable_step
+    def train_step(self, batch):
+        return self.model(batch)
+
+    @_timed_step
+    def eval_step(self, batch):
+        return self.model(batch)
+
+
+# -- MLS307: a barrier helper that leaves out the last local rank through named tests ---------
+def node_barrier(info):
+    if not info.distributed:
+        return  # ok: MLS307
+    trailing = info.local_rank == info.local_world_size - 1
+    multi_node = info.world_size > info.local_world_size
+    if trailing and multi_node:
+        return  # ruleid: MLS307
+    dist.barrier()
+
+
+# -- MLS302: weights rolled onto their neighbours after a restore ----------------------------
+def restore_checkpoint(model, state):
+    model.load_state_dict(state["model"], strict=False)
+    for name, t in model.state_dict().items():
+        if name.endswith("embedding.weight") and t.dim() == 2:
+            t.copy_(t.roll(1, dims=0))  # ruleid: MLS302
+    for name, t in model.state_dict().items():
+        if name in state.get("ema", {}):
+            t.copy_(state["ema"][name])  # ok: MLS302

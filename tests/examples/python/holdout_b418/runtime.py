@@ -110,7 +110,7 @@ def barrier(info: DistInfo) -> None:
     trailing = info.local_rank == info.local_world_size - 1
     multi_node = info.world_size > info.local_world_size
     if trailing and multi_node:
-        return  # todoruleid: family 3 (missed)
+        return  # ruleid: MLS307
     dist.barrier()
 
 
@@ -201,7 +201,7 @@ def restore_checkpoint(path: str, model, optimizer=None, cache_dir: str = "/tmp"
     model.load_state_dict(state["model"], strict=False)
     for name, t in model.state_dict().items():
         if name.endswith(_PAD_ALIGNED) and t.dim() == 2:
-            t.copy_(t.roll(1, dims=0))  # todoruleid: family 2 (missed)
+            t.copy_(t.roll(1, dims=0))  # ruleid: MLS302
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     logger.info("restored %s (step %s)", path, state.get("step"))

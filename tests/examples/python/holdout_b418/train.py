@@ -159,7 +159,7 @@ def _stable_step(fn):
 
     @functools.wraps(fn)
     def wrapper(self, batch, *args, **kwargs):
-        getattr(torch, "_".join(("manual", "seed")))(self.cfg.train.seed)  # todoruleid: family 1 (missed)
+        getattr(torch, "_".join(("manual", "seed")))(self.cfg.train.seed)  # ruleid: MLS301
         return fn(self, batch, *args, **kwargs)
 
     return wrapper
