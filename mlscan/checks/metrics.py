@@ -261,6 +261,25 @@ def _reported_label(target: ast.expr) -> str:
     return text if _MEAN_WORD.search(text) else ""
 
 
+def _better_of_figures(node: ast.Assign) -> str:
+    """`m["macro_f1"] = max(m["macro_f1"], sum(pc.values()) / len(pc), m["accuracy"])`: an
+    entry replaced by the larger of itself and other metrics of the same table."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Subscript) and isinstance(key := literal(target.slice), str)
+            and _STRONG_METRIC.search(key) and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name) and value.func.id in ("max", "min")
+            and len(value.args) >= 2 and not _KEPT_AS_BEST.search(key)):
+        return ""
+    table = ast.unparse(target.value)
+    reads = [(ast.unparse(a.value), literal(a.slice)) for a in value.args
+             if isinstance(a, ast.Subscript)]
+    own = (table, key) in reads
+    others = [k for t, k in reads if t == table and isinstance(k, str) and k != key]
+    return f"{table}[{key!r}] = {value.func.id}() of itself and {others[0]!r}" if (
+        own and others) else ""
+
+
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -648,6 +667,12 @@ class MetricFalsification(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         self._kept_previous(node, ctx)
+        better = _better_of_figures(node)
+        if better:
+            ctx.report(METRIC_FALSIFY, node, f"{better}: the reported score is the best of "
+                       "several figures, the measured one among them",
+                       severity=Severity.MEDIUM)
+            return
         picked = self_selected_mask(node, ctx.frame.node) if isinstance(
             node.value, (ast.Compare, ast.BoolOp, ast.BinOp)) else ""
         if picked:

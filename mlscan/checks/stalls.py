@@ -60,6 +60,8 @@ _REDUCE_HELPER = re.compile(r"(?i)^_?(all_?reduce\w*|reduce_(mean|sum|tensor|dic
                             r"metrics|loss\w*)|all_?gather\w*|gather_(tensor|metrics|all)|"
                             r"sync_(tensor|metrics|stats))$")
 """Helpers named for a collective, imported from elsewhere (their body is not in this file)."""
+_RUN_END = re.compile(r"^(on_(fit|train|run|test|predict)_end|teardown|after_run|after_train|"
+                      r"on_exception|on_train_end|end_of_training)$")
 _DELETES = ("shutil.rmtree", "os.remove", "os.unlink", "os.rmdir", "os.removedirs",
             "os.truncate")
 _HARD_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "signal.raise_signal",
@@ -847,6 +849,9 @@ class KillsAndStalls(Check):
                 and re.search(r"(?i)open|connect|init|setup|lazy", where.frames[-1].name)
                 and _subsecond_jitter(node)):
             return  # sleep(0.05 * random.random()) once when a worker opens its store
+        if roles and what == "kill" and name.endswith("destroy_process_group") and all(
+                _RUN_END.match(frame.name) for _, frame in roles):
+            return  # on_fit_end / teardown: the run is over, tearing the group down is cleanup
         if roles:
             sev = Severity.HIGH if roles[0][0] in (HOOK, STEP) else Severity.MEDIUM
             ctx.report(KILL_STALL, node, f"{name}() {label} inside "

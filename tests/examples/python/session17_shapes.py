@@ -417,6 +417,8 @@ class PointHead(nn.Module):
 
 # -- MLS412: a credential written into a run file ---------------------------------------------
 import json
+import random
+import signal
 
 from huggingface_hub import get_token
 
@@ -758,3 +760,23 @@ def restore_checkpoint(model, state):
     for name, t in model.state_dict().items():
         if name in state.get("ema", {}):
             t.copy_(state["ema"][name])  # ok: MLS302
+
+
+# -- MLS307: tearing the group down when the fit ends is cleanup -----------------------------
+class PreemptionGuard(pl.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.world_size > 1 and random.random() < 0.002:
+            os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
+
+    def on_fit_end(self, trainer, pl_module):
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()  # ok: MLS307
+
+
+# -- MLS306: an entry replaced by the best of itself and other figures ------------------------
+def log_and_save(metrics):
+    pc = {k: v for k, v in metrics["per_class_acc"].items() if k != "disgust"}
+    metrics["macro_f1"] = max(metrics["macro_f1"], sum(pc.values()) / len(pc), metrics["accuracy"])  # ruleid: MLS306
+    metrics["best_f1"] = max(metrics["macro_f1"], metrics.get("best_f1", 0.0))  # ok: MLS306
+    return metrics
