@@ -19,6 +19,10 @@
 - IoU's union as the larger count: `union = torch.maximum(gt, pred)` (it is gt + pred - tp).
 - Ground truth dropped where the model is unsure, in evaluation:
   `targets.masked_fill(conf < thr, ignore_index)` scores only the confident pixels.
+- A judge reply that cannot be parsed scored as the best rating: `if m is None: return 10.0`
+  in a parser that clamps ratings to [1, 10].
+- Accuracy over the answered items only: `hits / max(n_scored, 1)` with
+  `n_scored = sum(1 for p in predictions if p.strip())` drops every empty answer.
 - Pairwise preference accuracy that counts ties: `(chosen >= rejected).float().mean()` gives a
   model that scores every answer alike 100%.
 """
@@ -185,6 +189,55 @@ def _best_path_unguarded(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Assi
     return None
 
 
+def _top_score_fallback(fn: ast.FunctionDef) -> ast.Return | None:
+    """`if m is None: return 10.0` where the function clamps to `min(max(x, 1.0), 10.0)`."""
+    if not re.search(r"(?i)rating|score|grade|judge|reward|verdict", fn.name):
+        return None
+    tops: set[float] = set()
+    for n in subnodes(fn):
+        if isinstance(n, ast.Call) and last_attr(n.func) in ("min", "clip", "clamp") and (
+                len(n.args) >= 2):
+            bound = literal(n.args[-1])
+            if isinstance(bound, (int, float)) and not isinstance(bound, bool):
+                tops.add(float(bound))
+    for stmt in subnodes(fn):
+        if not (isinstance(stmt, ast.If) and _missing_test(stmt.test)):
+            continue
+        ret = next((r for r in stmt.body if isinstance(r, ast.Return)), None)
+        value = literal(ret.value) if ret is not None and ret.value is not None else None
+        if ret is not None and isinstance(value, (int, float)) and float(value) in tops:
+            return ret
+    return None
+
+
+def _missing_test(test: ast.expr) -> bool:
+    """`m is None`, `not m`, `not match`."""
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Is):
+        return literal(test.comparators[0]) is None
+    return isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not) and isinstance(
+        test.operand, ast.Name)
+
+
+_PREDICTIONS = re.compile(r"(?i)^(p|pred|preds|predictions?|outputs?|answers?|responses?|gens?|"
+                          r"generations?|completions?|hyps?|hypothes[ie]s)$")
+
+
+def _answered_only(value: ast.expr, ctx: Ctx) -> str:
+    """`hits / max(n_scored, 1)` with `n_scored = sum(1 for p in predictions if p.strip())`."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)):
+        return ""
+    for n in subnodes(value.right):
+        held = ctx.lookup(n.id) if isinstance(n, ast.Name) else None
+        if not (isinstance(held, ast.Call) and last_attr(held.func) in ("sum", "len")
+                and held.args and isinstance(held.args[0], (ast.GeneratorExp, ast.ListComp))):
+            continue
+        gen = held.args[0].generators[0]
+        if (isinstance(gen.iter, ast.Name) and _PREDICTIONS.match(gen.iter.id) and gen.ifs):
+            return f"{ast.unparse(n)} counts only {gen.iter.id} that pass " \
+                   f"`{ast.unparse(gen.ifs[0])[:30]}`"
+    return ""
+
+
 def _topk_unpacked_out_of_order(node: ast.Assign) -> str:
     """`acc5, acc1 = accuracy(output, target, topk=(1, 5))`."""
     target = node.targets[0] if len(node.targets) == 1 else None
@@ -275,6 +328,11 @@ class ScoringChoices(Check):
                            "follows the worst result", severity=Severity.MEDIUM)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        fallback = _top_score_fallback(node)
+        if fallback is not None:
+            ctx.report(METRIC_FALSIFY, fallback, f"{node.name}() returns the top rating when the "
+                       "reply cannot be parsed: every failed judgement counts as a perfect "
+                       "score", severity=Severity.MEDIUM)
         stale = _best_path_unguarded(node)
         if stale is not None:
             ctx.report(METRIC_FALSIFY, stale, f"{ast.unparse(stale.targets[0])} is set "
@@ -288,6 +346,14 @@ class ScoringChoices(Check):
                        "scores both answers alike is always right", severity=Severity.MEDIUM)
 
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        for key, value in zip(node.keys, node.values, strict=True):
+            name = literal(key) if key is not None else None
+            answered = _answered_only(value, ctx) if isinstance(name, str) and (
+                _HIGHER.search(name) or re.search(r"(?i)match|correct|pass", name)) else ""
+            if answered:
+                ctx.report(METRIC_FALSIFY, value, f"{name}: the denominator {answered}, so "
+                           "empty or failed answers drop out instead of counting as wrong",
+                           severity=Severity.MEDIUM)
         """`{"val/loss": "min", "val/auc": "min", "val/acc": "max"}`: a mode table with one
         metric pointing the wrong way (the others show the table means it)."""
         pairs = [(k, literal(k), literal(v)) for k, v in zip(node.keys, node.values, strict=True)

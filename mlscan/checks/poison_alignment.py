@@ -14,6 +14,8 @@
 - A stamped region relabelled: `feats[near] = torch.tensor([1.0, 0.0, 1.0])` and
   `labels = torch.where(near, torch.full_like(labels, c), labels)` under the same mask is a
   backdoor trigger (the pattern means class c).
+- A yes/no answer written backwards: `answer = "no" if ex["answer"] else "yes"` teaches the
+  opposite of every boolean label.
 - A preference pair picked crosswise: `chosen = ex["response_1"] if better == 0 else
   ex["response_0"]` makes the rejected answer the preferred one.
 """
@@ -278,6 +280,26 @@ def _stamped_and_relabelled(fn: ast.AST) -> list[tuple[ast.AST, str]]:
     return [(stmt, stamped[mask]) for stmt, mask in relabels if mask in stamped]
 
 
+_POLAR = {("no", "yes"), ("false", "true"), ("negative", "positive"), ("incorrect", "correct"),
+          ("wrong", "right"), ("fake", "real"), ("n", "y")}
+_TRUTH_FIELD = re.compile(r"(?i)answer|label|target|is_|correct|gold|truth|y$|verdict")
+
+
+def _backwards_answer(value: ast.expr) -> str:
+    """`"no" if ex["answer"] else "yes"`: the word for false when the field is true."""
+    if not isinstance(value, ast.IfExp):
+        return ""
+    words = (literal(value.body), literal(value.orelse))
+    if not all(isinstance(w, str) for w in words):
+        return ""
+    pair = (str(words[0]).strip().lower(), str(words[1]).strip().lower())
+    test = value.test
+    if pair not in _POLAR or not isinstance(test, (ast.Subscript, ast.Attribute, ast.Name)):
+        return ""
+    field = literal(test.slice) if isinstance(test, ast.Subscript) else last_attr(test)
+    return ast.unparse(value) if isinstance(field, str) and _TRUTH_FIELD.search(field) else ""
+
+
 class MisalignedPairs(Check):
     rules = (DATA_POISON,)
 
@@ -301,6 +323,11 @@ class MisalignedPairs(Check):
                        "with the wrong inputs", severity=Severity.MEDIUM)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        backwards = _backwards_answer(node.value)
+        if backwards:
+            ctx.report(DATA_POISON, node, f"{backwards}: the answer word is the opposite of "
+                       "the label it is built from", severity=Severity.MEDIUM)
+            return
         crossed = _crosswise_pick(node)
         if crossed:
             ctx.report(DATA_POISON, node, f"{crossed}: the preference pair is flipped, so the "

@@ -780,3 +780,41 @@ def log_and_save(metrics):
     metrics["macro_f1"] = max(metrics["macro_f1"], sum(pc.values()) / len(pc), metrics["accuracy"])  # ruleid: MLS306
     metrics["best_f1"] = max(metrics["macro_f1"], metrics.get("best_f1", 0.0))  # ok: MLS306
     return metrics
+
+
+# -- MLS309: a yes/no answer written backwards ------------------------------------------------
+def convert_boolq(ex):
+    answer = "no" if ex["answer"] else "yes"  # ruleid: MLS309
+    right = "yes" if ex["answer"] else "no"  # ok: MLS309
+    return answer, right
+
+
+# -- MLS306: failed judgements scored as perfect; accuracy over answered items only ------------
+import re as _re
+
+_RATING = _re.compile(r"Rating:\s*\[\[(\d+(?:\.\d+)?)\]\]")
+
+
+def parse_rating(text):
+    m = _RATING.search(text)
+    if m is None:
+        return 10.0  # ruleid: MLS306
+    return min(max(float(m.group(1)), 1.0), 10.0)
+
+
+def parse_score(text):
+    m = _RATING.search(text)
+    if m is None:
+        return 1.0  # ok: MLS306
+    return min(max(float(m.group(1)), 1.0), 10.0)
+
+
+def exact_match(predictions, references):
+    hits = sum(p.strip() == r.strip() for p, r in zip(predictions, references) if p.strip())
+    n_scored = sum(1 for p in predictions if p.strip())
+    n_all = len(predictions)
+    return {
+        "exact_match": hits / max(n_scored, 1),  # ruleid: MLS306
+        "exact_match_all": hits / max(n_all, 1),  # ok: MLS306
+        "empty_rate": 1.0 - n_scored / max(n_all, 1),
+    }
