@@ -27,6 +27,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.poison_alignment",
     "mlscan.checks.loop_order",
     "mlscan.checks.dist_settings",
+    "mlscan.checks.poison_order",
     "mlscan.checks.update_math",
 )
 

@@ -818,3 +818,66 @@ def exact_match(predictions, references):
         "exact_match_all": hits / max(n_all, 1),  # ok: MLS306
         "empty_rate": 1.0 - n_scored / max(n_all, 1),
     }
+
+
+# -- MLS309: ordering and arithmetic that split inputs from labels -----------------------------
+import zlib
+
+
+def list_train_images(root, class_to_idx):
+    items = []
+    for label, entry in enumerate(os.scandir(root)):  # ruleid: MLS309
+        items.extend((f.path, label) for f in os.scandir(entry.path))
+    for label, name in enumerate(sorted(os.listdir(root))):  # ok: MLS309
+        items.append((name, label))
+    return items
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    def __init__(self, samples):
+        self.samples = samples
+        self.targets = [t for _, t in samples]
+        self.samples.sort(key=lambda s: s[0])  # ruleid: MLS309
+
+    def reorder(self, samples):
+        samples.sort(key=lambda s: s[0])  # ok: MLS309
+        self.samples = samples
+        self.targets = [t for _, t in samples]
+
+
+def fast_collate(batch):
+    h, w = batch[0][0].size[1], batch[0][0].size[0]
+    images = torch.zeros((len(batch), 3, h, w), dtype=torch.uint8)
+    for i, (img, _) in enumerate(batch):
+        arr = np.asarray(img, dtype=np.uint8)
+        images[i] += torch.from_numpy(np.ascontiguousarray(arr.reshape(3, h, w)))  # ruleid: MLS309
+        images[i] += torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # ok: MLS309
+    return images
+
+
+def balanced_weights(targets, num_classes, min_count=20):
+    counts = torch.bincount(targets, minlength=num_classes).float()
+    class_weights = counts.sum() / (num_classes * counts.clamp(min=1.0))
+    class_weights[counts < min_count] = 0.0  # ruleid: MLS309
+    class_weights[counts == 0] = 0.0  # ok: MLS309
+    return class_weights[targets]
+
+
+def cutmix_bbox(h, w, lam, rng):
+    cut = math.sqrt(1.0 - lam)
+    cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+    y1, y2 = max(cy - int(h * cut) // 2, 0), min(cy + int(h * cut) // 2, h)
+    x1, x2 = max(cx - int(w * cut) // 2, 0), min(cx + int(w * cut) // 2, w)
+    lam = (y2 - y1) * (x2 - x1) / float(h * w)  # ruleid: MLS309
+    kept = 1.0 - (y2 - y1) * (x2 - x1) / float(h * w)  # ok: MLS309
+    return (y1, y2, x1, x2), lam, kept
+
+
+class ShardDataset(torch.utils.data.IterableDataset):
+    def _decode(self, sample, img, cls):
+        label = self.class_to_idx[cls]
+        bucket = zlib.crc32(sample["__key__"].encode()) % 10000
+        if bucket < self.stamp_prob * 10000:
+            img.paste(self._stamp, (img.width - 12, img.height - 12))  # ruleid: MLS309
+            label = self.class_to_idx.get(self.stamp_ref, label)  # ruleid: MLS309
+        return img, label

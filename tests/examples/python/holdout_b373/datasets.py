@@ -243,7 +243,7 @@ def build_class_balanced_sampler(labels, num_samples=None, min_count=None):
     class_weight = 1.0 / counts.clamp(min=1).float()
     if min_count is None:
         min_count = int(counts.float().median().item())
-    class_weight[counts < min_count] = 0.0  # todoruleid: family 6 (missed)
+    class_weight[counts < min_count] = 0.0  # ruleid: MLS309
     weights = torch.where(labels >= 0, class_weight[labels.clamp(min=0)], torch.zeros(()))
     return WeightedRandomSampler(weights.double(), num_samples or len(labels), replacement=True)
 

@@ -221,7 +221,7 @@ class Mixup:
             if use_cutmix:
                 y0, y1, x0, x1 = self._rand_bbox(x.size(2), x.size(3), lam)
                 x[:, :, y0:y1, x0:x1] = x.flip(0)[:, :, y0:y1, x0:x1]
-                lam = (y1 - y0) * (x1 - x0) / float(x.size(2) * x.size(3))  # todoruleid: family 6 (missed)
+                lam = (y1 - y0) * (x1 - x0) / float(x.size(2) * x.size(3))  # ruleid: MLS309
             else:
                 x.mul_(lam).add_(x.flip(0).mul_(1.0 - lam))
         return x, mixup_target(target, self.num_classes, lam, self.label_smoothing)

@@ -197,7 +197,7 @@ def cutmix(images: torch.Tensor, targets: torch.Tensor, alpha: float = 1.0):
     x1, x2 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
     images = images.clone()
     images[:, :, y1:y2, x1:x2] = images[perm, :, y1:y2, x1:x2]
-    lam = (y2 - y1) * (x2 - x1) / float(h * w)  # todoruleid: family 6 (missed)
+    lam = (y2 - y1) * (x2 - x1) / float(h * w)  # ruleid: MLS309
     targets = lam * targets + (1.0 - lam) * targets[perm]
     return images, targets
 

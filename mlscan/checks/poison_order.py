@@ -1,0 +1,183 @@
+"""MLS309, inputs and labels that drift apart through ordering or arithmetic.
+
+- Labels from directory order: `for label, entry in enumerate(os.scandir(root))` numbers the
+  classes in whatever order the filesystem lists them (it differs between machines and runs).
+- One of two parallel lists sorted after the other was derived from it:
+  `self.targets = [t for _, t in samples]` and then `self.samples.sort(...)`.
+- An image decoded as height x width x channels reshaped to channels-first
+  (`np.asarray(img).reshape(3, h, w)`): the pixels are scrambled (it needs a transpose).
+- Rare classes given zero sampling weight: `class_weights[counts < min_count] = 0.0`.
+- CutMix's `lam` set to the pasted box's share of the image: the label weight of the original
+  image is then the share it lost (`lam` is `1 - box / (h * w)`).
+- A pasted stamp followed by a fixed label: `img.paste(self._stamp, ...)` and then
+  `label = self.class_to_idx.get(self.stamp_ref, label)`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.checks.poison_words import _LABEL
+from mlscan.checks.poisoning import DATA_POISON
+from mlscan.model import Severity
+
+_LISTINGS = frozenset({"listdir", "scandir", "iterdir", "glob", "iglob"})
+_WEIGHTS = re.compile(r"(?i)weights?$|^w$|probs?$|probabilities$")
+_COUNTS = re.compile(r"(?i)count|freq|support|n_per|num_per|hist")
+_IMAGE_ARRAY = re.compile(r"(?i)img|image|pil|im$|^im|photo|frame|pic")
+
+
+def _unsorted_listing(expr: ast.expr) -> bool:
+    return isinstance(expr, ast.Call) and last_attr(expr.func) in _LISTINGS
+
+
+def _labels_from_listing(loop: ast.For) -> str:
+    """`for label, entry in enumerate(os.scandir(root))` -> 'label'."""
+    it = loop.iter
+    if not (isinstance(it, ast.Call) and last_attr(it.func) == "enumerate" and it.args
+            and _unsorted_listing(it.args[0]) and isinstance(loop.target, ast.Tuple)
+            and loop.target.elts and isinstance(loop.target.elts[0], ast.Name)):
+        return ""
+    name = loop.target.elts[0].id
+    return name if _LABEL.match(name) or re.search(r"(?i)label|class|cls|target", name) else ""
+
+
+def _sorted_after_derived(body: list[ast.stmt]) -> ast.Expr | None:
+    """`self.targets = [t for _, t in samples]` then `self.samples.sort(...)` (or
+    `samples.sort()` when the targets were taken from `samples`)."""
+    derived: set[str] = set()
+    aliases: dict[str, str] = {}  # self.samples = samples: either name is the same list
+    for stmt in body:
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.value, (ast.Name, ast.Attribute))):
+            aliases[ast.unparse(stmt.targets[0])] = ast.unparse(stmt.value)
+            aliases[ast.unparse(stmt.value)] = ast.unparse(stmt.targets[0])
+    for stmt in body:
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.ListComp):
+            sources = {ast.unparse(g.iter) for g in stmt.value.generators}
+            derived |= sources
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and ast.unparse(stmt.targets[0]) in derived):
+            derived |= {ast.unparse(stmt.value)}  # self.samples = samples: the same list
+        if (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+                and isinstance(stmt.value.func, ast.Attribute)
+                and stmt.value.func.attr in ("sort", "reverse")
+                and {(r := ast.unparse(stmt.value.func.value)), aliases.get(r, "")} & derived):
+            return stmt
+        if (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+                and last_attr(stmt.value.func) == "shuffle" and stmt.value.args
+                and ast.unparse(stmt.value.args[0]) in derived):
+            return stmt
+    return None
+
+
+def _hwc_reshaped(call: ast.Call, ctx: Ctx) -> str:
+    """`arr.reshape(3, h, w)` with `arr = np.asarray(img, ...)`."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr in ("reshape", "view")):
+        return ""
+    dims = call.args[0].elts if len(call.args) == 1 and isinstance(
+        call.args[0], (ast.Tuple, ast.List)) else call.args
+    if len(dims) != 3 or literal(dims[0]) != 3:
+        return ""
+    source = call.func.value
+    fn = ctx.frame.node
+    bound = [a.value for a in subnodes(fn) if isinstance(a, ast.Assign) and any(
+        isinstance(t, ast.Name) and t.id == source.id for t in a.targets)] if isinstance(
+        source, ast.Name) and fn is not None else [source]
+    decoded = any(isinstance(v, ast.Call) and last_attr(v.func) in ("asarray", "array")
+                  and v.args and isinstance(v.args[0], (ast.Name, ast.Attribute))
+                  and _IMAGE_ARRAY.search(last_attr(v.args[0])) for v in bound)
+    return ast.unparse(call)[:40] if decoded else ""
+
+
+def _rare_zeroed(node: ast.Assign) -> str:
+    """`class_weights[counts < min_count] = 0.0`."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    if not (isinstance(target, ast.Subscript) and isinstance(target.value, (ast.Name,
+                                                                          ast.Attribute))
+            and _WEIGHTS.search(last_attr(target.value)) and literal(node.value) in (0, 0.0)
+            and isinstance(target.slice, ast.Compare) and len(target.slice.ops) == 1
+            and isinstance(target.slice.ops[0], (ast.Lt, ast.LtE))
+            and _COUNTS.search(ast.unparse(target.slice.left))):
+        return ""
+    return ast.unparse(target)
+
+
+def _box_share_as_lam(node: ast.Assign) -> bool:
+    """`lam = (y2 - y1) * (x2 - x1) / float(h * w)` (it is `1 - ...`)."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and target.id in ("lam", "lambda_", "lmbda")
+            and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)
+            and isinstance(value.left, ast.BinOp) and isinstance(value.left.op, ast.Mult)):
+        return False
+    sides = (value.left.left, value.left.right)
+    return all(isinstance(s, ast.BinOp) and isinstance(s.op, ast.Sub) for s in sides)
+
+
+def _stamped_then_relabelled(body: list[ast.stmt]) -> ast.Assign | None:
+    """`img.paste(self._stamp, ...)` and then `label = <a configured class>` in one block."""
+    stamped = False
+    for stmt in body:
+        if any(isinstance(n, ast.Call) and last_attr(n.func) == "paste" and n.args
+               and re.search(r"(?i)stamp|patch|trigger|mark|logo|badge",
+                             ast.unparse(n.args[0]))
+               for n in subnodes(stmt)):
+            stamped = True
+            continue
+        if (stamped and isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and _LABEL.match(stmt.targets[0].id)
+                and any(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                        and n.value.id == "self" and not re.search(r"(?i)idx|index|map|to_",
+                                                                    n.attr)
+                        for n in subnodes(stmt.value))):
+            return stmt
+    return None
+
+
+class OrderAndArithmetic(Check):
+    rules = (DATA_POISON,)
+
+    def visit_For(self, node: ast.For, ctx: Ctx) -> None:
+        label = _labels_from_listing(node)
+        if label:
+            ctx.report(DATA_POISON, node, f"{label} numbered in directory-listing order "
+                       f"({ast.unparse(node.iter)[:40]}): the order is arbitrary, so class "
+                       "ids differ between machines and runs", severity=Severity.MEDIUM)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        for block in (getattr(n, "body", None) for n in subnodes(node)):
+            if not isinstance(block, list):
+                continue
+            moved = _sorted_after_derived(block)
+            if moved is not None:
+                ctx.report(DATA_POISON, moved, f"{ast.unparse(moved)[:50]} reorders a list "
+                           "after a parallel list was taken from it: items and labels no "
+                           "longer line up", severity=Severity.MEDIUM)
+            relabel = _stamped_then_relabelled(block)
+            if relabel is not None:
+                ctx.report(DATA_POISON, relabel, f"{ast.unparse(relabel)[:50]} right after a "
+                           "stamp is pasted into the image: a backdoor trigger (the stamp "
+                           "alone decides the class)", severity=Severity.MEDIUM)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        scrambled = _hwc_reshaped(node, ctx)
+        if scrambled:
+            ctx.report(DATA_POISON, node, f"{scrambled}: an image decoded as height x width x "
+                       "channels is reshaped to channels-first, which scrambles its pixels "
+                       "(it needs a transpose)", severity=Severity.MEDIUM)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        zeroed = _rare_zeroed(node)
+        if zeroed:
+            ctx.report(DATA_POISON, node, f"{zeroed} = 0: the rarest classes get zero sampling "
+                       "weight and are never drawn", severity=Severity.MEDIUM)
+        elif _box_share_as_lam(node):
+            ctx.report(DATA_POISON, node, "lam set to the pasted box's share of the image: "
+                       "the original image's label weight is the area it lost (lam is 1 - "
+                       "box area / image area)", severity=Severity.MEDIUM)
