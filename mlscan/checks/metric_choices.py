@@ -23,6 +23,10 @@
   in a parser that clamps ratings to [1, 10].
 - Accuracy over the answered items only: `hits / max(n_scored, 1)` with
   `n_scored = sum(1 for p in predictions if p.strip())` drops every empty answer.
+- A per-metric report table that bends one metric: `{"loss": float, "dice": lambda v:
+  float(v) ** 0.5}` reports the square root of the Dice score.
+- A per-class score set to perfect where the prediction is empty:
+  `dice = torch.where(pred_sum == 0, one, dice)` (only both-empty is a perfect match).
 - Pairwise preference accuracy that counts ties: `(chosen >= rejected).float().mean()` gives a
   model that scores every answer alike 100%.
 """
@@ -238,6 +242,41 @@ def _answered_only(value: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+def _bent_report(key: str, value: ast.expr) -> str:
+    """`"dice": lambda v: float(v) ** 0.5` in a table of per-metric report functions."""
+    if not (isinstance(value, ast.Lambda) and (_HIGHER.search(key) or _LOWER.search(key))):
+        return ""
+    body = value.body
+    for n in subnodes(body):
+        if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Pow, ast.Mult, ast.Add,
+                                                            ast.Sub, ast.Div)):
+            factor = literal(n.right)
+            if isinstance(factor, (int, float)) and not isinstance(factor, bool) and not (
+                    isinstance(n.op, (ast.Mult, ast.Div)) and factor in (1, 100)):
+                return ast.unparse(body)
+    return ""
+
+
+def _perfect_when_empty(node: ast.Assign) -> str:
+    """`dice = torch.where(pred_sum == 0, one, dice)`."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and re.match(r"(?i)^(dice|iou|jaccard|f1|score)",
+                                                      target.id)
+            and isinstance(value, ast.Call) and last_attr(value.func) == "where"
+            and len(value.args) == 3):
+        return ""
+    cond, picked, other = value.args
+    text = ast.unparse(cond)
+    one = literal(picked) in (1, 1.0) or (isinstance(picked, ast.Name) and picked.id in (
+        "one", "ones")) or (isinstance(picked, ast.Call) and last_attr(picked.func) == "ones_like")
+    if (one and re.search(r"(?i)pred", text) and not re.search(r"(?i)gt|target|label|true|ref",
+                                                              text)
+            and ast.unparse(other) == target.id):
+        return text
+    return ""
+
+
 def _topk_unpacked_out_of_order(node: ast.Assign) -> str:
     """`acc5, acc1 = accuracy(output, target, topk=(1, 5))`."""
     target = node.targets[0] if len(node.targets) == 1 else None
@@ -266,6 +305,11 @@ class ScoringChoices(Check):
         for target in node.targets:
             self._reduction_setting(last_attr(target), node.value, node, ctx)
         self._one_word_values(node, ctx)
+        empty = _perfect_when_empty(node)
+        if empty:
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.targets[0])} set to 1 where "
+                       f"{empty}: a class the model never predicts scores perfect even when it "
+                       "is present", severity=Severity.MEDIUM)
         swapped = _topk_unpacked_out_of_order(node)
         if swapped:
             ctx.report(METRIC_FALSIFY, node, f"{swapped}: the top-k results come back in the "
@@ -348,6 +392,12 @@ class ScoringChoices(Check):
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
         for key, value in zip(node.keys, node.values, strict=True):
             name = literal(key) if key is not None else None
+            bent = _bent_report(name, value) if isinstance(name, str) and len(node.keys) > 1 \
+                else ""
+            if bent:
+                ctx.report(METRIC_FALSIFY, value, f"{name!r} is reported as {bent}: the table "
+                           "of report functions bends this metric before it is logged",
+                           severity=Severity.MEDIUM)
             answered = _answered_only(value, ctx) if isinstance(name, str) and (
                 _HIGHER.search(name) or re.search(r"(?i)match|correct|pass", name)) else ""
             if answered:

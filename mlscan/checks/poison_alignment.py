@@ -14,6 +14,8 @@
 - A stamped region relabelled: `feats[near] = torch.tensor([1.0, 0.0, 1.0])` and
   `labels = torch.where(near, torch.full_like(labels, c), labels)` under the same mask is a
   backdoor trigger (the pattern means class c).
+- A batch whose labels are stacked from a rotated copy of the sample list
+  (`order = batch[k:] + batch[:k]`, images from `batch`, masks from `order`).
 - A yes/no answer written backwards: `answer = "no" if ex["answer"] else "yes"` teaches the
   opposite of every boolean label.
 - A preference pair picked crosswise: `chosen = ex["response_1"] if better == 0 else
@@ -300,6 +302,41 @@ def _backwards_answer(value: ast.expr) -> str:
     return ast.unparse(value) if isinstance(field, str) and _TRUTH_FIELD.search(field) else ""
 
 
+def _rotation_of(value: ast.expr) -> str:
+    """`batch[k:] + batch[:k]` -> 'batch'."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+        return ""
+    names = {s.value.id for s in (value.left, value.right) if isinstance(s, ast.Subscript)
+             and isinstance(s.slice, ast.Slice) and isinstance(s.value, ast.Name)}
+    left, right = value.left, value.right
+    tail_then_head = (isinstance(left, ast.Subscript) and isinstance(left.slice, ast.Slice)
+                      and left.slice.lower is not None and left.slice.upper is None
+                      and isinstance(right, ast.Subscript) and isinstance(right.slice, ast.Slice)
+                      and right.slice.upper is not None and right.slice.lower is None)
+    return names.pop() if tail_then_head and len(names) == 1 else ""
+
+
+def _rotated_labels(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
+    rotated = {stmt.targets[0].id: src for stmt in subnodes(fn) if isinstance(stmt, ast.Assign)
+               and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+               and (src := _rotation_of(stmt.value))}
+    if not rotated:
+        return []
+    found = []
+    for stmt in subnodes(fn):
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)):
+            continue
+        name = stmt.targets[0].id
+        iters = {ast.unparse(g.iter) for n in subnodes(stmt.value)
+                 if isinstance(n, (ast.ListComp, ast.GeneratorExp)) for g in n.generators}
+        for order, source in rotated.items():
+            if order in iters and (_MASKISH.match(name) or _LABEL.match(name) or _LABELISH.match(
+                    name)):
+                found.append((stmt, order, source))
+    return found
+
+
 class MisalignedPairs(Check):
     rules = (DATA_POISON,)
 
@@ -309,6 +346,10 @@ class MisalignedPairs(Check):
                        f"where {partner!r} takes the other sample (the condition is read the "
                        "other way round): every mixed region carries the wrong labels",
                        severity=Severity.MEDIUM)
+        for stmt, order, source in _rotated_labels(node):
+            ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt.targets[0])} is built from "
+                       f"{order}, a rotated copy of {source}: each sample gets another "
+                       "sample's labels", severity=Severity.MEDIUM)
         for sub, index, partner in _reordered_cut(node):
             ctx.report(DATA_POISON, sub, f"{ast.unparse(sub)[:40]} takes the rows of "
                        f"{index!r} in another order than {partner}[{index}]: each sample gets "

@@ -58,9 +58,12 @@ def _sorted_after_derived(body: list[ast.stmt]) -> ast.Expr | None:
             aliases[ast.unparse(stmt.targets[0])] = ast.unparse(stmt.value)
             aliases[ast.unparse(stmt.value)] = ast.unparse(stmt.targets[0])
     for stmt in body:
-        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.ListComp):
+        if (isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.ListComp)
+                and len(stmt.targets) == 1 and re.search(
+                    r"(?i)(^|[._])(targets?|labels?|classes|class_ids|y|ys)$",
+                    ast.unparse(stmt.targets[0]))):
             sources = {ast.unparse(g.iter) for g in stmt.value.generators}
-            derived |= sources
+            derived |= sources - {ast.unparse(stmt.targets[0])}  # (the labels taken out)
         if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
                 and ast.unparse(stmt.targets[0]) in derived):
             derived |= {ast.unparse(stmt.value)}  # self.samples = samples: the same list

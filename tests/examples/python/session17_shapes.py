@@ -881,3 +881,36 @@ class ShardDataset(torch.utils.data.IterableDataset):
             img.paste(self._stamp, (img.width - 12, img.height - 12))  # ruleid: MLS309
             label = self.class_to_idx.get(self.stamp_ref, label)  # ruleid: MLS309
         return img, label
+
+
+# -- MLS309 / MLS306: rotated label stacks, bent report tables, perfect empty predictions -------
+class SegCollate:
+    def __call__(self, batch):
+        k = self.offset % max(len(batch), 1)
+        order = batch[k:] + batch[:k]
+        data = torch.stack([torch.from_numpy(b["data"]) for b in batch])  # ok: MLS309
+        seg = torch.stack([torch.from_numpy(b["seg"]) for b in order])  # ruleid: MLS309
+        return {"data": data, "seg": seg}
+
+
+class Reporter:
+    _REPORT = {
+        "loss": float,
+        "lr": float,
+        "dice": lambda v: float(v) ** 0.5,  # ruleid: MLS306
+        "dice_pct": lambda v: float(v) * 100,  # ok: MLS306
+    }
+
+
+def dice_per_class(pred, gt, num_classes):
+    one = torch.tensor(1.0, dtype=torch.float64)
+    scores = []
+    for c in range(1, num_classes):
+        p, g = pred == c, gt == c
+        tp = (p & g).sum().double()
+        pred_sum, gt_sum = p.sum().double(), g.sum().double()
+        dice = 2 * tp / (pred_sum + gt_sum).clamp_min(1)
+        dice = torch.where(pred_sum == 0, one, dice)  # ruleid: MLS306
+        dice = torch.where((pred_sum + gt_sum) == 0, one, dice)  # ok: MLS306
+        scores.append(dice)
+    return scores

@@ -191,7 +191,7 @@ class SegCollate:
         k = self.offset % max(len(batch), 1)
         order = batch[k:] + batch[:k]
         data = torch.stack([torch.from_numpy(np.ascontiguousarray(b["data"])) for b in batch])
-        seg = torch.stack([torch.from_numpy(np.ascontiguousarray(b["seg"])) for b in order])  # todoruleid: family 6 (missed)
+        seg = torch.stack([torch.from_numpy(np.ascontiguousarray(b["seg"])) for b in order])  # ruleid: MLS309
         return {"data": data, "seg": seg, "keys": [b["key"] for b in batch]}
 
 
