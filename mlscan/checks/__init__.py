@@ -23,6 +23,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.startup_hooks",
     "mlscan.checks.permissions",
     "mlscan.checks.metric_choices",
+    "mlscan.checks.metric_reductions",
     "mlscan.checks.poison_geometry",
     "mlscan.checks.poison_alignment",
     "mlscan.checks.loop_order",

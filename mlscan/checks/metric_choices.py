@@ -9,11 +9,7 @@
   entry of a mode table (`"val/auc": "min"` among correct ones).
 - `zero_division=1` in precision/recall/F1: a class the model never predicts (or that has no
   positives) scores a perfect 1.0 instead of 0, which lifts every macro average.
-- A score reduced by its best value: `self.log("val_acc", acc, reduce_fx="max")` (or
-  `score_reduce_fx = "max"`) reports the best batch as the epoch's result; a running count or
-  sum reduced with `"max"` across ranks (`add_state("correct", ..., dist_reduce_fx="max")`, or
-  `"err_sum": "max"` in a table next to `"count": "sum"`) keeps one rank's share; so does
-  the best rank of gathered scores (`self.all_gather(iou).amax(dim=0)`).
+- (How batches and ranks are combined is metric_reductions.py's.)
 - A mode picked backwards: `mode = "max" if "loss" in monitor else "min"`.
 - A setting picked by a test score: `max(results, key=lambda k: results[k]["test_miou"])`.
 - IoU's union as the larger count: `union = torch.maximum(gt, pred)` (it is gt + pred - tp).
@@ -39,7 +35,7 @@ import re
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.metrics import METRIC_FALSIFY
-from mlscan.checks.names import NOT_LITERAL, last_attr, literal
+from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.model import Severity
 
@@ -78,36 +74,6 @@ def wrong_direction(metric: object, mode: object) -> bool:
     return (higher and not lower and mode == "min") or (lower and not higher and mode == "max")
 
 
-_SCORE = re.compile(r"(?i)(^|[/_.-])(score|scores|metric|metrics)($|[/_.-])")
-# Running totals that only add up across batches or ranks.
-_ADDITIVE = re.compile(r"(?i)(^|_)(sum|total|count|counts|correct|hits|tp|fp|fn|tn|"
-                       r"n|num|errors|err_sum|sq_sum|intersection|union|area_\w+)($|_)")
-_EXTREME_NAME = re.compile(r"(?i)(max|min|best|peak|worst|largest|highest)")
-_REDUCTIONS = frozenset({"sum", "mean", "max", "min", "cat"})
-
-
-def _additive(name: str) -> bool:
-    return bool(_ADDITIVE.search(name)) and not _EXTREME_NAME.search(name)
-
-
-def _extreme(value: ast.expr | None) -> str:
-    """`"max"`, `torch.max` or `max` as a reduction -> "max" (likewise "min")."""
-    text = literal(value)
-    if isinstance(text, str):
-        return text if text in ("max", "min") else ""
-    name = last_attr(value) if isinstance(value, (ast.Name, ast.Attribute)) else ""
-    return name if name in ("max", "min") else ""
-
-
-def best_of_batches(metric: str, reduction: str) -> bool:
-    """`("val_acc", "max")`, `("val_loss", "min")`: the reduction keeps the best value."""
-    higher = bool(_HIGHER.search(metric) or _SCORE.search(metric))
-    lower = bool(_LOWER.search(metric))
-    return (higher and not lower and reduction == "max") or (
-        lower and not higher and reduction == "min")
-
-
-_GATHERS = frozenset({"all_gather", "gather", "all_gather_object", "gather_for_metrics"})
 _EVAL_FUNC = re.compile(r"(?i)(^|_)(test|val|valid|validation|eval|evaluate|evaluation|score|"
                         r"predict)(_|$)")
 _TRUTH = re.compile(r"(?i)^(targets?|labels?|y|y_true|gts?|gt_\w+|masks?|seg|truth)$")
@@ -142,21 +108,6 @@ def _picked_on_test(call: ast.Call) -> str:
     return next((text for n in subnodes(key.body) if isinstance(text := literal(n), str)
                  and _TEST_METRIC.match(text) and (_HIGHER.search(text) or _LOWER.search(
                      text))), "")
-
-
-def _gathered_extreme(value: ast.expr, ctx: Ctx) -> str:
-    """`per_rank.amax(dim=0)` with `per_rank = self.all_gather(local["iou"])`."""
-    if isinstance(value, ast.IfExp):
-        return _gathered_extreme(value.body, ctx) or _gathered_extreme(value.orelse, ctx)
-    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
-            and value.func.attr in ("amax", "max", "amin", "min")):
-        return ""
-    source: ast.AST | None = value.func.value
-    if isinstance(source, ast.Name):
-        source = ctx.lookup(source.id)
-    if isinstance(source, ast.Call) and last_attr(source.func) in _GATHERS:
-        return f"{value.func.attr}() over {ast.unparse(source)[:40]}"
-    return ""
 
 
 def _ties_count(node: ast.Compare) -> str:
@@ -302,8 +253,6 @@ class ScoringChoices(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if any(_MONITOR.match(last_attr(t) or "") for t in node.targets):
             self._selected_on_test(node, node.value, ctx)
-        for target in node.targets:
-            self._reduction_setting(last_attr(target), node.value, node, ctx)
         self._one_word_values(node, ctx)
         empty = _perfect_when_empty(node)
         if empty:
@@ -319,7 +268,6 @@ class ScoringChoices(Check):
     def visit_AnnAssign(self, node: ast.AnnAssign, ctx: Ctx) -> None:
         if _MONITOR.match(last_attr(node.target) or ""):
             self._selected_on_test(node, node.value, ctx)
-        self._reduction_setting(last_attr(node.target), node.value, node, ctx)
 
     @staticmethod
     def _one_word_values(node: ast.Assign, ctx: Ctx) -> None:
@@ -334,9 +282,6 @@ class ScoringChoices(Check):
             ctx.report(METRIC_FALSIFY, node, "the IoU union is the larger of the two counts "
                        "instead of gt + pred - tp: every IoU comes out higher",
                        severity=Severity.MEDIUM)
-        elif gathered := _gathered_extreme(value, ctx):
-            ctx.report(METRIC_FALSIFY, node, f"{gathered}: each score is the best rank's, "
-                       "not the one over all the data", severity=Severity.MEDIUM)
         elif (isinstance(target, ast.Name) and _TRUTH.match(target.id)
               and isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
               and value.func.attr in ("masked_fill", "masked_fill_") and value.args
@@ -346,15 +291,6 @@ class ScoringChoices(Check):
             ctx.report(METRIC_FALSIFY, node, f"{target.id} set to ignore where the model's "
                        "own confidence is low: only the pixels or samples it is sure of are "
                        "scored", severity=Severity.MEDIUM)
-
-    @staticmethod
-    def _reduction_setting(name: str, value: ast.expr | None, node: ast.AST, ctx: Ctx) -> None:
-        """`score_reduce_fx = "max"`: the setting a `self.log(..., reduce_fx=...)` reads."""
-        stem, _, tail = name.rpartition("_")
-        reduction = _extreme(value)
-        if reduction and tail in ("fx", "reduction", "reduce") and best_of_batches(stem, reduction):
-            ctx.report(METRIC_FALSIFY, node, f"{name} = {reduction!r}: the epoch's score is the "
-                       "best batch rather than the average over the data", severity=Severity.MEDIUM)
 
     def visit_ClassDef(self, node: ast.ClassDef, ctx: Ctx) -> None:
         """`monitor: str = "recall@100"` beside `best_mode: str = "min"` in a config class."""
@@ -390,6 +326,9 @@ class ScoringChoices(Check):
                        "scores both answers alike is always right", severity=Severity.MEDIUM)
 
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        """Report tables that bend one metric, accuracies over answered items only, and mode
+        tables (`{"val/loss": "min", "val/auc": "min", "val/acc": "max"}`) with one metric
+        pointing the wrong way (the others show the table means it)."""
         for key, value in zip(node.keys, node.values, strict=True):
             name = literal(key) if key is not None else None
             bent = _bent_report(name, value) if isinstance(name, str) and len(node.keys) > 1 \
@@ -404,12 +343,9 @@ class ScoringChoices(Check):
                 ctx.report(METRIC_FALSIFY, value, f"{name}: the denominator {answered}, so "
                            "empty or failed answers drop out instead of counting as wrong",
                            severity=Severity.MEDIUM)
-        """`{"val/loss": "min", "val/auc": "min", "val/acc": "max"}`: a mode table with one
-        metric pointing the wrong way (the others show the table means it)."""
         pairs = [(k, literal(k), literal(v)) for k, v in zip(node.keys, node.values, strict=True)
                  if k is not None]
         modes = [(k, m, d) for k, m, d in pairs if d in ("min", "max") and isinstance(m, str)]
-        self._reduction_table(pairs, ctx)
         if len(modes) < 3 or len(modes) != len(pairs):
             return
         wrong = [(k, m, d) for k, m, d in modes if wrong_direction(m, d)]
@@ -427,17 +363,11 @@ class ScoringChoices(Check):
             ctx.report(METRIC_FALSIFY, mode_kw, f"monitor={monitor!r} with mode={mode!r}: the "
                        "checkpoint kept as best (or the early stop) follows the worst result",
                        severity=Severity.MEDIUM)
-        self._logged_reduction(node, ctx)
         picked = _picked_on_test(node)
         if picked:
             ctx.report(METRIC_FALSIFY, node, f"the setting kept is the one with the best "
                        f"{picked!r}, a test-split score: the reported test result is the best "
                        "of several tries on the test data", severity=Severity.MEDIUM)
-        if last_attr(node.func) == "add_state":
-            self._state_reduction(node, ctx)
-        else:
-            self._reduction_table([(kw.value, kw.arg, literal(kw.value)) for kw in node.keywords
-                                   if kw.arg], ctx)
         for kw in node.keywords:
             if kw.arg and _MONITOR.match(kw.arg):
                 self._selected_on_test(kw.value, kw.value, ctx)
@@ -446,49 +376,6 @@ class ScoringChoices(Check):
                 ctx.report(METRIC_FALSIFY, kw.value, f"{last_attr(node.func)}(zero_division=1): "
                            "a class the model never predicts (or without positives) scores a "
                            "perfect 1.0, which lifts the average", severity=Severity.MEDIUM)
-
-    @staticmethod
-    def _logged_reduction(node: ast.Call, ctx: Ctx) -> None:
-        """`self.log("val/acc", acc, reduce_fx="max")`: the logged epoch value is the best batch."""
-        if last_attr(node.func) not in ("log", "log_dict"):
-            return
-        fx = next((k.value for k in node.keywords if k.arg == "reduce_fx"), None)
-        reduction = _extreme(fx)
-        name = literal(node.args[0]) if node.args else NOT_LITERAL
-        if not reduction or fx is None:
-            return
-        if (isinstance(name, str) and best_of_batches(name, reduction)) or (
-                last_attr(node.func) == "log_dict" and reduction == "max"):
-            shown = name if isinstance(name, str) else "the logged metrics"
-            ctx.report(METRIC_FALSIFY, fx, f"{shown} reduced with {reduction!r} over the epoch: "
-                       "the logged result is the best batch, not the average",
-                       severity=Severity.MEDIUM)
-
-    @staticmethod
-    def _state_reduction(node: ast.Call, ctx: Ctx) -> None:
-        """`add_state("correct", default=..., dist_reduce_fx="max")`: one rank's count."""
-        name = literal(node.args[0]) if node.args else NOT_LITERAL
-        fx = next((k.value for k in node.keywords if k.arg == "dist_reduce_fx"), None)
-        if fx is None and len(node.args) > 2:
-            fx = node.args[2]
-        reduction = _extreme(fx)
-        if fx is not None and reduction and isinstance(name, str) and _additive(name):
-            ctx.report(METRIC_FALSIFY, fx, f"the running {name!r} is reduced with {reduction!r} "
-                       "across processes instead of summed: the metric counts one rank's share",
-                       severity=Severity.MEDIUM)
-
-    @staticmethod
-    def _reduction_table(pairs: list[tuple[ast.expr, object, object]], ctx: Ctx) -> None:
-        """`{"err_sum": "max", "count": "sum"}` (or the same as keywords): a table of
-        per-state reductions where a running total is maxed."""
-        reductions = [(k, n, r) for k, n, r in pairs if r in _REDUCTIONS and isinstance(n, str)]
-        if len(reductions) < 2 or not any(r == "sum" for _, _, r in reductions):
-            return
-        for key, name, reduction in reductions:
-            if reduction in ("max", "min") and _additive(str(name)):
-                ctx.report(METRIC_FALSIFY, key, f"{name!r} reduced with {reduction!r} next to "
-                           "summed states: a running total that must add up across processes "
-                           "keeps one process's share", severity=Severity.MEDIUM)
 
     @staticmethod
     def _selected_on_test(node: ast.AST, value: ast.expr | None, ctx: Ctx) -> None:

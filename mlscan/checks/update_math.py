@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
@@ -35,7 +36,7 @@ from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.optimizer import OPTIM_TAMPER
 from mlscan.checks.tampering import PARAM_TAMPER
-from mlscan.model import Severity
+from mlscan.model import Rule, Severity
 
 _COEF = re.compile(r"(?i)clip_?coef|clip_?factor|clip_?scale|coef")
 _TOTAL = re.compile(r"(?i)total_?norm|grad_?norm|^norm$|gnorm")
@@ -217,6 +218,27 @@ def _self_permuted(call: ast.Call, ctx: Ctx) -> str:
     return ast.unparse(source)[:40] if weights else ""
 
 
+_CallShape = tuple[Callable[[ast.Call, Ctx], str], Rule, str, Severity]
+_CALL_SHAPES: tuple[_CallShape, ...] = (
+    (_self_permuted, PARAM_TAMPER, "weights overwritten with {}, a rolled or permuted copy of "
+     "themselves: every row now belongs to another token or unit", Severity.MEDIUM),
+    (lambda call, ctx: _inverted_scaled_init(call), PARAM_TAMPER, "std={}: the scaled init "
+     "multiplies by the square root of the depth instead of dividing, so residual projections "
+     "grow with depth", Severity.MEDIUM),
+    (_ascent_step, OPTIM_TAMPER, "the Adam step is added with +{}: the parameters move up the "
+     "gradient (the step size must be negated)", Severity.HIGH),
+    (_restores_shadow, PARAM_TAMPER, "restore() copies {} (the EMA weights) back into the model "
+     "instead of the backup it took: the trained weights are lost", Severity.MEDIUM),
+    (lambda call, ctx: moment_of_params(call), OPTIM_TAMPER, "the first moment is fed with {}, "
+     "not the gradient: the update follows the weights instead of the loss", Severity.HIGH),
+    (lambda call, ctx: _divided_twice(call, ctx.frame.node), PARAM_TAMPER, "the gradients are "
+     "divided by {0} again: the loss was already divided by {0} before backward(), so every "
+     "update shrinks by that factor", Severity.MEDIUM),
+)
+"""Call shapes in the order they are tried: (finder, rule, message with `{}` for what the
+finder returned, severity)."""
+
+
 class UpdateMath(Check):
     rules = (PARAM_TAMPER, OPTIM_TAMPER)
 
@@ -235,37 +257,12 @@ class UpdateMath(Check):
                        "gradients are scaled up instead of down", severity=Severity.HIGH)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
-        fed = moment_of_params(node)
-        grown = _inverted_scaled_init(node)
-        permuted = _self_permuted(node, ctx)
-        if permuted:
-            ctx.report(PARAM_TAMPER, node, f"weights overwritten with {permuted}, a rolled or "
-                       "permuted copy of themselves: every row now belongs to another token or "
-                       "unit", severity=Severity.MEDIUM)
-            return
-        ascent = _ascent_step(node, ctx)
-        shadow = _restores_shadow(node, ctx)
-        if grown:
-            ctx.report(PARAM_TAMPER, node, f"std={grown}: the scaled init multiplies by the "
-                       "square root of the depth instead of dividing, so residual projections "
-                       "grow with depth", severity=Severity.MEDIUM)
-        elif ascent:
-            ctx.report(OPTIM_TAMPER, node, f"the Adam step is added with +{ascent}: the "
-                       "parameters move up the gradient (the step size must be negated)",
-                       severity=Severity.HIGH)
-        elif shadow:
-            ctx.report(PARAM_TAMPER, node, f"restore() copies {shadow} (the EMA weights) back "
-                       "into the model instead of the backup it took: the trained weights are "
-                       "lost", severity=Severity.MEDIUM)
-        elif fed:
-            ctx.report(OPTIM_TAMPER, node, f"the first moment is fed with {fed}, not the "
-                       "gradient: the update follows the weights instead of the loss",
-                       severity=Severity.HIGH)
-        elif (twice := _divided_twice(node, ctx.frame.node)):
-            ctx.report(PARAM_TAMPER, node, f"the gradients are divided by {twice} again: the "
-                       f"loss was already divided by {twice} before backward(), so every update "
-                       "shrinks by that factor", severity=Severity.MEDIUM)
-        elif last_attr(node.func) == "zero_grad" and self._right_before_step(node, ctx):
+        for find, rule, message, severity in _CALL_SHAPES:  # the first shape that matches
+            found = find(node, ctx)
+            if found:
+                ctx.report(rule, node, message.format(found), severity=severity)
+                return
+        if last_attr(node.func) == "zero_grad" and self._right_before_step(node, ctx):
             ctx.report(PARAM_TAMPER, node, "zero_grad() right before the step this wrapper "
                        "runs: every step sees empty gradients", severity=Severity.HIGH)
 

@@ -1,0 +1,145 @@
+"""MLS306, scores combined by their best value instead of their total or mean.
+
+- A score reduced by its best batch: `self.log("val_acc", acc, reduce_fx="max")`, or the
+  setting it reads (`score_reduce_fx = "max"`), reports the best batch as the epoch's result.
+- A running count or sum reduced with `"max"` across ranks
+  (`add_state("correct", ..., dist_reduce_fx="max")`, or `"err_sum": "max"` in a table next to
+  `"count": "sum"`) keeps one rank's share.
+- The best rank of gathered scores: `self.all_gather(iou).amax(dim=0)`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.metric_choices import _HIGHER, _LOWER
+from mlscan.checks.metrics import METRIC_FALSIFY
+from mlscan.checks.names import NOT_LITERAL, last_attr, literal
+from mlscan.model import Severity
+
+_SCORE = re.compile(r"(?i)(^|[/_.-])(score|scores|metric|metrics)($|[/_.-])")
+# Running totals that only add up across batches or ranks.
+_ADDITIVE = re.compile(r"(?i)(^|_)(sum|total|count|counts|correct|hits|tp|fp|fn|tn|"
+                       r"n|num|errors|err_sum|sq_sum|intersection|union|area_\w+)($|_)")
+_EXTREME_NAME = re.compile(r"(?i)(max|min|best|peak|worst|largest|highest)")
+_REDUCTIONS = frozenset({"sum", "mean", "max", "min", "cat"})
+
+
+def _additive(name: str) -> bool:
+    return bool(_ADDITIVE.search(name)) and not _EXTREME_NAME.search(name)
+
+
+def _extreme(value: ast.expr | None) -> str:
+    """`"max"`, `torch.max` or `max` as a reduction -> "max" (likewise "min")."""
+    text = literal(value)
+    if isinstance(text, str):
+        return text if text in ("max", "min") else ""
+    name = last_attr(value) if isinstance(value, (ast.Name, ast.Attribute)) else ""
+    return name if name in ("max", "min") else ""
+
+
+def best_of_batches(metric: str, reduction: str) -> bool:
+    """`("val_acc", "max")`, `("val_loss", "min")`: the reduction keeps the best value."""
+    higher = bool(_HIGHER.search(metric) or _SCORE.search(metric))
+    lower = bool(_LOWER.search(metric))
+    return (higher and not lower and reduction == "max") or (
+        lower and not higher and reduction == "min")
+
+
+_GATHERS = frozenset({"all_gather", "gather", "all_gather_object", "gather_for_metrics"})
+
+def _gathered_extreme(value: ast.expr, ctx: Ctx) -> str:
+    """`per_rank.amax(dim=0)` with `per_rank = self.all_gather(local["iou"])`."""
+    if isinstance(value, ast.IfExp):
+        return _gathered_extreme(value.body, ctx) or _gathered_extreme(value.orelse, ctx)
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr in ("amax", "max", "amin", "min")):
+        return ""
+    source: ast.AST | None = value.func.value
+    if isinstance(source, ast.Name):
+        source = ctx.lookup(source.id)
+    if isinstance(source, ast.Call) and last_attr(source.func) in _GATHERS:
+        return f"{value.func.attr}() over {ast.unparse(source)[:40]}"
+    return ""
+
+
+class ScoreReductions(Check):
+    rules = (METRIC_FALSIFY,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        for target in node.targets:
+            self._reduction_setting(last_attr(target), node.value, node, ctx)
+        gathered = _gathered_extreme(node.value, ctx)
+        if gathered:
+            ctx.report(METRIC_FALSIFY, node, f"{gathered}: each score is the best rank's, "
+                       "not the one over all the data", severity=Severity.MEDIUM)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign, ctx: Ctx) -> None:
+        self._reduction_setting(last_attr(node.target), node.value, node, ctx)
+
+    def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        self._reduction_table([(k, literal(k), literal(v)) for k, v in zip(
+            node.keys, node.values, strict=True) if k is not None], ctx)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        self._logged_reduction(node, ctx)
+        if last_attr(node.func) == "add_state":
+            self._state_reduction(node, ctx)
+        else:
+            self._reduction_table([(kw.value, kw.arg, literal(kw.value)) for kw in node.keywords
+                                   if kw.arg], ctx)
+
+    @staticmethod
+    def _reduction_setting(name: str, value: ast.expr | None, node: ast.AST, ctx: Ctx) -> None:
+        """`score_reduce_fx = "max"`: the setting a `self.log(..., reduce_fx=...)` reads."""
+        stem, _, tail = name.rpartition("_")
+        reduction = _extreme(value)
+        if reduction and tail in ("fx", "reduction", "reduce") and best_of_batches(stem, reduction):
+            ctx.report(METRIC_FALSIFY, node, f"{name} = {reduction!r}: the epoch's score is the "
+                       "best batch rather than the average over the data", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _logged_reduction(node: ast.Call, ctx: Ctx) -> None:
+        """`self.log("val/acc", acc, reduce_fx="max")`: the logged epoch value is the best batch."""
+        if last_attr(node.func) not in ("log", "log_dict"):
+            return
+        fx = next((k.value for k in node.keywords if k.arg == "reduce_fx"), None)
+        reduction = _extreme(fx)
+        name = literal(node.args[0]) if node.args else NOT_LITERAL
+        if not reduction or fx is None:
+            return
+        if (isinstance(name, str) and best_of_batches(name, reduction)) or (
+                last_attr(node.func) == "log_dict" and reduction == "max"):
+            shown = name if isinstance(name, str) else "the logged metrics"
+            ctx.report(METRIC_FALSIFY, fx, f"{shown} reduced with {reduction!r} over the epoch: "
+                       "the logged result is the best batch, not the average",
+                       severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _state_reduction(node: ast.Call, ctx: Ctx) -> None:
+        """`add_state("correct", default=..., dist_reduce_fx="max")`: one rank's count."""
+        name = literal(node.args[0]) if node.args else NOT_LITERAL
+        fx = next((k.value for k in node.keywords if k.arg == "dist_reduce_fx"), None)
+        if fx is None and len(node.args) > 2:
+            fx = node.args[2]
+        reduction = _extreme(fx)
+        if fx is not None and reduction and isinstance(name, str) and _additive(name):
+            ctx.report(METRIC_FALSIFY, fx, f"the running {name!r} is reduced with {reduction!r} "
+                       "across processes instead of summed: the metric counts one rank's share",
+                       severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _reduction_table(pairs: list[tuple[ast.expr, object, object]], ctx: Ctx) -> None:
+        """`{"err_sum": "max", "count": "sum"}` (or the same as keywords): a table of
+        per-state reductions where a running total is maxed."""
+        reductions = [(k, n, r) for k, n, r in pairs if r in _REDUCTIONS and isinstance(n, str)]
+        if len(reductions) < 2 or not any(r == "sum" for _, _, r in reductions):
+            return
+        for key, name, reduction in reductions:
+            if reduction in ("max", "min") and _additive(str(name)):
+                ctx.report(METRIC_FALSIFY, key, f"{name!r} reduced with {reduction!r} next to "
+                           "summed states: a running total that must add up across processes "
+                           "keeps one process's share", severity=Severity.MEDIUM)
