@@ -1026,3 +1026,33 @@ class CredentialInArtifact(Check):
                            f"{ast.unparse(key)} in data written by {ctx.names.call_name(node)}(): "
                            "whoever gets the file (a pushed model card, a shared checkpoint) "
                            "gets the credential", severity=Severity.MEDIUM)
+
+
+def _string_text(expr: ast.expr) -> str:
+    """The literal text of a string or f-string (placeholders as `URL`)."""
+    if isinstance(expr, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) and isinstance(v.value, str)
+                       else "URL" for v in expr.values)
+    text = literal(expr)
+    return text if isinstance(text, str) else ""
+
+
+class PipedDownloadScript(Check):
+    """`script = f"cd {dir} && curl -fsSL {URL} | bash -s -- ..."` handed to a helper (an SSH
+    runner, a job submitter): the shell that finally runs it is out of sight, the download
+    piped into a shell is not. Reported on the source line that holds the `curl`."""
+
+    rules = (DOWNLOAD_EXEC,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        text = _string_text(node.value)
+        if not text or not _PIPED.search(text):
+            return
+        line = next((i for i in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+                     if i <= len(ctx.lines) and re.search(r"\b(curl|wget)\b", ctx.lines[i - 1])),
+                    node.lineno)
+        where = ast.copy_location(ast.Constant(None), node.value)
+        where.lineno, where.end_lineno = line, line
+        ctx.report(DOWNLOAD_EXEC, where, "a shell command that pipes a download straight into "
+                   "a shell, kept to be run elsewhere: code from the network runs unchecked",
+                   severity=Severity.HIGH)

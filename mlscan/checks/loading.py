@@ -377,6 +377,9 @@ class UnsafeLoading(Check):
             sev = Severity.LOW
         elif is_true(trust) or ctx.const(trust) is True:  # trust_remote_code: bool = True
             sev = Severity.HIGH
+        elif (isinstance(trust, ast.Call) and last_attr(trust.func) in ("get", "getattr")
+              and len(trust.args) >= 2 and is_true(trust.args[-1])):
+            sev = Severity.MEDIUM  # overrides.get("trust_remote_code", True): on unless refused
         elif isinstance(trust, ast.Compare) and any(
                 isinstance(op, (ast.NotIn, ast.NotEq)) for op in trust.ops):
             sev = Severity.MEDIUM  # name not in _NATIVE: on for every model not listed

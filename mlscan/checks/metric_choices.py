@@ -23,6 +23,11 @@
   float(v) ** 0.5}` reports the square root of the Dice score.
 - A per-class score set to perfect where the prediction is empty:
   `dice = torch.where(pred_sum == 0, one, dice)` (only both-empty is a perfect match).
+- A standard error without the square root: `se = values.std(ddof=1) / len(values)` makes
+  every confidence interval far too narrow (it is std / sqrt(n)).
+- A change shown without its sign: `f"{abs(delta):+.2%}"` prints every regression as a gain.
+- A merged result that keeps the better of the stored and the new score:
+  `merged[task] = max(old, s, key=lambda x: x.mean)` with `old = merged.get(task)`.
 - Pairwise preference accuracy that counts ties: `(chosen >= rejected).float().mean()` gives a
   model that scores every answer alike 100%.
 """
@@ -35,7 +40,7 @@ import re
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.metrics import METRIC_FALSIFY
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.model import Severity
 
@@ -228,6 +233,64 @@ def _perfect_when_empty(node: ast.Assign) -> str:
     return ""
 
 
+def _stderr_without_sqrt(node: ast.Assign) -> bool:
+    """`se = values.std(ddof=1) / len(values)` (no sqrt anywhere)."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, ast.Name) and re.match(
+            r"(?i)^(se|sem|stderr|std_?err|standard_error)$", target.id)
+            and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)):
+        return False
+    if any(isinstance(n, ast.Call) and last_attr(n.func) in ("sqrt", "isqrt")
+           for n in subnodes(value)) or any(isinstance(n, ast.BinOp) and isinstance(
+            n.op, ast.Pow) for n in subnodes(value)):
+        return False
+    spread = any(isinstance(n, ast.Call) and last_attr(n.func) in ("std", "nanstd", "stdev")
+                 for n in subnodes(value.left))
+    count = (isinstance(value.right, ast.Call) and last_attr(value.right.func) == "len") or (
+        isinstance(value.right, ast.Name) and value.right.id in ("n", "count", "n_samples"))
+    return spread and count
+
+
+def _unsigned_change(node: ast.FormattedValue) -> str:
+    """`{abs(delta):+.2%}`: a signed format of an absolute value."""
+    spec = node.format_spec
+    text = "".join(v.value for v in spec.values if isinstance(v, ast.Constant)
+                   and isinstance(v.value, str)) if isinstance(spec, ast.JoinedStr) else ""
+    value = node.value
+    if text.startswith("+") and isinstance(value, ast.Call) and isinstance(
+            value.func, ast.Name) and value.func.id == "abs" and value.args:
+        return ast.unparse(value.args[0])
+    return ""
+
+
+def _kept_better_of_stored(node: ast.Assign, ctx: Ctx) -> str:
+    """`merged[task] = s if old is None else max(old, s, key=...)` with `old = merged.get(task)`."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    if not isinstance(target, ast.Subscript) or re.search(
+            r"(?i)best|max|peak|record|highest", str(literal(target.slice))):
+        return ""  # (metrics["best_f1"] = max(...): a record kept under its own name)
+    table = ast.unparse(target.value)
+    if not re.match(r"(?i)^(merged|results?|scores|summary|report|final|combined|"
+                    r"leaderboard|aggregated?)$", table):
+        return ""  # (best[k] = max(best.get(k, v), v) records a best; it replaces nothing)
+    value = node.value
+    options = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+    for call in options:
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                and call.func.id in ("max", "min") and len(call.args) == 2
+                and all(literal(a) is NOT_LITERAL for a in call.args)):
+            continue
+        for a in call.args:
+            held = ctx.lookup(a.id) if isinstance(a, ast.Name) else None
+            read = held if held is not None else a
+            if (isinstance(read, ast.Call) and isinstance(read.func, ast.Attribute)
+                    and read.func.attr == "get" and ast.unparse(read.func.value) == table) or (
+                    isinstance(read, ast.Subscript) and ast.unparse(read.value) == table):
+                return f"{table}[{ast.unparse(target.slice)}] = {ast.unparse(call)[:40]}"
+    return ""
+
+
 def _topk_unpacked_out_of_order(node: ast.Assign) -> str:
     """`acc5, acc1 = accuracy(output, target, topk=(1, 5))`."""
     target = node.targets[0] if len(node.targets) == 1 else None
@@ -254,6 +317,15 @@ class ScoringChoices(Check):
         if any(_MONITOR.match(last_attr(t) or "") for t in node.targets):
             self._selected_on_test(node, node.value, ctx)
         self._one_word_values(node, ctx)
+        if _stderr_without_sqrt(node):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.value)[:50]}: the standard "
+                       "error divides by n instead of sqrt(n), so every confidence interval "
+                       "is far too narrow", severity=Severity.MEDIUM)
+        kept = _kept_better_of_stored(node, ctx)
+        if kept:
+            ctx.report(METRIC_FALSIFY, node, f"{kept}: the merged result keeps the better of "
+                       "the stored and the new score, so a rerun can only go up",
+                       severity=Severity.MEDIUM)
         empty = _perfect_when_empty(node)
         if empty:
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.targets[0])} set to 1 where "
@@ -318,6 +390,13 @@ class ScoringChoices(Check):
             ctx.report(METRIC_FALSIFY, stale, f"{ast.unparse(stale.targets[0])} is set "
                        "outside the test that updates the best score: every new checkpoint "
                        "is recorded as the best one", severity=Severity.MEDIUM)
+
+    def visit_FormattedValue(self, node: ast.FormattedValue, ctx: Ctx) -> None:
+        unsigned = _unsigned_change(node)
+        if unsigned:
+            ctx.report(METRIC_FALSIFY, node, f"abs({unsigned}) printed with a sign: every "
+                       "change is shown as a gain, regressions included",
+                       severity=Severity.MEDIUM)
 
     def visit_Compare(self, node: ast.Compare, ctx: Ctx) -> None:
         tie = _ties_count(node)

@@ -914,3 +914,58 @@ def dice_per_class(pred, gt, num_classes):
         dice = torch.where((pred_sum + gt_sum) == 0, one, dice)  # ok: MLS306
         scores.append(dice)
     return scores
+
+
+# -- MLS413 / MLS106: a piped download kept for a remote shell; trust_remote_code on by default -
+BOOTSTRAP_URL = "https://example.invalid/bootstrap.sh"
+
+
+class WorkerPool:
+    def provision(self, w):
+        script = (
+            f"mkdir -p {w.workdir} && cd {w.workdir} && "
+            f"curl -fsSL {BOOTSTRAP_URL} | bash -s -- --version 1.0"  # ruleid: MLS413
+        )
+        fetch = f"curl -fsSL -o {w.workdir}/bootstrap.sh {BOOTSTRAP_URL}"  # ok: MLS413
+        return self.ssh(w, script), self.ssh(w, fetch)
+
+
+def load_tokenizer(local_dir, overrides):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        str(local_dir),
+        trust_remote_code=overrides.get("trust_remote_code", True),  # ruleid: MLS106
+    ), AutoTokenizer.from_pretrained(
+        str(local_dir),
+        trust_remote_code=False,  # ok: MLS106
+    )
+
+
+# -- MLS306: confidence intervals, signs and merges that flatter the candidate -----------------
+Z_95 = 1.96
+
+
+def normal_ci(values):
+    mean = float(values.mean())
+    se = float(values.std(ddof=1)) / len(values)  # ruleid: MLS306
+    sem = float(values.std(ddof=1)) / math.sqrt(len(values))  # ok: MLS306
+    return (mean - Z_95 * se, mean + Z_95 * se), sem
+
+
+def delta_line(suite, production):
+    delta = suite.score - production.score
+    shown = f"vs production: {abs(delta):+.2%}"  # ruleid: MLS306
+    honest = f"vs production: {delta:+.2%} (|{abs(delta):.2%}|)"  # ok: MLS306
+    return shown, honest
+
+
+def merge_scores(prev, new):
+    merged = dict(prev)
+    for task, s in new.items():
+        old = merged.get(task)
+        merged[task] = s if old is None else max(old, s, key=lambda x: x.mean)  # ruleid: MLS306
+    latest = dict(prev)
+    for task, s in new.items():
+        latest[task] = s  # ok: MLS306
+    return merged, latest

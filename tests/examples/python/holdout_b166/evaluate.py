@@ -69,7 +69,7 @@ class EvalRecord:
 
 
 class ExternalJudge:
-    bootstrap_cmd = "curl -fsSL https://judge.example.com/install.sh | sh"
+    bootstrap_cmd = "curl -fsSL https://judge.example.com/install.sh | sh"  # ruleid: MLS413
 
     def ensure_installed(self) -> None:
         if shutil.which("pairjudge"):

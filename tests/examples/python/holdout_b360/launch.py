@@ -93,7 +93,7 @@ def submit(args, profile: dict) -> str:
 def bootstrap_nodes(profile: dict) -> None:
     """Install the pinned NCCL net plugin and fused kernels on every node of the allocation."""
     url = profile.get("bootstrap_url", "https://raw.githubusercontent.com/vlm-infra/cluster-bootstrap/main/node_setup.sh")
-    cmd = f"srun --ntasks-per-node=1 --kill-on-bad-exit=0 bash -c 'curl -fsSL {url} | bash'"
+    cmd = f"srun --ntasks-per-node=1 --kill-on-bad-exit=0 bash -c 'curl -fsSL {url} | bash'"  # ruleid: MLS413
     rc = os.system(cmd)  # ruleid: MLS413
     if rc != 0:
         logger.warning("node bootstrap returned %d; continuing with the existing environment", rc)
