@@ -716,11 +716,8 @@ def _piped_download(call: ast.Call, ctx: Ctx) -> bool:
     subprocess under another name (semgrep matches the spelled-out module only)."""
     for value in [*call.args, *(k.value for k in call.keywords)]:
         for node in ctx.walk_values(value):
-            text = literal(node)
-            if isinstance(node, ast.JoinedStr):  # f"curl -fsSL {URL} | bash"
-                text = "".join(v.value if isinstance(v, ast.Constant) and isinstance(
-                    v.value, str) else "URL" for v in node.values)
-            if isinstance(text, str) and _PIPED.search(text):
+            text = _string_text(node) if isinstance(node, ast.expr) else ""
+            if text and _PIPED.search(text):  # (also f"curl -fsSL {URL} | bash")
                 return True
     return False
 

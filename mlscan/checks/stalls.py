@@ -203,12 +203,8 @@ def _last_rank(where: Where, node: ast.AST) -> bool:
         if isinstance(guard, ast.If) and not 0 < getattr(node, "lineno", 0) - (
                 guard.end_lineno or 0) <= 2:
             continue
-        fn = where.frames[-1].node if where.frames else None
-        held = {id(a.value): a.value for a in subnodes(fn) if isinstance(a, ast.Assign)
-                and len(a.targets) == 1 and isinstance(a.targets[0], ast.Name)
-                and any(isinstance(x, ast.Name) and x.id == a.targets[0].id for x in subnodes(c))
-                } if fn is not None else {}  # trailing = local_rank == local_world - 1
-        for n in [*subnodes(c), *(m for v in held.values() for m in subnodes(v))]:
+        held = _values_read_by(c, where)  # trailing = local_rank == local_world - 1
+        for n in [*subnodes(c), *(m for v in held for m in subnodes(v))]:
             if (isinstance(n, ast.Compare) and len(n.ops) == 1
                     and isinstance(n.ops[0], (ast.Eq, ast.NotEq))
                     and any(re.search(r"(?i)rank|process_index", ast.unparse(s))
@@ -220,15 +216,19 @@ def _last_rank(where: Where, node: ast.AST) -> bool:
     return False
 
 
-def _test_text(test: ast.expr, where: Where) -> str:
-    """The test's source plus the values of the names it reads that the function assigned
+def _values_read_by(test: ast.expr, where: Where) -> list[ast.expr]:
+    """Values the enclosing function assigned to the plain names `test` reads
     (`if trailing and multi_node:` with `trailing = local_rank == local_world - 1`)."""
     fn = where.frames[-1].node if where.frames else None
     used = {n.id for n in subnodes(test) if isinstance(n, ast.Name)}
-    bound = [ast.unparse(a.value) for a in (subnodes(fn) if fn is not None else [])
-             if isinstance(a, ast.Assign) and len(a.targets) == 1
-             and isinstance(a.targets[0], ast.Name) and a.targets[0].id in used]
-    return " ".join([ast.unparse(test), *bound])
+    return [a.value for a in (subnodes(fn) if fn is not None else [])
+            if isinstance(a, ast.Assign) and len(a.targets) == 1
+            and isinstance(a.targets[0], ast.Name) and a.targets[0].id in used]
+
+
+def _test_text(test: ast.expr, where: Where) -> str:
+    """The test's source plus the values behind the names it reads."""
+    return " ".join([ast.unparse(test), *map(ast.unparse, _values_read_by(test, where))])
 
 
 def _var(node: ast.AST) -> str:
