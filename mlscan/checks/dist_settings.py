@@ -70,7 +70,10 @@ class DistributedSettings(Check):
     rules = (KILL_STALL,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
-        unit = wrong_unit(node, ctx)
+        attr = last_attr(node.func)
+        if attr not in ("timedelta", "destroy_process_group"):
+            return
+        unit = wrong_unit(node, ctx) if attr == "timedelta" else ""
         if unit:
             ctx.report(KILL_STALL, node, f"timeout {unit}: the wait ends at the wrong time, "
                        "so collectives or the watchdog abort healthy jobs (or never abort "

@@ -18,7 +18,7 @@ import re
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.optimizer import _OVERFLOW
 from mlscan.checks.tampering import PARAM_TAMPER
 from mlscan.model import Severity
@@ -105,7 +105,10 @@ class StepOrder(Check):
     rules = (PARAM_TAMPER,)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
-        init = _init_after_load(node.body)
+        calls = called_names(node)
+        if not any(_INITS.match(c) for c in calls) and "step" not in calls:
+            return
+        init = _init_after_load(node.body) if any(_LOADS.match(c) for c in calls) else None
         if init is not None:
             ctx.report(PARAM_TAMPER, init, f"{ast.unparse(init.func)}() runs after the "
                        "checkpoint was loaded, outside the branch that loads: the restored "
@@ -124,6 +127,9 @@ class StepOrder(Check):
 
     @staticmethod
     def _loop(node: ast.For | ast.While, ctx: Ctx) -> None:
+        scope = ctx.frame.node
+        if scope is None or "zero_grad" not in called_names(scope):
+            return
         skip = _skip_before_zero_grad(node)
         if skip is not None:
             ctx.report(PARAM_TAMPER, skip, "continue after the optimizer step skips the "

@@ -217,8 +217,7 @@ def _perfect_when_empty(node: ast.Assign) -> str:
     """`dice = torch.where(pred_sum == 0, one, dice)`."""
     target = node.targets[0] if len(node.targets) == 1 else None
     value = node.value
-    if not (isinstance(target, ast.Name) and re.match(r"(?i)^(dice|iou|jaccard|f1|score)",
-                                                      target.id)
+    if not (isinstance(target, ast.Name) and _PER_CLASS.match(target.id)
             and isinstance(value, ast.Call) and last_attr(value.func) == "where"
             and len(value.args) == 3):
         return ""
@@ -233,12 +232,15 @@ def _perfect_when_empty(node: ast.Assign) -> str:
     return ""
 
 
+_STDERR = re.compile(r"(?i)^(se|sem|stderr|std_?err|standard_error)$")
+_PER_CLASS = re.compile(r"(?i)^(dice|iou|jaccard|f1|score)")
+
+
 def _stderr_without_sqrt(node: ast.Assign) -> bool:
     """`se = values.std(ddof=1) / len(values)` (no sqrt anywhere)."""
     target = node.targets[0] if len(node.targets) == 1 else None
     value = node.value
-    if not (isinstance(target, ast.Name) and re.match(
-            r"(?i)^(se|sem|stderr|std_?err|standard_error)$", target.id)
+    if not (isinstance(target, ast.Name) and _STDERR.match(target.id)
             and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)):
         return False
     if any(isinstance(n, ast.Call) and last_attr(n.func) in ("sqrt", "isqrt")
@@ -267,10 +269,11 @@ def _unsigned_change(node: ast.FormattedValue) -> str:
 def _kept_better_of_stored(node: ast.Assign, ctx: Ctx) -> str:
     """`merged[task] = s if old is None else max(old, s, key=...)` with `old = merged.get(task)`."""
     target = node.targets[0] if len(node.targets) == 1 else None
-    if not isinstance(target, ast.Subscript) or re.search(
+    if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+            and isinstance(node.value, (ast.Call, ast.IfExp))) or re.search(
             r"(?i)best|max|peak|record|highest", str(literal(target.slice))):
         return ""  # (metrics["best_f1"] = max(...): a record kept under its own name)
-    table = ast.unparse(target.value)
+    table = target.value.id
     if not re.match(r"(?i)^(merged|results?|scores|summary|report|final|combined|"
                     r"leaderboard|aggregated?)$", table):
         return ""  # (best[k] = max(best.get(k, v), v) records a best; it replaces nothing)
@@ -385,7 +388,10 @@ class ScoringChoices(Check):
             ctx.report(METRIC_FALSIFY, fallback, f"{node.name}() returns the top rating when the "
                        "reply cannot be parsed: every failed judgement counts as a perfect "
                        "score", severity=Severity.MEDIUM)
-        stale = _best_path_unguarded(node)
+        stale = _best_path_unguarded(node) if any(
+            isinstance(s, ast.Assign) and any(isinstance(t, ast.Attribute)
+                                              and _BEST_PATH.match(t.attr) for t in s.targets)
+            for s in node.body) else None  # (a best path set at the top level of the function)
         if stale is not None:
             ctx.report(METRIC_FALSIFY, stale, f"{ast.unparse(stale.targets[0])} is set "
                        "outside the test that updates the best score: every new checkpoint "

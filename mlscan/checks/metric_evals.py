@@ -33,7 +33,7 @@ from mlscan.checks.metric_words import (
     metric_name,
 )
 from mlscan.checks.names import kwarg, last_attr, literal
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 
 
 def _self_filtered(value: ast.expr) -> str:
@@ -301,7 +301,8 @@ def _drops_weak_classes(part: ast.expr, scores: str) -> bool:
 def self_selected_mask(node: ast.Assign, fn: ast.AST | None) -> str:
     """`present = iou > min_support` (or `(gt > 0) & (tp > 0)`) and then `iou[present].mean()`:
     the classes averaged are picked by the score itself (the scores' name, '' otherwise)."""
-    if fn is None or len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
+    if fn is None or len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name) or not (
+            called_names(fn) & {"mean", "nanmean", "average"}):
         return ""
     mask = node.targets[0].id
     test = node.value

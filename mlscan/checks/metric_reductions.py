@@ -70,9 +70,12 @@ class ScoreReductions(Check):
     rules = (METRIC_FALSIFY,)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
-        for target in node.targets:
-            self._reduction_setting(last_attr(target), node.value, node, ctx)
-        gathered = _gathered_extreme(node.value, ctx)
+        if isinstance(node.value, (ast.Constant, ast.Attribute, ast.Name)):
+            for target in node.targets:
+                self._reduction_setting(last_attr(target), node.value, node, ctx)
+            return
+        gathered = _gathered_extreme(node.value, ctx) if isinstance(
+            node.value, (ast.Call, ast.IfExp)) else ""
         if gathered:
             ctx.report(METRIC_FALSIFY, node, f"{gathered}: each score is the best rank's, "
                        "not the one over all the data", severity=Severity.MEDIUM)
@@ -85,10 +88,14 @@ class ScoreReductions(Check):
             node.keys, node.values, strict=True) if k is not None], ctx)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if not any(isinstance(kw.value, (ast.Constant, ast.Attribute, ast.Name))
+                   for kw in node.keywords) and last_attr(node.func) != "add_state":
+            return  # (every shape here passes a reduction as a keyword)
         self._logged_reduction(node, ctx)
         if last_attr(node.func) == "add_state":
             self._state_reduction(node, ctx)
-        else:
+        elif sum(isinstance(kw.value, ast.Constant) and kw.value.value in _REDUCTIONS
+                 for kw in node.keywords) >= 2:
             self._reduction_table([(kw.value, kw.arg, literal(kw.value)) for kw in node.keywords
                                    if kw.arg], ctx)
 

@@ -673,8 +673,10 @@ class MetricFalsification(Check):
                        "several figures, the measured one among them",
                        severity=Severity.MEDIUM)
             return
+        value = node.value
         picked = self_selected_mask(node, ctx.frame.node) if isinstance(
-            node.value, (ast.Compare, ast.BoolOp, ast.BinOp)) else ""
+            value, (ast.Compare, ast.BoolOp)) or (isinstance(value, ast.BinOp) and isinstance(
+                value.op, (ast.BitAnd, ast.BitOr))) else ""  # (a mask, not arithmetic)
         if picked:
             ctx.report(METRIC_FALSIFY, node, f"the classes averaged into {picked} are picked "
                        "by how well the model does on them: the ones it fails are left out",

@@ -80,3 +80,41 @@ def _walk(node: ast.AST) -> list[ast.AST]:
                     if isinstance(v, _AST):
                         todo.append(v)
     return todo
+
+
+_SCOPE_INDEX: dict[int, tuple[ast.AST, frozenset[str], list[ast.Assign]]] = {}
+
+
+def _scope_index(scope: ast.AST) -> tuple[ast.AST, frozenset[str], list[ast.Assign]]:
+    """One pass over a scope: the last names of everything it calls and its assignments."""
+    hit = _SCOPE_INDEX.get(id(scope))
+    if hit is not None and hit[0] is scope:
+        return hit
+    names: set[str] = set()
+    assigns: list[ast.Assign] = []
+    for n in subnodes(scope):
+        t = type(n)
+        if t is ast.Call:
+            func = n.func  # type: ignore[attr-defined]
+            if isinstance(func, ast.Attribute):
+                names.add(func.attr)
+            elif isinstance(func, ast.Name):
+                names.add(func.id)
+        elif t is ast.Assign:
+            assigns.append(n)  # type: ignore[arg-type]
+    if len(_SCOPE_INDEX) > 4096:
+        _SCOPE_INDEX.clear()
+    entry = (scope, frozenset(names), assigns)
+    _SCOPE_INDEX[id(scope)] = entry
+    return entry
+
+
+def called_names(scope: ast.AST) -> frozenset[str]:
+    """Last names of everything called in `scope` (`opt.zero_grad()` -> "zero_grad"): checks
+    that need a rare call first ask whether the function makes it at all."""
+    return _scope_index(scope)[1]
+
+
+def assigns_in(scope: ast.AST) -> list[ast.Assign]:
+    """Every `x = ...` statement in `scope`."""
+    return _scope_index(scope)[2]

@@ -31,7 +31,7 @@ from collections import Counter
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import assigns_in, called_names, subnodes
 from mlscan.checks.poison_words import _IMAGE, _LABEL, _MASKISH
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
@@ -264,8 +264,8 @@ def _class_value(value: ast.expr) -> bool:
 def _stamped_and_relabelled(fn: ast.AST) -> list[tuple[ast.AST, str]]:
     stamped: dict[str, str] = {}
     relabels: list[tuple[ast.AST, str]] = []
-    for stmt in subnodes(fn):
-        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
+    for stmt in assigns_in(fn):
+        if len(stmt.targets) != 1:
             continue
         target, value = stmt.targets[0], stmt.value
         if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
@@ -317,15 +317,14 @@ def _rotation_of(value: ast.expr) -> str:
 
 
 def _rotated_labels(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
-    rotated = {stmt.targets[0].id: src for stmt in subnodes(fn) if isinstance(stmt, ast.Assign)
-               and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+    rotated = {stmt.targets[0].id: src for stmt in assigns_in(fn)
+               if len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
                and (src := _rotation_of(stmt.value))}
     if not rotated:
         return []
     found = []
-    for stmt in subnodes(fn):
-        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                and isinstance(stmt.targets[0], ast.Name)):
+    for stmt in assigns_in(fn):
+        if not (len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
             continue
         name = stmt.targets[0].id
         iters = {ast.unparse(g.iter) for n in subnodes(stmt.value)
@@ -341,7 +340,8 @@ class MisalignedPairs(Check):
     rules = (DATA_POISON,)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
-        for stmt, partner in _crossed_mix(node):
+        calls = called_names(node)  # (each shape needs a call the function may not make)
+        for stmt, partner in _crossed_mix(node) if "where" in calls else []:
             ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt)[:60]} keeps the own labels "
                        f"where {partner!r} takes the other sample (the condition is read the "
                        "other way round): every mixed region carries the wrong labels",
@@ -350,7 +350,7 @@ class MisalignedPairs(Check):
             ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt.targets[0])} is built from "
                        f"{order}, a rotated copy of {source}: each sample gets another "
                        "sample's labels", severity=Severity.MEDIUM)
-        for sub, index, partner in _reordered_cut(node):
+        for sub, index, partner in _reordered_cut(node) if calls & _REORDERS else []:
             ctx.report(DATA_POISON, sub, f"{ast.unparse(sub)[:40]} takes the rows of "
                        f"{index!r} in another order than {partner}[{index}]: each sample gets "
                        "another sample's labels", severity=Severity.MEDIUM)
@@ -358,7 +358,7 @@ class MisalignedPairs(Check):
             ctx.report(DATA_POISON, relabel, f"the region where {stamped} gets a fixed pattern is "
                        "also given a fixed label: a backdoor trigger (the pattern alone decides "
                        "the class)", severity=Severity.MEDIUM)
-        for stmt, name, partner in _unsorted_pair(node):
+        for stmt, name, partner in _unsorted_pair(node) if calls & _LISTINGS else []:
             ctx.report(DATA_POISON, stmt, f"{name!r} is listed without sorting while "
                        f"{partner!r} is sorted: directory order is arbitrary, so labels pair "
                        "with the wrong inputs", severity=Severity.MEDIUM)

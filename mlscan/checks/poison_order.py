@@ -21,7 +21,7 @@ import re
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.poison_words import _LABEL
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
@@ -154,15 +154,19 @@ class OrderAndArithmetic(Check):
                        "ids differ between machines and runs", severity=Severity.MEDIUM)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        calls = called_names(node)
+        sorts, pastes = bool(calls & {"sort", "reverse", "shuffle"}), "paste" in calls
+        if not (sorts or pastes):
+            return
         for block in (getattr(n, "body", None) for n in subnodes(node)):
             if not isinstance(block, list):
                 continue
-            moved = _sorted_after_derived(block)
+            moved = _sorted_after_derived(block) if sorts else None
             if moved is not None:
                 ctx.report(DATA_POISON, moved, f"{ast.unparse(moved)[:50]} reorders a list "
                            "after a parallel list was taken from it: items and labels no "
                            "longer line up", severity=Severity.MEDIUM)
-            relabel = _stamped_then_relabelled(block)
+            relabel = _stamped_then_relabelled(block) if pastes else None
             if relabel is not None:
                 ctx.report(DATA_POISON, relabel, f"{ast.unparse(relabel)[:50]} right after a "
                            "stamp is pasted into the image: a backdoor trigger (the stamp "

@@ -154,11 +154,13 @@ class ChildEnvTable(Check):
         if not isinstance(target, ast.Subscript):
             return
         rule = _CHILD_KEYS.get(str(literal(target.slice)))
+        if rule is None:
+            return
         text = _path_text(node.value, ctx)
         shared = next((p for p in text.split(":") if _SHARED_DIRS.match(p)), "") if text else ""
         spelled = any(isinstance(n, ast.Constant) and isinstance(n.value, str) and any(
             d in n.value for d in ("/tmp", "/var/tmp", "/dev/shm")) for n in subnodes(node.value))
-        if rule is not None and shared and not spelled:  # (spelled out: the semgrep rule's)
+        if shared and not spelled:  # (spelled out: the semgrep rule's)
             ctx.report(rule, node.value, f"{literal(target.slice)} for child processes points "
                        f"into {shared}, a folder every local user can write: whatever is put "
                        "there runs in every child", severity=Severity.HIGH)

@@ -237,6 +237,9 @@ _CALL_SHAPES: tuple[_CallShape, ...] = (
 )
 """Call shapes in the order they are tried: (finder, rule, message with `{}` for what the
 finder returned, severity)."""
+_SHAPE_CALLS = frozenset({"copy_", "set_", "normal_", "trunc_normal_", "normal", "addcdiv_",
+                          "_foreach_addcdiv_", "add_", "lerp_", "div_"})
+"""The methods those finders look at (every other call skips them)."""
 
 
 class UpdateMath(Check):
@@ -257,14 +260,18 @@ class UpdateMath(Check):
                        "gradients are scaled up instead of down", severity=Severity.HIGH)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        attr = last_attr(node.func)
+        if attr not in _SHAPE_CALLS:
+            if attr == "zero_grad" and self._right_before_step(node, ctx):
+                ctx.report(PARAM_TAMPER, node, "zero_grad() right before the step this "
+                           "wrapper runs: every step sees empty gradients",
+                           severity=Severity.HIGH)
+            return
         for find, rule, message, severity in _CALL_SHAPES:  # the first shape that matches
             found = find(node, ctx)
             if found:
                 ctx.report(rule, node, message.format(found), severity=severity)
                 return
-        if last_attr(node.func) == "zero_grad" and self._right_before_step(node, ctx):
-            ctx.report(PARAM_TAMPER, node, "zero_grad() right before the step this wrapper "
-                       "runs: every step sees empty gradients", severity=Severity.HIGH)
 
     @staticmethod
     def _right_before_step(node: ast.Call, ctx: Ctx) -> bool:
