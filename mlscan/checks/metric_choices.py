@@ -42,6 +42,7 @@ from mlscan.checks.context import Ctx
 from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import NOT_LITERAL, last_attr, literal
 from mlscan.checks.nodes import subnodes
+from mlscan.checks.poison_words import DISPREFERRED_SIDE, PREFERRED_SIDE
 from mlscan.model import Severity
 
 _MONITOR = re.compile(r"(?i)^_?(monitor|monitor_metric|select(ion)?_metric|best_metric|"
@@ -83,8 +84,8 @@ _EVAL_FUNC = re.compile(r"(?i)(^|_)(test|val|valid|validation|eval|evaluate|eval
                         r"predict)(_|$)")
 _TRUTH = re.compile(r"(?i)^(targets?|labels?|y|y_true|gts?|gt_\w+|masks?|seg|truth)$")
 _MODEL_SIDE = re.compile(r"(?i)conf|prob|score|logit|pred|entropy|uncert|margin")
-_CHOSEN = re.compile(r"(?i)chosen|preferred|pos(itive)?|winner|better|good")
-_REJECTED = re.compile(r"(?i)rejected|dispreferred|neg(ative)?|loser|worse|bad")
+_CHOSEN = re.compile(rf"(?i){PREFERRED_SIDE}|good")
+_REJECTED = re.compile(rf"(?i){DISPREFERRED_SIDE}|bad")
 
 
 def _inverted_mode(value: ast.IfExp) -> str:

@@ -32,7 +32,13 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import assigns_in, called_names, subnodes
-from mlscan.checks.poison_words import _IMAGE, _LABEL, _MASKISH
+from mlscan.checks.poison_words import (
+    _IMAGE,
+    _LABEL,
+    _MASKISH,
+    DISPREFERRED_SIDE,
+    PREFERRED_SIDE,
+)
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
 
@@ -156,8 +162,8 @@ def _folded_row(rows: list[ast.Call]) -> tuple[ast.Call, str, str] | None:
     return None
 
 
-_PREFERRED = re.compile(r"(?i)^(chosen|preferred|winner|better|pos|positive)(_\w+)?$")
-_DISPREFERRED = re.compile(r"(?i)^(rejected|dispreferred|loser|worse|neg|negative)(_\w+)?$")
+_PREFERRED = re.compile(rf"(?i)^({PREFERRED_SIDE})(_\w+)?$")
+_DISPREFERRED = re.compile(rf"(?i)^({DISPREFERRED_SIDE})(_\w+)?$")
 
 
 def _slot(expr: ast.expr) -> int | None:

@@ -91,6 +91,9 @@ def _ignore_index(value: ast.expr, ctx: Ctx) -> bool:
     return bool(re.search(r"(?i)ignore|pad|mask", last_attr(value)))
 
 
+PREFERRED_SIDE = "chosen|preferred|winner|better|pos|positive"
+DISPREFERRED_SIDE = "rejected|dispreferred|loser|worse|neg|negative"
+"""Names for the two sides of a preference pair (metric and poisoning checks share them)."""
 _PAIR = re.compile(r"(?i)chosen|rejected|preferred|winner|loser|^pos|^neg|good|bad|"
                    r"^[cr]_(ids|input_ids|mask|attn\w*|labels|tokens|logps?|rewards?)$")
 _HASHES = ("hashlib.", "zlib.crc32", "zlib.adler32", "binascii.crc32", "hash", "mmh3.")
