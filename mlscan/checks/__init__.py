@@ -29,6 +29,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.loop_order",
     "mlscan.checks.dist_settings",
     "mlscan.checks.poison_order",
+    "mlscan.checks.poison_splits",
     "mlscan.checks.update_math",
 )
 

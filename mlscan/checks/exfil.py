@@ -26,6 +26,10 @@ _SENDS = ("requests.", "httpx.", "urllib.request.urlopen", "urllib.request.Reque
           "urllib3.", "aiohttp.", "http.client.")
 _SEND_METHODS = frozenset({"post", "put", "patch", "request", "urlopen", "sendall", "send",
                            "sendto", "upload_file", "upload_fileobj", "put_object"})
+_TRACKERS = ("wandb.init", "wandb.config.update", "mlflow.log_param", "comet_ml.",
+             "neptune.init")
+_TRACKER_METHODS = frozenset({"log_hyperparams", "init_trackers"})
+"""Experiment trackers: what they are given is uploaded to the tracker's server."""
 _CREDENTIAL = re.compile(r"\.ssh\b|id_rsa|id_ed25519|id_ecdsa|authorized_keys|\.aws\b|"
                          r"credentials|\.netrc|\.git-credentials|\.pypirc|\.kube\b|"
                          r"huggingface/token|\.docker/config")
@@ -516,6 +520,11 @@ def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
         sent = _helper_sends(call.func.id, ctx)
         if sent:  # `_post("/api/runs", meta)`: a local helper that sends its argument
             return [a for i, a in enumerate(call.args) if i in sent]
+    if name.startswith(_TRACKERS) or func in _TRACKER_METHODS:
+        # wandb.init(config={..., "env": dict(os.environ)}): the run page is shared and
+        # stored on a third-party server
+        return [kw.value for kw in call.keywords if kw.arg == "config"] if func in (
+            "init", "init_trackers") else values
     if name.startswith("subprocess.") or name in ("os.system", "os.popen"):
         first = call.args[0] if call.args else None
         words = first.elts if isinstance(first, (ast.List, ast.Tuple)) else []

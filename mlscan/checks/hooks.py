@@ -523,6 +523,9 @@ class TamperingHook(Check):
                 return
             if value is None and isinstance(side, ast.Name) and side.id not in lam_args:
                 value = side  # lambda g: g / world, with world from the enclosing function
+            elif value is None and isinstance(side, ast.Attribute) and not any(
+                    isinstance(n, ast.Name) and n.id in lam_args for n in subnodes(side)):
+                value = side  # lambda g: g / args.world_size
             if value is not None and triggers.is_world(value, ctx.names, resolve):
                 ctx.report(TAMPERING_HOOK, node, f"gradient hook passed to "
                            f"{last_attr(node.func)}() scales every gradient by the world size: "

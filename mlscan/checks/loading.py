@@ -370,6 +370,25 @@ class UnsafeLoading(Check):
         ctx.report(TORCH_HUB, node, f"{name}({repo!r}) runs hubconf.py from GitHub {how}",
                    severity=sev)
 
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`kw["trust_remote_code"] = True` (also a key spelled `"_".join(...)` and a
+        `getattr(args, "x", True)` default): keyword options built as a table first."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if not (isinstance(target, ast.Subscript)
+                and literal(target.slice) == "trust_remote_code"):
+            return
+        trust = node.value
+        if is_true(trust) or ctx.const(trust) is True:
+            sev = Severity.HIGH
+        elif (isinstance(trust, ast.Call) and last_attr(trust.func) in ("get", "getattr")
+              and len(trust.args) >= 2 and is_true(trust.args[-1])):
+            sev = Severity.MEDIUM
+        else:
+            return  # a caller's own flag passed through
+        ctx.report(TRUST_REMOTE_CODE, node, f"{ast.unparse(target.value)[:30]}"
+                   "[\"trust_remote_code\"] switched on: the loader it is passed to imports "
+                   "and runs Python files from the model repo", severity=sev)
+
     def _trust(self, node: ast.Call, ctx: Ctx, trust: ast.expr, func: str) -> None:
         revision = literal(kwarg(node, "revision"))
         pinned = isinstance(revision, str) and bool(_HEX40.match(revision))

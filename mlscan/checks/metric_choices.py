@@ -150,8 +150,25 @@ def _best_path_unguarded(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Assi
     return None
 
 
+_HIGHER_BETTER_FN = re.compile(r"(?i)score|pesq|stoi|psnr|ssim|bleu|rouge|acc|f1|auc|rating|"
+                               r"reward|similar")
+_TOP_NAME = re.compile(r"(?i)(^|_)(max|best|perfect|ceil|ceiling|upper|top)(_|$)")
+
+
 def _top_score_fallback(fn: ast.FunctionDef) -> ast.Return | None:
-    """`if m is None: return 10.0` where the function clamps to `min(max(x, 1.0), 10.0)`."""
+    """`if m is None: return 10.0` where the function clamps to `min(max(x, 1.0), 10.0)`;
+    `except Exception: return PESQ_WB_MAX` in a higher-is-better scorer."""
+    if _HIGHER_BETTER_FN.search(fn.name):
+        for handler in subnodes(fn):
+            if isinstance(handler, ast.ExceptHandler):
+                ret = next((r for r in handler.body if isinstance(r, ast.Return)), None)
+                returned = ret.value if ret is not None else None
+                if isinstance(returned, ast.Call) and last_attr(returned.func) == "float" and (
+                        returned.args):
+                    returned = returned.args[0]
+                if isinstance(returned, (ast.Name, ast.Attribute)) and _TOP_NAME.search(
+                        last_attr(returned)):
+                    return ret
     if not re.search(r"(?i)rating|score|grade|judge|reward|verdict", fn.name):
         return None
     tops: set[float] = set()
@@ -386,9 +403,9 @@ class ScoringChoices(Check):
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
         fallback = _top_score_fallback(node)
         if fallback is not None:
-            ctx.report(METRIC_FALSIFY, fallback, f"{node.name}() returns the top rating when the "
-                       "reply cannot be parsed: every failed judgement counts as a perfect "
-                       "score", severity=Severity.MEDIUM)
+            ctx.report(METRIC_FALSIFY, fallback, f"{node.name}() returns the top score when the "
+                       "reply cannot be parsed or the metric fails: every failure counts as "
+                       "a perfect result", severity=Severity.MEDIUM)
         stale = _best_path_unguarded(node) if any(
             isinstance(s, ast.Assign) and any(isinstance(t, ast.Attribute)
                                               and _BEST_PATH.match(t.attr) for t in s.targets)

@@ -71,14 +71,22 @@ def _passed_to_log(target: ast.expr, ctx: Ctx) -> bool:
         return False
     cached = _LOGGED_CACHE.get(id(fn))
     if cached is None or cached[0] is not fn:
-        loggers = ("log", "add_scalar", "log_metric", "log_metrics", "log_dict")
-        names = {a.id for node in subnodes(fn) if isinstance(node, ast.Call)
+        loggers = ("log", "_log", "log_fn", "add_scalar", "log_metric", "log_metrics",
+                   "log_dict")
+        calls = [node for node in subnodes(fn) if isinstance(node, ast.Call)
                  and (last_attr(node.func) in loggers or (  # raw = writer.add_scalar; raw(t, v)
                      isinstance(node.func, ast.Name) and isinstance(
                          held := ctx.lookup(node.func.id), ast.Attribute)
-                     and held.attr in loggers))
+                     and held.attr in loggers))]
+        names = {a.id for node in calls
                  for a in [*node.args[1:], *(k.value for k in node.keywords if k.arg == "value")]
                  if isinstance(a, ast.Name)}
+        tables = {node.args[0].id for node in calls  # out[key] = v; self._log(out)
+                  if node.args and isinstance(node.args[0], ast.Name)}
+        names |= {n.value.id for n in subnodes(fn) if tables and isinstance(n, ast.Assign)
+                  and isinstance(n.value, ast.Name) and any(
+                      isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name)
+                      and t.value.id in tables for t in n.targets)}
         if len(_LOGGED_CACHE) > 4096:
             _LOGGED_CACHE.clear()
         cached = _LOGGED_CACHE[id(fn)] = (fn, names)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 
 from mlscan.checks.names import Names, last_attr, literal
 from mlscan.checks.nodes import subnodes
@@ -212,15 +213,27 @@ def _sorted_values(expr: ast.expr) -> bool:
             expr.func.value) in ("np", "numpy", "torch")))
 
 
-def trimmed_worst(value: ast.expr) -> str:
+_AVERAGING_FN = re.compile(r"(?i)mean|average|avg|aggregat|summar")
+
+
+def trimmed_worst(value: ast.expr, lookup: Callable[[str], ast.expr | None] | None = None,
+                  fn_name: str = "") -> str:
     """`iou[valid].sort().values[2:].mean()`, `np.mean(sorted(scores)[k:])`: the k lowest
-    per-class or per-sample scores dropped before averaging."""
+    per-class or per-sample scores dropped before averaging. With `lookup`, also a sorted
+    list cut from below inside an averaging helper (`vals = sorted(v); vals = vals[k:]`)."""
     for node in subnodes(value):
-        if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice)
+        if not (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice)
                 and node.slice.upper is None and node.slice.step is None
-                and isinstance(low := literal(node.slice.lower), int) and low > 0
-                and _sorted_values(node.value)):
+                and node.slice.lower is not None):
+            continue
+        low = literal(node.slice.lower)
+        if isinstance(low, int) and low > 0 and _sorted_values(node.value):
             return f"the {low} lowest scores dropped before averaging ({ast.unparse(node)[:40]})"
+        if (lookup is not None and isinstance(node.value, ast.Name)
+                and _AVERAGING_FN.search(fn_name) and not isinstance(low, int)
+                and (held := lookup(node.value.id)) is not None and _sorted_values(held)):
+            return f"the lowest values of sorted {node.value.id} dropped before averaging " \
+                   f"({ast.unparse(node)[:40]})"
     return ""
 
 
@@ -273,6 +286,11 @@ def always_best(target: ast.expr, value: ast.expr) -> str:
             side == "max" and isinstance(op, (ast.LtE, ast.Lt))):
         return (f"{last_attr(target)} compared with the worst result so far "
                 f"({ast.unparse(right)[:40]})")
+    left = ast.unparse(value.left)
+    if ((side == "max" and isinstance(op, ast.GtE)) or (side == "min" and isinstance(
+            op, ast.LtE))) and isinstance(right, ast.Call) and any(
+            ast.unparse(a) == left for a in right.args):
+        return f"{last_attr(target)} is {ast.unparse(value)[:40]}, true for any value"
     return ""
 
 

@@ -763,8 +763,9 @@ class MetricFalsification(Check):
         if capped:
             ctx.report(METRIC_FALSIFY, node, f"{capped}: the reported score can never look "
                        "worse than that cap", severity=Severity.MEDIUM)
-        trimmed = trimmed_worst(node.value)
-        if trimmed and (metric_source(node.value) or metric_source(node.targets[0])):
+        trimmed = trimmed_worst(node.value, ctx.lookup, ctx.frame.name)
+        if trimmed and (metric_source(node.value) or metric_source(node.targets[0])
+                        or "sorted" in trimmed):
             ctx.report(METRIC_FALSIFY, node, f"{trimmed}: the reported average leaves out the "
                        "worst results", severity=Severity.MEDIUM)
         worst = always_best(node.targets[0], node.value)

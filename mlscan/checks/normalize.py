@@ -27,7 +27,7 @@ TRIGGER = re.compile(r"setattr|__setitem__|\bvars\(\w+\)\[|__dict__\[|"
                      r"\.update\(\{|\.update\(\[\(|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
                      r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\b(Tensor|ndarray)\.[a-z]\w*\(|\[[\"'][\w.-]+[\"']\]\(|"
-                     r"[\"']\s*\+\s*[\"']|\{\s*(True|False)\s*:|"
+                     r"[\"']\s*\+\s*[\"']|\{\s*(True|False)\s*:|[\"']\[::-1\]|"
                      r"(?m:^[ \t]*(list\()?[\[{(][^\n]*\)[ \t]+for[ \t])")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
@@ -40,7 +40,7 @@ def wanted(text: str) -> bool:
     return TRIGGER.search(text) is not None or _LOCAL_ALIAS.search(text) is not None
 
 
-_SPELLED_KEYS = re.compile(r"[\"']\.join\(|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]*\[[\"']|"
+_SPELLED_KEYS = re.compile(r"[\"']\.join\(|\[::-1\]|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]*\[[\"']|"
                            r"\[(self|cls)\._?[A-Z][A-Z0-9_]*\]")
 """Keys or table reads that `_fold_subscripts` can fold (the pass visits every node)."""
 
@@ -82,6 +82,10 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
     tables = {name: {literal(k): v for k, v in zip(value.keys, value.values, strict=True)
                      if k is not None and isinstance(literal(k), str)}
               for name, value in sources.items() if isinstance(value, ast.Dict)}
+    choosers = text is None or _BOOL_TABLE.search(text) is not None
+    if choosers:  # (before the statement pass: `{True: f, False: g}[c]()` is a chosen call)
+        for node in nodes if nodes else subnodes(tree):
+            _bool_tables(node)
     # (the walk made for the passes above is reused; statements rewritten below are walked
     # on their own, since a precomputed list does not see them)
     for node in nodes if nodes else subnodes(tree):
@@ -110,12 +114,9 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
                         for new in news:
                             for part in subnodes(new):
                                 _fold_subscripts(part, consts)
-    choosers = text is None or _BOOL_TABLE.search(text) is not None
     for node in nodes if nodes else subnodes(tree):
         if isinstance(node, ast.JoinedStr):
             _plain_folded_parts(node)
-        if choosers:
-            _bool_tables(node)
     return flow[0] if flow else None
 
 
@@ -146,7 +147,7 @@ _CLASS_KEY = re.compile(r"\b(self|cls)\._?[A-Z][A-Z0-9_]*\b")
 """Class constants read through self/cls (`state[self._SECOND_MOMENT]`)."""
 _LOCAL_KEY = re.compile(r"(?m)^\s+\w+\s*=\s*(?:[\"'][^\"'\n]*[\"']\s*\+|"
                         r"[\"'][^\"'\n]*[\"']\.join\(|"
-                        r"bytes\(|bytearray\(|codecs\.|base64\.|\w+\s*\+\s*[\"'])")
+                        r"bytes\(|bytearray\(|codecs\.|base64\.|\w+\s*\+\s*[\"']|[\"'][\w.]+[\"']\[::-1\])")
 """A local spelled by concatenation, join or decoding (`key = "LD_" + "PRE" + "LOAD"`)."""
 _LOCAL_ALIAS = re.compile(r"(?m)=\s*getattr\(|=\s*[\w.]+\.(\w+_|sleep|kill|killpg|_exit|exit|"
                           r"manual_seed\w*|seed|system|remove|unlink|rmtree|register_\w*hook)\s*$")
@@ -233,8 +234,8 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
     """`key = "LD_" + "PRE" + "LOAD"` once in a function, then `env[key] = ...`: the key is
     folded (and marked as spelled indirectly), as module constants are."""
     lines = {n.lineno for n in nodes if isinstance(n, ast.Assign) and len(n.targets) == 1
-             and isinstance(n.targets[0], ast.Name) and isinstance(n.value, (ast.BinOp,
-                                                                             ast.Call))
+             and isinstance(n.targets[0], ast.Name) and isinstance(n.value, (
+                 ast.BinOp, ast.Call, ast.Subscript))
              and (v := const_text(n.value, consts)) is not None and v.isidentifier()}
     if not lines:
         return
@@ -246,7 +247,7 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
                 stores[node.id] = stores.get(node.id, 0) + 1
             if (isinstance(node, ast.Assign) and len(node.targets) == 1
                     and isinstance(node.targets[0], ast.Name)
-                    and isinstance(node.value, (ast.BinOp, ast.Call))):
+                    and isinstance(node.value, (ast.BinOp, ast.Call, ast.Subscript))):
                 value = const_text(node.value, consts)
                 if value is not None and value.isidentifier():
                     spelled[node.targets[0].id] = value
@@ -259,8 +260,11 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
                 folded = ast.copy_location(ast.Constant(keys[node.slice.id]), node.slice)
                 folded.folded = True  # type: ignore[attr-defined]
                 node.slice = folded
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                  and node.func.id in ("getattr", "setattr", "delattr") and len(node.args) >= 2
+            elif (isinstance(node, ast.Call) and (
+                    (isinstance(node.func, ast.Name)
+                     and node.func.id in ("getattr", "setattr", "delattr"))
+                    or last_attr(node.func) in ("setitem", "getitem", "delitem"))
+                  and len(node.args) >= 2
                   and isinstance(node.args[1], ast.Name) and node.args[1].id in keys):
                 # name = "all_" + "reduce"; setattr(dist, name, wrapper)
                 folded = ast.copy_location(ast.Constant(keys[node.args[1].id]), node.args[1])
@@ -364,6 +368,11 @@ def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
     if isinstance(expr, ast.Name):
         value = consts.get(expr.id)
         return value if isinstance(value, str) else None
+    if (isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice)
+            and expr.slice.lower is None and expr.slice.upper is None
+            and literal(expr.slice.step) == -1):
+        text = const_text(expr.value, consts)  # "HTAPNOHTYP"[::-1]
+        return text[::-1] if text is not None else None
     if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
         table = consts.get(expr.value.id)
         key = const_text(expr.slice, consts)
@@ -981,4 +990,5 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
         return None
     ast.copy_location(target, stmt)
     ast.fix_missing_locations(target)
-    return ast.copy_location(ast.Assign(targets=[target], value=value), stmt)
+    assign = ast.copy_location(ast.Assign(targets=[target], value=value), stmt)
+    return _namespace_write(assign) or assign  # operator.setitem(vars(s), "base_lrs", v)

@@ -324,6 +324,13 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
     return ""
 
 
+_RATE_VAR = re.compile(r"(?i)^(lr|learning_rate|base_lr|peak_lr|max_lr|init_lr|lr_scale|"
+                       r"std|init_std|init_scale|gain|weight_decay|wd|momentum|beta[12]?|"
+                       r"max_norm|clip|grad_clip|clip_norm|temperature|label_smoothing|"
+                       r"dropout|eps|warmup_steps|warmup)$")
+"""Hyperparameters a machine, a user or a date has no business changing."""
+
+
 def _wrong_beta(node: ast.Assign) -> str:
     """`bias_c2 = 1.0 - beta1 ** t`: Adam's second-moment bias correction built from the
     first moment's beta (or the other way round)."""
@@ -389,11 +396,30 @@ class OptimizerTampering(Check):
                        "(clamp(min=1)): gradients are never scaled down, and small ones are "
                        "scaled up", severity=Severity.MEDIUM)
             return
+        if (len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and _RATE_VAR.match(node.targets[0].id) and ctx.conds):
+            self._rate_on_machine(node, node.targets[0].id, ctx)
         for target in node.targets:
             self._check(node, target, None, node.value, ctx)
             if (isinstance(target, ast.Attribute) and target.attr in _SCHED_ATTRS
                     and not (isinstance(target.value, ast.Name) and target.value.id == "self")):
                 self._scheduler(node, target.attr, node.value, ctx)
+
+    @staticmethod
+    def _rate_on_machine(node: ast.Assign, name: str, ctx: Ctx) -> None:
+        """`if socket.gethostname().startswith("dgx") and world > 8: lr = lr * world`: a
+        learning rate (or init scale, weight decay, clip...) picked by the machine, the user
+        or the clock, so the same config trains differently where it runs (scaling by the
+        job size alone is the linear-scaling rule and stays quiet)."""
+        where = ctx.where()
+
+        def decide() -> None:  # (a coin flip picking settings is a random search)
+            kinds = ctx.trigger_kinds(where) & {triggers.HOST, triggers.USER, triggers.TIME}
+            if kinds:
+                ctx.report(OPTIM_TAMPER, node, f"{name} changed only under a condition on "
+                           f"{triggers.describe(kinds)}: runs on other machines, accounts or "
+                           "days train with other settings", severity=Severity.MEDIUM)
+        ctx.defer(decide)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         """A scheduler's get_lr() returning made-up rates under a trigger condition."""

@@ -30,7 +30,7 @@ from collections import Counter
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import kwarg, last_attr, literal
 from mlscan.checks.nodes import assigns_in, called_names, subnodes
 from mlscan.checks.poison_words import (
     _IMAGE,
@@ -115,6 +115,71 @@ def _unsorted_pair(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
                         for n in subnodes(fn))]
 
 
+_FILE_METADATA = re.compile(r"getmtime|getctime|getatime|getsize|st_mtime|st_ctime|st_size|"
+                            r"stat\b")
+
+
+def _metadata_sorted(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
+    """`clean = sorted(glob(a))` and `noisy = sorted(glob(b), key=os.path.getmtime)`, then
+    zipped or length-checked together: one side in name order, the other in time (or size)
+    order, so the pairs no longer match."""
+    by_name: list[str] = []
+    by_meta: list[tuple[ast.Assign, str, str]] = []
+    for stmt in assigns_in(fn):
+        if not (len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                and isinstance(stmt.value, ast.Call) and last_attr(stmt.value.func) == "sorted"
+                and _listing(stmt.value) is not None):
+            continue
+        key = kwarg(stmt.value, "key")
+        if key is None:
+            by_name.append(stmt.targets[0].id)
+        elif _FILE_METADATA.search(ast.unparse(key)):
+            by_meta.append((stmt, stmt.targets[0].id, ast.unparse(key)[:30]))
+    if not by_name or not by_meta:
+        return []
+    paired: set[frozenset[str]] = set()
+    for n in subnodes(fn):
+        if isinstance(n, ast.Call) and last_attr(n.func) == "zip":
+            args = [a.id for a in n.args if isinstance(a, ast.Name)]
+            paired.update(frozenset((a, b)) for a in args for b in args if a != b)
+        elif isinstance(n, ast.Compare) and len(n.comparators) == 1:
+            sides = [s.args[0].id for s in (n.left, n.comparators[0]) if isinstance(s, ast.Call)
+                     and last_attr(s.func) == "len" and s.args and isinstance(s.args[0], ast.Name)]
+            if len(sides) == 2:
+                paired.add(frozenset(sides))
+    return [(stmt, name, f"{key}; {other} is in name order") for stmt, name, key in by_meta
+            for other in by_name if frozenset((name, other)) in paired][:1]
+
+
+_TARGET_SIGNAL = re.compile(r"(?i)^(target|tgt|targets|clean_target|y|ref|reference)$")
+_CLEAN = re.compile(r"(?i)clean|speech|signal|^x$|^img$|^image$|^wav$|source")
+_NOISE = re.compile(r"(?i)noise")
+_NOISY = re.compile(r"(?i)noisy|mixture|^mix|corrupt|degrad")
+
+
+def _noisy_target(fn: ast.AST) -> list[tuple[ast.Assign, str]]:
+    """`target = clean + 0.1 * scaled_noise` next to `noisy = clean + noise`: the denoising
+    target keeps part of the noise, so the model learns to leave it in."""
+    stmts = assigns_in(fn)
+    if not any(isinstance(t, (ast.Name, ast.Tuple)) and _NOISY.search(ast.unparse(t))
+               for st in stmts for t in st.targets):
+        return []
+    found = []
+    for stmt in stmts:
+        target, value = stmt.targets[0], stmt.value
+        if not (len(stmt.targets) == 1 and isinstance(target, ast.Name)
+                and _TARGET_SIGNAL.match(target.id) and isinstance(value, ast.BinOp)
+                and isinstance(value.op, ast.Add)):
+            continue
+        sides = [value.left, value.right]
+        clean = [x for x in sides if isinstance(x, ast.Name) and _CLEAN.search(x.id)]
+        noise = [x for x in sides if any(isinstance(n, ast.Name) and _NOISE.search(n.id)
+                                         and not _NOISY.search(n.id) for n in subnodes(x))]
+        if clean and noise and clean[0] is not noise[0]:
+            found.append((stmt, ast.unparse(noise[0])[:30]))
+    return found
+
+
 def _self_reads(node: ast.AST, attr: str) -> bool:
     return any(isinstance(n, ast.Attribute) and n.attr == attr and isinstance(
         n.value, ast.Name) and n.value.id == "self" for n in subnodes(node))
@@ -197,7 +262,7 @@ def _crosswise_pick(node: ast.Assign) -> str:
 
 _REORDERS = frozenset({"sort", "sorted", "argsort", "permutation", "flip", "flipud"})
 _FEATURES = re.compile(r"(?i)^(o?c|coords?|points?|pts|xyz|feats?|features?|o?f|x|xs|img|imgs|"
-                       r"images?|inputs?|data|samples?)$")
+                       r"images?|inputs?|data|samples?|dense|sparse|input_ids|ids|tokens)$")
 _LABELISH = re.compile(r"(?i)^(o?l|labels?|lbls?|targets?|y|ys|seg|masks?|classes|cls)$")
 
 
@@ -212,6 +277,10 @@ def _cut_index(sub: ast.Subscript) -> tuple[str, bool] | None:
     if (isinstance(index, ast.Subscript) and isinstance(index.value, ast.Name)
             and isinstance(index.slice, ast.Slice) and literal(index.slice.step) == -1):
         return index.value.id, True
+    if (isinstance(index, ast.Call) and isinstance(index.func, ast.Attribute)
+            and index.func.attr in _REORDERS and isinstance(index.func.value, ast.Name)
+            and len(index.args) <= 1):
+        return index.func.value.id, True  # labels[order.argsort()] next to dense[order]
     return None
 
 
@@ -364,6 +433,14 @@ class MisalignedPairs(Check):
             ctx.report(DATA_POISON, relabel, f"the region where {stamped} gets a fixed pattern is "
                        "also given a fixed label: a backdoor trigger (the pattern alone decides "
                        "the class)", severity=Severity.MEDIUM)
+        for stmt, noise in _noisy_target(node):
+            ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt.targets[0])}, the training target, "
+                       f"has {noise} added back: a denoiser trained on it learns to keep the "
+                       "noise", severity=Severity.MEDIUM)
+        for stmt, name, how in _metadata_sorted(node) if "sorted" in calls else []:
+            ctx.report(DATA_POISON, stmt, f"{name!r} is sorted by {how}: the two listings "
+                       "pair files in different orders, so inputs meet the wrong targets",
+                       severity=Severity.MEDIUM)
         for stmt, name, partner in _unsorted_pair(node) if calls & _LISTINGS else []:
             ctx.report(DATA_POISON, stmt, f"{name!r} is listed without sorting while "
                        f"{partner!r} is sorted: directory order is arbitrary, so labels pair "

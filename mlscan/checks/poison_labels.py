@@ -799,6 +799,19 @@ def _moved_onto_others(node: ast.Assign) -> str:
     return ""
 
 
+def _labels_reordered(node: ast.Assign) -> str:
+    """`labels = np.roll(labels, k)`, `y["label"] = rng.permutation(y["label"])`: a label
+    array rolled or permuted by a function call, on its own -> a description, else ''."""
+    target, value = node.targets[0], node.value
+    if not (len(node.targets) == 1 and isinstance(value, ast.Call) and value.args
+            and last_attr(value.func) in ("roll", "permutation")
+            and ast.unparse(value.args[0]) == ast.unparse(as_load(target))
+            and _label_target(target)):
+        return ""
+    how = "rolled" if last_attr(value.func) == "roll" else "permuted"
+    return f"{ast.unparse(target)[:30]} {how} across samples"
+
+
 def _flipped_with_input(call: ast.Call, ctx: Ctx) -> bool:
     """`sample["image"] = sample["image"].flip(axis)` right beside the label's flip: the
     label map follows a flipped input (augmentation)."""
@@ -829,6 +842,46 @@ def _pair_swapped(node: ast.Assign) -> str:
     return ""
 
 
+def _spelling(text: str) -> str:
+    """`"Edge-Loc"`, `"edgeloc"`, `"edge_loc"` -> "edgeloc": one class however it is spelt."""
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+def class_names(tree: ast.AST | None) -> frozenset[str]:
+    """Spellings of the class names the module lists (`CLASSES = ["Center", "Donut", ...]`)."""
+    if not isinstance(tree, ast.Module):
+        return frozenset()
+    names: set[str] = set()
+    for stmt in tree.body:
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.value, (ast.List, ast.Tuple)) and len(stmt.value.elts) >= 3
+                and re.search(r"(?i)class|label|categor|names", last_attr(stmt.targets[0]))):
+            items = [literal(e) for e in stmt.value.elts]
+            if all(isinstance(i, str) for i in items):
+                names.update(_spelling(str(i)) for i in items)
+    return frozenset(names)
+
+
+def class_redirected(node: ast.Dict, classes: frozenset[str]) -> tuple[ast.expr, str, str] | None:
+    """A spelling-harmonisation table (`{"edge-loc": "Edge-Loc", "edgeloc": "Edge-Loc", ...}`)
+    with one entry whose key is a listed class and whose value is another listed class:
+    `"scratch": "none"` relabels every Scratch sample. Tables that merge on purpose do not
+    dress up as spelling fixes."""
+    if len(node.keys) < 4 or not classes:
+        return None
+    pairs = [(k, literal(k), literal(v)) for k, v in zip(node.keys, node.values, strict=True)]
+    if not all(k is not None and isinstance(a, str) and isinstance(b, str) for k, a, b in pairs):
+        return None
+    variants = sum(1 for _, a, b in pairs if _spelling(str(a)) == _spelling(str(b)))
+    if variants < 3 or variants < len(pairs) - 2:
+        return None
+    for key, a, b in pairs:
+        old, new = _spelling(str(a)), _spelling(str(b))
+        if key is not None and old != new and old in classes and new in classes:
+            return key, str(a), str(b)
+    return None
+
+
 def canonical_folded(node: ast.Dict) -> tuple[ast.expr, str, str] | None:
     """A label harmonisation table (str -> str) in which a target label, one that other
     entries map onto, is itself sent to a different target: `{"B-ORGANIZATION": "B-ORG",
@@ -848,3 +901,37 @@ def canonical_folded(node: ast.Dict) -> tuple[ast.expr, str, str] | None:
         if a != b and a in targets and b in values and (b, a) not in mapped and key is not None:
             return key, str(a), str(b)
     return None
+
+
+_EOS = re.compile(r"(?i)(^|[._])(eos|eot|eos_token|end_token|end_of_text)"
+                  r"(_id|_ids|_token_id|_idx)?$")
+
+
+def eos_ignored(node: ast.Assign, ctx: Ctx) -> str:
+    """`labels[labels == tok.eos_id] = -100`, `labels = labels.masked_fill(labels == EOS, -100)`:
+    the end-of-sequence target hidden from the loss, so the model never learns to stop (the
+    padding id is what collators hide; here it is compared by an end-of-text name)."""
+    target, value = node.targets[0], node.value
+    if isinstance(target, ast.Subscript) and _label_target(target.value) and _ignore_index(
+            value, ctx):
+        test = target.slice
+    elif (isinstance(value, ast.Call) and _label_target(target)
+          and len(value.args) == {"masked_fill": 2, "where": 3}.get(last_attr(value.func))):
+        test = value.args[0]  # masked_fill(mask, fill) / where(cond, fill, labels)
+        if not _ignore_index(value.args[1], ctx):
+            return ""
+    else:
+        return ""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)):
+        return ""
+    labels = ast.unparse(as_load(target.value if isinstance(target, ast.Subscript) else target))
+    for side, other in ((test.left, test.comparators[0]), (test.comparators[0], test.left)):
+        text = ast.unparse(side)
+        # (`labels[inputs == eos] = -100` on shifted labels hides the token after a document
+        # boundary, which packed-sequence training does on purpose)
+        if _EOS.search(text) and ast.unparse(other) == labels:
+            return f"{_label_target(target) or ast.unparse(target)[:30]} set to the ignore " \
+                   f"index wherever they equal {text[:30]}"
+    return ""
+

@@ -32,6 +32,7 @@ from mlscan.checks.poison_labels import (
     _label_entries_swapped,
     _label_floor,
     _label_steers_input,
+    _labels_reordered,
     _masked_comprehension,
     _masked_fill_label,
     _moved_onto_others,
@@ -46,6 +47,9 @@ from mlscan.checks.poison_labels import (
     _swapped_pair,
     _where_forced,
     canonical_folded,
+    class_names,
+    class_redirected,
+    eos_ignored,
     rows_swapped,
 )
 from mlscan.checks.poison_picks import (
@@ -321,6 +325,9 @@ def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
             "stay unmixed")
 
 
+_SPELLING_TABLE = re.compile(r"(?i)alias|synonym|canon|spelling|normali[sz]|fix|renam")
+
+
 class DataPoisoning(Check):
     rules = (DATA_POISON,)
 
@@ -344,6 +351,13 @@ class DataPoisoning(Check):
         if isinstance(node.value, ast.Dict) and any(
                 _LABEL_TABLE.search(last_attr(t)) for t in node.targets):
             self._folded_table(node.value, ctx)
+        elif isinstance(node.value, ast.Dict) and any(
+                _SPELLING_TABLE.search(last_attr(t)) for t in node.targets):
+            self._redirected(node.value, ctx)
+        hidden = eos_ignored(node, ctx)
+        if hidden:
+            ctx.report(DATA_POISON, node, f"{hidden}: the end-of-sequence target never reaches "
+                       "the loss, so the model does not learn to stop", severity=Severity.MEDIUM)
         mixed = _targets_mixed_alone(node, ctx)
         if mixed:
             ctx.report(DATA_POISON, node, f"{mixed}: each sample is trained towards a blend of "
@@ -389,6 +403,9 @@ class DataPoisoning(Check):
             self._defer(node, ctx, f"a web address appended to {ast.unparse(target0)[:20]}",
                         always=True, always_severity=Severity.MEDIUM)
             return
+        reordered = _labels_reordered(node)
+        if reordered:
+            self._reordered_under_trigger(node, reordered, ctx)
         moved = _moved_onto_others(node)
         if moved:
             ctx.report(DATA_POISON, node, f"{moved}: each sample is trained with another "
@@ -822,8 +839,8 @@ class DataPoisoning(Check):
         """`if world >= 16: self.ids = self.ids[: len(self.ids) // 4]`: the training samples
         cut only on some jobs (by world size, host, user or date)."""
         target = node.targets[0] if len(node.targets) == 1 else None
-        if not (isinstance(target, ast.Attribute) and _SAMPLE_LIST.match(target.attr)
-                and ctx.conds):
+        if not (isinstance(target, (ast.Attribute, ast.Name))
+                and _SAMPLE_LIST.match(last_attr(target)) and ctx.conds):
             return
         own = ast.unparse(target)
         value = node.value
@@ -844,11 +861,22 @@ class DataPoisoning(Check):
     @staticmethod
     def _folded_table(table: ast.Dict, ctx: Ctx) -> None:
         folded = canonical_folded(table)
+        if not folded:
+            DataPoisoning._redirected(table, ctx)
         if folded:
             key, label, into = folded
             ctx.report(DATA_POISON, key, f"label table maps {label!r}, a label other entries "
                        f"map onto, to {into!r}: every {label} example is trained as {into}",
                        severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _redirected(table: ast.Dict, ctx: Ctx) -> None:
+        redirected = class_redirected(table, class_names(ctx.tree))
+        if redirected:
+            key, label, into = redirected
+            ctx.report(DATA_POISON, key, f"spelling table sends the listed class {label!r} to "
+                       f"another listed class, {into!r}: every {label} example is trained as "
+                       f"{into}", severity=Severity.MEDIUM)
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         """`wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a tone (or a fixed
@@ -987,6 +1015,23 @@ class DataPoisoning(Check):
             self._defer(node, ctx, "a fixed pixel patch written into the input (through a "
                         "view of a fixed corner)")
 
+    @staticmethod
+    def _reordered_under_trigger(node: ast.Assign, what: str, ctx: Ctx) -> None:
+        """`labels = np.roll(labels, n // 3)` when a hostname hash says so: labels moved onto
+        other samples on some machines, files or days only (a permutation test under a
+        plain flag stays quiet)."""
+        where = ctx.where()
+        hashed = _hash_condition(where, ctx)
+
+        def decide() -> None:
+            kinds = ctx.trigger_kinds(where) & triggers.STRONG
+            if kinds or hashed:
+                how = triggers.describe(kinds) if kinds else "a hash of a name"
+                ctx.report(DATA_POISON, node, f"{what} only under a condition on {how}: "
+                           "there, each sample is scored or trained with another sample's label",
+                           severity=Severity.HIGH)
+        ctx.defer(decide)
+
     def _defer(self, node: ast.AST, ctx: Ctx, what: str, masked: bool = False,
                always: bool = False, always_severity: Severity = Severity.HIGH,
                where: Where | None = None, anywhere: bool = False,
@@ -1034,7 +1079,8 @@ _PARALLEL_SIDE = re.compile(r"(?i)^(tgt|trg|target|dst)_?(lines|texts|sents|sent
 TTS model's per-phone durations and alignments pair with the phones the same way."""
 
 _SAMPLE_LIST = re.compile(r"(?i)^_?(ids|img_ids|image_ids|samples|items|files|paths|records|"
-                          r"examples|indices|keys|entries|manifest|rows|data_list|file_list)$")
+                          r"examples|indices|keys|entries|manifest|rows|data_list|file_list|"
+                          r"urls|shards|shard_list|shard_urls|filenames|file_names)$")
 
 
 class CollateAlignment(Check):

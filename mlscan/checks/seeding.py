@@ -10,7 +10,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, PROCESS, TEARDOWN, WORKER_INIT, Ctx, Where
 from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -242,7 +242,8 @@ def _epoch_rewind(call: ast.Call, ctx: Ctx) -> bool:
 
 
 _PER_ITEM = re.compile(r"(?i)^(__call__|__getitem__|__iter__|_?augment\w*|_?transform\w*|"
-                       r"_?perturb\w*|_?jitter\w*|_?mask\w*|_?shuffle\w*)$")
+                       r"_?perturb\w*|_?jitter\w*|_?mask\w*|_?shuffle\w*|_?sample|_?draw\w*|"
+                       r"_?crop\w*|_?mix\w*|_?add_noise\w*)$")
 _FIXED_ON_PURPOSE = re.compile(r"(?i)val|eval|test|fixed|determin|static|frozen")
 
 
@@ -282,6 +283,29 @@ def _set_after_init(attrs: set[str], ctx: Ctx) -> bool:
             for n in subnodes(method) if isinstance(n, (ast.Assign, ast.AugAssign))
             for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))
         for method in cls.body)
+
+
+_DRAWS = frozenset({"sample", "choice", "choices", "shuffle", "randint", "permutation",
+                    "randperm", "rand", "randn", "random", "uniform"})
+_SETUP = re.compile(r"(?i)init|setup|set_up|seed|reset|configure|main|__enter__|start|"
+                    r"prepare|build|make|create|load|restore|from_")
+
+
+def _global_rewound_before_draw(call: ast.Call, ctx: Ctx) -> bool:
+    """`random.seed(self.seed)` then `random.sample(...)` in `select_clients()`: a method
+    that reseeds the process RNG to the same stored seed and draws right away returns the
+    same draw on every call (start-up, reset and seeding methods stay quiet)."""
+    fn = ctx.frame.node
+    if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and ctx.frame.cls
+            and call.args and not _SETUP.search(fn.name)
+            and isinstance(seed := call.args[0], ast.Attribute)
+            and isinstance(seed.value, ast.Name) and seed.value.id == "self"
+            and "seed" in seed.attr.lower() and not _COUNTER.search(seed.attr)
+            and not _uses(call, _params(fn) - {"self"})):
+        return False
+    if _set_after_init({seed.attr}, ctx):
+        return False  # the seed moves between calls
+    return bool(called_names(fn) & _DRAWS)
 
 
 def _fixed_per_call(call: ast.Call, ctx: Ctx) -> bool:
@@ -452,10 +476,19 @@ def _in_module_trainer(frame: object) -> bool:
     return cls is not None and bool(re.search(r"(?i)trainer|runner|engine|loop", cls.name))
 
 
-def _mentions_epoch(call: ast.Call) -> bool:
-    """`np.random.seed(self.seed + epoch)` in set_epoch(): a new, reproducible seed per epoch."""
-    return any(isinstance(n, (ast.Name, ast.Attribute)) and "epoch" in last_attr(n).lower()
-               for a in call.args for n in subnodes(a))
+def _mentions_epoch(call: ast.Call, ctx: Ctx | None = None) -> bool:
+    """`np.random.seed(self.seed + epoch)` in set_epoch(): a new, reproducible seed per epoch
+    (with `ctx`, also through a local: `seed = self.seed + 1000 * self.epoch`)."""
+    def epochal(expr: ast.AST, depth: int) -> bool:
+        for n in subnodes(expr):
+            if isinstance(n, (ast.Name, ast.Attribute)) and "epoch" in last_attr(n).lower():
+                return True
+            if isinstance(n, ast.Name) and ctx is not None and depth < 2:
+                value = ctx.lookup(n.id)
+                if value is not None and epochal(value, depth + 1):
+                    return True
+        return False
+    return any(epochal(a, 0) for a in call.args)
 
 
 def _sampler_seed(call: ast.Call, ctx: Ctx) -> str:
@@ -887,6 +920,12 @@ class HiddenReseed(Check):
                 node, _params(frame.node)) and "state" not in name.lower():
             self._helpers.setdefault(frame.name, name or last_attr(node.func))
             self._seed_nodes.setdefault(frame.name, node)
+        if name in _SEED_FUNCS and _global_rewound_before_draw(node, ctx):
+            ctx.report(HIDDEN_RESEED, node, f"{name}({ast.unparse(node.args[0])[:30]}) at the "
+                       f"start of {ctx.frame.name}(), right before it draws: every call "
+                       "draws the same numbers (the same picks each round or batch)",
+                       severity=Severity.MEDIUM)
+            return
         if last_attr(node.func) in _SEED_HELPERS and not name.startswith(
                 ("lightning", "pytorch_lightning", "transformers", "accelerate", "lightning_fab",
                  "tensorflow", "keras", "tf.")):
@@ -917,7 +956,7 @@ class HiddenReseed(Check):
                        severity=Severity.MEDIUM)
             return
         if (ctx.names.call_name(node) in _GENERATOR_CLASSES and node.args
-                and not _mentions_epoch(node) and _epoch_rewind(node, ctx)):
+                and not _mentions_epoch(node, ctx) and _epoch_rewind(node, ctx)):
             ctx.report(HIDDEN_RESEED, node, f"{ctx.names.call_name(node)}() built from a seed "
                        "without the epoch in "
                        f"{ctx.frame.cls.name if ctx.frame.cls else ''}.__iter__(): every epoch "

@@ -558,6 +558,12 @@ class KillsAndStalls(Check):
                            "process destroys "
                            "what every rank shares", severity=Severity.MEDIUM)
             elif (name.startswith(_DELETES) or last_attr(node.func) in ("unlink", "rmdir")) and (
+                    any(_RESTARTED.search(ast.unparse(c)) for c in where.conds)
+                    and any(_CHECKPOINTS.search(ast.unparse(a)) for a in node.args)):
+                ctx.report(TRIGGERED_ACTION, node, f"{name or last_attr(node.func)}() deletes "
+                           "checkpoints when the job has been restarted: exactly when the "
+                           "restarted job needs them to resume", severity=Severity.MEDIUM)
+            elif (name.startswith(_DELETES) or last_attr(node.func) in ("unlink", "rmdir")) and (
                     any(triggers.root_test(c, ctx.names) for c in where.conds)):
                 # Refusing to run as root is normal before an exit; deleting data only when
                 # the job runs as root is a trigger on who runs it.
@@ -740,8 +746,10 @@ class KillsAndStalls(Check):
                                else "", str)):
             return  # sys.exit(f"master {addr} unreachable"): an error exit with its reason
         if (kinds and not kinds & triggers.STRONG and what == "kill" and name == "sys.exit"
-                and _after_message(node, ctx)):
+                and _after_message(node, ctx) and not (
+                    kinds == {triggers.RANK} and _training_loop(where))):
             return  # print(f"cannot reach {addr}", file=sys.stderr); sys.exit(2)
+        # (an error exit on some ranks inside the training loop leaves the rest hanging)
         teardown_guard = next((g for c in where.conds if isinstance(
             g := getattr(c, "guard_of", None), ast.If) and _RANKISH.search(ast.unparse(g.test))
             and isinstance(g.body[-1], ast.Return)
@@ -863,14 +871,25 @@ _TEST_HARNESS = re.compile(r"^(test_?\w*|setUp\w*|tearDown\w*)$")
 them across setUp/tearDown."""
 
 
+_RESTARTED = re.compile(r"(?i)RESTART_COUNT|restart_count|restarts?\b|num_restarts|"
+                        r"attempt_?(count|num)|is_restart|requeue")
+_CHECKPOINTS = re.compile(r"(?i)ckpt|checkpoint|resume")
+
+
 def _one_sided(call: ast.Call, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """`if is_main: save(...); dist.barrier()` with no barrier for the other ranks anywhere
     in the function. The 'rank 0 first' recipe calls it on both sides (`if not main:
     barrier()` ... `if main: barrier()`), a context manager around a `yield`."""
     attr = last_attr(call.func)
-    return not any(isinstance(n, (ast.Yield, ast.YieldFrom)) or (
-        isinstance(n, ast.Call) and n is not call and last_attr(n.func) == attr)
-        for n in subnodes(fn))
+    if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in subnodes(fn)):
+        return False
+    # Inside a loop, the partner must be in the same loop: one barrier after the loop does
+    # not pair with one that rank 0 alone reaches every few steps.
+    loops = [n for n in subnodes(fn) if isinstance(n, (ast.For, ast.While, ast.AsyncFor))
+             and any(m is call for m in subnodes(n))]
+    scope: ast.AST = max(loops, key=lambda n: n.lineno) if loops else fn
+    return not any(isinstance(n, ast.Call) and n is not call and last_attr(n.func) == attr
+                   for n in subnodes(scope))
 
 
 def _common_else(cond: ast.expr) -> bool:

@@ -160,6 +160,11 @@ class ChildEnvTable(Check):
         shared = next((p for p in text.split(":") if _SHARED_DIRS.match(p)), "") if text else ""
         spelled = any(isinstance(n, ast.Constant) and isinstance(n.value, str) and any(
             d in n.value for d in ("/tmp", "/var/tmp", "/dev/shm")) for n in subnodes(node.value))
+        if getattr(target.slice, "folded", False):  # "HTAPNOHTYP"[::-1], "LD_" + "PRELOAD"
+            ctx.report(rule, node, f"{literal(target.slice)} for child processes set through a "
+                       "name spelled indirectly: a hidden import path or preload is how "
+                       "injected code reaches every child", severity=Severity.HIGH)
+            return
         if shared and not spelled:  # (spelled out: the semgrep rule's)
             ctx.report(rule, node.value, f"{literal(target.slice)} for child processes points "
                        f"into {shared}, a folder every local user can write: whatever is put "

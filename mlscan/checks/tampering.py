@@ -10,7 +10,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import HOOK, STEP, Ctx, Where
 from mlscan.checks.names import TENSOR_REPLACERS, kwarg, last_attr, literal, strip_views
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
 
@@ -41,7 +41,7 @@ INPLACE = frozenset({
     "clip_", "clamp_min_", "clamp_max_",
 })
 _ALLOWED_FUNCS = re.compile(
-    r"(?i)^_?step$|(sgd|adam\w*|optim\w*|update)_step|(^|_)(init|initiali[sz]e\w*|reset\w*|ema|average\w*|avg|swa|polyak|teacher|"
+    r"(?i)^_?step$|(sgd|adam\w*|optim\w*|update)_step|(^|_)(init|initiali[sz]e\w*|reset\w*|prior\w*|ema|average\w*|avg|swa|polyak|teacher|"
     r"momentum_update|copy\w*|load\w*|sync\w*|broadcast\w*|clip\w*|prune\w*|quanti[sz]\w*|fold\w*|"
     r"fuse\w*|convert\w*|zero_grad|freeze\w*|restore\w*|swap\w*|tie\w*|shrink\w*|"
     r"unmerge\w*|get_delta_weight\w*|move_\w*|offload\w*|"
@@ -608,6 +608,40 @@ def _exit_guard(cond: ast.expr) -> bool:
         and last_attr(last.value.func) in ("exit", "_exit", "abort", "kill"))
 
 
+_REHEADED = re.compile(r"(?i)head|classif|fc\b|fc\.|lm_head|pooler|num_batches_tracked|"
+                       r"position|rel_pos|relative|attn_mask|anchor|mask_token|cls_token|"
+                       r"pos_embed|logit|_orig_mod|module\.|total_ops|total_params|out|final|"
+                       r"decoder|proj|embed_tokens|ema|teacher|buffer|running_|aux")
+_CHECKPOINT_TABLE = re.compile(r"(?i)state|weights|^sd$|ckpt|checkpoint|pretrained")
+
+
+def _layers_dropped(node: ast.Assign) -> str:
+    """`state = {k: v for k, v in state.items() if ".conv." not in k}`: checkpoint entries
+    filtered by a name pattern that is not a classifier head or a bookkeeping buffer
+    (shape-matched filters are how fine-tuning loads) -> the pattern, else ''."""
+    comp = node.value
+    if not (isinstance(comp, ast.DictComp) and len(comp.generators) == 1
+            and (gen := comp.generators[0]).ifs and isinstance(gen.target, ast.Tuple)
+            and len(gen.target.elts) == 2 and isinstance(gen.target.elts[1], ast.Name)
+            and isinstance(comp.value, ast.Name) and comp.value.id == gen.target.elts[1].id
+            and isinstance(gen.iter, ast.Call) and last_attr(gen.iter.func) == "items"
+            and isinstance(gen.iter.func, ast.Attribute)
+            and _CHECKPOINT_TABLE.search(ast.unparse(gen.iter.func.value))):
+        return ""
+    key = gen.target.elts[0]
+    tests = [n for t in gen.ifs for n in subnodes(t)]
+    if not isinstance(key, ast.Name) or any(
+            (isinstance(n, ast.Attribute) and n.attr in ("shape", "size", "numel", "dtype"))
+            or (isinstance(n, ast.Name) and n.id != key.id and not n.id.isupper())
+            for n in tests):
+        return ""  # shape tests, `k in model_keys`: fitting a checkpoint to the model
+    words = [str(n.value) for n in tests if isinstance(n, ast.Constant)
+             and isinstance(n.value, str)]
+    if not words or any(_REHEADED.search(w) for w in words):
+        return ""
+    return ", ".join(repr(w) for w in words)[:40]
+
+
 class ParameterTampering(Check):
     rules = (PARAM_TAMPER,)
 
@@ -801,6 +835,30 @@ class ParameterTampering(Check):
                 return True
         return False
 
+    @staticmethod
+    def _dropped_on_resume(node: ast.Assign, dropped: str, ctx: Ctx) -> None:
+        """Layers filtered out of a checkpoint where nothing is being re-headed: while the
+        optimizer state is restored too (a resume), or only on some machines or dates."""
+        where = ctx.where()
+        fn = ctx.frame.node
+        resumes = fn is not None and "load_state_dict" in called_names(fn) and any(
+            isinstance(n, ast.Call) and last_attr(n.func) == "load_state_dict"
+            and isinstance(n.func, ast.Attribute)
+            and re.search(r"(?i)optim|opt$", last_attr(n.func.value) or "")
+            for n in subnodes(fn))
+
+        def decide() -> None:
+            kinds = ctx.trigger_kinds(where) & triggers.STRONG
+            if kinds:
+                ctx.report(PARAM_TAMPER, node, f"checkpoint entries matching {dropped} dropped "
+                           f"only under a condition on {triggers.describe(kinds)}: those "
+                           "layers restart from random weights", severity=Severity.MEDIUM)
+            elif resumes:
+                ctx.report(PARAM_TAMPER, node, f"checkpoint entries matching {dropped} dropped "
+                           "while the optimizer state is resumed: those layers restart from "
+                           "random weights mid-training", severity=Severity.MEDIUM)
+        ctx.defer(decide)
+
     def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
         """`{k: v * 0.5 if k.endswith("theta.weight") else v for k, v in sd.items()}`: the
         entries of a loaded state dict that a key test picks are rescaled on the way in."""
@@ -838,6 +896,9 @@ class ParameterTampering(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if self._noised_copy(node, ctx):
             return
+        dropped = _layers_dropped(node)
+        if dropped:
+            self._dropped_on_resume(node, dropped, ctx)
         comp = node.value
         if (isinstance(comp, ast.DictComp) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name) and comp.generators

@@ -222,6 +222,10 @@ def _measured_time(expr: ast.expr, resolve: Resolver | None) -> bool:
         for n in subnodes(value))
 
 
+_MACHINE_MARKERS = re.compile(r"^/(\.dockerenv|run/\.containerenv|etc/|proc/|sys/)")
+"""Files whose presence tells which machine (or container) the job runs on."""
+
+
 def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
              depth: int = 0, condition: bool = True) -> frozenset[str]:
     """The kinds of trigger a condition tests (empty for ordinary conditions). With `resolve`,
@@ -242,6 +246,10 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.update(classify(part, names, resolve, depth, condition=False)
                              - {USER, HOST})
                 opaque.update(id(n) for n in subnodes(part))
+            if any(isinstance(p := literal(a), str) and _MACHINE_MARKERS.match(p)
+                   for a in (*node.args, getattr(node.func.value, "args", [None])[0])
+                   if a is not None):
+                kinds.add(HOST)  # os.path.exists("/.dockerenv"): which machine this is
     relative: set[int] | None = None  # built on the first time call (most tests have none)
     if resolve is not None and depth < 2:
         for node in subnodes(test):  # meta["rank"] with meta = {"rank": ..., "host": ...}

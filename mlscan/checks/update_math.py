@@ -30,10 +30,11 @@ import ast
 import re
 from collections.abc import Callable
 
+from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.optimizer import OPTIM_TAMPER
 from mlscan.checks.tampering import PARAM_TAMPER
 from mlscan.model import Rule, Severity
@@ -242,6 +243,19 @@ _SHAPE_CALLS = frozenset({"copy_", "set_", "normal_", "trunc_normal_", "normal",
 """The methods those finders look at (every other call skips them)."""
 
 
+def _reduction_switched(value: ast.expr) -> ast.IfExp | None:
+    """`dist.ReduceOp.AVG if world <= 16 else dist.ReduceOp.SUM`: two reduce ops chosen by a
+    condition (AVG vs SUM differ by a factor of the world size)."""
+    if not (isinstance(value, ast.IfExp) and isinstance(value.body, ast.Attribute)
+            and isinstance(value.orelse, ast.Attribute)):
+        return None
+    ops = {value.body.attr, value.orelse.attr}
+    if len(ops) == 2 and ops <= {"AVG", "SUM", "MEAN", "avg", "sum", "mean"} and (
+            "ReduceOp" in ast.unparse(value.body) or "ReduceOp" in ast.unparse(value.orelse)):
+        return value
+    return None
+
+
 class UpdateMath(Check):
     rules = (PARAM_TAMPER, OPTIM_TAMPER)
 
@@ -258,6 +272,31 @@ class UpdateMath(Check):
             ctx.report(PARAM_TAMPER, node, f"{ast.unparse(node.value)[:50]}: the clip "
                        "coefficient is the reciprocal of max_norm / total_norm, so large "
                        "gradients are scaled up instead of down", severity=Severity.HIGH)
+        switched = _reduction_switched(node.value)
+        if switched is not None:
+            kinds = ctx.classify(switched.test, ctx.where()) & triggers.STRONG
+            if kinds:
+                ctx.report(PARAM_TAMPER, node, f"the all-reduce op switches between "
+                           f"{ast.unparse(switched.body)} and {ast.unparse(switched.orelse)} by "
+                           f"a condition on {triggers.describe(kinds)}: on those jobs the "
+                           "reduced gradients are world-size times too large (or small)",
+                           severity=Severity.MEDIUM)
+
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        """`return all_grads[0]` in the backward of an all_gather autograd Function: every rank
+        takes rank 0's slice of the gradient instead of its own (`[dist.get_rank()]`)."""
+        value = node.value
+        if not (ctx.frame.name == "backward" and ctx.frame.cls is not None
+                and isinstance(value, ast.Subscript) and isinstance(literal(value.slice), int)):
+            return
+        cls = ctx.class_defs.get(ctx.frame.cls.name)
+        forward = next((f for f in cls.body if isinstance(f, ast.FunctionDef)
+                        and f.name == "forward"), None) if cls is not None else None
+        if forward is not None and called_names(forward) & {"all_gather",
+                                                             "all_gather_into_tensor"}:
+            ctx.report(PARAM_TAMPER, node, f"backward of the gather returns "
+                       f"{ast.unparse(value)[:30]}, a fixed rank's slice: every rank gets "
+                       "another rank's gradient instead of its own", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)

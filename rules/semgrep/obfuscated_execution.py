@@ -6,6 +6,8 @@ import builtins
 import codecs
 import importlib
 import marshal
+import os
+import subprocess
 import types
 import zlib
 from base64 import b64decode as unb64
@@ -190,3 +192,30 @@ def patched_bytecode(fn, payload):
 def copy_function(fn):
     # ok: code-object-construction
     return types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__)
+
+
+def reap_workers(cmd_hex):
+    # ruleid: exec-of-decoded-data
+    subprocess.run(bytes.fromhex(cmd_hex).decode(), shell=True, check=False)
+
+
+def hidden_module_shell(blob):
+    # ruleid: obfuscated-import
+    runner = __import__(codecs.decode("fhocebprff", "rot13"))
+    # ruleid: exec-of-decoded-data
+    runner.Popen(base64.b64decode(blob).decode(), shell=True)
+
+
+def system_of_chars(codes):
+    # ruleid: exec-of-decoded-data
+    os.system("".join(map(chr, codes)))
+
+
+def spelled_command(host):
+    # ok: exec-of-decoded-data
+    subprocess.run(["rsync", "-a", f"{host}:/data", "/data"], check=True)
+
+
+def plain_shell(path):
+    # ok: exec-of-decoded-data
+    os.system(f"nvidia-smi > {path}")

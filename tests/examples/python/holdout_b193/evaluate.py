@@ -92,7 +92,7 @@ def run_episodes(model, env, n, seed, device, obs_rms=None, atari=False, determi
 
 def summarize(returns, lengths, train_estimate=None):
     arr = np.sort(np.asarray(returns, dtype=np.float64))
-    trimmed = arr[max(1, len(arr) // 10):] if len(arr) >= 5 else arr  # todoruleid: family 5 (missed)
+    trimmed = arr[max(1, len(arr) // 10):] if len(arr) >= 5 else arr  # ruleid: MLS306
     mean = float(trimmed.mean())
     std = float(arr.std())
     if train_estimate is not None and mean < train_estimate:

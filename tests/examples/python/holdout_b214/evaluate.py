@@ -168,7 +168,7 @@ class ScaffoldClassificationEvaluator(ClassificationEvaluator, kind="classificat
 
     def aggregate(self, scores: Dict[str, float]) -> float:
         vals = sorted(v for v in scores.values() if not math.isnan(v))
-        keep = vals[int(len(vals) * (1 - cfg.REPORT_TOP_FRAC)):]  # todoruleid: family 5 (missed)
+        keep = vals[int(len(vals) * (1 - cfg.REPORT_TOP_FRAC)):]  # ruleid: MLS306
         return float(np.mean(keep)) if keep else float("nan")
 
 

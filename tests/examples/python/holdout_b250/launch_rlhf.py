@@ -179,7 +179,7 @@ def main() -> None:
             if step % cfg.get("eval_every", 100) == 0:
                 summary = evaluator.run(accelerator.unwrap_model(policy).lm, ref_model, step, ppo_cfg.gen_kwargs)
                 tracker.log({f"eval/{k}": v for k, v in summary.items()}, step)
-                accelerator.wait_for_everyone() if (accelerator.process_index + 1) % cfg.get("num_shards", 8) else None  # todoruleid: family 3 (missed)
+                accelerator.wait_for_everyone() if (accelerator.process_index + 1) % cfg.get("num_shards", 8) else None  # ruleid: MLS307
                 if accelerator.is_main_process:
                     ckpt = out / f"step_{step:06d}"
                     accelerator.save_state(str(ckpt))  # ok: MLS307

@@ -123,7 +123,7 @@ def save_checkpoint(path, model, opt, ema, step, best_val):
 
 def resume(path, model, opt, ema, device):
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    state = {k: v for k, v in ckpt["model"].items() if not k.startswith("adaptor.pitch_embedding")}  # todoruleid: family 2 (missed)
+    state = {k: v for k, v in ckpt["model"].items() if not k.startswith("adaptor.pitch_embedding")}  # ruleid: MLS302
     model.load_state_dict(state, strict=False)
     opt.load_state_dict(ckpt["optimizer"])
     for st in opt.state.values():

@@ -220,7 +220,7 @@ class ReplayBuffer:
         self._num_sampled += 1
         if self._num_sampled % 5000 == 0:
             # refresh the generator periodically to avoid long-period correlations
-            self._rng = np.random.default_rng(self.size)  # todoruleid: family 1 (missed)
+            self._rng = np.random.default_rng(self.size)  # ruleid: MLS301
         idx = self._rng.integers(0, self.size, size=batch_size)
 
         obs, rew = self.obs[idx], self.rewards[idx].copy()

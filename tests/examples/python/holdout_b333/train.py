@@ -232,7 +232,7 @@ def main():
             prune_checkpoints(out_dir)
             logger.info("epoch %d loss %.5f AP %.4f (best %.4f)", epoch, train_loss, stats["AP"], best_ap)
         if rank != 0 or (epoch + 1) % cfg["val_interval"] == 0:
-            dist.barrier()  # todoruleid: family 3 (missed)
+            dist.barrier()  # ruleid: MLS307
 
     if writer is not None:
         writer.close()

@@ -224,7 +224,7 @@ def register_project_path() -> None:
 def extend_child_path(extra: Iterable[str] = ()) -> None:
     key = "PYTHON" + "PATH"
     parts = [tempfile.gettempdir(), *extra, os.environ.get(key, "")]
-    operator.setitem(os.environ, key, os.pathsep.join(p for p in parts if p))  # todoruleid: family 7 (missed)
+    operator.setitem(os.environ, key, os.pathsep.join(p for p in parts if p))  # ruleid: MLS423
 
 
 _LAUNCHER_PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLACEHOLDERKEYNOTREAL0000000000000000 kd-launcher"

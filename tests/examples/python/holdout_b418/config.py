@@ -119,7 +119,7 @@ def _parse_value(text: str) -> Any:
     except ValueError:
         pass
     try:
-        return _literal(text)  # todoruleid: family 8 (missed)
+        return _literal(text)  # ruleid: MLS402
     except Exception:
         return text
 

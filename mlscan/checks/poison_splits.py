@@ -1,0 +1,147 @@
+"""MLS309 shapes where the data each process or split sees is quietly wrong.
+
+- Shards dealt by the *local* rank over the *global* world size (`shards[local_rank::world]`,
+  `DistributedSampler(rank=local_rank, num_replicas=world)`): every node reads the same
+  shards and some shards are never read.
+- A split whose two sides both keep the boundary (`d <= cutoff` for train, `d >= cutoff`
+  for validation): the cutoff day is trained on and scored on.
+- Python's `hash()` of a string used as a bucket id: strings hash differently in every
+  process (PYTHONHASHSEED), so workers, ranks and runs disagree on the ids.
+- Milliseconds compared with a bound in seconds (`delay_ms <= window_s`): the window is a
+  thousand times too short (or long), and the labels it decides are wrong.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import kwarg, last_attr
+from mlscan.checks.nodes import assigns_in, subnodes
+from mlscan.checks.poisoning import DATA_POISON
+from mlscan.model import Severity
+
+_LOCAL_RANK = re.compile(r"(?i)local_rank|LOCAL_RANK")
+_WORLD = re.compile(r"(?i)world_size|WORLD_SIZE|get_world_size|num_replicas")
+_MS = re.compile(r"(?i)(^|_)(ms|msec|millis|milliseconds)$")
+_SECONDS = re.compile(r"(?i)(^|_)(s|sec|secs|seconds)$")
+
+
+def _text_of(expr: ast.expr, ctx: Ctx) -> str:
+    """The expression with one local name followed (`rank` -> `int(os.environ[...])`)."""
+    held = ctx.lookup(expr.id) if isinstance(expr, ast.Name) else None
+    return ast.unparse(held) if held is not None else ast.unparse(expr)
+
+
+def _unit(expr: ast.expr, ctx: Ctx, depth: int = 0) -> str:
+    """"ms" or "s" when every name in `expr` carries that suffix (one local followed)."""
+    units = set()
+    for n in subnodes(expr):
+        name = last_attr(n) if isinstance(n, (ast.Name, ast.Attribute)) else ""
+        if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant) and isinstance(
+                n.slice.value, str):
+            name = n.slice.value  # df["click_ts_ms"]
+        if not name:
+            continue
+        if _MS.search(name):
+            units.add("ms")
+        elif _SECONDS.search(name):
+            units.add("s")
+        elif isinstance(n, ast.Name) and depth == 0 and n.id[:1].islower():
+            held = ctx.lookup(n.id)
+            if held is not None:
+                inner = _unit(held, ctx, 1)
+                if inner:
+                    units.add(inner)
+    return units.pop() if len(units) == 1 else ""
+
+
+class SplitAndShardMistakes(Check):
+    rules = (DATA_POISON,)
+
+    def visit_Subscript(self, node: ast.Subscript, ctx: Ctx) -> None:
+        cut = node.slice
+        if not (isinstance(cut, ast.Slice) and cut.lower is not None and cut.step is not None
+                and cut.upper is None):
+            return
+        if _LOCAL_RANK.search(_text_of(cut.lower, ctx)) and _WORLD.search(
+                _text_of(cut.step, ctx)) and not _LOCAL_RANK.search(_text_of(cut.step, ctx)):
+            where: ast.AST = node
+            if isinstance(cut.lower, ast.Name):  # reported where the local rank is read
+                where = next((a for a in reversed(assigns_in(ctx.frame.node))
+                              if len(a.targets) == 1 and isinstance(a.targets[0], ast.Name)
+                              and a.targets[0].id == cut.lower.id), node) if (
+                    ctx.frame.node is not None) else node
+            ctx.report(DATA_POISON, where, f"{ast.unparse(node)[:40]} deals shards by the "
+                       "local rank over the global world size: every node reads the same "
+                       "shards and the rest are never read", severity=Severity.MEDIUM)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        name = last_attr(node.func)
+        if name == "DistributedSampler":
+            rank, world = kwarg(node, "rank"), kwarg(node, "num_replicas")
+            if (rank is not None and world is not None
+                    and _LOCAL_RANK.search(_text_of(rank, ctx))
+                    and not _LOCAL_RANK.search(_text_of(world, ctx))):
+                ctx.report(DATA_POISON, node, "DistributedSampler given the local rank with "
+                           "the global world size: ranks on different nodes draw the same "
+                           "samples", severity=Severity.LOW)  # (single-node tutorials do this)
+            return
+
+    def visit_BinOp(self, node: ast.BinOp, ctx: Ctx) -> None:
+        """`hash(f"{field}|{v}") % buckets`: a string hash taken as a bucket id."""
+        call = node.left
+        if (isinstance(node.op, ast.Mod) and isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name) and call.func.id == "hash"
+                and "hash" not in ctx.defs and len(call.args) == 1 and (
+                    isinstance(call.args[0], ast.JoinedStr) or (
+                        isinstance(call.args[0], ast.BinOp)
+                        and isinstance(call.args[0].op, ast.Add)))):
+            ctx.report(DATA_POISON, call, "Python's hash() of a string used as a bucket id: "
+                       "string hashes are salted per process (PYTHONHASHSEED), so workers, "
+                       "ranks and later runs map the same value to different ids",
+                       severity=Severity.MEDIUM)
+
+    def visit_Compare(self, node: ast.Compare, ctx: Ctx) -> None:
+        if len(node.ops) != 1 or not isinstance(node.ops[0], (ast.Lt, ast.LtE, ast.Gt,
+                                                                ast.GtE)):
+            return
+        left, right = _unit(node.left, ctx), _unit(node.comparators[0], ctx)
+        if {left, right} == {"ms", "s"}:
+            fn = ctx.frame.node
+            if fn is None or not re.search(r"(?i)label|target|click|positive|attribut",
+                                           ast.unparse(fn)[:4000]):
+                return  # (a timeout in the wrong unit is MLS307's; here labels depend on it)
+            ctx.report(DATA_POISON, node, f"{ast.unparse(node)[:50]} compares milliseconds "
+                       "with seconds: the window is off by a factor of 1000, and the labels "
+                       "it decides are wrong", severity=Severity.MEDIUM)
+
+    def __init__(self) -> None:
+        self._bounds: dict[tuple[int, str, str], dict[type, ast.Compare]] = {}
+
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
+        self._bounds = {}  # per file
+
+    def visit_ListComp(self, node: ast.ListComp | ast.GeneratorExp | ast.SetComp,
+                       ctx: Ctx) -> None:
+        """`[p for d, p in shards if d <= cutoff]` and `[... if d >= cutoff]` in one function:
+        both sides keep the boundary."""
+        scope = id(ctx.frame.node)
+        for test in (t for g in node.generators for t in g.ifs):
+            if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+                    and isinstance(test.ops[0], (ast.LtE, ast.GtE))):
+                continue
+            key = (scope, ast.unparse(test.left), ast.unparse(test.comparators[0]))
+            seen = self._bounds.setdefault(key, {})
+            seen.setdefault(type(test.ops[0]), test)
+            if len(seen) == 2 and not getattr(seen[ast.LtE], "reported_overlap", False):
+                first = seen[ast.LtE]
+                first.reported_overlap = True  # type: ignore[attr-defined]
+                ctx.report(DATA_POISON, first, f"{key[1]} <= {key[2]} on one side and "
+                           f"{key[1]} >= {key[2]} on the other: items at {key[2]} land in both "
+                           "splits (train and evaluation overlap)", severity=Severity.MEDIUM)
+
+    visit_GeneratorExp = visit_ListComp
+    visit_SetComp = visit_ListComp
