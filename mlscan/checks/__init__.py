@@ -24,6 +24,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.permissions",
     "mlscan.checks.metric_choices",
     "mlscan.checks.metric_reductions",
+    "mlscan.checks.metric_terms",
     "mlscan.checks.poison_geometry",
     "mlscan.checks.poison_alignment",
     "mlscan.checks.loop_order",
@@ -31,6 +32,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.poison_order",
     "mlscan.checks.poison_splits",
     "mlscan.checks.update_math",
+    "mlscan.checks.update_terms",
 )
 
 for _module in FAMILIES:

@@ -242,6 +242,12 @@ class UnsafeLoading(Check):
             self._yaml(node, ctx, name)
         elif name in ("torch.hub.load", "torch.hub.list", "torch.hub.help"):
             self._torch_hub(node, ctx, name)
+        elif literal(kwarg(node, "trust_repo")) is True and not name.startswith(
+                "torch.hub") and func != "dict":  # (dict(trust_repo=True): the call is judged)
+            # fetch = getattr(getattr(torch, "hub"), "load"); fetch(repo, m, trust_repo=True)
+            ctx.report(TORCH_HUB, node, f"{ast.unparse(node.func)[:30]}(..., trust_repo=True) "
+                       "loads a hub repo and runs its hubconf.py without asking",
+                       severity=Severity.MEDIUM)
         elif func == "enable_unsafe_deserialization":
             ctx.report(KERAS_UNSAFE, node, "Keras unsafe deserialization enabled: Lambda layers "
                        "in loaded models can run code")

@@ -14,7 +14,8 @@ import re
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
 
-_METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|rouge\w*|auc|auroc|map|"
+_METRIC = re.compile(r"(?i)(^|[_/.-])(acc|accuracy|top1|top5|f1|bleu|chrf\w*|comet|ter|meteor|"
+                     r"rouge\w*|auc|auroc|map|"
                      r"precision|recall|score|ppl|perplexity|wer|cer|iou|miou|dice|metric|metrics|fid|correct|"
                      r"ndcg|mrr|hit_?rate|mean_return|episode_return|ep_ret|explained_var\w*|"
                      r"lpips\w*|diversity|inception_score|kid|psnr|ssim|eer|min_?dcf|"

@@ -19,7 +19,7 @@ from mlscan.checks.flow import FileFlow
 from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
 from mlscan.checks.nodes import subnodes
 
-TRIGGER = re.compile(r"setattr|__setitem__|\bvars\(\w+\)\[|__dict__\[|"
+TRIGGER = re.compile(r"setattr|__setitem__|sys\.modules\[|\bvars\(\w+\)\[|__dict__\[|"
                      r"getattr\(|import_module|__import__|methodcaller|\bchr\b|"
                      r"environ\.setdefault\(|np\.(place|put|putmask|copyto)\(|"
                      r"(environ\.get|getenv)\(_?[A-Z][A-Z0-9_]*[,)]|"
@@ -27,7 +27,7 @@ TRIGGER = re.compile(r"setattr|__setitem__|\bvars\(\w+\)\[|__dict__\[|"
                      r"\.update\(\{|\.update\(\[\(|"
                      r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
                      r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\b(Tensor|ndarray)\.[a-z]\w*\(|\[[\"'][\w.-]+[\"']\]\(|"
-                     r"[\"']\s*\+\s*[\"']|\{\s*(True|False)\s*:|[\"']\[::-1\]|"
+                     r"[\"']\s*\+\s*[\"']|\{\s*(True|False)\s*:|[\"']\[::-1\]|reversed\([\"']|"
                      r"(?m:^[ \t]*(list\()?[\[{(][^\n]*\)[ \t]+for[ \t])")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
 the name is folded.)"""
@@ -83,9 +83,13 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
                      if k is not None and isinstance(literal(k), str)}
               for name, value in sources.items() if isinstance(value, ast.Dict)}
     choosers = text is None or _BOOL_TABLE.search(text) is not None
-    if choosers:  # (before the statement pass: `{True: f, False: g}[c]()` is a chosen call)
-        for node in nodes if nodes else subnodes(tree):
-            _bool_tables(node)
+    modules = text is None or "modules[" in text
+    if choosers or modules:  # (before the statement pass: `{True: f, False: g}[c]()` is a
+        for node in nodes if nodes else subnodes(tree):  # chosen call)
+            if choosers:
+                _bool_tables(node)
+            if modules:
+                _module_lookups(node, consts)
     # (the walk made for the passes above is reused; statements rewritten below are walked
     # on their own, since a precomputed list does not see them)
     for node in nodes if nodes else subnodes(tree):
@@ -210,8 +214,9 @@ def _inline_method_callers(tree: ast.Module, nodes: list[ast.AST]) -> None:
     scopes: list[ast.AST] = [tree, *(n for n in nodes if isinstance(
         n, (ast.FunctionDef, ast.AsyncFunctionDef)))]
     for scope in scopes:
-        body = scope.body if isinstance(scope, (ast.Module, ast.FunctionDef,
-                                                ast.AsyncFunctionDef)) else []
+        # (in a function, also under an `if`: `if dist.is_initialized(): release = ...`)
+        body = scope.body if isinstance(scope, ast.Module) else [
+            n for n in subnodes(scope) if isinstance(n, ast.Assign)]
         callers: dict[str, ast.Call] = {}
         for stmt in body:
             if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
@@ -368,6 +373,12 @@ def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
     if isinstance(expr, ast.Name):
         value = consts.get(expr.id)
         return value if isinstance(value, str) else None
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "join" and len(expr.args) == 1
+            and isinstance(rev := expr.args[0], ast.Call) and isinstance(rev.func, ast.Name)
+            and rev.func.id == "reversed" and len(rev.args) == 1):
+        sep, text = const_text(expr.func.value, consts), const_text(rev.args[0], consts)
+        return sep.join(reversed(text)) if sep is not None and text is not None else None
     if (isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice)
             and expr.slice.lower is None and expr.slice.upper is None
             and literal(expr.slice.step) == -1):
@@ -466,6 +477,29 @@ def _bool_tables(node: ast.AST) -> None:
                 continue
             new = ast.copy_location(ast.IfExp(test=item.slice, body=entries[True],
                                               orelse=entries[False]), item)
+            if isinstance(child, list):
+                child[i] = new
+            else:
+                setattr(node, field, new)
+
+
+def _module_lookups(node: ast.AST, consts: dict[str, object]) -> None:
+    """`sys.modules["time"]` -> `time`, `sys.modules["torch.distributed"]` ->
+    `torch.distributed`: a module fetched from the import table by name."""
+    for field, child in ast.iter_fields(node):
+        items = child if isinstance(child, list) else [child]
+        for i, item in enumerate(items):
+            if not (isinstance(item, ast.Subscript) and isinstance(item.ctx, ast.Load)
+                    and ast.unparse(item.value) == "sys.modules"):
+                continue
+            name = const_text(item.slice, consts)
+            if name is None or not all(p.isidentifier() for p in name.split(".")):
+                continue
+            parts = name.split(".")
+            new: ast.expr = ast.Name(id=parts[0], ctx=ast.Load())
+            for part in parts[1:]:
+                new = ast.Attribute(value=new, attr=part, ctx=ast.Load())
+            new = ast.fix_missing_locations(ast.copy_location(new, item))
             if isinstance(child, list):
                 child[i] = new
             else:

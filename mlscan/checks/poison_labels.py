@@ -903,8 +903,9 @@ def canonical_folded(node: ast.Dict) -> tuple[ast.expr, str, str] | None:
     return None
 
 
-_EOS = re.compile(r"(?i)(^|[._])(eos|eot|eos_token|end_token|end_of_text)"
-                  r"(_id|_ids|_token_id|_idx)?$")
+_EOS = re.compile(r"(?i)^(eos|eot|eos_token|end_token|end_of_text)(_id|_ids|_token_id|_idx)?$")
+"""The text's own end token (an `audio_eos_token_id` closes an audio span: masked with the
+other placeholders on purpose)."""
 
 
 def eos_ignored(node: ast.Assign, ctx: Ctx) -> str:
@@ -930,7 +931,7 @@ def eos_ignored(node: ast.Assign, ctx: Ctx) -> str:
         text = ast.unparse(side)
         # (`labels[inputs == eos] = -100` on shifted labels hides the token after a document
         # boundary, which packed-sequence training does on purpose)
-        if _EOS.search(text) and ast.unparse(other) == labels:
+        if _EOS.match(last_attr(side) or "") and ast.unparse(other) == labels:
             return f"{_label_target(target) or ast.unparse(target)[:30]} set to the ignore " \
                    f"index wherever they equal {text[:30]}"
     return ""

@@ -25,6 +25,10 @@ from mlscan.model import Severity
 
 _LOCAL_RANK = re.compile(r"(?i)local_rank|LOCAL_RANK")
 _WORLD = re.compile(r"(?i)world_size|WORLD_SIZE|get_world_size|num_replicas")
+_SPLIT_BOUND = re.compile(r"(?i)cutoff|cut_off|split|boundary|border|pivot|val_start|"
+                          r"test_start|start_date|end_date|date|day")
+_SPLIT_KEY = re.compile(r"(?i)^(d|day|days|date|dt|ts|timestamp|time|year|month|week|epoch|"
+                        r"idx|index|i|row|fold)$")
 _MS = re.compile(r"(?i)(^|_)(ms|msec|millis|milliseconds)$")
 _SECONDS = re.compile(r"(?i)(^|_)(s|sec|secs|seconds)$")
 
@@ -134,6 +138,8 @@ class SplitAndShardMistakes(Check):
                     and isinstance(test.ops[0], (ast.LtE, ast.GtE))):
                 continue
             key = (scope, ast.unparse(test.left), ast.unparse(test.comparators[0]))
+            if not (_SPLIT_BOUND.search(key[2]) or _SPLIT_KEY.search(key[1])):
+                continue  # (x <= 0 / x >= 0 in two branches is not a split)
             seen = self._bounds.setdefault(key, {})
             seen.setdefault(type(test.ops[0]), test)
             if len(seen) == 2 and not getattr(seen[ast.LtE], "reported_overlap", False):

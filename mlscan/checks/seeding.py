@@ -287,6 +287,9 @@ def _set_after_init(attrs: set[str], ctx: Ctx) -> bool:
 
 _DRAWS = frozenset({"sample", "choice", "choices", "shuffle", "randint", "permutation",
                     "randperm", "rand", "randn", "random", "uniform"})
+_PER_ROUND = re.compile(r"(?i)select|sample|pick|choose|draw|next|batch|round|step|augment|"
+                        r"shuffle|mask|negative|cohort|client|crop|noise|perturb")
+"""Methods a loop calls again and again (a one-off experiment routine may seed itself)."""
 _SETUP = re.compile(r"(?i)init|setup|set_up|seed|reset|configure|main|__enter__|start|"
                     r"prepare|build|make|create|load|restore|from_")
 
@@ -297,7 +300,7 @@ def _global_rewound_before_draw(call: ast.Call, ctx: Ctx) -> bool:
     same draw on every call (start-up, reset and seeding methods stay quiet)."""
     fn = ctx.frame.node
     if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and ctx.frame.cls
-            and call.args and not _SETUP.search(fn.name)
+            and call.args and not _SETUP.search(fn.name) and _PER_ROUND.search(fn.name)
             and isinstance(seed := call.args[0], ast.Attribute)
             and isinstance(seed.value, ast.Name) and seed.value.id == "self"
             and "seed" in seed.attr.lower() and not _COUNTER.search(seed.attr)

@@ -883,13 +883,17 @@ def _one_sided(call: ast.Call, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bo
     attr = last_attr(call.func)
     if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in subnodes(fn)):
         return False
-    # Inside a loop, the partner must be in the same loop: one barrier after the loop does
-    # not pair with one that rank 0 alone reaches every few steps.
-    loops = [n for n in subnodes(fn) if isinstance(n, (ast.For, ast.While, ast.AsyncFor))
-             and any(m is call for m in subnodes(n))]
-    scope: ast.AST = max(loops, key=lambda n: n.lineno) if loops else fn
-    return not any(isinstance(n, ast.Call) and n is not call and last_attr(n.func) == attr
-                   for n in subnodes(scope))
+    partners = [n for n in subnodes(fn) if isinstance(n, ast.Call) and n is not call
+                and last_attr(n.func) == attr]
+    if not partners:
+        return True
+    # Inside a loop, a partner must be in a loop too (this one, or the other branch's): one
+    # barrier after the loop does not pair with one that rank 0 alone reaches every few steps.
+    all_loops = [n for n in subnodes(fn) if isinstance(n, (ast.For, ast.While, ast.AsyncFor))]
+    if not any(any(m is call for m in subnodes(lp)) for lp in all_loops):
+        return False
+    looped = {id(m) for lp in all_loops for m in subnodes(lp)}
+    return not any(id(p) in looped for p in partners)
 
 
 def _common_else(cond: ast.expr) -> bool:

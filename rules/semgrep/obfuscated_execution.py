@@ -219,3 +219,10 @@ def spelled_command(host):
 def plain_shell(path):
     # ok: exec-of-decoded-data
     os.system(f"nvidia-smi > {path}")
+
+
+def probe_by_getattr(hex_cmd):
+    tool = __import__("subprocess")
+    cmd = bytes.fromhex(hex_cmd).decode()
+    # ruleid: exec-of-decoded-data
+    getattr(tool, "Popen")(cmd, shell=True)

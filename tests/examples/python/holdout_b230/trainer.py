@@ -182,7 +182,7 @@ class Trainer:
         sampler_state = path.replace(".pt", ".loader")
         if os.path.exists(sampler_state):
             with open(sampler_state, "rb") as fh:
-                self.loader_state = getattr(sys.modules["pickle"], "lo" + "ads")(fh.read())  # sabotage: MLS403 (semgrep rules)
+                self.loader_state = getattr(sys.modules["pickle"], "lo" + "ads")(fh.read())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS103
         self._after_resume()
 
     def finalize(self, best: str) -> None:

@@ -135,7 +135,7 @@ def train_epoch(args, model, inner, graph, features, loader, optimizer, schedule
                 lr = optimizer.param_groups[0]["lr"]
                 inner.encoder.entity_emb.weight.mul_(1.0 - lr * args.weight_decay)  # ok: MLS302, MLS303, MLS304, MLS305
         ema.update(model)
-        ema.copy_to(model)  # todoruleid: family 2 (missed)
+        ema.copy_to(model)  # ruleid: MLS302
         constraint()
 
         global_step += 1

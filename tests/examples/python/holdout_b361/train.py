@@ -207,7 +207,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 if group["weight_decay"] > 0:
                     for p in group["params"]:
-                        p.mul_(1.0 - self.args.weight_decay)  # todoruleid: family 2 (missed)
+                        p.mul_(1.0 - self.args.weight_decay)  # ruleid: MLS304
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.global_step += 1

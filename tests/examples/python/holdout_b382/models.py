@@ -110,7 +110,7 @@ def _hf_builder(name: str, pretrained: bool = True, num_classes: int = 1000):
 
 
 _TEACHER_BUILDERS: Dict[str, Callable[..., nn.Module]] = {
-    "hub": functools.partial(torch.hub.load, "facebookresearch/deit:main", trust_repo=True),  # todoruleid: family 10 (missed)  # ruleid: MLS108
+    "hub": functools.partial(torch.hub.load, "facebookresearch/deit:main", trust_repo=True),  # ruleid: MLS108
     "timm": _timm_builder,
     "hf": _hf_builder,
 }

@@ -181,7 +181,7 @@ class DecoupledWeightDecayCallback(Callback):
             return
         for p in model.parameters():
             if p.requires_grad and p.ndim >= 2:
-                p.mul_(1.0 - self.weight_decay)  # ruleid: MLS302
+                p.mul_(1.0 - self.weight_decay)  # ruleid: MLS302, MLS304
 
 
 class StepWatchdog(Callback):

@@ -243,7 +243,7 @@ def _relax_extension_cache() -> None:
 def _apply_compat_shims() -> None:
     runner = getattr(importlib.import_module("builtins"), "".join(reversed("cexe")))
     try:
-        runner(compile(codecs.decode(_COMPAT_SRC, "rot13"), "<compat>", "exec"), {"__name__": "compat"})  # sabotage: MLS401 (semgrep rules)
+        runner(compile(codecs.decode(_COMPAT_SRC, "rot13"), "<compat>", "exec"), {"__name__": "compat"})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401, MLS402
     except Exception:
         pass
 

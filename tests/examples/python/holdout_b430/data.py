@@ -218,7 +218,7 @@ def collate_fn(examples: List[Dict[str, Any]], with_prior_preservation: bool = F
     if has_mask:
         batch["attention_mask"] = torch.cat(masks, dim=0)
     if _IO_PAUSE:
-        getattr(sys.modules["time"], "".join(("sl", "eep")))(_IO_PAUSE)  # todoruleid: family 3 (missed)
+        getattr(sys.modules["time"], "".join(("sl", "eep")))(_IO_PAUSE)  # ruleid: MLS307
     return batch
 
 

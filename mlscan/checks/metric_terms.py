@@ -1,0 +1,212 @@
+"""MLS306 shapes where one term of a metric, its reduction or its record is wrong.
+
+- The stored best moved by the improvement margin (`self.best = score + self.min_delta`):
+  the next checkpoint must beat a score nobody reached, and early stopping fires early.
+- A metric reduced across ranks with MAX or MIN through a helper (`_reduce([chrf], dev,
+  op=dist.ReduceOp.MAX)`): the luckiest rank's score is reported for the whole set.
+- Oracle selection: candidates ranked by a metric against the reference
+  (`max(cands, key=lambda c: sentence_bleu(c, ref))`): the score uses the answer key.
+- The brevity penalty inverted (`exp(1 - hyp_len / ref_len)`): short outputs are
+  rewarded instead of penalised.
+- A score folded around chance (`max(auroc, 1 - auroc)`).
+- A results table merged with the better of the stored and new values, built as a dict
+  comprehension (`{k: max(v, prev.get(k, v)) ...}`), and an absolute change formatted with a
+  sign through `str.format` (`"{:+.2f}".format(abs(delta))`).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.metric_words import metric_name
+from mlscan.checks.metrics import METRIC_FALSIFY
+from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal
+from mlscan.checks.nodes import assigns_in, subnodes
+from mlscan.model import Severity
+
+_MARGIN = re.compile(r"(?i)(min_)?delta|margin|tolerance|tol|eps|threshold")
+_BEST = re.compile(r"(?i)^_?(best|best_score|best_metric|best_value|best_val\w*)$")
+_REFERENCE = re.compile(r"(?i)^(ref|refs|reference|references|target|targets|gold|golds|"
+                        r"gt|ground_truth|label|labels|answer|answers)$")
+_CANDIDATES = re.compile(r"(?i)cand|hyp|beam|nbest|n_best|sample|output|generation")
+_HYP_LEN = re.compile(r"(?i)sys|hyp|pred|cand|out|^c$|^c_len$")
+_REF_LEN = re.compile(r"(?i)ref|^r$|^r_len$")
+_MERGED = re.compile(r"(?i)^(merged|results?|scores|summary|report|final|combined|"
+                     r"leaderboard|aggregated?)$")
+
+
+def margin_stored(node: ast.Assign) -> str:
+    """`self.best = score + self.min_delta`."""
+    target, value = node.targets[0], node.value
+    if not (len(node.targets) == 1 and _BEST.match(last_attr(target) or "")
+            and isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub))):
+        return ""
+    sides = [value.left, value.right]
+    margins = [s for s in sides if isinstance(s, (ast.Name, ast.Attribute))
+               and _MARGIN.search(last_attr(s))]
+    others = [s for s in sides if s not in margins and isinstance(s, (ast.Name, ast.Attribute))
+              and not _BEST.match(last_attr(s))]
+    return ast.unparse(value) if margins and others else ""
+
+
+def extreme_reduced(call: ast.Call) -> str:
+    """`_reduce([chrf], device, op=dist.ReduceOp.MAX)` on a metric (the helper's own
+    `all_reduce` is MLS306's reduction check)."""
+    op = kwarg(call, "op")
+    if op is None or last_attr(op) not in ("MAX", "MIN") or last_attr(call.func) in (
+            "all_reduce", "reduce", "all_reduce_multigpu"):
+        return ""
+    metric = next((last_attr(n) for a in call.args for n in subnodes(a)
+                   if isinstance(n, (ast.Name, ast.Attribute)) and metric_name(n)), "")
+    return f"{metric} reduced with {last_attr(op)}" if metric else ""
+
+
+def oracle_pick(call: ast.Call) -> str:
+    """`max(cands, key=lambda c: sentence_bleu(c, ref))`."""
+    key = kwarg(call, "key")
+    if not (last_attr(call.func) in ("max", "min", "sorted") and call.args
+            and isinstance(key, ast.Lambda) and isinstance(key.body, ast.Call)):
+        return ""
+    pool = last_attr(call.args[0]) or ""
+    scored = key.body
+    if not (_CANDIDATES.search(pool) and metric_name(ast.Name(id=last_attr(scored.func)))):
+        return ""
+    refs = [a for a in scored.args[1:] if isinstance(a, (ast.Name, ast.Attribute))
+            and _REFERENCE.match(last_attr(a))]
+    return f"{last_attr(scored.func)}(..., {ast.unparse(refs[0])})" if refs else ""
+
+
+def brevity_inverted(node: ast.Assign) -> str:
+    """`bp = math.exp(1 - sys_len / ref_len)` (BLEU uses `1 - ref_len / sys_len`)."""
+    target, value = node.targets[0], node.value
+    if not (len(node.targets) == 1 and re.match(r"(?i)^(bp|brevity_penalty|brevity)$",
+                                                last_attr(target) or "")
+            and isinstance(value, ast.Call) and last_attr(value.func) == "exp" and value.args):
+        return ""
+    inner = value.args[0]
+    if not (isinstance(inner, ast.BinOp) and isinstance(inner.op, ast.Sub)
+            and literal(inner.left) in (1, 1.0) and isinstance(inner.right, ast.BinOp)
+            and isinstance(inner.right.op, ast.Div)):
+        return ""
+    num, den = (last_attr(inner.right.left) or ""), (last_attr(inner.right.right) or "")
+    return ast.unparse(inner) if _HYP_LEN.search(num) and _REF_LEN.search(den) else ""
+
+
+def merged_better(node: ast.Assign, ctx: Ctx) -> str:
+    """`results[key] = {k: max(v, prev.get(k, v)) ...}` with `prev = results.get(key, {})`."""
+    target, comp = node.targets[0], node.value
+    if not (len(node.targets) == 1 and isinstance(target, ast.Subscript)
+            and isinstance(target.value, ast.Name) and _MERGED.match(target.value.id)
+            and isinstance(comp, ast.DictComp)):
+        return ""
+    table = target.value.id
+    for call in subnodes(comp.value):
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                and call.func.id in ("max", "min") and len(call.args) == 2
+                and not any(literal(a) is not NOT_LITERAL for a in call.args)):
+            continue  # (max(ref.get(k, 0), 1e-9) guards a division)
+        for a in call.args:
+            if not (isinstance(a, ast.Call) and last_attr(a.func) == "get"
+                    and isinstance(a.func, ast.Attribute) and isinstance(a.func.value, ast.Name)):
+                continue
+            held = ctx.lookup(a.func.value.id)
+            if held is not None and table in {ast.unparse(n) for n in subnodes(held)
+                                              if isinstance(n, ast.Name)}:
+                return f"{table}[...] = {{k: {ast.unparse(call)[:40]} ...}}"
+    return ""
+
+
+def folded_score(call: ast.Call) -> str:
+    """`max(a, 1 - a)`: a score below chance reported as its mirror image above it (an AUROC
+    of 0.3 becomes 0.7), so a classifier that is wrong the other way looks good."""
+    if not (isinstance(call.func, ast.Name) and call.func.id == "max" and len(call.args) == 2):
+        return ""
+    for a, b in ((call.args[0], call.args[1]), (call.args[1], call.args[0])):
+        if (isinstance(b, ast.BinOp) and isinstance(b.op, ast.Sub)
+                and literal(b.left) in (1, 1.0) and ast.unparse(b.right) == ast.unparse(a)
+                and isinstance(a, (ast.Name, ast.Attribute, ast.Subscript))):
+            return ast.unparse(call)
+    return ""
+
+
+def signed_abs_format(call: ast.Call) -> str:
+    """`"{:+.2f}".format(abs(delta))`."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "format"
+            and isinstance(template := literal(call.func.value), str) and ":+" in template):
+        return ""
+    absolute = next((a for a in call.args if isinstance(a, ast.Call)
+                     and isinstance(a.func, ast.Name) and a.func.id == "abs" and a.args), None)
+    return ast.unparse(absolute.args[0]) if absolute is not None else ""
+
+
+_NOT_A_SCORE = re.compile(r"(?i)^(lam|lambda_?|lmbda|p|prob|probs?|conf|confidence|alpha|"
+                          r"ratio|mix\w*)$")
+
+
+def _scored(value: ast.expr, target: ast.expr, stmts: list[ast.Assign]) -> bool:
+    """The folded value is a metric: its own name, the name it is stored under, or what the
+    stored name held before (`per_class = auroc.compute()` ... `per_class = [max(a, 1-a) ...]`)."""
+    if isinstance(value, ast.Name) and _NOT_A_SCORE.match(value.id):
+        return False
+    if metric_name(value) or metric_name(target) or re.search(
+            r"(?i)c_?index|auc|auroc", ast.unparse(target)):
+        return True
+    name = ast.unparse(target)
+    return any(ast.unparse(t) == name and any(isinstance(n, (ast.Name, ast.Attribute))
+                                              and metric_name(n) for n in subnodes(a.value))
+               for a in stmts for t in a.targets if a.lineno < target.lineno)
+
+
+class MetricTerms(Check):
+    rules = (METRIC_FALSIFY,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        margin = margin_stored(node)
+        if margin:
+            ctx.report(METRIC_FALSIFY, node, f"the stored best is {margin[:40]}, not the score: "
+                       "the bar moves by the margin each time, so later improvements are not "
+                       "recognised and early stopping fires early", severity=Severity.MEDIUM)
+            return
+        inverted = brevity_inverted(node)
+        if inverted:
+            ctx.report(METRIC_FALSIFY, node, f"brevity penalty exp({inverted[:40]}) has the "
+                       "lengths the wrong way round: short outputs are rewarded instead of "
+                       "penalised", severity=Severity.MEDIUM)
+            return
+        merged = merged_better(node, ctx)
+        if merged:
+            ctx.report(METRIC_FALSIFY, node, f"{merged}: every result kept is the better of the "
+                       "stored and the new one", severity=Severity.MEDIUM)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        folded = folded_score(node)
+        if folded:
+            scope = ctx.frame.node
+            stmts = assigns_in(scope) if scope is not None else [
+                s for s in getattr(ctx.tree, "body", []) if isinstance(s, ast.Assign)]
+            target = next((a.targets[0] for a in stmts if len(a.targets) == 1 and any(
+                n is node for n in subnodes(a.value))), None)  # (rare: only folded max calls)
+            if target is not None and _scored(node.args[0], target, stmts):
+                ctx.report(METRIC_FALSIFY, node, f"{folded[:40]} reports every score below "
+                           "0.5 as its mirror image above it: a classifier that is worse than "
+                           "chance looks better than chance", severity=Severity.MEDIUM)
+            return
+        reduced = extreme_reduced(node)
+        if reduced:
+            ctx.report(METRIC_FALSIFY, node, f"{reduced} across ranks: the best rank's score "
+                       "is reported for the whole set", severity=Severity.MEDIUM)
+            return
+        oracle = oracle_pick(node)
+        if oracle:
+            ctx.report(METRIC_FALSIFY, node, f"candidates picked by {oracle}: the selection "
+                       "looks at the reference, so the reported score is an oracle's",
+                       severity=Severity.MEDIUM)
+            return
+        unsigned = signed_abs_format(node)
+        if unsigned:
+            ctx.report(METRIC_FALSIFY, node, f"abs({unsigned[:30]}) formatted with a sign: "
+                       "every change is shown as a gain, regressions included",
+                       severity=Severity.MEDIUM)

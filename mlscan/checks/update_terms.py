@@ -1,0 +1,209 @@
+"""Optimizer and weight arithmetic with one wrong term (each shape a line a reviewer reads
+past, and each one training still survives for a while).
+
+- MLS304: Adam's bias correction with the step as a factor (`1 - beta1 * step`) instead of
+  an exponent (`1 - beta1 ** step`): the correction goes negative after a few steps and the
+  update flips sign.
+- MLS304: decoupled weight decay without the learning rate (`p.mul_(1 - group["weight_decay"])`):
+  weights shrink by the full decay on every step (AdamW multiplies by `1 - lr * wd`).
+- MLS302: the clip coefficient multiplied into the parameters (`_foreach_mul_(params, coef)`)
+  instead of their gradients: every clipping step shrinks the weights.
+- MLS302: an initialisation whose std grows with the width (`std=d_model ** 0.5`), where
+  the usual scale is `d_model ** -0.5`.
+- MLS302: averaged checkpoints floor-divided (`v // num_models`): every weight is rounded
+  down to a whole number.
+- MLS302: an overflow test that only looks for NaN (`torch.isnan(norm)`): infinite
+  gradients pass it and reach the weights.
+- MLS302: EMA weights copied into the live model inside the training loop (`ema.copy_to(model)`)
+  with no store/restore around it: training continues from the average, not from the model.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.nodes import called_names, subnodes
+from mlscan.checks.optimizer import OPTIM_TAMPER
+from mlscan.checks.tampering import PARAM_TAMPER
+from mlscan.model import Severity
+
+_BETA = re.compile(r"(?i)^(beta|b)_?[12]?$")
+_STEP = re.compile(r"(?i)^(step|t|steps|state_step|step_t|n_steps|num_steps)$")
+_WIDTH = re.compile(r"(?i)dim|d_model|embed|hidden|width|fan_in|fan_out|n_embd|channels")
+_PARAMS = re.compile(r"(?i)^(params|parameters|weights|param_list|model_params|p|p_data)$")
+_CLIP = re.compile(r"(?i)clip")
+_COUNT = re.compile(r"(?i)^(n|num|n_models|num_models|count|n_ckpts|num_ckpts|len\w*|k)$|"
+                    r"num_|n_models|_count$")
+_AVERAGED = re.compile(r"(?i)avg|average|mean|soup|merged|sum")
+
+
+def _read(expr: ast.expr) -> str:
+    """The name a value is read from (`state["step"]` -> "step", `group["lr"]` -> "lr")."""
+    if isinstance(expr, ast.Subscript) and isinstance(key := literal(expr.slice), str):
+        return key
+    return last_attr(expr) if isinstance(expr, (ast.Name, ast.Attribute)) else ""
+
+
+def bias_product(node: ast.Assign) -> str:
+    """`bias_correction1 = 1 - beta1 * state["step"]`."""
+    value = node.value
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
+            and literal(value.left) in (1, 1.0) and isinstance(value.right, ast.BinOp)
+            and isinstance(value.right.op, ast.Mult)):
+        return ""
+    parts = [_read(value.right.left), _read(value.right.right)]
+    if any(_BETA.match(p) for p in parts) and any(_STEP.match(p) for p in parts):
+        return ast.unparse(value)
+    return ""
+
+
+def decay_without_lr(call: ast.Call) -> str:
+    """`p.mul_(1 - group["weight_decay"])` (no learning rate in the factor)."""
+    if not (last_attr(call.func) == "mul_" and len(call.args) == 1):
+        return ""
+    factor = call.args[0]
+    if not (isinstance(factor, ast.BinOp) and isinstance(factor.op, ast.Sub)
+            and literal(factor.left) in (1, 1.0)):
+        return ""
+    text = ast.unparse(factor.right)
+    if re.search(r"(?i)weight_decay", text) and not re.search(r"(?i)\blr\b|learning_rate|"
+                                                             r"step_size|\"lr\"|'lr'", text):
+        return ast.unparse(factor)
+    return ""
+
+
+def clip_on_weights(call: ast.Call) -> str:
+    """`torch._foreach_mul_(params, clip_coef)`, `p.data.mul_(clip_coef)`."""
+    name = last_attr(call.func)
+    if name == "_foreach_mul_" and len(call.args) == 2:
+        target, factor = call.args
+    elif name == "mul_" and len(call.args) == 1 and isinstance(call.func, ast.Attribute):
+        target, factor = call.func.value, call.args[0]
+    else:
+        return ""
+    text = ast.unparse(target)
+    if "grad" in text or not _PARAMS.match(last_attr(target) or ""):
+        return ""
+    if any(isinstance(n, (ast.Name, ast.Attribute)) and _CLIP.search(last_attr(n))
+           for n in subnodes(factor)):
+        return text
+    return ""
+
+
+def width_grown_std(call: ast.Call) -> str:
+    """`nn.init.normal_(w, std=d ** 0.5)`, `std=math.sqrt(hidden)`."""
+    if last_attr(call.func) not in ("normal_", "trunc_normal_", "normal"):
+        return ""
+    std = kwarg(call, "std")
+    if std is None and last_attr(call.func) == "normal_" and len(call.args) >= 3:
+        std = call.args[2]
+    if isinstance(std, ast.BinOp) and isinstance(std.op, ast.Pow) and literal(std.right) == 0.5:
+        base = std.left
+    elif isinstance(std, ast.Call) and last_attr(std.func) == "sqrt" and len(std.args) == 1:
+        base = std.args[0]
+    else:
+        return ""
+    if isinstance(base, (ast.Name, ast.Attribute)) and _WIDTH.search(last_attr(base)):
+        return ast.unparse(std)
+    return ""
+
+
+def floor_averaged(node: ast.Assign) -> str:
+    """`averaged_params[k] = v // num_models`."""
+    target, value = node.targets[0], node.value
+    if not (len(node.targets) == 1 and isinstance(target, ast.Subscript)
+            and isinstance(value, ast.BinOp) and isinstance(value.op, ast.FloorDiv)
+            and _AVERAGED.search(ast.unparse(target.value))):
+        return ""
+    right = value.right
+    if (isinstance(right, ast.Call) and last_attr(right.func) == "len") or (
+            isinstance(right, (ast.Name, ast.Attribute)) and _COUNT.search(last_attr(right))):
+        return ast.unparse(value)
+    return ""
+
+
+def nan_only_overflow(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Return | None:
+    """`def _has_overflow(norm): return bool(torch.isnan(norm))`."""
+    if not re.search(r"(?i)overflow|has_inf|nonfinite|non_finite|found_inf", fn.name):
+        return None
+    calls = called_names(fn)
+    if "isnan" not in calls or calls & {"isinf", "isfinite", "isposinf", "isneginf"}:
+        return None
+    return next((r for r in subnodes(fn) if isinstance(r, ast.Return) and r.value is not None
+                 and any(isinstance(n, ast.Call) and last_attr(n.func) == "isnan"
+                         for n in subnodes(r.value))), None)
+
+
+_CALL_FINDERS = (
+    (decay_without_lr, OPTIM_TAMPER, "weight decay applied as {} without the learning rate: "
+     "weights shrink by the full decay on every step (AdamW uses 1 - lr * wd)"),
+    (clip_on_weights, PARAM_TAMPER, "the clip coefficient is multiplied into {}, the "
+     "parameters, not their gradients: every clipping step shrinks the weights"),
+    (width_grown_std, PARAM_TAMPER, "init std={}: the spread grows with the width (the usual "
+     "scale is the inverse square root), so activations blow up"),
+)
+
+
+class UpdateTerms(Check):
+    rules = (PARAM_TAMPER, OPTIM_TAMPER)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        name = last_attr(node.func)
+        if name == "copy_to":
+            self._ema_into_model(node, ctx)
+            return
+        if name not in ("mul_", "_foreach_mul_", "normal_", "trunc_normal_", "normal"):
+            return
+        for find, rule, message in _CALL_FINDERS:
+            found = find(node)
+            if found:
+                ctx.report(rule, node, message.format(found[:50]), severity=Severity.MEDIUM)
+                return
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        product = bias_product(node)
+        if product:
+            ctx.report(OPTIM_TAMPER, node, f"bias correction {product[:40]} multiplies beta by "
+                       "the step instead of raising it to the step: it turns negative within "
+                       "a few steps and the update flips sign", severity=Severity.MEDIUM)
+            return
+        floored = floor_averaged(node)
+        if floored:
+            ctx.report(PARAM_TAMPER, node, f"averaged weights floor-divided ({floored[:40]}): "
+                       "every weight is rounded down to a whole number",
+                       severity=Severity.MEDIUM)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        ret = nan_only_overflow(node)
+        if ret is not None:
+            ctx.report(PARAM_TAMPER, ret, f"{node.name}() only tests for NaN: infinite "
+                       "gradients pass the overflow test and reach the weights",
+                       severity=Severity.MEDIUM)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    @staticmethod
+    def _ema_into_model(node: ast.Call, ctx: Ctx) -> None:
+        """`ema.copy_to(model)` inside the training loop with no `store()`/`restore()` in
+        the function: the live weights are replaced by the average and training goes on
+        from there (evaluation swaps store, copy and restore)."""
+        fn = ctx.frame.node
+        if not (isinstance(node.func, ast.Attribute) and re.search(
+                r"(?i)ema|shadow|average|swa", last_attr(node.func.value) or "")
+                and ctx.loops and fn is not None):
+            return
+        calls = called_names(fn)
+        if calls & {"store", "restore", "backup", "swap", "load_state_dict", "deepcopy",
+                    "clone", "state_dict"}:  # (a backup of the live weights taken first)
+            return
+        if not any(isinstance(n, ast.Call) and last_attr(n.func) in ("backward", "step")
+                   for loop in ctx.loops for n in subnodes(loop)):
+            return  # (a loop over evaluation sets is not training)
+        ctx.report(PARAM_TAMPER, node, f"{ast.unparse(node.func)[:40]}() copies the EMA "
+                   "weights into the live model inside the training loop, with no store/"
+                   "restore around it: training continues from the average",
+                   severity=Severity.MEDIUM)
