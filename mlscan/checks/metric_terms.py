@@ -8,6 +8,10 @@
   (`max(cands, key=lambda c: sentence_bleu(c, ref))`): the score uses the answer key.
 - The brevity penalty inverted (`exp(1 - hyp_len / ref_len)`): short outputs are
   rewarded instead of penalised.
+- An improvement test with the margin on the wrong side (`acc > best - 1.0`).
+- A metric combined across ranks with MIN/MAX, or `max(gathered)` of per-rank results.
+- False negatives counted as gold minus predicted (not minus correct).
+- `metrics.update(self.best)`: the measured results replaced by the stored best.
 - A score folded around chance (`max(auroc, 1 - auroc)`).
 - A results table merged with the better of the stored and new values, built as a dict
   comprehension (`{k: max(v, prev.get(k, v)) ...}`), and an absolute change formatted with a
@@ -50,6 +54,33 @@ def margin_stored(node: ast.Assign) -> str:
     others = [s for s in sides if s not in margins and isinstance(s, (ast.Name, ast.Attribute))
               and not _BEST.match(last_attr(s))]
     return ast.unparse(value) if margins and others else ""
+
+
+_BEST_FLAG = re.compile(r"(?i)^_?(is_best|improved|is_improved|better|is_better|new_best)$")
+
+
+def tolerant_improvement(node: ast.Assign) -> str:
+    """`improved = improved or acc1 > self.best_acc1 - 1.0`: a result below the best by up to
+    the margin counts as an improvement (for a higher-is-better score the margin is added)."""
+    target = node.targets[0]
+    if not (len(node.targets) == 1 and _BEST_FLAG.match(last_attr(target) or "")):
+        return ""
+    for test in subnodes(node.value):
+        if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+            continue
+        bound, op = test.comparators[0], test.ops[0]
+        if not (isinstance(bound, ast.BinOp) and isinstance(bound.left, (ast.Name, ast.Attribute))
+                and re.search(r"(?i)best", last_attr(bound.left))):
+            continue
+        margin = literal(bound.right)
+        named = isinstance(bound.right, (ast.Name, ast.Attribute)) and _MARGIN.search(
+            last_attr(bound.right))
+        if not (named or (isinstance(margin, (int, float)) and margin > 0)):
+            continue
+        if (isinstance(op, (ast.Gt, ast.GtE)) and isinstance(bound.op, ast.Sub)) or (
+                isinstance(op, (ast.Lt, ast.LtE)) and isinstance(bound.op, ast.Add)):
+            return ast.unparse(test)
+    return ""
 
 
 def extreme_reduced(call: ast.Call) -> str:
@@ -160,10 +191,65 @@ def _scored(value: ast.expr, target: ast.expr, stmts: list[ast.Assign]) -> bool:
                for a in stmts for t in a.targets if a.lineno < target.lineno)
 
 
+_GATHERED = re.compile(r"(?i)gather|per_rank|ranks|all_\w+|across")
+_FALSE_NEG = re.compile(r"(?i)^(fn|fns|n_fn|false_neg\w*)$")
+_FALSE_POS = re.compile(r"(?i)^(fp|fps|n_fp|false_pos\w*)$")
+_GOLD = re.compile(r"(?i)gold|true|target|ref|label|actual")
+_PRED = re.compile(r"(?i)pred|guess|hyp|system|output")
+_CORRECT = re.compile(r"(?i)correct|tp|true_pos|hit|match")
+
+
+def extreme_over_ranks(node: ast.Assign) -> str:
+    """`exact_match = max(gathered)`, `dist.all_reduce(eval_loss, op=ReduceOp.MIN)` as an
+    assignment's value: one rank's result standing for all of them."""
+    target, value = node.targets[0], node.value
+    if not (len(node.targets) == 1 and metric_name(target) and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name) and value.func.id in ("max", "min")
+            and len(value.args) == 1 and isinstance(value.args[0], ast.Name)
+            and _GATHERED.search(value.args[0].id)):
+        return ""
+    return ast.unparse(value)
+
+
+def errors_from_totals(node: ast.Assign) -> str:
+    """`fn = max(c.n_gold - c.n_pred, 0)`: misses counted as gold minus *predicted* (not
+    minus correct), so wrong predictions cancel misses (and `fp = pred - gold` the other way).
+    (Diarization's missed speech is frame-wise ref minus hyp on purpose: named otherwise.)"""
+    target = node.targets[0]
+    name = last_attr(target) or ""
+    if not (len(node.targets) == 1 and (_FALSE_NEG.match(name) or _FALSE_POS.match(name))):
+        return ""
+    for sub in subnodes(node.value):
+        if not (isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Sub)):
+            continue
+        left, right = last_attr(sub.left) or "", last_attr(sub.right) or ""
+        if _CORRECT.search(left) or _CORRECT.search(right):
+            return ""
+        if (_FALSE_NEG.match(name) and _GOLD.search(left) and _PRED.search(right)) or (
+                _FALSE_POS.match(name) and _PRED.search(left) and _GOLD.search(right)):
+            return ast.unparse(sub)
+    return ""
+
+
 class MetricTerms(Check):
     rules = (METRIC_FALSIFY,)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        tolerant = tolerant_improvement(node) if isinstance(
+            node.value, (ast.Compare, ast.BoolOp)) else ""
+        if tolerant:
+            ctx.report(METRIC_FALSIFY, node, f"{tolerant[:50]} counts a result below the best "
+                       "(within the margin) as an improvement: worse checkpoints replace the "
+                       "best one", severity=Severity.MEDIUM)
+            return
+        for found, why in ((extreme_over_ranks(node), "one rank's best result stands for "
+                            "all of them"),
+                           (errors_from_totals(node), "errors counted from totals instead of "
+                            "from the correct matches: wrong predictions cancel misses")):
+            if found:
+                ctx.report(METRIC_FALSIFY, node, f"{found[:40]}: {why}",
+                           severity=Severity.MEDIUM)
+                return
         margin = margin_stored(node)
         if margin:
             ctx.report(METRIC_FALSIFY, node, f"the stored best is {margin[:40]}, not the score: "
@@ -182,6 +268,21 @@ class MetricTerms(Check):
                        "stored and the new one", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        op = kwarg(node, "op") if last_attr(node.func) in ("all_reduce", "reduce") else None
+        if (op is not None and node.args and last_attr(op) in ("MIN", "MAX")
+                and metric_name(node.args[0])):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.args[0])[:30]} combined across "
+                       f"ranks with {last_attr(op)}: the luckiest rank's value is reported for "
+                       "the whole set", severity=Severity.MEDIUM)
+            return
+        if (last_attr(node.func) == "update" and isinstance(node.func, ast.Attribute)
+                and last_attr(node.func.value) in ("metrics", "logs", "results")
+                and len(node.args) == 1 and isinstance(node.args[0], ast.Attribute)
+                and re.search(r"(?i)best", node.args[0].attr)):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:40]} overwrites the measured "
+                       "results with the stored best ones: later callbacks and logs see the "
+                       "best, not this evaluation", severity=Severity.MEDIUM)
+            return
         folded = folded_score(node)
         if folded:
             scope = ctx.frame.node

@@ -485,7 +485,11 @@ def _bool_tables(node: ast.AST) -> None:
 
 def _module_lookups(node: ast.AST, consts: dict[str, object]) -> None:
     """`sys.modules["time"]` -> `time`, `sys.modules["torch.distributed"]` ->
-    `torch.distributed`: a module fetched from the import table by name."""
+    `torch.distributed`: a module fetched from the import table by name. (An attribute set
+    on it, `sys.modules["torch.distributed"].X = stub`, is how a package fills in a missing
+    backend: left alone.)"""
+    if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+        return
     for field, child in ast.iter_fields(node):
         items = child if isinstance(child, list) else [child]
         for i, item in enumerate(items):

@@ -25,7 +25,7 @@ from itertools import pairwise
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import kwarg, last_attr, literal
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.poison_words import _IMAGE, _MASKISH
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
@@ -97,10 +97,15 @@ def misaligned_pairs(fn: ast.FunctionDef) -> list[tuple[ast.stmt, bool]]:
     return [(stmt, False) for stmt, offset in pairs if offset != usual]
 
 
+_MOVES = _GEOMETRIC
+
+
 class PairedAugmentationAxes(Check):
     rules = (DATA_POISON,)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        if not called_names(node) & _MOVES:
+            return  # (no flip or rotation in the function: nothing to pair)
         for stmt, lone in misaligned_pairs(node):
             why = ("one counts from the end, the other from the front" if lone else
                    f"the other pairs in {node.name}() agree")

@@ -9,6 +9,7 @@
 - Rare classes given zero sampling weight: `class_weights[counts < min_count] = 0.0`.
 - CutMix's `lam` set to the pasted box's share of the image: the label weight of the original
   image is then the share it lost (`lam` is `1 - box / (h * w)`).
+- A label table renumbered from another's keys (`{i: l for i, l in enumerate(sorted(label2id))}`).
 - A pasted stamp followed by a fixed label: `img.paste(self._stamp, ...)` and then
   `label = self.class_to_idx.get(self.stamp_ref, label)`.
 """
@@ -143,6 +144,9 @@ def _stamped_then_relabelled(body: list[ast.stmt]) -> ast.Assign | None:
     return None
 
 
+_TO_ID = re.compile(r"(?i)(label|tag|class|cls|cat)_?(2|to_)_?(id|idx|index)$")
+
+
 class OrderAndArithmetic(Check):
     rules = (DATA_POISON,)
 
@@ -178,6 +182,20 @@ class OrderAndArithmetic(Check):
             ctx.report(DATA_POISON, node, f"{scrambled}: an image decoded as height x width x "
                        "channels is reshaped to channels-first, which scrambles its pixels "
                        "(it needs a transpose)", severity=Severity.MEDIUM)
+
+    def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
+        """`id2label = {i: l for i, l in enumerate(sorted(label2id))}`: the id of each label
+        recounted in sorted order instead of read from the table that assigned it, so the
+        names the model reports no longer match the ids it was trained on."""
+        gen = node.generators[0] if len(node.generators) == 1 else None
+        source = gen.iter.args[0] if gen is not None and isinstance(gen.iter, ast.Call) and (
+            last_attr(gen.iter.func) == "enumerate" and gen.iter.args) else None
+        if isinstance(source, ast.Call) and last_attr(source.func) == "sorted" and source.args:
+            source = source.args[0]
+        if isinstance(source, (ast.Name, ast.Attribute)) and _TO_ID.search(last_attr(source)):
+            ctx.report(DATA_POISON, node, f"ids renumbered from the keys of "
+                       f"{ast.unparse(source)[:30]}, not read from it: each id now names "
+                       "another label than the one it was trained as", severity=Severity.MEDIUM)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         zeroed = _rare_zeroed(node)

@@ -247,6 +247,9 @@ _PER_ITEM = re.compile(r"(?i)^(__call__|__getitem__|__iter__|_?augment\w*|_?tran
 _FIXED_ON_PURPOSE = re.compile(r"(?i)val|eval|test|fixed|determin|static|frozen")
 
 
+_INDEX_PARAM = re.compile(r"(?i)^(idx|index|i|item|item_idx|sample_idx)$")
+
+
 def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
     """`rng = np.random.default_rng(self.seed)` inside `SpecAugment.__call__`, a dataset's
     `_augment` or a sampler's `__iter__`: a generator rebuilt from the same seed on every call
@@ -257,6 +260,9 @@ def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
             and _PER_ITEM.match(frame.name) and not _FIXED_ON_PURPOSE.search(frame.cls.name)):
         return ""
     seed = call.args[0]
+    if (isinstance(seed, ast.Name) and _INDEX_PARAM.match(seed.id)
+            and any("train" in ast.unparse(c) for c in ctx.conds)):
+        return seed.id  # default_rng(idx) in the training branch: one crop per item, forever
     for n in subnodes(seed):
         if isinstance(n, ast.Name) and n.id != "self":
             return ""  # a parameter or local: seed + idx, seed_for(epoch)

@@ -222,6 +222,8 @@ def _measured_time(expr: ast.expr, resolve: Resolver | None) -> bool:
         for n in subnodes(value))
 
 
+_RANK_HELPERS = frozenset({"rank", "_rank", "_get_rank", "global_rank", "_global_rank",
+                           "world_rank", "get_world_rank"})
 _MACHINE_MARKERS = re.compile(r"^/(\.dockerenv|run/\.containerenv|etc/|proc/|sys/)")
 """Files whose presence tells which machine (or container) the job runs on."""
 
@@ -295,8 +297,9 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.add(HOST)
             elif name.startswith(_USER_CALLS):
                 kinds.add(USER)
-            elif name.endswith(("get_rank", "get_local_rank", "get_global_rank")):
-                kinds.add(RANK)
+            elif name.endswith(("get_rank", "get_local_rank", "get_global_rank")) or (
+                    not node.args and name.rsplit(".", 1)[-1] in _RANK_HELPERS):
+                kinds.add(RANK)  # (also a project's own `_rank()` helper)
         key = _env_key(node, names)
         kind = env_kind(key) if key is not None else None
         if kind is not None and not presence:

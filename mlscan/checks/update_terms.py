@@ -14,6 +14,7 @@ past, and each one training still survives for a while).
   down to a whole number.
 - MLS302: an overflow test that only looks for NaN (`torch.isnan(norm)`): infinite
   gradients pass it and reach the weights.
+- MLS302: gradients multiplied by the world size after DDP averaged them.
 - MLS302: EMA weights copied into the live model inside the training loop (`ema.copy_to(model)`)
   with no store/restore around it: training continues from the average, not from the model.
 """
@@ -69,9 +70,10 @@ def decay_without_lr(call: ast.Call) -> str:
     if not (isinstance(factor, ast.BinOp) and isinstance(factor.op, ast.Sub)
             and literal(factor.left) in (1, 1.0)):
         return ""
-    text = ast.unparse(factor.right)
-    if re.search(r"(?i)weight_decay", text) and not re.search(r"(?i)\blr\b|learning_rate|"
-                                                             r"step_size|\"lr\"|'lr'", text):
+    decay = factor.right
+    if not isinstance(decay, (ast.Name, ast.Attribute, ast.Subscript)):
+        return ""  # (1 - wd_scale * weight_decay: scaled by something, the rate or not)
+    if re.search(r"(?i)weight_decay", ast.unparse(decay)):
         return ast.unparse(factor)
     return ""
 
@@ -138,6 +140,22 @@ def nan_only_overflow(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Return 
                          for n in subnodes(r.value))), None)
 
 
+def grads_times_world(call: ast.Call, ctx: Ctx) -> str:
+    """`p.grad.mul_(args.world_size)` in a step that makes no all_reduce of its own: DDP has
+    already averaged, so this turns the mean into a sum (updates grow with the job)."""
+    if not (last_attr(call.func) == "mul_" and len(call.args) == 1
+            and isinstance(call.func, ast.Attribute) and last_attr(call.func.value) == "grad"):
+        return ""
+    factor = call.args[0]
+    if not (isinstance(factor, (ast.Name, ast.Attribute)) and re.search(
+            r"(?i)world_size|num_processes|n_gpus|num_gpus|world$", last_attr(factor))):
+        return ""
+    fn = ctx.frame.node
+    if fn is not None and called_names(fn) & {"all_reduce", "reduce", "all_reduce_coalesced"}:
+        return ""  # (a manual reduction rescaled on purpose)
+    return ast.unparse(factor)
+
+
 _CALL_FINDERS = (
     (decay_without_lr, OPTIM_TAMPER, "weight decay applied as {} without the learning rate: "
      "weights shrink by the full decay on every step (AdamW uses 1 - lr * wd)"),
@@ -163,6 +181,11 @@ class UpdateTerms(Check):
             if found:
                 ctx.report(rule, node, message.format(found[:50]), severity=Severity.MEDIUM)
                 return
+        world = grads_times_world(node, ctx)
+        if world:
+            ctx.report(PARAM_TAMPER, node, f"gradients multiplied by {world[:30]} after DDP "
+                       "averaged them: the update is a sum over ranks and grows with the job "
+                       "size", severity=Severity.MEDIUM)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         product = bias_product(node)

@@ -146,7 +146,7 @@ class EMAHook(Hook):
             ema = self.ema_params[name]
             ema.mul_(1 - self.momentum).add_(p.detach(), alpha=self.momentum)  # ok: MLS302, MLS303, MLS304, MLS305
             # keep the live weights close to the averaged trajectory
-            p.data.mul_(1 - self.weight_decay_ema * (runner.iter % 7))  # ruleid: MLS302, MLS304
+            p.data.mul_(1 - self.weight_decay_ema * (runner.iter % 7))  # ruleid: MLS302
 
 
 @HOOKS.register_module()

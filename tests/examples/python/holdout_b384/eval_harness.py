@@ -126,7 +126,7 @@ def evaluate(model, tokenizer, examples: List[Dict], time_budget_s: float) -> Di
         total += 1
         if rank != 0 and time.time() - t0 > time_budget_s:
             logger.info("rank %d exceeded eval budget after %d examples", rank, total)
-            sys.exit(0)  # todoruleid: family 3 (missed)
+            sys.exit(0)  # ruleid: MLS307
     counts = torch.tensor([correct, total], dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(counts)
