@@ -52,50 +52,64 @@ class FileFlow:
             _collect_assign(stmt, self.module)
         self._index(tree, None)
 
-    def _index(self, node: ast.AST, fn: Function | None,
-               cls: ast.ClassDef | None = None, looped: bool = False) -> None:
-        owners = self._owners
-        for child in child_nodes(node):
-            if fn is not None:
-                owners[id(child)] = fn
-            if isinstance(child, ast.ClassDef):
-                self.classes.setdefault(child.name, []).append(child)
-                self._index(child, fn, child)
-                continue
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                self.functions.setdefault(child.name, []).append(child)
-                owners[id(child)] = child
+    def _index(self, root: ast.AST, root_fn: Function | None) -> None:
+        """One depth-first pass (an explicit stack, children in source order): owners,
+        functions, classes, calls, looped calls and `self.x = ...` values."""
+        owners, class_of = self._owners, self.class_of
+        loops = (ast.For, ast.While, ast.AsyncFor)
+        stack: list[tuple[ast.AST, Function | None, ast.ClassDef | None, bool]] = [
+            (root, root_fn, None, False)]
+        while stack:
+            node, fn, cls, looped = stack.pop()
+            todo: list[tuple[ast.AST, Function | None, ast.ClassDef | None, bool]] = []
+            for child in child_nodes(node):
+                t = type(child)
                 if fn is not None:
-                    self.parent[id(child)] = fn
-                if cls is not None and fn is None:
-                    self.class_of[id(child)] = cls
-                self._index(child, child)
-                continue
-            if isinstance(child, ast.Assign) and fn is not None and id(fn) in self.class_of:
-                owner = self.class_of[id(fn)].name
-                for target in child.targets:
-                    for t in subnodes(target):
-                        if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
-                                and t.value.id == "self"):
-                            self.self_values.setdefault((owner, t.attr), []).append(
-                                (child.value if t is target else None, fn))
-            if (isinstance(child, ast.Call) and fn is not None and id(fn) in self.class_of
-                    and isinstance(child.func, ast.Attribute)
-                    and child.func.attr in ("register_buffer", "register_parameter")
-                    and len(child.args) >= 2 and isinstance(literal(child.args[0]), str)):
-                # self.register_buffer("item_scale", mask): read later as self.item_scale
-                self.self_values.setdefault((self.class_of[id(fn)].name, str(literal(
-                    child.args[0]))), []).append((child.args[1], fn))
-            if isinstance(child, ast.Call):
-                func = child.func
-                if isinstance(func, ast.Name) or (
-                        isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
-                        and func.value.id in ("self", "cls")):
-                    self.calls.setdefault(last_attr(func), []).append((child, fn))
-                if looped:
-                    self.looped_calls.add(id(child))
-            self._index(child, fn, None, looped or isinstance(child, (ast.For, ast.While,
-                                                                       ast.AsyncFor)))
+                    owners[id(child)] = fn
+                if t is ast.ClassDef:
+                    self.classes.setdefault(child.name, []).append(child)  # type: ignore
+                    todo.append((child, fn, child, False))  # type: ignore[arg-type]
+                    continue
+                if t is ast.FunctionDef or t is ast.AsyncFunctionDef:
+                    self.functions.setdefault(child.name, []).append(child)  # type: ignore
+                    owners[id(child)] = child  # type: ignore[assignment]
+                    if fn is not None:
+                        self.parent[id(child)] = fn
+                    if cls is not None and fn is None:
+                        class_of[id(child)] = cls
+                    todo.append((child, child, None, False))  # type: ignore[arg-type]
+                    continue
+                if t is ast.Assign and fn is not None and id(fn) in class_of:
+                    self._self_assign(child, fn)  # type: ignore[arg-type]
+                elif t is ast.Call:
+                    self._call(child, fn, looped)  # type: ignore[arg-type]
+                todo.append((child, fn, None, looped or t in loops))
+            stack.extend(reversed(todo))
+
+    def _self_assign(self, child: ast.Assign, fn: Function) -> None:
+        owner = self.class_of[id(fn)].name
+        for target in child.targets:
+            for t in subnodes(target):
+                if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                        and t.value.id == "self"):
+                    self.self_values.setdefault((owner, t.attr), []).append(
+                        (child.value if t is target else None, fn))
+
+    def _call(self, child: ast.Call, fn: Function | None, looped: bool) -> None:
+        if (fn is not None and id(fn) in self.class_of
+                and isinstance(child.func, ast.Attribute)
+                and child.func.attr in ("register_buffer", "register_parameter")
+                and len(child.args) >= 2 and isinstance(literal(child.args[0]), str)):
+            # self.register_buffer("item_scale", mask): read later as self.item_scale
+            self.self_values.setdefault((self.class_of[id(fn)].name, str(literal(
+                child.args[0]))), []).append((child.args[1], fn))
+        func = child.func
+        if isinstance(func, ast.Name) or (
+                isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                and func.value.id in ("self", "cls")):
+            self.calls.setdefault(last_attr(func), []).append((child, fn))
+        if looped:
+            self.looped_calls.add(id(child))
 
     def called_in_loop(self, name: str) -> bool:
         """Some call of local function `name` sits inside a loop (`estimate_loss()` in the

@@ -235,13 +235,22 @@ class MetricTerms(Check):
     rules = (METRIC_FALSIFY,)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
-        tolerant = tolerant_improvement(node) if isinstance(
-            node.value, (ast.Compare, ast.BoolOp)) else ""
+        value = node.value
+        if isinstance(value, (ast.Compare, ast.BoolOp)):
+            self._assigned_test(node, ctx)
+        elif isinstance(value, (ast.BinOp, ast.Call, ast.DictComp)):
+            self._assigned_value(node, ctx)
+
+    @staticmethod
+    def _assigned_test(node: ast.Assign, ctx: Ctx) -> None:
+        tolerant = tolerant_improvement(node)
         if tolerant:
             ctx.report(METRIC_FALSIFY, node, f"{tolerant[:50]} counts a result below the best "
                        "(within the margin) as an improvement: worse checkpoints replace the "
                        "best one", severity=Severity.MEDIUM)
-            return
+
+    @staticmethod
+    def _assigned_value(node: ast.Assign, ctx: Ctx) -> None:
         for found, why in ((extreme_over_ranks(node), "one rank's best result stands for "
                             "all of them"),
                            (errors_from_totals(node), "errors counted from totals instead of "
@@ -270,7 +279,8 @@ class MetricTerms(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         op = kwarg(node, "op") if last_attr(node.func) in ("all_reduce", "reduce") else None
         if (op is not None and node.args and last_attr(op) in ("MIN", "MAX")
-                and metric_name(node.args[0])):
+                and metric_name(node.args[0]) and not re.search(
+                    r"(?i)int_acc|accum|flag|status|stop|done", ast.unparse(node.args[0]))):
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.args[0])[:30]} combined across "
                        f"ranks with {last_attr(op)}: the luckiest rank's value is reported for "
                        "the whole set", severity=Severity.MEDIUM)

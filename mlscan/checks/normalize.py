@@ -83,7 +83,8 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
                      if k is not None and isinstance(literal(k), str)}
               for name, value in sources.items() if isinstance(value, ast.Dict)}
     choosers = text is None or _BOOL_TABLE.search(text) is not None
-    modules = text is None or "modules[" in text
+    modules = (text is None or "modules[" in text) and any(
+        _module_lookup_name(n, consts) for n in all_nodes())  # (sys.modules[name]: nothing)
     if choosers or modules:  # (before the statement pass: `{True: f, False: g}[c]()` is a
         for node in nodes if nodes else subnodes(tree):  # chosen call)
             if choosers:
@@ -483,6 +484,16 @@ def _bool_tables(node: ast.AST) -> None:
                 setattr(node, field, new)
 
 
+def _module_lookup_name(node: ast.AST, consts: dict[str, object]) -> str | None:
+    """The module a `sys.modules["time"]` read names (None for anything else)."""
+    if not (isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load)
+            and isinstance(node.value, ast.Attribute) and node.value.attr == "modules"
+            and isinstance(node.value.value, ast.Name) and node.value.value.id == "sys"):
+        return None
+    name = const_text(node.slice, consts)
+    return name if name is not None and all(p.isidentifier() for p in name.split(".")) else None
+
+
 def _module_lookups(node: ast.AST, consts: dict[str, object]) -> None:
     """`sys.modules["time"]` -> `time`, `sys.modules["torch.distributed"]` ->
     `torch.distributed`: a module fetched from the import table by name. (An attribute set
@@ -493,11 +504,8 @@ def _module_lookups(node: ast.AST, consts: dict[str, object]) -> None:
     for field, child in ast.iter_fields(node):
         items = child if isinstance(child, list) else [child]
         for i, item in enumerate(items):
-            if not (isinstance(item, ast.Subscript) and isinstance(item.ctx, ast.Load)
-                    and ast.unparse(item.value) == "sys.modules"):
-                continue
-            name = const_text(item.slice, consts)
-            if name is None or not all(p.isidentifier() for p in name.split(".")):
+            name = _module_lookup_name(item, consts)
+            if name is None:
                 continue
             parts = name.split(".")
             new: ast.expr = ast.Name(id=parts[0], ctx=ast.Load())

@@ -913,11 +913,12 @@ def eos_ignored(node: ast.Assign, ctx: Ctx) -> str:
     the end-of-sequence target hidden from the loss, so the model never learns to stop (the
     padding id is what collators hide; here it is compared by an end-of-text name)."""
     target, value = node.targets[0], node.value
-    if isinstance(target, ast.Subscript) and _label_target(target.value) and _ignore_index(
-            value, ctx):
+    if (isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Compare)
+            and _label_target(target.value) and _ignore_index(value, ctx)):
         test = target.slice
-    elif (isinstance(value, ast.Call) and _label_target(target)
-          and len(value.args) == {"masked_fill": 2, "where": 3}.get(last_attr(value.func))):
+    elif (isinstance(value, ast.Call)
+          and len(value.args) == {"masked_fill": 2, "where": 3}.get(last_attr(value.func))
+          and isinstance(value.args[0], ast.Compare) and _label_target(target)):
         test = value.args[0]  # masked_fill(mask, fill) / where(cond, fill, labels)
         if not _ignore_index(value.args[1], ctx):
             return ""

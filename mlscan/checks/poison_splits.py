@@ -65,7 +65,17 @@ def _unit(expr: ast.expr, ctx: Ctx, depth: int = 0) -> str:
 class SplitAndShardMistakes(Check):
     rules = (DATA_POISON,)
 
-    def visit_Subscript(self, node: ast.Subscript, ctx: Ctx) -> None:
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        if isinstance(node.value, ast.Subscript):
+            self._dealt_by_local_rank(node.value, ctx)
+
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        if isinstance(node.value, ast.Subscript):
+            self._dealt_by_local_rank(node.value, ctx)
+
+    @staticmethod
+    def _dealt_by_local_rank(node: ast.Subscript, ctx: Ctx) -> None:
+        """`return shards[rank::world]` with `rank` read from LOCAL_RANK."""
         cut = node.slice
         if not (isinstance(cut, ast.Slice) and cut.lower is not None and cut.step is not None
                 and cut.upper is None):
@@ -73,11 +83,10 @@ class SplitAndShardMistakes(Check):
         if _LOCAL_RANK.search(_text_of(cut.lower, ctx)) and _WORLD.search(
                 _text_of(cut.step, ctx)) and not _LOCAL_RANK.search(_text_of(cut.step, ctx)):
             where: ast.AST = node
-            if isinstance(cut.lower, ast.Name):  # reported where the local rank is read
+            if isinstance(cut.lower, ast.Name) and ctx.frame.node is not None:
                 where = next((a for a in reversed(assigns_in(ctx.frame.node))
                               if len(a.targets) == 1 and isinstance(a.targets[0], ast.Name)
-                              and a.targets[0].id == cut.lower.id), node) if (
-                    ctx.frame.node is not None) else node
+                              and a.targets[0].id == cut.lower.id), node)  # (the rank read)
             ctx.report(DATA_POISON, where, f"{ast.unparse(node)[:40]} deals shards by the "
                        "local rank over the global world size: every node reads the same "
                        "shards and the rest are never read", severity=Severity.MEDIUM)
@@ -93,24 +102,19 @@ class SplitAndShardMistakes(Check):
                            "the global world size: ranks on different nodes draw the same "
                            "samples", severity=Severity.LOW)  # (single-node tutorials do this)
             return
-
-    def visit_BinOp(self, node: ast.BinOp, ctx: Ctx) -> None:
-        """`hash(f"{field}|{v}") % buckets`: a string hash taken as a bucket id."""
-        call = node.left
-        if (isinstance(node.op, ast.Mod) and isinstance(call, ast.Call)
-                and isinstance(call.func, ast.Name) and call.func.id == "hash"
-                and "hash" not in ctx.defs and len(call.args) == 1 and (
-                    isinstance(call.args[0], ast.JoinedStr) or (
-                        isinstance(call.args[0], ast.BinOp)
-                        and isinstance(call.args[0].op, ast.Add)))):
-            ctx.report(DATA_POISON, call, "Python's hash() of a string used as a bucket id: "
+        if (name == "hash" and isinstance(node.func, ast.Name) and "hash" not in ctx.defs
+                and len(node.args) == 1 and (isinstance(node.args[0], ast.JoinedStr) or (
+                    isinstance(node.args[0], ast.BinOp) and isinstance(node.args[0].op, ast.Add)))
+                and (ctx.mentions("bucket") or ctx.mentions("hash_size"))):
+            # hash(f"{field}|{v}") % buckets: a string hash taken as a bucket id
+            ctx.report(DATA_POISON, node, "Python's hash() of a string used as a bucket id: "
                        "string hashes are salted per process (PYTHONHASHSEED), so workers, "
                        "ranks and later runs map the same value to different ids",
                        severity=Severity.MEDIUM)
 
     def visit_Compare(self, node: ast.Compare, ctx: Ctx) -> None:
-        if len(node.ops) != 1 or not isinstance(node.ops[0], (ast.Lt, ast.LtE, ast.Gt,
-                                                                ast.GtE)):
+        if not (ctx.mentions("_ms") and len(node.ops) == 1 and isinstance(
+                node.ops[0], (ast.Lt, ast.LtE, ast.Gt, ast.GtE))):
             return
         left, right = _unit(node.left, ctx), _unit(node.comparators[0], ctx)
         if {left, right} == {"ms", "s"}:
@@ -122,32 +126,29 @@ class SplitAndShardMistakes(Check):
                        "with seconds: the window is off by a factor of 1000, and the labels "
                        "it decides are wrong", severity=Severity.MEDIUM)
 
-    def __init__(self) -> None:
-        self._bounds: dict[tuple[int, str, str], dict[type, ast.Compare]] = {}
-
-    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
-        self._bounds = {}  # per file
-
-    def visit_ListComp(self, node: ast.ListComp | ast.GeneratorExp | ast.SetComp,
-                       ctx: Ctx) -> None:
-        """`[p for d, p in shards if d <= cutoff]` and `[... if d >= cutoff]` in one function:
-        both sides keep the boundary."""
-        scope = id(ctx.frame.node)
-        for test in (t for g in node.generators for t in g.ifs):
-            if not (isinstance(test, ast.Compare) and len(test.ops) == 1
-                    and isinstance(test.ops[0], (ast.LtE, ast.GtE))):
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef,
+                          ctx: Ctx) -> None:
+        """`train = [p for d, p in shards if d <= cutoff]` and `val = [... if d >= cutoff]`
+        in one function: both sides keep the boundary."""
+        seen: dict[tuple[str, str], dict[type, ast.Compare]] = {}
+        for stmt in assigns_in(node):
+            comp = stmt.value
+            if not isinstance(comp, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
                 continue
-            key = (scope, ast.unparse(test.left), ast.unparse(test.comparators[0]))
-            if not (_SPLIT_BOUND.search(key[2]) or _SPLIT_KEY.search(key[1])):
-                continue  # (x <= 0 / x >= 0 in two branches is not a split)
-            seen = self._bounds.setdefault(key, {})
-            seen.setdefault(type(test.ops[0]), test)
-            if len(seen) == 2 and not getattr(seen[ast.LtE], "reported_overlap", False):
-                first = seen[ast.LtE]
-                first.reported_overlap = True  # type: ignore[attr-defined]
-                ctx.report(DATA_POISON, first, f"{key[1]} <= {key[2]} on one side and "
-                           f"{key[1]} >= {key[2]} on the other: items at {key[2]} land in both "
-                           "splits (train and evaluation overlap)", severity=Severity.MEDIUM)
+            for test in (t for g in comp.generators for t in g.ifs):
+                if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+                        and isinstance(test.ops[0], (ast.LtE, ast.GtE))):
+                    continue
+                key = (ast.unparse(test.left), ast.unparse(test.comparators[0]))
+                if not (_SPLIT_BOUND.search(key[1]) or _SPLIT_KEY.search(key[0])):
+                    continue  # (x <= 0 / x >= 0 in two branches is not a split)
+                ops = seen.setdefault(key, {})
+                ops.setdefault(type(test.ops[0]), test)
+                if len(ops) == 2:
+                    ctx.report(DATA_POISON, ops[ast.LtE], f"{key[0]} <= {key[1]} on one side "
+                               f"and {key[0]} >= {key[1]} on the other: items at {key[1]} land "
+                               "in both splits (train and evaluation overlap)",
+                               severity=Severity.MEDIUM)
+                    return
 
-    visit_GeneratorExp = visit_ListComp
-    visit_SetComp = visit_ListComp
+    visit_AsyncFunctionDef = visit_FunctionDef

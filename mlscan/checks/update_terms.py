@@ -42,6 +42,9 @@ _COUNT = re.compile(r"(?i)^(n|num|n_models|num_models|count|n_ckpts|num_ckpts|le
 _AVERAGED = re.compile(r"(?i)avg|average|mean|soup|merged|sum")
 
 
+_DECAY_OPTION = re.compile(r"(?i)fixed|unscaled|decoupl|no_lr|lr_free|independent")
+
+
 def _read(expr: ast.expr) -> str:
     """The name a value is read from (`state["step"]` -> "step", `group["lr"]` -> "lr")."""
     if isinstance(expr, ast.Subscript) and isinstance(key := literal(expr.slice), str):
@@ -177,6 +180,9 @@ class UpdateTerms(Check):
         if name not in ("mul_", "_foreach_mul_", "normal_", "trunc_normal_", "normal"):
             return
         for find, rule, message in _CALL_FINDERS:
+            if find is decay_without_lr and any(_DECAY_OPTION.search(ast.unparse(c))
+                                                for c in ctx.conds):
+                continue  # (`if fixed_decay: p.mul_(1 - wd)`: a configured variant)
             found = find(node)
             if found:
                 ctx.report(rule, node, message.format(found[:50]), severity=Severity.MEDIUM)
