@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
@@ -231,6 +232,52 @@ def errors_from_totals(node: ast.Assign) -> str:
     return ""
 
 
+def extreme_all_reduce(call: ast.Call) -> str:
+    """`dist.all_reduce(eval_loss, op=dist.ReduceOp.MIN)` on a metric (flag accumulators and
+    stop signals are MAX-reduced on purpose)."""
+    op = kwarg(call, "op") if last_attr(call.func) in ("all_reduce", "reduce") else None
+    if (op is not None and call.args and last_attr(op) in ("MIN", "MAX")
+            and metric_name(call.args[0]) and not re.search(
+                r"(?i)int_acc|accum|flag|status|stop|done", ast.unparse(call.args[0]))):
+        return f"{ast.unparse(call.args[0])[:30]} combined across ranks with {last_attr(op)}"
+    return ""
+
+
+def best_written_over(call: ast.Call) -> str:
+    """`metrics.update(self.best)` in an evaluation callback."""
+    if (last_attr(call.func) == "update" and isinstance(call.func, ast.Attribute)
+            and last_attr(call.func.value) in ("metrics", "logs", "results")
+            and len(call.args) == 1 and isinstance(call.args[0], ast.Attribute)
+            and re.search(r"(?i)best", call.args[0].attr)):
+        return ast.unparse(call)
+    return ""
+
+
+_VALUE_SHAPES: tuple[tuple[Callable[[ast.Assign, Ctx], str], str], ...] = (
+    (lambda node, ctx: extreme_over_ranks(node), "{}: one rank's best result stands for all "
+     "of them"),
+    (lambda node, ctx: errors_from_totals(node), "{}: errors counted from totals instead of "
+     "from the correct matches, so wrong predictions cancel misses"),
+    (lambda node, ctx: margin_stored(node), "the stored best is {}, not the score: the bar "
+     "moves by the margin each time, so later improvements are not recognised and early "
+     "stopping fires early"),
+    (lambda node, ctx: brevity_inverted(node), "brevity penalty exp({}) has the lengths the "
+     "wrong way round: short outputs are rewarded instead of penalised"),
+    (merged_better, "{}: every result kept is the better of the stored and the new one"),
+)
+"""Assignment shapes in the order they are tried: (finder, message with `{}`)."""
+_CALL_SHAPES: tuple[tuple[Callable[[ast.Call], str], str], ...] = (
+    (extreme_all_reduce, "{}: the luckiest rank's value is reported for the whole set"),
+    (best_written_over, "{} overwrites the measured results with the stored best ones: later "
+     "callbacks and logs see the best, not this evaluation"),
+    (extreme_reduced, "{} across ranks: the best rank's score is reported for the whole set"),
+    (oracle_pick, "candidates picked by {}: the selection looks at the reference, so the "
+     "reported score is an oracle's"),
+    (signed_abs_format, "abs({}) formatted with a sign: every change is shown as a gain, "
+     "regressions included"),
+)
+
+
 class MetricTerms(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -251,48 +298,14 @@ class MetricTerms(Check):
 
     @staticmethod
     def _assigned_value(node: ast.Assign, ctx: Ctx) -> None:
-        for found, why in ((extreme_over_ranks(node), "one rank's best result stands for "
-                            "all of them"),
-                           (errors_from_totals(node), "errors counted from totals instead of "
-                            "from the correct matches: wrong predictions cancel misses")):
+        for find, message in _VALUE_SHAPES:  # the first shape that matches
+            found = find(node, ctx)
             if found:
-                ctx.report(METRIC_FALSIFY, node, f"{found[:40]}: {why}",
+                ctx.report(METRIC_FALSIFY, node, message.format(found[:40]),
                            severity=Severity.MEDIUM)
                 return
-        margin = margin_stored(node)
-        if margin:
-            ctx.report(METRIC_FALSIFY, node, f"the stored best is {margin[:40]}, not the score: "
-                       "the bar moves by the margin each time, so later improvements are not "
-                       "recognised and early stopping fires early", severity=Severity.MEDIUM)
-            return
-        inverted = brevity_inverted(node)
-        if inverted:
-            ctx.report(METRIC_FALSIFY, node, f"brevity penalty exp({inverted[:40]}) has the "
-                       "lengths the wrong way round: short outputs are rewarded instead of "
-                       "penalised", severity=Severity.MEDIUM)
-            return
-        merged = merged_better(node, ctx)
-        if merged:
-            ctx.report(METRIC_FALSIFY, node, f"{merged}: every result kept is the better of the "
-                       "stored and the new one", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
-        op = kwarg(node, "op") if last_attr(node.func) in ("all_reduce", "reduce") else None
-        if (op is not None and node.args and last_attr(op) in ("MIN", "MAX")
-                and metric_name(node.args[0]) and not re.search(
-                    r"(?i)int_acc|accum|flag|status|stop|done", ast.unparse(node.args[0]))):
-            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.args[0])[:30]} combined across "
-                       f"ranks with {last_attr(op)}: the luckiest rank's value is reported for "
-                       "the whole set", severity=Severity.MEDIUM)
-            return
-        if (last_attr(node.func) == "update" and isinstance(node.func, ast.Attribute)
-                and last_attr(node.func.value) in ("metrics", "logs", "results")
-                and len(node.args) == 1 and isinstance(node.args[0], ast.Attribute)
-                and re.search(r"(?i)best", node.args[0].attr)):
-            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:40]} overwrites the measured "
-                       "results with the stored best ones: later callbacks and logs see the "
-                       "best, not this evaluation", severity=Severity.MEDIUM)
-            return
         folded = folded_score(node)
         if folded:
             scope = ctx.frame.node
@@ -305,19 +318,9 @@ class MetricTerms(Check):
                            "0.5 as its mirror image above it: a classifier that is worse than "
                            "chance looks better than chance", severity=Severity.MEDIUM)
             return
-        reduced = extreme_reduced(node)
-        if reduced:
-            ctx.report(METRIC_FALSIFY, node, f"{reduced} across ranks: the best rank's score "
-                       "is reported for the whole set", severity=Severity.MEDIUM)
-            return
-        oracle = oracle_pick(node)
-        if oracle:
-            ctx.report(METRIC_FALSIFY, node, f"candidates picked by {oracle}: the selection "
-                       "looks at the reference, so the reported score is an oracle's",
-                       severity=Severity.MEDIUM)
-            return
-        unsigned = signed_abs_format(node)
-        if unsigned:
-            ctx.report(METRIC_FALSIFY, node, f"abs({unsigned[:30]}) formatted with a sign: "
-                       "every change is shown as a gain, regressions included",
-                       severity=Severity.MEDIUM)
+        for find, message in _CALL_SHAPES:
+            found = find(node)
+            if found:
+                ctx.report(METRIC_FALSIFY, node, message.format(found[:40]),
+                           severity=Severity.MEDIUM)
+                return
