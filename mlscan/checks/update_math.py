@@ -20,6 +20,10 @@ swapped, so training still runs and only slowly goes wrong.
   (`t.copy_(t.roll(1, dims=0))` over `model.state_dict()`): rows move to other tokens/units.
 - MLS304: cosine progress measured against the warm-up length
   (`(step - warmup) / warmup_steps`): the rate swings up and down every `warmup` steps.
+- MLS302: the all-reduce op switched between AVG and SUM by a condition on the job
+  (`ReduceOp.AVG if world <= 16 else ReduceOp.SUM`).
+- MLS302: the backward of an all_gather autograd Function returning a fixed rank's slice
+  (`return all_grads[0]`) instead of its own rank's.
 - MLS304: an Adam step added with a positive step size
   (`torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)`): gradient ascent.
 """
