@@ -39,6 +39,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
+from mlscan.checks.metric_words import MERGED_TABLE
 from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import NOT_LITERAL, last_attr, literal
 from mlscan.checks.nodes import subnodes
@@ -292,8 +293,7 @@ def _kept_better_of_stored(node: ast.Assign, ctx: Ctx) -> str:
             r"(?i)best|max|peak|record|highest", str(literal(target.slice))):
         return ""  # (metrics["best_f1"] = max(...): a record kept under its own name)
     table = target.value.id
-    if not re.match(r"(?i)^(merged|results?|scores|summary|report|final|combined|"
-                    r"leaderboard|aggregated?)$", table):
+    if not MERGED_TABLE.match(table):
         return ""  # (best[k] = max(best.get(k, v), v) records a best; it replaces nothing)
     value = node.value
     options = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]

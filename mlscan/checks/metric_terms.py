@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.metric_words import metric_name
+from mlscan.checks.metric_words import MERGED_TABLE, metric_name
 from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal
 from mlscan.checks.nodes import assigns_in, subnodes
@@ -39,8 +39,6 @@ _REFERENCE = re.compile(r"(?i)^(ref|refs|reference|references|target|targets|gol
 _CANDIDATES = re.compile(r"(?i)cand|hyp|beam|nbest|n_best|sample|output|generation")
 _HYP_LEN = re.compile(r"(?i)sys|hyp|pred|cand|out|^c$|^c_len$")
 _REF_LEN = re.compile(r"(?i)ref|^r$|^r_len$")
-_MERGED = re.compile(r"(?i)^(merged|results?|scores|summary|report|final|combined|"
-                     r"leaderboard|aggregated?)$")
 
 
 def margin_stored(node: ast.Assign) -> str:
@@ -57,14 +55,14 @@ def margin_stored(node: ast.Assign) -> str:
     return ast.unparse(value) if margins and others else ""
 
 
-_BEST_FLAG = re.compile(r"(?i)^_?(is_best|improved|is_improved|better|is_better|new_best)$")
+_IMPROVED_FLAG = re.compile(r"(?i)^_?(is_best|improved|is_improved|better|is_better|new_best)$")
 
 
 def tolerant_improvement(node: ast.Assign) -> str:
     """`improved = improved or acc1 > self.best_acc1 - 1.0`: a result below the best by up to
     the margin counts as an improvement (for a higher-is-better score the margin is added)."""
     target = node.targets[0]
-    if not (len(node.targets) == 1 and _BEST_FLAG.match(last_attr(target) or "")):
+    if not (len(node.targets) == 1 and _IMPROVED_FLAG.match(last_attr(target) or "")):
         return ""
     for test in subnodes(node.value):
         if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
@@ -85,15 +83,20 @@ def tolerant_improvement(node: ast.Assign) -> str:
 
 
 def extreme_reduced(call: ast.Call) -> str:
-    """`_reduce([chrf], device, op=dist.ReduceOp.MAX)` on a metric (the helper's own
-    `all_reduce` is MLS306's reduction check)."""
+    """A metric combined across ranks with MIN or MAX: `dist.all_reduce(eval_loss,
+    op=dist.ReduceOp.MIN)`, or through a helper, `_reduce([chrf], device, op=ReduceOp.MAX)`
+    (flag accumulators and stop signals are MAX-reduced on purpose)."""
     op = kwarg(call, "op")
-    if op is None or last_attr(op) not in ("MAX", "MIN") or last_attr(call.func) in (
-            "all_reduce", "reduce", "all_reduce_multigpu"):
+    if op is None or last_attr(op) not in ("MAX", "MIN") or not call.args:
         return ""
-    metric = next((last_attr(n) for a in call.args for n in subnodes(a)
-                   if isinstance(n, (ast.Name, ast.Attribute)) and metric_name(n)), "")
-    return f"{metric} reduced with {last_attr(op)}" if metric else ""
+    if last_attr(call.func) in ("all_reduce", "reduce"):
+        tensor = call.args[0]
+        metric = last_attr(tensor) if metric_name(tensor) and not re.search(
+            r"(?i)int_acc|accum|flag|status|stop|done", ast.unparse(tensor)) else ""
+    else:
+        metric = next((last_attr(n) for a in call.args for n in subnodes(a)
+                       if isinstance(n, (ast.Name, ast.Attribute)) and metric_name(n)), "")
+    return f"{metric} combined across ranks with {last_attr(op)}" if metric else ""
 
 
 def oracle_pick(call: ast.Call) -> str:
@@ -131,7 +134,7 @@ def merged_better(node: ast.Assign, ctx: Ctx) -> str:
     """`results[key] = {k: max(v, prev.get(k, v)) ...}` with `prev = results.get(key, {})`."""
     target, comp = node.targets[0], node.value
     if not (len(node.targets) == 1 and isinstance(target, ast.Subscript)
-            and isinstance(target.value, ast.Name) and _MERGED.match(target.value.id)
+            and isinstance(target.value, ast.Name) and MERGED_TABLE.match(target.value.id)
             and isinstance(comp, ast.DictComp)):
         return ""
     table = target.value.id
@@ -232,17 +235,6 @@ def errors_from_totals(node: ast.Assign) -> str:
     return ""
 
 
-def extreme_all_reduce(call: ast.Call) -> str:
-    """`dist.all_reduce(eval_loss, op=dist.ReduceOp.MIN)` on a metric (flag accumulators and
-    stop signals are MAX-reduced on purpose)."""
-    op = kwarg(call, "op") if last_attr(call.func) in ("all_reduce", "reduce") else None
-    if (op is not None and call.args and last_attr(op) in ("MIN", "MAX")
-            and metric_name(call.args[0]) and not re.search(
-                r"(?i)int_acc|accum|flag|status|stop|done", ast.unparse(call.args[0]))):
-        return f"{ast.unparse(call.args[0])[:30]} combined across ranks with {last_attr(op)}"
-    return ""
-
-
 def best_written_over(call: ast.Call) -> str:
     """`metrics.update(self.best)` in an evaluation callback."""
     if (last_attr(call.func) == "update" and isinstance(call.func, ast.Attribute)
@@ -267,10 +259,9 @@ _VALUE_SHAPES: tuple[tuple[Callable[[ast.Assign, Ctx], str], str], ...] = (
 )
 """Assignment shapes in the order they are tried: (finder, message with `{}`)."""
 _CALL_SHAPES: tuple[tuple[Callable[[ast.Call], str], str], ...] = (
-    (extreme_all_reduce, "{}: the luckiest rank's value is reported for the whole set"),
     (best_written_over, "{} overwrites the measured results with the stored best ones: later "
      "callbacks and logs see the best, not this evaluation"),
-    (extreme_reduced, "{} across ranks: the best rank's score is reported for the whole set"),
+    (extreme_reduced, "{}: the luckiest rank's value is reported for the whole set"),
     (oracle_pick, "candidates picked by {}: the selection looks at the reference, so the "
      "reported score is an oracle's"),
     (signed_abs_format, "abs({}) formatted with a sign: every change is shown as a gain, "

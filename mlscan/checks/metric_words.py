@@ -219,3 +219,8 @@ _CENTERS = frozenset({"median", "nanmedian", "mean", "nanmean", "quantile", "nan
 
 _MEAN_WORD = re.compile(r"(?i)(^|[_/.-])(mean|avg|average)($|[_/.-])")
 _MAX_CALLS = frozenset({"max", "amax", "nanmax"})
+
+
+MERGED_TABLE = re.compile(r"(?i)^(merged|results?|scores|summary|report|final|combined|"
+                          r"leaderboard|aggregated?)$")
+"""Names of a table of final results (a merge into it replaces what was measured)."""

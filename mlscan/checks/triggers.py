@@ -248,9 +248,9 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 kinds.update(classify(part, names, resolve, depth, condition=False)
                              - {USER, HOST})
                 opaque.update(id(n) for n in subnodes(part))
+            owner_args = getattr(node.func.value, "args", None) or []  # Path("/x").exists()
             if any(isinstance(p := literal(a), str) and _MACHINE_MARKERS.match(p)
-                   for a in (*node.args, getattr(node.func.value, "args", [None])[0])
-                   if a is not None):
+                   for a in (*node.args, *owner_args[:1])):
                 kinds.add(HOST)  # os.path.exists("/.dockerenv"): which machine this is
     relative: set[int] | None = None  # built on the first time call (most tests have none)
     if resolve is not None and depth < 2:
