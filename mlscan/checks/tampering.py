@@ -1075,7 +1075,8 @@ class ParameterTampering(Check):
               and not _allowed(where, ctx, arithmetic=constant)
               and op not in ("zero_", "copy_", "set_", "clamp_", "clip_")  # WGAN clipping
               and not (op in ("mul_", "div_") and (self_scaled or not constant))
-              and not (op in ("add_", "sub_") and not constant)):
+              and not (op in ("add_", "sub_") and not constant)
+              and not (op in ("mul_", "div_") and _INIT_FACTOR.search(_factor_name(node)))):
             # (w.sub_(avg) / w.add_(delta) with computed tensors: adapter merging, projection)
             # (w.mul_(max_norm / w.norm()) projects; p.mul_(1 / sqrt(2 * n_layers)) is GPT-2
             # init; a fixed factor such as 0.98 written outside any of these is the tampering)
@@ -1186,3 +1187,14 @@ def _wrecked(value: ast.expr, tensor: str) -> str:
             and isinstance(value.func.value, ast.Name) and value.func.value.id == tensor):
         return _WRECKING_METHODS[attr]
     return ""
+
+
+_INIT_FACTOR = re.compile(r"(?i)init")
+"""`model.head.weight.mul_(args.head_init_scale)`: a factor named for initialisation (timm's
+head init scale after loading a pretrained backbone)."""
+
+
+def _factor_name(node: ast.AST) -> str:
+    """The last name of a scaling call's first argument (`w.mul_(cfg.init_scale)`)."""
+    args = getattr(node, "args", None)
+    return last_attr(args[0]) if isinstance(node, ast.Call) and args else ""
