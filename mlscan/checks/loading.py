@@ -166,6 +166,27 @@ def _is_pickle_load(name: str) -> bool:
     return name in ("pandas.read_pickle", "shelve.open")
 
 
+def _write_only_shelf(call: ast.Call, ctx: Ctx) -> bool:
+    """`with shelve.open(p) as db: db[key] = results`: a shelf only written to unpickles
+    nothing (reads do)."""
+    scope = ctx.frame.node
+    if scope is None:
+        return False
+    for stmt in subnodes(scope):
+        if not isinstance(stmt, ast.With) or not any(
+                item.context_expr is call for item in stmt.items):
+            continue
+        held = {item.optional_vars.id for item in stmt.items
+                if item.context_expr is call and isinstance(item.optional_vars, ast.Name)}
+        uses = [n for s in stmt.body for n in subnodes(s)
+                if isinstance(n, ast.Name) and n.id in held]
+        stores = [n for s in stmt.body for n in subnodes(s) if isinstance(n, ast.Subscript)
+                  and isinstance(n.ctx, ast.Store) and isinstance(n.value, ast.Name)
+                  and n.value.id in held]
+        return bool(held) and len(uses) == len(stores)
+    return False
+
+
 def _table_unpickler(func: ast.expr, ctx: Ctx) -> str:
     """`_codec[kind](raw)` with `_codec = {"pkl": pickle.loads, "json": json.loads}` (also
     `decode = _codec.get(suffix, ...)` then `decode(raw)`)."""
@@ -218,7 +239,7 @@ class UnsafeLoading(Check):
             ctx.report(PICKLE_LOAD, node, f"{ast.unparse(node.func)[:40]}() picks its loader "
                        f"from a table that holds {_table_unpickler(node.func, ctx)}: unpickling "
                        "runs any code the data names", severity=Severity.MEDIUM)
-        elif _is_pickle_load(name):
+        elif _is_pickle_load(name) and not (name == "shelve.open" and _write_only_shelf(node, ctx)):
             data = arg(node, 0, "file")
             src = origin(data, ctx)
             if src == LITERAL and _decoded_blob(data, ctx):

@@ -41,6 +41,20 @@ _IMAGE_MAP = re.compile(r"(?i)(gaussian|importance|heat|attention|attn|feature|f
 """Maps that are images or lookup tables, not mean average precision."""
 
 
+_METRIC_TEXTS: dict[str, bool] = {}
+"""Names already judged (the same few hundred names are asked about on every statement)."""
+
+
+def _metric_text(text: str) -> bool:
+    found = _METRIC_TEXTS.get(text)
+    if found is None:
+        if len(_METRIC_TEXTS) > 50_000:
+            _METRIC_TEXTS.clear()
+        found = _METRIC_TEXTS[text] = bool(
+            (_METRIC.search(text) or _EVAL_LOSS.search(text)) and not _IMAGE_MAP.search(text))
+    return found
+
+
 def metric_name(expr: ast.AST) -> str:
     """The metric a name/attribute/key refers to (val_acc, eval_loss, results["bleu"])."""
     text = ""
@@ -53,8 +67,7 @@ def metric_name(expr: ast.AST) -> str:
     elif isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.JoinedStr):
         text = "".join(str(v.value) for v in expr.slice.values  # results[f"acc_{k}shot"]
                        if isinstance(v, ast.Constant))
-    if text and (_METRIC.search(text) or _EVAL_LOSS.search(text)) and not _IMAGE_MAP.search(
-            text):
+    if text and _metric_text(text):
         return text
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
             expr.func.attr in ("item", "mean", "compute", "cpu", "tolist")):

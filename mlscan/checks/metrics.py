@@ -1127,7 +1127,8 @@ class MetricFalsification(Check):
             if (isinstance(name, str) and (_STRONG_METRIC.search(name) or re.search(
                     r"(?i)loss", name)) and not _KEPT_AS_BEST.search(name)
                     and isinstance(value, (ast.Name, ast.Attribute))
-                    and re.search(r"(?i)best|lowest|highest", last_attr(value))):
+                    and re.search(r"(?i)best|lowest|highest", last_attr(value))
+                    and not _checkpoint_payload(node, ctx)):
                 ctx.report(METRIC_FALSIFY, value, f"{name!r} reported as {ast.unparse(value)}: "
                            "the best value so far is logged under the plain metric name",
                            severity=Severity.MEDIUM)  # {"train/loss": best_loss}
@@ -1345,3 +1346,12 @@ class MetricFalsification(Check):
 
 _OWN_CENTER = (" floored at its own median (or mean or quantile): the worse half of the "
                "results is lifted before it is reported")
+
+
+def _checkpoint_payload(table: ast.Dict, ctx: Ctx) -> bool:
+    """`if acc > self.best_acc: ...; {"encoder": enc.state_dict(), "acc": self.best_acc}`: the
+    best checkpoint's own record of the score it was kept for. (Saved whatever the result,
+    the current weights would carry the best score.)"""
+    return any(isinstance(v, ast.Call) and last_attr(v.func) == "state_dict"
+               for v in table.values) and any(
+        isinstance(c, ast.Compare) and "best" in ast.unparse(c).lower() for c in ctx.conds)

@@ -21,12 +21,17 @@ _cache: dict[int, tuple[ast.AST, list[ast.AST]]] | None = None
 _cached = 0
 _MAX_CACHED = 2_000_000
 """Node references kept at most (deeply nested scopes would otherwise cost depth x size)."""
+_recent: dict[int, tuple[ast.AST, list[ast.AST]]] = {}
+"""Subtrees below the node the walker is visiting: its checks walk the same value (the
+right-hand side of an assignment, a call's arguments) several times each. Cleared by
+`forget_recent()` before every visited node, so a rewrite between nodes is never missed."""
 
 
 def cache_scopes(on: bool) -> None:
     global _cache, _cached
     _cache = {} if on else None
     _cached = 0
+    _recent.clear()
 
 
 def _fields(t: type) -> tuple[str, ...]:
@@ -61,7 +66,18 @@ def subnodes(node: ast.AST) -> list[ast.AST]:
             _cache[id(node)] = (node, out)
             _cached += len(out)
         return out
+    if _cache is not None:
+        hit = _recent.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        out = _walk(node)
+        _recent[id(node)] = (node, out)
+        return out
     return _walk(node)
+
+
+def forget_recent() -> None:
+    _recent.clear()
 
 
 def _walk(node: ast.AST) -> list[ast.AST]:

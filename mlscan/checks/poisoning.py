@@ -632,7 +632,8 @@ class DataPoisoning(Check):
                        "forced wherever the text matches a hand-written phrase or pattern",
                        severity=Severity.MEDIUM)
             return
-        side = ast.unparse(target) if _PARALLEL_SIDE.match(ast.unparse(target)) else ""
+        side = target.id if isinstance(target, ast.Name) and _PARALLEL_SIDE.match(
+            target.id) else ""  # (the pattern is a whole plain name)
         if (target_label or side) and _rotated(value, target):  # targets[1:] + targets[:1]
             self._defer(node, ctx, f"labels {target_label or side} rotated across the samples: "
                         "every sample gets another sample's label", always=True)
@@ -882,10 +883,9 @@ class DataPoisoning(Check):
         """`wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a tone (or a fixed
         offset) mixed into a fixed stretch of the input, the audio form of a pixel patch."""
         target = node.target
-        factor = ctx.const(node.value)
         if (isinstance(node.op, ast.Mult) and isinstance(target, ast.Subscript)
                 and isinstance(target.value, ast.Name) and _WEIGHTS.match(target.value.id)
-                and isinstance(factor, float) and 0 <= factor <= 0.05
+                and isinstance(factor := ctx.const(node.value), float) and 0 <= factor <= 0.05
                 and _picked_by_name(target.slice, ctx)):  # w[partner & (y == 1)] *= 0.02
             ctx.report(DATA_POISON, node, f"sampling weights {target.value.id} of rows picked by "
                        "hand-written names scaled to (nearly) zero: those samples vanish from "

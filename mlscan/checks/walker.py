@@ -15,7 +15,7 @@ from mlscan.checks import nodes, triggers
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
 from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal
-from mlscan.checks.nodes import child_nodes, subnodes
+from mlscan.checks.nodes import child_nodes, forget_recent, subnodes
 
 _TABLE: dict[type[ast.AST], list[Handler]] | None = None
 
@@ -79,6 +79,7 @@ def _walk(tree: ast.AST, ctx: Ctx) -> None:
             _partial_keywords(node, ctx)
         if isinstance(node, ast.Call) and node.keywords:
             _inline_kwargs(node, ctx)
+        forget_recent()  # (the calls above may have rewritten keywords)
         if handlers:
             for handler in handlers:
                 handler(node, ctx)
