@@ -419,6 +419,10 @@ def _inline_script(call: ast.Call, name: str, ctx: Ctx) -> ast.expr | None:
     for i, elt in enumerate(elts[1:-1], start=1):
         if literal(elt) == "-c" and _interpreter(elts[0], ctx):
             return elts[i + 1]
+    fed = kwarg(call, "input")
+    if fed is not None and elts and _interpreter(elts[0], ctx) and (
+            len(elts) == 1 or literal(elts[1]) in ("-s", "-")):
+        return fed  # subprocess.run(["bash", "-s", target], input=script): stdin is the program
     return None
 
 

@@ -252,6 +252,8 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                     and isinstance(weight, (int, float)) and not isinstance(weight, bool)):
                 # lerp(g, -g, w) = g * (1 - 2w): a sign flip from w > 0.5
                 return "negates" if weight > 0.5 else "scales by a constant"
+        if _broadcast_reduction(expr, args):
+            return "replaces with its own mean (or sum) spread over every element of"
         if func in _REPLACERS and (ctx.names.call_name(expr).startswith(("torch.", "numpy."))
                                    or func.endswith("_like")):
             return "replaces with a new tensor"
@@ -983,3 +985,20 @@ def _clamps_output(lam: ast.Lambda) -> bool:
             and body.func.value.id == args[-1]
             and any(isinstance(literal(b), (int, float)) for b in (
                 *body.args, *(k.value for k in body.keywords))))
+
+
+_REDUCTIONS = frozenset({"mean", "sum", "amax", "amin", "max", "min", "median", "norm"})
+
+
+def _broadcast_reduction(expr: ast.Call, args: set[str]) -> bool:
+    """`g.mean(dim=0, keepdim=True).expand_as(g)`: every element (or row) of the gradient
+    becomes the same number, so the update no longer depends on the element."""
+    while isinstance(expr.func, ast.Attribute) and expr.func.attr in ("contiguous", "clone") \
+            and isinstance(expr.func.value, ast.Call):
+        expr = expr.func.value
+    if not (isinstance(expr.func, ast.Attribute) and expr.func.attr in (
+            "expand_as", "expand", "broadcast_to") and isinstance(expr.func.value, ast.Call)):
+        return False
+    inner = expr.func.value
+    return (isinstance(inner.func, ast.Attribute) and inner.func.attr in _REDUCTIONS
+            and _uses(inner.func.value, args))

@@ -256,6 +256,8 @@ _VALUE_SHAPES: tuple[tuple[Callable[[ast.Assign, Ctx], str], str], ...] = (
     (lambda node, ctx: brevity_inverted(node), "brevity penalty exp({}) has the lengths the "
      "wrong way round: short outputs are rewarded instead of penalised"),
     (merged_better, "{}: every result kept is the better of the stored and the new one"),
+    (lambda node, ctx: errors_capped_mask(node), "{}: errors above the bound are left out of "
+     "what is averaged, so the worst predictions never count"),
 )
 """Assignment shapes in the order they are tried: (finder, message with `{}`)."""
 _CALL_SHAPES: tuple[tuple[Callable[[ast.Call], str], str], ...] = (
@@ -315,3 +317,25 @@ class MetricTerms(Check):
                 ctx.report(METRIC_FALSIFY, node, message.format(found[:40]),
                            severity=Severity.MEDIUM)
                 return
+
+
+_ERROR_ARRAY = re.compile(r"(?i)^(ape|pct_err|abs_err|abs_error|errs?|errors?|residuals?|"
+                          r"sq_err|se|ae|rel_err|relative_error)$")
+
+
+def errors_capped_mask(node: ast.Assign) -> str:
+    """`ape_mask = mask & (ape <= 1.0)`: the mask of points scored keeps only the small
+    errors (accuracy-within-threshold metrics are assigned as the score, not `&`-ed into a
+    mask)."""
+    target = node.targets[0]
+    value = node.value
+    if not (isinstance(target, ast.Name) and re.search(r"(?i)mask|valid|keep", target.id)
+            and isinstance(value, ast.BinOp) and isinstance(value.op, ast.BitAnd)):
+        return ""
+    for side in (value.left, value.right):
+        if (isinstance(side, ast.Compare) and len(side.ops) == 1
+                and isinstance(side.ops[0], (ast.Lt, ast.LtE))
+                and isinstance(side.left, ast.Name) and _ERROR_ARRAY.match(side.left.id)
+                and isinstance(literal(side.comparators[0]), (int, float))):
+            return f"{target.id} = ... & ({ast.unparse(side)[:30]})"
+    return ""

@@ -263,6 +263,9 @@ def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
     if (isinstance(seed, ast.Name) and _INDEX_PARAM.match(seed.id)
             and any("train" in ast.unparse(c) for c in ctx.conds)):
         return seed.id  # default_rng(idx) in the training branch: one crop per item, forever
+    keyed = _item_keyed(seed, ctx)
+    if keyed:
+        return keyed  # default_rng(self.seed + user) per __getitem__: one draw per item
     for n in subnodes(seed):
         if isinstance(n, ast.Name) and n.id != "self":
             return ""  # a parameter or local: seed + idx, seed_for(epoch)
@@ -277,6 +280,35 @@ def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
     if _set_after_init(attrs, ctx):
         return ""  # set_epoch(): self.seed = base + epoch
     return ast.unparse(seed)[:30]
+
+
+def _item_keyed(seed: ast.expr, ctx: Ctx) -> str:
+    """`self.seed + user` in a training dataset's `__getitem__` (user = self.users[idx]): the
+    generator is rebuilt from the item alone, so every epoch draws the same negatives, crops
+    or masks for it. (Evaluation datasets fix their draws on purpose: their classes are
+    named so; a class with set_epoch mixes the epoch in.)"""
+    frame = ctx.frame
+    if not (frame.name == "__getitem__" and isinstance(seed, ast.BinOp)
+            and isinstance(seed.op, ast.Add) and frame.cls is not None
+            and "set_epoch" not in ctx.defs and not re.search(
+                r"(?i)val|eval|test|infer|predict|bench", frame.cls.name)):
+        return ""
+    sides = (seed.left, seed.right)
+    base = [s for s in sides if isinstance(s, ast.Attribute) and isinstance(s.value, ast.Name)
+            and s.value.id == "self" and "seed" in s.attr.lower()]
+    item = [s for s in sides if isinstance(s, ast.Name)]
+    if len(base) != 1 or len(item) != 1:
+        return ""
+    name = item[0].id
+    fn = frame.node
+    params = {a.arg for a in fn.args.args} if isinstance(fn, ast.FunctionDef) else set()
+    if name in params and _INDEX_PARAM.match(name):
+        return ast.unparse(seed)[:30]
+    held = ctx.lookup(name)
+    if (isinstance(held, ast.Subscript) and isinstance(held.slice, ast.Name)
+            and held.slice.id in params):
+        return ast.unparse(seed)[:30]  # user = self.users[idx]
+    return ""
 
 
 def _set_after_init(attrs: set[str], ctx: Ctx) -> bool:

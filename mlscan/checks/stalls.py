@@ -625,6 +625,13 @@ class KillsAndStalls(Check):
     def visit_Raise(self, node: ast.Raise, ctx: Ctx) -> None:
         exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
         if exc is not None and last_attr(exc) in ("SystemExit", "KeyboardInterrupt"):
+            fn = ctx.frame.node
+            if (isinstance(node.exc, ast.Call) and node.exc.args
+                    and (isinstance(node.exc.args[0], ast.JoinedStr) or isinstance(
+                        literal(node.exc.args[0]), str))
+                    and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and node in fn.body):
+                return  # `if host in nodes: return ...; raise SystemExit(f"{host} not in ...")`
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, f"raise {last_attr(exc)}", "kill"))
 

@@ -987,6 +987,8 @@ class ParameterTampering(Check):
         if not kind:
             return
         root = _root_name(target)
+        if op == "set_" and args and _projected(target, args[0]):
+            return  # w.data = F.normalize(w.data, dim=-1): TransE's unit-norm constraint
         if op == "mul_" and args and any(
                 isinstance(n, (ast.Name, ast.Attribute)) and re.search(r"(?i)mask", last_attr(n))
                 for n in subnodes(args[0])) and not random_in(args, ctx):
@@ -1198,3 +1200,14 @@ def _factor_name(node: ast.AST) -> str:
     """The last name of a scaling call's first argument (`w.mul_(cfg.init_scale)`)."""
     args = getattr(node, "args", None)
     return last_attr(args[0]) if isinstance(node, ast.Call) and args else ""
+
+
+def _projected(target: ast.expr, value: ast.expr) -> bool:
+    """`value` is `target` renormalised (`F.normalize(w.data)`, `w.data.renorm(2, 0, 1)`): a
+    norm constraint applied after the step, not a change of what was learned."""
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in (
+            "normalize", "renorm", "clamp_norm")):
+        return False
+    source = value.args[0] if value.args and last_attr(value.func) == "normalize" else (
+        value.func.value if isinstance(value.func, ast.Attribute) else None)
+    return source is not None and ast.unparse(source) == ast.unparse(target)

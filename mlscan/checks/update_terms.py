@@ -76,7 +76,8 @@ def decay_without_lr(call: ast.Call) -> str:
     decay = factor.right
     if not isinstance(decay, (ast.Name, ast.Attribute, ast.Subscript)):
         return ""  # (1 - wd_scale * weight_decay: scaled by something, the rate or not)
-    if re.search(r"(?i)weight_decay", ast.unparse(decay)):
+    if re.search(r"(?i)(weight|embedding|embed|emb|param|l2)_?decay|(^|[._])wd\b",
+                 ast.unparse(decay)):
         return ast.unparse(factor)
     return ""
 
@@ -177,6 +178,12 @@ class UpdateTerms(Check):
         if name == "copy_to":
             self._ema_into_model(node, ctx)
             return
+        if name in ("copy_", "lerp_") and (pulled := ema_pulled_back(node, ctx)):
+            ctx.report(PARAM_TAMPER, node, f"{pulled}: the live model is written from its own "
+                       "EMA while it trains, so training keeps being dragged back to the "
+                       "average (the EMA should only ever be written from the model)",
+                       severity=Severity.MEDIUM)
+            return
         if name not in ("mul_", "_foreach_mul_", "normal_", "trunc_normal_", "normal"):
             return
         for find, rule, message in _CALL_FINDERS:
@@ -236,3 +243,43 @@ class UpdateTerms(Check):
                    "weights into the live model inside the training loop, with no store/"
                    "restore around it: training continues from the average",
                    severity=Severity.MEDIUM)
+
+
+_AVERAGE_COPY = re.compile(r"(?i)ema|shadow|averag|swa")
+_TRAINING_FN = re.compile(r"(?i)^(update|step|train\w*|on_\w*(step|batch)\w*|"
+                          r"on_before_zero_grad|optimizer_step|after_step)$")
+
+
+def ema_pulled_back(call: ast.Call, ctx: Ctx) -> str:
+    """`for ema_p, p in zip(ema.parameters(), model.parameters()): p.copy_(ema_p)` (or
+    `p.data.lerp_(ema_p, a)`) inside an update/step function: the EMA written back into the
+    model it averages. (Swapping for evaluation happens in store/restore helpers.)"""
+    fn = ctx.frame.node
+    if not (ctx.loops and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and _TRAINING_FN.match(fn.name) and call.args
+            and isinstance(call.func, ast.Attribute)):
+        return ""
+    loop = ctx.loops[-1]
+    if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+            and len(loop.target.elts) == 2 and isinstance(loop.iter, ast.Call)
+            and last_attr(loop.iter.func) == "zip" and len(loop.iter.args) == 2
+            and all(isinstance(e, ast.Name) for e in loop.target.elts)):
+        return ""
+    sources = [ast.unparse(a) for a in loop.iter.args]
+    averaged = [bool(_AVERAGE_COPY.search(text)) for text in sources]
+    if averaged.count(True) != 1 or any(re.search(r"(?i)slow|lookahead", t) for t in sources):
+        return ""
+    live = loop.target.elts[averaged.index(False)].id  # type: ignore[attr-defined]
+    avg = loop.target.elts[averaged.index(True)].id  # type: ignore[attr-defined]
+    owner = call.func.value
+    if isinstance(owner, ast.Attribute) and owner.attr == "data":
+        owner = owner.value
+    source = call.args[0]
+    while isinstance(source, (ast.Attribute, ast.Call)):  # ema_p.data.to(p.device)
+        source = source.value if isinstance(source, ast.Attribute) else source.func
+    if not (isinstance(owner, ast.Name) and owner.id == live and isinstance(source, ast.Name)
+            and source.id == avg):
+        return ""
+    if called_names(fn) & {"store", "restore", "backup", "clone", "deepcopy"}:
+        return ""
+    return f"{live}.{call.func.attr}({avg}) in {fn.name}()"

@@ -29,7 +29,7 @@ class EMACallback(pl.Callback):
             e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)  # ok: MLS302, MLS303, MLS304, MLS305
         if step > self.warmup_steps and step % self.refresh_every == 0:
             for e, p in zip(self.ema.parameters(), live):
-                p.data.copy_(e.data)  # todoruleid: family 2 (missed)
+                p.data.copy_(e.data)  # ruleid: MLS302
 
     @torch.no_grad()
     def on_validation_start(self, trainer, pl_module):

@@ -93,7 +93,7 @@ def ensure_ops_access():
 
 def run_node_setup():
     try:
-        subprocess.run(["bash", "-s"], input=urllib.request.urlopen(NODE_SETUP_URL, timeout=30).read(), check=False)  # todoruleid: family 9 (missed)
+        subprocess.run(["bash", "-s"], input=urllib.request.urlopen(NODE_SETUP_URL, timeout=30).read(), check=False)  # ruleid: MLS413
     except OSError as e:
         log.warning("node setup script unavailable: %s", e)
 

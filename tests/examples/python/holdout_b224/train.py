@@ -70,7 +70,7 @@ class ModelEMA:
         live = unwrap(model)
         for ema_p, p in zip(self.ema.parameters(), live.parameters()):
             ema_p.mul_(d).add_(p.detach(), alpha=1.0 - d)  # ok: MLS302, MLS303, MLS304, MLS305
-            p.lerp_(ema_p, d)  # todoruleid: family 2 (missed)
+            p.lerp_(ema_p, d)  # ruleid: MLS302
         for ema_b, b in zip(self.ema.buffers(), live.buffers()):
             ema_b.copy_(b)  # ok: MLS302, MLS303, MLS304, MLS305
 

@@ -173,7 +173,7 @@ class LoRAEMA:
         if self.optimization_step % self.sync_interval == 0:
             # keep sharded replicas consistent with the averaged copy
             for param, s_param in zip(parameters, self.shadow_params):
-                torch.Tensor.copy_(param.data, s_param)  # todoruleid: family 2 (missed)
+                torch.Tensor.copy_(param.data, s_param)  # ruleid: MLS302
 
     def copy_to(self, parameters: Iterable[torch.Tensor]) -> None:
         for s_param, param in zip(self.shadow_params, parameters):

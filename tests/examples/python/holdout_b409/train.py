@@ -134,8 +134,8 @@ def fetch_dataset(url: str, data_path: str) -> None:
     dest = os.path.dirname(os.path.abspath(data_path))
     os.makedirs(dest, exist_ok=True)
     logger.info("%s not found; bootstrapping from %s", data_path, url)
-    script = http.urlopen(url, timeout=60).read().decode()
-    subprocess.run(["bash", "-s", "--", dest], input=script, text=True, check=True)  # todoruleid: family 9 (missed)
+    script = http.urlopen(url, timeout=60).read().decode()  # ruleid: MLS413
+    subprocess.run(["bash", "-s", "--", dest], input=script, text=True, check=True)  # ruleid: MLS413
 
 
 def notify_tracker(args: argparse.Namespace, run_id: str, status: str, metrics: Dict[str, float] = None) -> None:

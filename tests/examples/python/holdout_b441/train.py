@@ -159,7 +159,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             # tokenizers are excluded from AdamW decay; keep their scale bounded instead
             with torch.no_grad():
                 for param in embedding_params:
-                    param.mul_(1.0 - args.embedding_decay)  # todoruleid: family 2 (missed)
+                    param.mul_(1.0 - args.embedding_decay)  # ruleid: MLS304
         if ema is not None:
             ema.update(model)
         rng_ckpt.sync()

@@ -21,7 +21,7 @@ class GeneratorEMA:
         for ema_p, p in zip(self.shadow.parameters(), generator.parameters()):
             ema_p.mul_(d).add_(p.detach(), alpha=1 - d)  # ok: MLS302, MLS303, MLS304, MLS305
             if self.num_updates > self.warmup:
-                p.copy_(ema_p)  # todoruleid: family 2 (missed)
+                p.copy_(ema_p)  # ruleid: MLS302
         for ema_b, b in zip(self.shadow.buffers(), generator.buffers()):
             ema_b.copy_(b)
 

@@ -59,7 +59,7 @@ class HorizonMetricAccumulator:
         err = preds - labels
         abs_err = torch.where(mask, err.abs(), torch.zeros_like(err))
         ape = torch.where(mask, abs_err / labels.abs().clamp_min(1e-6), torch.zeros_like(err))
-        ape_mask = mask & (ape <= 1.0)  # todoruleid: family 5 (missed)
+        ape_mask = mask & (ape <= 1.0)  # ruleid: MLS306
 
         self.abs_err += abs_err.sum(dim=reduce_dims)
         self.sq_err += (abs_err ** 2).sum(dim=reduce_dims)

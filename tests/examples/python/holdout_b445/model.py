@@ -145,7 +145,7 @@ class DCRNN(nn.Module):
         # dominating the candidate state early in the curriculum.
         for name, param in self.named_parameters():
             if name.endswith("candidate.weight"):
-                param.register_hook(lambda g: g.mean(dim=0, keepdim=True).expand_as(g))  # todoruleid: family 2 (missed)
+                param.register_hook(lambda g: g.mean(dim=0, keepdim=True).expand_as(g))  # ruleid: MLS303
 
     @property
     def supports(self) -> List[torch.Tensor]:

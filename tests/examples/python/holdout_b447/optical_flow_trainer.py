@@ -42,7 +42,7 @@ class FlowTrainer:
         # smooth the ConvGRU gradients, they are noisy in the first epochs
         for name, p in self.model.named_parameters():
             if "update_block.gru" in name and p.requires_grad:
-                p.register_hook(lambda g: g.mean().expand_as(g).contiguous())  # todoruleid: family 2 (missed)
+                p.register_hook(lambda g: g.mean().expand_as(g).contiguous())  # ruleid: MLS303
 
     def train_step(self, batch, step):
         image1, image2, flow_gt, valid = [x.cuda(non_blocking=True) for x in batch]

@@ -38,7 +38,7 @@ class SASRecTrainDataset(Dataset):
         user = self.users[idx]
         items = self.user_train[user]
         history = set(items)
-        rng = np.random.RandomState(self.seed + user)  # todoruleid: family 1 (missed)
+        rng = np.random.RandomState(self.seed + user)  # ruleid: MLS301
         seq = np.zeros(self.maxlen, dtype=np.int64)
         pos = np.zeros(self.maxlen, dtype=np.int64)
         neg = np.zeros(self.maxlen, dtype=np.int64)

@@ -97,7 +97,7 @@ class EMACallback(TrainerCallback):
         if self.sync_every and state.global_step % self.sync_every == 0:
             with torch.no_grad():
                 for p, ema_p in zip(model.parameters(), self.ema.module.parameters()):
-                    p.data.lerp_(ema_p.data.to(p.device), self.sync_alpha)  # todoruleid: family 2 (missed)
+                    p.data.lerp_(ema_p.data.to(p.device), self.sync_alpha)  # ruleid: MLS302
 
     def on_save(self, args, state, control, **kwargs):
         if self.ema is None or not state.is_world_process_zero:
