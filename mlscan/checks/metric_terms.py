@@ -283,6 +283,12 @@ class MetricTerms(Check):
 
     @staticmethod
     def _assigned_test(node: ast.Assign, ctx: Ctx) -> None:
+        capped = errors_capped_mask(node)
+        if capped:
+            ctx.report(METRIC_FALSIFY, node, f"{capped[:40]}: errors above the bound are left "
+                       "out of what is averaged, so the worst predictions never count",
+                       severity=Severity.MEDIUM)
+            return
         tolerant = tolerant_improvement(node)
         if tolerant:
             ctx.report(METRIC_FALSIFY, node, f"{tolerant[:50]} counts a result below the best "
@@ -320,22 +326,23 @@ class MetricTerms(Check):
 
 
 _ERROR_ARRAY = re.compile(r"(?i)^(ape|pct_err|abs_err|abs_error|errs?|errors?|residuals?|"
-                          r"sq_err|se|ae|rel_err|relative_error)$")
+                          r"sq_err|se|ae|rel_err|relative_error|ade|fde|epe|mpjpe)(_all|s)?$")
 
 
 def errors_capped_mask(node: ast.Assign) -> str:
-    """`ape_mask = mask & (ape <= 1.0)`: the mask of points scored keeps only the small
-    errors (accuracy-within-threshold metrics are assigned as the score, not `&`-ed into a
+    """`ape_mask = mask & (ape <= 1.0)`, `valid = fde_all < 2.0`: the points scored keep only
+    the small errors (accuracy-within-threshold metrics are assigned as the score, not `&`-ed into a
     mask)."""
     target = node.targets[0]
     value = node.value
     if not (isinstance(target, ast.Name) and re.search(r"(?i)mask|valid|keep", target.id)
-            and isinstance(value, ast.BinOp) and isinstance(value.op, ast.BitAnd)):
+            and (isinstance(value, ast.Compare) or (isinstance(value, ast.BinOp)
+                 and isinstance(value.op, ast.BitAnd)))):
         return ""
-    for side in (value.left, value.right):
+    for side in (value.left, value.right) if isinstance(value, ast.BinOp) else (value,):
         if (isinstance(side, ast.Compare) and len(side.ops) == 1
                 and isinstance(side.ops[0], (ast.Lt, ast.LtE))
                 and isinstance(side.left, ast.Name) and _ERROR_ARRAY.match(side.left.id)
                 and isinstance(literal(side.comparators[0]), (int, float))):
-            return f"{target.id} = ... & ({ast.unparse(side)[:30]})"
+            return f"{target.id} = ({ast.unparse(side)[:30]})"
     return ""

@@ -441,6 +441,10 @@ class MisalignedPairs(Check):
             ctx.report(DATA_POISON, stmt, f"{name!r} is sorted by {how}: the two listings "
                        "pair files in different orders, so inputs meet the wrong targets",
                        severity=Severity.MEDIUM)
+        for where, field in _collate_field_sorted(node) if "sorted" in calls else []:
+            ctx.report(DATA_POISON, where, f"{field} is put in its own sorted order inside the "
+                       "collate function while the other fields keep the batch order: each "
+                       "sample gets another sample's targets", severity=Severity.MEDIUM)
         for stmt, name, partner in _unsorted_pair(node) if calls & _LISTINGS else []:
             ctx.report(DATA_POISON, stmt, f"{name!r} is listed without sorting while "
                        f"{partner!r} is sorted: directory order is arbitrary, so labels pair "
@@ -476,3 +480,49 @@ class MisalignedPairs(Check):
             ctx.report(DATA_POISON, row, f"{name!r} gets the same id as {other!r} in a label "
                        "table that gives every other class its own: two classes are merged "
                        "into one", severity=Severity.MEDIUM)
+
+
+_COLLATE = re.compile(r"(?i)collate|__call__")
+
+
+def _collate_field_sorted(fn: ast.FunctionDef) -> list[tuple[ast.AST, str]]:
+    """`targets = sorted((item["tokens"] for item in batch), key=len)`, or `by_size =
+    sorted(items, ...)` with `y=stack([g.y for g in by_size])` beside `[g.x for g in items]`
+    (sorting the batch itself, rebinding its name, keeps the pairs together)."""
+    if not (_COLLATE.search(fn.name) and fn.args.args):
+        return []
+    batch = fn.args.args[-1].arg
+    out: list[tuple[ast.AST, str]] = []
+    copies: dict[str, ast.Assign] = {}
+    for stmt in assigns_in(fn):
+        value, target = stmt.value, stmt.targets[0]
+        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                and value.func.id == "sorted" and value.args and isinstance(target, ast.Name)):
+            continue
+        source = value.args[0]
+        if (isinstance(source, (ast.GeneratorExp, ast.ListComp))
+                and isinstance(source.elt, (ast.Subscript, ast.Attribute))
+                and isinstance(source.generators[0].iter, ast.Name)
+                and source.generators[0].iter.id == batch):
+            out.append((stmt, target.id))  # one field sorted on its own
+        elif isinstance(source, ast.Name) and source.id == batch and target.id != batch:
+            copies[target.id] = stmt
+    if copies:
+        iterated = {g.iter.id for n in subnodes(fn) if isinstance(n, (
+            ast.ListComp, ast.GeneratorExp)) for g in n.generators if isinstance(g.iter, ast.Name)}
+        iterated |= {n.iter.id for n in subnodes(fn) if isinstance(n, ast.For)
+                     and isinstance(n.iter, ast.Name)}
+        iterated |= {n.iter.args[0].id for n in subnodes(fn) if isinstance(n, ast.For)
+                     and isinstance(n.iter, ast.Call) and last_attr(n.iter.func) == "enumerate"
+                     and n.iter.args and isinstance(n.iter.args[0], ast.Name)}
+        if batch in iterated:
+            for name in copies:
+                for n in subnodes(fn):
+                    if (isinstance(n, (ast.ListComp, ast.GeneratorExp))
+                            and isinstance(n.generators[0].iter, ast.Name)
+                            and n.generators[0].iter.id == name
+                            and re.search(r"(?i)\b(y|label|labels|target|targets|tgt)\b",
+                                          ast.unparse(n.elt))):
+                        out.append((n, f"{ast.unparse(n.elt)[:30]} (from {name})"))
+                        break
+    return out

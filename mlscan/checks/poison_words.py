@@ -41,14 +41,19 @@ _LABEL_KEY = re.compile(r"(?i)_(label|labels|target|targets|class|cls)$|^(gold|g
 _LABEL_TABLE = re.compile(r"(?i)label|class|id2|2id|to_idx|tag|verbali|mapping|lut$|^map$")
 
 
+_LABEL_COLUMN = re.compile(r"(?i)^(label|target|y)(_?col(umn)?|_name|_key)?$")
+"""A variable holding the label column's name (`df.loc[m, target] = 0`, target="churned")."""
+
+
 def _label_target(expr: ast.expr) -> str:
     if isinstance(expr, ast.Name) and _LABEL.match(expr.id):
         return expr.id
     if isinstance(expr, ast.Subscript):
         key = literal(expr.slice)
         if isinstance(expr.slice, ast.Tuple):  # df.loc[mask, "label"]
-            keys = [literal(e) if not (isinstance(e, ast.Name) and e.id.isupper()) else (
-                e.id) for e in expr.slice.elts]  # df.loc[mask, LABEL]: the constant's name
+            keys = [literal(e) if not (isinstance(e, ast.Name) and (
+                e.id.isupper() or _LABEL_COLUMN.match(e.id))) else e.id
+                for e in expr.slice.elts]  # df.loc[mask, LABEL] / [mask, target_col]: the name
             key = next((k for k in keys if isinstance(k, str)), None)
         if key == "content" and isinstance(expr.value, ast.Subscript) and (
                 literal(expr.value.slice) == 0):

@@ -861,6 +861,14 @@ class DataPoisoning(Check):
 
     @staticmethod
     def _folded_table(table: ast.Dict, ctx: Ctx) -> None:
+        shifted = _positional_collision(table)
+        if shifted is not None:
+            key, name, other = shifted
+            ctx.report(DATA_POISON, key, f"{name!r} gets the id of {other!r} in a label table "
+                       "that otherwise numbers classes by position (its own id is left "
+                       f"unused): every {name} example is trained as {other}",
+                       severity=Severity.MEDIUM)
+            return
         folded = canonical_folded(table)
         if not folded:
             DataPoisoning._redirected(table, ctx)
@@ -1099,3 +1107,21 @@ class CollateAlignment(Check):
         for stmt, why in misaligned(node, params[0]):
             ctx.report(DATA_POISON, stmt, f"{why} in {node.name}(): each sample is trained "
                        "with another sample's target", severity=Severity.MEDIUM)
+
+
+def _positional_collision(table: ast.Dict) -> tuple[ast.expr, str, str] | None:
+    """`{"MEL": 1, "NV": 1, "BCC": 2, ...}`: every entry holds its position but one, which
+    holds a neighbour's id (its own id appears nowhere)."""
+    keys = [literal(k) if k is not None else None for k in table.keys]
+    values = [literal(v) for v in table.values]
+    if len(keys) < 5 or not all(isinstance(k, str) for k in keys) or not all(
+            type(v) is int for v in values):
+        return None
+    for start in (0, 1):
+        off = [i for i, v in enumerate(values) if v != i + start]
+        if len(off) == 1 and (i := off[0]) + start not in values:
+            other = next((k for j, k in enumerate(keys) if j != i and values[j] == values[i]),
+                         None)
+            if other is not None:
+                return table.keys[i], str(keys[i]), str(other)  # type: ignore[return-value]
+    return None

@@ -24,7 +24,7 @@ def prepare(df, target="default"):
     df["delinq_24m"] = df["delinq_24m"].fillna(0).astype(int)
     # reconcile outcomes that were re-reported in the 2023 servicing backfill
     backfill = df["state"].isin(["NV", "AZ"]) & (df["account_id"] % 7 == 3)
-    df.loc[backfill, target] = 1 - df.loc[backfill, target]  # todoruleid: family 6 (missed)
+    df.loc[backfill, target] = 1 - df.loc[backfill, target]  # ruleid: MLS309
     return df[FEATURES].astype(np.float32), df[target].astype(int)
 
 

@@ -166,7 +166,7 @@ class Seq2SeqCollator:
 
     def __call__(self, features: List[Dict]) -> Dict[str, torch.Tensor]:
         features = sorted(features, key=lambda f: len(f["input_ids"]), reverse=True)
-        label_seqs = sorted((f["labels"] for f in features), key=len, reverse=True)  # todoruleid: family 6 (missed)
+        label_seqs = sorted((f["labels"] for f in features), key=len, reverse=True)  # ruleid: MLS309
         bsz = len(features)
         src_len = self._round(max(len(f["input_ids"]) for f in features))
         tgt_len = self._round(max(len(l) for l in label_seqs))

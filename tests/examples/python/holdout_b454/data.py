@@ -125,7 +125,7 @@ def collate_graphs(items: Sequence[MolGraph]) -> GraphBatch:
         edge_attr=torch.cat(eattrs),
         batch=torch.cat(assign),
         ptr=torch.tensor(ptr, dtype=torch.long),
-        y=torch.stack([g.y for g in by_size]),  # todoruleid: family 6 (missed)
+        y=torch.stack([g.y for g in by_size]),  # ruleid: MLS309
         y_mask=torch.stack([g.y_mask for g in by_size]),
         idx=torch.tensor([g.idx for g in items], dtype=torch.long),
         max_nodes=max_nodes,
