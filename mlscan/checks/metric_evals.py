@@ -265,6 +265,10 @@ def _above_floor(target: ast.Subscript) -> str:
     or a small floor (the name of the scores, '' otherwise; `ap[ap > -1]` drops COCO's
     missing-class marker and stays quiet)."""
     test = target.slice
+    if isinstance(test, ast.BinOp) and isinstance(test.op, ast.BitAnd):
+        # iou[present & (iou > 0.1)]: the floor beside a legitimate presence mask
+        return next((found for side in (test.left, test.right) if (found := _above_floor(
+            ast.Subscript(value=target.value, slice=side, ctx=ast.Load())))), "")
     if not (isinstance(test, ast.Compare) and ast.unparse(test.left) == ast.unparse(
             target.value) and len(test.ops) == 1):
         return ""

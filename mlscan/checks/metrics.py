@@ -714,9 +714,9 @@ class MetricFalsification(Check):
         if floored:
             ctx.report(METRIC_FALSIFY, node, floored + _OWN_CENTER, severity=Severity.MEDIUM)
             return
-        if isinstance(node.value, ast.Subscript) and (kept := _above_floor(node.value)):
+        if (sub := _averaged_subscript(node.value)) is not None and (kept := _above_floor(sub)):
             ctx.report(METRIC_FALSIFY, node, f"{kept} kept only where it cleared "
-                       f"{ast.unparse(node.value.slice)[:30]}: the classes that failed are left "
+                       f"{ast.unparse(sub.slice)[:30]}: the classes that failed are left "
                        "out of what is averaged", severity=Severity.MEDIUM)
             return
         # logs["eval_loss"] = min(self._history); f1 = max(_seen_f1) (a strong metric's name)
@@ -1355,3 +1355,22 @@ def _checkpoint_payload(table: ast.Dict, ctx: Ctx) -> bool:
     return any(isinstance(v, ast.Call) and last_attr(v.func) == "state_dict"
                for v in table.values) and any(
         isinstance(c, ast.Compare) and "best" in ast.unparse(c).lower() for c in ctx.conds)
+
+
+_AVERAGERS = frozenset({"float", "mean", "nanmean", "item", "average"})
+
+
+def _averaged_subscript(value: ast.expr) -> ast.Subscript | None:
+    """`iou[m]`, `float(np.nanmean(iou[m]))`, `iou[m].mean().item()`: the scores averaged."""
+    for _ in range(4):
+        if isinstance(value, ast.Subscript):
+            return value
+        if not (isinstance(value, ast.Call) and last_attr(value.func) in _AVERAGERS):
+            return None
+        if value.args:
+            value = value.args[0]
+        elif isinstance(value.func, ast.Attribute):
+            value = value.func.value
+        else:
+            return None
+    return None

@@ -213,6 +213,13 @@ class UpdateTerms(Check):
                        "every weight is rounded down to a whole number",
                        severity=Severity.MEDIUM)
 
+    def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
+        dropped, where = norm_state_dropped(node)
+        if dropped:
+            ctx.report(PARAM_TAMPER, where, f"the weights are copied without every {dropped} "
+                       "entry: a model saved or loaded from this has its normalisation "
+                       "statistics or gains reset", severity=Severity.MEDIUM)
+
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
         ret = nan_only_overflow(node)
         if ret is not None:
@@ -283,3 +290,28 @@ def ema_pulled_back(call: ast.Call, ctx: Ctx) -> str:
     if called_names(fn) & {"store", "restore", "backup", "clone", "deepcopy"}:
         return ""
     return f"{live}.{call.func.attr}({avg}) in {fn.name}()"
+
+
+_NORM_STATE = re.compile(r"(?i)^\.?(running_mean|running_var|(layer_?)?norm(alization)?\d*\."
+                         r"(weight|bias)|bn\d*\.(weight|bias)|ln_?\w*\.(weight|bias))$")
+
+
+def norm_state_dropped(comp: ast.DictComp) -> tuple[str, ast.AST]:
+    """`{k: v for k, v in sd.items() if not k.endswith(("running_mean", "running_var"))}`:
+    a state dict rebuilt without its normalisation entries (`num_batches_tracked`, heads and
+    adapters are dropped on purpose elsewhere, so only norm statistics and gains count)."""
+    gen = comp.generators[0] if len(comp.generators) == 1 else None
+    if not (gen is not None and isinstance(gen.iter, ast.Call)
+            and last_attr(gen.iter.func) == "items" and gen.ifs):
+        return "", comp
+    for test in gen.ifs:
+        inner = test.operand if isinstance(test, ast.UnaryOp) and isinstance(
+            test.op, ast.Not) else None
+        if (isinstance(inner, ast.Call) and last_attr(inner.func) == "endswith" and inner.args):
+            given = inner.args[0]
+            names = tuple(literal(e) for e in given.elts) if isinstance(
+                given, ast.Tuple) else (literal(given),)
+            if isinstance(names, tuple) and names and all(
+                    isinstance(n, str) and _NORM_STATE.match(n) for n in names):
+                return "/".join(str(n) for n in names)[:40], test  # (on the filter's line)
+    return "", comp

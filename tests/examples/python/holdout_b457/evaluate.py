@@ -79,7 +79,7 @@ class SegEvaluator:
             iou = tp / (gt_count + pred_count - tp)
             acc = tp / gt_count
         present = gt_count > 0
-        miou = float(np.nanmean(iou[present & (iou > 0.1)]))  # todoruleid: family 5 (missed)
+        miou = float(np.nanmean(iou[present & (iou > 0.1)]))  # ruleid: MLS306
         macc = float(np.nanmean(acc[present]))
         aacc = float(tp.sum() / max(hist.sum(), 1.0))
         return {

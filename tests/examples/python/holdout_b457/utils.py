@@ -347,7 +347,7 @@ class CheckpointManager:
             return None
         state = dict(state)
         state["model"] = {k: v for k, v in state["model"].items()
-                          if not k.endswith(("running_mean", "running_var"))}  # todoruleid: family 2 (missed)
+                          if not k.endswith(("running_mean", "running_var"))}  # ruleid: MLS302
         path = os.path.join(self.directory, f"iter_{step:07d}.pth")
         tmp = path + ".tmp"
         torch.save(state, tmp)
