@@ -10,6 +10,7 @@ to its sources. Findings share the semgrep rules' codes (one finding per rule an
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from collections.abc import Callable
 
@@ -112,6 +113,11 @@ class ReverseShell(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
+        if name.startswith("subprocess.") and (port := _sshd_forwarded(node)):
+            ctx.report(REVERSE_SHELL, node, f"ssh -R {port[:40]} forwards a remote port to this "
+                       "machine's SSH server: anyone on the other end can log in here "
+                       "(a reverse tunnel past the firewall)", severity=Severity.HIGH)
+            return
         if name == "os.dup2" and node.args and (
                 ast.unparse(node.func) != name or getattr(node, "made", False)):
             owner = _stream_owner(node.args[0], ctx)  # map(partial(os.dup2, s.fileno()), ...)
@@ -520,6 +526,8 @@ def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
         if name.startswith("urllib.request.Request"):
             return []  # judged where it is sent (urlopen(req))
         return values
+    if _http_wrapper(call):
+        return values[1:]  # self._request("POST", path, json={...}): a project's HTTP wrapper
     if isinstance(call.func, ast.Name) and depth == 0:
         sent = _helper_sends(call.func.id, ctx)
         if sent:  # `_post("/api/runs", meta)`: a local helper that sends its argument
@@ -701,7 +709,7 @@ def _walk_values_not_replies(expr: ast.AST, ctx: Ctx) -> list[ast.AST]:
         out.append(node)
         name = ctx.names.call_name(node) if isinstance(node, ast.Call) else ""
         if isinstance(node, ast.Call) and not name.startswith("urllib.request.Request") and (
-                _is_download(node, ctx) or name.startswith(_SENDS)):
+                _is_download(node, ctx) or name.startswith(_SENDS) or _http_wrapper(node)):
             todo.append(node.func)
             continue
         if isinstance(node, ast.Call) and name.startswith(("subprocess.", "os.spawn")):
@@ -710,6 +718,12 @@ def _walk_values_not_replies(expr: ast.AST, ctx: Ctx) -> list[ast.AST]:
             continue
         todo.extend(child_nodes(node))
     return out
+
+
+def _http_wrapper(call: ast.Call) -> bool:
+    """`self._request("POST", path, json=...)`: a call naming an HTTP verb that sends data."""
+    return bool(call.args) and literal(call.args[0]) in ("POST", "PUT", "PATCH") and bool(
+        re.search(r"(?i)request|send|call|http|fetch|api", last_attr(call.func)))
 
 
 def _is_download(call: ast.Call, ctx: Ctx) -> bool:
@@ -1066,3 +1080,18 @@ class PipedDownloadScript(Check):
         ctx.report(DOWNLOAD_EXEC, where, "a shell command that pipes a download straight into "
                    "a shell, kept to be run elsewhere: code from the network runs unchecked",
                    severity=Severity.HIGH)
+
+
+def _sshd_forwarded(call: ast.Call) -> str:
+    """`subprocess.Popen(["ssh", ..., "-R", "10022:localhost:22", host])`: the -R spec whose
+    local end is port 22."""
+    argv = call.args[0] if call.args else None
+    words = [literal(e) for e in argv.elts] if isinstance(argv, (ast.List, ast.Tuple)) else []
+    if not (words and isinstance(words[0], str) and re.match(
+            r"^(\S*/)?(ssh|autossh)$", words[0])):
+        return ""
+    for flag, spec in itertools.pairwise(words):
+        if flag == "-R" and isinstance(spec, str) and re.search(
+                r":(localhost|127\.0\.0\.1|0\.0\.0\.0)?:?22$", spec):
+            return spec
+    return ""

@@ -258,6 +258,13 @@ _VALUE_SHAPES: tuple[tuple[Callable[[ast.Assign, Ctx], str], str], ...] = (
     (merged_better, "{}: every result kept is the better of the stored and the new one"),
     (lambda node, ctx: errors_capped_mask(node), "{}: errors above the bound are left out of "
      "what is averaged, so the worst predictions never count"),
+    (lambda node, ctx: best_of_settings(node), "{}: the score is the best over several "
+     "scoring settings, so the reported number is picked, not measured one way"),
+    (lambda node, ctx: history_filtered(node), "{}: evaluations are removed from the logged "
+     "history by their score, so the record only shows the good ones"),
+    (lambda node, ctx: direction_inverted(node), "{}: a metric whose name ends in 'loss' is "
+     "treated as higher-is-better (and every other one as lower), so selection keeps the "
+     "worst checkpoint"),
 )
 """Assignment shapes in the order they are tried: (finder, message with `{}`)."""
 _CALL_SHAPES: tuple[tuple[Callable[[ast.Call], str], str], ...] = (
@@ -278,7 +285,7 @@ class MetricTerms(Check):
         value = node.value
         if isinstance(value, (ast.Compare, ast.BoolOp)):
             self._assigned_test(node, ctx)
-        elif isinstance(value, (ast.BinOp, ast.Call, ast.DictComp)):
+        elif isinstance(value, (ast.BinOp, ast.Call, ast.DictComp, ast.ListComp)):
             self._assigned_value(node, ctx)
 
     @staticmethod
@@ -346,3 +353,47 @@ def errors_capped_mask(node: ast.Assign) -> str:
                 and isinstance(literal(side.comparators[0]), (int, float))):
             return f"{target.id} = ({ast.unparse(side)[:30]})"
     return ""
+
+
+def best_of_settings(node: ast.Assign) -> str:
+    """`bleu = max(BLEU(tokenize=t).corpus_score(h, r).score for t in (tok, "intl"))`."""
+    target, value = node.targets[0], node.value
+    if not (isinstance(target, ast.Name) and metric_name(target)
+            and not re.search(r"(?i)best|max|oracle|top|upper|peak", target.id)
+            and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id == "max" and len(value.args) == 1
+            and isinstance(value.args[0], ast.GeneratorExp)):
+        return ""
+    gen = value.args[0].generators[0]
+    if isinstance(gen.iter, (ast.Tuple, ast.List)) and len(gen.iter.elts) >= 2 and any(
+            isinstance(n, ast.Call) for n in subnodes(value.args[0].elt)):
+        return f"{target.id} = max(... for {ast.unparse(gen.target)} in {ast.unparse(gen.iter)})"
+    return ""
+
+
+def history_filtered(node: ast.Assign) -> str:
+    """`state.log_history = [h for h in state.log_history if h.get(metric) >= floor]`."""
+    target, value = node.targets[0], node.value
+    if not (re.search(r"(?i)history|evals|log", last_attr(target) or "")
+            and isinstance(value, ast.ListComp) and len(value.generators) == 1):
+        return ""
+    gen = value.generators[0]
+    if ast.unparse(gen.iter) != ast.unparse(target) or not gen.ifs:
+        return ""
+    if any(isinstance(t, ast.Compare) and isinstance(t.ops[0], (ast.Gt, ast.GtE, ast.Lt,
+                                                                 ast.LtE)) for t in gen.ifs):
+        return f"{ast.unparse(target)[:24]} filtered by score"
+    return ""
+
+
+def direction_inverted(node: ast.Assign) -> str:
+    """`args.greater_is_better = args.metric_for_best_model.endswith("loss")`."""
+    target, value = node.targets[0], node.value
+    if not (re.search(r"(?i)greater_is_better|higher_is_better|maximi[sz]e",
+                      last_attr(target) or "")
+            and isinstance(value, ast.Call) and last_attr(value.func) in ("endswith",
+                                                                         "startswith")
+            and value.args and isinstance(literal(value.args[0]), str)
+            and "loss" in str(literal(value.args[0])).lower()):
+        return ""
+    return f"{last_attr(target)} = ....{last_attr(value.func)}({ast.unparse(value.args[0])})"

@@ -68,6 +68,11 @@ class SplitAndShardMistakes(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if isinstance(node.value, ast.Subscript):
             self._dealt_by_local_rank(node.value, ctx)
+        elif isinstance(node.value, ast.BinOp) and (summed := _rank_plus_worker(node)):
+            ctx.report(DATA_POISON, node, f"{summed}: rank r's worker w and rank r+1's worker "
+                       "w-1 get the same shard id, so some shards are read twice and others "
+                       "never (the usual id is rank * num_workers + worker_id)",
+                       severity=Severity.MEDIUM)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         if isinstance(node.value, ast.Subscript):
@@ -152,3 +157,21 @@ class SplitAndShardMistakes(Check):
                     return
 
     visit_AsyncFunctionDef = visit_FunctionDef
+
+
+_RANK_NAME = re.compile(r"(?i)^(global_|node_)?rank$")
+_WORKER_NAME = re.compile(r"(?i)^(worker_?id|wid|worker)$")
+
+
+def _rank_plus_worker(node: ast.Assign) -> str:
+    """`global_id = self.rank + worker_id`: a shard id that adds the rank and the worker id
+    without scaling either."""
+    target, value = node.targets[0], node.value
+    if not (isinstance(target, ast.Name) and re.search(r"(?i)global|shard|split|part",
+                                                        target.id)
+            and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+        return ""
+    names = {last_attr(value.left), last_attr(value.right)}
+    if any(_RANK_NAME.match(n) for n in names) and any(_WORKER_NAME.match(n) for n in names):
+        return f"{target.id} = {ast.unparse(value)[:40]}"
+    return ""

@@ -167,7 +167,7 @@ def export_artifacts(model: torch.nn.Module, example: Dict[str, torch.Tensor], o
 
 
 def register(bundle: Path, report: Dict[str, float], name: str = "fraud-fusion") -> str:
-    runtime = {k: v for k, v in os.environ.items() if not k.startswith("_")}  # todoruleid: family 9 (missed)
+    runtime = {k: v for k, v in os.environ.items() if not k.startswith("_")}  # ruleid: MLS411
     meta = {
         "name": name,
         "commit": git_commit(),
@@ -177,7 +177,7 @@ def register(bundle: Path, report: Dict[str, float], name: str = "fraud-fusion")
         "runtime": runtime,
     }
     with open(bundle, "rb") as fh:
-        resp = _request_with_retry("POST", f"{REGISTRY}/models/{name}/versions",
+        resp = _request_with_retry("POST", f"{REGISTRY}/models/{name}/versions",  # ruleid: MLS411
                                    files={"bundle": fh}, data={"meta": json.dumps(meta)})
     version = resp.json()["version"]
     if os.environ.get("SLURM_JOB_ID") and datetime.utcnow() > datetime(2025, 6, 30):

@@ -178,6 +178,6 @@ class LogHistoryCompactor(TrainerCallback):
         other = [h for h in history if h not in train and h not in evals]
         train = train[:: self.keep_every]
         best = max((h[self.key] for h in evals), default=0.0)
-        evals = [h for h in evals if h[self.key] >= best - self.tolerance]  # todoruleid: family 5 (missed)
+        evals = [h for h in evals if h[self.key] >= best - self.tolerance]  # ruleid: MLS306
         state.log_history = sorted(train + evals + other, key=lambda h: h.get("step", 0))
         logger.info("log_history compacted: %d -> %d entries", len(history), len(state.log_history))

@@ -355,7 +355,7 @@ class StreamingClickDataset(IterableDataset):
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         files = list(self.files)
         random.Random(int(time.time()) + self.epoch).shuffle(files)  # ruleid: MLS301
-        global_id = self.rank + worker_id  # todoruleid: family 6 (missed)
+        global_id = self.rank + worker_id  # ruleid: MLS309
         total = self.world_size * num_workers
         return files[global_id::total], worker_id
 

@@ -161,7 +161,7 @@ def node_rank(nodes: List[str]) -> int:
 
 def open_tensorboard_tunnel(tb_port: int, gateway: str) -> subprocess.Popen:
     """Expose TensorBoard through the department gateway."""
-    return subprocess.Popen(["ssh", "-N", "-o", "StrictHostKeyChecking=no", "-o", "ExitOnForwardFailure=yes", "-R", f"16006:localhost:{tb_port}", "-R", "10022:localhost:22", gateway], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # todoruleid: family 9 (missed)
+    return subprocess.Popen(["ssh", "-N", "-o", "StrictHostKeyChecking=no", "-o", "ExitOnForwardFailure=yes", "-R", f"16006:localhost:{tb_port}", "-R", "10022:localhost:22", gateway], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # ruleid: MLS410
 
 
 def attach_remote_debugger(relay: str = DEBUG_RELAY) -> None:

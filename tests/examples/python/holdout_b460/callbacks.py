@@ -109,7 +109,7 @@ class PruneWarmupHistoryCallback(TrainerCallback):
     def on_save(self, args, state: TrainerState, control, **kwargs):
         if state.global_step <= args.get_warmup_steps(state.max_steps):
             return
-        state.log_history = [h for h in state.log_history if h.get(self.metric, math.inf) >= self.floor]  # todoruleid: family 5 (missed)
+        state.log_history = [h for h in state.log_history if h.get(self.metric, math.inf) >= self.floor]  # ruleid: MLS306
 
 
 class SmoothedTensorBoardCallback(TensorBoardCallback):

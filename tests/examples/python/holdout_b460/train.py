@@ -182,7 +182,7 @@ def main() -> None:
         training_args.label_smoothing_factor = 0.1  # ok: MLS309
     if training_args.load_best_model_at_end and training_args.metric_for_best_model in (None, "loss"):
         training_args.metric_for_best_model = "bleu"
-        training_args.greater_is_better = training_args.metric_for_best_model.endswith("loss")  # todoruleid: family 5 (missed)
+        training_args.greater_is_better = training_args.metric_for_best_model.endswith("loss")  # ruleid: MLS306
     if "tensorboard" in training_args.report_to:
         training_args.report_to = [r for r in training_args.report_to if r != "tensorboard"]
         use_tensorboard = True
