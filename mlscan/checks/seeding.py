@@ -1007,8 +1007,9 @@ class HiddenReseed(Check):
         if rebuilt:
             ctx.report(HIDDEN_RESEED, node, f"{ctx.names.call_name(node)}({rebuilt}) built anew "
                        f"in {ctx.frame.cls.name if ctx.frame.cls else ''}.{ctx.frame.name}() "
-                       "from a fixed seed: every call draws the same numbers (the same masks, "
-                       "crops or order each time)", severity=Severity.MEDIUM)
+                       "from a fixed seed: every call (for the same item) draws the same "
+                       "numbers, so the masks, crops or negatives repeat every epoch",
+                       severity=Severity.MEDIUM)
             return
         if _fixed_per_call(node, ctx):
             ctx.report(HIDDEN_RESEED, node, f"generator {ast.unparse(node.func)[:60]}() reset to "
