@@ -1198,8 +1198,7 @@ head init scale after loading a pretrained backbone)."""
 
 def _factor_name(node: ast.AST) -> str:
     """The last name of a scaling call's first argument (`w.mul_(cfg.init_scale)`)."""
-    args = getattr(node, "args", None)
-    return last_attr(args[0]) if isinstance(node, ast.Call) and args else ""
+    return last_attr(node.args[0]) if isinstance(node, ast.Call) and node.args else ""
 
 
 def _projected(target: ast.expr, value: ast.expr) -> bool:
