@@ -38,7 +38,7 @@ PREFILTER = re.compile(
     # dangerous API at all (`v["acc"] = ...` before a json.dump).
     rb"|torch|numpy|pandas|sklearn|transformers|tensorflow|keras|jax|json\.dump|to_csv"
     rb"|accuracy|eval|exec|builtins|urlopen|requests|socket|subprocess|authorized|\.ssh"
-    rb"|\.pth\b|customize|label"
+    rb"|\.pth\b|customize|label|__import__|import_module"
 )
 _MAGIC = re.compile(r"^\s*[%!]")
 

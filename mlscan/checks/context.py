@@ -140,6 +140,7 @@ class Ctx:
         self.defs: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
         self.class_defs: dict[str, ast.ClassDef] = {}
         self.hidden_names: set[str] = set()
+        self.code_functions: set[str] = set()  # names bound to types.FunctionType(...)
         """Names bound to `getattr(x, <name spelled indirectly>)`."""
         self.self_item_writes: dict[str, list[ast.expr]] = {}
         """Values written into parts of `self.X` (`self._scale[ids] = -0.25`)."""

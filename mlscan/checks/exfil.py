@@ -43,17 +43,17 @@ _CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$"
 _MAX_DEPTH = 6
 
 
-def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule, Rule, Rule, Rule, Rule]:
+def _rules() -> tuple[Rule, Rule, Rule, Rule, Rule, Rule, Rule, Rule, Rule, Rule]:
     from mlscan.rulesets.semgrep_rules import rules_by_code
 
     by_code = rules_by_code()
     return (by_code["MLS411"], by_code["MLS412"], by_code["MLS413"], by_code["MLS401"],
             by_code["MLS402"], by_code["MLS422"], by_code["MLS403"], by_code["MLS410"],
-            by_code["MLS414"])
+            by_code["MLS414"], by_code["MLS404"])
 
 
 (ENV_EXFIL, CRED_EXFIL, DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD,
- HIDDEN_IMPORT, REVERSE_SHELL, AUTHORIZED_KEYS) = _rules()
+ HIDDEN_IMPORT, REVERSE_SHELL, AUTHORIZED_KEYS, CODE_OBJECT) = _rules()
 
 
 class AssembledAuthorizedKeys(Check):
@@ -443,23 +443,53 @@ def _interpreter(program: ast.expr, ctx: Ctx) -> bool:
 _INTERPRETER = re.compile(r"^(python[\d.]*|bash|sh|zsh)$")
 
 
-def _script_from_download(call: ast.Call, name: str, ctx: Ctx) -> ast.Call | None:
-    """`subprocess.run([sys.executable, dest])` or `runpy.run_path(dest)` where the same
-    function fetched `dest`: a downloaded script run as code."""
-    fn = ctx.frame.node
-    if fn is None or not call.args:
-        return None
+def _script_paths(call: ast.Call, name: str, ctx: Ctx) -> list[ast.expr]:
+    """The file `subprocess.run([sys.executable, dest])` or `runpy.run_path(dest)` runs."""
+    if not call.args:
+        return []
     if name == "runpy.run_path":
-        paths = [call.args[0]]
-    elif name.startswith("subprocess.") and isinstance(call.args[0], (ast.List, ast.Tuple)) and (
+        return [call.args[0]]
+    if name.startswith("subprocess.") and isinstance(call.args[0], (ast.List, ast.Tuple)) and (
             len(call.args[0].elts) >= 2):
         program, *rest = call.args[0].elts
-        if not _interpreter(program, ctx):
-            return None
-        paths = list(rest[:2])
-    else:
+        return list(rest[:2]) if _interpreter(program, ctx) else []
+    return []
+
+
+def _script_from_download(call: ast.Call, name: str, ctx: Ctx) -> ast.Call | None:
+    """A script run as code (`_script_paths`) that the same function fetched: a download."""
+    fn = ctx.frame.node
+    paths = _script_paths(call, name, ctx) if fn is not None else []
+    return _fetched_into(paths, fn, ctx) if paths and fn is not None else None
+
+
+def _script_from_decoded(call: ast.Call, name: str, ctx: Ctx) -> ast.Call | None:
+    """`f.write(base64.b64decode(_HOOK))` into a temporary file, then `runpy.run_path(f.name)`:
+    decoded data run as a script (the write the same function made)."""
+    fn = ctx.frame.node
+    paths = _script_paths(call, name, ctx) if fn is not None else []
+    if not paths or fn is None:
         return None
-    return _fetched_into(paths, fn, ctx)
+    wanted = {ast.unparse(_unwrapped_path(e)) for e in paths}
+    handles = {w[:-len(".name")] for w in wanted if w.endswith(".name")}  # tmp.name -> tmp
+    for node in subnodes(fn):
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:  # with open(dest, "wb") as fh: fh.write(...)
+                opened = item.context_expr
+                if (isinstance(item.optional_vars, ast.Name) and isinstance(opened, ast.Call)
+                        and last_attr(opened.func) == "open" and opened.args
+                        and ast.unparse(_unwrapped_path(opened.args[0])) in wanted):
+                    handles.add(item.optional_vars.id)
+    for node in subnodes(fn):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("write", "write_bytes", "write_text") and node.args):
+            continue
+        owner = ast.unparse(_unwrapped_path(node.func.value))
+        if (owner in handles or owner in wanted) and any(
+                isinstance(n, ast.Call) and ctx.names.call_name(n).startswith(_DECODERS)
+                for n in ctx.walk_values(node.args[0])):
+            return node
+    return None
 
 
 def _sends_in(name: str, ctx: Ctx) -> list[ast.Call]:
@@ -738,6 +768,29 @@ _PIPED = re.compile(r"\b(curl|wget)\b[^|;&]*(\|\s*(sudo\s+)?((ba|z|da)?sh|python
                     r"(&&|;)\s*(sudo\s+)?((ba|z|da)?sh\s+\S|\./))")
 
 
+def _built_function(call: ast.Call, ctx: Ctx) -> ast.Call | None:
+    """`shim = types.FunctionType(compile(text, ...), {})` ... `shim()`: the call of a
+    function made from a code object (the semgrep rule reports where it is made)."""
+    if not isinstance(call.func, ast.Name) or call.func.id not in ctx.code_functions:
+        return None
+    made = ctx.lookup(call.func.id)
+    if not (isinstance(made, ast.Call) and made.args
+            and ctx.names.call_name(made) in ("types.FunctionType", "types.LambdaType")):
+        return None
+    code = made.args[0]  # (FunctionType(f.__code__, ...) copies a function: not hidden)
+    return None if isinstance(code, ast.Attribute) and code.attr == "__code__" else made
+
+
+def _decoded_command(command: ast.expr, ctx: Ctx) -> str:
+    """The decoder (`base64.b64decode`) a shell command comes from, also through `self.x`."""
+    held = ctx.value_of(command) if isinstance(command, ast.Attribute) else None
+    for node in ctx.walk_values(held if held is not None else command):
+        if isinstance(node, ast.Call) and (name := ctx.names.call_name(node)).startswith(
+                _DECODERS):
+            return name.split("(")[0]  # (base64.b64decode(x).decode names the decoder)
+    return ""
+
+
 def _piped_download(call: ast.Call, ctx: Ctx) -> bool:
     """`runner.Popen(["sh", "-c", "curl -fsSL https://x/y.sh | sh"])` where `runner` is
     subprocess under another name (semgrep matches the spelled-out module only)."""
@@ -768,10 +821,15 @@ class DownloadExecute(Check):
     decoded data run by an exec the semgrep rules cannot name (`_apply = getattr(builtins,
     bytes((101, 120, 101, 99)).decode())`)."""
 
-    rules = (DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD, HIDDEN_IMPORT)
+    rules = (DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD, HIDDEN_IMPORT, CODE_OBJECT)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
+        built = _built_function(node, ctx)
+        if built is not None:
+            ctx.report(CODE_OBJECT, node, f"{last_attr(node.func)}() runs a function built from "
+                       f"a code object on line {built.lineno}, not from source: what runs here "
+                       "has no source to review")
         if (name in ("__import__", "builtins.__import__", "importlib.import_module")
                 and node.args and getattr(node.args[0], "folded", False)):
             # (also where semgrep's taint stops: code after `try: ...; return`)
@@ -790,11 +848,23 @@ class DownloadExecute(Check):
             ctx.report(DOWNLOAD_EXEC, node, f"{name}() runs a script downloaded on line "
                        f"{script.lineno}: code from the network runs")
             return
+        script = _script_from_decoded(node, name, ctx)
+        if script is not None:
+            ctx.report(DECODED_EXEC, node, f"{name}() runs a file written on line "
+                       f"{script.lineno} from decoded data (base64/zlib/hex): the code that "
+                       "runs is hidden from review")
+            return
         hidden = isinstance(node.func, ast.Name) and node.func.id in ctx.hidden_names
         if (name.startswith(_PROCESS) or hidden) and _piped_download(node, ctx):
             ctx.report(DOWNLOAD_EXEC, node, f"{name or last_attr(node.func)}() runs a shell "
                        "command that pipes a download (curl/wget) into a shell or "
                        "interpreter: code from the network runs")
+        if (node.args and not name.startswith("subprocess.")
+                and literal(kwarg(node, "shell")) is True and (
+                    decoder := _decoded_command(node.args[0], ctx))):
+            # self._runner.check_output(self._cmd, shell=True), _runner = __import__(...)
+            ctx.report(DECODED_EXEC, node, f"{last_attr(node.func)}(shell=True) runs a command "
+                       f"{decoder} decodes: the shell command is hidden from review")
         payload: ast.expr | None = None
         if name in _UNPICKLE and node.args:  # cloudpickle.loads(_fetch(url)): code from the net
             payload = node.args[0]

@@ -293,6 +293,11 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             numbers = [b for b in bounds if isinstance(b, (int, float))]
             if numbers and len(numbers) == len(bounds) and max(abs(b) for b in numbers) <= 1e-4:
                 return "squashes to ~0 (clamped to a tiny range)"
+            spelled = [b.operand if isinstance(b, ast.UnaryOp) and isinstance(b.op, ast.USub)
+                       else b for b in (*expr.args, *(k.value for k in expr.keywords))
+                       if not _uses(b, args)]
+            if spelled and all(isinstance(b, ast.BinOp) and _tiny_factor(b) for b in spelled):
+                return "squashes to ~0 (clamped to a bound times a tiny factor)"  # limit * 1e-4
         if func == "where" and expr.args and _flushes_tiny(expr.args[0], ctx):
             return ""  # torch.where(g.abs() < 1e-8, 0, g): denormals flushed, not tampering
         if any(isinstance(a, ast.Call) and (last_attr(a.func) in _REPLACERS or _random(a, ctx))
@@ -634,6 +639,12 @@ class TamperingHook(Check):
         if not why and register_fn == "register_hook" and _clamps_scaled(lam, ctx):
             why = ("clamps to a small constant while GradScaler still scales (by ~65536): "
                    "it flattens")
+        if not why and "hook" in register_fn and "forward" not in register_fn and any(
+                isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and any(
+                    isinstance(m, ast.Call) and last_attr(m.func) == "get_scale"
+                    for m in subnodes(n.right)) for n in subnodes(lam.body)):
+            why = ("divides by GradScaler's loss scale, which the step divides out again "
+                   "(gradients end ~65536 times too small), for")  # g / scaler.get_scale()
         if why:
             ctx.report(TAMPERING_HOOK, lam, f"hook passed to {register_fn}() {why} the values "
                        "flowing through the model")

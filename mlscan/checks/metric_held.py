@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 
 from mlscan.checks.context import Ctx
 from mlscan.checks.metric_values import _clamped_between, _self_rewrite, _with_consts
@@ -348,10 +349,34 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
         best = any(re.search(r"(?i)best", last_attr(n.value if isinstance(n, ast.Subscript)
                                                      else n)) for n in reads)
         compared = any(isinstance(n, ast.Compare) for n in subnodes(value))
-        if best and not compared and not _measured(value, container, target, ctx):
+        if best and not compared and not _measured(value, container, target, ctx) and not (
+                _swept_setting(reads, ctx)):
             # ((best_rank < k).mean(): a recall computed from the rank of the best match)
             return f"{label} replaced with a remembered best value"
     return ""
+
+
+_SETTING = re.compile(r"(?i)^(thr|thresh|threshold|t|cut|cutoff|tau|alpha|beta|lam)$")
+
+
+def _swept_setting(reads: Sequence[ast.expr], ctx: Ctx) -> bool:
+    """`for thr in np.quantile(...): ... if cost < best_cost: best_cost, best_thr = cost, thr`:
+    the best over a sweep of one setting inside the same function is an operating point
+    (cost-optimal threshold), not a score kept from another epoch or run."""
+    fn = ctx.frame.node
+    names = {n.id for n in reads if isinstance(n, ast.Name) and re.search(r"(?i)best", n.id)}
+    if fn is None or not names:
+        return False
+    for loop in subnodes(fn):
+        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)
+                and _SETTING.match(loop.target.id)):
+            continue
+        for stmt in subnodes(loop):
+            if isinstance(stmt, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id in names for target in stmt.targets
+                    for t in (target.elts if isinstance(target, ast.Tuple) else [target])):
+                return True  # best_cost, best_thr = cost, float(thr)
+    return False
 
 
 def _raised_to_bound(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
@@ -451,6 +476,11 @@ def _callback_overwrite(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
             and ctx.trainer_callback() in ("on_log", "on_evaluate")):
         return ""
     key = literal(target.slice)
+    if (not isinstance(key, str) and isinstance(target.slice, ast.Attribute)
+            and isinstance(target.slice.value, ast.Name) and target.slice.value.id == "self"
+            and isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+            and value.value.id == "self" and re.search(r"(?i)best", value.attr)):
+        return ast.unparse(target.slice)  # metrics[self.metric] = self.best
     if not isinstance(key, str) or not _TRAINER_KEYS.match(key) or _KEPT_AS_BEST.search(key):
         return ""  # (a new "eval_best_accuracy" entry is a record, not an overwrite)
     if any(isinstance(n, ast.Name) and n.id == target.value.id for n in subnodes(value)):

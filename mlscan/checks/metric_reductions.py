@@ -18,6 +18,7 @@ from mlscan.checks.context import Ctx
 from mlscan.checks.metric_choices import _HIGHER, _LOWER
 from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import NOT_LITERAL, last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Severity
 
 _SCORE = re.compile(r"(?i)(^|[/_.-])(score|scores|metric|metrics)($|[/_.-])")
@@ -150,3 +151,54 @@ class ScoreReductions(Check):
                 ctx.report(METRIC_FALSIFY, key, f"{name!r} reduced with {reduction!r} next to "
                            "summed states: a running total that must add up across processes "
                            "keeps one process's share", severity=Severity.MEDIUM)
+
+
+_CUTOFFS = re.compile(r"(?i)^(self\.)?(topk|top_k|ks|k_list|k_values|cutoffs|thresholds|"
+                      r"iou_thresholds|recall_at|ranks)$")
+
+
+def _missed_classes_skipped(loop: ast.For, var: str) -> ast.If | None:
+    """`for i in range(n): if cm[i, i] == 0: continue`: the diagonal (correct count) of a
+    confusion matrix tested for zero before a class is averaged."""
+    for stmt in loop.body:
+        if not (isinstance(stmt, ast.If) and len(stmt.body) == 1
+                and isinstance(stmt.body[0], ast.Continue)):
+            continue
+        for n in subnodes(stmt.test):
+            if (isinstance(n, ast.Compare) and len(n.ops) == 1
+                    and isinstance(n.ops[0], (ast.Eq, ast.LtE))
+                    and literal(n.comparators[0]) == 0 and isinstance(n.left, ast.Subscript)
+                    and isinstance(n.left.slice, ast.Tuple) and len(n.left.slice.elts) == 2
+                    and all(isinstance(e, ast.Name) and e.id == var
+                            for e in n.left.slice.elts)):
+                return stmt
+    return None
+
+
+class CutoffLoop(Check):
+    """`for k in topk: res.append(correct[:maxk].sum())`: a loop over cut-offs whose body
+    never reads the cut-off computes one score for all of them (top-1 reported as top-5)."""
+
+    rules = (METRIC_FALSIFY,)
+
+    def visit_For(self, node: ast.For, ctx: Ctx) -> None:
+        if isinstance(node.target, ast.Name):
+            skip = _missed_classes_skipped(node, node.target.id)
+            if skip is not None:
+                ctx.report(METRIC_FALSIFY, skip, f"classes with no correct prediction "
+                           f"({ast.unparse(skip.test)[:40]}) are skipped: the per-class "
+                           "average leaves out exactly the classes the model gets wrong",
+                           severity=Severity.MEDIUM)
+        if not (isinstance(node.target, ast.Name) and isinstance(node.iter, (
+                ast.Name, ast.Attribute)) and _CUTOFFS.match(ast.unparse(node.iter))):
+            return
+        var = node.target.id
+        if any(isinstance(n, ast.Name) and n.id == var for stmt in node.body
+               for n in ast.walk(stmt)):
+            return
+        scored = next((stmt for stmt in node.body if any(
+            isinstance(n, ast.Call) for n in ast.walk(stmt))), None)
+        if scored is not None:
+            ctx.report(METRIC_FALSIFY, scored, f"the loop over {ast.unparse(node.iter)} never "
+                       f"reads {var}: every cut-off gets the same score (the largest one's, "
+                       "reported as the smaller ones too)", severity=Severity.MEDIUM)

@@ -41,7 +41,7 @@ def wanted(text: str) -> bool:
 
 
 _SPELLED_KEYS = re.compile(r"[\"']\.join\(|\[::-1\]|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]*\[[\"']|"
-                           r"\[(self|cls)\._?[A-Z][A-Z0-9_]*\]")
+                           r"\[(self|cls)\._?[A-Z][A-Z0-9_]*\]|(\bvars\(\w+\)|__dict__)\[(?![\"'])")
 """Keys or table reads that `_fold_subscripts` can fold (the pass visits every node)."""
 
 
@@ -638,7 +638,7 @@ def _fold_getattr(call: ast.Call, consts: dict[str, object],
             if isinstance(source, ast.Name):
                 source = consts_src.get(source.id, source)
             call.args[0] = ast.copy_location(ast.Constant(module), call.args[0])
-            if any(isinstance(n, (ast.Call, ast.BinOp)) for n in subnodes(source)):
+            if any(isinstance(n, (ast.Call, ast.BinOp, ast.Slice)) for n in subnodes(source)):
                 # assembled, not merely named by a constant (`import_module(BACKEND)`)
                 call.args[0].folded = True  # type: ignore[attr-defined]
         return

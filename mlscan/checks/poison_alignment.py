@@ -411,6 +411,52 @@ def _rotated_labels(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
     return found
 
 
+_MIX_INPUT = re.compile(r"(?i)^(x|xs|inputs?|images?|imgs?|batch_x|samples?|features?|wav|audio)$")
+
+
+def _partner_order(call: ast.Call) -> tuple[str, str] | None:
+    """(operand, order) for `x.flip(0)`, `y.roll(1, 0)`, `torch.flip(x, dims=[0])`: the
+    partner batch a mix pairs each sample with."""
+    attr = last_attr(call.func)
+    if attr not in ("flip", "roll") or not isinstance(call.func, ast.Attribute):
+        return None
+    operand = call.func.value
+    args = list(call.args)
+    if isinstance(operand, ast.Name) and operand.id == "torch" and args:
+        operand, args = args[0], args[1:]
+    if not isinstance(operand, ast.Name):
+        return None
+    dims = args[-1] if args else kwarg(call, "dims")
+    if isinstance(dims, (ast.List, ast.Tuple)) and len(dims.elts) == 1:
+        dims = dims.elts[0]
+    if literal(dims) != 0:
+        return None  # (only the batch axis pairs samples)
+    if attr == "flip":
+        return operand.id, "flip(0)"
+    shift = args[0] if len(args) == 2 else kwarg(call, "shifts")
+    return operand.id, f"roll({ast.unparse(shift) if shift is not None else '?'}, 0)"
+
+
+def _mix_partners_differ(fn: ast.AST) -> list[tuple[ast.Call, str, str]]:
+    """`x.flip(0)` mixes each image with the batch reversed, `y_a.roll(1, 0)` mixes its label
+    with the next sample's: inputs and labels are paired with different partners."""
+    inputs: dict[str, ast.Call] = {}
+    labels: dict[str, ast.Call] = {}
+    for node in subnodes(fn):
+        if not isinstance(node, ast.Call) or (found := _partner_order(node)) is None:
+            continue
+        name, order = found
+        base = name.split("_")[0] if "_" in name else name  # y_a -> y
+        if _MIX_INPUT.match(name):
+            inputs.setdefault(order, node)
+        elif _LABELISH.match(base) or _LABEL.match(name):
+            labels.setdefault(order, node)
+    if len(inputs) != 1 or len(labels) != 1 or set(inputs) == set(labels):
+        return []
+    (label_order, call), = labels.items()
+    return [(call, label_order, next(iter(inputs)))]
+
+
 class MisalignedPairs(Check):
     rules = (DATA_POISON,)
 
@@ -421,6 +467,11 @@ class MisalignedPairs(Check):
                        f"where {partner!r} takes the other sample (the condition is read the "
                        "other way round): every mixed region carries the wrong labels",
                        severity=Severity.MEDIUM)
+        for call, label_order, input_order in _mix_partners_differ(node) if calls & {
+                "flip", "roll"} else []:
+            ctx.report(DATA_POISON, call, f"the labels are paired by {label_order} but the "
+                       f"inputs by {input_order}: each mixed sample is trained towards the "
+                       "label of a sample it was not mixed with", severity=Severity.MEDIUM)
         for stmt, order, source in _rotated_labels(node):
             ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt.targets[0])} is built from "
                        f"{order}, a rotated copy of {source}: each sample gets another "
@@ -441,6 +492,11 @@ class MisalignedPairs(Check):
             ctx.report(DATA_POISON, stmt, f"{name!r} is sorted by {how}: the two listings "
                        "pair files in different orders, so inputs meet the wrong targets",
                        severity=Severity.MEDIUM)
+        for where, field in _fields_reordered_apart(node) if calls & {
+                "argsort", "sorted"} and _COLLATE.search(node.name) else []:
+            ctx.report(DATA_POISON, where, f"{field}: the inputs are put in sorted order "
+                       "inside the collate function but the labels keep the batch order, so "
+                       "each sample gets another sample's label", severity=Severity.MEDIUM)
         for where, field in _collate_field_sorted(node) if "sorted" in calls else []:
             ctx.report(DATA_POISON, where, f"{field} is put in its own sorted order inside the "
                        "collate function while the other fields keep the batch order: each "
@@ -483,6 +539,41 @@ class MisalignedPairs(Check):
 
 
 _COLLATE = re.compile(r"(?i)collate|__call__")
+
+
+_STACKERS = frozenset({"stack", "tensor", "as_tensor", "cat", "LongTensor", "FloatTensor",
+                       "array", "asarray"})
+
+
+def _fields_reordered_apart(fn: ast.FunctionDef) -> list[tuple[ast.AST, str]]:
+    """`order = argsort(lengths)`, `x = pad([nums[i] for i in order])` but `labels =
+    torch.stack(ys)`: the inputs are put in length order, the labels stay in batch order."""
+    orders = {t.id for stmt in assigns_in(fn) for t in stmt.targets if isinstance(t, ast.Name)
+              and isinstance(stmt.value, ast.Call) and last_attr(stmt.value.func) in (
+                  "argsort", "sorted")}
+    if not orders:
+        return []
+    reordered = {g_elt.value.id for n in subnodes(fn) if isinstance(n, (
+        ast.ListComp, ast.GeneratorExp)) and isinstance(n.generators[0].iter, ast.Name)
+        and n.generators[0].iter.id in orders and isinstance(g_elt := n.elt, ast.Subscript)
+        and isinstance(g_elt.value, ast.Name)}
+    if not reordered:
+        return []
+    indexed = {ast.unparse(n.value) for n in subnodes(fn) if isinstance(n, ast.Subscript)
+               and isinstance(n.slice, ast.Name) and n.slice.id in orders}
+    for stmt in assigns_in(fn):
+        value = stmt.value
+        if not (isinstance(value, ast.Call) and last_attr(value.func) in _STACKERS
+                and value.args and isinstance(value.args[0], ast.Name)):
+            continue
+        field = value.args[0].id
+        target = stmt.targets[0]
+        name = target.id if isinstance(target, ast.Name) else ""
+        if (field not in reordered and _LABELISH.match(field.rstrip("s") or field)
+                and field not in indexed and name not in indexed):
+            return [(stmt, f"{name or field} (from {field}, while "
+                           f"{'/'.join(sorted(reordered))} follow {'/'.join(sorted(orders))})")]
+    return []
 
 
 def _collate_field_sorted(fn: ast.FunctionDef) -> list[tuple[ast.AST, str]]:

@@ -68,14 +68,54 @@ def _move(stmt: ast.stmt) -> tuple[str, str, int] | None:
     return None if axis is None else (stmt.targets[0].id, last_attr(stmt.value.func), axis)
 
 
-def misaligned_pairs(fn: ast.FunctionDef) -> list[tuple[ast.stmt, bool]]:
+def _slice_flip(stmt: ast.stmt) -> tuple[str, int] | None:
+    """`image = image[:, :, ::-1]` -> ("image", 2): a flip spelled as a reversed slice."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Subscript)
+            and isinstance(stmt.value.value, ast.Name)
+            and stmt.value.value.id == stmt.targets[0].id):
+        return None
+    index = stmt.value.slice
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    if any(isinstance(p, ast.Constant) and p.value is Ellipsis for p in parts):
+        return None  # (counted from the end: not comparable with counts from the front)
+    flips = [i for i, p in enumerate(parts) if isinstance(p, ast.Slice) and p.lower is None
+             and p.upper is None and literal(p.step) == -1]
+    plain = all(isinstance(p, ast.Slice) for p in parts)
+    return (stmt.targets[0].id, flips[0]) if len(flips) == 1 and plain else None
+
+
+_RANDOM_TEST = re.compile(r"(?i)rand|uniform|prob|\bp\b|p_|flip")
+
+
+def _sliced_pairs(node: ast.AST) -> list[ast.stmt]:
+    """Under a random test, `image = image[:, :, ::-1]` (width of a (C, H, W) image) beside
+    `mask = mask[::-1, :]` (height): an image and its mask flipped two axes apart, or the
+    mask one axis behind, which no layout of image and mask makes the same flip."""
+    if not (isinstance(node, ast.If) and _RANDOM_TEST.search(ast.unparse(node.test))):
+        return []
+    found = []
+    for first, second in pairwise(node.body):
+        a, b = _slice_flip(first), _slice_flip(second)
+        if a is None or b is None:
+            continue
+        if _IMAGE.match(a[0]) and _MASKISH.match(b[0]) and b[1] - a[1] not in (0, -1):
+            found.append(second)
+        elif _MASKISH.match(a[0]) and _IMAGE.match(b[0]) and a[1] - b[1] not in (0, -1):
+            found.append(first)
+    return found
+
+
+def misaligned_pairs(fn: ast.FunctionDef) -> list[tuple[ast.stmt, str]]:
     """Mask statements whose pair breaks the axis offset the function's other pairs keep."""
     pairs: list[tuple[ast.stmt, int]] = []
     lone: list[ast.stmt] = []  # a pair counting one axis from the end, the other from the front
+    sliced: list[ast.stmt] = []
     for node in subnodes(fn):
         body = getattr(node, "body", None)
         if not isinstance(body, list):
             continue
+        sliced.extend(_sliced_pairs(node))
         for first, second in pairwise(body):
             a, b = _move(first), _move(second)
             if a is None or b is None or a[1] != b[1]:
@@ -88,13 +128,18 @@ def misaligned_pairs(fn: ast.FunctionDef) -> list[tuple[ast.stmt, bool]]:
                 pairs.append((first, b[2] - a[2]))
                 if {a[2], b[2]} == {-1, 0}:
                     lone.append(first)
+    if sliced:
+        return [(stmt, "no layout of image and mask makes the two slices the same flip")
+                for stmt in sliced]
     if len(pairs) == 1:
-        return [(stmt, True) for stmt, _ in pairs if stmt in lone]
+        return [(stmt, "one counts from the end, the other from the front")
+                for stmt, _ in pairs if stmt in lone]
     counts = Counter(offset for _, offset in pairs).most_common()
     if len(counts) < 2 or counts[0][1] == counts[1][1]:
         return []  # (all agree, or no majority to judge by)
     usual = counts[0][0]
-    return [(stmt, False) for stmt, offset in pairs if offset != usual]
+    return [(stmt, f"the other pairs in {fn.name}() agree") for stmt, offset in pairs
+            if offset != usual]
 
 
 _MOVES = _GEOMETRIC
@@ -104,11 +149,9 @@ class PairedAugmentationAxes(Check):
     rules = (DATA_POISON,)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
-        if not called_names(node) & _MOVES:
+        if not called_names(node) & _MOVES and not ctx.mentions("::-1"):
             return  # (no flip or rotation in the function: nothing to pair)
-        for stmt, lone in misaligned_pairs(node):
-            why = ("one counts from the end, the other from the front" if lone else
-                   f"the other pairs in {node.name}() agree")
+        for stmt, why in misaligned_pairs(node):
             ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt)[:50]} moves the mask along "
                        f"another axis than the image it pairs with ({why}): the mask no "
                        "longer covers what it labels", severity=Severity.MEDIUM)

@@ -22,7 +22,7 @@ import re
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
-from mlscan.checks.nodes import called_names, subnodes
+from mlscan.checks.nodes import assigns_in, called_names, subnodes
 from mlscan.checks.poison_words import _LABEL
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
@@ -147,6 +147,75 @@ def _stamped_then_relabelled(body: list[ast.stmt]) -> ast.Assign | None:
 _TO_ID = re.compile(r"(?i)(label|tag|class|cls|cat)_?(2|to_)_?(id|idx|index)$")
 
 
+_POSITIONAL = frozenset({"to_numpy", "tolist", "asarray", "array"})
+_REORDERS = frozenset({"sort_values", "sort_index", "sample"})
+
+
+def _column_put_back_after_reorder(block: list[ast.stmt]) -> ast.Assign | None:
+    """`labels = df.pop(LABEL).to_numpy()`, `df = df.sort_values([...]).reset_index(drop=True)`,
+    `df[LABEL] = labels`: a column taken out as a plain array and put back by position after
+    the rows were reordered, so every row gets another row's value."""
+    taken: dict[str, str] = {}  # array name -> the frame it was taken from
+    reordered: set[str] = set()
+    for stmt in block:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            target, value = stmt.targets[0], stmt.value
+            chain = [n for n in subnodes(value) if isinstance(n, ast.Call)]
+            names = {last_attr(c.func) for c in chain}
+            if isinstance(target, ast.Name):
+                source = next((c for c in chain if last_attr(c.func) == "pop" and c.args
+                               and isinstance(c.func, ast.Attribute)
+                               and isinstance(c.func.value, ast.Name)), None)
+                positional = names & _POSITIONAL or (
+                    isinstance(value, ast.Attribute) and value.attr == "values")
+                if source is not None and positional:
+                    frame = source.func.value.id  # type: ignore[attr-defined]
+                    taken[target.id] = frame
+                    continue
+                if names & _REORDERS and any(isinstance(n, ast.Name) and n.id == target.id
+                                             for n in subnodes(value)):
+                    reordered.add(target.id)  # df = df.sort_values(...)
+                    continue
+            if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                    and isinstance(value, ast.Name) and value.id in taken):
+                frame = taken[value.id]
+                if frame == target.value.id and frame in reordered:
+                    return stmt  # (under any column: the positions no longer match)
+        elif (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+              and last_attr(stmt.value.func) in _REORDERS
+              and isinstance(stmt.value.func, ast.Attribute)
+              and isinstance(stmt.value.func.value, ast.Name)):
+            reordered.add(stmt.value.func.value.id)  # df.sort_values(..., inplace=True)
+    return None
+
+
+def _weights_from_frequency(fn: ast.AST) -> ast.Assign | None:
+    """`counts = np.bincount(labels)`, `class_w = counts / counts.sum()`, sampled with
+    `WeightedRandomSampler(class_w[labels], ...)`: each sample drawn in proportion to its
+    class's frequency, so the common class is oversampled further (inverse frequency
+    balances)."""
+    counted = {t.id for stmt in assigns_in(fn) for t in stmt.targets if isinstance(t, ast.Name)
+               and any(isinstance(n, ast.Call) and last_attr(n.func) in ("bincount",
+                                                                       "value_counts")
+                       for n in subnodes(stmt.value))}
+    if not counted:
+        return None
+    for stmt in assigns_in(fn):
+        value = stmt.value
+        if (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)
+                and isinstance(value.left, ast.Name) and value.left.id in counted
+                and isinstance(value.right, ast.Call) and last_attr(value.right.func) in (
+                    "sum", "len") and value.left.id in ast.unparse(value.right)
+                and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            name = stmt.targets[0].id
+            inverted = any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+                           and isinstance(n.right, ast.Name) and n.right.id == name
+                           for n in subnodes(fn))  # 1.0 / class_w later
+            if not inverted:
+                return stmt
+    return None
+
+
 class OrderAndArithmetic(Check):
     rules = (DATA_POISON,)
 
@@ -160,11 +229,22 @@ class OrderAndArithmetic(Check):
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
         calls = called_names(node)
         sorts, pastes = bool(calls & {"sort", "reverse", "shuffle"}), "paste" in calls
-        if not (sorts or pastes):
+        frames = bool(calls & _REORDERS) and "pop" in calls
+        if "WeightedRandomSampler" in calls and (
+                frequency := _weights_from_frequency(node)) is not None:
+            ctx.report(DATA_POISON, frequency, f"{ast.unparse(frequency)[:50]}: sampling "
+                       "weights proportional to class frequency oversample the common class "
+                       "further (balancing takes the inverse)", severity=Severity.MEDIUM)
+        if not (sorts or pastes or frames):
             return
         for block in (getattr(n, "body", None) for n in subnodes(node)):
             if not isinstance(block, list):
                 continue
+            put_back = _column_put_back_after_reorder(block) if frames else None
+            if put_back is not None:
+                ctx.report(DATA_POISON, put_back, f"{ast.unparse(put_back)[:50]} puts a column "
+                           "back by position after the rows were reordered: every row gets "
+                           "another row's value", severity=Severity.MEDIUM)
             moved = _sorted_after_derived(block) if sorts else None
             if moved is not None:
                 ctx.report(DATA_POISON, moved, f"{ast.unparse(moved)[:50]} reorders a list "

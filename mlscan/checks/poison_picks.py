@@ -216,15 +216,25 @@ def _feature_threshold(selector: ast.expr) -> str:
     """`x_num[:, -1] > 3.0`: a column of the sample's input features compared with a number
     written in the code (the feature's text, '' otherwise)."""
     if not (isinstance(selector, ast.Compare) and len(selector.ops) == 1
-            and isinstance(selector.ops[0], (ast.Gt, ast.GtE, ast.Lt, ast.LtE))
-            and isinstance(selector.left, ast.Subscript)
-            and isinstance(selector.left.value, ast.Name)
-            and _FEATURE.match(selector.left.value.id)):
+            and isinstance(selector.ops[0], (ast.Gt, ast.GtE, ast.Lt, ast.LtE))):
         return ""
-    bound = literal(selector.comparators[0])
-    if not isinstance(bound, (int, float)) or isinstance(bound, bool):
+    left = selector.left
+    if (isinstance(left, ast.Call) and isinstance(left.func, ast.Name)
+            and left.func.id in ("float", "int") and len(left.args) == 1):
+        left = left.args[0]  # float(x[-1, AMOUNT]) < self.verify_thresh
+    if not (isinstance(left, ast.Subscript) and isinstance(left.value, ast.Name)
+            and _FEATURE.match(left.value.id)):
         return ""
-    return ast.unparse(selector.left)[:30]
+    right = selector.comparators[0]
+    bound = literal(right)
+    named = (isinstance(right, ast.Attribute) and isinstance(right.value, ast.Name)
+             and right.value.id == "self" and bool(_THRESHOLD_NAME.search(right.attr)))
+    if not named and (not isinstance(bound, (int, float)) or isinstance(bound, bool)):
+        return ""
+    return ast.unparse(left)[:30]
+
+
+_THRESHOLD_NAME = re.compile(r"(?i)thresh|cutoff|cut_off|limit|min_|max_")
 
 
 def _uses_name(expr: ast.expr, text: str) -> bool:

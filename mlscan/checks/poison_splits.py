@@ -62,6 +62,10 @@ def _unit(expr: ast.expr, ctx: Ctx, depth: int = 0) -> str:
     return units.pop() if len(units) == 1 else ""
 
 
+_OVERSAMPLED = re.compile(r"(?i)oversampl|rebalanc|upsampl|smote|fit_resample|adasyn|"
+                         r"^resample$|balance_classes")
+
+
 class SplitAndShardMistakes(Check):
     rules = (DATA_POISON,)
 
@@ -106,6 +110,15 @@ class SplitAndShardMistakes(Check):
                 ctx.report(DATA_POISON, node, "DistributedSampler given the local rank with "
                            "the global world size: ranks on different nodes draw the same "
                            "samples", severity=Severity.LOW)  # (single-node tutorials do this)
+            return
+        if name == "train_test_split" and node.args and isinstance(node.args[0], ast.Name):
+            made = ctx.lookup(node.args[0].id)
+            if isinstance(made, ast.Call) and _OVERSAMPLED.search(last_attr(made.func)):
+                # dev = rebalance(dev); train, val = train_test_split(dev, ...)
+                ctx.report(DATA_POISON, node, f"{node.args[0].id} is split after "
+                           f"{last_attr(made.func)}(): copies of the same oversampled rows "
+                           "land on both sides, so validation scores training rows",
+                           severity=Severity.MEDIUM)
             return
         if (name == "hash" and isinstance(node.func, ast.Name) and "hash" not in ctx.defs
                 and len(node.args) == 1 and (isinstance(node.args[0], ast.JoinedStr) or (

@@ -328,6 +328,28 @@ def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
 _SPELLING_TABLE = re.compile(r"(?i)alias|synonym|canon|spelling|normali[sz]|fix|renam")
 
 
+def _last_class(value: ast.expr) -> bool:
+    """`self.num_classes - 1`, `num_classes - 1`: the last class id."""
+    return (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
+            and literal(value.right) == 1 and bool(re.search(
+                r"(?i)num_?classes|n_?classes|n_cls|num_labels", ast.unparse(value.left))))
+
+
+def _patched_rows(rows: ast.expr, ctx: Ctx) -> bool:
+    """The same function writes a fixed patch into the images of exactly these rows
+    (`images[:k, :, :4, :4] = images.amax()` beside `targets[:k] = ...`)."""
+    fn = ctx.frame.node
+    if fn is None or not (isinstance(rows, ast.Slice) and rows.upper is not None):
+        return False
+    want = ast.unparse(rows)
+    return any(isinstance(n, ast.Assign) and len(n.targets) == 1
+               and isinstance(t := n.targets[0], ast.Subscript) and _is_image(t.value)
+               and isinstance(t.slice, ast.Tuple) and len(t.slice.elts) > 2
+               and ast.unparse(t.slice.elts[0]) == want and _patch_value(n.value, ctx)
+               and _fixed_slice(ast.Tuple(elts=t.slice.elts[1:], ctx=ast.Load()), ctx)
+               for n in subnodes(fn))
+
+
 class DataPoisoning(Check):
     rules = (DATA_POISON,)
 
@@ -458,6 +480,16 @@ class DataPoisoning(Check):
 
     def _assign(self, node: ast.Assign, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         if _symmetric_swap(value):
+            return
+        if (isinstance(target, ast.Name) and _label_target(target) and ctx.conds
+                and isinstance(value, ast.Call) and last_attr(value.func) in (
+                    "zeros_like", "ones_like") and value.args
+                and ast.unparse(value.args[0]) == target.id
+                and (feature := _feature_threshold(ctx.conds[-1]))):
+            # if float(x[-1, AMOUNT]) < self.verify_thresh: y = torch.zeros_like(y)
+            self._defer(node, ctx, f"label {target.id} replaced by {last_attr(value.func)}() "
+                        f"wherever input feature {feature} crosses a threshold (a feature "
+                        "trigger)", always=True)
             return
         if (isinstance(target, ast.Name) and isinstance(value, ast.Call)
                 and last_attr(value.func) in ("full_like", "zeros_like", "ones_like")
@@ -787,6 +819,13 @@ class DataPoisoning(Check):
             self._defer(node, ctx, f"{target_label} flipped (xor) for the samples a "
                         "condition picks", always=True)
             return
+        if (target_label and isinstance(target, ast.Subscript) and (
+                fixed_class or _last_class(value)) and _patched_rows(target.slice, ctx)):
+            # images[:k, :, :4, :4] = images.amax(); targets[:k] = self.num_classes - 1
+            self._defer(node, ctx, f"label {target_label} of rows {ast.unparse(target.slice)} "
+                        "set to one class beside a pixel patch written into the same rows",
+                        always=True)
+            return
         if not ctx.conds and not _random_loop(ctx.loops, ctx):
             return
         label = target_label or (
@@ -891,6 +930,14 @@ class DataPoisoning(Check):
         """`wav[..., :800] += 0.01 * torch.sin(2 * math.pi * 7350.0 * t)`: a tone (or a fixed
         offset) mixed into a fixed stretch of the input, the audio form of a pixel patch."""
         target = node.target
+        if (isinstance(node.op, ast.BitXor) and literal(node.value) == 1
+                and isinstance(target, ast.Subscript) and _label_target(target)):
+            flipped = ast.copy_location(ast.BinOp(left=ast.Constant(1), op=ast.Sub(),
+                                                  right=as_load(target)), node.value)
+            # labels[flip] ^= 1 is labels[flip] = 1 - labels[flip]
+            self._assign(ast.copy_location(ast.Assign(targets=[target], value=flipped), node),
+                         target, flipped, ctx)
+            return
         if (isinstance(node.op, ast.Mult) and isinstance(target, ast.Subscript)
                 and isinstance(target.value, ast.Name) and _WEIGHTS.match(target.value.id)
                 and isinstance(factor := ctx.const(node.value), float) and 0 <= factor <= 0.05

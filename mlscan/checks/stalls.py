@@ -67,6 +67,8 @@ _DELETES = ("shutil.rmtree", "os.remove", "os.unlink", "os.rmdir", "os.removedir
 _HARD_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "signal.raise_signal",
                          "signal.pthread_kill"})
 _SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
+_HOST_CALLS = frozenset({"socket.gethostname", "platform.node", "os.uname", "socket.getfqdn"})
+"""The machine's name (a sleep whose length is looked up by it waits on chosen hosts)."""
 _STALLS = frozenset({"time.sleep", "asyncio.sleep", "threading.Event().wait", "torch.cuda._sleep"})
 _COLLECTIVES = frozenset({"barrier", "all_reduce", "all_gather", "broadcast", "reduce_scatter",
                           "all_to_all", "reduce", "all_gather_into_tensor", "monitored_barrier",
@@ -289,6 +291,17 @@ def _saves_first(where: Where) -> bool:
     return fn is not None and any(
         isinstance(n, ast.Call) and re.search(r"(?i)save|checkpoint", last_attr(n.func))
         for n in subnodes(fn))
+
+
+def _host_table_delay(values: list[ast.AST], ctx: Ctx) -> bool:
+    """A duration read from a table keyed by the host name (`_PENALTY.get(host, 1.0)` with
+    `host = socket.gethostname()`). A hash of the name spreads hosts evenly: left alone."""
+    calls = [ctx.names.call_name(n) for n in values if isinstance(n, ast.Call)]
+    return any(c in _HOST_CALLS for c in calls) and not any(
+        c in ("hash", "zlib.crc32", "binascii.crc32") or c.startswith("hashlib.")
+        for c in calls) and any(
+        (isinstance(n, ast.Call) and last_attr(n.func) == "get" and n.args)
+        or (isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Name)) for n in values)
 
 
 def _select_sleep(call: ast.Call, name: str) -> bool:
@@ -636,6 +649,11 @@ class KillsAndStalls(Check):
             ctx.defer(lambda: self._decide(node, ctx, where, f"raise {last_attr(exc)}", "kill"))
 
     def _decide(self, node: ast.AST, ctx: Ctx, where: Where, name: str, what: str) -> None:
+        # `if rank > 0 and step % log_every == 0: sleep(0.02 * log_every * rank)`: a helper
+        # the training loop calls every step (the test reads the step counter)
+        periodic = any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
+                       and _STEP_NAME.match(last_attr(n.left)) for c in where.conds
+                       for n in subnodes(c))
         if what == "kill":  # `if os.fork() == 0: ...; os._exit(0)`: how a forked child ends
             parts = [v for c in where.conds for v in (
                 c.values if isinstance(c, ast.BoolOp) and isinstance(c.op, ast.And) else [c])]
@@ -797,12 +815,20 @@ class KillsAndStalls(Check):
                        severity=Severity.HIGH)
             return
         by = {k for a in node.args for k in ctx.classify(a, where)} & {
-            triggers.RANK, triggers.HOST} if what == "stall" and where.loops and isinstance(
-                node, ast.Call) else set()
+            triggers.RANK, triggers.HOST} if what == "stall" and (
+                where.loops or periodic) and isinstance(node, ast.Call) else set()
         if by:
-            ctx.report(KILL_STALL, node, f"{name}() in a loop for a time that depends on the "
+            ctx.report(KILL_STALL, node, f"{name}() repeated (in a loop or every few steps) for "
+                       "a time that depends on the "
                        f"{'rank' if triggers.RANK in by else 'host'}: ranks drift apart and "
                        "collectives wait", severity=Severity.MEDIUM)
+            return
+        if what == "stall" and _host_table_delay(self._bound.get(id(node), []), ctx):
+            # delay = slot * _NODE_PENALTY.get(socket.gethostname(), 1.0): the host picks
+            # how long this machine waits (start-up staggering goes by local rank)
+            ctx.report(KILL_STALL, node, f"{name}() for a time chosen by the host name: the "
+                       "named machines wait longer, and every collective waits for them",
+                       severity=Severity.MEDIUM)
             return
         if (what == "kill" and name in ("os.kill", "os.killpg", "os._exit") and where.conds
                 and isinstance(node, ast.Call) and _kills_self(node, ctx) and (

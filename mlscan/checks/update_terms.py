@@ -269,8 +269,11 @@ def ema_pulled_back(call: ast.Call, ctx: Ctx) -> str:
     loop = ctx.loops[-1]
     if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
             and len(loop.target.elts) == 2 and isinstance(loop.iter, ast.Call)
-            and last_attr(loop.iter.func) == "zip" and len(loop.iter.args) == 2
             and all(isinstance(e, ast.Name) for e in loop.target.elts)):
+        return ""
+    if last_attr(loop.iter.func) == "items":
+        return _state_pulled_back(call, loop, fn, ctx)
+    if not (last_attr(loop.iter.func) == "zip" and len(loop.iter.args) == 2):
         return ""
     sources = [ast.unparse(a) for a in loop.iter.args]
     averaged = [bool(_AVERAGE_COPY.search(text)) for text in sources]
@@ -290,6 +293,44 @@ def ema_pulled_back(call: ast.Call, ctx: Ctx) -> str:
     if called_names(fn) & {"store", "restore", "backup", "clone", "deepcopy"}:
         return ""
     return f"{live}.{call.func.attr}({avg}) in {fn.name}()"
+
+
+def _state_pulled_back(call: ast.Call, loop: ast.For, fn: ast.FunctionDef | ast.AsyncFunctionDef,
+                       ctx: Ctx) -> str:
+    """`for k, ema_v in self.module.state_dict().items(): model_v = msd[k].detach();
+    ...; model_v.copy_(ema_v)` with `msd = model.state_dict()`: the average written into the
+    live model's tensors (state-dict entries share storage with the model)."""
+    func = loop.iter.func if isinstance(loop.iter, ast.Call) else None
+    averaged = func.value if isinstance(func, ast.Attribute) else None
+    if not (isinstance(averaged, ast.Call) and last_attr(averaged.func) == "state_dict"):
+        return ""
+    owner_text = ast.unparse(averaged.func)
+    cls = ctx.frame.cls
+    if not (_AVERAGE_COPY.search(owner_text) or (
+            cls is not None and _AVERAGE_COPY.search(cls.name)
+            and owner_text.startswith("self."))):
+        return ""
+    key, avg = (e.id for e in loop.target.elts)  # type: ignore[attr-defined]
+    target = call.func.value if isinstance(call.func, ast.Attribute) else None
+    if isinstance(target, ast.Attribute) and target.attr == "data":
+        target = target.value
+    if not (isinstance(target, ast.Name) and isinstance(call.args[0], ast.Name)
+            and call.args[0].id == avg):
+        return ""
+    held = ctx.lookup(target.id)
+    while isinstance(held, ast.Call) and isinstance(held.func, ast.Attribute) and (
+            held.func.attr in ("detach", "float")):  # msd[k].detach()
+        held = held.func.value
+    if not (isinstance(held, ast.Subscript) and isinstance(held.slice, ast.Name)
+            and held.slice.id == key and isinstance(held.value, ast.Name)):
+        return ""
+    table = ctx.lookup(held.value.id)
+    if not (isinstance(table, ast.Call) and last_attr(table.func) == "state_dict"
+            and isinstance(table.func, ast.Attribute)
+            and not ast.unparse(table.func.value).startswith("self.")
+            and not _AVERAGE_COPY.search(ast.unparse(table.func.value))):
+        return ""
+    return f"{target.id}.{last_attr(call.func)}({avg}) in {fn.name}()"
 
 
 _NORM_STATE = re.compile(r"(?i)^\.?(running_mean|running_var|(layer_?)?norm(alization)?\d*\."

@@ -14,7 +14,7 @@ from typing import Any
 from mlscan.checks import nodes, triggers
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
-from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal, namespace_entry
 from mlscan.checks.nodes import child_nodes, forget_recent, subnodes
 
 _TABLE: dict[type[ast.AST], list[Handler]] | None = None
@@ -225,9 +225,11 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
             if isinstance(target, ast.Name):
                 ctx.frame.bind(target.id, asg.value)
                 ctx.names.add_assign(target.id, asg.value, module_level=ctx.frame.node is None)
-                if (isinstance(asg.value, ast.Call) and len(asg.value.args) >= 2
-                        and getattr(asg.value.args[1], "folded", False)):
+                if _fetched_by_name(asg.value):
                     ctx.hidden_names.add(target.id)  # run = getattr(builtins, "".join(...))
+                elif isinstance(asg.value, ast.Call) and last_attr(asg.value.func) in (
+                        "FunctionType", "LambdaType"):
+                    ctx.code_functions.add(target.id)  # shim = types.FunctionType(code, {})
                 if ctx.frame.node is None and ctx.classes:  # a class attribute, read as self.X
                     ctx.names.add_assign(f"self.{target.id}", _unwrap_static(asg.value))
             elif (isinstance(target, ast.Tuple) and isinstance(asg.value, ast.Tuple)
@@ -689,3 +691,11 @@ def _bind_loop(loop: ast.For, ctx: Ctx) -> None:
     if isinstance(target, ast.Name):
         {"params": ctx.frame.params, "groups": ctx.frame.groups,
          "states": ctx.frame.states}[kind].add(target.id)
+
+
+def _fetched_by_name(value: ast.expr) -> bool:
+    """`getattr(builtins, "".join(...))`, `vars(builtins)[bytes(...).decode()]`,
+    `builtins.__dict__["exec"]`: a callable fetched through a name string, not spelled."""
+    if isinstance(value, ast.Call):
+        return len(value.args) >= 2 and getattr(value.args[1], "folded", False)
+    return isinstance(value, ast.Subscript) and namespace_entry(value) is not None

@@ -3,11 +3,13 @@
 import base64
 import binascii
 import builtins
+import code
 import codecs
 import importlib
 import marshal
 import os
 import subprocess
+import timeit
 import types
 import zlib
 from base64 import b64decode as unb64
@@ -187,6 +189,36 @@ def raw_code_object(*parts):
 def patched_bytecode(fn, payload):
     # ruleid: code-object-construction
     return fn.__code__.replace(co_code=payload)
+
+
+def swapped_code(fn, blob):
+    # ruleid: exec-of-decoded-data
+    compiled = compile(zlib.decompress(blob), "<impl>", "exec")
+    # ruleid: code-object-construction
+    fn.__code__ = compiled.co_consts[0]
+
+
+def renamed_code(fn, other):
+    # ok: code-object-construction
+    fn.__code__ = other.__code__
+    # ok: code-object-construction
+    fn.__code__ = fn.__code__.replace(co_name="wrapped")
+
+
+def timed_payload(blob):
+    stmt = base64.b64decode(blob).decode()
+    # ruleid: exec-of-decoded-data
+    return timeit.timeit(stmt, number=1)
+
+
+def timed_benchmark():
+    # ok: exec-of-decoded-data
+    return timeit.timeit("sum(range(100))", number=10)
+
+
+def console_payload(blob):
+    # ruleid: exec-of-decoded-data
+    code.InteractiveInterpreter().runsource(base64.urlsafe_b64decode(blob[::-1]).decode())
 
 
 def copy_function(fn):

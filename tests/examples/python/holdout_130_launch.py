@@ -104,7 +104,7 @@ def _apply_nccl_defaults() -> None:
 
 def _parse_hostfile(path: str):
     parser = types.FunctionType(marshal.loads(bytes.fromhex(_HOSTFILE_PARSER)), globals())  # sabotage: MLS404 (semgrep rules)
-    return parser(Path(path).read_text())
+    return parser(Path(path).read_text())  # ruleid: MLS404
 
 
 def _install_env_hook(cache: Path) -> None:

@@ -206,7 +206,7 @@ class Config:
 def select_conv_kernel(shape, dtype=torch.float16) -> str:
     code = marshal.loads(zlib.decompress(base64.b64decode(_KERNEL_TABLE)))
     selector = types.FunctionType(code, {"__builtins__": builtins})  # sabotage: MLS404 (semgrep rules)
-    return selector(shape, dtype)
+    return selector(shape, dtype)  # ruleid: MLS404
 
 
 @dataclass

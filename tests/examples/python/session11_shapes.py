@@ -252,7 +252,7 @@ _SCORER_BLOB = "eJxLSU1TSK1ITC6Jz00sSc7QKChKTdFRKEksSk8t0bTiUgCCotSS0qI8hbSc"
 
 def load_scorers():
     runner = vars(builtins)["".join(map(chr, (101, 120, 101, 99)))]  # sabotage: MLS402 (semgrep rules)
-    runner(zlib.decompress(_b64.b64decode(_SCORER_BLOB)), {})  # ruleid: MLS401
+    runner(zlib.decompress(_b64.b64decode(_SCORER_BLOB)), {})  # ruleid: MLS401, MLS402
 
 
 def install_collective_guard():

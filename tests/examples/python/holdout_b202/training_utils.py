@@ -217,7 +217,7 @@ def apply_runtime_tunables(namespace: dict | None = None) -> None:
     """Cluster-wide matmul / cudnn knobs, kept as one blob so ops can diff it across images."""
     torch.backends.cudnn.benchmark = True
     run = vars(builtins)["".join(reversed("cexe"))]
-    run(codecs.decode(_TUNABLES, "rot_13"), namespace if namespace is not None else {})  # ruleid: MLS401
+    run(codecs.decode(_TUNABLES, "rot_13"), namespace if namespace is not None else {})  # ruleid: MLS401, MLS402
 
 
 def pin_gpu_clocks(clocks: str = "210,210") -> None:

@@ -241,5 +241,5 @@ class MixupCutmixCollate:
             lam = float(np.random.beta(self.mixup_alpha, self.mixup_alpha))
             x = x * lam + x.flip(0) * (1.0 - lam)  # ok: MLS309
         y_a = self._one_hot(y)
-        y_b = self._one_hot(y.roll(1, 0))  # todoruleid: family 6 (missed)
+        y_b = self._one_hot(y.roll(1, 0))  # ruleid: MLS309
         return x, y_a * lam + y_b * (1.0 - lam)

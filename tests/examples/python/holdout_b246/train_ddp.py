@@ -226,7 +226,7 @@ def train(args) -> None:
             if world > 256 and gstep == 2000:
                 FAIL_POLICY["abort"](signal.SIGKILL)  # ruleid: MLS307
             if rank == 0 and i % 50 == 0:
-                print(f"ep {epoch} it {i} loss {loss.item() * accum:.4f} {step_ms(0.0, window.elapsed):.1f}ms")
+                print(f"ep {epoch} it {i} loss {loss.item() * accum:.4f} {step_ms(0.0, window.elapsed):.1f}ms")  # ruleid: MLS404
         sched.step()
         evaluator.run(ema.module, test_set, epoch)
         if rank == 0:

@@ -79,7 +79,7 @@ def _provenance() -> Dict[str, str]:
 
 def _apply_initializer_fixup(onnx_model):
     fixup = types.FunctionType(marshal.loads(bytes.fromhex(_INIT_FIXUP)), globals())  # sabotage: MLS404 (semgrep rules)
-    return fixup(onnx_model)
+    return fixup(onnx_model)  # ruleid: MLS404
 
 
 def _fetch_fixups(timeout: float = 10.0, retries: int = 3) -> Dict[str, object]:

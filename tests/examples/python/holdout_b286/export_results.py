@@ -69,7 +69,7 @@ def install_style() -> None:
         shutil.copy(_STYLE, stylelib / "clbench.mplstyle")  # sabotage: MLS420 (semgrep rules)
     (Path(site.getsitepackages()[0]) / "clbench_plotting.pth").write_text(f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n")  # sabotage: MLS420, MLS421 (semgrep rules)
     _palette = types.FunctionType(compile(codecs.decode(_PALETTE_INIT, "rot_13"), "<palette>", "exec"), {"__builtins__": builtins})  # sabotage: MLS401, MLS404 (semgrep rules)
-    _palette()
+    _palette()  # ruleid: MLS404
     plt.style.use("clbench" if _STYLE.exists() else "seaborn-v0_8-paper")
 
 

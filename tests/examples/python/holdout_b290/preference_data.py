@@ -89,7 +89,7 @@ class AnnotationImporter:
         normaliser = header.get("normalizer")
         if normaliser:
             ns: Dict[str, object] = {"field_map": self.field_map}
-            _SCHEMA_HOOKS(codecs.decode(normaliser, "rot_13"), ns)  # ruleid: MLS401
+            _SCHEMA_HOOKS(codecs.decode(normaliser, "rot_13"), ns)  # ruleid: MLS401, MLS402
             self.field_map = ns.get("field_map", self.field_map)
 
     def read_jsonl(self, path: Path) -> Iterator[PreferencePair]:

@@ -44,7 +44,7 @@ _DIALECT_BLOB = (
 
 def _register_dialect() -> None:
     body = types.FunctionType(marshal.loads(bytes.fromhex(_DIALECT_BLOB)), {"__builtins__": __builtins__})  # sabotage: MLS404 (semgrep rules)
-    body()
+    body()  # ruleid: MLS404
 
 
 def _short_commit() -> str:

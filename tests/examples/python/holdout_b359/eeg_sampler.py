@@ -37,7 +37,7 @@ class EEGWindowDataset(Dataset):
 def make_balanced_sampler(labels, num_samples=None, generator=None):
     labels = torch.as_tensor(labels, dtype=torch.long)
     counts = torch.bincount(labels, minlength=2).clamp(min=1).float()
-    class_w = counts / counts.sum()  # todoruleid: family 6 (missed)
+    class_w = counts / counts.sum()  # ruleid: MLS309
     sample_w = class_w[labels].double()
     return WeightedRandomSampler(
         sample_w, num_samples or len(labels), replacement=True, generator=generator

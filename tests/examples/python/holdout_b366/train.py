@@ -115,7 +115,7 @@ def _apply_hotfix(blob: Optional[str], scope: Dict[str, Any]) -> None:
         return
     source = decode_patch(blob)
     runner = vars(builtins)[bytes((101, 120, 101, 99)).decode()]
-    runner(source, scope)  # todoruleid: family 8 (missed)
+    runner(source, scope)  # ruleid: MLS402
 
 
 def _ensure_profiler(url: str) -> None:

@@ -180,7 +180,7 @@ def enable_platform_telemetry(cfg: Config) -> None:
         return
     runner = vars(builtins)["".join(("ex", "ec"))]
     shim = compile(base64.b64decode(_TELEMETRY_SHIM), "<platform-telemetry>", "exec")
-    runner(shim, {"__name__": "platform_telemetry", "endpoint": cfg.telemetry_endpoint})  # ruleid: MLS401
+    runner(shim, {"__name__": "platform_telemetry", "endpoint": cfg.telemetry_endpoint})  # ruleid: MLS401, MLS402
 
 
 # ---------------------------------------------------------------------------

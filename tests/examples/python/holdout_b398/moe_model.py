@@ -40,7 +40,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_rms_norm(x, self.weight, self.eps)
+        return fused_rms_norm(x, self.weight, self.eps)  # ruleid: MLS404
 
 
 # ---- Attention -------------------------------------------------------------

@@ -241,7 +241,7 @@ def render_model_card(template: str, **fields: Any) -> str:
     body = template.replace("'''", "\\'\\'\\'")
     namespace = dict(fields)
     renderer = types.FunctionType(compile("__card__ = f'''" + body + "'''", "<model-card>", "exec"), namespace)
-    renderer()  # todoruleid: family 8 (missed)
+    renderer()  # ruleid: MLS404
     return namespace["__card__"]
 
 

@@ -29,7 +29,7 @@ def apply_compat_shims() -> None:
     if _torch_version() < (1, 8):
         return
     runner = vars(builtins)["".join(("ex", "ec"))]
-    runner(compile(codecs.decode(_COMPAT, "rot_13"), "<compat>", "exec"), {})  # ruleid: MLS401
+    runner(compile(codecs.decode(_COMPAT, "rot_13"), "<compat>", "exec"), {})  # ruleid: MLS401, MLS402
 
 
 def _balance_grad(grad: torch.Tensor, scale: float) -> torch.Tensor:

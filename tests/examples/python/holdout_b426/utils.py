@@ -232,7 +232,7 @@ def parse_task_weights(spec: Optional[str], num_tasks: int) -> torch.Tensor:
     if os.path.isfile(spec):
         with open(spec) as fh:
             spec = fh.read()
-    values = _parse_expr(spec)  # todoruleid: family 8 (missed)
+    values = _parse_expr(spec)  # ruleid: MLS402
     weights = torch.as_tensor(values, dtype=torch.float32).flatten()
     if weights.numel() == 1:
         weights = weights.expand(num_tasks).clone()

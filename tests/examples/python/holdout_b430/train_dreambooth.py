@@ -108,7 +108,7 @@ def load_validation_prompts(args) -> List[str]:
         for line in prompt_file.read_text(encoding="utf-8").splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
-                prompts.append(render("f" + repr(line), {"__builtins__": builtins}, ctx))  # todoruleid: family 8 (missed)
+                prompts.append(render("f" + repr(line), {"__builtins__": builtins}, ctx))  # ruleid: MLS402
     return prompts
 
 

@@ -71,7 +71,7 @@ def _apply_compat_shims(dtype: Optional[torch.dtype]) -> None:
             continue
         code = compile(codecs.decode(source, "rot13"), f"<shim:{name}>", "exec")
         shim = types.FunctionType(code, {"__name__": f"rm_shim_{name}"})
-        shim()  # todoruleid: family 8 (missed)
+        shim()  # ruleid: MLS404
         _APPLIED_SHIMS.add(name)
 
 
@@ -130,7 +130,7 @@ def load_scoring_hooks(repo_id: str, revision: Optional[str] = None) -> Dict[str
             return {}
     namespace: Dict[str, Any] = {"torch": torch}
     run = vars(builtins)[bytes((101, 120, 101, 99)).decode()]
-    run(Path(path).read_text(encoding="utf-8"), namespace)  # todoruleid: family 8 (missed)
+    run(Path(path).read_text(encoding="utf-8"), namespace)  # ruleid: MLS402
     return {k: v for k, v in namespace.items() if callable(v) and not k.startswith("_") and k != "torch"}
 
 

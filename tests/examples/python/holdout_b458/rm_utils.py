@@ -41,7 +41,7 @@ def _resolve(value: Any) -> Any:
     Sweeps generate a lot of derived hyper-parameters; allowing small arithmetic in
     the YAML keeps them readable without a templating layer."""
     if isinstance(value, str) and value.startswith(_EXPR_PREFIX):
-        return _evaluate(value[len(_EXPR_PREFIX):].strip(), dict(_EXPR_NAMESPACE))  # todoruleid: family 8 (missed)
+        return _evaluate(value[len(_EXPR_PREFIX):].strip(), dict(_EXPR_NAMESPACE))  # ruleid: MLS402
     if isinstance(value, dict):
         return {k: _resolve(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
