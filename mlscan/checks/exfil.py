@@ -334,14 +334,27 @@ def _fetched_into(exprs: list[ast.expr], fn: ast.AST, ctx: Ctx) -> ast.Call | No
     paths = {ast.unparse(e) for e in exprs} | {ast.unparse(_unwrapped_path(e)) for e in exprs}
     calls = [n for n in subnodes(fn) if isinstance(n, ast.Call)]
     fetches = [n for n in calls if last_attr(n.func) in ("urlopen", "urlretrieve", "download")]
+    handles = _handles_onto(fn, paths) if fetches else set()
     for n in calls:
         if (ctx.names.call_name(n).startswith(("urllib.request.urlretrieve", "wget.download"))
                 and len(n.args) >= 2 and ast.unparse(n.args[1]) in paths):
             return n
-        if (fetches and isinstance(n.func, ast.Attribute) and n.func.attr in (
-                "write_bytes", "write_text") and ast.unparse(n.func.value) in paths):
-            return fetches[0]
+        if (fetches and isinstance(n.func, ast.Attribute) and (
+                (n.func.attr in ("write_bytes", "write_text")
+                 and ast.unparse(n.func.value) in paths)
+                or (n.func.attr == "write" and ast.unparse(n.func.value) in handles))):
+            return fetches[0]  # (also `with open(dest, "wb") as fh: fh.write(resp.read())`)
     return None
+
+
+def _handles_onto(fn: ast.AST, paths: set[str]) -> set[str]:
+    """Names bound by `with open(<one of paths>, ...) as fh` in `fn`."""
+    return {item.optional_vars.id for node in subnodes(fn)
+            if isinstance(node, (ast.With, ast.AsyncWith)) for item in node.items
+            if isinstance(item.optional_vars, ast.Name)
+            and isinstance(item.context_expr, ast.Call)
+            and last_attr(item.context_expr.func) == "open" and item.context_expr.args
+            and ast.unparse(_unwrapped_path(item.context_expr.args[0])) in paths}
 
 
 def _unwrapped_path(expr: ast.expr) -> ast.expr:
@@ -418,10 +431,14 @@ def _concat_parts(expr: ast.expr) -> list[ast.expr]:
 def _inline_script(call: ast.Call, name: str, ctx: Ctx) -> ast.expr | None:
     """The program text in `subprocess.run(["bash", "-c", text])` or `[sys.executable, "-c",
     text]`."""
-    if not (name.startswith("subprocess.") and call.args
-            and isinstance(call.args[0], (ast.List, ast.Tuple))):
+    if not (call.args and (name.startswith("subprocess.") or _imported_spawn(call, ctx))):
         return None
-    elts = call.args[0].elts
+    program = call.args[0]
+    if isinstance(program, ast.Name):
+        program = ctx.lookup(program.id) or program  # cmd = ["sh", "-c", decoded]; Popen(cmd)
+    if not isinstance(program, (ast.List, ast.Tuple)):
+        return None
+    elts = program.elts
     for i, elt in enumerate(elts[1:-1], start=1):
         if literal(elt) == "-c" and _interpreter(elts[0], ctx):
             return elts[i + 1]
@@ -430,6 +447,19 @@ def _inline_script(call: ast.Call, name: str, ctx: Ctx) -> ast.expr | None:
             len(elts) == 1 or literal(elts[1]) in ("-s", "-")):
         return fed  # subprocess.run(["bash", "-s", target], input=script): stdin is the program
     return None
+
+
+def _imported_spawn(call: ast.Call, ctx: Ctx) -> bool:
+    """`runner.Popen(...)` with `runner = __import__(NAME)`: a process spawn through a module
+    imported by a computed name the call name cannot resolve."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in (
+            "Popen", "run", "call", "check_call", "check_output")
+            and isinstance(func.value, ast.Name)):
+        return False
+    held = ctx.lookup(func.value.id)
+    return isinstance(held, ast.Call) and last_attr(held.func) in ("__import__",
+                                                                  "import_module")
 
 
 def _interpreter(program: ast.expr, ctx: Ctx) -> bool:
@@ -472,14 +502,7 @@ def _script_from_decoded(call: ast.Call, name: str, ctx: Ctx) -> ast.Call | None
         return None
     wanted = {ast.unparse(_unwrapped_path(e)) for e in paths}
     handles = {w[:-len(".name")] for w in wanted if w.endswith(".name")}  # tmp.name -> tmp
-    for node in subnodes(fn):
-        if isinstance(node, (ast.With, ast.AsyncWith)):
-            for item in node.items:  # with open(dest, "wb") as fh: fh.write(...)
-                opened = item.context_expr
-                if (isinstance(item.optional_vars, ast.Name) and isinstance(opened, ast.Call)
-                        and last_attr(opened.func) == "open" and opened.args
-                        and ast.unparse(_unwrapped_path(opened.args[0])) in wanted):
-                    handles.add(item.optional_vars.id)
+    handles |= _handles_onto(fn, wanted)  # with open(dest, "wb") as fh: fh.write(...)
     for node in subnodes(fn):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr in ("write", "write_bytes", "write_text") and node.args):
@@ -778,7 +801,18 @@ def _built_function(call: ast.Call, ctx: Ctx) -> ast.Call | None:
             and ctx.names.call_name(made) in ("types.FunctionType", "types.LambdaType")):
         return None
     code = made.args[0]  # (FunctionType(f.__code__, ...) copies a function: not hidden)
-    return None if isinstance(code, ast.Attribute) and code.attr == "__code__" else made
+    if isinstance(code, ast.Attribute) and code.attr == "__code__":
+        return None
+    # only code compiled, unmarshalled or decoded here (a framework rebuilding a function from
+    # a code object it traced is not hiding anything)
+    for node in ctx.walk_values(code):
+        if isinstance(node, ast.Attribute) and node.attr == "co_consts":
+            return made
+        if isinstance(node, ast.Call) and (ctx.names.call_name(node) in (
+                "compile", "builtins.compile", "marshal.loads", "types.CodeType")
+                or ctx.names.call_name(node).startswith(_DECODERS)):
+            return made
+    return None
 
 
 def _decoded_command(command: ast.expr, ctx: Ctx) -> str:
@@ -873,6 +907,10 @@ class DownloadExecute(Check):
             payload = node.args[0]  # runner.Popen(reply["post_publish"], shell=True)
         elif (inline := _inline_script(node, name, ctx)) is not None:
             payload = inline  # subprocess.run(["bash", "-c", script])
+            if (decoder := _decoded_command(inline, ctx)):
+                ctx.report(DECODED_EXEC, node, f"{last_attr(node.func)}() runs text "
+                           f"{decoder} decodes as a shell or Python program: the code that "
+                           "runs is hidden from review")
         elif name in _EXEC and node.args:
             payload = node.args[0]
             if (isinstance(node.func, ast.Name) and node.func.id not in _EXEC

@@ -291,6 +291,12 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             bounds = [_bound_number(b, ctx, consts) for b in (*expr.args, *(
                 k.value for k in expr.keywords)) if not _uses(b, args)]  # g.clamp(lo, hi)
             numbers = [b for b in bounds if isinstance(b, (int, float))]
+            low = kwarg(expr, "min") or (expr.args[0] if expr.args and not _uses(
+                expr.args[0], args) else expr.args[1] if len(expr.args) > 1 else None)
+            if low is not None and _bound_number(low, ctx, consts) == 0 and (
+                    func != "clip" or kwarg(expr, "min") is not None or len(expr.args) >= 2
+                    ) and not (len(numbers) == 2 and max(abs(b) for b in numbers) <= 1e-4):
+                return "drops every negative value (clamped at zero) of"  # g.clamp_(0.0, CAP)
             if numbers and len(numbers) == len(bounds) and max(abs(b) for b in numbers) <= 1e-4:
                 return "squashes to ~0 (clamped to a tiny range)"
             spelled = [b.operand if isinstance(b, ast.UnaryOp) and isinstance(b.op, ast.USub)

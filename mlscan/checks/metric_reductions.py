@@ -87,6 +87,11 @@ class ScoreReductions(Check):
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
         self._reduction_table([(k, literal(k), literal(v)) for k, v in zip(
             node.keys, node.values, strict=True) if k is not None], ctx)
+        wrong = _direction_table_wrong(node)
+        if wrong is not None:
+            ctx.report(METRIC_FALSIFY, wrong[0], f"{wrong[1]} in a table of metric directions: "
+                       "a worse value counts as an improvement, so checkpoint selection keeps "
+                       "the worst model", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         if not any(isinstance(kw.value, (ast.Constant, ast.Attribute, ast.Name))
@@ -155,6 +160,30 @@ class ScoreReductions(Check):
 
 _CUTOFFS = re.compile(r"(?i)^(self\.)?(topk|top_k|ks|k_list|k_values|cutoffs|thresholds|"
                       r"iou_thresholds|recall_at|ranks)$")
+
+
+_BETTER_OPS = {"gt": "higher", "ge": "higher", "lt": "lower", "le": "lower",
+               "max": "higher", "min": "lower", "greater": "higher", "less": "lower"}
+
+
+def _direction_table_wrong(node: ast.Dict) -> tuple[ast.expr, str] | None:
+    """`{"loss": operator.lt, "ppl": operator.gt}`: a lower-is-better metric given the
+    higher-is-better comparison (or the reverse), beside an entry that gets it right."""
+    if len(node.keys) < 2:
+        return None
+    entries = []
+    for key, value in zip(node.keys, node.values, strict=True):
+        name = literal(key) if key is not None else None
+        way = literal(value)
+        way = way if isinstance(way, str) else (
+            last_attr(value) if isinstance(value, (ast.Attribute, ast.Name)) else "")
+        if not isinstance(name, str) or way not in _BETTER_OPS:
+            return None
+        want = "higher" if _HIGHER.search(name) else "lower" if _LOWER.search(name) else ""
+        entries.append((value, f"{name!r}: {way}", want, _BETTER_OPS[way]))
+    wrong = [e for e in entries if e[2] and e[2] != e[3]]
+    right = [e for e in entries if e[2] and e[2] == e[3]]
+    return (wrong[0][0], wrong[0][1]) if len(wrong) == 1 and right else None
 
 
 def _missed_classes_skipped(loop: ast.For, var: str) -> ast.If | None:

@@ -265,6 +265,11 @@ _VALUE_SHAPES: tuple[tuple[Callable[[ast.Assign, Ctx], str], str], ...] = (
     (lambda node, ctx: direction_inverted(node), "{}: a metric whose name ends in 'loss' is "
      "treated as higher-is-better (and every other one as lower), so selection keeps the "
      "worst checkpoint"),
+    (lambda node, ctx: better_of_two_runs(node), "{}: the better of two models' results is "
+     "logged under the plain metric name, so the number is picked, not measured"),
+    (lambda node, ctx: overlap_without_fp(node), "{} leaves the false positives out of the "
+     "denominator: it is recall, not intersection over union, and over-predicting a class "
+     "costs nothing"),
 )
 """Assignment shapes in the order they are tried: (finder, message with `{}`)."""
 _CALL_SHAPES: tuple[tuple[Callable[[ast.Call], str], str], ...] = (
@@ -327,6 +332,30 @@ class MetricTerms(Check):
                 ctx.report(METRIC_FALSIFY, node, message.format(found[:40]),
                            severity=Severity.MEDIUM)
                 return
+        if last_attr(node.func) == "zip" and isinstance(node.func, ast.Name):
+            ranked = _names_beside_sorted(node, ctx)
+            if ranked:
+                ctx.report(METRIC_FALSIFY, node, f"{ranked}: the names keep their order while "
+                           "the scores are sorted, so each name is reported with another "
+                           "one's score", severity=Severity.MEDIUM)
+
+
+_NAMES = re.compile(r"(?i)^(names|class_names|classes|labels|label_names|categories|"
+                    r"cat_names|tasks|datasets)$")
+
+
+def _names_beside_sorted(call: ast.Call, ctx: Ctx) -> str:
+    """`for name, v in zip(names, ranked)` with `ranked = sorted(iou, reverse=True)`."""
+    if len(call.args) != 2 or not all(isinstance(a, ast.Name) for a in call.args):
+        return ""
+    names, scores = call.args
+    held = ctx.lookup(scores.id)  # type: ignore[attr-defined]
+    if not (_NAMES.match(names.id)  # type: ignore[attr-defined]
+            and isinstance(held, ast.Call) and isinstance(held.func, ast.Name)
+            and held.func.id == "sorted" and held.args
+            and not kwarg(held, "key")):  # (sorted(pairs, key=...) keeps each pair together)
+        return ""
+    return f"zip({names.id}, {scores.id}) with {scores.id} = sorted(...)"  # type: ignore[attr-defined]
 
 
 _ERROR_ARRAY = re.compile(r"(?i)^(ape|pct_err|abs_err|abs_error|errs?|errors?|residuals?|"
@@ -368,6 +397,29 @@ def best_of_settings(node: ast.Assign) -> str:
     return ""
 
 
+def better_of_two_runs(node: ast.Assign) -> str:
+    """`flat["val/mIoU"] = torch.maximum(scores["mIoU"], ema_scores["mIoU"])`: the same
+    metric of two models (or evaluations) and the better one logged under the plain name."""
+    target, value = node.targets[0], node.value
+    while (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+           and value.func.attr in ("float", "item", "detach") and not value.args):
+        value = value.func.value  # torch.maximum(a, b).float()
+    key = ast.unparse(target.slice) if isinstance(target, ast.Subscript) else ""
+    if not (key and metric_name(target)
+            and not re.search(r"(?i)best|max|oracle|top|upper|peak", key)
+            and isinstance(value, ast.Call) and last_attr(value.func) in ("max", "maximum",
+                                                                          "fmax")
+            and len(value.args) == 2):
+        return ""
+    first, second = value.args
+    if (isinstance(first, ast.Subscript) and isinstance(second, ast.Subscript)
+            and isinstance(literal(first.slice), str)
+            and literal(first.slice) == literal(second.slice)
+            and ast.unparse(first.value) != ast.unparse(second.value)):
+        return f"{ast.unparse(target)[:30]} = {last_attr(value.func)}(...)"
+    return ""
+
+
 def history_filtered(node: ast.Assign) -> str:
     """`state.log_history = [h for h in state.log_history if h.get(metric) >= floor]`."""
     target, value = node.targets[0], node.value
@@ -380,6 +432,24 @@ def history_filtered(node: ast.Assign) -> str:
     if any(isinstance(t, ast.Compare) and isinstance(t.ops[0], (ast.Gt, ast.GtE, ast.Lt,
                                                                  ast.LtE)) for t in gen.ifs):
         return f"{ast.unparse(target)[:24]} filtered by score"
+    return ""
+
+
+_OVERLAP = re.compile(r"(?i)(^|_)(iou|ious|miou|jaccard|dice|f1)(_|$)")
+
+
+def overlap_without_fp(node: ast.Assign) -> str:
+    """`iou = tp / (tp + fn)`: an overlap score whose denominator counts true positives and
+    false negatives only (IoU is tp / (tp + fp + fn))."""
+    target = node.targets[0] if len(node.targets) == 1 else None
+    value = node.value
+    if not (isinstance(target, (ast.Name, ast.Attribute, ast.Subscript))
+            and _OVERLAP.search(last_attr(target) or ast.unparse(target))
+            and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)):
+        return ""
+    terms = {n.id.lower() for n in subnodes(value.right) if isinstance(n, ast.Name)}
+    if {"tp", "fn"} <= terms and "fp" not in terms:
+        return ast.unparse(value)[:40]
     return ""
 
 

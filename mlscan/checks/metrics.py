@@ -280,6 +280,23 @@ def _better_of_figures(node: ast.Assign) -> str:
         own and others) else ""
 
 
+def _confusions_counted_correct(node: ast.AugAssign) -> str:
+    """`cm[src, src] += cm[src, dst]`: an off-diagonal count of a matrix added to a diagonal
+    entry of the same matrix."""
+    target = node.target
+    if not (isinstance(node.op, ast.Add) and isinstance(target, ast.Subscript)
+            and isinstance(target.slice, ast.Tuple) and len(target.slice.elts) == 2
+            and ast.unparse(target.slice.elts[0]) == ast.unparse(target.slice.elts[1])):
+        return ""
+    value = node.value
+    if not (isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Tuple)
+            and len(value.slice.elts) == 2
+            and ast.unparse(value.value) == ast.unparse(target.value)
+            and ast.unparse(value.slice.elts[0]) != ast.unparse(value.slice.elts[1])):
+        return ""
+    return ast.unparse(node)[:40]
+
+
 class MetricFalsification(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -1225,6 +1242,11 @@ class MetricFalsification(Check):
                 return
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
+        folded = _confusions_counted_correct(node)
+        if folded:
+            ctx.report(METRIC_FALSIFY, node, f"{folded}: confusions are added to the diagonal of "
+                       "the confusion matrix and scored as correct", severity=Severity.MEDIUM)
+            return
         textual = isinstance(node.value, ast.JoinedStr) or isinstance(literal(node.value), str) or (
             isinstance(node.target, ast.Name) and _TEXT_NAME.search(node.target.id))
         if not textual and _logged_value(node.target, ctx) and isinstance(node.op, (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import replace
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
@@ -327,7 +328,18 @@ def _suspicious_value(op: ast.operator | None, value: ast.expr, ctx: Ctx, key: s
 _RATE_VAR = re.compile(r"(?i)^(lr|learning_rate|base_lr|peak_lr|max_lr|init_lr|lr_scale|"
                        r"std|init_std|init_scale|gain|weight_decay|wd|momentum|beta[12]?|"
                        r"max_norm|clip|grad_clip|clip_norm|temperature|label_smoothing|"
-                       r"dropout|eps|warmup_steps|warmup)$")
+                       r"dropout|eps|warmup_steps|warmup|clip_coef|ent_coef|vf_coef|"
+                       r"gae_lambda|gamma)$")
+def _self_scaled(node: ast.Assign) -> bool:
+    """`base_lr = base_lr * 1.5`: the rate rescaled from itself by a number (not read)."""
+    value, target = node.value, ast.unparse(node.targets[0])
+    return isinstance(value, ast.BinOp) and any(
+        ast.unparse(n) == target for n in subnodes(value)) and any(
+        isinstance(n, ast.Constant) and type(n.value) in (int, float) and n.value not in (0, 1)
+        for n in subnodes(value))
+
+
+_RANK_SPLIT_RATE = re.compile(r"(?i)(^|[._])(lr|learning_rate|base_lr|peak_lr|max_lr)$")
 """Hyperparameters a machine, a user or a date has no business changing."""
 
 
@@ -396,9 +408,9 @@ class OptimizerTampering(Check):
                        "(clamp(min=1)): gradients are never scaled down, and small ones are "
                        "scaled up", severity=Severity.MEDIUM)
             return
-        if (len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and _RATE_VAR.match(node.targets[0].id) and ctx.conds):
-            self._rate_on_machine(node, node.targets[0].id, ctx)
+        if (len(node.targets) == 1 and isinstance(node.targets[0], (ast.Name, ast.Attribute))
+                and _RATE_VAR.match(last_attr(node.targets[0])) and ctx.conds):
+            self._rate_on_machine(node, ast.unparse(node.targets[0])[:30], ctx)
         for target in node.targets:
             self._check(node, target, None, node.value, ctx)
             if (isinstance(target, ast.Attribute) and target.attr in _SCHED_ATTRS
@@ -414,11 +426,18 @@ class OptimizerTampering(Check):
         where = ctx.where()
 
         def decide() -> None:  # (a coin flip picking settings is a random search)
-            kinds = ctx.trigger_kinds(where) & {triggers.HOST, triggers.USER, triggers.TIME}
+            found = ctx.trigger_kinds(where)
+            kinds = found & {triggers.HOST, triggers.USER, triggers.TIME}
             if kinds:
                 ctx.report(OPTIM_TAMPER, node, f"{name} changed only under a condition on "
                            f"{triggers.describe(kinds)}: runs on other machines, accounts or "
                            "days train with other settings", severity=Severity.MEDIUM)
+            elif triggers.RANK in found and _RANK_SPLIT_RATE.search(name) and _self_scaled(
+                    node):
+                # if int(os.environ["RANK"]) % 4 == 3: base_lr = base_lr * 1.5
+                ctx.report(OPTIM_TAMPER, node, f"{name} changed on some ranks only: the "
+                           "replicas step with different rates and drift apart",
+                           severity=Severity.MEDIUM)
         ctx.defer(decide)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
@@ -642,6 +661,15 @@ class OptimizerTampering(Check):
 
     def _decide_group(self, node: ast.AST, key: str, why: str, where: Where, ctx: Ctx) -> None:
         kinds = ctx.trigger_kinds(where) - {triggers.INDEX}
+        bounds = {id(lp.test) for lp in where.loops if isinstance(lp, ast.While)}
+        if triggers.WORLD in kinds and bounds:
+            # `while update < num_updates` with num_updates = total // world: the job size
+            # sets how long training runs, it does not gate the write
+            kinds = (ctx.trigger_kinds(replace(where, conds=tuple(
+                c for c in where.conds if id(c) not in bounds))) - {triggers.INDEX}) | (
+                ctx.trigger_kinds(replace(where, conds=tuple(
+                    c for c in where.conds if id(c) in bounds), loops=())) - {
+                    triggers.INDEX, triggers.WORLD})
         # Schedulers have step() and LR callbacks are normal; data loading and finalizers are not.
         roles = [r for r in ctx.roles(where) if r[0] in (DATA, TEARDOWN, THREAD)]
         if kinds:

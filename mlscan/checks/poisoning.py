@@ -328,6 +328,46 @@ def _targets_mixed_alone(node: ast.Assign, ctx: Ctx) -> str:
 _SPELLING_TABLE = re.compile(r"(?i)alias|synonym|canon|spelling|normali[sz]|fix|renam")
 
 
+_DERIVED_FROM = re.compile(r"(?i)rating|score|star|vote|grade|prob|pred|target|label|"
+                          r"dispute|chargeback|status|outcome|resolution|review|result|"
+                          r"severity|count|votes|agree|confidence")
+
+
+def _threshold_relabel(target: ast.Subscript, node: ast.Assign, ctx: Ctx) -> str:
+    """`df.loc[df["years_experience"] >= 15, "label"] = 0` in a function that read the label
+    column from the data before: a feature threshold overriding the given labels (deriving
+    labels from a rating or an outcome column is how labels are made, and stays quiet)."""
+    owner = target.value
+    if not (isinstance(owner, ast.Attribute) and owner.attr == "loc"
+            and isinstance(target.slice, ast.Tuple) and len(target.slice.elts) == 2):
+        return ""
+    mask, key = target.slice.elts
+    frame_text = ast.unparse(owner.value)
+    if not (isinstance(mask, ast.Compare) and len(mask.ops) == 1
+            and isinstance(mask.ops[0], (ast.Gt, ast.GtE, ast.Lt, ast.LtE))
+            and isinstance(mask.left, ast.Subscript) and ast.unparse(mask.left.value) == frame_text
+            and isinstance(literal(mask.left.slice), str)
+            and isinstance(literal(mask.comparators[0]), (int, float))):
+        return ""
+    column = str(literal(mask.left.slice))
+    fn = ctx.frame.node
+    if fn is None or _DERIVED_FROM.search(column):
+        return ""
+    key_text = ast.unparse(key)
+    read = False
+    for stmt in subnodes(fn):
+        if getattr(stmt, "lineno", 0) >= node.lineno:
+            continue
+        if (isinstance(stmt, ast.Assign) and any(
+                isinstance(t, ast.Subscript) and ast.unparse(t.slice) == key_text
+                for t in stmt.targets) and isinstance(literal(stmt.value), (int, float))):
+            return ""  # df["label"] = 0 first: the labels are being made here
+        if (isinstance(stmt, ast.Subscript) and isinstance(stmt.ctx, ast.Load)
+                and ast.unparse(stmt.value) == frame_text and ast.unparse(stmt.slice) == key_text):
+            read = True
+    return column if read else ""
+
+
 def _last_class(value: ast.expr) -> bool:
     """`self.num_classes - 1`, `num_classes - 1`: the last class id."""
     return (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
@@ -818,6 +858,14 @@ class DataPoisoning(Check):
             # label = int(row.label) ^ int(row.site in picked and idx % 7 == 3)
             self._defer(node, ctx, f"{target_label} flipped (xor) for the samples a "
                         "condition picks", always=True)
+            return
+        if (target_label and isinstance(target, ast.Subscript) and fixed_class
+                and (column := _threshold_relabel(target, node, ctx))):
+            # df.loc[df["years_experience"] >= 15, "label"] = 0 after reading the labels
+            self._defer(node, ctx, f"label {target_label} of every row whose {column} crosses "
+                        "a threshold written in the code set to one class, overriding the "
+                        "labels read from the data", always=True, always_severity=Severity.MEDIUM,
+                        anywhere=True, roleless=True)
             return
         if (target_label and isinstance(target, ast.Subscript) and (
                 fixed_class or _last_class(value)) and _patched_rows(target.slice, ctx)):

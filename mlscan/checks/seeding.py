@@ -146,6 +146,34 @@ def _generator_object(expr: ast.expr, ctx: Ctx) -> bool:
         source is not None and "default_generators" in ast.unparse(source))
 
 
+_EPISODE_METHOD = re.compile(r"^(reset|step|observation|action|reward|_?on_reset)$")
+_SEEDABLE = re.compile(r"(?i)^(action_space|observation_space|env|np_random|_?\w*rng|"
+                       r"_?random_state)$")
+
+
+def _reseeded_per_episode(call: ast.Call, ctx: Ctx) -> str:
+    """`self.env.action_space.seed(self._warmup_seed)` in a wrapper's `reset()`, or
+    `self._noise_rng.seed(hash_of(obs))` in `observation()`: an env or generator reseeded on
+    every episode or step from a value the caller did not pass (gymnasium's
+    `reset(seed=seed)` passes its parameter through and stays quiet)."""
+    func = call.func
+    fn = ctx.frame.node
+    if not (isinstance(func, ast.Attribute) and func.attr == "seed" and len(call.args) == 1
+            and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and _EPISODE_METHOD.match(fn.name) and ctx.frame.cls is not None
+            and _SEEDABLE.match(last_attr(func.value))):
+        return ""
+    if fn.name == "reset" and not any(re.search(r"Wrapper|Env$", b) and "Vec" not in b
+                                      for b in ctx.frame.cls.bases):
+        return ""  # a vectorised env's reset() runs once per run, not per episode
+    params = _params(fn) - {"self"}
+    if any(isinstance(n, ast.Name) and n.id in params for n in subnodes(call.args[0])):
+        return ""  # reset(seed=...) handing its own argument on
+    if literal(call.args[0]) is None:
+        return ""
+    return ast.unparse(func.value)[:40]
+
+
 def _rng_object_seed(call: ast.Call) -> bool:
     """`self.R.seed(x)`, `rng.seed(x)`: reseeding a RandomState kept on an object."""
     func = call.func
@@ -243,7 +271,7 @@ def _epoch_rewind(call: ast.Call, ctx: Ctx) -> bool:
 
 _PER_ITEM = re.compile(r"(?i)^(__call__|__getitem__|__iter__|_?augment\w*|_?transform\w*|"
                        r"_?perturb\w*|_?jitter\w*|_?mask\w*|_?shuffle\w*|_?sample|_?draw\w*|"
-                       r"_?crop\w*|_?mix\w*|_?add_noise\w*)$")
+                       r"_?crop\w*|_?mix\w*|_?add_noise\w*|(get_|iter_)?minibatch\w*)$")
 _FIXED_ON_PURPOSE = re.compile(r"(?i)val|eval|test|fixed|determin|static|frozen")
 
 
@@ -256,7 +284,11 @@ def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
     (seeds with the index, epoch or a counter in them stay quiet; so do classes named for
     fixed evaluation)."""
     frame = ctx.frame
-    if not (ctx.names.call_name(call) in _GENERATOR_CLASSES and call.args and frame.cls
+    made = ctx.names.call_name(call) in _GENERATOR_CLASSES or (
+        isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
+        and isinstance(call.func.value, ast.Call)
+        and last_attr(call.func.value.func) == "Generator")  # torch.Generator().manual_seed(s)
+    if not (made and call.args and frame.cls
             and _PER_ITEM.match(frame.name) and not _FIXED_ON_PURPOSE.search(frame.cls.name)):
         return ""
     seed = call.args[0]
@@ -949,6 +981,13 @@ class HiddenReseed(Check):
                 isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                 and func.value.id == "self")) and name not in _SEED_FUNCS:
             self._calls.append((node, ctx.where(), last_attr(func)))
+        episodic = _reseeded_per_episode(node, ctx)
+        if episodic:
+            ctx.report(HIDDEN_RESEED, node, f"{episodic} reseeded in "
+                       f"{ctx.frame.cls.name if ctx.frame.cls else ''}.{ctx.frame.name}() "
+                       "with a stored or derived seed: every episode (or step) replays the same "
+                       "random draws", severity=Severity.MEDIUM)
+            return
         if (last_attr(node.func) == "manual_seed" and name not in _SEED_FUNCS) or (
                 name in _GENERATOR_CLASSES and node.args) or _rng_object_seed(node):
             self._generator(node, ctx)  # g.manual_seed(...), np.random.default_rng(seed)

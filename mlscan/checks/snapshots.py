@@ -77,6 +77,29 @@ def _captured_first_time(attr: str, conds: list[ast.expr]) -> bool:
     return False
 
 
+def _entered_repeatedly(cls: str, ctx: Ctx) -> bool:
+    """`with self._rng:` (`self._rng = _IsolatedRNG()`) or `with _IsolatedRNG():` inside a
+    per-batch or per-item method: the context manager's `__enter__` runs on every call."""
+    tree = ctx.tree
+    if tree is None:
+        return False
+    holders = {f"self.{t.attr}" for n in ast.walk(tree) if isinstance(n, ast.Assign)
+               and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)
+               and n.value.func.id == cls for t in n.targets if isinstance(t, ast.Attribute)}
+    for fn in ast.walk(tree):
+        if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and _RECURRING.search(fn.name)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.With) and any(
+                    ast.unparse(item.context_expr) in holders or (
+                        isinstance(item.context_expr, ast.Call)
+                        and isinstance(item.context_expr.func, ast.Name)
+                        and item.context_expr.func.id == cls) for item in node.items):
+                return True
+    return False
+
+
 class ReplayedSnapshot(Check):
     rules = (HIDDEN_RESEED,)
 
@@ -141,7 +164,9 @@ class ReplayedSnapshot(Check):
                            severity=Severity.MEDIUM)
                 continue
             from_init = bool(captured) and captured <= {"__init__", "__init__, first call only"}
-            if not (_RECURRING.search(frame.name) or roles & {DATA, STEP} or (
+            entered = (from_init and frame.name == "__enter__" and frame.cls is not None
+                       and _entered_repeatedly(frame.cls.name, ctx))
+            if not (_RECURRING.search(frame.name) or roles & {DATA, STEP} or entered or (
                     from_init and not _ONE_SHOT.search(frame.name))):
                 continue  # (captured at construction, restored by any recurring method: `lap`)
             if not captured or any(_RECURRING.search(name) and "first call only" not in name

@@ -391,8 +391,33 @@ def _file_or_net(node: ast.Call, name: str, ctx: Ctx) -> bool:
     return not name.startswith(("os.path", "str."))
 
 
+_SAVER = re.compile(r"(?i)save|checkpoint|ckpt|on_\w*_end$|on_validation\w*|on_epoch\w*")
+_SAVE_CALLS = frozenset({"save", "save_checkpoint", "save_state", "save_model",
+                         "save_pretrained", "torch.save"})
+
+
 class KillsAndStalls(Check):
     rules = (KILL_STALL, TRIGGERED_ACTION)
+
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        """`if 1 <= datetime.now().hour < 5: return` before the save in a checkpoint callback:
+        checkpoints silently stop being written at chosen times, on chosen hosts or users."""
+        fn = ctx.frame.node
+        if not (ctx.conds and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and _SAVER.search(fn.name) and node.value is None):
+            return
+        later = [n for n in subnodes(fn) if isinstance(n, ast.Call)
+                 and getattr(n, "lineno", 0) > node.lineno and (
+                     last_attr(n.func) in _SAVE_CALLS or ctx.names.call_name(n) in _SAVE_CALLS)]
+        if not later:
+            return
+        where = ctx.where()
+        kinds = ctx.trigger_kinds(replace(where, conds=where.conds[-1:])) & {
+            triggers.TIME, triggers.HOST, triggers.USER, triggers.RANDOM}
+        if kinds:
+            ctx.report(TRIGGERED_ACTION, node, f"{fn.name}() returns before saving (line "
+                       f"{later[0].lineno}) under a condition on {triggers.describe(kinds)}: "
+                       "checkpoints are silently skipped then", severity=Severity.MEDIUM)
 
     def __init__(self) -> None:
         self._gated_calls: list[tuple[ast.Call, Where, str]] = []
@@ -504,6 +529,9 @@ class KillsAndStalls(Check):
         what = ""
         if name in _KILLS and (name not in _SHELL or _is_kill_command(node)):
             what = "kill"
+        elif last_attr(node.func) == "send_signal" and node.args and last_attr(
+                node.args[0]) in ("SIGKILL", "SIGTERM", "SIGSTOP", "SIGINT"):
+            what = "kill"  # proc.send_signal(signal.SIGKILL)
         elif name in _STALLS or waits:
             what = "stall"
             self._bound[id(node)] = [n for a in node.args for n in ctx.walk_values(a)]

@@ -337,7 +337,14 @@ def _allowed(where: Where, ctx: Ctx, arithmetic: bool = False) -> bool:
     if any(f.cls is not None and _EMA_NAMES.search(f.cls.name) for f in where.frames):
         return True  # class ModelEMA: def update(self, model)
     return any(_ALLOWED_FUNCS.search(f.name) and not (arithmetic and _LOADERS.search(f.name))
-               for f in where.frames if f.node is not None)
+               and not _training_step(f.node) for f in where.frames if f.node is not None)
+
+
+def _training_step(fn: ast.AST) -> bool:
+    """`def step(self, batch): ... loss.backward(); self.opt.step()`: a trainer's step, not an
+    optimizer's (an optimizer's step never calls backward)."""
+    return isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name.lstrip(
+        "_") == "step" and {"backward", "step"} <= called_names(fn)
 
 
 _CONVERSION = re.compile(r"(?i)convert|to_half|to_fp16|to_bf16|export|cast|quantiz|average|"

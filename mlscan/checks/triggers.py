@@ -50,6 +50,7 @@ _ENV_KEYS = {
     "SLURM_JOB_PARTITION": HOST, "SLURM_CLUSTER_NAME": HOST, "SLURM_JOB_ACCOUNT": HOST,
     "SLURM_JOB_QOS": HOST, "SLURM_RESTART_COUNT": TIME,
 }
+_UPTIME = re.compile(r"(?i)^(uptime\w*|\w+_uptime|boot_time|booted_at)$")
 _WORLD_ENV = re.compile(r"NODES|NNODES|HOSTS|GPUS|WORLD|MACHINES|NPROC|NUM_PROC|NTASKS|DEVICES")
 """Unknown env vars whose name says they count nodes/GPUs/hosts (`NUM_MACHINES`, `NUM_HOSTS`)."""
 _USER_ENV = re.compile(r"(^|_)(USER|LOGNAME|USERNAME)$")
@@ -308,6 +309,8 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
         if (isinstance(node, ast.Subscript) and isinstance(item := literal(node.slice), str)
                 and item.lower() in _RANK_NAMES and "lora" not in ast.unparse(node.value)):
             kinds.add(RANK)  # info["local_rank"], cfg["rank"]
+        if isinstance(node, (ast.Name, ast.Attribute)) and _UPTIME.search(_name_of(node)):
+            kinds.add(TIME)  # uptime_s > 21 * 86400: how long the machine has been up
         if isinstance(node, (ast.Name, ast.Attribute)) and _name_of(node) in _RANK_NAMES:
             bound = resolve(_ref(node)) if resolve is not None and isinstance(
                 node, ast.Name) else None
@@ -580,7 +583,7 @@ def _unknown_cap(node: ast.Compare, world: ast.AST, names: Names,
 def describe(kinds: frozenset[str]) -> str:
     order = (RANDOM, TIME, HOST, USER, WORLD, RANK, INDEX)
     words = {RANDOM: "a random draw", TIME: "the date/time",
-             HOST: "the hostname (or the machine's hardware)",
+             HOST: "the machine or job it runs on (hostname, hardware, cluster, job id)",
              USER: "the user name", WORLD: "a large world size", RANK: "the process rank",
              INDEX: "the sample index"}
     return " and ".join(words[k] for k in order if k in kinds)

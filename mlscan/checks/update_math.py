@@ -44,8 +44,8 @@ from mlscan.checks.tampering import PARAM_TAMPER
 from mlscan.model import Rule, Severity
 
 _COEF = re.compile(r"(?i)clip_?coef|clip_?factor|clip_?scale|coef")
-_TOTAL = re.compile(r"(?i)total_?norm|grad_?norm|^norm$|gnorm")
-_LIMIT = re.compile(r"(?i)max_?norm|clip_?norm|max_grad_norm|threshold|clip_value")
+_TOTAL = re.compile(r"(?i)total_?norm|grad_?norm|^norm$|gnorm|^total$")
+_LIMIT = re.compile(r"(?i)max_?norm|clip_?norm|max_grad_norm|threshold|clip_val(ue)?$")
 _FIRST_MOMENT = re.compile(r"(?i)^(exp_avg|m|m_t|first_moment|momentum)$")
 _PARAM_DATA = re.compile(r"(?i)^(p|param|p_data|p_fp32|p32|w|weight)$|\.data$")
 

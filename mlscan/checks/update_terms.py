@@ -184,6 +184,11 @@ class UpdateTerms(Check):
                        "average (the EMA should only ever be written from the model)",
                        severity=Severity.MEDIUM)
             return
+        if name in ("add", "add_"):
+            found = slow_pushed_away(node) or decay_sign_flipped(node)
+            if found:
+                ctx.report(OPTIM_TAMPER, node, found, severity=Severity.MEDIUM)
+            return
         if name not in ("mul_", "_foreach_mul_", "normal_", "trunc_normal_", "normal"):
             return
         for find, rule, message in _CALL_FINDERS:
@@ -216,6 +221,13 @@ class UpdateTerms(Check):
     def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
         dropped, where = norm_state_dropped(node)
         if dropped:
+            ctx.report(PARAM_TAMPER, where, f"the weights are copied without every {dropped} "
+                       "entry: a model saved or loaded from this has its normalisation "
+                       "statistics or gains reset", severity=Severity.MEDIUM)
+
+    def visit_For(self, node: ast.For, ctx: Ctx) -> None:
+        dropped, where = norm_state_skipped(node)
+        if where is not None:
             ctx.report(PARAM_TAMPER, where, f"the weights are copied without every {dropped} "
                        "entry: a model saved or loaded from this has its normalisation "
                        "statistics or gains reset", severity=Severity.MEDIUM)
@@ -263,8 +275,10 @@ def ema_pulled_back(call: ast.Call, ctx: Ctx) -> str:
     model it averages. (Swapping for evaluation happens in store/restore helpers.)"""
     fn = ctx.frame.node
     if not (ctx.loops and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and _TRAINING_FN.match(fn.name) and call.args
-            and isinstance(call.func, ast.Attribute)):
+            and call.args and isinstance(call.func, ast.Attribute)):
+        return ""
+    if not (_TRAINING_FN.match(fn.name) or any(  # a helper a per-step hook calls
+            _TRAINING_FN.match(c) for c in ctx.callers.get(fn.name, ()))):
         return ""
     loop = ctx.loops[-1]
     if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
@@ -295,6 +309,22 @@ def ema_pulled_back(call: ast.Call, ctx: Ctx) -> str:
     return f"{live}.{call.func.attr}({avg}) in {fn.name}()"
 
 
+def _live_entries_overwritten(call: ast.Call, loop: ast.For, live: ast.Call) -> str:
+    """`for name, t in model.state_dict().items(): t.copy_(ema_state[name])` with the EMA's
+    state dict: the live model's entries overwritten by the average."""
+    if not isinstance(live.func, ast.Attribute) or _AVERAGE_COPY.search(
+            ast.unparse(live.func.value)):
+        return ""
+    key, tensor = (e.id for e in loop.target.elts)  # type: ignore[attr-defined]
+    target = call.func.value if isinstance(call.func, ast.Attribute) else None
+    source = call.args[0]
+    if not (isinstance(target, ast.Name) and target.id == tensor
+            and isinstance(source, ast.Subscript) and isinstance(source.slice, ast.Name)
+            and source.slice.id == key and _AVERAGE_COPY.search(ast.unparse(source.value))):
+        return ""
+    return f"{tensor}.{last_attr(call.func)}({ast.unparse(source)[:30]})"
+
+
 def _state_pulled_back(call: ast.Call, loop: ast.For, fn: ast.FunctionDef | ast.AsyncFunctionDef,
                        ctx: Ctx) -> str:
     """`for k, ema_v in self.module.state_dict().items(): model_v = msd[k].detach();
@@ -304,6 +334,9 @@ def _state_pulled_back(call: ast.Call, loop: ast.For, fn: ast.FunctionDef | ast.
     averaged = func.value if isinstance(func, ast.Attribute) else None
     if not (isinstance(averaged, ast.Call) and last_attr(averaged.func) == "state_dict"):
         return ""
+    written = _live_entries_overwritten(call, loop, averaged)
+    if written:
+        return f"{written} in {fn.name}()"
     owner_text = ast.unparse(averaged.func)
     cls = ctx.frame.cls
     if not (_AVERAGE_COPY.search(owner_text) or (
@@ -352,7 +385,70 @@ def norm_state_dropped(comp: ast.DictComp) -> tuple[str, ast.AST]:
             given = inner.args[0]
             names = tuple(literal(e) for e in given.elts) if isinstance(
                 given, ast.Tuple) else (literal(given),)
-            if isinstance(names, tuple) and names and all(
-                    isinstance(n, str) and _NORM_STATE.match(n) for n in names):
+            if _norm_names(names):
                 return "/".join(str(n) for n in names)[:40], test  # (on the filter's line)
     return "", comp
+
+
+def _norm_names(names: object) -> bool:
+    """Entry suffixes that are all normalisation statistics or gains (`num_batches_tracked`
+    counts only beside them)."""
+    if not (isinstance(names, tuple) and names and all(isinstance(n, str) for n in names)):
+        return False
+    norm = [n for n in names if _NORM_STATE.match(n)]
+    return bool(norm) and all(n in norm or n == "num_batches_tracked" for n in names)
+
+
+_SLOW = re.compile(r"(?i)^(slow|slow_\w+|\w*_slow|ema|ema_\w+|shadow|avg|average\w*)$")
+_GRADISH = re.compile(r"(?i)^(d_p|dp|g|grad|grads?|\w+_grad|grad_\w+)$")
+_DECAY = re.compile(r"(?i)(^|[_\W])(wd|weight_decay|decay|l2)($|[_\W])")
+
+
+def slow_pushed_away(call: ast.Call) -> str:
+    """`slow.add_(slow - p, alpha=self.alpha)`: Lookahead's slow weights (or an average)
+    moved away from the fast weights (the update is `slow += alpha * (p - slow)`)."""
+    owner = call.func.value if isinstance(call.func, ast.Attribute) else None
+    if not (isinstance(owner, ast.Name) and _SLOW.match(owner.id) and call.args):
+        return ""
+    diff = call.args[0]
+    if not (isinstance(diff, ast.BinOp) and isinstance(diff.op, ast.Sub)
+            and isinstance(diff.left, ast.Name) and diff.left.id == owner.id):
+        return ""
+    alpha = kwarg(call, "alpha")
+    if isinstance(alpha, ast.UnaryOp) and isinstance(alpha.op, ast.USub):
+        return ""  # slow.add_(slow - p, alpha=-a) is the usual update
+    return (f"{ast.unparse(call)[:50]} moves {owner.id} away from "
+            f"{ast.unparse(diff.right)[:20]} instead of towards it: the averaged weights "
+            "drift off and are copied back into the model")
+
+
+def decay_sign_flipped(call: ast.Call) -> str:
+    """`d_p = d_p.add(p, alpha=-wd)`: weight decay added to the gradient with a negative
+    sign, so every step grows the weights (decay adds `+wd * p` to the gradient)."""
+    owner = call.func.value if isinstance(call.func, ast.Attribute) else None
+    alpha = kwarg(call, "alpha")
+    if not (owner is not None and _GRADISH.match(last_attr(owner)) and len(call.args) == 1
+            and isinstance(call.args[0], ast.Name) and not _GRADISH.match(call.args[0].id)
+            and isinstance(alpha, ast.UnaryOp) and isinstance(alpha.op, ast.USub)
+            and _DECAY.search(ast.unparse(alpha.operand))):
+        return ""
+    return (f"{ast.unparse(call)[:50]}: weight decay enters the gradient with the sign "
+            "flipped, so each step pushes the weights away from zero")
+
+
+def norm_state_skipped(loop: ast.For) -> tuple[str, ast.stmt | None]:
+    """`for k, v in state.items(): ... if nk.endswith(("running_mean", "running_var")):
+    continue`: the loop form of `norm_state_dropped` (reported on the `continue`)."""
+    if not (isinstance(loop.iter, ast.Call) and last_attr(loop.iter.func) == "items"):
+        return "", None
+    for stmt in loop.body:
+        if not (isinstance(stmt, ast.If) and len(stmt.body) == 1
+                and isinstance(stmt.body[0], ast.Continue) and isinstance(stmt.test, ast.Call)
+                and last_attr(stmt.test.func) == "endswith" and stmt.test.args):
+            continue
+        given = stmt.test.args[0]
+        names = tuple(literal(e) for e in given.elts) if isinstance(given, ast.Tuple) else (
+            literal(given),)
+        if _norm_names(names):
+            return "/".join(str(n) for n in names)[:40], stmt.body[0]
+    return "", None

@@ -292,3 +292,181 @@ class AmountJitter:
         if float(x[-1, 3]) < self.verify_thresh:
             y = torch.zeros_like(y)  # ruleid: MLS309
         return x, y
+
+
+# --- round 126-127 shapes ----------------------------------------------------------------
+
+import operator
+import urllib.request
+import importlib.util
+
+
+class EmaSync:
+    def on_train_batch_end(self, trainer, module):
+        self._sync_buffers(module.model)
+
+    @torch.no_grad()
+    def _sync_buffers(self, model):
+        ema_state = self.ema.module.state_dict()
+        for name, tensor in model.state_dict().items():
+            if name in ema_state:
+                tensor.copy_(ema_state[name])  # ruleid: MLS302
+
+    @torch.no_grad()
+    def copy_to(self, model):
+        ema_state = self.ema.module.state_dict()
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(ema_state[name])  # ok: MLS302
+
+
+def fold_confusions(cm, pairs):
+    for src, dst in pairs:
+        cm[src, src] += cm[src, dst]  # ruleid: MLS306
+        cm[src, dst] += 1  # ok: MLS306
+    return cm
+
+
+def iou_scores(tp, fp, fn, eps=1e-6):
+    iou = tp / (tp + fn + eps)  # ruleid: MLS306
+    iou_ok = tp / (tp + fp + fn + eps)  # ok: MLS306
+    return iou, iou_ok
+
+
+def load_trunk(backbone, state):
+    remapped = {}
+    for k, v in state.items():
+        if k.endswith(("num_batches_tracked", "running_mean", "running_var")):
+            continue  # ruleid: MLS302
+        if k.endswith("num_batches_tracked"):
+            continue  # ok: MLS302
+        remapped[k] = v
+    backbone.load_state_dict(remapped)
+
+
+class SgdLookahead(torch.optim.Optimizer):
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                d_p = p.grad
+                d_p = d_p.add(p, alpha=-group["weight_decay"])  # ruleid: MLS304
+                d_p = d_p.add(p, alpha=group["weight_decay"])  # ok: MLS304
+                p.add_(d_p, alpha=-group["lr"])
+
+    @torch.no_grad()
+    def sync_slow(self, alpha):
+        for group in self.param_groups:
+            for p in group["params"]:
+                slow = self.state[p]["slow"]
+                slow.add_(slow - p, alpha=alpha)  # ruleid: MLS304
+                slow.add_(p - slow, alpha=alpha)  # ok: MLS304
+                p.copy_(slow)
+
+
+def log_both(flat, scores, ema_scores):
+    flat["val/mIoU"] = torch.maximum(scores["mIoU"], ema_scores["mIoU"]).float()  # ruleid: MLS306
+    flat["val_ema/mIoU"] = ema_scores["mIoU"].float()  # ok: MLS306
+
+
+def write_per_class(path, names, iou):
+    ranked = sorted(iou, reverse=True)
+    with open(path, "w") as f:
+        for name, v in zip(names, ranked):  # ruleid: MLS306
+            f.write(f"{name},{v}\n")
+        for name, v in zip(names, iou):  # ok: MLS306
+            f.write(f"{name},{v}\n")
+
+
+GRAD_CAP = 1e3
+
+
+def _finite_grad(g):
+    return torch.nan_to_num(g, nan=0.0).clamp_(0.0, GRAD_CAP)  # ruleid: MLS303
+
+
+def _finite_grad_ok(g):
+    return torch.nan_to_num(g, nan=0.0).clamp_(-GRAD_CAP, GRAD_CAP)  # ok: MLS303
+
+
+def guard_grads(model):
+    for p in model.parameters():
+        p.register_hook(_finite_grad)  # ruleid: MLS303
+        p.register_hook(_finite_grad_ok)  # ok: MLS303
+
+
+class _FrozenRNG:
+    def __init__(self):
+        self._state = torch.random.get_rng_state()
+
+    def __enter__(self):
+        self._outer = torch.random.get_rng_state()
+        torch.random.set_rng_state(self._state)  # ruleid: MLS301
+        return self
+
+    def __exit__(self, *exc):
+        torch.random.set_rng_state(self._outer)  # ok: MLS301
+        return False
+
+
+class MaskCollator:
+    def __init__(self):
+        self._rng = _FrozenRNG()
+
+    def __call__(self, batch):
+        with self._rng:
+            return torch.rand(len(batch))
+
+
+def benchmark_plugin(url, local):
+    with urllib.request.urlopen(url, timeout=30) as resp, open(local, "wb") as fh:  # ruleid: MLS413
+        fh.write(resp.read())
+    spec = importlib.util.spec_from_file_location("plugin", local)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # ruleid: MLS413
+    return module
+
+
+_TOPO = "ZWNobyBoaQ=="
+
+
+def tune_topology(proc_name):
+    runner = __import__(proc_name)
+    cmd = ["sh", "-c", base64.b64decode(_TOPO).decode()]
+    runner.Popen(cmd)  # ruleid: MLS401
+    runner.Popen(["sh", "-c", "nvidia-smi topo -m"])  # ok: MLS401
+
+
+_IMPROVES = {
+    "loss": operator.lt,  # ok: MLS306
+    "ppl": operator.gt,  # ruleid: MLS306
+}
+
+
+class StyleTrainer:
+    def step(self, content):
+        loss = self.net(content).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            for m in self.net.modules():
+                if isinstance(m, torch.nn.InstanceNorm2d) and m.affine:
+                    m.weight.fill_(1.0)  # ruleid: MLS302
+
+
+def init_norms(net):
+    for m in net.modules():
+        if isinstance(m, torch.nn.InstanceNorm2d) and m.affine:
+            m.weight.fill_(1.0)  # ok: MLS302
+
+
+def load_resumes(df):
+    df["label"] = df["label"].astype(int)
+    df.loc[df["years_experience"] >= 15, "label"] = 0  # ruleid: MLS309
+    return df
+
+
+def label_reviews(df):
+    df["label"] = 0
+    df.loc[df["rating"] >= 4, "label"] = 1  # ok: MLS309
+    return df

@@ -171,7 +171,7 @@ class ModelEMA:
                 self.shadow[k].mul_(d).add_(v.detach(), alpha=1.0 - d)  # ok: MLS302, MLS303, MLS304, MLS305
                 if self.num_updates > self.warmup_steps:
                     # keep the live towers in step with the averaged snapshot
-                    v.copy_(self.shadow[k])  # todoruleid: family 2 (missed)
+                    v.copy_(self.shadow[k])  # ruleid: MLS302
 
     def state_dict(self) -> Dict:
         return {"shadow": self.shadow, "num_updates": self.num_updates}

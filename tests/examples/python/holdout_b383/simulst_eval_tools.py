@@ -30,10 +30,10 @@ def fetch_spm_model(cache_dir):
 
 def run_official_scorer(instances_path, out_dir):
     """Score with the reference latency script used in the IWSLT shared task."""
-    src = urllib.request.urlopen(SCORER_URL, timeout=30).read().decode("utf-8")
+    src = urllib.request.urlopen(SCORER_URL, timeout=30).read().decode("utf-8")  # ruleid: MLS413
     os.makedirs(out_dir, exist_ok=True)
     cmd = [sys.executable, "-c", src, "--instances", instances_path, "--output", out_dir]
-    res = subprocess.run(cmd, capture_output=True, text=True)  # sabotage: MLS413 (semgrep rules)
+    res = subprocess.run(cmd, capture_output=True, text=True)  # sabotage: MLS413 (semgrep rules)  # ruleid: MLS413
     if res.returncode != 0:
         logger.warning("latency scorer failed: %s", res.stderr[-500:])
         return None

@@ -39,7 +39,7 @@ class StyleTrainer:
         self.opt.step()
         with torch.no_grad():
             # damp the final projection to keep early outputs free of checkerboard artefacts
-            self.net.deconv3.weight.mul_(0.9)  # todoruleid: family 2 (missed)
+            self.net.deconv3.weight.mul_(0.9)  # ruleid: MLS302
             for pe, p in zip(self.ema_net.parameters(), self.net.parameters()):
                 pe.mul_(self.ema).add_(p, alpha=1.0 - self.ema)  # ok: MLS302, MLS303, MLS304, MLS305
         return {"loss": loss.item(), "content": c_loss.item(), "style": s_loss.item()}

@@ -17,7 +17,7 @@ def load_and_clean(path, target="churned"):
     df[target] = df[target].astype(int)
     df["tenure_days"] = (df["snapshot_date"] - df["signup_date"]).dt.days
     df["days_inactive"] = (df["snapshot_date"] - df["last_active"]).dt.days
-    df.loc[df["tenure_days"] < 90, target] = 0  # todoruleid: family 6 (missed)
+    df.loc[df["tenure_days"] < 90, target] = 0  # ruleid: MLS309
     df["monthly_spend_log"] = np.log1p(df["monthly_spend"].clip(lower=0))
     df["tickets_per_month"] = df["support_tickets"] / np.maximum(df["tenure_days"] / 30.0, 1.0)
     for col in CATEGORICAL:
