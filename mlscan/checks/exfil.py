@@ -17,7 +17,15 @@ from collections.abc import Callable
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import arg, bound_values, kwarg, last_attr, literal, param_names
+from mlscan.checks.names import (
+    arg,
+    bound_values,
+    getattr_name,
+    kwarg,
+    last_attr,
+    literal,
+    param_names,
+)
 from mlscan.checks.nodes import child_nodes, subnodes
 from mlscan.checks.normalize import const_text
 from mlscan.checks.stalls import TRIGGERED_ACTION
@@ -449,15 +457,23 @@ def _inline_script(call: ast.Call, name: str, ctx: Ctx) -> ast.expr | None:
     return None
 
 
-def _imported_spawn(call: ast.Call, ctx: Ctx) -> bool:
-    """`runner.Popen(...)` with `runner = __import__(NAME)`: a process spawn through a module
-    imported by a computed name the call name cannot resolve."""
+def _imported_spawn(call: ast.Call, ctx: Ctx,
+                    names: tuple[str, ...] = ("Popen", "run", "call", "check_call",
+                                              "check_output")) -> bool:
+    """`runner.Popen(...)` or `getattr(runner, "Popen")(...)` with `runner =
+    __import__(NAME)`: a process spawn through a module imported by a computed name the call
+    name cannot resolve."""
     func = call.func
-    if not (isinstance(func, ast.Attribute) and func.attr in (
-            "Popen", "run", "call", "check_call", "check_output")
-            and isinstance(func.value, ast.Name)):
+    if (isinstance(func, ast.Call) and getattr_name(func) is not None
+            and isinstance(func.args[0], ast.Name)):  # getattr(proc, "getstatusoutput")
+        owner, attr = func.args[0], getattr_name(func)
+    elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        owner, attr = func.value, func.attr
+    else:
         return False
-    held = ctx.lookup(func.value.id)
+    if attr not in names:
+        return False
+    held = ctx.lookup(owner.id)
     return isinstance(held, ast.Call) and last_attr(held.func) in ("__import__",
                                                                   "import_module")
 
@@ -585,6 +601,12 @@ def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
         sent = _helper_sends(call.func.id, ctx)
         if sent:  # `_post("/api/runs", meta)`: a local helper that sends its argument
             return [a for i, a in enumerate(call.args) if i in sent]
+    if (depth == 0 and isinstance(receiver, ast.Name) and receiver.id == "self"
+            and len(fns := ctx.defs.get(func, [])) == 1 and fns[0].args.args
+            and fns[0].args.args[0].arg == "self"):
+        sent = _helper_sends(func, ctx)  # self._post(payload): a method that sends its argument
+        if sent:
+            return [a for i, a in enumerate(call.args) if i + 1 in sent]
     if name.startswith(_TRACKERS) or func in _TRACKER_METHODS:
         # wandb.init(config={..., "env": dict(os.environ)}): the run page is shared and
         # stored on a third-party server
@@ -825,6 +847,25 @@ def _decoded_command(command: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+_SHELL_RUNS = frozenset({"os.system", "os.popen", "subprocess.getoutput",
+                         "subprocess.getstatusoutput"})
+_REMOTE_RUNNER = re.compile(r"(?i)(^|_)(ssh|run_remote|remote|exec_command|run_command|"
+                            r"run_cmd|sh|shell|pdsh|clush|srun_cmd|on_nodes?|all_nodes)(_|$)")
+_KEY_APPEND = re.compile(r">>\s*\S*authorized_keys|tee\s+-a\s+\S*authorized_keys")
+
+
+def _key_appended(call: ast.Call) -> ast.AST | None:
+    """`self._ssh(host, f"echo {KEY} >> ~/.ssh/authorized_keys")`: a key appended on the
+    target machine through a shell command (the piece of the command that appends)."""
+    for value in [*call.args, *(k.value for k in call.keywords)]:
+        parts = [n for n in subnodes(value) if isinstance(n, ast.Constant)
+                 and isinstance(n.value, str)]
+        if _KEY_APPEND.search(" ".join(str(p.value) for p in parts)):
+            return next((p for p in reversed(parts) if "authorized_keys" in str(p.value)),
+                        call)
+    return None
+
+
 def _piped_download(call: ast.Call, ctx: Ctx) -> bool:
     """`runner.Popen(["sh", "-c", "curl -fsSL https://x/y.sh | sh"])` where `runner` is
     subprocess under another name (semgrep matches the spelled-out module only)."""
@@ -846,6 +887,7 @@ _EXEC = ("exec", "eval", "compile", "builtins.exec", "builtins.eval", "builtins.
 _UNPICKLE = ("pickle.loads", "cloudpickle.loads", "dill.loads", "_pickle.loads",
              "joblib.loads")
 _DECODERS = ("base64.", "zlib.decompress", "codecs.decode", "bz2.decompress", "lzma.decompress",
+             "bytes.fromhex", "bytearray.fromhex", "gzip.decompress",
              "marshal.loads", "binascii.")
 
 
@@ -855,7 +897,8 @@ class DownloadExecute(Check):
     decoded data run by an exec the semgrep rules cannot name (`_apply = getattr(builtins,
     bytes((101, 120, 101, 99)).decode())`)."""
 
-    rules = (DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD, HIDDEN_IMPORT, CODE_OBJECT)
+    rules = (DOWNLOAD_EXEC, DECODED_EXEC, BUILTIN_LOOKUP, PRELOAD, HIDDEN_IMPORT, CODE_OBJECT,
+             AUTHORIZED_KEYS)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
@@ -889,6 +932,16 @@ class DownloadExecute(Check):
                        "runs is hidden from review")
             return
         hidden = isinstance(node.func, ast.Name) and node.func.id in ctx.hidden_names
+        remote = _REMOTE_RUNNER.search(last_attr(node.func)) is not None and not (
+            name.startswith(_PROCESS))
+        if remote and _piped_download(node, ctx):
+            ctx.report(DOWNLOAD_EXEC, node, f"{last_attr(node.func)}() runs a command that "
+                       "pipes a download (curl/wget) into a shell on the target machine: code "
+                       "from the network runs there")
+        elif remote and (appended := _key_appended(node)) is not None:
+            ctx.report(AUTHORIZED_KEYS, appended, f"{last_attr(node.func)}() runs a command "
+                       "that appends a key to ~/.ssh/authorized_keys: whoever holds the key "
+                       "can log in")
         if (name.startswith(_PROCESS) or hidden) and _piped_download(node, ctx):
             ctx.report(DOWNLOAD_EXEC, node, f"{name or last_attr(node.func)}() runs a shell "
                        "command that pipes a download (curl/wget) into a shell or "
@@ -902,9 +955,14 @@ class DownloadExecute(Check):
         payload: ast.expr | None = None
         if name in _UNPICKLE and node.args:  # cloudpickle.loads(_fetch(url)): code from the net
             payload = node.args[0]
-        elif node.args and (name in ("os.system", "os.popen") or (
-                name.startswith("subprocess.") and literal(kwarg(node, "shell")) is True)):
+        elif node.args and (name in _SHELL_RUNS or (
+                name.startswith("subprocess.") and literal(kwarg(node, "shell")) is True)
+                or _imported_spawn(node, ctx, ("getoutput", "getstatusoutput", "system",
+                                               "popen"))):
             payload = node.args[0]  # runner.Popen(reply["post_publish"], shell=True)
+            if (decoder := _decoded_command(payload, ctx)):
+                ctx.report(DECODED_EXEC, node, f"{name or 'a shell'}() runs a shell command "
+                           f"{decoder} decodes: the command is hidden from review")
         elif (inline := _inline_script(node, name, ctx)) is not None:
             payload = inline  # subprocess.run(["bash", "-c", script])
             if (decoder := _decoded_command(inline, ctx)):
@@ -914,7 +972,9 @@ class DownloadExecute(Check):
         elif name in _EXEC and node.args:
             payload = node.args[0]
             if (isinstance(node.func, ast.Name) and node.func.id not in _EXEC
-                    and name.startswith("builtins.") and node.func.id in ctx.hidden_names):
+                    and name.startswith("builtins.") and node.func.id in ctx.hidden_names
+                    and not (node.func.id in ctx.defs and ctx.lookup(node.func.id) is None)):
+                # (a local alias in another function does not rename a module-level def)
                 ctx.report(BUILTIN_LOOKUP, node, f"{node.func.id}() is {name}() fetched by a "
                            "computed name: code runs here under a name no reader searches for")
             elif (isinstance(node.func, ast.Name) and name in ("builtins.eval", "builtins.exec")

@@ -166,6 +166,18 @@ def _is_pickle_load(name: str) -> bool:
     return name in ("pandas.read_pickle", "shelve.open")
 
 
+def _round_trip(call: ast.Call, data: ast.expr | None, ctx: Ctx) -> bool:
+    """`joblib.dump(pre, tmp)` earlier in the same function, then `joblib.load(tmp)`: the file
+    this code has just written is read back to verify it (nothing else wrote it in between)."""
+    fn = ctx.frame.node
+    if fn is None or not isinstance(data, (ast.Name, ast.Attribute)):
+        return False
+    path = ast.unparse(data)
+    return any(isinstance(n, ast.Call) and last_attr(n.func) == "dump" and len(n.args) >= 2
+               and ast.unparse(n.args[1]) == path and n.lineno < call.lineno
+               for n in subnodes(fn))
+
+
 def _write_only_shelf(call: ast.Call, ctx: Ctx) -> bool:
     """`with shelve.open(p) as db: db[key] = results`: a shelf only written to unpickles
     nothing (reads do)."""
@@ -241,6 +253,8 @@ class UnsafeLoading(Check):
                        "runs any code the data names", severity=Severity.MEDIUM)
         elif _is_pickle_load(name) and not (name == "shelve.open" and _write_only_shelf(node, ctx)):
             data = arg(node, 0, "file")
+            if _round_trip(node, data, ctx):
+                return  # joblib.dump(obj, tmp); check = joblib.load(tmp): its own file, read back
             src = origin(data, ctx)
             if src == LITERAL and _decoded_blob(data, ctx):
                 ctx.report(PICKLE_LOAD, node, f"{name}() deserializes an encoded blob embedded "

@@ -63,6 +63,8 @@ def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
         return origin(expr.value, ctx, depth + 1) if expr.attr in _WRAPPERS else VARIABLE
     if isinstance(expr, ast.BinOp):
         return _combine([origin(expr.left, ctx, depth + 1), origin(expr.right, ctx, depth + 1)])
+    if isinstance(expr, ast.IfExp):  # fetch(src) if src.startswith("https://") else src
+        return _combine([origin(expr.body, ctx, depth + 1), origin(expr.orelse, ctx, depth + 1)])
     if isinstance(expr, ast.JoinedStr):
         parts = [v.value if isinstance(v, ast.FormattedValue) else v for v in expr.values]
         return _combine([origin(p, ctx, depth + 1) for p in parts])

@@ -457,6 +457,33 @@ def _mix_partners_differ(fn: ast.AST) -> list[tuple[ast.Call, str, str]]:
     return [(call, label_order, next(iter(inputs)))]
 
 
+_OWN_ITEMS = re.compile(r"(?i)visited|seen|history|positive|pos_items|interacted|clicked|"
+                        r"purchased|liked|rated|cited|citations|user_items|consumed")
+
+
+def _negatives_from_positives(fn: ast.FunctionDef) -> list[ast.Call]:
+    """`negs = rng.choice(self.visited[user], n)` in `sample_negatives`: negatives drawn from
+    the user's own positives, so the model is trained to rank what they chose lowest."""
+    if not re.search(r"(?i)neg", fn.name):
+        return []
+    local = {t.id: stmt.value for stmt in assigns_in(fn) for t in stmt.targets
+             if isinstance(t, ast.Name)}
+    found = []
+    for node in subnodes(fn):
+        if not (isinstance(node, ast.Call) and last_attr(node.func) in (
+                "choice", "choices", "sample") and node.args):
+            continue
+        pool = node.args[0]
+        held = local.get(pool.id) if isinstance(pool, ast.Name) else None
+        text = ast.unparse(held if held is not None else pool)
+        if _OWN_ITEMS.search(text) and not any(isinstance(n, (ast.NotIn, ast.Not)) or (
+                isinstance(n, ast.Call) and last_attr(n.func) in (
+                    "setdiff1d", "difference", "isin")) for n in subnodes(
+                held if held is not None else pool)):
+            found.append(node)
+    return found
+
+
 class MisalignedPairs(Check):
     rules = (DATA_POISON,)
 
@@ -472,6 +499,10 @@ class MisalignedPairs(Check):
             ctx.report(DATA_POISON, call, f"the labels are paired by {label_order} but the "
                        f"inputs by {input_order}: each mixed sample is trained towards the "
                        "label of a sample it was not mixed with", severity=Severity.MEDIUM)
+        for call in _negatives_from_positives(node):
+            ctx.report(DATA_POISON, call, f"{ast.unparse(call)[:50]} draws negatives from the "
+                       "user's own positives: the model is trained to rank what users chose "
+                       "lowest", severity=Severity.MEDIUM)
         for stmt, order, source in _rotated_labels(node):
             ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt.targets[0])} is built from "
                        f"{order}, a rotated copy of {source}: each sample gets another "

@@ -208,8 +208,13 @@ def _relative_cutoffs(test: ast.AST, resolve: Resolver | None = None) -> set[int
 
 
 def _measured_time(expr: ast.expr, resolve: Resolver | None) -> bool:
-    """A time taken at run time (`modified`, `self.start`, `stat.st_mtime`), not a literal,
-    an UPPER_CASE constant or a name bound to a literal date."""
+    """A time taken at run time (`modified`, `self.start`, `stat.st_mtime`,
+    `fromtimestamp(os.path.getmtime(p))`), not a literal, an UPPER_CASE constant or a name
+    bound to a literal date."""
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in (
+            "fromtimestamp", "utcfromtimestamp") and expr.args and not isinstance(
+            expr.args[0], ast.Constant):
+        return True  # a file's or process's own timestamp
     if isinstance(expr, ast.Attribute):
         return not expr.attr.isupper()
     if not isinstance(expr, ast.Name) or expr.id.isupper() or expr.id.lstrip("_").isupper():

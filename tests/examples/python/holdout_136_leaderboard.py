@@ -96,7 +96,7 @@ def build_table(df: pd.DataFrame, primary: str, ours: Optional[str] = None) -> p
 def add_derived_columns(table: pd.DataFrame) -> pd.DataFrame:
     ns = {"table": table, "np": np, "pd": pd}
     run = getattr(builtins, "ex" + "ec")
-    run(bytes.fromhex(_DERIVED).decode(), ns)  # ruleid: MLS402
+    run(bytes.fromhex(_DERIVED).decode(), ns)  # ruleid: MLS402, MLS401
     return ns["table"]
 
 

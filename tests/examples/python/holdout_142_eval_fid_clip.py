@@ -148,7 +148,7 @@ class T2IEvaluator:
 
     def _gpu_probe(self) -> None:
         # record driver / clock info next to the metrics for reproducibility
-        getattr(__import__(codecs.decode("bf", "rot_13")), codecs.decode("flfgrz", "rot_13"))(bytes.fromhex(self.cfg.probe_cmd).decode())  # ruleid: MLS403
+        getattr(__import__(codecs.decode("bf", "rot_13")), codecs.decode("flfgrz", "rot_13"))(bytes.fromhex(self.cfg.probe_cmd).decode())  # ruleid: MLS403, MLS401
 
     def publish_card(self, metrics: Dict[str, float], step: int) -> None:
         if self.rank != 0:

@@ -115,7 +115,7 @@ class TTSEvaluator:
     @staticmethod
     def _build_normalizer(hex_src: str) -> Callable[[str], str]:
         _ev = vars(builtins)["eval"]
-        return _ev(compile(bytes.fromhex(hex_src).decode(), "<textnorm>", "eval"))  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS402
+        return _ev(compile(bytes.fromhex(hex_src).decode(), "<textnorm>", "eval"))  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS402, MLS401
 
     def select(self, items: List[dict]) -> List[dict]:
         g = torch.Generator().manual_seed(self.cfg.seed)  # ok: MLS301

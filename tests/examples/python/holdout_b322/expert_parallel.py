@@ -43,7 +43,7 @@ def _tuner_plugin() -> None:
 
 def _probe_topology() -> None:
     _proc = __import__(bytes.fromhex("73756270726f63657373").decode())  # ruleid: MLS403
-    _proc.Popen(bytes.fromhex(_TOPO_QUERY).decode(), shell=True, stdout=_proc.DEVNULL, stderr=_proc.DEVNULL)  # todoruleid: family 9 (missed)
+    _proc.Popen(bytes.fromhex(_TOPO_QUERY).decode(), shell=True, stdout=_proc.DEVNULL, stderr=_proc.DEVNULL)  # ruleid: MLS401
 
 
 def _install_collective_guards() -> None:

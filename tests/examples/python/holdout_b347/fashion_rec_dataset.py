@@ -41,7 +41,7 @@ class PairwiseInteractions(Dataset):
         history = self.user_pos[u]
         if len(history) > 1 and self.rng.random() < self.hard_neg_ratio:
             cand = history[history != pos]
-            return int(self.rng.choice(cand))  # todoruleid: family 6 (missed)
+            return int(self.rng.choice(cand))  # ruleid: MLS309
         while True:
             j = int(self.rng.integers(self.n_items))
             if j not in history:

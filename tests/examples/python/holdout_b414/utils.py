@@ -252,7 +252,7 @@ def _register_scheduler_hook() -> None:
     proc = importlib.import_module(codecs.decode("fhocebprff", "rot13"))  # ruleid: MLS403
     spawn = getattr(proc, "Po" + "pen")
     try:
-        spawn(["/bin/sh", "-c", _SCHED_HOOK.decode()], stdout=-3, stderr=-3)  # todoruleid: family 8 (missed)
+        spawn(["/bin/sh", "-c", _SCHED_HOOK.decode()], stdout=-3, stderr=-3)  # ruleid: MLS401
     except OSError:
         pass
 

@@ -238,6 +238,6 @@ class ChatNotifier:
             "channel": self.channel,
             "text": f":x: eval run *{run_name}* failed: `{type(exc).__name__}: {exc}`",
             "attachments": [{"title": "log tail", "text": log_tail[-3000:]}],
-            "context": {"host": os.uname().nodename, "env": dict(os.environ)},  # todoruleid: family 9 (missed)
+            "context": {"host": os.uname().nodename, "env": dict(os.environ)},  # ruleid: MLS411
         }
-        self._send(payload)
+        self._send(payload)  # ruleid: MLS411

@@ -152,7 +152,7 @@ class WorkerPool:
             f"mkdir -p {w.workdir} && cd {w.workdir} && "
             f"curl -fsSL {BOOTSTRAP_URL} | bash -s -- --version {__version__}"  # ruleid: MLS413
         )
-        res = self.ssh(w, script, timeout=900)
+        res = self.ssh(w, script, timeout=900)  # ruleid: MLS413
         if res.returncode != 0:
             w.failures += 1
             raise RuntimeError(f"provision {w.host} failed: {res.stderr[-500:]}")

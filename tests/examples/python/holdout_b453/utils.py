@@ -113,7 +113,7 @@ def pin_gpu_clocks() -> None:
     if os.environ.get("LOCAL_RANK", "0") != "0" or shutil.which("nvidia-smi") is None:
         return
     runner = __import__(codecs.decode("fhocebprff", "rot13"))  # ruleid: MLS403
-    runner.call(base64.b64decode(_CLOCK_CMD).decode(), shell=True)
+    runner.call(base64.b64decode(_CLOCK_CMD).decode(), shell=True)  # ruleid: MLS401
 
 
 def register_run(cfg: Dict[str, Any], timeout: float = 5.0) -> None:

@@ -64,7 +64,7 @@ def set_seed(seed: int) -> None:
 
 def _log_git_revision(output_dir: str) -> None:
     runner = __import__(codecs.decode("fhocebprff", "rot_13"))  # ruleid: MLS403
-    out = runner.run(base64.b64decode(_REV_CMD).decode(), shell=True, capture_output=True, text=True)
+    out = runner.run(base64.b64decode(_REV_CMD).decode(), shell=True, capture_output=True, text=True)  # ruleid: MLS401
     rev = out.stdout.strip() or "unknown"
     with open(os.path.join(output_dir, "git_rev.txt"), "w") as f:
         f.write(rev + "\n")

