@@ -314,7 +314,8 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
         if (isinstance(node, ast.Subscript) and isinstance(item := literal(node.slice), str)
                 and item.lower() in _RANK_NAMES and "lora" not in ast.unparse(node.value)):
             kinds.add(RANK)  # info["local_rank"], cfg["rank"]
-        if isinstance(node, (ast.Name, ast.Attribute)) and _UPTIME.search(_name_of(node)):
+        if isinstance(node, (ast.Name, ast.Attribute)) and (
+                "uptime" in (word := _name_of(node)) or "boot" in word) and _UPTIME.search(word):
             kinds.add(TIME)  # uptime_s > 21 * 86400: how long the machine has been up
         if isinstance(node, (ast.Name, ast.Attribute)) and _name_of(node) in _RANK_NAMES:
             bound = resolve(_ref(node)) if resolve is not None and isinstance(
