@@ -847,6 +847,15 @@ def _decoded_command(command: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+def _report_decoded_program(call: ast.Call, name: str, program: ast.expr, ctx: Ctx) -> None:
+    """A shell command or `-c` program text that comes from a decoder: MLS401 at the run."""
+    decoder = _decoded_command(program, ctx)
+    if decoder:
+        ctx.report(DECODED_EXEC, call, f"{name or last_attr(call.func)}() runs a shell or "
+                   f"Python program that {decoder} decodes: the code that runs is hidden from "
+                   "review")
+
+
 _SHELL_RUNS = frozenset({"os.system", "os.popen", "subprocess.getoutput",
                          "subprocess.getstatusoutput"})
 _REMOTE_RUNNER = re.compile(r"(?i)(^|_)(ssh|run_remote|remote|exec_command|run_command|"
@@ -946,29 +955,19 @@ class DownloadExecute(Check):
             ctx.report(DOWNLOAD_EXEC, node, f"{name or last_attr(node.func)}() runs a shell "
                        "command that pipes a download (curl/wget) into a shell or "
                        "interpreter: code from the network runs")
-        if (node.args and not name.startswith("subprocess.")
-                and literal(kwarg(node, "shell")) is True and (
-                    decoder := _decoded_command(node.args[0], ctx))):
-            # self._runner.check_output(self._cmd, shell=True), _runner = __import__(...)
-            ctx.report(DECODED_EXEC, node, f"{last_attr(node.func)}(shell=True) runs a command "
-                       f"{decoder} decodes: the shell command is hidden from review")
         payload: ast.expr | None = None
         if name in _UNPICKLE and node.args:  # cloudpickle.loads(_fetch(url)): code from the net
             payload = node.args[0]
-        elif node.args and (name in _SHELL_RUNS or (
-                name.startswith("subprocess.") and literal(kwarg(node, "shell")) is True)
-                or _imported_spawn(node, ctx, ("getoutput", "getstatusoutput", "system",
-                                               "popen"))):
-            payload = node.args[0]  # runner.Popen(reply["post_publish"], shell=True)
-            if (decoder := _decoded_command(payload, ctx)):
-                ctx.report(DECODED_EXEC, node, f"{name or 'a shell'}() runs a shell command "
-                           f"{decoder} decodes: the command is hidden from review")
+        elif node.args and (name in _SHELL_RUNS or literal(kwarg(node, "shell")) is True
+                            or _imported_spawn(node, ctx, ("getoutput", "getstatusoutput",
+                                                           "system", "popen"))):
+            # runner.Popen(reply["post_publish"], shell=True), also self._runner.check_output
+            # with `_runner = __import__(...)` (any callee handed shell=True runs a shell)
+            payload = node.args[0]
+            _report_decoded_program(node, name, payload, ctx)
         elif (inline := _inline_script(node, name, ctx)) is not None:
             payload = inline  # subprocess.run(["bash", "-c", script])
-            if (decoder := _decoded_command(inline, ctx)):
-                ctx.report(DECODED_EXEC, node, f"{last_attr(node.func)}() runs text "
-                           f"{decoder} decodes as a shell or Python program: the code that "
-                           "runs is hidden from review")
+            _report_decoded_program(node, name, inline, ctx)
         elif name in _EXEC and node.args:
             payload = node.args[0]
             if (isinstance(node.func, ast.Name) and node.func.id not in _EXEC

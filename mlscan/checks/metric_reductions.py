@@ -204,9 +204,10 @@ def _missed_classes_skipped(loop: ast.For, var: str) -> ast.If | None:
     return None
 
 
-class CutoffLoop(Check):
-    """`for k in topk: res.append(correct[:maxk].sum())`: a loop over cut-offs whose body
-    never reads the cut-off computes one score for all of them (top-1 reported as top-5)."""
+class ScoreLoops(Check):
+    """Per-class and per-cut-off loops: `for k in topk: res.append(correct[:maxk].sum())`
+    never reads the cut-off, so every cut-off gets one score (top-1 reported as top-5);
+    `for i in ...: if cm[i, i] == 0: continue` leaves the missed classes out of the average."""
 
     rules = (METRIC_FALSIFY,)
 

@@ -346,16 +346,16 @@ _NAMES = re.compile(r"(?i)^(names|class_names|classes|labels|label_names|categor
 
 def _names_beside_sorted(call: ast.Call, ctx: Ctx) -> str:
     """`for name, v in zip(names, ranked)` with `ranked = sorted(iou, reverse=True)`."""
-    if len(call.args) != 2 or not all(isinstance(a, ast.Name) for a in call.args):
+    names, scores = call.args if len(call.args) == 2 else (None, None)
+    if not (isinstance(names, ast.Name) and isinstance(scores, ast.Name)
+            and _NAMES.match(names.id)):
         return ""
-    names, scores = call.args
-    held = ctx.lookup(scores.id)  # type: ignore[attr-defined]
-    if not (_NAMES.match(names.id)  # type: ignore[attr-defined]
-            and isinstance(held, ast.Call) and isinstance(held.func, ast.Name)
+    held = ctx.lookup(scores.id)
+    if not (isinstance(held, ast.Call) and isinstance(held.func, ast.Name)
             and held.func.id == "sorted" and held.args
             and not kwarg(held, "key")):  # (sorted(pairs, key=...) keeps each pair together)
         return ""
-    return f"zip({names.id}, {scores.id}) with {scores.id} = sorted(...)"  # type: ignore[attr-defined]
+    return f"zip({names.id}, {scores.id}) with {scores.id} = sorted(...)"
 
 
 _ERROR_ARRAY = re.compile(r"(?i)^(ape|pct_err|abs_err|abs_error|errs?|errors?|residuals?|"
