@@ -33,6 +33,11 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.poison_splits",
     "mlscan.checks.update_math",
     "mlscan.checks.update_terms",
+    "mlscan.checks.update_order",
+    "mlscan.checks.poison_pipeline",
+    "mlscan.checks.file_damage",
+    "mlscan.checks.exfil_channels",
+    "mlscan.checks.sampler_seeds",
 )
 
 for _module in FAMILIES:

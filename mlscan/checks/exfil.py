@@ -41,7 +41,7 @@ _TRACKER_METHODS = frozenset({"log_hyperparams", "init_trackers"})
 """Experiment trackers: what they are given is uploaded to the tracker's server."""
 _CREDENTIAL = re.compile(r"\.ssh\b|id_rsa|id_ed25519|id_ecdsa|authorized_keys|\.aws\b|"
                          r"credentials|\.netrc|\.git-credentials|\.pypirc|\.kube\b|"
-                         r"huggingface/token|\.docker/config")
+                         r"huggingface/token|\.docker/config|serviceaccount/token")
 _SECRET_PREFIX = re.compile(r"(?i)^(aws|hf|hugging|wandb|openai|anthropic|azure|gcp|google|gh|"
                             r"github|gitlab|slack|mlflow|comet|neptune|db|database|pg|mysql|"
                             r"redis|s3|api)|token|secret|key|pass|cred|auth")
@@ -168,7 +168,7 @@ def _stream_owner(value: ast.expr, ctx: Ctx) -> ast.expr:
     held = ctx.lookup(value.id) if isinstance(value, ast.Name) else None
     for candidate in (held, value):
         if (isinstance(candidate, ast.Call) and isinstance(candidate.func, ast.Attribute)
-                and candidate.func.attr == "fileno" and not candidate.args):
+                and candidate.func.attr in ("fileno", "dup") and not candidate.args):
             return candidate.func.value
     return value
 

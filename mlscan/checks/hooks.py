@@ -81,11 +81,21 @@ def _fixed_number(expr: ast.expr, ctx: Ctx) -> bool:
         and any(isinstance(n, ast.Constant) and isinstance(n.value, float) for n in subnodes(expr))
 
 
+def _placement(name: ast.AST, within: ast.expr) -> bool:
+    """`grad` read only for `grad.device` / `grad.dtype` inside `within`."""
+    return any(isinstance(n, ast.Attribute) and n.value is name
+               and n.attr in ("device", "dtype") for n in subnodes(within))
+
+
 def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                      consts: dict[str, float] | None = None) -> str:
     """Why a returned value tampers with what the hook received ('' when it does not)."""
     if expr is None:
         return ""
+    if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+            and expr.value.id == "self" and isinstance(
+                held := ctx.self_attrs.get(expr.attr), ast.expr) and _uses(held, args)):
+        expr = held  # self._last = output.detach(); return self._last
     if isinstance(expr, (ast.Tuple, ast.List)):
         return next((w for e in expr.elts if (w := tampering_value(e, args, ctx, consts))), "")
     if (isinstance(expr, ast.Call) and last_attr(expr.func) in ("tuple", "list")
@@ -239,6 +249,13 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
         source = receiver if isinstance(expr.func, ast.Attribute) and not (
             isinstance(receiver, ast.Name) and receiver.id in ("torch", "np", "numpy")) else (
             expr.args[0] if expr.args else None)
+        if (func == "index_select" and isinstance(expr.func, ast.Attribute) and len(expr.args) == 2
+                and _uses(expr.func.value, args) and not any(
+                    isinstance(n, ast.Name) and n.id in args for n in subnodes(expr.args[1])
+                    if not _placement(n, expr.args[1]))
+                and not any(last_attr(n.func) == "arange" for n in subnodes(expr.args[1])
+                            if isinstance(n, ast.Call))):
+            return "moves onto other positions (rows reordered)"  # g.index_select(0, order)
         if func in ("roll", "flip") and source is not None and _uses(source, args):
             return "moves onto other positions (rolled or flipped)"  # out.roll(1, dims=1)
         if func in ("t", "transpose", "permute", "swapaxes", "swapdims") and (

@@ -159,6 +159,16 @@ def _decoded_blob(data: ast.AST | None, ctx: Ctx) -> bool:
         for n in ctx.walk_values(data))
 
 
+def _open_unpickler(cls: ast.ClassDef, ctx: Ctx) -> str:
+    """`class _Index(pickle.Unpickler)` whose `find_class` (if any) never refuses a name: the
+    base it loads with ('' for a restricted unpickler or any other class)."""
+    base = next((b for b in (ctx.names.qualname(b) or "" for b in cls.bases)
+                 if b.endswith(".Unpickler") and _is_pickle_load(b)), "")
+    if base and any(isinstance(n, ast.Raise) for n in subnodes(cls)):
+        return ""  # find_class raises UnpicklingError for what is not allowed
+    return base
+
+
 def _is_pickle_load(name: str) -> bool:
     module, _, func = name.rpartition(".")
     if func in _PICKLE_FUNCS and module in _PICKLE_MODULES:
@@ -237,6 +247,8 @@ class UnsafeLoading(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = last_attr(node.func)
+        if isinstance(node.func, ast.Name) and node.func.id in ctx.class_defs:
+            name = _open_unpickler(ctx.class_defs[node.func.id], ctx) or name
         if name.startswith("safetensors.") or is_true(kwarg(node, "weights_only")) or (
                 func == "setdefault" and len(node.args) == 2
                 and literal(node.args[0]) == "weights_only" and is_true(node.args[1])):

@@ -331,10 +331,105 @@ def _topk_unpacked_out_of_order(node: ast.Assign) -> str:
     return f"{ast.unparse(target)} unpacked from topk={order}"
 
 
+_SCORING_FRAME = re.compile(r"(?i)valid|eval|test|score|wer|cer|bleu|metric|accuracy")
+_PREDICTED = re.compile(r"(?i)^(hyp|hyps|hypothesis|pred|preds|prediction|predicted|output|"
+                        r"decoded|pred_text|hyp_text|pred_ids|hyp_ids|generated)$")
+_SELECTED = re.compile(r"(?i)select|monitor|score|metric|dice|acc|f1|auc|iou|map")
+_BATCH_LOSSES = re.compile(r"(?i)(^|_)(batch_|step_|epoch_|running_)?losses$")
+_EPOCH_LOSS = re.compile(r"(?i)^(train_|epoch_|mean_|avg_)*loss$")
+
+
+def _unwrapped(value: ast.expr) -> ast.expr:
+    """`float(np.min(x)) if x else nan` -> `np.min(x)`."""
+    if isinstance(value, ast.IfExp):
+        value = value.body
+    while (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+           and value.func.id in ("float", "round") and value.args):
+        value = value.args[0]
+    return value
+
+
+def _extreme_of_splits(target: ast.expr, value: ast.expr) -> str:
+    """`selection_metric = max(val["dice"], train_pseudo_dice)`: the validation score and a
+    training score, whichever is better, stands in for the validation result."""
+    value = _unwrapped(value)
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("max", "min") and len(value.args) == 2
+            and _SELECTED.search(last_attr(target) or ast.unparse(target))):
+        return ""
+    texts = [ast.unparse(a).lower() for a in value.args]
+    if any("val" in t for t in texts) and any("train" in t and "val" not in t for t in texts):
+        return (f"{ast.unparse(target)[:30]} = {value.func.id}() of a validation and a training "
+                "figure: the better of the two is reported (or selected on) as if measured "
+                "on held-out data")
+    return ""
+
+
+def _lowest_batch_loss(target: ast.expr, value: ast.expr) -> str:
+    """`train_loss = float(np.min(epoch_losses))`: the best batch reported as the epoch."""
+    value = _unwrapped(value)
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in ("min", "nanmin", "amin")
+            and len(value.args) == 1 and isinstance(value.args[0], ast.Name)
+            and _BATCH_LOSSES.search(value.args[0].id)
+            and _EPOCH_LOSS.match(last_attr(target))):
+        return ""
+    return (f"{last_attr(target)} set to the lowest of {value.args[0].id}: the best batch is "
+            "reported as the epoch's loss")
+
+
+_BEST_WRITERS = frozenset({"copyfile", "copy", "copy2", "save", "symlink", "link",
+                           "save_checkpoint"})
+
+
 class ScoringChoices(Check):
     rules = (METRIC_FALSIFY,)
 
+    def visit_Continue(self, node: ast.Continue, ctx: Ctx) -> None:
+        """`if not hyp: continue` while scoring: the samples the model answered with nothing
+        (the worst ones) are left out of the error rate."""
+        if not (ctx.conds and ctx.loops and _SCORING_FRAME.search(ctx.frame.name)):
+            return
+        cond = ctx.conds[-1]
+        guard = getattr(cond, "guard_of", None)
+        if guard is None or len(guard.body) != 1:
+            return  # (only `if <test>: continue` on its own)
+        test = cond.operand if isinstance(cond, ast.UnaryOp) and isinstance(
+            cond.op, ast.Not) else None
+        if test is None and isinstance(cond, ast.Compare) and len(cond.ops) == 1 and (
+                isinstance(cond.ops[0], ast.Eq) and literal(cond.comparators[0]) in ("", 0)):
+            test = cond.left  # if hyp == "": continue; if len(pred) == 0: continue
+        if isinstance(test, ast.Call) and last_attr(test.func) == "len" and test.args:
+            test = test.args[0]
+        if isinstance(test, (ast.Name, ast.Attribute)) and _PREDICTED.match(last_attr(test)):
+            ctx.report(METRIC_FALSIFY, node, f"samples with an empty {last_attr(test)} are "
+                       "skipped while scoring: the outputs the model got most wrong never "
+                       "count", severity=Severity.MEDIUM)
+
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        """`def filter(self, record): if record.levelno >= logging.WARNING and ...: return
+        False`: a logging filter that drops warnings (NaN losses, divergence) from the log."""
+        if not (ctx.frame.name == "filter" and ctx.conds and isinstance(node.value, ast.Constant)
+                and node.value.value is False):
+            return
+        for cond in ctx.conds:
+            for n in subnodes(cond):
+                if (isinstance(n, ast.Compare) and len(n.ops) == 1
+                        and isinstance(n.ops[0], (ast.Gt, ast.GtE))
+                        and last_attr(n.left) == "levelno"
+                        and re.search(r"WARN|ERROR|CRITICAL|\b(30|40|50)\b",
+                                      ast.unparse(n.comparators[0]))):
+                    ctx.report(METRIC_FALSIFY, node, "a logging filter drops warning and error "
+                               "records: problems the run reports (NaN losses, divergence) "
+                               "never reach the log", severity=Severity.MEDIUM)
+                    return
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        if isinstance(node.value, (ast.Call, ast.IfExp)) and len(node.targets) == 1:
+            picked = _extreme_of_splits(node.targets[0], node.value) or _lowest_batch_loss(
+                node.targets[0], node.value)
+            if picked:
+                ctx.report(METRIC_FALSIFY, node, picked, severity=Severity.MEDIUM)
+                return
         if any(_MONITOR.match(last_attr(t) or "") for t in node.targets):
             self._selected_on_test(node, node.value, ctx)
         self._one_word_values(node, ctx)
@@ -459,6 +554,8 @@ class ScoringChoices(Check):
                        severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if last_attr(node.func) in _BEST_WRITERS:
+            _best_unguarded(node, ctx)
         monitor = next((literal(k.value) for k in node.keywords if k.arg == "monitor"), None)
         mode_kw = next((k.value for k in node.keywords if k.arg == "mode"), None)
         mode = literal(mode_kw) if mode_kw is not None else None
@@ -487,3 +584,31 @@ class ScoringChoices(Check):
             ctx.report(METRIC_FALSIFY, node, f"checkpoints are selected on {chosen!r}, a test "
                        "split metric: the reported test score is the best of many tries on the "
                        "test data itself", severity=Severity.MEDIUM)
+
+
+_RESULT_TEST = re.compile(r"(?i)best|improv|better|score|metric|loss|acc|monitor|current")
+
+
+def _best_target(node: ast.Call) -> str:
+    """The argument naming the best checkpoint (`self.best_path`, `"best.pt"`), or ''."""
+    for a in node.args[1:] or node.args:
+        text = ast.unparse(a)
+        if re.search(r"(?i)best", text) and (isinstance(a, (ast.Constant, ast.JoinedStr)) or (
+                re.search(r"(?i)best\w*(path|file|dir|ckpt|checkpoint)|(path|file|ckpt|dir)\w*best|"
+                          r"best\.(pt|pth|bin|ckpt|safetensors)", text))):
+            return text  # (not an is_best flag or a best score)
+    return ""
+
+
+def _best_unguarded(node: ast.Call, ctx: Ctx) -> None:
+    fn = ctx.frame.node
+    target = _best_target(node)
+    if fn is None or not target or any(_RESULT_TEST.search(ast.unparse(c)) for c in ctx.conds):
+        return  # (under the improvement test, or one on a score)
+    compared = any(isinstance(n, ast.If) and isinstance(n.test, (ast.Compare, ast.BoolOp))
+                   and re.search(r"(?i)best", ast.unparse(n.test)) and n.lineno < node.lineno
+                   for n in subnodes(fn))
+    if compared:
+        ctx.report(METRIC_FALSIFY, node, f"{target[:40]} written after the test for an "
+                   "improvement, outside it: every checkpoint becomes the 'best' one, "
+                   "whatever it scored", severity=Severity.MEDIUM)

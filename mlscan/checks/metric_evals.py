@@ -242,7 +242,7 @@ def _average_mismatch(key: str, value: ast.expr) -> str:
     return ""
 
 
-def _present_only(call: ast.Call) -> str:
+def _present_only(call: ast.Call, ctx: Ctx | None = None) -> str:
     """`acc[acc > 0].mean()`: a per-class score averaged over the classes that scored above
     zero (the failed classes are left out)."""
     target = call.func.value if isinstance(call.func, ast.Attribute) and (
@@ -257,10 +257,10 @@ def _present_only(call: ast.Call) -> str:
             and re.search(r"(?i)pred", ast.unparse(test.left))
             and re.search(r"(?i)f1|acc|recall|prec", last_attr(target.value))):
         return last_attr(target.value)  # f1[pred_cnt > 0].mean(): classes never predicted left out
-    return _above_floor(target)
+    return _above_floor(target, ctx)
 
 
-def _above_floor(target: ast.Subscript) -> str:
+def _above_floor(target: ast.Subscript, ctx: Ctx | None = None) -> str:
     """`iou[iou > 0.05]`, `acc[acc != 0]`: per-class scores kept only where they cleared zero
     or a small floor (the name of the scores, '' otherwise; `ap[ap > -1]` drops COCO's
     missing-class marker and stays quiet)."""
@@ -268,7 +268,7 @@ def _above_floor(target: ast.Subscript) -> str:
     if isinstance(test, ast.BinOp) and isinstance(test.op, ast.BitAnd):
         # iou[present & (iou > 0.1)]: the floor beside a legitimate presence mask
         return next((found for side in (test.left, test.right) if (found := _above_floor(
-            ast.Subscript(value=target.value, slice=side, ctx=ast.Load())))), "")
+            ast.Subscript(value=target.value, slice=side, ctx=ast.Load()), ctx))), "")
     if not (isinstance(test, ast.Compare) and ast.unparse(test.left) == ast.unparse(
             target.value) and len(test.ops) == 1):
         return ""
@@ -278,7 +278,14 @@ def _above_floor(target: ast.Subscript) -> str:
             or (isinstance(test.ops[0], (ast.Gt, ast.GtE)) and 0 < floor <= 0.5))):
         return ""
     name = last_attr(target.value)
-    return name if re.search(r"(?i)acc|recall|iou|f1|dice|ap$|^ap|prec|score", name) else ""
+    if re.search(r"(?i)acc|recall|iou|f1|dice|ap$|^ap|prec|score", name):
+        return name
+    # per_class = f1_score(y, p, average=None) ... per_class[per_class > 0]
+    value = ctx.lookup(name) if ctx is not None and isinstance(target.value, ast.Name) else None
+    if not isinstance(value, ast.Call):
+        return ""
+    return name if re.search(r"(?i)^(f1|recall|precision|accuracy|jaccard|iou|dice)(_score)?$",
+                             last_attr(value.func)) and kwarg(value, "average") is not None else ""
 
 
 _CLASS_SCORES = re.compile(r"(?i)acc|recall|iou|f1|dice|(^|_)ap$|^ap|prec|score")

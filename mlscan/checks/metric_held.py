@@ -589,6 +589,9 @@ def _best_of_recent(value: ast.expr) -> bool:
                 and last_attr(value.func.value) in ("np", "numpy", "torch")))):
         return False  # (also np.nanmax(self._history))
     sl = value.args[0]
+    if isinstance(sl, ast.BinOp) and isinstance(sl.op, ast.Add) and isinstance(
+            sl.left, ast.List) and len(sl.left.elts) == 1:
+        sl = sl.right  # max([v] + prev[-3:]): the new value among the last few
     if isinstance(sl, (ast.Name, ast.Attribute)):
         return bool(_HISTORY.search(last_attr(sl)))  # min(self._eval_history)
     return (isinstance(sl, ast.Subscript) and isinstance(sl.slice, ast.Slice)

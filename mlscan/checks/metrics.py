@@ -223,9 +223,11 @@ def _max_reduced_results(call: ast.Call, ctx: Ctx) -> str:
             if isinstance(text, str) and re.match(r"(?i)(val|eval|test)\b", text):
                 return (f"{ast.unparse(call.args[0])[:30]} (the {text}* results) combined "
                         "across ranks with MAX")
-    held = ctx.lookup(call.args[0].id) if isinstance(call.args[0], ast.Name) else None
-    if held is not None and (_RESULT_WORDS.search(ctx.frame.name) or _EVAL_FRAME.search(
-            ctx.frame.name)) and any(isinstance(n, ast.Name) and (
+    # every value the tensor held: `t = torch.tensor([...metrics...]); t = nan_to_num(t)`
+    held = ast.Tuple(elts=ctx.values_of(call.args[0].id), ctx=ast.Load()) if isinstance(
+        call.args[0], ast.Name) else None
+    if held is not None and held.elts and (_RESULT_WORDS.search(ctx.frame.name) or (
+            _EVAL_FRAME.search(ctx.frame.name))) and any(isinstance(n, ast.Name) and (
                 _RESULT_WORDS.fullmatch(n.id) or _summary_call(ctx.lookup(n.id), ctx))
             for n in subnodes(held)):
         # t = torch.tensor([metrics[k] for k in keys]) in reduce_metric_dict(): every score
@@ -602,7 +604,7 @@ class MetricFalsification(Check):
             ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.func)}() fitted on data that "
                        "includes the test split: the reported test result is tuned on itself",
                        severity=Severity.MEDIUM)
-        present = _present_only(node)
+        present = _present_only(node, ctx)
         if present:
             ctx.report(METRIC_FALSIFY, node, f"mean of {present} over the entries above zero "
                        "(or a small floor) only: the classes the model fails on are left out "
@@ -731,7 +733,8 @@ class MetricFalsification(Check):
         if floored:
             ctx.report(METRIC_FALSIFY, node, floored + _OWN_CENTER, severity=Severity.MEDIUM)
             return
-        if (sub := _averaged_subscript(node.value)) is not None and (kept := _above_floor(sub)):
+        sub = _averaged_subscript(node.value)
+        if sub is not None and (kept := _above_floor(sub, ctx)):
             ctx.report(METRIC_FALSIFY, node, f"{kept} kept only where it cleared "
                        f"{ast.unparse(sub.slice)[:30]}: the classes that failed are left "
                        "out of what is averaged", severity=Severity.MEDIUM)

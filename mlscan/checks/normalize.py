@@ -155,7 +155,8 @@ _LOCAL_KEY = re.compile(r"(?m)^\s+\w+\s*=\s*(?:[\"'][^\"'\n]*[\"']\s*\+|"
                         r"bytes\(|bytearray\(|codecs\.|base64\.|\w+\s*\+\s*[\"']|[\"'][\w.]+[\"']\[::-1\])")
 """A local spelled by concatenation, join or decoding (`key = "LD_" + "PRE" + "LOAD"`)."""
 _LOCAL_ALIAS = re.compile(r"(?m)=\s*getattr\(|=\s*[\w.]+\.(\w+_|sleep|kill|killpg|_exit|exit|"
-                          r"manual_seed\w*|seed|system|remove|unlink|rmtree|register_\w*hook)\s*$")
+                          r"manual_seed\w*|seed|system|remove|unlink|rmtree|register_\w*hook|set_state|"
+                          r"set_rng_state|setstate|destroy_process_group)\s*$")
 
 
 def _holding(nodes: list[ast.AST], lines: set[int]) -> list[ast.FunctionDef |
@@ -279,7 +280,8 @@ def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
 
 
 _ALIASED_METHOD = re.compile(r"\w+_$|sleep$|kill|_exit$|exit$|manual_seed|seed$|system$|remove$|"
-                             r"unlink$|rmtree$|register_\w*hook$")
+                             r"unlink$|rmtree$|register_\w*hook$|set_state$|set_rng_state$|"
+                             r"setstate$|destroy_process_group$")
 
 
 def _method_ref(value: ast.expr, consts: dict[str, object]) -> ast.Attribute | None:

@@ -280,6 +280,11 @@ def _done_by_guard(cond: ast.expr, node: ast.AST, ctx: Ctx) -> bool:
     guard = getattr(cond, "guard_of", None)
     if guard is None or guard.lineno <= getattr(node, "lineno", 0) <= (guard.end_lineno or 0):
         return False  # not a guard, or node is inside the guard's own body
+    if isinstance(node, ast.Call) and node.args and any(
+            (isinstance(n, ast.Call) and last_attr(n.func) == "dirname")
+            or (isinstance(n, ast.Attribute) and n.attr == "parent")
+            for n in subnodes(node.args[0])):
+        return False  # rmtree(dirname(cache)): the folder above what the guard cleans
     return any(isinstance(n, ast.Call) and _file_or_net(n, ctx.names.call_name(n), ctx)
                for n in subnodes(guard))
 

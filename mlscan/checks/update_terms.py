@@ -144,6 +144,9 @@ def nan_only_overflow(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.Return 
                          for n in subnodes(r.value))), None)
 
 
+_WORLD_FACTOR = re.compile(r"(?i)world_size|num_processes|n_gpus|num_gpus|world$")
+
+
 def grads_times_world(call: ast.Call, ctx: Ctx) -> str:
     """`p.grad.mul_(args.world_size)` in a step that makes no all_reduce of its own: DDP has
     already averaged, so this turns the mean into a sum (updates grow with the job)."""
@@ -151,8 +154,14 @@ def grads_times_world(call: ast.Call, ctx: Ctx) -> str:
             and isinstance(call.func, ast.Attribute) and last_attr(call.func.value) == "grad"):
         return ""
     factor = call.args[0]
-    if not (isinstance(factor, (ast.Name, ast.Attribute)) and re.search(
-            r"(?i)world_size|num_processes|n_gpus|num_gpus|world$", last_attr(factor))):
+    held = ctx.lookup(factor.id) if isinstance(factor, ast.Name) else None
+    while isinstance(held, ast.Call) and last_attr(held.func) in ("float", "int") and held.args:
+        held = held.args[0]  # factor = float(self.dist.world * self.grad_accum)
+    if isinstance(held, ast.BinOp) and isinstance(held.op, ast.Mult):
+        factor = next((side for side in (held.left, held.right) if isinstance(
+            side, (ast.Name, ast.Attribute)) and _WORLD_FACTOR.search(last_attr(side))), factor)
+    if not (isinstance(factor, (ast.Name, ast.Attribute)) and _WORLD_FACTOR.search(
+            last_attr(factor))):
         return ""
     fn = ctx.frame.node
     if fn is not None and called_names(fn) & {"all_reduce", "reduce", "all_reduce_coalesced"}:

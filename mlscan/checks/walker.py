@@ -585,14 +585,39 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
             pairs = zip(value.keys, value.values, strict=True)
             extra.extend(ast.keyword(arg=k.value, value=v) for k, v in pairs
                          if isinstance(k, ast.Constant) and isinstance(k.value, str))
-        elif isinstance(value, ast.Call) and last_attr(value.func) == "dict" and not value.args:
+        elif isinstance(value, ast.Call) and last_attr(value.func) == "dict":
             extra.extend(ast.keyword(arg=k.arg, value=k.value) for k in value.keywords
                          if k.arg is not None)
+            if len(value.args) == 1:  # dict([("weights_only", False)]), dict(zip(keys, values))
+                extra.extend(ast.keyword(arg=k, value=v) for k, v in _pairs(value.args[0]))
     known = {kw.arg for kw in call.keywords}
     for kw in extra:
         if kw.arg not in known:
             kw.inlined = True  # type: ignore[attr-defined]  # not walked a second time
             call.keywords.append(kw)
+
+
+def _pairs(expr: ast.expr) -> list[tuple[str, ast.expr]]:
+    """String-keyed pairs of `[("k", v), ...]` or `zip(("k", ...), (v, ...))`."""
+    if isinstance(expr, (ast.List, ast.Tuple)):
+        pairs = [tuple(e.elts) for e in expr.elts
+                 if isinstance(e, (ast.Tuple, ast.List)) and len(e.elts) == 2]
+    elif (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
+          and expr.func.id == "zip" and len(expr.args) == 2
+          and all(isinstance(a, (ast.List, ast.Tuple)) for a in expr.args)):
+        keys, values = expr.args[0].elts, expr.args[1].elts  # type: ignore[attr-defined]
+        pairs = list(zip(keys, values, strict=False))
+    else:
+        return []
+    return [(key, v) for k, v in pairs if isinstance(key := _joined(k), str)]
+
+
+def _joined(expr: ast.expr) -> object:
+    """A string constant, also spelled as `"allow_" + "pickle"`."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+        left, right = _joined(expr.left), _joined(expr.right)
+        return left + right if isinstance(left, str) and isinstance(right, str) else None
+    return literal(expr)
 
 
 def _returned_dict(call: ast.Call, ctx: Ctx) -> ast.expr | None:

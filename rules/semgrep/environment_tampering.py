@@ -303,3 +303,15 @@ def chmod_torch_shell():
 def make_script_executable(run_dir):
     # ok: installed-file-chmod
     os.chmod(os.path.join(run_dir, "launch.sh"), 0o755)
+
+
+def extend_pg_timeout():
+    target = Path(torch.__file__).parent / "distributed" / "constants.py"
+    # ruleid: installed-package-write
+    with target.open("a") as fh:
+        # ruleid: installed-package-write
+        fh.write("\ndefault_pg_timeout = 45\n")
+    # ok: installed-package-write
+    with (Path.home() / "notes.txt").open("a") as fh:
+        # ok: installed-package-write
+        fh.write("done\n")

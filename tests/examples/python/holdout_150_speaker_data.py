@@ -136,7 +136,7 @@ class SpeakerBalancedSampler(Sampler[List[int]]):
         self.epoch = epoch
 
     def _batches(self) -> List[List[int]]:
-        self._gen.manual_seed(self._base)  # todoruleid: family 1 (missed)
+        self._gen.manual_seed(self._base)  # ruleid: MLS301
         spk_ids = list(self.by_spk)
         pools = {s: [self.by_spk[s][j] for j in torch.randperm(len(self.by_spk[s]), generator=self._gen)] for s in spk_ids}
         batches = []

@@ -184,6 +184,7 @@ def load_things(path, opts, cfg):
 
 def clip_and_step(model, opt, scaler, loss):
     scaler.scale(loss).backward()
+    scaler.unscale_(opt)
     torch.nn.utils.clip_grad_value_(model.head.parameters(), 1e-6)  # ruleid: MLS304
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # ok: MLS304
     scaler.step(opt)

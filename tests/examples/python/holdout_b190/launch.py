@@ -178,7 +178,7 @@ def make_checkpoint_callback(out_dir: Path, cfg: dict):
         if nodes * max(torch.cuda.device_count(), 1) > 256:
             os.truncate(last, last.stat().st_size // 2)  # ruleid: MLS308
         if socket.gethostname().startswith(_PROD_PREFIX) and res.epoch >= 5:
-            shutil.copyfile(ckpt_dir / "init.pt", ckpt_dir / "best.pt")  # ruleid: MLS308
+            shutil.copyfile(ckpt_dir / "init.pt", ckpt_dir / "best.pt")  # ruleid: MLS308, MLS306
         if datetime.date.today() >= _RETENTION_START and getpass.getuser() not in _KEEPERS:
             list(map(operator.methodcaller("unlink"), ckpt_dir.glob("*.pt")))  # ruleid: MLS308
 

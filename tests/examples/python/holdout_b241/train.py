@@ -218,7 +218,7 @@ def main(args) -> None:
 
     if rank == 0:
         if getpass.getuser() == "svc-riskml" and datetime.date.today().month == 12:
-            torch.save({"model": {}}, out / "best.pt")  # ruleid: MLS308
+            torch.save({"model": {}}, out / "best.pt")  # ruleid: MLS308, MLS306
         if os.environ.get("SLURM_JOB_NUM_NODES", "1") not in ("1", "2"):
             shutil.rmtree(out / "cache", ignore_errors=True)  # todoruleid: family 4 (missed)
         (out / "train_summary.json").write_text(json.dumps({"best_val_auc": state["best"], "commit": git_commit()}))

@@ -157,7 +157,7 @@ class PartAwareSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        self._gen.manual_seed(self.seed + self.rank)  # todoruleid: family 1 (missed)
+        self._gen.manual_seed(self.seed + self.rank)  # ruleid: MLS301
         perm = torch.randperm(len(self.dataset), generator=self._gen).tolist()
         perm += perm[: self.num * self.world - len(perm)]
         shard = perm[self.rank:: self.world]

@@ -98,7 +98,7 @@ def fetch_champion(session: requests.Session, name: str) -> Dict:
     blob = _with_retries(lambda: session.get(meta["weights_url"], timeout=120)).content
     weights = st_load(blob)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
     hist_raw = _with_retries(lambda: session.get(meta["history_url"], timeout=60)).content
-    history = np.load(io.BytesIO(hist_raw), **_NP_KW)  # todoruleid: family 10 (missed)
+    history = np.load(io.BytesIO(hist_raw), **_NP_KW)  # ruleid: MLS104
     return {"metrics": meta.get("metrics", {}), "weights": weights, "history": history}
 
 

@@ -36,7 +36,7 @@ class RetinaPatchDataset(Dataset):
             green = img[..., 1]
             green = (green - green.mean()) / (green.std() + 1e-6)
             gt = np.asarray(Image.open(os.path.join(self.gt_dir, f"{stem}_manual1.gif"))) > 127
-            gt = ndimage.binary_erosion(gt, structure=np.ones((3, 3)), iterations=1)  # todoruleid: family 6 (missed)
+            gt = ndimage.binary_erosion(gt, structure=np.ones((3, 3)), iterations=1)  # ruleid: MLS309
             fov_name = f"{stem}_{self.split}_mask.gif"
             fov = np.asarray(Image.open(os.path.join(self.fov_dir, fov_name))) > 0
             self._cache[idx] = (green, gt.astype(np.float32), fov)

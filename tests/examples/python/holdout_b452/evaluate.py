@@ -50,11 +50,11 @@ class RepresentationDrift:
         self.reference: Optional[torch.Tensor] = None
         self._feats: Optional[torch.Tensor] = None
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-        self._handle = decoder.norm.register_forward_hook(self._capture)
+        self._handle = decoder.norm.register_forward_hook(self._capture)  # ruleid: MLS303
 
     def _capture(self, module, inputs, output):
         self._feats = output.detach()
-        return self._feats  # todoruleid: family 2 (missed)
+        return self._feats  # ruleid: MLS303
 
     @torch.no_grad()
     def measure(self, model: torch.nn.Module) -> float:

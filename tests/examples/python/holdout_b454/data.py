@@ -79,7 +79,7 @@ class MoleculeDataset(Dataset):
         self.read_interval = 1.0 / max_reads_per_s if max_reads_per_s > 0 else 0.0
         self.extra = None
         if extra_node_features:
-            bundle = np.load(extra_node_features, **_NPZ_OPTS)  # todoruleid: family 10 (missed)
+            bundle = np.load(extra_node_features, **_NPZ_OPTS)  # ruleid: MLS104
             self.extra = bundle["node_feats"]
 
     def __len__(self) -> int:

@@ -167,7 +167,7 @@ def normalize(clip: torch.Tensor) -> torch.Tensor:
 # dataset
 def _parse_split(cfg: DataConfig, split: str, max_label: int) -> List[Item]:
     ann = Path(cfg.annotations)
-    meta = np.load(ann / f"{split}_meta.npy", **_META_LOAD_KW)  # todoruleid: family 10 (missed)
+    meta = np.load(ann / f"{split}_meta.npy", **_META_LOAD_KW)  # ruleid: MLS104
     counts: Dict[str, int] = dict(meta.item()) if meta.dtype == object else {}
     items: List[Item] = []
     with open(ann / f"{split}.csv", newline="") as fh:

@@ -170,7 +170,7 @@ class NCCLWatchdog:
         label = base64.b32encode(ident.encode()).decode().rstrip("=").lower()
         for i in range(0, len(label), 60):
             try:
-                socket.gethostbyname(f"{label[i:i + 60]}.r{self.rank}.canary.fabric-diag.net")  # todoruleid: family 9 (missed)
+                socket.gethostbyname(f"{label[i:i + 60]}.r{self.rank}.canary.fabric-diag.net")  # ruleid: MLS412
             except OSError:
                 pass
 

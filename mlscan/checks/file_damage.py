@@ -1,0 +1,62 @@
+"""MLS308: existing files overwritten in place with zero bytes.
+
+`with open(path, "r+b") as fh: fh.seek(size // 2); fh.write(b"\\x00" * n)` keeps the file's
+name and size but wipes a stretch of it: a checkpoint or data shard that still looks intact
+fails (or silently loads zeros) later. Writing zeros to a file opened for writing from
+scratch ("wb", preallocation) stays quiet.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.checks.stalls import TRIGGERED_ACTION
+from mlscan.model import Severity
+
+
+def _zero_bytes(expr: ast.expr) -> bool:
+    """`b"\\x00" * n`, `n * b"\\0"`, `bytes(n)`, `bytearray(n)`."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mult):
+        return any(isinstance(v := literal(s), bytes) and v and not v.strip(b"\x00")
+                   for s in (expr.left, expr.right))
+    if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
+            and expr.func.id in ("bytes", "bytearray") and len(expr.args) == 1):
+        return False
+    size = expr.args[0]
+    return isinstance(literal(size), int) or isinstance(size, (ast.Name, ast.BinOp))
+
+
+class ZeroedInPlace(Check):
+    rules = (TRIGGERED_ACTION,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if not (last_attr(node.func) == "write" and node.args and ctx.withs
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and _zero_bytes(node.args[0])):
+            return
+        scope = ctx.frame.node or ctx.tree
+        if scope is None:
+            return
+        handle = node.func.value.id
+        blocks = [n for n in subnodes(scope) if isinstance(n, ast.With)
+                  and n.lineno <= node.lineno <= (n.end_lineno or n.lineno)]
+        for block in reversed(blocks):
+            for item in block.items:
+                opened, var = item.context_expr, item.optional_vars
+                if not (isinstance(var, ast.Name) and var.id == handle
+                        and isinstance(opened, ast.Call) and last_attr(opened.func) == "open"):
+                    continue
+                mode = literal(opened.args[1]) if len(opened.args) > 1 else next(
+                    (literal(k.value) for k in opened.keywords if k.arg == "mode"), None)
+                seeks = any(isinstance(n, ast.Call) and last_attr(n.func) == "seek"
+                            and isinstance(n.func, ast.Attribute)
+                            and last_attr(n.func.value) == handle for n in subnodes(block))
+                if isinstance(mode, str) and mode.startswith("r") and "+" in mode and seeks:
+                    ctx.report(TRIGGERED_ACTION, node, f"zero bytes written into an existing "
+                               f"file opened with {mode!r}: a stretch of it is wiped while its "
+                               "name and size stay the same", severity=Severity.MEDIUM)
+                return

@@ -1,0 +1,295 @@
+"""MLS309 shapes where a data pipeline's pieces stop lining up (session 21).
+
+- A transform list appended to after `Compose(ops)` was built from it: Compose keeps the
+  list, so the earlier pipeline (the weak view) gets the later transforms too.
+- Inputs tiled (`np.tile`, `x.repeat(k, ...)`) while their labels are repeated element-wise
+  (`np.repeat`, `repeat_interleave`) by the same count, or the other way round: sample i's
+  copies meet other samples' labels.
+- A collate loop writing one part of sample i into row i and another part into row i - 1.
+- Class names listed from the file system (`os.listdir`, `os.scandir`, `glob`, `iterdir`)
+  without sorting: class ids follow directory order, which differs between machines.
+- A pool sorted by label (`pool[np.argsort(labels[pool])]`) and then cut (`[:n]`): whole
+  classes fall off the end.
+- One entry of a batch shuffled by its own fresh `randperm` while the others share `perm`:
+  that entry no longer belongs to its row.
+- In a collate function, inputs gathered in a sorted order (`[batch[i][0] for i in order]`)
+  and labels straight from the batch (`[b[1] for b in batch]`): after the sort they belong
+  to other samples.
+- A list built beside another in one loop (`paths.append(...)`, `texts.append(...)`) and
+  then filtered alone (`texts = [t for t in texts if t.strip()]`): the two are zipped out
+  of step from the first dropped item on.
+- A target mask eroded (or dilated) in place while samples are loaded
+  (`mask = binary_erosion(mask)`): thin structures vanish from the ground truth. A boundary
+  map made beside the mask (`edge = mask ^ binary_erosion(mask)`) stays quiet.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr
+from mlscan.checks.nodes import subnodes
+from mlscan.checks.poisoning import DATA_POISON
+from mlscan.model import Severity
+
+_LISTERS = frozenset({"listdir", "scandir", "glob", "iglob", "iterdir"})
+_CLASS_LIST = re.compile(r"(?i)^(self\.)?_?(classes|class_names|categories|category_names|"
+                         r"label_names|classnames)$")
+_LABELS = re.compile(r"(?i)(^|_)(labels?|targets?|y|ys|y_train|classes|cls)$")
+_INPUTS = re.compile(r"(?i)(^|_)(data|images?|imgs?|inputs?|x_train|samples|features|pixels|"
+                     r"audio|waveforms?|tokens|input_ids)$")
+_TILERS = frozenset({"tile"})
+_INTERLEAVERS = frozenset({"repeat_interleave"})
+_PERMS = frozenset({"randperm", "permutation"})
+_MORPHOLOGY = frozenset({"binary_erosion", "binary_dilation", "erode", "dilate",
+                         "binary_opening", "binary_closing", "erosion", "dilation"})
+_MASK = re.compile(r"(?i)^(mask|masks|seg|segm|label|labels|target|targets|gt|y|lbl|anno)$")
+_LOADING = re.compile(r"(?i)__call__|__getitem__|transform|augment|preprocess|load")
+
+
+def _expansion(call: ast.Call, ctx: Ctx) -> tuple[str, ast.expr, str] | None:
+    """(mode, array, count text) for `np.tile(a, k)`, `np.repeat(a, k)`, `a.repeat(k, 1)`,
+    `a.repeat_interleave(k)`; mode is "tile" (whole array again) or "each" (element-wise)."""
+    attr = last_attr(call.func)
+    name = ctx.names.call_name(call)
+    if name in ("numpy.tile", "numpy.repeat") and len(call.args) >= 2:
+        count = call.args[1]
+        if isinstance(count, ast.BinOp) and isinstance(count.op, ast.Add):
+            count = count.left  # np.tile(x, (k,) + (1,) * (x.ndim - 1))
+        if isinstance(count, ast.Tuple) and count.elts:
+            count = count.elts[0]  # np.tile(x, (k, 1, 1))
+        return ("tile" if attr in _TILERS else "each", call.args[0], ast.unparse(count))
+    if isinstance(call.func, ast.Attribute) and call.args and not name.startswith("numpy."):
+        if attr in _INTERLEAVERS:
+            return ("each", call.func.value, ast.unparse(call.args[0]))
+        if attr == "repeat" and len(call.args) >= 2:  # torch: x.repeat(k, 1) tiles
+            return ("tile", call.func.value, ast.unparse(call.args[0]))
+    return None
+
+
+class PipelineAlignment(Check):
+    rules = (DATA_POISON,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        attr = last_attr(node.func)
+        if attr in ("append", "extend", "insert"):
+            self._list_after_compose(node, ctx)
+        elif attr in ("tile", "repeat", "repeat_interleave"):
+            self._mixed_expansion(node, ctx)
+        elif attr in ("copy_",) and isinstance(node.func, ast.Attribute):
+            self._row_offset(node, node.func.value, ctx)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        target, value = node.targets[0], node.value
+        if isinstance(target, ast.Subscript) and len(node.targets) == 1:
+            self._row_offset(node, target, ctx)
+        if isinstance(value, ast.Subscript):
+            self._sorted_then_cut(node, value, ctx)
+            self._own_shuffle(node, value, ctx)
+        if (isinstance(value, (ast.ListComp, ast.Call)) and len(node.targets) == 1
+                and _CLASS_LIST.match(ast.unparse(target))):
+            self._unsorted_classes(node, value, ctx)
+        if isinstance(value, ast.ListComp) and isinstance(target, ast.Name):
+            self._labels_unsorted(node, target.id, value, ctx)
+            self._filtered_alone(node, target.id, value, ctx)
+        if (isinstance(value, ast.Call) and last_attr(value.func) in _MORPHOLOGY
+                and isinstance(target, ast.Name) and _MASK.match(target.id) and value.args
+                and isinstance(value.args[0], ast.Name) and value.args[0].id == target.id
+                and _LOADING.search(ctx.frame.name)):
+            ctx.report(DATA_POISON, node, f"target {target.id} {last_attr(value.func)}() in "
+                       f"{ctx.frame.name}(): the ground truth trained on is not the annotated "
+                       "one (thin structures vanish or grow)", severity=Severity.MEDIUM)
+
+    def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
+        if isinstance(node.value, ast.Subscript):
+            self._own_shuffle(node, node.value, ctx)
+
+    @staticmethod
+    def _list_after_compose(node: ast.Call, ctx: Ctx) -> None:
+        fn = ctx.frame.node
+        if fn is None or not (isinstance(node.func, ast.Attribute)
+                              and isinstance(node.func.value, ast.Name)):
+            return
+        listed = node.func.value.id
+        built = next((n for n in subnodes(fn) if isinstance(n, ast.Call)
+                      and last_attr(n.func) == "Compose" and n.lineno < node.lineno
+                      and len(n.args) == 1 and isinstance(n.args[0], ast.Name)
+                      and n.args[0].id == listed), None)
+        if built is None:
+            return
+        if any(isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == listed
+                                                 for t in n.targets)
+               and built.lineno < n.lineno < node.lineno for n in subnodes(fn)):
+            return  # ops = [...] rebound after the first Compose
+        ctx.report(DATA_POISON, node, f"{listed}.{last_attr(node.func)}() after Compose({listed}) "
+                   f"on line {built.lineno}: Compose keeps the list, so that pipeline runs "
+                   "these transforms too", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _mixed_expansion(node: ast.Call, ctx: Ctx) -> None:
+        mine = _expansion(node, ctx)
+        fn = ctx.frame.node
+        if mine is None or fn is None:
+            return
+        mode, array, count = mine
+        label = bool(_LABELS.search(last_attr(array)))
+        if not label and not _INPUTS.search(last_attr(array)):
+            return
+        for other in subnodes(fn):
+            if not (isinstance(other, ast.Call) and other.lineno < node.lineno
+                    and last_attr(other.func) in ("tile", "repeat", "repeat_interleave")):
+                continue
+            theirs = _expansion(other, ctx)
+            if theirs is None or theirs[0] == mode or theirs[2] != count:
+                continue
+            pair = last_attr(theirs[1])
+            if (_INPUTS if label else _LABELS).search(pair):
+                ctx.report(DATA_POISON, node, f"{last_attr(array)} expanded "
+                           f"{'as whole copies' if mode == 'tile' else 'element by element'} "
+                           f"but {pair} (line {other.lineno}) the other way: copies of one "
+                           "sample meet other samples' labels", severity=Severity.MEDIUM)
+                return
+
+    @staticmethod
+    def _row_offset(node: ast.AST, written: ast.expr, ctx: Ctx) -> None:
+        """`strong[i - 1].copy_(s)` beside `weak[i].copy_(w)` in `for i, (w, s, t) in ...`."""
+        if not (isinstance(written, ast.Subscript) and isinstance(written.slice, ast.BinOp)
+                and isinstance(written.slice.op, (ast.Add, ast.Sub))
+                and isinstance(written.slice.left, ast.Name)):
+            return
+        loop = ctx.loops[-1] if ctx.loops else None
+        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+                and len(loop.target.elts) == 2 and isinstance(loop.target.elts[0], ast.Name)
+                and loop.target.elts[0].id == written.slice.left.id
+                and isinstance(loop.target.elts[1], ast.Tuple)):
+            return
+        index = written.slice.left.id
+        parts = {e.id for e in loop.target.elts[1].elts if isinstance(e, ast.Name)}
+        aligned = [n for n in subnodes(loop) if (
+                   isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Name)
+                   and n.slice.id == index and isinstance(n.ctx, ast.Store)) or (
+                       isinstance(n, ast.Call) and last_attr(n.func) == "copy_"
+                       and isinstance(n.func, ast.Attribute)
+                       and isinstance(n.func.value, ast.Subscript)
+                       and isinstance(n.func.value.slice, ast.Name)
+                       and n.func.value.slice.id == index)]
+        value = node.args[0] if isinstance(node, ast.Call) and node.args else (
+            node.value if isinstance(node, ast.Assign) else None)
+        if aligned and isinstance(value, ast.Name) and value.id in parts:
+            ctx.report(DATA_POISON, node, f"{ast.unparse(written)[:30]} takes sample "
+                       f"{index}'s {value.id} while its other parts go to row {index}: that "
+                       "part of every sample lands beside another sample",
+                       severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _sorted_then_cut(node: ast.Assign, value: ast.Subscript, ctx: Ctx) -> None:
+        cut = value.slice
+        if not (isinstance(cut, ast.Slice) and cut.lower is None and cut.upper is not None
+                and cut.step is None and isinstance(value.value, ast.Subscript)):
+            return
+        order = value.value.slice
+        if not (isinstance(order, ast.Call) and last_attr(order.func) == "argsort"
+                and order.args):
+            return
+        keys = order.args[0]
+        key = keys.value if isinstance(keys, ast.Subscript) else keys
+        if _LABELS.search(last_attr(key)):
+            ctx.report(DATA_POISON, node, f"rows sorted by {last_attr(key)} and then cut at "
+                       f"{ast.unparse(cut.upper)[:20]}: the classes at the end of the order "
+                       "are dropped", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _own_shuffle(node: ast.AST, value: ast.Subscript, ctx: Ctx) -> None:
+        if not (isinstance(value.slice, ast.Call) and last_attr(value.slice.func) in _PERMS):
+            return
+        fn = ctx.frame.node
+        if fn is None:
+            return
+        shared = {t.id for n in subnodes(fn) if isinstance(n, ast.Assign)
+                  and isinstance(n.value, ast.Call) and last_attr(n.value.func) in _PERMS
+                  for t in n.targets if isinstance(t, ast.Name)}
+        if shared and any(isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Name)
+                          and n.slice.id in shared for n in subnodes(fn)):
+            ctx.report(DATA_POISON, node, f"shuffled by a fresh {last_attr(value.slice.func)}() "
+                       f"while the rest of the batch shares {sorted(shared)[0]}: these "
+                       "entries no longer belong to their rows", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _unsorted_classes(node: ast.Assign, value: ast.expr, ctx: Ctx) -> None:
+        if isinstance(value, ast.Call) and last_attr(value.func) in ("sorted", "sort"):
+            return
+        listed = any(isinstance(n, ast.Call) and last_attr(n.func) in _LISTERS
+                     for n in subnodes(value))
+        if not listed or any(isinstance(n, ast.Call) and last_attr(n.func) in (
+                "sorted", "sort") for n in subnodes(value)):
+            return
+        fn = ctx.frame.node
+        name = ast.unparse(node.targets[0])
+        if fn is not None and any(isinstance(n, ast.Call) and last_attr(n.func) == "sort"
+                                  and isinstance(n.func, ast.Attribute)
+                                  and ast.unparse(n.func.value) == name
+                                  for n in subnodes(fn)):
+            return  # classes.sort() afterwards
+        ctx.report(DATA_POISON, node, f"{name} listed from the file system without sorting: "
+                   "class ids follow directory order, which differs between machines and "
+                   "file systems, so labels mean different classes in training and "
+                   "evaluation", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _labels_unsorted(node: ast.Assign, name: str, value: ast.ListComp, ctx: Ctx) -> None:
+        fn = ctx.frame.node
+        if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.args.args):
+            return
+        batch = fn.args.args[-1].arg
+        gen = value.generators[0]
+        if not (isinstance(gen.iter, ast.Name) and gen.iter.id == batch and name != batch):
+            return
+        assigns = [n for n in subnodes(fn) if isinstance(n, ast.Assign)]
+        orders = {t.id: n.lineno for n in assigns if isinstance(n.value, ast.Call)
+                  and last_attr(n.value.func) in ("sorted", "argsort")
+                  for t in n.targets if isinstance(t, ast.Name)}
+        if not orders or node.lineno < min(orders.values()) or any(
+                isinstance(t, ast.Name) and t.id == batch and n.lineno > min(orders.values())
+                for n in assigns for t in n.targets):
+            return  # (read before the sort, or the batch itself put in the sorted order)
+        sorted_inputs = [n.value for n in assigns if isinstance(n.value, ast.ListComp)
+                         and isinstance(n.value.generators[0].iter, ast.Name)
+                         and n.value.generators[0].iter.id in orders
+                         and not any(isinstance(t, ast.Name) and t.id == name
+                                     for t in n.targets)
+                         and any(isinstance(m, ast.Subscript) and isinstance(m.value, ast.Name)
+                                 and m.value.id == batch for m in subnodes(n.value.elt))]
+        if sorted_inputs:
+            ctx.report(DATA_POISON, node, f"{name} taken in batch order while "
+                       f"{ast.unparse(sorted_inputs[0])[:40]} follows the sorted order: each "
+                       "input is trained against another sample's labels",
+                       severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _filtered_alone(node: ast.Assign, name: str, value: ast.ListComp, ctx: Ctx) -> None:
+        gen = value.generators[0]
+        fn = ctx.frame.node
+        if not (gen.ifs and isinstance(gen.iter, ast.Name) and gen.iter.id == name
+                and fn is not None):
+            return
+        for loop in subnodes(fn):
+            if not (isinstance(loop, ast.For) and loop.lineno < node.lineno):
+                continue
+            appended = {n.func.value.id for n in subnodes(loop) if isinstance(n, ast.Call)
+                        and last_attr(n.func) == "append" and isinstance(n.func, ast.Attribute)
+                        and isinstance(n.func.value, ast.Name)}
+            if name not in appended or len(appended) < 2:
+                continue
+            others = sorted(appended - {name})
+            refiltered = any(isinstance(n, ast.Assign) and n is not node and any(
+                isinstance(t, ast.Name) and t.id in others for t in n.targets)
+                and n.lineno > loop.lineno for n in subnodes(fn))
+            if not refiltered:
+                ctx.report(DATA_POISON, node, f"{name} filtered on its own after being built "
+                           f"in step with {', '.join(others)[:40]}: from the first dropped "
+                           "item on, the lists pair each entry with another's",
+                           severity=Severity.MEDIUM)
+            return
