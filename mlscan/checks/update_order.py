@@ -194,11 +194,14 @@ class UpdateOrder(Check):
             d, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) for n in subnodes(d)}
         reduced = {ast.unparse(n.args[0]) for n in subnodes(outer) if isinstance(n, ast.Call)
                    and last_attr(n.func) in ("all_reduce", "allreduce") and n.args}
+        held_reduced = {id(n.value) for n in subnodes(outer) if isinstance(n, ast.Assign)
+                        and any(ast.unparse(t) in reduced for t in n.targets)}
+        # (compressed = buffer.to(torch.bfloat16).div_(world); all_reduce(compressed))
         earlier = [n for n in subnodes(outer) if isinstance(n, ast.Call)
                    and last_attr(n.func) == "div_" and n.lineno < node.lineno and len(n.args) == 1
                    and isinstance(n.args[0], ast.Name) and n.args[0].id == world
                    and id(n) not in skipped and isinstance(n.func, ast.Attribute)
-                   and ast.unparse(n.func.value) in reduced]
+                   and (ast.unparse(n.func.value) in reduced or id(n) in held_reduced)]
         if earlier:
             ctx.report(PARAM_TAMPER, node, f"divided by {world} again (already on line "
                        f"{earlier[0].lineno}, before the all-reduce): the averaged gradients "
