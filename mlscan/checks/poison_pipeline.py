@@ -287,7 +287,13 @@ class PipelineAlignment(Check):
             refiltered = any(isinstance(n, ast.Assign) and n is not node and any(
                 isinstance(t, ast.Name) and t.id in others for t in n.targets)
                 and n.lineno > loop.lineno for n in subnodes(fn))
-            if not refiltered:
+            together = any(
+                isinstance(n, (ast.Call, ast.Tuple)) and n.lineno > node.lineno and name in (
+                    parts := {a.id for a in (n.args if isinstance(n, ast.Call) else n.elts)
+                              if isinstance(a, ast.Name)}) and parts & set(others)
+                and (isinstance(n, ast.Tuple) or last_attr(n.func) == "zip")
+                for n in subnodes(fn))  # zip(paths, texts) or `return paths, texts`
+            if together and not refiltered:
                 ctx.report(DATA_POISON, node, f"{name} filtered on its own after being built "
                            f"in step with {', '.join(others)[:40]}: from the first dropped "
                            "item on, the lists pair each entry with another's",

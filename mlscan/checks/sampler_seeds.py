@@ -9,13 +9,16 @@ with `self.seed + self.epoch`, or seeding once in `__init__`, stays quiet.
 from __future__ import annotations
 
 import ast
+import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.seeding import HIDDEN_RESEED
 from mlscan.model import Severity
+
+_EPOCH_ORDER = re.compile(r"(?i)^__iter__$|epoch|order|indices|batches|shuffle")
 
 
 def _knows_epoch(cls: ast.ClassDef | None) -> bool:
@@ -41,6 +44,12 @@ class EpochBlindSampler(Check):
                        isinstance(n, ast.Name) and n.id == "self")):
             return  # (a local or a parameter: where it comes from is judged elsewhere)
         if any("epoch" in ast.unparse(n).lower() for n in subnodes(seed)):
+            return
+        if not _EPOCH_ORDER.search(ctx.frame.name) or any(
+                "None" in ast.unparse(c) for c in ctx.conds):
+            return  # (a schedule built once, or a generator created lazily on first use)
+        fn = ctx.frame.node
+        if fn is None or not ({"randperm", "shuffle", "permutation"} & called_names(fn)):
             return
         setter = next(n for n in ctx.class_defs[cls.name].body if isinstance(
             n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "set_epoch")
