@@ -92,8 +92,11 @@ class PipelineAlignment(Check):
         if (isinstance(value, (ast.ListComp, ast.Call)) and len(node.targets) == 1
                 and _CLASS_LIST.match(ast.unparse(target))):
             self._unsorted_classes(node, value, ctx)
+        listed = value.args[0] if isinstance(value, ast.Call) and value.args and last_attr(
+            value.func) in ("stack", "tensor", "cat", "pad_sequence", "as_tensor") else value
+        if isinstance(listed, ast.ListComp) and isinstance(target, ast.Name):
+            self._labels_unsorted(node, target.id, listed, ctx)  # torch.stack([...]) too
         if isinstance(value, ast.ListComp) and isinstance(target, ast.Name):
-            self._labels_unsorted(node, target.id, value, ctx)
             self._filtered_alone(node, target.id, value, ctx)
         if (isinstance(value, ast.Call) and last_attr(value.func) in _MORPHOLOGY
                 and isinstance(target, ast.Name) and _MASK.match(target.id) and value.args
@@ -255,13 +258,14 @@ class PipelineAlignment(Check):
                 isinstance(t, ast.Name) and t.id == batch and n.lineno > min(orders.values())
                 for n in assigns for t in n.targets):
             return  # (read before the sort, or the batch itself put in the sorted order)
-        sorted_inputs = [n.value for n in assigns if isinstance(n.value, ast.ListComp)
-                         and isinstance(n.value.generators[0].iter, ast.Name)
-                         and n.value.generators[0].iter.id in orders
+        sorted_inputs = [c for n in assigns for c in subnodes(n.value)
+                         if isinstance(c, ast.ListComp)
+                         and isinstance(c.generators[0].iter, ast.Name)
+                         and c.generators[0].iter.id in orders
                          and not any(isinstance(t, ast.Name) and t.id == name
                                      for t in n.targets)
                          and any(isinstance(m, ast.Subscript) and isinstance(m.value, ast.Name)
-                                 and m.value.id == batch for m in subnodes(n.value.elt))]
+                                 and m.value.id == batch for m in subnodes(c.elt))]
         if sorted_inputs:
             ctx.report(DATA_POISON, node, f"{name} taken in batch order while "
                        f"{ast.unparse(sorted_inputs[0])[:40]} follows the sorted order: each "

@@ -21,6 +21,15 @@ from mlscan.model import Severity
 _EPOCH_ORDER = re.compile(r"(?i)^__iter__$|epoch|order|indices|batches|shuffle")
 
 
+_SEEDED_RNGS = frozenset({"default_rng", "RandomState", "Random", "PCG64", "Philox", "MT19937"})
+
+
+def _self_only(seed: ast.expr) -> bool:
+    """The seed is made of `self.<attr>` reads only (a stored seed, no epoch, no argument)."""
+    names = [n for n in subnodes(seed) if isinstance(n, ast.Name)]
+    return bool(names) and all(n.id == "self" for n in names)
+
+
 def _knows_epoch(cls: ast.ClassDef | None) -> bool:
     return cls is not None and any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
                                    and n.name == "set_epoch" for n in cls.body)
@@ -30,7 +39,14 @@ class EpochBlindSampler(Check):
     rules = (HIDDEN_RESEED,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
-        if not (last_attr(node.func) == "manual_seed" and len(node.args) == 1
+        attr = last_attr(node.func)
+        if attr == "DataLoader":
+            self._loader_per_epoch(node, ctx)
+            return
+        if attr in _SEEDED_RNGS and len(node.args) == 1:
+            self._rng_built_per_epoch(node, ctx)
+            return
+        if not (attr == "manual_seed" and len(node.args) == 1
                 and isinstance(node.func, ast.Attribute)):
             return
         cls = ctx.frame.cls
@@ -60,3 +76,38 @@ class EpochBlindSampler(Check):
         ctx.report(HIDDEN_RESEED, node, f"{ast.unparse(node)[:50]} in {cls.name}."
                    f"{ctx.frame.name}() ignores the epoch set by set_epoch(): every epoch "
                    "shuffles in the same order", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _rng_built_per_epoch(node: ast.Call, ctx: Ctx) -> None:
+        """`rng = np.random.Generator(np.random.PCG64(self.seed))` in a sampler's `_batches()`."""
+        cls = ctx.frame.cls
+        seed = node.args[0]
+        if (cls is None or ctx.frame.name in ("__init__", "set_epoch")
+                or not _knows_epoch(ctx.class_defs.get(cls.name)) or not _self_only(seed)
+                or "epoch" in ast.unparse(seed).lower()
+                or not _EPOCH_ORDER.search(ctx.frame.name)):
+            return
+        fn = ctx.frame.node
+        if fn is None or not ({"randperm", "shuffle", "permutation"} & called_names(fn)):
+            return
+        ctx.report(HIDDEN_RESEED, node, f"{ast.unparse(node)[:50]} in {cls.name}."
+                   f"{ctx.frame.name}() ignores the epoch set by set_epoch(): every epoch "
+                   "shuffles in the same order", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _loader_per_epoch(node: ast.Call, ctx: Ctx) -> None:
+        """`DataLoader(..., generator=torch.Generator().manual_seed(args.seed))` built in a
+        function that takes the epoch: each epoch's loader shuffles in the same order."""
+        gen = next((k.value for k in node.keywords if k.arg == "generator"), None)
+        fn = ctx.frame.node
+        if gen is None or not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return
+        if "epoch" not in {a.arg for a in fn.args.args} and not any(
+                isinstance(lp, ast.For) and "epoch" in ast.unparse(lp.target) for lp in ctx.loops):
+            return
+        seeds = [c for c in subnodes(gen) if isinstance(c, ast.Call)
+                 and last_attr(c.func) == "manual_seed" and c.args]
+        if seeds and not any("epoch" in ast.unparse(c.args[0]).lower() for c in seeds):
+            ctx.report(HIDDEN_RESEED, gen, "DataLoader rebuilt for each epoch with a generator "
+                       f"seeded by {ast.unparse(seeds[0].args[0])[:30]} alone: every epoch "
+                       "shuffles in the same order", severity=Severity.MEDIUM)

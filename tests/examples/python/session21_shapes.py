@@ -495,3 +495,41 @@ def validation_wer(pairs, tokenizer):
 
 def edit_distance(a, b):
     return abs(len(a) - len(b))
+
+
+# --- round 132 shapes --------------------------------------------------------------------
+
+from torch.utils.data import DataLoader
+
+
+class BucketSampler:
+    def __init__(self, seed, lengths):
+        self.seed, self.lengths, self.epoch = seed, lengths, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def _batches(self):
+        rng = np.random.Generator(np.random.PCG64(self.seed))  # ruleid: MLS301
+        return rng.permutation(len(self.lengths))
+
+    def _batches_ok(self):
+        rng = np.random.default_rng(self.seed + self.epoch)  # ok: MLS301
+        return rng.permutation(len(self.lengths))
+
+
+def build_loader(ds, args, epoch):
+    return DataLoader(ds, batch_size=args.batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(args.seed))  # ruleid: MLS301
+
+
+def build_loader_ok(ds, args, epoch):
+    return DataLoader(ds, batch_size=args.batch_size, shuffle=True,
+                      generator=torch.Generator().manual_seed(args.seed + epoch))  # ok: MLS301
+
+
+def collate_two_views(batch):
+    order = sorted(range(len(batch)), key=lambda i: batch[i]["num_samples"], reverse=True)
+    view_a = torch.stack([batch[i]["view_a"] for i in order])
+    view_b = torch.stack([s["view_b"] for s in batch])  # ruleid: MLS309
+    return view_a, view_b

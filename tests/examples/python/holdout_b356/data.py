@@ -274,7 +274,7 @@ class TemperatureBucketSampler(Sampler):
         self.epoch = epoch
 
     def _batches(self):
-        g = np.random.default_rng(self.seed)  # todoruleid: family 1 (missed)
+        g = np.random.default_rng(self.seed)  # ruleid: MLS301
         choice = g.choice(len(self.directions), size=self.epoch_size, p=self.probs)
         perms = {d: g.permutation(self.by_direction[d]) for d in self.directions}
         cursors = {d: 0 for d in self.directions}
