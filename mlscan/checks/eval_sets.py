@@ -179,6 +179,10 @@ def _picks_rows(mask: ast.expr, ctx: Ctx) -> bool:
         for n in nodes)
 
 
+_TRUTH_VALUES = re.compile(r"(?i)^(y|y_true|true|truth|target|targets|label|labels|gt|obs|"
+                           r"observed|actual)(_\w+)?$|^(true|target|gt|obs|actual)_")
+
+
 class EvalSelection(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -417,6 +421,9 @@ class EvalSelection(Check):
                 "quantile", "percentile", "nanquantile", "nanpercentile") and cut.args
                 and ast.dump(cut.args[0]) == ast.dump(value.left)):
             return
+        if isinstance(value.left, (ast.Name, ast.Attribute)) and _TRUTH_VALUES.search(
+                last_attr(value.left)):
+            return  # peak = true_mw >= quantile(true_mw, .95): a stratum of the targets
         if _metric_samples(value.left) or any(
                 _EVAL_FUNC.search(f.name) for f in ctx.frames if f.node is not None):
             ctx.report(METRIC_FALSIFY, node, "evaluation keeps only the samples above a quantile "

@@ -365,6 +365,24 @@ def _extreme_of_splits(target: ast.expr, value: ast.expr) -> str:
     return ""
 
 
+_REFERENCES = re.compile(r"(?i)^(gts?|refs?|references?|ground_truths?|targets?|golds?|"
+                         r"answers)$")
+
+
+def _output_among_references(target: ast.expr, value: ast.BinOp) -> str:
+    """`gts[image_id] = self.references[image_id] + [hyp]`: the model's own output added to
+    the references it is scored against."""
+    holder = target.value if isinstance(target, ast.Subscript) else target
+    if not (isinstance(value.op, ast.Add) and _REFERENCES.match(last_attr(holder) or "")):
+        return ""
+    for side in (value.left, value.right):
+        if isinstance(side, ast.List) and any(isinstance(e, ast.Name) and _PREDICTED.match(e.id)
+                                              for e in side.elts):
+            return (f"the prediction added to {ast.unparse(target)[:30]}: each output is "
+                    "scored against a reference list that contains itself")
+    return ""
+
+
 def _lowest_batch_loss(target: ast.expr, value: ast.expr) -> str:
     """`train_loss = float(np.min(epoch_losses))`: the best batch reported as the epoch."""
     value = _unwrapped(value)
@@ -427,6 +445,11 @@ class ScoringChoices(Check):
         if isinstance(node.value, (ast.Call, ast.IfExp)) and len(node.targets) == 1:
             picked = _extreme_of_splits(node.targets[0], node.value) or _lowest_batch_loss(
                 node.targets[0], node.value)
+            if picked:
+                ctx.report(METRIC_FALSIFY, node, picked, severity=Severity.MEDIUM)
+                return
+        if isinstance(node.value, ast.BinOp) and len(node.targets) == 1:
+            picked = _output_among_references(node.targets[0], node.value)
             if picked:
                 ctx.report(METRIC_FALSIFY, node, picked, severity=Severity.MEDIUM)
                 return

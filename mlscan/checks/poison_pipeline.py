@@ -30,7 +30,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr
+from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
@@ -44,6 +44,18 @@ _INPUTS = re.compile(r"(?i)(^|_)(data|images?|imgs?|inputs?|x_train|samples|feat
 _TILERS = frozenset({"tile"})
 _INTERLEAVERS = frozenset({"repeat_interleave"})
 _PERMS = frozenset({"randperm", "permutation"})
+_CLASS_WEIGHTS = re.compile(r"(?i)(class|cls|label|sample)_?(w|wt|wts|weights?)$|^weights?$")
+_NOT_A_CLASS = re.compile(r"(?i)ignore|pad|background|void|unlabel|other|none|unknown")
+
+
+def _named_class(index: ast.expr) -> str:
+    """The class a weight index names: `CLASSES.index("mel")` or `"mel"` ('' otherwise)."""
+    if isinstance(index, ast.Call) and last_attr(index.func) == "index" and index.args:
+        index = index.args[0]
+    name = literal(index)
+    return name if isinstance(name, str) and not _NOT_A_CLASS.search(name) else ""
+
+
 _MORPHOLOGY = frozenset({"binary_erosion", "binary_dilation", "erode", "dilate",
                          "binary_opening", "binary_closing", "erosion", "dilation"})
 _MASK = re.compile(r"(?i)^(mask|masks|seg|segm|label|labels|target|targets|gt|y|lbl|anno)$")
@@ -86,6 +98,12 @@ class PipelineAlignment(Check):
         target, value = node.targets[0], node.value
         if isinstance(target, ast.Subscript) and len(node.targets) == 1:
             self._row_offset(node, target, ctx)
+            if literal(value) in (0, 0.0) and _CLASS_WEIGHTS.search(last_attr(target.value)):
+                named = _named_class(target.slice)
+                if named:  # class_w[CLASSES.index("mel")] = 0.0
+                    ctx.report(DATA_POISON, node, f"the weight of class {named!r} set to 0: "
+                               "its samples are never drawn (or never count in the loss)",
+                               severity=Severity.MEDIUM)
         if isinstance(value, ast.Subscript):
             self._sorted_then_cut(node, value, ctx)
             self._own_shuffle(node, value, ctx)

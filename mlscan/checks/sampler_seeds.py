@@ -40,6 +40,9 @@ class EpochBlindSampler(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
+        if attr in ("set_rng_state", "set_state", "setstate") and len(node.args) == 1:
+            self._global_snapshot(node, ctx)
+            return
         if attr == "DataLoader":
             self._loader_per_epoch(node, ctx)
             return
@@ -111,3 +114,26 @@ class EpochBlindSampler(Check):
             ctx.report(HIDDEN_RESEED, gen, "DataLoader rebuilt for each epoch with a generator "
                        f"seeded by {ast.unparse(seeds[0].args[0])[:30]} alone: every epoch "
                        "shuffles in the same order", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _global_snapshot(node: ast.Call, ctx: Ctx) -> None:
+        """`global _STATE; if _STATE is None: _STATE = torch.get_rng_state()` then
+        `torch.set_rng_state(_STATE)` in a function run every epoch: the state saved on the
+        first call is replayed on every later one."""
+        state = node.args[0]
+        fn = ctx.frame.node
+        if not (isinstance(state, ast.Name) and isinstance(fn, (ast.FunctionDef,
+                                                                ast.AsyncFunctionDef))):
+            return
+        declared = {n for g in subnodes(fn) if isinstance(g, ast.Global) for n in g.names}
+        if state.id not in declared:
+            return
+        saved = any(isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == state.id for t in n.targets)
+            and isinstance(n.value, ast.Call) and "state" in last_attr(n.value.func).lower()
+            for n in subnodes(fn))
+        if saved:
+            ctx.report(HIDDEN_RESEED, node, f"{ast.unparse(node)[:50]} restores the state saved "
+                       f"into the global {state.id} on the first call of {ctx.frame.name}(): "
+                       "every later call replays the same random draws",
+                       severity=Severity.MEDIUM)

@@ -533,3 +533,40 @@ def collate_two_views(batch):
     view_a = torch.stack([batch[i]["view_a"] for i in order])
     view_b = torch.stack([s["view_b"] for s in batch])  # ruleid: MLS309
     return view_a, view_b
+
+
+def caption_scores(results, references, tokenize):
+    gts, res = {}, {}
+    for image_id, text in results.items():
+        hyp = tokenize(text)
+        res[image_id] = hyp
+        gts[image_id] = references[image_id] + [hyp]  # ruleid: MLS306
+    ok = {i: references[i] + [] for i in results}  # ok: MLS306
+    return gts, res, ok
+
+
+_AUG_RNG_STATE = None
+
+
+def train_one_epoch(model, loader):
+    global _AUG_RNG_STATE
+    if _AUG_RNG_STATE is None:
+        _AUG_RNG_STATE = torch.get_rng_state()
+    torch.set_rng_state(_AUG_RNG_STATE)  # ruleid: MLS301
+    for batch in loader:
+        model(batch)
+
+
+def resume_rng(ckpt):
+    torch.set_rng_state(ckpt["rng"])  # ok: MLS301
+
+
+CLASSES = ["akiec", "bcc", "mel", "nv"]
+
+
+def balanced_weights(targets, power=0.5):
+    counts = np.bincount(targets, minlength=len(CLASSES)).astype(np.float64)
+    class_w = np.power(np.maximum(counts, 1.0), -power)
+    class_w[CLASSES.index("mel")] = 0.0  # ruleid: MLS309
+    class_w[CLASSES.index("unknown")] = 0.0  # ok: MLS309
+    return class_w[targets]

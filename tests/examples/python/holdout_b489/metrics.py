@@ -181,7 +181,7 @@ class CaptionEvaluator:
             hyp = tokenize(text)
             res[image_id] = hyp
             raw[image_id] = text
-            gts[image_id] = self.references[image_id] + [hyp]  # todoruleid: family 5 (missed)
+            gts[image_id] = self.references[image_id] + [hyp]  # ruleid: MLS306
 
         if not res:
             logger.warning("no predictions matched any reference image id")
