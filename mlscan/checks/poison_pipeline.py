@@ -87,8 +87,8 @@ class PipelineAlignment(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
-        if attr in ("append", "extend", "insert"):
-            self._list_after_compose(node, ctx)
+        if attr in ("append", "extend", "insert") and ctx.mentions("Compose("):
+            self._list_after_compose(node, ctx)  # (appends are everywhere: a file test first)
         elif attr in ("tile", "repeat", "repeat_interleave"):
             self._mixed_expansion(node, ctx)
         elif attr in ("copy_",) and isinstance(node.func, ast.Attribute):
