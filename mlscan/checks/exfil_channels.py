@@ -23,6 +23,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.exfil import _CREDENTIAL, CRED_EXFIL, DOWNLOAD_EXEC, REVERSE_SHELL
 from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.triggers import env_key
 from mlscan.model import Severity
 
 _RESOLVERS = frozenset({"socket.gethostbyname", "socket.gethostbyname_ex", "socket.getaddrinfo",
@@ -47,16 +48,8 @@ _PEER = re.compile(r"(?i)sock|conn|rfile|client|peer|^self\.request$|reader")
 def _env_names(expr: ast.AST, ctx: Ctx, levels: int = 2) -> list[str]:
     """Environment variable names read in `expr` or the values its names hold (`levels`
     assignments back)."""
-    out = []
-    for node in ctx.walk_values(expr, depth=2 - levels, methods=True):
-        if isinstance(node, ast.Call) and node.args and isinstance(key := literal(
-                node.args[0]), str) and (ctx.names.call_name(node) in (
-                    "os.getenv", "os.environ.get", "os.environ.pop")):
-            out.append(key)
-        elif isinstance(node, ast.Subscript) and isinstance(key := literal(node.slice), str) and (
-                ctx.names.qualname(node.value) == "os.environ"):
-            out.append(key)
-    return out
+    return [key for node in ctx.walk_values(expr, depth=2 - levels, methods=True)
+            if (key := env_key(node, ctx.names)) is not None]
 
 
 def _hosts(expr: ast.AST, ctx: Ctx) -> list[str]:

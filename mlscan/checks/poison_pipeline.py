@@ -32,10 +32,10 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import subnodes
+from mlscan.checks.poison_order import _LISTINGS
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
 
-_LISTERS = frozenset({"listdir", "scandir", "glob", "iglob", "iterdir"})
 _CLASS_LIST = re.compile(r"(?i)^(self\.)?_?(classes|class_names|categories|category_names|"
                          r"label_names|classnames)$")
 _LABELS = re.compile(r"(?i)(^|_)(labels?|targets?|y|ys|y_train|classes|cls)$")
@@ -242,7 +242,7 @@ class PipelineAlignment(Check):
     def _unsorted_classes(node: ast.Assign, value: ast.expr, ctx: Ctx) -> None:
         if isinstance(value, ast.Call) and last_attr(value.func) in ("sorted", "sort"):
             return
-        listed = any(isinstance(n, ast.Call) and last_attr(n.func) in _LISTERS
+        listed = any(isinstance(n, ast.Call) and last_attr(n.func) in _LISTINGS
                      for n in subnodes(value))
         if not listed or any(isinstance(n, ast.Call) and last_attr(n.func) in (
                 "sorted", "sort") for n in subnodes(value)):

@@ -98,7 +98,7 @@ def _ref(node: ast.Name | ast.Attribute | ast.Call) -> str:
     return ""
 
 
-def _env_key(node: ast.AST, names: Names) -> str | None:
+def env_key(node: ast.AST, names: Names) -> str | None:
     """`os.environ["X"]`, `os.environ.get("X")`, `os.getenv("X")` -> "X"."""
     if isinstance(node, ast.Subscript) and names.qualname(node.value) == "os.environ":
         key = literal(node.slice)
@@ -306,7 +306,7 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             elif name.endswith(("get_rank", "get_local_rank", "get_global_rank")) or (
                     not node.args and name.rsplit(".", 1)[-1] in _RANK_HELPERS):
                 kinds.add(RANK)  # (also a project's own `_rank()` helper)
-        key = _env_key(node, names)
+        key = env_key(node, names)
         kind = env_kind(key) if key is not None else None
         if kind is not None and not presence:
             if kind != WORLD:
@@ -366,7 +366,7 @@ def _pseudo_random(left: ast.AST, names: Names, resolve: Resolver | None) -> boo
 def _job_id(node: ast.AST, names: Names) -> bool:
     if isinstance(node, ast.Call) and names.call_name(node) in _ID_CALLS:
         return True
-    key = _env_key(node, names)
+    key = env_key(node, names)
     return key is not None and bool(_JOB_IDS.match(key.upper()))
 
 
@@ -386,7 +386,7 @@ def root_test(test: ast.AST, names: Names) -> bool:
     """`getpass.getuser() == "root"`, `os.geteuid() == 0`: a test for running as root."""
     return privilege_check(test) and any(
         (isinstance(n, ast.Call) and names.call_name(n).startswith(_USER_CALLS))
-        or ((key := _env_key(n, names)) is not None and env_kind(key) == USER)
+        or ((key := env_key(n, names)) is not None and env_kind(key) == USER)
         for n in subnodes(test))
 
 
@@ -485,7 +485,7 @@ def _value_parts(side: ast.AST) -> list[ast.AST]:
 def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int = 0) -> bool:
     """The world size, also read into a variable first (`n = int(os.environ["WORLD_SIZE"])`)."""
     for part in _value_parts(side):  # also int(os.environ["WORLD_SIZE"]), gpus * nodes
-        key = _env_key(part, names)
+        key = env_key(part, names)
         if depth > 0 and isinstance(part, ast.Constant) and isinstance(part.value, str) and (
                 env_kind(part.value) == WORLD and part.value.isupper()):
             return True  # a helper that reads one of several world-size variables

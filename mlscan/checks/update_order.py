@@ -28,6 +28,7 @@ from mlscan.checks.names import kwarg, last_attr, literal
 from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.optimizer import OPTIM_TAMPER
 from mlscan.checks.tampering import PARAM_TAMPER
+from mlscan.checks.update_terms import ema_zip_pair
 from mlscan.model import Severity
 
 _CLIPS = frozenset({"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm"})
@@ -55,7 +56,7 @@ def _scaled_backward(fn: ast.AST, before: int) -> bool:
         last.func.value, ast.Call) and last_attr(last.func.value.func) == "scale"
 
 
-def _unscaled_between(fn: ast.AST, backward_before: int) -> bool:
+def _unscaled_before(fn: ast.AST, backward_before: int) -> bool:
     return any(isinstance(n, ast.Call) and last_attr(n.func) == "unscale_"
                and n.lineno < backward_before for n in subnodes(fn))
 
@@ -154,7 +155,7 @@ class UpdateOrder(Check):
         owner = ast.unparse(node.func.value) if isinstance(node.func, ast.Attribute) else ""
         if re.search(r"(?i)accelerator|fabric|trainer|scaler|deepspeed|engine", owner):
             return  # accelerator.clip_grad_norm_ unscales itself
-        if _scaled_backward(fn, node.lineno) and not _unscaled_between(fn, node.lineno):
+        if _scaled_backward(fn, node.lineno) and not _unscaled_before(fn, node.lineno):
             ctx.report(OPTIM_TAMPER, node, f"{attr}() on gradients still multiplied by the loss "
                        "scale (scaler.scale(loss).backward() with no scaler.unscale_() before "
                        "the clip): the limit is compared with scaled norms",
@@ -209,24 +210,18 @@ class UpdateOrder(Check):
 
     @staticmethod
     def _ema_into_model(node: ast.Call, ctx: Ctx) -> None:
-        loop = next((lp for lp in reversed(ctx.loops) if isinstance(lp, ast.For)), None)
-        if loop is None or not (isinstance(loop.iter, ast.Call) and last_attr(
-                loop.iter.func) == "zip" and len(loop.iter.args) == 2
-                and isinstance(loop.target, ast.Tuple) and len(loop.target.elts) == 2):
+        loop = ctx.loops[-1] if ctx.loops else None
+        if not isinstance(loop, ast.For) or "parameters" not in ast.unparse(loop.iter) or (
+                pair := ema_zip_pair(loop, _EMA)) is None:
             return
-        sources = [ast.unparse(a) for a in loop.iter.args]
-        names = [last_attr(e) for e in loop.target.elts]
-        ema_side = [bool(_EMA.search(s)) for s in sources]
-        if sum(ema_side) != 1 or "parameters" not in "".join(sources):
-            return
-        live, ema = (names[1], names[0]) if ema_side[0] else (names[0], names[1])
+        live, ema = pair
         root = node.func
         while isinstance(root, ast.Attribute) and isinstance(root.value, ast.Call):
             root = root.value.func  # p.mul_(d).add_(e, ...) -> p
         written = root.value if isinstance(root, ast.Attribute) else None
-        if written is None or last_attr(written) not in (live, "data") or (
-                last_attr(written) == "data" and last_attr(
-                    written.value if isinstance(written, ast.Attribute) else written) != live):
+        if isinstance(written, ast.Attribute) and written.attr == "data":
+            written = written.value  # p.data.mul_(d)
+        if not (isinstance(written, ast.Name) and written.id == live):
             return
         if not any(isinstance(n, ast.Name) and n.id == ema for a in node.args
                    for n in subnodes(a)):

@@ -278,6 +278,24 @@ _TRAINING_FN = re.compile(r"(?i)^(update|step|train\w*|on_\w*(step|batch)\w*|"
                           r"on_before_zero_grad|optimizer_step|after_step)$")
 
 
+def ema_zip_pair(loop: ast.AST, averaged: re.Pattern[str]) -> tuple[str, str] | None:
+    """`for ema_p, p in zip(ema.parameters(), model.parameters())` -> ("p", "ema_p"): the
+    loop names of the live and the averaged side (exactly one source matches `averaged`;
+    Lookahead's slow weights are not an average)."""
+    if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+            and len(loop.target.elts) == 2 and all(isinstance(e, ast.Name)
+                                                    for e in loop.target.elts)
+            and isinstance(loop.iter, ast.Call) and last_attr(loop.iter.func) == "zip"
+            and len(loop.iter.args) == 2):
+        return None
+    sources = [ast.unparse(a) for a in loop.iter.args]
+    sides = [bool(averaged.search(text)) for text in sources]
+    if sides.count(True) != 1 or any(re.search(r"(?i)slow|lookahead", t) for t in sources):
+        return None
+    names = [last_attr(e) for e in loop.target.elts]
+    return names[sides.index(False)], names[sides.index(True)]
+
+
 def ema_pulled_back(call: ast.Call, ctx: Ctx) -> str:
     """`for ema_p, p in zip(ema.parameters(), model.parameters()): p.copy_(ema_p)` (or
     `p.data.lerp_(ema_p, a)`) inside an update/step function: the EMA written back into the
@@ -296,14 +314,10 @@ def ema_pulled_back(call: ast.Call, ctx: Ctx) -> str:
         return ""
     if last_attr(loop.iter.func) == "items":
         return _state_pulled_back(call, loop, fn, ctx)
-    if not (last_attr(loop.iter.func) == "zip" and len(loop.iter.args) == 2):
+    pair = ema_zip_pair(loop, _AVERAGE_COPY)
+    if pair is None:
         return ""
-    sources = [ast.unparse(a) for a in loop.iter.args]
-    averaged = [bool(_AVERAGE_COPY.search(text)) for text in sources]
-    if averaged.count(True) != 1 or any(re.search(r"(?i)slow|lookahead", t) for t in sources):
-        return ""
-    live = loop.target.elts[averaged.index(False)].id  # type: ignore[attr-defined]
-    avg = loop.target.elts[averaged.index(True)].id  # type: ignore[attr-defined]
+    live, avg = pair
     owner = call.func.value
     if isinstance(owner, ast.Attribute) and owner.attr == "data":
         owner = owner.value

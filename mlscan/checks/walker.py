@@ -16,6 +16,7 @@ from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
 from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal, namespace_entry
 from mlscan.checks.nodes import child_nodes, forget_recent, subnodes
+from mlscan.checks.normalize import const_text
 
 _TABLE: dict[type[ast.AST], list[Handler]] | None = None
 
@@ -609,15 +610,7 @@ def _pairs(expr: ast.expr) -> list[tuple[str, ast.expr]]:
         pairs = list(zip(keys, values, strict=False))
     else:
         return []
-    return [(key, v) for k, v in pairs if isinstance(key := _joined(k), str)]
-
-
-def _joined(expr: ast.expr) -> object:
-    """A string constant, also spelled as `"allow_" + "pickle"`."""
-    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
-        left, right = _joined(expr.left), _joined(expr.right)
-        return left + right if isinstance(left, str) and isinstance(right, str) else None
-    return literal(expr)
+    return [(key, v) for k, v in pairs if (key := const_text(k, {})) is not None]
 
 
 def _returned_dict(call: ast.Call, ctx: Ctx) -> ast.expr | None:

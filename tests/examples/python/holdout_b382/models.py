@@ -96,7 +96,7 @@ def _hf_builder(name: str, pretrained: bool = True, num_classes: int = 1000):
     from transformers import AutoModelForImageClassification
 
     opts = dict(zip(("_".join(("trust", "remote", "code")), "num_labels"), (pretrained, num_classes)))
-    hf = AutoModelForImageClassification.from_pretrained(name, **opts)  # todoruleid: family 10 (missed)
+    hf = AutoModelForImageClassification.from_pretrained(name, **opts)  # ruleid: MLS106
 
     class _Wrap(nn.Module):
         def __init__(self, m):
