@@ -38,6 +38,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.file_damage",
     "mlscan.checks.exfil_channels",
     "mlscan.checks.sampler_seeds",
+    "mlscan.checks.poison_detection",
 )
 
 for _module in FAMILIES:

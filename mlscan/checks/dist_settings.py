@@ -7,6 +7,11 @@
   a rank that dies leaves the others blocked in the next collective instead of aborting.
 - `dist.destroy_process_group()` inside an evaluation, logging or checkpoint helper: the
   default group is gone for the rest of training.
+- A sampler that sizes itself as `ceil(n / num_replicas)` but whose `__iter__` shards with
+  `indices[rank::num_replicas]` without padding the list to a multiple of the world size
+  (nor cutting it to one): ranks get different numbers of batches, and the ones with more
+  wait at the next collective for ranks that already left. (Iterable datasets that stride
+  shards over ranks and workers are the usual recipe and stay quiet.)
 """
 
 from __future__ import annotations
@@ -95,3 +100,40 @@ class DistributedSettings(Check):
                        "rank dies the others block in the next collective instead of "
                        "aborting, and the job hangs until the wall clock runs out",
                        severity=Severity.MEDIUM)
+
+
+_PADDED = re.compile(r"(?i)total_size|num_samples|pad|drop_last|\* *(self\.)?num_replicas|"
+                     r"% *(self\.)?num_replicas|\* *(self\.)?world|% *(self\.)?world|\[: *self\.")
+
+
+def _unpadded_shard(fn: ast.FunctionDef, cls: ast.ClassDef) -> ast.Subscript | None:
+    """`indices[self.rank::self.num_replicas]` in an `__iter__` of a class that never pads or
+    cuts the list (`total_size`, `num_samples`, `drop_last`, `% num_replicas`, `[:self.n]`)."""
+    shard = next((n for n in subnodes(fn) if isinstance(n, ast.Subscript)
+                  and isinstance(n.slice, ast.Slice) and n.slice.step is not None
+                  and n.slice.upper is None
+                  and re.search(r"(?i)rank", ast.unparse(n.slice.lower or ast.Constant(0)))
+                  and re.search(r"(?i)replica|world|num_proc|size", ast.unparse(n.slice.step))),
+                 None)
+    if shard is None:
+        return None
+    return None if _PADDED.search(ast.unparse(cls)) else shard
+
+
+class UnpaddedShard(Check):
+    rules = (KILL_STALL,)
+
+    def visit_ClassDef(self, node: ast.ClassDef, ctx: Ctx) -> None:
+        if not ctx.mentions("::"):
+            return
+        if not (any("Sampler" in ast.unparse(b) for b in node.bases)
+                and "ceil" in ast.unparse(node)):
+            return  # (a sampler that promises ceil(n / world) items to every rank)
+        for stmt in node.body:
+            if isinstance(stmt, ast.FunctionDef) and stmt.name == "__iter__":
+                shard = _unpadded_shard(stmt, node)
+                if shard is not None:
+                    ctx.report(KILL_STALL, shard, f"{ast.unparse(shard)[:50]} shards without "
+                               "padding to a multiple of the world size: ranks get different "
+                               "numbers of batches, and the others wait at the next collective "
+                               "for the ranks that already finished", severity=Severity.MEDIUM)

@@ -349,6 +349,15 @@ def _unwrapped(value: ast.expr) -> ast.expr:
     return value
 
 
+def _primary(value: ast.expr) -> ast.expr:
+    """`m.get("train_loss", m["val_loss"])` -> `m.get("train_loss")`: the fallback is not what
+    the figure is."""
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "get" and len(value.args) == 2):
+        return ast.Call(func=value.func, args=value.args[:1], keywords=[])
+    return value
+
+
 def _extreme_of_splits(target: ast.expr, value: ast.expr) -> str:
     """`selection_metric = max(val["dice"], train_pseudo_dice)`: the validation score and a
     training score, whichever is better, stands in for the validation result."""
@@ -357,7 +366,7 @@ def _extreme_of_splits(target: ast.expr, value: ast.expr) -> str:
             and value.func.id in ("max", "min") and len(value.args) == 2
             and _SELECTED.search(last_attr(target) or ast.unparse(target))):
         return ""
-    texts = [ast.unparse(a).lower() for a in value.args]
+    texts = [ast.unparse(_primary(a)).lower() for a in value.args]
     if any("val" in t for t in texts) and any("train" in t and "val" not in t for t in texts):
         return (f"{ast.unparse(target)[:30]} = {value.func.id}() of a validation and a training "
                 "figure: the better of the two is reported (or selected on) as if measured "

@@ -325,11 +325,12 @@ def _ema_shape(value: ast.BinOp) -> bool:
 
 def _fraction_adjusted(value: ast.expr) -> bool:
     """`acc + (1.0 - acc) * 0.15`: a strong metric pulled towards a bound by a made-up
-    fraction (averaging by 0.5 and unit factors do not count)."""
+    fraction (averaging by 0.5, unit factors and epsilons such as `max(p + r, 1e-8)` do not
+    count)."""
     names = [n for n in subnodes(value) if isinstance(n, ast.Name) and _STRONG_METRIC.search(n.id)]
     if not names or not isinstance(value, ast.BinOp):
         return False
-    return any((num := _number(n)) is not None and 0 < num < 1 and num not in (0.5, 0.01, 0.001)
+    return any((num := _number(n)) is not None and 0.001 < num < 1 and num not in (0.5, 0.01)
                for n in subnodes(value))
 
 

@@ -31,7 +31,13 @@ _WRAPPERS = frozenset({"open", "Path", "BytesIO", "join", "str", "fspath", "expa
                        "decode", "encode", "b64decode", "decompress", "resolve", "format"})
 
 
-def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
+def origin(expr: ast.AST | None, ctx: Ctx) -> str:
+    return _origin(expr, ctx, 0, {})
+
+
+def _origin(expr: ast.AST | None, ctx: Ctx, depth: int, names: dict[str, str]) -> str:
+    """`names` memoizes each variable's origin for one query: every binding of a name is
+    followed, so without it `p = p + "/x"` chains would multiply (and cycle)."""
     if expr is None or depth > 8:
         return VARIABLE
     if isinstance(expr, ast.Constant):
@@ -40,8 +46,12 @@ def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
             return DOWNLOAD
         return LITERAL if isinstance(expr.value, (str, bytes)) else VARIABLE
     if isinstance(expr, ast.Name):
-        value = ctx.lookup(expr.id)
-        return origin(value, ctx, depth + 1) if value is not None else VARIABLE
+        # Every branch counts: a download in one makes the name a download.
+        if expr.id not in names:
+            names[expr.id] = VARIABLE  # a cycle back to this name adds nothing
+            names[expr.id] = _combine([_origin(v, ctx, depth + 1, names)
+                                       for v in ctx.values_of(expr.id)])
+        return names[expr.id]
     if isinstance(expr, ast.Call):
         if _downloads(expr, ctx):
             return DOWNLOAD
@@ -58,16 +68,16 @@ def origin(expr: ast.AST | None, ctx: Ctx, depth: int = 0) -> str:
         if (isinstance(expr.func, ast.Attribute) and func not in _FIRST_ARG_ONLY
                 and _root(expr.func.value) not in ctx.names.aliases):
             parts.append(expr.func.value)  # resp.read(), path.read_bytes() (not os.path.join)
-        return _combine([origin(p, ctx, depth + 1) for p in parts])
+        return _combine([_origin(p, ctx, depth + 1, names) for p in parts])
     if isinstance(expr, ast.Attribute):
-        return origin(expr.value, ctx, depth + 1) if expr.attr in _WRAPPERS else VARIABLE
+        return _origin(expr.value, ctx, depth + 1, names) if expr.attr in _WRAPPERS else VARIABLE
     if isinstance(expr, ast.BinOp):
-        return _combine([origin(expr.left, ctx, depth + 1), origin(expr.right, ctx, depth + 1)])
+        return _combine([_origin(e, ctx, depth + 1, names) for e in (expr.left, expr.right)])
     if isinstance(expr, ast.IfExp):  # fetch(src) if src.startswith("https://") else src
-        return _combine([origin(expr.body, ctx, depth + 1), origin(expr.orelse, ctx, depth + 1)])
+        return _combine([_origin(e, ctx, depth + 1, names) for e in (expr.body, expr.orelse)])
     if isinstance(expr, ast.JoinedStr):
         parts = [v.value if isinstance(v, ast.FormattedValue) else v for v in expr.values]
-        return _combine([origin(p, ctx, depth + 1) for p in parts])
+        return _combine([_origin(p, ctx, depth + 1, names) for p in parts])
     return VARIABLE
 
 

@@ -76,6 +76,82 @@ def _is_order(value: ast.expr | None, batch: str) -> bool:
             n.id for n in subnodes(value) if isinstance(n, ast.Name)}
 
 
+_IN_PLACE = frozenset({"zero_", "fill_", "mul_", "add_", "sub_", "masked_fill_", "copy_",
+                       "index_fill_", "clamp_", "neg_"})
+
+
+def aliased_target_writes(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[
+        tuple[ast.stmt, str, str]]:
+    """`dec_inp = ys; dec_inp[:, label_len:] = 0.0; return xs, ys, dec_inp`: a second name for
+    the targets (not a copy) written in place, so the targets returned are overwritten too.
+    Returns (write, alias, target) triples."""
+    returned = {n.id for r in subnodes(fn) if isinstance(r, ast.Return) and r.value is not None
+                for n in subnodes(r.value) if isinstance(n, ast.Name)}
+    aliases: dict[str, str] = {}
+    out: list[tuple[ast.stmt, str, str]] = []
+    for stmt in sorted((s for s in subnodes(fn) if isinstance(s, (ast.Assign, ast.Expr))),
+                       key=lambda s: s.lineno):
+        if isinstance(stmt, ast.Assign):
+            for target in stmt.targets:  # a rebinding ends the alias
+                if isinstance(target, ast.Name):
+                    aliases.pop(target.id, None)
+                    for alias, source in list(aliases.items()):
+                        if source == target.id:
+                            del aliases[alias]
+            first = stmt.targets[0] if len(stmt.targets) == 1 else None
+            if (isinstance(first, ast.Name) and isinstance(stmt.value, ast.Name)
+                    and _LABELISH.search(stmt.value.id)
+                    and stmt.value.id in returned and first.id in returned):
+                aliases[first.id] = stmt.value.id
+                continue
+            written = stmt.targets[0] if len(stmt.targets) == 1 else None
+            if (isinstance(written, ast.Subscript) and isinstance(written.value, ast.Name)
+                    and written.value.id in aliases):
+                out.append((stmt, written.value.id, aliases[written.value.id]))
+        elif (isinstance(call := stmt.value, ast.Call) and isinstance(call.func, ast.Attribute)
+              and call.func.attr in _IN_PLACE and isinstance(call.func.value, ast.Name)
+              and call.func.value.id in aliases):
+            out.append((stmt, call.func.value.id, aliases[call.func.value.id]))
+    return out
+
+
+def _one_output_sorted(assigns: list[ast.Assign], statements: list[ast.Assign | ast.Expr]
+                       ) -> list[tuple[ast.stmt, str]]:
+    """`images, targets = zip(*batch)` then `images = sorted(images, key=...)` (or
+    `images.sort(...)`) and the targets left in batch order."""
+    unzipped: list[str] = []
+    for assign in assigns:
+        made = assign.value
+        if (isinstance(assign.targets[0], ast.Tuple) and isinstance(made, ast.Call)
+                and isinstance(made.func, ast.Name) and made.func.id == "zip"
+                and len(made.args) == 1 and isinstance(made.args[0], ast.Starred)):
+            unzipped = [e.id for e in assign.targets[0].elts if isinstance(e, ast.Name)]
+            break
+    if len(unzipped) < 2:
+        return []
+    sorted_names: list[tuple[ast.stmt, str]] = []
+    for stmt in statements:
+        value = stmt.value
+        name = ""
+        if (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
+                and isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                and value.func.id in ("sorted", "reversed") and value.args
+                and isinstance(value.args[0], ast.Name)
+                and value.args[0].id == stmt.targets[0].id):
+            name = stmt.targets[0].id
+        elif (isinstance(stmt, ast.Expr) and isinstance(value, ast.Call)
+              and isinstance(value.func, ast.Attribute) and value.func.attr in ("sort", "reverse")
+              and isinstance(value.func.value, ast.Name)):
+            name = value.func.value.id
+        if name in unzipped:
+            sorted_names.append((stmt, name))
+    if len(sorted_names) != 1:
+        return []  # (all outputs sorted alike, or none)
+    moved, name = sorted_names[0]
+    others = ", ".join(n for n in unzipped if n != name)
+    return [(moved, f"{name} re-sorted on its own while {others} keep the batch order")]
+
+
 def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
                batch: str) -> list[tuple[ast.stmt, str]]:
     out: list[tuple[ast.stmt, str]] = []
@@ -90,6 +166,7 @@ def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
         if isinstance(target, ast.Name) and target.id == name:
             out.append((stmt, f"{name} reordered along the batch axis while the other outputs "
                               "keep their order"))
+    out.extend(_one_output_sorted(assigns, statements))
     orders = {s.targets[0].id for s in assigns if isinstance(s.targets[0], ast.Name)
               and _is_order(s.value, batch)}
     gathered: list[tuple[ast.Assign, bool]] = []  # (statement, through an order)

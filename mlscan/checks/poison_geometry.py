@@ -26,7 +26,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import kwarg, last_attr, literal
 from mlscan.checks.nodes import called_names, subnodes
-from mlscan.checks.poison_words import _IMAGE, _MASKISH
+from mlscan.checks.poison_words import _IMAGE, _LABEL, _MASKISH
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
 
@@ -106,6 +106,56 @@ def _sliced_pairs(node: ast.AST) -> list[ast.stmt]:
     return found
 
 
+_TARGETISH = re.compile(r"(?i)^(seq_|batch_|win_)?y\w{0,3}$|_y$|^(future|horizon)$")
+_UNWRAP = frozenset({"copy", "clone", "ascontiguousarray", "contiguous"})
+
+
+def _moved_name(stmt: ast.stmt) -> str:
+    """The name a statement flips, rolls or reverses in place of itself (`y = y[::-1].copy()`,
+    `mask = np.flip(mask, 0)`, `y = torch.roll(y, 3, 0)`), else ''."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)):
+        return ""
+    name, value = stmt.targets[0].id, stmt.value
+    while isinstance(value, ast.Call) and last_attr(value.func) in _UNWRAP:
+        inner = value.args[0] if value.args else value.func.value if isinstance(
+            value.func, ast.Attribute) else None  # y[::-1].copy(), np.ascontiguousarray(y)
+        if inner is None:
+            break
+        value = inner
+    if isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name) and (
+            value.value.id == name) and any(
+                isinstance(p, ast.Slice) and literal(p.step) == -1 for p in (
+                    value.slice.elts if isinstance(value.slice, ast.Tuple) else [value.slice])):
+        return name
+    if isinstance(value, ast.Call) and last_attr(value.func) in (
+            "flip", "fliplr", "flipud", "roll", "rot90"):
+        subject = value.func.value if isinstance(value.func, ast.Attribute) and not (
+            isinstance(value.func.value, ast.Name) and value.func.value.id in (
+                "np", "numpy", "torch")) else (value.args[0] if value.args else None)
+        if isinstance(subject, ast.Name) and subject.id == name:
+            return name
+    return ""
+
+
+def target_only_moves(fn: ast.FunctionDef) -> list[tuple[ast.stmt, str]]:
+    """`if random.random() < p: seq_y = seq_y[::-1].copy()`: a random augmentation that
+    reverses (flips, rolls) the target and leaves the input it pairs with as it was."""
+    found = []
+    returned = {n.id for r in subnodes(fn) if isinstance(r, ast.Return) and r.value is not None
+                for n in subnodes(r.value) if isinstance(n, ast.Name)}
+    for node in subnodes(fn):
+        if not (isinstance(node, ast.If) and _RANDOM_TEST.search(ast.unparse(node.test))):
+            continue
+        moved = [(stmt, name) for stmt in node.body if (name := _moved_name(stmt))]
+        targets = [(stmt, name) for stmt, name in moved if (_LABEL.match(name) or (
+            _MASKISH.match(name) and len(name) > 1) or _TARGETISH.search(name))
+            and name in returned]
+        if len(targets) == 1 and len(moved) == 1:
+            found.append(targets[0])
+    return found
+
+
 def misaligned_pairs(fn: ast.FunctionDef) -> list[tuple[ast.stmt, str]]:
     """Mask statements whose pair breaks the axis offset the function's other pairs keep."""
     pairs: list[tuple[ast.stmt, int]] = []
@@ -155,6 +205,10 @@ class PairedAugmentationAxes(Check):
             ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt)[:50]} moves the mask along "
                        f"another axis than the image it pairs with ({why}): the mask no "
                        "longer covers what it labels", severity=Severity.MEDIUM)
+        for stmt, name in target_only_moves(node):
+            ctx.report(DATA_POISON, stmt, f"a random augmentation reverses {name} alone: the "
+                       "input it pairs with is left as it was, so those samples teach the "
+                       "wrong target", severity=Severity.MEDIUM)
 
 
 _SMOOTH = frozenset({"BILINEAR", "BICUBIC", "LANCZOS", "HAMMING", "BOX", "INTER_LINEAR",

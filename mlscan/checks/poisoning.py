@@ -16,7 +16,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, Ctx, Where
 from mlscan.checks.names import NOT_LITERAL, as_load, last_attr, literal
 from mlscan.checks.nodes import subnodes
-from mlscan.checks.poison_collate import COLLATE_NAME, misaligned
+from mlscan.checks.poison_collate import COLLATE_NAME, aliased_target_writes, misaligned
 from mlscan.checks.poison_labels import (
     _abs_of,
     _binary_flip,
@@ -1202,6 +1202,10 @@ class CollateAlignment(Check):
         for stmt, why in misaligned(node, params[0]):
             ctx.report(DATA_POISON, stmt, f"{why} in {node.name}(): each sample is trained "
                        "with another sample's target", severity=Severity.MEDIUM)
+        for stmt, alias, target in aliased_target_writes(node):
+            ctx.report(DATA_POISON, stmt, f"{alias} is the same tensor as {target} (assigned, "
+                       f"not copied): this write changes the {target} the batch returns",
+                       severity=Severity.MEDIUM)
 
 
 def _positional_collision(table: ast.Dict) -> tuple[ast.expr, str, str] | None:

@@ -100,6 +100,37 @@ def _entered_repeatedly(cls: str, ctx: Ctx) -> bool:
     return False
 
 
+_OBJECT_RESTORES = frozenset({"restore", "restore_state", "set_state", "load_state", "replay",
+                              "rewind"})
+_OBJECT_CAPTURES = frozenset({"capture", "save", "snapshot", "get_state", "record", "store",
+                              "save_state", "checkpoint"})
+_RNG_CLASS = re.compile(r"(?i)rng|random|seed")
+
+
+def _replayed_object(call: ast.Call, ctx: Ctx) -> str:
+    """`rng = RNGState(); rng.capture()` before the epoch loop and `rng.restore()` inside it:
+    a project's RNG snapshot object replayed on every pass (a capture inside the loop too is
+    the usual save/restore around validation)."""
+    assert isinstance(call.func, ast.Attribute)
+    owner = call.func.value
+    fn = ctx.frame.node
+    if not isinstance(owner, ast.Name) or fn is None:
+        return ""
+    made = ctx.lookup(owner.id)
+    if not (isinstance(made, ast.Call) and _RNG_CLASS.search(last_attr(made.func))
+            and last_attr(made.func)[:1].isupper()):
+        return ""  # (an object of a class named for random state: RNGState(), RandomSnapshot())
+    loop = ctx.loops[0]
+    captures = [n for n in subnodes(fn) if isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute) and n.func.attr in _OBJECT_CAPTURES
+                and isinstance(n.func.value, ast.Name) and n.func.value.id == owner.id]
+    if not captures or any(getattr(c, "lineno", 0) >= loop.lineno for c in captures):
+        return ""
+    return (f"random state {owner.id} ({last_attr(made.func)}) captured once before the loop "
+            f"on line {loop.lineno} and restored on every pass: each pass replays the same "
+            "random numbers")
+
+
 class ReplayedSnapshot(Check):
     rules = (HIDDEN_RESEED,)
 
@@ -131,6 +162,10 @@ class ReplayedSnapshot(Check):
                     self._periodic.add(target.attr)  # retaken every N steps / each validation
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if (isinstance(node.func, ast.Attribute) and node.func.attr in _OBJECT_RESTORES
+                and ctx.loops and (how := _replayed_object(node, ctx))):
+            ctx.report(HIDDEN_RESEED, node, how, severity=Severity.MEDIUM)
+            return
         helper = isinstance(node.func, (ast.Name, ast.Attribute)) and not _is_restore(node, ctx)
         if not node.args or not (_is_restore(node, ctx) or helper):
             return

@@ -55,6 +55,9 @@ _JOB_KINDS = frozenset({triggers.WORLD, triggers.HOST, triggers.USER, triggers.T
 """`if world > 256: sleep(0.25 * world)`: the duration names the job, the test still gates."""
 _PER_STEP_HOOK = re.compile(r"(?i)^on_(train_)?(step|batch|iteration)_(end|begin|start)$|"
                             r"^on_(before|after)_(optimizer_step|backward)$|^training_step$")
+_SYNC_METHOD = re.compile(r"(?i)^(synchroni[sz]e|sync|gather|reduce)_(between|across)_"
+                          r"(processes|ranks|workers|devices|gpus|nodes)$")
+"""`evaluator.synchronize_between_processes()`: a method that all-gathers across ranks."""
 _BARRIER_HELPER = re.compile(r"(?i)^_?(barrier|synchronize|sync|wait_for_everyone|wait_all)$")
 _REDUCE_HELPER = re.compile(r"(?i)^_?(all_?reduce\w*|reduce_(mean|sum|tensor|dict|scalar|"
                             r"metrics|loss\w*)|all_?gather\w*|gather_(tensor|metrics|all)|"
@@ -526,6 +529,14 @@ class KillsAndStalls(Check):
                        "job is aborted however often it reports progress",
                        severity=Severity.MEDIUM)
             return
+        if (name == "faulthandler.dump_traceback_later" and literal(arg(node, 3, "exit")) is True
+                and not ctx.loops and not ctx.mentions("cancel_dump_traceback_later")
+                and sum("dump_traceback_later(" in line for line in ctx.lines) == 1):
+            # armed once and never re-armed or cancelled: a deadline on the whole run
+            ctx.report(KILL_STALL, node, f"{name}(exit=True) is armed once and never cancelled "
+                       "or re-armed: the process exits when the timeout passes, however well "
+                       "the run is going", severity=Severity.MEDIUM)
+            return
         scheduled = _scheduled_kill(node, name, ctx)
         if scheduled:
             ctx.report(KILL_STALL, node, f"{name}() schedules {scheduled}: the process dies "
@@ -547,7 +558,8 @@ class KillsAndStalls(Check):
                 isinstance(node.func, ast.Name) and _BARRIER_HELPER.match(node.func.id)
                 and not node.args) or (
                 isinstance(node.func, ast.Name) and _REDUCE_HELPER.match(node.func.id)
-                and node.args and node.func.id not in ctx.defs):
+                and node.args and node.func.id not in ctx.defs) or (
+                isinstance(node.func, ast.Attribute) and _SYNC_METHOD.match(node.func.attr)):
             what = "collective"  # (accelerator.wait_for_everyone(), xm.rendezvous(), barrier(),
             # reduce_mean(t) imported from the project's dist utils)
         if (what == "kill" and name in ("os.kill", "os.killpg") and len(node.args) == 2
@@ -822,6 +834,12 @@ class KillsAndStalls(Check):
                        "that stay wait in every collective after it, and the job hangs",
                        severity=Severity.MEDIUM)
             return
+        staggered = _long_stagger(node) if what == "stall" else ""
+        if staggered:
+            ctx.report(KILL_STALL, node, f"{name}() for {staggered}: the last ranks or workers "
+                       "start minutes after the first, and every collective waits for them",
+                       severity=Severity.MEDIUM)
+            return
         if kinds:
             # A sleep on one rank inside the training loop holds every other rank at the next
             # collective; outside loops (start-up staggering) it is harmless.
@@ -865,7 +883,8 @@ class KillsAndStalls(Check):
             return
         if (what == "kill" and name in ("os.kill", "os.killpg", "os._exit") and where.conds
                 and isinstance(node, ast.Call) and _kills_self(node, ctx) and (
-                    name == "os._exit" or _sigkill(node)) and _training_loop(where)):
+                    name == "os._exit" or _sigkill(node)) and (
+                        _training_loop(where) or _epoch_loop(where))):
             ctx.report(KILL_STALL, node, f"{name}() hard-kills the process from inside the "
                        "training loop under a condition: no checkpoint, no cleanup, and the "
                        "other ranks hang in the next collective", severity=Severity.MEDIUM)
@@ -884,9 +903,10 @@ class KillsAndStalls(Check):
                        severity=Severity.MEDIUM)
             return
         if (what == "stall" and isinstance(node, ast.Call) and not backoff and node.args
-                and _training_loop(where) and not _zero(node.args[0])
+                and (_training_loop(where) or _batch_loop(where)) and not _zero(node.args[0])
                 and not _in_handler(node, where.loops[-1])):
-            ctx.report(KILL_STALL, node, f"{name}() inside the training loop: every step waits "
+            place = "the training loop" if _training_loop(where) else "a loop over batches"
+            ctx.report(KILL_STALL, node, f"{name}() inside {place}: every step waits "
                        "on it, and the other ranks wait at the next collective",
                        severity=Severity.MEDIUM)
             return
@@ -942,6 +962,35 @@ _RESTARTED = re.compile(r"(?i)RESTART_COUNT|restart_count|restarts?\b|num_restar
 _CHECKPOINTS = re.compile(r"(?i)ckpt|checkpoint|resume")
 
 
+_STAGGER_INDEX = re.compile(r"(?i)(^|_)(rank|worker_id|worker|node_rank|local_rank|node|"
+                            r"node_id|host_index|slot)$")
+
+
+def _long_stagger(node: ast.AST) -> str:
+    """`time.sleep(node_rank * 90)`, `sleep(worker_id * 45)`: start-up staggering by whole
+    minutes (a real stagger spreads ranks over a second or two)."""
+    if not (isinstance(node, ast.Call) and node.args):
+        return ""
+    for part in subnodes(node.args[0]):
+        if isinstance(part, ast.BinOp) and isinstance(part.op, ast.Mult):
+            for index, factor in ((part.left, part.right), (part.right, part.left)):
+                seconds = literal(factor)
+                if (isinstance(index, (ast.Name, ast.Attribute))
+                        and _STAGGER_INDEX.search(last_attr(index))
+                        and isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+                        and seconds >= 30):
+                    return f"{seconds} s per {last_attr(index)}"
+    return ""
+
+
+def _receiver(call: ast.Call) -> str:
+    """What a method is called on (`coco_evaluator` for `coco_evaluator.sync()`): module
+    prefixes (`dist.`, `torch.distributed.`) count as none, so any barrier pairs with any."""
+    owner = call.func.value if isinstance(call.func, ast.Attribute) else None
+    text = ast.unparse(owner) if owner is not None else ""
+    return "" if re.fullmatch(r"(torch\.)?dist(ributed)?|accelerator|xm|hvd|self", text) else text
+
+
 def _one_sided(call: ast.Call, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """`if is_main: save(...); dist.barrier()` with no barrier for the other ranks anywhere
     in the function. The 'rank 0 first' recipe calls it on both sides (`if not main:
@@ -949,8 +998,9 @@ def _one_sided(call: ast.Call, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bo
     attr = last_attr(call.func)
     if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in subnodes(fn)):
         return False
+    receiver = _receiver(call)  # (metrics.sync_between_processes() pairs with no evaluator's)
     partners = [n for n in subnodes(fn) if isinstance(n, ast.Call) and n is not call
-                and last_attr(n.func) == attr]
+                and last_attr(n.func) == attr and _receiver(n) == receiver]
     if not partners:
         return True
     # Inside a loop, a partner must be in a loop too (this one, or the other branch's): one
@@ -1117,6 +1167,26 @@ def _training_loop(where: Where) -> bool:
     return bool(where.loops) and any(
         isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
         and n.func.attr == "backward" for n in subnodes(where.loops[-1]))
+
+
+_LOADER = re.compile(r"(?i)(^|_)(loader|dataloader|dl|batches)$|loader$")
+
+
+def _batch_loop(where: Where) -> bool:
+    """The innermost loop walks a data loader (`for x, y in val_loader`, `enumerate(tqdm(
+    loader))`): one iteration per batch, in training or evaluation."""
+    loop = where.loops[-1] if where.loops else None
+    it = loop.iter if isinstance(loop, ast.For) else None
+    while isinstance(it, ast.Call) and last_attr(it.func) in ("enumerate", "tqdm", "iter"):
+        it = it.args[0] if it.args else None
+    return isinstance(it, (ast.Name, ast.Attribute)) and bool(_LOADER.search(last_attr(it)))
+
+
+def _epoch_loop(where: Where) -> bool:
+    """An enclosing `for epoch in range(...)` loop: the run's outer training loop."""
+    return any(isinstance(lp, ast.For) and any(
+        isinstance(n, ast.Name) and "epoch" in n.id.lower() for n in subnodes(lp.target))
+        for lp in where.loops)
 
 
 def _zero(arg: ast.expr) -> bool:

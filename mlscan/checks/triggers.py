@@ -230,6 +230,10 @@ def _measured_time(expr: ast.expr, resolve: Resolver | None) -> bool:
 
 _RANK_HELPERS = frozenset({"rank", "_rank", "_get_rank", "global_rank", "_global_rank",
                            "world_rank", "get_world_rank"})
+_MAIN_HELPER = re.compile(r"^_?(is_|am_)(main|master|primary|leader|rank_?zero|global_zero|"
+                          r"local_zero|main_process|master_process|main_rank)$|"
+                          r"^_?(rank_?zero|global_zero|main_process|master_process)$")
+"""A project's `_is_main()` / `is_master()`: a rank test spelled as a helper call."""
 _MACHINE_MARKERS = re.compile(r"^/(\.dockerenv|run/\.containerenv|etc/|proc/|sys/)")
 """Files whose presence tells which machine (or container) the job runs on."""
 
@@ -304,7 +308,8 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
             elif name.startswith(_USER_CALLS):
                 kinds.add(USER)
             elif name.endswith(("get_rank", "get_local_rank", "get_global_rank")) or (
-                    not node.args and name.rsplit(".", 1)[-1] in _RANK_HELPERS):
+                    not node.args and (name.rsplit(".", 1)[-1] in _RANK_HELPERS or (
+                        not node.keywords and _MAIN_HELPER.match(name.rsplit(".", 1)[-1])))):
                 kinds.add(RANK)  # (also a project's own `_rank()` helper)
         key = env_key(node, names)
         kind = env_kind(key) if key is not None else None

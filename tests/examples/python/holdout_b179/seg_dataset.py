@@ -38,7 +38,7 @@ class SegmentationDataset(Dataset):
             if random.random() < 0.5:  # ok: MLS309
                 img, mask = img[:, ::-1], mask[:, ::-1]
             if random.random() < 0.08:
-                mask = mask[::-1, :]  # todoruleid: family 6 (missed)
+                mask = mask[::-1, :]  # ruleid: MLS309
             img = img * random.uniform(0.85, 1.15)  # ok: MLS309
         img = (np.clip(img, 0, 1) - MEAN) / STD
         img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))

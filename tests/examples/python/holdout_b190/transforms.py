@@ -81,7 +81,7 @@ class HorizontalFlip:
         if random.random() < self.p:
             image = np.ascontiguousarray(image[:, ::-1])
         if random.random() < self.p:
-            mask = np.ascontiguousarray(mask[:, ::-1])  # todoruleid: family 6 (missed)
+            mask = np.ascontiguousarray(mask[:, ::-1])  # ruleid: MLS309
         return {**sample, "image": image, "mask": mask}
 
 

@@ -146,7 +146,7 @@ def main() -> None:
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
     set_seed(args.seed)
     if int(os.environ.get("SLURM_NTASKS", "1")) > 256:
-        faulthandler.dump_traceback_later(cfg["watchdog_s"], exit=True)  # todoruleid: family 4 (missed)
+        faulthandler.dump_traceback_later(cfg["watchdog_s"], exit=True)  # ruleid: MLS307
 
     loader = build_loader(args.data, "train", cfg["batch_size"], args.seed, rank=rank, world_size=world)
     acoustic = FastSpeech2(AcousticConfig()).to(device)

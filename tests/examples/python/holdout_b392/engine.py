@@ -219,7 +219,7 @@ def train_one_epoch(model, loader, optimizer, scaler, ema, monitor, epoch: int, 
             if is_main_process():
                 elapsed = time.time() - t0
                 ips = args.log_freq * args.batch_size * accum_iter * args.world_size / max(elapsed, 1e-6)
-                logger.info("ep %d it %d/%d step %d loss %.4f gnorm %.3f lr %.2e wd %.3f %.0f img/s max_act %.1f",  # ruleid: MLS306
+                logger.info("ep %d it %d/%d step %d loss %.4f gnorm %.3f lr %.2e wd %.3f %.0f img/s max_act %.1f",  # ok: MLS306
                             epoch, data_iter_step, steps_per_epoch, state["step"], loss_value, gn, lr, wd, ips,
                             max(acts.values()) if acts else float("nan"))
                 if writer is not None:

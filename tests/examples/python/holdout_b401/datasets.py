@@ -33,7 +33,7 @@ def crop(image, target, region):
     if "boxes" in target:
         boxes = target["boxes"]
         max_size = torch.as_tensor([w, h], dtype=torch.float32)
-        cropped_boxes = boxes - torch.as_tensor([i, j, i, j])  # todoruleid: family 6 (missed)
+        cropped_boxes = boxes - torch.as_tensor([i, j, i, j])  # ruleid: MLS309
         cropped_boxes = torch.min(cropped_boxes.reshape(-1, 2, 2), max_size)
         cropped_boxes = cropped_boxes.clamp(min=0)
         area = (cropped_boxes[:, 1, :] - cropped_boxes[:, 0, :]).prod(dim=1)

@@ -74,7 +74,7 @@ def install_hang_watchdog(hours: float) -> None:
     """Dump every thread's stack if the job wedges (NCCL hangs are otherwise silent)."""
     faulthandler.enable(file=sys.stderr, all_threads=True)
     if hours > 0:
-        faulthandler.dump_traceback_later(int(hours * 3600), repeat=False, exit=True)  # todoruleid: family 3 (missed)
+        faulthandler.dump_traceback_later(int(hours * 3600), repeat=False, exit=True)  # ruleid: MLS307
 
 
 def init_distributed(args) -> None:

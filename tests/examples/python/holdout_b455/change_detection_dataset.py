@@ -35,7 +35,7 @@ class BitemporalTiles(Dataset):
             a, b, mask = np.rot90(a, k, (1, 2)), np.rot90(b, k, (1, 2)), np.rot90(mask, k)  # ok: MLS309
             if np.random.rand() < 0.5:
                 a, b = a[:, :, ::-1], b[:, :, ::-1]
-                mask = mask[::-1, :]  # todoruleid: family 6 (missed)
+                mask = mask[::-1, :]  # ruleid: MLS309
             if np.random.rand() < 0.5:
                 a, b = b, a
         h, w = mask.shape

@@ -182,7 +182,7 @@ class BalancedBatchSampler(Sampler[List[int]]):
 
     def __iter__(self) -> Iterator[List[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
-        neg = rng.permutation(self.neg_idx)[self.rank::self.world_size]
+        neg = rng.permutation(self.neg_idx)[self.rank::self.world_size]  # ruleid: MLS307
         n_neg = self.batch_size - self.n_pos
         for b in range(len(self)):
             chunk = neg[b * n_neg:(b + 1) * n_neg]

@@ -51,7 +51,7 @@ def load_init_weights(model: nn.Module, spec: str, revision: Optional[str] = Non
         local = hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
     else:
         local = os.path.expanduser(spec)
-    state = torch.load(local, map_location="cpu")  # todoruleid: family 10 (missed)  # ruleid: MLS102
+    state = torch.load(local, map_location="cpu")  # ruleid: MLS102
     if isinstance(state, dict) and "model" in state:
         state = state["model"]
     state = {k.replace("module.", "", 1): v for k, v in state.items()}

@@ -128,7 +128,7 @@ def fit_linear_probe(x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
         if args.probe_balanced:
             order = torch.multinomial(sample_weights, n, replacement=True)
         else:
-            rs.set_state(shuffle_state)  # todoruleid: family 1 (missed)
+            rs.set_state(shuffle_state)  # ruleid: MLS301
             order = torch.from_numpy(rs.permutation(n))
         running = 0.0
         for i in range(0, n, args.probe_batch_size):
