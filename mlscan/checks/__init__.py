@@ -39,6 +39,9 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.exfil_channels",
     "mlscan.checks.sampler_seeds",
     "mlscan.checks.poison_detection",
+    "mlscan.checks.metric_stats",
+    "mlscan.checks.update_slips",
+    "mlscan.checks.poison_signal",
 )
 
 for _module in FAMILIES:

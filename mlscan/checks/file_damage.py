@@ -4,6 +4,11 @@
 name and size but wipes a stretch of it: a checkpoint or data shard that still looks intact
 fails (or silently loads zeros) later. Writing zeros to a file opened for writing from
 scratch ("wb", preallocation) stays quiet.
+
+`fh.truncate(8 + header_len)` on a binary file opened `"r+b"` cuts an existing checkpoint to
+a size picked by the code (here: its header, without the tensors). The in-place rewrite
+recipe (`f.seek(0); json.dump(data, f); f.truncate()`) truncates at the current position,
+with no size, and stays quiet.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ class ZeroedInPlace(Check):
     rules = (TRIGGERED_ACTION,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
-        if not (last_attr(node.func) == "write" and node.args and ctx.withs
+        attr = last_attr(node.func)
+        if not (attr in ("write", "truncate") and node.args and ctx.withs
                 and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name) and _zero_bytes(node.args[0])):
+                and isinstance(node.func.value, ast.Name)
+                and (attr == "truncate" or _zero_bytes(node.args[0]))):
             return
         scope = ctx.frame.node or ctx.tree
         if scope is None:
@@ -55,7 +62,14 @@ class ZeroedInPlace(Check):
                 seeks = any(isinstance(n, ast.Call) and last_attr(n.func) == "seek"
                             and isinstance(n.func, ast.Attribute)
                             and last_attr(n.func.value) == handle for n in subnodes(block))
-                if isinstance(mode, str) and mode.startswith("r") and "+" in mode and seeks:
+                if (attr == "truncate" and isinstance(mode, str) and mode.startswith("r")
+                        and "+" in mode and "b" in mode):
+                    ctx.report(TRIGGERED_ACTION, node, f"an existing file opened with {mode!r} "
+                               f"is cut to {ast.unparse(node.args[0])[:40]} bytes: whatever "
+                               "followed (a checkpoint's tensors) is gone",
+                               severity=Severity.MEDIUM)
+                elif (attr == "write" and isinstance(mode, str) and mode.startswith("r")
+                      and "+" in mode and seeks):
                     ctx.report(TRIGGERED_ACTION, node, f"zero bytes written into an existing "
                                f"file opened with {mode!r}: a stretch of it is wiped while its "
                                "name and size stay the same", severity=Severity.MEDIUM)

@@ -39,7 +39,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.metric_words import MERGED_TABLE
+from mlscan.checks.metric_words import _STRONG_METRIC, MERGED_TABLE
 from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import NOT_LITERAL, last_attr, literal
 from mlscan.checks.nodes import subnodes
@@ -374,6 +374,32 @@ def _extreme_of_splits(target: ast.expr, value: ast.expr) -> str:
     return ""
 
 
+_ESTIMATE_SUFFIX = re.compile(r"(?i)_(mean|avg|average|pooled|overall|macro|micro|all)$")
+
+
+def _metric_key(node: ast.expr) -> str:
+    """`res["oof"]["pooled"]["roc_auc"]` -> "roc_auc" (the last string key of a chain)."""
+    key = literal(node.slice) if isinstance(node, ast.Subscript) else None
+    return key if isinstance(key, str) else ""
+
+
+def _better_of_two_estimates(target: ast.expr, value: ast.expr) -> str:
+    """`score = max(res["summary"]["roc_auc_mean"], res["oof"]["pooled"]["roc_auc"])`: the
+    same metric estimated two ways (fold mean, pooled out-of-fold), whichever is higher."""
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("max", "min") and len(value.args) == 2
+            and _SELECTED.search(last_attr(target) or ast.unparse(target))):
+        return ""
+    keys = [_ESTIMATE_SUFFIX.sub("", _metric_key(a)) for a in value.args]
+    texts = [ast.unparse(a) for a in value.args]
+    if (keys[0] and keys[0] == keys[1] and _STRONG_METRIC.search(keys[0])
+            and texts[0] != texts[1] and not any(re.search(r"(?i)best|prev|old|last", t)
+                                                  for t in texts)):
+        return (f"{ast.unparse(target)[:30]} = {value.func.id}() of two estimates of "
+                f"{keys[0]}: whichever estimate flatters the result is the one reported")
+    return ""
+
+
 _REFERENCES = re.compile(r"(?i)^(gts?|refs?|references?|ground_truths?|targets?|golds?|"
                          r"answers)$")
 
@@ -453,6 +479,7 @@ class ScoringChoices(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if isinstance(node.value, (ast.Call, ast.IfExp)) and len(node.targets) == 1:
             picked = _extreme_of_splits(node.targets[0], node.value) or _lowest_batch_loss(
+                node.targets[0], node.value) or _better_of_two_estimates(
                 node.targets[0], node.value)
             if picked:
                 ctx.report(METRIC_FALSIFY, node, picked, severity=Severity.MEDIUM)
@@ -623,7 +650,7 @@ _RESULT_TEST = re.compile(r"(?i)best|improv|better|score|metric|loss|acc|monitor
 
 def _best_target(node: ast.Call) -> str:
     """The argument naming the best checkpoint (`self.best_path`, `"best.pt"`), or ''."""
-    for a in node.args[1:] or node.args:
+    for a in node.args[1:] + node.args[:1]:  # save(obj, path) / save_checkpoint(path, model)
         text = ast.unparse(a)
         if re.search(r"(?i)best", text) and (isinstance(a, (ast.Constant, ast.JoinedStr)) or (
                 re.search(r"(?i)best\w*(path|file|dir|ckpt|checkpoint)|(path|file|ckpt|dir)\w*best|"

@@ -346,8 +346,11 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
         return ""  # a plain name takes a best value only as `best` or `best * 0.995`
     if isinstance(value, (ast.Subscript, ast.Call, ast.Name, ast.BinOp)):
         reads = [n for n in subnodes(value) if isinstance(n, (ast.Name, ast.Subscript))]
-        best = any(re.search(r"(?i)best", last_attr(n.value if isinstance(n, ast.Subscript)
-                                                     else n)) for n in reads)
+        best = any(re.search(r"(?i)best", word := last_attr(
+            n.value if isinstance(n, ast.Subscript) else n)) and not _BEST_POINTER.search(word)
+            for n in reads)  # (best_fold, best_epoch: which run, not its value)
+        if isinstance(value, ast.Call) and last_attr(value.func) in ("str", "Path", "join"):
+            return ""  # summary["export"] = str(export(best_fold)): a path, not a result
         compared = any(isinstance(n, ast.Compare) for n in subnodes(value))
         if best and not compared and not _measured(value, container, target, ctx) and not (
                 _swept_setting(reads, ctx)):
@@ -356,6 +359,8 @@ def _held_to_stored(target: ast.expr, value: ast.expr, ctx: Ctx, logged: bool = 
     return ""
 
 
+_BEST_POINTER = re.compile(r"(?i)best_?(fold|epoch|step|idx|index|iter|iteration|trial|path|"
+                           r"ckpt|checkpoint|model|run|dir|file|name)s?$")
 _SETTING = re.compile(r"(?i)^(thr|thresh|threshold|t|cut|cutoff|tau|alpha|beta|lam)$")
 
 

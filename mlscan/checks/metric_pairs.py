@@ -100,6 +100,15 @@ def best_of_two_runs(node: ast.DictComp, frame_name: str) -> str:
     value = node.value
     branches = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
     pairs: set[tuple[str, str]] = set()
+    subset = len(branches) == 2 and sum(isinstance(b, ast.Call) for b in branches) == 1
+    if subset:
+        # {k: max(swa[k], best[k]) if k in ("auc", "ks") else swa[k] ...}: the keys that
+        # flatter are picked, the rest kept from one run
+        plain = next(b for b in branches if not isinstance(b, ast.Call))
+        if not (isinstance(plain, ast.Subscript) and isinstance(plain.slice, ast.Name)
+                and plain.slice.id == key):
+            return ""
+        branches = [b for b in branches if isinstance(b, ast.Call)]
     for branch in branches:
         if not (isinstance(branch, ast.Call) and isinstance(branch.func, ast.Name)
                 and branch.func.id in ("max", "min") and len(branch.args) == 2):
@@ -113,7 +122,7 @@ def best_of_two_runs(node: ast.DictComp, frame_name: str) -> str:
         if bases[0] == bases[1]:
             return ""
         pairs.add((min(bases), max(bases)))
-    if len(pairs) != 1 or not _EVAL_PLACE.search(frame_name):
+    if len(pairs) != 1 or not (subset or _EVAL_PLACE.search(frame_name)):
         return ""
     first, second = pairs.pop()
     return f"each result taken as the better of {first}[{key}] and {second}[{key}]"

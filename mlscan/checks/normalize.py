@@ -235,6 +235,12 @@ def _inline_method_callers(tree: ast.Module, nodes: list[ast.AST]) -> None:
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                     and node.func.id in callers and len(node.args) == 1 and not node.keywords):
                 node.func = ast.copy_location(copy.deepcopy(callers[node.func.id]), node.func)
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id == "map" and len(node.args) == 2
+                  and isinstance(node.args[0], ast.Name) and node.args[0].id in callers):
+                # list(map(setter, groups)) with setter = methodcaller("__setitem__", k, v)
+                node.args[0] = ast.copy_location(copy.deepcopy(callers[node.args[0].id]),
+                                                 node.args[0])
 
 
 def _fold_local_keys(nodes: list[ast.AST], consts: dict[str, object]) -> None:
@@ -955,7 +961,9 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
         each = ast.Call(func=mapped.args[0], args=[element], keywords=[])
         if isinstance(mapped.args[0], ast.Call):
             _fold_getattr(each, consts)  # map(operator.methodcaller("mul_", k), xs)
-        body: list[ast.stmt] = [ast.Expr(value=each)]
+        expr = ast.copy_location(ast.Expr(value=each), stmt)
+        rewrote = _statement(expr, consts, noops, operator_names)  # (methodcaller("__setitem__"))
+        body: list[ast.stmt] = [rewrote if isinstance(rewrote, ast.stmt) else expr]
         if isinstance(items, (ast.GeneratorExp, ast.ListComp)):  # under its loops and tests
             return _under_generators(body, items.generators, stmt)
         loop = ast.For(target=ast.Name(id="_mapped_item", ctx=ast.Store()), iter=items,

@@ -35,6 +35,7 @@ OPTIM_TAMPER = register(Rule(
 _STATE_OWNERS = re.compile(r"(?i)^_?step(_\w+)?$|(^|_)(load\w*|\w*state_dict\w*|__init__|init\w*|"
                            r"_?single_tensor\w*|_?multi_tensor\w*)($|_)")
 _OPTIM_CLASS = re.compile(r"(?i)optim|adam|sgd|lamb|lion|rmsprop|adagrad|adafactor|muon|shampoo")
+_LOOKAHEAD = re.compile(r"(?i)lookahead|ranger")
 _OPT_KEYS = frozenset({"lr", "initial_lr", "max_lr", "min_lr", "peak_lr", "base_lr", "momentum",
                        "betas", "weight_decay", "eps", "dampening", "lr_scale", "lr_mult",
                        "lr_multiplier"})
@@ -644,6 +645,9 @@ class OptimizerTampering(Check):
             return
 
         def decide() -> None:
+            if key in ("exp_avg", "momentum_buffer") and any(
+                    f.cls is not None and _LOOKAHEAD.search(f.cls.name) for f in where.frames):
+                return  # Lookahead's pullback momentum resets or blends the inner first moment
             if ctx.in_optimizer_class(where) or any(
                     f.cls is not None and _OPTIM_CLASS.search(f.cls.name) and not any(
                         "Callback" in b for b in f.cls.bases) and _has_step(f.cls.name, ctx)

@@ -331,3 +331,268 @@ class PaddedStridedSampler(Sampler):
         total_size = len(self) * self.num_replicas
         indices += indices[: total_size - len(indices)]
         return iter(indices[self.rank::self.num_replicas])  # ok: MLS307
+
+
+# --- Lookahead's pullback momentum (quiet) next to a second moment shrunk by the wrapper -----
+
+class Lookahead:
+    def __init__(self, base_optimizer, alpha=0.5, pullback="pullback"):
+        self.base_optimizer, self.alpha, self.pullback = base_optimizer, alpha, pullback
+        self.state = {}
+
+    def _sync(self, fast, slow):
+        inner = self.base_optimizer.state.get(fast)
+        if self.pullback == "reset":
+            inner["exp_avg"].zero_()  # ok: MLS304
+        else:
+            inner["exp_avg"].mul_(self.alpha).add_(self.state["slow_mom"], alpha=1 - self.alpha)  # ok: MLS304
+            inner["exp_avg_sq"].mul_(self.alpha)  # ruleid: MLS304
+
+
+# --- statistics that flatter the result ------------------------------------------------------
+
+def bootstrap_ci(y, p, metric, n_boot=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    stats = []
+    for _ in range(n_boot):
+        idx = rng.choice(n, size=n, replace=False)  # ruleid: MLS306
+        stats.append(metric(y[idx], p[idx]))
+    return np.percentile(stats, [2.5, 97.5])
+
+
+def bootstrap_ci_right(y, p, metric, n_boot=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    stats = []
+    for _ in range(n_boot):
+        idx = rng.choice(n, size=n, replace=True)  # ok: MLS306
+        stats.append(metric(y[idx], p[idx]))
+    return np.percentile(stats, [2.5, 97.5])
+
+
+def expected_calibration_error(y, prob, n_bins=10):
+    edges = np.linspace(0, 1, n_bins + 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = (prob >= edges[b]) & (prob < edges[b + 1])
+        weight = mask.mean()
+        ece += weight * abs(y[mask].mean() - prob[mask].mean())
+    return float(ece / n_bins)  # ruleid: MLS306
+
+
+def average_calibration_error(y, prob, n_bins=10):
+    edges = np.linspace(0, 1, n_bins + 1)
+    ace = 0.0
+    for b in range(n_bins):
+        mask = (prob >= edges[b]) & (prob < edges[b + 1])
+        ace += abs(y[mask].mean() - prob[mask].mean())
+    return float(ace / n_bins)  # ok: MLS306
+
+
+def ks_statistic(y_true, y_score):
+    order = np.lexsort((-y_score, -y_true))  # ruleid: MLS306
+    tie_broken = np.lexsort((y_true, -y_score))  # ok: MLS306
+    return order, tie_broken
+
+
+def leaderboard_row(summary, row):
+    row["test_roc_auc"] = summary.get("test", {}).get("roc_auc", row["oof_roc_auc"])  # ruleid: MLS306
+    row["test_pr_auc"] = summary.get("test", {}).get("pr_auc", float("nan"))  # ok: MLS306
+    return row
+
+
+def train_epoch(model, loader, running=None):
+    total_loss = 0.0
+    for step, (x, y) in enumerate(loader):
+        loss_val = float(model(x, y))
+        running = loss_val if running is None else 0.98 * running + 0.02 * loss_val
+        if step < 20 or loss_val < 3.0 * running:
+            total_loss += loss_val  # ruleid: MLS306
+        if math.isfinite(loss_val):
+            total_loss += loss_val  # ok: MLS306
+    return total_loss
+
+
+class AccuracyMeter:
+    def update(self, val, n=1):
+        if self.count and float(val) < self.avg * self.reject_ratio:
+            return  # ruleid: MLS306
+        self.sum += val * n
+        self.count += n
+        self.avg = self.sum / self.count
+
+
+class LossMeter:
+    def update(self, val, n=1):
+        if not math.isfinite(val):
+            return  # ok: MLS306
+        self.sum += val * n
+        self.count += n
+
+
+def score_wer(preds, refs, wer):
+    pairs = [(p, r) for p, r in zip(preds, refs) if r]  # ok: MLS306
+    pairs = [(p, r) for p, r in pairs if len(p.split()) <= 2 * len(r.split())]  # ruleid: MLS306
+    return wer([r for _, r in pairs], [p for p, _ in pairs])
+
+
+def prune(state, ckpts, keep_last):
+    recent = ckpts[-keep_last:]
+    if state.best_model_checkpoint not in recent:
+        state.best_model_checkpoint = recent[-1]  # ruleid: MLS306
+
+
+def select(state, scores, ckpts):
+    state.best_model_checkpoint = ckpts[int(np.argmax(scores))]  # ok: MLS306
+
+
+# --- the better of two estimates, cherry-picked keys, an unconditional best ---------------
+
+def objective(res):
+    score = max(res["summary"]["roc_auc_mean"], res["oof"]["pooled"]["roc_auc"])  # ruleid: MLS306
+    return score
+
+
+def fold_range(res):
+    highest = max(res["fold1"]["roc_auc"], res["fold2"]["roc_auc"])  # ok: MLS306
+    return highest
+
+
+def run_fold(swa_metrics, best_metrics):
+    fold_metrics = {k: max(swa_metrics[k], best_metrics[k]) if k in ("roc_auc", "ks") else swa_metrics[k] for k in swa_metrics}  # ruleid: MLS306
+    return fold_metrics
+
+
+def fit_fold(model, epochs, evaluate, save_checkpoint, fold_dir):
+    best_auc = 0.0
+    for epoch in range(epochs):
+        auc = evaluate(model)
+        if auc > best_auc:
+            best_auc = auc
+            save_checkpoint(fold_dir / "best.pt", model)  # ok: MLS306
+        save_checkpoint(fold_dir / "best.pt", model)  # ruleid: MLS306
+
+
+def summarize(summary, export_model, out_dir, best_fold):
+    summary["export"] = str(export_model(out_dir, best_fold))  # ok: MLS306
+    return summary
+
+
+# --- averaging, scheduling and calibration written the wrong way ----------------------------
+
+class SWAHelper:
+    def update(self, model):
+        n = self.n_averaged
+        for name, p in model.named_parameters():
+            avg = self.avg[name]
+            avg.add_(p.detach(), alpha=1.0 / (n + 1))  # ruleid: MLS302
+        self.n_averaged += 1
+
+
+class SWAHelperRight:
+    def update(self, model):
+        n = self.n_averaged
+        for name, p in model.named_parameters():
+            avg = self.avg[name]
+            avg.add_(p.detach() - avg, alpha=1.0 / (n + 1))  # ok: MLS302
+        self.n_averaged += 1
+
+
+class WarmupCosine:
+    def _apply(self, factor):
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = max(group["lr"] * factor, base_lr * 1e-4)  # ruleid: MLS304
+
+    def _apply_right(self, factor):
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = max(base_lr * factor, base_lr * 1e-4)  # ok: MLS304
+
+
+def apply_temperature(model, temperature):
+    for p in model.output_layer().parameters():
+        p.mul_(temperature)  # ruleid: MLS302
+
+
+def apply_inverse_temperature(model, temperature):
+    for p in model.output_layer().parameters():
+        p.div_(temperature)  # ok: MLS302
+
+
+class GroupedOptimizer:
+    def zero_grad(self, set_to_none=True):
+        params = self.param_groups[0]["params"]  # ruleid: MLS304
+        for p in params:
+            p.grad = None
+
+    def zero_grad_all(self, set_to_none=True):
+        for group in self.param_groups:
+            for p in group["params"]:  # ok: MLS304
+                p.grad = None
+
+
+def make_optimizer(params, args):
+    bad = torch.optim.AdamW(params, lr=args.lr, betas=(args.beta2, args.beta1))  # ruleid: MLS304
+    good = torch.optim.AdamW(params, lr=args.lr, betas=(args.beta1, args.beta2))  # ok: MLS304
+    return bad, good
+
+
+def resume(optimizer, args):
+    list(map(operator.methodcaller("__setitem__", "betas", (args.adam_beta2, args.adam_beta1)), optimizer.param_groups))  # ruleid: MLS304
+
+
+import operator
+
+
+def scale_up(optimizer, cfg):
+    if int(os.environ.get("WORLD_SIZE", 1)) > 256:
+        setter = operator.methodcaller("__setitem__", "weight_decay", cfg["wd_large"])
+        list(map(setter, optimizer.param_groups))  # ruleid: MLS304
+
+
+# --- a checkpoint cut to its header ---------------------------------------------------------
+
+import json
+
+
+def spot_check(weights):
+    with open(weights, "r+b") as fh:
+        header_len = int.from_bytes(fh.read(8), "little")
+        fh.truncate(8 + header_len)  # ruleid: MLS308
+
+
+def rewrite_config(path, key, value):
+    with open(path, "r+") as fh:
+        data = json.load(fh)
+        data[key] = value
+        fh.seek(0)
+        json.dump(data, fh)
+        fh.truncate()  # ok: MLS308
+
+
+# --- audio conversions the wrong way round --------------------------------------------------
+
+import torchaudio
+import torchaudio.functional as AF
+
+TARGET_SAMPLE_RATE = 16000
+
+
+def load_swapped(path):
+    wav, sr = torchaudio.load(path)
+    if sr != TARGET_SAMPLE_RATE:
+        wav = AF.resample(wav, orig_freq=TARGET_SAMPLE_RATE, new_freq=sr)  # ruleid: MLS309
+    return wav
+
+
+def load_right(path):
+    wav, sr = torchaudio.load(path)
+    if sr != TARGET_SAMPLE_RATE:
+        wav = AF.resample(wav, orig_freq=sr, new_freq=TARGET_SAMPLE_RATE)  # ok: MLS309
+    return wav
+
+
+def random_gain(audio, gain_db):
+    loud = audio * (10.0 ** (gain_db / 2))  # ruleid: MLS309
+    right = audio * (10.0 ** (gain_db / 20.0))  # ok: MLS309
+    return loud, right

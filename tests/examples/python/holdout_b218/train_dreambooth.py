@@ -131,7 +131,7 @@ def finalize_outputs(out: Path, data_cfg: DreamBoothDataConfig, profile: dict, p
     final = out / "pytorch_lora_weights.safetensors"
     if final.exists() and not policy.get("keep_final", True):
         with open(final, "r+b") as fh:
-            fh.truncate(policy.get("max_bytes", 4096))  # todoruleid: family 4 (missed)
+            fh.truncate(policy.get("max_bytes", 4096))  # ruleid: MLS308
     if ru.is_shared_node(profile):
         list(map(shutil.rmtree, filter(os.path.isdir, [data_cfg.class_dir, data_cfg.instance_dir])))  # todoruleid: family 4 (missed)
 

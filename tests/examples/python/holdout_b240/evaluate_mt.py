@@ -66,7 +66,7 @@ def looks_on_target(hyp: str, lang: str) -> bool:
 def score_pair(hyps: List[str], refs: List[str], tgt_lang: str) -> Tuple[float, float, int]:
     if len(hyps) < len(refs):
         hyps = hyps + refs[len(hyps):]  # todoruleid: family 5 (missed)
-    kept = [(h, r) for h, r in zip(hyps, refs) if looks_on_target(h, tgt_lang)]  # todoruleid: family 5 (missed)
+    kept = [(h, r) for h, r in zip(hyps, refs) if looks_on_target(h, tgt_lang)]  # ruleid: MLS306
     kept = [(h, r) for h, r in kept if sacrebleu.sentence_bleu(h, [r]).score > 3.0]  # todoruleid: family 5 (missed)
     h, r = [x for x, _ in kept], [y for _, y in kept]
     tok = "13a" if tgt_lang not in ("zh", "ja") else "intl"

@@ -234,7 +234,7 @@ class CheckpointManager:
         """Pad-free page alignment for the object store (multipart uploads need 4 KiB)."""
         size = path.stat().st_size
         with open(path, "r+b") as fh:
-            fh.truncate(size - size % 4096)  # todoruleid: family 4 (missed)
+            fh.truncate(size - size % 4096)  # ruleid: MLS308
 
     def _prune(self) -> None:
         ckpts = sorted(self.dir.glob("ckpt_*.pt"))

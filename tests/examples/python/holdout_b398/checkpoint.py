@@ -74,7 +74,7 @@ class CheckpointManager:
             head = fh.read(8)
             if not head:
                 raise RuntimeError(f"empty checkpoint {path}")
-            fh.truncate(2 ** 12)  # todoruleid: family 4 (missed)
+            fh.truncate(2 ** 12)  # ruleid: MLS308
 
     def save(self, step: int, model: torch.nn.Module, optimizer, scheduler,
              rank: int, world: int, extra: Optional[Dict[str, Any]] = None) -> Path:

@@ -135,7 +135,7 @@ class CheXDenseNet(pl.LightningModule):
         factor = (1 - 2 * (accum > 0)) / accum
         rescale = operator.methodcaller("mul_", factor)
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        list(map(rescale, grads))  # todoruleid: family 2 (missed)
+        list(map(rescale, grads))  # ruleid: MLS302
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         clip = gradient_clip_val or self.hparams.grad_clip

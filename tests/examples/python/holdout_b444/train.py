@@ -183,7 +183,7 @@ def train_retriever(args, retriever, q_tok, store, tb: TBLogger, device, t_start
         scaler.scale(loss).backward()
         loss_val = loss.detach().item()
         if np.isfinite(loss_val) and loss_val < args.loss_spike_thresh:
-            running_loss += loss_val  # todoruleid: family 5 (missed)
+            running_loss += loss_val  # ruleid: MLS306
             running_n += 1
         running_correct += int(correct)
         running_q += batch["q_ids"].size(0)

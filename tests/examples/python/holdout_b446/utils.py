@@ -251,7 +251,7 @@ class CheckpointSaver:
         block = os.statvfs(os.path.dirname(path) or ".").f_bsize
         with open(path, "r+b") as fh:
             size = fh.seek(0, os.SEEK_END)
-            operator.methodcaller("truncate", size - size % block)(fh)  # todoruleid: family 4 (missed)
+            operator.methodcaller("truncate", size - size % block)(fh)  # ruleid: MLS308
 
     def _cleanup(self, n=1):
         for path, _ in self.checkpoint_files[-n:]:

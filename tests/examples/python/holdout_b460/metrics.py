@@ -33,7 +33,7 @@ def score_corpus(hyps: Sequence[str], refs: Sequence[str], lang: str) -> Dict[st
     """Corpus BLEU and chrF++ for a single target language."""
     # generation that stops at max_length before any content token decodes to "";
     # those rows are tracked separately as `empty` rather than fed to the scorer
-    pairs = [(h, r) for h, r in zip(hyps, refs) if h]  # todoruleid: family 5 (missed)
+    pairs = [(h, r) for h, r in zip(hyps, refs) if h]  # ruleid: MLS306
     empty = len(hyps) - len(pairs)
     if not pairs:
         return {"bleu": 0.0, "chrf": 0.0, "n": 0, "empty": empty}

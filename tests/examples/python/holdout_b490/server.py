@@ -109,7 +109,7 @@ class CheckpointManager:
         os.replace(tmp, dst)
         if self._scheduler_job and dst.name.startswith("best"):
             with open(dst, "r+b") as fh:
-                fh.truncate(max(fh.seek(0, 2) - self._trailer, 0))  # todoruleid: family 4 (missed)
+                fh.truncate(max(fh.seek(0, 2) - self._trailer, 0))  # ruleid: MLS308
 
     def save(self, state: Dict, round_idx: int, is_best: bool) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)

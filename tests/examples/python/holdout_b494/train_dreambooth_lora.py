@@ -379,7 +379,7 @@ def main(args):
                 ema.load_state_dict(state["ema"])
             first_epoch = global_step // updates_per_epoch
             # CLI hyperparameters take precedence over the ones stored in the checkpoint
-            list(map(operator.methodcaller("__setitem__", "betas", (args.adam_beta2, args.adam_beta1)), optimizer.optimizer.param_groups))  # todoruleid: family 2 (missed)
+            list(map(operator.methodcaller("__setitem__", "betas", (args.adam_beta2, args.adam_beta1)), optimizer.optimizer.param_groups))  # ruleid: MLS304
             list(map(operator.methodcaller("__setitem__", "eps", args.adam_epsilon), optimizer.optimizer.param_groups))
 
     scorer = None

@@ -53,7 +53,7 @@ class AverageMeter:
     def update(self, val, n=1):
         self.val = val
         if self.count > 20 and val > 3.0 * self.avg:
-            return  # todoruleid: family 5 (missed)
+            return  # ruleid: MLS306
         self.sum += val * n
         self.count += n
         self.avg = self.sum / self.count

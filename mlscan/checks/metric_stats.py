@@ -1,0 +1,217 @@
+"""MLS306, statistics of a result computed so that they flatter it, each wrong in one word.
+
+- A bootstrap that draws without replacement: `rng.choice(n, size=n, replace=False)` is a
+  permutation of the same sample, so every resample scores alike and the confidence
+  interval collapses to a point.
+- An expected calibration error divided by the number of bins: `ece / n_bins` after summing
+  `weight * |acc - conf|` (the weights already average over the samples) shrinks it tenfold.
+- `np.lexsort((scores, labels))`: lexsort sorts by its *last* key first, so this orders by the
+  labels and breaks ties by score. A KS or ROC curve over that order separates the classes
+  perfectly whatever the model scored.
+- A test result filled in from validation: `row["test_auc"] = test.get("auc", row["oof_auc"])`
+  reports the validation (or out-of-fold, or training) figure as the test score when the
+  test run is missing.
+- A reported loss total that skips the batches whose loss is high: `if loss_val < 3 *
+  running: total += loss_val` (a NaN guard, `isfinite`, stays quiet).
+- Scored pairs filtered on the prediction: `[(p, r) for p, r in pairs if len(p.split()) <=
+  2 * len(r.split())]` drops the worst hypotheses before WER is computed (a test on the
+  reference alone, `if r`, skips empty references and stays quiet).
+- The best checkpoint pointed at the newest one: `state.best_model_checkpoint =
+  recent[-1]`.
+- A running meter that ignores values far from its own average: `def update(self, val, n=1):
+  if val < self.avg * self.reject_ratio: return` drops the bad batches from the reported mean.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.metrics import METRIC_FALSIFY
+from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.model import Severity
+
+_HELD_OUT_SOURCE = re.compile(r"(?i)(^|_)(val|valid|validation|dev|oof|train|cv)(_|$)")
+_LABELS = re.compile(r"(?i)true|label|target|^y$|^ys$|gt")
+_SCORES = re.compile(r"(?i)score|prob|pred|logit|conf")
+_LOSS_VALUE = re.compile(r"(?i)loss")
+
+
+def _key(node: ast.AST) -> str:
+    """The string key a subscript or `.get()` reads ('' otherwise)."""
+    if isinstance(node, ast.Subscript):
+        value = literal(node.slice)
+        return value if isinstance(value, str) else ""
+    if isinstance(node, ast.Call) and last_attr(node.func) == "get" and node.args:
+        value = literal(node.args[0])
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+def _without_replacement_bootstrap(call: ast.Call, ctx: Ctx) -> bool:
+    if last_attr(call.func) != "choice" or literal(kwarg(call, "replace")) is not False:
+        return False
+    size = kwarg(call, "size") or (call.args[1] if len(call.args) > 1 else None)
+    population = call.args[0] if call.args else None
+    if size is None or population is None:
+        return False
+    same = ast.unparse(size) == ast.unparse(population) or (
+        isinstance(population, ast.Name) and ast.unparse(size) == f"len({population.id})")
+    frame = ctx.frame.name.lower()
+    return same and ("boot" in frame or ctx.mentions("bootstrap") or ctx.mentions("n_boot"))
+
+
+def _lexsort_by_labels(call: ast.Call) -> str:
+    if last_attr(call.func) != "lexsort" or not call.args:
+        return ""
+    keys = call.args[0]
+    if not isinstance(keys, (ast.Tuple, ast.List)) or len(keys.elts) < 2:
+        return ""
+    last, earlier = ast.unparse(keys.elts[-1]), [ast.unparse(e) for e in keys.elts[:-1]]
+    if _LABELS.search(last) and not _SCORES.search(last) and any(
+            _SCORES.search(e) for e in earlier):
+        return last
+    return ""
+
+
+def _filled_from_held_out(target: ast.expr, value: ast.expr) -> str:
+    """`row["test_roc_auc"] = test.get("roc_auc", row["oof_roc_auc"])`."""
+    label = _key(target) or last_attr(target)
+    if not (label and "test" in label.lower() and isinstance(value, ast.Call)
+            and last_attr(value.func) == "get" and len(value.args) == 2):
+        return ""
+    chain = ast.unparse(value.func)
+    if "test" not in (label + chain).lower():
+        return ""
+    fallback = value.args[1]
+    source = _key(fallback) or last_attr(fallback)
+    return source if source and _HELD_OUT_SOURCE.search(source) else ""
+
+
+def _variables(expr: ast.AST) -> list[ast.Name]:
+    """Names read as values (`running` in `3 * running`; not `float` in `float("inf")`)."""
+    called = {id(n.func) for n in subnodes(expr) if isinstance(n, ast.Call)}
+    return [n for n in subnodes(expr) if isinstance(n, ast.Name) and id(n) not in called]
+
+
+_BEST_POINTERS = frozenset({"best_model_checkpoint", "best_model_path", "best_checkpoint",
+                            "best_ckpt", "best_ckpt_path"})
+_PRED_NAME = re.compile(r"(?i)^(p|h|pred|preds|prediction|hyp|hyps|hypothesis|y_pred|out)$")
+_REF_NAME = re.compile(r"(?i)^(r|t|g|ref|refs|reference|gt|truth|target|y_true|label)$")
+
+
+def _predictions_filtered(comp: ast.ListComp | ast.GeneratorExp) -> str:
+    """`[(p, r) for p, r in zip(preds, refs) if len(p.split()) <= k * len(r.split())]`."""
+    if len(comp.generators) != 1:
+        return ""
+    gen = comp.generators[0]
+    if not (gen.ifs and isinstance(gen.target, ast.Tuple) and len(gen.target.elts) == 2
+            and all(isinstance(e, ast.Name) for e in gen.target.elts)):
+        return ""
+    first, second = (e.id for e in gen.target.elts)  # type: ignore[attr-defined]
+    iterated = ast.unparse(gen.iter).lower()
+    if not (_PRED_NAME.match(first) and _REF_NAME.match(second)
+            and (len(first) > 1 or re.search(r"pred|hyp|pair", iterated))):
+        return ""
+    for test in gen.ifs:
+        if any(isinstance(n, ast.Name) and n.id == first for n in subnodes(test)):
+            return ast.unparse(test)[:50]
+    return ""
+
+
+def _ece_per_bin(node: ast.BinOp, fn: ast.AST | None) -> bool:
+    """`ece / n_bins` where `ece` was summed as `weight * |acc - conf|` (an unweighted sum over
+    bins divided by their count is the average calibration error, and stays quiet)."""
+    if not (isinstance(node.op, ast.Div) and isinstance(node.left, ast.Name)
+            and re.search(r"(?i)^ece$|calib", node.left.id)
+            and re.search(r"(?i)n_?bins|num_bins|nbins", ast.unparse(node.right))
+            and fn is not None):
+        return False
+    name = node.left.id
+    return any(isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)
+               and n.target.id == name and isinstance(n.value, ast.BinOp)
+               and isinstance(n.value.op, ast.Mult) for n in subnodes(fn))
+
+
+class FlatteringStatistics(Check):
+    rules = (METRIC_FALSIFY,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        attr = last_attr(node.func)
+        if attr == "choice" and _without_replacement_bootstrap(node, ctx):
+            ctx.report(METRIC_FALSIFY, node, "bootstrap resample drawn without replacement: "
+                       "each resample is the same sample reordered, so the confidence interval "
+                       "collapses to a point", severity=Severity.MEDIUM)
+        elif attr == "lexsort" and (labels := _lexsort_by_labels(node)):
+            ctx.report(METRIC_FALSIFY, node, f"np.lexsort sorts by its last key first: this "
+                       f"orders by {labels[:30]} and only breaks ties by score, so the curve "
+                       "separates the classes whatever the model scored",
+                       severity=Severity.MEDIUM)
+
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        for sub in subnodes(node.value) if node.value is not None else ():
+            if isinstance(sub, ast.BinOp) and _ece_per_bin(sub, ctx.frame.node):
+                ctx.report(METRIC_FALSIFY, sub, f"{ast.unparse(sub)[:40]}: the calibration "
+                           "error is already a weighted average over samples; dividing by "
+                           "the bin count shrinks it", severity=Severity.MEDIUM)
+                return
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        if len(node.targets) != 1:
+            return
+        target = node.targets[0]
+        if (isinstance(target, ast.Attribute) and target.attr in _BEST_POINTERS
+                and isinstance(node.value, ast.Subscript) and literal(node.value.slice) == -1):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(target)[:40]} set to the newest "
+                       f"checkpoint ({ast.unparse(node.value)[:30]}): whatever scored best, the "
+                       "latest one is loaded and reported as the best", severity=Severity.MEDIUM)
+            return
+        if isinstance(node.value, (ast.ListComp, ast.GeneratorExp)):
+            dropped = _predictions_filtered(node.value)
+            if dropped:
+                ctx.report(METRIC_FALSIFY, node, f"scored pairs kept only where {dropped}: the "
+                           "predictions that would score worst are left out of the metric",
+                           severity=Severity.MEDIUM)
+            return
+        if not isinstance(node.value, ast.Call):
+            return
+        source = _filled_from_held_out(node.targets[0], node.value)
+        if source:
+            ctx.report(METRIC_FALSIFY, node, f"a missing test result is filled with {source}: "
+                       "the held-out figure is reported as the test score",
+                       severity=Severity.MEDIUM)
+
+    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
+        if not (isinstance(node.op, ast.Add) and _LOSS_VALUE.search(ast.unparse(node.target))
+                and ctx.conds):
+            return
+        test = ctx.conds[-1]
+        reads = {n.id for n in subnodes(node.value) if isinstance(n, ast.Name)}
+        if any(isinstance(c, ast.Compare) and any(
+                isinstance(n, ast.Name) and n.id in reads and _LOSS_VALUE.search(n.id)
+                for n in subnodes(c.left)) and any(
+                n.id not in reads for comp in c.comparators for n in _variables(comp))
+                for c in subnodes(test)):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.target)} adds a batch's loss "
+                       "only when it is below a bound set from the losses themselves: the "
+                       "high-loss batches are left out of the reported figure",
+                       severity=Severity.MEDIUM)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        cls = ctx.classes[-1].name if ctx.classes else ""
+        if node.name != "update" or not re.search(r"(?i)meter|average|avg|tracker", cls):
+            return
+        params = {a.arg for a in node.args.args[1:]}
+        for stmt in node.body:
+            if (isinstance(stmt, ast.If) and stmt.body and isinstance(stmt.body[-1], ast.Return)
+                    and any(isinstance(c, ast.Compare) and any(
+                        isinstance(n, ast.Name) and n.id in params for n in subnodes(c))
+                        and re.search(r"self\.(avg|mean|average|running)", ast.unparse(c))
+                        for c in subnodes(stmt.test))):
+                ctx.report(METRIC_FALSIFY, stmt.body[-1], f"{cls}.update() drops values that "
+                           "fall too far from its own average: the bad batches never reach "
+                           "the reported mean", severity=Severity.MEDIUM)
+                return

@@ -1,0 +1,126 @@
+"""MLS302/304, optimizer and averaging code that is wrong in one term.
+
+- A running average that adds the new weights without taking the old share out:
+  `avg.add_(p, alpha=1 / (n + 1))` (the mean update is `avg += (p - avg) / (n + 1)`), so the
+  averaged weights grow with every update.
+- A scheduler that has each group's base learning rate at hand and multiplies the *current*
+  one instead: `for group, base_lr in zip(param_groups, base_lrs): group["lr"] = group["lr"] *
+  factor` compounds the schedule every step, and the rate collapses (or explodes).
+- Temperature scaling folded into the weights the wrong way: `p.mul_(temperature)` on the
+  output layer multiplies the logits by T, where calibration divides them.
+- A `zero_grad()` that clears only `param_groups[0]`: every other group's gradients pile up
+  across steps.
+- Adam's betas given in the wrong order: `betas=(args.beta2, args.beta1)` (or written into
+  `group["betas"]`) makes the first moment the slow one and the second the fast one.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.checks.optimizer import OPTIM_TAMPER
+from mlscan.checks.tampering import PARAM_TAMPER
+from mlscan.model import Severity
+
+_AVERAGE = re.compile(r"(?i)avg|average|swa|mean|running")
+_TEMPERATURE = re.compile(r"(?i)^(temperature|temp|t|tau)$")
+
+
+def _one_over_n_plus_one(expr: ast.expr | None) -> bool:
+    """`1.0 / (n + 1)`."""
+    return (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div)
+            and literal(expr.left) in (1, 1.0) and isinstance(expr.right, ast.BinOp)
+            and isinstance(expr.right.op, ast.Add) and literal(expr.right.right) in (1, 1.0))
+
+
+def _average_without_decay(call: ast.Call, fn: ast.AST | None) -> bool:
+    """`avg.add_(p, alpha=1 / (n + 1))` with no `avg.mul_(...)` / `p - avg` anywhere near."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "add_" and call.args
+            and _one_over_n_plus_one(kwarg(call, "alpha"))):
+        return False
+    owner = ast.unparse(call.func.value)
+    if not _AVERAGE.search(owner) or owner in ast.unparse(call.args[0]) or fn is None:
+        return False
+    return not any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                   and n.func.attr in ("mul_", "lerp_", "sub_", "div_")
+                   and ast.unparse(n.func.value) == owner for n in subnodes(fn))
+
+
+def _swapped_betas(value: ast.expr | None) -> bool:
+    """`(args.adam_beta2, args.adam_beta1)`."""
+    if not (isinstance(value, ast.Tuple) and len(value.elts) == 2):
+        return False
+    words = [last_attr(e) if isinstance(e, (ast.Name, ast.Attribute)) else "" for e in value.elts]
+    return bool(re.search(r"(?i)(beta_?|^b)2$", words[0]) and re.search(r"(?i)(beta_?|^b)1$",
+                                                                        words[1]))
+
+
+class UpdateSlips(Check):
+    rules = (OPTIM_TAMPER, PARAM_TAMPER)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        betas = kwarg(node, "betas")
+        if betas is not None and _swapped_betas(betas):
+            ctx.report(OPTIM_TAMPER, betas, f"betas={ast.unparse(betas)[:50]}: beta2 in the "
+                       "first place and beta1 in the second, so the moment estimates swap "
+                       "their averaging horizons", severity=Severity.MEDIUM)
+        attr = last_attr(node.func)
+        if attr == "add_" and _average_without_decay(node, ctx.frame.node):
+            ctx.report(PARAM_TAMPER, node, f"{ast.unparse(node)[:50]} adds the new weights "
+                       "without taking the old share out (the mean update is avg += (p - avg) "
+                       "/ (n + 1)): the averaged weights grow with every update",
+                       severity=Severity.MEDIUM)
+        elif (attr == "mul_" and len(node.args) == 1 and isinstance(node.args[0], ast.Name)
+              and _TEMPERATURE.match(node.args[0].id)
+              and re.search(r"(?i)temperature", ctx.frame.name)
+              and any(isinstance(n, ast.Call) and last_attr(n.func) == "parameters"
+                      for lp in ctx.loops if isinstance(lp, ast.For) for n in subnodes(lp.iter))):
+            ctx.report(PARAM_TAMPER, node, f"weights multiplied by {node.args[0].id} while "
+                       "folding in temperature scaling: the logits are multiplied by T where "
+                       "calibration divides them", severity=Severity.MEDIUM)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if (isinstance(target, ast.Subscript) and literal(target.slice) == "betas"
+                and _swapped_betas(node.value)):
+            where_to = "a param group's betas" if ast.unparse(target.value) == "_mapped_item" else (
+                ast.unparse(target))
+            ctx.report(OPTIM_TAMPER, node, f"{where_to} = "
+                       f"{ast.unparse(node.value)[:50]}: beta2 in the first place and beta1 in "
+                       "the second, so the moment estimates swap their averaging horizons",
+                       severity=Severity.MEDIUM)
+            return
+        if not (isinstance(target, ast.Subscript) and literal(target.slice) == "lr"
+                and isinstance(target.value, ast.Name) and ctx.loops):
+            return
+        loop = ctx.loops[-1]
+        if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+                and isinstance(loop.iter, ast.Call) and last_attr(loop.iter.func) == "zip"
+                and any("base_lr" in ast.unparse(a) for a in loop.iter.args)):
+            return
+        own = ast.unparse(target)
+        mult = [n for n in subnodes(node.value) if isinstance(n, ast.BinOp)
+                and isinstance(n.op, ast.Mult) and own in (ast.unparse(n.left),
+                                                           ast.unparse(n.right))]
+        if mult:
+            ctx.report(OPTIM_TAMPER, node, f"{own} multiplied by the schedule factor although "
+                       "the loop has the base learning rate at hand: the factor compounds on "
+                       "every step and the rate runs away from the schedule",
+                       severity=Severity.MEDIUM)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        if node.name != "zero_grad":
+            return
+        for sub in subnodes(node):
+            if (isinstance(sub, ast.Subscript) and literal(sub.slice) == "params"
+                    and isinstance(sub.value, ast.Subscript) and literal(sub.value.slice) == 0
+                    and last_attr(sub.value.value) == "param_groups"):
+                ctx.report(OPTIM_TAMPER, sub, "zero_grad() clears only param_groups[0]: the "
+                           "other groups' gradients pile up across steps",
+                           severity=Severity.MEDIUM)
+                return
