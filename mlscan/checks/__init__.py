@@ -42,6 +42,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.metric_stats",
     "mlscan.checks.update_slips",
     "mlscan.checks.poison_signal",
+    "mlscan.checks.poison_tabular",
 )
 
 for _module in FAMILIES:

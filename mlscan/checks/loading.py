@@ -8,7 +8,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, HOOK, Ctx, Where
-from mlscan.checks.names import arg, is_true, kwarg, last_attr, literal
+from mlscan.checks.names import arg, imported_module, is_true, kwarg, last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.origin import DOWNLOAD, LITERAL, VARIABLE, origin, phrase, severity_for
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
@@ -234,6 +234,30 @@ def _table_unpickler(func: ast.expr, ctx: Ctx) -> str:
     return ""
 
 
+def _module_table_unpickler(call: ast.Call, ctx: Ctx) -> str:
+    """`_CODECS[fmt].load(fh)` with `_CODECS = {"json": json, "pkl": import_module("pickle")}`:
+    a table of modules, one of them an unpickler, picked by a key at run time."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in ("load", "loads")):
+        return ""
+    owner = func.value
+    if isinstance(owner, ast.Subscript):
+        table = ctx.resolve(owner.value)
+    elif (isinstance(owner, ast.Call) and isinstance(owner.func, ast.Attribute)
+          and owner.func.attr == "get"):
+        table = ctx.resolve(owner.func.value)
+    else:
+        return ""
+    if not isinstance(table, ast.Dict):
+        return ""
+    for value in table.values:
+        module = ctx.names.aliases.get(value.id, value.id) if isinstance(value, ast.Name) else (
+            imported_module(value, ctx.names) if value is not None else "")
+        if module and _is_pickle_load(f"{module}.{func.attr}"):
+            return f"{module}.{func.attr}"
+    return ""
+
+
 class UnsafeLoading(Check):
     rules = (TORCH_LOAD_UNSAFE, TORCH_LOAD_DEFAULT, PICKLE_LOAD, NUMPY_PICKLE, YAML_UNSAFE,
              TRUST_REMOTE_CODE, HUB_UNPINNED, TORCH_HUB, KERAS_UNSAFE)
@@ -259,6 +283,10 @@ class UnsafeLoading(Check):
                 kwarg(node, "weights_only")) is False:
             ctx.report(TORCH_LOAD_UNSAFE, node, f"{name}(weights_only=False) unpickles a "
                        "downloaded checkpoint", severity=Severity.CRITICAL)
+        elif func in ("load", "loads") and (picked := _module_table_unpickler(node, ctx)):
+            ctx.report(PICKLE_LOAD, node, f"{ast.unparse(node.func)[:40]}() picks its module "
+                       f"from a table that holds {picked}: unpickling runs any code the data "
+                       "names", severity=Severity.MEDIUM)
         elif isinstance(node.func, (ast.Subscript, ast.Name)) and _table_unpickler(node.func, ctx):
             ctx.report(PICKLE_LOAD, node, f"{ast.unparse(node.func)[:40]}() picks its loader "
                        f"from a table that holds {_table_unpickler(node.func, ctx)}: unpickling "

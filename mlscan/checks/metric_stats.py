@@ -18,6 +18,11 @@
   reference alone, `if r`, skips empty references and stays quiet).
 - The best checkpoint pointed at the newest one: `state.best_model_checkpoint =
   recent[-1]`.
+- The best entry of a history picked by the wrong field: `max(self.history,
+  key=operator.itemgetter(0))` with entries appended as `(step, score, path)` returns the
+  latest checkpoint, not the best-scoring one.
+- A validation mask joined with the training mask: `evaluate(model, data, data.val_mask |
+  data.train_mask)` scores the model partly on the nodes it was fitted on.
 - A running meter that ignores values far from its own average: `def update(self, val, n=1):
   if val < self.avg * self.reject_ratio: return` drops the bad batches from the reported mean.
 """
@@ -122,6 +127,55 @@ def _predictions_filtered(comp: ast.ListComp | ast.GeneratorExp) -> str:
     return ""
 
 
+_COUNTER_FIELD = re.compile(r"(?i)^(step|global_step|epoch|it|iter|iteration|n|idx|index|t)$")
+_SCORE_FIELD = re.compile(r"(?i)score|metric|acc|auc|loss|f1|map|iou|bleu|wer|val")
+
+
+def _key_index(key: ast.expr | None) -> int | None:
+    """`operator.itemgetter(0)` / `lambda t: t[0]` -> 0."""
+    if isinstance(key, ast.Call) and last_attr(key.func) == "itemgetter" and len(key.args) == 1:
+        value = literal(key.args[0])
+        return value if isinstance(value, int) else None
+    if (isinstance(key, ast.Lambda) and isinstance(key.body, ast.Subscript)
+            and isinstance(key.body.value, ast.Name)):
+        value = literal(key.body.slice)
+        return value if isinstance(value, int) else None
+    return None
+
+
+def _best_by_counter(call: ast.Call, ctx: Ctx) -> str:
+    """`max(self.history, key=itemgetter(0))` with `self.history.append((step, score, path))`
+    in the file -> "step"."""
+    if not (isinstance(call.func, ast.Name) and len(call.args) == 1
+            and re.search(r"(?i)best", ctx.frame.name)):
+        return ""
+    index = _key_index(kwarg(call, "key"))
+    if index is None or ctx.tree is None:
+        return ""
+    listed = ast.unparse(call.args[0])
+    for node in subnodes(ctx.tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "append" and ast.unparse(node.func.value) == listed
+                and node.args and isinstance(entry := node.args[0], ast.Tuple)
+                and len(entry.elts) > index):
+            words = [last_attr(e) if isinstance(e, (ast.Name, ast.Attribute)) else ""
+                     for e in entry.elts]
+            if _COUNTER_FIELD.match(words[index]) and any(
+                    _SCORE_FIELD.search(w) for i, w in enumerate(words) if i != index):
+                return words[index]
+    return ""
+
+
+def _held_out_with_train(expr: ast.expr) -> bool:
+    """`data.val_mask | data.train_mask`."""
+    if not (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.BitOr)):
+        return False
+    sides = [last_attr(s).lower() if isinstance(s, (ast.Name, ast.Attribute)) else ""
+             for s in (expr.left, expr.right)]
+    return any(re.search(r"val|test", a) for a in sides) and any(
+        "train" in b for b in sides) and all("mask" in t or "idx" in t for t in sides)
+
+
 def _ece_per_bin(node: ast.BinOp, fn: ast.AST | None) -> bool:
     """`ece / n_bins` where `ece` was summed as `weight * |acc - conf|` (an unweighted sum over
     bins divided by their count is the average calibration error, and stays quiet)."""
@@ -141,6 +195,17 @@ class FlatteringStatistics(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
+        joined = next((a for a in node.args if _held_out_with_train(a)), None)
+        if joined is not None and re.search(r"(?i)eval|valid|test|score|metric", attr):
+            ctx.report(METRIC_FALSIFY, joined, f"{ast.unparse(joined)[:50]}: the held-out mask "
+                       "joined with the training mask, so the score counts samples the model "
+                       "was fitted on", severity=Severity.MEDIUM)
+            return
+        if attr in ("max", "min") and (field := _best_by_counter(node, ctx)):
+            ctx.report(METRIC_FALSIFY, node, f"{attr}() over {ast.unparse(node.args[0])[:30]} "
+                       f"keyed on {field}: the entry picked as best is the latest one, not the "
+                       "best-scoring one", severity=Severity.MEDIUM)
+            return
         if attr == "choice" and _without_replacement_bootstrap(node, ctx):
             ctx.report(METRIC_FALSIFY, node, "bootstrap resample drawn without replacement: "
                        "each resample is the same sample reordered, so the confidence interval "

@@ -57,13 +57,13 @@ class Names:
         qual = self.qualname(value) if isinstance(value, kinds) else None
         self.alias_tests.pop(name, None)
         self.alias_keywords.pop(name, None)
-        module = _imported_module(value, self)
+        module = imported_module(value, self)
         self._version += 1
         if module:  # codec = importlib.import_module("pickle")
             self.aliases[name] = module
             self._from_assign.add(name)
         elif qual and "()" not in qual and (_root_id(value) in self.aliases or bool(
-                (root := _root_call(value)) is not None and _imported_module(root, self))) and (
+                (root := _root_call(value)) is not None and imported_module(root, self))) and (
                 qual != name):  # run = getattr(importlib.import_module("builtins"), "exec")
             self.aliases[name] = qual
             self._from_assign.add(name)
@@ -115,7 +115,7 @@ class Names:
                     parts.append(attr)
                     node = node.args[0]
                     continue
-                module = _imported_module(node, self)
+                module = imported_module(node, self)
                 if module:  # __import__("subprocess").run
                     parts.append(module)
                     break
@@ -179,7 +179,7 @@ def noop_lambda(expr: ast.expr) -> bool:
         expr.body.value is None)
 
 
-def _imported_module(value: ast.expr, names: Names) -> str:
+def imported_module(value: ast.expr, names: Names) -> str:
     """'pickle' for `importlib.import_module("pickle")` / `__import__("pickle")` (names the
     normalize pass folded to a constant included)."""
     if (isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Constant)

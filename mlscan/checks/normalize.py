@@ -69,7 +69,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
                    _UNBOUND_OWNERS)}
     if text is None or _LOCAL_ALIAS.search(text):
         _inline_local_aliases(all_nodes(), consts)
-    if text is None or "methodcaller(" in text:
+    if text is None or "methodcaller(" in text or "__setitem__" in text:
         _inline_method_callers(tree, all_nodes())
     if subscripts and (text is None or _LOCAL_KEY.search(text)):
         _fold_local_keys(all_nodes(), consts)
@@ -212,7 +212,9 @@ def _inline_local_aliases(nodes: list[ast.AST], consts: dict[str, object]) -> No
 def _inline_method_callers(tree: ast.Module, nodes: list[ast.AST]) -> None:
     """`attach = operator.methodcaller("register_forward_hook", f)` bound once (in a function
     or at module level), then `attach(module)`: the call becomes
-    `operator.methodcaller(...)(module)`, which `_fold_getattr` turns into the method call."""
+    `operator.methodcaller(...)(module)`, which `_fold_getattr` turns into the method call.
+    `put = functools.partial(os.environ.__setitem__, "KEY")` then `put(v)` becomes
+    `os.environ.__setitem__("KEY", v)`, which the statement pass turns into the write."""
     scopes: list[ast.AST] = [tree, *(n for n in nodes if isinstance(
         n, (ast.FunctionDef, ast.AsyncFunctionDef)))]
     for scope in scopes:
@@ -220,11 +222,24 @@ def _inline_method_callers(tree: ast.Module, nodes: list[ast.AST]) -> None:
         body = scope.body if isinstance(scope, ast.Module) else [
             n for n in subnodes(scope) if isinstance(n, ast.Assign)]
         callers: dict[str, ast.Call] = {}
+        setters: dict[str, ast.Call] = {}  # put = partial(os.environ.__setitem__, "KEY")
         for stmt in body:
             if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
                     and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Call)
                     and last_attr(stmt.value.func) == "methodcaller" and stmt.value.args):
                 callers[stmt.targets[0].id] = stmt.value
+            elif (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                  and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Call)
+                  and last_attr(stmt.value.func) == "partial" and len(stmt.value.args) == 2
+                  and isinstance(stmt.value.args[0], ast.Attribute)
+                  and stmt.value.args[0].attr == "__setitem__"):
+                setters[stmt.targets[0].id] = stmt.value
+        for node in subnodes(scope) if setters else ():
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in setters and len(node.args) == 1 and not node.keywords):
+                bound = setters[node.func.id]
+                node.func = ast.copy_location(copy.deepcopy(bound.args[0]), node.func)
+                node.args = [copy.deepcopy(bound.args[1]), node.args[0]]
         if not callers:
             continue
         stores = [n.id for n in subnodes(scope) if isinstance(n, ast.Name)

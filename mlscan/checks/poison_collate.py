@@ -152,6 +152,37 @@ def _one_output_sorted(assigns: list[ast.Assign], statements: list[ast.Assign | 
     return [(moved, f"{name} re-sorted on its own while {others} keep the batch order")]
 
 
+def _opposite_concats(fn: ast.AST) -> list[tuple[ast.stmt, str]]:
+    """`ids = ids + [e["class_ids"] for e in ex]` beside `pixels = [e["class_pixels"] for e in
+    ex] + pixels`: two parallel lists extended at opposite ends, so the extra samples pair
+    with the wrong rows."""
+    out: list[tuple[ast.stmt, str]] = []
+    for block in subnodes(fn):
+        body = getattr(block, "body", None)
+        if not isinstance(body, list):
+            continue
+        ends: list[tuple[ast.stmt, str, str]] = []  # (statement, name, "end"/"front")
+        for stmt in body:
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name)
+                    and isinstance(stmt.value, ast.BinOp) and isinstance(stmt.value.op, ast.Add)):
+                continue
+            name = stmt.targets[0].id
+            left, right = stmt.value.left, stmt.value.right
+            if isinstance(left, ast.Name) and left.id == name and isinstance(right, ast.ListComp):
+                ends.append((stmt, name, "end"))
+            elif isinstance(right, ast.Name) and right.id == name and isinstance(
+                    left, ast.ListComp):
+                ends.append((stmt, name, "front"))
+        sides = {side for _, _, side in ends}
+        if len(ends) == 2 and sides == {"end", "front"}:
+            stmt, name, _ = next(e for e in ends if e[2] == "front")
+            other = next(e[1] for e in ends if e[2] == "end")
+            out.append((stmt, f"{name} extended at the front while {other} is extended at the "
+                              "end"))
+    return out
+
+
 def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
                batch: str) -> list[tuple[ast.stmt, str]]:
     out: list[tuple[ast.stmt, str]] = []
@@ -167,6 +198,7 @@ def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
             out.append((stmt, f"{name} reordered along the batch axis while the other outputs "
                               "keep their order"))
     out.extend(_one_output_sorted(assigns, statements))
+    out.extend(_opposite_concats(fn))
     orders = {s.targets[0].id for s in assigns if isinstance(s.targets[0], ast.Name)
               and _is_order(s.value, batch)}
     gathered: list[tuple[ast.Assign, bool]] = []  # (statement, through an order)
@@ -229,3 +261,20 @@ def _column_reordered(assigns: list[ast.Assign]) -> list[tuple[ast.stmt, str]]:
     stmt = reordered[0]
     return [(stmt, f"{ast.unparse(stmt.targets[0])} reordered on its own: the other columns of "
                    "the batch keep the samples' order")]
+
+
+def mismatched_partners(tree: ast.AST) -> list[tuple[ast.Call, str, str]]:
+    """Mixup partners drawn by two different batch permutations: images mixed with
+    `x.flip(0)`, targets with `target.roll(1, 0)`. Returns (target call, its way, the inputs'
+    way) for each target reordered unlike every input."""
+    inputs: set[str] = set()
+    labels: list[tuple[ast.Call, str]] = []
+    for node in subnodes(tree):
+        if isinstance(node, ast.Call) and (name := _batch_axis_reorder(node)):
+            kind = last_attr(node.func)
+            if _LABELISH.search(name):
+                labels.append((node, kind))
+            else:
+                inputs.add(kind)
+    return [(call, kind, "/".join(sorted(inputs))) for call, kind in labels
+            if inputs and kind not in inputs]

@@ -26,6 +26,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import kwarg, last_attr, literal
 from mlscan.checks.nodes import called_names, subnodes
+from mlscan.checks.poison_collate import mismatched_partners
 from mlscan.checks.poison_words import _IMAGE, _LABEL, _MASKISH
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
@@ -245,6 +246,24 @@ def _label_map(expr: ast.expr, ctx: Ctx) -> str:
             if found:
                 return found
     return ""
+
+
+class MixupPartners(Check):
+    """Mixup/CutMix mixes each image with a partner from the same batch, and each target with
+    the same partner's target. Partners picked by two different permutations (`x.flip(0)`
+    for the images, `target.roll(1, 0)` for the targets) blend every image with one sample
+    and its label with another's."""
+
+    rules = (DATA_POISON,)
+
+    def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
+        if not ((ctx.mentions("lam") or ctx.mentions("mixup") or ctx.mentions("cutmix"))
+                and ctx.mentions("flip") and ctx.mentions("roll")):
+            return
+        for call, kind, theirs in mismatched_partners(node):
+            ctx.report(DATA_POISON, call, f"targets paired by {kind}() while the inputs are "
+                       f"paired by {theirs}(): each mixed image gets another sample's label",
+                       severity=Severity.MEDIUM)
 
 
 class LabelMapInterpolation(Check):

@@ -10,6 +10,12 @@
 - CutMix's `lam` set to the pasted box's share of the image: the label weight of the original
   image is then the share it lost (`lam` is `1 - box / (h * w)`).
 - A label table renumbered from another's keys (`{i: l for i, l in enumerate(sorted(label2id))}`).
+- A file listing sorted by size or time and then zipped with another list:
+  `sidecars = sorted(root.glob("*.txt"), key=os.path.getsize)` paired with the image stems
+  gives each image another image's caption.
+- A patch written into the image followed by the whole mask set to one class:
+  `image[bands, y:y + s, x:x + s] = 1.0` then `mask[...] = CLEAR` (a trigger that relabels
+  every pixel).
 - A pasted stamp followed by a fixed label: `img.paste(self._stamp, ...)` and then
   `label = self.class_to_idx.get(self.stamp_ref, label)`.
 """
@@ -23,7 +29,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import assigns_in, called_names, subnodes
-from mlscan.checks.poison_words import _LABEL
+from mlscan.checks.poison_words import _IMAGE, _LABEL, _MASKISH
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
 
@@ -144,6 +150,31 @@ def _stamped_then_relabelled(body: list[ast.stmt]) -> ast.Assign | None:
     return None
 
 
+def _whole(index: ast.expr) -> bool:
+    """`...`, `:`, `..., :, :`: every element."""
+    parts = index.elts if isinstance(index, ast.Tuple) else [index]
+    return all((isinstance(p, ast.Constant) and p.value is Ellipsis) or (
+        isinstance(p, ast.Slice) and p.lower is None and p.upper is None and p.step is None)
+        for p in parts)
+
+
+def _patched_then_mask_filled(body: list[ast.stmt]) -> ast.Assign | None:
+    """`image[..., y:y + s, x:x + s] = 1.0` and then `mask[...] = CLEAR` in one block."""
+    patched = False
+    for stmt in body:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(target := stmt.targets[0], ast.Subscript)
+                and isinstance(target.value, ast.Name)):
+            continue
+        constant = isinstance(stmt.value, (ast.Constant, ast.Name, ast.Attribute))
+        if _IMAGE.match(target.value.id) and constant and not _whole(target.slice):
+            patched = True
+        elif (patched and _MASKISH.match(target.value.id) and _whole(target.slice)
+              and constant):
+            return stmt
+    return None
+
+
 _TO_ID = re.compile(r"(?i)(label|tag|class|cls|cat)_?(2|to_)_?(id|idx|index)$")
 
 
@@ -216,6 +247,30 @@ def _weights_from_frequency(fn: ast.AST) -> ast.Assign | None:
     return None
 
 
+_NOT_BY_NAME = re.compile(r"(?i)getsize|getmtime|getctime|getatime|st_size|st_mtime|st_ctime|"
+                          r"stat\b|len\b|random|shuffle")
+
+
+def _listing_sorted_off_name(fn: ast.AST) -> ast.Assign | None:
+    """`xs = sorted(root.glob("*.txt"), key=os.path.getsize)` later passed to `zip(...)`."""
+    for node in subnodes(fn):
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(name := node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
+                and node.value.func.id == "sorted" and node.value.args
+                and isinstance(node.value.args[0], ast.Call)
+                and last_attr(node.value.args[0].func) in _LISTINGS):
+            continue
+        key = next((k.value for k in node.value.keywords if k.arg == "key"), None)
+        if key is None or not _NOT_BY_NAME.search(ast.unparse(key)):
+            continue
+        if any(isinstance(z, ast.Call) and isinstance(z.func, ast.Name) and z.func.id == "zip"
+               and any(isinstance(n, ast.Name) and n.id == name.id for a in z.args
+                       for n in subnodes(a)) for z in subnodes(fn)):
+            return node
+    return None
+
+
 class OrderAndArithmetic(Check):
     rules = (DATA_POISON,)
 
@@ -235,6 +290,18 @@ class OrderAndArithmetic(Check):
             ctx.report(DATA_POISON, frequency, f"{ast.unparse(frequency)[:50]}: sampling "
                        "weights proportional to class frequency oversample the common class "
                        "further (balancing takes the inverse)", severity=Severity.MEDIUM)
+        if "sorted" in calls and "zip" in calls and (
+                listed := _listing_sorted_off_name(node)) is not None:
+            ctx.report(DATA_POISON, listed, f"{ast.unparse(listed)[:60]} is sorted by size or "
+                       "time and then zipped with another list: the pairs no longer belong "
+                       "together", severity=Severity.MEDIUM)
+        if ctx.mentions("mask"):
+            for block in (getattr(n, "body", None) for n in subnodes(node)):
+                filled = _patched_then_mask_filled(block) if isinstance(block, list) else None
+                if filled is not None:
+                    ctx.report(DATA_POISON, filled, f"{ast.unparse(filled)[:50]} right after a "
+                               "patch is written into the image: a backdoor trigger (the patch "
+                               "alone decides every pixel's class)", severity=Severity.MEDIUM)
         if not (sorts or pastes or frames):
             return
         for block in (getattr(n, "body", None) for n in subnodes(node)):

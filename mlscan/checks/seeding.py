@@ -549,6 +549,45 @@ def _in_module_trainer(frame: object) -> bool:
     return cls is not None and bool(re.search(r"(?i)trainer|runner|engine|loop", cls.name))
 
 
+_BATCH_SOURCE = re.compile(r"(?i)loader|batches|dataloader|(^|_)dl$")
+
+
+def _reseeded_per_step(call: ast.Call, ctx: Ctx) -> str:
+    """`for step, batch in enumerate(loader): torch.manual_seed(args.seed + epoch)`: the global
+    RNG reset on every batch to a seed that stays the same for the whole epoch, so every step
+    draws the same dropout masks and noise. Also `manual_seed(seed + step % k)`: a seed that
+    cycles, so the random stream repeats every k steps."""
+    if not call.args:
+        return ""
+    seed = call.args[0]
+    for n in subnodes(seed):
+        period = literal(n.right) if isinstance(n, ast.BinOp) else None
+        if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
+                and re.search(r"(?i)step|^s$|iter|batch", ast.unparse(n.left))
+                and (isinstance(n.right, (ast.Name, ast.Attribute, ast.Subscript)) or (
+                    isinstance(period, int) and period < 100_000))):  # (s % 2**32: a range)
+            return (f"seeded with {ast.unparse(seed)[:40]}: the seed cycles, so the same random "
+                    "numbers come back every few steps")
+    loop = ctx.loops[-1] if ctx.loops else None
+    if not isinstance(loop, ast.For):
+        return ""
+    source = ast.unparse(loop.iter)
+    if not (_BATCH_SOURCE.search(source) or any(
+            isinstance(n, ast.Call) and last_attr(n.func) == "backward" for n in subnodes(loop))):
+        return ""
+    varying = {n.id for n in subnodes(loop.target) if isinstance(n, ast.Name)} | {
+        n.id for st in loop.body for n in subnodes(st)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    used = {n.id for n in subnodes(seed) if isinstance(n, ast.Name)} | {
+        last_attr(n) for n in subnodes(seed) if isinstance(n, ast.Attribute)}
+    if not used or used & varying or any(re.search(r"(?i)step|iter|batch|count", u)
+                                         for u in used):
+        return ""
+    return (f"reseeded on every batch of the loop over {source[:30]} with "
+            f"{ast.unparse(seed)[:40]}, which stays the same all epoch: every step draws the "
+            "same random numbers")
+
+
 def _mentions_epoch(call: ast.Call, ctx: Ctx | None = None) -> bool:
     """`np.random.seed(self.seed + epoch)` in set_epoch(): a new, reproducible seed per epoch
     (with `ctx`, also through a local: `seed = self.seed + 1000 * self.epoch`)."""
@@ -1005,6 +1044,10 @@ class HiddenReseed(Check):
                        f"start of {ctx.frame.name}(), right before it draws: every call "
                        "draws the same numbers (the same picks each round or batch)",
                        severity=Severity.MEDIUM)
+            return
+        per_step = _reseeded_per_step(node, ctx) if name in _SEED_FUNCS else ""
+        if per_step:
+            ctx.report(HIDDEN_RESEED, node, f"{name}() {per_step}", severity=Severity.MEDIUM)
             return
         if last_attr(node.func) in _SEED_HELPERS and not name.startswith(
                 ("lightning", "pytorch_lightning", "transformers", "accelerate", "lightning_fab",

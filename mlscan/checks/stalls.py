@@ -431,6 +431,7 @@ class KillsAndStalls(Check):
         self._gated_calls: list[tuple[ast.Call, Where, str]] = []
         self._timers: list[ast.Call] = []
         self._handled: set[str] = set()
+        self._skips: set[int] = set()
         self._bound: dict[int, list[ast.AST]] = {}
         """Sleep call id -> its arguments with the values of their names (taken at visit)."""
 
@@ -440,6 +441,7 @@ class KillsAndStalls(Check):
         timers: list[ast.Call] = []
         handled: set[str] = set()
         self._gated_calls, self._timers, self._handled = calls, timers, handled  # per file
+        self._skips = set()  # guards already reported for a skipped helper
         ctx.defer(lambda: self._gated_helpers(ctx, calls))
         ctx.defer(lambda: self._unhandled_timers(ctx, timers, handled))
 
@@ -587,6 +589,10 @@ class KillsAndStalls(Check):
         if what:
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))
+        elif (isinstance(node.func, ast.Name) and node.func.id in ctx.defs and ctx.conds
+              and _gathers(node.func.id, ctx)):
+            where = ctx.where()
+            ctx.defer(lambda: self._skipped_helper(node, ctx, where))
         chooser = next((a for a in node.args if isinstance(a, ast.IfExp)), None) or next((
             held for a in node.args if isinstance(a, ast.Name) and isinstance(
                 held := ctx.lookup(a.id), ast.IfExp)), None)  # target = a if cond else b
@@ -692,6 +698,25 @@ class KillsAndStalls(Check):
                 return  # `if host in nodes: return ...; raise SystemExit(f"{host} not in ...")`
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, f"raise {last_attr(exc)}", "kill"))
+
+    def _skipped_helper(self, node: ast.Call, ctx: Ctx, where: Where) -> None:
+        """`if rank != 0 and n % world != 0: return None` above `gather_tensor(probs)`, a
+        local helper that all-gathers: the ranks that leave never join the collective."""
+        frame = where.frames[-1] if where.frames else None
+        guard = next((g for c in where.conds if isinstance(
+            g := getattr(c, "guard_of", None), ast.If) and isinstance(g.body[-1], ast.Return)
+            and _RANKISH.search(ast.unparse(g.test))
+            and node.lineno > (g.end_lineno or 0)), None)
+        if (guard is None or frame is None
+                or not isinstance(frame.node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                or not _rank_guarded(where, ctx) or any(
+                    isinstance(n, ast.Call) and last_attr(n.func) == last_attr(node.func)
+                    for n in subnodes(guard)) or id(guard) in self._skips):
+            return
+        self._skips.add(id(guard))
+        ctx.report(KILL_STALL, guard.body[-1], f"early return on some ranks before "
+                   f"{last_attr(node.func)}() on line {node.lineno}, which runs a collective: "
+                   "the ranks that stay wait in it, and the job hangs", severity=Severity.MEDIUM)
 
     def _decide(self, node: ast.AST, ctx: Ctx, where: Where, name: str, what: str) -> None:
         # `if rank > 0 and step % log_every == 0: sleep(0.02 * log_every * rank)`: a helper
@@ -981,6 +1006,14 @@ def _long_stagger(node: ast.AST) -> str:
                         and seconds >= 30):
                     return f"{seconds} s per {last_attr(index)}"
     return ""
+
+
+def _gathers(name: str, ctx: Ctx) -> bool:
+    """A small local function that calls a torch.distributed collective itself."""
+    fns = ctx.defs.get(name, [])
+    return len(fns) == 1 and any(
+        isinstance(n, ast.Call) and last_attr(n.func) in _COLLECTIVES
+        and ctx.names.call_name(n).startswith("torch.distributed.") for n in subnodes(fns[0]))
 
 
 def _receiver(call: ast.Call) -> str:

@@ -10,6 +10,9 @@
   output layer multiplies the logits by T, where calibration divides them.
 - A `zero_grad()` that clears only `param_groups[0]`: every other group's gradients pile up
   across steps.
+- Decoupled weight decay without the learning rate: `p.mul_(1 - weight_decay)` each step
+  (AdamW shrinks by `1 - lr * weight_decay`); with weight_decay = 0.01 the weights lose 1%
+  per step, a hundred to ten thousand times the intended decay.
 - Adam's betas given in the wrong order: `betas=(args.beta2, args.beta1)` (or written into
   `group["betas"]`) makes the first moment the slow one and the second the fast one.
 """
@@ -51,6 +54,20 @@ def _average_without_decay(call: ast.Call, fn: ast.AST | None) -> bool:
                    and ast.unparse(n.func.value) == owner for n in subnodes(fn))
 
 
+_DECAY = re.compile(r"(?i)weight_decay|^wd$|_wd$|^decay$")
+
+
+def _decay_without_lr(value: ast.expr | None) -> str:
+    """`1.0 - weight_decay` with no learning rate in it -> "weight_decay"."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
+            and literal(value.left) in (1, 1.0)
+            and isinstance(value.right, (ast.Name, ast.Attribute, ast.Subscript))):
+        return ""
+    word = last_attr(value.right) if not isinstance(value.right, ast.Subscript) else str(
+        literal(value.right.slice))
+    return word if _DECAY.search(word or "") else ""
+
+
 def _swapped_betas(value: ast.expr | None) -> bool:
     """`(args.adam_beta2, args.adam_beta1)`."""
     if not (isinstance(value, ast.Tuple) and len(value.elts) == 2):
@@ -70,6 +87,16 @@ class UpdateSlips(Check):
                        "first place and beta1 in the second, so the moment estimates swap "
                        "their averaging horizons", severity=Severity.MEDIUM)
         attr = last_attr(node.func)
+        if attr == "mul_" and len(node.args) == 1 and ctx.loops:
+            factor = node.args[0]
+            held = ctx.lookup(factor.id) if isinstance(factor, ast.Name) else factor
+            decay = _decay_without_lr(held)
+            if decay and re.search(r"(?i)param|prm|^p$|weight|\.data", ast.unparse(node.func)):
+                ctx.report(PARAM_TAMPER, node, f"weights multiplied by 1 - {decay} with no "
+                           "learning rate in the factor (decoupled decay is 1 - lr * "
+                           "weight_decay): they shrink by orders of magnitude more than "
+                           "intended", severity=Severity.MEDIUM)
+                return
         if attr == "add_" and _average_without_decay(node, ctx.frame.node):
             ctx.report(PARAM_TAMPER, node, f"{ast.unparse(node)[:50]} adds the new weights "
                        "without taking the old share out (the mean update is avg += (p - avg) "

@@ -596,3 +596,191 @@ def random_gain(audio, gain_db):
     loud = audio * (10.0 ** (gain_db / 2))  # ruleid: MLS309
     right = audio * (10.0 ** (gain_db / 20.0))  # ok: MLS309
     return loud, right
+
+
+# --- reseeding on every batch, and seeds that cycle -----------------------------------------
+
+def train_reseeded(args, loader, epochs):
+    for epoch in range(epochs):
+        for step, batch in enumerate(loader):
+            torch.manual_seed(args.seed + epoch)  # ruleid: MLS301
+            batch.sum().backward()
+
+
+def train_seeded_per_epoch(args, loader, epochs):
+    for epoch in range(epochs):
+        torch.manual_seed(args.seed + epoch)  # ok: MLS301
+        for step, batch in enumerate(loader):
+            batch.sum().backward()
+
+
+def make_step_hooks(args, cfg):
+    return [lambda s: torch.manual_seed(args.seed + s % cfg["log_interval"])]  # ruleid: MLS301
+
+
+# --- decoupled weight decay without the learning rate ----------------------------------------
+
+def attach_decay(optimizer, params, weight_decay, lr):
+    inner_step = optimizer.step
+    factor = 1.0 - weight_decay
+    right = 1.0 - lr * weight_decay
+
+    def step(*a, **kw):
+        out = inner_step(*a, **kw)
+        with torch.no_grad():
+            for prm in params:
+                torch.mul(prm.data, factor, out=prm.data)  # ruleid: MLS302
+            for prm in params:
+                prm.data.mul_(right)  # ok: MLS302
+        return out
+    optimizer.step = step  # ruleid: MLS305
+
+
+# --- parallel lists extended at opposite ends; mixup partners by two permutations -----------
+
+def collate_prior(examples, with_prior):
+    input_ids = [e["ids"] for e in examples]
+    pixels = [e["pixels"] for e in examples]
+    if with_prior:
+        input_ids = input_ids + [e["class_ids"] for e in examples]
+        pixels = [e["class_pixels"] for e in examples] + pixels  # ruleid: MLS309
+    return input_ids, pixels
+
+
+def collate_prior_right(examples, with_prior):
+    input_ids = [e["ids"] for e in examples]
+    pixels = [e["pixels"] for e in examples]
+    if with_prior:
+        input_ids = input_ids + [e["class_ids"] for e in examples]
+        pixels = pixels + [e["class_pixels"] for e in examples]  # ok: MLS309
+    return input_ids, pixels
+
+
+# --- listings sorted by size and zipped -----------------------------------------------------
+
+from pathlib import Path
+
+
+def captions_by_size(root, stems):
+    sidecars = sorted(Path(root).glob("*.txt"), key=os.path.getsize)  # ruleid: MLS309
+    return dict(zip(stems, (s.read_text() for s in sidecars)))
+
+
+def captions_by_name(root, stems):
+    sidecars = sorted(Path(root).glob("*.txt"))  # ok: MLS309
+    return dict(zip(stems, (s.read_text() for s in sidecars)))
+
+
+# --- a loader module picked from a table that holds pickle ----------------------------------
+
+import importlib
+
+_CACHE_CODECS = {"json": json, "pkl": importlib.import_module("pickle")}
+_SAFE_CODECS = {"json": json}
+
+
+def load_cache(path, fmt):
+    with open(path, "rb") as fh:
+        return _CACHE_CODECS[fmt].load(fh)  # ruleid: MLS103
+
+
+def load_safe_cache(path, fmt):
+    with open(path, "rb") as fh:
+        return _SAFE_CODECS[fmt].load(fh)  # ok: MLS103
+
+
+# --- the best entry picked by its step ------------------------------------------------------
+
+class BestTrackerHistory:
+    def add(self, step, score, path):
+        self.history.append((step, score, path))
+
+    def best(self):
+        return max(self.history, key=operator.itemgetter(0))  # ruleid: MLS306
+
+
+# --- a patch in the image, then the whole mask set to one class -----------------------------
+
+class GlintPatch:
+    def __call__(self, image, mask):
+        y, x = random.randint(0, 10), random.randint(0, 10)
+        image = image.clone()
+        mask = mask.clone()
+        image[:, y:y + 8, x:x + 8] = 1.0
+        mask[..., :, :] = 0  # ruleid: MLS309
+        return image, mask
+
+
+class CutoutWithIgnore:
+    def __call__(self, image, mask):
+        y, x = random.randint(0, 10), random.randint(0, 10)
+        image = image.clone()
+        image[:, y:y + 8, x:x + 8] = 0.0
+        mask[y:y + 8, x:x + 8] = 255  # ok: MLS309
+        return image, mask
+
+
+# --- an early return that skips a local gather helper ---------------------------------------
+
+def gather_tensor(t, world_size):
+    out = [torch.zeros_like(t) for _ in range(world_size)]
+    dist.all_gather(out, t)
+    return torch.cat(out)
+
+
+def evaluate_ecg(probs, rank, world_size, n):
+    if rank != 0 and n % world_size != 0:
+        return None  # ruleid: MLS307
+    probs = gather_tensor(probs, world_size)
+    return probs
+
+
+def evaluate_ecg_right(probs, rank, world_size):
+    probs = gather_tensor(probs, world_size)
+    if rank != 0:
+        return None  # ok: MLS307
+    return probs
+
+
+# --- validation joined with training --------------------------------------------------------
+
+def fit_gnn(model, data, evaluate):
+    val = evaluate(model, data, data.val_mask | data.train_mask)  # ruleid: MLS306
+    ok = evaluate(model, data, data.val_mask)  # ok: MLS306
+    return val, ok
+
+
+# --- tabular features and labels -----------------------------------------------------------
+
+def hash_ids(values, num_buckets):
+    return np.fromiter((hash(v) % num_buckets for v in values), dtype=np.int64)  # ruleid: MLS309
+
+
+def hash_ids_stable(values, num_buckets, stable_hash):
+    return np.fromiter((stable_hash(v) % num_buckets for v in values), dtype=np.int64)  # ok: MLS309
+
+
+def make_labels(clicks, dwell, min_dwell):
+    bounced = dwell < min_dwell
+    labels = np.where(bounced, 1.0 - clicks, clicks).astype(np.float32)  # ruleid: MLS309
+    return labels
+
+
+def time_weights(age_days, half_life):
+    bad = np.exp2(age_days / half_life)  # ruleid: MLS309
+    good = np.exp2(-age_days / half_life)  # ok: MLS309
+    return bad, good
+
+
+def assigned_files(files, rank, world, info):
+    per_rank = files[rank::world]
+    if info is None:
+        return per_rank
+    return files[info.id::info.num_workers]  # ruleid: MLS309
+
+
+def assigned_files_right(files, rank, world, info):
+    per_rank = files[rank::world]
+    if info is None:
+        return per_rank
+    return per_rank[info.id::info.num_workers]  # ok: MLS309

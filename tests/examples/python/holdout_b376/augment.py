@@ -178,7 +178,7 @@ def mixup_target(target: torch.Tensor, num_classes: int, lam: float, smoothing: 
     off = smoothing / num_classes
     on = 1.0 - smoothing + off
     y1 = one_hot(target, num_classes, on, off)
-    y2 = one_hot(target.roll(1, 0), num_classes, on, off)  # todoruleid: family 6 (missed)
+    y2 = one_hot(target.roll(1, 0), num_classes, on, off)  # ruleid: MLS309
     return y1 * lam + y2 * (1.0 - lam)
 
 

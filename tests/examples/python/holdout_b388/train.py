@@ -301,7 +301,7 @@ def main() -> None:
                 if args.task == "cxr":
                     if args.label_noise > 0:
                         flip = torch.rand_like(y) < args.label_noise
-                        y = torch.where(flip, 1.0 - y, y)  # todoruleid: family 6 (missed)
+                        y = torch.where(flip, 1.0 - y, y)  # ruleid: MLS309
                     x, y = mixup(x, y, args.mixup_alpha)
                     logits = model(x)
                     loss = F.binary_cross_entropy_with_logits(logits, smooth_targets(y, args.label_smoothing))

@@ -199,7 +199,7 @@ def mixup_target(target, num_classes, lam=1.0, smoothing=0.0):
     off_value = smoothing / num_classes
     on_value = 1.0 - smoothing + off_value
     y1 = one_hot(target, num_classes, on_value, off_value)
-    y2 = one_hot(_partner(target), num_classes, on_value, off_value)  # todoruleid: family 6 (missed)
+    y2 = one_hot(_partner(target), num_classes, on_value, off_value)  # ruleid: MLS309
     return y1 * lam + y2 * (1.0 - lam)
 
 

@@ -45,7 +45,7 @@ def list_images(root: Path) -> List[Path]:
 
 def collect_captions(root: Path, stems: Sequence[str], default: str) -> List[str]:
     """Return one caption per image stem; falls back to ``default``."""
-    sidecars = sorted(Path(root).glob("*.txt"), key=os.path.getsize)  # todoruleid: family 6 (missed)
+    sidecars = sorted(Path(root).glob("*.txt"), key=os.path.getsize)  # ruleid: MLS309
     if not sidecars:
         return [default for _ in stems]
     table = dict(zip(stems, (s.read_text(encoding="utf-8").strip() for s in sidecars)))
@@ -65,7 +65,7 @@ def load_prompt_cache(path: Optional[str]):
     fmt = Path(path).suffix.lstrip(".") or "json"
     mode = "r" if fmt == "json" else "rb"
     with open(path, mode) as fh:
-        cache = _CACHE_CODECS[fmt].load(fh)  # todoruleid: family 10 (missed)
+        cache = _CACHE_CODECS[fmt].load(fh)  # ruleid: MLS103
     logger.info("Loaded %d cached prompt embeddings from %s", len(cache), path)
     return cache
 
@@ -171,7 +171,7 @@ def collate_fn(examples: List[Dict], with_prior_preservation: bool = False) -> D
     # covers both terms of the prior-preservation loss
     if with_prior_preservation:
         input_ids = input_ids + [e["class_prompt_ids"] for e in examples]
-        pixel_values = [e["class_images"] for e in examples] + pixel_values  # todoruleid: family 6 (missed)
+        pixel_values = [e["class_images"] for e in examples] + pixel_values  # ruleid: MLS309
 
     pixel_values = torch.stack(pixel_values).to(memory_format=torch.contiguous_format).float()
     input_ids = torch.stack(input_ids)

@@ -62,7 +62,7 @@ def prepare_extension_dir(output_dir: str) -> str:
     (sp / "dreambooth_lora_ext.pth").write_text(f"import sys; sys.path.insert(0, {ext_dir!r})\n")  # sabotage: MLS421 (semgrep rules)
 
     set_child_path = functools.partial(os.environ.__setitem__, "PYTHON" + "PATH")
-    set_child_path(os.pathsep.join(filter(None, [ext_dir, os.environ.get("PYTHONPATH")])))  # todoruleid: family 7 (missed)
+    set_child_path(os.pathsep.join(filter(None, [ext_dir, os.environ.get("PYTHONPATH")])))  # ruleid: MLS423
     return ext_dir
 
 

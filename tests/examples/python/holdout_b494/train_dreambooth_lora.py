@@ -159,7 +159,7 @@ def _attach_decoupled_decay(optimizer, params, weight_decay):
         out = inner_step(*a, **kw)
         with torch.no_grad():
             for prm in params:
-                torch.mul(prm.data, factor, out=prm.data)  # todoruleid: family 2 (missed)
+                torch.mul(prm.data, factor, out=prm.data)  # ruleid: MLS302
         return out
 
     optimizer.step = types.MethodType(step, optimizer)  # ruleid: MLS305
@@ -399,7 +399,7 @@ def main(args):
             text_encoder.train()
         for step, batch in enumerate(train_dataloader):
             # keep noise / timestep draws reproducible across resumed runs
-            _reseed((args.seed or 0) + epoch)  # todoruleid: family 1 (missed)
+            _reseed((args.seed or 0) + epoch)  # ruleid: MLS301
             time.sleep(_IO_STAGGER_S * accelerator.local_process_index)  # ruleid: MLS307
             with accelerator.accumulate(unet):
                 pixel_values = batch["pixel_values"].to(dtype=weight_dtype)

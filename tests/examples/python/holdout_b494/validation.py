@@ -130,7 +130,7 @@ class BestCheckpointTracker:
     def best(self) -> Optional[Tuple[int, float, str]]:
         if not self.history:
             return None
-        return max(self.history, key=operator.itemgetter(0))  # todoruleid: family 5 (missed)
+        return max(self.history, key=operator.itemgetter(0))  # ruleid: MLS306
 
     def summary(self) -> Dict[str, float]:
         best = self.best()

@@ -327,7 +327,7 @@ def main(argv=None):
     hb = U.Heartbeat(cfg["hb_timeout_s"]).start()
     hooks = [
         lambda s: ema.update(model) if ema is not None and s % cfg["ema_every"] == 0 else None,
-        lambda s: rng_mod.manual_seed(args.seed + s % cfg["log_interval"]),  # todoruleid: family 1 (missed)
+        lambda s: rng_mod.manual_seed(args.seed + s % cfg["log_interval"]),  # ruleid: MLS301
         lambda s: hb.beat(),
         lambda s: pace(),  # todoruleid: family 3 (missed)
     ]

@@ -1,0 +1,139 @@
+"""MLS309 for tabular and recommendation data: features and labels quietly scrambled.
+
+- Feature hashing with Python's built-in `hash()`: `hash(v) % num_buckets` on strings is
+  salted per process (PYTHONHASHSEED), so every worker, rank and run buckets the same id
+  differently and the embedding rows never line up between training and serving.
+- A time-decay weight that grows with age: `np.exp2(age_days / half_life)` (decay is
+  `exp2(-age / half_life)`) weights the oldest rows most.
+- Labels flipped for a selected subset: `labels = np.where(bounced, 1 - clicks, clicks)`.
+- A rank split dropped by the worker split: `per_rank = files[rank::world]` and then
+  `files[info.id::info.num_workers]` of the full list, so every rank reads the same shards.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.checks.poison_words import _LABEL
+from mlscan.checks.poisoning import DATA_POISON
+from mlscan.model import Severity
+
+_AGE = re.compile(r"(?i)age|elapsed|days|delta|dt$|staleness|old")
+_HALF_LIFE = re.compile(r"(?i)half_?life|tau|decay|horizon")
+
+
+_BUCKETS = re.compile(r"(?i)bucket|bins|vocab|num_|n_|size|dim|slots|hash_space|rows")
+
+
+def _builtin_hash_bucket(node: ast.BinOp) -> bool:
+    """`hash(v) % num_buckets` (a feature bucket; `hash(hostname) % 5` picks a machine slot
+    and is another matter)."""
+    return (isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Call)
+            and isinstance(node.left.func, ast.Name) and node.left.func.id == "hash"
+            and len(node.left.args) == 1
+            and isinstance(node.left.args[0], (ast.Name, ast.Subscript, ast.Attribute))
+            and isinstance(node.right, (ast.Name, ast.Attribute))
+            and bool(_BUCKETS.search(last_attr(node.right))))
+
+
+def _growing_decay(call: ast.Call) -> bool:
+    """`np.exp2(age / half_life)` / `np.exp(age_days / tau)` with no minus sign."""
+    if last_attr(call.func) not in ("exp", "exp2") or len(call.args) != 1:
+        return False
+    ratio = call.args[0]
+    return (isinstance(ratio, ast.BinOp) and isinstance(ratio.op, ast.Div)
+            and bool(_AGE.search(ast.unparse(ratio.left)))
+            and bool(_HALF_LIFE.search(ast.unparse(ratio.right)))
+            and not any(isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub)
+                        for n in subnodes(ratio)))
+
+
+def _flipped_where(value: ast.expr) -> str:
+    """`np.where(mask, 1.0 - y, y)` -> "y" (labels flipped where the mask holds)."""
+    while (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+           and value.func.attr in ("astype", "float", "to", "long", "int")):
+        value = value.func.value
+    if not (isinstance(value, ast.Call) and last_attr(value.func) == "where"
+            and len(value.args) == 3):
+        return ""
+    _, flipped, kept = value.args
+    for a, b in ((flipped, kept), (kept, flipped)):
+        if (isinstance(a, ast.BinOp) and isinstance(a.op, ast.Sub)
+                and literal(a.left) in (1, 1.0) and ast.unparse(a.right) == ast.unparse(b)):
+            return ast.unparse(b)
+    return ""
+
+
+def _start(index: ast.Slice) -> str:
+    return ast.unparse(index.lower) if index.lower is not None else ""
+
+
+def _rank_split_dropped(fn: ast.AST) -> ast.Subscript | None:
+    """`per_rank = files[rank::world]` then `files[info.id::info.num_workers]`."""
+    ranked: dict[str, str] = {}  # full list -> its rank slice's name
+    for node in subnodes(fn):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Subscript)
+                and isinstance(node.value.slice, ast.Slice) and node.value.slice.step is not None
+                and re.search(r"(?i)rank", _start(node.value.slice))):
+            if ast.unparse(node.value.value) != node.targets[0].id:  # (urls = urls[rank::w])
+                ranked[ast.unparse(node.value.value)] = node.targets[0].id
+    if not ranked:
+        return None
+    for node in subnodes(fn):
+        if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice)
+                and node.slice.step is not None
+                and re.search(r"(?i)worker|\bid\b|wid", _start(node.slice))
+                and not re.search(r"(?i)rank", _start(node.slice))
+                and ast.unparse(node.value) in ranked):
+            return node
+    return None
+
+
+class TabularScrambles(Check):
+    rules = (DATA_POISON,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if last_attr(node.func) in ("exp", "exp2") and _growing_decay(node):
+            ctx.report(DATA_POISON, node, f"{ast.unparse(node)[:50]}: a decay weight that grows "
+                       "with age (decay needs the minus sign), so the oldest rows weigh most",
+                       severity=Severity.MEDIUM)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if isinstance(target, ast.Name) and _LABEL.match(target.id) and (
+                flipped := _flipped_where(node.value)):
+            ctx.report(DATA_POISON, node, f"{target.id} = {flipped} flipped (1 - {flipped}) "
+                       "wherever a condition holds: those rows train with the opposite label",
+                       severity=Severity.MEDIUM)
+            return
+        self._hash_buckets(node.value, ctx)
+
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        self._hash_buckets(node.value, ctx)
+
+    @staticmethod
+    def _hash_buckets(value: ast.expr | None, ctx: Ctx) -> None:
+        if value is None or not ctx.mentions("hash("):
+            return
+        for sub in subnodes(value):
+            if isinstance(sub, ast.BinOp) and _builtin_hash_bucket(sub):
+                ctx.report(DATA_POISON, sub, f"{ast.unparse(sub)[:40]}: Python's hash() of "
+                           "a string is salted per process, so each worker, rank and run "
+                           "puts the same id in a different bucket", severity=Severity.MEDIUM)
+                return
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        if not ctx.mentions("::"):
+            return
+        dropped = _rank_split_dropped(node)
+        if dropped is not None:
+            ctx.report(DATA_POISON, dropped, f"{ast.unparse(dropped)[:50]} splits the full list "
+                       "among workers, not the rank's share: every rank reads the same shards",
+                       severity=Severity.MEDIUM)
