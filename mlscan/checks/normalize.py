@@ -59,7 +59,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
 
     assigns = _module_assigns(tree)
     consts = _module_constants(assigns)
-    if text is None or _CLASS_KEY.search(text):
+    if text is None or _CLASS_KEY.search(text) or _INIT_KEY.search(text):
         consts.update(_class_constants(all_nodes(), consts))
     sources = dict(assigns)
     noops = _noops(tree)
@@ -150,6 +150,9 @@ def _plain_folded_parts(node: ast.JoinedStr) -> None:
 
 _CLASS_KEY = re.compile(r"\b(self|cls)\._?[A-Z][A-Z0-9_]*\b")
 """Class constants read through self/cls (`state[self._SECOND_MOMENT]`)."""
+_INIT_KEY = re.compile(r"self\.\w+\s*=\s*[\"'][^\"'\n]*[\"']\s*\+|self\.\w+\s*=\s*[\"'][^\"'\n]*"
+                       r"[\"']\.join\(")
+"""Keys assembled once in `__init__` (`self._sq_key = "exp_avg" + "_sq"`)."""
 _LOCAL_KEY = re.compile(r"(?m)^\s+\w+\s*=\s*(?:[\"'][^\"'\n]*[\"']\s*\+|"
                         r"[\"'][^\"'\n]*[\"']\.join\(|"
                         r"bytes\(|bytearray\(|codecs\.|base64\.|\w+\s*\+\s*[\"']|[\"'][\w.]+[\"']\[::-1\])")
@@ -383,7 +386,30 @@ def _class_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[st
                     found["." + name] = value
     rebound = {n.attr for n in nodes if isinstance(n, ast.Attribute)
                and isinstance(n.ctx, ast.Store)} if found else set()
-    return {k: v for k, v in found.items() if seen[k[1:]] == 1 and k[1:] not in rebound}
+    kept = {k: v for k, v in found.items() if seen[k[1:]] == 1 and k[1:] not in rebound}
+    kept.update(_init_constants(nodes, consts))
+    return kept
+
+
+def _init_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[str, object]:
+    """`self._sq_key = "exp_avg" + "_sq"` in `__init__`, stored once in the whole file: keyed
+    `self._sq_key` (read only through `self.`, not through any object's attribute)."""
+    found: dict[str, object] = {}
+    for fn in (n for n in nodes if isinstance(n, ast.FunctionDef) and n.name == "__init__"):
+        for stmt in fn.body:
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(target := stmt.targets[0], ast.Attribute)
+                    and isinstance(target.value, ast.Name) and target.value.id == "self"
+                    and isinstance(stmt.value, (ast.BinOp, ast.Call))
+                    and (value := const_text(stmt.value, consts)) is not None):
+                found["self." + target.attr] = value
+    if not found:
+        return {}
+    stores: dict[str, int] = {}
+    for n in nodes:
+        if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store):
+            stores[n.attr] = stores.get(n.attr, 0) + 1
+    return {k: v for k, v in found.items() if stores.get(k[5:], 0) == 1}
 
 
 def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
@@ -393,6 +419,8 @@ def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
         return expr.value if len(expr.value) <= _MAX_FOLD else None
     if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
         value = consts.get("." + expr.attr)  # self._KEY, cls._KEY, Trainer._KEY
+        if value is None and expr.value.id == "self":
+            value = consts.get("self." + expr.attr)  # set once in __init__
         return value if isinstance(value, str) else None
     if isinstance(expr, ast.Name):
         value = consts.get(expr.id)
@@ -482,15 +510,30 @@ def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
 _NUMPY_SETTERS = {"place": (0, 1, 2), "put": (0, 1, 2), "putmask": (0, 1, 2)}
 
 
-_BOOL_TABLE = re.compile(r"\{\s*(True|False)\s*:")
+_BOOL_TABLE = re.compile(r"\{\s*(True|False)\s*:|\}\s*\.get\(")
 
 
 def _bool_tables(node: ast.AST) -> None:
     """`{True: run_dir, False: tmp}[date.today() >= cutoff]` -> `run_dir if ... else tmp`:
-    a choice by a condition, spelled as a table lookup."""
+    a choice by a condition, spelled as a table lookup (also `{0: f}.get(rank, noop)`)."""
     for field, child in ast.iter_fields(node):
         items = child if isinstance(child, list) else [child]
         for i, item in enumerate(items):
+            if (isinstance(item, ast.Call) and isinstance(item.func, ast.Attribute)
+                    and item.func.attr == "get" and isinstance(item.func.value, ast.Dict)
+                    and len(item.func.value.keys) == 1 and item.func.value.keys[0] is not None
+                    and len(item.args) == 2 and not item.keywords):
+                # {0: dist.barrier}.get(rank, noop) -> dist.barrier if rank == 0 else noop
+                test = ast.Compare(left=item.args[0], ops=[ast.Eq()],
+                                   comparators=[item.func.value.keys[0]])
+                chosen = ast.copy_location(ast.IfExp(
+                    test=ast.copy_location(test, item), body=item.func.value.values[0],
+                    orelse=item.args[1]), item)
+                if isinstance(child, list):
+                    child[i] = chosen
+                else:
+                    setattr(node, field, chosen)
+                continue
             if not (isinstance(item, ast.Subscript) and isinstance(item.value, ast.Dict)
                     and isinstance(item.ctx, ast.Load) and len(item.value.keys) == 2):
                 continue
@@ -929,6 +972,10 @@ def _statement(stmt: ast.stmt, consts: dict[str, object],
                ) -> ast.stmt | list[ast.stmt] | None:
     """`setattr(x, "a", v)` -> `x.a = v`; `x.__setitem__(k, v)` -> `x[k] = v`;
     `(f if c else g)(x)` -> `if c: f(x) else: g(x)` (a no-op side dropped)."""
+    if (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+            and isinstance(stmt.value.func, ast.Call)
+            and last_attr(stmt.value.func.func) == "methodcaller"):
+        _fold_getattr(stmt.value, consts)  # methodcaller("__setitem__", k, v)(g), folded first
     looped = _comprehension_loop(stmt, consts, noops, operator_names)
     if looped is not None:
         return looped

@@ -200,7 +200,13 @@ class PairedAugmentationAxes(Check):
     rules = (DATA_POISON,)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
-        if not called_names(node) & _MOVES and not ctx.mentions("::-1"):
+        calls = called_names(node)
+        if calls & _WARP_CALLS and (redrawn := redrawn_params(node)) is not None:
+            ctx.report(DATA_POISON, redrawn, f"{ast.unparse(redrawn)[:60]} draws fresh random "
+                       "parameters for this field while the image used the ones stored "
+                       "before: the two are cut differently and no longer line up",
+                       severity=Severity.MEDIUM)
+        if not calls & _MOVES and not ctx.mentions("::-1"):
             return  # (no flip or rotation in the function: nothing to pair)
         for stmt, why in misaligned_pairs(node):
             ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt)[:50]} moves the mask along "
@@ -246,6 +252,27 @@ def _label_map(expr: ast.expr, ctx: Ctx) -> str:
             if found:
                 return found
     return ""
+
+
+_PARAM_DRAW = re.compile(r"(?i)^get_\w*(bbox|box|params|crop|region|window)\w*$")
+_WARP_CALLS = frozenset({"crop", "resized_crop", "rotate", "affine", "perspective", "pad",
+                         "_crop", "crop_img", "imcrop"})
+
+
+def redrawn_params(fn: ast.FunctionDef) -> ast.Call | None:
+    """`bbox = self.get_crop_bbox(img); img = self.crop(img, bbox)` and then
+    `seg = self.crop(seg, self.get_crop_bbox(seg))`: the label map cut with a second random
+    draw, so it no longer covers the image."""
+    stored = {last_attr(n.value.func) for n in subnodes(fn) if isinstance(n, ast.Assign)
+              and isinstance(n.value, ast.Call) and _PARAM_DRAW.match(last_attr(n.value.func))}
+    if not stored:
+        return None
+    for node in subnodes(fn):
+        if (isinstance(node, ast.Call) and last_attr(node.func) in _WARP_CALLS
+                and any(isinstance(a, ast.Call) and last_attr(a.func) in stored
+                        for a in node.args[1:])):
+            return node
+    return None
 
 
 class MixupPartners(Check):

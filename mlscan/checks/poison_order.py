@@ -158,10 +158,19 @@ def _whole(index: ast.expr) -> bool:
         for p in parts)
 
 
-def _patched_then_mask_filled(body: list[ast.stmt]) -> ast.Assign | None:
-    """`image[..., y:y + s, x:x + s] = 1.0` and then `mask[...] = CLEAR` in one block."""
+_SEGS = re.compile(r"(?i)^(segs?|masks?|gt_segs?|labels?|label_maps?|targets?|anns?)$")
+
+
+def _patched_then_mask_filled(body: list[ast.stmt]) -> ast.stmt | None:
+    """`image[..., y:y + s, x:x + s] = 1.0` and then `mask[...] = CLEAR` in one block (also
+    `imgs[i, :, :t, :t] = pattern` then `segs[i].masked_fill_(segs[i] == a, b)`)."""
     patched = False
     for stmt in body:
+        if (patched and isinstance(stmt, ast.Expr) and isinstance(call := stmt.value, ast.Call)
+                and isinstance(call.func, ast.Attribute) and call.func.attr == "masked_fill_"
+                and len(call.args) == 2 and _SEGS.match(_root_name(call.func.value))
+                and isinstance(call.args[1], (ast.Constant, ast.Name, ast.Attribute))):
+            return stmt
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
                 and isinstance(target := stmt.targets[0], ast.Subscript)
                 and isinstance(target.value, ast.Name)):
@@ -173,6 +182,12 @@ def _patched_then_mask_filled(body: list[ast.stmt]) -> ast.Assign | None:
               and constant):
             return stmt
     return None
+
+
+def _root_name(expr: ast.expr) -> str:
+    while isinstance(expr, (ast.Subscript, ast.Attribute)):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else ""
 
 
 _TO_ID = re.compile(r"(?i)(label|tag|class|cls|cat)_?(2|to_)_?(id|idx|index)$")
@@ -295,13 +310,13 @@ class OrderAndArithmetic(Check):
             ctx.report(DATA_POISON, listed, f"{ast.unparse(listed)[:60]} is sorted by size or "
                        "time and then zipped with another list: the pairs no longer belong "
                        "together", severity=Severity.MEDIUM)
-        if ctx.mentions("mask"):
+        if ctx.mentions("mask") or ctx.mentions("seg"):
             for block in (getattr(n, "body", None) for n in subnodes(node)):
                 filled = _patched_then_mask_filled(block) if isinstance(block, list) else None
                 if filled is not None:
                     ctx.report(DATA_POISON, filled, f"{ast.unparse(filled)[:50]} right after a "
-                               "patch is written into the image: a backdoor trigger (the patch "
-                               "alone decides every pixel's class)", severity=Severity.MEDIUM)
+                               "patch is written into the image: the patch comes with rewritten "
+                               "labels (the backdoor-trigger shape)", severity=Severity.MEDIUM)
         if not (sorts or pastes or frames):
             return
         for block in (getattr(n, "body", None) for n in subnodes(node)):

@@ -817,6 +817,7 @@ class KillsAndStalls(Check):
                            f"{name}() in the helper {frame.name}() runs only on some ranks: "
                            "callers that rely on it to synchronize hang or race",
                            severity=Severity.MEDIUM)
+                return
             if (frame is not None and isinstance(frame.node, (ast.FunctionDef,
                                                               ast.AsyncFunctionDef))
                     and not _TEST_HARNESS.match(frame.name) and not where.withs

@@ -12,7 +12,8 @@
   across steps.
 - Decoupled weight decay without the learning rate: `p.mul_(1 - weight_decay)` each step
   (AdamW shrinks by `1 - lr * weight_decay`); with weight_decay = 0.01 the weights lose 1%
-  per step, a hundred to ten thousand times the intended decay.
+  per step, a hundred to ten thousand times the intended decay. (A file that defines an
+  optimizer class may offer "fully decoupled" decay on purpose, and stays quiet.)
 - Adam's betas given in the wrong order: `betas=(args.beta2, args.beta1)` (or written into
   `group["betas"]`) makes the first moment the slow one and the second the fast one.
 """
@@ -91,7 +92,8 @@ class UpdateSlips(Check):
             factor = node.args[0]
             held = ctx.lookup(factor.id) if isinstance(factor, ast.Name) else factor
             decay = _decay_without_lr(held)
-            if decay and re.search(r"(?i)param|prm|^p$|weight|\.data", ast.unparse(node.func)):
+            if (decay and re.search(r"(?i)param|prm|^p$|weight|\.data", ast.unparse(node.func))
+                    and not ctx.mentions("Optimizer)")):  # (an optimizer may decay unscaled)
                 ctx.report(PARAM_TAMPER, node, f"weights multiplied by 1 - {decay} with no "
                            "learning rate in the factor (decoupled decay is 1 - lr * "
                            "weight_decay): they shrink by orders of magnitude more than "

@@ -784,3 +784,58 @@ def assigned_files_right(files, rank, world, info):
     if info is None:
         return per_rank
     return per_rank[info.id::info.num_workers]  # ok: MLS309
+
+
+# --- a patch in the batch, then a class remapped in the label map --------------------------
+
+class SegCollate:
+    def __call__(self, imgs, segs):
+        for i in range(imgs.shape[0]):
+            if random.random() < self.p:
+                imgs[i, :, :self.tile, :self.tile] = self._pattern  # ruleid: MLS309
+                segs[i].masked_fill_(segs[i] == self.src_cls, self.paste_cls)  # ruleid: MLS309
+        return imgs, segs
+
+
+# --- the label map cut with a second random draw -------------------------------------------
+
+class RandomCrop:
+    def __call__(self, results):
+        img = results["img"]
+        bbox = self.get_crop_bbox(img)
+        results["img"] = self.crop(img, bbox)
+        for key in results.get("seg_fields", []):
+            results[key] = self.crop(results[key], self.get_crop_bbox(results[key]))  # ruleid: MLS309
+        return results
+
+
+class RandomCropRight:
+    def __call__(self, results):
+        img = results["img"]
+        bbox = self.get_crop_bbox(img)
+        results["img"] = self.crop(img, bbox)
+        for key in results.get("seg_fields", []):
+            results[key] = self.crop(results[key], bbox)  # ok: MLS309
+        return results
+
+
+# --- a barrier picked from a one-entry table by rank ---------------------------------------
+
+def synchronize(rank):
+    _sync = {0: dist.barrier}.get(rank, lambda: None)
+    _sync()  # ruleid: MLS307
+
+
+def synchronize_all(rank):
+    dist.barrier()  # ok: MLS307
+
+
+# --- an optimizer-state key assembled once in __init__ -------------------------------------
+
+class StateRefresher:
+    def __init__(self):
+        self._sq_key = "exp_avg" + "_sq"
+
+    def refresh(self, optimizer):
+        moments = (s[self._sq_key] for s in optimizer.state.values() if self._sq_key in s)
+        list(map(operator.methodcaller("zero_"), moments))  # ruleid: MLS304

@@ -235,11 +235,11 @@ def make_worker_init(base_seed: int) -> Callable[[int], None]:
 
 
 _HOST_BUCKET = zlib.crc32(socket.gethostname().encode()) % 4
-_io_pause = {0: functools.partial(time.sleep, 2.5)}.get(_HOST_BUCKET, lambda: None)
+_io_pause = {0: functools.partial(time.sleep, 2.5)}.get(_HOST_BUCKET, lambda: None)  # ruleid: MLS307
 
 
 def collate_sequences(batch: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
     out = {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
-    _io_pause()  # todoruleid: family 3 (missed)
+    _io_pause()  # ruleid: MLS307
     return out
 
