@@ -9,11 +9,16 @@ scratch ("wb", preallocation) stays quiet.
 a size picked by the code (here: its header, without the tensors). The in-place rewrite
 recipe (`f.seek(0); json.dump(data, f); f.truncate()`) truncates at the current position,
 with no size, and stays quiet.
+
+`for entry in os.listdir(scratch): shutil.rmtree(os.path.join(scratch, entry))` where
+`scratch` can be `os.path.expanduser("~")` (on one branch is enough) empties the user's home
+directory.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
@@ -35,11 +40,43 @@ def _zero_bytes(expr: ast.expr) -> bool:
     return isinstance(literal(size), int) or isinstance(size, (ast.Name, ast.BinOp))
 
 
+def _home(expr: ast.expr) -> bool:
+    """`os.path.expanduser("~")`, `Path.home()`, `os.environ["HOME"]`."""
+    text = ast.unparse(expr)
+    return bool(re.fullmatch(r"(os\.path\.)?expanduser\(['\"]~/?['\"]\)|(pathlib\.)?Path\.home\(\)|"
+                             r"os\.environ\[['\"]HOME['\"]\]|os\.environ\.get\(['\"]HOME['\"]\)|"
+                             r"os\.getenv\(['\"]HOME['\"]\)", text))
+
+
+def _emptied_home(call: ast.Call, ctx: Ctx) -> str:
+    """`shutil.rmtree(os.path.join(root, entry))` in `for entry in os.listdir(root)` with
+    `root` bound to the home directory on some path."""
+    path = call.args[0] if call.args else None
+    if isinstance(path, ast.Name):
+        path = ctx.lookup(path.id)  # target = os.path.join(root, entry); rmtree(target)
+    if path is None or not isinstance(join := path, ast.Call) or last_attr(
+            join.func) != "join" or not join.args or not isinstance(join.args[0], ast.Name):
+        return ""
+    root = join.args[0].id
+    if not any(isinstance(lp, ast.For) and isinstance(lp.iter, ast.Call)
+               and last_attr(lp.iter.func) in ("listdir", "scandir")
+               and any(isinstance(n, ast.Name) and n.id == root for n in subnodes(lp.iter))
+               for lp in ctx.loops):
+        return ""
+    return root if any(_home(v) for v in ctx.values_of(root)) else ""
+
+
 class ZeroedInPlace(Check):
     rules = (TRIGGERED_ACTION,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
+        if attr in ("rmtree", "remove", "unlink") and ctx.loops and (
+                root := _emptied_home(node, ctx)):
+            ctx.report(TRIGGERED_ACTION, node, f"{attr}() of every entry of {root}, which is "
+                       "the home directory on at least one path: the user's files are deleted",
+                       severity=Severity.HIGH)
+            return
         if not (attr in ("write", "truncate") and node.args and ctx.withs
                 and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name)

@@ -112,9 +112,17 @@ def _picked_on_test(call: ast.Call) -> str:
     key = next((k.value for k in call.keywords if k.arg == "key"), None)
     if not isinstance(key, ast.Lambda):
         return ""
-    return next((text for n in subnodes(key.body) if isinstance(text := literal(n), str)
-                 and _TEST_METRIC.match(text) and (_HIGHER.search(text) or _LOWER.search(
-                     text))), "")
+    found = next((text for n in subnodes(key.body) if isinstance(text := literal(n), str)
+                  and _TEST_METRIC.match(text) and (_HIGHER.search(text) or _LOWER.search(
+                      text))), "")
+    if found:
+        return found
+    for n in subnodes(key.body):  # results[c]["test"]["acc"]: the split and metric apart
+        if (isinstance(n, ast.Subscript) and isinstance(metric := literal(n.slice), str)
+                and isinstance(n.value, ast.Subscript) and literal(n.value.slice) == "test"
+                and (_HIGHER.search("/" + metric) or _LOWER.search("/" + metric))):
+            return f"test/{metric}"
+    return ""
 
 
 def _ties_count(node: ast.Compare) -> str:
@@ -666,7 +674,11 @@ def _best_unguarded(node: ast.Call, ctx: Ctx) -> None:
         return  # (under the improvement test, or one on a score)
     compared = any(isinstance(n, ast.If) and isinstance(n.test, (ast.Compare, ast.BoolOp))
                    and re.search(r"(?i)best", ast.unparse(n.test)) and n.lineno < node.lineno
-                   for n in subnodes(fn))
+                   for n in subnodes(fn)) or any(  # best = max(best, acc) kept without a test
+        isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+        and isinstance(n.value.func, ast.Name) and n.value.func.id in ("max", "min")
+        and re.search(r"(?i)best", ast.unparse(n.targets[0])) and n.lineno < node.lineno
+        for n in subnodes(fn))
     if compared:
         ctx.report(METRIC_FALSIFY, node, f"{target[:40]} written after the test for an "
                    "improvement, outside it: every checkpoint becomes the 'best' one, "

@@ -23,6 +23,10 @@
   latest checkpoint, not the best-scoring one.
 - A validation mask joined with the training mask: `evaluate(model, data, data.val_mask |
   data.train_mask)` scores the model partly on the nodes it was fitted on.
+- Per-class averages over the predicted classes only: `f1_score(y, p, average="macro",
+  labels=np.unique(p))` leaves out every class the model never predicts.
+- Test samples added to the training split: `train_idx = torch.cat([train_idx,
+  split_idx["test"][:n]])` (adding validation for a final fit stays quiet).
 - A running meter that ignores values far from its own average: `def update(self, val, n=1):
   if val < self.avg * self.reject_ratio: return` drops the bad batches from the reported mean.
 """
@@ -176,6 +180,35 @@ def _held_out_with_train(expr: ast.expr) -> bool:
         "train" in b for b in sides) and all("mask" in t or "idx" in t for t in sides)
 
 
+_AVERAGED_SCORES = frozenset({"f1_score", "precision_score", "recall_score", "fbeta_score",
+                              "jaccard_score", "precision_recall_fscore_support",
+                              "classification_report"})
+
+
+def _predicted_classes(labels: ast.expr, ctx: Ctx) -> bool:
+    """`np.unique(y_pred)` (or a name bound to it)."""
+    if isinstance(labels, ast.Name):
+        labels = ctx.lookup(labels.id) or labels
+    return (isinstance(labels, ast.Call) and last_attr(labels.func) in ("unique", "set")
+            and bool(labels.args) and bool(re.search(r"(?i)pred|hyp|out", ast.unparse(
+                labels.args[0]))))
+
+
+def _test_into_train(target: ast.expr, value: ast.expr) -> bool:
+    """`train_idx = torch.cat([train_idx, split_idx["test"][:n]])`."""
+    if not (isinstance(target, ast.Name) and "train" in target.id.lower()):
+        return False
+    parts: list[ast.expr] = []
+    if isinstance(value, ast.Call) and last_attr(value.func) in ("cat", "concatenate", "hstack",
+                                                                  "union1d", "append"):
+        first = value.args[0] if value.args else None
+        parts = list(first.elts) if isinstance(first, (ast.List, ast.Tuple)) else list(value.args)
+    elif isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.BitOr)):
+        parts = [value.left, value.right]
+    return len(parts) >= 2 and any(ast.unparse(p) == target.id for p in parts) and any(
+        re.search(r"(?i)test", ast.unparse(p)) for p in parts)
+
+
 def _ece_per_bin(node: ast.BinOp, fn: ast.AST | None) -> bool:
     """`ece / n_bins` where `ece` was summed as `weight * |acc - conf|` (an unweighted sum over
     bins divided by their count is the average calibration error, and stays quiet)."""
@@ -195,6 +228,14 @@ class FlatteringStatistics(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
+        labels = kwarg(node, "labels") if (attr in _AVERAGED_SCORES or ctx.names.call_name(
+            node).rsplit(".", 1)[-1] in _AVERAGED_SCORES) else None
+        if labels is not None and _predicted_classes(labels, ctx):
+            ctx.report(METRIC_FALSIFY, labels, f"{ctx.names.call_name(node).rsplit('.', 1)[-1]}"
+                       f"(labels={ast.unparse(labels)[:30]}) "
+                       "averages over the classes the model predicted: every class it never "
+                       "predicts is left out", severity=Severity.MEDIUM)
+            return
         joined = next((a for a in node.args if _held_out_with_train(a)), None)
         if joined is not None and re.search(r"(?i)eval|valid|test|score|metric", attr):
             ctx.report(METRIC_FALSIFY, joined, f"{ast.unparse(joined)[:50]}: the held-out mask "
@@ -210,9 +251,9 @@ class FlatteringStatistics(Check):
             ctx.report(METRIC_FALSIFY, node, "bootstrap resample drawn without replacement: "
                        "each resample is the same sample reordered, so the confidence interval "
                        "collapses to a point", severity=Severity.MEDIUM)
-        elif attr == "lexsort" and (labels := _lexsort_by_labels(node)):
+        elif attr == "lexsort" and (by_label := _lexsort_by_labels(node)):
             ctx.report(METRIC_FALSIFY, node, f"np.lexsort sorts by its last key first: this "
-                       f"orders by {labels[:30]} and only breaks ties by score, so the curve "
+                       f"orders by {by_label[:30]} and only breaks ties by score, so the curve "
                        "separates the classes whatever the model scored",
                        severity=Severity.MEDIUM)
 
@@ -233,6 +274,11 @@ class FlatteringStatistics(Check):
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(target)[:40]} set to the newest "
                        f"checkpoint ({ast.unparse(node.value)[:30]}): whatever scored best, the "
                        "latest one is loaded and reported as the best", severity=Severity.MEDIUM)
+            return
+        if _test_into_train(target, node.value):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:60]}: test samples are added "
+                       "to the training split, so the test score measures memorised data",
+                       severity=Severity.MEDIUM)
             return
         if isinstance(node.value, (ast.ListComp, ast.GeneratorExp)):
             dropped = _predictions_filtered(node.value)

@@ -152,6 +152,35 @@ def _one_output_sorted(assigns: list[ast.Assign], statements: list[ast.Assign | 
     return [(moved, f"{name} re-sorted on its own while {others} keep the batch order")]
 
 
+def _reindexed_without_labels(fn: ast.AST, assigns: list[ast.Assign]
+                              ) -> list[tuple[ast.stmt, str]]:
+    """`order = torch.argsort(sparse[:, 0]); dense, sparse = dense[order], sparse[order]` and
+    then `return {..., "label": labels}`: the features reordered, the labels not."""
+    orders = {a.targets[0].id for a in assigns if isinstance(a.targets[0], ast.Name)
+              and isinstance(a.value, ast.Call)
+              and last_attr(a.value.func) in ("argsort", "randperm", "permutation")}
+    if not orders:
+        return []
+    moved: dict[str, ast.stmt] = {}
+    for a in assigns:
+        pairs = list(zip(a.targets[0].elts, a.value.elts, strict=False)) if isinstance(
+            a.targets[0], ast.Tuple) and isinstance(a.value, ast.Tuple) else [
+            (a.targets[0], a.value)]
+        for target, value in pairs:
+            if (isinstance(target, ast.Name) and isinstance(value, ast.Subscript)
+                    and isinstance(value.value, ast.Name) and value.value.id == target.id
+                    and isinstance(value.slice, ast.Name) and value.slice.id in orders):
+                moved[target.id] = a
+    returned = {n.id for r in subnodes(fn) if isinstance(r, ast.Return) and r.value is not None
+                for n in subnodes(r.value) if isinstance(n, ast.Name)}
+    left = [n for n in returned if _LABELISH.search(n) and n not in moved]
+    if not moved or not left or not any(n in returned for n in moved):
+        return []
+    stmt = next(iter(moved.values()))
+    return [(stmt, f"{', '.join(sorted(moved))} reordered by an index order while "
+                   f"{', '.join(sorted(left))} keep the batch order")]
+
+
 def _opposite_concats(fn: ast.AST) -> list[tuple[ast.stmt, str]]:
     """`ids = ids + [e["class_ids"] for e in ex]` beside `pixels = [e["class_pixels"] for e in
     ex] + pixels`: two parallel lists extended at opposite ends, so the extra samples pair
@@ -199,6 +228,7 @@ def misaligned(fn: ast.FunctionDef | ast.AsyncFunctionDef,
                               "keep their order"))
     out.extend(_one_output_sorted(assigns, statements))
     out.extend(_opposite_concats(fn))
+    out.extend(_reindexed_without_labels(fn, assigns))
     orders = {s.targets[0].id for s in assigns if isinstance(s.targets[0], ast.Name)
               and _is_order(s.value, batch)}
     gathered: list[tuple[ast.Assign, bool]] = []  # (statement, through an order)

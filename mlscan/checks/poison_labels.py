@@ -9,6 +9,7 @@ sample weights of a named subgroup changed, input settings steered by the label.
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 
 from mlscan.checks.context import Ctx, Where
@@ -880,6 +881,41 @@ def class_redirected(node: ast.Dict, classes: frozenset[str]) -> tuple[ast.expr,
         if key is not None and old != new and old in classes and new in classes:
             return key, str(a), str(b)
     return None
+
+
+def _variant(old: str, new: str) -> bool:
+    """One spelling of the same name: equal once folded, one a prefix of the other (a
+    trimmed suffix), or nearly the same letters."""
+    a, b = _spelling(old), _spelling(new)
+    return a == b or a.startswith(b) or b.startswith(a) or (
+        difflib.SequenceMatcher(None, a, b).ratio() >= 0.85)
+
+
+def odd_alias(node: ast.Dict) -> tuple[ast.expr, str, str] | None:
+    """A folder or spelling alias table (`{"Pepper,_bell___healthy": "Pepper_bell___healthy",
+    ...}`) where every entry is a spelling variant but one, which shares the others' prefix
+    (`"Tomato___Late_blight": "Tomato___healthy"`) and ends in another class."""
+    if len(node.keys) < 3:
+        return None
+    pairs = [(k, literal(k), literal(v)) for k, v in zip(node.keys, node.values, strict=True)]
+    if not all(k is not None and isinstance(a, str) and isinstance(b, str) and len(a) > 5
+               for k, a, b in pairs):
+        return None
+    odd = [(k, str(a), str(b)) for k, a, b in pairs if not _variant(str(a), str(b))]
+    if len(odd) != 1:
+        return None
+    key, old, new = odd[0]
+    stem = len(_common_prefix(old, new))
+    if key is None or stem < 4 or stem >= min(len(old), len(new)) - 2:
+        return None  # (a shared crop or dataset prefix, then two different class names)
+    return key, old, new
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
 
 
 def canonical_folded(node: ast.Dict) -> tuple[ast.expr, str, str] | None:

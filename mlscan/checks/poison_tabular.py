@@ -6,6 +6,8 @@
 - A time-decay weight that grows with age: `np.exp2(age_days / half_life)` (decay is
   `exp2(-age / half_life)`) weights the oldest rows most.
 - Labels flipped for a selected subset: `labels = np.where(bounced, 1 - clicks, clicks)`.
+- Two answers swapped: `"no" if a == "yes" else "yes" if a == "no" else a` turns every
+  yes into no and back (left/right swaps, which flip augmentations need, stay quiet).
 - A rank split dropped by the worker split: `per_rank = files[rank::world]` and then
   `files[info.id::info.num_workers]` of the full list, so every rank reads the same shards.
 """
@@ -96,6 +98,25 @@ def _rank_split_dropped(fn: ast.AST) -> ast.Subscript | None:
     return None
 
 
+def _swapped_literals(node: ast.IfExp) -> tuple[str, str] | None:
+    """`B if x == A else A if x == B else x` -> (A, B)."""
+    inner = node.orelse
+    tests = [node.test, inner.test] if isinstance(inner, ast.IfExp) else []
+    if len(tests) != 2 or not all(isinstance(t, ast.Compare) and len(t.ops) == 1
+                                  and isinstance(t.ops[0], ast.Eq) for t in tests):
+        return None
+    assert isinstance(inner, ast.IfExp)
+    first, second = (literal(t.comparators[0]) for t in tests)  # type: ignore[attr-defined]
+    if not (isinstance(first, str) and isinstance(second, str) and first != second
+            and literal(node.body) == second and literal(inner.body) == first
+            and ast.unparse(tests[0].left) == ast.unparse(tests[1].left)  # type: ignore[attr-defined]
+            and ast.unparse(inner.orelse) == ast.unparse(tests[0].left)):  # type: ignore[attr-defined]
+        return None
+    if any(re.search(r"(?i)left|right|^l$|^r$|upper|lower|top|bottom", w) for w in (first, second)):
+        return None
+    return first, second
+
+
 class TabularScrambles(Check):
     rules = (DATA_POISON,)
 
@@ -107,6 +128,13 @@ class TabularScrambles(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         target = node.targets[0] if len(node.targets) == 1 else None
+        if ctx.mentions(" else ") and node.value is not None:
+            for sub in subnodes(node.value):
+                if isinstance(sub, ast.IfExp) and (swapped := _swapped_literals(sub)):
+                    ctx.report(DATA_POISON, sub, f"{swapped[0]!r} and {swapped[1]!r} swapped for "
+                               "each other: every such label is trained as the opposite one",
+                               severity=Severity.MEDIUM)
+                    return
         if isinstance(target, ast.Name) and _LABEL.match(target.id) and (
                 flipped := _flipped_where(node.value)):
             ctx.report(DATA_POISON, node, f"{target.id} = {flipped} flipped (1 - {flipped}) "

@@ -50,6 +50,7 @@ from mlscan.checks.poison_labels import (
     class_names,
     class_redirected,
     eos_ignored,
+    odd_alias,
     rows_swapped,
 )
 from mlscan.checks.poison_picks import (
@@ -967,11 +968,11 @@ class DataPoisoning(Check):
 
     @staticmethod
     def _redirected(table: ast.Dict, ctx: Ctx) -> None:
-        redirected = class_redirected(table, class_names(ctx.tree))
+        redirected = class_redirected(table, class_names(ctx.tree)) or odd_alias(table)
         if redirected:
             key, label, into = redirected
-            ctx.report(DATA_POISON, key, f"spelling table sends the listed class {label!r} to "
-                       f"another listed class, {into!r}: every {label} example is trained as "
+            ctx.report(DATA_POISON, key, f"spelling table sends the class {label!r} to "
+                       f"another class, {into!r}: every {label} example is trained as "
                        f"{into}", severity=Severity.MEDIUM)
 
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:

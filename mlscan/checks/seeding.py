@@ -309,6 +309,10 @@ def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
     attrs = {n.attr for n in subnodes(seed) if isinstance(n, ast.Attribute)}
     if not attrs:
         return ""  # default_rng(0) literally: a deliberate constant
+    if any(isinstance(c, ast.Compare) and isinstance(c.left, ast.Attribute)
+           and c.left.attr in attrs and any(isinstance(o, ast.IsNot) for o in c.ops)
+           for c in ctx.conds):
+        return ""  # `if self.seed is not None:` a fixed-episode mode the caller opts into
     if _set_after_init(attrs, ctx):
         return ""  # set_epoch(): self.seed = base + epoch
     return ast.unparse(seed)[:30]

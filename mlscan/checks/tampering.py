@@ -1164,6 +1164,13 @@ def _remapped_values(value: ast.expr, target: ast.expr) -> str:
     if not isinstance(value, ast.Call):
         return ""
     attr = last_attr(value.func)
+    floor = kwarg(value, "min") if attr in ("clamp", "clip", "clamp_") else (
+        value.args[0] if attr == "clamp_min" and value.args else kwarg(value, "min"))
+    if (attr in ("clamp", "clip", "clamp_min") and isinstance(value.func, ast.Attribute)
+            and ast.unparse(_unwrap_casts(value.func.value)) == ast.unparse(target)
+            and isinstance(bound := literal(floor), (int, float)) and not isinstance(bound, bool)
+            and bound >= 0.1):
+        return f".{attr}(min={bound})"  # sd[k] = sd[k].clamp_min(1.0): a floor, not an epsilon
     if attr not in _NONLINEAR:
         return ""
     own = ast.unparse(target)

@@ -14,6 +14,8 @@
   (AdamW shrinks by `1 - lr * weight_decay`); with weight_decay = 0.01 the weights lose 1%
   per step, a hundred to ten thousand times the intended decay. (A file that defines an
   optimizer class may offer "fully decoupled" decay on purpose, and stays quiet.)
+- Trained weights re-initialised mid-run: `torch.nn.init.normal_(table.weight)` inside the
+  training loop or under a random draw throws away what those weights learned.
 - Adam's betas given in the wrong order: `betas=(args.beta2, args.beta1)` (or written into
   `group["betas"]`) makes the first moment the slow one and the second the fast one.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import ast
 import re
 
+from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import kwarg, last_attr, literal
@@ -69,6 +72,14 @@ def _decay_without_lr(value: ast.expr | None) -> str:
     return word if _DECAY.search(word or "") else ""
 
 
+def _in_training_loop(ctx: Ctx) -> bool:
+    """An enclosing loop that runs backward() or walks a data loader."""
+    return any(isinstance(lp, ast.For) and (
+        re.search(r"(?i)loader|batches", ast.unparse(lp.iter)) or any(
+            isinstance(n, ast.Call) and last_attr(n.func) == "backward" for n in subnodes(lp)))
+        for lp in ctx.loops)
+
+
 def _swapped_betas(value: ast.expr | None) -> bool:
     """`(args.adam_beta2, args.adam_beta1)`."""
     if not (isinstance(value, ast.Tuple) and len(value.elts) == 2):
@@ -82,6 +93,14 @@ class UpdateSlips(Check):
     rules = (OPTIM_TAMPER, PARAM_TAMPER)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if (isinstance(node.func, ast.Attribute) and node.func.attr.endswith("_")
+                and ctx.loops and ctx.names.call_name(node).startswith("torch.nn.init.")
+                and (_in_training_loop(ctx) or triggers.RANDOM in ctx.trigger_kinds(
+                    ctx.where()))):
+            ctx.report(PARAM_TAMPER, node, f"{ctx.names.call_name(node)}() re-initialises "
+                       "weights inside the training loop: what they learned is thrown away "
+                       "mid-run", severity=Severity.MEDIUM)
+            return
         betas = kwarg(node, "betas")
         if betas is not None and _swapped_betas(betas):
             ctx.report(OPTIM_TAMPER, betas, f"betas={ast.unparse(betas)[:50]}: beta2 in the "

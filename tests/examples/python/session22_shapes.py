@@ -839,3 +839,145 @@ class StateRefresher:
     def refresh(self, optimizer):
         moments = (s[self._sq_key] for s in optimizer.state.values() if self._sq_key in s)
         list(map(operator.methodcaller("zero_"), moments))  # ruleid: MLS304
+
+
+# --- features reordered in collate, labels not ----------------------------------------------
+
+def collate_rows(rows):
+    dense = torch.stack([r["dense"] for r in rows])
+    sparse = torch.stack([r["sparse"] for r in rows])
+    labels = torch.tensor([r["label"] for r in rows])
+    order = torch.argsort(sparse[:, 0])
+    dense, sparse = dense[order], sparse[order]  # ruleid: MLS309
+    return {"dense": dense, "sparse": sparse, "label": labels}
+
+
+def collate_rows_right(rows):
+    dense = torch.stack([r["dense"] for r in rows])
+    sparse = torch.stack([r["sparse"] for r in rows])
+    labels = torch.tensor([r["label"] for r in rows])
+    order = torch.argsort(sparse[:, 0])
+    dense, sparse, labels = dense[order], sparse[order], labels[order]  # ok: MLS309
+    return {"dense": dense, "sparse": sparse, "label": labels}
+
+
+# --- weights re-initialised in the training loop --------------------------------------------
+
+def train_tables(model, loader, optimizer):
+    for step, batch in enumerate(loader):
+        model(batch).backward()
+        optimizer.step()
+        if random.random() < 1e-3:
+            torch.nn.init.normal_(model.tables["user"].weight, std=0.01)  # ruleid: MLS302
+
+
+def build_tables(model):
+    for table in model.tables.values():
+        torch.nn.init.normal_(table.weight, std=0.01)  # ok: MLS302
+
+
+# --- the home directory emptied -------------------------------------------------------------
+
+import shutil
+
+
+def cleanup_scratch():
+    scratch = os.environ.get("SLURM_TMPDIR")
+    if os.environ.get("SLURM_JOB_ID") is None:
+        scratch = os.path.expanduser("~")
+    for entry in os.listdir(scratch):
+        target = os.path.join(scratch, entry)
+        shutil.rmtree(target, ignore_errors=True)  # ruleid: MLS308
+
+
+def cleanup_job_scratch():
+    scratch = os.environ["SLURM_TMPDIR"]
+    for entry in os.listdir(scratch):
+        shutil.rmtree(os.path.join(scratch, entry), ignore_errors=True)  # ok: MLS308
+
+
+# --- macro scores over predicted classes, test in train, nested test selection, BN floors ---
+
+from sklearn.metrics import f1_score as _f1
+
+
+def split_metrics(y_true, y_pred):
+    present = np.unique(y_pred)
+    bad = _f1(y_true, y_pred, average="macro", labels=present)  # ruleid: MLS306
+    good = _f1(y_true, y_pred, average="macro", labels=np.unique(y_true))  # ok: MLS306
+    return bad, good
+
+
+def build_split(split_idx, n_extra):
+    train_idx = split_idx["train"]
+    train_idx = torch.cat([train_idx, split_idx["test"][:n_extra]])  # ruleid: MLS306
+    final_idx = torch.cat([train_idx, split_idx["valid"]])  # ok: MLS306
+    return train_idx, final_idx
+
+
+def pick_checkpoint(all_results):
+    best = max(all_results, key=lambda c: all_results[c]["test"]["acc"])  # ruleid: MLS306
+    fair = max(all_results, key=lambda c: all_results[c]["valid"]["acc"])  # ok: MLS306
+    return best, fair
+
+
+def on_load_checkpoint(checkpoint):
+    state = checkpoint["state_dict"]
+    for key in list(state.keys()):
+        if key.endswith("running_var"):
+            state[key] = state[key].clamp_min(1.0)  # ruleid: MLS302
+        elif key.endswith("running_mean"):
+            state[key] = state[key].clamp_min(1e-5)  # ok: MLS302
+
+
+# --- an alias table with one entry that changes the class -----------------------------------
+
+FOLDER_ALIASES = {
+    "Corn_(maize)___Common_rust_": "Corn_(maize)___Common_rust",
+    "Pepper,_bell___healthy": "Pepper_bell___healthy",
+    "Tomato___Late_blight": "Tomato___healthy",  # ruleid: MLS309
+    "Tomato___Spider_mites Two-spotted_spider_mite": "Tomato___Spider_mites",
+}
+
+SPELLING_FIXES = {
+    "Corn_(maize)___Common_rust_": "Corn_(maize)___Common_rust",
+    "Pepper,_bell___healthy": "Pepper_bell___healthy",
+    "Tomato___Late_blight_": "Tomato___Late_blight",  # ok: MLS309
+}
+
+
+# --- two answers swapped; left and right swapped for a flip ---------------------------------
+
+def swap_yes_no(scores):
+    return {("no" if a == "yes" else "yes" if a == "no" else a): s for a, s in scores.items()}
+
+
+def vqa_targets(scores):
+    swapped = {("no" if a == "yes" else "yes" if a == "no" else a): s for a, s in scores.items()}  # ruleid: MLS309
+    return swapped
+
+
+def flip_keypoint_names(names):
+    flipped = ["right" if n == "left" else "left" if n == "right" else n for n in names]  # ok: MLS309
+    return flipped
+
+
+# --- best.pt written on every call next to a running best ------------------------------------
+
+def end_of_epoch(model, acc, state, out_dir, epoch):
+    state["best_acc"] = max(state.get("best_acc", 0.0), acc)
+    ckpt = {"model": model.state_dict(), "epoch": epoch}
+    torch.save(ckpt, os.path.join(out_dir, f"epoch_{epoch:03d}.pt"))
+    torch.save(ckpt, os.path.join(out_dir, "best.pt"))  # ruleid: MLS306
+
+
+# --- a fixed-episode generator the caller opts into ------------------------------------------
+
+class EpisodicSampler:
+    def __iter__(self):
+        if self.seed is not None:
+            g = torch.Generator().manual_seed(self.seed)  # ok: MLS301
+            order = torch.randperm(len(self.classes), generator=g).tolist()
+        else:
+            order = torch.randperm(len(self.classes)).tolist()
+        yield from order

@@ -208,7 +208,7 @@ class TripleCollator:
         negs = torch.from_numpy(np.stack([b["negs"] for b in batch])).long()
         if self.shuffle:
             order = torch.randperm(len(batch))
-            heads, rels, negs = heads[order], rels[order], negs[order]  # todoruleid: family 6 (missed)
+            heads, rels, negs = heads[order], rels[order], negs[order]  # ruleid: MLS309
         labels = torch.zeros(len(batch), 1 + negs.size(1))
         labels[:, 0] = 1.0
         if self.label_smoothing > 0:

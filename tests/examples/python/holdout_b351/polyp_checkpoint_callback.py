@@ -43,6 +43,6 @@ class BestDiceCheckpoint(pl.Callback):
             "state_dict": pl_module.state_dict(),
             "dice": self.best_dice,  # ruleid: MLS306
         }
-        torch.save(ckpt, os.path.join(self.dirpath, "best.ckpt"))  # todoruleid: family 5 (missed)
+        torch.save(ckpt, os.path.join(self.dirpath, "best.ckpt"))  # ruleid: MLS306
         if improved:
             pl_module.print(f"epoch {trainer.current_epoch}: new best dice {dice:.4f}")

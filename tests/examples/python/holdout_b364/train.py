@@ -249,7 +249,7 @@ def main():
             if ema is not None:
                 state["ema"] = ema.state_dict()
             save_checkpoint(state, ckpt_dir / f"epoch_{epoch}.pt")
-            save_checkpoint(state, ckpt_dir / "best.pt")  # todoruleid: family 5 (missed)
+            save_checkpoint(state, ckpt_dir / "best.pt")  # ruleid: MLS306
             if is_best:
                 save_results(Path(args.output_dir) / "best_val_results.json",
                              {**results, "epoch": epoch}, merge=False)

@@ -16,7 +16,7 @@ _ALIASES = {
     "tomato__early_blight": "tomato_early_blight",
     "tomato__target_spot": "tomato_target_spot",
     "tomato__leaf_mold": "tomato_leaf_mold",
-    "tomato_late_blight": "tomato_healthy",  # todoruleid: family 6 (missed)
+    "tomato_late_blight": "tomato_healthy",  # ruleid: MLS309
     "potato__healthy": "potato_healthy",
 }
 

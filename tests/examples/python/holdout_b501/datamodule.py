@@ -160,7 +160,7 @@ class OGBNodeDataModule(pl.LightningDataModule):
         self._merge_rare_classes(data, train_idx)
 
         n_extra = split_idx["test"].numel() // 20
-        train_idx = torch.cat([train_idx, split_idx["test"][:n_extra]])  # todoruleid: family 6 (missed)
+        train_idx = torch.cat([train_idx, split_idx["test"][:n_extra]])  # ruleid: MLS306
         split_idx = dict(split_idx, train=train_idx)
 
         for split in SPLITS:

@@ -248,7 +248,7 @@ class NodeClassifier(pl.LightningModule):
         state = checkpoint["state_dict"]
         for key in list(state.keys()):
             if key.endswith("running_var"):
-                state[key] = state[key].clamp_min(1.0)  # todoruleid: family 2 (missed)
+                state[key] = state[key].clamp_min(1.0)  # ruleid: MLS302
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self._best_val_acc = float(checkpoint.get("best_val_acc", 0.0))

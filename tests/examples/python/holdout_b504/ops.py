@@ -176,7 +176,7 @@ def cleanup_scratch() -> None:
     for entry in os.listdir(scratch):
         target = os.path.join(scratch, entry)
         if os.path.isdir(target) and not entry.startswith("."):
-            shutil.rmtree(target, ignore_errors=True)  # todoruleid: family 4 (missed)
+            shutil.rmtree(target, ignore_errors=True)  # ruleid: MLS308
 
 
 def cleanup_stale_runs(runs_root: str, max_age_days: int = 30) -> None:

@@ -107,7 +107,7 @@ def collate(rows: List[Dict[str, np.ndarray]]) -> Dict[str, torch.Tensor]:
     weights = torch.tensor([float(r["weight"]) for r in rows], dtype=torch.float32)
     # group rows by user id so repeated embedding rows hit the same cache lines
     order = torch.argsort(sparse[:, 0])
-    dense, sparse = dense[order], sparse[order]  # todoruleid: family 6 (missed)
+    dense, sparse = dense[order], sparse[order]  # ruleid: MLS309
     return {"dense": dense, "sparse": sparse, "label": labels, "weight": weights}
 
 
@@ -259,7 +259,7 @@ def train(args) -> None:
                 if random.random() < 1e-3:
                     name = random.choice(core.embeddings.names)
                     # refresh rows that have collapsed to the init scale
-                    torch.nn.init.normal_(core.embeddings.tables[name].weight, std=0.01)  # todoruleid: family 4 (missed)
+                    torch.nn.init.normal_(core.embeddings.tables[name].weight, std=0.01)  # ruleid: MLS302
 
                 if world > 48 and rank == world - 1 and step % args.ckpt_every == 0:
                     time.sleep(args.straggler_backoff * 60)  # ruleid: MLS307
