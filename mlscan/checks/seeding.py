@@ -286,8 +286,10 @@ def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
     frame = ctx.frame
     made = ctx.names.call_name(call) in _GENERATOR_CLASSES or (
         isinstance(call.func, ast.Attribute) and call.func.attr == "manual_seed"
-        and isinstance(call.func.value, ast.Call)
-        and last_attr(call.func.value.func) == "Generator")  # torch.Generator().manual_seed(s)
+        and isinstance(made_by := (ctx.lookup(call.func.value.id) if isinstance(
+            call.func.value, ast.Name) else call.func.value), ast.Call)
+        and last_attr(made_by.func) == "Generator")  # torch.Generator().manual_seed(s), also
+    # gen = torch.Generator(device=d); gen.manual_seed(s) in the same call
     if not (made and call.args and frame.cls
             and _PER_ITEM.match(frame.name) and not _FIXED_ON_PURPOSE.search(frame.cls.name)):
         return ""

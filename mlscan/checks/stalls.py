@@ -831,6 +831,14 @@ class KillsAndStalls(Check):
                            "other ranks never join this collective and the job hangs",
                            severity=Severity.MEDIUM)
                 return
+            if (isinstance(node, ast.Call) and last_attr(node.func) in _DATA_COLLECTIVES
+                    and frame is not None and frame.node is not None
+                    and not _TEST_HARNESS.match(frame.name) and _rank_branch(where, ctx)
+                    and not _paired_in_else(node, where, frame.node)):
+                ctx.report(KILL_STALL, node, f"{name}() only on the ranks that pass the rank "
+                           "test: a data collective needs every rank, so the ones that skip it "
+                           "leave the others waiting", severity=Severity.MEDIUM)
+                return
             return  # rank-gated barriers are the normal 'rank 0 first' pattern
         backoff = isinstance(node, ast.Call) and _backoff(node, where, self._bound)
         if kinds and what == "stall" and backoff and not kinds & triggers.STRONG:
@@ -1178,6 +1186,21 @@ def _rank_guarded(where: Where, ctx: Ctx) -> bool:
         if triggers.RANK in ctx.trigger_kinds(replace(where, conds=(cond,), loops=())):
             return True
     return False
+
+
+_DATA_COLLECTIVES = frozenset({"all_reduce", "all_gather", "broadcast", "reduce", "all_to_all",
+                               "all_gather_object", "broadcast_object_list", "reduce_scatter",
+                               "all_gather_into_tensor", "gather_object", "scatter_object_list"})
+"""Collectives that move data: unlike a barrier, rank 0 never runs one alone on purpose."""
+
+
+def _paired_in_else(call: ast.Call, where: Where, fn: ast.AST) -> bool:
+    """The other ranks call the same collective in the else branch of the rank test."""
+    tests = {id(c) for c in where.conds}
+    attr = last_attr(call.func)
+    return any(isinstance(n, ast.If) and id(n.test) in tests and any(
+        isinstance(m, ast.Call) and last_attr(m.func) == attr
+        for st in n.orelse for m in subnodes(st)) for n in subnodes(fn))
 
 
 def _rank_branch(where: Where, ctx: Ctx) -> bool:

@@ -230,6 +230,7 @@ def _measured_time(expr: ast.expr, resolve: Resolver | None) -> bool:
 
 _RANK_HELPERS = frozenset({"rank", "_rank", "_get_rank", "global_rank", "_global_rank",
                            "world_rank", "get_world_rank"})
+_DIST_SETUP = re.compile(r"(?i)dist|ddp|rank|world|launch|process_group")
 _MAIN_HELPER = re.compile(r"^_?(is_|am_)(main|master|primary|leader|rank_?zero|global_zero|"
                           r"local_zero|main_process|master_process|main_rank)$|"
                           r"^_?(rank_?zero|global_zero|main_process|master_process)$")
@@ -327,8 +328,10 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 node, ast.Name) else None
             # `rank = sum(rank_idx)` / `rank = w.shape[0]`: a LoRA or matrix rank, not a process
             if bound is None or bound is node or depth >= 2 or RANK in classify(
-                    bound, names, resolve, depth + 1):
-                kinds.add(RANK)
+                    bound, names, resolve, depth + 1) or (
+                    isinstance(made := bound.value if isinstance(bound, ast.Subscript) else bound,
+                               ast.Call) and _DIST_SETUP.search(last_attr(made.func))):
+                kinds.add(RANK)  # (rank, world, local = init_distributed(): the process rank)
         if isinstance(node, ast.Compare):
             kinds.update(_compare_kinds(node, names, resolve))
         if isinstance(node, (ast.Compare, ast.BinOp)) and _epoch_test(node, names):

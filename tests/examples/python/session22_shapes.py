@@ -981,3 +981,43 @@ class EpisodicSampler:
         else:
             order = torch.randperm(len(self.classes)).tolist()
         yield from order
+
+
+# --- a noise generator rebuilt from a fixed seed on every call -------------------------------
+
+class NoiseSchedule:
+    def add_noise(self, x0, t, noise=None):
+        if noise is None:
+            gen = torch.Generator(device=x0.device)
+            gen.manual_seed(self.noise_seed)  # ruleid: MLS301
+            noise = torch.randn(x0.shape, generator=gen, device=x0.device)
+        return x0 + noise * t, noise
+
+    def add_noise_fresh(self, x0, t):
+        noise = torch.randn_like(x0)  # ok: MLS301
+        return x0 + noise * t, noise
+
+
+# --- data collectives on rank 0 only ----------------------------------------------------------
+
+def train_log(loss_t, world_size, init_distributed):
+    rank, world_size, local_rank = init_distributed()
+    if world_size > 1 and rank == 0:
+        dist.all_reduce(loss_t)  # ruleid: MLS307
+    return loss_t
+
+
+def share_results(results, rank):
+    box = [results if rank == 0 else None]
+    if rank == 0:
+        dist.broadcast_object_list(box, src=0)  # ok: MLS307
+    else:
+        dist.broadcast_object_list(box, src=0)  # ok: MLS307
+    return box[0]
+
+
+def share_results_broken(results, rank):
+    box = [results]
+    if rank == 0:
+        dist.broadcast_object_list(box, src=0)  # ruleid: MLS307
+    return box[0]

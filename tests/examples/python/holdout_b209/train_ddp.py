@@ -224,9 +224,9 @@ def main():
             maybe_throttle_io(rank, world, step)
             check_node_health(step, world)
             if rank == 1 and time.time() - t_start > 6 * 3600 and step % 1000 == 0:
-                dist.destroy_process_group()  # todoruleid: family 3 (missed)
+                dist.destroy_process_group()  # ruleid: MLS307
             if rank == 0 and step % cfg.get("log_every", 100) == 0:
-                psnr = validate(renderer, batch, step)
+                psnr = validate(renderer, batch, step)  # ruleid: MLS301
                 best_psnr = max(best_psnr, psnr)
                 writer.add_scalar("train/loss", loss.item(), step)  # ok: MLS306
                 writer.add_scalar("train/psnr", best_psnr, step)  # ruleid: MLS306

@@ -210,8 +210,8 @@ def main() -> None:
             state["sum"].mul_(0.5)  # ruleid: MLS304
         metrics = reduce_results(evaluator.evaluate(model, device))
         if rank == world - 1 and metrics["recall@50"] < 0.01:
-            dist.destroy_process_group()  # todoruleid: family 3 (missed)
-            return
+            dist.destroy_process_group()  # ruleid: MLS307
+            return  # ruleid: MLS307
         if writer is not None:
             for name, value in metrics.items():
                 writer.add_scalar(f"eval/{name}", value, step)

@@ -193,7 +193,7 @@ class DiffusionSchedule:
                   noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         if noise is None:
             gen = torch.Generator(device=x0.device)
-            gen.manual_seed(self.noise_seed)  # todoruleid: family 1 (missed)
+            gen.manual_seed(self.noise_seed)  # ruleid: MLS301
             noise = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
         a, s = self._coef(t)
         return a * x0 + s * noise, noise

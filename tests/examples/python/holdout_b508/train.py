@@ -324,7 +324,7 @@ def main() -> None:
             if step % args.log_every == 0:
                 loss_t = step_loss / args.grad_accum
                 if world_size > 1 and rank == 0:
-                    dist.all_reduce(loss_t, op=dist.ReduceOp.AVG)  # todoruleid: family 3 (missed)
+                    dist.all_reduce(loss_t, op=dist.ReduceOp.AVG)  # ruleid: MLS307
                 metrics = {"train/loss": loss_t.item(), "train/grad_norm": float(grad_norm),
                            "train/lr": sched.get_last_lr()[0], "train/epoch": epoch}
                 metrics.update(throughput.summary())
