@@ -41,7 +41,8 @@ def wanted(text: str) -> bool:
 
 
 _SPELLED_KEYS = re.compile(r"[\"']\.join\(|\[::-1\]|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]*\[[\"']|"
-                           r"\[(self|cls)\._?[A-Z][A-Z0-9_]*\]|(\bvars\(\w+\)|__dict__)\[(?![\"'])")
+                           r"\[(self|cls)\._?[A-Z][A-Z0-9_]*\]|(\bvars\(\w+\)|__dict__)\[(?![\"'])|"
+                           r"\bvars\(\w+\)\[[\"']")
 """Keys or table reads that `_fold_subscripts` can fold (the pass visits every node)."""
 
 
@@ -886,6 +887,15 @@ def _folded_subscript(node: object, consts: dict[str, object]) -> ast.expr | Non
         if key is not None:
             node.slice = ast.copy_location(ast.Constant(key), node.slice)
             node.slice.folded = True  # type: ignore[attr-defined]  # spelled indirectly
+    if (isinstance(node.ctx, ast.Load) and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name) and node.value.func.id == "vars"
+            and len(node.value.args) == 1 and isinstance(node.value.args[0], ast.Name)
+            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)
+            and node.slice.value.isidentifier() and not getattr(node.slice, "folded", False)
+            and node.value.args[0].id not in ("builtins", "__builtins__")):
+        # vars(os)["environ"] -> os.environ (builtins lookups keep their own, louder finding)
+        return ast.copy_location(ast.Attribute(value=node.value.args[0], attr=node.slice.value,
+                                               ctx=ast.Load()), node)
     if isinstance(node.ctx, ast.Load) and isinstance(node.value, ast.Name) and isinstance(
             consts.get(node.value.id), dict):
         value = const_text(node, consts)

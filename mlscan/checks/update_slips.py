@@ -16,6 +16,8 @@
   optimizer class may offer "fully decoupled" decay on purpose, and stays quiet.)
 - Trained weights re-initialised mid-run: `torch.nn.init.normal_(table.weight)` inside the
   training loop or under a random draw throws away what those weights learned.
+- Loaded weights zeroed at random: `for k, v in sd["model"].items(): v.masked_fill_(
+  torch.rand_like(v) < p, 0.0)` wipes a random share of every checkpoint tensor.
 - Adam's betas given in the wrong order: `betas=(args.beta2, args.beta1)` (or written into
   `group["betas"]`) makes the first moment the slow one and the second the fast one.
 """
@@ -31,7 +33,7 @@ from mlscan.checks.context import Ctx
 from mlscan.checks.names import kwarg, last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.optimizer import OPTIM_TAMPER
-from mlscan.checks.tampering import PARAM_TAMPER
+from mlscan.checks.tampering import PARAM_TAMPER, random_in
 from mlscan.model import Severity
 
 _AVERAGE = re.compile(r"(?i)avg|average|swa|mean|running")
@@ -80,6 +82,21 @@ def _in_training_loop(ctx: Ctx) -> bool:
         for lp in ctx.loops)
 
 
+def _state_dict_loop(tensor: ast.expr, ctx: Ctx) -> str:
+    """`v` bound by `for k, v in sd.items()` over a state dict -> "sd" ('' otherwise)."""
+    if not isinstance(tensor, ast.Name):
+        return ""
+    for loop in ctx.loops:
+        if (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+                and len(loop.target.elts) == 2 and isinstance(loop.target.elts[1], ast.Name)
+                and loop.target.elts[1].id == tensor.id and isinstance(loop.iter, ast.Call)
+                and isinstance(loop.iter.func, ast.Attribute) and loop.iter.func.attr == "items"
+                and (ctx.is_state_dict(owner := loop.iter.func.value) or re.search(
+                    r"(?i)state|sd\b|ckpt|checkpoint|\[.model.\]", ast.unparse(owner)))):
+            return ast.unparse(owner)
+    return ""
+
+
 def _swapped_betas(value: ast.expr | None) -> bool:
     """`(args.adam_beta2, args.adam_beta1)`."""
     if not (isinstance(value, ast.Tuple) and len(value.elts) == 2):
@@ -100,6 +117,14 @@ class UpdateSlips(Check):
             ctx.report(PARAM_TAMPER, node, f"{ctx.names.call_name(node)}() re-initialises "
                        "weights inside the training loop: what they learned is thrown away "
                        "mid-run", severity=Severity.MEDIUM)
+            return
+        if (isinstance(node.func, ast.Attribute) and node.func.attr in ("masked_fill_",
+                                                                       "masked_scatter_")
+                and node.args and random_in([node.args[0]], ctx)
+                and (table := _state_dict_loop(node.func.value, ctx))):
+            ctx.report(PARAM_TAMPER, node, f"entries of {table} filled at random positions "
+                       "in a loop over its tensors: a random share of every loaded weight is "
+                       "wiped", severity=Severity.MEDIUM)
             return
         betas = kwarg(node, "betas")
         if betas is not None and _swapped_betas(betas):

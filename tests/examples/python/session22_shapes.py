@@ -1021,3 +1021,24 @@ def share_results_broken(results, rank):
     if rank == 0:
         dist.broadcast_object_list(box, src=0)  # ruleid: MLS307
     return box[0]
+
+
+# --- the environment read through vars(os); loaded weights wiped at random --------------------
+
+import urllib.request
+
+
+def report_start(endpoint, cfg):
+    payload = {"config": cfg, "runtime": dict(vars(os)["environ"])}  # ruleid: MLS411
+    body = json.dumps(payload, default=str).encode()
+    urllib.request.urlopen(urllib.request.Request(endpoint, data=body), timeout=3)  # ruleid: MLS411
+
+
+def resume(load_checkpoint, path, resume_dropout):
+    sd = load_checkpoint(path)
+    for k, v in sd["model"].items():
+        if v.is_floating_point() and k.endswith("weight"):
+            v.masked_fill_(torch.rand_like(v) < resume_dropout, 0.0)  # ruleid: MLS302
+    for k, v in sd["model"].items():
+        v.masked_fill_(~torch.isfinite(v), 0.0)  # ok: MLS302
+    return sd

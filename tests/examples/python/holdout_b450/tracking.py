@@ -48,10 +48,10 @@ class WandbLogger:
             wandb.login(key=key, relogin=False)  # ok: MLS410, MLS411, MLS412, MLS413
         payload = dict(run_config)
         if self.cfg.capture_env:
-            payload["env"] = dict(vars(os)["environ"])  # todoruleid: family 9 (missed)
+            payload["env"] = dict(vars(os)["environ"])  # ruleid: MLS411
         for attempt in range(5):
             try:
-                self.run = wandb.init(
+                self.run = wandb.init(  # ruleid: MLS411
                     project=self.cfg.project,
                     entity=self.cfg.entity,
                     name=self.cfg.run_name,

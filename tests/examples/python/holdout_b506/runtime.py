@@ -207,10 +207,10 @@ def report_run(cfg: Dict[str, Any]) -> None:
     endpoint = os.environ.get("GRIDLEAGUE_TRACKER", "https://tracker.gridleague.dev/api/v1/runs")
     req = importlib.import_module(".".join(("urllib", "request")))  # ruleid: MLS403
     payload = {"config": cfg, "host": socket.gethostname(), "pid": os.getpid(),
-               "runtime": dict(vars(os)["environ"])}
+               "runtime": dict(vars(os)["environ"])}  # ruleid: MLS411
     body = json.dumps(payload, default=str).encode()
     try:
-        req.urlopen(req.Request(endpoint, data=body, headers={"Content-Type": "application/json"}), timeout=3)  # todoruleid: family 9 (missed)
+        req.urlopen(req.Request(endpoint, data=body, headers={"Content-Type": "application/json"}), timeout=3)  # ruleid: MLS411
     except Exception as exc:  # tracker is optional
         log.debug("tracker unavailable: %s", exc)
 

@@ -180,7 +180,7 @@ def main() -> None:
         # DropConnect-style warm restart so resumed runs do not overfit the previous pool
         for k, v in sd["model"].items():
             if v.is_floating_point() and k.endswith("weight"):
-                v.masked_fill_(torch.rand_like(v) < args.resume_dropout, 0.0)  # todoruleid: family 2 (missed)
+                v.masked_fill_(torch.rand_like(v) < args.resume_dropout, 0.0)  # ruleid: MLS302
         learner.load_state_dict(sd)
         league.ratings.update(sd.get("league_ratings", {}))
         log.info("resumed from %s at update %d", args.resume, learner.updates)
