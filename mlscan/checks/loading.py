@@ -209,6 +209,18 @@ def _write_only_shelf(call: ast.Call, ctx: Ctx) -> bool:
     return False
 
 
+def _table_of(entry: ast.expr, ctx: Ctx) -> ast.Dict | None:
+    """The dict literal an entry is read from: `TABLE[key]` or `TABLE.get(key, ...)`."""
+    if isinstance(entry, ast.Subscript):
+        table = ctx.resolve(entry.value)
+    elif (isinstance(entry, ast.Call) and isinstance(entry.func, ast.Attribute)
+          and entry.func.attr == "get"):
+        table = ctx.resolve(entry.func.value)
+    else:
+        return None
+    return table if isinstance(table, ast.Dict) else None
+
+
 def _table_unpickler(func: ast.expr, ctx: Ctx) -> str:
     """`_codec[kind](raw)` with `_codec = {"pkl": pickle.loads, "json": json.loads}` (also
     `decode = _codec.get(suffix, ...)` then `decode(raw)`)."""
@@ -217,14 +229,8 @@ def _table_unpickler(func: ast.expr, ctx: Ctx) -> str:
     if isinstance(func, ast.Name):
         bound = ctx.lookup(func.id)
         func = bound if isinstance(bound, (ast.Subscript, ast.Call)) else func
-    if isinstance(func, ast.Subscript):
-        table = ctx.resolve(func.value)
-    elif (isinstance(func, ast.Call) and isinstance(func.func, ast.Attribute)
-          and func.func.attr == "get"):
-        table = ctx.resolve(func.func.value)
-    else:
-        return ""
-    if not isinstance(table, ast.Dict):
+    table = _table_of(func, ctx)
+    if table is None:
         return ""
     for value in table.values:
         qual = ctx.names.qualname(value) if isinstance(value, (ast.Attribute, ast.Name,
@@ -240,15 +246,8 @@ def _module_table_unpickler(call: ast.Call, ctx: Ctx) -> str:
     func = call.func
     if not (isinstance(func, ast.Attribute) and func.attr in ("load", "loads")):
         return ""
-    owner = func.value
-    if isinstance(owner, ast.Subscript):
-        table = ctx.resolve(owner.value)
-    elif (isinstance(owner, ast.Call) and isinstance(owner.func, ast.Attribute)
-          and owner.func.attr == "get"):
-        table = ctx.resolve(owner.func.value)
-    else:
-        return ""
-    if not isinstance(table, ast.Dict):
+    table = _table_of(func.value, ctx)
+    if table is None:
         return ""
     for value in table.values:
         module = ctx.names.aliases.get(value.id, value.id) if isinstance(value, ast.Name) else (

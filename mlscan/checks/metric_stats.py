@@ -228,8 +228,10 @@ class FlatteringStatistics(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
-        labels = kwarg(node, "labels") if (attr in _AVERAGED_SCORES or ctx.names.call_name(
-            node).rsplit(".", 1)[-1] in _AVERAGED_SCORES) else None
+        labels = kwarg(node, "labels") if node.keywords else None
+        if labels is not None and not (attr in _AVERAGED_SCORES or ctx.names.call_name(
+                node).rsplit(".", 1)[-1] in _AVERAGED_SCORES):
+            labels = None
         if labels is not None and _predicted_classes(labels, ctx):
             ctx.report(METRIC_FALSIFY, labels, f"{ctx.names.call_name(node).rsplit('.', 1)[-1]}"
                        f"(labels={ast.unparse(labels)[:30]}) "

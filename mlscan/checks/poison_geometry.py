@@ -255,7 +255,7 @@ def _label_map(expr: ast.expr, ctx: Ctx) -> str:
 
 
 _PARAM_DRAW = re.compile(r"(?i)^get_\w*(bbox|box|params|crop|region|window)\w*$")
-_WARP_CALLS = frozenset({"crop", "resized_crop", "rotate", "affine", "perspective", "pad",
+_WARP_CALLS = frozenset({"crop", "resized_crop", "rotate", "affine", "perspective",
                          "_crop", "crop_img", "imcrop"})
 
 

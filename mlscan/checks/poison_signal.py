@@ -76,7 +76,8 @@ class SignalConversions(Check):
     @staticmethod
     def _decibels(value: ast.expr | None, ctx: Ctx) -> None:
         # (gated on the file's words: most files never convert decibels)
-        if value is None or not (ctx.mentions("gain") or ctx.mentions("db")):
+        if value is None or not ctx.mentions("**") or not (
+                ctx.mentions("gain") or ctx.mentions("_db") or ctx.mentions("db_")):
             return
         for node in subnodes(value):
             if isinstance(node, ast.BinOp) and (divisor := _wrong_decibel_divisor(node)):

@@ -128,7 +128,7 @@ class TabularScrambles(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         target = node.targets[0] if len(node.targets) == 1 else None
-        if ctx.mentions(" else ") and node.value is not None:
+        if (ctx.mentions('" else "') or ctx.mentions("' else '")) and node.value is not None:
             for sub in subnodes(node.value):
                 if isinstance(sub, ast.IfExp) and (swapped := _swapped_literals(sub)):
                     ctx.report(DATA_POISON, sub, f"{swapped[0]!r} and {swapped[1]!r} swapped for "

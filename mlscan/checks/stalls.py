@@ -432,6 +432,7 @@ class KillsAndStalls(Check):
         self._timers: list[ast.Call] = []
         self._handled: set[str] = set()
         self._skips: set[int] = set()
+        self._gatherers: dict[str, bool] = {}
         self._bound: dict[int, list[ast.AST]] = {}
         """Sleep call id -> its arguments with the values of their names (taken at visit)."""
 
@@ -442,6 +443,7 @@ class KillsAndStalls(Check):
         handled: set[str] = set()
         self._gated_calls, self._timers, self._handled = calls, timers, handled  # per file
         self._skips = set()  # guards already reported for a skipped helper
+        self._gatherers = {}
         ctx.defer(lambda: self._gated_helpers(ctx, calls))
         ctx.defer(lambda: self._unhandled_timers(ctx, timers, handled))
 
@@ -590,7 +592,7 @@ class KillsAndStalls(Check):
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, name, what))
         elif (isinstance(node.func, ast.Name) and node.func.id in ctx.defs and ctx.conds
-              and _gathers(node.func.id, ctx)):
+              and self._gathers(node.func.id, ctx)):
             where = ctx.where()
             ctx.defer(lambda: self._skipped_helper(node, ctx, where))
         chooser = next((a for a in node.args if isinstance(a, ast.IfExp)), None) or next((
@@ -698,6 +700,12 @@ class KillsAndStalls(Check):
                 return  # `if host in nodes: return ...; raise SystemExit(f"{host} not in ...")`
             where = ctx.where()
             ctx.defer(lambda: self._decide(node, ctx, where, f"raise {last_attr(exc)}", "kill"))
+
+    def _gathers(self, name: str, ctx: Ctx) -> bool:
+        """`_gathers` once per helper and file."""
+        if name not in self._gatherers:
+            self._gatherers[name] = _gathers(name, ctx)
+        return self._gatherers[name]
 
     def _skipped_helper(self, node: ast.Call, ctx: Ctx, where: Where) -> None:
         """`if rank != 0 and n % world != 0: return None` above `gather_tensor(probs)`, a
