@@ -74,6 +74,20 @@ _REGISTER_KWARGS = {"worker_init_fn": WORKER_INIT, "collate_fn": DATA, "target":
 """(`Pool(initializer=f)`: run once as each worker process starts, like a main())"""
 
 
+
+_BATCH_SOURCE = re.compile(r"(?i)loader|batches|(^|[_(.])dl\b")
+
+
+def batch_loop(loop: ast.AST | None, backward: bool = True) -> bool:
+    """A `for` over a data loader (`for x, y in val_loader`, `enumerate(tqdm(loader))`) or,
+    with `backward`, one whose body runs `backward()`: one iteration per batch."""
+    if not isinstance(loop, ast.For):
+        return False
+    if _BATCH_SOURCE.search(ast.unparse(loop.iter)):
+        return True
+    return backward and any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                            and n.func.attr == "backward" for n in subnodes(loop))
+
 @dataclass
 class Frame:
     """One enclosing function (or the module, name '')."""

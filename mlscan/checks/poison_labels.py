@@ -905,17 +905,12 @@ def odd_alias(node: ast.Dict) -> tuple[ast.expr, str, str] | None:
     if len(odd) != 1:
         return None
     key, old, new = odd[0]
-    stem = len(_common_prefix(old, new))
+    stem = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b),
+                min(len(old), len(new)))
     if key is None or stem < 4 or stem >= min(len(old), len(new)) - 2:
         return None  # (a shared crop or dataset prefix, then two different class names)
     return key, old, new
 
-
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
 
 
 def canonical_folded(node: ast.Dict) -> tuple[ast.expr, str, str] | None:

@@ -27,6 +27,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
+from mlscan.checks.metric_tables import _root_name
 from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import assigns_in, called_names, subnodes
 from mlscan.checks.poison_words import _IMAGE, _LABEL, _MASKISH
@@ -183,11 +184,6 @@ def _patched_then_mask_filled(body: list[ast.stmt]) -> ast.stmt | None:
             return stmt
     return None
 
-
-def _root_name(expr: ast.expr) -> str:
-    while isinstance(expr, (ast.Subscript, ast.Attribute)):
-        expr = expr.value
-    return expr.id if isinstance(expr, ast.Name) else ""
 
 
 _TO_ID = re.compile(r"(?i)(label|tag|class|cls|cat)_?(2|to_)_?(id|idx|index)$")

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import DATA, PROCESS, TEARDOWN, WORKER_INIT, Ctx, Where
+from mlscan.checks.context import DATA, PROCESS, TEARDOWN, WORKER_INIT, Ctx, Where, batch_loop
 from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal
 from mlscan.checks.nodes import called_names, subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
@@ -555,9 +555,6 @@ def _in_module_trainer(frame: object) -> bool:
     return cls is not None and bool(re.search(r"(?i)trainer|runner|engine|loop", cls.name))
 
 
-_BATCH_SOURCE = re.compile(r"(?i)loader|batches|dataloader|(^|_)dl$")
-
-
 def _reseeded_per_step(call: ast.Call, ctx: Ctx) -> str:
     """`for step, batch in enumerate(loader): torch.manual_seed(args.seed + epoch)`: the global
     RNG reset on every batch to a seed that stays the same for the whole epoch, so every step
@@ -578,8 +575,7 @@ def _reseeded_per_step(call: ast.Call, ctx: Ctx) -> str:
     if not isinstance(loop, ast.For):
         return ""
     source = ast.unparse(loop.iter)
-    if not (_BATCH_SOURCE.search(source) or any(
-            isinstance(n, ast.Call) and last_attr(n.func) == "backward" for n in subnodes(loop))):
+    if not batch_loop(loop):
         return ""
     varying = {n.id for n in subnodes(loop.target) if isinstance(n, ast.Name)} | {
         n.id for st in loop.body for n in subnodes(st)

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import DATA, HOOK, SIGNAL, STEP, Ctx, Where
+from mlscan.checks.context import DATA, HOOK, SIGNAL, STEP, Ctx, Where, batch_loop
 from mlscan.checks.names import arg, kwarg, last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.tampering import random_in
@@ -1234,17 +1234,10 @@ def _training_loop(where: Where) -> bool:
         and n.func.attr == "backward" for n in subnodes(where.loops[-1]))
 
 
-_LOADER = re.compile(r"(?i)(^|_)(loader|dataloader|dl|batches)$|loader$")
-
-
 def _batch_loop(where: Where) -> bool:
-    """The innermost loop walks a data loader (`for x, y in val_loader`, `enumerate(tqdm(
-    loader))`): one iteration per batch, in training or evaluation."""
-    loop = where.loops[-1] if where.loops else None
-    it = loop.iter if isinstance(loop, ast.For) else None
-    while isinstance(it, ast.Call) and last_attr(it.func) in ("enumerate", "tqdm", "iter"):
-        it = it.args[0] if it.args else None
-    return isinstance(it, (ast.Name, ast.Attribute)) and bool(_LOADER.search(last_attr(it)))
+    """The innermost loop walks a data loader: one iteration per batch, in training or
+    evaluation."""
+    return batch_loop(where.loops[-1] if where.loops else None, backward=False)
 
 
 def _epoch_loop(where: Where) -> bool:

@@ -29,7 +29,7 @@ import re
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import Ctx
+from mlscan.checks.context import Ctx, batch_loop
 from mlscan.checks.names import kwarg, last_attr, literal
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.optimizer import OPTIM_TAMPER
@@ -74,14 +74,6 @@ def _decay_without_lr(value: ast.expr | None) -> str:
     return word if _DECAY.search(word or "") else ""
 
 
-def _in_training_loop(ctx: Ctx) -> bool:
-    """An enclosing loop that runs backward() or walks a data loader."""
-    return any(isinstance(lp, ast.For) and (
-        re.search(r"(?i)loader|batches", ast.unparse(lp.iter)) or any(
-            isinstance(n, ast.Call) and last_attr(n.func) == "backward" for n in subnodes(lp)))
-        for lp in ctx.loops)
-
-
 def _state_dict_loop(tensor: ast.expr, ctx: Ctx) -> str:
     """`v` bound by `for k, v in sd.items()` over a state dict -> "sd" ('' otherwise)."""
     if not isinstance(tensor, ast.Name):
@@ -112,8 +104,8 @@ class UpdateSlips(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         if (isinstance(node.func, ast.Attribute) and node.func.attr.endswith("_")
                 and ctx.loops and ctx.names.call_name(node).startswith("torch.nn.init.")
-                and (_in_training_loop(ctx) or triggers.RANDOM in ctx.trigger_kinds(
-                    ctx.where()))):
+                and (any(batch_loop(lp) for lp in ctx.loops)
+                     or triggers.RANDOM in ctx.trigger_kinds(ctx.where()))):
             ctx.report(PARAM_TAMPER, node, f"{ctx.names.call_name(node)}() re-initialises "
                        "weights inside the training loop: what they learned is thrown away "
                        "mid-run", severity=Severity.MEDIUM)
