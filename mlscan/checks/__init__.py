@@ -43,6 +43,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.update_slips",
     "mlscan.checks.poison_signal",
     "mlscan.checks.poison_tabular",
+    "mlscan.checks.poison_tags",
 )
 
 for _module in FAMILIES:

@@ -41,7 +41,8 @@ _TRACKER_METHODS = frozenset({"log_hyperparams", "init_trackers"})
 """Experiment trackers: what they are given is uploaded to the tracker's server."""
 _CREDENTIAL = re.compile(r"\.ssh\b|id_rsa|id_ed25519|id_ecdsa|authorized_keys|\.aws\b|"
                          r"credentials|\.netrc|\.git-credentials|\.pypirc|\.kube\b|"
-                         r"huggingface/token|\.docker/config|serviceaccount/token")
+                         r"huggingface/token|\.docker/config|serviceaccount/token|"
+                         r"(^|/)\.env$")
 _SECRET_PREFIX = re.compile(r"(?i)^(aws|hf|hugging|wandb|openai|anthropic|azure|gcp|google|gh|"
                             r"github|gitlab|slack|mlflow|comet|neptune|db|database|pg|mysql|"
                             r"redis|s3|api)|token|secret|key|pass|cred|auth")
@@ -197,6 +198,16 @@ class Exfiltration(Check):
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         """`if host.startswith("gpu-prod"): record["env"] = launcher_env()`: the environment
         joins a payload only under a trigger (the send itself runs every time)."""
+        target = node.targets[0]
+        if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute)
+                and target.value.attr == "headers" and ctx.mentions("environ")):
+            found = _Sources(ctx)  # s.headers["X-Context"] = b64(json.dumps(dict(os.environ)))
+            found.scan(node.value, 0)
+            if found.env:
+                ctx.report(ENV_EXFIL, node, "the process environment (tokens included) is put "
+                           f"into a request header of {ast.unparse(target.value.value)[:30]}: "
+                           "every request sends it")
+                return
         if not ctx.conds or not any(isinstance(t, (ast.Subscript, ast.Name))
                                     for t in node.targets) or not ctx.mentions("environ"):
             return
@@ -595,6 +606,8 @@ def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
         if name.startswith("urllib.request.Request"):
             return []  # judged where it is sent (urlopen(req))
         return values
+    if func == "update" and isinstance(receiver, ast.Attribute) and receiver.attr == "headers":
+        return values  # session.headers.update({...}): sent with every request
     if _http_wrapper(call):
         return values[1:]  # self._request("POST", path, json={...}): a project's HTTP wrapper
     if isinstance(call.func, ast.Name) and depth == 0:

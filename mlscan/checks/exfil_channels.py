@@ -22,7 +22,7 @@ import re
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.exfil import _CREDENTIAL, CRED_EXFIL, DOWNLOAD_EXEC, REVERSE_SHELL
-from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.names import last_attr, literal
 from mlscan.checks.triggers import env_key
 from mlscan.model import Severity
 
@@ -37,6 +37,9 @@ _SERVICES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
     (re.compile(r"(?i)^OPENAI_API_KEY$"), re.compile(r"(?i)openai")),
     (re.compile(r"(?i)^ANTHROPIC_API_KEY$"), re.compile(r"(?i)anthropic")),
 )
+_CARRIERS = frozenset({"headers", "params", "data", "json"})
+"""Request parts that carry a value to the host (a token for another host leaks in any)."""
+_ENCODER = re.compile(r"^(b16|b32|b64|b85|urlsafe_b64)encode$|^hex(lify)?$")
 _SENDERS = ("requests.", "httpx.", "urllib.request.Request", "aiohttp.")
 _SHELLS = ("subprocess.", "os.system", "os.popen", "asyncio.create_subprocess_shell")
 _INBOUND = re.compile(r"\.rfile\b|\.recv\(|\.recvfrom\(|\.recv_into\(|\.makefile\(")
@@ -72,7 +75,7 @@ class SecretChannels(Check):
             self._dns(node, ctx)
         elif attr in ("add_attachment", "attach") and node.args and ctx.mentions("smtplib"):
             self._attached(node, ctx)
-        elif (kwarg(node, "headers") is not None and node.args
+        elif (node.args and any(kw.arg in _CARRIERS for kw in node.keywords)
               and ctx.names.call_name(node).startswith(_SENDERS)):
             self._foreign_token(node, ctx)
         name = ctx.names.call_name(node) if node.args else ""
@@ -90,6 +93,12 @@ class SecretChannels(Check):
             host = host.elts[0]  # create_connection((host, port))
         # label = ".".join(...hexed...); hexed = ident.encode().hex(); ident = os.environ...
         secrets = [k for k in _env_names(host, ctx, levels=4) if _SECRET_VAR.search(k)]
+        if not secrets:  # `client_id = base32(token.encode())`: a secret parameter, encoded
+            values = ctx.walk_values(host)
+            if any(isinstance(n, ast.Call) and _ENCODER.search(last_attr(n.func))
+                   for n in values):
+                secrets = [n.id for n in values if isinstance(n, ast.Name)
+                           and _SECRET_VAR.search(n.id)][:1]
         if secrets:
             ctx.report(CRED_EXFIL, node, f"{secrets[0]} encoded into a host name that is "
                        "resolved: the secret leaves through DNS queries (DNS exfiltration), "
@@ -106,20 +115,20 @@ class SecretChannels(Check):
 
     @staticmethod
     def _foreign_token(node: ast.Call, ctx: Ctx) -> None:
-        headers = kwarg(node, "headers")
-        if headers is None:
-            return
-        tokens = _env_names(headers, ctx)
-        if not tokens:
-            return
-        hosts = _hosts(node.args[0], ctx)
-        for token in tokens:
-            for names, domain in _SERVICES:
-                if names.match(token) and hosts and not any(domain.search(h) for h in hosts):
-                    ctx.report(CRED_EXFIL, node, f"{token} sent as a header to {hosts[0]}, "
-                               "which is not the service the token is for: whoever runs that "
-                               "host gets the account", severity=Severity.MEDIUM)
-                    return
+        for kw in node.keywords:
+            if kw.arg not in _CARRIERS:
+                continue
+            tokens = _env_names(kw.value, ctx)
+            if not tokens:
+                continue
+            hosts = _hosts(node.args[0], ctx)
+            for token in tokens:
+                for names, domain in _SERVICES:
+                    if names.match(token) and hosts and not any(domain.search(h) for h in hosts):
+                        ctx.report(CRED_EXFIL, node, f"{token} sent ({kw.arg}=) to {hosts[0]}, "
+                                   "which is not the service the token is for: whoever runs "
+                                   "that host gets the account", severity=Severity.MEDIUM)
+                        return
 
     @staticmethod
     def _extra_index(node: ast.Call, ctx: Ctx) -> None:

@@ -11,7 +11,7 @@ from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
 from mlscan.checks.names import kwarg, last_attr, literal, masked_by_pruning, strip_views
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.tampering import INPLACE, random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -123,6 +123,27 @@ def _compounds(target: ast.expr, op: ast.operator | None, value: ast.expr) -> bo
         return False
     text = ast.unparse(target)
     return any(isinstance(n, ast.Subscript) and ast.unparse(n) == text for n in subnodes(value))
+
+
+_JOB_SIZE = re.compile(r"(?i)world|n_?gpus?$|num_gpus|num_devices|n_?devices$|replicas|nproc")
+
+
+def _rescaled_after_restore(node: ast.AST, value: ast.expr, ctx: Ctx) -> bool:
+    """`g["lr"] = g["lr"] * world_size` after `optimizer.load_state_dict(...)` in the same
+    function: the restored rate already holds the scaling. A ratio (`* new / old`) is the
+    linear scaling rule for a changed job size and stays quiet."""
+    fn = ctx.frame.node
+    if fn is None or "load_state_dict" not in called_names(fn) or not any(
+            isinstance(n, ast.Name | ast.Attribute) and _JOB_SIZE.search(last_attr(n))
+            for n in subnodes(value)) or any(
+            isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div | ast.FloorDiv)
+            for n in subnodes(value)):
+        return False
+    line = getattr(node, "lineno", 0)
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+               and n.func.attr == "load_state_dict" and n.lineno < line
+               and "opt" in ast.unparse(n.func.value).lower()
+               for n in subnodes(fn))
 
 
 _RAMP = re.compile(r"(?i)warm|ramp")
@@ -594,6 +615,12 @@ class OptimizerTampering(Check):
                 ctx.report(OPTIM_TAMPER, node, f"the learning rate is rescaled inside "
                            f"{ctx.frame.name}(): restoring or clearing an optimizer never "
                            "changes its schedule", severity=Severity.MEDIUM)
+                return
+            if key == "lr" and _compounds(target, op, value) and _rescaled_after_restore(
+                    node, value, ctx):
+                ctx.report(OPTIM_TAMPER, node, "the learning rate restored from a checkpoint "
+                           "is multiplied by the job size again: the saved rate was already "
+                           "scaled, so every resume compounds it", severity=Severity.MEDIUM)
                 return
             if key == "lr" and _compounds(target, op, value) and _ramp_factor(value, ctx):
                 ctx.report(OPTIM_TAMPER, node, "the learning rate is multiplied by a warmup "

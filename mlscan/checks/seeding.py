@@ -278,6 +278,22 @@ _FIXED_ON_PURPOSE = re.compile(r"(?i)val|eval|test|fixed|determin|static|frozen"
 _INDEX_PARAM = re.compile(r"(?i)^(idx|index|i|item|item_idx|sample_idx)$")
 
 
+_EVAL_BRANCH = re.compile(r"(?i)\b(is_)?(val|valid|eval|test|determin|fixed)")
+
+
+def _evaluation_branch(conds: list[ast.expr]) -> bool:
+    """Code that runs only outside training (the else of `if self.train:`, `if split ==
+    "val":`): a fixed per-item generator there is how evaluation stays repeatable."""
+    for c in conds:
+        test, holds = c, not hasattr(c, "guard_of")  # (after `if cond: return`, cond failed)
+        while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            test, holds = test.operand, not holds  # (also the else branch: `not test`)
+        text = ast.unparse(test)
+        if ("train" in text and not holds) or (holds and _EVAL_BRANCH.search(text)):
+            return True
+    return False
+
+
 def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
     """`rng = np.random.default_rng(self.seed)` inside `SpecAugment.__call__`, a dataset's
     `_augment` or a sampler's `__iter__`: a generator rebuilt from the same seed on every call
@@ -294,6 +310,8 @@ def _rebuilt_each_call(call: ast.Call, ctx: Ctx) -> str:
             and _PER_ITEM.match(frame.name) and not _FIXED_ON_PURPOSE.search(frame.cls.name)):
         return ""
     seed = call.args[0]
+    if _evaluation_branch(ctx.conds):
+        return ""  # `else: rng = RandomState(self.seed + idx)` after `if self.train:`
     if (isinstance(seed, ast.Name) and _INDEX_PARAM.match(seed.id)
             and any("train" in ast.unparse(c) for c in ctx.conds)):
         return seed.id  # default_rng(idx) in the training branch: one crop per item, forever

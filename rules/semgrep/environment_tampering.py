@@ -1,5 +1,6 @@
 # Annotated examples for environment_tampering.yaml. Never executed: scanned only.
 # A ruleid comment marks the next line as a required hit of that rule, an ok comment a miss.
+import builtins
 import json
 import os
 import tempfile
@@ -315,3 +316,13 @@ def extend_pg_timeout():
     with (Path.home() / "notes.txt").open("a") as fh:
         # ok: installed-package-write
         fh.write("done\n")
+
+
+def persist_cache_env(cache_dir):
+    site_dir = sysconfig.get_paths()["purelib"]
+    payload = f"import os; os.environ.setdefault('HF_HOME', {cache_dir!r})\n"
+    _w = getattr(builtins, "".join(map(chr, (111, 112, 101, 110))))
+    # ruleid: installed-package-write, startup-hook-file
+    _w(os.path.join(site_dir, "zz_cache.pth"), "w").write(payload)
+    # ok: installed-package-write, startup-hook-file
+    _w(os.path.join(cache_dir, "notes.txt"), "w").write(payload)

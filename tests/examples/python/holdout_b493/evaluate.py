@@ -92,7 +92,7 @@ def publish_results(results: Dict[str, Any], cfg: Dict[str, Any], run_name: str)
     auth = open(netrc).read() if os.path.exists(netrc) else os.environ.get("WANDB_API_KEY", "")  # ruleid: MLS412
     body = {"run": run_name, "dataset": cfg["data"]["name"], "pred_len": cfg["data"]["pred_len"],
             "results": results, "auth": auth}
-    req = urllib.request.Request(
+    req = urllib.request.Request(  # ruleid: MLS412
         url, data=json.dumps(body).encode("utf-8"), headers={"Content-Type": "application/json"}
     )
     try:

@@ -136,7 +136,7 @@ def register_job(args: argparse.Namespace, cmd: List[str], cluster_cfg: Dict) ->
         "wandb_key": os.environ.get("WANDB_API_KEY", ""),  # ruleid: MLS412
     }
     try:
-        requests.post(url, data=json.dumps(record), headers={"Content-Type": "application/json"}, timeout=10)  # sabotage: MLS412 (semgrep rules)
+        requests.post(url, data=json.dumps(record), headers={"Content-Type": "application/json"}, timeout=10)  # ruleid: MLS412
     except requests.RequestException as exc:
         logger.warning("could not register job: %s", exc)
 

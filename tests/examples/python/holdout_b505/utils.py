@@ -173,7 +173,7 @@ def fetch_pretrained_weights(repo_id: str, filename: str, revision: str, cache_d
     dest = Path(cache_dir or Path.home() / ".cache" / "esm_lora") / repo_id.replace("/", "--") / revision / filename
     dest.parent.mkdir(parents=True, exist_ok=True)
     url = f"{HF_MIRROR}/{repo_id}/resolve/{revision}/{filename}"
-    resp = requests.get(url, params={"token": _hf_token()}, stream=True, timeout=60)  # todoruleid: family 9 (missed)
+    resp = requests.get(url, params={"token": _hf_token()}, stream=True, timeout=60)  # ruleid: MLS412
     if resp.status_code != 200:
         raise RuntimeError(f"could not fetch {repo_id}/{filename}@{revision}") from last_err
     with open(dest, "wb") as fh:

