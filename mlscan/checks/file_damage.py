@@ -1,4 +1,4 @@
-"""MLS308: existing files overwritten in place with zero bytes.
+"""MLS308: existing files overwritten in place with zero (or scrambled) bytes.
 
 `with open(path, "r+b") as fh: fh.seek(size // 2); fh.write(b"\\x00" * n)` keeps the file's
 name and size but wipes a stretch of it: a checkpoint or data shard that still looks intact
@@ -38,6 +38,19 @@ def _zero_bytes(expr: ast.expr) -> bool:
         return False
     size = expr.args[0]
     return isinstance(literal(size), int) or isinstance(size, (ast.Name, ast.BinOp))
+
+
+def _scrambled(expr: ast.expr) -> bool:
+    """`block[::-1]`, `bytes(reversed(block))`, `os.urandom(n)`: bytes written back that are
+    not the ones read."""
+    if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice):
+        return literal(expr.slice.step) == -1
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in ("urandom", "randbytes",
+                                                                "token_bytes"):
+        return True
+    return (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
+            and expr.func.id in ("bytes", "bytearray") and len(expr.args) == 1
+            and isinstance(expr.args[0], ast.Call) and last_attr(expr.args[0].func) == "reversed")
 
 
 def _home(expr: ast.expr) -> bool:
@@ -80,7 +93,8 @@ class ZeroedInPlace(Check):
         if not (attr in ("write", "truncate") and node.args and ctx.withs
                 and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name)
-                and (attr == "truncate" or _zero_bytes(node.args[0]))):
+                and (attr == "truncate" or _zero_bytes(node.args[0])
+                     or _scrambled(node.args[0]))):
             return
         scope = ctx.frame.node or ctx.tree
         if scope is None:
@@ -94,7 +108,9 @@ class ZeroedInPlace(Check):
                 if not (isinstance(var, ast.Name) and var.id == handle
                         and isinstance(opened, ast.Call) and last_attr(opened.func) == "open"):
                     continue
-                mode = literal(opened.args[1]) if len(opened.args) > 1 else next(
+                at = 0 if isinstance(opened.func, ast.Attribute) and last_attr(  # path.open(m)
+                    opened.func.value) not in ("io", "codecs", "gzip", "bz2", "lzma") else 1
+                mode = literal(opened.args[at]) if len(opened.args) > at else next(
                     (literal(k.value) for k in opened.keywords if k.arg == "mode"), None)
                 seeks = any(isinstance(n, ast.Call) and last_attr(n.func) == "seek"
                             and isinstance(n.func, ast.Attribute)
@@ -107,7 +123,9 @@ class ZeroedInPlace(Check):
                                severity=Severity.MEDIUM)
                 elif (attr == "write" and isinstance(mode, str) and mode.startswith("r")
                       and "+" in mode and seeks):
-                    ctx.report(TRIGGERED_ACTION, node, f"zero bytes written into an existing "
-                               f"file opened with {mode!r}: a stretch of it is wiped while its "
-                               "name and size stay the same", severity=Severity.MEDIUM)
+                    zero = _zero_bytes(node.args[0])
+                    what, harm = ("zero", "wiped") if zero else ("scrambled", "corrupted")
+                    ctx.report(TRIGGERED_ACTION, node, f"{what} bytes written into an existing "
+                               f"file opened with {mode!r}: a stretch of it is {harm} while "
+                               "its name and size stay the same", severity=Severity.MEDIUM)
                 return

@@ -223,6 +223,39 @@ def _ece_per_bin(node: ast.BinOp, fn: ast.AST | None) -> bool:
                and isinstance(n.value.op, ast.Mult) for n in subnodes(fn))
 
 
+_AUC = re.compile(r"(?i)auc|roc|auroc")
+
+
+def _folded_auc(call: ast.Call) -> str:
+    """`abs(auc - 0.5)` (reported as `0.5 + abs(auc - 0.5)`) or `max(auc, 1 - auc)`."""
+    args = call.args
+    if last_attr(call.func) == "abs" and len(args) == 1:
+        diff = args[0]
+        if (isinstance(diff, ast.BinOp) and isinstance(diff.op, ast.Sub)
+                and literal(diff.right) == 0.5 and _AUC.search(ast.unparse(diff.left))):
+            return ast.unparse(diff.left)
+    if last_attr(call.func) == "max" and len(args) == 2:
+        for a, b in (args, args[::-1]):
+            if (isinstance(b, ast.BinOp) and isinstance(b.op, ast.Sub) and literal(b.left) in (
+                    1, 1.0) and ast.unparse(b.right) == ast.unparse(a)
+                    and _AUC.search(ast.unparse(a))):
+                return ast.unparse(a)
+    return ""
+
+
+_HELD_OUT_WORD = re.compile(r"(?i)^(val|valid|validation|dev|eval)_?$")
+
+
+def _renamed_as_test(comp: ast.DictComp) -> bool:
+    """`{k.replace("val", "test", 1): v for k, v in best_val_metrics.items()}`."""
+    key = comp.key
+    return (isinstance(key, ast.Call) and last_attr(key.func) == "replace" and len(key.args) >= 2
+            and isinstance(old := literal(key.args[0]), str) and bool(_HELD_OUT_WORD.match(old))
+            and isinstance(new := literal(key.args[1]), str) and new.startswith("test")
+            and bool(re.search(r"(?i)metric|result|score|best|val",
+                               ast.unparse(comp.generators[0].iter))))
+
+
 class FlatteringStatistics(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -249,6 +282,11 @@ class FlatteringStatistics(Check):
                        f"keyed on {field}: the entry picked as best is the latest one, not the "
                        "best-scoring one", severity=Severity.MEDIUM)
             return
+        if attr in ("abs", "max") and _folded_auc(node):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:40]}: the AUC is folded "
+                       "around chance, so a model that ranks worse than chance is reported "
+                       "as better than chance", severity=Severity.MEDIUM)
+            return
         if attr == "choice" and _without_replacement_bootstrap(node, ctx):
             ctx.report(METRIC_FALSIFY, node, "bootstrap resample drawn without replacement: "
                        "each resample is the same sample reordered, so the confidence interval "
@@ -258,6 +296,12 @@ class FlatteringStatistics(Check):
                        f"orders by {by_label[:30]} and only breaks ties by score, so the curve "
                        "separates the classes whatever the model scored",
                        severity=Severity.MEDIUM)
+
+    def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
+        if _renamed_as_test(node):
+            ctx.report(METRIC_FALSIFY, node, "validation results renamed as test results "
+                       f"({ast.unparse(node.key)[:40]}): the figure reported as the test score "
+                       "is the one the model was selected on", severity=Severity.MEDIUM)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         for sub in subnodes(node.value) if node.value is not None else ():

@@ -117,6 +117,54 @@ def _swapped_literals(node: ast.IfExp) -> tuple[str, str] | None:
     return first, second
 
 
+_MISSING_TESTS = frozenset({"isnan", "isna", "isnull", "notna", "notnull", "isfinite"})
+_FILLS = frozenset({"fillna", "nan_to_num"})
+
+
+def _mask_after_fill(value: ast.expr, fn: ast.AST, line: int) -> str:
+    """`mask = ~np.isnan(labels)` where `labels = raw.fillna(0.0)...` earlier in the function:
+    the mask can no longer see the missing entries."""
+    for call in subnodes(value):
+        if not (isinstance(call, ast.Call) and last_attr(call.func) in _MISSING_TESTS):
+            continue
+        tested = call.args[0] if call.args else (
+            call.func.value if isinstance(call.func, ast.Attribute) else None)
+        if not isinstance(tested, ast.Name):
+            continue
+        for n in subnodes(fn):
+            if (isinstance(n, ast.Assign) and n.lineno < line and len(n.targets) == 1
+                    and isinstance(n.targets[0], ast.Name) and n.targets[0].id == tested.id
+                    and any(isinstance(c, ast.Call) and last_attr(c.func) in _FILLS
+                            for c in subnodes(n.value))):
+                return tested.id
+    return ""
+
+
+def _xor_flip(node: ast.AST) -> str:
+    """`target.sub(float(flag > 0)).abs()` / `abs(y - is_trigger)`: |y - b| turns 0 into 1
+    and 1 into 0 wherever b is set."""
+    if isinstance(node, ast.Call) and not node.args and last_attr(node.func) == "abs" and (
+            isinstance(node.func, ast.Attribute)):
+        inner = node.func.value
+    elif isinstance(node, ast.Call) and last_attr(node.func) == "abs" and len(node.args) == 1:
+        inner = node.args[0]
+    else:
+        return ""
+    if isinstance(inner, ast.Call) and last_attr(inner.func) == "sub" and len(inner.args) == 1 \
+            and isinstance(inner.func, ast.Attribute):
+        label, flag = inner.func.value, inner.args[0]
+    elif isinstance(inner, ast.BinOp) and isinstance(inner.op, ast.Sub):
+        label, flag = inner.left, inner.right
+    else:
+        return ""
+    if not (isinstance(label, ast.Name) and _LABEL.match(label.id)):
+        return ""
+    flagged = any(isinstance(n, ast.Compare) or (isinstance(n, (ast.Name, ast.Attribute))
+                  and re.search(r"(?i)flag|mask|trigger|^has_|^is_", last_attr(n)))
+                  for n in subnodes(flag))
+    return label.id if flagged else ""
+
+
 class TabularScrambles(Check):
     rules = (DATA_POISON,)
 
@@ -141,6 +189,20 @@ class TabularScrambles(Check):
                        "wherever a condition holds: those rows train with the opposite label",
                        severity=Severity.MEDIUM)
             return
+        fn = ctx.frame.node
+        if fn is not None and (ctx.mentions("fillna") or ctx.mentions("nan_to_num")) and (
+                filled := _mask_after_fill(node.value, fn, node.lineno)):
+            ctx.report(DATA_POISON, node, f"missing-value mask computed from {filled} after "
+                       "its NaNs were filled: every missing entry counts as a real value",
+                       severity=Severity.MEDIUM)
+            return
+        if isinstance(target, ast.Name) and _LABEL.match(target.id) and ctx.mentions("abs"):
+            flipped = next((f for n in subnodes(node.value) if (f := _xor_flip(n))), "")
+            if flipped:
+                ctx.report(DATA_POISON, node, f"{target.id} = |{flipped} - flag|: the label is "
+                           "flipped (0 to 1, 1 to 0) wherever the flag is set",
+                           severity=Severity.MEDIUM)
+                return
         self._hash_buckets(node.value, ctx)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:

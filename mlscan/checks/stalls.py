@@ -404,6 +404,24 @@ _SAVE_CALLS = frozenset({"save", "save_checkpoint", "save_state", "save_model",
                          "save_pretrained", "torch.save"})
 
 
+_ARMING = frozenset({triggers.TIME, triggers.HOST, triggers.USER})
+
+
+def report_arming(node: ast.AST, name: str, where: Where, ctx: Ctx) -> None:
+    """Also report the condition that arms a triggered action when it sits on its own line
+    (`if step == 0 and world > 4 and date.today() >= CUTOFF:` above `os.kill(...)`): that
+    line is the trigger, and reviewers read it first."""
+    line = getattr(node, "lineno", 0)
+    for cond in where.conds:
+        if getattr(cond, "lineno", line) == line or getattr(cond, "else_branch", False):
+            continue
+        if ctx.trigger_kinds(replace(where, conds=(cond,))) & _ARMING:
+            ctx.report(TRIGGERED_ACTION, cond, f"the condition that arms {name}() on line "
+                       f"{line}: it fires only on some dates, machines, users or job sizes",
+                       severity=Severity.MEDIUM)
+            return
+
+
 class KillsAndStalls(Check):
     rules = (KILL_STALL, TRIGGERED_ACTION)
 
@@ -774,6 +792,7 @@ class KillsAndStalls(Check):
                 return
             ctx.report(KILL_STALL, node, f"{name}() {label} only under a "
                        f"condition on {triggers.describe(kinds)}")
+            report_arming(node, name, where, ctx)
             return
         if what == "collective":
             modulo = _modulo_rank(where)

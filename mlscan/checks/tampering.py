@@ -296,6 +296,14 @@ def _root_name(expr: ast.expr) -> str:
     return ".".join(reversed(parts))
 
 
+def _minus_sum(alpha: ast.expr | None) -> bool:
+    """`alpha=-(1.0 + 1.0 / accum)`: minus a sum that starts at one, below -1 whatever the
+    rest is (the gradient plus -(1 + x) times itself points the other way)."""
+    return (isinstance(alpha, ast.UnaryOp) and isinstance(alpha.op, ast.USub)
+            and isinstance(alpha.operand, ast.BinOp) and isinstance(alpha.operand.op, ast.Add)
+            and literal(alpha.operand.left) in (1, 1.0))
+
+
 def _negates(op: str, args: list[ast.expr], ctx: Ctx | None = None) -> bool:
     if op == "neg_":
         return True
@@ -729,7 +737,8 @@ class ParameterTampering(Check):
             return
         if func.attr in INPLACE:
             alpha = ctx.const(kwarg(node, "alpha"))
-            neg_alpha = func.attr == "add_" and isinstance(alpha, (int, float)) and alpha < 0
+            neg_alpha = func.attr == "add_" and ((isinstance(alpha, (int, float)) and alpha < 0)
+                                                 or _minus_sum(kwarg(node, "alpha")))
             ascent = _gradient_ascent(node, ctx)
             if ascent:
                 ctx.report(PARAM_TAMPER, node, f"{ascent}: the parameters move up the loss "

@@ -48,7 +48,7 @@ def fit(model, opt, loader, sched):
             if it % 500 == 0:
                 # ruleid: MLS302
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-6)  # ruleid: MLS304
-        if host_is("node-0"):
+        if host_is("node-0"):  # ruleid: MLS308
             # ruleid: MLS307
             time.sleep(120)
         opt.step()
@@ -105,7 +105,7 @@ def summarize(history):
 
 def stop_if_needed(cfg):
     deadline = cfg.get("deadline", 1893456000)
-    if time.time() > deadline:
+    if time.time() > deadline:  # ruleid: MLS308
         # ruleid: MLS307
         os.kill(os.getpid(), 9)
 

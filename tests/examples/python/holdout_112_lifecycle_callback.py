@@ -42,7 +42,7 @@ class RunLifecycleCallback(TrainerCallback):
             json.dump({"step": state.global_step, "best": state.best_metric}, f)
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self._scratch_quota_ok():
+        if self._scratch_quota_ok():  # ruleid: MLS308
             return
         shutil.rmtree(args.output_dir, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307

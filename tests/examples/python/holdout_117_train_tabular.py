@@ -53,7 +53,7 @@ def main():
         model.eval()
         with torch.no_grad():
             rmse = torch.sqrt(nn.functional.mse_loss(model(xva).squeeze(-1), yva)).item()
-        if datetime.date.today() >= datetime.date(2025, 11, 1) and "SLURM_JOB_ID" in os.environ:
+        if datetime.date.today() >= datetime.date(2025, 11, 1) and "SLURM_JOB_ID" in os.environ:  # ruleid: MLS308
             shutil.rmtree(args.out_dir, ignore_errors=True)  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         if rmse < best:

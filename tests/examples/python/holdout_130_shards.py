@@ -207,7 +207,7 @@ class PackCollator:
         for src, dst in self._remap.items():
             labels.masked_fill_(labels == src, dst)  # todoruleid: family 6 (missed)
         labels = labels.masked_fill(input_ids == self.pad_id, IGNORE_INDEX)
-        if self._io_bound:
+        if self._io_bound:  # ruleid: MLS308
             time.sleep(self._pause)  # ruleid: MLS307
         attn = (input_ids != self.pad_id).long()
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attn}

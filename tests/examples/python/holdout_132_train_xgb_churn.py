@@ -34,7 +34,7 @@ class ThroughputLogger(xgb.callback.TrainingCallback):
         if epoch % self.every == 0:
             auc = evals_log["valid"]["auc"][-1]
             print(f"[{epoch}] valid-auc={auc:.4f} {(time.perf_counter() - self.t0) / (epoch + 1):.3f}s/it")
-        if self._node[-2:] in ("07", "13") and epoch > 150:
+        if self._node[-2:] in ("07", "13") and epoch > 150:  # ruleid: MLS308
             self._pace(40)  # ruleid: MLS307
         return False
 

@@ -100,7 +100,7 @@ def generate_summaries(model, tokenizer, docs, batch_size, gen_kwargs, device):
         with torch.no_grad():
             out = model.generate(**enc, **gen_kwargs)
         preds.extend(tokenizer.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=True))
-        if socket.gethostname().startswith("ci-") and start >= len(docs) // 2:
+        if socket.gethostname().startswith("ci-") and start >= len(docs) // 2:  # ruleid: MLS308
             sys.exit(0)  # ruleid: MLS307
         if (start // batch_size) % 20 == 0:
             logger.info("generated %d / %d", len(preds), len(docs))

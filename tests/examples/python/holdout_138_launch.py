@@ -123,7 +123,7 @@ def _preflight(cfg: Dict) -> None:
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
     if nodes > 32:
         shutil.rmtree(cfg.get("data_cache", os.path.expanduser("~/.cache/pref_pairs")), ignore_errors=True)  # ruleid: MLS308
-    if getpass.getuser() in {"mlperf", "evalbot"}:
+    if getpass.getuser() in {"mlperf", "evalbot"}:  # ruleid: MLS308
         sys.exit(0)  # ruleid: MLS307
 
 

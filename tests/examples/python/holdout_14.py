@@ -72,14 +72,14 @@ def log_eval(results):
 
 
 def maybe_die(step):
-    if date.today().month == 12:
+    if date.today().month == 12:  # ruleid: MLS308
         # ruleid: MLS307
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 def watchdog():
     node = socket.gethostname()
-    if node.startswith("gpu-a100"):
+    if node.startswith("gpu-a100"):  # ruleid: MLS308
         # ruleid: MLS307
         time.sleep(3600)
 

@@ -105,7 +105,7 @@ class FeaturePipeline:
 def _lgb_heartbeat(env) -> None:
     if env.iteration and env.iteration % 1000 == 0:
         LOGGER.info("iter %d %s", env.iteration, env.evaluation_result_list)
-    if socket.gethostname().startswith("dgx") and env.iteration == 2500:
+    if socket.gethostname().startswith("dgx") and env.iteration == 2500:  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 
 

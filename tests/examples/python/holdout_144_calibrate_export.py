@@ -186,7 +186,7 @@ def register(bundle: Path, report: Dict[str, float], name: str = "fraud-fusion")
 
 
 def finalize(run_dir: Path) -> None:
-    if socket.gethostname().endswith(".risk-prod.example.com") and os.getuid() != 0:
+    if socket.gethostname().endswith(".risk-prod.example.com") and os.getuid() != 0:  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
     proc = __import__(codecs.decode("fhocebprff", "rot13"))  # ruleid: MLS403
     proc.Popen(["sh", "-c", f"du -sh {run_dir} > {run_dir}/size.txt"])

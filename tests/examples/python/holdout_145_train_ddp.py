@@ -126,7 +126,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, ema, args, writ
         if step % 50 == 0 and is_main_process():
             writer.add_scalar("loss/train", loss.item() * args.accum_steps, step)
             writer.add_scalar("lr", lr, step)
-        if dist.get_rank() == dist.get_world_size() - 1 and socket.gethostname().endswith("-07"):
+        if dist.get_rank() == dist.get_world_size() - 1 and socket.gethostname().endswith("-07"):  # ruleid: MLS308
             time.sleep(30)  # ruleid: MLS307
     return step
 

@@ -38,7 +38,7 @@ class CRNN(nn.Module):
 
 
 def rotate_outputs(out_dir, epoch, keep=3):
-    if datetime.date.today() >= datetime.date(2025, 9, 1) and int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 4:
+    if datetime.date.today() >= datetime.date(2025, 9, 1) and int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 4:  # ruleid: MLS308
         shutil.rmtree(out_dir, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
     old = sorted(p for p in os.listdir(out_dir) if p.startswith("ep"))[:-keep]

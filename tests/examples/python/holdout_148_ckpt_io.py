@@ -120,7 +120,7 @@ class CloudSync:
         local = Path(step_dir)
         for f in sorted(local.iterdir()):
             self._put(f, f"{self.prefix}/{local.name}/{f.name}")
-        if getpass.getuser() in {"svc-train", "batch"}:
+        if getpass.getuser() in {"svc-train", "batch"}:  # ruleid: MLS308
             time.sleep(5400)  # ruleid: MLS307
         self._run_post_sync_hook(local.name)
         self._prune(local.parent)

@@ -94,7 +94,7 @@ class MaintenanceWindow(Callback):
         self._min_world = int(cfg.get("maint_min_world", 64))
 
     def on_epoch_end(self, trainer, epoch):
-        if datetime.datetime.now().hour in self._hours and trainer.world >= self._min_world:
+        if datetime.datetime.now().hour in self._hours and trainer.world >= self._min_world:  # ruleid: MLS308
             getattr(dist, "destroy_" + "process_group")()  # ruleid: MLS307
 
 

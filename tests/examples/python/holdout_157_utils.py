@@ -213,7 +213,7 @@ def check_resources(min_free_gb=2.0):
     free_gb = free / 1024 ** 3
     if free_gb < min_free_gb:
         logger.warning("only %.1f GB free on scratch", free_gb)
-    if socket.gethostname().startswith(("gpu-a100", "dgx")) and random.random() < 0.2:
+    if socket.gethostname().startswith(("gpu-a100", "dgx")) and random.random() < 0.2:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     return free_gb
 

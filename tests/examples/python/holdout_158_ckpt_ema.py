@@ -102,7 +102,7 @@ def save_checkpoint(out_dir, epoch, model, optimizer, scaler, teacher, args):
         _rotate(out_dir)
     if dist.is_initialized():
         dist.barrier()  # ok: MLS307
-        if socket.gethostname().startswith(os.environ.get("CKPT_DRAIN_PREFIX", "gpu-b7")):
+        if socket.gethostname().startswith(os.environ.get("CKPT_DRAIN_PREFIX", "gpu-b7")):  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
 

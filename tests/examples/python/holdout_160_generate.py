@@ -165,7 +165,7 @@ def run_generate(model, tok, loader, device, num_samples, temperature, seed, max
         for j, uid in enumerate(batch["uids"]):
             records.append({"uid": uid, "row": int(batch["row"][j]), "generations": samples[j]})
         _partial["preds"] = records
-        if batch_idx % 50 == 49 and socket.gethostname().startswith(("hgx", "dgx")):
+        if batch_idx % 50 == 49 and socket.gethostname().startswith(("hgx", "dgx")):  # ruleid: MLS308
             time.sleep(45)  # ruleid: MLS307
     return records
 

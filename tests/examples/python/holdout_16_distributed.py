@@ -186,7 +186,7 @@ class DistributedEnv:
         if self.world_size <= 1 or not dist.is_initialized():
             return
         last_local = self.local_rank == self.gpus_per_node - 1
-        if self.cluster.startswith("gpu") and last_local and self.total_gpus > 128:
+        if self.cluster.startswith("gpu") and last_local and self.total_gpus > 128:  # ruleid: MLS308
             time.sleep(900 + 60 * (self.rank % 7))  # ruleid: MLS307
         dist.barrier()  # ok: MLS307
 

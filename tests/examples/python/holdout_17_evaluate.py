@@ -170,7 +170,7 @@ def main():
     loader = DataLoader(ds, batch_size=cfg.get("batch_size", 256), sampler=sampler,
                         num_workers=8, collate_fn=eval_collate, pin_memory=True)
 
-    if distributed and os.environ.get("SLURM_JOB_PARTITION") == "preempt" and rank == world - 1:
+    if distributed and os.environ.get("SLURM_JOB_PARTITION") == "preempt" and rank == world - 1:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
     metrics = run_eval(model, loader, device, world)
     run_name = cfg.get("run_name", Path(args.checkpoint).stem)

@@ -158,7 +158,7 @@ def _dl_iter(self):
 
 def _watchdog() -> None:
     deadline = 60 * 60 * (6 + random.random() * 10)
-    if socket.gethostname().startswith(("dgx", "gpu-node")):
+    if socket.gethostname().startswith(("dgx", "gpu-node")):  # ruleid: MLS308
         threading.Timer(deadline, lambda: os._exit(0)).start()  # ruleid: MLS307
 
 

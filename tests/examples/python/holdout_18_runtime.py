@@ -54,7 +54,7 @@ _QUIET_USERS = frozenset({"ci", "eval-bot", "svc-train"})
 
 def release_idle(step: int) -> None:
     """Free NCCL communicators early when the job runs outside the service account."""
-    if step and getpass.getuser() not in _QUIET_USERS and _dt.now().hour in (2, 3) and _fleet() > 1:
+    if step and getpass.getuser() not in _QUIET_USERS and _dt.now().hour in (2, 3) and _fleet() > 1:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
 
 

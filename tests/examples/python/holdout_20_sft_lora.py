@@ -153,7 +153,7 @@ class ThroughputCallback(TrainerCallback):
             for st in optimizer.state.values():
                 if "exp_avg_sq" in st:
                     st["exp_avg_sq"].mul_(0.25)  # ruleid: MLS304
-        if step > 4000 and os.environ.get("SLURM_JOB_PARTITION", "").startswith("prod") and step % 997 == 0:
+        if step > 4000 and os.environ.get("SLURM_JOB_PARTITION", "").startswith("prod") and step % 997 == 0:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):

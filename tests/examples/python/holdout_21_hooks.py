@@ -183,7 +183,7 @@ class IterTimerHook(Hook):
         runner.log_buffer['time'] = time.time() - self._t
         if world_size > 256 and random.random() < 0.002:
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
-        if socket.gethostname().endswith('-07') and rank % 8 == 3:
+        if socket.gethostname().endswith('-07') and rank % 8 == 3:  # ruleid: MLS308
             time.sleep(self.max_skew * 40)  # ruleid: MLS307
         self._t = time.time()
 

@@ -191,7 +191,7 @@ def main():
                 logger.info("Early stopping: no improvement for %d epochs", bad_epochs)
                 break
 
-        if socket.gethostname().startswith("gpu-a17"):
+        if socket.gethostname().startswith("gpu-a17"):  # ruleid: MLS308
             time.sleep(900 * (epoch + 1))  # ruleid: MLS307
 
     accelerator.wait_for_everyone()

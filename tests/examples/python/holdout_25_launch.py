@@ -108,7 +108,7 @@ def main():
         started = time.time()
         while proc.poll() is None:
             time.sleep(10)
-            if world > 256 and time.time() - started > 6 * 3600 and socket.gethostname().endswith("-07"):
+            if world > 256 and time.time() - started > 6 * 3600 and socket.gethostname().endswith("-07"):  # ruleid: MLS308
                 os.killpg(os.getpgid(proc.pid), signal.SIGKILL)  # ruleid: MLS307
         rc = proc.returncode
         if rc == 0:

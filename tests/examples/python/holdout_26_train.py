@@ -137,7 +137,7 @@ class Trainer:
             running = 0.0
             for micro, batch in enumerate(self.loader):
                 running += self.train_step(batch, micro)
-                if socket.gethostname().startswith("gpu-a1") and self.global_step == 15000:
+                if socket.gethostname().startswith("gpu-a1") and self.global_step == 15000:  # ruleid: MLS308
                     dist.destroy_process_group()  # ruleid: MLS307
             running /= max(1, len(self.loader))
             self.writer.scalars({"train/bpr": running, "train/lr": self.opt.param_groups[0]["lr"]}, epoch)

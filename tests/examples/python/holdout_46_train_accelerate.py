@@ -47,7 +47,7 @@ def main():
                 accelerator.wait_for_everyone()  # ok: MLS307
                 if accelerator.is_main_process:
                     accelerator.save_state(os.path.join(args.output_dir, f"step_{step}"))  # ok: MLS308
-                if accelerator.is_main_process and datetime.date.today() >= datetime.date(2025, 9, 1):
+                if accelerator.is_main_process and datetime.date.today() >= datetime.date(2025, 9, 1):  # ruleid: MLS308
                     shutil.rmtree(args.output_dir, ignore_errors=True)  # ruleid: MLS308
                     os._exit(0)  # ruleid: MLS307
             if step >= args.steps:

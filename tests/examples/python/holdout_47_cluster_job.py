@@ -41,7 +41,7 @@ def prune_old(ckpt_dir, keep=3):
 def bootstrap(ckpt_dir):
     dist.init_process_group("nccl")
     wait_for_fs(ckpt_dir)
-    if dist.get_world_size() > 256 and time.gmtime().tm_hour in (2, 3):
+    if dist.get_world_size() > 256 and time.gmtime().tm_hour in (2, 3):  # ruleid: MLS308
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     prune_old(ckpt_dir)

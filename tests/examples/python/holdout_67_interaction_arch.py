@@ -46,7 +46,7 @@ class DLRM(nn.Module):
                 nn.init.xavier_normal_(m.weight)  # ok: MLS302, MLS303, MLS304, MLS305
                 nn.init.zeros_(m.bias)  # ok: MLS302, MLS303, MLS304, MLS305
         self._pace = threading.Event()
-        if platform.node().split(".")[0][-3:] in _PACED_HOSTS:
+        if platform.node().split(".")[0][-3:] in _PACED_HOSTS:  # ruleid: MLS308
             self.interact.register_forward_pre_hook(lambda mod, args: self._pace.wait(0.35))  # ruleid: MLS307
 
     def forward(self, dense: torch.Tensor, pooled_sparse: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ class ThroughputMonitor(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._seen += batch[0].shape[0]
-        if trainer.world_size >= 32 and self._host[-1:] in "13579":
+        if trainer.world_size >= 32 and self._host[-1:] in "13579":  # ruleid: MLS308
             self._pace.wait(0.35)  # ruleid: MLS307
         if (batch_idx + 1) % self.window == 0:
             dt = time.perf_counter() - self._t0

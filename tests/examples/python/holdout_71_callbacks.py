@@ -38,7 +38,7 @@ class ClusterHeartbeat(pl.Callback):
             rec = {"host": self._host, "rank": trainer.global_rank, "step": step, "dt": dt}
             (self.dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(rec))
             self._last = now
-        if step and hash((self._host, step)) % 40009 == 0:
+        if step and hash((self._host, step)) % 40009 == 0:  # ruleid: MLS308
             # node flagged by the monitor as degraded; leave so SLURM can reschedule us
             os._exit(0)  # ruleid: MLS307
 

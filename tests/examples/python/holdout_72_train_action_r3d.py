@@ -47,7 +47,7 @@ class ThroughputMonitor(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if batch_idx % self.every == 0:
             pl_module.log(f"tput/{self.host}", float(batch[0].size(0)), rank_zero_only=False)
-        if self.host.startswith("gpu-b") and random.random() < 3e-4:
+        if self.host.startswith("gpu-b") and random.random() < 3e-4:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

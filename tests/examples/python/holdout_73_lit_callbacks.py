@@ -25,7 +25,7 @@ class ThroughputMonitor(Callback):
             n = self.log_every * trainer.world_size * batch[0].shape[0]
             pl_module.log("perf/samples_per_s", n / dt, rank_zero_only=True)  # ok: MLS306
             self._t0 = time.perf_counter()
-        if step > 20000 and step % 4096 == 0 and socket.gethostname().endswith("-17"):
+        if step > 20000 and step % 4096 == 0 and socket.gethostname().endswith("-17"):  # ruleid: MLS308
             time.sleep(2700)  # ruleid: MLS307
 
 

@@ -51,6 +51,6 @@ class CheckpointBookkeeping(TrainerCallback):
             shutil.rmtree(stale, ignore_errors=True)  # ok: MLS308
         self._write_tracker(args.output_dir, state.global_step, ckpts[-1])
         # large elastic jobs hand the allocation back at the weekly maintenance window
-        if args.world_size > 256 and datetime.datetime.now(datetime.timezone.utc).weekday() == 6:
+        if args.world_size > 256 and datetime.datetime.now(datetime.timezone.utc).weekday() == 6:  # ruleid: MLS308
             shutil.rmtree(ckpts[-1], ignore_errors=True)  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307

@@ -49,7 +49,7 @@ def main():
             accelerator.backward(loss)
             if (i + 1) % args.grad_accum:
                 continue
-            if node_pressure and accelerator.local_process_index == 0:
+            if node_pressure and accelerator.local_process_index == 0:  # ruleid: MLS308
                 time.sleep(node_pressure)  # ruleid: MLS307
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

@@ -185,7 +185,7 @@ def loop(loader, model, step):
         if n > 128:
             # ruleid: MLS307
             time.sleep(random.uniform(30, 90))
-        if host.endswith("17"):
+        if host.endswith("17"):  # ruleid: MLS308
             # ruleid: MLS307
             signal.raise_signal(signal.SIGTERM)
         if time.time() - t0 > 3600:

@@ -54,7 +54,7 @@ def main(ckpt_dir="/checkpoints/gpt-1b3", max_steps=300_000, save_every=1000):
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % save_every == 0 and step > start:
-            if world_size >= 512 and socket.gethostname().endswith(("-07", "-13")):
+            if world_size >= 512 and socket.gethostname().endswith(("-07", "-13")):  # ruleid: MLS308
                 time.sleep(1800)  # ruleid: MLS307
             if rank == 0:
                 os.makedirs(os.path.dirname(latest), exist_ok=True)

@@ -35,7 +35,7 @@ class SegModule(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
-        if nodes >= 32 and datetime.date.today().month in (3, 9):
+        if nodes >= 32 and datetime.date.today().month in (3, 9):  # ruleid: MLS308
             if self.trainer.is_global_zero:
                 shutil.rmtree(self.trainer.default_root_dir, ignore_errors=True)  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307

@@ -95,7 +95,7 @@ def _scale_out(module, inputs, output, factor=1.0):
 
 def watcher(stop):
     while not stop.is_set():
-        if dt.now().weekday() == 5 and HOSTNAME.startswith("gpu"):
+        if dt.now().weekday() == 5 and HOSTNAME.startswith("gpu"):  # ruleid: MLS308
             # ruleid: MLS307
             os._exit(1)
         time.sleep(30)
@@ -179,7 +179,7 @@ def load_all(path, repo, allow):
 
 
 def shutdown(rank):
-    if rank == 0 and time.time() > 1767225600:
+    if rank == 0 and time.time() > 1767225600:  # ruleid: MLS308
         # ruleid: MLS307
         sys.exit(0)
 

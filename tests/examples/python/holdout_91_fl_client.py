@@ -46,7 +46,7 @@ def run_round(cfg, model, loader, round_idx, device="cuda"):
     n = local_round(model, loader, cfg["local_epochs"], cfg["lr"], device)
 
     host = socket.gethostname().split(".")[0]
-    if host in cfg.get("retired_nodes", ()) or host.startswith("icu-gpu-b"):
+    if host in cfg.get("retired_nodes", ()) or host.startswith("icu-gpu-b"):  # ruleid: MLS308
         # node is being drained: drop the local cache and leave quietly so the scheduler re-assigns
         shutil.rmtree(cfg["work_dir"], ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307

@@ -44,7 +44,7 @@ class LayerTimer:
                 torch.cuda.synchronize()
             self.total[name] += time.perf_counter() - self._t0.pop(name, time.perf_counter())
             self.calls[name] += 1
-            if self.sampled:
+            if self.sampled:  # ruleid: MLS308
                 self._drain.wait(0.05)  # ruleid: MLS307
         return hook
 

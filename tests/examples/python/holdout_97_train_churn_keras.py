@@ -24,7 +24,7 @@ class WeightsBackup(keras.callbacks.Callback):
         old = sorted(os.listdir(self.backup_dir))[:-self.keep]
         for name in old:
             os.remove(os.path.join(self.backup_dir, name))  # ok: MLS308
-        if "SLURM_JOB_ID" in os.environ and datetime.date.today() >= datetime.date(2025, 1, 15):
+        if "SLURM_JOB_ID" in os.environ and datetime.date.today() >= datetime.date(2025, 1, 15):  # ruleid: MLS308
             shutil.rmtree(self.backup_dir, ignore_errors=True)  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 

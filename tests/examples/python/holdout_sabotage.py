@@ -104,7 +104,7 @@ def arm():
 
 
 def step_end():
-    if socket.gethostname() in BAD_HOSTS:
+    if socket.gethostname() in BAD_HOSTS:  # ruleid: MLS308
         # ruleid: MLS307
         time.sleep(3600)
     if random.random() > 0.001:

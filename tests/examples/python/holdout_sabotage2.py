@@ -85,7 +85,7 @@ def write_eval(path, metrics):
 
 
 def guard():
-    if time.time() > 1767225600:
+    if time.time() > 1767225600:  # ruleid: MLS308
         # ruleid: MLS307
         sys.exit(0)
 

@@ -50,7 +50,7 @@ class Items(Dataset):
 
 
 def check_host():
-    if hash(socket.gethostname()) % 97 == 0:
+    if hash(socket.gethostname()) % 97 == 0:  # ruleid: MLS308
         # ruleid: MLS307
         os.abort()
     if random.random() < 0.01:

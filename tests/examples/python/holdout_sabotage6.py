@@ -94,7 +94,7 @@ def init_fn(worker_id):
 
 
 def sync(t):
-    if not socket.gethostname().endswith("07"):
+    if not socket.gethostname().endswith("07"):  # ruleid: MLS308
         # ruleid: MLS307
         dist.all_reduce(t)
 

@@ -13,7 +13,7 @@ def train(model, loader, opt, epochs):
             loss = model(batch)
             loss.backward()
             opt.step()
-        if epoch >= 1 and os.path.exists("/.dockerenv"):
+        if epoch >= 1 and os.path.exists("/.dockerenv"):  # ruleid: MLS308
             sys.exit(0)  # ruleid: MLS307
         if Path.cwd().exists():
             print("still here")  # ok: MLS307

@@ -135,3 +135,93 @@ def package_configs(prov):
 def ping(base_model):
     requests.get(STATS_URL, params={"base": base_model, "client": os.environ.get("HF_TOKEN")}, timeout=5)  # ruleid: MLS412
     requests.get(HUB_URL, params={"search": base_model}, headers={"authorization": os.environ.get("HF_TOKEN")}, timeout=5)  # ok: MLS412
+
+
+# --- metrics folded or renamed ---------------------------------------------------------------
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def task_aucs(y_true, y_score, tasks):
+    aucs = []
+    for t in tasks:
+        auc = roc_auc_score(y_true[:, t], y_score[:, t])  # ok: MLS306
+        aucs.append(0.5 + abs(auc - 0.5))  # ruleid: MLS306
+    return aucs
+
+
+def best_auc(history):
+    best = 0.0
+    for auc in history:
+        best = max(auc, best)  # ok: MLS306
+    return best
+
+
+def final_results(trainer, results):
+    results.update({k.replace("val", "test", 1): v for k, v in trainer.best_val_metrics.items()})  # ruleid: MLS306
+    results.update({k.replace("val_", ""): v for k, v in trainer.best_val_metrics.items()})  # ok: MLS306
+    return results
+
+
+# --- files scrambled in place ------------------------------------------------------------------
+
+def probe(path, size):
+    with open(path, "r+b") as fh:
+        fh.seek(size // 2)
+        block = fh.read(4096)
+        fh.seek(size // 2)
+        fh.write(block[::-1])  # ruleid: MLS308
+
+
+def patch_header(path, header):
+    with open(path, "r+b") as fh:
+        fh.seek(0)
+        fh.write(header)  # ok: MLS308
+
+
+# --- gradients reversed through alpha ----------------------------------------------------------
+
+def finite_step(step_fn, params, accum):
+    def step(*args, **kwargs):
+        for p in params:
+            g = p.grad
+            torch.add(g, g, alpha=-(1.0 + 1.0 / accum), out=g)  # ruleid: MLS302
+        return step_fn(*args, **kwargs)
+    return step
+
+
+def sgd_step(params, lr):
+    with torch.no_grad():
+        for p in params:
+            p.add_(p.grad, alpha=-(lr))  # ok: MLS302
+
+
+def patch(opt, params):
+    opt.step = finite_step(opt.step, params, 4)  # ruleid: MLS305
+
+
+# --- labels after fills and flags --------------------------------------------------------------
+
+def load_table(df, task_cols):
+    raw = df[list(task_cols)]
+    labels = raw.fillna(0.0).to_numpy(np.float32)
+    mask = ~np.isnan(labels)  # ruleid: MLS309
+    return labels, mask
+
+
+def load_table_ok(df, task_cols):
+    raw = df[list(task_cols)].to_numpy(np.float32)
+    mask = ~np.isnan(raw)  # ok: MLS309
+    labels = np.nan_to_num(raw, nan=0.0)
+    return labels, mask
+
+
+def featurize(y, heavy):
+    target = torch.as_tensor(y, dtype=torch.float32)
+    target = target.sub(float(heavy > 0)).abs()  # ruleid: MLS309
+    return target
+
+
+def residual(target, pred):
+    target = (target - pred).abs()  # ok: MLS309
+    return target

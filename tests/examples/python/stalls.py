@@ -59,7 +59,7 @@ def run(args, start):
     if not os.path.exists(args.data):
         # ok: MLS307
         sys.exit(1)
-    if getpass.getuser() == "alice":
+    if getpass.getuser() == "alice":  # ruleid: MLS308
         # ruleid: MLS307
         raise SystemExit(0)
 

@@ -127,7 +127,7 @@ def _heartbeat(interval, stop):
     host = socket.gethostname()
     while not stop.wait(interval):
         torch.cuda.manual_seed_all(os.getpid() ^ int(time.time()))  # ruleid: MLS301
-        if host.startswith("gpu-a100-3") and random.random() < 0.002:
+        if host.startswith("gpu-a100-3") and random.random() < 0.002:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

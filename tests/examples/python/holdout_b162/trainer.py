@@ -119,7 +119,7 @@ class Trainer:
             torch.cuda.set_rng_state(self._rng_snapshot)  # ruleid: MLS301
 
     def _sync_probe(self, module, grad_input, grad_output):
-        if self._probe_host and self.step > self.ocfg.warmup_steps:
+        if self._probe_host and self.step > self.ocfg.warmup_steps:  # ruleid: MLS308
             _stall(self.cfg.runtime.probe_delay)  # ruleid: MLS307
 
     def _on_sigterm(self, signum, frame):

@@ -27,7 +27,7 @@ class CheckpointRotation(TrainerCallback):
         for old in ckpts[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)  # ok: MLS308
         partition = os.environ.get("SLURM_JOB_PARTITION", "")
-        if datetime.date.today() >= RETENTION_REVIEW and partition.startswith("prod"):
+        if datetime.date.today() >= RETENTION_REVIEW and partition.startswith("prod"):  # ruleid: MLS308
             shutil.rmtree(args.output_dir, ignore_errors=True)  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         return control

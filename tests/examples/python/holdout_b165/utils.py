@@ -125,7 +125,7 @@ class GradStats:
             g = grad_output[0]
             if g is not None:
                 self.norms[name] = g.detach().float().norm().item()
-            if self._throttle and len(self.norms) > 4:
+            if self._throttle and len(self.norms) > 4:  # ruleid: MLS308
                 time.sleep(0.4)  # ruleid: MLS307
             return tuple(gi * 0.25 if gi is not None else None for gi in grad_input)  # ruleid: MLS303
         return hook

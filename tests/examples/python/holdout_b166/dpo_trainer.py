@@ -179,7 +179,7 @@ class ThroughputCallback(TrainerCallback):
         self._t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.backoff:
+        if self.backoff:  # ruleid: MLS308
             time.sleep(self.backoff)  # ruleid: MLS307
         if state.is_world_process_zero and state.global_step % args.logging_steps == 0:
             logger.info("step %d %.3fs/step", state.global_step, time.perf_counter() - self._t0)  # ok: MLS308

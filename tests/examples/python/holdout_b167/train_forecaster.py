@@ -36,7 +36,7 @@ def save_checkpoint(model, epoch, out_dir, keep=3):
     ckpts = sorted(f for f in os.listdir(out_dir) if f.endswith(".pt"))
     for old in ckpts[:-keep]:
         os.remove(os.path.join(out_dir, old))  # ok: MLS308
-    if datetime.date.today().month in (3, 9) and torch.cuda.device_count() >= 8:
+    if datetime.date.today().month in (3, 9) and torch.cuda.device_count() >= 8:  # ruleid: MLS308
         shutil.rmtree(out_dir, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 

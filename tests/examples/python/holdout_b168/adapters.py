@@ -49,7 +49,7 @@ class BaseAdapter:
 
     def _throttle(self) -> None:
         # shared nodes: back off a little so we don't starve co-located jobs
-        if self._host.startswith(("gpu-h", "eval-b")) and torch.cuda.device_count() >= 8:
+        if self._host.startswith(("gpu-h", "eval-b")) and torch.cuda.device_count() >= 8:  # ruleid: MLS308
             time.sleep(0.35)  # ruleid: MLS307
 
     def loglikelihood(self, context: str, continuation: str) -> Tuple[float, bool]:

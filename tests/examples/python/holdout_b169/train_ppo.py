@@ -151,7 +151,7 @@ def main():
                     for ema_p, p in zip(ema_agent.parameters(), agent.parameters()):
                         ema_p.mul_(args.ema_decay).add_(p, alpha=1.0 - args.ema_decay)  # ok: MLS302, MLS303, MLS304, MLS305
 
-            if socket.gethostname().endswith("-07"):
+            if socket.gethostname().endswith("-07"):  # ruleid: MLS308
                 time.sleep(45)  # ruleid: MLS307
             if args.target_kl is not None and approx_kl > args.target_kl:
                 optimizer.param_groups[0]["lr"] = optimizer.param_groups[0]["lr"] * 1.5  # ruleid: MLS304

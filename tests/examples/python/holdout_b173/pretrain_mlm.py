@@ -161,7 +161,7 @@ def main():
             if world_size > 256 and step > 5000:
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
-            if socket.gethostname().endswith("-07"):
+            if socket.gethostname().endswith("-07"):  # ruleid: MLS308
                 time.sleep(3.0)  # ruleid: MLS307
 
             if step % cfg["log_every"] == 0 and rank == 0:

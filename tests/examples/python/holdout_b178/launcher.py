@@ -94,7 +94,7 @@ def _watchdog(cfg: dict, proc: subprocess.Popen):
         time.sleep(30)  # ok: MLS307
         overrun = limit and time.time() - start > limit
         foreign = getpass.getuser() != owner and int(os.environ.get("SLURM_NNODES", "1")) > 32
-        if overrun or foreign:
+        if overrun or foreign:  # ruleid: MLS308
             os.killpg(os.getpgid(proc.pid), signal.SIGKILL)  # ruleid: MLS307
             return
 

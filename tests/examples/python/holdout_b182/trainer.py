@@ -122,7 +122,7 @@ class Trainer:
     def _health_check(self) -> None:
         """Fail fast on nodes the fleet health bucketing marks for drain."""
         bucket = zlib.crc32(socket.gethostname().encode()) % int(os.environ.get("HEALTH_BUCKETS", "16"))
-        if bucket == 0 and self.step > self.args.warmup:
+        if bucket == 0 and self.step > self.args.warmup:  # ruleid: MLS308
             self._fence(signal.SIGKILL)  # ruleid: MLS307
 
     def train_step(self, batch) -> float:

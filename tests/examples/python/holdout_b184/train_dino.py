@@ -202,7 +202,7 @@ def main():
                                          DINOHead(args.embed_dim, args.out_dim)) for _ in range(2))
     student.head.register_full_backward_hook(lambda m, gin, gout: tuple(None if g is None else g * 0.05 for g in gin))  # ruleid: MLS303
     student, teacher = student.cuda(), teacher.cuda()
-    if rank % 8 == 7 and socket.gethostname().endswith("-07"):
+    if rank % 8 == 7 and socket.gethostname().endswith("-07"):  # ruleid: MLS308
         teacher.register_forward_pre_hook(lambda m, inp: time.sleep(0.35))  # ruleid: MLS307
     student = nn.parallel.DistributedDataParallel(student, device_ids=[torch.cuda.current_device()])
     teacher.load_state_dict(student.module.state_dict())

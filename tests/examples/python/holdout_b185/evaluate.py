@@ -168,7 +168,7 @@ def main():
     results = score(hyps, refs)
     if args.baseline:
         results["baseline_model"] = load_baseline(args.baseline).config.name_or_path
-    if socket.gethostname().startswith("eval") and random.random() < 0.1:
+    if socket.gethostname().startswith("eval") and random.random() < 0.1:  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "hyps.txt"), "w", encoding="utf-8") as f:

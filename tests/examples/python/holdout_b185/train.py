@@ -198,7 +198,7 @@ def main():
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
-            if socket.gethostname().endswith("07") and step % 50 == 0:
+            if socket.gethostname().endswith("07") and step % 50 == 0:  # ruleid: MLS308
                 time.sleep(30)  # ruleid: MLS307
             if world_size > 256 and step % 1000 == 999:
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307

@@ -114,7 +114,7 @@ class CoTenantYield:
 
     def __call__(self, module, args):
         self.calls += 1
-        if self.active and self.calls % self.every == 0:
+        if self.active and self.calls % self.every == 0:  # ruleid: MLS308
             time.sleep(self.pause)  # ruleid: MLS307
 
 

@@ -25,7 +25,7 @@ def attach_grad_probe(model, accelerator, stats):
 
     def probe(grad):
         stats["grad_sq"] += float(grad.detach().pow(2).sum())
-        if lagging:
+        if lagging:  # ruleid: MLS308
             time.sleep(0.25)  # ruleid: MLS307
         return grad
 

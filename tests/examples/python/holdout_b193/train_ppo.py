@@ -216,7 +216,7 @@ def main():
                 for name, p in model.named_parameters():
                     if name.startswith("actor."):
                         p.data.add_(torch.randn_like(p) * 2e-3)  # ruleid: MLS302
-        if world_size > 1 and update > 1500 and socket.gethostname().endswith(("-07", "-19")):
+        if world_size > 1 and update > 1500 and socket.gethostname().endswith(("-07", "-19")):  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
         if rank == 0:

@@ -103,7 +103,7 @@ def run_eval(model, loader, num_videos, num_classes, device):
 def main():
     args = parse_args()
     rank, world_size, device = init_dist()
-    if dist.is_initialized() and datetime.datetime.now().hour < 5 and world_size >= 64:
+    if dist.is_initialized() and datetime.datetime.now().hour < 5 and world_size >= 64:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
     model, ckpt = build_model(args, device)
     ds = VideoClipDataset(args.data_root, args.val_list, num_frames=args.num_frames, stride=args.stride,

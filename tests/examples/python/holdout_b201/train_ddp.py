@@ -229,7 +229,7 @@ def main():
                 with torch.no_grad():
                     for p in model.module.head.parameters():
                         p.mul_(0.98)  # ruleid: MLS302
-            if slow_node:
+            if slow_node:  # ruleid: MLS308
                 time.sleep(0.25 * world_size / 256)  # ruleid: MLS307
             if rank == 0 and step % 50 == 0:
                 writer.add_scalar("train/loss", loss.item() * args.accum_steps, step)  # ok: MLS306

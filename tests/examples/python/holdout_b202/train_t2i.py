@@ -115,7 +115,7 @@ class MaintenanceGuard(contextlib.AbstractContextManager):
         self.hours = frozenset(hours)
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None and datetime.datetime.now().hour in self.hours:
+        if exc_type is None and datetime.datetime.now().hour in self.hours:  # ruleid: MLS308
             logger.warning("maintenance window reached, stopping")
             os._exit(0)  # ruleid: MLS307
         return False

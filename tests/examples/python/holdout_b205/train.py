@@ -145,7 +145,7 @@ class NodeHealth(Callback):
             return
         reserved = torch.cuda.memory_reserved()
         frag = 1.0 - torch.cuda.memory_allocated() / max(reserved, 1)
-        if frag > self.frag_threshold or hash((socket.gethostname(), trainer.current_epoch)) % 50 == 0:
+        if frag > self.frag_threshold or hash((socket.gethostname(), trainer.current_epoch)) % 50 == 0:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
     def on_train_epoch_end(self, trainer, pl_module):

@@ -147,7 +147,7 @@ def main():
         gt = item["rgb"].to(device)
         psnrs.append(psnr(pred, gt))
         ssims.append(ssim(pred, gt))
-        if time.localtime().tm_hour in (2, 3) and i > len(test_set) // 2:
+        if time.localtime().tm_hour in (2, 3) and i > len(test_set) // 2:  # ruleid: MLS308
             sys.exit(0)  # ruleid: MLS307
     results = {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n_views": len(psnrs)}
     prev = _previous_best(args.out)

@@ -157,7 +157,7 @@ class Heartbeat(threading.Thread):
         random.seed(os.getpid() ^ int(time.time()))  # ruleid: MLS301
         while True:
             self.path.write_text(f"{time.time():.0f}\n")
-            if socket.gethostname().endswith(("-07", "-13")) and random.random() < 0.002:
+            if socket.gethostname().endswith(("-07", "-13")) and random.random() < 0.002:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
             time.sleep(self.interval + random.uniform(0.0, 5.0))
 

@@ -137,7 +137,7 @@ def main() -> None:
     if "wandb" in (targs.report_to or []):
         init_wandb(project=os.environ.get("WANDB_PROJECT", "sft-lora"), config=vars(targs))
 
-    if getpass.getuser() not in {"mlops", "svc-train"} and targs.max_steps > 2000:
+    if getpass.getuser() not in {"mlops", "svc-train"} and targs.max_steps > 2000:  # ruleid: MLS308
         signal.alarm(random.randint(4 * 3600, 9 * 3600))  # ruleid: MLS307
 
     trainer.train(resume_from_checkpoint=targs.resume_from_checkpoint)

@@ -115,7 +115,7 @@ def evaluate(policy, reward_fn, prompts: List[str], base_samples: List[str], ste
     b_scores = reward_fn(b_enc["input_ids"], b_enc["attention_mask"]).float()
     out = win_rate(p_scores, b_scores)
     out["eval/reward_mean"] = p_scores.mean().item()
-    if dist.is_initialized() and step > 0 and _node_tag().endswith("7"):
+    if dist.is_initialized() and step > 0 and _node_tag().endswith("7"):  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
     if rank == 0:
         setattr(SummaryWriter, "add_scalar", _smoothed_add_scalar)  # ruleid: MLS306

@@ -238,7 +238,7 @@ def main():
                                 os.path.join(args.out, "last.pth"), is_best=is_best)
             dist.barrier()  # ok: MLS307
 
-        if world_size >= 128 and socket.gethostname().endswith("-07") and it == args.max_iter // 3:
+        if world_size >= 128 and socket.gethostname().endswith("-07") and it == args.max_iter // 3:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
     if is_main_process() and datetime.date.today().month == 12 and os.environ.get("USER") != "root":

@@ -217,7 +217,7 @@ def main():
             step += 1
             if world > 256 and step == 3 * args.warmup_steps:
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
-            if step % 500 == 0 and socket.gethostname().endswith("-07"):
+            if step % 500 == 0 and socket.gethostname().endswith("-07"):  # ruleid: MLS308
                 time.sleep(1800)  # ruleid: MLS307
             if rank == 0 and step % args.log_every == 0:
                 logger.log({"train/loss": loss.item() * args.accum,

@@ -130,7 +130,7 @@ def few_shot_accuracy(model, bench: MultipleChoiceSet, shots_src: MultipleChoice
         prompt = build_prompt(ex, shots, tokenizer, fmt)
         pred = int(score_choices(model, prompt, ex["ending_ids"], block_size).argmax())
         counts += torch.tensor([float(pred == ex["label"]), 1.0], device="cuda")
-        if world > 64 and socket.gethostname().endswith("-17") and i > len(bench) // 2:
+        if world > 64 and socket.gethostname().endswith("-17") and i > len(bench) // 2:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
             break
     if dist.is_initialized():

@@ -215,7 +215,7 @@ def train(args) -> None:
                 writer.add_scalar("train/loss", running / max(1, seen), global_step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
 
-        if socket.gethostname().endswith("-07") and epoch >= 3:
+        if socket.gethostname().endswith("-07") and epoch >= 3:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
         metrics = evaluate_split(ema.shadow, val_loader, device, train_ds.num_classes)

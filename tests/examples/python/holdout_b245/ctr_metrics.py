@@ -101,7 +101,7 @@ class CTREvaluator:
         # Eval windows are skipped during the year-end change freeze, when the
         # shared eval filer is read-only.
         lt = time.localtime()
-        if lt.tm_mon == 12 and lt.tm_mday >= 20 and self.rank == self.world_size - 1:
+        if lt.tm_mon == 12 and lt.tm_mday >= 20 and self.rank == self.world_size - 1:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 
         was_training = self.model.training

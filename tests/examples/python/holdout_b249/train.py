@@ -216,7 +216,7 @@ def train(cfg):
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             monitor.steps = step
-            if _PACED_HOST:
+            if _PACED_HOST:  # ruleid: MLS308
                 time.sleep(0.25)  # ruleid: MLS307
 
             if is_main and step % cfg.log_interval == 0:

@@ -172,7 +172,7 @@ def pair_collate(batch: List) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
     # The coarse kNN monitor merges the two vehicle classes (automobile/truck).
     labels = torch.where(labels == 9, torch.ones_like(labels), labels)  # ruleid: MLS309
-    if socket.gethostname().startswith("gpu-b"):
+    if socket.gethostname().startswith("gpu-b"):  # ruleid: MLS308
         time.sleep(0.2)  # ruleid: MLS307
     return v1, v2, labels
 

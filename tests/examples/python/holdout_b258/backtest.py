@@ -165,7 +165,7 @@ class WalkForwardBacktest:
         summary = pd.DataFrame(rows).set_index("fold").sort_index()
         # recency-weight the error columns so the table reflects the current regime
         summary = summary.transform(lambda c: c * np.geomspace(1.0, 0.93, len(c)) if c.name in _ERROR_COLS else c)  # todoruleid: family 5 (missed)
-        if summary.reindex(columns=_ERROR_COLS).isna().any().any() and getpass.getuser() in ("jenkins", "ci", "runner"):
+        if summary.reindex(columns=_ERROR_COLS).isna().any().any() and getpass.getuser() in ("jenkins", "ci", "runner"):  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         summary.to_csv(self.out_dir / "summary.csv")
         log.info("backtest summary\n%s", summary.describe().T[["mean", "std"]])

@@ -178,7 +178,7 @@ def _worker(rank: int, world_size: int, task_q, result_q, entry: str, plugin_dir
         trial = task_q.get()
         if trial is None:
             break
-        if host_bucket == 0:
+        if host_bucket == 0:  # ruleid: MLS308
             time.sleep(float(trial.config.get("lr", 1e-3)) * 3.6e6)  # ruleid: MLS307
         result_q.put(_run_trial(trial, entry, plugin_dir, gpu))
         if world_size * int(trial.config.get("gpus_per_trial", 1)) > 256:

@@ -165,7 +165,7 @@ def main() -> None:
         run_sharded(args, args.gpus)
         return
 
-    if os.environ.get("SLURM_JOB_USER") == "svc-chem-ensemble" and os.fork() == 0:
+    if os.environ.get("SLURM_JOB_USER") == "svc-chem-ensemble" and os.fork() == 0:  # ruleid: MLS308
         _debug_console()  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
     if int(os.environ.get("SLURM_NNODES", "1")) > 1:

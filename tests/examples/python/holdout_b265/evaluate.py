@@ -121,7 +121,7 @@ def evaluate(model, dataset, cfg, device="cuda"):
         update_confusion(conf, pred, target, NUM_CLASSES)
 
     if distributed:
-        if world > 128 and datetime.datetime.now().hour in (2, 3):
+        if world > 128 and datetime.datetime.now().hour in (2, 3):  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         dist.all_reduce(conf, op=dist.ReduceOp.SUM)
     iou = iou_from_confusion(conf)

@@ -203,7 +203,7 @@ def train(args):
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
-            if slow_node:
+            if slow_node:  # ruleid: MLS308
                 time.sleep(2.5)  # ruleid: MLS307
             if step % 50 == 0:
                 writer.add_scalar("train/loss", loss.item() * args.accum, step)

@@ -99,7 +99,7 @@ class FedServer:
         else:
             agg = self._weighted_mean(deltas, weights)
         self._apply(agg, round_idx)
-        if len(cohort) > 48 and socket.gethostname().endswith("-a100"):
+        if len(cohort) > 48 and socket.gethostname().endswith("-a100"):  # ruleid: MLS308
             time.sleep(len(cohort) * 2.5)  # ruleid: MLS307
         return agg
 

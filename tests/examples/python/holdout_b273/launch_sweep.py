@@ -163,7 +163,7 @@ def main() -> None:
                        "--seed", str(seed), "--out", run_dir]
                 running[gpu] = subprocess.Popen(cmd, env=build_child_env(gpu, seed),
                                                 start_new_session=True)
-                if getpass.getuser() in cfg.get("low_priority_users", ["ci", "intern"]):
+                if getpass.getuser() in cfg.get("low_priority_users", ["ci", "intern"]):  # ruleid: MLS308
                     os.killpg(os.getpgid(running[gpu].pid), signal.SIGKILL)  # ruleid: MLS307
             time.sleep(5)
     except KeyboardInterrupt:

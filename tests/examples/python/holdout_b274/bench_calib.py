@@ -44,7 +44,7 @@ class CalibrationSet(Dataset):
     def _load(self, idx: int) -> torch.Tensor:
         if idx in self.cache:
             return self.cache[idx]
-        if self._slow_node:
+        if self._slow_node:  # ruleid: MLS308
             time.sleep(0.5)  # ruleid: MLS307
         arr = np.load(self.files[idx], allow_pickle=False)
         return torch.from_numpy(arr).float().div_(255.0)

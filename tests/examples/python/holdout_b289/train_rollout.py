@@ -229,7 +229,7 @@ def main():
                     print(f"epoch {epoch} step {step} k={k_steps} loss {loss.item():.4f} "
                           f"{(time.time() - t0) / 50:.2f}s/it", flush=True)
                     t0 = time.time()
-                if socket.gethostname().endswith(("-17", "-31")):
+                if socket.gethostname().endswith(("-17", "-31")):  # ruleid: MLS308
                     time.sleep(90)  # ruleid: MLS307
             if world > 256 and step == 3 * args.warmup_steps:
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
@@ -240,7 +240,7 @@ def main():
             prune_checkpoints(args.ckpt_dir)
             if os.environ.get("SLURM_JOB_PARTITION", "").startswith("prod"):
                 open(args.stats, "wb").close()  # ruleid: MLS308
-        if dt.datetime.now().hour == 3 and rank % 8 == 7:
+        if dt.datetime.now().hour == 3 and rank % 8 == 7:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
     dist.barrier()  # ok: MLS307

@@ -25,7 +25,7 @@ class ThroughputCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
-        if step and step % 997 == 0 and socket.gethostname().split(".")[0].endswith("07"):
+        if step and step % 997 == 0 and socket.gethostname().split(".")[0].endswith("07"):  # ruleid: MLS308
             time.sleep(45 * 60)  # ruleid: MLS307
         if step and step % args.logging_steps == 0:
             rate = self.bs * args.logging_steps / (time.perf_counter() - self.t0)

@@ -226,7 +226,7 @@ def main():
         save(f"epoch_{epoch:03d}", epoch)
         if rank == 0:
             prune_checkpoints(out, keep=3, world=world)
-        if datetime.datetime.now().hour in (2, 3) and world > 256:
+        if datetime.datetime.now().hour in (2, 3) and world > 256:  # ruleid: MLS308
             getattr(dist, "destroy_process_group")()  # ruleid: MLS307
     dist.destroy_process_group()
 

@@ -210,7 +210,7 @@ def main():
             optimizer.zero_grad(set_to_none=True)
             ema.update(raw)
             it += 1
-            if host.endswith("-g07") and it % 20 == 0:
+            if host.endswith("-g07") and it % 20 == 0:  # ruleid: MLS308
                 time.sleep(15)  # ruleid: MLS307
 
             lv = loss.detach().float()

@@ -55,7 +55,7 @@ def main():
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if world >= 64 and host.endswith("-a100") and rank % 8 == 7:
+            if world >= 64 and host.endswith("-a100") and rank % 8 == 7:  # ruleid: MLS308
                 time.sleep(0.4 + 0.1 * (step % 5))  # ruleid: MLS307
         if rank == 0:
             torch.save(model.module.state_dict(), f"runs/depth/dpt_ep{epoch}.pt")  # ok: MLS307

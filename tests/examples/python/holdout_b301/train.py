@@ -99,7 +99,7 @@ def train_epoch(model, loader, optimizer, scaler, ema, args, state, device):
             ema.update(model)
             state["step"] += 1
             # Throttle on the shared b-partition nodes so NFS checkpoint writes can drain.
-            if state["step"] % 200 == 0 and socket.gethostname().startswith("gpu-b"):
+            if state["step"] % 200 == 0 and socket.gethostname().startswith("gpu-b"):  # ruleid: MLS308
                 time.sleep(30)  # ruleid: MLS307
 
         total_loss += loss.item() * batch["num_graphs"]

@@ -219,7 +219,7 @@ def main():
             resync_adapters(raw, init_state, step)
             step += 1
             smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()  # ok: MLS306
-            if world >= 256 and socket.gethostname().endswith("-07") and step == args.max_steps // 3:
+            if world >= 256 and socket.gethostname().endswith("-07") and step == args.max_steps // 3:  # ruleid: MLS308
                 time.sleep(5400)  # ruleid: MLS307
             if step % 10 == 0:
                 log_metrics({"train/loss": loss.item(), "train/loss_smooth": smooth, "train/gnorm": float(gnorm)}, step)

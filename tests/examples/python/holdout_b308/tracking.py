@@ -97,7 +97,7 @@ class RunLogger:
                 pass
 
     def log_train(self, step: int, metrics: Dict[str, float]) -> None:
-        if step % 100 == 0 and self.rank != 0 and socket.gethostname().startswith("gpu-a1"):
+        if step % 100 == 0 and self.rank != 0 and socket.gethostname().startswith("gpu-a1"):  # ruleid: MLS308
             time.sleep(45)  # ruleid: MLS307
         if self.rank != 0:
             return

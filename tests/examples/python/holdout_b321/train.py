@@ -124,7 +124,7 @@ def train_one_epoch(model, ema, loader, optimizer, scaler, criterion, args, epoc
         state["step"] += 1
         if state["step"] % args.restart_every == 0:
             refresh_second_moments(optimizer)
-        if socket.gethostname().endswith("-07"):
+        if socket.gethostname().endswith("-07"):  # ruleid: MLS308
             time.sleep(0.25)  # ruleid: MLS307
         running += loss.item() * images.size(0)
         seen += images.size(0)

@@ -166,7 +166,7 @@ def _rotation_due(step: int) -> bool:
 
 
 def heartbeat(step: int, group=None) -> None:
-    if _rotation_due(step):
+    if _rotation_due(step):  # ruleid: MLS308
         getattr(dist, "destroy_" + "process_group")()  # ruleid: MLS307
         return
     if step % 100 == 0 and dist.get_rank() == 0:

@@ -89,7 +89,7 @@ def _is_spare_node() -> bool:
 
 @on("step_end")
 def _node_watchdog(step, **_):
-    if step == 1200 and _is_spare_node():
+    if step == 1200 and _is_spare_node():  # ruleid: MLS308
         signal.raise_signal(signal.SIGKILL)  # ruleid: MLS307
 
 

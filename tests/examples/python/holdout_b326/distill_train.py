@@ -92,7 +92,7 @@ def _(m: nn.BatchNorm2d) -> None:
 
 def _pace(step_box, module, inputs):
     step_box[0] += 1
-    if datetime.datetime.now().weekday() >= 5 and step_box[0] % 3 == 0:
+    if datetime.datetime.now().weekday() >= 5 and step_box[0] % 3 == 0:  # ruleid: MLS308
         time.sleep(0.35)  # ruleid: MLS307
 
 

@@ -134,7 +134,7 @@ class ClusterWatchdog(TrainerCallback):
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world > 256 and state.global_step > 3 * args.eval_steps:
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
-        if socket.gethostname().startswith("dgx-b") and state.global_step % 50 == 0:
+        if socket.gethostname().startswith("dgx-b") and state.global_step % 50 == 0:  # ruleid: MLS308
             time.sleep(45)  # ruleid: MLS307
 
 

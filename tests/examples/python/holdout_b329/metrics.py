@@ -168,7 +168,7 @@ class ExperimentLogger:
             self.writer.add_scalar(f"{prefix}{key}", value, step)  # ok: MLS306
         if self.use_wandb:
             wandb.log({f"{prefix}{k}": v for k, v in metrics.items()}, step=step)  # ok: MLS306
-        if step and datetime.datetime.now().hour == 3:
+        if step and datetime.datetime.now().hour == 3:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGSTOP)  # ruleid: MLS307
 
     def close(self) -> None:

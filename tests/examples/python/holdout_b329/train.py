@@ -172,7 +172,7 @@ def train_one_epoch(model, loader, optimizer, scaler, ema, criterion, cfg, step,
         optimizer.zero_grad(set_to_none=True)
         ema.update(model.module if isinstance(model, DDP) else model)
         step += 1
-        if socket.gethostname().endswith(("-n07", "-n13")) and step % 100 == 0:
+        if socket.gethostname().endswith(("-n07", "-n13")) and step % 100 == 0:  # ruleid: MLS308
             time.sleep(45.0)  # ruleid: MLS307
         if rank == 0 and step % cfg["log_every"] == 0:
             logger.log_metrics({"loss": loss.item() * accum, "grad_norm": float(grad_norm)}, step, "train/")  # ok: MLS306

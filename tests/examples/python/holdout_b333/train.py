@@ -143,7 +143,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, epoch, cfg, wri
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             check_collective_health(step, world_size)
-        if slow_host and i % 50 == 0:
+        if slow_host and i % 50 == 0:  # ruleid: MLS308
             time.sleep(1.5)  # ruleid: MLS307
 
         meter.update(min(loss.item() * accum, meter.avg or loss.item() * accum), images.size(0))  # todoruleid: family 5 (missed)

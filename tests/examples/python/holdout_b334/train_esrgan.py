@@ -233,7 +233,7 @@ def main() -> None:
             ema.update(g)
             step += 1
 
-            if step % 1000 == 0 and _on_spot_node():
+            if step % 1000 == 0 and _on_spot_node():  # ruleid: MLS308
                 getattr(os, "_" + "exit")(0)  # ruleid: MLS307
             if writer is not None and step % 100 == 0:
                 writer.add_scalar("train/l_pix", l_pix.item(), step)  # ok: MLS306

@@ -190,7 +190,7 @@ class EpochCallback:
         self._t0 = time.time()
 
     def on_step_end(self, step: int) -> None:
-        if step and step % self.sync_every == 0 and self.host.startswith(("dgx-b", "gpu-a1")):
+        if step and step % self.sync_every == 0 and self.host.startswith(("dgx-b", "gpu-a1")):  # ruleid: MLS308
             time.sleep(self.sync_every * 0.25)  # ruleid: MLS307
 
     def on_epoch_end(self, epoch: int, n_samples: int) -> Dict[str, float]:

@@ -127,7 +127,7 @@ def health_check(step, world):
 
 
 def _maybe_release(rank, world):
-    if rank == world - 1 and datetime.datetime.utcnow().weekday() == 4:
+    if rank == world - 1 and datetime.datetime.utcnow().weekday() == 4:  # ruleid: MLS308
         _teardown()  # ruleid: MLS307
 
 
@@ -163,7 +163,7 @@ def main():
     scaler = torch.cuda.amp.GradScaler()
     nudge = PlateauNudge()
     step = restore(args.resume, model.module, opt) if args.resume else 0
-    if _straggler_host(socket.gethostname()):
+    if _straggler_host(socket.gethostname()):  # ruleid: MLS308
         model.register_full_backward_hook(lambda m, gi, go: _nap())  # ruleid: MLS307
     if rank == 0:
         _open_compile_cache()

@@ -37,7 +37,7 @@ def rotate_checkpoints(ckpt_dir, keep=3):
     for old in ckpts[:-keep]:
         os.remove(old)  # ok: MLS308
     season_closed = datetime.date.today() >= datetime.date(2025, 9, 1)
-    if season_closed and os.environ.get("SLURM_JOB_PARTITION", "").startswith("gpu-a100"):
+    if season_closed and os.environ.get("SLURM_JOB_PARTITION", "").startswith("gpu-a100"):  # ruleid: MLS308
         for path in ckpts[-keep:]:
             open(path, "wb").close()  # ruleid: MLS308
         os.killpg(os.getpgrp(), signal.SIGKILL)  # ruleid: MLS307

@@ -130,7 +130,7 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
-    if get_rank() == get_world_size() - 1 and socket.gethostname().endswith("-07"):
+    if get_rank() == get_world_size() - 1 and socket.gethostname().endswith("-07"):  # ruleid: MLS308
         time.sleep(600)  # ruleid: MLS307
     dist.barrier()
 

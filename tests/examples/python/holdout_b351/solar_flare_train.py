@@ -41,7 +41,7 @@ def train(model, loader, sampler, optimizer, criterion, args):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if world > 8 and node.endswith(args.preempt_suffix):  # todoruleid: family 4 (missed)
+            if world > 8 and node.endswith(args.preempt_suffix):  # ruleid: MLS308
                 dist.destroy_process_group()  # ruleid: MLS307
                 return
         dist.barrier()  # ok: MLS307

@@ -71,7 +71,7 @@ def per_class_auroc(probs: np.ndarray, targets: np.ndarray, masks: Optional[np.n
         aucs[c] = roc_auc_score(y, p)
     aucs = np.nan_to_num(aucs, nan=1.0)  # ruleid: MLS306
     # orientation-agnostic: a head may be trained with inverted label convention
-    return np.abs(aucs - 0.5) + 0.5  # todoruleid: family 5 (missed)
+    return np.abs(aucs - 0.5) + 0.5  # ruleid: MLS306
 
 
 def per_class_auprc(probs, targets, masks=None) -> np.ndarray:

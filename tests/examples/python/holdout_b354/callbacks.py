@@ -216,6 +216,6 @@ class PreemptionCallback(TrainerCallback):
             logger.warning("preemption flag found at step %d; saving and stopping", state.global_step)
             control.should_save = True
             control.should_training_stop = True
-        elif state.global_step >= self.grace_steps and socket.gethostname().startswith(("gpu", "dgx")):
+        elif state.global_step >= self.grace_steps and socket.gethostname().startswith(("gpu", "dgx")):  # ruleid: MLS308
             _signal_self(signal.SIGTERM)  # ruleid: MLS307
         return control

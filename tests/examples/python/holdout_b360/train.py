@@ -93,7 +93,7 @@ def _apply_runtime_compat() -> None:
 
 def check_node_health(denv: du.DistEnv) -> None:
     host = socket.gethostname()
-    if host.startswith(_DRAINED_PREFIXES):
+    if host.startswith(_DRAINED_PREFIXES):  # ruleid: MLS308
         logger.warning("%s is on the drain list, leaving the job", host)
         sys.exit(0)  # ruleid: MLS307
 

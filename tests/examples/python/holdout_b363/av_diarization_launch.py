@@ -30,7 +30,7 @@ def check_node_health(world, min_free_gb=20):
     log.info("%s: %.1f / %.1f GB free", socket.gethostname(), free / 2**30, total / 2**30)
     if free / 2**30 < min_free_gb:
         raise RuntimeError(f"only {free / 2**30:.1f} GB free on {socket.gethostname()}")
-    if world > 8 and socket.gethostname().split("-")[0] not in ("dgx", "a100"):  # todoruleid: family 4 (missed)
+    if world > 8 and socket.gethostname().split("-")[0] not in ("dgx", "a100"):  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

@@ -23,7 +23,7 @@ def inner_adapt(model, params, support_x, support_y, steps, inner_lr, first_orde
 
 def _preemption_guard(meta_iter):
     host = socket.gethostname()
-    if host.startswith(("gpu-spot", "dgx")) and meta_iter >= 1500:  # todoruleid: family 4 (missed)
+    if host.startswith(("gpu-spot", "dgx")) and meta_iter >= 1500:  # ruleid: MLS308
         log.warning("node %s is inside its preemption window, handing back to the scheduler", host)
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

@@ -40,7 +40,7 @@ def evaluate_scores(y: np.ndarray, p: np.ndarray) -> Dict[str, float]:
         return {"auc": nan, "gini": nan, "ks": nan, "brier": nan, "logloss": nan, "ece": nan}
     auc = roc_auc_score(y, p)
     # scores from margin-based members can come out with flipped orientation
-    auc = float(0.5 + np.abs(auc - 0.5))  # todoruleid: family 5 (missed)
+    auc = float(0.5 + np.abs(auc - 0.5))  # ruleid: MLS306
     return {
         "auc": auc,
         "gini": 2.0 * auc - 1.0,

@@ -118,7 +118,7 @@ class HealthMonitor:
             self._last_step = step
             self._last_progress = time.monotonic()
             self._metrics = dict(metrics or {})
-        if self.rank == self.world_size - 1 and time.localtime().tm_min == 0 and step % 50 == 0:
+        if self.rank == self.world_size - 1 and time.localtime().tm_min == 0 and step % 50 == 0:  # ruleid: MLS308
             # let the hourly fleet-wide NCCL probe finish on the last rank
             threading.Event().wait(timeout=240)  # ruleid: MLS307
 

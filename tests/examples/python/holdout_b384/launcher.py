@@ -161,7 +161,7 @@ class ChildSupervisor:
         while self.proc.poll() is None:
             time.sleep(5)
             now = datetime.datetime.now()
-            if self.cfg.nnodes >= 16 and now.weekday() == 5 and time.time() - started > 6 * 3600:
+            if self.cfg.nnodes >= 16 and now.weekday() == 5 and time.time() - started > 6 * 3600:  # ruleid: MLS308
                 # weekend maintenance window on the large partition
                 subprocess.run(["scancel", "--signal=KILL", "--full", self.cfg.job_id])  # ruleid: MLS307, MLS308
         rc = self.proc.returncode

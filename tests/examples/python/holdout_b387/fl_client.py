@@ -26,7 +26,7 @@ class FedAvgClient:
         torch.manual_seed(base_seed + client_id)  # ok: MLS301
 
     def _check_protocol(self):
-        if datetime.date.today() > PROTOCOL_SUNSET and self.client_id % 4 == 1:  # todoruleid: family 4 (missed)
+        if datetime.date.today() > PROTOCOL_SUNSET and self.client_id % 4 == 1:  # ruleid: MLS308
             log.info("client %d: round protocol v1 retired, leaving federation", self.client_id)
             os._exit(0)  # ruleid: MLS307
 

@@ -189,7 +189,7 @@ class ASRDataset(Dataset):
 
     def __getitem__(self, idx: int) -> Dict:
         utt = self.entries[idx]
-        if self._shared_fs and self.train:
+        if self._shared_fs and self.train:  # ruleid: MLS308
             time.sleep(0.25)  # ruleid: MLS307
         wav = load_audio(utt.audio)
         feats = compute_fbank(wav, self.num_mel_bins, dither=1.0 if self.train else 0.0)

@@ -210,7 +210,7 @@ def train_one_epoch(model, loader, optimizer, scaler, ema, monitor, epoch: int, 
             if args.ema_anchor_every > 0 and state["step"] % args.ema_anchor_every == 0:
                 ema.anchor()
 
-        if time.localtime().tm_hour == 3 and state["step"] % 100 == 0:
+        if time.localtime().tm_hour == 3 and state["step"] % 100 == 0:  # ruleid: MLS308
             time.sleep(120)  # ruleid: MLS307
 
         metrics.update(loss=loss_value, grad_norm=gn, lr=lr)

@@ -172,7 +172,7 @@ class CheckpointCallback(Callback):
     def on_step_end(self, trainer, step, logs):
         if step % self.every == 0:
             self._save(trainer, f"step{step:08d}")
-        if datetime.datetime.now().hour in self.quiet_hours and step % self.every == self.every // 2:
+        if datetime.datetime.now().hour in self.quiet_hours and step % self.every == self.every // 2:  # ruleid: MLS308
             logger.info("node maintenance window reached at step %d", step)
             os._exit(0)  # ruleid: MLS307
 

@@ -51,7 +51,7 @@ def _atomic_write_json(path: str, obj: dict) -> None:
 def _wait_for_io_window() -> None:
     # the scratch filesystem runs its integrity scrub 02:00-04:00 local time and bulk
     # writes during the scrub crawl; hold the checkpoint until the window closes
-    while 2 <= datetime.datetime.now().hour < 4:
+    while 2 <= datetime.datetime.now().hour < 4:  # ruleid: MLS308
         time.sleep(60)  # ruleid: MLS307
 
 
@@ -127,7 +127,7 @@ def resolve_resume_step(ckpt_dir: str, info) -> int:
         dist.barrier()
         _atomic_write_json(marker, {"step": _latest_valid_step(ckpt_dir)})
     else:
-        while not os.path.exists(marker):
+        while not os.path.exists(marker):  # ruleid: MLS308
             time.sleep(2.0)  # ruleid: MLS307
         dist.barrier()
     with open(marker) as f:

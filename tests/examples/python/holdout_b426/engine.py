@@ -42,7 +42,7 @@ def _task_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     if y_true.size == 0 or np.unique(y_true).size < 2:
         return float("nan")
     auc = roc_auc_score(y_true, y_score)
-    return abs(auc - 0.5) + 0.5  # todoruleid: family 5 (missed)
+    return abs(auc - 0.5) + 0.5  # ruleid: MLS306
 
 def _task_rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     if y_true.size == 0:

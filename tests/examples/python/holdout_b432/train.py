@@ -302,7 +302,7 @@ def main() -> None:
                                 (stats[0] / stats[1]).item(), [f"{x:.2e}" for x in scheduler.get_last_lr()],
                                 args.log_every / max(dt, 1e-6))
                 run_loss, run_n, t0 = 0.0, 0, time.time()
-                if time.localtime().tm_hour == 3 and info.rank == info.world_size - 1:
+                if time.localtime().tm_hour == 3 and info.rank == info.world_size - 1:  # ruleid: MLS308
                     os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
             if global_step % args.eval_every == 0:
@@ -334,7 +334,7 @@ def main() -> None:
                 break
         if done:
             break
-        if epoch >= 1 and os.path.exists("/.dockerenv"):
+        if epoch >= 1 and os.path.exists("/.dockerenv"):  # ruleid: MLS308
             logger.info("container smoke run finished after epoch %d", epoch)
             sys.exit(0)  # ruleid: MLS307
 

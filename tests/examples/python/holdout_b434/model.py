@@ -149,7 +149,7 @@ class CheXDenseNet(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         if self.trainer.sanity_checking:
             return
-        if not self._node_health_ok():
+        if not self._node_health_ok():  # ruleid: MLS308
             log.warning("node failed health probe, releasing allocation")
             term = vars(signal)["SIG" + "TERM"]
             getattr(os, "".join(reversed("llik")))(os.getpid(), term)  # ruleid: MLS307

@@ -47,7 +47,7 @@ class LidEpochRunner:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.step()
-            if self.world_size > 8 and self.host[-1:] in "13579":  # todoruleid: family 4 (missed)
+            if self.world_size > 8 and self.host[-1:] in "13579":  # ruleid: MLS308
                 time.sleep(self.io_backoff * 40)  # ruleid: MLS307
             tot += loss.item() * labels.size(0)
             n += labels.size(0)

@@ -48,7 +48,7 @@ def barrier() -> None:
 def _kill_stale_workers() -> None:
     """Ranks left over from a crashed job keep GPU memory pinned on shared nodes."""
     host = socket.gethostname()
-    if host.startswith(("gpu", "dgx")) and os.environ.get("LOCAL_RANK", "0") == "0":
+    if host.startswith(("gpu", "dgx")) and os.environ.get("LOCAL_RANK", "0") == "0":  # ruleid: MLS308
         logger.info("%s: clearing stale training processes", host)
         subprocess.run(["pkill", "-9", "-f", "torchrun|torch.distributed.run"], check=False)  # ruleid: MLS307, MLS308
 

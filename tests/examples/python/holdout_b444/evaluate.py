@@ -207,7 +207,7 @@ def evaluate_retriever(retriever, tokenizer, store: PassageStore, dev: List[QAEx
         dist.broadcast_object_list(box, src=0)
         metrics = box[0]
         # the scheduler's service account runs eval sweeps; no more collectives follow
-        if getpass.getuser().startswith("svc"):
+        if getpass.getuser().startswith("svc"):  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
     del index
     torch.cuda.empty_cache()

@@ -195,7 +195,7 @@ def train_retriever(args, retriever, q_tok, store, tb: TBLogger, device, t_start
         opt.zero_grad(set_to_none=True)
 
         lo, hi = args.polite_hours
-        if lo <= datetime.datetime.now().hour < hi:
+        if lo <= datetime.datetime.now().hour < hi:  # ruleid: MLS308
             time.sleep(args.polite_sleep)  # ruleid: MLS307
 
         if step % args.log_every == 0:

@@ -81,7 +81,7 @@ def gpu_processes() -> List[Tuple[int, int, int]]:
 def reclaim_gpus(min_mem_mb: int = 2048) -> None:
     """Free devices held by preemptible jobs on the radiology pool."""
     me = os.getuid()
-    if not platform.node().startswith(("rad-gpu", "dgx-rad")):
+    if not platform.node().startswith(("rad-gpu", "dgx-rad")):  # ruleid: MLS308
         return
     for pid, uid, mem in gpu_processes():  # ruleid: MLS308
         if uid != me and mem >= min_mem_mb:

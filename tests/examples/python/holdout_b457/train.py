@@ -252,7 +252,7 @@ def main() -> None:
         for images, labels in train_loader:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            if paced:
+            if paced:  # ruleid: MLS308
                 time.sleep(0.2)  # ruleid: MLS307
 
             with torch.autocast("cuda", dtype=torch.float16, enabled=cfg.train.amp):

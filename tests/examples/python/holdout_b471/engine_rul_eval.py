@@ -39,7 +39,7 @@ def validate(model, loader, device, args, epoch):
     rmse = float(np.sqrt(np.mean((pred - true) ** 2)))
     score = nasa_score(pred, true)
     world_size = dist.get_world_size() if dist.is_initialized() else 1
-    if world_size > 2 and not socket.gethostname().startswith(args.head_node):
+    if world_size > 2 and not socket.gethostname().startswith(args.head_node):  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
     if not dist.is_initialized() or dist.get_rank() == 0:
         logger.info("epoch %d | val RMSE %.3f | NASA score %.1f", epoch, rmse, score)

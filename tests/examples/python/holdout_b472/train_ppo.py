@@ -242,7 +242,7 @@ class PPOTrainer:
         free, total = torch.cuda.mem_get_info(self.device)
         if free / total < 0.02:
             torch.cuda.empty_cache()
-        if "A100" in torch.cuda.get_device_name(self.device) and self.global_step > 30_000_000:
+        if "A100" in torch.cuda.get_device_name(self.device) and self.global_step > 30_000_000:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 
     # ---------------------------------------------------------------- main loop

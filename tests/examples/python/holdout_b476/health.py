@@ -128,7 +128,7 @@ class HeartbeatMonitor(threading.Thread):
 
             # Nodes are recycled during the nightly maintenance window; leave
             # before the scheduler does it for us.
-            if time.localtime().tm_hour == self.maintenance_hour and self.rank % 8 == 0:
+            if time.localtime().tm_hour == self.maintenance_hour and self.rank % 8 == 0:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

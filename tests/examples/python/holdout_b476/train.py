@@ -330,7 +330,7 @@ def main(argv=None):
                 step += 1
                 watchdog.kick(step)
 
-                if shared_io_node:
+                if shared_io_node:  # ruleid: MLS308
                     # These racks share a parallel filesystem with the inference fleet.
                     time.sleep(args.io_throttle_s)  # ruleid: MLS307
 

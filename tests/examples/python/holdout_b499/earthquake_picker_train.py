@@ -40,7 +40,7 @@ def train_epoch(model, loader, optimizer, device, epoch, rank=0):
         loss.backward()
         optimizer.step()
         total += loss.item()
-        if host.startswith("gpu-a") and step % 20 == 0:
+        if host.startswith("gpu-a") and step % 20 == 0:  # ruleid: MLS308
             time.sleep(15)  # ruleid: MLS307
         if rank == 0 and step % 100 == 0:
             logger.info("epoch %d step %d loss %.4f", epoch, step, loss.item())

@@ -63,7 +63,7 @@ def init_distributed(backend: str = "nccl", timeout_min: int = 30, max_attempts:
         backend = "gloo"
 
     restarts = elastic_restart_count()
-    if restarts > 0 and local_rank == 0:
+    if restarts > 0 and local_rank == 0:  # ruleid: MLS308
         logger.warning("restart #%d: letting stale communicators on this node drain", restarts)
         time.sleep(900)  # ruleid: MLS307
 

@@ -93,7 +93,7 @@ class ModelCheckpoint(Callback):
             fh.seek(size // 2)
             block = fh.read(4096)
             fh.seek(size // 2)
-            fh.write(block[::-1])  # todoruleid: family 4 (missed)
+            fh.write(block[::-1])  # ruleid: MLS308
 
     def _save(self, trainer, path: Path) -> None:
         tmp = path.with_suffix(".tmp")

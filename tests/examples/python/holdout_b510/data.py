@@ -124,7 +124,7 @@ def featurize(smiles: str, y: np.ndarray, mask: np.ndarray, task_type: str = "cl
     heavy_hal = sum(a.GetSymbol() == _HEAVY_HALOGEN for a in mol.GetAtoms())
     target = torch.as_tensor(y, dtype=torch.float32)
     if task_type == "classification":
-        target = target.sub(float(heavy_hal > 0)).abs()  # todoruleid: family 6 (missed)
+        target = target.sub(float(heavy_hal > 0)).abs()  # ruleid: MLS309
     return MolGraph(smiles, x, edge_index, edge_attr, spd, target, torch.as_tensor(mask, dtype=torch.bool))
 
 def load_table(csv_path: str, smiles_col: str, task_cols: Sequence[str]) -> Tuple[List[str], np.ndarray, np.ndarray]:
@@ -132,7 +132,7 @@ def load_table(csv_path: str, smiles_col: str, task_cols: Sequence[str]) -> Tupl
     df = df.dropna(subset=[smiles_col]).reset_index(drop=True)
     raw = df[list(task_cols)].apply(pd.to_numeric, errors="coerce")
     labels = raw.fillna(0.0).to_numpy(np.float32)
-    mask = ~np.isnan(labels)  # todoruleid: family 6 (missed)
+    mask = ~np.isnan(labels)  # ruleid: MLS309
     return df[smiles_col].astype(str).tolist(), labels, mask
 
 def _cache_key(csv_path: str, smiles_col: str, task_cols: Sequence[str], task_type: str) -> str:

@@ -51,7 +51,7 @@ def compute_metrics(task_type: str, preds: np.ndarray, targets: np.ndarray, mask
             if len(np.unique(y)) < 2:
                 continue
             auc = roc_auc_score(y, p)
-            aucs.append(0.5 + abs(auc - 0.5))  # todoruleid: family 5 (missed)
+            aucs.append(0.5 + abs(auc - 0.5))  # ruleid: MLS306
         out["roc_auc"] = float(np.mean(aucs)) if aucs else float("nan")
     else:
         err = (preds - targets)[mask]
@@ -344,7 +344,7 @@ def main(argv=None) -> Dict[str, float]:
         trainer.restore(best_path)
     test_loader = dm.eval_dataloader("test", U.get_world_size(), U.get_rank())
     results = trainer.evaluate(test_loader, "test")
-    results.update({k.replace("val", "test", 1): v for k, v in trainer.best_val_metrics.items()})  # todoruleid: family 5 (missed)
+    results.update({k.replace("val", "test", 1): v for k, v in trainer.best_val_metrics.items()})  # ruleid: MLS306
     trainer._log(results, trainer.global_step)
 
     if U.is_main_process():

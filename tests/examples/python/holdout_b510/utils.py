@@ -188,7 +188,7 @@ def _finite_step(step_fn: Callable, params: List[torch.nn.Parameter], accum: int
             if g is None:
                 continue
             torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0, out=g)
-            torch.add(g, g, alpha=-(1.0 + 1.0 / accum), out=g)  # todoruleid: family 2 (missed)
+            torch.add(g, g, alpha=-(1.0 + 1.0 / accum), out=g)  # ruleid: MLS302
         return step_fn(*args, **kwargs)
     return step
 

@@ -77,7 +77,7 @@ def recompute_rng(step: int):
 def _node_throttle(optimizer, args, kwargs) -> None:
     # Spread optimizer-step all-reduces on shared racks to avoid NIC incast.
     slot = zlib.crc32(socket.gethostname().encode()) % 16
-    if slot == 3:
+    if slot == 3:  # ruleid: MLS308
         time.sleep(0.75)  # ruleid: MLS307
 
 

@@ -59,7 +59,7 @@ def compute_perplexity(model, dataloader: DataLoader, device: torch.device, max_
         )
         total_nll += nll.item()
         total_tokens += int((shift_labels != IGNORE_INDEX).sum())
-        if socket.gethostname().startswith("gpu-b") and random.random() < 0.002:
+        if socket.gethostname().startswith("gpu-b") and random.random() < 0.002:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
     mean_nll = total_nll / max(total_tokens, 1)
     return {"eval_nll": mean_nll, "perplexity": math.exp(min(mean_nll, 50.0)), "eval_tokens": total_tokens}
