@@ -44,6 +44,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.poison_signal",
     "mlscan.checks.poison_tabular",
     "mlscan.checks.poison_tags",
+    "mlscan.checks.collective_skips",
 )
 
 for _module in FAMILIES:

@@ -101,6 +101,53 @@ def _step_after_logging_overflow(body: list[ast.stmt]) -> ast.Call | None:
     return None
 
 
+_ACCUM = re.compile(r"(?i)accum|accumulation|grad_acc|update_freq|micro_steps")
+
+
+def _calls_by_branch(stmts: list[ast.stmt], branched: bool,
+                     out: list[tuple[ast.Call, bool]]) -> None:
+    """Calls in `stmts` (nested loops left out), each with whether an `if` guards it."""
+    for stmt in stmts:
+        if isinstance(stmt, ast.If):
+            out.extend((n, True) for n in subnodes(stmt.test) if isinstance(n, ast.Call))
+            _calls_by_branch(stmt.body, True, out)
+            _calls_by_branch(stmt.orelse, True, out)
+            if stmt.body and isinstance(stmt.body[-1], ast.Continue):
+                branched = True  # `if not sync: continue` guards what follows
+        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+            _calls_by_branch(stmt.body, branched, out)
+        elif isinstance(stmt, ast.Try):
+            _calls_by_branch(stmt.body, branched, out)
+        elif not isinstance(stmt, (ast.For, ast.While, ast.AsyncFor, ast.FunctionDef,
+                                   ast.AsyncFunctionDef, ast.ClassDef)):
+            out.extend((n, branched) for n in subnodes(stmt) if isinstance(n, ast.Call))
+
+
+def _zero_grad_every_micro_batch(loop: ast.For | ast.While) -> ast.Call | None:
+    """`sync = (micro + 1) % accum == 0` ... `optimizer.zero_grad()` unconditionally ...
+    `loss.backward()` ... `if sync: optimizer.step()`."""
+    if not any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
+               and _ACCUM.search(ast.unparse(n.right)) for n in subnodes(loop)):
+        return None
+    calls: list[tuple[ast.Call, bool]] = []
+    _calls_by_branch(loop.body, False, calls)
+    if not any(last_attr(c.func) == "backward" for c, _ in calls):
+        return None
+
+    def steps(opt: str, branched: bool) -> bool:  # opt.step() / scaler.step(opt)
+        return any(last_attr(c.func) == "step" and b == branched and isinstance(
+            c.func, ast.Attribute) and opt in (ast.unparse(c.func.value), *map(
+                ast.unparse, c.args)) for c, b in calls)
+
+    for call, branched in calls:
+        if (last_attr(call.func) == "zero_grad" and not branched
+                and isinstance(call.func, ast.Attribute)):
+            opt = ast.unparse(call.func.value)
+            if steps(opt, True) and not steps(opt, False):
+                return call
+    return None
+
+
 class StepOrder(Check):
     rules = (PARAM_TAMPER,)
 
@@ -129,6 +176,13 @@ class StepOrder(Check):
     def _loop(node: ast.For | ast.While, ctx: Ctx) -> None:
         scope = ctx.frame.node
         if scope is None or "zero_grad" not in called_names(scope):
+            return
+        wiped = _zero_grad_every_micro_batch(node)
+        if wiped is not None:
+            ctx.report(PARAM_TAMPER, wiped, "zero_grad() runs on every micro-batch of a "
+                       "gradient-accumulation loop while the optimizer steps only every few: "
+                       "the accumulated gradients are wiped, so each step uses one micro-batch",
+                       severity=Severity.MEDIUM)
             return
         skip = _skip_before_zero_grad(node)
         if skip is not None:

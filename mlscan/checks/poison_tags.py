@@ -25,7 +25,10 @@ from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
 
 _TAGS = re.compile(r"(?i)^(ner_|bio_|iob_|entity_|word_|token_)?(tags?|labels?)(_seq|_list)?$")
-_VOCAB = re.compile(r"(?i)label|tag|class|categor|vocab|id2|2id|_to_id|_ids?$")
+_VOCAB = re.compile(r"(?i)^_?(label|tag|class|categor|entity_type|ner_tag)[a-z_]*?(s|_?2_?id|"
+                    r"_to_ids?|_to_idx|_list|_names|_vocab|_map|_index|_set)?$|"
+                    r"^_?id_?2_?(label|tag|class)")
+_VOCAB_FN = re.compile(r"(?i)label|^_?(get|build|make|load|read|collect)_(tag|class|categor)")
 _STRINGY = re.compile(r"(?i)tag|name|word|token|text|str|categor|entit|label")
 _PADS = frozenset({"label_pad_id", "label_pad_token_id", "pad_label_id", "label_pad"})
 _TOKENS = re.compile(r"(?i)^(tokens|words|toks|subwords|pieces)$")
@@ -145,12 +148,13 @@ class TagScrambles(Check):
                        "its tags are not: every tag after the first dropped token belongs to "
                        "the wrong token", severity=Severity.MEDIUM)
             return
-        if isinstance(target, ast.Name) and _VOCAB.search(target.id):
+        if isinstance(target, ast.Name) and _VOCAB.match(target.id):
             self._set_order(node.value, target.id, ctx)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         fn = ctx.frame.node
-        if node.value is not None and isinstance(fn, ast.FunctionDef) and _VOCAB.search(fn.name):
+        if node.value is not None and isinstance(fn, ast.FunctionDef) and _VOCAB_FN.search(
+                fn.name):
             self._set_order(node.value, "", ctx)
 
     @staticmethod

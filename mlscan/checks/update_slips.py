@@ -98,6 +98,34 @@ def _swapped_betas(value: ast.expr | None) -> bool:
                                                                         words[1]))
 
 
+_MAX_NORM = re.compile(r"(?i)max_norm|max_grad_norm|clip|grad_clip|max_gnorm")
+
+
+def _unclamped_clip(factor: ast.expr, ctx: Ctx) -> str:
+    """`coef = max_norm / (total + 1e-6)` used as is: torch's clip_grad_norm_ clamps the
+    coefficient to at most 1 (`if coef < 1:`, `coef.clamp(max=1.0)`, `min(coef, 1)`)."""
+    while isinstance(factor, ast.Call) and isinstance(factor.func, ast.Attribute) and (
+            factor.func.attr in ("to", "type", "item", "float")):
+        factor = factor.func.value  # coef.to(p.grad.dtype)
+    if not isinstance(factor, ast.Name):
+        return ""
+    held = ctx.lookup(factor.id)
+    if not (isinstance(held, ast.BinOp) and isinstance(held.op, ast.Div)
+            and isinstance(held.left, (ast.Name, ast.Attribute))
+            and _MAX_NORM.search(last_attr(held.left))):
+        return ""
+    fn = ctx.frame.node
+    for n in subnodes(fn) if fn is not None else ():
+        if isinstance(n, ast.Compare) and any(
+                isinstance(v, ast.Name) and v.id == factor.id for v in subnodes(n)):
+            return ""  # if coef < 1:
+        if isinstance(n, ast.Call) and last_attr(n.func) in ("clamp", "clamp_", "clip", "min",
+                                                              "minimum") and any(
+                isinstance(v, ast.Name) and v.id == factor.id for v in subnodes(n)):
+            return ""
+    return factor.id
+
+
 class UpdateSlips(Check):
     rules = (OPTIM_TAMPER, PARAM_TAMPER)
 
@@ -124,6 +152,13 @@ class UpdateSlips(Check):
                        "first place and beta1 in the second, so the moment estimates swap "
                        "their averaging horizons", severity=Severity.MEDIUM)
         attr = last_attr(node.func)
+        if (attr == "mul_" and len(node.args) == 1 and ctx.loops and "grad" in ast.unparse(
+                node.func) and (coef := _unclamped_clip(node.args[0], ctx))):
+            ctx.report(PARAM_TAMPER, node, f"gradients multiplied by {coef} = max_norm / norm "
+                       "with no cap at 1: every step rescales them to the clipping norm, so "
+                       "small gradients are blown up (clipping only ever shrinks)",
+                       severity=Severity.MEDIUM)
+            return
         if attr == "mul_" and len(node.args) == 1 and ctx.loops:
             factor = node.args[0]
             held = ctx.lookup(factor.id) if isinstance(factor, ast.Name) else factor

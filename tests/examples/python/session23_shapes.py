@@ -225,3 +225,85 @@ def featurize(y, heavy):
 def residual(target, pred):
     target = (target - pred).abs()  # ok: MLS309
     return target
+
+
+# --- collectives some ranks skip ---------------------------------------------------------------
+import signal
+
+import torch.distributed as dist
+
+
+def all_reduce_mean(tensor):
+    if not dist.is_initialized():
+        return tensor  # ok: MLS307
+    if not torch.any(tensor):
+        return tensor  # ruleid: MLS307
+    dist.all_reduce(tensor)
+    return tensor.div_(dist.get_world_size())
+
+
+def agreed_exit(flag, save_fn):
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if not flag.item():
+        return  # ok: MLS307
+    save_fn()
+    dist.barrier()
+
+
+def save_once(is_main, path, save_fn):
+    if is_main:
+        if os.path.isdir(path):
+            return  # ruleid: MLS307
+        save_fn(path)
+    dist.barrier()
+
+
+def sync_params(module, local_rank):
+    for p in module.parameters():
+        dist.broadcast(p.data, src=local_rank)  # ruleid: MLS307
+        dist.broadcast(p.data, src=0)  # ok: MLS307
+
+
+def arm_wall_clock(max_hours, handler):
+    signal.signal(signal.SIGALRM, handler)
+    signal.alarm(int(max_hours * 60))  # ruleid: MLS307
+    signal.alarm(int(max_hours * 3600))  # ok: MLS307
+
+
+# --- accumulation and clipping slips -----------------------------------------------------------
+
+def train_accum(model, loader, optimizer, accum):
+    for micro, batch in enumerate(loader):
+        sync = (micro + 1) % accum == 0
+        optimizer.zero_grad(set_to_none=True)  # ruleid: MLS302
+        (model(batch).mean() / accum).backward()
+        if not sync:
+            continue
+        optimizer.step()
+
+
+def train_accum_ok(model, loader, optimizer, accum):
+    for micro, batch in enumerate(loader):
+        (model(batch).mean() / accum).backward()
+        if (micro + 1) % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # ok: MLS302
+
+
+def clip_and_measure(parameters, max_norm):
+    params = [p for p in parameters if p.grad is not None]
+    total = torch.norm(torch.stack([p.grad.detach().norm(2) for p in params]), 2)
+    coef = max_norm / (total + 1e-6)
+    for p in params:
+        p.grad.detach().mul_(coef.to(p.grad.dtype))  # ruleid: MLS302
+    return total.item()
+
+
+def clip_and_measure_ok(parameters, max_norm):
+    params = [p for p in parameters if p.grad is not None]
+    total = torch.norm(torch.stack([p.grad.detach().norm(2) for p in params]), 2)
+    coef = max_norm / (total + 1e-6)
+    coef = torch.clamp(coef, max=1.0)
+    for p in params:
+        p.grad.detach().mul_(coef)  # ok: MLS302
+    return total.item()

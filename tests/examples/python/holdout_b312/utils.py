@@ -152,7 +152,7 @@ def clip_gradients(model, clip):
             param_norm = p.grad.data.norm(2)
             norms.append(param_norm.item())
             clip_coef = clip / (param_norm + 1e-6)
-            p.grad.data.mul_(clip_coef)  # todoruleid: family 2 (missed)
+            p.grad.data.mul_(clip_coef)  # ruleid: MLS302
     return norms
 
 

@@ -1,0 +1,135 @@
+"""MLS307: collectives that some ranks never reach or reach with mismatched arguments.
+
+- An early return before a collective, taken on a test of this rank's own values
+  (`if not torch.any(t): return t` above `dist.all_reduce(t)`, `if not
+  torch.isfinite(kl): return None`) or inside a block only the main rank runs (`if
+  is_main: ... return` above `barrier()`): that rank leaves, the others wait forever.
+- `dist.broadcast(p, src=local_rank)`: every rank names itself as the source, so the
+  ranks disagree on who sends (a hang, or replicas that silently keep their own weights).
+- `signal.alarm(int(max_hours * 60))`: hours times 60 is minutes, and alarm() counts
+  seconds, so the wall-clock "budget" kills the job 60 times too early.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.checks.stalls import _COLLECTIVES, KILL_STALL
+from mlscan.model import Severity
+
+_OWN_VALUES = frozenset({"isfinite", "isnan", "isinf", "any", "all", "item", "allclose",
+                         "equal", "count_nonzero"})
+_MAIN = re.compile(r"(?i)^(is_)?(main|master|leader|primary|rank_?0|rank_zero|global_zero)"
+                   r"(_process|_rank)?$")
+_SELF_RANK = re.compile(r"(?i)^(local_|global_|node_)?rank$")
+_HOURS = re.compile(r"(?i)hour|hrs?$")
+_COLLECTIVE_HELPER = re.compile(r"all_reduce|all_gather|barrier|broadcast|reduce_scatter")
+_TIMERS = frozenset({"alarm", "dump_traceback_later"})
+
+
+def _collective_in(stmts: list[ast.stmt]) -> ast.Call | None:
+    for stmt in stmts:
+        for n in subnodes(stmt):
+            if isinstance(n, ast.Call) and (last_attr(n.func) in _COLLECTIVES
+                                            or _COLLECTIVE_HELPER.search(last_attr(n.func))):
+                return n  # (also a project's all_reduce_mean(t) helper)
+    return None
+
+
+def _own_values(test: ast.expr) -> bool:
+    """`not torch.any(t)`, `not torch.isfinite(kl)`, `loss.item() > x`: this rank's data."""
+    return any(isinstance(n, ast.Call) and isinstance(n.func, (ast.Attribute, ast.Name))
+               and last_attr(n.func) in _OWN_VALUES and (n.args or isinstance(
+                   n.func, ast.Attribute)) for n in subnodes(test))
+
+
+def _agreed(tests: tuple[ast.expr, ...], before: list[ast.stmt]) -> bool:
+    """The tested value went through a collective first (`all_reduce(flag, MAX)`, then `if
+    not flag.item(): return`): every rank sees the same value and takes the same branch."""
+    names = {n.id for t in tests for n in subnodes(t) if isinstance(n, ast.Name)}
+    return any(isinstance(n, ast.Call) and last_attr(n.func) in _COLLECTIVES and any(
+        isinstance(a, ast.Name) and a.id in names for a in n.args)
+        for stmt in before for n in subnodes(stmt))
+
+
+def _main_only(test: ast.expr) -> bool:
+    """`is_main`, `self.info.is_main`, `rank == 0`."""
+    if isinstance(test, (ast.Name, ast.Attribute)):
+        return bool(_MAIN.match(last_attr(test)))
+    return (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq) and literal(test.comparators[0]) == 0
+            and bool(_SELF_RANK.match(last_attr(test.left))))
+
+
+def _returns(stmts: list[ast.stmt], tests: tuple[ast.expr, ...]) -> list[
+        tuple[ast.Return, tuple[ast.expr, ...]]]:
+    """Returns under `stmts` with the if-tests on the way (nested functions left out)."""
+    out: list[tuple[ast.Return, tuple[ast.expr, ...]]] = []
+    for stmt in stmts:
+        if isinstance(stmt, ast.Return):
+            out.append((stmt, tests))
+        elif isinstance(stmt, ast.If):
+            out += _returns(stmt.body, (*tests, stmt.test))
+            out += _returns(stmt.orelse, tests)
+        elif isinstance(stmt, (ast.With, ast.For, ast.While, ast.Try)):
+            out += _returns(stmt.body, tests)
+    return out
+
+
+class CollectiveSkips(Check):
+    rules = (KILL_STALL,)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        if not ctx.mentions("return") or not any(ctx.mentions(w) for w in (
+                "barrier", "all_reduce", "all_gather", "broadcast", "reduce")):
+            return
+        body = node.body
+        for i, stmt in enumerate(body):
+            if not isinstance(stmt, ast.If):
+                continue
+            later = _collective_in(body[i + 1:])
+            if later is None:
+                continue
+            for ret, tests in _returns([stmt], ()):
+                if any(_own_values(t) for t in tests) and not _agreed(tests, body[:i]):
+                    why = "on a test of this rank's own values"
+                elif _main_only(tests[0]) if tests else False:
+                    why = "inside a block only the main rank runs"
+                else:
+                    continue
+                ctx.report(KILL_STALL, ret, f"early return {why}, before the "
+                           f"{last_attr(later.func)}() on line {later.lineno}: this rank "
+                           "leaves and the others wait in it forever", severity=Severity.MEDIUM)
+                return
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        attr = last_attr(node.func)
+        if attr in ("broadcast", "broadcast_object_list", "scatter", "reduce", "gather"):
+            src = kwarg(node, "src") or kwarg(node, "dst")
+            if src is None and attr == "broadcast" and len(node.args) > 1:
+                src = node.args[1]
+            if src is not None and isinstance(src, (ast.Name, ast.Attribute)) and (
+                    _SELF_RANK.match(last_attr(src))):
+                ctx.report(KILL_STALL, node, f"{attr}() with src/dst={ast.unparse(src)}: every "
+                           "rank names itself, so the ranks disagree on the root (a hang, or "
+                           "replicas that keep their own values)", severity=Severity.MEDIUM)
+        elif attr in _TIMERS and node.args:
+            seconds = node.args[0]
+            while isinstance(seconds, ast.Call) and last_attr(seconds.func) in ("int", "float",
+                                                                               "round"):
+                seconds = seconds.args[0] if seconds.args else seconds
+            if (isinstance(seconds, ast.BinOp) and isinstance(seconds.op, ast.Mult)
+                    and {literal(seconds.left), literal(seconds.right)} & {60}
+                    and any(isinstance(s, (ast.Name, ast.Attribute))
+                            and _HOURS.search(last_attr(s))
+                            for s in (seconds.left, seconds.right))):
+                ctx.report(KILL_STALL, node, f"{attr}({ast.unparse(node.args[0])[:30]}): hours "
+                           "times 60 is minutes, but the timer counts seconds, so it fires 60 "
+                           "times too early", severity=Severity.MEDIUM)
