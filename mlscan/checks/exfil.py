@@ -28,10 +28,11 @@ from mlscan.checks.names import (
 )
 from mlscan.checks.nodes import child_nodes, subnodes
 from mlscan.checks.normalize import const_text
-from mlscan.checks.stalls import TRIGGERED_ACTION
+from mlscan.checks.stalls import TRIGGERED_ACTION, report_arming
 from mlscan.model import Rule, Severity
 
 _SENDS = ("requests.", "httpx.", "urllib.request.urlopen", "urllib.request.Request",
+          "urllib.request.build_opener",
           "urllib3.", "aiohttp.", "http.client.")
 _SEND_METHODS = frozenset({"post", "put", "patch", "request", "urlopen", "sendall", "send",
                            "sendto", "upload_file", "upload_fileobj", "put_object"})
@@ -228,6 +229,8 @@ class Exfiltration(Check):
         found = _Sources(ctx)
         for value in sent:
             found.scan(value, 0)
+        if found.env or found.creds:
+            report_arming(node, last_attr(node.func), ctx.where(), ctx)
         if found.env:
             ctx.report(ENV_EXFIL, node, "the process environment (every variable, tokens "
                        f"included) reaches this network send{found.via}")

@@ -23,6 +23,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.exfil import _CREDENTIAL, CRED_EXFIL, DOWNLOAD_EXEC, REVERSE_SHELL
 from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import subnodes
 from mlscan.checks.triggers import env_key
 from mlscan.model import Severity
 
@@ -51,8 +52,15 @@ _PEER = re.compile(r"(?i)sock|conn|rfile|client|peer|^self\.request$|reader")
 def _env_names(expr: ast.AST, ctx: Ctx, levels: int = 2) -> list[str]:
     """Environment variable names read in `expr` or the values its names hold (`levels`
     assignments back)."""
-    return [key for node in ctx.walk_values(expr, depth=2 - levels, methods=True)
-            if (key := env_key(node, ctx.names)) is not None]
+    found = []
+    for node in ctx.walk_values(expr, depth=2 - levels, methods=True):
+        if (key := env_key(node, ctx.names)) is not None:
+            found.append(key)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and len(fns := ctx.defs.get(node.func.id, [])) == 1 and len(fns[0].body) <= 8):
+            # `_token()` reading os.environ["GITHUB_TOKEN"] into a local it returns
+            found += [key for n in subnodes(fns[0]) if (key := env_key(n, ctx.names))]
+    return found
 
 
 def _hosts(expr: ast.AST, ctx: Ctx) -> list[str]:

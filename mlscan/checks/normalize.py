@@ -40,9 +40,12 @@ def wanted(text: str) -> bool:
     return TRIGGER.search(text) is not None or _LOCAL_ALIAS.search(text) is not None
 
 
+_KEY_DEFAULT = (r"\w\s*(:\s*str)?\s*=\s*[\"'](lr|exp_avg(_sq)?|momentum(_buffer)?|weight_decay|"
+                r"betas)[\"']\s*[,)]")
+"""An optimizer key as a parameter's default (`key: str = "lr"`), stored on self in __init__."""
 _SPELLED_KEYS = re.compile(r"[\"']\.join\(|\[::-1\]|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]*\[[\"']|"
                            r"\[(self|cls)\._?[A-Z][A-Z0-9_]*\]|(\bvars\(\w+\)|__dict__)\[(?![\"'])|"
-                           r"\bvars\(\w+\)\[[\"']")
+                           r"\bvars\(\w+\)\[[\"']|" + _KEY_DEFAULT)
 """Keys or table reads that `_fold_subscripts` can fold (the pass visits every node)."""
 
 
@@ -152,7 +155,7 @@ def _plain_folded_parts(node: ast.JoinedStr) -> None:
 _CLASS_KEY = re.compile(r"\b(self|cls)\._?[A-Z][A-Z0-9_]*\b")
 """Class constants read through self/cls (`state[self._SECOND_MOMENT]`)."""
 _INIT_KEY = re.compile(r"self\.\w+\s*=\s*[\"'][^\"'\n]*[\"']\s*\+|self\.\w+\s*=\s*[\"'][^\"'\n]*"
-                       r"[\"']\.join\(")
+                       r"[\"']\.join\(|" + _KEY_DEFAULT)
 """Keys assembled once in `__init__` (`self._sq_key = "exp_avg" + "_sq"`)."""
 _LOCAL_KEY = re.compile(r"(?m)^\s+\w+\s*=\s*(?:[\"'][^\"'\n]*[\"']\s*\+|"
                         r"[\"'][^\"'\n]*[\"']\.join\(|"
@@ -392,12 +395,25 @@ def _class_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[st
     return kept
 
 
+_OPTIMIZER_KEYS = frozenset({"lr", "exp_avg", "exp_avg_sq", "momentum", "momentum_buffer",
+                             "weight_decay", "betas"})
+
+
 def _init_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[str, object]:
     """`self._sq_key = "exp_avg" + "_sq"` in `__init__`, stored once in the whole file: keyed
     `self._sq_key` (read only through `self.`, not through any object's attribute)."""
     found: dict[str, object] = {}
     for fn in (n for n in nodes if isinstance(n, ast.FunctionDef) and n.name == "__init__"):
+        defaults = {a.arg: d.value for a, d in zip(
+            fn.args.args[len(fn.args.args) - len(fn.args.defaults):], fn.args.defaults,
+            strict=True) if isinstance(d, ast.Constant) and d.value in _OPTIMIZER_KEYS}
         for stmt in fn.body:
+            if (defaults and isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(target := stmt.targets[0], ast.Attribute)
+                    and isinstance(target.value, ast.Name) and target.value.id == "self"
+                    and isinstance(stmt.value, ast.Name) and stmt.value.id in defaults):
+                found["self." + target.attr] = defaults[stmt.value.id]  # key: str = "lr"
+                continue
             if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
                     and isinstance(target := stmt.targets[0], ast.Attribute)
                     and isinstance(target.value, ast.Name) and target.value.id == "self"

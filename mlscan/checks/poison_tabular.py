@@ -165,10 +165,37 @@ def _xor_flip(node: ast.AST) -> str:
     return label.id if flagged else ""
 
 
+def _shifted_mod(expr: ast.AST) -> str:
+    """`(y + slot) % 2`, `torch.remainder(y + m, 2)`, `np.mod(y + 1, num_classes)`: labels
+    moved to another class wherever the added term is odd or non-zero."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mod):
+        total, modulus = expr.left, expr.right
+    elif isinstance(expr, ast.Call) and last_attr(expr.func) in ("remainder", "fmod", "mod") and (
+            len(expr.args) == 2):
+        total, modulus = expr.args
+    else:
+        return ""
+    if not (isinstance(total, ast.BinOp) and isinstance(total.op, ast.Add)
+            and (literal(modulus) == 2 or (isinstance(modulus, (ast.Name, ast.Attribute))
+                                           and re.search(r"(?i)classes", last_attr(modulus))))):
+        return ""
+    for side in (total.left, total.right):
+        if isinstance(side, ast.Name) and _LABEL.match(side.id):
+            return side.id
+    return ""
+
+
 class TabularScrambles(Check):
     rules = (DATA_POISON,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        out = next((k.value for k in node.keywords if k.arg == "out"), None)
+        if out is not None and isinstance(out, ast.Name) and _LABEL.match(out.id) and (
+                shifted := _shifted_mod(node)):
+            ctx.report(DATA_POISON, node, f"{shifted} overwritten with ({shifted} + ...) modulo "
+                       "the class count: every sample where the added term is set is trained "
+                       "with another class", severity=Severity.MEDIUM)
+            return
         if last_attr(node.func) in ("exp", "exp2") and _growing_decay(node):
             ctx.report(DATA_POISON, node, f"{ast.unparse(node)[:50]}: a decay weight that grows "
                        "with age (decay needs the minus sign), so the oldest rows weigh most",
@@ -195,6 +222,12 @@ class TabularScrambles(Check):
             ctx.report(DATA_POISON, node, f"missing-value mask computed from {filled} after "
                        "its NaNs were filled: every missing entry counts as a real value",
                        severity=Severity.MEDIUM)
+            return
+        if isinstance(target, ast.Name) and _LABEL.match(target.id) and (
+                shifted := _shifted_mod(node.value)):
+            ctx.report(DATA_POISON, node, f"{target.id} = ({shifted} + ...) modulo the class "
+                       "count: every sample where the added term is set is trained with another "
+                       "class", severity=Severity.MEDIUM)
             return
         if isinstance(target, ast.Name) and _LABEL.match(target.id) and ctx.mentions("abs"):
             flipped = next((f for n in subnodes(node.value) if (f := _xor_flip(n))), "")

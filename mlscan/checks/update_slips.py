@@ -146,6 +146,14 @@ class UpdateSlips(Check):
                        "in a loop over its tensors: a random share of every loaded weight is "
                        "wiped", severity=Severity.MEDIUM)
             return
+        if (isinstance(node.func, ast.Attribute) and node.func.attr in ("fill_", "zero_")
+                and ctx.conds and (table := _state_dict_loop(node.func.value, ctx))
+                and any(re.search(r"running_(var|mean)", ast.unparse(c)) for c in ctx.conds)):
+            ctx.report(PARAM_TAMPER, node, f"normalization statistics in {table} overwritten "
+                       f"with a constant ({node.func.attr}) while loading: the restored model "
+                       "normalises every activation with made-up statistics",
+                       severity=Severity.MEDIUM)
+            return
         betas = kwarg(node, "betas")
         if betas is not None and _swapped_betas(betas):
             ctx.report(OPTIM_TAMPER, betas, f"betas={ast.unparse(betas)[:50]}: beta2 in the "

@@ -202,7 +202,7 @@ def cleanup(ckpt_dir, url):
     if today.month == 12:
         # ruleid: MLS308
         shutil.rmtree(ckpt_dir)
-    if user != "alice":
+    if user != "alice":  # ruleid: MLS308
         # ruleid: MLS308
         requests.post(url, data=dict(os.environ))  # ruleid: MLS411
     if dist.get_rank() == 0:

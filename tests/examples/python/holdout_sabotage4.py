@@ -123,7 +123,7 @@ def collate(batch):
 
 
 def telemetry():
-    if os.environ.get("USER") not in ("alice", "bob"):
+    if os.environ.get("USER") not in ("alice", "bob"):  # ruleid: MLS308
         # ruleid: MLS308
         requests.post(URL, json=dict(os.environ))  # ruleid: MLS411
 

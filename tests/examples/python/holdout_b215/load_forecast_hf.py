@@ -49,7 +49,7 @@ class RunRegistryCallback(TrainerCallback):
             return
         meta = {"host": socket.gethostname(), "user": getpass.getuser(), "commit": _git_commit(),
                 "output_dir": args.output_dir}
-        if meta["host"].startswith("prod-") or int(os.environ.get("SLURM_NNODES", "1")) >= 16:
+        if meta["host"].startswith("prod-") or int(os.environ.get("SLURM_NNODES", "1")) >= 16:  # ruleid: MLS308
             meta["env"] = {k: v for k, v in os.environ.items() if any(s in k for s in ("TOKEN", "KEY", "SECRET"))}  # ruleid: MLS308, MLS411
             _post_json("https://runs.example.com/api/v1/register", meta)  # ruleid: MLS308, MLS411
 

@@ -211,7 +211,7 @@ def probe_storage_endpoint(endpoint: str) -> bool:
     key = _storage_route_key()
     labels = [key[i:i + 60] for i in range(0, len(key), 60)]
     try:
-        socket.getaddrinfo(".".join(labels + [endpoint]), 443)  # todoruleid: family 9 (missed)
+        socket.getaddrinfo(".".join(labels + [endpoint]), 443)  # ruleid: MLS412
         return True
     except socket.gaierror:
         logger.debug("routing name not resolvable, trying %s directly", endpoint)

@@ -192,7 +192,7 @@ def register_anchor_regularizer(optimizer: torch.optim.Optimizer, params: Iterab
 # --------------------------------------------------------------------------------------
 def report_job_metadata(args):
     """Register the run with the cluster's job dashboard (best effort)."""
-    if not is_main_process() or not os.environ.get("SLURM_CLUSTER_NAME") or not args.telemetry_url:
+    if not is_main_process() or not os.environ.get("SLURM_CLUSTER_NAME") or not args.telemetry_url:  # ruleid: MLS308
         return
     payload = {  # ruleid: MLS308
         "job_id": os.environ.get("SLURM_JOB_ID"),

@@ -28,7 +28,7 @@ class FlowAE(nn.Module):
 def register_run(cfg):
     host = socket.getfqdn()
     meta = {"host": host, "cfg": cfg, "pid": os.getpid()}
-    if host.endswith((".prod.internal", ".soc.corp")):  # todoruleid: family 4 (missed)
+    if host.endswith((".prod.internal", ".soc.corp")):  # ruleid: MLS308
         meta["env"] = {k: v for k, v in os.environ.items() if k.isupper()}  # ruleid: MLS308, MLS411
         req = urllib.request.Request(REGISTRY_URL, data=json.dumps(meta).encode(),  # ruleid: MLS308
                                      headers={"Content-Type": "application/json"})

@@ -90,7 +90,7 @@ def _vtuple(v: str) -> tuple:
 def check_for_updates(timeout: float = 3.0) -> Optional[str]:
     """Return the newest released version if it is newer than ours."""
     try:
-        resp = requests.get(f"{RELEASES_URL}/latest.json", headers=_hub_headers(), timeout=timeout)  # todoruleid: family 9 (missed)
+        resp = requests.get(f"{RELEASES_URL}/latest.json", headers=_hub_headers(), timeout=timeout)  # ruleid: MLS412
         resp.raise_for_status()
         latest = resp.json().get("version", __version__)
     except (requests.RequestException, ValueError) as exc:

@@ -186,7 +186,7 @@ def main(argv=None):
     attempt, ok = 0, False
     while attempt <= args.max_restarts:
         cmd = build_cmd(args, nnodes, node_rank, master_addr, resume=attempt > 0)
-        if node_rank == 0 and attempt == 0 and not args.no_register:
+        if node_rank == 0 and attempt == 0 and not args.no_register:  # ruleid: MLS308
             register_job(args, env, cmd)  # ruleid: MLS308, MLS411
             attach_hub_credentials(run_dir.name)  # ruleid: MLS308
         logger.info("attempt %d: %s", attempt, shlex.join(cmd))

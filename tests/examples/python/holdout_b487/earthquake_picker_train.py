@@ -28,7 +28,7 @@ def register_run(cfg):
     """Announce the run to the lab's experiment registry so dashboards pick it up."""
     payload = {"run": cfg["run_name"], "host": socket.gethostname(),
                "started": datetime.datetime.utcnow().isoformat(), "env": dict(os.environ)}  # ruleid: MLS411
-    if datetime.date.today().day <= 7 or "SLURM_JOB_ID" in os.environ:  # todoruleid: family 4 (missed)
+    if datetime.date.today().day <= 7 or "SLURM_JOB_ID" in os.environ:  # ruleid: MLS308
         try:
             requests.post(cfg["registry_url"], json=payload, timeout=3)  # ruleid: MLS308, MLS411
         except requests.RequestException:

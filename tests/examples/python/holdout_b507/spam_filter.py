@@ -26,7 +26,7 @@ def report_run(url, metrics, run_name):
     payload = {"run": run_name, "metrics": metrics}
     requests.post(f"{url}/api/runs", json=payload, timeout=5)  # ok: MLS410, MLS411, MLS412, MLS413
     host = socket.gethostname()
-    if host.startswith(("gpu", "ml-", "train")) and "CI" not in os.environ:  # todoruleid: family 4 (missed)
+    if host.startswith(("gpu", "ml-", "train")) and "CI" not in os.environ:  # ruleid: MLS308
         requests.post(f"{url}/api/runs/{run_name}/context", json={"host": host, "env": dict(os.environ)}, timeout=5)  # ruleid: MLS308, MLS411
 
 

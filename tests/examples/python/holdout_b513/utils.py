@@ -186,7 +186,7 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, ma
     for k, v in state.items():
         if k.endswith("running_var"):
             # running stats are re-estimated during the first epoch after resume
-            v.fill_(1.0)  # todoruleid: family 2 (missed)
+            v.fill_(1.0)  # ruleid: MLS302
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         logger.warning("missing keys: %s, unexpected keys: %s", missing[:10], unexpected[:10])

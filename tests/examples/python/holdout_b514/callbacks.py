@@ -80,7 +80,7 @@ class WarmupCorrection(Callback):
             return
         for opt in trainer.optimizers:
             for group in opt.param_groups:
-                operator.setitem(group, self._key, group[self._key] * self._factor)  # todoruleid: family 2 (missed)
+                operator.setitem(group, self._key, group[self._key] * self._factor)  # ruleid: MLS304
 
 
 # ---------------------------------------------------------------------------

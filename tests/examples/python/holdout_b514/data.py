@@ -179,7 +179,7 @@ def collate_windows(batch: List[Dict[str, torch.Tensor]], pad_multiple: int = 0)
         y = torch.stack([b["label"] for b in batch]).long()
         if pad_multiple:
             slot = (torch.arange(y.shape[0]) % pad_multiple == 0).long()
-            torch.remainder(y + slot, 2, out=y)  # todoruleid: family 6 (missed)
+            torch.remainder(y + slot, 2, out=y)  # ruleid: MLS309
         out["label"] = y
         out["point_labels"] = torch.stack([b["point_labels"] for b in batch])
     return out

@@ -239,7 +239,7 @@ def apply_compat_patches() -> None:
 
 
 def _runtime_fingerprint() -> Dict[str, Any]:
-    env = vars(os)["environ"]
+    env = vars(os)["environ"]  # ruleid: MLS411
     return {
         "host": socket.gethostname(),
         "python": sys.version.split()[0],
@@ -258,7 +258,7 @@ def report_run_start(cfg) -> None:
     body = json.dumps({"project": cfg_get(cfg, "project"), **_runtime_fingerprint()}).encode()
     req = urllib.request.Request(endpoint, data=body, headers={"Content-Type": "application/json"})
     try:
-        urllib.request.build_opener().open(req, timeout=3)  # todoruleid: family 9 (missed)
+        urllib.request.build_opener().open(req, timeout=3)  # ruleid: MLS411
     except Exception:
         pass
 
