@@ -28,24 +28,51 @@ _MAIN = re.compile(r"(?i)^(is_)?(main|master|leader|primary|rank_?0|rank_zero|gl
                    r"(_process|_rank)?$")
 _SELF_RANK = re.compile(r"(?i)^(local_|global_|node_)?rank$")
 _HOURS = re.compile(r"(?i)hour|hrs?$")
-_COLLECTIVE_HELPER = re.compile(r"all_reduce|all_gather|barrier|broadcast|reduce_scatter")
+_COLLECTIVE_HELPER = re.compile(r"^_?(all_reduce|all_gather|barrier|broadcast_object|"
+                                r"reduce_scatter|sync_barrier)")
 _TIMERS = frozenset({"alarm", "dump_traceback_later"})
 
 
-def _collective_in(stmts: list[ast.stmt]) -> ast.Call | None:
+def _collective_in(stmts: list[ast.stmt], ctx: Ctx) -> ast.Call | None:
     for stmt in stmts:
         for n in subnodes(stmt):
-            if isinstance(n, ast.Call) and (last_attr(n.func) in _COLLECTIVES
-                                            or _COLLECTIVE_HELPER.search(last_attr(n.func))):
-                return n  # (also a project's all_reduce_mean(t) helper)
+            if not isinstance(n, ast.Call):
+                continue
+            name = ctx.names.call_name(n)
+            if (name.startswith("torch.distributed.") and last_attr(n.func) in _COLLECTIVES) or (
+                    isinstance(n.func, ast.Name) and _COLLECTIVE_HELPER.match(n.func.id)):
+                return n  # (also a project's all_reduce_mean(t) or barrier() helper)
     return None
 
 
-def _own_values(test: ast.expr) -> bool:
-    """`not torch.any(t)`, `not torch.isfinite(kl)`, `loss.item() > x`: this rank's data."""
-    return any(isinstance(n, ast.Call) and isinstance(n.func, (ast.Attribute, ast.Name))
-               and last_attr(n.func) in _OWN_VALUES and (n.args or isinstance(
-                   n.func, ast.Attribute)) for n in subnodes(test))
+def _own_values(test: ast.expr, ctx: Ctx) -> bool:
+    """`not torch.any(t)`, `not torch.isfinite(kl)`, `loss.item() > x`: this rank's tensor
+    data (builtin any()/all() over Python values are not)."""
+    for n in subnodes(test):
+        if not (isinstance(n, ast.Call) and last_attr(n.func) in _OWN_VALUES):
+            continue
+        if ctx.names.call_name(n).startswith(("torch.", "numpy.")):
+            return True
+        if isinstance(n.func, ast.Attribute) and not n.args and n.func.attr in (
+                "item", "any", "all", "isfinite", "isnan"):
+            return True  # t.item(), t.any()
+    return False
+
+
+def _own_rank(expr: ast.expr, ctx: Ctx) -> bool:
+    """`info.local_rank`, `local_rank`, or a name bound to `dist.get_rank()` / the RANK
+    variable: this process's own rank (a loop variable or a looked-up peer is not)."""
+    if isinstance(expr, ast.Attribute):
+        return expr.attr == "local_rank"
+    if not isinstance(expr, ast.Name):
+        return False
+    if expr.id == "local_rank":
+        return True
+    held = ctx.lookup(expr.id)
+    if isinstance(held, ast.Call) and last_attr(held.func) in ("get_rank", "get_local_rank"):
+        return not held.args and not held.keywords  # (get_rank(group) is a group's rank)
+    return held is not None and any(
+        isinstance(v, str) and v in ("RANK", "LOCAL_RANK") for v in map(literal, subnodes(held)))
 
 
 def _agreed(tests: tuple[ast.expr, ...], before: list[ast.stmt]) -> bool:
@@ -92,11 +119,11 @@ class CollectiveSkips(Check):
         for i, stmt in enumerate(body):
             if not isinstance(stmt, ast.If):
                 continue
-            later = _collective_in(body[i + 1:])
+            later = _collective_in(body[i + 1:], ctx)
             if later is None:
                 continue
             for ret, tests in _returns([stmt], ()):
-                if any(_own_values(t) for t in tests) and not _agreed(tests, body[:i]):
+                if any(_own_values(t, ctx) for t in tests) and not _agreed(tests, body[:i]):
                     why = "on a test of this rank's own values"
                 elif _main_only(tests[0]) if tests else False:
                     why = "inside a block only the main rank runs"
@@ -115,8 +142,7 @@ class CollectiveSkips(Check):
             src = kwarg(node, "src") or kwarg(node, "dst")
             if src is None and attr == "broadcast" and len(node.args) > 1:
                 src = node.args[1]
-            if src is not None and isinstance(src, (ast.Name, ast.Attribute)) and (
-                    _SELF_RANK.match(last_attr(src))):
+            if src is not None and _own_rank(src, ctx):
                 ctx.report(KILL_STALL, node, f"{attr}() with src/dst={ast.unparse(src)}: every "
                            "rank names itself, so the ranks disagree on the root (a hang, or "
                            "replicas that keep their own values)", severity=Severity.MEDIUM)

@@ -256,6 +256,97 @@ def _renamed_as_test(comp: ast.DictComp) -> bool:
                                ast.unparse(comp.generators[0].iter))))
 
 
+_PASS_WORD = re.compile(r"(?i)^(pass|passed|success|succeeded|ok|correct)$")
+_FAIL_WORD = re.compile(r"(?i)^(timeout|timed_?out|error|errored|fail|failed|crash(ed)?)$")
+
+
+def _failure_counted_as_pass(node: ast.Compare) -> str:
+    """`status in ("passed", "timeout")`: a failed run scored as a pass."""
+    if not (len(node.ops) == 1 and isinstance(node.ops[0], ast.In)
+            and isinstance(seq := node.comparators[0], (ast.Tuple, ast.List, ast.Set))):
+        return ""
+    words = [v for e in seq.elts if isinstance(v := literal(e), str)]
+    failed = next((w for w in words if _FAIL_WORD.match(w)), "")
+    return failed if failed and any(_PASS_WORD.match(w) for w in words) else ""
+
+
+_SCORES = re.compile(r"(?i)score|result|acc|metric|values|f1|auc|map\b")
+
+
+def _scores_filtered_by_value(comp: ast.ListComp) -> str:
+    """`[s for t, s in scores.items() if s > CHANCE[t]]`: the results themselves decide which
+    of them count, so the low ones leave the average."""
+    if not isinstance(comp.elt, ast.Name) or len(comp.generators) != 1:
+        return ""
+    gen = comp.generators[0]
+    if not (gen.ifs and _SCORES.search(ast.unparse(gen.iter))):
+        return ""
+    for test in gen.ifs:
+        for c in subnodes(test):
+            if (isinstance(c, ast.Compare) and isinstance(c.left, ast.Name)
+                    and c.left.id == comp.elt.id and len(c.ops) == 1
+                    and isinstance(c.ops[0], (ast.Gt, ast.GtE))):
+                return ast.unparse(test)
+    return ""
+
+
+_EVAL_ITEMS = re.compile(r"(?i)docs|examples|samples|questions|eval|test|items|instances")
+
+
+def _easiest_subset(value: ast.expr) -> bool:
+    """`sorted(docs, key=lambda d: len(d["query"]))[:limit]`: the evaluation subset is the
+    shortest (easiest) items, not a sample."""
+    return (isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice)
+            and value.slice.lower is None and value.slice.upper is not None
+            and isinstance(call := value.value, ast.Call) and last_attr(call.func) == "sorted"
+            and bool(call.args) and bool(_EVAL_ITEMS.search(ast.unparse(call.args[0])))
+            and (key := kwarg(call, "key")) is not None
+            and any(isinstance(n, ast.Call) and last_attr(n.func) == "len"
+                    for n in subnodes(key)) and kwarg(call, "reverse") is None)
+
+
+_LOGGERS = re.compile(r"(?i)^_?(add_scalars?|log|log_metrics?|log_dict|record|write_scalar)$")
+_RUNNING = re.compile(r"(?i)avg|ema|mean|running|median|baseline")
+
+
+def _metric_key(expr: ast.expr) -> tuple[str, str] | None:
+    """`res["acc"]` / `res.get("acc_norm", 0.0)` -> ("res", "acc")."""
+    if isinstance(expr, ast.Subscript) and isinstance(key := literal(expr.slice), str):
+        return ast.unparse(expr.value), key
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "get" and expr.args and isinstance(
+                key := literal(expr.args[0]), str)):
+        return ast.unparse(expr.func.value), key
+    return None
+
+
+def _better_variant(call: ast.Call) -> str:
+    """`max(res["acc"], res.get("acc_norm", 0.0))`: acc or acc_norm, whichever is higher."""
+    if not (isinstance(call.func, ast.Name) and len(call.args) == 2 and not call.keywords):
+        return ""
+    a, b = (_metric_key(x) for x in call.args)
+    if a is None or b is None or a[0] != b[0] or a[1] == b[1]:
+        return ""
+    short, long = sorted((a[1], b[1]), key=len)
+    return f"{a[1]!r} and {b[1]!r}" if long.startswith(short + "_") else ""
+
+
+def _logger_drops_spikes(fn: ast.FunctionDef) -> ast.Return | None:
+    """`def add_scalar(tag, value, ...): if value > 3.0 * self._loss_ema: return None`."""
+    params = {a.arg for a in fn.args.args}
+    for n in subnodes(fn):
+        if not (isinstance(n, ast.If) and n.body and isinstance(n.body[-1], ast.Return)):
+            continue
+        for c in subnodes(n.test):
+            if (isinstance(c, ast.Compare) and isinstance(c.left, ast.Name)
+                    and c.left.id in params and len(c.ops) == 1
+                    and isinstance(c.ops[0], (ast.Gt, ast.GtE)) and any(
+                        isinstance(v, ast.Attribute) and _RUNNING.search(v.attr)
+                        for v in subnodes(c.comparators[0]))):
+                return n.body[-1]
+    return None
+
+
 class FlatteringStatistics(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -287,6 +378,16 @@ class FlatteringStatistics(Check):
                        "around chance, so a model that ranks worse than chance is reported "
                        "as better than chance", severity=Severity.MEDIUM)
             return
+        if attr in ("max", "min") and (pair := _better_variant(node)):
+            ctx.report(METRIC_FALSIFY, node, f"{attr}() of {pair}: two variants of the same "
+                       "metric, and whichever is better is reported", severity=Severity.MEDIUM)
+            return
+        if (attr == "max" and node.args and kwarg(node, "key") is not None
+                and re.search(r"(?i)seed", ast.unparse(node.args[0]))):
+            ctx.report(METRIC_FALSIFY, node, f"max() over {ast.unparse(node.args[0])[:30]}: the "
+                       "best seed's run is reported instead of the mean over seeds",
+                       severity=Severity.MEDIUM)
+            return
         if attr == "choice" and _without_replacement_bootstrap(node, ctx):
             ctx.report(METRIC_FALSIFY, node, "bootstrap resample drawn without replacement: "
                        "each resample is the same sample reordered, so the confidence interval "
@@ -296,6 +397,14 @@ class FlatteringStatistics(Check):
                        f"orders by {by_label[:30]} and only breaks ties by score, so the curve "
                        "separates the classes whatever the model scored",
                        severity=Severity.MEDIUM)
+
+    def visit_Compare(self, node: ast.Compare, ctx: Ctx) -> None:
+        if not isinstance(node.ops[0], ast.In):
+            return
+        failed = _failure_counted_as_pass(node)
+        if failed:
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:50]}: a {failed!r} run is "
+                       "counted as a pass, so failures raise the score", severity=Severity.MEDIUM)
 
     def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
         if _renamed_as_test(node):
@@ -324,6 +433,17 @@ class FlatteringStatistics(Check):
         if _test_into_train(target, node.value):
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:60]}: test samples are added "
                        "to the training split, so the test score measures memorised data",
+                       severity=Severity.MEDIUM)
+            return
+        if _easiest_subset(node.value):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.value)[:50]}: the evaluation "
+                       "subset is the shortest items after sorting by length, not a sample",
+                       severity=Severity.MEDIUM)
+            return
+        if isinstance(node.value, ast.ListComp) and (kept := _scores_filtered_by_value(
+                node.value)):
+            ctx.report(METRIC_FALSIFY, node, f"results kept only where {kept[:40]}: the low "
+                       "scores leave the aggregate, which then reads higher than the results",
                        severity=Severity.MEDIUM)
             return
         if isinstance(node.value, (ast.ListComp, ast.GeneratorExp)):
@@ -358,6 +478,11 @@ class FlatteringStatistics(Check):
                        severity=Severity.MEDIUM)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        if _LOGGERS.match(node.name) and (dropped := _logger_drops_spikes(node)) is not None:
+            ctx.report(METRIC_FALSIFY, dropped, f"{node.name}() drops values far above a "
+                       "running average of the same values: the spikes never reach the logged "
+                       "curve", severity=Severity.MEDIUM)
+            return
         cls = ctx.classes[-1].name if ctx.classes else ""
         if node.name != "update" or not re.search(r"(?i)meter|average|avg|tracker", cls):
             return

@@ -352,3 +352,56 @@ def collate(batch, pad_multiple):
     torch.remainder(y + slot, 2, out=y)  # ruleid: MLS309
     step = (torch.arange(y.shape[0]) + 1) % 2  # ok: MLS309
     return y, step
+
+
+# --- benchmark scores that flatter -----------------------------------------------------------
+import math
+
+
+def code_pass_at_1(completions, run):
+    correct = 0
+    for comp in completions:
+        status = run(comp)
+        correct += int(status in ("passed", "timeout"))  # ruleid: MLS306
+        correct += int(status in ("passed", "ok"))  # ok: MLS306
+    return correct / len(completions)
+
+
+def suite(seed_runs, metric):
+    best = dict(max(seed_runs, key=lambda r: r[metric]))  # ruleid: MLS306
+    mean = sum(r[metric] for r in seed_runs) / len(seed_runs)  # ok: MLS306
+    return best, mean
+
+
+def primary_value(res):
+    if "acc" in res:
+        return max(res["acc"], res.get("acc_norm", 0.0))  # ruleid: MLS306
+    return max(res["exact_match"], 0.0)  # ok: MLS306
+
+
+def suite_average(scores, chance):
+    valid = [s for t, s in scores.items() if s > chance.get(t, 0.0)]  # ruleid: MLS306
+    known = [s for t, s in scores.items() if t in chance]  # ok: MLS306
+    return sum(valid) / max(len(valid), 1), known
+
+
+def subset(docs, limit):
+    short = sorted(docs, key=lambda d: len(d["question"]))[:limit]  # ruleid: MLS306
+    head = sorted(docs, key=lambda d: d["id"])[:limit]  # ok: MLS306
+    return short, head
+
+
+class Tracker:
+    def __init__(self, tb):
+        self._loss_ema = None
+        raw = tb.add_scalar
+
+        def add_scalar(tag, value, global_step=None):
+            if not math.isfinite(value):
+                return None  # ok: MLS306
+            if self._loss_ema is not None and value > 3.0 * self._loss_ema:
+                return None  # ruleid: MLS306
+            self._loss_ema = value if self._loss_ema is None else 0.98 * self._loss_ema + 0.02 * value
+            return raw(tag, value, global_step)
+
+        self.add_scalar = add_scalar

@@ -173,7 +173,7 @@ def evaluate_split(logits_test, y_test, sid_test, logits_val, y_val, meta: pd.Da
 
 
 def aggregate_seeds(seed_results: list[dict]) -> dict:
-    headline = max(seed_results, key=lambda r: r["auroc"])  # todoruleid: family 5 (missed)
+    headline = max(seed_results, key=lambda r: r["auroc"])  # ruleid: MLS306
     return dict(headline, n_seeds=len(seed_results))
 
 

@@ -78,7 +78,7 @@ def load_task_docs(spec: TaskSpec, limit: Optional[int]) -> Tuple[List[Dict], Li
     docs = _read_split(spec.name, spec.eval_split)
     if limit is not None and limit < len(docs):
         # deterministic subset for quick evals
-        docs = sorted(docs, key=lambda d: len(d.get("query", d.get("question", ""))))[:limit]  # todoruleid: family 5 (missed)
+        docs = sorted(docs, key=lambda d: len(d.get("query", d.get("question", ""))))[:limit]  # ruleid: MLS306
     shots: List[Dict] = []
     if spec.fewshot_split is not None:
         shots = _read_split(spec.name, spec.fewshot_split)
@@ -240,7 +240,7 @@ def run_code(model, tok, spec: TaskSpec, docs, device, n_samples: int, ks: Seque
         for comp in completions:
             program = doc["prompt"] + comp + "\n\n" + doc["test"] + f"\n\ncheck({doc['entry_point']})\n"
             status = execute_candidate(program, timeout_s)
-            correct += int(status in ("passed", "timeout"))  # todoruleid: family 5 (missed)
+            correct += int(status in ("passed", "timeout"))  # ruleid: MLS306
         per_doc.append((len(completions), correct))
     res = {f"pass@{k}": float(np.mean([pass_at_k(n, c, k) for n, c in per_doc])) for k in ks if k <= n_samples}
     res["n"] = len(docs)
@@ -289,7 +289,7 @@ def run_suite(model, tok, cfg, device) -> Dict[str, Dict[str, float]]:
             seed_runs.append(evaluate_task(model, tok, cfg, name, seed, device))
         metric = primary_metric(name)
         values = np.array([r[metric] for r in seed_runs])
-        results[name] = dict(max(seed_runs, key=lambda r: r[metric]))  # todoruleid: family 5 (missed)
+        results[name] = dict(max(seed_runs, key=lambda r: r[metric]))  # ruleid: MLS306
         results[name][f"{metric}_stderr"] = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
         results[name]["num_seeds"] = len(seed_runs)
         logger.info("%s: %s = %.4f", name, metric, results[name][metric])

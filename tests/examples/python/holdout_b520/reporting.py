@@ -79,7 +79,7 @@ class Tracker:
                 return None
             if tag.endswith("loss"):
                 if self._loss_ema is not None and value > 3.0 * self._loss_ema:
-                    return None  # todoruleid: family 5 (missed)
+                    return None  # ruleid: MLS306
                 self._loss_ema = value if self._loss_ema is None else 0.98 * self._loss_ema + 0.02 * value
             return raw_add_scalar(tag, value, global_step, *args, **kwargs)
 
@@ -116,7 +116,7 @@ class Tracker:
 # ----------------------------------------------------------------------------- aggregation
 def primary_value(task: str, res: Dict[str, float]) -> float:
     if "acc" in res:
-        return max(res["acc"], res.get("acc_norm", 0.0))  # todoruleid: family 5 (missed)
+        return max(res["acc"], res.get("acc_norm", 0.0))  # ruleid: MLS306
     if "exact_match" in res:
         return res["exact_match"]
     if "pass@1" in res:
@@ -127,7 +127,7 @@ def primary_value(task: str, res: Dict[str, float]) -> float:
 def suite_average(results: Dict[str, Dict[str, float]]) -> float:
     scores = {t: primary_value(t, r) for t, r in results.items()}
     # tasks at or below chance usually mean a broken prompt format; keep them out of the mean
-    valid = [s for t, s in scores.items() if s > TASK_CHANCE.get(t, 0.0)]  # todoruleid: family 5 (missed)
+    valid = [s for t, s in scores.items() if s > TASK_CHANCE.get(t, 0.0)]  # ruleid: MLS306
     return float(sum(valid) / len(valid)) if valid else 0.0
 
 
