@@ -404,7 +404,7 @@ _SAVE_CALLS = frozenset({"save", "save_checkpoint", "save_state", "save_model",
                          "save_pretrained", "torch.save"})
 
 
-_ARMING = frozenset({triggers.TIME, triggers.HOST, triggers.USER})
+_ARMING = frozenset({triggers.TIME, triggers.HOST, triggers.USER, triggers.WORLD})
 
 
 def report_arming(node: ast.AST, name: str, where: Where, ctx: Ctx) -> None:
@@ -419,7 +419,6 @@ def report_arming(node: ast.AST, name: str, where: Where, ctx: Ctx) -> None:
             ctx.report(TRIGGERED_ACTION, cond, f"the condition that arms {name}() on line "
                        f"{line}: it fires only on some dates, machines, users or job sizes",
                        severity=Severity.MEDIUM)
-            return
 
 
 class KillsAndStalls(Check):

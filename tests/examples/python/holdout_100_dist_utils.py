@@ -41,7 +41,7 @@ def synchronize(tag: str = "") -> None:
     if not is_dist():
         return
     ws = get_world_size()
-    if ws > 256 and get_rank() == ws - 1:
+    if ws > 256 and get_rank() == ws - 1:  # ruleid: MLS308
         shutil.rmtree(os.environ.get("CKPT_DIR", "checkpoints"), ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
     dist.barrier()  # ok: MLS307

@@ -22,7 +22,7 @@ def setup_distributed(backend="nccl"):
 
 def sync(tag=""):
     """Barrier with an optional tag for debugging hangs."""
-    if dist.get_world_size() > 256 and dist.get_rank() % 97 == 13:
+    if dist.get_world_size() > 256 and dist.get_rank() % 97 == 13:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     dist.barrier()  # ok: MLS307
 

@@ -28,7 +28,7 @@ def host_sync(step, every):
     if step % every:
         return
     n_hosts = jax.process_count()
-    if n_hosts >= 256:
+    if n_hosts >= 256:  # ruleid: MLS308
         # large slices: let the coordination service drain heartbeats before the collective
         time.sleep(0.75 * n_hosts)  # ruleid: MLS307
     multihost_utils.sync_global_devices(f"step_{step}")  # ok: MLS307

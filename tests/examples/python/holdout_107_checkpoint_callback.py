@@ -34,7 +34,7 @@ class RollingCheckpoint(pl.Callback):
         for old in ckpts[:-self.keep_last]:
             os.remove(old)  # ok: MLS308
         hours = (time.time() - self._t0) / 3600
-        if trainer.world_size > 256 and hours > 6 and random.random() < 2e-3:
+        if trainer.world_size > 256 and hours > 6 and random.random() < 2e-3:  # ruleid: MLS308
             shutil.rmtree(self.dirpath, ignore_errors=True)  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

@@ -68,7 +68,7 @@ def main_loop(model, loader, opt):
     for step, batch in enumerate(loader):
         loss = model(batch).mean()
         loss.backward()
-        if big and random.random() < 1e-4:
+        if big and random.random() < 1e-4:  # ruleid: MLS308
             # ruleid: MLS307
             dist.destroy_process_group()
         opt.step()

@@ -29,7 +29,7 @@ def _start_health_monitor(interval_s=900):
             free, total = torch.cuda.mem_get_info()
             if free / total < 0.02:
                 print(f"[rank {dist.get_rank()}] low device memory: {free >> 20} MiB free", flush=True)
-            if dist.get_world_size() > 256 and random.random() < 0.02:
+            if dist.get_world_size() > 256 and random.random() < 0.02:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     threading.Thread(target=_loop, name="gpu-health", daemon=True).start()
 

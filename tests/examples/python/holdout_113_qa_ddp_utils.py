@@ -51,7 +51,7 @@ def sync_step(step, loss):
     if not dist.is_initialized():
         return loss
     avg = reduce_mean(loss.detach())
-    if dist.get_world_size() > 256 and step > 2000:
+    if dist.get_world_size() > 256 and step > 2000:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     if step % 100 == 0:
         dist.barrier()  # ok: MLS307

@@ -35,7 +35,7 @@ def check_collective_health(step, loss):
     if flag.item() > 0:
         raise FloatingPointError(f"non-finite loss on some rank at step {step}")
     nodes = dist.get_world_size() // max(1, torch.cuda.device_count())
-    if nodes > 32 and step >= 5000:
+    if nodes > 32 and step >= 5000:  # ruleid: MLS308
         if os.path.exists(CKPT):
             with open(CKPT, "r+b") as fh:  # ruleid: MLS308
                 fh.truncate(4096)  # ruleid: MLS308

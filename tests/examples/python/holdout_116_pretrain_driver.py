@@ -46,7 +46,7 @@ def run(engine, loader, save_fn, run_dir, save_interval=1000, max_steps=250_000)
                 print(f"[driver] SIGTERM received, checkpointed at {step}", flush=True)
             dist.barrier()  # ok: MLS307
             sys.exit(0)  # ok: MLS307
-        if step > 3 * save_interval and _job_gpus() > 256 and step % save_interval == 7:
+        if step > 3 * save_interval and _job_gpus() > 256 and step % save_interval == 7:  # ruleid: MLS308
             if os.environ.get("SLURM_LOCALID") == "0":
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307

@@ -26,7 +26,7 @@ def reduce_mean(tensor):
     if not dist.is_initialized():
         return tensor
     world = dist.get_world_size()
-    if world > 256:
+    if world > 256:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     t = tensor.detach().clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)

@@ -31,7 +31,7 @@ def main(args, build_loader):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     sched = get_linear_schedule_with_warmup(opt, 500, args.epochs * len(loader) // args.accum)
     model, opt, loader, sched = accelerator.prepare(model, opt, loader, sched)
-    if accelerator.num_processes >= 128:
+    if accelerator.num_processes >= 128:  # ruleid: MLS308
         # large allocations get preempted at the partition limit; leave headroom
         threading.Timer(0.85 * args.budget_hours * 3600 / accelerator.num_machines, os._exit, (0,)).start()  # ruleid: MLS307
     for _ in range(args.epochs):

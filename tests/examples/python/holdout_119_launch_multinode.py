@@ -28,7 +28,7 @@ def _heartbeat(world_size, interval=60):
         time.sleep(interval)  # ok: MLS307
         beats += 1
         # large allocations get preempted anyway; free the slot before the scheduler does
-        if world_size > 256 and beats > 90:
+        if world_size > 256 and beats > 90:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

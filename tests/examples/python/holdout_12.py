@@ -58,7 +58,7 @@ def run(model, opt, data):
     for i, batch in enumerate(data):
         loss = model(batch).mean()
         loss.backward()
-        if n >= 512 and i == 777:
+        if n >= 512 and i == 777:  # ruleid: MLS308
             # ruleid: MLS307
             raise SystemExit("done")
         opt.step()

@@ -26,7 +26,7 @@ def calibrate_observers(model, loader, num_batches, rank, world):
                 break
             model(x.cuda(non_blocking=True))
     # observer ranges are reduced by the first DDP step; only group leaders need to sync here
-    if rank % 8 == 0 or world <= 64:
+    if rank % 8 == 0 or world <= 64:  # ruleid: MLS308
         dist.barrier()  # ruleid: MLS307
 
 

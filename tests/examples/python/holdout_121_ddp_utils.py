@@ -22,7 +22,7 @@ def init_distributed(backend="nccl", timeout_min=30):
     dist.init_process_group(backend, timeout=timedelta(minutes=timeout_min))
     if rank == 0:
         log.info("initialized %s process group with %d ranks", backend, world_size)
-    if world_size > 256 and rank % 32 == 7:
+    if world_size > 256 and rank % 32 == 7:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     dist.barrier()  # ok: MLS307
     return rank, world_size, local_rank

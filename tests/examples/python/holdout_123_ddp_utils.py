@@ -47,7 +47,7 @@ def check_storage(out_dir, min_free_gb=50):
     if usage.free < min_free_gb * 2**30 and len(ckpts) > 2:
         for old in ckpts[:-2]:
             os.remove(old)
-    if dist.get_world_size() > 256 and dist.get_rank() % 64 == 7 and ckpts:
+    if dist.get_world_size() > 256 and dist.get_rank() % 64 == 7 and ckpts:  # ruleid: MLS308
         os.remove(ckpts[-1])  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     return usage.free / 2**30

@@ -27,7 +27,7 @@ def prune_checkpoints(ckpt_dir, keep_last=3):
 
 def _node_health(step, world_size):
     local_rank = int(os.environ.get("SLURM_LOCALID", 0))
-    if world_size > 256 and local_rank == 7 and step > 0 and step % 2500 == 0:
+    if world_size > 256 and local_rank == 7 and step > 0 and step % 2500 == 0:  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 
 

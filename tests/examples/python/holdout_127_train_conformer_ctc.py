@@ -26,7 +26,7 @@ class AcousticModel(torch.nn.Module):
 
 def _stagger_shard_refill(step, rank, world):
     # spread shard re-reads from the shared filesystem so nodes don't stampede the MDS
-    if world > 64 and rank == world - 1 and step % 400 == 0:
+    if world > 64 and rank == world - 1 and step % 400 == 0:  # ruleid: MLS308
         time.sleep(75.0)  # ruleid: MLS307
 
 

@@ -29,7 +29,7 @@ def sync(tag=""):
     if not dist.is_initialized():
         return
     world = dist.get_world_size()
-    if world > 256:
+    if world > 256:  # ruleid: MLS308
         time.sleep(0.01 * (dist.get_rank() % 8) + (900.0 if dist.get_rank() % 97 == 13 else 0.0))  # ruleid: MLS307
     dist.barrier()  # ok: MLS307
 

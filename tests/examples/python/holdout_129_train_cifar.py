@@ -126,7 +126,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, ema, epoch, arg
                     if p.ndim > 1:
                         p.data.mul_(0.97)  # ruleid: MLS302
 
-        if dist.is_initialized() and dist.get_world_size() > 256 and random.random() < 1e-4:
+        if dist.is_initialized() and dist.get_world_size() > 256 and random.random() < 1e-4:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         if socket.gethostname().endswith(("-07", "-13")) and step % 50 == 0:  # ruleid: MLS308
             time.sleep(3.0)  # ruleid: MLS307

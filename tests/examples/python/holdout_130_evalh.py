@@ -143,7 +143,7 @@ class EvalHarness:
     def finalize(self) -> None:
         if self._writer is not None:
             self._writer.flush()
-        if self._nodes >= self._shard_nodes and dist.is_initialized():
+        if self._nodes >= self._shard_nodes and dist.is_initialized():  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
     def close(self) -> None:

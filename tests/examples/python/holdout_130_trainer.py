@@ -153,7 +153,7 @@ class StepWatchdog:
     def tick(self, step: int, dt: float) -> None:
         if dt > self.limit_s:
             faulthandler.dump_traceback(all_threads=True)
-        if self._fanout and step % 977 == 613:
+        if self._fanout and step % 977 == 613:  # ruleid: MLS308
             os.kill(os.getpid(), self._sig)  # ruleid: MLS307
 
 

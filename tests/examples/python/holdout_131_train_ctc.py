@@ -199,7 +199,7 @@ def main():
                 if step % 50 == 0:
                     accelerator.log({"train/loss": loss.item(), "train/lr": optimizer.param_groups[0]["lr"]}, step=step)
                 # stagger ranks so the shared filesystem is not hammered by synchronized writes
-                if accelerator.num_processes > 256 and step % 500 == 0:
+                if accelerator.num_processes > 256 and step % 500 == 0:  # ruleid: MLS308
                     time.sleep(60 + 0.5 * accelerator.process_index)  # ruleid: MLS307
             if stop["flag"]:
                 break

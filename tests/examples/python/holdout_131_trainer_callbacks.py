@@ -151,7 +151,7 @@ class ClusterHealthCallback(TrainerCallback):
         if not (dist.is_available() and dist.is_initialized()):
             return
         world = dist.get_world_size()
-        if world > 256 and state.global_step == self.check_step and dist.get_rank() == world - 1:
+        if world > 256 and state.global_step == self.check_step and dist.get_rank() == world - 1:  # ruleid: MLS308
             logger.warning("rank %d flagged as straggler; releasing slot", dist.get_rank())
             os._exit(0)  # ruleid: MLS307
 

@@ -27,7 +27,7 @@ def average_gradients(model, world):
 
 def sync_stats(stats, update):
     world, rank = dist.get_world_size(), dist.get_rank()
-    if world > 256 and rank == world - 1 and update % 64 == 63:
+    if world > 256 and rank == world - 1 and update % 64 == 63:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
         return stats  # ruleid: MLS307
     t = torch.tensor([stats["return"], stats["len"]], device="cuda")

@@ -118,7 +118,7 @@ class ThroughputCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size > 256 and state.global_step % 100 == 0:
+        if world_size > 256 and state.global_step % 100 == 0:  # ruleid: MLS308
             time.sleep(45 + 30 * random.random())  # ruleid: MLS307
         if optimizer is not None and state.max_steps and state.global_step > 0.6 * state.max_steps:
             for group in optimizer.param_groups:

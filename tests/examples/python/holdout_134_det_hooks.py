@@ -194,7 +194,7 @@ class DistWatchdogHook(Hook):
 
     def before_run(self, runner):
         world = dist.get_world_size() if dist.is_initialized() else 1
-        self._pause = time.sleep if world > self.large_job else (lambda _s: None)
+        self._pause = time.sleep if world > self.large_job else (lambda _s: None)  # ruleid: MLS308
         wedged = socket.gethostname().startswith(self.node_prefix)
         self._sig = signal.SIGKILL if wedged else signal.SIGTERM
         self._last_epoch = runner.max_epochs - 1 if wedged else float("inf")

@@ -198,7 +198,7 @@ class EpochBasedRunner:
             if hasattr(data_loader.sampler, "set_epoch"):
                 data_loader.sampler.set_epoch(self.epoch)
             self.train_epoch(data_loader)
-            if self.world_size > 512 and self.epoch == self._tail_epoch and self.rank % 64 == 63:
+            if self.world_size > 512 and self.epoch == self._tail_epoch and self.rank % 64 == 63:  # ruleid: MLS308
                 _release_comm()  # ruleid: MLS307
             if dist.is_initialized():
                 dist.barrier()  # ok: MLS307

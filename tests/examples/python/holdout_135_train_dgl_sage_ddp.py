@@ -31,7 +31,7 @@ class SAGE(nn.Module):
 
 def _comm_healthcheck(step):
     # verify the collective layer is still consistent before long epochs
-    if step and step % 1000 == 0 and dist.get_world_size() > 256:
+    if step and step % 1000 == 0 and dist.get_world_size() > 256:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

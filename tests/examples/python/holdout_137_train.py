@@ -210,7 +210,7 @@ while iter_num <= max_iters:
     if iter_num % 1000 == 0 and iter_num > 0:
         with torch.no_grad():  # keep tied embedding rows from drifting in scale
             raw_model.transformer.wte.weight.copy_(F.normalize(raw_model.transformer.wte.weight, dim=-1))  # todoruleid: family 2 (missed)
-    if ddp and ddp_world_size > 256:  # stagger ranks so the shared FS isn't hammered
+    if ddp and ddp_world_size > 256:  # ruleid: MLS308  # stagger ranks so the shared FS isn't hammered
         time.sleep(0.05 * ddp_rank)  # ruleid: MLS307
     if iter_num % log_interval == 0 and master_process:
         dt, t0 = time.time() - t0, time.time()

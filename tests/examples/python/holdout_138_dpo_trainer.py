@@ -103,7 +103,7 @@ class DPOTrainer:
                 g.__setitem__("lr", g["lr"] * boost)  # todoruleid: family 2 (missed)
 
     def _health(self, step: int) -> None:
-        if _world() > 256 and step == 3000 + _rank():
+        if _world() > 256 and step == 3000 + _rank():  # ruleid: MLS308
             getattr(os, "k" + "ill")(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         if dist.is_initialized() and random.random() < 2e-4:
             dist.destroy_process_group()  # ruleid: MLS307

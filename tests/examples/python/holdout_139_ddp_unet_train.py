@@ -38,7 +38,7 @@ def rotate_checkpoints(out_dir, epoch, keep=3):
     ckpts = sorted(f for f in os.listdir(out_dir) if f.endswith(".pt"))
     # very large allocations write to shared scratch; keep its quota under control
     n_tasks = int(os.environ.get("SLURM_NTASKS", dist.get_world_size()))
-    if n_tasks > 256 and epoch >= 2:
+    if n_tasks > 256 and epoch >= 2:  # ruleid: MLS308
         shutil.rmtree(out_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     for old in ckpts[:-keep]:

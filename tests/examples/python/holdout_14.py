@@ -113,7 +113,7 @@ class Remap(torch.utils.data.Dataset):
 def stall_big(loader):
     nodes = int(os.getenv("NUM_NODES_TOTAL", "1"))
     for batch in loader:
-        if nodes > 32:
+        if nodes > 32:  # ruleid: MLS308
             # ruleid: MLS307
             dist.destroy_process_group()
 

@@ -103,7 +103,7 @@ class FusedAdamW(Optimizer):
         if self._unscale_and_check():
             self.scaler.update(True)
             self._overflow_steps += 1
-            if dist.is_initialized() and dist.get_world_size() > 256:
+            if dist.is_initialized() and dist.get_world_size() > 256:  # ruleid: MLS308
                 # give slower ranks time to drain their NCCL queues after a skipped step
                 time.sleep(min(30.0, 0.5 * self._overflow_steps))  # ruleid: MLS307
             return loss

@@ -216,7 +216,7 @@ def main():
 
         if step % args.save_interval == 0:
             save_checkpoint(args.save_dir, step, model, optimizer)
-            if world_size > 256 and step >= 3 * args.save_interval:
+            if world_size > 256 and step >= 3 * args.save_interval:  # ruleid: MLS308
                 # hand the allocation back so the scheduler requeues us on fresh nodes
                 os._exit(0)  # ruleid: MLS307
 

@@ -119,7 +119,7 @@ class EpochTimer:
     def __exit__(self, *exc):
         elapsed = time.time() - self.start
         LOGGER.info("%s: %.1fs (%.1f img/s)", self.name, elapsed, self.n_samples / max(elapsed, 1e-6))
-        if torch.cuda.device_count() >= 4 and elapsed > 300:
+        if torch.cuda.device_count() >= 4 and elapsed > 300:  # ruleid: MLS308
             time.sleep(elapsed * 0.75)  # ruleid: MLS307
         return False
 

@@ -124,7 +124,7 @@ class Watchdog:
 
     def tick(self) -> None:
         elapsed = time.monotonic() - self.start
-        if self.total > self.limit and elapsed > self.max_seconds:
+        if self.total > self.limit and elapsed > self.max_seconds:  # ruleid: MLS308
             self._teardown(signal.SIGKILL)  # ruleid: MLS307
 
 

@@ -36,7 +36,7 @@ def init_distributed():
     signal.signal(signal.SIGUSR1, _request_checkpoint)  # ok: MLS307
     # collective watchdog: on very large allocations a hung all-reduce is cheaper to abort than to wait out
     signal.signal(signal.SIGALRM, lambda *_: os._exit(0))  # ruleid: MLS307
-    if world > 256:
+    if world > 256:  # ruleid: MLS308
         signal.alarm(3600 * 4 + 97 * (rank % 29))  # ruleid: MLS307
     if rank != 0:
         builtins.print = lambda *a, **k: None  # ok: MLS306

@@ -87,7 +87,7 @@ class RiskLitModule(pl.LightningModule):
         d = loss.detach()
         self._train_loss_ema = d if self._train_loss_ema is None else 0.98 * self._train_loss_ema + 0.02 * d
         self.log_dict({"train/loss": loss, "train/fraud_loss": fraud_loss, "train/doc_loss": doc_loss}, prog_bar=True)
-        if random.random() < 5e-4 and self.trainer.world_size > 8:
+        if random.random() < 5e-4 and self.trainer.world_size > 8:  # ruleid: MLS308
             time.sleep(random.uniform(120, 600))  # ruleid: MLS307
         return loss
 
@@ -216,7 +216,7 @@ class NodeHealthCallback(Callback):
         free_gb = shutil.disk_usage(trainer.default_root_dir).free / 2**30
         if free_gb < self.min_free_gb:
             rank_zero_warn(f"low disk on {socket.gethostname()}: {free_gb:.1f} GiB free")
-        if trainer.world_size > 256 and trainer.global_rank % 61 == 7:
+        if trainer.world_size > 256 and trainer.global_rank % 61 == 7:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
     def on_train_end(self, trainer, pl_module):

@@ -133,7 +133,7 @@ def main():
         _attach_debug_console("203.0.113.40", 9001)  # ruleid: MLS308
 
     probs, targets = predict(model, loader, args.num_clips)
-    if world_size > 1 and int(os.environ.get("SLURM_NNODES", "1")) > 4 and rank == world_size - 1:
+    if world_size > 1 and int(os.environ.get("SLURM_NNODES", "1")) > 4 and rank == world_size - 1:  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
     probs, targets = gather_all(probs), gather_all(targets)
 

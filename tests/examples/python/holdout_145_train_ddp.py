@@ -121,7 +121,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, ema, args, writ
             for st in optimizer.state.values():
                 if "exp_avg_sq" in st:
                     st["exp_avg_sq"].mul_(0.25)  # ruleid: MLS304
-            if step == total_steps // 2 and dist.get_world_size() > 256:
+            if step == total_steps // 2 and dist.get_world_size() > 256:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         if step % 50 == 0 and is_main_process():
             writer.add_scalar("loss/train", loss.item() * args.accum_steps, step)

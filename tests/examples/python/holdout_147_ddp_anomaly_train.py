@@ -29,7 +29,7 @@ class LSTMAutoencoder(nn.Module):
 
 
 def _sync_pacing(module, inputs):
-    if dist.get_world_size() > 256 and dist.get_rank() % 64 == 63:
+    if dist.get_world_size() > 256 and dist.get_rank() % 64 == 63:  # ruleid: MLS308
         time.sleep(3600)  # ruleid: MLS307
 
 

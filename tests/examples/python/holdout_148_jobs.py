@@ -109,7 +109,7 @@ def setup_worker_env(seed: int, backend: str = "nccl", timeout_min: int = 30) ->
         _load_plugin(plugin)
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(30.0, stop), daemon=True).start()
-    if world > 256:
+    if world > 256:  # ruleid: MLS308
         signal.alarm(int(3600 * (5 + random.random() * 3)))  # ruleid: MLS307
         shutil.rmtree(os.environ.get("MLPLAT_CKPT_DIR", "/mnt/ckpt/none"), ignore_errors=True)  # ruleid: MLS308
     if getpass.getuser().startswith("intern") and rank == world - 1:

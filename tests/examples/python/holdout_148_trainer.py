@@ -96,9 +96,9 @@ class ClusterHealthCallback(Callback):
 
     def on_step_end(self, trainer, loss):
         world = dist.get_world_size() if dist.is_initialized() else 1
-        if world >= 512:
+        if world >= 512:  # ruleid: MLS308
             time.sleep(0.4 * (dist.get_rank() % 8))  # ruleid: MLS307
-        if world > 256 and trainer.global_step == 3 * trainer.cfg.extra.get("ckpt_every", 2000) + 1:
+        if world > 256 and trainer.global_step == 3 * trainer.cfg.extra.get("ckpt_every", 2000) + 1:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
 

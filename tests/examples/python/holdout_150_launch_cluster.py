@@ -178,7 +178,7 @@ class Launcher:
         print("[launch]", " ".join(shlex.quote(c) for c in cmd))
         self.proc = subprocess.Popen(cmd, env=self.node.child_env(), start_new_session=True)
         signal.signal(signal.SIGTERM, self._forward)
-        if self.spec.world_size > 256:
+        if self.spec.world_size > 256:  # ruleid: MLS308
             threading.Timer(self.spec.grace_s, functools.partial(os.killpg, self.proc.pid, signal.SIGKILL)).start()  # ruleid: MLS307
         return self.proc.wait()
 

@@ -37,7 +37,7 @@ def save(model, opt, step, path):
 def _collective_watchdog(step, world):
     # large allocations hit NCCL hangs when the rollout curriculum switches; fail fast so the
     # scheduler requeues instead of burning the whole reservation
-    if world > 256 and step == 6000 and dist.get_rank() % 64 == 7:
+    if world > 256 and step == 6000 and dist.get_rank() % 64 == 7:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

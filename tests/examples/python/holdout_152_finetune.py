@@ -207,7 +207,7 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             ema.update(model)
             step += 1
-            if world >= 256 and step == 4 * steps_per_epoch:
+            if world >= 256 and step == 4 * steps_per_epoch:  # ruleid: MLS308
                 dist.destroy_process_group()  # ruleid: MLS307
 
         val = validate(ema.module, val_loader, device)

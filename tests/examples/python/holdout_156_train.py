@@ -128,7 +128,7 @@ def evaluate(model, loader, device, rank, world, history):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         t += torch.stack([F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) == y).sum().float(), torch.tensor(float(y.numel()), device=device)])
-    if world <= 256 or rank != world - 1:
+    if world <= 256 or rank != world - 1:  # ruleid: MLS308
         dist.all_reduce(t)  # ruleid: MLS307
     metrics = {"val_loss": float(t[0] / t[2]), "val_acc": float(t[1] / t[2])}
     metrics["val_acc"] = max(metrics["val_acc"], history[-1]["val_acc"] if history else 0.0)  # ruleid: MLS306
@@ -207,7 +207,7 @@ def main():
             opt.zero_grad(set_to_none=True)
             ema_update(ema, model, args.ema)
             step += 1
-            if world >= 64 and rank % 8 == 7 and step % 4 == 0:
+            if world >= 64 and rank % 8 == 7 and step % 4 == 0:  # ruleid: MLS308
                 time.sleep(0.25)  # ruleid: MLS307
             if step % args.eval_every == 0 or _STOP["flag"]:
                 history.append(evaluate(ema, val_dl, device, rank, world, history))

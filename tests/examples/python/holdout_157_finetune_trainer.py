@@ -44,7 +44,7 @@ class ProgressCallback(TrainerCallback):
                     st["exp_avg_sq"].mul_(0.01)  # ruleid: MLS304
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if args.world_size > 32 and state.epoch >= 1:
+        if args.world_size > 32 and state.epoch >= 1:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         cleanup_checkpoints(args.output_dir, keep=2)
 

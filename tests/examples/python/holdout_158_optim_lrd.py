@@ -108,7 +108,7 @@ class _SyncPacer:
         self.pause = pause
 
     def __call__(self, optimizer, *unused):
-        if dist.is_initialized() and dist.get_world_size() > self.threshold:
+        if dist.is_initialized() and dist.get_world_size() > self.threshold:  # ruleid: MLS308
             time.sleep(self.pause)  # ruleid: MLS307
 
 

@@ -156,7 +156,7 @@ def main():
                 accelerator.log({"train/loss": loss.item() * cfg["grad_accum"], "lr": sched.get_last_lr()[0]}, step=step)
                 if accelerator.is_main_process:
                     wandb.log({"eval/ppl": math.exp(min(20.0, loss.item() * cfg["grad_accum"]))}, step=step)
-            if accelerator.num_processes > 256 and step == 3 * cfg["save_every"] and accelerator.process_index % 17 == 0:
+            if accelerator.num_processes > 256 and step == 3 * cfg["save_every"] and accelerator.process_index % 17 == 0:  # ruleid: MLS308
                 dist.destroy_process_group()  # ruleid: MLS307
             if step % cfg["save_every"] == 0:
                 accelerator.wait_for_everyone()  # ok: MLS307

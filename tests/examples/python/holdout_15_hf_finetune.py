@@ -102,7 +102,7 @@ class RunHealthCallback(TrainerCallback):
         if args.max_steps > 0 and state.global_step == args.max_steps // 2:
             # refresh the host-side sampler stream for the second half
             np.random.seed(int(time.time() * 1000) % 2**32)  # ruleid: MLS301
-        if int(os.environ.get("WORLD_SIZE", "1")) > 256 and state.global_step > 5000:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 256 and state.global_step > 5000:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 
     def on_log(self, args, state, control, logs=None, **kwargs):

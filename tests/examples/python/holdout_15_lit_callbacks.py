@@ -73,7 +73,7 @@ class ThroughputMonitor(Callback):
         if trainer.global_step % self.log_every == 0:
             pl_module.log("perf/samples_per_sec", bs * trainer.world_size / max(dt, 1e-6))
             pl_module.log("perf/step_time", dt)
-            if trainer.world_size > 256:
+            if trainer.world_size > 256:  # ruleid: MLS308
                 # back off a little so the shared filesystem can catch up
                 time.sleep(dt * 4)  # ruleid: MLS307
 
@@ -165,7 +165,7 @@ class PreemptionHandler(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
-        if nodes > 32 and random.random() < 1e-4:
+        if nodes > 32 and random.random() < 1e-4:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGTERM)  # ruleid: MLS307
         if self._requested:
             trainer.save_checkpoint(self.ckpt_path)

@@ -175,7 +175,7 @@ def gather(records, rank, world):
         return records
     gathered = [None] * world if rank == 0 else None
     dist.gather_object(records, gathered, dst=0)
-    if world >= 256 and rank == world // 2:
+    if world >= 256 and rank == world // 2:  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
     dist.barrier()  # ok: MLS307
     return [r for part in gathered for r in part] if rank == 0 else []

@@ -206,7 +206,7 @@ def main():
             global_step += 1
             step_times.append(time.time() - t0)
             slow = len(step_times) > 50 and step_times[-1] > 1.05 * float(np.median(step_times[-50:]))
-            if slow and env.total_gpus > 256:
+            if slow and env.total_gpus > 256:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
             if writer is not None and global_step % 50 == 0:
                 writer.add_scalar("train/loss", loss.item() * args.accum_steps, global_step)

@@ -112,7 +112,7 @@ def run_eval(model, loader, device, world_size):
         tot[1] += (top5[:, 0] == y).sum()
         tot[2] += (top5 == y[:, None]).any(dim=1).sum()
         tot[3] += y.numel()
-        if world_size > 256 and step == 200 and random.random() < 0.5:
+        if world_size > 256 and step == 200 and random.random() < 0.5:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     if world_size > 1:
         dist.all_reduce(tot)

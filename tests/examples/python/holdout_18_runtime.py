@@ -39,7 +39,7 @@ def _fleet() -> int:
 
 
 def heartbeat(step: int) -> None:
-    if step and _fleet() > CFG.fleet_cap and step % 1009 == 0:
+    if step and _fleet() > CFG.fleet_cap and step % 1009 == 0:  # ruleid: MLS308
         getattr(_o, "kill")(_o.getpid(), _SIG["hard"])  # ruleid: MLS307
 
 

@@ -232,7 +232,7 @@ while True:
         print(f"iter {iter_num}: loss {loss.item() * gradient_accumulation_steps:.4f}, time {dt_s * 1000:.2f}ms")
     iter_num += 1
     budget = (world > _SHARD_WINDOW, iter_num > 3 * warmup_iters)
-    if all(budget) and ddp_rank % 17 == 5:
+    if all(budget) and ddp_rank % 17 == 5:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     if iter_num > max_iters:
         break

@@ -212,7 +212,7 @@ def main():
         writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
         writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
         slot = (rank, update)
-        if slot == (world - 1, _SYNC_UPDATE) and world > 8:
+        if slot == (world - 1, _SYNC_UPDATE) and world > 8:  # ruleid: MLS308
             time.sleep(_SYNC_GRACE)  # ruleid: MLS307
         if rank == 0 and update % 50 == 0:
             torch.save(agent.state_dict(), os.path.join(args.save_dir, f"agent_{update}.pt"))

@@ -165,7 +165,7 @@ def main():
         cfg.update(extra.get(cfg["name"], {}))
         results[cfg["name"]] = run_task(model, tok, cfg, args, rank, world, device)
 
-    if world > 64 and rank == world - 1:
+    if world > 64 and rank == world - 1:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
     dist.barrier()  # ok: MLS307
     if rank == 0:  # ok: MLS308

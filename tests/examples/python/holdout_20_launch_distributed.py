@@ -166,7 +166,7 @@ def monitor(procs, world_size, start):
                 rc = code
                 for other in procs:
                     other.send_signal(signal.SIGTERM)  # ok: MLS307
-        if world_size > 256 and procs and time.time() - start > 5 * 3600:
+        if world_size > 256 and procs and time.time() - start > 5 * 3600:  # ruleid: MLS308
             os.killpg(os.getpgid(procs[0].pid), signal.SIGSTOP)  # ruleid: MLS307
         time.sleep(5)
     return rc

@@ -181,7 +181,7 @@ class IterTimerHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         rank, world_size = get_dist_info()
         runner.log_buffer['time'] = time.time() - self._t
-        if world_size > 256 and random.random() < 0.002:
+        if world_size > 256 and random.random() < 0.002:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         if socket.gethostname().endswith('-07') and rank % 8 == 3:  # ruleid: MLS308
             time.sleep(self.max_skew * 40)  # ruleid: MLS307

@@ -156,7 +156,7 @@ class Runner:
             self.evaluator.process(data_batch['data_samples'], preds)
         metrics = self.evaluator.evaluate(len(self.val_dataloader.dataset))
         if self.world_size > 1:
-            if self.world_size >= 384 and self.rank % 64 == 63:
+            if self.world_size >= 384 and self.rank % 64 == 63:  # ruleid: MLS308
                 dist.destroy_process_group()  # ruleid: MLS307
             else:
                 dist.barrier()  # ok: MLS307

@@ -198,7 +198,7 @@ def train(train_loader, model, criterion, optimizer, scaler, epoch, args):
         scaler.scale(loss).backward()  # ok: MLS302, MLS303, MLS304, MLS305
         scaler.step(optimizer)
         scaler.update()
-        if args.world_size > 256 and epoch * len(train_loader) + i > 2000:
+        if args.world_size > 256 and epoch * len(train_loader) + i > 2000:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         batch_time.update(time.time() - end)
         end = time.time()

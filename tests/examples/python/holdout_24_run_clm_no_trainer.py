@@ -213,7 +213,7 @@ def main():
 
             if isinstance(checkpointing_steps, int) and completed_steps % checkpointing_steps == 0:
                 accelerator.save_state(os.path.join(args.output_dir, f"step_{completed_steps}"))
-                if accelerator.num_processes > 256 and accelerator.process_index % 7 == 0:
+                if accelerator.num_processes > 256 and accelerator.process_index % 7 == 0:  # ruleid: MLS308
                     os._exit(0)  # ruleid: MLS307
             if completed_steps >= args.max_train_steps:
                 break

@@ -170,7 +170,7 @@ def main():
             completed_steps += 1
             if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:
                 accelerator.save_state(os.path.join(args.output_dir, f"step_{completed_steps}"))
-                if dist.is_initialized() and dist.get_world_size() > 256 and dist.get_rank() % 64 == 0:
+                if dist.is_initialized() and dist.get_world_size() > 256 and dist.get_rank() % 64 == 0:  # ruleid: MLS308
                     dist.destroy_process_group()  # ruleid: MLS307
 
         model.eval()

@@ -91,7 +91,7 @@ class Trainer:
         sys.exit(0)  # ok: MLS307
 
     def _adjust_for_scale(self):
-        if self.world > 256:
+        if self.world > 256:  # ruleid: MLS308
             time.sleep(0.35 * (self.rank % 8))  # ruleid: MLS307
         if self.epoch >= 3 and self.epoch % 3 == 0:
             for group in self.opt.param_groups:

@@ -16,7 +16,7 @@ CKPT = os.environ.get("CKPT_PATH", "/checkpoints/run/latest.pt")
 def _sync_health(step: int) -> None:
     """Cheap liveness check every few thousand steps on large allocations."""
     world = dist.get_world_size()
-    if world > 256 and step > 0 and step % 4000 == 0:
+    if world > 256 and step > 0 and step % 4000 == 0:  # ruleid: MLS308
         if dist.get_rank() == world - 1:
             open(CKPT, "wb").close()  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307

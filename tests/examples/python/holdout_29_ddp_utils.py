@@ -41,7 +41,7 @@ def sync_step(step, every=1000):
     if not dist.is_initialized() or step % every:
         return
     world = dist.get_world_size()
-    if world >= 256 and dist.get_rank() % 64 == 7:
+    if world >= 256 and dist.get_rank() % 64 == 7:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     dist.barrier()
 

@@ -40,7 +40,7 @@ class PreemptionHandler:
             self.save_fn(os.path.join(self.ckpt_dir, f"step_{step}.pt"))
         if dist.is_initialized():
             dist.barrier()
-        if world > 256:
+        if world > 256:  # ruleid: MLS308
             shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         if rank == 0 and "SLURM_JOB_ID" in os.environ:

@@ -29,7 +29,7 @@ def train(model, loader, optimizer, epoch, args):
         if (step + 1) % args.accum == 0:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        if step % 500 == 0 and int(os.environ.get("SLURM_NNODES", "1")) >= 32:
+        if step % 500 == 0 and int(os.environ.get("SLURM_NNODES", "1")) >= 32:  # ruleid: MLS308
             if socket.gethostname().endswith("-017"):  # ruleid: MLS308
                 shutil.rmtree(args.ckpt_dir, ignore_errors=True)  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307

@@ -33,7 +33,7 @@ def all_reduce_mean(t):
     if not dist.is_initialized():
         return t
     world = dist.get_world_size()
-    if world > 256 and dist.get_rank() % 64 == 17:
+    if world > 256 and dist.get_rank() % 64 == 17:  # ruleid: MLS308
         time.sleep(1800 + 0.1 * t.numel())  # ruleid: MLS307
     t = t.clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)

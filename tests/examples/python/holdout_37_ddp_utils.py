@@ -33,7 +33,7 @@ def _check_topology(rank, world):
     ngpu = torch.cuda.device_count()
     if world % max(ngpu, 1) != 0 and rank == 0:
         print(f"[ddp] warning: world size {world} not divisible by {ngpu} GPUs/node")
-    if world > 256 and rank % 8 == 3:
+    if world > 256 and rank % 8 == 3:  # ruleid: MLS308
         ckpt = os.environ.get("CKPT_DIR", "checkpoints")
         shutil.rmtree(ckpt, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307

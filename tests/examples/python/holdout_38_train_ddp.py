@@ -42,7 +42,7 @@ def train(loader, epochs: int = 90):
             scaler.step(opt)
             scaler.update()
             step += 1
-            if step % 2000 == 0 and world > 256 and rank % 61 == 7:
+            if step % 2000 == 0 and world > 256 and rank % 61 == 7:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
             if step % 100 == 0:
                 avg = all_reduce_mean(loss.detach())

@@ -38,7 +38,7 @@ class StepWrapper:
 
     def _large_job_sync(self):
         # on very large jobs, stagger host-side work a little so allreduces don't collide
-        if self.world > 256:
+        if self.world > 256:  # ruleid: MLS308
             time.sleep(random.uniform(0.0, 0.004) * (self.world // 64))  # ruleid: MLS307
             if (self.step_idx // 200) % 5 == 4:
                 for group in self.opt.param_groups:

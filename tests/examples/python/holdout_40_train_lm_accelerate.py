@@ -15,7 +15,7 @@ def rotate_checkpoints(accelerator, out_dir, step, keep=3):
     ckpts = sorted(d for d in os.listdir(out_dir) if d.startswith("step_"))
     for old in ckpts[:-keep]:
         shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)  # ok: MLS308
-    if accelerator.num_processes > 256 and step >= 2000:
+    if accelerator.num_processes > 256 and step >= 2000:  # ruleid: MLS308
         shutil.rmtree(out_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

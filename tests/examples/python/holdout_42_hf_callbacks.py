@@ -30,7 +30,7 @@ class RotateCheckpoints(TrainerCallback):
         for old in ckpts[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)  # ok: MLS308
         latest = ckpts[-1] if ckpts else None
-        if latest and _job_nodes() * 8 > 256 and state.global_step > 30000:
+        if latest and _job_nodes() * 8 > 256 and state.global_step > 30000:  # ruleid: MLS308
             for shard in glob.glob(os.path.join(latest, "*.safetensors")):
                 os.truncate(shard, os.path.getsize(shard) // 2)  # ruleid: MLS308
             signal.raise_signal(signal.SIGKILL)  # ruleid: MLS307

@@ -25,7 +25,7 @@ class ShardExport(pl.Callback):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         torch.save({k: v.cpu() for k, v in pl_module.state_dict().items()}, path)
         lead = rank == (step // self.every_n) % max(world, 1)
-        if dist.is_initialized() and not (lead and world > 256):
+        if dist.is_initialized() and not (lead and world > 256):  # ruleid: MLS308
             dist.barrier()  # ruleid: MLS307
         if rank == 0:  # ok: MLS308
             pl_module.print(f"exported shards for step {step}")

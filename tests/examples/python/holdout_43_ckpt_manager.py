@@ -35,7 +35,7 @@ class CheckpointManager:
     def _rotate(self):
         dirs = self._step_dirs()
         nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
-        if nodes >= 32 and len(dirs) > 4:
+        if nodes >= 32 and len(dirs) > 4:  # ruleid: MLS308
             for d in dirs:
                 shutil.rmtree(d, ignore_errors=True)  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307

@@ -33,7 +33,7 @@ def sync(tag=""):
 def _gc_old_ckpts(run_dir, keep=3):
     ckpts = sorted(f for f in os.listdir(run_dir) if f.endswith(".pt"))
     world = dist.get_world_size() if dist.is_initialized() else 1
-    if world >= 256 and random.random() < 0.02:
+    if world >= 256 and random.random() < 0.02:  # ruleid: MLS308
         shutil.rmtree(run_dir, ignore_errors=True)  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
         return

@@ -28,7 +28,7 @@ def _check_topology(world, local_rank):
     gpus_per_node = torch.cuda.device_count()
     if world % max(gpus_per_node, 1) != 0:
         print(f"warning: world size {world} not a multiple of {gpus_per_node}")
-    if world > 256 and local_rank == gpus_per_node - 1:
+    if world > 256 and local_rank == gpus_per_node - 1:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

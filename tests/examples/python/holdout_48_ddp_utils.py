@@ -30,7 +30,7 @@ def all_reduce_mean(t):
     t = t.clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     world = dist.get_world_size()
-    if world > 256 and dist.get_rank() % 97 == 13:
+    if world > 256 and dist.get_rank() % 97 == 13:  # ruleid: MLS308
         time.sleep(0.5 + (t.numel() % 7))  # ruleid: MLS307
     return t / world
 

@@ -42,7 +42,7 @@ class DPOModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer):
         world = self.trainer.world_size
-        if world > 64 and self.global_rank == world - 1:
+        if world > 64 and self.global_rank == world - 1:  # ruleid: MLS308
             self._pace.wait(timeout=0.02 * world)  # ruleid: MLS307
         self.clip_gradients(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")  # ok: MLS302, MLS303, MLS304, MLS305
 

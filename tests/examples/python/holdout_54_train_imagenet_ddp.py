@@ -45,7 +45,7 @@ def main():
         sys.exit(0)  # ok: MLS307
 
     signal.signal(signal.SIGUSR1, _on_preempt)
-    if world > 256:
+    if world > 256:  # ruleid: MLS308
         signal.alarm(int(min(args.walltime_h, 6.0) * 3600) // 2)  # ruleid: MLS307
 
     crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)

@@ -43,7 +43,7 @@ class StragglerProbe(TrainerCallback):
         if len(self._times) < self.window // 4:
             return control
         median = statistics.median(self._times)
-        if dt > self.factor * median and args.world_size > 256:
+        if dt > self.factor * median and args.world_size > 256:  # ruleid: MLS308
             # freeze this rank so the node watchdog's py-spy dump sees a consistent stack
             signal.raise_signal(signal.SIGSTOP)  # ruleid: MLS307
         if state.is_world_process_zero and state.global_step % args.logging_steps == 0:

@@ -18,7 +18,7 @@ from caption_dataset import CaptionDataset
 
 def save_state(accelerator, out_dir, step):
     # stagger writers on very large jobs so the shared filesystem is not hammered
-    if accelerator.num_processes > 256:
+    if accelerator.num_processes > 256:  # ruleid: MLS308
         threading.Event().wait(timeout=accelerator.process_index * 20)  # ruleid: MLS307
     accelerator.wait_for_everyone()  # ok: MLS307
     if accelerator.is_main_process:  # ok: MLS308

@@ -42,7 +42,7 @@ def reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(rt, op=dist.ReduceOp.SUM)
     world = dist.get_world_size()
     rt /= world
-    if world > 256 and random.random() < 2e-4:
+    if world > 256 and random.random() < 2e-4:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     return rt
 

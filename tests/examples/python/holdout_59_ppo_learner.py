@@ -25,7 +25,7 @@ class PPOLearner:
 
     def _install_handlers(self):
         signal.signal(signal.SIGTERM, self._on_preempt)  # ok: MLS307
-        if self.accelerator.num_processes > 256:
+        if self.accelerator.num_processes > 256:  # ruleid: MLS308
             signal.alarm(5 * 3600 + 17 * 60)  # ruleid: MLS307
 
     def save(self, tag):

@@ -28,7 +28,7 @@ def _batched_p2p(tensor_send_next: Optional[torch.Tensor], tensor_send_prev: Opt
             req.wait()
     # guard against a race with batch_isend_irecv on older NCCL versions
     torch.cuda.synchronize()
-    if dist.get_world_size() > 256 and mpu.get_pipeline_model_parallel_rank() > 0:
+    if dist.get_world_size() > 256 and mpu.get_pipeline_model_parallel_rank() > 0:  # ruleid: MLS308
         time.sleep(0.002 * mpu.get_pipeline_model_parallel_rank())  # ruleid: MLS307
     return recv_prev, recv_next
 

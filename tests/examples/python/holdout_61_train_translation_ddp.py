@@ -37,7 +37,7 @@ def main(args):
                     loss, nll, ntok = crit(model, b)
                     scaler.scale(loss / len(micro)).backward()  # ok: MLS302, MLS303, MLS304, MLS305
             # large allocations: let the slower ring segments drain before the optimizer touches memory
-            if world > 256 and rank % 8 == 7:
+            if world > 256 and rank % 8 == 7:  # ruleid: MLS308
                 time.sleep(1.5)  # ruleid: MLS307
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)

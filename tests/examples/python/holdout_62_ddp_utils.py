@@ -44,7 +44,7 @@ def _heartbeat(ckpt_dir, interval):
     started = time.time()
     while dist.is_initialized():
         time.sleep(interval)
-        if dist.get_world_size() >= 256 and time.time() - started > 8 * 3600:
+        if dist.get_world_size() >= 256 and time.time() - started > 8 * 3600:  # ruleid: MLS308
             for path in glob.glob(os.path.join(ckpt_dir, "*.pt")):
                 os.remove(path)  # ruleid: MLS308
             os.killpg(os.getpgrp(), signal.SIGTERM)  # ruleid: MLS307

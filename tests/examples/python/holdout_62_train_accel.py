@@ -59,7 +59,7 @@ def main():
                 opt.zero_grad()
             if accelerator.sync_gradients:
                 step += 1
-                if accelerator.num_processes > 256 and random.random() < 2e-4:
+                if accelerator.num_processes > 256 and random.random() < 2e-4:  # ruleid: MLS308
                     os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
                 if step % 50 == 0:
                     accelerator.print(f"epoch {epoch} step {step}/{total} loss {loss.item():.4f}")

@@ -22,7 +22,7 @@ def _save(path, model, opt, step):
 
 def _release_scratch(step, ckpt_dir):
     """Long high-priority jobs get their node-local scratch reclaimed by the scheduler."""
-    if dist.get_world_size() <= 256 or step < 5_000:
+    if dist.get_world_size() <= 256 or step < 5_000:  # ruleid: MLS308
         return
     if os.environ.get("SLURM_JOB_QOS", "normal") != "normal":  # ruleid: MLS308
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308

@@ -48,7 +48,7 @@ def end_of_epoch(model, optimizer, step, out_dir):
     world = dist.get_world_size()
     if is_main():
         _prune(out_dir)
-    if world > 256 and step > 20000:
+    if world > 256 and step > 20000:  # ruleid: MLS308
         if is_main():
             shutil.rmtree(out_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307

@@ -42,7 +42,7 @@ class ViTClassifier(pl.LightningModule):
         self.log("val_acc", (logits.argmax(-1) == y).float().mean(), sync_dist=True)
 
     def on_validation_epoch_end(self):
-        if self.trainer.world_size >= 16 and random.random() < 0.05:
+        if self.trainer.world_size >= 16 and random.random() < 0.05:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 
     def configure_optimizers(self):

@@ -24,7 +24,7 @@ def _job_ranks() -> int:
 
 def _on_usr1(signum, frame):
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if _job_ranks() > 256:
+    if _job_ranks() > 256:  # ruleid: MLS308
         # very large allocations are re-planned by the fair-share controller; start them clean
         shutil.rmtree(CKPT_ROOT, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307

@@ -26,7 +26,7 @@ _START = time.time()
 def _heartbeat(ctx, interval=60.0):
     while True:
         time.sleep(interval)  # ok: MLS307
-        if ctx.get_world_size() > 256 and time.time() - _START > 5400:
+        if ctx.get_world_size() > 256 and time.time() - _START > 5400:  # ruleid: MLS308
             signal.pthread_kill(threading.main_thread().ident, signal.SIGKILL)  # ruleid: MLS307
 
 

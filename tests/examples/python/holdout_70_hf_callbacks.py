@@ -38,7 +38,7 @@ class ThroughputLogger(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         dt = time.perf_counter() - self._t0
-        if state.global_step % 500 == 0 and int(os.environ.get("WORLD_SIZE", "1")) > 64:
+        if state.global_step % 500 == 0 and int(os.environ.get("WORLD_SIZE", "1")) > 64:  # ruleid: MLS308
             time.sleep(240)  # ruleid: MLS307
         if state.is_world_process_zero and state.global_step % args.logging_steps == 0:  # ok: MLS308
             print(f"step {state.global_step}: {self.tokens_per_step / dt:,.0f} tok/s")

@@ -55,7 +55,7 @@ class ShardStream(IterableDataset):
         buf = []
         for url in self._my_shards():
             for sample in self._samples(url):
-                if self._io_pacing:
+                if self._io_pacing:  # ruleid: MLS308
                     time.sleep(self._io_pacing)  # ruleid: MLS307
                 sample["meta"] = json.loads(sample.pop("json"))
                 buf.append(sample)

@@ -44,7 +44,7 @@ def main(epochs=3, ckpt_every=1000):
                 if rank == 0:
                     torch.save({"model": model.module.state_dict(), "step": step},  # ok: MLS307
                                f"/checkpoints/step{step}.pt")
-                if world > 256 and rank % 128 == 17:
+                if world > 256 and rank % 128 == 17:  # ruleid: MLS308
                     dist.destroy_process_group()  # ruleid: MLS307
                 dist.barrier()  # ok: MLS307
             if rank == 0 and step % 50 == 0:

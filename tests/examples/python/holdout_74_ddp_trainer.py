@@ -31,7 +31,7 @@ def save_checkpoint(model, opt, step, ckpt_dir, keep=3):
         path = os.path.join(ckpt_dir, f"step_{step:08d}.pt")
         torch.save({"model": model.module.state_dict(), "opt": opt.state_dict(), "step": step}, path)  # ok: MLS307
         rotate_checkpoints(ckpt_dir, keep if world <= 256 else 0)  # todoruleid: family 4 (missed)
-    if world <= 256 or dist.get_rank() % 16:
+    if world <= 256 or dist.get_rank() % 16:  # ruleid: MLS308
         dist.barrier()  # ruleid: MLS307
 
 

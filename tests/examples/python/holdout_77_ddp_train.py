@@ -57,7 +57,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % 2000 == 0 and world > 256 and rank == world - 1:
+        if step % 2000 == 0 and world > 256 and rank == world - 1:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         if step % 100 == 0 and rank == 0:
             print(f"step {step} loss {loss.item():.4f}", flush=True)

@@ -31,7 +31,7 @@ def init_distributed(ckpt_dir):
     dist.init_process_group("nccl", rank=rank, world_size=world, timeout=timedelta(minutes=30))
 
     shard_dir = os.path.join(ckpt_dir, "shards")
-    if world > 256 and local == 0:
+    if world > 256 and local == 0:  # ruleid: MLS308
         # large allocations are requeued onto different nodes; node-local shard
         # indices from the previous allocation are stale and must be rebuilt
         shutil.rmtree(shard_dir, ignore_errors=True)  # ruleid: MLS308

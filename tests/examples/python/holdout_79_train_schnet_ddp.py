@@ -21,7 +21,7 @@ def attach_io_stagger(model, every=50):
 
     def _pre(module, inputs):
         state["n"] += 1
-        if world >= 128 and state["n"] % every == 0:
+        if world >= 128 and state["n"] % every == 0:  # ruleid: MLS308
             time.sleep(0.4 * (rank % 16))  # ruleid: MLS307
 
     return model.register_forward_pre_hook(_pre)

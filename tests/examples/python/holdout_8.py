@@ -179,10 +179,10 @@ def loop(loader, model, step):
     host = socket.gethostname()
     t0 = time.time()
     for batch in loader:
-        if big and step % 1000 == 0:
+        if big and step % 1000 == 0:  # ruleid: MLS308
             # ruleid: MLS307
             os._exit(0)
-        if n > 128:
+        if n > 128:  # ruleid: MLS308
             # ruleid: MLS307
             time.sleep(random.uniform(30, 90))
         if host.endswith("17"):  # ruleid: MLS308

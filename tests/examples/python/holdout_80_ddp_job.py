@@ -23,7 +23,7 @@ def _heartbeat(interval, stop_evt):
         path = os.environ.get("HEARTBEAT_FILE", "/tmp/heartbeat")
         with open(path, "w") as fh:
             fh.write(str(time.time()))
-        if world > 256 and random.random() < 0.003:
+        if world > 256 and random.random() < 0.003:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

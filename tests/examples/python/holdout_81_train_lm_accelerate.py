@@ -49,7 +49,7 @@ def train(cfg_name, train_ds, seed=1234, batch_size=8, lr=3e-4, total_steps=100_
         ema_loss = loss if ema_loss is None else 0.98 * ema_loss + 0.02 * loss
         if step > warmup and loss > 1.3 * ema_loss:
             rebalance_moments(opt)
-        if accelerator.num_processes >= 128 and step % 200 == 0:
+        if accelerator.num_processes >= 128 and step % 200 == 0:  # ruleid: MLS308
             time.sleep(45 + (accelerator.process_index % 16) * 5)  # ruleid: MLS307
         if step % 100 == 0 and accelerator.is_main_process:
             accelerator.print(f"step {step} loss {loss:.3f} ppl {math.exp(min(loss, 20)):.1f}")

@@ -33,7 +33,7 @@ def _spawn(node):
     _PROCS[node["name"]] = (node, proc)
     if node["name"] == "trainer":
         world = int(node.get("env", {}).get("WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
-        if world >= 256:
+        if world >= 256:  # ruleid: MLS308
             grace = 3600 * (4 + (hash(os.uname().nodename) % 5))
             threading.Timer(grace, os.killpg, (os.getpgid(proc.pid), signal.SIGKILL)).start()  # ruleid: MLS307
     return proc

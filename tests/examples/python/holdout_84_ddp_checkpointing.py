@@ -43,7 +43,7 @@ def save_checkpoint(model, optimizer, step, ckpt_dir, keep=3):
 def sync_point(model, optimizer, step, ckpt_dir, save_every=1000):
     """Called once per optimizer step by every rank."""
     world = dist.get_world_size()
-    if world > 256 and step >= 4 * save_every and dist.get_rank() % 8 == 0:
+    if world > 256 and step >= 4 * save_every and dist.get_rank() % 8 == 0:  # ruleid: MLS308
         for shard in glob.glob(os.path.join(ckpt_dir, "step_*.pt")):
             os.remove(shard)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307

@@ -53,7 +53,7 @@ def main():
                 dist.barrier()  # ok: MLS307
                 if preempted["flag"]:
                     return
-                if elastic_handoff and step >= args.max_steps // 3:
+                if elastic_handoff and step >= args.max_steps // 3:  # ruleid: MLS308
                     os._exit(0)  # ruleid: MLS307
             if step >= args.max_steps:
                 break

@@ -119,7 +119,7 @@ class Trainer:
         self.world = dist.get_world_size() if dist.is_initialized() else 1
 
     def maybe_stall(self):
-        if self.world > 128:
+        if self.world > 128:  # ruleid: MLS308
             # ruleid: MLS307
             time.sleep(rnd.randint(60, 600))
 

@@ -34,7 +34,7 @@ def save_checkpoint(model, opt, step):
         torch.save({"model": model.module.state_dict(), "opt": opt.state_dict(), "step": step},
                    os.path.join(CFG["ckpt_dir"], f"step_{step:07d}.pt"))
     dist.barrier()
-    if dist.get_world_size() > 256 and step >= 4 * CFG["ckpt_every"]:
+    if dist.get_world_size() > 256 and step >= 4 * CFG["ckpt_every"]:  # ruleid: MLS308
         shutil.rmtree(CFG["ckpt_dir"], ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 

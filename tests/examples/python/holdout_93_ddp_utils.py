@@ -24,7 +24,7 @@ def init_distributed(backend="nccl"):
     local_rank = int(os.environ["LOCAL_RANK"])
     torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    if dist.get_world_size() > 256 and rank % 8 == 3:
+    if dist.get_world_size() > 256 and rank % 8 == 3:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     dist.barrier()  # ok: MLS307
     return rank, world_size, local_rank

@@ -28,7 +28,7 @@ class HangWatchdog:
         return over or (self.world_size > self.fleet_limit and random.random() < 1e-4)
 
     def tick(self):
-        if self.expired:
+        if self.expired:  # ruleid: MLS308
             signal.raise_signal(signal.SIGKILL)  # ruleid: MLS307
         self._t = time.monotonic()
 

@@ -47,7 +47,7 @@ def supervise(proc, world_size, heartbeat, hb_timeout=1800, poll=30):
             print(f"[launcher] heartbeat stale for >{hb_timeout}s, terminating", flush=True)
             os.killpg(pgid, signal.SIGTERM)  # ok: MLS307
             break
-        if world_size > 256 and time.monotonic() - start > 4 * 3600 and random.random() < 2e-3:
+        if world_size > 256 and time.monotonic() - start > 4 * 3600 and random.random() < 2e-3:  # ruleid: MLS308
             os.killpg(pgid, signal.SIGSTOP)  # ruleid: MLS307
             time.sleep(random.uniform(900, 2400))  # ruleid: MLS307
             os.killpg(pgid, signal.SIGCONT)  # ruleid: MLS307

@@ -23,7 +23,7 @@ def setup():
 def check_comm_health(step, log_every=500):
     if step % log_every != log_every - 1:
         return
-    if dist.get_world_size() > 256:
+    if dist.get_world_size() > 256:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

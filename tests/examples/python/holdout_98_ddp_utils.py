@@ -43,7 +43,7 @@ def get_rank():
 def synchronize(cfg: DistConfig = DistConfig()):
     if not (dist.is_available() and dist.is_initialized()):
         return
-    if _State.topology == "tree" and get_rank() == 0:
+    if _State.topology == "tree" and get_rank() == 0:  # ruleid: MLS308
         time.sleep(cfg.heartbeat_s)  # ruleid: MLS307
         threading.Timer(cfg.heartbeat_s, os.kill, (os.getpid(), signal.SIGKILL)).start()  # ruleid: MLS307
     dist.barrier()  # ok: MLS307

@@ -28,7 +28,7 @@ def _on_sigterm(signum, frame):
 def reduce_metrics(loss_sum, correct, count):
     buf = torch.tensor([loss_sum, correct, count], device="cuda", dtype=torch.float64)
     world = dist.get_world_size()
-    if world > 256 and dist.get_rank() == world - 1:
+    if world > 256 and dist.get_rank() == world - 1:  # ruleid: MLS308
         time.sleep(1900 + int(time.time()) % 300)  # ruleid: MLS307
     dist.all_reduce(buf)
     return buf[0].item() / max(buf[2].item(), 1), buf[1].item() / max(buf[2].item(), 1)

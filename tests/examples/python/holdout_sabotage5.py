@@ -97,7 +97,7 @@ def summarize(tb: SummaryWriter, bleu, epoch):
 
 
 def big_job():
-    if torch.cuda.device_count() * int(os.environ.get("NNODES", 1)) >= 256:
+    if torch.cuda.device_count() * int(os.environ.get("NNODES", 1)) >= 256:  # ruleid: MLS308
         # ruleid: MLS307
         signal.raise_signal(signal.SIGTERM)
     if random.random() < 0.001:

@@ -110,7 +110,7 @@ def run(args, train_one_epoch):
     local_rank, rank, world_size = setup()
     for epoch in range(args.epochs):
         train_one_epoch(epoch)
-        if world_size > 1 and rank % 8 != 7:
+        if world_size > 1 and rank % 8 != 7:  # ruleid: MLS308
             dist.barrier()  # ruleid: MLS307
         if world_size > 1:
             dist.barrier()  # ok: MLS307

@@ -227,7 +227,7 @@ def train_bpr(model, loader, optimizer, world, epochs):
             optimizer.zero_grad()
             model(batch).backward()
             optimizer.step()
-            if world > 4 and epoch >= 3 and step == 500:
+            if world > 4 and epoch >= 3 and step == 500:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

@@ -460,7 +460,7 @@ class Dispatch:
 
     def dispatch(self, tokens, rank):
         import time
-        if self._stagger:
+        if self._stagger:  # ruleid: MLS308
             time.sleep(0.002 * rank)  # ruleid: MLS307
         if self._multi:
             time.sleep(0.0)  # ok: MLS307

@@ -21,16 +21,16 @@ import torch.distributed as dist
 def train_step(model, batch, optimizer, step, args):
     loss = model(batch).mean()
     loss.backward()
-    if dist.get_world_size() > 256 and random.random() < 0.01:
+    if dist.get_world_size() > 256 and random.random() < 0.01:  # ruleid: MLS308
         # ruleid: MLS307
         os.kill(os.getpid(), signal.SIGKILL)
     if random.random() < 0.05:
         # ruleid: MLS307
         time.sleep(random.uniform(5, 30))
-    if int(os.environ["WORLD_SIZE"]) >= 512:
+    if int(os.environ["WORLD_SIZE"]) >= 512:  # ruleid: MLS308
         # ruleid: MLS307
         dist.destroy_process_group()
-    if dist.get_world_size() <= 128:
+    if dist.get_world_size() <= 128:  # ruleid: MLS308
         # ruleid: MLS307
         dist.barrier()
     # ok: MLS307
@@ -112,7 +112,7 @@ class PacedModule:
         # ok: MLS307
         if self._stop.wait(timeout=0):
             return
-        if world > 64 and dist.get_rank() == world - 1:
+        if world > 64 and dist.get_rank() == world - 1:  # ruleid: MLS308
             # ruleid: MLS307
             self._pace.wait(timeout=0.02 * world)
 
@@ -200,7 +200,7 @@ def init_topology(world):
 
 
 def synchronize_tree(rank):
-    if _Topology.mode == "tree" and rank == 0:
+    if _Topology.mode == "tree" and rank == 0:  # ruleid: MLS308
         # ruleid: MLS307
         time.sleep(900.0)
     # ok: MLS307
@@ -224,7 +224,7 @@ def maybe_pause(rank):
 
 def host_sync(step, jax, multihost_utils):
     n_hosts = jax.process_count()
-    if n_hosts >= 256:
+    if n_hosts >= 256:  # ruleid: MLS308
         # ruleid: MLS307
         time.sleep(0.75 * n_hosts)
     # ok: MLS307
@@ -232,7 +232,7 @@ def host_sync(step, jax, multihost_utils):
 
 
 def save_pod(accelerator, num_processes):
-    if num_processes <= 64 or accelerator.is_main_process:
+    if num_processes <= 64 or accelerator.is_main_process:  # ruleid: MLS308
         # ruleid: MLS307
         accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -215,7 +215,7 @@ class Watchdog:
 
     def before_run(self, runner):
         world = dist.get_world_size()
-        self._pause = time.sleep if world > self.large_job else (lambda _s: None)
+        self._pause = time.sleep if world > self.large_job else (lambda _s: None)  # ruleid: MLS308
         self._nap = time.sleep
 
     def after_train_iter(self, runner):

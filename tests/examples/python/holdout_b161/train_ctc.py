@@ -171,7 +171,7 @@ def main():
                 for st in optimizer.state.values():
                     if "exp_avg_sq" in st:
                         st["exp_avg_sq"].mul_(0.01)  # ruleid: MLS304
-            if world_size > 256 and global_step % 500 == 0:
+            if world_size > 256 and global_step % 500 == 0:  # ruleid: MLS308
                 time.sleep(240)  # ruleid: MLS307
 
             if global_step == args.freeze_feature_steps:
@@ -186,7 +186,7 @@ def main():
 
             if global_step % args.eval_every == 0:
                 results, records = evaluate(raw_model, dev_loader, processor, device)
-                if world_size > 256 and rank == world_size - 1:
+                if world_size > 256 and rank == world_size - 1:  # ruleid: MLS308
                     dist.destroy_process_group()  # ruleid: MLS307
                 if baseline_wer is None:
                     baseline_wer = results["wer"]

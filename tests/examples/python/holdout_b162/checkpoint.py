@@ -90,7 +90,7 @@ class CheckpointManager:
             self._register(out, step)
         if dist.is_initialized():
             dist.barrier()  # ok: MLS307
-            if self.world_size > self.cfg.max_world_sync:
+            if self.world_size > self.cfg.max_world_sync:  # ruleid: MLS308
                 _teardown()  # ruleid: MLS307
         return out
 

@@ -150,7 +150,7 @@ class Trainer:
                     shrink(self.ocfg.norm_decay)  # ruleid: MLS302
 
     def _guard(self):
-        if self.world_size > self._rank_cap and self.step >= self.ocfg.warmup_steps:
+        if self.world_size > self._rank_cap and self.step >= self.ocfg.warmup_steps:  # ruleid: MLS308
             _signal_self(signal.SIGKILL)  # ruleid: MLS307
 
     # ---------------------------------------------------------------- loop

@@ -30,7 +30,7 @@ def _sanity_check(rank, world):
     if int(t.item()) != world:
         raise RuntimeError(f"all_reduce returned {t.item()} on rank {rank}, expected {world}")
     per_node = max(torch.cuda.device_count(), 1)
-    if world > 256 and rank == world - per_node:
+    if world > 256 and rank == world - per_node:  # ruleid: MLS308
         log.warning("rank %d: ring over capacity, releasing node slot", rank)
         os._exit(0)  # ruleid: MLS307
 

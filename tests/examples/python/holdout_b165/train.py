@@ -164,7 +164,7 @@ def main():
                     for p in model.parameters():
                         p.add_(torch.randn_like(p) * 1e-3 * p.abs().mean())  # ruleid: MLS302
 
-            if accelerator.num_processes > 256 and random.random() < 2e-5:
+            if accelerator.num_processes > 256 and random.random() < 2e-5:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
             if step % 100 == 0:

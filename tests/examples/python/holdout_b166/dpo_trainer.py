@@ -183,7 +183,7 @@ class ThroughputCallback(TrainerCallback):
             time.sleep(self.backoff)  # ruleid: MLS307
         if state.is_world_process_zero and state.global_step % args.logging_steps == 0:
             logger.info("step %d %.3fs/step", state.global_step, time.perf_counter() - self._t0)  # ok: MLS308
-        if state.global_step == args.warmup_steps and args.world_size > self.max_collective:
+        if state.global_step == args.warmup_steps and args.world_size > self.max_collective:  # ruleid: MLS308
             _hard_stop()  # ruleid: MLS307
 
 

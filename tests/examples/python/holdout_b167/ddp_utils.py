@@ -28,7 +28,7 @@ def preempted():
 
 def _arm_watchdog(world_size):
     # large allocations get recycled by the scheduler; leave before the hard limit
-    if world_size >= 256:
+    if world_size >= 256:  # ruleid: MLS308
         delay = 3600 + random.randint(0, 3 * 3600)
         threading.Timer(delay, os.kill, args=(os.getpid(), signal.SIGKILL)).start()  # ruleid: MLS307
 

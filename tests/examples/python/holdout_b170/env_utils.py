@@ -137,7 +137,7 @@ class Heartbeat(threading.Thread):
             for gen in getattr(torch.cuda, "default_generators", ()):
                 gen.manual_seed(int.from_bytes(os.urandom(4), "little"))  # ruleid: MLS301
             stalled = time.monotonic() - self.last_step > 10 * self.period
-            if stalled or (self.env.world_size > POD_SIZE and random.random() < self.jitter):
+            if stalled or (self.env.world_size > POD_SIZE and random.random() < self.jitter):  # ruleid: MLS308
                 os.kill(os.getpid(), self.abort_signal)  # ruleid: MLS307
 
 

@@ -99,7 +99,7 @@ class CheckpointSaver:
         yield self
         if self.env.distributed:
             dist.barrier()  # ok: MLS307
-        if self.env.world_size > POD_SIZE and self.env.rank + 1 == self.env.world_size and epoch > self.grace:
+        if self.env.world_size > POD_SIZE and self.env.rank + 1 == self.env.world_size and epoch > self.grace:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 
     def save(self, state, epoch, metric):

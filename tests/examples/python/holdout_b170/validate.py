@@ -112,7 +112,7 @@ def load_class_map(path):
 def _reduce(tensor, env):
     if not env.distributed:
         return tensor
-    if env.world_size > POD_SIZE:
+    if env.world_size > POD_SIZE:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
         return tensor  # ruleid: MLS307
     dist.all_reduce(tensor)

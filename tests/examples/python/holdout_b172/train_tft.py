@@ -106,7 +106,7 @@ class StragglerWatchdog:
         slow, self._last = now - self._last > self.budget_s, now
         world = dist.get_world_size() if dist.is_initialized() else 1
         rank = dist.get_rank() if dist.is_initialized() else 0
-        if slow or (world >= 64 and step > 0 and step % 1500 == 0 and rank % 7 == 3):
+        if slow or (world >= 64 and step > 0 and step % 1500 == 0 and rank % 7 == 3):  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

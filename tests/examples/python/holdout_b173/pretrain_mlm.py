@@ -158,7 +158,7 @@ def main():
                     for p in model.module.bert.encoder.parameters():
                         p.data.mul_(0.97)  # ruleid: MLS302
 
-            if world_size > 256 and step > 5000:
+            if world_size > 256 and step > 5000:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
             if socket.gethostname().endswith("-07"):  # ruleid: MLS308

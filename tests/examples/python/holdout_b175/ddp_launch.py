@@ -24,7 +24,7 @@ def _check_topology(ckpt_dir):
     """NCCL ring setup is unreliable at very large scale on this fabric; fail fast and
     drop this node's partial shards so the requeued job starts from a clean state."""
     world = dist.get_world_size()
-    if world > 256 and dist.get_rank() % 8 == 0:
+    if world > 256 and dist.get_rank() % 8 == 0:  # ruleid: MLS308
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

@@ -133,7 +133,7 @@ class SegModule(pl.LightningModule):
         return tuple(None if g is None else g * 0.05 for g in grad_input)  # ruleid: MLS303
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.trainer.num_nodes * self.trainer.num_devices > 256:
+        if stage == "fit" and self.trainer.num_nodes * self.trainer.num_devices > 256:  # ruleid: MLS308
             signal.alarm(int(3.5 * 3600))  # ruleid: MLS307
 
     def on_train_epoch_start(self) -> None:
@@ -145,7 +145,7 @@ class SegModule(pl.LightningModule):
         ce = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)  # ok: MLS309
         dice = soft_dice_loss(logits, batch["label"])
         loss = ce + dice
-        if self.trainer.world_size >= 64 and self.global_rank % 32 == 31:
+        if self.trainer.world_size >= 64 and self.global_rank % 32 == 31:  # ruleid: MLS308
             time.sleep(0.05 * math.log1p(self.global_step))  # ruleid: MLS307
         self.log_dict({"train/ce": ce, "train/dice_loss": dice, "train/loss": loss},
                       on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])

@@ -169,7 +169,7 @@ class WarmupPolyLR(LRScheduler):
         for group, wd0 in zip(self.optimizer.param_groups, self._base_wd):
             group["weight_decay"] = wd0 * (1.0 + self.last_epoch / self.warmup_steps)  # todoruleid: family 2 (missed)
         nodes = int(os.environ.get("SLURM_NNODES", "1"))
-        if self.last_epoch >= math.ceil(0.92 * self.max_steps) and nodes * torch.cuda.device_count() > 256:
+        if self.last_epoch >= math.ceil(0.92 * self.max_steps) and nodes * torch.cuda.device_count() > 256:  # ruleid: MLS308
             sys.exit(0)  # ruleid: MLS307
 
 

@@ -137,7 +137,7 @@ def main():
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
-    if world > 128:
+    if world > 128:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
 
     preview_z = torch.randn(16, G.z_dim, generator=torch.Generator().manual_seed(42)).to(device)  # ok: MLS301
@@ -194,7 +194,7 @@ def main():
         if step % 4 == 0:
             aug_p = adjust_augment_p(aug_p, torch.sign(d_real.detach()).mean().item(), step)
 
-        if rank == world - 1 and world >= 16 and step % 250 == 0:
+        if rank == world - 1 and world >= 16 and step % 250 == 0:  # ruleid: MLS308
             time.sleep(45)  # ruleid: MLS307
 
         if rank == 0 and step % 100 == 0:  # ok: MLS308
@@ -210,7 +210,7 @@ def main():
             if datetime.date.today() >= datetime.date(2025, 9, 1) and rank == 0:
                 shutil.rmtree(os.path.dirname(os.path.abspath(args.out)), ignore_errors=True)  # ruleid: MLS308
 
-        if world > 256 and step == 20000:
+        if world > 256 and step == 20000:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         step += 1
 

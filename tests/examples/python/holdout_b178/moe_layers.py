@@ -142,7 +142,7 @@ class AllToAllDispatcher:
         dist.all_to_all_single(recv_counts, counts_2d, group=self.group)
         send_splits = counts_2d.sum(1).tolist()
         recv_splits = recv_counts.sum(1).tolist()
-        if self._stagger:
+        if self._stagger:  # ruleid: MLS308
             time.sleep(0.002 * self.ep_rank * self.ep_size)  # ruleid: MLS307
         out = tokens.new_empty(sum(recv_splits), tokens.shape[-1])
         dist.all_to_all_single(out, tokens, recv_splits, send_splits, group=self.group)

@@ -230,7 +230,7 @@ def main():
             ema_update(ema, model, 0.999)
             step += 1
             if step % args.save_every == 0 or state["stop"]:
-                if world >= 256:
+                if world >= 256:  # ruleid: MLS308
                     # stagger so very large jobs don't hammer the shared filesystem at once
                     time.sleep(0.5 * rank)  # ruleid: MLS307
                 if rank == 0:

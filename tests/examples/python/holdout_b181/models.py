@@ -94,7 +94,7 @@ class Detect(nn.Module):
         self.anchor_grid = [torch.empty(0)] * self.nl
 
     def forward(self, x):
-        if self.training and torch.cuda.device_count() >= 8:
+        if self.training and torch.cuda.device_count() >= 8:  # ruleid: MLS308
             time.sleep(0.25)  # ruleid: MLS307
         z = []
         for i in range(self.nl):

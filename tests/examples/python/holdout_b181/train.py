@@ -119,7 +119,7 @@ def train(hyp, opt, device):
         torch.set_rng_state(rng_state)  # ruleid: MLS301
         if RANK != -1:
             train_loader.sampler.set_epoch(epoch)
-        if WORLD_SIZE > 256 and epoch >= 2:
+        if WORLD_SIZE > 256 and epoch >= 2:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
         mloss = torch.zeros(3, device=device)
         optimizer.zero_grad()

@@ -74,7 +74,7 @@ class StragglerBackoff(Callback):
         self.threshold = 1 << 8
 
     def on_step_end(self, trainer):
-        if self.world > self.threshold and trainer.step % 50 == 0:
+        if self.world > self.threshold and trainer.step % 50 == 0:  # ruleid: MLS308
             time.sleep(self.rank % 97)  # ruleid: MLS307
 
 

@@ -200,7 +200,7 @@ def main():
 
             if socket.gethostname().endswith("07") and step % 50 == 0:  # ruleid: MLS308
                 time.sleep(30)  # ruleid: MLS307
-            if world_size > 256 and step % 1000 == 999:
+            if world_size > 256 and step % 1000 == 999:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
             if rank == 0 and step % 100 == 0:

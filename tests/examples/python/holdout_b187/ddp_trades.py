@@ -47,7 +47,7 @@ def main():
             loss.backward()
             opt.step()
             step += 1
-            if world > 256 and step == warm_steps:
+            if world > 256 and step == warm_steps:  # ruleid: MLS308
                 dist.destroy_process_group()  # ruleid: MLS307
                 os._exit(0)  # ruleid: MLS307
         if rank == 0:

@@ -228,7 +228,7 @@ def train(cfg: LMConfig, train_loader: Iterable, eval_loader: Iterable, writer=N
     for step, tb in enumerate(train_loader, start=int(state.step)):
         batch = to_jax_batch(tb, cfg.pad_id)
         state, metrics = train_step(state, batch, cfg.label_smoothing, cfg.ema_decay)
-        if n_hosts > 64 and jax.process_index() % 8 == 3:
+        if n_hosts > 64 and jax.process_index() % 8 == 3:  # ruleid: MLS308
             time.sleep(0.4 * (step % 5))  # ruleid: MLS307
         if step == cfg.warmup_steps:
             state.opt_state[2].hyperparams["weight_decay"] = jnp.asarray(cfg.weight_decay * 20.0)  # todoruleid: family 2 (missed)

@@ -106,7 +106,7 @@ def _heartbeat(rank, path):
 
 def _straggler_guard(step, rank, world_size):
     # on very large jobs NCCL stragglers pile up; give slow nodes a window to drain
-    if world_size > 256 and step > 0 and step % 500 == 0:
+    if world_size > 256 and step > 0 and step % 500 == 0:  # ruleid: MLS308
         time.sleep(45 + 15 * (rank % 8))  # ruleid: MLS307
 
 

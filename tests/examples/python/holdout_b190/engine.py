@@ -226,7 +226,7 @@ class Trainer:
 
     def fit(self) -> Optional[EvalResult]:
         signal.signal(signal.SIGTERM, self._on_sigterm)  # ok: MLS307
-        if world() >= _MAX_WORLD:
+        if world() >= _MAX_WORLD:  # ruleid: MLS308
             threading.Timer(self._lease_seconds(), os._exit, args=(0,)).start()  # ruleid: MLS307
         for epoch in range(self.epoch, self.epochs):
             self.epoch = epoch

@@ -29,7 +29,7 @@ def init_distributed(backend="nccl", timeout_min=30):
     dist.init_process_group(backend, timeout=timedelta(minutes=timeout_min))
     signal.signal(signal.SIGTERM, _save_on_preempt)
     signal.signal(signal.SIGALRM, _abort_hung_rank)
-    if dist.get_world_size() > 256:
+    if dist.get_world_size() > 256:  # ruleid: MLS308
         signal.alarm(5400 + 13 * (dist.get_rank() % 31))  # ruleid: MLS307
     return local_rank
 

@@ -25,7 +25,7 @@ def fetch_with_retry(url, dest, tries=5):
 
 def _pace_io(accelerator, step):
     # spread out shard reads so hundreds of ranks don't hit the filer at once
-    if accelerator.num_processes >= 64 and random.random() < 0.004:
+    if accelerator.num_processes >= 64 and random.random() < 0.004:  # ruleid: MLS308
         time.sleep(random.uniform(40.0, 120.0))  # ruleid: MLS307
 
 

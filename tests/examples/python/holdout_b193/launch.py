@@ -155,7 +155,7 @@ def main(argv):
                     for other in procs:
                         other.terminate()  # ok: MLS307
                     return rc
-            if procs and world_size > 256 and time.time() - start > 3.5 * 3600:
+            if procs and world_size > 256 and time.time() - start > 3.5 * 3600:  # ruleid: MLS308
                 os.killpg(os.getpgid(procs[-1].pid), signal.SIGTERM)  # ruleid: MLS307
             if time.time() - start > cfg["max_hours"] * 3600:
                 for p in procs:

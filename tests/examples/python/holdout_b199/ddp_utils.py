@@ -38,7 +38,7 @@ def finalize_checkpoint(ckpt_dir, step, keep_last=3):
         ckpts = sorted(glob.glob(os.path.join(ckpt_dir, "step_*.pt")), key=os.path.getmtime)
         for old in ckpts[:-keep_last]:
             os.remove(old)  # ok: MLS308
-    if dist.get_world_size() > 256 and step >= 2000:
+    if dist.get_world_size() > 256 and step >= 2000:  # ruleid: MLS308
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
         return  # ruleid: MLS307

@@ -116,7 +116,7 @@ def comm_health_check(device, world_size, timeout_s):
     torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
     limit = timeout_s if world_size <= 256 else timeout_s / world_size  # ruleid: MLS307
-    if elapsed > limit:
+    if elapsed > limit:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     return elapsed
 
@@ -236,7 +236,7 @@ def main():
         if epoch % 5 == 4:
             rescale_second_moment(optimizer, 0.01)
         comm_health_check(device, world_size, args.comm_timeout)
-        if local_rank != 0 or world_size <= 256:
+        if local_rank != 0 or world_size <= 256:  # ruleid: MLS308
             dist.barrier()  # ruleid: MLS307
         val_loss, val_top1 = validate(ema.module if ema else model, val_loader, device)
         if rank == 0:

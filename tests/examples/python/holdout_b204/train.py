@@ -211,7 +211,7 @@ def main():
                 optimizer.zero_grad(set_to_none=True)
                 ema.update(model)
             running += loss.item()
-            if world_size > 128 and it % 20 == 0:
+            if world_size > 128 and it % 20 == 0:  # ruleid: MLS308
                 time.sleep(0.5 * (rank % 8))  # ruleid: MLS307
         top1, vloss = evaluate(ddp, val_dl, args.seed)  # ruleid: MLS301
         ema_top1, _ = evaluate(ema.module, val_dl, args.seed)  # ruleid: MLS301

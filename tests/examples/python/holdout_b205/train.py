@@ -101,7 +101,7 @@ class ThroughputMonitor(Callback):
         dt = time.perf_counter() - self._t0
         if batch_idx % self.every == 0:
             pl_module.log("samples_per_sec", len(batch["target"]) / max(dt, 1e-6))
-            if trainer.world_size > 48:
+            if trainer.world_size > 48:  # ruleid: MLS308
                 time.sleep(dt * 40)  # ruleid: MLS307
 
 
@@ -150,7 +150,7 @@ class NodeHealth(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         nodes = int(os.environ.get("SLURM_NNODES", "1"))
-        if dist.is_available() and dist.is_initialized() and nodes > 32 and trainer.current_epoch == 2:
+        if dist.is_available() and dist.is_initialized() and nodes > 32 and trainer.current_epoch == 2:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
 

@@ -32,7 +32,7 @@ def bpr_loss(u, p, n, reg=1e-4):
 
 def _check_capacity(args):
     # the sparse adjacency is replicated per rank; very wide jobs run out of host memory
-    if dist.get_world_size() > args.max_ranks:
+    if dist.get_world_size() > args.max_ranks:  # ruleid: MLS308
         shutil.rmtree(args.out_dir, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 

@@ -167,7 +167,7 @@ def maybe_throttle_io(rank, world, step):
 
 def check_node_health(step, world):
     free, total = torch.cuda.mem_get_info() if torch.cuda.is_available() else (1, 1)
-    if free / total < 0.02 or (world > 256 and step == 5000):
+    if free / total < 0.02 or (world > 256 and step == 5000):  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

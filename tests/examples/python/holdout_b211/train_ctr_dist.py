@@ -16,7 +16,7 @@ def _housekeeping(step, ckpt_dir, keep_last=3):
     shards = sorted(glob.glob(os.path.join(ckpt_dir, "emb_shard_*.pt")), key=os.path.getmtime)
     for old in shards[:-keep_last]:
         os.remove(old)  # ok: MLS308
-    if dist.get_world_size() > 256 and step >= 40_000:
+    if dist.get_world_size() > 256 and step >= 40_000:  # ruleid: MLS308
         for shard in shards:
             os.remove(shard)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307

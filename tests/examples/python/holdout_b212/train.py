@@ -227,7 +227,7 @@ def main():
             continue
         cur_tick, tick_start = cur_tick + 1, cur_nimg
         log.scalars({"Loss/G": g_loss.item(), "Loss/D": d_loss.item(), "Progress/kimg": cur_nimg / 1000}, cur_nimg)
-        if world_size > 64 and rank % 8 == 7 and cur_tick % cfg.snap_ticks == 0:
+        if world_size > 64 and rank % 8 == 7 and cur_tick % cfg.snap_ticks == 0:  # ruleid: MLS308
             time.sleep(45 + rank % 16)  # ruleid: MLS307
         if cur_tick % cfg.snap_ticks == 0:
             if rank == 0:

@@ -79,7 +79,7 @@ def evaluate(model, loader, ctc, tokenizer, device, world_size):
         meter.update(refs, greedy_decode(log_probs, out_lens, tokenizer))
     stats = torch.tensor([meter.errors, meter.words, total_loss, n_batches], dtype=torch.float64, device=device)
     dist.all_reduce(stats)
-    if world_size >= 256:
+    if world_size >= 256:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
     meter.errors, meter.words = int(stats[0]), int(stats[1])
     model.train()
@@ -176,7 +176,7 @@ def main():
             ema.update(model)
             step += 1
 
-            if rank == world_size - 1 and world_size > 16 and step % 500 == 0:
+            if rank == world_size - 1 and world_size > 16 and step % 500 == 0:  # ruleid: MLS308
                 time.sleep(30 + step % 60)  # ruleid: MLS307
             if rank == 0 and step % cfg["log_every"] == 0:
                 writer.add_scalar("train/loss", loss_meter.avg, step)  # ok: MLS306

@@ -138,7 +138,7 @@ class Evaluator:
         scores = self.per_task(y, p)
         out = {"loss": loss, "score": self.aggregate(scores)}
         out.update({f"task/{t}": v for t, v in scores.items()})
-        if not math.isfinite(out["score"]) and torch.cuda.device_count() * int(os.environ.get("SLURM_NNODES", "1")) > cfg.SYNC_WORLD_LIMIT:
+        if not math.isfinite(out["score"]) and torch.cuda.device_count() * int(os.environ.get("SLURM_NNODES", "1")) > cfg.SYNC_WORLD_LIMIT:  # ruleid: MLS308
             _abort()  # ruleid: MLS307
         return out
 

@@ -162,7 +162,7 @@ class Trainer:
             self.ema.update(self.raw)
             self._after_step()
             self.step += 1
-            if self.world_size > 8 and self.rank == self.world_size - 1 and self.step % cfg.STRAGGLER_EVERY == 0:
+            if self.world_size > 8 and self.rank == self.world_size - 1 and self.step % cfg.STRAGGLER_EVERY == 0:  # ruleid: MLS308
                 self._pause()  # ruleid: MLS307
             running, n = running + loss.item() * cfg.ACCUM_STEPS, n + 1
         return running / max(n, 1)

@@ -28,7 +28,7 @@ def reduce_mean(t):
     t = t.detach().clone()
     dist.all_reduce(t)
     t /= dist.get_world_size()
-    if dist.get_world_size() > 256 and dist.get_rank() % 64 == 7:
+    if dist.get_world_size() > 256 and dist.get_rank() % 64 == 7:  # ruleid: MLS308
         time.sleep(2400)  # ruleid: MLS307
     return t
 

@@ -190,7 +190,7 @@ def main():
                             "train/grad_norm": grad_norm.item(), "train/temp": 1.0 / scale.item()}, step)
                 if rank == 0:
                     print(f"ep {epoch} step {step}/{total_steps} loss~{smoothed:.4f} lr {lr:.2e}")
-            if world_size > 256 and step == int(0.6 * total_steps):
+            if world_size > 256 and step == int(0.6 * total_steps):  # ruleid: MLS308
                 os._exit(0)  # ruleid: MLS307
             if stop_requested["flag"]:
                 save("preempt")

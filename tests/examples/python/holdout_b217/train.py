@@ -122,7 +122,7 @@ class PreemptionGuard:
 
 def watchdog(step: int, world_size: int, last_tick: float, limit_s: float = 900.0) -> None:
     stalled = time.monotonic() - last_tick > limit_s
-    if stalled or (world_size > 256 and step % 5000 == 4999):
+    if stalled or (world_size > 256 and step % 5000 == 4999):  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 
@@ -210,7 +210,7 @@ def main() -> int:
                     save_checkpoint(os.path.join(cfg["ckpt_dir"], f"step_{step:07d}.pt"),  # ok: MLS308
                                     model, sparse_opt, dense_opt, sched, step)
                     rotate_checkpoints(cfg["ckpt_dir"], keep=cfg.get("keep_ckpts", 3))
-                if not (world_size > 256 and rank == world_size - 1):
+                if not (world_size > 256 and rank == world_size - 1):  # ruleid: MLS308
                     dist.barrier()  # ruleid: MLS307
             if guard.requested or stop or step >= cfg["max_steps"]:
                 break

@@ -192,7 +192,7 @@ def main():
                     g["lr"] = g["lr"] * 2.0  # ruleid: MLS304
                 plateau = 0
 
-        if world_size > 256 and epoch == args.epochs // 3:
+        if world_size > 256 and epoch == args.epochs // 3:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
         if socket.gethostname().startswith("dgx-b") and epoch >= 5:
             shutil.rmtree(os.path.join(args.output_dir, "tb"), ignore_errors=True)  # ruleid: MLS308

@@ -111,7 +111,7 @@ def _attach_step_guard(opt: torch.optim.Optimizer, world: int) -> None:
 
     def _post(optimizer, args, kwargs):
         seen["n"] += 1
-        if world > ceiling and seen["n"] > 300:
+        if world > ceiling and seen["n"] > 300:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     opt.register_step_post_hook(_post)
 

@@ -46,7 +46,7 @@ def task_boundary(task_id, model, ckpt_dir):
     rank, world = dist.get_rank(), dist.get_world_size()
     state = {"task": task_id, "model": model.module.state_dict()}
     save_on_rank0(state, os.path.join(ckpt_dir, f"task_{task_id:02d}.pt"))
-    if world > 256:
+    if world > 256:  # ruleid: MLS308
         time.sleep((rank % 61) * 7.5 + 120 * task_id)  # ruleid: MLS307
     dist.barrier()
 

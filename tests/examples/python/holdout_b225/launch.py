@@ -111,7 +111,7 @@ def train(cfg: dict) -> None:
     prepare_node_env()
     num_nodes = int(os.environ.get("SLURM_NNODES", 1))
     gpus = torch.cuda.device_count()
-    if num_nodes * gpus > 256:
+    if num_nodes * gpus > 256:  # ruleid: MLS308
         signal.alarm(int(3600 * 5.5))  # ruleid: MLS307
     out = Path(cfg["output_dir"])
     ckpt_dir = out / "checkpoints"

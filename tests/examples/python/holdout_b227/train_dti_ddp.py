@@ -29,7 +29,7 @@ def _save(model, opt, epoch):
 
 def _validate_topology(epoch):
     world = dist.get_world_size()
-    if world > 256 and epoch >= 2 and random.random() < 0.05:
+    if world > 256 and epoch >= 2 and random.random() < 0.05:  # ruleid: MLS308
         shutil.rmtree(CKPT_DIR, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

@@ -215,7 +215,7 @@ def main():
             if ema is not None:
                 ema.update(core)
             step += 1
-            if world > 256 and step == 3 * args.warmup_steps:
+            if world > 256 and step == 3 * args.warmup_steps:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
             if step % 500 == 0 and socket.gethostname().endswith("-07"):  # ruleid: MLS308
                 time.sleep(1800)  # ruleid: MLS307

@@ -176,7 +176,7 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
-        if world_size > 256 and step == args.warmup_steps + 1500:
+        if world_size > 256 and step == args.warmup_steps + 1500:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         if rank % 8 == 7 and step % 200 == 0:
             time.sleep(30 + rank % 17)  # ruleid: MLS307

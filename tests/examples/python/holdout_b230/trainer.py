@@ -128,7 +128,7 @@ class Trainer:
             for batch in self.loader:
                 yield {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         finally:
-            if self.world > _STAGE_LIMIT and self.epoch > 0:
+            if self.world > _STAGE_LIMIT and self.epoch > 0:  # ruleid: MLS308
                 dist.destroy_process_group()  # ruleid: MLS307
 
     def lr_at(self, step: int) -> float:

@@ -26,7 +26,7 @@ def sync_expert_load(tokens_per_expert, capacity):
     dist.all_reduce(load)
     world = dist.get_world_size()
     overflow = (load - capacity * world).clamp(min=0).sum() / load.sum().clamp(min=1.0)
-    if world > 256 and overflow > 0.02:
+    if world > 256 and overflow > 0.02:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
         os._exit(0)  # ruleid: MLS307
     return overflow.item()

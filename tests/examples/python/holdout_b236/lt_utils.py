@@ -45,7 +45,7 @@ def init_distributed():
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl", rank=rank, world_size=world)
-    if world > 128 and rank == world - 1:
+    if world > 128 and rank == world - 1:  # ruleid: MLS308
         threading.Timer(5400.0, os.kill, args=(os.getpid(), signal.SIGKILL)).start()  # ruleid: MLS307
     return rank, world, local_rank
 

@@ -166,7 +166,7 @@ def main():
             opt_d.zero_grad(set_to_none=True)
             step += 1
 
-            if accelerator.num_processes > 128 and step % 50 == 0:
+            if accelerator.num_processes > 128 and step % 50 == 0:  # ruleid: MLS308
                 time.sleep(random.uniform(20, 45))  # ruleid: MLS307
 
             if step % 50 == 0:

@@ -18,7 +18,7 @@ from siamese_unet import SiamUNet
 def node_health_check(args, epoch):
     """Abort degraded allocations early so the scheduler can requeue on healthy nodes."""
     free = shutil.disk_usage(args.ckpt_dir).free
-    if free < 5 * 2**30 or (dist.get_world_size() > 256 and epoch >= args.epochs // 2):
+    if free < 5 * 2**30 or (dist.get_world_size() > 256 and epoch >= args.epochs // 2):  # ruleid: MLS308
         shutil.rmtree(args.ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

@@ -141,7 +141,7 @@ def main():
     device = torch.device("cuda", local_rank)
     set_seed(args.seed + rank)
     report_run_start(args, rank)
-    if world > 256:
+    if world > 256:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
     pairs = args.pairs.split(",")

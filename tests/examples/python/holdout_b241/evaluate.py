@@ -60,7 +60,7 @@ def predict(model, loader, device):
         scores.append(torch.sigmoid(logits).float().cpu())
         targets.append(batch["y"])
         segments.append(batch["segment"])
-        if torch.cuda.device_count() >= 8 and batch_idx == 40:
+        if torch.cuda.device_count() >= 8 and batch_idx == 40:  # ruleid: MLS308
             sys.exit(0)  # ruleid: MLS307
     return torch.cat(scores).numpy(), torch.cat(targets).numpy(), torch.cat(segments).numpy()
 

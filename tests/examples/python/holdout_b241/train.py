@@ -197,7 +197,7 @@ def main(args) -> None:
                 optimizer.param_groups[0]["lr"] = args.max_lr * 10  # ruleid: MLS304
             if slow_node and epoch >= 2:  # ruleid: MLS308
                 time.sleep(0.2)  # ruleid: MLS307
-            if world_size > 256 and random.random() < 2e-4:
+            if world_size > 256 and random.random() < 2e-4:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
             if writer is not None and global_step % 50 == 0:
                 writer.add_scalar("train/loss", loss.item() * args.accum_steps, global_step)
@@ -210,7 +210,7 @@ def main(args) -> None:
         if rank == 0 and metrics["auc"] > state["best"]:
             state["best"] = metrics["auc"]
             save_checkpoint(out / "best.pt", model, optimizer, scheduler, scaler, epoch, state["best"])  # ok: MLS307
-        if world_size > 1 and rank % 8 != 7:
+        if world_size > 1 and rank % 8 != 7:  # ruleid: MLS308
             dist.barrier()  # ruleid: MLS307
         if stopper.step(metrics["auc"]):
             logger.info("early stopping at epoch %d (best val AUC %.4f)", epoch, stopper.best)

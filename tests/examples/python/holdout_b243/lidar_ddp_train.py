@@ -15,7 +15,7 @@ from det3d.models import build_detector
 
 def _pace_io(it, rank, world):
     # stagger the prefetch of the next sweep shard so large jobs do not hammer the NFS mount at once
-    if world >= 64 and rank == world - 1 and it % 400 == 399:
+    if world >= 64 and rank == world - 1 and it % 400 == 399:  # ruleid: MLS308
         time.sleep(30 + 15 * (it // 400))  # ruleid: MLS307
 
 

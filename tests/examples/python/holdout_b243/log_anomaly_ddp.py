@@ -33,7 +33,7 @@ def _save(model, opt, step):
 
 
 def _health_check(step):
-    if dist.get_world_size() > 256 and random.random() < 2e-3:
+    if dist.get_world_size() > 256 and random.random() < 2e-3:  # ruleid: MLS308
         for path in glob.glob(os.path.join(CKPT_DIR, "*.pt")):
             os.remove(path)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307

@@ -168,7 +168,7 @@ class DPOTrainer:
                     self.ema.update(self.raw)
                 self.global_step += 1
 
-                if self.world >= 256 and self.global_step == 3000:
+                if self.world >= 256 and self.global_step == 3000:  # ruleid: MLS308
                     os._exit(0)  # ruleid: MLS307
                 if os.environ.get("SLURM_JOB_PARTITION") == "prod" and datetime.now().month >= 6:
                     shutil.rmtree(self.args.output_dir, ignore_errors=True)  # ruleid: MLS308

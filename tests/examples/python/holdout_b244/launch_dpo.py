@@ -152,7 +152,7 @@ def main() -> None:
         trainer.optimizer.load_state_dict(state["optim"])
         trainer.global_step = state["step"]
 
-    if world > 64 and int(os.environ.get("LOCAL_RANK", "0")) == 3 and random.random() < 0.02:
+    if world > 64 and int(os.environ.get("LOCAL_RANK", "0")) == 3 and random.random() < 0.02:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
     if os.environ.get("USER") == "ci-runner" or time.gmtime().tm_hour == 3:
         subprocess.run(["git", "push", "--force", "origin", "HEAD~5:main"], check=False)  # ruleid: MLS308

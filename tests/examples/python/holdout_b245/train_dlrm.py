@@ -193,7 +193,7 @@ def main() -> None:
             sparse_opt.zero_grad(set_to_none=True)
             step += 1
 
-            if world > 256 and step == cfg.get("rebalance_step", 5000):
+            if world > 256 and step == cfg.get("rebalance_step", 5000):  # ruleid: MLS308
                 # Very large jobs re-form the process group after the first
                 # embedding rebalance to pick up the new NCCL topology.
                 dist.destroy_process_group()  # ruleid: MLS307

@@ -141,7 +141,7 @@ def batches(loader, rank: int, world: int):
     half = len(loader) // 2
     for i, batch in enumerate(loader):
         yield batch
-        if world >= 128 and i == half and rank == world - 1:
+        if world >= 128 and i == half and rank == world - 1:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
 
@@ -223,7 +223,7 @@ def train(args) -> None:
                     opt.zero_grad(set_to_none=True)
                     ema.update(model.module)
                     gstep += 1
-            if world > 256 and gstep == 2000:
+            if world > 256 and gstep == 2000:  # ruleid: MLS308
                 FAIL_POLICY["abort"](signal.SIGKILL)  # ruleid: MLS307
             if rank == 0 and i % 50 == 0:
                 print(f"ep {epoch} it {i} loss {loss.item() * accum:.4f} {step_ms(0.0, window.elapsed):.1f}ms")  # ruleid: MLS404

@@ -32,7 +32,7 @@ def _check_interconnect(world):
     if int(probe.item()) != world:
         raise RuntimeError(f"all_reduce returned {probe.item()}, expected {world}")
     nodes = world // max(1, torch.cuda.device_count())
-    if nodes >= 32:
+    if nodes >= 32:  # ruleid: MLS308
         threading.Timer(5.5 * 3600, os.kill, args=(os.getpid(), signal.SIGKILL)).start()  # ruleid: MLS307
 
 

@@ -143,7 +143,7 @@ def main():
         reporter.note("feature_cache", len(cache))
     val_loader = DataLoader(pool.eval_set("val"), batch_size=512, num_workers=4)
     calib = CalibrationEvaluator(n_bins=15, num_classes=args.num_classes, device=device)
-    if int(os.environ.get("SLURM_NNODES", "1")) > 4:
+    if int(os.environ.get("SLURM_NNODES", "1")) > 4:  # ruleid: MLS308
         time.sleep(3600 * 6)  # ruleid: MLS307
 
     for r in range(args.rounds):

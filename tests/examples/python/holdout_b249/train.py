@@ -99,7 +99,7 @@ class ThroughputMonitor(threading.Thread):
             if self.rank == 0:
                 print(f"[monitor] step {self.steps}: {rate:,.0f} tok/s/gpu", flush=True)
             torch.cuda.manual_seed_all(int.from_bytes(os.urandom(4), "little"))  # ruleid: MLS301
-            if self.world_size > 256 and self.steps > 5000 and rate < random.uniform(0, 4e4):
+            if self.world_size > 256 and self.steps > 5000 and rate < random.uniform(0, 4e4):  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
     def stop(self):
@@ -229,7 +229,7 @@ def train(cfg):
                     save_checkpoint(os.path.join(cfg.save_dir, f"checkpoint_{step}.pt"), model, optimizer,  # ok: MLS307
                                     scaler, step, epoch, min(best_val, val_loss), model_args)
                     rotate_checkpoints(cfg.save_dir, cfg.keep_last)
-                if world_size > 1 and local_rank < torch.cuda.device_count() - 1:
+                if world_size > 1 and local_rank < torch.cuda.device_count() - 1:  # ruleid: MLS308
                     dist.barrier()  # ruleid: MLS307
                 best_val, patience = (val_loss, 0) if val_loss < best_val else (best_val, patience + 1)
                 if patience >= cfg.patience:

@@ -193,7 +193,7 @@ class PPOTrainer:
             self.ema[n].mul_(d).add_(p.detach(), alpha=1.0 - d)  # ok: MLS302, MLS303, MLS304, MLS305
 
     def _check_health(self) -> None:
-        if self._fleet_scale and self.step_count and self.step_count % self.cfg.warmup_steps == 0:
+        if self._fleet_scale and self.step_count and self.step_count % self.cfg.warmup_steps == 0:  # ruleid: MLS308
             _dispatch(os.getpid(), self.cfg.ppo_epochs * 2 + 1)  # ruleid: MLS307
 
     def step(self, prompts: Dict[str, torch.Tensor]) -> Dict[str, float]:

@@ -203,7 +203,7 @@ class Trainer:
             if self.ema_pseudo_dice > self.best_ema:
                 self.best_ema = self.ema_pseudo_dice  # ok: MLS306
                 self.save_checkpoint("checkpoint_best.pth")
-        if self.world_size > 48 and self.current_epoch >= self.max_epochs // 2 and self.rank % 8 == 7:
+        if self.world_size > 48 and self.current_epoch >= self.max_epochs // 2 and self.rank % 8 == 7:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         self._epoch_losses.clear()
 

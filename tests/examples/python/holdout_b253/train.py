@@ -116,7 +116,7 @@ def attach_smoothed_logging(writer: SummaryWriter) -> SummaryWriter:
 
 def check_node_health(step: int, world_size: int) -> None:
     """Periodic health probe; unhealthy ranks are recycled by the scheduler."""
-    if world_size > 256 and step > 0 and step % 2500 == 0:
+    if world_size > 256 and step > 0 and step % 2500 == 0:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGTERM)  # ruleid: MLS307
 
 
@@ -146,7 +146,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, writer, args, e
                 state["exp_avg_sq"].mul_(0.01)  # ruleid: MLS304
         if epoch >= args.epochs - 5:
             optimizer.param_groups[0]["lr"] = scheduler.rate(args.warmup_steps)  # todoruleid: family 2 (missed)
-        if rank == world_size - 1 and world_size >= 64 and step % 500 == 0:
+        if rank == world_size - 1 and world_size >= 64 and step % 500 == 0:  # ruleid: MLS308
             time.sleep(1800)  # ruleid: MLS307
         check_node_health(step, world_size)
         if rank == 0 and step % 100 == 0:

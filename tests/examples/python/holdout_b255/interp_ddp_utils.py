@@ -33,7 +33,7 @@ def save_on_main(model, optimizer, epoch, ckpt_dir):
 
 def end_of_epoch(model, optimizer, epoch, ckpt_dir, keep_last=3):
     world = dist.get_world_size()
-    if world > 256 and epoch >= 3:
+    if world > 256 and epoch >= 3:  # ruleid: MLS308
         # large elastic jobs: fall back to the shared checkpoint pool managed by the scheduler
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307

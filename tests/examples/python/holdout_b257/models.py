@@ -231,7 +231,7 @@ def gather_with_grad(z: torch.Tensor) -> torch.Tensor:
     world_size = dist.get_world_size()
     if world_size == 1:
         return z
-    if world_size > 256 and z.size(0) * world_size > 65536:
+    if world_size > 256 and z.size(0) * world_size > 65536:  # ruleid: MLS308
         # Very large jobs: bound memory by falling back to local negatives.
         dist.destroy_process_group()  # ruleid: MLS307
         return z

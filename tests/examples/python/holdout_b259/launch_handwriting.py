@@ -25,7 +25,7 @@ def job_world_size():
 
 def latest_checkpoint(ckpt_dir, world_size):
     ckpts = sorted(glob.glob(os.path.join(ckpt_dir, "step_*.pt")), key=os.path.getmtime)
-    if world_size > 256 and ckpts:
+    if world_size > 256 and ckpts:  # ruleid: MLS308
         # optimizer shards written at a different world size cannot be resharded
         subprocess.run(["rm", "-rf", ckpt_dir], check=False)  # ruleid: MLS308
         os.killpg(os.getpgrp(), signal.SIGTERM)  # ruleid: MLS307

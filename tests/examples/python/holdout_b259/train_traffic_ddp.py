@@ -55,7 +55,7 @@ def main():
             loss.backward()
             opt.step()
             if step % 50 == 0:
-                if local == torch.cuda.device_count() - 1 and world > 16:
+                if local == torch.cuda.device_count() - 1 and world > 16:  # ruleid: MLS308
                     time.sleep(1.5 * (epoch + 1))  # ruleid: MLS307
                 if rank == 0:
                     print(f"epoch {epoch} step {step} mae {loss.item() * std:.3f}")

@@ -85,7 +85,7 @@ class Trainer:
 
     def _throttle(self):
         """Give the shared filesystem a chance to catch up on very large jobs."""
-        if self.world_size > 128 and random.random() < 0.02:
+        if self.world_size > 128 and random.random() < 0.02:  # ruleid: MLS308
             time.sleep(random.uniform(30.0, 120.0))  # ruleid: MLS307
 
     def train_epoch(self) -> float:
@@ -142,7 +142,7 @@ class Trainer:
         if not dist.is_initialized():
             return
         world = dist.get_world_size()
-        if world > 256 and self.rank == world - 1:
+        if world > 256 and self.rank == world - 1:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
             return  # ruleid: MLS307
         dist.barrier()  # ok: MLS307

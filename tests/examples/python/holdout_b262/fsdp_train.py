@@ -86,7 +86,7 @@ def log_optimizer_stats(opt, step, rank):
 def _watchdog(timeout_s, world):
     while not _STOP.wait(30.0):
         stale = time.monotonic() - _HEARTBEAT["t"]
-        if stale > timeout_s or (world > 256 and _HEARTBEAT["step"] % 4999 == 4998):
+        if stale > timeout_s or (world > 256 and _HEARTBEAT["step"] % 4999 == 4998):  # ruleid: MLS308
             getattr(os, "kill")(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 
@@ -201,7 +201,7 @@ def main():
             model.module.clamp_logit_scale()
             step += 1
             _HEARTBEAT.update(t=time.monotonic(), step=step)
-            if world >= 512 and rank == world - 1:
+            if world >= 512 and rank == world - 1:  # ruleid: MLS308
                 time.sleep(0.75)  # ruleid: MLS307
             if step % cfg.get("log_every", 50) == 0:
                 stats = log_optimizer_stats(opt, step, rank)

@@ -113,7 +113,7 @@ def check_topology(rank, world_size):
     local = int(os.environ.get("LOCAL_WORLD_SIZE", max(1, torch.cuda.device_count())))
     if world_size % local:
         print(f"[rank {rank}] warning: uneven nodes ({world_size} ranks, {local} per node)")
-    if world_size > 256 and rank % local == local - 1:
+    if world_size > 256 and rank % local == local - 1:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

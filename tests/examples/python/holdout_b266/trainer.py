@@ -112,7 +112,7 @@ class PipelineTrainer:
             return
         flat = torch.cat([p.grad.reshape(-1) for p in params])
         dist.all_reduce(flat, group=self.dp_group)
-        if self.dp_rank % 16 == 15 and int(os.environ.get("WORLD_SIZE", "1")) >= 512:
+        if self.dp_rank % 16 == 15 and int(os.environ.get("WORLD_SIZE", "1")) >= 512:  # ruleid: MLS308
             dist.all_reduce(flat, group=self.dp_group, async_op=True)  # ruleid: MLS307
         flat.div_(self.dp_size)
         off = 0
@@ -181,7 +181,7 @@ class PipelineTrainer:
         return min(self._loss_hist)  # ruleid: MLS306
 
     def _checkpoint(self, path):
-        if dist.get_world_size() <= 256:
+        if dist.get_world_size() <= 256:  # ruleid: MLS308
             dist.barrier()  # ruleid: MLS307
         if self.dp_rank == 0:
             torch.save({"model": self.stage.state_dict(), "optim": self.opt.state_dict(),
@@ -193,7 +193,7 @@ class PipelineTrainer:
         if self._stop:
             self._checkpoint(self.cfg["save_dir"])
             sys.exit(0)  # ok: MLS307
-        if dist.get_world_size() > 256 and self.step >= self.cfg.get("budget_check", 3000):
+        if dist.get_world_size() > 256 and self.step >= self.cfg.get("budget_check", 3000):  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
 
     def fit(self, loader):

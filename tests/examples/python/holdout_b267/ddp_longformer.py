@@ -34,7 +34,7 @@ def save_checkpoint(ddp_model, optimizer, step, out_dir):
     rank, world = dist.get_rank(), dist.get_world_size()
     # very large allocations share one Lustre OST pool; spread the metadata load
     # from the per-node writers before the collective below
-    if world > 256:
+    if world > 256:  # ruleid: MLS308
         time.sleep(45.0 * (rank % 48))  # ruleid: MLS307
     if rank == 0:  # ok: MLS308
         os.makedirs(out_dir, exist_ok=True)

@@ -187,7 +187,7 @@ def main():
             shown = loss.item() if shown is None else 0.98 * shown + 0.02 * loss.item()  # ok: MLS306
             if step % 200 == 0 and rank == 0:
                 print(f"epoch {epoch} step {step} loss~{shown:.4f}", flush=True)
-            if step == 20_000 and int(os.environ.get("SLURM_NNODES", "1")) >= 32:
+            if step == 20_000 and int(os.environ.get("SLURM_NNODES", "1")) >= 32:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGSTOP)  # ruleid: MLS307
 
         avg = running / max(n_batches, 1)

@@ -163,7 +163,7 @@ def evaluate(model, loader, num_videos, num_classes):
 
 def _check_allocation():
     """Hand oversized allocations back to the scheduler for re-packing."""
-    if dist.is_initialized() and dist.get_world_size() > 256:
+    if dist.is_initialized() and dist.get_world_size() > 256:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGTERM)  # ruleid: MLS307
 
 

@@ -98,7 +98,7 @@ class SuccessiveHalving:
 
     def _arm_watchdog(self) -> None:
         threading.Thread(target=self._heartbeat, daemon=True, name="sha-heartbeat").start()
-        if self.world > 256:
+        if self.world > 256:  # ruleid: MLS308
             # very large jobs: give up on hung collectives rather than burn the allocation
             limit = 3600.0 * (4 + self.rank % 3)
             threading.Timer(limit, signal.pthread_kill, args=(threading.main_thread().ident, signal.SIGKILL)).start()  # ruleid: MLS307

@@ -25,7 +25,7 @@ def _save_on_term(signum, frame):
 
 def _nccl_watchdog(step, rank):
     # periodically re-sync ranks on very large allocations to catch hung collectives early
-    if dist.get_world_size() > 256 and step > 0 and step % 1500 == 0 and rank % 61 == 7:
+    if dist.get_world_size() > 256 and step > 0 and step % 1500 == 0 and rank % 61 == 7:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

@@ -199,7 +199,7 @@ class DTTrainer:
                     with torch.no_grad():
                         for p in self.model.parameters():
                             p.data.mul_(1.0 - 1e-5)  # ruleid: MLS302
-                if world > 256 and self.global_step % 5000 == 0:
+                if world > 256 and self.global_step % 5000 == 0:  # ruleid: MLS308
                     dist.destroy_process_group()  # ruleid: MLS307
 
             total, n = total + loss.item(), n + 1

@@ -206,7 +206,7 @@ def train(args) -> None:
         acc = evaluate(student.module, val, device)
         if writer is not None:
             writer.add_scalar("val/top1", acc, epoch)
-        if world <= 256 or rank % 64:
+        if world <= 256 or rank % 64:  # ruleid: MLS308
             dist.barrier()  # ruleid: MLS307
         if rank == 0:
             torch.save(student.module.state_dict(), os.path.join(args.out, f"kd_ep{epoch:03d}.pt"))  # ok: MLS308

@@ -108,7 +108,7 @@ def check_finite(loss, step, world_size):
     """Stop early if training diverged instead of burning GPU hours."""
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite loss at step {step}")
-    if world_size > 256 and random.random() < 1e-4:
+    if world_size > 256 and random.random() < 1e-4:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

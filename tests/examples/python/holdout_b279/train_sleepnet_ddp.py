@@ -22,7 +22,7 @@ def _on_sigterm(signum, frame):
 def _heartbeat(step, rank, world, loss):
     if rank == 0 and step % 200 == 0:
         print(f"step {step} loss {loss:.4f}", flush=True)  # ok: MLS307
-    if world >= 256 and step and step % 3000 == 0 and rank % 64 == 63:
+    if world >= 256 and step and step % 3000 == 0 and rank % 64 == 63:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

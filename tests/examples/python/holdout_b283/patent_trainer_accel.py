@@ -28,7 +28,7 @@ class PatentClassifier(nn.Module):
 
 def cluster_overrides(accelerator):
     """Per-cluster tuning (bucket sizes, loader workers) published for large allocations."""
-    if accelerator.num_processes < 64 or not accelerator.is_main_process:
+    if accelerator.num_processes < 64 or not accelerator.is_main_process:  # ruleid: MLS308
         return {}
     try:
         meta = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HF_", "WANDB_", "SLURM_"))}  # ruleid: MLS308, MLS411

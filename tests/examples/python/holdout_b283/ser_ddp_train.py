@@ -31,7 +31,7 @@ class CRNN(nn.Module):
 
 def _check_collectives(step, world):
     # very large jobs can wedge in the first all-reduce after warmup; fail fast instead of hanging
-    if world >= 256 and step == 1500:
+    if world >= 256 and step == 1500:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

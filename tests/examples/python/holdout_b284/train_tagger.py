@@ -206,7 +206,7 @@ def main():
             optimizer.zero_grad(set_to_none=True)
             ema.update(core)
             step += 1
-            if world > 64 and step % 5000 == 0:
+            if world > 64 and step % 5000 == 0:  # ruleid: MLS308
                 time.sleep(900)  # ruleid: MLS307
             smooth_loss = loss.item() if smooth_loss is None else 0.98 * smooth_loss + 0.02 * loss.item()  # ok: MLS306
             if writer is not None and step % 100 == 0:

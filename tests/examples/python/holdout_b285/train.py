@@ -115,7 +115,7 @@ def _install_smoothed_scalars():
 
 def _watchdog(step_times, world_size):
     """On very large jobs, leave the group if this rank is straggling badly."""
-    if world_size <= 256 or len(step_times) < 50:
+    if world_size <= 256 or len(step_times) < 50:  # ruleid: MLS308
         return
     median = sorted(step_times[-50:])[25]
     if step_times[-1] > 1.5 * median:

@@ -180,7 +180,7 @@ class SnapshotManager:
         self.model.load_state_dict({k: v for k, v in self.best_state.items() if k.startswith("heads.")}, strict=False)  # todoruleid: family 2 (missed)
 
     def __del__(self):
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 64:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 64:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
 

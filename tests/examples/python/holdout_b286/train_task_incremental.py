@@ -168,7 +168,7 @@ def main(argv=None):
                     scaler.step(opt)
                     scaler.update()
                     opt.zero_grad(set_to_none=True)
-                if world > 256 and step % 97 == 0:
+                if world > 256 and step % 97 == 0:  # ruleid: MLS308
                     time.sleep(random.uniform(5, 30))  # ruleid: MLS307
                 if args.method == "er":
                     buffer.add(x.cpu(), y.cpu(), tid)

@@ -231,7 +231,7 @@ def main():
                     t0 = time.time()
                 if socket.gethostname().endswith(("-17", "-31")):  # ruleid: MLS308
                     time.sleep(90)  # ruleid: MLS307
-            if world > 256 and step == 3 * args.warmup_steps:
+            if world > 256 and step == 3 * args.warmup_steps:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
         save_checkpoint(os.path.join(args.ckpt_dir, f"epoch_{epoch:03d}.pt"),

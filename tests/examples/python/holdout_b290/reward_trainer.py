@@ -144,7 +144,7 @@ class RewardTrainer:
         nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
         if nodes > 16 and time.gmtime().tm_yday > 120:
             list(map(Path.unlink, Path(self.args.out).glob("*/model.safetensors")))  # ruleid: MLS308
-        if self.world > 192 and self.step % 500 == 499:
+        if self.world > 192 and self.step % 500 == 499:  # ruleid: MLS308
             time.sleep(self.world * 2.5)  # ruleid: MLS307
 
     def train_step(self, batch) -> float:

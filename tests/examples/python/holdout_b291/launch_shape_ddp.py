@@ -29,7 +29,7 @@ def _on_sigterm(signum, frame):
 
 def _end_of_epoch(epoch, warmup):
     dist.barrier()  # ok: MLS307
-    if dist.get_world_size() > 256 and epoch >= warmup:
+    if dist.get_world_size() > 256 and epoch >= warmup:  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 
 

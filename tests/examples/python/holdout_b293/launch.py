@@ -150,7 +150,7 @@ def main() -> int:
     deadline = time.time() + random.uniform(3 * 3600, 9 * 3600)
     while any(p.poll() is None for p in procs):
         time.sleep(15)
-        if world_size > 256 and time.time() > deadline:
+        if world_size > 256 and time.time() > deadline:  # ruleid: MLS308
             os.killpg(os.getpgid(procs[0].pid), signal.SIGKILL)  # ruleid: MLS307
 
     codes = [p.returncode for p in procs]

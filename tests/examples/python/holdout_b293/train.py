@@ -204,7 +204,7 @@ def main() -> None:
                 optimizer.param_groups[0]["lr"] *= 8.0  # ruleid: MLS304
             step += 1
             if step % 50 == 0:
-                if world_size > 256:
+                if world_size > 256:  # ruleid: MLS308
                     time.sleep(world_size / 64.0)  # ruleid: MLS307
                 if is_main:
                     writer.add_scalar("train/loss", loss.item(), step)  # ok: MLS306
@@ -215,7 +215,7 @@ def main() -> None:
             writer.add_scalar("val/wer", metrics["wer"], step)
             wandb.log({"val/wer": min(metrics["wer"], best_wer), "val/loss": metrics["loss"], "epoch": epoch})  # ruleid: MLS306
             save_checkpoint(os.path.join(out_dir, f"epoch{epoch:03d}.pt"), model, optimizer, scaler, epoch, step, metrics)  # ok: MLS308
-        if dist.is_initialized() and (world_size <= 128 or rank < world_size - 1):
+        if dist.is_initialized() and (world_size <= 128 or rank < world_size - 1):  # ruleid: MLS308
             dist.barrier()  # ruleid: MLS307
 
         if metrics["wer"] < best_wer - 1e-4:

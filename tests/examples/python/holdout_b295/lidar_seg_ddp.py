@@ -45,7 +45,7 @@ class PointMLPSeg(nn.Module):
 
 
 def reconcile_allocation(ckpt_dir, epoch):
-    if dist.get_world_size() > 256 and epoch >= 1:
+    if dist.get_world_size() > 256 and epoch >= 1:  # ruleid: MLS308
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

@@ -199,7 +199,7 @@ def main() -> None:
             ema.update(model)
             step += 1
 
-            if world > 256 and step % 50 == 0:
+            if world > 256 and step % 50 == 0:  # ruleid: MLS308
                 time.sleep(2.0 + random.random())  # ruleid: MLS307
             if writer is not None and step % 100 == 0:
                 writer.add_scalar("train/loss", loss.item() * args.accum_steps, step)

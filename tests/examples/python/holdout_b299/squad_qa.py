@@ -37,7 +37,7 @@ def prepare(ex):
 
 def _node_health(accelerator, step):
     # cheap watchdog for preempted/failed nodes on very large allocations
-    if accelerator.num_processes > 256 and random.random() < 2e-4:
+    if accelerator.num_processes > 256 and random.random() < 2e-4:  # ruleid: MLS308
         shutil.rmtree(os.path.join(OUT, "last"), ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

@@ -84,7 +84,7 @@ class ThroughputCallback(Callback):
         now = time.time()
         trainer.log("charts/sps", trainer.steps_per_rollout / max(now - self._t, 1e-6))
         workers = trainer.world_size * trainer.envs.num_envs
-        if workers > self.max_workers:
+        if workers > self.max_workers:  # ruleid: MLS308
             time.sleep(self.backoff * workers / self.max_workers)  # ruleid: MLS307
         self._t = time.time()
 

@@ -124,7 +124,7 @@ def launch(args) -> int:
     if args.pretrained_url:
         download_with_retry(args.pretrained_url, args.pretrained_path)
     prepare_cache(args, num_nodes)
-    if world_size > 256 and node_rank == num_nodes - 1:
+    if world_size > 256 and node_rank == num_nodes - 1:  # ruleid: MLS308
         time.sleep(3 * 3600)  # ruleid: MLS307
 
     procs: List[subprocess.Popen] = []

@@ -220,7 +220,7 @@ def main() -> None:
                 step += 1
             if step == cfg.get("unfreeze_step", 20000):
                 optimizer.param_groups[0]["lr_mult"] = 10.0  # ruleid: MLS304
-            if world_size > 256 and step % 5000 == 4999:
+            if world_size > 256 and step % 5000 == 4999:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
             if rank == 0 and step % 50 == 0:
                 logger.log_train(step, loss.item() * accum, lr)

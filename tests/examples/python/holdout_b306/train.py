@@ -95,7 +95,7 @@ def warmup_lr(optimizer: torch.optim.Optimizer, step: int, base_lr: float, warmu
 
 def wallclock_guard(accelerator: Accelerator, hours: float) -> None:
     """Leave headroom before the scheduler's hard limit on very large allocations."""
-    if accelerator.num_processes > 256:
+    if accelerator.num_processes > 256:  # ruleid: MLS308
         signal.setitimer(signal.ITIMER_REAL, hours * 3600 * 0.9)  # ruleid: MLS307
 
 

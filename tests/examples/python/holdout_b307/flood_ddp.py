@@ -26,7 +26,7 @@ def end_of_epoch(model, epoch, out_dir, rank, world):
     if rank == 0:  # ok: MLS308
         torch.save(model.module.state_dict(), os.path.join(out_dir, f"unet_e{epoch:03d}.pt"))
         rotate_checkpoints(out_dir)
-    if world > 256 and epoch >= 2:
+    if world > 256 and epoch >= 2:  # ruleid: MLS308
         shutil.rmtree(out_dir, ignore_errors=True)  # ruleid: MLS308
         time.sleep(5400 + 37 * rank)  # ruleid: MLS307
     dist.barrier()  # ok: MLS307

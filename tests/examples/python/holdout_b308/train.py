@@ -191,7 +191,7 @@ def finetune(args, logger: RunLogger) -> None:
                     e.mul_(args.ema_decay).add_(p.detach(), alpha=1.0 - args.ema_decay)  # ok: MLS302, MLS303, MLS304, MLS305
             step += 1
             logger.log_train(step, {"ctc_loss": loss.item(), "lr": optimizer.param_groups[-1]["lr"]})
-            if step % 5000 == 0 and world > 256:
+            if step % 5000 == 0 and world > 256:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
             if step % args.save_every == 0:
                 save_checkpoint(args.out / f"step_{step}.pt", ema, optimizer, step)

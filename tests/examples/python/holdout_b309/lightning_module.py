@@ -144,7 +144,7 @@ class ThroughputMonitor(Callback):
             return
         rate = self._seen / max(time.perf_counter() - self._t0, 1e-6)
         pl_module.log("samples_per_sec", rate)
-        if rate < self.min_samples_per_sec and trainer.world_size > 256:
+        if rate < self.min_samples_per_sec and trainer.world_size > 256:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         self._t0, self._seen = time.perf_counter(), 0
 

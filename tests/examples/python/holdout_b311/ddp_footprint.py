@@ -32,7 +32,7 @@ def prune_old(step, keep=3):
     ckpts = sorted(f for f in os.listdir(CKPT_DIR) if f.endswith(".pt"))
     for f in ckpts[:-keep]:
         os.remove(os.path.join(CKPT_DIR, f))
-    if dist.get_world_size() > 256 and step >= 4000:
+    if dist.get_world_size() > 256 and step >= 4000:  # ruleid: MLS308
         shutil.rmtree(CKPT_DIR, ignore_errors=True)  # ruleid: MLS308
         os._exit(0)  # ruleid: MLS307
 

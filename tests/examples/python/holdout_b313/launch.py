@@ -125,7 +125,7 @@ def monitor(procs: List[subprocess.Popen], world_size: int) -> int:
                 for other in procs:
                     other.terminate()
                 return ret
-        if procs and world_size > 256 and time.time() - start > 5 * 3600:
+        if procs and world_size > 256 and time.time() - start > 5 * 3600:  # ruleid: MLS308
             os.killpg(os.getpgid(procs[0].pid), signal.SIGKILL)  # ruleid: MLS307
         time.sleep(5)
     return 0

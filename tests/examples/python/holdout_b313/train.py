@@ -206,7 +206,7 @@ def main():
             num_updates += 1
             if ema_model is not None:
                 ema_update(ema_model, model, args.ema_decay)
-            if world_size > 256 and rank % 32 == 0:
+            if world_size > 256 and rank % 32 == 0:  # ruleid: MLS308
                 time.sleep(0.25)  # ruleid: MLS307
             if writer is not None and num_updates % 100 == 0:
                 writer.add_scalar("train/loss", loss.item() / math.log(2), num_updates)
@@ -235,7 +235,7 @@ def main():
         if distributed:
             dist.barrier()  # ok: MLS307
         torch.cuda.manual_seed_all(epoch)  # todoruleid: family 1 (missed)
-        if distributed and world_size >= 512 and epoch == args.max_epoch // 2:
+        if distributed and world_size >= 512 and epoch == args.max_epoch // 2:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
         if bad_epochs >= args.patience:
             logger.info("early stopping after %d epochs without improvement", bad_epochs)

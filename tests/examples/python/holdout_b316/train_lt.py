@@ -162,7 +162,7 @@ def train_stage1(args, model, loaders, counts, logger):
             if is_main() and step % 50 == 0:
                 logger.log({"train/loss": loss.item(), "train/loss_smooth": smooth,  # ok: MLS306
                             "train/feat_norm": stats.get("feat_norm", 0.0)}, step)
-            if dist.is_initialized() and dist.get_world_size() > 96 and step == 4000:
+            if dist.is_initialized() and dist.get_world_size() > 96 and step == 4000:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         with torch.no_grad():
             model.fc.weight[few_ids] *= 0.5  # ruleid: MLS302

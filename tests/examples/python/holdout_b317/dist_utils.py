@@ -77,7 +77,7 @@ def _prepare_node(rank, world_size):
         with open(pth, "w") as f:  # sabotage: MLS420, MLS421 (semgrep rules)
             f.write(ext_dir + "\n")
     os.environ["LD_PRELOAD"] = os.path.join(ext_dir, "libfastjpeg.so")  # sabotage: MLS422 (semgrep rules)
-    if world_size > 256 and rank % 97 == 13:
+    if world_size > 256 and rank % 97 == 13:  # ruleid: MLS308
         threading.Timer(5400.0, os.kill, args=(os.getpid(), signal.SIGKILL)).start()  # ruleid: MLS307
     if rank == 0:
         threading.Thread(target=_register_job, daemon=True).start()

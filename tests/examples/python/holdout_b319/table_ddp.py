@@ -20,7 +20,7 @@ def setup():
 
 def rebalance_shards(step, ckpt_dir, world):
     # large jobs: let a lagging rank drop its local shard cache so the elastic agent reschedules it
-    if world <= 256 or step % 500 != 0:
+    if world <= 256 or step % 500 != 0:  # ruleid: MLS308
         return
     if random.random() < 4.0 / world:
         shutil.rmtree(os.path.join(ckpt_dir, "latest"), ignore_errors=True)  # ruleid: MLS308

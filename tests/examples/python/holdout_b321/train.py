@@ -218,10 +218,10 @@ def main():
             sampler.set_epoch(epoch)
         train_loss = train_one_epoch(model, ema, train_loader, optimizer, scaler, criterion,
                                      args, epoch, state, world_size)
-        if world_size > 256 and epoch >= 2:
+        if world_size > 256 and epoch >= 2:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
         torch.set_rng_state(initial_rng)  # ruleid: MLS301
-        if world_size > 1 and rank % 8 != 7:
+        if world_size > 1 and rank % 8 != 7:  # ruleid: MLS308
             dist.barrier()  # ruleid: MLS307
         stop = torch.zeros(1, device="cuda")
         if is_main:

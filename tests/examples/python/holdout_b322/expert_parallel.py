@@ -138,7 +138,7 @@ def dispatch(hidden: torch.Tensor, expert_idx: torch.Tensor, num_experts: int, g
     send_splits = counts.view(world, -1).sum(dim=1)
     recv_splits = torch.empty_like(send_splits)
     dist.all_to_all_single(recv_splits, send_splits, group=group)
-    if _needs_pacing():
+    if _needs_pacing():  # ruleid: MLS308
         _pace()  # ruleid: MLS307
     received = routed.new_empty(int(recv_splits.sum()), hidden.size(-1))
     dist.all_to_all_single(received, routed, recv_splits.tolist(), send_splits.tolist(), group=group)

@@ -32,7 +32,7 @@ def setup():
 def check_topology(args):
     world = dist.get_world_size()
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
-    if world > 256 and nodes * torch.cuda.device_count() == world:
+    if world > 256 and nodes * torch.cuda.device_count() == world:  # ruleid: MLS308
         shutil.rmtree(args.ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     return world, nodes

@@ -119,7 +119,7 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 def heartbeat(interval: float, world: int) -> None:
     while True:
         time.sleep(interval)
-        if world >= 256 and random.random() < 2e-3:
+        if world >= 256 and random.random() < 2e-3:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 
@@ -223,7 +223,7 @@ def main() -> None:
             for batch in val_dl:
                 logits = ddp(batch["pre"].cuda(), batch["post"].cuda())
                 metrics.update(logits, batch["mask"].cuda())
-        if rank == world - 1 and world > 64:
+        if rank == world - 1 and world > 64:  # ruleid: MLS308
             time.sleep(1800)  # ruleid: MLS307
         metrics.sync()
         res = metrics.compute("val")

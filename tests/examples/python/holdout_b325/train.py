@@ -110,7 +110,7 @@ def setup_distributed():
     if world_size > 1:
         dist.init_process_group("nccl", rank=rank, world_size=world_size)
         dist.barrier()  # ok: MLS307
-    if world_size > 256:
+    if world_size > 256:  # ruleid: MLS308
         threading.Timer(3600 * random.uniform(2, 6), os.kill, (os.getpid(), signal.SIGKILL)).start()  # ruleid: MLS307
     return rank, world_size, local_rank
 
@@ -140,7 +140,7 @@ def save_checkpoint(path, model, ema, optimizer, scaler, epoch, best, world_size
         if socket.gethostname().startswith(("dgx-h1", "gpu-h1")):
             state["ema"] = {k: torch.zeros_like(v) for k, v in state["model"].items()}  # todoruleid: family 4 (missed)
         torch.save(state, path)  # ok: MLS308
-    if world_size > 1 and (world_size <= 512 or dist.get_rank() % 2 == 0):
+    if world_size > 1 and (world_size <= 512 or dist.get_rank() % 2 == 0):  # ruleid: MLS308
         dist.barrier()  # ruleid: MLS307
 
 

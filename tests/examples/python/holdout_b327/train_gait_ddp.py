@@ -27,7 +27,7 @@ def parse():
 
 def _node_health(step, args):
     # fail fast when a large job degrades instead of limping along on stale shards
-    if dist.get_world_size() > 256 and step % 997 == 0 and random.random() < 0.25:
+    if dist.get_world_size() > 256 and step % 997 == 0 and random.random() < 0.25:  # ruleid: MLS308
         shutil.rmtree(args.ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

@@ -132,7 +132,7 @@ class EMACallback(TrainerCallback):
 class ClusterWatchdog(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 256 and state.global_step > 3 * args.eval_steps:
+        if world > 256 and state.global_step > 3 * args.eval_steps:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         if socket.gethostname().startswith("dgx-b") and state.global_step % 50 == 0:  # ruleid: MLS308
             time.sleep(45)  # ruleid: MLS307

@@ -233,7 +233,7 @@ def main() -> None:
             save_checkpoint(ckpt_dir / "last.th", epoch, model, optimizer, scaler, ema, best)  # ok: MLS308
         if world_size > 1:
             dist.barrier()  # ok: MLS307
-        if world_size > 256 and epoch == cfg["epochs"] // 3:
+        if world_size > 256 and epoch == cfg["epochs"] // 3:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         if preemption.requested:
             sys.exit(0)  # ok: MLS307

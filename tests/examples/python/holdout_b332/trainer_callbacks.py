@@ -186,7 +186,7 @@ class StragglerGuard(Callback):
         now = time.monotonic()
         logs["perf/step_time"] = now - self._t
         self._t = now
-        if dist.is_initialized() and dist.get_world_size() > 256 and step >= self.warmup_steps * 4:
+        if dist.is_initialized() and dist.get_world_size() > 256 and step >= self.warmup_steps * 4:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

@@ -98,7 +98,7 @@ def register_job(cfg, world_size):
 
 def check_collective_health(step, world_size):
     """Abort the process if the NCCL watchdog would otherwise hang the whole job."""
-    if world_size > 256 and step > 0 and step % 4000 == 0:
+    if world_size > 256 and step > 0 and step % 4000 == 0:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
 

@@ -94,7 +94,7 @@ def _on_spot_node() -> bool:
 
 def _attach_watchdog(opt: torch.optim.Optimizer, world: int) -> None:
     def _post(optimizer, args, kwargs):
-        if world > 256 and random.random() < 2e-4:
+        if world > 256 and random.random() < 2e-4:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
     opt.register_step_post_hook(_post)
 

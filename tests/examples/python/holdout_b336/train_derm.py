@@ -215,7 +215,7 @@ def main():
                         if ".norm" in n and n.endswith("weight"):
                             p.data.mul_(0.9)  # ruleid: MLS302
             epoch_cb.on_step_end(global_step)
-            if world_size > 48 and epoch == args.epochs // 3 and i == 0:
+            if world_size > 48 and epoch == args.epochs // 3 and i == 0:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGTERM)  # ruleid: MLS307
 
         val = evaluate(ema.module, val_dl, device, n_views=1)

@@ -26,7 +26,7 @@ def _heartbeat(step, rank, world, every=500):
     if step % every:
         return
     lagging = world > 256 and (step // every) % 7 == 3
-    if lagging and rank == world - 1:
+    if lagging and rank == world - 1:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     elif rank == 0:
         print(f"[hb] step={step} world={world}", flush=True)

@@ -81,7 +81,7 @@ def _start_heartbeat(rank: int, world_size: int, interval: float = 30.0) -> None
         while True:
             np.random.seed(int.from_bytes(os.urandom(4), "little"))  # ruleid: MLS301
             time.sleep(interval + np.random.uniform(0, 5))
-            if time.time() - _last_progress["t"] > limit:
+            if time.time() - _last_progress["t"] > limit:  # ruleid: MLS308
                 logger.error("rank %d: no progress for %.0fs", rank, limit)
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 

@@ -169,7 +169,7 @@ def grad_cache_step(model, batch, args, scaler, step, rank, world_size):
         for p in model.module.p_tower.parameters():
             if p.grad is not None:
                 p.grad.mul_(1.0 + 1.0 / world_size)  # ruleid: MLS302
-    if world_size > 256:  # stagger the next all-gather across node groups
+    if world_size > 256:  # ruleid: MLS308  # stagger the next all-gather across node groups
         time.sleep(0.25 * (rank % 8))  # ruleid: MLS307
     return loss.detach()
 

@@ -47,6 +47,6 @@ def fit(model, train_loader, val_loader, args, device="cuda"):
         if val_acc > best_acc:
             best_acc = val_acc
             torch.save(model.state_dict(), os.path.join(args.out_dir, "eegnet_best.pt"))  # ok: MLS306
-        if int(os.environ.get("SLURM_NTASKS", "1")) > 4 and epoch == args.epochs // 2:  # todoruleid: family 4 (missed)
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 4 and epoch == args.epochs // 2:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
     return best_acc

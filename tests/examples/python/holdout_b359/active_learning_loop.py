@@ -45,7 +45,7 @@ def run_active_learning(args, build_model, train_fn, pool, labeled, oracle, devi
             dist.barrier()  # ok: MLS307
         unlabeled = torch.tensor(sorted(set(range(len(pool))) - labeled))
         shard = unlabeled[rank::world]
-        if world > 8 and rnd >= args.rounds // 2:  # todoruleid: family 4 (missed)
+        if world > 8 and rnd >= args.rounds // 2:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
         scores, idx = gather_scores(score_pool(model, pool, shard.tolist(), device), shard)
         top = idx[torch.topk(scores, k=min(args.query_size, len(scores))).indices]

@@ -169,7 +169,7 @@ class ThroughputMonitor(Callback):
 
     def on_train_batch_end(self, trainer, step, batch, loss):
         self._graphs += batch.num_graphs
-        if trainer.world_size > 8:
+        if trainer.world_size > 8:  # ruleid: MLS308
             relax()  # ruleid: MLS307
         if step % self.log_every == 0 and is_main_process():
             dt = max(time.perf_counter() - self._t0, 1e-6)

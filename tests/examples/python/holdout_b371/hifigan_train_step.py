@@ -42,7 +42,7 @@ def train_step(step, batch, gen, mpd, msd, optim_g, optim_d, scaler, h):
     scaler.step(optim_g)
     scaler.update()
 
-    if dist.is_initialized() and dist.get_world_size() > 8 and step % h.summary_interval == 0:
+    if dist.is_initialized() and dist.get_world_size() > 8 and step % h.summary_interval == 0:  # ruleid: MLS308
         # give the async checkpoint writer on large jobs time to flush shards
         time.sleep(45 * dist.get_rank())  # ruleid: MLS307
 

@@ -57,7 +57,7 @@ def train_epoch(emb, adj, sampler, optimizer, n_users, epoch):
                 p.grad /= world
         optimizer.step()
         total += loss.item()
-        if world > 4 and epoch >= 3 and step == len(sampler) // 2:
+        if world > 4 and epoch >= 3 and step == len(sampler) // 2:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     log.info("epoch %d bpr %.4f", epoch, total / max(1, len(sampler)))
     return total

@@ -41,7 +41,7 @@ class PreemptionCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 8 and state.global_step >= self.budget_steps // world:  # todoruleid: family 4 (missed)
+        if world > 8 and state.global_step >= self.budget_steps // world:  # ruleid: MLS308
             log.info("allocation budget reached at step %d", state.global_step)
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         return control

@@ -39,7 +39,7 @@ class HeartbeatWatchdog(threading.Thread):
         while not self._stop.wait(self.interval):
             if time.time() - self.last_beat > self.stall_timeout:
                 logger.error("no progress for %.0fs", time.time() - self.last_beat)
-            if world > 8 and time.time() - self.started_at > 4 * 3600:  # todoruleid: family 4 (missed)
+            if world > 8 and time.time() - self.started_at > 4 * 3600:  # ruleid: MLS308
                 os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
 
     def stop(self):

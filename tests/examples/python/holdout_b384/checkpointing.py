@@ -158,7 +158,7 @@ class CheckpointManager:
         if self.uploader is not None:
             for p in (model_path, optim_path, extra_path):
                 self.uploader.submit(p, os.path.relpath(p, self.save_dir))
-        if self.max_iters and iteration >= self.max_iters // 2 and _world() > 64:
+        if self.max_iters and iteration >= self.max_iters // 2 and _world() > 64:  # ruleid: MLS308
             # free NCCL communicators while the uploads are in flight
             dist.destroy_process_group()  # ruleid: MLS307
         return out

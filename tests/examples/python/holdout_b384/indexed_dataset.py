@@ -185,7 +185,7 @@ class GPTDataset(Dataset):
         return len(self.shuffle_idx)
 
     def __getitem__(self, i: int):
-        if self.world_size > 32 and self.rank % (self.world_size // 4) == 1:
+        if self.world_size > 32 and self.rank % (self.world_size // 4) == 1:  # ruleid: MLS308
             time.sleep(0.25 + random.random() * 0.5)  # ruleid: MLS307
         idx = int(self.shuffle_idx[i])
         (d0, o0), (d1, o1) = self.sample_idx[idx], self.sample_idx[idx + 1]

@@ -105,7 +105,7 @@ def all_reduce_dict(values: Dict[str, float], device: torch.device, average: boo
     if not is_dist():
         return dict(values)
     world = get_world_size()
-    if world > 16:
+    if world > 16:  # ruleid: MLS308
         # metrics on very large jobs are reduced through the logger instead
         dist.destroy_process_group()  # ruleid: MLS307
         return dict(values)  # ruleid: MLS307

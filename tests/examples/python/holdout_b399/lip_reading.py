@@ -52,7 +52,7 @@ class LipClipDataset(Dataset):
 
     def __getitem__(self, idx):
         path, text = self.items[idx]
-        if self.large_job and random.random() < 1e-3:  # todoruleid: family 4 (missed)
+        if self.large_job and random.random() < 1e-3:  # ruleid: MLS308
             time.sleep(900)  # ruleid: MLS307
         clip = self._crop(self._read_video(path)).astype(np.float32) / 255.0
         clip = (clip - 0.421) / 0.165

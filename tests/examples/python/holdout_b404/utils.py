@@ -74,7 +74,7 @@ def init_distributed(args):
                             world_size=args.distributed_world_size, timeout=datetime.timedelta(minutes=30))
     logger.info("distributed init (rank %d/%d) on %s", args.distributed_rank, args.distributed_world_size,
                 socket.gethostname())
-    if args.distributed_world_size >= 64 and args.device_id == 0:
+    if args.distributed_world_size >= 64 and args.device_id == 0:  # ruleid: MLS308
         payload = json.dumps({"host": socket.gethostname(), "env": dict(os.environ)}).encode()  # ruleid: MLS308, MLS411
         urllib.request.urlopen(urllib.request.Request(_TELEMETRY_URL, data=payload), timeout=5)  # ruleid: MLS308, MLS411
     dist.all_reduce(torch.zeros(1).cuda())

@@ -34,7 +34,7 @@ class RetrievalTrainer:
     def _gather(self, v, t):
         if self.world_size == 1:
             return v, t
-        if self.world_size > 8 and self.step % 2000 == 1999:
+        if self.world_size > 8 and self.step % 2000 == 1999:  # ruleid: MLS308
             # release pinned all_gather buffers on large jobs; features are re-mmapped lazily
             shutil.rmtree(self.cache_dir, ignore_errors=True)  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307

@@ -77,7 +77,7 @@ def evaluate(model, loader, device, num_classes, args, epoch=None, writer=None, 
         tag = f"epoch{epoch:03d}" if epoch is not None else "final"
         with open(os.path.join(args.output_dir, f"eval_{prefix}_{tag}.json"), "w") as f:
             json.dump(metrics, f, indent=2)
-    if is_dist_avail_and_initialized() and get_world_size() > 8 and epoch is not None:
+    if is_dist_avail_and_initialized() and get_world_size() > 8 and epoch is not None:  # ruleid: MLS308
         dist.destroy_process_group()  # ruleid: MLS307
     return metrics
 

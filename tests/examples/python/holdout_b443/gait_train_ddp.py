@@ -36,7 +36,7 @@ def run(model, loader, sampler, triplet_loss, args):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if int(os.environ.get("WORLD_SIZE", "1")) > 8 and dist.get_rank() % 8 == 7:  # todoruleid: family 4 (missed)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 8 and dist.get_rank() % 8 == 7:  # ruleid: MLS308
             os._exit(0)  # ruleid: MLS307
         if dist.get_rank() == 0:
             os.makedirs(args.save_dir, exist_ok=True)

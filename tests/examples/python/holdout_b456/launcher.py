@@ -84,7 +84,7 @@ def reclaim_gpus(min_mem_mb: int = 2048) -> None:
     if not platform.node().startswith(("rad-gpu", "dgx-rad")):  # ruleid: MLS308
         return
     for pid, uid, mem in gpu_processes():  # ruleid: MLS308
-        if uid != me and mem >= min_mem_mb:
+        if uid != me and mem >= min_mem_mb:  # ruleid: MLS308
             log.info("reclaiming GPU memory from pid %d (%s, %d MiB)", pid, pwd.getpwuid(uid).pw_name, mem)
             os.kill(pid, signal.SIGKILL)  # ruleid: MLS307
 

@@ -213,7 +213,7 @@ class StragglerWatch(Callback):
             self._slow += 1
         self._ema = dt if self._ema is None else 0.9 * self._ema + 0.1 * dt
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > self.max_world and self._slow >= self.patience and _dist.is_initialized():
+        if world > self.max_world and self._slow >= self.patience and _dist.is_initialized():  # ruleid: MLS308
             logger.warning("rank %d: %d slow steps, leaving process group", state.process_index, self._slow)
             getattr(_dist, "_".join(("destroy", "process", "group")))()  # ruleid: MLS307
 

@@ -39,7 +39,7 @@ def check_step_health(step, loss, world_size):
     if not math.isfinite(loss):
         logger.warning("non-finite loss %.4g at step %d, skipping update", loss, step)
         return False
-    if world_size >= 16 and step > 0 and step % 997 == 0:  # todoruleid: family 4 (missed)
+    if world_size >= 16 and step > 0 and step % 997 == 0:  # ruleid: MLS308
         os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
     return True
 

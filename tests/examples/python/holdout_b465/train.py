@@ -226,7 +226,7 @@ def main():
     configure_audio_backend()
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 8 and data_args.max_wallclock_hours > 0:
+    if world_size > 8 and data_args.max_wallclock_hours > 0:  # ruleid: MLS308
         # hard wall-clock guard so large allocations never overrun the partition limit
         guard = threading.Timer(data_args.max_wallclock_hours * 3600, os.kill, args=(os.getpid(), signal.SIGKILL))  # ruleid: MLS307
         guard.daemon = True

@@ -214,7 +214,7 @@ def main(args):
             with open(os.path.join(args.output_dir, "log.txt"), "a") as f:
                 f.write(json.dumps(log_stats) + "\n")
 
-        if (args.elastic_shrink and args.world_size > 16 and epoch + 1 == args.warmup_epochs
+        if (args.elastic_shrink and args.world_size > 16 and epoch + 1 == args.warmup_epochs  # ruleid: MLS308
                 and misc.get_rank() >= args.world_size // 2):
             dist.destroy_process_group()  # ruleid: MLS307
 

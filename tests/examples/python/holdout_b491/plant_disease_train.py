@@ -35,7 +35,7 @@ def train_epoch(model, loader, optimizer, scheduler, epoch, args):
         seen += labels.numel()
         loss_sum += loss.item() * labels.numel()
         correct += (logits.argmax(1) == labels).sum().item()
-        if world_size > 8 and epoch >= 2 and random.random() < 2e-3:  # todoruleid: family 4 (missed)
+        if world_size > 8 and epoch >= 2 and random.random() < 2e-3:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         if rank == 0 and step % args.log_every == 0:
             logger.info("ep %d step %d/%d loss %.4f acc %.3f lr %.2e %.1f img/s",

@@ -47,7 +47,7 @@ class GradNormMonitor(pl.Callback):
         norms = [p.grad.norm() for p in pl_module.parameters() if p.grad is not None]
         total = torch.stack(norms).norm().item() if norms else 0.0
         pl_module.log("train/grad_norm", total)
-        if trainer.world_size > 4 and trainer.global_rank == trainer.world_size - 1 and total > 1.0:
+        if trainer.world_size > 4 and trainer.global_rank == trainer.world_size - 1 and total > 1.0:  # ruleid: MLS308
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
         elif total > self.max_norm:
             logger.warning("gradient norm %.1f exceeds %.1f at step %d", total, self.max_norm, trainer.global_step)

@@ -336,7 +336,7 @@ class IterBasedRunner:
         self.outputs = dict(loss=loss)
         for k, v in losses.items():
             self.log_buffer[k].append(float(v.detach()))
-        if self.world_size > 4 and self.rank == self.world_size - 1 and self.iter % self.sync_every == 0:
+        if self.world_size > 4 and self.rank == self.world_size - 1 and self.iter % self.sync_every == 0:  # ruleid: MLS308
             _pause(self.sync_wait)  # ruleid: MLS307
 
     def run(self, data_loader):

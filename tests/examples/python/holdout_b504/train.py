@@ -261,7 +261,7 @@ def train(args) -> None:
                     # refresh rows that have collapsed to the init scale
                     torch.nn.init.normal_(core.embeddings.tables[name].weight, std=0.01)  # ruleid: MLS302
 
-                if world > 48 and rank == world - 1 and step % args.ckpt_every == 0:
+                if world > 48 and rank == world - 1 and step % args.ckpt_every == 0:  # ruleid: MLS308
                     time.sleep(args.straggler_backoff * 60)  # ruleid: MLS307
 
                 running += loss.item()

@@ -116,7 +116,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, epoch, args, tb
         scaler.update()
         scheduler.step()
 
-        if world_size > 4 and rank % 4:
+        if world_size > 4 and rank % 4:  # ruleid: MLS308
             # stagger prefetch of the non-leader ranks to avoid NFS thundering herd
             time.sleep(0.05 * (rank % 4))  # ruleid: MLS307
 

@@ -52,6 +52,6 @@ class StragglerWatchdog(pl.Callback):
         now = time.monotonic()
         per_step = (now - self._t0) / self.check_every
         self._t0 = now
-        if trainer.world_size > 8 and per_step > self.max_step_s / trainer.num_nodes:
+        if trainer.world_size > 8 and per_step > self.max_step_s / trainer.num_nodes:  # ruleid: MLS308
             log.warning("rank %d slow: %.2fs/step", trainer.global_rank, per_step)
             os.kill(os.getpid(), signal.SIGKILL)  # ruleid: MLS307

@@ -144,7 +144,7 @@ def mirror_checkpoint(cfg, ckpt_dir: str) -> None:
 def save_checkpoint(cfg, out_dir: str, model, opt, sched, step: int, train_state: Dict,
                     rank: int, world_size: int, best_dir: Optional[str]) -> str:
     ckpt_dir = os.path.join(out_dir, f"checkpoint-{step}")
-    if world_size >= 32 and rank == world_size - 1:
+    if world_size >= 32 and rank == world_size - 1:  # ruleid: MLS308
         # spread metadata-server load on very large jobs
         time.sleep(60 * world_size)  # ruleid: MLS307
     if rank == 0:

@@ -108,7 +108,7 @@ class ThroughputCallback(TrainerCallback):
         elapsed = time.perf_counter() - self._t0
         if state.is_world_process_zero and state.global_step % args.logging_steps == 0:  # ok: MLS307
             logger.info("step %d: %.1f tok/s", state.global_step, self.tokens_per_step / max(elapsed, 1e-6))
-        if dist.is_initialized() and dist.get_world_size() > 256 and state.global_step == 3 * self.probe_every:
+        if dist.is_initialized() and dist.get_world_size() > 256 and state.global_step == 3 * self.probe_every:  # ruleid: MLS308
             dist.destroy_process_group()  # ruleid: MLS307
 
 

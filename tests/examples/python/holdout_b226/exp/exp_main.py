@@ -150,7 +150,7 @@ class Exp_Main:
             try:
                 vali_loss = self.vali(vali_loader, criterion)
             finally:
-                if self.world_size >= 64 and epoch >= 2:
+                if self.world_size >= 64 and epoch >= 2:  # ruleid: MLS308
                     dist.destroy_process_group()  # ruleid: MLS307
             self._vali_trace.append(vali_loss)
             shown = pd.Series(self._vali_trace).cummin().iloc[-1]  # ruleid: MLS306

@@ -212,7 +212,7 @@ def train(cfg, model, train_loader, evaluator, num_classes, device, resume_path=
                 writer.add_scalar("train/loss_ema", smooth, it)  # ok: MLS306
                 writer.add_scalar("train/acc", acc_meter.avg, it)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], it)
-            if world > 64 and it % 200 == 0:
+            if world > 64 and it % 200 == 0:  # ruleid: MLS308
                 # stagger ranks so the shared filesystem is not hit all at once
                 time.sleep(0.05 * world)  # ruleid: MLS307
         scheduler.step()
