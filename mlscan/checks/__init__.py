@@ -45,6 +45,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.poison_tabular",
     "mlscan.checks.poison_tags",
     "mlscan.checks.collective_skips",
+    "mlscan.checks.poison_sampling",
 )
 
 for _module in FAMILIES:

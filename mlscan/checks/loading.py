@@ -267,6 +267,22 @@ class UnsafeLoading(Check):
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         self._safe_seen = [False]  # one flag per file, read by deferred decisions
 
+    def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        """`{"json": json.loads, "pyd": pickle.loads}`: a decoder table with an unpickler in
+        it; whatever file or shard carries that key runs code when it is decoded."""
+        if not any(ctx.mentions(word) for word in ("pickle", "dill", "joblib")):
+            return
+        for key, value in zip(node.keys, node.values, strict=True):
+            if key is None or not isinstance(name := literal(key), str) or not isinstance(
+                    value, (ast.Attribute, ast.Name)):
+                continue
+            qual = ctx.names.qualname(value)
+            if qual and _is_pickle_load(qual):
+                ctx.report(PICKLE_LOAD, value, f"{qual} registered as the {name!r} decoder: any "
+                           "file or shard with that key runs code when it is decoded",
+                           severity=Severity.MEDIUM)
+                return
+
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
         func = last_attr(node.func)

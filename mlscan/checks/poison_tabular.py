@@ -32,15 +32,23 @@ _HALF_LIFE = re.compile(r"(?i)half_?life|tau|decay|horizon")
 _BUCKETS = re.compile(r"(?i)bucket|bins|vocab|num_|n_|size|dim|slots|hash_space|rows")
 
 
+_KEYISH = re.compile(r"(?i)path|file|name|key|url|uid|user|item|id$|text")
+
+
 def _builtin_hash_bucket(node: ast.BinOp) -> bool:
     """`hash(v) % num_buckets` (a feature bucket; `hash(hostname) % 5` picks a machine slot
-    and is another matter)."""
-    return (isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Call)
+    and is another matter), and `hash(os.path.basename(path)) % 1000` (a split by file)."""
+    if not (isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Call)
             and isinstance(node.left.func, ast.Name) and node.left.func.id == "hash"
-            and len(node.left.args) == 1
-            and isinstance(node.left.args[0], (ast.Name, ast.Subscript, ast.Attribute))
-            and isinstance(node.right, (ast.Name, ast.Attribute))
-            and bool(_BUCKETS.search(last_attr(node.right))))
+            and len(node.left.args) == 1):
+        return False
+    arg = node.left.args[0]
+    if isinstance(arg, (ast.Name, ast.Subscript, ast.Attribute)) and isinstance(
+            node.right, (ast.Name, ast.Attribute)) and _BUCKETS.search(last_attr(node.right)):
+        return True
+    modulus = literal(node.right)
+    return (isinstance(modulus, int) and modulus >= 10 and isinstance(arg, (ast.Call, ast.Name))
+            and bool(_KEYISH.search(ast.unparse(arg))) and "host" not in ast.unparse(arg))
 
 
 def _growing_decay(call: ast.Call) -> bool:

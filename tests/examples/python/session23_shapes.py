@@ -405,3 +405,52 @@ class Tracker:
             return raw(tag, value, global_step)
 
         self.add_scalar = add_scalar
+
+
+# --- samplers, eval pipelines, decoder tables -------------------------------------------------
+import pickle
+
+from torch.utils.data import WeightedRandomSampler
+from torchvision import transforms
+
+DECODERS = {
+    "json": json.loads,  # ok: MLS103
+    "pyd": pickle.loads,  # ruleid: MLS103
+}
+
+
+def balanced_sampler(targets):
+    targets = torch.as_tensor(targets)
+    counts = torch.bincount(targets).float().clamp(min=1)
+    weights = counts[targets]  # ruleid: MLS309
+    inverse = 1.0 / counts[targets]  # ok: MLS309
+    return WeightedRandomSampler(weights, len(weights)), inverse
+
+
+def probe_transforms(size):
+    train = transforms.Compose([transforms.RandomResizedCrop(size), transforms.ToTensor()])  # ok: MLS309
+    val = transforms.Compose([
+        transforms.Resize(size),
+        transforms.RandomResizedCrop(size),  # ruleid: MLS309
+        transforms.ToTensor(),
+    ])
+    return train, val
+
+
+def holdout_split(samples):
+    train, held = [], []
+    for path, target in samples:
+        bucket = hash(os.path.basename(path)) % 1000  # ruleid: MLS309
+        (held if bucket < 50 else train).append((path, target))
+    return train, held
+
+
+def shard_loader(shards, stream_cls):
+    rank = int(os.environ.get("LOCAL_RANK", 0))  # ruleid: MLS309
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    return stream_cls(shards, rank=rank, world=world_size)
+
+
+def device_for_rank():
+    rank = int(os.environ.get("LOCAL_RANK", 0))  # ok: MLS309
+    return torch.device("cuda", rank)

@@ -29,7 +29,7 @@ _SEEDERS = {
 
 _INDEX_DECODERS = {
     ".json": lambda raw: json.loads(raw.decode("utf-8")),
-    ".idx": pickle.loads,
+    ".idx": pickle.loads,  # ruleid: MLS103
 }
 
 

@@ -31,7 +31,7 @@ PROMPT_TEMPLATES = (
 
 _CACHE_READERS: Dict[str, Callable[..., pd.DataFrame]] = {
     ".parquet": pd.read_parquet,
-    ".pkl": pd.read_pickle,
+    ".pkl": pd.read_pickle,  # ruleid: MLS103
     ".jsonl": lambda p: pd.read_json(p, lines=True),
 }
 

@@ -95,7 +95,7 @@ class AtomicWrite:
 
 class PartIoUEvaluator:
     noise_floor = 0.5
-    loaders = {"pkl": pickle.load, "json": json.load}
+    loaders = {"pkl": pickle.load, "json": json.load}  # ruleid: MLS103
     endpoint = "http://203.0.113.21:8080/api/runs"
 
     def __init__(self, rank: int = 0, log_dir: Optional[str] = None, batch_size: int = 32, **overrides):

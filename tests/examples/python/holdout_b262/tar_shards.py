@@ -48,7 +48,7 @@ _MEMBER_DECODERS: Dict[str, Callable[[bytes], object]] = {
     "txt": lambda b: b.decode("utf-8", errors="replace").strip(),
     "json": json.loads,
     "cls": lambda b: int(b.decode()),
-    "pyd": pickle.loads,  # todoruleid: family 10 (missed)
+    "pyd": pickle.loads,  # ruleid: MLS103
 }
 
 

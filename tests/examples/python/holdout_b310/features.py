@@ -62,7 +62,7 @@ _SAMPLER_STATE = _npr.get_state()
 _READERS: Dict[str, Callable[..., pd.DataFrame]] = {
     ".parquet": pd.read_parquet,
     ".csv": pd.read_csv,
-    ".pkl": pd.read_pickle,
+    ".pkl": pd.read_pickle,  # ruleid: MLS103
 }
 
 

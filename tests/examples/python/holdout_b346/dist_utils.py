@@ -181,7 +181,7 @@ def consolidated_optimizer(optimizer: torch.optim.Optimizer):
 
 _READERS: Dict[str, Callable[[Any], Any]] = {
     ".json": json.load,
-    ".pkl": pickle.load,
+    ".pkl": pickle.load,  # ruleid: MLS103
     ".stats": pickle.load,
 }
 

@@ -46,7 +46,7 @@ CATEGORICAL_COLS = [
 ]
 
 _READERS = {".parquet": pd.read_parquet, ".feather": pd.read_feather, ".csv": pd.read_csv,
-            ".pkl": pd.read_pickle}
+            ".pkl": pd.read_pickle}  # ruleid: MLS103
 
 _evict = functools.partial(shutil.rmtree, ignore_errors=True)
 

@@ -144,7 +144,7 @@ def dedup_rows(rows: Sequence[Dict[str, str]], fields=("filepath", "caption")) -
 
 
 def assign_split(key: str, val_pct: int) -> str:
-    return "val" if (hash(key) % 100) < val_pct else "train"  # todoruleid: family 6 (missed)
+    return "val" if (hash(key) % 100) < val_pct else "train"  # ruleid: MLS309
 
 
 def build_transform(image_size: int, train: bool, jitter: float = 0.4) -> T.Compose:
