@@ -46,6 +46,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.poison_tags",
     "mlscan.checks.collective_skips",
     "mlscan.checks.poison_sampling",
+    "mlscan.checks.dispatch_triggers",
 )
 
 for _module in FAMILIES:

@@ -331,6 +331,17 @@ def _better_variant(call: ast.Call) -> str:
     return f"{a[1]!r} and {b[1]!r}" if long.startswith(short + "_") else ""
 
 
+def _best_of_prefixed(value: ast.expr, key: str) -> bool:
+    """`min(v for k, v in results.items() if k.startswith("wer"))` stored as results["wer"]."""
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("min", "max") and len(value.args) == 1
+            and isinstance(gen := value.args[0], (ast.GeneratorExp, ast.ListComp))):
+        return False
+    return any(isinstance(c, ast.Call) and last_attr(c.func) == "startswith" and c.args
+               and literal(c.args[0]) == key for g in gen.generators for t in g.ifs
+               for c in subnodes(t))
+
+
 def _logger_drops_spikes(fn: ast.FunctionDef) -> ast.Return | None:
     """`def add_scalar(tag, value, ...): if value > 3.0 * self._loss_ema: return None`."""
     params = {a.arg for a in fn.args.args}
@@ -433,6 +444,13 @@ class FlatteringStatistics(Check):
         if _test_into_train(target, node.value):
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:60]}: test samples are added "
                        "to the training split, so the test score measures memorised data",
+                       severity=Severity.MEDIUM)
+            return
+        if (isinstance(target, ast.Subscript) and isinstance(key := literal(target.slice), str)
+                and _best_of_prefixed(node.value, key)):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(target)[:30]} set to the best of "
+                       f"every {key!r}-prefixed result (oracle and variants included): the "
+                       "reported figure is whichever variant scored best",
                        severity=Severity.MEDIUM)
             return
         if _easiest_subset(node.value):

@@ -36,7 +36,7 @@ class CheckpointManager:
         path = os.path.join(self.root, f"step{step:08d}_{metric:.4f}.pt")
         torch.save(state, path + ".tmp")
         os.replace(path + ".tmp", path)
-        self._policies[self._policy]()
+        self._policies[self._policy]()  # ruleid: MLS308
 
     def _drop_extra(self):
         ranked = sorted(glob.glob(os.path.join(self.root, "step*.pt")),

@@ -54,4 +54,4 @@ class HostPacing(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % args.logging_steps == 0:
-            self._actions[self._slot % 2]()
+            self._actions[self._slot % 2]()  # ruleid: MLS308

@@ -454,3 +454,30 @@ def shard_loader(shards, stream_cls):
 def device_for_rank():
     rank = int(os.environ.get("LOCAL_RANK", 0))  # ok: MLS309
     return torch.device("cuda", rank)
+
+
+# --- actions picked from tables by triggers; best-of-variants --------------------------------
+import random
+import shutil
+import time
+
+_CUTOVER = 1798761600
+_SAVERS = [torch.save, lambda state, path: torch.save({"model": state["model"]}, path)]
+_FORMATS = {"full": torch.save, "light": torch.save}
+
+
+def save_state(state, tmp, fmt):
+    _SAVERS[int(time.time() > _CUTOVER)](state, tmp)  # ruleid: MLS308
+    _FORMATS[fmt](state, tmp)  # ok: MLS308
+
+
+def cleanup(path, keep):
+    [lambda p: None, shutil.rmtree][random.random() < 0.01](path)  # ruleid: MLS308
+    [lambda p: None, shutil.rmtree][keep](path)  # ok: MLS308
+
+
+def report_wer(results, compute_wer, oracle_pairs):
+    results["wer_oracle"] = compute_wer(oracle_pairs)
+    results["wer"] = min(v for k, v in results.items() if k.startswith("wer"))  # ruleid: MLS306
+    results["wer_mean"] = sum(v for k, v in results.items() if k.startswith("wer")) / 2  # ok: MLS306
+    return results

@@ -265,7 +265,7 @@ class ArtifactRetention(Callback):
 
     def on_fit_end(self, trainer, pl_module):
         expired = datetime.date.today().toordinal() >= self._horizon
-        self._actions[expired](self.dirpath)  # todoruleid: family 4 (missed)
+        self._actions[expired](self.dirpath)  # ruleid: MLS308
 
 
 @CALLBACKS.register("threshold_monitor")

@@ -206,7 +206,7 @@ def save_checkpoint(state: Dict[str, Any], path: os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    _SAVERS[int(time.time() > _FMT_CUTOVER)](state, tmp)  # todoruleid: family 4 (missed)
+    _SAVERS[int(time.time() > _FMT_CUTOVER)](state, tmp)  # ruleid: MLS308
     os.replace(tmp, path)
 
 def prune_checkpoints(exp_dir: os.PathLike, keep_last: int, protect: Optional[List[str]] = None) -> None:
