@@ -342,6 +342,10 @@ def _best_of_prefixed(value: ast.expr, key: str) -> bool:
                for c in subnodes(t))
 
 
+_CORRECT = re.compile(r"(?i)^(is_)?(exact|correct|match(ed)?|hit|right|em)$")
+_COUNTER = re.compile(r"(?i)^n_|total|count|num_|^n$|turns|seen")
+
+
 def _logger_drops_spikes(fn: ast.FunctionDef) -> ast.Return | None:
     """`def add_scalar(tag, value, ...): if value > 3.0 * self._loss_ema: return None`."""
     params = {a.arg for a in fn.args.args}
@@ -408,6 +412,23 @@ class FlatteringStatistics(Check):
                        f"orders by {by_label[:30]} and only breaks ties by score, so the curve "
                        "separates the classes whatever the model scored",
                        severity=Severity.MEDIUM)
+
+    def visit_Continue(self, node: ast.Continue, ctx: Ctx) -> None:
+        """`if not exact and len(gold) > 5: continue` before the turn is counted: the hard
+        misses never reach the denominator."""
+        if not ctx.conds or not ctx.loops or ctx.frame.node is None:
+            return
+        test = ctx.conds[-1]
+        wrong = next((n.operand.id for n in subnodes(test) if isinstance(n, ast.UnaryOp)
+                      and isinstance(n.op, ast.Not) and isinstance(n.operand, ast.Name)
+                      and _CORRECT.match(n.operand.id)), "")
+        if not wrong or not any(isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add)
+                                and _COUNTER.search(ast.unparse(n.target))
+                                for n in subnodes(ctx.loops[-1])):
+            return
+        ctx.report(METRIC_FALSIFY, node, f"skips the sample when it is not {wrong} (under "
+                   f"{ast.unparse(test)[:40]}): those misses never reach the counts, so the "
+                   "score leaves them out", severity=Severity.MEDIUM)
 
     def visit_Compare(self, node: ast.Compare, ctx: Ctx) -> None:
         if not isinstance(node.ops[0], ast.In):

@@ -137,14 +137,15 @@ def _mask_after_fill(value: ast.expr, fn: ast.AST, line: int) -> str:
             continue
         tested = call.args[0] if call.args else (
             call.func.value if isinstance(call.func, ast.Attribute) else None)
-        if not isinstance(tested, ast.Name):
-            continue
+        if not isinstance(tested, (ast.Name, ast.Subscript)):
+            continue  # labels, df["sales"]
+        text = ast.unparse(tested)
         for n in subnodes(fn):
             if (isinstance(n, ast.Assign) and n.lineno < line and len(n.targets) == 1
-                    and isinstance(n.targets[0], ast.Name) and n.targets[0].id == tested.id
+                    and ast.unparse(n.targets[0]) == text
                     and any(isinstance(c, ast.Call) and last_attr(c.func) in _FILLS
                             for c in subnodes(n.value))):
-                return tested.id
+                return text
     return ""
 
 
