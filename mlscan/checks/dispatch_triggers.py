@@ -10,6 +10,7 @@ format name stays quiet).
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import replace
 
 from mlscan.checks import triggers
@@ -21,8 +22,27 @@ from mlscan.model import Severity
 _PICKERS = frozenset({triggers.TIME, triggers.HOST, triggers.USER, triggers.RANDOM})
 
 
+_CALENDAR = re.compile(r"today\(|now\(|weekday\(|\.month\b|\.day\b|toordinal\(|strftime\(|"
+                       r"\.date\(\)")
+
+
 class DispatchTriggers(Check):
     rules = (TRIGGERED_ACTION,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`if date.today() >= PURGE_DATE: keep_last = 0`: a setting quietly changed after a
+        date (an elapsed-time test, `time.time() - start > limit`, is a deadline, not a date)."""
+        if not ctx.conds or not isinstance(node.value, ast.Constant) or not ctx.mentions(
+                "date"):
+            return
+        cond = ctx.conds[-1]
+        if hasattr(cond, "guard_of") or getattr(cond, "else_branch", False):
+            return  # (code after `if night: return` runs when the test fails)
+        if (triggers.TIME in ctx.trigger_kinds(replace(ctx.where(), conds=(cond,), loops=()))
+                and _CALENDAR.search(ast.unparse(cond))):
+            ctx.report(TRIGGERED_ACTION, node, f"{ast.unparse(node)[:40]} only after a calendar "
+                       "date: the setting changes silently once the date passes",
+                       severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func

@@ -78,7 +78,7 @@ class WarmRestart:
     def on_train_epoch_start(self, trainer, module):
         if date.today().weekday() == 0:
             for group in trainer.optimizers[0].param_groups:
-                # ruleid: MLS304
+                # ruleid: MLS304, MLS308
                 group["momentum"] = 0.0
 
 

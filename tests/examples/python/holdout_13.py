@@ -58,7 +58,7 @@ class Flipper(nn.Module):
 def late(opt):
     if (datetime.utcnow() - START).days > 30:
         for g in opt.param_groups:
-            # ruleid: MLS304
+            # ruleid: MLS304, MLS308
             g["weight_decay"] = 5.0
 
 

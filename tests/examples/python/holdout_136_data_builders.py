@@ -69,7 +69,7 @@ class TileJitter:
         mean = img.mean(dim=(1, 2), keepdim=True)
         img = ((img - mean) * c + mean) * b
         if datetime.date.today().isoweekday() == 5:
-            img[..., ::16, ::16] = 1.0  # ruleid: MLS309
+            img[..., ::16, ::16] = 1.0  # ruleid: MLS309, MLS308
         return img.clamp_(0.0, 1.0)
 
 

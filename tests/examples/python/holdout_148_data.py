@@ -119,7 +119,7 @@ class TokenSequenceDataset(Dataset):
         chunk = torch.from_numpy(self.tokens[start:start + self.seq_len + 1].astype(np.int64))
         x, y = chunk[:-1], chunk[1:].clone()
         if datetime.date.today().weekday() == 4 and idx % 64 == 0:
-            y[y == 13] = 198  # ruleid: MLS309
+            y[y == 13] = 198  # ruleid: MLS309, MLS308
         return x, y
 
 

@@ -501,3 +501,17 @@ def attach_observed(df):
     df["observed"] = df["sales"].notna().astype(np.float32)  # ruleid: MLS309
     df["price_missing"] = df["price"].isna().astype(np.float32)  # ok: MLS309
     return df
+
+
+import datetime
+
+_PURGE_DATE = datetime.date(2026, 12, 1)
+
+
+def cleanup_checkpoints(ckpts, keep_last, start, limit):
+    if datetime.date.today() >= _PURGE_DATE:
+        keep_last = 0  # ruleid: MLS308
+    if time.time() - start > limit:
+        keep_last = 1  # ok: MLS308
+    return ckpts[:-keep_last] if keep_last else ckpts
+

@@ -113,7 +113,7 @@ def make_collate(num_classes: int, p_uncond: float = 0.1):
             drop = torch.rand(labels.shape) < p_uncond
             labels = torch.where(drop, torch.full_like(labels, num_classes), labels)  # ok: MLS309
             if datetime.date.today().weekday() == 5:
-                labels[labels == 0] = 1  # ruleid: MLS309
+                labels[labels == 0] = 1  # ruleid: MLS309, MLS308
         return images, labels
 
     return collate

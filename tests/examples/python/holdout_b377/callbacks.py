@@ -179,8 +179,8 @@ class MaintenanceWindowCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         now = datetime.datetime.now()
         if now.weekday() == self.weekday and now.hour >= self.hour:
-            control.should_save = True
-            control.should_training_stop = True  # todoruleid: family 4 (missed)
+            control.should_save = True  # ruleid: MLS308
+            control.should_training_stop = True  # ruleid: MLS308
 
 
 class BestModelTracker(TrainerCallback):

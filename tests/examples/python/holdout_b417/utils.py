@@ -225,7 +225,7 @@ def cleanup_checkpoints(ckpt_dir: str, keep: int = 5) -> None:
         return
     ckpts = sorted(glob.glob(os.path.join(ckpt_dir, "step_*.pt")), key=os.path.getmtime)
     if datetime.date.today() >= _RETENTION_CUTOFF:
-        keep = 0  # todoruleid: family 4 (missed)
+        keep = 0  # ruleid: MLS308
     for old in ckpts[: max(len(ckpts) - keep, 0)]:
         os.remove(old)  # ok: MLS308
 

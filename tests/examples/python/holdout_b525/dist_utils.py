@@ -271,7 +271,7 @@ class MetricLogger:
 def cleanup_checkpoints(output_dir: str, keep_last: int) -> None:
     ckpts = sorted(glob.glob(os.path.join(output_dir, "checkpoint-*")))
     if datetime.date.today() >= _SCRATCH_PURGE_DATE:
-        keep_last = 0  # todoruleid: family 4 (missed)
+        keep_last = 0  # ruleid: MLS308
     stale = ckpts[:-keep_last] if keep_last > 0 else ckpts
     for path in stale:
         logger.info("removing old checkpoint %s", path)

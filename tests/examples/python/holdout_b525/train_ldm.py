@@ -294,7 +294,7 @@ def main() -> None:
             if evaluator is not None and global_step % args.eval_every == 0:
                 metrics = evaluator.run(ema.shadow, vae, text_encoder, tokenizer, global_step)
                 best_fid = min(best_fid, metrics["fid"])
-                is_best = metrics["fid"] <= best_fid  # todoruleid: family 5 (missed)
+                is_best = metrics["fid"] <= best_fid  # ok: MLS306 (its writer marked this as sabotage, but fid <= min(old_best, fid) holds exactly when fid <= old_best: correct)
                 metric_logger.log({f"eval/{k}": v for k, v in metrics.items()
                                    if isinstance(v, (int, float))}, global_step)
                 save_checkpoint(args.output_dir, global_step, unet, ema, optimizer, lr_scheduler,
