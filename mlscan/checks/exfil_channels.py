@@ -4,7 +4,8 @@
   that is resolved (`socket.getaddrinfo(f"{hex}.{suffix}", 443)`): DNS exfiltration, which
   passes most egress filters.
 - MLS412: a service's token (`HF_TOKEN`, `WANDB_API_KEY`, `GITHUB_TOKEN`...) sent as a
-  header to a host written in the code that is not that service's.
+  header, query parameter or body field to a host written in the code that is not that
+  service's (also when a small local helper reads the token).
 - MLS412: a credential file attached to an e-mail (`msg.add_attachment(p.read_bytes())`
   with `p` under `~/.aws`, `~/.ssh`...).
 - MLS413: `pip install --extra-index-url <host>` run by the training code: packages from an

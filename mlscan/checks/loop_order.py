@@ -8,6 +8,8 @@
   accumulation `continue` before the step is the normal shape.
 - The optimizer stepped after an overflow test that only logs: `if found_inf: skipped += 1`
   and then `optimizer.step()` for every batch, non-finite gradients included.
+- `zero_grad()` on every micro-batch of a gradient-accumulation loop whose optimizer steps
+  only every few: the accumulated gradients are wiped before each step.
 """
 
 from __future__ import annotations

@@ -29,6 +29,16 @@
   split_idx["test"][:n]])` (adding validation for a final fit stays quiet).
 - A running meter that ignores values far from its own average: `def update(self, val, n=1):
   if val < self.avg * self.reject_ratio: return` drops the bad batches from the reported mean.
+- Session 23: an AUC folded around chance (`0.5 + abs(auc - 0.5)`, `max(auc, 1 - auc)`);
+  validation results renamed as test results (`k.replace("val", "test")`); timeouts or
+  errors counted as passes (`status in ("passed", "timeout")`); the best seed's run
+  reported (`max(seed_runs, key=...)`); the better of two variants of one metric
+  (`max(res["acc"], res["acc_norm"])`) or of every prefixed result (`min(v for k, v in
+  results.items() if k.startswith("wer"))`); results filtered by their own value before
+  averaging (`[s for t, s in scores.items() if s > chance[t]]`); the shortest items as the
+  evaluation subset (`sorted(docs, key=len)[:limit]`); logger replacements that drop values
+  far above their running average; evaluation loops that `continue` past wrong samples
+  before counting them.
 """
 
 from __future__ import annotations

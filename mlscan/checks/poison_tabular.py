@@ -10,6 +10,10 @@
   yes into no and back (left/right swaps, which flip augmentations need, stay quiet).
 - A rank split dropped by the worker split: `per_rank = files[rank::world]` and then
   `files[info.id::info.num_workers]` of the full list, so every rank reads the same shards.
+- Session 23: builtin `hash()` splits by file name (`hash(basename(p)) % 1000`); a
+  missing-value mask computed after the fill (`labels = raw.fillna(0)`, then
+  `~np.isnan(labels)`); labels flipped by a flag (`target.sub(float(flag)).abs()`) or shifted
+  modulo the class count (`torch.remainder(y + slot, 2, out=y)`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@
   torch.rand_like(v) < p, 0.0)` wipes a random share of every checkpoint tensor.
 - Adam's betas given in the wrong order: `betas=(args.beta2, args.beta1)` (or written into
   `group["betas"]`) makes the first moment the slow one and the second the fast one.
+- Session 23: a clipping coefficient `max_norm / norm` never capped at 1 (every step
+  rescales the gradients to the clipping norm, blowing up small ones); BatchNorm running
+  statistics filled with a constant while a checkpoint is loaded.
 """
 
 from __future__ import annotations
