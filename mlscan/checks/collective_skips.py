@@ -18,7 +18,7 @@ import re
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import kwarg, last_attr, literal
-from mlscan.checks.nodes import subnodes
+from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.stalls import _COLLECTIVES, KILL_STALL
 from mlscan.model import Severity
 
@@ -115,6 +115,9 @@ class CollectiveSkips(Check):
         if not ctx.mentions("return") or not any(ctx.mentions(w) for w in (
                 "barrier", "all_reduce", "all_gather", "broadcast", "reduce")):
             return
+        calls = called_names(node)
+        if not (calls & _COLLECTIVES or any(_COLLECTIVE_HELPER.match(c) for c in calls)):
+            return  # (one cached pass: most functions call no collective at all)
         body = node.body
         for i, stmt in enumerate(body):
             if not isinstance(stmt, ast.If):
