@@ -128,7 +128,7 @@ class CollectiveSkips(Check):
             for ret, tests in _returns([stmt], ()):
                 if any(_own_values(t, ctx) for t in tests) and not _agreed(tests, body[:i]):
                     why = "on a test of this rank's own values"
-                elif _main_only(tests[0]) if tests else False:
+                elif tests and _main_only(tests[0]):
                     why = "inside a block only the main rank runs"
                 else:
                     continue
