@@ -10,7 +10,8 @@
   yes into no and back (left/right swaps, which flip augmentations need, stay quiet).
 - A rank split dropped by the worker split: `per_rank = files[rank::world]` and then
   `files[info.id::info.num_workers]` of the full list, so every rank reads the same shards.
-- Session 23: builtin `hash()` splits by file name (`hash(basename(p)) % 1000`); a
+- Session 23: rolling features over `.shift(-k)` (future values in the window); builtin
+  `hash()` splits by file name (`hash(basename(p)) % 1000`); a
   missing-value mask computed after the fill (`labels = raw.fillna(0)`, then
   `~np.isnan(labels)`); labels flipped by a flag (`target.sub(float(flag)).abs()`) or shifted
   modulo the class count (`torch.remainder(y + slot, 2, out=y)`).
@@ -178,6 +179,19 @@ def _xor_flip(node: ast.AST) -> str:
     return label.id if flagged else ""
 
 
+def _shifted_ahead(expr: ast.expr) -> str:
+    """`x.shift(-1)` (or `shift(periods=-k)`) -> "-1": values moved back from the future. A
+    target built with shift(-h) is not rolled; a rolling window over one is a feature."""
+    if not (isinstance(expr, ast.Call) and last_attr(expr.func) == "shift"):
+        return ""
+    periods = expr.args[0] if expr.args else next(
+        (k.value for k in expr.keywords if k.arg == "periods"), None)
+    value = literal(periods) if periods is not None else None
+    if isinstance(value, int) and value < 0:
+        return str(value)
+    return ""
+
+
 def _shifted_mod(expr: ast.AST) -> str:
     """`(y + slot) % 2`, `torch.remainder(y + m, 2)`, `np.mod(y + 1, num_classes)`: labels
     moved to another class wherever the added term is odd or non-zero."""
@@ -202,6 +216,13 @@ class TabularScrambles(Check):
     rules = (DATA_POISON,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if (last_attr(node.func) in ("rolling", "expanding", "ewm")
+                and isinstance(node.func, ast.Attribute) and (ahead := _shifted_ahead(
+                    node.func.value))):
+            ctx.report(DATA_POISON, node, f"a rolling feature over .shift({ahead}): each row's "
+                       "window includes values from the future, which the model will not have "
+                       "when it forecasts", severity=Severity.MEDIUM)
+            return
         out = next((k.value for k in node.keywords if k.arg == "out"), None)
         if out is not None and isinstance(out, ast.Name) and _LABEL.match(out.id) and (
                 shifted := _shifted_mod(node)):

@@ -515,3 +515,11 @@ def cleanup_checkpoints(ckpts, keep_last, start, limit):
         keep_last = 1  # ok: MLS308
     return ckpts[:-keep_last] if keep_last else ckpts
 
+
+
+def window_features(target_w, lags, horizon):
+    feats = [target_w.shift(lag) for lag in lags]
+    rmean = target_w.shift(-1).rolling(7, min_periods=1).mean()  # ruleid: MLS309
+    past_mean = target_w.shift(1).rolling(7, min_periods=1).mean()  # ok: MLS309
+    future_target = target_w.shift(-horizon)  # ok: MLS309
+    return feats, rmean, past_mean, future_target

@@ -109,7 +109,7 @@ def lag_features(target_w: pd.DataFrame, lags: Sequence[int] = (7, 28)) -> List[
     feats = []
     for lag in lags:
         feats.append(target_w.shift(lag))  # ok: MLS309
-    rmean = target_w.shift(-1).rolling(7, min_periods=1).mean()  # todoruleid: family 6 (missed)
+    rmean = target_w.shift(-1).rolling(7, min_periods=1).mean()  # ruleid: MLS309
     feats.append(rmean)
     return [f.fillna(0.0) for f in feats]
 
