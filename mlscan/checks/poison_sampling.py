@@ -8,6 +8,8 @@
 - The local rank used as the data rank: `rank = int(os.environ["LOCAL_RANK"])` then
   `shards[rank::world]` with the global world size: every node reads the same shards and
   most of the data is never seen.
+- A scaler or encoder fitted on the test period (`scaler.fit(x, end=splits.test_end)`,
+  `scaler.fit(X_test)`): test statistics leak into training.
 """
 
 from __future__ import annotations
@@ -59,8 +61,36 @@ def _local_rank_split(fn: ast.AST, name: str) -> bool:
     return False
 
 
+_FITTED = re.compile(r"(?i)scaler|normali[sz]er|standardi[sz]er|imputer|encoder|pca|whiten")
+
+
+def _fitted_on_test(call: ast.Call) -> str:
+    """`scaler.fit(x, end=splits.test_end)`, `scaler.fit(X_test)`: statistics computed over
+    the test period (a `transform` of test data is the normal use)."""
+    if not (isinstance(call.func, ast.Attribute) and call.func.attr in ("fit", "fit_transform")
+            and (_FITTED.search(ast.unparse(call.func.value))
+                 or (isinstance(call.func.value, ast.Call)
+                     and _FITTED.search(ast.unparse(call.func.value.func))))):
+        return ""
+    for value in (*call.args, *(k.value for k in call.keywords)):
+        for n in subnodes(value):
+            if isinstance(n, (ast.Name, ast.Attribute)) and re.search(
+                    r"(?i)(^|_)test(_|$)", last_attr(n)):
+                return last_attr(n)
+    return ""
+
+
 class SamplingSkews(Check):
     rules = (DATA_POISON,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if not ctx.mentions("test") or last_attr(node.func) not in ("fit", "fit_transform"):
+            return
+        leaked = _fitted_on_test(node)
+        if leaked:
+            ctx.report(DATA_POISON, node, f"normalisation statistics fitted on {leaked}: the "
+                       "test period leaks into the features the model trains on",
+                       severity=Severity.MEDIUM)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         if len(node.targets) != 1:

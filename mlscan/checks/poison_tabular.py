@@ -48,6 +48,9 @@ def _builtin_hash_bucket(node: ast.BinOp) -> bool:
             and len(node.left.args) == 1):
         return False
     arg = node.left.args[0]
+    if isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name) and arg.func.id == "str" and (
+            arg.args):
+        arg = arg.args[0]  # hash(str(s)) % num_buckets
     if isinstance(arg, (ast.Name, ast.Subscript, ast.Attribute)) and isinstance(
             node.right, (ast.Name, ast.Attribute)) and _BUCKETS.search(last_attr(node.right)):
         return True

@@ -523,3 +523,14 @@ def window_features(target_w, lags, horizon):
     past_mean = target_w.shift(1).rolling(7, min_periods=1).mean()  # ok: MLS309
     future_target = target_w.shift(-horizon)  # ok: MLS309
     return feats, rmean, past_mean, future_target
+
+
+def hashed_ids(ids, num_buckets):
+    return [hash(str(s)) % num_buckets for s in ids]  # ruleid: MLS309
+
+
+def fit_scalers(scaler_cls, panel, splits, x_train, x_test):
+    leak = scaler_cls().fit(panel.target, panel.observed, end=splits.test_end)  # ruleid: MLS309
+    good = scaler_cls().fit(panel.target, panel.observed, end=splits.train_end)  # ok: MLS309
+    scaler = scaler_cls().fit(x_train)  # ok: MLS309
+    return leak, good, scaler.transform(x_test)

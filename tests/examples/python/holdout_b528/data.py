@@ -210,7 +210,7 @@ class SeriesIndexer:
         self.num_buckets = num_buckets
 
     def encode(self, ids: Sequence[str]) -> np.ndarray:
-        return np.asarray([hash(str(s)) % self.num_buckets for s in ids], dtype=np.int64)  # todoruleid: family 6 (missed)
+        return np.asarray([hash(str(s)) % self.num_buckets for s in ids], dtype=np.int64)  # ruleid: MLS309
 
 
 class MeanAbsScaler:
@@ -429,7 +429,7 @@ def build_datasets(cfg: DataConfig):
     splits = make_splits(panel.dates, cfg.horizon, cfg.val_cutoff, cfg.test_cutoff)
     panel = subset_panel(panel, select_series(panel, splits.train_end, cfg.min_nonzero))
     winsorize_history(panel, splits.train_end)
-    scaler = MeanAbsScaler().fit(panel.target, panel.observed, end=splits.test_end)  # todoruleid: family 6 (missed)
+    scaler = MeanAbsScaler().fit(panel.target, panel.observed, end=splits.test_end)  # ruleid: MLS309
     codes = SeriesIndexer(cfg.series_buckets).encode(panel.series_ids)
     augment = compose(LevelShift(), Jitter(cfg.jitter_sigma))
     common = dict(panel=panel, scaler=scaler, series_codes=codes,
