@@ -124,13 +124,15 @@ class SecretChannels(Check):
 
     @staticmethod
     def _foreign_token(node: ast.Call, ctx: Ctx) -> None:
+        hosts: list[str] | None = None
         for kw in node.keywords:
             if kw.arg not in _CARRIERS:
                 continue
             tokens = _env_names(kw.value, ctx)
             if not tokens:
                 continue
-            hosts = _hosts(node.args[0], ctx)
+            if hosts is None:
+                hosts = _hosts(node.args[0], ctx)  # (once per call, not per carrier)
             for token in tokens:
                 for names, domain in _SERVICES:
                     if names.match(token) and hosts and not any(domain.search(h) for h in hosts):

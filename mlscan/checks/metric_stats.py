@@ -280,7 +280,7 @@ def _failure_counted_as_pass(node: ast.Compare) -> str:
     return failed if failed and any(_PASS_WORD.match(w) for w in words) else ""
 
 
-_SCORES = re.compile(r"(?i)score|result|acc|metric|values|f1|auc|map\b")
+_RESULTS = re.compile(r"(?i)score|result|acc|metric|values|f1|auc|map\b")
 
 
 def _scores_filtered_by_value(comp: ast.ListComp) -> str:
@@ -289,7 +289,7 @@ def _scores_filtered_by_value(comp: ast.ListComp) -> str:
     if not isinstance(comp.elt, ast.Name) or len(comp.generators) != 1:
         return ""
     gen = comp.generators[0]
-    if not (gen.ifs and _SCORES.search(ast.unparse(gen.iter))):
+    if not (gen.ifs and _RESULTS.search(ast.unparse(gen.iter))):
         return ""
     for test in gen.ifs:
         for c in subnodes(test):
