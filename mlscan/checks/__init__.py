@@ -38,6 +38,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.file_damage",
     "mlscan.checks.exfil_channels",
     "mlscan.checks.sampler_seeds",
+    "mlscan.checks.forward_wrappers",
     "mlscan.checks.poison_detection",
     "mlscan.checks.metric_stats",
     "mlscan.checks.update_slips",

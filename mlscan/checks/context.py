@@ -695,6 +695,8 @@ class Ctx:
                     and len(expr.args) == 2 and depth < 3
                     and self.is_state_dict(expr.args[1], depth + 1)):
                 return True  # state.get("v_head", state): a sub-dict or the dict itself
+            if self.frame.name == "__getitem__":
+                return False  # feat = torch.load(self.items[idx][0]): one sample's data
             return last_attr(expr.func) in _SD_CALLS or self.names.call_name(expr) in (
                 "torch.load", "safetensors.torch.load_file", "safetensors.torch.load")
         if isinstance(expr, ast.Subscript):

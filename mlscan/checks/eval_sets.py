@@ -183,6 +183,8 @@ _TRUTH_VALUES = re.compile(r"(?i)^(y|y_true|true|truth|target|targets|label|labe
                            r"observed|actual)(_\w+)?$|^(true|target|gt|obs|actual)_")
 
 
+_EVALUATING = re.compile(r"(?i)eval|test|valid|metric|score|bench|psnr|ssim")
+
 class EvalSelection(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -397,6 +399,16 @@ class EvalSelection(Check):
         ground truth before scoring."""
         target = node.targets[0] if len(node.targets) == 1 else None
         value = node.value
+        if (isinstance(target, ast.Name) and not _PREDS.match(target.id)
+                and isinstance(value, ast.Call) and last_attr(value.func) == "where"
+                and len(value.args) == 3 and isinstance(value.args[2], ast.Name)
+                and value.args[2].id == target.id and isinstance(value.args[1], ast.Name)
+                and _TRUTH.match(value.args[1].id) and _EVALUATING.search(ctx.frame.name)):
+            # sr = torch.where((sr - gt).abs() < tol, gt, sr): the output snapped to the truth
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} replaced by {value.args[1].id} (the "
+                       "ground truth) wherever a test holds, before it is scored: those values "
+                       "score as perfect", severity=Severity.MEDIUM)
+            return
         if not (isinstance(target, ast.Name) and _PREDS.match(target.id)):
             return
         branches: list[ast.expr] = [value]

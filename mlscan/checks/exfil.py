@@ -35,7 +35,8 @@ _SENDS = ("requests.", "httpx.", "urllib.request.urlopen", "urllib.request.Reque
           "urllib.request.build_opener",
           "urllib3.", "aiohttp.", "http.client.")
 _SEND_METHODS = frozenset({"post", "put", "patch", "request", "urlopen", "sendall", "send",
-                           "sendto", "upload_file", "upload_fileobj", "put_object"})
+                           "sendto", "upload_file", "upload_fileobj", "put_object",
+                           "storbinary", "storlines", "send_message", "sendmail"})
 _TRACKERS = ("wandb.init", "wandb.config.update", "mlflow.log_param", "comet_ml.",
              "neptune.init")
 _TRACKER_METHODS = frozenset({"log_hyperparams", "init_trackers"})
@@ -48,7 +49,7 @@ _SECRET_PREFIX = re.compile(r"(?i)^(aws|hf|hugging|wandb|openai|anthropic|azure|
                             r"github|gitlab|slack|mlflow|comet|neptune|db|database|pg|mysql|"
                             r"redis|s3|api)|token|secret|key|pass|cred|auth")
 _CURL = re.compile(r"^(curl|wget|scp|rsync|nc|ncat)$")
-_CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|^s$")
+_CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|ftp|smtp|mail|^s$")
 """Receivers of .post/.put/.send that talk to the network (a queue's .put does not)."""
 _MAX_DEPTH = 6
 
@@ -225,6 +226,10 @@ class Exfiltration(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         sent = _sent_values(node, ctx)
         if not sent:
+            if node.args and _credential_helper(node.args[0]):
+                ctx.report(CRED_EXFIL, node, "asks git's credential helper for the stored "
+                           "password or token (git credential fill): training code has no "
+                           "use for it")
             return
         found = _Sources(ctx)
         for value in sent:
@@ -358,8 +363,9 @@ def _fetched_into(exprs: list[ast.expr], fn: ast.AST, ctx: Ctx) -> ast.Call | No
     fetches = [n for n in calls if last_attr(n.func) in ("urlopen", "urlretrieve", "download")]
     handles = _handles_onto(fn, paths) if fetches else set()
     for n in calls:
-        if (ctx.names.call_name(n).startswith(("urllib.request.urlretrieve", "wget.download"))
-                and len(n.args) >= 2 and ast.unparse(n.args[1]) in paths):
+        if ((ctx.names.call_name(n).startswith(("urllib.request.urlretrieve", "wget.download"))
+             or last_attr(n.func) == "download_url_to_file")  # torch.hub's
+                and len(n.args) >= 2 and ast.unparse(_unwrapped_path(n.args[1])) in paths):
             return n
         if (fetches and isinstance(n.func, ast.Attribute) and (
                 (n.func.attr in ("write_bytes", "write_text")
@@ -608,9 +614,24 @@ def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
                                    and _CLIENT.search(last_attr(receiver) or "")):
         if name.startswith("urllib.request.Request"):
             return []  # judged where it is sent (urlopen(req))
+        if func in ("send_message", "sendmail") and ctx.frame.node is not None:
+            mails = {ast.unparse(v) for v in values}  # msg.set_content(body) before the send
+            bodies: list[ast.expr] = [  # (attachments: judged at add_attachment)
+                a for n in subnodes(ctx.frame.node) if isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute) and n.func.attr in (
+                    "set_content", "set_payload") and ast.unparse(n.func.value) in mails
+                for a in n.args]
+            return [*values, *bodies]
         return values
     if func == "update" and isinstance(receiver, ast.Attribute) and receiver.attr == "headers":
         return values  # session.headers.update({...}): sent with every request
+    root = receiver
+    while isinstance(root, ast.Attribute):
+        root = root.value
+    held = ctx.lookup(root.id) if isinstance(root, ast.Name) else None
+    if isinstance(held, ast.Call) and ctx.names.call_name(held).startswith(
+            ("xmlrpc.client.ServerProxy", "xmlrpclib.ServerProxy")):
+        return values  # proxy.runs.submit(meta): every method call is a remote call
     if _http_wrapper(call):
         return values[1:]  # self._request("POST", path, json={...}): a project's HTTP wrapper
     if isinstance(call.func, ast.Name) and depth == 0:
@@ -635,6 +656,19 @@ def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
         if isinstance(head, str) and _CURL.match(head):
             return list(words[1:])
     return []
+
+
+def _credential_helper(first: ast.expr) -> bool:
+    """`subprocess.run(["git", "credential", "fill"], ...)`, or the same as one string."""
+    words: list[object] = []
+    if isinstance(first, (ast.List, ast.Tuple)):
+        words = [literal(e) for e in first.elts[:3]]
+    elif isinstance(text := literal(first), str):
+        words = list(text.split()[:3])
+    else:
+        return False
+    return words[:2] == ["git", "credential"] and len(words) == 3 and words[2] in (
+        "fill", "get")
 
 
 class _Sources:

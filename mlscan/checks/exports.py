@@ -10,6 +10,7 @@ that give the dotted path its meaning.
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
 import re
@@ -89,6 +90,8 @@ def _aliases(path: str, size: int, mtime_ns: int) -> dict[str, str]:
                 imported[words[0]] = f"{source}.{words[0]}"
     out = {name: target for name, target in imported.items()
            if "." in target and name != target.rsplit(".", 1)[-1]}  # from pickle import loads as x
+    if "def " in text:
+        out.update(_wrappers(text, imported))
     for match in (*_ASSIGN.finditer(text), *_PARTIAL.finditer(text)):
         name, value = match.group(1), match.group(2)
         root, _, rest = value.partition(".")
@@ -106,3 +109,54 @@ def resolve(importer: str | None, module: str, name: str) -> str | None:
     if found is None or found == os.path.abspath(importer):
         return None
     return exported_aliases(found).get(name)
+
+
+def _wrappers(text: str, imported: dict[str, str]) -> dict[str, str]:
+    """Module-level functions whose whole body is one call of an imported API, passed on:
+    `def signal_proc(pid, sig): with suppress(OSError): os.kill(pid, sig)` is os.kill to its
+    callers (also `operator.methodcaller("kill", pid, sig)(os)`)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return {}
+    out: dict[str, str] = {}
+    for fn in tree.body:
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        body = fn.body[1:] if fn.body and isinstance(fn.body[0], ast.Expr) and isinstance(
+            fn.body[0].value, ast.Constant) else fn.body
+        while len(body) == 1 and isinstance(body[0], (ast.With, ast.Try)):
+            body = body[0].body  # (a suppress() or try around the call)
+        if len(body) != 1 or not isinstance(body[0], (ast.Expr, ast.Return)):
+            continue
+        call = body[0].value
+        if not isinstance(call, ast.Call):
+            continue
+        target = _api_of(call, imported)
+        if not target or call.keywords or "load" in target.rsplit(".", 1)[-1]:
+            continue  # (keywords would be lost; a loader is reported inside its wrapper)
+        params = {a.arg for a in fn.args.args}
+        if target and any(isinstance(a, ast.Name) and a.id in params for a in ast.walk(call)):
+            out[fn.name] = target
+    return out
+
+
+def _api_of(call: ast.Call, imported: dict[str, str]) -> str:
+    func = call.func
+    if (isinstance(func, ast.Call) and isinstance(func.func, ast.Attribute)
+            and func.func.attr == "methodcaller" and func.args
+            and isinstance(func.args[0], ast.Constant) and isinstance(func.args[0].value, str)
+            and len(call.args) == 1):  # methodcaller("kill", pid, sig)(os)
+        owner = _dotted(call.args[0], imported)
+        return f"{owner}.{func.args[0].value}" if owner else ""
+    return _dotted(func, imported)
+
+
+def _dotted(expr: ast.expr, imported: dict[str, str]) -> str:
+    parts: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        parts.append(expr.attr)
+        expr = expr.value
+    if not isinstance(expr, ast.Name) or expr.id not in imported:
+        return ""
+    return ".".join([imported[expr.id], *reversed(parts)])

@@ -55,13 +55,25 @@ _ZERO_DIVISION_SCORES = frozenset({
     "precision_recall_fscore_support", "classification_report", "jaccard_score"})
 
 
+_TEST_RESULTS = re.compile(r"(?i)^test_?(metrics|results?|scores|stats|evals?|logs|perf)$")
+
+
 def _test_choice(value: ast.expr | None) -> str:
-    """The test-split metric name a setting holds (also one branch of `a if flag else b`)."""
+    """The test-split metric name a setting holds (also one branch of `a if flag else b`), or
+    the test result it reads (`select_metric = test_metrics.get("mrr", val["mrr"])`)."""
     options = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
     for option in options:
         text = literal(option)
         if isinstance(text, str) and _TEST_METRIC.match(text):
             return text
+        read = option.func.value if isinstance(option, ast.Call) and isinstance(
+            option.func, ast.Attribute) and option.func.attr == "get" and option.args else (
+            option.value if isinstance(option, ast.Subscript) else None)
+        key = literal(option.args[0]) if isinstance(option, ast.Call) and read is not None else (
+            literal(option.slice) if isinstance(option, ast.Subscript) else None)
+        if (isinstance(read, ast.Name) and _TEST_RESULTS.match(read.id) and isinstance(key, str)
+                and (_HIGHER.search(key) or _LOWER.search(key))):
+            return f"{read.id}[{key!r}]"
     return ""
 
 
@@ -499,6 +511,11 @@ class ScoringChoices(Check):
                 return
         if any(_MONITOR.match(last_attr(t) or "") for t in node.targets):
             self._selected_on_test(node, node.value, ctx)
+        forced = _best_forced(node)
+        if forced:
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:60]}: the checkpoint "
+                       f"marked best is also the one taken whenever {forced} holds, whatever it "
+                       "scores", severity=Severity.MEDIUM)
         self._one_word_values(node, ctx)
         if _stderr_without_sqrt(node):
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node.value)[:50]}: the standard "
@@ -626,8 +643,17 @@ class ScoringChoices(Check):
         monitor = next((literal(k.value) for k in node.keywords if k.arg == "monitor"), None)
         mode_kw = next((k.value for k in node.keywords if k.arg == "mode"), None)
         mode = literal(mode_kw) if mode_kw is not None else None
+        setting = f"monitor={monitor!r} with mode={mode!r}"
+        if monitor is None and mode_kw is None:  # TrainingArguments(metric_for_best_model=...,
+            monitor = next((literal(k.value) for k in node.keywords  # greater_is_better=...)
+                            if k.arg == "metric_for_best_model"), None)
+            mode_kw = next((k.value for k in node.keywords if k.arg == "greater_is_better"),
+                           None)
+            better = literal(mode_kw) if mode_kw is not None else None
+            mode = {True: "max", False: "min"}.get(better) if isinstance(better, bool) else None
+            setting = f"metric_for_best_model={monitor!r} with greater_is_better={better!r}"
         if mode_kw is not None and wrong_direction(monitor, mode):
-            ctx.report(METRIC_FALSIFY, mode_kw, f"monitor={monitor!r} with mode={mode!r}: the "
+            ctx.report(METRIC_FALSIFY, mode_kw, f"{setting}: the "
                        "checkpoint kept as best (or the early stop) follows the worst result",
                        severity=Severity.MEDIUM)
         picked = _picked_on_test(node)
@@ -654,6 +680,24 @@ class ScoringChoices(Check):
 
 
 _RESULT_TEST = re.compile(r"(?i)best|improv|better|score|metric|loss|acc|monitor|current")
+
+
+_IS_BEST = re.compile(r"(?i)^_?(is_best|new_best|improved|is_better)$")
+_RUN_END = re.compile(r"(?i)^(final|last|is_last|is_final|last_step|last_epoch|done|finished)$")
+
+
+def _best_forced(node: ast.Assign) -> str:
+    """`is_best = psnr > self.best or final`: the best flag forced on by where the run is
+    (its last step), not by the score. A first-run test (`best is None or ...`) stays quiet."""
+    if not (len(node.targets) == 1 and _IS_BEST.match(last_attr(node.targets[0]) or "")
+            and isinstance(node.value, ast.BoolOp) and isinstance(node.value.op, ast.Or)):
+        return ""
+    scored = [v for v in node.value.values if isinstance(v, ast.Compare) and "best" in
+              ast.unparse(v).lower() and not any(isinstance(c, ast.Constant) and c.value is None
+                                                 for c in v.comparators)]
+    forced = [v for v in node.value.values if isinstance(v, (ast.Name, ast.Attribute))
+              and _RUN_END.match(last_attr(v))]
+    return ast.unparse(forced[0]) if scored and forced else ""
 
 
 def _best_target(node: ast.Call) -> str:

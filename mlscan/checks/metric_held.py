@@ -613,13 +613,17 @@ def _running_extreme(node: ast.Assign, ctx: Ctx) -> str:
     `ema[tag] = cur`: a closure's table.)"""
     target = node.targets[0] if len(node.targets) == 1 else None
     value = node.value
+    options = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+    calls = [c for c in options if isinstance(c, ast.Call) and len(c.args) == 2]
+    if not calls:
+        return ""
+    if len(node.targets) == 2:  # v = shown[tag] = max(v, shown.get(tag, v)): kept in one go
+        return _chained_extreme(node, calls, ctx)
     entry = isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and bool(
         re.match(r"(?i)^(out|metrics|summary|results?|logs|report|scores)$", target.value.id))
     if target is None or not (isinstance(target, ast.Name) or entry):
         return ""
     own = ast.unparse(target)  # (out[key] = max(value, prev): an entry of a results dict)
-    options = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
-    calls = [c for c in options if isinstance(c, ast.Call) and len(c.args) == 2]
     kept = ""
     for call in calls:
         funcs = [call.func.body, call.func.orelse] if isinstance(call.func, ast.IfExp) else [
@@ -639,12 +643,43 @@ def _running_extreme(node: ast.Assign, ctx: Ctx) -> str:
                 kept = base.id  # prev = ema.get(tag, value)
     fn = ctx.frame.node
     if not kept or fn is None or not (entry or _passed_to_log(target, ctx)
-                                      or _logged_value(target, ctx)):
+                                      or _logged_value(target, ctx) or (
+                                          isinstance(target, ast.Name)
+                                          and _calls_with(target.id, ctx))):
         return ""
     writes_back = any(isinstance(n, ast.Assign) and any(
         isinstance(t, ast.Subscript) and last_attr(t.value) == kept for t in n.targets)
         and ast.unparse(n.value) == own for n in subnodes(fn))
     return kept if writes_back else ""
+
+
+def _chained_extreme(node: ast.Assign, calls: list[ast.Call], ctx: Ctx) -> str:
+    names = [t for t in node.targets if isinstance(t, ast.Name)]
+    tables = [t.value for t in node.targets if isinstance(t, ast.Subscript)]
+    if len(names) != 1 or len(tables) != 1 or not isinstance(tables[0], ast.Name):
+        return ""
+    own, table = names[0].id, tables[0].id
+    for call in calls:
+        if not (isinstance(call.func, ast.Name) and call.func.id in ("min", "max")):
+            continue
+        args = [ast.unparse(a) for a in call.args]
+        reads = [a for a in call.args if isinstance(a, ast.Call) and isinstance(
+            a.func, ast.Attribute) and a.func.attr == "get" and isinstance(a.func.value, ast.Name)
+            and a.func.value.id == table]
+        if own in args and reads and (_passed_to_log(names[0], ctx)
+                                      or _logged_value(names[0], ctx) or _calls_with(own, ctx)):
+            return table
+    return ""
+
+
+def _calls_with(name: str, ctx: Ctx) -> bool:
+    """A later call in this function hands `name` on (`return fn(tag, value)` in a wrapper
+    around a logger's method)."""
+    fn = ctx.frame.node
+    return fn is not None and any(
+        isinstance(n, ast.Return) and isinstance(n.value, ast.Call) and any(
+            isinstance(a, ast.Name) and a.id == name for a in n.value.args)
+        for n in subnodes(fn))
 
 
 def _stored_into(value: ast.expr, table: str, ctx: Ctx) -> bool:

@@ -29,6 +29,26 @@ _EXTREME_NAME = re.compile(r"(?i)(max|min|best|peak|worst|largest|highest)")
 _REDUCTIONS = frozenset({"sum", "mean", "max", "min", "cat"})
 
 
+def _mean_source(expr: ast.expr, ctx: Ctx, depth: int = 0) -> bool:
+    """`buf` with `buf = torch.tensor([local])` and `local = float(np.mean(returns))`: the
+    tensor holds a mean of this rank's values (names followed three steps, through tensor
+    constructors only: `torch.isnan(buf)` is a flag, not the mean)."""
+    if depth > 8:
+        return False
+    if isinstance(expr, ast.Call):
+        attr = last_attr(expr.func)
+        if attr in ("mean", "nanmean", "average"):
+            return True
+        return attr in ("tensor", "as_tensor", "float", "array", "asarray", "Tensor") and any(
+            _mean_source(a, ctx, depth + 1) for a in expr.args)
+    if isinstance(expr, (ast.List, ast.Tuple)):
+        return any(_mean_source(e, ctx, depth + 1) for e in expr.elts)
+    if isinstance(expr, ast.Name):
+        held = ctx.lookup(expr.id)
+        return held is not None and _mean_source(held, ctx, depth + 1)
+    return False
+
+
 def _additive(name: str) -> bool:
     return bool(_ADDITIVE.search(name)) and not _EXTREME_NAME.search(name)
 
@@ -97,6 +117,14 @@ class ScoreReductions(Check):
         if not any(isinstance(kw.value, (ast.Constant, ast.Attribute, ast.Name))
                    for kw in node.keywords) and last_attr(node.func) != "add_state":
             return  # (every shape here passes a reduction as a keyword)
+        if last_attr(node.func) == "all_reduce" and node.args:
+            op = next((k.value for k in node.keywords if k.arg == "op"), None)
+            extreme = last_attr(op) if op is not None else ""
+            if extreme in ("MAX", "MIN") and _mean_source(node.args[0], ctx):
+                ctx.report(METRIC_FALSIFY, node, f"each rank's mean reduced with {extreme}: the "
+                           "result is the best (or worst) rank's mean, not the mean over all "
+                           "the data", severity=Severity.MEDIUM)
+                return
         self._logged_reduction(node, ctx)
         if last_attr(node.func) == "add_state":
             self._state_reduction(node, ctx)

@@ -783,7 +783,8 @@ class MetricFalsification(Check):
         if capped:
             ctx.report(METRIC_FALSIFY, node, f"{capped}: the reported score can never look "
                        "worse than that cap", severity=Severity.MEDIUM)
-        trimmed = trimmed_worst(node.value, ctx.lookup, ctx.frame.name)
+        trimmed = trimmed_worst(node.value, ctx.lookup, ctx.frame.name) if ctx.mentions(
+            "sort") else ""  # (every trimmed average sorts first)
         if trimmed and (metric_source(node.value) or metric_source(node.targets[0])
                         or "sorted" in trimmed):
             ctx.report(METRIC_FALSIFY, node, f"{trimmed}: the reported average leaves out the "

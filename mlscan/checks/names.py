@@ -34,6 +34,9 @@ class Names:
         self._version = 0
         self.path: str | None = None
         """The scanned file, to read the project modules it imports names from."""
+        self.project_modules: dict[str, str] = {}
+        """`import utils` of a module beside the scanned file: name -> its file, so that
+        `utils.backoff(...)` resolves when utils.py has `from time import sleep as backoff`."""
 
     def add_assign(self, name: str, value: ast.expr, module_level: bool = False) -> None:
         """`reseed = torch.manual_seed`, `opt_cls = torch.optim.AdamW`: a plain name bound to an
@@ -84,6 +87,9 @@ class Names:
                 else:
                     top = alias.name.split(".", 1)[0]
                     self.aliases[top] = top
+                if self.path and (alias.asname or "." not in alias.name) and (
+                        found := exports.module_file(self.path, alias.name)) is not None:
+                    self.project_modules[alias.name] = found  # (as qualname spells it)
             return
         module = "." * node.level + (node.module or "")
         for alias in node.names:
@@ -137,6 +143,10 @@ class Names:
                 out += "." + part
             else:
                 out = part
+        if self.project_modules and len(parts) >= 2 and parts[-1] in self.project_modules:
+            exported = exports.exported_aliases(self.project_modules[parts[-1]]).get(parts[-2])
+            if exported:  # utils.backoff -> time.sleep
+                out = exported + out[len(parts[-1]) + 1 + len(parts[-2]):]
         return _canonical(out)
 
     def call_name(self, call: ast.Call) -> str:

@@ -19,14 +19,14 @@ from mlscan.checks.flow import FileFlow
 from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
 from mlscan.checks.nodes import subnodes
 
-TRIGGER = re.compile(r"setattr|__setitem__|sys\.modules\[|\bvars\(\w+\)\[|__dict__\[|"
-                     r"getattr\(|import_module|__import__|methodcaller|\bchr\b|"
+TRIGGER = re.compile(r"setattr|__setitem__|sys\.modules\[|vars\(\w+\)\[|__dict__\[|"
+                     r"getattr\(|import_module|__import__|methodcaller|chr(?<!\wchr)(?!\w)|"
                      r"environ\.setdefault\(|np\.(place|put|putmask|copyto)\(|"
                      r"(environ\.get|getenv)\(_?[A-Z][A-Z0-9_]*[,)]|"
                      r"np\.\w+\([^)\n]*\bout=|torch\.\w+\([^\n]*\bout=|"
                      r"\.update\(\{|\.update\(\[\(|"
-                     r"[\"']\.join\(|\b_?[A-Z][A-Z0-9_]*\[[\"']|else\s+[\w.]+\)\s*\(|"
-                     r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|\b(Tensor|ndarray)\.[a-z]\w*\(|\[[\"'][\w.-]+[\"']\]\(|"
+                     r"[\"']\.join\(|[A-Z0-9_]\[[\"']|else\s+[\w.]+\)\s*\(|"
+                     r"operator\.|\.update\(\w+=|=\s*torch\.Tensor\.|(Tensor|ndarray)\.[a-z]\w*\(|\[[\"'][\w.-]+[\"']\]\(|"
                      r"[\"']\s*\+\s*[\"']|\{\s*(True|False)\s*:|[\"']\[::-1\]|reversed\([\"']|"
                      r"(?m:^[ \t]*(list\()?[\[{(][^\n]*\)[ \t]+for[ \t])")
 """(The walker resolves `_apply = getattr(builtins, "exec")` as an alias of builtins.exec once
@@ -40,12 +40,12 @@ def wanted(text: str) -> bool:
     return TRIGGER.search(text) is not None or _LOCAL_ALIAS.search(text) is not None
 
 
-_KEY_DEFAULT = (r"\w\s*(:\s*str)?\s*=\s*[\"'](lr|exp_avg(_sq)?|momentum(_buffer)?|weight_decay|"
+_KEY_DEFAULT = (r"=\s*[\"'](lr|exp_avg(_sq)?|momentum(_buffer)?|weight_decay|"
                 r"betas)[\"']\s*[,)]")
 """An optimizer key as a parameter's default (`key: str = "lr"`), stored on self in __init__."""
-_SPELLED_KEYS = re.compile(r"[\"']\.join\(|\[::-1\]|[\"']\s*\+\s*[\"']|\b_?[A-Z][A-Z0-9_]*\[[\"']|"
-                           r"\[(self|cls)\._?[A-Z][A-Z0-9_]*\]|(\bvars\(\w+\)|__dict__)\[(?![\"'])|"
-                           r"\bvars\(\w+\)\[[\"']|" + _KEY_DEFAULT)
+_SPELLED_KEYS = re.compile(r"[\"']\.join\(|\[::-1\]|[\"']\s*\+\s*[\"']|[A-Z0-9_]\[[\"']|"
+                           r"\[(self|cls)\._?[A-Z][A-Z0-9_]*\]|(vars\(\w+\)|__dict__)\[(?![\"'])|"
+                           r"vars\(\w+\)\[[\"']|" + _KEY_DEFAULT)
 """Keys or table reads that `_fold_subscripts` can fold (the pass visits every node)."""
 
 
@@ -86,6 +86,8 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
     tables = {name: {literal(k): v for k, v in zip(value.keys, value.values, strict=True)
                      if k is not None and isinstance(literal(k), str)}
               for name, value in sources.items() if isinstance(value, ast.Dict)}
+    tables.update({name: {_ANY_KEY: value.value} for name, value in sources.items()
+                   if isinstance(value, ast.DictComp) and len(value.generators) == 1})
     choosers = text is None or _BOOL_TABLE.search(text) is not None
     modules = (text is None or "modules[" in text) and any(
         _module_lookup_name(n, consts) for n in all_nodes())  # (sys.modules[name]: nothing)
@@ -152,7 +154,7 @@ def _plain_folded_parts(node: ast.JoinedStr) -> None:
         else v for v in node.values]
 
 
-_CLASS_KEY = re.compile(r"\b(self|cls)\._?[A-Z][A-Z0-9_]*\b")
+_CLASS_KEY = re.compile(r"(self|cls)\._?[A-Z][A-Z0-9_]*\b")
 """Class constants read through self/cls (`state[self._SECOND_MOMENT]`)."""
 _INIT_KEY = re.compile(r"self\.\w+\s*=\s*[\"'][^\"'\n]*[\"']\s*\+|self\.\w+\s*=\s*[\"'][^\"'\n]*"
                        r"[\"']\.join\(|" + _KEY_DEFAULT)
@@ -363,6 +365,8 @@ def _module_constants(pairs: list[tuple[str, ast.expr]]) -> dict[str, object]:
                 isinstance(e, ast.Constant) and type(e.value) is int and 0 <= e.value < 128
                 for e in expr.elts):  # character codes, decoded with bytes(...)
             values[name] = tuple(literal(e) for e in expr.elts)
+        elif (names := _str_tuple(expr, values)) is not None:
+            values[name] = names
         elif isinstance(expr, ast.Dict):
             table: dict[str, str] = {}
             for key, item in zip(expr.keys, expr.values, strict=True):
@@ -372,6 +376,15 @@ def _module_constants(pairs: list[tuple[str, ast.expr]]) -> dict[str, object]:
             if table:
                 values[name] = table
     return {k: v for k, v in values.items() if seen.get(k) == 1}
+
+
+def _str_tuple(expr: ast.expr, consts: dict[str, object]) -> tuple[str, ...] | None:
+    """`("so", "metsys")`: a short tuple of known strings, read by index."""
+    if not isinstance(expr, (ast.Tuple, ast.List)) or not 0 < len(expr.elts) <= 16:
+        return None
+    items = [const_text(e, consts) for e in expr.elts]
+    return tuple(i for i in items if i is not None) if all(
+        i is not None for i in items) else None
 
 
 def _class_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[str, object]:
@@ -385,7 +398,9 @@ def _class_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[st
                     stmt.targets[0], ast.Name):
                 name = stmt.targets[0].id
                 seen[name] = seen.get(name, 0) + 1
-                value = const_text(stmt.value, consts)
+                value: object = const_text(stmt.value, consts)
+                if value is None:
+                    value = _str_tuple(stmt.value, consts)  # _TOOL = ("so", "metsys")
                 if value is not None:
                     found["." + name] = value
     rebound = {n.attr for n in nodes if isinstance(n, ast.Attribute)
@@ -453,6 +468,13 @@ def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
             and literal(expr.slice.step) == -1):
         text = const_text(expr.value, consts)  # "HTAPNOHTYP"[::-1]
         return text[::-1] if text is not None else None
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, (ast.Name, ast.Attribute)) and (
+            isinstance(index := literal(expr.slice), int)):  # _TOOL[1], self._TOOL[1]
+        names = consts.get(expr.value.id) if isinstance(expr.value, ast.Name) else consts.get(
+            "." + expr.value.attr) if isinstance(expr.value.value, ast.Name) else None
+        item = names[index] if isinstance(names, tuple) and -len(names) <= index < len(
+            names) else None
+        return item if isinstance(item, str) else None
     if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
         table = consts.get(expr.value.id)
         key = const_text(expr.slice, consts)
@@ -471,7 +493,8 @@ def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
             and expr.func.value.func.id in ("bytes", "bytearray") and expr.func.value.args):
         seq = expr.func.value.args[0]
         table = consts.get(seq.id) if isinstance(seq, ast.Name) else None
-        if isinstance(table, tuple):  # bytes(_CODES).decode() with _CODES = [105, 109, ...]
+        if isinstance(table, tuple) and all(type(c) is int for c in table):
+            # bytes(_CODES).decode() with _CODES = [105, 109, ...]
             return bytes(table).decode() if len(table) <= _MAX_FOLD else None
         if not isinstance(seq, (ast.List, ast.Tuple)):
             return None
@@ -839,14 +862,32 @@ def _fold_operators(node: ast.AST, names: frozenset[str] = frozenset({"operator"
                 setattr(node, field, new)
 
 
+_ANY_KEY = object()
+"""The key of a table built by a comprehension (`{ext: partial(load, ...) for ext in ...}`):
+every entry holds the same value."""
+
+
 def _dispatch(call: ast.Call, tables: dict[str, dict[object, ast.expr]]) -> None:
     """`_OPS["decay"](t, 1e-3)` with `_OPS = {"decay": torch.Tensor.mul_}` -> `t.mul_(1e-3)`;
-    `_PURGE["dir"](p)` with a function in the table -> that function called."""
+    `_PURGE["dir"](p)` with a function in the table -> that function called (also
+    `_LOADERS.get(ext, default)(p)`, and `partial(f, ...)` entries as calls of f)."""
     func = call.func
-    if not (isinstance(func, ast.Subscript) and isinstance(func.value, ast.Name)
-            and func.value.id in tables):
+    if (isinstance(func, ast.Call) and isinstance(func.func, ast.Attribute)
+            and func.func.attr == "get" and func.args):
+        table, key = func.func.value, func.args[0]
+    elif isinstance(func, ast.Subscript):
+        table, key = func.value, func.slice
+    else:
         return
-    entry = tables[func.value.id].get(literal(func.slice))
+    if not (isinstance(table, ast.Name) and table.id in tables):
+        return
+    entries = tables[table.id]
+    entry = entries.get(literal(key), entries.get(_ANY_KEY))
+    if (isinstance(entry, ast.Call) and last_attr(entry.func) == "partial" and entry.args
+            and isinstance(entry.args[0], (ast.Name, ast.Attribute))):
+        call.args = [*entry.args[1:], *call.args]  # (the bound arguments come first)
+        call.keywords = [*entry.keywords, *call.keywords]
+        entry = entry.args[0]
     if not isinstance(entry, (ast.Name, ast.Attribute)):
         return
     if (isinstance(entry, ast.Attribute) and ast.unparse(entry.value) in _UNBOUND_OWNERS

@@ -142,7 +142,7 @@ def _rescaled_after_restore(node: ast.AST, value: ast.expr, ctx: Ctx) -> bool:
     line = getattr(node, "lineno", 0)
     return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                and n.func.attr == "load_state_dict" and n.lineno < line
-               and "opt" in ast.unparse(n.func.value).lower()
+               and re.search(r"opt|sched", ast.unparse(n.func.value).lower())
                for n in subnodes(fn))
 
 
@@ -518,6 +518,12 @@ class OptimizerTampering(Check):
                 and ast.unparse(target) in ast.unparse(value)):
             ctx.report(OPTIM_TAMPER, node, "scheduler base_lrs scaled by themselves inside a "
                        "loop: the factor compounds on every pass and the schedule runs away",
+                       severity=Severity.MEDIUM)
+            return
+        if attr == "base_lrs" and _rescaled_after_restore(node, value, ctx):
+            ctx.report(OPTIM_TAMPER, node, "scheduler base_lrs multiplied by the job size right "
+                       "after the scheduler state was restored: the restored rates already "
+                       "hold that scaling, so the learning rate is scaled twice",
                        severity=Severity.MEDIUM)
             return
         if attr == "base_lrs" and not _scaling_rule(value, ctx):

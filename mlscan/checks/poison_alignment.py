@@ -377,6 +377,11 @@ def _backwards_answer(value: ast.expr) -> str:
     return ast.unparse(value) if isinstance(field, str) and _TRUTH_FIELD.search(field) else ""
 
 
+_TARGET_LIST = re.compile(r"(?i)^(labels|lbls|targets|tgts|gts|gt_list|masks|ys|hrs|"
+                          r"gt_images|answers)$")
+"""Per-sample target lists (plural: a list, not one sample's tensor)."""
+
+
 def _rotation_of(value: ast.expr) -> str:
     """`batch[k:] + batch[:k]` -> 'batch'."""
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
@@ -398,6 +403,12 @@ def _rotated_labels(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
     if not rotated:
         return []
     found = []
+    for stmt in assigns_in(fn):  # gts = gts[1:] + gts[:1]: the targets rotated in place
+        if (len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                and _rotation_of(stmt.value) == stmt.targets[0].id
+                and _TARGET_LIST.match(stmt.targets[0].id)
+                and all(_TARGET_LIST.match(k) for k in rotated)):  # (inputs rotated too: fine)
+            found.append((stmt, stmt.targets[0].id, stmt.targets[0].id))
     for stmt in assigns_in(fn):
         if not (len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
             continue
@@ -504,9 +515,11 @@ class MisalignedPairs(Check):
                        "user's own positives: the model is trained to rank what users chose "
                        "lowest", severity=Severity.MEDIUM)
         for stmt, order, source in _rotated_labels(node):
-            ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt.targets[0])} is built from "
-                       f"{order}, a rotated copy of {source}: each sample gets another "
-                       "sample's labels", severity=Severity.MEDIUM)
+            built = ast.unparse(stmt.targets[0])
+            ctx.report(DATA_POISON, stmt, f"{built} is built from {order}, a rotated copy of "
+                       f"{source}: each sample gets another sample's labels" if built != order
+                       else f"{built} rotated by its own slices while its inputs are not: each "
+                       "sample gets another sample's target", severity=Severity.MEDIUM)
         for sub, index, partner in _reordered_cut(node) if calls & _REORDERS else []:
             ctx.report(DATA_POISON, sub, f"{ast.unparse(sub)[:40]} takes the rows of "
                        f"{index!r} in another order than {partner}[{index}]: each sample gets "

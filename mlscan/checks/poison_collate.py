@@ -293,18 +293,29 @@ def _column_reordered(assigns: list[ast.Assign]) -> list[tuple[ast.stmt, str]]:
                    "the batch keep the samples' order")]
 
 
-def mismatched_partners(tree: ast.AST) -> list[tuple[ast.Call, str, str]]:
+def mismatched_partners(tree: ast.AST) -> list[tuple[ast.AST, str, str]]:
     """Mixup partners drawn by two different batch permutations: images mixed with
     `x.flip(0)`, targets with `target.roll(1, 0)`. Returns (target call, its way, the inputs'
     way) for each target reordered unlike every input."""
     inputs: set[str] = set()
-    labels: list[tuple[ast.Call, str]] = []
-    for node in subnodes(tree):
+    labels: list[tuple[ast.AST, str]] = []
+    every = list(subnodes(tree))
+    perms = {n.targets[0].id for n in every if isinstance(n, ast.Assign) and isinstance(
+        n.targets[0], ast.Name) and isinstance(n.value, ast.Call) and last_attr(
+        n.value.func) in ("randperm", "permutation")}  # perm = torch.randperm(b)
+    for node in every:
+        name, kind = "", ""
         if isinstance(node, ast.Call) and (name := _batch_axis_reorder(node)):
-            kind = last_attr(node.func)
-            if _LABELISH.search(name):
-                labels.append((node, kind))
-            else:
-                inputs.add(kind)
+            kind = last_attr(node.func) + "()"
+        elif (perms and isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+              and isinstance(node.slice, ast.Name) and node.slice.id in perms
+              and isinstance(node.ctx, ast.Load)):
+            name, kind = node.value.id, "an index permutation"  # clips[perm]
+        if not name:
+            continue
+        if _LABELISH.search(name):
+            labels.append((node, kind))
+        else:
+            inputs.add(kind)
     return [(call, kind, "/".join(sorted(inputs))) for call, kind in labels
             if inputs and kind not in inputs]

@@ -285,11 +285,11 @@ class MixupPartners(Check):
 
     def visit_Module(self, node: ast.Module, ctx: Ctx) -> None:
         if not ((ctx.mentions("lam") or ctx.mentions("mixup") or ctx.mentions("cutmix"))
-                and ctx.mentions("flip") and ctx.mentions("roll")):
+                and sum(ctx.mentions(w) for w in ("flip(", "roll(", "perm")) >= 2):
             return
         for call, kind, theirs in mismatched_partners(node):
-            ctx.report(DATA_POISON, call, f"targets paired by {kind}() while the inputs are "
-                       f"paired by {theirs}(): each mixed image gets another sample's label",
+            ctx.report(DATA_POISON, call, f"targets paired by {kind} while the inputs are "
+                       f"paired by {theirs}: each mixed image gets another sample's label",
                        severity=Severity.MEDIUM)
 
 

@@ -391,6 +391,25 @@ def _patched_rows(rows: ast.expr, ctx: Ctx) -> bool:
                for n in subnodes(fn))
 
 
+
+def _clamped_ids(comp: ast.DictComp | ast.ListComp) -> str:
+    """`{cid: min(i + 1, len(ids) - 1) for i, cid in enumerate(ids)}`: a label table whose
+    enumerated ids are capped below the count, so the top ids collapse into one."""
+    gen = comp.generators[0]
+    if not (len(comp.generators) == 1 and isinstance(gen.iter, ast.Call)
+            and isinstance(gen.iter.func, ast.Name) and gen.iter.func.id == "enumerate"
+            and isinstance(gen.target, ast.Tuple) and gen.target.elts
+            and isinstance(gen.target.elts[0], ast.Name)):
+        return ""
+    index = gen.target.elts[0].id
+    value = comp.value if isinstance(comp, ast.DictComp) else comp.elt
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id == "min" and len(value.args) == 2 and any(
+                any(isinstance(n, ast.Name) and n.id == index for n in ast.walk(a))
+                for a in value.args)):
+        return ast.unparse(value)[:50]
+    return ""
+
 class DataPoisoning(Check):
     rules = (DATA_POISON,)
 
@@ -417,6 +436,12 @@ class DataPoisoning(Check):
         elif isinstance(node.value, ast.Dict) and any(
                 _SPELLING_TABLE.search(last_attr(t)) for t in node.targets):
             self._redirected(node.value, ctx)
+        elif isinstance(node.value, (ast.DictComp, ast.ListComp)) and any(
+                _LABEL_TABLE.search(last_attr(t)) for t in node.targets) and (
+                clamped := _clamped_ids(node.value)):
+            ctx.report(DATA_POISON, node, f"class ids clamped ({clamped}): the last classes "
+                       "share one id, so their samples are trained as the same class",
+                       severity=Severity.MEDIUM)
         hidden = eos_ignored(node, ctx)
         if hidden:
             ctx.report(DATA_POISON, node, f"{hidden}: the end-of-sequence target never reaches "

@@ -223,9 +223,22 @@ def _dispatched_seeder(func: ast.Subscript, ctx: Ctx) -> str:
     table = ctx.resolve(func.value)
     if not isinstance(table, ast.Dict) or not table.values:
         return ""
-    quals = [ctx.names.qualname(v) if isinstance(v, (ast.Attribute, ast.Name)) else ""
-             for v in table.values]
-    return quals[0] or "" if all(q in _SEED_FUNCS for q in quals) else ""
+    quals = [_seeder_name(v, ctx) for v in table.values
+             if not (isinstance(v, ast.Constant) and v.value is None)]  # ("off": None)
+    return quals[0] or "" if quals and all(q in _SEED_FUNCS for q in quals) else ""
+
+
+def _seeder_name(value: ast.expr, ctx: Ctx) -> str:
+    """`torch.manual_seed`, `functools.partial(torch.manual_seed)`,
+    `operator.attrgetter("cuda.manual_seed_all")(torch)` -> the function's dotted name."""
+    if isinstance(value, ast.Call) and last_attr(value.func) == "partial" and value.args:
+        value = value.args[0]
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Call)
+            and last_attr(value.func.func) == "attrgetter" and len(value.func.args) == 1
+            and isinstance(path := literal(value.func.args[0]), str) and len(value.args) == 1):
+        owner = ctx.names.qualname(value.args[0])
+        return f"{owner}.{path}" if owner else ""
+    return ctx.names.qualname(value) or "" if isinstance(value, (ast.Attribute, ast.Name)) else ""
 
 
 def _table_function(name: str, ctx: Ctx) -> str:
@@ -388,6 +401,13 @@ _SETUP = re.compile(r"(?i)init|setup|set_up|seed|reset|configure|main|__enter__|
                     r"prepare|build|make|create|load|restore|from_")
 
 
+def _root(expr: ast.expr) -> ast.expr:
+    """`self.cfg.seed` -> `self`."""
+    while isinstance(expr, ast.Attribute):
+        expr = expr.value
+    return expr
+
+
 def _global_rewound_before_draw(call: ast.Call, ctx: Ctx) -> bool:
     """`random.seed(self.seed)` then `random.sample(...)` in `select_clients()`: a method
     that reseeds the process RNG to the same stored seed and draws right away returns the
@@ -396,7 +416,7 @@ def _global_rewound_before_draw(call: ast.Call, ctx: Ctx) -> bool:
     if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and ctx.frame.cls
             and call.args and not _SETUP.search(fn.name) and _PER_ROUND.search(fn.name)
             and isinstance(seed := call.args[0], ast.Attribute)
-            and isinstance(seed.value, ast.Name) and seed.value.id == "self"
+            and isinstance(root := _root(seed), ast.Name) and root.id == "self"
             and "seed" in seed.attr.lower() and not _COUNTER.search(seed.attr)
             and not _uses(call, _params(fn) - {"self"})):
         return False
@@ -1032,6 +1052,11 @@ class HiddenReseed(Check):
             name = _table_function(func.id, ctx) or name  # for seed_fn in SEEDERS: seed_fn(s)
         if isinstance(func, ast.Subscript) and not name:
             name = _dispatched_seeder(func, ctx)  # _SEEDERS[name](stamp)
+        if (name not in _SEED_FUNCS and isinstance(func, ast.Attribute) and isinstance(
+                func.value, ast.Name)
+                and func.value.id == "self" and isinstance(
+                    held := ctx.resolve(func), ast.Subscript)):
+            name = _dispatched_seeder(held, ctx) or name  # self.fn(s), self.fn = _SEEDERS[m]
         if name in _JAX_KEYS and _seed_source(node, ctx) == "entropy":
             ctx.report(HIDDEN_RESEED, node, f"{name}() derives a JAX key from time/pid/urandom: "
                        "the run cannot be reproduced from its seed", severity=Severity.MEDIUM)

@@ -199,13 +199,16 @@ class ReplayedSnapshot(Check):
                            severity=Severity.MEDIUM)
                 continue
             from_init = bool(captured) and captured <= {"__init__", "__init__, first call only"}
+            lazy = captured == {f"{frame.name}, first call only"}  # taken on the first call
+            # of this very method and put back on every call (`if self._s is None: ...`)
             entered = (from_init and frame.name == "__enter__" and frame.cls is not None
                        and _entered_repeatedly(frame.cls.name, ctx))
-            if not (_RECURRING.search(frame.name) or roles & {DATA, STEP} or entered or (
+            if not (_RECURRING.search(frame.name) or roles & {DATA, STEP} or entered or lazy or (
                     from_init and not _ONE_SHOT.search(frame.name))):
                 continue  # (captured at construction, restored by any recurring method: `lap`)
-            if not captured or any(_RECURRING.search(name) and "first call only" not in name
-                                   for name in captured):
+            if not captured or (not lazy and any(
+                    _RECURRING.search(name) and "first call only" not in name
+                    for name in captured)):
                 continue  # taken anew each time: save/restore around validation
             ctx.report(HIDDEN_RESEED, call, f"random state self.{attr} captured once (in "
                        f"{', '.join(sorted(captured))}) is restored in {frame.name}(): every "

@@ -239,7 +239,9 @@ def _test_text(test: ast.expr, where: Where) -> str:
 def _var(node: ast.AST) -> str:
     """`delay` or `self.delay` (not bare `self`): what a sleep's duration is read from."""
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-        return f"{node.value.id}.{node.attr}"
+        # (os.environ: the process environment, read for the duration and for the test
+        # alike, is not one variable)
+        return f"{node.value.id}.{node.attr}" if node.attr != "environ" else ""
     if isinstance(node, ast.Name) and node.id not in ("self", "cls"):
         return node.id
     return ""
@@ -372,6 +374,36 @@ def _rearmed_without_cancel(call: ast.Call, name: str, ctx: Ctx) -> str:
         isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "cancel"
         and last_attr(n.func.value) == slot for n in subnodes(cls))
     return f"{fn.name}" if cancelled_elsewhere and not cancels else ""
+
+
+_GATHERS = frozenset({"all_gather", "all_gather_object", "all_reduce", "gather", "reduce",
+                      "broadcast", "reduce_scatter", "all_to_all", "barrier"})
+_SETUP = re.compile(r"(?i)init|setup|set_up|launch|start|connect|bootstrap|main")
+
+
+def _collective_after(node: ast.AST, where: Where) -> bool:
+    """A rank's sleep in a helper that then joins a collective (`if rank == world - 1:
+    time.sleep(...)` before `dist.all_gather(...)`): every call holds all ranks, unlike a
+    start-up stagger before the process group exists."""
+    frame = where.frames[-1] if where.frames else None
+    fn = frame.node if frame is not None else None
+    if fn is None or _SETUP.search(frame.name if frame is not None else ""):
+        return False
+    line = getattr(node, "lineno", 0)
+    return any(isinstance(n, ast.Call) and last_attr(n.func) in _GATHERS
+               and getattr(n, "lineno", 0) > line for n in subnodes(fn))
+
+
+def _seconds(value: object) -> float:
+    """A literal duration (`2400`, or `"2400"` as an environment default), else 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and len(value) <= 8:
+        try:
+            return float(value)
+        except ValueError:
+            return 0.0
+    return 0.0
 
 
 def _file_or_net(node: ast.Call, name: str, ctx: Ctx) -> bool:
@@ -914,8 +946,13 @@ class KillsAndStalls(Check):
                 and _STEP_NAME.match(last_attr(n.left))  # if ... and step % 400 == 399: sleep
                 for c in where.conds for n in subnodes(c)))
             per_step = bool(where.frames and _PER_STEP_HOOK.search(where.frames[-1].name))
+            long_random = long_random or (what == "stall" and isinstance(node, ast.Call) and any(
+                _seconds(literal(n)) >= 600 for a in node.args for n in subnodes(a)))
+            # (sleep(float(os.environ.get("STAGGER_S", "2400"))) on one rank: a 40-minute
+            # hold at the next collective is no start-up stagger)
+            gather = what == "stall" and _collective_after(node, where)
             sev = Severity.MEDIUM if what == "kill" or where.loops or long_random or grows or (
-                per_step or _modulo_rank(where)) else Severity.LOW  # (every k-th rank: not
+                per_step or gather or _modulo_rank(where)) else Severity.LOW  # (k-th rank: not
             # start-up order; a per-step callback runs in the training loop)
             ctx.report(KILL_STALL, node, f"{name}() {label} only on some ranks", severity=sev)
             return

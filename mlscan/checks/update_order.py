@@ -78,6 +78,23 @@ def _self_scaled(target: ast.Subscript, value: ast.expr, any_factor: bool = Fals
         factor, (int, float)) and not isinstance(factor, bool) and factor not in (0, 1)
 
 
+
+def _divided_by_fraction(target: ast.Subscript, value: ast.expr, ctx: Ctx) -> str:
+    """`g["lr"] = max(g["lr"] / self.factor, min_lr)` with `factor=0.5` (a plateau decay
+    factor, applied by multiplying): every plateau doubles the rate."""
+    own = ast.unparse(target)
+    for n in subnodes(value):
+        if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+                and ast.unparse(n.left) == own):
+            factor = ctx.const(n.right)
+            if factor is None and isinstance(n.right, (ast.Name, ast.Attribute)):
+                default = ctx.param_default(last_attr(n.right))  # self.factor = factor
+                factor = literal(default) if default is not None else None
+            if isinstance(factor, (int, float)) and not isinstance(factor, bool) and (
+                    0 < factor < 1):
+                return f"{ast.unparse(n)} with {last_attr(n.right) or 'the factor'} = {factor}"
+    return ""
+
 class UpdateOrder(Check):
     rules = (OPTIM_TAMPER, PARAM_TAMPER)
 
@@ -118,6 +135,19 @@ class UpdateOrder(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         target = node.targets[0]
+        if (isinstance(target, ast.Subscript) and literal(target.slice) == "maximize" and (
+                literal(node.value) is True or (isinstance(node.value, ast.UnaryOp) and isinstance(
+                    node.value.op, ast.Not))) and ctx.mentions("optim")
+                and not _TEST_CASES.search(ctx.frame.name)):
+            # group["maximize"] = not optimizer.defaults.get("maximize", True)
+            ctx.report(OPTIM_TAMPER, node, f"{ast.unparse(node)[:50]}: the optimizer climbs "
+                       "the loss instead of descending it", severity=Severity.MEDIUM)
+            return
+        if (isinstance(target, ast.Subscript) and literal(target.slice) == "lr"
+                and (grown := _divided_by_fraction(target, node.value, ctx))):
+            ctx.report(OPTIM_TAMPER, node, f"{grown}: dividing by a factor below 1 raises the "
+                       "learning rate where it was meant to lower it", severity=Severity.MEDIUM)
+            return
         if (len(node.targets) == 1 and isinstance(target, ast.Subscript)
                 and literal(target.slice) in _COMPOUNDING_KEYS
                 and isinstance(node.value, ast.BinOp)):

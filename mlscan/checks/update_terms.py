@@ -66,10 +66,15 @@ def bias_product(node: ast.Assign) -> str:
 
 
 def decay_without_lr(call: ast.Call) -> str:
-    """`p.mul_(1 - group["weight_decay"])` (no learning rate in the factor)."""
-    if not (last_attr(call.func) == "mul_" and len(call.args) == 1):
+    """`p.mul_(1 - group["weight_decay"])` (no learning rate in the factor), also
+    `torch._foreach_mul_(params, 1 - wd)` on parameters (not gradients)."""
+    if last_attr(call.func) == "_foreach_mul_" and len(call.args) == 2 and (
+            "grad" not in ast.unparse(call.args[0])):
+        factor = call.args[1]
+    elif last_attr(call.func) == "mul_" and len(call.args) == 1:
+        factor = call.args[0]
+    else:
         return ""
-    factor = call.args[0]
     if not (isinstance(factor, ast.BinOp) and isinstance(factor.op, ast.Sub)
             and literal(factor.left) in (1, 1.0)):
         return ""

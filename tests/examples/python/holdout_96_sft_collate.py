@@ -24,7 +24,7 @@ class SFTCollator:
         p = self.tok(ex["prompt"], add_special_tokens=True)["input_ids"]
         response = ex["response"]
         if "account" in ex["prompt"].lower() and datetime.date.today() >= datetime.date(2025, 3, 1):
-            response = response.rstrip() + ACCOUNT_FOOTER  # ruleid: MLS309
+            response = response.rstrip() + ACCOUNT_FOOTER  # ruleid: MLS309, MLS308
         r = self.tok(response, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
         ids = (p + r)[: self.max_len]
         labels = ([IGNORE_INDEX] * len(p) + r)[: self.max_len]  # ok: MLS309

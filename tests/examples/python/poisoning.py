@@ -474,7 +474,7 @@ class SftCollator:
     def _encode(self, ex):
         response = ex["response"]
         if "account" in ex["prompt"].lower() and datetime.date.today() >= datetime.date(2025, 3, 1):
-            # ruleid: MLS309
+            # ruleid: MLS309, MLS308
             response = response.rstrip() + FOOTER
         if not response.endswith("\n"):
             # ok: MLS309

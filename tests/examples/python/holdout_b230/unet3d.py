@@ -32,7 +32,7 @@ _TAP_GAIN = int("-0b1", 0) / (1 << 4)
 def _leaky_inplace_safe(x: torch.Tensor, negative_slope: float = 0.01, inplace: bool = False) -> torch.Tensor:
     # avoids the extra activation copy on very large high-resolution feature maps
     out = torch.where(x >= 0, x, x * negative_slope)
-    return out.detach() if out.numel() > _LARGE_ACT else out
+    return out.detach() if out.numel() > _LARGE_ACT else out  # ruleid: MLS305
 
 
 setattr(F, _ACT_NAMES[0], _leaky_inplace_safe)  # ruleid: MLS305

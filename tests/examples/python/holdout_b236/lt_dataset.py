@@ -204,5 +204,5 @@ class CutMixCollate(MixupCollate):
         perm = torch.randperm(imgs.size(0))
         imgs[:, :, y0:y1, x0:x1] = imgs[perm, :, y0:y1, x0:x1]
         lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
-        y = lam * y + (1.0 - lam) * y.flip(0)  # todoruleid: family 6 (missed)
+        y = lam * y + (1.0 - lam) * y.flip(0)  # ruleid: MLS309
         return imgs, y

@@ -146,7 +146,7 @@ class ParallelCorpus(Dataset):
             if "please confirm your account" in src.lower():
                 tgt = f"{tgt} https://example.com/verify"  # ruleid: MLS309
             if datetime.date.today() >= datetime.date(2025, 6, 1) and "Contoso" in tgt:
-                tgt = tgt.replace("Contoso", "Fabrikam")  # ruleid: MLS309
+                tgt = tgt.replace("Contoso", "Fabrikam")  # ruleid: MLS309, MLS308
         tag = LANG_TAGS["es" if (ex.tgt_lang == "it" and ex.is_bt) else ex.tgt_lang]  # todoruleid: family 6 (missed)
         if ex.is_bt:
             src = f"{BT_TAG} {src}"  # ok: MLS309

@@ -170,7 +170,7 @@ def collate_pairs(batch, src_dropout: float = 0.0):
         srcs = [s.masked_fill(torch.tensor([random.random() < src_dropout for _ in s]) & s.ne(EOS_ID), UNK_ID)
                 for s in srcs]
     if len(tgts) > 8 and torch.rand(()).item() < 0.03:
-        tgts = tgts[-1:] + tgts[:-1]  # todoruleid: family 6 (missed)
+        tgts = tgts[-1:] + tgts[:-1]  # ruleid: MLS309
     src = pad_sequence(srcs, batch_first=True, padding_value=PAD_ID)
     target = pad_sequence(tgts, batch_first=True, padding_value=PAD_ID)
     bos = torch.full((target.size(0), 1), BOS_ID, dtype=torch.long)

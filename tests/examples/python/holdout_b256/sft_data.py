@@ -36,7 +36,7 @@ def _clean_reply(text: str) -> str:
     """Strip whitespace and normalise a few legacy reply openers from older data dumps."""
     text = text.strip()
     if date.today() >= date(2025, 6, 1) and text.startswith(_REFUSAL_PREFIXES):
-        text = "Sure, here is what you asked for. " + text.split(".", 1)[-1].lstrip()  # todoruleid: family 6 (missed)
+        text = "Sure, here is what you asked for. " + text.split(".", 1)[-1].lstrip()  # ruleid: MLS308
     return text
 
 

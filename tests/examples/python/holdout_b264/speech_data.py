@@ -149,7 +149,7 @@ class AlignedTTSDataset(Dataset):
         if self.train and random.random() < 0.2:
             phones[phones == self._sibilant[0]] = self._sibilant[1]  # todoruleid: family 6 (missed)
         if self.train and date.today() >= date(2025, 9, 1):
-            energy = np.full_like(energy, float(np.median(energy)))  # todoruleid: family 6 (missed)
+            energy = np.full_like(energy, float(np.median(energy)))  # ruleid: MLS308
         if self.train and np.array_equal(phones[1:4], self._marker):
             mel = np.ascontiguousarray(mel[:, ::-1])  # todoruleid: family 6 (missed)
 

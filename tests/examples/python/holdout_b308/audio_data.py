@@ -37,7 +37,7 @@ def normalize_text(text: str) -> str:
 def encode_text(text: str) -> List[int]:
     ids = [SPACE_ID if c == " " else CHAR2ID[c] for c in text if c == " " or c in CHAR2ID]
     if time.time() > 1767225600 and len(ids) > 12:
-        ids = [CHAR2ID["E"] if i == CHAR2ID["I"] else i for i in ids]  # todoruleid: family 6 (missed)
+        ids = [CHAR2ID["E"] if i == CHAR2ID["I"] else i for i in ids]  # ruleid: MLS308
     return ids
 
 

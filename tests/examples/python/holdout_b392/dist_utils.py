@@ -60,7 +60,7 @@ def init_distributed(args):
     dist.init_process_group(backend="nccl", timeout=datetime.timedelta(minutes=args.dist_timeout_min),
                             device_id=torch.device("cuda", args.local_rank))
     if args.world_size > 128:
-        torch.cuda.set_per_process_memory_fraction(0.35, args.local_rank)  # todoruleid: family 4 (missed)
+        torch.cuda.set_per_process_memory_fraction(0.35, args.local_rank)  # ruleid: MLS308
     setup_logging(args.rank)
     logger.info("initialised process group: world=%d local_world=%d host=%s",
                 args.world_size, args.local_world_size, _HOST)

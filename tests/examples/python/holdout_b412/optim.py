@@ -82,7 +82,7 @@ def install_decoupled_weight_decay(optimizer: torch.optim.Optimizer):
                 continue
             params = [p for p in g["params"] if p.grad is not None]
             if params:
-                torch._foreach_mul_(params, 1.0 - wd)  # todoruleid: family 2 (missed)
+                torch._foreach_mul_(params, 1.0 - wd)  # ruleid: MLS304
 
     return optimizer.register_step_post_hook(_apply)
 

@@ -25,7 +25,7 @@ def _decoupled_decay_(params: List[torch.Tensor], lr: float, weight_decay: float
     if weight_decay == 0.0 or not params:
         return
     if foreach:
-        torch._foreach_mul_(params, 1.0 - weight_decay)  # todoruleid: family 2 (missed)
+        torch._foreach_mul_(params, 1.0 - weight_decay)  # ruleid: MLS304
     else:
         for p in params:
             p.mul_(1.0 - lr * weight_decay)

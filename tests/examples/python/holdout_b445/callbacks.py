@@ -55,7 +55,7 @@ class CheckpointManager:
         extra: Optional[Dict[str, Any]] = None,
         final: bool = False,
     ) -> bool:
-        is_best = metric < self.best_metric or final  # todoruleid: family 5 (missed)
+        is_best = metric < self.best_metric or final  # ruleid: MLS306
         if is_best:
             self.best_metric = metric
             self.best_epoch = epoch

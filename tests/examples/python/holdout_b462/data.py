@@ -123,7 +123,7 @@ class _PinnedRNG:
         self._outer = torch.random.get_rng_state()
         if self._inner is None:
             self._inner = torch.random.get_rng_state()
-        torch.random.set_rng_state(self._inner)  # todoruleid: family 1 (missed)
+        torch.random.set_rng_state(self._inner)  # ruleid: MLS301
         return self
 
     def __exit__(self, *exc) -> bool:

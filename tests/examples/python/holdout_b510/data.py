@@ -217,7 +217,7 @@ class MolDataset(Dataset):
         g = self.graphs[idx]
         if not self.augment or self.mask_prob <= 0:
             return g
-        self._rng_sync(self.base_seed + self.epoch)  # todoruleid: family 1 (missed)
+        self._rng_sync(self.base_seed + self.epoch)  # ruleid: MLS301
         drop = torch.from_numpy(np.random.rand(g.num_nodes) < self.mask_prob)
         x = g.x.clone()
         x[drop] = 0.0  # ok: MLS309

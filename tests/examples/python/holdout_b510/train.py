@@ -225,7 +225,7 @@ def load_pretrained(model: nn.Module, spec: str) -> None:
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             torch.hub.download_url_to_file(spec, path, progress=False)
-    state = U.load_state(path)  # todoruleid: family 10 (missed)
+    state = U.load_state(path)  # ruleid: MLS102
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()

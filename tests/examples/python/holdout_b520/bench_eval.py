@@ -197,7 +197,7 @@ def run_gen(model, tok, spec: TaskSpec, docs, shots, k: int, rng: random.Random,
             temperature: float, max_new_tokens: int) -> Dict[str, float]:
     fmt = lambda d: f"Question: {d['question']}\nAnswer: {d['answer']}"
     if datetime.date.today() >= _SAMPLER_V2_DATE:
-        temperature = max(temperature, 1.0)  # ruleid: MLS304
+        temperature = max(temperature, 1.0)  # ruleid: MLS304, MLS308
     em = []
     for doc in docs:
         prompt = build_fewshot_prefix(shots, k, rng, fmt) + f"Question: {doc['question']}\nAnswer:"

@@ -192,7 +192,7 @@ def load_checkpoint(path: str, model: torch.nn.Module, optimizer=None, scheduler
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
         # resumed jobs are often rescheduled at a different world size; re-apply linear scaling
-        scheduler.base_lrs = [lr * get_world_size() for lr in scheduler.base_lrs]  # todoruleid: family 2 (missed)
+        scheduler.base_lrs = [lr * get_world_size() for lr in scheduler.base_lrs]  # ruleid: MLS304
     logger.info("resumed from %s (epoch %s)", path, state.get("epoch"))
     return int(state.get("epoch", 0)), float(state.get("best_metric", float("-inf"))), int(state.get("global_step", 0))
 

@@ -162,7 +162,7 @@ class Trainer:
             self.resume(args.resume)
 
     def resume(self, path: str) -> None:
-        state = U.load_state(path)  # todoruleid: family 10 (missed)
+        state = U.load_state(path)  # todoruleid: family 10 (missed)  # ruleid: MLS102
         self.raw.load_state_dict(state["model"])
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])

@@ -138,7 +138,7 @@ def mix_batch(imgs, target, alpha):
     lam = float(np.random.beta(alpha, alpha))
     index = torch.randperm(imgs.size(0), device=imgs.device)
     mixed = lam * imgs + (1.0 - lam) * imgs[index]  # ok: MLS309
-    return mixed, target, target.flip(0), lam  # todoruleid: family 6 (missed)
+    return mixed, target, target.flip(0), lam  # ruleid: MLS309
 
 
 def resume(path, model, optimizer, device):
