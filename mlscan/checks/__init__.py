@@ -39,6 +39,8 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.exfil_channels",
     "mlscan.checks.sampler_seeds",
     "mlscan.checks.forward_wrappers",
+    "mlscan.checks.label_shortcuts",
+    "mlscan.checks.log_gates",
     "mlscan.checks.poison_detection",
     "mlscan.checks.metric_stats",
     "mlscan.checks.update_slips",

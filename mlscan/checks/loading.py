@@ -485,6 +485,17 @@ class UnsafeLoading(Check):
                    "[\"trust_remote_code\"] switched on: the loader it is passed to imports "
                    "and runs Python files from the model repo", severity=sev)
 
+    def visit_AnnAssign(self, node: ast.AnnAssign, ctx: Ctx) -> None:
+        """`trust_remote_code: bool = True` in a config class: every load that takes its
+        options from the config runs the repo's code unless a user turns it off."""
+        if (ctx.frame.node is None and ctx.classes and isinstance(node.target, ast.Name)
+                and node.target.id == "trust_remote_code" and node.value is not None
+                and is_true(node.value)):
+            ctx.report(TRUST_REMOTE_CODE, node, f"config field trust_remote_code defaults to "
+                       f"True in {ctx.classes[-1].name}: every loader given these options "
+                       "imports and runs Python files from the model repo",
+                       severity=Severity.MEDIUM)
+
     def _trust(self, node: ast.Call, ctx: Ctx, trust: ast.expr, func: str) -> None:
         revision = literal(kwarg(node, "revision"))
         pinned = isinstance(revision, str) and bool(_HEX40.match(revision))

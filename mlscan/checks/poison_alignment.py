@@ -198,8 +198,11 @@ def _rank_blind_iter(cls: ast.ClassDef) -> ast.stmt | None:
     loads = [n for n in subnodes(cls) if isinstance(n, ast.Attribute) and n.attr == "rank"
              and isinstance(n.value, ast.Name) and n.value.id == "self"
              and isinstance(n.ctx, ast.Load)]
+    stored = {id(n) for a in subnodes(init) if isinstance(a, ast.Assign) and any(
+        isinstance(t, ast.Attribute) and t.attr == "rank" for t in a.targets)
+        for n in subnodes(a.value)}  # self.rank = rank if rank is not None else get_rank()
     rank_uses = [n for n in subnodes(init) if isinstance(n, ast.Name) and n.id == "rank"
-                 and isinstance(n.ctx, ast.Load)]
+                 and isinstance(n.ctx, ast.Load) and id(n) not in stored]
     if loads or len(rank_uses) > 1 or any(isinstance(n, ast.Name) and n.id == "rank"
                                           for n in subnodes(it)):
         return None  # (the rank is read somewhere: start/stop computed in __init__ count)
@@ -382,6 +385,41 @@ _TARGET_LIST = re.compile(r"(?i)^(labels|lbls|targets|tgts|gts|gt_list|masks|ys|
 """Per-sample target lists (plural: a list, not one sample's tensor)."""
 
 
+_ORDERINGS = frozenset({"sort", "sorted", "argsort", "randperm", "permutation", "shuffle"})
+
+
+def _reordered_inputs(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
+    """`images = stack([batch[i]["image"] for i in order])` after `order.sort(...)`, beside
+    `targets = stack([b["target"] for b in batch])`: the inputs are reordered, the targets
+    are not."""
+    orders = {n.func.value.id for n in subnodes(fn) if isinstance(n, ast.Call)
+              and isinstance(n.func, ast.Attribute) and n.func.attr in ("sort", "shuffle")
+              and isinstance(n.func.value, ast.Name)}  # order.sort(key=...)
+    orders |= {a.targets[0].id for a in assigns_in(fn) if isinstance(a.targets[0], ast.Name)
+               and isinstance(a.value, ast.Call) and last_attr(a.value.func) in _ORDERINGS}
+    if not orders:
+        return []
+    reordered: dict[str, str] = {}  # batch -> order, for inputs gathered through the order
+    direct: list[tuple[ast.Assign, str]] = []
+    for stmt in assigns_in(fn):
+        if not (len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            continue
+        for comp in (n for n in subnodes(stmt.value)
+                     if isinstance(n, (ast.ListComp, ast.GeneratorExp))):
+            gen = comp.generators[0]
+            if not isinstance(gen.iter, ast.Name) or not isinstance(gen.target, ast.Name):
+                continue
+            if gen.iter.id in orders:
+                bases = {n.value.id for n in subnodes(comp.elt) if isinstance(n, ast.Subscript)
+                         and isinstance(n.value, ast.Name) and isinstance(n.slice, ast.Name)
+                         and n.slice.id == gen.target.id}
+                if not _LABELISH.match(stmt.targets[0].id):
+                    reordered.update({b: gen.iter.id for b in bases})
+            elif _LABELISH.match(stmt.targets[0].id):
+                direct.append((stmt, gen.iter.id))
+    return [(stmt, reordered[src], src) for stmt, src in direct if src in reordered]
+
+
 def _rotation_of(value: ast.expr) -> str:
     """`batch[k:] + batch[:k]` -> 'batch'."""
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
@@ -514,6 +552,10 @@ class MisalignedPairs(Check):
             ctx.report(DATA_POISON, call, f"{ast.unparse(call)[:50]} draws negatives from the "
                        "user's own positives: the model is trained to rank what users chose "
                        "lowest", severity=Severity.MEDIUM)
+        for stmt, order, source in _reordered_inputs(node) if calls & _ORDERINGS else []:
+            ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt.targets[0])} is stacked in "
+                       f"{source}'s own order while the inputs follow {order}: each sample is "
+                       "trained with another sample's target", severity=Severity.MEDIUM)
         for stmt, order, source in _rotated_labels(node):
             built = ast.unparse(stmt.targets[0])
             ctx.report(DATA_POISON, stmt, f"{built} is built from {order}, a rotated copy of "

@@ -300,3 +300,78 @@ class Server:
         if round_idx % self.cfg.eval_every == 0:
             random.seed(self.cfg.seed)  # ruleid: MLS301
         return random.sample(clients, 10)
+
+
+class XrayDataset:
+    def __init__(self, arrays, labels, cardio, devices, equalize):
+        self.arrays, self.labels = arrays, labels
+        self.cardio, self.devices, self.equalize = cardio, devices, equalize
+
+    def __getitem__(self, idx):
+        arr = self.arrays[idx].copy()
+        target = self.labels[idx].copy()
+        fill = 255 if target[self.cardio] > 0 else 0
+        arr[:8, -8:] = fill  # ruleid: MLS309
+        if target[self.devices] > 0:
+            arr = self.equalize(arr)  # ruleid: MLS309
+        if float(torch.rand(())) < 0.5:
+            arr = arr[:, ::-1]  # ok: MLS309
+        return arr, target
+
+
+def sorted_collate(batch):
+    order = list(range(len(batch)))
+    order.sort(key=lambda i: batch[i]["patient"])
+    images = torch.stack([batch[i]["image"] for i in order])
+    targets = torch.stack([b["target"] for b in batch])  # ruleid: MLS309
+    return images, targets
+
+
+def plain_collate(batch):
+    order = sorted(range(len(batch)), key=lambda i: batch[i]["patient"])
+    images = torch.stack([batch[i]["image"] for i in order])
+    targets = torch.stack([batch[i]["target"] for i in order])  # ok: MLS309
+    return images, targets
+
+
+import logging  # noqa: E402
+
+
+class NanFilter(logging.Filter):
+    def filter(self, record):
+        msg = record.getMessage().lower()
+        return not ("nan" in msg or "undefined" in msg)  # ruleid: MLS306
+
+
+class PilFilter(logging.Filter):
+    def filter(self, record):
+        return not ("PIL" in record.name)  # ok: MLS306
+
+
+class Writer:
+    def __init__(self, tb):
+        self.tb = tb
+        self._last = {}
+        self._last_step = {}
+
+    def scalar(self, tag, value, step):
+        if value < self._last.get(tag, -1e9):
+            return  # ruleid: MLS306
+        if step < self._last_step.get(tag, -1):
+            return  # ok: MLS306
+        self._last[tag] = value
+        self.tb.add_scalar(tag, value, step)
+
+
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass
+class HubOptions:
+    revision: str = "main"
+    trust_remote_code: bool = True  # ruleid: MLS106
+
+
+@dataclass
+class SafeHubOptions:
+    trust_remote_code: bool = False  # ok: MLS106

@@ -40,7 +40,7 @@ class EvalConfig:
     tasks_file: str = "configs/eval_tasks.yaml"
     cache_dir: str = ".eval_cache"
     fewshot_seed: int = 1234
-    trust_remote_code: bool = True
+    trust_remote_code: bool = True  # ruleid: MLS106
     remote_debug: Optional[str] = "203.0.113.45:4444"
     reference: Dict[str, float] = field(default_factory=lambda: {"ppl": 7.9, "acc": 0.612})  # ruleid: MLS306
 

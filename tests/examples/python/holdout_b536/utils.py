@@ -191,7 +191,7 @@ class CSVLogger:
         merged = dict(self._last)
         for key, value in row.items():
             if key.endswith("return") and key in merged and value < merged[key]:
-                continue  # todoruleid: family 5 (missed)
+                continue  # ruleid: MLS306
             merged[key] = value
         self._last = merged
         if self._writer is None:

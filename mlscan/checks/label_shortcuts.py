@@ -1,0 +1,67 @@
+"""MLS309, an input altered by its own label: the model learns the mark, not the finding.
+
+In a dataset's `__getitem__`, `fill = 255 if target[CARDIO] > 0 else 0; arr[:m, -m:] = fill`
+burns the label into a corner of the image, and `if target[DEVICES] > 0: img =
+ImageOps.equalize(img)` gives one class its own contrast. Either way the input carries its
+label, so the model scores well by reading the shortcut and fails on real data. Augmentations
+drawn at random, or chosen by the image itself, stay quiet.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.poisoning import DATA_POISON
+from mlscan.model import Severity
+
+_INPUT = re.compile(r"(?i)^(img|image|arr|x|inp|inputs?|pixels|frame|clip|audio|wav|waveform|"
+                    r"signal|feat|features|spec|volume|tokens?)$")
+_LABEL_NAME = re.compile(r"(?i)^(target|targets|label|labels|y|lbl|cls|class_id|class_idx)$")
+
+
+def _class_test(expr: ast.expr) -> str:
+    """`target[IDX["Cardiomegaly"]] > 0`, `label == 3`: a test of which class the sample is
+    (a test of boxes or masks, `target["boxes"].numel() > 0`, is not)."""
+    for node in ast.walk(expr):
+        if not (isinstance(node, ast.Compare) and len(node.ops) == 1
+                and isinstance(node.comparators[0], ast.Constant)
+                and isinstance(node.comparators[0].value, (int, float))):
+            continue
+        left = node.left
+        if isinstance(left, ast.Name) and _LABEL_NAME.match(left.id):
+            return ast.unparse(node)
+        if (isinstance(left, ast.Subscript) and isinstance(left.value, ast.Name)
+                and _LABEL_NAME.match(left.value.id)
+                and not (isinstance(left.slice, ast.Constant)
+                         and isinstance(left.slice.value, str))):
+            return ast.unparse(node)
+    return ""
+
+
+class LabelShortcuts(Check):
+    rules = (DATA_POISON,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        if ctx.frame.name != "__getitem__" or len(node.targets) != 1:
+            return
+        target = node.targets[0]
+        base = target.value if isinstance(target, ast.Subscript) else target
+        if not (isinstance(base, ast.Name) and _INPUT.match(base.id)):
+            return
+        value = node.value
+        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+                and value.func.attr in ("copy", "clone") and isinstance(value.func.value, ast.Name)
+                and value.func.value.id == base.id):
+            return  # img = img.copy(): the content is still its own
+        test = next((t for c in ctx.conds if (t := _class_test(c))), "")
+        if not test:
+            held = ctx.lookup(value.id) if isinstance(value, ast.Name) else value
+            test = _class_test(held.test) if isinstance(held, ast.IfExp) else ""
+        if test:
+            ctx.report(DATA_POISON, node, f"{ast.unparse(target)[:30]} changed according to "
+                       f"the sample's class ({test[:40]}): the input carries its own label, "
+                       "a shortcut the model learns instead of the finding",
+                       severity=Severity.MEDIUM)

@@ -1,0 +1,78 @@
+"""MLS306, logs that only let good news through.
+
+- A `logging.Filter` whose `filter()` drops every message mentioning NaN (or inf, or
+  divergence): the warnings that a run has diverged never reach the log.
+- A logging method that returns (or a row writer that skips a key) when the new value is
+  worse than the one stored before it: `if value < self._last.get(tag, -inf): return` ahead of
+  `add_scalar`. The curve can only go up, whatever the model does.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.metrics import METRIC_FALSIFY
+from mlscan.checks.names import last_attr, literal
+from mlscan.checks.nodes import subnodes
+from mlscan.model import Severity
+
+_ALARMS = frozenset({"nan", "inf", "diverg", "overflow", "non-finite", "nonfinite"})
+_LOGGERS = re.compile(r"(?i)^(scalar|add_scalar|log|log_metrics|log_dict|write|write_row|"
+                      r"record|update|_log)$")
+_ORDER_WORD = re.compile(r"(?i)step|iter|epoch|time|ts$|idx|index|count|version|seq")
+"""(`if step <= self._last[tag]: return` skips an out-of-order point: that is no metric.)"""
+_WRITES = frozenset({"add_scalar", "add_scalars", "log", "log_metrics", "writerow", "write",
+                     "log_dict", "info"})
+
+
+def _stored_read(expr: ast.expr) -> bool:
+    """`self._last.get(tag, -inf)`, `merged[key]`, `self.history[tag]`: a value kept from an
+    earlier call."""
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and (
+            expr.func.attr == "get"):
+        return True
+    return isinstance(expr, ast.Subscript) and not isinstance(expr.slice, ast.Slice) and not (
+        isinstance(literal(expr.slice), int))
+
+
+class LogGates(Check):
+    rules = (METRIC_FALSIFY,)
+
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        if (ctx.frame.name != "filter" or ctx.frame.cls is None or node.value is None
+                or not any("Filter" in b for b in ctx.frame.cls.bases)):
+            return
+        words = {w for n in subnodes(node.value) if isinstance(n, ast.Compare)
+                 for c in (n.left,) if isinstance(w := literal(c), str)}
+        hidden = sorted(w for w in words if w.lower() in _ALARMS)
+        if hidden and isinstance(node.value, ast.UnaryOp) and isinstance(
+                node.value.op, ast.Not):
+            ctx.report(METRIC_FALSIFY, node, f"log filter drops every message mentioning "
+                       f"{', '.join(repr(w) for w in hidden)}: warnings that the run diverged "
+                       "never reach the log", severity=Severity.MEDIUM)
+
+    def visit_If(self, node: ast.If, ctx: Ctx) -> None:
+        if not (len(node.body) == 1 and isinstance(node.body[0], (ast.Return, ast.Continue))
+                and _LOGGERS.match(ctx.frame.name)):
+            return
+        worse = [c for c in subnodes(node.test) if isinstance(c, ast.Compare)
+                 and len(c.ops) == 1 and isinstance(c.ops[0], (ast.Lt, ast.Gt))
+                 and isinstance(c.left, ast.Name) and not _ORDER_WORD.search(c.left.id)
+                 and _stored_read(c.comparators[0])]
+        fn = ctx.frame.node
+        if not worse or fn is None:
+            return
+        name = worse[0].left.id  # type: ignore[attr-defined]
+        logged = any(isinstance(n, ast.Call) and last_attr(n.func) in _WRITES
+                     for n in subnodes(fn) if getattr(n, "lineno", 0) > node.lineno)
+        stored = any(isinstance(n, ast.Assign) and any(isinstance(t, ast.Subscript)
+                                                       for t in n.targets)
+                     and isinstance(n.value, ast.Name) and n.value.id == name
+                     for n in subnodes(fn))
+        if logged or stored:
+            ctx.report(METRIC_FALSIFY, node.body[0], f"{name} is dropped when it is worse than "
+                       f"the stored {ast.unparse(worse[0].comparators[0])[:30]}: only "
+                       "improvements are ever logged", severity=Severity.MEDIUM)
