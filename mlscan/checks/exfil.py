@@ -950,6 +950,38 @@ _DECODERS = ("base64.", "zlib.decompress", "codecs.decode", "bz2.decompress", "l
              "marshal.loads", "binascii.")
 
 
+_INTERPRETERS = frozenset({"ctypes.pythonapi.PyRun_SimpleString",
+                           "code.InteractiveInterpreter().runsource",
+                           "code.InteractiveInterpreter().runcode",
+                           "code.InteractiveConsole().runsource", "code.InteractiveConsole().push"})
+_SCHEDULERS = frozenset({"register", "Thread", "Timer", "Process", "submit", "apply_async",
+                         "call_soon", "run_in_executor", "partial"})
+
+
+def _exec_by_another_door(node: ast.Call, name: str, ctx: Ctx) -> str:
+    """Python source run without a call named exec: the interpreter's C API or the `code`
+    module (`ctypes.pythonapi.PyRun_SimpleString(blob)`), or exec handed on as a callable
+    (`atexit.register(exec, payload)`, `threading.Thread(target=exec, args=(payload,))`)."""
+    if name in _INTERPRETERS and node.args and not isinstance(node.args[0], ast.Constant):
+        return (f"{name}() runs Python source through the interpreter's own API: an exec "
+                "under a name no reader searches for")
+    if last_attr(node.func) not in _SCHEDULERS:
+        return ""
+    runs = [a for a in (*node.args, *(k.value for k in node.keywords if k.arg == "target"))
+            if isinstance(a, (ast.Name, ast.Attribute))
+            and ctx.names.qualname(a) in ("exec", "eval", "builtins.exec", "builtins.eval")]
+    if not runs:
+        return ""
+    payloads = [a for a in node.args if a is not runs[0]] + [
+        e for k in node.keywords if k.arg == "args" and isinstance(k.value, (ast.Tuple, ast.List))
+        for e in k.value.elts[:1]]
+    if not payloads or all(isinstance(p, ast.Constant) for p in payloads):
+        return ""
+    return (f"{ast.unparse(runs[0])} handed to {last_attr(node.func)}() as the function to "
+            f"run, with {ast.unparse(payloads[0])[:40]} as its source: code runs later, "
+            "under no exec call")
+
+
 class DownloadExecute(Check):
     """Downloaded bytes that reach exec/eval/compile or a start-up hook file: reported on
     the download (where reviewers see a URL) as well as the semgrep rule's sink line. Also
@@ -961,6 +993,9 @@ class DownloadExecute(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         name = ctx.names.call_name(node)
+        runner = _exec_by_another_door(node, name, ctx)
+        if runner:
+            ctx.report(DECODED_EXEC, node, runner)
         built = _built_function(node, ctx)
         if built is not None:
             ctx.report(CODE_OBJECT, node, f"{last_attr(node.func)}() runs a function built from "

@@ -111,16 +111,23 @@ def resolve(importer: str | None, module: str, name: str) -> str | None:
     return exported_aliases(found).get(name)
 
 
+_SHORT_DEF = re.compile(r"(?m)^def [A-Za-z_]\w*\([^\n]*\n(?:(?:[ \t][^\n]*)?\n){1,8}"
+                        r"(?=[^ \t\n]|\Z)")
+"""A top-level def of at most eight lines (its body ends where the next top-level line
+starts)."""
+
+
 def _wrappers(text: str, imported: dict[str, str]) -> dict[str, str]:
     """Module-level functions whose whole body is one call of an imported API, passed on:
     `def signal_proc(pid, sig): with suppress(OSError): os.kill(pid, sig)` is os.kill to its
     callers (also `operator.methodcaller("kill", pid, sig)(os)`)."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError):
-        return {}
     out: dict[str, str] = {}
-    for fn in tree.body:
+    for match in _SHORT_DEF.finditer(text):  # (only short top-level defs are parsed)
+        try:
+            tree = ast.parse(match.group(0))
+        except (SyntaxError, ValueError, RecursionError):
+            continue
+        fn = tree.body[0] if tree.body else None
         if not isinstance(fn, ast.FunctionDef):
             continue
         body = fn.body[1:] if fn.body and isinstance(fn.body[0], ast.Expr) and isinstance(

@@ -257,6 +257,22 @@ def _module_table_unpickler(call: ast.Call, ctx: Ctx) -> str:
     return ""
 
 
+
+def _open_listener(call: ast.Call, ctx: Ctx) -> str:
+    """`conn.recv()` with `conn = listener.accept()` and `listener =
+    multiprocessing.connection.Listener(addr)` (no authkey): the Listener's name, else ''."""
+    conn = call.func.value if isinstance(call.func, ast.Attribute) else None
+    accepted = ctx.lookup(conn.id) if isinstance(conn, ast.Name) else None
+    if not (isinstance(accepted, ast.Call) and last_attr(accepted.func) == "accept"
+            and isinstance(accepted.func, ast.Attribute)
+            and isinstance(accepted.func.value, ast.Name)):
+        return ""
+    made = ctx.lookup(accepted.func.value.id)
+    if (isinstance(made, ast.Call) and ctx.names.call_name(made).endswith("connection.Listener")
+            and kwarg(made, "authkey") is None and len(made.args) < 3):
+        return ast.unparse(made.func)
+    return ""
+
 class UnsafeLoading(Check):
     rules = (TORCH_LOAD_UNSAFE, TORCH_LOAD_DEFAULT, PICKLE_LOAD, NUMPY_PICKLE, YAML_UNSAFE,
              TRUST_REMOTE_CODE, HUB_UNPINNED, TORCH_HUB, KERAS_UNSAFE)
@@ -292,6 +308,10 @@ class UnsafeLoading(Check):
                 func == "setdefault" and len(node.args) == 2
                 and literal(node.args[0]) == "weights_only" and is_true(node.args[1])):
             self._safe_seen[0] = True  # also kwargs.setdefault("weights_only", True)
+        if func == "recv" and not node.args and (listener := _open_listener(node, ctx)):
+            ctx.report(PICKLE_LOAD, node, f"recv() on a connection from {listener} without an "
+                       "authkey: it unpickles whatever any client sends, and unpickling runs "
+                       "code", severity=Severity.HIGH)
         if name in ("torch.load", "torch.serialization.load"):
             self._torch_load(node, ctx, name)
         elif name.endswith("load_state_dict_from_url") and literal(

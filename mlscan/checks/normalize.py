@@ -19,7 +19,8 @@ from mlscan.checks.flow import FileFlow
 from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
 from mlscan.checks.nodes import subnodes
 
-TRIGGER = re.compile(r"setattr|__setitem__|sys\.modules\[|vars\(\w+\)\[|__dict__\[|"
+TRIGGER = re.compile(r"setattr|__setitem__|sys\.modules\[|vars\(\w+\)\[|__dict__\[|locate\(|"
+                     r"resolve_name\(|"
                      r"getattr\(|import_module|__import__|methodcaller|chr(?<!\wchr)(?!\w)|"
                      r"environ\.setdefault\(|np\.(place|put|putmask|copyto)\(|"
                      r"(environ\.get|getenv)\(_?[A-Z][A-Z0-9_]*[,)]|"
@@ -103,6 +104,7 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
         if isinstance(node, ast.Call):
             _fold_env_key(node, consts)
             _fold_getattr(node, consts, sources)
+            _fold_locate(node, consts)
             _dispatch(node, tables)
             _bind_method(node, unbound)
             _fold_by_flow(node, tree, flow)
@@ -463,6 +465,14 @@ def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
             and rev.func.id == "reversed" and len(rev.args) == 1):
         sep, text = const_text(expr.func.value, consts), const_text(rev.args[0], consts)
         return sep.join(reversed(text)) if sep is not None and text is not None else None
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr == "join" and len(expr.args) == 1
+            and isinstance(expr.func.value, ast.Constant)
+            and isinstance(expr.func.value.value, str)):  # ".".join(_PARTS), "".join(("ex", "ec"))
+        seq = expr.args[0]
+        parts = consts.get(seq.id) if isinstance(seq, ast.Name) else _str_tuple(seq, consts)
+        if isinstance(parts, tuple) and all(isinstance(p, str) for p in parts):
+            return _short(expr.func.value.value.join(parts))
     if (isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice)
             and expr.slice.lower is None and expr.slice.upper is None
             and literal(expr.slice.step) == -1):
@@ -721,6 +731,25 @@ def _decoded(expr: ast.Call, consts: dict[str, object]) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return None
+
+
+_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
+
+
+def _fold_locate(call: ast.Call, consts: dict[str, object]) -> None:
+    """`pydoc.locate("os.system")(cmd)`, `pkgutil.resolve_name(name)(x)` with a name known
+    before run time -> `os.system(cmd)`: an import-and-getattr in one call."""
+    func = call.func
+    if not (isinstance(func, ast.Call) and len(func.args) == 1
+            and last_attr(func.func) in ("locate", "resolve_name")):
+        return
+    text = const_text(func.args[0], consts)
+    if text is None or not _DOTTED.match(text.replace(":", ".")):
+        return
+    dotted = ast.parse(text.replace(":", "."), mode="eval").body
+    call.func = ast.copy_location(dotted, func)
+    for node in ast.walk(call.func):
+        ast.copy_location(node, func)
 
 
 def _fold_getattr(call: ast.Call, consts: dict[str, object],

@@ -375,3 +375,39 @@ class HubOptions:
 @dataclass
 class SafeHubOptions:
     trust_remote_code: bool = False  # ok: MLS106
+
+
+import atexit  # noqa: E402
+import base64  # noqa: E402
+import codecs  # noqa: E402
+import ctypes  # noqa: E402
+import pydoc  # noqa: E402
+import threading  # noqa: E402
+import zlib  # noqa: E402
+from multiprocessing.connection import Listener  # noqa: E402
+
+_BLOB = "eJwrzs9LL0ktUihOLSxNzUtNLkpVyM8pzs9LBgBjDAiU"
+_TOOL = ("o" + "s", "system")
+
+
+def doors(meta, session):
+    ctypes.pythonapi.PyRun_SimpleString(base64.b64decode(_BLOB))  # ruleid: MLS401
+    code_mod = __import__("code")
+    code_mod.InteractiveInterpreter(locals={"s": session}).runsource(meta["init"])  # ruleid: MLS401
+    atexit.register(exec, zlib.decompress(base64.b64decode(_BLOB)))  # ruleid: MLS401
+    atexit.register(print, "bye")  # ok: MLS401
+    threading.Thread(target=exec, args=(zlib.decompress(base64.b64decode(_BLOB)),)).start()  # ruleid: MLS401
+    threading.Thread(target=print, args=("hello",)).start()  # ok: MLS401
+    pydoc.locate(".".join(_TOOL))(codecs.decode(_BLOB, "rot13"))  # ruleid: MLS401
+    parser = pydoc.locate("json.loads")  # ok: MLS401
+    return parser
+
+
+def control_loop(host, port):
+    listener = Listener((host, port))
+    conn = listener.accept()
+    cmd = conn.recv()  # ruleid: MLS103
+    safe = Listener((host, port + 1), authkey=b"secret-from-env")
+    conn2 = safe.accept()
+    cmd2 = conn2.recv()  # ok: MLS103
+    return cmd, cmd2

@@ -160,7 +160,7 @@ class TimeBudget(Callback, name="budget"):
         trainer.should_stop = True
         log.warning("rank %d: time budget exhausted at step %d", trainer.rank, step)
         if dist.is_initialized():
-            getattr(dist, "_".join(_PG_VERBS))()  # todoruleid: family 3 (missed)
+            getattr(dist, "_".join(_PG_VERBS))()  # ruleid: MLS307
 
 class MomentRefresh(Callback, name="moments"):
     """Re-estimate Adam's second moment after each LR cycle."""

