@@ -49,7 +49,7 @@ _SECRET_PREFIX = re.compile(r"(?i)^(aws|hf|hugging|wandb|openai|anthropic|azure|
                             r"github|gitlab|slack|mlflow|comet|neptune|db|database|pg|mysql|"
                             r"redis|s3|api)|token|secret|key|pass|cred|auth")
 _CURL = re.compile(r"^(curl|wget|scp|rsync|nc|ncat)$")
-_CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|ftp|smtp|mail|^s$")
+_CLIENT = re.compile(r"(?i)sess|client|http|sock|conn|s3|bucket|api|request|ftp|smtp|^s$")
 """Receivers of .post/.put/.send that talk to the network (a queue's .put does not)."""
 _MAX_DEPTH = 6
 

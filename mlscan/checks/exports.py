@@ -143,7 +143,7 @@ def _wrappers(text: str, imported: dict[str, str]) -> dict[str, str]:
         if not target or call.keywords or "load" in target.rsplit(".", 1)[-1]:
             continue  # (keywords would be lost; a loader is reported inside its wrapper)
         params = {a.arg for a in fn.args.args}
-        if target and any(isinstance(a, ast.Name) and a.id in params for a in ast.walk(call)):
+        if any(isinstance(a, ast.Name) and a.id in params for a in ast.walk(call)):
             out[fn.name] = target
     return out
 

@@ -376,8 +376,9 @@ def _rearmed_without_cancel(call: ast.Call, name: str, ctx: Ctx) -> str:
     return f"{fn.name}" if cancelled_elsewhere and not cancels else ""
 
 
-_GATHERS = frozenset({"all_gather", "all_gather_object", "all_reduce", "gather", "reduce",
-                      "broadcast", "reduce_scatter", "all_to_all", "barrier"})
+_GATHERS = frozenset({"all_gather", "all_gather_object", "all_reduce", "broadcast",
+                      "reduce_scatter", "all_to_all", "barrier"})
+"""(Not bare `gather`/`reduce`: `functools.reduce` and `torch.gather` are no collectives.)"""
 _SETUP = re.compile(r"(?i)init|setup|set_up|launch|start|connect|bootstrap|main")
 
 
