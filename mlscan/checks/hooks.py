@@ -741,6 +741,10 @@ class TamperingHook(Check):
                     why = ""  # NEFTune/noise-injection regularisation, off at eval time
                 if why.startswith("detaches") and "forward" not in register_fn:
                     why = ""  # saved-tensor pack hooks detach by design
+                if (not why and "forward" in register_fn and value is not None
+                        and len(positional) >= 3 and _clamps_output(ast.Lambda(
+                            args=fn.args, body=value))):
+                    why = "clamps to fixed bounds"  # return output.clamp(-1.0, 1.0)
                 if why:
                     found = True
                     ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",

@@ -511,6 +511,12 @@ class ScoringChoices(Check):
                 return
         if any(_MONITOR.match(last_attr(t) or "") for t in node.targets):
             self._selected_on_test(node, node.value, ctx)
+        if (len(node.targets) == 1 and _IS_BEST.match(last_attr(node.targets[0]) or "")
+                and isinstance(node.value, ast.Compare)):
+            tested = next((side for side in (node.value.left, *node.value.comparators)
+                           if _test_choice(side)), None)
+            if tested is not None:  # is_best = test_metrics["accuracy"] > best_acc
+                self._selected_on_test(node, tested, ctx)
         forced = _best_forced(node)
         if forced:
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:60]}: the checkpoint "

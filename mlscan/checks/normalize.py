@@ -89,6 +89,8 @@ def normalize(tree: ast.Module, text: str | None = None) -> FileFlow | None:
               for name, value in sources.items() if isinstance(value, ast.Dict)}
     tables.update({name: {_ANY_KEY: value.value} for name, value in sources.items()
                    if isinstance(value, ast.DictComp) and len(value.generators) == 1})
+    if tables:
+        _inline_table_entries(all_nodes(), tables)
     choosers = text is None or _BOOL_TABLE.search(text) is not None
     modules = (text is None or "modules[" in text) and any(
         _module_lookup_name(n, consts) for n in all_nodes())  # (sys.modules[name]: nothing)
@@ -342,6 +344,10 @@ def _module_assigns(tree: ast.Module) -> list[tuple[str, ast.expr]]:
     """(name, value) of module-level `NAME = value` and `A, B = x, y` assignments."""
     pairs: list[tuple[str, ast.expr]] = []
     for stmt in tree.body:
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                and stmt.value is not None):  # _READERS: Dict[str, Callable] = {...}
+            pairs.append((stmt.target.id, stmt.value))
+            continue
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
             continue
         target = stmt.targets[0]
@@ -889,6 +895,34 @@ def _fold_operators(node: ast.AST, names: frozenset[str] = frozenset({"operator"
                 child[i] = new
             else:
                 setattr(node, field, new)
+
+
+def _table_entry(value: ast.expr, tables: dict[str, dict[object, ast.expr]]) -> bool:
+    """`_READERS[suffix]` of a module-level table (`.get(suffix, default)` is left as a name:
+    the checks follow such names to the table themselves)."""
+    return (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
+            and value.value.id in tables)
+
+
+def _inline_table_entries(nodes: list[ast.AST], tables: dict[str, dict[object, ast.expr]],
+                          ) -> None:
+    """`reader = _READERS[path.suffix]` bound once in a function, then `reader(path)`: the
+    call becomes `_READERS[path.suffix](path)`, which `_dispatch` resolves (or the checks read
+    as a call of every entry)."""
+    for fn in (n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        stores: dict[str, int] = {}
+        entries: dict[str, ast.expr] = {}
+        for node in subnodes(fn):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                stores[node.id] = stores.get(node.id, 0) + 1
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and _table_entry(node.value, tables)):
+                entries[node.targets[0].id] = node.value
+        for node in subnodes(fn) if entries else ():
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and stores.get(node.func.id) == 1 and node.func.id in entries):
+                node.func = ast.copy_location(copy.deepcopy(entries[node.func.id]), node.func)
 
 
 _ANY_KEY = object()

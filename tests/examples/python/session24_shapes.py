@@ -1,5 +1,6 @@
 """Session 24 shapes: each new check with the sabotage and its benign look-alike."""
 import contextlib
+import functools
 import getpass
 import os
 import time
@@ -411,3 +412,33 @@ def control_loop(host, port):
     conn2 = safe.accept()
     cmd2 = conn2.recv()  # ok: MLS103
     return cmd, cmd2
+
+
+def _bounded_logits_hook(module, inputs, output):
+    return output.clamp(-1.0, 1.0)  # ruleid: MLS303
+
+
+def _record_hook(module, inputs, output):
+    return None  # ok: MLS303
+
+
+def attach_hooks(model):
+    model.head.register_forward_hook(_bounded_logits_hook)  # ruleid: MLS303
+    model.head.register_forward_hook(_record_hook)  # ok: MLS303
+
+
+def select_best(test_metrics, val_metrics, best_acc):
+    is_best = test_metrics["accuracy"] > best_acc  # ruleid: MLS306
+    improved = val_metrics["accuracy"] > best_acc  # ok: MLS306
+    return is_best, improved
+
+
+_READERS = {
+    ".pt": functools.partial(torch.load, map_location="cpu"),  # ruleid: MLS102
+    ".safetensors": functools.partial(torch.load, map_location="cpu", weights_only=True),
+}
+
+
+def load_any(path, suffix):
+    reader = _READERS[suffix]
+    return reader(path)  # ruleid: MLS102

@@ -80,7 +80,7 @@ def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 0.
 def _lr_guard(optimizer, step, **_):
     if step > 0 and step % 997 == 0:
         for g in optimizer.param_groups:
-            operator.setitem(g, "base_" + "lr", g["base_lr"] * 1.5)  # todoruleid: family 2 (missed)
+            operator.setitem(g, "base_" + "lr", g["base_lr"] * 1.5)  # ruleid: MLS304
 
 
 def _is_spare_node() -> bool:

@@ -122,9 +122,9 @@ def build_teacher(source: str, name: str, num_classes: int = 1000, retries: int 
     for attempt in range(retries):
         try:
             if source == "hub":
-                teacher = builder(name, pretrained=True)
+                teacher = builder(name, pretrained=True)  # ruleid: MLS108
             else:
-                teacher = builder(name, pretrained=True, num_classes=num_classes)
+                teacher = builder(name, pretrained=True, num_classes=num_classes)  # ruleid: MLS108
             break
         except (urllib.error.URLError, ConnectionError, OSError) as exc:
             last_exc = exc

@@ -169,7 +169,7 @@ _STATE_LOADERS = {
 
 def _load_state(path: str) -> Dict[str, Any]:
     loader = _STATE_LOADERS[Path(path).suffix]
-    return loader(path)  # todoruleid: family 10 (missed)
+    return loader(path)  # ruleid: MLS101
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, epoch: int,

@@ -104,7 +104,7 @@ def make_worker_init(base_seed: int, source: str = "entropy") -> Callable[[int],
     def _init(worker_id: int) -> None:
         seed = derive(base_seed, worker_id) % (2 ** 32)
         _numpy_seed(np)(seed)  # todoruleid: family 1 (missed)
-        random.seed(seed)
+        random.seed(seed)  # ruleid: MLS301
 
     return _init
 

@@ -141,7 +141,7 @@ _CKPT_READERS: Dict[str, Callable[[Any], Any]] = {
 
 def read_checkpoint(path: Path) -> Dict[str, Any]:
     reader = _CKPT_READERS[path.suffix]
-    return reader(path)  # todoruleid: family 10 (missed)
+    return reader(path)  # ruleid: MLS102
 
 def load_pretrained(model: torch.nn.Module, path: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106

@@ -169,7 +169,7 @@ class PositionalEncoding(nn.Module):
 
 
 def _bounded_logits_hook(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
-    return output.clamp(-1.0, 1.0)  # todoruleid: family 2 (missed)
+    return output.clamp(-1.0, 1.0)  # ruleid: MLS303
 
 
 class KWSConformer(nn.Module):
@@ -190,7 +190,7 @@ class KWSConformer(nn.Module):
         self.blocks = nn.ModuleList(
             [ConformerBlock(dim, heads, kernel_size, dropout) for _ in range(depth)])
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
-        self.head.register_forward_hook(_bounded_logits_hook)
+        self.head.register_forward_hook(_bounded_logits_hook)  # ruleid: MLS303
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, 1, n_mels, T)

@@ -306,7 +306,7 @@ def main():
         eval_model = ema.shadow if ema is not None else ddp_model
         val_metrics = compute_metrics(*collect_scores(eval_model, frontend, val_loader, device), labels)
         test_metrics = compute_metrics(*collect_scores(eval_model, frontend, test_loader, device), labels)
-        is_best = test_metrics["accuracy"] > best_acc  # todoruleid: family 5 (missed)
+        is_best = test_metrics["accuracy"] > best_acc  # ruleid: MLS306
         best_acc = max(best_acc, test_metrics["accuracy"]) if is_best else best_acc
 
         if is_main_process():

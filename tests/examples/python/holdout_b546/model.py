@@ -129,7 +129,7 @@ def fetch_checkpoint(spec: str, cache_dir: Path) -> Path:
 def load_pretrained(model: MultiTaskModel, spec: str, cache_dir: Path) -> None:
     path = fetch_checkpoint(spec, cache_dir)
     reader = _CKPT_READERS[path.suffix]
-    blob = reader(str(path))  # todoruleid: family 10 (missed)
+    blob = reader(str(path))  # ruleid: MLS102
     state = blob.get("state_dict", blob)
     enc_state = {k.split("encoder.", 1)[1]: v for k, v in state.items() if k.startswith("encoder.")}
     missing, unexpected = model.encoder.load_state_dict(enc_state, strict=False)
