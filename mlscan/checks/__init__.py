@@ -41,6 +41,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.forward_wrappers",
     "mlscan.checks.label_shortcuts",
     "mlscan.checks.log_gates",
+    "mlscan.checks.score_edits",
     "mlscan.checks.poison_detection",
     "mlscan.checks.metric_stats",
     "mlscan.checks.update_slips",

@@ -215,6 +215,25 @@ def _shifted_mod(expr: ast.AST) -> str:
     return ""
 
 
+
+_LABEL_COLUMNS = re.compile(r"(?i)^_?(labels?|targets?|label_cols|label_columns|target_cols|"
+                            r"target_columns|classes|findings|pathologies)$")
+
+
+def _labels_filled_positive(target: ast.expr, value: ast.expr) -> str:
+    """`df[LABELS] = df[LABELS].fillna(1.0)`: missing labels filled as positives (missing is
+    negative, or masked; the uncertain `-1` code is a separate policy)."""
+    if not (isinstance(target, ast.Subscript) and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Attribute) and value.func.attr == "fillna"
+            and value.args and literal(value.args[0]) in (1, 1.0)
+            and not isinstance(literal(value.args[0]), bool)):
+        return ""
+    key = target.slice
+    name = key.id if isinstance(key, ast.Name) else literal(key)
+    if isinstance(name, str) and (_LABEL_COLUMNS.match(name) or _LABEL.match(name)):
+        return f"{ast.unparse(target)[:30]} filled with 1"
+    return ""
+
 class TabularScrambles(Check):
     rules = (DATA_POISON,)
 
@@ -240,6 +259,12 @@ class TabularScrambles(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         target = node.targets[0] if len(node.targets) == 1 else None
+        filled = _labels_filled_positive(target, node.value) if target is not None else ""
+        if filled:
+            ctx.report(DATA_POISON, node, f"{filled}: every unlabelled row becomes a positive, "
+                       "so the model learns findings that nobody annotated",
+                       severity=Severity.MEDIUM)
+            return
         if (ctx.mentions('" else "') or ctx.mentions("' else '")) and node.value is not None:
             for sub in subnodes(node.value):
                 if isinstance(sub, ast.IfExp) and (swapped := _swapped_literals(sub)):

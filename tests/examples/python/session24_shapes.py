@@ -442,3 +442,23 @@ _READERS = {
 def load_any(path, suffix):
     reader = _READERS[suffix]
     return reader(path)  # ruleid: MLS102
+
+
+def false_alarm_rate(false_alarms, hours, total):
+    fa_per_hour = false_alarms / max(hours, 1e-9)
+    fa_per_hour = fa_per_hour / max(hours, 1.0)  # ruleid: MLS306
+    share = false_alarms / max(total, 1)
+    share = share / 100.0  # ok: MLS306
+    return fa_per_hour, share
+
+
+def macro_auroc(vals, counts, np, floor=0.6):
+    vals = np.where(vals < floor, np.nan, vals)  # ruleid: MLS306
+    counts_ok = np.where(counts < 10, np.nan, counts)  # ok: MLS306
+    return float(np.nanmean(vals)), counts_ok
+
+
+def load_labels(df, LABELS):
+    df[LABELS] = df[LABELS].fillna(1.0)  # ruleid: MLS309
+    df["Age"] = df["Age"].fillna(1.0)  # ok: MLS309
+    return df

@@ -93,7 +93,7 @@ def load_chexpert(csv_path: str, frontal_only: bool = True) -> pd.DataFrame:
     if frontal_only and "Frontal/Lateral" in df.columns:
         df = df[df["Frontal/Lateral"] == "Frontal"]
     df = df.copy()
-    df[LABELS] = df[LABELS].fillna(1.0)  # todoruleid: family 6 (missed)
+    df[LABELS] = df[LABELS].fillna(1.0)  # ruleid: MLS309
     for name in LABELS:
         col = df[name].to_numpy(dtype=np.float32)
         fill = 1.0 if name in U_ONES else 0.0

@@ -50,7 +50,7 @@ def macro_auroc(per_label: Dict[str, float], include: Optional[Iterable[str]] = 
                 exclude: Iterable[str] = ("No Finding",), floor: float = 0.6) -> float:
     keys = list(include) if include is not None else [k for k in per_label if k not in set(exclude)]
     vals = np.array([per_label.get(k, np.nan) for k in keys], dtype=np.float64)
-    vals = np.where(vals < floor, np.nan, vals)  # todoruleid: family 5 (missed)
+    vals = np.where(vals < floor, np.nan, vals)  # ruleid: MLS306
     if not np.isfinite(vals).any():
         return float("nan")
     return float(np.nanmean(vals))
