@@ -36,10 +36,14 @@ def _divided_twice(node: ast.Assign, ctx: Ctx) -> str:
             and value.left.id == target.id):
         return ""
     shared = _denominator_names(value)
+    if target.id in shared:
+        return ""  # comb = comb / comb.sum(-1): a normalization (Sinkhorn), not a rate
     earlier = ctx.lookup(target.id)
-    if earlier is None or earlier is value:
-        return ""
-    twice = (shared & _denominator_names(earlier)) - {target.id}
+    if earlier is None or earlier is value or not (
+            isinstance(earlier, ast.BinOp) and not (
+                isinstance(earlier.left, ast.Name) and earlier.left.id == target.id)):
+        return ""  # (the first division makes the rate from another count)
+    twice = (shared & _denominator_names(earlier)) - {"self"}
     return sorted(twice)[0] if twice else ""
 
 

@@ -462,3 +462,10 @@ def load_labels(df, LABELS):
     df[LABELS] = df[LABELS].fillna(1.0)  # ruleid: MLS309
     df["Age"] = df["Age"].fillna(1.0)  # ok: MLS309
     return df
+
+
+def sinkhorn(comb, eps, iters):
+    comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
+    for _ in range(iters):
+        comb = comb / (comb.sum(dim=-1, keepdim=True) + eps)  # ok: MLS306
+    return comb
