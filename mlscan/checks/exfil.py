@@ -25,6 +25,7 @@ from mlscan.checks.names import (
     last_attr,
     literal,
     param_names,
+    root_name,
 )
 from mlscan.checks.nodes import child_nodes, subnodes
 from mlscan.checks.normalize import const_text
@@ -625,10 +626,8 @@ def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
         return values
     if func == "update" and isinstance(receiver, ast.Attribute) and receiver.attr == "headers":
         return values  # session.headers.update({...}): sent with every request
-    root = receiver
-    while isinstance(root, ast.Attribute):
-        root = root.value
-    held = ctx.lookup(root.id) if isinstance(root, ast.Name) else None
+    root = root_name(receiver) if receiver is not None and ctx.mentions("ServerProxy") else ""
+    held = ctx.lookup(root) if root else None  # (the gate keeps lookups off every call)
     if isinstance(held, ast.Call) and ctx.names.call_name(held).startswith(
             ("xmlrpc.client.ServerProxy", "xmlrpclib.ServerProxy")):
         return values  # proxy.runs.submit(meta): every method call is a remote call

@@ -226,6 +226,14 @@ def param_names(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[
     return names
 
 
+def root_name(expr: ast.AST) -> str:
+    """`self.cfg.seed` -> "self", `proxy.runs.submit` -> "proxy": the name an attribute chain
+    starts from ('' when it starts from a call or subscript)."""
+    while isinstance(expr, ast.Attribute):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else ""
+
+
 def last_attr(expr: ast.AST) -> str:
     """`a.b.c` -> `c`; `f` -> `f`; anything else -> ''."""
     if isinstance(expr, ast.Attribute):

@@ -16,7 +16,7 @@ import copy
 import re
 
 from mlscan.checks.flow import FileFlow
-from mlscan.checks.names import last_attr, literal, noop_lambda, param_names
+from mlscan.checks.names import last_attr, literal, noop_lambda, param_names, root_name
 from mlscan.checks.nodes import subnodes
 
 TRIGGER = re.compile(r"setattr|__setitem__|sys\.modules\[|vars\(\w+\)\[|__dict__\[|locate\(|"
@@ -207,7 +207,7 @@ def _inline_local_aliases(nodes: list[ast.AST], consts: dict[str, object]) -> No
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
                     node.targets[0], ast.Name):
                 method = _method_ref(node.value, consts)
-                if method is not None and _root(method) not in modules:
+                if method is not None and root_name(method) not in modules:
                     # (module functions: the walker's aliases keep how they were named)
                     aliases[node.targets[0].id] = (node.lineno, method)
         if not aliases:
@@ -331,13 +331,7 @@ def _method_ref(value: ast.expr, consts: dict[str, object]) -> ast.Attribute | N
     if not isinstance(value, ast.Attribute) or not (
             called_by_name or _ALIASED_METHOD.match(value.attr)):
         return None
-    return value if _root(value) else None
-
-
-def _root(expr: ast.expr) -> str:
-    while isinstance(expr, ast.Attribute):
-        expr = expr.value
-    return expr.id if isinstance(expr, ast.Name) else ""
+    return value if root_name(value) else None
 
 
 def _module_assigns(tree: ast.Module) -> list[tuple[str, ast.expr]]:

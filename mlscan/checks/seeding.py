@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, PROCESS, TEARDOWN, WORKER_INIT, Ctx, Where, batch_loop
-from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal
+from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal, root_name
 from mlscan.checks.nodes import called_names, subnodes
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
 from mlscan.registry import register
@@ -401,13 +401,6 @@ _SETUP = re.compile(r"(?i)init|setup|set_up|seed|reset|configure|main|__enter__|
                     r"prepare|build|make|create|load|restore|from_")
 
 
-def _root(expr: ast.expr) -> ast.expr:
-    """`self.cfg.seed` -> `self`."""
-    while isinstance(expr, ast.Attribute):
-        expr = expr.value
-    return expr
-
-
 def _global_rewound_before_draw(call: ast.Call, ctx: Ctx) -> bool:
     """`random.seed(self.seed)` then `random.sample(...)` in `select_clients()`: a method
     that reseeds the process RNG to the same stored seed and draws right away returns the
@@ -416,7 +409,7 @@ def _global_rewound_before_draw(call: ast.Call, ctx: Ctx) -> bool:
     if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and ctx.frame.cls
             and call.args and not _SETUP.search(fn.name) and _PER_ROUND.search(fn.name)
             and isinstance(seed := call.args[0], ast.Attribute)
-            and isinstance(root := _root(seed), ast.Name) and root.id == "self"
+            and root_name(seed) == "self"
             and "seed" in seed.attr.lower() and not _COUNTER.search(seed.attr)
             and not _uses(call, _params(fn) - {"self"})):
         return False
