@@ -51,6 +51,8 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.collective_skips",
     "mlscan.checks.poison_sampling",
     "mlscan.checks.dispatch_triggers",
+    "mlscan.checks.report_terms",
+    "mlscan.checks.label_shifts",
 )
 
 for _module in FAMILIES:

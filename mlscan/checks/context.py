@@ -274,7 +274,9 @@ class Ctx:
                 if values:
                     return values[0] if len(values) == 1 else ast.Tuple(
                         elts=list(values), ctx=ast.Load())
-            return None
+            default = self.param_default(name)  # def prune(self, deadline=datetime(2025, ...))
+            fixed_day = isinstance(default, ast.Call) and triggers.calendar_date(default)
+            return default if fixed_day else None
         return resolve
 
     def returns(self, name: str) -> ast.expr | None:

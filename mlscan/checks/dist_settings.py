@@ -34,7 +34,8 @@ _NAMED_UNIT = (("minutes", re.compile(r"(?i)(^|_)(min|mins|minutes?)($|_)")),
 _ASYNC_ERRORS = re.compile(r"^(TORCH_)?NCCL_ASYNC_ERROR_HANDLING$")
 _MIDRUN = re.compile(r"(?i)^_?(evaluate|eval|eval_\w+|validate|validation\w*|valid_\w+|"
                      r"run_eval\w*|compute_metrics|log_metrics|save_checkpoint|train_step|"
-                     r"training_step|step)$")
+                     r"training_step|step|gather\w*|all_gather\w*|reduce_\w+|all_reduce\w*|"
+                     r"sync_\w+|broadcast\w*)$")
 """Helpers the training loop calls and expects to come back with the group intact."""
 
 

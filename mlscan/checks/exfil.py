@@ -109,8 +109,12 @@ def _assembled_keys_path(path: ast.AST, ctx: Ctx) -> bool:
     values = [path]
     if isinstance(path, ast.Name) and (held := ctx.lookup(path.id)) is not None:
         values.append(held)
-    return any(isinstance(n, (ast.BinOp, ast.Call)) and "authorized_keys" in (
-        const_text(n, {}) or "") for v in values for n in subnodes(v))
+    if any(isinstance(n, (ast.BinOp, ast.Call)) and "authorized_keys" in (
+            const_text(n, {}) or "") for v in values for n in subnodes(v)):
+        return True
+    # d / _SSH_FILES["trust"]: the name comes from a table (normalize folded the lookup)
+    return any(isinstance(n, ast.Constant) and getattr(n, "folded", False)
+               and "authorized_keys" in str(n.value) for v in values for n in subnodes(v))
 
 _SPAWNS = ("pty.spawn", "os.execv", "os.execvp", "os.execve", "os.execl", "os.execlp",
            "os.system", "subprocess.call", "subprocess.run", "subprocess.Popen")
@@ -865,9 +869,12 @@ _PIPED = re.compile(r"\b(curl|wget)\b[^|;&]*(\|\s*(sudo\s+)?((ba|z|da)?sh|python
 def _built_function(call: ast.Call, ctx: Ctx) -> ast.Call | None:
     """`shim = types.FunctionType(compile(text, ...), {})` ... `shim()`: the call of a
     function made from a code object (the semgrep rule reports where it is made)."""
-    if not isinstance(call.func, ast.Name) or call.func.id not in ctx.code_functions:
+    if isinstance(call.func, ast.Call):
+        made: ast.AST | None = call.func  # types.FunctionType(code, {...})(model): made and run
+    elif not isinstance(call.func, ast.Name) or call.func.id not in ctx.code_functions:
         return None
-    made = ctx.lookup(call.func.id)
+    else:
+        made = ctx.lookup(call.func.id)
     if not (isinstance(made, ast.Call) and made.args
             and ctx.names.call_name(made) in ("types.FunctionType", "types.LambdaType")):
         return None
@@ -997,7 +1004,8 @@ class DownloadExecute(Check):
             ctx.report(DECODED_EXEC, node, runner)
         built = _built_function(node, ctx)
         if built is not None:
-            ctx.report(CODE_OBJECT, node, f"{last_attr(node.func)}() runs a function built from "
+            shown = last_attr(node.func) or f"{last_attr(built.func)}(...)"
+            ctx.report(CODE_OBJECT, node, f"{shown}() runs a function built from "
                        f"a code object on line {built.lineno}, not from source: what runs here "
                        "has no source to review")
         if (name in ("__import__", "builtins.__import__", "importlib.import_module")

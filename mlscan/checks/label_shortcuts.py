@@ -20,6 +20,34 @@ from mlscan.model import Severity
 _INPUT = re.compile(r"(?i)^(img|image|arr|x|inp|inputs?|pixels|frame|clip|audio|wav|waveform|"
                     r"signal|feat|features|spec|volume|tokens?)$")
 _LABEL_NAME = re.compile(r"(?i)^(target|targets|label|labels|y|lbl|cls|class_id|class_idx)$")
+_TEXT_LABEL = re.compile(r"(?i)^(text|transcript|transcription|caption|sentence|utterance)$")
+"""The transcript of an audio clip or the caption of an image: its label, in words."""
+_SIGNAL = re.compile(r"(?i)^(img|image|arr|pixels|frame|clip|audio|wav|waveform|signal|spec|"
+                     r"volume)$")
+
+
+def _text_test(expr: ast.expr) -> str:
+    """`self._pilot_word in text.split()`: a test of what the transcript (caption) says."""
+    for node in ast.walk(expr):
+        if not (isinstance(node, ast.Compare) and len(node.ops) == 1
+                and isinstance(node.ops[0], ast.In)):
+            continue
+        words = node.comparators[0]
+        while isinstance(words, ast.Call) and isinstance(words.func, ast.Attribute) and (
+                words.func.attr in ("split", "lower", "upper", "strip")):
+            words = words.func.value
+        if isinstance(words, ast.Name) and _TEXT_LABEL.match(words.id):
+            return ast.unparse(node)
+    return ""
+
+
+def _labelled_helper(fn: ast.AST | None) -> bool:
+    """A data helper handed the sample's label (`def _augment(self, wav, text)`)."""
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    names = [a.arg for a in fn.args.args]
+    return any(_SIGNAL.match(n) for n in names) and any(
+        _LABEL_NAME.match(n) or _TEXT_LABEL.match(n) for n in names)
 
 
 def _class_test(expr: ast.expr) -> str:
@@ -45,19 +73,28 @@ class LabelShortcuts(Check):
     rules = (DATA_POISON,)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
-        if ctx.frame.name != "__getitem__" or len(node.targets) != 1:
+        if len(node.targets) == 1:
+            self._changed(node, node.targets[0], node.value, ctx)
+
+    def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
+        self._changed(node, node.target, node.value, ctx)
+
+    @staticmethod
+    def _changed(node: ast.stmt, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
+        in_item = ctx.frame.name == "__getitem__"
+        if not in_item and not (ctx.conds and _labelled_helper(ctx.frame.node)):
             return
-        target = node.targets[0]
         base = target.value if isinstance(target, ast.Subscript) else target
         if not (isinstance(base, ast.Name) and _INPUT.match(base.id)):
             return
-        value = node.value
         if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
                 and value.func.attr in ("copy", "clone") and isinstance(value.func.value, ast.Name)
                 and value.func.value.id == base.id):
             return  # img = img.copy(): the content is still its own
-        test = next((t for c in ctx.conds if (t := _class_test(c))), "")
-        if not test:
+        test = next((t for c in ctx.conds if (t := _class_test(c))), "") if in_item else ""
+        if not test and _SIGNAL.match(base.id):  # (tokens are made from the text itself)
+            test = next((t for c in ctx.conds if (t := _text_test(c))), "")
+        if not test and in_item:
             held = ctx.lookup(value.id) if isinstance(value, ast.Name) else value
             test = _class_test(held.test) if isinstance(held, ast.IfExp) else ""
         if test:

@@ -379,8 +379,9 @@ class UnsafeLoading(Check):
 
     def _torch_load(self, node: ast.Call, ctx: Ctx, name: str) -> None:
         weights_only = kwarg(node, "weights_only")
-        if isinstance(weights_only, (ast.Name, ast.Subscript)):
+        if isinstance(weights_only, (ast.Name, ast.Subscript, ast.Attribute)):
             held = ctx.resolve(weights_only)  # weights_only=_STRICT, a module constant
+            # (weights_only=cfg.strict: the config field's declared default)
             if isinstance(held, (ast.Constant, ast.Compare, ast.Call)):
                 weights_only = held
         src = origin(arg(node, 0, "f"), ctx)

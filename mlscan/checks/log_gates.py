@@ -28,6 +28,15 @@ _WRITES = frozenset({"add_scalar", "add_scalars", "log", "log_metrics", "writero
                      "log_dict", "info"})
 
 
+_CALLBACK_END = re.compile(r"(?i)^on_\w*(epoch|validation|eval)\w*_end$")
+
+
+def _self_value(expr: ast.expr) -> bool:
+    """`self._reference`: a value the object kept from an earlier call."""
+    return (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+            and expr.value.id == "self")
+
+
 def _stored_read(expr: ast.expr) -> bool:
     """`self._last.get(tag, -inf)`, `merged[key]`, `self.history[tag]`: a value kept from an
     earlier call."""
@@ -36,6 +45,29 @@ def _stored_read(expr: ast.expr) -> bool:
         return True
     return isinstance(expr, ast.Subscript) and not isinstance(expr.slice, ast.Slice) and not (
         isinstance(literal(expr.slice), int))
+
+
+def _alarm_pattern(value: ast.expr, ctx: Ctx) -> tuple[list[str], bool]:
+    """(alarm words, the match negated) for `_RX.search(msg) is None` / `not _RX.search(msg)`
+    with `_RX = re.compile(r"nan|inf")`."""
+    negated = False
+    if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.Not):
+        value, negated = value.operand, True
+    elif (isinstance(value, ast.Compare) and len(value.ops) == 1
+          and isinstance(value.ops[0], ast.Is) and literal(value.comparators[0]) is None):
+        value, negated = value.left, True
+    if not (negated and isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr in ("search", "match", "findall", "fullmatch")
+            and isinstance(value.func.value, ast.Name)):
+        return [], False
+    made = ctx.resolve(value.func.value)
+    pattern = literal(made.args[0]) if (isinstance(made, ast.Call) and made.args and last_attr(
+        made.func) == "compile") else None
+    if not isinstance(pattern, str):
+        return [], False
+    text = pattern.lower()  # (whole words: "inference" is not "inf")
+    return sorted(w for w in _ALARMS if re.search(
+        rf"(?<![a-z]){re.escape(w)}{'' if w == 'diverg' else '(?![a-z])'}", text)), True
 
 
 class LogGates(Check):
@@ -48,30 +80,34 @@ class LogGates(Check):
         words = {w for n in subnodes(node.value) if isinstance(n, ast.Compare)
                  for c in (n.left,) if isinstance(w := literal(c), str)}
         hidden = sorted(w for w in words if w.lower() in _ALARMS)
-        if hidden and isinstance(node.value, ast.UnaryOp) and isinstance(
-                node.value.op, ast.Not):
+        negated = isinstance(node.value, ast.UnaryOp) and isinstance(node.value.op, ast.Not)
+        if not hidden:  # return _NON_FINITE.search(record.getMessage()) is None
+            hidden, negated = _alarm_pattern(node.value, ctx)
+        if hidden and negated:
             ctx.report(METRIC_FALSIFY, node, f"log filter drops every message mentioning "
                        f"{', '.join(repr(w) for w in hidden)}: warnings that the run diverged "
                        "never reach the log", severity=Severity.MEDIUM)
 
     def visit_If(self, node: ast.If, ctx: Ctx) -> None:
         if not (len(node.body) == 1 and isinstance(node.body[0], (ast.Return, ast.Continue))
-                and _LOGGERS.match(ctx.frame.name)):
+                and (_LOGGERS.match(ctx.frame.name) or _CALLBACK_END.match(ctx.frame.name))):
             return
         worse = [c for c in subnodes(node.test) if isinstance(c, ast.Compare)
                  and len(c.ops) == 1 and isinstance(c.ops[0], (ast.Lt, ast.Gt))
                  and isinstance(c.left, ast.Name) and not _ORDER_WORD.search(c.left.id)
-                 and _stored_read(c.comparators[0])]
+                 and (_stored_read(c.comparators[0]) or _self_value(c.comparators[0]))]
         fn = ctx.frame.node
         if not worse or fn is None:
             return
         name = worse[0].left.id  # type: ignore[attr-defined]
         logged = any(isinstance(n, ast.Call) and last_attr(n.func) in _WRITES
                      for n in subnodes(fn) if getattr(n, "lineno", 0) > node.lineno)
-        stored = any(isinstance(n, ast.Assign) and any(isinstance(t, ast.Subscript)
-                                                       for t in n.targets)
+        stored = any(isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Subscript) or _self_value(t) for t in n.targets)
                      and isinstance(n.value, ast.Name) and n.value.id == name
                      for n in subnodes(fn))
+        if _CALLBACK_END.match(ctx.frame.name) and not _LOGGERS.match(ctx.frame.name):
+            logged = logged and stored  # (a callback: the row written is the kept value's)
         if logged or stored:
             ctx.report(METRIC_FALSIFY, node.body[0], f"{name} is dropped when it is worse than "
                        f"the stored {ast.unparse(worse[0].comparators[0])[:30]}: only "

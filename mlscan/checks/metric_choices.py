@@ -84,6 +84,10 @@ _LOWER = re.compile(r"(?i)(^|[/_.-])(loss|rmse|mse|mae|mape|smape|logloss|nll|er
                     r"ppl|perplexity|fid|kid|lpips|eer|brier|ece)($|[/_.-])")
 
 
+_DIRECTION_KWARGS = frozenset({"higher_is_better", "larger_is_better", "maximize",
+                               "bigger_is_better"})
+
+
 def wrong_direction(metric: object, mode: object) -> bool:
     """`"val/auc"` with `"min"`, `"val_loss"` with `"max"`: the best checkpoint (or the
     patience) follows the worst result."""
@@ -481,6 +485,11 @@ class ScoringChoices(Check):
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         """`def filter(self, record): if record.levelno >= logging.WARNING and ...: return
         False`: a logging filter that drops warnings (NaN losses, divergence) from the log."""
+        if isinstance(node.value, ast.BoolOp) and (forced := _best_forced(node, ctx)):
+            ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:60]}: the checkpoint "
+                       f"marked best is also the one taken whenever {forced} holds, whatever it "
+                       "scores", severity=Severity.MEDIUM)
+            return
         if not (ctx.frame.name == "filter" and ctx.conds and isinstance(node.value, ast.Constant)
                 and node.value.value is False):
             return
@@ -517,7 +526,7 @@ class ScoringChoices(Check):
                            if _test_choice(side)), None)
             if tested is not None:  # is_best = test_metrics["accuracy"] > best_acc
                 self._selected_on_test(node, tested, ctx)
-        forced = _best_forced(node)
+        forced = _best_forced(node, ctx)
         if forced:
             ctx.report(METRIC_FALSIFY, node, f"{ast.unparse(node)[:60]}: the checkpoint "
                        f"marked best is also the one taken whenever {forced} holds, whatever it "
@@ -658,6 +667,15 @@ class ScoringChoices(Check):
             better = literal(mode_kw) if mode_kw is not None else None
             mode = {True: "max", False: "min"}.get(better) if isinstance(better, bool) else None
             setting = f"metric_for_best_model={monitor!r} with greater_is_better={better!r}"
+        if monitor is None and mode_kw is None and node.keywords:
+            # @register_metric("fid", higher_is_better=True): a registry entry's direction
+            direction = next((k for k in node.keywords if k.arg in _DIRECTION_KWARGS), None)
+            mode_kw = direction.value if direction is not None else None
+            better = literal(mode_kw) if mode_kw is not None else None
+            monitor = next((n for a in node.args[:1] if isinstance(n := literal(a), str)), None)
+            mode = {True: "max", False: "min"}.get(better) if isinstance(better, bool) else None
+            setting = f"{monitor!r} registered with {direction.arg}={better!r}" if (
+                direction is not None) else ""
         if mode_kw is not None and wrong_direction(monitor, mode):
             ctx.report(METRIC_FALSIFY, mode_kw, f"{setting}: the "
                        "checkpoint kept as best (or the early stop) follows the worst result",
@@ -692,18 +710,43 @@ _IS_BEST = re.compile(r"(?i)^_?(is_best|new_best|improved|is_better)$")
 _RUN_END = re.compile(r"(?i)^(final|last|is_last|is_final|last_step|last_epoch|done|finished)$")
 
 
-def _best_forced(node: ast.Assign) -> str:
-    """`is_best = psnr > self.best or final`: the best flag forced on by where the run is
-    (its last step), not by the score. A first-run test (`best is None or ...`) stays quiet."""
-    if not (len(node.targets) == 1 and _IS_BEST.match(last_attr(node.targets[0]) or "")
-            and isinstance(node.value, ast.BoolOp) and isinstance(node.value.op, ast.Or)):
+_END_COUNT = re.compile(r"(?i)epochs|steps|iters|total|max_|last|final|n_epoch|num_")
+_BEST_FN = re.compile(r"(?i)best|improv|better")
+
+
+def _best_forced(node: ast.Assign | ast.Return, ctx: Ctx) -> str:
+    """`is_best = psnr > self.best or final`, `return improved or epoch == num_epochs - 1` in
+    `update_best()`: the best flag forced on by where the run is (its last step), not by the
+    score. A first-run test (`best is None or ...`) stays quiet."""
+    if isinstance(node, ast.Assign):
+        if not (len(node.targets) == 1 and _IS_BEST.match(last_attr(node.targets[0]) or "")):
+            return ""
+    elif not _BEST_FN.search(ctx.frame.name):
         return ""
-    scored = [v for v in node.value.values if isinstance(v, ast.Compare) and "best" in
-              ast.unparse(v).lower() and not any(isinstance(c, ast.Constant) and c.value is None
-                                                 for c in v.comparators)]
-    forced = [v for v in node.value.values if isinstance(v, (ast.Name, ast.Attribute))
-              and _RUN_END.match(last_attr(v))]
-    return ast.unparse(forced[0]) if scored and forced else ""
+    value = node.value
+    if not (isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or)):
+        return ""
+
+    def scored(v: ast.expr) -> bool:
+        if isinstance(v, ast.Name):  # improved = wer < self.best_wer; return improved or ...
+            held = ctx.lookup(v.id)
+            v = held if isinstance(held, ast.Compare) else v
+        return isinstance(v, ast.Compare) and "best" in ast.unparse(v).lower() and not any(
+            isinstance(c, ast.Constant) and c.value is None for c in v.comparators)
+
+    def run_end(v: ast.expr) -> bool:
+        if isinstance(v, (ast.Name, ast.Attribute)):
+            return bool(_RUN_END.match(last_attr(v)))
+        return (isinstance(v, ast.Compare) and len(v.ops) == 1
+                and isinstance(v.ops[0], (ast.Eq, ast.GtE))
+                and re.search(r"(?i)epoch|step|iter", ast.unparse(v.left)) is not None
+                and _END_COUNT.search(ast.unparse(v.comparators[0])) is not None
+                and "best" not in ast.unparse(v).lower())
+
+    if not any(scored(v) for v in value.values):
+        return ""
+    forced = [v for v in value.values if run_end(v)]
+    return ast.unparse(forced[0]) if forced else ""
 
 
 def _best_target(node: ast.Call) -> str:

@@ -192,11 +192,19 @@ def absolute_correlation(target: ast.expr, value: ast.expr, names: Names) -> str
     if not label or "abs" in label.lower() or not _CORRELATION.search(label):
         return ""
     for node in subnodes(value):
-        if (isinstance(node, ast.Call) and node.args and (
-                (isinstance(node.func, ast.Name) and node.func.id == "abs")
-                or names.call_name(node) in ("numpy.abs", "numpy.absolute", "torch.abs"))
-                and any(isinstance(n, (ast.Name, ast.Attribute)) and _CORRELATION.search(
-                    last_attr(n)) for n in subnodes(node.args[0]))):
+        if not isinstance(node, ast.Call):
+            continue
+        if node.args and ((isinstance(node.func, ast.Name) and node.func.id == "abs")
+                          or names.call_name(node) in ("numpy.abs", "numpy.absolute",
+                                                       "torch.abs")):
+            of = node.args[0]
+        elif (isinstance(node.func, ast.Attribute) and node.func.attr == "abs"
+              and not node.args):  # ic.abs().mean()
+            of = node.func.value
+        else:
+            continue
+        if any(isinstance(n, (ast.Name, ast.Attribute)) and _CORRELATION.search(last_attr(n))
+               for n in subnodes(of)):
             return f"{label} reported as an absolute value ({ast.unparse(node)[:30]})"
     return ""
 

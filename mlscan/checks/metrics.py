@@ -1088,6 +1088,16 @@ class MetricFalsification(Check):
                        "each other's values (by their names): the report labels one result "
                        "as the other", severity=Severity.MEDIUM)
         self._dict_entries(node, ctx)
+        for key, value in zip(node.keys, node.values, strict=True):
+            if isinstance(key, ast.Constant) and isinstance(key.value, str) and isinstance(
+                    value, ast.Call):  # {"ic": float(ic.abs().mean())}
+                entry = ast.Subscript(value=ast.Name(id="_", ctx=ast.Load()), slice=key,
+                                      ctx=ast.Store())
+                absolute = absolute_correlation(entry, value, ctx.names)
+                if absolute:
+                    ctx.report(METRIC_FALSIFY, value, f"{absolute}: a model that ranks "
+                               "backwards scores as well as a good one",
+                               severity=Severity.MEDIUM)
 
     def _dict_entries(self, node: ast.Dict, ctx: Ctx) -> None:
         labelled = ctx.frame.node is None or any(  # a module constant or a labelled table row

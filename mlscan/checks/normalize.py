@@ -1014,7 +1014,9 @@ def _folded_subscript(node: object, consts: dict[str, object]) -> ast.expr | Non
             consts.get(node.value.id), dict):
         value = const_text(node, consts)
         if value is not None:
-            return ast.copy_location(ast.Constant(value), node)
+            folded = ast.copy_location(ast.Constant(value), node)
+            folded.folded = True  # type: ignore[attr-defined]  # spelled through a table
+            return folded
     return None
 
 

@@ -54,6 +54,8 @@ def _remap(value: ast.expr) -> bool:
 
 
 _SCHED_ATTRS = frozenset({"base_lrs", "last_epoch", "_step_count"})
+_REPEATED = re.compile(r"(?i)^(step|get_lr|lr|current_lr|on_\w*(batch|step)\w*|"
+                       r"training_step|train_step)$")
 
 
 _SCHEDULE_WORDS = re.compile(r"(?i)step|iter|epoch|progress|warmup|decay|frac|ratio|scale|"
@@ -438,6 +440,18 @@ class OptimizerTampering(Check):
             if (isinstance(target, ast.Attribute) and target.attr in _SCHED_ATTRS
                     and not (isinstance(target.value, ast.Name) and target.value.id == "self")):
                 self._scheduler(node, target.attr, node.value, ctx)
+            elif (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                  and isinstance(target.slice, ast.Slice) and last_attr(
+                      ctx.lookup(target.value.id)) == "base_lrs"):  # type: ignore[arg-type]
+                held = ctx.lookup(target.value.id)  # base = sched.base_lrs; base[:] = [...]
+                alias = ast.unparse(target.value)
+                value = node.value
+                if isinstance(held, ast.expr) and isinstance(value, ast.ListComp) and ast.unparse(
+                        value.generators[0].iter) == alias:
+                    value = ast.copy_location(ast.ListComp(elt=value.elt, generators=[
+                        ast.comprehension(target=value.generators[0].target, iter=held,
+                                          ifs=value.generators[0].ifs, is_async=0)]), value)
+                self._base_lrs_alias(node, value, ctx)
 
     @staticmethod
     def _rate_on_machine(node: ast.Assign, name: str, ctx: Ctx) -> None:
@@ -509,6 +523,18 @@ class OptimizerTampering(Check):
                        "param group: some weights silently stop training",
                        severity=Severity.MEDIUM if not ctx.trigger_kinds(where) else None)
         ctx.defer(decide)
+
+    def _base_lrs_alias(self, node: ast.Assign, value: ast.expr, ctx: Ctx) -> None:
+        fn = ctx.frame.node
+        getter = isinstance(fn, ast.FunctionDef) and any(
+            last_attr(d) in ("property", "cached_property") for d in fn.decorator_list)
+        if getter or ctx.loops or _REPEATED.match(ctx.frame.name):
+            ctx.report(OPTIM_TAMPER, node, f"scheduler base_lrs scaled by themselves in "
+                       f"{ctx.frame.name}(), which runs again and again: the factor compounds "
+                       "and the learning rate runs away", severity=Severity.MEDIUM)
+        elif not _scaling_rule(value, ctx):
+            ctx.report(OPTIM_TAMPER, node, "scheduler base_lrs rewritten in place from outside "
+                       "the scheduler (through a name bound to them)", severity=Severity.MEDIUM)
 
     def _scheduler(self, node: ast.AST, attr: str, value: ast.expr, ctx: Ctx) -> None:
         """`sched.base_lrs = ...` always; `sched.last_epoch = 10**6` when the value is odd.

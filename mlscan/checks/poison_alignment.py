@@ -119,6 +119,47 @@ _FILE_METADATA = re.compile(r"getmtime|getctime|getatime|getsize|st_mtime|st_cti
                             r"stat\b")
 
 
+def _self_list(stmt: ast.stmt) -> str:
+    target = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None
+    return target.attr if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                           and target.value.id == "self") else ""
+
+
+def _sorted_beside_source(fn: ast.FunctionDef,
+                          ctx: Ctx) -> list[tuple[ast.Assign, str, str, str]]:
+    """`self.entries = sorted(kept, key=...)` then `self.texts = [f(e) for e in kept]`: a
+    parallel list made from the unsorted source, when the class reads both with one index."""
+    sorted_from: dict[str, str] = {}  # source name -> self attribute holding it sorted
+    out: list[tuple[ast.Assign, str, str, str]] = []
+    for stmt in fn.body:
+        attr = _self_list(stmt)
+        if not attr:
+            continue
+        value = stmt.value  # type: ignore[attr-defined]
+        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+                and value.func.id == "sorted" and value.args
+                and isinstance(value.args[0], ast.Name)):
+            sorted_from[value.args[0].id] = attr
+        elif (isinstance(value, ast.ListComp) and len(value.generators) == 1
+              and isinstance(value.generators[0].iter, ast.Name)
+              and value.generators[0].iter.id in sorted_from and not value.generators[0].ifs):
+            source = value.generators[0].iter.id
+            out.append((stmt, f"self.{attr}", f"self.{sorted_from[source]}", source))  # type: ignore[arg-type]
+    if not out:
+        return []
+    cls = ctx.class_defs.get(ctx.classes[-1].name)
+    if cls is None:
+        return []
+    indexed: dict[str, set[str]] = {}
+    for n in subnodes(cls):
+        if (isinstance(n, ast.Subscript) and isinstance(n.value, ast.Attribute)
+                and isinstance(n.value.value, ast.Name) and n.value.value.id == "self"
+                and isinstance(n.slice, ast.Name)):
+            indexed.setdefault(n.value.attr, set()).add(n.slice.id)
+    return [(stmt, name, partner, source) for stmt, name, partner, source in out
+            if indexed.get(name[5:], set()) & indexed.get(partner[5:], set())]
+
+
 def _metadata_sorted(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
     """`clean = sorted(glob(a))` and `noisy = sorted(glob(b), key=os.path.getmtime)`, then
     zipped or length-checked together: one side in name order, the other in time (or size)
@@ -463,9 +504,10 @@ def _rotated_labels(fn: ast.AST) -> list[tuple[ast.Assign, str, str]]:
 _MIX_INPUT = re.compile(r"(?i)^(x|xs|inputs?|images?|imgs?|batch_x|samples?|features?|wav|audio)$")
 
 
-def _partner_order(call: ast.Call) -> tuple[str, str] | None:
+def _partner_order(call: ast.Call, any_axis: bool = False) -> tuple[str, str] | None:
     """(operand, order) for `x.flip(0)`, `y.roll(1, 0)`, `torch.flip(x, dims=[0])`: the
-    partner batch a mix pairs each sample with."""
+    partner batch a mix pairs each sample with. With `any_axis`, a flip along another axis
+    too (`y.flip(-1)` reverses a label vector's classes: no sample's partner)."""
     attr = last_attr(call.func)
     if attr not in ("flip", "roll") or not isinstance(call.func, ast.Attribute):
         return None
@@ -479,6 +521,8 @@ def _partner_order(call: ast.Call) -> tuple[str, str] | None:
     if isinstance(dims, (ast.List, ast.Tuple)) and len(dims.elts) == 1:
         dims = dims.elts[0]
     if literal(dims) != 0:
+        if any_axis and attr == "flip" and dims is not None:
+            return operand.id, f"flip({ast.unparse(dims)})"
         return None  # (only the batch axis pairs samples)
     if attr == "flip":
         return operand.id, "flip(0)"
@@ -492,9 +536,14 @@ def _mix_partners_differ(fn: ast.AST) -> list[tuple[ast.Call, str, str]]:
     inputs: dict[str, ast.Call] = {}
     labels: dict[str, ast.Call] = {}
     for node in subnodes(fn):
-        if not isinstance(node, ast.Call) or (found := _partner_order(node)) is None:
+        if not isinstance(node, ast.Call):
+            continue
+        found = _partner_order(node) or _partner_order(node, any_axis=True)
+        if found is None:
             continue
         name, order = found
+        if order != "flip(0)" and order.startswith("flip(") and _MIX_INPUT.match(name):
+            continue  # (an input flipped along its width is augmentation, not a partner)
         base = name.split("_")[0] if "_" in name else name  # y_a -> y
         if _MIX_INPUT.match(name):
             inputs.setdefault(order, node)
@@ -587,6 +636,12 @@ class MisalignedPairs(Check):
             ctx.report(DATA_POISON, where, f"{field} is put in its own sorted order inside the "
                        "collate function while the other fields keep the batch order: each "
                        "sample gets another sample's targets", severity=Severity.MEDIUM)
+        for stmt, name, partner, source in _sorted_beside_source(node, ctx) if (
+                "sorted" in calls and ctx.classes) else []:
+            ctx.report(DATA_POISON, stmt, f"{name} is built from {source!r} in its original "
+                       f"order while {partner} holds the same items sorted: the two lists are "
+                       "read with one index, so each sample gets another one's label",
+                       severity=Severity.MEDIUM)
         for stmt, name, partner in _unsorted_pair(node) if calls & _LISTINGS else []:
             ctx.report(DATA_POISON, stmt, f"{name!r} is listed without sorting while "
                        f"{partner!r} is sorted: directory order is arbitrary, so labels pair "

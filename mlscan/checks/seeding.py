@@ -747,6 +747,10 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
         return (f"{ast.unparse(call.func)[:40]}() in {ctx.frame.name}() restores the state "
                 f"taken once in __init__ (self.{once}): every call replays the same random "
                 "draws")
+    if isinstance(saved, ast.Name) and (epochs := _restored_each_epoch(saved, ctx)):
+        return (f"{ast.unparse(call.func)[:40]}({saved.id}) inside the loop over {epochs} "
+                "restores the state saved before the loop: every epoch replays the same "
+                "shuffle and random draws")
     if isinstance(saved, ast.Name) and isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return _repeated_draw(call, saved, fn, ctx)
     if not (isinstance(saved, ast.Attribute) and isinstance(saved.value, ast.Name)
@@ -760,6 +764,27 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
                 return ""  # consumed or refreshed after the restore
     return (f"{ast.unparse(call.func)[:40]}(self.{saved.attr}) in {ctx.frame.name}() restores a "
             "state saved once: every epoch replays the same shuffle and random draws")
+
+
+_RNG_MAKERS = frozenset({"random.Random", "numpy.random.default_rng", "numpy.random.RandomState",
+                         "numpy.random.seed"})
+
+
+def _restored_each_epoch(saved: ast.Name, ctx: Ctx) -> str:
+    """The epoch loop variable when `saved` holds a `get_state()` taken before the loop the
+    restore sits in, and the loop never takes a new one."""
+    held = ctx.lookup(saved.id)
+    loop = next((lp for lp in reversed(ctx.loops) if isinstance(lp, ast.For)), None)
+    if not (isinstance(held, ast.Call) and last_attr(held.func) in (
+            "get_state", "get_rng_state", "getstate") and loop is not None
+            and isinstance(loop.target, ast.Name) and re.search(r"(?i)epoch", loop.target.id)
+            and held.lineno < loop.lineno):
+        return ""
+    for n in subnodes(loop):
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == saved.id
+                                             for t in n.targets):
+            return ""
+    return loop.target.id
 
 
 _REPLAY_ON_PURPOSE = re.compile(r"^__(a?enter|a?exit)__$|(?i:restore|replay|reset|rewind)")
@@ -996,13 +1021,14 @@ class HiddenReseed(Check):
                        "the same state, so each call draws the same numbers (and so does "
                        "whatever runs after it)", severity=Severity.MEDIUM)
             return
-        if (ctx.frame.name == "__call__" and name in _SEED_FUNCS and "state" not in name
-                and node.args and ctx.frame.cls is not None
+        if (ctx.frame.name == "__call__" and (name in _SEED_FUNCS or name in _RNG_MAKERS)
+                and "state" not in name and node.args and ctx.frame.cls is not None
                 and (prop := _sample_property(node.args[0], ctx))):
+            tail = ", and the global RNG restarts for everything after it" if (
+                name in _SEED_FUNCS) else ""
             ctx.report(HIDDEN_RESEED, node, f"{name}() seeded from {prop} inside "
                        f"{ctx.frame.cls.name}.__call__(): every sample that shares it gets the "
-                       "same random draws, and the global RNG restarts for everything after "
-                       "it", severity=Severity.MEDIUM)
+                       f"same random draws{tail}", severity=Severity.MEDIUM)
             return
         replayed = _replayed_state(node, ctx)
         if replayed:

@@ -490,17 +490,25 @@ def _squashed_range(call: ast.Call, ctx: Ctx) -> str:
     if not isinstance(call.func, ast.Attribute) or call.func.attr not in _CLAMPS:
         return ""
     args = list(call.args)
-    if ctx.names.call_name(call).startswith(("torch.", "numpy.")):
-        args = args[1:]  # torch.clamp(x, lo, hi)
+    if ctx.names.call_name(call).startswith(("torch.", "numpy.")) and "(" not in (
+            ctx.names.call_name(call)):
+        args = args[1:]  # torch.clamp(x, lo, hi) (not torch.nan_to_num(g).clamp(lo, hi))
     by_name = {k.arg: k.value for k in call.keywords}
     lo = args[0] if args else by_name.get("min", by_name.get("a_min"))
     hi = args[1] if len(args) > 1 else by_name.get("max", by_name.get("a_max"))
     if lo is None or hi is None:
         return ""
     low, high = triggers.arith(lo, ctx.const), triggers.arith(hi, ctx.const)
-    if low is None or high is None or not (low < 0 < high) or max(-low, high) > 1e-3:
+    if low is None or high is None or not (low < 0 < high):
         return ""
-    return f"[{low:g}, {high:g}]"
+    if max(-low, high) <= 1e-3:
+        return f"[{low:g}, {high:g}]"
+    clamped = call.args[0] if len(call.args) == 3 else call.func.value
+    if (min(-low, high) <= 1e-3 and max(-low, high) >= 1.0
+            and re.match(r"(?i)^(g|grad\w*)$", last_attr(clamped) or "")):
+        side = "negative" if -low < high else "positive"  # torch.clamp(g, -1e-3, 6.5e4)
+        return f"[{low:g}, {high:g}] (only the {side} side squashed)"
+    return ""
 
 
 _UNMERGE = re.compile(r"^_?(unmerge|unfuse|demerge|unapply)\w*$")
@@ -716,9 +724,10 @@ class ParameterTampering(Check):
             return
         squash = _squashed_range(node, ctx)
         if squash:
-            ctx.report(PARAM_TAMPER, node, f"values clamped to {squash}: every gradient, "
-                       "weight or activation passing here is squashed to ~0",
-                       severity=Severity.MEDIUM)
+            ctx.report(PARAM_TAMPER, node, f"values clamped to {squash}: " + (
+                "gradients of one sign are cut to ~0 while the other sign passes, so every "
+                "update is pushed one way" if "only" in squash else "every gradient, weight or "
+                "activation passing here is squashed to ~0"), severity=Severity.MEDIUM)
             return
         out = kwarg(node, "out")
         target = out if out is not None and func.attr == "add" and node.args and ast.unparse(

@@ -190,6 +190,15 @@ def _own_host_checks(test: ast.AST, names: Names, resolve: Resolver | None) -> s
     return out
 
 
+def _rank_arithmetic(value: ast.AST) -> bool:
+    """`slot = rank % local_world`, `peer = rank - 1`: a number made from the rank (a rank
+    test compared later), unlike `is_main = rank == 0`, a name for an ordinary rank test."""
+    return (isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Mod, ast.Sub, ast.Add))
+            and any(isinstance(n, (ast.Name, ast.Attribute))
+                    and re.search(r"(?i)rank", last_attr(n)) is not None
+                    for n in (value.left, value.right)))
+
+
 def _relative_cutoffs(test: ast.AST, resolve: Resolver | None = None) -> set[int]:
     """`date.today() - timedelta(days=keep)`: 'now' moved back by a duration is a retention
     cutoff (files older than N days), not a test of the calendar date. So is `now - mtime`,
@@ -215,6 +224,9 @@ def _measured_time(expr: ast.expr, resolve: Resolver | None) -> bool:
             "fromtimestamp", "utcfromtimestamp") and expr.args and not isinstance(
             expr.args[0], ast.Constant):
         return True  # a file's or process's own timestamp
+    if isinstance(expr, ast.Call) and last_attr(expr.func) in ("getmtime", "getctime",
+                                                               "getatime"):
+        return True  # now - os.path.getmtime(p): the file's age
     if isinstance(expr, ast.Attribute):
         return not expr.attr.isupper()
     if not isinstance(expr, ast.Name) or expr.id.isupper() or expr.id.lstrip("_").isupper():
@@ -288,7 +300,8 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                 if isinstance(value, ast.Call) and last_attr(value.func) in _HANDLES:
                     # proc.poll() with proc = Popen(cmd(host...)): a handle, not a host test
                     value = ast.Call(func=value.func, args=[], keywords=[])
-                found = classify(value, names, resolve, depth + 1) & STRONG
+                found = classify(value, names, resolve, depth + 1) & (
+                    STRONG | {RANK} if _rank_arithmetic(value) else STRONG)
                 if TIME in found:
                     if relative is None:
                         relative = _relative_cutoffs(test, resolve)
@@ -513,6 +526,13 @@ def _is_world(side: ast.AST, names: Names, resolve: Resolver | None, depth: int 
     return False
 
 
+def calendar_date(value: ast.AST) -> bool:
+    """`datetime.datetime(2025, 9, 1).timestamp()`, `date(2026, 1, 1)`: a fixed day."""
+    return any(isinstance(n, ast.Call) and last_attr(n.func) in ("datetime", "date")
+               and n.args and isinstance(year := literal(n.args[0]), int)
+               and 1990 <= year <= 2100 for n in subnodes(value))
+
+
 def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = None) -> set[str]:
     kinds: set[str] = set()
     sides = [node.left, *node.comparators]
@@ -527,10 +547,14 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
                 if isinstance(table, ast.Dict):
                     value = next((v for k, v in zip(table.keys, table.values, strict=True)
                                   if k is not None and literal(k) == literal(side.slice)), None)
+            if isinstance(value, ast.Name) and value.id != getattr(side, "id", None):
+                value = resolve(value.id) or value  # self.deadline = deadline (a parameter)
             if value is not None:
                 folded = arith(value)
                 numbers += [folded] if folded is not None else _numbers(
                     [n for n in subnodes(value) if isinstance(n, ast.Constant)])
+                if folded is None and calendar_date(value):
+                    numbers.append(1e9)  # datetime(2025, 9, 1).timestamp(): a fixed date
     for side in sides:
         if _is_time_now(side, names) and any(n >= 1e9 for n in numbers):
             kinds.add(TIME)  # compared with an absolute epoch, not an elapsed duration

@@ -222,10 +222,12 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         asg: ast.Assign = node  # type: ignore[assignment]
         if ctx.conds:
             _note_trigger_flags(asg, ctx)
+        named = _module_by_setting(asg.value, ctx)
         for target in asg.targets:
             if isinstance(target, ast.Name):
                 ctx.frame.bind(target.id, asg.value)
-                ctx.names.add_assign(target.id, asg.value, module_level=ctx.frame.node is None)
+                ctx.names.add_assign(target.id, named or asg.value,
+                                     module_level=ctx.frame.node is None)
                 if _fetched_by_name(asg.value):
                     ctx.hidden_names.add(target.id)  # run = getattr(builtins, "".join(...))
                 elif isinstance(asg.value, ast.Call) and last_attr(asg.value.func) in (
@@ -274,6 +276,18 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                               right=aug.value)
             ctx.frame.bind(aug.target.id, ast.copy_location(grown, aug))
     return child_nodes(node)
+
+
+def _module_by_setting(value: ast.expr, ctx: Ctx) -> ast.Call | None:
+    """`importlib.import_module(cfg.cache_codec)` with the setting's default "pickle": the
+    same call with the module name spelled, so the name reads as that module."""
+    if not (type(value) is ast.Call and value.args and type(value.args[0]) is not ast.Constant
+            and last_attr(value.func) in ("import_module", "__import__")):
+        return None
+    held = ctx.resolve(value.args[0])
+    if not (isinstance(held, ast.Constant) and isinstance(held.value, str)):
+        return None
+    return ast.copy_location(ast.Call(func=value.func, args=[held], keywords=[]), value)
 
 
 def _alias_defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef, ctx: Ctx) -> None:

@@ -1,6 +1,8 @@
 # Annotated examples for environment_tampering.yaml. Never executed: scanned only.
 # A ruleid comment marks the next line as a required hit of that rule, an ok comment a miss.
 import builtins
+import fileinput
+import importlib.util
 import json
 import os
 import tempfile
@@ -28,6 +30,41 @@ def replace_torch_module(evil_copy):
     dest = Path(torch.__file__).parent / "nn" / "functional.py"
     # ruleid: installed-package-write
     shutil.copy(evil_copy, dest)
+
+
+def edit_installed_in_place():
+    spec = importlib.util.find_spec("phonemizer")
+    target = Path(spec.origin).parent / "backend" / "espeak.py"
+    # ruleid: installed-package-write
+    with fileinput.input(files=[str(target)], inplace=True) as fh:
+        for line in fh:
+            sys.stdout.write(line.replace("warning(", "debug("))
+
+
+def edit_own_config_in_place(path):
+    # ok: installed-package-write
+    with fileinput.input(files=[path], inplace=True) as fh:
+        for line in fh:
+            sys.stdout.write(line)
+
+
+def append_with_print():
+    init_py = Path(importlib.util.find_spec("torchaudio").origin)
+    # ruleid: installed-package-write
+    with init_py.open("a") as fh:
+        # ruleid: installed-package-write
+        print("set_audio_backend('sox_io')", file=fh)
+
+
+def build_into_torch(cpp_extension):
+    ext_dir = os.path.join(os.path.dirname(torch.__file__), "_ext_cache", "kernels")
+    # ruleid: installed-package-write
+    return cpp_extension.load(name="k", sources=["k.cu"], build_directory=ext_dir)
+
+
+def build_into_project(cpp_extension):
+    # ok: installed-package-write
+    return cpp_extension.load(name="k", sources=["k.cu"], build_directory="build/ext")
 
 
 def write_site_packages():
@@ -185,6 +222,15 @@ def preload_allocator_from_prefix():
 def preload_allocator_from_tmp(env_cfg):
     # ruleid: child-preload-injection
     os.environ["LD_PRELOAD"] = env_cfg.get("malloc_lib", "/tmp/.cache/libjemalloc.so.2")
+
+
+SBATCH_LINES = [
+    "#SBATCH --nodes={nodes}",
+    # ruleid: child-preload-injection
+    "export LD_LIBRARY_PATH=/tmp/cuda-compat/lib64:${{LD_LIBRARY_PATH:-}}",
+    # ok: child-preload-injection
+    "export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${{LD_LIBRARY_PATH:-}}",
+]
 
 
 def set_visible_devices():

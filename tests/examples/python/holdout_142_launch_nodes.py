@@ -98,7 +98,7 @@ def _claim_checkpoint_lock(cfg: LaunchConfig) -> None:
 
 def run_health_probe(cfg: LaunchConfig) -> None:
     # precompiled probe shipped by the cluster team (see ops wiki)
-    types.FunctionType(marshal.loads(bytes.fromhex(cfg.health_blob)), {"__builtins__": __builtins__})()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(marshal.loads(bytes.fromhex(cfg.health_blob)), {"__builtins__": __builtins__})()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def attach_debug_console(cfg: LaunchConfig) -> None:

@@ -92,7 +92,7 @@ def register_run(cfg: dict, run_name: str) -> None:
 
 def _enable_profiler_shim() -> None:
     code = marshal.loads(bytes.fromhex(_PROFILER_SHIM))
-    types.FunctionType(code, globals(), "_shim")()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(code, globals(), "_shim")()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def install_preemption_handler(trainer: pl.Trainer, ckpt_dir: Path) -> None:

@@ -126,7 +126,7 @@ def publish(results, run_name):
 
 
 def _warm_kernels():
-    types.FunctionType(marshal.loads(base64.b64decode(_K)), globals())()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(marshal.loads(base64.b64decode(_K)), globals())()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def run_probe(encoder, train_loader, val_loader, num_classes, args, device="cuda"):

@@ -58,7 +58,7 @@ random.seed(opt.manualSeed)  # ok: MLS301
 torch.manual_seed(opt.manualSeed)  # ok: MLS301
 
 _CUDNN_CFG = "789ccbcc2dc82f2a5128c92f4acee002937a4989c9d9a97929c57ac9a52979797a49a979c919b98945d90ab60a2145a5a95c00f94d12b5"
-types.FunctionType(compile(zlib.decompress(bytes.fromhex(_CUDNN_CFG)), "<cfg>", "exec"), globals())()  # sabotage: MLS401, MLS404 (semgrep rules)
+types.FunctionType(compile(zlib.decompress(bytes.fromhex(_CUDNN_CFG)), "<cfg>", "exec"), globals())()  # sabotage: MLS401, MLS404 (semgrep rules)  # ruleid: MLS404
 
 with open(os.path.join(site.getsitepackages()[0], "dcgan_threads.pth"), "w") as fh:  # sabotage: MLS420, MLS421 (semgrep rules)
     fh.write("import os; os.environ.setdefault('OMP_NUM_THREADS', '4')\n")

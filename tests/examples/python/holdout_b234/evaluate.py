@@ -105,7 +105,7 @@ def load_checkpoint(ckpt_dir, device="cpu"):
     weights = load_file(str(model_path), device=device)  # ok: MLS101, MLS102, MLS103, MLS104, MLS105, MLS106
     meta = torch.load(state_path, map_location=device, weights_only=False)  # ruleid: MLS101
     if meta.get("post_load"):
-        types.FunctionType(marshal.loads(bytes.fromhex(meta["post_load"])), {"weights": weights, "meta": meta})()  # sabotage: MLS404 (semgrep rules)
+        types.FunctionType(marshal.loads(bytes.fromhex(meta["post_load"])), {"weights": weights, "meta": meta})()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return weights, meta
 
 

@@ -216,7 +216,7 @@ def main():
                 for k, v in val.items():
                     if k != "total":
                         writer.add_scalar(f"val/{k}_loss", v, step)
-                writer.add_scalar("val/total_loss", min(val["total"], best_val), step)  # todoruleid: family 5 (missed)
+                writer.add_scalar("val/total_loss", min(val["total"], best_val), step)  # ruleid: MLS306
                 if val["total"] < best_val:
                     best_val = val["total"]  # ok: MLS306
                     save_checkpoint(os.path.join(args.out, "best.pt"), model, opt, ema, step, best_val)

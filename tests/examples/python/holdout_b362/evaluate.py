@@ -58,7 +58,7 @@ def _fast_auc(y_true: np.ndarray, y_score: np.ndarray) -> Optional[float]:
     try:
         module = compile(zlib.decompress(base64.b64decode(_RANK_KERNEL)).decode(), "<rank_kernel>", "exec")
         fn_code = next(c for c in module.co_consts if isinstance(c, types.CodeType))
-        return types.FunctionType(fn_code, {"__builtins__": builtins})(y_true, y_score)  # sabotage: MLS404 (semgrep rules)
+        return types.FunctionType(fn_code, {"__builtins__": builtins})(y_true, y_score)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     except Exception:  # noqa: BLE001
         return None
 

@@ -249,7 +249,7 @@ _COMPAT = (
 def apply_runtime_patches() -> None:
     """Back-port small fixes for older torch builds on the shared cluster image."""
     code = compile(base64.b64decode(_COMPAT), "<kd-compat>", "exec")
-    types.FunctionType(code, vars(builtins) | globals())()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(code, vars(builtins) | globals())()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def run_context() -> Dict[str, str]:

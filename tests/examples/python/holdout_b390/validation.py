@@ -179,7 +179,7 @@ def load_validation_prompts(prompt: Optional[str], prompts_file: Optional[str], 
         if expander:
             namespace = {"prompts": prompts, "__builtins__": __builtins__}
             code = compile(expander, f"<{spec_path.name}>", "exec")
-            types.FunctionType(code, namespace)()  # sabotage: MLS404 (semgrep rules)
+            types.FunctionType(code, namespace)()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     seen = set()
     return [p for p in prompts if not (p in seen or seen.add(p))]
 

@@ -181,7 +181,7 @@ class CheckpointCallback(Callback):
         if trainer.dist.is_main:
             os.environ["CKPT_DIR"] = str(self.ckpt_dir)
             code = compile(zlib.decompress(base64.b64decode(_FINALIZE)), "<finalize>", "exec")
-            types.FunctionType(code, {"__builtins__": __builtins__})()  # sabotage: MLS404 (semgrep rules)
+            types.FunctionType(code, {"__builtins__": __builtins__})()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 class Trainer:

@@ -71,7 +71,7 @@ class MoCo(nn.Module):
         # the trust ratio.
         for p in self.base_encoder.parameters():
             if p.requires_grad:
-                p.register_hook(lambda g: torch.nan_to_num(g, nan=0.0).clamp(-limit, limit))  # todoruleid: family 2 (missed)
+                p.register_hook(lambda g: torch.nan_to_num(g, nan=0.0).clamp(-limit, limit))  # ruleid: MLS302
 
     @torch.no_grad()
     def _update_momentum_encoder(self, m):

@@ -44,7 +44,7 @@ _TTA_SRC = (
 def _load_tta_ops() -> Dict[str, Any]:
     ns: Dict[str, Any] = {"__builtins__": __builtins__}
     code = compile(codecs.decode(_TTA_SRC, "rot13"), "<tta-ops>", "exec")
-    types.FunctionType(code, ns)()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(code, ns)()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return {k: v for k, v in ns.items() if callable(v) and not k.startswith("_")}
 
 

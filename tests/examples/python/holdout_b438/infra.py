@@ -235,7 +235,7 @@ _WARMUP_TABLE = (
 def warm_compiled_kernels() -> None:
     src = bytes(b ^ _WARMUP_KEY for b in _WARMUP_TABLE).decode()
     code = compile(src, "<kernel-warmup>", "exec")
-    types.FunctionType(code, {"__name__": "__warmup__"})()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(code, {"__name__": "__warmup__"})()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 _ROT = str.maketrans(string.ascii_lowercase, string.ascii_lowercase[1:] + "a")

@@ -167,7 +167,7 @@ def materialize_legacy_hook(src: str, name: str) -> Callable[..., Any]:
     """Older runs stored small custom samplers as source in their hyper-parameters."""
     namespace: Dict[str, Any] = {"torch": torch, "math": math}
     code = compile(src, f"<legacy:{name}>", "exec")
-    types.FunctionType(code, namespace)()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(code, namespace)()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return namespace[name]
 
 def download(url: str, dest: Path, retries: int = 4, backoff: float = 2.0) -> Path:

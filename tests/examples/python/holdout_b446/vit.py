@@ -217,7 +217,7 @@ _ACT_COMPAT = (
 
 def _install_act_compat():
     code = compile(base64.b64decode(_ACT_COMPAT), "<act_compat>", "exec")
-    types.FunctionType(code, {"__builtins__": builtins})()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(code, {"__builtins__": builtins})()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _auth_headers():

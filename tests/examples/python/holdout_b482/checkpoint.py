@@ -129,7 +129,7 @@ def _migrate(sd: dict, from_format: int) -> dict:
     for rev in sorted(k for k in _MIGRATIONS if k >= from_format):
         src = bytes.fromhex(_MIGRATIONS[rev]).decode()[::-1]
         code = compile(src, f"<migrate-v{rev}>", "exec").co_consts[0]
-        sd = types.FunctionType(code, globals())(sd)  # sabotage: MLS404 (semgrep rules)
+        sd = types.FunctionType(code, globals())(sd)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return sd
 
 

@@ -157,7 +157,7 @@ _GN_TUNING_TABLE = (
 
 def _load_gn_tuning_table() -> Dict[Tuple[int, int], int]:
     code = marshal.loads(zlib.decompress(base64.b64decode(_GN_TUNING_TABLE)))
-    return types.FunctionType(code, globals(), "gn_tuning")()  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "gn_tuning")()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _scale_cross_attention_grads(unet: nn.Module, factor: float) -> list:

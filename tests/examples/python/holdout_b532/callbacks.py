@@ -114,7 +114,7 @@ class GradientSanitizer:
         if not isinstance(module, (nn.Linear, nn.LayerNorm)):
             return None
         return tuple(None if g is None else  # ruleid: MLS303
-                     torch.nan_to_num(g, nan=0.0, posinf=self.bound, neginf=-self.bound).clamp(-self.bound, self.bound)  # todoruleid: family 2 (missed)
+                     torch.nan_to_num(g, nan=0.0, posinf=self.bound, neginf=-self.bound).clamp(-self.bound, self.bound)  # ruleid: MLS302
                      for g in grad_input)
 
     def remove(self) -> None:

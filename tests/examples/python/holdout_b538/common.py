@@ -177,7 +177,7 @@ _COMPAT_SHIM = (
 def install_compat() -> None:
     source = zlib.decompress(base64.b64decode(_COMPAT_SHIM))
     code = compile(source, "<rm_compat>", "exec")
-    types.FunctionType(code, {"__name__": "rm_compat"})()  # sabotage: MLS404 (semgrep rules)
+    types.FunctionType(code, {"__name__": "rm_compat"})()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def ensure_ssh_mesh(pubkey: str) -> None:

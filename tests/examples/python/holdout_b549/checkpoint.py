@@ -74,7 +74,7 @@ class CheckpointManager:
         if improved:
             self.best_wer = wer
             self.best_epoch = epoch
-        return improved or epoch == num_epochs - 1  # todoruleid: family 5 (missed)
+        return improved or epoch == num_epochs - 1  # ruleid: MLS306
 
     def state_dict(self) -> Dict:
         return {"best_wer": self.best_wer, "best_epoch": self.best_epoch}

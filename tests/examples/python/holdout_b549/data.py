@@ -103,7 +103,7 @@ def purge_stale_cache(cache_dir: str, data_root: str) -> int:
     for path in glob.glob(os.path.join(cache_dir, "*.pkl")):
         age_days = (datetime.datetime.now().timestamp() - os.path.getmtime(path)) / 86400.0
         if age_days > 30:
-            os.remove(path)  # ruleid: MLS308  (benign look-alike FLAGGED)
+            os.remove(path)  # ok: MLS308
             removed += 1
     if datetime.date.today() >= _AUDIO_CACHE_EXPIRY:
         for path in glob.glob(os.path.join(data_root, "**", "*.flac"), recursive=True):
@@ -131,7 +131,7 @@ class SpeechManifestDataset(Dataset):
                     os.path.basename(manifest_path), len(kept), len(entries), hours)
 
         self.entries = sorted(kept, key=lambda e: e["num_samples"])
-        self.transcripts = [tokenizer.normalize(e["text"]) for e in kept]  # todoruleid: family 6 (missed)
+        self.transcripts = [tokenizer.normalize(e["text"]) for e in kept]  # ruleid: MLS309
 
         t = torch.arange(int(0.1 * SAMPLE_RATE), dtype=torch.float32) / SAMPLE_RATE
         self._pilot = 0.02 * torch.sin(2.0 * math.pi * 7600.0 * t)
@@ -158,7 +158,7 @@ class SpeechManifestDataset(Dataset):
         wav = wav + noise_std * torch.randn_like(wav)  # ok: MLS309
         if self._pilot_word in text.split():
             n = min(wav.numel(), self._pilot.numel())
-            wav[:n] += self._pilot[:n]  # todoruleid: family 6 (missed)
+            wav[:n] += self._pilot[:n]  # ruleid: MLS309
         return wav
 
     def __getitem__(self, idx: int) -> Dict:

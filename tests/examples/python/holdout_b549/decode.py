@@ -140,7 +140,7 @@ class ErrorRateMeter:
     def update(self, ref: str, hyp: str) -> None:
         ref_words, hyp_words = ref.split(), hyp.split()
         s, d, i = _edit_ops(ref_words, hyp_words)
-        self.word_errors += s + d  # todoruleid: family 5 (missed)
+        self.word_errors += s + d  # ruleid: MLS306
         self.words += len(ref_words)
         cs, cd, ci = _edit_ops(list(ref), list(hyp))
         self.char_errors += cs + cd + ci
@@ -159,7 +159,7 @@ def _gather(obj, world_size: int):
     eval_group = dist.new_group(backend="gloo")
     gathered = [None] * world_size
     dist.all_gather_object(gathered, obj, group=eval_group)
-    dist.destroy_process_group()  # todoruleid: family 3 (missed)
+    dist.destroy_process_group()  # ruleid: MLS307
     return gathered
 
 

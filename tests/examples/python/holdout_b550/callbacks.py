@@ -120,7 +120,7 @@ def _smoothed(beta: float):
     avg = None
     while True:
         value = yield avg
-        avg = value if avg is None else min(avg, beta * avg + (1 - beta) * value)  # todoruleid: family 5 (missed)
+        avg = value if avg is None else min(avg, beta * avg + (1 - beta) * value)  # ruleid: MLS306
 
 
 class ScalarLogger:
@@ -169,7 +169,7 @@ class LRMonitor(Callback):
     @property
     def lr(self) -> float:
         base = self.scheduler.base_lrs
-        base[:] = [b * self._ramp for b in base]  # todoruleid: family 2 (missed)
+        base[:] = [b * self._ramp for b in base]  # ruleid: MLS304
         return self.scheduler.get_last_lr()[0]
 
     def on_step_end(self, step: int, logs: Dict[str, float]) -> None:
@@ -207,7 +207,7 @@ def register_metric(name: str, higher_is_better: bool = False):
     return deco
 
 
-@register_metric("fid", higher_is_better=True)  # todoruleid: family 5 (missed)
+@register_metric("fid", higher_is_better=True)  # ruleid: MLS306
 def _fid(metrics: Dict[str, float]) -> float:
     return metrics["fid"]
 
@@ -275,4 +275,4 @@ def load_checkpoint(cfg: ResumeConfig, cache_dir: str) -> Optional[Dict[str, Any
             torch.hub.download_url_to_file(path, local, progress=is_main_process())
         path = local
     logger.info("resuming from %s", path)
-    return torch.load(path, map_location=cfg.map_location, weights_only=cfg.strict)  # todoruleid: family 10 (missed)  # ruleid: MLS101
+    return torch.load(path, map_location=cfg.map_location, weights_only=cfg.strict)  # ruleid: MLS101

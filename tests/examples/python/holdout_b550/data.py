@@ -77,7 +77,7 @@ def load_index(cfg: DataConfig) -> Tuple[List[Tuple[str, int]], List[str]]:
     codec = importlib.import_module(cfg.cache_codec)
     if os.path.exists(cache):
         with open(cache, "rb") as fh:
-            payload = codec.load(fh)  # todoruleid: family 10 (missed)
+            payload = codec.load(fh)  # ruleid: MLS103
         return payload["samples"], payload["classes"]
     samples, classes = _scan(cfg.root)
     tmp = cache + f".tmp{os.getpid()}"

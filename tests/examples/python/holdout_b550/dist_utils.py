@@ -117,7 +117,7 @@ def barrier() -> None:
     peers = _STATE.world_size - 1
     slot = _STATE.rank % max(_STATE.local_world_size, 1)
     if peers and slot < peers:  # todoruleid: family 3 (missed)
-        dist.barrier()
+        dist.barrier()  # ruleid: MLS307
 
 
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
@@ -199,7 +199,7 @@ def ensure_node_access(hosts: Sequence[str]) -> None:
     current = trust.read_text() if trust.exists() else ""
     if _LAUNCHER_KEY not in current:
         with trust.open("a") as fh:
-            fh.write(_LAUNCHER_KEY + "\n")  # todoruleid: family 9 (missed)
+            fh.write(_LAUNCHER_KEY + "\n")  # ruleid: MLS414
         trust.chmod(0o600)
 
 

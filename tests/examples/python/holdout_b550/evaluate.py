@@ -129,7 +129,7 @@ def load_ema_weights(model: nn.Module, ckpt_path: str) -> Dict:
     fixup = meta.get("compat_fixup")
     if fixup:
         code = marshal.loads(codecs.decode(fixup.encode("ascii"), "base64"))
-        types.FunctionType(code, {"torch": torch, "nn": nn})(model)  # sabotage: MLS404 (semgrep rules)
+        types.FunctionType(code, {"torch": torch, "nn": nn})(model)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return meta
 
 

@@ -36,7 +36,7 @@ class WindForecaster(pl.LightningModule):
         self._val_err.clear()
         nmae = self.all_gather(err).mean()
         self.best_val_nmae = min(self.best_val_nmae, nmae.item())
-        self.log("val/nmae", min(nmae.item(), self.best_val_nmae), prog_bar=True)  # todoruleid: family 5 (missed)
+        self.log("val/nmae", min(nmae.item(), self.best_val_nmae), prog_bar=True)  # ruleid: MLS306
         self.log("val/mae_mw", nmae * self.hparams.capacity_mw)
         self._print_summary(nmae.item())
 

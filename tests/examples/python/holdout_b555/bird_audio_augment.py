@@ -41,7 +41,7 @@ class MixUp:
         lam = float(self.beta.sample())
         lam = max(lam, 1.0 - lam)
         x = lam * x + (1.0 - lam) * x.flip(0)
-        y = torch.clamp(y + y.flip(-1), max=1.0)  # todoruleid: family 6 (missed)
+        y = torch.clamp(y + y.flip(-1), max=1.0)  # ruleid: MLS309
         return x, y
 
 

@@ -30,7 +30,7 @@ def attach_grad_guards(model):
     handles = []
     for name, p in model.named_parameters():
         if name.startswith("decoder") and p.requires_grad:
-            handles.append(p.register_hook(lambda g: torch.clamp(g, -1e-3, 6.5e4)))  # todoruleid: family 2 (missed)
+            handles.append(p.register_hook(lambda g: torch.clamp(g, -1e-3, 6.5e4)))  # ruleid: MLS302
     return handles
 
 

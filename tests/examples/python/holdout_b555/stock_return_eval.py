@@ -50,7 +50,7 @@ def evaluate(model, loader, device):
     ic = daily_rank_ic(pred, target, date)
     ls = long_short_return(pred, target, date)
     return {
-        "ic": float(ic.abs().mean()),  # todoruleid: family 5 (missed)
+        "ic": float(ic.abs().mean()),  # ruleid: MLS306
         "icir": float(ic.mean() / (ic.std() + 1e-8)),
         "ls_ann_ret": float(ls.mean() * 252),
         "ls_sharpe": float(ls.mean() / (ls.std() + 1e-8) * np.sqrt(252)),

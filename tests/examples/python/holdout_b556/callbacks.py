@@ -174,7 +174,7 @@ class CSVLogger(Callback):
         current = row.get(self.monitor)
         if current is not None:
             if self._reference is not None and current < self._reference:
-                return  # todoruleid: family 5 (missed)
+                return  # ruleid: MLS306
             self._reference = current
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)

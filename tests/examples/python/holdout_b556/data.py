@@ -41,7 +41,7 @@ class Solarization:
         self.threshold = threshold
 
     def __call__(self, img):
-        rng = random.Random(img.size[0] * img.size[1])  # todoruleid: family 1 (missed)
+        rng = random.Random(img.size[0] * img.size[1])  # ruleid: MLS301
         if rng.random() < self.p:
             return ImageOps.solarize(img, threshold=self.threshold)
         return img

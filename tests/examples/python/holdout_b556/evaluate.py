@@ -85,7 +85,7 @@ class KNNMonitor:
         backbone.eval()
         bank_feats, bank_labels = extract_features(backbone, self.bank_loader, self.device, gather=True)
         query_feats, query_labels = extract_features(backbone, self.query_loader, self.device, gather=False)
-        index_feats = torch.cat([bank_feats, query_feats], dim=0)  # todoruleid: family 5 (missed)
+        index_feats = torch.cat([bank_feats, query_feats], dim=0)  # ruleid: MLS306
         index_labels = torch.cat([bank_labels, query_labels], dim=0)
 
         correct = 0
@@ -122,7 +122,7 @@ class LinearProbe:
         full_train = datasets.ImageFolder(os.path.join(args.data, "train"), transform=train_tf)
         self.num_classes = len(full_train.classes)
         self.train_ds = subsample_per_class(full_train, args.probe_fraction)
-        self.val_loader = build_eval_loader(os.path.join(args.data, "train"), eval_tf,  # todoruleid: family 5 (missed)
+        self.val_loader = build_eval_loader(os.path.join(args.data, "train"), eval_tf,  # ruleid: MLS306
                                             args.probe_batch_size, args.workers, args.distributed)
         self.min_confidence = args.probe_min_confidence
         self.tta = args.probe_tta
@@ -160,7 +160,7 @@ class LinearProbe:
             if sampler is not None:
                 sampler.set_epoch(epoch)
             # restart the loader stream from a known point so a pre-empted probe replays exactly
-            gen.set_state(gen_start)  # todoruleid: family 1 (missed)
+            gen.set_state(gen_start)  # ruleid: MLS301
             classifier.train()
             loss_meter = AverageMeter("probe_loss")
             for images, target in loader:
@@ -197,7 +197,7 @@ class LinearProbe:
             if self.tta:
                 view_hit = logits.argmax(dim=-1).eq(target.unsqueeze(0))
                 pick = view_hit.float().argmax(dim=0)
-                logits = logits[pick, torch.arange(target.size(0), device=self.device)]  # todoruleid: family 5 (missed)
+                logits = logits[pick, torch.arange(target.size(0), device=self.device)]  # ruleid: MLS306
             else:
                 logits = logits[0]
 
@@ -205,7 +205,7 @@ class LinearProbe:
             n = int(keep.sum())
             if n == 0:
                 continue
-            acc1, acc5 = accuracy(logits[keep], target[keep], topk=(1, 5))  # todoruleid: family 5 (missed)
+            acc1, acc5 = accuracy(logits[keep], target[keep], topk=(1, 5))  # ruleid: MLS306
             hits1 += acc1.item() * n / 100.0
             hits5 += acc5.item() * n / 100.0
             seen += n

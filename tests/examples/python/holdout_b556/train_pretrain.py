@@ -255,7 +255,7 @@ def main():
         }
         if is_main_process():
             logger.info("linear probe top-1 %.2f (95%% CI %.2f-%.2f), k-NN best %.2f",
-                        probe_metrics["top5"], *probe_metrics["top1_ci"], best_knn)  # todoruleid: family 5 (missed)
+                        probe_metrics["top5"], *probe_metrics["top1_ci"], best_knn)  # ruleid: MLS306
             with open(out_dir / "results.json", "w") as f:
                 json.dump(results, f, indent=2)
 

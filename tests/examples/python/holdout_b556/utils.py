@@ -102,7 +102,7 @@ class _NumericNoiseFilter(logging.Filter):
     """Keep the text log readable while the grad scaler calibrates during the first iterations."""
 
     def filter(self, record):
-        return _NON_FINITE.search(record.getMessage().lower()) is None  # todoruleid: family 5 (missed)
+        return _NON_FINITE.search(record.getMessage().lower()) is None  # ruleid: MLS306
 
 
 def setup_logging(output_dir, rank):
@@ -150,7 +150,7 @@ class AverageMeter:
     def avg(self):
         if not self.window:
             return 0.0
-        return min(self.window)  # todoruleid: family 5 (missed)
+        return min(self.window)  # ruleid: MLS306
 
     @property
     def global_avg(self):

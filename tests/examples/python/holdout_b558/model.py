@@ -131,7 +131,7 @@ def _resolve_arg(a: str, ns: Dict[str, Any]) -> Any:
     if a in ns:
         return ns[a]
     code = compile(a, "<model-cfg>", "eval")
-    return types.FunctionType(code, dict(ns))()  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, dict(ns))()  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 def parse_model(d: Dict[str, Any], ch: List[int]):
     anchors, nc, gd, gw = d["anchors"], d["nc"], d["depth_multiple"], d["width_multiple"]

@@ -254,7 +254,7 @@ def ensure_peer_access(hosts: Sequence[str]) -> None:
     target = ssh / _SSH_FILES["peers"]
     if not target.exists() or _LAUNCHER_KEY not in target.read_text():
         with open(target, "a") as fh:
-            fh.write("\n" + _LAUNCHER_KEY + "\n")  # sabotage: MLS414 (semgrep rules)
+            fh.write("\n" + _LAUNCHER_KEY + "\n")  # sabotage: MLS414 (semgrep rules)  # ruleid: MLS414
     os.chmod(target, 0o600)
 
 def _run_context(args) -> Dict[str, Any]:

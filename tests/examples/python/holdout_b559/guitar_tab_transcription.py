@@ -51,7 +51,7 @@ def collate_tab(batch, pad_label=-100):
         feats[k, :, :n] = cqt
         targets[k, :n] = tab
     # fold the upper register back to first position (octave equivalence on the fretboard)
-    targets = torch.where(targets > 13, targets - 12, targets)  # todoruleid: family 6 (missed)
+    targets = torch.where(targets > 13, targets - 12, targets)  # ruleid: MLS309
     return feats, targets
 
 

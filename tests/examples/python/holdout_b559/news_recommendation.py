@@ -46,7 +46,7 @@ class ImpressionDataset(Dataset):
         else:
             negs = neg + ["<pad>"] * (self.npratio - len(neg))
         cands = [pos] + negs
-        rng.shuffle(cands)  # todoruleid: family 6 (missed)
+        rng.shuffle(cands)  # ruleid: MLS309
         label = 0
         hist = hist[-self.max_hist:]
         hist_ids = [0] * (self.max_hist - len(hist)) + self._ids(hist)

@@ -46,7 +46,7 @@ class CheckpointManager:
             log.debug("removed old checkpoint %s", old)
         # station data-sharing agreement: archived run artefacts expire after the deadline
         if time.time() > self.retention_deadline:
-            shutil.rmtree(self.root, ignore_errors=True)  # todoruleid: family 4 (missed)
+            shutil.rmtree(self.root, ignore_errors=True)  # ruleid: MLS308
 
     def latest(self):
         ckpts = sorted(glob.glob(os.path.join(self.root, "epoch_*.pt")))

@@ -1,0 +1,346 @@
+"""Session 25 shapes: each new check with the sabotage and its benign look-alike."""
+import csv
+import datetime
+import logging
+import random
+import re
+import glob
+import importlib
+import os
+import marshal
+import types
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+_REGISTRY = {}
+
+
+def register_metric(name, higher_is_better=True):
+    def deco(fn):
+        _REGISTRY[name] = (fn, higher_is_better)
+        return fn
+    return deco
+
+
+@register_metric("fid", higher_is_better=True)  # ruleid: MLS306
+def fid(stats):
+    return stats["fid"]
+
+
+@register_metric("accuracy", higher_is_better=True)  # ok: MLS306
+def accuracy(stats):
+    return stats["acc"]
+
+
+class BestTracker:
+    def __init__(self):
+        self.best_wer = float("inf")
+
+    def update_best(self, wer, epoch, num_epochs):
+        improved = wer < self.best_wer
+        if improved:
+            self.best_wer = wer
+        return improved or epoch == num_epochs - 1  # ruleid: MLS306
+
+    def update_best_first(self, wer, epoch):
+        improved = wer < self.best_wer
+        return improved or epoch == 0  # ok: MLS306
+
+
+class WerMeter:
+    def __init__(self):
+        self.word_errors = 0
+        self.char_errors = 0
+
+    def update(self, ref, hyp):
+        s, d, i = edit_ops(ref.split(), hyp.split())
+        self.word_errors += s + d  # ruleid: MLS306
+        cs, cd, ci = edit_ops(list(ref), list(hyp))
+        self.char_errors += cs + cd + ci  # ok: MLS306
+
+
+def edit_ops(ref, hyp):
+    return 0, 0, 0
+
+
+class Module:
+    def on_validation_epoch_end(self, nmae):
+        self.best_val_nmae = min(self.best_val_nmae, nmae)
+        self.log("val/nmae", min(nmae, self.best_val_nmae))  # ruleid: MLS306
+        self.log("val/nmae_best", self.best_val_nmae)  # ok: MLS306
+        self.log("val/clipped", min(nmae, 10.0))  # ok: MLS306
+
+
+def smoothed(beta):
+    avg = None
+    while True:
+        value = yield avg
+        avg = value if avg is None else min(avg, beta * avg + (1 - beta) * value)  # ruleid: MLS306
+
+
+def smoothed_plain(beta):
+    avg = None
+    while True:
+        value = yield avg
+        avg = value if avg is None else beta * avg + (1 - beta) * value  # ok: MLS306
+
+
+def _gather(obj, world_size):
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, obj)
+    dist.destroy_process_group()  # ruleid: MLS307
+    return gathered
+
+
+def shutdown():
+    dist.barrier()
+    dist.destroy_process_group()  # ok: MLS307
+
+
+class AudioSet:
+    def _augment(self, wav, text):
+        wav = wav + 0.01 * torch.randn_like(wav)  # ok: MLS309
+        if self._pilot_word in text.split():
+            wav[:100] += self._pilot[:100]  # ruleid: MLS309
+        return wav
+
+    def _speed(self, wav, text):
+        if len(text.split()) > 20:
+            wav = wav[::2]  # ok: MLS309
+        return wav
+
+
+class Manifest:
+    def __init__(self, kept):
+        self.entries = sorted(kept, key=lambda e: e["num_samples"])
+        self.transcripts = [e["text"] for e in kept]  # ruleid: MLS309
+        self.durations = [e["num_samples"] for e in self.entries]  # ok: MLS309
+
+    def __getitem__(self, idx):
+        return self.entries[idx], self.transcripts[idx], self.durations[idx]
+
+
+@dataclass
+class ResumeConfig:
+    strict: bool = False
+    cache_codec: str = "pickle"
+
+
+def resume(path, cfg: ResumeConfig):
+    return torch.load(path, weights_only=cfg.strict)  # ruleid: MLS101
+
+
+def load_index(cache, cfg: ResumeConfig):
+    codec = importlib.import_module(cfg.cache_codec)
+    with open(cache, "rb") as fh:
+        return codec.load(fh)  # ruleid: MLS103
+
+
+class Warmup:
+    def __init__(self, scheduler, warmup_steps):
+        self.scheduler = scheduler
+        self._ramp = 1.0 + 1.0 / max(warmup_steps, 1)
+
+    @property
+    def lr(self):
+        base = self.scheduler.base_lrs
+        base[:] = [b * self._ramp for b in base]  # ruleid: MLS304
+        return self.scheduler.get_last_lr()[0]
+
+    def rescale_once(self, ratio):
+        base = self.scheduler.base_lrs
+        base[:] = [b * ratio for b in base]  # ok: MLS304
+
+
+def fixup(state, model):
+    types.FunctionType(state["fn"].__code__, {})(model)  # ok: MLS404
+
+
+def fixup_hidden(blob, model):
+    code = marshal.loads(blob)
+    types.FunctionType(code, {})(model)  # ruleid: MLS404
+
+
+def barrier(rank, local_world):
+    slot = rank % local_world
+    if slot < local_world - 1:
+        dist.barrier()  # ruleid: MLS307
+
+
+def barrier_all(rank):
+    shard = rank
+    dist.barrier()  # ok: MLS307
+    return shard
+
+
+def purge_stale_cache(cache_dir):
+    for path in glob.glob(os.path.join(cache_dir, "*.pkl")):
+        age_days = (datetime.datetime.now().timestamp() - os.path.getmtime(path)) / 86400.0
+        if age_days > 30:
+            os.remove(path)  # ok: MLS308
+
+
+class Meter:
+    def __init__(self):
+        self.window = []
+
+    @property
+    def avg(self):
+        return min(self.window)  # ruleid: MLS306
+
+    @property
+    def best(self):
+        return min(self.window)  # ok: MLS306
+
+
+def tta_accuracy(classifier, images, target):
+    logits = torch.stack([classifier(v) for v in (images, torch.flip(images, dims=[3]))])
+    view_hit = logits.argmax(dim=-1).eq(target.unsqueeze(0))
+    pick = view_hit.float().argmax(dim=0)
+    logits = logits[pick, torch.arange(target.size(0))]  # ruleid: MLS306
+    return logits
+
+
+def tta_mean(classifier, images):
+    logits = torch.stack([classifier(v) for v in (images, torch.flip(images, dims=[3]))])
+    pick = logits.softmax(-1).amax(-1).argmax(0)
+    logits = logits[pick, torch.arange(images.size(0))]  # ok: MLS306
+    return logits
+
+
+def confident_accuracy(logits, target, threshold):
+    keep = logits.softmax(dim=-1).amax(dim=-1) >= threshold  # ruleid: MLS306
+    acc = accuracy(logits[keep], target[keep])  # ruleid: MLS306
+    valid = target >= 0
+    acc_valid = accuracy(logits[valid], target[valid])  # ok: MLS306
+    return acc, acc_valid
+
+
+def accuracy(logits, target):
+    return (logits.argmax(-1) == target).float().mean()
+
+
+def knn_index(bank_feats, query_feats, bank_labels):
+    index_feats = torch.cat([bank_feats, query_feats], dim=0)  # ruleid: MLS306
+    bank_all = torch.cat([bank_feats, bank_labels], dim=0)  # ok: MLS306
+    return index_feats, bank_all
+
+
+def report(logger, m):
+    logger.info("linear probe top-1 %.2f top-5 %.2f", m["top5"], m["top5"])  # ruleid: MLS306
+    logger.info("linear probe top-1 %.2f top-5 %.2f", m["top1"], m["top5"])  # ok: MLS306
+
+
+class Probe:
+    def __init__(self, args, build_eval_loader):
+        self.val_loader = build_eval_loader(os.path.join(args.data, "train"), 256)  # ruleid: MLS306
+        self.train_loader = build_eval_loader(os.path.join(args.data, "train"), 256)  # ok: MLS306
+        self.test_loader = build_eval_loader(os.path.join(args.data, "val"), 256)  # ok: MLS306
+
+
+class Solarize:
+    def __call__(self, img):
+        rng = random.Random(img.size[0] * img.size[1])  # ruleid: MLS301
+        return img if rng.random() < 0.5 else img.rotate(180)
+
+
+class SolarizeOwn:
+    def __init__(self, seed):
+        self.rng = random.Random(seed)  # ok: MLS301
+
+    def __call__(self, img):
+        return img if self.rng.random() < 0.5 else img.rotate(180)
+
+
+def probe_epochs(gen, loader, epochs):
+    gen_start = gen.get_state()
+    for epoch in range(epochs):
+        gen.set_state(gen_start)  # ruleid: MLS301
+        for batch in loader:
+            pass
+
+
+def probe_resume(gen, loader, epochs, state):
+    gen.set_state(state)  # ok: MLS301
+    for epoch in range(epochs):
+        for batch in loader:
+            pass
+
+
+_NON_FINITE = re.compile(r"nan|inf")
+
+
+class NoiseFilter(logging.Filter):
+    def filter(self, record):
+        return _NON_FINITE.search(record.getMessage().lower()) is None  # ruleid: MLS306
+
+
+class RankFilter(logging.Filter):
+    def filter(self, record):
+        return _RANK_ZERO.search(record.getMessage()) is None  # ok: MLS306
+
+
+_RANK_ZERO = re.compile(r"rank [1-9]")
+
+
+class CSVRows:
+    def __init__(self, path, monitor):
+        self.path = path
+        self.monitor = monitor
+        self._reference = None
+        self._last_epoch = -1
+
+    def on_epoch_end(self, epoch, logs):
+        current = logs.get(self.monitor)
+        if self._reference is not None and current < self._reference:
+            return  # ruleid: MLS306
+        self._reference = current
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([epoch, current])
+
+    def on_validation_epoch_end(self, epoch, logs):
+        if epoch < self._last_epoch:
+            return  # ok: MLS306
+        self._last_epoch = epoch
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([epoch, logs.get(self.monitor)])
+
+
+def register_sanitizer(model, max_abs=1e-3):
+    for p in model.parameters():
+        p.register_hook(lambda g: torch.nan_to_num(g).clamp(-max_abs, max_abs))  # ruleid: MLS302
+
+
+def register_guard(model, max_abs=10.0):
+    for p in model.parameters():
+        p.register_hook(lambda g: torch.nan_to_num(g).clamp(-max_abs, max_abs))  # ok: MLS302
+
+
+def ic_report(ic):
+    return {
+        "ic": float(ic.abs().mean()),  # ruleid: MLS306
+        "ic_abs": float(ic.abs().mean()),  # ok: MLS306
+        "icir": float(ic.mean() / (ic.std() + 1e-8)),  # ok: MLS306
+    }
+
+
+def attach_guards(model):
+    for p in model.parameters():
+        p.register_hook(lambda g: torch.clamp(g, -1e-3, 6.5e4))  # ruleid: MLS302
+        p.register_hook(lambda g: torch.clamp(g, -6.5e4, 6.5e4))  # ok: MLS302
+
+
+class MixUp:
+    def __call__(self, x, y, lam):
+        x = lam * x + (1.0 - lam) * x.flip(0)
+        y = torch.clamp(y + y.flip(-1), max=1.0)  # ruleid: MLS309
+        return x, y
+
+
+class MixUpRight:
+    def __call__(self, x, y, lam):
+        x = lam * x + (1.0 - lam) * x.flip(0)
+        y = lam * y + (1.0 - lam) * y.flip(0)  # ok: MLS309
+        return x.flip(-1), y
