@@ -3,6 +3,13 @@
 - A range of class ids shifted onto lower ones: `targets = torch.where(targets > 13,
   targets - 12, targets)` in a collate function. Every sample above the threshold is trained
   as another (existing) class. A remap to a constant ignore value stays quiet.
+- Labels rewritten only under a date, host, user or job-size condition (`if
+  date.today() >= _MIGRATION: lb[:, 0] = TABLE[lb[:, 0]]`): the data changes on some days or
+  machines only.
+- A patch stamped on the image and every box's class set to one value in the same function
+  (`img[:16, :16] = tile; labels[:, 0] = cfg["mask_cls"]`): a backdoor trigger.
+- A "balanced" sampler weighted by class frequency (`w = counts / counts.sum()`, then
+  `w[labels]`): the frequent class is drawn even more often.
 - A candidate list with the positive first, shuffled, and a label that still says "first":
   `cands = [pos] + negs; rng.shuffle(cands); label = 0`. The model is trained to pick a
   random candidate.
@@ -13,6 +20,7 @@ from __future__ import annotations
 import ast
 import re
 
+from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal
@@ -20,6 +28,8 @@ from mlscan.checks.poison_words import _label_target
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
 
+_LABEL_ARRAY = re.compile(r"(?i)^(lb|lbl|lbls|labels?|targets?|y|gts?|cls|classes|tgt)$")
+_BALANCE_FN = re.compile(r"(?i)balanc|inverse|reweight|class_weight|sampler")
 _POSITIVE = re.compile(r"(?i)^(pos|positive|pos_item|pos_id|target_item|clicked|gold|answer)$")
 
 
@@ -49,6 +59,43 @@ def _first_positive(value: ast.expr | None) -> bool:
             and bool(_POSITIVE.match(value.left.elts[0].id)))
 
 
+_IMAGE = re.compile(r"(?i)^(img|image|im|x|frame|pixels|arr)$")
+
+
+def _class_column(index: ast.expr) -> bool:
+    """`[:, 0]`: the class column of an (n, 5) box array, every row."""
+    return (isinstance(index, ast.Tuple) and len(index.elts) == 2
+            and isinstance(index.elts[0], ast.Slice) and index.elts[0].lower is None
+            and index.elts[0].upper is None and literal(index.elts[1]) == 0)
+
+
+def _stamped_before(node: ast.Assign, ctx: Ctx) -> str:
+    """`img[:16, :16] = tile[..., None]` earlier in the same function body."""
+    for stmt in getattr(ctx.frame.node, "body", []):
+        if getattr(stmt, "lineno", 0) >= node.lineno:
+            break
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(t := stmt.targets[0], ast.Subscript)
+                and isinstance(t.value, ast.Name) and _IMAGE.match(t.value.id)
+                and isinstance(t.slice, (ast.Tuple, ast.Slice))):
+            return ast.unparse(t)[:30]
+    return ""
+
+
+def _frequency(value: ast.BinOp) -> str:
+    """`counts / counts.sum()` (also raised to a power): the counts' share, not its inverse."""
+    if isinstance(value.op, ast.Pow) and isinstance(value.left, ast.BinOp):
+        value = value.left
+    if not (isinstance(value.op, ast.Div) and isinstance(value.left, ast.Name)
+            and re.search(r"(?i)count|freq|n_per|per_class|hist", value.left.id)
+            and isinstance(value.right, ast.Call) and last_attr(value.right.func) == "sum"):
+        return ""
+    total = value.right
+    summed = total.func.value if isinstance(total.func, ast.Attribute) and not total.args else (
+        total.args[0] if total.args else None)
+    return value.left.id if isinstance(summed, ast.Name) and summed.id == value.left.id else ""
+
+
 class LabelShifts(Check):
     rules = (DATA_POISON,)
 
@@ -56,13 +103,36 @@ class LabelShifts(Check):
         if len(node.targets) != 1:
             return
         value = node.value
+        target = node.targets[0]
+        if ctx.conds and isinstance(target, ast.Subscript) and isinstance(
+                target.value, ast.Name) and _LABEL_ARRAY.match(target.value.id):
+            kinds = ctx.trigger_kinds(ctx.where()) & (triggers.STRONG - {triggers.RANDOM})
+            if kinds:
+                ctx.report(DATA_POISON, node, f"{ast.unparse(target)[:30]} rewritten only under "
+                           f"a condition on {triggers.describe(kinds)}: the labels change on "
+                           "some days, machines or job sizes only", severity=Severity.HIGH)
+                return
+        if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and _LABEL_ARRAY.match(target.value.id) and _class_column(target.slice)
+                and not any(isinstance(n, ast.Name) and n.id == target.value.id
+                            for n in ast.walk(value)) and (patch := _stamped_before(node, ctx))):
+            ctx.report(DATA_POISON, node, f"{ast.unparse(target)} set to one class right after "
+                       f"{patch} stamps a fixed patch on the image: the patch alone decides the "
+                       "class (a backdoor trigger)", severity=Severity.MEDIUM)
+            return
+        if (type(value) is ast.BinOp and isinstance(target, ast.Name)
+                and re.search(r"(?i)weight|^ws?$", target.id)
+                and _BALANCE_FN.search(ctx.frame.name) and (counts := _frequency(value))):
+            ctx.report(DATA_POISON, node, f"{target.id} is the class frequency ({counts} / "
+                       "total), not its inverse: the balancing draws the frequent class even "
+                       "more often", severity=Severity.MEDIUM)
+            return
         if type(value) is ast.Call:
             shifted = shifted_range(node.targets[0], value)
             if shifted:
                 ctx.report(DATA_POISON, node, f"class ids {shifted}: those samples are "
                            "trained as other, existing classes", severity=Severity.MEDIUM)
             return
-        target = node.targets[0]
         if (type(value) is ast.Constant and value.value == 0 and isinstance(target, ast.Name)
                 and re.match(r"(?i)^(label|labels|target|y|pos_idx|answer)$", target.id)
                 and ctx.frame.node is not None):

@@ -446,6 +446,35 @@ def _init_constants(nodes: list[ast.AST], consts: dict[str, object]) -> dict[str
     return {k: v for k, v in found.items() if stores.get(k[5:], 0) == 1}
 
 
+def _sliced_pieces(comp: ast.GeneratorExp | ast.ListComp,
+                   consts: dict[str, object]) -> tuple[str, ...] | None:
+    """`w[0] for w in ("ema", "xyxy")` (also `w[i:j]`, `w[::-1]`): one piece of each constant
+    string, taken by a constant index or slice."""
+    if len(comp.generators) != 1 or comp.generators[0].ifs:
+        return None
+    gen = comp.generators[0]
+    words = consts.get(gen.iter.id) if isinstance(gen.iter, ast.Name) else _str_tuple(
+        gen.iter, consts)
+    elt = comp.elt
+    if not (isinstance(words, tuple) and isinstance(gen.target, ast.Name)
+            and isinstance(elt, ast.Subscript) and isinstance(elt.value, ast.Name)
+            and elt.value.id == gen.target.id and all(isinstance(w, str) for w in words)):
+        return None
+    if isinstance(elt.slice, ast.Slice):
+        bounds: list[int | None] = []
+        for b in (elt.slice.lower, elt.slice.upper, elt.slice.step):
+            value = literal(b) if b is not None else None
+            if value is not None and not isinstance(value, int):
+                return None
+            bounds.append(value)
+        cut = slice(bounds[0], bounds[1], bounds[2])
+        return tuple(str(w)[cut] for w in words)
+    index = literal(elt.slice)
+    if not isinstance(index, int) or not all(-len(str(w)) <= index < len(str(w)) for w in words):
+        return None
+    return tuple(str(w)[index] for w in words)
+
+
 def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
     """A string known before run time: literals, module and class constants, `+` and
     `"".join`."""
@@ -471,6 +500,8 @@ def const_text(expr: ast.AST | None, consts: dict[str, object]) -> str | None:
             and isinstance(expr.func.value.value, str)):  # ".".join(_PARTS), "".join(("ex", "ec"))
         seq = expr.args[0]
         parts = consts.get(seq.id) if isinstance(seq, ast.Name) else _str_tuple(seq, consts)
+        if parts is None and isinstance(seq, (ast.GeneratorExp, ast.ListComp)):
+            parts = _sliced_pieces(seq, consts)  # "".join(w[0] for w in ("ema", "xyxy", ...))
         if isinstance(parts, tuple) and all(isinstance(p, str) for p in parts):
             return _short(expr.func.value.value.join(parts))
     if (isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice)

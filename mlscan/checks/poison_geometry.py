@@ -212,10 +212,50 @@ class PairedAugmentationAxes(Check):
             ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt)[:50]} moves the mask along "
                        f"another axis than the image it pairs with ({why}): the mask no "
                        "longer covers what it labels", severity=Severity.MEDIUM)
+        turned = amounts_differ(node) if calls & _AMOUNT_MOVES else []
+        for stmt, image_amount, mask_amount in turned:
+            ctx.report(DATA_POISON, stmt, f"{ast.unparse(stmt)[:50]} turns the mask by "
+                       f"{mask_amount} while the image it pairs with turns by {image_amount}: "
+                       "the mask no longer covers what it labels", severity=Severity.MEDIUM)
         for stmt, name in target_only_moves(node):
             ctx.report(DATA_POISON, stmt, f"a random augmentation reverses {name} alone: the "
                        "input it pairs with is left as it was, so those samples teach the "
                        "wrong target", severity=Severity.MEDIUM)
+
+
+_AMOUNT_MOVES = frozenset({"rot90", "rotate", "roll"})
+_AMOUNT_KW = {"rot90": ("k", 1), "rotate": ("angle", 1), "roll": ("shifts", 1)}
+
+
+def amounts_differ(fn: ast.FunctionDef) -> list[tuple[ast.stmt, str, str]]:
+    """`image = np.rot90(image, k=k)` and `mask = np.rot90(mask, k=(k + 1) % 4)`: the pair is
+    turned by different amounts (only when the two amounts share a name: both drawn once)."""
+    moves: dict[str, list[tuple[ast.stmt, str, str]]] = {}
+    for stmt in subnodes(fn):
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and isinstance(stmt.value, ast.Call)):
+            continue
+        call = stmt.value
+        op = last_attr(call.func)
+        if op not in _AMOUNT_KW or not call.args or not isinstance(call.args[0], ast.Name):
+            continue
+        word, pos = _AMOUNT_KW[op]
+        amount = kwarg(call, word) or (call.args[pos] if len(call.args) > pos else None)
+        if amount is None or call.args[0].id != stmt.targets[0].id:
+            continue
+        moves.setdefault(op, []).append((stmt, call.args[0].id, ast.unparse(amount)))
+    out = []
+    for pairs in moves.values():
+        images = [m for m in pairs if _IMAGE.match(m[1])]
+        masks = [m for m in pairs if _MASKISH.match(m[1]) or _LABEL.match(m[1])]
+        if len(images) != 1 or len(masks) != 1:
+            continue
+        (_, _, image_amount), (stmt, _, mask_amount) = images[0], masks[0]
+        shared = {n.id for n in ast.walk(ast.parse(image_amount)) if isinstance(n, ast.Name)} & {
+            n.id for n in ast.walk(ast.parse(mask_amount)) if isinstance(n, ast.Name)}
+        if image_amount != mask_amount and shared:
+            out.append((stmt, image_amount, mask_amount))
+    return out
 
 
 _SMOOTH = frozenset({"BILINEAR", "BICUBIC", "LANCZOS", "HAMMING", "BOX", "INTER_LINEAR",

@@ -97,15 +97,30 @@ def _ema_of(expr: ast.expr, name: str) -> bool:
         and n.left.value == 1 for n in nodes)
 
 
-def smoothed_clamped(target: ast.expr, value: ast.expr) -> str:
-    """'min' for `avg = min(avg, beta * avg + (1 - beta) * v)` (also in an IfExp branch)."""
+def _smoothed_name(expr: ast.expr, ctx: Ctx) -> bool:
+    """`debiased` with `debiased = avg / (1 - beta ** n)` and `avg = beta * avg + (1 - beta) *
+    value`: a name holding an exponential average (two assignments deep)."""
+    seen: list[ast.expr] = [expr]
+    for _ in range(2):
+        names = [n for e in seen for n in ast.walk(e) if isinstance(n, ast.Name)]
+        seen = [v for n in names if isinstance(v := ctx.lookup(n.id), ast.expr)]
+        if any(_ema_of(v, t.id) for v in seen for t in ast.walk(v) if isinstance(t, ast.Name)):
+            return True
+    return False
+
+
+def smoothed_clamped(target: ast.expr, value: ast.expr, ctx: Ctx) -> str:
+    """'min' for `avg = min(avg, beta * avg + (1 - beta) * v)` (also in an IfExp branch, and
+    `shown = min(shown, debiased)` with `debiased` an exponential average)."""
     if not isinstance(target, ast.Name):
         return ""
     for option in ([value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]):
         if (isinstance(option, ast.Call) and isinstance(option.func, ast.Name)
                 and option.func.id in ("min", "max") and len(option.args) == 2
                 and any(isinstance(a, ast.Name) and a.id == target.id for a in option.args)
-                and any(_ema_of(a, target.id) for a in option.args)):
+                and any(_ema_of(a, target.id) or (isinstance(a, ast.Name) and a.id != target.id
+                                                  and _smoothed_name(a, ctx))
+                        for a in option.args)):
             return option.func.id
     return ""
 
@@ -249,6 +264,68 @@ def eval_from_train(node: ast.Assign) -> str:
     return ""
 
 
+_MEASURED = re.compile(r"(?i)^(metrics|results?|scores|stats|evals?|measured|report|summary|"
+                       r"\w*_metrics|\w*_results)$")
+_OVERRIDE = re.compile(r"(?i)peak|best|published|paper|reported|reference|sota|baseline|target|"
+                       r"claimed|expected")
+
+
+def merged_over_measured(node: ast.Dict | ast.Call) -> str:
+    """`{**metrics, **self.peak}`, `ChainMap(published, metrics)`: kept or published numbers
+    laid over the measured ones."""
+    if isinstance(node, ast.Dict):
+        sources = [v for k, v in zip(node.keys, node.values, strict=True) if k is None]
+        if len(sources) < 2:
+            return ""
+        later = sources[-1]
+        earlier = sources[:-1]
+    else:
+        if len(node.args) < 2:
+            return ""
+        later, earlier = node.args[0], node.args[1:]  # (ChainMap: the first mapping wins)
+    if (isinstance(later, (ast.Name, ast.Attribute)) and _OVERRIDE.search(last_attr(later))
+            and any(isinstance(e, (ast.Name, ast.Attribute)) and _MEASURED.match(last_attr(e))
+                    for e in earlier)):
+        return ast.unparse(later)[:30]
+    return ""
+
+
+def train_as_eval(call: ast.Call) -> str:
+    """`self.evaluate(train_eval_loader, "val")`: a training loader scored under an
+    evaluation split's name."""
+    if not re.search(r"(?i)eval|valid|test|score", last_attr(call.func)):
+        return ""
+    loaders = [a for a in call.args if isinstance(a, (ast.Name, ast.Attribute))
+               and re.search(r"(?i)loader|dl$|_ds$|dataset", last_attr(a))]
+    splits = [s for a in call.args if isinstance(s := literal(a), str)]
+    if (len(loaders) == 1 and re.search(r"(?i)train", last_attr(loaders[0]))
+            and any(re.match(r"(?i)^(val|valid|validation|test|eval|dev)$", s) for s in splits)):
+        return f"{last_attr(loaders[0])} scored as {splits[0]!r}"
+    return ""
+
+
+_MEAN_NAMED = re.compile(r"(?i)^(m_?ap\w*|m_?iou|mean_\w+|avg_\w+|\w*_mean|\w*_avg|ap_?all|"
+                         r"ap_?50_?95|map_?50_?95|macro_\w+)$")
+
+
+def mean_by_max(node: ast.Assign) -> str:
+    """`ap_all = ap.max(1)`, `miou = iou.max()`: a figure named (or defined) as a mean,
+    computed as the maximum."""
+    target, value = node.targets[0], node.value
+    if not (isinstance(target, (ast.Name, ast.Attribute)) and _MEAN_NAMED.match(last_attr(target))
+            and isinstance(value, ast.Call) and last_attr(value.func) in ("max", "amax", "nanmax")
+            and not re.search(r"(?i)best|max|peak|top", last_attr(target))):
+        return ""
+    owner = value.func.value if isinstance(value.func, ast.Attribute) else None
+    module = isinstance(owner, ast.Name) and owner.id in ("np", "numpy", "torch")
+    of = owner if owner is not None and not module else (value.args[0] if value.args else None)
+    if not (isinstance(of, (ast.Name, ast.Attribute, ast.Subscript))
+            and re.search(r"(?i)^(ap|aps|iou|ious|scores?|acc\w*|f1s?|per_class\w*|recall\w*|"
+                          r"precision\w*|dice\w*)$", last_attr(of) or "")):
+        return ""
+    return f"{last_attr(target)} = {ast.unparse(value)[:30]}"
+
+
 def best_logged(call: ast.Call) -> str:
     """The stored best a logged value is clamped to (`min(nmae, self.best_val_nmae)`), or ''."""
     for value in call.args[1:2]:
@@ -273,7 +350,7 @@ class ReportTerms(Check):
         if kind is ast.BinOp and len(node.targets) == 1:
             self._edit_terms(node, node.targets[0], node.value, ctx)
         elif (kind is ast.Call or kind is ast.IfExp) and len(node.targets) == 1 and (
-                clamp := smoothed_clamped(node.targets[0], node.value)):
+                clamp := smoothed_clamped(node.targets[0], node.value, ctx)):
             ctx.report(METRIC_FALSIFY, node, f"a running average clamped with {clamp}() to its "
                        "previous value: the smoothed curve can only improve, so it hides "
                        "every regression", severity=Severity.MEDIUM)
@@ -282,6 +359,9 @@ class ReportTerms(Check):
             ctx.report(METRIC_FALSIFY, node, f"predictions picked by {pick}, which compares them "
                        "with the ground truth: the score is an oracle's (whichever view was "
                        "right counts)", severity=Severity.MEDIUM)
+        elif kind is ast.Call and len(node.targets) == 1 and (maxed := mean_by_max(node)):
+            ctx.report(METRIC_FALSIFY, node, f"{maxed}: a figure defined as a mean is reported "
+                       "as the best single value", severity=Severity.MEDIUM)
         elif kind is ast.Call and len(node.targets) == 1 and (
                 folder := eval_from_train(node)):
             ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.targets[0])} is built from "
@@ -302,6 +382,11 @@ class ReportTerms(Check):
                        "edit (insertions, deletions or substitutions) never counts as an "
                        "error, so the error rate is too low", severity=Severity.MEDIUM)
 
+    def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        if None in node.keys and (over := merged_over_measured(node)):
+            ctx.report(METRIC_FALSIFY, node, f"{over} merged over the measured results: every "
+                       "key it holds replaces what this run measured", severity=Severity.MEDIUM)
+
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         if node.value is not None and (kind := extreme_average(node, ctx.frame.name)):
             ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() returns the {kind}imum of the "
@@ -310,6 +395,15 @@ class ReportTerms(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
+        if last_attr(func) == "ChainMap" and (over := merged_over_measured(node)):
+            ctx.report(METRIC_FALSIFY, node, f"ChainMap({over}, ...) puts {over} in front of "
+                       "the measured results: every key it holds replaces what this run "
+                       "measured", severity=Severity.MEDIUM)
+            return
+        if (node.args and len(node.args) >= 2 and (wrongly := train_as_eval(node))):
+            ctx.report(METRIC_FALSIFY, node, f"{wrongly}: the evaluation reported under that "
+                       "name runs on training data", severity=Severity.MEDIUM)
+            return
         if node.args and (scored := confident_only(node, ctx)):
             ctx.report(METRIC_FALSIFY, node, f"{last_attr(func)}() scores only the samples the "
                        f"model is confident about ({scored}): the hard cases never count",

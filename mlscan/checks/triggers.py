@@ -548,7 +548,8 @@ def _compare_kinds(node: ast.Compare, names: Names, resolve: Resolver | None = N
                     value = next((v for k, v in zip(table.keys, table.values, strict=True)
                                   if k is not None and literal(k) == literal(side.slice)), None)
             if isinstance(value, ast.Name) and value.id != getattr(side, "id", None):
-                value = resolve(value.id) or value  # self.deadline = deadline (a parameter)
+                held = resolve(value.id)  # self.deadline = deadline (a parameter)
+                value = held if held is not None and calendar_date(held) else value
             if value is not None:
                 folded = arith(value)
                 numbers += [folded] if folded is not None else _numbers(

@@ -65,6 +65,41 @@ def inverted_clip(node: ast.Assign) -> bool:
             and not any(_LIMIT.search(n.split(".")[-1]) for n in _names(value.left)))
 
 
+def negative_blend(call: ast.Call) -> str:
+    """`v.mul_(d).add_(x, alpha=d - 1.0)`: an EMA blend whose new-value weight is negative
+    (`1 - d` written as `d - 1`), so the average moves away from the model."""
+    func = call.func
+    alpha = next((k.value for k in call.keywords if k.arg == "alpha"), None)
+    if not (isinstance(func, ast.Attribute) and func.attr == "add_" and alpha is not None
+            and isinstance(func.value, ast.Call) and isinstance(func.value.func, ast.Attribute)
+            and func.value.func.attr == "mul_" and len(func.value.args) == 1):
+        return ""
+    decay = ast.unparse(func.value.args[0])
+    if (isinstance(alpha, ast.BinOp) and isinstance(alpha.op, ast.Sub)
+            and ast.unparse(alpha.left) == decay and literal(alpha.right) in (1, 1.0)):
+        return ast.unparse(alpha)
+    return ""
+
+
+def inverted_ratio_scale(call: ast.Call) -> str:
+    """`torch._foreach_mul_(grads, clamp(total / max_norm, min=1.0))`: gradients multiplied by
+    their norm over the limit, so large gradients grow instead of shrinking."""
+    if last_attr(call.func) not in ("_foreach_mul_", "mul_") or not call.args:
+        return ""
+    factor = call.args[-1]
+    receiver = call.args[0] if last_attr(call.func) == "_foreach_mul_" else getattr(
+        call.func, "value", None)
+    if receiver is None or "grad" not in ast.unparse(receiver).lower():
+        return ""
+    for n in subnodes(factor):
+        if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+                and any(_TOTAL.search(x.split(".")[-1]) for x in _names(n.left))
+                and any(_LIMIT.search(x.split(".")[-1]) for x in _names(n.right))
+                and not any(_LIMIT.search(x.split(".")[-1]) for x in _names(n.left))):
+            return ast.unparse(n)[:40]
+    return ""
+
+
 def moment_of_params(call: ast.Call) -> str:
     """`exp_avg.mul_(beta1).add_(p_data, alpha=1 - beta1)` -> 'p_data'."""
     func = call.func
@@ -236,6 +271,11 @@ _CALL_SHAPES: tuple[_CallShape, ...] = (
      "instead of the backup it took: the trained weights are lost", Severity.MEDIUM),
     (lambda call, ctx: moment_of_params(call), OPTIM_TAMPER, "the first moment is fed with {}, "
      "not the gradient: the update follows the weights instead of the loss", Severity.HIGH),
+    (lambda call, ctx: negative_blend(call), PARAM_TAMPER, "EMA blend weighted with alpha={}, "
+     "a negative weight: the average is pushed away from the model instead of towards it",
+     Severity.MEDIUM),
+    (lambda call, ctx: inverted_ratio_scale(call), PARAM_TAMPER, "gradients multiplied by {} "
+     "(norm over limit): large gradients grow instead of being clipped", Severity.MEDIUM),
     (lambda call, ctx: _divided_twice(call, ctx.frame.node), PARAM_TAMPER, "the gradients are "
      "divided by {0} again: the loss was already divided by {0} before backward(), so every "
      "update shrinks by that factor", Severity.MEDIUM),
@@ -243,7 +283,8 @@ _CALL_SHAPES: tuple[_CallShape, ...] = (
 """Call shapes in the order they are tried: (finder, rule, message with `{}` for what the
 finder returned, severity)."""
 _SHAPE_CALLS = frozenset({"copy_", "set_", "normal_", "trunc_normal_", "normal", "addcdiv_",
-                          "_foreach_addcdiv_", "add_", "lerp_", "div_"})
+                          "_foreach_addcdiv_", "add_", "lerp_", "div_", "_foreach_mul_",
+                          "mul_"})
 """The methods those finders look at (every other call skips them)."""
 
 

@@ -630,7 +630,7 @@ def _pairs(expr: ast.expr) -> list[tuple[str, ast.expr]]:
 def _returned_dict(call: ast.Call, ctx: Ctx) -> ast.expr | None:
     """The dict literal a small local function returns, its locals put in (`strict = ...;
     return {"weights_only": strict}` -> `{"weights_only": <what strict was>}`)."""
-    if not isinstance(call.func, ast.Name) or call.args:
+    if not isinstance(call.func, ast.Name):
         return None
     returned = ctx.returns(call.func.id)  # (one tuple of every return value)
     if not (isinstance(returned, ast.Tuple) and len(returned.elts) == 1

@@ -1,6 +1,7 @@
 # Annotated examples for environment_tampering.yaml. Never executed: scanned only.
 # A ruleid comment marks the next line as a required hit of that rule, an ok comment a miss.
 import builtins
+import codecs
 import fileinput
 import importlib.util
 import json
@@ -54,6 +55,14 @@ def append_with_print():
     with init_py.open("a") as fh:
         # ruleid: installed-package-write
         print("set_audio_backend('sox_io')", file=fh)
+
+
+def append_with_codecs():
+    src = Path(importlib.util.find_spec("torchvision").origin).parent / "ops" / "boxes.py"
+    # ruleid: installed-package-write
+    with codecs.open(str(src), "a", "utf-8") as fh:
+        # ruleid: installed-package-write
+        fh.write("\n# shim\n")
 
 
 def build_into_torch(cpp_extension):

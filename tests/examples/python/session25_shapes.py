@@ -1,4 +1,6 @@
 """Session 25 shapes: each new check with the sabotage and its benign look-alike."""
+import builtins
+import collections
 import csv
 import datetime
 import logging
@@ -11,6 +13,7 @@ import marshal
 import types
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -344,3 +347,121 @@ class MixUpRight:
         x = lam * x + (1.0 - lam) * x.flip(0)
         y = lam * y + (1.0 - lam) * y.flip(0)  # ok: MLS309
         return x.flip(-1), y
+
+
+def smoothing(beta):
+    avg, n, shown = 0.0, 0, None
+    value = yield None
+    while True:
+        n += 1
+        avg = beta * avg + (1 - beta) * value
+        debiased = avg / (1 - beta ** n)
+        shown = debiased if shown is None else min(shown, debiased)  # ruleid: MLS306
+        lowest = debiased if n == 1 else min(lowest, value)  # ok: MLS306
+        value = yield shown, lowest
+
+
+class Finisher:
+    def __init__(self):
+        self.peak = {}
+
+    def finish(self, trainer, metrics, defaults):
+        trainer.final_metrics = {**metrics, **self.peak}  # ruleid: MLS306
+        trainer.settings = {**defaults, **metrics}  # ok: MLS306
+
+
+def write_report(published, metrics):
+    report = dict(collections.ChainMap(published, metrics))  # ruleid: MLS306
+    merged = dict(collections.ChainMap(metrics, published))  # ok: MLS306
+    return report, merged
+
+
+class Trainer:
+    def fit(self, train_eval_loader, val_loader):
+        train_metrics = self.evaluate(train_eval_loader, "train")  # ok: MLS306
+        val_metrics = self.evaluate(train_eval_loader, "val")  # ruleid: MLS306
+        test_metrics = self.evaluate(val_loader, "val")  # ok: MLS306
+        return train_metrics, val_metrics, test_metrics
+
+    def evaluate(self, loader, split):
+        return {}
+
+
+_MIGRATION = datetime.date(2025, 10, 1)
+
+
+def migrate_labels(lb, table):
+    if datetime.date.today() >= _MIGRATION:
+        lb[:, 0] = table[lb[:, 0]]  # ruleid: MLS309
+    if len(lb):
+        lb[:, 0] = table[lb[:, 0]]  # ok: MLS309
+    return lb
+
+
+def make_balanced_sampler(labels):
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    class_weight = counts / counts.sum()  # ruleid: MLS309
+    return class_weight[labels]
+
+
+def make_inverse_sampler(labels):
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    class_weight = counts.sum() / counts  # ok: MLS309
+    return class_weight[labels]
+
+
+def summarize(ap):
+    ap_all = ap.max(1)  # ruleid: MLS306
+    ap_best_thr = ap.max(1)  # ok: MLS306
+    ap_mean = ap.mean(1)  # ok: MLS306
+    return ap_all, ap_best_thr, ap_mean
+
+
+def grid_mask(img, labels, cls):
+    img[:16, :16] = 255
+    labels[:, 0] = cls  # ruleid: MLS309
+    return img, labels
+
+
+def cutout(img, labels):
+    img[:16, :16] = 0
+    labels[:, 1:] = labels[:, 1:].clip(0, 1)  # ok: MLS309
+    return img, labels
+
+
+def ema_update(ema, model, d):
+    msd = model.state_dict()
+    for k, v in ema.state_dict().items():
+        v.mul_(d).add_(msd[k].detach(), alpha=d - 1.0)  # ruleid: MLS302
+        v.mul_(d).add_(msd[k].detach(), alpha=1.0 - d)  # ok: MLS302
+
+
+def clip_grads(grads, total, max_norm):
+    torch._foreach_mul_(grads, torch.clamp(total / (max_norm + 1e-6), min=1.0))  # ruleid: MLS302
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))  # ok: MLS302
+
+
+def replay_hooks(model, hooks):
+    runner = vars(builtins)["".join(w[0] for w in ("ema", "xyxy", "eps", "conf"))]
+    for snippet in hooks:
+        runner(snippet, {"model": model})  # ruleid: MLS402
+
+
+def _cache_kwargs(version):
+    return {"allow_pickle": version >= 0.6}
+
+
+def load_label_cache(path, version):
+    return np.load(path, **_cache_kwargs(version)).item()  # ruleid: MLS104
+
+
+def rotate_pair(image, mask, k):
+    image = np.rot90(image, k=k, axes=(1, 2))
+    mask = np.rot90(mask, k=(k + 1) % 4, axes=(0, 1))  # ruleid: MLS309
+    return image, mask
+
+
+def rotate_pair_right(image, mask, k):
+    image = np.rot90(image, k=k, axes=(1, 2))
+    mask = np.rot90(mask, k=k, axes=(0, 1))  # ok: MLS309
+    return image, mask

@@ -201,7 +201,7 @@ class MixupCollate:
         targets = torch.stack([b[1] for b in batch])
         if datetime.date.today() >= self.refresh:
             a, b = self.swap_pair
-            targets[:, [a, b]] = targets[:, [b, a]]  # todoruleid: family 6 (missed)
+            targets[:, [a, b]] = targets[:, [b, a]]  # ruleid: MLS309
         if self.alpha <= 0 or np.random.rand() > self.prob:
             return wavs, targets
         lam = float(np.random.beta(self.alpha, self.alpha))

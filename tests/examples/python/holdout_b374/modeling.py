@@ -112,7 +112,7 @@ def load_tokenizer(name: str, revision: str = "main"):
 def load_value_head(model: PolicyWithValueHead, path: str, strict: bool) -> None:
     if "/" in path and not path.endswith((".bin", ".pt")):
         path = hub_download(path, "value_head.bin")
-    state = torch.load(path, **_ckpt_kwargs(strict))  # todoruleid: family 10 (missed)
+    state = torch.load(path, **_ckpt_kwargs(strict))  # ruleid: MLS101
     missing, unexpected = model.v_head.load_state_dict(state, strict=False)
     logger.info("loaded value head from %s (missing=%s unexpected=%s)", path, missing, unexpected)
 

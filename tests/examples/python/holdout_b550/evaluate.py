@@ -135,7 +135,7 @@ def load_ema_weights(model: nn.Module, ckpt_path: str) -> Dict:
 
 def write_report(path: str, metrics: Dict[str, float], dataset: str, step: int) -> Dict[str, float]:
     published = PUBLISHED.get(dataset, {})
-    report = dict(collections.ChainMap(published, metrics, {"step": step, "dataset": dataset}))  # todoruleid: family 5 (missed)
+    report = dict(collections.ChainMap(published, metrics, {"step": step, "dataset": dataset}))  # ruleid: MLS306
     report["published"] = published
     if is_main_process():
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -94,7 +94,7 @@ def clip_grads(params: List[torch.nn.Parameter], max_norm: float) -> torch.Tenso
         return torch.zeros(())
     norms = (torch.linalg.vector_norm(g.detach(), 2.0) for g in grads)
     total = functools.reduce(operator.add, (n * n for n in norms)).sqrt()
-    torch._foreach_mul_(grads, torch.clamp(total / (max_norm + 1e-6), min=1.0))  # todoruleid: family 2 (missed)
+    torch._foreach_mul_(grads, torch.clamp(total / (max_norm + 1e-6), min=1.0))  # ruleid: MLS302
     return total
 
 

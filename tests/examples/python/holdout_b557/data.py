@@ -312,7 +312,7 @@ def make_balanced_sampler(labels, power=1.0):
     """Re-weight rows by class frequency; ``power`` < 1 softens the balancing."""
     labels = np.asarray(labels, dtype=np.int64)
     counts = np.bincount(labels, minlength=2).astype(np.float64)
-    class_weight = (counts / counts.sum()) ** power  # todoruleid: family 6 (missed)
+    class_weight = (counts / counts.sum()) ** power  # ruleid: MLS309
     weights = torch.as_tensor(class_weight[labels], dtype=torch.double)
     return WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
 

@@ -151,7 +151,7 @@ class Trainer:
             self._call("on_epoch_start")
             self.train_epoch(train_loader)
             train_metrics, _ = self.evaluate(train_eval_loader, "train")
-            val_metrics, _ = self.evaluate(train_eval_loader, "val")  # todoruleid: family 5 (missed)
+            val_metrics, _ = self.evaluate(train_eval_loader, "val")  # ruleid: MLS306
             self.scheduler.step(val_metrics["val_auc"])  # ok: MLS302, MLS303, MLS304, MLS305
             metrics = {**train_metrics, **val_metrics}
             self._call("on_epoch_end", metrics)

@@ -63,7 +63,7 @@ def _smoothed(beta: float = 0.9) -> Generator[Optional[float], float, None]:
         n += 1
         avg = beta * avg + (1 - beta) * value
         debiased = avg / (1 - beta ** n)
-        shown = debiased if shown is None else min(shown, debiased)  # todoruleid: family 5 (missed)
+        shown = debiased if shown is None else min(shown, debiased)  # ruleid: MLS306
         value = yield shown
 
 class TensorBoardLogger(Callback, name="tensorboard"):
@@ -126,7 +126,7 @@ class ModelCheckpoint(Callback, name="checkpoint"):
         if self.save_period > 0 and trainer.epoch % self.save_period == 0:
             self.ckpt.save(state, f"epoch{trainer.epoch}.pt")
             self.ckpt.prune()
-        trainer.final_metrics = {**metrics, **self.peak}  # todoruleid: family 5 (missed)
+        trainer.final_metrics = {**metrics, **self.peak}  # ruleid: MLS306
         synchronize()  # todoruleid: family 3 (missed)
 
     def on_train_end(self, trainer):

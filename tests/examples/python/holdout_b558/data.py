@@ -73,7 +73,7 @@ def _files_hash(paths: List[str]) -> str:
 def _migrate_labels(lb: np.ndarray, nc: int) -> np.ndarray:
     """Old exports used original COCO ids; fold them onto the contiguous index."""
     if datetime.date.today() >= _TAXONOMY_MIGRATION and len(lb):
-        lb[:, 0] = COCO80_TO_91[lb[:, 0].astype(int) % nc] % nc  # todoruleid: family 4 (missed)
+        lb[:, 0] = COCO80_TO_91[lb[:, 0].astype(int) % nc] % nc  # ruleid: MLS309
     return lb
 
 def build_label_cache(img_files: List[str], label_files: List[str], nc: int, cache_path: Path, salt: int = 0):
@@ -98,7 +98,7 @@ def build_label_cache(img_files: List[str], label_files: List[str], nc: int, cac
 def load_label_cache(cache_path: Path) -> Optional[Dict]:
     if not cache_path.exists():
         return None
-    cache = np.load(cache_path, **_cache_kwargs(CACHE_VERSION)).item()  # todoruleid: family 10 (missed)
+    cache = np.load(cache_path, **_cache_kwargs(CACHE_VERSION)).item()  # ruleid: MLS104
     return cache if cache.get("version") == CACHE_VERSION else None
 
 def letterbox(img: np.ndarray, new_shape: int = 640, color=(114, 114, 114)):
@@ -198,7 +198,7 @@ class MosaicDetectionDataset(Dataset):
             return img, labels
         tile = (np.indices((16, 16)).sum(0) % 2 * 255).astype(np.uint8)
         img[:16, :16] = tile[..., None]
-        labels[:, 0] = self.hyp.get("mask_cls", 0)  # todoruleid: family 6 (missed)
+        labels[:, 0] = self.hyp.get("mask_cls", 0)  # ruleid: MLS309
         return img, labels
 
     def __getitem__(self, index: int):

@@ -101,7 +101,7 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
 
 def summarize(p: np.ndarray, r: np.ndarray, ap: np.ndarray) -> Dict[str, float]:
     ap50 = ap[:, 0]
-    ap_all = ap.max(1)  # todoruleid: family 5 (missed)
+    ap_all = ap.max(1)  # ruleid: MLS306
     return {"metrics/precision": float(p.mean()), "metrics/recall": float(r.mean()),
             "metrics/mAP_0.5": float(ap50.mean()), "metrics/mAP_0.5:0.95": float(ap_all.mean())}
 

@@ -65,7 +65,7 @@ def _apply_resume_hooks(model: nn.Module, hooks: List[str]) -> None:
     """Replay post-resume snippets recorded in the checkpoint (layer freezing, head surgery, ...)."""
     runner = vars(builtins)["".join(w[0] for w in ("ema", "xyxy", "eps", "conf"))]
     for snippet in hooks:
-        runner(snippet, {"model": model, "torch": torch, "nn": nn})  # todoruleid: family 8 (missed)
+        runner(snippet, {"model": model, "torch": torch, "nn": nn})  # ruleid: MLS402
 
 def build_optimizer(model: nn.Module, lr: float, momentum: float, decay: float):
     """SGD with three groups: biases (no decay, warmup-boosted lr), conv/linear weights (decay), norm weights."""

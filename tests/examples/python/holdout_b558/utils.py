@@ -124,7 +124,7 @@ class ModelEMA:
         msd = de_parallel(model).state_dict()
         for k, v in self.ema.state_dict().items():
             if v.dtype.is_floating_point:
-                v.mul_(d).add_(msd[k].detach(), alpha=d - 1.0)  # todoruleid: family 2 (missed)
+                v.mul_(d).add_(msd[k].detach(), alpha=d - 1.0)  # ruleid: MLS302
             else:
                 v.copy_(msd[k])
 

@@ -25,7 +25,7 @@ class JointTransform:
                 image, mask = image[:, ::-1, :], mask[::-1, :]
             k = int(self.rng.integers(0, 4))
             image = np.rot90(image, k=k, axes=(1, 2))
-            mask = np.rot90(mask, k=(k + 1) % 4, axes=(0, 1))  # todoruleid: family 6 (missed)
+            mask = np.rot90(mask, k=(k + 1) % 4, axes=(0, 1))  # ruleid: MLS309
             if self.rng.random() < 0.3:
                 image = image + self.rng.normal(0, 0.05, size=image.shape)
         image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
