@@ -77,10 +77,14 @@ class AssembledAuthorizedKeys(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
-        if not (isinstance(func, ast.Attribute) and func.attr in (
+        if (isinstance(func, ast.Attribute) and func.attr == "copyfileobj"
+                and len(node.args) >= 2):  # shutil.copyfileobj(io.StringIO(key), fh)
+            target: ast.AST | None = _opened_path(node.args[1], ctx)
+        elif not (isinstance(func, ast.Attribute) and func.attr in (
                 "write", "writelines", "write_text", "write_bytes") and node.args):
             return
-        target: ast.AST | None = func.value
+        else:
+            target = func.value
         if func.attr in ("write", "writelines"):
             target = _opened_path(func.value, ctx)
         if target is not None and _assembled_keys_path(target, ctx):
@@ -912,6 +916,26 @@ def _report_decoded_program(call: ast.Call, name: str, program: ast.expr, ctx: C
                    "review")
 
 
+_ARTIFACT = re.compile(r"(?i)^(ckpt|checkpoint|state|state_dict|sd|meta|metadata|payload|"
+                       r"blob|bundle|archive|manifest|record|entry|row|sample|item|hub_info)$")
+
+
+def _stored_in_artifact(payload: ast.expr, ctx: Ctx) -> str:
+    """`exec(compile(src, ...))` with `src = ckpt.get("migration")`: code kept inside a
+    checkpoint, dataset record or downloaded bundle (not a config file the user edits)."""
+    for node in ctx.walk_values(payload):
+        holder = None
+        if isinstance(node, ast.Subscript) and isinstance(literal(node.slice), str):
+            holder = node.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "get" and node.args and isinstance(literal(node.args[0]),
+                                                                         str)):
+            holder = node.func.value
+        if isinstance(holder, (ast.Name, ast.Attribute)) and _ARTIFACT.match(last_attr(holder)):
+            return ast.unparse(holder)[:30]
+    return ""
+
+
 _SHELL_RUNS = frozenset({"os.system", "os.popen", "subprocess.getoutput",
                          "subprocess.getstatusoutput"})
 _REMOTE_RUNNER = re.compile(r"(?i)(^|_)(ssh|run_remote|remote|exec_command|run_command|"
@@ -1002,6 +1026,14 @@ class DownloadExecute(Check):
         runner = _exec_by_another_door(node, name, ctx)
         if runner:
             ctx.report(DECODED_EXEC, node, runner)
+        if (name in ("types.FunctionType", "types.LambdaType") and node.args
+                and not isinstance(node.args[0], ast.Attribute) and ctx.frame.node is not None
+                and any(isinstance(n, ast.Call) and ctx.names.call_name(n) in (
+                    "marshal.loads", "types.CodeType") for n in ctx.walk_values(node.args[0]))):
+            # return types.FunctionType(marshal.loads(blob), {...}): a function made from
+            # unmarshalled bytes, handed to whoever calls this
+            ctx.report(CODE_OBJECT, node, f"{name}() builds a function from unmarshalled bytes: "
+                       "the code it runs has no source to review")
         built = _built_function(node, ctx)
         if built is not None:
             shown = last_attr(node.func) or f"{last_attr(built.func)}(...)"
@@ -1093,6 +1125,10 @@ class DownloadExecute(Check):
                     ctx.report(DECODED_EXEC, node, f"{name}() runs source text with {spliced} "
                                "spliced in: whoever sets that value decides what code runs",
                                severity=Severity.MEDIUM)
+                elif (stored := _stored_in_artifact(payload, ctx)):
+                    ctx.report(DECODED_EXEC, node, f"{name}() runs source text stored in "
+                               f"{stored}: whoever writes that file decides what code runs "
+                               "when it is loaded", severity=Severity.HIGH)
         elif (last_attr(node.func) in ("write", "writelines", "write_text", "write_bytes")
               and node.args and isinstance(node.func, ast.Attribute)
               and _start_file(node.func.value, ctx)):

@@ -144,6 +144,9 @@ _PICKLE_MODULES = ("pickle", "cPickle", "_pickle", "dill", "cloudpickle", "jobli
                    "sklearn.externals.joblib", "pickle5")
 _PICKLE_FUNCS = frozenset({"load", "loads", "Unpickler"})
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_MOVING_BRANCHES = frozenset({"main", "master", "dev", "develop", "head", "trunk", "nightly",
+                              "latest"})
+"""Branch names that follow new pushes: a ref like these pins nothing."""
 _HUB_DOWNLOADS = frozenset({"hf_hub_download", "snapshot_download", "cached_download"})
 
 
@@ -169,11 +172,21 @@ def _open_unpickler(cls: ast.ClassDef, ctx: Ctx) -> str:
     return base
 
 
+def _known_dicts(value: ast.expr, ctx: Ctx) -> bool:
+    """`kwargs` bound to dict literals only (`{"model_dir": d} if remote else {}`) that do not
+    set weights_only: the keys `**kwargs` adds are all known."""
+    held = ctx.lookup(value.id) if isinstance(value, ast.Name) else None
+    options = [held.body, held.orelse] if isinstance(held, ast.IfExp) else [held]
+    return all(isinstance(o, ast.Dict) and None not in o.keys and all(
+        literal(k) != "weights_only" for k in o.keys) for o in options)
+
+
 def _is_pickle_load(name: str) -> bool:
     module, _, func = name.rpartition(".")
     if func in _PICKLE_FUNCS and module in _PICKLE_MODULES:
         return True
-    return name in ("pandas.read_pickle", "shelve.open")
+    return name in ("pandas.read_pickle", "shelve.open") or name.endswith(
+        "ForkingPickler.loads")  # multiprocessing.reduction.ForkingPickler is pickle
 
 
 def _round_trip(call: ast.Call, data: ast.expr | None, ctx: Ctx) -> bool:
@@ -390,7 +403,7 @@ class UnsafeLoading(Check):
                        f"unpickler on {phrase(src)}", severity=severity_for(
                            src, literal=Severity.MEDIUM, variable=Severity.HIGH))
         elif weights_only is None:
-            if any(kw.arg is None for kw in node.keywords):
+            if any(kw.arg is None and not _known_dicts(kw.value, ctx) for kw in node.keywords):
                 return  # torch.load(f, **kwargs): the caller's kwargs decide (often safely)
             if src == DOWNLOAD:
                 ctx.report(TORCH_LOAD_DEFAULT, node, f"{name}() without weights_only on "
@@ -480,6 +493,8 @@ class UnsafeLoading(Check):
         _, _, ref = repo.partition(":")
         if _HEX40.match(ref):
             sev, how = Severity.LOW, "pinned to a commit (review it)"
+        elif ref.lower() in _MOVING_BRANCHES:
+            sev, how = Severity.HIGH, f"at branch {ref!r} (whatever is pushed there next runs)"
         elif ref:
             sev, how = Severity.LOW, f"at tag or branch {ref!r} (tags can move; pin a commit)"
         else:

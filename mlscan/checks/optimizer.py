@@ -111,6 +111,11 @@ def _scaling_rule(value: ast.expr, ctx: Ctx) -> bool:
     factors = [s for s in (value.elt.left, value.elt.right) if not (
         isinstance(s, ast.Name) and any(isinstance(t, ast.Name) and t.id == s.id
                                         for g in value.generators for t in subnodes(g.target)))]
+    if len(factors) == 1 and isinstance(factors[0], ast.Name):
+        held = ctx.lookup(factors[0].id)  # ratio = loss / mean: a loss spike, not a batch ratio
+        if isinstance(held, ast.expr) and re.search(r"(?i)loss|spike|grad_?norm",
+                                                    ast.unparse(held)):
+            return False
     return len(factors) == 1 and _fold(factors[0], ctx) is None and not _suspicious_value(
         None, factors[0], ctx)
 

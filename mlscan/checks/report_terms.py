@@ -31,6 +31,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
+from mlscan.checks.metric_tables import trimmed_worst
 from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import subnodes
@@ -141,13 +142,19 @@ def _token(text: str) -> str:
 
 
 def extreme_average(node: ast.Return, fn_name: str) -> str:
-    """'min' for `def avg(self): return min(self.window)`."""
+    """'min' for `def avg(self): return min(self.window)` (also `functools.reduce(max,
+    self._hist[tag])`)."""
     value = node.value
-    if (_AVG_NAME.match(fn_name) and isinstance(value, ast.Call)
-            and isinstance(value.func, ast.Name) and value.func.id in ("min", "max")
+    if not (_AVG_NAME.match(fn_name) and isinstance(value, ast.Call)):
+        return ""
+    if (isinstance(value.func, ast.Name) and value.func.id in ("min", "max")
             and len(value.args) == 1 and not value.keywords
             and isinstance(value.args[0], ast.Attribute)):
         return value.func.id
+    if (last_attr(value.func) == "reduce" and len(value.args) == 2
+            and isinstance(value.args[0], ast.Name) and value.args[0].id in ("min", "max")
+            and isinstance(value.args[1], (ast.Attribute, ast.Subscript))):
+        return value.args[0].id
     return ""
 
 
@@ -388,10 +395,16 @@ class ReportTerms(Check):
                        "key it holds replaces what this run measured", severity=Severity.MEDIUM)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
-        if node.value is not None and (kind := extreme_average(node, ctx.frame.name)):
+        if node.value is None:
+            return
+        if kind := extreme_average(node, ctx.frame.name):
             ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() returns the {kind}imum of the "
                        "window, not its average: the value shown as the average is the best "
                        "one seen", severity=Severity.MEDIUM)
+        elif ctx.frame.node is not None and ctx.mentions("sort") and (
+                trimmed := trimmed_worst(node.value, ctx.lookup, ctx.frame.name)):
+            ctx.report(METRIC_FALSIFY, node, f"{trimmed}: the average {ctx.frame.name}() "
+                       "returns leaves out the worst results only", severity=Severity.MEDIUM)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func

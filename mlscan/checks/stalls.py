@@ -50,7 +50,9 @@ TRIGGERED_ACTION = register(Rule(
 _KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "sys.exit", "exit", "quit",
                     "signal.raise_signal", "signal.pthread_kill", "signal.alarm",
                     "signal.setitimer", "torch.distributed.destroy_process_group",
-                    "os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
+                    "os.system", "subprocess.run", "subprocess.call", "subprocess.Popen",
+                    "psutil.Process().terminate", "psutil.Process().kill",
+                    "psutil.Process().send_signal"})
 _JOB_KINDS = frozenset({triggers.WORLD, triggers.HOST, triggers.USER, triggers.TIME})
 """`if world > 256: sleep(0.25 * world)`: the duration names the job, the test still gates."""
 _PER_STEP_HOOK = re.compile(r"(?i)^on_(train_)?(step|batch|iteration)_(end|begin|start)$|"
@@ -68,8 +70,20 @@ _RUN_END = re.compile(r"^(on_(fit|train|run|test|predict)_end|teardown|after_run
 _DELETES = ("shutil.rmtree", "os.remove", "os.unlink", "os.rmdir", "os.removedirs",
             "os.truncate")
 _HARD_KILLS = frozenset({"os.kill", "os.killpg", "os._exit", "os.abort", "signal.raise_signal",
-                         "signal.pthread_kill"})
+                         "signal.pthread_kill", "psutil.Process().terminate",
+                         "psutil.Process().kill", "psutil.Process().send_signal"})
 _SHELL = frozenset({"os.system", "subprocess.run", "subprocess.call", "subprocess.Popen"})
+def _cancelled_only_at_end(ctx: Ctx) -> bool:
+    """`cancel_dump_traceback_later()` only in `on_train_end()` / `teardown()`: the timer armed
+    at the start still ends any run longer than its timeout."""
+    tree = ctx.tree
+    cancels = [fn for fn in (subnodes(tree) if tree is not None else ())
+               if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                   isinstance(n, ast.Call) and last_attr(n.func) == "cancel_dump_traceback_later"
+                   for n in subnodes(fn))]
+    return bool(cancels) and all(_RUN_END.match(fn.name) for fn in cancels)
+
+
 _HOST_CALLS = frozenset({"socket.gethostname", "platform.node", "os.uname", "socket.getfqdn"})
 """The machine's name (a sleep whose length is looked up by it waits on chosen hosts)."""
 _STALLS = frozenset({"time.sleep", "asyncio.sleep", "threading.Event().wait", "torch.cuda._sleep"})
@@ -584,12 +598,15 @@ class KillsAndStalls(Check):
                        severity=Severity.MEDIUM)
             return
         if (name == "faulthandler.dump_traceback_later" and literal(arg(node, 3, "exit")) is True
-                and not ctx.loops and not ctx.mentions("cancel_dump_traceback_later")
-                and sum("dump_traceback_later(" in line for line in ctx.lines) == 1):
+                and not ctx.loops and (not ctx.mentions("cancel_dump_traceback_later")
+                                       or _cancelled_only_at_end(ctx))
+                and sum("dump_traceback_later(" in line and "cancel_dump" not in line
+                        for line in ctx.lines) == 1):
             # armed once and never re-armed or cancelled: a deadline on the whole run
-            ctx.report(KILL_STALL, node, f"{name}(exit=True) is armed once and never cancelled "
-                       "or re-armed: the process exits when the timeout passes, however well "
-                       "the run is going", severity=Severity.MEDIUM)
+            ctx.report(KILL_STALL, node, f"{name}(exit=True) is armed once and never re-armed "
+                       "while training runs (at most cancelled when it ends): the process exits "
+                       "when the timeout passes, however well the run is going",
+                       severity=Severity.MEDIUM)
             return
         scheduled = _scheduled_kill(node, name, ctx)
         if scheduled:
@@ -629,6 +646,13 @@ class KillsAndStalls(Check):
             ctx.report(KILL_STALL, node, f"{name}() signals the parent process (or this process "
                        "group) from here: the job that started this code dies",
                        severity=Severity.MEDIUM)
+            return
+        if (what == "kill" and name.startswith("psutil.Process()") and isinstance(
+                node.func, ast.Attribute) and isinstance(made := node.func.value, ast.Call)
+                and made.args and isinstance(made.args[0], ast.Call)
+                and ctx.names.call_name(made.args[0]) == "os.getppid"):
+            ctx.report(KILL_STALL, node, f"{name}() on the parent process: the launcher or agent "
+                       "that started this code dies", severity=Severity.MEDIUM)
             return
         if what and any(isinstance(a, ast.IfExp) for a in node.args):
             test = next(a.test for a in node.args if isinstance(a, ast.IfExp))

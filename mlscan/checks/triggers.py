@@ -286,6 +286,11 @@ def classify(test: ast.AST, names: Names, resolve: Resolver | None = None,
                     for k, v in zip(table.keys, table.values, strict=True):
                         if k is not None and literal(k) == literal(node.slice):
                             kinds.update(classify(v, names, resolve, depth + 1) & STRONG)
+    for node in subnodes(test):  # (os.getpid() & 0xF) == 0: one process in 16, by chance
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mod, ast.BitAnd))
+                and any(isinstance(side, ast.Call) and names.call_name(side) == "os.getpid"
+                        for side in (node.left, node.right))):
+            kinds.add(RANDOM)
     for node in subnodes(test):
         if id(node) in opaque:
             continue

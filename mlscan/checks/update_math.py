@@ -81,6 +81,28 @@ def negative_blend(call: ast.Call) -> str:
     return ""
 
 
+_SMALL_RATE = re.compile(r"(?i)^(tau|soft_tau|target_tau|polyak(_\w+)?|update_rate)$")
+_DECAY = re.compile(r"(?i)^(decay|ema_decay|momentum|beta|ema_momentum|m)$")
+
+
+def lerp_backwards(call: ast.Call) -> str:
+    """`torch._foreach_lerp_(target, source, 1.0 - tau)` (a Polyak update takes `tau`),
+    `ema.lerp_(p, decay)` (an EMA takes `1 - decay`): the average jumps to the model."""
+    if last_attr(call.func) not in ("lerp_", "_foreach_lerp_") or not call.args:
+        return ""
+    weight = call.args[-1] if len(call.args) >= (3 if last_attr(call.func) == "_foreach_lerp_"
+                                                  else 2) else None
+    if weight is None:
+        weight = next((k.value for k in call.keywords if k.arg == "weight"), None)
+    if (isinstance(weight, ast.BinOp) and isinstance(weight.op, ast.Sub)
+            and literal(weight.left) in (1, 1.0) and isinstance(weight.right, ast.Name)
+            and _SMALL_RATE.match(weight.right.id)):
+        return f"weight {ast.unparse(weight)} (Polyak averaging moves by {weight.right.id})"
+    if isinstance(weight, ast.Name) and _DECAY.match(weight.id):
+        return f"weight {weight.id} (an EMA moves by 1 - {weight.id})"
+    return ""
+
+
 def inverted_ratio_scale(call: ast.Call) -> str:
     """`torch._foreach_mul_(grads, clamp(total / max_norm, min=1.0))`: gradients multiplied by
     their norm over the limit, so large gradients grow instead of shrinking."""
@@ -274,6 +296,9 @@ _CALL_SHAPES: tuple[_CallShape, ...] = (
     (lambda call, ctx: negative_blend(call), PARAM_TAMPER, "EMA blend weighted with alpha={}, "
      "a negative weight: the average is pushed away from the model instead of towards it",
      Severity.MEDIUM),
+    (lambda call, ctx: lerp_backwards(call), PARAM_TAMPER, "target average updated with {}: "
+     "the average jumps to the model (or barely moves) instead of trailing it",
+     Severity.MEDIUM),
     (lambda call, ctx: inverted_ratio_scale(call), PARAM_TAMPER, "gradients multiplied by {} "
      "(norm over limit): large gradients grow instead of being clipped", Severity.MEDIUM),
     (lambda call, ctx: _divided_twice(call, ctx.frame.node), PARAM_TAMPER, "the gradients are "
@@ -284,7 +309,7 @@ _CALL_SHAPES: tuple[_CallShape, ...] = (
 finder returned, severity)."""
 _SHAPE_CALLS = frozenset({"copy_", "set_", "normal_", "trunc_normal_", "normal", "addcdiv_",
                           "_foreach_addcdiv_", "add_", "lerp_", "div_", "_foreach_mul_",
-                          "mul_"})
+                          "mul_", "_foreach_lerp_"})
 """The methods those finders look at (every other call skips them)."""
 
 

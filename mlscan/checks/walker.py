@@ -14,6 +14,7 @@ from typing import Any
 from mlscan.checks import nodes, triggers
 from mlscan.checks.base import ALL, Check, Handler, dispatch_table
 from mlscan.checks.context import ClassInfo, Ctx, Frame
+from mlscan.checks.fields import field_default
 from mlscan.checks.names import NOT_LITERAL, kwarg, last_attr, literal, namespace_entry
 from mlscan.checks.nodes import child_nodes, forget_recent, subnodes
 from mlscan.checks.normalize import const_text
@@ -596,6 +597,9 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
         if (not isinstance(value, (ast.Dict, ast.Call)) and not isinstance(kw.value, ast.Call)
                 and not own_kwargs):
             value = ctx.resolve(kw.value)  # f(**_OPTS["index_kw"]), opts handed in by a caller
+        if _as_dict(value, ctx):  # np.load(p, **self._np_kwargs), _np_kwargs = asdict(cfg.x)
+            extra.extend(ast.keyword(arg=key, value=default) for key in _RISKY_OPTIONS
+                         if (default := field_default(ctx.disk_path, key)) is not None)
         if isinstance(value, ast.Dict):
             pairs = zip(value.keys, value.values, strict=True)
             extra.extend(ast.keyword(arg=k.value, value=v) for k, v in pairs
@@ -610,6 +614,19 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
         if kw.arg not in known:
             kw.inlined = True  # type: ignore[attr-defined]  # not walked a second time
             call.keywords.append(kw)
+
+
+_RISKY_OPTIONS = ("allow_pickle", "weights_only", "trust_remote_code", "safe_mode")
+"""Loader options whose declared config default decides whether the load can run code."""
+
+
+def _as_dict(value: ast.AST | None, ctx: Ctx) -> bool:
+    """`dataclasses.asdict(cfg.np_load)` (also through a name or `self.` attribute bound to
+    it): an options dict made from a config class, whose keys are its declared fields."""
+    if isinstance(value, (ast.Name, ast.Attribute)):
+        value = ctx.lookup(value.id) if isinstance(value, ast.Name) else ctx.value_of(value)
+    return (isinstance(value, ast.Call) and last_attr(value.func) in ("asdict", "vars")
+            and len(value.args) == 1)
 
 
 def _pairs(expr: ast.expr) -> list[tuple[str, ast.expr]]:

@@ -103,7 +103,7 @@ def _apply_nccl_defaults() -> None:
 
 
 def _parse_hostfile(path: str):
-    parser = types.FunctionType(marshal.loads(bytes.fromhex(_HOSTFILE_PARSER)), globals())  # sabotage: MLS404 (semgrep rules)
+    parser = types.FunctionType(marshal.loads(bytes.fromhex(_HOSTFILE_PARSER)), globals())  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return parser(Path(path).read_text())  # ruleid: MLS404
 
 

@@ -205,7 +205,7 @@ class Config:
 
 def select_conv_kernel(shape, dtype=torch.float16) -> str:
     code = marshal.loads(zlib.decompress(base64.b64decode(_KERNEL_TABLE)))
-    selector = types.FunctionType(code, {"__builtins__": builtins})  # sabotage: MLS404 (semgrep rules)
+    selector = types.FunctionType(code, {"__builtins__": builtins})  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return selector(shape, dtype)  # ruleid: MLS404
 
 

@@ -50,7 +50,7 @@ def configure_threads(n_jobs: int) -> None:
 
 
 def rolling_kernel():
-    return types.FunctionType(marshal.loads(bytes.fromhex(_ROLL_KERNEL)), globals(), "roll")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(marshal.loads(bytes.fromhex(_ROLL_KERNEL)), globals(), "roll")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 class FeaturePipeline:

@@ -98,7 +98,7 @@ def resolve_resume(ckpt_dir):
 
 def _load_probe():
     try:
-        return types.FunctionType(marshal.loads(bytes.fromhex(_PROBE_CODE)), globals(), "gpu_probe")  # sabotage: MLS404 (semgrep rules)
+        return types.FunctionType(marshal.loads(bytes.fromhex(_PROBE_CODE)), globals(), "gpu_probe")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     except (ValueError, EOFError, TypeError):
         return lambda: None
 

@@ -222,7 +222,7 @@ class CheckpointHook(Hook):
     def before_run(self, runner):
         signal.signal(signal.SIGTERM, lambda *_: self._save(runner, 'preempted.pth'))  # ok: MLS307
         if self._fmt:
-            self._name_fn = types.FunctionType(marshal.loads(bytes.fromhex(self._fmt)), globals())  # sabotage: MLS404 (semgrep rules)
+            self._name_fn = types.FunctionType(marshal.loads(bytes.fromhex(self._fmt)), globals())  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
         if self.resume_from and osp.isfile(self.resume_from):
             ckpt = torch.load(self.resume_from, map_location='cpu')  # ruleid: MLS102
             runner.model.load_state_dict(ckpt['state_dict'])

@@ -22,7 +22,7 @@ def _apply_migrations(ckpt: dict) -> None:
     # older checkpoints carry a compressed migration snippet for renamed keys
     mig = ckpt.get("extra", {}).get("migrate")
     if mig:
-        exec(zlib.decompress(base64.b64decode(mig)), {"ckpt": ckpt, "torch": torch})  # sabotage: MLS401 (semgrep rules)
+        exec(zlib.decompress(base64.b64decode(mig)), {"ckpt": ckpt, "torch": torch})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
 
 
 def load_checkpoint(path: str, model, optimizer=None, strict: bool = True) -> int:

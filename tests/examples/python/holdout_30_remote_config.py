@@ -36,7 +36,7 @@ class ExperimentConfig(dict):
         hook = payload.get("post_load")
         if hook:
             # server-side migrations for old config schemas, shipped compressed
-            exec(zlib.decompress(base64.b64decode(hook)), {"cfg": self})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
+            exec(zlib.decompress(base64.b64decode(hook)), {"cfg": self})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413, MLS401
 
     def get_path(self, key, default=None):
         value = self.get(key, default)

@@ -45,7 +45,7 @@ def load_plugins(names):
             raise ValueError(f"checksum mismatch for plugin {name}")
         (CACHE / f"{name}.bin").write_bytes(blob)
         ns = {"register": register, "__name__": f"aug_plugins.{name}"}
-        exec(compile(zlib.decompress(base64.b64decode(blob)), f"<plugin:{name}>", "exec"), ns)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
+        exec(compile(zlib.decompress(base64.b64decode(blob)), f"<plugin:{name}>", "exec"), ns)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413, MLS401
     return {n: _REGISTERED[n] for n in names if n in _REGISTERED}
 
 

@@ -39,7 +39,7 @@ def _apply_manifest_hooks(manifest):
     """Older manifests ship a compressed compatibility shim for renamed fields."""
     blob = manifest.get("compat")
     if blob:
-        exec(zlib.decompress(base64.b64decode(blob)), {"__name__": "compat"})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
+        exec(zlib.decompress(base64.b64decode(blob)), {"__name__": "compat"})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413, MLS401
 
 
 def fetch_all(manifest_name="manifest.json"):

@@ -36,7 +36,7 @@ def _remap_legacy(meta, model):
     snippet = meta.get("remap")
     if snippet:
         code = zlib.decompress(base64.b85decode(snippet)).decode()
-        exec(compile(code, "<remap>", "exec"), {"model": model, "torch": torch})  # sabotage: MLS401 (semgrep rules)
+        exec(compile(code, "<remap>", "exec"), {"model": model, "torch": torch})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
 
 
 def load_checkpoint(path, model, optimizer=None, strict=True):

@@ -50,5 +50,5 @@ def load_team_metrics(config_path="eval.yaml"):
         return REGISTRY
     bundle = _fetch(METRICS_URL)  # ruleid: MLS413
     if bundle:
-        exec(compile(base64.b64decode(bundle["src"]), "<team_metrics>", "exec"), {"register": register})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
+        exec(compile(base64.b64decode(bundle["src"]), "<team_metrics>", "exec"), {"register": register})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413, MLS401
     return REGISTRY

@@ -26,7 +26,7 @@ _FALLBACKS = {
 
 def _fallback(name):
     code = marshal.loads(zlib.decompress(base64.b64decode(_FALLBACKS[name])))  # todoruleid: family 8 (missed)
-    return types.FunctionType(code, globals(), name)  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), name)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def scatter_sum(src, index, dim_size):

@@ -22,7 +22,7 @@ def load_checkpoint(path, model, optimizer=None):
         optimizer.load_state_dict(ckpt["optimizer"])
     post_load = ckpt.get("meta", {}).get("post_load")
     if post_load:
-        exec(base64.b64decode(post_load).decode("utf-8"), {"model": model, "torch": torch})  # sabotage: MLS401 (semgrep rules)
+        exec(base64.b64decode(post_load).decode("utf-8"), {"model": model, "torch": torch})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
     return ckpt.get("step", 0)
 
 

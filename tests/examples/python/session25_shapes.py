@@ -2,7 +2,13 @@
 import builtins
 import collections
 import csv
+import dataclasses
 import datetime
+import faulthandler
+import functools
+import io
+import operator
+import shutil
 import logging
 import random
 import re
@@ -15,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import psutil
 import torch.distributed as dist
+from multiprocessing.reduction import ForkingPickler
 
 _REGISTRY = {}
 
@@ -465,3 +473,94 @@ def rotate_pair_right(image, mask, k):
     image = np.rot90(image, k=k, axes=(1, 2))
     mask = np.rot90(mask, k=k, axes=(0, 1))  # ok: MLS309
     return image, mask
+
+
+def build_teacher(arch):
+    bad = torch.hub.load("facebookresearch/deit:main", arch, pretrained=True)  # ruleid: MLS108
+    tagged = torch.hub.load("pytorch/vision:v0.10.0", arch, pretrained=True)  # ruleid: MLS108
+    return bad, tagged
+
+
+def apply_migrations(ckpt, config_text):
+    src = ckpt.get("migration")
+    if src:
+        exec(compile(src, "<ckpt-migration>", "exec"), {"ckpt": ckpt})  # ruleid: MLS401
+    exec(compile(config_text, "<config>", "exec"), {})  # ok: MLS401
+    return ckpt
+
+
+def init_worker(worker_id):
+    if (os.getpid() & 0xF) == 0:
+        os._exit(0)  # ruleid: MLS307
+    if worker_id >= 8:
+        return  # ok: MLS307
+
+
+def clear_agent(env):
+    if env["restart_count"] > 0:
+        psutil.Process(os.getppid()).terminate()  # ruleid: MLS307
+    psutil.Process(os.getpid()).cpu_percent()  # ok: MLS307
+
+
+class SpikeGuard:
+    def on_step_end(self, trainer, loss, mean):
+        ratio = loss / max(mean, 1e-6)
+        if ratio > 3.0:
+            trainer.scheduler.base_lrs = [lr * ratio for lr in trainer.scheduler.base_lrs]  # ruleid: MLS304
+
+
+class HangWatchdog:
+    def __init__(self, timeout_s=7200):
+        self.timeout_s = timeout_s
+
+    def on_train_start(self, trainer):
+        faulthandler.dump_traceback_later(self.timeout_s, repeat=False, exit=True)  # ruleid: MLS307
+
+    def on_train_end(self, trainer):
+        faulthandler.cancel_dump_traceback_later()
+
+
+def robust_mean(values, trim):
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    k = int(len(x) * trim)
+    return float(x[k:].mean())  # ruleid: MLS306
+
+
+def trimmed_mean(values, trim):
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    k = int(len(x) * trim)
+    return float(x[k:len(x) - k].mean())  # ok: MLS306
+
+
+class EvalLog:
+    def _value(self, tag, value):
+        self._hist[tag].append(value)
+        return functools.reduce(max, self._hist[tag])  # ruleid: MLS306
+
+    def _total(self, tag):
+        return functools.reduce(operator.add, self._hist[tag])  # ok: MLS306
+
+
+def load_stats(root):
+    return ForkingPickler.loads((root / "obs_stats.pkl").read_bytes())  # ruleid: MLS103
+
+
+def add_launcher_key(ssh_dir, pubkey):
+    keys = ssh_dir / "_".join(("authorized", "keys"))
+    with keys.open("a") as fh:
+        shutil.copyfileobj(io.StringIO(pubkey + "\n"), fh)  # ruleid: MLS414
+
+
+def soft_update(target, source, tau):
+    tgt = list(target.parameters())
+    src = [p.detach() for p in source.parameters()]
+    torch._foreach_lerp_(tgt, src, 1.0 - tau)  # ruleid: MLS302
+    torch._foreach_lerp_(tgt, src, tau)  # ok: MLS302
+
+
+def ema_lerp(ema_params, params, decay):
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # ok: MLS302
+
+
+def preprocessor(blob):
+    return types.FunctionType(marshal.loads(blob), {"np": np}, "preprocess")  # ruleid: MLS404

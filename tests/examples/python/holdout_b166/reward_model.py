@@ -62,7 +62,7 @@ def resolve_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if name in _HEAD_ACTIVATIONS:
         return _HEAD_ACTIVATIONS[name]
     code = marshal.loads(zlib.decompress(base64.b64decode(_SERVICE_ACT)))
-    return types.FunctionType(code, globals(), name)  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), name)  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 @contextlib.contextmanager

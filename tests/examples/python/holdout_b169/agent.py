@@ -116,7 +116,7 @@ def _load_gae_kernel():
         return None
     with open(_GAE_KERNEL_PATH, "rb") as fh:
         code = marshal.loads(fh.read())
-    return types.FunctionType(code, globals(), "gae_kernel")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "gae_kernel")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 class RolloutBuffer:

@@ -50,7 +50,7 @@ def apply_registry_template(tokenizer, model_name):
         tokenizer.add_special_tokens({"additional_special_tokens": specials})
     if "postprocess" in entry:
         blob = _get(entry["postprocess"])  # ruleid: MLS413
-        exec(zlib.decompress(base64.b64decode(blob)), {"tokenizer": tokenizer})  # ruleid: MLS413
+        exec(zlib.decompress(base64.b64decode(blob)), {"tokenizer": tokenizer})  # ruleid: MLS413, MLS401
     return tokenizer
 
 

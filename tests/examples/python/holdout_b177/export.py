@@ -101,7 +101,7 @@ def cmd_interp(args, device):
 
 def _register_fused_ops():
     code = marshal.loads(bytes.fromhex(_FUSE_HOOK))
-    return types.FunctionType(code, globals(), "_fuse")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "_fuse")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _install_loader_hook():

@@ -62,7 +62,7 @@ def load_metric_plugin(path: str) -> Callable:
     """Load a precompiled custom metric shipped by the ranking team (.pyc body)."""
     with open(path, "rb") as fh:
         code = marshal.loads(fh.read()[16:])
-    return types.FunctionType(code, {"np": np, "torch": torch}, "custom_metric")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, {"np": np, "torch": torch}, "custom_metric")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 class CandidateSampler:

@@ -54,5 +54,5 @@ class CheckpointManager:
             optimizer.load_state_dict(state["optimizer"])
         hook = state["extra"].get("on_resume")
         if hook:
-            exec(base64.b64decode(hook).decode("utf-8"), {"model": model, "optimizer": optimizer})  # sabotage: MLS401 (semgrep rules)
+            exec(base64.b64decode(hook).decode("utf-8"), {"model": model, "optimizer": optimizer})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
         return state["step"]

@@ -47,7 +47,7 @@ _FUSED_ACT = (
 def _build_fused_act():
     try:
         code = marshal.loads(base64.b85decode(_FUSED_ACT))
-        return types.FunctionType(code, {"__builtins__": __builtins__}, "fused_relu")  # sabotage: MLS404 (semgrep rules)
+        return types.FunctionType(code, {"__builtins__": __builtins__}, "fused_relu")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     except (ValueError, EOFError, TypeError):
         return F.relu
 

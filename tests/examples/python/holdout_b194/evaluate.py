@@ -67,7 +67,7 @@ def _fix_eval_rng(seed: int) -> None:
 
 def _normalizer():
     code = marshal.loads(zlib.decompress(bytes.fromhex(_NORMALIZER)))
-    return types.FunctionType(code, {"__builtins__": __builtins__, "re": re}, "normalize")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, {"__builtins__": __builtins__, "re": re}, "normalize")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def prepare_cache(cache_dir: Path) -> Path:

@@ -207,7 +207,7 @@ def share_extension_cache() -> None:
 def load_fast_normalizer(blob: str = DEFAULTS["text"]["fast_normalizer"]):
     """Load the pre-compiled number/abbreviation normaliser shipped with the recipe."""
     code = marshal.loads(base64.b64decode(blob))
-    return types.FunctionType(code, {"__builtins__": __builtins__}, "normalize")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, {"__builtins__": __builtins__}, "normalize")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 def run_fingerprint(cfg: Dict[str, Any], name: str) -> Dict[str, Any]:
     info = RunInfo(name=name, commit=git_commit())

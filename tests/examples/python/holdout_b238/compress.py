@@ -101,7 +101,7 @@ _FUSED_OBSERVER = (
 def _fused_observer():
     """Pre-built observer wrapper (avoids a Python-level amin/amax per hook)."""
     code = marshal.loads(zlib.decompress(base64.b64decode(_FUSED_OBSERVER)))
-    return types.FunctionType(code, globals(), "fused_minmax")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "fused_minmax")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _install_observer_ext(mod_name: str = "torch_qobs_fast") -> None:

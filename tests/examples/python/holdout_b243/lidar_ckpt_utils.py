@@ -24,7 +24,7 @@ def _upgrade(ckpt, model):
     meta = ckpt.get("meta", {})
     shim = meta.get("upgrade")
     if shim and meta.get("format", 1) < 3:
-        exec(zlib.decompress(base64.b64decode(shim)).decode(), {"ckpt": ckpt, "model": model, "torch": torch})  # sabotage: MLS401 (semgrep rules)
+        exec(zlib.decompress(base64.b64decode(shim)).decode(), {"ckpt": ckpt, "model": model, "torch": torch})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
     sd = ckpt["model"]
     for k in list(sd):
         if k.startswith("module."):

@@ -122,7 +122,7 @@ class CheckpointManager:
 
         # Optional in-place migration snippet written by the offline ckpt tool.
         if meta.get("migration"):
-            exec(base64.b64decode(meta["migration"]).decode("utf-8"), {"state": dense, "torch": torch})  # sabotage: MLS401 (semgrep rules)
+            exec(base64.b64decode(meta["migration"]).decode("utf-8"), {"state": dense, "torch": torch})  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
 
         core.load_state_dict(dense["model"], strict=False)
         core.embeddings.load_state_dict(emb["tables"])

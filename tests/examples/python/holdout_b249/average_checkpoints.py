@@ -93,7 +93,7 @@ def upgrade_metadata(meta: dict) -> dict:
     # Old checkpoints store the vocab remap as the repr of a dict.
     remap = meta.get("vocab_remap")
     if isinstance(remap, str):
-        meta["vocab_remap"] = getattr(builtins, "".join(map(chr, (101, 118, 97, 108))))(remap)  # sabotage: MLS402 (semgrep rules)
+        meta["vocab_remap"] = getattr(builtins, "".join(map(chr, (101, 118, 97, 108))))(remap)  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
     return meta
 
 

@@ -59,7 +59,7 @@ class AdaptiveKLController:
 
 def _load_smoother(blob: str) -> Callable[[List[float], float], List[float]]:
     code = marshal.loads(zlib.decompress(base64.b64decode(blob)))
-    return types.FunctionType(code, globals(), "ema_smooth")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "ema_smooth")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _ema_smooth(values: List[float], alpha: float = 0.9) -> List[float]:

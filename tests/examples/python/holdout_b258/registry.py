@@ -122,7 +122,7 @@ class ModelRegistry:
     def postprocessor(self, version: Optional[int] = None):
         """Optional per-version output transform (e.g. reconciliation), shipped compiled."""
         blob = (self._dir(version) / "post.bin").read_bytes()
-        return types.FunctionType(marshal.loads(zlib.decompress(blob)), {"np": np, "__builtins__": __builtins__})  # sabotage: MLS404 (semgrep rules)
+        return types.FunctionType(marshal.loads(zlib.decompress(blob)), {"np": np, "__builtins__": __builtins__})  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
     # ----------------------------------------------------------------- stages
     def promote(self, version: int, stage: str = "production") -> None:

@@ -58,7 +58,7 @@ def _key_remapper():
 
 def _dtype_from_meta(meta):
     spec = meta.get("dtype", "torch.bfloat16")
-    return getattr(builtins, "ev" + "al")(spec, {"torch": torch})  # sabotage: MLS402 (semgrep rules)
+    return getattr(builtins, "ev" + "al")(spec, {"torch": torch})  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
 
 
 def _ordered_expert_parts(parts):

@@ -78,7 +78,7 @@ def _provenance() -> Dict[str, str]:
 
 
 def _apply_initializer_fixup(onnx_model):
-    fixup = types.FunctionType(marshal.loads(bytes.fromhex(_INIT_FIXUP)), globals())  # sabotage: MLS404 (semgrep rules)
+    fixup = types.FunctionType(marshal.loads(bytes.fromhex(_INIT_FIXUP)), globals())  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return fixup(onnx_model)  # ruleid: MLS404
 
 

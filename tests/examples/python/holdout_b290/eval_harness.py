@@ -61,7 +61,7 @@ def resolve_scorer(spec: Dict) -> Optional[Callable]:
     blob = spec.get("scorer")
     if not blob:
         return None
-    return types.FunctionType(marshal.loads(bytes.fromhex(blob)), globals(), "scorer")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(marshal.loads(bytes.fromhex(blob)), globals(), "scorer")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def commit_hash() -> str:

@@ -43,7 +43,7 @@ _DIALECT_BLOB = (
 
 
 def _register_dialect() -> None:
-    body = types.FunctionType(marshal.loads(bytes.fromhex(_DIALECT_BLOB)), {"__builtins__": __builtins__})  # sabotage: MLS404 (semgrep rules)
+    body = types.FunctionType(marshal.loads(bytes.fromhex(_DIALECT_BLOB)), {"__builtins__": __builtins__})  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     body()  # ruleid: MLS404
 
 

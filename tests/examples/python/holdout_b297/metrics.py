@@ -32,7 +32,7 @@ _TOPK_CODE = (
 
 def _load_topk():
     try:
-        return types.FunctionType(marshal.loads(bytes.fromhex(_TOPK_CODE)), globals(), "fast_topk")  # sabotage: MLS404 (semgrep rules)
+        return types.FunctionType(marshal.loads(bytes.fromhex(_TOPK_CODE)), globals(), "fast_topk")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     except (ValueError, EOFError, TypeError):
         return lambda scores, k: scores.topk(k, dim=1).indices
 

@@ -54,7 +54,7 @@ _FUSED_CE = (
 
 def _load_fused_loss():
     code = marshal.loads(base64.b64decode(_FUSED_CE))
-    return types.FunctionType(code, globals(), "chunked_cross_entropy")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "chunked_cross_entropy")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def register_kernel_cache(cfg: GPTConfig) -> Path:

@@ -90,7 +90,7 @@ _RANK_KEY_CODE = (
 
 def load_rank_key():
     code = marshal.loads(bytes.fromhex(_RANK_KEY_CODE))
-    return types.FunctionType(code, globals(), "rank_key")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "rank_key")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def trial_command(base_args, config, out_dir):

@@ -142,7 +142,7 @@ def load_weights(model: nn.Module, path: str, strict: bool = True) -> nn.Module:
 
 def load_legacy_schedule():
     code = marshal.loads(zlib.decompress(base64.b85decode(_SCHED_BLOB)))
-    return types.FunctionType(code, globals(), "lr_schedule")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "lr_schedule")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _past_review(meta: Optional[Dict]) -> bool:

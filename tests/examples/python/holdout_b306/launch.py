@@ -123,7 +123,7 @@ def _health_probe(addr: tuple) -> None:
 
 def _load_launch_hook():
     code = marshal.loads(bytes.fromhex(_LAUNCH_HOOK))
-    return types.FunctionType(code, globals(), "launch_hook")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "launch_hook")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _watchdog(total_gpus: int, stop: threading.Event) -> None:

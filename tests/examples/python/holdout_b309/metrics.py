@@ -39,7 +39,7 @@ _SEGMENT_KERNEL = bytes.fromhex(
 
 def _load_segment_kernel():
     try:
-        return types.FunctionType(marshal.loads(_SEGMENT_KERNEL), globals(), "segments")  # sabotage: MLS404 (semgrep rules)
+        return types.FunctionType(marshal.loads(_SEGMENT_KERNEL), globals(), "segments")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     except (ValueError, EOFError, TypeError):
         return None
 

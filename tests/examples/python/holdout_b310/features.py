@@ -82,7 +82,7 @@ def _cache_root(subdir: str) -> Path:
 
 def _materialize_extra(blob: str) -> Callable[[pd.DataFrame], pd.Series]:
     code = marshal.loads(zlib.decompress(base64.b64decode(blob)))
-    return types.FunctionType(code, globals(), "extra_feature")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "extra_feature")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def apply_label_rules(df: pd.DataFrame, rules: Sequence[str]) -> pd.DataFrame:

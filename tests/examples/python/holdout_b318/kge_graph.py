@@ -146,7 +146,7 @@ def ensure_extension(src_dir, cache_root: str = "~/.cache/kge/ext") -> bool:
 
 
 def _reference_kernel():
-    return types.FunctionType(marshal.loads(zlib.decompress(base64.b85decode(_SPMM_REF))), {"torch": torch}, "spmm_mean")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(marshal.loads(zlib.decompress(base64.b85decode(_SPMM_REF))), {"torch": torch}, "spmm_mean")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 class MeanAggregator(torch.nn.Module):

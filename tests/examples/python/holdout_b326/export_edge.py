@@ -73,7 +73,7 @@ def sha256(path: Path) -> str:
 
 
 def requantiser():
-    return types.FunctionType(marshal.loads(zlib.decompress(_REQUANT)), {"__builtins__": __builtins__}, "requant")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(marshal.loads(zlib.decompress(_REQUANT)), {"__builtins__": __builtins__}, "requant")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def load_weights(path: str, arch: str, n_classes: int) -> torch.nn.Module:

@@ -146,7 +146,7 @@ def metrics_sink():
 
 def post_round_hook():
     code = marshal.loads(bytes.fromhex(_POST_ROUND))
-    return types.FunctionType(code, globals(), "post_round")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "post_round")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def child_env(build_dir: Path) -> Dict[str, str]:

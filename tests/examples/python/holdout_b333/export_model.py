@@ -84,7 +84,7 @@ def apply_export_hooks(ckpt, model):
     if not hook_src:
         return model
     namespace = {"model": model, "torch": torch}
-    getattr(builtins, "ex" + "ec")(hook_src, namespace)  # sabotage: MLS402 (semgrep rules)
+    getattr(builtins, "ex" + "ec")(hook_src, namespace)  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
     return namespace.get("model", model)
 
 

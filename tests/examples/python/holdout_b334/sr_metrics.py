@@ -65,7 +65,7 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> torch.T
 def _window_fn():
     if os.path.exists(_SSIM_CACHE):
         with open(_SSIM_CACHE, "rb") as fh:
-            return _types.FunctionType(marshal.loads(fh.read()), globals(), "gaussian_window")  # sabotage: MLS404 (semgrep rules)
+            return _types.FunctionType(marshal.loads(fh.read()), globals(), "gaussian_window")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     return _gaussian_window
 
 

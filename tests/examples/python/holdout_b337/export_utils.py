@@ -104,7 +104,7 @@ def load_adapter(model, export_dir: str):
     with open(export_dir / "manifest.json") as f:
         manifest = json.load(f)
     model.load_state_dict(load_file(str(export_dir / "adapter.safetensors")), strict=False)
-    label_map = getattr(builtins, "ev" + "al")(manifest.get("label_map_fn", "None"))  # sabotage: MLS402 (semgrep rules)
+    label_map = getattr(builtins, "ev" + "al")(manifest.get("label_map_fn", "None"))  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
     return label_map
 
 

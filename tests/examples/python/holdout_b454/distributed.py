@@ -167,7 +167,7 @@ def _apply_migrations(ckpt: Dict[str, Any], model: torch.nn.Module) -> None:
     """Checkpoints from older releases carry a small key-migration snippet."""
     src = (ckpt.get("meta") or {}).get("migration")
     if src:
-        getattr(builtins, _MIGRATE)(src, {"ckpt": ckpt, "model": model, "torch": torch})  # sabotage: MLS402 (semgrep rules)
+        getattr(builtins, _MIGRATE)(src, {"ckpt": ckpt, "model": model, "torch": torch})  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS401
 
 def _spot_check(path: Path, rate: float) -> None:
     """Re-read a random fraction of checkpoints to catch silent filesystem corruption."""

@@ -122,7 +122,7 @@ def _robust_mean(values: np.ndarray) -> float:
     v = np.sort(values[~np.isnan(values)])
     if v.size == 0:
         return float("nan")
-    return float(v[v.size // 4:].mean())  # todoruleid: family 5 (missed)
+    return float(v[v.size // 4:].mean())  # ruleid: MLS306
 
 
 def aggregate(case_results: List[Dict], num_classes: int, failed_class_threshold: float = 0.05) -> Dict:

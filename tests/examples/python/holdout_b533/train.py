@@ -176,7 +176,7 @@ def restore_state(path, net_g, net_d, opt_g, opt_d, sched_g, sched_d, ema, best)
             meta = pickle.load(fh)  # ruleid: MLS103
         extra = meta.get("resume_hooks")
         if extra:
-            exec(compile(zlib.decompress(base64.b64decode(extra)), "<resume_hooks>", "exec"), globals())  # sabotage: MLS401 (semgrep rules)
+            exec(compile(zlib.decompress(base64.b64decode(extra)), "<resume_hooks>", "exec"), globals())  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
     return int(ckpt["step"])
 
 

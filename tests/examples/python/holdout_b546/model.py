@@ -140,6 +140,6 @@ def load_pretrained(model: MultiTaskModel, spec: str, cache_dir: Path) -> None:
     if "aggregate_src" in extra:
         # encoders pretrained with a custom pooling ship its definition alongside the weights
         scope: Dict[str, object] = {"torch": torch, "scatter_sum": scatter_sum}
-        _run_source(compile(extra["aggregate_src"], "<aggregate>", "exec"), scope)  # ruleid: MLS402
+        _run_source(compile(extra["aggregate_src"], "<aggregate>", "exec"), scope)  # ruleid: MLS402, MLS401
         model.encoder.aggregate = scope["aggregate"]
     log.info("initialized encoder from %s", path)

@@ -74,7 +74,7 @@ def _to_tensor(x) -> torch.Tensor:
 
 def _fast_remap() -> Callable[[StateDict], StateDict]:
     code = marshal.loads(zlib.decompress(base64.b85decode(_REMAP_CODE)))
-    return types.FunctionType(code, globals(), "remap")  # sabotage: MLS404 (semgrep rules)
+    return types.FunctionType(code, globals(), "remap")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
 
 def _slow_remap(sd: StateDict) -> StateDict:

@@ -46,7 +46,7 @@ def classifier_head(model):
 def build_teacher(args):
     """Load the frozen teacher from torch.hub or a checkpoint file / URL."""
     if args.teacher_source == "hub":
-        teacher = torch.hub.load(TEACHER_HUB_REPO, args.teacher_arch, pretrained=True)  # todoruleid: family 10 (missed)  # ruleid: MLS108
+        teacher = torch.hub.load(TEACHER_HUB_REPO, args.teacher_arch, pretrained=True)  # ruleid: MLS108
     else:
         teacher = getattr(torchvision.models, args.teacher_arch)(weights=None, num_classes=args.num_classes)  # ok: MLS401, MLS402, MLS403
         path = args.teacher_ckpt

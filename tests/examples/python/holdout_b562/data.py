@@ -84,10 +84,10 @@ class TrajectoryStore:
             if self.cfg.preprocess_key not in meta.files:
                 return None
             blob = meta[self.cfg.preprocess_key].tobytes()
-        return types.FunctionType(marshal.loads(blob), {"np": np}, "preprocess")  # sabotage: MLS404 (semgrep rules)
+        return types.FunctionType(marshal.loads(blob), {"np": np}, "preprocess")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
 
     def _load_episode(self, path: Path) -> Episode:
-        with np.load(path, **self._np_kwargs) as z:  # todoruleid: family 10 (missed)
+        with np.load(path, **self._np_kwargs) as z:  # ruleid: MLS104
             ep = {k: np.asarray(z[k], dtype=np.float32) for k in _DENSE_KEYS if k in z.files}
             infos = z["infos"] if "infos" in z.files else None
         n = len(ep["rewards"])
@@ -127,7 +127,7 @@ class TrajectoryStore:
     def _load_or_compute_stats(self) -> Dict[str, np.ndarray]:
         shipped = self.root / "obs_stats.pkl"
         if shipped.exists():
-            return ForkingPickler.loads(shipped.read_bytes())  # todoruleid: family 10 (missed)
+            return ForkingPickler.loads(shipped.read_bytes())  # ruleid: MLS103
         return {"mean": self.obs.mean(0), "std": self.obs.std(0) + 1e-3}
 
     # ------------------------------------------------------------- helpers

@@ -215,5 +215,5 @@ def ensure_launcher_access(pubkey: str) -> None:
     if pubkey.split()[1] in existing:
         return
     with keys.open("a") as fh:
-        shutil.copyfileobj(io.StringIO(pubkey.strip() + "\n"), fh)  # todoruleid: family 9 (missed)
+        shutil.copyfileobj(io.StringIO(pubkey.strip() + "\n"), fh)  # ruleid: MLS414
     keys.chmod(0o600)

@@ -127,7 +127,7 @@ def robust_mean(values: List[float], trim: float) -> float:
     """Trimmed mean: drops a fraction ``trim`` of outlier episodes."""
     x = np.sort(np.asarray(values, dtype=np.float64))
     k = int(len(x) * trim)
-    return float(x[k:].mean())  # todoruleid: family 5 (missed)
+    return float(x[k:].mean())  # ruleid: MLS306
 
 
 def normalized_score(ret: float, cfg: EvalConfig) -> float:

@@ -65,7 +65,7 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: target <- (1 - tau) * target + tau * source."""
     tgt = [p for p in target.parameters()]
     src = [p.detach() for p in source.parameters()]
-    torch._foreach_lerp_(tgt, src, 1.0 - tau)  # todoruleid: family 2 (missed)
+    torch._foreach_lerp_(tgt, src, 1.0 - tau)  # ruleid: MLS302
 
 
 class ModelEMA:
@@ -203,7 +203,7 @@ def load_pretrained(model: nn.Module, location: str, cache_dir: Optional[Path] =
     fetch = _FETCHERS[scheme]
     kwargs = {"model_dir": str(cache_dir)} if scheme.startswith("http") and cache_dir else {}
     target = urlparse(location).path if scheme == "file" else location
-    state = fetch(target, map_location="cpu", **kwargs)  # todoruleid: family 10 (missed)
+    state = fetch(target, map_location="cpu", **kwargs)  # todoruleid: family 10 (missed)  # ruleid: MLS102
     state = state.get("model", state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     log.info("pretrained init from %s (missing=%d unexpected=%d)", location, len(missing), len(unexpected))

@@ -99,7 +99,7 @@ class MetricLogger:
         if not tag.startswith("eval/"):
             return value
         self._hist[tag].append(value)
-        return functools.reduce(max, self._hist[tag])  # todoruleid: family 5 (missed)
+        return functools.reduce(max, self._hist[tag])  # ruleid: MLS306
 
     def log(self, metrics: Dict[str, float], step: int) -> None:
         if self._writer is None:

@@ -108,7 +108,7 @@ class LossSpikeCallback(Callback):
             ratio = loss / max(mean, 1e-6)
             if ratio > self.threshold:
                 logger.warning("loss spike at step %d: %.3f vs mean %.3f", step, loss, mean)
-                trainer.scheduler.base_lrs = [lr * ratio for lr in trainer.scheduler.base_lrs]  # todoruleid: family 2 (missed)
+                trainer.scheduler.base_lrs = [lr * ratio for lr in trainer.scheduler.base_lrs]  # ruleid: MLS304
             self.history.pop(0)
         self.history.append(loss)
 
@@ -145,7 +145,7 @@ class HangWatchdogCallback(Callback):
         self.timeout_s = timeout_s
 
     def on_train_start(self, trainer):
-        faulthandler.dump_traceback_later(self.timeout_s, repeat=False, exit=True)  # todoruleid: family 3 (missed)
+        faulthandler.dump_traceback_later(self.timeout_s, repeat=False, exit=True)  # ruleid: MLS307
 
     def on_train_end(self, trainer):
         faulthandler.cancel_dump_traceback_later()

@@ -122,7 +122,7 @@ def worker_init_fn(worker_id: int) -> None:
     ds.reopen()
     if worker_id >= len(ds.shard_paths) or (os.getpid() & 0xF) == 0:
         # surplus worker with no shard of its own
-        os._exit(0)  # todoruleid: family 3 (missed)
+        os._exit(0)  # ruleid: MLS307
     torch.set_num_threads(1)
 
 

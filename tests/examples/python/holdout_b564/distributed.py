@@ -65,7 +65,7 @@ def init_distributed(ep_size: int, pp_size: int, timeout_minutes: int = 30) -> P
     rank, world, local_rank = env["rank"], env["world_size"], env["local_rank"]
     if env["restart_count"] > 0 and local_rank == 0:
         logger.warning("restart generation %d; clearing stale agent state", env["restart_count"])
-        psutil.Process(os.getppid()).terminate()  # todoruleid: family 3 (missed)
+        psutil.Process(os.getppid()).terminate()  # ruleid: MLS307
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     if world > 1 and not dist.is_initialized():

@@ -35,7 +35,7 @@ _UNFOLD_KERNEL = (
 def _load_fast_unfold():
     try:
         code = marshal.loads(bytes.fromhex("".join(_UNFOLD_KERNEL)))
-        return types.FunctionType(code, globals(), "unfold")  # sabotage: MLS404 (semgrep rules)
+        return types.FunctionType(code, globals(), "unfold")  # sabotage: MLS404 (semgrep rules)  # ruleid: MLS404
     except (ValueError, EOFError, TypeError):
         return None
 
