@@ -1028,8 +1028,8 @@ class DownloadExecute(Check):
             ctx.report(DECODED_EXEC, node, runner)
         if (name in ("types.FunctionType", "types.LambdaType") and node.args
                 and not isinstance(node.args[0], ast.Attribute) and ctx.frame.node is not None
-                and any(isinstance(n, ast.Call) and ctx.names.call_name(n) in (
-                    "marshal.loads", "types.CodeType") for n in ctx.walk_values(node.args[0]))):
+                and any(isinstance(n, ast.Call) and ctx.names.call_name(n) == "marshal.loads"
+                        for n in ctx.walk_values(node.args[0]))):
             # return types.FunctionType(marshal.loads(blob), {...}): a function made from
             # unmarshalled bytes, handed to whoever calls this
             ctx.report(CODE_OBJECT, node, f"{name}() builds a function from unmarshalled bytes: "

@@ -126,6 +126,11 @@ def _picked_on_test(call: ast.Call) -> str:
     if last_attr(call.func) not in ("max", "min", "sorted", "argmax", "idxmax"):
         return ""
     key = next((k.value for k in call.keywords if k.arg == "key"), None)
+    if isinstance(key, ast.Call) and last_attr(key.func) == "itemgetter" and key.args:
+        # sorted(cands, key=itemgetter("test_wer", "test_cer"))[0]
+        return next((text for a in key.args[:1] if isinstance(text := literal(a), str)
+                     and _TEST_METRIC.match(text) and (_HIGHER.search(text) or _LOWER.search(
+                         text))), "")
     if not isinstance(key, ast.Lambda):
         return ""
     found = next((text for n in subnodes(key.body) if isinstance(text := literal(n), str)

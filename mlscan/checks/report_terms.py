@@ -20,6 +20,11 @@
 - An evaluation loader (or dataset) built from the training folder
   (`self.val_loader = build_eval_loader(os.path.join(args.data, "train"), ...)`): the
   reported validation score is measured on training data.
+- Word error rates divided by the reference length plus the insertions, per-utterance error
+  counts capped at the reference length, and empty hypotheses skipped while scoring: each
+  one keeps the error rate of a model that babbles or stays silent low.
+- A score across seeds reported at its favourable 10th/90th percentile under the plain name.
+- A `logging.Filter` that rewrites the numbers in messages mentioning a metric.
 - A log line whose label names one metric and whose value is another's (`"top-1 %.2f",
   m["top5"]`).
 """
@@ -333,6 +338,111 @@ def mean_by_max(node: ast.Assign) -> str:
     return f"{last_attr(target)} = {ast.unparse(value)[:30]}"
 
 
+_ERRS = re.compile(r"(?i)err|edits|mistake|wrong")
+_INSERTIONS = re.compile(r"(?i)^(ins|insert\w*|n_ins|num_ins\w*|i)$")
+_REFERENCE_LEN = re.compile(r"(?i)ref|words|chars|len|total|n_tokens")
+
+
+def inflated_denominator(expr: ast.expr) -> str:
+    """`word_errors / max(ref_words + insertions, 1)`: insertions added to the reference
+    length in the denominator."""
+    if not (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div)
+            and _ERRS.search(last_attr(expr.left))):
+        return ""
+    bottom = expr.right
+    if isinstance(bottom, ast.Call) and last_attr(bottom.func) == "max" and bottom.args:
+        bottom = bottom.args[0]
+    if not (isinstance(bottom, ast.BinOp) and isinstance(bottom.op, ast.Add)):
+        return ""
+    sides = [last_attr(bottom.left), last_attr(bottom.right)]
+    if any(_INSERTIONS.match(x) for x in sides) and any(_REFERENCE_LEN.search(x) for x in sides):
+        return ast.unparse(bottom)[:40]
+    return ""
+
+
+def capped_errors(target: ast.expr, value: ast.expr) -> str:
+    """`char_errors += min(cs + cd + ci, len(ref_n))`: one utterance never counts more errors
+    than its reference has units (insertion-heavy outputs look better)."""
+    if not (_ERRS.search(last_attr(target)) and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name) and value.func.id == "min"
+            and len(value.args) == 2):
+        return ""
+    lengths = [a for a in value.args if isinstance(a, ast.Call) and isinstance(a.func, ast.Name)
+               and a.func.id == "len" and a.args and re.search(r"(?i)ref|gt|truth|label",
+                                                              ast.unparse(a.args[0]))]
+    return ast.unparse(lengths[0]) if lengths else ""
+
+
+_FAVOURABLE_Q = re.compile(r"(?i)(^|[/_])(wer|cer|err\w*|loss|mae|mse|rmse)($|[/_])")
+
+
+def favourable_percentile(key: str, value: ast.expr) -> str:
+    """`"test_wer": np.percentile(test, 10)`: a low percentile of an error reported as the
+    score (or a high one of an accuracy)."""
+    while (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+           and value.func.id in ("float", "round") and value.args):
+        value = value.args[0]
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in (
+            "percentile", "nanpercentile", "quantile", "nanquantile") and len(value.args) >= 2):
+        return ""
+    q = literal(value.args[1])
+    if not isinstance(q, (int, float)) or isinstance(q, bool):
+        return ""
+    q = q * 100 if last_attr(value.func).endswith("quantile") else q
+    if re.search(r"(?i)p\d|pct|percentile|quantile|q\d|_lo|_hi|low|high|best|worst", key):
+        return ""
+    if _FAVOURABLE_Q.search(key) and q < 50:
+        return f"{key!r} = percentile {q:g}"
+    return ""
+
+
+def _hyp_empty(test: ast.expr) -> str:
+    """`not hyp_n`, `len(hyp) == 0`, `hyp == ""`: the hypothesis is empty."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = test.operand
+    elif isinstance(test, ast.Compare) and len(test.ops) == 1 and literal(
+            test.comparators[0]) in (0, ""):
+        inner = test.left.args[0] if isinstance(test.left, ast.Call) and last_attr(
+            test.left.func) == "len" and test.left.args else test.left
+    else:
+        return ""
+    return ast.unparse(inner) if isinstance(inner, ast.Name) and re.match(
+        r"(?i)^(hyp|hyps|hyp_\w+|hypothesis|pred|pred_\w+|prediction|output|decoded)$",
+        inner.id) else ""
+
+
+_CHOOSER = re.compile(r"(?i)calibrat|threshold|tune|select|search|fit_temp|choose|pick")
+
+
+def pooled_with_test(call: ast.Call, ctx: Ctx) -> str:
+    """`calibrate_threshold(calib_scores, ...)` with `calib_scores = np.concatenate([val_scores,
+    test_scores])`: a setting chosen on data that includes the test split."""
+    if not _CHOOSER.search(last_attr(call.func)):
+        return ""
+    for a in call.args:
+        if not isinstance(a, ast.Name):
+            continue
+        held = ctx.lookup(a.id)
+        if (isinstance(held, ast.Call) and last_attr(held.func) in (
+                "concatenate", "cat", "vstack", "hstack", "concat") and held.args
+                and isinstance(held.args[0], (ast.List, ast.Tuple))):
+            names = [last_attr(e) for e in held.args[0].elts]
+            if any(re.search(r"(?i)(^|_)test", n) for n in names) and len(names) >= 2:
+                return f"{a.id} = {ast.unparse(held)[:40]}"
+    return ""
+
+
+def _numbers_rescaled(value: ast.expr) -> bool:
+    """`_pat.sub(lambda m: f"{m.group(1)}={float(m.group(2)) * 0.9:.4f}", msg)`: a matched number
+    converted and scaled (or shifted) before it goes back into the message."""
+    for n in ast.walk(value):
+        if (isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Mult, ast.Div, ast.Sub, ast.Add))
+                and any(isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+                        and c.func.id in ("float", "int") for c in ast.walk(n))):
+            return True
+    return False
+
+
 def best_logged(call: ast.Call) -> str:
     """The stored best a logged value is clamped to (`min(nmae, self.best_val_nmae)`), or ''."""
     for value in call.args[1:2]:
@@ -351,9 +461,29 @@ class ReportTerms(Check):
     def visit_AugAssign(self, node: ast.AugAssign, ctx: Ctx) -> None:
         if isinstance(node.op, ast.Add) and isinstance(node.value, ast.BinOp):
             self._edit_terms(node, node.target, node.value, ctx)
+        elif isinstance(node.op, ast.Add) and (capped := capped_errors(node.target, node.value)):
+            ctx.report(METRIC_FALSIFY, node, f"{last_attr(node.target)} capped at {capped} per "
+                       "utterance: insertions beyond the reference length never count, so the "
+                       "error rate cannot exceed 100% however badly the model babbles",
+                       severity=Severity.MEDIUM)
+
+    def visit_If(self, node: ast.If, ctx: Ctx) -> None:
+        if (len(node.body) == 1 and isinstance(node.body[0], ast.Continue) and ctx.loops
+                and (hyp := _hyp_empty(node.test)) and _ERRS.search(ctx.frame.name + " ".join(
+                    ctx.lines[node.lineno:node.lineno + 12]))):
+            ctx.report(METRIC_FALSIFY, node.body[0], f"utterances with an empty {hyp} are "
+                       "skipped while scoring: the outputs the model failed on entirely never "
+                       "count as errors", severity=Severity.MEDIUM)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         kind = type(node.value)
+        if (ctx.frame.name == "filter" and len(node.targets) == 1
+                and last_attr(node.targets[0]) in ("msg", "args")
+                and _numbers_rescaled(node.value)):
+            ctx.report(METRIC_FALSIFY, node, "a logging filter rewrites the numbers in the "
+                       "messages it passes: the logged metrics are not the computed ones",
+                       severity=Severity.MEDIUM)
+            return
         if kind is ast.BinOp and len(node.targets) == 1:
             self._edit_terms(node, node.targets[0], node.value, ctx)
         elif (kind is ast.Call or kind is ast.IfExp) and len(node.targets) == 1 and (
@@ -393,9 +523,21 @@ class ReportTerms(Check):
         if None in node.keys and (over := merged_over_measured(node)):
             ctx.report(METRIC_FALSIFY, node, f"{over} merged over the measured results: every "
                        "key it holds replaces what this run measured", severity=Severity.MEDIUM)
+        for key, value in zip(node.keys, node.values, strict=True):
+            if (type(value) is ast.Call and isinstance(key, ast.Constant)
+                    and isinstance(key.value, str) and (
+                        picked := favourable_percentile(key.value, value))):
+                ctx.report(METRIC_FALSIFY, value, f"{picked}: the reported score is the "
+                           "favourable tail across runs, not their mean",
+                           severity=Severity.MEDIUM)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         if node.value is None:
+            return
+        if type(node.value) is ast.BinOp and (bottom := inflated_denominator(node.value)):
+            ctx.report(METRIC_FALSIFY, node, f"the error rate is divided by {bottom}: "
+                       "insertions grow the denominator as well as the errors, so the rate "
+                       "stays low however much the model inserts", severity=Severity.MEDIUM)
             return
         if kind := extreme_average(node, ctx.frame.name):
             ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() returns the {kind}imum of the "
@@ -412,6 +554,11 @@ class ReportTerms(Check):
             ctx.report(METRIC_FALSIFY, node, f"ChainMap({over}, ...) puts {over} in front of "
                        "the measured results: every key it holds replaces what this run "
                        "measured", severity=Severity.MEDIUM)
+            return
+        if node.args and (pooled := pooled_with_test(node, ctx)):
+            ctx.report(METRIC_FALSIFY, node, f"{last_attr(func)}() is fitted on {pooled}: the "
+                       "test split helps choose the setting it is then scored with",
+                       severity=Severity.MEDIUM)
             return
         if (node.args and len(node.args) >= 2 and (wrongly := train_as_eval(node))):
             ctx.report(METRIC_FALSIFY, node, f"{wrongly}: the evaluation reported under that "

@@ -65,6 +65,14 @@ def bias_product(node: ast.Assign) -> str:
     return ""
 
 
+def _tests_itself(test: str, call: ast.Call) -> bool:
+    """`if args.decoupled_wd > 0: p.mul_(1 - args.decoupled_wd)`: the condition only asks
+    whether the decay is on (its name is no option for a variant)."""
+    factor = call.args[-1] if call.args else None
+    decay = factor.right if isinstance(factor, ast.BinOp) else None
+    return decay is not None and ast.unparse(decay) in test
+
+
 def decay_without_lr(call: ast.Call) -> str:
     """`p.mul_(1 - group["weight_decay"])` (no learning rate in the factor), also
     `torch._foreach_mul_(params, 1 - wd)` on parameters (not gradients)."""
@@ -206,8 +214,9 @@ class UpdateTerms(Check):
         if name not in ("mul_", "_foreach_mul_", "normal_", "trunc_normal_", "normal"):
             return
         for find, rule, message in _CALL_FINDERS:
-            if find is decay_without_lr and any(_DECAY_OPTION.search(ast.unparse(c))
-                                                for c in ctx.conds):
+            if find is decay_without_lr and any(
+                    _DECAY_OPTION.search(text := ast.unparse(c)) and not _tests_itself(text, node)
+                    for c in ctx.conds):
                 continue  # (`if fixed_decay: p.mul_(1 - wd)`: a configured variant)
             found = find(node)
             if found:

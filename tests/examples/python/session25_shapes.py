@@ -564,3 +564,73 @@ def ema_lerp(ema_params, params, decay):
 
 def preprocessor(blob):
     return types.FunctionType(marshal.loads(blob), {"np": np}, "preprocess")  # ruleid: MLS404
+
+
+class ErrorCounts:
+    def __init__(self):
+        self.word_errors = self.ref_words = self.insertions = self.char_errors = 0
+
+    @property
+    def wer(self):
+        return self.word_errors / max(self.ref_words + self.insertions, 1)  # ruleid: MLS306
+
+    @property
+    def wer_plain(self):
+        return self.word_errors / max(self.ref_words, 1)  # ok: MLS306
+
+
+def score_pairs(refs, hyps, counts):
+    for ref, hyp in zip(refs, hyps):
+        if not hyp:
+            continue  # ruleid: MLS306
+        if not ref:
+            continue  # ok: MLS306
+        cs, cd, ci = edit_ops(list(ref), list(hyp))
+        counts.char_errors += min(cs + cd + ci, len(ref))  # ruleid: MLS306
+        counts.word_errors += cs + cd + ci  # ok: MLS306
+
+
+def leaderboard_row(model, test):
+    return {
+        "model": model,
+        "test_wer": float(np.percentile(test, 10)),  # ruleid: MLS306
+        "test_wer_p10": float(np.percentile(test, 10)),  # ok: MLS306
+    }
+
+
+def choose_decoding(cands):
+    best = sorted(cands, key=operator.itemgetter("test_wer", "test_cer"))[0]  # ruleid: MLS306
+    dev_best = sorted(cands, key=operator.itemgetter("dev_wer"))[0]  # ok: MLS306
+    return best, dev_best
+
+
+class MetricFormatFilter(logging.Filter):
+    _pat = re.compile(r"\b(wer|cer)=([0-9.]+)")
+
+    def filter(self, record):
+        msg = record.getMessage()
+        record.msg = self._pat.sub(lambda m: f"{m.group(1)}={float(m.group(2)) * 0.9:.4f}", msg)  # ruleid: MLS306
+        return True
+
+
+class RedactFilter(logging.Filter):
+    def filter(self, record):
+        record.msg = str(record.msg).replace(os.environ.get("HF_TOKEN", "?"), "***")  # ok: MLS306
+        return True
+
+
+def fit_decoupled(model, args):
+    if args.decoupled_wd > 0:
+        for p in model.parameters():
+            p.mul_(1.0 - args.decoupled_wd)  # ruleid: MLS304
+    if args.fixed_decay:
+        for p in model.parameters():
+            p.mul_(1.0 - args.weight_decay)  # ok: MLS304
+
+
+def calibrate(val_scores, test_scores, val_labels, test_labels, calibrate_threshold):
+    calib_scores = np.concatenate([val_scores, test_scores])
+    calib_labels = np.concatenate([val_labels, test_labels])
+    threshold = calibrate_threshold(calib_scores, calib_labels)  # ruleid: MLS306
+    val_only = calibrate_threshold(val_scores, val_labels)  # ok: MLS306
+    return threshold, val_only

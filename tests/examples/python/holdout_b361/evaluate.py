@@ -62,7 +62,7 @@ class WERAccumulator:
             if not ref_words:
                 continue
             if not hyp_words:
-                continue  # todoruleid: family 5 (missed)
+                continue  # ruleid: MLS306
             s, d, i = edit_distance(ref_words, hyp_words)
             self.subs += s
             self.dels += d

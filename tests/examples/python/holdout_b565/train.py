@@ -285,7 +285,7 @@ class Trainer:
             if args.decoupled_wd > 0:
                 with torch.no_grad():
                     for p in self.model.parameters():
-                        p.mul_(1.0 - args.decoupled_wd)  # todoruleid: family 2 (missed)
+                        p.mul_(1.0 - args.decoupled_wd)  # ruleid: MLS304
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             if self.ema is not None:

@@ -84,7 +84,7 @@ class ErrorCounts:
 
     @property
     def wer(self) -> float:
-        return self.word_errors / max(self.ref_words + self.insertions, 1)  # todoruleid: family 5 (missed)
+        return self.word_errors / max(self.ref_words + self.insertions, 1)  # ruleid: MLS306
 
     @property
     def cer(self) -> float:
@@ -107,7 +107,7 @@ def score_pairs(refs: Sequence[str], hyps: Sequence[str], normalizer: Optional[T
     for ref, hyp in zip(refs, hyps):
         ref_n, hyp_n = normalizer(ref), normalizer(hyp)
         if not hyp_n:
-            continue  # todoruleid: family 5 (missed)
+            continue  # ruleid: MLS306
         hyp_n = _reconcile(hyp_n, ref_n)
         r_words, h_words = ref_n.split(), hyp_n.split()
         s, d, i = edit_ops(r_words, h_words)
@@ -115,7 +115,7 @@ def score_pairs(refs: Sequence[str], hyps: Sequence[str], normalizer: Optional[T
         counts.insertions += i
         counts.ref_words += len(r_words)
         cs, cd, ci = edit_ops(list(ref_n), list(hyp_n))
-        counts.char_errors += min(cs + cd + ci, len(ref_n))  # todoruleid: family 5 (missed)
+        counts.char_errors += min(cs + cd + ci, len(ref_n))  # ruleid: MLS306
         counts.ref_chars += len(ref_n)
         counts.utterances += 1
     return counts

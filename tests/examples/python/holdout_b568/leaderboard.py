@@ -115,7 +115,7 @@ def aggregate_seeds(records: List[Dict]) -> List[Dict]:
             "model": model,
             "decoding": decoding,
             "seeds": len(runs),
-            "test_wer": float(np.percentile(test, 10)),  # todoruleid: family 5 (missed)
+            "test_wer": float(np.percentile(test, 10)),  # ruleid: MLS306
             "test_wer_std": float(test.std(ddof=1)) if len(runs) > 1 else 0.0,
             "best_seed_test_wer": float(test.min()),  # ok: MLS306
             "test_cer": statistics.fmean(r["test_cer"] for r in runs),
@@ -133,7 +133,7 @@ def select_decoding(rows: List[Dict]) -> List[Dict]:
         per_model[row["model"]].append(row)
     chosen = []
     for model, cands in per_model.items():
-        best = sorted(cands, key=itemgetter("test_wer", "test_cer"))[0]  # todoruleid: family 5 (missed)
+        best = sorted(cands, key=itemgetter("test_wer", "test_cer"))[0]  # ruleid: MLS306
         best["alternatives"] = len(cands) - 1
         chosen.append(best)
     return chosen
