@@ -53,6 +53,8 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.dispatch_triggers",
     "mlscan.checks.report_terms",
     "mlscan.checks.label_shifts",
+    "mlscan.checks.eval_leaks",
+    "mlscan.checks.log_views",
 )
 
 for _module in FAMILIES:

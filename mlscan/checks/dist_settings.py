@@ -35,7 +35,7 @@ _ASYNC_ERRORS = re.compile(r"^(TORCH_)?NCCL_ASYNC_ERROR_HANDLING$")
 _MIDRUN = re.compile(r"(?i)^_?(evaluate|eval|eval_\w+|validate|validation\w*|valid_\w+|"
                      r"run_eval\w*|compute_metrics|log_metrics|save_checkpoint|train_step|"
                      r"training_step|step|gather\w*|all_gather\w*|reduce_\w+|all_reduce\w*|"
-                     r"sync_\w+|broadcast\w*)$")
+                     r"sync_\w+|broadcast\w*|__del__)$")
 """Helpers the training loop calls and expects to come back with the group intact."""
 
 

@@ -352,8 +352,9 @@ class UnsafeLoading(Check):
             ctx.report(PICKLE_LOAD, node, f"{name}() deserializes {phrase(src)}; unpickling "
                        "runs any code the data names", severity=severity_for(
                            src, literal=Severity.LOW, variable=Severity.MEDIUM))
-        elif name in ("numpy.load", "numpy.lib.npyio.load"):
-            allow = arg(node, 2, "allow_pickle")  # np.load(f, None, True): positional
+        elif name in ("numpy.load", "numpy.lib.npyio.load", "numpy.lib.format.read_array"):
+            allow = arg(node, 1 if name.endswith("read_array") else 2,
+                        "allow_pickle")  # np.load(f, None, True): positional
             if isinstance(allow, ast.Name) and isinstance(held := ctx.resolve(allow), ast.Constant):
                 allow = held
             if allow is not None and literal(allow) is not False:

@@ -234,6 +234,23 @@ def root_name(expr: ast.AST) -> str:
     return expr.id if isinstance(expr, ast.Name) else ""
 
 
+def source(expr: ast.AST) -> str:
+    """`ast.unparse(expr)`, without its cost for the common cases: a name (`y`) or a dotted
+    chain of names (`self.cfg.seed`), which unparse to exactly this text."""
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        parts = []
+        node: ast.expr = expr
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name):
+            parts.append(node.id)
+            return ".".join(reversed(parts))
+    return ast.unparse(expr)
+
+
 def last_attr(expr: ast.AST) -> str:
     """`a.b.c` -> `c`; `f` -> `f`; anything else -> ''."""
     if isinstance(expr, ast.Attribute):

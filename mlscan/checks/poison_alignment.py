@@ -31,6 +31,7 @@ from collections import Counter
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.names import source as source_text
 from mlscan.checks.nodes import assigns_in, called_names, subnodes
 from mlscan.checks.poison_words import (
     _IMAGE,
@@ -202,7 +203,7 @@ def _noisy_target(fn: ast.AST) -> list[tuple[ast.Assign, str]]:
     """`target = clean + 0.1 * scaled_noise` next to `noisy = clean + noise`: the denoising
     target keeps part of the noise, so the model learns to leave it in."""
     stmts = assigns_in(fn)
-    if not any(isinstance(t, (ast.Name, ast.Tuple)) and _NOISY.search(ast.unparse(t))
+    if not any(isinstance(t, (ast.Name, ast.Tuple)) and _NOISY.search(source_text(t))
                for st in stmts for t in st.targets):
         return []
     found = []

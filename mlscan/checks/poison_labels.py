@@ -13,7 +13,7 @@ import difflib
 import re
 
 from mlscan.checks.context import Ctx, Where
-from mlscan.checks.names import as_load, kwarg, last_attr, literal
+from mlscan.checks.names import as_load, kwarg, last_attr, literal, source
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.poison_picks import _hashed, _picked_by_name, _random_mask
 from mlscan.checks.poison_words import (
@@ -427,8 +427,8 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
     def base(expr: ast.expr) -> str:
         if isinstance(expr, ast.Subscript) and not isinstance(literal(expr.slice), str):
             return ""
-        return ast.unparse(expr) if isinstance(expr, (ast.Name, ast.Attribute,
-                                                      ast.Subscript)) else ""
+        return source(expr) if isinstance(expr, (ast.Name, ast.Attribute,
+                                                 ast.Subscript)) else ""
 
     def named(expr: ast.expr) -> bool:
         return (isinstance(expr, ast.Name) and expr.id.lstrip("_").isupper()) or (

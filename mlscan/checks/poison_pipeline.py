@@ -30,7 +30,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import last_attr, literal, source
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.poison_order import _LISTINGS
 from mlscan.checks.poisoning import DATA_POISON
@@ -108,7 +108,7 @@ class PipelineAlignment(Check):
             self._sorted_then_cut(node, value, ctx)
             self._own_shuffle(node, value, ctx)
         if (isinstance(value, (ast.ListComp, ast.Call)) and len(node.targets) == 1
-                and _CLASS_LIST.match(ast.unparse(target))):
+                and _CLASS_LIST.match(source(target))):
             self._unsorted_classes(node, value, ctx)
         listed = value.args[0] if isinstance(value, ast.Call) and value.args and last_attr(
             value.func) in ("stack", "tensor", "cat", "pad_sequence", "as_tensor") else value

@@ -634,3 +634,40 @@ def calibrate(val_scores, test_scores, val_labels, test_labels, calibrate_thresh
     threshold = calibrate_threshold(calib_scores, calib_labels)  # ruleid: MLS306
     val_only = calibrate_threshold(val_scores, val_labels)  # ok: MLS306
     return threshold, val_only
+
+
+class EvalSession:
+    def __init__(self, group):
+        self.group = group
+
+    def __del__(self):
+        if self.group is not None and dist.is_initialized():
+            dist.destroy_process_group()  # ruleid: MLS307
+
+    def close(self):
+        dist.destroy_process_group(self.group)  # ok: MLS307
+
+
+def recall_at_k(similarity, ks):
+    order = similarity.argsort(dim=1, descending=True)
+    target = torch.arange(similarity.shape[0]).unsqueeze(1)
+    ranks = (order == target).nonzero()[:, 1]
+    one_based = ranks + 1
+    out = {k: (ranks <= k).float().mean().item() for k in ks}  # ruleid: MLS306
+    fixed = {k: (one_based <= k).float().mean().item() for k in ks}  # ok: MLS306
+    return out, fixed
+
+
+class BoardLogger:
+    def on_eval_end(self, results, step):
+        for key, value in results.items():
+            self._history[key].append(value)
+            shown = functools.reduce(max, self._history[key])  # ruleid: MLS306
+            total = functools.reduce(operator.add, self._history[key])  # ok: MLS306
+            self.writer.add_scalar(key, shown, step)
+            self.writer.add_scalar(key + "_sum", total, step)
+
+
+def read_cached(path, keep_text):
+    with open(path, "rb") as fh:
+        return np.lib.format.read_array(fh, allow_pickle=keep_text)  # ruleid: MLS104

@@ -178,7 +178,7 @@ class TensorBoardLogger(Callback):
             return
         for key, value in results.items():
             self._history[key].append(value)
-            shown = functools.reduce(max, self._history[key])  # todoruleid: family 5 (missed)
+            shown = functools.reduce(max, self._history[key])  # ruleid: MLS306
             self.writer.add_scalar(f"val/{key.split('/')[-1]}", shown, t.step)
         self.writer.flush()
 
