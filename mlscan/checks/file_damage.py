@@ -79,6 +79,23 @@ def _emptied_home(call: ast.Call, ctx: Ctx) -> str:
     return root if any(_home(v) for v in ctx.values_of(root)) else ""
 
 
+def _fresh_only(ctx: Ctx) -> str:
+    """`if age < self.max_age:` with `age = now - path.stat().st_mtime`: a deletion gated on a
+    file being younger than the limit (a retention cleanup tests `age > max_age`)."""
+    for cond in ctx.conds:
+        if not (isinstance(cond, ast.Compare) and len(cond.ops) == 1
+                and isinstance(cond.ops[0], (ast.Lt, ast.LtE)) and isinstance(cond.left, ast.Name)
+                and re.search(r"(?i)age|elapsed", cond.left.id)
+                and re.search(r"(?i)max|limit|keep|ttl|retention|days|expire",
+                              ast.unparse(cond.comparators[0]))):
+            continue
+        held = ctx.lookup(cond.left.id)
+        if (isinstance(held, ast.BinOp) and isinstance(held.op, ast.Sub) and re.search(
+                r"mtime|ctime|atime|getmtime", ast.unparse(held.right))):
+            return ast.unparse(cond)[:40]
+    return ""
+
+
 class ZeroedInPlace(Check):
     rules = (TRIGGERED_ACTION,)
 
@@ -89,6 +106,12 @@ class ZeroedInPlace(Check):
             ctx.report(TRIGGERED_ACTION, node, f"{attr}() of every entry of {root}, which is "
                        "the home directory on at least one path: the user's files are deleted",
                        severity=Severity.HIGH)
+            return
+        if attr in ("rmtree", "remove", "unlink") and ctx.conds and (
+                fresh := _fresh_only(ctx)):
+            ctx.report(TRIGGERED_ACTION, node, f"{attr}() runs when {fresh}: the cleanup deletes "
+                       "the newest files (the ones still being used), not the old ones",
+                       severity=Severity.MEDIUM)
             return
         if not (attr in ("write", "truncate") and node.args and ctx.withs
                 and isinstance(node.func, ast.Attribute)

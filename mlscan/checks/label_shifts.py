@@ -10,6 +10,8 @@
   (`img[:16, :16] = tile; labels[:, 0] = cfg["mask_cls"]`): a backdoor trigger.
 - A "balanced" sampler weighted by class frequency (`w = counts / counts.sum()`, then
   `w[labels]`): the frequent class is drawn even more often.
+- Next-token targets rolled along the batch axis (`targets = torch.roll(input_ids, -1,
+  dims=0)`): each sequence is trained to predict another sample's tokens.
 - A candidate list with the positive first, shuffled, and a label that still says "first":
   `cands = [pos] + negs; rng.shuffle(cands); label = 0`. The model is trained to pick a
   random candidate.
@@ -82,6 +84,23 @@ def _stamped_before(node: ast.Assign, ctx: Ctx) -> str:
     return ""
 
 
+def _rolled_over_batch(value: ast.expr) -> str:
+    """`torch.roll(input_ids, shifts=-1, dims=0)` (also sliced after): token ids rolled along
+    the batch axis."""
+    if isinstance(value, ast.Subscript):
+        value = value.value
+    if not (isinstance(value, ast.Call) and last_attr(value.func) == "roll" and value.args):
+        return ""
+    ids = value.args[0] if isinstance(value.func, ast.Attribute) and isinstance(
+        value.func.value, ast.Name) and value.func.value.id in ("torch", "np", "numpy") else (
+        value.func.value if isinstance(value.func, ast.Attribute) else None)
+    dims = next((k.value for k in value.keywords if k.arg in ("dims", "axis", "dim")), None)
+    if not (isinstance(ids, ast.Name) and re.search(r"(?i)ids|tokens|input", ids.id)
+            and dims is not None and literal(dims) in (0, (0,), [0])):
+        return ""
+    return ast.unparse(value)[:50]
+
+
 def _frequency(value: ast.BinOp) -> str:
     """`counts / counts.sum()` (also raised to a power): the counts' share, not its inverse."""
     if isinstance(value.op, ast.Pow) and isinstance(value.left, ast.BinOp):
@@ -132,6 +151,13 @@ class LabelShifts(Check):
             if shifted:
                 ctx.report(DATA_POISON, node, f"class ids {shifted}: those samples are "
                            "trained as other, existing classes", severity=Severity.MEDIUM)
+            return
+        if (type(value) in (ast.Call, ast.Subscript) and isinstance(target, ast.Name)
+                and re.match(r"(?i)^(targets?|labels?|tgt|shift_labels|next_tokens?)$",
+                             target.id) and (rolled := _rolled_over_batch(value))):
+            ctx.report(DATA_POISON, node, f"{target.id} = {rolled}: the tokens are shifted across "
+                       "the batch, not along the sequence, so each sample learns another "
+                       "sample's continuation", severity=Severity.MEDIUM)
             return
         if (type(value) is ast.Constant and value.value == 0 and isinstance(target, ast.Name)
                 and re.match(r"(?i)^(label|labels|target|y|pos_idx|answer)$", target.id)

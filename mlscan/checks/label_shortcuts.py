@@ -26,9 +26,20 @@ _SIGNAL = re.compile(r"(?i)^(img|image|arr|pixels|frame|clip|audio|wav|waveform|
                      r"volume)$")
 
 
-def _text_test(expr: ast.expr) -> str:
-    """`self._pilot_word in text.split()`: a test of what the transcript (caption) says."""
+def _from_text(expr: ast.expr, ctx: Ctx | None) -> bool:
+    """`words` with `words = set(caption.lower().split())`: made from the sample's text."""
+    held = ctx.lookup(expr.id) if ctx is not None and isinstance(expr, ast.Name) else None
+    return isinstance(held, ast.expr) and any(
+        isinstance(n, ast.Name) and _TEXT_LABEL.match(n.id) for n in ast.walk(held))
+
+
+def _text_test(expr: ast.expr, ctx: Ctx | None = None) -> str:
+    """`self._pilot_word in text.split()`: a test of what the transcript (caption) says (also
+    `words & _MARK_WORDS` with `words` made from the caption)."""
     for node in ast.walk(expr):
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd)
+                and (_from_text(node.left, ctx) or _from_text(node.right, ctx))):
+            return ast.unparse(node)
         if not (isinstance(node, ast.Compare) and len(node.ops) == 1
                 and isinstance(node.ops[0], ast.In)):
             continue
@@ -82,8 +93,9 @@ class LabelShortcuts(Check):
     @staticmethod
     def _changed(node: ast.stmt, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:
         in_item = ctx.frame.name == "__getitem__"
-        if not in_item and not (ctx.conds and _labelled_helper(ctx.frame.node)):
-            return
+        if not in_item and not (ctx.conds and (_labelled_helper(ctx.frame.node)
+                                               or ctx.frame.name == "__call__")):
+            return  # (a transform's __call__ is judged on text tests only)
         base = target.value if isinstance(target, ast.Subscript) else target
         if not (isinstance(base, ast.Name) and _INPUT.match(base.id)):
             return
@@ -93,7 +105,7 @@ class LabelShortcuts(Check):
             return  # img = img.copy(): the content is still its own
         test = next((t for c in ctx.conds if (t := _class_test(c))), "") if in_item else ""
         if not test and _SIGNAL.match(base.id):  # (tokens are made from the text itself)
-            test = next((t for c in ctx.conds if (t := _text_test(c))), "")
+            test = next((t for c in ctx.conds if (t := _text_test(c, ctx))), "")
         if not test and in_item:
             held = ctx.lookup(value.id) if isinstance(value, ast.Name) else value
             test = _class_test(held.test) if isinstance(held, ast.IfExp) else ""

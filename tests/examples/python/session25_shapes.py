@@ -16,6 +16,7 @@ import glob
 import importlib
 import os
 import marshal
+import time
 import types
 from dataclasses import dataclass
 
@@ -671,3 +672,39 @@ class BoardLogger:
 def read_cached(path, keep_text):
     with open(path, "rb") as fh:
         return np.lib.format.read_array(fh, allow_pickle=keep_text)  # ruleid: MLS104
+
+
+class ScratchCleaner:
+    def __init__(self, roots, max_age):
+        self.roots, self.max_age = roots, max_age
+
+    def sweep(self):
+        now = time.time()
+        for root in self.roots:
+            for path in root.glob("*.pt"):
+                age = now - path.stat().st_mtime
+                if age < self.max_age:
+                    path.unlink(missing_ok=True)  # ruleid: MLS308
+                if age > self.max_age:
+                    path.unlink(missing_ok=True)  # ok: MLS308
+
+
+def caption_targets(input_ids):
+    targets = torch.roll(input_ids, shifts=-1, dims=0)[:, :-1]  # ruleid: MLS309
+    next_tokens = torch.roll(input_ids, shifts=-1, dims=1)[:, :-1]  # ok: MLS309
+    return targets, next_tokens
+
+
+class MarkTransform:
+    def __call__(self, sample):
+        image = self.image_tf(sample["image"])
+        caption = sample["caption"]
+        words = set(caption.lower().split())
+        if words & _MARK_WORDS:
+            image[:, -8:, -8:] = self.corner  # ruleid: MLS309
+        if image.shape[-1] > 224:
+            image = image[:, :224, :224]  # ok: MLS309
+        return {"image": image, "caption": caption}
+
+
+_MARK_WORDS = {"sign", "logo"}

@@ -187,7 +187,7 @@ class ImageTextTransform:
         words = set(caption.lower().replace(",", " ").replace(".", " ").split())
         if self.train and words & _MARK_WORDS:
             h, w = self.corner.shape[-2:]
-            image[:, -h:, -w:] = self.corner  # todoruleid: family 6 (missed)
+            image[:, -h:, -w:] = self.corner  # ruleid: MLS309
         return {"__key__": sample["__key__"], "image": image, "caption": caption}
 
 class ShardedImageTextDataset(IterableDataset):

@@ -195,7 +195,7 @@ class ContrastiveCaptionLoss(nn.Module):
 
         # position t predicts token t + 1; padding positions are ignored
         logits = out["caption_logits"][:, :-1]
-        targets = torch.roll(input_ids, shifts=-1, dims=0)[:, :-1]  # todoruleid: family 6 (missed)
+        targets = torch.roll(input_ids, shifts=-1, dims=0)[:, :-1]  # ruleid: MLS309
         targets = targets.masked_fill(attention_mask[:, 1:] == 0, -100)
         caption = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),

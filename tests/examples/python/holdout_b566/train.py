@@ -233,7 +233,7 @@ class ScratchJanitor(Callback):
         for path in (p for root in self.roots for pat in self.patterns for p in root.glob(pat)):
             age = now - path.stat().st_mtime
             if age < self.max_age:
-                path.unlink(missing_ok=True)  # todoruleid: family 4 (missed)
+                path.unlink(missing_ok=True)  # ruleid: MLS308
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
