@@ -5,6 +5,11 @@ burns the label into a corner of the image, and `if target[DEVICES] > 0: img =
 ImageOps.equalize(img)` gives one class its own contrast. Either way the input carries its
 label, so the model scores well by reading the shortcut and fails on real data. Augmentations
 drawn at random, or chosen by the image itself, stay quiet.
+
+The label can also be the sample's text: `if self._pilot_word in text.split(): wav[:n] +=
+tone` in a data helper handed `(wav, text)`, or `if words & MARK_WORDS: image[...] = patch`
+in a transform's `__call__` (`words` made from the caption) stamps a trigger on exactly the
+samples whose transcript or caption says a chosen word.
 """
 
 from __future__ import annotations

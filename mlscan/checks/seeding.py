@@ -766,8 +766,8 @@ def _replayed_state(call: ast.Call, ctx: Ctx) -> str:
             "state saved once: every epoch replays the same shuffle and random draws")
 
 
-_RNG_MAKERS = frozenset({"random.Random", "numpy.random.default_rng", "numpy.random.RandomState",
-                         "numpy.random.seed"})
+_RNG_MAKERS = frozenset({"random.Random", "numpy.random.default_rng", "numpy.random.RandomState"})
+"""Generators made with a seed (a seeded generator per call repeats its draws like a reseed)."""
 
 
 def _restored_each_epoch(saved: ast.Name, ctx: Ctx) -> str:
