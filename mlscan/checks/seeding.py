@@ -217,6 +217,12 @@ def _worker_copies(call: ast.Call, ctx: Ctx) -> bool:
         for n in subnodes(seed)) and not _WORKER_AWARE.search(ast.unparse(seed))
 
 
+def _may_dispatch_seeders(ctx: Ctx) -> bool:
+    """A seeder table needs a seed function's name in the file (or a reversed string that
+    normalize folds into one): without either, `self.x(...)` is not worth resolving."""
+    return ctx.mentions("seed") or ctx.mentions("[::-1]")
+
+
 def _dispatched_seeder(func: ast.Subscript, ctx: Ctx) -> str:
     """`_SEEDERS[backend](s)` with `_SEEDERS = {"python": random.seed, "torch":
     torch.manual_seed}`: every entry seeds a global RNG (the first one names the call)."""
@@ -1073,7 +1079,7 @@ class HiddenReseed(Check):
             name = _dispatched_seeder(func, ctx)  # _SEEDERS[name](stamp)
         if (name not in _SEED_FUNCS and isinstance(func, ast.Attribute) and isinstance(
                 func.value, ast.Name)
-                and func.value.id == "self" and isinstance(
+                and func.value.id == "self" and _may_dispatch_seeders(ctx) and isinstance(
                     held := ctx.resolve(func), ast.Subscript)):
             name = _dispatched_seeder(held, ctx) or name  # self.fn(s), self.fn = _SEEDERS[m]
         if name in _JAX_KEYS and _seed_source(node, ctx) == "entropy":
