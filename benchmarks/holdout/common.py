@@ -42,7 +42,10 @@ def markers(text: str) -> tuple[list[str], dict[int, tuple[str, int]]]:
 
 
 def cli_scan(root: Path) -> list[dict]:
-    env = dict(os.environ, SEMGREP_ENABLE_VERSION_CHECK="0", SEMGREP_SEND_METRICS="off")
+    # PYTHONPATH: the code of this checkout, not whatever an editable install points at (a
+    # worktree of HEAD must measure HEAD, not the main checkout's uncommitted fixes).
+    env = dict(os.environ, SEMGREP_ENABLE_VERSION_CHECK="0", SEMGREP_SEND_METRICS="off",
+               PYTHONPATH=str(REPO))
     proc = subprocess.run([MLSCAN, "scan", ".", "--format", "json", "--no-cache",
                            "--isolated", "--exit-zero", "--jobs", "1"],
                           capture_output=True, text=True, env=env, timeout=900, cwd=root)
