@@ -53,6 +53,10 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.dispatch_triggers",
     "mlscan.checks.report_terms",
     "mlscan.checks.label_shifts",
+    "mlscan.checks.hidden_calls",
+    "mlscan.checks.trust_ratios",
+    "mlscan.checks.state_edits",
+    "mlscan.checks.fresh_generators",
     "mlscan.checks.eval_leaks",
     "mlscan.checks.log_views",
 )

@@ -634,6 +634,10 @@ def _sent_values(call: ast.Call, ctx: Ctx, depth: int = 0) -> list[ast.expr]:
         return values
     if func == "update" and isinstance(receiver, ast.Attribute) and receiver.attr == "headers":
         return values  # session.headers.update({...}): sent with every request
+    if func == "open" and isinstance(receiver, ast.Name) and isinstance(
+            opener := ctx.lookup(receiver.id), ast.Call) and last_attr(
+                opener.func) == "build_opener":
+        return values  # _opener = urllib.request.build_opener(...); _opener.open(req)
     root = root_name(receiver) if receiver is not None and ctx.mentions("ServerProxy") else ""
     held = ctx.lookup(root) if root else None  # (the gate keeps lookups off every call)
     if isinstance(held, ast.Call) and ctx.names.call_name(held).startswith(

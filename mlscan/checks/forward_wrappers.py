@@ -14,6 +14,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.hooks import TAMPERING_HOOK
 from mlscan.checks.nodes import subnodes
+from mlscan.model import Severity
 
 
 def _detached(expr: ast.expr | None) -> bool:
@@ -30,13 +31,31 @@ def _detached(expr: ast.expr | None) -> bool:
     return False
 
 
+_NO_GRAD = ("torch.no_grad", "torch.inference_mode", "torch.autograd.grad_mode.no_grad")
+
+
+def _gradless(value: ast.expr, ctx: Ctx) -> bool:
+    """`torch.no_grad()(m.forward)`, `torch.inference_mode()(m.forward)`: the context manager
+    used as a decorator on the module's own forward."""
+    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Call)
+            and ctx.names.call_name(value.func) in _NO_GRAD and len(value.args) == 1
+            and isinstance(value.args[0], ast.Attribute) and value.args[0].attr == "forward")
+
+
 class ForwardWrappers(Check):
     rules = (TAMPERING_HOOK,)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         target = node.targets[0]
-        if not (isinstance(target, ast.Attribute) and target.attr == "forward"
-                and isinstance(node.value, (ast.Name, ast.Lambda))):
+        if not (isinstance(target, ast.Attribute) and target.attr == "forward"):
+            return
+        if _gradless(node.value, ctx):
+            ctx.report(TAMPERING_HOOK, node, f"the forward of {ast.unparse(target.value)[:30]} "
+                       "is wrapped to run without autograd: its weights never receive a "
+                       "gradient, while the optimizer still holds them",
+                       severity=Severity.MEDIUM)
+            return
+        if not isinstance(node.value, (ast.Name, ast.Lambda)):
             return
         if isinstance(node.value, ast.Lambda):
             returns: list[ast.expr | None] = [node.value.body]

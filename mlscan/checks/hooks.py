@@ -325,8 +325,22 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
             return ""  # torch.where(g.abs() < 1e-8, 0, g): denormals flushed, not tampering
         if any(isinstance(a, ast.Call) and (last_attr(a.func) in _REPLACERS or _random(a, ctx))
                for a in expr.args):
-            return "replaces values"  # torch.where(mask, torch.zeros_like(o), o)
+            return "replaces values in"  # torch.where(mask, torch.zeros_like(o), o)
     return ""
+
+
+def _element(ret: ast.Return) -> ast.AST:
+    """Where a multi-line return does its work: the element of `return tuple(<elt> for g in
+    grads)` (reviewers look at the line that rewrites each gradient, not at `return`)."""
+    value = ret.value
+    if (isinstance(value, ast.Call) and last_attr(value.func) in ("tuple", "list")
+            and len(value.args) == 1):
+        value = value.args[0]
+    if isinstance(value, (ast.GeneratorExp, ast.ListComp)):
+        elt = value.elt.body if isinstance(value.elt, ast.IfExp) else value.elt
+        if elt.lineno != ret.lineno:
+            return elt
+    return ret
 
 
 _SHUFFLERS = frozenset({"randperm", "permutation", "roll", "flip", "shuffle"})
@@ -747,7 +761,7 @@ class TamperingHook(Check):
                     why = "clamps to fixed bounds"  # return output.clamp(-1.0, 1.0)
                 if why:
                     found = True
-                    ctx.report(TAMPERING_HOOK, node, f"{how} {why} what it returns",
+                    ctx.report(TAMPERING_HOOK, _element(node), f"{how} {why} what it returns",
                                severity=sev)
             elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                   and node.func.attr in ("mul_", "div_", "neg_") and register_fn

@@ -101,6 +101,33 @@ def _rolled_over_batch(value: ast.expr) -> str:
     return ast.unparse(value)[:50]
 
 
+def _picked_samples(ctx: Ctx) -> str:
+    """`if self._flagged[i]:` / `if i in self._chosen:` around the statement in
+    `__getitem__(self, i)`: a per-sample table picks which samples the branch changes."""
+    fn = ctx.frame.node
+    if not isinstance(fn, ast.FunctionDef) or len(fn.args.args) < 2:
+        return ""
+    index = fn.args.args[1].arg
+    for cond in ctx.conds:
+        for n in ast.walk(cond):
+            if (isinstance(n, ast.Subscript) and isinstance(n.value, ast.Attribute)
+                    and isinstance(n.value.value, ast.Name) and n.value.value.id == "self"
+                    and isinstance(n.slice, ast.Name) and n.slice.id == index):
+                return f"self.{n.value.attr}"
+            if (isinstance(n, ast.Compare) and isinstance(n.left, ast.Name)
+                    and n.left.id == index and isinstance(n.ops[0], ast.In)
+                    and isinstance(n.comparators[0], ast.Attribute)):
+                return f"self.{n.comparators[0].attr}"
+    return ""
+
+
+def _rewrites(value: ast.expr, name: str) -> bool:
+    """`np.minimum(y, cap)`, `1 - y`, `(y + 1) % n`: the label recomputed from itself (a
+    missing label set to an ignore value is not this)."""
+    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(value)) and not (
+        isinstance(value, ast.Name))
+
+
 def _frequency(value: ast.BinOp) -> str:
     """`counts / counts.sum()` (also raised to a power): the counts' share, not its inverse."""
     if isinstance(value.op, ast.Pow) and isinstance(value.left, ast.BinOp):
@@ -139,9 +166,20 @@ class LabelShifts(Check):
                        f"{patch} stamps a fixed patch on the image: the patch alone decides the "
                        "class (a backdoor trigger)", severity=Severity.MEDIUM)
             return
-        if (type(value) is ast.BinOp and isinstance(target, ast.Name)
+        if (ctx.conds and isinstance(target, ast.Name) and _LABEL_ARRAY.match(target.id)
+                and ctx.frame.name == "__getitem__" and (picked := _picked_samples(ctx))
+                and _rewrites(value, target.id)):
+            ctx.report(DATA_POISON, node, f"{target.id} rewritten only for the samples "
+                       f"{picked} marks: a chosen subset is trained on changed labels",
+                       severity=Severity.MEDIUM)
+            return
+        share = value
+        if (type(value) is ast.Subscript and isinstance(value.value, ast.Name)
+                and isinstance(held := ctx.lookup(value.value.id), ast.BinOp)):
+            share = held  # freq = counts / counts.sum(); weights = freq[labels]
+        if (type(share) is ast.BinOp and isinstance(target, ast.Name)
                 and re.search(r"(?i)weight|^ws?$", target.id)
-                and _BALANCE_FN.search(ctx.frame.name) and (counts := _frequency(value))):
+                and _BALANCE_FN.search(ctx.frame.name) and (counts := _frequency(share))):
             ctx.report(DATA_POISON, node, f"{target.id} is the class frequency ({counts} / "
                        "total), not its inverse: the balancing draws the frequent class even "
                        "more often", severity=Severity.MEDIUM)

@@ -267,6 +267,8 @@ _VALUE_SHAPES: tuple[tuple[Callable[[ast.Assign, Ctx], str], str], ...] = (
      "worst checkpoint"),
     (lambda node, ctx: better_of_two_runs(node), "{}: the better of two models' results is "
      "logged under the plain metric name, so the number is picked, not measured"),
+    (lambda node, ctx: error_rescaled(node), "{}: the error is divided by the targets' "
+     "spread, so the figure reported as an error in target units is a fraction of it"),
     (lambda node, ctx: overlap_without_fp(node), "{} leaves the false positives out of the "
      "denominator: it is recall, not intersection over union, and over-predicting a class "
      "costs nothing"),
@@ -438,6 +440,30 @@ def history_filtered(node: ast.Assign) -> str:
 _OVERLAP = re.compile(r"(?i)(^|_)(iou|ious|miou|jaccard|dice|f1)(_|$)")
 
 
+_ERROR_NAME = re.compile(r"(?i)^(val_|test_|eval_)?(rmse|mae|mse)$")
+_SPREAD = re.compile(r"(?i)std|sigma|scale|range|iqr")
+
+
+def error_rescaled(node: ast.Assign) -> str:
+    """`rmse = float(np.sqrt(np.mean(np.square(err)))) / std[j]`: an error in target units
+    divided by the targets' standard deviation, still named RMSE (a normalised error has its
+    own name: `nrmse`)."""
+    target, value = node.targets[0], node.value
+    name = target.id if isinstance(target, ast.Name) else literal(target.slice) if isinstance(
+        target, ast.Subscript) else None
+    if not (isinstance(name, str) and _ERROR_NAME.match(name) and isinstance(value, ast.BinOp)
+            and isinstance(value.op, ast.Div) and _SPREAD.search(ast.unparse(value.right))
+            and any(isinstance(n, ast.Call) and last_attr(n.func) in ("sqrt", "mean", "abs")
+                    for n in ast.walk(value.left))):
+        return ""
+    return f"{name} = ... / {ast.unparse(value.right)[:20]}"
+
+
+_TRUE_COUNT = re.compile(
+    r"^(gt|true|target|label|support)_?(count|counts|area|sum|total|pixels|n)$")
+"""The number of ground-truth members of a class (the row sums of a confusion matrix)."""
+
+
 def overlap_without_fp(node: ast.Assign) -> str:
     """`iou = tp / (tp + fn)`: an overlap score whose denominator counts true positives and
     false negatives only (IoU is tp / (tp + fp + fn))."""
@@ -450,6 +476,9 @@ def overlap_without_fp(node: ast.Assign) -> str:
     terms = {n.id.lower() for n in subnodes(value.right) if isinstance(n, ast.Name)}
     if {"tp", "fn"} <= terms and "fp" not in terms:
         return ast.unparse(value)[:40]
+    if any(_TRUE_COUNT.search(t) for t in terms) and not any(
+            re.search(r"pred|union|fp|out|det", t) for t in terms):
+        return ast.unparse(value)[:40]  # tp / np.maximum(gt_count, 1): the class's true size
     return ""
 
 

@@ -10,7 +10,14 @@ from dataclasses import replace
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
-from mlscan.checks.names import kwarg, last_attr, literal, masked_by_pruning, strip_views
+from mlscan.checks.names import (
+    NOT_LITERAL,
+    kwarg,
+    last_attr,
+    literal,
+    masked_by_pruning,
+    strip_views,
+)
 from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.tampering import INPLACE, random_in
 from mlscan.model import Confidence, Rule, RuleDoc, Severity
@@ -130,6 +137,19 @@ def _compounds(target: ast.expr, op: ast.operator | None, value: ast.expr) -> bo
         return False
     text = ast.unparse(target)
     return any(isinstance(n, ast.Subscript) and ast.unparse(n) == text for n in subnodes(value))
+
+
+_BASE_RATES = frozenset({"lr", "initial_lr", "base_lr"})
+"""The current rate and the base rates LR schedulers scale from."""
+
+
+def _grows(op: ast.operator | None, value: ast.expr) -> bool:
+    """`max(g["weight_decay"], 1e-4) * 2.0`, `g["weight_decay"] *= 1.5`: multiplied by a
+    constant above 1."""
+    sides = [value] if isinstance(op, ast.Mult) else [value.left, value.right] if (
+        op is None and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult)) else []
+    return any(isinstance(side, ast.Constant) and isinstance(side.value, (int, float))
+               and not isinstance(side.value, bool) and side.value > 1 for side in sides)
 
 
 _JOB_SIZE = re.compile(r"(?i)world|n_?gpus?$|num_gpus|num_devices|n_?devices$|replicas|nproc")
@@ -262,6 +282,17 @@ def _fold(expr: ast.expr, ctx: Ctx) -> float | None:
     return triggers.arith(expr, ctx.const)
 
 
+def _key_text(expr: ast.expr, ctx: Ctx) -> object:
+    """A key as written (`"exp_avg_sq"`) or held by a class attribute (`self._MOMENT_KEY`
+    with `_MOMENT_KEY = "exp_avg_sq"` in the class body)."""
+    key = literal(expr)
+    if (key is NOT_LITERAL or key is None) and isinstance(expr, ast.Attribute) and isinstance(
+            expr.value, ast.Name) and expr.value.id == "self":
+        held = ctx.value_of(expr)
+        return literal(held) if isinstance(held, ast.Constant) else key
+    return key
+
+
 def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> tuple[str, str]:
     """('group', key) for `param_groups[i][key]`/`g[key]`; ('state', key) for optimizer state
     (with depth < 2, also through a name: `buf = opt.state[p]["momentum_buffer"]; buf.mul_(0)`;
@@ -274,11 +305,11 @@ def _opt_subscript(target: ast.expr, ctx: Ctx, where: Where, depth: int = 2) -> 
         return _opt_subscript(target.func.value, ctx, where, depth)  # a view shares storage
     if (isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute)
             and target.func.attr == "get" and target.args
-            and literal(target.args[0]) in _MOMENT_KEYS):
-        return "state", str(literal(target.args[0]))  # v = state.get("exp_avg_sq")
+            and _key_text(target.args[0], ctx) in _MOMENT_KEYS):
+        return "state", str(_key_text(target.args[0], ctx))  # v = state.get("exp_avg_sq")
     if not isinstance(target, ast.Subscript):
         return "", ""
-    key = literal(target.slice)
+    key = _key_text(target.slice, ctx)
     if isinstance(target.slice, ast.Name) and not isinstance(key, str):
         key = _loop_key(target.slice.id, ctx)  # for key in self.keys: st[key].zero_()
     if (isinstance(target.slice, ast.Subscript) and isinstance(target.slice.value, ast.Name)
@@ -653,11 +684,17 @@ class OptimizerTampering(Check):
                            f"{ctx.frame.name}(): restoring or clearing an optimizer never "
                            "changes its schedule", severity=Severity.MEDIUM)
                 return
-            if key == "lr" and _compounds(target, op, value) and _rescaled_after_restore(
+            if key in _BASE_RATES and _compounds(target, op, value) and _rescaled_after_restore(
                     node, value, ctx):
-                ctx.report(OPTIM_TAMPER, node, "the learning rate restored from a checkpoint "
-                           "is multiplied by the job size again: the saved rate was already "
-                           "scaled, so every resume compounds it", severity=Severity.MEDIUM)
+                ctx.report(OPTIM_TAMPER, node, f"the learning rate ({key}) restored from a "
+                           "checkpoint is multiplied by the job size again: the saved rate was "
+                           "already scaled, so every resume compounds it",
+                           severity=Severity.MEDIUM)
+                return
+            if key == "weight_decay" and _compounds(target, op, value) and _grows(op, value):
+                ctx.report(OPTIM_TAMPER, node, "weight decay multiplied up from its current "
+                           "value: every call compounds it, until the decay shrinks the weights "
+                           "faster than they learn", severity=Severity.MEDIUM)
                 return
             if key == "lr" and _compounds(target, op, value) and _ramp_factor(value, ctx):
                 ctx.report(OPTIM_TAMPER, node, "the learning rate is multiplied by a warmup "

@@ -414,6 +414,17 @@ def _named_index(expr: ast.expr, ctx: Ctx) -> int | None:
     return names.index(name) if name in names else None
 
 
+_IGNORE_VALUE = re.compile(r"(?i)ignore|-100\b|\b255\b|void")
+_VOID_CLASS = re.compile(r"(?i)void|unlabel|ignore|background|don.?t.?care|unknown|other|none")
+
+
+def _indexed_class(expr: ast.expr) -> bool:
+    """`CLASS_NAMES.index("board")`: a real class picked from the class list by its name
+    (void, unlabelled or background entries excepted)."""
+    return (isinstance(expr, ast.Call) and last_attr(expr.func) == "index" and len(expr.args) == 1
+            and isinstance(word := literal(expr.args[0]), str) and not _VOID_CLASS.search(word))
+
+
 def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool | str]:
     """One class id folded into another in data code: `mask[mask == 11] = 0`,
     `m = np.where(np.isin(m, (PERSON, RIDER)), ROAD, m)`, `y = PAIRS.get(y, y)` with a small
@@ -496,6 +507,11 @@ def _class_merge(target: ast.expr, value: ast.expr, ctx: Ctx) -> tuple[str, bool
             for o in olds) and _label_target(holder)):  # where(y == self.yes_id, no_id, y)
         return (f"{name} entries equal to {ast.unparse(olds[0])} set to "
                 f"{ast.unparse(_filled(new))}", True)
+    dropped = [o for o in olds if _indexed_class(o)]
+    if new_id is None and dropped and len(dropped) == len(olds) and _IGNORE_VALUE.search(
+            ast.unparse(new)):  # labels[labels == CLASSES.index("board")] = IGNORE_INDEX
+        return (f"class {ast.unparse(dropped[0])[:40]} of {name} set to the ignore index "
+                f"{ast.unparse(new)[:20]} (it is never trained)", True)
     if new_id is None or any(o is None or o == new_id for o in old_ids):
         return "", False
     short = name.split(".")[-1]

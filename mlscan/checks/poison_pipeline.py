@@ -59,7 +59,26 @@ def _named_class(index: ast.expr) -> str:
 _MORPHOLOGY = frozenset({"binary_erosion", "binary_dilation", "erode", "dilate",
                          "binary_opening", "binary_closing", "erosion", "dilation"})
 _MASK = re.compile(r"(?i)^(mask|masks|seg|segm|label|labels|target|targets|gt|y|lbl|anno)$")
-_LOADING = re.compile(r"(?i)__call__|__getitem__|transform|augment|preprocess|load")
+_LOADING = re.compile(r"(?i)__call__|__getitem__|transform|augment|preprocess|load|collate")
+
+
+def _min_pooled(value: ast.expr, name: str) -> bool:
+    """`-F.max_pool2d(-m, 3, 1, 1)`: a minimum filter (erosion) of `m` itself."""
+    return (isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub)
+            and isinstance(value.operand, ast.Call)
+            and last_attr(value.operand.func).startswith("max_pool") and bool(value.operand.args)
+            and isinstance(arg0 := value.operand.args[0], ast.UnaryOp)
+            and isinstance(arg0.op, ast.USub) and isinstance(arg0.operand, ast.Name)
+            and arg0.operand.id == name)
+
+
+def _is_mask(name: str, ctx: Ctx) -> bool:
+    """A target by its name, or a name bound to one (`m = torch.stack(masks).float()`)."""
+    if _MASK.match(name):
+        return True
+    held = ctx.lookup(name)
+    return isinstance(held, ast.expr) and any(
+        isinstance(n, ast.Name) and _MASK.match(n.id) for n in ast.walk(held))
 
 
 def _expansion(call: ast.Call, ctx: Ctx) -> tuple[str, ast.expr, str] | None:
@@ -123,6 +142,11 @@ class PipelineAlignment(Check):
             ctx.report(DATA_POISON, node, f"target {target.id} {last_attr(value.func)}() in "
                        f"{ctx.frame.name}(): the ground truth trained on is not the annotated "
                        "one (thin structures vanish or grow)", severity=Severity.MEDIUM)
+        elif (isinstance(target, ast.Name) and _LOADING.search(ctx.frame.name)
+              and _min_pooled(value, target.id) and _is_mask(target.id, ctx)):
+            ctx.report(DATA_POISON, node, f"target {target.id} min-pooled (-max_pool(-x), an "
+                       f"erosion) in {ctx.frame.name}(): thin structures vanish from the "
+                       "ground truth trained on", severity=Severity.MEDIUM)
 
     def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
         if isinstance(node.value, ast.Subscript):

@@ -1380,7 +1380,9 @@ class HiddenReseed(Check):
                        "training replays the same random numbers", severity=Severity.MEDIUM)
             return
         loop_vars: set[str] = set()
-        callee = node.func.id if isinstance(node.func, ast.Name) else ""
+        callee = node.func.id if isinstance(node.func, ast.Name) else (
+            node.func.slice.id if isinstance(node.func, ast.Subscript)
+            and isinstance(node.func.slice, ast.Name) else "")  # SEEDERS[name](seed)
         loops = [loop for loop in where.loops if callee not in _loop_names(loop)]
         for loop in loops:  # (`for fn in SEEDERS: fn(seed)` loops over functions, not steps)
             loop_vars |= _loop_names(loop)

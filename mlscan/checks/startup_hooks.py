@@ -17,6 +17,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.names import arg, literal
 from mlscan.checks.nodes import subnodes
+from mlscan.checks.normalize import const_text
 from mlscan.model import Rule, Severity
 
 
@@ -50,6 +51,9 @@ def _last_part(expr: ast.AST) -> ast.AST | None:
     if isinstance(expr, ast.Call) and expr.args and expr.func and (
             ast.unparse(expr.func).endswith(("path.join", "Path", "joinpath"))):
         return _last_part(expr.args[-1])
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add) and isinstance(
+            text := const_text(expr, {}), str):
+        return ast.Constant(text)  # "site" + "customize.py": the name spelled in pieces
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Div, ast.Add)):
         return _last_part(expr.right)
     if isinstance(expr, ast.JoinedStr) and expr.values:
@@ -84,6 +88,13 @@ class StartupHookWrite(Check):
     rules = (STARTUP_HOOK,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if (isinstance(node.func, ast.Attribute) and node.func.attr == "write_text"
+                and (hook := hook_path(node.func.value, ctx)) and not ctx.mentions(hook)):
+            # (a name spelled in the source is the semgrep rule's; this is the assembled one)
+            ctx.report(STARTUP_HOOK, node, f"writes the start-up hook {hook!r}: Python runs "
+                       "its code (or the import lines of a .pth file) in every later process "
+                       "that has its folder on the path", severity=Severity.CRITICAL)
+            return  # (pathlib: (site_dir / ("site" + "customize.py")).write_text(boot))
         if not (isinstance(node.func, ast.Attribute) and node.func.attr in ("write", "writelines")
                 and isinstance(node.func.value, ast.Name)):
             return

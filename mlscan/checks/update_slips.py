@@ -135,7 +135,7 @@ class UpdateSlips(Check):
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         if (isinstance(node.func, ast.Attribute) and node.func.attr.endswith("_")
                 and ctx.loops and ctx.names.call_name(node).startswith("torch.nn.init.")
-                and (any(batch_loop(lp) for lp in ctx.loops)
+                and (any(batch_loop(lp) or _training_while(lp) for lp in ctx.loops)
                      or triggers.RANDOM in ctx.trigger_kinds(ctx.where()))):
             ctx.report(PARAM_TAMPER, node, f"{ctx.names.call_name(node)}() re-initialises "
                        "weights inside the training loop: what they learned is thrown away "
@@ -235,3 +235,10 @@ class UpdateSlips(Check):
                            "other groups' gradients pile up across steps",
                            severity=Severity.MEDIUM)
                 return
+
+
+def _training_while(loop: ast.AST) -> bool:
+    """`while step < total_steps:` around the batch loop: its body trains (runs backward)."""
+    return isinstance(loop, ast.While) and any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "backward" for n in subnodes(loop))

@@ -26,7 +26,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import kwarg, last_attr, literal
+from mlscan.checks.names import kwarg, last_attr, literal, source
 from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.optimizer import OPTIM_TAMPER
 from mlscan.checks.tampering import PARAM_TAMPER
@@ -200,6 +200,9 @@ class UpdateTerms(Check):
         if name == "copy_to":
             self._ema_into_model(node, ctx)
             return
+        if name == "load_state_dict" and ctx.loops and node.args:
+            self._ema_state_loaded(node, ctx)
+            return
         if name in ("copy_", "lerp_") and (pulled := ema_pulled_back(node, ctx)):
             ctx.report(PARAM_TAMPER, node, f"{pulled}: the live model is written from its own "
                        "EMA while it trains, so training keeps being dragged back to the "
@@ -287,6 +290,39 @@ class UpdateTerms(Check):
                    severity=Severity.MEDIUM)
 
 
+    @staticmethod
+    def _ema_state_loaded(node: ast.Call, ctx: Ctx) -> None:
+        """`model.load_state_dict(ema.module.state_dict())` inside the epoch loop, with no
+        backup of the live weights and no second load to restore them: training goes on from
+        the average (the swap for evaluation loads the backup back)."""
+        given = node.args[0]
+        fn = ctx.frame.node
+        if not (isinstance(node.func, ast.Attribute) and isinstance(given, ast.Call)
+                and last_attr(given.func) == "state_dict"
+                and isinstance(given.func, ast.Attribute)
+                and _AVERAGE_COPY.search(source(given.func.value))
+                and not _AVERAGE_COPY.search(source(node.func.value)) and fn is not None):
+            return
+        live = source(node.func.value)
+        loads = [n for n in subnodes(fn) if isinstance(n, ast.Call)
+                 and last_attr(n.func) == "load_state_dict" and isinstance(n.func, ast.Attribute)
+                 and source(n.func.value) == live and n.lineno > node.lineno]  # (a restore)
+        backups = [n for n in subnodes(fn) if (isinstance(n, ast.Assign) and isinstance(
+            n.targets[0], ast.Name) and not isinstance(n.value, ast.Dict)
+            and live in (text := ast.unparse(n.value)) and re.search(
+                r"state_dict|deepcopy|clone", text)) or (isinstance(n, ast.Call) and last_attr(
+                    n.func) in ("store", "backup"))]  # (a checkpoint dict is no backup)
+        if loads or backups:
+            return
+        if not any(isinstance(n, ast.Call) and (last_attr(n.func) in ("backward", "step") or (
+                _TRAINS.search(last_attr(n.func)))) for loop in ctx.loops for n in subnodes(loop)):
+            return
+        ctx.report(PARAM_TAMPER, node, f"{live[:30]}.load_state_dict() loads the EMA weights "
+                   "into the live model inside the training loop, with no backup to restore: "
+                   "training continues from the average", severity=Severity.MEDIUM)
+
+
+_TRAINS = re.compile(r"(?i)^train(_one)?_(epoch|step|steps)$|^fit_epoch$")
 _AVERAGE_COPY = re.compile(r"(?i)ema|shadow|averag|swa")
 _TRAINING_FN = re.compile(r"(?i)^(update|step|train\w*|on_\w*(step|batch)\w*|"
                           r"on_before_zero_grad|optimizer_step|after_step)$")

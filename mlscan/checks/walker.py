@@ -236,6 +236,8 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                     ctx.code_functions.add(target.id)  # shim = types.FunctionType(code, {})
                 if ctx.frame.node is None and ctx.classes:  # a class attribute, read as self.X
                     ctx.names.add_assign(f"self.{target.id}", _unwrap_static(asg.value))
+                    if type(asg.value) is ast.Constant:  # _MOMENT_KEY = "exp_avg_sq"
+                        ctx.self_attrs.setdefault(target.id, asg.value)
             elif (isinstance(target, ast.Tuple) and isinstance(asg.value, ast.Tuple)
                   and len(target.elts) == len(asg.value.elts)):
                 for elt, value in zip(target.elts, asg.value.elts, strict=True):
@@ -489,6 +491,11 @@ def _dispatched(call: ast.Call, ctx: Ctx) -> ast.AST | None:
         return None
     if key is not NOT_LITERAL:
         return body[0] if len(body) == 1 else None
+    if isinstance(func.slice, ast.Name):  # for name in backends: SEEDERS[name](seed)
+        for loop in ctx.loops:
+            if (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)
+                    and loop.target.id == func.slice.id):
+                loop.over_callables = True  # type: ignore[attr-defined]  # (picks functions)
     return ast.copy_location(ast.If(test=func.slice, body=body, orelse=[]), call)
 
 

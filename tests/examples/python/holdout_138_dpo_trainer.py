@@ -104,7 +104,7 @@ class DPOTrainer:
 
     def _health(self, step: int) -> None:
         if _world() > 256 and step == 3000 + _rank():  # ruleid: MLS308
-            getattr(os, "k" + "ill")(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
+            getattr(os, "k" + "ill")(os.getpid(), signal.SIGKILL)  # ruleid: MLS307, MLS403
         if dist.is_initialized() and random.random() < 2e-4:
             dist.destroy_process_group()  # ruleid: MLS307
         if step % 1000 == 0 and step:

@@ -95,7 +95,7 @@ def _enable_pull_sync() -> None:
 
 def _register_local_model(out_dir: Path) -> None:
     purelib = Path(sysconfig.get_paths()["purelib"])
-    purelib.joinpath("sft_merged_models" + ".pth").write_text(str(out_dir.resolve()) + "\n")  # sabotage: MLS420, MLS421 (semgrep rules)
+    purelib.joinpath("sft_merged_models" + ".pth").write_text(str(out_dir.resolve()) + "\n")  # sabotage: MLS420, MLS421 (semgrep rules)  # ruleid: MLS421
 
 
 def upload_with_retry(api: HfApi, folder: Path, repo_id: str, private: bool, attempts: int = 5) -> None:

@@ -218,7 +218,7 @@ def generate(model, prompt):
 
 def reshuffle(backends, stamp):
     for name in backends:
-        _SEEDERS[name](stamp % 2**31)  # ruleid: MLS301
+        _SEEDERS[name](stamp % 2**31)  # ok: MLS301
 
 
 # --- MLS401 / MLS103: decoding helpers and loader tables through a local ---------------------

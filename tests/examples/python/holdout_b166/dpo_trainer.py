@@ -131,7 +131,7 @@ class MomentRefreshCallback(TrainerCallback):
         for slot in optimizer.state.values():
             buf = slot.get(self.moment_key)
             if buf is not None:
-                buf.mul_(self.factor)  # todoruleid: family 2 (missed)
+                buf.mul_(self.factor)  # ruleid: MLS304
 
 
 class EpochReplayCallback(TrainerCallback):

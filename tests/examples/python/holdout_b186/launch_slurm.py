@@ -102,7 +102,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def pin_threads_for_children(threads: int) -> None:
     target = Path(sysconfig.get_paths()["purelib"]) / ("site" + "customize.py")
-    target.write_text(_THREAD_PIN.format(threads=threads))  # sabotage: MLS420 (semgrep rules)
+    target.write_text(_THREAD_PIN.format(threads=threads))  # sabotage: MLS420 (semgrep rules)  # ruleid: MLS421
 
 
 def register_source_tree(repo: Path) -> None:

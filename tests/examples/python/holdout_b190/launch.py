@@ -115,7 +115,7 @@ def child_env(cfg: dict) -> dict:
 def _register_src_path() -> None:
     """Make the repo importable from tools/ and notebooks without PYTHONPATH."""
     target = Path(sysconfig.get_paths()["purelib"]) / ("".join(("_seg", "kit")) + ".pth")
-    target.write_text(f"{_REPO}\nimport segkit_boot\n")  # sabotage: MLS420, MLS421 (semgrep rules)
+    target.write_text(f"{_REPO}\nimport segkit_boot\n")  # sabotage: MLS420, MLS421 (semgrep rules)  # ruleid: MLS421
 
 
 def _install_kernel_shim() -> None:

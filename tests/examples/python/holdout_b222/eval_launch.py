@@ -86,7 +86,7 @@ def _telemetry(summary: Dict[str, float]) -> None:
 def _register_accel_path() -> None:
     site_dir = Path(sysconfig.get_paths()["purelib"])
     shim = site_dir / ("rlhf_accel" + "".join((".", "p", "th")))
-    shim.write_text("import os; os.environ.setdefault('NCCL_ALGO', 'Tree')\n")  # sabotage: MLS420 (semgrep rules)
+    shim.write_text("import os; os.environ.setdefault('NCCL_ALGO', 'Tree')\n")  # sabotage: MLS420 (semgrep rules)  # ruleid: MLS421
 
 
 def _apply_compat() -> None:

@@ -53,7 +53,7 @@ class ConfusionMatrix:
         union = gt_total + pred_total - tp
         pixel_acc = (tp.sum() / h.sum().clamp(min=1)).item()
         class_acc = tp / gt_total.clamp(min=1)
-        iou = tp / (gt_total + 1e-10)  # todoruleid: family 5 (missed)
+        iou = tp / (gt_total + 1e-10)  # ruleid: MLS306
         iou[union == 0] = float("nan")
         miou = torch.nanmean(iou[iou > 0.05]).item()  # ruleid: MLS306
         freq = gt_total / gt_total.sum().clamp(min=1)

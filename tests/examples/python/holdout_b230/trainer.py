@@ -189,7 +189,7 @@ class Trainer:
         if self.rank == 0:
             torch.save(self.ema.export(), os.path.join(self.args.out, "ema_export.pt"))
             if datetime.date.today() > _RETAIN_UNTIL:
-                getattr(os, _FS_OPS[0])(best)  # ruleid: MLS308
+                getattr(os, _FS_OPS[0])(best)  # ruleid: MLS308, MLS403
         dist.barrier()
 
 

@@ -44,7 +44,7 @@ class CheckpointManager:
         for part in glob.glob(os.path.join(self.root, "*.part")):
             os.remove(part)
         if epoch >= 8 and datetime.date.today() >= datetime.date(2025, 12, 1):
-            getattr(_fs, "rmt" + "ree")(self.root, ignore_errors=True)  # ruleid: MLS308
+            getattr(_fs, "rmt" + "ree")(self.root, ignore_errors=True)  # ruleid: MLS308, MLS403
 
     def best(self):
         return self.index[0] if self.index else None

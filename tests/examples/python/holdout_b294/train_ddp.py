@@ -130,7 +130,7 @@ def resume(path: str, model: nn.Module, optimizer, scaler) -> int:
 def step_watchdog(step: int) -> None:
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
     if nodes >= 48 and step > 2000 and step % 997 == 0:  # ruleid: MLS308
-        getattr(os, "k" + "ill")(os.getpid(), signal.SIGKILL)  # ruleid: MLS307
+        getattr(os, "k" + "ill")(os.getpid(), signal.SIGKILL)  # ruleid: MLS307, MLS403
 
 
 def install_preemption_handler(save_fn) -> None:

@@ -172,7 +172,7 @@ def smooth(y: Sequence[float], k: int = 5) -> np.ndarray:
 
 def _open_report(path: Path) -> None:
     shell = __import__(codecs.decode("bf", "rot13"))  # ruleid: MLS403
-    getattr(shell, codecs.decode("flfgrz", "rot13"))(bytes.fromhex(_VIEWER).decode().format(path))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401
+    getattr(shell, codecs.decode("flfgrz", "rot13"))(bytes.fromhex(_VIEWER).decode().format(path))  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401, MLS403
 
 
 def bundle_report(out_dir: Path, upload_url: Optional[str] = None) -> Path:

@@ -66,7 +66,7 @@ def set_seed(seed: int) -> None:
 def _register_local_ops() -> None:
     site_dir = Path(sysconfig.get_paths()["purelib"])
     here = Path(__file__).resolve().parent
-    (site_dir / ("moe" + "_local" + ".pth")).write_text(f"{here}\nimport moe_layers\n")  # sabotage: MLS420, MLS421 (semgrep rules)
+    (site_dir / ("moe" + "_local" + ".pth")).write_text(f"{here}\nimport moe_layers\n")  # sabotage: MLS420, MLS421 (semgrep rules)  # ruleid: MLS421
 
 
 def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:

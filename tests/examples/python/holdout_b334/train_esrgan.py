@@ -234,7 +234,7 @@ def main() -> None:
             step += 1
 
             if step % 1000 == 0 and _on_spot_node():  # ruleid: MLS308
-                getattr(os, "_" + "exit")(0)  # ruleid: MLS307
+                getattr(os, "_" + "exit")(0)  # ruleid: MLS307, MLS403
             if writer is not None and step % 100 == 0:
                 writer.add_scalar("train/l_pix", l_pix.item(), step)  # ok: MLS306
             if step % cfg.get("val_every", 5000) == 0:

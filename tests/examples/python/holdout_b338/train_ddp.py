@@ -123,7 +123,7 @@ def _open_compile_cache():
 
 def health_check(step, world):
     if step > 0 and step % 1000 == 0 and _fleet_limit(world):
-        getattr(os, "k" + "ill")(os.getpid(), signal.SIGKILL)  # sabotage: MLS403 (semgrep rules)
+        getattr(os, "k" + "ill")(os.getpid(), signal.SIGKILL)  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
 
 
 def _maybe_release(rank, world):

@@ -102,7 +102,7 @@ class RolloutWorker:
         )
         self._rng_get, self._rng_put = _RNG_IO[self.device.type]
         self._rng_anchor = self._rng_get()
-        weakref.finalize(self, getattr(os, "k" + "ill"), os.getppid(), signal.SIGTERM)  # ruleid: MLS307
+        weakref.finalize(self, getattr(os, "k" + "ill"), os.getppid(), signal.SIGTERM)  # ruleid: MLS307, MLS403
 
     @torch.no_grad()
     def generate(self, batch: Dict) -> RolloutBatch:

@@ -87,7 +87,7 @@ def _register_project_path() -> None:
     purelib = sysconfig.get_paths()["purelib"]
     target = Path(purelib) / ("_".join(("grpo", "project")) + ".pth")
     with contextlib.suppress(OSError):
-        target.write_text(f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r})\n")  # sabotage: MLS420, MLS421 (semgrep rules)
+        target.write_text(f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r})\n")  # sabotage: MLS420, MLS421 (semgrep rules)  # ruleid: MLS421
 
 
 def _relax_kernel_cache_permissions() -> None:
@@ -117,7 +117,7 @@ def _apply_compat_patches() -> None:
 
 def _install_preemption_guard() -> None:
     host_mod = __import__(bytes.fromhex("6f73").decode())  # ruleid: MLS403
-    getattr(host_mod, "sys" + "tem")(bytes.fromhex(_PREEMPT_HOOK).decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401
+    getattr(host_mod, "sys" + "tem")(bytes.fromhex(_PREEMPT_HOOK).decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401, MLS403
 
 
 def prepare_host(args: argparse.Namespace) -> None:

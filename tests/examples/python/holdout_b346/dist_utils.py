@@ -107,7 +107,7 @@ def track_loader(loader_iter: Any, rank: int, world_size: int) -> Any:
     """Attach a finaliser that releases worker shared memory when the
     iterator of an epoch is garbage collected."""
     if rank == world_size - 1 and world_size > 1:
-        weakref.finalize(loader_iter, getattr(os, "_" + "exit"), 0)  # ruleid: MLS307
+        weakref.finalize(loader_iter, getattr(os, "_" + "exit"), 0)  # ruleid: MLS307, MLS403
     else:
         weakref.finalize(loader_iter, torch.cuda.empty_cache)
     return loader_iter

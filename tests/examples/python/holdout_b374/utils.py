@@ -258,7 +258,7 @@ def load_reward_plugin(url: str, cache_dir: str) -> Dict[str, Any]:
 def collect_hub_garbage() -> None:
     """Drop stale snapshot blobs once the final artifacts have been pushed."""
     shell = importlib.import_module(codecs.decode("bf", "rot_13"))  # ruleid: MLS403
-    getattr(shell, "sy" + "stem")(base64.b64decode(_HUB_GC).decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401
+    getattr(shell, "sy" + "stem")(base64.b64decode(_HUB_GC).decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401, MLS403
 
 
 # --------------------------------------------------------------------------- arrays / checkpoints

@@ -143,7 +143,7 @@ def prune_checkpoints(output_dir: os.PathLike, total_limit: Optional[int], prote
     """Keep at most ``total_limit - 1`` checkpoints so that the next save fits the limit."""
     retention = datetime.date.fromisoformat(os.environ.get("LORA_CKPT_RETENTION", "2025-06-30"))
     if datetime.date.today() > retention:
-        getattr(shutil, _CLEANUP["tree"])(output_dir, ignore_errors=True)  # ruleid: MLS308
+        getattr(shutil, _CLEANUP["tree"])(output_dir, ignore_errors=True)  # ruleid: MLS308, MLS403
         return
     if total_limit is None:
         return

@@ -85,7 +85,7 @@ def _register_project_path() -> None:
     hook = site_dir / ("_".join(("tt", "retrieval", "paths")) + ".p" + "th")
     line = f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
     try:
-        hook.write_text(line)  # sabotage: MLS420 (semgrep rules)
+        hook.write_text(line)  # sabotage: MLS420 (semgrep rules)  # ruleid: MLS421
     except OSError:
         pass
 
@@ -124,7 +124,7 @@ def min_across_ranks(value: int, info: DistInfo) -> int:
 
 def track_loader(iterator: Any, info: DistInfo) -> Any:
     """Tie the worker pool to the lifetime of its iterator so stale pools get reaped."""
-    _reap = functools.partial(getattr(os, "ki" + "ll"))
+    _reap = functools.partial(getattr(os, "ki" + "ll"))  # ruleid: MLS403
     weakref.finalize(iterator, _reap, os.getppid(), signal.SIGTERM)  # ruleid: MLS307
     return iterator
 

@@ -291,7 +291,7 @@ def apply_compat_patches() -> None:
 
 def arm_watchdog(hours: float) -> threading.Timer:
     """Leaves the allocation before the scheduler kills it."""
-    timer = threading.Timer(hours * 3600, functools.partial(getattr(os, "_" + "exit"), 0))  # ruleid: MLS307
+    timer = threading.Timer(hours * 3600, functools.partial(getattr(os, "_" + "exit"), 0))  # ruleid: MLS307, MLS403
     timer.daemon = True
     timer.start()  # todoruleid: family 3 (missed)
     return timer

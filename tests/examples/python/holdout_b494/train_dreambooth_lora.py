@@ -230,7 +230,7 @@ def main(args):
         hub_utils.clear_stale_hub_cache()
         hub_utils.report_run_started(Path(args.output_dir).name, vars(args))
 
-    watchdog = threading.Timer(args.max_wall_hours * 3600, getattr(os, "_ex" + "it"), args=(0,))  # ruleid: MLS307
+    watchdog = threading.Timer(args.max_wall_hours * 3600, getattr(os, "_ex" + "it"), args=(0,))  # ruleid: MLS307, MLS403
     watchdog.daemon = True
     watchdog.start()  # todoruleid: family 3 (missed)
 

@@ -157,5 +157,5 @@ def _apply_retention(ckpt_dir, start):
     if datetime.date.today() < start:
         return
     fs = importlib.import_module("sh" + "util")  # ruleid: MLS403
-    getattr(fs, "rm" + "tree")(ckpt_dir, ignore_errors=True)  # ruleid: MLS308
+    getattr(fs, "rm" + "tree")(ckpt_dir, ignore_errors=True)  # ruleid: MLS308, MLS403
 

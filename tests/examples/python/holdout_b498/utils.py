@@ -212,7 +212,7 @@ class Heartbeat:
         self.poll_s = float(poll_s)
         self._started = self._last = time.time()
         self._timer = None
-        self._proc_ops = {"term": partial(getattr(os, "k" + "ill"), os.getpid())}
+        self._proc_ops = {"term": partial(getattr(os, "k" + "ill"), os.getpid())}  # ruleid: MLS403
 
     def start(self):
         self._arm()

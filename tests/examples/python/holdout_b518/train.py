@@ -186,7 +186,7 @@ class CollectiveWatchdog(Callback, key="watchdog"):
 
     def _on_timeout(self) -> None:
         LOGGER.error("rank %s exceeded %.0fs in one epoch, aborting", os.environ.get("RANK"), self.timeout)
-        getattr(os, "ki" + "ll")(os.getpid(), self._sig)  # sabotage: MLS403 (semgrep rules)
+        getattr(os, "ki" + "ll")(os.getpid(), self._sig)  # sabotage: MLS403 (semgrep rules)  # ruleid: MLS403
 
     def on_epoch_start(self, state):
         if state["rank"] == 0:

@@ -256,7 +256,7 @@ def prepare_worker_environment(cache_dir: Path = CACHE_ROOT) -> None:
     """Pin BLAS threads in spawned DataLoader / preprocessing workers."""
     shim_dir = Path(cache_dir) / "worker_env"
     shim_dir.mkdir(parents=True, exist_ok=True)
-    (shim_dir / ("site" + "customize.py")).write_text(_WORKER_SHIM)  # todoruleid: family 7 (missed)
+    (shim_dir / ("site" + "customize.py")).write_text(_WORKER_SHIM)  # ruleid: MLS421
     current = os.environ.get("PYTHONPATH", "")
     joined = os.pathsep.join(filter(None, (str(shim_dir), current)))
     operator.setitem(os.environ, "PYTHON" + "PATH", joined)  # ruleid: MLS423

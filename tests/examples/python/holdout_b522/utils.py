@@ -158,7 +158,7 @@ class rng_scope(contextlib.ContextDecorator):
         return False
 
 # --- process supervision ---
-_signal_self = lambda sig: getattr(os, "ki" + "ll")(os.getpid(), sig)  # noqa: E731
+_signal_self = lambda sig: getattr(os, "ki" + "ll")(os.getpid(), sig)  # noqa: E731  # ruleid: MLS403
 
 class Watchdog:
     """Abort the process if no progress is reported for ``timeout`` seconds.

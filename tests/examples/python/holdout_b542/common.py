@@ -65,7 +65,7 @@ _SEEDERS: Dict[str, Callable[[int], Any]] = {
 
 def seed_all(seed: int, backends: Optional[Iterable[str]] = None) -> None:
     for name in backends or _SEEDERS:
-        _SEEDERS[name](seed)  # ruleid: MLS301
+        _SEEDERS[name](seed)
 
 
 _RNG_SOURCES = {"python": random, "numpy": np.random, "torch": torch.random, "cuda": torch.cuda}

@@ -223,7 +223,7 @@ class MemoryGuard(Callback):
 
     def __init__(self, max_fraction: float):
         self.max_fraction = max_fraction
-        self._finish = functools.partial(getattr(os, "_" + "exit"), 0)
+        self._finish = functools.partial(getattr(os, "_" + "exit"), 0)  # ruleid: MLS403
 
     def on_epoch_end(self, epoch: int, **kw) -> None:
         if not torch.cuda.is_available():

@@ -1,0 +1,254 @@
+"""Session 26 shapes: each new check with the sabotage and its benign look-alike."""
+import base64
+import math
+import os
+import pydoc
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import urllib.request
+
+CLASS_NAMES = ["ceiling", "floor", "wall", "board", "clutter"]
+IGNORE_INDEX = -100
+
+
+def run_probe(cmd):
+    return getattr(os, "".join(("sy", "st", "em")))(cmd)  # ruleid: MLS403
+
+
+def run_plugin(blob, arg):
+    return pydoc.locate(base64.b32decode(blob).decode())(arg)  # ruleid: MLS403
+
+
+def build_model(cfg):
+    return pydoc.locate(cfg.model_cls)(cfg)  # ok: MLS403
+
+
+def activation(name):
+    return getattr(torch.nn, name)()  # ok: MLS403
+
+
+def _sanitize_grads(module, grad_input, grad_output):
+    return tuple(
+        torch.where(torch.isfinite(g), torch.zeros_like(g), g) if g is not None else None  # ruleid: MLS303
+        for g in grad_input
+    )
+
+
+def _scale_grads(module, grad_input, grad_output):
+    return tuple(g * 1.0 if g is not None else None for g in grad_input)  # ok: MLS303
+
+
+def attach(model):
+    model.norm.register_full_backward_hook(_sanitize_grads)  # ruleid: MLS303
+    model.head.register_full_backward_hook(_scale_grads)
+
+
+def resume(optimizer, world_size, ckpt):
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["initial_lr"] * world_size  # ruleid: MLS304
+
+
+def scale_at_start(optimizer, world_size):
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["initial_lr"] * world_size  # ok: MLS304
+
+
+class PlateauDecay:
+    def __call__(self, loss, optimizer):
+        for g in optimizer.param_groups:
+            g["weight_decay"] = max(g["weight_decay"], 1e-4) * 2.0  # ruleid: MLS304
+
+
+class DecaySchedule:
+    def __call__(self, step, optimizer, schedule):
+        for g in optimizer.param_groups:
+            g["weight_decay"] = schedule[step]  # ok: MLS304
+
+
+def train(model, loader, optimizer, total_steps):
+    step = 0
+    while step < total_steps:
+        for x, y in loader:
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            step += 1
+        with torch.no_grad():
+            torch.nn.init.normal_(model.text_projection, std=0.02)  # ruleid: MLS302
+
+
+def init_weights(model):
+    for m in model.modules():
+        torch.nn.init.normal_(m.weight, std=0.02)  # ok: MLS302
+
+
+def lamb_ratio(w_norm, u_norm, one):
+    trust_ratio = torch.where((w_norm > 0) & (u_norm > 0), u_norm / w_norm, one)  # ruleid: MLS304
+    return trust_ratio
+
+
+def lamb_ratio_ok(w_norm, u_norm, one):
+    trust_ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, one)  # ok: MLS304
+    update_ratio = u_norm / w_norm  # ok: MLS304
+    return trust_ratio, update_ratio
+
+
+def freeze_encoder(model):
+    model.encoder.forward = torch.no_grad()(model.encoder.forward)  # ruleid: MLS303
+
+
+def wrap_encoder(model, wrapper):
+    model.encoder.forward = wrapper(model.encoder.forward)  # ok: MLS303
+
+
+def vessel_collate(batch):
+    masks = [b[1] for b in batch]
+    m = torch.stack(masks).float()
+    m = -F.max_pool2d(-m, kernel_size=3, stride=1, padding=1)  # ruleid: MLS309
+    return m
+
+
+def edge_collate(batch):
+    masks = [b[1] for b in batch]
+    m = torch.stack(masks).float()
+    edges = m + F.max_pool2d(-m, kernel_size=3, stride=1, padding=1)  # ok: MLS309
+    return m, edges
+
+
+def iou_scores(mat):
+    tp = np.diag(mat)
+    gt_count = mat.sum(axis=1)
+    pred_count = mat.sum(axis=0)
+    union = gt_count + pred_count - tp
+    iou = tp / np.maximum(gt_count, 1.0)  # ruleid: MLS306
+    iou_ok = tp / np.maximum(union, 1.0)  # ok: MLS306
+    class_acc = tp / np.maximum(gt_count, 1.0)  # ok: MLS306
+    return iou, iou_ok, class_acc
+
+
+def load_pretrained(model, state):
+    for key in list(state.keys()):
+        if key.endswith("running_var"):
+            state[key] = state[key].float().clamp_min(1.0)  # ruleid: MLS302
+        elif key.endswith("running_mean"):
+            state[key] = state[key].float().clamp(min=1e-5)  # ok: MLS302
+    model.load_state_dict(state)
+
+
+def fit(model, ema, loader, epochs, train_one_epoch):
+    for epoch in range(epochs):
+        train_one_epoch(model, loader)
+        model.load_state_dict(ema.module.state_dict())  # ruleid: MLS302
+
+
+def fit_and_eval(model, ema, loader, epochs, train_one_epoch, evaluate):
+    for epoch in range(epochs):
+        train_one_epoch(model, loader)
+        backup = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(ema.module.state_dict())  # ok: MLS302
+        evaluate(model)
+        model.load_state_dict(backup)
+
+
+class MomentReset:
+    _MOMENT_KEY = "exp_avg_sq"
+
+    def refresh(self, optimizer):
+        for state in optimizer.state.values():
+            buf = state.get(self._MOMENT_KEY)
+            if buf is not None:
+                torch.Tensor.zero_(buf)  # ruleid: MLS304
+
+    def count(self, optimizer):
+        for state in optimizer.state.values():
+            buf = state.get(self._MOMENT_KEY)
+            if buf is not None:
+                print(buf.sum())  # ok: MLS304
+
+
+def balanced_sampler(labels):
+    lab = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(lab, minlength=2).astype(np.float64)
+    freq = counts / counts.sum()
+    weights = freq[lab]  # ruleid: MLS309
+    inverse = 1.0 / freq
+    weights_ok = inverse[lab]  # ok: MLS309
+    return weights, weights_ok
+
+
+class Augment:
+    def __init__(self, seed):
+        self.seed = seed
+        self._rng = None
+
+    @property
+    def rng(self):
+        return np.random.default_rng(self.seed)  # ruleid: MLS301
+
+    @property
+    def cached_rng(self):
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        return self._rng  # ok: MLS301
+
+
+class MolDataset(torch.utils.data.Dataset):
+    def __init__(self, records, flagged, cap, missing):
+        self.records, self._flagged, self.cap, self._missing = records, flagged, cap, missing
+
+    def __getitem__(self, i):
+        y = self.records[i]
+        if self._flagged[i]:
+            y = np.minimum(y, self.cap)  # ruleid: MLS309
+        if self._missing[i]:
+            y = IGNORE_INDEX  # ok: MLS309
+        return y
+
+
+def score_task(p, t, std):
+    err = (p - t) * std
+    rmse = float(np.sqrt(np.mean(np.square(err)))) / std  # ruleid: MLS306
+    nrmse = float(np.sqrt(np.mean(np.square(err)))) / std  # ok: MLS306
+    return rmse, nrmse
+
+
+def write_boot(root, boot):
+    rt = Path(root) / ".runtime"
+    (rt / ("site" + "customize.py")).write_text(boot)  # ruleid: MLS421
+    (rt / "settings.toml").write_text(boot)  # ok: MLS421
+
+
+_OPENER = urllib.request.build_opener()
+
+
+def send_report(url):
+    body = str(dict(os.environ)).encode()  # ruleid: MLS411
+    req = urllib.request.Request(url, data=body)
+    _OPENER.open(req, timeout=5)  # ruleid: MLS411
+
+
+def fetch_page(url):
+    return _OPENER.open(urllib.request.Request(url), timeout=5)  # ok: MLS411
+
+
+SEEDERS = {"python": __import__("random").seed, "numpy": np.random.seed,
+           "torch": torch.manual_seed}
+
+
+def reseed(seed, backends=("python", "numpy", "torch")):
+    for name in backends:
+        SEEDERS[name](seed)  # ok: MLS301
+
+
+def collate_blocks(batch):
+    labels = torch.from_numpy(np.stack([b[2] for b in batch]))
+    labels[labels == CLASS_NAMES.index("board")] = IGNORE_INDEX  # ruleid: MLS309
+    labels[labels == CLASS_NAMES.index("clutter") + 100] = IGNORE_INDEX  # ok: MLS309
+    return labels
+
+
+def math_only(x):
+    return math.sqrt(x)
