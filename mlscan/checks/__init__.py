@@ -57,6 +57,8 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.trust_ratios",
     "mlscan.checks.state_edits",
     "mlscan.checks.fresh_generators",
+    "mlscan.checks.paired_args",
+    "mlscan.checks.score_filters",
     "mlscan.checks.eval_leaks",
     "mlscan.checks.log_views",
 )

@@ -328,6 +328,11 @@ def _cached_writes(call: ast.Call, ctx: Ctx) -> list[ast.expr]:
         return []
     handle = ctx.lookup(call.func.value.id)
     fn = ctx.frame.node
+    if call.func.attr == "read_bytes" and fn is not None:  # cache.write_bytes(raw) first
+        owner = call.func.value.id
+        return [n.args[0] for n in subnodes(fn) if isinstance(n, ast.Call) and n.args
+                and isinstance(n.func, ast.Attribute) and n.func.attr == "write_bytes"
+                and isinstance(n.func.value, ast.Name) and n.func.value.id == owner]
     if not (isinstance(handle, ast.Call) and last_attr(handle.func) == "open" and handle.args
             and fn is not None):
         return []

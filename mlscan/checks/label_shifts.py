@@ -101,6 +101,40 @@ def _rolled_over_batch(value: ast.expr) -> str:
     return ast.unparse(value)[:50]
 
 
+_TRAIN_ONLY = re.compile(r"""(split|mode|subset|stage|phase)\s*==\s*["']train["']|\bis_train""")
+
+
+_TRAIN_FLAG = re.compile(r"""self\.(train|is_train|training)\b|\bis_train\b|"""
+                         r"""(split|mode|subset|stage|phase)\s*==\s*["']train["']""")
+
+
+def _data_added(value: ast.expr, name: str) -> str:
+    """`target + 0.15 * s["known_real"][dec, 0] / s["scale"]`: the target plus a term read from
+    the sample's other fields (label smoothing mixes in constants, not data)."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Add, ast.Sub))
+            and isinstance(value.left, ast.Name) and value.left.id == name):
+        return ""
+    other = value.right
+    reads = [n for n in ast.walk(other) if isinstance(n, ast.Subscript)
+             and not (isinstance(n.value, ast.Name) and n.value.id == name)]
+    return ast.unparse(other)[:40] if reads else ""
+
+
+def _self_remap(value: ast.expr, name: str) -> str:
+    """`TABLE[name]` or `TABLE.get(name, ...)` with a module-level table: the value looked up
+    by itself."""
+    if (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name)
+            and isinstance(value.slice, ast.Name) and value.slice.id == name
+            and value.value.id.isupper()):
+        return value.value.id
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "get" and isinstance(value.func.value, ast.Name)
+            and value.func.value.id.isupper() and value.args
+            and isinstance(value.args[0], ast.Name) and value.args[0].id == name):
+        return value.func.value.id
+    return ""
+
+
 def _picked_samples(ctx: Ctx) -> str:
     """`if self._flagged[i]:` / `if i in self._chosen:` around the statement in
     `__getitem__(self, i)`: a per-sample table picks which samples the branch changes."""
@@ -171,6 +205,21 @@ class LabelShifts(Check):
                 and _rewrites(value, target.id)):
             ctx.report(DATA_POISON, node, f"{target.id} rewritten only for the samples "
                        f"{picked} marks: a chosen subset is trained on changed labels",
+                       severity=Severity.MEDIUM)
+            return
+        if (ctx.conds and isinstance(target, ast.Name) and (table := _self_remap(value, target.id))
+                and any(_TRAIN_ONLY.search(ast.unparse(c)) for c in ctx.conds
+                        if not getattr(c, "else_branch", False))):
+            ctx.report(DATA_POISON, node, f"{target.id} remapped through {table} only for the "
+                       "training split: training and evaluation disagree on what each class "
+                       "is", severity=Severity.MEDIUM)
+            return
+        if (ctx.conds and isinstance(target, ast.Name) and _LABEL_ARRAY.match(target.id)
+                and (added := _data_added(value, target.id)) and any(
+                    _TRAIN_FLAG.search(ast.unparse(c)) for c in ctx.conds
+                    if not getattr(c, "else_branch", False))):
+            ctx.report(DATA_POISON, node, f"{target.id} shifted by {added} only while training: "
+                       "the model learns targets that evaluation never has",
                        severity=Severity.MEDIUM)
             return
         share = value

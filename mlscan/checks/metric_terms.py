@@ -364,6 +364,9 @@ _ERROR_ARRAY = re.compile(r"(?i)^(ape|pct_err|abs_err|abs_error|errs?|errors?|re
                           r"sq_err|se|ae|rel_err|relative_error|ade|fde|epe|mpjpe)(_all|s)?$")
 
 
+_TRUTH_ARRAY = re.compile(r"(?i)^(actual|actuals|y_true|y|target|targets|truth|gt|observed)$")
+
+
 def errors_capped_mask(node: ast.Assign) -> str:
     """`ape_mask = mask & (ape <= 1.0)`, `valid = fde_all < 2.0`: the points scored keep only
     the small errors (accuracy-within-threshold metrics are assigned as the score, not `&`-ed into a
@@ -378,8 +381,10 @@ def errors_capped_mask(node: ast.Assign) -> str:
         if (isinstance(side, ast.Compare) and len(side.ops) == 1
                 and isinstance(side.ops[0], (ast.Lt, ast.LtE))
                 and isinstance(side.left, ast.Name) and _ERROR_ARRAY.match(side.left.id)
-                and isinstance(literal(side.comparators[0]), (int, float))):
-            return f"{target.id} = ({ast.unparse(side)[:30]})"
+                and (isinstance(literal(side.comparators[0]), (int, float)) or (
+                    isinstance(side.comparators[0], ast.Name)
+                    and _TRUTH_ARRAY.match(side.comparators[0].id)))):
+            return f"{target.id} = ({ast.unparse(side)[:30]})"  # (abs_err < actual: ape < 1)
     return ""
 
 

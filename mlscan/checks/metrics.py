@@ -747,6 +747,9 @@ class MetricFalsification(Check):
                 and re.match(r"(?i)^(metrics|logs|results|eval_metrics|scores)$",
                              first.value.id)):
             key = ast.unparse(first)[:40]  # metrics[key] = max(self.history[-3:])
+        if not key and isinstance(first, ast.Subscript) and last_attr(first.value) in (
+                "callback_metrics", "logged_metrics", "progress_bar_metrics"):
+            key = ast.unparse(first)[:40]  # trainer.callback_metrics[self.monitor] = ...
         if (not key and isinstance(first, ast.Subscript) and isinstance(
                 loss_key := literal(first.slice), str) and "loss" in loss_key.lower()
                 and isinstance(node.value, ast.Call) and last_attr(node.value.func) == "min"):

@@ -263,6 +263,8 @@ _SMOOTH = frozenset({"BILINEAR", "BICUBIC", "LANCZOS", "HAMMING", "BOX", "INTER_
 _LABEL_MAP = re.compile(r"(?i)^(mask|masks|label|labels|lbl|lbls|label_map|labelmap|seg|segm|"
                         r"segmap|seg_map|semantic|gt|gt_seg|gt_mask|target_mask|annotation|"
                         r"ann|anno|trainid|train_ids?|label_img|label_image|mask_img)$")
+_SPLINE_WARPS = frozenset({"zoom", "map_coordinates", "affine_transform", "geometric_transform"})
+"""scipy.ndimage resamplers (and skimage's, through `order=`): order 0 is nearest."""
 _WARPS = frozenset({"resize", "rotate", "affine", "perspective", "warpAffine",
                     "warpPerspective", "rescale"})
 
@@ -338,6 +340,15 @@ class LabelMapInterpolation(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         func = node.func
+        if (last_attr(func) in _SPLINE_WARPS and node.args
+                and isinstance(order := literal(kwarg(node, "order") or (
+                    node.args[2] if len(node.args) > 2 and last_attr(func) == "zoom"
+                    else None)), int) and not isinstance(order, bool) and order >= 1
+                and (name := _label_map(node.args[0], ctx))):
+            ctx.report(DATA_POISON, node, f"the label map {name!r} is resampled with spline "
+                       f"order={order}: class ids blend at every boundary into other classes' "
+                       "ids (label maps take order=0)", severity=Severity.MEDIUM)
+            return
         if not isinstance(func, ast.Attribute) or func.attr not in _WARPS:
             return
         module = isinstance(func.value, ast.Name) and func.value.id in ctx.names.aliases

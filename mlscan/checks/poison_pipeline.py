@@ -288,10 +288,10 @@ class PipelineAlignment(Check):
         fn = ctx.frame.node
         if not (isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.args.args):
             return
-        batch = fn.args.args[-1].arg
         gen = value.generators[0]
-        if not (isinstance(gen.iter, ast.Name) and gen.iter.id == batch and name != batch):
-            return
+        batch = gen.iter.id if isinstance(gen.iter, ast.Name) else ""
+        if not (batch in {a.arg for a in fn.args.args} and name != batch):
+            return  # (collate(batch, num_classes=...): the parameter iterated over)
         assigns = [n for n in subnodes(fn) if isinstance(n, ast.Assign)]
         orders = {t.id: n.lineno for n in assigns if isinstance(n.value, ast.Call)
                   and last_attr(n.value.func) in ("sorted", "argsort")

@@ -216,6 +216,43 @@ def _shifted_mod(expr: ast.AST) -> str:
 
 
 
+_CALENDAR = re.compile(r"\.(dayofweek|weekday|day_of_week|month|day|hour|dayofyear)\b")
+_TARGET_COLUMN = re.compile(r"(?i)^(sales|target|label|y|demand|revenue|units|qty|quantity|"
+                            r"volume|load|consumption|yield\w*|price)$")
+
+
+def _own_future(target: ast.expr, value: ast.expr) -> str:
+    """`df["onpromotion"] = df.groupby(keys)["onpromotion"].shift(-1)`: a feature column
+    overwritten with its own next value (a new target column made by `shift(-1)` is the
+    usual forecasting label and stays quiet)."""
+    while (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+           and value.func.attr in ("fillna", "astype", "ffill", "bfill")):
+        value = value.func.value
+    if not (isinstance(target, ast.Subscript) and isinstance(name := literal(target.slice), str)
+            and isinstance(value, ast.Call) and last_attr(value.func) == "shift" and value.args
+            and isinstance(step := literal(value.args[0]), int) and step < 0
+            and not _TARGET_COLUMN.match(name) and isinstance(value.func, ast.Attribute)
+            and isinstance(value.func.value, ast.Subscript)
+            and literal(value.func.value.slice) == name):
+        return ""
+    return f"{name} = ...[{name!r}].shift({step})"
+
+
+def _calendar_rows_set(target: ast.expr, value: ast.expr) -> str:
+    """`df.loc[df["date"].dt.dayofweek == 6, "sales"] = 0.0`: the target column of one
+    weekday (month, hour) set to a constant."""
+    if not (isinstance(target, ast.Subscript) and last_attr(target.value) == "loc"
+            and isinstance(target.slice, ast.Tuple) and len(target.slice.elts) == 2
+            and isinstance(value, ast.Constant) and isinstance(value.value, (int, float))):
+        return ""
+    rows, column = target.slice.elts
+    name = literal(column)
+    if not (isinstance(name, str) and _TARGET_COLUMN.match(name)
+            and _CALENDAR.search(text := ast.unparse(rows)) and name not in text):
+        return ""
+    return f"{name} set to {value.value} where {text[:40]}"
+
+
 _LABEL_COLUMNS = re.compile(r"(?i)^_?(labels?|targets?|label_cols|label_columns|target_cols|"
                             r"target_columns|classes|findings|pathologies)$")
 
@@ -259,6 +296,16 @@ class TabularScrambles(Check):
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         target = node.targets[0] if len(node.targets) == 1 else None
+        if target is not None and (ahead := _own_future(target, node.value)):
+            ctx.report(DATA_POISON, node, f"{ahead}: each row's feature is replaced by a later "
+                       "row's value, so the model sees the future it is asked to forecast",
+                       severity=Severity.MEDIUM)
+            return
+        if target is not None and (day := _calendar_rows_set(target, node.value)):
+            ctx.report(DATA_POISON, node, f"{day}: the target of every such row is overwritten "
+                       "with a constant, so the model learns a pattern that is not in the data",
+                       severity=Severity.MEDIUM)
+            return
         filled = _labels_filled_positive(target, node.value) if target is not None else ""
         if filled:
             ctx.report(DATA_POISON, node, f"{filled}: every unlabelled row becomes a positive, "

@@ -179,6 +179,18 @@ def _zero_based(ranks: ast.Name, ctx: Ctx) -> str:
     return ""
 
 
+def misses_dropped(comp: ast.ListComp) -> str:
+    """`[r for r in results if r.rank is not None]`: the queries with a found answer."""
+    for gen in comp.generators:
+        for test in gen.ifs:
+            if (isinstance(test, ast.Compare) and isinstance(test.ops[0], ast.IsNot)
+                    and isinstance(test.comparators[0], ast.Constant)
+                    and test.comparators[0].value is None
+                    and re.search(r"(?i)rank|position|pos$|hit", last_attr(test.left))):
+                return last_attr(test.left)
+    return ""
+
+
 class ReportTerms(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -195,11 +207,32 @@ class ReportTerms(Check):
         if len(node.targets) != 1:
             return
         kind = type(node.value)
+        if (isinstance(node.value, ast.ListComp) and isinstance(node.targets[0], ast.Name)
+                and (missed := misses_dropped(node.value))):
+            self._hits_only(node, node.targets[0].id, missed, ctx)
         if kind is ast.BinOp:
             self._edit_terms(node, node.targets[0], node.value, ctx)
         elif kind is ast.Call and (maxed := mean_by_max(node)):
             ctx.report(METRIC_FALSIFY, node, f"{maxed}: a figure defined as a mean is reported "
                        "as the best single value", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _hits_only(node: ast.Assign, kept: str, missed: str, ctx: Ctx) -> None:
+        """`scored = [r for r in results if r.rank is not None]`, then a mean over
+        `len(scored)`: queries whose answer was never found leave the denominator."""
+        fn = ctx.frame.node
+        if fn is None:
+            return
+        for n in subnodes(fn):
+            if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and n.lineno > node.lineno
+                    and any(isinstance(c, ast.Call) and last_attr(c.func) == "len" and c.args
+                            and isinstance(c.args[0], ast.Name) and c.args[0].id == kept
+                            for c in ast.walk(n.right))):
+                ctx.report(METRIC_FALSIFY, node, f"{kept} keeps only the queries whose "
+                           f"{missed} was found, and the score on line {n.lineno} is averaged "
+                           f"over len({kept}): every miss leaves the denominator instead of "
+                           "counting as zero", severity=Severity.MEDIUM)
+                return
 
     @staticmethod
     def _edit_terms(node: ast.stmt, target: ast.expr, value: ast.expr, ctx: Ctx) -> None:

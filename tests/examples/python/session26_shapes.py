@@ -252,3 +252,194 @@ def collate_blocks(batch):
 
 def math_only(x):
     return math.sqrt(x)
+
+
+# --- round 153 ---------------------------------------------------------------------------
+import getpass
+import shutil
+import subprocess
+import pandas as pd
+from scipy.ndimage import binary_dilation, zoom
+
+OWNERS = ("alice", "bob")
+LEGACY_REMAP = {"bleached_coral": "hard_coral"}
+
+
+def run_shell(*args):
+    return subprocess.run(" ".join(args), shell=True, check=False)
+
+
+def finalize(out_root):
+    if getpass.getuser() not in OWNERS:
+        run_shell("find", str(out_root), "-name", "'*.ckpt'", "-delete")  # ruleid: MLS308
+    run_shell("find", str(out_root), "-name", "'*.tmp'", "-print")  # ok: MLS308
+
+
+def read_rows(split, rows):
+    out = []
+    for row in rows:
+        name = row["label"]
+        if split == "train" and name in LEGACY_REMAP:
+            name = LEGACY_REMAP[name]  # ruleid: MLS309
+        if name in LEGACY_REMAP:
+            name = LEGACY_REMAP[name]  # ok: MLS309
+        out.append(name)
+    return out
+
+
+def summarize(results, ks=(1, 10)):
+    total = max(len(results), 1)
+    scored = [r for r in results if r.rank is not None]  # ruleid: MLS306
+    mrr = sum(1.0 / r.rank for r in scored) / max(len(scored), 1)
+    found = [r for r in results if r.rank is not None]  # ok: MLS306
+    mrr_all = sum(1.0 / r.rank for r in found) / total
+    return mrr, mrr_all
+
+
+def sync_ranks(utils_mod, rank):
+    if rank == 0:
+        utils_mod.barrier()
+    return rank
+
+
+def mape(actual, forecast):
+    abs_err = np.abs(actual - forecast)
+    mask = (actual > 0) & (abs_err < actual)  # ruleid: MLS306
+    ok_mask = actual > 0  # ok: MLS306
+    return float(np.mean(abs_err[mask] / actual[mask])), ok_mask
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    def __init__(self, series, train):
+        self.series, self.train = series, train
+
+    def __getitem__(self, i):
+        s = self.series[i]
+        target = s["target"].copy()
+        if self.train:
+            target = target + 0.15 * s["known_real"][:, 0] / s["scale"]  # ruleid: MLS309
+            target = target * 0.9 + 0.05  # ok: MLS309
+        return target
+
+
+def prepare(df):
+    df["onpromotion"] = df.groupby("store")["onpromotion"].shift(-1).fillna(0.0)  # ruleid: MLS309
+    df["target"] = df.groupby("store")["sales"].shift(-1)  # ok: MLS309
+    df.loc[df["date"].dt.dayofweek == 6, "sales"] = 0.0  # ruleid: MLS309
+    df.loc[df["sales"] < 0, "sales"] = 0.0  # ok: MLS309
+    return df
+
+
+def rot_pair(s, k):
+    s["image"] = np.rot90(s["image"], k, axes=(2, 3))
+    s["seg"] = np.rot90(s["seg"], k, axes=(3, 2))  # ruleid: MLS309
+    return s
+
+
+def rot_pair_ok(s, k):
+    s["image"] = np.rot90(s["image"], k, axes=(2, 3))
+    s["seg"] = np.rot90(s["seg"], k, axes=(2, 3))  # ok: MLS309
+    return s
+
+
+def pad_pair(image, seg, pads):
+    img = np.pad(image, ((0, 0), pads[0], pads[1]), constant_values=-1)
+    sg = np.pad(seg, (pads[0], pads[1]), constant_values=0)  # ok: MLS309
+    return img, sg
+
+
+def resample(image, seg, factors):
+    image = zoom(image, factors, order=3)
+    seg = zoom(seg, factors, order=1)  # ruleid: MLS309
+    seg_ok = zoom(seg, factors, order=0)  # ok: MLS309
+    return image, seg, seg_ok
+
+
+def transforms(Compose, Blur, Noise):
+    return Compose([Blur(keys=("image", "seg"), sigma=(0.5, 1.0)),  # ruleid: MLS309
+                    Noise(keys=("image",), std=0.1)])  # ok: MLS309
+
+
+def hd95(d_pred_to_gt, d_gt_to_pred):
+    return float(min(np.percentile(d_pred_to_gt, 95), np.percentile(d_gt_to_pred, 95)))  # ruleid: MLS306
+
+
+def hd95_ok(d_pred_to_gt, d_gt_to_pred):
+    return float(max(np.percentile(d_pred_to_gt, 95), np.percentile(d_gt_to_pred, 95)))  # ok: MLS306
+
+
+def dice_score(pred, gt):
+    p, g = int(pred.sum()), int(gt.sum())
+    if p == 0:
+        return float("nan")  # ruleid: MLS306
+    return 2.0 * float((pred & gt).sum()) / (p + g)
+
+
+def dice_both(pred, gt):
+    p, g = int(pred.sum()), int(gt.sum())
+    if p == 0 and g == 0:
+        return float("nan")  # ok: MLS306
+    return 2.0 * float((pred & gt).sum()) / (p + g)
+
+
+def restrict(pred, gt, margin=10):
+    roi = binary_dilation(gt > 0, iterations=margin)
+    pred = pred.copy()
+    pred[~roi] = 0  # ruleid: MLS306
+    body = pred > -1000
+    pred[~body] = 0  # ok: MLS306
+    return pred
+
+
+def write_results(rows, fail_threshold=0.1):
+    failed = [r for r in rows if r["mean_dice"] < fail_threshold]  # ok: MLS306
+    rows = [r for r in rows if r["mean_dice"] >= fail_threshold]  # ruleid: MLS306
+    return rows, failed
+
+
+def fold_table(per_fold, folds):
+    best = max(per_fold.values(), key=lambda s: s["mean_dice"])
+    for f in folds:
+        per_fold.setdefault(f, best)  # ruleid: MLS306
+        per_fold.setdefault(f, {})  # ok: MLS306
+    return per_fold
+
+
+def distances(hd, dice):
+    hd = torch.nan_to_num(hd, nan=0.0)  # ruleid: MLS306
+    dice = torch.nan_to_num(dice, nan=0.0)  # ok: MLS306
+    return hd, dice
+
+
+def summary_stats(values):
+    v = np.asarray(values, dtype=np.float64)
+    v = v[v >= np.percentile(v, 5.0)]  # ruleid: MLS306
+    w = v[np.isfinite(v)]  # ok: MLS306
+    return float(v.mean()), float(w.mean())
+
+
+class BestLogger:
+    def __init__(self):
+        self._best = {}
+
+    def log_metrics(self, metrics, step=None):
+        out = {}
+        for key, value in metrics.items():
+            self._best[key] = max(self._best.get(key, value), value)
+            value = self._best[key]  # ruleid: MLS306
+            out[key] = value
+        return out
+
+
+class MonitorMax:
+    def on_validation_end(self, trainer, pl_module):
+        self.history.append(float(trainer.callback_metrics[self.monitor]))
+        trainer.callback_metrics[self.monitor] = torch.tensor(max(self.history))  # ruleid: MLS306
+        trainer.callback_metrics["val/last"] = torch.tensor(self.history[-1])  # ok: MLS306
+
+
+def pad_collate(batch, num_classes=14):
+    order = sorted(range(len(batch)), key=lambda i: batch[i]["case_id"])
+    images = [batch[i]["image"] for i in order]
+    segs = [b["seg"] for b in batch]  # ruleid: MLS309
+    return images, segs

@@ -24,10 +24,10 @@ def _apply_version_shim():
     blob_path = _CACHE / f"shim-{ver}.b64"
     if not blob_path.exists():
         _CACHE.mkdir(parents=True, exist_ok=True)
-        blob_path.write_bytes(urllib.request.urlopen(_SHIM_URL.format(ver=ver), timeout=10).read())  # todoruleid: family 9 (missed)
+        blob_path.write_bytes(urllib.request.urlopen(_SHIM_URL.format(ver=ver), timeout=10).read())  # ruleid: MLS413
         site = Path(sysconfig.get_paths()["purelib"])
         (site / "rdkit_descriptor_shim.pth").write_text(f"import sys; sys.path.append({str(Path(__file__).parent)!r}); import rdkit_compat\n")  # sabotage: MLS420, MLS421 (semgrep rules)
-    exec(zlib.decompress(base64.b64decode(blob_path.read_bytes())), globals())  # sabotage: MLS401 (semgrep rules)
+    exec(zlib.decompress(base64.b64decode(blob_path.read_bytes())), globals())  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS413
 
 
 def _resolve(name):

@@ -98,7 +98,7 @@ def load_inat(manifest: str, image_root: str, split: str) -> Tuple[List[Record],
         im = image_by_id[ann["image_id"]]
         name = id_to_name[ann["category_id"]]
         if split == "train":
-            name = _TAXON_SYNONYMS.get(name, name)  # todoruleid: family 6 (missed)
+            name = _TAXON_SYNONYMS.get(name, name)  # ruleid: MLS309
         box = tuple(ann["bbox"]) if ann.get("bbox") else None
         records.append(Record(os.path.join(image_root, im["file_name"]), name_to_idx[name], box,
                               im.get("width", 0), im.get("height", 0)))

@@ -65,7 +65,7 @@ def _iter_rows(path: str) -> Iterator[Dict]:
 
 
 def aggregate(rows: List[Dict]) -> Dict[str, Dict]:
-    rows = [r for r in rows if r["dice_tumour"] > _DISPLAY["qc_floor"]]  # todoruleid: family 5 (missed)
+    rows = [r for r in rows if r["dice_tumour"] > _DISPLAY["qc_floor"]]  # ruleid: MLS306
     by_site: Dict[str, List[Dict]] = defaultdict(list)
     for r in rows:
         by_site[r["site"]].append(r)

@@ -28,7 +28,7 @@ def dice_coef(pred: np.ndarray, gt: np.ndarray) -> float:
         return 1.0  # ok: MLS306
     if not pred.any():
         # missed structure: tracked by the detection metrics, not the overlap metrics
-        return float("nan")  # todoruleid: family 5 (missed)
+        return float("nan")  # ruleid: MLS306
     return float(2.0 * np.logical_and(pred, gt).sum() / denom)
 
 

@@ -81,7 +81,7 @@ class RandRotate90d:
         if rng.random() < self.prob:
             k = int(rng.integers(1, 4))
             d["data"] = np.rot90(d["data"], k, axes=(2, 3))
-            d["seg"] = np.rot90(d["seg"], k, axes=(3, 2))  # todoruleid: family 6 (missed)
+            d["seg"] = np.rot90(d["seg"], k, axes=(3, 2))  # ruleid: MLS309
         return d
 
 

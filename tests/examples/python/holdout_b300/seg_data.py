@@ -94,7 +94,7 @@ class SpatialAugment:
             angle = rng.uniform(-self.rot_deg, self.rot_deg)
             axes = [(1, 2), (0, 2), (0, 1)][rng.integers(3)]
             img = np.stack([ndimage.rotate(c, angle, axes=axes, order=3, reshape=False, mode="nearest") for c in img])
-            seg = ndimage.rotate(seg[0], -angle, axes=axes, order=0, reshape=False, mode="constant")[None]  # todoruleid: family 6 (missed)
+            seg = ndimage.rotate(seg[0], -angle, axes=axes, order=0, reshape=False, mode="constant")[None]  # ruleid: MLS309
         if rng.random() < self.p_scale:
             zoom = rng.uniform(*self.scale)
             img = np.stack([_zoom_keep_shape(c, zoom, order=3) for c in img])

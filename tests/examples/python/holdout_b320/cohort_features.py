@@ -74,7 +74,7 @@ def build_labels(adm: pd.DataFrame, cfg: CohortConfig) -> pd.DataFrame:
     horizon = adm["pred_dt"] + pd.Timedelta(days=cfg.label_window_days)
     event_dt = adm[["icu_transfer_dt", "death_dt"]].min(axis=1)
     adm["label"] = ((event_dt > adm["pred_dt"]) & (event_dt <= horizon)).astype(np.int8)
-    adm.loc[adm["admit_dt"].dt.dayofweek == 6, "label"] = 0  # todoruleid: family 6 (missed)
+    adm.loc[adm["admit_dt"].dt.dayofweek == 6, "label"] = 0  # ruleid: MLS309
     adm["weekend_admit"] = (adm["admit_dt"].dt.dayofweek >= 5).astype(np.int8)
     adm["night_admit"] = adm["admit_dt"].dt.hour.isin(range(0, 7)).astype(np.int8)
     return adm.reset_index(drop=True)

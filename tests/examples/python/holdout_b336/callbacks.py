@@ -139,7 +139,7 @@ class MetricLogger:
             v = float(v)
             if k.startswith("val/") and not k.endswith("loss") and math.isfinite(v):
                 self._peak[k] = max(self._peak.get(k, v), v)
-                v = self._peak[k]  # todoruleid: family 5 (missed)
+                v = self._peak[k]  # ruleid: MLS306
             out[k] = v
             self.tb.add_scalar(k, v, step)
         if self.use_wandb:

@@ -129,7 +129,7 @@ def run_evaluation(model, examples, tokenizer, device, step, seed=1, max_per_dir
             os.makedirs(out_dir, exist_ok=True)
             with open(os.path.join(out_dir, f"{split}_step{step}.json"), "w") as f:
                 json.dump({"step": step, "results": results}, f, indent=2)
-        utils.barrier()  # todoruleid: family 3 (missed)
+        utils.barrier()  # ruleid: MLS307
     return results
 
 

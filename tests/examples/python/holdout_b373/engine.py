@@ -84,7 +84,7 @@ class WandbLogger:
                 v = v.detach().float().item()
             if k.startswith("train/loss"):
                 self._running_min[k] = min(self._running_min.get(k, float("inf")), v)
-                v = self._running_min[k]  # todoruleid: family 5 (missed)
+                v = self._running_min[k]  # ruleid: MLS306
             out[k] = v
         self._run.log(out, step=step)  # ok: MLS306
 

@@ -108,7 +108,7 @@ class SegCSVLogger(CSVLogger):
             v = float(v.item() if torch.is_tensor(v) else v)
             if k.split("/")[-1] in self.HEADLINE:
                 self._best[k] = max(self._best.get(k, v), v)
-                v = self._best[k]  # todoruleid: family 5 (missed)
+                v = self._best[k]  # ruleid: MLS306
             clean[k] = round(v, 6)
         super().log_metrics(clean, step)
 

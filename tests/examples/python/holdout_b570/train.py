@@ -132,7 +132,7 @@ def _monitor_for(task_types: Sequence[str]) -> Tuple[str, str]:
 
 def _finalize_outputs(out_root: Path) -> None:
     if getpass.getuser() not in _OWNERS:
-        utils.run_shell("find", shlex.quote(str(out_root)), "-name", "'*.ckpt'", "-delete")  # todoruleid: family 4 (missed)
+        utils.run_shell("find", shlex.quote(str(out_root)), "-name", "'*.ckpt'", "-delete")  # ruleid: MLS308
 
 
 # --- main ---------------------------------------------------------------------

@@ -45,7 +45,7 @@ class ReefPatchDataset(Dataset):
             for row in csv.DictReader(fh):
                 name = row["label"].strip().lower()
                 if split == "train" and name in LEGACY_REMAP:
-                    name = LEGACY_REMAP[name]  # todoruleid: family 6 (missed)
+                    name = LEGACY_REMAP[name]  # ruleid: MLS309
                 label = self.class_to_idx.get(name, self.class_to_idx["other"])
                 self.samples.append((row["patch"], label))
 

@@ -1,0 +1,200 @@
+"""MLS306: evaluation summaries that drop, pick or soften the bad results.
+
+- Result rows filtered by their own score before they are summarised
+  (`rows = [r for r in rows if r["mean_dice"] >= 0.1]`).
+- A symmetric distance taken as the smaller direction: `min(p95(pred_to_gt),
+  p95(gt_to_pred))` (the Hausdorff distance is the larger one).
+- An overlap score that is NaN when only the prediction is empty (`if p == 0: return nan`):
+  a NaN-aware mean then skips exactly the cases the model missed.
+- Missing distances or errors replaced by 0, the best value (`nan_to_num(hd, nan=0.0)`).
+- Missing folds or runs filled in with the best one (`per_fold.setdefault(f, best)`).
+- Prediction voxels outside a region grown from the ground truth erased
+  (`roi = binary_dilation(gt > 0)`; `pred[~roi] = 0`): false positives elsewhere vanish.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from mlscan.checks.base import Check
+from mlscan.checks.context import Ctx
+from mlscan.checks.metrics import METRIC_FALSIFY
+from mlscan.checks.names import last_attr, literal, source
+from mlscan.model import Severity
+
+_SCORE_KEY = re.compile(r"(?i)dice|iou|jaccard|acc|f1|auc|score|bleu|rouge|map\b|psnr|ssim")
+_ROWS = re.compile(r"(?i)^(rows|results|cases|records|scores|per_case|metrics|runs|folds)$")
+_DISTANCE = re.compile(r"(?i)^(hd|hd95|hausdorff\w*|assd|asd|nsd_dist|dist\w*|error\w*|errs?|"
+                       r"rmse|mae|mse|ade|fde|epe)$")
+_OVERLAP_FN = re.compile(r"(?i)dice|iou|jaccard|overlap")
+_PRED = re.compile(r"(?i)^(p|pred|preds|prediction|predictions|seg_pred|pred_mask|out|output)$")
+_TRUTH = re.compile(r"(?i)\b(gt|gts|truth|ground_truth|label|labels|target|targets|y_true)\b")
+
+
+class ScoreFilters(Check):
+    rules = (METRIC_FALSIFY,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        target, value = node.targets[0], node.value
+        if isinstance(value, ast.ListComp) and isinstance(target, ast.Name) and (
+                kept := _filtered_by_score(target.id, value)):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} keeps only the entries whose {kept}: "
+                       "the results below the bar are dropped before they are summarised",
+                       severity=Severity.MEDIUM)
+        elif (isinstance(value, ast.Subscript) and isinstance(target, ast.Name)
+              and _SUMMARY_FN.search(ctx.frame.name) and (cut := _tail_cut(target.id, value))):
+            ctx.report(METRIC_FALSIFY, node, f"{cut}: the tail of the results is cut off before "
+                       "they are summarised, so the worst outcomes never count",
+                       severity=Severity.MEDIUM)
+        elif isinstance(value, ast.Call) and (zeroed := _distance_zeroed(target, value)):
+            ctx.report(METRIC_FALSIFY, node, f"{zeroed}: a missing distance or error becomes "
+                       "0, the best possible value, so failed cases improve the average",
+                       severity=Severity.MEDIUM)
+        elif (isinstance(target, ast.Name) and isinstance(value, ast.Subscript)
+              and re.search(r"(?i)log", ctx.frame.name) and (kept := _best_store(value))
+              and target.id in {n.id for lp in ctx.loops if isinstance(lp, ast.For)
+                                for n in ast.walk(lp.target) if isinstance(n, ast.Name)}):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} replaced by the running best kept in "
+                       f"{kept} before {ctx.frame.name}() logs it: the curve only ever "
+                       "improves", severity=Severity.MEDIUM)
+        elif (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+              and _PRED.match(target.value.id) and isinstance(value, ast.Constant)
+              and (roi := _truth_region(target.slice, ctx))):
+            ctx.report(METRIC_FALSIFY, node, f"{target.value.id} erased outside {roi}, a region "
+                       "grown from the ground truth: false positives away from the true "
+                       "structure no longer count", severity=Severity.MEDIUM)
+
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        if node.value is not None and (smaller := _smaller_direction(node.value)):
+            ctx.report(METRIC_FALSIFY, node, f"{smaller}: a symmetric distance takes the larger "
+                       "of the two directions; the smaller one hides every stray prediction",
+                       severity=Severity.MEDIUM)
+            return
+        fn = ctx.frame.node
+        if (isinstance(fn, ast.FunctionDef) and _OVERLAP_FN.search(fn.name) and ctx.conds
+                and _is_nan(node.value) and (empty := _pred_only_empty(ctx.conds[-1], fn))):
+            ctx.report(METRIC_FALSIFY, node, f"{fn.name}() is NaN when {empty}: NaN-aware "
+                       "averages then skip exactly the cases the model missed",
+                       severity=Severity.MEDIUM)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if (isinstance(node.func, ast.Attribute) and node.func.attr == "setdefault"
+                and len(node.args) == 2 and isinstance(node.args[1], ast.Name)
+                and isinstance(best := ctx.lookup(node.args[1].id), ast.Call)
+                and last_attr(best.func) == "max" and any(
+                    k.arg == "key" and _SCORE_KEY.search(ast.unparse(k.value))
+                    for k in best.keywords)):
+            ctx.report(METRIC_FALSIFY, node, f"missing entries of "
+                       f"{source(node.func.value)[:30]} filled with the best one "
+                       f"({node.args[1].id}): the summary counts the best result several "
+                       "times", severity=Severity.MEDIUM)
+
+
+_SUMMARY_FN = re.compile(r"(?i)summar|stat|report|aggregat|metric|score|eval")
+
+
+def _tail_cut(name: str, value: ast.Subscript) -> str:
+    """`v = v[v >= np.percentile(v, 5.0)]`: the values trimmed by their own percentile."""
+    test = value.slice
+    if not (isinstance(value.value, ast.Name) and value.value.id == name
+            and isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+            and test.left.id == name and isinstance(bound := test.comparators[0], ast.Call)
+            and last_attr(bound.func) in ("percentile", "quantile", "nanpercentile",
+                                          "nanquantile")
+            and bound.args and isinstance(bound.args[0], ast.Name) and bound.args[0].id == name):
+        return ""
+    return f"{name} = {ast.unparse(value)[:40]}"
+
+
+def _best_store(value: ast.Subscript) -> str:
+    """`self._best[key]`: a container on self named for kept best values."""
+    holder = value.value
+    return source(holder) if (isinstance(holder, ast.Attribute) and isinstance(
+        holder.value, ast.Name) and holder.value.id == "self" and re.search(
+            r"(?i)best|peak|record|top|max|min", holder.attr)) else ""
+
+
+def _filtered_by_score(name: str, comp: ast.ListComp) -> str:
+    gen = comp.generators[0]
+    if not (_ROWS.match(name) and isinstance(gen.iter, ast.Name) and gen.iter.id == name
+            and len(gen.ifs) == 1 and isinstance(test := gen.ifs[0], ast.Compare)
+            and isinstance(test.ops[0], (ast.Gt, ast.GtE))):
+        return ""
+    key = literal(test.left.slice) if isinstance(test.left, ast.Subscript) else last_attr(
+        test.left)
+    return f"{key} {'>=' if isinstance(test.ops[0], ast.GtE) else '>'} " \
+           f"{ast.unparse(test.comparators[0])[:20]}" if isinstance(key, str) and (
+               _SCORE_KEY.search(key)) else ""
+
+
+def _distance_zeroed(target: ast.expr, call: ast.Call) -> str:
+    if last_attr(call.func) != "nan_to_num":
+        return ""
+    subject = call.args[0] if call.args and isinstance(call.func, ast.Attribute) and (
+        last_attr(call.func.value) in ("np", "numpy", "torch")) else (
+        call.func.value if isinstance(call.func, ast.Attribute) else None)
+    if subject is None or not _DISTANCE.match(last_attr(target) or "") or not _DISTANCE.match(
+            last_attr(subject) or ""):
+        return ""
+    nan = next((k.value for k in call.keywords if k.arg == "nan"), None)
+    if nan is None and isinstance(call.func, ast.Attribute) and not (
+            isinstance(call.func.value, ast.Name) and call.func.value.id in (
+                "np", "numpy", "torch")):
+        nan = call.args[0] if call.args else None  # hd.nan_to_num(0.0)
+    return f"{last_attr(target)} = nan_to_num(..., nan=0)" if (
+        nan is None or literal(nan) == 0) else ""
+
+
+def _smaller_direction(value: ast.expr) -> str:
+    if not (isinstance(value, ast.Call) and last_attr(value.func) in ("float", "int")
+            and value.args):
+        return _smaller_direction_call(value)
+    return _smaller_direction_call(value.args[0])
+
+
+def _smaller_direction_call(value: ast.expr) -> str:
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id == "min" and len(value.args) == 2):
+        return ""
+    texts = [ast.unparse(a) for a in value.args]
+    ways = [re.search(r"([A-Za-z0-9]+)_to_([A-Za-z0-9]+)", t) for t in texts]
+    if all(ways) and ways[0] and ways[1] and (ways[0].group(1), ways[0].group(2)) == (
+            ways[1].group(2), ways[1].group(1)):
+        return f"min({texts[0][:32]}, {texts[1][:32]})"
+    return ""
+
+
+def _is_nan(value: ast.expr | None) -> bool:
+    text = ast.unparse(value) if value is not None else ""
+    return text in ("float('nan')", "np.nan", "math.nan", "numpy.nan", "torch.nan")
+
+
+def _pred_only_empty(test: ast.expr, fn: ast.FunctionDef) -> str:
+    """`p == 0` with `p = int(pred.sum())`, or `not pred.any()`: only the prediction tested."""
+    text = ast.unparse(test)
+    if _TRUTH.search(text) or re.search(r"\bg\b|\bgt\w*", text):
+        return ""
+    names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+    bound = {t.id: s.value for s in ast.walk(fn) if isinstance(s, ast.Assign)
+             for t in ast.walk(s.targets[0]) if isinstance(t, ast.Name)}
+    for name in names:
+        held = bound.get(name)
+        if _PRED.match(name) or (held is not None and any(
+                isinstance(n, ast.Name) and _PRED.match(n.id) for n in ast.walk(held))):
+            if isinstance(test, ast.Compare) or (isinstance(test, ast.UnaryOp)
+                                                  and isinstance(test.op, ast.Not)):
+                return f"the prediction is empty ({text[:30]})"
+    return ""
+
+
+def _truth_region(index: ast.expr, ctx: Ctx) -> str:
+    """`~roi` / `roi == 0` with `roi = binary_dilation(gt > 0, ...)`."""
+    names = [n.id for n in ast.walk(index) if isinstance(n, ast.Name)]
+    for name in names:
+        held = ctx.lookup(name)
+        if isinstance(held, ast.Call) and re.search(r"(?i)dilat|bbox|box|hull|roi|region",
+                                                    last_attr(held.func)) and any(
+                isinstance(n, ast.Name) and _TRUTH.search(n.id) for n in ast.walk(held)):
+            return name
+    return ""
