@@ -18,10 +18,11 @@ from mlscan.checks.names import last_attr, literal, root_name
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
 
-_IMAGE = re.compile(r"(?i)^(img|image|images|imgs|x|vol|volume|ct|scan|frame|frames|data|"
+_IMAGE = re.compile(r"(?i)^(img|image|images|imgs|vol|volume|ct|scan|frame|frames|"
                     r"image_\w+|img_\w+)$")
-_LABEL = re.compile(r"(?i)^(seg|segs|sg|mask|masks|label|labels|lbl|lab|gt|target|targets|y|"
+_LABEL = re.compile(r"(?i)^(seg|segs|sg|mask|masks|label|labels|lbl|lab|gt|"
                     r"annotation|anno|seg_\w+|mask_\w+|label_\w+|gt_\w+)$")
+"""(Not `x`/`y`: in model code they are any two tensors, not an image and its label.)"""
 _FREE_KW = frozenset({"order", "mode", "interpolation", "resample", "value", "fill",
                       "fill_value", "cval", "constant_values", "anti_aliasing",
                       "preserve_range", "dtype", "is_seg", "is_label", "border_mode",
@@ -40,6 +41,8 @@ def _role(target: ast.expr) -> str:
     name = literal(target.slice) if isinstance(target, ast.Subscript) else last_attr(target)
     if not isinstance(name, str):
         return ""
+    if name == "data" and isinstance(target, ast.Subscript):
+        return "image"  # batchgenerators / nnU-Net samples: {"data": ..., "seg": ...}
     return "image" if _IMAGE.match(name) else "label" if _LABEL.match(name) else ""
 
 
@@ -101,7 +104,7 @@ class PairedArgs(Check):
                outer: list[tuple[str, ast.Assign, dict[str, ast.Call]]]) -> None:
         seen = list(outer)  # (an `if label is not None:` body pairs with the image above it)
         for stmt in body:
-            for field in ("body", "orelse"):  # (nested blocks pair within themselves)
+            for field in ("body", "orelse"):  # (nested blocks also pair with what came before)
                 inner = getattr(stmt, field, None)
                 if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt) and (
                         not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef,
@@ -126,8 +129,7 @@ class PairedArgs(Check):
                         label = stmt if role == "label" else other
                         ctx.report(DATA_POISON, label, f"{name}() gets other arguments for the "
                                    f"label ({_shown(label, name, modules)}) than for the image "
-                                   "it pairs "
-                                   "with: the label no longer covers what it labels",
+                                   "it pairs with: the label no longer covers what it labels",
                                    severity=Severity.MEDIUM)
                         return
             seen.append((role, stmt, calls))
