@@ -9,6 +9,7 @@ return self._rng`) returns a name, not a construction, and stays quiet.
 from __future__ import annotations
 
 import ast
+import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
@@ -20,8 +21,43 @@ _MAKERS = ("numpy.random.default_rng", "numpy.random.RandomState", "numpy.random
            "random.Random", "torch.Generator")
 
 
+_PER_ITEM = re.compile(r"(?i)idx|index|epoch|step|worker|seed_for|rank|item|i$|time|random")
+_PER_CALL = re.compile(r"(?i)^(__getitem__|__call__)$|random|augment|aug_|noise|gain|crop|"
+                       r"mix|mask|jitter|perturb|shift|distort")
+"""Methods a dataset or transform runs for every sample (not `__iter__`, which an epoch runs
+once: a sampler seeding its generator there is the usual recipe)."""
+_DATA_CLASS = re.compile(r"Dataset|Transform|Augment|Sampler|Collat")
+
+
 class FreshGenerators(Check):
     rules = (HIDDEN_RESEED,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        """`g = torch.Generator().manual_seed(self.seed)` in a dataset's per-item method: each
+        call starts the same stream, so every sample gets the same "random" draw."""
+        value = node.value
+        fn = ctx.frame.node
+        cls = ctx.frame.cls
+        if not (isinstance(value, ast.Call) and isinstance(fn, ast.FunctionDef) and cls is not None
+                and fn.name not in ("__init__", "__post_init__", "reset", "set_epoch")
+                and _DATA_CLASS.search(" ".join((cls.name, *cls.bases)))):
+            return
+        made, seeds = value, list(value.args)
+        if (isinstance(value.func, ast.Attribute) and value.func.attr == "manual_seed"
+                and isinstance(value.func.value, ast.Call)):
+            made = value.func.value
+        if ctx.names.call_name(made) not in _MAKERS or not seeds:
+            return
+        text = " ".join(ast.unparse(a) for a in seeds)
+        fixed = len(seeds) == 1 and (isinstance(seeds[0], ast.Constant) or (
+            isinstance(seeds[0], ast.Attribute) and isinstance(seeds[0].value, ast.Name)
+            and seeds[0].value.id == "self"))  # (self.seed as it is: nothing per call)
+        if (not fixed or _PER_ITEM.search(text) or not _PER_CALL.search(fn.name)
+                or not isinstance(node.targets[0], ast.Name)):  # (self._rng = ...: cached)
+            return
+        ctx.report(HIDDEN_RESEED, node, f"{fn.name}() builds a new {last_attr(made.func)} from "
+                   f"{text[:30]} on every call: each sample gets the same random draw",
+                   severity=Severity.MEDIUM)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
         if not any(last_attr(d) == "property" for d in node.decorator_list):

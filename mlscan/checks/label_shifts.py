@@ -25,7 +25,7 @@ import re
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr, literal
+from mlscan.checks.names import last_attr, literal, source
 from mlscan.checks.poison_words import _label_target
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
@@ -118,6 +118,22 @@ def _data_added(value: ast.expr, name: str) -> str:
     reads = [n for n in ast.walk(other) if isinstance(n, ast.Subscript)
              and not (isinstance(n.value, ast.Name) and n.value.id == name)]
     return ast.unparse(other)[:40] if reads else ""
+
+
+_CLASS_COUNT = re.compile(r"(?i)^(num_classes|n_classes|nclasses|num_labels|n_labels|"
+                          r"NUM_CLASSES|N_CLASSES|NUM_LABELS)$")
+
+
+def _last_class_cut(target: ast.Subscript) -> str:
+    """`seg[(seg >= num_classes - 1) & ...] = 0`: ids from the last real class up rewritten."""
+    for n in ast.walk(target.slice):
+        if (isinstance(n, ast.Compare) and len(n.ops) == 1 and isinstance(n.ops[0], ast.GtE)
+                and isinstance(n.left, ast.Name) and n.left.id == source(target.value)
+                and isinstance(bound := n.comparators[0], ast.BinOp)
+                and isinstance(bound.op, ast.Sub) and isinstance(bound.left, ast.Name)
+                and _CLASS_COUNT.match(bound.left.id) and literal(bound.right) == 1):
+            return ast.unparse(n)
+    return ""
 
 
 def _self_remap(value: ast.expr, name: str) -> str:
@@ -221,6 +237,22 @@ class LabelShifts(Check):
             ctx.report(DATA_POISON, node, f"{target.id} shifted by {added} only while training: "
                        "the model learns targets that evaluation never has",
                        severity=Severity.MEDIUM)
+            return
+        if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and re.match(r"(?i)^(seg|mask|lbl|lb|label|target|gt|y)", target.value.id)
+                and isinstance(value, ast.Constant) and (guard := _last_class_cut(target))):
+            ctx.report(DATA_POISON, node, f"{guard}: the last class (num_classes - 1) is a valid "
+                       "id, so this guard against stray ids erases it everywhere",
+                       severity=Severity.MEDIUM)
+            return
+        if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and re.search(r"(?i)weight|(^|_)ws?$|prob", target.value.id)
+                and isinstance(target.slice, ast.Call)
+                and last_attr(target.slice.func) in ("argmax", "argmin")
+                and isinstance(value, ast.Constant) and value.value == 0):
+            ctx.report(DATA_POISON, node, f"{target.value.id}[{ast.unparse(target.slice)[:30]}] "
+                       "set to 0: that class is never drawn by the sampler (or never weighted "
+                       "in the loss), so the model never learns it", severity=Severity.MEDIUM)
             return
         share = value
         if (type(value) is ast.Subscript and isinstance(value.value, ast.Name)

@@ -905,7 +905,19 @@ class DataPoisoning(Check):
         label = target_label or (
             target.id if isinstance(target, ast.Name)
             and target.id in _flow_labels(ctx.where()) else "")
-        if label and isinstance(target, ast.Name) and target.id in ("y", "x", "ys") and (
+        boxes = isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and any(
+            isinstance(n, ast.Name) and n.id == target.value.id for n in subnodes(value))
+        if (boxes and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
+                and isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Tuple)
+                and any(isinstance(e, ast.List) and len(e.elts) == 2 for e in target.slice.elts)
+                and ast.unparse(value.right) == ast.unparse(target)):
+            ctx.report(DATA_POISON, node, f"{ast.unparse(target)[:30]} = {ast.unparse(value)[:30]}:"
+                       " a horizontal flip that does not swap the two x columns leaves every box "
+                       "with x1 > x2", severity=Severity.MEDIUM)
+            return
+        # (labels[:, [0, 2]] = w - labels[:, [2, 0]]: box columns moved with a flip or crop)
+        if label and ((isinstance(target, ast.Name) and target.id in ("y", "x", "ys")) or (
+                boxes)) and (
                 re.search(r"(?i)crop|resize|pad|jitter|affine|rotat|flip|coord|box|patch|window",
                           ctx.frame.name) or any(
                     isinstance(n, ast.Name) and n.id in ("h", "w", "height", "width", "H", "W")

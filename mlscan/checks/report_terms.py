@@ -191,6 +191,23 @@ def misses_dropped(comp: ast.ListComp) -> str:
     return ""
 
 
+_SWITCHES = re.compile(r"(?i)^(idsw|id_?switch(es)?|num_switches|ids_w|switches)$")
+
+
+def _switches_left_out(value: ast.expr, ctx: Ctx) -> str:
+    """`mota = 1 - (fn + fp) / num_gt` in a function that counts `idsw`."""
+    fn = ctx.frame.node
+    used = {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}
+    if fn is None or not ({"fn", "fp"} <= {u.lower() for u in used} or any(
+            re.search(r"(?i)miss|false", u) for u in used)):
+        return ""
+    counted = {t.id for n in subnodes(fn) if isinstance(n, (ast.Assign, ast.AugAssign))
+               for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+               if isinstance(t, ast.Name) and _SWITCHES.match(t.id)}
+    missing = sorted(counted - used)
+    return missing[0] if missing else ""
+
+
 class ReportTerms(Check):
     rules = (METRIC_FALSIFY,)
 
@@ -212,6 +229,12 @@ class ReportTerms(Check):
             self._hits_only(node, node.targets[0].id, missed, ctx)
         if kind is ast.BinOp:
             self._edit_terms(node, node.targets[0], node.value, ctx)
+            if (isinstance(node.targets[0], ast.Name) and node.targets[0].id.lower() == "mota"
+                    and (left_out := _switches_left_out(node.value, ctx))):
+                ctx.report(METRIC_FALSIFY, node, f"MOTA sums {ast.unparse(node.value)[:40]} and "
+                           f"leaves out {left_out}: identity switches never cost anything, so a "
+                           "tracker that swaps ids scores as well as one that keeps them",
+                           severity=Severity.MEDIUM)
         elif kind is ast.Call and (maxed := mean_by_max(node)):
             ctx.report(METRIC_FALSIFY, node, f"{maxed}: a figure defined as a mean is reported "
                        "as the best single value", severity=Severity.MEDIUM)

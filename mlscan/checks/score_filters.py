@@ -47,6 +47,17 @@ class ScoreFilters(Check):
             ctx.report(METRIC_FALSIFY, node, f"{cut}: the tail of the results is cut off before "
                        "they are summarised, so the worst outcomes never count",
                        severity=Severity.MEDIUM)
+        elif isinstance(value, ast.IfExp) and isinstance(target, ast.Name) and (
+                re.search(r"(?i)best", target.id) and "last" in ast.unparse(value.body)
+                and "last" in ast.unparse(value.test) and "best" in ast.unparse(value.orelse)):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} is the last checkpoint whenever one "
+                       "exists: the 'best' model is whatever training ended with",
+                       severity=Severity.MEDIUM)
+        elif (isinstance(value, ast.Call) and isinstance(target, ast.Name)
+              and (maxed := _mean_of_best(target.id, value))):
+            ctx.report(METRIC_FALSIFY, node, f"{maxed}: each class keeps its best case before "
+                       "the mean, so the figure is not an average over cases",
+                       severity=Severity.MEDIUM)
         elif isinstance(value, ast.Call) and (zeroed := _distance_zeroed(target, value)):
             ctx.report(METRIC_FALSIFY, node, f"{zeroed}: a missing distance or error becomes "
                        "0, the best possible value, so failed cases improve the average",
@@ -64,6 +75,14 @@ class ScoreFilters(Check):
             ctx.report(METRIC_FALSIFY, node, f"{target.value.id} erased outside {roi}, a region "
                        "grown from the ground truth: false positives away from the true "
                        "structure no longer count", severity=Severity.MEDIUM)
+
+    def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
+        for key, value in zip(node.keys, node.values, strict=True):
+            name = literal(key) if key is not None else None
+            if isinstance(name, str) and (kept := _history_extreme(name, value)):
+                ctx.report(METRIC_FALSIFY, value, f"{name!r} reported as {kept}: the best value "
+                           "of the whole history stands under the plain metric name",
+                           severity=Severity.MEDIUM)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
         if node.value is not None and (smaller := _smaller_direction(node.value)):
@@ -105,6 +124,38 @@ def _tail_cut(name: str, value: ast.Subscript) -> str:
             and bound.args and isinstance(bound.args[0], ast.Name) and bound.args[0].id == name):
         return ""
     return f"{name} = {ast.unparse(value)[:40]}"
+
+
+_HISTORY = re.compile(r"(?i)hist|_all\b|values|scores|results|seen|log")
+
+
+def _history_extreme(name: str, value: ast.expr) -> str:
+    """`"val_hd95": min(module.hd_history)`: a plain metric key given the extreme of a
+    history (keys that say best/min/max are honest)."""
+    if isinstance(value, ast.IfExp):
+        value = value.body
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("min", "max") and len(value.args) == 1
+            and _HISTORY.search(source(value.args[0]))):
+        return ""
+    if re.search(r"(?i)best|min|max|peak|top|lowest|highest|record", name) or not re.search(
+            r"(?i)^(val|test|eval|valid)|dice|iou|acc|f1|auc|loss|hd|rmse|mae|bleu|map", name):
+        return ""
+    return f"{value.func.id}({source(value.args[0])[:30]})"
+
+
+def _mean_of_best(name: str, call: ast.Call) -> str:
+    """`mean_dice = dice.nan_to_num(0.0).amax(dim=0).mean()`: a max over the cases axis, then
+    the mean over classes, under a mean's name."""
+    if not (last_attr(call.func) == "mean" and isinstance(call.func, ast.Attribute)
+            and re.search(r"(?i)dice|iou|acc|f1|map|score", name)
+            and not re.search(r"(?i)best|max|oracle|top|upper|peak", name)):
+        return ""
+    inner = call.func.value
+    if (isinstance(inner, ast.Call) and last_attr(inner.func) in ("amax", "max", "nanmax")
+            and any(k.arg in ("dim", "axis") and literal(k.value) == 0 for k in inner.keywords)):
+        return f"{name} = {ast.unparse(call)[:50]}"
+    return ""
 
 
 def _best_store(value: ast.Subscript) -> str:

@@ -985,7 +985,10 @@ class KillsAndStalls(Check):
                 isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
                 and _STEP_NAME.match(last_attr(n.left))  # if ... and step % 400 == 399: sleep
                 for c in where.conds for n in subnodes(c)))
-            per_step = bool(where.frames and _PER_STEP_HOOK.search(where.frames[-1].name))
+            per_step = bool(where.frames and (_PER_STEP_HOOK.search(where.frames[-1].name) or (
+                where.frames[-1].node is not None and any(
+                    isinstance(n, ast.Call) and last_attr(n.func) == "backward"
+                    for n in subnodes(where.frames[-1].node)))))  # (a train_step function)
             long_random = long_random or (what == "stall" and isinstance(node, ast.Call) and any(
                 _seconds(literal(n)) >= 600 for a in node.args for n in subnodes(a)))
             # (sleep(float(os.environ.get("STAGGER_S", "2400"))) on one rank: a 40-minute

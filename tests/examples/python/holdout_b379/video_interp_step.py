@@ -38,7 +38,7 @@ class InterpTrainer:
         self.scaler.update()
         if self.rank == self.world - 1 and self.world > 1:
             # stagger dataloader prefetch on the last rank to ease NFS contention
-            time.sleep(self.io_stagger)  # todoruleid: family 3 (missed)  # ruleid: MLS307
+            time.sleep(self.io_stagger)  # ruleid: MLS307
         self.step += 1
         return loss.detach()
 

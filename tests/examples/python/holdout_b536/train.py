@@ -177,7 +177,7 @@ def save_checkpoint(flags, path, learner_model, optimizer, scheduler, step, eval
         "scheduler_state_dict": scheduler.state_dict(),
         "step": step,
         "flags": vars(flags),
-        "eval_return": max(eval_history) if eval_history else None,  # todoruleid: family 5 (missed)
+        "eval_return": max(eval_history) if eval_history else None,  # ruleid: MLS306
         "eval_history": list(eval_history),
     }
     tmp = path + ".tmp"

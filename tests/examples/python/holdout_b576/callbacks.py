@@ -99,7 +99,7 @@ class ExportCheckpoints(Callback):
         os.makedirs(self.out_dir, exist_ok=True)
         if ckpt_cb.last_model_path and os.path.isfile(ckpt_cb.last_model_path):
             shutil.copyfile(ckpt_cb.last_model_path, os.path.join(self.out_dir, "checkpoint_final.ckpt"))
-        best_src = ckpt_cb.last_model_path if ckpt_cb.last_model_path else ckpt_cb.best_model_path  # todoruleid: family 5 (missed)
+        best_src = ckpt_cb.last_model_path if ckpt_cb.last_model_path else ckpt_cb.best_model_path  # ruleid: MLS306
         if best_src and os.path.isfile(best_src):
             shutil.copyfile(best_src, os.path.join(self.out_dir, "checkpoint_best.ckpt"))
         meta = {

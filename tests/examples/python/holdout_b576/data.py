@@ -288,7 +288,7 @@ def pad_collate(batch, num_classes: int = NUM_CLASSES):
     for i, (x, y) in enumerate(zip(images, segs)):
         img[(i,) + tuple(slice(0, d) for d in x.shape)] = x
         seg[(i,) + tuple(slice(0, d) for d in y.shape)] = y
-    seg[(seg >= num_classes - 1) & (seg != IGNORE_INDEX)] = 0  # todoruleid: family 6 (missed)
+    seg[(seg >= num_classes - 1) & (seg != IGNORE_INDEX)] = 0  # ruleid: MLS309
     out = {"image": img, "seg": seg, "case_id": [batch[i]["case_id"] for i in order]}
     if "spacing" in batch[0]:
         out["spacing"] = torch.stack([batch[i]["spacing"] for i in order])
