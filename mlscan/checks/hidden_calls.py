@@ -14,7 +14,7 @@ import ast
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.exfil import HIDDEN_IMPORT
+from mlscan.checks.exfil import _DECODERS, HIDDEN_IMPORT
 from mlscan.checks.names import getattr_name, last_attr
 from mlscan.model import Severity
 
@@ -26,8 +26,6 @@ _DANGEROUS = ("os.system", "os.popen", "os.exec", "os.spawn", "os.posix_spawn", 
 (`getattr(builtins, "ex" + "ec")` is the semgrep rule's, one finding per line is enough.)"""
 
 _RESOLVERS = ("pydoc.locate", "pkgutil.resolve_name")
-_DECODERS = ("base64.", "zlib.decompress", "codecs.decode", "bz2.decompress", "lzma.decompress",
-             "bytes.fromhex", "bytearray.fromhex", "gzip.decompress", "binascii.")
 
 
 class HiddenCalls(Check):

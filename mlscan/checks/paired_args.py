@@ -119,8 +119,11 @@ class PairedArgs(Check):
             for other_role, other, other_calls in seen[-4:]:
                 if other_role == role:
                     continue
-                for name in calls.keys() & other_calls.keys():
-                    modules = {*ctx.names.aliases, "np", "numpy", "torch", "F", "TF", "nn"}
+                shared = calls.keys() & other_calls.keys()
+                if not shared:
+                    continue
+                modules = {*ctx.names.aliases, "np", "numpy", "torch", "F", "TF", "nn"}
+                for name in sorted(shared):  # (sets of str iterate in hash order)
                     mine = _signature(calls[name], modules)
                     theirs = _signature(other_calls[name], modules)
                     if not mine[0] and not theirs[0] and not mine[1] and not theirs[1]:
