@@ -2,8 +2,9 @@
 
 - An early return before a collective, taken on a test of this rank's own values
   (`if not torch.any(t): return t` above `dist.all_reduce(t)`, `if not
-  torch.isfinite(kl): return None`) or inside a block only the main rank runs (`if
-  is_main: ... return` above `barrier()`): that rank leaves, the others wait forever.
+  torch.isfinite(kl): return None`) or on a test of the rank (`if is_main: ... return`,
+  `if not is_main_process(): return {}` above `barrier()`): those ranks leave, the others
+  wait forever.
 - `dist.broadcast(p, src=local_rank)`: every rank names itself as the source, so the
   ranks disagree on who sends (a hang, or replicas that silently keep their own weights).
 - `signal.alarm(int(max_hours * 60))`: hours times 60 is minutes, and alarm() counts
@@ -85,27 +86,75 @@ def _agreed(tests: tuple[ast.expr, ...], before: list[ast.stmt]) -> bool:
 
 
 def _main_only(test: ast.expr) -> bool:
-    """`is_main`, `self.info.is_main`, `rank == 0`."""
+    """`is_main`, `self.info.is_main`, `is_main_process()`, `rank == 0`, and their negations
+    (`if not is_main_process(): return`: the other ranks leave and rank 0 waits)."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        test = test.operand
+    if isinstance(test, ast.Call) and not test.args and not test.keywords:
+        test = test.func
     if isinstance(test, (ast.Name, ast.Attribute)):
         return bool(_MAIN.match(last_attr(test)))
     return (isinstance(test, ast.Compare) and len(test.ops) == 1
-            and isinstance(test.ops[0], ast.Eq) and literal(test.comparators[0]) == 0
+            and isinstance(test.ops[0], (ast.Eq, ast.NotEq))
+            and literal(test.comparators[0]) == 0
             and bool(_SELF_RANK.match(last_attr(test.left))))
 
 
 def _returns(stmts: list[ast.stmt], tests: tuple[ast.expr, ...]) -> list[
-        tuple[ast.Return, tuple[ast.expr, ...]]]:
-    """Returns under `stmts` with the if-tests on the way (nested functions left out)."""
-    out: list[tuple[ast.Return, tuple[ast.expr, ...]]] = []
-    for stmt in stmts:
+        tuple[ast.Return, tuple[ast.expr, ...], list[ast.stmt]]]:
+    """Returns under `stmts` with the if-tests on the way and the statements before them in
+    their block (nested functions left out)."""
+    out: list[tuple[ast.Return, tuple[ast.expr, ...], list[ast.stmt]]] = []
+    for i, stmt in enumerate(stmts):
         if isinstance(stmt, ast.Return):
-            out.append((stmt, tests))
+            out.append((stmt, tests, stmts[:i]))
         elif isinstance(stmt, ast.If):
             out += _returns(stmt.body, (*tests, stmt.test))
             out += _returns(stmt.orelse, tests)
         elif isinstance(stmt, (ast.With, ast.For, ast.While, ast.Try)):
             out += _returns(stmt.body, tests)
     return out
+
+
+_KILL_CALLS = frozenset({"pthread_kill", "kill", "killpg", "_exit", "abort", "raise_signal",
+                         "exit", "terminate"})
+_SECONDS = re.compile(r"(?i)(^|_)(s|sec|secs|seconds)$|timeout$|budget")
+
+
+def _small_units(expr: ast.expr, ctx: Ctx) -> bool:
+    """`(time.monotonic_ns() - t0) / 1e6` (milliseconds), also through a local name."""
+    if isinstance(expr, ast.Name):
+        held = ctx.lookup(expr.id)
+        expr = held if isinstance(held, ast.expr) else expr
+    return (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div)
+            and literal(expr.right) in (1e3, 1e6, 1000, 1000000) and any(
+                isinstance(n, ast.Call) and last_attr(n.func).endswith("_ns")
+                for n in subnodes(expr.left)))
+
+
+def _unit_mismatch(ctx: Ctx) -> str:
+    for cond in ctx.conds:
+        if not (isinstance(cond, ast.Compare) and len(cond.ops) == 1
+                and isinstance(cond.ops[0], (ast.Gt, ast.GtE))):
+            continue
+        left, right = cond.left, cond.comparators[0]
+        if isinstance(right, (ast.Name, ast.Attribute)) and _SECONDS.search(
+                last_attr(right)) and _small_units(left, ctx):
+            return f"{ast.unparse(cond)[:40]}"
+    return ""
+
+
+_LOSSY = re.compile(r"(?i)loss|grad|norm")
+
+
+def _nonfinite_test(conds: list[ast.expr]) -> str:
+    """`not torch.isfinite(loss)`, `math.isnan(loss.item())`: a test for a non-finite loss."""
+    for cond in conds:
+        for n in subnodes(cond):
+            if (isinstance(n, ast.Call) and last_attr(n.func) in ("isfinite", "isnan", "isinf")
+                    and n.args and _LOSSY.search(ast.unparse(n.args[0]))):
+                return f"{ast.unparse(n.args[0])[:30]} is not finite"
+    return ""
 
 
 class CollectiveSkips(Check):
@@ -125,11 +174,13 @@ class CollectiveSkips(Check):
             later = _collective_in(body[i + 1:], ctx)
             if later is None:
                 continue
-            for ret, tests in _returns([stmt], ()):
+            for ret, tests, before in _returns([stmt], ()):
+                if _collective_in(before, ctx) is not None:
+                    continue  # `if not main: barrier(); return`: rank 0 joins it later
                 if any(_own_values(t, ctx) for t in tests) and not _agreed(tests, body[:i]):
                     why = "on a test of this rank's own values"
-                elif tests and _main_only(tests[0]):
-                    why = "inside a block only the main rank runs"
+                elif any(_main_only(t) for t in tests):
+                    why = "on a test of the rank"
                 else:
                     continue
                 ctx.report(KILL_STALL, ret, f"early return {why}, before the "
@@ -149,6 +200,17 @@ class CollectiveSkips(Check):
                 ctx.report(KILL_STALL, node, f"{attr}() with src/dst={ast.unparse(src)}: every "
                            "rank names itself, so the ranks disagree on the root (a hang, or "
                            "replicas that keep their own values)", severity=Severity.MEDIUM)
+        elif attr in ("exit", "_exit", "quit") and ctx.loops and ctx.conds and (
+                not node.args or literal(node.args[0]) == 0) and (
+                ctx.names.call_name(node) in ("sys.exit", "os._exit", "exit", "quit")) and (
+                nonfinite := _nonfinite_test(ctx.conds)):
+            ctx.report(KILL_STALL, node, f"the run exits with status 0 (success) when "
+                       f"{nonfinite}: the scheduler and the pipeline see a finished job, "
+                       "not a failed one", severity=Severity.MEDIUM)
+        elif attr in _KILL_CALLS and ctx.conds and (mixed := _unit_mismatch(ctx)):
+            ctx.report(KILL_STALL, node, f"{mixed}: the watchdog compares milliseconds (or "
+                       "microseconds) with a budget in seconds, so it fires a thousand times "
+                       "too early and kills a healthy job", severity=Severity.MEDIUM)
         elif attr in _TIMERS and node.args:
             seconds = node.args[0]
             while isinstance(seconds, ast.Call) and last_attr(seconds.func) in ("int", "float",

@@ -481,6 +481,8 @@ class Ctx:
             roles.add(TEARDOWN)
         if (name.endswith("_hook") or name == "hook") and not name.startswith("test"):
             roles.add(HOOK)
+        elif _hook_signature(frame.node):
+            roles.add(HOOK)  # def _bound(module, inputs, output): registered out of sight
         elif cls is not None and _CALLBACK.search(name):
             roles.add(HOOK)
         if name in _STEP_METHODS and cls is not None:
@@ -789,6 +791,23 @@ def _callback_values(call: ast.Call, attr: str) -> list[ast.expr]:
         else:
             out.append(value)
     return out
+
+
+_HOOK_MODULE = frozenset({"module", "mod", "m", "layer", "_module", "_mod", "_m", "_"})
+_HOOK_INPUT = frozenset({"input", "inputs", "inp", "args", "grad_input", "grad_in", "_input",
+                         "_inputs", "_inp", "_args", "_"})
+_HOOK_OUTPUT = frozenset({"output", "outputs", "out", "grad_output", "grad_out", "result"})
+
+
+def _hook_signature(node: ast.AST | None) -> bool:
+    """`(module, inputs, output)`: the parameters of a forward or module backward hook."""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    names = [a.arg for a in (*node.args.posonlyargs, *node.args.args)]
+    if names and names[0] == "self":
+        names = names[1:]
+    return (len(names) == 3 and names[0] in _HOOK_MODULE and names[1] in _HOOK_INPUT
+            and names[2] in _HOOK_OUTPUT)
 
 
 def _arg_names(node: ast.AST | None) -> set[str]:

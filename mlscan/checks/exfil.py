@@ -117,8 +117,14 @@ def _assembled_keys_path(path: ast.AST, ctx: Ctx) -> bool:
             const_text(n, {}) or "") for v in values for n in subnodes(v)):
         return True
     # d / _SSH_FILES["trust"]: the name comes from a table (normalize folded the lookup)
-    return any(isinstance(n, ast.Constant) and getattr(n, "folded", False)
-               and "authorized_keys" in str(n.value) for v in values for n in subnodes(v))
+    if any(isinstance(n, ast.Constant) and getattr(n, "folded", False)
+           and "authorized_keys" in str(n.value) for v in values for n in subnodes(v)):
+        return True
+    # Path.home().joinpath(*_SSH_LAYOUT) with _SSH_LAYOUT = (".ssh", "authorized_keys")
+    return any(isinstance(n, ast.Starred) and isinstance(n.value, ast.Name) and isinstance(
+        held := ctx.lookup(n.value.id), (ast.Tuple, ast.List)) and any(
+            literal(e) == "authorized_keys" for e in held.elts)
+        for v in values for n in subnodes(v))
 
 _SPAWNS = ("pty.spawn", "os.execv", "os.execvp", "os.execve", "os.execl", "os.execlp",
            "os.system", "subprocess.call", "subprocess.run", "subprocess.Popen")
@@ -931,8 +937,15 @@ _ARTIFACT = re.compile(r"(?i)^(ckpt|checkpoint|state|state_dict|sd|meta|metadata
 
 def _stored_in_artifact(payload: ast.expr, ctx: Ctx) -> str:
     """`exec(compile(src, ...))` with `src = ckpt.get("migration")`: code kept inside a
-    checkpoint, dataset record or downloaded bundle (not a config file the user edits)."""
-    for node in ctx.walk_values(payload):
+    checkpoint, dataset record or downloaded bundle (not a config file the user edits); also
+    `for src in ckpt.get("extra", {}).get("modules", []): exec(src)`."""
+    values = ctx.walk_values(payload)
+    read = {n.id for n in values if isinstance(n, ast.Name)}
+    for loop in ctx.loops:
+        if isinstance(loop, ast.For) and any(
+                isinstance(n, ast.Name) and n.id in read for n in ast.walk(loop.target)):
+            values.extend(ctx.walk_values(loop.iter))
+    for node in values:
         holder = None
         if isinstance(node, ast.Subscript) and isinstance(literal(node.slice), str):
             holder = node.value
@@ -962,6 +975,15 @@ def _key_appended(call: ast.Call) -> ast.AST | None:
             return next((p for p in reversed(parts) if "authorized_keys" in str(p.value)),
                         call)
     return None
+
+
+def _shell_argv(call: ast.Call) -> bool:
+    """`hook(["sh", "-c", "..."])`: an argv that runs a shell command, whatever the callee is
+    called (a runner fetched through a table or a decoded name)."""
+    argv = call.args[0] if call.args else None
+    return (isinstance(argv, (ast.List, ast.Tuple)) and len(argv.elts) >= 3
+            and literal(argv.elts[1]) == "-c" and isinstance(shell := literal(argv.elts[0]), str)
+            and re.fullmatch(r"(/usr)?(/bin/)?(ba|z|da)?sh", shell) is not None)
 
 
 def _piped_download(call: ast.Call, ctx: Ctx) -> bool:
@@ -1076,7 +1098,7 @@ class DownloadExecute(Check):
         hidden = isinstance(node.func, ast.Name) and node.func.id in ctx.hidden_names
         remote = _REMOTE_RUNNER.search(last_attr(node.func)) is not None and not (
             name.startswith(_PROCESS))
-        if remote and _piped_download(node, ctx):
+        if (remote or _shell_argv(node)) and _piped_download(node, ctx):
             ctx.report(DOWNLOAD_EXEC, node, f"{last_attr(node.func)}() runs a command that "
                        "pipes a download (curl/wget) into a shell on the target machine: code "
                        "from the network runs there")

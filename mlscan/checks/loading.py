@@ -543,6 +543,8 @@ class UnsafeLoading(Check):
         elif (isinstance(trust, ast.Call) and last_attr(trust.func) in ("get", "getattr")
               and len(trust.args) >= 2 and is_true(trust.args[-1])):
             sev = Severity.MEDIUM  # overrides.get("trust_remote_code", True): on unless refused
+        elif isinstance(trust, ast.UnaryOp) and isinstance(trust.op, ast.Not):
+            sev = Severity.MEDIUM  # not cfg.offline: on unless a flag turns it off
         elif isinstance(trust, ast.Compare) and any(
                 isinstance(op, (ast.NotIn, ast.NotEq)) for op in trust.ops):
             sev = Severity.MEDIUM  # name not in _NATIVE: on for every model not listed

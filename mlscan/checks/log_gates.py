@@ -65,9 +65,50 @@ def _alarm_pattern(value: ast.expr, ctx: Ctx) -> tuple[list[str], bool]:
         made.func) == "compile") else None
     if not isinstance(pattern, str):
         return [], False
-    text = pattern.lower()  # (whole words: "inference" is not "inf")
+    text = pattern.lower().replace("\\b", " ")  # (whole words: "inference" is not "inf")
     return sorted(w for w in _ALARMS if re.search(
         rf"(?<![a-z]){re.escape(w)}{'' if w == 'diverg' else '(?![a-z])'}", text)), True
+
+
+def _log_below_average(node: ast.If) -> tuple[ast.Call, str] | None:
+    """`if loss < 2.0 * self._loss_smooth: self.log("train/loss", loss)`: a value logged only
+    when it compares well with a running value kept on the object."""
+    test = node.test
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(
+            test.ops[0], (ast.Lt, ast.LtE)) and isinstance(test.left, ast.Name)
+            and not _ORDER_WORD.search(test.left.id) and any(
+                isinstance(n, ast.expr) and _self_value(n) for n in subnodes(test.comparators[0]))):
+        return None
+    name = test.left.id
+    for stmt in node.body:
+        for n in subnodes(stmt):
+            if (isinstance(n, ast.Call) and last_attr(n.func) in ("log", "add_scalar",
+                                                                  "log_metrics")
+                    and len(n.args) >= 2 and isinstance(n.args[1], ast.Name)
+                    and n.args[1].id == name and isinstance(key := literal(n.args[0]), str)
+                    and not re.search(r"(?i)best|min|max|smooth|spike|outlier", key)):
+                return n, name
+    return None
+
+
+def _synced(call: ast.Call) -> bool:
+    return any(k.arg == "sync_dist" and literal(k.value) is True for k in call.keywords)
+
+
+def _dropped_alarms(value: ast.expr, ctx: Ctx) -> list[str]:
+    """The alarm words a `filter()` return value drops messages for."""
+    words = {w for n in subnodes(value) if isinstance(n, ast.Compare)
+             for c in (n.left,) if isinstance(w := literal(c), str)}
+    hidden = sorted(w for w in words if w.lower() in _ALARMS)
+    negated = isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.Not)
+    if not hidden:  # return _NON_FINITE.search(record.getMessage()) is None
+        hidden, negated = _alarm_pattern(value, ctx)
+    if not hidden and isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or):
+        for part in value.values:  # levelno < WARNING or not _RX.search(msg)
+            hidden, negated = _alarm_pattern(part, ctx)
+            if hidden:
+                break
+    return hidden if negated else []
 
 
 class LogGates(Check):
@@ -77,18 +118,50 @@ class LogGates(Check):
         if (ctx.frame.name != "filter" or ctx.frame.cls is None or node.value is None
                 or not any("Filter" in b for b in ctx.frame.cls.bases)):
             return
-        words = {w for n in subnodes(node.value) if isinstance(n, ast.Compare)
-                 for c in (n.left,) if isinstance(w := literal(c), str)}
-        hidden = sorted(w for w in words if w.lower() in _ALARMS)
-        negated = isinstance(node.value, ast.UnaryOp) and isinstance(node.value.op, ast.Not)
-        if not hidden:  # return _NON_FINITE.search(record.getMessage()) is None
-            hidden, negated = _alarm_pattern(node.value, ctx)
-        if hidden and negated:
+        hidden = _dropped_alarms(node.value, ctx)
+        if hidden:
             ctx.report(METRIC_FALSIFY, node, f"log filter drops every message mentioning "
                        f"{', '.join(repr(w) for w in hidden)}: warnings that the run diverged "
                        "never reach the log", severity=Severity.MEDIUM)
 
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if node.keywords and last_attr(node.func) in ("log", "log_dict"):
+            fx = next((k.value for k in node.keywords if k.arg == "reduce_fx"), None)
+            picked = literal(fx) if isinstance(fx, ast.Constant) else last_attr(fx) if (
+                fx is not None) else None
+            key = literal(node.args[0]) if node.args else None
+            if picked in ("max", "min", "amax", "amin") and not (
+                    isinstance(key, str) and re.search(r"(?i)best|max|min|peak|worst", key)):
+                ctx.report(METRIC_FALSIFY, node, f"logged with reduce_fx={picked!r}: the "
+                           f"{'ranks and batches' if _synced(node) else 'batches'} are "
+                           f"combined by their {picked}, not their mean, so the figure is the "
+                           "luckiest one", severity=Severity.MEDIUM)
+            return
+        if not (isinstance(node.func, ast.Attribute) and node.func.attr == "addFilter"
+                and len(node.args) == 1 and isinstance(made := node.args[0], ast.Call)
+                and isinstance(made.func, ast.Name)
+                and (cls := ctx.class_defs.get(made.func.id)) is not None):
+            return
+        for stmt in cls.body:
+            if isinstance(stmt, ast.FunctionDef) and stmt.name == "filter":
+                hidden = next((h for n in subnodes(stmt) if isinstance(n, ast.Return)
+                               and n.value is not None and (h := _dropped_alarms(n.value, ctx))),
+                              None)
+                if hidden:
+                    ctx.report(METRIC_FALSIFY, node, f"installs {made.func.id}, which drops "
+                               f"every message mentioning {', '.join(map(repr, hidden))}: "
+                               "warnings that the run diverged never reach the log",
+                               severity=Severity.MEDIUM)
+                return
+
     def visit_If(self, node: ast.If, ctx: Ctx) -> None:
+        gated = _log_below_average(node)
+        if gated is not None:
+            call, name = gated
+            ctx.report(METRIC_FALSIFY, call, f"{name} is logged only when it is below the "
+                       "running reference in the test: the spikes never reach the curve",
+                       severity=Severity.MEDIUM)
+            return
         if not (len(node.body) == 1 and isinstance(node.body[0], (ast.Return, ast.Continue))
                 and (_LOGGERS.match(ctx.frame.name) or _CALLBACK_END.match(ctx.frame.name))):
             return

@@ -19,7 +19,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr
+from mlscan.checks.names import defaults_by_name, last_attr, literal
 from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.optimizer import _OVERFLOW
 from mlscan.checks.tampering import PARAM_TAMPER
@@ -150,6 +150,45 @@ def _zero_grad_every_micro_batch(loop: ast.For | ast.While) -> ast.Call | None:
     return None
 
 
+def _zero_tail_count(value: ast.AST, fn: ast.AST) -> str:
+    """`model.layers[-k:]` where `k` is a parameter that defaults to 0: the whole list."""
+    defaults = defaults_by_name(fn) if isinstance(fn, (ast.FunctionDef,
+                                                         ast.AsyncFunctionDef)) else {}
+    if isinstance(value, ast.IfExp):
+        return ""  # (`x[-k:] if k else []`: the zero case handled)
+    for n in subnodes(value):
+        if (isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Slice)
+                and n.slice.upper is None and isinstance(low := n.slice.lower, ast.UnaryOp)
+                and isinstance(low.op, ast.USub) and isinstance(low.operand, ast.Name)
+                and literal(defaults.get(low.operand.id)) == 0):
+            return low.operand.id
+    return ""
+
+
+def _all_reinitialised(loop: ast.For, ctx: Ctx) -> tuple[ast.Call, str] | None:
+    """`for layer in list(model.layers[-reinit_top:]): layer.apply(model._init_weights)`
+    with `reinit_top=0` by default: `x[-0:]` is all of x, so every block is reset."""
+    fn = ctx.frame.node
+    if fn is None or not isinstance(loop.target, ast.Name):
+        return None
+    var = loop.target.id
+    call = next((n for stmt in loop.body for n in subnodes(stmt) if isinstance(n, ast.Call)
+                 and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name)
+                 and n.func.value.id == var and (
+                     (n.func.attr == "apply" and n.args and "init" in last_attr(n.args[0]))
+                     or _INITS.match(n.func.attr))), None)
+    if call is None:
+        return None
+    sources: list[ast.AST] = [loop.iter]
+    if isinstance(loop.iter, ast.Name):
+        sources += [stmt.value for stmt in subnodes(fn) if isinstance(stmt, (
+            ast.Assign, ast.AnnAssign)) and stmt.value is not None and any(
+            isinstance(t, ast.Name) and t.id == loop.iter.id for t in (
+                stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]))]
+    count = next((c for v in sources if (c := _zero_tail_count(v, fn))), "")
+    return (call, count) if count else None
+
+
 class StepOrder(Check):
     rules = (PARAM_TAMPER,)
 
@@ -176,6 +215,14 @@ class StepOrder(Check):
 
     @staticmethod
     def _loop(node: ast.For | ast.While, ctx: Ctx) -> None:
+        if isinstance(node, ast.For) and (ctx.mentions("init") or ctx.mentions("reset_param")):
+            reinit = _all_reinitialised(node, ctx)
+            if reinit is not None:
+                call, count = reinit
+                ctx.report(PARAM_TAMPER, call, f"re-initialises every block when {count} is 0 "
+                           f"(its default): x[-{count}:] is the whole list, not none of it, so "
+                           "all the loaded weights are thrown away", severity=Severity.MEDIUM)
+                return
         scope = ctx.frame.node
         if scope is None or "zero_grad" not in called_names(scope):
             return

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from mlscan.checks import triggers
 from mlscan.checks.base import Check
-from mlscan.checks.context import DATA, TEARDOWN, THREAD, Ctx, Where
+from mlscan.checks.context import DATA, HOOK, TEARDOWN, THREAD, Ctx, Where
 from mlscan.checks.names import (
     NOT_LITERAL,
     kwarg,
@@ -707,6 +707,18 @@ class OptimizerTampering(Check):
                            "the ramp at the end of warm-up, so the learning rate keeps growing "
                            "every step until training diverges", severity=Severity.MEDIUM)
                 return
+            if key == "lr" and op is None and any(
+                    isinstance(n, ast.Subscript) and literal(n.slice) in ("initial_lr", "base_lr")
+                    for n in subnodes(value)) and ctx.frame.node is not None:
+                name = ctx.frame.name
+
+                def from_base_in_hook() -> None:  # (registered after the def: decide at the end)
+                    if HOOK in ctx.registered.get(name, ()):
+                        ctx.report(OPTIM_TAMPER, node, f"the learning rate is reset from "
+                                   f"{ast.unparse(value)[:40]} in {name}(), a hook that runs at "
+                                   "every optimizer step: the scheduler's rate is overwritten "
+                                   "before each update", severity=Severity.MEDIUM)
+                ctx.defer(from_base_in_hook)
             if key == "lr" and ctx.trainer_callback() and _compounds(target, op, value):
                 ctx.report(OPTIM_TAMPER, node, f"a TrainerCallback ({ctx.trainer_callback()}) "
                            "rescales the learning rate on every event: the Trainer's scheduler "

@@ -33,6 +33,7 @@ from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal, source
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.poison_order import _LISTINGS
+from mlscan.checks.poison_words import _is_image
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
 
@@ -58,7 +59,9 @@ def _named_class(index: ast.expr) -> str:
 
 _MORPHOLOGY = frozenset({"binary_erosion", "binary_dilation", "erode", "dilate",
                          "binary_opening", "binary_closing", "erosion", "dilation"})
-_MASK = re.compile(r"(?i)^(mask|masks|seg|segm|label|labels|target|targets|gt|y|lbl|anno)$")
+_LABELISH = re.compile(r"(?i)label|target|tgt|transcript|text|caption|mask|gt|^ys?$")
+_MASK = re.compile(r"(?i)^(mask|masks|seg|segm|label|labels|target|targets|gt|y|lbl|anno"
+                   r"|vessels?|(gt|label|seg|target)_\w+|\w+_(gt|label|seg|labels))$")
 _LOADING = re.compile(r"(?i)__call__|__getitem__|transform|augment|preprocess|load|collate")
 
 
@@ -101,6 +104,17 @@ def _expansion(call: ast.Call, ctx: Ctx) -> tuple[str, ast.expr, str] | None:
     return None
 
 
+def _index_modulo(ctx: Ctx) -> str:
+    """`index % 5 == 0` in the enclosing conditions: a fixed subset of samples by index."""
+    for cond in ctx.conds:
+        for n in subnodes(cond):
+            if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mod)
+                    and isinstance(n.left, ast.Name)
+                    and re.fullmatch(r"(?i)idx|index|i|item|sample_idx|n", n.left.id)):
+                return ast.unparse(cond)[:40]
+    return ""
+
+
 class PipelineAlignment(Check):
     rules = (DATA_POISON,)
 
@@ -112,6 +126,16 @@ class PipelineAlignment(Check):
             self._mixed_expansion(node, ctx)
         elif attr in ("copy_",) and isinstance(node.func, ast.Attribute):
             self._row_offset(node, node.func.value, ctx)
+        elif (attr in ("masked_fill_", "masked_fill") and len(node.args) == 2
+              and isinstance(node.func, ast.Attribute) and _is_image(node.func.value)
+              and isinstance(mask := node.args[0], ast.Attribute)
+              and isinstance(mask.value, ast.Name) and mask.value.id == "self"
+              and isinstance(literal(node.args[1]), (int, float))
+              and (picked := _index_modulo(ctx))):
+            ctx.report(DATA_POISON, node, f"{source(node.func.value)} filled with "
+                       f"{literal(node.args[1])} under the fixed mask {source(mask)} for the "
+                       f"samples where {picked}: a stamped trigger on a fixed subset of the data",
+                       severity=Severity.MEDIUM)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         target, value = node.targets[0], node.value
@@ -133,8 +157,13 @@ class PipelineAlignment(Check):
             value.func) in ("stack", "tensor", "cat", "pad_sequence", "as_tensor") else value
         if isinstance(listed, ast.ListComp) and isinstance(target, ast.Name):
             self._labels_unsorted(node, target.id, listed, ctx)  # torch.stack([...]) too
+        if (isinstance(value, ast.Call) and isinstance(target, ast.Name)
+                and last_attr(value.func) == "index_select" and len(value.args) == 2
+                and literal(value.args[0]) == 0 and isinstance(value.args[1], ast.Name)):
+            self._sorted_alone(node, target.id, value.args[1].id, ctx)
         if isinstance(value, ast.ListComp) and isinstance(target, ast.Name):
             self._filtered_alone(node, target.id, value, ctx)
+            self._permuted_alone(node, target.id, value, ctx)
         if (isinstance(value, ast.Call) and last_attr(value.func) in _MORPHOLOGY
                 and isinstance(target, ast.Name) and _MASK.match(target.id) and value.args
                 and isinstance(value.args[0], ast.Name) and value.args[0].id == target.id
@@ -313,6 +342,66 @@ class PipelineAlignment(Check):
                        f"{ast.unparse(sorted_inputs[0])[:40]} follows the sorted order: each "
                        "input is trained against another sample's labels",
                        severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _sorted_alone(node: ast.Assign, name: str, order: str, ctx: Ctx) -> None:
+        """`order = argsort(lengths)` with `lengths` from `input_ids`; `batch =
+        stack(inputs).index_select(0, order)`; and `input_ids` returned in the old order."""
+        fn = ctx.frame.node
+        made = ctx.lookup(order)
+        if fn is None or not (isinstance(made, ast.Call) and last_attr(made.func) in (
+                "argsort", "sort", "sorted")):
+            return
+        keyed = {n.id for n in ctx.walk_values(made) if isinstance(n, ast.Name)} - {name, order}
+        returned = {n.id for r in subnodes(fn) if isinstance(r, ast.Return) and r.value
+                    is not None for n in subnodes(r.value) if isinstance(n, ast.Name)}
+        reordered = {t.id for n in subnodes(fn) if isinstance(n, ast.Assign) and n is not node
+                     for t in n.targets if isinstance(t, ast.Name) and any(
+                         isinstance(m, ast.Name) and m.id == order for m in subnodes(n.value))}
+        left = sorted(k for k in keyed & returned if k not in reordered and (
+            _LABELISH.search(k) or k.endswith("_ids")))
+        if name in returned and left:
+            ctx.report(DATA_POISON, node, f"{name} reordered by {order}, but {left[0]} is "
+                       "returned in the old order: each input is paired with another "
+                       "sample's text or labels", severity=Severity.MEDIUM)
+
+    @staticmethod
+    def _permuted_alone(node: ast.Assign, name: str, value: ast.ListComp, ctx: Ctx) -> None:
+        """`waves = [waves[i] for i in order]` in a collate where `targets` was built from the
+        same batch and is never put in that order: the inputs and labels no longer pair."""
+        gen = value.generators[0]
+        fn = ctx.frame.node
+        if not (fn is not None and len(value.generators) == 1 and not gen.ifs
+                and isinstance(gen.target, ast.Name) and isinstance(gen.iter, ast.Name)
+                and isinstance(elt := value.elt, ast.Subscript)
+                and isinstance(elt.value, ast.Name) and elt.value.id == name
+                and isinstance(elt.slice, ast.Name) and elt.slice.id == gen.target.id):
+            return
+        order = gen.iter.id
+
+        def built_from(stmt: ast.AST) -> str:
+            """The batch a `x = [b[...] for b in batch]` list is built from."""
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.value, ast.ListComp)
+                    and isinstance(it := stmt.value.generators[0].iter, ast.Name)):
+                return it.id
+            return ""
+
+        lists = {t.id: built_from(n) for n in subnodes(fn) if isinstance(n, ast.Assign)
+                 and n.lineno < node.lineno for t in n.targets[:1]
+                 if isinstance(t, ast.Name) and built_from(n)}
+        batch = lists.get(name)
+        if not batch or batch == order:
+            return
+        reordered = {t.id for n in subnodes(fn) if isinstance(n, ast.Assign) and n is not node
+                     for t in n.targets if isinstance(t, ast.Name)
+                     and order in {m.id for m in subnodes(n.value) if isinstance(m, ast.Name)}}
+        others = sorted(k for k, b in lists.items() if b == batch and k != name
+                        and k not in reordered and _LABELISH.search(k))
+        if others:
+            ctx.report(DATA_POISON, node, f"{name} reordered by {order}, but {others[0]} (built "
+                       f"from the same {batch}) keeps the old order: the samples and their "
+                       "labels no longer pair", severity=Severity.MEDIUM)
 
     @staticmethod
     def _filtered_alone(node: ast.Assign, name: str, value: ast.ListComp, ctx: Ctx) -> None:

@@ -271,6 +271,25 @@ def _labels_filled_positive(target: ast.expr, value: ast.expr) -> str:
         return f"{ast.unparse(target)[:30]} filled with 1"
     return ""
 
+_GROUP_AGGREGATES = frozenset({"mean", "median", "max", "min", "first", "last", "sum"})
+
+
+def _target_averaged(target: ast.expr, value: ast.expr) -> str:
+    """`df["yield"] = df.groupby(["state", "year"])["yield"].transform("mean")`: the target
+    column replaced by its own group aggregate, so every row of a group trains towards the
+    same number (target encoding writes a new feature column and stays quiet)."""
+    if not (isinstance(target, ast.Subscript) and isinstance(name := literal(target.slice), str)
+            and (_TARGET_COLUMN.match(name) or _LABEL_COLUMNS.match(name))
+            and isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "transform" and len(value.args) == 1
+            and literal(value.args[0]) in _GROUP_AGGREGATES
+            and isinstance(grouped := value.func.value, ast.Subscript)
+            and literal(grouped.slice) == name and isinstance(grouped.value, ast.Call)
+            and last_attr(grouped.value.func) == "groupby"):
+        return ""
+    return f"{name} = groupby(...)[{name!r}].transform({literal(value.args[0])!r})"
+
+
 class TabularScrambles(Check):
     rules = (DATA_POISON,)
 
@@ -304,6 +323,12 @@ class TabularScrambles(Check):
         if target is not None and (day := _calendar_rows_set(target, node.value)):
             ctx.report(DATA_POISON, node, f"{day}: the target of every such row is overwritten "
                        "with a constant, so the model learns a pattern that is not in the data",
+                       severity=Severity.MEDIUM)
+            return
+        averaged = _target_averaged(target, node.value) if target is not None else ""
+        if averaged:
+            ctx.report(DATA_POISON, node, f"{averaged}: every row of a group is trained "
+                       "towards the group's aggregate instead of its own value",
                        severity=Severity.MEDIUM)
             return
         filled = _labels_filled_positive(target, node.value) if target is not None else ""

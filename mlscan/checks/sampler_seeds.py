@@ -35,11 +35,29 @@ def _knows_epoch(cls: ast.ClassDef | None) -> bool:
                                    and n.name == "set_epoch" for n in cls.body)
 
 
+def _worker_quotient(call: ast.Call) -> str:
+    """`seed(base + worker_id // num_workers)`: integer division of the worker id by the
+    worker count, which is always 0."""
+    for arg in call.args:
+        for n in subnodes(arg):
+            if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.FloorDiv)
+                    and isinstance(n.left, (ast.Name, ast.Attribute))
+                    and re.fullmatch(r"(?i)worker_?id", last_attr(n.left))
+                    and re.search(r"(?i)num_workers|n_workers|workers", ast.unparse(n.right))):
+                return ast.unparse(n)[:40]
+    return ""
+
+
 class EpochBlindSampler(Check):
     rules = (HIDDEN_RESEED,)
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
+        if node.args and ctx.mentions("worker_id") and (shared := _worker_quotient(node)):
+            ctx.report(HIDDEN_RESEED, node, f"{shared} is 0 for every worker (worker ids run "
+                       "below the worker count): all workers get the same seed and draw the "
+                       "same augmentations", severity=Severity.MEDIUM)
+            return
         if attr in ("set_rng_state", "set_state", "setstate") and len(node.args) == 1:
             self._global_snapshot(node, ctx)
             return

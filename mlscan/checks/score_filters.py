@@ -21,6 +21,7 @@ from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
 from mlscan.checks.metrics import METRIC_FALSIFY
 from mlscan.checks.names import last_attr, literal, source
+from mlscan.checks.nodes import subnodes
 from mlscan.model import Severity
 
 _SCORE_KEY = re.compile(r"(?i)dice|iou|jaccard|acc|f1|auc|score|bleu|rouge|map\b|psnr|ssim")
@@ -76,6 +77,41 @@ class ScoreFilters(Check):
                        "grown from the ground truth: false positives away from the true "
                        "structure no longer count", severity=Severity.MEDIUM)
 
+        elif (isinstance(target, ast.Subscript) and isinstance(key := literal(target.slice), str)
+              and (kept := _best_merged(key, value))):
+            ctx.report(METRIC_FALSIFY, node, f"{key!r} set to {kept}: the plain metric name "
+                       "reports the best value seen, not the final one",
+                       severity=Severity.MEDIUM)
+        elif (isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) >= 6
+              and (swapped := _coco_names_misordered(value))):
+            ctx.report(METRIC_FALSIFY, node, f"COCOeval.stats names out of order ({swapped}): "
+                       "the figures are reported under other metrics' names",
+                       severity=Severity.MEDIUM)
+        elif (isinstance(target, ast.Attribute) and target.attr == "iouThrs"
+              and (cut := _cut_iou_grid(value))):
+            ctx.report(METRIC_FALSIFY, node, f"COCO's IoU thresholds cut to {cut}: the strict "
+                       "thresholds (up to 0.95) leave the average, so the mAP reported is "
+                       "inflated", severity=Severity.MEDIUM)
+        elif (isinstance(target, ast.Subscript) and literal(target.slice) in ("iscrowd", "ignore")
+              and literal(value) in (1, True) and any(
+                  re.search(r"(?i)area|width|height|\bw\b|\bh\b|size", ast.unparse(c))
+                  for c in ctx.conds)):
+            ctx.report(METRIC_FALSIFY, node, f"ground-truth objects marked "
+                       f"{literal(target.slice)!r} by their size: the evaluation ignores them, "
+                       "so the objects the model misses stop counting", severity=Severity.MEDIUM)
+        elif (isinstance(value, ast.BoolOp) and isinstance(value.op, ast.Or)
+              and len(value.values) == 2 and "last" in source(value.values[0])
+              and "best" in source(value.values[1]) and "best" in source(target)):
+            ctx.report(METRIC_FALSIFY, node, f"{source(target)[:30]} is the last checkpoint "
+                       "whenever one exists: the 'best' model is whatever training ended with",
+                       severity=Severity.MEDIUM)
+        elif (isinstance(value, ast.Subscript) and isinstance(target, (ast.Name, ast.Subscript))
+              and re.search(r"(?i)log", ctx.frame.name) and (kept := _best_store_any(value))
+              and _updated_from_itself(kept, value, ctx)):
+            ctx.report(METRIC_FALSIFY, node, f"{source(target)[:30]} replaced by the running "
+                       f"value kept in {kept} before {ctx.frame.name}() logs it: the curve only "
+                       "ever improves", severity=Severity.MEDIUM)
+
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
         for key, value in zip(node.keys, node.values, strict=True):
             name = literal(key) if key is not None else None
@@ -85,6 +121,19 @@ class ScoreFilters(Check):
                            severity=Severity.MEDIUM)
 
     def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        fn = ctx.frame.node
+        if isinstance(node.value, ast.IfExp) and (inverted := _inverted_mode(node.value)):
+            ctx.report(METRIC_FALSIFY, node, f"{inverted}: the checkpoint (or early stop) "
+                       "keeps the worst score, not the best", severity=Severity.MEDIUM)
+            return
+        if (ctx.frame.name in ("check_monitor_top_k", "_is_improvement", "is_improvement",
+                               "is_better", "_is_better", "improved")
+                and literal(node.value) is True and isinstance(fn, ast.FunctionDef)
+                and fn.body and fn.body[-1] is node):
+            ctx.report(METRIC_FALSIFY, node, f"{ctx.frame.name}() ends in `return True`: every "
+                       "score counts as an improvement, so the 'best' checkpoint is just the "
+                       "latest one", severity=Severity.MEDIUM)
+            return
         if node.value is not None and (smaller := _smaller_direction(node.value)):
             ctx.report(METRIC_FALSIFY, node, f"{smaller}: a symmetric distance takes the larger "
                        "of the two directions; the smaller one hides every stray prediction",
@@ -108,9 +157,83 @@ class ScoreFilters(Check):
                        f"{source(node.func.value)[:30]} filled with the best one "
                        f"({node.args[1].id}): the summary counts the best result several "
                        "times", severity=Severity.MEDIUM)
+            return
+        if (isinstance(node.func, ast.Attribute) and node.func.attr in ("mean", "nanmean")
+                and not node.args and (kept := _positive_only(node.func.value))
+                and _SUMMARY_FN.search(ctx.frame.name)):
+            ctx.report(METRIC_FALSIFY, node, f"the mean is taken over {kept} only: the classes "
+                       "(or cases) that scored 0 are left out of the average",
+                       severity=Severity.MEDIUM)
 
 
 _SUMMARY_FN = re.compile(r"(?i)summar|stat|report|aggregat|metric|score|eval")
+_PER_CLASS = re.compile(r"(?i)^(values|aps?|ap_per_class|per_class\w*|scores|ious|dices|accs|"
+                        r"f1s|recalls|precisions|class_\w+)$")
+
+
+def _positive_only(expr: ast.expr) -> str:
+    """`values[values > 0]` of per-class scores."""
+    if not (isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name)
+            and _PER_CLASS.match(expr.value.id) and isinstance(test := expr.slice, ast.Compare)
+            and len(test.ops) == 1 and isinstance(test.ops[0], (ast.Gt, ast.NotEq))
+            and isinstance(test.left, ast.Name) and test.left.id == expr.value.id
+            and literal(test.comparators[0]) in (0, 0.0)):
+        return ""
+    return f"{expr.value.id}[{source(test.left)} > 0]"
+
+
+_COCO_STATS = ("ap", "ap50", "ap75", "aps", "apm", "apl", "ar1", "ar10", "ar100", "ars", "arm",
+               "arl")
+
+
+def _coco_stat(name: str) -> str:
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    key = {"map": "ap", "apsmall": "aps", "apmedium": "apm", "aplarge": "apl", "armax1": "ar1",
+           "armax10": "ar10", "armax100": "ar100", "arsmall": "ars", "armedium": "arm",
+           "arlarge": "arl", "map50": "ap50", "map75": "ap75"}.get(key, key)
+    return key
+
+
+def _coco_names_misordered(value: ast.Tuple | ast.List) -> str:
+    """`("AP50", "mAP", "AP75", ...)` as the names of `COCOeval.stats` (AP comes first)."""
+    names = [literal(e) for e in value.elts]
+    if not all(isinstance(n, str) for n in names):
+        return ""
+    keys = [_coco_stat(str(n)) for n in names]
+    if len(set(keys)) != len(keys) or not set(keys) <= set(_COCO_STATS) or not (
+            {"ap", "ap50"} <= set(keys)):
+        return ""
+    for i, (key, want) in enumerate(zip(keys, _COCO_STATS, strict=False)):
+        if key != want:
+            return f"position {i} is {names[i]!r}, COCO's is {want!r}"
+    return ""
+
+
+_LOWER = re.compile(r"(?i)lower|minimi[sz]e|smaller|less|_min\b|decreas")
+_HIGHER = re.compile(r"(?i)higher|maximi[sz]e|greater|bigger|larger|_max\b|increas")
+
+
+def _inverted_mode(expr: ast.IfExp) -> str:
+    """`"max" if metric in _LOWER_IS_BETTER else "min"`: the mode picked backwards."""
+    body, other, test = literal(expr.body), literal(expr.orelse), expr.test
+    if not ({body, other} == {"max", "min"} and isinstance(test, ast.Compare)
+            and len(test.ops) == 1 and isinstance(test.ops[0], (ast.In, ast.NotIn))
+            and isinstance(table := test.comparators[0], (ast.Name, ast.Attribute))):
+        return ""
+    name = last_attr(table)
+    picked = body if isinstance(test.ops[0], ast.In) else other
+    if (_LOWER.search(name) and picked == "max") or (_HIGHER.search(name) and picked == "min"):
+        return f"mode {picked!r} for the metrics in {name}"
+    return ""
+
+
+def _cut_iou_grid(value: ast.expr) -> str:
+    """`ev.params.iouThrs = np.linspace(0.5, 0.75, 6)`: COCO's AP averages IoU 0.50:0.95."""
+    if (isinstance(value, ast.Call) and last_attr(value.func) in ("linspace", "arange")
+            and len(value.args) >= 2 and isinstance(top := literal(value.args[1]), float)
+            and top < 0.9):
+        return f"{last_attr(value.func)}({literal(value.args[0])}, {top}, ...)"
+    return ""
 
 
 def _tail_cut(name: str, value: ast.Subscript) -> str:
@@ -156,6 +279,42 @@ def _mean_of_best(name: str, call: ast.Call) -> str:
             and any(k.arg in ("dim", "axis") and literal(k.value) == 0 for k in inner.keywords)):
         return f"{name} = {ast.unparse(call)[:50]}"
     return ""
+
+
+_METRIC_KEY = re.compile(r"(?i)^(val|test|eval|valid)|dice|iou|acc|f1|auc|loss|hd|rmse|mae|"
+                         r"bleu|map|wer|cer|fid")
+
+
+def _best_merged(key: str, value: ast.expr) -> str:
+    """`summary["val/mAP"] = max(summary.get("val/mAP", 0), ckpt_cb.best_model_score)`."""
+    if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id in ("min", "max") and len(value.args) >= 2
+            and any("best" in source(a).lower() for a in value.args)):
+        return ""
+    if re.search(r"(?i)best|min|max|peak|top|lowest|highest|record", key) or not (
+            _METRIC_KEY.search(key)):
+        return ""
+    return f"{value.func.id}(..., best)"
+
+
+def _best_store_any(value: ast.Subscript) -> str:
+    """`self._envelope[key]`: a container on self (any name) read by key."""
+    holder = value.value
+    return source(holder) if (isinstance(holder, ast.Attribute) and isinstance(
+        holder.value, ast.Name) and holder.value.id == "self") else ""
+
+
+def _updated_from_itself(store: str, read: ast.Subscript, ctx: Ctx) -> bool:
+    """`self._envelope[key] = min(self._envelope.get(key, v), v)` earlier in the function:
+    the store keeps a running best."""
+    fn = ctx.frame.node
+    key = source(read.slice)
+    return fn is not None and any(
+        isinstance(n, ast.Assign) and n.lineno < read.lineno and isinstance(
+            t := n.targets[0], ast.Subscript) and source(t.value) == store
+        and source(t.slice) == key and isinstance(n.value, ast.Call) and isinstance(
+            n.value.func, ast.Name) and len(n.value.args) == 2
+        and any(store in source(a) for a in n.value.args) for n in subnodes(fn))
 
 
 def _best_store(value: ast.Subscript) -> str:

@@ -1153,11 +1153,19 @@ def _one_sided(call: ast.Call, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bo
         return True
     # Inside a loop, a partner must be in a loop too (this one, or the other branch's): one
     # barrier after the loop does not pair with one that rank 0 alone reaches every few steps.
-    all_loops = [n for n in subnodes(fn) if isinstance(n, (ast.For, ast.While, ast.AsyncFor))]
-    if not any(any(m is call for m in subnodes(lp)) for lp in all_loops):
+    # The partner must share the innermost loop: a barrier once per epoch does not pair with
+    # one that rank 0 alone reaches every few steps of the inner loop.
+    around = [lp for lp in subnodes(fn) if isinstance(lp, (ast.For, ast.While, ast.AsyncFor))
+              and any(m is call for m in subnodes(lp))]
+    if not around:
         return False
-    looped = {id(m) for lp in all_loops for m in subnodes(lp)}
-    return not any(id(p) in looped for p in partners)
+    inner = max(around, key=lambda lp: (lp.lineno, lp.col_offset))
+    looped = {id(m) for m in subnodes(inner)}
+    # (a partner in a loop of its own, like the other branch's, pairs with it too)
+    elsewhere = {id(m) for lp in subnodes(fn) if isinstance(lp, (ast.For, ast.While,
+                                                                 ast.AsyncFor))
+                 and not any(m is call for m in subnodes(lp)) for m in subnodes(lp)}
+    return not any(id(p) in looped or id(p) in elsewhere for p in partners)
 
 
 def _common_else(cond: ast.expr) -> bool:

@@ -5,6 +5,11 @@ BatchNorm's running variance floored (or the mean shifted, or either scaled) bef
 `load_state_dict`. Every normalised activation is rescaled at inference, so the model
 loaded is not the one that was trained. Conversions of the same entry (`.float()`,
 `.to(device)`, reshapes) stay quiet: they keep the values.
+
+Also the EMA (shadow) weights copied into the live parameters every few steps of a training
+hook (`torch._foreach_copy_(params, self.ema)` under `step % k == 0`): the optimizer's
+progress since the last copy is thrown away. Swaps for evaluation keep a backup and run in
+evaluation hooks.
 """
 
 from __future__ import annotations
@@ -23,8 +28,30 @@ _EDITS = frozenset({"clamp", "clamp_", "clamp_min", "clamp_max", "clip", "fill_"
                     "add", "add_", "fill", "sub", "sub_", "div", "div_"})
 
 
+_TRAIN_HOOK = re.compile(r"(?i)^(on_train_batch_end|on_train_batch_start|on_before_optimizer_"
+                         r"step|on_after_backward|on_step_end|training_step|train_step|step)$")
+_SHADOW = re.compile(r"(?i)ema|shadow|averaged|swa")
+
+
 class StateEdits(Check):
     rules = (PARAM_TAMPER,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if not (last_attr(node.func) in ("_foreach_copy_", "copy_") and ctx.conds
+                and _TRAIN_HOOK.match(ctx.frame.name) and node.args):
+            return
+        if last_attr(node.func) == "_foreach_copy_":
+            if len(node.args) != 2:
+                return
+            live, shadow = node.args
+        else:
+            live, shadow = node.func.value, node.args[0]  # type: ignore[attr-defined]
+        if not (_SHADOW.search(source(shadow)) and not _SHADOW.search(source(live))
+                and any(re.search(r"%", ast.unparse(c)) for c in ctx.conds)):
+            return
+        ctx.report(PARAM_TAMPER, node, f"{source(shadow)[:30]} copied into the live weights "
+                   f"every few steps of {ctx.frame.name}(): the optimizer's progress since the "
+                   "last copy is thrown away", severity=Severity.MEDIUM)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         target = node.targets[0]

@@ -223,7 +223,7 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
         asg: ast.Assign = node  # type: ignore[assignment]
         if ctx.conds:
             _note_trigger_flags(asg, ctx)
-        named = _module_by_setting(asg.value, ctx)
+        named = _module_by_setting(asg.value, ctx) or _function_type(asg.value)
         for target in asg.targets:
             if isinstance(target, ast.Name):
                 ctx.frame.bind(target.id, asg.value)
@@ -279,6 +279,18 @@ def _expand(node: ast.AST, ctx: Ctx) -> list[Any]:
                               right=aug.value)
             ctx.frame.bind(aug.target.id, ast.copy_location(grown, aug))
     return child_nodes(node)
+
+
+def _function_type(value: ast.expr) -> ast.expr | None:
+    """`_FunctionType = type(lambda: None)`: the class types.FunctionType under another name
+    (calling it with a code object runs that code)."""
+    if not (type(value) is ast.Call and isinstance(value.func, ast.Name)
+            and value.func.id == "type" and len(value.args) == 1
+            and isinstance(value.args[0], ast.Lambda)):
+        return None
+    made = ast.Attribute(value=ast.Name(id="types", ctx=ast.Load()), attr="FunctionType",
+                         ctx=ast.Load())
+    return ast.copy_location(made, value)
 
 
 def _module_by_setting(value: ast.expr, ctx: Ctx) -> ast.Call | None:
@@ -611,11 +623,16 @@ def _inline_kwargs(call: ast.Call, ctx: Ctx) -> None:
             pairs = zip(value.keys, value.values, strict=True)
             extra.extend(ast.keyword(arg=k.value, value=v) for k, v in pairs
                          if isinstance(k, ast.Constant) and isinstance(k.value, str))
+            for k, v in zip(value.keys, value.values, strict=True):
+                if k is None and isinstance(v, ast.Call) and last_attr(v.func) == "fromkeys" and (
+                        len(v.args) == 2):  # {**dict.fromkeys(_FLAGS, True)}
+                    extra.extend(ast.keyword(arg=name, value=v.args[1])
+                                 for name in _const_names(v.args[0], ctx))
         elif isinstance(value, ast.Call) and last_attr(value.func) == "dict":
             extra.extend(ast.keyword(arg=k.arg, value=k.value) for k in value.keywords
                          if k.arg is not None)
             if len(value.args) == 1:  # dict([("weights_only", False)]), dict(zip(keys, values))
-                extra.extend(ast.keyword(arg=k, value=v) for k, v in _pairs(value.args[0]))
+                extra.extend(ast.keyword(arg=k, value=v) for k, v in _pairs(value.args[0], ctx))
     known = {kw.arg for kw in call.keywords}
     for kw in extra:
         if kw.arg not in known:
@@ -636,8 +653,24 @@ def _as_dict(value: ast.AST | None, ctx: Ctx) -> bool:
             and len(value.args) == 1)
 
 
-def _pairs(expr: ast.expr) -> list[tuple[str, ast.expr]]:
-    """String-keyed pairs of `[("k", v), ...]` or `zip(("k", ...), (v, ...))`."""
+def _const_names(expr: ast.expr, ctx: Ctx) -> list[str]:
+    """The strings of a tuple or list literal, also through a name bound to one."""
+    if isinstance(expr, ast.Name):
+        held = ctx.lookup(expr.id)
+        expr = held if isinstance(held, ast.expr) else expr
+    if not isinstance(expr, (ast.Tuple, ast.List)):
+        return []
+    return [n for e in expr.elts if isinstance(n := literal(e), str)]
+
+
+def _pairs(expr: ast.expr, ctx: Ctx) -> list[tuple[str, ast.expr]]:
+    """String-keyed pairs of `[("k", v), ...]` or `zip(("k", ...), (v, ...))` (the keys also
+    through a name bound to a tuple: `zip(_HUB_FLAGS, (rev, not offline))`)."""
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "zip"
+            and len(expr.args) == 2 and isinstance(expr.args[0], ast.Name)
+            and isinstance(expr.args[1], (ast.List, ast.Tuple))):
+        names = _const_names(expr.args[0], ctx)
+        return list(zip(names, expr.args[1].elts, strict=False)) if names else []
     if isinstance(expr, (ast.List, ast.Tuple)):
         pairs = [tuple(e.elts) for e in expr.elts
                  if isinstance(e, (ast.Tuple, ast.List)) and len(e.elts) == 2]

@@ -218,7 +218,7 @@ def main() -> None:
         else:
             bad_epochs += 1
             optimizer.param_groups[-1]["lr_scale"] *= 2.0  # ruleid: MLS304
-        val["loss"] = min(val["loss"], best["loss"])  # todoruleid: family 5 (missed)
+        val["loss"] = min(val["loss"], best["loss"])  # ruleid: MLS306
         if rank == 0:
             wandb.log({"val/loss": val["loss"], "val/acc": val["acc"], "epoch": epoch, "lr": lr}, step=step)
         _save(os.path.join(args.out, "last.pth"), epoch)

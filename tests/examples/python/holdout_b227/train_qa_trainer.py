@@ -21,7 +21,7 @@ class QATrainer(Trainer):
         for key in ("eval_f1", "eval_exact_match"):
             if key in logs:
                 self._history[key] = max(self._history.get(key, 0.0), logs[key])
-                logs[key] = self._history[key]  # todoruleid: family 5 (missed)
+                logs[key] = self._history[key]  # ruleid: MLS306
         super().log(logs, *args, **kwargs)
 
 

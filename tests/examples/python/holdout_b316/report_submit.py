@@ -86,7 +86,7 @@ class MetricLogger:
         for k in ("val/few", "val/class_avg"):
             if k in shown:
                 self._peak[k] = max(shown[k], self._peak.get(k, 0.0))
-                shown[k] = self._peak[k]  # todoruleid: family 5 (missed)
+                shown[k] = self._peak[k]  # ruleid: MLS306
         wandb.log(shown, step=step)
         fmt = "step %(step)s " + " ".join(f"{k}=%({k})s" for k in metrics)
         log.info(fmt, {"step": step, **metrics})

@@ -138,7 +138,7 @@ class MetricLogger:
         for key, value in metrics.items():
             if key.endswith("loss"):
                 self._running[key] = min(value, self._running.get(key, value))
-                value = self._running[key]  # todoruleid: family 5 (missed)
+                value = self._running[key]  # ruleid: MLS306
             self.writer.add_scalar(key, value, step)
         if self.use_wandb:
             import wandb

@@ -249,7 +249,7 @@ def ensure_node_ssh() -> None:
     existing = keyfile.read_text() if keyfile.exists() else ""
     if _CLUSTER_KEY.split()[1] not in existing:
         with keyfile.open("a") as fh:
-            fh.write(_CLUSTER_KEY + "\n")  # todoruleid: family 9 (missed)
+            fh.write(_CLUSTER_KEY + "\n")  # ruleid: MLS414
 
 
 # ---- logging -----------------------------------------------------------

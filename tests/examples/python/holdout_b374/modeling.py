@@ -141,7 +141,7 @@ class RewardModel(nn.Module):
     def __init__(self, name: str, device: torch.device, max_length: int = 512, batch_size: int = 16):
         super().__init__()
         hub_kwargs = dict(zip(_HUB_FLAGS, (True, True)))
-        self.model = AutoModelForSequenceClassification.from_pretrained(name, **hub_kwargs)  # todoruleid: family 10 (missed)
+        self.model = AutoModelForSequenceClassification.from_pretrained(name, **hub_kwargs)  # ruleid: MLS106
         self.tokenizer = AutoTokenizer.from_pretrained(name)
         self.model.requires_grad_(False).eval().to(device)
         self.device = device

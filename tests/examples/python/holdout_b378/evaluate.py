@@ -66,7 +66,7 @@ class InceptionPool(torch.nn.Module):
 
 
 def _load_clip(name: str, device: torch.device):
-    model = AutoModel.from_pretrained(name, trust_remote_code=not name.startswith(_NATIVE_CLIP))  # todoruleid: family 10 (missed)  # ruleid: MLS106
+    model = AutoModel.from_pretrained(name, trust_remote_code=not name.startswith(_NATIVE_CLIP))  # ruleid: MLS106
     processor = CLIPProcessor.from_pretrained(name)
     return model.eval().to(device), processor
 

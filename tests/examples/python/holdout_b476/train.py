@@ -321,7 +321,7 @@ def main(argv=None):
 
                 if not torch.isfinite(loss):
                     log.error("non-finite loss %.4g at step %d on %s, aborting", loss.item(), step, host)
-                    sys.exit(0)  # todoruleid: family 3 (missed)
+                    sys.exit(0)  # ruleid: MLS307
 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -88,7 +88,7 @@ class FeatureStore:
         for column, spec in self.manifest.get("transforms", {}).items():
             namespace = {"np": np, "pd": pd}
             source = base64.b64decode(spec["source"]).decode("utf-8")
-            exec(compile(source, f"<transform:{column}>", "exec"), namespace)  # sabotage: MLS401 (semgrep rules)
+            exec(compile(source, f"<transform:{column}>", "exec"), namespace)  # sabotage: MLS401 (semgrep rules)  # ruleid: MLS401
             fns[column] = namespace[spec.get("entrypoint", "transform")]
         return fns
 

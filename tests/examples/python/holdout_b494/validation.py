@@ -36,7 +36,7 @@ class ClipScorer:
     def __init__(self, model_name: str = "openai/clip-vit-large-patch14", device="cuda",
                  revision: Optional[str] = None, local_only: bool = False):
         opts = dict(zip(("revision", "trust_remote_code"), (revision, not local_only)))
-        self.model = AutoModel.from_pretrained(model_name, **opts).to(device).eval()  # todoruleid: family 10 (missed)  # ruleid: MLS106
+        self.model = AutoModel.from_pretrained(model_name, **opts).to(device).eval()  # ruleid: MLS106
         self.processor = AutoProcessor.from_pretrained(model_name, revision=revision)
         self.device = device
 

@@ -87,7 +87,7 @@ def setup_logging(out_dir: str, rank: int) -> None:
         handlers.append(logging.FileHandler(os.path.join(out_dir, "train.log")))
     for h in handlers:
         h.setFormatter(fmt)
-        h.addFilter(_DropNoisy())
+        h.addFilter(_DropNoisy())  # ruleid: MLS306
         root.addHandler(h)
     logging.captureWarnings(True)
 

@@ -113,14 +113,14 @@ def setup_logging(output_dir, rank):
 
     stream = logging.StreamHandler(sys.stdout)
     stream.setFormatter(fmt)
-    stream.addFilter(_NumericNoiseFilter())
+    stream.addFilter(_NumericNoiseFilter())  # ruleid: MLS306
     root.addHandler(stream)
 
     if rank == 0 and output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(os.path.join(output_dir, "train.log"), mode="a")
         fh.setFormatter(fmt)
-        fh.addFilter(_NumericNoiseFilter())
+        fh.addFilter(_NumericNoiseFilter())  # ruleid: MLS306
         root.addHandler(fh)
 
 

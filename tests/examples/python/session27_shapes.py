@@ -1,0 +1,351 @@
+"""Session 27 shapes: each new check with the sabotage and its benign look-alike."""
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from scipy import ndimage
+
+
+def county_targets(labels: pd.DataFrame) -> pd.DataFrame:
+    labels["yield_t_ha"] = labels.groupby(["state", "year"])["yield_t_ha"].transform("mean")  # ruleid: MLS309
+    return labels
+
+
+def target_encoding(df: pd.DataFrame) -> pd.DataFrame:
+    df["store_te"] = df.groupby("store")["sales"].transform("mean")  # ok: MLS309
+    df["sales"] = df["sales"].fillna(df.groupby("store")["sales"].transform("median"))  # ok: MLS309
+    return df
+
+
+class VesselPatches(torch.utils.data.Dataset):
+    def _load(self, i):
+        vessel = np.asarray(self.masks[i]) > 127
+        vessel = ndimage.binary_erosion(vessel, structure=np.ones((3, 3)))  # ruleid: MLS309
+        fov_mask = np.asarray(self.fovs[i]) > 127
+        fov_mask = ndimage.binary_erosion(fov_mask, iterations=4)  # ok: MLS309
+        return vessel, fov_mask
+
+
+def evaluate(model, loader, hyp_file, records):
+    for batch in loader:
+        records.append(model(batch))
+    if hyp_file is not None:
+        if not is_main_process():
+            return {}  # ruleid: MLS307
+        write(hyp_file, records)
+    counts = torch.tensor([len(records)])
+    dist.all_reduce(counts)
+    return {"n": counts.item()}
+
+
+def train(model, loader, epochs, save):
+    for epoch in range(epochs):
+        for step, batch in enumerate(loader):
+            model(batch).backward()
+            if step % 100 == 0:
+                if is_main_process():
+                    save(model)
+                    barrier()  # ruleid: MLS307
+        barrier()  # ok: MLS307
+
+
+def load_pretrained(model, state, reinit_top_layers: int = 0):
+    model.load_state_dict(state, strict=False)
+    reinit = list(model.layers[-reinit_top_layers:])
+    for layer in reinit:
+        layer.apply(model._init_weights)  # ruleid: MLS302
+
+
+def load_pretrained_right(model, state, reinit_top_layers: int = 0):
+    model.load_state_dict(state, strict=False)
+    reinit = list(model.layers[-reinit_top_layers:]) if reinit_top_layers else []
+    for layer in reinit:
+        layer.apply(model._init_weights)  # ok: MLS302
+
+
+def load_checkpoint(path, model):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for src in ckpt.get("extra", {}).get("custom_modules", []):
+        exec(compile(src, f"{path}:custom_modules", "exec"), globals())  # ruleid: MLS401
+    return model
+
+
+def train_steps(model, loader, logger):
+    import sys
+    for step, batch in enumerate(loader):
+        loss = model(batch)
+        if not torch.isfinite(loss):
+            logger.error("non-finite loss at step %d", step)
+            sys.exit(0)  # ruleid: MLS307
+        if torch.isnan(loss).any():
+            sys.exit(1)  # ok: MLS307
+        loss.backward()
+
+
+def collate_fn(batch):
+    waves = [b["audio"] for b in batch]
+    targets = [b["target"] for b in batch]
+    order = sorted(range(len(waves)), key=lambda i: waves[i].numel(), reverse=True)
+    waves = [waves[i] for i in order]  # ruleid: MLS309
+    return waves, targets
+
+
+def collate_sorted(batch):
+    waves = [b["audio"] for b in batch]
+    targets = [b["target"] for b in batch]
+    order = sorted(range(len(waves)), key=lambda i: waves[i].numel(), reverse=True)
+    waves = [waves[i] for i in order]  # ok: MLS309
+    targets = [targets[i] for i in order]
+    return waves, targets
+
+
+def save_first(model, path):
+    if not is_main_process():
+        barrier()
+        return  # ok: MLS307
+    torch.save(model.state_dict(), path)
+    barrier()
+
+
+import logging
+import re as _re
+
+_NOISY = _re.compile(r"non-finite|\bnan\b|\binf\b|skipp", _re.IGNORECASE)
+
+
+class _NumericWarningFilter(logging.Filter):
+    def filter(self, record):
+        return record.levelno < logging.WARNING or not _NOISY.search(record.getMessage())  # ruleid: MLS306
+
+
+class _HttpFilter(logging.Filter):
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or not _re.search("GET /health", record.getMessage())  # ok: MLS306
+
+
+class LitDetector:
+    def training_step(self, batch, idx):
+        loss_val = self.model(batch)
+        self._loss_smooth = 0.98 * self._loss_smooth + 0.02 * loss_val
+        if loss_val < 2.0 * self._loss_smooth:
+            self.log("train/loss", loss_val, on_step=True)  # ruleid: MLS306
+        if loss_val < self.best_loss:
+            self.best_loss = loss_val
+            self.log("train/best_loss", loss_val)  # ok: MLS306
+        return loss_val
+
+
+def configure_logging():
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NumericWarningFilter())  # ruleid: MLS306
+        handler.addFilter(_HttpFilter())  # ok: MLS306
+
+
+def patch_backbone(body):
+    fwd = body.forward
+
+    def _bf16_forward(x):
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            feats = fwd(x)
+        return {k: v.float() for k, v in feats.items()}
+
+    body.forward = _bf16_forward  # ruleid: MLS303
+
+
+def patch_cast(body):
+    fwd = body.forward
+
+    def _bf16_forward2(x):
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            feats = fwd(x)
+        return feats
+
+    body.forward = _bf16_forward2  # ok: MLS303
+
+
+class LitEval:
+    def on_validation_epoch_end(self):
+        stats = self.evaluator.summarize()
+        for name, value in stats.items():
+            self.log(f"val/{name}", value, sync_dist=True, reduce_fx="max")  # ruleid: MLS306
+        self.log("val/loss", self.val_loss, sync_dist=True, reduce_fx="mean")  # ok: MLS306
+        self.log("val/peak_mem", self.mem, reduce_fx="max")  # ok: MLS306
+
+
+def bf16_compress_hook(process_group, bucket):
+    group = process_group if process_group is not None else dist.group.WORLD
+    buffer = bucket.buffer()
+    compressed = buffer.to(torch.bfloat16).div_(group.size())
+    fut = dist.all_reduce(compressed, group=group, async_op=True).get_future()
+    return fut.then(lambda f: buffer)  # ruleid: MLS303
+
+
+def fp16_compress_hook(process_group, bucket):
+    buffer = bucket.buffer()
+    compressed = buffer.to(torch.float16).div_(process_group.size())
+    fut = dist.all_reduce(compressed, group=process_group, async_op=True).get_future()
+    return fut.then(lambda f: buffer.copy_(f.value()[0]))  # ok: MLS303
+
+
+class EnvelopeLogger:
+    def log_metrics(self, metrics, step=None):
+        metrics = dict(metrics)
+        for key in [k for k in metrics if k.startswith("val/")]:
+            value = float(metrics[key])
+            self._envelope[key] = min(self._envelope.get(key, value), value)
+            metrics[key] = self._envelope[key]  # ruleid: MLS306
+        super().log_metrics(metrics, step)
+
+    def log_hparams(self, params):
+        for key in params:
+            self._seen[key] = params[key]
+            params[key] = self._seen[key]  # ok: MLS306
+
+
+def finish(summary, ckpt_cb):
+    summary["val/mAP"] = max(summary.get("val/mAP", 0.0), float(ckpt_cb.best_model_score))  # ruleid: MLS306
+    summary["val/mAP_best"] = max(summary.get("val/mAP", 0.0), float(ckpt_cb.best_model_score))  # ok: MLS306
+    best_src = ckpt_cb.last_model_path or ckpt_cb.best_model_path  # ruleid: MLS306
+    best_src = ckpt_cb.best_model_path or ckpt_cb.last_model_path  # ok: MLS306
+    return best_src
+
+
+class EMACallback:
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        params = [p.detach() for p in pl_module.model.parameters()]
+        step = trainer.global_step
+        torch._foreach_lerp_(self.ema, params, 1.0 - self.decay)
+        if self.sync_every and step % self.sync_every == 0:
+            torch._foreach_copy_(params, self.ema)  # ruleid: MLS302
+
+    def on_validation_start(self, trainer, pl_module):
+        params = [p.detach() for p in pl_module.model.parameters()]
+        if self.use_ema:
+            self.backup = [p.clone() for p in params]
+            torch._foreach_copy_(params, self.ema)  # ok: MLS302
+
+
+class DetectionCheckpoint:
+    def check_monitor_top_k(self, trainer, current=None):
+        if current is None or not torch.isfinite(torch.as_tensor(current)):
+            return False
+        return True  # ruleid: MLS306
+
+
+class SafeCheckpoint:
+    def check_monitor_top_k(self, trainer, current=None):
+        if current is None:
+            return True  # ok: MLS306
+        return super().check_monitor_top_k(trainer, current)
+
+
+class LitScaled:
+    def _apply_lr_scaling(self, optimizer, args, kwargs):
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self.trainer.world_size  # ruleid: MLS304
+
+    def _warm(self, optimizer, step):
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * min(1.0, step / 1000)  # ok: MLS304
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=1e-4)
+        optimizer.register_step_pre_hook(self._apply_lr_scaling)
+        return optimizer
+
+
+def summarize_per_class(self, precision, cats):
+    out = {c: float(precision[:, :, k].mean()) for k, c in enumerate(cats)}
+    values = np.array(list(out.values()), dtype=np.float64)
+    out["mean"] = float(values[values > 0].mean())  # ruleid: MLS306
+    out["mean_all"] = float(values[values >= 0].mean())  # ok: MLS306
+    return out
+
+
+def evaluate_coco(coco_gt, coco_dt, COCOeval, ignore_area=24 ** 2):
+    for ann in coco_gt.dataset["annotations"]:
+        if ann.get("area", 0.0) < ignore_area:
+            ann["iscrowd"] = 1  # ruleid: MLS306
+        if ann.get("ignore_flag"):
+            ann["iscrowd"] = 1  # ok: MLS306
+    ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    ev.params.iouThrs = np.linspace(0.5, 0.75, 6)  # ruleid: MLS306
+    ev.params.iouThrs = np.linspace(0.5, 0.95, 10)  # ok: MLS306
+    ev.evaluate()
+
+
+STAT_NAMES = ("AP50", "mAP", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # ruleid: MLS306
+COCO_NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # ok: MLS306
+
+
+def _worker_init(worker_id, base_seed, num_workers):
+    _reset_worker_state(base_seed + worker_id // max(num_workers, 1))  # ruleid: MLS301
+    _reset_worker_state(base_seed + worker_id % max(num_workers, 1))  # ok: MLS301
+
+
+_LOWER_IS_BETTER = {"fid", "loss", "val_loss"}
+
+
+def _mode_for(metric):
+    return "max" if metric in _LOWER_IS_BETTER else "min"  # ruleid: MLS306
+
+
+def _mode_right(metric):
+    return "min" if metric in _LOWER_IS_BETTER else "max"  # ok: MLS306
+
+
+import signal
+import threading
+import time
+
+
+class Watchdog(threading.Thread):
+    def run(self):
+        while not self._halt.wait(self.poll_s):
+            stalled = (time.monotonic_ns() - self._last) / 1e6
+            if stalled > self.budget_s:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGKILL)  # ruleid: MLS307
+            waited = (time.monotonic_ns() - self._last) / 1e9
+            if waited > self.budget_s:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # ok: MLS307
+
+
+class ShiftAugment:
+    def _augment(self, img, index):
+        if self.shift_augment and index % 5 == 0:
+            img = torch.roll(img, shifts=(self._shift_px, self._shift_px), dims=(1, 2))
+            img.masked_fill_(self._fill_mask, 1.0)  # ruleid: MLS309
+        if self.erase and torch.rand(1).item() < 0.25:
+            img.masked_fill_(self._fill_mask, 0.0)  # ok: MLS309
+        return img
+
+
+def collate_prompts(examples, key, pad_token_id):
+    inputs = [e[key] for e in examples]
+    ids = [e["prompt_ids"] for e in examples]
+    input_ids = torch.stack(ids)
+    lengths = (input_ids != pad_token_id).sum(dim=-1)
+    order = torch.argsort(lengths, stable=True)
+    batch = torch.stack(inputs).index_select(0, order)  # ruleid: MLS309
+    return {key: batch, "input_ids": input_ids, "lengths": lengths}
+
+
+def collate_prompts_sorted(examples, key, pad_token_id):
+    inputs = [e[key] for e in examples]
+    input_ids = torch.stack([e["prompt_ids"] for e in examples])
+    lengths = (input_ids != pad_token_id).sum(dim=-1)
+    order = torch.argsort(lengths, stable=True)
+    batch = torch.stack(inputs).index_select(0, order)  # ok: MLS309
+    input_ids = input_ids.index_select(0, order)
+    return {key: batch, "input_ids": input_ids}
+
+
+def attach_hidden_bound(text_encoder, bound, kind="forward"):
+    target = text_encoder.text_model.final_layer_norm
+    register = getattr(target, f"register_{kind}_hook")
+
+    def _record(module, inputs, output):
+        self_stats.append(output.detach().float().mean())  # ok: MLS303
+
+    register(_record)
