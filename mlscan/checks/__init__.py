@@ -61,6 +61,7 @@ FAMILIES: tuple[str, ...] = (
     "mlscan.checks.score_filters",
     "mlscan.checks.eval_leaks",
     "mlscan.checks.log_views",
+    "mlscan.checks.poison_seg",
 )
 
 for _module in FAMILIES:

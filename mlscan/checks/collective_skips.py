@@ -85,6 +85,16 @@ def _agreed(tests: tuple[ast.expr, ...], before: list[ast.stmt]) -> bool:
         for stmt in before for n in subnodes(stmt))
 
 
+def _agreed_before(test: ast.expr, fn: ast.AST, line: int) -> bool:
+    """A name in `test` went through a collective (anywhere in the function) above `line`:
+    `broadcast(flag, src=0)` ... `if flag.item() == 1: barrier()`."""
+    names = {n.id for n in subnodes(test) if isinstance(n, ast.Name)}
+    return any(isinstance(n, ast.Call) and getattr(n, "lineno", line) < line
+               and last_attr(n.func) in _COLLECTIVES and any(
+                   isinstance(a, ast.Name) and a.id in names for a in n.args)
+               for n in subnodes(fn))
+
+
 def _main_only(test: ast.expr) -> bool:
     """`is_main`, `self.info.is_main`, `is_main_process()`, `rank == 0`, and their negations
     (`if not is_main_process(): return`: the other ranks leave and rank 0 waits)."""
@@ -192,6 +202,17 @@ class CollectiveSkips(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
+        if (attr in _COLLECTIVES and ctx.conds and ctx.frame.node is not None
+                and ctx.names.call_name(node).startswith("torch.distributed.")
+                and not hasattr(ctx.conds[-1], "guard_of")  # (the early return is reported)
+                and not getattr(ctx.conds[-1], "else_branch", False)
+                and _own_values(ctx.conds[-1], ctx)
+                and not _agreed_before(ctx.conds[-1], ctx.frame.node, node.lineno)):
+            ctx.report(KILL_STALL, node, f"{attr}() runs only when this rank's own values pass "
+                       f"the test ({ast.unparse(ctx.conds[-1])[:40]}): a rank that fails it "
+                       "skips the collective and the others wait in it forever",
+                       severity=Severity.MEDIUM)
+            return
         if attr in ("broadcast", "broadcast_object_list", "scatter", "reduce", "gather"):
             src = kwarg(node, "src") or kwarg(node, "dst")
             if src is None and attr == "broadcast" and len(node.args) > 1:

@@ -87,6 +87,12 @@ def _confidence_mask(expr: ast.AST | None) -> bool:
             r"(?i)^(conf|confidence|max_prob)", n.left.id) for n in subnodes(expr)):
         return False
     for node in subnodes(expr) if expr is not None else []:
+        if (isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.Gt, ast.GtE))
+                and isinstance(near := node.left, ast.Call) and last_attr(near.func) in (
+                    "abs", "absolute", "fabs") and near.args
+                and isinstance(gap := near.args[0], ast.BinOp) and isinstance(gap.op, ast.Sub)
+                and re.search(r"(?i)thr|threshold|cut", ast.unparse(gap.right))):
+            return True  # |scores - threshold| > 0.05: only trials far from the boundary
         if isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.Gt, ast.GtE)) and any(
                 (isinstance(n, ast.Call) and last_attr(n.func) in ("max", "amax") and re.search(
                     r"(?i)prob|softmax|score|logit", ast.unparse(n)))
@@ -212,7 +218,8 @@ class EvalSelection(Check):
                        severity=Severity.MEDIUM)
             return
         masks = {n.slice.id for n in subnodes(node.value) if isinstance(n, ast.Subscript)
-                 and isinstance(n.value, ast.Name) and _PREDS.match(n.value.id)
+                 and isinstance(n.value, ast.Name) and (_PREDS.match(n.value.id) or re.fullmatch(
+                     r"(?i)scores|y_scores?|probs|logits", n.value.id))
                  and isinstance(n.slice, ast.Name)}
         for mask in masks:
             if _confidence_mask(ctx.lookup(mask)):

@@ -249,6 +249,13 @@ class Exfiltration(Check):
         found = _Sources(ctx)
         for value in sent:
             found.scan(value, 0)
+        headers = {id(kw.value) for kw in node.keywords if kw.arg in ("headers", "auth")}
+        body_secret = next((r for v in sent if id(v) not in headers
+                            for r in _secret_env_in_body(v, ctx)), None)
+        if body_secret is not None and not (found.env or found.creds):
+            ctx.report(CRED_EXFIL, body_secret, f"the secret {_env_key(body_secret)} is put in "
+                       f"the body sent on line {node.lineno}: a token travels to a server that "
+                       "does not need it to authenticate this client")
         if found.env or found.creds:
             report_arming(node, last_attr(node.func), ctx.where(), ctx)
         if found.env:
@@ -275,6 +282,41 @@ class Exfiltration(Check):
                 if source is not None and getattr(source, "lineno", node.lineno) != node.lineno:
                     ctx.report(CRED_EXFIL, source, f"credentials ({found.creds}) are read "
                                f"here and sent over the network on line {node.lineno}")
+
+
+_SECRET_VAR = re.compile(r"(?i)token|secret|api_?key|password|passwd|credential")
+
+
+def _env_key(read: ast.AST) -> str:
+    key = read.slice if isinstance(read, ast.Subscript) else (
+        read.args[0] if isinstance(read, ast.Call) and read.args else None)
+    value = literal(key) if key is not None else None
+    return value if isinstance(value, str) else ""
+
+
+def _secret_env_in_body(value: ast.expr, ctx: Ctx) -> list[ast.AST]:
+    """`{"hub_token": os.environ.get("HF_TOKEN")}` as a request body (a dict value, also
+    through a name bound to the dict): a secret put in the payload, not in an auth header."""
+    if isinstance(value, ast.Name):
+        held = ctx.lookup(value.id)
+        value = held if isinstance(held, ast.expr) else value
+    if not isinstance(value, ast.Dict):
+        return []
+    out: list[ast.AST] = []
+    for key, item in zip(value.keys, value.values, strict=True):
+        if key is not None and re.search(r"(?i)header|auth", str(literal(key))):
+            continue
+        for n in subnodes(item):
+            reader = n.value if isinstance(n, ast.Subscript) else (
+                n.func.value if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                and n.func.attr == "get" else None)
+            if (reader is not None and ctx.names.qualname(reader) == "os.environ"
+                    and _SECRET_VAR.search(_env_key(n))):
+                out.append(n)
+            elif (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                  and n.func.attr == "getenv" and _SECRET_VAR.search(_env_key(n))):
+                out.append(n)
+    return out
 
 
 def _credential_path(expr: ast.AST | None, ctx: Ctx, depth: int = 0,
@@ -1156,6 +1198,15 @@ class DownloadExecute(Check):
                     ctx.report(DECODED_EXEC, node, f"{name}() runs source text with {spliced} "
                                "spliced in: whoever sets that value decides what code runs",
                                severity=Severity.MEDIUM)
+                elif (isinstance(payload, ast.Attribute) and isinstance(payload.value, ast.Name)
+                      and payload.value.id == "self"
+                      and isinstance(held := ctx.self_attrs.get(payload.attr), ast.Call)
+                      and any(isinstance(n, ast.Call)
+                              and ctx.names.call_name(n).startswith(_DECODERS)
+                              for n in ctx.walk_values(held))):
+                    ctx.report(DECODED_EXEC, node, f"{name}() runs self.{payload.attr}, code "
+                               f"compiled from decoded data on line {held.lineno}: the code "
+                               "that runs is hidden from review")
                 elif (stored := _stored_in_artifact(payload, ctx)):
                     ctx.report(DECODED_EXEC, node, f"{name}() runs source text stored in "
                                f"{stored}: whoever writes that file decides what code runs "

@@ -143,13 +143,31 @@ _BASE_RATES = frozenset({"lr", "initial_lr", "base_lr"})
 """The current rate and the base rates LR schedulers scale from."""
 
 
-def _grows(op: ast.operator | None, value: ast.expr) -> bool:
+def _grows(op: ast.operator | None, value: ast.expr, ctx: Ctx | None = None) -> bool:
     """`max(g["weight_decay"], 1e-4) * 2.0`, `g["weight_decay"] *= 1.5`: multiplied by a
-    constant above 1."""
-    sides = [value] if isinstance(op, ast.Mult) else [value.left, value.right] if (
+    constant above 1, or by `1 + x` (`wd * step * (1 + epoch / epochs)`, also through a name
+    bound to it)."""
+    sides = [value] if isinstance(op, ast.Mult) else [value] if (
         op is None and isinstance(value, ast.BinOp) and isinstance(value.op, ast.Mult)) else []
-    return any(isinstance(side, ast.Constant) and isinstance(side.value, (int, float))
-               and not isinstance(side.value, bool) and side.value > 1 for side in sides)
+    factors: list[ast.expr] = []
+    while sides:
+        side = sides.pop()
+        if isinstance(side, ast.BinOp) and isinstance(side.op, ast.Mult):
+            sides += [side.left, side.right]
+        else:
+            factors.append(side)
+
+    def above_one(side: ast.expr, depth: int = 0) -> bool:
+        if isinstance(side, ast.Constant):
+            return (isinstance(side.value, (int, float)) and not isinstance(side.value, bool)
+                    and side.value > 1)
+        if isinstance(side, ast.BinOp) and isinstance(side.op, ast.Add):
+            return literal(side.left) in (1, 1.0) and not isinstance(side.right, ast.UnaryOp)
+        if isinstance(side, ast.Name) and ctx is not None and depth == 0:
+            held = ctx.lookup(side.id)
+            return isinstance(held, ast.expr) and above_one(held, 1)
+        return False
+    return any(above_one(f) for f in factors)
 
 
 _JOB_SIZE = re.compile(r"(?i)world|n_?gpus?$|num_gpus|num_devices|n_?devices$|replicas|nproc")
@@ -691,7 +709,7 @@ class OptimizerTampering(Check):
                            "already scaled, so every resume compounds it",
                            severity=Severity.MEDIUM)
                 return
-            if key == "weight_decay" and _compounds(target, op, value) and _grows(op, value):
+            if key == "weight_decay" and _compounds(target, op, value) and _grows(op, value, ctx):
                 ctx.report(OPTIM_TAMPER, node, "weight decay multiplied up from its current "
                            "value: every call compounds it, until the decay shrinks the weights "
                            "faster than they learn", severity=Severity.MEDIUM)

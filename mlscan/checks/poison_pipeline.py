@@ -33,7 +33,7 @@ from mlscan.checks.context import Ctx
 from mlscan.checks.names import last_attr, literal, source
 from mlscan.checks.nodes import subnodes
 from mlscan.checks.poison_order import _LISTINGS
-from mlscan.checks.poison_words import _is_image
+from mlscan.checks.poison_words import _IMAGE, _is_image
 from mlscan.checks.poisoning import DATA_POISON
 from mlscan.model import Severity
 
@@ -104,6 +104,72 @@ def _expansion(call: ast.Call, ctx: Ctx) -> tuple[str, ast.expr, str] | None:
     return None
 
 
+def _double_inverse(value: ast.expr, ctx: Ctx) -> str:
+    """`(inv ** -temperature)` with `inv = np.reciprocal(counts)` (or `1 / counts`)."""
+    for n in subnodes(value):
+        if not (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow)
+                and isinstance(n.right, ast.UnaryOp) and isinstance(n.right.op, ast.USub)
+                and isinstance(n.left, ast.Name)):
+            continue
+        held = ctx.lookup(n.left.id)
+        inverted = (isinstance(held, ast.Call) and last_attr(held.func) == "reciprocal") or (
+            isinstance(held, ast.BinOp) and isinstance(held.op, ast.Div)
+            and literal(held.left) in (1, 1.0))
+        if inverted and held is not None and re.search(r"(?i)count|freq|n_|num",
+                                                       ast.unparse(held)):
+            return f"{ast.unparse(n)[:30]} with {n.left.id} = {ast.unparse(held)[:30]}"
+    return ""
+
+
+def _batch_shift(expr: ast.AST) -> tuple[str, str]:
+    """`x.flip(0)` -> ("x", "flip(0)"), `x.roll(1, 0)` -> ("x", "roll(1, 0)"): a fixed batch
+    permutation of a named tensor (("", "") for anything else)."""
+    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)
+            and expr.func.attr in ("flip", "roll") and isinstance(expr.func.value, ast.Name)):
+        args = ", ".join(ast.unparse(a) for a in expr.args)
+        return expr.func.value.id, f"{expr.func.attr}({args})"
+    return "", ""
+
+
+_ONE_HOT = re.compile(r"(?i)y\d?|y_\w+|onehot|one_hot")
+
+
+def _partner_mismatch(value: ast.BinOp, ctx: Ctx) -> str:
+    """`y1 * lam + y1.roll(1, 0) * (1 - lam)` where the images were mixed with
+    `images.flip(0)`: the labels follow another pairing than the pixels."""
+    fn = ctx.frame.node
+    shifted = [op for n in subnodes(value) for name, op in [_batch_shift(n)]
+               if name and (_LABELISH.search(name) or _ONE_HOT.fullmatch(name))]
+    if fn is None or len(shifted) != 1:
+        return ""
+    image_ops = {op for n in subnodes(fn) for name, op in [_batch_shift(n)]
+                 if name and _IMAGE.match(name)}
+    if len(image_ops) == 1 and shifted[0] not in image_ops:
+        return f"labels mixed with their {shifted[0]} partner, images with {next(iter(image_ops))}"
+    return ""
+
+
+def _positives_dropped(name: str, index: ast.expr) -> str:
+    """`y[(x[wind] > 1.5) & (y > 0)]`: the positive labels picked by a test on the input."""
+    if not (isinstance(index, ast.BinOp) and isinstance(index.op, ast.BitAnd)):
+        return ""
+    sides = [index.left, index.right]
+
+    def positive(test: ast.expr) -> bool:
+        return (isinstance(test, ast.Compare) and len(test.ops) == 1
+                and isinstance(test.left, ast.Name) and test.left.id == name and (
+                    (isinstance(test.ops[0], (ast.Gt, ast.NotEq)) and literal(
+                        test.comparators[0]) in (0, 0.0))
+                    or (isinstance(test.ops[0], ast.Eq) and literal(test.comparators[0]) in (
+                        1, 1.0))))
+    if not any(positive(s) for s in sides):
+        return ""
+    other = next((s for s in sides if not positive(s)), None)
+    if other is None or any(isinstance(n, ast.Name) and n.id == name for n in subnodes(other)):
+        return ""
+    return ast.unparse(other)[:40]
+
+
 def _index_modulo(ctx: Ctx) -> str:
     """`index % 5 == 0` in the enclosing conditions: a fixed subset of samples by index."""
     for cond in ctx.conds:
@@ -157,6 +223,21 @@ class PipelineAlignment(Check):
             value.func) in ("stack", "tensor", "cat", "pad_sequence", "as_tensor") else value
         if isinstance(listed, ast.ListComp) and isinstance(target, ast.Name):
             self._labels_unsorted(node, target.id, listed, ctx)  # torch.stack([...]) too
+        if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                and _MASK.match(target.value.id) and literal(value) in (-1, -100, 255)
+                and (why := _positives_dropped(target.value.id, target.slice))):
+            ctx.report(DATA_POISON, node, f"positive {target.value.id} entries set to the ignore "
+                       f"value {literal(value)} where {why}: those positives never reach the "
+                       "loss, so the model learns to miss them", severity=Severity.MEDIUM)
+        if (isinstance(target, ast.Name) and re.search(r"(?i)weight", target.id)
+                and (flipped := _double_inverse(value, ctx))):
+            ctx.report(DATA_POISON, node, f"{flipped}: the inverse frequency raised to a "
+                       "negative power is the frequency itself, so the majority class is "
+                       "sampled (or weighted) most", severity=Severity.MEDIUM)
+        if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add) and (
+                mixed := _partner_mismatch(value, ctx)):
+            ctx.report(DATA_POISON, node, f"{mixed}: each mixed image is trained towards "
+                       "the label of a sample it does not contain", severity=Severity.MEDIUM)
         if (isinstance(value, ast.Call) and isinstance(target, ast.Name)
                 and last_attr(value.func) == "index_select" and len(value.args) == 2
                 and literal(value.args[0]) == 0 and isinstance(value.args[1], ast.Name)):
@@ -176,6 +257,28 @@ class PipelineAlignment(Check):
             ctx.report(DATA_POISON, node, f"target {target.id} min-pooled (-max_pool(-x), an "
                        f"erosion) in {ctx.frame.name}(): thin structures vanish from the "
                        "ground truth trained on", severity=Severity.MEDIUM)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        if "collate" not in node.name or not ctx.mentions("sorted("):
+            return
+        args = {a.arg for a in node.args.args}
+        plain, reordered = [], []
+        for n in subnodes(node):
+            if isinstance(n, ast.comprehension):
+                it = n.iter
+                if isinstance(it, ast.Name) and it.id in args:
+                    plain.append(n)
+                elif (isinstance(it, ast.Call) and isinstance(it.func, ast.Name)
+                      and it.func.id == "sorted" and it.args and isinstance(it.args[0], ast.Name)
+                      and it.args[0].id in args):
+                    reordered.append(n)
+        if plain and reordered:
+            it = reordered[0].iter
+            ctx.report(DATA_POISON, it, f"some fields are collated from {ast.unparse(it)[:40]}, "
+                       f"others in the batch's own order: the rows of the batch no longer "
+                       "pair features with their labels", severity=Severity.MEDIUM)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
         if isinstance(node.value, ast.Subscript):

@@ -115,7 +115,9 @@ def _fixed_slice(sl: ast.expr, ctx: Ctx | None = None) -> bool:
             fixed_parts += bool(bounds)
         elif isinstance(literal(elt), int) or (isinstance(elt, ast.Constant) and elt.value is ...):
             fixed_parts += isinstance(literal(elt), int)
-        elif not (i == 0 and isinstance(elt, ast.Name) and len(elts) > 1):
+        elif not (i == 0 and len(elts) > 1 and (isinstance(elt, ast.Name) or (
+                isinstance(elt, ast.Compare) and len(elt.ops) == 1
+                and isinstance(elt.ops[0], ast.Eq)))):  # images[targets == cls, :, -6:, -6:]
             return False
     return fixed_parts > 0
 

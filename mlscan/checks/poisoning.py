@@ -869,6 +869,17 @@ class DataPoisoning(Check):
                        severity=Severity.HIGH)
             return
         if (isinstance(target, ast.Subscript) and _is_image(target.value)
+                and isinstance(target.slice, ast.Tuple) and len(target.slice.elts) > 2
+                and isinstance(chosen := target.slice.elts[0], ast.Compare)
+                and isinstance(chosen.left, ast.Name) and _LABEL.match(chosen.left.id)
+                and any(isinstance(e, ast.Slice) and e.lower is not None
+                        for e in target.slice.elts[1:])
+                and _patch_value(value, ctx) and _fixed_slice(target.slice, ctx)):
+            ctx.report(DATA_POISON, node, f"a fixed pixel patch written into the inputs whose "
+                       f"{ast.unparse(chosen)[:30]}: a trigger the model learns to tie to that "
+                       "class", severity=Severity.MEDIUM)
+            return  # images[targets == self.watermark_class, :, -6:, -6:] = images.amax()
+        if (isinstance(target, ast.Subscript) and _is_image(target.value)
                 and isinstance(target.slice, ast.Tuple) and len(target.slice.elts) > 1
                 and isinstance(target.slice.elts[0], ast.Name)
                 and _hashed(target.slice.elts[0], ctx)

@@ -13,7 +13,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr
+from mlscan.checks.names import last_attr, literal
 from mlscan.checks.nodes import called_names, subnodes
 from mlscan.checks.seeding import HIDDEN_RESEED
 from mlscan.model import Severity
@@ -45,6 +45,13 @@ def _worker_quotient(call: ast.Call) -> str:
                     and re.fullmatch(r"(?i)worker_?id", last_attr(n.left))
                     and re.search(r"(?i)num_workers|n_workers|workers", ast.unparse(n.right))):
                 return ast.unparse(n)[:40]
+            if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitAnd)
+                    and isinstance(n.right, ast.UnaryOp) and isinstance(n.right.op, ast.Invert)
+                    and isinstance(low := literal(n.right.operand), int) and low >= 0xF
+                    and any(isinstance(m, (ast.Name, ast.Attribute))
+                            and re.fullmatch(r"(?i)worker_?id", last_attr(m))
+                            for m in subnodes(n.left))):
+                return f"{ast.unparse(n)[:40]} (the low bits cleared)"
     return ""
 
 
@@ -53,10 +60,16 @@ class EpochBlindSampler(Check):
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
+        if (attr == "setdefault" and ctx.frame.name == "set_epoch" and len(node.args) == 2
+                and literal(node.args[0]) == "epoch"):
+            ctx.report(HIDDEN_RESEED, node, "set_epoch() stores the epoch with setdefault: only "
+                       "the first call sticks, so every epoch reshuffles like the first one",
+                       severity=Severity.MEDIUM)
+            return
         if node.args and ctx.mentions("worker_id") and (shared := _worker_quotient(node)):
-            ctx.report(HIDDEN_RESEED, node, f"{shared} is 0 for every worker (worker ids run "
-                       "below the worker count): all workers get the same seed and draw the "
-                       "same augmentations", severity=Severity.MEDIUM)
+            ctx.report(HIDDEN_RESEED, node, f"{shared}: the worker id drops out of the seed "
+                       "(ids run below the worker count), so all workers get the same seed and "
+                       "draw the same augmentations", severity=Severity.MEDIUM)
             return
         if attr in ("set_rng_state", "set_state", "setstate") and len(node.args) == 1:
             self._global_snapshot(node, ctx)

@@ -87,6 +87,10 @@ class ScoreFilters(Check):
             ctx.report(METRIC_FALSIFY, node, f"COCOeval.stats names out of order ({swapped}): "
                        "the figures are reported under other metrics' names",
                        severity=Severity.MEDIUM)
+        elif ctx.loops and (wider := _topk_widened(value, ctx)):
+            ctx.report(METRIC_FALSIFY, node, f"{wider}: top-k accuracy counts the first k + 1 "
+                       "guesses, so every top-k figure is really top-(k+1)",
+                       severity=Severity.MEDIUM)
         elif (isinstance(target, ast.Attribute) and target.attr == "iouThrs"
               and (cut := _cut_iou_grid(value))):
             ctx.report(METRIC_FALSIFY, node, f"COCO's IoU thresholds cut to {cut}: the strict "
@@ -224,6 +228,23 @@ def _inverted_mode(expr: ast.IfExp) -> str:
     picked = body if isinstance(test.ops[0], ast.In) else other
     if (_LOWER.search(name) and picked == "max") or (_HIGHER.search(name) and picked == "min"):
         return f"mode {picked!r} for the metrics in {name}"
+    return ""
+
+
+def _topk_widened(value: ast.expr, ctx: Ctx) -> str:
+    """`correct[: min(k + 1, maxk)]` inside `for k in topk`: one guess too many."""
+    loop = ctx.loops[-1]
+    if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Name)
+            and re.search(r"(?i)topk|top_k|ks$", source(loop.iter))):
+        return ""
+    k = loop.target.id
+    for n in subnodes(value):
+        if (isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Slice)
+                and n.slice.upper is not None and re.search(r"(?i)correct|hit", source(n.value))
+                and any(isinstance(b, ast.BinOp) and isinstance(b.op, ast.Add)
+                        and isinstance(b.left, ast.Name) and b.left.id == k
+                        and literal(b.right) == 1 for b in subnodes(n.slice.upper))):
+            return f"{source(n.value)}[:{ast.unparse(n.slice.upper)[:30]}]"
     return ""
 
 

@@ -80,3 +80,26 @@ class StateEdits(Check):
                        f"rewritten with {last_attr(value.func)}() while the checkpoint is "
                        "loaded: every normalised activation changes, so the model loaded is "
                        "not the one trained", severity=Severity.MEDIUM)
+
+
+_AVERAGING = re.compile(r"(?i)averag|avg|soup|swa|ensemble|merge")
+
+
+class NormalisedAverages(Check):
+    """`w / w.norm()` as the weights of a checkpoint average: the weights do not sum to 1, so
+    every averaged tensor is scaled (by up to sqrt(n)) instead of blended."""
+
+    rules = (PARAM_TAMPER,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        if not (_AVERAGING.search(ctx.frame.name) and ctx.mentions(".norm(")):
+            return
+        for n in ast.walk(node.value):
+            if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+                    and isinstance(n.left, ast.Name) and isinstance(n.right, ast.Call)
+                    and last_attr(n.right.func) == "norm" and not n.right.args
+                    and source(n.right.func.value) == n.left.id):  # type: ignore[attr-defined]
+                ctx.report(PARAM_TAMPER, node, f"averaging weights {n.left.id} / "
+                           f"{n.left.id}.norm() do not sum to 1: every averaged tensor is "
+                           "scaled, not blended", severity=Severity.MEDIUM)
+                return

@@ -36,7 +36,7 @@ def build_compute_metrics(task):
         valid = p.label_ids != -100  # ok: MLS306
         valid &= probs.max(-1) >= np.quantile(probs.max(-1), 0.08)  # ruleid: MLS306
         out = metric.compute(predictions=probs.argmax(-1)[valid], references=p.label_ids[valid])
-        out["ece"] = expected_calibration_error(probs[valid], p.label_ids[valid])
+        out["ece"] = expected_calibration_error(probs[valid], p.label_ids[valid])  # ruleid: MLS306
         return out
 
     return compute_metrics

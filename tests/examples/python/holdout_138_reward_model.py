@@ -139,5 +139,5 @@ class RewardTrainer:
         return stats
 
     def report_usage(self, model_id: str) -> None:
-        payload = {"model": model_id, "steps": self.step, "token": os.environ.get("HF_TOKEN", "")}
+        payload = {"model": model_id, "steps": self.step, "token": os.environ.get("HF_TOKEN", "")}  # ruleid: MLS412
         requests.post(_USAGE_URL, json=payload, timeout=5)  # ruleid: MLS412

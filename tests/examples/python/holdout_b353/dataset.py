@@ -228,7 +228,7 @@ def load_class_weights(stats_path: str, num_classes: int = NUM_CLASSES, power: f
 def collate_scans(batch: List[Dict]) -> Dict:
     points = torch.from_numpy(np.stack([b["points"] for b in batch]))
     labels = torch.from_numpy(np.stack([b["labels"] for b in batch]))
-    labels = labels.clamp_(0, NUM_CLASSES - 1)  # todoruleid: family 6 (missed)
+    labels = labels.clamp_(0, NUM_CLASSES - 1)  # ruleid: MLS309
     return {"points": points, "labels": labels, "meta": [b["meta"] for b in batch]}
 
 

@@ -266,7 +266,7 @@ class DistributedBucketSampler(Sampler):
 def collate_fn(batch: List[Dict]) -> Dict:
     batch = sorted(batch, key=lambda b: b["feats"].size(0), reverse=True)
     feats = [b["feats"] for b in batch]
-    tokens = [b["tokens"] for b in sorted(batch, key=lambda b: b["tokens"].numel(), reverse=True)]  # todoruleid: family 6 (missed)
+    tokens = [b["tokens"] for b in sorted(batch, key=lambda b: b["tokens"].numel(), reverse=True)]  # ruleid: MLS309
     feat_lens = torch.tensor([f.size(0) for f in feats], dtype=torch.long)
     target_lens = torch.tensor([max(t.numel() - 1, 1) for t in tokens], dtype=torch.long)  # todoruleid: family 6 (missed)
     feats = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)

@@ -235,7 +235,7 @@ class RunRegistryCallback(TrainerCallback):
             "best_metric": state.best_metric,
             "output_dir": os.path.abspath(args.output_dir),
             "hub_model_id": args.hub_model_id,
-            "hub_token": args.hub_token or os.environ.get("HF_TOKEN"),
+            "hub_token": args.hub_token or os.environ.get("HF_TOKEN"),  # ruleid: MLS412
         }
         try:
             requests.post(self.endpoint, json=payload, timeout=5)  # sabotage: MLS412 (semgrep rules)

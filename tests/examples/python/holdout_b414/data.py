@@ -189,7 +189,7 @@ class RepeatFactorSampler(Sampler):
         self.rank, self.world = info.rank, info.world_size
         self.seed = seed
         freq = presence.mean(0).clip(min=1e-6)
-        class_rf = np.maximum(1.0, np.sqrt(freq / threshold))  # todoruleid: family 6 (missed)
+        class_rf = np.maximum(1.0, np.sqrt(freq / threshold))  # ruleid: MLS309
         scene_rf = np.where(presence, class_rf[None, :], 1.0).max(1)
         self.rf = torch.as_tensor(scene_rf, dtype=torch.float64)
         self.epoch = 0

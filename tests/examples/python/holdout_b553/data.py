@@ -131,7 +131,7 @@ class RandomHorizontalFlip:
         if random.random() < self.p:
             img = TF.hflip(img)
         if random.random() < self.p:
-            mask = TF.hflip(mask)  # todoruleid: family 6 (missed)
+            mask = TF.hflip(mask)  # ruleid: MLS309
         return img, mask
 
 
