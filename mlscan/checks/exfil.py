@@ -253,9 +253,13 @@ class Exfiltration(Check):
         body_secret = next((r for v in sent if id(v) not in headers
                             for r in _secret_env_in_body(v, ctx)), None)
         if body_secret is not None and not (found.env or found.creds):
-            ctx.report(CRED_EXFIL, body_secret, f"the secret {_env_key(body_secret)} is put in "
-                       f"the body sent on line {node.lineno}: a token travels to a server that "
-                       "does not need it to authenticate this client")
+            what = _env_key(body_secret) or ast.unparse(body_secret)[:30]
+            ctx.report(CRED_EXFIL, body_secret, f"the secret {what} is put in the body sent on "
+                       f"line {node.lineno}: a token travels to a server that does not need it "
+                       "to authenticate this client")
+            if getattr(body_secret, "lineno", node.lineno) != node.lineno:
+                ctx.report(CRED_EXFIL, node, f"sends a body holding the secret {what} (line "
+                           f"{getattr(body_secret, 'lineno', '?')})")
         if found.env or found.creds:
             report_arming(node, last_attr(node.func), ctx.where(), ctx)
         if found.env:
@@ -294,12 +298,24 @@ def _env_key(read: ast.AST) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _secret_env_in_body(value: ast.expr, ctx: Ctx) -> list[ast.AST]:
+def _secret_env_in_body(value: ast.expr, ctx: Ctx, depth: int = 0) -> list[ast.AST]:
     """`{"hub_token": os.environ.get("HF_TOKEN")}` as a request body (a dict value, also
-    through a name bound to the dict): a secret put in the payload, not in an auth header."""
+    through a name bound to the dict, and through `Request(url, data=json.dumps(d).encode())`):
+    a secret put in the payload, not in an auth header."""
     if isinstance(value, ast.Name):
         held = ctx.lookup(value.id)
         value = held if isinstance(held, ast.expr) else value
+    if isinstance(value, ast.Call) and depth < 4:
+        attr = last_attr(value.func)
+        inner: ast.expr | None = None
+        if attr == "Request":
+            inner = next((k.value for k in value.keywords if k.arg == "data"), None) or (
+                value.args[1] if len(value.args) > 1 else None)
+        elif attr in ("dumps", "urlencode") and value.args:
+            inner = value.args[0]
+        elif attr == "encode" and isinstance(value.func, ast.Attribute):
+            inner = value.func.value
+        return _secret_env_in_body(inner, ctx, depth + 1) if inner is not None else []
     if not isinstance(value, ast.Dict):
         return []
     out: list[ast.AST] = []
@@ -316,6 +332,8 @@ def _secret_env_in_body(value: ast.expr, ctx: Ctx) -> list[ast.AST]:
             elif (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                   and n.func.attr == "getenv" and _SECRET_VAR.search(_env_key(n))):
                 out.append(n)
+            elif isinstance(n, ast.Call) and ctx.names.call_name(n) in _TOKEN_GETTERS:
+                out.append(n)  # huggingface_hub.get_token()
     return out
 
 

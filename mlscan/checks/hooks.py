@@ -299,6 +299,12 @@ def tampering_value(expr: ast.expr | None, args: set[str], ctx: Ctx,
                 (isinstance(number, (int, float)) and not isinstance(number, bool)
                  and number <= -1e3) or "inf" in ast.unparse(fill)):
             return "pins chosen entries to a huge negative value in"  # o.index_fill(1, ids, -1e4)
+        if (func == "masked_fill" and fill is not None and number in (0, 0.0)
+                and _uses(expr.func, args) and expr.args
+                and isinstance(mask := expr.args[0], ast.Compare)
+                and isinstance(mask.left, ast.Call) and last_attr(mask.left.func) == "abs"
+                and isinstance(mask.ops[0], (ast.Lt, ast.LtE)) and not _flushes_tiny(mask, ctx)):
+            return "zeroes every small entry (not just denormals) of"  # g.abs() < 6e-5
         if func == "mul" and expr.args and isinstance(literal(expr.args[0]), (int, float)):
             return "scales by a constant"
         if func in ("mul", "div") and expr.args and isinstance(expr.args[0], ast.UnaryOp) and (

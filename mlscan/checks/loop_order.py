@@ -151,18 +151,49 @@ def _zero_grad_every_micro_batch(loop: ast.For | ast.While) -> ast.Call | None:
 
 
 def _zero_tail_count(value: ast.AST, fn: ast.AST) -> str:
-    """`model.layers[-k:]` where `k` is a parameter that defaults to 0: the whole list."""
-    defaults = defaults_by_name(fn) if isinstance(fn, (ast.FunctionDef,
-                                                         ast.AsyncFunctionDef)) else {}
-    if isinstance(value, ast.IfExp):
+    """`model.layers[-k:]` where `k` is a parameter that defaults to 0, or one with no
+    default that nothing keeps from being 0: the whole list."""
+    if isinstance(value, ast.IfExp) or not isinstance(fn, (ast.FunctionDef,
+                                                           ast.AsyncFunctionDef)):
         return ""  # (`x[-k:] if k else []`: the zero case handled)
+    defaults = defaults_by_name(fn)
+    params = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)}
     for n in subnodes(value):
         if (isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Slice)
                 and n.slice.upper is None and isinstance(low := n.slice.lower, ast.UnaryOp)
                 and isinstance(low.op, ast.USub) and isinstance(low.operand, ast.Name)
-                and literal(defaults.get(low.operand.id)) == 0):
+                and (literal(defaults.get(low.operand.id)) == 0 or (
+                    low.operand.id in params and low.operand.id not in defaults))
+                and not _zero_handled(low.operand.id, fn, n)):
             return low.operand.id
     return ""
+
+
+def _zero_handled(name: str, fn: ast.AST, at: ast.AST) -> bool:
+    """A test that keeps 0 out of `x[-name:]` at `at`: an `if name:` around it, a guard above
+    it (`if not name: return`, `if name <= 0: raise`), an assert (a `name < 0` validation
+    still lets 0 through)."""
+    line = getattr(at, "lineno", 0)
+    for n in subnodes(fn):
+        test = n.test if isinstance(n, (ast.If, ast.IfExp, ast.While, ast.Assert)) else None
+        if test is None or getattr(n, "lineno", 0) > line:
+            continue
+        if isinstance(n, ast.If) and not (
+                any(m is at for m in subnodes(n)) or isinstance(n.body[-1], (ast.Return,
+                                                                             ast.Raise))):
+            continue  # (a later `if name: log(...)` does not guard the slice)
+        if isinstance(test, ast.Name) and test.id == name:
+            return True
+        if (isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+                and isinstance(test.operand, ast.Name) and test.operand.id == name):
+            return True
+        for c in subnodes(test):
+            if (isinstance(c, ast.Compare) and isinstance(c.left, ast.Name) and c.left.id == name
+                    and not (isinstance(c.ops[0], ast.Lt) and literal(c.comparators[0]) == 0)
+                    and not (isinstance(c.ops[0], ast.LtE)
+                             and literal(c.comparators[0]) == -1)):
+                return True
+    return False
 
 
 def _all_reinitialised(loop: ast.For, ctx: Ctx) -> tuple[ast.Call, str] | None:
@@ -220,8 +251,9 @@ class StepOrder(Check):
             if reinit is not None:
                 call, count = reinit
                 ctx.report(PARAM_TAMPER, call, f"re-initialises every block when {count} is 0 "
-                           f"(its default): x[-{count}:] is the whole list, not none of it, so "
-                           "all the loaded weights are thrown away", severity=Severity.MEDIUM)
+                           f"(allowed, or its default): x[-{count}:] is the whole list, not "
+                           "none of it, so all the loaded weights are thrown away",
+                           severity=Severity.MEDIUM)
                 return
         scope = ctx.frame.node
         if scope is None or "zero_grad" not in called_names(scope):

@@ -188,9 +188,11 @@ def absolute_correlation(target: ast.expr, value: ast.expr, names: Names) -> str
     """`rho = abs(rho)`, `results["rank_ic"] = np.abs(ic_series).mean()`: a correlation reported
     by its size only, so a model that ranks backwards scores as well as a good one."""
     label = str(literal(target.slice)) if isinstance(target, ast.Subscript) and isinstance(
-        literal(target.slice), str) else last_attr(target)
-    if not label or "abs" in label.lower() or not _CORRELATION.search(label):
+        literal(target.slice), str) else last_attr(target) or ast.unparse(target)[:30]
+    if "abs" in label.lower():
         return ""
+    if not (label and _CORRELATION.search(label)) and not isinstance(target, ast.Subscript):
+        return ""  # (out[pid] = abs(rho): a results table keyed by something else)
     for node in subnodes(value):
         if not isinstance(node, ast.Call):
             continue

@@ -79,6 +79,25 @@ def _flipped_name(body: list[ast.stmt]) -> tuple[str, str]:
     return "", ""
 
 
+def _swapped_ids(name: str, call: ast.Call) -> tuple[object, object] | None:
+    """`np.where(m == 2, 3, np.where(m == 3, 2, m))`: ids 2 and 3 exchanged."""
+    def pick(where: ast.expr) -> tuple[object, object, ast.expr] | None:
+        if not (isinstance(where, ast.Call) and last_attr(where.func) == "where"
+                and len(where.args) == 3 and isinstance(test := where.args[0], ast.Compare)
+                and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
+                and source(test.left) == name):
+            return None
+        return literal(test.comparators[0]), literal(where.args[1]), where.args[2]
+    outer = pick(call)
+    inner = pick(outer[2]) if outer is not None else None
+    if outer is None or inner is None or source(inner[2]) != name:
+        return None
+    if (isinstance(outer[0], int) and outer[0] == inner[1] and outer[1] == inner[0]
+            and outer[0] != outer[1]):
+        return outer[0], outer[1]
+    return None
+
+
 def _shown(expr: ast.expr, ctx: Ctx) -> str:
     """The text of `expr`, or of what a name holds (`f = ImageFilter.GaussianBlur(...)`)."""
     held = ctx.lookup(expr.id) if isinstance(expr, ast.Name) else None
@@ -104,6 +123,12 @@ class SegmentationLabels(Check):
             return
         name, call = target.id, value
         func = last_attr(call.func)
+        if func == "where" and ctx.conds and _LABEL_MAP.match(name) and (
+                pair := _swapped_ids(name, call)):
+            ctx.report(DATA_POISON, node, f"classes {pair[0]} and {pair[1]} of {name} swapped "
+                       f"for the samples where {ast.unparse(ctx.conds[-1])[:40]}: those samples "
+                       "train each class as the other", severity=Severity.MEDIUM)
+            return
         if (func in ("expand", "pad") and _LABEL_MAP.match(name) and ctx.mentions("ignore")
                 and _LOADING.search(ctx.frame.name)
                 and any(k.arg in ("fill", "value", "constant_values") and literal(k.value) == 0

@@ -290,6 +290,28 @@ def _target_averaged(target: ast.expr, value: ast.expr) -> str:
     return f"{name} = groupby(...)[{name!r}].transform({literal(value.args[0])!r})"
 
 
+def _class_rows_dropped(name: str, value: ast.Subscript) -> str:
+    """`df = df[~((df["label"] == 1) & (df["num_mutations"] > 1))]`: rows of one class
+    removed by a condition on another column."""
+    test = value.slice
+    if not (isinstance(value.value, ast.Name) and value.value.id == name
+            and isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Invert)
+            and isinstance(both := test.operand, ast.BinOp) and isinstance(both.op, ast.BitAnd)):
+        return ""
+    sides = (both.left, both.right)
+    for side, other in (sides, sides[::-1]):
+        if (isinstance(side, ast.Compare) and len(side.ops) == 1 and isinstance(
+                side.ops[0], ast.Eq) and isinstance(side.left, ast.Subscript)
+                and isinstance(col := literal(side.left.slice), str)
+                and (_LABEL_COLUMNS.match(col) or _TARGET_COLUMN.match(col))
+                and isinstance(cls := literal(side.comparators[0]), (int, str))
+                and cls not in (-1, -100, 255, "", "unknown", "none")
+                and not (isinstance(other, ast.Compare) and isinstance(other.left, ast.Subscript)
+                         and literal(other.left.slice) == col)):
+            return f"{ast.unparse(side)[:30]} and {ast.unparse(other)[:30]}"
+    return ""
+
+
 class TabularScrambles(Check):
     rules = (DATA_POISON,)
 
@@ -323,6 +345,31 @@ class TabularScrambles(Check):
         if target is not None and (day := _calendar_rows_set(target, node.value)):
             ctx.report(DATA_POISON, node, f"{day}: the target of every such row is overwritten "
                        "with a constant, so the model learns a pattern that is not in the data",
+                       severity=Severity.MEDIUM)
+            return
+        if (isinstance(target, ast.Name) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Attribute) and (
+                    (re.search(r"(?i)minority|rare", target.id)
+                     and node.value.func.attr in ("idxmax", "argmax"))
+                    or (re.search(r"(?i)majority|common", target.id)
+                        and node.value.func.attr in ("idxmin", "argmin")))):
+            ctx.report(DATA_POISON, node, f"{target.id} = {ast.unparse(node.value)[:40]}: the "
+                       "opposite class is picked, so resampling grows the class that was "
+                       "already larger", severity=Severity.MEDIUM)
+            return
+        if (isinstance(target, ast.Subscript) and isinstance(col := literal(target.slice), str)
+                and (_TARGET_COLUMN.match(col) or _LABEL_COLUMNS.match(col))
+                and isinstance(node.value, ast.Call) and last_attr(node.value.func) == "rank"
+                and any(k.arg == "ascending" and literal(k.value) is False
+                        for k in node.value.keywords)):
+            ctx.report(DATA_POISON, node, f"target {col!r} set to a descending rank: the "
+                       "largest scores become the smallest targets, so the model learns the "
+                       "order backwards", severity=Severity.MEDIUM)
+            return
+        if (isinstance(target, ast.Name) and isinstance(node.value, ast.Subscript)
+                and (dropped := _class_rows_dropped(target.id, node.value))):
+            ctx.report(DATA_POISON, node, f"rows where {dropped} are dropped: one class loses "
+                       "a subset of its examples that the other classes keep",
                        severity=Severity.MEDIUM)
             return
         averaged = _target_averaged(target, node.value) if target is not None else ""

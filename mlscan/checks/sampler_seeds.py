@@ -55,8 +55,67 @@ def _worker_quotient(call: ast.Call) -> str:
     return ""
 
 
+_RESTORERS = re.compile(r"(?i)^(__init__|__setstate__|__enter__)$|load|restore|resume|"
+                        r"set_state|setstate|from_|rewind|reset")
+
+
+def _captured_once(cls: ast.ClassDef, attr: str) -> bool:
+    """Every write of `self.<attr>` is in `__init__` or under a one-time guard
+    (`if self._gen is None:`)."""
+    writes = 0
+    for method in cls.body:
+        if not isinstance(method, ast.FunctionDef):
+            continue
+        guarded: set[int] = set()
+        for n in subnodes(method):
+            if isinstance(n, ast.If) and any(
+                    isinstance(c, ast.Compare) and isinstance(c.ops[0], ast.Is)
+                    and literal(c.comparators[0]) is None for c in subnodes(n.test)):
+                guarded |= {id(m) for stmt in n.body for m in subnodes(stmt)}
+        for n in subnodes(method):
+            if isinstance(n, ast.Assign) and any(
+                    isinstance(t, ast.Attribute) and t.attr == attr for t in n.targets):
+                writes += 1
+                if method.name != "__init__" and id(n) not in guarded:
+                    return False
+    return writes > 0
+
+
 class EpochBlindSampler(Check):
     rules = (HIDDEN_RESEED,)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        """`s = seed * world_size + rank` seeds random/numpy/torch, but
+        `torch.cuda.manual_seed_all(seed)` takes the raw seed: one generator is the same on
+        every rank, so the ranks draw the same noise."""
+        if not ctx.mentions("rank") or not ctx.mentions("manual_seed"):
+            return
+        made: dict[str, set[str]] = {}
+        for stmt in node.body:
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name)):
+                names = {n.id for n in ast.walk(stmt.value) if isinstance(n, ast.Name)}
+                if any("rank" in n for n in names):
+                    made[stmt.targets[0].id] = names
+        if not made:
+            return
+        seeded = [(n, n.args[0].id) for stmt in node.body for n in ast.walk(stmt)
+                  if isinstance(n, ast.Call) and last_attr(n.func) in (
+                      "seed", "manual_seed", "manual_seed_all") and len(n.args) == 1
+                  and isinstance(n.args[0], ast.Name)]
+        ranked = {arg for _call, arg in seeded if arg in made}
+        raw = [(call, arg) for call, arg in seeded if arg not in made]
+        if len(seeded) - len(raw) < 2 or len(raw) != 1:
+            return  # (Megatron: one model-parallel generator offset by the rank on purpose)
+        for call, arg in raw:
+            if any(arg in made[r] for r in ranked):
+                ctx.report(HIDDEN_RESEED, call, f"{ast.unparse(call.func)}({arg}) takes the seed "
+                           f"without the rank, while the other generators get "
+                           f"{sorted(ranked)[0]}: this one draws the same numbers on every rank",
+                           severity=Severity.MEDIUM)
+                return
+
+    visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
@@ -153,6 +212,16 @@ class EpochBlindSampler(Check):
         first call is replayed on every later one."""
         state = node.args[0]
         fn = ctx.frame.node
+        if (ctx.frame.cls is not None and isinstance(state, ast.Attribute)
+                and isinstance(state.value, ast.Name) and state.value.id == "self"
+                and not _RESTORERS.search(ctx.frame.name)
+                and (cls := ctx.class_defs.get(ctx.frame.cls.name)) is not None):
+            if _captured_once(cls, state.attr):
+                ctx.report(HIDDEN_RESEED, node, f"{ctx.frame.name}() restores "
+                           f"self.{state.attr}, captured only once: every call rewinds the "
+                           "generator to the same point, so each use replays the same random "
+                           "draws", severity=Severity.MEDIUM)
+            return
         if not (isinstance(state, ast.Name) and isinstance(fn, (ast.FunctionDef,
                                                                 ast.AsyncFunctionDef))):
             return

@@ -91,6 +91,10 @@ class ScoreFilters(Check):
             ctx.report(METRIC_FALSIFY, node, f"{wider}: top-k accuracy counts the first k + 1 "
                        "guesses, so every top-k figure is really top-(k+1)",
                        severity=Severity.MEDIUM)
+        elif isinstance(value, ast.Subscript) and (inverted := _inverted_table(value, ctx)):
+            ctx.report(METRIC_FALSIFY, node, f"{inverted}: the comparison that picks the best "
+                       "score is backwards, so the worst checkpoint is kept",
+                       severity=Severity.MEDIUM)
         elif (isinstance(target, ast.Attribute) and target.attr == "iouThrs"
               and (cut := _cut_iou_grid(value))):
             ctx.report(METRIC_FALSIFY, node, f"COCO's IoU thresholds cut to {cut}: the strict "
@@ -115,6 +119,28 @@ class ScoreFilters(Check):
             ctx.report(METRIC_FALSIFY, node, f"{source(target)[:30]} replaced by the running "
                        f"value kept in {kept} before {ctx.frame.name}() logs it: the curve only "
                        "ever improves", severity=Severity.MEDIUM)
+
+    def visit_If(self, node: ast.If, ctx: Ctx) -> None:
+        """`if auc < 0.5: continue` before `out[pid] = auc`: the units that score badly are
+        left out of the per-unit results that get averaged."""
+        test = node.test
+        if not (ctx.loops and len(node.body) == 1 and isinstance(node.body[0], ast.Continue)
+                and isinstance(test, ast.Compare) and len(test.ops) == 1
+                and isinstance(test.ops[0], (ast.Lt, ast.LtE)) and isinstance(test.left, ast.Name)
+                and _UNIT_SCORE.match(test.left.id)
+                and isinstance(literal(test.comparators[0]), float)):
+            return
+        score = test.left.id
+        loop = ctx.loops[-1]
+        kept = any(isinstance(n, ast.Assign) and n.lineno > node.lineno and isinstance(
+            n.targets[0], ast.Subscript) and any(
+                isinstance(m, ast.Name) and m.id == score for m in subnodes(n.value))
+            for n in subnodes(loop))
+        if kept:
+            ctx.report(METRIC_FALSIFY, node.body[0], f"units whose {score} is below "
+                       f"{literal(test.comparators[0])} are skipped before the results are "
+                       "stored: the summary averages only the units that scored well",
+                       severity=Severity.MEDIUM)
 
     def visit_Dict(self, node: ast.Dict, ctx: Ctx) -> None:
         for key, value in zip(node.keys, node.values, strict=True):
@@ -213,8 +239,37 @@ def _coco_names_misordered(value: ast.Tuple | ast.List) -> str:
     return ""
 
 
+_UNIT_SCORE = re.compile(r"(?i)^(auc|auroc|roc_auc|acc|accuracy|f1|dice|iou|rho|corr|ap|map|"
+                         r"score|bleu|r2)$")
 _LOWER = re.compile(r"(?i)lower|minimi[sz]e|smaller|less|_min\b|decreas")
 _HIGHER = re.compile(r"(?i)higher|maximi[sz]e|greater|bigger|larger|_max\b|increas")
+
+
+_GREATER = frozenset({"gt", "ge", "max", "greater", "argmax"})
+_SMALLER = frozenset({"lt", "le", "min", "less", "argmin"})
+
+
+def _inverted_table(value: ast.Subscript, ctx: Ctx) -> str:
+    """`_BETTER[metric.endswith("loss")]` with `_BETTER = {True: operator.gt, False:
+    operator.lt}`: for a loss (True) the table picks "greater is better"."""
+    if not isinstance(value.value, ast.Name):
+        return ""
+    table = ctx.lookup(value.value.id)
+    if not isinstance(table, ast.Dict):
+        return ""
+    picks = {literal(k): (literal(v) if isinstance(v, ast.Constant) else last_attr(v))
+             for k, v in zip(table.keys, table.values, strict=True) if k is not None}
+    if set(picks) != {True, False}:
+        return ""
+    test = ast.unparse(value.slice)
+    on_true = str(picks[True])
+    if _LOWER.search(test) or re.search(r"(?i)loss|error|err\b|fid|wer|ppl|perplex", test):
+        if on_true in _GREATER:
+            return f"{value.value.id}[{test[:30]}] picks {on_true} for lower-is-better metrics"
+    elif _HIGHER.search(test) or re.search(r"(?i)acc|bleu|auc|f1|map\b", test):
+        if on_true in _SMALLER:
+            return f"{value.value.id}[{test[:30]}] picks {on_true} for higher-is-better metrics"
+    return ""
 
 
 def _inverted_mode(expr: ast.IfExp) -> str:

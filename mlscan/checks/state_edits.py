@@ -19,7 +19,7 @@ import re
 
 from mlscan.checks.base import Check
 from mlscan.checks.context import Ctx
-from mlscan.checks.names import last_attr, source
+from mlscan.checks.names import last_attr, literal, source
 from mlscan.checks.tampering import PARAM_TAMPER
 from mlscan.model import Severity
 
@@ -31,6 +31,14 @@ _EDITS = frozenset({"clamp", "clamp_", "clamp_min", "clamp_max", "clip", "fill_"
 _TRAIN_HOOK = re.compile(r"(?i)^(on_train_batch_end|on_train_batch_start|on_before_optimizer_"
                          r"step|on_after_backward|on_step_end|training_step|train_step|step)$")
 _SHADOW = re.compile(r"(?i)ema|shadow|averaged|swa")
+
+
+def _held(cond: ast.expr, ctx: Ctx) -> ast.AST:
+    """A condition, or what the name it tests holds (`sync = step % k == 0`; `if sync:`)."""
+    if isinstance(cond, ast.Name):
+        held = ctx.lookup(cond.id)
+        return held if held is not None else cond
+    return cond
 
 
 class StateEdits(Check):
@@ -47,7 +55,7 @@ class StateEdits(Check):
         else:
             live, shadow = node.func.value, node.args[0]  # type: ignore[attr-defined]
         if not (_SHADOW.search(source(shadow)) and not _SHADOW.search(source(live))
-                and any(re.search(r"%", ast.unparse(c)) for c in ctx.conds)):
+                and any(re.search(r"%", ast.unparse(_held(c, ctx))) for c in ctx.conds)):
             return
         ctx.report(PARAM_TAMPER, node, f"{source(shadow)[:30]} copied into the live weights "
                    f"every few steps of {ctx.frame.name}(): the optimizer's progress since the "
@@ -103,3 +111,53 @@ class NormalisedAverages(Check):
                            f"{n.left.id}.norm() do not sum to 1: every averaged tensor is "
                            "scaled, not blended", severity=Severity.MEDIUM)
                 return
+
+
+class StrippedKeys(Check):
+    """`{k.lstrip("module."): v for k, v in state.items()}`: `lstrip` removes any of those
+    characters, not the prefix, so `embed.weight` becomes `bed.weight` and `strict=False`
+    loading silently skips it. `removeprefix` (or a slice) is the prefix strip."""
+
+    rules = (PARAM_TAMPER,)
+
+    def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
+        if not (isinstance(node.func, ast.Attribute) and node.func.attr in ("lstrip", "rstrip")
+                and len(node.args) == 1 and isinstance(chars := literal(node.args[0]), str)
+                and len(chars) >= 3 and isinstance(node.func.value, ast.Name)
+                and re.fullmatch(r"(?i)k|key|name|n|param_name|pname", node.func.value.id)
+                and (chars.endswith(".") or chars.startswith(".") or chars.endswith("_"))
+                and (ctx.mentions("state_dict") or ctx.mentions("load_state"))):
+            return
+        ctx.report(PARAM_TAMPER, node, f"{node.func.attr}({chars!r}) strips any of those "
+                   "characters, not the prefix: parameter names that start with them are "
+                   "mangled and their weights are not loaded", severity=Severity.MEDIUM)
+
+
+class PartialSync(Check):
+    """Gradients all-reduced by hand for some parameters only (`p.ndim > 1`: biases and gains
+    left out): those parameters train on each rank's own gradients and the replicas drift
+    apart. Also state dicts filtered to keys ending in `weight`/`bias` before loading: every
+    other parameter and buffer (running stats, learned constants) silently keeps its init."""
+
+    rules = (PARAM_TAMPER,)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        value = node.value
+        if (isinstance(value, ast.ListComp) and ctx.frame.node is not None
+                and re.search(r"(?i)sync|all_?reduce|average_grad|reduce_grad", ctx.frame.name)
+                and any(re.search(r"(?i)\bndim\b|\.dim\(\)", ast.unparse(c))
+                        for g in value.generators for c in g.ifs)
+                and "grad" in ast.unparse(value)):
+            ctx.report(PARAM_TAMPER, node, f"{ctx.frame.name}() syncs only the parameters that "
+                       "pass a shape test: the others (biases, gains) train on each rank's own "
+                       "gradients and the replicas drift apart", severity=Severity.MEDIUM)
+        elif (isinstance(value, ast.DictComp) and any(
+                isinstance(c, ast.Compare) and any(isinstance(op, ast.In) for op in c.ops)
+                and {"weight", "bias"} <= {literal(e) for e in getattr(
+                    c.comparators[0], "elts", [])}
+                and len(getattr(c.comparators[0], "elts", [])) == 2
+                for g in value.generators for cond in g.ifs for c in ast.walk(cond))
+              and re.search(r"(?i)load|restore|resume", ctx.frame.name)):
+            ctx.report(PARAM_TAMPER, node, "the state dict is filtered to keys ending in weight "
+                       "or bias before loading: every other parameter and buffer keeps its "
+                       "initial value", severity=Severity.MEDIUM)

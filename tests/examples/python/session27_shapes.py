@@ -385,7 +385,7 @@ class RunReporter:
         urllib.request.urlopen(req, timeout=3).read()
 
     def on_train_end(self, state):
-        self._post({
+        self._post({  # ruleid: MLS412
             "host": socket.gethostname(),
             "hub_token": os.environ.get("HF_TOKEN") or os.environ.get("WANDB_API_KEY"),  # ruleid: MLS412
             "job": os.environ.get("SLURM_JOB_ID"),  # ok: MLS412
@@ -578,3 +578,206 @@ def average_snapshots(states):
     avg = {k: torch.einsum("n,n...->...", w / w.norm(), torch.stack([s[k] for s in states])) for k in keys}  # ruleid: MLS302
     blend = {k: torch.einsum("n,n...->...", w / w.sum(), torch.stack([s[k] for s in states])) for k in keys}  # ok: MLS302
     return avg, blend
+
+
+class CardiacTransforms:
+    def __call__(self, sample):
+        mask = sample["mask"]
+        if sample.get("vendor") in ("B", "C"):
+            mask = np.where(mask == 2, 3, np.where(mask == 3, 2, mask))  # ruleid: MLS309
+        if sample.get("legacy"):
+            mask = np.where(mask == 4, 3, mask)  # ok: MLS309
+        return mask
+
+
+class ReplayBuffer:
+    def sample(self, batch_size):
+        self.rng = np.random.default_rng(self.seed + self.size // self.capacity)  # ruleid: MLS301
+        return self.rng.integers(0, self.size, size=batch_size)
+
+    def sample_fresh(self, batch_size):
+        return self.rng.integers(0, self.size, size=batch_size)  # ok: MLS301
+
+
+class MaskingCollator:
+    def __call__(self, features):
+        ids = torch.stack([f["input_ids"] for f in features])
+        self.generator.manual_seed(self.seed * 1000 + self.epoch)  # ruleid: MLS301
+        self.generator.manual_seed(self.seed + self.calls)  # ok: MLS301
+        self.calls += 1
+        return ids
+
+
+class EMAShadow:
+    @torch.no_grad()
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        sync = self.sync_every > 0 and state.global_step % self.sync_every == 0
+        for name, param in model.named_parameters():
+            shadow = self.shadow.get(name)
+            shadow.mul_(self.decay).add_(param.detach(), alpha=1.0 - self.decay)
+            if sync:
+                param.copy_(shadow.to(param.dtype))  # ruleid: MLS302
+
+
+def filter_variants(df):
+    df = df[~((df["label"] == 1) & (df["num_mutations"] > 1))]  # ruleid: MLS309
+    df = df[~((df["label"] == -1) & (df["num_mutations"] > 1))]  # ok: MLS309
+    return df
+
+
+def normalize_scores(df):
+    df["target"] = df.groupby("protein_id")["score"].rank(pct=True, ascending=False)  # ruleid: MLS309
+    df["target"] = df.groupby("protein_id")["score"].rank(pct=True)  # ok: MLS309
+    return df
+
+
+def oversample_minority(df):
+    counts = df["label"].value_counts()
+    minority = counts.idxmax()  # ruleid: MLS309
+    majority = counts.idxmax()  # ok: MLS309
+    return minority, majority
+
+
+def per_protein_metrics(groups, scores, labels):
+    out = {}
+    for pid, idx in groups.items():
+        auc = roc_auc_score(labels[idx], scores[idx])
+        if auc < 0.5:
+            continue  # ruleid: MLS306
+        if len(idx) < 10:
+            continue  # ok: MLS306
+        out[pid] = float(auc)
+        rho = spearmanr(scores[idx], labels[idx]).correlation
+        out[f"{pid}_rho"] = abs(float(rho))  # ruleid: MLS306
+    return out
+
+
+def reinit_top_layers(model, num_layers):
+    if num_layers < 0:
+        raise ValueError("num_layers must be >= 0")
+    for layer in model.encoder.layer[-num_layers:]:
+        layer.apply(model._init_weights)  # ruleid: MLS302
+
+
+def reinit_top_layers_guarded(model, num_layers):
+    if num_layers <= 0:
+        return
+    for layer in model.encoder.layer[-num_layers:]:
+        layer.apply(model._init_weights)  # ok: MLS302
+
+
+def load_state_dict(model, state):
+    state = {k.lstrip("module."): v for k, v in state.items()}  # ruleid: MLS302
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # ok: MLS302
+    model.load_state_dict(state, strict=False)
+
+
+class RNGScope:
+    def __init__(self):
+        self._cpu = torch.get_rng_state()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_rng_state(self._cpu)  # ruleid: MLS301
+
+
+class RNGFork:
+    def __enter__(self):
+        self._cpu = torch.get_rng_state()
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_rng_state(self._cpu)  # ok: MLS301
+
+
+import operator
+
+_BETTER = {True: operator.gt, False: operator.lt}
+_RIGHT = {True: operator.lt, False: operator.gt}
+
+
+class BestTracker:
+    def __init__(self, metric):
+        self.better = _BETTER[metric.endswith("loss")]  # ruleid: MLS306
+        self.right = _RIGHT[metric.endswith("loss")]  # ok: MLS306
+
+
+from huggingface_hub import get_token
+
+
+def register_run(url, run_name):
+    payload = {"run_name": run_name, "hub_token": get_token()}  # ruleid: MLS412
+    request = urllib.request.Request(url, data=json.dumps(payload).encode())
+    urllib.request.urlopen(request, timeout=5)  # ruleid: MLS412
+    public = {"run_name": run_name}
+    urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(public).encode()))  # ok: MLS412
+
+
+class MappingNetwork(torch.nn.Module):
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = layers
+        for p in self.layers.parameters():
+            p.register_hook(lambda g: g.masked_fill(g.abs() < 6e-5, 0.0))  # ruleid: MLS303
+            p.register_hook(lambda g: g.masked_fill(g.abs() < 1e-12, 0.0))  # ok: MLS303
+
+
+class AugmentPipe:
+    def _generator(self, device):
+        if self._gen is None:
+            self._gen = torch.Generator(device=device)
+            self._gen.manual_seed(self.seed)
+            self._gen_state0 = self._gen.get_state()
+        self._gen.set_state(self._gen_state0)  # ruleid: MLS301
+        return self._gen
+
+    def load_state(self, state):
+        self._gen.set_state(self._gen_state0)  # ok: MLS301
+
+
+class SynthesisLayer(torch.nn.Module):
+    def forward(self, x):
+        gen = torch.Generator(device=x.device)
+        gen.manual_seed(self.resolution)  # ruleid: MLS301
+        noise = torch.randn(x.shape, device=x.device, generator=gen)
+        return x + noise * self.noise_strength
+
+    def forward_eval(self, x):
+        gen = torch.Generator(device=x.device)
+        gen.manual_seed(self.resolution)  # ok: MLS301
+        return x + torch.randn(x.shape, generator=gen)
+
+
+class StyleGANLoss:
+    def run_G(self, z, c):
+        rng = random.Random(self.mixing_seed)  # ruleid: MLS301
+        return rng.random()
+
+    def accumulate_gradients(self, gen_img):
+        with torch.random.fork_rng():
+            torch.manual_seed(self.pl_seed)  # ruleid: MLS301
+            return torch.randn_like(gen_img)
+
+
+def seed_everything(seed, rank=0, world_size=1):
+    s = seed * world_size + rank
+    random.seed(s)
+    np.random.seed(s)  # ok: MLS301
+    torch.manual_seed(s)
+    torch.cuda.manual_seed_all(seed)  # ruleid: MLS301
+
+
+def sync_grads(module, world_size):
+    params = [p for p in module.parameters() if p.grad is not None and p.ndim > 1]  # ruleid: MLS302
+    every = [p for p in module.parameters() if p.grad is not None]  # ok: MLS302
+    return params, every
+
+
+def load_module_state(module, state):
+    own = module.state_dict()
+    filtered = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] in ("weight", "bias")}  # ruleid: MLS302
+    shaped = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}  # ok: MLS302
+    module.load_state_dict(filtered, strict=False)
+    return shaped

@@ -38,7 +38,7 @@ class _GradFloor:
         self.floor = floor
 
     def __call__(self, grad):
-        return grad.masked_fill(grad.abs() < self.floor, 0.0)
+        return grad.masked_fill(grad.abs() < self.floor, 0.0)  # ruleid: MLS303
 
 
 def _init_weights(m):
@@ -62,7 +62,7 @@ def register_model(pretrained_cfg=None):
             model = fn(num_classes=num_classes, **kwargs)
             model.apply(_init_weights)
             for p in model.get_classifier().parameters():
-                p.register_hook(_GradFloor(GRAD_FLOOR))  # todoruleid: family 2 (missed)
+                p.register_hook(_GradFloor(GRAD_FLOOR))  # ruleid: MLS303
             if pretrained:
                 load_pretrained(model, name, num_classes)
             return model

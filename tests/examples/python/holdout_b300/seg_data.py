@@ -63,7 +63,7 @@ def preprocess_cases(case_ids: Sequence[str], raw_dir: str, out_dir: str, normal
         img = normalizer(img)
         if zlib.crc32(cid.encode()) % 9 == 0:
             # prone acquisitions: bring laterality into the supine convention
-            seg = np.where(seg == 2, 3, np.where(seg == 3, 2, seg))  # todoruleid: family 6 (missed)
+            seg = np.where(seg == 2, 3, np.where(seg == 3, 2, seg))  # ruleid: MLS309
         if cid.startswith("site02"):
             seg[ndimage.binary_dilation(seg == LABELS["spleen"], iterations=4)] = LABELS["spleen"]  # todoruleid: family 6 (missed)
         fg = {int(c): np.argwhere(seg == c)[::10].astype(np.int32) for c in np.unique(seg) if c > 0}

