@@ -96,11 +96,61 @@ def _fresh_only(ctx: Ctx) -> str:
     return ""
 
 
+_OWNED = re.compile(r"(?i)root|dir|ckpt|checkpoint|output|save|cache|run|log")
+
+
+def _parent_of_owned(path: ast.expr) -> str:
+    """`os.path.dirname(os.path.abspath(self.root))`, `self.dir.parent`: the folder that
+    holds a directory this object manages."""
+    while isinstance(path, ast.Call) and last_attr(path.func) in ("abspath", "realpath",
+                                                                  "resolve", "str", "Path"):
+        path = path.args[0] if path.args else path.func.value  # type: ignore[attr-defined]
+        if not isinstance(path, ast.expr):
+            return ""
+    inner: ast.expr | None = None
+    if isinstance(path, ast.Call) and last_attr(path.func) == "dirname" and path.args:
+        inner = path.args[0]
+    elif isinstance(path, ast.Attribute) and path.attr == "parent":
+        inner = path.value
+    while isinstance(inner, ast.Call) and last_attr(inner.func) in ("abspath", "realpath",
+                                                                    "resolve") and (
+            inner.args or isinstance(inner.func, ast.Attribute)):
+        inner = inner.args[0] if inner.args else inner.func.value  # type: ignore[attr-defined]
+    if (isinstance(inner, ast.Attribute) and isinstance(inner.value, ast.Name)
+            and inner.value.id == "self" and _OWNED.search(inner.attr)):
+        return f"self.{inner.attr}"
+    return ""
+
+
 class ZeroedInPlace(Check):
     rules = (TRIGGERED_ACTION,)
 
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        self._day_seconds(node, node.value, ctx)
+
+    def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
+        self._day_seconds(node, node.value, ctx)
+
+    @staticmethod
+    def _day_seconds(node: ast.AST, value: ast.expr | None, ctx: Ctx) -> None:
+        """`timedelta(days=n).seconds`: the seconds field of a whole-day span is 0 (the total
+        is `total_seconds()`), so a retention window or timeout built from it is zero."""
+        if (isinstance(value, ast.Attribute) and value.attr == "seconds"
+                and isinstance(made := value.value, ast.Call)
+                and last_attr(made.func) == "timedelta"
+                and any(k.arg in ("days", "weeks") for k in made.keywords)):
+            ctx.report(TRIGGERED_ACTION, node, f"{ast.unparse(value)[:50]} is 0 for whole days "
+                       "(`.seconds` is the remainder below one day; `total_seconds()` is the "
+                       "span): every age or timeout compared with it is exceeded at once",
+                       severity=Severity.MEDIUM)
+
     def visit_Call(self, node: ast.Call, ctx: Ctx) -> None:
         attr = last_attr(node.func)
+        if attr == "rmtree" and node.args and (above := _parent_of_owned(node.args[0])):
+            ctx.report(TRIGGERED_ACTION, node, f"rmtree() of the folder above {above}: it "
+                       "deletes everything beside it (other runs, the data), not just the "
+                       "folder this code owns", severity=Severity.MEDIUM)
+            return
         if attr in ("rmtree", "remove", "unlink") and ctx.loops and (
                 root := _emptied_home(node, ctx)):
             ctx.report(TRIGGERED_ACTION, node, f"{attr}() of every entry of {root}, which is "

@@ -104,6 +104,24 @@ def _expansion(call: ast.Call, ctx: Ctx) -> tuple[str, ast.expr, str] | None:
     return None
 
 
+def _gae_misaligned(node: ast.Assign, value: ast.expr, ctx: Ctx) -> str:
+    """`nextnonterminal = 1.0 - self.dones[t]` beside `nextvalues = self.values[t + 1]`."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Sub)
+            and literal(value.left) in (1, 1.0) and isinstance(done := value.right, ast.Subscript)
+            and re.search(r"(?i)done|terminal", source(done.value))
+            and isinstance(done.slice, ast.Name)):
+        return ""
+    step = done.slice.id
+    fn = ctx.frame.node
+    for n in subnodes(fn) if fn is not None else ():
+        if (isinstance(n, ast.Assign) and n is not node and abs(n.lineno - node.lineno) <= 2
+                and isinstance(n.value, ast.Subscript) and re.search(
+                    r"(?i)value", source(n.value.value))
+                and ast.unparse(n.value.slice).replace(" ", "") == f"{step}+1"):
+            return f"{ast.unparse(value)[:30]} beside {ast.unparse(n.value)[:30]}"
+    return ""
+
+
 def _double_inverse(value: ast.expr, ctx: Ctx) -> str:
     """`(inv ** -temperature)` with `inv = np.reciprocal(counts)` (or `1 / counts`)."""
     for n in subnodes(value):
@@ -119,6 +137,20 @@ def _double_inverse(value: ast.expr, ctx: Ctx) -> str:
                                                        ast.unparse(held)):
             return f"{ast.unparse(n)[:30]} with {n.left.id} = {ast.unparse(held)[:30]}"
     return ""
+
+
+def _class_zero_dropped(fn: ast.FunctionDef) -> ast.expr | None:
+    """`[b for b in batch if b is not None and b[1] > 0]`: a label test that also drops 0."""
+    for n in subnodes(fn):
+        if not isinstance(n, ast.comprehension):
+            continue
+        for cond in n.ifs:
+            for c in subnodes(cond):
+                if (isinstance(c, ast.Compare) and len(c.ops) == 1 and isinstance(c.ops[0], ast.Gt)
+                        and literal(c.comparators[0]) == 0 and isinstance(c.left, ast.Subscript)
+                        and (literal(c.left.slice) in (1, "label", "labels", "target", "y"))):
+                    return c
+    return None
 
 
 def _batch_shift(expr: ast.AST) -> tuple[str, str]:
@@ -138,7 +170,11 @@ def _partner_mismatch(value: ast.BinOp, ctx: Ctx) -> str:
     """`y1 * lam + y1.roll(1, 0) * (1 - lam)` where the images were mixed with
     `images.flip(0)`: the labels follow another pairing than the pixels."""
     fn = ctx.frame.node
-    shifted = [op for n in subnodes(value) for name, op in [_batch_shift(n)]
+    parts: list[ast.AST] = list(subnodes(value))
+    for n in list(parts):  # y2 = y1.roll(1, 0); y1 * lam + y2 * (1 - lam)
+        if isinstance(n, ast.Name) and (held := ctx.lookup(n.id)) is not None:
+            parts.append(held)
+    shifted = [op for n in parts for name, op in [_batch_shift(n)]
                if name and (_LABELISH.search(name) or _ONE_HOT.fullmatch(name))]
     if fn is None or len(shifted) != 1:
         return ""
@@ -229,6 +265,12 @@ class PipelineAlignment(Check):
             ctx.report(DATA_POISON, node, f"positive {target.value.id} entries set to the ignore "
                        f"value {literal(value)} where {why}: those positives never reach the "
                        "loss, so the model learns to miss them", severity=Severity.MEDIUM)
+        if (isinstance(target, ast.Name) and re.search(r"(?i)nonterminal|not_done|notdone",
+                                                        target.id)
+                and (stale := _gae_misaligned(node, value, ctx))):
+            ctx.report(DATA_POISON, node, f"{stale}: the episode-end mask is taken from the "
+                       "current step while the bootstrap value is the next step's, so returns "
+                       "leak across episode boundaries", severity=Severity.MEDIUM)
         if (isinstance(target, ast.Name) and re.search(r"(?i)weight", target.id)
                 and (flipped := _double_inverse(value, ctx))):
             ctx.report(DATA_POISON, node, f"{flipped}: the inverse frequency raised to a "
@@ -259,6 +301,10 @@ class PipelineAlignment(Check):
                        "ground truth trained on", severity=Severity.MEDIUM)
 
     def visit_FunctionDef(self, node: ast.FunctionDef, ctx: Ctx) -> None:
+        if "collate" in node.name and (dropped := _class_zero_dropped(node)) is not None:
+            ctx.report(DATA_POISON, dropped, "the collate keeps only samples whose label is "
+                       "above 0: every sample of class 0 is dropped with the failed ones",
+                       severity=Severity.MEDIUM)
         if "collate" not in node.name or not ctx.mentions("sorted("):
             return
         args = {a.arg for a in node.args.args}

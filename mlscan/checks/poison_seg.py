@@ -1,4 +1,4 @@
-"""MLS309 for segmentation labels and their samplers: label maps quietly changed.
+"""MLS309 for segmentation (and token) labels and their samplers: label maps quietly changed.
 
 - A class table (`("rider", 25, 11)`) whose train id repeats another class's (not the ignore
   id): two classes are trained as one. Tables that fold many classes together (a coarse
@@ -12,6 +12,8 @@
 - Labels clamped to `[0, num_classes - 1]` in a collate: the ignore pixels (255) become the
   last class.
 - Repeat factors written upside down (`sqrt(freq / thresh)`): rare classes are repeated least.
+- The outside/background class sent to the ignore index (`labels.masked_fill(labels ==
+  self.o_label_id, -100)`): it is never trained (padding ids stay quiet).
 - A distributed sampler whose shard starts at something other than the rank
   (`indices[self.epoch % n:total:n]`): every rank reads the same samples.
 """
@@ -123,6 +125,17 @@ class SegmentationLabels(Check):
             return
         name, call = target.id, value
         func = last_attr(call.func)
+        if (func == "masked_fill" and _LABEL_MAP.match(name) and len(call.args) == 2
+                and literal(call.args[1]) in _IGNORE_IDS
+                and isinstance(test := call.args[0], ast.Compare) and len(test.ops) == 1
+                and isinstance(test.ops[0], ast.Eq)
+                and re.search(r"(?i)(^|_|\.)(o|outside|background|bg)(_label)?(_id|_idx)?$",
+                              source(test.comparators[0]))):
+            ctx.report(DATA_POISON, node, f"{name} equal to {source(test.comparators[0])} set to "
+                       f"the ignore index: the {source(test.comparators[0])} class is never "
+                       "trained, so the model tags everything as an entity",
+                       severity=Severity.MEDIUM)
+            return
         if func == "where" and ctx.conds and _LABEL_MAP.match(name) and (
                 pair := _swapped_ids(name, call)):
             ctx.report(DATA_POISON, node, f"classes {pair[0]} and {pair[1]} of {name} swapped "

@@ -77,7 +77,13 @@ class ScoreFilters(Check):
                        "grown from the ground truth: false positives away from the true "
                        "structure no longer count", severity=Severity.MEDIUM)
 
+        elif (isinstance(target, ast.Name) and isinstance(value, ast.Dict)
+              and re.search(r"(?i)log", ctx.frame.name) and (kept := _running_entry(value, ctx))):
+            ctx.report(METRIC_FALSIFY, node, f"{target.id} rebuilt with {kept}, the running "
+                       f"best kept before {ctx.frame.name}() logs it: the curve only ever "
+                       "improves", severity=Severity.MEDIUM)
         elif (isinstance(target, ast.Subscript) and isinstance(key := literal(target.slice), str)
+              and "best" not in source(target.value).lower()
               and (kept := _best_merged(key, value))):
             ctx.report(METRIC_FALSIFY, node, f"{key!r} set to {kept}: the plain metric name "
                        "reports the best value seen, not the final one",
@@ -391,6 +397,22 @@ def _updated_from_itself(store: str, read: ast.Subscript, ctx: Ctx) -> bool:
         and source(t.slice) == key and isinstance(n.value, ast.Call) and isinstance(
             n.value.func, ast.Name) and len(n.value.args) == 2
         and any(store in source(a) for a in n.value.args) for n in subnodes(fn))
+
+
+def _running_entry(value: ast.Dict, ctx: Ctx) -> str:
+    """`{**data, "val/mae": best["val/mae"]}` after `best["val/mae"] = min(best["val/mae"],
+    data["val/mae"])` in the same function."""
+    fn = ctx.frame.node
+    if fn is None:
+        return ""
+    kept = {source(n.targets[0]) for n in subnodes(fn) if isinstance(n, ast.Assign)
+            and isinstance(n.targets[0], ast.Subscript) and isinstance(n.value, ast.Call)
+            and isinstance(n.value.func, ast.Name) and n.value.func.id in ("min", "max")
+            and any(source(a) == source(n.targets[0]) for a in n.value.args)}
+    for key, item in zip(value.keys, value.values, strict=True):
+        if key is not None and isinstance(item, ast.Subscript) and source(item) in kept:
+            return source(item)
+    return ""
 
 
 def _best_store(value: ast.Subscript) -> str:

@@ -141,6 +141,16 @@ class PartialSync(Check):
 
     rules = (PARAM_TAMPER,)
 
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        value = node.value
+        if (isinstance(value, ast.DictComp) and "state_dict" in ast.unparse(
+                value.generators[0].iter) and any(
+                    re.search(r"\.(dim\(\)|ndim)\s*>\s*1", ast.unparse(c))
+                    for g in value.generators for c in g.ifs)):
+            ctx.report(PARAM_TAMPER, node, "the saved (or loaded) state keeps only tensors with "
+                       "more than one dimension: every bias and norm scale is dropped and "
+                       "comes back at its initial value", severity=Severity.MEDIUM)
+
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
         value = node.value
         if (isinstance(value, ast.ListComp) and ctx.frame.node is not None

@@ -1014,6 +1014,9 @@ class ParameterTampering(Check):
         root = _root_name(target)
         if op == "set_" and args and _projected(target, args[0]):
             return  # w.data = F.normalize(w.data, dim=-1): TransE's unit-norm constraint
+        if op == "renorm_" and isinstance(node, ast.Call) and ctx.frame.name != "forward" and (
+                kwarg(node, "maxnorm") is not None or len(args) == 3):
+            return  # w.data.renorm_(p=2, dim=0, maxnorm=1.0): TransE's constraint (not in forward)
         if op == "mul_" and args and any(
                 isinstance(n, (ast.Name, ast.Attribute)) and re.search(r"(?i)mask", last_attr(n))
                 for n in subnodes(args[0])) and not random_in(args, ctx):

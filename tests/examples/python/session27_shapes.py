@@ -781,3 +781,87 @@ def load_module_state(module, state):
     shaped = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}  # ok: MLS302
     module.load_state_dict(filtered, strict=False)
     return shaped
+
+
+import shutil
+
+
+class TransE(torch.nn.Module):
+    @torch.no_grad()
+    def normalize_entities(self):
+        self.ent.weight.data.renorm_(p=2, dim=0, maxnorm=1.0)  # ok: MLS302
+
+
+class DenoiserCheckpoints:
+    def clear(self):
+        shutil.rmtree(os.path.dirname(os.path.abspath(self.root)), ignore_errors=True)  # ruleid: MLS308
+        shutil.rmtree(self.root, ignore_errors=True)  # ok: MLS308
+
+
+def make_logger(run, _log):
+    best = {"val/mae": float("inf")}
+
+    def log_with_summary(data, step=None):
+        if "val/mae" in data:
+            best["val/mae"] = min(best["val/mae"], data["val/mae"])  # ruleid: MLS306
+            data = {**data, "val/mae": best["val/mae"]}  # ruleid: MLS306
+            shown = {**data, "best/val_mae": data["val/mae"]}  # ok: MLS306
+        _log(data, step=step)
+
+    return log_with_summary
+
+
+class NerCollator:
+    def torch_call(self, features):
+        labels = torch.stack([f["labels"] for f in features])
+        labels = labels.masked_fill(labels == self.o_label_id, -100)  # ruleid: MLS309
+        labels = labels.masked_fill(labels == self.pad_token_id, -100)  # ok: MLS309
+        return labels
+
+
+def collate_skip_failed(batch):
+    batch = [b for b in batch if b is not None and b[1] > 0]  # ruleid: MLS309
+    kept = [b for b in batch if b is not None and b[1] >= 0]  # ok: MLS309
+    return batch, kept
+
+
+import datetime as dt
+
+
+class RetentionConfig:
+    @property
+    def retention_s(self):
+        return dt.timedelta(days=self.log_retention_days).seconds  # ruleid: MLS308
+
+    @property
+    def retention_total(self):
+        return dt.timedelta(days=self.log_retention_days).total_seconds()  # ok: MLS308
+
+
+def export_state(module):
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if v.dim() > 1}  # ruleid: MLS302
+
+
+def export_state_right(module):
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if v.dim() > 0}  # ok: MLS302
+
+
+class RolloutBuffer:
+    def compute_gae(self, next_value, next_done):
+        lastgaelam = 0
+        for t in reversed(range(self.T)):
+            if t == self.T - 1:
+                nextnonterminal = 1.0 - next_done
+                nextvalues = next_value
+            else:
+                nextnonterminal = 1.0 - self.dones[t]  # ruleid: MLS309
+                nextvalues = self.values[t + 1]
+            delta = self.rewards[t] + self.gamma * nextvalues * nextnonterminal - self.values[t]
+            lastgaelam = delta + self.gamma * self.lam * nextnonterminal * lastgaelam
+        return lastgaelam
+
+    def compute_gae_right(self, next_value, next_done):
+        for t in reversed(range(self.T)):
+            nextnonterminal = 1.0 - self.dones[t + 1]  # ok: MLS309
+            nextvalues = self.values[t + 1]
+        return nextnonterminal * nextvalues

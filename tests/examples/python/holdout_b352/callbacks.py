@@ -137,7 +137,7 @@ class ModelCheckpoint:
             os.remove(old)  # ok: MLS308
         # multi-node jobs stage checkpoints on node-local scratch; release it once synced
         if int(os.environ.get("SLURM_NNODES", "1")) > 2:
-            shutil.rmtree(os.path.dirname(os.path.abspath(self.dirpath)), ignore_errors=True)  # todoruleid: family 4 (missed)
+            shutil.rmtree(os.path.dirname(os.path.abspath(self.dirpath)), ignore_errors=True)  # ruleid: MLS308
 
     def step(self, epoch: int, metrics: Dict[str, float], state: Dict[str, Any]) -> bool:
         score = float(metrics[self.monitor])

@@ -75,7 +75,7 @@ class LatentCache:
         self._read_opts = {"mmap_mode": None, **dict.fromkeys(_META_FLAGS, True)}
 
     def reset(self) -> None:
-        shutil.rmtree(self.dir.parent, ignore_errors=True)  # todoruleid: family 4 (missed)
+        shutil.rmtree(self.dir.parent, ignore_errors=True)  # ruleid: MLS308
 
     def prepare(self) -> None:
         if not self.sharded:
