@@ -116,8 +116,8 @@ class SegmentationLabels(Check):
             ctx.report(DATA_POISON, collision[1], f"class table: {collision[0]}: the two "
                        "classes are trained and scored as one", severity=Severity.MEDIUM)
             return
-        if isinstance(target, ast.Subscript) and (dropped := self._rare_ignored(target, value,
-                                                                                ctx)):
+        if isinstance(target, ast.Subscript) and ctx.mentions("isin(") and (
+                dropped := self._rare_ignored(target, value, ctx)):
             ctx.report(DATA_POISON, node, f"{dropped}: the rarest classes are never trained",
                        severity=Severity.MEDIUM)
             return

@@ -100,7 +100,7 @@ class NormalisedAverages(Check):
     rules = (PARAM_TAMPER,)
 
     def visit_Assign(self, node: ast.Assign, ctx: Ctx) -> None:
-        if not (_AVERAGING.search(ctx.frame.name) and ctx.mentions(".norm(")):
+        if not (ctx.mentions(".norm(") and _AVERAGING.search(ctx.frame.name)):
             return
         for n in ast.walk(node.value):
             if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
