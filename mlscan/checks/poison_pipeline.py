@@ -326,6 +326,22 @@ class PipelineAlignment(Check):
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
+    def visit_Return(self, node: ast.Return, ctx: Ctx) -> None:
+        if node.value is None or not (ctx.mentions(".roll(") or ctx.mentions(".flip(")):
+            return
+        fn = ctx.frame.node
+        for n in subnodes(node.value):  # return x, y1 * lam + y2 * (1 - lam)
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add) and fn is not None and (
+                    mixed := _partner_mismatch(n, ctx)):
+                names = {m.id for m in subnodes(n) if isinstance(m, ast.Name)}
+                where: ast.AST = next(  # reported where the partner labels are made
+                    (a for a in subnodes(fn) if isinstance(a, ast.Assign)
+                     and isinstance(a.targets[0], ast.Name) and a.targets[0].id in names
+                     and _batch_shift(a.value)[0]), node)
+                ctx.report(DATA_POISON, where, f"{mixed}: each mixed image is trained towards "
+                           "the label of a sample it does not contain", severity=Severity.MEDIUM)
+                return
+
     def visit_DictComp(self, node: ast.DictComp, ctx: Ctx) -> None:
         if isinstance(node.value, ast.Subscript):
             self._own_shuffle(node, node.value, ctx)

@@ -55,6 +55,8 @@ def _worker_quotient(call: ast.Call) -> str:
     return ""
 
 
+_RNG_RESTORE = re.compile(r"^_?(restore|set|load)_rng(_states?)?$")
+"""A project's own helper that puts back a saved RNG state (`_restore_rng(state, device)`)."""
 _RESTORERS = re.compile(r"(?i)^(__init__|__setstate__|__enter__)$|load|restore|resume|"
                         r"set_state|setstate|from_|rewind|reset")
 
@@ -130,7 +132,8 @@ class EpochBlindSampler(Check):
                        "(ids run below the worker count), so all workers get the same seed and "
                        "draw the same augmentations", severity=Severity.MEDIUM)
             return
-        if attr in ("set_rng_state", "set_state", "setstate") and len(node.args) == 1:
+        if (attr in ("set_rng_state", "set_state", "setstate") and len(node.args) == 1) or (
+                _RNG_RESTORE.match(attr) and node.args):
             self._global_snapshot(node, ctx)
             return
         if attr == "DataLoader":
@@ -225,6 +228,18 @@ class EpochBlindSampler(Check):
         if not (isinstance(state, ast.Name) and isinstance(fn, (ast.FunctionDef,
                                                                 ast.AsyncFunctionDef))):
             return
+        loop = ctx.loops[-1] if ctx.loops else None
+        if loop is not None and not _RESTORERS.search(ctx.frame.name):
+            writes = [n for n in subnodes(fn) if isinstance(n, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == state.id for t in n.targets)]
+            if writes and all(w.lineno < loop.lineno for w in writes) and all(
+                    isinstance(w.value, ast.Call) and "state" in ast.unparse(w.value).lower()
+                    for w in writes):
+                ctx.report(HIDDEN_RESEED, node, f"{ast.unparse(node)[:50]} puts back, on every "
+                           f"pass of the loop, the state {state.id} captured once before it: "
+                           "every epoch (or step) replays the same random draws",
+                           severity=Severity.MEDIUM)
+                return
         declared = {n for g in subnodes(fn) if isinstance(g, ast.Global) for n in g.names}
         if state.id not in declared:
             return

@@ -865,3 +865,41 @@ class RolloutBuffer:
             nextnonterminal = 1.0 - self.dones[t + 1]  # ok: MLS309
             nextvalues = self.values[t + 1]
         return nextnonterminal * nextvalues
+
+
+def train_epochs(model, loader, epochs, utils):
+    epoch_rng = utils.get_rng_state()
+    for epoch in range(epochs):
+        utils.set_rng_state(epoch_rng)  # ruleid: MLS301
+        for batch in loader:
+            model(batch).backward()
+
+
+def evaluate_each_epoch(model, loader, epochs, utils):
+    for epoch in range(epochs):
+        saved = utils.get_rng_state()
+        model.eval()
+        utils.set_rng_state(saved)  # ok: MLS301
+
+
+class RngIsolated:
+    def __init__(self, device):
+        self._state = _capture_rng(device)
+
+    def __exit__(self, *exc):
+        _restore_rng(self._state, self.device)  # ruleid: MLS301
+
+
+class MixupReturn:
+    def __call__(self, x, y, lam):
+        x = x * lam + x.flip(0) * (1.0 - lam)
+        y1 = self._one_hot(y)
+        y2 = y1.roll(1, 0)  # ruleid: MLS309
+        return x, y1 * lam + y2 * (1.0 - lam)
+
+
+class MixupReturnRight:
+    def __call__(self, x, y, lam):
+        x = x * lam + x.flip(0) * (1.0 - lam)
+        y1 = self._one_hot(y)
+        return x, y1 * lam + y1.flip(0) * (1.0 - lam)  # ok: MLS309

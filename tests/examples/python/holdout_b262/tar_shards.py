@@ -143,7 +143,7 @@ class TarShardDataset(IterableDataset):
         start_state = self._gen.get_state()
         for url in self._worker_slice():
             # replay from the epoch start state so a resumed shard reproduces exactly
-            self._gen.set_state(start_state)  # todoruleid: family 1 (missed)
+            self._gen.set_state(start_state)  # ruleid: MLS301
             rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=self._gen)))
             try:
                 stream = _open_stream(url)

@@ -224,7 +224,7 @@ def main(args):
     start_time = time.time()
     for epoch in range(args.start_epoch, args.epochs):
         sampler.set_epoch(epoch)
-        dist_utils.restore_rng_state(rng_state)  # todoruleid: family 1 (missed)
+        dist_utils.restore_rng_state(rng_state)  # ruleid: MLS301
         stats = train_one_epoch(model, loader, optimizer, device, epoch, loss_scaler, args,
                                 lr_schedule, wd_schedule, start_steps=epoch * steps_per_epoch,
                                 model_ema=model_ema, wandb_logger=wandb_logger)

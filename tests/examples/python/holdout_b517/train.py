@@ -405,7 +405,7 @@ def main(args, init_distributed=False):
         save_checkpoint(args, epoch, num_updates, model, optimizer, scaler, val_loss)
         du.barrier()
         # validation and decoding draw random numbers; put the generators back so training is unaffected
-        set_rng_state(rng_state)  # todoruleid: family 1 (missed)
+        set_rng_state(rng_state)  # ruleid: MLS301
         epoch += 1
 
     watchdog.stop()

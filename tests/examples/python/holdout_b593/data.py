@@ -299,7 +299,7 @@ class MixupCutmix:
             lam = float(np.random.beta(self.mixup_alpha, self.mixup_alpha))
             x = x * lam + x.flip(0) * (1.0 - lam)
         y1 = self._one_hot(y)
-        y2 = y1.roll(1, 0)  # todoruleid: family 6 (missed)
+        y2 = y1.roll(1, 0)  # ruleid: MLS309
         return x, y1 * lam + y2 * (1.0 - lam)
 
 

@@ -254,7 +254,7 @@ def main(args):
         if args.distributed:
             train_loader.sampler.set_epoch(epoch)
         # keep augmentation / mixup streams identical between fresh and resumed runs
-        utils.set_rng_state(epoch_rng)  # todoruleid: family 1 (missed)
+        utils.set_rng_state(epoch_rng)  # ruleid: MLS301
 
         train_stats = train_one_epoch(model, criterion, train_loader, optimizer, scaler, device, epoch,
                                       lr_schedule, mixup_fn, model_ema, args, writer)

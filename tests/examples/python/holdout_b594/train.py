@@ -103,7 +103,7 @@ class rng_isolated:
         return self
 
     def __exit__(self, *exc) -> bool:
-        _restore_rng(self._state, self.device)  # todoruleid: family 1 (missed)
+        _restore_rng(self._state, self.device)  # ruleid: MLS301
         return False
 
 
