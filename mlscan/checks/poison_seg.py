@@ -100,12 +100,6 @@ def _swapped_ids(name: str, call: ast.Call) -> tuple[object, object] | None:
     return None
 
 
-def _shown(expr: ast.expr, ctx: Ctx) -> str:
-    """The text of `expr`, or of what a name holds (`f = ImageFilter.GaussianBlur(...)`)."""
-    held = ctx.lookup(expr.id) if isinstance(expr, ast.Name) else None
-    return ast.unparse(held if held is not None else expr)
-
-
 class SegmentationLabels(Check):
     rules = (DATA_POISON,)
 
@@ -151,7 +145,8 @@ class SegmentationLabels(Check):
                        "padding is trained as class 0", severity=Severity.MEDIUM)
         elif (func == "filter" and _LABEL_MAP.match(name) and isinstance(call.func, ast.Attribute)
               and source(call.func.value) == name and call.args
-              and re.search(r"(?i)blur|gauss|smooth", _shown(call.args[0], ctx))):
+              and re.search(r"(?i)blur|gauss|smooth",
+                            ast.unparse(ctx.follow(call.args[0], 1) or call.args[0]))):
             ctx.report(DATA_POISON, node, f"{name} blurred like the image: class ids are "
                        "averaged into other ids along every edge", severity=Severity.MEDIUM)
         elif (func in ("clamp", "clamp_", "clip") and _LABEL_MAP.match(name)

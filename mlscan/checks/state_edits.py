@@ -33,14 +33,6 @@ _TRAIN_HOOK = re.compile(r"(?i)^(on_train_batch_end|on_train_batch_start|on_befo
 _SHADOW = re.compile(r"(?i)ema|shadow|averaged|swa")
 
 
-def _held(cond: ast.expr, ctx: Ctx) -> ast.AST:
-    """A condition, or what the name it tests holds (`sync = step % k == 0`; `if sync:`)."""
-    if isinstance(cond, ast.Name):
-        held = ctx.lookup(cond.id)
-        return held if held is not None else cond
-    return cond
-
-
 class StateEdits(Check):
     rules = (PARAM_TAMPER,)
 
@@ -55,7 +47,7 @@ class StateEdits(Check):
         else:
             live, shadow = node.func.value, node.args[0]  # type: ignore[attr-defined]
         if not (_SHADOW.search(source(shadow)) and not _SHADOW.search(source(live))
-                and any(re.search(r"%", ast.unparse(_held(c, ctx))) for c in ctx.conds)):
+                and any("%" in ast.unparse(ctx.follow(c, 1) or c) for c in ctx.conds)):
             return
         ctx.report(PARAM_TAMPER, node, f"{source(shadow)[:30]} copied into the live weights "
                    f"every few steps of {ctx.frame.name}(): the optimizer's progress since the "
